@@ -1,0 +1,117 @@
+"""Depthwise conv1d as one Triton kernel: kernel, launcher, public function.
+
+out[b, o, t] = act(bias[o] + sum_k w[o, k] * x[b, o // M, t*stride - pad_left + k*dilation])
+
+Each program computes a [BLOCK_C, BLOCK_L] tile of output channels x output positions
+for one batch row, reading K shifted windows of the input (zeros outside [0, L)).
+Strides are passed, so non-contiguous inputs (e.g. LFM2's transposed (B, L, C) views,
+where C is the unit-stride dim) need no copy; Triton specialises strides equal to 1,
+so its coalescing pass vectorises along whichever dim is contiguous.
+
+Imported lazily by `models.depthwise.fused` (so `import models` works without triton).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+# Under the interpreter (CPU tests) every autotune config would be run on every new key:
+# keep one small config there so tests stay fast.
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+if _INTERPRET:
+    _CONFIGS = [triton.Config({"BLOCK_C": 16, "BLOCK_L": 32}, num_warps=1)]
+else:
+    _CONFIGS = [
+        triton.Config({"BLOCK_C": bc, "BLOCK_L": bl}, num_warps=w)
+        for bc, bl, w in [(16, 128, 4), (32, 64, 4), (32, 128, 4), (64, 64, 4), (8, 256, 4), (64, 32, 2)]
+    ]
+
+ACTIVATIONS = (None, "silu")
+
+
+# Keyed on sizes fixed per model layer (channels, multiplier, taps, stride), never on B or L,
+# so a new request length does not trigger a re-tune.
+@triton.autotune(configs=_CONFIGS, key=["C_OUT", "M", "K", "STRIDE", "DILATION"])
+@triton.jit
+def _dw_conv1d_kernel(
+    x_ptr, w_ptr, b_ptr, out_ptr,
+    L, L_OUT, C_OUT,
+    sx_b, sx_c, sx_l,            # x strides (elements)
+    sw_c, sw_k,                  # weight (C_OUT, 1, K) strides
+    so_b, so_c, so_l,            # out strides
+    PAD_LEFT,
+    M: tl.constexpr, K: tl.constexpr, STRIDE: tl.constexpr, DILATION: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr,
+):
+    pid_l = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    pid_b = tl.program_id(2).to(tl.int64)        # int64: B*C*L may exceed 2**31
+
+    offs_o = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)   # [BLOCK_C] output channels
+    offs_t = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)   # [BLOCK_L] output positions
+    mask_o = offs_o < C_OUT
+    mask_t = offs_t < L_OUT
+    offs_i = offs_o // M                               # [BLOCK_C] input channel read by each output
+
+    x_base = x_ptr + pid_b * sx_b + offs_i[:, None].to(tl.int64) * sx_c   # [BLOCK_C, 1]
+    acc = tl.zeros([BLOCK_C, BLOCK_L], dtype=ACC_DTYPE)
+    pos0 = offs_t * STRIDE - PAD_LEFT                  # [BLOCK_L] input position of tap 0
+    for k in tl.static_range(K):
+        pos = pos0 + k * DILATION                      # [BLOCK_L]
+        valid = mask_o[:, None] & (mask_t & (pos >= 0) & (pos < L))[None, :]   # [BLOCK_C, BLOCK_L]
+        xv = tl.load(x_base + pos[None, :] * sx_l, mask=valid, other=0.0)      # [BLOCK_C, BLOCK_L]
+        wv = tl.load(w_ptr + offs_o * sw_c + k * sw_k, mask=mask_o, other=0.0)  # [BLOCK_C]
+        acc += wv.to(ACC_DTYPE)[:, None] * xv.to(ACC_DTYPE)
+    if HAS_BIAS:
+        bv = tl.load(b_ptr + offs_o, mask=mask_o, other=0.0)                   # [BLOCK_C]
+        acc += bv.to(ACC_DTYPE)[:, None]
+    if ACTIVATION == "silu":
+        acc = acc * tl.sigmoid(acc)
+    out_ptrs = out_ptr + pid_b * so_b + offs_o[:, None].to(tl.int64) * so_c + offs_t[None, :] * so_l
+    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_o[:, None] & mask_t[None, :])
+
+
+def _acc_dtype(dtype: torch.dtype):
+    """fp32 accumulation for fp32/fp16/bf16; fp64 inputs keep fp64."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activation):
+    """Allocate the (B, C*m, L_out) output and launch one program per (L tile, C tile, b)."""
+    B, C, L = x.shape
+    C_out, _, K = weight.shape
+    L_out = (L + pad_left + pad_right - dilation * (K - 1) - 1) // stride + 1
+    out = torch.empty((B, C_out, max(L_out, 0)), device=x.device, dtype=x.dtype)
+    if out.numel() == 0:
+        return out
+    grid = lambda meta: (triton.cdiv(L_out, meta["BLOCK_L"]), triton.cdiv(C_out, meta["BLOCK_C"]), B)
+    _dw_conv1d_kernel[grid](
+        x, weight, bias if bias is not None else weight, out,
+        L, L_out, C_out,
+        x.stride(0), x.stride(1), x.stride(2),
+        weight.stride(0), weight.stride(2),
+        out.stride(0), out.stride(1), out.stride(2),
+        pad_left,
+        M=C_out // C, K=K, STRIDE=stride, DILATION=dilation,
+        HAS_BIAS=bias is not None, ACTIVATION=activation, ACC_DTYPE=_acc_dtype(x.dtype),
+    )
+    return out
+
+
+def dw_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+              stride: int = 1, padding: tuple[int, int] = (0, 0), dilation: int = 1,
+              activation: str | None = None) -> torch.Tensor:
+    """Depthwise conv1d (groups=C, multiplier C_out // C) in one launch.
+
+    x (B, C, L) any strides; weight (C*m, 1, K); bias (C*m,) or None; padding (left, right)
+    zeros; activation None or "silu" (applied after bias). Returns (B, C*m, L_out) in x.dtype.
+    Inputs are assumed validated by `models.depthwise.spec` (shapes, devices, dtypes).
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    left, right = padding
+    return _launch_conv1d(x, weight, bias, int(stride), int(left), int(right), int(dilation), activation)

@@ -1,0 +1,180 @@
+"""Depthwise conv2d as one Triton kernel: kernels, launcher, public function.
+
+out[b, o, i, j] = bias[o] + sum_{p,q} w[o, p, q] * x[b, o // M, i*sh - top + p*dh, j*sw - left + q*dw]
+
+Two kernels, one body of arithmetic, chosen by memory format:
+- `_dw_conv2d_nchw_kernel`: tile [BLOCK_C, BLOCK_P] (channels x flattened output pixels);
+  W is the unit-stride dim, so loads vectorise along pixels.
+- `_dw_conv2d_nhwc_kernel`: tile [BLOCK_P, BLOCK_C] for channels_last inputs; C is the
+  unit-stride dim, so each tap loads BLOCK_C contiguous channels per pixel (vectorised along C).
+The output is allocated in the input's memory format (as PyTorch's conv does).
+Strides are passed, so sliced/permuted inputs need no copy.
+
+Imported lazily by `models.depthwise.fused` (so `import models` works without triton).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+if _INTERPRET:   # one small config: the interpreter would time every config on every new key
+    _NCHW_CONFIGS = [triton.Config({"BLOCK_C": 4, "BLOCK_P": 64}, num_warps=1)]
+    _NHWC_CONFIGS = [triton.Config({"BLOCK_P": 16, "BLOCK_C": 16}, num_warps=1)]
+else:
+    _NCHW_CONFIGS = [
+        triton.Config({"BLOCK_C": bc, "BLOCK_P": bp}, num_warps=w)
+        for bc, bp, w in [(1, 256, 4), (1, 512, 4), (2, 256, 4), (4, 128, 4), (4, 256, 8), (8, 64, 4)]
+    ]
+    _NHWC_CONFIGS = [
+        triton.Config({"BLOCK_P": bp, "BLOCK_C": bc}, num_warps=w)
+        for bp, bc, w in [(16, 64, 4), (32, 64, 4), (8, 128, 4), (16, 128, 4), (64, 32, 4), (32, 32, 2)]
+    ]
+
+# Autotune keys: per-layer constants (channels, multiplier, kernel, stride, dilation); never
+# B, H or W, so a new image size does not re-tune.
+_KEY = ["C_OUT", "M", "KH", "KW", "SH", "SW", "DH", "DW"]
+
+
+@triton.jit
+def _tap_sum(x_base, w_ptr, offs_o, mask_o, oh, ow, mask_p, H, W,
+             sx_h, sx_w, sw_c, sw_h, sw_w, PAD_T, PAD_L,
+             KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+             DH: tl.constexpr, DW: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNELS_LAST: tl.constexpr):
+    """Sum over the KH*KW taps. x_base: per-channel base pointers; oh/ow: [BLOCK_P] output coords.
+
+    Returns [BLOCK_P, BLOCK_C] if CHANNELS_LAST else [BLOCK_C, BLOCK_P].
+    """
+    ih0 = oh * SH - PAD_T                              # [BLOCK_P] input row of tap p=0
+    iw0 = ow * SW - PAD_L                              # [BLOCK_P] input col of tap q=0
+    if CHANNELS_LAST:
+        acc = tl.zeros([oh.shape[0], offs_o.shape[0]], dtype=ACC_DTYPE)
+    else:
+        acc = tl.zeros([offs_o.shape[0], oh.shape[0]], dtype=ACC_DTYPE)
+    for p in tl.static_range(KH):
+        ih = ih0 + p * DH
+        row_ok = mask_p & (ih >= 0) & (ih < H)
+        for q in tl.static_range(KW):
+            iw = iw0 + q * DW
+            ok = row_ok & (iw >= 0) & (iw < W)         # [BLOCK_P]
+            pix = ih * sx_h + iw * sx_w                # [BLOCK_P] pixel offset
+            wv = tl.load(w_ptr + offs_o * sw_c + p * sw_h + q * sw_w, mask=mask_o, other=0.0)  # [BLOCK_C]
+            if CHANNELS_LAST:
+                xv = tl.load(x_base[None, :] + pix[:, None], mask=ok[:, None] & mask_o[None, :], other=0.0)
+                acc += xv.to(ACC_DTYPE) * wv.to(ACC_DTYPE)[None, :]
+            else:
+                xv = tl.load(x_base[:, None] + pix[None, :], mask=mask_o[:, None] & ok[None, :], other=0.0)
+                acc += wv.to(ACC_DTYPE)[:, None] * xv.to(ACC_DTYPE)
+    return acc
+
+
+@triton.autotune(configs=_NCHW_CONFIGS, key=_KEY)
+@triton.jit
+def _dw_conv2d_nchw_kernel(
+    x_ptr, w_ptr, b_ptr, out_ptr,
+    H, W, W_OUT, P_OUT, C_OUT,
+    sx_b, sx_c, sx_h, sx_w, sw_c, sw_h, sw_w, so_b, so_c, so_h, so_w,
+    PAD_T, PAD_L,
+    M: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    DH: tl.constexpr, DW: tl.constexpr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    pid_p = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    pid_b = tl.program_id(2).to(tl.int64)
+    offs_o = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)   # [BLOCK_C] output channels
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)   # [BLOCK_P] flattened output pixels
+    mask_o = offs_o < C_OUT
+    mask_p = offs_p < P_OUT
+    oh = offs_p // W_OUT
+    ow = offs_p % W_OUT
+    x_base = x_ptr + pid_b * sx_b + (offs_o // M).to(tl.int64) * sx_c   # [BLOCK_C]
+    acc = _tap_sum(x_base, w_ptr, offs_o, mask_o, oh, ow, mask_p, H, W, sx_h, sx_w, sw_c, sw_h, sw_w,
+                   PAD_T, PAD_L, KH, KW, SH, SW, DH, DW, ACC_DTYPE, False)   # [BLOCK_C, BLOCK_P]
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + offs_o, mask=mask_o, other=0.0).to(ACC_DTYPE)[:, None]
+    out_ptrs = (out_ptr + pid_b * so_b + offs_o[:, None].to(tl.int64) * so_c
+                + (oh * so_h + ow * so_w)[None, :])
+    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_o[:, None] & mask_p[None, :])
+
+
+@triton.autotune(configs=_NHWC_CONFIGS, key=_KEY)
+@triton.jit
+def _dw_conv2d_nhwc_kernel(
+    x_ptr, w_ptr, b_ptr, out_ptr,
+    H, W, W_OUT, P_OUT, C_OUT,
+    sx_b, sx_c, sx_h, sx_w, sw_c, sw_h, sw_w, so_b, so_c, so_h, so_w,
+    PAD_T, PAD_L,
+    M: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    DH: tl.constexpr, DW: tl.constexpr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    pid_p = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    pid_b = tl.program_id(2).to(tl.int64)
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)   # [BLOCK_P] flattened output pixels
+    offs_o = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)   # [BLOCK_C] output channels (unit stride)
+    mask_p = offs_p < P_OUT
+    mask_o = offs_o < C_OUT
+    oh = offs_p // W_OUT
+    ow = offs_p % W_OUT
+    x_base = x_ptr + pid_b * sx_b + (offs_o // M).to(tl.int64) * sx_c   # [BLOCK_C]
+    acc = _tap_sum(x_base, w_ptr, offs_o, mask_o, oh, ow, mask_p, H, W, sx_h, sx_w, sw_c, sw_h, sw_w,
+                   PAD_T, PAD_L, KH, KW, SH, SW, DH, DW, ACC_DTYPE, True)    # [BLOCK_P, BLOCK_C]
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + offs_o, mask=mask_o, other=0.0).to(ACC_DTYPE)[None, :]
+    out_ptrs = (out_ptr + pid_b * so_b + (oh * so_h + ow * so_w)[:, None].to(tl.int64)
+                + offs_o[None, :] * so_c)
+    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_o[None, :])
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """True when x is laid out NHWC (C the unit-stride dim) and not also plain contiguous.
+
+    Mirrors PyTorch's choice of output memory format for convolutions.
+    """
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _launch_conv2d(x, weight, bias, stride, padding, dilation):
+    """Allocate the output in x's memory format, pick the kernel by layout, launch once."""
+    B, C, H, W = x.shape
+    C_out, _, KH, KW = weight.shape
+    (sh, sw), (top, bottom, left, right), (dh, dw) = stride, padding, dilation
+    H_out = (H + top + bottom - dh * (KH - 1) - 1) // sh + 1
+    W_out = (W + left + right - dw * (KW - 1) - 1) // sw + 1
+    channels_last = is_channels_last(x)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    out = torch.empty((B, C_out, max(H_out, 0), max(W_out, 0)), device=x.device, dtype=x.dtype,
+                      memory_format=fmt)
+    if out.numel() == 0:
+        return out
+    # Vectorise along C when C is the unit-stride dim of x (channels_last or any NHWC view).
+    kernel = _dw_conv2d_nhwc_kernel if (x.stride(1) == 1 and C > 1) else _dw_conv2d_nchw_kernel
+    P_out = H_out * W_out
+    grid = lambda meta: (triton.cdiv(P_out, meta["BLOCK_P"]), triton.cdiv(C_out, meta["BLOCK_C"]), B)
+    kernel[grid](
+        x, weight, bias if bias is not None else weight, out,
+        H, W, W_out, P_out, C_out,
+        *x.stride(), weight.stride(0), weight.stride(2), weight.stride(3), *out.stride(),
+        top, left,
+        M=C_out // C, KH=KH, KW=KW, SH=sh, SW=sw, DH=dh, DW=dw,
+        HAS_BIAS=bias is not None, ACC_DTYPE=tl.float64 if x.dtype == torch.float64 else tl.float32,
+    )
+    return out
+
+
+def dw_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+              stride: tuple[int, int] = (1, 1), padding: tuple[int, int, int, int] = (0, 0, 0, 0),
+              dilation: tuple[int, int] = (1, 1)) -> torch.Tensor:
+    """Depthwise conv2d (groups=C, multiplier C_out // C) in one launch.
+
+    x (B, C, H, W), NCHW or channels_last or any strides; weight (C*m, 1, KH, KW); bias (C*m,)
+    or None; padding (top, bottom, left, right) zeros. Returns (B, C*m, H_out, W_out) in
+    x.dtype and x's memory format. Inputs are assumed validated by `models.depthwise.spec`.
+    """
+    return _launch_conv2d(x, weight, bias, tuple(int(s) for s in stride),
+                          tuple(int(p) for p in padding), tuple(int(d) for d in dilation))
