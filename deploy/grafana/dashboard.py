@@ -1,0 +1,220 @@
+"""The dwserve Grafana dashboard, as code (grafana-foundation-sdk, Grafana's own builder library).
+
+    python deploy/grafana/dashboard.py            # rewrite deploy/grafana/dashboards/dwserve.json
+    python deploy/grafana/dashboard.py --check    # exit 1 if the committed JSON is stale
+
+The committed JSON is what Grafana provisions (docker compose, k8s); tests/test_deploy_grafana.py
+fails when it drifts from this file, and tests/test_topology.py runs every query below against a
+real Prometheus scraping two live dwserve processes.
+
+Every panel compares the two variants side by side: `variant` (before = per_group, after = auto)
+is added by the scrape config (deploy/prometheus/prometheus.yml), `impl` is the policy a request
+ran under (a request can override the server default with parameters.depthwise_impl).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import prometheus as pb
+from grafana_foundation_sdk.builders import stat as sb
+from grafana_foundation_sdk.builders import timeseries as tb
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+
+OUT = Path(__file__).resolve().parent / "dashboards" / "dwserve.json"
+UID = "dwserve"
+DS = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
+# Label filter shared by every query: the dashboard's model and instance variables.
+SEL = 'model=~"$model", instance=~"$instance"'
+RI = "$__rate_interval"
+
+
+def q(expr: str, legend: str, ref: str = "A") -> pb.Dataquery:
+    return pb.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DS)
+
+
+def ts(title: str, desc: str, unit: str, *queries: pb.Dataquery, w: int = 12) -> tb.Panel:
+    """A time series panel, legend as a table with mean/max so before/after reads as numbers."""
+    panel = (
+        tb.Panel().title(title).description(desc).unit(unit).datasource(DS).height(8).span(w)
+        .line_width(1).fill_opacity(10).show_points(cm.VisibilityMode.NEVER)
+        .legend(cb.VizLegendOptions().display_mode(cm.LegendDisplayMode.TABLE)
+                .placement(cm.LegendPlacement.BOTTOM).show_legend(True).calcs(["mean", "max"]))
+    )
+    for i, query in enumerate(queries):
+        panel = panel.with_target(query.ref_id(chr(ord("A") + i)))
+    return panel
+
+
+def stat(title: str, desc: str, unit: str, query: pb.Dataquery, w: int = 6) -> sb.Panel:
+    return (
+        sb.Panel().title(title).description(desc).unit(unit).datasource(DS).height(5).span(w)
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .with_target(query)
+    )
+
+
+def hq(phi: float, metric: str, by: str) -> str:
+    """phi-quantile of a histogram, aggregated over replicas (sum of bucket rates, then quantile)."""
+    return f"histogram_quantile({phi}, sum by (le, {by}) (rate({metric}_bucket{{{SEL}}}[{RI}])))"
+
+
+def mean(metric: str, by: str) -> str:
+    """Mean of a histogram over the rate window: rate(sum) / rate(count)."""
+    return (f"sum by ({by}) (rate({metric}_sum{{{SEL}}}[{RI}]))"
+            f" / sum by ({by}) (rate({metric}_count{{{SEL}}}[{RI}]))")
+
+
+def variables() -> list:
+    ds = db.DatasourceVariable("datasource").id("datasource").label("Data source").type("prometheus")
+    model = (
+        db.QueryVariable("model").id("model").label("Model").datasource(DS)
+        .query("label_values(dwserve_requests_total, model)")
+        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC)
+        .multi(True).include_all(True).all_value(".*")
+    )
+    instance = (
+        db.QueryVariable("instance").id("instance").label("Instance").datasource(DS)
+        .query('label_values(dwserve_requests_total{model=~"$model"}, instance)')
+        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC)
+        .multi(True).include_all(True).all_value(".*")
+    )
+    return [ds, model, instance]
+
+
+def build() -> db.Dashboard:
+    vmi = "variant, model, impl"
+    d = (
+        db.Dashboard("dwserve: depthwise before/after").uid(UID).tags(["dwserve", "depthwise"])
+        .description("dwserve serving two depthwise implementations side by side: "
+                     "before = per_group (C convs + cat), after = auto (slice-sum/fused/native).")
+        .refresh("5s").time("now-15m", "now").timezone("browser").tooltip(dm.DashboardCursorSync.CROSSHAIR)
+        .editable()
+        .variables(variables())
+    )
+    d = d.with_row(db.Row("Before vs after at a glance"))
+    d = d.with_panel(stat(
+        "Kernel launches per forward: before / after",
+        "How many times more kernels (aten ops on CPU, CUDA kernels on GPU) the before variant "
+        "launches per forward than the after variant, per model.", "x",
+        q(f'max by (model, kind) (dwserve_kernel_launches_per_forward{{variant="before", {SEL}}})'
+          f' / max by (model, kind) (dwserve_kernel_launches_per_forward{{variant="after", {SEL}}})',
+          "{{model}} {{kind}}")))
+    d = d.with_panel(stat(
+        "p99 latency speed-up: before / after",
+        "p99 request latency of before divided by after over the last 5 minutes (recording rule "
+        "dwserve:request_duration_seconds:p99_5m).", "x",
+        q('max by (model) (dwserve:request_duration_seconds:p99_5m{variant="before", model=~"$model"})'
+          ' / max by (model) (dwserve:request_duration_seconds:p99_5m{variant="after", model=~"$model"})',
+          "{{model}}")))
+    d = d.with_panel(stat(
+        "Depthwise share of compute",
+        "Mean time inside depthwise ops per sampled forward / mean compute time per forward "
+        "(recording rule dwserve:depthwise_share:ratio_rate5m).", "percentunit",
+        q('max by (variant, model) (dwserve:depthwise_share:ratio_rate5m{model=~"$model"})',
+          "{{variant}} {{model}}")))
+    d = d.with_panel(stat(
+        "Build", "dwserve_build_info of each scraped process.", "none",
+        q(f"count by (variant, version) (dwserve_build_info{{instance=~\"$instance\"}})",
+          "{{variant}} {{version}}")))
+
+    d = d.with_row(db.Row("Traffic and latency"))
+    d = d.with_panel(ts(
+        "Request rate", "Requests per second by variant, model, impl and HTTP status.", "reqps",
+        q(f"sum by ({vmi}, status) (rate(dwserve_requests_total{{{SEL}}}[{RI}]))",
+          "{{variant}} {{model}} {{impl}} {{status}}")))
+    d = d.with_panel(ts(
+        "Latency by impl: p50 / p95 / p99",
+        "End-to-end request latency (queue + compute + encode) from the histogram.", "s",
+        q(hq(0.5, "dwserve_request_duration_seconds", vmi), "p50 {{variant}} {{model}} {{impl}}"),
+        q(hq(0.95, "dwserve_request_duration_seconds", vmi), "p95 {{variant}} {{model}} {{impl}}"),
+        q(hq(0.99, "dwserve_request_duration_seconds", vmi), "p99 {{variant}} {{model}} {{impl}}")))
+    d = d.with_panel(ts(
+        "Queue vs compute time (mean)",
+        "Mean time waiting in the batching queue vs mean forward time. Queue-bound: add replicas "
+        "or batch more; compute-bound: look at the depthwise share and the impl.", "s",
+        q(mean("dwserve_queue_duration_seconds", "variant, model"), "queue {{variant}} {{model}}"),
+        q(mean("dwserve_compute_duration_seconds", vmi), "compute {{variant}} {{model}} {{impl}}"),
+        q(mean("dwserve_depthwise_duration_seconds", vmi), "depthwise {{variant}} {{model}} {{impl}}")))
+    d = d.with_panel(ts(
+        "p99 latency per impl (5m, recording rule)",
+        "dwserve:request_duration_seconds:p99_5m, the series the latency SLO alert (2 s) reads.", "s",
+        q('dwserve:request_duration_seconds:p99_5m{model=~"$model"}', "{{variant}} {{model}} {{impl}}")))
+
+    d = d.with_row(db.Row("Depthwise: where the time and the launches go"))
+    d = d.with_panel(ts(
+        "Depthwise share of compute", "Share of forward time spent in depthwise ops (sampled, "
+        "device-synchronised). The per_group baseline spends most of its time here.", "percentunit",
+        q('dwserve:depthwise_share:ratio_rate5m{model=~"$model"}', "{{variant}} {{model}} {{impl}}")))
+    d = d.with_panel(ts(
+        "Kernel launches per forward: before vs after",
+        "Gauge set by the service from a counted forward: aten ops dispatched (every device) and "
+        "CUDA kernels (GPU). per_group grows with channels; slice-sum/fused do not.", "short",
+        q(f"max by ({vmi}, kind) (dwserve_kernel_launches_per_forward{{{SEL}}})",
+          "{{variant}} {{model}} {{impl}} {{kind}}")))
+    d = d.with_panel(ts(
+        "Kernel launches per request",
+        "rate(dwserve_kernel_launches_total) / successful requests (recording rule); batching "
+        "lowers it, a regression to per_group raises it (alert at 2x).", "short",
+        q('dwserve:kernel_launches_per_request:ratio_rate5m{model=~"$model"}',
+          "{{variant}} {{model}} {{impl}} {{kind}}")))
+    d = d.with_panel(ts(
+        "Batch size", "Requests per forward formed by the dynamic batcher (mean and p95).", "short",
+        q(mean("dwserve_batch_size", "variant, model"), "mean {{variant}} {{model}}"),
+        q(hq(0.95, "dwserve_batch_size", "variant, model"), "p95 {{variant}} {{model}}")))
+
+    d = d.with_row(db.Row("Errors and load"))
+    d = d.with_panel(ts(
+        "Errors by status", "Non-2xx responses per second: 4xx are bad requests, 503 means the "
+        "queue was full (load shed), other 5xx are bugs.", "reqps",
+        q(f'sum by (variant, model, status) (rate(dwserve_requests_total{{status!~"2..", {SEL}}}[{RI}]))',
+          "{{variant}} {{model}} {{status}}")))
+    d = d.with_panel(ts(
+        "In-flight requests", "Requests accepted and not yet answered (queued + computing).", "short",
+        q(f"sum by (variant, model) (dwserve_inflight_requests{{{SEL}}})", "{{variant}} {{model}}")))
+
+    d = d.with_row(db.Row("Generation (lfm2)"))
+    d = d.with_panel(ts(
+        "Generated tokens/s", "Tokens produced per second by /v1/generate.", "short",
+        q(f"sum by ({vmi}) (rate(dwserve_generated_tokens_total{{{SEL}}}[{RI}]))",
+          "{{variant}} {{model}} {{impl}}"), w=8))
+    d = d.with_panel(ts(
+        "Time to first token: p50 / p95", "Prefill latency of /v1/generate.", "s",
+        q(hq(0.5, "dwserve_time_to_first_token_seconds", vmi), "p50 {{variant}} {{impl}}"),
+        q(hq(0.95, "dwserve_time_to_first_token_seconds", vmi), "p95 {{variant}} {{impl}}"), w=8))
+    d = d.with_panel(ts(
+        "Time per output token (mean)", "Decode step latency: one conv1d_decode_step per conv "
+        "layer per token.", "s",
+        q(mean("dwserve_time_per_output_token_seconds", vmi), "{{variant}} {{impl}}"), w=8))
+    return d
+
+
+def render() -> str:
+    """The dashboard as the JSON Grafana provisions (stable key order, trailing newline)."""
+    return json.dumps(build().build(), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="fail if the committed JSON is stale")
+    args = ap.parse_args(argv)
+    text = render()
+    if args.check:
+        if not OUT.exists() or OUT.read_text() != text:
+            print(f"{OUT} is stale: run `python deploy/grafana/dashboard.py`", file=sys.stderr)
+            return 1
+        return 0
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(text)
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Locust load for the compose stack: OIP v2 (KServe v2) infer on both models, both variants.
+
+Run by the `loadtest` service of docker/docker-compose.yml (headless, bounded --run-time), or by
+hand against two local servers:
+    DWSERVE_BEFORE_URL=http://127.0.0.1:8001 DWSERVE_AFTER_URL=http://127.0.0.1:8002 \
+        locust -f docker/locustfile.py --headless -u 4 -r 2 --run-time 1m
+
+Self-contained on purpose: the Locust image has no dwserve installed. Do not pass --host: it
+would overwrite both users' hosts and send all the load to one variant.
+Request names carry the variant ("lfm2 infer [before]"), so Locust's CSV/HTML compares them.
+"""
+import json
+import os
+import random
+import struct
+
+from locust import HttpUser, between, task
+
+LFM2_TOKENS = int(os.environ.get("DWSERVE_LFM2_TOKENS", "32"))   # prompt length per request
+LFM2_VOCAB = int(os.environ.get("DWSERVE_LFM2_VOCAB", "256"))    # ids drawn below this bound
+MOBILENET_SHAPE = (1, 3, 224, 224)
+
+
+def lfm2_body(rng: random.Random) -> dict:
+    """JSON infer request: input_ids INT64 [1, LFM2_TOKENS] (row-major flat data)."""
+    ids = [rng.randrange(LFM2_VOCAB) for _ in range(LFM2_TOKENS)]
+    return {"inputs": [{"name": "input_ids", "datatype": "INT64", "shape": [1, LFM2_TOKENS], "data": ids}]}
+
+
+def mobilenet_binary(rng: random.Random) -> tuple[bytes, dict]:
+    """Binary tensor extension: a JSON header, then the raw little-endian FP32 image.
+
+    A JSON list of 150528 floats would make the load generator, not the model, the bottleneck.
+    """
+    n = 1
+    for d in MOBILENET_SHAPE:
+        n *= d
+    raw = struct.pack(f"<{n}f", *(rng.random() for _ in range(n)))
+    header = json.dumps({
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": list(MOBILENET_SHAPE),
+                    "parameters": {"binary_data_size": len(raw)}}],
+        "outputs": [{"name": "logits", "parameters": {"binary_data": False}}],
+    }).encode()
+    headers = {"Inference-Header-Content-Length": str(len(header)),
+               "Content-Type": "application/octet-stream"}
+    return header + raw, headers
+
+
+class _Variant(HttpUser):
+    abstract = True
+    variant = ""
+    wait_time = between(0.05, 0.2)
+
+    def on_start(self) -> None:
+        self.rng = random.Random(hash(self.variant) ^ id(self))
+        self.image, self.image_headers = mobilenet_binary(self.rng)   # one image per user
+
+    @task(3)
+    def lfm2(self) -> None:
+        self.client.post("/v2/models/lfm2/infer", json=lfm2_body(self.rng),
+                         name=f"lfm2 infer [{self.variant}]")
+
+    @task(1)
+    def mobilenet_v2(self) -> None:
+        self.client.post("/v2/models/mobilenet_v2/infer", data=self.image,
+                         headers=self.image_headers, name=f"mobilenet_v2 infer [{self.variant}]")
+
+
+class Before(_Variant):
+    """DWSERVE_DEPTHWISE_IMPL=per_group."""
+    host = os.environ.get("DWSERVE_BEFORE_URL", "http://dwserve-before:8000")
+    variant = "before"
+
+
+class After(_Variant):
+    """DWSERVE_DEPTHWISE_IMPL=auto."""
+    host = os.environ.get("DWSERVE_AFTER_URL", "http://dwserve-after:8000")
+    variant = "after"
