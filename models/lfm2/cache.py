@@ -1,0 +1,66 @@
+"""The LFM2 inference cache: preallocated once, updated in place by every forward.
+
+Slots are shared by the whole batch: prompts are left-padded to one length, so slot `s`
+holds the s-th fed column of every row, and `key_mask[b, s]` says whether it was a real
+token (padding slots are never attended to). Per row, `positions[b]` counts the real tokens
+seen so far: the next token's RoPE position, so a padded row sees exactly the positions it
+would see alone.
+"""
+from __future__ import annotations
+
+import torch
+
+from .config import LFM2Config
+
+
+class LFM2Cache:
+    def __init__(self, config: LFM2Config, batch_size: int, max_length: int,
+                 device=None, dtype=torch.float32):
+        if batch_size < 1 or max_length < 1:
+            raise ValueError(f"a cache needs batch_size >= 1 and max_length >= 1, "
+                             f"got {batch_size} and {max_length}")
+        b, c, k = batch_size, config.hidden_size, config.conv_L_cache
+        kv = (b, config.num_key_value_heads, max_length, config.head_dim)
+        self.batch_size, self.max_length = b, max_length
+        conv = [t == "conv" for t in config.layer_types]
+        # conv layers: the last K-1 values of b*x before the next token, (B, C, K-1).
+        self.conv_states = [torch.zeros(b, c, k - 1, device=device, dtype=dtype) if is_conv
+                            else None for is_conv in conv]
+        # attention layers: keys/values per slot, (B, Hkv, max_length, head_dim).
+        self.keys = [None if is_conv else torch.zeros(kv, device=device, dtype=dtype)
+                     for is_conv in conv]
+        self.values = [None if is_conv else torch.zeros(kv, device=device, dtype=dtype)
+                       for is_conv in conv]
+        self.key_mask = torch.zeros(b, max_length, dtype=torch.bool, device=device)
+        self.positions = torch.zeros(b, dtype=torch.long, device=device)
+        self.length = 0  # slots filled (the same for every row)
+
+    def check_room(self, batch_size: int, new_tokens: int):
+        if batch_size != self.batch_size:
+            raise ValueError(f"cache was made for batch_size={self.batch_size}, "
+                             f"got input with batch {batch_size}; call new_cache(batch_size, ...)")
+        if self.length + new_tokens > self.max_length:
+            raise ValueError(f"cache holds {self.length} of max_length={self.max_length} slots and "
+                             f"cannot take {new_tokens} more; allocate new_cache with a larger "
+                             "max_length")
+
+    def write_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor, start: int):
+        """Store k, v (B, Hkv, L, D) at slots [start, start+L); return views of slots [0, start+L)."""
+        end = start + k.shape[2]
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys[:, :, start:end].copy_(k)
+        values[:, :, start:end].copy_(v)
+        return keys[:, :, :end], values[:, :, :end]
+
+    def advance(self, token_mask: torch.Tensor):
+        """After a forward of token_mask (B, L) bool: the slots are filled, positions move on."""
+        self.length += token_mask.shape[1]
+        self.positions += token_mask.sum(1)
+
+    def reset(self):
+        for t in (*self.conv_states, *self.keys, *self.values):
+            if t is not None:
+                t.zero_()
+        self.key_mask.zero_()
+        self.positions.zero_()
+        self.length = 0

@@ -1,0 +1,261 @@
+"""LFM2 configuration: Hugging Face field names, both published config.json forms, presets.
+
+Two forms of `config.json` exist in the wild and both must load the same:
+- current transformers form: `layer_types` (one of "conv"/"full_attention" per layer) and
+  `rope_parameters = {"rope_type": "default", "rope_theta": ...}`;
+- the first published LFM2 form: `full_attn_idxs`, top-level `rope_theta` (and `theta`),
+  `block_ff_dim` (overrides `intermediate_size`, as transformers does), `block_dim` /
+  `conv_dim` (must equal `hidden_size`), `tie_embedding`, `num_heads`, `block_norm_eps`.
+The feed-forward width is adjusted exactly as transformers' `Lfm2MLP` does (`ffn_dim`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LAYER_TYPES = ("conv", "full_attention")
+
+# Keys of a published config.json that carry no architecture information; ignored on load.
+_METADATA_KEYS = {
+    "architectures", "model_type", "torch_dtype", "dtype", "transformers_version", "use_cache",
+    "initializer_range", "block_mlp_init_scale", "block_out_init_scale", "block_use_xavier_init",
+    "conv_use_xavier_init", "use_pos_enc", "output_attentions", "output_hidden_states",
+    "return_dict", "_name_or_path", "quantization", "quantization_config",
+}
+
+
+@dataclass(frozen=True)
+class LFM2Config:
+    vocab_size: int = 65536
+    hidden_size: int = 2560
+    intermediate_size: int = 12288
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int = 8
+    max_position_embeddings: int = 128_000
+    norm_eps: float = 1e-5
+    conv_bias: bool = False
+    conv_L_cache: int = 3  # K, the short-conv kernel size; the conv state keeps K-1 columns
+    # None -> every layer is attention (transformers' default when neither form is given).
+    layer_types: tuple[str, ...] | None = None
+    rope_theta: float = 1_000_000.0
+    block_multiple_of: int = 256
+    block_ffn_dim_multiplier: float | None = 1.0
+    block_auto_adjust_ff_dim: bool = True
+    tie_word_embeddings: bool = True
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | tuple[int, ...] | None = 2
+    initializer_range: float = field(default=0.02, compare=False)
+
+    def __post_init__(self):
+        lt = self.layer_types
+        if lt is None:
+            lt = ("full_attention",) * self.num_hidden_layers
+        elif isinstance(lt, str) or not all(isinstance(t, str) for t in lt):
+            raise ValueError(f"layer_types must be a list of strings from {LAYER_TYPES}, got {lt!r}")
+        object.__setattr__(self, "layer_types", tuple(lt))
+        if isinstance(self.eos_token_id, list):
+            object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
+        self._validate()
+
+    # ---- derived sizes -------------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        """The SwiGLU width actually built, exactly as transformers' Lfm2MLP computes it."""
+        ff = self.intermediate_size
+        if self.block_auto_adjust_ff_dim:
+            ff = int(2 * ff / 3)
+            if self.block_ffn_dim_multiplier is not None:
+                ff = int(self.block_ffn_dim_multiplier * ff)
+                m = self.block_multiple_of
+                ff = m * ((ff + m - 1) // m)
+        return ff
+
+    @property
+    def full_attn_idxs(self) -> tuple[int, ...]:
+        return tuple(i for i, t in enumerate(self.layer_types) if t == "full_attention")
+
+    @property
+    def rope_parameters(self) -> dict:
+        return {"rope_type": "default", "rope_theta": self.rope_theta}
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        e = self.eos_token_id
+        return () if e is None else (e,) if isinstance(e, int) else tuple(e)
+
+    def _validate(self):
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                     "num_attention_heads", "num_key_value_heads", "max_position_embeddings",
+                     "block_multiple_of"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if isinstance(self.conv_L_cache, bool) or not isinstance(self.conv_L_cache, int) \
+                or self.conv_L_cache < 1:
+            raise ValueError(f"conv_L_cache (the conv kernel size K) must be an int >= 1, "
+                             f"got {self.conv_L_cache!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"num_attention_heads={self.num_attention_heads} must divide "
+                             f"hidden_size={self.hidden_size}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"num_key_value_heads={self.num_key_value_heads} must divide "
+                             f"num_attention_heads={self.num_attention_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim = hidden_size / num_attention_heads = {self.head_dim} "
+                             "must be even for RoPE")
+        if len(self.layer_types) != self.num_hidden_layers:
+            raise ValueError(f"layer_types has {len(self.layer_types)} entries, expected "
+                             f"num_hidden_layers={self.num_hidden_layers}")
+        bad = sorted({t for t in self.layer_types if t not in LAYER_TYPES})
+        if bad:
+            raise ValueError(f"layer_types contains {bad}; each entry must be one of {LAYER_TYPES}")
+        if not (self.norm_eps > 0 and math.isfinite(self.norm_eps)):
+            raise ValueError(f"norm_eps must be a positive float, got {self.norm_eps!r}")
+        if not (self.rope_theta > 0 and math.isfinite(self.rope_theta)):
+            raise ValueError(f"rope_theta must be a positive float, got {self.rope_theta!r}")
+        if self.ffn_dim < 1:
+            raise ValueError(f"intermediate_size={self.intermediate_size} gives a feed-forward "
+                             f"width of {self.ffn_dim} after adjustment; it must be >= 1")
+        for name in ("pad_token_id", "bos_token_id"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int) and 0 <= v < self.vocab_size):
+                raise ValueError(f"{name}={v!r} must be None or in [0, vocab_size={self.vocab_size})")
+        for v in self.eos_token_ids:
+            if not (isinstance(v, int) and 0 <= v < self.vocab_size):
+                raise ValueError(f"eos_token_id={self.eos_token_id!r} must be None or ids in "
+                                 f"[0, vocab_size={self.vocab_size})")
+
+    # ---- (de)serialisation ---------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict) -> "LFM2Config":
+        """Accept the current HF form and the first published one (see module docstring)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"an LFM2 config must be a dict (config.json), got {type(d).__name__}")
+        d = dict(d)
+        if d.get("model_type", "lfm2") != "lfm2":
+            raise ValueError(f"model_type={d['model_type']!r}: expected 'lfm2'")
+        if not d.pop("block_use_swiglu", True):
+            raise ValueError("block_use_swiglu=False is not supported; LFM2 uses SwiGLU")
+        # transformers: block_ff_dim / tie_embedding override their new names.
+        if "block_ff_dim" in d:
+            d["intermediate_size"] = d.pop("block_ff_dim")
+        if "tie_embedding" in d:
+            d["tie_word_embeddings"] = d.pop("tie_embedding")
+        hidden = d.get("hidden_size", cls.hidden_size)
+        for alias in ("block_dim", "conv_dim", "conv_dim_out"):
+            if alias in d and d.pop(alias) != hidden:
+                raise ValueError(f"{alias} must equal hidden_size={hidden} (LFM2 blocks keep the width)")
+        _merge_alias(d, "num_heads", "num_attention_heads")
+        _merge_alias(d, "block_norm_eps", "norm_eps")
+        _merge_alias(d, "theta", "rope_theta")
+        rope = d.pop("rope_parameters", None)
+        if d.pop("rope_scaling", None) is not None:
+            raise ValueError("rope_scaling is not supported; only default RoPE (rope_type='default')")
+        if rope is not None:
+            if not isinstance(rope, dict) or rope.get("rope_type", "default") != "default":
+                raise ValueError(f"rope_parameters={rope!r}: only rope_type='default' is supported")
+            if "rope_theta" in rope:
+                d["rope_parameters.rope_theta"] = rope["rope_theta"]
+                _merge_alias(d, "rope_parameters.rope_theta", "rope_theta")
+        idxs = d.pop("full_attn_idxs", None)
+        if idxs is not None:
+            n = d.get("num_hidden_layers", cls.num_hidden_layers)
+            bad = [i for i in idxs if not (isinstance(i, int) and 0 <= i < n)]
+            if bad:
+                raise ValueError(f"full_attn_idxs {bad} out of range for num_hidden_layers={n}")
+            from_idxs = ["full_attention" if i in idxs else "conv" for i in range(n)]
+            if d.get("layer_types") is not None and list(d["layer_types"]) != from_idxs:
+                raise ValueError("full_attn_idxs and layer_types disagree; give one of them")
+            d["layer_types"] = from_idxs
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in names}
+        for k in ("eos_token_id", "layer_types"):
+            if isinstance(kwargs.get(k), list):
+                kwargs[k] = tuple(kwargs[k])
+        if kwargs.get("block_ffn_dim_multiplier") is not None:
+            kwargs["block_ffn_dim_multiplier"] = float(kwargs["block_ffn_dim_multiplier"])
+        if "rope_theta" in kwargs:
+            kwargs["rope_theta"] = float(kwargs["rope_theta"])
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, path) -> "LFM2Config":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"no LFM2 config at {path}: expected a Hugging Face config.json") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+        return cls.from_dict(d)
+
+    def to_dict(self) -> dict:
+        """The current transformers form (what `Lfm2Config(**d)` accepts)."""
+        d = dataclasses.asdict(self)
+        d.pop("rope_theta")
+        d["layer_types"] = list(self.layer_types)
+        if isinstance(self.eos_token_id, tuple):
+            d["eos_token_id"] = list(self.eos_token_id)
+        d["rope_parameters"] = self.rope_parameters
+        return {"architectures": ["Lfm2ForCausalLM"], "model_type": "lfm2", **d}
+
+    def replace(self, **changes) -> "LFM2Config":
+        return dataclasses.replace(self, **changes)
+
+
+def _merge_alias(d: dict, alias: str, name: str):
+    """Move `alias` onto `name`; both given and different -> ValueError naming both."""
+    if alias not in d:
+        return
+    v = d.pop(alias)
+    if name in d and d[name] is not None and v is not None and d[name] != v:
+        raise ValueError(f"{alias}={v!r} contradicts {name}={d[name]!r}; they must be equal")
+    d.setdefault(name, v)
+
+
+def _attn_layers(n: int, idxs) -> tuple[str, ...]:
+    return tuple("full_attention" if i in idxs else "conv" for i in range(n))
+
+
+# Architecture only (no weights), values from the published LiquidAI config.json files.
+# FFN widths after adjustment: 350m 4608, 700m 6912, 1.2b 8192, 2.6b 10752 (no adjustment).
+_PUBLISHED = dict(vocab_size=65536, max_position_embeddings=128_000, num_key_value_heads=8,
+                  norm_eps=1e-5, conv_L_cache=3, rope_theta=1_000_000.0, pad_token_id=0,
+                  bos_token_id=1, eos_token_id=7)
+_IDX16 = (2, 5, 8, 10, 12, 14)
+PRESETS: dict[str, LFM2Config] = {
+    "lfm2-350m": LFM2Config(**_PUBLISHED, hidden_size=1024, intermediate_size=6656,
+                            num_hidden_layers=16, num_attention_heads=16,
+                            layer_types=_attn_layers(16, _IDX16)),
+    "lfm2-700m": LFM2Config(**_PUBLISHED, hidden_size=1536, intermediate_size=10240,
+                            num_hidden_layers=16, num_attention_heads=24,
+                            layer_types=_attn_layers(16, _IDX16)),
+    "lfm2-1.2b": LFM2Config(**_PUBLISHED, hidden_size=2048, intermediate_size=12288,
+                            num_hidden_layers=16, num_attention_heads=32,
+                            layer_types=_attn_layers(16, _IDX16)),
+    "lfm2-2.6b": LFM2Config(**_PUBLISHED, hidden_size=2048, intermediate_size=10752,
+                            num_hidden_layers=30, num_attention_heads=32,
+                            block_auto_adjust_ff_dim=False,
+                            layer_types=_attn_layers(30, (2, 5, 9, 13, 17, 21, 24, 27))),
+    # The embedded default: seeded random weights + the byte tokenizer (tokenizer.py: bytes
+    # 0..255, specials 256..258). Wide conv layers (1024 channels) so the per_group pathology
+    # shows, few attention layers and a small FFN so the convs are most of the work.
+    # Measured shares: see the comment block in DEMO_NOTES below.
+    "lfm2-demo": LFM2Config(vocab_size=264, hidden_size=1024, intermediate_size=768,
+                            block_auto_adjust_ff_dim=False, num_hidden_layers=6,
+                            num_attention_heads=16, num_key_value_heads=4,
+                            max_position_embeddings=4096, rope_theta=1_000_000.0,
+                            layer_types=_attn_layers(6, (3,)), pad_token_id=256,
+                            bos_token_id=257, eos_token_id=258),
+}

@@ -1,0 +1,128 @@
+"""Batched generation for LFM2: left-padded prefill into a preallocated cache, then one
+token per prompt per step (greedy, or sampled with temperature / top-k / top-p).
+
+Invariants: the cache is allocated once (prompt length + max_new_tokens slots) and every
+step writes one slot; a prompt that hit a stop token keeps being fed (its outputs are
+ignored) so the batch stays rectangular; the stop token itself is the last one reported.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None):
+    """logits (B, V) float -> (B,) int64. temperature 0 = greedy (argmax)."""
+    if temperature == 0.0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]                  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # Drop a token when the tokens before it already hold top_p of the mass (the
+        # most likely one always stays).
+        drop = (probs.cumsum(-1) - probs) >= top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def _check_args(max_new_tokens, temperature, top_k, top_p, stop_token_ids, vocab):
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    t = float(temperature)
+    if not (t >= 0.0 and t != float("inf")):
+        raise ValueError(f"temperature must be a finite float >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
+    if top_p is not None and not (0.0 < float(top_p) <= 1.0):
+        raise ValueError(f"top_p must be None or in (0, 1], got {top_p!r}")
+    stops = set()
+    for s in stop_token_ids or ():
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < vocab:
+            raise ValueError(f"stop_token_ids must be token ids in [0, {vocab}), got {s!r}")
+        stops.add(s)
+    return t, stops
+
+
+def _as_rows(prompts, vocab: int) -> list[list[int]]:
+    if isinstance(prompts, torch.Tensor):
+        if prompts.dim() != 2 or prompts.dtype.is_floating_point:
+            raise ValueError(f"prompts tensor must be integer (batch, length), got {tuple(prompts.shape)}")
+        prompts = prompts.tolist()
+    if not isinstance(prompts, (list, tuple)) or not prompts:
+        raise ValueError("prompts must be a non-empty list of token-id lists (or a (B, L) tensor)")
+    rows = []
+    for i, p in enumerate(prompts):
+        if not isinstance(p, (list, tuple)) or not p:
+            raise ValueError(f"prompt {i} must be a non-empty list of token ids "
+                             "(start it with bos_token_id if there is no text)")
+        if not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab for t in p):
+            raise ValueError(f"prompt {i} must hold ints in [0, vocab_size={vocab})")
+        rows.append(list(p))
+    return rows
+
+
+def stream_generate(model, prompts, max_new_tokens=32, temperature=0.0, top_k=None, top_p=None,
+                    seed=None, stop_token_ids=()) -> Iterator[list[int | None]]:
+    cfg = model.config
+    rows = _as_rows(prompts, cfg.vocab_size)   # validate now, not at the first next()
+    temperature, stops = _check_args(max_new_tokens, temperature, top_k, top_p, stop_token_ids,
+                                     cfg.vocab_size)
+    return _steps(model, rows, max_new_tokens, temperature, top_k, top_p, seed, stops)
+
+
+def _steps(model, rows, max_new_tokens, temperature, top_k, top_p, seed, stops):
+    if max_new_tokens == 0:
+        return
+    dev = model.device
+    b, width = len(rows), max(len(r) for r in rows)
+    pad = cfg_pad if (cfg_pad := model.config.pad_token_id) is not None else 0
+    ids = torch.full((b, width), pad, dtype=torch.long)
+    mask = torch.zeros(b, width, dtype=torch.long)
+    for i, r in enumerate(rows):                                     # left padding
+        ids[i, width - len(r):] = torch.tensor(r)
+        mask[i, width - len(r):] = 1
+    ids, mask = ids.to(dev), mask.to(dev)
+    gen = torch.Generator(device=dev)
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(int(seed))
+    cache = model.new_cache(b, width + max_new_tokens)
+    done = [False] * b
+    with torch.inference_mode():
+        h = model.hidden_states(ids, mask, cache)[:, -1]             # prefill
+        logits = model.lm_head(h).float()                            # (B, V)
+    for step in range(max_new_tokens):
+        with torch.inference_mode():
+            nxt = sample_next(logits, temperature, top_k, top_p, gen)    # (B,)
+        tokens = nxt.tolist()
+        out: list[int | None] = []
+        for i, t in enumerate(tokens):
+            out.append(None if done[i] else t)
+            done[i] = done[i] or t in stops
+        yield out
+        if all(done) or step == max_new_tokens - 1:
+            return
+        with torch.inference_mode():
+            h = model.hidden_states(nxt[:, None], None, cache)[:, -1]    # one decode step
+            logits = model.lm_head(h).float()
+
+
+def generate(model, prompts, max_new_tokens=32, temperature=0.0, top_k=None, top_p=None,
+             seed=None, stop_token_ids=()) -> list[list[int]]:
+    rows = _as_rows(prompts, model.config.vocab_size)
+    outs: list[list[int]] = [[] for _ in rows]
+    for step in stream_generate(model, rows, max_new_tokens, temperature, top_k, top_p, seed,
+                                stop_token_ids):
+        for i, t in enumerate(step):
+            if t is not None:
+                outs[i].append(t)
+    return outs

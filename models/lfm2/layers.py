@@ -1,0 +1,182 @@
+"""LFM2 building blocks, matching transformers' modeling_lfm2.py module for module.
+
+Parameter names are the Hugging Face checkpoint names (`conv.in_proj`, `conv.conv`,
+`self_attn.q_layernorm`, `feed_forward.w1`, `operator_norm`, ...), so a checkpoint loads by
+name. The gated short conv goes through `models.depthwise.short_conv_block`, so the depthwise
+implementation is chosen per call (`use_impl`); `short_conv_reference` beside it is the plain
+torch definition the tests compare it with.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.depthwise import short_conv_block
+
+from .config import LFM2Config
+
+
+@dataclass
+class StepContext:
+    """What every layer of one forward shares (built once per forward by the model)."""
+    cos: torch.Tensor                 # (B, L, head_dim) RoPE cos at each token's position
+    sin: torch.Tensor                 # (B, L, head_dim)
+    attn_mask: torch.Tensor           # (B, 1, L, S) bool, True = may attend; S = cached + L
+    token_mask: torch.Tensor | None   # (B, L) bool, False = left padding; None = no padding
+    cache: object | None              # LFM2Cache or None
+    start: int                        # cache slot of the first new token (0 without a cache)
+
+
+class RMSNorm(nn.Module):
+    """weight * x / rms(x), the normalisation in float32 (as Lfm2RMSNorm)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """Default RoPE; cos/sin for arbitrary per-row positions (left padding shifts rows)."""
+
+    def __init__(self, config: LFM2Config):
+        super().__init__()
+        self.dim, self.theta = config.head_dim, config.rope_theta
+        self.register_buffer("inv_freq", self._inv_freq(), persistent=False)
+
+    def _inv_freq(self) -> torch.Tensor:
+        return 1.0 / (self.theta ** (torch.arange(0, self.dim, 2, dtype=torch.float) / self.dim))
+
+    def reset_buffers(self):
+        """Recompute inv_freq (after building on the meta device and `to_empty`)."""
+        self.inv_freq = self._inv_freq().to(self.inv_freq.device)
+
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype):
+        # positions (B, L) int64 -> cos, sin (B, L, head_dim); the angle in float32.
+        freqs = positions[..., None].float() * self.inv_freq.float()
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x (B, H, L, D); cos/sin (B, L, D) broadcast over heads.
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return x * cos + rotate_half(x) * sin
+
+
+class Attention(nn.Module):
+    """GQA with per-head q/k RMSNorm and RoPE; keys/values go through the cache when given."""
+
+    def __init__(self, config: LFM2Config, layer_idx: int):
+        super().__init__()
+        c, d = config.hidden_size, config.head_dim
+        self.layer_idx, self.head_dim = layer_idx, d
+        self.n_rep = config.num_attention_heads // config.num_key_value_heads
+        self.q_proj = nn.Linear(c, config.num_attention_heads * d, bias=False)
+        self.k_proj = nn.Linear(c, config.num_key_value_heads * d, bias=False)
+        self.v_proj = nn.Linear(c, config.num_key_value_heads * d, bias=False)
+        self.out_proj = nn.Linear(config.num_attention_heads * d, c, bias=False)
+        self.q_layernorm = RMSNorm(d, config.norm_eps)
+        self.k_layernorm = RMSNorm(d, config.norm_eps)
+
+    def forward(self, h: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        b, L, _ = h.shape
+        heads = (b, L, -1, self.head_dim)
+        q = self.q_layernorm(self.q_proj(h).view(heads)).transpose(1, 2)  # (B, H, L, D)
+        k = self.k_layernorm(self.k_proj(h).view(heads)).transpose(1, 2)  # (B, Hkv, L, D)
+        v = self.v_proj(h).view(heads).transpose(1, 2)                    # (B, Hkv, L, D)
+        q, k = apply_rope(q, ctx.cos, ctx.sin), apply_rope(k, ctx.cos, ctx.sin)
+        if ctx.cache is not None:
+            k, v = ctx.cache.write_kv(self.layer_idx, k, v, ctx.start)   # (B, Hkv, S, D)
+        if self.n_rep > 1:  # repeat_interleave over heads (enable_gqa needs torch >= 2.5)
+            k = k.repeat_interleave(self.n_rep, dim=1)
+            v = v.repeat_interleave(self.n_rep, dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.attn_mask)  # (B, H, L, D)
+        return self.out_proj(out.transpose(1, 2).reshape(b, L, -1))
+
+
+def short_conv_reference(bcx, weight, bias=None, conv_state=None, mask=None):
+    """Plain-torch definition of the gated short conv (what short_conv_block must equal).
+
+    bcx (B, L, 3C) chunks [b | c | x]; weight (C, 1, K); conv_state (B, C, K-1) or None,
+    updated in place; mask (B, L), 0 = padding (its b*x counts as 0). Returns (B, L, C).
+    """
+    bg, cg, x = bcx.transpose(1, 2).chunk(3, dim=1)          # each (B, C, L)
+    bx = bg * x
+    if mask is not None:
+        bx = bx * mask[:, None, :].to(bx.dtype)
+    k = weight.shape[-1]
+    prev = conv_state if conv_state is not None else bx.new_zeros(bx.shape[0], bx.shape[1], k - 1)
+    ext = torch.cat([prev.to(bx.dtype), bx], dim=-1)          # (B, C, K-1+L)
+    if conv_state is not None and k > 1:
+        conv_state.copy_(ext[:, :, ext.shape[-1] - (k - 1):])
+    y = F.conv1d(ext, weight, bias, groups=weight.shape[0])   # (B, C, L)
+    return (cg * y).transpose(1, 2).contiguous()
+
+
+class ShortConv(nn.Module):
+    """in_proj -> [b|c|x] -> c * causal_depthwise_conv(b * x) -> out_proj (Lfm2ShortConv)."""
+
+    def __init__(self, config: LFM2Config, layer_idx: int):
+        super().__init__()
+        c, k = config.hidden_size, config.conv_L_cache
+        self.layer_idx = layer_idx
+        self.in_proj = nn.Linear(c, 3 * c, bias=config.conv_bias)
+        # Holds the (C, 1, K) depthwise weight under the checkpoint's name `conv.conv.weight`;
+        # its own forward is never called: short_conv_block does the conv.
+        self.conv = nn.Conv1d(c, c, k, groups=c, padding=k - 1, bias=config.conv_bias)
+        self.out_proj = nn.Linear(c, c, bias=config.conv_bias)
+
+    def forward(self, h: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        bcx = self.in_proj(h)                                          # (B, L, 3C)
+        state = ctx.cache.conv_states[self.layer_idx] if ctx.cache is not None else None
+        y = short_conv_block(bcx, self.conv.weight, self.conv.bias,
+                             conv_state=state, mask=ctx.token_mask)   # (B, L, C)
+        return self.out_proj(y)
+
+
+class MLP(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x), width config.ffn_dim."""
+
+    def __init__(self, config: LFM2Config):
+        super().__init__()
+        c, f = config.hidden_size, config.ffn_dim
+        self.w1 = nn.Linear(c, f, bias=False)
+        self.w3 = nn.Linear(c, f, bias=False)
+        self.w2 = nn.Linear(f, c, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm residual block: operator (conv or attention), then SwiGLU."""
+
+    def __init__(self, config: LFM2Config, layer_idx: int):
+        super().__init__()
+        self.is_attention_layer = config.layer_types[layer_idx] == "full_attention"
+        if self.is_attention_layer:
+            self.self_attn = Attention(config, layer_idx)
+        else:
+            self.conv = ShortConv(config, layer_idx)
+        self.feed_forward = MLP(config)
+        self.operator_norm = RMSNorm(config.hidden_size, config.norm_eps)
+        self.ffn_norm = RMSNorm(config.hidden_size, config.norm_eps)
+
+    def forward(self, h: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        op = self.self_attn if self.is_attention_layer else self.conv
+        h = h + op(self.operator_norm(h), ctx)
+        return h + self.feed_forward(self.ffn_norm(h))

@@ -1,0 +1,92 @@
+"""Strict loading of a local Hugging Face LFM2 directory (never downloads).
+
+Reads config.json, then model.safetensors or the shards named by model.safetensors.index.json.
+Every parameter must be present with its exact shape and nothing else may be: the first
+problem found fails the load with a message naming the tensor. With tied embeddings a
+checkpoint may still carry `lm_head.weight`; it is accepted only if it equals the embedding.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .config import LFM2Config
+
+SINGLE = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+
+
+def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of the checkpoint in `path`, on CPU, by name."""
+    from safetensors.torch import load_file
+    if (path / INDEX).is_file():
+        try:
+            weight_map = json.loads((path / INDEX).read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{path / INDEX} must be JSON with a 'weight_map' object: {e}") from None
+        tensors: dict[str, torch.Tensor] = {}
+        for shard in sorted(set(weight_map.values())):
+            if not (path / shard).is_file():
+                raise ValueError(f"{INDEX} names shard {shard!r}, which is not in {path}")
+            for name, t in load_file(str(path / shard)).items():
+                if name in tensors:
+                    raise ValueError(f"tensor {name!r} appears in more than one shard")
+                if weight_map.get(name) != shard:
+                    raise ValueError(f"tensor {name!r} is in {shard} but {INDEX} puts it in "
+                                     f"{weight_map.get(name)!r}")
+                tensors[name] = t
+        missing = sorted(set(weight_map) - set(tensors))
+        if missing:
+            raise ValueError(f"{INDEX} lists tensor {missing[0]!r} but no shard holds it")
+        return tensors
+    if (path / SINGLE).is_file():
+        return load_file(str(path / SINGLE))
+    raise ValueError(f"no weights in {path}: expected {SINGLE} or {INDEX} (sharded)")
+
+
+def load_pretrained(cls, path, device=None, dtype=None):
+    """Build `cls` (LFM2ForCausalLM) from a local HF directory; dtype defaults to float32."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"{path} is not a directory; expected a local Hugging Face LFM2 checkpoint "
+                         "(config.json + model.safetensors)")
+    config = LFM2Config.from_json(path / "config.json")
+    tensors = read_checkpoint(path)
+    tokenizer = None
+    if (path / "tokenizer.json").is_file():
+        from .tokenizer import HFTokenizer
+        tokenizer = HFTokenizer(path / "tokenizer.json", config)
+    model = cls.empty(config, device=device, tokenizer=tokenizer)
+    expected = dict(model.named_parameters())  # tied lm_head.weight is deduplicated away
+    _check_names_and_shapes(config, expected, tensors)
+    dtype = dtype or torch.float32
+    with torch.no_grad():
+        for name, p in expected.items():
+            p.copy_(tensors[name])
+    model.to(dtype=dtype).tie_weights()
+    return model.eval()
+
+
+def _check_names_and_shapes(config: LFM2Config, expected: dict, tensors: dict):
+    tied_head = config.tie_word_embeddings and "lm_head.weight" in tensors
+    for name, p in expected.items():
+        if name not in tensors:
+            raise ValueError(f"checkpoint is missing tensor {name!r} (shape {tuple(p.shape)}); "
+                             "is config.json the one that belongs to these weights?")
+        if tuple(tensors[name].shape) != tuple(p.shape):
+            raise ValueError(f"tensor {name!r} has shape {tuple(tensors[name].shape)}, expected "
+                             f"{tuple(p.shape)} from config.json")
+        if tensors[name].is_floating_point() is False:
+            raise ValueError(f"tensor {name!r} has dtype {tensors[name].dtype}; expected a float")
+    extra = sorted(set(tensors) - set(expected) - ({"lm_head.weight"} if tied_head else set()))
+    if extra:
+        raise ValueError(f"unexpected tensor {extra[0]!r} in checkpoint ({len(extra)} in all); "
+                         "it does not belong to an LFM2 of this config")
+    if tied_head:
+        emb = tensors["model.embed_tokens.weight"]
+        if tensors["lm_head.weight"].shape != emb.shape or \
+                not torch.equal(tensors["lm_head.weight"], emb):
+            raise ValueError("tensor 'lm_head.weight' differs from model.embed_tokens.weight but "
+                             "tie_word_embeddings=True; set tie_word_embeddings=false in config.json")

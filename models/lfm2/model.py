@@ -1,0 +1,194 @@
+"""LFM2ForCausalLM: the hybrid conv/attention language model (transformers' Lfm2ForCausalLM).
+
+One forward path for prefill, cached decode and plain scoring: the model builds a
+`StepContext` (RoPE cos/sin at each row's own positions, the attention mask over cached +
+new slots, the padding mask for the convs) and every layer reads it. Left padding is the
+batching convention: padded columns never reach a conv state (their b*x is zeroed inside
+short_conv_block) nor an attention score (their key slots are masked).
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from .cache import LFM2Cache
+from .config import PRESETS, LFM2Config
+from .layers import DecoderLayer, RMSNorm, RotaryEmbedding, StepContext
+
+
+class LFM2Model(nn.Module):
+    """Embedding -> decoder layers -> final norm (named `embedding_norm` as in HF)."""
+
+    def __init__(self, config: LFM2Config):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.rotary_emb = RotaryEmbedding(config)
+        self.embedding_norm = RMSNorm(config.hidden_size, config.norm_eps)
+
+    def forward(self, input_ids: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        h = self.embed_tokens(input_ids)                      # (B, L, C)
+        for layer in self.layers:
+            h = layer(h, ctx)
+        return self.embedding_norm(h)
+
+
+class LFM2ForCausalLM(nn.Module):
+    def __init__(self, config: LFM2Config, tokenizer=None):
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.model = LFM2Model(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.tie_weights()
+
+    def tie_weights(self):
+        """lm_head shares the embedding matrix when tie_word_embeddings (all published LFM2s)."""
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    # ---- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, name: str = "lfm2-demo", seed: int = 0, device=None, dtype=None):
+        """Architecture `name` from PRESETS with seeded random weights (never downloads)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown LFM2 preset {name!r}; expected one of {sorted(PRESETS)}")
+        from .tokenizer import ByteTokenizer
+        config = PRESETS[name]
+        tok = ByteTokenizer(config) if name == "lfm2-demo" else None
+        model = cls.empty(config, device=device, tokenizer=tok)
+        model.init_weights(seed)
+        model.to(dtype=dtype or torch.float32).tie_weights()
+        return model.eval()
+
+    @classmethod
+    def from_pretrained(cls, path, device=None, dtype=None):
+        """A local HF directory (config.json + model.safetensors or its sharded index)."""
+        from .loading import load_pretrained
+        return load_pretrained(cls, path, device=device, dtype=dtype)
+
+    @classmethod
+    def empty(cls, config: LFM2Config, device=None, tokenizer=None):
+        """Uninitialised parameters on `device`, without paying for a random init."""
+        with torch.device("meta"):
+            model = cls(config, tokenizer=tokenizer)
+        model.to_empty(device=torch.device(device or "cpu"))
+        model.tie_weights()  # to_empty replaces parameters one by one, untying them
+        model.model.rotary_emb.reset_buffers()
+        return model
+
+    @torch.no_grad()
+    def init_weights(self, seed: int = 0):
+        """Deterministic init from `seed` on CPU (same weights on every device): norms 1,
+        biases 0, matrices and conv kernels N(0, initializer_range)."""
+        g = torch.Generator().manual_seed(seed)
+        std = self.config.initializer_range
+        for name, p in sorted(self.named_parameters()):
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith(".bias"):
+                p.zero_()
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+
+    # ---- forward ---------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    def new_cache(self, batch_size: int, max_length: int) -> LFM2Cache:
+        """Preallocated conv-state (B, C, K-1) and KV caches, for batch_size rows of up to
+        max_length tokens (prompt + generated, padding included)."""
+        return LFM2Cache(self.config, batch_size, max_length, device=self.device, dtype=self.dtype)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                cache: LFM2Cache | None = None) -> torch.Tensor:
+        """input_ids (B, L) int64, attention_mask (B, L) 1 = token / 0 = left padding ->
+        logits (B, L, V). With a cache, the tokens continue what it holds and it is updated."""
+        return self.lm_head(self.hidden_states(input_ids, attention_mask, cache))
+
+    def hidden_states(self, input_ids, attention_mask=None, cache=None) -> torch.Tensor:
+        """The final-norm hidden states (B, L, C); `forward` without the lm_head."""
+        token_mask = self._check_inputs(input_ids, attention_mask, cache)
+        ctx = self._context(input_ids.shape, token_mask, cache)
+        h = self.model(input_ids, ctx)
+        if cache is not None:
+            cache.advance(ctx.token_mask if ctx.token_mask is not None
+                          else torch.ones_like(input_ids, dtype=torch.bool))
+        return h
+
+    def next_token_logits(self, input_ids: torch.Tensor, attention_mask=None) -> torch.Tensor:
+        """(B, L) -> (B, V) float32 logits for the token after each (left-padded) row."""
+        with torch.inference_mode():
+            h = self.hidden_states(input_ids, attention_mask)[:, -1]
+            return self.lm_head(h).float()
+
+    def _check_inputs(self, input_ids, attention_mask, cache):
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 \
+                or input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+            raise ValueError("input_ids must be an integer tensor of shape (batch, length), got "
+                             f"{getattr(input_ids, 'shape', type(input_ids))}")
+        b, L = input_ids.shape
+        if b < 1 or L < 1:
+            raise ValueError(f"input_ids must have at least one row and one token, got {(b, L)}")
+        v = self.config.vocab_size
+        if int(input_ids.min()) < 0 or int(input_ids.max()) >= v:
+            raise ValueError(f"input_ids must be token ids in [0, vocab_size={v}), got values in "
+                             f"[{int(input_ids.min())}, {int(input_ids.max())}]")
+        if cache is not None:
+            cache.check_room(b, L)
+        if attention_mask is None:
+            return None
+        if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask must have the shape of input_ids {(b, L)}, got "
+                             f"{getattr(attention_mask, 'shape', type(attention_mask))}")
+        if not ((attention_mask == 0) | (attention_mask == 1)).all():
+            raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
+        mask = attention_mask.to(device=input_ids.device, dtype=torch.bool)
+        if L > 1 and (mask[:, 1:].int() < mask[:, :-1].int()).any():
+            raise ValueError("attention_mask must be left padding: 0s then 1s in every row")
+        return None if bool(mask.all()) else mask
+
+    def _context(self, shape, token_mask, cache) -> StepContext:
+        b, L = shape
+        dev = self.device
+        start = cache.length if cache is not None else 0
+        tok = token_mask if token_mask is not None else torch.ones(b, L, dtype=torch.bool, device=dev)
+        # Each row's RoPE position counts only its real tokens (padding gets a dummy value).
+        pos = tok.long().cumsum(1) - 1
+        if cache is not None:
+            pos = pos + cache.positions[:, None]
+            cache.key_mask[:, start:start + L] = tok
+            key_ok = cache.key_mask[:, :start + L]                       # (B, S)
+        else:
+            key_ok = tok
+        pos = pos.clamp_min(0)
+        q_slot = torch.arange(start, start + L, device=dev)[:, None]     # (L, 1)
+        k_slot = torch.arange(start + L, device=dev)[None, :]            # (1, S)
+        attn = (k_slot <= q_slot)[None] & key_ok[:, None, :]             # (B, L, S)
+        attn = attn | (k_slot == q_slot)[None]  # a padded query sees itself: no all-masked rows
+        cos, sin = self.model.rotary_emb(pos, self.dtype)
+        return StepContext(cos, sin, attn[:, None], token_mask, cache, start)
+
+    # ---- generation (generation.py) --------------------------------------------------------
+    def generate(self, prompts, max_new_tokens: int = 32, temperature: float = 0.0,
+                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+                 stop_token_ids=()) -> list[list[int]]:
+        """New tokens per prompt (a stop token, when hit, is the last one kept)."""
+        from .generation import generate
+        return generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed,
+                        stop_token_ids)
+
+    def stream_generate(self, prompts, max_new_tokens: int = 32, temperature: float = 0.0,
+                        top_k: int | None = None, top_p: float | None = None,
+                        seed: int | None = None, stop_token_ids=()) -> Iterator[list[int | None]]:
+        """One token per prompt per step; None for prompts that have already stopped."""
+        from .generation import stream_generate
+        return stream_generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed,
+                               stop_token_ids)
