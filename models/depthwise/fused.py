@@ -1,0 +1,97 @@
+"""The `fused` impl: hand-written Triton kernels, one launch per call.
+
+Entry points follow the impl-module contract of docs/ARCHITECTURE.md (called after
+`spec.py` validation), plus the decode step and the LFM2 short-conv block:
+
+    conv1d(x, weight, bias, stride, padding=(left, right), dilation, activation=None)
+    conv2d(x, weight, bias, stride=(sh, sw), padding=(top, bottom, left, right), dilation=(dh, dw))
+    conv1d_decode_step(x_new, conv_state, weight, bias, activation=None)   # state updated in place
+    short_conv_block(bcx, weight, bias, conv_state=None, mask=None)        # state updated in place
+
+Triton is imported lazily, on the first call, so `import models` works without it, and
+so `TRITON_INTERPRET` (read by `triton.jit` when the kernels are defined) can be set by
+tests before then. The plain-torch references these kernels are tested against are
+`models.depthwise.slice_sum` / `native` and `models.depthwise.short_conv`'s `*_reference`.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+
+import torch
+
+CPU_ERROR = ("the fused impl needs a CUDA device (or TRITON_INTERPRET=1 for testing); "
+             "use impl='slice_sum' or 'native' on CPU")
+TRITON_ERROR = ("the fused impl needs Triton, which is not installed: "
+                "pip install 'dwserve[gpu]' (triton>=3.0), or use impl='slice_sum' or 'native'")
+DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (tests without CUDA)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def available(device: torch.device | str | None = None) -> bool:
+    """Whether `fused` can run on `device` (default: CUDA if present) in this process."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    device = torch.device(device) if device is not None else None
+    if device is None:
+        return torch.cuda.is_available() or interpreting()
+    return device.type == "cuda" or (device.type == "cpu" and interpreting())
+
+
+def _kernels(name: str, *tensors: torch.Tensor):
+    """Check device/dtype and return the Triton kernel module `name`, importing it lazily."""
+    for t in tensors:
+        if t is None:
+            continue
+        if t.device.type == "cuda":
+            if interpreting():   # the interpreter runs kernels on host memory only
+                raise RuntimeError("TRITON_INTERPRET=1 runs the fused kernels on CPU tensors only; "
+                                   "unset it to run them on CUDA")
+        elif not (t.device.type == "cpu" and interpreting()):
+            raise RuntimeError(CPU_ERROR)
+        if t.is_floating_point() and t.dtype not in DTYPES:
+            raise ValueError(f"the fused impl supports dtypes {DTYPES}, got {t.dtype}")
+    try:
+        return importlib.import_module(f"models.depthwise.{name}")
+    except ImportError as exc:
+        if importlib.util.find_spec("triton") is None:
+            raise RuntimeError(TRITON_ERROR) from exc
+        raise
+
+
+def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int,
+           padding: tuple[int, int], dilation: int, activation: str | None = None) -> torch.Tensor:
+    """Depthwise conv1d, x (B, C, L) any strides, weight (C*m, 1, K) -> (B, C*m, L_out);
+    optional SiLU after bias. One launch."""
+    k = _kernels("triton_conv1d", x, weight, bias)
+    return k.dw_conv1d(x, weight, bias, stride, padding, dilation, activation)
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+           stride: tuple[int, int], padding: tuple[int, int, int, int],
+           dilation: tuple[int, int]) -> torch.Tensor:
+    """Depthwise conv2d, x (B, C, H, W) NCHW or channels_last, weight (C*m, 1, KH, KW)
+    -> (B, C*m, H_out, W_out) in x's memory format. One launch."""
+    k = _kernels("triton_conv2d", x, weight, bias)
+    return k.dw_conv2d(x, weight, bias, stride, padding, dilation)
+
+
+def conv1d_decode_step(x_new: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor,
+                       bias: torch.Tensor | None = None,
+                       activation: str | None = None) -> torch.Tensor:
+    """One causal step: x_new (B, C), conv_state (B, C, K-1) shifted in place -> (B, C). One launch."""
+    k = _kernels("triton_decode", x_new, conv_state, weight, bias)
+    return k.dw_conv1d_decode_step(x_new, conv_state, weight, bias, activation)
+
+
+def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                     conv_state: torch.Tensor | None = None,
+                     mask: torch.Tensor | None = None) -> torch.Tensor:
+    """LFM2 gated short conv, bcx (B, L, 3C) -> y (B, L, C); conv_state updated in place. One launch."""
+    k = _kernels("triton_short_conv", bcx, weight, bias, conv_state)
+    return k.short_conv_block(bcx, weight, bias, conv_state, mask)
