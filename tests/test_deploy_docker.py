@@ -1,0 +1,87 @@
+"""docker/: the images run dwserve as non-root with a readiness HEALTHCHECK, and docker-compose
+accepts the stack (and its GPU override) as written in the README."""
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKER = ROOT / "docker"
+COMPOSE = shutil.which("docker-compose")
+
+
+def compose_config(*files: str, profile: str | None = None) -> dict:
+    args = [COMPOSE] + [a for f in files for a in ("-f", str(DOCKER / f))]
+    args += ["--profile", profile] if profile else []
+    r = subprocess.run(args + ["config"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    return yaml.safe_load(r.stdout)
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cuda"])
+def test_dockerfile(name):
+    text = (DOCKER / name).read_text()
+    assert "USER dwserve" in text and "useradd" in text
+    assert "HEALTHCHECK" in text and "/v2/health/ready" in text
+    assert 'CMD ["serve", "--host", "0.0.0.0"]' in text and 'ENTRYPOINT ["dwserve"]' in text
+    assert "torch==${TORCH_VERSION}" in text
+    if name.endswith("cuda"):
+        assert "nvidia/cuda" in text and "[gpu]" in text
+    else:
+        assert "python:3" in text and "/whl/cpu" in text
+
+
+def test_dockerignore_keeps_what_the_image_needs():
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".git", ".venv"} <= ignored
+    assert not {"models", "service", "pyproject.toml", "README.md"} & ignored
+
+
+@pytest.mark.skipif(COMPOSE is None, reason="docker-compose not installed (apt-get install docker-compose)")
+def test_compose_stack_is_accepted():
+    cfg = compose_config("docker-compose.yml", profile="loadtest")
+    svcs = cfg["services"]
+    assert set(svcs) == {"dwserve-before", "dwserve-after", "prometheus", "grafana", "loadtest"}
+    assert svcs["dwserve-before"]["environment"]["DWSERVE_DEPTHWISE_IMPL"] == "per_group"
+    assert svcs["dwserve-after"]["environment"]["DWSERVE_DEPTHWISE_IMPL"] == "auto"
+    vols = " ".join(svcs["prometheus"]["volumes"] + svcs["grafana"]["volumes"])
+    for path in ["deploy/prometheus/prometheus.yml", "deploy/prometheus/rules", "deploy/grafana/provisioning",
+                 "deploy/grafana/dashboards"]:
+        assert str(ROOT / path) in vols, path
+    assert (ROOT / "deploy/grafana/dashboards/dwserve.json").is_file()
+    g = svcs["grafana"]["environment"]
+    assert g["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Admin" and g["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"].endswith("dwserve.json")
+    lt = svcs["loadtest"]
+    assert lt["profiles"] == ["loadtest"] and any(a.startswith("--run-time=") for a in lt["command"])
+    assert "--headless" in lt["command"] and not any(a.startswith("--host") for a in lt["command"])
+
+
+@pytest.mark.skipif(COMPOSE is None, reason="docker-compose not installed (apt-get install docker-compose)")
+def test_gpu_override_is_accepted():
+    svcs = compose_config("docker-compose.yml", "docker-compose.gpu.yml")["services"]
+    for name in ["dwserve-before", "dwserve-after"]:
+        s = svcs[name]
+        assert s["build"]["dockerfile"] == "docker/Dockerfile.cuda" and s["environment"]["DWSERVE_DEVICE"] == "cuda"
+        (dev,) = s["deploy"]["resources"]["reservations"]["devices"]
+        assert dev["driver"] == "nvidia" and dev["capabilities"] == ["gpu"]
+
+
+def test_locustfile_builds_valid_requests():
+    import importlib.util
+    import json
+    import random
+
+    pytest.importorskip("locust")
+    spec = importlib.util.spec_from_file_location("dwserve_locustfile", DOCKER / "locustfile.py")
+    lf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lf)
+    body = lf.lfm2_body(random.Random(0))
+    (inp,) = body["inputs"]
+    assert inp["datatype"] == "INT64" and len(inp["data"]) == inp["shape"][0] * inp["shape"][1]
+    payload, headers = lf.mobilenet_binary(random.Random(0))
+    n = int(headers["Inference-Header-Content-Length"])
+    header = json.loads(payload[:n])
+    assert len(payload) - n == header["inputs"][0]["parameters"]["binary_data_size"] == 3 * 224 * 224 * 4
+    assert lf.Before.host != lf.After.host and not lf._Variant.host

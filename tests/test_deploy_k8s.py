@@ -1,0 +1,93 @@
+"""deploy/k8s: every manifest parses, the key fields line up (names, ports, probes, resources,
+GPU variant, KServe v2), and the PrometheusRule carries exactly the compose stack's rules."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "deploy" / "k8s"
+
+
+def docs(name: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+
+
+def container(deployment: dict) -> dict:
+    (c,) = deployment["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in K8S.glob("*.yaml")))
+def test_manifest_parses_with_kind_and_name(name):
+    for d in docs(name):
+        assert d.get("kind"), f"{name}: a document without kind"
+        if d["kind"] != "Kustomization":
+            assert d["apiVersion"] and d["metadata"]["name"], name
+
+
+@pytest.mark.parametrize("name, image, device", [
+    pytest.param("deployment.yaml", "dwserve:cpu", "cpu", id="cpu"),
+    pytest.param("deployment-gpu.yaml", "dwserve:cuda", "cuda", id="gpu"),
+])
+def test_deployment(name, image, device):
+    (dep,) = docs(name)
+    assert dep["kind"] == "Deployment" and dep["metadata"]["name"] == "dwserve"
+    selector = dep["spec"]["selector"]["matchLabels"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= labels.items() and labels["variant"] in {"before", "after"}
+    c = container(dep)
+    assert c["image"] == image and c["args"][:1] == ["serve"] and "0.0.0.0" in c["args"]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["DWSERVE_DEVICE"] == device and env["DWSERVE_DEPTHWISE_IMPL"] == "auto"
+    port = {p["name"]: p["containerPort"] for p in c["ports"]}["http"]
+    assert str(port) == env["DWSERVE_PORT"]
+    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"]
+    gpus = c["resources"]["limits"].get("nvidia.com/gpu")
+    assert (gpus == 1) if device == "cuda" else gpus is None
+    assert dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_service_hpa_and_servicemonitor_target_the_deployment():
+    (dep,) = docs("deployment.yaml")
+    app = dep["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+    (svc,) = docs("service.yaml")
+    assert svc["spec"]["selector"] == {"app.kubernetes.io/name": app}
+    assert {p["name"] for p in svc["spec"]["ports"]} == {"http"}
+    (hpa,) = docs("hpa.yaml")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "dwserve"}
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    (sm,) = docs("servicemonitor.yaml")
+    assert sm["spec"]["selector"]["matchLabels"] == svc["metadata"]["labels"]
+    assert sm["spec"]["endpoints"][0]["port"] == "http" and sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert "variant" in sm["spec"]["podTargetLabels"]
+
+
+def test_prometheusrule_matches_the_compose_rules():
+    (rule,) = docs("prometheusrule.yaml")
+    assert rule["kind"] == "PrometheusRule" and rule["apiVersion"] == "monitoring.coreos.com/v1"
+    shipped = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules" / "dwserve.rules.yml").read_text())
+    assert rule["spec"]["groups"] == shipped["groups"], "run `python deploy/generate.py`"
+
+
+def test_kserve_inferenceservice_speaks_v2():
+    by_kind = {d["kind"]: d for d in docs("kserve.yaml")}
+    isvc, runtime = by_kind["InferenceService"], by_kind["ServingRuntime"]
+    model = isvc["spec"]["predictor"]["model"]
+    assert model["protocolVersion"] == "v2" and model["runtime"] == runtime["metadata"]["name"]
+    assert "v2" in runtime["spec"]["protocolVersions"]
+    assert model["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
+    (c,) = runtime["spec"]["containers"]
+    port = c["ports"][0]["containerPort"]
+    assert c["args"][c["args"].index("--port") + 1] == str(port)
+    assert isvc["metadata"]["annotations"]["prometheus.kserve.io/port"] == str(port)
+
+
+def test_kustomization_lists_existing_files():
+    (k,) = docs("kustomization.yaml")
+    for res in k["resources"]:
+        assert (K8S / res).is_file(), res
+    assert "prometheusrule.yaml" in k["resources"]

@@ -1,0 +1,83 @@
+"""deploy/prometheus: config and rules pass promtool, the alert unit tests pass, and the rules
+only use metric names from DESIGN.md (a typo would silently never fire)."""
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PROM = ROOT / "deploy" / "prometheus"
+RULES = PROM / "rules" / "dwserve.rules.yml"
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)")
+
+# Exactly the metric families DESIGN.md names (histograms add _bucket/_sum/_count).
+DESIGN_METRICS = {
+    "dwserve_requests_total", "dwserve_request_duration_seconds", "dwserve_queue_duration_seconds",
+    "dwserve_compute_duration_seconds", "dwserve_depthwise_duration_seconds", "dwserve_batch_size",
+    "dwserve_kernel_launches_per_forward", "dwserve_kernel_launches_total", "dwserve_inflight_requests",
+    "dwserve_generated_tokens_total", "dwserve_time_to_first_token_seconds",
+    "dwserve_time_per_output_token_seconds", "dwserve_build_info",
+}
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric families an expression reads (histogram series mapped back to their family)."""
+    out = set()
+    for name in re.findall(r"\b(dwserve_[a-z_]+)", expr):
+        family = re.sub(r"_(bucket|sum|count)$", "", name)
+        out.add(family if family in DESIGN_METRICS else name)
+    return out
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+@needs_promtool
+def test_config_is_valid():
+    r = run("check", "config", "--syntax-only", str(PROM / "prometheus.yml"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@needs_promtool
+def test_rules_are_valid():
+    r = run("check", "rules", str(RULES))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@needs_promtool
+def test_alert_unit_tests_pass():
+    r = run("test", "rules", str(PROM / "tests" / "dwserve.rules.test.yml"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_scrape_config_labels_both_variants():
+    cfg = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    job = next(j for j in cfg["scrape_configs"] if j["job_name"] == "dwserve")
+    variants = {sc["labels"]["variant"]: sc["targets"] for sc in job["static_configs"]}
+    assert variants == {"before": ["dwserve-before:8000"], "after": ["dwserve-after:8000"]}
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+
+
+def test_rules_cover_the_required_alerts_and_records():
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    alerts = {r["alert"]: r for r in rules if "alert" in r}
+    records = {r["record"] for r in rules if "record" in r}
+    assert {"DwserveLatencySLOBreached", "DwserveErrorRatioHigh", "DwserveQueueSaturated",
+            "DwserveKernelLaunchesPerRequestRising"} <= set(alerts)
+    assert {"dwserve:kernel_launches_per_request:ratio_rate5m", "dwserve:depthwise_share:ratio_rate5m",
+            "dwserve:request_duration_seconds:p99_5m"} <= records
+    for name, rule in alerts.items():
+        assert rule["labels"]["severity"] in {"warning", "critical"}, name
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
+
+
+def test_rules_use_only_design_metric_names():
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    used = set().union(*(metric_names(r["expr"]) for g in groups for r in g["rules"]))
+    assert used and used <= DESIGN_METRICS, f"not in DESIGN.md: {sorted(used - DESIGN_METRICS)}"
