@@ -1,0 +1,191 @@
+"""create_app(settings, models=None): the FastAPI app, its model loading and error shapes.
+
+Start-up order (so orchestrators can probe from the first second):
+  uvicorn accepts connections -> /v2/health/live is 200 at once
+  a loader thread builds each model, starts its batcher, warms it up (compiles the
+  configured impl, measures launches) -> only then /v2/health/ready turns 200.
+Shutdown (SIGTERM): uvicorn stops accepting and waits for in-flight requests; then the
+lifespan exit drains every batcher, so accepted work finishes before the process ends.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from typing import Optional
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__
+from .batching import BatcherStopped, QueueFull
+from .errors import ServiceError
+from .handlers import ClassifyHandler, GenerateHandler, TensorHandler
+from .metrics import ServiceMetrics
+from .middleware import GuardMiddleware
+from .runtime import ModelRuntime, default_hooks
+from .schemas import InferRequest
+from .settings import Settings
+
+log = logging.getLogger("dwserve.app")
+CLASSIFY_MODEL, GENERATE_MODEL = "mobilenet_v2", "lfm2"
+
+
+class Service:
+    """Everything the routes need, hung on app.state.service."""
+
+    def __init__(self, settings: Settings, models: Optional[dict] = None, hooks=None):
+        self.settings = settings
+        self.metrics = ServiceMetrics()
+        self.hooks = hooks
+        self.prebuilt = models
+        self.model_names = tuple(models) if models is not None else tuple(n for n, _ in settings.model_entries())
+        self.classify_model = CLASSIFY_MODEL if CLASSIFY_MODEL in self.model_names else None
+        self.generate_model = GENERATE_MODEL if GENERATE_MODEL in self.model_names else None
+        self.runtimes: dict[str, ModelRuntime] = {}
+        self.tensor: dict[str, TensorHandler] = {}
+        self.classify: Optional[ClassifyHandler] = None
+        self.generate: Optional[GenerateHandler] = None
+        self.load_error: Optional[str] = None
+        self._loaded = threading.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self._loaded.is_set() and self.load_error is None and all(r.ready for r in self.runtimes.values())
+
+    def load(self) -> None:
+        """Loader thread: build, start and warm every model, then flip readiness."""
+        try:
+            import torch
+
+            device = self.settings.resolved_device()
+            self.metrics.set_build_info(__version__, torch.__version__, device)
+            if self.hooks is None:
+                self.hooks = default_hooks()
+            for name in self.model_names:
+                served = self.prebuilt[name] if self.prebuilt is not None else self._build(name, device)
+                rt = ModelRuntime(served, self.settings, self.metrics, self.hooks).start()
+                rt.warmup()
+                self.tensor[name] = TensorHandler().setup(rt)
+                if name == self.classify_model:
+                    self.classify = ClassifyHandler().setup(rt)
+                if name == self.generate_model:
+                    self.generate = GenerateHandler().setup(rt)
+                self.runtimes[name] = rt
+            log.info("ready: %s on %s, depthwise_impl=%s", ", ".join(self.model_names), device,
+                     self.settings.depthwise_impl)
+        except Exception as exc:  # noqa: BLE001 - stays live but never ready; the reason is logged and shown
+            log.exception("model loading failed")
+            self.load_error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._loaded.set()
+
+    def _build(self, name: str, device: str):
+        from models.registry import build_model
+
+        path = dict(self.settings.model_entries())[name]
+        log.info("loading %s from %s", name, path or "embedded defaults")
+        return build_model(name, path, device=device, seed=self.settings.seed)
+
+    def runtime(self, name: str) -> ModelRuntime:
+        if name not in self.model_names:
+            raise ServiceError(404, f"unknown model {name!r}; expected one of {list(self.model_names)}")
+        rt = self.runtimes.get(name)
+        if rt is None or not rt.ready:
+            raise ServiceError(503, f"model {name!r} is still loading; retry when /v2/health/ready is 200",
+                               {"Retry-After": "2"})
+        return rt
+
+    def stop(self) -> None:
+        for rt in self.runtimes.values():
+            rt.stop(timeout=self.settings.graceful_shutdown_s)
+
+
+def _error(status: int, message: str, headers: Optional[dict] = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def _service(request: Request, exc: ServiceError):
+        return _error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(ValueError)  # includes codec.CodecError and pydantic.ValidationError
+    async def _value(request: Request, exc: ValueError):
+        return _error(400, str(exc)[:1000] or "bad request")
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        parts = [f"{'.'.join(str(x) for x in e.get('loc', ())) or 'request'}: {e.get('msg')}" for e in exc.errors()[:5]]
+        return _error(422, "invalid request: " + "; ".join(parts))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(QueueFull)
+    async def _full(request: Request, exc: QueueFull):
+        return _error(503, str(exc), {"Retry-After": "1"})
+
+    @app.exception_handler(BatcherStopped)
+    async def _stopped(request: Request, exc: BatcherStopped):
+        return _error(503, str(exc), {"Retry-After": "5"})
+
+    @app.exception_handler(asyncio.TimeoutError)
+    async def _timeout(request: Request, exc: asyncio.TimeoutError):
+        return _error(503, "timed out waiting for the model (DWSERVE_REQUEST_TIMEOUT_S); retry later", {"Retry-After": "1"})
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        log.exception("internal error on %s", request.url.path)
+        return _error(500, f"internal error: {type(exc).__name__}")
+
+
+def _openapi(app: FastAPI):
+    """/infer reads its raw body (JSON or binary), so its schema is added here by hand."""
+    def build():
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        infer = InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(infer.pop("$defs", {}))
+        components["InferRequest"] = infer
+        app.openapi_schema = schema
+        return schema
+    return build
+
+
+def create_app(settings: Optional[Settings] = None, models: Optional[dict] = None, hooks=None) -> FastAPI:
+    """models: {name: ServedModel} to serve instead of building from settings (tests);
+    hooks: models' use_impl/count_launches/depthwise_timer (default: the real ones)."""
+    from .routes_v1 import router as v1
+    from .routes_v2 import router as v2
+
+    settings = settings or Settings()
+    service = Service(settings, models, hooks)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        threading.Thread(target=service.load, name="dwserve-loader", daemon=True).start()
+        yield
+        await asyncio.to_thread(service.stop)  # drain: accepted requests finish first
+
+    app = FastAPI(title="dwserve", version=__version__, lifespan=lifespan,
+                  description="Depthwise-convolution models over the Open Inference Protocol (KServe v2).")
+    app.state.service = service
+    install_error_handlers(app)
+    app.include_router(v2)
+    app.include_router(v1)
+    app.add_middleware(GuardMiddleware, service=service)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics():
+        return Response(service.metrics.render(), media_type=service.metrics.content_type)
+
+    app.openapi = _openapi(app)
+    return app

@@ -1,0 +1,146 @@
+"""OIP v2 tensors <-> numpy: JSON `data` and the binary tensor extension.
+
+Binary extension (Triton's, which tritonclient speaks):
+  request  body = JSON header (its length in the `Inference-Header-Content-Length` HTTP
+           header) followed by the raw little-endian bytes of every input whose
+           `parameters.binary_data_size` is set, in the order those inputs appear.
+  response the same layout when any output is requested with `parameters.binary_data`
+           (or request `parameters.binary_data_output`); otherwise plain JSON.
+Everything here is pure (no FastAPI, no torch) so it is fuzzable on its own; every
+malformed input raises `CodecError` (a ValueError) whose message says what was expected.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+# KServe v2 datatypes we accept as numeric tensors. BYTES/BF16 have no numpy twin that
+# any served model takes, so they are rejected with a clear message instead.
+DTYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"), "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"), "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+}
+DATATYPE_OF = {dt: name for name, dt in DTYPES.items()}
+
+
+class CodecError(ValueError):
+    """Malformed tensor payload; the message is returned to the client as a 400."""
+
+
+def parse_json(raw: bytes, what: str = "request body") -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nesting attack
+        raise CodecError(f"{what}: expected valid UTF-8 JSON ({type(exc).__name__}: {exc})"[:300]) from None
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """-> (json_header, binary_tail). No header means the whole body is JSON."""
+    if header_length is None:
+        return body, b""
+    try:
+        n = int(header_length)
+    except ValueError:
+        raise CodecError(f"Inference-Header-Content-Length: expected an integer, got {header_length[:40]!r}") from None
+    if not 0 < n <= len(body):
+        raise CodecError(f"Inference-Header-Content-Length: expected 1..{len(body)} (the body size), got {n}")
+    return body[:n], body[n:]
+
+
+def check_shape(shape: list[int], max_elements: int, name: str) -> int:
+    """Validate a declared shape before allocating anything; -> element count."""
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise CodecError(f"input {name!r}: shape must be a list of integers, got {shape!r}"[:300])
+    if any(d < 0 for d in shape):
+        raise CodecError(f"input {name!r}: shape dimensions must be >= 0, got {shape}")
+    count = math.prod(shape)
+    if count > max_elements:
+        raise CodecError(f"input {name!r}: shape {shape} has {count} elements; the limit is {max_elements} (DWSERVE_MAX_ELEMENTS)")
+    return count
+
+
+def _json_to_array(data: Any, dtype: np.dtype, shape: list[int], name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(data)  # ragged nesting raises ValueError here
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise CodecError(f"input {name!r}: data must be a (possibly nested) list of numbers: {exc}"[:300]) from None
+    kind = arr.dtype.kind
+    if arr.size and kind not in "biuf":
+        raise CodecError(f"input {name!r}: data must be numbers for {DATATYPE_OF[dtype]}, got {arr.dtype.name} values")
+    if dtype.kind in "iu" and arr.size:
+        if kind == "f":
+            raise CodecError(f"input {name!r}: {DATATYPE_OF[dtype]} data must be integers, got floats")
+        info = np.iinfo(dtype)
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < info.min or hi > info.max:
+            raise CodecError(f"input {name!r}: values {lo}..{hi} out of range for {DATATYPE_OF[dtype]}")
+    if dtype.kind == "b" and arr.size and kind != "b":
+        raise CodecError(f"input {name!r}: BOOL data must be true/false")
+    if arr.size != math.prod(shape):
+        raise CodecError(f"input {name!r}: shape {shape} needs {math.prod(shape)} values, data has {arr.size}")
+    with np.errstate(over="ignore"):
+        return arr.astype(dtype, copy=False).reshape(shape)
+
+
+def decode_inputs(request: dict, tail: bytes, max_elements: int) -> dict[str, np.ndarray]:
+    """Validated OIP v2 request (schemas.InferRequest as dict) + binary tail -> {name: array}."""
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    for tensor in request["inputs"]:
+        name, datatype, shape = tensor["name"], tensor["datatype"], tensor["shape"]
+        if name in arrays:
+            raise CodecError(f"input {name!r} appears twice; expected each input once")
+        if datatype not in DTYPES:
+            raise CodecError(f"input {name!r}: datatype {datatype!r} unsupported; expected one of {sorted(DTYPES)}")
+        dtype = DTYPES[datatype]
+        count = check_shape(shape, max_elements, name)
+        params = tensor.get("parameters") or {}
+        size = params.get("binary_data_size")
+        if size is not None:
+            if tensor.get("data") is not None:
+                raise CodecError(f"input {name!r}: give either 'data' or parameters.binary_data_size, not both")
+            if not isinstance(size, int) or isinstance(size, bool) or size != count * dtype.itemsize:
+                raise CodecError(f"input {name!r}: binary_data_size must be {count * dtype.itemsize} "
+                                 f"({count} x {DATATYPE_OF[dtype]}), got {size!r}")
+            if offset + size > len(tail):
+                raise CodecError(f"input {name!r}: binary data truncated: need {size} bytes at offset {offset}, "
+                                 f"body has {len(tail)} after the JSON header")
+            arrays[name] = np.frombuffer(tail, dtype=dtype, count=count, offset=offset).reshape(shape)
+            offset += size
+        else:
+            if tensor.get("data") is None:
+                raise CodecError(f"input {name!r}: expected 'data' or parameters.binary_data_size")
+            arrays[name] = _json_to_array(tensor["data"], dtype, shape, name)
+    if offset != len(tail):
+        raise CodecError(f"{len(tail) - offset} unexpected bytes after the binary inputs; "
+                         "check Inference-Header-Content-Length and binary_data_size")
+    return arrays
+
+
+def encode_outputs(outputs: list[tuple[str, np.ndarray, bool]], header: dict) -> tuple[bytes, int | None]:
+    """[(name, array, as_binary)] + response fields -> (body, json_length or None).
+
+    json_length is None for a plain JSON body; otherwise it goes into the
+    Inference-Header-Content-Length response header and binary data follows the JSON.
+    """
+    entries, blobs = [], []
+    for name, arr, binary in outputs:
+        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))  # wire format is little-endian
+        entry = {"name": name, "datatype": DATATYPE_OF[arr.dtype], "shape": list(arr.shape)}
+        if binary:
+            blob = arr.tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = arr.reshape(-1).tolist()
+        entries.append(entry)
+    text = json.dumps({**header, "outputs": entries}, allow_nan=True).encode()
+    if not blobs:
+        return text, None
+    return text + b"".join(blobs), len(text)

@@ -1,0 +1,107 @@
+"""OIP v2 `/infer` for any ServedModel: JSON or binary tensors in, tensors out."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+from pydantic import ValidationError
+
+from .. import codec
+from ..runtime import ModelRuntime
+from ..schemas import InferRequest
+
+
+@dataclass
+class Decoded:
+    id: Optional[str]
+    impl: str
+    inputs: dict[str, np.ndarray]
+    outputs: list[tuple[str, bool]]   # (output name, as binary)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = [f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5]]
+    return "invalid inference request: " + "; ".join(parts)
+
+
+class TensorHandler:
+    def setup(self, runtime: ModelRuntime) -> "TensorHandler":
+        self.rt = runtime
+        self.settings = runtime.settings
+        served = runtime.served
+        self.inputs = {spec.name: spec for spec in served.inputs}
+        self.outputs = {spec.name: spec for spec in served.outputs}
+        self.vocab_size = (getattr(served, "metadata", None) or {}).get("vocab_size")
+        return self
+
+    def decode(self, body: bytes, header_length: Optional[str]) -> Decoded:
+        head, tail = codec.split_body(body, header_length)
+        raw = codec.parse_json(head, "inference request JSON")
+        try:
+            req = InferRequest.model_validate(raw)
+        except ValidationError as exc:
+            raise ValueError(_validation_message(exc)) from None
+        params = req.parameters or {}
+        impl = self.rt.check_impl(params.get("depthwise_impl"))
+        # `raw` has passed validation; decoding from it avoids copying large `data` lists again.
+        arrays = codec.decode_inputs(raw, tail, self.settings.max_elements)
+        self._check_inputs(arrays)
+        binary_all = params.get("binary_data_output", False)
+        if not isinstance(binary_all, bool):
+            raise ValueError(f"parameters.binary_data_output: expected true/false, got {binary_all!r}")
+        if req.outputs:
+            wanted = []
+            for out in req.outputs:
+                if out.name not in self.outputs:
+                    raise ValueError(f"requested output {out.name!r}: expected one of {sorted(self.outputs)}")
+                binary = (out.parameters or {}).get("binary_data", binary_all)
+                if not isinstance(binary, bool):
+                    raise ValueError(f"output {out.name!r}: parameters.binary_data must be true/false")
+                wanted.append((out.name, binary))
+        else:
+            wanted = [(name, binary_all) for name in self.outputs]
+        return Decoded(req.id, impl, arrays, wanted)
+
+    def _check_inputs(self, arrays: dict[str, np.ndarray]) -> None:
+        """Names, dtypes, ranks and fixed dims against the model's TensorSpecs; value limits."""
+        if set(arrays) != set(self.inputs):
+            raise ValueError(f"inputs: expected exactly {sorted(self.inputs)}, got {sorted(arrays)}")
+        rows = None
+        for name, arr in arrays.items():
+            spec = self.inputs[name]
+            want_dtype = codec.DTYPES.get(spec.datatype)
+            if arr.dtype != want_dtype:
+                raise ValueError(f"input {name!r}: expected datatype {spec.datatype}, got {codec.DATATYPE_OF.get(arr.dtype, arr.dtype)}")
+            if arr.ndim != len(spec.shape) or any(w != -1 and w != d for w, d in zip(spec.shape, arr.shape)):
+                raise ValueError(f"input {name!r}: expected shape {list(spec.shape)} (-1 = any), got {list(arr.shape)}")
+            if arr.shape[0] < 1 or arr.shape[0] > self.settings.max_batch_size:
+                raise ValueError(f"input {name!r}: batch dimension must be 1..{self.settings.max_batch_size} "
+                                 f"(DWSERVE_MAX_BATCH_SIZE), got {arr.shape[0]}")
+            for axis, (w, d) in enumerate(zip(spec.shape[1:], arr.shape[1:]), start=1):
+                if w == -1 and not 1 <= d <= self.settings.max_sequence_length:
+                    raise ValueError(f"input {name!r}: dimension {axis} must be 1..{self.settings.max_sequence_length} "
+                                     f"(DWSERVE_MAX_SEQUENCE_LENGTH), got {d}")
+            if rows is not None and arr.shape[0] != rows:
+                raise ValueError(f"inputs: all inputs need the same batch dimension, got {rows} and {arr.shape[0]}")
+            rows = arr.shape[0]
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise ValueError(f"input {name!r}: values must be finite (no NaN/Inf)")
+            if self.vocab_size and arr.dtype.kind in "iu" and arr.size:
+                lo, hi = int(arr.min()), int(arr.max())
+                if lo < 0 or hi >= self.vocab_size:
+                    raise ValueError(f"input {name!r}: token ids must be in [0, {self.vocab_size}), got {lo}..{hi}")
+
+    async def predict(self, decoded: Decoded) -> dict[str, np.ndarray]:
+        return await self.rt.infer(decoded.inputs, decoded.impl)
+
+    def encode(self, decoded: Decoded, outputs: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
+        header: dict[str, Any] = {"model_name": self.rt.name, "model_version": "1",
+                                  "parameters": {"depthwise_impl": decoded.impl}}
+        if decoded.id is not None:
+            header["id"] = decoded.id
+        body, json_len = codec.encode_outputs([(n, outputs[n], b) for n, b in decoded.outputs], header)
+        if json_len is None:
+            return body, {"content-type": "application/json"}
+        return body, {"content-type": "application/octet-stream",
+                      "inference-header-content-length": str(json_len)}

@@ -1,0 +1,64 @@
+"""Prometheus metrics, exactly the names in DESIGN.md, in the service's own CollectorRegistry
+(so several apps in one process, e.g. tests, never collide in the global registry).
+
+Base units (seconds), histograms everywhere a distribution matters so replicas aggregate.
+Labels stay bounded: `model` is a served model name (or "unknown"), `impl` one of IMPLS or
+"auto", `status` an HTTP status code, `kind` "aten_ops" or "cuda_kernels".
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+
+# 100 us .. 60 s: a depthwise op on GPU is ~1e-4 s, a long generation tens of seconds.
+LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25,
+                   0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class ServiceMetrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("dwserve_requests_total", "Inference requests by HTTP status code.",
+                                ["model", "impl", "status"], registry=r)
+        self.request_duration = Histogram(
+            "dwserve_request_duration_seconds", "End-to-end request latency inside the server.",
+            ["model", "impl"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_duration = Histogram(
+            "dwserve_queue_duration_seconds", "Time a request waited in the batching queue.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.compute_duration = Histogram(
+            "dwserve_compute_duration_seconds", "Model forward time per batch (device-synchronised).",
+            ["model", "impl"], buckets=LATENCY_BUCKETS, registry=r)
+        self.depthwise_duration = Histogram(
+            "dwserve_depthwise_duration_seconds",
+            "Time inside depthwise ops per forward (sampled every N-th forward, device-synchronised).",
+            ["model", "impl"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("dwserve_batch_size", "Rows per forward after dynamic batching.",
+                                    ["model"], buckets=BATCH_BUCKETS, registry=r)
+        self.launches_per_forward = Gauge(
+            "dwserve_kernel_launches_per_forward",
+            "Launches in one forward, last measured with count_launches (warm-up, new shape, every N).",
+            ["model", "impl", "kind"], registry=r)
+        self.launches_total = Counter(
+            "dwserve_kernel_launches_total", "Launches accumulated over forwards (per-forward count x forwards).",
+            ["model", "impl", "kind"], registry=r)
+        self.inflight = Gauge("dwserve_inflight_requests", "Requests being handled right now.",
+                              ["model"], registry=r)
+        self.generated_tokens = Counter("dwserve_generated_tokens_total", "Tokens generated.",
+                                        ["model", "impl"], registry=r)
+        self.ttft = Histogram("dwserve_time_to_first_token_seconds", "Request start to first token.",
+                              ["model", "impl"], buckets=LATENCY_BUCKETS, registry=r)
+        self.tpot = Histogram("dwserve_time_per_output_token_seconds",
+                              "Mean time per generated token after the first.",
+                              ["model", "impl"], buckets=LATENCY_BUCKETS, registry=r)
+        self.build_info = Gauge("dwserve_build_info", "Constant 1; labels say what is running.",
+                                ["version", "torch", "device"], registry=r)
+
+    def set_build_info(self, version: str, torch_version: str, device: str) -> None:
+        self.build_info.labels(version=version, torch=torch_version, device=device).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

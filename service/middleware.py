@@ -1,0 +1,113 @@
+"""Pure-ASGI guard around the whole app (runs before FastAPI parses anything):
+
+1. body limit: 413 when Content-Length exceeds max_body_bytes, and again while reading
+   the stream (a lying or absent Content-Length cannot get more in). The body is buffered
+   here (bounded) and replayed to the app, so no route ever sees an oversized body;
+2. bearer auth (DWSERVE_API_KEY) on inference routes: 401 before the body is read;
+3. per-request metrics for inference routes: inflight gauge, requests_total{status},
+   request_duration. Labels come from the path; handlers refine `impl` by setting
+   scope["state"]["dw_impl"] once the request's impl is known.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import time
+
+_INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/infer$")
+
+
+def _json_response(status: int, message: str, extra_headers=()):
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in extra_headers]
+    return {"type": "http.response.start", "status": status, "headers": headers}, \
+        {"type": "http.response.body", "body": body}
+
+
+class GuardMiddleware:
+    def __init__(self, app, service):
+        self.app, self.service = app, service
+
+    def _route_model(self, path: str):
+        """-> model label for inference routes, else None."""
+        svc = self.service
+        match = _INFER.match(path)
+        if match:
+            name = match.group(1)
+            return name if name in svc.model_names else "unknown"
+        if path == "/v1/classify":
+            return svc.classify_model or "unknown"
+        if path == "/v1/generate":
+            return svc.generate_model or "unknown"
+        return None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        settings = self.service.settings
+        model = self._route_model(scope["path"])
+        state = scope.setdefault("state", {})
+        state["dw_impl"] = settings.depthwise_impl
+        status_box = [500]
+        t0 = time.perf_counter()
+        metrics = self.service.metrics
+        if model is not None:
+            metrics.inflight.labels(model).inc()
+
+        async def send_wrapped(message):
+            if message["type"] == "http.response.start":
+                status_box[0] = message["status"]
+            await send(message)
+
+        async def reject(status, message, headers=()):
+            start, body = _json_response(status, message, headers)
+            await send_wrapped(start)
+            await send_wrapped(body)
+
+        try:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            if model is not None and settings.api_key:
+                auth = headers.get("authorization", "")
+                token = auth[7:] if auth[:7].lower() == "bearer " else ""
+                if not hmac.compare_digest(token.encode(), settings.api_key.encode()):
+                    return await reject(401, "missing or wrong bearer token: send 'Authorization: Bearer <DWSERVE_API_KEY>'",
+                                        [("www-authenticate", "Bearer")])
+            if scope["method"] in ("POST", "PUT", "PATCH"):
+                limit = settings.max_body_bytes
+                declared = headers.get("content-length")
+                if declared is not None:
+                    if not declared.isdigit():
+                        return await reject(400, f"Content-Length: expected a non-negative integer, got {declared[:40]!r}")
+                    if int(declared) > limit:
+                        return await reject(413, f"body is {declared} bytes; the limit is {limit} (DWSERVE_MAX_BODY_BYTES)")
+                chunks, size = [], 0
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # client went away mid-upload; nothing to answer
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        return await reject(413, f"body exceeds the limit of {limit} bytes (DWSERVE_MAX_BODY_BYTES)")
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+                body, replayed = b"".join(chunks), False
+
+                async def replay():
+                    nonlocal replayed
+                    if not replayed:
+                        replayed = True
+                        return {"type": "http.request", "body": body, "more_body": False}
+                    return await receive()  # afterwards: disconnect notifications (SSE)
+
+                return await self.app(scope, replay, send_wrapped)
+            return await self.app(scope, receive, send_wrapped)
+        finally:
+            if model is not None:
+                impl = state.get("dw_impl", settings.depthwise_impl)
+                metrics.inflight.labels(model).dec()
+                metrics.requests.labels(model, impl, str(status_box[0])).inc()
+                metrics.request_duration.labels(model, impl).observe(time.perf_counter() - t0)

@@ -1,0 +1,75 @@
+"""/v1 convenience routes: image classification and text generation (JSON or SSE stream)."""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Optional
+
+from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi.responses import StreamingResponse
+
+from .errors import ServiceError
+from .schemas import ClassifyResponse, ErrorResponse, GenerateRequest, GenerateResponse, ImplName
+
+router = APIRouter(prefix="/v1", tags=["v1"])
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 503)}
+
+
+def _handler(request: Request, kind: str):
+    svc = request.app.state.service
+    name = svc.classify_model if kind == "classify" else svc.generate_model
+    if name is None:
+        raise ServiceError(404, f"/v1/{kind} needs the {'mobilenet_v2' if kind == 'classify' else 'lfm2'} "
+                                f"model, which this server does not serve (DWSERVE_MODELS)")
+    svc.runtime(name)  # 503 while loading
+    return svc.classify if kind == "classify" else svc.generate
+
+
+@router.post("/classify", response_model=ClassifyResponse, responses=_ERRORS)
+async def classify(request: Request, file: UploadFile = File(..., description="an image (JPEG, PNG, ...)"),
+                   top_k: int = Query(5, ge=1, le=1000), depthwise_impl: Optional[ImplName] = Query(None)):
+    handler = _handler(request, "classify")
+    impl = handler.rt.check_impl(depthwise_impl)
+    request.state.dw_impl = impl
+    image = await asyncio.to_thread(handler.decode, await file.read())
+    logits = await handler.predict(image, impl)
+    return handler.encode(logits, top_k, impl)
+
+
+def _sse(event: dict) -> bytes:
+    return f"data: {json.dumps(event)}\n\n".encode()
+
+
+@router.post("/generate", response_model=GenerateResponse, responses=_ERRORS)
+async def generate(body: GenerateRequest, request: Request):
+    handler = _handler(request, "generate")
+    plan = handler.decode(body)
+    request.state.dw_impl = plan.impl
+    events = handler.events(plan)
+    first = await events.__anext__()  # QueueFull / timeouts surface here, before any byte is sent
+    name, params = handler.rt.name, {"depthwise_impl": plan.impl}
+    if not body.stream:
+        final = first
+        async for final in events:
+            pass
+        return {"model": name, "text": final["text"], "token_ids": final["token_ids"],
+                "finish_reason": final["finish_reason"], "usage": final["usage"], "parameters": params}
+
+    async def stream():
+        try:
+            event = first
+            while True:
+                if event.get("done"):
+                    yield _sse({**event, "model": name, "parameters": params})
+                    yield b"data: [DONE]\n\n"
+                    return
+                yield _sse(event)
+                event = await events.__anext__()
+        except Exception as exc:  # noqa: BLE001 - headers are sent; report in-band and end
+            yield _sse({"error": f"{type(exc).__name__}: {exc}"[:300]})
+        finally:
+            await events.aclose()  # stops generation if the client went away
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+

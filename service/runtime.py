@@ -1,0 +1,200 @@
+"""One `ModelRuntime` per served model: its batcher, warm-up and per-forward measurement.
+
+The worker thread (service.batching) calls `_run_batch`, which concatenates compatible
+requests along dim 0, runs ONE `ServedModel.forward` under `use_impl(impl)` and splits
+the outputs back. Around that forward it keeps the before/after metrics honest:
+  compute time        every forward (device-synchronised)
+  depthwise time      every `depthwise_sample_every`-th forward, under depthwise_timer()
+  launches/forward    count_launches on warm-up, on a new (impl, batch shape), and every
+                      `launch_recount_every` forwards; kernel_launches_total += last count
+The model hooks (use_impl, count_launches, depthwise_timer) are injected so the service can
+be unit-tested with a fake model; production uses `default_hooks()` from `models`.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Callable, Hashable, Optional
+
+import numpy as np
+import torch
+
+from .batching import Batcher, Item
+from .metrics import ServiceMetrics
+from .settings import IMPL_CHOICES, Settings
+
+log = logging.getLogger("dwserve.runtime")
+
+
+def default_hooks() -> SimpleNamespace:
+    from models.depthwise import IMPLS, use_impl
+    from models.profiling import count_launches, depthwise_timer
+
+    return SimpleNamespace(use_impl=use_impl, count_launches=count_launches,
+                           depthwise_timer=depthwise_timer, impls=("auto",) + tuple(IMPLS))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass(frozen=True)
+class Job:
+    """Exclusive work on the model thread (e.g. a generation): fn() runs under use_impl(impl)."""
+    fn: Callable[[], Any]
+    impl: str
+
+
+class ModelRuntime:
+    def __init__(self, served, settings: Settings, metrics: ServiceMetrics, hooks: SimpleNamespace):
+        self.served, self.settings, self.metrics, self.hooks = served, settings, metrics, hooks
+        self.name: str = served.name
+        self.device = torch.device(getattr(served, "device", "cpu"))
+        self.ready = False
+        self._forwards = 0
+        self._launches: dict[tuple, dict[str, int]] = {}   # (impl, batch signature) -> {kind: count}
+        self._last_count_at: dict[str, int] = {}           # impl -> forward index of last count
+        self.batcher = Batcher(self.name, self._run_batch, max_batch_size=settings.max_batch_size,
+                               max_delay_s=settings.max_queue_delay_ms / 1000.0,
+                               max_queue_size=settings.max_queue_size)
+
+    # --- request side (event loop) -----------------------------------------------------
+    def check_impl(self, impl: Any) -> str:
+        if impl is None:
+            return self.settings.depthwise_impl
+        if not isinstance(impl, str) or impl not in self.hooks.impls:
+            raise ValueError(f"parameters.depthwise_impl: expected one of {list(self.hooks.impls)}, got {impl!r}"[:300])
+        if impl == "fused" and self.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("depthwise_impl 'fused' needs a CUDA device (this server runs on "
+                             f"{self.device.type}); use one of {[i for i in self.hooks.impls if i != 'fused']}")
+        return impl
+
+    async def infer(self, inputs: dict[str, np.ndarray], impl: str, timeout: Optional[float] = None
+                    ) -> dict[str, np.ndarray]:
+        """Validated per-request arrays (leading dim = rows) -> output arrays, via the batcher."""
+        rows = next(iter(inputs.values())).shape[0]
+        key = ("tensor", impl, tuple(sorted((n, a.dtype.str, a.shape[1:]) for n, a in inputs.items())))
+        return await self._await(self.batcher.submit(inputs, key, rows), timeout)
+
+    async def run_job(self, fn: Callable[[], Any], impl: str, timeout: Optional[float] = None) -> Any:
+        return await self._await(self.batcher.submit(Job(fn, impl), None, 1), timeout)
+
+    async def _await(self, future, timeout: Optional[float]):
+        timeout = self.settings.request_timeout_s if timeout is None else timeout
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except asyncio.TimeoutError:
+            future.cancel()  # if it has not started, it never will
+            raise
+
+    # --- worker side (model thread) ----------------------------------------------------
+    def _run_batch(self, key: Optional[Hashable], items: list[Item]) -> list[Any]:
+        now = time.perf_counter()
+        for item in items:
+            self.metrics.queue_duration.labels(self.name).observe(now - item.enqueued)
+        if key is None:  # a Job
+            job: Job = items[0].payload
+            with self.hooks.use_impl(job.impl), torch.inference_mode():
+                return [job.fn()]
+        impl = key[1]
+        payloads = [item.payload for item in items]
+        try:
+            outputs = self._forward_arrays(payloads, impl)
+        except ValueError:
+            if len(items) == 1:
+                raise
+            # One bad request must not fail its batch-mates: retry each alone.
+            results = []
+            for payload in payloads:
+                try:
+                    results.append(self._forward_arrays([payload], impl))
+                except ValueError as exc:
+                    results.append(exc)
+            return [r if isinstance(r, Exception) else r[0] for r in results]
+        return outputs
+
+    def _forward_arrays(self, payloads: list[dict[str, np.ndarray]], impl: str) -> list[dict[str, np.ndarray]]:
+        names = list(payloads[0])
+        batch = {n: torch.from_numpy(np.concatenate([p[n] for p in payloads])).to(self.device) for n in names}
+        out = self.forward(batch, impl)
+        host = {n: t.detach().to("cpu").numpy() for n, t in out.items()}
+        results, start = [], 0
+        for p in payloads:
+            rows = p[names[0]].shape[0]
+            results.append({n: a[start:start + rows] for n, a in host.items()})
+            start += rows
+        return results
+
+    def forward(self, batch: dict[str, torch.Tensor], impl: str) -> dict[str, torch.Tensor]:
+        """One measured forward on the model thread (also used by warm-up)."""
+        self._forwards += 1
+        rows = next(iter(batch.values())).shape[0]
+        signature = (impl, tuple((n, tuple(t.shape)) for n, t in sorted(batch.items())))
+        recount = (signature not in self._launches
+                   or self._forwards - self._last_count_at.get(impl, 0) >= self.settings.launch_recount_every)
+        sample = self._forwards % self.settings.depthwise_sample_every == 0
+        result: dict[str, Any] = {}
+
+        def run():
+            result["out"] = self.served.forward(batch)
+
+        with self.hooks.use_impl(impl), torch.inference_mode():
+            timer_cm = self.hooks.depthwise_timer() if sample else contextlib.nullcontext()
+            t0 = time.perf_counter()
+            with timer_cm as timer:
+                if recount:
+                    counts = self.hooks.count_launches(run)
+                else:
+                    run()
+                _sync(self.device)
+            elapsed = time.perf_counter() - t0
+        m, name = self.metrics, self.name
+        m.compute_duration.labels(name, impl).observe(elapsed)
+        m.batch_size.labels(name).observe(rows)
+        if sample and timer is not None:
+            m.depthwise_duration.labels(name, impl).observe(timer.seconds)
+        if recount:
+            kinds = {"aten_ops": counts.aten_ops}
+            if counts.cuda_kernels is not None:
+                kinds["cuda_kernels"] = counts.cuda_kernels
+            self._launches[signature] = kinds
+            self._last_count_at[impl] = self._forwards
+            for kind, value in kinds.items():
+                m.launches_per_forward.labels(name, impl, kind).set(value)
+        for kind, value in self._launches[signature].items():
+            m.launches_total.labels(name, impl, kind).inc(value)
+        return result["out"]
+
+    def warmup(self) -> None:
+        """Compile/warm the configured impl and measure launches before turning ready."""
+        impl = self.settings.depthwise_impl
+        if self.settings.warmup:
+            t0 = time.perf_counter()
+            inputs = {n: t.to(self.device) for n, t in self.served.warmup_inputs(1).items()}
+            for _ in range(2):  # first call compiles (impl "compiled"), second is steady state
+                self.forward(inputs, impl)
+            lm = getattr(self.served, "lm", None)
+            if lm is not None:  # the decode path (conv state + KV cache) has its own shapes
+                with self.hooks.use_impl(impl), torch.inference_mode():
+                    lm.generate([[1, 2, 3]], max_new_tokens=2)
+            log.info("model %s warmed up under impl %s in %.1fs", self.name, impl, time.perf_counter() - t0)
+        self.ready = True
+
+    def start(self) -> "ModelRuntime":
+        self.batcher.start()
+        return self
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        self.batcher.stop(drain=True, timeout=timeout)
+
+
+def impl_choices(runtimes: dict[str, ModelRuntime]) -> tuple[str, ...]:
+    for rt in runtimes.values():
+        return rt.hooks.impls
+    return IMPL_CHOICES

@@ -1,0 +1,132 @@
+"""Pydantic models for the wire formats: OIP v2 (KServe v2) and the /v1 convenience API.
+
+These serve two purposes: validating JSON bodies (bad shape -> 400/422 with {"error"}) and
+documenting /openapi.json. Field names follow the OIP v2 REST spec exactly.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Request-level parameters are free-form in OIP v2 (tritonclient sends e.g. `priority`,
+# `timeout`); we read `depthwise_impl` and `binary_data_output` and ignore the rest.
+Parameters = dict[str, Any]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+    parameters: Parameters = {}
+
+
+class LiveResponse(BaseModel):
+    live: bool
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+
+
+class RequestInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=256)
+    shape: list[int] = Field(max_length=8)
+    datatype: str = Field(max_length=16)
+    parameters: Optional[Parameters] = None
+    # Row-major values, flat or nested; absent when the tensor travels as binary data.
+    data: Optional[list[Any]] = None
+
+
+class RequestOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=256)
+    parameters: Optional[Parameters] = None
+
+
+class InferRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: Optional[str] = Field(None, max_length=256)
+    parameters: Optional[Parameters] = None
+    inputs: list[RequestInput] = Field(min_length=1, max_length=16)
+    outputs: Optional[list[RequestOutput]] = Field(None, max_length=16)
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: Optional[Parameters] = None
+    data: Optional[list[Any]] = None
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: Optional[str] = None
+    id: Optional[str] = None
+    parameters: Optional[Parameters] = None
+    outputs: list[ResponseOutput]
+
+
+# --- /v1 convenience API ----------------------------------------------------------------
+
+ImplName = Literal["auto", "per_group", "slice_sum", "compiled", "fused", "native"]
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: Optional[str] = Field(None, description="text prompt; give this or input_ids")
+    input_ids: Optional[list[int]] = Field(None, description="token ids; give this or prompt")
+    max_new_tokens: int = Field(32, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=100.0, description="0 = greedy")
+    top_k: Optional[int] = Field(None, ge=1)
+    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
+    seed: Optional[int] = Field(None, ge=0, le=2**63 - 1)
+    stop: Optional[Union[str, list[str]]] = Field(None, description="stop strings (text)")
+    stream: bool = False
+    depthwise_impl: Optional[ImplName] = None
+
+
+class GenerateUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class GenerateResponse(BaseModel):
+    model: str
+    text: str
+    token_ids: list[int]
+    finish_reason: Literal["length", "stop"]
+    usage: GenerateUsage
+    parameters: Parameters
+
+
+class ClassLabel(BaseModel):
+    index: int
+    label: str
+    score: float
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    labels: list[ClassLabel]
+    parameters: Parameters

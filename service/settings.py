@@ -1,0 +1,96 @@
+"""All service configuration in one pydantic-settings `Settings` (env prefix `DWSERVE_`).
+
+Every limit the server enforces lives here, explicitly, so an operator can read the
+attack surface off one page: body size, tensor elements, image pixels, sequence length,
+generated tokens, batch size, queue depth. CLI flags (service/cli.py) map 1:1 onto fields.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+try:  # pydantic-settings >= 2.7: let a comma list in DWSERVE_MODELS reach our validator
+    from pydantic_settings import NoDecode
+except ImportError:  # older: DWSERVE_MODELS must then be JSON, e.g. '["lfm2"]'
+    NoDecode = None
+
+IMPL_CHOICES = ("auto", "per_group", "slice_sum", "compiled", "fused", "native")
+DEFAULT_MODELS = ("lfm2", "mobilenet_v2")
+
+_ModelList = Annotated[tuple[str, ...], NoDecode] if NoDecode is not None else tuple[str, ...]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DWSERVE_", frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    device: str = Field("auto", pattern="^(auto|cpu|cuda(:[0-9]+)?)$")
+    # Each entry "NAME" (embedded default weights) or "NAME=PATH" (local weights directory).
+    models: _ModelList = DEFAULT_MODELS
+    depthwise_impl: str = "auto"
+    seed: int = 0
+
+    # --- dynamic batching -------------------------------------------------------------
+    max_batch_size: int = Field(8, ge=1, le=1024)        # rows per forward; 1 = batching off
+    max_queue_delay_ms: float = Field(5.0, ge=0, le=10_000)  # how long a batch may wait to fill
+    max_queue_size: int = Field(64, ge=1, le=100_000)    # queued requests per model, then 503
+
+    # --- request limits (each violation is a 4xx, never a 500) ---------------------------
+    max_body_bytes: int = Field(32 * 2**20, ge=1024)     # 413 above (Content-Length and streamed)
+    max_elements: int = Field(8 * 3 * 224 * 224, ge=1)   # per input tensor
+    max_new_tokens: int = Field(256, ge=1)
+    max_sequence_length: int = Field(2048, ge=1)         # prompt (+ generated) tokens
+    max_image_pixels: int = Field(4096 * 4096, ge=1)     # decoded image width*height
+    max_prompt_chars: int = Field(100_000, ge=1)
+    request_timeout_s: float = Field(120.0, gt=0)        # a request waiting longer gets 503
+
+    # --- security -------------------------------------------------------------------------
+    api_key: Optional[str] = None                        # bearer token for inference routes
+
+    # --- measurement ----------------------------------------------------------------------
+    launch_recount_every: int = Field(500, ge=1)         # re-run count_launches every N forwards
+    depthwise_sample_every: int = Field(20, ge=1)        # run every N-th forward under depthwise_timer
+    warmup: bool = True                                  # warm up (and compile) before ready
+    graceful_shutdown_s: float = Field(30.0, ge=0)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value):
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return tuple(value)
+
+    @field_validator("models")
+    @classmethod
+    def _check_models(cls, value):
+        if not value:
+            raise ValueError("models: expected at least one NAME or NAME=PATH")
+        names = [entry.split("=", 1)[0] for entry in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"models: each model name at most once, got {names}")
+        return value
+
+    @field_validator("depthwise_impl")
+    @classmethod
+    def _check_impl(cls, value):
+        if value not in IMPL_CHOICES:
+            raise ValueError(f"depthwise_impl: expected one of {IMPL_CHOICES}, got {value!r}")
+        return value
+
+    def model_entries(self) -> list[tuple[str, Optional[str]]]:
+        """[(name, path or None)] from the `models` entries."""
+        out = []
+        for entry in self.models:
+            name, _, path = entry.partition("=")
+            out.append((name.strip(), path.strip() or None))
+        return out
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"

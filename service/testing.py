@@ -1,0 +1,186 @@
+"""Small, fast stand-ins for models.registry.ServedModel and the models hooks, used by the
+service's unit tests (and usable for local experiments): same interface as
+docs/ARCHITECTURE.md, no weights, milliseconds per forward, with knobs (delay_s) to make
+batching and overload observable. The real models are exercised by the subprocess tests.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Iterator, Optional
+
+import torch
+
+_impl = contextvars.ContextVar("fake_impl", default="auto")
+FAKE_IMPLS = ("auto", "per_group", "slice_sum", "compiled", "fused", "native")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+@dataclass
+class _Count:
+    aten_ops: int
+    cuda_kernels: Optional[int] = None
+
+
+class _Timer:
+    seconds = 0.0
+    calls = 0
+
+
+def fake_hooks() -> SimpleNamespace:
+    @contextlib.contextmanager
+    def use_impl(name):
+        token = _impl.set(name)
+        try:
+            yield
+        finally:
+            _impl.reset(token)
+
+    def count_launches(fn, *args, **kwargs):
+        fn(*args, **kwargs)
+        return _Count(aten_ops=100 if _impl.get() == "per_group" else 10)
+
+    @contextlib.contextmanager
+    def depthwise_timer():
+        t = _Timer()
+        t0 = time.perf_counter()
+        yield t
+        t.seconds, t.calls = (time.perf_counter() - t0) / 2, 1
+
+    return SimpleNamespace(use_impl=use_impl, count_launches=count_launches,
+                           depthwise_timer=depthwise_timer, impls=FAKE_IMPLS)
+
+
+class FakeServedModel:
+    """Base: records every forward's (batch rows, impl) in .calls; sleeps delay_s per forward."""
+
+    def __init__(self, name, inputs, outputs, delay_s=0.0):
+        self.name, self.inputs, self.outputs = name, inputs, outputs
+        self.device = torch.device("cpu")
+        self.delay_s = delay_s
+        self.calls: list[tuple[int, str]] = []
+        self.metadata: dict = {}
+        self._lock = threading.Lock()
+
+    def _enter(self, rows: int) -> None:
+        assert self._lock.acquire(blocking=False), "two forwards ran concurrently on one model"
+        try:
+            self.calls.append((rows, _impl.get()))
+            if self.delay_s:
+                time.sleep(self.delay_s)
+        finally:
+            self._lock.release()
+
+
+class FakeClassifier(FakeServedModel):
+    """'mobilenet_v2': (B,3,224,224) FP32 -> (B,num_classes) logits = channel means @ W."""
+
+    def __init__(self, num_classes=1000, delay_s=0.0):
+        super().__init__("mobilenet_v2", (TensorSpec("input", "FP32", (-1, 3, 224, 224)),),
+                         (TensorSpec("logits", "FP32", (-1, num_classes)),), delay_s)
+        self.weight = torch.randn(3, num_classes, generator=torch.Generator().manual_seed(0))
+        self.labels = [f"label_{i}" for i in range(num_classes)]
+
+    def forward(self, inputs):
+        x = inputs["input"]
+        self._enter(x.shape[0])
+        return {"logits": reference_logits(x, self.weight)}
+
+    def warmup_inputs(self, batch_size=1):
+        return {"input": torch.zeros(batch_size, 3, 224, 224)}
+
+    def preprocess(self, image):
+        img = image.convert("RGB").resize((224, 224))
+        return torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(224, 224, 3).permute(2, 0, 1).float() / 255
+
+
+def reference_logits(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return x.float().mean(dim=(2, 3)) @ weight
+
+
+class FakeTokenizer:
+    """Characters <-> ids: id = ord(ch) - 32 for printable ASCII; eos = vocab_size - 1."""
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size, self.eos_token_id = vocab_size, vocab_size - 1
+
+    def encode(self, text: str) -> list[int]:
+        return [min(max(ord(c) - 32, 0), self.vocab_size - 2) for c in text]
+
+    def decode(self, ids) -> str:
+        return "".join(chr(32 + i) for i in ids if i != self.eos_token_id)
+
+
+class FakeLM:
+    """Deterministic LM: next token = (last + 1) % (vocab - 1); with a seed, sampled."""
+
+    def __init__(self, vocab_size: int, owner: FakeServedModel, token_delay_s: float = 0.0):
+        self.tokenizer = FakeTokenizer(vocab_size)
+        self.config = SimpleNamespace(vocab_size=vocab_size)
+        self.owner, self.token_delay_s = owner, token_delay_s
+
+    def stream_generate(self, prompts, max_new_tokens, temperature=0.0, top_k=None, top_p=None,
+                        seed=None, stop_token_ids=None) -> Iterator[list]:
+        self.owner._enter(len(prompts))
+        gen = torch.Generator().manual_seed(seed or 0)
+        last = [p[-1] for p in prompts]
+        done = [False] * len(prompts)
+        for _ in range(max_new_tokens):
+            step = []
+            for i, tok in enumerate(last):
+                if done[i]:
+                    step.append(None)
+                    continue
+                nxt = (tok + 1) % (self.config.vocab_size - 1)
+                if temperature > 0:
+                    nxt = int(torch.randint(0, self.config.vocab_size - 1, (1,), generator=gen))
+                last[i] = nxt
+                done[i] = bool(stop_token_ids) and nxt in stop_token_ids
+                step.append(nxt)
+            if self.token_delay_s:
+                time.sleep(self.token_delay_s)
+            yield step
+            if all(done):
+                return
+
+    def generate(self, prompts, max_new_tokens, **kw):
+        out = [[] for _ in prompts]
+        for step in self.stream_generate(prompts, max_new_tokens, **kw):
+            for i, t in enumerate(step):
+                if t is not None:
+                    out[i].append(t)
+        return out
+
+
+class FakeLanguageModel(FakeServedModel):
+    """'lfm2': (B, L) INT64 ids -> (B, vocab) next-token logits, one-hot of (last + 1)."""
+
+    def __init__(self, vocab_size=96, delay_s=0.0, token_delay_s=0.0):
+        super().__init__("lfm2", (TensorSpec("input_ids", "INT64", (-1, -1)),),
+                         (TensorSpec("logits", "FP32", (-1, vocab_size)),), delay_s)
+        self.metadata = {"vocab_size": vocab_size}
+        self.lm = FakeLM(vocab_size, self, token_delay_s)
+
+    def forward(self, inputs):
+        ids = inputs["input_ids"]
+        self._enter(ids.shape[0])
+        nxt = (ids[:, -1] + 1) % (self.metadata["vocab_size"] - 1)
+        return {"logits": torch.nn.functional.one_hot(nxt, self.metadata["vocab_size"]).float()}
+
+    def warmup_inputs(self, batch_size=1):
+        return {"input_ids": torch.ones(batch_size, 4, dtype=torch.int64)}
+
+
+def fake_models(delay_s: float = 0.0, token_delay_s: float = 0.0) -> dict:
+    return {"lfm2": FakeLanguageModel(delay_s=delay_s, token_delay_s=token_delay_s),
+            "mobilenet_v2": FakeClassifier(delay_s=delay_s)}
