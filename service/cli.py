@@ -1,0 +1,114 @@
+"""`dwserve` command line.
+
+  dwserve serve [--host H] [--port P] [--model NAME[=PATH]]... [--device auto|cpu|cuda]
+                [--depthwise-impl IMPL] [--max-batch-size N] [--max-queue-delay-ms F]
+                [--max-queue-size N] [--api-key KEY] [--max-body-bytes N] ...
+  dwserve bench {ops,models,serve} [ARGS...]   runs benchmarks/<name>.py main(ARGS) from the checkout
+  dwserve loadtest [ARGS...]                   service.loadtest.main(ARGS)
+
+Every serve flag is also a DWSERVE_* environment variable (service.settings.Settings);
+a flag given on the command line wins over the environment.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import runpy
+import sys
+from pathlib import Path
+from typing import Optional
+
+from pydantic import ValidationError
+
+from .settings import IMPL_CHOICES, Settings
+
+BENCHMARKS = ("ops", "models", "serve")
+_REPO = Path(__file__).resolve().parent.parent
+# Flags beyond DESIGN.md's list, generated from Settings so every limit is settable.
+_EXTRA = ("max_body_bytes", "max_elements", "max_new_tokens", "max_sequence_length", "max_image_pixels",
+          "max_prompt_chars", "request_timeout_s", "api_key", "launch_recount_every",
+          "depthwise_sample_every", "graceful_shutdown_s", "seed")
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dwserve serve", description="Serve the models over HTTP (OIP v2 + /v1).")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--model", action="append", dest="models", metavar="NAME[=PATH]",
+                   help="model to serve, repeatable; default: lfm2 and mobilenet_v2 with embedded weights")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--depthwise-impl", choices=IMPL_CHOICES)
+    p.add_argument("--max-batch-size", type=int)
+    p.add_argument("--max-queue-delay-ms", type=float)
+    p.add_argument("--max-queue-size", type=int)
+    for name in _EXTRA:
+        field = Settings.model_fields[name]
+        kind = field.annotation if field.annotation in (int, float) else str
+        p.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
+    p.add_argument("--no-warmup", action="store_false", dest="warmup", default=None,
+                   help="turn ready without warm-up (faster start, slow first requests)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    return p
+
+
+def serve(argv: list[str]) -> int:
+    args = vars(_serve_parser().parse_args(argv))
+    log_level = args.pop("log_level")
+    overrides = {k: v for k, v in args.items() if v is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"dwserve serve: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from .app import create_app
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    # SIGTERM/SIGINT: uvicorn stops accepting, waits for in-flight requests (bounded), then
+    # the app's lifespan exit drains the batchers.
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
+                            timeout_graceful_shutdown=settings.graceful_shutdown_s or None,
+                            limit_concurrency=max(64, 4 * settings.max_queue_size), access_log=False)
+    uvicorn.Server(config).run()
+    return 0
+
+
+def bench(argv: list[str]) -> int:
+    if not argv or argv[0] not in BENCHMARKS:
+        print(f"usage: dwserve bench {{{','.join(BENCHMARKS)}}} [ARGS...]", file=sys.stderr)
+        return 2
+    path = _REPO / "benchmarks" / f"{argv[0]}.py"
+    if not path.is_file():
+        print(f"dwserve bench: {path} not found; benchmarks run from a source checkout "
+              "(git clone the repo and `pip install -e .` there)", file=sys.stderr)
+        return 2
+    if str(_REPO) not in sys.path:
+        sys.path.insert(0, str(_REPO))  # so benchmarks can `import benchmarks.timing`
+    module = runpy.run_path(str(path), run_name=f"benchmarks.{argv[0]}")
+    result = module["main"](argv[1:])
+    return int(result or 0)
+
+
+def loadtest(argv: list[str]) -> int:
+    try:
+        from .loadtest import main as loadtest_main
+    except ImportError as exc:
+        print(f"dwserve loadtest: unavailable ({exc}); install the load extra: pip install 'dwserve[load]'",
+              file=sys.stderr)
+        return 2
+    return int(loadtest_main(argv) or 0)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"serve": serve, "bench": bench, "loadtest": loadtest}
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        print(__doc__.strip(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    return commands[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
