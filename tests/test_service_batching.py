@@ -1,0 +1,150 @@
+"""service.batching.Batcher: grouping, limits, delays, failures and draining."""
+import threading
+import time
+
+import pytest
+
+from service.batching import Batcher, BatcherStopped, QueueFull
+
+
+class Recorder:
+    """run_batch that records (key, payloads) and returns payload * 10; can block or fail."""
+
+    def __init__(self, delay=0.0, fail_on=None):
+        self.batches, self.delay, self.fail_on = [], delay, fail_on
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, key, items):
+        self.gate.wait(10)
+        payloads = [i.payload for i in items]
+        self.batches.append((key, payloads))
+        if self.fail_on is not None and self.fail_on in payloads:
+            raise RuntimeError("boom")
+        time.sleep(self.delay)
+        return [p * 10 for p in payloads]
+
+
+def make(run, **kw):
+    opts = dict(max_batch_size=4, max_delay_s=0.05, max_queue_size=100)
+    opts.update(kw)
+    return Batcher("m", run, **opts).start()
+
+
+def test_compatible_items_share_a_forward_up_to_max_batch_size():
+    rec = Recorder()
+    rec.gate.clear()  # hold the worker so everything queues up first
+    b = make(rec)
+    futures = [b.submit(i, key="k") for i in range(10)]
+    rec.gate.set()
+    assert [f.result(5) for f in futures] == [i * 10 for i in range(10)]
+    sizes = [len(p) for _, p in rec.batches]
+    assert sum(sizes) == 10 and max(sizes) <= 4 and len(sizes) <= 4  # first may run alone
+    b.stop()
+
+
+def test_incompatible_keys_never_mix_and_keep_fifo_order():
+    rec = Recorder()
+    rec.gate.clear()
+    b = make(rec, max_delay_s=0.0)
+    futures = [b.submit(i, key="a" if i % 2 else "b") for i in range(8)]
+    rec.gate.set()
+    for f in futures:
+        f.result(5)
+    for key, payloads in rec.batches:
+        assert all(("a" if p % 2 else "b") == key for p in payloads)
+        assert payloads == sorted(payloads)
+    b.stop()
+
+
+def test_none_key_runs_alone():
+    rec = Recorder()
+    rec.gate.clear()
+    b = make(rec)
+    futures = [b.submit(i, key=None) for i in range(3)]
+    rec.gate.set()
+    for f in futures:
+        f.result(5)
+    assert all(len(p) == 1 for _, p in rec.batches)
+    b.stop()
+
+
+def test_lone_request_waits_at_most_max_delay():
+    rec = Recorder()
+    b = make(rec, max_delay_s=0.2)
+    t0 = time.perf_counter()
+    assert b.submit(1, key="k").result(5) == 10
+    waited = time.perf_counter() - t0
+    assert 0.15 <= waited < 1.5
+    b.stop()
+
+
+def test_oversized_item_runs_alone():
+    rec = Recorder()
+    b = make(rec, max_delay_s=0.0)
+    assert b.submit(7, key="k", rows=9).result(5) == 70
+    b.stop()
+
+
+def test_queue_full_raises_and_every_accepted_item_is_answered():
+    rec = Recorder()
+    rec.gate.clear()
+    b = make(rec, max_queue_size=3, max_batch_size=1)
+    accepted, rejected = [], 0
+    for i in range(10):
+        try:
+            accepted.append(b.submit(i, key="k"))
+        except QueueFull:
+            rejected += 1
+    assert rejected >= 6 and len(accepted) <= 4
+    rec.gate.set()
+    assert all(f.result(5) is not None for f in accepted)
+    b.stop()
+
+
+def test_batch_failure_reaches_every_member_and_worker_survives():
+    rec = Recorder(fail_on=2)
+    rec.gate.clear()
+    b = make(rec)
+    futures = [b.submit(i, key="k") for i in range(4)]
+    rec.gate.set()
+    errors = [f.exception(5) for f in futures]
+    assert any(isinstance(e, RuntimeError) for e in errors)
+    assert b.submit(5, key="k").result(5) == 50  # still serving
+    b.stop()
+
+
+def test_cancelled_items_are_skipped():
+    rec = Recorder()
+    rec.gate.clear()
+    b = make(rec, max_batch_size=1, max_delay_s=0.0)
+    first = b.submit(0, key="k")
+    time.sleep(0.05)  # worker holds item 0 at the gate
+    second = b.submit(1, key="k")
+    assert second.cancel()
+    rec.gate.set()
+    assert first.result(5) == 0
+    b.stop()
+    assert [p for _, p in rec.batches] == [[0]]
+
+
+def test_stop_drains_accepted_work_then_refuses_new():
+    rec = Recorder(delay=0.02)
+    rec.gate.clear()
+    b = make(rec, max_batch_size=2)
+    futures = [b.submit(i, key="k") for i in range(6)]
+    threading.Timer(0.05, rec.gate.set).start()
+    b.stop(drain=True, timeout=10)
+    assert [f.result(0) for f in futures] == [i * 10 for i in range(6)]
+    with pytest.raises(BatcherStopped):
+        b.submit(1, key="k")
+
+
+@pytest.mark.parametrize("kw", [pytest.param({"max_batch_size": 0}, id="batch0"),
+                                pytest.param({"max_queue_size": 0}, id="queue0"),
+                                pytest.param({"max_delay_s": -1}, id="negative-delay")])
+def test_bad_limits_raise(kw):
+    opts = dict(max_batch_size=1, max_delay_s=0.0, max_queue_size=1)
+    opts.update(kw)
+    with pytest.raises(ValueError):
+        Batcher("m", Recorder(), **opts)
