@@ -1,0 +1,305 @@
+"""`dwserve loadtest`: closed-loop before/after load on OIP v2 infer, Markdown + PNG report.
+
+Two targets (the compose stack: per_group vs auto)     or one target, impls per request:
+  dwserve loadtest --before http://127.0.0.1:8001 \\      dwserve loadtest --url http://127.0.0.1:8000 \\
+                   --after http://127.0.0.1:8002               --impls per_group,auto
+
+Each phase runs `--concurrency` workers, each sending one request at a time (closed loop), for a
+fixed `--duration` after an unrecorded `--warmup`; phases alternate over `--rounds`. Everything is
+bounded (duration, concurrency, timeouts), and only loopback targets are accepted unless
+`--allow-remote`: this is a benchmark, not a traffic generator. Writes OUT.md and OUT.png.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+
+MAX_DURATION_S, MAX_CONCURRENCY, MAX_ROUNDS = 600.0, 64, 10
+PERCENTILES = (50, 90, 95, 99)
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str                 # "before"/"after", or the impl name in one-target mode
+    url: str                   # server root, e.g. http://127.0.0.1:8001
+    impl: str | None = None    # parameters.depthwise_impl to send (None: server default)
+
+
+@dataclass
+class Phase:
+    target: Target
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)   # successful requests only, seconds
+    statuses: dict[str, int] = field(default_factory=dict)  # "200", "503", "error: ReadTimeout"...
+    server_impl: set[str] = field(default_factory=set)     # response parameters.depthwise_impl
+    launches: dict[str, float] = field(default_factory=dict)  # kind -> launches per forward
+
+    @property
+    def ok(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def errors(self) -> int:
+        return sum(self.statuses.values()) - self.ok
+
+    def pct(self, p: float) -> float:
+        return float(np.percentile(self.latencies, p)) if self.latencies else float("nan")
+
+
+def check_url(url: str, allow_remote: bool) -> str:
+    """Normalise a target URL; refuse anything but loopback unless allow_remote."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"target {url!r}: expected http://HOST:PORT (e.g. http://127.0.0.1:8000)")
+    host = parts.hostname
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name other than localhost: not resolved, so not known to be local
+        loopback = False
+    if not loopback and not allow_remote:
+        raise ValueError(f"target {url!r} is not loopback (127.0.0.0/8, ::1, localhost); "
+                         "pass --allow-remote to load a server you own elsewhere")
+    return url.rstrip("/")
+
+
+def make_request(model: str, tokens: int, vocab: int, impl: str | None, seed: int) -> tuple[bytes, dict]:
+    """One infer body + headers. lfm2: JSON input_ids [1, tokens]; mobilenet_v2: binary FP32 image."""
+    rng = np.random.default_rng(seed)
+    params = {"depthwise_impl": impl} if impl else {}
+    if model == "lfm2":
+        ids = rng.integers(0, vocab, size=tokens).tolist()
+        body = {"inputs": [{"name": "input_ids", "datatype": "INT64", "shape": [1, tokens], "data": ids}],
+                "parameters": params}
+        return json.dumps(body).encode(), {"Content-Type": "application/json"}
+    raw = rng.random((1, 3, 224, 224), dtype=np.float32).astype("<f4").tobytes()
+    header = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3, 224, 224],
+                                     "parameters": {"binary_data_size": len(raw)}}],
+                         "parameters": params}).encode()
+    return header + raw, {"Content-Type": "application/octet-stream",
+                          "Inference-Header-Content-Length": str(len(header))}
+
+
+def run_phase(target: Target, args, vocab: int, seconds: float, phase: Phase | None) -> None:
+    """`args.concurrency` closed-loop workers for `seconds`; results go to `phase` (None: warm-up)."""
+    url = f"{target.url}/v2/models/{args.model}/infer"
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def worker(i: int) -> None:
+        body, headers = make_request(args.model, args.tokens, vocab, target.impl, seed=i)
+        with httpx.Client(timeout=args.timeout) as client:
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                try:
+                    r = client.post(url, content=body, headers=headers)
+                    key, dt = str(r.status_code), time.perf_counter() - t0
+                    impl = (r.json().get("parameters") or {}).get("depthwise_impl") if r.is_success else None
+                except (httpx.HTTPError, ValueError) as exc:
+                    key, dt, impl = f"error: {type(exc).__name__}", 0.0, None
+                    time.sleep(0.05)   # a dead server must not turn this into a busy loop
+                if phase is None:
+                    continue
+                with lock:
+                    phase.statuses[key] = phase.statuses.get(key, 0) + 1
+                    if key.startswith("2"):
+                        phase.latencies.append(dt)
+                        if impl:
+                            phase.server_impl.add(str(impl))
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(args.concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + args.timeout + 5)
+    if phase is not None:
+        phase.seconds += time.perf_counter() - t0
+
+
+def server_info(url: str, model: str, timeout: float) -> dict:
+    """Model metadata (vocab_size, server default impl); a clear error if the server is not up."""
+    try:
+        r = httpx.get(f"{url}/v2/models/{model}", timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise SystemExit(f"dwserve loadtest: cannot reach {url} ({exc}); start it with `dwserve serve`")
+    if r.status_code != 200:
+        raise SystemExit(f"dwserve loadtest: {url} does not serve {model!r} (HTTP {r.status_code}: {r.text[:200]})")
+    return r.json().get("parameters") or {}
+
+
+def scrape_launches(url: str, model: str, impls: set[str]) -> dict[str, float]:
+    """dwserve_kernel_launches_per_forward{model, impl in impls} by kind, from /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return {}
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name == "dwserve_kernel_launches_per_forward":
+            for s in fam.samples:
+                if s.labels.get("model") == model and s.labels.get("impl") in impls:
+                    out[s.labels["kind"]] = s.value
+    return out
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
+
+
+def write_report(phases: list[Phase], args, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    m = machine()
+    base = phases[0]
+    setup = (f"model `{args.model}`" + (f" ({args.tokens} tokens)" if args.model == "lfm2" else " (1x3x224x224)")
+             + f", concurrency {args.concurrency}, {args.duration:g} s x {args.rounds} round(s) per target"
+             f" after {args.warmup:g} s warm-up; {m['cpu']} ({m['cores']} cores), torch {m['torch']},"
+             f" Python {m['python']}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+    rows = ["| target | server impl | ok | errors | req/s | p50 ms | p90 ms | p95 ms | p99 ms | "
+            "launches/forward | p50 speed-up |", "|" + "---|" * 11]
+    for ph in phases:
+        launches = ", ".join(f"{v:g} {k}" for k, v in sorted(ph.launches.items())) or "n/a"
+        rows.append(
+            f"| {ph.target.label} | {', '.join(sorted(ph.server_impl)) or '?'} | {ph.ok} | {ph.errors} | "
+            f"{ph.ok / max(ph.seconds, 1e-9):.2f} | " + " | ".join(f"{ph.pct(p) * 1e3:.1f}" for p in PERCENTILES)
+            + f" | {launches} | {base.pct(50) / ph.pct(50):.2f}x |")
+    errors = [f"- {ph.target.label}: {dict(sorted(ph.statuses.items()))}" for ph in phases if ph.errors]
+    cmd = "dwserve loadtest " + " ".join(args.argv)
+    text = "\n".join([
+        f"# dwserve load test: {' vs '.join(p.target.label for p in phases)}", "",
+        f"Setup: {setup}.", "", f"Command: `{cmd}`", "", *rows, "",
+        "Latency is client-side wall time of one OIP v2 infer request (closed loop: each worker waits "
+        "for its answer before sending the next), so req/s is the server's throughput at this "
+        "concurrency. Speed-up is the first target's p50 over each target's p50.", "",
+        *(["Non-2xx answers:", *errors, ""] if errors else []),
+        f"![latency and throughput]({out.with_suffix('.png').name})", ""])
+    out.with_suffix(".md").write_text(text)
+    plot(phases, setup, out.with_suffix(".png"))
+
+
+def plot(phases: list[Phase], setup: str, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [p.target.label for p in phases]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.4), gridspec_kw={"width_ratios": [2, 1]})
+    width = 0.8 / len(phases)
+    for i, ph in enumerate(phases):
+        xs = [j + (i - (len(phases) - 1) / 2) * width for j in range(len(PERCENTILES))]
+        bars = ax1.bar(xs, [ph.pct(p) * 1e3 for p in PERCENTILES], width, label=ph.target.label)
+        ax1.bar_label(bars, fmt="%.0f", fontsize=7)
+    ax1.set_xticks(range(len(PERCENTILES)), [f"p{p}" for p in PERCENTILES])
+    ax1.set_ylabel("latency (ms)")
+    ax1.set_title("request latency percentiles")
+    ax1.legend()
+    bars = ax2.bar(labels, [p.ok / max(p.seconds, 1e-9) for p in phases], color=[f"C{i}" for i in range(len(phases))])
+    ax2.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax2.set_ylabel("requests / s")
+    ax2.set_title("throughput")
+    fig.suptitle("\n".join(_wrap(setup, 120)), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if len(line) + len(word) + 1 > width:
+            lines.append(line)
+            line = ""
+        line = f"{line} {word}".strip()
+    return lines + [line]
+
+
+def parse_args(argv: list[str]):
+    p = argparse.ArgumentParser(prog="dwserve loadtest", description=__doc__.splitlines()[0])
+    p.add_argument("--before", metavar="URL", help="server running the baseline (per_group)")
+    p.add_argument("--after", metavar="URL", help="server running the optimised impl (auto)")
+    p.add_argument("--url", metavar="URL", help="one server; compare --impls per request instead")
+    p.add_argument("--impls", default="per_group,auto", help="one-target mode: comma list (default %(default)s)")
+    p.add_argument("--model", default="lfm2", choices=("lfm2", "mobilenet_v2"))
+    p.add_argument("--tokens", type=int, default=32, help="lfm2 prompt length (default %(default)s)")
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--duration", type=float, default=20.0, help="measured seconds per target per round")
+    p.add_argument("--warmup", type=float, default=3.0, help="unrecorded seconds before each target's first round")
+    p.add_argument("--rounds", type=int, default=1, help="alternate targets this many times")
+    p.add_argument("--timeout", type=float, default=60.0, help="per-request timeout, seconds")
+    p.add_argument("--out", default="loadtest", help="report path without suffix: writes OUT.md and OUT.png")
+    p.add_argument("--allow-remote", action="store_true", help="allow non-loopback targets")
+    args = p.parse_args(argv)
+    args.argv = list(argv)
+    if args.url and (args.before or args.after):
+        p.error("give either --url (with --impls) or --before and --after, not both")
+    if not args.url and not (args.before and args.after):
+        p.error("give --before URL --after URL, or --url URL [--impls per_group,auto]")
+    for name, lo, hi in (("duration", 0.5, MAX_DURATION_S), ("concurrency", 1, MAX_CONCURRENCY),
+                         ("rounds", 1, MAX_ROUNDS), ("warmup", 0, 60), ("timeout", 1, 600), ("tokens", 1, 2048)):
+        if not lo <= getattr(args, name) <= hi:
+            p.error(f"--{name}: expected {lo}..{hi}, got {getattr(args, name)}")
+    try:
+        if args.url:
+            url = check_url(args.url, args.allow_remote)
+            impls = [i.strip() for i in args.impls.split(",") if i.strip()]
+            if len(impls) < 1 or len(set(impls)) != len(impls):
+                p.error(f"--impls: expected distinct names like per_group,auto, got {args.impls!r}")
+            args.targets = [Target(i, url, i) for i in impls]
+        else:
+            args.targets = [Target("before", check_url(args.before, args.allow_remote)),
+                            Target("after", check_url(args.after, args.allow_remote))]
+    except ValueError as exc:
+        p.error(str(exc))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    vocab = {}
+    for t in args.targets:
+        info = server_info(t.url, args.model, args.timeout)
+        vocab[t.url] = max(2, min(int(info.get("vocab_size", 100)), 1000))
+    phases = [Phase(t) for t in args.targets]
+    for r in range(args.rounds):
+        order = phases if r % 2 == 0 else phases[::-1]   # alternate to cancel slow drift
+        for ph in order:
+            if r == 0 and args.warmup:
+                run_phase(ph.target, args, vocab[ph.target.url], args.warmup, None)
+            print(f"round {r + 1}/{args.rounds}: {ph.target.label} for {args.duration:g} s", file=sys.stderr)
+            run_phase(ph.target, args, vocab[ph.target.url], args.duration, ph)
+    for ph in phases:
+        impls = ph.server_impl or {ph.target.impl or "auto"}
+        ph.launches = scrape_launches(ph.target.url, args.model, impls)
+    out = Path(args.out)
+    write_report(phases, args, out)
+    for ph in phases:
+        print(f"{ph.target.label:>10}: {ph.ok} ok, {ph.errors} errors, {ph.ok / max(ph.seconds, 1e-9):.2f} req/s, "
+              f"p50 {ph.pct(50) * 1e3:.1f} ms, p99 {ph.pct(99) * 1e3:.1f} ms")
+    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.png')}")
+    return 0 if all(ph.ok for ph in phases) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

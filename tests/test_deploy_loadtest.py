@@ -1,0 +1,116 @@
+"""`dwserve loadtest` (service/loadtest.py) against two live fake-model servers on loopback:
+it refuses remote targets, measures both targets, and writes a Markdown report and a PNG."""
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from service import loadtest
+
+pytest.importorskip("uvicorn")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def servers():
+    """Two in-process servers with the service's fake models: 'before' (per_group, slower
+    forwards) and 'after' (auto). Real models are exercised by tests/test_topology.py."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+    from service.testing import fake_hooks, fake_models
+
+    urls, running = {}, []
+    for label, impl, delay in (("before", "per_group", 0.02), ("after", "auto", 0.002)):
+        port = free_port()
+        app = create_app(Settings(port=port, depthwise_impl=impl, warmup=False),
+                         models=fake_models(delay_s=delay), hooks=fake_hooks())
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        threading.Thread(target=server.run, daemon=True).start()
+        running.append(server)
+        urls[label] = f"http://127.0.0.1:{port}"
+    for url in urls.values():
+        wait_ready(url, 30)
+    yield urls
+    for server in running:
+        server.should_exit = True
+
+
+def wait_ready(url: str, timeout_s: float) -> None:
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.time() < deadline, f"{url} not ready in {timeout_s} s"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("url", [
+    pytest.param("http://10.0.0.1:8000", id="private-ip"),
+    pytest.param("http://example.com:8000", id="hostname"),
+    pytest.param("ftp://127.0.0.1:8000", id="scheme"),
+])
+def test_refuses_non_loopback_targets(url, capsys):
+    with pytest.raises(SystemExit) as exc:
+        loadtest.parse_args(["--url", url])
+    assert exc.value.code == 2
+    assert "loopback" in capsys.readouterr().err or url.startswith("ftp")
+
+
+def test_allow_remote_and_loopback_forms():
+    assert loadtest.check_url("http://10.0.0.1:8000/", allow_remote=True) == "http://10.0.0.1:8000"
+    for url in ("http://127.0.0.1:1", "http://localhost:1", "http://[::1]:1"):
+        assert loadtest.check_url(url, allow_remote=False) == url
+
+
+@pytest.mark.parametrize("argv", [
+    pytest.param(["--url", "http://127.0.0.1:1", "--duration", "100000"], id="duration-bound"),
+    pytest.param(["--url", "http://127.0.0.1:1", "--concurrency", "0"], id="concurrency-bound"),
+    pytest.param(["--before", "http://127.0.0.1:1"], id="after-missing"),
+    pytest.param(["--url", "http://127.0.0.1:1", "--before", "http://127.0.0.1:2"], id="both-modes"),
+])
+def test_bad_arguments_are_rejected(argv):
+    with pytest.raises(SystemExit) as exc:
+        loadtest.parse_args(argv)
+    assert exc.value.code == 2
+
+
+def test_unreachable_server_says_how_to_fix():
+    with pytest.raises(SystemExit, match="dwserve serve"):
+        loadtest.main(["--url", "http://127.0.0.1:1", "--duration", "1", "--warmup", "0", "--timeout", "1"])
+
+
+def test_before_after_two_targets(servers, tmp_path):
+    out = tmp_path / "report"
+    rc = loadtest.main(["--before", servers["before"], "--after", servers["after"], "--duration", "1.5",
+                        "--warmup", "0.3", "--concurrency", "2", "--tokens", "8", "--out", str(out)])
+    assert rc == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "| before | per_group |" in md and "| after | auto |" in md
+    assert "concurrency 2" in md and "torch" in md and "![latency and throughput](report.png)" in md
+    # Fake hooks count 100 launches per forward for per_group, 10 otherwise.
+    assert "100 aten_ops" in md and "10 aten_ops" in md
+    png = (tmp_path / "report.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_one_target_per_request_impls(servers, tmp_path):
+    out = tmp_path / "one"
+    rc = loadtest.main(["--url", servers["after"], "--impls", "per_group,slice_sum", "--duration", "1",
+                        "--warmup", "0", "--concurrency", "2", "--model", "mobilenet_v2", "--out", str(out)])
+    assert rc == 0
+    md = (tmp_path / "one.md").read_text()
+    # The server reports back the impl each request ran under.
+    assert "| per_group | per_group |" in md and "| slice_sum | slice_sum |" in md
+    assert "model `mobilenet_v2`" in md
