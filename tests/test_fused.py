@@ -249,3 +249,117 @@ def test_import_without_triton():
     """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == fused.TRITON_ERROR, proc.stdout
+
+
+# ------------------------------------------------------------------ fused short-conv block
+def ref_block(bcx, w, b, state, mask):
+    """Loop-over-taps definition in float64 -> (y (B, L, C), new_state (B, C, K-1))."""
+    B, L, C3 = bcx.shape
+    C, K = C3 // 3, w.shape[-1]
+    bb, cc, xx = bcx.double().split(C, dim=-1)                    # each (B, L, C)
+    bx = bb * xx
+    if mask is not None:
+        bx = bx * (mask != 0).double()[:, :, None]
+    prev = state.double().transpose(1, 2) if state is not None else bx.new_zeros(B, K - 1, C)
+    ext = torch.cat([prev, bx], dim=1)                             # (B, K-1+L, C)
+    acc = sum(w.double()[:, 0, k] * ext[:, k:k + L] for k in range(K))
+    if b is not None:
+        acc = acc + b.double()
+    return cc * acc, ext[:, L:].transpose(1, 2)
+
+
+def block_inputs(B, L, C, K, dtype=torch.float32, seed=0, strided=True):
+    g = torch.Generator().manual_seed(seed)
+    # a slice of a wider in_proj output: rows not contiguous in the last dim's extent
+    bcx = rand(B, L, 3 * C + 5, dtype=dtype, gen=g)[:, :, 2:3 * C + 2] if strided else rand(B, L, 3 * C, dtype=dtype, gen=g)
+    return bcx, rand(C, 1, K, dtype=dtype, gen=g), rand(C, dtype=dtype, gen=g), rand(B, C, K - 1, dtype=dtype, gen=g)
+
+
+#        B, L, C, K, with state, with mask, bias
+BLOCK = [
+    pytest.param(2, 37, 11, 3, True, True, True, id="state_mask"),
+    pytest.param(1, 40, 24, 4, False, False, True, id="no_state"),
+    pytest.param(2, 19, 7, 4, True, False, False, id="state_nobias"),
+    pytest.param(3, 1, 5, 4, True, True, True, id="single_token"),
+    pytest.param(2, 2, 9, 5, True, False, True, id="L_lt_K-1"),
+    pytest.param(1, 16, 6, 9, True, True, True, id="k9_tile_edge"),
+    pytest.param(2, 6, 4, 1, True, False, True, id="k1"),
+]
+
+
+@needs_fused
+@pytest.mark.parametrize("B,L,C,K,has_state,has_mask,bias", BLOCK)
+def test_block_matches_reference(B, L, C, K, has_state, has_mask, bias):
+    bcx, w, b, state = block_inputs(B, L, C, K, seed=L * K)
+    b = b if bias else None
+    state = state if has_state else None
+    mask = (torch.rand(B, L, generator=torch.Generator().manual_seed(L)) > 0.3).to(DEV) if has_mask else None
+    y_ref, s_ref = ref_block(bcx, w, b, state, mask)
+    y = fused.short_conv_block(bcx, w, b, state, mask)
+    assert y.shape == (B, L, C) and y.is_contiguous()
+    check(y, y_ref, torch.float32)
+    if has_state:
+        check(state, s_ref, torch.float32)
+
+
+@needs_fused
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_block_dtypes(dtype):
+    bcx, w, b, state = block_inputs(2, 21, 10, 4, dtype=dtype, seed=7)
+    y_ref, s_ref = ref_block(bcx, w, b, state, None)
+    check(fused.short_conv_block(bcx, w, b, state, None), y_ref, dtype)
+    check(state, s_ref, dtype)
+
+
+@needs_fused
+@pytest.mark.parametrize("split", [pytest.param(1, id="1+rest"), pytest.param(17, id="17+rest"),
+                                   pytest.param(38, id="rest+1")])
+def test_block_chunked_prefill_equals_whole(split):
+    """Prefill in two chunks carrying conv_state == prefill at once (state and outputs)."""
+    B, L, C, K = 2, 39, 13, 4
+    bcx, w, b, _ = block_inputs(B, L, C, K, seed=11)
+    mask = torch.ones(B, L, dtype=torch.bool, device=DEV)
+    mask[1, :5] = False                                           # left padding in row 1
+    whole_state = torch.zeros(B, C, K - 1, device=DEV)
+    whole = fused.short_conv_block(bcx, w, b, whole_state, mask)
+    state = torch.zeros(B, C, K - 1, device=DEV)
+    parts = [fused.short_conv_block(bcx[:, :split], w, b, state, mask[:, :split]),
+             fused.short_conv_block(bcx[:, split:], w, b, state, mask[:, split:])]
+    torch.testing.assert_close(torch.cat(parts, 1), whole, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(state, whole_state, atol=0, rtol=0)
+
+
+@needs_fused
+def test_block_decode_tokens_equal_prefill():
+    """Token-by-token (L=1) through the block == one prefill; also == the decode-step kernel."""
+    B, L, C, K = 2, 8, 6, 3
+    bcx, w, b, _ = block_inputs(B, L, C, K, seed=13, strided=False)
+    whole = fused.short_conv_block(bcx, w, b, torch.zeros(B, C, K - 1, device=DEV), None)
+    state, dstate = torch.zeros(B, C, K - 1, device=DEV), torch.zeros(B, C, K - 1, device=DEV)
+    steps = [fused.short_conv_block(bcx[:, t:t + 1], w, b, state, None) for t in range(L)]
+    torch.testing.assert_close(torch.cat(steps, 1), whole, atol=1e-6, rtol=1e-6)
+    bb, cc, xx = bcx.split(C, dim=-1)
+    dec = [cc[:, t] * fused.conv1d_decode_step(bb[:, t] * xx[:, t], dstate, w, b) for t in range(L)]
+    torch.testing.assert_close(torch.stack(dec, 1), whole, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(dstate, state, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or fused.interpreting(), reason="needs CUDA")
+def test_one_cuda_launch_per_call():
+    from torch.profiler import ProfilerActivity, profile
+    x, w = torch.randn(2, 64, 100, device="cuda"), torch.randn(64, 1, 4, device="cuda")
+    bcx, state = torch.randn(2, 100, 192, device="cuda"), torch.zeros(2, 64, 3, device="cuda")
+    calls = [lambda: fused.conv1d(x, w, None, 1, (3, 0), 1, "silu"),
+             lambda: fused.conv2d(x[..., :10].reshape(2, 64, 2, 5), w[..., :3].reshape(64, 1, 1, 3),
+                                  None, (1, 1), (0, 0, 1, 1), (1, 1)),
+             lambda: fused.conv1d_decode_step(x[:, :, 0], state, w),
+             lambda: fused.short_conv_block(bcx, w, None, state, None)]
+    for call in calls:
+        call(), call()                                      # warm up (autotune, compile)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            call()
+            torch.cuda.synchronize()
+        kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
+        assert len(kernels) == 1, [e.name for e in kernels]
