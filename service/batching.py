@@ -33,7 +33,7 @@ class BatcherStopped(Exception):
     """The server is shutting down and accepts no new work (503)."""
 
 
-@dataclass
+@dataclass(eq=False)  # identity: deque.remove must never compare payloads (numpy arrays)
 class Item:
     payload: Any
     key: Optional[Hashable]

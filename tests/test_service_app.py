@@ -1,0 +1,243 @@
+"""The app in-process with fake models (service.testing): protocol, batching, limits,
+metrics and auth, fast. The real models run in tests/test_service_server.py."""
+import io
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from service.testing import fake_hooks, fake_models, malformed_requests, reference_logits
+
+LIMITS = dict(max_sequence_length=64, max_batch_size=4, max_body_bytes=3 * 2**20, max_new_tokens=16,
+              max_queue_delay_ms=20, request_timeout_s=20)
+
+
+def _wait_ready(client, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if client.get("/v2/health/ready").status_code == 200:
+            return
+        time.sleep(0.02)
+    raise AssertionError("never ready")
+
+
+@pytest.fixture(scope="module")
+def served():
+    models = fake_models(delay_s=0.01)
+    app = create_app(Settings(**LIMITS), models=models, hooks=fake_hooks())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        _wait_ready(client)
+        yield client, models
+
+
+def _image(rng, rows=1):
+    return rng.standard_normal((rows, 3, 224, 224)).astype(np.float32)
+
+
+def _infer_json(client, model, name, arr, datatype, **params):
+    body = {"inputs": [{"name": name, "shape": list(arr.shape), "datatype": datatype, "data": arr.reshape(-1).tolist()}]}
+    if params:
+        body["parameters"] = params
+    return client.post(f"/v2/models/{model}/infer", json=body)
+
+
+def test_health_metadata_and_unknown_model(served):
+    client, _ = served
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    assert "binary_tensor_data" in client.get("/v2").json()["extensions"]
+    meta = client.get("/v2/models/mobilenet_v2").json()
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 224, 224]}]
+    assert client.get("/v2/models/lfm2/ready").status_code == 200
+    for path in ("/v2/models/nope", "/v2/models/nope/ready", "/v2/models/lfm2/versions/9"):
+        r = client.get(path)
+        assert r.status_code == 404 and "error" in r.json()
+
+
+def test_infer_json_matches_reference_and_echoes_impl(served):
+    client, models = served
+    x = _image(np.random.default_rng())
+    r = _infer_json(client, "mobilenet_v2", "input", x, "FP32", depthwise_impl="slice_sum")
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["parameters"]["depthwise_impl"] == "slice_sum"
+    got = np.asarray(out["outputs"][0]["data"], dtype=np.float32).reshape(out["outputs"][0]["shape"])
+    want = reference_logits(torch.from_numpy(x), models["mobilenet_v2"].weight).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert models["mobilenet_v2"].calls[-1][1] == "slice_sum"  # the forward ran under use_impl
+
+
+def test_infer_binary_round_trip(served):
+    client, _ = served
+    ids = np.random.default_rng().integers(0, 90, size=(2, 5)).astype(np.int64)
+    head = json.dumps({"inputs": [{"name": "input_ids", "shape": [2, 5], "datatype": "INT64",
+                                   "parameters": {"binary_data_size": ids.nbytes}}],
+                       "outputs": [{"name": "logits", "parameters": {"binary_data": True}}]}).encode()
+    r = client.post("/v2/models/lfm2/infer", content=head + ids.tobytes(),
+                    headers={"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"})
+    assert r.status_code == 200, r.text
+    n = int(r.headers["inference-header-content-length"])
+    meta = json.loads(r.content[:n])
+    logits = np.frombuffer(r.content[n:], dtype=np.float32).reshape(meta["outputs"][0]["shape"])
+    np.testing.assert_array_equal(logits.argmax(-1), (ids[:, -1] + 1) % 95)
+
+
+def test_concurrent_requests_are_batched_and_impls_never_mix(served):
+    client, models = served
+    model = models["lfm2"]
+    model.calls.clear()
+    ids = [1, 2, 3]
+
+    def one(i):
+        return _infer_json(client, "lfm2", "input_ids", np.array([ids]), "INT64",
+                           depthwise_impl="native" if i % 2 else "slice_sum")
+
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(one, range(16)))
+    assert all(r.status_code == 200 for r in responses)
+    for i, r in enumerate(responses):
+        assert r.json()["parameters"]["depthwise_impl"] == ("native" if i % 2 else "slice_sum")
+    rows = [n for n, _ in model.calls]
+    assert sum(rows) == 16 and max(rows) > 1 and max(rows) <= LIMITS["max_batch_size"]
+
+
+def test_classify_png_and_generate(served):
+    client, _ = served
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(buf, format="PNG")
+    r = client.post("/v1/classify?top_k=3", files={"file": ("x.png", buf.getvalue(), "image/png")})
+    assert r.status_code == 200, r.text
+    labels = r.json()["labels"]
+    assert len(labels) == 3 and labels[0]["score"] >= labels[1]["score"] >= labels[2]["score"]
+    r = client.post("/v1/generate", json={"prompt": "abc", "max_new_tokens": 4})
+    assert r.status_code == 200 and r.json()["text"] == "defg" and r.json()["finish_reason"] == "length"
+    r = client.post("/v1/generate", json={"prompt": "abc", "max_new_tokens": 8, "stop": "fg"})
+    assert r.json()["text"] == "de" and r.json()["finish_reason"] == "stop"
+
+
+def test_generate_stream_is_token_by_token_sse(served):
+    client, _ = served
+    with client.stream("POST", "/v1/generate", json={"prompt": "a", "max_new_tokens": 5, "stream": True}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    tokens = [json.loads(e) for e in events[:-2]]
+    assert "".join(t["text"] for t in tokens) == "bcdef" and len(tokens) == 5
+    assert json.loads(events[-2])["usage"]["completion_tokens"] == 5
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c[0]) for c in malformed_requests(
+    vocab=96, max_sequence_length=LIMITS["max_sequence_length"], max_batch_size=LIMITS["max_batch_size"],
+    max_body_bytes=LIMITS["max_body_bytes"])])
+def test_malformed_request_is_a_4xx_with_error_body(served, case):
+    client, _ = served
+    _, method, path, kwargs, status = case
+    r = client.request(method, path, **kwargs)
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
+    if status is not None:
+        assert r.status_code == status, r.text[:300]
+    assert isinstance(r.json()["error"], str) and r.json()["error"]
+    assert client.get("/v2/health/ready").status_code == 200
+
+
+def test_streamed_body_over_limit_is_413_without_content_length(served):
+    client, _ = served
+
+    def chunks():  # no Content-Length: sent chunked
+        for _ in range(8):
+            yield b" " * (LIMITS["max_body_bytes"] // 4)
+
+    r = client.post("/v2/models/lfm2/infer", content=chunks())
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+
+
+def test_metrics_names_labels_and_impl_override(served):
+    client, _ = served
+    _infer_json(client, "lfm2", "input_ids", np.array([[1, 2]]), "INT64", depthwise_impl="per_group")
+    client.post("/v2/models/lfm2/infer", content=b"{bad")
+    client.post("/v1/generate", json={"prompt": "ab", "max_new_tokens": 3})
+    text = client.get("/metrics").text
+    for needle in ['dwserve_requests_total{impl="per_group",model="lfm2",status="200"}',
+                   'dwserve_requests_total{impl="auto",model="lfm2",status="400"}',
+                   'dwserve_request_duration_seconds_bucket{impl="per_group",le="0.0001",model="lfm2"}',
+                   'dwserve_queue_duration_seconds_count{model="lfm2"}',
+                   'dwserve_compute_duration_seconds_count{impl="per_group",model="lfm2"}',
+                   'dwserve_batch_size_bucket{le="1.0",model="lfm2"}',
+                   'dwserve_kernel_launches_per_forward{impl="per_group",kind="aten_ops",model="lfm2"} 100.0',
+                   'dwserve_kernel_launches_per_forward{impl="auto",kind="aten_ops",model="lfm2"} 10.0',
+                   'dwserve_kernel_launches_total{impl="per_group",kind="aten_ops",model="lfm2"}',
+                   'dwserve_inflight_requests{model="lfm2"} 0.0',
+                   'dwserve_generated_tokens_total{impl="auto",model="lfm2"}',
+                   'dwserve_time_to_first_token_seconds_count{impl="auto",model="lfm2"}',
+                   'dwserve_time_per_output_token_seconds_count{impl="auto",model="lfm2"}',
+                   'dwserve_build_info{device="cpu"']:
+        assert needle in text, needle
+
+
+def test_depthwise_duration_sampled_every_n_forwards():
+    models = fake_models()
+    app = create_app(Settings(depthwise_sample_every=3, max_queue_delay_ms=0), models=models, hooks=fake_hooks())
+    with TestClient(app) as client:
+        _wait_ready(client)
+        for _ in range(9):
+            _infer_json(client, "lfm2", "input_ids", np.array([[1]]), "INT64", depthwise_impl="native")
+        text = client.get("/metrics").text
+    line = next(l for l in text.splitlines()
+                if l.startswith('dwserve_depthwise_duration_seconds_count{impl="native",model="lfm2"}'))
+    assert float(line.split()[-1]) == 3.0  # 2 warm-up + 9 forwards: numbers 3, 6, 9 sampled
+
+
+def test_not_ready_until_warmed_up_and_live_from_start():
+    gate = threading.Event()
+    models = fake_models()
+    original = models["lfm2"].warmup_inputs
+    models["lfm2"].warmup_inputs = lambda batch_size=1: (gate.wait(10), original(batch_size))[1]
+    app = create_app(Settings(), models=models, hooks=fake_hooks())
+    with TestClient(app) as client:
+        assert client.get("/v2/health/live").status_code == 200
+        r = client.get("/v2/health/ready")
+        assert r.status_code == 503 and r.json() == {"ready": False}
+        r = _infer_json(client, "lfm2", "input_ids", np.array([[1]]), "INT64")
+        assert r.status_code == 503 and "Retry-After" in r.headers
+        gate.set()
+        _wait_ready(client)
+
+
+def test_bearer_token_guards_inference_routes_only():
+    app = create_app(Settings(api_key="s3cret"), models=fake_models(), hooks=fake_hooks())
+    with TestClient(app) as client:
+        _wait_ready(client)
+        body = {"inputs": [{"name": "input_ids", "shape": [1, 1], "datatype": "INT64", "data": [1]}]}
+        r = client.post("/v2/models/lfm2/infer", json=body)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert client.post("/v2/models/lfm2/infer", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert client.post("/v2/models/lfm2/infer", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert client.get("/v2/health/ready").status_code == 200 and client.get("/metrics").status_code == 200
+        assert 'status="401"' in client.get("/metrics").text
+
+
+def test_overload_gives_503_and_every_request_an_answer():
+    models = fake_models(delay_s=0.05)
+    app = create_app(Settings(max_queue_size=2, max_batch_size=1, max_queue_delay_ms=0),
+                     models=models, hooks=fake_hooks())
+    with TestClient(app) as client:
+        _wait_ready(client)
+
+        def one(_):
+            return _infer_json(client, "lfm2", "input_ids", np.array([[1, 2]]), "INT64")
+
+        with ThreadPoolExecutor(24) as pool:
+            responses = list(pool.map(one, range(24), timeout=60))
+        codes = [r.status_code for r in responses]
+        assert set(codes) <= {200, 503} and codes.count(503) > 0 and codes.count(200) >= 2
+        assert all(r.headers.get("retry-after") for r in responses if r.status_code == 503)
+        assert client.get("/v2/health/ready").status_code == 200
