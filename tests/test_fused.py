@@ -16,6 +16,8 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from models.depthwise import fused
 
@@ -120,6 +122,21 @@ def test_conv1d_empty_output():
     assert fused.conv1d(x, w, None, 1, (0, 0), 1).shape == (2, 3, 0)
 
 
+@needs_fused
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(B=st.integers(1, 3), C=st.integers(1, 20), m=st.integers(1, 2), L=st.integers(1, 40),
+       K=st.integers(1, 6), stride=st.integers(1, 3), dilation=st.integers(1, 3),
+       left=st.integers(0, 6), right=st.integers(0, 6), bias=st.booleans(), silu=st.booleans())
+def test_conv1d_random_shapes(B, C, m, L, K, stride, dilation, left, right, bias, silu):
+    assume(L + left + right >= dilation * (K - 1) + 1)          # at least one output
+    g = torch.Generator().manual_seed(L * 7 + K)
+    x, w = rand(B, C, L, gen=g), rand(C * m, 1, K, gen=g)
+    b = rand(C * m, gen=g) if bias else None
+    act = "silu" if silu else None
+    out = fused.conv1d(x, w, b, stride, (left, right), dilation, act)
+    check(out, ref_conv1d(x, w, b, stride, (left, right), dilation, act), torch.float32)
+
+
 # ------------------------------------------------------------------ conv2d
 #        B, C, m, H, W, (KH, KW), stride, (top, bottom, left, right), dilation, bias
 CONV2D = [
@@ -168,6 +185,21 @@ def test_conv2d_non_contiguous():
           ref_conv2d(x, w[:6], None, (1, 2), (1, 1, 0, 1), (1, 1)), torch.float32)
     check(fused.conv2d(nhwc, w, None, (2, 1), (1, 1, 1, 1), (1, 1)),
           ref_conv2d(nhwc, w, None, (2, 1), (1, 1, 1, 1), (1, 1)), torch.float32)
+
+
+@needs_fused
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(C=st.integers(1, 12), H=st.integers(1, 9), W=st.integers(1, 9), kh=st.integers(1, 4),
+       kw=st.integers(1, 4), s=st.integers(1, 2), d=st.integers(1, 2), p=st.integers(0, 2),
+       channels_last=st.booleans())
+def test_conv2d_random_shapes(C, H, W, kh, kw, s, d, p, channels_last):
+    assume(H + 2 * p >= d * (kh - 1) + 1 and W + 2 * p >= d * (kw - 1) + 1)
+    g = torch.Generator().manual_seed(H * 13 + W)
+    x, w, b = rand(2, C, H, W, gen=g), rand(C, 1, kh, kw, gen=g), rand(C, gen=g)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    out = fused.conv2d(x, w, b, (s, s), (p, p, p, p), (d, d))
+    check(out, ref_conv2d(x, w, b, (s, s), (p, p, p, p), (d, d)), torch.float32)
 
 
 # ------------------------------------------------------------------ decode step
@@ -249,99 +281,6 @@ def test_import_without_triton():
     """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == fused.TRITON_ERROR, proc.stdout
-
-
-# ------------------------------------------------------------------ fused short-conv block
-def ref_block(bcx, w, b, state, mask):
-    """Loop-over-taps definition in float64 -> (y (B, L, C), new_state (B, C, K-1))."""
-    B, L, C3 = bcx.shape
-    C, K = C3 // 3, w.shape[-1]
-    bb, cc, xx = bcx.double().split(C, dim=-1)                    # each (B, L, C)
-    bx = bb * xx
-    if mask is not None:
-        bx = bx * (mask != 0).double()[:, :, None]
-    prev = state.double().transpose(1, 2) if state is not None else bx.new_zeros(B, K - 1, C)
-    ext = torch.cat([prev, bx], dim=1)                             # (B, K-1+L, C)
-    acc = sum(w.double()[:, 0, k] * ext[:, k:k + L] for k in range(K))
-    if b is not None:
-        acc = acc + b.double()
-    return cc * acc, ext[:, L:].transpose(1, 2)
-
-
-def block_inputs(B, L, C, K, dtype=torch.float32, seed=0, strided=True):
-    g = torch.Generator().manual_seed(seed)
-    # a slice of a wider in_proj output: rows not contiguous in the last dim's extent
-    bcx = rand(B, L, 3 * C + 5, dtype=dtype, gen=g)[:, :, 2:3 * C + 2] if strided else rand(B, L, 3 * C, dtype=dtype, gen=g)
-    return bcx, rand(C, 1, K, dtype=dtype, gen=g), rand(C, dtype=dtype, gen=g), rand(B, C, K - 1, dtype=dtype, gen=g)
-
-
-#        B, L, C, K, with state, with mask, bias
-BLOCK = [
-    pytest.param(2, 37, 11, 3, True, True, True, id="state_mask"),
-    pytest.param(1, 40, 24, 4, False, False, True, id="no_state"),
-    pytest.param(2, 19, 7, 4, True, False, False, id="state_nobias"),
-    pytest.param(3, 1, 5, 4, True, True, True, id="single_token"),
-    pytest.param(2, 2, 9, 5, True, False, True, id="L_lt_K-1"),
-    pytest.param(1, 16, 6, 9, True, True, True, id="k9_tile_edge"),
-    pytest.param(2, 6, 4, 1, True, False, True, id="k1"),
-]
-
-
-@needs_fused
-@pytest.mark.parametrize("B,L,C,K,has_state,has_mask,bias", BLOCK)
-def test_block_matches_reference(B, L, C, K, has_state, has_mask, bias):
-    bcx, w, b, state = block_inputs(B, L, C, K, seed=L * K)
-    b = b if bias else None
-    state = state if has_state else None
-    mask = (torch.rand(B, L, generator=torch.Generator().manual_seed(L)) > 0.3).to(DEV) if has_mask else None
-    y_ref, s_ref = ref_block(bcx, w, b, state, mask)
-    y = fused.short_conv_block(bcx, w, b, state, mask)
-    assert y.shape == (B, L, C) and y.is_contiguous()
-    check(y, y_ref, torch.float32)
-    if has_state:
-        check(state, s_ref, torch.float32)
-
-
-@needs_fused
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_block_dtypes(dtype):
-    bcx, w, b, state = block_inputs(2, 21, 10, 4, dtype=dtype, seed=7)
-    y_ref, s_ref = ref_block(bcx, w, b, state, None)
-    check(fused.short_conv_block(bcx, w, b, state, None), y_ref, dtype)
-    check(state, s_ref, dtype)
-
-
-@needs_fused
-@pytest.mark.parametrize("split", [pytest.param(1, id="1+rest"), pytest.param(17, id="17+rest"),
-                                   pytest.param(38, id="rest+1")])
-def test_block_chunked_prefill_equals_whole(split):
-    """Prefill in two chunks carrying conv_state == prefill at once (state and outputs)."""
-    B, L, C, K = 2, 39, 13, 4
-    bcx, w, b, _ = block_inputs(B, L, C, K, seed=11)
-    mask = torch.ones(B, L, dtype=torch.bool, device=DEV)
-    mask[1, :5] = False                                           # left padding in row 1
-    whole_state = torch.zeros(B, C, K - 1, device=DEV)
-    whole = fused.short_conv_block(bcx, w, b, whole_state, mask)
-    state = torch.zeros(B, C, K - 1, device=DEV)
-    parts = [fused.short_conv_block(bcx[:, :split], w, b, state, mask[:, :split]),
-             fused.short_conv_block(bcx[:, split:], w, b, state, mask[:, split:])]
-    torch.testing.assert_close(torch.cat(parts, 1), whole, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(state, whole_state, atol=0, rtol=0)
-
-
-@needs_fused
-def test_block_decode_tokens_equal_prefill():
-    """Token-by-token (L=1) through the block == one prefill; also == the decode-step kernel."""
-    B, L, C, K = 2, 8, 6, 3
-    bcx, w, b, _ = block_inputs(B, L, C, K, seed=13, strided=False)
-    whole = fused.short_conv_block(bcx, w, b, torch.zeros(B, C, K - 1, device=DEV), None)
-    state, dstate = torch.zeros(B, C, K - 1, device=DEV), torch.zeros(B, C, K - 1, device=DEV)
-    steps = [fused.short_conv_block(bcx[:, t:t + 1], w, b, state, None) for t in range(L)]
-    torch.testing.assert_close(torch.cat(steps, 1), whole, atol=1e-6, rtol=1e-6)
-    bb, cc, xx = bcx.split(C, dim=-1)
-    dec = [cc[:, t] * fused.conv1d_decode_step(bb[:, t] * xx[:, t], dstate, w, b) for t in range(L)]
-    torch.testing.assert_close(torch.stack(dec, 1), whole, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(dstate, state, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.gpu

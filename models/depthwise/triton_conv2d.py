@@ -27,7 +27,7 @@ if _INTERPRET:   # one small config: the interpreter would time every config on 
 else:
     _NCHW_CONFIGS = [
         triton.Config({"BLOCK_C": bc, "BLOCK_P": bp}, num_warps=w)
-        for bc, bp, w in [(1, 256, 4), (1, 512, 4), (2, 256, 4), (4, 128, 4), (4, 256, 8), (8, 64, 4)]
+        for bc, bp, w in [(2, 128, 4), (2, 256, 4), (2, 512, 8), (4, 128, 4), (4, 256, 8), (8, 64, 4)]
     ]
     _NHWC_CONFIGS = [
         triton.Config({"BLOCK_P": bp, "BLOCK_C": bc}, num_warps=w)
