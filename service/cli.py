@@ -60,19 +60,22 @@ def serve(argv: list[str]) -> int:
     except ValidationError as exc:
         print(f"dwserve serve: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    import uvicorn
-
     from .app import create_app
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
-    # SIGTERM/SIGINT: uvicorn stops accepting, waits for in-flight requests (bounded), then
-    # the app's lifespan exit drains the batchers.
+    run_server(create_app(settings), settings, log_level)
+    return 0
+
+
+def run_server(app, settings: Settings, log_level: str = "info") -> None:
+    """uvicorn with graceful shutdown: on SIGTERM/SIGINT it stops accepting, waits (bounded)
+    for in-flight requests, then the app's lifespan exit drains the batchers."""
+    import uvicorn
+
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
                             timeout_graceful_shutdown=settings.graceful_shutdown_s or None,
                             limit_concurrency=max(64, 4 * settings.max_queue_size), access_log=False)
     uvicorn.Server(config).run()
-    return 0
 
 
 def bench(argv: list[str]) -> int:

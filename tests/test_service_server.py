@@ -1,0 +1,257 @@
+"""The service as a process: `dwserve serve` with the real models on a free loopback port
+(tritonclient JSON + binary for both models, the malformed battery, a bounded schemathesis
+run, metrics, /v1), plus a fake-model server process for SIGTERM draining and overload,
+and an in-process uvicorn for tritonclient without a subprocess.
+
+One server process per fixture, shared by the module; small limits keep it fast on 2 cores.
+"""
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from service.testing import malformed_requests
+
+httpclient = pytest.importorskip("tritonclient.http")
+REPO = Path(__file__).resolve().parent.parent
+REAL = importlib.util.find_spec("models.registry") is not None
+LIMITS = {"max-sequence-length": 64, "max-batch-size": 4, "max-body-bytes": 3 * 2**20, "max-new-tokens": 16}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}:\n{proc.stdout.read()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/v2/health/ready", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"server not ready after {timeout}s:\n{proc.stdout.read()[-3000:]}")
+
+
+@contextlib.contextmanager
+def server_process(args: list[str], timeout: float):
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    proc = subprocess.Popen([*args, "--port", str(port)], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc, timeout)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _flags(limits: dict) -> list[str]:
+    return [x for k, v in limits.items() for x in (f"--{k}", str(v))]
+
+
+@pytest.fixture(scope="module")
+def real_server():
+    if not REAL:
+        pytest.skip("models.registry is not available yet")
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--log-level", "warning", *_flags(LIMITS)]
+    with server_process(cmd, timeout=400) as (url, proc):
+        yield url
+
+
+def fake_server_cmd(**limits) -> list[str]:
+    return [sys.executable, "-c", "from service.testing import serve_fake; serve_fake()",
+            *_flags({k.replace("_", "-"): v for k, v in limits.items()})]
+
+
+# --- tritonclient round trips --------------------------------------------------------------
+
+def _triton_infer(url: str, model: str, arr: np.ndarray, binary: bool, impl=None):
+    client = httpclient.InferenceServerClient(url=url.removeprefix("http://"), network_timeout=120)
+    meta = client.get_model_metadata(model)
+    spec, out = meta["inputs"][0], meta["outputs"][0]
+    inp = httpclient.InferInput(spec["name"], list(arr.shape), spec["datatype"])
+    inp.set_data_from_numpy(arr, binary_data=binary)
+    outputs = [httpclient.InferRequestedOutput(out["name"], binary_data=binary)]
+    result = client.infer(model, [inp], outputs=outputs,
+                          parameters={"depthwise_impl": impl} if impl else None)
+    assert client.is_server_ready() and client.is_model_ready(model)
+    return result.as_numpy(out["name"]), result.get_response()
+
+
+def _inputs(rng, model, vocab=None):
+    if model == "mobilenet_v2":
+        return rng.standard_normal((2, 3, 224, 224)).astype(np.float32)
+    return rng.integers(0, vocab, size=(2, 7)).astype(np.int64)
+
+
+@pytest.mark.parametrize("model", [pytest.param("mobilenet_v2", id="mobilenet_v2"), pytest.param("lfm2", id="lfm2")])
+def test_tritonclient_json_and_binary_agree_on_real_models(real_server, model):
+    vocab = httpx.get(f"{real_server}/v2/models/lfm2").json()["outputs"][0]["shape"][-1]
+    x = _inputs(np.random.default_rng(), model, vocab)
+    from_json, _ = _triton_infer(real_server, model, x, binary=False)
+    from_binary, response = _triton_infer(real_server, model, x, binary=True, impl="slice_sum")
+    assert response["parameters"]["depthwise_impl"] == "slice_sum"
+    assert from_json.shape == (2, vocab if model == "lfm2" else 1000) and from_json.dtype == np.float32
+    # Different impls and batch compositions: equal to float tolerance, not bitwise.
+    np.testing.assert_allclose(from_json, from_binary, rtol=1e-3, atol=1e-3)
+    single, _ = _triton_infer(real_server, model, x[1:], binary=True)   # row 1 alone == row 1 in a batch
+    np.testing.assert_allclose(single[0], from_binary[1], rtol=1e-3, atol=1e-3)
+
+
+def test_tritonclient_against_in_process_uvicorn():
+    """The same client against the app served by uvicorn in this process (fake models)."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+    from service.testing import fake_hooks, fake_models, reference_logits
+
+    port = free_port()
+    models = fake_models()
+    app = create_app(Settings(), models=models, hooks=fake_hooks())
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/v2/health/ready").status_code == 200:
+                    break
+            time.sleep(0.05)
+        x = np.random.default_rng().standard_normal((1, 3, 224, 224)).astype(np.float32)
+        import torch
+        want = reference_logits(torch.from_numpy(x), models["mobilenet_v2"].weight).numpy()
+        for binary in (False, True):
+            got, _ = _triton_infer(url, "mobilenet_v2", x, binary=binary, impl="native")
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+# --- bad input against the real server -----------------------------------------------------
+
+def test_malformed_battery_against_real_server(real_server):
+    vocab = httpx.get(f"{real_server}/v2/models/lfm2").json()["outputs"][0]["shape"][-1]
+    cases = malformed_requests(vocab, LIMITS["max-sequence-length"], LIMITS["max-batch-size"], LIMITS["max-body-bytes"])
+    assert len(cases) >= 30
+    failures = []
+    with httpx.Client(base_url=real_server, timeout=60) as client:
+        for name, method, path, kwargs, status in cases:
+            r = client.request(method, path, **kwargs)
+            ok = 400 <= r.status_code < 500 and (status is None or r.status_code == status)
+            try:
+                ok = ok and bool(r.json()["error"])
+            except (ValueError, KeyError, TypeError):
+                ok = False
+            if not ok:
+                failures.append((name, r.status_code, r.text[:200]))
+        assert not failures, failures
+        assert client.get("/v2/health/ready").status_code == 200
+        metrics = client.get("/metrics").text
+    assert 'status="400"' in metrics and 'status="413"' in metrics and 'status="404"' in metrics
+    assert 'status="500"' not in metrics
+
+
+def test_schemathesis_finds_no_server_error(real_server):
+    st = shutil.which("st") or shutil.which("schemathesis")
+    if st is None:
+        pytest.skip("schemathesis CLI not installed")
+    proc = subprocess.run(
+        [st, "run", f"{real_server}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "12",
+         "--max-time", "90", "--workers", "1", "--seed", "1", "--request-timeout", "60"],
+        capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert httpx.get(f"{real_server}/v2/health/ready").status_code == 200
+
+
+# --- /v1 and metrics on the real models ----------------------------------------------------
+
+def test_v1_classify_and_generate_real(real_server):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 120, 200)).save(buf, format="JPEG")
+    r = httpx.post(f"{real_server}/v1/classify?top_k=5&depthwise_impl=native",
+                   files={"file": ("x.jpg", buf.getvalue(), "image/jpeg")}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["labels"]) == 5 and r.json()["parameters"]["depthwise_impl"] == "native"
+    body = {"prompt": "hello", "max_new_tokens": 4, "seed": 3}
+    a = httpx.post(f"{real_server}/v1/generate", json=body, timeout=120).json()
+    assert a["usage"]["completion_tokens"] <= 4 and len(a["token_ids"]) == a["usage"]["completion_tokens"]
+    with httpx.stream("POST", f"{real_server}/v1/generate", json={**body, "stream": True}, timeout=120) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert events[-1]["token_ids"] == a["token_ids"]  # greedy: streamed == one-shot
+
+
+def test_per_request_impl_is_visible_in_metrics(real_server):
+    x = np.random.default_rng().integers(0, 256, size=(1, 5)).astype(np.int64)
+    for impl in ("per_group", "slice_sum"):
+        _triton_infer(real_server, "lfm2", x, binary=True, impl=impl)
+    text = httpx.get(f"{real_server}/metrics").text
+    for impl in ("per_group", "slice_sum"):
+        assert f'dwserve_requests_total{{impl="{impl}",model="lfm2",status="200"}}' in text
+        assert f'dwserve_kernel_launches_per_forward{{impl="{impl}",kind="aten_ops",model="lfm2"}}' in text
+        assert f'dwserve_compute_duration_seconds_count{{impl="{impl}",model="lfm2"}}' in text
+    launches = {impl: float(next(l for l in text.splitlines() if l.startswith(
+        f'dwserve_kernel_launches_per_forward{{impl="{impl}",kind="aten_ops",model="lfm2"}}')).split()[-1])
+        for impl in ("per_group", "slice_sum")}
+    assert launches["per_group"] > launches["slice_sum"]  # the "before" path launches per channel
+
+
+# --- process behaviour (fake models, so timing is deterministic) ----------------------------
+
+def test_sigterm_drains_in_flight_requests():
+    cmd = fake_server_cmd(max_batch_size=1, max_queue_delay_ms=0) + ["--delay-s", "0.4"]
+    with server_process(cmd, timeout=60) as (url, proc):
+        body = {"inputs": [{"name": "input_ids", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]}
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(httpx.post, f"{url}/v2/models/lfm2/infer", json=body, timeout=30) for _ in range(4)]
+            time.sleep(0.3)  # all four accepted; at most one has finished
+            proc.send_signal(signal.SIGTERM)
+            codes = [f.result().status_code for f in futures]
+        assert codes == [200] * 4
+        # uvicorn re-raises the captured SIGTERM after its graceful shutdown, so the exit status
+        # is the signal's (-15) on recent versions and 0 on older ones; either is a clean exit.
+        assert proc.wait(30) in (0, -signal.SIGTERM)
+
+
+def test_overload_503_with_retry_after_and_no_hung_request():
+    cmd = fake_server_cmd(max_batch_size=1, max_queue_size=2, max_queue_delay_ms=0) + ["--delay-s", "0.05"]
+    with server_process(cmd, timeout=60) as (url, _):
+        body = {"inputs": [{"name": "input_ids", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]}
+        with ThreadPoolExecutor(32) as pool:
+            responses = list(pool.map(lambda _: httpx.post(f"{url}/v2/models/lfm2/infer", json=body, timeout=30),
+                                      range(64), timeout=90))
+        codes = [r.status_code for r in responses]
+        assert set(codes) <= {200, 503} and 503 in codes and 200 in codes
+        assert all(r.headers.get("retry-after") and r.json()["error"] for r in responses if r.status_code == 503)
+        assert httpx.get(f"{url}/v2/health/ready").status_code == 200
