@@ -1,0 +1,168 @@
+"""LFM2's gated short-conv block and the causal-conv decode step, for every impl.
+
+    short_conv_block(bcx, weight, bias=None, *, conv_state=None, mask=None, impl=None) -> y (B, L, C)
+    conv1d_decode_step(x_new, conv_state, weight, bias=None, *, activation=None, impl=None) -> (B, C)
+
+`fused` runs each as one Triton launch (triton_short_conv.py, triton_decode.py). Every
+other impl composes the same math around `depthwise_conv1d(..., impl=impl)`, so e.g.
+`per_group` shows its O(C) launches at decode time too. The `*_reference` functions are
+the plain-torch definitions that the tests hold every impl to.
+
+Semantics (docs/ARCHITECTURE.md "Short-conv block"): bcx chunks [b | c | x] along the last
+dim; bx = b * x, zeroed where mask == 0; bx_ext = cat(conv_state or zeros, bx) along time;
+y[t] = c[t] * (bias + sum_k w[k] * bx_ext[t + k]); conv_state <- the last K-1 of bx_ext.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from . import dispatch, fused
+
+ACTIVATIONS = (None, "silu")
+
+
+# ---------------------------------------------------------------- validation
+
+def _check_weight(weight, bias, C, ref, what):
+    if weight.dim() != 3 or weight.shape[0] != C or weight.shape[1] != 1 or weight.shape[2] < 1:
+        raise ValueError(f"weight must be (C, 1, K) = ({C}, 1, K) with K >= 1 to match {what}, "
+                         f"got {tuple(weight.shape)}")
+    if bias is not None and tuple(bias.shape) != (C,):
+        raise ValueError(f"bias must be (C,) = ({C},) or None, got {tuple(bias.shape)}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and (t.device != ref.device or t.dtype != ref.dtype):
+            raise ValueError(f"{name} must be on {ref.device} with dtype {ref.dtype} like {what}, "
+                             f"got {t.device}/{t.dtype}")
+
+
+def _check_state(conv_state, B, C, K, ref):
+    want = (B, C, K - 1)
+    if tuple(conv_state.shape) != want:
+        raise ValueError(f"conv_state must be (B, C, K-1) = {want}, got {tuple(conv_state.shape)}")
+    if conv_state.device != ref.device or not conv_state.is_floating_point():
+        raise ValueError(f"conv_state must be a floating tensor on {ref.device}, "
+                         f"got {conv_state.dtype} on {conv_state.device}")
+
+
+def _check_block(bcx, weight, bias, conv_state, mask):
+    if bcx.dim() != 3 or bcx.shape[-1] % 3 != 0 or not bcx.is_floating_point():
+        raise ValueError(f"bcx must be a floating (B, L, 3*C) tensor (chunks [b | c | x]), "
+                         f"got {bcx.dtype} {tuple(bcx.shape)}")
+    B, L, C3 = bcx.shape
+    _check_weight(weight, bias, C3 // 3, bcx, "bcx (B, L, 3*C)")
+    if conv_state is not None:
+        _check_state(conv_state, B, C3 // 3, weight.shape[-1], bcx)
+    if mask is not None and (tuple(mask.shape) != (B, L) or mask.device != bcx.device):
+        raise ValueError(f"mask must be (B, L) = {(B, L)} on {bcx.device} (0 = padding), "
+                         f"got {tuple(mask.shape)} on {mask.device}")
+
+
+def _check_decode(x_new, conv_state, weight, bias, activation):
+    if x_new.dim() != 2 or not x_new.is_floating_point():
+        raise ValueError(f"x_new must be a floating (B, C) tensor, got {x_new.dtype} {tuple(x_new.shape)}")
+    B, C = x_new.shape
+    _check_weight(weight, bias, C, x_new, "x_new (B, C)")
+    _check_state(conv_state, B, C, weight.shape[-1], x_new)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+# ---------------------------------------------------------------- plain-torch definitions
+
+def _gated_input(bcx, mask):
+    """bcx (B, L, 3C) -> c gate and b*x (masked), each (B, C, L) views/tensors."""
+    b, c, x = bcx.transpose(1, 2).chunk(3, dim=1)             # each (B, C, L)
+    bx = b * x
+    if mask is not None:                                      # where, not *: NaN-safe on padding
+        bx = torch.where(mask[:, None, :] != 0, bx, bx.new_zeros(()))
+    return c, bx
+
+
+def _compose_block(bcx, weight, bias, conv_state, mask, conv):
+    """The block around `conv(x (B, C, T), left_pad) -> (B, C, T + left_pad - K + 1)`."""
+    c, bx = _gated_input(bcx, mask)
+    K, L = weight.shape[-1], bx.shape[-1]
+    if conv_state is None:
+        y = conv(bx, K - 1)                                   # causal: zero left context
+    else:
+        ext = torch.cat([conv_state.to(bx.dtype), bx], dim=-1)   # (B, C, K-1+L)
+        if K > 1:
+            conv_state.copy_(ext[:, :, L:])                   # last K-1 of bx_ext
+        y = conv(ext, 0)
+    return (c * y).transpose(1, 2).contiguous()               # (B, L, C)
+
+
+def short_conv_block_reference(bcx, weight, bias=None, *, conv_state=None, mask=None):
+    """Plain-torch gated short conv (F.conv1d with groups=C); same contract as short_conv_block."""
+    _check_block(bcx, weight, bias, conv_state, mask)
+    conv = lambda x, left: F.conv1d(F.pad(x, (left, 0)), weight, bias, groups=weight.shape[0])
+    return _compose_block(bcx, weight, bias, conv_state, mask, conv)
+
+
+def conv1d_decode_step_reference(x_new, conv_state, weight, bias=None, *, activation=None):
+    """Plain-torch decode step: window = cat(state, x_new); out = act(w . window + bias)."""
+    _check_decode(x_new, conv_state, weight, bias, activation)
+    window = torch.cat([conv_state.to(x_new.dtype), x_new[:, :, None]], dim=-1)   # (B, C, K)
+    out = (window * weight[:, 0, :]).sum(-1)                  # (B, C)
+    if bias is not None:
+        out = out + bias
+    conv_state.copy_(window[:, :, 1:])
+    return F.silu(out) if activation == "silu" else out
+
+
+# ---------------------------------------------------------------- public ops
+
+def _timed():
+    """The depthwise timer's recording context, if models.profiling provides one."""
+    try:
+        from models import profiling
+    except ImportError:
+        return contextlib.nullcontext()
+    record = getattr(profiling, "record_depthwise", None)
+    return record() if record is not None else contextlib.nullcontext()
+
+
+def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
+                     conv_state: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                     impl: str | None = None) -> torch.Tensor:
+    """y (B, L, C) = c * causal_depthwise_conv(b * x) from bcx (B, L, 3C) = [b | c | x].
+
+    weight (C, 1, K), bias (C,) or None; conv_state (B, C, K-1) or None, the b*x values
+    before position 0, updated in place to the last K-1 values of cat(conv_state, b*x);
+    mask (B, L) or None (0 = padding: that position's b*x counts as 0). impl: one of IMPLS,
+    "auto" or None (the current `use_impl`). Raises ValueError on shape mismatches.
+    """
+    _check_block(bcx, weight, bias, conv_state, mask)
+    K = weight.shape[-1]
+    x_view = bcx[..., 2 * (bcx.shape[-1] // 3):].transpose(1, 2)   # (B, C, L): what the conv sees
+    name = dispatch.resolve_impl("conv1d", x_view, weight, 1, (K - 1, 0), 1, impl)
+    with _timed():
+        if name == "fused":
+            return fused.short_conv_block(bcx, weight, bias, conv_state, mask)
+        conv = lambda x, left: dispatch.depthwise_conv1d(x, weight, bias, padding="causal" if left else 0,
+                                                         impl=name)
+        return _compose_block(bcx, weight, bias, conv_state, mask, conv)
+
+
+def conv1d_decode_step(x_new: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor,
+                       bias: torch.Tensor | None = None, *, activation: str | None = None,
+                       impl: str | None = None) -> torch.Tensor:
+    """One new column of a causal depthwise conv1d: x_new (B, C) -> out (B, C).
+
+    conv_state (B, C, K-1) holds the previous K-1 inputs and is shifted in place (oldest out,
+    x_new in). weight (C, 1, K), bias (C,) or None, activation None or "silu". impl as for
+    short_conv_block, resolved with op "decode".
+    """
+    _check_decode(x_new, conv_state, weight, bias, activation)
+    K = weight.shape[-1]
+    name = dispatch.resolve_impl("decode", x_new[:, :, None], weight, 1, (K - 1, 0), 1, impl)
+    with _timed():
+        if name == "fused":
+            return fused.conv1d_decode_step(x_new, conv_state, weight, bias, activation)
+        window = torch.cat([conv_state.to(x_new.dtype), x_new[:, :, None]], dim=-1)   # (B, C, K)
+        out = dispatch.depthwise_conv1d(window, weight, bias, impl=name)[:, :, 0]      # (B, C)
+        conv_state.copy_(window[:, :, 1:])
+        return F.silu(out) if activation == "silu" else out

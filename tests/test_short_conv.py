@@ -1,0 +1,244 @@
+"""LFM2's gated short-conv block and the decode step: the fused kernels and every impl.
+
+Part 1 holds the fused one-launch kernel to a loop-over-taps float64 definition written
+here (independent of F.conv1d and of every impl): state carry, masks, chunked prefill,
+L < K-1. Part 2 holds `short_conv_block` / `conv1d_decode_step` to their plain-torch
+`*_reference` for every impl, checks impl resolution and shape validation.
+Shapes are tiny: the fused kernels run in Triton's interpreter without CUDA.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.depthwise import fused
+
+RUNNABLE = fused.available()
+needs_fused = pytest.mark.skipif(not RUNNABLE, reason="needs CUDA or TRITON_INTERPRET=1 with triton")
+DEV = "cuda" if torch.cuda.is_available() and not fused.interpreting() else "cpu"
+TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 1e-5),
+       torch.float16: (2e-3, 2e-3), torch.bfloat16: (2e-2, 2e-2)}   # (atol, rtol)
+DTYPES = [pytest.param(d, id=str(d).split(".")[1]) for d in TOL]
+
+
+def rand(*shape, dtype=torch.float32, gen=None):
+    return torch.randn(*shape, generator=gen, dtype=torch.float64).to(device=DEV, dtype=dtype)
+
+
+def check(out, ref, dtype):
+    atol, rtol = TOL[dtype]
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.double().cpu(), ref.double().cpu(), atol=atol, rtol=rtol)
+
+
+# ------------------------------------------------------------------ fused short-conv block
+def ref_block(bcx, w, b, state, mask):
+    """Loop-over-taps definition in float64 -> (y (B, L, C), new_state (B, C, K-1))."""
+    B, L, C3 = bcx.shape
+    C, K = C3 // 3, w.shape[-1]
+    bb, cc, xx = bcx.double().split(C, dim=-1)                    # each (B, L, C)
+    bx = bb * xx
+    if mask is not None:
+        bx = bx * (mask != 0).double()[:, :, None]
+    prev = state.double().transpose(1, 2) if state is not None else bx.new_zeros(B, K - 1, C)
+    ext = torch.cat([prev, bx], dim=1)                             # (B, K-1+L, C)
+    acc = sum(w.double()[:, 0, k] * ext[:, k:k + L] for k in range(K))
+    if b is not None:
+        acc = acc + b.double()
+    return cc * acc, ext[:, L:].transpose(1, 2)
+
+
+def block_inputs(B, L, C, K, dtype=torch.float32, seed=0, strided=True):
+    g = torch.Generator().manual_seed(seed)
+    # a slice of a wider in_proj output: rows not contiguous in the last dim's extent
+    bcx = rand(B, L, 3 * C + 5, dtype=dtype, gen=g)[:, :, 2:3 * C + 2] if strided else rand(B, L, 3 * C, dtype=dtype, gen=g)
+    return bcx, rand(C, 1, K, dtype=dtype, gen=g), rand(C, dtype=dtype, gen=g), rand(B, C, K - 1, dtype=dtype, gen=g)
+
+
+#        B, L, C, K, with state, with mask, bias
+BLOCK = [
+    pytest.param(2, 37, 11, 3, True, True, True, id="state_mask"),
+    pytest.param(1, 40, 24, 4, False, False, True, id="no_state"),
+    pytest.param(2, 19, 7, 4, True, False, False, id="state_nobias"),
+    pytest.param(3, 1, 5, 4, True, True, True, id="single_token"),
+    pytest.param(2, 2, 9, 5, True, False, True, id="L_lt_K-1"),
+    pytest.param(1, 16, 6, 9, True, True, True, id="k9_tile_edge"),
+    pytest.param(2, 6, 4, 1, True, False, True, id="k1"),
+]
+
+
+@pytest.mark.fused
+@needs_fused
+@pytest.mark.parametrize("B,L,C,K,has_state,has_mask,bias", BLOCK)
+def test_block_matches_reference(B, L, C, K, has_state, has_mask, bias):
+    bcx, w, b, state = block_inputs(B, L, C, K, seed=L * K)
+    b = b if bias else None
+    state = state if has_state else None
+    mask = (torch.rand(B, L, generator=torch.Generator().manual_seed(L)) > 0.3).to(DEV) if has_mask else None
+    y_ref, s_ref = ref_block(bcx, w, b, state, mask)
+    y = fused.short_conv_block(bcx, w, b, state, mask)
+    assert y.shape == (B, L, C) and y.is_contiguous()
+    check(y, y_ref, torch.float32)
+    if has_state:
+        check(state, s_ref, torch.float32)
+
+
+@pytest.mark.fused
+@needs_fused
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_block_dtypes(dtype):
+    bcx, w, b, state = block_inputs(2, 21, 10, 4, dtype=dtype, seed=7)
+    y_ref, s_ref = ref_block(bcx, w, b, state, None)
+    check(fused.short_conv_block(bcx, w, b, state, None), y_ref, dtype)
+    check(state, s_ref, dtype)
+
+
+@pytest.mark.fused
+@needs_fused
+@pytest.mark.parametrize("split", [pytest.param(1, id="1+rest"), pytest.param(17, id="17+rest"),
+                                   pytest.param(38, id="rest+1")])
+def test_block_chunked_prefill_equals_whole(split):
+    """Prefill in two chunks carrying conv_state == prefill at once (state and outputs)."""
+    B, L, C, K = 2, 39, 13, 4
+    bcx, w, b, _ = block_inputs(B, L, C, K, seed=11)
+    mask = torch.ones(B, L, dtype=torch.bool, device=DEV)
+    mask[1, :5] = False                                           # left padding in row 1
+    whole_state = torch.zeros(B, C, K - 1, device=DEV)
+    whole = fused.short_conv_block(bcx, w, b, whole_state, mask)
+    state = torch.zeros(B, C, K - 1, device=DEV)
+    parts = [fused.short_conv_block(bcx[:, :split], w, b, state, mask[:, :split]),
+             fused.short_conv_block(bcx[:, split:], w, b, state, mask[:, split:])]
+    torch.testing.assert_close(torch.cat(parts, 1), whole, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(state, whole_state, atol=0, rtol=0)
+
+
+@pytest.mark.fused
+@needs_fused
+def test_block_decode_tokens_equal_prefill():
+    """Token-by-token (L=1) through the block == one prefill; also == the decode-step kernel."""
+    B, L, C, K = 2, 8, 6, 3
+    bcx, w, b, _ = block_inputs(B, L, C, K, seed=13, strided=False)
+    whole = fused.short_conv_block(bcx, w, b, torch.zeros(B, C, K - 1, device=DEV), None)
+    state, dstate = torch.zeros(B, C, K - 1, device=DEV), torch.zeros(B, C, K - 1, device=DEV)
+    steps = [fused.short_conv_block(bcx[:, t:t + 1], w, b, state, None) for t in range(L)]
+    torch.testing.assert_close(torch.cat(steps, 1), whole, atol=1e-6, rtol=1e-6)
+    bb, cc, xx = bcx.split(C, dim=-1)
+    dec = [cc[:, t] * fused.conv1d_decode_step(bb[:, t] * xx[:, t], dstate, w, b) for t in range(L)]
+    torch.testing.assert_close(torch.stack(dec, 1), whole, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(dstate, state, atol=1e-6, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ public ops, every impl
+IMPLS = ("per_group", "slice_sum", "compiled", "fused", "native")   # DESIGN.md
+
+
+def _impls():
+    marks = {"fused": [pytest.mark.fused, needs_fused]}
+    return [pytest.param(name, id=name, marks=marks.get(name, [])) for name in (*IMPLS, "auto")]
+
+
+def _sc():
+    pytest.importorskip("models.depthwise.dispatch", reason="dispatch module not there yet")
+    from models.depthwise import short_conv
+    return short_conv
+
+
+def test_reference_matches_loop_definition():
+    sc = _sc()
+    bcx, w, b, state = block_inputs(2, 9, 5, 4, dtype=torch.float64, seed=3)
+    mask = torch.tensor([[1] * 9, [0] * 3 + [1] * 6], device=DEV)
+    y_ref, s_ref = ref_block(bcx, w, b, state, mask)
+    check(sc.short_conv_block_reference(bcx, w, b, conv_state=state, mask=mask), y_ref, torch.float64)
+    check(state, s_ref, torch.float64)
+
+
+@pytest.mark.parametrize("impl", _impls())
+@pytest.mark.parametrize("B,L,C,K,has_state,has_mask", [
+    pytest.param(2, 13, 6, 4, True, True, id="prefill_state_mask"),
+    pytest.param(1, 1, 5, 3, True, False, id="one_token"),
+    pytest.param(2, 7, 4, 3, False, False, id="no_state"),
+])
+def test_block_every_impl_matches_reference(impl, B, L, C, K, has_state, has_mask):
+    sc = _sc()
+    bcx, w, b, state = block_inputs(B, L, C, K, seed=B + L + C)
+    mask = (torch.arange(L, device=DEV)[None, :] >= torch.arange(B, device=DEV)[:, None] * 2) if has_mask else None
+    ref_state = state.clone() if has_state else None
+    state = state if has_state else None
+    y_ref = sc.short_conv_block_reference(bcx, w, b, conv_state=ref_state, mask=mask)
+    y = sc.short_conv_block(bcx, w, b, conv_state=state, mask=mask, impl=impl)
+    assert y.shape == (B, L, C)
+    check(y, y_ref, torch.float32)
+    if has_state:
+        check(state, ref_state, torch.float32)
+
+
+@pytest.mark.parametrize("impl", _impls())
+@pytest.mark.parametrize("act", [pytest.param(None, id="linear"), pytest.param("silu", id="silu")])
+def test_decode_step_every_impl_matches_reference(impl, act):
+    sc = _sc()
+    g = torch.Generator().manual_seed(21)
+    B, C, K, T = 2, 7, 4, 3
+    x, w, b = rand(B, C, T, gen=g), rand(C, 1, K, gen=g), rand(C, gen=g)
+    state, ref_state = torch.zeros(B, C, K - 1, device=DEV), torch.zeros(B, C, K - 1, device=DEV)
+    for t in range(T):
+        ref = sc.conv1d_decode_step_reference(x[:, :, t], ref_state, w, b, activation=act)
+        out = sc.conv1d_decode_step(x[:, :, t], state, w, b, activation=act, impl=impl)
+        check(out, ref, torch.float32)
+        check(state, ref_state, torch.float32)
+
+
+def test_impl_none_follows_use_impl_and_decode_resolves_op_decode(monkeypatch):
+    from models.depthwise import dispatch, use_impl
+    sc = _sc()
+    seen, real_resolve, real_conv = [], dispatch.resolve_impl, dispatch.depthwise_conv1d
+
+    def resolve(op, *args, **kwargs):
+        name = real_resolve(op, *args, **kwargs)
+        seen.append((op, name))
+        return name
+
+    monkeypatch.setattr(dispatch, "resolve_impl", resolve)
+    monkeypatch.setattr(dispatch, "depthwise_conv1d",
+                        lambda *a, impl=None, **k: seen.append(("conv", impl)) or real_conv(*a, impl=impl, **k))
+    bcx, w, b, state = block_inputs(1, 5, 3, 3, seed=1)
+    with use_impl("per_group"):
+        sc.short_conv_block(bcx, w, b, conv_state=state)
+        sc.conv1d_decode_step(bcx[:, 0, :3], state, w, b)
+    assert seen == [("conv1d", "per_group"), ("conv", "per_group"),
+                    ("decode", "per_group"), ("conv", "per_group")], seen
+
+
+@pytest.mark.parametrize("call,expected", [
+    pytest.param(lambda sc, t: sc.short_conv_block(t["bcx"][..., :-1], t["w"]), "(B, L, 3*C)", id="bcx_not_3C"),
+    pytest.param(lambda sc, t: sc.short_conv_block(t["bcx"], t["w"][:3]), "(C, 1, K) = (4, 1, K)", id="weight_C"),
+    pytest.param(lambda sc, t: sc.short_conv_block(t["bcx"], t["w"], t["w"][:, 0, :2].reshape(-1)),
+                 "bias must be (C,) = (4,)", id="bias_shape"),
+    pytest.param(lambda sc, t: sc.short_conv_block(t["bcx"], t["w"], conv_state=t["state"][..., :1]),
+                 "(B, C, K-1) = (2, 4, 2)", id="state_shape"),
+    pytest.param(lambda sc, t: sc.short_conv_block(t["bcx"], t["w"], mask=t["mask"][:, :3]),
+                 "(B, L) = (2, 5)", id="mask_shape"),
+    pytest.param(lambda sc, t: sc.conv1d_decode_step(t["bcx"][:, 0], t["state"], t["w"]),
+                 "(C, 1, K) = (12, 1, K)", id="decode_weight_vs_x"),
+    pytest.param(lambda sc, t: sc.conv1d_decode_step(t["bcx"][:, 0, :4], t["state"][:1], t["w"]),
+                 "(B, C, K-1) = (2, 4, 2)", id="decode_state_shape"),
+    pytest.param(lambda sc, t: sc.conv1d_decode_step(t["bcx"][:, 0, :4], t["state"], t["w"], activation="gelu"),
+                 "activation must be one of", id="decode_activation"),
+])
+def test_bad_shapes_raise_value_error_naming_expected(call, expected):
+    bcx, w, _, state = block_inputs(2, 5, 4, 3, seed=0, strided=False)
+    tensors = {"bcx": bcx, "w": w, "state": state, "mask": torch.ones(2, 5, device=DEV)}
+    with pytest.raises(ValueError) as err:
+        call(_sc(), tensors)
+    assert expected in str(err.value)
+
+
+def test_ops_record_into_depthwise_timer():
+    profiling = pytest.importorskip("models.profiling")
+    if not hasattr(profiling, "depthwise_timer"):
+        pytest.skip("models.profiling has no depthwise_timer yet")
+    sc = _sc()
+    bcx, w, b, state = block_inputs(1, 4, 3, 3, seed=2)
+    with profiling.depthwise_timer() as t:
+        sc.short_conv_block(bcx, w, b, conv_state=state, impl="slice_sum")
+        sc.conv1d_decode_step(bcx[:, 0, :3], state, w, b, impl="slice_sum")
+    assert t.calls == 2 and t.seconds > 0
