@@ -188,8 +188,8 @@ def test_decode_step_every_impl_matches_reference(impl, act):
 
 
 def test_impl_none_follows_use_impl_and_decode_resolves_op_decode(monkeypatch):
-    from models.depthwise import dispatch, use_impl
     sc = _sc()
+    from models.depthwise import dispatch, use_impl
     seen, real_resolve, real_conv = [], dispatch.resolve_impl, dispatch.depthwise_conv1d
 
     def resolve(op, *args, **kwargs):
