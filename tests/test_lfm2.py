@@ -197,3 +197,28 @@ def test_bad_inputs_raise_value_error(pair, call, match):
     _, ours, _ = pair
     with pytest.raises(ValueError, match=match):
         call(ours)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("impl", [pytest.param("fused", id="fused"), pytest.param("auto", id="auto"),
+                                  pytest.param("per_group", id="per_group")])
+def test_cuda_matches_transformers_and_padding(pair, impl):
+    hf, _, path = pair
+    ours = LFM2ForCausalLM.from_pretrained(path, device="cuda")
+    ids = rand_ids(2, 11, seed=1)
+    with torch.no_grad():
+        ref = hf(ids, use_cache=False).logits
+    rows = [ids[0, :4].tolist(), ids[1].tolist()]
+    pids, mask = left_pad(rows)
+    with use_impl(impl), torch.inference_mode():
+        torch.testing.assert_close(ours(ids.cuda()).cpu(), ref, rtol=1e-3, atol=1e-3)
+        padded = ours(pids.cuda(), attention_mask=mask.cuda()).cpu()
+        torch.testing.assert_close(padded[0, -4:], ref[0, :4], rtol=1e-3, atol=1e-3)
+        cache = ours.new_cache(2, 12)
+        steps = [ours(ids[:, :6].cuda(), cache=cache)] + \
+                [ours(ids[:, t:t + 1].cuda(), cache=cache) for t in range(6, 11)]
+        torch.testing.assert_close(torch.cat(steps, 1).cpu(), ref, rtol=1e-3, atol=1e-3)
+    with use_impl(impl):
+        assert ours.generate(rows, max_new_tokens=6) == \
+            [ours.generate([r], max_new_tokens=6)[0] for r in rows]

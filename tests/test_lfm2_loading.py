@@ -64,6 +64,14 @@ def test_old_config_form_loads_the_same_weights(ckpt, tmp_path):
     torch.testing.assert_close(logits(old_model), logits(LFM2ForCausalLM.from_pretrained(ckpt)))
 
 
+def test_bfloat16_load_is_close_to_float32(ckpt):
+    f32 = LFM2ForCausalLM.from_pretrained(ckpt)
+    bf16 = LFM2ForCausalLM.from_pretrained(ckpt, dtype=torch.bfloat16)
+    assert bf16.dtype == torch.bfloat16 and bf16.new_cache(1, 4).conv_states[0].dtype == torch.bfloat16
+    ref, got = logits(f32), logits(bf16).float()
+    assert (got - ref).abs().max() < 0.05 * ref.abs().max()
+
+
 def test_tied_lm_head_in_checkpoint_is_accepted_only_when_equal(ckpt, tmp_path):
     tensors = load_file(ckpt / "model.safetensors")
     tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()

@@ -83,7 +83,7 @@ def _steps(model, rows, max_new_tokens, temperature, top_k, top_p, seed, stops):
         return
     dev = model.device
     b, width = len(rows), max(len(r) for r in rows)
-    pad = cfg_pad if (cfg_pad := model.config.pad_token_id) is not None else 0
+    pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     ids = torch.full((b, width), pad, dtype=torch.long)
     mask = torch.zeros(b, width, dtype=torch.long)
     for i, r in enumerate(rows):                                     # left padding
