@@ -145,8 +145,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return _error(500, f"internal error: {type(exc).__name__}")
 
 
-def _openapi(app: FastAPI):
-    """/infer reads its raw body (JSON or binary), so its schema is added here by hand."""
+def _openapi(app: FastAPI, model_names: tuple[str, ...]):
+    """/infer reads its raw body (JSON or binary), so its schema is added here by hand; the
+    {model} path parameter lists the served models (clients and fuzzers reach real models)."""
     def build():
         if app.openapi_schema:
             return app.openapi_schema
@@ -155,6 +156,11 @@ def _openapi(app: FastAPI):
         infer = InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(infer.pop("$defs", {}))
         components["InferRequest"] = infer
+        for path, ops in schema.get("paths", {}).items():
+            for op in ops.values():
+                for param in op.get("parameters", []):
+                    if param.get("name") == "model" and param.get("in") == "path":
+                        param["schema"] = {"type": "string", "enum": list(model_names)}
         app.openapi_schema = schema
         return schema
     return build
@@ -187,5 +193,5 @@ def create_app(settings: Optional[Settings] = None, models: Optional[dict] = Non
     def metrics():
         return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
-    app.openapi = _openapi(app)
+    app.openapi = _openapi(app, service.model_names)
     return app

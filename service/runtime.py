@@ -45,6 +45,15 @@ def _sync(device: torch.device) -> None:
 
 
 @dataclass(frozen=True)
+class Result:
+    """One request's share of a batched forward, with the timings for Server-Timing."""
+    outputs: dict[str, np.ndarray]
+    queue_s: float
+    compute_s: float
+    batch_rows: int
+
+
+@dataclass(frozen=True)
 class Job:
     """Exclusive work on the model thread (e.g. a generation): fn() runs under use_impl(impl)."""
     fn: Callable[[], Any]
@@ -76,7 +85,7 @@ class ModelRuntime:
         return impl
 
     async def infer(self, inputs: dict[str, np.ndarray], impl: str, timeout: Optional[float] = None
-                    ) -> dict[str, np.ndarray]:
+                    ) -> Result:
         """Validated per-request arrays (leading dim = rows) -> output arrays, via the batcher."""
         rows = next(iter(inputs.values())).shape[0]
         key = ("tensor", impl, tuple(sorted((n, a.dtype.str, a.shape[1:]) for n, a in inputs.items())))
@@ -96,8 +105,9 @@ class ModelRuntime:
     # --- worker side (model thread) ----------------------------------------------------
     def _run_batch(self, key: Optional[Hashable], items: list[Item]) -> list[Any]:
         now = time.perf_counter()
-        for item in items:
-            self.metrics.queue_duration.labels(self.name).observe(now - item.enqueued)
+        waits = [now - item.enqueued for item in items]
+        for wait in waits:
+            self.metrics.queue_duration.labels(self.name).observe(wait)
         if key is None:  # a Job
             job: Job = items[0].payload
             with self.hooks.use_impl(job.impl), torch.inference_mode():
@@ -105,29 +115,31 @@ class ModelRuntime:
         impl = key[1]
         payloads = [item.payload for item in items]
         try:
-            outputs = self._forward_arrays(payloads, impl)
+            return self._forward_arrays(payloads, impl, waits)
         except ValueError:
             if len(items) == 1:
                 raise
             # One bad request must not fail its batch-mates: retry each alone.
             results = []
-            for payload in payloads:
+            for payload, wait in zip(payloads, waits):
                 try:
-                    results.append(self._forward_arrays([payload], impl))
+                    results.append(self._forward_arrays([payload], impl, [wait])[0])
                 except ValueError as exc:
                     results.append(exc)
-            return [r if isinstance(r, Exception) else r[0] for r in results]
-        return outputs
+            return results
 
-    def _forward_arrays(self, payloads: list[dict[str, np.ndarray]], impl: str) -> list[dict[str, np.ndarray]]:
+    def _forward_arrays(self, payloads: list[dict[str, np.ndarray]], impl: str, waits: list[float]) -> list[Result]:
         names = list(payloads[0])
         batch = {n: torch.from_numpy(np.concatenate([p[n] for p in payloads])).to(self.device) for n in names}
+        t0 = time.perf_counter()
         out = self.forward(batch, impl)
         host = {n: t.detach().to("cpu").numpy() for n, t in out.items()}
+        compute = time.perf_counter() - t0
+        rows_total = next(iter(batch.values())).shape[0]
         results, start = [], 0
-        for p in payloads:
+        for p, wait in zip(payloads, waits):
             rows = p[names[0]].shape[0]
-            results.append({n: a[start:start + rows] for n, a in host.items()})
+            results.append(Result({n: a[start:start + rows] for n, a in host.items()}, wait, compute, rows_total))
             start += rows
         return results
 

@@ -83,6 +83,7 @@ def test_infer_binary_round_trip(served):
     r = client.post("/v2/models/lfm2/infer", content=head + ids.tobytes(),
                     headers={"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"})
     assert r.status_code == 200, r.text
+    assert "compute;dur=" in r.headers["server-timing"] and "queue;dur=" in r.headers["server-timing"]
     n = int(r.headers["inference-header-content-length"])
     meta = json.loads(r.content[:n])
     logits = np.frombuffer(r.content[n:], dtype=np.float32).reshape(meta["outputs"][0]["shape"])

@@ -44,8 +44,8 @@ class ClassifyHandler:
         return np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)[None]
 
     async def predict(self, image: np.ndarray, impl: str) -> np.ndarray:
-        out = await self.rt.infer({self.input_name: image}, impl)
-        return out[self.output_name][0]
+        result = await self.rt.infer({self.input_name: image}, impl)
+        return result.outputs[self.output_name][0]
 
     def encode(self, logits: np.ndarray, top_k: int, impl: str) -> dict[str, Any]:
         z = logits.astype(np.float64) - logits.max()

@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from .. import codec
-from ..runtime import ModelRuntime
+from ..runtime import ModelRuntime, Result
 from ..schemas import InferRequest
 
 
@@ -92,16 +92,24 @@ class TensorHandler:
                 if lo < 0 or hi >= self.vocab_size:
                     raise ValueError(f"input {name!r}: token ids must be in [0, {self.vocab_size}), got {lo}..{hi}")
 
-    async def predict(self, decoded: Decoded) -> dict[str, np.ndarray]:
+    async def predict(self, decoded: Decoded) -> Result:
         return await self.rt.infer(decoded.inputs, decoded.impl)
 
-    def encode(self, decoded: Decoded, outputs: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
+    def encode(self, decoded: Decoded, result: Result) -> tuple[bytes, dict[str, str]]:
+        outputs = result.outputs
         header: dict[str, Any] = {"model_name": self.rt.name, "model_version": "1",
                                   "parameters": {"depthwise_impl": decoded.impl}}
         if decoded.id is not None:
             header["id"] = decoded.id
         body, json_len = codec.encode_outputs([(n, outputs[n], b) for n, b in decoded.outputs], header)
+        headers = {"server-timing": server_timing(result)}
         if json_len is None:
-            return body, {"content-type": "application/json"}
-        return body, {"content-type": "application/octet-stream",
+            return body, {**headers, "content-type": "application/json"}
+        return body, {**headers, "content-type": "application/octet-stream",
                       "inference-header-content-length": str(json_len)}
+
+
+def server_timing(result: Result) -> str:
+    """W3C Server-Timing (ms): lets clients and benchmarks split latency without /metrics."""
+    return (f"queue;dur={result.queue_s * 1e3:.3f}, compute;dur={result.compute_s * 1e3:.3f}, "
+            f'batch;desc="{result.batch_rows}"')
