@@ -32,9 +32,9 @@ else:
 ACTIVATIONS = (None, "silu")
 
 
-# Keyed on sizes fixed per model layer (channels, multiplier, taps, stride), never on B or L,
-# so a new request length does not trigger a re-tune.
-@triton.autotune(configs=_CONFIGS, key=["C_OUT", "M", "K", "STRIDE", "DILATION"])
+# Keyed on what is fixed per model layer (channels, multiplier, taps, stride, dilation, which
+# dim of x is unit-stride), never on B or L, so a new request length does not re-tune.
+@triton.autotune(configs=_CONFIGS, key=["C_OUT", "M", "K", "STRIDE", "DILATION", "X_CHANNELS_INNER"])
 @triton.jit
 def _dw_conv1d_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr,
@@ -45,6 +45,7 @@ def _dw_conv1d_kernel(
     PAD_LEFT,
     M: tl.constexpr, K: tl.constexpr, STRIDE: tl.constexpr, DILATION: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    X_CHANNELS_INNER: tl.constexpr,   # x's C dim is unit-stride (LFM2's (B, L, C) views): tune apart
     BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     pid_l = tl.program_id(0)
@@ -98,6 +99,7 @@ def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activ
         pad_left,
         M=C_out // C, K=K, STRIDE=stride, DILATION=dilation,
         HAS_BIAS=bias is not None, ACTIVATION=activation, ACC_DTYPE=_acc_dtype(x.dtype),
+        X_CHANNELS_INNER=x.stride(1) == 1 and C > 1,
     )
     return out
 

@@ -43,7 +43,8 @@ _KEY = ["C_OUT", "M", "KH", "KW", "SH", "SW", "DH", "DW"]
 def _tap_sum(x_base, w_ptr, offs_o, mask_o, oh, ow, mask_p, H, W,
              sx_h, sx_w, sw_c, sw_h, sw_w, PAD_T, PAD_L,
              KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-             DH: tl.constexpr, DW: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNELS_LAST: tl.constexpr):
+             DH: tl.constexpr, DW: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+             BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """Sum over the KH*KW taps. x_base: per-channel base pointers; oh/ow: [BLOCK_P] output coords.
 
     Returns [BLOCK_P, BLOCK_C] if CHANNELS_LAST else [BLOCK_C, BLOCK_P].
@@ -51,9 +52,9 @@ def _tap_sum(x_base, w_ptr, offs_o, mask_o, oh, ow, mask_p, H, W,
     ih0 = oh * SH - PAD_T                              # [BLOCK_P] input row of tap p=0
     iw0 = ow * SW - PAD_L                              # [BLOCK_P] input col of tap q=0
     if CHANNELS_LAST:
-        acc = tl.zeros([oh.shape[0], offs_o.shape[0]], dtype=ACC_DTYPE)
+        acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=ACC_DTYPE)
     else:
-        acc = tl.zeros([offs_o.shape[0], oh.shape[0]], dtype=ACC_DTYPE)
+        acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=ACC_DTYPE)
     for p in tl.static_range(KH):
         ih = ih0 + p * DH
         row_ok = mask_p & (ih >= 0) & (ih < H)
@@ -93,7 +94,7 @@ def _dw_conv2d_nchw_kernel(
     ow = offs_p % W_OUT
     x_base = x_ptr + pid_b * sx_b + (offs_o // M).to(tl.int64) * sx_c   # [BLOCK_C]
     acc = _tap_sum(x_base, w_ptr, offs_o, mask_o, oh, ow, mask_p, H, W, sx_h, sx_w, sw_c, sw_h, sw_w,
-                   PAD_T, PAD_L, KH, KW, SH, SW, DH, DW, ACC_DTYPE, False)   # [BLOCK_C, BLOCK_P]
+                   PAD_T, PAD_L, KH, KW, SH, SW, DH, DW, ACC_DTYPE, False, BLOCK_P, BLOCK_C)   # [BLOCK_C, BLOCK_P]
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_o, mask=mask_o, other=0.0).to(ACC_DTYPE)[:, None]
     out_ptrs = (out_ptr + pid_b * so_b + offs_o[:, None].to(tl.int64) * so_c
@@ -123,7 +124,7 @@ def _dw_conv2d_nhwc_kernel(
     ow = offs_p % W_OUT
     x_base = x_ptr + pid_b * sx_b + (offs_o // M).to(tl.int64) * sx_c   # [BLOCK_C]
     acc = _tap_sum(x_base, w_ptr, offs_o, mask_o, oh, ow, mask_p, H, W, sx_h, sx_w, sw_c, sw_h, sw_w,
-                   PAD_T, PAD_L, KH, KW, SH, SW, DH, DW, ACC_DTYPE, True)    # [BLOCK_P, BLOCK_C]
+                   PAD_T, PAD_L, KH, KW, SH, SW, DH, DW, ACC_DTYPE, True, BLOCK_P, BLOCK_C)   # [BLOCK_P, BLOCK_C]
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_o, mask=mask_o, other=0.0).to(ACC_DTYPE)[None, :]
     out_ptrs = (out_ptr + pid_b * so_b + (oh * so_h + ow * so_w)[:, None].to(tl.int64)

@@ -91,11 +91,11 @@ def _short_conv_kernel(
             # new_state[j] = bx_ext[L + j] = bx[L - (K-1) + j] if that is >= 0 else old_state[L + j]
             offs_j = tl.arange(0, BLOCK_S)             # [BLOCK_S], BLOCK_S >= K-1
             mask_j = offs_j < K - 1
-            src = L - (K - 1) + offs_j
-            new = _gated_bx(bcx_row, m_row, src, mask_j & (src >= 0), offs_c, mask_c, C, sb_l, sb_c,
+            src_s = L - (K - 1) + offs_j   # [BLOCK_S]; own name: a runtime `if` may not retype `src`
+            new = _gated_bx(bcx_row, m_row, src_s, mask_j & (src_s >= 0), offs_c, mask_c, C, sb_l, sb_c,
                             sm_l, HAS_MASK, ACC_DTYPE)       # [BLOCK_S, BLOCK_C]
             old = tl.load(s_row + (L + offs_j)[:, None] * ss_k,
-                          mask=(mask_j & (src < 0))[:, None] & mask_c[None, :], other=0.0)
+                          mask=(mask_j & (src_s < 0))[:, None] & mask_c[None, :], other=0.0)
             new += old.to(ACC_DTYPE)
             tl.debug_barrier()   # every read of the old state (above and in the taps) precedes any write
             tl.store(s_row + offs_j[:, None] * ss_k, new.to(s_ptr.dtype.element_ty),
