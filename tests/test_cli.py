@@ -1,0 +1,102 @@
+"""`dwserve` CLI: flag/env mapping onto Settings, bench/loadtest dispatch, clear errors."""
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from service import cli
+from service.settings import Settings
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Run `serve` without starting uvicorn; return the Settings it would serve with."""
+    seen = {}
+    monkeypatch.setattr(cli, "run_server", lambda app, settings, log_level="info": seen.update(settings=settings))
+    import service.app
+
+    monkeypatch.setattr(service.app, "create_app", lambda settings: object())
+    return seen
+
+
+def test_serve_flags_override_env(monkeypatch, captured):
+    monkeypatch.setenv("DWSERVE_MAX_QUEUE_SIZE", "7")
+    monkeypatch.setenv("DWSERVE_MAX_BATCH_SIZE", "3")
+    monkeypatch.setenv("DWSERVE_API_KEY", "k")
+    assert cli.main(["serve", "--model", "lfm2=/weights/lfm2", "--model", "mobilenet_v2", "--port", "0",
+                     "--max-batch-size", "16", "--depthwise-impl", "per_group", "--max-queue-delay-ms", "2.5"]) == 0
+    s: Settings = captured["settings"]
+    assert s.model_entries() == [("lfm2", "/weights/lfm2"), ("mobilenet_v2", None)]
+    assert (s.max_batch_size, s.max_queue_size, s.depthwise_impl, s.max_queue_delay_ms) == (16, 7, "per_group", 2.5)
+    assert s.api_key == "k" and s.port == 0
+
+
+def test_serve_defaults_to_both_models(monkeypatch, captured):
+    monkeypatch.delenv("DWSERVE_MODELS", raising=False)
+    assert cli.main(["serve"]) == 0
+    assert captured["settings"].models == ("lfm2", "mobilenet_v2")
+
+
+def test_env_models_comma_list(monkeypatch, captured):
+    monkeypatch.setenv("DWSERVE_MODELS", "mobilenet_v2")
+    assert cli.main(["serve"]) == 0
+    assert captured["settings"].models == ("mobilenet_v2",)
+
+
+@pytest.mark.parametrize("argv", [
+    pytest.param(["--max-batch-size", "0"], id="batch-zero"),
+    pytest.param(["--port", "70000"], id="port-range"),
+    pytest.param(["--model", "lfm2", "--model", "lfm2=/x"], id="duplicate-model"),
+])
+def test_serve_rejects_bad_settings(argv, captured, capsys):
+    assert cli.main(["serve", *argv]) == 2
+    assert "invalid settings" in capsys.readouterr().err
+
+
+def test_serve_rejects_unknown_impl():
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--depthwise-impl", "warp"])
+
+
+def test_bench_runs_benchmark_main_with_argv(tmp_path, monkeypatch):
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "ops.py").write_text(
+        "SEEN = []\ndef main(argv):\n    import json, pathlib\n"
+        f"    pathlib.Path({str(tmp_path / 'argv.json')!r}).write_text(json.dumps(argv))\n    return 0\n")
+    monkeypatch.setattr(cli, "_REPO", tmp_path)
+    assert cli.main(["bench", "ops", "--quick", "x"]) == 0
+    assert (tmp_path / "argv.json").read_text() == '["--quick", "x"]'
+
+
+def test_bench_without_checkout_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_REPO", tmp_path)
+    assert cli.main(["bench", "serve"]) == 2
+    assert "source checkout" in capsys.readouterr().err
+
+
+def test_bench_unknown_name(capsys):
+    assert cli.main(["bench", "nope"]) == 2
+    assert "usage: dwserve bench" in capsys.readouterr().err
+
+
+def test_loadtest_dispatches_to_service_loadtest(monkeypatch):
+    loadtest = pytest.importorskip("service.loadtest")
+    seen = []
+    monkeypatch.setattr(loadtest, "main", lambda argv: seen.append(argv) or 0)
+    assert cli.main(["loadtest", "--duration", "1"]) == 0
+    assert seen == [["--duration", "1"]]
+
+
+def test_help_and_unknown_command(capsys):
+    assert cli.main(["--help"]) == 0
+    assert "dwserve serve" in capsys.readouterr().out
+    assert cli.main(["frobnicate"]) == 2
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("dwserve") or shutil.which("dwserve", path=str(__import__("pathlib").Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("package not installed (pip install -e .)")
+    proc = subprocess.run([exe, "serve", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "--depthwise-impl" in proc.stdout and "--max-queue-delay-ms" in proc.stdout
