@@ -35,16 +35,6 @@ SUBSTITUTE = {"$__rate_interval": "30s", "$model": ".*", "$instance": ".*"}
 pytestmark = [pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed (apt-get install prometheus)"),
               pytest.mark.timeout(300)]
 
-_FAKE_SERVER = """
-import sys, uvicorn
-from service.app import create_app
-from service.settings import Settings
-from service.testing import fake_hooks, fake_models
-s = Settings(port=int(sys.argv[1]), depthwise_impl=sys.argv[2], warmup=False, depthwise_sample_every=1)
-uvicorn.run(create_app(s, models=fake_models(delay_s=0.01), hooks=fake_hooks()), host="127.0.0.1",
-            port=s.port, log_level="warning")
-"""
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -58,8 +48,10 @@ def start(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Pope
 
 
 def dwserve_cmd(port: int, impl: str) -> list[str]:
-    if FAKE:
-        return [sys.executable, "-c", _FAKE_SERVER, str(port), impl]
+    if FAKE:   # the service's own fake-model server: same server stack, millisecond models
+        return [sys.executable, "-c", "from service.testing import serve_fake; serve_fake()",
+                "--port", str(port), "--depthwise-impl", impl, "--delay-s", "0.01", "--warmup", "false",
+                "--depthwise-sample-every", "1"]
     # Small limits: one torch thread each (2 cores shared), small batches and queue, every
     # forward timed for the depthwise share, launches recounted often.
     return [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
