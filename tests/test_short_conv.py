@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.depthwise import fused
 
@@ -126,6 +128,24 @@ def test_block_decode_tokens_equal_prefill():
     dec = [cc[:, t] * fused.conv1d_decode_step(bb[:, t] * xx[:, t], dstate, w, b) for t in range(L)]
     torch.testing.assert_close(torch.stack(dec, 1), whole, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(dstate, state, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.fused
+@needs_fused
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(B=st.integers(1, 3), L=st.integers(1, 40), C=st.integers(1, 20), K=st.integers(1, 6),
+       split=st.integers(0, 40), masked=st.booleans(), bias=st.booleans())
+def test_block_random_shapes_two_chunks(B, L, C, K, split, masked, bias):
+    """Random block shapes, prefilled in two chunks [0, split) + [split, L) carrying the state."""
+    split = min(split, L)
+    bcx, w, b, state = block_inputs(B, L, C, K, seed=L * 31 + C)
+    b = b if bias else None
+    mask = (torch.rand(B, L, generator=torch.Generator().manual_seed(K)) > 0.25).to(DEV) if masked else None
+    y_ref, s_ref = ref_block(bcx, w, b, state, mask)
+    parts = [fused.short_conv_block(bcx[:, lo:hi], w, b, state, None if mask is None else mask[:, lo:hi])
+             for lo, hi in ((0, split), (split, L))]
+    check(torch.cat(parts, 1), y_ref, torch.float32)
+    check(state, s_ref, torch.float32)
 
 
 # ------------------------------------------------------------------ public ops, every impl
