@@ -333,9 +333,10 @@ def test_one_cuda_launch_per_call():
     from torch.profiler import ProfilerActivity, profile
     x, w = torch.randn(2, 64, 100, device="cuda"), torch.randn(64, 1, 4, device="cuda")
     bcx, state = torch.randn(2, 100, 192, device="cuda"), torch.zeros(2, 64, 3, device="cuda")
+    x2 = torch.randn(2, 64, 9, 9, device="cuda").to(memory_format=torch.channels_last)
+    w2 = torch.randn(64, 1, 3, 3, device="cuda")
     calls = [lambda: fused.conv1d(x, w, None, 1, (3, 0), 1, "silu"),
-             lambda: fused.conv2d(x[..., :10].reshape(2, 64, 2, 5), w[..., :3].reshape(64, 1, 1, 3),
-                                  None, (1, 1), (0, 0, 1, 1), (1, 1)),
+             lambda: fused.conv2d(x2, w2, None, (1, 1), (1, 1, 1, 1), (1, 1)),
              lambda: fused.conv1d_decode_step(x[:, :, 0], state, w),
              lambda: fused.short_conv_block(bcx, w, None, state, None)]
     for call in calls:
