@@ -6,8 +6,11 @@ Invariants
 - Items with equal non-None keys (same impl, same per-row shapes/dtypes) may share one
   forward; a batch holds at most `max_batch_size` rows, except a single item larger than
   that, which runs alone. Items with key None always run alone (e.g. a generation job).
-- The first item of a batch waits at most `max_delay_s` for company; order is FIFO among
-  compatible items, and incompatible items keep their place for the next round.
+- The first item of a batch waits at most `max_delay_s` for company, and only when there
+  is load: if the previous forward ran a single item and nothing else is queued, it runs
+  at once (a lone client pays no batching delay; under concurrency batches form while the
+  worker is busy and then wait to fill). Order is FIFO among compatible items, and
+  incompatible items keep their place for the next round.
 - At most `max_queue_size` items wait; `submit` beyond that raises `QueueFull` (-> 503).
 - The worker thread is the only thread that touches the model, so inference never blocks
   the event loop and a model never runs two forwards concurrently.
@@ -59,6 +62,7 @@ class Batcher:
         self._pending: collections.deque[Item] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
+        self._last_items = 1  # items in the previous forward: >1 means there is concurrency
         self._thread = threading.Thread(target=self._loop, name=f"dwserve-batcher-{name}", daemon=True)
 
     def start(self) -> "Batcher":
@@ -117,7 +121,8 @@ class Batcher:
                 while True:
                     batch, rows = self._take_batch(first)
                     remaining = deadline - time.perf_counter()
-                    if rows >= self.max_batch_size or first.key is None or remaining <= 0 or self._stopping:
+                    idle = self._last_items <= 1 and len(batch) == len(self._pending)
+                    if rows >= self.max_batch_size or first.key is None or remaining <= 0 or self._stopping or idle:
                         break
                     self._cond.wait(remaining)
                 for item in batch:
@@ -125,6 +130,7 @@ class Batcher:
                 # Drop items whose caller gave up (timeout, disconnect) before they ran.
                 live = [item for item in batch if item.future.set_running_or_notify_cancel()]
                 if live:
+                    self._last_items = len(live)
                     return live
 
     def _loop(self) -> None:

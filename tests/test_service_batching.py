@@ -69,13 +69,26 @@ def test_none_key_runs_alone():
     b.stop()
 
 
-def test_lone_request_waits_at_most_max_delay():
+def test_lone_request_on_idle_model_does_not_wait():
     rec = Recorder()
-    b = make(rec, max_delay_s=0.2)
+    b = make(rec, max_delay_s=1.0)
+    for i in range(3):
+        t0 = time.perf_counter()
+        assert b.submit(i, key="k").result(5) == i * 10
+        assert time.perf_counter() - t0 < 0.5  # not the 1 s batching delay
+    b.stop()
+
+
+def test_after_a_multi_item_batch_a_lone_request_waits_at_most_max_delay():
+    rec = Recorder()
+    rec.gate.clear()
+    b = make(rec, max_delay_s=0.3, max_batch_size=2)
+    futures = [b.submit(i, key="k") for i in range(2)]
+    rec.gate.set()
+    [f.result(5) for f in futures]  # the model saw concurrency
     t0 = time.perf_counter()
-    assert b.submit(1, key="k").result(5) == 10
-    waited = time.perf_counter() - t0
-    assert 0.15 <= waited < 1.5
+    assert b.submit(9, key="k").result(5) == 90
+    assert 0.2 <= time.perf_counter() - t0 < 2.0
     b.stop()
 
 

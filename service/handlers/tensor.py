@@ -25,6 +25,16 @@ def _validation_message(exc: ValidationError) -> str:
     return "invalid inference request: " + "; ".join(parts)
 
 
+def _without_data(raw):
+    if isinstance(raw, dict) and isinstance(raw.get("inputs"), list):
+        inputs = [{k: v for k, v in t.items() if k != "data"} if isinstance(t, dict) else t for t in raw["inputs"]]
+        for t, orig in zip(inputs, raw["inputs"]):
+            if isinstance(orig, dict) and orig.get("data") is not None and not isinstance(orig["data"], list):
+                raise ValueError(f"input {orig.get('name')!r}: data must be a list (flat or nested, row-major)")
+        return {**raw, "inputs": inputs}
+    return raw
+
+
 class TensorHandler:
     def setup(self, runtime: ModelRuntime) -> "TensorHandler":
         self.rt = runtime
@@ -39,7 +49,9 @@ class TensorHandler:
         head, tail = codec.split_body(body, header_length)
         raw = codec.parse_json(head, "inference request JSON")
         try:
-            req = InferRequest.model_validate(raw)
+            # Validate the structure without `data` (a 150k-element list would be copied by
+            # pydantic for nothing); codec checks data element by element on its own.
+            req = InferRequest.model_validate(_without_data(raw))
         except ValidationError as exc:
             raise ValueError(_validation_message(exc)) from None
         params = req.parameters or {}

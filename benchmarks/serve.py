@@ -1,0 +1,322 @@
+"""Serving benchmark (`dwserve bench serve`): what the HTTP layer, batching and the depthwise
+impl cost end to end, on a live loopback server.
+
+Scenarios (mobilenet_v2 unless noted; each bounded by --duration seconds after a warm-up):
+  latency_binary / latency_json   1 client, batch 1: client p50/p95/p99 vs server compute
+                                  (Server-Timing), i.e. the protocol + queue overhead
+  batching_on / batching_off      --clients concurrent clients, batch-1 requests, against a
+                                  server with max_batch_size 16 and one with 1
+  impl_<name>                     per_group vs auto for mobilenet_v2 and lfm2 (per-request
+                                  `parameters.depthwise_impl`), then read back from /metrics:
+                                  compute mean, depthwise share, launches per forward
+Writes benchmarks/results/serve-<tag>.json, .md and .png. Starts its own servers (two
+processes: batching on / off) unless --url is given (then batching_off needs --url-batch1).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGE_SHAPE = (1, 3, 224, 224)
+
+
+# --- servers ------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(models: list[str], max_batch_size: int, device: str, extra: list[str] = (), timeout: float = 600):
+    port = _free_port()
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--device", device,
+           "--max-batch-size", str(max_batch_size), "--max-queue-delay-ms", "5", "--max-queue-size", "256",
+           "--depthwise-sample-every", "4", "--log-level", "warning", *extra]
+    for m in models:
+        cmd += ["--model", m]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited ({proc.returncode}): {proc.stdout.read()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            if time.time() > deadline:
+                raise RuntimeError(f"server not ready after {timeout}s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+# --- requests -----------------------------------------------------------------------------
+
+def infer_request(model: str, arr: np.ndarray, binary: bool, impl: str | None = None):
+    """-> (path, body bytes, headers) for one OIP v2 request."""
+    name, dtype = ("input", "FP32") if model == "mobilenet_v2" else ("input_ids", "INT64")
+    tensor = {"name": name, "shape": list(arr.shape), "datatype": dtype}
+    req = {"inputs": [tensor], "outputs": [{"name": "logits", "parameters": {"binary_data": binary}}]}
+    if impl:
+        req["parameters"] = {"depthwise_impl": impl}
+    if binary:
+        tensor["parameters"] = {"binary_data_size": arr.nbytes}
+        head = json.dumps(req).encode()
+        return (f"/v2/models/{model}/infer", head + arr.tobytes(),
+                {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"})
+    tensor["data"] = arr.reshape(-1).tolist()
+    return f"/v2/models/{model}/infer", json.dumps(req).encode(), {"Content-Type": "application/json"}
+
+
+def _server_timing(header: str) -> dict[str, float]:
+    out = {}
+    for part in header.split(","):
+        name, _, rest = part.strip().partition(";")
+        if rest.startswith("dur="):
+            out[name] = float(rest[4:]) / 1e3
+    return out
+
+
+def run_load(url: str, request, clients: int, duration: float, warmup: float) -> dict:
+    """`clients` threads send `request` back to back; stats over the measured window only."""
+    path, body, headers = request
+    records, lock = [], threading.Lock()
+    t_start = time.perf_counter()
+    t_measure, t_stop = t_start + warmup, t_start + warmup + duration
+
+    def worker():
+        with httpx.Client(base_url=url, timeout=120) as c:
+            while (now := time.perf_counter()) < t_stop:
+                r = c.post(path, content=body, headers=headers)
+                t1 = time.perf_counter()
+                if now >= t_measure:
+                    timing = _server_timing(r.headers.get("server-timing", ""))
+                    with lock:
+                        records.append((t1, t1 - now, r.status_code, timing.get("compute"), timing.get("queue")))
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ok = [r for r in records if r[2] == 200]
+    if not ok:
+        raise RuntimeError(f"no successful requests; statuses {sorted({r[2] for r in records})}")
+    lat = np.array([r[1] for r in ok])
+    comp = np.array([r[3] for r in ok if r[3] is not None])
+    queue = np.array([r[4] for r in ok if r[4] is not None])
+    window = max(r[0] for r in ok) - t_measure
+    pct = lambda a, q: float(np.percentile(a, q)) if len(a) else None  # noqa: E731
+    return {"clients": clients, "requests": len(ok), "errors": len(records) - len(ok),
+            "throughput_rps": len(ok) / window,
+            "p50_s": pct(lat, 50), "p95_s": pct(lat, 95), "p99_s": pct(lat, 99), "mean_s": float(lat.mean()),
+            "compute_p50_s": pct(comp, 50), "queue_p50_s": pct(queue, 50)}
+
+
+# --- /metrics -----------------------------------------------------------------------------
+
+def scrape(url: str) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for fam in text_string_to_metric_families(httpx.get(url + "/metrics").text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def impl_view(before: dict, after: dict, model: str, impl: str) -> dict:
+    """Per-impl numbers from the /metrics delta: the before/after an operator would graph."""
+    def delta(name, **labels):
+        key = (name, tuple(sorted({"model": model, **labels}.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    n = delta("dwserve_compute_duration_seconds_count", impl=impl)
+    dn = delta("dwserve_depthwise_duration_seconds_count", impl=impl)
+    compute = delta("dwserve_compute_duration_seconds_sum", impl=impl) / n if n else None
+    depthwise = delta("dwserve_depthwise_duration_seconds_sum", impl=impl) / dn if dn else None
+    launches = {dict(k[1])["kind"]: v for k, v in after.items() if k[0] == "dwserve_kernel_launches_per_forward"
+                and dict(k[1]).get("model") == model and dict(k[1]).get("impl") == impl}
+    return {"forwards": n, "compute_mean_s": compute, "depthwise_mean_s": depthwise,
+            "depthwise_share": depthwise / compute if compute and depthwise is not None else None,
+            "launches_per_forward": launches}
+
+
+# --- report -------------------------------------------------------------------------------
+
+def acceptance(res: dict) -> dict:
+    out = {}
+    lat = res["scenarios"].get("latency_binary")
+    if lat:
+        overhead = (lat["p50_s"] - lat["compute_p50_s"]) / lat["compute_p50_s"]
+        out["binary_b1_overhead_vs_compute"] = {"value": overhead, "target": "<= 0.15", "pass": overhead <= 0.15}
+    on, off = res["scenarios"].get("batching_on"), res["scenarios"].get("batching_off")
+    if on and off:
+        speedup = on["throughput_rps"] / off["throughput_rps"]
+        p99 = on["p99_s"] / off["p99_s"]
+        out["batching_throughput_speedup"] = {"value": speedup, "target": ">= 1.8", "pass": speedup >= 1.8}
+        out["batching_p99_ratio"] = {"value": p99, "target": "<= 1.5", "pass": p99 <= 1.5}
+    return out
+
+
+def _ms(x):
+    return "-" if x is None else f"{x * 1e3:.1f}"
+
+
+def write_markdown(res: dict, path: Path) -> None:
+    lines = [f"# Serving benchmark ({res['device']})", "",
+             f"{res['timestamp']}, torch {res['torch']}, {res['cpu_count']} CPU cores, "
+             f"{res['duration_s']} s per scenario after {res['warmup_s']} s warm-up. "
+             "Latency is client-side (loopback, keep-alive); compute is the server's forward time "
+             "(Server-Timing).", "",
+             "| scenario | clients | requests | throughput (req/s) | p50 ms | p95 ms | p99 ms | compute p50 ms | queue p50 ms |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, s in res["scenarios"].items():
+        lines.append(f"| {name} | {s['clients']} | {s['requests']} | {s['throughput_rps']:.2f} | {_ms(s['p50_s'])} | "
+                     f"{_ms(s['p95_s'])} | {_ms(s['p99_s'])} | {_ms(s['compute_p50_s'])} | {_ms(s['queue_p50_s'])} |")
+    lines += ["", "## per_group vs auto, as /metrics shows it", "",
+              "| model | impl | forwards | compute mean ms | depthwise mean ms | depthwise share | launches/forward (aten_ops) |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    for key, v in res["impls"].items():
+        model, impl = key.split("/")
+        share = "-" if v["depthwise_share"] is None else f"{v['depthwise_share']:.0%}"
+        lines.append(f"| {model} | {impl} | {v['forwards']:.0f} | {_ms(v['compute_mean_s'])} | "
+                     f"{_ms(v['depthwise_mean_s'])} | {share} | {v['launches_per_forward'].get('aten_ops', '-')} |")
+    lines += ["", "## Acceptance", "", "| check | value | target | pass |", "|---|---:|---|---|"]
+    for name, a in res["acceptance"].items():
+        lines.append(f"| {name} | {a['value']:.3f} | {a['target']} | {'yes' if a['pass'] else 'NO'} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    names = list(res["scenarios"])
+    x = np.arange(len(names))
+    for i, q in enumerate(("p50_s", "p95_s", "p99_s")):
+        axes[0].bar(x + (i - 1) * 0.27, [res["scenarios"][n][q] * 1e3 for n in names], 0.27, label=q[:3])
+    axes[0].set_xticks(x, names, rotation=20, ha="right")
+    axes[0].set_ylabel("latency (ms)")
+    axes[0].set_yscale("log")
+    axes[0].legend()
+    axes[0].set_title("client latency")
+    axes[1].bar(names, [res["scenarios"][n]["throughput_rps"] for n in names], color="tab:green")
+    axes[1].set_ylabel("requests / s")
+    axes[1].tick_params(axis="x", rotation=20)
+    axes[1].set_title("throughput")
+    keys = list(res["impls"])
+    comp = [(res["impls"][k]["compute_mean_s"] or 0) * 1e3 for k in keys]
+    dw = [(res["impls"][k]["depthwise_mean_s"] or 0) * 1e3 for k in keys]
+    axes[2].bar(keys, comp, label="compute mean", color="tab:gray")
+    axes[2].bar(keys, dw, label="of which depthwise", color="tab:red")
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel("ms per forward")
+    axes[2].tick_params(axis="x", rotation=20)
+    axes[2].legend()
+    axes[2].set_title("per_group vs auto (/metrics)")
+    fig.suptitle(f"dwserve serving benchmark, {res['device']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+# --- main ---------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="dwserve bench serve", description=__doc__.split("\n")[0])
+    p.add_argument("--url", help="target a live server (both models) instead of starting one")
+    p.add_argument("--url-batch1", help="with --url: a server with --max-batch-size 1 for batching_off")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--duration", type=float, default=20.0, help="measured seconds per scenario")
+    p.add_argument("--warmup", type=float, default=4.0, help="unmeasured seconds before each scenario")
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--impl-requests", type=int, default=12, help="requests per impl in the impl scenarios")
+    p.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
+    p.add_argument("--tag", help="file suffix (default: the device)")
+    args = p.parse_args(argv)
+    import torch
+
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal(IMAGE_SHAPE).astype(np.float32)
+    res = {"device": args.device, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
+           "duration_s": args.duration, "warmup_s": args.warmup, "scenarios": {}, "impls": {}}
+    t0 = time.time()
+
+    def measure(url: str, url_batch1: str | None):
+        sc = res["scenarios"]
+        print("latency (1 client, batch 1): binary, json", flush=True)
+        sc["latency_binary"] = run_load(url, infer_request("mobilenet_v2", image, True), 1, args.duration, args.warmup)
+        sc["latency_json"] = run_load(url, infer_request("mobilenet_v2", image, False), 1, args.duration, args.warmup)
+        print(f"{args.clients} clients: batching on", flush=True)
+        sc["batching_on"] = run_load(url, infer_request("mobilenet_v2", image, True), args.clients,
+                                     args.duration, args.warmup)
+        if url_batch1:
+            print(f"{args.clients} clients: batching off", flush=True)
+            sc["batching_off"] = run_load(url_batch1, infer_request("mobilenet_v2", image, True), args.clients,
+                                          args.duration, args.warmup)
+        vocab = httpx.get(url + "/v2/models/lfm2").json()["outputs"][0]["shape"][-1]
+        inputs = {"mobilenet_v2": image, "lfm2": rng.integers(0, min(vocab, 256), size=(1, 64)).astype(np.int64)}
+        for model, arr in inputs.items():
+            for impl in ("per_group", "auto"):
+                print(f"impl {model}/{impl}", flush=True)
+                req = infer_request(model, arr, True, impl)
+                with httpx.Client(base_url=url, timeout=300) as c:
+                    for _ in range(2):  # warm: compile / first-shape launch count
+                        c.post(req[0], content=req[1], headers=req[2])
+                    before = scrape(url)
+                    for _ in range(args.impl_requests):
+                        c.post(req[0], content=req[1], headers=req[2]).raise_for_status()
+                after = scrape(url)
+                res["impls"][f"{model}/{impl}"] = impl_view(before, after, model, impl)
+
+    if args.url:
+        measure(args.url, args.url_batch1)
+    else:
+        with server(["mobilenet_v2"], 1, args.device) as url_b1:
+            print(f"{args.clients} clients: batching off", flush=True)
+            res["scenarios"]["batching_off"] = run_load(url_b1, infer_request("mobilenet_v2", image, True),
+                                                        args.clients, args.duration, args.warmup)
+        with server(["lfm2", "mobilenet_v2"], 16, args.device) as url:
+            measure(url, None)
+        res["scenarios"] = {k: res["scenarios"][k] for k in
+                            ("latency_binary", "latency_json", "batching_on", "batching_off") if k in res["scenarios"]}
+    res["acceptance"] = acceptance(res)
+    res["wall_s"] = time.time() - t0
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.out_dir / f"serve-{args.tag or args.device}"
+    stem.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
+    write_markdown(res, stem.with_suffix(".md"))
+    write_plot(res, stem.with_suffix(".png"))
+    print(stem.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
