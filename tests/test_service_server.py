@@ -54,6 +54,10 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
 def server_process(args: list[str], timeout: float):
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    # conftest sets TRITON_INTERPRET=1 for kernel tests; a server must not inherit it, or a
+    # fuzzer's `depthwise_impl: fused` would run a whole model in the Triton interpreter.
+    # Without it, `fused` on a CPU server is a 400 like on any real deployment.
+    env.pop("TRITON_INTERPRET", None)
     proc = subprocess.Popen([*args, "--port", str(port)], cwd=REPO, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
