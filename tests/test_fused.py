@@ -202,41 +202,6 @@ def test_conv2d_random_shapes(C, H, W, kh, kw, s, d, p, channels_last):
     check(out, ref_conv2d(x, w, b, (s, s), (p, p, p, p), (d, d)), torch.float32)
 
 
-# ------------------------------------------------------------------ decode step
-@needs_fused
-@pytest.mark.parametrize("K,bias,act", [
-    pytest.param(4, True, None, id="k4_bias"),
-    pytest.param(3, False, "silu", id="k3_silu"),
-    pytest.param(2, True, "silu", id="k2"),
-    pytest.param(1, True, None, id="k1_empty_state"),
-])
-def test_decode_steps_equal_causal_conv(K, bias, act):
-    g = torch.Generator().manual_seed(K)
-    B, C, T = 2, 19, 6
-    x, w = rand(B, C, T, gen=g), rand(C, 1, K, gen=g)
-    b = rand(C, gen=g) if bias else None
-    state = torch.zeros(B, C, K - 1, device=DEV)
-    outs = [fused.conv1d_decode_step(x[:, :, t], state, w, b, act) for t in range(T)]
-    check(torch.stack(outs, -1), ref_conv1d(x, w, b, 1, (K - 1, 0), 1, act), torch.float32)
-    check(state, F.pad(x.double(), (K - 1, 0))[:, :, T:], torch.float32)   # last K-1 inputs
-
-
-@needs_fused
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_decode_dtypes_strided_state(dtype):
-    g = torch.Generator().manual_seed(5)
-    B, C, K = 3, 10, 4
-    cache = rand(B, C, K + 2, dtype=dtype, gen=g)
-    state = cache[:, :, 1:K]                                  # (B, C, K-1) view into a bigger cache
-    before = cache.clone()
-    x_new, w, b = rand(B, C, dtype=dtype, gen=g), rand(C, 1, K, dtype=dtype, gen=g), rand(C, dtype=dtype, gen=g)
-    window = torch.cat([state.double(), x_new.double()[:, :, None]], -1)
-    out = fused.conv1d_decode_step(x_new.t().contiguous().t(), state, w, b, "silu")   # strided x_new
-    check(out, F.silu((window * w.double()[:, 0]).sum(-1) + b.double()), dtype)
-    assert torch.equal(state, window[:, :, 1:].to(dtype))
-    assert torch.equal(cache[:, :, 0], before[:, :, 0]) and torch.equal(cache[:, :, K:], before[:, :, K:])
-
-
 # ------------------------------------------------------------------ errors without a backend
 def _run_isolated(code: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

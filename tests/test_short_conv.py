@@ -1,6 +1,6 @@
 """LFM2's gated short-conv block and the decode step: the fused kernels and every impl.
 
-Part 1 holds the fused one-launch kernel to a loop-over-taps float64 definition written
+Part 1 holds the fused one-launch kernels (block and decode step) to a loop-over-taps float64 definition written
 here (independent of F.conv1d and of every impl): state carry, masks, chunked prefill,
 L < K-1. Part 2 holds `short_conv_block` / `conv1d_decode_step` to their plain-torch
 `*_reference` for every impl, checks impl resolution and shape validation.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -146,6 +147,46 @@ def test_block_random_shapes_two_chunks(B, L, C, K, split, masked, bias):
              for lo, hi in ((0, split), (split, L))]
     check(torch.cat(parts, 1), y_ref, torch.float32)
     check(state, s_ref, torch.float32)
+
+
+# ------------------------------------------------------------------ decode step
+@pytest.mark.fused
+@needs_fused
+@pytest.mark.parametrize("K,bias,act", [
+    pytest.param(4, True, None, id="k4_bias"),
+    pytest.param(3, False, "silu", id="k3_silu"),
+    pytest.param(2, True, "silu", id="k2"),
+    pytest.param(1, True, None, id="k1_empty_state"),
+])
+def test_decode_steps_equal_causal_conv(K, bias, act):
+    g = torch.Generator().manual_seed(K)
+    B, C, T = 2, 19, 6
+    x, w = rand(B, C, T, gen=g), rand(C, 1, K, gen=g)
+    b = rand(C, gen=g) if bias else None
+    state = torch.zeros(B, C, K - 1, device=DEV)
+    outs = [fused.conv1d_decode_step(x[:, :, t], state, w, b, act) for t in range(T)]
+    xp = F.pad(x.double(), (K - 1, 0))                      # full causal conv, float64
+    ref = sum(w.double()[:, 0, k, None] * xp[:, :, k:k + T] for k in range(K))
+    ref = ref + (b.double()[:, None] if bias else 0)
+    check(torch.stack(outs, -1), F.silu(ref) if act else ref, torch.float32)
+    check(state, F.pad(x.double(), (K - 1, 0))[:, :, T:], torch.float32)   # last K-1 inputs
+
+
+@pytest.mark.fused
+@needs_fused
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_decode_dtypes_strided_state(dtype):
+    g = torch.Generator().manual_seed(5)
+    B, C, K = 3, 10, 4
+    cache = rand(B, C, K + 2, dtype=dtype, gen=g)
+    state = cache[:, :, 1:K]                                  # (B, C, K-1) view into a bigger cache
+    before = cache.clone()
+    x_new, w, b = rand(B, C, dtype=dtype, gen=g), rand(C, 1, K, dtype=dtype, gen=g), rand(C, dtype=dtype, gen=g)
+    window = torch.cat([state.double(), x_new.double()[:, :, None]], -1)
+    out = fused.conv1d_decode_step(x_new.t().contiguous().t(), state, w, b, "silu")   # strided x_new
+    check(out, F.silu((window * w.double()[:, 0]).sum(-1) + b.double()), dtype)
+    assert torch.equal(state, window[:, :, 1:].to(dtype))
+    assert torch.equal(cache[:, :, 0], before[:, :, 0]) and torch.equal(cache[:, :, K:], before[:, :, K:])
 
 
 # ------------------------------------------------------------------ public ops, every impl
