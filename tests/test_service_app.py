@@ -242,3 +242,33 @@ def test_overload_gives_503_and_every_request_an_answer():
         assert set(codes) <= {200, 503} and codes.count(503) > 0 and codes.count(200) >= 2
         assert all(r.headers.get("retry-after") for r in responses if r.status_code == 503)
         assert client.get("/v2/health/ready").status_code == 200
+
+
+def test_decode_of_arbitrary_json_raises_only_value_error(served):
+    """Hypothesis: any JSON document (and any binary header) is either a valid request or a
+    ValueError (-> 400) from the /infer decoder, never another exception (-> 500)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    client, _ = served
+    handler = client.app.state.service.tensor["lfm2"]
+    scalars = st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8)
+    json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                               | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
+    tensor = st.fixed_dictionaries({"name": st.sampled_from(["input_ids", "x", 3]),
+                                    "shape": st.lists(st.integers(-2, 5), max_size=3) | json_values,
+                                    "datatype": st.sampled_from(["INT64", "FP32", "BOOL", "BYTES", 1])},
+                                   optional={"data": json_values, "parameters": json_values})
+    documents = json_values | st.fixed_dictionaries({"inputs": st.lists(tensor, max_size=2)},
+                                                    optional={"parameters": json_values, "outputs": json_values})
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(documents, st.binary(max_size=32), st.none() | st.integers(-5, 400).map(str))
+    def check(doc, tail, header):
+        body = json.dumps(doc).encode() + tail
+        try:
+            handler.decode(body, header)
+        except ValueError:
+            pass
+
+    check()
