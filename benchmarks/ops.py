@@ -1,0 +1,249 @@
+"""Operator benchmark: every depthwise impl on a fixed suite of named shapes.
+
+    python benchmarks/ops.py [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--quick]
+                             [--out benchmarks/results] [--shapes SUBSTR,..] [--impls a,b,..]
+    dwserve bench ops ...          # the same, through the CLI
+
+For each shape, the impls (per_group, slice_sum, compiled, native, auto; fused on CUDA) are
+timed *interleaved* by benchmarks.timing (round-robin samples, medians), all through the
+public ops (`depthwise_conv1d/2d`, `conv1d_decode_step`) so each pays the same validation
+and dispatch cost; `auto` additionally pays its own (cached) choice. Each is then run once
+under models.profiling.count_launches for aten ops and CUDA kernels per call.
+
+Writes <out>/ops-<device>[-<dtype>][-quick].{json,md,png}. The JSON is a list of records,
+one per (shape, impl): shape {name, op, x, weight, stride, padding, dilation, channels, k},
+impl, dtype, device, device_name, cpu, torch, triton (the environment in every record),
+median_us, p10_us, p90_us, iqr_us, repeats, aten_ops, cuda_kernels, auto_choice,
+speedup_vs_native, speedup_vs_per_group, error (null unless the impl failed).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+_REPO = Path(__file__).resolve().parents[1]
+if str(_REPO) not in sys.path:            # `python benchmarks/ops.py` puts benchmarks/ first
+    sys.path.insert(0, str(_REPO))
+
+from benchmarks import plots, timing  # noqa: E402
+
+IMPLS = ("per_group", "slice_sum", "compiled", "fused", "native", "auto")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """One benchmark case. x is (B, C, L) / (B, C, H, W); for op "decode" (B, C) new columns
+    with a (B, C, K-1) conv state. k is K (1d) or (KH, KW) (2d); weight is (C, 1, *k)."""
+    name: str
+    op: str                      # "conv1d" | "conv2d" | "decode"
+    x: tuple[int, ...]
+    k: int | tuple[int, int]
+    stride: int = 1
+    padding: int | str = 0
+    sweep: bool = False          # part of the channel sweep plotted against C
+
+    @property
+    def channels(self) -> int:
+        return self.x[1]
+
+    @property
+    def weight(self) -> tuple[int, ...]:
+        return (self.channels, 1, *((self.k,) if isinstance(self.k, int) else self.k))
+
+
+def _mobilenet(batch: int) -> list[Shape]:
+    """MobileNetV2's depthwise 3x3 layers (padding 1) at their real input sizes."""
+    layers = [(32, 112, 1), (96, 112, 2), (144, 56, 1), (144, 56, 2), (192, 28, 1),
+              (384, 14, 1), (576, 14, 1), (576, 14, 2), (960, 7, 1)]
+    return [Shape(f"mbv2-b{batch}-c{c}@{hw}" + (f"-s{s}" if s > 1 else ""), "conv2d",
+                  (batch, c, hw, hw), (3, 3), stride=s, padding=1) for c, hw, s in layers]
+
+
+SEED = Shape("seed-c2048", "conv1d", (1, 2048, 21), 3, sweep=True)   # the report's microbench
+SUITE: tuple[Shape, ...] = (
+    SEED,
+    *(Shape(f"sweep-c{c}", "conv1d", (1, c, 21), 3, sweep=True)
+      for c in (64, 128, 256, 512, 1024, 4096)),              # C=2048 is the seed shape
+    Shape("lfm2-350m-prefill-1x128", "conv1d", (1, 1024, 128), 3, padding="causal"),
+    Shape("lfm2-350m-prefill-8x512", "conv1d", (8, 1024, 512), 3, padding="causal"),
+    Shape("lfm2-2.6b-short-1x19", "conv1d", (1, 2048, 19), 3, padding="causal"),
+    Shape("decode-16x2048", "decode", (16, 2048), 3),
+    Shape("shortconv-long-1x4096x4096", "conv1d", (1, 4096, 4096), 4, padding="causal"),
+    Shape("conformer-k31-8x256x512", "conv1d", (8, 256, 512), 31, padding="same"),
+    *_mobilenet(1), *_mobilenet(32),
+    Shape("convnext-7x7-1x96@56", "conv2d", (1, 96, 56, 56), (7, 7), padding=3),
+)
+QUICK_NAMES = ("seed-c2048", "sweep-c64", "decode-16x2048", "mbv2-b1-c192@28")
+
+
+def make_call(shape: Shape, impl: str, dtype: torch.dtype, device: str):
+    """A zero-arg closure running `shape` through the public op with `impl` (fresh random data)."""
+    from models.depthwise import conv1d_decode_step, depthwise_conv1d, depthwise_conv2d
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(shape.weight, generator=g).to(device, dtype)
+    if shape.op == "decode":
+        x_new = torch.randn(shape.x, generator=g).to(device, dtype)                  # (B, C)
+        state = torch.randn(*shape.x, shape.k - 1, generator=g).to(device, dtype)   # (B, C, K-1)
+        return lambda: conv1d_decode_step(x_new, state, w, impl=impl)
+    x = torch.randn(shape.x, generator=g).to(device, dtype)
+    op = depthwise_conv1d if shape.op == "conv1d" else depthwise_conv2d
+    return lambda: op(x, w, stride=shape.stride, padding=shape.padding, impl=impl)
+
+
+def auto_choice(shape: Shape, dtype: torch.dtype, device: str) -> str:
+    """The concrete impl `auto` picks for this shape (as dispatch asks auto.choose)."""
+    from models.depthwise import auto
+    x_shape = (*shape.x, 1) if shape.op == "decode" else shape.x      # decode: (B, C, 1)
+    return auto.choose(shape.op, torch.device(device), dtype, x_shape, shape.weight,
+                       shape.stride, 1)
+
+
+def impls_for(device: str, requested: list[str] | None) -> list[str]:
+    """The impls to run: fused only on CUDA (on CPU it needs the Triton interpreter)."""
+    names = requested or [i for i in IMPLS if i != "fused" or device == "cuda"]
+    bad = [n for n in names if n not in IMPLS]
+    if bad:
+        raise ValueError(f"--impls must be a comma list of {IMPLS}, got unknown {bad}")
+    return names
+
+
+def bench_shape(shape: Shape, impls: list[str], dtype: torch.dtype, device: str, env: dict,
+                budget_s: float, min_repeats: int, max_repeats: int) -> list[dict]:
+    """Records for one shape: interleaved timings, launch counts, speedups."""
+    from models.profiling import count_launches
+    fns, errors = {}, {}
+    for impl in impls:
+        try:
+            fn = make_call(shape, impl, dtype, device)
+            fn()                                              # first call: compile / fail early
+            fns[impl] = fn
+        except Exception as exc:                              # record, don't abort the suite
+            errors[impl] = f"{type(exc).__name__}: {exc}"[:300]
+    stats = timing.time_interleaved(fns, device=device, budget_s=budget_s,
+                                    min_repeats=min_repeats, max_repeats=max_repeats) if fns else {}
+    choice = auto_choice(shape, dtype, device)
+    base = {"shape": {"name": shape.name, "op": shape.op, "x": list(shape.x),
+                      "weight": list(shape.weight), "stride": shape.stride,
+                      "padding": shape.padding, "dilation": 1, "channels": shape.channels,
+                      "k": shape.k if isinstance(shape.k, int) else list(shape.k),
+                      "sweep": shape.sweep},
+            "dtype": str(dtype).removeprefix("torch."), **env, "auto_choice": choice}
+    med = {n: s.median_us for n, s in stats.items()}
+    records = []
+    for impl in impls:
+        rec = {**base, "impl": impl, "median_us": None, "aten_ops": None, "cuda_kernels": None,
+               "speedup_vs_native": None, "speedup_vs_per_group": None, "error": errors.get(impl)}
+        if impl in stats:
+            rec.update(stats[impl].as_dict())
+            lc = count_launches(fns[impl])
+            rec["aten_ops"], rec["cuda_kernels"] = lc.aten_ops, lc.cuda_kernels
+            for ref in ("native", "per_group"):
+                if ref in med:
+                    rec[f"speedup_vs_{ref}"] = round(med[ref] / med[impl], 3)
+        records.append(rec)
+    return records
+
+
+def write_markdown(records: list[dict], path: Path, env: dict, quick: bool) -> None:
+    impls = list(dict.fromkeys(r["impl"] for r in records))
+    shapes = list(dict.fromkeys(r["shape"]["name"] for r in records))
+    by = {(r["shape"]["name"], r["impl"]): r for r in records}
+    fmt = lambda v: "-" if v is None else f"{v:,.1f}"
+    lines = [f"# Depthwise operator benchmark ({env['device']}, {records[0]['dtype']})", "",
+             f"Measured on **{env['device_name']}** ({env['cpu_count']} cores, "
+             f"{env['torch_threads']} torch threads), torch {env['torch']}, triton {env['triton']}."
+             + (" These are 2-core shared-machine CPU numbers: compare ratios, not absolutes."
+                if env["device"] == "cpu" else ""),
+             "Median us per call of interleaved samples (benchmarks/timing.py); "
+             "`auto` = the impl models/depthwise/auto.py picks, timed through the same public op."
+             + (" QUICK run: few shapes and repeats." if quick else ""), "",
+             "| shape | dims | " + " | ".join(impls) + " | fastest | auto picks | auto/fastest |",
+             "|---|---|" + "---:|" * len(impls) + "---|---|---:|"]
+    for s in shapes:
+        rs = [by[(s, i)] for i in impls if (s, i) in by]
+        timed = {r["impl"]: r["median_us"] for r in rs if r["median_us"] is not None}
+        concrete = {i: t for i, t in timed.items() if i != "auto"}
+        best = min(concrete, key=concrete.get) if concrete else None
+        ratio = timed["auto"] / concrete[best] if best and "auto" in timed else None
+        sh = rs[0]["shape"]
+        dims = f"x{tuple(sh['x'])} w{tuple(sh['weight'])} s{sh['stride']} p{sh['padding']}"
+        lines.append(f"| {s} | {dims} | " + " | ".join(fmt(by[(s, i)]["median_us"]) for i in impls)
+                     + f" | {best} | {rs[0]['auto_choice']} | {fmt(ratio) if ratio is None else f'{ratio:.3f}'} |")
+    lines += ["", "Launches per call (aten ops / CUDA kernels) and speedups:", "",
+              "| shape | impl | median_us | p10-p90 us | repeats | aten_ops | cuda_kernels "
+              "| x vs native | x vs per_group |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in records:
+        spread = "-" if r["median_us"] is None else f"{r['p10_us']:,.1f}-{r['p90_us']:,.1f}"
+        lines.append(f"| {r['shape']['name']} | {r['impl']} | {fmt(r['median_us'])} | {spread} | "
+                     f"{r.get('repeats', '-')} | {r['aten_ops'] if r['aten_ops'] is not None else '-'} | "
+                     f"{r['cuda_kernels'] if r['cuda_kernels'] is not None else '-'} | "
+                     f"{fmt(r['speedup_vs_native'])} | {fmt(r['speedup_vs_per_group'])} |"
+                     + (f" error: {r['error']}" if r["error"] else ""))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_plot(records: list[dict], path: Path, env: dict) -> None:
+    """Time and launches against C for the channel sweep, one line per impl, log-log."""
+    sweep = sorted((r for r in records if r["shape"]["sweep"]), key=lambda r: r["shape"]["channels"])
+    impls = list(dict.fromkeys(r["impl"] for r in sweep))
+    col = lambda key: {i: ([r["shape"]["channels"] for r in sweep if r["impl"] == i],
+                           [r[key] for r in sweep if r["impl"] == i]) for i in impls}
+    kind = "cuda_kernels" if env["device"] == "cuda" else "aten_ops"
+    fig, axes = plots.figure(2)
+    plots.plot_series(axes[0], col("median_us"), xlabel="channels C", ylabel="median us per call",
+                      title="time, (1,C,21) k=3", logx=True, logy=True)
+    plots.plot_series(axes[1], col(kind), xlabel="channels C", ylabel=f"{kind} per call",
+                      title="launches, (1,C,21) k=3", logx=True, logy=True)
+    plots.save(fig, path, suptitle=f"depthwise conv1d channel sweep on {env['device_name']} "
+                                   f"({env['device']}, torch {env['torch']})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="dwserve bench ops", description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
+    p.add_argument("--quick", action="store_true", help="a handful of shapes, few repeats")
+    p.add_argument("--out", default=str(_REPO / "benchmarks" / "results"))
+    p.add_argument("--shapes", help="comma list of substrings of shape names to run")
+    p.add_argument("--impls", help=f"comma list from {IMPLS} (default: all that run on --device)")
+    p.add_argument("--budget-s", type=float, help="timing budget per shape (default 2.0; quick 0.2)")
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda but torch.cuda.is_available() is False; use --device cpu")
+    impls = impls_for(args.device, args.impls.split(",") if args.impls else None)
+    shapes = [s for s in SUITE if not args.quick or s.name in QUICK_NAMES]
+    if args.shapes:
+        subs = args.shapes.split(",")
+        shapes = [s for s in shapes if any(x in s.name for x in subs)]
+    if not shapes:
+        p.error(f"--shapes {args.shapes!r} matches none of {[s.name for s in SUITE]}")
+    budget = args.budget_s or (0.2 if args.quick else 2.0)
+    reps = (3, 20) if args.quick else (5, 400)
+    env, dtype = timing.environment(args.device), DTYPES[args.dtype]
+    records = []
+    with torch.inference_mode():
+        for shape in shapes:
+            rs = bench_shape(shape, impls, dtype, args.device, env, budget, *reps)
+            records += rs
+            print(f"{shape.name:32s} " + "  ".join(
+                f"{r['impl']}={r['median_us']:.1f}" if r["median_us"] is not None else f"{r['impl']}=ERR"
+                for r in rs) + f"  auto->{rs[0]['auto_choice']}", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"ops-{args.device}" + ("" if args.dtype == "float32" else f"-{args.dtype}") \
+        + ("-quick" if args.quick else "")
+    (out / f"{stem}.json").write_text(json.dumps(records, indent=1) + "\n")
+    write_markdown(records, out / f"{stem}.md", env, args.quick)
+    write_plot(records, out / f"{stem}.png", env)
+    print(f"wrote {out / stem}.json, .md, .png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Shared timing harness for the benchmarks (ops.py, models.py, serve.py).
+
+Why interleaved: on a shared machine the speed of the box drifts (other processes, turbo,
+thermal). Timing impl A for 2 s and then impl B for 2 s puts that drift into the A/B ratio.
+`time_interleaved` instead round-robins over the impls of one shape, one sample each per
+round (starting position rotated every round), so every ratio is taken side by side under
+the same conditions, and reports medians (robust to the preemption spikes of a busy box).
+
+Sample = `inner` back-to-back calls between two device synchronisations, divided by
+`inner`; `inner` is chosen from the warm-up so that a sample lasts >= `min_sample_s`
+(a 10 us op is timed in blocks of ~10 calls, so timer overhead is < 1%).
+Repeats are adaptive: each fn gets an equal share of `budget_s`, clamped to
+[min_repeats, max_repeats] samples, so a 30 ms per_group call gets a handful of samples
+while a 10 us native call gets hundreds, and the time per shape stays bounded.
+
+    from benchmarks.timing import time_interleaved, time_fn, environment
+    stats = time_interleaved({"native": f1, "slice_sum": f2}, device="cpu", budget_s=1.0)
+    stats["native"].median_us, stats["native"].p10_us, stats["native"].repeats
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping
+
+import torch
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Per-call time statistics in microseconds, over `repeats` samples of `inner` calls each."""
+    median_us: float
+    p10_us: float
+    p90_us: float
+    q25_us: float
+    q75_us: float
+    min_us: float
+    repeats: int
+    inner: int
+
+    @property
+    def iqr_us(self) -> float:
+        return self.q75_us - self.q25_us
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["iqr_us"] = self.iqr_us
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+def quantile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default) of an already sorted, non-empty list."""
+    if not sorted_values:
+        raise ValueError("quantile needs at least one value")
+    pos = (len(sorted_values) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def summarize(samples_s: list[float], inner: int = 1) -> Timing:
+    """Per-call statistics from per-call sample times in seconds."""
+    s = sorted(x * 1e6 for x in samples_s)
+    return Timing(median_us=quantile(s, 0.5), p10_us=quantile(s, 0.1), p90_us=quantile(s, 0.9),
+                  q25_us=quantile(s, 0.25), q75_us=quantile(s, 0.75), min_us=s[0],
+                  repeats=len(s), inner=inner)
+
+
+def synchronizer(device: torch.device | str) -> Callable[[], None]:
+    """A no-arg function that waits for all queued work on `device` (no-op on CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    if device.type == "cpu":
+        return lambda: None
+    raise ValueError(f"device must be 'cpu' or 'cuda', got {device}")
+
+
+def _sample(fn: Callable[[], object], inner: int, sync: Callable[[], None]) -> float:
+    """Seconds per call over `inner` back-to-back calls, device-synchronised at both ends."""
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    sync()
+    return (time.perf_counter() - t0) / inner
+
+
+def _warm_up(fn: Callable[[], object], warmup: int, sync: Callable[[], None]) -> float:
+    """Call fn at least `warmup` times (more, up to 20 calls or 50 ms, when it is fast) and
+    return the fastest call after the first (the first may compile or allocate)."""
+    times, total = [], 0.0
+    while len(times) < warmup or (len(times) < 20 and total < 0.05):
+        times.append(_sample(fn, 1, sync))
+        total += times[-1]
+    return min(times[1:] or times)
+
+
+def time_interleaved(fns: Mapping[str, Callable[[], object]], *, device: torch.device | str = "cpu",
+                     warmup: int = 2, min_repeats: int = 5, max_repeats: int = 200,
+                     budget_s: float = 2.0, min_sample_s: float = 1e-4) -> dict[str, Timing]:
+    """Time every fn round-robin (one sample each per round) and return {name: Timing}.
+
+    warmup: minimum untimed calls per fn before timing (fast fns get more, see _warm_up);
+    the fastest warm-up call estimates the per-call cost used to size `inner` and repeats.
+    Total time is about budget_s plus min_repeats samples of the slowest fn.
+    """
+    if not fns:
+        raise ValueError("time_interleaved needs at least one function, got an empty mapping")
+    if warmup < 1 or min_repeats < 1 or max_repeats < min_repeats or budget_s <= 0:
+        raise ValueError("expected warmup >= 1, 1 <= min_repeats <= max_repeats and budget_s > 0, "
+                         f"got warmup={warmup}, min_repeats={min_repeats}, "
+                         f"max_repeats={max_repeats}, budget_s={budget_s}")
+    sync = synchronizer(device)
+    names = list(fns)
+    inner, target, samples = {}, {}, {n: [] for n in names}
+    for n in names:                                  # warm up and estimate the per-call cost
+        est = _warm_up(fns[n], warmup, sync)
+        inner[n] = max(1, min(1000, math.ceil(min_sample_s / max(est, 1e-9))))
+        per_sample = max(est * inner[n], 1e-9)
+        share = budget_s / len(names)
+        target[n] = max(min_repeats, min(max_repeats, int(share / per_sample)))
+    gc_was_enabled = gc.isenabled()
+    gc.disable()                                     # no collector pauses inside samples
+    try:
+        for r in range(max(target.values())):
+            k = r % len(names)                       # rotate who goes first in each round
+            for n in names[k:] + names[:k]:
+                if len(samples[n]) < target[n]:
+                    samples[n].append(_sample(fns[n], inner[n], sync))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {n: summarize(samples[n], inner[n]) for n in names}
+
+
+def time_fn(fn: Callable[[], object], *, device: torch.device | str = "cpu", **kwargs) -> Timing:
+    """Time one function (same options as time_interleaved)."""
+    return time_interleaved({"fn": fn}, device=device, **kwargs)["fn"]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux, else platform)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def environment(device: torch.device | str = "cpu") -> dict:
+    """What the numbers were measured on: device name, CPU, core/thread counts, versions."""
+    device = torch.device(device)
+    try:
+        import triton
+        triton_version = triton.__version__
+    except Exception:                                # not installed, or a broken install
+        triton_version = None
+    env = {"device": device.type, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+           "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+           "triton": triton_version, "python": platform.python_version(),
+           "gpu": None, "cuda": torch.version.cuda}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    env["device_name"] = env["gpu"] if device.type == "cuda" else env["cpu"]
+    return env

@@ -1,0 +1,108 @@
+"""The timing harness (benchmarks/timing.py) and a --quick run of benchmarks/ops.py."""
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks import timing  # noqa: E402
+
+
+# ---------------------------------------------------------------- timing.py
+
+@pytest.mark.parametrize("n", [pytest.param(n, id=f"n{n}") for n in (1, 2, 7, 100)])
+def test_quantile_matches_numpy_linear(n):
+    np = pytest.importorskip("numpy")
+    vals = sorted(random.Random(n).uniform(0, 100) for _ in range(n))
+    for q in (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0):
+        assert timing.quantile(vals, q) == pytest.approx(float(np.percentile(vals, 100 * q)))
+
+
+def test_summarize_reports_microseconds_and_order():
+    t = timing.summarize([3e-6, 1e-6, 2e-6, 4e-6, 5e-6], inner=4)
+    assert (t.min_us, t.median_us, t.repeats, t.inner) == (pytest.approx(1.0), pytest.approx(3.0), 5, 4)
+    assert t.min_us <= t.p10_us <= t.q25_us <= t.median_us <= t.q75_us <= t.p90_us
+    assert t.as_dict()["iqr_us"] == pytest.approx(2.0)
+
+
+def test_interleaved_ratio_and_adaptive_repeats():
+    """Sleeps of 1 ms and 4 ms: medians near truth, ratio ~4, the slow one gets fewer samples,
+    and the calls really alternate (round-robin), so drift hits both alike."""
+    order = []
+
+    def sleeper(name, s):
+        def fn():
+            order.append(name)
+            time.sleep(s)
+        return fn
+
+    stats = timing.time_interleaved({"fast": sleeper("fast", 1e-3), "slow": sleeper("slow", 4e-3)},
+                                    budget_s=0.2, min_repeats=5, max_repeats=60)
+    assert stats["fast"].median_us == pytest.approx(1000, rel=0.5)
+    assert 3.0 < stats["slow"].median_us / stats["fast"].median_us < 5.0
+    assert stats["slow"].repeats < stats["fast"].repeats and stats["slow"].repeats >= 5
+    timed = order[-(stats["fast"].repeats + stats["slow"].repeats):]       # after warm-up
+    first_slow_block = timed[: 2 * stats["slow"].repeats]
+    assert first_slow_block.count("slow") == stats["slow"].repeats          # interleaved, not A then B
+
+
+def test_fast_fn_is_batched_into_samples():
+    stats = timing.time_fn(lambda: None, budget_s=0.02, max_repeats=10)
+    assert stats.inner > 1 and stats.repeats == 10
+
+
+@pytest.mark.parametrize("kwargs", [pytest.param(dict(warmup=0), id="warmup0"),
+                                    pytest.param(dict(min_repeats=5, max_repeats=2), id="repeats"),
+                                    pytest.param(dict(budget_s=0), id="budget0")])
+def test_bad_options_raise_valueerror(kwargs):
+    with pytest.raises(ValueError, match="expected"):
+        timing.time_fn(lambda: None, **kwargs)
+
+
+def test_environment_names_device_and_versions():
+    env = timing.environment("cpu")
+    assert env["device"] == "cpu" and env["device_name"] == env["cpu"] and env["torch"]
+    with pytest.raises(ValueError, match="'cpu' or 'cuda'"):
+        timing.synchronizer("meta")
+
+
+# ---------------------------------------------------------------- ops.py --quick
+
+def test_ops_quick_writes_json_md_png(tmp_path):
+    pytest.importorskip("models.depthwise.dispatch", reason="depthwise dispatch not landed yet")
+    pytest.importorskip("models.profiling", reason="models.profiling not landed yet")
+    from benchmarks import ops
+    assert ops.main(["--quick", "--out", str(tmp_path), "--budget-s", "0.05",
+                     "--impls", "per_group,slice_sum,native,auto"]) == 0
+    records = json.loads((tmp_path / "ops-cpu-quick.json").read_text())
+    assert {r["shape"]["name"] for r in records} == set(ops.QUICK_NAMES)
+    for r in records:
+        assert r["error"] is None, r
+        assert r["device"] == "cpu" and r["dtype"] == "float32" and r["torch"] and r["device_name"]
+        assert r["median_us"] > 0 and r["repeats"] >= 3 and r["aten_ops"] >= 1
+        assert r["cuda_kernels"] is None                                      # CPU run
+        assert r["auto_choice"] in ("slice_sum", "compiled", "native")
+        assert set(r["shape"]) >= {"name", "op", "x", "weight", "stride", "padding", "channels"}
+    seed = {r["impl"]: r for r in records if r["shape"]["name"] == "seed-c2048"}
+    assert seed["per_group"]["speedup_vs_per_group"] == pytest.approx(1.0)
+    assert seed["per_group"]["aten_ops"] >= 2048 > seed["native"]["aten_ops"]
+    md = (tmp_path / "ops-cpu-quick.md").read_text()
+    assert "seed-c2048" in md and "auto picks" in md and "cores" in md
+    png = (tmp_path / "ops-cpu-quick.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+@pytest.mark.parametrize("argv, match", [
+    pytest.param(["--impls", "bogus"], "--impls", id="bad-impl"),
+    pytest.param(["--shapes", "no-such-shape"], "matches none", id="bad-shape"),
+])
+def test_ops_bad_arguments(tmp_path, argv, match, capsys):
+    from benchmarks import ops
+    with pytest.raises((ValueError, SystemExit)) as exc:
+        ops.main(argv + ["--out", str(tmp_path)])
+    assert match in (str(exc.value) + capsys.readouterr().err)
