@@ -1,0 +1,146 @@
+"""The impl contextvar, `auto` resolution and the two public depthwise ops.
+
+    current_impl() -> str            the policy for calls with impl=None (default "auto")
+    use_impl(name)                   context manager setting it (a contextvar: thread/async safe)
+    resolve_impl(op, x, weight, stride, padding, dilation, impl=None) -> concrete impl name
+    depthwise_conv1d / depthwise_conv2d
+
+Hot path (benchmarked at ~10 us): the public ops build one tuple key from the call's
+shapes/dtypes/devices/arguments and look up a cache entry (impl function, resolved stride,
+padding, dilation). Only a miss validates (spec.py) and resolves `auto`; a key holds
+everything validation depends on, so a hit is a call already proven valid.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+
+import torch
+
+from .. import profiling
+from . import spec
+
+IMPLS = ("per_group", "slice_sum", "compiled", "fused", "native")
+POLICIES = IMPLS + ("auto",)
+OPS = ("conv1d", "conv2d", "decode")
+_MAX_CACHE = 4096            # distinct call signatures kept; cleared wholesale beyond (rare)
+
+_IMPL: contextvars.ContextVar[str] = contextvars.ContextVar("dwserve_depthwise_impl", default="auto")
+_AUTO: dict = {}             # (op, device type, dtype, x_shape, weight_shape, stride, padding, dilation) -> impl
+_CALLS: dict = {}            # public-op call signature -> (fn, stride, padding, dilation)
+
+
+def _check_policy(name) -> str:
+    if name not in POLICIES:
+        raise ValueError(f"impl must be one of {POLICIES} (or None for the current use_impl), got {name!r}")
+    return name
+
+
+def current_impl() -> str:
+    """The impl policy for depthwise calls made with impl=None in this context."""
+    return _IMPL.get()
+
+
+@contextlib.contextmanager
+def use_impl(name: str):
+    """Make `name` (one of IMPLS or "auto") the default impl for depthwise calls inside.
+    A contextvar: other threads and asyncio tasks keep their own value."""
+    token = _IMPL.set(_check_policy(name))
+    try:
+        yield name
+    finally:
+        _IMPL.reset(token)
+
+
+def clear_caches() -> None:
+    """Forget cached auto decisions and call signatures (e.g. after changing the auto rule)."""
+    _AUTO.clear()
+    _CALLS.clear()
+
+
+def _choose(op, device, dtype, x_shape, weight_shape, stride, dilation) -> str:
+    try:
+        from . import auto
+    except ImportError:       # the rule module is optional: the framework conv always runs
+        return "native"
+    name = auto.choose(op, device, dtype, x_shape, weight_shape, stride, dilation)
+    if name not in IMPLS:
+        raise RuntimeError(f"auto.choose returned {name!r}, not one of {IMPLS}: fix models/depthwise/auto.py")
+    return name
+
+
+def _hashable(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+def resolve_impl(op: str, x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation,
+                 impl: str | None = None) -> str:
+    """The concrete impl (one of IMPLS) a call runs: `impl`, else current_impl(); "auto" asks
+    auto.choose once per (op, device type, dtype, shapes, stride, padding, dilation)."""
+    name = _check_policy(impl if impl is not None else _IMPL.get())
+    if name != "auto":
+        return name
+    if op not in OPS:
+        raise ValueError(f"op must be one of {OPS}, got {op!r}")
+    stride, padding, dilation = _hashable(stride), _hashable(padding), _hashable(dilation)
+    key = (op, x.device.type, x.dtype, tuple(x.shape), tuple(weight.shape), stride, padding, dilation)
+    try:
+        return _AUTO[key]
+    except KeyError:
+        pass
+    if len(_AUTO) >= _MAX_CACHE:
+        _AUTO.clear()
+    choice = _AUTO[key] = _choose(op, x.device, x.dtype, key[3], key[4], stride, dilation)
+    return choice
+
+
+def _impl_fn(name: str, op: str):
+    return getattr(importlib.import_module(f"{__package__}.{name}"), op)
+
+
+def _prepare(op, key, x, weight, bias, stride, padding, dilation, policy):
+    """Cache miss: validate, resolve padding and impl, and cache the entry under `key`."""
+    check = spec.conv1d_spec if op == "conv1d" else spec.conv2d_spec
+    s, p, d = check(x, weight, bias, stride, padding, dilation)
+    name = resolve_impl(op, x, weight, s, p, d, policy)
+    entry = (_impl_fn(name, op), s, p, d)
+    if key is not None:
+        if len(_CALLS) >= _MAX_CACHE:
+            _CALLS.clear()
+        _CALLS[key] = entry
+    return entry
+
+
+def _call(op, x, weight, bias, stride, padding, dilation, impl):
+    policy = impl if impl is not None else _IMPL.get()
+    try:
+        key = (op, policy, x.shape, x.dtype, x.device, weight.shape, weight.dtype, weight.device,
+               None if bias is None else (bias.shape, bias.dtype, bias.device), stride, padding, dilation)
+        entry = _CALLS[key]
+    except KeyError:
+        entry = _prepare(op, key, x, weight, bias, stride, padding, dilation, policy)
+    except (TypeError, AttributeError):   # unhashable argument (a list) or not a tensor: no caching
+        entry = _prepare(op, None, x, weight, bias, stride, padding, dilation, policy)
+    fn, s, p, d = entry
+    if profiling._TIMER.get() is None:    # no depthwise_timer active: nothing else to do
+        return fn(x, weight, bias, s, p, d)
+    with profiling.record_depthwise(x.device):
+        return fn(x, weight, bias, s, p, d)
+
+
+def depthwise_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
+                     stride=1, padding=0, dilation=1, impl: str | None = None) -> torch.Tensor:
+    """Depthwise conv1d with PyTorch semantics: x (B, C, L), weight (C*m, 1, K), bias (C*m,)
+    -> (B, C*m, L_out), equal to F.conv1d(..., groups=C). padding: int, (p,), (left, right),
+    "valid", "same" or "causal" (left dilation*(K-1)). impl: one of IMPLS, "auto", or None for
+    current_impl()."""
+    return _call("conv1d", x, weight, bias, stride, padding, dilation, impl)
+
+
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
+                     stride=1, padding=0, dilation=1, impl: str | None = None) -> torch.Tensor:
+    """Depthwise conv2d with PyTorch semantics: x (B, C, H, W) (channels_last accepted and kept),
+    weight (C*m, 1, KH, KW), bias (C*m,) -> (B, C*m, H_out, W_out), equal to
+    F.conv2d(..., groups=C). padding: int, (ph, pw), (top, bottom, left, right), "valid" or "same"."""
+    return _call("conv2d", x, weight, bias, stride, padding, dilation, impl)
