@@ -265,8 +265,10 @@ def test_impl_none_follows_use_impl_and_decode_resolves_op_decode(monkeypatch):
     with use_impl("per_group"):
         sc.short_conv_block(bcx, w, b, conv_state=state)
         sc.conv1d_decode_step(bcx[:, 0, :3], state, w, b)
-    assert seen == [("conv1d", "per_group"), ("conv", "per_group"),
-                    ("decode", "per_group"), ("conv", "per_group")], seen
+    # (depthwise_conv1d resolves again inside: only the order of our own entries matters)
+    ours = [op for op, _ in seen if op in ("decode", "conv")]
+    assert seen[0] == ("conv1d", "per_group") and ours == ["conv", "decode", "conv"], seen
+    assert all(name == "per_group" for _, name in seen), seen
 
 
 @pytest.mark.parametrize("call,expected", [

@@ -14,11 +14,10 @@ y[t] = c[t] * (bias + sum_k w[k] * bx_ext[t + k]); conv_state <- the last K-1 of
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 
+from .. import profiling
 from . import dispatch, fused
 
 ACTIVATIONS = (None, "silu")
@@ -115,16 +114,6 @@ def conv1d_decode_step_reference(x_new, conv_state, weight, bias=None, *, activa
 
 # ---------------------------------------------------------------- public ops
 
-def _timed():
-    """The depthwise timer's recording context, if models.profiling provides one."""
-    try:
-        from models import profiling
-    except ImportError:
-        return contextlib.nullcontext()
-    record = getattr(profiling, "record_depthwise", None)
-    return record() if record is not None else contextlib.nullcontext()
-
-
 def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
                      conv_state: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                      impl: str | None = None) -> torch.Tensor:
@@ -139,7 +128,8 @@ def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     K = weight.shape[-1]
     x_view = bcx[..., 2 * (bcx.shape[-1] // 3):].transpose(1, 2)   # (B, C, L): what the conv sees
     name = dispatch.resolve_impl("conv1d", x_view, weight, 1, (K - 1, 0), 1, impl)
-    with _timed():
+    # One record around the whole op: the depthwise_conv1d inside does not count again.
+    with profiling.record_depthwise(bcx.device):
         if name == "fused":
             return fused.short_conv_block(bcx, weight, bias, conv_state, mask)
         conv = lambda x, left: dispatch.depthwise_conv1d(x, weight, bias, padding="causal" if left else 0,
@@ -159,7 +149,7 @@ def conv1d_decode_step(x_new: torch.Tensor, conv_state: torch.Tensor, weight: to
     _check_decode(x_new, conv_state, weight, bias, activation)
     K = weight.shape[-1]
     name = dispatch.resolve_impl("decode", x_new[:, :, None], weight, 1, (K - 1, 0), 1, impl)
-    with _timed():
+    with profiling.record_depthwise(x_new.device):
         if name == "fused":
             return fused.conv1d_decode_step(x_new, conv_state, weight, bias, activation)
         window = torch.cat([conv_state.to(x_new.dtype), x_new[:, :, None]], dim=-1)   # (B, C, K)
