@@ -6,6 +6,9 @@
 
 `aten_ops` counts every ATen op dispatched by `fn` as seen by a TorchDispatchMode: top-level
 ops only (an op's own internals run with the mode popped), views included, on every device.
+torch.compile'd code cannot run under a Python dispatch mode, so compiled regions wrap their
+call in `opaque_region()`: it runs them with the mode suspended and counts each as 1 (one
+generated kernel; its guards and allocations are not ATen ops anyway).
 `cuda_kernels` counts kernels the GPU ran (torch.profiler device events, memcpy/memset
 excluded); None without CUDA.
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 import time
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -46,6 +50,8 @@ class _OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+_PROFILER_LOCK = threading.Lock()
+_NULL = contextlib.nullcontext()
 _NOT_KERNELS = ("Memcpy", "Memset", "memcpy", "memset")
 
 
@@ -55,22 +61,59 @@ def _count_cuda_kernels(prof) -> int:
                if e.device_type == DeviceType.CUDA and not e.name.startswith(_NOT_KERNELS))
 
 
+_COUNTER: contextvars.ContextVar[_OpCounter | None] = contextvars.ContextVar(
+    "dwserve_op_counter", default=None)
+
+
+class _Opaque:
+    """Run a torch.compile'd region with count_launches' mode suspended; count it as one op."""
+    __slots__ = ("counter", "cm")
+
+    def __init__(self, counter: _OpCounter):
+        self.counter = counter
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import _disable_current_modes
+        self.counter.count += 1
+        self.cm = _disable_current_modes()
+        self.cm.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.cm.__exit__(*exc)
+
+
+def opaque_region():
+    """Context manager for compiled code (see the module docstring); a no-op unless
+    count_launches is counting in this context."""
+    counter = _COUNTER.get()
+    return _NULL if counter is None else _Opaque(counter)
+
+
+def _counting(fn, args, kwargs) -> int:
+    with _OpCounter() as ops:
+        token = _COUNTER.set(ops)
+        try:
+            fn(*args, **kwargs)
+        finally:
+            _COUNTER.reset(token)
+    return ops.count
+
+
 def count_launches(fn, *args, **kwargs) -> LaunchCount:
     """Run fn(*args, **kwargs) once and count ATen ops (and CUDA kernels when CUDA is present).
 
     Run fn once beforehand if it has one-off work (compilation, autotuning, cache fills)
     that should not be counted."""
     if not torch.cuda.is_available():
-        with _OpCounter() as ops:
-            fn(*args, **kwargs)
-        return LaunchCount(ops.count, None)
+        return LaunchCount(_counting(fn, args, kwargs), None)
     from torch.profiler import ProfilerActivity, profile
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        with _OpCounter() as ops:
-            fn(*args, **kwargs)
+    with _PROFILER_LOCK:          # the profiler is process-global: one count at a time
         torch.cuda.synchronize()
-    return LaunchCount(ops.count, _count_cuda_kernels(prof))
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            ops = _counting(fn, args, kwargs)
+            torch.cuda.synchronize()
+    return LaunchCount(ops, _count_cuda_kernels(prof))
 
 
 # ---------------------------------------------------------------- depthwise timing
@@ -138,8 +181,6 @@ class _Record:
             t = t.parent
         return False
 
-
-_NULL = contextlib.nullcontext()
 
 
 def record_depthwise(device: torch.device | str | None = None):
