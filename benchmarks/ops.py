@@ -114,7 +114,8 @@ def impls_for(device: str, requested: list[str] | None) -> list[str]:
 
 
 def bench_shape(shape: Shape, impls: list[str], dtype: torch.dtype, device: str, env: dict,
-                budget_s: float, min_repeats: int, max_repeats: int) -> list[dict]:
+                budget_s: float, min_repeats: int, max_repeats: int,
+                max_fn_s: float | None = None) -> list[dict]:
     """Records for one shape: interleaved timings, launch counts, speedups."""
     from models.profiling import count_launches
     fns, errors = {}, {}
@@ -126,7 +127,8 @@ def bench_shape(shape: Shape, impls: list[str], dtype: torch.dtype, device: str,
         except Exception as exc:                              # record, don't abort the suite
             errors[impl] = f"{type(exc).__name__}: {exc}"[:300]
     stats = timing.time_interleaved(fns, device=device, budget_s=budget_s,
-                                    min_repeats=min_repeats, max_repeats=max_repeats) if fns else {}
+                                    min_repeats=min_repeats, max_repeats=max_repeats,
+                                    max_fn_s=max_fn_s) if fns else {}
     choice = auto_choice(shape, dtype, device)
     base = {"shape": {"name": shape.name, "op": shape.op, "x": list(shape.x),
                       "weight": list(shape.weight), "stride": shape.stride,
@@ -204,6 +206,22 @@ def write_plot(records: list[dict], path: Path, env: dict) -> None:
                                    f"({env['device']}, torch {env['torch']})")
 
 
+def auto_table(records: list[dict]) -> str:
+    """The CPU_MEASURED rows for models/depthwise/auto.py from benchmark records (paste them)."""
+    by = {}
+    for r in records:
+        by.setdefault(r["shape"]["name"], {})[r["impl"]] = r
+    lines = []
+    for name, rs in by.items():
+        sh = next(iter(rs.values()))["shape"]
+        med = {i: round(rs[i]["median_us"], 1) for i in ("slice_sum", "compiled", "native")}
+        best = min(med, key=med.get)
+        lines.append(f"    ({name!r}, {sh['op']!r}, {tuple(sh['x'])}, {tuple(sh['weight'])}, "
+                     f"{sh['stride']}, dict({', '.join(f'{i}={t}' for i, t in med.items())})),"
+                     f"  # per_group {rs['per_group']['median_us']:.0f} -> {best}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dwserve bench ops", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -213,7 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shapes", help="comma list of substrings of shape names to run")
     p.add_argument("--impls", help=f"comma list from {IMPLS} (default: all that run on --device)")
     p.add_argument("--budget-s", type=float, help="timing budget per shape (default 2.0; quick 0.2)")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's, as served)")
+    p.add_argument("--auto-table", action="store_true",
+                   help="print the CPU_MEASURED rows for models/depthwise/auto.py from the results")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but torch.cuda.is_available() is False; use --device cpu")
     impls = impls_for(args.device, args.impls.split(",") if args.impls else None)
@@ -229,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     records = []
     with torch.inference_mode():
         for shape in shapes:
-            rs = bench_shape(shape, impls, dtype, args.device, env, budget, *reps)
+            rs = bench_shape(shape, impls, dtype, args.device, env, budget, *reps,
+                             max_fn_s=3 * budget)
             records += rs
             print(f"{shape.name:32s} " + "  ".join(
                 f"{r['impl']}={r['median_us']:.1f}" if r["median_us"] is not None else f"{r['impl']}=ERR"
@@ -242,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     write_markdown(records, out / f"{stem}.md", env, args.quick)
     write_plot(records, out / f"{stem}.png", env)
     print(f"wrote {out / stem}.json, .md, .png")
+    if args.auto_table:
+        print(auto_table(records))
     return 0
 
 

@@ -30,6 +30,9 @@ from collections.abc import Callable, Mapping
 import torch
 
 
+SLOW_CALL_S = 0.25     # a call this slow gets one warm-up call and may get only 3 samples
+
+
 @dataclasses.dataclass(frozen=True)
 class Timing:
     """Per-call time statistics in microseconds, over `repeats` samples of `inner` calls each."""
@@ -96,17 +99,23 @@ def _warm_up(fn: Callable[[], object], warmup: int, sync: Callable[[], None]) ->
     while len(times) < warmup or (len(times) < 20 and total < 0.05):
         times.append(_sample(fn, 1, sync))
         total += times[-1]
+        if total > SLOW_CALL_S:                      # seconds-long calls: one warm-up is plenty
+            break
     return min(times[1:] or times)
 
 
 def time_interleaved(fns: Mapping[str, Callable[[], object]], *, device: torch.device | str = "cpu",
                      warmup: int = 2, min_repeats: int = 5, max_repeats: int = 200,
-                     budget_s: float = 2.0, min_sample_s: float = 1e-4) -> dict[str, Timing]:
+                     budget_s: float = 2.0, min_sample_s: float = 1e-4,
+                     max_fn_s: float | None = None) -> dict[str, Timing]:
     """Time every fn round-robin (one sample each per round) and return {name: Timing}.
 
     warmup: minimum untimed calls per fn before timing (fast fns get more, see _warm_up);
     the fastest warm-up call estimates the per-call cost used to size `inner` and repeats.
-    Total time is about budget_s plus min_repeats samples of the slowest fn.
+    Total time is about budget_s plus min_repeats samples of the slowest fn (3 samples when
+    min_repeats of them would exceed 2 * budget_s: a 2 s per_group decode call is not
+    worth 5, and its median is only ever compared to fns 1000x faster). max_fn_s caps the
+    timed seconds of any one fn (at least 1 sample).
     """
     if not fns:
         raise ValueError("time_interleaved needs at least one function, got an empty mapping")
@@ -122,7 +131,10 @@ def time_interleaved(fns: Mapping[str, Callable[[], object]], *, device: torch.d
         inner[n] = max(1, min(1000, math.ceil(min_sample_s / max(est, 1e-9))))
         per_sample = max(est * inner[n], 1e-9)
         share = budget_s / len(names)
-        target[n] = max(min_repeats, min(max_repeats, int(share / per_sample)))
+        floor = min_repeats if per_sample * min_repeats <= 2 * budget_s else min(min_repeats, 3)
+        target[n] = max(floor, min(max_repeats, int(share / per_sample)))
+        if max_fn_s is not None:                     # hard cap for pathological baselines
+            target[n] = max(1, min(target[n], int(max_fn_s / per_sample)))
     gc_was_enabled = gc.isenabled()
     gc.disable()                                     # no collector pauses inside samples
     try:
