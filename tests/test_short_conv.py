@@ -305,3 +305,18 @@ def test_ops_record_into_depthwise_timer():
         sc.short_conv_block(bcx, w, b, conv_state=state, impl="slice_sum")
         sc.conv1d_decode_step(bcx[:, 0, :3], state, w, b, impl="slice_sum")
     assert t.calls == 2 and t.seconds > 0
+
+
+@pytest.mark.parametrize("impl,grows", [pytest.param("per_group", True, id="per_group_O(C)"),
+                                        pytest.param("slice_sum", False, id="slice_sum_O(1)")])
+def test_decode_launches_scale_with_channels_only_for_per_group(impl, grows):
+    """The decode step composes depthwise_conv1d, so per_group's O(C) ops show at decode too."""
+    sc, profiling = _sc(), pytest.importorskip("models.profiling")
+
+    def ops(C):
+        x, state, w = torch.randn(1, C, device=DEV), torch.zeros(1, C, 3, device=DEV), torch.randn(C, 1, 4, device=DEV)
+        sc.conv1d_decode_step(x, state, w, impl=impl)            # warm caches
+        return profiling.count_launches(sc.conv1d_decode_step, x, state, w, impl=impl).aten_ops
+
+    extra = ops(20) - ops(4)
+    assert (extra >= 16) if grows else (extra == 0), extra

@@ -126,8 +126,11 @@ def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     """
     _check_block(bcx, weight, bias, conv_state, mask)
     K = weight.shape[-1]
-    x_view = bcx[..., 2 * (bcx.shape[-1] // 3):].transpose(1, 2)   # (B, C, L): what the conv sees
-    name = dispatch.resolve_impl("conv1d", x_view, weight, 1, (K - 1, 0), 1, impl)
+    policy = impl if impl is not None else dispatch.current_impl()
+    # auto decides from the (B, C, L) input the conv sees; only build that view when needed
+    # (views are ATen ops too, and count in the aten_ops launch metric).
+    x = bcx[..., 2 * (bcx.shape[-1] // 3):].transpose(1, 2) if policy == "auto" else bcx
+    name = dispatch.resolve_impl("conv1d", x, weight, 1, (K - 1, 0), 1, policy)
     # One record around the whole op: the depthwise_conv1d inside does not count again.
     with profiling.record_depthwise(bcx.device):
         if name == "fused":
@@ -148,7 +151,9 @@ def conv1d_decode_step(x_new: torch.Tensor, conv_state: torch.Tensor, weight: to
     """
     _check_decode(x_new, conv_state, weight, bias, activation)
     K = weight.shape[-1]
-    name = dispatch.resolve_impl("decode", x_new[:, :, None], weight, 1, (K - 1, 0), 1, impl)
+    policy = impl if impl is not None else dispatch.current_impl()
+    x = x_new[:, :, None] if policy == "auto" else x_new       # (B, C, 1) for auto's rule
+    name = dispatch.resolve_impl("decode", x, weight, 1, (K - 1, 0), 1, policy)
     with profiling.record_depthwise(x_new.device):
         if name == "fused":
             return fused.conv1d_decode_step(x_new, conv_state, weight, bias, activation)
