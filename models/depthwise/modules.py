@@ -101,7 +101,8 @@ class DepthwiseConv2d(_DepthwiseConvNd):
 
 def is_depthwise_conv(module: nn.Module) -> bool:
     """nn.Conv1d/2d with groups == in_channels (so one input channel per filter), zeros padding."""
-    return (isinstance(module, (nn.Conv1d, nn.Conv2d)) and not isinstance(module, nn.LazyConvMixin)
+    return (isinstance(module, (nn.Conv1d, nn.Conv2d))
+            and not isinstance(module.weight, nn.parameter.UninitializedParameter)   # lazy, unbuilt
             and module.groups == module.in_channels and module.padding_mode == "zeros"
             and not getattr(module, "transposed", False))
 
