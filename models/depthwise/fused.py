@@ -26,6 +26,7 @@ CPU_ERROR = ("the fused impl needs a CUDA device (or TRITON_INTERPRET=1 for test
 TRITON_ERROR = ("the fused impl needs Triton, which is not installed: "
                 "pip install 'dwserve[gpu]' (triton>=3.0), or use impl='slice_sum' or 'native'")
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+MAX_BATCH = 65535
 
 
 def interpreting() -> bool:
@@ -45,6 +46,9 @@ def available(device: torch.device | str | None = None) -> bool:
 
 def _kernels(name: str, *tensors: torch.Tensor):
     """Check device/dtype and return the Triton kernel module `name`, importing it lazily."""
+    if tensors[0].shape[0] > MAX_BATCH:   # every kernel puts the batch on grid dim 1 or 2
+        raise ValueError(f"the fused impl takes batches of at most {MAX_BATCH} rows (CUDA grid limit), "
+                         f"got {tensors[0].shape[0]}: split the batch")
     for t in tensors:
         if t is None:
             continue
