@@ -295,9 +295,7 @@ def test_bad_shapes_raise_value_error_naming_expected(call, expected):
 
 
 def test_ops_record_into_depthwise_timer():
-    profiling = pytest.importorskip("models.profiling")
-    if not hasattr(profiling, "depthwise_timer"):
-        pytest.skip("models.profiling has no depthwise_timer yet")
+    from models import profiling
     sc = _sc()
     bcx, w, b, state = block_inputs(1, 4, 3, 3, seed=2)
     with profiling.depthwise_timer() as t:
@@ -310,7 +308,8 @@ def test_ops_record_into_depthwise_timer():
                                         pytest.param("slice_sum", False, id="slice_sum_O(1)")])
 def test_decode_launches_scale_with_channels_only_for_per_group(impl, grows):
     """The decode step composes depthwise_conv1d, so per_group's O(C) ops show at decode too."""
-    sc, profiling = _sc(), pytest.importorskip("models.profiling")
+    from models import profiling
+    sc = _sc()
 
     def ops(C):
         x, state, w = torch.randn(1, C, device=DEV), torch.zeros(1, C, 3, device=DEV), torch.randn(C, 1, 4, device=DEV)
