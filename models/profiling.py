@@ -57,8 +57,10 @@ _NOT_KERNELS = ("Memcpy", "Memset", "memcpy", "memset")
 
 def _count_cuda_kernels(prof) -> int:
     from torch.autograd import DeviceType
+    # device-side events are kernels, memcpy/memset, and (newer torch) GPU user annotations
     return sum(1 for e in prof.events()
-               if e.device_type == DeviceType.CUDA and not e.name.startswith(_NOT_KERNELS))
+               if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)
+               and not e.name.startswith(_NOT_KERNELS))
 
 
 _COUNTER: contextvars.ContextVar[_OpCounter | None] = contextvars.ContextVar(

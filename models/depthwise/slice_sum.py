@@ -13,6 +13,8 @@ promotes each fp16 slice inside the multiply-add, so there is no extra pass over
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -28,7 +30,7 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 def _taps(weight: torch.Tensor, C: int, m: int, acc: torch.dtype, spatial: int):
     """weight (C*m, 1, *kernel) -> tuple of T=prod(kernel) per-channel scalars in `acc` dtype,
     each shaped to broadcast against x slices: (C, 1, ...) if m == 1 else (C, m, 1, ...)."""
-    T = weight[0].numel()
+    T = math.prod(weight.shape[2:])
     w = weight.to(acc).reshape(C, m, T).permute(2, 0, 1)        # (T, C, m)
     lead = (T, C) if m == 1 else (T, C, m)                      # m == 1: x keeps its (B, C, ...) view
     return w.reshape(*lead, *(1,) * spatial).unbind(0)          # trailing 1s for the spatial dims
