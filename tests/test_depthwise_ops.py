@@ -96,15 +96,18 @@ def conv1d_calls(draw):
                 layout=draw(st.sampled_from(["contig", "T", "slice"])), seed=draw(st.integers(0, 2**16)))
 
 
+SWEEP_DTYPES = st.sampled_from([torch.float32, torch.float32, torch.float16, torch.bfloat16])
+
+
 @HYP
-@given(call=conv1d_calls(), impl=st.sampled_from(EAGER))
-def test_conv1d_property(call, impl):
+@given(call=conv1d_calls(), impl=st.sampled_from(EAGER), dtype=SWEEP_DTYPES)
+def test_conv1d_property(call, impl, dtype):
     c, g = call, torch.Generator().manual_seed(call["seed"])
-    x = _noncontig(randn(c["B"], c["C"], c["L"], gen=g), c["layout"])
-    w = randn(c["C"] * c["m"], 1, c["K"], gen=g)
-    b = randn(c["C"] * c["m"], gen=g) if c["bias"] else None
+    x = _noncontig(randn(c["B"], c["C"], c["L"], dtype=dtype, gen=g), c["layout"])
+    w = randn(c["C"] * c["m"], 1, c["K"], dtype=dtype, gen=g)
+    b = randn(c["C"] * c["m"], dtype=dtype, gen=g) if c["bias"] else None
     kw = dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"])
-    assert_matches(depthwise_conv1d(x, w, b, impl=impl, **kw), reference_conv(x, w, b, **kw), torch.float32)
+    assert_matches(depthwise_conv1d(x, w, b, impl=impl, **kw), reference_conv(x, w, b, **kw), dtype)
 
 
 @st.composite
@@ -124,15 +127,15 @@ def conv2d_calls(draw):
 
 
 @HYP
-@given(call=conv2d_calls(), impl=st.sampled_from(EAGER))
-def test_conv2d_property(call, impl):
+@given(call=conv2d_calls(), impl=st.sampled_from(EAGER), dtype=SWEEP_DTYPES)
+def test_conv2d_property(call, impl, dtype):
     c, g = call, torch.Generator().manual_seed(call["seed"])
-    x = _noncontig(randn(c["B"], c["C"], c["H"], c["W"], gen=g), c["layout"])
-    w = randn(c["C"] * c["m"], 1, *c["k"], gen=g)
-    b = randn(c["C"] * c["m"], gen=g) if c["bias"] else None
+    x = _noncontig(randn(c["B"], c["C"], c["H"], c["W"], dtype=dtype, gen=g), c["layout"])
+    w = randn(c["C"] * c["m"], 1, *c["k"], dtype=dtype, gen=g)
+    b = randn(c["C"] * c["m"], dtype=dtype, gen=g) if c["bias"] else None
     kw = dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"])
     out = depthwise_conv2d(x, w, b, impl=impl, **kw)
-    assert_matches(out, reference_conv(x, w, b, **kw), torch.float32)
+    assert_matches(out, reference_conv(x, w, b, **kw), dtype)
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
@@ -191,6 +194,8 @@ def test_compiled_matches_reference_and_warms_once(op, shape, wshape, kw):
     out2 = fn(x, w * 2, b, impl="compiled", **kw)             # same shape class: no new compile
     assert compiled.warm_shape_classes() == before + 1
     assert_matches(out2, reference_conv(x, w * 2, b, **kw), torch.float32)
+    from models.profiling import count_launches                # one generated kernel per call
+    assert count_launches(fn, x, w, b, impl="compiled", **kw).aten_ops <= 2
 
 
 # ------------------------------------------------------------------ validation
