@@ -5,7 +5,7 @@
     dwserve bench ops ...          # the same, through the CLI
 
 For each shape, the impls (per_group, slice_sum, compiled, native, auto; fused on CUDA) are
-timed *interleaved* by benchmarks.timing (round-robin samples, medians), all through the
+timed *interleaved* by benchmarks.timing (shuffled round-robin samples, medians), all through the
 public ops (`depthwise_conv1d/2d`, `conv1d_decode_step`) so each pays the same validation
 and dispatch cost; `auto` additionally pays its own (cached) choice. Each is then run once
 under models.profiling.count_launches for aten ops and CUDA kernels per call.

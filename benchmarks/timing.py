@@ -5,10 +5,14 @@ thermal). Timing impl A for 2 s and then impl B for 2 s puts that drift into the
 `time_interleaved` instead round-robins over the impls of one shape, one sample each per
 round (starting position rotated every round), so every ratio is taken side by side under
 the same conditions, and reports medians (robust to the preemption spikes of a busy box).
+The order within a round is shuffled (seeded) every round: an op right after a cache-hungry
+one (e.g. native's conv) runs slower, and a fixed rotation gives some impls that
+predecessor more often than others (measured: a 5-10% bias between two identical fns).
 
 Sample = `inner` back-to-back calls between two device synchronisations, divided by
-`inner`; `inner` is chosen from the warm-up so that a sample lasts >= `min_sample_s`
-(a 10 us op is timed in blocks of ~10 calls, so timer overhead is < 1%).
+`inner`; `inner` is chosen from the warm-up so that a sample of the fastest fn lasts
+>= `min_sample_s` (a 10 us op is timed in blocks of ~10 calls, so timer overhead is < 1%),
+and is the same for every fn of a shape (see time_interleaved).
 Repeats are adaptive: each fn gets an equal share of `budget_s`, clamped to
 [min_repeats, max_repeats] samples, so a 30 ms per_group call gets a handful of samples
 while a 10 us native call gets hundreds, and the time per shape stays bounded.
@@ -24,6 +28,7 @@ import gc
 import math
 import os
 import platform
+import random
 import time
 from collections.abc import Callable, Mapping
 
@@ -126,10 +131,15 @@ def time_interleaved(fns: Mapping[str, Callable[[], object]], *, device: torch.d
     sync = synchronizer(device)
     names = list(fns)
     inner, target, samples = {}, {}, {n: [] for n in names}
-    for n in names:                                  # warm up and estimate the per-call cost
-        est = _warm_up(fns[n], warmup, sync)
-        inner[n] = max(1, min(1000, math.ceil(min_sample_s / max(est, 1e-9))))
-        per_sample = max(est * inner[n], 1e-9)
+    est = {n: _warm_up(fns[n], warmup, sync) for n in names}   # warm up, per-call cost
+    # One `inner` for the whole shape, sized by the fastest fn: a sample of 2 calls is twice as
+    # likely to be hit by a preemption as a sample of 1, so fns timed with different `inner`
+    # get differently skewed medians on a busy machine. Only calls slower than 10 ms
+    # (baselines, ~1000x off) drop to inner = 1.
+    shared = max(1, min(1000, math.ceil(min_sample_s / max(min(est.values()), 1e-9))))
+    for n in names:
+        inner[n] = shared if est[n] * shared <= 0.01 else 1
+        per_sample = max(est[n] * inner[n], 1e-9)
         share = budget_s / len(names)
         floor = min_repeats if per_sample * min_repeats <= 2 * budget_s else min(min_repeats, 3)
         target[n] = max(floor, min(max_repeats, int(share / per_sample)))
@@ -138,9 +148,10 @@ def time_interleaved(fns: Mapping[str, Callable[[], object]], *, device: torch.d
     gc_was_enabled = gc.isenabled()
     gc.disable()                                     # no collector pauses inside samples
     try:
-        for r in range(max(target.values())):
-            k = r % len(names)                       # rotate who goes first in each round
-            for n in names[k:] + names[:k]:
+        order, rng = list(names), random.Random(0)
+        for _ in range(max(target.values())):
+            rng.shuffle(order)                       # fresh order every round, see module doc
+            for n in order:
                 if len(samples[n]) < target[n]:
                     samples[n].append(_sample(fns[n], inner[n], sync))
     finally:
