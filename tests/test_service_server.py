@@ -28,7 +28,7 @@ from service.testing import malformed_requests
 httpclient = pytest.importorskip("tritonclient.http")
 REPO = Path(__file__).resolve().parent.parent
 REAL = importlib.util.find_spec("models.registry") is not None
-LIMITS = {"max-sequence-length": 64, "max-batch-size": 4, "max-body-bytes": 3 * 2**20, "max-new-tokens": 16}
+LIMITS = {"max-sequence-length": 64, "max-batch-size": 4, "max-body-bytes": 8 * 2**20, "max-new-tokens": 16}
 
 
 def free_port() -> int:
