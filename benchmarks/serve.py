@@ -189,7 +189,8 @@ def _ms(x):
 def write_markdown(res: dict, path: Path) -> None:
     lines = [f"# Serving benchmark ({res['device']})", "",
              f"{res['timestamp']}, torch {res['torch']}, {res['cpu_count']} CPU cores, "
-             f"{res['duration_s']} s per scenario after {res['warmup_s']} s warm-up. "
+             f"{res['duration_s']} s per scenario after {res['warmup_s']} s warm-up, load average "
+             f"{res['loadavg_start'][0]:.1f} at start and {res['loadavg_end'][0]:.1f} at the end. "
              "Latency is client-side (loopback, keep-alive); compute is the server's forward time "
              "(Server-Timing).", "",
              "| scenario | clients | requests | throughput (req/s) | p50 ms | p95 ms | p99 ms | compute p50 ms | queue p50 ms |",
@@ -256,7 +257,8 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds per scenario")
     p.add_argument("--warmup", type=float, default=4.0, help="unmeasured seconds before each scenario")
     p.add_argument("--clients", type=int, default=16)
-    p.add_argument("--impl-requests", type=int, default=12, help="requests per impl in the impl scenarios")
+    p.add_argument("--impl-requests", type=int, default=8, help="at most this many requests per impl scenario")
+    p.add_argument("--impl-budget", type=float, default=25.0, help="and at most this many seconds (>= 2 requests)")
     p.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
     p.add_argument("--tag", help="file suffix (default: the device)")
     args = p.parse_args(argv)
@@ -268,6 +270,7 @@ def main(argv=None) -> int:
            "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
            "duration_s": args.duration, "warmup_s": args.warmup, "scenarios": {}, "impls": {}}
     t0 = time.time()
+    res["loadavg_start"] = os.getloadavg()  # the CI box is shared: say how busy it was
 
     def measure(url: str, url_batch1: str | None):
         sc = res["scenarios"]
@@ -288,11 +291,12 @@ def main(argv=None) -> int:
                 print(f"impl {model}/{impl}", flush=True)
                 req = infer_request(model, arr, True, impl)
                 with httpx.Client(base_url=url, timeout=300) as c:
-                    for _ in range(2):  # warm: compile / first-shape launch count
-                        c.post(req[0], content=req[1], headers=req[2])
+                    c.post(req[0], content=req[1], headers=req[2])  # warm: compile, first-shape launch count
                     before = scrape(url)
-                    for _ in range(args.impl_requests):
+                    t_end, n = time.perf_counter() + args.impl_budget, 0
+                    while n < args.impl_requests and (n < 2 or time.perf_counter() < t_end):
                         c.post(req[0], content=req[1], headers=req[2]).raise_for_status()
+                        n += 1
                 after = scrape(url)
                 res["impls"][f"{model}/{impl}"] = impl_view(before, after, model, impl)
 
@@ -309,6 +313,7 @@ def main(argv=None) -> int:
                             ("latency_binary", "latency_json", "batching_on", "batching_off") if k in res["scenarios"]}
     res["acceptance"] = acceptance(res)
     res["wall_s"] = time.time() - t0
+    res["loadavg_end"] = os.getloadavg()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = args.out_dir / f"serve-{args.tag or args.device}"
     stem.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")

@@ -259,3 +259,20 @@ def test_overload_503_with_retry_after_and_no_hung_request():
         assert set(codes) <= {200, 503} and 503 in codes and 200 in codes
         assert all(r.headers.get("retry-after") and r.json()["error"] for r in responses if r.status_code == 503)
         assert httpx.get(f"{url}/v2/health/ready").status_code == 200
+
+
+def test_sse_client_disconnect_stops_generation():
+    """A client that drops a stream frees the model at the next token, not after max_new_tokens."""
+    cmd = fake_server_cmd(max_new_tokens=64) + ["--token-delay-s", "0.1"]
+    with server_process(cmd, timeout=60) as (url, _):
+        with httpx.stream("POST", f"{url}/v1/generate", json={"prompt": "a", "max_new_tokens": 50, "stream": True},
+                          timeout=30) as r:
+            first = next(line for line in r.iter_lines() if line.startswith("data: "))
+        assert json.loads(first[6:])["text"]
+        t0 = time.perf_counter()  # 50 tokens x 0.1 s = 5 s if generation went on
+        body = {"inputs": [{"name": "input_ids", "shape": [1, 1], "datatype": "INT64", "data": [1]}]}
+        assert httpx.post(f"{url}/v2/models/lfm2/infer", json=body, timeout=30).status_code == 200
+        assert time.perf_counter() - t0 < 2.5
+        metrics = httpx.get(f"{url}/metrics").text
+        line = next(l for l in metrics.splitlines() if l.startswith("dwserve_generated_tokens_total{"))
+        assert float(line.split()[-1]) < 50

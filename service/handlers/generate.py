@@ -129,10 +129,10 @@ class GenerateHandler:
                 yield {"token_id": ids[-1] if ids else None, "text": text[sent:]}
         finally:
             cancel.set()  # client gone or error: stop generating at the next token
-        n = len(ids)
-        m.generated_tokens.labels(*labels).inc(n)
-        if n > 1 and t_first is not None:
-            m.tpot.labels(*labels).observe((time.perf_counter() - t_first) / (n - 1))
+            n = len(ids)  # counted also when the client left mid-stream
+            m.generated_tokens.labels(*labels).inc(n)
+            if n > 1 and t_first is not None:
+                m.tpot.labels(*labels).observe((time.perf_counter() - t_first) / (n - 1))
         yield {"done": True, "text": text, "token_ids": ids, "finish_reason": finish,
                "usage": {"prompt_tokens": len(plan.ids), "completion_tokens": n}}
 
