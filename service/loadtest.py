@@ -166,7 +166,9 @@ def machine() -> dict:
     except OSError:
         pass
     import torch
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
+    load = "%.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else "n/a"
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+            "python": platform.python_version(), "load": load}
 
 
 def write_report(phases: list[Phase], args, out: Path) -> None:
@@ -175,7 +177,8 @@ def write_report(phases: list[Phase], args, out: Path) -> None:
     base = phases[0]
     setup = (f"model `{args.model}`" + (f" ({args.tokens} tokens)" if args.model == "lfm2" else " (1x3x224x224)")
              + f", concurrency {args.concurrency}, {args.duration:g} s x {args.rounds} round(s) per target"
-             f" after {args.warmup:g} s warm-up; {m['cpu']} ({m['cores']} cores), torch {m['torch']},"
+             f" after {args.warmup:g} s warm-up; {m['cpu']} ({m['cores']} cores, load average"
+             f" {m['load']} at the end: other work on the host inflates latencies), torch {m['torch']},"
              f" Python {m['python']}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
     rows = ["| target | server impl | ok | errors | req/s | p50 ms | p90 ms | p95 ms | p99 ms | "
             "launches/forward | p50 speed-up |", "|" + "---|" * 11]
