@@ -18,12 +18,13 @@ from locust import HttpUser, between, task
 
 LFM2_TOKENS = int(os.environ.get("DWSERVE_LFM2_TOKENS", "32"))   # prompt length per request
 LFM2_VOCAB = int(os.environ.get("DWSERVE_LFM2_VOCAB", "256"))    # ids drawn below this bound
+# (and below the served model's vocab_size, read from its metadata at start)
 MOBILENET_SHAPE = (1, 3, 224, 224)
 
 
-def lfm2_body(rng: random.Random) -> dict:
+def lfm2_body(rng: random.Random, vocab: int = LFM2_VOCAB) -> dict:
     """JSON infer request: input_ids INT64 [1, LFM2_TOKENS] (row-major flat data)."""
-    ids = [rng.randrange(LFM2_VOCAB) for _ in range(LFM2_TOKENS)]
+    ids = [rng.randrange(vocab) for _ in range(LFM2_TOKENS)]
     return {"inputs": [{"name": "input_ids", "datatype": "INT64", "shape": [1, LFM2_TOKENS], "data": ids}]}
 
 
@@ -54,10 +55,16 @@ class _Variant(HttpUser):
     def on_start(self) -> None:
         self.rng = random.Random(hash(self.variant) ^ id(self))
         self.image, self.image_headers = mobilenet_binary(self.rng)   # one image per user
+        self.vocab = LFM2_VOCAB
+        with self.client.get("/v2/models/lfm2", name=f"lfm2 metadata [{self.variant}]",
+                             catch_response=True) as r:
+            if r.ok:
+                vocab = (r.json().get("parameters") or {}).get("vocab_size")
+                self.vocab = min(self.vocab, int(vocab)) if vocab else self.vocab
 
     @task(3)
     def lfm2(self) -> None:
-        self.client.post("/v2/models/lfm2/infer", json=lfm2_body(self.rng),
+        self.client.post("/v2/models/lfm2/infer", json=lfm2_body(self.rng, self.vocab),
                          name=f"lfm2 infer [{self.variant}]")
 
     @task(1)
