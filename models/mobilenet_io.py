@@ -1,0 +1,142 @@
+"""MobileNetV2 I/O: strict checkpoint loading, seeded BN statistics, labels, preprocessing.
+
+Checkpoints are torchvision-layout state_dicts in `.safetensors` or `.pth`/`.pt`; the latter
+are read with `torch.load(weights_only=True)` only (tensors and plain containers, never
+arbitrary pickled objects). Preprocessing is torchvision's ImageNet eval transform in
+Pillow + torch: resize shorter side to 256 (bilinear), centre crop 224, to [0, 1], normalise.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE, CROP = 256, 224
+SAFETENSORS_SUFFIXES = (".safetensors",)
+TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+# BatchNorm's step counter does not affect inference; older checkpoints lack it.
+OPTIONAL_SUFFIX = ".num_batches_tracked"
+
+
+# ---- checkpoints -----------------------------------------------------------------------------
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a .safetensors or .pth file, on CPU, by name (no pickle code execution)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"MobileNetV2 weights: expected a .safetensors or .pth file, "
+                         f"{str(path)!r} is not a file")
+    suffix = path.suffix.lower()
+    if suffix in SAFETENSORS_SUFFIXES:
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise ValueError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None
+    if suffix not in TORCH_SUFFIXES:
+        raise ValueError(f"MobileNetV2 weights: expected a file ending in "
+                         f"{SAFETENSORS_SUFFIXES + TORCH_SUFFIXES}, got {path.name!r}")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError for non-tensor pickles, etc.
+        raise ValueError(f"{path}: torch.load(weights_only=True) refused it ({type(exc).__name__}: "
+                         f"{str(exc)[:200]}); save a plain state_dict (model.state_dict())") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]                     # a training checkpoint wrapping the weights
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                            for k, v in obj.items()):
+        raise ValueError(f"{path}: expected a state_dict (a dict of name -> tensor), got "
+                         f"{type(obj).__name__}")
+    return dict(obj)
+
+
+def num_classes_of(state: dict[str, torch.Tensor], source: str | Path = "state_dict") -> int:
+    """The classifier's output size, from `classifier.1.weight` (num_classes, last_channel)."""
+    w = state.get("classifier.1.weight")
+    if w is None or w.dim() != 2:
+        raise ValueError(f"{source}: expected tensor 'classifier.1.weight' of shape "
+                         f"(num_classes, 1280) in a torchvision MobileNetV2 state_dict, got "
+                         f"{'none' if w is None else tuple(w.shape)}")
+    return int(w.shape[0])
+
+
+def check_state_dict(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
+                     source: str = "state_dict") -> None:
+    """Every expected tensor present with its exact shape, nothing unexpected, all floating
+    (num_batches_tracked may be absent). Raises ValueError naming the first bad tensor."""
+    for name, want in expected.items():
+        got = state.get(name)
+        if got is None:
+            if name.endswith(OPTIONAL_SUFFIX):
+                continue
+            raise ValueError(f"{source}: missing tensor {name!r} (expected shape {tuple(want.shape)}); "
+                             "is this a torchvision mobilenet_v2 state_dict with the same width_mult?")
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(want.shape):
+            raise ValueError(f"{source}: tensor {name!r} has shape "
+                             f"{tuple(getattr(got, 'shape', ()))}, expected {tuple(want.shape)}")
+        if want.is_floating_point() and not got.is_floating_point():
+            raise ValueError(f"{source}: tensor {name!r} has dtype {got.dtype}, expected a float dtype")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise ValueError(f"{source}: unexpected tensor {extra[0]!r} ({len(extra)} unexpected in "
+                         "all); expected exactly the keys of torchvision's mobilenet_v2 state_dict")
+
+
+@torch.no_grad()
+def randomize_bn(model: nn.Module, generator: torch.Generator) -> None:
+    """Non-trivial BatchNorm parameters and statistics (gamma in [0.5, 1.5], beta, mean ~
+    N(0, 0.1), var in [0.5, 2]) so that folding them is a real test, with gamma/sqrt(var) near 1
+    so activations stay O(1) through the 52 conv layers."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.weight.copy_(torch.rand(c, generator=generator) + 0.5)
+            m.bias.copy_(torch.randn(c, generator=generator) * 0.1)
+            m.running_mean.copy_(torch.randn(c, generator=generator) * 0.1)
+            m.running_var.copy_(torch.rand(c, generator=generator) * 1.5 + 0.5)
+
+
+def read_labels(path: str | Path | None, num_classes: int) -> list[str]:
+    """Class names from a text file, one per line (blank lines kept as-is except a trailing
+    newline); `class_<i>` when path is None. The count must equal num_classes."""
+    if path is None:
+        return [f"class_{i}" for i in range(num_classes)]
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"labels: expected a text file with one class name per line, "
+                         f"{str(path)!r} is not a file")
+    labels = path.read_text(encoding="utf-8").splitlines()
+    while labels and not labels[-1].strip():
+        labels.pop()
+    if len(labels) != num_classes:
+        raise ValueError(f"labels: {path} has {len(labels)} lines, expected one per class "
+                         f"({num_classes})")
+    return [s.strip() for s in labels]
+
+
+# ---- preprocessing ---------------------------------------------------------------------------
+def preprocess(image, *, resize: int = RESIZE, crop: int = CROP) -> torch.Tensor:
+    """PIL image -> (3, crop, crop) float32, ImageNet-normalised (torchvision's eval transform:
+    Resize(256) on the shorter side, bilinear; CenterCrop(224); ToTensor; Normalize)."""
+    from PIL import Image
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"preprocess expects a PIL.Image.Image, got {type(image).__name__}")
+    if image.width < 1 or image.height < 1:
+        raise ValueError(f"preprocess expects a non-empty image, got {image.width}x{image.height}")
+    img = image.convert("RGB")
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(resize * long / short)                   # torchvision truncates, as here
+    size = (resize, new_long) if w <= h else (new_long, resize)
+    img = img.resize(size, Image.BILINEAR)
+    w, h = img.size
+    left, top = int(round((w - crop) / 2.0)), int(round((h - crop) / 2.0))
+    img = img.crop((left, top, left + crop, top + crop))
+    x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())   # (crop, crop, 3) HWC
+    x = x.permute(2, 0, 1).float().div_(255.0)                      # (3, crop, crop) in [0, 1]
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return ((x - mean) / std).contiguous()
