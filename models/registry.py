@@ -1,0 +1,227 @@
+"""Served models by name: build, IO specs (KServe v2 datatypes), validated batched forward.
+
+    served = build_model("mobilenet_v2")                     # seeded weights, BN folded
+    served = build_model("mobilenet_v2", "weights.safetensors", device="cuda")
+    served = build_model("lfm2", "/models/LFM2-350M")         # a local HF directory
+    out = served.forward({"input": x})                       # {"logits": (B, 1000) float32}
+
+`forward` is batched, runs under torch.inference_mode() and honours the caller's
+`use_impl(...)` (the depthwise layers read it per call). It validates names, dtypes, shapes
+and values and raises ValueError saying what was expected, so the service can answer 4xx.
+Outputs are float32 on the model's device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+MODEL_NAMES = ("lfm2", "mobilenet_v2")
+LFM2_DEFAULT_PRESET = "lfm2-demo"
+LABELS_FILENAME = "labels.txt"     # next to a MobileNetV2 weights file: class names, one per line
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input/output: KServe v2 datatype ("FP32", "INT64") and shape (-1 = variable)."""
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def check(self, t) -> None:
+        """ValueError unless `t` is a tensor of this rank with the fixed dims (batch >= 1)."""
+        want = "[" + ",".join(str(d) for d in self.shape) + "]"
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"input {self.name!r}: expected a tensor of shape {want}, "
+                             f"got {type(t).__name__}")
+        ok = t.dim() == len(self.shape) and all(d == -1 or d == n for d, n in zip(self.shape, t.shape))
+        if not ok or t.numel() == 0:
+            raise ValueError(f"input {self.name!r}: expected shape {want} (-1 = any size >= 1), "
+                             f"got {list(t.shape)}")
+
+
+class ServedModel:
+    """One loaded model: IO specs, the nn.Module, metadata, and a validated forward."""
+
+    def __init__(self, name: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
+                 module: nn.Module, device: torch.device, metadata: dict):
+        self.name, self.inputs, self.outputs = name, inputs, outputs
+        self.module, self.device, self.metadata = module, torch.device(device), metadata
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if not isinstance(inputs, dict) or set(inputs) != {s.name for s in self.inputs}:
+            got = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+            raise ValueError(f"model {self.name!r}: expected inputs {[s.name for s in self.inputs]}, "
+                             f"got {got}")
+        for spec in self.inputs:
+            spec.check(inputs[spec.name])
+        with torch.inference_mode():
+            return self._forward({n: t.to(self.device) for n, t in inputs.items()})
+
+    def _forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def warmup_inputs(self, batch_size: int = 1) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"ServedModel({self.name!r}, device={self.device}, inputs={self.inputs}, outputs={self.outputs})"
+
+
+class MobileNetServed(ServedModel):
+    """`input` FP32 [-1,3,224,224] (ImageNet-normalised) -> `logits` FP32 [-1,num_classes]."""
+
+    def __init__(self, model, device, metadata):
+        n = model.num_classes
+        super().__init__("mobilenet_v2", (TensorSpec("input", "FP32", (-1, 3, 224, 224)),),
+                         (TensorSpec("logits", "FP32", (-1, n)),), model, device, metadata)
+        self.labels: list[str] = list(model.labels)
+        self.dtype = next(model.parameters()).dtype
+
+    def preprocess(self, image) -> torch.Tensor:
+        """PIL.Image -> (3, 224, 224) float32 on CPU (resize 256, centre crop, normalise)."""
+        from .mobilenet_io import preprocess
+        return preprocess(image)
+
+    def _forward(self, inputs):
+        x = inputs["input"]
+        if not x.is_floating_point():
+            raise ValueError(f"input 'input': expected FP32 image data, got dtype {x.dtype}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("input 'input': expected finite values (no NaN/inf); "
+                             "send ImageNet-normalised pixels")
+        x = x.to(self.dtype)
+        if self.metadata.get("channels_last"):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return {"logits": self.module(x).float()}
+
+    def warmup_inputs(self, batch_size: int = 1):
+        g = torch.Generator().manual_seed(0)
+        return {"input": torch.randn(batch_size, 3, 224, 224, generator=g)}
+
+
+class LFM2Served(ServedModel):
+    """`input_ids` INT64 [-1,-1] (left-padded rows) -> `logits` FP32 [-1,vocab], the next token's."""
+
+    def __init__(self, lm, device, metadata):
+        v = lm.config.vocab_size
+        super().__init__("lfm2", (TensorSpec("input_ids", "INT64", (-1, -1)),),
+                         (TensorSpec("logits", "FP32", (-1, v)),), lm, device, metadata)
+        self.lm = lm
+        self.vocab_size = v
+        self.max_length = int(lm.config.max_position_embeddings)
+
+    def _forward(self, inputs):
+        ids = inputs["input_ids"]
+        if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+            raise ValueError(f"input 'input_ids': expected INT64 token ids, got dtype {ids.dtype}")
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= self.vocab_size:
+            raise ValueError(f"input 'input_ids': token ids must be in [0, {self.vocab_size}) "
+                             f"(vocab_size), got values in [{lo}, {hi}]")
+        if ids.shape[1] > self.max_length:
+            raise ValueError(f"input 'input_ids': at most {self.max_length} tokens per row "
+                             f"(max_position_embeddings), got {ids.shape[1]}")
+        return {"logits": self.lm.next_token_logits(ids.long()).float()}
+
+    def warmup_inputs(self, batch_size: int = 1):
+        g = torch.Generator().manual_seed(0)
+        return {"input_ids": torch.randint(0, self.vocab_size, (batch_size, 16), generator=g)}
+
+
+# ---- building -------------------------------------------------------------------------------
+def _device(device) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda[:N]' or 'auto', got {str(device)!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r}: CUDA is not available here; use device='cpu'")
+    return dev
+
+
+def _dtype(dtype) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        return DTYPES[dtype]
+    if not (isinstance(dtype, torch.dtype) and dtype in DTYPES.values()):
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    return dtype
+
+
+def _build_mobilenet(path, device, dtype, seed, labels) -> MobileNetServed:
+    from .mobilenet import MobileNetV2, mobilenet_v2
+    from .mobilenet_io import read_labels
+    if path is None:
+        model, source = mobilenet_v2(seed=seed), f"seeded random weights (seed={seed})"
+    else:
+        p = Path(path)
+        if p.is_dir():
+            raise ValueError(f"mobilenet_v2: expected a .safetensors or .pth weights file, "
+                             f"{str(p)!r} is a directory")
+        model, source = MobileNetV2.from_file(p), str(p)
+        if labels is None and (p.parent / LABELS_FILENAME).is_file():
+            labels = p.parent / LABELS_FILENAME
+    model.labels = read_labels(labels, model.num_classes)
+    n_params = sum(t.numel() for t in model.parameters())
+    model.fold_bn()
+    channels_last = device.type == "cuda"       # NHWC suits cuDNN; on CPU NCHW measured no slower
+    model = model.to(device=device, dtype=dtype)
+    if channels_last:
+        model.to_channels_last()
+    meta = {"architecture": "mobilenet_v2", "source": source, "num_classes": model.num_classes,
+            "parameters": n_params, "depthwise_layers": model.num_depthwise, "bn_folded": True,
+            "channels_last": channels_last, "dtype": str(dtype).removeprefix("torch."),
+            "labels_source": str(labels) if labels is not None else "class_<i>"}
+    return MobileNetServed(model, device, meta)
+
+
+def _build_lfm2(path, device, dtype, seed) -> LFM2Served:
+    from .lfm2 import LFM2ForCausalLM
+    if path is None:
+        lm = LFM2ForCausalLM.from_preset(LFM2_DEFAULT_PRESET, seed=seed, device=device, dtype=dtype)
+        source = f"preset {LFM2_DEFAULT_PRESET} with seeded random weights (seed={seed})"
+    else:
+        if not Path(path).is_dir():
+            raise ValueError(f"lfm2: expected a local Hugging Face directory (config.json + "
+                             f"*.safetensors), {str(path)!r} is not a directory")
+        lm, source = LFM2ForCausalLM.from_pretrained(path, device=device, dtype=dtype), str(path)
+    lm.eval()
+    c = lm.config
+    meta = {"architecture": "lfm2", "source": source, "vocab_size": c.vocab_size,
+            "hidden_size": c.hidden_size, "num_hidden_layers": c.num_hidden_layers,
+            "conv_layers": sum(t == "conv" for t in c.layer_types),
+            "max_position_embeddings": c.max_position_embeddings,
+            "parameters": sum(t.numel() for t in lm.parameters()),
+            "dtype": str(dtype).removeprefix("torch.")}
+    for tok in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if getattr(c, tok, None) is not None:
+            meta[tok] = getattr(c, tok)
+    return LFM2Served(lm, device, meta)
+
+
+def build_model(name: str, path: str | Path | None = None, *, device="cpu", dtype=None, seed: int = 0,
+                labels: str | Path | None = None) -> ServedModel:
+    """A ServedModel for `name` in MODEL_NAMES. path None = the embedded seeded default;
+    mobilenet_v2 takes a weights file (.safetensors/.pth; class names from `labels` or a
+    labels.txt beside it), lfm2 a local HF directory. Never downloads."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
+    dev, dt = _device(device), _dtype(dtype)
+    if path is not None and not Path(path).exists():
+        raise ValueError(f"{name}: weights path {str(path)!r} does not exist")
+    if name == "mobilenet_v2":
+        return _build_mobilenet(path, dev, dt, seed, labels)
+    if labels is not None:
+        raise ValueError("labels= applies to mobilenet_v2 only; lfm2 has a tokenizer")
+    return _build_lfm2(path, dev, dt, seed)
