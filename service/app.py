@@ -51,6 +51,7 @@ class Service:
         self.classify: Optional[ClassifyHandler] = None
         self.generate: Optional[GenerateHandler] = None
         self.load_error: Optional[str] = None
+        self.on_load_error = None  # set by the CLI: stop the server (exit 1) instead of never turning ready
         self._loaded = threading.Event()
 
     @property
@@ -81,6 +82,8 @@ class Service:
         except Exception as exc:  # noqa: BLE001 - stays live but never ready; the reason is logged and shown
             log.exception("model loading failed")
             self.load_error = f"{type(exc).__name__}: {exc}"
+            if self.on_load_error is not None:
+                self.on_load_error()
         finally:
             self._loaded.set()
 

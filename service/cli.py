@@ -63,7 +63,11 @@ def serve(argv: list[str]) -> int:
     from .app import create_app
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_server(create_app(settings), settings, log_level)
+    app = create_app(settings)
+    run_server(app, settings, log_level)
+    if app.state.service.load_error:
+        print(f"dwserve serve: model loading failed: {app.state.service.load_error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -75,7 +79,11 @@ def run_server(app, settings: Settings, log_level: str = "info") -> None:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
                             timeout_graceful_shutdown=settings.graceful_shutdown_s or None,
                             limit_concurrency=max(64, 4 * settings.max_queue_size), access_log=False)
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    service = getattr(app.state, "service", None)
+    if service is not None:  # a model that cannot load ends the process (exit 1), not a zombie
+        service.on_load_error = lambda: setattr(server, "should_exit", True)
+    server.run()
 
 
 def bench(argv: list[str]) -> int:

@@ -16,7 +16,8 @@ def captured(monkeypatch):
     monkeypatch.setattr(cli, "run_server", lambda app, settings, log_level="info": seen.update(settings=settings))
     import service.app
 
-    monkeypatch.setattr(service.app, "create_app", lambda settings: object())
+    fake_app = type("App", (), {"state": type("State", (), {"service": type("S", (), {"load_error": None})()})()})()
+    monkeypatch.setattr(service.app, "create_app", lambda settings: fake_app)
     return seen
 
 
@@ -100,3 +101,12 @@ def test_console_script_is_installed():
         pytest.skip("package not installed (pip install -e .)")
     proc = subprocess.run([exe, "serve", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "--depthwise-impl" in proc.stdout and "--max-queue-delay-ms" in proc.stdout
+
+
+def test_serve_exits_1_when_a_model_cannot_load(tmp_path):
+    missing = tmp_path / "no-such-weights"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--port", "0", "--log-level", "error",
+                           "--model", f"mobilenet_v2={missing}"], capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "model loading failed" in proc.stderr and "no-such-weights" in proc.stderr
