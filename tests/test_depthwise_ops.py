@@ -240,3 +240,16 @@ def test_bad_input_raises_value_error_naming_expected(call, expected):
     with pytest.raises(ValueError) as err:
         call()
     assert expected in str(err.value), str(err.value)
+
+
+def test_compiled_failure_is_a_clear_error_not_a_silent_fallback(monkeypatch):
+    from models.depthwise import compiled
+
+    def broken(*a, **k):
+        raise RuntimeError("Dynamo is not supported on this Python")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    x, w = randn(1, 3, 13), randn(3, 1, 2)                    # a shape class no other test uses
+    with pytest.raises(RuntimeError, match="impl='slice_sum'.*|could not torch.compile"):
+        depthwise_conv1d(x, w, impl="compiled")
+    assert not compiled.is_warm("conv1d", x, w, None, 1, (0, 0), 1)

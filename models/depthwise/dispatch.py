@@ -29,6 +29,7 @@ _MAX_CACHE = 4096            # distinct call signatures kept; cleared wholesale 
 _IMPL: contextvars.ContextVar[str] = contextvars.ContextVar("dwserve_depthwise_impl", default="auto")
 _AUTO: dict = {}             # (op, device type, dtype, x_shape, weight_shape, stride, padding, dilation) -> impl
 _CALLS: dict = {}            # public-op call signature -> (fn, stride, padding, dilation)
+_timer_get = profiling._TIMER.get   # bound once: the hot path reads it every call
 
 
 def _check_policy(name) -> str:
@@ -114,7 +115,7 @@ def _prepare(op, key, x, weight, bias, stride, padding, dilation, policy):
 
 def _call(op, x, weight, bias, stride, padding, dilation, impl):
     policy = impl if impl is not None else _IMPL.get()
-    try:
+    try:   # everything spec.py's verdict depends on, and the policy (auto's answer depends on it)
         key = (op, policy, x.shape, x.dtype, x.device, weight.shape, weight.dtype, weight.device,
                None if bias is None else (bias.shape, bias.dtype, bias.device), stride, padding, dilation)
         entry = _CALLS[key]
@@ -123,7 +124,7 @@ def _call(op, x, weight, bias, stride, padding, dilation, impl):
     except (TypeError, AttributeError):   # unhashable argument (a list) or not a tensor: no caching
         entry = _prepare(op, None, x, weight, bias, stride, padding, dilation, policy)
     fn, s, p, d = entry
-    if profiling._TIMER.get() is None:    # no depthwise_timer active: nothing else to do
+    if _timer_get() is None:              # no depthwise_timer active: nothing else to do
         return fn(x, weight, bias, s, p, d)
     with profiling.record_depthwise(x.device):
         return fn(x, weight, bias, s, p, d)
