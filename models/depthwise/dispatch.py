@@ -63,7 +63,9 @@ def clear_caches() -> None:
 def _choose(op, device, dtype, x_shape, weight_shape, stride, dilation) -> str:
     try:
         from . import auto
-    except ImportError:       # the rule module is optional: the framework conv always runs
+    except ModuleNotFoundError as err:   # no rule module (yet): the framework conv always runs
+        if err.name != f"{__package__}.auto":
+            raise                        # auto.py exists but its own import failed: surface it
         return "native"
     name = auto.choose(op, device, dtype, x_shape, weight_shape, stride, dilation)
     if name not in IMPLS:
