@@ -115,7 +115,7 @@ def impls_for(device: str, requested: list[str] | None) -> list[str]:
 
 def bench_shape(shape: Shape, impls: list[str], dtype: torch.dtype, device: str, env: dict,
                 budget_s: float, min_repeats: int, max_repeats: int,
-                max_fn_s: float | None = None) -> list[dict]:
+                max_fn_s: float | None = None, clock: str = "wall") -> list[dict]:
     """Records for one shape: interleaved timings, launch counts, speedups."""
     from models.profiling import count_launches
     fns, errors = {}, {}
@@ -128,14 +128,14 @@ def bench_shape(shape: Shape, impls: list[str], dtype: torch.dtype, device: str,
             errors[impl] = f"{type(exc).__name__}: {exc}"[:300]
     stats = timing.time_interleaved(fns, device=device, budget_s=budget_s,
                                     min_repeats=min_repeats, max_repeats=max_repeats,
-                                    max_fn_s=max_fn_s) if fns else {}
+                                    max_fn_s=max_fn_s, clock=clock) if fns else {}
     choice = auto_choice(shape, dtype, device)
     base = {"shape": {"name": shape.name, "op": shape.op, "x": list(shape.x),
                       "weight": list(shape.weight), "stride": shape.stride,
                       "padding": shape.padding, "dilation": 1, "channels": shape.channels,
                       "k": shape.k if isinstance(shape.k, int) else list(shape.k),
                       "sweep": shape.sweep},
-            "dtype": str(dtype).removeprefix("torch."), **env, "auto_choice": choice}
+            "dtype": str(dtype).removeprefix("torch."), **env, "clock": clock, "auto_choice": choice}
     med = {n: s.median_us for n, s in stats.items()}
     records = []
     for impl in impls:
@@ -162,6 +162,10 @@ def write_markdown(records: list[dict], path: Path, env: dict, quick: bool) -> N
              f"{env['torch_threads']} torch threads), torch {env['torch']}, triton {env['triton']}."
              + (" These are 2-core shared-machine CPU numbers: compare ratios, not absolutes."
                 if env["device"] == "cpu" else ""),
+             ("Clock: CPU time of the timing thread (`--clock thread_cpu`, 1 torch thread), "
+              "taken on a busy shared box where wall time measured the run queue, not the op; "
+              "re-run with the default wall clock on a quiet machine for served-latency numbers."
+              if records[0].get("clock") == "thread_cpu" else "Clock: wall, device-synchronised."),
              "Median us per call of interleaved samples (benchmarks/timing.py); "
              "`auto` = the impl models/depthwise/auto.py picks, timed through the same public op."
              + (" QUICK run: few shapes and repeats." if quick else ""), "",
@@ -232,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--impls", help=f"comma list from {IMPLS} (default: all that run on --device)")
     p.add_argument("--budget-s", type=float, help="timing budget per shape (default 2.0; quick 0.2)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's, as served)")
+    p.add_argument("--clock", choices=("wall", "thread_cpu"), default="wall",
+                   help="wall (default) or thread_cpu: CPU time of the timing thread, for a busy "
+                        "shared CPU box; use with --threads 1")
+    p.add_argument("--update", action="store_true",
+                   help="merge into the existing results: replace only the shapes run now")
     p.add_argument("--auto-table", action="store_true",
                    help="print the CPU_MEASURED rows for models/depthwise/auto.py from the results")
     args = p.parse_args(argv)
@@ -253,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         for shape in shapes:
             rs = bench_shape(shape, impls, dtype, args.device, env, budget, *reps,
-                             max_fn_s=3 * budget)
+                             max_fn_s=3 * budget, clock=args.clock)
             records += rs
             print(f"{shape.name:32s} " + "  ".join(
                 f"{r['impl']}={r['median_us']:.1f}" if r["median_us"] is not None else f"{r['impl']}=ERR"
@@ -262,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"ops-{args.device}" + ("" if args.dtype == "float32" else f"-{args.dtype}") \
         + ("-quick" if args.quick else "")
+    if args.update and (out / f"{stem}.json").is_file():    # replace just the re-run shapes
+        fresh = {r["shape"]["name"] for r in records}
+        old = [r for r in json.loads((out / f"{stem}.json").read_text()) if r["shape"]["name"] not in fresh]
+        order = {s.name: i for i, s in enumerate(SUITE)}
+        records = sorted(old + records, key=lambda r: order.get(r["shape"]["name"], len(order)))
     (out / f"{stem}.json").write_text(json.dumps(records, indent=1) + "\n")
     write_markdown(records, out / f"{stem}.md", env, args.quick)
     write_plot(records, out / f"{stem}.png", env)

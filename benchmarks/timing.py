@@ -77,6 +77,20 @@ def summarize(samples_s: list[float], inner: int = 1) -> Timing:
                   repeats=len(s), inner=inner)
 
 
+def clock_fn(clock: str, device: torch.device | str = "cpu") -> Callable[[], float]:
+    """"wall": time.perf_counter (device-synchronised samples; what a caller waits).
+    "thread_cpu": CPU seconds of the calling thread (time.thread_time), CPU device only: time
+    spent descheduled is not counted, so on a busy shared box it measures the op, not the
+    queue. Meaningful with torch.set_num_threads(1), since other threads' work is not seen."""
+    if clock == "wall":
+        return time.perf_counter
+    if clock == "thread_cpu":
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"clock 'thread_cpu' measures CPU work only; use clock='wall' on {device}")
+        return time.thread_time
+    raise ValueError(f"clock must be 'wall' or 'thread_cpu', got {clock!r}")
+
+
 def synchronizer(device: torch.device | str) -> Callable[[], None]:
     """A no-arg function that waits for all queued work on `device` (no-op on CPU)."""
     device = torch.device(device)
@@ -87,22 +101,24 @@ def synchronizer(device: torch.device | str) -> Callable[[], None]:
     raise ValueError(f"device must be 'cpu' or 'cuda', got {device}")
 
 
-def _sample(fn: Callable[[], object], inner: int, sync: Callable[[], None]) -> float:
+def _sample(fn: Callable[[], object], inner: int, sync: Callable[[], None],
+            clock: Callable[[], float] = time.perf_counter) -> float:
     """Seconds per call over `inner` back-to-back calls, device-synchronised at both ends."""
     sync()
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(inner):
         fn()
     sync()
-    return (time.perf_counter() - t0) / inner
+    return (clock() - t0) / inner
 
 
-def _warm_up(fn: Callable[[], object], warmup: int, sync: Callable[[], None]) -> float:
+def _warm_up(fn: Callable[[], object], warmup: int, sync: Callable[[], None],
+             clock: Callable[[], float]) -> float:
     """Call fn at least `warmup` times (more, up to 20 calls or 50 ms, when it is fast) and
     return the fastest call after the first (the first may compile or allocate)."""
     times, total = [], 0.0
     while len(times) < warmup or (len(times) < 20 and total < 0.05):
-        times.append(_sample(fn, 1, sync))
+        times.append(_sample(fn, 1, sync, clock))
         total += times[-1]
         if total > SLOW_CALL_S:                      # seconds-long calls: one warm-up is plenty
             break
@@ -112,7 +128,7 @@ def _warm_up(fn: Callable[[], object], warmup: int, sync: Callable[[], None]) ->
 def time_interleaved(fns: Mapping[str, Callable[[], object]], *, device: torch.device | str = "cpu",
                      warmup: int = 2, min_repeats: int = 5, max_repeats: int = 200,
                      budget_s: float = 2.0, min_sample_s: float = 1e-4,
-                     max_fn_s: float | None = None) -> dict[str, Timing]:
+                     max_fn_s: float | None = None, clock: str = "wall") -> dict[str, Timing]:
     """Time every fn round-robin (one sample each per round) and return {name: Timing}.
 
     warmup: minimum untimed calls per fn before timing (fast fns get more, see _warm_up);
@@ -128,10 +144,10 @@ def time_interleaved(fns: Mapping[str, Callable[[], object]], *, device: torch.d
         raise ValueError("expected warmup >= 1, 1 <= min_repeats <= max_repeats and budget_s > 0, "
                          f"got warmup={warmup}, min_repeats={min_repeats}, "
                          f"max_repeats={max_repeats}, budget_s={budget_s}")
-    sync = synchronizer(device)
+    sync, clock = synchronizer(device), clock_fn(clock, device)
     names = list(fns)
     inner, target, samples = {}, {}, {n: [] for n in names}
-    est = {n: _warm_up(fns[n], warmup, sync) for n in names}   # warm up, per-call cost
+    est = {n: _warm_up(fns[n], warmup, sync, clock) for n in names}   # warm up, per-call cost
     # One `inner` for the whole shape, sized by the fastest fn: a sample of 2 calls is twice as
     # likely to be hit by a preemption as a sample of 1, so fns timed with different `inner`
     # get differently skewed medians on a busy machine. Only calls slower than 10 ms
@@ -153,7 +169,7 @@ def time_interleaved(fns: Mapping[str, Callable[[], object]], *, device: torch.d
             rng.shuffle(order)                       # fresh order every round, see module doc
             for n in order:
                 if len(samples[n]) < target[n]:
-                    samples[n].append(_sample(fns[n], inner[n], sync))
+                    samples[n].append(_sample(fns[n], inner[n], sync, clock))
     finally:
         if gc_was_enabled:
             gc.enable()

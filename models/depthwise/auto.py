@@ -30,8 +30,21 @@ CPU_MEASURED: tuple = (
 # fmt: on
 
 # ---------------------------------------------------------------- the CPU rule
-SLICE_SUM_MAX_TAPS = 4          # K <= 4: the LFM2 short convs, the seed shape
-SLICE_SUM_MAX_WORK = 1 << 19    # output elements * taps; above this the K full passes lose
+# In words (numbers in CPU_MEASURED):
+# - decode (one new column): slice_sum. K tiny ops on (B, C) beat both a conv call (oneDNN
+#   setup) and a compiled graph's guard/launch overhead.
+# - conv1d, small work (<= SLICE_SUM_MAX_WORK multiply-adds: the seed shape, the channel
+#   sweep, LFM2 short prompts): slice_sum, ~2K cheap ops, 1.5-3x ahead of native's fixed cost.
+# - conv1d, K <= 4 with large work (LFM2 prefill batches, 4096-long short convs): compiled,
+#   one generated loop = one pass over x instead of K.
+# - conv1d, large K (conformer k=31): slice_sum; inductor's 31-tap loop and oneDNN's padded
+#   depthwise path both measured 3-4x slower.
+# - conv2d: native (oneDNN's depthwise 3x3/7x7 kernels win 2-10x) except big activations
+#   (>= COMPILED_MIN_ELEMS input elements, MobileNetV2 early layers at batch 32), where the
+#   compiled loop streams x once and wins.
+SLICE_SUM_MAX_TAPS = 4          # conv1d K above which compiled stops paying off
+SLICE_SUM_MAX_WORK = 1 << 21    # output elements * taps (~2M): above, compiled's single pass wins
+COMPILED_MIN_ELEMS = 1 << 22    # conv2d input elements (~4M) from which compiled beats oneDNN
 
 
 def _work(x_shape, weight_shape, stride) -> tuple[int, int]:
@@ -45,10 +58,12 @@ def _work(x_shape, weight_shape, stride) -> tuple[int, int]:
 def _cpu_rule(op, x_shape, weight_shape, stride) -> str:
     taps, work = _work(x_shape, weight_shape, stride)
     if op == "decode":
-        return "slice_sum"      # K tiny ops on (B, C) beat conv setup (~100 us) everywhere
-    if op == "conv1d" and taps <= SLICE_SUM_MAX_TAPS and work <= SLICE_SUM_MAX_WORK:
         return "slice_sum"
-    return "native"
+    if op == "conv1d":
+        if work <= SLICE_SUM_MAX_WORK or taps > SLICE_SUM_MAX_TAPS:
+            return "slice_sum"
+        return "compiled"
+    return "compiled" if math.prod(x_shape) >= COMPILED_MIN_ELEMS else "native"
 
 
 # ---------------------------------------------------------------- CUDA: provisional
