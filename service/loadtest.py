@@ -267,8 +267,9 @@ def parse_args(argv: list[str]):
         if args.url:
             url = check_url(args.url, args.allow_remote)
             impls = [i.strip() for i in args.impls.split(",") if i.strip()]
-            if len(impls) < 1 or len(set(impls)) != len(impls):
-                p.error(f"--impls: expected distinct names like per_group,auto, got {args.impls!r}")
+            from .settings import IMPL_CHOICES
+            if not impls or len(set(impls)) != len(impls) or not set(impls) <= set(IMPL_CHOICES):
+                p.error(f"--impls: expected distinct names from {','.join(IMPL_CHOICES)}, got {args.impls!r}")
             args.targets = [Target(i, url, i) for i in impls]
         else:
             args.targets = [Target("before", check_url(args.before, args.allow_remote)),

@@ -79,6 +79,8 @@ def test_allow_remote_and_loopback_forms():
     pytest.param(["--url", "http://127.0.0.1:1", "--concurrency", "0"], id="concurrency-bound"),
     pytest.param(["--before", "http://127.0.0.1:1"], id="after-missing"),
     pytest.param(["--url", "http://127.0.0.1:1", "--before", "http://127.0.0.1:2"], id="both-modes"),
+    pytest.param(["--url", "http://127.0.0.1:1", "--impls", "per_group,nope"], id="unknown-impl"),
+    pytest.param(["--url", "http://127.0.0.1:1", "--impls", "auto,auto"], id="repeated-impl"),
 ])
 def test_bad_arguments_are_rejected(argv):
     with pytest.raises(SystemExit) as exc:
