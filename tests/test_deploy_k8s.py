@@ -73,6 +73,15 @@ def test_prometheusrule_matches_the_compose_rules():
     assert rule["spec"]["groups"] == shipped["groups"], "run `python deploy/generate.py`"
 
 
+def test_dashboard_configmap_carries_the_shipped_dashboard():
+    import json
+
+    (cm,) = docs("grafana-dashboard.yaml")
+    assert cm["kind"] == "ConfigMap" and cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "dwserve.json").read_text())
+    assert json.loads(cm["data"]["dwserve.json"]) == shipped, "run `python deploy/generate.py`"
+
+
 def test_kserve_inferenceservice_speaks_v2():
     by_kind = {d["kind"]: d for d in docs("kserve.yaml")}
     isvc, runtime = by_kind["InferenceService"], by_kind["ServingRuntime"]
@@ -90,4 +99,4 @@ def test_kustomization_lists_existing_files():
     (k,) = docs("kustomization.yaml")
     for res in k["resources"]:
         assert (K8S / res).is_file(), res
-    assert "prometheusrule.yaml" in k["resources"]
+    assert {"prometheusrule.yaml", "grafana-dashboard.yaml", "deployment.yaml"} <= set(k["resources"])
