@@ -43,8 +43,10 @@ def free_port() -> int:
 
 
 def start(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    # conftest sets TRITON_INTERPRET=1 for the kernel tests; servers run as in production.
+    full_env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT,
-                            env={**os.environ, **(env or {})})
+                            env={**full_env, **(env or {})})
 
 
 def dwserve_cmd(port: int, impl: str) -> list[str]:
