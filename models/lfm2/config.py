@@ -249,9 +249,18 @@ PRESETS: dict[str, LFM2Config] = {
                             block_auto_adjust_ff_dim=False,
                             layer_types=_attn_layers(30, (2, 5, 9, 13, 17, 21, 24, 27))),
     # The embedded default: seeded random weights + the byte tokenizer (tokenizer.py: bytes
-    # 0..255, specials 256..258). Wide conv layers (1024 channels) so the per_group pathology
-    # shows, few attention layers and a small FFN so the convs are most of the work.
-    # Measured shares: see the comment block in DEMO_NOTES below.
+    # 0..255, specials 256..258). 5 conv layers of 1024 channels (so per_group's 1024 launches
+    # per layer show), 1 attention layer, a small FFN (768) so the convs are most of the work.
+    # Depthwise share = models.profiling.depthwise_timer time / wall time, 2 CPU cores
+    # (tests/test_lfm2_perf.py re-measures: DWSERVE_PERF=1):
+    #                      per_group (before)     auto/slice_sum (after)
+    #   prefill 128 tok    ~220 ms, 50-60 %       ~80 ms, 4-5 %
+    #   decode b=1         ~75 ms,  84-87 %       ~10 ms, 5-8 %
+    #   decode b=8         ~450 ms, 94 %          ~21 ms, 5-6 %
+    # The window is narrow by nature: per layer, per_group costs ~C launches (~20 ms) and the
+    # slice-sum block ~0.8 ms, so "per_group >= 50 %" and "after <= 5 %" both hold only while
+    # the rest of a conv layer costs 15-20 ms; the FFN width is what sets that. At decode the
+    # after-share is the block's fixed per-call overhead (~0.13 ms x 5 layers) against ~10 ms.
     "lfm2-demo": LFM2Config(vocab_size=264, hidden_size=1024, intermediate_size=768,
                             block_auto_adjust_ff_dim=False, num_hidden_layers=6,
                             num_attention_heads=16, num_key_value_heads=4,
