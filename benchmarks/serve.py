@@ -44,7 +44,8 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(models: list[str], max_batch_size: int, device: str, extra: list[str] = (), timeout: float = 600):
+def server(models: list[str], max_batch_size: int, device: str, extra: list[str] = (), timeout: float = 600,
+           torch_threads: int | None = None):
     port = _free_port()
     cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--device", device,
            "--max-batch-size", str(max_batch_size), "--max-queue-delay-ms", "5", "--max-queue-size", "256",
@@ -53,6 +54,8 @@ def server(models: list[str], max_batch_size: int, device: str, extra: list[str]
            "--depthwise-sample-every", "1" if device == "cpu" else "4", "--log-level", "warning", *extra]
     for m in models:
         cmd += ["--model", m]
+    if torch_threads:
+        cmd += ["--torch-threads", str(torch_threads)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -190,7 +193,8 @@ def _ms(x):
 
 def write_markdown(res: dict, path: Path) -> None:
     lines = [f"# Serving benchmark ({res['device']})", "",
-             f"{res['timestamp']}, torch {res['torch']}, {res['cpu_count']} CPU cores, "
+             f"{res['timestamp']}, torch {res['torch']}, {res['cpu_count']} CPU cores, server torch threads "
+             f"{res['torch_threads'] or 'default'}, "
              f"{res['duration_s']} s per scenario after {res['warmup_s']} s warm-up, load average "
              f"{res['loadavg_start'][0]:.1f} at start and {res['loadavg_end'][0]:.1f} at the end. "
              "Latency is client-side (loopback, keep-alive); compute is the server's forward time "
@@ -259,6 +263,8 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds per scenario")
     p.add_argument("--warmup", type=float, default=4.0, help="unmeasured seconds before each scenario")
     p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="server torch threads (default: torch's); 1 keeps a shared 2-core box stable")
     p.add_argument("--impl-requests", type=int, default=8, help="at most this many requests per impl scenario")
     p.add_argument("--impl-budget", type=float, default=25.0, help="and at most this many seconds (>= 2 requests)")
     p.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
@@ -270,7 +276,7 @@ def main(argv=None) -> int:
     image = rng.standard_normal(IMAGE_SHAPE).astype(np.float32)
     res = {"device": args.device, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
-           "duration_s": args.duration, "warmup_s": args.warmup, "scenarios": {}, "impls": {}}
+           "torch_threads": args.torch_threads, "duration_s": args.duration, "warmup_s": args.warmup, "scenarios": {}, "impls": {}}
     t0 = time.time()
     res["loadavg_start"] = os.getloadavg()  # the CI box is shared: say how busy it was
 
@@ -305,11 +311,11 @@ def main(argv=None) -> int:
     if args.url:
         measure(args.url, args.url_batch1)
     else:
-        with server(["mobilenet_v2"], 1, args.device) as url_b1:
+        with server(["mobilenet_v2"], 1, args.device, torch_threads=args.torch_threads) as url_b1:
             print(f"{args.clients} clients: batching off", flush=True)
             res["scenarios"]["batching_off"] = run_load(url_b1, infer_request("mobilenet_v2", image, True),
                                                         args.clients, args.duration, args.warmup)
-        with server(["lfm2", "mobilenet_v2"], 16, args.device) as url:
+        with server(["lfm2", "mobilenet_v2"], 16, args.device, torch_threads=args.torch_threads) as url:
             measure(url, None)
         res["scenarios"] = {k: res["scenarios"][k] for k in
                             ("latency_binary", "latency_json", "batching_on", "batching_off") if k in res["scenarios"]}

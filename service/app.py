@@ -64,6 +64,8 @@ class Service:
             import torch
 
             device = self.settings.resolved_device()
+            if self.settings.torch_threads:
+                torch.set_num_threads(self.settings.torch_threads)
             self.metrics.set_build_info(__version__, torch.__version__, device)
             if self.hooks is None:
                 self.hooks = default_hooks()

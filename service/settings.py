@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     models: _ModelList = DEFAULT_MODELS
     depthwise_impl: str = "auto"
     seed: int = 0
+    # torch intra-op threads (None = torch's default, one per core). Set it to the CPU quota
+    # (k8s limits, a shared box): oversubscribed OpenMP threads spin and can be 10x slower.
+    torch_threads: Optional[int] = Field(None, ge=1, le=1024)
 
     # --- dynamic batching -------------------------------------------------------------
     max_batch_size: int = Field(8, ge=1, le=1024)        # rows per forward; 1 = batching off
