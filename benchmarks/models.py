@@ -1,0 +1,243 @@
+"""Model benchmark: whole-model latency, launches and the depthwise share, per depthwise impl.
+
+    python benchmarks/models.py [--device cpu|cuda] [--quick] [--out benchmarks/results]
+                                [--impls a,b,..] [--cases SUBSTR,..] [--threads N]
+    dwserve bench models ...       # the same, through the CLI
+
+Cases (the served models as models.registry builds them: seeded weights, BN folded):
+  lfm2 (preset lfm2-demo)   prefill: one cache-less forward over 128 tokens (the /infer path),
+                            batch 1 and 8; decode: one new token per row into a cache already
+                            holding 128 (the cache is rewound after each call, so every call is
+                            the same step), batch 1 and 8
+  mobilenet_v2              one forward at 224x224, batch 1 and 32
+For each case the impls (per_group, slice_sum, compiled, native, auto; fused on CUDA) run
+the same inputs under `use_impl(impl)`:
+  latency     median of interleaved samples (benchmarks.timing: round-robin, medians)
+  launches    models.profiling.count_launches over one forward (aten ops; CUDA kernels on CUDA)
+  dw share    depthwise seconds / forward seconds, from `share_runs` separate forwards under
+              models.profiling.depthwise_timer (device-synchronised around every depthwise op,
+              which is why these runs are not the latency samples)
+Writes <out>/models-<device>[-quick].{json,md,png}. The JSON holds `environment`, `settings`,
+`records` (one per case x impl) and `acceptance` (the LFM2 per_group/auto shares).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+_REPO = Path(__file__).resolve().parents[1]
+# `python benchmarks/models.py` puts benchmarks/ first on sys.path, where this very file would
+# shadow the `models` package: drop that entry and put the repository root first.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO / "benchmarks"]
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+from benchmarks import timing  # noqa: E402
+from benchmarks.models_report import write_markdown, write_plot  # noqa: E402
+
+IMPLS = ("per_group", "slice_sum", "compiled", "fused", "native", "auto")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One model workload. size: tokens already in context (lfm2) or image side (mobilenet_v2)."""
+    model: str                   # "lfm2" | "mobilenet_v2"
+    kind: str                    # "prefill" | "decode" | "forward"
+    batch: int
+    size: int
+
+    @property
+    def name(self) -> str:
+        what = {"prefill": f"prefill-{self.size}", "decode": f"decode@{self.size}",
+                "forward": f"{self.size}px"}[self.kind]
+        return f"{self.model}-{what}-b{self.batch}"
+
+
+CASES: tuple[Case, ...] = (
+    Case("lfm2", "prefill", 1, 128), Case("lfm2", "prefill", 8, 128),
+    Case("lfm2", "decode", 1, 128), Case("lfm2", "decode", 8, 128),
+    Case("mobilenet_v2", "forward", 1, 224), Case("mobilenet_v2", "forward", 32, 224),
+)
+# --quick: one case of each kind at batch 1, shorter prompt (a smoke run for tests).
+QUICK_CASES: tuple[Case, ...] = (
+    Case("lfm2", "prefill", 1, 32), Case("lfm2", "decode", 1, 32),
+    Case("mobilenet_v2", "forward", 1, 224),
+)
+
+
+def build_models(names: set[str], device: str) -> dict[str, object]:
+    """The served modules: the LFM2ForCausalLM and the BN-folded MobileNetV2."""
+    from models.registry import build_model
+    out = {}
+    if "lfm2" in names:
+        out["lfm2"] = build_model("lfm2", device=device).lm
+    if "mobilenet_v2" in names:
+        out["mobilenet_v2"] = build_model("mobilenet_v2", device=device).module
+    return out
+
+
+def make_call(case: Case, model, device: str):
+    """A zero-arg closure running one forward of `case` (fixed random inputs, seed 0)."""
+    g = torch.Generator().manual_seed(0)
+    if case.model == "mobilenet_v2":
+        x = torch.randn(case.batch, 3, case.size, case.size, generator=g).to(device)
+        if device == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)   # as the served model on CUDA
+        return lambda: model(x)
+    ids = torch.randint(0, 256, (case.batch, case.size), generator=g).to(device)
+    if case.kind == "prefill":
+        return lambda: model(ids)
+    cache = model.new_cache(case.batch, case.size + 1)
+    with torch.inference_mode():
+        model(ids, cache=cache)                                     # fill: 128 slots
+    length, positions = cache.length, cache.positions.clone()
+    step = ids[:, -1:]
+
+    def decode():
+        cache.length = length                                       # rewind to the filled state
+        cache.positions.copy_(positions)
+        return model(step, cache=cache)
+    return decode
+
+
+def with_impl(fn, impl: str):
+    from models.depthwise import use_impl
+
+    def run():
+        with use_impl(impl):
+            return fn()
+    return run
+
+
+def depthwise_share(fn, device: str, runs: int) -> dict:
+    """Median over `runs` forwards of (depthwise seconds, forward seconds, share)."""
+    from models.profiling import depthwise_timer
+    sync = timing.synchronizer(device)
+    rows = []
+    for _ in range(runs):
+        with depthwise_timer() as t:
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            total = time.perf_counter() - t0
+        rows.append((t.seconds, total, t.calls))
+    return {"dw_us": round(statistics.median(r[0] for r in rows) * 1e6, 3),
+            "dw_forward_us": round(statistics.median(r[1] for r in rows) * 1e6, 3),
+            "dw_share": round(statistics.median(r[0] / r[1] for r in rows), 4),
+            "dw_calls": rows[0][2]}
+
+
+def bench_case(case: Case, model, impls: list[str], device: str, env: dict, *, budget_s: float,
+               min_repeats: int, max_repeats: int, share_runs: int) -> list[dict]:
+    """Records for one case: interleaved latencies, launches, depthwise share, speedups."""
+    from models.profiling import count_launches
+    fns, errors = {}, {}
+    for impl in impls:
+        try:
+            fn = with_impl(make_call(case, model, device), impl)
+            fn()                                                    # compile / fail early
+            fns[impl] = fn
+        except Exception as exc:                                    # record, don't abort
+            errors[impl] = f"{type(exc).__name__}: {exc}"[:300]
+    stats = timing.time_interleaved(fns, device=device, budget_s=budget_s, warmup=1,
+                                    min_repeats=min_repeats, max_repeats=max_repeats) if fns else {}
+    med = {n: s.median_us for n, s in stats.items()}
+    records = []
+    for impl in impls:
+        rec = {"case": case.name, "model": case.model, "kind": case.kind, "batch": case.batch,
+               "size": case.size, "impl": impl, "device": device, "median_us": None,
+               "aten_ops": None, "cuda_kernels": None, "dw_share": None,
+               "speedup_vs_per_group": None, "speedup_vs_native": None, "error": errors.get(impl)}
+        if impl in stats:
+            rec.update(stats[impl].as_dict())
+            lc = count_launches(fns[impl])
+            rec["aten_ops"], rec["cuda_kernels"] = lc.aten_ops, lc.cuda_kernels
+            rec.update(depthwise_share(fns[impl], device, share_runs))
+            for ref in ("per_group", "native"):
+                if ref in med:
+                    rec[f"speedup_vs_{ref}"] = round(med[ref] / med[impl], 3)
+        records.append(rec)
+    return records
+
+
+def acceptance(records: list[dict]) -> dict:
+    """The before/after claim on LFM2: per_group share >= 50% and auto share <= 5%, for the
+    prefill and decode cases (each batch), with the measured shares."""
+    out = {}
+    for kind in ("prefill", "decode"):
+        rows = {(r["case"], r["impl"]): r["dw_share"] for r in records
+                if r["model"] == "lfm2" and r["kind"] == kind}
+        cases = sorted({c for c, _ in rows})
+        shares = {c: {"per_group": rows.get((c, "per_group")), "auto": rows.get((c, "auto"))}
+                  for c in cases}
+        ok = bool(cases) and all(s["per_group"] is not None and s["auto"] is not None
+                                 and s["per_group"] >= 0.5 and s["auto"] <= 0.05
+                                 for s in shares.values())
+        out[kind] = {"shares": shares, "per_group_min": 0.5, "auto_max": 0.05, "met": ok}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="dwserve bench models", description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--quick", action="store_true", help="3 small cases, few repeats (smoke run)")
+    p.add_argument("--out", default=str(_REPO / "benchmarks" / "results"))
+    p.add_argument("--impls", help=f"comma list from {IMPLS} (default: all that run on --device)")
+    p.add_argument("--cases", help="comma list of substrings of case names to run")
+    p.add_argument("--budget-s", type=float, help="timing budget per case (default 3.0; quick 0.3)")
+    p.add_argument("--share-runs", type=int, help="forwards under depthwise_timer (default 3; quick 1)")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda but torch.cuda.is_available() is False; use --device cpu")
+    impls = args.impls.split(",") if args.impls else [i for i in IMPLS if i != "fused" or args.device == "cuda"]
+    bad = [i for i in impls if i not in IMPLS]
+    if bad:
+        p.error(f"--impls must be a comma list of {IMPLS}, got unknown {bad}")
+    cases = list(QUICK_CASES if args.quick else CASES)
+    if args.cases:
+        cases = [c for c in cases if any(s in c.name for s in args.cases.split(","))]
+        if not cases:
+            p.error(f"--cases {args.cases!r} matches none of {[c.name for c in (QUICK_CASES if args.quick else CASES)]}")
+    budget = args.budget_s or (0.3 if args.quick else 3.0)
+    reps = (2, 10) if args.quick else (5, 50)
+    share_runs = args.share_runs or (1 if args.quick else 3)
+    env = timing.environment(args.device)
+    t_start = time.perf_counter()
+    records = []
+    with torch.inference_mode():
+        models = build_models({c.model for c in cases}, args.device)
+        for case in cases:
+            rs = bench_case(case, models[case.model], impls, args.device, env, budget_s=budget,
+                            min_repeats=reps[0], max_repeats=reps[1], share_runs=share_runs)
+            records += rs
+            print(f"{case.name:28s} " + "  ".join(
+                f"{r['impl']}={r['median_us'] / 1e3:.2f}ms({r['dw_share']:.0%})" if r["median_us"] is not None
+                else f"{r['impl']}=ERR" for r in rs), flush=True)
+    result = {"environment": env, "quick": args.quick,
+              "settings": {"argv": list(sys.argv[1:] if argv is None else argv), "impls": impls, "budget_s": budget, "min_repeats": reps[0],
+                           "max_repeats": reps[1], "share_runs": share_runs,
+                           "lfm2_preset": "lfm2-demo", "wall_s": round(time.perf_counter() - t_start, 1)},
+              "records": records, "acceptance": acceptance(records)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"models-{args.device}" + ("-quick" if args.quick else "")
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_markdown(result, out / f"{stem}.md")
+    write_plot(result, out / f"{stem}.png")
+    print(f"wrote {out / stem}.json, .md, .png ({result['settings']['wall_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
