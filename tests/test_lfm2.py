@@ -188,6 +188,7 @@ def test_stop_tokens_stop_each_prompt(pair):
     pytest.param(lambda m: m(torch.ones(1, 2, dtype=torch.long), cache=m.new_cache(2, 4)),
                  "batch_size", id="cache-batch"),
     pytest.param(lambda m: m.generate([[]]), "non-empty", id="empty-prompt"),
+    pytest.param(lambda m: m.stream_generate([[1]], top_k=0), "top_k", id="stream-checks-eagerly"),
     pytest.param(lambda m: m.generate([[1]], temperature=-1), "temperature", id="neg-temperature"),
     pytest.param(lambda m: m.generate([[1]], top_p=0), "top_p", id="top-p-zero"),
     pytest.param(lambda m: m.generate([[1]], stop_token_ids=[500]), "stop_token_ids", id="bad-stop"),
