@@ -82,16 +82,27 @@ SUITE: tuple[Shape, ...] = (
 QUICK_NAMES = ("seed-c2048", "sweep-c64", "decode-16x2048", "mbv2-b1-c192@28")
 
 
-def make_call(shape: Shape, impl: str, dtype: torch.dtype, device: str):
-    """A zero-arg closure running `shape` through the public op with `impl` (fresh random data)."""
-    from models.depthwise import conv1d_decode_step, depthwise_conv1d, depthwise_conv2d
+def make_inputs(shape: Shape, dtype: torch.dtype, device: str) -> tuple:
+    """Random (x, weight) for `shape`; for decode (x_new (B, C), conv_state (B, C, K-1), weight)."""
     g = torch.Generator().manual_seed(0)
     w = torch.randn(shape.weight, generator=g).to(device, dtype)
     if shape.op == "decode":
         x_new = torch.randn(shape.x, generator=g).to(device, dtype)                  # (B, C)
         state = torch.randn(*shape.x, shape.k - 1, generator=g).to(device, dtype)   # (B, C, K-1)
+        return x_new, state, w
+    return torch.randn(shape.x, generator=g).to(device, dtype), w
+
+
+def make_call(shape: Shape, impl: str, dtype: torch.dtype, device: str, inputs: tuple | None = None):
+    """A zero-arg closure running `shape` through the public op with `impl`. Pass the same
+    `inputs` to every impl of a shape: identical fns then touch identical memory, so their
+    times differ only by noise (separate tensors measured up to ~5% apart on big shapes)."""
+    from models.depthwise import conv1d_decode_step, depthwise_conv1d, depthwise_conv2d
+    inputs = inputs or make_inputs(shape, dtype, device)
+    if shape.op == "decode":
+        x_new, state, w = inputs                  # state is shifted in place by every call
         return lambda: conv1d_decode_step(x_new, state, w, impl=impl)
-    x = torch.randn(shape.x, generator=g).to(device, dtype)
+    x, w = inputs
     op = depthwise_conv1d if shape.op == "conv1d" else depthwise_conv2d
     return lambda: op(x, w, stride=shape.stride, padding=shape.padding, impl=impl)
 
@@ -119,9 +130,10 @@ def bench_shape(shape: Shape, impls: list[str], dtype: torch.dtype, device: str,
     """Records for one shape: interleaved timings, launch counts, speedups."""
     from models.profiling import count_launches
     fns, errors = {}, {}
+    inputs = make_inputs(shape, dtype, device)
     for impl in impls:
         try:
-            fn = make_call(shape, impl, dtype, device)
+            fn = make_call(shape, impl, dtype, device, inputs)
             fn()                                              # first call: compile / fail early
             fns[impl] = fn
         except Exception as exc:                              # record, don't abort the suite

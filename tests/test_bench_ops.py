@@ -78,6 +78,21 @@ def test_bad_options_raise_valueerror(kwargs):
         timing.time_fn(lambda: None, **kwargs)
 
 
+def test_thread_cpu_clock_counts_work_not_waiting():
+    """thread_cpu: a 2 ms sleep costs ~0 CPU, a 2 ms spin ~2 ms; wall sees both."""
+    def spin():
+        end = time.perf_counter() + 2e-3
+        while time.perf_counter() < end:
+            pass
+    fns = {"sleep": lambda: time.sleep(2e-3), "spin": spin}
+    cpu = timing.time_interleaved(fns, clock="thread_cpu", budget_s=0.05, min_repeats=5, max_repeats=10)
+    wall = timing.time_interleaved(fns, clock="wall", budget_s=0.05, min_repeats=5, max_repeats=10)
+    assert cpu["sleep"].median_us < 500 < 1500 < cpu["spin"].median_us
+    assert wall["sleep"].median_us > 1500 and wall["spin"].median_us > 1500
+    with pytest.raises(ValueError, match="'wall' or 'thread_cpu'"):
+        timing.time_fn(lambda: None, clock="cycles")
+
+
 def test_environment_names_device_and_versions():
     env = timing.environment("cpu")
     assert env["device"] == "cpu" and env["device_name"] == env["cpu"] and env["torch"]

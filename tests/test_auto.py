@@ -1,0 +1,100 @@
+"""The `auto` rule (models/depthwise/auto.py): what it may pick, and that it picks per its table."""
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.depthwise import auto
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "ops-cpu.json"
+CPU = torch.device("cpu")
+FLOATS = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def _random_case(rng):
+    """A random (op, x_shape, weight_shape, stride, dilation) as dispatch would pass it."""
+    op = rng.choice(auto.OPS)
+    B, C, m = rng.choice((1, 2, 8, 32)), 2 ** rng.randint(0, 13), rng.choice((1, 1, 2))
+    if op == "conv2d":
+        k = rng.choice((1, 3, 5, 7))
+        return op, (B, C, rng.randint(1, 224), rng.randint(1, 224)), (C * m, 1, k, k), \
+            rng.choice((1, 2)), 1
+    K = rng.choice((1, 2, 3, 4, 7, 31))
+    L = 1 if op == "decode" else rng.randint(1, 8192)
+    return op, (B, C, L), (C * m, 1, K), 1 if op == "decode" else rng.choice((1, 2)), rng.choice((1, 2))
+
+
+@pytest.mark.parametrize("dtype", [pytest.param(d, id=str(d)[6:]) for d in FLOATS])
+def test_cpu_picks_only_impls_that_run_there(dtype):
+    rng = random.Random(str(dtype))
+    for _ in range(500):
+        op, x, w, s, d = _random_case(rng)
+        got = auto.choose(op, CPU, dtype, x, w, s, d)
+        assert got in auto.CPU_CHOICES, (op, x, w, s, got)      # never fused, never per_group
+
+
+def test_choice_is_deterministic_and_accepts_device_strings():
+    rng = random.Random(1)
+    for _ in range(100):
+        case = _random_case(rng)
+        a = auto.choose(case[0], "cpu", torch.float32, *case[1:])
+        assert a == auto.choose(case[0], torch.device("cpu"), torch.float32, *case[1:])
+
+
+@pytest.mark.parametrize("row", [pytest.param(r, id=r[0]) for r in auto.CPU_MEASURED])
+def test_cpu_rule_within_5_percent_of_best_in_its_table(row):
+    name, op, x, w, stride, medians = row
+    x = (*x, 1) if op == "decode" else x
+    got = auto.choose(op, CPU, torch.float32, x, w, stride, 1)
+    best = min(medians.values())
+    assert medians[got] <= 1.05 * best, f"{name}: picks {got} ({medians[got]} us), best {best} us"
+
+
+def test_table_is_the_committed_benchmark():
+    """auto.py's table must be copied from the committed JSON (ops.auto_table prints it)."""
+    if not RESULTS.is_file():
+        pytest.fail(f"{RESULTS} missing: run `python benchmarks/ops.py` and commit it")
+    recs = {(r["shape"]["name"], r["impl"]): r for r in json.loads(RESULTS.read_text())}
+    assert len(auto.CPU_MEASURED) == len({n for n, _ in recs})
+    for name, op, x, w, stride, medians in auto.CPU_MEASURED:
+        assert set(medians) == set(auto.CPU_CHOICES), name
+        for impl, us in medians.items():
+            r = recs[(name, impl)]
+            assert (r["shape"]["op"], tuple(r["shape"]["x"]), tuple(r["shape"]["weight"]),
+                    r["shape"]["stride"]) == (op, x, w, stride)
+            assert us == pytest.approx(r["median_us"], rel=1e-3, abs=0.05), (name, impl)
+
+
+@pytest.mark.parametrize("dtype", [pytest.param(d, id=str(d)[6:]) for d in FLOATS])
+def test_cuda_provisional_rule(monkeypatch, dtype):
+    """CUDA is not measured yet: fused when triton imports (small-K), else native."""
+    cuda = torch.device("cuda")
+    case = ("conv1d", (1, 2048, 21), (2048, 1, 3), 1, 1)
+    monkeypatch.setattr(auto, "_triton_available", lambda: True)
+    assert auto.choose(case[0], cuda, dtype, *case[1:]) == "fused"
+    assert auto.choose("decode", cuda, dtype, (16, 2048, 1), (2048, 1, 4), 1, 1) == "fused"
+    assert auto.choose("conv2d", "cuda:0", dtype, (1, 144, 56, 56), (144, 1, 3, 3), 1, 1) == "fused"
+    monkeypatch.setattr(auto, "_triton_available", lambda: False)
+    assert auto.choose(case[0], cuda, dtype, *case[1:]) == "native"
+    rng = random.Random(2)
+    for _ in range(200):
+        op, x, w, s, d = _random_case(rng)
+        assert auto.choose(op, cuda, dtype, x, w, s, d) == "native"
+
+
+def test_cuda_large_k_goes_native(monkeypatch):
+    monkeypatch.setattr(auto, "_triton_available", lambda: True)
+    assert auto.choose("conv1d", "cuda", torch.float32, (8, 256, 512), (256, 1, 31), 1, 1) == "native"
+
+
+@pytest.mark.parametrize("args, match", [
+    pytest.param(("conv3d", CPU, torch.float32, (1, 4, 8), (4, 1, 3), 1, 1), "op must be", id="op"),
+    pytest.param(("conv1d", CPU, torch.int64, (1, 4, 8), (4, 1, 3), 1, 1), "floating", id="int-dtype"),
+    pytest.param(("conv1d", CPU, torch.float32, (1, 4, 8, 8), (4, 1, 3), 1, 1), "x_shape", id="rank"),
+    pytest.param(("conv2d", CPU, torch.float32, (1, 4, 8, 8), (4, 1, 3), 1, 1), "weight_shape", id="w-rank"),
+])
+def test_bad_arguments_raise_valueerror(args, match):
+    with pytest.raises(ValueError, match=match):
+        auto.choose(*args)

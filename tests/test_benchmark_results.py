@@ -1,0 +1,113 @@
+"""Acceptance checks on the committed CPU operator benchmark (benchmarks/results/ops-cpu.json).
+
+These read numbers, they do not measure: re-run `python benchmarks/ops.py` (about 10 min on
+2 cores) and commit the results when an impl or the auto rule changes.
+"""
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import torch
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "ops-cpu.json"
+CPU_IMPLS = ("per_group", "slice_sum", "compiled", "native")
+AUTO_CPU = ("slice_sum", "compiled", "native")
+
+
+@pytest.fixture(scope="module")
+def by_shape():
+    if not RESULTS.is_file():
+        pytest.fail(f"{RESULTS} missing: run `python benchmarks/ops.py` and commit its results")
+    shapes = defaultdict(dict)
+    for r in json.loads(RESULTS.read_text()):
+        shapes[r["shape"]["name"]][r["impl"]] = r
+    return dict(shapes)
+
+
+def _median(recs, impl):
+    t = recs[impl]["median_us"]
+    assert t is not None and t > 0, f"{impl} has no time: {recs[impl].get('error')}"
+    return t
+
+
+def test_every_shape_has_every_cpu_impl_and_auto(by_shape):
+    assert len(by_shape) >= 30
+    for name, recs in by_shape.items():
+        assert set(recs) == {*CPU_IMPLS, "auto"}, name          # never fused on CPU
+        for impl in recs:
+            _median(recs, impl)
+            assert recs[impl]["device"] == "cpu" and recs[impl]["device_name"]
+            assert recs[impl]["dtype"] == "float32" and recs[impl]["torch"]
+
+
+def test_seed_shape_per_group_over_auto_at_least_300x(by_shape):
+    seed = by_shape["seed-c2048"]
+    assert seed["auto"]["shape"]["x"] == [1, 2048, 21] and seed["auto"]["shape"]["weight"] == [2048, 1, 3]
+    ratio = _median(seed, "per_group") / _median(seed, "auto")
+    assert ratio >= 300, f"per_group/auto = {ratio:.0f}x at the seed shape, want >= 300x"
+
+
+def _auto_over_fastest(by_shape, impls):
+    bad = []
+    for name, recs in by_shape.items():
+        best = min(impls, key=lambda i: _median(recs, i))
+        ratio = _median(recs, "auto") / _median(recs, best)
+        if ratio > 1.05:
+            bad.append(f"{name}: auto ({recs['auto']['auto_choice']}) {ratio:.3f}x of {best}")
+    return bad
+
+
+def test_auto_within_5_percent_of_fastest_pickable_impl_on_every_shape(by_shape):
+    """Against what auto may pick on CPU (slice_sum, compiled, native): the rule's own quality."""
+    bad = _auto_over_fastest(by_shape, AUTO_CPU)
+    assert not bad, "auto more than 5% slower than the best pickable impl: " + "; ".join(bad)
+
+
+def test_auto_within_5_percent_of_fastest_impl_on_every_shape(by_shape):
+    """The acceptance as stated, per_group included (which auto must never pick)."""
+    bad = _auto_over_fastest(by_shape, CPU_IMPLS)
+    assert not bad, "auto more than 5% slower than the fastest impl: " + "; ".join(bad)
+
+
+def test_auto_choice_is_what_the_current_rule_picks(by_shape):
+    """The committed numbers must come from the committed rule (else re-run the benchmark)."""
+    from models.depthwise import auto
+    for name, recs in by_shape.items():
+        s = recs["auto"]["shape"]
+        x = (*s["x"], 1) if s["op"] == "decode" else tuple(s["x"])
+        got = auto.choose(s["op"], torch.device("cpu"), torch.float32, x, tuple(s["weight"]),
+                          s["stride"], s["dilation"])
+        assert got == recs["auto"]["auto_choice"], f"{name}: rule now picks {got}"
+        assert got in ("slice_sum", "compiled", "native")
+
+
+def test_per_group_launches_at_least_one_op_per_channel(by_shape):
+    for name, recs in by_shape.items():
+        C = recs["per_group"]["shape"]["channels"]
+        assert recs["per_group"]["aten_ops"] >= C, name
+
+
+def test_slice_sum_ops_are_O_K_independent_of_channels(by_shape):
+    sweep = {r["shape"]["channels"]: r["aten_ops"] for recs in by_shape.values()
+             for r in [recs["slice_sum"]] if r["shape"]["sweep"]}
+    assert len(sweep) >= 6 and min(sweep) <= 64 and max(sweep) >= 4096
+    assert len(set(sweep.values())) == 1, f"slice_sum aten ops vary with C: {sweep}"
+    assert next(iter(sweep.values())) <= 4 * 3 + 8            # ~2K elementwise ops, K = 3
+    for name, recs in by_shape.items():                        # O(K) everywhere, never O(C)
+        taps = 1
+        for k in recs["slice_sum"]["shape"]["weight"][2:]:
+            taps *= k
+        assert recs["slice_sum"]["aten_ops"] <= 4 * taps + 12, name
+
+
+def test_native_is_a_handful_of_ops(by_shape):
+    for name, recs in by_shape.items():
+        assert recs["native"]["aten_ops"] <= 10, name
+        assert recs["native"]["cuda_kernels"] is None          # CPU run: no CUDA kernels
+
+
+def test_markdown_and_plot_committed_beside_json():
+    md = RESULTS.with_suffix(".md").read_text()
+    assert "2-core" in md and "seed-c2048" in md
+    assert RESULTS.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
