@@ -203,7 +203,8 @@ def _build_lfm2(path, device, dtype, seed) -> LFM2Served:
             "conv_layers": sum(t == "conv" for t in c.layer_types),
             "max_position_embeddings": c.max_position_embeddings,
             "parameters": sum(t.numel() for t in lm.parameters()),
-            "dtype": str(dtype).removeprefix("torch.")}
+            "dtype": str(dtype).removeprefix("torch."),
+            "has_tokenizer": lm.tokenizer is not None}   # False: HF dir without tokenizer.json
     for tok in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if getattr(c, tok, None) is not None:
             meta[tok] = getattr(c, tok)

@@ -127,6 +127,33 @@ def test_lfm2_bad_inputs(lfm2, ids, match):
         lfm2.forward({"input_ids": ids})
 
 
+def test_lfm2_from_hf_directory(tmp_path):
+    """A tiny HF-layout directory (config.json + model.safetensors, tied head omitted) loads
+    through the registry and serves the same next-token logits as the model it was saved from."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from models.lfm2 import LFM2Config, LFM2ForCausalLM
+    cfg = LFM2Config(vocab_size=300, hidden_size=64, intermediate_size=96, block_auto_adjust_ff_dim=False,
+                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                     layer_types=("conv", "full_attention"))
+    src = LFM2ForCausalLM.empty(cfg)
+    src.init_weights(3)
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    save_file({k: v.contiguous() for k, v in src.state_dict().items() if k != "lm_head.weight"},
+              str(tmp_path / "model.safetensors"))
+    served = build_model("lfm2", str(tmp_path))
+    assert served.outputs[0].shape == (-1, 300) and served.metadata["vocab_size"] == 300
+    assert served.metadata["conv_layers"] == 1 and not served.metadata["has_tokenizer"]
+    ids = torch.tensor([[5, 299, 0, 17]])
+    with torch.inference_mode(), use_impl("native"):
+        ref = src(ids)[:, -1]
+    assert torch.allclose(served.forward({"input_ids": ids})["logits"], ref, atol=1e-5)
+    with pytest.raises(ValueError, match=r"in \[0, 300\)"):
+        served.forward({"input_ids": torch.tensor([[300]])})
+
+
 def test_build_errors(tmp_path):
     with pytest.raises(ValueError, match="dtype must be one of"):
         build_model("mobilenet_v2", dtype="int8")
