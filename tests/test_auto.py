@@ -98,3 +98,21 @@ def test_cuda_large_k_goes_native(monkeypatch):
 def test_bad_arguments_raise_valueerror(args, match):
     with pytest.raises(ValueError, match=match):
         auto.choose(*args)
+
+
+@pytest.mark.parametrize("env", [pytest.param("0", id="off"), pytest.param("false", id="false")])
+def test_compiled_opt_out_falls_back_to_runner_up(monkeypatch, env):
+    big1d = ("conv1d", CPU, torch.float32, (1, 4096, 4096), (4096, 1, 4), 1, 1)
+    big2d = ("conv2d", CPU, torch.float32, (32, 32, 112, 112), (32, 1, 3, 3), 1, 1)
+    assert auto.choose(*big1d) == "compiled" and auto.choose(*big2d) == "compiled"
+    monkeypatch.setenv("DWSERVE_AUTO_COMPILED", env)
+    assert auto.choose(*big1d) == "slice_sum" and auto.choose(*big2d) == "native"
+    rng = random.Random(3)
+    for _ in range(300):
+        op, x, w, s, d = _random_case(rng)
+        assert auto.choose(op, CPU, torch.float32, x, w, s, d) in ("slice_sum", "native")
+
+
+def test_no_cxx_compiler_never_picks_compiled(monkeypatch):
+    monkeypatch.setattr(auto, "_cxx_available", lambda: False)
+    assert auto.choose("conv1d", CPU, torch.float32, (1, 4096, 4096), (4096, 1, 4), 1, 1) == "slice_sum"

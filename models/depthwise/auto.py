@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import shutil
 
 import torch
 
@@ -94,15 +96,33 @@ def _work(x_shape, weight_shape, stride) -> tuple[int, int, int]:
     return taps, out, out * taps
 
 
+def compiled_allowed() -> bool:
+    """Whether auto may pick `compiled` on CPU: inductor needs a C++ compiler, and
+    DWSERVE_AUTO_COMPILED=0 opts out. Why opt out: compiled compiles once per shape class
+    (seconds on 2 cores), so a server seeing many distinct big shapes (dynamic batch sizes,
+    long prompts of varying length) pays that on the first request of each; the runner-up
+    picks below are at most ~1.5x slower on the suite (CPU_MEASURED)."""
+    if os.environ.get("DWSERVE_AUTO_COMPILED", "1").strip().lower() in ("0", "false", "no"):
+        return False
+    return _cxx_available()
+
+
+@functools.lru_cache(maxsize=1)
+def _cxx_available() -> bool:
+    return any(shutil.which(c) for c in (os.environ.get("CXX") or "g++", "c++", "clang++"))
+
+
 def _cpu_rule(op, x_shape, weight_shape, stride) -> str:
     taps, out, work = _work(x_shape, weight_shape, stride)
     if op == "decode":
         return "slice_sum"
     if op == "conv1d":
-        if work <= SLICE_SUM_MAX_WORK or taps > SLICE_SUM_MAX_TAPS:
-            return "slice_sum"
+        if work <= SLICE_SUM_MAX_WORK or taps > SLICE_SUM_MAX_TAPS or not compiled_allowed():
+            return "slice_sum"    # runner-up at 1x4096x4096: 1.4x behind compiled, native 2.4x
         return "compiled"
-    return "compiled" if out >= COMPILED_MIN_OUT else "native"
+    if out >= COMPILED_MIN_OUT and compiled_allowed():
+        return "compiled"
+    return "native"               # runner-up on the big MobileNetV2 layers: up to 1.6x behind
 
 
 # ---------------------------------------------------------------- CUDA: provisional
