@@ -171,7 +171,7 @@ def write_markdown(records: list[dict], path: Path, env: dict, quick: bool) -> N
     fmt = lambda v: "-" if v is None else f"{v:,.1f}"
     lines = [f"# Depthwise operator benchmark ({env['device']}, {records[0]['dtype']})", "",
              f"Measured on **{env['device_name']}** ({env['cpu_count']} cores, "
-             f"{env['torch_threads']} torch threads), torch {env['torch']}, triton {env['triton']}."
+             f"{env['torch_threads']} torch thread(s)), torch {env['torch']}, triton {env['triton']}."
              + (" These are 2-core shared-machine CPU numbers: compare ratios, not absolutes."
                 if env["device"] == "cpu" else ""),
              ("Clock: CPU time of the timing thread (`--clock thread_cpu`, 1 torch thread), "
@@ -193,6 +193,7 @@ def write_markdown(records: list[dict], path: Path, env: dict, quick: bool) -> N
         dims = f"x{tuple(sh['x'])} w{tuple(sh['weight'])} s{sh['stride']} p{sh['padding']}"
         lines.append(f"| {s} | {dims} | " + " | ".join(fmt(by[(s, i)]["median_us"]) for i in impls)
                      + f" | {best} | {rs[0]['auto_choice']} | {fmt(ratio) if ratio is None else f'{ratio:.3f}'} |")
+    lines += ["", *acceptance(records)]
     lines += ["", "Launches per call (aten ops / CUDA kernels) and speedups:", "",
               "| shape | impl | median_us | p10-p90 us | repeats | aten_ops | cuda_kernels "
               "| x vs native | x vs per_group |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -206,20 +207,35 @@ def write_markdown(records: list[dict], path: Path, env: dict, quick: bool) -> N
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_plot(records: list[dict], path: Path, env: dict) -> None:
-    """Time and launches against C for the channel sweep, one line per impl, log-log."""
-    sweep = sorted((r for r in records if r["shape"]["sweep"]), key=lambda r: r["shape"]["channels"])
-    impls = list(dict.fromkeys(r["impl"] for r in sweep))
-    col = lambda key: {i: ([r["shape"]["channels"] for r in sweep if r["impl"] == i],
-                           [r[key] for r in sweep if r["impl"] == i]) for i in impls}
-    kind = "cuda_kernels" if env["device"] == "cuda" else "aten_ops"
-    fig, axes = plots.figure(2)
-    plots.plot_series(axes[0], col("median_us"), xlabel="channels C", ylabel="median us per call",
-                      title="time, (1,C,21) k=3", logx=True, logy=True)
-    plots.plot_series(axes[1], col(kind), xlabel="channels C", ylabel=f"{kind} per call",
-                      title="launches, (1,C,21) k=3", logx=True, logy=True)
-    plots.save(fig, path, suptitle=f"depthwise conv1d channel sweep on {env['device_name']} "
-                                   f"({env['device']}, torch {env['torch']})")
+def acceptance(records: list[dict]) -> list[str]:
+    """The acceptance checks of tests/test_benchmark_results.py, in words, for the report."""
+    by = {}
+    for r in records:
+        if r["median_us"] is not None:
+            by.setdefault(r["shape"]["name"], {})[r["impl"]] = r["median_us"]
+    out = ["Acceptance:"]
+    seed = by.get(SEED.name, {})
+    if "per_group" in seed and "auto" in seed:
+        out.append(f"- per_group/auto at {SEED.name}: {seed['per_group'] / seed['auto']:.0f}x (want >= 300x)")
+    misses = []
+    for name, t in by.items():
+        rest = {i: v for i, v in t.items() if i != "auto"}
+        if "auto" in t and rest:
+            best = min(rest, key=rest.get)
+            if t["auto"] > 1.05 * rest[best]:
+                misses.append(f"{name} ({t['auto'] / rest[best]:.2f}x of {best})")
+    out.append(f"- auto within 5% of the fastest impl on {len(by) - len(misses)}/{len(by)} shapes"
+               + (f"; misses: {', '.join(misses)}" if misses else ""))
+    return out
+
+
+def render(json_path: Path) -> None:
+    """Rewrite the .md and .png beside a results JSON from its records (no measuring)."""
+    records = json.loads(json_path.read_text())
+    env = {k: records[0].get(k) for k in ("device", "device_name", "cpu_count", "torch_threads",
+                                          "torch", "triton")}
+    write_markdown(records, json_path.with_suffix(".md"), env, quick="-quick" in json_path.stem)
+    plots.channel_sweep(records, json_path.with_suffix(".png"), env)
 
 
 def auto_table(records: list[dict]) -> str:
@@ -255,7 +271,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="merge into the existing results: replace only the shapes run now")
     p.add_argument("--auto-table", action="store_true",
                    help="print the CPU_MEASURED rows for models/depthwise/auto.py from the results")
+    p.add_argument("--render", metavar="JSON", help="only rewrite the .md/.png beside JSON")
     args = p.parse_args(argv)
+    if args.render:
+        render(Path(args.render))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -290,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         records = sorted(old + records, key=lambda r: order.get(r["shape"]["name"], len(order)))
     (out / f"{stem}.json").write_text(json.dumps(records, indent=1) + "\n")
     write_markdown(records, out / f"{stem}.md", env, args.quick)
-    write_plot(records, out / f"{stem}.png", env)
+    plots.channel_sweep(records, out / f"{stem}.png", env)
     print(f"wrote {out / stem}.json, .md, .png")
     if args.auto_table:
         print(auto_table(records))

@@ -65,3 +65,20 @@ def save(fig, path: str | Path, *, suptitle: str | None = None) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def channel_sweep(records: list[dict], path: str | Path, env: dict) -> Path:
+    """ops.py's plot: time and launches against C for the records with shape.sweep set
+    (the (1, C, 21) k=3 conv1d sweep), one line per impl, log-log; CUDA kernels on CUDA."""
+    sweep = sorted((r for r in records if r["shape"]["sweep"]), key=lambda r: r["shape"]["channels"])
+    impls = list(dict.fromkeys(r["impl"] for r in sweep))
+    col = lambda key: {i: ([r["shape"]["channels"] for r in sweep if r["impl"] == i],
+                           [r[key] for r in sweep if r["impl"] == i]) for i in impls}
+    kind = "cuda_kernels" if env["device"] == "cuda" else "aten_ops"
+    fig, axes = figure(2)
+    plot_series(axes[0], col("median_us"), xlabel="channels C", ylabel="median us per call",
+                title="time, (1,C,21) k=3", logx=True, logy=True)
+    plot_series(axes[1], col(kind), xlabel="channels C", ylabel=f"{kind} per call",
+                title="launches, (1,C,21) k=3", logx=True, logy=True)
+    return save(fig, path, suptitle=f"depthwise conv1d channel sweep on {env['device_name']} "
+                                    f"({env['device']}, torch {env['torch']})")

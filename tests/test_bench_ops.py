@@ -127,6 +127,9 @@ def test_ops_quick_writes_json_md_png(tmp_path):
     assert "seed-c2048" in md and "auto picks" in md and "cores" in md
     png = (tmp_path / "ops-cpu-quick.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    (tmp_path / "ops-cpu-quick.md").unlink()
+    assert ops.main(["--render", str(tmp_path / "ops-cpu-quick.json")]) == 0   # md from JSON alone
+    assert "auto within 5% of the fastest impl on" in (tmp_path / "ops-cpu-quick.md").read_text()
 
 
 def test_ops_per_group_counts_one_conv_per_channel(tmp_path):
