@@ -117,58 +117,10 @@ class MobileNetV2(nn.Module):
                 w.copy_(torch.randn(w.shape, generator=generator) * 0.01)
                 m.bias.zero_()
             elif isinstance(w, torch.Tensor) and w.dim() == 4:           # conv or DepthwiseConv2d
-                fan_out = w.shape[0] * w[0, 0].numel()                     # cout * kh * kw
+                fan_out = w.shape[0] * w[0, 0].numel()   # cout * kh * kw (groups ignored, as torch)
                 w.copy_(torch.randn(w.shape, generator=generator) * (2.0 / fan_out) ** 0.5)
                 if m.bias is not None:
                     m.bias.zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
-        return x + y if self.use_res_connect else y
-
-
-class MobileNetV2(nn.Module):
-    def __init__(self, num_classes: int = 1000, width_mult: float = 1.0, dropout: float = 0.2):
-        super().__init__()
-        if not (isinstance(num_classes, int) and num_classes >= 1):
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        if not width_mult > 0:
-            raise ValueError(f"width_mult must be > 0, got {width_mult!r}")
-        self.num_classes, self.width_mult = num_classes, width_mult
-        cin = make_divisible(32 * width_mult)
-        self.last_channel = make_divisible(1280 * max(1.0, width_mult))
-        features: list[nn.Module] = [ConvBNReLU(3, cin, stride=2)]
-        for t, c, n, s in INVERTED_RESIDUAL_SETTING:
-            cout = make_divisible(c * width_mult)
-            for i in range(n):
-                features.append(InvertedResidual(cin, cout, s if i == 0 else 1, t))
-                cin = cout
-        features.append(ConvBNReLU(cin, self.last_channel, kernel_size=1))
-        self.features = nn.Sequential(*features)
-        self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(self.last_channel, num_classes))
-        self.bn_folded = False
-        self.labels = [f"class_{i}" for i in range(num_classes)]
-        self.reset_parameters()
-        from .depthwise import convert_depthwise
-        self.num_depthwise = convert_depthwise(self)   # 17 at any width
-
-    @torch.no_grad()
-    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """torchvision's init: convs kaiming-normal (fan_out), BN (1, 0), linear N(0, 0.01)."""
-        for m in self.modules():
-            w = getattr(m, "weight", None)
-            if isinstance(m, nn.BatchNorm2d) or isinstance(m, nn.Linear):
-                pass
-            elif isinstance(w, torch.Tensor) and w.dim() == 4:           # conv or DepthwiseConv2d
-                fan_out = w.shape[0] * w[0, 0].numel()                     # cout * kh * kw
-                w.copy_(torch.randn(w.shape, generator=generator) * (2.0 / fan_out) ** 0.5)
-                if m.bias is not None:
-                    m.bias.zero_()
-            if isinstance(m, nn.BatchNorm2d):
-                m.reset_parameters()
-            elif isinstance(m, nn.Linear):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=generator) * 0.01)
-                m.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 3, H, W) any memory format, H, W >= 32 -> logits (B, num_classes)."""
