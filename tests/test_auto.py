@@ -13,6 +13,14 @@ CPU = torch.device("cpu")
 FLOATS = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
+@pytest.fixture(autouse=True)
+def _rule_as_measured(monkeypatch):
+    """Test the rule itself: a C++ compiler present and no DWSERVE_AUTO_COMPILED opt-out
+    (the two tests at the end switch them)."""
+    monkeypatch.setattr(auto, "_cxx_available", lambda: True)
+    monkeypatch.delenv("DWSERVE_AUTO_COMPILED", raising=False)
+
+
 def _random_case(rng):
     """A random (op, x_shape, weight_shape, stride, dilation) as dispatch would pass it."""
     op = rng.choice(auto.OPS)
