@@ -61,7 +61,6 @@ CPU_MEASURED: tuple = (
     ('mbv2-b32-c576@14-s2', 'conv2d', (32, 576, 14, 14), (576, 1, 3, 3), 2, dict(slice_sum=21225.8, compiled=11610.1, native=3481.7)),  # per_group 59146 -> native
     ('mbv2-b32-c960@7', 'conv2d', (32, 960, 7, 7), (960, 1, 3, 3), 1, dict(slice_sum=20971.8, compiled=3394.6, native=2473.7)),  # per_group 99444 -> native
     ('convnext-7x7-1x96@56', 'conv2d', (1, 96, 56, 56), (96, 1, 7, 7), 1, dict(slice_sum=3253.0, compiled=6613.2, native=619.7)),  # per_group 12651 -> native
-
 )
 # fmt: on
 
@@ -75,7 +74,7 @@ CPU_MEASURED: tuple = (
 # - conv1d, K <= 4 with more work than that (a 4096x4096 short conv): compiled, one generated
 #   loop = one pass over x instead of K (1.4x ahead of slice_sum).
 # - conv1d, large K (conformer k=31): slice_sum; inductor's 31-tap loop and oneDNN's padded
-#   depthwise path both measured 3-4x slower.
+#   depthwise path (symmetric padding inside the conv) measured 4-5x slower.
 # - conv2d: native (oneDNN's depthwise 3x3/7x7 kernels win 1.5-5x) except big outputs
 #   (>= COMPILED_MIN_OUT elements: MobileNetV2's 112x112, stride-1 56x56 and 28x28 layers at
 #   batch 32), where oneDNN slows down (and turns bimodal: 6-40 ms at b32 192@28, where
