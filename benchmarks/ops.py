@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(_REPO / "benchmarks" / "results"))
     p.add_argument("--shapes", help="comma list of substrings of shape names to run")
     p.add_argument("--impls", help=f"comma list from {IMPLS} (default: all that run on --device)")
-    p.add_argument("--budget-s", type=float, help="timing budget per shape (default 2.0; quick 0.2)")
+    p.add_argument("--budget-s", type=float, help="timing budget per shape, s (default 3.0; quick 0.2)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's, as served)")
     p.add_argument("--clock", choices=("wall", "thread_cpu"), default="wall",
                    help="wall (default) or thread_cpu: CPU time of the timing thread, for a busy "
@@ -287,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         shapes = [s for s in shapes if any(x in s.name for x in subs)]
     if not shapes:
         p.error(f"--shapes {args.shapes!r} matches none of {[s.name for s in SUITE]}")
-    budget = args.budget_s or (0.2 if args.quick else 2.0)
-    reps = (3, 20) if args.quick else (5, 400)
+    budget = args.budget_s or (0.2 if args.quick else 3.0)
+    reps = (3, 20) if args.quick else (7, 400)      # >= 7 samples: medians of ms-scale shapes
     env, dtype = timing.environment(args.device), DTYPES[args.dtype]
     records = []
     with torch.inference_mode():
