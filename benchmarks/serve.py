@@ -5,7 +5,7 @@ Scenarios (mobilenet_v2 unless noted; each bounded by --duration seconds after a
   latency_binary / latency_json   1 client, batch 1: client p50/p95/p99 vs server compute
                                   (Server-Timing), i.e. the protocol + queue overhead
   batching_on / batching_off      --clients concurrent clients, batch-1 requests, against a
-                                  server with max_batch_size 16 and one with 1
+                                  server with --max-batch-size (8) and one with 1
   impl_<name>                     per_group vs auto for mobilenet_v2 and lfm2 (per-request
                                   `parameters.depthwise_impl`), then read back from /metrics:
                                   compute mean, depthwise share, launches per forward
@@ -194,7 +194,7 @@ def _ms(x):
 def write_markdown(res: dict, path: Path) -> None:
     lines = [f"# Serving benchmark ({res['device']})", "",
              f"{res['timestamp']}, torch {res['torch']}, {res['cpu_count']} CPU cores, server torch threads "
-             f"{res['torch_threads'] or 'default'}, "
+             f"{res['torch_threads'] or 'default'}, batching_on max_batch_size {res['max_batch_size']}, "
              f"{res['duration_s']} s per scenario after {res['warmup_s']} s warm-up, load average "
              f"{res['loadavg_start'][0]:.1f} at start and {res['loadavg_end'][0]:.1f} at the end. "
              "Latency is client-side (loopback, keep-alive); compute is the server's forward time "
@@ -263,6 +263,7 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds per scenario")
     p.add_argument("--warmup", type=float, default=4.0, help="unmeasured seconds before each scenario")
     p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--max-batch-size", type=int, default=8, help="the batching_on server's limit (service default 8)")
     p.add_argument("--torch-threads", type=int, default=None,
                    help="server torch threads (default: torch's); 1 keeps a shared 2-core box stable")
     p.add_argument("--impl-requests", type=int, default=8, help="at most this many requests per impl scenario")
@@ -276,7 +277,7 @@ def main(argv=None) -> int:
     image = rng.standard_normal(IMAGE_SHAPE).astype(np.float32)
     res = {"device": args.device, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
-           "torch_threads": args.torch_threads, "duration_s": args.duration, "warmup_s": args.warmup, "scenarios": {}, "impls": {}}
+           "torch_threads": args.torch_threads, "max_batch_size": args.max_batch_size, "duration_s": args.duration, "warmup_s": args.warmup, "scenarios": {}, "impls": {}}
     t0 = time.time()
     res["loadavg_start"] = os.getloadavg()  # the CI box is shared: say how busy it was
 
@@ -315,7 +316,7 @@ def main(argv=None) -> int:
             print(f"{args.clients} clients: batching off", flush=True)
             res["scenarios"]["batching_off"] = run_load(url_b1, infer_request("mobilenet_v2", image, True),
                                                         args.clients, args.duration, args.warmup)
-        with server(["lfm2", "mobilenet_v2"], 16, args.device, torch_threads=args.torch_threads) as url:
+        with server(["lfm2", "mobilenet_v2"], args.max_batch_size, args.device, torch_threads=args.torch_threads) as url:
             measure(url, None)
         res["scenarios"] = {k: res["scenarios"][k] for k in
                             ("latency_binary", "latency_json", "batching_on", "batching_off") if k in res["scenarios"]}

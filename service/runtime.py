@@ -188,9 +188,15 @@ class ModelRuntime:
         impl = self.settings.depthwise_impl
         if self.settings.warmup:
             t0 = time.perf_counter()
-            inputs = {n: t.to(self.device) for n, t in self.served.warmup_inputs(1).items()}
-            for _ in range(2):  # first call compiles (impl "compiled"), second is steady state
+            # Batch sizes the batcher can form: `auto` may pick `compiled` only above some
+            # batch size, and torch.compile specialises on the first size it sees and turns
+            # the dim dynamic on the second; two large sizes here mean no compile (seconds)
+            # lands on a request later. Each size also gets its launch count measured.
+            top = self.settings.max_batch_size
+            for rows in sorted({1, max(1, top // 2), max(1, top - 1), top}):
+                inputs = {n: t.to(self.device) for n, t in self.served.warmup_inputs(rows).items()}
                 self.forward(inputs, impl)
+            self.forward({n: t.to(self.device) for n, t in self.served.warmup_inputs(1).items()}, impl)
             lm = getattr(self.served, "lm", None)
             if lm is not None:  # the decode path (conv state + KV cache) has its own shapes
                 with self.hooks.use_impl(impl), torch.inference_mode():
