@@ -17,6 +17,9 @@ the same inputs under `use_impl(impl)`:
   dw share    depthwise seconds / forward seconds, from `share_runs` separate forwards under
               models.profiling.depthwise_timer (device-synchronised around every depthwise op,
               which is why these runs are not the latency samples)
+On a CPU shared with other jobs use --threads 1 (the committed CPU run did): two OpenMP
+threads spinning against other processes made latencies erratic there (decode b1 under
+native: 11 ms at 1 thread, 196 ms at 2). Total time: about 5 min on 2 cores.
 Writes <out>/models-<device>[-quick].{json,md,png}. The JSON holds `environment`, `settings`,
 `records` (one per case x impl) and `acceptance` (the LFM2 per_group/auto shares).
 """

@@ -23,7 +23,11 @@ def write_markdown(result: dict, path: Path) -> None:
              f"LFM2 preset `{s['lfm2_preset']}`, MobileNetV2 BN-folded (as served)."
              + (" CPU numbers from a shared 2-core machine: compare ratios, not absolutes."
                 if env["device"] == "cpu" else "")
-             + (" QUICK run (smoke test): few cases and repeats." if result["quick"] else ""),
+             + (" QUICK run (smoke test): few cases and repeats." if result["quick"] else "")
+             + (f" Run with {env['torch_threads']} torch thread(s) on {env['cpu_count']} cores: on a "
+                "machine shared with other jobs, OpenMP threads that spin against other processes "
+                "make every latency erratic (tens of x on small ops)."
+                if env["device"] == "cpu" and env["torch_threads"] < (env["cpu_count"] or 0) else ""),
              "", f"Command: `python benchmarks/models.py {' '.join(s.get('argv', []))}` "
              f"({s['wall_s']} s).",
              "",
