@@ -251,22 +251,18 @@ PRESETS: dict[str, LFM2Config] = {
     # The embedded default: seeded random weights + the byte tokenizer (tokenizer.py: bytes
     # 0..255, specials 256..258). 5 conv layers of 1024 channels (so per_group's 1024 launches
     # per layer show), 1 attention layer, a small FFN (768) so the convs are most of the work.
-    # Depthwise share = time inside the depthwise block / wall time of the forward.
-    # Measured on this project's 2-core box (tests/test_lfm2_perf.py re-measures with
-    # models.profiling.depthwise_timer: DWSERVE_PERF=1), 128-token prefill at batch 1 and one
-    # decode step at position 128:
-    #   2 threads, wall, quiet box, a stand-in with the same per_group (C convs + cat) and
-    #   slice-sum math (before models.depthwise landed):
-    #     per_group: prefill 220 ms 50 % | decode b1 76 ms 87 % | decode b8 454 ms 94 %
-    #     slice_sum: prefill  77 ms  5 % | decode b1 10 ms  5 % | decode b8  21 ms  6 %
-    #   1 thread, CPU time (robust on the busy shared box), models.depthwise itself:
-    #     per_group: prefill 212 ms 34 % | decode b1 81 ms 84 % | decode b8 461 ms 94 %
-    #     auto:      prefill 136 ms  4 % | decode b1 11 ms  8 % | decode b8  28 ms  6 %
-    # The window is narrow by nature: per conv layer, per_group costs ~C launches (~16-22 ms)
-    # and the auto block ~0.8-1 ms at prefill, so "before >= 50 %" and "after <= 5 %" both
-    # hold only while the rest of a conv layer costs ~15-20 ms (the FFN width sets that). At
-    # decode the after-share is the block's fixed per-call cost (~0.13 ms x 5 layers) against
-    # ~10 ms of memory-bound matvecs, so it sits at 5-8 %, just above the 5 % goal.
+    # Depthwise share = models.profiling.depthwise_timer time / wall time, 2 CPU threads, the
+    # project's 2-core box at low load, min..max of 3 runs (tests/test_lfm2_perf.py re-measures:
+    # DWSERVE_PERF=1); prefill = next_token_logits on 128 tokens, decode = one step at pos 128:
+    #                  per_group (before)       auto (after)
+    #   prefill 128    146-185 ms  45-48 %      76-98 ms  4 %
+    #   decode b=1      76-89 ms   85-87 %      10-13 ms  5.4-6.1 %
+    #   decode b=8     458-492 ms  94 %         23-27 ms  5.0-5.7 %
+    # Both goals are only just missed, and no FFN width meets both: per conv layer per_group
+    # costs ~C launches (~15 ms) and the auto block ~0.8 ms at prefill, ~0.12 ms (fixed per-call
+    # cost) at decode, so the rest of the layer must be ~15 ms at prefill and >= 2.3 ms at
+    # decode; the FFN moves both together (FFN 384: prefill 53 % / 5.2 %, decode 6.8 %;
+    # FFN 1024: prefill 42 % / 3.4 %, decode 6.0 %). 768 sits between.
     "lfm2-demo": LFM2Config(vocab_size=264, hidden_size=1024, intermediate_size=768,
                             block_auto_adjust_ff_dim=False, num_hidden_layers=6,
                             num_attention_heads=16, num_key_value_heads=4,
