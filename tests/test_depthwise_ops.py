@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference import DEV, TOL, assert_matches, randn, reference_conv
@@ -253,3 +254,19 @@ def test_compiled_failure_is_a_clear_error_not_a_silent_fallback(monkeypatch):
     with pytest.raises(RuntimeError, match="impl='slice_sum'.*|could not torch.compile"):
         depthwise_conv1d(x, w, impl="compiled")
     assert not compiled.is_warm("conv1d", x, w, None, 1, (0, 0), 1)
+
+
+def test_slice_sum_tap_cache_follows_in_place_weight_updates():
+    """slice_sum caches its per-tap views on the weight (inference only); an in-place update
+    (load_state_dict, copy_) must be seen by the next call, and autograd must still work."""
+    x = torch.randn(2, 8, 11)
+    w = torch.randn(8, 1, 3)
+    with torch.no_grad():
+        first = depthwise_conv1d(x, w, impl="slice_sum")
+        w.mul_(2.0)                                         # bumps w's version counter
+        second = depthwise_conv1d(x, w, impl="slice_sum")
+    torch.testing.assert_close(second, 2.0 * first)
+    torch.testing.assert_close(second, F.conv1d(x, w, groups=8))
+    wg = w.clone().requires_grad_()
+    depthwise_conv1d(x, wg, impl="slice_sum").sum().backward()
+    assert wg.grad is not None and wg.grad.abs().sum() > 0

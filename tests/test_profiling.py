@@ -73,6 +73,7 @@ def test_counts_are_per_thread():
     """count_launches in one thread must not see another thread's ops (TorchDispatchMode is
     thread-local): the service counts two models concurrently."""
     x, w, b = _conv1d_args(64)
+    depthwise_conv1d(x, w, b, impl="slice_sum")   # steady state: slice_sum caches its tap views
     stop, seen = threading.Event(), []
 
     def noise():

@@ -87,7 +87,8 @@ def _compose_block(bcx, weight, bias, conv_state, mask, conv):
     if conv_state is None:
         y = conv(bx, K - 1)                                   # causal: zero left context
     else:
-        ext = torch.cat([conv_state.to(bx.dtype), bx], dim=-1)   # (B, C, K-1+L)
+        state = conv_state if conv_state.dtype == bx.dtype else conv_state.to(bx.dtype)
+        ext = torch.cat([state, bx], dim=-1)                     # (B, C, K-1+L)
         if K > 1:
             conv_state.copy_(ext[:, :, L:])                   # last K-1 of bx_ext
         y = conv(ext, 0)

@@ -29,7 +29,29 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _taps(weight: torch.Tensor, C: int, m: int, acc: torch.dtype, spatial: int):
     """weight (C*m, 1, *kernel) -> tuple of T=prod(kernel) per-channel scalars in `acc` dtype,
-    each shaped to broadcast against x slices: (C, 1, ...) if m == 1 else (C, m, 1, ...)."""
+    each shaped to broadcast against x slices: (C, 1, ...) if m == 1 else (C, m, 1, ...).
+
+    Without autograd the views are cached on the weight tensor itself (so the cache dies with
+    the weight), keyed by its version counter (bumped by every in-place update, e.g.
+    load_state_dict): at decode-sized calls these ~6 view ops are a third of the op's cost.
+    """
+    # Not cached: under autograd, under torch.compile (it traces the plain path), and for
+    # inference tensors (they have no version counter to invalidate the cache with).
+    if ((weight.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling()
+            or weight.is_inference()):
+        return _make_taps(weight, C, m, acc, spatial)
+    key = (weight._version, C, m, acc, spatial, torch.is_inference_mode_enabled())
+    cached = getattr(weight, "_dwserve_taps", None)
+    if cached is None or cached[0] != key:
+        cached = (key, _make_taps(weight, C, m, acc, spatial))
+        try:
+            weight._dwserve_taps = cached
+        except (AttributeError, RuntimeError):   # tensors that refuse attributes: no cache
+            pass
+    return cached[1]
+
+
+def _make_taps(weight: torch.Tensor, C: int, m: int, acc: torch.dtype, spatial: int):
     T = math.prod(weight.shape[2:])
     w = weight.to(acc).reshape(C, m, T).permute(2, 0, 1)        # (T, C, m)
     lead = (T, C) if m == 1 else (T, C, m)                      # m == 1: x keeps its (B, C, ...) view
@@ -66,7 +88,8 @@ def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
     span = (L_out - 1) * stride + 1                             # extent of one strided slice
     slices = (xp[..., k * dilation:k * dilation + span:stride] for k in range(K))  # (B, C, [1,] L_out)
     out = _sum(slices, _taps(weight, C, m, acc, 1), _bias(bias, C, m, acc, 1))
-    return match_memory_format(out.reshape(B, Cm, L_out).to(x.dtype), x)
+    out = out.reshape(B, Cm, L_out)
+    return match_memory_format(out if out.dtype == x.dtype else out.to(x.dtype), x)
 
 
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -92,4 +115,5 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 yield rows[..., j * dw:j * dw + span_w:sw]      # (B, C, [1,] H_out, W_out)
 
     out = _sum(slices(), _taps(weight, C, m, acc, 2), _bias(bias, C, m, acc, 2))
-    return match_memory_format(out.reshape(B, Cm, H_out, W_out).to(x.dtype), x)
+    out = out.reshape(B, Cm, H_out, W_out)
+    return match_memory_format(out if out.dtype == x.dtype else out.to(x.dtype), x)
