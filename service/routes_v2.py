@@ -15,8 +15,9 @@ from .schemas import (ErrorResponse, InferResponse, LiveResponse, ModelMetadata,
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503)}
-# Content types accepted on /infer (tritonclient sends none or octet-stream with the binary extension).
-_INFER_TYPES = ("", "application/json", "application/octet-stream")
+# Content types accepted on /infer: tritonclient sends none or octet-stream (binary extension);
+# `curl -d` sends form-urlencoded, which is read as the JSON it almost always is.
+_INFER_TYPES = ("", "application/json", "application/octet-stream", "application/x-www-form-urlencoded")
 
 
 def _service(request: Request):
