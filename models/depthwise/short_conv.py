@@ -95,6 +95,33 @@ def _compose_block(bcx, weight, bias, conv_state, mask, conv):
     return (c * y).transpose(1, 2).contiguous()               # (B, L, C)
 
 
+def _slice_sum_block(bcx, weight, bias, conv_state, mask):
+    """slice_sum in the (B, L, C) layout bcx arrives in: the same K slices x per-channel
+    scalars, summed, but along dim 1 with channels innermost, so there is no transpose to
+    (B, C, L) and back (two full copies the composed path pays) and every multiply-add runs
+    over contiguous channel rows. fp16/bf16 accumulate in fp32 like slice_sum.py."""
+    K = weight.shape[-1]
+    b, c, x = bcx.chunk(3, dim=-1)                            # each (B, L, C)
+    bx = b * x
+    if mask is not None:                                      # where, not *: NaN-safe on padding
+        bx = torch.where(mask[:, :, None] != 0, bx, bx.new_zeros(()))
+    L = bx.shape[1]
+    if conv_state is None:
+        ext = F.pad(bx, (0, 0, K - 1, 0))                     # (B, K-1+L, C): zero left context
+    else:
+        state = conv_state.transpose(1, 2)                    # (B, K-1, C) view
+        ext = torch.cat([state if state.dtype == bx.dtype else state.to(bx.dtype), bx], dim=1)
+        if K > 1:
+            conv_state.copy_(ext[:, L:, :].transpose(1, 2))   # last K-1 of bx_ext
+    acc = torch.float32 if bx.dtype in (torch.float16, torch.bfloat16) else bx.dtype
+    taps = weight[:, 0, :].t().to(acc)                        # (K, C)
+    y = ext[:, :L] * taps[0] if bias is None else torch.addcmul(bias.to(acc), ext[:, :L], taps[0])
+    for k in range(1, K):
+        y.addcmul_(ext[:, k:k + L], taps[k])                  # (B, L, C) += slice * w[:, k]
+    y.mul_(c)
+    return y if y.dtype == bcx.dtype else y.to(bcx.dtype)
+
+
 def short_conv_block_reference(bcx, weight, bias=None, *, conv_state=None, mask=None):
     """Plain-torch gated short conv (F.conv1d with groups=C); same contract as short_conv_block."""
     _check_block(bcx, weight, bias, conv_state, mask)
@@ -136,6 +163,8 @@ def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     with profiling.record_depthwise(bcx.device):
         if name == "fused":
             return fused.short_conv_block(bcx, weight, bias, conv_state, mask)
+        if name == "slice_sum":
+            return _slice_sum_block(bcx, weight, bias, conv_state, mask)
         conv = lambda x, left: dispatch.depthwise_conv1d(x, weight, bias, padding="causal" if left else 0,
                                                          impl=name)
         return _compose_block(bcx, weight, bias, conv_state, mask, conv)
