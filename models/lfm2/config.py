@@ -250,20 +250,20 @@ PRESETS: dict[str, LFM2Config] = {
                             layer_types=_attn_layers(30, (2, 5, 9, 13, 17, 21, 24, 27))),
     # The embedded default: seeded random weights + the byte tokenizer (tokenizer.py: bytes
     # 0..255, specials 256..258). 5 conv layers of 1024 channels (so per_group's 1024 launches
-    # per layer show), 1 attention layer, a small FFN (768) so the convs are most of the work.
-    # Depthwise share = models.profiling.depthwise_timer time / wall time, 2 CPU threads, the
-    # project's 2-core box at low load, min..max of 3 runs (tests/test_lfm2_perf.py re-measures:
+    # per layer show), 1 attention layer, a small FFN (384) so the convs are most of the work.
+    # Depthwise share = time inside the depthwise block / wall time of the forward
+    # (models.profiling.depthwise_timer). Measured on the project's 2-core CPU box, 2 torch
+    # threads, after the (B, L, C)-layout slice_sum block (tests/test_lfm2_perf.py re-measures:
     # DWSERVE_PERF=1); prefill = next_token_logits on 128 tokens, decode = one step at pos 128:
-    #                  per_group (before)       auto (after)
-    #   prefill 128    146-185 ms  45-48 %      76-98 ms  4 %
-    #   decode b=1      76-89 ms   85-87 %      10-13 ms  5.4-6.1 %
-    #   decode b=8     458-492 ms  94 %         23-27 ms  5.0-5.7 %
-    # Both goals are only just missed, and no FFN width meets both: per conv layer per_group
-    # costs ~C launches (~15 ms) and the auto block ~0.8 ms at prefill, ~0.12 ms (fixed per-call
-    # cost) at decode, so the rest of the layer must be ~15 ms at prefill and >= 2.3 ms at
-    # decode; the FFN moves both together (FFN 384: prefill 53 % / 5.2 %, decode 6.8 %;
-    # FFN 1024: prefill 42 % / 3.4 %, decode 6.0 %). 768 sits between.
-    "lfm2-demo": LFM2Config(vocab_size=264, hidden_size=1024, intermediate_size=768,
+    #                  per_group (before)    auto (after)
+    #   prefill 128    139 ms  52.6 %        66 ms  3.2 %
+    #   decode b=1      78 ms  86.5 %         9 ms  4.7 %
+    #   decode b=8     468 ms  95.0 %        23 ms  4.5 %
+    # The window is narrow by nature: per conv layer per_group costs ~C launches (~15 ms) and
+    # the auto block ~0.4 ms at prefill, ~0.06 ms at decode, so the rest of the layer must
+    # cost ~15 ms at prefill and >= 1.2 ms at decode; the FFN width moves both together
+    # (same box: FFN 512 gave prefill 48 % / 2.9 %, FFN 768 51 % / 4.1 % with decode 4.8 %).
+    "lfm2-demo": LFM2Config(vocab_size=264, hidden_size=1024, intermediate_size=384,
                             block_auto_adjust_ff_dim=False, num_hidden_layers=6,
                             num_attention_heads=16, num_key_value_heads=4,
                             max_position_embeddings=4096, rope_theta=1_000_000.0,
