@@ -3,7 +3,7 @@
 `choose(op, device, dtype, x_shape, weight_shape, stride, dilation) -> str` is called by
 `dispatch.resolve_impl`, which caches the answer per (op, device type, dtype, shape), so
 this may take microseconds but must be deterministic, and it must only return an impl
-that runs on `device`: on CPU one of CPU_CHOICES (never fused, never per_group).
+that runs on `device`: on CPU one of CPU_CHOICES (never fused).
 
 op "decode" is `conv1d_decode_step`: x_shape is the (B, C, 1) new column.
 The CPU rule below is derived from CPU_MEASURED, the committed benchmark; test_auto.py checks
@@ -20,47 +20,48 @@ import shutil
 import torch
 
 OPS = ("conv1d", "conv2d", "decode")
-CPU_CHOICES = ("slice_sum", "compiled", "native")
+CPU_CHOICES = ("per_group", "slice_sum", "compiled", "native")
 
 # ---------------------------------------------------------------- measured CPU numbers
 # Copied from benchmarks/results/ops-cpu.json by `python benchmarks/ops.py --auto-table`
-# (AMD EPYC, 2 cores shared with a busy team, so: 1 torch thread, --clock thread_cpu; torch
-# 2.13, float32): median us per call through the public op. Rows: (shape name, op, x, weight,
-# stride, {impl: median_us}), comment: per_group's time and the winner (smallest median).
+# (AMD EPYC, 2 cores, quiet, torch's default 2 threads, wall clock, glibc keeping freed
+# memory (benchmarks/timing.keep_freed_memory); torch 2.13, float32):
+# median us per call through the public op. Rows: (shape name, op, x, weight, stride,
+# {impl: median_us}), comment: the winner (smallest median).
 # fmt: off
 CPU_MEASURED: tuple = (
-    ('seed-c2048', 'conv1d', (1, 2048, 21), (2048, 1, 3), 1, dict(slice_sum=87.7, compiled=109.3, native=148.6)),  # per_group 19974 -> slice_sum
-    ('sweep-c64', 'conv1d', (1, 64, 21), (64, 1, 3), 1, dict(slice_sum=49.0, compiled=89.7, native=104.8)),  # per_group 636 -> slice_sum
-    ('sweep-c128', 'conv1d', (1, 128, 21), (128, 1, 3), 1, dict(slice_sum=50.4, compiled=83.1, native=104.9)),  # per_group 1237 -> slice_sum
-    ('sweep-c256', 'conv1d', (1, 256, 21), (256, 1, 3), 1, dict(slice_sum=55.7, compiled=87.2, native=108.0)),  # per_group 2424 -> slice_sum
-    ('sweep-c512', 'conv1d', (1, 512, 21), (512, 1, 3), 1, dict(slice_sum=55.6, compiled=83.2, native=108.6)),  # per_group 4836 -> slice_sum
-    ('sweep-c1024', 'conv1d', (1, 1024, 21), (1024, 1, 3), 1, dict(slice_sum=69.1, compiled=96.9, native=123.9)),  # per_group 9721 -> slice_sum
-    ('sweep-c4096', 'conv1d', (1, 4096, 21), (4096, 1, 3), 1, dict(slice_sum=120.7, compiled=121.0, native=181.6)),  # per_group 39876 -> slice_sum
-    ('lfm2-350m-prefill-1x128', 'conv1d', (1, 1024, 128), (1024, 1, 3), 1, dict(slice_sum=178.7, compiled=323.0, native=252.9)),  # per_group 10432 -> slice_sum
-    ('lfm2-350m-prefill-8x512', 'conv1d', (8, 1024, 512), (1024, 1, 3), 1, dict(slice_sum=7053.7, compiled=8151.3, native=21095.3)),  # per_group 108577 -> slice_sum
-    ('lfm2-2.6b-short-1x19', 'conv1d', (1, 2048, 19), (2048, 1, 3), 1, dict(slice_sum=112.2, compiled=154.7, native=169.5)),  # per_group 19991 -> slice_sum
-    ('decode-16x2048', 'decode', (16, 2048), (2048, 1, 3), 1, dict(slice_sum=384.6, compiled=418.9, native=498.8)),  # per_group 185891 -> slice_sum
-    ('shortconv-long-1x4096x4096', 'conv1d', (1, 4096, 4096), (4096, 1, 4), 1, dict(slice_sum=106889.3, compiled=75091.9, native=184634.0)),  # per_group 160460 -> compiled
-    ('conformer-k31-8x256x512', 'conv1d', (8, 256, 512), (256, 1, 31), 1, dict(slice_sum=4720.5, compiled=20021.3, native=24242.3)),  # per_group 43580 -> slice_sum
-    ('mbv2-b1-c32@112', 'conv2d', (1, 32, 112, 112), (32, 1, 3, 3), 1, dict(slice_sum=784.1, compiled=1374.8, native=388.5)),  # per_group 1500 -> native
-    ('mbv2-b1-c96@112-s2', 'conv2d', (1, 96, 112, 112), (96, 1, 3, 3), 2, dict(slice_sum=2927.6, compiled=3791.5, native=490.2)),  # per_group 7192 -> native
-    ('mbv2-b1-c144@56', 'conv2d', (1, 144, 56, 56), (144, 1, 3, 3), 1, dict(slice_sum=1045.8, compiled=1538.1, native=423.2)),  # per_group 2826 -> native
-    ('mbv2-b1-c144@56-s2', 'conv2d', (1, 144, 56, 56), (144, 1, 3, 3), 2, dict(slice_sum=1153.6, compiled=1643.6, native=273.3)),  # per_group 3555 -> native
-    ('mbv2-b1-c192@28', 'conv2d', (1, 192, 28, 28), (192, 1, 3, 3), 1, dict(slice_sum=557.5, compiled=573.5, native=222.0)),  # per_group 2319 -> native
-    ('mbv2-b1-c384@14', 'conv2d', (1, 384, 14, 14), (384, 1, 3, 3), 1, dict(slice_sum=545.0, compiled=277.5, native=177.7)),  # per_group 3872 -> native
-    ('mbv2-b1-c576@14', 'conv2d', (1, 576, 14, 14), (576, 1, 3, 3), 1, dict(slice_sum=755.3, compiled=364.6, native=211.9)),  # per_group 5831 -> native
-    ('mbv2-b1-c576@14-s2', 'conv2d', (1, 576, 14, 14), (576, 1, 3, 3), 2, dict(slice_sum=568.5, compiled=466.7, native=171.6)),  # per_group 5767 -> native
-    ('mbv2-b1-c960@7', 'conv2d', (1, 960, 7, 7), (960, 1, 3, 3), 1, dict(slice_sum=717.3, compiled=191.3, native=161.8)),  # per_group 9142 -> native
-    ('mbv2-b32-c32@112', 'conv2d', (32, 32, 112, 112), (32, 1, 3, 3), 1, dict(slice_sum=109272.7, compiled=71738.3, native=110745.2)),  # per_group 93819 -> compiled
-    ('mbv2-b32-c96@112-s2', 'conv2d', (32, 96, 112, 112), (96, 1, 3, 3), 2, dict(slice_sum=335628.5, compiled=135505.5, native=171582.2)),  # per_group 88507 -> compiled
-    ('mbv2-b32-c144@56', 'conv2d', (32, 144, 56, 56), (144, 1, 3, 3), 1, dict(slice_sum=135265.9, compiled=80742.1, native=128273.6)),  # per_group 117585 -> compiled
-    ('mbv2-b32-c144@56-s2', 'conv2d', (32, 144, 56, 56), (144, 1, 3, 3), 2, dict(slice_sum=94101.5, compiled=46409.2, native=47235.8)),  # per_group 37595 -> compiled
-    ('mbv2-b32-c192@28', 'conv2d', (32, 192, 28, 28), (192, 1, 3, 3), 1, dict(slice_sum=22538.0, compiled=16181.0, native=19227.7)),  # per_group 46785 -> compiled
-    ('mbv2-b32-c384@14', 'conv2d', (32, 384, 14, 14), (384, 1, 3, 3), 1, dict(slice_sum=14863.3, compiled=6224.9, native=3486.2)),  # per_group 49664 -> native
-    ('mbv2-b32-c576@14', 'conv2d', (32, 576, 14, 14), (576, 1, 3, 3), 1, dict(slice_sum=23161.2, compiled=9154.7, native=5520.3)),  # per_group 75139 -> native
-    ('mbv2-b32-c576@14-s2', 'conv2d', (32, 576, 14, 14), (576, 1, 3, 3), 2, dict(slice_sum=21225.8, compiled=11610.1, native=3481.7)),  # per_group 59146 -> native
-    ('mbv2-b32-c960@7', 'conv2d', (32, 960, 7, 7), (960, 1, 3, 3), 1, dict(slice_sum=20971.8, compiled=3394.6, native=2473.7)),  # per_group 99444 -> native
-    ('convnext-7x7-1x96@56', 'conv2d', (1, 96, 56, 56), (96, 1, 7, 7), 1, dict(slice_sum=3253.0, compiled=6613.2, native=619.7)),  # per_group 12651 -> native
+    ('seed-c2048', 'conv1d', (1, 2048, 21), (2048, 1, 3), 1, dict(per_group=25552.4, slice_sum=53.7, compiled=90.3, native=131.3)),  # -> slice_sum
+    ('sweep-c64', 'conv1d', (1, 64, 21), (64, 1, 3), 1, dict(per_group=797.3, slice_sum=26.6, compiled=72.1, native=102.3)),  # -> slice_sum
+    ('sweep-c128', 'conv1d', (1, 128, 21), (128, 1, 3), 1, dict(per_group=1571.8, slice_sum=27.6, compiled=70.9, native=102.9)),  # -> slice_sum
+    ('sweep-c256', 'conv1d', (1, 256, 21), (256, 1, 3), 1, dict(per_group=3127.2, slice_sum=30.1, compiled=74.1, native=104.9)),  # -> slice_sum
+    ('sweep-c512', 'conv1d', (1, 512, 21), (512, 1, 3), 1, dict(per_group=6250.8, slice_sum=36.0, compiled=76.8, native=108.1)),  # -> slice_sum
+    ('sweep-c1024', 'conv1d', (1, 1024, 21), (1024, 1, 3), 1, dict(per_group=12709.4, slice_sum=46.8, compiled=82.8, native=115.9)),  # -> slice_sum
+    ('sweep-c4096', 'conv1d', (1, 4096, 21), (4096, 1, 3), 1, dict(per_group=50730.1, slice_sum=72.5, compiled=99.1, native=150.0)),  # -> slice_sum
+    ('lfm2-350m-prefill-1x128', 'conv1d', (1, 1024, 128), (1024, 1, 3), 1, dict(per_group=12941.6, slice_sum=113.5, compiled=203.8, native=199.5)),  # -> slice_sum
+    ('lfm2-350m-prefill-8x512', 'conv1d', (8, 1024, 512), (1024, 1, 3), 1, dict(per_group=99232.8, slice_sum=3255.5, compiled=4098.3, native=4045.7)),  # -> slice_sum
+    ('lfm2-2.6b-short-1x19', 'conv1d', (1, 2048, 19), (2048, 1, 3), 1, dict(per_group=25184.3, slice_sum=73.8, compiled=120.6, native=154.7)),  # -> slice_sum
+    ('decode-16x2048', 'decode', (16, 2048), (2048, 1, 3), 1, dict(per_group=171702.7, slice_sum=263.1, compiled=284.0, native=337.3)),  # -> slice_sum
+    ('shortconv-long-1x4096x4096', 'conv1d', (1, 4096, 4096), (4096, 1, 4), 1, dict(per_group=142046.8, slice_sum=61765.9, compiled=39924.7, native=101237.5)),  # -> compiled
+    ('conformer-k31-8x256x512', 'conv1d', (8, 256, 512), (256, 1, 31), 1, dict(per_group=32439.3, slice_sum=2328.4, compiled=9617.1, native=12092.1)),  # -> slice_sum
+    ('mbv2-b1-c32@112', 'conv2d', (1, 32, 112, 112), (32, 1, 3, 3), 1, dict(per_group=1250.2, slice_sum=449.2, compiled=719.7, native=294.5)),  # -> native
+    ('mbv2-b1-c96@112-s2', 'conv2d', (1, 96, 112, 112), (96, 1, 3, 3), 2, dict(per_group=4646.3, slice_sum=1385.4, compiled=1901.9, native=328.4)),  # -> native
+    ('mbv2-b1-c144@56', 'conv2d', (1, 144, 56, 56), (144, 1, 3, 3), 1, dict(per_group=2736.4, slice_sum=552.7, compiled=768.0, native=266.4)),  # -> native
+    ('mbv2-b1-c144@56-s2', 'conv2d', (1, 144, 56, 56), (144, 1, 3, 3), 2, dict(per_group=2992.5, slice_sum=626.0, compiled=851.5, native=209.2)),  # -> native
+    ('mbv2-b1-c192@28', 'conv2d', (1, 192, 28, 28), (192, 1, 3, 3), 1, dict(per_group=2661.7, slice_sum=343.9, compiled=345.2, native=182.1)),  # -> native
+    ('mbv2-b1-c384@14', 'conv2d', (1, 384, 14, 14), (384, 1, 3, 3), 1, dict(per_group=4733.9, slice_sum=337.1, compiled=194.9, native=149.9)),  # -> native
+    ('mbv2-b1-c576@14', 'conv2d', (1, 576, 14, 14), (576, 1, 3, 3), 1, dict(per_group=7097.7, slice_sum=427.2, compiled=232.5, native=169.6)),  # -> native
+    ('mbv2-b1-c576@14-s2', 'conv2d', (1, 576, 14, 14), (576, 1, 3, 3), 2, dict(per_group=6813.1, slice_sum=491.6, compiled=288.7, native=145.2)),  # -> native
+    ('mbv2-b1-c960@7', 'conv2d', (1, 960, 7, 7), (960, 1, 3, 3), 1, dict(per_group=11300.8, slice_sum=434.3, compiled=164.1, native=146.2)),  # -> native
+    ('mbv2-b32-c32@112', 'conv2d', (32, 32, 112, 112), (32, 1, 3, 3), 1, dict(per_group=69388.2, slice_sum=58951.9, compiled=38599.0, native=63983.1)),  # -> compiled
+    ('mbv2-b32-c96@112-s2', 'conv2d', (32, 96, 112, 112), (96, 1, 3, 3), 2, dict(per_group=39834.4, slice_sum=174056.3, compiled=70876.6, native=93485.3)),  # -> per_group
+    ('mbv2-b32-c144@56', 'conv2d', (32, 144, 56, 56), (144, 1, 3, 3), 1, dict(per_group=75421.1, slice_sum=70797.5, compiled=43115.8, native=71730.5)),  # -> compiled
+    ('mbv2-b32-c144@56-s2', 'conv2d', (32, 144, 56, 56), (144, 1, 3, 3), 2, dict(per_group=28092.6, slice_sum=47799.0, compiled=23598.0, native=25630.0)),  # -> compiled
+    ('mbv2-b32-c192@28', 'conv2d', (32, 192, 28, 28), (192, 1, 3, 3), 1, dict(per_group=33917.7, slice_sum=11141.0, compiled=8039.4, native=3198.1)),  # -> native
+    ('mbv2-b32-c384@14', 'conv2d', (32, 384, 14, 14), (384, 1, 3, 3), 1, dict(per_group=45374.6, slice_sum=7502.1, compiled=3367.4, native=1663.6)),  # -> native
+    ('mbv2-b32-c576@14', 'conv2d', (32, 576, 14, 14), (576, 1, 3, 3), 1, dict(per_group=65785.2, slice_sum=11859.5, compiled=4872.8, native=2886.6)),  # -> native
+    ('mbv2-b32-c576@14-s2', 'conv2d', (32, 576, 14, 14), (576, 1, 3, 3), 2, dict(per_group=55810.0, slice_sum=9369.2, compiled=6023.1, native=1434.7)),  # -> native
+    ('mbv2-b32-c960@7', 'conv2d', (32, 960, 7, 7), (960, 1, 3, 3), 1, dict(per_group=90356.7, slice_sum=10247.6, compiled=1684.0, native=1069.9)),  # -> native
+    ('convnext-7x7-1x96@56', 'conv2d', (1, 96, 56, 56), (96, 1, 7, 7), 1, dict(per_group=10467.5, slice_sum=1764.7, compiled=3378.7, native=366.6)),  # -> native
 )
 # fmt: on
 
@@ -75,16 +76,23 @@ CPU_MEASURED: tuple = (
 #   loop = one pass over x instead of K (1.4x ahead of slice_sum).
 # - conv1d, large K (conformer k=31): slice_sum; inductor's 31-tap loop and oneDNN's padded
 #   depthwise path (symmetric padding inside the conv) measured 4-5x slower.
-# - conv2d: native (oneDNN's depthwise 3x3/7x7 kernels win 1.5-5x) except big outputs
-#   (>= COMPILED_MIN_OUT elements: MobileNetV2's 112x112, stride-1 56x56 and 28x28 layers at
-#   batch 32), where oneDNN slows down (and turns bimodal: 6-40 ms at b32 192@28, where
-#   compiled is a steady 16 ms) and the compiled loop wins by 1.2-2.5x. 144@56 stride 2
-#   (3.6M outputs) is a tie and stays native.
+# - conv2d: native (oneDNN's depthwise 3x3/7x7 kernels win 1.5-5x) except big batches on big
+#   planes (>= COMPILED_MIN_OUT output elements from >= 56x56 inputs: MobileNetV2's 112x112 and
+#   56x56 layers at batch 32), where oneDNN slows down and the compiled loop wins by 1.2-1.6x.
+#   At 28x28 and below oneDNN wins again even at batch 32. One exception goes the other way:
+#   stride-2 layers on 112x112 planes at batch >= 16, where per_group (C big single-channel
+#   convs) is measured fastest, so auto picks it: launches only hurt when each is tiny.
 SLICE_SUM_MAX_TAPS = 4          # conv1d K above which compiled stops paying off
 SLICE_SUM_MAX_WORK = 1 << 25    # output elements * taps (~33M), between 8x512 prefill (12.6M)
                                 # where slice_sum wins and 1x4096x4096 K=4 (67M) where compiled does
-COMPILED_MIN_OUT = 1 << 22      # conv2d output elements (~4.2M), between b32 144@56 s2 (3.6M,
-                                # tie) and b32 192@28 (4.8M, compiled 1.3-2.5x ahead)
+PER_GROUP_MIN_INPUT_HW = 112 * 112  # strided conv2d on planes this big, batch >= 16: oneDNN's
+PER_GROUP_MIN_BATCH = 16            # single-channel strided conv beats its own grouped kernel and
+                                    # the compiled strided loop (b32 96@112 s2: 56-73 ms vs 70 ms
+                                    # compiled, 94 ms native); C launches of 100K outputs each are
+                                    # nothing next to the work
+COMPILED_MIN_OUT = 1 << 21      # conv2d output elements (~2.1M): batch-32 layers, not batch 1
+COMPILED_MIN_INPUT_HW = 56 * 56 # and input planes of at least 56x56: at 28x28 and below
+                                # oneDNN's depthwise kernel wins again (b32 192@28: 2.7x)
 
 
 def _work(x_shape, weight_shape, stride) -> tuple[int, int, int]:
@@ -119,7 +127,10 @@ def _cpu_rule(op, x_shape, weight_shape, stride) -> str:
         if work <= SLICE_SUM_MAX_WORK or taps > SLICE_SUM_MAX_TAPS or not compiled_allowed():
             return "slice_sum"    # runner-up at 1x4096x4096: 1.4x behind compiled, native 2.4x
         return "compiled"
-    if out >= COMPILED_MIN_OUT and compiled_allowed():
+    plane = math.prod(x_shape[2:])
+    if stride > 1 and plane >= PER_GROUP_MIN_INPUT_HW and x_shape[0] >= PER_GROUP_MIN_BATCH:
+        return "per_group"        # few launches, each a big strided single-channel conv
+    if out >= COMPILED_MIN_OUT and plane >= COMPILED_MIN_INPUT_HW and compiled_allowed():
         return "compiled"
     return "native"               # runner-up on the big MobileNetV2 layers: up to 1.6x behind
 

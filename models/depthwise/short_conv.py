@@ -182,8 +182,14 @@ def conv1d_decode_step(x_new: torch.Tensor, conv_state: torch.Tensor, weight: to
     _check_decode(x_new, conv_state, weight, bias, activation)
     K = weight.shape[-1]
     policy = impl if impl is not None else dispatch.current_impl()
-    x = x_new[:, :, None] if policy == "auto" else x_new       # (B, C, 1) for auto's rule
-    name = dispatch.resolve_impl("decode", x, weight, 1, (K - 1, 0), 1, policy)
+    if policy == "auto":           # auto's rule wants the (B, C, 1) view: cache its answer in
+        key = ("decode_step", x_new.shape, x_new.dtype, x_new.device, weight.shape)   # dispatch's
+        name = dispatch._AUTO.get(key)                                                # auto cache
+        if name is None:
+            name = dispatch._AUTO[key] = dispatch.resolve_impl("decode", x_new[:, :, None], weight, 1,
+                                                             (K - 1, 0), 1, policy)
+    else:
+        name = dispatch.resolve_impl("decode", x_new, weight, 1, (K - 1, 0), 1, policy)
     with profiling.record_depthwise(x_new.device):
         if name == "fused":
             return fused.conv1d_decode_step(x_new, conv_state, weight, bias, activation)
