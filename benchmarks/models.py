@@ -17,7 +17,7 @@ the same inputs under `use_impl(impl)`:
   dw share    depthwise seconds / forward seconds, from `share_runs` separate forwards under
               models.profiling.depthwise_timer (device-synchronised around every depthwise op,
               which is why these runs are not the latency samples)
-On a CPU shared with other jobs use --threads 1 (the committed CPU run did): two OpenMP
+On a CPU shared with other jobs use --threads 1 (the committed run is 2 threads, quiet box): two OpenMP
 threads spinning against other processes made latencies erratic there (decode b1 under
 native: 11 ms at 1 thread, 196 ms at 2). Total time: about 5 min on 2 cores.
 Writes <out>/models-<device>[-quick].{json,md,png}. The JSON holds `environment`, `settings`,
@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     reps = (2, 10) if args.quick else (5, 50)
     share_runs = args.share_runs or (1 if args.quick else 3)
     env = timing.environment(args.device)
+    env["malloc_keep_freed"] = timing.keep_freed_memory()
     t_start = time.perf_counter()
     records = []
     with torch.inference_mode():

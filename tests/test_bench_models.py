@@ -109,11 +109,6 @@ def test_committed_cpu_results_show_before_and_after():
 
 
 @needs_results
-@pytest.mark.xfail(strict=False, reason=(
-    "lfm2-demo on the shared 2-core CPU: prefill per_group measured 31% (b1) / 34% (b8) of "
-    "forward time, below the 50% target (at 1024 channels x 128 tokens the in/out projections "
-    "cost more than 1024 tiny convs), and auto 7.4% at prefill b8 (auto picks native there; "
-    "slice_sum 3.9%) and 6.3% at decode b1; see benchmarks/results/models-cpu.md"))
 def test_committed_cpu_results_meet_acceptance():
     """Acceptance: LFM2 prefill and decode spend >= 50% of forward time in the depthwise
     layers under per_group and <= 5% under auto."""
