@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from fused_common import DEV, DTYPES, RUNNABLE, TOL, needs_fused
+from fused_common import DEV, DTYPES, TOL, needs_fused
 from models.depthwise import fused
 
 pytestmark = pytest.mark.fused
