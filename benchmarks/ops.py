@@ -47,6 +47,7 @@ class Shape:
     stride: int = 1
     padding: int | str = 0
     sweep: bool = False          # part of the channel sweep plotted against C
+    channels_last: bool = False  # conv2d x in torch.channels_last memory (NHWC), as served
 
     @property
     def channels(self) -> int:
@@ -57,12 +58,14 @@ class Shape:
         return (self.channels, 1, *((self.k,) if isinstance(self.k, int) else self.k))
 
 
-def _mobilenet(batch: int) -> list[Shape]:
-    """MobileNetV2's depthwise 3x3 layers (padding 1) at their real input sizes."""
+def _mobilenet(batch: int, channels_last: bool = False) -> list[Shape]:
+    """MobileNetV2's depthwise 3x3 layers (padding 1) at their real input sizes; `-cl` names
+    the channels_last (NHWC) layout the served model runs in."""
     layers = [(32, 112, 1), (96, 112, 2), (144, 56, 1), (144, 56, 2), (192, 28, 1),
               (384, 14, 1), (576, 14, 1), (576, 14, 2), (960, 7, 1)]
-    return [Shape(f"mbv2-b{batch}-c{c}@{hw}" + (f"-s{s}" if s > 1 else ""), "conv2d",
-                  (batch, c, hw, hw), (3, 3), stride=s, padding=1) for c, hw, s in layers]
+    return [Shape(f"mbv2-b{batch}-c{c}@{hw}" + (f"-s{s}" if s > 1 else "") + ("-cl" if channels_last else ""),
+                  "conv2d", (batch, c, hw, hw), (3, 3), stride=s, padding=1, channels_last=channels_last)
+            for c, hw, s in layers]
 
 
 SEED = Shape("seed-c2048", "conv1d", (1, 2048, 21), 3, sweep=True)   # the report's microbench
@@ -77,6 +80,7 @@ SUITE: tuple[Shape, ...] = (
     Shape("shortconv-long-1x4096x4096", "conv1d", (1, 4096, 4096), 4, padding="causal"),
     Shape("conformer-k31-8x256x512", "conv1d", (8, 256, 512), 31, padding="same"),
     *_mobilenet(1), *_mobilenet(32),
+    *_mobilenet(1, channels_last=True), *_mobilenet(8, channels_last=True), *_mobilenet(32, channels_last=True),
     Shape("convnext-7x7-1x96@56", "conv2d", (1, 96, 56, 56), (7, 7), padding=3),
 )
 QUICK_NAMES = ("seed-c2048", "sweep-c64", "decode-16x2048", "mbv2-b1-c192@28")
@@ -91,7 +95,10 @@ def make_inputs(shape: Shape, dtype: torch.dtype, device: str) -> tuple:
         x_new = torch.randn(shape.x, generator=g).to(device, dtype)                  # (B, C)
         state = torch.randn(*shape.x, shape.k - 1, generator=g).to(device, dtype)   # (B, C, K-1)
         return x_new, state, w
-    return torch.randn(shape.x, generator=g).to(device, dtype), w
+    x = torch.randn(shape.x, generator=g).to(device, dtype)
+    if shape.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, w
 
 
 def make_call(shape: Shape, impl: str, dtype: torch.dtype, device: str, inputs: tuple | None = None):
@@ -113,7 +120,7 @@ def auto_choice(shape: Shape, dtype: torch.dtype, device: str) -> str:
     from models.depthwise import auto
     x_shape = (*shape.x, 1) if shape.op == "decode" else shape.x      # decode: (B, C, 1)
     return auto.choose(shape.op, torch.device(device), dtype, x_shape, shape.weight,
-                       shape.stride, 1)
+                       shape.stride, 1, channels_last=shape.channels_last)
 
 
 def impls_for(device: str, requested: list[str] | None) -> list[str]:
@@ -147,7 +154,7 @@ def bench_shape(shape: Shape, impls: list[str], dtype: torch.dtype, device: str,
                       "weight": list(shape.weight), "stride": shape.stride,
                       "padding": shape.padding, "dilation": 1, "channels": shape.channels,
                       "k": shape.k if isinstance(shape.k, int) else list(shape.k),
-                      "sweep": shape.sweep},
+                      "sweep": shape.sweep, "channels_last": shape.channels_last},
             "dtype": str(dtype).removeprefix("torch."), **env, "clock": clock, "auto_choice": choice}
     med = {n: s.median_us for n, s in stats.items()}
     records = []
@@ -250,7 +257,7 @@ def auto_table(records: list[dict]) -> str:
         med = {i: round(rs[i]["median_us"], 1) for i in ("per_group", "slice_sum", "compiled", "native")}
         best = min(med, key=med.get)
         lines.append(f"    ({name!r}, {sh['op']!r}, {tuple(sh['x'])}, {tuple(sh['weight'])}, "
-                     f"{sh['stride']}, dict({', '.join(f'{i}={t}' for i, t in med.items())})),"
+                     f"{sh['stride']}, {bool(sh.get('channels_last'))}, dict({', '.join(f'{i}={t}' for i, t in med.items())})),"
                      f"  # -> {best}")
     return "\n".join(lines)
 
@@ -271,11 +278,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--update", action="store_true",
                    help="merge into the existing results: replace only the shapes run now")
     p.add_argument("--auto-table", action="store_true",
-                   help="print the CPU_MEASURED rows for models/depthwise/auto.py from the results")
+                   help="measure nothing: print the CPU_MEASURED rows for models/depthwise/auto.py "
+                        "from the committed results (<out>/ops-cpu.json)")
     p.add_argument("--render", metavar="JSON", help="only rewrite the .md/.png beside JSON")
     args = p.parse_args(argv)
     if args.render:
         render(Path(args.render))
+        return 0
+    if args.auto_table:
+        print(auto_table(json.loads((Path(args.out) / "ops-cpu.json").read_text())))
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -314,8 +325,6 @@ def main(argv: list[str] | None = None) -> int:
     write_markdown(records, out / f"{stem}.md", env, args.quick)
     plots.channel_sweep(records, out / f"{stem}.png", env)
     print(f"wrote {out / stem}.json, .md, .png")
-    if args.auto_table:
-        print(auto_table(records))
     return 0
 
 

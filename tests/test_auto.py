@@ -53,9 +53,9 @@ def test_choice_is_deterministic_and_accepts_device_strings():
 
 @pytest.mark.parametrize("row", [pytest.param(r, id=r[0]) for r in auto.CPU_MEASURED])
 def test_cpu_rule_within_5_percent_of_best_in_its_table(row):
-    name, op, x, w, stride, medians = row
+    name, op, x, w, stride, channels_last, medians = row
     x = (*x, 1) if op == "decode" else x
-    got = auto.choose(op, CPU, torch.float32, x, w, stride, 1)
+    got = auto.choose(op, CPU, torch.float32, x, w, stride, 1, channels_last=channels_last)
     best = min(medians.values())
     assert medians[got] <= 1.05 * best, f"{name}: picks {got} ({medians[got]} us), best {best} us"
 
@@ -66,12 +66,12 @@ def test_table_is_the_committed_benchmark():
         pytest.fail(f"{RESULTS} missing: run `python benchmarks/ops.py` and commit it")
     recs = {(r["shape"]["name"], r["impl"]): r for r in json.loads(RESULTS.read_text())}
     assert len(auto.CPU_MEASURED) == len({n for n, _ in recs})
-    for name, op, x, w, stride, medians in auto.CPU_MEASURED:
+    for name, op, x, w, stride, channels_last, medians in auto.CPU_MEASURED:
         assert set(medians) == set(auto.CPU_CHOICES), name
         for impl, us in medians.items():
             r = recs[(name, impl)]
             assert (r["shape"]["op"], tuple(r["shape"]["x"]), tuple(r["shape"]["weight"]),
-                    r["shape"]["stride"]) == (op, x, w, stride)
+                    r["shape"]["stride"], r["shape"].get("channels_last", False)) == (op, x, w, stride, channels_last)
             assert us == pytest.approx(r["median_us"], rel=1e-3, abs=0.05), (name, impl)
 
 
@@ -121,6 +121,32 @@ def test_compiled_opt_out_falls_back_to_runner_up(monkeypatch, env):
         assert auto.choose(op, CPU, torch.float32, x, w, s, d) in ("per_group", "slice_sum", "native")
 
 
+def test_cpu_channels_last_conv2d_goes_native():
+    """NHWC input: oneDNN's depthwise kernel, even where NCHW would pick compiled or per_group."""
+    big = ((32, 32, 112, 112), (32, 1, 3, 3), 1)
+    strided = ((32, 96, 112, 112), (96, 1, 3, 3), 2)
+    for x, w, s in (big, strided):
+        assert auto.choose("conv2d", CPU, torch.float32, x, w, s, 1) in ("compiled", "per_group")
+        assert auto.choose("conv2d", CPU, torch.float32, x, w, s, 1, channels_last=True) == "native"
+    # the flag is about conv2d's NHWC layout only: conv1d rules ignore it
+    assert auto.choose("conv1d", CPU, torch.float32, (1, 2048, 21), (2048, 1, 3), 1, 1,
+                       channels_last=True) == "slice_sum"
+
+
 def test_no_cxx_compiler_never_picks_compiled(monkeypatch):
     monkeypatch.setattr(auto, "_cxx_available", lambda: False)
     assert auto.choose("conv1d", CPU, torch.float32, (1, 4096, 4096), (4096, 1, 4), 1, 1) == "slice_sum"
+
+
+def test_dispatch_resolves_nchw_and_nhwc_of_one_shape_separately():
+    """dispatch caches auto's answer per layout: the same shape in NHWC must not reuse NCHW's."""
+    from models.depthwise import dispatch
+    dispatch.clear_caches()
+    w = torch.empty(32, 1, 3, 3)
+    x = torch.empty(32, 32, 112, 112)
+    nhwc = x.contiguous(memory_format=torch.channels_last)
+    assert dispatch.resolve_impl("conv2d", x, w, (1, 1), (1, 1), (1, 1), "auto") == "compiled"
+    assert dispatch.resolve_impl("conv2d", nhwc, w, (1, 1), (1, 1), (1, 1), "auto") == "native"
+    assert dispatch.resolve_impl("conv2d", x, w, (1, 1), (1, 1), (1, 1), "auto") == "compiled"
+    assert not dispatch.is_channels_last(torch.empty(2, 8, 1, 1).contiguous(memory_format=torch.channels_last))
+    dispatch.clear_caches()

@@ -94,7 +94,7 @@ def test_auto_choice_is_what_the_current_rule_picks(by_shape, monkeypatch):
         s = recs["auto"]["shape"]
         x = (*s["x"], 1) if s["op"] == "decode" else tuple(s["x"])
         got = auto.choose(s["op"], torch.device("cpu"), torch.float32, x, tuple(s["weight"]),
-                          s["stride"], s["dilation"])
+                          s["stride"], s["dilation"], channels_last=s.get("channels_last", False))
         assert got == recs["auto"]["auto_choice"], f"{name}: rule now picks {got}"
         assert got in AUTO_CPU
 

@@ -27,7 +27,8 @@ OPS = ("conv1d", "conv2d", "decode")
 _MAX_CACHE = 4096            # distinct call signatures kept; cleared wholesale beyond (rare)
 
 _IMPL: contextvars.ContextVar[str] = contextvars.ContextVar("dwserve_depthwise_impl", default="auto")
-_AUTO: dict = {}             # (op, device type, dtype, x_shape, weight_shape, stride, padding, dilation) -> impl
+_AUTO: dict = {}             # (op, device type, dtype, x_shape, weight_shape, stride, padding, dilation,
+                             #  channels_last) -> impl
 _CALLS: dict = {}            # public-op call signature -> (fn, stride, padding, dilation)
 _timer_get = profiling._TIMER.get   # bound once: the hot path reads it every call
 
@@ -60,14 +61,14 @@ def clear_caches() -> None:
     _CALLS.clear()
 
 
-def _choose(op, device, dtype, x_shape, weight_shape, stride, dilation) -> str:
+def _choose(op, device, dtype, x_shape, weight_shape, stride, dilation, channels_last) -> str:
     try:
         from . import auto
     except ModuleNotFoundError as err:   # no rule module (yet): the framework conv always runs
         if err.name != f"{__package__}.auto":
             raise                        # auto.py exists but its own import failed: surface it
         return "native"
-    name = auto.choose(op, device, dtype, x_shape, weight_shape, stride, dilation)
+    name = auto.choose(op, device, dtype, x_shape, weight_shape, stride, dilation, channels_last=channels_last)
     if name not in IMPLS:
         raise RuntimeError(f"auto.choose returned {name!r}, not one of {IMPLS}: fix models/depthwise/auto.py")
     return name
@@ -77,24 +78,31 @@ def _hashable(v):
     return tuple(v) if isinstance(v, list) else v
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """x is a 4-d tensor laid out NHWC (torch.channels_last) and not also plain contiguous
+    (a (B, C, 1, 1) tensor is both: it counts as contiguous)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def resolve_impl(op: str, x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation,
                  impl: str | None = None) -> str:
     """The concrete impl (one of IMPLS) a call runs: `impl`, else current_impl(); "auto" asks
-    auto.choose once per (op, device type, dtype, shapes, stride, padding, dilation)."""
+    auto.choose once per (op, device type, dtype, shapes, stride, padding, dilation, layout)."""
     name = _check_policy(impl if impl is not None else _IMPL.get())
     if name != "auto":
         return name
     if op not in OPS:
         raise ValueError(f"op must be one of {OPS}, got {op!r}")
     stride, padding, dilation = _hashable(stride), _hashable(padding), _hashable(dilation)
-    key = (op, x.device.type, x.dtype, tuple(x.shape), tuple(weight.shape), stride, padding, dilation)
+    key = (op, x.device.type, x.dtype, tuple(x.shape), tuple(weight.shape), stride, padding, dilation,
+           is_channels_last(x))
     try:
         return _AUTO[key]
     except KeyError:
         pass
     if len(_AUTO) >= _MAX_CACHE:
         _AUTO.clear()
-    choice = _AUTO[key] = _choose(op, x.device, x.dtype, key[3], key[4], stride, dilation)
+    choice = _AUTO[key] = _choose(op, x.device, x.dtype, key[3], key[4], stride, dilation, key[8])
     return choice
 
 
@@ -117,8 +125,8 @@ def _prepare(op, key, x, weight, bias, stride, padding, dilation, policy):
 
 def _call(op, x, weight, bias, stride, padding, dilation, impl):
     policy = impl if impl is not None else _IMPL.get()
-    try:   # everything spec.py's verdict depends on, and the policy (auto's answer depends on it)
-        key = (op, policy, x.shape, x.dtype, x.device, weight.shape, weight.dtype, weight.device,
+    try:   # everything spec.py's verdict and auto's answer depend on (x's layout too), and the policy
+        key = (op, policy, x.shape, x.stride(), x.dtype, x.device, weight.shape, weight.dtype, weight.device,
                None if bias is None else (bias.shape, bias.dtype, bias.device), stride, padding, dilation)
         entry = _CALLS[key]
     except KeyError:
