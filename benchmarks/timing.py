@@ -23,7 +23,6 @@ while a 10 us native call gets hundreds, and the time per shape stays bounded.
 """
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import gc
 import math
@@ -34,6 +33,8 @@ import time
 from collections.abc import Callable, Mapping
 
 import torch
+
+from models.allocator import keep_freed_memory  # noqa: F401 (re-exported for the benchmarks)
 
 
 SLOW_CALL_S = 0.25     # a call this slow gets one warm-up call and may get only 3 samples
@@ -192,20 +193,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc serve allocations up to 32 MiB from its heap and never trim it, so the
-    tensor a call frees is reused by the next call instead of fresh mmap'd pages (a page
-    fault per 4 KiB on first touch). Without it, ms-scale CPU timings of the *same* code flip
-    between two modes up to ~2x apart, depending on glibc's dynamic mmap threshold (what
-    jemalloc/tcmalloc fix in CPU serving). Returns whether it took effect (glibc only)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
 def environment(device: torch.device | str = "cpu") -> dict:

@@ -135,8 +135,9 @@ def preprocess(image, *, resize: int = RESIZE, crop: int = CROP) -> torch.Tensor
     w, h = img.size
     left, top = int(round((w - crop) / 2.0)), int(round((h - crop) / 2.0))
     img = img.crop((left, top, left + crop, top + crop))
-    x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())   # (crop, crop, 3) HWC
-    x = x.permute(2, 0, 1).float().div_(255.0)                      # (3, crop, crop) in [0, 1]
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return ((x - mean) / std).contiguous()
+    # numpy, not torch: this runs on the server's request threads, and a torch op this size
+    # would start an OpenMP team there (see service/compute.py for why that costs).
+    x = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)  # (3, crop, crop) in [0, 1]
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(3, 1, 1)
+    std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(3, 1, 1)
+    return torch.from_numpy(np.ascontiguousarray((x - mean) / std))

@@ -2,8 +2,9 @@
 
 Start-up order (so orchestrators can probe from the first second):
   uvicorn accepts connections -> /v2/health/live is 200 at once
-  a loader thread builds each model, starts its batcher, warms it up (compiles the
-  configured impl, measures launches) -> only then /v2/health/ready turns 200.
+  a loader thread has the compute thread (service.compute) build each model, starts its
+  batcher, and has it warm up (compile the configured impl, measure launches) -> only then
+  /v2/health/ready turns 200. Every forward of every model runs on that compute thread.
 Shutdown (SIGTERM): uvicorn stops accepting and waits for in-flight requests; then the
 lifespan exit drains every batcher, so accepted work finishes before the process ends.
 """
@@ -23,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .batching import BatcherStopped, QueueFull
+from .compute import ComputeThread
 from .errors import ServiceError
 from .handlers import ClassifyHandler, GenerateHandler, TensorHandler
 from .metrics import ServiceMetrics
@@ -53,6 +55,7 @@ class Service:
         self.load_error: Optional[str] = None
         self.on_load_error = None  # set by the CLI: stop the server (exit 1) instead of never turning ready
         self._loaded = threading.Event()
+        self.compute: Optional[ComputeThread] = None   # started by load(): all torch work runs there
 
     @property
     def ready(self) -> bool:
@@ -63,15 +66,19 @@ class Service:
         try:
             import torch
 
+            if self.settings.keep_freed_memory:
+                from models.allocator import keep_freed_memory
+                keep_freed_memory()
+            self.compute = ComputeThread()
             device = self.settings.resolved_device()
             if self.settings.torch_threads:
-                torch.set_num_threads(self.settings.torch_threads)
+                self.compute.call(torch.set_num_threads, self.settings.torch_threads)
             self.metrics.set_build_info(__version__, torch.__version__, device)
             if self.hooks is None:
                 self.hooks = default_hooks()
             for name in self.model_names:
-                served = self.prebuilt[name] if self.prebuilt is not None else self._build(name, device)
-                rt = ModelRuntime(served, self.settings, self.metrics, self.hooks).start()
+                served = self.prebuilt[name] if self.prebuilt is not None else self.compute.call(self._build, name, device)
+                rt = ModelRuntime(served, self.settings, self.metrics, self.hooks, self.compute).start()
                 rt.warmup()
                 self.tensor[name] = TensorHandler().setup(rt)
                 if name == self.classify_model:
@@ -108,6 +115,8 @@ class Service:
     def stop(self) -> None:
         for rt in self.runtimes.values():
             rt.stop(timeout=self.settings.graceful_shutdown_s)
+        if self.compute is not None:
+            self.compute.shutdown()
 
 
 def _error(status: int, message: str, headers: Optional[dict] = None) -> JSONResponse:

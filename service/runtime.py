@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from .batching import Batcher, Item
+from .compute import ComputeThread
 from .metrics import ServiceMetrics
 from .settings import IMPL_CHOICES, Settings
 
@@ -61,15 +63,20 @@ class Job:
 
 
 class ModelRuntime:
-    def __init__(self, served, settings: Settings, metrics: ServiceMetrics, hooks: SimpleNamespace):
+    def __init__(self, served, settings: Settings, metrics: ServiceMetrics, hooks: SimpleNamespace,
+                 compute: Optional[ComputeThread] = None):
+        """compute: the thread every forward runs on (service.compute, shared by all models);
+        None runs forwards on this model's batcher thread (unit tests with fake models)."""
         self.served, self.settings, self.metrics, self.hooks = served, settings, metrics, hooks
+        self.compute = compute
         self.name: str = served.name
         self.device = torch.device(getattr(served, "device", "cpu"))
         self.ready = False
         self._forwards = 0
         self._launches: dict[tuple, dict[str, int]] = {}   # (impl, batch signature) -> {kind: count}
         self._last_count_at: dict[str, int] = {}           # impl -> forward index of last count
-        self.batcher = Batcher(self.name, self._run_batch, max_batch_size=settings.max_batch_size,
+        run_batch = self._run_batch if compute is None else functools.partial(compute.call, self._run_batch)
+        self.batcher = Batcher(self.name, run_batch, max_batch_size=settings.max_batch_size,
                                max_delay_s=settings.max_queue_delay_ms / 1000.0,
                                max_queue_size=settings.max_queue_size)
 
@@ -185,6 +192,11 @@ class ModelRuntime:
 
     def warmup(self) -> None:
         """Compile/warm the configured impl and measure launches before turning ready."""
+        if self.compute is not None:
+            return self.compute.call(self._warmup)
+        return self._warmup()
+
+    def _warmup(self) -> None:
         impl = self.settings.depthwise_impl
         if self.settings.warmup:
             t0 = time.perf_counter()
