@@ -195,6 +195,18 @@ def record_depthwise(device: torch.device | str | None = None):
     return _Record(timer, device)
 
 
+@contextlib.contextmanager
+def timers_suspended():
+    """No depthwise_timer records inside (this context only): for CUDA-graph capture, where
+    the device synchronisation a record does is illegal; a replayed graph runs no Python,
+    so depthwise ops inside a graph are never timed anyway."""
+    token = _TIMER.set(None)
+    try:
+        yield
+    finally:
+        _TIMER.reset(token)
+
+
 def timer_active() -> bool:
     """True when a depthwise_timer is active in this context (ops may skip record_depthwise)."""
     return _TIMER.get() is not None

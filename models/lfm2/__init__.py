@@ -7,10 +7,10 @@
 The short convs run through `models.depthwise.short_conv_block`, so `use_impl(...)` picks
 the depthwise implementation for every call inside it.
 """
-from .cache import LFM2Cache
+from .cache import LFM2Cache, StaticCache
 from .config import LAYER_TYPES, PRESETS, LFM2Config
 from .model import LFM2ForCausalLM, LFM2Model
 from .tokenizer import ByteTokenizer, HFTokenizer
 
-__all__ = ["LFM2Config", "LFM2ForCausalLM", "LFM2Model", "LFM2Cache", "PRESETS", "LAYER_TYPES",
+__all__ = ["LFM2Config", "LFM2ForCausalLM", "LFM2Model", "LFM2Cache", "StaticCache", "PRESETS", "LAYER_TYPES",
            "ByteTokenizer", "HFTokenizer"]

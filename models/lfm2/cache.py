@@ -64,3 +64,39 @@ class LFM2Cache:
         self.key_mask.zero_()
         self.positions.zero_()
         self.length = 0
+
+
+class StaticCache(LFM2Cache):
+    """An LFM2Cache whose decode step has fixed shapes and fixed addresses (CUDA graphs).
+
+    Prefill goes through LFM2Cache unchanged (host-side `length`, slot slices). A static
+    decode step (LFM2ForCausalLM.static_decode) writes its one column at the device-side
+    slot index `slot` and attends over all max_length slots through `key_mask` (unfilled
+    slots are False), so no shape or address depends on how many tokens came before.
+    Invariant between steps: slot[0] == length. `slot` and `positions` advance on the
+    device inside the step; `length` is advanced by the caller on the host (a replayed
+    graph runs no Python).
+    """
+
+    def __init__(self, config: LFM2Config, batch_size: int, max_length: int,
+                 device=None, dtype=torch.float32):
+        super().__init__(config, batch_size, max_length, device=device, dtype=dtype)
+        self.slot = torch.zeros(1, dtype=torch.long, device=device)   # (1,) next slot to write
+
+    def write_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor, start):
+        """start int: as LFM2Cache (prefill). start the (1,) `slot` tensor: store the one
+        column k, v (B, Hkv, 1, D) there and return all max_length slots (B, Hkv, S, D)."""
+        if not isinstance(start, torch.Tensor):
+            return super().write_kv(layer_idx, k, v, start)
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys.index_copy_(2, start, k)          # index on the device: no host sync, fixed shapes
+        values.index_copy_(2, start, v)
+        return keys, values
+
+    def sync_slot(self):
+        """After a host-side prefill: the device slot index catches up with `length`."""
+        self.slot.fill_(self.length)
+
+    def reset(self):
+        super().reset()
+        self.slot.zero_()

@@ -4,12 +4,18 @@ token per prompt per step (greedy, or sampled with temperature / top-k / top-p).
 Invariants: the cache is allocated once (prompt length + max_new_tokens slots) and every
 step writes one slot; a prompt that hit a stop token keeps being fed (its outputs are
 ignored) so the batch stays rectangular; the stop token itself is the last one reported.
+
+cuda_graph (decoding.py): None (default) decodes with a static cache replayed as a CUDA
+graph when the model is on CUDA, eagerly elsewhere; False forces the eager dynamic path;
+True requires the graph (ValueError off CUDA). Sampling runs outside the graph.
 """
 from __future__ import annotations
 
 from typing import Iterator
 
 import torch
+
+from .decoding import open_decoder, use_cuda_graph
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
@@ -70,15 +76,16 @@ def _as_rows(prompts, vocab: int) -> list[list[int]]:
 
 
 def stream_generate(model, prompts, max_new_tokens=32, temperature=0.0, top_k=None, top_p=None,
-                    seed=None, stop_token_ids=()) -> Iterator[list[int | None]]:
+                    seed=None, stop_token_ids=(), cuda_graph=None) -> Iterator[list[int | None]]:
     cfg = model.config
     rows = _as_rows(prompts, cfg.vocab_size)   # validate now, not at the first next()
     temperature, stops = _check_args(max_new_tokens, temperature, top_k, top_p, stop_token_ids,
                                      cfg.vocab_size)
-    return _steps(model, rows, max_new_tokens, temperature, top_k, top_p, seed, stops)
+    use_cuda_graph(model, cuda_graph)          # cuda_graph=True off CUDA: raise now too
+    return _steps(model, rows, max_new_tokens, temperature, top_k, top_p, seed, stops, cuda_graph)
 
 
-def _steps(model, rows, max_new_tokens, temperature, top_k, top_p, seed, stops):
+def _steps(model, rows, max_new_tokens, temperature, top_k, top_p, seed, stops, cuda_graph):
     if max_new_tokens == 0:
         return
     dev = model.device
@@ -95,33 +102,29 @@ def _steps(model, rows, max_new_tokens, temperature, top_k, top_p, seed, stops):
         gen.seed()
     else:
         gen.manual_seed(int(seed))
-    cache = model.new_cache(b, width + max_new_tokens)
     done = [False] * b
-    with torch.inference_mode():
-        h = model.hidden_states(ids, mask, cache)[:, -1]             # prefill
-        logits = model.lm_head(h).float()                            # (B, V)
-    for step in range(max_new_tokens):
-        with torch.inference_mode():
-            nxt = sample_next(logits, temperature, top_k, top_p, gen)    # (B,)
-        tokens = nxt.tolist()
-        out: list[int | None] = []
-        for i, t in enumerate(tokens):
-            out.append(None if done[i] else t)
-            done[i] = done[i] or t in stops
-        yield out
-        if all(done) or step == max_new_tokens - 1:
-            return
-        with torch.inference_mode():
-            h = model.hidden_states(nxt[:, None], None, cache)[:, -1]    # one decode step
-            logits = model.lm_head(h).float()
+    with open_decoder(model, b, width + max_new_tokens, cuda_graph) as decoder:
+        logits = decoder.prefill(ids, mask)                              # (B, V) float32
+        for step in range(max_new_tokens):
+            with torch.inference_mode():
+                nxt = sample_next(logits, temperature, top_k, top_p, gen)    # (B,)
+            tokens = nxt.tolist()
+            out: list[int | None] = []
+            for i, t in enumerate(tokens):
+                out.append(None if done[i] else t)
+                done[i] = done[i] or t in stops
+            yield out
+            if all(done) or step == max_new_tokens - 1:
+                return
+            logits = decoder.step(nxt)                                   # one decode step
 
 
 def generate(model, prompts, max_new_tokens=32, temperature=0.0, top_k=None, top_p=None,
-             seed=None, stop_token_ids=()) -> list[list[int]]:
+             seed=None, stop_token_ids=(), cuda_graph=None) -> list[list[int]]:
     rows = _as_rows(prompts, model.config.vocab_size)
     outs: list[list[int]] = [[] for _ in rows]
     for step in stream_generate(model, rows, max_new_tokens, temperature, top_k, top_p, seed,
-                                stop_token_ids):
+                                stop_token_ids, cuda_graph):
         for i, t in enumerate(step):
             if t is not None:
                 outs[i].append(t)

@@ -25,9 +25,11 @@ class StepContext:
     cos: torch.Tensor                 # (B, L, head_dim) RoPE cos at each token's position
     sin: torch.Tensor                 # (B, L, head_dim)
     attn_mask: torch.Tensor           # (B, 1, L, S) bool, True = may attend; S = cached + L
+                                      # (max_length in a static decode step)
     token_mask: torch.Tensor | None   # (B, L) bool, False = left padding; None = no padding
     cache: object | None              # LFM2Cache or None
-    start: int                        # cache slot of the first new token (0 without a cache)
+    start: int | torch.Tensor         # cache slot of the first new token (0 without a cache);
+                                      # in a static decode step the (1,) device slot index
 
 
 class RMSNorm(nn.Module):

@@ -123,6 +123,16 @@ class LFM2ForCausalLM(nn.Module):
                           else torch.ones_like(input_ids, dtype=torch.bool))
         return h
 
+    def static_decode(self, input_ids: torch.Tensor, cache) -> torch.Tensor:
+        """One decode step with fixed shapes and addresses, for CUDA-graph capture:
+        input_ids (B, 1) real tokens (unchecked: checking would sync with the host), cache a
+        StaticCache -> final-norm hidden states (B, 1, C). Advances cache.slot and
+        cache.positions on the device; the caller advances cache.length on the host."""
+        h = self.model(input_ids, self._static_context(cache))
+        cache.positions.add_(1)
+        cache.slot.add_(1)
+        return h
+
     def next_token_logits(self, input_ids: torch.Tensor, attention_mask=None) -> torch.Tensor:
         """(B, L) -> (B, V) float32 logits for the token after each (left-padded) row."""
         with torch.inference_mode():
@@ -176,19 +186,30 @@ class LFM2ForCausalLM(nn.Module):
         cos, sin = self.model.rotary_emb(pos, self.dtype)
         return StepContext(cos, sin, attn[:, None], token_mask, cache, start)
 
+    def _static_context(self, cache) -> StepContext:
+        """_context for one real token per row at the device-side slot cache.slot: the same
+        positions and mask as the dynamic path, over all max_length key slots."""
+        pos = cache.positions[:, None]                                   # (B, 1)
+        cache.key_mask.index_fill_(1, cache.slot, True)                  # the new slot is a token
+        attn = cache.key_mask[:, None, None, :]                          # (B, 1, 1, S=max_length)
+        cos, sin = self.model.rotary_emb(pos, self.dtype)
+        return StepContext(cos, sin, attn, None, cache, cache.slot)
+
     # ---- generation (generation.py) --------------------------------------------------------
     def generate(self, prompts, max_new_tokens: int = 32, temperature: float = 0.0,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                 stop_token_ids=()) -> list[list[int]]:
-        """New tokens per prompt (a stop token, when hit, is the last one kept)."""
+                 stop_token_ids=(), cuda_graph: bool | None = None) -> list[list[int]]:
+        """New tokens per prompt (a stop token, when hit, is the last one kept). cuda_graph:
+        None = decode through a captured CUDA graph on CUDA, eagerly elsewhere; False = eager."""
         from .generation import generate
         return generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed,
-                        stop_token_ids)
+                        stop_token_ids, cuda_graph)
 
     def stream_generate(self, prompts, max_new_tokens: int = 32, temperature: float = 0.0,
                         top_k: int | None = None, top_p: float | None = None,
-                        seed: int | None = None, stop_token_ids=()) -> Iterator[list[int | None]]:
+                        seed: int | None = None, stop_token_ids=(),
+                        cuda_graph: bool | None = None) -> Iterator[list[int | None]]:
         """One token per prompt per step; None for prompts that have already stopped."""
         from .generation import stream_generate
         return stream_generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed,
-                               stop_token_ids)
+                               stop_token_ids, cuda_graph)
