@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .batching import BatcherStopped, QueueFull
 from .compute import ComputeThread
-from .errors import ServiceError
+from .errors import ServiceError, error_response
 from .handlers import ClassifyHandler, GenerateHandler, TensorHandler
 from .metrics import ServiceMetrics
 from .middleware import GuardMiddleware
@@ -124,13 +124,12 @@ def _error(status: int, message: str, headers: Optional[dict] = None) -> JSONRes
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ServiceError)
-    async def _service(request: Request, exc: ServiceError):
-        return _error(exc.status, exc.message, exc.headers)
+    async def _known(request: Request, exc: Exception):
+        status, message, headers = error_response(exc)
+        return _error(status, message, headers)
 
-    @app.exception_handler(ValueError)  # includes codec.CodecError and pydantic.ValidationError
-    async def _value(request: Request, exc: ValueError):
-        return _error(400, str(exc)[:1000] or "bad request")
+    for cls in (ServiceError, ValueError, QueueFull, BatcherStopped, asyncio.TimeoutError):
+        app.add_exception_handler(cls, _known)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
@@ -140,18 +139,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(QueueFull)
-    async def _full(request: Request, exc: QueueFull):
-        return _error(503, str(exc), {"Retry-After": "1"})
-
-    @app.exception_handler(BatcherStopped)
-    async def _stopped(request: Request, exc: BatcherStopped):
-        return _error(503, str(exc), {"Retry-After": "5"})
-
-    @app.exception_handler(asyncio.TimeoutError)
-    async def _timeout(request: Request, exc: asyncio.TimeoutError):
-        return _error(503, "timed out waiting for the model (DWSERVE_REQUEST_TIMEOUT_S); retry later", {"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):

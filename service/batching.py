@@ -13,12 +13,16 @@ Invariants
   incompatible items keep their place for the next round.
 - At most `max_queue_size` items wait; `submit` beyond that raises `QueueFull` (-> 503).
 - The worker thread is the only thread that touches the model, so inference never blocks
-  the event loop and a model never runs two forwards concurrently.
+  the event loop and a model never runs two forwards concurrently. With `execute` given
+  (service.compute: one thread for all models' forwards) the worker hands each formed batch
+  to it and waits; that thread runs the batch *and resolves its futures*, so a reply goes
+  straight from the forward to the event loop without waking the worker first.
 """
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import functools
 import logging
 import threading
 import time
@@ -47,15 +51,18 @@ class Item:
 
 # run_batch(key, items) -> one result per item, in order; an exception fails the whole batch.
 RunBatch = Callable[[Optional[Hashable], list[Item]], list[Any]]
+# execute(fn) runs fn() (on some thread) and returns when it has finished.
+Execute = Callable[[Callable[[], None]], Any]
 
 
 class Batcher:
     def __init__(self, name: str, run_batch: RunBatch, *, max_batch_size: int,
-                 max_delay_s: float, max_queue_size: int):
+                 max_delay_s: float, max_queue_size: int, execute: Optional[Execute] = None):
         if max_batch_size < 1 or max_queue_size < 1 or max_delay_s < 0:
             raise ValueError("Batcher: expected max_batch_size >= 1, max_queue_size >= 1, max_delay_s >= 0")
         self.name = name
         self._run_batch = run_batch
+        self._execute = execute
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self.max_queue_size = max_queue_size
@@ -138,16 +145,28 @@ class Batcher:
             batch = self._next_batch()
             if batch is None:
                 return
-            try:
-                results = self._run_batch(batch[0].key, batch)
-                if len(results) != len(batch):
-                    raise RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} items")
-            except BaseException as exc:  # noqa: BLE001 - delivered to every waiting request
-                for item in batch:
-                    item.future.set_exception(exc)
+            if self._execute is None:
+                self._run_and_resolve(batch)
                 continue
-            for item, result in zip(batch, results):
-                if isinstance(result, BaseException):  # a per-item failure inside a batch
-                    item.future.set_exception(result)
-                else:
-                    item.future.set_result(result)
+            try:
+                self._execute(functools.partial(self._run_and_resolve, batch))
+            except BaseException as exc:  # noqa: BLE001 - the executor itself failed (shut down)
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+
+    def _run_and_resolve(self, batch: list[Item]) -> None:
+        """Run one batch and resolve every item's future exactly once."""
+        try:
+            results = self._run_batch(batch[0].key, batch)
+            if len(results) != len(batch):
+                raise RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} items")
+        except BaseException as exc:  # noqa: BLE001 - delivered to every waiting request
+            for item in batch:
+                item.future.set_exception(exc)
+            return
+        for item, result in zip(batch, results):
+            if isinstance(result, BaseException):  # a per-item failure inside a batch
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)

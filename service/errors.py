@@ -5,6 +5,7 @@ decoding a request means "bad input" and becomes a 400; see app.install_error_ha
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Optional
 
 
@@ -20,3 +21,22 @@ def not_found(what: str, choices) -> ServiceError:
 
 def unavailable(message: str, retry_after_s: int = 1) -> ServiceError:
     return ServiceError(503, message, {"Retry-After": str(retry_after_s)})
+
+
+def error_response(exc: BaseException) -> Optional[tuple[int, str, dict[str, str]]]:
+    """(status, message, headers) a request error is answered with, or None for an
+    unexpected exception (a 500, logged). One table for the FastAPI exception handlers and
+    the middleware's direct infer path, so both answer alike."""
+    from .batching import BatcherStopped, QueueFull   # here: batching must not import service code
+
+    if isinstance(exc, ServiceError):
+        return exc.status, exc.message, exc.headers
+    if isinstance(exc, QueueFull):
+        return 503, str(exc), {"Retry-After": "1"}
+    if isinstance(exc, BatcherStopped):
+        return 503, str(exc), {"Retry-After": "5"}
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return 503, "timed out waiting for the model (DWSERVE_REQUEST_TIMEOUT_S); retry later", {"Retry-After": "1"}
+    if isinstance(exc, ValueError):   # includes codec.CodecError and pydantic.ValidationError
+        return 400, str(exc)[:1000] or "bad request", {}
+    return None

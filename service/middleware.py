@@ -6,16 +6,25 @@
 2. bearer auth (DWSERVE_API_KEY) on inference routes: 401 before the body is read;
 3. per-request metrics for inference routes: inflight gauge, requests_total{status},
    request_duration. Labels come from the path; handlers refine `impl` by setting
-   scope["state"]["dw_impl"] once the request's impl is known.
+   scope["state"]["dw_impl"] once the request's impl is known;
+4. POST /v2/models/{m}/infer is answered here, from the buffered body, by the same
+   function the FastAPI route runs (service/infer.py says why); errors map through
+   errors.error_response like the app's exception handlers.
 """
 from __future__ import annotations
 
 import hmac
 import json
+import logging
 import re
 import time
 
-_INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/infer$")
+from .errors import error_response
+from .infer import infer_bytes
+
+log = logging.getLogger("dwserve.app")
+
+_INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 
 
 def _json_response(status: int, message: str, extra_headers=()):
@@ -42,6 +51,21 @@ class GuardMiddleware:
         if path == "/v1/generate":
             return svc.generate_model or "unknown"
         return None
+
+    async def _infer(self, match, headers, body, state, send, reject):
+        try:
+            content, out_headers = await infer_bytes(self.service, match.group(1), match.group(2),
+                                                     headers, body, state)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an answer
+            known = error_response(exc)
+            if known is None:
+                log.exception("internal error on %s", match.group(0))
+                known = 500, f"internal error: {type(exc).__name__}", {}
+            return await reject(known[0], known[1], tuple(known[2].items()))
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers.items()]
+        raw.append((b"content-length", str(len(content)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": raw})
+        await send({"type": "http.response.body", "body": content})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -95,6 +119,9 @@ class GuardMiddleware:
                     if not message.get("more_body", False):
                         break
                 body, replayed = b"".join(chunks), False
+                infer = _INFER.match(scope["path"]) if scope["method"] == "POST" else None
+                if infer is not None:
+                    return await self._infer(infer, headers, body, state, send_wrapped, reject)
 
                 async def replay():
                     nonlocal replayed

@@ -2,31 +2,21 @@
 body to its TensorHandler (decode -> predict -> encode), return bytes."""
 from __future__ import annotations
 
-import asyncio
-import zlib
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from . import __version__
 from .errors import ServiceError
+from .infer import check_version, infer_bytes
 from .schemas import (ErrorResponse, InferResponse, LiveResponse, ModelMetadata, ReadyResponse,
                       ServerMetadata)
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503)}
-# Content types accepted on /infer: tritonclient sends none or octet-stream (binary extension);
-# `curl -d` sends form-urlencoded, which is read as the JSON it almost always is.
-_INFER_TYPES = ("", "application/json", "application/octet-stream", "application/x-www-form-urlencoded")
 
 
 def _service(request: Request):
     return request.app.state.service
-
-
-def _check_version(version: str | None) -> None:
-    if version is not None and version != "1":
-        raise ServiceError(404, f"unknown model version {version!r}; expected '1'")
 
 
 @router.get("", response_model=ServerMetadata)
@@ -49,7 +39,7 @@ def ready(request: Request):
 @router.get("/models/{model}/versions/{version}", response_model=ModelMetadata, responses=_ERRORS,
             include_in_schema=False)
 def model_metadata(model: str, request: Request, version: str | None = None):
-    _check_version(version)
+    check_version(version)
     rt = _service(request).runtime(model)
     spec = lambda s: {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)}  # noqa: E731
     served = rt.served
@@ -64,7 +54,7 @@ def model_metadata(model: str, request: Request, version: str | None = None):
 @router.get("/models/{model}/versions/{version}/ready", response_model=ReadyResponse, responses=_ERRORS,
             include_in_schema=False)
 def model_ready(model: str, request: Request, version: str | None = None):
-    _check_version(version)
+    check_version(version)
     svc = _service(request)
     if model not in svc.model_names:
         raise ServiceError(404, f"unknown model {model!r}; expected one of {list(svc.model_names)}")
@@ -73,44 +63,15 @@ def model_ready(model: str, request: Request, version: str | None = None):
     return JSONResponse({"name": model, "ready": ok}, status_code=200 if ok else 503)
 
 
-def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """tritonclient's request_compression_algorithm; bounded so a zip bomb is a 413."""
-    if encoding in ("", "identity"):
-        return body
-    if encoding not in ("gzip", "deflate"):
-        raise ServiceError(415, f"Content-Encoding {encoding!r} unsupported; expected gzip, deflate or none")
-    d = zlib.decompressobj(31 if encoding == "gzip" else 15)
-    try:
-        out = d.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise ValueError(f"body: invalid {encoding} data ({exc})") from None
-    if len(out) > limit or d.unconsumed_tail:
-        raise ServiceError(413, f"decompressed body exceeds the limit of {limit} bytes (DWSERVE_MAX_BODY_BYTES)")
-    return out
-
-
 @router.post("/models/{model}/infer", response_model=InferResponse, responses=_ERRORS,
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}}}}})
 @router.post("/models/{model}/versions/{version}/infer", response_model=InferResponse, responses=_ERRORS,
              include_in_schema=False)
 async def infer(model: str, request: Request, version: str | None = None):
-    _check_version(version)
-    svc = _service(request)
-    rt = svc.runtime(model)
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in _INFER_TYPES:
-        raise ServiceError(415, f"Content-Type {ctype!r} unsupported; expected application/json, or "
-                                "application/octet-stream with Inference-Header-Content-Length")
-    body = _decompress(await request.body(), request.headers.get("content-encoding", "").lower(),
-                       svc.settings.max_body_bytes)
-    handler = svc.tensor[model]
-    header_length = request.headers.get("inference-header-content-length")
-    if len(body) > 65536 and header_length is None:  # big JSON: parse off the event loop
-        decoded = await asyncio.to_thread(handler.decode, body, header_length)
-    else:
-        decoded = handler.decode(body, header_length)
-    request.state.dw_impl = decoded.impl
-    outputs = await handler.predict(decoded)
-    content, headers = handler.encode(decoded, outputs)
-    return Response(content, headers=headers)
+    # Served by GuardMiddleware's direct path (service/infer.py); this route gives the
+    # schema and runs the same function if the router is mounted without the middleware.
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    content, out_headers = await infer_bytes(_service(request), model, version, headers,
+                                             await request.body(), request.scope.setdefault("state", {}))
+    return Response(content, headers=out_headers)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import time
@@ -75,10 +74,10 @@ class ModelRuntime:
         self._forwards = 0
         self._launches: dict[tuple, dict[str, int]] = {}   # (impl, batch signature) -> {kind: count}
         self._last_count_at: dict[str, int] = {}           # impl -> forward index of last count
-        run_batch = self._run_batch if compute is None else functools.partial(compute.call, self._run_batch)
-        self.batcher = Batcher(self.name, run_batch, max_batch_size=settings.max_batch_size,
+        self.batcher = Batcher(self.name, self._run_batch, max_batch_size=settings.max_batch_size,
                                max_delay_s=settings.max_queue_delay_ms / 1000.0,
-                               max_queue_size=settings.max_queue_size)
+                               max_queue_size=settings.max_queue_size,
+                               execute=None if compute is None else compute.call)
 
     # --- request side (event loop) -----------------------------------------------------
     def check_impl(self, impl: Any) -> str:
