@@ -101,7 +101,8 @@ class Service:
 
         path = dict(self.settings.model_entries())[name]
         log.info("loading %s from %s", name, path or "embedded defaults")
-        return build_model(name, path, device=device, seed=self.settings.seed)
+        return build_model(name, path, device=device, dtype=self.settings.resolved_dtype(device),
+                           seed=self.settings.seed)
 
     def runtime(self, name: str) -> ModelRuntime:
         if name not in self.model_names:

@@ -38,6 +38,8 @@ def _serve_parser() -> argparse.ArgumentParser:
                    help="model to serve, repeatable; default: lfm2 and mobilenet_v2 with embedded weights")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--depthwise-impl", choices=IMPL_CHOICES)
+    p.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"),
+                   help="model dtype; auto = bfloat16 on CUDA, float32 on CPU")
     p.add_argument("--max-batch-size", type=int)
     p.add_argument("--max-queue-delay-ms", type=float)
     p.add_argument("--max-queue-size", type=int)

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     # Each entry "NAME" (embedded default weights) or "NAME=PATH" (local weights directory).
     models: _ModelList = DEFAULT_MODELS
     depthwise_impl: str = "auto"
+    # Model weights and activations: "auto" = bfloat16 on CUDA (half the bytes through the
+    # memory-bound depthwise layers, tensor cores for the rest), float32 on CPU (no fast
+    # bf16 on AVX2 parts). Requests and responses stay FP32/INT64 either way.
+    dtype: str = Field("auto", pattern="^(auto|float32|float16|bfloat16)$")
     seed: int = 0
     # torch intra-op threads (None = torch's default, one per core). Set it to the CPU quota
     # (k8s limits, a shared box): oversubscribed OpenMP threads spin and can be 10x slower.
@@ -93,6 +97,11 @@ class Settings(BaseSettings):
             name, _, path = entry.partition("=")
             out.append((name.strip(), path.strip() or None))
         return out
+
+    def resolved_dtype(self, device: str) -> str:
+        if self.dtype != "auto":
+            return self.dtype
+        return "bfloat16" if device.startswith("cuda") else "float32"
 
     def resolved_device(self) -> str:
         if self.device != "auto":

@@ -110,3 +110,29 @@ def test_serve_exits_1_when_a_model_cannot_load(tmp_path):
                            "--model", f"mobilenet_v2={missing}"], capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "model loading failed" in proc.stderr and "no-such-weights" in proc.stderr
+
+
+def test_dtype_flag_env_and_auto(monkeypatch, captured):
+    monkeypatch.setenv("DWSERVE_DTYPE", "float16")
+    assert cli.main(["serve"]) == 0
+    assert captured["settings"].dtype == "float16"
+    assert cli.main(["serve", "--dtype", "bfloat16"]) == 0
+    assert captured["settings"].resolved_dtype("cpu") == "bfloat16"
+    auto = Settings(dtype="auto")
+    assert (auto.resolved_dtype("cpu"), auto.resolved_dtype("cuda"), auto.resolved_dtype("cuda:1")) == \
+        ("float32", "bfloat16", "bfloat16")
+    with pytest.raises(ValueError, match="dtype"):
+        Settings(dtype="float64")
+
+
+def test_service_builds_models_in_the_settings_dtype():
+    """Service._build hands the resolved dtype to the registry: a bf16 MobileNetV2 still
+    takes FP32 input and answers FP32 logits (the protocol's types do not change)."""
+    import torch
+
+    from service.app import Service
+    svc = Service(Settings(models=["mobilenet_v2"], dtype="bfloat16"))
+    served = svc._build("mobilenet_v2", "cpu")
+    assert served.metadata["dtype"] == "bfloat16" and served.dtype == torch.bfloat16
+    out = served.forward({"input": torch.randn(1, 3, 224, 224)})["logits"]
+    assert out.dtype == torch.float32 and out.shape == (1, 1000) and torch.isfinite(out).all()
