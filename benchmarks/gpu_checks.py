@@ -1,0 +1,289 @@
+"""Correctness of every depthwise impl against a float64 reference, for benchmarks/gpu.py.
+
+Each (case, dtype, impl) runs the public op (depthwise_conv1d/2d, conv1d_decode_step,
+short_conv_block) with `impl=` on fresh seeded random inputs, and is compared with a float64
+reference computed here from the *same* inputs upcast (F.conv1d/F.conv2d with groups=C), so
+only accumulation and output rounding remain. Error = ||out - ref|| / ||ref|| (L2, float64);
+a row passes when it is <= TOL[dtype] and finite, and the shape and dtype are right (NaN never
+passes). Ops that update a conv state in place are checked on the state too.
+
+    result = run(impls, dtypes, device, deadline)     # rows + counts; rows past deadline: skipped
+    row = check(case, torch.float32, "fused", "cuda", fn=None)   # fn: a stand-in op (tests)
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+TOL = {"float32": 1e-5, "bfloat16": 1e-2, "float16": 2e-3}     # relative L2 error
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Checked cheap impls first, then the Triton ones (autotune compiles per key and dtype), then
+# compiled (one torch.compile per shape class): under a deadline the costly rows are left out.
+COST_GROUPS = (("per_group", "slice_sum", "native"), ("fused", "auto"), ("compiled",))
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """x: (B, C, L) / (B, C, H, W); decode: x_new (B, C); short_conv: bcx (B, L, 3C).
+    layout: "contiguous", "channels_last" (conv2d NHWC) or "channels_inner" (conv1d x as the
+    (B, C, L) view of a (B, L, C) tensor, as LFM2 hands it over)."""
+    name: str
+    op: str                        # conv1d | conv2d | decode | short_conv
+    x: tuple
+    weight: tuple
+    stride: int = 1
+    padding: int | str = 0
+    dilation: int = 1
+    bias: bool = False
+    layout: str = "contiguous"
+    state: bool = False            # short_conv: start from a conv state (decode always has one)
+    mask: bool = False             # short_conv: row 1 left-padded
+    activation: str | None = None  # decode only
+
+
+# GPU sizes: odd, and several tiles of the largest blocks the kernels use (conv1d BLOCK_C <= 64,
+# BLOCK_L <= 256; conv2d BLOCK_P <= 512, NHWC BLOCK_C <= 128; decode BLOCK_C <= 256; short conv
+# 32 x 64), so tile edges are exercised. conv1d cases that differ only in padding or length
+# share C, K, stride and dilation: one Triton autotune key (compile + tune) per dtype.
+CASES: tuple[Case, ...] = (
+    Case("conv1d-causal", "conv1d", (2, 75, 301), (75, 1, 4), padding="causal", bias=True),
+    Case("conv1d-same-evenK", "conv1d", (3, 75, 263), (75, 1, 4), padding="same", bias=True),
+    Case("conv1d-valid-odd", "conv1d", (1, 75, 13), (75, 1, 4)),
+    Case("conv1d-stride2", "conv1d", (2, 75, 517), (75, 1, 4), stride=2, padding=1, bias=True),
+    Case("conv1d-dilation2", "conv1d", (2, 75, 300), (75, 1, 4), dilation=2, padding="causal"),
+    Case("conv1d-mult2", "conv1d", (2, 37, 301), (74, 1, 4), padding="same", bias=True),
+    Case("conv1d-causal-blc-view", "conv1d", (2, 75, 301), (75, 1, 4), padding="causal", layout="channels_inner"),
+    Case("conv2d-nchw-s1", "conv2d", (2, 131, 29, 31), (131, 1, 3, 3), padding=1, bias=True),
+    Case("conv2d-nchw-s2", "conv2d", (2, 131, 29, 31), (131, 1, 3, 3), stride=2, padding=1),
+    Case("conv2d-nhwc-s1", "conv2d", (2, 131, 29, 31), (131, 1, 3, 3), padding=1, bias=True, layout="channels_last"),
+    Case("conv2d-nhwc-s2", "conv2d", (2, 131, 29, 31), (131, 1, 3, 3), stride=2, padding=1, layout="channels_last"),
+    Case("decode-step", "decode", (3, 300), (300, 1, 4), bias=True),
+    Case("decode-step-silu", "decode", (3, 300), (300, 1, 4), activation="silu"),
+    Case("short-conv-prefill", "short_conv", (2, 37, 225), (75, 1, 3)),
+    Case("short-conv-state-mask", "short_conv", (2, 37, 225), (75, 1, 3), bias=True, state=True, mask=True),
+)
+
+
+def smoke_case(c: Case) -> Case:
+    """The same case, small enough for Triton's interpreter (~70 ms per program on 2 cores):
+    a few programs of its single small config (conv1d keeps 2 L tiles of 32)."""
+    K = c.weight[-1]
+    if c.op == "conv2d":
+        return dataclasses.replace(c, x=(1, 9, 7, 9), weight=(9, 1, *c.weight[2:]))
+    if c.op == "decode":
+        return dataclasses.replace(c, x=(2, 24), weight=(24, 1, K))
+    if c.op == "short_conv":
+        return dataclasses.replace(c, x=(2, 11, 60), weight=(20, 1, K))
+    B, C, L = c.x
+    small = 13 if C % 2 else 12
+    return dataclasses.replace(c, x=(min(B, 2), small, min(L, 53 if L % 2 else 52)),
+                               weight=(small * (c.weight[0] // C), 1, K))
+
+
+SMOKE_CASES = tuple(smoke_case(c) for c in CASES)
+
+
+def make_inputs(case: Case, dtype: torch.dtype, device: str, seed: int = 0) -> dict:
+    """Seeded standard-normal inputs drawn in float64 on CPU, then cast (same values on every
+    device). Keys: x, weight, bias (or None), state (or None), mask (or None)."""
+    g = torch.Generator().manual_seed(seed)
+    rnd = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+    inp = {"weight": rnd(*case.weight), "bias": rnd(case.weight[0]) if case.bias else None,
+           "state": None, "mask": None}
+    K = case.weight[-1]
+    if case.layout == "channels_inner":
+        B, C, L = case.x
+        inp["x"] = rnd(B, L, C).transpose(1, 2)                  # (B, C, L) view, C unit-stride
+    else:
+        inp["x"] = rnd(*case.x)
+    if case.layout == "channels_last":
+        inp["x"] = inp["x"].contiguous(memory_format=torch.channels_last)
+    if case.op == "decode":
+        inp["state"] = rnd(case.x[0], case.x[1], K - 1)          # (B, C, K-1)
+    if case.op == "short_conv":
+        B, L, C3 = case.x
+        if case.state:
+            inp["state"] = rnd(B, C3 // 3, K - 1)                # (B, C, K-1)
+        if case.mask:
+            inp["mask"] = torch.ones(B, L, dtype=torch.long, device=device)
+            inp["mask"][1, : L // 3] = 0                         # row 1: left padding
+    return inp
+
+
+def _ref_conv(x64, w64, b64, case: Case):
+    groups = x64.shape[1]
+    conv = F.conv1d if case.op == "conv1d" else F.conv2d
+    pad = case.padding
+    if pad == "causal":                                          # left pad dilation*(K-1)
+        x64, pad = F.pad(x64, (case.dilation * (case.weight[-1] - 1), 0)), 0
+    return conv(x64, w64, b64, case.stride, pad, case.dilation, groups)
+
+
+def reference(case: Case, inp: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(out, new conv state or None) in float64, written from the definitions."""
+    d = lambda t: None if t is None else t.double()
+    x, w, b, state = d(inp["x"]), d(inp["weight"]), d(inp["bias"]), d(inp["state"])
+    C, K = w.shape[0], w.shape[-1]
+    if case.op in ("conv1d", "conv2d"):
+        return _ref_conv(x, w, b, case), None
+    if case.op == "decode":
+        window = torch.cat([state, x[:, :, None]], dim=-1)      # (B, C, K)
+        out = F.conv1d(window, w, b, groups=C)[:, :, 0]          # (B, C)
+        return (F.silu(out) if case.activation == "silu" else out), window[:, :, 1:]
+    bb, c, xx = x.chunk(3, dim=-1)                               # short conv: each (B, L, C)
+    bx = bb * xx
+    if inp["mask"] is not None:
+        bx = bx * (inp["mask"][:, :, None] != 0)
+    bx = bx.transpose(1, 2)                                      # (B, C, L)
+    if state is None:
+        state = bx.new_zeros(bx.shape[0], C, K - 1)
+    ext = torch.cat([state, bx], dim=-1)                         # (B, C, K-1+L)
+    y = F.conv1d(ext, w, b, groups=C)                            # (B, C, L)
+    return (c * y.transpose(1, 2)), (ext[:, :, ext.shape[-1] - (K - 1):] if inp["state"] is not None else None)
+
+
+def public_op(op: str):
+    from models.depthwise import conv1d_decode_step, depthwise_conv1d, depthwise_conv2d, short_conv_block
+    return {"conv1d": depthwise_conv1d, "conv2d": depthwise_conv2d, "decode": conv1d_decode_step,
+            "short_conv": short_conv_block}[op]
+
+
+def run_impl(case: Case, inp: dict, impl: str, fn=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Call the op (or the stand-in `fn`, same signature) with impl=impl; state on a copy."""
+    fn = fn or public_op(case.op)
+    state = None if inp["state"] is None else inp["state"].clone()
+    if case.op in ("conv1d", "conv2d"):
+        out = fn(inp["x"], inp["weight"], inp["bias"], stride=case.stride, padding=case.padding,
+                 dilation=case.dilation, impl=impl)
+    elif case.op == "decode":
+        out = fn(inp["x"], state, inp["weight"], inp["bias"], activation=case.activation, impl=impl)
+    else:
+        out = fn(inp["x"], inp["weight"], inp["bias"], conv_state=state, mask=inp["mask"], impl=impl)
+    return out, state
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """||out - ref|| / ||ref|| in float64; NaN when out has a non-finite value."""
+    o = out.detach().double().cpu()
+    if not torch.isfinite(o).all():
+        return math.nan
+    r = ref.detach().double().cpu()
+    return float(torch.linalg.vector_norm(o - r) / max(float(torch.linalg.vector_norm(r)), 1e-300))
+
+
+def resolved(case: Case, dtype: torch.dtype, device: str) -> str:
+    """The concrete impl `auto` picks for the case (as dispatch asks models.depthwise.auto)."""
+    from models.depthwise import auto
+    if case.op == "short_conv":
+        B, L, C3 = case.x
+        return auto.choose("conv1d", torch.device(device), dtype, (B, C3 // 3, L), case.weight, 1, 1)
+    x = (*case.x, 1) if case.op == "decode" else case.x
+    return auto.choose("decode" if case.op == "decode" else case.op, torch.device(device), dtype, x,
+                       case.weight, case.stride, case.dilation, channels_last=case.layout == "channels_last")
+
+
+def _evaluate(case, dtype_name, impl, inp, fn) -> dict:
+    row = {"rel_err": None, "state_rel_err": None, "error": None, "reason": None}
+    try:
+        with torch.inference_mode():
+            ref, ref_state = reference(case, inp)        # first: an impl that writes x can't hide
+            out, state = run_impl(case, inp, impl, fn)
+    except Exception as exc:                                     # a crash is a failure, recorded
+        row.update(error=f"{type(exc).__name__}: {exc}"[:300], reason="error")
+        return row
+    if tuple(out.shape) != tuple(ref.shape):
+        row["reason"] = f"shape {tuple(out.shape)} != {tuple(ref.shape)}"
+    elif out.dtype != DTYPES[dtype_name]:
+        row["reason"] = f"dtype {out.dtype}"
+    else:
+        row["rel_err"] = rel_err(out, ref)
+        if ref_state is not None:
+            row["state_rel_err"] = rel_err(state, ref_state)
+        errs = [e for e in (row["rel_err"], row["state_rel_err"]) if e is not None]
+        if any(math.isnan(e) for e in errs):
+            row["reason"] = "non-finite output"
+        elif max(errs) > TOL[dtype_name]:
+            row["reason"] = "tolerance"
+    return row
+
+
+def check(case: Case, dtype: torch.dtype, impl: str, device: str, *, fn=None, seed: int = 0) -> dict:
+    """One row: {case, op, dtype, impl, auto_choice, rel_err, state_rel_err, tol, passed, reason,
+    error, ...}. fn replaces the public op (to prove this checker flags a wrong impl)."""
+    name = str(dtype).removeprefix("torch.")
+    inp = make_inputs(case, dtype, device, seed)
+    row = {"case": case.name, "op": case.op, "dtype": name, "impl": impl, "tol": TOL[name],
+           "auto_choice": resolved(case, dtype, device) if impl == "auto" else None,
+           **_evaluate(case, name, impl, inp, fn)}
+    # cuDNN/cuBLAS may run float32 as TF32 (10-bit mantissa) by default: say whether that is why.
+    tf32 = torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32
+    if row["reason"] == "tolerance" and name == "float32" and device == "cuda" and tf32:
+        flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            row["rel_err_no_tf32"] = _evaluate(case, name, impl, inp, fn)["rel_err"]
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+    row["passed"] = row["reason"] is None
+    return row
+
+
+def run(impls: list[str], dtypes: list[str], device: str, deadline: float = math.inf,
+        cases: tuple[Case, ...] = CASES, rows: list | None = None) -> dict:
+    """Every case x dtype x impl, cheap impls first (rows appended to `rows` as they finish, so
+    a caller keeps them when interrupted); rows not started by `deadline` (time.perf_counter)
+    are listed as skipped, not failed."""
+    rows = [] if rows is None else rows
+    order = [(impl, d, c) for group in COST_GROUPS for d in dtypes for c in cases
+             for impl in group if impl in impls]
+    order += [(i, d, c) for i in impls if not any(i in g for g in COST_GROUPS) for d in dtypes for c in cases]
+    for seed, (impl, d, case) in enumerate(order):
+        if time.perf_counter() > deadline:
+            rows.append({"case": case.name, "op": case.op, "dtype": d, "impl": impl, "skipped": True,
+                         "passed": None})
+            continue
+        rows.append(check(case, DTYPES[d], impl, device, seed=seed))
+    return tally(rows, impls, dtypes, cases)
+
+
+def tally(rows: list[dict], impls, dtypes, cases) -> dict:
+    """The result record: what was claimed (impls x dtypes x cases), the rows, the counts;
+    claimed rows never run (deadline, interruption) count as skipped."""
+    done = [r for r in rows if not r.get("skipped")]
+    return {"impls": list(impls), "dtypes": list(dtypes), "cases": [c.name for c in cases],
+            "tolerances": {d: TOL[d] for d in dtypes}, "rows": rows, "checked": len(done),
+            "passed": sum(r["passed"] for r in done),
+            "skipped": len(impls) * len(dtypes) * len(cases) - len(done),
+            "failed": [f"{r['impl']}/{r['dtype']}/{r['case']}: {r['reason']}"
+                       + (f" ({r['error']})" if r["error"] else "") for r in done if not r["passed"]]}
+
+
+def write_markdown(result: dict, path, env: dict) -> None:
+    """One table per dtype: case x impl relative errors, failures marked."""
+    by = {(r["case"], r["dtype"], r["impl"]): r for r in result["rows"]}
+    impls = result["impls"]
+    lines = [f"# Depthwise correctness ({env['device']}: {env['device_name']})", "",
+             f"Relative L2 error against a float64 reference (F.conv1d/F.conv2d, groups=C, on the same inputs "
+             f"upcast); tolerances {result['tolerances']}; NaN never passes. "
+             f"{result['passed']}/{result['checked']} passed, {result['skipped']} skipped (time budget).", ""]
+    for d in result["dtypes"]:
+        lines += [f"## {d}", "", "| case | " + " | ".join(impls) + " |", "|---|" + "---:|" * len(impls)]
+        for c in result["cases"]:
+            cells = []
+            for i in impls:
+                r = by.get((c, d, i))
+                if r is None or r.get("skipped"):
+                    cells.append("skipped")
+                    continue
+                e = max([v for v in (r["rel_err"], r["state_rel_err"]) if v is not None], default=None)
+                cell = "-" if e is None else f"{e:.1e}"
+                cells.append(cell if r["passed"] else f"**FAIL** {cell} ({r['reason']})")
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if result["failed"]:
+        lines += ["## Failures", "", *[f"- {f}" for f in result["failed"]]]
+    path.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,130 @@
+"""Settings, budgets and the environment record for benchmarks/gpu.py.
+
+Budgets (seconds per step, CUDA): measured work stops being *started* at a step's deadline,
+and what was not started is listed as skipped; TOTAL_CUDA_S caps all steps together (see
+Budget.deadline). Where the time goes on CUDA: Triton autotunes each fused kernel once per
+(channels, taps, stride, dilation, layout) key and dtype (6 configs compiled + timed, a few
+seconds each: ~27 keys in correctness, ~28 per ops dtype), and `compiled` runs one
+torch.compile per shape class. Ops shapes run in _priority order so a cut drops the
+MobileNetV2 NCHW tail first, never the seed, LFM2 or decode shapes.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks import ops, timing
+from benchmarks import models as bench_models
+
+_REPO = Path(__file__).resolve().parents[1]
+
+STEPS = ("env", "correctness", "copy", "ops-float32", "ops-bfloat16", "models", "decode")
+BUDGETS_CUDA = {"env": 5, "correctness": 90, "copy": 5, "ops-float32": 150, "ops-bfloat16": 90,
+                "models": 40, "decode": 70}                      # seconds; sum 450
+TOTAL_CUDA_S = 480          # all steps; the wrapper's timeout (560 s) is the hard stop
+COMPILED_MIN_BYTES = 32 << 20   # compiled timed on CUDA (float32) only at >= 32 MiB moved: 13 suite shapes
+SMOKE_SHAPES = (next(s for s in ops.SUITE if s.name == "sweep-c64"),
+                ops.Shape("smoke-conv2d-1x8@9", "conv2d", (1, 8, 9, 9), (3, 3), padding=1),
+                ops.Shape("smoke-conv2d-1x8@9-cl", "conv2d", (1, 8, 9, 9), (3, 3), padding=1, channels_last=True),
+                ops.Shape("smoke-decode-2x64", "decode", (2, 64), 3))
+SMOKE_CASES = (bench_models.Case("lfm2", "decode", 1, 8), bench_models.Case("mobilenet_v2", "forward", 1, 32))
+
+
+def run_tag(device: str, smoke: bool, gpu_name: str) -> str:
+    """File tag: smoke; h200 on an H200; else the device type (cpu-full: never the committed cpu)."""
+    if smoke:
+        return "smoke"
+    if device == "cuda":
+        return "h200" if "H200" in gpu_name.upper() else "cuda"
+    return "cpu-full"
+
+
+def _priority(s: ops.Shape) -> int:
+    """CUDA ops order: what the acceptance checks need most first (a budget cuts the tail)."""
+    if s is ops.SEED:
+        return 0
+    if s.op == "decode" or s.name.startswith(("lfm2", "shortconv")):
+        return 1
+    return 2 if s.op == "conv1d" else 3 if s.channels_last else 4
+
+
+def settings(device: str, smoke: bool) -> dict:
+    """Sizes and repeats per mode. The full settings are sized for an H200 (a non-smoke CPU run
+    uses them too, slowly); the smoke ones for a 2-core CPU under the Triton interpreter."""
+    no_compiled = [i for i in ops.IMPLS if i != "compiled"]
+    if smoke:
+        return dict(
+            budgets={s: 120 for s in STEPS}, total_s=900,       # never binding: the test wants it all
+            ops_shapes=SMOKE_SHAPES, ops_impls=no_compiled, check_impls=no_compiled,
+            ops_budget_s=0.03, ops_reps=(2, 4),                 # timing.py's minimum samples
+            models_cases=SMOKE_CASES, models_impls=["per_group", "native", "auto"],
+            models_budget_s=0.03, models_reps=(2, 3), share_runs=1,
+            copy_bytes=16 << 20, copy_reps=5,
+            presets=("lfm2-demo",), batches=(1,), prompt=4, new_tokens=3, decode_max_s=5.0,
+            decode_dtype=torch.float32)
+    return dict(
+        budgets=BUDGETS_CUDA, total_s=TOTAL_CUDA_S,
+        ops_shapes=tuple(sorted(ops.SUITE, key=_priority)),     # all 59, most needed first
+        ops_impls=list(ops.IMPLS), check_impls=list(ops.IMPLS),
+        ops_budget_s=0.25, ops_reps=(5, 200),                   # per shape, all impls interleaved
+        models_cases=bench_models.CASES, models_impls=no_compiled,   # compiled: ~15 classes per model
+        models_budget_s=0.3, models_reps=(3, 30), share_runs=2,
+        copy_bytes=1 << 30, copy_reps=30,                       # 2 x 1 GiB: far beyond any cache
+        presets=("lfm2-demo", "lfm2-350m"), batches=(1, 16), prompt=32, new_tokens=64,
+        decode_max_s=5.0,                                       # per_group at ~150 ms/token: ~30 tokens
+        decode_dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+
+
+def nvidia_smi() -> dict | None:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    name, _, driver = (out.splitlines() or [""])[0].partition(",")
+    return {"raw": out, "name": name.strip(), "driver_version": driver.strip()}
+
+
+def environment(device: str, argv: list[str]) -> dict:
+    env = timing.environment(device)
+    env["malloc_keep_freed"] = timing.keep_freed_memory()          # as ops.py / models.py run
+    smi = nvidia_smi()
+    env.update(nvidia_smi=smi, gpu_driver=smi["driver_version"] if smi else None,
+               cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+               cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+               matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
+               triton_interpret=os.environ.get("TRITON_INTERPRET"), argv=argv)
+    if device == "cuda":
+        p = torch.cuda.get_device_properties(0)
+        env.update(gpu_capability=f"{p.major}.{p.minor}", gpu_memory_gib=round(p.total_memory / 2**30, 1))
+    try:
+        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True,
+                                           text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        env["git_commit"] = None
+    return env
+
+
+class Budget:
+    """Deadlines for the selected steps, scaled by `scale` (--budget-scale)."""
+
+    def __init__(self, budgets: dict, total_s: float, steps: list[str], scale: float = 1.0):
+        self.budgets = {s: budgets[s] * scale for s in steps}
+        self.total_s, self.steps, self.t0 = total_s * scale, list(steps), time.perf_counter()
+
+    def deadline(self, step: str) -> tuple[float, float]:
+        """(absolute time.perf_counter deadline, seconds granted): the step's budget, shrunk
+        when earlier steps overran so that later steps keep half of theirs, but never below a
+        quarter of its own."""
+        later = sum(self.budgets[s] for s in self.steps[self.steps.index(step) + 1:])
+        left = self.total_s - (time.perf_counter() - self.t0) - 0.5 * later
+        granted = min(self.budgets[step], max(left, 0.25 * self.budgets[step]))
+        return time.perf_counter() + granted, round(granted, 1)

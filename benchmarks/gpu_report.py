@@ -1,0 +1,258 @@
+"""Bandwidth and acceptance for benchmarks/gpu.py: minimum bytes per ops record, the copy
+ceiling, the issue's acceptance checks computed from the results, the summary .md and the
+short table printed last.
+
+Minimum bytes of an op call (what any implementation must move at least once):
+  conv1d/conv2d   x read + weight read + bias read + output written
+  decode          x_new (B, C) + conv_state (B, C, K-1) read and written back + weight + out (B, C)
+in the record's dtype. Achieved bandwidth = minimum bytes / median time; its fraction of the
+copy ceiling (a device-to-device copy: bytes read + bytes written over time) says how close
+a call is to the memory bound. The ops suite passes no bias, so its bias term is 0.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+
+import torch
+
+ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
+SEED_NAME = "seed-c2048"          # benchmarks/ops.py's SEED: (1, 2048, 21) x (2048, 1, 3)
+SEED_MIN_SPEEDUP = 1000.0         # per_group / fused at the seed shape
+MEMBOUND_MIN_US = 20.0            # memory-bound = taps <= MEMBOUND_MAX_TAPS and minimum bytes
+MEMBOUND_MAX_TAPS = 9             # take >= 20 us at the copy ceiling: below that a call is
+                                  # launch/latency-bound (a few us of launch is > 20% of it)
+FUSED_MIN_COPY_FRACTION = 0.8     # fused on memory-bound shapes: >= 80% of the copy ceiling
+AUTO_MAX_RATIO = 1.05             # auto within 5% of the fastest concrete impl
+
+
+# ---------------------------------------------------------------- bytes and bandwidth
+
+def out_numel(sh: dict) -> int:
+    """Output elements of an ops-record shape dict {op, x, weight, stride, padding, dilation}."""
+    x, w = sh["x"], sh["weight"]
+    if sh["op"] == "decode":
+        return x[0] * w[0]                                  # (B, C*m): one new column
+    s, p, d = sh["stride"], sh["padding"], sh.get("dilation", 1)
+    pads = [p] * (len(x) - 2) if not isinstance(p, (list, tuple)) else list(p)
+    out = []
+    for n, k, pad in zip(x[2:], w[2:], pads):
+        if pad in ("causal", "same"):                       # both keep the length (stride 1)
+            out.append(n)
+        else:
+            pad = 0 if pad == "valid" else int(pad)
+            out.append((n + 2 * pad - d * (k - 1) - 1) // s + 1)
+    return x[0] * w[0] * math.prod(out)
+
+
+def min_bytes(rec: dict) -> int:
+    """Minimum bytes one call moves (module docstring), in the record's dtype."""
+    sh = rec["shape"]
+    x, w = math.prod(sh["x"]), math.prod(sh["weight"])
+    bias = sh["weight"][0] if rec.get("bias") else 0
+    extra = 2 * sh["x"][0] * sh["x"][1] * (sh["weight"][-1] - 1) if sh["op"] == "decode" else 0
+    return ITEMSIZE[rec["dtype"]] * (x + w + bias + out_numel(sh) + extra)
+
+
+def _sig(v: float) -> float:
+    return float(f"{v:.4g}")                                         # 4 significant digits
+
+
+def add_bandwidth(records: list[dict], ceiling_gbps: float | None) -> None:
+    """Add min_bytes, achieved_gbps, copy_ceiling_gbps, copy_fraction to every record."""
+    for r in records:
+        r["min_bytes"] = min_bytes(r)
+        t = r.get("median_us")
+        gbps = r["min_bytes"] / (t * 1e3) if t else None               # bytes/us/1e3 = GB/s
+        r["achieved_gbps"] = None if gbps is None else _sig(gbps)
+        r["copy_ceiling_gbps"] = ceiling_gbps
+        r["copy_fraction"] = _sig(gbps / ceiling_gbps) if gbps is not None and ceiling_gbps else None
+
+
+def copy_ceiling(device: str, nbytes: int, reps: int) -> dict:
+    """Median time of dst.copy_(src) for two `nbytes` buffers (CUDA events on CUDA, the
+    wall clock on CPU); bandwidth = 2 * nbytes (read + write) / time."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device).fill_(7)
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)                                      # warm-up: pages, clocks
+    times = []
+    if device == "cuda":
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                  for _ in range(reps)]
+        torch.cuda.synchronize()
+        for start, end in events:
+            start.record()
+            dst.copy_(src)
+            end.record()
+        torch.cuda.synchronize()
+        times = [s.elapsed_time(e) / 1e3 for s, e in events]
+    else:
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            dst.copy_(src)
+            times.append(time.perf_counter() - t0)
+    ok = bool(torch.equal(dst[:1024], src[:1024]))
+    del src, dst
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    med = statistics.median(times)
+    return {"bytes_per_buffer": nbytes, "reps": reps, "median_s": med, "min_s": min(times),
+            "gbps": round(2 * nbytes / med / 1e9, 2), "gbps_best": round(2 * nbytes / min(times) / 1e9, 2),
+            "clock": "cuda_events" if device == "cuda" else "wall", "copy_ok": ok}
+
+
+# ---------------------------------------------------------------- acceptance
+
+def check_item(name: str, status: str, detail: str, **data) -> dict:
+    return {"name": name, "status": status, "detail": detail, **data}
+
+
+def _by_shape(records: list[dict]) -> dict:
+    by: dict = {}
+    for r in records:
+        if r.get("median_us") is not None:
+            by.setdefault(r["shape"]["name"], {})[r["impl"]] = r
+    return by
+
+
+def _membound(r: dict) -> bool:
+    taps = math.prod(r["shape"]["weight"][2:])
+    ceiling = r.get("copy_ceiling_gbps")
+    return bool(ceiling) and taps <= MEMBOUND_MAX_TAPS and r["min_bytes"] / (ceiling * 1e3) >= MEMBOUND_MIN_US
+
+
+def _complete(misses: list, n_measured: int, n_suite: int) -> str:
+    if misses:
+        return "NOT met"
+    return "met" if n_measured >= n_suite else "incomplete"
+
+
+SEED_KERNELS = "seed (1,2048,21) k=3: fused = 1 CUDA kernel per call"
+SEED_SPEEDUP = f"seed: per_group / fused >= {SEED_MIN_SPEEDUP:.0f}x"
+MEMBOUND = f"memory-bound shapes: fused >= {FUSED_MIN_COPY_FRACTION:.0%} of copy ceiling"
+FUSED_NATIVE = "fused no slower than native on every suite shape"
+AUTO_BEST = f"auto within {AUTO_MAX_RATIO - 1:.0%} of the fastest impl"
+
+
+def ops_checks(dtype: str, records: list[dict], n_suite: int) -> list[dict]:
+    """The operator checks for one dtype's ops records (n_suite: shapes the suite has). Off
+    CUDA the fused checks are n/a: fused runs in Triton's interpreter there."""
+    by, tag = _by_shape(records), f"[{dtype}] "
+    if not records or any(r["device"] != "cuda" for r in records):
+        return [check_item(tag + w, "n/a", "off CUDA: fused runs in Triton's interpreter")
+                for w in (SEED_KERNELS, SEED_SPEEDUP, MEMBOUND, FUSED_NATIVE)] + [_auto_check(tag, by, n_suite)]
+    out = []
+    seed = by.get(SEED_NAME, {})
+    fused, pg = seed.get("fused"), seed.get("per_group")
+    k = None if fused is None else fused.get("cuda_kernels")
+    out.append(check_item(tag + SEED_KERNELS, "n/a" if k is None else "met" if k == 1 else "NOT met",
+                          "not measured" if k is None else f"{k} kernel(s)", kernels=k))
+    x = None if fused is None or pg is None else pg["median_us"] / fused["median_us"]
+    out.append(check_item(tag + SEED_SPEEDUP, "n/a" if x is None else "met" if x >= SEED_MIN_SPEEDUP else "NOT met",
+                          "not measured" if x is None else f"{x:,.0f}x", speedup=x and round(x, 1)))
+    fr = {n: t["fused"]["copy_fraction"] for n, t in by.items() if "fused" in t and _membound(t["fused"])}
+    low = [f"{n} {f:.0%}" for n, f in fr.items() if f < FUSED_MIN_COPY_FRACTION]
+    out.append(check_item(tag + MEMBOUND, "n/a" if not fr else "NOT met" if low else "met",
+                          f"{len(fr) - len(low)}/{len(fr)} memory-bound shapes (>= {MEMBOUND_MIN_US:.0f} us at the "
+                          f"ceiling)" + (f"; below: {', '.join(low)}" if low else ""), fractions=fr))
+    pairs = {n: t["fused"]["median_us"] / t["native"]["median_us"] for n, t in by.items()
+             if "fused" in t and "native" in t}
+    slow = [f"{n} {v:.2f}x" for n, v in pairs.items() if v > 1.0]
+    out.append(check_item(tag + FUSED_NATIVE, _complete(slow, len(pairs), n_suite) if pairs else "n/a",
+                          f"{len(pairs) - len(slow)}/{len(pairs)} measured shapes (suite {n_suite})"
+                          + (f"; slower: {', '.join(slow)}" if slow else ""), ratios=pairs))
+    return out + [_auto_check(tag, by, n_suite)]
+
+
+def _auto_check(tag: str, by: dict, n_suite: int) -> dict:
+    ratios = {}
+    for n, t in by.items():
+        rest = {i: r["median_us"] for i, r in t.items() if i != "auto"}
+        if "auto" in t and rest:
+            best = min(rest, key=rest.get)
+            ratios[n] = (round(t["auto"]["median_us"] / rest[best], 4), best)
+    miss = [f"{n} {v:.2f}x of {b}" for n, (v, b) in ratios.items() if v > AUTO_MAX_RATIO]
+    return check_item(tag + AUTO_BEST, _complete(miss, len(ratios), n_suite) if ratios else "n/a",
+                      f"{len(ratios) - len(miss)}/{len(ratios)} measured shapes (suite {n_suite})"
+                      + (f"; misses: {', '.join(miss)}" if miss else ""), ratios=ratios)
+
+
+def decode_checks(rows: list[dict]) -> list[dict]:
+    """Kernels per generated token before -> after, and one host launch per graph token."""
+    out, by = [], {}
+    for r in rows:
+        if r.get("error") is None:
+            by.setdefault((r["preset"], r["batch"]), {})[r["variant"]] = r
+    for (preset, batch), v in by.items():
+        before, after = v.get("before"), v.get("after-eager") or v.get("after")
+        if before and after and before.get("kernels_per_token") is not None:
+            b, a = before["kernels_per_token"], after["kernels_per_token"]
+            out.append(check_item(f"decode {preset} b{batch}: CUDA kernels per token before -> after",
+                              "met" if a is not None and a < b else "NOT met", f"{b} -> {a}"))
+        g = v.get("after")
+        if g and g.get("cuda_graph"):
+            h = g.get("host_launches_per_token")
+            out.append(check_item(f"decode {preset} b{batch}: graph = 1 host launch per token",
+                              "met" if h == 1 else ("n/a" if h is None else "NOT met"), f"{h}"))
+    return out
+
+
+# ---------------------------------------------------------------- summary rendering
+
+def _fmt(v, spec=",.1f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def decode_table(rows: list[dict]) -> list[str]:
+    lines = ["| preset | batch | variant | impl | graph | gen tok/s | decode tok/s | ms/token | "
+             "kernels/token | host launches/token |", "|---|---:|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['preset']} | {r['batch']} | {r['variant']} | {r['impl']} | {r.get('cuda_graph')} | "
+                     f"{_fmt(r.get('generate_tokens_per_s'))} | {_fmt(r.get('decode_tokens_per_s'))} | "
+                     f"{_fmt(r.get('ms_per_token'), '.2f')} | {_fmt(r.get('kernels_per_token'), 'd')} | "
+                     f"{_fmt(r.get('host_launches_per_token'), 'd')} |" + (f" error: {r['error']}" if r.get("error") else ""))
+    return lines
+
+
+def write_summary_md(s: dict, path) -> None:
+    env = s["environment"]
+    lines = [f"# GPU run summary ({s['tag']})", "",
+             f"Device **{env.get('device_name')}** (driver {env.get('gpu_driver')}), torch {env['torch']}, "
+             f"triton {env['triton']}, CUDA {env.get('cuda')}; {env.get('cpu_count')} CPU cores. "
+             f"Produced by `python benchmarks/gpu.py {' '.join(env.get('argv', []))}` in {s['wall_s']} s."
+             + (" SMOKE run: tiny shapes, no GPU numbers." if s["smoke"] else ""), "",
+             "## Steps", "", "| step | status | wall s | budget s | skipped | error |", "|---|---|---:|---:|---:|---|"]
+    for name, st in s["steps"].items():
+        lines.append(f"| {name} | {st['status']} | {st.get('wall_s', '-')} | {st.get('budget_s', '-')} | "
+                     f"{len(st.get('skipped', []))} | {st.get('error') or ''} |")
+    lines += ["", "## Acceptance", "", "| check | result | detail |", "|---|---|---|"]
+    lines += [f"| {c['name']} | {c['status']} | {c['detail']} |" for c in s["checks"]]
+    if s.get("copy"):
+        lines += ["", f"Copy ceiling: {s['copy']['gbps']:,.1f} GB/s (median of {s['copy']['reps']} copies of "
+                  f"{s['copy']['bytes_per_buffer'] / 2**20:,.0f} MiB, read + write)."]
+    if s.get("decode"):
+        lines += ["", "## LFM2 decoding", "", *decode_table(s["decode"])]
+    lines += ["", "Files: " + ", ".join(s.get("files", []))]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def final_table(s: dict) -> str:
+    """The short table printed last (the device tool returns only the tail of the output)."""
+    env = s["environment"]
+    out = [f"==== dwserve GPU summary [{s['tag']}] {env.get('device_name')} | driver {env.get('gpu_driver')} "
+           f"| torch {env['torch']} | triton {env['triton']} | cuda {env.get('cuda')} | {s['wall_s']} s ===="]
+    out += [f"step {n:14s} {st['status']:12s} {st.get('wall_s', '-'):>7} s"
+            + (f"  skipped {len(st['skipped'])}" if st.get("skipped") else "")
+            + (f"  ERROR {st['error'][:120]}" if st.get("error") else "") for n, st in s["steps"].items()]
+    if s.get("copy"):
+        out.append(f"copy ceiling {s['copy']['gbps']:,.1f} GB/s")
+    out += [f"{c['status']:10s} {c['name']}: {c['detail'][:160]}" for c in s["checks"]]
+    for r in s.get("decode", []):
+        out.append(f"decode {r['preset']:10s} b{r['batch']:<3d} {r['variant']:12s} "
+                   f"gen {_fmt(r.get('generate_tokens_per_s')):>9s} tok/s  decode {_fmt(r.get('decode_tokens_per_s')):>9s} tok/s  "
+                   f"kernels/tok {_fmt(r.get('kernels_per_token'), 'd'):>6s}  host/tok {_fmt(r.get('host_launches_per_token'), 'd'):>6s}"
+                   + (f"  ERROR {r['error'][:80]}" if r.get("error") else ""))
+    out.append(f"exit {s['exit_code']} ({s['verdict']}); results in {s['out']}")
+    return "\n".join(out)
