@@ -16,7 +16,9 @@ Invariants
   the event loop and a model never runs two forwards concurrently. With `execute` given
   (service.compute: one thread for all models' forwards) the worker hands each formed batch
   to it and waits; that thread runs the batch *and resolves its futures*, so a reply goes
-  straight from the forward to the event loop without waking the worker first.
+  straight from the forward to the event loop without waking the worker first. Items with
+  key None (jobs, e.g. a generation) run on the worker itself: a job hands its own steps to
+  that thread (ModelRuntime.on_compute), so other models' batches run between its steps.
 """
 from __future__ import annotations
 
@@ -145,7 +147,7 @@ class Batcher:
             batch = self._next_batch()
             if batch is None:
                 return
-            if self._execute is None:
+            if self._execute is None or batch[0].key is None:   # key None: a job runs here
                 self._run_and_resolve(batch)
                 continue
             try:

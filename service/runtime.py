@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import time
@@ -109,12 +110,25 @@ class ModelRuntime:
             raise
 
     # --- worker side (model thread) ----------------------------------------------------
+    def on_compute(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(*args) on the compute thread (where every forward runs), in the caller's context
+        (the depthwise policy of use_impl is a contextvar) and inference mode. A Job runs on
+        its batcher thread and calls this once per step (a generation: once per token), so a
+        long job holds the compute thread one step at a time and other models' batches run
+        in between."""
+        ctx = contextvars.copy_context()
+
+        def run():
+            with torch.inference_mode():
+                return ctx.run(fn, *args)
+        return run() if self.compute is None else self.compute.call(run)
+
     def _run_batch(self, key: Optional[Hashable], items: list[Item]) -> list[Any]:
         now = time.perf_counter()
         waits = [now - item.enqueued for item in items]
         for wait in waits:
             self.metrics.queue_duration.labels(self.name).observe(wait)
-        if key is None:  # a Job
+        if key is None:  # a Job, on the batcher thread: its torch work goes through on_compute
             job: Job = items[0].payload
             with self.hooks.use_impl(job.impl), torch.inference_mode():
                 return [job.fn()]

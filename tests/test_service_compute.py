@@ -70,3 +70,46 @@ def test_service_forwards_run_on_its_compute_thread(monkeypatch):
         assert threads["mobilenet_v2"] == {compute_ident}
     finally:
         svc.stop()
+
+
+def test_other_models_run_between_the_tokens_of_a_generation():
+    """A long generation holds the compute thread one token at a time: a classify batch
+    submitted mid-generation finishes long before the generation does."""
+    import time
+
+    import numpy as np
+
+    from service.app import Service
+    from service.runtime import Job
+    from service.settings import Settings
+    from service.testing import fake_hooks, fake_models
+
+    svc = Service(Settings(warmup=False), models=fake_models(token_delay_s=0.02), hooks=fake_hooks())
+    svc.load()
+    try:
+        lm_rt, cnn_rt = svc.runtimes["lfm2"], svc.runtimes["mobilenet_v2"]
+        lm = lm_rt.served.lm
+        tokens, done = [], {}
+
+        def job():   # as GenerateHandler's: 40 tokens x 20 ms, each step on the compute thread
+            steps = lm.stream_generate([[1, 2]], max_new_tokens=40)
+            while True:
+                ident, step = lm_rt.on_compute(lambda: (threading.get_ident(), next(steps, None)))
+                if step is None:
+                    break
+                tokens.append((ident, time.perf_counter()))
+            done["gen"] = time.perf_counter()
+
+        gen = lm_rt.batcher.submit(Job(job, "auto"), None, 1)
+        time.sleep(0.1)                                   # generation under way
+        x = np.zeros((1, 3, 224, 224), np.float32)
+        key = ("tensor", "auto", (("input", x.dtype.str, x.shape[1:]),))
+        cnn = cnn_rt.batcher.submit({"input": x}, key, 1)
+        cnn.result(10)
+        t_cnn = time.perf_counter()
+        gen.result(30)
+        assert len(tokens) == 40 and t_cnn < done["gen"] - 0.2
+        compute_ident = svc.compute.call(threading.get_ident)
+        assert {ident for ident, _ in tokens} == {compute_ident}
+    finally:
+        svc.stop()

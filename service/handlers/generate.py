@@ -1,8 +1,9 @@
 """/v1/generate: prompt or input_ids -> tokens, as one JSON reply or an SSE stream.
 
 The generation loop (`lm.stream_generate`) runs as an exclusive job on the model's worker
-thread and hands each token to the event loop through an asyncio.Queue, so the event loop
-never runs model code. A client that disconnects sets `cancel`, which ends the loop at the
+thread, each token's model step on the compute thread (ModelRuntime.on_compute: other
+models' batches run between tokens), and hands each token to the event loop through an
+asyncio.Queue, so the event loop never runs model code. A client that disconnects sets `cancel`, which ends the loop at the
 next token. Stop strings are matched on the decoded text; while streaming, the last
 (longest stop string - 1) characters are held back so a stop string is never half-sent.
 """
@@ -81,14 +82,18 @@ class GenerateHandler:
             except RuntimeError:  # loop closed during shutdown: nobody is listening
                 pass
 
-        def job():
-            for step in self.lm.stream_generate([plan.ids], max_new_tokens=plan.max_new_tokens,
-                                                stop_token_ids=[eos] if eos is not None else None,
-                                                **plan.sampling):
-                token = step[0]
-                if token is None or cancel.is_set():
-                    break
-                put(("token", int(token)))
+        def job():   # on the batcher thread; each token's model step on the compute thread
+            steps = self.lm.stream_generate([plan.ids], max_new_tokens=plan.max_new_tokens,
+                                            stop_token_ids=[eos] if eos is not None else None,
+                                            **plan.sampling)
+            try:
+                while not cancel.is_set():
+                    step = self.rt.on_compute(next, steps, None)
+                    if step is None or step[0] is None:
+                        break
+                    put(("token", int(step[0])))
+            finally:
+                self.rt.on_compute(steps.close)   # frees the decoder (cache, graph lock) there
 
         future = self.rt.batcher.submit(Job(job, plan.impl), None, 1)
         future.add_done_callback(lambda f: put(("done", f)))
