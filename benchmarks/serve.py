@@ -201,12 +201,13 @@ def write_markdown(res: dict, path: Path) -> None:
                   "throughput gain of batching is bounded by how much cheaper a row is in a batched "
                   f"forward: here {off['compute_p50_s'] / per_row:.2f}x (measured gain "
                   f"{on['throughput_rps'] / off['throughput_rps']:.2f}x). On a few CPU cores that ratio "
-                  "is mostly the better thread utilisation of a bigger forward (on the 2-core box of the "
-                  "committed run a batch-1 MobileNetV2 forward took ~26 ms on one thread and ~20 ms on "
-                  "two, while a batch-8 one took ~12 ms per row on two); the arithmetic per row stays the same.",
-                  "", "Clients are threads of the benchmark process on the same machine, one stdlib "
-                  "http.client keep-alive connection each (the lightest Python client: httpx measured "
-                  "~1 ms more per request, all client-side), so their CPU competes with the server's."]
+                  "is mostly the better thread utilisation of a bigger forward (measured separately on the "
+                  "same 2-core machine, quiet: a batch-1 MobileNetV2 forward took ~26 ms on one thread and "
+                  "~20 ms on two, a batch-8 one ~12 ms per row on two); the arithmetic per row stays the same.",
+                  "", "Clients are threads of the benchmark process on the same machine, one keep-alive "
+                  "connection each through benchmarks/http_load.py (a raw-socket client: less client "
+                  "time in the end-to-end latency than http.client or httpx), so their CPU still "
+                  "competes with the server's."]
     lines += ["", "## Acceptance", "", "| check | value | target | pass |", "|---|---:|---|---|"]
     for name, a in res["acceptance"].items():
         lines.append(f"| {name} | {a['value']:.3f} | {a['target']} | {'yes' if a['pass'] else 'NO'} |")
