@@ -91,8 +91,7 @@ def make_call(case: Case, model, device: str):
     g = torch.Generator().manual_seed(0)
     if case.model == "mobilenet_v2":
         x = torch.randn(case.batch, 3, case.size, case.size, generator=g).to(device)
-        if device == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)   # as the served model on CUDA
+        x = x.contiguous(memory_format=torch.channels_last)       # NHWC, as the served model
         return lambda: model(x)
     ids = torch.randint(0, 256, (case.batch, case.size), generator=g).to(device)
     if case.kind == "prefill":
@@ -198,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, help="timing budget per case (default 3.0; quick 0.3)")
     p.add_argument("--share-runs", type=int, help="forwards under depthwise_timer (default 3; quick 1)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--update", action="store_true",
+                   help="merge into the existing results: replace only the cases run now")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -228,14 +229,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{case.name:28s} " + "  ".join(
                 f"{r['impl']}={r['median_us'] / 1e3:.2f}ms({r['dw_share']:.0%})" if r["median_us"] is not None
                 else f"{r['impl']}=ERR" for r in rs), flush=True)
+    stem = f"models-{args.device}" + ("-quick" if args.quick else "")
+    out = Path(args.out)
+    if args.update and (out / f"{stem}.json").exists():
+        ran = {c.name for c in cases}
+        kept = [r for r in json.loads((out / f"{stem}.json").read_text())["records"] if r["case"] not in ran]
+        records = kept + records
     result = {"environment": env, "quick": args.quick,
               "settings": {"argv": list(sys.argv[1:] if argv is None else argv), "impls": impls, "budget_s": budget, "min_repeats": reps[0],
                            "max_repeats": reps[1], "share_runs": share_runs,
                            "lfm2_preset": "lfm2-demo", "wall_s": round(time.perf_counter() - t_start, 1)},
               "records": records, "acceptance": acceptance(records)}
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"models-{args.device}" + ("-quick" if args.quick else "")
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     write_markdown(result, out / f"{stem}.md")
     write_plot(result, out / f"{stem}.png")
