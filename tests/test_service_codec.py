@@ -98,3 +98,16 @@ def test_bad_header_length(header, body):
 def test_deeply_nested_json_is_a_codec_error_not_recursion():
     with pytest.raises(codec.CodecError):
         codec.parse_json(b"[" * 100_000)
+
+
+@pytest.mark.parametrize("raw", [pytest.param(b'{"a": NaN}', id="nan"), pytest.param(b'[Infinity]', id="inf"),
+                                 pytest.param(b'{"a": 1', id="truncated"), pytest.param(b'\xff\xfe', id="not-utf8"),
+                                 pytest.param(b'[' * 100000, id="deep-nesting")])
+def test_parse_json_is_strict_with_either_parser(raw, monkeypatch):
+    """orjson and the stdlib fallback refuse the same inputs with a CodecError (-> 400)."""
+    with pytest.raises(codec.CodecError, match="expected valid UTF-8 JSON"):
+        codec.parse_json(raw)
+    monkeypatch.setattr(codec, "_loads", codec._stdlib_loads)
+    with pytest.raises(codec.CodecError, match="expected valid UTF-8 JSON"):
+        codec.parse_json(raw)
+    assert codec.parse_json(b'{"a": [1, 2.5, -3e-2]}') == {"a": [1, 2.5, -0.03]}
