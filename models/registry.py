@@ -176,8 +176,9 @@ def _build_mobilenet(path, device, dtype, seed, labels) -> MobileNetServed:
     n_params = sum(t.numel() for t in model.parameters())
     model.fold_bn()
     # NHWC on every device: cuDNN's and oneDNN's depthwise/pointwise kernels prefer it. On 2 CPU
-    # cores a batch-1 forward measured 12 ms NHWC vs 17 ms NCHW, and batch 8 6.9 vs 12 ms per row
-    # (auto then picks native for every depthwise layer: benchmarks/results/ops-cpu.md, "-cl").
+    # cores (AMD EPYC, 2 threads) a batch-1 forward measured 18-22 ms NHWC vs 27 ms NCHW, batch 8
+    # 15 vs 23-28 ms per row (auto then picks native for every depthwise layer:
+    # benchmarks/results/ops-cpu.md, the "-cl" rows).
     channels_last = True
     model = model.to(device=device, dtype=dtype)
     if channels_last:

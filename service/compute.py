@@ -4,8 +4,8 @@ Why one thread. ATen's CPU parallelism is OpenMP, and OpenMP gives every OS thre
 enters a parallel region its own team of worker threads. Once more team threads exist than
 cores, libgomp stops spin-waiting between parallel regions ("throttled" spinning) and every
 one of a forward's ~100 regions pays a sleep/wake-up. Measured on 2 cores: a MobileNetV2
-batch-1 forward took 19 ms on the thread that built the model and 35 ms on any other
-(benchmarks/results/serve-cpu.md). With every model's forwards on this thread there is one
+batch-1 forward took 19 ms on the thread that built the model and 35 ms on any other (the
+server before this thread existed). With every model's forwards on this thread there is one
 team, and the device (CPU cores or one GPU stream) is used by one forward at a time anyway.
 
     compute = ComputeThread()
