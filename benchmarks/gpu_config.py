@@ -20,6 +20,7 @@ import torch
 
 from benchmarks import ops, timing
 from benchmarks import models as bench_models
+from models.allocator import keep_freed_memory
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -95,7 +96,7 @@ def nvidia_smi() -> dict | None:
 
 def environment(device: str, argv: list[str]) -> dict:
     env = timing.environment(device)
-    env["malloc_keep_freed"] = timing.keep_freed_memory()          # as ops.py / models.py run
+    env["malloc_keep_freed"] = keep_freed_memory()          # as ops.py / models.py run
     smi = nvidia_smi()
     env.update(nvidia_smi=smi, gpu_driver=smi["driver_version"] if smi else None,
                cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,

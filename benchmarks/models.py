@@ -43,6 +43,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import timing  # noqa: E402
+from models.allocator import keep_freed_memory  # noqa: E402
 from benchmarks.models_report import write_markdown, write_plot  # noqa: E402
 
 IMPLS = ("per_group", "slice_sum", "compiled", "fused", "native", "auto")
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     reps = (2, 10) if args.quick else (5, 50)
     share_runs = args.share_runs or (1 if args.quick else 3)
     env = timing.environment(args.device)
-    env["malloc_keep_freed"] = timing.keep_freed_memory()
+    env["malloc_keep_freed"] = keep_freed_memory()
     t_start = time.perf_counter()
     records = []
     with torch.inference_mode():

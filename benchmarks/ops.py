@@ -31,6 +31,7 @@ if str(_REPO) not in sys.path:            # `python benchmarks/ops.py` puts benc
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import plots, timing  # noqa: E402
+from models.allocator import keep_freed_memory  # noqa: E402
 
 IMPLS = ("per_group", "slice_sum", "compiled", "fused", "native", "auto")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -302,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = args.budget_s or (0.2 if args.quick else 3.0)
     reps = (3, 20) if args.quick else (7, 400)      # >= 7 samples: medians of ms-scale shapes
     env, dtype = timing.environment(args.device), DTYPES[args.dtype]
-    env["malloc_keep_freed"] = timing.keep_freed_memory()
+    env["malloc_keep_freed"] = keep_freed_memory()
     records = []
     with torch.inference_mode():
         for shape in shapes:

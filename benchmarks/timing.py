@@ -34,8 +34,6 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from models.allocator import keep_freed_memory  # noqa: F401 (re-exported for the benchmarks)
-
 
 SLOW_CALL_S = 0.25     # a call this slow gets one warm-up call and may get only 3 samples
 

@@ -94,8 +94,7 @@ class MobileNetServed(ServedModel):
             raise ValueError("input 'input': expected finite values (no NaN/inf); "
                              "send ImageNet-normalised pixels")
         x = x.to(self.dtype)
-        if self.metadata.get("channels_last"):
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)      # the model is NHWC (build)
         return {"logits": self.module(x).float()}
 
     def warmup_inputs(self, batch_size: int = 1):
@@ -179,13 +178,11 @@ def _build_mobilenet(path, device, dtype, seed, labels) -> MobileNetServed:
     # cores (AMD EPYC, 2 threads) a batch-1 forward measured 18-22 ms NHWC vs 27 ms NCHW, batch 8
     # 15 vs 23-28 ms per row (auto then picks native for every depthwise layer:
     # benchmarks/results/ops-cpu.md, the "-cl" rows).
-    channels_last = True
     model = model.to(device=device, dtype=dtype)
-    if channels_last:
-        model.to_channels_last()
+    model.to_channels_last()
     meta = {"architecture": "mobilenet_v2", "source": source, "num_classes": model.num_classes,
             "parameters": n_params, "depthwise_layers": model.num_depthwise, "bn_folded": True,
-            "channels_last": channels_last, "dtype": str(dtype).removeprefix("torch."),
+            "channels_last": True, "dtype": str(dtype).removeprefix("torch."),
             "labels_source": str(labels) if labels is not None else "class_<i>"}
     return MobileNetServed(model, device, meta)
 

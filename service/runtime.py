@@ -205,9 +205,7 @@ class ModelRuntime:
 
     def warmup(self) -> None:
         """Compile/warm the configured impl and measure launches before turning ready."""
-        if self.compute is not None:
-            return self.compute.call(self._warmup)
-        return self._warmup()
+        self.on_compute(self._warmup)
 
     def _warmup(self) -> None:
         impl = self.settings.depthwise_impl
