@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .row_chunks import CPU_ROW_CHUNK_BYTES, chunk_plan, conv_stage_row_bytes, run_chunked
 from .mobilenet_io import IMAGENET_MEAN, IMAGENET_STD, preprocess  # noqa: F401 (re-exported)
 
 # (expand ratio t, output channels c, repeats n, first stride s), torchvision's table.
@@ -101,6 +102,9 @@ class MobileNetV2(nn.Module):
         self.features = nn.Sequential(*features)
         self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(self.last_channel, num_classes))
         self.bn_folded = False
+        # CPU eval forwards run the feature stages in cache-sized row chunks (row_chunks.py);
+        # None runs every stage over the whole batch.
+        self.row_chunk_bytes: int | None = CPU_ROW_CHUNK_BYTES
         self.labels = [f"class_{i}" for i in range(num_classes)]
         self.reset_parameters()
         from .depthwise import convert_depthwise
@@ -124,9 +128,18 @@ class MobileNetV2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 3, H, W) any memory format, H, W >= 32 -> logits (B, num_classes)."""
-        x = self.features(x)                                   # (B, 1280, H/32, W/32)
+        x = self._features(x)                                  # (B, 1280, H/32, W/32)
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)             # (B, 1280)
         return self.classifier(x)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        """self.features(x); batched CPU inference goes in cache-sized row chunks (why and the
+        numbers: row_chunks.py). Training keeps whole batches: BatchNorm needs batch stats."""
+        if (self.training or self.row_chunk_bytes is None or x.shape[0] == 1
+                or x.device.type != "cpu"):
+            return self.features(x)
+        row_bytes = conv_stage_row_bytes(self.features, x.shape[2], x.shape[3], x.element_size())
+        return run_chunked(self.features, x, chunk_plan(row_bytes, x.shape[0], self.row_chunk_bytes))
 
     # ---- inference transforms ---------------------------------------------------------------
     @torch.no_grad()

@@ -48,6 +48,13 @@ def test_mobilenet_forward_matches_unfolded_model(mobilenet):
     assert torch.allclose(out, ref, atol=1e-4 * max(1.0, float(ref.abs().max())))
 
 
+def _with_one(batch, value):
+    """Random images with `value` at one pixel of the last row."""
+    x = torch.randn(batch, 3, 224, 224)
+    x[-1, 1, 100, 7] = value
+    return x
+
+
 @pytest.mark.parametrize("inputs,match", [
     pytest.param({"x": torch.zeros(1, 3, 224, 224)}, r"expected inputs \['input'\]", id="wrong-name"),
     pytest.param({"input": torch.zeros(1, 3, 64, 64)}, r"expected shape \[-1,3,224,224\]", id="wrong-hw"),
@@ -55,11 +62,20 @@ def test_mobilenet_forward_matches_unfolded_model(mobilenet):
     pytest.param({"input": torch.zeros(0, 3, 224, 224)}, r"any size >= 1", id="empty-batch"),
     pytest.param({"input": torch.zeros(1, 3, 224, 224, dtype=torch.int64)}, "FP32", id="int-data"),
     pytest.param({"input": torch.full((1, 3, 224, 224), float("nan"))}, "finite", id="nan"),
+    pytest.param({"input": _with_one(2, float("inf"))}, "finite", id="one-inf-in-row-1"),
+    pytest.param({"input": _with_one(3, float("-inf"))}, "finite", id="one-minus-inf"),
+    pytest.param({"input": _with_one(2, float("nan"))}, "finite", id="one-nan-in-row-1"),
     pytest.param({"input": [[0.0]]}, "expected a tensor", id="not-a-tensor"),
 ])
 def test_mobilenet_bad_inputs(mobilenet, inputs, match):
     with pytest.raises(ValueError, match=match):
         mobilenet.forward(inputs)
+
+
+def test_mobilenet_accepts_huge_finite_values_whose_sum_overflows(mobilenet):
+    x = torch.full((2, 3, 224, 224), 3e38)               # finite, but the sum is inf
+    assert torch.isinf(x.sum())
+    assert mobilenet.forward({"input": x})["logits"].shape == (2, 1000)
 
 
 def test_mobilenet_preprocess_feeds_forward(mobilenet):
