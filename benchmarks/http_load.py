@@ -11,6 +11,8 @@ sends on /infer); anything else is reported as a failed request.
 
     stats = run_load("http://127.0.0.1:8000", (path, body, headers), clients=16,
                      duration=20, warmup=4)
+    on_off = run_interleaved({"on": url_a, "off": url_b}, request, 16, duration=20,
+                             warmup=4, rounds=4)     # turns, so drift hits both alike
 """
 from __future__ import annotations
 
@@ -88,6 +90,39 @@ def server_timing(header: str) -> dict[str, float]:
 def run_load(url: str, request, clients: int, duration: float, warmup: float) -> dict:
     """`clients` threads send `request` (path, body, headers) back to back; latency and
     Server-Timing stats over the measured window only (after `warmup` seconds)."""
+    return summarize(*_load_window(url, request, clients, duration, warmup), clients)
+
+
+def run_interleaved(urls: dict[str, str], request, clients: int, duration: float, warmup: float,
+                    rounds: int) -> dict[str, dict]:
+    """The same load against several servers, taken in turns: `rounds` rounds, each giving
+    every server duration/rounds measured seconds (after its own warm-up; the order is
+    reversed every other round). A server's stats pool all its rounds, and `round_rps` lists
+    its throughput per round. Why: the box drifts over a minute (other tenants, turbo), and
+    one long window per server puts that drift into their throughput ratio; turns share it."""
+    if rounds < 1:
+        raise ValueError(f"expected rounds >= 1, got {rounds}")
+    windows: dict[str, list] = {name: [] for name in urls}
+    names = list(urls)
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            windows[name].append(_load_window(urls[name], request, clients, duration / rounds,
+                                              warmup if r == 0 else min(warmup, 1.0)))
+    out = {}
+    for name, ws in windows.items():
+        stats = summarize([rec for w in ws for rec in w[0]], sum(w[1] for w in ws), clients)
+        stats["round_rps"] = [_ok_count(w[0]) / w[1] for w in ws]
+        out[name] = stats
+    return out
+
+
+def _ok_count(records: list[tuple]) -> int:
+    return sum(1 for r in records if r[2] == 200)
+
+
+def _load_window(url: str, request, clients: int, duration: float, warmup: float
+                 ) -> tuple[list[tuple], float]:
+    """-> (records of the measured window, its length in seconds)."""
     path, body, headers = request
     host, port = url.removeprefix("http://").rsplit(":", 1)
     raw = encode_post(host, path, body, headers)
@@ -117,11 +152,13 @@ def run_load(url: str, request, clients: int, duration: float, warmup: float) ->
         t.start()
     for t in threads:
         t.join()
-    return summarize(records, clients, t_measure)
+    ok_ends = [r[0] for r in records if r[2] == 200]
+    return records, (max(ok_ends) - t_measure) if ok_ends else duration
 
 
-def summarize(records: list[tuple], clients: int, t_measure: float) -> dict:
-    """records (t_end, latency_s, status, compute_s, queue_s, batch_rows) -> the scenario stats."""
+def summarize(records: list[tuple], window_s: float, clients: int) -> dict:
+    """records (t_end, latency_s, status, compute_s, queue_s, batch_rows) measured over
+    window_s seconds -> the scenario stats."""
     ok = [r for r in records if r[2] == 200]
     if not ok:
         raise RuntimeError(f"no successful requests; statuses {sorted({r[2] for r in records})}")
@@ -129,10 +166,9 @@ def summarize(records: list[tuple], clients: int, t_measure: float) -> dict:
     comp = np.array([r[3] for r in ok if r[3] is not None])
     queue = np.array([r[4] for r in ok if r[4] is not None])
     rows = np.array([r[5] for r in ok if r[5] is not None])
-    window = max(r[0] for r in ok) - t_measure
     pct = lambda a, q: float(np.percentile(a, q)) if len(a) else None  # noqa: E731
     return {"clients": clients, "requests": len(ok), "errors": len(records) - len(ok),
-            "throughput_rps": len(ok) / window,
+            "throughput_rps": len(ok) / window_s,
             "p50_s": pct(lat, 50), "p95_s": pct(lat, 95), "p99_s": pct(lat, 99), "mean_s": float(lat.mean()),
             "compute_p50_s": pct(comp, 50), "queue_p50_s": pct(queue, 50),
             "batch_rows_mean": float(rows.mean()) if len(rows) else None}

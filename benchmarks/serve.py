@@ -5,7 +5,8 @@ Scenarios (mobilenet_v2 unless noted; each bounded by --duration seconds after a
   latency_binary / latency_json   1 client, batch 1: client p50/p95/p99 vs server compute
                                   (Server-Timing), i.e. the protocol + queue overhead
   batching_on / batching_off      --clients concurrent clients, batch-1 requests, against a
-                                  server with --max-batch-size (8) and one with 1
+                                  server with --max-batch-size (8) and one with 1, measured
+                                  in --rounds turns (so drift of the box hits both alike)
   batching_{on,off}_lfm2          the same for lfm2 with a 16-token prompt per request
   impl_<name>                     per_group vs auto for mobilenet_v2 and lfm2 (per-request
                                   `parameters.depthwise_impl`), then read back from /metrics:
@@ -35,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:            # `python benchmarks/serve.py` puts benchmarks/ first
     sys.path.insert(0, str(REPO))
 
-from benchmarks.http_load import run_load  # noqa: E402
+from benchmarks.http_load import run_interleaved, run_load  # noqa: E402
 
 IMAGE_SHAPE = (1, 3, 224, 224)
 LFM2_PROMPT_TOKENS = 16     # a short prompt: where batching pays most on CPU (weights read once)
@@ -207,15 +208,23 @@ def write_markdown(res: dict, path: Path) -> None:
         lines += ["", "## Reading it", "",
                   _batching_reading("mobilenet_v2 (one 224x224 image per request)", sc["batching_on"],
                                     sc["batching_off"]) +
-                  " On a few CPU cores that ratio is mostly the better thread utilisation of a bigger "
-                  "forward (measured separately on the same 2-core machine, quiet: a batch-1 MobileNetV2 "
-                  "forward took ~26 ms on one thread and ~20 ms on two, a batch-8 one ~12 ms per row on "
-                  "two); the arithmetic per row stays the same."]
+                  " A batched row is cheaper because the late stages (small maps, big weights) read "
+                  "each weight once for the whole batch, while the early stages run in cache-sized "
+                  "row chunks (models/row_chunks.py): over the whole batch their activations spill "
+                  "to DRAM and a batch-8 row was only ~1.45x cheaper than a row alone "
+                  "(benchmarks/results/row-chunks-cpu.md)."]
         if sc.get("batching_on_lfm2") and sc.get("batching_off_lfm2"):
             lines += ["", _batching_reading(f"lfm2 ({LFM2_PROMPT_TOKENS}-token prompt per request)",
                                             sc["batching_on_lfm2"], sc["batching_off_lfm2"]) +
                       " A short prompt's forward is mostly reading the weights; a batch reads them once "
                       "for all its rows."]
+        for suffix in ("", "_lfm2"):
+            on, off = sc.get("batching_on" + suffix), sc.get("batching_off" + suffix)
+            if on and off and on.get("round_rps") and off.get("round_rps"):
+                per_round = ", ".join(f"{a / b:.2f}x" for a, b in zip(on["round_rps"], off["round_rps"]))
+                lines += ["", f"batching_on{suffix} and batching_off{suffix} were measured in "
+                          f"{len(on['round_rps'])} turns of {res['duration_s'] / len(on['round_rps']):.0f} s "
+                          f"each (the table pools them); throughput ratio per turn: {per_round}."]
         lines += ["", "Clients are threads of the benchmark process on the same machine, one keep-alive "
                   "connection each through benchmarks/http_load.py (a raw-socket client: less client "
                   "time in the end-to-end latency than http.client or httpx), so their CPU still "
@@ -271,6 +280,8 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds per scenario")
     p.add_argument("--warmup", type=float, default=4.0, help="unmeasured seconds before each scenario")
     p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--rounds", type=int, default=4,
+                   help="batching on/off are measured in this many turns of duration/rounds s each")
     p.add_argument("--max-batch-size", type=int, default=8, help="the batching_on server's limit (service default 8)")
     p.add_argument("--torch-threads", type=int, default=None,
                    help="server torch threads (default: torch's); 1 keeps a shared 2-core box stable")
@@ -291,19 +302,25 @@ def main(argv=None) -> int:
     image = rng.standard_normal(IMAGE_SHAPE).astype(np.float32)
     res = {"device": args.device, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
-           "torch_threads": args.torch_threads, "max_batch_size": args.max_batch_size, "duration_s": args.duration, "warmup_s": args.warmup, "scenarios": {}, "impls": {}}
+           "torch_threads": args.torch_threads, "max_batch_size": args.max_batch_size, "rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup, "scenarios": {}, "impls": {}}
     t0 = time.time()
     res["loadavg_start"] = os.getloadavg()  # the CI box is shared: say how busy it was
 
     # lfm2 requests: one 16-token prompt each (ids below the byte vocabulary of every preset)
     prompt = rng.integers(0, 256, size=(1, LFM2_PROMPT_TOKENS)).astype(np.int64)
 
-    def batching_off(url_b1: str):
-        print(f"{args.clients} clients: batching off (mobilenet_v2, lfm2)", flush=True)
-        res["scenarios"]["batching_off"] = run_load(url_b1, infer_request("mobilenet_v2", image, True),
-                                                    args.clients, args.duration, args.warmup)
-        res["scenarios"]["batching_off_lfm2"] = run_load(url_b1, infer_request("lfm2", prompt, True),
-                                                         args.clients, args.duration, args.warmup)
+    def batching(url: str, url_b1: str | None):
+        """batching on vs off, in turns (http_load.run_interleaved) when both servers are up."""
+        sc = res["scenarios"]
+        for suffix, req in (("", infer_request("mobilenet_v2", image, True)),
+                            ("_lfm2", infer_request("lfm2", prompt, True))):
+            print(f"{args.clients} clients: batching on{' vs off' if url_b1 else ''}{suffix}", flush=True)
+            if url_b1 is None:
+                sc["batching_on" + suffix] = run_load(url, req, args.clients, args.duration, args.warmup)
+                continue
+            both = run_interleaved({"on": url, "off": url_b1}, req, args.clients, args.duration,
+                                   args.warmup, args.rounds)
+            sc["batching_on" + suffix], sc["batching_off" + suffix] = both["on"], both["off"]
 
     def measure(url: str, url_batch1: str | None):
         sc = res["scenarios"]
@@ -312,13 +329,7 @@ def main(argv=None) -> int:
         sc["latency_binary"] = run_load(url, infer_request("mobilenet_v2", image, True), 1, args.duration, args.warmup)
         sc["latency_binary"]["server_side"] = server_side(before, scrape(url), "mobilenet_v2", "auto")
         sc["latency_json"] = run_load(url, infer_request("mobilenet_v2", image, False), 1, args.duration, args.warmup)
-        print(f"{args.clients} clients: batching on", flush=True)
-        sc["batching_on"] = run_load(url, infer_request("mobilenet_v2", image, True), args.clients,
-                                     args.duration, args.warmup)
-        sc["batching_on_lfm2"] = run_load(url, infer_request("lfm2", prompt, True), args.clients,
-                                          args.duration, args.warmup)
-        if url_batch1:
-            batching_off(url_batch1)
+        batching(url, url_batch1)
         vocab = httpx.get(url + "/v2/models/lfm2").json()["outputs"][0]["shape"][-1]
         inputs = {"mobilenet_v2": image, "lfm2": rng.integers(0, min(vocab, 256), size=(1, 64)).astype(np.int64)}
         for model, arr in inputs.items():
@@ -338,13 +349,15 @@ def main(argv=None) -> int:
     if args.url:
         measure(args.url, args.url_batch1)
     else:
-        with server(["lfm2", "mobilenet_v2"], 1, args.device, torch_threads=args.torch_threads) as url_b1:
-            batching_off(url_b1)
-        with server(["lfm2", "mobilenet_v2"], args.max_batch_size, args.device, torch_threads=args.torch_threads) as url:
-            measure(url, None)
-        res["scenarios"] = {k: res["scenarios"][k] for k in
-                            ("latency_binary", "latency_json", "batching_on", "batching_off",
-                             "batching_on_lfm2", "batching_off_lfm2") if k in res["scenarios"]}
+        # Both servers up at once, so batching on and off are measured in turns; the batch-1
+        # server idles (no spinning threads) while the other is measured.
+        with server(["lfm2", "mobilenet_v2"], 1, args.device, torch_threads=args.torch_threads) as url_b1, \
+                server(["lfm2", "mobilenet_v2"], args.max_batch_size, args.device,
+                       torch_threads=args.torch_threads) as url:
+            measure(url, url_b1)
+    res["scenarios"] = {k: res["scenarios"][k] for k in
+                        ("latency_binary", "latency_json", "batching_on", "batching_off",
+                         "batching_on_lfm2", "batching_off_lfm2") if k in res["scenarios"]}
     res["acceptance"] = acceptance(res)
     res["wall_s"] = time.time() - t0
     res["loadavg_end"] = os.getloadavg()
