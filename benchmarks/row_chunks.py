@@ -35,13 +35,12 @@ from models.row_chunks import CPU_ROW_CHUNK_BYTES, chunk_plan, conv_stage_row_by
 def sweep(batches: list[int], budgets_mib: list[int], budget_s: float, size: int = 224) -> dict:
     served = build_model("mobilenet_v2")
     model = served.module
-    torch.set_grad_enabled(False)
     row_bytes = conv_stage_row_bytes(model.features, size, size, 4)
 
     def forward(x, budget_bytes):
         def call():
             model.row_chunk_bytes = budget_bytes
-            with use_impl("auto"):
+            with use_impl("auto"), torch.inference_mode():
                 return model(x)
         return call
 
