@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .depthwise import current_impl
 from .row_chunks import CPU_ROW_CHUNK_BYTES, chunk_plan, conv_stage_row_bytes, run_chunked
 from .mobilenet_io import IMAGENET_MEAN, IMAGENET_STD, preprocess  # noqa: F401 (re-exported)
 
@@ -134,9 +135,11 @@ class MobileNetV2(nn.Module):
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         """self.features(x); batched CPU inference goes in cache-sized row chunks (why and the
-        numbers: row_chunks.py). Training keeps whole batches: BatchNorm needs batch stats."""
+        numbers: row_chunks.py). Training keeps whole batches: BatchNorm needs batch stats.
+        So does the per_group baseline: its cost is ~2C launches per call, which chunks would
+        multiply, and a before/after comparison should not handicap the before."""
         if (self.training or self.row_chunk_bytes is None or x.shape[0] == 1
-                or x.device.type != "cpu"):
+                or x.device.type != "cpu" or current_impl() == "per_group"):
             return self.features(x)
         row_bytes = conv_stage_row_bytes(self.features, x.shape[2], x.shape[3], x.element_size())
         return run_chunked(self.features, x, chunk_plan(row_bytes, x.shape[0], self.row_chunk_bytes))

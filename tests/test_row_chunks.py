@@ -127,3 +127,22 @@ def test_training_mode_never_chunks():
     with torch.no_grad():
         halves = torch.cat([forward(x[:3]), forward(x[3:])])
     assert not torch.allclose(halves, whole, atol=1e-3)
+
+
+def test_per_group_baseline_is_never_chunked(monkeypatch):
+    """per_group pays per call; chunks would multiply its launches and handicap the baseline."""
+    import models.mobilenet as mobilenet
+    calls = []
+    real = mobilenet.run_chunked
+    monkeypatch.setattr(mobilenet, "run_chunked", lambda *a: calls.append(1) or real(*a))
+    model = mobilenet_v2(num_classes=10, width_mult=0.35, seed=4).fold_bn().to_channels_last()
+    model.row_chunk_bytes = 1
+    x = torch.randn(2, 3, 48, 48).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        with use_impl("per_group"):
+            before = model(x)
+        assert calls == []
+        with use_impl("native"):
+            after = model(x)
+        assert calls == [1]
+    torch.testing.assert_close(before, after, rtol=1e-4, atol=1e-4)
