@@ -101,8 +101,11 @@ class Service:
 
         path = dict(self.settings.model_entries())[name]
         log.info("loading %s from %s", name, path or "embedded defaults")
-        return build_model(name, path, device=device, dtype=self.settings.resolved_dtype(device),
-                           seed=self.settings.seed)
+        served = build_model(name, path, device=device, dtype=self.settings.resolved_dtype(device),
+                             seed=self.settings.seed)
+        if hasattr(served.module, "row_chunk_bytes"):          # MobileNetV2 (models/row_chunks.py)
+            served.module.row_chunk_bytes = (self.settings.cpu_row_chunk_mib << 20) or None
+        return served
 
     def runtime(self, name: str) -> ModelRuntime:
         if name not in self.model_names:

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # glibc keeps freed activations in its heap instead of unmapping them (models.allocator):
     # steadier and faster CPU forwards for a little more resident memory.
     keep_freed_memory: bool = True
+    # Batched CPU MobileNetV2 forwards run each stage in row chunks whose activations fit this
+    # many MiB (models/row_chunks.py; `dwserve bench row_chunks` sweeps it). 0 = whole batches.
+    cpu_row_chunk_mib: int = Field(8, ge=0, le=4096)
 
     # --- dynamic batching -------------------------------------------------------------
     max_batch_size: int = Field(8, ge=1, le=1024)        # rows per forward; 1 = batching off

@@ -6,6 +6,8 @@ import sys
 import pytest
 
 from service import cli
+from pydantic import ValidationError
+
 from service.settings import Settings
 
 
@@ -136,3 +138,29 @@ def test_service_builds_models_in_the_settings_dtype():
     assert served.metadata["dtype"] == "bfloat16" and served.dtype == torch.bfloat16
     out = served.forward({"input": torch.randn(1, 3, 224, 224)})["logits"]
     assert out.dtype == torch.float32 and out.shape == (1, 1000) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("env, expected", [
+    pytest.param(None, 8 << 20, id="default-8MiB"),
+    pytest.param("0", None, id="0-whole-batches"),
+    pytest.param("2", 2 << 20, id="2MiB"),
+])
+def test_service_sets_the_row_chunk_budget_from_settings(monkeypatch, env, expected):
+    from models.row_chunks import CPU_ROW_CHUNK_BYTES
+    from service.app import Service
+    if env is not None:
+        monkeypatch.setenv("DWSERVE_CPU_ROW_CHUNK_MIB", env)
+    svc = Service(Settings(models=["mobilenet_v2", "lfm2"]))
+    assert svc._build("mobilenet_v2", "cpu").module.row_chunk_bytes == expected
+    assert not hasattr(svc._build("lfm2", "cpu").module, "row_chunk_bytes")
+    assert Settings.model_fields["cpu_row_chunk_mib"].default << 20 == CPU_ROW_CHUNK_BYTES  # one default
+
+
+def test_row_chunk_flag_reaches_settings(captured):
+    assert cli.main(["serve", "--cpu-row-chunk-mib", "0"]) == 0
+    assert captured["settings"].cpu_row_chunk_mib == 0
+
+
+def test_row_chunk_budget_rejects_negative():
+    with pytest.raises(ValidationError, match="cpu_row_chunk_mib"):
+        Settings(cpu_row_chunk_mib=-1)
