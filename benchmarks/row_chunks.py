@@ -47,19 +47,18 @@ def sweep(batches: list[int], budgets_mib: list[int], budget_s: float, size: int
     def image(batch):
         return torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
 
-    fns, rows = {"batch1": forward(image(1), None)}, {"batch1": 1}
+    fns, cases = {"batch1": forward(image(1), None)}, {"batch1": (1, None)}   # name -> (batch, MiB)
     for b in batches:
         x = image(b)
         for mib in budgets_mib:
             name = f"batch{b}/budget{mib}MiB"
-            fns[name], rows[name] = forward(x, (mib << 20) or None), b
+            fns[name], cases[name] = forward(x, (mib << 20) or None), (b, mib)
     stats = timing.time_interleaved(fns, device="cpu", budget_s=budget_s, min_repeats=5)
     model.row_chunk_bytes = CPU_ROW_CHUNK_BYTES
     one = stats["batch1"].median_us
     records = []
     for name, t in stats.items():
-        batch = rows[name]
-        mib = int(name.rsplit("budget", 1)[1].removesuffix("MiB")) if batch > 1 else None
+        batch, mib = cases[name]
         plan = chunk_plan(row_bytes, batch, mib << 20) if mib else None
         records.append({"name": name, "batch": batch, "budget_mib": mib, "plan": plan,
                         "per_row_ms": round(t.median_us / batch / 1e3, 3),

@@ -31,8 +31,8 @@ def chunk_plan(row_bytes: Sequence[int], batch: int, budget: int) -> list[tuple[
 
     row_bytes[i]: activation bytes stage i touches per row (its largest layer's input +
     output). A stage gets the largest power-of-two number of rows whose bytes fit `budget`
-    (at least 1, at most `batch`); consecutive stages with equal chunk sizes form one segment, so rows are split
-    and concatenated only where the chunk size changes."""
+    (at least 1, at most `batch`); consecutive stages with equal chunk sizes form one
+    segment, so rows are split and concatenated only where the chunk size changes."""
     if batch < 1 or budget < 1:
         raise ValueError(f"expected batch >= 1 and budget >= 1 byte, got {batch} and {budget}")
     plan: list[tuple[int, int, int]] = []
@@ -65,11 +65,13 @@ def _regroup(pieces: list[torch.Tensor], rows: int) -> list[torch.Tensor]:
     parts = [q for p in pieces for q in (p.split(rows) if p.shape[0] > rows else (p,))]
     out: list[torch.Tensor] = []
     group: list[torch.Tensor] = []
+    filled = 0                                  # rows in `group`
     for part in parts:
-        if group and sum(g.shape[0] for g in group) + part.shape[0] > rows:
+        if group and filled + part.shape[0] > rows:
             out.append(group[0] if len(group) == 1 else torch.cat(group))
-            group = []
+            group, filled = [], 0
         group.append(part)
+        filled += part.shape[0]
     if group:
         out.append(group[0] if len(group) == 1 else torch.cat(group))
     return out
@@ -87,13 +89,9 @@ def conv_stage_row_bytes(stages: nn.Sequential, height: int, width: int, itemsiz
         for conv in stage.modules():
             if not isinstance(conv, (nn.Conv2d, DepthwiseConv2d)):
                 continue
-            sh, sw = _pair(conv.stride)
+            sh, sw = conv.stride                      # both conv classes keep a (sh, sw) tuple
             oh, ow = -(-h // sh), -(-w // sw)
             peak = max(peak, (conv.in_channels * h * w + conv.out_channels * oh * ow) * itemsize)
             h, w = oh, ow
         out.append(peak)
     return out
-
-
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[-1]))
