@@ -1,0 +1,173 @@
+"""The fused kernels as an H200 would get them: compiled for sm_90 here, with no GPU.
+
+    python benchmarks/ptx.py [--cases a,b] [--check] [--out benchmarks/results]
+    dwserve bench ptx ...   # the same, through the CLI
+
+For each case (a real shape, dtype and layout of the ops suite or the models) the kernel's
+launcher is called on CPU tensors, its launch recorded, and every autotune config compiled
+for sm_90 by the installed Triton (benchmarks/triton_aot.py). Reported per config:
+registers, local memory (spills), shared memory, resident warps per SM (occupancy from
+registers/smem/blocks), and the global loads/stores of one thread by bytes per instruction.
+
+Why: the memory-bound shapes can only approach the copy ceiling with 16-byte accesses and
+enough warps in flight, and a kernel that fails to compile for sm_90 would cost a GPU run.
+Both are properties of the compiled code, so they are checked here, in CI, on every Triton;
+speed is measured on the device (benchmarks/gpu.py).
+
+--check exits 1 unless every config compiles without spills and every case marked `vector`
+(channels the unit-stride dim) issues 16-byte global loads and stores.
+Writes <out>/ptx-sm90-triton<version>.{json,md} (with --cases: prints only). The committed one is
+from Triton 3.6.0, the version on the lent H200 machines.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+# The kernels must be real `triton.jit` functions, not the interpreter's: TRITON_INTERPRET is
+# read when the kernel modules are imported (below), so it is cleared before that.
+os.environ.pop("TRITON_INTERPRET", None)
+
+import torch  # noqa: E402
+
+_REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO / "benchmarks"]
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+from benchmarks import timing, triton_aot  # noqa: E402
+from models.depthwise import (triton_conv1d, triton_conv2d, triton_decode,  # noqa: E402
+                              triton_short_conv)
+
+BF16, F16, F32 = torch.bfloat16, torch.float16, torch.float32
+
+
+def _nhwc(b, c, h, w, dtype):
+    return torch.empty(b, c, h, w, dtype=dtype).to(memory_format=torch.channels_last)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    module: object
+    kernel: str                 # the kernel's name in `module`
+    call: Callable[[], object]  # calls the public launcher on CPU tensors of the case
+    vector: bool                # channels are the unit-stride dim: 16-byte accesses expected
+    note: str
+
+
+# (B, C, L) with L unit-stride cannot use 16-byte loads for every tap: tap k reads the row
+# shifted by k elements, so at most one tap in four (fp32) is 16-byte aligned.
+CASES = [
+    Case("seed-1x2048x21-k3-f32", triton_conv1d, "_dw_conv1d_kernel",
+         lambda: triton_conv1d.dw_conv1d(torch.empty(1, 2048, 21), torch.empty(2048, 1, 3), None, 1, (2, 0), 1),
+         False, "the PR's seed shape; (B, C, L), L unit-stride; launch-bound"),
+    Case("conv1d-8x1024x4096-k3-f32", triton_conv1d, "_dw_conv1d_kernel",
+         lambda: triton_conv1d.dw_conv1d(torch.empty(8, 1024, 4096), torch.empty(1024, 1, 3), None, 1, (2, 0), 1),
+         False, "memory-bound (B, C, L): shifted taps, L unit-stride"),
+    Case("lfm2-prefill-1x512x1024-blc-bf16", triton_conv1d, "_dw_conv1d_kernel",
+         lambda: triton_conv1d.dw_conv1d(torch.empty(1, 512, 1024, dtype=BF16).transpose(1, 2),
+                                         torch.empty(1024, 1, 3, dtype=BF16), None, 1, (2, 0), 1, "silu"),
+         True, "LFM2's (B, L, C) view: channels unit-stride"),
+    Case("mbv2-8x96@112-nchw-f32", triton_conv2d, "_dw_conv2d_nchw_kernel",
+         lambda: triton_conv2d.dw_conv2d(torch.empty(8, 96, 112, 112), torch.empty(96, 1, 3, 3), torch.empty(96),
+                                         (1, 1), (1, 1, 1, 1), (1, 1)),
+         False, "NCHW: W unit-stride, shifted taps"),
+    Case("mbv2-8x96@112-s2-nhwc-f32", triton_conv2d, "_dw_conv2d_nhwc_kernel",
+         lambda: triton_conv2d.dw_conv2d(_nhwc(8, 96, 112, 112, F32), torch.empty(96, 1, 3, 3), torch.empty(96),
+                                         (2, 2), (1, 1, 1, 1), (1, 1)),
+         True, "channels_last, stride 2"),
+    Case("mbv2-8x144@56-nhwc-f16", triton_conv2d, "_dw_conv2d_nhwc_kernel",
+         lambda: triton_conv2d.dw_conv2d(_nhwc(8, 144, 56, 56, F16), torch.empty(144, 1, 3, 3, dtype=F16),
+                                         torch.empty(144, dtype=F16), (1, 1), (1, 1, 1, 1), (1, 1)),
+         True, "channels_last fp16"),
+    Case("mbv2-32x384@14-nhwc-bf16", triton_conv2d, "_dw_conv2d_nhwc_kernel",
+         lambda: triton_conv2d.dw_conv2d(_nhwc(32, 384, 14, 14, BF16), torch.empty(384, 1, 3, 3, dtype=BF16),
+                                         None, (1, 1), (1, 1, 1, 1), (1, 1)),
+         True, "channels_last bf16, late stage"),
+    Case("decode-16x1024-k3-bf16", triton_decode, "_dw_decode_kernel",
+         lambda: triton_decode.dw_conv1d_decode_step(torch.empty(16, 1024, dtype=BF16),
+                                                     torch.empty(16, 1024, 2, dtype=BF16),
+                                                     torch.empty(1024, 1, 3, dtype=BF16), None, "silu"),
+         False, "one token; state (B, C, K-1): K-1 unit-stride; launch-bound"),
+    Case("short-conv-1x512x1024-k3-bf16", triton_short_conv, "_short_conv_kernel",
+         lambda: triton_short_conv.short_conv_block(torch.empty(1, 512, 3072, dtype=BF16),
+                                                    torch.empty(1024, 1, 3, dtype=BF16), None,
+                                                    torch.empty(1, 1024, 2, dtype=BF16),
+                                                    torch.ones(1, 512, dtype=torch.bool)),
+         True, "LFM2's fused gated block: bcx (B, L, 3C), y (B, L, C)"),
+]
+
+
+def run_case(case: Case) -> dict:
+    t0 = time.perf_counter()
+    launch = triton_aot.capture_launch(case.module, case.kernel, case.call)
+    configs = [triton_aot.compile_variant(launch, v) for v in triton_aot.variants(launch)]
+    return {"name": case.name, "kernel": case.kernel, "vector": case.vector, "note": case.note,
+            "configs": configs, "problems": triton_aot.problems(configs, case.vector),
+            "compile_s": round(time.perf_counter() - t0, 2)}
+
+
+def ptxas_version() -> str:
+    out = subprocess.run([str(triton_aot._BIN / "ptxas"), "--version"], capture_output=True, text=True).stdout
+    return out.strip().splitlines()[-1] if out.strip() else "unknown"
+
+
+def _fmt(counts: dict) -> str:
+    return " ".join(f"{n}x{b}B" for b, n in sorted(counts.items(), reverse=True))
+
+
+def write_markdown(result: dict, path: Path) -> None:
+    env = result["environment"]
+    lines = [f"# Fused kernels compiled for sm_90 (H100/H200) by Triton {env['triton']}, without a GPU", "",
+             f"Triton {env['triton']} (ptxas: {result['ptxas']}), torch {env['torch']}, compiled on "
+             f"{env['device_name']}; no kernel was run. Per config: registers and local memory (spills) per "
+             "thread, shared memory per block, resident warps per SM (of 64), and one thread's global "
+             "loads/stores as count x bytes per instruction (weights and masks included). `vector` cases "
+             "have channels as the unit-stride dim and must use 16-byte accesses. Speed is measured on the "
+             "device (benchmarks/gpu.py), not here. `dwserve bench ptx` writes this file for the installed Triton.", ""]
+    for r in result["cases"]:
+        verdict = "ok" if not r["problems"] else "PROBLEMS: " + "; ".join(r["problems"])
+        lines += [f"## {r['name']} ({r['kernel']}{', vector' if r['vector'] else ''}): {verdict}", "",
+                  r["note"], "", "| config | regs | local B | smem B | warps/SM | loads | stores |",
+                  "|---|---:|---:|---:|---:|---|---|"]
+        lines += [f"| {c['config']} | {c['regs']} | {c['local']} | {c['smem']} | {c['warps_per_sm']} | "
+                  f"{_fmt(c['loads'])} | {_fmt(c['stores'])} |" for c in r["configs"]]
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cases", help="comma list of case names (default all)")
+    p.add_argument("--check", action="store_true", help="exit 1 on spills or missing 16-byte accesses")
+    p.add_argument("--out", type=Path, default=_REPO / "benchmarks" / "results")
+    args = p.parse_args(argv)
+    names = args.cases.split(",") if args.cases else [c.name for c in CASES]
+    if bad := sorted(set(names) - {c.name for c in CASES}):
+        p.error(f"--cases: unknown {bad}; choose from {[c.name for c in CASES]}")
+    cases = [run_case(c) for c in CASES if c.name in names]
+    result = {"environment": timing.environment("cpu"), "target": "sm_90", "ptxas": ptxas_version(),
+              "cases": cases}
+    for r in cases:
+        print(f"{r['name']:34s} {len(r['configs'])} configs  regs {min(c['regs'] for c in r['configs'])}-"
+              f"{max(c['regs'] for c in r['configs'])}  {'ok' if not r['problems'] else r['problems']}")
+    if not args.cases:
+        args.out.mkdir(parents=True, exist_ok=True)
+        stem = f"ptx-sm90-triton{result['environment']['triton']}"    # one file per Triton version
+        (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+        write_markdown(result, args.out / f"{stem}.md")
+    else:
+        print(json.dumps(cases, indent=1))
+    return 1 if args.check and any(r["problems"] for r in cases) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Compile the fused Triton kernels ahead of time for a GPU we do not have, and read the result.
+
+    launch = capture_launch(triton_conv2d, "_dw_conv2d_nhwc_kernel", lambda: dw_conv2d(x, w, ...))
+    for v in variants(launch):                  # one per autotune config (or the fixed launch)
+        info = compile_variant(launch, v)       # PTX/cubin for sm_90, registers, spills, access widths
+
+How it stays faithful to what the GPU would run:
+- The real launcher is called on CPU tensors of the case's shape, dtype and strides; the
+  kernel object it would launch is swapped for a recorder, so the arguments (strides,
+  constexpr flags, block sizes of fixed launches) are exactly the launcher's.
+- Each argument is specialised by Triton's own `native_specialize_impl` (what its JIT calls
+  per launch): ints equal to 1 become constants, multiples of 16 and 16-byte-aligned
+  pointers get `tt.divisibility=16`. Those hints decide whether loads vectorise.
+- `triton.compile` with a `GPUTarget` runs the whole pipeline (TTIR -> TTGIR -> LLIR -> PTX
+  -> cubin through the ptxas bundled with Triton) with no driver and no GPU.
+
+What it cannot say: time, bandwidth or the autotuner's pick. Those need the device
+(benchmarks/gpu.py). The kernel modules must be imported with TRITON_INTERPRET unset: under
+the interpreter `triton.jit` gives interpreted functions, which have nothing to compile.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import triton
+from triton._C.libtriton import native_specialize_impl
+from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia.compiler import CUDABackend
+from triton.compiler import ASTSource
+from triton.runtime.autotuner import Autotuner
+from triton.runtime.jit import JITFunction
+
+SM90 = GPUTarget("cuda", 90, 32)     # H100 / H200 (compute capability 9.0, warp size 32)
+# Per-SM limits of compute capability 9.0 (CUDA C Programming Guide, "Compute Capabilities").
+SM90_LIMITS = {"regs": 65536, "warps": 64, "blocks": 32, "smem": 227 * 1024, "reg_unit": 8}
+_BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+# `ld.global[.nc][.L1::evict_last][.v4].b32 {..}` / `st.global.v2.b16 [..], {..}`
+_ACCESS = re.compile(r"\b(ld|st)\.global((?:\.[\w:]+)+)")
+
+
+@dataclass
+class Launch:
+    """One recorded launch: the kernel object the launcher used and its arguments."""
+    kernel: object                     # Autotuner or JITFunction
+    args: tuple
+    kwargs: dict
+
+    @property
+    def fn(self) -> JITFunction:
+        return self.kernel.fn if isinstance(self.kernel, Autotuner) else self.kernel
+
+
+@dataclass
+class Variant:
+    """What one compile needs: a label, the specialised signature and the compile options."""
+    label: str                         # "BLOCK_C=16 BLOCK_L=128 w4 s3"
+    signature: dict                    # arg name -> "*bf16" / "i32" / "constexpr"
+    constexprs: dict                   # arg name -> value
+    attrs: dict                        # (arg index,) -> [["tt.divisibility", 16]]
+    options: dict                      # num_warps, num_stages
+    blocks: dict = field(default_factory=dict)
+
+
+class _Recorder:
+    """Stands in for a kernel: `kernel[grid](*args, **kwargs)` records instead of launching."""
+
+    def __init__(self):
+        self.calls: list[tuple[tuple, dict]] = []
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.calls.append((args, kwargs))
+
+
+def capture_launch(module, kernel_name: str, call) -> Launch:
+    """Run `call()` (which must launch module.<kernel_name> once) and record that launch."""
+    kernel = getattr(module, kernel_name)
+    if not isinstance(kernel, (Autotuner, JITFunction)):
+        raise RuntimeError(f"{module.__name__}.{kernel_name} is {type(kernel).__name__}, not a compilable "
+                           "Triton kernel: import the kernel modules with TRITON_INTERPRET unset")
+    recorder = _Recorder()
+    setattr(module, kernel_name, recorder)
+    try:
+        call()
+    finally:
+        setattr(module, kernel_name, kernel)
+    if len(recorder.calls) != 1:
+        raise RuntimeError(f"expected one launch of {kernel_name}, got {len(recorder.calls)}")
+    args, kwargs = recorder.calls[0]
+    return Launch(kernel, args, kwargs)
+
+
+def _specialise(fn: JITFunction, values: dict) -> tuple[dict, dict, dict]:
+    signature, constexprs, attrs = {}, {}, {}
+    for i, p in enumerate(fn.params):
+        value = values[p.name]
+        if p.is_constexpr:
+            signature[p.name], constexprs[p.name] = "constexpr", value
+            continue
+        kind, hint = native_specialize_impl(CUDABackend, value, False, not p.do_not_specialize, True)
+        if kind == "constexpr":                  # an int equal to 1, or None
+            signature[p.name], constexprs[p.name] = "constexpr", value
+        else:
+            signature[p.name] = kind
+            if hint:
+                attrs[(i,)] = CUDABackend.parse_attr(hint)
+    return signature, constexprs, attrs
+
+
+def variants(launch: Launch) -> list[Variant]:
+    """One variant per autotune config, or the launch as recorded for a fixed-config kernel."""
+    kwargs = dict(launch.kwargs)
+    fixed = {"num_warps": kwargs.pop("num_warps", 4), "num_stages": kwargs.pop("num_stages", 3)}
+    configs = launch.kernel.configs if isinstance(launch.kernel, Autotuner) else [None]
+    out = []
+    for cfg in configs:
+        blocks = dict(cfg.kwargs) if cfg else {k: v for k, v in kwargs.items() if k.startswith("BLOCK")}
+        options = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages} if cfg else dict(fixed)
+        values = dict(zip(launch.fn.arg_names, launch.args)) | kwargs | (cfg.kwargs if cfg else {})
+        sig, const, attrs = _specialise(launch.fn, values)
+        label = " ".join(f"{k}={v}" for k, v in blocks.items()) + f" w{options['num_warps']} s{options['num_stages']}"
+        out.append(Variant(label, sig, const, attrs, options, blocks))
+    return out
+
+
+def access_widths(ptx: str) -> tuple[Counter, Counter]:
+    """Global loads and stores in the PTX, counted by bytes per instruction (per thread)."""
+    loads, stores = Counter(), Counter()
+    for m in _ACCESS.finditer(ptx):
+        mods = m.group(2).split(".")
+        lanes = next((int(x[1:]) for x in mods if re.fullmatch(r"v\d", x)), 1)
+        bits = next(int(x[1:]) for x in mods if re.fullmatch(r"[bfus]\d+", x))
+        (loads if m.group(1) == "ld" else stores)[lanes * bits // 8] += 1
+    return loads, stores
+
+
+def resource_usage(cubin: bytes) -> dict:
+    """Registers, stack and local memory per thread, read by the cuobjdump bundled with Triton."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kernel.cubin"
+        path.write_bytes(cubin)
+        text = subprocess.run([str(_BIN / "cuobjdump"), "--dump-resource-usage", str(path)],
+                              capture_output=True, text=True, check=True).stdout
+    found = dict(re.findall(r"\b(REG|STACK|LOCAL):(\d+)", text))
+    return {"regs": int(found["REG"]), "stack": int(found["STACK"]), "local": int(found["LOCAL"])}
+
+
+def warps_per_sm(regs: int, num_warps: int, smem: int, limits: dict = SM90_LIMITS) -> int:
+    """Resident warps per SM for a block of num_warps warps: registers, smem and block limits."""
+    regs_per_warp = -(-regs // limits["reg_unit"]) * limits["reg_unit"] * 32
+    blocks = min(limits["blocks"], limits["warps"] // num_warps,
+                 limits["regs"] // (regs_per_warp * num_warps),
+                 limits["smem"] // smem if smem else limits["blocks"])
+    return blocks * num_warps
+
+
+def widest(counts: dict) -> int:
+    """Bytes of the widest access in a {bytes: count} histogram (0 if none); keys may be the
+    strings a JSON round trip leaves."""
+    return max((int(b) for b in counts), default=0)
+
+
+def problems(configs: list[dict], vector: bool) -> list[str]:
+    """What is wrong with a case's compiled configs ([] = nothing): spills anywhere, and where
+    channels are the unit-stride dim (`vector`), global loads or stores narrower than 16 bytes."""
+    found = [f"{c['config']}: {c['local']} B local memory per thread (spills)" for c in configs if c["local"]]
+    if vector:
+        found += [f"{c['config']}: widest load {widest(c['loads'])} B, store {widest(c['stores'])} B (want 16)"
+                  for c in configs if widest(c["loads"]) < 16 or widest(c["stores"]) < 16]
+    return found
+
+
+def compile_variant(launch: Launch, variant: Variant, target: GPUTarget = SM90) -> dict:
+    """Compile one variant for `target`; what the GPU would run, described."""
+    src = ASTSource(launch.fn, variant.signature, variant.constexprs, variant.attrs)
+    kernel = triton.compile(src, target=target, options=variant.options)
+    loads, stores = access_widths(kernel.asm["ptx"])
+    usage = resource_usage(kernel.asm["cubin"])
+    smem = int(kernel.metadata.shared)
+    return {"config": variant.label, "blocks": variant.blocks, **variant.options, **usage, "smem": smem,
+            "warps_per_sm": warps_per_sm(usage["regs"], variant.options["num_warps"], smem),
+            "loads": dict(sorted(loads.items())), "stores": dict(sorted(stores.items()))}

@@ -1,0 +1,116 @@
+"""The fused kernels compile for the H200 (sm_90) with no GPU, without spills, and the
+channels-inner layouts use 16-byte global accesses (benchmarks/ptx.py, benchmarks/triton_aot.py).
+
+The compile runs in a subprocess: this process runs Triton's interpreter (TRITON_INTERPRET=1,
+tests/conftest.py), under which the kernels are interpreted functions with nothing to compile.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+from benchmarks import triton_aot  # noqa: E402  (no side effects: compiles nothing on import)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict:
+    """benchmarks/ptx.py --check over every case, with the kernels compiled for real (~30 s)."""
+    out = tmp_path_factory.mktemp("ptx")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ptx.py"), "--check", "--out", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    files = sorted(out.glob("ptx-sm90-triton*.json"))
+    assert files, f"no report written (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    result = json.loads(files[0].read_text())
+    result["returncode"], result["stdout"] = proc.returncode, proc.stdout
+    assert (out / files[0].name.replace(".json", ".md")).is_file()
+    return result
+
+
+def _case(report, name):
+    return next(c for c in report["cases"] if c["name"] == name)
+
+
+def test_every_config_of_every_kernel_compiles_for_sm90_without_spills(report):
+    assert report["returncode"] == 0, report["stdout"][-3000:]
+    assert report["target"] == "sm_90"
+    kernels = {c["kernel"] for c in report["cases"]}
+    assert kernels == {"_dw_conv1d_kernel", "_dw_conv2d_nchw_kernel", "_dw_conv2d_nhwc_kernel",
+                       "_dw_decode_kernel", "_short_conv_kernel"}
+    for case in report["cases"]:
+        assert case["problems"] == [], case["name"]
+        # Autotuned kernels: one compile per GPU config (the interpreter's single config is not it).
+        assert len(case["configs"]) >= (6 if "conv1d_kernel" in case["kernel"] or "conv2d" in case["kernel"] else 1)
+        for c in case["configs"]:
+            assert c["regs"] > 0 and c["local"] == 0 and 0 < c["warps_per_sm"] <= 64, (case["name"], c)
+
+
+@pytest.mark.parametrize("name", ["lfm2-prefill-1x512x1024-blc-bf16", "mbv2-8x96@112-s2-nhwc-f32",
+                                  "mbv2-8x144@56-nhwc-f16", "mbv2-32x384@14-nhwc-bf16",
+                                  "short-conv-1x512x1024-k3-bf16"])
+def test_channels_inner_layouts_use_16_byte_loads_and_stores(report, name):
+    case = _case(report, name)
+    assert case["vector"]
+    for c in case["configs"]:
+        assert triton_aot.widest(c["loads"]) == 16 and triton_aot.widest(c["stores"]) == 16, (name, c)
+
+
+def test_unit_stride_time_layout_is_reported_scalar(report):
+    """The seed shape (B, C, L) with L=21: shifted taps, nothing 16-byte aligned to prove; the
+    analysis must tell this apart from the vector cases (else it would pass anything)."""
+    case = _case(report, "seed-1x2048x21-k3-f32")
+    assert not case["vector"]
+    assert all(triton_aot.widest(c["loads"]) == 4 for c in case["configs"])
+
+
+@pytest.mark.parametrize("ptx, loads, stores", [
+    pytest.param("ld.global.v4.b32 { %r1, %r2, %r3, %r4 }, [ %rd1 + 0 ];", {16: 1}, {}, id="v4-b32"),
+    pytest.param("@%p3 ld.global.nc.L1::evict_last.v2.b16 { %rs1, %rs2 }, [ %rd3 + 0 ];\n"
+                 "@%p1 ld.global.b16 { %rs9 }, [ %rd2 + 0 ];", {4: 1, 2: 1}, {}, id="predicated-hints"),
+    pytest.param("@%p2 st.global.v4.b32 [ %rd7 + 0 ], { %r5, %r6, %r7, %r8 };\nst.global.b8 [ %rd1 ], %rs1;\n"
+                 "ld.shared.v4.b32 {%r1,%r2,%r3,%r4}, [%r9];", {}, {16: 1, 1: 1}, id="stores-not-shared"),
+])
+def test_access_widths_parses_ptx(ptx, loads, stores):
+    got_loads, got_stores = triton_aot.access_widths(ptx)
+    assert dict(got_loads) == loads and dict(got_stores) == stores
+
+
+@pytest.mark.parametrize("regs, warps, smem, expected", [
+    pytest.param(64, 4, 0, 32, id="64-regs: 8 blocks"),
+    pytest.param(255, 4, 0, 8, id="255-regs: rounded to 256, 2 blocks"),
+    pytest.param(32, 4, 0, 64, id="warp-limit"),
+    pytest.param(32, 1, 0, 32, id="block-limit"),
+    pytest.param(32, 4, 100 * 1024, 8, id="smem: 2 blocks"),
+])
+def test_warps_per_sm_follows_sm90_limits(regs, warps, smem, expected):
+    assert triton_aot.warps_per_sm(regs, warps, smem) == expected
+
+
+def test_problems_flags_spills_and_narrow_accesses():
+    good = {"config": "a", "local": 0, "loads": {16: 2, 2: 9}, "stores": {16: 1}}
+    spill = dict(good, config="b", local=32)
+    narrow = dict(good, config="c", loads={4: 9}, stores={4: 1})
+    assert triton_aot.problems([good], vector=True) == []
+    assert triton_aot.problems([narrow], vector=False) == []
+    found = triton_aot.problems([good, spill, narrow], vector=True)
+    assert len(found) == 2 and "b: 32 B local" in found[0] and "c: widest load 4 B" in found[1]
+
+
+def test_committed_report_is_from_the_device_triton_and_covers_every_case(report):
+    """benchmarks/results/ptx-sm90-triton3.6.0.json: what the H200 machines' Triton makes of the
+    current cases (regenerate with Triton 3.6.0 installed when a kernel or a case changes)."""
+    committed = json.loads((REPO / "benchmarks" / "results" / "ptx-sm90-triton3.6.0.json").read_text())
+    assert committed["environment"]["triton"] == "3.6.0" and committed["target"] == "sm_90"
+    assert [c["name"] for c in committed["cases"]] == [c["name"] for c in report["cases"]]
+    for case in committed["cases"]:
+        assert case["problems"] == [] and case["configs"], case["name"]
+        fresh = _case(report, case["name"])
+        assert [c["config"] for c in case["configs"]] == [c["config"] for c in fresh["configs"]], case["name"]
