@@ -7,6 +7,8 @@ graphs reused across generations, a busy decoder never shared.
 """
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from models.depthwise import use_impl
 from models.lfm2 import LFM2Config, LFM2ForCausalLM, StaticCache
@@ -147,3 +149,72 @@ def test_cuda_graph_true_needs_cuda(model):
         pytest.skip("a CUDA machine can honour cuda_graph=True")
     with pytest.raises(ValueError, match="cuda_graph=True needs the model on a CUDA device"):
         model.generate([[1, 2]], max_new_tokens=2, cuda_graph=True)
+
+
+# Ops that read device data on the host (a sync, which fails a capture) or make a tensor from
+# host data (captured as a copy from a host buffer the replay cannot rely on).
+HOST_OPS = ("aten._local_scalar_dense", "aten.item", "aten.is_nonzero", "aten.equal", "aten.nonzero",
+            "aten.masked_select", "aten.lift_fresh", "aten._unique", "aten.unique")
+
+
+class OpTrace(TorchDispatchMode):
+    """Every aten op a function dispatches: name, its non-tensor arguments, output shapes.
+
+    A CUDA graph replays the kernels and the arguments of the captured call, so a step that
+    is safe to capture dispatches the same trace at every position (nothing baked in from host
+    state) and none of HOST_OPS. This checks that on CPU, where no graph can be captured."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        flat, _ = tree_flatten((args, kwargs))
+        consts = tuple(type(a).__name__ if isinstance(a, torch.UntypedStorage) else a   # Triton's
+                       for a in flat if not isinstance(a, torch.Tensor))              # interpreter
+        outs = tuple((tuple(o.shape), o.dtype) for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor))
+        self.ops.append((str(func), consts, outs))
+        return out
+
+
+def trace(fn) -> list:
+    with OpTrace() as t:
+        fn()
+    return t.ops
+
+
+def host_ops(ops) -> list[str]:
+    return [name for name, _, _ in ops if name.startswith(HOST_OPS)]
+
+
+@pytest.mark.parametrize("impl", [pytest.param(i, id=i) for i in ("per_group", "slice_sum", "native", "fused")])
+def test_static_step_is_one_fixed_op_sequence_without_host_reads(model, impl):
+    """What graph capture needs of decoding.StaticDecoder._forward, for every policy it is
+    captured under: the step at position 5 and at position 9 dispatch the same ops with the same
+    non-tensor arguments and output shapes, and nothing reads device data on the host."""
+    ids, mask = left_padded([[5, 9, 11, 4, 7], [8, 3]])
+    with use_impl(impl), torch.inference_mode():
+        dec = decoding.StaticDecoder(model, 2, 64, graph=False)
+        dec.prefill(ids, mask)
+        traces = []
+        for step, tokens in enumerate(torch.tensor([[12, 40], [13, 41], [14, 42], [15, 43], [16, 44]])):
+            dec.ids.copy_(tokens[:, None])
+            ops = trace(dec._forward)
+            dec.cache.length += 1
+            if step in (0, 4):
+                traces.append(ops)
+    first, last = traces
+    assert len(first) > 50 and host_ops(first) == []
+    assert first == last, next((a, b) for a, b in zip(first, last) if a != b) if len(first) == len(last) \
+        else f"{len(first)} ops at position 5, {len(last)} at position 9"
+
+
+def test_op_trace_catches_host_reads_and_host_state():
+    """The checks above can fail: a host read of the slot is flagged, and a step that slices
+    by a host-side length dispatches a different trace at each position."""
+    keys, slot = torch.randn(1, 16, 4), torch.tensor(3)
+    assert host_ops(trace(lambda: keys[:, : int(slot) + 1].sum())) == ["aten._local_scalar_dense.default"]
+    assert trace(lambda: keys[:, :4].sum()) != trace(lambda: keys[:, :5].sum())
+    assert host_ops(trace(lambda: torch.tensor([1, 2]) + keys.shape[0])) == ["aten.lift_fresh.default"]
+    assert trace(lambda: keys.index_select(1, slot[None]).sum()) == trace(lambda: keys.index_select(1, slot[None]).sum())
