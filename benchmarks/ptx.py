@@ -92,6 +92,14 @@ CASES = [
          lambda: triton_conv2d.dw_conv2d(_nhwc(32, 384, 14, 14, BF16), torch.empty(384, 1, 3, 3, dtype=BF16),
                                          None, (1, 1), (1, 1, 1, 1), (1, 1)),
          True, "channels_last bf16, late stage"),
+    # Not what the models pass: the same launch with the weight stored tap-major, (KH, KW, C) in
+    # memory (any strides are accepted), to show what that layout would change for the weights.
+    Case("what-if-mbv2-32x384@14-nhwc-bf16-tap-major-weight", triton_conv2d, "_dw_conv2d_nhwc_kernel",
+         lambda: triton_conv2d.dw_conv2d(_nhwc(32, 384, 14, 14, BF16),
+                                         torch.empty(3, 3, 1, 384, dtype=BF16).permute(3, 2, 0, 1),
+                                         None, (1, 1), (1, 1, 1, 1), (1, 1)),
+         True, "what-if: the case above with a (KH, KW, C)-contiguous weight; the models' weights are "
+               "(C, 1, KH, KW)-contiguous, whose per-channel loads are 2-byte"),
     Case("decode-16x1024-k3-bf16", triton_decode, "_dw_decode_kernel",
          lambda: triton_decode.dw_conv1d_decode_step(torch.empty(16, 1024, dtype=BF16),
                                                      torch.empty(16, 1024, 2, dtype=BF16),
