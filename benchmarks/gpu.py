@@ -9,6 +9,8 @@ BUDGETS_CUDA, 450 s in all, all steps together capped at TOTAL_CUDA_S = 480 s) a
 it skipped (a second call can fill gaps: --steps ops-bfloat16 --budget-scale 3):
   env          GPU name, driver (nvidia-smi), torch/triton/CUDA/cuDNN versions, TF32 flags:
                in every JSON written
+  prewarm      compile every fused-kernel variant the later steps launch, on every core, before
+               anything is timed (gpu_prewarm.py; nothing to do under Triton's interpreter)
   correctness  every impl x dtype x case against a float64 reference (gpu_checks.py)
   copy         the copy-bandwidth ceiling: a device-to-device copy, 2 x 1 GiB (smoke: 16 MiB)
   ops-float32, ops-bfloat16   benchmarks/ops.py's suite through its own functions, plus per
@@ -48,7 +50,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO / "bench
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-from benchmarks import gpu_checks, gpu_decode, gpu_report, ops, plots  # noqa: E402
+from benchmarks import gpu_checks, gpu_decode, gpu_prewarm, gpu_report, ops, plots  # noqa: E402
 from benchmarks import models as bench_models  # noqa: E402
 from benchmarks.gpu_config import COMPILED_MIN_BYTES, STEPS, Budget, environment, run_tag, settings  # noqa: E402
 from benchmarks.models_report import write_markdown as models_md, write_plot as models_png  # noqa: E402
@@ -75,6 +77,7 @@ class Run:
         gpu = (self.env.get("gpu") or "") + " " + ((self.env.get("nvidia_smi") or {}).get("name") or "")
         self.tag = args.tag or run_tag(self.device, self.smoke, gpu)
         self.files, self.ops, self.copy, self.correctness, self.decode, self.models = [], {}, None, None, [], None
+        self.prewarm, self.built_models = None, None
         self.t0 = self.budget.t0
 
     def path(self, name: str) -> Path:
@@ -92,6 +95,29 @@ def step_env(run: Run, deadline: float) -> list:
     print(json.dumps({k: run.env.get(k) for k in ("device_name", "gpu_driver", "torch", "triton", "cuda",
                                                    "cudnn", "gpu_capability", "cpu_count", "git_commit")}))
     return []
+
+
+def _built_models(run: Run) -> dict:
+    """The models step's modules, built once (the prewarm step records their launches too)."""
+    if run.built_models is None:
+        run.built_models = bench_models.build_models({c.model for c in run.cfg["models_cases"]}, run.device)
+    return run.built_models
+
+
+def step_prewarm(run: Run, deadline: float) -> list:
+    if not gpu_prewarm.available():
+        print("prewarm: nothing to compile (Triton's interpreter runs the kernels)")
+        return []
+    cases = gpu_checks.SMOKE_CASES if run.smoke else gpu_checks.CASES
+    with torch.inference_mode():
+        models = _built_models(run)
+    jobs = gpu_prewarm.record_jobs(run.device, cases, run.cfg["ops_shapes"], run.cfg["models_cases"], models)
+    res = run.prewarm = gpu_prewarm.prewarm(jobs, deadline)
+    print(f"prewarm: {res['compiled']}/{res['jobs']} kernel variants compiled on {res['workers']} threads in "
+          f"{res['wall_s']} s; {res['skipped']} skipped, {res['failed']} failed")
+    for err in res["errors"]:
+        print(f"  {err}")
+    return [f"{res['skipped']} variants"] if res["skipped"] else []
 
 
 def step_correctness(run: Run, deadline: float) -> list:
@@ -162,7 +188,7 @@ def step_models(run: Run, deadline: float) -> list:
     cfg, recs, skipped, t0 = run.cfg, [], [], time.perf_counter()
     try:
         with torch.inference_mode():
-            built = bench_models.build_models({c.model for c in cfg["models_cases"]}, run.device)
+            built = _built_models(run)
             for case in cfg["models_cases"]:
                 if time.perf_counter() > deadline:
                     skipped.append(case.name)
@@ -230,7 +256,8 @@ def summarize(run: Run, steps: dict, interrupted: bool) -> dict:
     code = (1 if failed else 0) | (2 if crashed else 0)
     verdict = ", ".join(v for v, on in (("correctness FAILED", failed), ("step error/interrupted", crashed)) if on)
     return {"tag": run.tag, "smoke": run.smoke, "environment": run.env, "wall_s": round(time.perf_counter() - run.t0, 1),
-            "steps": steps, "checks": checks, "copy": run.copy, "decode": run.decode, "files": run.files,
+            "steps": steps, "checks": checks, "copy": run.copy, "decode": run.decode, "prewarm": run.prewarm,
+            "files": run.files,
             "exit_code": code, "verdict": verdict or "ok", "out": str(run.out)}
 
 
@@ -257,7 +284,8 @@ def main(argv: list[str] | None = None, *, handle_signals: bool = False) -> int:
     if handle_signals:
         signal.signal(signal.SIGTERM, _on_sigterm)
     run = Run(args, argv, [s for s in STEPS if s in steps])
-    fns = {"env": step_env, "correctness": step_correctness, "copy": step_copy, "models": step_models,
+    fns = {"env": step_env, "prewarm": step_prewarm, "correctness": step_correctness, "copy": step_copy,
+           "models": step_models,
            "decode": step_decode, "ops-float32": lambda r, d: step_ops(r, d, "float32"),
            "ops-bfloat16": lambda r, d: step_ops(r, d, "bfloat16")}
     record, interrupted = {}, False

@@ -20,6 +20,7 @@ the interpreter `triton.jit` gives interpreted functions, which have nothing to 
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import tempfile
@@ -49,6 +50,7 @@ class Launch:
     kernel: object                     # Autotuner or JITFunction
     args: tuple
     kwargs: dict
+    name: str = ""                     # the kernel's name in its module
 
     @property
     def fn(self) -> JITFunction:
@@ -69,29 +71,47 @@ class Variant:
 class _Recorder:
     """Stands in for a kernel: `kernel[grid](*args, **kwargs)` records instead of launching."""
 
-    def __init__(self):
-        self.calls: list[tuple[tuple, dict]] = []
+    def __init__(self, name: str, kernel, launches: list):
+        self.name, self.kernel, self.launches = name, kernel, launches
 
     def __getitem__(self, grid):
-        return lambda *args, **kwargs: self.calls.append((args, kwargs))
+        return lambda *args, **kwargs: self.launches.append(Launch(self.kernel, args, kwargs, self.name))
+
+
+def _kernels_of(module) -> dict:
+    return {name: k for name, k in vars(module).items() if isinstance(k, (Autotuner, JITFunction))}
+
+
+@contextlib.contextmanager
+def recording(*modules):
+    """Within the block, every Triton kernel (Autotuner / JITFunction) defined in `modules`
+    records its launches (a list, yielded) instead of running; launchers still return their
+    (unwritten) outputs. The kernels are put back on exit."""
+    if not any(_kernels_of(m) for m in modules):
+        raise RuntimeError(f"no compilable Triton kernels in {[m.__name__ for m in modules]}: "
+                           "import the kernel modules with TRITON_INTERPRET unset")
+    launches: list[Launch] = []
+    saved = [(m, name, k) for m in modules for name, k in _kernels_of(m).items()]
+    for m, name, k in saved:
+        setattr(m, name, _Recorder(name, k, launches))
+    try:
+        yield launches
+    finally:
+        for m, name, k in saved:
+            setattr(m, name, k)
 
 
 def capture_launch(module, kernel_name: str, call) -> Launch:
-    """Run `call()` (which must launch module.<kernel_name> once) and record that launch."""
-    kernel = getattr(module, kernel_name)
-    if not isinstance(kernel, (Autotuner, JITFunction)):
-        raise RuntimeError(f"{module.__name__}.{kernel_name} is {type(kernel).__name__}, not a compilable "
-                           "Triton kernel: import the kernel modules with TRITON_INTERPRET unset")
-    recorder = _Recorder()
-    setattr(module, kernel_name, recorder)
-    try:
+    """Run `call()` (which must launch module.<kernel_name> exactly once) and record that launch."""
+    if not isinstance(getattr(module, kernel_name), (Autotuner, JITFunction)):
+        raise RuntimeError(f"{module.__name__}.{kernel_name} is {type(getattr(module, kernel_name)).__name__}, "
+                           "not a compilable Triton kernel: import the kernel modules with TRITON_INTERPRET unset")
+    with recording(module) as launches:
         call()
-    finally:
-        setattr(module, kernel_name, kernel)
-    if len(recorder.calls) != 1:
-        raise RuntimeError(f"expected one launch of {kernel_name}, got {len(recorder.calls)}")
-    args, kwargs = recorder.calls[0]
-    return Launch(kernel, args, kwargs)
+    mine = [x for x in launches if x.name == kernel_name]
+    if len(mine) != 1:
+        raise RuntimeError(f"expected one launch of {kernel_name}, got {len(mine)}")
+    return mine[0]
 
 
 def _specialise(fn: JITFunction, values: dict) -> tuple[dict, dict, dict]:

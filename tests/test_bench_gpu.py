@@ -38,7 +38,7 @@ def smoke(tmp_path_factory):
 def test_smoke_writes_every_step_and_prints_the_table_last(smoke):
     out, stdout, summary = smoke
     assert {n: s["status"] for n, s in summary["steps"].items()} == {
-        n: "ok" for n in ("env", "correctness", "copy", "ops-float32", "ops-bfloat16", "models", "decode")}
+        n: "ok" for n in ("env", "prewarm", "correctness", "copy", "ops-float32", "ops-bfloat16", "models", "decode")}
     names = {"correctness-smoke.json", "correctness-smoke.md", "copy-smoke.json", "ops-smoke.json", "ops-smoke.md",
              "ops-smoke.png", "ops-smoke-bfloat16.json", "models-smoke.json", "decode-smoke.json",
              "gpu-summary-smoke.json", "gpu-summary-smoke.md"}
