@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .triton_autotune import AUTOTUNE_TIMING
+
 # Under the interpreter (CPU tests) every autotune config would be run on every new key:
 # keep one small config there so tests stay fast.
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -34,7 +36,8 @@ ACTIVATIONS = (None, "silu")
 
 # Keyed on what is fixed per model layer (channels, multiplier, taps, stride, dilation, which
 # dim of x is unit-stride), never on B or L, so a new request length does not re-tune.
-@triton.autotune(configs=_CONFIGS, key=["C_OUT", "M", "K", "STRIDE", "DILATION", "X_CHANNELS_INNER"])
+@triton.autotune(configs=_CONFIGS, key=["C_OUT", "M", "K", "STRIDE", "DILATION", "X_CHANNELS_INNER"],
+                 **AUTOTUNE_TIMING)
 @triton.jit
 def _dw_conv1d_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr,

@@ -20,6 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .triton_autotune import AUTOTUNE_TIMING
+
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 if _INTERPRET:   # one small config: the interpreter would time every config on every new key
     _NCHW_CONFIGS = [triton.Config({"BLOCK_C": 4, "BLOCK_P": 64}, num_warps=1)]
@@ -72,7 +74,7 @@ def _tap_sum(x_base, w_ptr, offs_o, mask_o, oh, ow, mask_p, H, W,
     return acc
 
 
-@triton.autotune(configs=_NCHW_CONFIGS, key=_KEY)
+@triton.autotune(configs=_NCHW_CONFIGS, key=_KEY, **AUTOTUNE_TIMING)
 @triton.jit
 def _dw_conv2d_nchw_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr,
@@ -102,7 +104,7 @@ def _dw_conv2d_nchw_kernel(
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_o[:, None] & mask_p[None, :])
 
 
-@triton.autotune(configs=_NHWC_CONFIGS, key=_KEY)
+@triton.autotune(configs=_NHWC_CONFIGS, key=_KEY, **AUTOTUNE_TIMING)
 @triton.jit
 def _dw_conv2d_nhwc_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr,
