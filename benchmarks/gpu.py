@@ -2,10 +2,10 @@
 
     python benchmarks/gpu.py [--out DIR] [--device cuda|cpu] [--smoke] [--steps a,b,..] [--tag T]
                              [--budget-scale F]
-    bash benchmarks/gpu.sh [same flags]    # the device call: timeout, log tee'd into $OUT
+    bash benchmarks/gpu.sh [same flags]    # the device call: CUDA tests, then this; timeouts, logs in $OUT
 
 Steps, in order, each timed; each stops starting new work at its budget (gpu_config.py:
-BUDGETS_CUDA, 450 s in all, all steps together capped at TOTAL_CUDA_S = 480 s) and lists what
+BUDGETS_CUDA and TOTAL_CUDA_S: 450 s for all steps together) and lists what
 it skipped (a second call can fill gaps: --steps ops-bfloat16 --budget-scale 3):
   env          GPU name, driver (nvidia-smi), torch/triton/CUDA/cuDNN versions, TF32 flags:
                in every JSON written

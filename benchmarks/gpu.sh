@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
-# The one device call: every GPU number in a single bounded run (benchmarks/gpu.py).
+# The one device call: the CUDA-only tests, then every GPU number in a single bounded run.
 #   bash benchmarks/gpu.sh [extra benchmarks/gpu.py flags]      # e.g. from the repository root
-# Writes everything under $OUT (the device tool's result folder; default benchmarks/results)
-# plus the full log as $OUT/gpu-run.log. gpu.py budgets itself to ~8 minutes; `timeout` is
-# the hard stop under the tool's 10-minute limit: SIGTERM at 560 s (gpu.py then writes its
-# summary of what it has), SIGKILL 15 s later. The summary table is the last thing printed.
+# Writes everything under $OUT (the device tool's result folder; default benchmarks/results):
+#   gpu-tests.log + gpu-tests.xml   pytest -m gpu on the files that need only torch/triton/
+#                                   transformers (graph decoding, launch counting, one launch
+#                                   per fused call, LFM2 against transformers on CUDA); <= 75 s
+#   gpu-run.log + gpu.py's files    gpu.py budgets itself to 450 s of steps; `timeout` is the hard
+#                                   stop: SIGTERM at 500 s (gpu.py then writes its summary of what
+#                                   it has), SIGKILL 10 s later
+# 75 + 510 s stays under the device tool's 600 s per call. gpu.py's summary table prints last;
+# the exit status is gpu.py's, or 4 added when the CUDA tests failed.
 set -o pipefail
 export PYTHONUNBUFFERED=1
 root="$(cd "$(dirname "$0")/.." && pwd)" || exit 2
 out="${OUT:-$root/benchmarks/results}"
 mkdir -p "$out" && out="$(cd "$out" && pwd)" || exit 2   # absolute: we cd to the repo root next
 cd "$root" || exit 2
-timeout -k 15 560 "${PYTHON:-python3}" benchmarks/gpu.py --out "$out" "$@" 2>&1 | tee "$out/gpu-run.log"
+py="${PYTHON:-python3}"
+
+timeout -k 5 75 "$py" -m pytest -q -m gpu -p no:cacheprovider -o addopts="" --junitxml "$out/gpu-tests.xml" \
+    tests/test_decoding.py tests/test_profiling.py tests/test_fused.py tests/test_lfm2.py 2>&1 | tee "$out/gpu-tests.log"
+tests_rc=$?
+echo "gpu.sh: CUDA tests exit $tests_rc (log: $out/gpu-tests.log)"
+
+timeout -k 10 500 "$py" benchmarks/gpu.py --out "$out" "$@" 2>&1 | tee "$out/gpu-run.log"
 rc=$?
-[ "$rc" -eq 124 ] && echo "gpu.sh: timed out after 560 s (see $out/gpu-run.log)"
+[ "$rc" -eq 124 ] && echo "gpu.sh: timed out after 500 s (see $out/gpu-run.log)"
+[ "$tests_rc" -ne 0 ] && echo "gpu.sh: the CUDA tests failed or timed out (exit $tests_rc): see $out/gpu-tests.log"
+if [ "$tests_rc" -ne 0 ] && [ "$rc" -lt 4 ]; then rc=$((rc + 4)); fi
 exit "$rc"

@@ -91,6 +91,7 @@ def test_counts_are_per_thread():
     assert len(set(seen)) == 1 and seen[0] < 20, seen
 
 
+@pytest.mark.gpu
 @needs_cuda
 def test_cuda_kernels_counted():
     x, w, b = (t.cuda() for t in _conv1d_args(256))
