@@ -5,7 +5,9 @@ short_conv_block) with `impl=` on fresh seeded random inputs, and is compared wi
 reference computed here from the *same* inputs upcast (F.conv1d/F.conv2d with groups=C), so
 only accumulation and output rounding remain. Error = ||out - ref|| / ||ref|| (L2, float64);
 a row passes when it is <= TOL[dtype] and finite, and the shape and dtype are right (NaN never
-passes). Ops that update a conv state in place are checked on the state too.
+passes). Ops that update a conv state in place are checked on the state too. Before each impl
+runs, blocks of its output's size are filled with NaN and freed (poison_outputs), so an
+element it never writes reads NaN instead of a previous impl's answer.
 
     result = run(impls, dtypes, device, deadline)     # rows + counts; rows past deadline: skipped
     row = check(case, torch.float32, "fused", "cuda", fn=None)   # fn: a stand-in op (tests)
@@ -186,11 +188,24 @@ def resolved(case: Case, dtype: torch.dtype, device: str) -> str:
                        case.weight, case.stride, case.dilation, channels_last=case.layout == "channels_last")
 
 
+POISON_BLOCKS = 4   # NaN blocks of the output's size freed before each impl runs
+
+
+def poison_outputs(shape, dtype: torch.dtype, device) -> None:
+    """Leave NaN in the memory the impl's output is likely to get. Freed blocks go back to the
+    allocator (CUDA's caching allocator, malloc on CPU), which hands the most recently freed
+    block of a size out first: without this, an impl's output could land on the previous impl's
+    freed, correct output, and elements a kernel never wrote would pass."""
+    blocks = [torch.full(shape, math.nan, dtype=dtype, device=device) for _ in range(POISON_BLOCKS)]
+    del blocks
+
+
 def _evaluate(case, dtype_name, impl, inp, fn) -> dict:
     row = {"rel_err": None, "state_rel_err": None, "error": None, "reason": None}
     try:
         with torch.inference_mode():
             ref, ref_state = reference(case, inp)        # first: an impl that writes x can't hide
+            poison_outputs(ref.shape, DTYPES[dtype_name], inp["weight"].device)
             out, state = run_impl(case, inp, impl, fn)
     except Exception as exc:                                     # a crash is a failure, recorded
         row.update(error=f"{type(exc).__name__}: {exc}"[:300], reason="error")

@@ -127,6 +127,32 @@ def test_checker_flags_each_kind_of_wrong(kind):
         assert row["rel_err"] < 1e-6 and row["state_rel_err"] > 0.1   # output right, state wrong
 
 
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in gpu_checks.SMOKE_CASES[:3]])
+def test_an_output_left_half_unwritten_never_passes(case):
+    """A kernel that skips a tile: its launcher's torch.empty output keeps whatever the memory
+    held. After a correct impl of the same case has run (its freed output is the block most
+    likely to be handed out next), the row must still fail: poison_outputs leaves NaN there."""
+    op = gpu_checks.public_op(case.op)
+
+    def half_written(*args, **kwargs):
+        full = op(*args, **kwargs)
+        out = torch.empty_like(full)                                   # as a launcher allocates
+        out[..., : full.shape[-1] // 2] = full[..., : full.shape[-1] // 2]
+        return out
+    assert gpu_checks.check(case, torch.float32, "native", "cpu")["passed"]
+    row = gpu_checks.check(case, torch.float32, "native", "cpu", fn=half_written)
+    assert row["passed"] is False and row["reason"] in ("non-finite output", "tolerance")
+
+
+def test_poison_outputs_frees_nan_blocks_of_the_output_size(monkeypatch):
+    made = []
+    real_full = torch.full
+    monkeypatch.setattr(torch, "full", lambda *a, **k: made.append(real_full(*a, **k)) or made[-1])
+    gpu_checks.poison_outputs((2, 3, 5), torch.bfloat16, "cpu")
+    assert len(made) == gpu_checks.POISON_BLOCKS
+    assert all(t.shape == (2, 3, 5) and t.dtype == torch.bfloat16 and t.isnan().all() for t in made)
+
+
 def test_failures_are_tallied_and_deadline_skips():
     rows = []
     res = gpu_checks.run(["native"], ["float32"], "cpu", deadline=0.0, cases=gpu_checks.SMOKE_CASES[:2], rows=rows)
