@@ -30,7 +30,7 @@ _REPO = Path(__file__).resolve().parents[1]
 if str(_REPO) not in sys.path:            # `python benchmarks/ops.py` puts benchmarks/ first
     sys.path.insert(0, str(_REPO))
 
-from benchmarks import plots, timing  # noqa: E402
+from benchmarks import input_sets, plots, timing  # noqa: E402
 from models.allocator import keep_freed_memory  # noqa: E402
 
 IMPLS = ("per_group", "slice_sum", "compiled", "fused", "native", "auto")
@@ -102,18 +102,17 @@ def make_inputs(shape: Shape, dtype: torch.dtype, device: str) -> tuple:
     return x, w
 
 
-def make_call(shape: Shape, impl: str, dtype: torch.dtype, device: str, inputs: tuple | None = None):
+def make_call(shape: Shape, impl: str, dtype: torch.dtype, device: str, inputs: tuple | list | None = None):
     """A zero-arg closure running `shape` through the public op with `impl`. Pass the same
     `inputs` to every impl of a shape: identical fns then touch identical memory, so their
-    times differ only by noise (separate tensors measured up to ~5% apart on big shapes)."""
+    times differ only by noise (separate tensors measured up to ~5% apart on big shapes).
+    `inputs` may be a list of input sets (benchmarks/input_sets.py): calls cycle through them."""
     from models.depthwise import conv1d_decode_step, depthwise_conv1d, depthwise_conv2d
-    inputs = inputs or make_inputs(shape, dtype, device)
-    if shape.op == "decode":
-        x_new, state, w = inputs                  # state is shifted in place by every call
-        return lambda: conv1d_decode_step(x_new, state, w, impl=impl)
-    x, w = inputs
+    sets = inputs if isinstance(inputs, list) else [inputs or make_inputs(shape, dtype, device)]
+    if shape.op == "decode":                      # (x_new, state, w): state shifted in place
+        return input_sets.cycling(lambda x_new, state, w: conv1d_decode_step(x_new, state, w, impl=impl), sets)
     op = depthwise_conv1d if shape.op == "conv1d" else depthwise_conv2d
-    return lambda: op(x, w, stride=shape.stride, padding=shape.padding, impl=impl)
+    return input_sets.cycling(lambda x, w: op(x, w, stride=shape.stride, padding=shape.padding, impl=impl), sets)
 
 
 def auto_choice(shape: Shape, dtype: torch.dtype, device: str) -> str:
@@ -139,7 +138,7 @@ def bench_shape(shape: Shape, impls: list[str], dtype: torch.dtype, device: str,
     """Records for one shape: interleaved timings, launch counts, speedups."""
     from models.profiling import count_launches
     fns, errors = {}, {}
-    inputs = make_inputs(shape, dtype, device)
+    inputs = input_sets.input_sets(make_inputs(shape, dtype, device), device)   # CUDA: several
     for impl in impls:
         try:
             fn = make_call(shape, impl, dtype, device, inputs)
@@ -147,16 +146,19 @@ def bench_shape(shape: Shape, impls: list[str], dtype: torch.dtype, device: str,
             fns[impl] = fn
         except Exception as exc:                              # record, don't abort the suite
             errors[impl] = f"{type(exc).__name__}: {exc}"[:300]
+    # CUDA: samples of >= 1 ms, so the two device syncs around a sample (~10-20 us) stay ~1%.
+    sample = {"min_sample_s": 1e-3} if torch.device(device).type == "cuda" else {}
     stats = timing.time_interleaved(fns, device=device, budget_s=budget_s,
                                     min_repeats=min_repeats, max_repeats=max_repeats,
-                                    max_fn_s=max_fn_s, clock=clock) if fns else {}
+                                    max_fn_s=max_fn_s, clock=clock, **sample) if fns else {}
     choice = auto_choice(shape, dtype, device)
     base = {"shape": {"name": shape.name, "op": shape.op, "x": list(shape.x),
                       "weight": list(shape.weight), "stride": shape.stride,
                       "padding": shape.padding, "dilation": 1, "channels": shape.channels,
                       "k": shape.k if isinstance(shape.k, int) else list(shape.k),
                       "sweep": shape.sweep, "channels_last": shape.channels_last},
-            "dtype": str(dtype).removeprefix("torch."), **env, "clock": clock, "auto_choice": choice}
+            "dtype": str(dtype).removeprefix("torch."), **env, "clock": clock, "auto_choice": choice,
+            "input_sets": len(inputs)}
     med = {n: s.median_us for n, s in stats.items()}
     records = []
     for impl in impls:
