@@ -211,6 +211,7 @@ def _write_models(run: Run, recs: list[dict], skipped: list[str], wall_s: float)
                   "settings": {"argv": run.env["argv"], "impls": cfg["models_impls"], "budget_s": cfg["models_budget_s"],
                                "min_repeats": cfg["models_reps"][0], "max_repeats": cfg["models_reps"][1],
                                "share_runs": cfg["share_runs"], "lfm2_preset": "lfm2-demo", "skipped": skipped,
+                               "dtype": str(bench_models.served_dtype(run.device)).removeprefix("torch."),
                                "wall_s": round(wall_s, 1)},
                   "records": recs, "acceptance": bench_models.acceptance(recs)}
     if recs:

@@ -4,7 +4,8 @@
                                 [--impls a,b,..] [--cases SUBSTR,..] [--threads N]
     dwserve bench models ...       # the same, through the CLI
 
-Cases (the served models as models.registry builds them: seeded weights, BN folded):
+Cases (the served models as models.registry builds them: seeded weights, BN folded, in the
+served dtype unless --dtype says otherwise: bfloat16 on CUDA, float32 on CPU):
   lfm2 (preset lfm2-demo)   prefill: one cache-less forward over 128 tokens (the /infer path),
                             batch 1 and 8; decode: one new token per row into a cache already
                             holding 128 (the cache is rewound after each call, so every call is
@@ -76,14 +77,22 @@ QUICK_CASES: tuple[Case, ...] = (
 )
 
 
-def build_models(names: set[str], device: str) -> dict[str, object]:
-    """The served modules: the LFM2ForCausalLM and the BN-folded MobileNetV2."""
+def served_dtype(device: str) -> torch.dtype:
+    """The dtype the service runs on `device` by default (Settings.resolved_dtype: bfloat16 on
+    CUDA, float32 on CPU), so the benchmark times what is served."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def build_models(names: set[str], device: str, dtype: torch.dtype | None = None) -> dict[str, object]:
+    """The served modules: the LFM2ForCausalLM and the BN-folded MobileNetV2, in `dtype`
+    (default: served_dtype(device))."""
     from models.registry import build_model
+    dtype = dtype or served_dtype(device)
     out = {}
     if "lfm2" in names:
-        out["lfm2"] = build_model("lfm2", device=device).lm
+        out["lfm2"] = build_model("lfm2", device=device, dtype=dtype).lm
     if "mobilenet_v2" in names:
-        out["mobilenet_v2"] = build_model("mobilenet_v2", device=device).module
+        out["mobilenet_v2"] = build_model("mobilenet_v2", device=device, dtype=dtype).module
     return out
 
 
@@ -91,7 +100,8 @@ def make_call(case: Case, model, device: str):
     """A zero-arg closure running one forward of `case` (fixed random inputs, seed 0)."""
     g = torch.Generator().manual_seed(0)
     if case.model == "mobilenet_v2":
-        x = torch.randn(case.batch, 3, case.size, case.size, generator=g).to(device)
+        x = torch.randn(case.batch, 3, case.size, case.size, generator=g)
+        x = x.to(device, next(model.parameters()).dtype)           # the model's dtype, as served
         x = x.contiguous(memory_format=torch.channels_last)       # NHWC, as the served model
         return lambda: model(x)
     ids = torch.randint(0, 256, (case.batch, case.size), generator=g).to(device)
@@ -198,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, help="timing budget per case (default 3.0; quick 0.3)")
     p.add_argument("--share-runs", type=int, help="forwards under depthwise_timer (default 3; quick 1)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                   help="model dtype (auto: as served, bfloat16 on CUDA, float32 on CPU)")
     p.add_argument("--update", action="store_true",
                    help="merge into the existing results: replace only the cases run now")
     args = p.parse_args(argv)
@@ -221,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     env["malloc_keep_freed"] = keep_freed_memory()
     t_start = time.perf_counter()
     records = []
+    dtype = served_dtype(args.device) if args.dtype == "auto" else getattr(torch, args.dtype)
     with torch.inference_mode():
-        models = build_models({c.model for c in cases}, args.device)
+        models = build_models({c.model for c in cases}, args.device, dtype)
         for case in cases:
             rs = bench_case(case, models[case.model], impls, args.device, env, budget_s=budget,
                             min_repeats=reps[0], max_repeats=reps[1], share_runs=share_runs)
@@ -239,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"environment": env, "quick": args.quick,
               "settings": {"argv": list(sys.argv[1:] if argv is None else argv), "impls": impls, "budget_s": budget, "min_repeats": reps[0],
                            "max_repeats": reps[1], "share_runs": share_runs,
-                           "lfm2_preset": "lfm2-demo", "wall_s": round(time.perf_counter() - t_start, 1)},
+                           "lfm2_preset": "lfm2-demo", "dtype": str(dtype).removeprefix("torch."),
+                           "wall_s": round(time.perf_counter() - t_start, 1)},
               "records": records, "acceptance": acceptance(records)}
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -17,7 +17,7 @@ def _fmt_pct(x) -> str:
 def write_markdown(result: dict, path: Path) -> None:
     env, recs, acc = result["environment"], result["records"], result["acceptance"]
     s = result["settings"]
-    lines = [f"# Model benchmark ({env['device']}, float32)", "",
+    lines = [f"# Model benchmark ({env['device']}, {s.get('dtype', 'float32')})", "",
              f"Measured on **{env['device_name']}** ({env['cpu_count']} cores, "
              f"{env['torch_threads']} torch threads), torch {env['torch']}, triton {env['triton']}; "
              f"LFM2 preset `{s['lfm2_preset']}`, MobileNetV2 BN-folded (as served)."

@@ -114,3 +114,18 @@ def test_committed_cpu_results_meet_acceptance():
     layers under per_group and <= 5% under auto."""
     for key, s in _lfm2_shares(_committed()).items():
         assert s["per_group"] >= 0.5 and s["auto"] <= 0.05, (key, s)
+
+
+def test_models_are_benchmarked_in_the_served_dtype():
+    """bfloat16 on CUDA, float32 on CPU: what Settings.resolved_dtype serves by default."""
+    import torch
+
+    from benchmarks import models as bench_models
+    from service.settings import Settings
+    for device in ("cpu", "cuda"):
+        assert str(bench_models.served_dtype(device)) == f"torch.{Settings().resolved_dtype(device)}"
+    built = bench_models.build_models({"mobilenet_v2"}, "cpu", torch.bfloat16)
+    case = bench_models.Case("mobilenet_v2", "forward", 1, 32)
+    with torch.inference_mode():
+        out = bench_models.make_call(case, built["mobilenet_v2"], "cpu")()   # input cast to the model's dtype
+    assert out.dtype == torch.bfloat16 and out.shape == (1, 1000) and out.isfinite().all()
