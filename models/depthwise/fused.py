@@ -44,28 +44,38 @@ def available(device: torch.device | str | None = None) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and interpreting())
 
 
+_MODULES: dict = {}      # kernel module name -> module, once imported (import_module costs ~7 us a call)
+
+
 def _kernels(name: str, *tensors: torch.Tensor):
-    """Check device/dtype and return the Triton kernel module `name`, importing it lazily."""
+    """Check device/dtype and return the Triton kernel module `name`, importing it lazily.
+    Runs on every call: kept to a few attribute reads per tensor (host time is what a small
+    launch-bound call costs)."""
     if tensors[0].shape[0] > MAX_BATCH:   # every kernel puts the batch on grid dim 1 or 2
         raise ValueError(f"the fused impl takes batches of at most {MAX_BATCH} rows (CUDA grid limit), "
                          f"got {tensors[0].shape[0]}: split the batch")
+    interp = interpreting()
     for t in tensors:
         if t is None:
             continue
-        if t.device.type == "cuda":
-            if interpreting():   # the interpreter runs kernels on host memory only
+        if t.is_cuda:
+            if interp:           # the interpreter runs kernels on host memory only
                 raise RuntimeError("TRITON_INTERPRET=1 runs the fused kernels on CPU tensors only; "
                                    "unset it to run them on CUDA")
-        elif not (t.device.type == "cpu" and interpreting()):
+        elif not (interp and t.device.type == "cpu"):
             raise RuntimeError(CPU_ERROR)
-        if t.is_floating_point() and t.dtype not in DTYPES:
+        if t.dtype not in DTYPES and t.is_floating_point():
             raise ValueError(f"the fused impl supports dtypes {DTYPES}, got {t.dtype}")
+    module = _MODULES.get(name)
+    if module is not None:
+        return module
     try:
-        return importlib.import_module(f"models.depthwise.{name}")
+        module = _MODULES[name] = importlib.import_module(f"models.depthwise.{name}")
     except ImportError as exc:
         if importlib.util.find_spec("triton") is None:
             raise RuntimeError(TRITON_ERROR) from exc
         raise
+    return module
 
 
 def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int,

@@ -89,20 +89,21 @@ def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activ
     B, C, L = x.shape
     C_out, _, K = weight.shape
     L_out = (L + pad_left + pad_right - dilation * (K - 1) - 1) // stride + 1
-    out = torch.empty((B, C_out, max(L_out, 0)), device=x.device, dtype=x.dtype)
+    out = x.new_empty((B, C_out, max(L_out, 0)))              # new_empty: half the host time of torch.empty
     if out.numel() == 0:
         return out
     grid = lambda meta: (triton.cdiv(L_out, meta["BLOCK_L"]), triton.cdiv(C_out, meta["BLOCK_C"]), B)
+    sx, sw, so = x.stride(), weight.stride(), out.stride()   # one call each: this runs per launch
     _dw_conv1d_kernel[grid](
         x, weight, bias if bias is not None else weight, out,
         L, L_out, C_out,
-        x.stride(0), x.stride(1), x.stride(2),
-        weight.stride(0), weight.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
+        sx[0], sx[1], sx[2],
+        sw[0], sw[2],
+        so[0], so[1], so[2],
         pad_left,
         M=C_out // C, K=K, STRIDE=stride, DILATION=dilation,
         HAS_BIAS=bias is not None, ACTIVATION=activation, ACC_DTYPE=_acc_dtype(x.dtype),
-        X_CHANNELS_INNER=x.stride(1) == 1 and C > 1,
+        X_CHANNELS_INNER=sx[1] == 1 and C > 1,
     )
     return out
 

@@ -64,7 +64,7 @@ def _launch_decode(x_new, conv_state, weight, bias, activation):
     """Allocate out (B, C) and launch one program per (channel block, batch row)."""
     B, C = x_new.shape
     K = weight.shape[-1]
-    out = torch.empty((B, C), device=x_new.device, dtype=x_new.dtype)
+    out = x_new.new_empty((B, C))
     if out.numel() == 0:
         return out
     # Pure bandwidth (K+1 loads, K stores per channel): a fixed block, no autotune. Autotune

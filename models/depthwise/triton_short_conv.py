@@ -106,7 +106,7 @@ def _launch_short_conv(bcx, weight, bias, conv_state, mask):
     """Allocate y (B, L, C) contiguous and launch one program per (L tile, C tile, b)."""
     B, L, C3 = bcx.shape
     C, K = C3 // 3, weight.shape[-1]
-    y = torch.empty((B, L, C), device=bcx.device, dtype=bcx.dtype)
+    y = bcx.new_empty((B, L, C))
     has_state = conv_state is not None and K > 1
     if y.numel() == 0:          # L == 0 leaves the state as it is: bx_ext[0 : K-1] == conv_state
         return y
