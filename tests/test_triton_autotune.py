@@ -34,3 +34,44 @@ def test_every_autotuned_kernel_uses_it(module, kernel):
         assert tuner.do_bench is triton_autotune.tune_bench
     else:                                          # Triton 3.0: warmup/rep in ms
         assert (tuner.num_warmups, tuner.num_reps) == (5, 20)
+
+
+def test_launch_tuned_tunes_once_per_key_then_launches_the_pick_directly(monkeypatch):
+    """First launch of a key: through the autotuner (it times both configs, launches the faster).
+    Later launches of that key: the JIT function with the picked config's kwargs, not the
+    autotuner. Another key goes through the autotuner again."""
+    from triton.runtime.autotuner import Autotuner
+    from triton.runtime.jit import JITFunction
+    runs, tuner_runs = [], []
+    monkeypatch.setattr(JITFunction, "run", lambda self, *a, grid, warmup, **kw: runs.append(kw))
+    real_run = Autotuner.run
+    monkeypatch.setattr(Autotuner, "run", lambda self, *a, **kw: tuner_runs.append(1) or real_run(self, *a, **kw))
+
+    def body(x_ptr, n, BLOCK: "tl.constexpr"):     # noqa: F821 - never compiled here
+        pass
+    slow, fast = triton.Config({"BLOCK": 64}, num_warps=2), triton.Config({"BLOCK": 128}, num_warps=8)
+
+    def timer(kernel_call, quantiles):            # `fast` wins: what a GPU timing would say
+        kernel_call()
+        return [2.0 if runs[-1]["BLOCK"] == 64 else 1.0] * 3
+    tuner = triton.autotune(configs=[slow, fast], key=["n"], do_bench=timer)(JITFunction(body))
+    grid = (1,)
+    triton_autotune.launch_tuned(tuner, grid, ("k1",), "x", 7)
+    assert len(tuner_runs) == 1 and runs[-1]["BLOCK"] == 128          # tuned (2 timed runs), launched fast
+    n_runs = len(runs)
+    for _ in range(3):
+        triton_autotune.launch_tuned(tuner, grid, ("k1",), "x", 7)
+    assert len(tuner_runs) == 1 and len(runs) == n_runs + 3            # bypassed the autotuner
+    assert all(r["BLOCK"] == 128 and r["num_warps"] == 8 for r in runs[-3:])
+    triton_autotune.launch_tuned(tuner, grid, ("k2",), "x", 9)
+    assert len(tuner_runs) == 2
+
+
+def test_launch_tuned_launches_a_non_autotuner_as_given():
+    seen = []
+
+    class Recorder:
+        def __getitem__(self, grid):
+            return lambda *a, **k: seen.append((grid, a, k))
+    triton_autotune.launch_tuned(Recorder(), (3,), ("k",), 1, 2, BLOCK=4)
+    assert seen == [((3,), (1, 2), {"BLOCK": 4})]

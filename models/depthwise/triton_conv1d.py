@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_autotune import AUTOTUNE_TIMING
+from .triton_autotune import AUTOTUNE_TIMING, launch_tuned
 
 # Under the interpreter (CPU tests) every autotune config would be run on every new key:
 # keep one small config there so tests stay fast.
@@ -94,7 +94,11 @@ def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activ
         return out
     grid = lambda meta: (triton.cdiv(L_out, meta["BLOCK_L"]), triton.cdiv(C_out, meta["BLOCK_C"]), B)
     sx, sw, so = x.stride(), weight.stride(), out.stride()   # one call each: this runs per launch
-    _dw_conv1d_kernel[grid](
+    # Determines the autotuner's key (its key list + every tensor argument's dtype).
+    key = (C_out, C_out // C, K, stride, dilation, sx[1] == 1 and C > 1, x.dtype, weight.dtype,
+           None if bias is None else bias.dtype)
+    launch_tuned(
+        _dw_conv1d_kernel, grid, key,
         x, weight, bias if bias is not None else weight, out,
         L, L_out, C_out,
         sx[0], sx[1], sx[2],

@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_autotune import AUTOTUNE_TIMING
+from .triton_autotune import AUTOTUNE_TIMING, launch_tuned
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 if _INTERPRET:   # one small config: the interpreter would time every config on every new key
@@ -159,7 +159,10 @@ def _launch_conv2d(x, weight, bias, stride, padding, dilation):
     kernel = _dw_conv2d_nhwc_kernel if (x.stride(1) == 1 and C > 1) else _dw_conv2d_nchw_kernel
     P_out = H_out * W_out
     grid = lambda meta: (triton.cdiv(P_out, meta["BLOCK_P"]), triton.cdiv(C_out, meta["BLOCK_C"]), B)
-    kernel[grid](
+    # Determines the autotuner's key (its _KEY list + every tensor argument's dtype).
+    key = (C_out, C_out // C, KH, KW, sh, sw, dh, dw, x.dtype, weight.dtype, None if bias is None else bias.dtype)
+    launch_tuned(
+        kernel, grid, key,
         x, weight, bias if bias is not None else weight, out,
         H, W, W_out, P_out, C_out,
         *x.stride(), weight.stride(0), weight.stride(2), weight.stride(3), *out.stride(),
