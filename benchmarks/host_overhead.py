@@ -1,0 +1,132 @@
+"""Host time of one fused call, without a GPU: what a launch-bound shape costs besides the kernel.
+
+    python benchmarks/host_overhead.py [--budget-s 6] [--out benchmarks/results]
+    dwserve bench host_overhead ...   # the same, through the CLI
+
+The seed shape (1, 2048, 21) is launch-bound on a GPU: its fused call costs what the host
+spends on it (validation, dispatch, launcher, Triton's launch path) plus a few microseconds of
+kernel. That host part is measured here on CPU tensors, through the public op, with Triton's
+JIT launch replaced by a no-op (`JITFunction.run`; its own cost, binder + C launcher, is not
+counted) and each autotuner's choice seeded as if tuned (no GPU to tune on). Two launch paths
+of the autotuned kernels, timed interleaved (benchmarks.timing, medians):
+  autotuner      every launch through Triton's Autotuner.run (it rebuilds its key each time)
+  launch_tuned   models/depthwise/triton_autotune.launch_tuned: past the autotuner once it picked
+Writes <out>/host-overhead-cpu.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.pop("TRITON_INTERPRET", None)    # real triton.jit kernels (read when they are imported)
+
+import torch  # noqa: E402
+
+_REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO / "benchmarks"]
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+from triton.runtime.autotuner import Autotuner  # noqa: E402
+from triton.runtime.jit import JITFunction  # noqa: E402
+
+from benchmarks import timing  # noqa: E402
+from models.depthwise import depthwise_conv1d, depthwise_conv2d, fused, triton_autotune  # noqa: E402
+from models.depthwise import triton_conv1d, triton_conv2d  # noqa: E402
+
+BF16 = torch.bfloat16
+
+
+def _cases() -> dict:
+    """name -> a zero-arg fused call through the public op (CPU tensors of real shapes)."""
+    seed = torch.randn(1, 2048, 21), torch.randn(2048, 1, 3)
+    nhwc = torch.randn(1, 384, 14, 14, dtype=BF16).contiguous(memory_format=torch.channels_last)
+    nhwc_w = torch.randn(384, 1, 3, 3, dtype=BF16)
+    blc, blc_w = torch.randn(1, 128, 1024, dtype=BF16).transpose(1, 2), torch.randn(1024, 1, 3, dtype=BF16)
+    return {
+        "seed-1x2048x21-f32": lambda: depthwise_conv1d(*seed, padding=1, impl="fused"),
+        "mbv2-b1-c384@14-nhwc-bf16": lambda: depthwise_conv2d(nhwc, nhwc_w, padding=1, impl="fused"),
+        "lfm2-1x128x1024-blc-bf16": lambda: depthwise_conv1d(blc, blc_w, padding="causal", impl="fused"),
+    }
+
+
+def _seed_autotuner_cache(self, *args, **kwargs):
+    """Autotuner.run with its cache pre-filled (first config) for this call's key, so it never
+    tunes (no GPU). Used for the first call of each case only: the timed calls run Triton's own
+    Autotuner.run, which would try to tune (and fail) if this key were not exactly its own."""
+    all_args = {**dict(zip(self.arg_names, args)), **kwargs}
+    key = [all_args[k] for k in self.keys if k in all_args]
+    key += [str(v.dtype) for k, v in all_args.items() if k in self.arg_names and hasattr(v, "dtype")]
+    self.cache.setdefault(tuple(key), self.configs[0])
+    return _REAL_TUNER_RUN(self, *args, **kwargs)
+
+
+_REAL_TUNER_RUN = Autotuner.run
+
+
+def through_autotuner(kernel, grid, key, *args, **kwargs):
+    kernel[grid](*args, **kwargs)
+
+
+def measure(budget_s: float) -> list[dict]:
+    saved = fused.interpreting, JITFunction.run, Autotuner.run
+    fused.interpreting = lambda: True                 # let CPU tensors through fused's device check
+    JITFunction.run = lambda self, *a, grid, warmup, **k: None   # the launch itself: not measured
+    Autotuner.run = _seed_autotuner_cache
+    fns = {}
+    for name, call in _cases().items():
+        for path, launcher in (("autotuner", through_autotuner), ("launch_tuned", triton_autotune.launch_tuned)):
+            def fn(call=call, launcher=launcher):
+                triton_conv1d.launch_tuned = triton_conv2d.launch_tuned = launcher
+                return call()
+            fns[f"{name} {path}"] = fn
+    try:
+        with torch.inference_mode():
+            for fn in fns.values():
+                fn()                                 # seeds every autotuner key once
+            Autotuner.run = saved[2]                 # then time Triton's own Autotuner.run
+            stats = timing.time_interleaved(fns, device="cpu", budget_s=budget_s, min_repeats=20, max_repeats=2000)
+    finally:
+        fused.interpreting, JITFunction.run, Autotuner.run = saved
+        triton_conv1d.launch_tuned = triton_conv2d.launch_tuned = triton_autotune.launch_tuned
+    records = []
+    for label, t in stats.items():
+        name, path = label.rsplit(" ", 1)
+        records.append({"case": name, "path": path, "median_us": round(t.median_us, 2), "timing": t.as_dict()})
+    return records
+
+
+def write_markdown(result: dict, path: Path) -> None:
+    env, by = result["environment"], {}
+    for r in result["records"]:
+        by.setdefault(r["case"], {})[r["path"]] = r["median_us"]
+    lines = [f"# Host time of one fused call ({env['device_name']}, no GPU)", "",
+             f"torch {env['torch']}, triton {env['triton']}, {env['torch_threads']} torch threads. Public op, "
+             "fused impl, Triton's JIT launch replaced by a no-op and autotuner caches seeded "
+             "(benchmarks/host_overhead.py): microseconds of host work per call besides the launch "
+             "itself, medians of interleaved samples.", "",
+             "| case | through Autotuner.run us | launch_tuned us | saved us |", "|---|---:|---:|---:|"]
+    for case, d in by.items():
+        lines.append(f"| {case} | {d['autotuner']:.1f} | {d['launch_tuned']:.1f} | "
+                     f"{d['autotuner'] - d['launch_tuned']:.1f} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--budget-s", type=float, default=6.0)
+    p.add_argument("--out", type=Path, default=_REPO / "benchmarks" / "results")
+    args = p.parse_args(argv)
+    result = {"environment": timing.environment("cpu"), "records": measure(args.budget_s)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "host-overhead-cpu.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_markdown(result, args.out / "host-overhead-cpu.md")
+    print((args.out / "host-overhead-cpu.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""benchmarks/host_overhead.py runs without a GPU and reports both launch paths per case (what
+it measures is read from the committed results, not asserted here: timing is a benchmark's job)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_quick_run_writes_both_paths_for_every_case(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "host_overhead.py"), "--budget-s", "0.3",
+                           "--out", str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads((tmp_path / "host-overhead-cpu.json").read_text())
+    pairs = {(r["case"], r["path"]) for r in result["records"]}
+    cases = {c for c, _ in pairs}
+    assert len(cases) == 3 and pairs == {(c, p) for c in cases for p in ("autotuner", "launch_tuned")}
+    assert all(r["median_us"] > 0 and r["timing"]["repeats"] >= 20 for r in result["records"])
+    assert "| seed-1x2048x21-f32 |" in (tmp_path / "host-overhead-cpu.md").read_text()
+
+
+def test_committed_result_shows_launch_tuned_saving_host_time():
+    result = json.loads((REPO / "benchmarks" / "results" / "host-overhead-cpu.json").read_text())
+    by = {}
+    for r in result["records"]:
+        by.setdefault(r["case"], {})[r["path"]] = r["median_us"]
+    assert set(by) >= {"seed-1x2048x21-f32"}
+    for case, d in by.items():
+        assert d["launch_tuned"] < d["autotuner"], (case, d)
