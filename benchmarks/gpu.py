@@ -114,10 +114,11 @@ def step_prewarm(run: Run, deadline: float) -> list:
     jobs = gpu_prewarm.record_jobs(run.device, cases, run.cfg["ops_shapes"], run.cfg["models_cases"], models)
     res = run.prewarm = gpu_prewarm.prewarm(jobs, deadline)
     print(f"prewarm: {res['compiled']}/{res['jobs']} kernel variants compiled on {res['workers']} threads in "
-          f"{res['wall_s']} s; {res['skipped']} skipped, {res['failed']} failed")
+          f"{res['wall_s']} s; {res['skipped']} skipped, {res['failed']} failed, {res['unfinished']} unfinished")
     for err in res["errors"]:
         print(f"  {err}")
-    return [f"{res['skipped']} variants"] if res["skipped"] else []
+    left = res["skipped"] + res["unfinished"]
+    return [f"{left} variants"] if left else []
 
 
 def step_correctness(run: Run, deadline: float) -> list:

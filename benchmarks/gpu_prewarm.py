@@ -20,6 +20,7 @@ run's 450 s of steps. Here they are compiled up front on every core:
 from __future__ import annotations
 
 import concurrent.futures
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from models.depthwise import fused
 
 KERNEL_MODULES = ("triton_conv1d", "triton_conv2d", "triton_decode", "triton_short_conv")
 OPS_DTYPES = (torch.float32, torch.bfloat16)          # gpu.py's ops-float32 / ops-bfloat16 steps
+STRAGGLER_S = 20.0     # how long past its deadline prewarm waits for compiles already running
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,9 @@ def jit_warmup(job: Job) -> None:
 
 def prewarm(jobs: list[Job], deadline: float, workers: int | None = None, compile_fn=jit_warmup) -> dict:
     """Run compile_fn(job) for every job on `workers` threads (default: every core); jobs not
-    started by `deadline` are skipped. Failures are counted, never raised: a variant that
-    fails here fails again, visibly, in the step that launches it."""
+    started by `deadline` are skipped, and the call returns by deadline + STRAGGLER_S at the
+    latest. Failures are counted, never raised: a variant that fails here fails again,
+    visibly, in the step that launches it."""
     workers = workers or os.cpu_count() or 1
     t0, errors = time.perf_counter(), []
 
@@ -125,10 +128,17 @@ def prewarm(jobs: list[Job], deadline: float, workers: int | None = None, compil
             firsts.append(job)
     outcomes = [one(job) for job in firsts]
     rest = [job for job in jobs if all(job is not f for f in firsts)]
-    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="dwserve-prewarm") as pool:
-        outcomes += pool.map(one, rest)
+    pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="dwserve-prewarm")
+    futures = [pool.submit(one, job) for job in rest]
+    # Bounded: a compile still running STRAGGLER_S after the deadline is left behind (counted
+    # "unfinished"), so the run's later steps keep their time whatever happens here.
+    wait_s = max(0.0, deadline - time.perf_counter()) + STRAGGLER_S
+    done, _ = concurrent.futures.wait(futures, timeout=wait_s if math.isfinite(wait_s) else None)
+    pool.shutdown(wait=False, cancel_futures=True)
+    outcomes += [f.result() if f in done else "unfinished" for f in futures]
     return {"jobs": len(jobs), "workers": workers, "wall_s": round(time.perf_counter() - t0, 1),
-            **{k: outcomes.count(k) for k in ("compiled", "skipped", "failed")}, "errors": errors[:10]}
+            **{k: outcomes.count(k) for k in ("compiled", "skipped", "failed", "unfinished")},
+            "errors": errors[:10]}
 
 
 def available() -> bool:

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -99,6 +100,29 @@ def test_prewarm_counts_failures_and_never_raises():
     res = gpu_prewarm.prewarm(jobs, time.perf_counter() + 60, workers=3, compile_fn=compile_fn)
     assert (res["compiled"], res["failed"], res["skipped"], res["jobs"]) == (3, 2, 0, 5)
     assert sorted(res["errors"]) == ["k1: RuntimeError: no", "k3: RuntimeError: no"]
+
+
+def test_prewarm_returns_by_its_deadline_plus_the_straggler_wait(monkeypatch):
+    """A compile that hangs does not hold the run: prewarm returns STRAGGLER_S after the
+    deadline and counts it unfinished."""
+    import threading
+
+    from benchmarks import gpu_prewarm
+    monkeypatch.setattr(gpu_prewarm, "STRAGGLER_S", 0.2)
+    release = threading.Event()
+    launch = SimpleNamespace(fn=object())          # one kernel: job 0 runs first, alone
+    jobs = [gpu_prewarm.Job(launch, i, f"k{i}") for i in range(4)]
+
+    def compile_fn(job):
+        if job.index == 3:
+            release.wait(30)                      # "hangs" until the test lets it go
+    t0 = time.perf_counter()
+    try:
+        res = gpu_prewarm.prewarm(jobs, time.perf_counter() + 0.3, workers=2, compile_fn=compile_fn)
+    finally:
+        release.set()
+    assert time.perf_counter() - t0 < 5
+    assert (res["compiled"], res["unfinished"]) == (3, 1)
 
 
 def test_jit_warmup_passes_the_launch_and_the_config_as_a_launch_would(monkeypatch):
