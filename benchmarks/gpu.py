@@ -56,6 +56,7 @@ from benchmarks.gpu_config import COMPILED_MIN_BYTES, STEPS, Budget, environment
 from benchmarks.models_report import write_markdown as models_md, write_plot as models_png  # noqa: E402
 
 PROTECTED = ("ops-cpu.", "models-cpu.", "serve-cpu.")           # committed CPU results
+PREWARMED = ("correctness", "ops-float32", "ops-bfloat16", "models")   # steps whose launches prewarm compiles
 
 
 class Interrupted(BaseException):
@@ -108,10 +109,14 @@ def step_prewarm(run: Run, deadline: float) -> list:
     if not gpu_prewarm.available():
         print("prewarm: nothing to compile (Triton's interpreter runs the kernels)")
         return []
-    cases = gpu_checks.SMOKE_CASES if run.smoke else gpu_checks.CASES
-    with torch.inference_mode():
-        models = _built_models(run)
-    jobs = gpu_prewarm.record_jobs(run.device, cases, run.cfg["ops_shapes"], run.cfg["models_cases"], models)
+    steps, cfg = run.budget.steps, run.cfg       # record only what the selected steps launch
+    cases = (gpu_checks.SMOKE_CASES if run.smoke else gpu_checks.CASES) if "correctness" in steps else ()
+    ops_dtypes = [ops.DTYPES[s.removeprefix("ops-")] for s in steps if s.startswith("ops-")]
+    models = None
+    if "models" in steps:
+        with torch.inference_mode():
+            models = _built_models(run)
+    jobs = gpu_prewarm.record_jobs(run.device, cases, cfg["ops_shapes"], cfg["models_cases"], models, ops_dtypes)
     res = run.prewarm = gpu_prewarm.prewarm(jobs, deadline)
     print(f"prewarm: {res['compiled']}/{res['jobs']} kernel variants compiled on {res['workers']} threads in "
           f"{res['wall_s']} s; {res['skipped']} skipped, {res['failed']} failed, {res['unfinished']} unfinished")
@@ -277,6 +282,9 @@ def main(argv: list[str] | None = None, *, handle_signals: bool = False) -> int:
     steps = args.steps.split(",") if args.steps else list(STEPS)
     if bad := [s for s in steps if s not in STEPS]:
         p.error(f"--steps: unknown {bad}; choose from {STEPS}")
+    if "prewarm" not in steps and any(s in PREWARMED for s in steps):
+        steps.append("prewarm")                 # a gap-filling call compiles up front too
+        print("--steps: prewarm added (it compiles what the selected steps launch)")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but torch.cuda.is_available() is False; use --device cpu")
     if args.device == "cpu":      # fused runs only in Triton's interpreter on CPU (read at kernel import)

@@ -44,13 +44,13 @@ class Job:
     label: str                     # "<kernel> <config>"
 
 
-def _calls(cases, ops_shapes, models_cases, device: str, models: dict | None):
+def _calls(cases, ops_shapes, models_cases, device: str, models: dict | None, ops_dtypes):
     """Zero-arg calls making each fused call the steps will make, in their order."""
     for case in cases:
         for dtype in gpu_checks.DTYPES.values():
             inp = gpu_checks.make_inputs(case, dtype, device)
             yield lambda case=case, inp=inp: gpu_checks.run_impl(case, inp, "fused")
-    for dtype in OPS_DTYPES:
+    for dtype in ops_dtypes:
         for shape in ops_shapes:
             yield lambda shape=shape, dtype=dtype: ops.make_call(shape, "fused", dtype, device)()
     for case in models_cases if models else ():
@@ -68,16 +68,17 @@ def _slim(launch):
     return triton_aot.Launch(launch.kernel, args, launch.kwargs, launch.name)
 
 
-def record_jobs(device: str, cases, ops_shapes, models_cases=(), models: dict | None = None) -> list[Job]:
+def record_jobs(device: str, cases, ops_shapes, models_cases=(), models: dict | None = None,
+                ops_dtypes=OPS_DTYPES) -> list[Job]:
     """Every distinct (variant, config) that the correctness `cases` (x 3 dtypes), the ops
-    shapes (x OPS_DTYPES) and the model cases launch through `fused`, first use first."""
+    shapes (x ops_dtypes) and the model cases launch through `fused`, first use first."""
     import importlib
 
     from benchmarks import triton_aot                 # imports triton: only when there is work
     modules = [importlib.import_module(f"models.depthwise.{m}") for m in KERNEL_MODULES]
     jobs, seen = [], set()
     with torch.inference_mode(), triton_aot.recording(*modules) as launches:
-        for call in _calls(cases, ops_shapes, models_cases, device, models):
+        for call in _calls(cases, ops_shapes, models_cases, device, models, ops_dtypes):
             call()
             for launch in map(_slim, launches):
                 for i, v in enumerate(triton_aot.variants(launch)):

@@ -237,3 +237,18 @@ def test_tags_and_budgets_never_touch_committed_results(tmp_path):
     assert int(tests_s) + int(tk) + int(gpu_s) + int(gk) < 600
     assert sum(gpu_config.BUDGETS_CUDA.values()) <= gpu_config.TOTAL_CUDA_S <= int(gpu_s) - 40
     assert math.isclose(gpu_config.Budget({"decode": 10}, 100, ["decode"], 3.0).budgets["decode"], 30)
+
+
+def test_a_gap_filling_call_gets_the_prewarm_step_too(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--smoke", "--device", "cpu",
+                           "--steps", "copy", "--out", str(tmp_path)], cwd=REPO, env=dict(os.environ),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert list(json.loads((tmp_path / "gpu-summary-smoke.json").read_text())["steps"]) == ["copy"]
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--smoke", "--device", "cpu",
+                           "--steps", "ops-bfloat16", "--out", str(tmp_path)], cwd=REPO, env=dict(os.environ),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    steps = json.loads((tmp_path / "gpu-summary-smoke.json").read_text())["steps"]
+    assert list(steps) == ["prewarm", "ops-bfloat16"] and steps["prewarm"]["status"] == "ok"
+    assert "prewarm added" in proc.stdout

@@ -49,7 +49,9 @@ SCRIPT = textwrap.dedent("""
     compile_fn = lambda job: triton_aot.compile_variant(job.launch, triton_aot.variants(job.launch)[job.index])
     done = gpu_prewarm.prewarm(jobs, math.inf, workers=2, compile_fn=compile_fn)
     late = gpu_prewarm.prewarm(jobs, time.perf_counter() - 1, compile_fn=compile_fn)
-    print(json.dumps(dict(labels=[j.label for j in jobs], names=sorted({{j.launch.name for j in jobs}}),
+    bf16_jobs = gpu_prewarm.record_jobs("cpu", [], shapes, ops_dtypes=[torch.bfloat16])
+    bf16_dtypes = sorted({{str(a.dtype) for j in bf16_jobs for a in j.launch.args if isinstance(a, MockTensor)}})
+    print(json.dumps(dict(bf16_dtypes=bf16_dtypes, n_bf16=len(bf16_jobs), labels=[j.label for j in jobs], names=sorted({{j.launch.name for j in jobs}}),
                           indices=sorted(map(sorted, by_launch.values())), n_configs=n_configs,
                           tensors_kept=tensors_kept, mocks=mocks, done=done, late=late)))
 """)
@@ -147,3 +149,7 @@ def test_jit_warmup_passes_the_launch_and_the_config_as_a_launch_would(monkeypat
     assert f1 is fn and a1 == ("x", 7) and kw1 == {"EXTRA": 1, **configs[1].all_kwargs()}
     assert kw1["BLOCK"] == 128 and kw1["num_warps"] == 8 and kw1["num_stages"] == 2
     assert f2 is fn and a2 == ("y", 3) and kw2 == {"num_warps": 4}
+
+
+def test_only_the_selected_steps_dtypes_are_recorded(recorded):
+    assert recorded["bf16_dtypes"] == ["torch.bfloat16"] and recorded["n_bf16"] > 0
