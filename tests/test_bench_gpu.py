@@ -252,3 +252,15 @@ def test_a_gap_filling_call_gets_the_prewarm_step_too(tmp_path):
     steps = json.loads((tmp_path / "gpu-summary-smoke.json").read_text())["steps"]
     assert list(steps) == ["prewarm", "ops-bfloat16"] and steps["prewarm"]["status"] == "ok"
     assert "prewarm added" in proc.stdout
+
+
+def test_smoke_summary_has_the_format_the_h200_acceptance_reads(smoke):
+    """tests/test_gpu_results.py reads check names and decode fields from gpu.py's summary:
+    they must be the ones gpu.py writes (here in the smoke summary, which is not an H200's)."""
+    from test_gpu_results import REQUIRED_CHECKS, h200_failures
+    _, _, summary = smoke
+    assert set(REQUIRED_CHECKS) <= {c["name"] for c in summary["checks"]}
+    assert {"preset", "batch", "variant", "generate_tokens_per_s", "kernels_per_token"} <= set(summary["decode"][0])
+    failures = h200_failures(summary, set())
+    assert failures[0].startswith("not an H200") and "missing ops-h200.json" in failures
+    assert "decode lfm2-demo b1 before: tokens/s or kernels per token not measured" in failures   # no CUDA count
