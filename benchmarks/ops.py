@@ -250,14 +250,18 @@ def render(json_path: Path) -> None:
 
 
 def auto_table(records: list[dict]) -> str:
-    """The CPU_MEASURED rows for models/depthwise/auto.py from benchmark records (paste them)."""
+    """The *_MEASURED rows for models/depthwise/auto.py from benchmark records (paste them):
+    every concrete impl measured for a shape (not auto; failed or skipped impls left out)."""
     by = {}
     for r in records:
         by.setdefault(r["shape"]["name"], {})[r["impl"]] = r
     lines = []
     for name, rs in by.items():
         sh = next(iter(rs.values()))["shape"]
-        med = {i: round(rs[i]["median_us"], 1) for i in ("per_group", "slice_sum", "compiled", "native")}
+        med = {i: round(rs[i]["median_us"], 1) for i in IMPLS
+               if i != "auto" and i in rs and rs[i]["median_us"] is not None}
+        if not med:
+            continue
         best = min(med, key=med.get)
         lines.append(f"    ({name!r}, {sh['op']!r}, {tuple(sh['x'])}, {tuple(sh['weight'])}, "
                      f"{sh['stride']}, {bool(sh.get('channels_last'))}, dict({', '.join(f'{i}={t}' for i, t in med.items())})),"
@@ -280,16 +284,16 @@ def main(argv: list[str] | None = None) -> int:
                         "shared CPU box; use with --threads 1")
     p.add_argument("--update", action="store_true",
                    help="merge into the existing results: replace only the shapes run now")
-    p.add_argument("--auto-table", action="store_true",
-                   help="measure nothing: print the CPU_MEASURED rows for models/depthwise/auto.py "
-                        "from the committed results (<out>/ops-cpu.json)")
+    p.add_argument("--auto-table", nargs="?", const="ops-cpu.json", metavar="NAME",
+                   help="measure nothing: print the *_MEASURED rows for models/depthwise/auto.py from "
+                        "committed results <out>/NAME (default ops-cpu.json; e.g. ops-h200.json)")
     p.add_argument("--render", metavar="JSON", help="only rewrite the .md/.png beside JSON")
     args = p.parse_args(argv)
     if args.render:
         render(Path(args.render))
         return 0
     if args.auto_table:
-        print(auto_table(json.loads((Path(args.out) / "ops-cpu.json").read_text())))
+        print(auto_table(json.loads((Path(args.out) / args.auto_table).read_text())))
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
