@@ -241,33 +241,6 @@ def step_decode(run: Run, deadline: float) -> list:
     return skipped
 
 
-def summarize(run: Run, steps: dict, interrupted: bool) -> dict:
-    checks = []
-    c = run.correctness
-    if c is not None:
-        checks.append(gpu_report.check_item(
-            "correctness: every impl x dtype x case within tolerance",
-            "NOT met" if c["failed"] else ("incomplete" if c["skipped"] else "met"),
-            f"{c['passed']}/{c['checked']} passed, {c['skipped']} skipped" + (f"; failed: {'; '.join(c['failed'][:6])}"
-                                                                                if c["failed"] else "")))
-    for dtype, recs in run.ops.items():
-        checks += gpu_report.ops_checks(dtype, recs, len(run.cfg["ops_shapes"]))
-    checks += gpu_report.decode_checks(run.decode)
-    for kind, a in ((run.models or {}).get("acceptance") or {}).items():
-        if not a["shares"]:                              # no case of that kind was run
-            continue
-        checks.append(gpu_report.check_item(f"[models] LFM2 {kind}: per_group dw share >= 50%, auto <= 5%",
-                                        "met" if a["met"] else "NOT met", json.dumps(a["shares"])))
-    failed = bool(c and c["failed"])
-    crashed = interrupted or any(s["status"] in ("error", "interrupted") for s in steps.values())
-    code = (1 if failed else 0) | (2 if crashed else 0)
-    verdict = ", ".join(v for v, on in (("correctness FAILED", failed), ("step error/interrupted", crashed)) if on)
-    return {"tag": run.tag, "smoke": run.smoke, "environment": run.env, "wall_s": round(time.perf_counter() - run.t0, 1),
-            "steps": steps, "checks": checks, "copy": run.copy, "decode": run.decode, "prewarm": run.prewarm,
-            "files": run.files,
-            "exit_code": code, "verdict": verdict or "ok", "out": str(run.out)}
-
-
 def main(argv: list[str] | None = None, *, handle_signals: bool = False) -> int:
     p = argparse.ArgumentParser(prog="benchmarks/gpu.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(_REPO / "benchmarks" / "results"))
@@ -321,7 +294,7 @@ def main(argv: list[str] | None = None, *, handle_signals: bool = False) -> int:
     for name in run.budget.steps:
         record.setdefault(name, {"status": "not run"})
     md = run.path(f"gpu-summary-{run.tag}.md")       # registered first: listed in the summary
-    s = summarize(run, record, interrupted)
+    s = gpu_report.summarize(run, record, interrupted)
     run.write_json(f"gpu-summary-{run.tag}.json", s)
     gpu_report.write_summary_md(s, md)
     print(gpu_report.final_table(s), flush=True)

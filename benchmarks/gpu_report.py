@@ -11,6 +11,7 @@ a call is to the memory bound. The ops suite passes no bias, so its bias term is
 """
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import time
@@ -197,6 +198,35 @@ def decode_checks(rows: list[dict]) -> list[dict]:
             out.append(check_item(f"decode {preset} b{batch}: graph = 1 host launch per token",
                               "met" if h == 1 else ("n/a" if h is None else "NOT met"), f"{h}"))
     return out
+
+
+def summarize(run, steps: dict, interrupted: bool) -> dict:
+    """gpu.py's summary of a run (its Run: results so far) and its steps: the acceptance checks,
+    the exit code (1 correctness failed, 2 a step crashed or the run was interrupted, 3 both)."""
+    checks = []
+    c = run.correctness
+    if c is not None:
+        checks.append(check_item(
+            "correctness: every impl x dtype x case within tolerance",
+            "NOT met" if c["failed"] else ("incomplete" if c["skipped"] else "met"),
+            f"{c['passed']}/{c['checked']} passed, {c['skipped']} skipped"
+            + (f"; failed: {'; '.join(c['failed'][:6])}" if c["failed"] else "")))
+    for dtype, recs in run.ops.items():
+        checks += ops_checks(dtype, recs, len(run.cfg["ops_shapes"]))
+    checks += decode_checks(run.decode)
+    for kind, a in ((run.models or {}).get("acceptance") or {}).items():
+        if not a["shares"]:                              # no case of that kind was run
+            continue
+        checks.append(check_item(f"[models] LFM2 {kind}: per_group dw share >= 50%, auto <= 5%",
+                                 "met" if a["met"] else "NOT met", json.dumps(a["shares"])))
+    failed = bool(c and c["failed"])
+    crashed = interrupted or any(s["status"] in ("error", "interrupted") for s in steps.values())
+    code = (1 if failed else 0) | (2 if crashed else 0)
+    verdict = ", ".join(v for v, on in (("correctness FAILED", failed), ("step error/interrupted", crashed)) if on)
+    return {"tag": run.tag, "smoke": run.smoke, "environment": run.env,
+            "wall_s": round(time.perf_counter() - run.t0, 1), "steps": steps, "checks": checks, "copy": run.copy,
+            "decode": run.decode, "prewarm": run.prewarm, "files": run.files, "exit_code": code,
+            "verdict": verdict or "ok", "out": str(run.out)}
 
 
 # ---------------------------------------------------------------- summary rendering
