@@ -124,7 +124,7 @@ def run_case(case: Case) -> dict:
 
 
 def ptxas_version() -> str:
-    out = subprocess.run([str(triton_aot._BIN / "ptxas"), "--version"], capture_output=True, text=True).stdout
+    out = subprocess.run([str(triton_aot.TRITON_BIN / "ptxas"), "--version"], capture_output=True, text=True).stdout
     return out.strip().splitlines()[-1] if out.strip() else "unknown"
 
 

@@ -39,7 +39,7 @@ from triton.runtime.jit import JITFunction
 SM90 = GPUTarget("cuda", 90, 32)     # H100 / H200 (compute capability 9.0, warp size 32)
 # Per-SM limits of compute capability 9.0 (CUDA C Programming Guide, "Compute Capabilities").
 SM90_LIMITS = {"regs": 65536, "warps": 64, "blocks": 32, "smem": 227 * 1024, "reg_unit": 8}
-_BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+TRITON_BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
 # `ld.global[.nc][.L1::evict_last][.v4].b32 {..}` / `st.global.v2.b16 [..], {..}`
 _ACCESS = re.compile(r"\b(ld|st)\.global((?:\.[\w:]+)+)")
 
@@ -163,7 +163,7 @@ def resource_usage(cubin: bytes) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "kernel.cubin"
         path.write_bytes(cubin)
-        text = subprocess.run([str(_BIN / "cuobjdump"), "--dump-resource-usage", str(path)],
+        text = subprocess.run([str(TRITON_BIN / "cuobjdump"), "--dump-resource-usage", str(path)],
                               capture_output=True, text=True, check=True).stdout
     found = dict(re.findall(r"\b(REG|STACK|LOCAL):(\d+)", text))
     return {"regs": int(found["REG"]), "stack": int(found["STACK"]), "local": int(found["LOCAL"])}
