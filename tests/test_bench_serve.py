@@ -2,7 +2,6 @@
 request builder against the service's own decoder, its acceptance arithmetic, and the
 committed CPU results against the service's acceptance targets."""
 import json
-import sys
 from pathlib import Path
 
 import numpy as np

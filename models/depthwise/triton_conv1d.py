@@ -94,9 +94,9 @@ def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activ
         return out
     grid = lambda meta: (triton.cdiv(L_out, meta["BLOCK_L"]), triton.cdiv(C_out, meta["BLOCK_C"]), B)
     sx, sw, so = x.stride(), weight.stride(), out.stride()   # one call each: this runs per launch
+    m, channels_inner = C_out // C, sx[1] == 1 and C > 1
     # Determines the autotuner's key (its key list + every tensor argument's dtype).
-    key = (C_out, C_out // C, K, stride, dilation, sx[1] == 1 and C > 1, x.dtype, weight.dtype,
-           None if bias is None else bias.dtype)
+    key = (C_out, m, K, stride, dilation, channels_inner, x.dtype, weight.dtype, None if bias is None else bias.dtype)
     launch_tuned(
         _dw_conv1d_kernel, grid, key,
         x, weight, bias if bias is not None else weight, out,
@@ -105,9 +105,9 @@ def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activ
         sw[0], sw[2],
         so[0], so[1], so[2],
         pad_left,
-        M=C_out // C, K=K, STRIDE=stride, DILATION=dilation,
+        M=m, K=K, STRIDE=stride, DILATION=dilation,
         HAS_BIAS=bias is not None, ACTIVATION=activation, ACC_DTYPE=_acc_dtype(x.dtype),
-        X_CHANNELS_INNER=sx[1] == 1 and C > 1,
+        X_CHANNELS_INNER=channels_inner,
     )
     return out
 

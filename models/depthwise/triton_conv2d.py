@@ -160,14 +160,15 @@ def _launch_conv2d(x, weight, bias, stride, padding, dilation):
     P_out = H_out * W_out
     grid = lambda meta: (triton.cdiv(P_out, meta["BLOCK_P"]), triton.cdiv(C_out, meta["BLOCK_C"]), B)
     # Determines the autotuner's key (its _KEY list + every tensor argument's dtype).
-    key = (C_out, C_out // C, KH, KW, sh, sw, dh, dw, x.dtype, weight.dtype, None if bias is None else bias.dtype)
+    m = C_out // C
+    key = (C_out, m, KH, KW, sh, sw, dh, dw, x.dtype, weight.dtype, None if bias is None else bias.dtype)
     launch_tuned(
         kernel, grid, key,
         x, weight, bias if bias is not None else weight, out,
         H, W, W_out, P_out, C_out,
         *x.stride(), weight.stride(0), weight.stride(2), weight.stride(3), *out.stride(),
         top, left,
-        M=C_out // C, KH=KH, KW=KW, SH=sh, SW=sw, DH=dh, DW=dw,
+        M=m, KH=KH, KW=KW, SH=sh, SW=sw, DH=dh, DW=dw,
         HAS_BIAS=bias is not None, ACC_DTYPE=tl.float64 if x.dtype == torch.float64 else tl.float32,
     )
     return out
