@@ -17,10 +17,12 @@ it skipped (a second call can fill gaps: --steps ops-bfloat16 --budget-scale 3):
                record min_bytes / achieved_gbps / copy_fraction (gpu_report.py)
   models       benchmarks/models.py's cases through its own functions
   decode       LFM2 decoding before/after: tokens/s, kernels and host launches per token
+  layouts      the channels-inner fused kernels with tap-major vs channel-major weights, A/B
+               (gpu_layouts.py): does the tap-major copy pay on the device
   summary      the acceptance checks from the results; a short table printed LAST
 Files under --out, tag "h200" on an H200, else the device type ("cuda"); "smoke" with --smoke:
   correctness-<tag>.{json,md} copy-<tag>.json ops-<tag>[-bfloat16].{json,md,png}
-  models-<tag>.{json,md,png} decode-<tag>.{json,md} gpu-summary-<tag>.{json,md}
+  models-<tag>.{json,md,png} decode-<tag>.{json,md} layouts-<tag>.{json,md} gpu-summary-<tag>.{json,md}
 The committed CPU results (ops-cpu.*, models-cpu.*, serve-cpu.*) are never written.
 On CUDA, `compiled` (one torch.compile per shape class, seconds each) is timed in the float32
 ops pass on shapes moving >= COMPILED_MIN_BYTES only, and not in the models step: everywhere
@@ -50,13 +52,13 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO / "bench
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-from benchmarks import gpu_checks, gpu_decode, gpu_prewarm, gpu_report, ops, plots  # noqa: E402
+from benchmarks import gpu_checks, gpu_decode, gpu_layouts, gpu_prewarm, gpu_report, ops, plots  # noqa: E402
 from benchmarks import models as bench_models  # noqa: E402
 from benchmarks.gpu_config import COMPILED_MIN_BYTES, STEPS, Budget, environment, run_tag, settings  # noqa: E402
 from benchmarks.models_report import write_markdown as models_md, write_plot as models_png  # noqa: E402
 
 PROTECTED = ("ops-cpu.", "models-cpu.", "serve-cpu.")           # committed CPU results
-PREWARMED = ("correctness", "ops-float32", "ops-bfloat16", "models")   # steps whose launches prewarm compiles
+PREWARMED = ("correctness", "ops-float32", "ops-bfloat16", "models", "layouts")   # launches prewarm compiles
 
 
 class Interrupted(BaseException):
@@ -78,6 +80,7 @@ class Run:
         gpu = (self.env.get("gpu") or "") + " " + ((self.env.get("nvidia_smi") or {}).get("name") or "")
         self.tag = args.tag or run_tag(self.device, self.smoke, gpu)
         self.files, self.ops, self.copy, self.correctness, self.decode, self.models = [], {}, None, None, [], None
+        self.layouts = None
         self.prewarm, self.built_models = None, None
         self.t0 = self.budget.t0
 
@@ -116,7 +119,9 @@ def step_prewarm(run: Run, deadline: float) -> list:
     if "models" in steps:
         with torch.inference_mode():
             models = _built_models(run)
-    jobs = gpu_prewarm.record_jobs(run.device, cases, cfg["ops_shapes"], cfg["models_cases"], models, ops_dtypes)
+    layouts = gpu_layouts.calls(run.device, cfg["layouts_dtypes"], *cfg["layouts"]) if "layouts" in steps else ()
+    jobs = gpu_prewarm.record_jobs(run.device, cases, cfg["ops_shapes"], cfg["models_cases"], models, ops_dtypes,
+                                   extra_calls=(call for _, call in layouts))
     res = run.prewarm = gpu_prewarm.prewarm(jobs, deadline)
     print(f"prewarm: {res['compiled']}/{res['jobs']} kernel variants compiled on {res['workers']} threads in "
           f"{res['wall_s']} s; {res['skipped']} skipped, {res['failed']} failed, {res['unfinished']} unfinished")
@@ -241,6 +246,23 @@ def step_decode(run: Run, deadline: float) -> list:
     return skipped
 
 
+def step_layouts(run: Run, deadline: float) -> list:
+    cfg, rows, skipped = run.cfg, [], []
+    run.layouts = rows                        # filled as measured: the summary sees partial rows
+    try:
+        gpu_layouts.run(run.device, cfg["layouts_dtypes"], deadline, rows, skipped, cfg["layouts_budget_s"],
+                        cfg["layouts_reps"], *cfg["layouts"])
+    finally:                                  # interrupted too: the rows measured are written
+        run.write_json(f"layouts-{run.tag}.json", {"environment": run.env, "rows": rows, "skipped": skipped,
+                                                   "doc": gpu_layouts.__doc__})
+        run.path(f"layouts-{run.tag}.md").write_text(
+            f"# Fused weight layouts A/B ({run.env['device_name']})\n\n{gpu_layouts.__doc__}\n"
+            + "\n".join(gpu_layouts.table(rows)) + "\n")
+    for line in gpu_layouts.table(rows)[2:]:
+        print(line)
+    return skipped
+
+
 def main(argv: list[str] | None = None, *, handle_signals: bool = False) -> int:
     p = argparse.ArgumentParser(prog="benchmarks/gpu.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(_REPO / "benchmarks" / "results"))
@@ -268,7 +290,7 @@ def main(argv: list[str] | None = None, *, handle_signals: bool = False) -> int:
         signal.signal(signal.SIGTERM, _on_sigterm)
     run = Run(args, argv, [s for s in STEPS if s in steps])
     fns = {"env": step_env, "prewarm": step_prewarm, "correctness": step_correctness, "copy": step_copy,
-           "models": step_models,
+           "models": step_models, "layouts": step_layouts,
            "decode": step_decode, "ops-float32": lambda r, d: step_ops(r, d, "float32"),
            "ops-bfloat16": lambda r, d: step_ops(r, d, "bfloat16")}
     record, interrupted = {}, False

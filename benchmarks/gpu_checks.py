@@ -94,8 +94,9 @@ def make_inputs(case: Case, dtype: torch.dtype, device: str, seed: int = 0) -> d
     device). Keys: x, weight, bias (or None), state (or None), mask (or None)."""
     g = torch.Generator().manual_seed(seed)
     rnd = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
-    inp = {"weight": rnd(*case.weight), "bias": rnd(case.weight[0]) if case.bias else None,
-           "state": None, "mask": None}
+    with torch.inference_mode(False):   # the weight as a model holds it (fused: tap-major, cached)
+        weight = rnd(*case.weight)
+    inp = {"weight": weight, "bias": rnd(case.weight[0]) if case.bias else None, "state": None, "mask": None}
     K = case.weight[-1]
     if case.layout == "channels_inner":
         B, C, L = case.x

@@ -18,17 +18,17 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import ops, timing
+from benchmarks import gpu_layouts, ops, timing
 from benchmarks import models as bench_models
 from models.allocator import keep_freed_memory
 
 _REPO = Path(__file__).resolve().parents[1]
 
-STEPS = ("env", "prewarm", "correctness", "copy", "ops-float32", "ops-bfloat16", "models", "decode")
+STEPS = ("env", "prewarm", "correctness", "copy", "ops-float32", "ops-bfloat16", "models", "decode", "layouts")
 # prewarm compiles the ~500 kernel variants up front on every core (gpu_prewarm.py), so the
 # timed steps' budgets no longer carry ~0.4 s of one-core compile per variant.
-BUDGETS_CUDA = {"env": 5, "prewarm": 45, "correctness": 75, "copy": 5, "ops-float32": 130, "ops-bfloat16": 80,
-                "models": 40, "decode": 70}                      # seconds; sum 450
+BUDGETS_CUDA = {"env": 5, "prewarm": 45, "correctness": 75, "copy": 5, "ops-float32": 120, "ops-bfloat16": 80,
+                "models": 40, "decode": 70, "layouts": 10}       # seconds; sum 450
 TOTAL_CUDA_S = 450          # all steps; gpu.sh's timeout (500 s, after <= 75 s of CUDA tests) is the hard stop
 COMPILED_MIN_BYTES = 32 << 20   # compiled timed on CUDA (float32) only at >= 32 MiB moved: 13 suite shapes
 SMOKE_SHAPES = (next(s for s in ops.SUITE if s.name == "sweep-c64"),
@@ -36,6 +36,7 @@ SMOKE_SHAPES = (next(s for s in ops.SUITE if s.name == "sweep-c64"),
                 ops.Shape("smoke-conv2d-1x8@9-cl", "conv2d", (1, 8, 9, 9), (3, 3), padding=1, channels_last=True),
                 ops.Shape("smoke-decode-2x64", "decode", (2, 64), 3))
 SMOKE_CASES = (bench_models.Case("lfm2", "decode", 1, 8), bench_models.Case("mobilenet_v2", "forward", 1, 32))
+SMOKE_LAYOUTS = (SMOKE_SHAPES[2],), (("smoke-block-1x8x16", (1, 8, 16), 3),)   # (conv2d shapes, short-conv cases)
 
 
 def run_tag(device: str, smoke: bool, gpu_name: str) -> str:
@@ -69,7 +70,8 @@ def settings(device: str, smoke: bool) -> dict:
             models_budget_s=0.03, models_reps=(2, 3), share_runs=1,
             copy_bytes=16 << 20, copy_reps=5,
             presets=("lfm2-demo",), batches=(1,), prompt=4, new_tokens=3, decode_max_s=5.0,
-            decode_dtype=torch.float32)
+            decode_dtype=torch.float32,
+            layouts=SMOKE_LAYOUTS, layouts_dtypes=(torch.float32,), layouts_budget_s=0.03, layouts_reps=(2, 4))
     return dict(
         budgets=BUDGETS_CUDA, total_s=TOTAL_CUDA_S,
         ops_shapes=tuple(sorted(ops.SUITE, key=_priority)),     # all 59, most needed first
@@ -80,7 +82,9 @@ def settings(device: str, smoke: bool) -> dict:
         copy_bytes=1 << 30, copy_reps=30,                       # 2 x 1 GiB: far beyond any cache
         presets=("lfm2-demo", "lfm2-350m"), batches=(1, 16), prompt=32, new_tokens=64,
         decode_max_s=5.0,                                       # per_group at ~150 ms/token: ~30 tokens
-        decode_dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+        decode_dtype=torch.bfloat16 if device == "cuda" else torch.float32,
+        layouts=(gpu_layouts.CONV2D, gpu_layouts.SHORT_CONV), layouts_dtypes=(torch.bfloat16,),   # as served
+        layouts_budget_s=0.15, layouts_reps=(5, 100))
 
 
 def nvidia_smi() -> dict | None:

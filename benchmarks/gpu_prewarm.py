@@ -44,7 +44,7 @@ class Job:
     label: str                     # "<kernel> <config>"
 
 
-def _calls(cases, ops_shapes, models_cases, device: str, models: dict | None, ops_dtypes):
+def _calls(cases, ops_shapes, models_cases, device: str, models: dict | None, ops_dtypes, extra_calls=()):
     """Zero-arg calls making each fused call the steps will make, in their order."""
     for case in cases:
         for dtype in gpu_checks.DTYPES.values():
@@ -55,6 +55,7 @@ def _calls(cases, ops_shapes, models_cases, device: str, models: dict | None, op
             yield lambda shape=shape, dtype=dtype: ops.make_call(shape, "fused", dtype, device)()
     for case in models_cases if models else ():
         yield bench_models.with_impl(bench_models.make_call(case, models[case.model], device), "fused")
+    yield from extra_calls
 
 
 def _slim(launch):
@@ -69,16 +70,17 @@ def _slim(launch):
 
 
 def record_jobs(device: str, cases, ops_shapes, models_cases=(), models: dict | None = None,
-                ops_dtypes=OPS_DTYPES) -> list[Job]:
+                ops_dtypes=OPS_DTYPES, extra_calls=()) -> list[Job]:
     """Every distinct (variant, config) that the correctness `cases` (x 3 dtypes), the ops
-    shapes (x ops_dtypes) and the model cases launch through `fused`, first use first."""
+    shapes (x ops_dtypes), the model cases and `extra_calls` (zero-arg calls of fused ops,
+    such as the layouts step's) launch through `fused`, first use first."""
     import importlib
 
     from benchmarks import triton_aot                 # imports triton: only when there is work
     modules = [importlib.import_module(f"models.depthwise.{m}") for m in KERNEL_MODULES]
     jobs, seen = [], set()
     with torch.inference_mode(), triton_aot.recording(*modules) as launches:
-        for call in _calls(cases, ops_shapes, models_cases, device, models, ops_dtypes):
+        for call in _calls(cases, ops_shapes, models_cases, device, models, ops_dtypes, extra_calls):
             call()
             for launch in map(_slim, launches):
                 for i, v in enumerate(triton_aot.variants(launch)):

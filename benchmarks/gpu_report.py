@@ -225,7 +225,8 @@ def summarize(run, steps: dict, interrupted: bool) -> dict:
     verdict = ", ".join(v for v, on in (("correctness FAILED", failed), ("step error/interrupted", crashed)) if on)
     return {"tag": run.tag, "smoke": run.smoke, "environment": run.env,
             "wall_s": round(time.perf_counter() - run.t0, 1), "steps": steps, "checks": checks, "copy": run.copy,
-            "decode": run.decode, "prewarm": run.prewarm, "files": run.files, "exit_code": code,
+            "decode": run.decode, "layouts": getattr(run, "layouts", None), "prewarm": run.prewarm,
+            "files": run.files, "exit_code": code,
             "verdict": verdict or "ok", "out": str(run.out)}
 
 
@@ -264,8 +265,16 @@ def write_summary_md(s: dict, path) -> None:
                   f"{s['copy']['bytes_per_buffer'] / 2**20:,.0f} MiB, read + write)."]
     if s.get("decode"):
         lines += ["", "## LFM2 decoding", "", *decode_table(s["decode"])]
+    if s.get("layouts"):
+        lines += ["", "## Fused weight layouts (speedup = channel-major / tap-major time)", "",
+                  *gpu_layouts_table(s["layouts"])]
     lines += ["", "Files: " + ", ".join(s.get("files", []))]
     path.write_text("\n".join(lines) + "\n")
+
+
+def gpu_layouts_table(rows: list[dict]) -> list[str]:
+    from benchmarks.gpu_layouts import table        # gpu_layouts imports this module
+    return table(rows)
 
 
 def final_table(s: dict) -> str:
@@ -284,5 +293,6 @@ def final_table(s: dict) -> str:
                    f"gen {_fmt(r.get('generate_tokens_per_s')):>9s} tok/s  decode {_fmt(r.get('decode_tokens_per_s')):>9s} tok/s  "
                    f"kernels/tok {_fmt(r.get('kernels_per_token'), 'd'):>6s}  host/tok {_fmt(r.get('host_launches_per_token'), 'd'):>6s}"
                    + (f"  ERROR {r['error'][:80]}" if r.get("error") else ""))
+    out += [f"layouts {line}" for line in gpu_layouts_table(s.get("layouts") or [])[2:] if "geometric" in line]
     out.append(f"exit {s['exit_code']} ({s['verdict']}); results in {s['out']}")
     return "\n".join(out)

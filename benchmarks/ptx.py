@@ -8,6 +8,8 @@ launcher is called on CPU tensors, its launch recorded, and every autotune confi
 for sm_90 by the installed Triton (benchmarks/triton_aot.py). Reported per config:
 registers, local memory (spills), shared memory, resident warps per SM (occupancy from
 registers/smem/blocks), and the global loads/stores of one thread by bytes per instruction.
+Weights are what the launchers pass: tap-major copies for the channels-inner kernels
+(models/depthwise/weight_layout.py), with one case of the weight as stored for contrast.
 
 Why: the memory-bound shapes can only approach the copy ceiling with 16-byte accesses and
 enough warps in flight, and a kernel that fails to compile for sm_90 would cost a GPU run.
@@ -44,13 +46,24 @@ if str(_REPO) not in sys.path:
 
 from benchmarks import timing, triton_aot  # noqa: E402
 from models.depthwise import (triton_conv1d, triton_conv2d, triton_decode,  # noqa: E402
-                              triton_short_conv)
+                              triton_short_conv, weight_layout)
 
 BF16, F16, F32 = torch.bfloat16, torch.float16, torch.float32
 
 
 def _nhwc(b, c, h, w, dtype):
     return torch.empty(b, c, h, w, dtype=dtype).to(memory_format=torch.channels_last)
+
+
+def _as_stored(call):
+    """call with the launchers' tap-major weight copies off (the kernel gets the weight as stored)."""
+    def run():
+        weight_layout.ENABLED = False
+        try:
+            return call()
+        finally:
+            weight_layout.ENABLED = True
+    return run
 
 
 @dataclass(frozen=True)
@@ -92,14 +105,15 @@ CASES = [
          lambda: triton_conv2d.dw_conv2d(_nhwc(32, 384, 14, 14, BF16), torch.empty(384, 1, 3, 3, dtype=BF16),
                                          None, (1, 1), (1, 1, 1, 1), (1, 1)),
          True, "channels_last bf16, late stage"),
-    # Not what the models pass: the same launch with the weight stored tap-major, (KH, KW, C) in
-    # memory (any strides are accepted), to show what that layout would change for the weights.
-    Case("what-if-mbv2-32x384@14-nhwc-bf16-tap-major-weight", triton_conv2d, "_dw_conv2d_nhwc_kernel",
-         lambda: triton_conv2d.dw_conv2d(_nhwc(32, 384, 14, 14, BF16),
-                                         torch.empty(3, 3, 1, 384, dtype=BF16).permute(3, 2, 0, 1),
-                                         None, (1, 1), (1, 1, 1, 1), (1, 1)),
-         True, "what-if: the case above with a (KH, KW, C)-contiguous weight; the models' weights are "
-               "(C, 1, KH, KW)-contiguous, whose per-channel loads are 2-byte"),
+    # The case above with the weight as stored, (C, 1, KH, KW)-contiguous: what the launcher
+    # passed before it made tap-major copies, and still passes for inference-tensor weights.
+    Case("mbv2-32x384@14-nhwc-bf16-channel-major-weight", triton_conv2d, "_dw_conv2d_nhwc_kernel",
+         _as_stored(lambda: triton_conv2d.dw_conv2d(_nhwc(32, 384, 14, 14, BF16),
+                                                    torch.empty(384, 1, 3, 3, dtype=BF16),
+                                                    None, (1, 1), (1, 1, 1, 1), (1, 1))),
+         True, "the case above with the weight as stored, (C, 1, KH, KW): each tap's channels are 9 "
+               "values apart, one 2-byte load each; the launchers pass a tap-major copy instead "
+               "(models/depthwise/weight_layout.py)"),
     Case("decode-16x1024-k3-bf16", triton_decode, "_dw_decode_kernel",
          lambda: triton_decode.dw_conv1d_decode_step(torch.empty(16, 1024, dtype=BF16),
                                                      torch.empty(16, 1024, 2, dtype=BF16),

@@ -229,8 +229,11 @@ def build_model(name: str, path: str | Path | None = None, *, device="cpu", dtyp
     dev, dt = _device(device), _dtype(dtype)
     if path is not None and not Path(path).exists():
         raise ValueError(f"{name}: weights path {str(path)!r} does not exist")
-    if name == "mobilenet_v2":
-        return _build_mobilenet(path, dev, dt, seed, labels)
-    if labels is not None:
+    if name != "mobilenet_v2" and labels is not None:
         raise ValueError("labels= applies to mobilenet_v2 only; lfm2 has a tokenizer")
-    return _build_lfm2(path, dev, dt, seed)
+    # Parameters as normal tensors even when called inside inference mode: they keep a version
+    # counter, which the depthwise caches (slice_sum's views, fused's tap-major weights) key on.
+    with torch.inference_mode(False):
+        if name == "mobilenet_v2":
+            return _build_mobilenet(path, dev, dt, seed, labels)
+        return _build_lfm2(path, dev, dt, seed)

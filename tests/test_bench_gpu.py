@@ -39,17 +39,32 @@ def smoke(tmp_path_factory):
 def test_smoke_writes_every_step_and_prints_the_table_last(smoke):
     out, stdout, summary = smoke
     assert {n: s["status"] for n, s in summary["steps"].items()} == {
-        n: "ok" for n in ("env", "prewarm", "correctness", "copy", "ops-float32", "ops-bfloat16", "models", "decode")}
+        n: "ok" for n in ("env", "prewarm", "correctness", "copy", "ops-float32", "ops-bfloat16", "models", "decode",
+                          "layouts")}
     names = {"correctness-smoke.json", "correctness-smoke.md", "copy-smoke.json", "ops-smoke.json", "ops-smoke.md",
              "ops-smoke.png", "ops-smoke-bfloat16.json", "models-smoke.json", "decode-smoke.json",
-             "gpu-summary-smoke.json", "gpu-summary-smoke.md"}
+             "layouts-smoke.json", "layouts-smoke.md", "gpu-summary-smoke.json", "gpu-summary-smoke.md"}
     assert names <= {p.name for p in out.iterdir()} and names <= set(summary["files"])
     assert not list(out.glob("*-cpu.*"))                         # never the committed CPU results
     assert summary["exit_code"] == 0 and summary["smoke"] and summary["tag"] == "smoke"
     assert stdout.rstrip().splitlines()[-1].startswith("exit 0")   # the summary table comes last
     for name in ("correctness-smoke.json", "copy-smoke.json", "models-smoke.json", "decode-smoke.json",
-                 "gpu-summary-smoke.json"):
+                 "layouts-smoke.json", "gpu-summary-smoke.json"):
         assert ENV_KEYS <= set(json.loads((out / name).read_text())["environment"]), name
+
+
+def test_layouts_ab_times_both_weight_layouts_on_every_case(smoke):
+    out, stdout, summary = smoke
+    rows = json.loads((out / "layouts-smoke.json").read_text())["rows"]
+    assert [(r["case"], r["dtype"]) for r in rows] == [("smoke-conv2d-1x8@9-cl", "float32"),
+                                                       ("smoke-block-1x8x16", "float32")]
+    for r in rows:
+        assert r["tap_major_us"] > 0 and r["channel_major_us"] > 0
+        assert r["speedup"] == pytest.approx(r["channel_major_us"] / r["tap_major_us"], rel=1e-2)
+        assert r["tap_major_gbps"] == pytest.approx(r["min_bytes"] / (r["tap_major_us"] * 1e3), rel=1e-2)
+    assert summary["layouts"] == rows
+    assert "| geometric mean | float32 |" in (out / "layouts-smoke.md").read_text()
+    assert any(line.startswith("layouts | geometric mean") for line in stdout.splitlines())
 
 
 def test_ops_records_keep_the_committed_format_plus_bandwidth(smoke):

@@ -153,3 +153,35 @@ def test_jit_warmup_passes_the_launch_and_the_config_as_a_launch_would(monkeypat
 
 def test_only_the_selected_steps_dtypes_are_recorded(recorded):
     assert recorded["bf16_dtypes"] == ["torch.bfloat16"] and recorded["n_bf16"] > 0
+
+
+LAYOUTS_SCRIPT = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {repo!r})
+    import torch
+    from models.depthwise import fused
+    fused.interpreting = lambda: True      # let CPU tensors through fused's device check (recording only)
+    from benchmarks import gpu_layouts, gpu_prewarm, ops
+    shape = next(s for s in ops.SUITE if s.name == "mbv2-b8-c144@56-cl")
+    calls = gpu_layouts.calls("cpu", (torch.bfloat16,), (shape,), (("block", (1, 64, 256), 3),))
+    jobs = gpu_prewarm.record_jobs("cpu", [], [], extra_calls=(call for _, call in calls))
+    launches = {{}}
+    for j in jobs:
+        launches.setdefault(j.launch.name, {{}})[id(j.launch)] = j.launch
+    # the weight's channel stride as launched (the argument after the x strides)
+    sw_c = {{name: sorted(l.args[13 if name.startswith("_dw_conv2d") else 11] for l in ls.values())
+            for name, ls in launches.items()}}
+    print(json.dumps(dict(jobs=len(jobs), sw_c=sw_c)))
+""")
+
+
+def test_layouts_step_prewarms_both_weight_layouts():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", LAYOUTS_SCRIPT.format(repo=str(REPO))], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    # tap-major (channel stride 1) and as stored (KH*KW = 9; K = 3), each a variant of its own:
+    # the NHWC conv2d's 6 autotune configs each, the short-conv block's one fixed config.
+    assert got["sw_c"] == {"_dw_conv2d_nhwc_kernel": [1, 9], "_short_conv_kernel": [1, 3]}
+    assert got["jobs"] == 2 * 6 + 2 * 1

@@ -63,6 +63,19 @@ def test_channels_inner_layouts_use_16_byte_loads_and_stores(report, name):
         assert triton_aot.widest(c["loads"]) == 16 and triton_aot.widest(c["stores"]) == 16, (name, c)
 
 
+def test_launchers_pass_tap_major_weights_to_the_channels_inner_kernels(report):
+    """The served NHWC case loads each tap's weights for many channels at once; the same launch
+    with the weight as stored needs a load per channel per tap (72 2-byte loads per thread)."""
+    served = _case(report, "mbv2-32x384@14-nhwc-bf16")
+    stored = _case(report, "mbv2-32x384@14-nhwc-bf16-channel-major-weight")
+    count = lambda c: sum(c["loads"].values())
+    pairs = list(zip(served["configs"], stored["configs"]))
+    assert [a["config"] for a, _ in pairs] == [b["config"] for _, b in pairs]
+    assert all(count(a) <= count(b) for a, b in pairs)
+    assert sum(count(a) for a, _ in pairs) < 0.6 * sum(count(b) for _, b in pairs)
+    assert max(int(k) for a, _ in pairs for k in a["loads"]) == 16
+
+
 def test_unit_stride_time_layout_is_reported_scalar(report):
     """The seed shape (B, C, L) with L=21: shifted taps, nothing 16-byte aligned to prove; the
     analysis must tell this apart from the vector cases (else it would pass anything)."""

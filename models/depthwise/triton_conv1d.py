@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from .triton_autotune import AUTOTUNE_TIMING, launch_tuned
+from .weight_layout import tap_major
 
 # Under the interpreter (CPU tests) every autotune config would be run on every new key:
 # keep one small config there so tests stay fast.
@@ -35,8 +36,9 @@ ACTIVATIONS = (None, "silu")
 
 
 # Keyed on what is fixed per model layer (channels, multiplier, taps, stride, dilation, which
-# dim of x is unit-stride), never on B or L, so a new request length does not re-tune.
-@triton.autotune(configs=_CONFIGS, key=["C_OUT", "M", "K", "STRIDE", "DILATION", "X_CHANNELS_INNER"],
+# dim of x is unit-stride, the weight's channel stride: 1 when tap-major), never on B or L, so a
+# new request length does not re-tune.
+@triton.autotune(configs=_CONFIGS, key=["C_OUT", "M", "K", "STRIDE", "DILATION", "X_CHANNELS_INNER", "sw_c"],
                  **AUTOTUNE_TIMING)
 @triton.jit
 def _dw_conv1d_kernel(
@@ -93,10 +95,14 @@ def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activ
     if out.numel() == 0:
         return out
     grid = lambda meta: (triton.cdiv(L_out, meta["BLOCK_L"]), triton.cdiv(C_out, meta["BLOCK_C"]), B)
-    sx, sw, so = x.stride(), weight.stride(), out.stride()   # one call each: this runs per launch
+    sx, so = x.stride(), out.stride()                        # one call each: this runs per launch
     m, channels_inner = C_out // C, sx[1] == 1 and C > 1
+    if channels_inner:       # each tap loads BLOCK_C adjacent channels' weights: tap-major, 16 B a load
+        weight = tap_major(weight)
+    sw = weight.stride()
     # Determines the autotuner's key (its key list + every tensor argument's dtype).
-    key = (C_out, m, K, stride, dilation, channels_inner, x.dtype, weight.dtype, None if bias is None else bias.dtype)
+    key = (C_out, m, K, stride, dilation, channels_inner, sw[0], x.dtype, weight.dtype,
+           None if bias is None else bias.dtype)
     launch_tuned(
         _dw_conv1d_kernel, grid, key,
         x, weight, bias if bias is not None else weight, out,

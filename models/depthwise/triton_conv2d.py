@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from .triton_autotune import AUTOTUNE_TIMING, launch_tuned
+from .weight_layout import tap_major
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 if _INTERPRET:   # one small config: the interpreter would time every config on every new key
@@ -36,9 +37,9 @@ else:
         for bp, bc, w in [(16, 64, 4), (32, 64, 4), (8, 128, 4), (16, 128, 4), (64, 32, 4), (32, 32, 2)]
     ]
 
-# Autotune keys: per-layer constants (channels, multiplier, kernel, stride, dilation); never
-# B, H or W, so a new image size does not re-tune.
-_KEY = ["C_OUT", "M", "KH", "KW", "SH", "SW", "DH", "DW"]
+# Autotune keys: per-layer constants (channels, multiplier, kernel, stride, dilation, the
+# weight's channel stride: 1 when tap-major); never B, H or W, so a new image size does not re-tune.
+_KEY = ["C_OUT", "M", "KH", "KW", "SH", "SW", "DH", "DW", "sw_c"]
 
 
 @triton.jit
@@ -155,13 +156,18 @@ def _launch_conv2d(x, weight, bias, stride, padding, dilation):
                       memory_format=fmt)
     if out.numel() == 0:
         return out
-    # Vectorise along C when C is the unit-stride dim of x (channels_last or any NHWC view).
-    kernel = _dw_conv2d_nhwc_kernel if (x.stride(1) == 1 and C > 1) else _dw_conv2d_nchw_kernel
+    # Vectorise along C when C is the unit-stride dim of x (channels_last or any NHWC view);
+    # then each tap's weights are loaded for BLOCK_C channels at once: tap-major, 16 bytes a load.
+    if x.stride(1) == 1 and C > 1:
+        kernel, weight = _dw_conv2d_nhwc_kernel, tap_major(weight)
+    else:
+        kernel = _dw_conv2d_nchw_kernel
     P_out = H_out * W_out
     grid = lambda meta: (triton.cdiv(P_out, meta["BLOCK_P"]), triton.cdiv(C_out, meta["BLOCK_C"]), B)
     # Determines the autotuner's key (its _KEY list + every tensor argument's dtype).
     m = C_out // C
-    key = (C_out, m, KH, KW, sh, sw, dh, dw, x.dtype, weight.dtype, None if bias is None else bias.dtype)
+    key = (C_out, m, KH, KW, sh, sw, dh, dw, weight.stride(0), x.dtype, weight.dtype,
+           None if bias is None else bias.dtype)
     launch_tuned(
         kernel, grid, key,
         x, weight, bias if bias is not None else weight, out,

@@ -25,6 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .weight_layout import tap_major
+
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
@@ -118,6 +120,8 @@ def _launch_short_conv(bcx, weight, bias, conv_state, mask):
     block_l = max(block_s, min(16 if _INTERPRET else 32, triton.next_power_of_2(max(L, 1))))
     block_c = min(16 if _INTERPRET else 64, triton.next_power_of_2(C))
     grid = (triton.cdiv(L, block_l), triton.cdiv(C, block_c), B)
+    if L > 1:    # each tap loads BLOCK_C channels' weights: tap-major, 16 B a load. Not for one
+        weight = tap_major(weight)   # token (decode, launch-bound): its CUDA graph reads the weight
     dummy = weight                                     # any pointer for absent optional inputs
     s_strides = conv_state.stride() if has_state else (0, 0, 0)
     m_strides = mask.stride() if mask is not None else (0, 0)

@@ -1,0 +1,58 @@
+"""Tap-major views of depthwise weights, for the fused kernels whose channels are unit-stride.
+
+A depthwise weight (C, 1, *kernel) is stored channel-major: one channel's taps are adjacent.
+The kernels that tile channels as the unit-stride dim (conv2d on channels_last input, conv1d
+on a (B, L, C) view, LFM2's short-conv block) load, for each tap, BLOCK_C adjacent channels'
+weights: channel-major, those are BLOCK_C values `prod(kernel)` apart, one scalar load each
+(2 bytes in 16-bit dtypes). The same weight stored tap-major, (*kernel, 1, C) in memory and
+viewed back as (C, 1, *kernel) (same shape and indexing, only the strides differ: stride(0)
+== 1), lets each tap's channels load 16 bytes at a time. On sm_90 that takes the 16-bit NHWC
+conv2d kernel from 81 load instructions and 125 registers per thread to 18 and 72, so more
+warps fit on an SM (benchmarks/results/ptx-sm90-*.md). The kernels take the weight's strides,
+so they need no change: the launchers pass `tap_major(weight)` instead of `weight`.
+
+The copy is made once per weight and cached on the weight tensor itself (as slice_sum caches
+its views), keyed by the tensor's version counter, which every in-place update bumps
+(load_state_dict, optimiser steps, `copy_` under no_grad), and by its data pointer, which
+`module.to(dtype/device)` changes without bumping the version (it swaps `param.data`). The
+entry holds the source tensor, so that memory cannot be freed and reused by a later weight at
+the same address. (Writes through `param.data` bypass the version counter, as they bypass
+autograd's checks: update weights in place under torch.no_grad() instead.) The weight itself
+is passed, uncached, when
+- it is already tap-major (stride(0) == 1), or ENABLED is False (benchmarks/gpu.py's layout
+  step times both layouts);
+- it is an inference tensor: those have no version counter, so an in-place update could not
+  be detected (models.registry builds models outside inference mode, so served parameters
+  are cached).
+A CUDA graph is captured after warm-up calls (Triton compiles and loads a kernel variant at its
+first launch, which a capturing stream does not allow), so the capture finds the copy the
+warm-up made and launches the same variant on it: replays then read that copy, and a weight
+updated in place after the capture needs a new capture (as any input baked into a graph).
+The project's own graph, LFM2's decode step, never reads a copy: a one-token short-conv block
+passes the weight itself (see triton_short_conv).
+"""
+from __future__ import annotations
+
+import torch
+
+ENABLED = True
+_ATTR = "_dwserve_tap_major"
+
+
+def tap_major(weight: torch.Tensor) -> torch.Tensor:
+    """weight (C, 1, *kernel), any strides -> the same values, shape (C, 1, *kernel), with
+    stride(0) == 1 and the taps outermost; cached per weight tensor and version."""
+    if not ENABLED or weight.stride(0) == 1 or weight.is_inference():
+        return weight
+    key = (weight._version, weight.data_ptr())
+    cached = getattr(weight, _ATTR, None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    n, source = weight.dim(), weight.detach()
+    stored = source.permute(*range(2, n), 1, 0).contiguous()               # (*kernel, 1, C)
+    view = stored.permute(n - 1, n - 2, *range(n - 2))                     # (C, 1, *kernel)
+    try:
+        setattr(weight, _ATTR, (key, view, source))   # source: its memory stays ours (see above)
+    except (AttributeError, RuntimeError):   # tensors that refuse attributes: no cache
+        pass
+    return view
