@@ -76,6 +76,14 @@ def test_launchers_pass_tap_major_weights_to_the_channels_inner_kernels(report):
     assert max(int(k) for a, _ in pairs for k in a["loads"]) == 16
 
 
+def test_short_conv_block_reads_the_state_by_rows_not_tiles(report):
+    """LFM2's fused block: the conv state (time unit-stride) is added as K-1 channel rows in the
+    first time-tile only. Loaded as a full tile per tap it put the accumulator in a time-major
+    layout: 99 2-byte loads and 144 registers per thread, 12 warps per SM."""
+    (c,) = _case(report, "short-conv-1x512x1024-k3-bf16")["configs"]
+    assert c["loads"].get("2", 0) <= 32 and c["warps_per_sm"] >= 24, c
+
+
 def test_unit_stride_time_layout_is_reported_scalar(report):
     """The seed shape (B, C, L) with L=21: shifted taps, nothing 16-byte aligned to prove; the
     analysis must tell this apart from the vector cases (else it would pass anything)."""

@@ -66,19 +66,26 @@ def _short_conv_kernel(
     mask_c = offs_c < C
     bcx_row = bcx_ptr + pid_b * sb_b
     m_row = m_ptr + pid_b * sm_b
-    s_row = s_ptr + pid_b * ss_b + offs_c[None, :] * ss_c                  # [1, BLOCK_C]
+    s_row = s_ptr + pid_b * ss_b + offs_c * ss_c                            # [BLOCK_C]
 
     acc = tl.zeros([BLOCK_L, BLOCK_C], dtype=ACC_DTYPE)
     for k in tl.static_range(K):
-        src = offs_t + (k - (K - 1))                   # [BLOCK_L] time read by tap k (may be < 0)
+        src = offs_t + (k - (K - 1))                   # [BLOCK_L] time read by tap k (< 0: the state's)
         val = _gated_bx(bcx_row, m_row, src, mask_t & (src >= 0), offs_c, mask_c, C, sb_l, sb_c, sm_l,
-                        HAS_MASK, ACC_DTYPE)                # [BLOCK_L, BLOCK_C]
-        if HAS_STATE:                                  # left context: state[(K-1) + src]
-            from_state = (mask_t & (src < 0))[:, None] & mask_c[None, :]
-            sv = tl.load(s_row + ((K - 1) + src)[:, None] * ss_k, mask=from_state, other=0.0)
-            val += sv.to(ACC_DTYPE)                    # disjoint masks: val is 0 where src < 0
+                        HAS_MASK, ACC_DTYPE)                # [BLOCK_L, BLOCK_C], 0 where src < 0
         wv = tl.load(w_ptr + offs_c * sw_c + k * sw_k, mask=mask_c, other=0.0)   # [BLOCK_C]
         acc += wv.to(ACC_DTYPE)[None, :] * val
+    if HAS_STATE:
+        if pid_l == 0:
+            # Left context, first time-tile only: output t, tap k reads state[j] for j = t + k < K-1.
+            # Added per state column as one [BLOCK_C] row (not a full tile load per tap: a tile of
+            # state, whose unit-stride dim is time, would put acc in a time-major layout, every
+            # weight and state value a 2-byte load, in every program). t = j - k < BLOCK_L.
+            for j in tl.static_range(K - 1):
+                sj = tl.load(s_row + j * ss_k, mask=mask_c, other=0.0).to(ACC_DTYPE)       # [BLOCK_C]
+                for k in tl.static_range(j + 1):
+                    wk = tl.load(w_ptr + offs_c * sw_c + k * sw_k, mask=mask_c, other=0.0).to(ACC_DTYPE)
+                    acc += tl.where((offs_t == j - k)[:, None], (wk * sj)[None, :], 0.0)
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_c, mask=mask_c, other=0.0).to(ACC_DTYPE)[None, :]
     ok_y = mask_t[:, None] & mask_c[None, :]
@@ -96,11 +103,11 @@ def _short_conv_kernel(
             src_s = L - (K - 1) + offs_j   # [BLOCK_S]; own name: a runtime `if` may not retype `src`
             new = _gated_bx(bcx_row, m_row, src_s, mask_j & (src_s >= 0), offs_c, mask_c, C, sb_l, sb_c,
                             sm_l, HAS_MASK, ACC_DTYPE)       # [BLOCK_S, BLOCK_C]
-            old = tl.load(s_row + (L + offs_j)[:, None] * ss_k,
+            old = tl.load(s_row[None, :] + (L + offs_j)[:, None] * ss_k,
                           mask=(mask_j & (src_s < 0))[:, None] & mask_c[None, :], other=0.0)
             new += old.to(ACC_DTYPE)
             tl.debug_barrier()   # every read of the old state (above and in the taps) precedes any write
-            tl.store(s_row + offs_j[:, None] * ss_k, new.to(s_ptr.dtype.element_ty),
+            tl.store(s_row[None, :] + offs_j[:, None] * ss_k, new.to(s_ptr.dtype.element_ty),
                      mask=mask_j[:, None] & mask_c[None, :])
 
 
