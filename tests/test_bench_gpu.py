@@ -279,3 +279,13 @@ def test_smoke_summary_has_the_format_the_h200_acceptance_reads(smoke):
     failures = h200_failures(summary, set())
     assert failures[0].startswith("not an H200") and "missing ops-h200.json" in failures
     assert "decode lfm2-demo b1 before: tokens/s or kernels per token not measured" in failures   # no CUDA count
+
+
+def test_gpu_sh_runs_every_test_file_with_cuda_only_tests():
+    """gpu.sh names its test files (the device has no service packages for the rest): a file
+    that gains a @pytest.mark.gpu test must be added there, or that test never runs."""
+    script = (REPO / "benchmarks" / "gpu.sh").read_text()
+    named = set(re.findall(r"tests/(test_\w+\.py)", script))
+    marked = {p.name for p in (REPO / "tests").glob("test_*.py")
+              if re.search(r"^@pytest\.mark\.gpu$", p.read_text(), re.M)}
+    assert marked and marked <= named, sorted(marked - named)
