@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from fused_common import needs_fused
-from models.depthwise.fused import interpreting as _interpreting
 from models.depthwise import weight_layout
+from models.depthwise.fused import interpreting as _interpreting
 from models.depthwise.weight_layout import tap_major
 from test_fused import check, rand, ref_conv1d, ref_conv2d
 
@@ -81,29 +81,24 @@ def test_passed_through_uncached(case, monkeypatch):
 
 # ------------------------------------------------------------------ what the kernels get
 
-class _Spy:
-    """Records the weight argument the launchers hand to the kernel (then launches it)."""
-
-    def __init__(self):
-        self.weights = []
-
-
-def _spy_launch_tuned(monkeypatch, module, spy):
+def _spy_launch_tuned(monkeypatch, module, seen: list):
+    """Append to `seen` the weight the launcher hands to the kernel (then launch it)."""
     real = module.launch_tuned
 
     def launch_tuned(kernel, grid, key, x, weight, *args, **kwargs):
-        spy.weights.append(weight)
+        seen.append(weight)
         return real(kernel, grid, key, x, weight, *args, **kwargs)
     monkeypatch.setattr(module, "launch_tuned", launch_tuned)
 
 
-def _spy_kernel(monkeypatch, module, name, spy, weight_index=1):
+def _spy_kernel(monkeypatch, module, name, seen: list, weight_index=1):
+    """The same for a kernel launched as kernel[grid](...) without launch_tuned."""
     real = getattr(module, name)
 
     class Wrapped:
         def __getitem__(self, grid):
             def launch(*args, **kwargs):
-                spy.weights.append(args[weight_index])
+                seen.append(args[weight_index])
                 return real[grid](*args, **kwargs)
             return launch
     monkeypatch.setattr(module, name, Wrapped())
@@ -114,8 +109,8 @@ def _spy_kernel(monkeypatch, module, name, spy, weight_index=1):
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 def test_conv2d_kernel_gets_tap_major_weights_only_for_channels_last(layout, monkeypatch):
     from models.depthwise import fused, triton_conv2d
-    spy = _Spy()
-    _spy_launch_tuned(monkeypatch, triton_conv2d, spy)
+    seen = []
+    _spy_launch_tuned(monkeypatch, triton_conv2d, seen)
     g = torch.Generator().manual_seed(1)
     x, w, b = rand(2, 24, 7, 9, gen=g), nn.Parameter(rand(24, 1, 3, 3, gen=g)), rand(24, gen=g)
     if layout == "channels_last":
@@ -123,7 +118,7 @@ def test_conv2d_kernel_gets_tap_major_weights_only_for_channels_last(layout, mon
     args = ((1, 1), (1, 1, 1, 1), (1, 1))
     out = fused.conv2d(x, w, b, *args)
     check(out, ref_conv2d(x, w.detach(), b, *args), torch.float32)
-    assert spy.weights[-1].stride(0) == (1 if layout == "channels_last" else 9)
+    assert seen[-1].stride(0) == (1 if layout == "channels_last" else 9)
     with torch.no_grad():
         w.mul_(-0.5)                                             # the next call must see this
     out = fused.conv2d(x, w, b, *args)
@@ -135,14 +130,14 @@ def test_conv2d_kernel_gets_tap_major_weights_only_for_channels_last(layout, mon
 @pytest.mark.parametrize("channels_inner", [False, True], ids=["bcl", "blc"])
 def test_conv1d_kernel_gets_tap_major_weights_only_channels_inner(channels_inner, monkeypatch):
     from models.depthwise import fused, triton_conv1d
-    spy = _Spy()
-    _spy_launch_tuned(monkeypatch, triton_conv1d, spy)
+    seen = []
+    _spy_launch_tuned(monkeypatch, triton_conv1d, seen)
     g = torch.Generator().manual_seed(2)
     x = rand(2, 33, 20, gen=g).transpose(1, 2) if channels_inner else rand(2, 20, 33, gen=g)  # (B, C=20, L=33)
     w = nn.Parameter(rand(40, 1, 3, gen=g))                      # m = 2
     out = fused.conv1d(x, w, None, 1, (2, 0), 1)
     check(out, ref_conv1d(x, w.detach(), None, 1, (2, 0), 1), torch.float32)
-    assert spy.weights[-1].stride(0) == (1 if channels_inner else 3)
+    assert seen[-1].stride(0) == (1 if channels_inner else 3)
     with torch.no_grad():
         w.copy_(rand(40, 1, 3, gen=g))
     out = fused.conv1d(x, w, None, 1, (2, 0), 1)
@@ -154,15 +149,15 @@ def test_conv1d_kernel_gets_tap_major_weights_only_channels_inner(channels_inner
 def test_short_conv_block_gets_tap_major_weights_and_follows_updates(monkeypatch):
     from models.depthwise import fused, triton_short_conv
     from models.depthwise.short_conv import short_conv_block_reference
-    spy = _Spy()
-    _spy_kernel(monkeypatch, triton_short_conv, "_short_conv_kernel", spy)
+    seen = []
+    _spy_kernel(monkeypatch, triton_short_conv, "_short_conv_kernel", seen)
     g = torch.Generator().manual_seed(3)
     bcx, w, b = rand(2, 11, 3 * 24, gen=g), nn.Parameter(rand(24, 1, 3, gen=g)), rand(24, gen=g)
     for _ in range(2):
         y = fused.short_conv_block(bcx, w, b)
         ref = short_conv_block_reference(bcx.double(), w.detach().double(), b.double())
         check(y, ref, torch.float32)
-        assert spy.weights[-1].stride(0) == 1
+        assert seen[-1].stride(0) == 1
         with torch.no_grad():
             w.mul_(3)
     # One token (a decode step, what LFM2's CUDA graph captures): the weight itself.
@@ -172,7 +167,7 @@ def test_short_conv_block_gets_tap_major_weights_and_follows_updates(monkeypatch
     ref = short_conv_block_reference(bcx[:, :1].double(), w.detach().double(), b.double(), conv_state=ref_state)
     check(y, ref, torch.float32)
     check(state, ref_state, torch.float32)
-    assert spy.weights[-1] is w
+    assert seen[-1] is w
 
 
 def test_models_are_built_with_versioned_parameters_inside_inference_mode():
