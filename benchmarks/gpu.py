@@ -94,6 +94,13 @@ class Run:
     def write_json(self, name: str, obj) -> None:
         self.path(name).write_text(json.dumps(obj, indent=1, default=str) + "\n")
 
+    def write_rows(self, stem: str, title: str, doc: str, rows: list, skipped: list, table: list[str]) -> None:
+        """<stem>-<tag>.json (environment, rows, skipped, doc) and .md (title, doc, table)."""
+        self.write_json(f"{stem}-{self.tag}.json", {"environment": self.env, "rows": rows, "skipped": skipped,
+                                                    "doc": doc})
+        self.path(f"{stem}-{self.tag}.md").write_text(
+            f"# {title} ({self.env['device_name']})\n\n{doc}\n" + "\n".join(table) + "\n")
+
 
 def step_env(run: Run, deadline: float) -> list:
     print(json.dumps({k: run.env.get(k) for k in ("device_name", "gpu_driver", "torch", "triton", "cuda",
@@ -238,11 +245,8 @@ def step_decode(run: Run, deadline: float) -> list:
         gpu_decode.run(cfg["presets"], cfg["batches"], cfg["prompt"], cfg["new_tokens"], run.device,
                        cfg["decode_dtype"], deadline, cfg["decode_max_s"], rows, skipped)
     finally:                                  # interrupted too: the rows measured are written
-        run.write_json(f"decode-{run.tag}.json", {"environment": run.env, "rows": rows, "skipped": skipped,
-                                                  "doc": gpu_decode.__doc__})
-        run.path(f"decode-{run.tag}.md").write_text(
-            f"# LFM2 decoding before/after ({run.env['device_name']})\n\n{gpu_decode.__doc__}\n"
-            + "\n".join(gpu_report.decode_table(rows)) + "\n")
+        run.write_rows("decode", "LFM2 decoding before/after", gpu_decode.__doc__, rows, skipped,
+                       gpu_report.decode_table(rows))
     return skipped
 
 
@@ -253,12 +257,9 @@ def step_layouts(run: Run, deadline: float) -> list:
         gpu_layouts.run(run.device, cfg["layouts_dtypes"], deadline, rows, skipped, cfg["layouts_budget_s"],
                         cfg["layouts_reps"], *cfg["layouts"])
     finally:                                  # interrupted too: the rows measured are written
-        run.write_json(f"layouts-{run.tag}.json", {"environment": run.env, "rows": rows, "skipped": skipped,
-                                                   "doc": gpu_layouts.__doc__})
-        run.path(f"layouts-{run.tag}.md").write_text(
-            f"# Fused weight layouts A/B ({run.env['device_name']})\n\n{gpu_layouts.__doc__}\n"
-            + "\n".join(gpu_layouts.table(rows)) + "\n")
-    for line in gpu_layouts.table(rows)[2:]:
+        table = gpu_layouts.table(rows)
+        run.write_rows("layouts", "Fused weight layouts A/B", gpu_layouts.__doc__, rows, skipped, table)
+    for line in table[2:]:
         print(line)
     return skipped
 

@@ -1,6 +1,6 @@
 """The weight-layout A/B for benchmarks/gpu.py: the channels-inner fused kernels with the
 tap-major weight copy (the default, models/depthwise/weight_layout.py) against the weight as
-stored, channel-major (weight_layout.ENABLED off: what they ran before, and what inference-
+stored, channel-major (weight_layout.as_stored(): what they ran before, and what inference-
 tensor weights still get), timed interleaved on the same inputs.
 
 Why a step of its own: the tap-major layout was chosen from compiled code (registers and load
@@ -21,28 +21,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-
 import torch
 
 from benchmarks import input_sets, ops, timing
 from benchmarks.gpu_report import ITEMSIZE, min_bytes
-from models.depthwise import short_conv_block, weight_layout
+from models.depthwise import short_conv_block
+from models.depthwise.weight_layout import call_as_stored
 
 CONV2D = tuple(s for s in ops.SUITE if s.channels_last and s.x[0] in (8, 32))
 SHORT_CONV = (("lfm2-350m-block-8x512", (8, 512, 1024), 3), ("lfm2-350m-block-1x128", (1, 128, 1024), 3))
 DTYPES = (torch.bfloat16,)                 # the served dtype on CUDA
-
-
-def channel_major(fn: Callable[[], object]) -> Callable[[], object]:
-    """fn run with the tap-major copy switched off (the kernels then get the weight as stored)."""
-    def call():
-        weight_layout.ENABLED = False
-        try:
-            return fn()
-        finally:
-            weight_layout.ENABLED = True
-    return call
 
 
 def _short_conv_inputs(x_shape, k, dtype, device):
@@ -76,7 +64,7 @@ def calls(device: str, dtypes=DTYPES, conv2d=CONV2D, short_conv=SHORT_CONV):
     for dtype in dtypes:
         for name, _, make in cases(device, dtype, False, conv2d, short_conv):
             yield f"{name}/{dtype}/tap_major", make()
-            yield f"{name}/{dtype}/channel_major", channel_major(make())
+            yield f"{name}/{dtype}/channel_major", call_as_stored(make())
 
 
 def run(device: str, dtypes, deadline: float, rows: list, skipped: list, budget_s: float = 0.15,
@@ -90,7 +78,7 @@ def run(device: str, dtypes, deadline: float, rows: list, skipped: list, budget_
             if time.perf_counter() > deadline:
                 skipped.append(f"{name}/{dname}")
                 continue
-            fns = {"tap_major": make(), "channel_major": channel_major(make())}
+            fns = {"tap_major": make(), "channel_major": call_as_stored(make())}
             with torch.inference_mode():
                 stats = timing.time_interleaved(fns, device=device, budget_s=budget_s, min_repeats=reps[0],
                                                 max_repeats=reps[1], **sample)

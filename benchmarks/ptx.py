@@ -55,17 +55,6 @@ def _nhwc(b, c, h, w, dtype):
     return torch.empty(b, c, h, w, dtype=dtype).to(memory_format=torch.channels_last)
 
 
-def _as_stored(call):
-    """call with the launchers' tap-major weight copies off (the kernel gets the weight as stored)."""
-    def run():
-        weight_layout.ENABLED = False
-        try:
-            return call()
-        finally:
-            weight_layout.ENABLED = True
-    return run
-
-
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -108,9 +97,9 @@ CASES = [
     # The case above with the weight as stored, (C, 1, KH, KW)-contiguous: what the launcher
     # passed before it made tap-major copies, and still passes for inference-tensor weights.
     Case("mbv2-32x384@14-nhwc-bf16-channel-major-weight", triton_conv2d, "_dw_conv2d_nhwc_kernel",
-         _as_stored(lambda: triton_conv2d.dw_conv2d(_nhwc(32, 384, 14, 14, BF16),
-                                                    torch.empty(384, 1, 3, 3, dtype=BF16),
-                                                    None, (1, 1), (1, 1, 1, 1), (1, 1))),
+         weight_layout.call_as_stored(
+             lambda: triton_conv2d.dw_conv2d(_nhwc(32, 384, 14, 14, BF16), torch.empty(384, 1, 3, 3, dtype=BF16),
+                                             None, (1, 1), (1, 1, 1, 1), (1, 1))),
          True, "the case above with the weight as stored, (C, 1, KH, KW): each tap's channels are 9 "
                "values apart, one 2-byte load each; the launchers pass a tap-major copy instead "
                "(models/depthwise/weight_layout.py)"),

@@ -19,8 +19,8 @@ entry holds the source tensor, so that memory cannot be freed and reused by a la
 the same address. (Writes through `param.data` bypass the version counter, as they bypass
 autograd's checks: update weights in place under torch.no_grad() instead.) The weight itself
 is passed, uncached, when
-- it is already tap-major (stride(0) == 1), or ENABLED is False (benchmarks/gpu.py's layout
-  step times both layouts);
+- it is already tap-major (stride(0) == 1), or ENABLED is False, as inside `as_stored()`
+  (benchmarks/gpu.py's layout step times both layouts);
 - it is an inference tensor: those have no version counter, so an in-place update could not
   be detected (models.registry builds models outside inference mode, so served parameters
   are cached).
@@ -32,6 +32,9 @@ The project's own graph, LFM2's decode step, never reads a copy: a one-token sho
 passes the weight itself (see triton_short_conv).
 """
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -56,3 +59,23 @@ def tap_major(weight: torch.Tensor) -> torch.Tensor:
     except (AttributeError, RuntimeError):   # tensors that refuse attributes: no cache
         pass
     return view
+
+
+@contextlib.contextmanager
+def as_stored() -> Iterator[None]:
+    """Within the block the kernels get weights as stored (no tap-major copies), then ENABLED
+    is restored. Process-wide, not per thread: for benchmarks and reports, not the service."""
+    global ENABLED
+    saved, ENABLED = ENABLED, False
+    try:
+        yield
+    finally:
+        ENABLED = saved
+
+
+def call_as_stored(fn: Callable[[], object]) -> Callable[[], object]:
+    """fn, run inside as_stored() on every call."""
+    def call():
+        with as_stored():
+            return fn()
+    return call
