@@ -93,6 +93,10 @@ class StaticCache(LFM2Cache):
         values.index_copy_(2, start, v)
         return keys, values
 
+    def mark_slot(self):
+        """The decode step's new column is a real token in every row (key_mask at `slot`)."""
+        self.key_mask.index_fill_(1, self.slot, True)
+
     def sync_slot(self):
         """After a host-side prefill: the device slot index catches up with `length`."""
         self.slot.fill_(self.length)

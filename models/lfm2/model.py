@@ -190,7 +190,7 @@ class LFM2ForCausalLM(nn.Module):
         """_context for one real token per row at the device-side slot cache.slot: the same
         positions and mask as the dynamic path, over all max_length key slots."""
         pos = cache.positions[:, None]                                   # (B, 1)
-        cache.key_mask.index_fill_(1, cache.slot, True)                  # the new slot is a token
+        cache.mark_slot()                                                # the new slot is a token
         attn = cache.key_mask[:, None, None, :]                          # (B, 1, 1, S=max_length)
         cos, sin = self.model.rotary_emb(pos, self.dtype)
         return StepContext(cos, sin, attn, None, cache, cache.slot)
@@ -204,6 +204,12 @@ class LFM2ForCausalLM(nn.Module):
         from .generation import generate
         return generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed,
                         stop_token_ids, cuda_graph)
+
+    def continuous_batch(self, capacity: int, max_length: int, cuda_graph: bool | None = None):
+        """An engine that decodes up to `capacity` sequences together, each joining and
+        leaving between steps (continuous.py; what the service's /v1/generate runs on)."""
+        from .continuous import ContinuousBatch
+        return ContinuousBatch(self, capacity, max_length, cuda_graph)
 
     def stream_generate(self, prompts, max_new_tokens: int = 32, temperature: float = 0.0,
                         top_k: int | None = None, top_p: float | None = None,

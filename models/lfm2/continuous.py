@@ -1,0 +1,159 @@
+"""Continuous batching for LFM2 generation: sequences join and leave between decode steps.
+
+    engine = ContinuousBatch(model, capacity=16, max_length=2048)
+    seq = engine.add(Sequence([1, 5, 9], max_new_tokens=32, temperature=0.7, seed=3))
+    while engine.busy:
+        for seq, token in engine.step():      # one new token per live sequence
+            ...                               # seq.done / seq.finish_reason once it stopped
+
+Each `step()` first admits waiting sequences into free rows (one left-padded prefill for
+all that fit; each gets its first token from it), then runs one decode step for the rows
+that were already live. A sequence leaves as soon as it is done (its stop token or
+max_new_tokens reached, or `cancel()`ed), freeing its row for the next waiting one, so
+short and long generations share the batch without waiting for each other.
+
+Tokens equal what `LFM2ForCausalLM.generate` gives each sequence alone (the same sampling
+code, each sequence with its own seeded generator) up to float rounding of batched matmuls.
+The depthwise policy is the caller's (`use_impl` around `step()`): one engine per policy.
+"""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+import torch
+
+from .decoding import use_cuda_graph
+from .generation import _check_args, sample_next
+from .slots import SlotDecoder
+
+
+@dataclass(eq=False)
+class Sequence:
+    prompt: list[int]
+    max_new_tokens: int = 32
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop_token_ids: tuple[int, ...] = ()
+    tokens: list[int] = field(default_factory=list)   # generated so far (a stop token included)
+    done: bool = False
+    finish_reason: str | None = None                  # "stop" | "length" | "cancelled"
+    row: int | None = None                            # its SlotDecoder row while live
+    generator: torch.Generator | None = None
+    cancelled: bool = False
+
+
+class ContinuousBatch:
+    def __init__(self, model, capacity: int, max_length: int, cuda_graph: bool | None = None):
+        self.model = model
+        self.decoder = SlotDecoder(model, capacity, max_length, graph=use_cuda_graph(model, cuda_graph))
+        self.waiting: collections.deque[Sequence] = collections.deque()
+        self.rows: list[Sequence] = []       # rows[r] is the sequence in decoder row r
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.waiting or self.rows)
+
+    @property
+    def capacity(self) -> int:
+        return self.decoder.capacity
+
+    def add(self, seq: Sequence) -> Sequence:
+        """Queue a sequence; it joins at the next step with a free row. Raises ValueError for
+        arguments generate() would reject, or a sequence that cannot fit max_length."""
+        cfg = self.model.config
+        if not seq.prompt or not all(isinstance(t, int) and 0 <= t < cfg.vocab_size for t in seq.prompt):
+            raise ValueError(f"prompt must be a non-empty list of token ids in [0, {cfg.vocab_size})")
+        _check_args(seq.max_new_tokens, seq.temperature, seq.top_k, seq.top_p, seq.stop_token_ids,
+                    cfg.vocab_size)
+        if len(seq.prompt) + seq.max_new_tokens > self.decoder.max_length:
+            raise ValueError(f"prompt ({len(seq.prompt)} tokens) + max_new_tokens ({seq.max_new_tokens}) "
+                             f"exceeds this batch's max_length {self.decoder.max_length}")
+        if seq.max_new_tokens == 0:
+            seq.done, seq.finish_reason = True, "length"
+            return seq
+        seq.generator = torch.Generator(device=self.model.device)
+        if seq.seed is None:
+            seq.generator.seed()
+        else:
+            seq.generator.manual_seed(int(seq.seed))
+        self.waiting.append(seq)
+        return seq
+
+    def cancel(self, seq: Sequence) -> None:
+        """Stop `seq` before the next step (thread-safe: only sets a flag)."""
+        seq.cancelled = True
+
+    def step(self) -> list[tuple[Sequence, int]]:
+        """Admit what fits, decode one token for every live row -> [(sequence, new token)]."""
+        self._drop_cancelled()
+        out: list[tuple[Sequence, int]] = []
+        old = len(self.rows)
+        if old:
+            logits = self.decoder.step()                               # (old, V)
+            out += self._sample(self.rows[:old], logits)
+        admitted = self._admit()
+        if admitted:
+            rows, logits = self.decoder.admit([s.prompt for s in admitted])
+            for s, r in zip(admitted, rows):
+                s.row = r
+            self.rows += admitted
+            out += self._sample(admitted, logits)
+        self._retire_finished()
+        return out
+
+    # --- internals ------------------------------------------------------------------------
+    def _admit(self) -> list[Sequence]:
+        """Waiting sequences (FIFO) that fit the free rows and, padded to the group's longest
+        prompt, still fit max_length."""
+        group: list[Sequence] = []
+        free, limit = self.decoder.free, self.decoder.max_length
+        while self.waiting and len(group) < free:
+            seq = self.waiting[0]
+            trial = group + [seq]
+            width = max(len(s.prompt) for s in trial)
+            if group and width + max(s.max_new_tokens for s in trial) > limit:
+                break                                  # joins a later group
+            group.append(self.waiting.popleft())
+        return group
+
+    def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[tuple[Sequence, int]]:
+        """One token per sequence from its row of logits (V,), each with its own generator."""
+        with torch.inference_mode():
+            greedy = [i for i, s in enumerate(seqs) if s.temperature == 0.0]
+            picked = torch.empty(len(seqs), dtype=torch.long, device=logits.device)
+            if greedy:
+                idx = torch.tensor(greedy, device=logits.device)
+                picked[idx] = logits[idx].argmax(-1)
+            for i, s in enumerate(seqs):
+                if s.temperature != 0.0:
+                    picked[i] = sample_next(logits[i:i + 1], s.temperature, s.top_k, s.top_p, s.generator)[0]
+            self.decoder.set_next([s.row for s in seqs], picked)
+            tokens = picked.tolist()
+        out = []
+        for s, t in zip(seqs, tokens):
+            s.tokens.append(t)
+            if t in s.stop_token_ids:
+                s.done, s.finish_reason = True, "stop"
+            elif len(s.tokens) >= s.max_new_tokens:
+                s.done, s.finish_reason = True, "length"
+            out.append((s, t))
+        return out
+
+    def _drop_cancelled(self):
+        for s in [*self.rows, *self.waiting]:
+            if s.cancelled and not s.done:
+                s.done, s.finish_reason = True, "cancelled"
+        self.waiting = collections.deque(s for s in self.waiting if not s.done)
+        self._retire_finished()
+
+    def _retire_finished(self):
+        for s in [s for s in self.rows if s.done]:
+            moved = self.decoder.release(s.row)
+            last = self.rows.pop()                      # rows mirrors the decoder's rows
+            if moved is not None:
+                self.rows[s.row] = last
+                last.row = s.row
+            s.row = None

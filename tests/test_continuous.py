@@ -1,0 +1,207 @@
+"""Continuous batching (models/lfm2/slots.py, continuous.py) against generating alone.
+
+The reference is LFM2ForCausalLM.generate on one prompt at a time (the dynamic path, itself
+checked against transformers in test_lfm2.py): every sequence of a continuous batch, however
+it was interleaved with others joining and leaving, must get the tokens it gets alone.
+"""
+import copy
+import random
+
+import pytest
+import torch
+
+from models.depthwise import fused, use_impl
+from models.lfm2 import LFM2Config, LFM2ForCausalLM
+from models.lfm2 import decoding, slots as slots_mod
+from models.lfm2.continuous import ContinuousBatch, Sequence
+from models.lfm2.slots import SlotDecoder, buckets
+
+from test_decoding import FakeRunner
+
+TINY = LFM2Config(vocab_size=97, hidden_size=40, intermediate_size=64, num_hidden_layers=4,
+                  num_attention_heads=5, num_key_value_heads=1, max_position_embeddings=512,
+                  layer_types=("conv", "full_attention", "conv", "full_attention"))
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = LFM2ForCausalLM.empty(TINY)
+    m.init_weights(seed=5)
+    with torch.no_grad():   # larger weights than the default init: logits that differ per token
+        for p in m.parameters():
+            if p.dim() > 1:
+                p.mul_(10)
+    return m.eval()
+
+
+def alone(model, seq: Sequence) -> list[int]:
+    (out,) = model.generate([seq.prompt], max_new_tokens=seq.max_new_tokens, temperature=seq.temperature,
+                            top_k=seq.top_k, top_p=seq.top_p, seed=seq.seed,
+                            stop_token_ids=seq.stop_token_ids, cuda_graph=False)
+    return out
+
+
+def random_sequences(n: int, rng: random.Random, vocab: int) -> list[Sequence]:
+    seqs = []
+    for i in range(n):
+        prompt = [rng.randrange(vocab) for _ in range(rng.randint(1, 12))]
+        sampled = i % 3 == 2
+        seqs.append(Sequence(prompt, max_new_tokens=rng.randint(1, 14),
+                             temperature=0.8 if sampled else 0.0, top_k=20 if sampled else None,
+                             top_p=0.9 if i % 6 == 5 else None, seed=100 + i,
+                             stop_token_ids=(rng.randrange(vocab),) if i % 4 == 1 else ()))
+    return seqs
+
+
+def run_staggered(engine: ContinuousBatch, seqs: list[Sequence], rng: random.Random):
+    """Add the sequences a few at a time between steps, as requests arriving under load."""
+    pending = list(seqs)
+    steps = 0
+    while pending or engine.busy:
+        for _ in range(rng.randint(0, 3)):
+            if pending:
+                engine.add(pending.pop(0))
+        if engine.busy:
+            engine.step()
+            steps += 1
+        assert steps < 1000
+    return steps
+
+
+@pytest.mark.parametrize("impl", [pytest.param(i, id=i) for i in ("slice_sum", "native", "fused")])
+def test_every_sequence_gets_the_tokens_it_gets_alone(model, impl):
+    rng = random.Random(7)
+    seqs = random_sequences(14, rng, TINY.vocab_size)
+    with use_impl(impl):
+        want = [alone(model, s) for s in seqs]
+        engine = ContinuousBatch(model, capacity=4, max_length=40)
+        steps = run_staggered(engine, seqs, rng)
+    assert [s.tokens for s in seqs] == want
+    assert all(s.done and s.row is None for s in seqs) and engine.decoder.live == 0
+    for s in seqs:
+        stopped = bool(s.stop_token_ids) and s.tokens[-1] in s.stop_token_ids
+        assert s.finish_reason == ("stop" if stopped else "length")
+    # Sharing happened: far fewer steps than generating them one after another.
+    assert steps < 0.6 * sum(len(w) for w in want)
+    assert len({tuple(w) for w in want}) > 10                     # the sequences differ
+
+
+def test_rows_stay_a_prefix_and_follow_their_sequences(model):
+    """Retiring a middle row moves the last live row into it; its sequence goes on unchanged."""
+    seqs = [Sequence([3, 4, 5], max_new_tokens=9), Sequence([8], max_new_tokens=2),
+            Sequence([1, 2], max_new_tokens=9)]
+    want = [alone(model, s) for s in seqs]
+    engine = ContinuousBatch(model, capacity=3, max_length=32)
+    for s in seqs:
+        engine.add(s)
+    engine.step()                                                # all three admitted: rows 0, 1, 2
+    assert [s.row for s in seqs] == [0, 1, 2]
+    engine.step()                                                # the second is done: row 2 -> 1
+    assert seqs[1].done and [s.row for s in seqs] == [0, None, 1] and engine.decoder.live == 2
+    while engine.busy:
+        engine.step()
+    assert [s.tokens for s in seqs] == want
+
+
+def test_cancel_frees_the_row_for_a_waiting_sequence(model):
+    first, second = Sequence([5, 6], max_new_tokens=30), Sequence([7, 7, 7], max_new_tokens=5)
+    engine = ContinuousBatch(model, capacity=1, max_length=40)
+    engine.add(first)
+    engine.add(second)
+    engine.step()
+    assert first.row == 0 and second.row is None                 # the batch is full: it waits
+    engine.cancel(first)
+    engine.step()
+    assert first.finish_reason == "cancelled" and len(first.tokens) == 1
+    assert second.row == 0
+    while engine.busy:
+        engine.step()
+    assert second.tokens == alone(model, Sequence([7, 7, 7], max_new_tokens=5))
+
+
+def test_admission_keeps_each_group_within_max_length(model):
+    """A long prompt and a long generation are not padded into one group past max_length."""
+    long_prompt = Sequence(list(range(1, 21)), max_new_tokens=2)
+    long_gen = Sequence([4], max_new_tokens=18)
+    engine = ContinuousBatch(model, capacity=2, max_length=24)
+    engine.add(long_prompt)
+    engine.add(long_gen)
+    engine.step()
+    assert long_prompt.row == 0 and long_gen.row is None         # 20 + 18 > 24: admitted later
+    while engine.busy:
+        engine.step()
+    assert long_gen.tokens == alone(model, Sequence([4], max_new_tokens=18))
+
+
+@pytest.mark.parametrize("bad, match", [
+    pytest.param(Sequence([], max_new_tokens=2), "non-empty", id="empty-prompt"),
+    pytest.param(Sequence([500], max_new_tokens=2), r"\[0, 97\)", id="token-out-of-vocab"),
+    pytest.param(Sequence([1] * 10, max_new_tokens=30), "max_length 32", id="too-long"),
+    pytest.param(Sequence([1], max_new_tokens=2, temperature=-1.0), "temperature", id="temperature"),
+])
+def test_bad_sequences_are_refused_naming_what_was_expected(model, bad, match):
+    engine = ContinuousBatch(model, capacity=2, max_length=32)
+    with pytest.raises(ValueError, match=match):
+        engine.add(bad)
+    assert not engine.busy
+
+
+def test_zero_new_tokens_is_done_at_once(model):
+    engine = ContinuousBatch(model, capacity=2, max_length=32)
+    seq = engine.add(Sequence([1, 2], max_new_tokens=0))
+    assert seq.done and seq.finish_reason == "length" and not engine.busy
+
+
+def test_graph_mode_replays_one_bucket_per_step(model, monkeypatch):
+    """The CUDA-graph path on CPU (GraphRunner faked): graphs are captured once per bucket before
+    any row is live, a step replays the smallest bucket that holds the live rows (padding rows
+    compute unread values and never index past max_length), and tokens match generating alone."""
+    monkeypatch.setattr(slots_mod, "GraphRunner", FakeRunner)
+    monkeypatch.setattr(decoding, "graphs_supported", lambda m: True)
+    FakeRunner.captures = 0
+    rng = random.Random(11)
+    seqs = random_sequences(9, rng, TINY.vocab_size)
+    want = [alone(model, s) for s in seqs]
+    engine = ContinuousBatch(model, capacity=5, max_length=30)      # cuda_graph=None: "on CUDA"
+    assert engine.decoder.graph
+    assert buckets(5) == [1, 2, 4, 5] and FakeRunner.captures == 4
+    assert engine.decoder.live == 0 and not engine.decoder.slot.any()
+    run_staggered(engine, seqs, rng)
+    assert [s.tokens for s in seqs] == want
+    assert FakeRunner.captures == 4
+
+
+def test_a_row_out_of_room_is_refused_not_overrun(model):
+    dec = SlotDecoder(model, 2, 4, graph=False)
+    rows, _ = dec.admit([[1, 2, 3]])
+    dec.set_next(rows, torch.tensor([5]))
+    dec.step()                                                   # slot 3: the last one
+    with pytest.raises(ValueError, match="max_length=4"):
+        dec.step()
+    with pytest.raises(ValueError, match="3 prompts, 1 free rows"):
+        dec.admit([[1], [2], [3]])
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available() or fused.interpreting(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("impl", [pytest.param("fused", id="fused")])   # gpu.sh's 75 s: one policy
+def test_cuda_graph_continuous_batch_gives_the_eager_tokens(model, impl):
+    """On CUDA: one captured graph per bucket, a replay per step, and the tokens of the same
+    staggered schedule run eagerly (the path the CPU tests check against generating alone)."""
+    m = copy.deepcopy(model).cuda()
+    runs = []
+    for graph in (False, True):
+        rng = random.Random(13)
+        seqs = random_sequences(10, rng, TINY.vocab_size)
+        with use_impl(impl):
+            engine = ContinuousBatch(m, capacity=4, max_length=40, cuda_graph=graph)
+            run_staggered(engine, seqs, rng)
+        runs.append(([s.tokens for s in seqs], engine.decoder))
+    (eager, _), (replayed, dec) = runs
+    assert replayed == eager and len({tuple(t) for t in eager}) > 5
+    assert sorted(dec._graphs) == [1, 2, 4]
+    assert all(isinstance(r.graph, torch.cuda.CUDAGraph) for r, _ in dec._graphs.values())
+    assert dec.steps > 0 and dec.live == 0
