@@ -117,6 +117,8 @@ class Service:
         return rt
 
     def stop(self) -> None:
+        if self.generate is not None:   # generations first: their steps run on the runtimes
+            self.generate.stop(timeout=self.settings.graceful_shutdown_s)
         for rt in self.runtimes.values():
             rt.stop(timeout=self.settings.graceful_shutdown_s)
         if self.compute is not None:

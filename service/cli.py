@@ -2,8 +2,8 @@
 
   dwserve serve [--host H] [--port P] [--model NAME[=PATH]]... [--device auto|cpu|cuda]
                 [--depthwise-impl IMPL] [--max-batch-size N] [--max-queue-delay-ms F]
-                [--max-queue-size N] [--api-key KEY] [--max-body-bytes N] ...
-  dwserve bench {ops,models,serve,row_chunks,ptx,host_overhead} [ARGS...] runs benchmarks/<name>.py main(ARGS) from the checkout
+                [--max-queue-size N] [--max-decode-batch N] [--api-key KEY] [--max-body-bytes N] ...
+  dwserve bench {ops,models,serve,generate,row_chunks,ptx,host_overhead} [ARGS...] runs benchmarks/<name>.py main(ARGS) from the checkout
   dwserve loadtest [ARGS...]                   service.loadtest.main(ARGS)
 
 Every serve flag is also a DWSERVE_* environment variable (service.settings.Settings);
@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from .settings import IMPL_CHOICES, Settings
 
-BENCHMARKS = ("ops", "models", "serve", "row_chunks", "ptx", "host_overhead")
+BENCHMARKS = ("ops", "models", "serve", "generate", "row_chunks", "ptx", "host_overhead")
 _REPO = Path(__file__).resolve().parent.parent
 # Flags beyond DESIGN.md's list, generated from Settings so every limit is settable.
 _EXTRA = ("max_body_bytes", "max_elements", "max_new_tokens", "max_sequence_length", "max_image_pixels",
@@ -43,6 +43,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-size", type=int)
     p.add_argument("--max-queue-delay-ms", type=float)
     p.add_argument("--max-queue-size", type=int)
+    p.add_argument("--max-decode-batch", type=int,
+                   help="/v1/generate: generations decoded together (continuous batching); 1 = one at a time")
     for name in _EXTRA:
         field = Settings.model_fields[name]
         kind = field.annotation if field.annotation in (int, float) else str

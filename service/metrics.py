@@ -38,6 +38,9 @@ class ServiceMetrics:
             ["model", "impl"], buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("dwserve_batch_size", "Rows per forward after dynamic batching.",
                                     ["model"], buckets=BATCH_BUCKETS, registry=r)
+        self.decode_batch_size = Histogram(
+            "dwserve_decode_batch_size", "Generations advanced by one decode step (continuous batching).",
+            ["model"], buckets=BATCH_BUCKETS, registry=r)
         self.launches_per_forward = Gauge(
             "dwserve_kernel_launches_per_forward",
             "Launches in one forward, last measured with count_launches (warm-up, new shape, every N).",

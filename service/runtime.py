@@ -220,10 +220,7 @@ class ModelRuntime:
                 inputs = {n: t.to(self.device) for n, t in self.served.warmup_inputs(rows).items()}
                 self.forward(inputs, impl)
             self.forward({n: t.to(self.device) for n, t in self.served.warmup_inputs(1).items()}, impl)
-            lm = getattr(self.served, "lm", None)
-            if lm is not None:  # the decode path (conv state + KV cache) has its own shapes
-                with self.hooks.use_impl(impl), torch.inference_mode():
-                    lm.generate([[1, 2, 3]], max_new_tokens=2)
+            # (an LM's decode path is warmed by its GenerationScheduler: service/generation.py)
             log.info("model %s warmed up under impl %s in %.1fs", self.name, impl, time.perf_counter() - t0)
         self.ready = True
 

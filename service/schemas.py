@@ -102,6 +102,8 @@ class GenerateRequest(BaseModel):
     top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
     seed: Optional[int] = Field(None, ge=0, le=2**63 - 1)
     stop: Optional[Union[str, list[str]]] = Field(None, description="stop strings (text)")
+    ignore_eos: bool = Field(False, description="keep generating past the end-of-sequence token "
+                             "(fixed-length outputs for load tests)")
     stream: bool = False
     depthwise_impl: Optional[ImplName] = None
 

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(8, ge=1, le=1024)        # rows per forward; 1 = batching off
     max_queue_delay_ms: float = Field(5.0, ge=0, le=10_000)  # how long a batch may wait to fill
     max_queue_size: int = Field(64, ge=1, le=100_000)    # queued requests per model, then 503
+    # /v1/generate: generations decoded together, each joining and leaving between steps
+    # (continuous batching); 1 = one generation at a time. Each row holds a KV cache of
+    # max_sequence_length tokens (lfm2-demo fp32: 4 MiB per row).
+    max_decode_batch: int = Field(16, ge=1, le=256)
 
     # --- request limits (each violation is a 4xx, never a 500) ---------------------------
     max_body_bytes: int = Field(32 * 2**20, ge=1024)     # 413 above (Content-Length and streamed)

@@ -5,6 +5,7 @@ batching and overload observable. The real models are exercised by the subproces
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import threading
@@ -153,12 +154,68 @@ class FakeLM:
             if all(done):
                 return
 
+    def continuous_batch(self, capacity: int, max_length: int) -> "FakeContinuousBatch":
+        return FakeContinuousBatch(self, capacity)
+
     def generate(self, prompts, max_new_tokens, **kw):
         out = [[] for _ in prompts]
         for step in self.stream_generate(prompts, max_new_tokens, **kw):
             for i, t in enumerate(step):
                 if t is not None:
                     out[i].append(t)
+        return out
+
+
+class FakeContinuousBatch:
+    """models.lfm2.continuous.ContinuousBatch's interface over FakeLM's rule: each step admits
+    waiting sequences up to `capacity` rows, then every live one gets its next token; one
+    owner._enter(rows) per step (so a concurrent forward would be caught), token_delay_s each."""
+
+    def __init__(self, lm: FakeLM, capacity: int):
+        self.lm, self.capacity = lm, capacity
+        self.waiting: collections.deque = collections.deque()
+        self.rows: list = []
+        self.steps: list[int] = []       # live rows per step
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.waiting or self.rows)
+
+    def add(self, seq):
+        if seq.max_new_tokens == 0:
+            seq.done, seq.finish_reason = True, "length"
+            return seq
+        seq.generator = torch.Generator().manual_seed(seq.seed or 0)
+        self.waiting.append(seq)
+        return seq
+
+    def step(self):
+        for s in [*self.rows, *self.waiting]:
+            if s.cancelled and not s.done:
+                s.done, s.finish_reason = True, "cancelled"
+        self.waiting = collections.deque(s for s in self.waiting if not s.done)
+        self.rows = [s for s in self.rows if not s.done]
+        while self.waiting and len(self.rows) < self.capacity:
+            self.rows.append(self.waiting.popleft())
+        if not self.rows:
+            return []
+        self.lm.owner._enter(len(self.rows))
+        self.steps.append(len(self.rows))
+        vocab, out = self.lm.config.vocab_size, []
+        for s in self.rows:
+            last = s.tokens[-1] if s.tokens else s.prompt[-1]
+            nxt = (last + 1) % (vocab - 1)
+            if s.temperature > 0:
+                nxt = int(torch.randint(0, vocab - 1, (1,), generator=s.generator))
+            s.tokens.append(nxt)
+            if nxt in s.stop_token_ids:
+                s.done, s.finish_reason = True, "stop"
+            elif len(s.tokens) >= s.max_new_tokens:
+                s.done, s.finish_reason = True, "length"
+            out.append((s, nxt))
+        if self.lm.token_delay_s:
+            time.sleep(self.lm.token_delay_s)
+        self.rows = [s for s in self.rows if not s.done]
         return out
 
 

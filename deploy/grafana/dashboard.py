@@ -165,9 +165,11 @@ def build() -> db.Dashboard:
         q('dwserve:kernel_launches_per_request:ratio_rate5m{model=~"$model"}',
           "{{variant}} {{model}} {{impl}} {{kind}}")))
     d = d.with_panel(ts(
-        "Batch size", "Requests per forward formed by the dynamic batcher (mean and p95).", "short",
+        "Batch size", "Requests per forward formed by the dynamic batcher (mean and p95), and "
+        "generations advanced per decode step by continuous batching (/v1/generate).", "short",
         q(mean("dwserve_batch_size", "variant, model"), "mean {{variant}} {{model}}"),
-        q(hq(0.95, "dwserve_batch_size", "variant, model"), "p95 {{variant}} {{model}}")))
+        q(hq(0.95, "dwserve_batch_size", "variant, model"), "p95 {{variant}} {{model}}"),
+        q(mean("dwserve_decode_batch_size", "variant, model"), "generations/step {{variant}} {{model}}")))
 
     d = d.with_row(db.Row("Errors and load"))
     d = d.with_panel(ts(

@@ -1,21 +1,22 @@
 """/v1/generate: prompt or input_ids -> tokens, as one JSON reply or an SSE stream.
 
-The generation loop (`lm.stream_generate`) runs as an exclusive job on the model's worker
-thread, each token's model step on the compute thread (ModelRuntime.on_compute: other
-models' batches run between tokens), and hands each token to the event loop through an
-asyncio.Queue, so the event loop never runs model code. A client that disconnects sets `cancel`, which ends the loop at the
-next token. Stop strings are matched on the decoded text; while streaming, the last
-(longest stop string - 1) characters are held back so a stop string is never half-sent.
+Generation is continuously batched (service.generation): the request becomes a Sequence
+handed to the model's GenerationScheduler, which advances every live sequence one token
+per step on the compute thread and sends each token to the event loop through an
+asyncio.Queue, so the event loop never runs model code. A client that disconnects, a stop
+string or a timeout cancels the sequence, which frees its row before the next step. Stop
+strings are matched on the decoded text; while streaming, the last (longest stop string - 1)
+characters are held back so a stop string is never half-sent.
 """
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Optional
 
-from ..runtime import Job, ModelRuntime
+from ..generation import GenerationScheduler
+from ..runtime import ModelRuntime
 from ..schemas import GenerateRequest
 
 
@@ -26,6 +27,7 @@ class Plan:
     max_new_tokens: int
     sampling: dict[str, Any]
     stop: list[str]
+    ignore_eos: bool = False
     t_start: float = field(default_factory=time.perf_counter)
 
 
@@ -36,7 +38,16 @@ class GenerateHandler:
         self.tokenizer = self.lm.tokenizer
         meta = getattr(runtime.served, "metadata", None) or {}
         self.vocab_size = int(meta.get("vocab_size") or self.lm.config.vocab_size)
+        s = runtime.settings
+        self.scheduler = GenerationScheduler(runtime, s.max_decode_batch, s.max_sequence_length)
+        if s.warmup:
+            self.scheduler.warmup()
+        self.scheduler.start()
         return self
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Finish the accepted generations, accept no more."""
+        self.scheduler.stop(timeout)
 
     def decode(self, req: GenerateRequest) -> Plan:
         s = self.rt.settings
@@ -63,40 +74,29 @@ class GenerateHandler:
         if any(not x for x in stop) or len(stop) > 16 or any(len(x) > 256 for x in stop):
             raise ValueError("stop: expected up to 16 non-empty strings of at most 256 characters")
         sampling = {"temperature": req.temperature, "top_k": req.top_k, "top_p": req.top_p, "seed": req.seed}
-        return Plan(ids, impl, req.max_new_tokens, sampling, stop)
+        return Plan(ids, impl, req.max_new_tokens, sampling, stop, req.ignore_eos)
 
     async def events(self, plan: Plan) -> AsyncIterator[dict[str, Any]]:
         """Yields {"token_id", "text"} per token, then one final summary dict.
 
-        Submits the job before the first `yield`-able await, so a full queue surfaces as
+        Submits the sequence before the first `yield`-able await, so a full queue surfaces as
         QueueFull from the first `__anext__` (the route turns it into a 503 before any byte
         of the response is sent)."""
+        from models.lfm2.continuous import Sequence
+
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        cancel = threading.Event()
-        eos = getattr(self.tokenizer, "eos_token_id", None)
+        eos = None if plan.ignore_eos else getattr(self.tokenizer, "eos_token_id", None)
 
-        def put(item):
+        def put(item):   # on the scheduler thread
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
             except RuntimeError:  # loop closed during shutdown: nobody is listening
                 pass
 
-        def job():   # on the batcher thread; each token's model step on the compute thread
-            steps = self.lm.stream_generate([plan.ids], max_new_tokens=plan.max_new_tokens,
-                                            stop_token_ids=[eos] if eos is not None else None,
-                                            **plan.sampling)
-            try:
-                while not cancel.is_set():
-                    step = self.rt.on_compute(next, steps, None)
-                    if step is None or step[0] is None:
-                        break
-                    put(("token", int(step[0])))
-            finally:
-                self.rt.on_compute(steps.close)   # frees the decoder (cache, graph lock) there
-
-        future = self.rt.batcher.submit(Job(job, plan.impl), None, 1)
-        future.add_done_callback(lambda f: put(("done", f)))
+        seq = Sequence(plan.ids, plan.max_new_tokens, stop_token_ids=(eos,) if eos is not None else (),
+                       **plan.sampling)
+        ticket = self.scheduler.submit(seq, plan.impl, put)
         labels = (self.rt.name, plan.impl)
         m = self.rt.metrics
         ids: list[int] = []
@@ -104,28 +104,25 @@ class GenerateHandler:
         hold = max((len(x) for x in plan.stop), default=1) - 1
         try:
             while True:
-                try:
-                    kind, value = await asyncio.wait_for(queue.get(), self.rt.settings.request_timeout_s)
-                except asyncio.TimeoutError:
-                    future.cancel()
-                    raise
+                kind, value = await asyncio.wait_for(queue.get(), self.rt.settings.request_timeout_s)
+                if kind == "error":
+                    raise value
                 if kind == "done":
-                    if not value.cancelled() and value.exception() is not None:
-                        raise value.exception()
                     break
                 if t_first is None:
                     t_first = time.perf_counter()
                     m.ttft.labels(*labels).observe(t_first - plan.t_start)
-                if value == eos:
+                if finish == "stop":  # a token already under way when a stop string ended it
+                    continue
+                if value == eos:      # the scheduler ends the sequence after it
                     finish = "stop"
-                    cancel.set()
                     continue
                 ids.append(value)
                 text = self.tokenizer.decode(ids)
                 hit = min((text.find(x) for x in plan.stop if x in text), default=-1)
                 if hit >= 0:
                     text, finish = text[:hit], "stop"
-                    cancel.set()
+                    self.scheduler.cancel(ticket)
                     continue
                 if len(text) - hold > sent:
                     yield {"token_id": value, "text": text[sent:len(text) - hold]}
@@ -133,7 +130,8 @@ class GenerateHandler:
             if sent < len(text):
                 yield {"token_id": ids[-1] if ids else None, "text": text[sent:]}
         finally:
-            cancel.set()  # client gone or error: stop generating at the next token
+            if not seq.done:  # client gone, timeout or error: its row is freed before the next step
+                self.scheduler.cancel(ticket)
             n = len(ids)  # counted also when the client left mid-stream
             m.generated_tokens.labels(*labels).inc(n)
             if n > 1 and t_first is not None:

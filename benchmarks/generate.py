@@ -1,0 +1,139 @@
+"""Generation serving benchmark (`dwserve bench generate`): continuous batching vs one
+generation at a time, end to end through /v1/generate on live loopback servers.
+
+Two lfm2 servers run side by side: `continuous` (--max-decode-batch, default 16) and
+`serial` (--max-decode-batch 1, how /v1/generate ran before continuous batching). Each
+client sends the same greedy request (a --prompt-tokens prompt, --new-tokens tokens) back
+to back; the servers are loaded in turns (--rounds, the order reversed every other round)
+so drift of the box hits both alike. Reported per server: requests/s, generated tokens/s,
+latency p50/p99, and from the /metrics delta: mean time to first token, mean time per
+output token, mean generations per decode step.
+Writes benchmarks/results/generate-<tag>.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:            # `python benchmarks/generate.py` puts benchmarks/ first
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.http_load import run_interleaved  # noqa: E402
+from benchmarks.serve import scrape, server  # noqa: E402
+from benchmarks.timing import cpu_model  # noqa: E402
+
+
+def generate_request(prompt_tokens: int, new_tokens: int):
+    """-> (path, body, headers): greedy, fixed prompt ids (bytes of a text), no stop string,
+    and past the end-of-sequence token (ignore_eos), so every reply has new_tokens tokens."""
+    ids = [ord(c) for c in ("depthwise convolutions serve well " * 8)[:prompt_tokens]]
+    body = {"input_ids": ids, "max_new_tokens": new_tokens, "temperature": 0.0, "ignore_eos": True}
+    return "/v1/generate", json.dumps(body).encode(), {"Content-Type": "application/json"}
+
+
+def _hist_mean(before: dict, after: dict, name: str, **labels) -> float | None:
+    key = tuple(sorted(labels.items()))
+    total = after.get((name + "_sum", key), 0.0) - before.get((name + "_sum", key), 0.0)
+    count = after.get((name + "_count", key), 0.0) - before.get((name + "_count", key), 0.0)
+    return total / count if count else None
+
+
+def server_view(before: dict, after: dict, impl: str) -> dict:
+    """Means over the run from the /metrics delta (warm-up requests excluded by the delta)."""
+    tokens = (after.get(("dwserve_generated_tokens_total", (("impl", impl), ("model", "lfm2"))), 0.0)
+              - before.get(("dwserve_generated_tokens_total", (("impl", impl), ("model", "lfm2"))), 0.0))
+    return {"generated_tokens": tokens,
+            "ttft_mean_s": _hist_mean(before, after, "dwserve_time_to_first_token_seconds", impl=impl, model="lfm2"),
+            "tpot_mean_s": _hist_mean(before, after, "dwserve_time_per_output_token_seconds", impl=impl, model="lfm2"),
+            "decode_batch_mean": _hist_mean(before, after, "dwserve_decode_batch_size", model="lfm2")}
+
+
+def write_markdown(res: dict, path: Path) -> None:
+    a = res["args"]
+    lines = [f"# Generation serving: continuous batching vs one at a time ({res['device']})", "",
+             f"{res['machine']}, torch {res['torch']}, {res['date']}. `dwserve bench generate`: "
+             f"lfm2 ({a['model']}), {a['clients']} clients, each a greedy request of a {a['prompt_tokens']}-token "
+             f"prompt and {a['new_tokens']} new tokens, back to back; {a['rounds']} rounds in turns, "
+             f"{a['duration']:.0f} s measured per server.", "",
+             "| server | max_decode_batch | requests/s | tokens/s | p50 | p99 | mean TTFT | mean time/token | generations per step |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    def ms(s):
+        return f"{s * 1e3:.0f} ms" if s is not None else "-"
+
+    for name, r in res["servers"].items():
+        per_step = f"{r['decode_batch_mean']:.1f}" if r["decode_batch_mean"] is not None else "-"
+        lines.append(f"| {name} | {r['max_decode_batch']} | {r['throughput_rps']:.2f} | {r['tokens_per_s']:.0f} | "
+                     f"{ms(r['p50_s'])} | {ms(r['p99_s'])} | {ms(r['ttft_mean_s'])} | {ms(r['tpot_mean_s'])} | "
+                     f"{per_step} |")
+    s = res["summary"]
+    ttft = f", mean time to first token {s['ttft_ratio']:.2f}x" if s["ttft_ratio"] is not None else ""
+    lines += ["", f"Continuous batching: **{s['throughput_ratio']:.2f}x** the tokens/s of one generation at a "
+              f"time (per round: {', '.join(f'{x:.2f}x' for x in s['round_ratios'])}), p50 latency "
+              f"{s['p50_ratio']:.2f}x{ttft}.", ""]
+    path.write_text("\n".join(lines))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="lfm2", help="lfm2 or lfm2=PATH")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--max-decode-batch", type=int, default=16)
+    p.add_argument("--prompt-tokens", type=int, default=16)
+    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--duration", type=float, default=40.0, help="measured seconds per server (all rounds)")
+    p.add_argument("--warmup", type=float, default=5.0)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--torch-threads", type=int, default=None)
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--tag", default=None, help="file tag (default: the device)")
+    args = p.parse_args(argv)
+
+    import torch
+
+    request = generate_request(args.prompt_tokens, args.new_tokens)
+    sizes = {"continuous": args.max_decode_batch, "serial": 1}
+    with server([args.model], 8, args.device, ["--max-decode-batch", str(sizes["continuous"])],
+                torch_threads=args.torch_threads) as url_c, \
+            server([args.model], 8, args.device, ["--max-decode-batch", "1"],
+                   torch_threads=args.torch_threads) as url_s:
+        urls = {"continuous": url_c, "serial": url_s}
+        sample = {n: httpx.post(u + request[0], content=request[1], headers=request[2], timeout=300).json()
+                  for n, u in urls.items()}
+        if sample["continuous"]["token_ids"] != sample["serial"]["token_ids"]:
+            print("note: the two servers' greedy tokens differ (float rounding of batched matmuls)")
+        before = {n: scrape(u) for n, u in urls.items()}
+        stats = run_interleaved(urls, request, args.clients, args.duration, args.warmup, args.rounds)
+        after = {n: scrape(u) for n, u in urls.items()}
+    servers = {}
+    for name in urls:
+        st = stats[name]
+        n_tokens = sample[name]["usage"]["completion_tokens"]
+        servers[name] = {**st, "max_decode_batch": sizes[name], "completion_tokens": n_tokens,
+                         "tokens_per_s": st["throughput_rps"] * n_tokens,
+                         **server_view(before[name], after[name], "auto")}
+    c, s = servers["continuous"], servers["serial"]
+    summary = {"throughput_ratio": c["tokens_per_s"] / s["tokens_per_s"],
+               "round_ratios": [x / y for x, y in zip(c["round_rps"], s["round_rps"])],
+               "p50_ratio": c["p50_s"] / s["p50_s"],
+               "ttft_ratio": (c["ttft_mean_s"] / s["ttft_mean_s"]) if c["ttft_mean_s"] and s["ttft_mean_s"] else None}
+    res = {"benchmark": "generate", "device": args.device, "torch": torch.__version__,
+           "machine": f"{cpu_model()}, {torch.get_num_threads()} threads",
+           "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "args": vars(args),
+           "servers": servers, "summary": summary}
+    out, tag = Path(args.out), args.tag or args.device
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"generate-{tag}.json").write_text(json.dumps(res, indent=2))
+    write_markdown(res, out / f"generate-{tag}.md")
+    print((out / f"generate-{tag}.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""benchmarks/generate.py: its request against the service's own schema and validation, its
+/metrics arithmetic, its report, and the committed CPU result (continuous batching must
+beat one generation at a time, measured side by side)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import generate
+
+RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "generate-cpu.json"
+
+
+def test_request_is_a_valid_greedy_generate_request():
+    from service.schemas import GenerateRequest
+
+    path, body, headers = generate.generate_request(16, 32)
+    req = GenerateRequest.model_validate_json(body)
+    assert path == "/v1/generate" and headers["Content-Type"] == "application/json"
+    assert len(req.input_ids) == 16 and req.max_new_tokens == 32 and req.temperature == 0.0
+    assert req.ignore_eos                                       # every reply: exactly 32 tokens
+    assert all(0 <= i < 256 for i in req.input_ids)             # byte ids: in lfm2-demo's vocab
+
+
+def _metrics(tokens, ttft_sum, ttft_n, tpot_sum, tpot_n, step_sum, step_n):
+    lab = (("impl", "auto"), ("model", "lfm2"))
+    return {("dwserve_generated_tokens_total", lab): tokens,
+            ("dwserve_time_to_first_token_seconds_sum", lab): ttft_sum,
+            ("dwserve_time_to_first_token_seconds_count", lab): ttft_n,
+            ("dwserve_time_per_output_token_seconds_sum", lab): tpot_sum,
+            ("dwserve_time_per_output_token_seconds_count", lab): tpot_n,
+            ("dwserve_decode_batch_size_sum", (("model", "lfm2"),)): step_sum,
+            ("dwserve_decode_batch_size_count", (("model", "lfm2"),)): step_n}
+
+
+def test_server_view_is_the_metrics_delta():
+    before = _metrics(64, 1.0, 2, 0.2, 2, 10, 10)
+    after = _metrics(64 + 320, 1.0 + 5.0, 12, 0.2 + 0.5, 12, 10 + 320, 10 + 40)
+    view = generate.server_view(before, after, "auto")
+    assert view["generated_tokens"] == 320
+    assert view["ttft_mean_s"] == pytest.approx(0.5) and view["tpot_mean_s"] == pytest.approx(0.05)
+    assert view["decode_batch_mean"] == pytest.approx(8.0)
+    assert generate.server_view(before, before, "auto")["ttft_mean_s"] is None   # nothing ran
+
+
+def test_report_states_the_ratio(tmp_path):
+    server = {"throughput_rps": 2.0, "tokens_per_s": 64.0, "p50_s": 4.0, "p99_s": 6.0, "max_decode_batch": 16,
+              "ttft_mean_s": 0.5, "tpot_mean_s": 0.1, "decode_batch_mean": 12.0}
+    res = {"device": "cpu", "machine": "x", "torch": "2.13", "date": "2026-12-02",
+           "args": {"model": "lfm2", "clients": 16, "prompt_tokens": 16, "new_tokens": 32, "rounds": 2,
+                    "duration": 40.0},
+           "servers": {"continuous": server, "serial": {**server, "max_decode_batch": 1, "decode_batch_mean": None}},
+           "summary": {"throughput_ratio": 3.25, "round_ratios": [3.0, 3.5], "p50_ratio": 0.4, "ttft_ratio": None}}
+    generate.write_markdown(res, tmp_path / "g.md")
+    text = (tmp_path / "g.md").read_text()
+    assert "**3.25x**" in text and "3.00x, 3.50x" in text and "| serial | 1 |" in text and "| 12.0 |" in text
+
+
+@pytest.mark.skipif(not RESULTS.exists(), reason="no committed generate-cpu.json")
+def test_committed_cpu_result_shows_continuous_batching_paying():
+    res = json.loads(RESULTS.read_text())
+    c, s = res["servers"]["continuous"], res["servers"]["serial"]
+    assert res["args"]["clients"] >= 8 and c["max_decode_batch"] >= 8 and s["max_decode_batch"] == 1
+    assert c["errors"] == 0 and s["errors"] == 0
+    assert c["completion_tokens"] == s["completion_tokens"] == res["args"]["new_tokens"]
+    # Tokens/s: the ratio, every round's ratio, and the batch the decode steps really formed.
+    assert res["summary"]["throughput_ratio"] >= 2.0
+    assert min(res["summary"]["round_ratios"]) >= 1.5
+    assert c["decode_batch_mean"] >= 4 and s["decode_batch_mean"] == pytest.approx(1.0)
+    assert c["tokens_per_s"] == pytest.approx(c["throughput_rps"] * c["completion_tokens"])

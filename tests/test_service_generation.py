@@ -1,0 +1,182 @@
+"""/v1/generate through the GenerationScheduler (service/generation.py), with fake models:
+concurrent generations share decode steps, each gets its own tokens, rows are freed on
+finish, cancel and disconnect, the queue bound holds, a failing step fails only its
+requests, and shutdown drains. The real model's batching is checked against generating
+alone in tests/test_continuous.py, and end to end in tests/test_service_server.py."""
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import Service, create_app
+from service.settings import Settings
+from service.testing import fake_hooks, fake_models
+
+from test_service_app import _wait_ready
+
+
+def _expected(prompt: str, n: int, vocab: int = 96) -> str:
+    """FakeLM's rule: next id = (last + 1) % (vocab - 1), ids are characters - 32."""
+    last, out = ord(prompt[-1]) - 32, []
+    for _ in range(n):
+        last = (last + 1) % (vocab - 1)
+        out.append(chr(32 + last))
+    return "".join(out)
+
+
+@pytest.fixture
+def serve():
+    clients = []
+
+    def make(token_delay_s=0.01, **settings):
+        models = fake_models(token_delay_s=token_delay_s)
+        app = create_app(Settings(**{"request_timeout_s": 20, **settings}), models=models, hooks=fake_hooks())
+        client = TestClient(app, raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        _wait_ready(client)
+        engine = app.state.service.generate.scheduler
+        return client, models["lfm2"], engine
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+def _engine(scheduler, impl="auto"):
+    return scheduler._engines[impl]
+
+
+def test_concurrent_generations_share_decode_steps(serve):
+    client, lm, scheduler = serve(max_decode_batch=4)
+    prompts = ["ab", "k", "xyz", "q", "mn", "c", "u", "hh"]
+    lengths = [3, 9, 5, 12, 4, 7, 10, 6]
+
+    def one(i):
+        return client.post("/v1/generate", json={"prompt": prompts[i], "max_new_tokens": lengths[i]})
+
+    warmup_steps = len(_engine(scheduler).steps)                # the warm-up's sequence: 2 tokens
+    assert warmup_steps == 2
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(one, range(8)))
+    for r, p, n in zip(replies, prompts, lengths):
+        assert r.status_code == 200, r.text
+        assert r.json()["text"] == _expected(p, n) and r.json()["usage"]["completion_tokens"] == n
+    steps = _engine(scheduler).steps[warmup_steps:]
+    assert max(steps) == 4 and sum(steps) == sum(lengths)      # never more rows than allowed
+    assert len(steps) < 0.5 * sum(lengths)                     # shared: not one token per step
+    text = client.get("/metrics").text
+    assert 'dwserve_decode_batch_size_bucket{le="4.0",model="lfm2"} %d.0' % len(steps) in text   # warm-up unobserved
+    assert 'dwserve_decode_batch_size_bucket{le="2.0",model="lfm2"}' in text
+
+
+def test_max_decode_batch_1_runs_one_generation_at_a_time(serve):
+    client, lm, scheduler = serve(max_decode_batch=1)
+    with ThreadPoolExecutor(3) as pool:
+        replies = list(pool.map(lambda p: client.post("/v1/generate", json={"prompt": p, "max_new_tokens": 4}),
+                                ["a", "b", "c"]))
+    assert [r.json()["text"] for r in replies] == [_expected(p, 4) for p in "abc"]
+    assert set(_engine(scheduler).steps) == {1}
+
+
+def test_a_finished_or_stopped_generation_frees_its_row_for_a_waiting_one(serve):
+    """Capacity 1: the second request waits; the first ends at its stop string (a cancel), and
+    the second starts right after, long before the first's max_new_tokens would have ended."""
+    client, lm, scheduler = serve(max_decode_batch=1, token_delay_s=0.02)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(client.post, "/v1/generate", json={"prompt": "a", "max_new_tokens": 200, "stop": "e"})
+        time.sleep(0.05)
+        second = pool.submit(client.post, "/v1/generate", json={"prompt": "k", "max_new_tokens": 3})
+        a, b = first.result(), second.result()
+    assert a.json()["text"] == "bcd" and a.json()["finish_reason"] == "stop"
+    assert b.json()["text"] == "lmn"
+    assert time.perf_counter() - t0 < 0.02 * 60                # not 200 tokens x 20 ms
+    assert not scheduler._engines["auto"].busy
+
+
+def test_a_client_that_disconnects_mid_stream_frees_its_row(serve):
+    client, lm, scheduler = serve(max_decode_batch=2, token_delay_s=0.02)
+    with client.stream("POST", "/v1/generate", json={"prompt": "a", "max_new_tokens": 200, "stream": True}) as r:
+        lines = r.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        assert json.loads(first[6:])["text"] == "b"
+    deadline = time.time() + 5
+    while _engine(scheduler).busy and time.time() < deadline:
+        time.sleep(0.02)
+    assert not _engine(scheduler).busy
+    assert sum(_engine(scheduler).steps) < 100
+
+
+def test_queue_bound_is_a_503_with_retry_after(serve):
+    client, lm, scheduler = serve(max_decode_batch=1, max_queue_size=1, token_delay_s=0.05)
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(client.post, "/v1/generate", json={"prompt": "a", "max_new_tokens": 30})
+        time.sleep(0.2)                                       # admitted: it holds the one row
+        waiting = pool.submit(client.post, "/v1/generate", json={"prompt": "b", "max_new_tokens": 2})
+        time.sleep(0.1)
+        r = client.post("/v1/generate", json={"prompt": "c", "max_new_tokens": 2})
+        assert r.status_code == 503 and "max_queue_size=1" in r.json()["error"] and r.headers["Retry-After"]
+        assert running.result().status_code == 200 and waiting.result().json()["text"] == _expected("b", 2)
+
+
+def test_a_failing_step_fails_its_requests_and_the_server_goes_on(serve, monkeypatch):
+    client, lm, scheduler = serve(max_decode_batch=2)
+    from service.testing import FakeContinuousBatch
+
+    real_step = FakeContinuousBatch.step
+    calls = {"n": 0}
+
+    def flaky(self):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("device lost")
+        return real_step(self)
+
+    monkeypatch.setattr(FakeContinuousBatch, "step", flaky)
+    r = client.post("/v1/generate", json={"prompt": "a", "max_new_tokens": 3})
+    assert r.status_code == 500 and "RuntimeError" in r.json()["error"]
+    r = client.post("/v1/generate", json={"prompt": "a", "max_new_tokens": 3})
+    assert r.status_code == 200 and r.json()["text"] == "bcd"
+    assert client.get("/v2/health/ready").status_code == 200
+
+
+def test_policies_get_their_own_engines_and_take_turns(serve):
+    client, lm, scheduler = serve(max_decode_batch=4, token_delay_s=0.01)
+    with ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(
+            lambda i: client.post("/v1/generate", json={"prompt": "ab"[i % 2], "max_new_tokens": 5,
+                                                        "depthwise_impl": ("per_group", "slice_sum")[i % 2]}),
+            range(4)))
+    assert [r.json()["parameters"]["depthwise_impl"] for r in replies] == ["per_group", "slice_sum"] * 2
+    assert [r.json()["text"] for r in replies] == [_expected("a", 5), _expected("b", 5)] * 2
+    impls = {impl for _, impl in lm.calls}
+    assert {"per_group", "slice_sum"} <= impls
+    assert set(scheduler._engines) == {"auto"}                 # idle non-default engines dropped
+
+
+def test_shutdown_finishes_accepted_generations():
+    svc = Service(Settings(warmup=False, max_decode_batch=2), models=fake_models(token_delay_s=0.02),
+                  hooks=fake_hooks())
+    svc.load()
+    from models.lfm2.continuous import Sequence
+
+    events: list = []
+    done = threading.Event()
+
+    def emit(event):
+        events.append(event)
+        if event[0] != "token":
+            done.set()
+
+    svc.generate.scheduler.submit(Sequence([33], max_new_tokens=10), "auto", emit)
+    time.sleep(0.05)
+    svc.stop()                                                  # drains: the 10 tokens still come
+    assert done.is_set() and events[-1] == ("done", "length")
+    assert [e for e in events if e[0] == "token"] == [("token", 34 + i) for i in range(10)]
+    from service.batching import BatcherStopped
+    with pytest.raises(BatcherStopped):
+        svc.generate.scheduler.submit(Sequence([1], max_new_tokens=1), "auto", emit)
