@@ -1,4 +1,5 @@
-"""Locust load for the compose stack: OIP v2 (KServe v2) infer on both models, both variants.
+"""Locust load for the compose stack: OIP v2 (KServe v2) infer on both models and /v1/generate
+(continuously batched decoding: the TTFT, time-per-token and decode-batch panels), both variants.
 
 Run by the `loadtest` service of docker/docker-compose.yml (headless, bounded --run-time), or by
 hand against two local servers:
@@ -19,6 +20,7 @@ from locust import HttpUser, between, task
 LFM2_TOKENS = int(os.environ.get("DWSERVE_LFM2_TOKENS", "32"))   # prompt length per request
 LFM2_VOCAB = int(os.environ.get("DWSERVE_LFM2_VOCAB", "256"))    # ids drawn below this bound
 # (and below the served model's vocab_size, read from its metadata at start)
+GENERATE_TOKENS = int(os.environ.get("DWSERVE_GENERATE_TOKENS", "16"))  # new tokens per generate
 MOBILENET_SHAPE = (1, 3, 224, 224)
 
 
@@ -26,6 +28,13 @@ def lfm2_body(rng: random.Random, vocab: int = LFM2_VOCAB) -> dict:
     """JSON infer request: input_ids INT64 [1, LFM2_TOKENS] (row-major flat data)."""
     ids = [rng.randrange(vocab) for _ in range(LFM2_TOKENS)]
     return {"inputs": [{"name": "input_ids", "datatype": "INT64", "shape": [1, LFM2_TOKENS], "data": ids}]}
+
+
+def generate_body(rng: random.Random, vocab: int = LFM2_VOCAB) -> dict:
+    """/v1/generate: a short random prompt, GENERATE_TOKENS greedy tokens (ignore_eos: every
+    reply the same length, so before and after do the same work)."""
+    ids = [rng.randrange(vocab) for _ in range(8)]
+    return {"input_ids": ids, "max_new_tokens": GENERATE_TOKENS, "ignore_eos": True}
 
 
 def mobilenet_binary(rng: random.Random) -> tuple[bytes, dict]:
@@ -66,6 +75,11 @@ class _Variant(HttpUser):
     def lfm2(self) -> None:
         self.client.post("/v2/models/lfm2/infer", json=lfm2_body(self.rng, self.vocab),
                          name=f"lfm2 infer [{self.variant}]")
+
+    @task(1)
+    def generate(self) -> None:
+        self.client.post("/v1/generate", json=generate_body(self.rng, self.vocab),
+                         name=f"lfm2 generate [{self.variant}]")
 
     @task(1)
     def mobilenet_v2(self) -> None:

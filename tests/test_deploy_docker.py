@@ -87,6 +87,9 @@ def test_locustfile_builds_valid_requests(monkeypatch):
     body = lf.lfm2_body(random.Random(0))
     (inp,) = body["inputs"]
     assert inp["datatype"] == "INT64" and len(inp["data"]) == inp["shape"][0] * inp["shape"][1]
+    from service.schemas import GenerateRequest
+    gen = GenerateRequest.model_validate(lf.generate_body(random.Random(0)))
+    assert gen.ignore_eos and gen.max_new_tokens == lf.GENERATE_TOKENS and all(0 <= i < 256 for i in gen.input_ids)
     payload, headers = lf.mobilenet_binary(random.Random(0))
     n = int(headers["Inference-Header-Content-Length"])
     header = json.loads(payload[:n])
