@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import Settings
-from service.testing import fake_hooks, fake_models, malformed_requests, reference_logits
+from service.bad_requests import malformed_requests
+from service.testing import fake_hooks, fake_models, reference_logits
 
 LIMITS = dict(max_sequence_length=64, max_batch_size=4, max_body_bytes=3 * 2**20, max_new_tokens=16,
               max_queue_delay_ms=20, request_timeout_s=20)

@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.testing import malformed_requests
+from service.bad_requests import malformed_requests
 
 httpclient = pytest.importorskip("tritonclient.http")
 REPO = Path(__file__).resolve().parent.parent

@@ -1,0 +1,123 @@
+"""The malformed-request battery the service tests send (in-process and to a live server):
+every case must get a 4xx with an {"error": ...} body and leave the server up."""
+from __future__ import annotations
+
+
+def malformed_requests(vocab: int, max_sequence_length: int, max_batch_size: int, max_body_bytes: int):
+    """A battery of bad requests: (id, method, path, httpx kwargs, expected status or None for
+    any 4xx). Every one must get a 4xx with an {"error": ...} body and leave the server up."""
+    import gzip
+    import io
+    import json as _json
+
+    mb, lm = "/v2/models/mobilenet_v2/infer", "/v2/models/lfm2/infer"
+
+    def img(shape=(1, 3, 224, 224), **kw):
+        t = {"name": "input", "shape": list(shape), "datatype": "FP32", "data": [0.0]}
+        t.update(kw)
+        return {"inputs": [t]}
+
+    def ids(data, shape=None, **kw):
+        t = {"name": "input_ids", "shape": shape or [1, len(data)], "datatype": "INT64", "data": data}
+        t.update(kw)
+        return {"inputs": [t]}
+
+    def binary(request: dict, tail: bytes, header=None):
+        head = _json.dumps(request).encode()
+        return {"content": head + tail, "headers": {"Inference-Header-Content-Length": str(header if header is not None else len(head)),
+                                                    "Content-Type": "application/octet-stream"}}
+
+    bin_ids = {"name": "input_ids", "shape": [1, 2], "datatype": "INT64", "parameters": {"binary_data_size": 16}}
+    png = io.BytesIO()
+    try:
+        from PIL import Image
+        Image.new("RGB", (8, 8)).save(png, format="PNG")
+    except ImportError:  # pragma: no cover
+        pass
+    P = lambda path, status=None, **kw: (path, status, kw)  # noqa: E731
+    cases = {
+        "bad-json": P(mb, 400, content=b"{not json"),
+        "empty-body": P(mb, 400, content=b""),
+        "json-array": P(mb, 400, content=b"[]"),
+        "deep-nesting": P(mb, 400, content=b"[" * 50_000),
+        "no-inputs": P(mb, 400, json={}),
+        "empty-inputs": P(mb, 400, json={"inputs": []}),
+        "unknown-field": P(mb, 400, json={**img(), "bogus": 1}),
+        "wrong-input-name": P(mb, 400, json={"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [0]}]}),
+        "wrong-dtype": P(mb, 400, json=img(shape=(1,), datatype="FP64")),
+        "unknown-dtype": P(mb, 400, json=img(shape=(1,), datatype="FOO")),
+        "wrong-rank": P(mb, 400, json=img(shape=(3,), data=[0, 0, 0])),
+        "wrong-fixed-dim": P(lm, 400, **binary({"inputs": [{**bin_ids, "shape": [1, 1, 2]}]}, b"\0" * 16)),
+        "shape-data-mismatch": P(mb, 400, json=img()),
+        "huge-declared-shape": P(mb, 400, json=img(shape=(10**6, 3, 224, 224))),
+        "negative-dim": P(mb, 400, json=img(shape=(-1, 3, 224, 224))),
+        "non-int-shape": P(mb, 400, json=img(shape=("a",))),
+        "string-data": P(lm, 400, json=ids(["a", "b"])),
+        "nan-data": P(mb, 400, content=b'{"inputs":[{"name":"input","shape":[1,1,1,1],"datatype":"FP32","data":[NaN]}]}'),
+        "float-token-ids": P(lm, 400, json=ids([1.5, 2.0])),
+        "out-of-vocab": P(lm, 400, json=ids([1, vocab + 5])),
+        "negative-token": P(lm, 400, json=ids([-3, 1])),
+        "int64-overflow": P(lm, 400, json=ids([2**70, 1])),
+        "too-long-sequence": P(lm, 400, json=ids([1] * (max_sequence_length + 1))),
+        "batch-over-limit": P(lm, 400, json=ids([1] * (max_batch_size + 1), shape=[max_batch_size + 1, 1])),
+        "zero-batch": P(lm, 400, json=ids([], shape=[0, 3])),
+        "bad-impl-name": P(lm, 400, json={**ids([1, 2]), "parameters": {"depthwise_impl": "warp_speed"}}),
+        "impl-not-string": P(lm, 400, json={**ids([1, 2]), "parameters": {"depthwise_impl": 3}}),
+        "unknown-output": P(lm, 400, json={**ids([1, 2]), "outputs": [{"name": "nope"}]}),
+        "binary-output-not-bool": P(lm, 400, json={**ids([1, 2]), "parameters": {"binary_data_output": "yes"}}),
+        "bin-header-not-int": P(lm, 400, **binary({"inputs": [bin_ids]}, b"\0" * 16, header="ten")),
+        "bin-header-past-end": P(lm, 400, **binary({"inputs": [bin_ids]}, b"\0" * 16, header=10**6)),
+        "bin-size-wrong": P(lm, 400, **binary({"inputs": [{**bin_ids, "parameters": {"binary_data_size": 12}}]}, b"\0" * 12)),
+        "bin-truncated": P(lm, 400, **binary({"inputs": [bin_ids]}, b"\0" * 8)),
+        "bin-trailing-bytes": P(lm, 400, **binary({"inputs": [bin_ids]}, b"\0" * 24)),
+        "bin-header-cuts-json": P(lm, 400, **binary({"inputs": [bin_ids]}, b"\0" * 16, header=5)),
+        "unknown-model": P("/v2/models/resnet/infer", 404, json=ids([1])),
+        "unknown-version": P("/v2/models/lfm2/versions/7/infer", 404, json=ids([1])),
+        "text-content-type": P(lm, 415, content=b"hello", headers={"Content-Type": "text/plain"}),
+        "form-not-json": P(lm, 400, data={"a": "b"}),
+        "multipart-content-type": P(lm, 415, files={"file": ("x.json", b"{}", "application/json")}),
+        "unknown-encoding": P(lm, 415, content=b"xx", headers={"Content-Encoding": "br"}),
+        "broken-gzip": P(lm, 400, content=b"not gzip", headers={"Content-Encoding": "gzip"}),
+        "gzip-bomb": P(lm, 413, content=gzip.compress(b" " * (max_body_bytes + 10)), headers={"Content-Encoding": "gzip"}),
+        "oversized-body": P(mb, 413, content=b" " * (max_body_bytes + 1)),
+        "generate-both-inputs": P("/v1/generate", 400, json={"prompt": "a", "input_ids": [1]}),
+        "generate-no-input": P("/v1/generate", 400, json={"max_new_tokens": 2}),
+        "generate-absurd-max-new": P("/v1/generate", 400, json={"prompt": "a", "max_new_tokens": 10**9}),
+        "generate-negative-temp": P("/v1/generate", 422, json={"prompt": "a", "temperature": -1}),
+        "generate-top-p-zero": P("/v1/generate", 422, json={"prompt": "a", "top_p": 0}),
+        "generate-out-of-vocab": P("/v1/generate", 400, json={"input_ids": [vocab + 1]}),
+        "generate-empty-ids": P("/v1/generate", 400, json={"input_ids": []}),
+        "generate-bad-impl": P("/v1/generate", 422, json={"prompt": "a", "depthwise_impl": "turbo"}),
+        "generate-stream-not-bool": P("/v1/generate", 422, json={"prompt": "a", "stream": "perhaps"}),
+        "generate-not-json": P("/v1/generate", 422, content=b"prompt=a", headers={"Content-Type": "text/plain"}),
+        "generate-prompt-number": P("/v1/generate", 422, json={"prompt": 5}),
+        "generate-huge-prompt": P("/v1/generate", 400, json={"prompt": "a" * (max_sequence_length + 5)}),
+        "classify-not-image": P("/v1/classify", 400, files={"file": ("a.txt", b"hello, not an image", "text/plain")}),
+        "classify-truncated-png": P("/v1/classify", 400, files={"file": ("a.png", png.getvalue()[:30], "image/png")}),
+        "classify-empty-file": P("/v1/classify", 400, files={"file": ("a.png", b"", "image/png")}),
+        "classify-no-file": P("/v1/classify", 422, json={"file": "x"}),
+        "classify-top-k-zero": P("/v1/classify?top_k=0", 422, files={"file": ("a.png", png.getvalue(), "image/png")}),
+        "classify-bad-impl": P("/v1/classify?depthwise_impl=nope", 422, files={"file": ("a.png", png.getvalue(), "image/png")}),
+    }
+    return [(name, "POST", path, kw, status) for name, (path, status, kw) in cases.items()]
+
+
+def serve_fake(argv=None) -> None:
+    """`python -c "from service.testing import serve_fake; serve_fake()" --port P [--delay-s D]
+    [--token-delay-s T] [Settings overrides as --key value]`: the real server stack (same
+    uvicorn config as `dwserve serve`) around fake models, for tests of process behaviour."""
+    import argparse
+    import sys
+
+    from .app import create_app
+    from .cli import run_server
+    from .settings import Settings
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--delay-s", type=float, default=0.0)
+    parser.add_argument("--token-delay-s", type=float, default=0.0)
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    overrides = {rest[i].lstrip("-").replace("-", "_"): rest[i + 1] for i in range(0, len(rest), 2)}
+    settings = Settings(**overrides)
+    app = create_app(settings, models=fake_models(args.delay_s, args.token_delay_s), hooks=fake_hooks())
+    run_server(app, settings, "warning")
