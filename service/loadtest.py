@@ -1,4 +1,5 @@
-"""`dwserve loadtest`: closed-loop before/after load on OIP v2 infer, Markdown + PNG report.
+"""`dwserve loadtest`: closed-loop before/after load on OIP v2 infer (or lfm2's /v1/generate
+with `--model generate`), Markdown + PNG report.
 
 Two targets (the compose stack: per_group vs auto)     or one target, impls per request:
   dwserve loadtest --before http://127.0.0.1:8001 \\      dwserve loadtest --url http://127.0.0.1:8000 \\
@@ -14,21 +15,19 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
-import os
-import platform
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
 
+from .loadtest_report import write_report
+
 MAX_DURATION_S, MAX_CONCURRENCY, MAX_ROUNDS = 600.0, 64, 10
-PERCENTILES = (50, 90, 95, 99)
 
 
 @dataclass(frozen=True)
@@ -75,10 +74,17 @@ def check_url(url: str, allow_remote: bool) -> str:
     return url.rstrip("/")
 
 
-def make_request(model: str, tokens: int, vocab: int, impl: str | None, seed: int) -> tuple[bytes, dict]:
-    """One infer body + headers. lfm2: JSON input_ids [1, tokens]; mobilenet_v2: binary FP32 image."""
+def make_request(model: str, tokens: int, vocab: int, impl: str | None, seed: int,
+                 new_tokens: int = 16) -> tuple[bytes, dict]:
+    """One request body + headers. lfm2: JSON infer of input_ids [1, tokens]; mobilenet_v2:
+    binary FP32 image; generate: /v1/generate of a tokens-long prompt and new_tokens greedy
+    tokens (ignore_eos: every reply the same length, so every target does the same work)."""
     rng = np.random.default_rng(seed)
     params = {"depthwise_impl": impl} if impl else {}
+    if model == "generate":
+        ids = rng.integers(0, vocab, size=tokens).tolist()
+        body = {"input_ids": ids, "max_new_tokens": new_tokens, "ignore_eos": True, **params}
+        return json.dumps(body).encode(), {"Content-Type": "application/json"}
     if model == "lfm2":
         ids = rng.integers(0, vocab, size=tokens).tolist()
         body = {"inputs": [{"name": "input_ids", "datatype": "INT64", "shape": [1, tokens], "data": ids}],
@@ -94,12 +100,14 @@ def make_request(model: str, tokens: int, vocab: int, impl: str | None, seed: in
 
 def run_phase(target: Target, args, vocab: int, seconds: float, phase: Phase | None) -> None:
     """`args.concurrency` closed-loop workers for `seconds`; results go to `phase` (None: warm-up)."""
-    url = f"{target.url}/v2/models/{args.model}/infer"
+    url = (f"{target.url}/v1/generate" if args.model == "generate"
+           else f"{target.url}/v2/models/{args.model}/infer")
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
 
     def worker(i: int) -> None:
-        body, headers = make_request(args.model, args.tokens, vocab, target.impl, seed=i)
+        body, headers = make_request(args.model, args.tokens, vocab, target.impl, seed=i,
+                                     new_tokens=args.new_tokens)
         with httpx.Client(timeout=args.timeout) as client:
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
@@ -156,96 +164,16 @@ def scrape_launches(url: str, model: str, impls: set[str]) -> dict[str, float]:
     return out
 
 
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-    load = "%.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else "n/a"
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
-            "python": platform.python_version(), "load": load}
-
-
-def write_report(phases: list[Phase], args, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    m = machine()
-    base = phases[0]
-    setup = (f"model `{args.model}`" + (f" ({args.tokens} tokens)" if args.model == "lfm2" else " (1x3x224x224)")
-             + f", concurrency {args.concurrency}, {args.duration:g} s x {args.rounds} round(s) per target"
-             f" after {args.warmup:g} s warm-up; {m['cpu']} ({m['cores']} cores, load average"
-             f" {m['load']} at the end: other work on the host inflates latencies), torch {m['torch']},"
-             f" Python {m['python']}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
-    rows = ["| target | server impl | ok | errors | req/s | p50 ms | p90 ms | p95 ms | p99 ms | "
-            "launches/forward | p50 speed-up |", "|" + "---|" * 11]
-    for ph in phases:
-        launches = ", ".join(f"{v:g} {k}" for k, v in sorted(ph.launches.items())) or "n/a"
-        rows.append(
-            f"| {ph.target.label} | {', '.join(sorted(ph.server_impl)) or '?'} | {ph.ok} | {ph.errors} | "
-            f"{ph.ok / max(ph.seconds, 1e-9):.2f} | " + " | ".join(f"{ph.pct(p) * 1e3:.1f}" for p in PERCENTILES)
-            + f" | {launches} | {base.pct(50) / ph.pct(50):.2f}x |")
-    errors = [f"- {ph.target.label}: {dict(sorted(ph.statuses.items()))}" for ph in phases if ph.errors]
-    cmd = "dwserve loadtest " + " ".join(args.argv)
-    text = "\n".join([
-        f"# dwserve load test: {' vs '.join(p.target.label for p in phases)}", "",
-        f"Setup: {setup}.", "", f"Command: `{cmd}`", "", *rows, "",
-        "Latency is client-side wall time of one OIP v2 infer request (closed loop: each worker waits "
-        "for its answer before sending the next), so req/s is the server's throughput at this "
-        "concurrency. Speed-up is the first target's p50 over each target's p50.", "",
-        *(["Non-2xx answers:", *errors, ""] if errors else []),
-        f"![latency and throughput]({out.with_suffix('.png').name})", ""])
-    out.with_suffix(".md").write_text(text)
-    plot(phases, setup, out.with_suffix(".png"))
-
-
-def plot(phases: list[Phase], setup: str, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [p.target.label for p in phases]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.4), gridspec_kw={"width_ratios": [2, 1]})
-    width = 0.8 / len(phases)
-    for i, ph in enumerate(phases):
-        xs = [j + (i - (len(phases) - 1) / 2) * width for j in range(len(PERCENTILES))]
-        bars = ax1.bar(xs, [ph.pct(p) * 1e3 for p in PERCENTILES], width, label=ph.target.label)
-        ax1.bar_label(bars, fmt="%.0f", fontsize=7)
-    ax1.set_xticks(range(len(PERCENTILES)), [f"p{p}" for p in PERCENTILES])
-    ax1.set_ylabel("latency (ms)")
-    ax1.set_title("request latency percentiles")
-    ax1.legend()
-    bars = ax2.bar(labels, [p.ok / max(p.seconds, 1e-9) for p in phases], color=[f"C{i}" for i in range(len(phases))])
-    ax2.bar_label(bars, fmt="%.2f", fontsize=8)
-    ax2.set_ylabel("requests / s")
-    ax2.set_title("throughput")
-    fig.suptitle("\n".join(_wrap(setup, 120)), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    lines, line = [], ""
-    for word in text.split():
-        if len(line) + len(word) + 1 > width:
-            lines.append(line)
-            line = ""
-        line = f"{line} {word}".strip()
-    return lines + [line]
-
-
 def parse_args(argv: list[str]):
     p = argparse.ArgumentParser(prog="dwserve loadtest", description=__doc__.splitlines()[0])
     p.add_argument("--before", metavar="URL", help="server running the baseline (per_group)")
     p.add_argument("--after", metavar="URL", help="server running the optimised impl (auto)")
     p.add_argument("--url", metavar="URL", help="one server; compare --impls per request instead")
     p.add_argument("--impls", default="per_group,auto", help="one-target mode: comma list (default %(default)s)")
-    p.add_argument("--model", default="lfm2", choices=("lfm2", "mobilenet_v2"))
+    p.add_argument("--model", default="lfm2", choices=("lfm2", "mobilenet_v2", "generate"),
+                   help="what to load: OIP v2 infer of lfm2 or mobilenet_v2, or lfm2's /v1/generate")
     p.add_argument("--tokens", type=int, default=32, help="lfm2 prompt length (default %(default)s)")
+    p.add_argument("--new-tokens", type=int, default=16, help="generate: tokens per reply (default %(default)s)")
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds per target per round")
     p.add_argument("--warmup", type=float, default=3.0, help="unrecorded seconds before each target's first round")
@@ -260,7 +188,8 @@ def parse_args(argv: list[str]):
     if not args.url and not (args.before and args.after):
         p.error("give --before URL --after URL, or --url URL [--impls per_group,auto]")
     for name, lo, hi in (("duration", 0.5, MAX_DURATION_S), ("concurrency", 1, MAX_CONCURRENCY),
-                         ("rounds", 1, MAX_ROUNDS), ("warmup", 0, 60), ("timeout", 1, 600), ("tokens", 1, 2048)):
+                         ("rounds", 1, MAX_ROUNDS), ("warmup", 0, 60), ("timeout", 1, 600), ("tokens", 1, 2048),
+                         ("new_tokens", 1, 2048)):
         if not lo <= getattr(args, name) <= hi:
             p.error(f"--{name}: expected {lo}..{hi}, got {getattr(args, name)}")
     try:
@@ -282,8 +211,9 @@ def parse_args(argv: list[str]):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     vocab = {}
+    served = "lfm2" if args.model == "generate" else args.model
     for t in args.targets:
-        info = server_info(t.url, args.model, args.timeout)
+        info = server_info(t.url, served, args.timeout)
         vocab[t.url] = max(2, min(int(info.get("vocab_size", 100)), 1000))
     phases = [Phase(t) for t in args.targets]
     for r in range(args.rounds):
@@ -295,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             run_phase(ph.target, args, vocab[ph.target.url], args.duration, ph)
     for ph in phases:
         impls = ph.server_impl or {ph.target.impl or "auto"}
-        ph.launches = scrape_launches(ph.target.url, args.model, impls)
+        # (a generation's decode steps are not counted forwards: no launch column for them)
+        ph.launches = {} if args.model == "generate" else scrape_launches(ph.target.url, served, impls)
     out = Path(args.out)
     write_report(phases, args, out)
     for ph in phases:

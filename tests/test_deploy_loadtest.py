@@ -116,3 +116,27 @@ def test_one_target_per_request_impls(servers, tmp_path):
     # The server reports back the impl each request ran under.
     assert "| per_group | per_group |" in md and "| slice_sum | slice_sum |" in md
     assert "model `mobilenet_v2`" in md
+
+
+def test_generate_mode_loads_v1_generate_per_impl(servers, tmp_path):
+    out = tmp_path / "gen"
+    rc = loadtest.main(["--url", servers["after"], "--impls", "per_group,auto", "--duration", "1",
+                        "--warmup", "0", "--concurrency", "3", "--model", "generate", "--tokens", "4",
+                        "--new-tokens", "5", "--out", str(out)])
+    assert rc == 0
+    md = (tmp_path / "gen.md").read_text()
+    assert "| per_group | per_group |" in md and "| auto | auto |" in md
+    assert "/v1/generate: 4-token prompt, 5 new tokens" in md and "one generation request" in md
+    metrics = httpx.get(f"{servers['after']}/metrics").text
+    assert 'dwserve_generated_tokens_total{impl="per_group",model="lfm2"}' in metrics
+
+
+def test_generate_request_is_valid_for_the_service():
+    import json
+
+    from service.schemas import GenerateRequest
+
+    body, headers = loadtest.make_request("generate", 6, 50, "slice_sum", seed=1, new_tokens=7)
+    req = GenerateRequest.model_validate(json.loads(body))
+    assert len(req.input_ids) == 6 and max(req.input_ids) < 50 and req.max_new_tokens == 7
+    assert req.ignore_eos and req.depthwise_impl == "slice_sum"
