@@ -100,24 +100,3 @@ def malformed_requests(vocab: int, max_sequence_length: int, max_batch_size: int
         "classify-bad-impl": P("/v1/classify?depthwise_impl=nope", 422, files={"file": ("a.png", png.getvalue(), "image/png")}),
     }
     return [(name, "POST", path, kw, status) for name, (path, status, kw) in cases.items()]
-
-
-def serve_fake(argv=None) -> None:
-    """`python -c "from service.testing import serve_fake; serve_fake()" --port P [--delay-s D]
-    [--token-delay-s T] [Settings overrides as --key value]`: the real server stack (same
-    uvicorn config as `dwserve serve`) around fake models, for tests of process behaviour."""
-    import argparse
-    import sys
-
-    from .app import create_app
-    from .cli import run_server
-    from .settings import Settings
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--delay-s", type=float, default=0.0)
-    parser.add_argument("--token-delay-s", type=float, default=0.0)
-    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    overrides = {rest[i].lstrip("-").replace("-", "_"): rest[i + 1] for i in range(0, len(rest), 2)}
-    settings = Settings(**overrides)
-    app = create_app(settings, models=fake_models(args.delay_s, args.token_delay_s), hooks=fake_hooks())
-    run_server(app, settings, "warning")
