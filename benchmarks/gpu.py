@@ -16,7 +16,8 @@ it skipped (a second call can fill gaps: --steps ops-bfloat16 --budget-scale 3):
   ops-float32, ops-bfloat16   benchmarks/ops.py's suite through its own functions, plus per
                record min_bytes / achieved_gbps / copy_fraction (gpu_report.py)
   models       benchmarks/models.py's cases through its own functions
-  decode       LFM2 decoding before/after: tokens/s, kernels and host launches per token
+  decode       LFM2 decoding before/after and as served (continuous batch): tokens/s, kernels and
+               host launches per token
   layouts      the channels-inner fused kernels with tap-major vs channel-major weights, A/B
                (gpu_layouts.py): does the tap-major copy pay on the device
   summary      the acceptance checks from the results; a short table printed LAST

@@ -4,7 +4,10 @@ Variants (each a depthwise policy and a decoder, models/lfm2/decoding.py):
   before       use_impl("per_group"), cuda_graph=False: C single-channel convs per conv layer
   after-eager  use_impl("auto"), cuda_graph=False: the fused kernels, launched one by one (CUDA)
   after        use_impl("auto"), cuda_graph=None: on CUDA the static step replayed as one graph
-Off CUDA only "before" and "after" (eager) run.
+  served       use_impl("auto"), the service's /v1/generate path: a continuous batch
+               (models/lfm2/continuous.py) of `batch` rows, all sequences admitted together;
+               on CUDA a graph per row bucket (slots.py), eager elsewhere
+Off CUDA "before", "after" (eager) and "served" (eager) run.
 
 Per (preset, batch, variant): one warm-up generate (the graph variant with the same lengths,
 so it captures the static-cache bucket the timed run reuses), then one timed stream_generate
@@ -33,13 +36,15 @@ class Variant:
     name: str
     impl: str
     cuda_graph: bool | None      # None: graph where the model is on CUDA
+    continuous: bool = False     # the service's continuous batch instead of generate()
 
 
 def variants(device: str) -> list[Variant]:
     vs = [Variant("before", "per_group", False)]
+    served = Variant("served", "auto", None, continuous=True)
     if device == "cuda":
-        return vs + [Variant("after-eager", "auto", False), Variant("after", "auto", None)]
-    return vs + [Variant("after", "auto", False)]
+        return vs + [Variant("after-eager", "auto", False), Variant("after", "auto", None), served]
+    return vs + [Variant("after", "auto", False), served]
 
 
 def host_launches(fn, *args) -> int | None:
@@ -103,6 +108,42 @@ def _launches(model, prompts, max_length, cuda_graph) -> dict:
             "cuda_graph": graph, "host_launches_per_token": host}
 
 
+def _timed_continuous(model, prompts, new_tokens, max_s, sync) -> dict:
+    """The served path: a ContinuousBatch of len(prompts) rows (graphs captured when it is
+    made, on CUDA), warmed by one short round, then every prompt added at once and stepped
+    to the end; each step() ends in a host read of its tokens. Launches: one decoder step
+    with every row live."""
+    from models.lfm2.continuous import Sequence
+    from models.profiling import count_launches
+    batch = len(prompts)
+    engine = model.continuous_batch(batch, len(prompts[0]) + new_tokens + 4)
+    for round_tokens in (2, new_tokens):                 # warm-up round, then the timed one
+        seqs = [engine.add(Sequence(list(p), max_new_tokens=round_tokens)) for p in prompts]
+        sync()
+        t0, stamps = time.perf_counter(), []
+        while engine.busy:
+            engine.step()
+            stamps.append(time.perf_counter())
+            if stamps[-1] - t0 > max_s and len(stamps) >= MIN_TOKENS:
+                for s in seqs:
+                    engine.cancel(s)
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    step = statistics.median(gaps) if gaps else None
+    n = len(stamps)
+    dec = engine.decoder
+    rows, _ = dec.admit([list(p) for p in prompts])      # every row live for one counted step
+    dec.set_next(rows, torch.zeros(batch, dtype=torch.long))
+    dec.step()                                           # warm
+    lc = count_launches(dec.step)
+    host = host_launches(dec.step) if dec.graph else lc.cuda_kernels
+    return {"tokens_measured": n, "ttft_ms": round((stamps[0] - t0) * 1e3, 3),
+            "ms_per_token": None if step is None else round(step * 1e3, 4),
+            "generate_tokens_per_s": round(sum(len(s.tokens) for s in seqs) / (stamps[-1] - t0), 2),
+            "decode_tokens_per_s": None if step is None else round(batch / step, 2),
+            "total_s": round(stamps[-1] - t0, 4), "aten_ops_per_token": lc.aten_ops,
+            "kernels_per_token": lc.cuda_kernels, "cuda_graph": dec.graph, "host_launches_per_token": host}
+
+
 def measure(model, preset: str, batch: int, v: Variant, prompt_len: int, new_tokens: int,
             max_s: float) -> dict:
     from models.depthwise import use_impl
@@ -115,6 +156,9 @@ def measure(model, preset: str, batch: int, v: Variant, prompt_len: int, new_tok
     graph = v.cuda_graph is None and model.device.type == "cuda"
     try:
         with use_impl(v.impl):
+            if v.continuous:
+                row.update(_timed_continuous(model, prompts, new_tokens, max_s, sync))
+                return row
             # warm-up: kernels compiled, cuDNN/cuBLAS handles made, graph captured for this bucket
             model.generate(prompts, max_new_tokens=new_tokens if graph else 2, cuda_graph=v.cuda_graph)
             row.update(_timed_stream(model, prompts, new_tokens, v.cuda_graph, max_s, sync))

@@ -192,11 +192,12 @@ def decode_checks(rows: list[dict]) -> list[dict]:
             b, a = before["kernels_per_token"], after["kernels_per_token"]
             out.append(check_item(f"decode {preset} b{batch}: CUDA kernels per token before -> after",
                               "met" if a is not None and a < b else "NOT met", f"{b} -> {a}"))
-        g = v.get("after")
-        if g and g.get("cuda_graph"):
-            h = g.get("host_launches_per_token")
-            out.append(check_item(f"decode {preset} b{batch}: graph = 1 host launch per token",
-                              "met" if h == 1 else ("n/a" if h is None else "NOT met"), f"{h}"))
+        for name, what in (("after", "graph"), ("served", "served continuous batch graph")):
+            g = v.get(name)
+            if g and g.get("cuda_graph"):
+                h = g.get("host_launches_per_token")
+                out.append(check_item(f"decode {preset} b{batch}: {what} = 1 host launch per token",
+                                  "met" if h == 1 else ("n/a" if h is None else "NOT met"), f"{h}"))
     return out
 
 

@@ -223,6 +223,10 @@ def test_decode_checks_on_synthetic_rows():
     assert [c["status"] for c in gpu_report.decode_checks(rows)] == ["met", "met"]
     rows[2]["host_launches_per_token"] = 61
     assert gpu_report.decode_checks(rows)[1]["status"] == "NOT met"
+    rows.append(dict(preset="p", batch=1, variant="served", kernels_per_token=60, cuda_graph=True,
+                     host_launches_per_token=1, error=None))
+    served = gpu_report.decode_checks(rows)[2]
+    assert "served continuous batch graph" in served["name"] and served["status"] == "met"
 
 
 def test_compiled_only_on_big_float32_shapes_on_cuda():
@@ -276,6 +280,8 @@ def test_smoke_summary_has_the_format_the_h200_acceptance_reads(smoke):
     _, _, summary = smoke
     assert set(REQUIRED_CHECKS) <= {c["name"] for c in summary["checks"]}
     assert {"preset", "batch", "variant", "generate_tokens_per_s", "kernels_per_token"} <= set(summary["decode"][0])
+    (served,) = [r for r in summary["decode"] if r["variant"] == "served"]      # the service's path
+    assert served["error"] is None and served["generate_tokens_per_s"] > 0 and served["aten_ops_per_token"] > 0
     failures = h200_failures(summary, set())
     assert failures[0].startswith("not an H200") and "missing ops-h200.json" in failures
     assert "decode lfm2-demo b1 before: tokens/s or kernels per token not measured" in failures   # no CUDA count
