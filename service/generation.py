@@ -136,6 +136,9 @@ class GenerationScheduler:
         if engine is None:
             engine = self._on_compute(impl, lambda: self.lm.continuous_batch(self.capacity, self.max_length))
             self._engines[impl] = engine
+            mib = getattr(engine, "cache_bytes", 0) / 2**20
+            log.info("generation engine for impl %s: %d rows x %d tokens, cache %.0f MiB "
+                     "(--max-decode-batch x --max-sequence-length)", impl, self.capacity, self.max_length, mib)
             self._tickets.setdefault(impl, {})
         return engine
 

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(64, ge=1, le=100_000)    # queued requests per model, then 503
     # /v1/generate: generations decoded together, each joining and leaving between steps
     # (continuous batching); 1 = one generation at a time. Each row holds a KV cache of
-    # max_sequence_length tokens (lfm2-demo fp32: 4 MiB per row).
+    # max_sequence_length tokens (lfm2-demo fp32: 4 MiB per row; lfm2-350m: 48 MiB; logged at start).
     max_decode_batch: int = Field(16, ge=1, le=256)
 
     # --- request limits (each violation is a 4xx, never a 500) ---------------------------

@@ -146,6 +146,13 @@ def test_bad_sequences_are_refused_naming_what_was_expected(model, bad, match):
     assert not engine.busy
 
 
+def test_cache_bytes_counts_every_row_and_slot(model):
+    engine = ContinuousBatch(model, capacity=3, max_length=32)
+    kv = 2 * 2 * 3 * TINY.num_key_value_heads * 32 * TINY.head_dim * 4        # 2 attention layers, K+V
+    conv = 2 * 3 * TINY.hidden_size * (TINY.conv_L_cache - 1) * 4              # 2 conv layers
+    assert engine.cache_bytes == kv + conv
+
+
 def test_zero_new_tokens_is_done_at_once(model):
     engine = ContinuousBatch(model, capacity=2, max_length=32)
     seq = engine.add(Sequence([1, 2], max_new_tokens=0))

@@ -60,6 +60,12 @@ class ContinuousBatch:
     def capacity(self) -> int:
         return self.decoder.capacity
 
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes held by the rows' conv states and KV caches."""
+        s = self.decoder.store
+        return sum(t.numel() * t.element_size() for t in (*s.conv_states, *s.keys, *s.values) if t is not None)
+
     def add(self, seq: Sequence) -> Sequence:
         """Queue a sequence; it joins at the next step with a free row. Raises ValueError for
         arguments generate() would reject, or a sequence that cannot fit max_length."""
