@@ -8,7 +8,7 @@ to back; the servers are loaded in turns (--rounds, the order reversed every oth
 so drift of the box hits both alike. Reported per server: requests/s, generated tokens/s,
 latency p50/p99, and from the /metrics delta: mean time to first token, mean time per
 output token, mean generations per decode step.
-Writes benchmarks/results/generate-<tag>.{json,md}.
+Writes benchmarks/results/generate-<tag>.{json,md,png}.
 """
 from __future__ import annotations
 
@@ -75,8 +75,39 @@ def write_markdown(res: dict, path: Path) -> None:
     ttft = f", mean time to first token {s['ttft_ratio']:.2f}x" if s["ttft_ratio"] is not None else ""
     lines += ["", f"Continuous batching: **{s['throughput_ratio']:.2f}x** the tokens/s of one generation at a "
               f"time (per round: {', '.join(f'{x:.2f}x' for x in s['round_ratios'])}), p50 latency "
-              f"{s['p50_ratio']:.2f}x{ttft}.", ""]
+              f"{s['p50_ratio']:.2f}x{ttft}.", "", f"![generation serving]({path.stem}.png)", ""]
     path.write_text("\n".join(lines))
+
+
+def write_plot(res: dict, path: Path) -> None:
+    """Tokens/s, latency percentiles and time to first token, one bar per server."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(res["servers"])
+    srv = res["servers"]
+    labels = [f"{n}\n(max_decode_batch {srv[n]['max_decode_batch']})" for n in names]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    axes[0].bar(labels, [srv[n]["tokens_per_s"] for n in names], color=["tab:green", "tab:gray"])
+    axes[0].set_ylabel("generated tokens / s")
+    axes[0].set_title(f"throughput ({res['summary']['throughput_ratio']:.2f}x)")
+    for i, q in enumerate(("p50_s", "p99_s")):
+        axes[1].bar([j + (i - 0.5) * 0.38 for j in range(len(names))], [srv[n][q] for n in names], 0.38, label=q[:3])
+    axes[1].set_xticks(range(len(names)), labels)
+    axes[1].set_ylabel("request latency (s)")
+    axes[1].legend()
+    axes[1].set_title("latency per request")
+    axes[2].bar(labels, [(srv[n]["ttft_mean_s"] or 0) * 1e3 for n in names], color="tab:blue")
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel("ms")
+    axes[2].set_title("mean time to first token")
+    a = res["args"]
+    fig.suptitle(f"/v1/generate, {a['clients']} clients, {a['prompt_tokens']}-token prompt + {a['new_tokens']} "
+                 f"tokens: continuous batching vs one at a time ({res['device']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main(argv=None) -> int:
@@ -131,6 +162,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"generate-{tag}.json").write_text(json.dumps(res, indent=2))
     write_markdown(res, out / f"generate-{tag}.md")
+    write_plot(res, out / f"generate-{tag}.png")
     print((out / f"generate-{tag}.md").read_text())
     return 0
 

@@ -54,6 +54,10 @@ def test_report_states_the_ratio(tmp_path):
     generate.write_markdown(res, tmp_path / "g.md")
     text = (tmp_path / "g.md").read_text()
     assert "**3.25x**" in text and "3.00x, 3.50x" in text and "| serial | 1 |" in text and "| 12.0 |" in text
+    assert "![generation serving](g.png)" in text
+    generate.write_plot(res, tmp_path / "g.png")
+    png = (tmp_path / "g.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
 @pytest.mark.skipif(not RESULTS.exists(), reason="no committed generate-cpu.json")
