@@ -180,3 +180,33 @@ def test_shutdown_finishes_accepted_generations():
     from service.batching import BatcherStopped
     with pytest.raises(BatcherStopped):
         svc.generate.scheduler.submit(Sequence([1], max_new_tokens=1), "auto", emit)
+
+
+@pytest.mark.parametrize("text, hold, want", [
+    pytest.param("abc", 0, 3, id="plain"),
+    pytest.param("abc", 2, 1, id="stop-string-hold"),
+    pytest.param("ab\ufffd", 0, 2, id="incomplete-char-held"),
+    pytest.param("a\ufffd\ufffd\ufffd\ufffd", 0, 2, id="at-most-three-held"),
+    pytest.param("\ufffd", 0, 0, id="only-incomplete"),
+])
+def test_sendable_holds_back_stop_prefixes_and_incomplete_characters(text, hold, want):
+    from service.handlers.generate import sendable
+    assert sendable(text, hold) == want
+
+
+def test_streamed_byte_text_is_a_prefix_of_the_final_text_at_every_token():
+    """Byte-level decoding token by token (as the handler does): what sendable lets out is
+    always a prefix of the final decode, for text with multi-byte characters split across tokens."""
+    from models.lfm2.tokenizer import ByteTokenizer
+    from models.lfm2 import PRESETS
+    from service.handlers.generate import sendable
+
+    tok = ByteTokenizer(PRESETS["lfm2-demo"])
+    ids = list("naïve → 😀 ok".encode()) + [0xFF] + list("é".encode())
+    final = tok.decode(ids)
+    sent = ""
+    for n in range(1, len(ids) + 1):
+        text = tok.decode(ids[:n])
+        sent += text[len(sent):sendable(text, 0)]
+        assert final.startswith(sent), (n, sent)
+    assert final.startswith(sent) and len(final) - len(sent) <= 1

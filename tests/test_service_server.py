@@ -216,6 +216,12 @@ def test_v1_classify_and_generate_real(real_server):
     with httpx.stream("POST", f"{real_server}/v1/generate", json={**body, "stream": True}, timeout=120) as r:
         events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
     assert events[-1]["token_ids"] == a["token_ids"]  # greedy: streamed == one-shot
+    # The demo model emits arbitrary bytes: the streamed pieces still join to the final text.
+    body = {"input_ids": [200, 201, 202], "max_new_tokens": 16, "ignore_eos": True}
+    final = httpx.post(f"{real_server}/v1/generate", json=body, timeout=120).json()["text"]
+    with httpx.stream("POST", f"{real_server}/v1/generate", json={**body, "stream": True}, timeout=120) as r:
+        pieces = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert "".join(p["text"] for p in pieces[:-1]) == pieces[-1]["text"] == final
 
 
 def test_concurrent_generations_are_batched_and_each_gets_its_own_tokens(real_server):

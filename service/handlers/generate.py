@@ -6,7 +6,8 @@ per step on the compute thread and sends each token to the event loop through an
 asyncio.Queue, so the event loop never runs model code. A client that disconnects, a stop
 string or a timeout cancels the sequence, which frees its row before the next step. Stop
 strings are matched on the decoded text; while streaming, the last (longest stop string - 1)
-characters are held back so a stop string is never half-sent.
+characters are held back so a stop string is never half-sent, and so are trailing U+FFFD (a
+byte-level tokenizer's incomplete UTF-8 character), so the streamed text is the final text.
 """
 from __future__ import annotations
 
@@ -18,6 +19,18 @@ from typing import Any, AsyncIterator, Optional
 from ..generation import GenerationScheduler
 from ..runtime import ModelRuntime
 from ..schemas import GenerateRequest
+
+
+def sendable(text: str, hold: int) -> int:
+    """How much of the text decoded so far may be streamed: never the last `hold` characters
+    (a stop string may still complete there), nor trailing U+FFFD, which may be the bytes of a
+    character whose next byte is still to come (decoding them again later gives the
+    character). What is sent is then always a prefix of the final text."""
+    end = len(text)
+    for _ in range(3):   # an incomplete character decodes to one U+FFFD; invalid bytes before
+        if end and text[end - 1] == "\ufffd":   # it are U+FFFD for good (sent a token later)
+            end -= 1
+    return min(end, len(text) - hold)
 
 
 @dataclass
@@ -124,9 +137,10 @@ class GenerateHandler:
                     text, finish = text[:hit], "stop"
                     self.scheduler.cancel(ticket)
                     continue
-                if len(text) - hold > sent:
-                    yield {"token_id": value, "text": text[sent:len(text) - hold]}
-                    sent = len(text) - hold
+                end = sendable(text, hold)
+                if end > sent:
+                    yield {"token_id": value, "text": text[sent:end]}
+                    sent = end
             if sent < len(text):
                 yield {"token_id": ids[-1] if ids else None, "text": text[sent:]}
         finally:
