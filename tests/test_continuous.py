@@ -16,7 +16,7 @@ from models.lfm2 import decoding, slots as slots_mod
 from models.lfm2.continuous import ContinuousBatch, Sequence
 from models.lfm2.slots import SlotDecoder, buckets
 
-from test_decoding import FakeRunner
+from test_decoding import FakeRunner, host_ops, trace
 
 TINY = LFM2Config(vocab_size=97, hidden_size=40, intermediate_size=64, num_hidden_layers=4,
                   num_attention_heads=5, num_key_value_heads=1, max_position_embeddings=512,
@@ -176,6 +176,34 @@ def test_graph_mode_replays_one_bucket_per_step(model, monkeypatch):
     run_staggered(engine, seqs, rng)
     assert [s.tokens for s in seqs] == want
     assert FakeRunner.captures == 4
+
+
+@pytest.mark.parametrize("impl", [pytest.param(i, id=i) for i in ("per_group", "slice_sum", "native", "fused")])
+def test_bucket_step_is_one_fixed_op_sequence_without_host_reads(model, impl):
+    """What capturing a bucket's step needs (the graph is captured before any row is live and
+    replayed whatever the rows hold): with two live rows at different slots, and again after
+    rows left, moved and joined, the step over the bucket dispatches the same ops with the
+    same non-tensor arguments, and nothing reads device data on the host."""
+    def graph_step(dec):
+        ops = trace(lambda: dec._forward(4, dec.max_length))      # what bucket 4 replays
+        for r in range(dec.live):
+            dec.lengths[r] += 1
+        return ops
+
+    with use_impl(impl), torch.inference_mode():
+        dec = SlotDecoder(model, 4, 32, graph=False)
+        rows, _ = dec.admit([[5, 9, 11, 4, 7], [8, 3]])
+        dec.set_next(rows, torch.tensor([12, 40]))
+        first = graph_step(dec)
+        graph_step(dec)
+        dec.release(0)                                             # row 1 moves into row 0
+        rows, _ = dec.admit([[1, 2, 3]])
+        dec.set_next(rows, torch.tensor([7]))
+        last = graph_step(dec)
+    assert dec.live == 2 and dec.lengths[:2] == [7 + 1, 3 + 1]
+    assert len(first) > 50 and host_ops(first) == []
+    assert first == last, next((a, b) for a, b in zip(first, last) if a != b) if len(first) == len(last) \
+        else f"{len(first)} ops before, {len(last)} after"
 
 
 def test_a_row_out_of_room_is_refused_not_overrun(model):

@@ -47,7 +47,7 @@ class _RowsView(LFM2Cache):
     For a decode step (`slot` given) it writes each row's one new column at that row's own
     slot and attends over slots [0, span)."""
 
-    def __init__(self, store: LFM2Cache, lo: int, hi: int, span: int, slot=None, write_idx=None):
+    def __init__(self, store: LFM2Cache, lo: int, hi: int, span: int, slot=None, write_idx=None, true=None):
         rows = slice(lo, hi)
         self.batch_size, self.max_length, self.length = hi - lo, span, 0
         self.conv_states = [None if s is None else s[rows] for s in store.conv_states]
@@ -57,13 +57,14 @@ class _RowsView(LFM2Cache):
         self.positions = store.positions[rows]
         self.slot = slot                     # (n,) each row's next slot (decode views only)
         self._idx = write_idx                # (n,) where this step writes (slot, kept < span)
+        self._true = true                    # (n,) bool ones: a device tensor, not a host True
         self._row = torch.arange(hi - lo, device=store.key_mask.device)
 
     def mark_slot(self):
         # clamp: rows past the live ones (a graph bucket's padding) keep advancing their slot;
         # they must never index out of bounds. Live rows are always < span (admission checks).
         torch.clamp(self.slot, max=self.max_length - 1, out=self._idx)
-        self.key_mask[self._row, self._idx] = True
+        self.key_mask.index_put_((self._row, self._idx), self._true)
 
     def write_kv(self, layer_idx, k, v, start):
         if not isinstance(start, torch.Tensor):      # prefill: the rows' shared host-side slots
@@ -85,6 +86,7 @@ class SlotDecoder:
             self.slot = torch.zeros(capacity, dtype=torch.long, device=dev)      # (R,)
             self.write_idx = torch.zeros(capacity, dtype=torch.long, device=dev)  # (R,)
             self.ids = torch.zeros(capacity, 1, dtype=torch.long, device=dev)     # (R, 1) next inputs
+            self.ones = torch.ones(capacity, dtype=torch.bool, device=dev)        # (R,)
         self.lengths = [0] * capacity       # host copy of slot[r] for live rows
         self.live = 0                       # rows [0, live) hold sequences
         self.steps = 0                      # decode steps run (graph replays when graph=True)
@@ -94,7 +96,7 @@ class SlotDecoder:
 
     # --- views and the step ---------------------------------------------------------------
     def _decode_view(self, n: int, span: int) -> _RowsView:
-        return _RowsView(self.store, 0, n, span, self.slot[:n], self.write_idx[:n])
+        return _RowsView(self.store, 0, n, span, self.slot[:n], self.write_idx[:n], self.ones[:n])
 
     def _forward(self, n: int, span: int) -> torch.Tensor:
         """Rows [0, n) take one token each (ids[:n]) -> logits (n, V) float32."""
