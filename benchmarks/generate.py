@@ -1,8 +1,9 @@
 """Generation serving benchmark (`dwserve bench generate`): continuous batching vs one
 generation at a time, end to end through /v1/generate on live loopback servers.
 
-Two lfm2 servers run side by side: `continuous` (--max-decode-batch, default 16) and
-`serial` (--max-decode-batch 1, how /v1/generate ran before continuous batching). Each
+Three lfm2 servers run side by side: `continuous` (--max-decode-batch, default 16, depthwise
+`auto`), `serial` (--max-decode-batch 1, how /v1/generate ran before continuous batching) and
+`continuous-per_group` (continuous, the per_group depthwise baseline). Each
 client sends the same greedy request (a --prompt-tokens prompt, --new-tokens tokens) back
 to back; the servers are loaded in turns (--rounds, the order reversed every other round)
 so drift of the box hits both alike. Reported per server: requests/s, generated tokens/s,
@@ -13,6 +14,7 @@ Writes benchmarks/results/generate-<tag>.{json,md,png}.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from datetime import datetime, timezone
@@ -61,21 +63,27 @@ def write_markdown(res: dict, path: Path) -> None:
              f"lfm2 ({a['model']}), {a['clients']} clients, each a greedy request of a {a['prompt_tokens']}-token "
              f"prompt and {a['new_tokens']} new tokens, back to back; {a['rounds']} rounds in turns, "
              f"{a['duration']:.0f} s measured per server.", "",
-             "| server | max_decode_batch | requests/s | tokens/s | p50 | p99 | mean TTFT | mean time/token | generations per step |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| server | max_decode_batch | depthwise impl | requests/s | tokens/s | p50 | p99 | mean TTFT | mean time/token | generations per step |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     def ms(s):
         return f"{s * 1e3:.0f} ms" if s is not None else "-"
 
     for name, r in res["servers"].items():
         per_step = f"{r['decode_batch_mean']:.1f}" if r["decode_batch_mean"] is not None else "-"
-        lines.append(f"| {name} | {r['max_decode_batch']} | {r['throughput_rps']:.2f} | {r['tokens_per_s']:.0f} | "
+        lines.append(f"| {name} | {r['max_decode_batch']} | {r.get('impl', 'auto')} | {r['throughput_rps']:.2f} | {r['tokens_per_s']:.0f} | "
                      f"{ms(r['p50_s'])} | {ms(r['p99_s'])} | {ms(r['ttft_mean_s'])} | {ms(r['tpot_mean_s'])} | "
                      f"{per_step} |")
+    def reading(s: dict) -> str:
+        ttft = f", mean time to first token {s['ttft_ratio']:.2f}x" if s["ttft_ratio"] is not None else ""
+        return (f"**{s['throughput_ratio']:.2f}x** the tokens/s (per round: "
+                f"{', '.join(f'{x:.2f}x' for x in s['round_ratios'])}), p50 latency {s['p50_ratio']:.2f}x{ttft}")
+
     s = res["summary"]
-    ttft = f", mean time to first token {s['ttft_ratio']:.2f}x" if s["ttft_ratio"] is not None else ""
-    lines += ["", f"Continuous batching: **{s['throughput_ratio']:.2f}x** the tokens/s of one generation at a "
-              f"time (per round: {', '.join(f'{x:.2f}x' for x in s['round_ratios'])}), p50 latency "
-              f"{s['p50_ratio']:.2f}x{ttft}.", "", f"![generation serving]({path.stem}.png)", ""]
+    lines += ["", f"Continuous batching against one generation at a time (both `auto`): {reading(s)}."]
+    if "depthwise" in s:
+        lines += ["", f"The depthwise path under continuous batching, `auto` against the `per_group` "
+                      f"baseline: {reading(s['depthwise'])}."]
+    lines += ["", f"![generation serving]({path.stem}.png)", ""]
     path.write_text("\n".join(lines))
 
 
@@ -88,14 +96,17 @@ def write_plot(res: dict, path: Path) -> None:
 
     names = list(res["servers"])
     srv = res["servers"]
-    labels = [f"{n}\n(max_decode_batch {srv[n]['max_decode_batch']})" for n in names]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
-    axes[0].bar(labels, [srv[n]["tokens_per_s"] for n in names], color=["tab:green", "tab:gray"])
+    labels = [f"{n}\n(batch {srv[n]['max_decode_batch']}, {srv[n].get('impl', 'auto')})" for n in names]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.4))
+    colors = ["tab:green", "tab:gray", "tab:red", "tab:orange"][:len(names)]
+    axes[0].bar(labels, [srv[n]["tokens_per_s"] for n in names], color=colors)
     axes[0].set_ylabel("generated tokens / s")
     axes[0].set_title(f"throughput ({res['summary']['throughput_ratio']:.2f}x)")
     for i, q in enumerate(("p50_s", "p99_s")):
         axes[1].bar([j + (i - 0.5) * 0.38 for j in range(len(names))], [srv[n][q] for n in names], 0.38, label=q[:3])
     axes[1].set_xticks(range(len(names)), labels)
+    for ax in axes:
+        ax.tick_params(axis="x", labelsize=8)
     axes[1].set_ylabel("request latency (s)")
     axes[1].legend()
     axes[1].set_title("latency per request")
@@ -108,6 +119,14 @@ def write_plot(res: dict, path: Path) -> None:
                  f"tokens: continuous batching vs one at a time ({res['device']})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def ratios(a: dict, b: dict) -> dict:
+    """Server a against server b: tokens/s (pooled and per round), p50 latency, mean TTFT."""
+    return {"throughput_ratio": a["tokens_per_s"] / b["tokens_per_s"],
+            "round_ratios": [x / y for x, y in zip(a["round_rps"], b["round_rps"])],
+            "p50_ratio": a["p50_s"] / b["p50_s"],
+            "ttft_ratio": (a["ttft_mean_s"] / b["ttft_mean_s"]) if a["ttft_mean_s"] and b["ttft_mean_s"] else None}
 
 
 def main(argv=None) -> int:
@@ -129,31 +148,31 @@ def main(argv=None) -> int:
     import torch
 
     request = generate_request(args.prompt_tokens, args.new_tokens)
-    sizes = {"continuous": args.max_decode_batch, "serial": 1}
-    with server([args.model], 8, args.device, ["--max-decode-batch", str(sizes["continuous"])],
-                torch_threads=args.torch_threads) as url_c, \
-            server([args.model], 8, args.device, ["--max-decode-batch", "1"],
-                   torch_threads=args.torch_threads) as url_s:
-        urls = {"continuous": url_c, "serial": url_s}
+    # name -> (max_decode_batch, depthwise impl): the batching A/B under auto, and the
+    # depthwise before/after under continuous batching.
+    setups = {"continuous": (args.max_decode_batch, "auto"), "serial": (1, "auto"),
+              "continuous-per_group": (args.max_decode_batch, "per_group")}
+    with contextlib.ExitStack() as stack:
+        urls = {name: stack.enter_context(server(
+                    [args.model], 8, args.device, ["--max-decode-batch", str(size), "--depthwise-impl", impl],
+                    torch_threads=args.torch_threads))
+                for name, (size, impl) in setups.items()}
         sample = {n: httpx.post(u + request[0], content=request[1], headers=request[2], timeout=300).json()
                   for n, u in urls.items()}
-        if sample["continuous"]["token_ids"] != sample["serial"]["token_ids"]:
-            print("note: the two servers' greedy tokens differ (float rounding of batched matmuls)")
+        if len({tuple(x["token_ids"]) for x in sample.values()}) > 1:
+            print("note: the servers' greedy tokens differ (float rounding of batched matmuls)")
         before = {n: scrape(u) for n, u in urls.items()}
         stats = run_interleaved(urls, request, args.clients, args.duration, args.warmup, args.rounds)
         after = {n: scrape(u) for n, u in urls.items()}
     servers = {}
-    for name in urls:
+    for name, (size, impl) in setups.items():
         st = stats[name]
         n_tokens = sample[name]["usage"]["completion_tokens"]
-        servers[name] = {**st, "max_decode_batch": sizes[name], "completion_tokens": n_tokens,
+        servers[name] = {**st, "max_decode_batch": size, "impl": impl, "completion_tokens": n_tokens,
                          "tokens_per_s": st["throughput_rps"] * n_tokens,
-                         **server_view(before[name], after[name], "auto")}
-    c, s = servers["continuous"], servers["serial"]
-    summary = {"throughput_ratio": c["tokens_per_s"] / s["tokens_per_s"],
-               "round_ratios": [x / y for x, y in zip(c["round_rps"], s["round_rps"])],
-               "p50_ratio": c["p50_s"] / s["p50_s"],
-               "ttft_ratio": (c["ttft_mean_s"] / s["ttft_mean_s"]) if c["ttft_mean_s"] and s["ttft_mean_s"] else None}
+                         **server_view(before[name], after[name], impl)}
+    summary = {**ratios(servers["continuous"], servers["serial"]),
+               "depthwise": ratios(servers["continuous"], servers["continuous-per_group"])}
     res = {"benchmark": "generate", "device": args.device, "torch": torch.__version__,
            "machine": f"{cpu_model()}, {torch.get_num_threads()} threads",
            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "args": vars(args),

@@ -33,6 +33,13 @@ def _metrics(tokens, ttft_sum, ttft_n, tpot_sum, tpot_n, step_sum, step_n):
             ("dwserve_decode_batch_size_count", (("model", "lfm2"),)): step_n}
 
 
+def test_ratios_of_two_servers():
+    a = {"tokens_per_s": 300.0, "round_rps": [10.0, 8.0], "p50_s": 0.5, "ttft_mean_s": 0.1}
+    b = {"tokens_per_s": 100.0, "round_rps": [4.0, 2.0], "p50_s": 2.0, "ttft_mean_s": None}
+    r = generate.ratios(a, b)
+    assert r == {"throughput_ratio": 3.0, "round_ratios": [2.5, 4.0], "p50_ratio": 0.25, "ttft_ratio": None}
+
+
 def test_server_view_is_the_metrics_delta():
     before = _metrics(64, 1.0, 2, 0.2, 2, 10, 10)
     after = _metrics(64 + 320, 1.0 + 5.0, 12, 0.2 + 0.5, 12, 10 + 320, 10 + 40)
@@ -49,11 +56,16 @@ def test_report_states_the_ratio(tmp_path):
     res = {"device": "cpu", "machine": "x", "torch": "2.13", "date": "2026-12-02",
            "args": {"model": "lfm2", "clients": 16, "prompt_tokens": 16, "new_tokens": 32, "rounds": 2,
                     "duration": 40.0},
-           "servers": {"continuous": server, "serial": {**server, "max_decode_batch": 1, "decode_batch_mean": None}},
-           "summary": {"throughput_ratio": 3.25, "round_ratios": [3.0, 3.5], "p50_ratio": 0.4, "ttft_ratio": None}}
+           "servers": {"continuous": {**server, "impl": "auto"},
+                       "serial": {**server, "max_decode_batch": 1, "decode_batch_mean": None, "impl": "auto"},
+                       "continuous-per_group": {**server, "impl": "per_group"}},
+           "summary": {"throughput_ratio": 3.25, "round_ratios": [3.0, 3.5], "p50_ratio": 0.4, "ttft_ratio": None,
+                       "depthwise": {"throughput_ratio": 2.5, "round_ratios": [2.4, 2.6], "p50_ratio": 0.5,
+                                     "ttft_ratio": 0.25}}}
     generate.write_markdown(res, tmp_path / "g.md")
     text = (tmp_path / "g.md").read_text()
-    assert "**3.25x**" in text and "3.00x, 3.50x" in text and "| serial | 1 |" in text and "| 12.0 |" in text
+    assert "**3.25x**" in text and "3.00x, 3.50x" in text and "| serial | 1 | auto |" in text and "| 12.0 |" in text
+    assert "`auto` against the `per_group` baseline: **2.50x**" in text and "time to first token 0.25x" in text
     assert "![generation serving](g.png)" in text
     generate.write_plot(res, tmp_path / "g.png")
     png = (tmp_path / "g.png").read_bytes()
@@ -72,3 +84,8 @@ def test_committed_cpu_result_shows_continuous_batching_paying():
     assert min(res["summary"]["round_ratios"]) >= 1.5
     assert c["decode_batch_mean"] >= 4 and s["decode_batch_mean"] == pytest.approx(1.0)
     assert c["tokens_per_s"] == pytest.approx(c["throughput_rps"] * c["completion_tokens"])
+    # The depthwise before/after under continuous batching: auto against per_group, same batching.
+    pg = res["servers"]["continuous-per_group"]
+    assert pg["impl"] == "per_group" and c["impl"] == "auto" and pg["errors"] == 0
+    assert pg["decode_batch_mean"] >= 4 and res["summary"]["depthwise"]["throughput_ratio"] >= 3.0
+    assert min(res["summary"]["depthwise"]["round_ratios"]) >= 2.0
