@@ -58,7 +58,7 @@ def server_view(before: dict, after: dict, impl: str) -> dict:
 
 def write_markdown(res: dict, path: Path) -> None:
     a = res["args"]
-    lines = [f"# Generation serving: continuous batching vs one at a time ({res['device']})", "",
+    lines = [f"# Generation serving: continuous batching and the depthwise path ({res['device']})", "",
              f"{res['machine']}, torch {res['torch']}, {res['date']}. `dwserve bench generate`: "
              f"lfm2 ({a['model']}), {a['clients']} clients, each a greedy request of a {a['prompt_tokens']}-token "
              f"prompt and {a['new_tokens']} new tokens, back to back; {a['rounds']} rounds in turns, "
@@ -101,7 +101,9 @@ def write_plot(res: dict, path: Path) -> None:
     colors = ["tab:green", "tab:gray", "tab:red", "tab:orange"][:len(names)]
     axes[0].bar(labels, [srv[n]["tokens_per_s"] for n in names], color=colors)
     axes[0].set_ylabel("generated tokens / s")
-    axes[0].set_title(f"throughput ({res['summary']['throughput_ratio']:.2f}x)")
+    dw = res["summary"].get("depthwise")
+    axes[0].set_title(f"throughput: batching {res['summary']['throughput_ratio']:.1f}x"
+                      + (f", auto vs per_group {dw['throughput_ratio']:.1f}x" if dw else ""), fontsize=10)
     for i, q in enumerate(("p50_s", "p99_s")):
         axes[1].bar([j + (i - 0.5) * 0.38 for j in range(len(names))], [srv[n][q] for n in names], 0.38, label=q[:3])
     axes[1].set_xticks(range(len(names)), labels)
@@ -116,7 +118,7 @@ def write_plot(res: dict, path: Path) -> None:
     axes[2].set_title("mean time to first token")
     a = res["args"]
     fig.suptitle(f"/v1/generate, {a['clients']} clients, {a['prompt_tokens']}-token prompt + {a['new_tokens']} "
-                 f"tokens: continuous batching vs one at a time ({res['device']})")
+                 f"tokens: continuous batching and the depthwise path ({res['device']})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
