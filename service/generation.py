@@ -43,10 +43,10 @@ class Ticket:
 
 
 class GenerationScheduler:
-    def __init__(self, runtime, capacity: int, max_length: int):
+    def __init__(self, runtime, capacity: int, max_length: int, prefill_chunk: Optional[int] = None):
         self.rt = runtime
         self.lm = runtime.served.lm
-        self.capacity, self.max_length = capacity, max_length
+        self.capacity, self.max_length, self.prefill_chunk = capacity, max_length, prefill_chunk
         self._cond = threading.Condition()
         self._incoming: collections.deque[Ticket] = collections.deque()
         self._engines: dict[str, Any] = {}               # impl -> engine (ContinuousBatch)
@@ -134,7 +134,8 @@ class GenerationScheduler:
     def _engine(self, impl: str):
         engine = self._engines.get(impl)
         if engine is None:
-            engine = self._on_compute(impl, lambda: self.lm.continuous_batch(self.capacity, self.max_length))
+            engine = self._on_compute(impl, lambda: self.lm.continuous_batch(
+                self.capacity, self.max_length, prefill_chunk=self.prefill_chunk))
             self._engines[impl] = engine
             mib = getattr(engine, "cache_bytes", 0) / 2**20
             log.info("generation engine for impl %s: %d rows x %d tokens, cache %.0f MiB "

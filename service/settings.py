@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # (continuous batching); 1 = one generation at a time. Each row holds a KV cache of
     # max_sequence_length tokens (lfm2-demo fp32: 4 MiB per row; lfm2-350m: 48 MiB; logged at start).
     max_decode_batch: int = Field(16, ge=1, le=256)
+    # Prompt tokens prefilled per decode step while a request joins: a long prompt delays the
+    # live generations' next token by one chunk, not by its whole prefill. 0 = whole prompts.
+    prefill_chunk_tokens: int = Field(256, ge=0, le=1_000_000)
 
     # --- request limits (each violation is a 4xx, never a 500) ---------------------------
     max_body_bytes: int = Field(32 * 2**20, ge=1024)     # 413 above (Content-Length and streamed)

@@ -154,7 +154,7 @@ class FakeLM:
             if all(done):
                 return
 
-    def continuous_batch(self, capacity: int, max_length: int) -> "FakeContinuousBatch":
+    def continuous_batch(self, capacity: int, max_length: int, prefill_chunk=None) -> "FakeContinuousBatch":
         return FakeContinuousBatch(self, capacity)
 
     def generate(self, prompts, max_new_tokens, **kw):

@@ -29,6 +29,9 @@ httpclient = pytest.importorskip("tritonclient.http")
 REPO = Path(__file__).resolve().parent.parent
 REAL = importlib.util.find_spec("models.registry") is not None
 LIMITS = {"max-sequence-length": 64, "max-batch-size": 4, "max-body-bytes": 8 * 2**20, "max-new-tokens": 16}
+# The real server prefills prompts 4 tokens per decode step: /v1/generate's tests then cover
+# prompts joining in chunks while other generations decode.
+REAL_FLAGS = {**LIMITS, "prefill-chunk-tokens": 4}
 
 
 def free_port() -> int:
@@ -81,7 +84,7 @@ def _flags(limits: dict) -> list[str]:
 def real_server():
     if not REAL:
         pytest.skip("models.registry is not available yet")
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--log-level", "warning", *_flags(LIMITS)]
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--log-level", "warning", *_flags(REAL_FLAGS)]
     with server_process(cmd, timeout=400) as (url, proc):
         yield url
 
@@ -225,8 +228,8 @@ def test_v1_classify_and_generate_real(real_server):
 
 
 def test_concurrent_generations_are_batched_and_each_gets_its_own_tokens(real_server):
-    """Six greedy requests at once share decode steps (continuous batching) and get the tokens
-    each gets when sent alone."""
+    """Six greedy requests at once share decode steps (continuous batching; prompts of 3-13
+    tokens join 4 columns per step) and get the tokens each gets when sent alone."""
     prompts = [[int(t) for t in np.random.default_rng(i).integers(0, 256, size=3 + 2 * i)] for i in range(6)]
 
     def ask(ids):

@@ -6,9 +6,10 @@
         for seq, token in engine.step():      # one new token per live sequence
             ...                               # seq.done / seq.finish_reason once it stopped
 
-Each `step()` first admits waiting sequences into free rows (one left-padded prefill for
-all that fit; each gets its first token from it), then runs one decode step for the rows
-that were already live. A sequence leaves as soon as it is done (its stop token or
+Each `step()` runs one decode step for the live rows, then prefills waiting sequences: the
+ones that fit the free rows, left-padded into one group, whole or one `prefill_chunk` of
+columns per step (a long prompt then delays the others' next token by a chunk, not by the
+whole prompt); when the group's prefill ends, its sequences take rows and their first tokens. A sequence leaves as soon as it is done (its stop token or
 max_new_tokens reached, or `cancel()`ed), freeing its row for the next waiting one, so
 short and long generations share the batch without waiting for each other.
 
@@ -25,6 +26,7 @@ import torch
 
 from .decoding import use_cuda_graph
 from .generation import _check_args, sample_next
+from .prefill import Prefill
 from .slots import SlotDecoder
 
 
@@ -46,15 +48,23 @@ class Sequence:
 
 
 class ContinuousBatch:
-    def __init__(self, model, capacity: int, max_length: int, cuda_graph: bool | None = None):
-        self.model = model
+    def __init__(self, model, capacity: int, max_length: int, cuda_graph: bool | None = None,
+                 prefill_chunk: int | None = None):
+        """prefill_chunk: prompt tokens (columns) a step prefills, so a long prompt joining
+        delays the live generations' next token by one chunk, not the whole prompt; None:
+        whole prompts in the step they join."""
+        if prefill_chunk is not None and prefill_chunk < 1:
+            raise ValueError(f"prefill_chunk must be None or >= 1, got {prefill_chunk}")
+        self.model, self.prefill_chunk = model, prefill_chunk
         self.decoder = SlotDecoder(model, capacity, max_length, graph=use_cuda_graph(model, cuda_graph))
         self.waiting: collections.deque[Sequence] = collections.deque()
         self.rows: list[Sequence] = []       # rows[r] is the sequence in decoder row r
+        self.joining: list[Sequence] = []    # the group being prefilled (rows reserved for it)
+        self.prefill: Prefill | None = None
 
     @property
     def busy(self) -> bool:
-        return bool(self.waiting or self.rows)
+        return bool(self.waiting or self.rows or self.joining)
 
     @property
     def capacity(self) -> int:
@@ -100,13 +110,19 @@ class ContinuousBatch:
         if old:
             logits = self.decoder.step()                               # (old, V)
             out += self._sample(self.rows[:old], logits)
-        admitted = self._admit()
-        if admitted:
-            rows, logits = self.decoder.admit([s.prompt for s in admitted])
-            for s, r in zip(admitted, rows):
-                s.row = r
-            self.rows += admitted
-            out += self._sample(admitted, logits)
+        if self.prefill is None:
+            self.joining = self._admit()
+            if self.joining:
+                self.prefill = Prefill(self.model, [s.prompt for s in self.joining], self.prefill_chunk)
+        if self.prefill is not None:
+            logits = self.prefill.advance()                            # one chunk (or all)
+            if logits is not None:
+                for s, r in zip(self.joining, self.decoder.attach(self.prefill)):
+                    s.row = r
+                self.rows += self.joining
+                keep = [i for i, s in enumerate(self.joining) if not s.done]   # not cancelled meanwhile
+                out += self._sample([self.joining[i] for i in keep], logits[keep])
+                self.joining, self.prefill = [], None
         self._retire_finished()
         return out
 
@@ -115,7 +131,7 @@ class ContinuousBatch:
         """Waiting sequences (FIFO) that fit the free rows and, padded to the group's longest
         prompt, still fit max_length."""
         group: list[Sequence] = []
-        free, limit = self.decoder.free, self.decoder.max_length
+        free, limit = self.decoder.free, self.decoder.max_length     # (no group is joining now)
         while self.waiting and len(group) < free:
             seq = self.waiting[0]
             trial = group + [seq]
@@ -149,10 +165,12 @@ class ContinuousBatch:
         return out
 
     def _drop_cancelled(self):
-        for s in [*self.rows, *self.waiting]:
+        for s in [*self.rows, *self.waiting, *self.joining]:
             if s.cancelled and not s.done:
                 s.done, s.finish_reason = True, "cancelled"
         self.waiting = collections.deque(s for s in self.waiting if not s.done)
+        if self.joining and all(s.done for s in self.joining):          # nobody left to prefill for
+            self.joining, self.prefill = [], None
         self._retire_finished()
 
     def _retire_finished(self):

@@ -205,11 +205,12 @@ class LFM2ForCausalLM(nn.Module):
         return generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed,
                         stop_token_ids, cuda_graph)
 
-    def continuous_batch(self, capacity: int, max_length: int, cuda_graph: bool | None = None):
+    def continuous_batch(self, capacity: int, max_length: int, cuda_graph: bool | None = None,
+                         prefill_chunk: int | None = None):
         """An engine that decodes up to `capacity` sequences together, each joining and
         leaving between steps (continuous.py; what the service's /v1/generate runs on)."""
         from .continuous import ContinuousBatch
-        return ContinuousBatch(self, capacity, max_length, cuda_graph)
+        return ContinuousBatch(self, capacity, max_length, cuda_graph, prefill_chunk)
 
     def stream_generate(self, prompts, max_new_tokens: int = 32, temperature: float = 0.0,
                         top_k: int | None = None, top_p: float | None = None,

@@ -12,6 +12,7 @@ so each row sees exactly the context it would see alone.
 
     dec = SlotDecoder(model, capacity=16, max_length=2048)
     rows, logits = dec.admit([[1, 5, 9], [1, 7]])    # prefill into free rows -> (2, V)
+    rows = dec.attach(prefill)                       # or: a finished Prefill (prefill.py) moves in
     dec.set_next(rows, tokens)                       # each row's next input token
     logits = dec.step()                              # (n, V): one token for every live row
     dec.release(row)                                 # the last live row moves into `row`
@@ -29,6 +30,7 @@ from models import profiling
 
 from .cache import LFM2Cache
 from .decoding import WARMUP_STEPS, GraphRunner, _last_logits
+from .prefill import Prefill
 
 
 def buckets(capacity: int) -> list[int]:
@@ -41,13 +43,11 @@ def buckets(capacity: int) -> list[int]:
 
 
 class _RowsView(LFM2Cache):
-    """An LFM2Cache over rows [lo, hi) of a SlotDecoder's buffers (views: writes land there).
+    """The cache a decode step of rows [lo, hi) sees: views of a SlotDecoder's buffers (writes
+    land there). It writes each row's one new column at that row's own slot and attends over
+    slots [0, span)."""
 
-    For prefill it is a plain LFM2Cache of hi - lo rows (host-side `length`, slot slices).
-    For a decode step (`slot` given) it writes each row's one new column at that row's own
-    slot and attends over slots [0, span)."""
-
-    def __init__(self, store: LFM2Cache, lo: int, hi: int, span: int, slot=None, write_idx=None, true=None):
+    def __init__(self, store: LFM2Cache, lo: int, hi: int, span: int, slot, write_idx, true):
         rows = slice(lo, hi)
         self.batch_size, self.max_length, self.length = hi - lo, span, 0
         self.conv_states = [None if s is None else s[rows] for s in store.conv_states]
@@ -67,8 +67,6 @@ class _RowsView(LFM2Cache):
         self.key_mask.index_put_((self._row, self._idx), self._true)
 
     def write_kv(self, layer_idx, k, v, start):
-        if not isinstance(start, torch.Tensor):      # prefill: the rows' shared host-side slots
-            return super().write_kv(layer_idx, k, v, start)
         keys, values = self.keys[layer_idx], self.values[layer_idx]
         keys[self._row, :, self._idx] = k[:, :, 0]   # (n, Hkv, D) at each row's own slot
         values[self._row, :, self._idx] = v[:, :, 0]
@@ -141,32 +139,42 @@ class SlotDecoder:
         return self.capacity - self.live
 
     def admit(self, prompts: list[list[int]]) -> tuple[list[int], torch.Tensor]:
-        """Prefill prompts (left-padded together) into the next free rows -> (their row
-        indices, next-token logits (m, V) float32). Each row then sits at slot = the padded
-        prompt width; its padding slots are never attended to."""
-        m = len(prompts)
-        if not 1 <= m <= self.free:
-            raise ValueError(f"admit: {m} prompts, {self.free} free rows (capacity {self.capacity})")
-        width = max(len(p) for p in prompts)
-        if width >= self.max_length:
-            raise ValueError(f"admit: a {width}-token prompt leaves no room in max_length={self.max_length}")
+        """Prefill prompts (left-padded together, in one go) into the next free rows -> (their
+        row indices, next-token logits (m, V) float32)."""
+        self._check_room(len(prompts), max(len(p) for p in prompts))
+        prefill = Prefill(self.model, prompts)
+        logits = prefill.advance()
+        return self.attach(prefill), logits
+
+    def attach(self, prefill: Prefill) -> list[int]:
+        """A finished Prefill's cache moves into the next free rows -> their indices. Each row
+        then sits at slot = the padded prompt width; its padding slots are never attended to."""
+        if not prefill.finished:
+            raise ValueError("attach: the prefill has columns left; advance() it to the end first")
+        m, width, src = prefill.rows, prefill.width, prefill.cache
+        self._check_room(m, width)
         lo, hi = self.live, self.live + m
-        pad = self.model.config.pad_token_id if self.model.config.pad_token_id is not None else 0
-        ids = torch.full((m, width), pad, dtype=torch.long)
-        mask = torch.zeros(m, width, dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p):] = torch.tensor(p)
-            mask[i, width - len(p):] = 1
-        dev = self.model.device
+        s = self.store
         with torch.inference_mode():
             self._reset_rows(lo, hi)
-            view = _RowsView(self.store, lo, hi, self.max_length)
-            h = self.model.hidden_states(ids.to(dev), mask.to(dev), view)
-            logits = _last_logits(self.model, h)
+            for dst, part in zip(s.conv_states, src.conv_states):
+                if dst is not None:
+                    dst[lo:hi].copy_(part)                              # (m, C, K-1)
+            for dst, part in zip((*s.keys, *s.values), (*src.keys, *src.values)):
+                if dst is not None:
+                    dst[lo:hi, :, :width].copy_(part)                   # (m, Hkv, width, D)
+            s.key_mask[lo:hi, :width] = src.key_mask
+            s.positions[lo:hi] = src.positions
             self.slot[lo:hi] = width
         self.lengths[lo:hi] = [width] * m
         self.live = hi
-        return list(range(lo, hi)), logits
+        return list(range(lo, hi))
+
+    def _check_room(self, m: int, width: int):
+        if not 1 <= m <= self.free:
+            raise ValueError(f"admit: {m} prompts, {self.free} free rows (capacity {self.capacity})")
+        if width >= self.max_length:
+            raise ValueError(f"admit: a {width}-token prompt leaves no room in max_length={self.max_length}")
 
     def set_next(self, rows: list[int], tokens: torch.Tensor) -> None:
         """The token each of `rows` feeds at the next step; tokens (len(rows),) int64."""

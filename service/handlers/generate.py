@@ -52,7 +52,8 @@ class GenerateHandler:
         meta = getattr(runtime.served, "metadata", None) or {}
         self.vocab_size = int(meta.get("vocab_size") or self.lm.config.vocab_size)
         s = runtime.settings
-        self.scheduler = GenerationScheduler(runtime, s.max_decode_batch, s.max_sequence_length)
+        self.scheduler = GenerationScheduler(runtime, s.max_decode_batch, s.max_sequence_length,
+                                             s.prefill_chunk_tokens or None)
         if s.warmup:
             self.scheduler.warmup()
         self.scheduler.start()
