@@ -103,7 +103,9 @@ class ContinuousBatch:
         seq.cancelled = True
 
     def step(self) -> list[tuple[Sequence, int]]:
-        """Admit what fits, decode one token for every live row -> [(sequence, new token)]."""
+        """Decode one token for every live row, then prefill the joining group by a chunk (or
+        whole); a group whose prefill ends takes rows and gets its first tokens here.
+        -> [(sequence, new token)] for every sequence that got one."""
         self._drop_cancelled()
         out: list[tuple[Sequence, int]] = []
         old = len(self.rows)
