@@ -3,7 +3,7 @@
   dwserve serve [--host H] [--port P] [--model NAME[=PATH]]... [--device auto|cpu|cuda]
                 [--depthwise-impl IMPL] [--max-batch-size N] [--max-queue-delay-ms F]
                 [--max-queue-size N] [--max-decode-batch N] [--api-key KEY] [--max-body-bytes N] ...
-  dwserve bench {ops,models,serve,generate,row_chunks,ptx,host_overhead} [ARGS...] runs benchmarks/<name>.py main(ARGS) from the checkout
+  dwserve bench {ops,models,serve,generate,prefill_chunks,row_chunks,ptx,host_overhead} [ARGS...] runs benchmarks/<name>.py main(ARGS) from the checkout
   dwserve loadtest [ARGS...]                   service.loadtest.main(ARGS)
 
 Every serve flag is also a DWSERVE_* environment variable (service.settings.Settings);
@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from .settings import IMPL_CHOICES, Settings
 
-BENCHMARKS = ("ops", "models", "serve", "generate", "row_chunks", "ptx", "host_overhead")
+BENCHMARKS = ("ops", "models", "serve", "generate", "prefill_chunks", "row_chunks", "ptx", "host_overhead")
 _REPO = Path(__file__).resolve().parent.parent
 # Flags beyond DESIGN.md's list, generated from Settings so every limit is settable.
 _EXTRA = ("max_body_bytes", "max_elements", "max_new_tokens", "max_sequence_length", "max_image_pixels",
