@@ -176,6 +176,7 @@ def _openapi(app: FastAPI, model_names: tuple[str, ...]):
 def create_app(settings: Optional[Settings] = None, models: Optional[dict] = None, hooks=None) -> FastAPI:
     """models: {name: ServedModel} to serve instead of building from settings (tests);
     hooks: models' use_impl/count_launches/depthwise_timer (default: the real ones)."""
+    from .routes_openai import router as openai
     from .routes_v1 import router as v1
     from .routes_v2 import router as v2
 
@@ -194,6 +195,7 @@ def create_app(settings: Optional[Settings] = None, models: Optional[dict] = Non
     install_error_handlers(app)
     app.include_router(v2)
     app.include_router(v1)
+    app.include_router(openai)
     app.add_middleware(GuardMiddleware, service=service)
 
     @app.get("/metrics", include_in_schema=False)

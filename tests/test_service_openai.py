@@ -1,0 +1,92 @@
+"""The OpenAI-compatible routes (service/routes_openai.py) through the official `openai` client
+against a live in-process server with fake models: models list, completions as JSON and as
+a stream (with usage), token-id prompts, stop strings, and the 4xx for what is unsupported."""
+import threading
+import time
+
+import httpx
+import pytest
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("uvicorn")
+
+from test_deploy_loadtest import free_port, wait_ready  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server():
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+    from service.testing import fake_hooks, fake_models
+
+    port = free_port()
+    app = create_app(Settings(port=port, warmup=False, max_new_tokens=64, max_sequence_length=128),
+                     models=fake_models(), hooks=fake_hooks())
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=srv.run, daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, 30)
+    yield url
+    srv.should_exit = True
+    time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0)
+
+
+def test_models_lists_the_language_model(client):
+    assert [m.id for m in client.models.list()] == ["lfm2"]
+
+
+def test_completion_as_json(client):
+    # FakeLM: next id = last + 1, ids are characters - 32: "abc" -> "defg"
+    r = client.completions.create(model="lfm2", prompt="abc", max_tokens=4, temperature=0)
+    assert r.object == "text_completion" and r.model == "lfm2" and r.id.startswith("cmpl-")
+    (choice,) = r.choices
+    assert choice.text == "defg" and choice.finish_reason == "length" and choice.index == 0
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (3, 4, 7)
+
+
+def test_token_id_prompt_and_stop_string(client):
+    r = client.completions.create(model="lfm2", prompt=[65, 66], max_tokens=10, temperature=0, stop=["g"])
+    assert r.choices[0].text == "cdef" and r.choices[0].finish_reason == "stop"     # ids 65, 66 = "ab"
+    r = client.completions.create(model="lfm2", prompt=["x"], max_tokens=2, temperature=0)   # a list of one
+    assert r.choices[0].text == "yz"
+
+
+def test_stream_with_usage(client):
+    chunks = list(client.completions.create(model="lfm2", prompt="a", max_tokens=5, temperature=0, stream=True,
+                                            stream_options={"include_usage": True}))
+    texts = [c.choices[0].text for c in chunks if c.choices]
+    assert "".join(texts) == "bcdef" and len(texts) >= 5
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 5
+    assert len({c.id for c in chunks}) == 1
+
+
+@pytest.mark.parametrize("kwargs, error, needle", [
+    pytest.param(dict(n=2), "BadRequestError", "n", id="n"),
+    pytest.param(dict(logprobs=3), "BadRequestError", "logprobs", id="logprobs"),
+    pytest.param(dict(echo=True), "BadRequestError", "echo", id="echo"),
+    pytest.param(dict(prompt=["a", "b"]), "BadRequestError", "one prompt per request", id="two-prompts"),
+    pytest.param(dict(model="gpt-4"), "NotFoundError", "GET /v1/models", id="unknown-model"),
+    pytest.param(dict(max_tokens=10_000), "BadRequestError", "max_new_tokens", id="too-many-tokens"),
+    pytest.param(dict(prompt=[10_000]), "BadRequestError", "token ids must be in", id="id-out-of-vocab"),
+    pytest.param(dict(temperature=3.0), "UnprocessableEntityError", "temperature", id="temperature"),
+])
+def test_unsupported_or_bad_requests_are_4xx_naming_the_field(client, kwargs, error, needle):
+    args = {"model": "lfm2", "prompt": "a", "max_tokens": 2, **kwargs}
+    with pytest.raises(getattr(openai, error)) as exc:
+        client.completions.create(**args)
+    assert needle in exc.value.body     # the client unwraps dwserve's {"error": "..."} to the message
+
+
+def test_completions_are_counted_as_lfm2_requests(server, client):
+    client.completions.create(model="lfm2", prompt="a", max_tokens=2, temperature=0, extra_body={"depthwise_impl": "per_group"})
+    text = httpx.get(server + "/metrics").text
+    assert 'dwserve_requests_total{impl="per_group",model="lfm2",status="200"}' in text
+    assert 'dwserve_generated_tokens_total{impl="per_group",model="lfm2"}' in text
