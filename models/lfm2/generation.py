@@ -23,7 +23,11 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
     """logits (B, V) float -> (B,) int64. temperature 0 = greedy (argmax)."""
     if temperature == 0.0:
         return logits.argmax(-1)
-    logits = logits.float() / temperature
+    # In float64, shifted so the largest logit is 0 before dividing: any temperature > 0 (even
+    # 1e-300, which is 0 in float32) sends the others towards -inf (greedy in the limit)
+    # instead of making NaN probabilities.
+    logits = logits.double()
+    logits = (logits - logits.max(-1, keepdim=True).values) / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]                  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -33,6 +37,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
         # Drop a token when the tokens before it already hold top_p of the mass (the
         # most likely one always stays).
         drop = (probs.cumsum(-1) - probs) >= top_p
+        drop[..., 0] = False             # whatever top_p rounds to in the logits' dtype
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(-1)
