@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,13 +64,17 @@ def server(models: list[str], max_batch_size: int, device: str, extra: list[str]
         cmd += ["--model", m]
     if torch_threads:
         cmd += ["--torch-threads", str(torch_threads)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Output to a file, not a pipe: nobody reads a pipe during the load, and a full one (64 KiB)
+    # would block the next server thread that logs.
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited ({proc.returncode}): {proc.stdout.read()[-2000:]}")
+                log.seek(0)
+                raise RuntimeError(f"server exited ({proc.returncode}): {log.read()[-2000:]}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(url + "/v2/health/ready", timeout=2).status_code == 200:
                     break
@@ -83,6 +88,7 @@ def server(models: list[str], max_batch_size: int, device: str, extra: list[str]
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
 
 
 # --- requests -----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ and an in-process uvicorn for tritonclient without a subprocess.
 
 One server process per fixture, shared by the module; small limits keep it fast on 2 cores.
 """
+import collections
 import contextlib
 import importlib.util
 import json
@@ -40,17 +41,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
+class OutputDrain:
+    """Reads a server's output as it comes, keeping the last lines for error messages. An
+    undrained pipe fills at 64 KiB, and then whichever server thread logs next blocks for
+    good (a burst of tracebacks once froze the generation scheduler in this very test)."""
+
+    def __init__(self, stream):
+        self.lines: collections.deque[str] = collections.deque(maxlen=400)
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream):
+        for line in stream:
+            self.lines.append(line)
+
+    def tail(self, chars: int = 3000) -> str:
+        return "".join(self.lines)[-chars:]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float, output: OutputDrain) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}:\n{proc.stdout.read()[-3000:]}")
+            output.thread.join(5)
+            raise AssertionError(f"server exited with {proc.returncode}:\n{output.tail()}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url + "/v2/health/ready", timeout=2).status_code == 200:
                 return
         time.sleep(0.2)
     proc.kill()
-    raise AssertionError(f"server not ready after {timeout}s:\n{proc.stdout.read()[-3000:]}")
+    raise AssertionError(f"server not ready after {timeout}s:\n{output.tail()}")
 
 
 @contextlib.contextmanager
@@ -63,9 +83,10 @@ def server_process(args: list[str], timeout: float):
     env.pop("TRITON_INTERPRET", None)
     proc = subprocess.Popen([*args, "--port", str(port)], cwd=REPO, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = OutputDrain(proc.stdout)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, proc, timeout)
+        wait_ready(url, proc, timeout, output)
         yield url, proc
     finally:
         if proc.poll() is None:
