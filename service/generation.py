@@ -119,13 +119,20 @@ class GenerationScheduler:
                     return
                 new = list(self._incoming)
                 self._incoming.clear()
-            for ticket in new:
-                self._enter(ticket)
-            for impl in [i for i, e in self._engines.items() if e.busy]:
-                self._step(impl)
-            for impl in [i for i, e in self._engines.items() if not e.busy]:
-                if impl != self.rt.settings.depthwise_impl:   # others' caches go when idle
-                    del self._engines[impl]
+            try:
+                for ticket in new:
+                    self._enter(ticket)
+                for impl in [i for i, e in self._engines.items() if e.busy]:
+                    self._step(impl)
+                for impl in [i for i, e in self._engines.items() if not e.busy]:
+                    if impl != self.rt.settings.depthwise_impl:   # others' caches go when idle
+                        del self._engines[impl]
+            except Exception as exc:  # noqa: BLE001 - a bug here must not leave requests hanging
+                log.exception("generation scheduler: failing the generations in flight")
+                for ticket in [t for tickets in self._tickets.values() for t in tickets.values()]:
+                    ticket.emit(("error", exc))
+                self._tickets.clear()
+                self._engines.clear()
 
     def _on_compute(self, impl: str, fn: Callable[[], Any]) -> Any:
         with self.rt.hooks.use_impl(impl):       # a contextvar: on_compute carries it over

@@ -144,6 +144,17 @@ def test_a_failing_step_fails_its_requests_and_the_server_goes_on(serve, monkeyp
     assert client.get("/v2/health/ready").status_code == 200
 
 
+def test_an_error_in_the_scheduler_itself_fails_requests_instead_of_hanging_them(serve, monkeypatch):
+    client, lm, scheduler = serve(max_decode_batch=2)
+    real = scheduler.rt.metrics.decode_batch_size
+    monkeypatch.setattr(scheduler.rt.metrics, "decode_batch_size", None)   # .labels -> AttributeError
+    r = client.post("/v1/generate", json={"prompt": "a", "max_new_tokens": 3})
+    assert r.status_code == 500 and "AttributeError" in r.json()["error"]
+    monkeypatch.setattr(scheduler.rt.metrics, "decode_batch_size", real)
+    r = client.post("/v1/generate", json={"prompt": "a", "max_new_tokens": 3})
+    assert r.status_code == 200 and r.json()["text"] == "bcd"
+
+
 def test_policies_get_their_own_engines_and_take_turns(serve):
     client, lm, scheduler = serve(max_decode_batch=4, token_delay_s=0.01)
     with ThreadPoolExecutor(4) as pool:
