@@ -270,3 +270,19 @@ def test_slice_sum_tap_cache_follows_in_place_weight_updates():
     wg = w.clone().requires_grad_()
     depthwise_conv1d(x, wg, impl="slice_sum").sum().backward()
     assert wg.grad is not None and wg.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("impl", [pytest.param(i, id=i) for i in EAGER])
+@pytest.mark.parametrize("shape, stride, kernel", [
+    pytest.param((2, 2, 4, 3), (1, 2), (3, 3), id="w_out1-stride1x2"),      # what the property test found
+    pytest.param((3, 5, 6, 4), (1, 3), (2, 2), id="w_out1-stride1x3"),
+    pytest.param((2, 4, 3, 9), (2, 1), (3, 3), id="h_out1-stride2x1"),
+])
+def test_channels_last_batch_with_an_output_side_of_one(impl, shape, stride, kernel):
+    """torch's CPU conv miscomputes per_group's channel slices of such batches (per_group.py
+    copies them dense); every impl must still equal the reference."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(*shape, generator=g).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(shape[1], 1, *kernel, generator=g)
+    out = depthwise_conv2d(x, w, None, stride=stride, impl=impl)
+    assert_matches(out, reference_conv(x, w, None, stride=stride), torch.float32)
