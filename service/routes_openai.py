@@ -3,23 +3,17 @@ JSON or SSE chunks ending in `data: [DONE]`) and `GET /v1/models`. Same limits, 
 continuous batching and metrics as /v1/generate (schemas_openai.py maps the request)."""
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from .errors import ServiceError
-from .routes_v1 import _ERRORS, _handler
+from .routes_v1 import _ERRORS, _handler, sse_response
 from .schemas_openai import CompletionRequest, CompletionResponse, ModelList
 
 router = APIRouter(prefix="/v1", tags=["openai"])
-
-
-def _sse(event: dict) -> bytes:
-    return f"data: {json.dumps(event)}\n\n".encode()
 
 
 def _choice(text: str, finish_reason) -> dict:
@@ -64,22 +58,9 @@ async def completions(body: CompletionRequest, request: Request):
         return {**head, "choices": [_choice(final["text"], final["finish_reason"])], "usage": _usage(final)}
     include_usage = body.stream_options is not None and body.stream_options.include_usage
 
-    async def stream():
-        try:
-            event = first
-            while True:
-                if event.get("done"):
-                    yield _sse({**head, "choices": [_choice("", event["finish_reason"])]})
-                    if include_usage:
-                        yield _sse({**head, "choices": [], "usage": _usage(event)})
-                    yield b"data: [DONE]\n\n"
-                    return
-                yield _sse({**head, "choices": [_choice(event["text"], None)]})
-                event = await events.__anext__()
-        except Exception as exc:  # noqa: BLE001 - headers are sent; report in-band and end
-            yield _sse({"error": f"{type(exc).__name__}: {exc}"[:300]})
-        finally:
-            await events.aclose()  # stops generation if the client went away
+    def final_events(final: dict) -> list[dict]:
+        out = [{**head, "choices": [_choice("", final["finish_reason"])]}]
+        return out + ([{**head, "choices": [], "usage": _usage(final)}] if include_usage else [])
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return sse_response(first, events, lambda event: {**head, "choices": [_choice(event["text"], None)]},
+                        final_events)

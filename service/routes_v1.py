@@ -40,6 +40,28 @@ def _sse(event: dict) -> bytes:
     return f"data: {json.dumps(event)}\n\n".encode()
 
 
+def sse_response(first: dict, events, token_event, final_events) -> StreamingResponse:
+    """A generation's events (GenerateHandler.events, `first` already taken) as server-sent
+    events: token_event(event) per token, final_events(summary) at the end, then [DONE]. An
+    error after the headers are sent is reported in-band; a client that leaves stops it."""
+    async def stream():
+        try:
+            event = first
+            while not event.get("done"):
+                yield _sse(token_event(event))
+                event = await events.__anext__()
+            for payload in final_events(event):
+                yield _sse(payload)
+            yield b"data: [DONE]\n\n"
+        except Exception as exc:  # noqa: BLE001 - headers are sent; report in-band and end
+            yield _sse({"error": f"{type(exc).__name__}: {exc}"[:300]})
+        finally:
+            await events.aclose()  # stops generation if the client went away
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
 @router.post("/generate", response_model=GenerateResponse, responses=_ERRORS)
 async def generate(body: GenerateRequest, request: Request):
     handler = _handler(request, "generate")
@@ -55,21 +77,6 @@ async def generate(body: GenerateRequest, request: Request):
         return {"model": name, "text": final["text"], "token_ids": final["token_ids"],
                 "finish_reason": final["finish_reason"], "usage": final["usage"], "parameters": params}
 
-    async def stream():
-        try:
-            event = first
-            while True:
-                if event.get("done"):
-                    yield _sse({**event, "model": name, "parameters": params})
-                    yield b"data: [DONE]\n\n"
-                    return
-                yield _sse(event)
-                event = await events.__anext__()
-        except Exception as exc:  # noqa: BLE001 - headers are sent; report in-band and end
-            yield _sse({"error": f"{type(exc).__name__}: {exc}"[:300]})
-        finally:
-            await events.aclose()  # stops generation if the client went away
-
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return sse_response(first, events, lambda event: event,
+                        lambda final: [{**final, "model": name, "parameters": params}])
 

@@ -207,11 +207,7 @@ class FakeContinuousBatch:
             nxt = (last + 1) % (vocab - 1)
             if s.temperature > 0:
                 nxt = int(torch.randint(0, vocab - 1, (1,), generator=s.generator))
-            s.tokens.append(nxt)
-            if nxt in s.stop_token_ids:
-                s.done, s.finish_reason = True, "stop"
-            elif len(s.tokens) >= s.max_new_tokens:
-                s.done, s.finish_reason = True, "length"
+            s.record(nxt)
             out.append((s, nxt))
         if self.lm.token_delay_s:
             time.sleep(self.lm.token_delay_s)

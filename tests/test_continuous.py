@@ -11,27 +11,16 @@ import pytest
 import torch
 
 from models.depthwise import fused, use_impl
-from models.lfm2 import LFM2Config, LFM2ForCausalLM
 from models.lfm2 import decoding, slots as slots_mod
 from models.lfm2.continuous import ContinuousBatch, Sequence
 from models.lfm2.slots import SlotDecoder, buckets
 
-from test_decoding import FakeRunner, host_ops, trace
-
-TINY = LFM2Config(vocab_size=97, hidden_size=40, intermediate_size=64, num_hidden_layers=4,
-                  num_attention_heads=5, num_key_value_heads=1, max_position_embeddings=512,
-                  layer_types=("conv", "full_attention", "conv", "full_attention"))
+from test_decoding import TINY, FakeRunner, host_ops, tiny_model, trace
 
 
 @pytest.fixture(scope="module")
 def model():
-    m = LFM2ForCausalLM.empty(TINY)
-    m.init_weights(seed=5)
-    with torch.no_grad():   # larger weights than the default init: logits that differ per token
-        for p in m.parameters():
-            if p.dim() > 1:
-                p.mul_(10)
-    return m.eval()
+    return tiny_model(seed=5)
 
 
 def alone(model, seq: Sequence) -> list[int]:

@@ -23,15 +23,20 @@ TINY = LFM2Config(vocab_size=97, hidden_size=40, intermediate_size=64, num_hidde
                   layer_types=("conv", "full_attention", "conv", "full_attention"))
 
 
-@pytest.fixture(scope="module")
-def model():
+def tiny_model(seed: int) -> LFM2ForCausalLM:
+    """TINY with seeded weights, larger than the default init: logits that differ per token."""
     m = LFM2ForCausalLM.empty(TINY)
-    m.init_weights(seed=3)
-    with torch.no_grad():   # larger weights than the default init: logits that differ per token
+    m.init_weights(seed=seed)
+    with torch.no_grad():
         for p in m.parameters():
             if p.dim() > 1:
                 p.mul_(10)
     return m.eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(seed=3)
 
 
 def left_padded(rows):

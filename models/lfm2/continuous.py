@@ -46,6 +46,14 @@ class Sequence:
     generator: torch.Generator | None = None
     cancelled: bool = False
 
+    def record(self, token: int) -> None:
+        """Append a generated token; done at a stop token or at max_new_tokens."""
+        self.tokens.append(token)
+        if token in self.stop_token_ids:
+            self.done, self.finish_reason = True, "stop"
+        elif len(self.tokens) >= self.max_new_tokens:
+            self.done, self.finish_reason = True, "length"
+
 
 class ContinuousBatch:
     def __init__(self, model, capacity: int, max_length: int, cuda_graph: bool | None = None,
@@ -156,15 +164,9 @@ class ContinuousBatch:
                     picked[i] = sample_next(logits[i:i + 1], s.temperature, s.top_k, s.top_p, s.generator)[0]
             self.decoder.set_next([s.row for s in seqs], picked)
             tokens = picked.tolist()
-        out = []
         for s, t in zip(seqs, tokens):
-            s.tokens.append(t)
-            if t in s.stop_token_ids:
-                s.done, s.finish_reason = True, "stop"
-            elif len(s.tokens) >= s.max_new_tokens:
-                s.done, s.finish_reason = True, "length"
-            out.append((s, t))
-        return out
+            s.record(t)
+        return list(zip(seqs, tokens))
 
     def _drop_cancelled(self):
         for s in [*self.rows, *self.waiting, *self.joining]:
