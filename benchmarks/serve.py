@@ -4,6 +4,7 @@ impl cost end to end, on a live loopback server.
 Scenarios (mobilenet_v2 unless noted; each bounded by --duration seconds after a warm-up):
   latency_binary / latency_json   1 client, batch 1: client p50/p95/p99 vs server compute
                                   (Server-Timing), i.e. the protocol + queue overhead
+  latency_grpc                    the same over OIP v2 gRPC (benchmarks/grpc_load.py)
   batching_on / batching_off      --clients concurrent clients, batch-1 requests, against a
                                   server with --max-batch-size (8) and one with 1, measured
                                   in --rounds turns (so drift of the box hits both alike)
@@ -37,6 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:            # `python benchmarks/serve.py` puts benchmarks/ first
     sys.path.insert(0, str(REPO))
 
+from benchmarks.grpc_load import grpc_infer_request, run_grpc_load  # noqa: E402
 from benchmarks.http_load import run_interleaved, run_load  # noqa: E402
 
 IMAGE_SHAPE = (1, 3, 224, 224)
@@ -154,10 +156,12 @@ def server_side(before: dict, after: dict, model: str, impl: str) -> dict:
 
 def acceptance(res: dict) -> dict:
     out = {}
-    lat = res["scenarios"].get("latency_binary")
-    if lat:
-        overhead = (lat["p50_s"] - lat["compute_p50_s"]) / lat["compute_p50_s"]
-        out["binary_b1_overhead_vs_compute"] = {"value": overhead, "target": "<= 0.15", "pass": overhead <= 0.15}
+    for protocol in ("binary", "grpc"):   # REST with binary tensors; gRPC
+        lat = res["scenarios"].get("latency_" + protocol)
+        if lat:
+            overhead = (lat["p50_s"] - lat["compute_p50_s"]) / lat["compute_p50_s"]
+            out[protocol + "_b1_overhead_vs_compute"] = {"value": overhead, "target": "<= 0.15",
+                                                         "pass": overhead <= 0.15}
     for suffix in ("", "_lfm2"):          # mobilenet_v2 images; lfm2 short prompts
         on, off = res["scenarios"].get("batching_on" + suffix), res["scenarios"].get("batching_off" + suffix)
         if on and off:
@@ -201,6 +205,14 @@ def write_markdown(res: dict, path: Path) -> None:
         lines += ["", f"Server side of latency_binary, from /metrics (means): {_ms(side['request_mean_s'])} ms per "
                   f"request in the server, {_ms(side['compute_mean_s'])} ms of it the forward: overhead "
                   f"{side['overhead_vs_compute']:.1%} of compute without any client time in it."]
+    protocols = [(name, res["scenarios"][key]) for name, key in
+                 (("REST binary", "latency_binary"), ("gRPC", "latency_grpc"), ("REST JSON", "latency_json"))
+                 if key in res["scenarios"]]
+    if len(protocols) > 1:
+        lines += ["", "One client, one 224x224 image per request, end-to-end p50 over the forward's p50: " +
+                  ", ".join(f"{name} +{_ms(s['p50_s'] - s['compute_p50_s'])} ms "
+                            f"({(s['p50_s'] - s['compute_p50_s']) / s['compute_p50_s']:.0%})"
+                            for name, s in protocols) + "."]
     lines += ["", "## per_group vs auto, as /metrics shows it", "",
               "| model | impl | forwards | compute mean ms | depthwise mean ms | depthwise share | launches/forward (aten_ops) |",
               "|---|---|---:|---:|---:|---:|---:|"]
@@ -282,6 +294,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="dwserve bench serve", description=__doc__.split("\n")[0])
     p.add_argument("--url", help="target a live server (both models) instead of starting one")
     p.add_argument("--url-batch1", help="with --url: a server with --max-batch-size 1 for batching_off")
+    p.add_argument("--grpc-target", help="with --url: its gRPC HOST:PORT (--grpc-port) for latency_grpc")
     p.add_argument("--device", default="cpu")
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds per scenario")
     p.add_argument("--warmup", type=float, default=4.0, help="unmeasured seconds before each scenario")
@@ -328,13 +341,16 @@ def main(argv=None) -> int:
                                    args.warmup, args.rounds)
             sc["batching_on" + suffix], sc["batching_off" + suffix] = both["on"], both["off"]
 
-    def measure(url: str, url_batch1: str | None):
+    def measure(url: str, url_batch1: str | None, grpc_target: str | None):
         sc = res["scenarios"]
-        print("latency (1 client, batch 1): binary, json", flush=True)
+        print("latency (1 client, batch 1): binary, json, grpc", flush=True)
         before = scrape(url)
         sc["latency_binary"] = run_load(url, infer_request("mobilenet_v2", image, True), 1, args.duration, args.warmup)
         sc["latency_binary"]["server_side"] = server_side(before, scrape(url), "mobilenet_v2", "auto")
         sc["latency_json"] = run_load(url, infer_request("mobilenet_v2", image, False), 1, args.duration, args.warmup)
+        if grpc_target:
+            sc["latency_grpc"] = run_grpc_load(grpc_target, grpc_infer_request("mobilenet_v2", image), 1,
+                                               args.duration, args.warmup)
         batching(url, url_batch1)
         vocab = httpx.get(url + "/v2/models/lfm2").json()["outputs"][0]["shape"][-1]
         inputs = {"mobilenet_v2": image, "lfm2": rng.integers(0, min(vocab, 256), size=(1, 64)).astype(np.int64)}
@@ -353,16 +369,17 @@ def main(argv=None) -> int:
                 res["impls"][f"{model}/{impl}"] = impl_view(before, after, model, impl)
 
     if args.url:
-        measure(args.url, args.url_batch1)
+        measure(args.url, args.url_batch1, args.grpc_target)
     else:
         # Both servers up at once, so batching on and off are measured in turns; the batch-1
         # server idles (no spinning threads) while the other is measured.
+        grpc_port = _free_port()
         with server(["lfm2", "mobilenet_v2"], 1, args.device, torch_threads=args.torch_threads) as url_b1, \
-                server(["lfm2", "mobilenet_v2"], args.max_batch_size, args.device,
+                server(["lfm2", "mobilenet_v2"], args.max_batch_size, args.device, ["--grpc-port", str(grpc_port)],
                        torch_threads=args.torch_threads) as url:
-            measure(url, url_b1)
+            measure(url, url_b1, f"127.0.0.1:{grpc_port}")
     res["scenarios"] = {k: res["scenarios"][k] for k in
-                        ("latency_binary", "latency_json", "batching_on", "batching_off",
+                        ("latency_binary", "latency_json", "latency_grpc", "batching_on", "batching_off",
                          "batching_on_lfm2", "batching_off_lfm2") if k in res["scenarios"]}
     res["acceptance"] = acceptance(res)
     res["wall_s"] = time.time() - t0

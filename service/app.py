@@ -56,6 +56,7 @@ class Service:
         self.on_load_error = None  # set by the CLI: stop the server (exit 1) instead of never turning ready
         self._loaded = threading.Event()
         self.compute: Optional[ComputeThread] = None   # started by load(): all torch work runs there
+        self.grpc_port: Optional[int] = None           # bound gRPC port once serving (settings.grpc_port)
 
     @property
     def ready(self) -> bool:
@@ -185,8 +186,14 @@ def create_app(settings: Optional[Settings] = None, models: Optional[dict] = Non
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        grpc_server = None
+        if settings.grpc_port is not None:   # OIP v2 over gRPC on this loop, beside REST
+            from .grpc_server import start_grpc_server
+            grpc_server, service.grpc_port = await start_grpc_server(service)
         threading.Thread(target=service.load, name="dwserve-loader", daemon=True).start()
         yield
+        if grpc_server is not None:   # stop accepting; in-flight calls get the grace period
+            await grpc_server.stop(settings.graceful_shutdown_s)
         await asyncio.to_thread(service.stop)  # drain: accepted requests finish first
 
     app = FastAPI(title="dwserve", version=__version__, lifespan=lifespan,

@@ -2,7 +2,8 @@
 
   dwserve serve [--host H] [--port P] [--model NAME[=PATH]]... [--device auto|cpu|cuda]
                 [--depthwise-impl IMPL] [--max-batch-size N] [--max-queue-delay-ms F]
-                [--max-queue-size N] [--max-decode-batch N] [--api-key KEY] [--max-body-bytes N] ...
+                [--max-queue-size N] [--max-decode-batch N] [--grpc-port P] [--api-key KEY]
+                [--max-body-bytes N] ...
   dwserve bench {ops,models,serve,generate,prefill_chunks,row_chunks,ptx,host_overhead} [ARGS...] runs benchmarks/<name>.py main(ARGS) from the checkout
   dwserve loadtest [ARGS...]                   service.loadtest.main(ARGS)
 
@@ -25,7 +26,7 @@ from .settings import IMPL_CHOICES, Settings
 BENCHMARKS = ("ops", "models", "serve", "generate", "prefill_chunks", "row_chunks", "ptx", "host_overhead")
 _REPO = Path(__file__).resolve().parent.parent
 # Flags beyond DESIGN.md's list, generated from Settings so every limit is settable.
-_EXTRA = ("max_body_bytes", "max_elements", "max_new_tokens", "max_sequence_length", "max_image_pixels",
+_EXTRA = ("grpc_port", "max_body_bytes", "max_elements", "max_new_tokens", "max_sequence_length", "max_image_pixels",
           "max_prompt_chars", "request_timeout_s", "api_key", "launch_recount_every",
           "depthwise_sample_every", "graceful_shutdown_s", "seed", "torch_threads", "cpu_row_chunk_mib",
           "prefill_chunk_tokens")

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    # OIP v2 over gRPC (service/grpc_server.py) on this port, same host; None = off, 0 = any
+    # free port (logged). Off by default: two servers on one host would otherwise collide.
+    grpc_port: Optional[int] = Field(None, ge=0, le=65535)
     device: str = Field("auto", pattern="^(auto|cpu|cuda(:[0-9]+)?)$")
     # Each entry "NAME" (embedded default weights) or "NAME=PATH" (local weights directory).
     models: _ModelList = DEFAULT_MODELS

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import http_load, serve
-from tests.test_service_server import fake_server_cmd, server_process
+from benchmarks import grpc_load, http_load, serve
+from tests.test_service_server import fake_server_cmd, free_port, server_process
 
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "serve-cpu.json"
 
@@ -31,6 +31,9 @@ def test_acceptance_arithmetic():
     acc = serve.acceptance(res)
     assert not acc["binary_b1_overhead_vs_compute"]["pass"] and not acc["batching_throughput_speedup"]["pass"]
     assert "batching_throughput_speedup_lfm2" not in acc           # only for scenarios that ran
+    assert "grpc_b1_overhead_vs_compute" not in acc
+    res["scenarios"]["latency_grpc"] = scenario(45, 0.022, 0.03, 0.020)
+    assert serve.acceptance(res)["grpc_b1_overhead_vs_compute"]["value"] == pytest.approx(0.10)
     res["scenarios"]["batching_on_lfm2"] = scenario(90, 0.2, 0.3, 0.1, 16)
     res["scenarios"]["batching_off_lfm2"] = scenario(30, 0.5, 0.6, 0.03, 16)
     acc = serve.acceptance(res)
@@ -49,6 +52,30 @@ def test_request_builder_decodes_in_the_service(binary):
     assert raw["parameters"] == {"depthwise_impl": "per_group"}
     got = codec.decode_inputs(raw, tail, 10**6)["input"]
     np.testing.assert_array_equal(got, arr)
+
+
+def test_grpc_request_builder_decodes_in_the_service():
+    from service.grpc_codec import decode_request
+    ids = np.random.default_rng(2).integers(0, 96, size=(2, 5)).astype(np.int64)
+    arrays, _, params = decode_request(grpc_load.grpc_infer_request("lfm2", ids, impl="native"), 10**6)
+    np.testing.assert_array_equal(arrays["input_ids"], ids)
+    assert params == {"depthwise_impl": "native"}
+
+
+def test_run_grpc_load_against_a_live_server():
+    """The gRPC twin of run_load: same stats, Server-Timing from the trailer, batches formed."""
+    port = free_port()
+    cmd = fake_server_cmd(max_batch_size=2, max_queue_delay_ms=5, grpc_port=port)
+    with server_process(cmd, timeout=60):
+        arr = np.zeros((1, 3, 224, 224), np.float32)
+        stats = grpc_load.run_grpc_load(f"127.0.0.1:{port}", grpc_load.grpc_infer_request("mobilenet_v2", arr),
+                                        clients=2, duration=1.5, warmup=0.3)
+        assert stats["errors"] == 0 and stats["requests"] >= 10
+        assert 0 < stats["p50_s"] <= stats["p99_s"] and stats["compute_p50_s"] is not None
+        assert 1.0 <= stats["batch_rows_mean"] <= 2.0
+        bad = grpc_load.grpc_infer_request("mobilenet_v2", arr[:, :2])     # wrong shape: counted as errors
+        with pytest.raises(RuntimeError, match="statuses \\[400\\]"):
+            grpc_load.run_grpc_load(f"127.0.0.1:{port}", bad, clients=1, duration=0.3, warmup=0.0)
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ def test_dockerfile(name):
     assert "HEALTHCHECK" in text and "/v2/health/ready" in text
     assert 'CMD ["serve", "--host", "0.0.0.0"]' in text and 'ENTRYPOINT ["dwserve"]' in text
     assert "torch==${TORCH_VERSION}" in text
+    assert "DWSERVE_GRPC_PORT=8001" in text and "EXPOSE 8000 8001" in text   # REST and gRPC
     if name.endswith("cuda"):
         assert "nvidia/cuda" in text and "[gpu]" in text
     else:
@@ -46,6 +47,10 @@ def test_compose_stack_is_accepted():
     assert set(svcs) == {"dwserve-before", "dwserve-after", "prometheus", "grafana", "loadtest"}
     assert svcs["dwserve-before"]["environment"]["DWSERVE_DEPTHWISE_IMPL"] == "per_group"
     assert svcs["dwserve-after"]["environment"]["DWSERVE_DEPTHWISE_IMPL"] == "auto"
+    for name in ("dwserve-before", "dwserve-after"):   # REST and gRPC both published
+        env = svcs[name]["environment"]
+        targets = {int(p["target"]) for p in svcs[name]["ports"]}
+        assert targets == {int(env["DWSERVE_PORT"]), int(env["DWSERVE_GRPC_PORT"])}, name
     vols = " ".join(svcs["prometheus"]["volumes"] + svcs["grafana"]["volumes"])
     for path in ["deploy/prometheus/prometheus.yml", "deploy/prometheus/rules", "deploy/grafana/provisioning",
                  "deploy/grafana/dashboards"]:

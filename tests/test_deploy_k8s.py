@@ -40,8 +40,8 @@ def test_deployment(name, image, device):
     assert c["image"] == image and c["args"][:1] == ["serve"] and "0.0.0.0" in c["args"]
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["DWSERVE_DEVICE"] == device and env["DWSERVE_DEPTHWISE_IMPL"] == "auto"
-    port = {p["name"]: p["containerPort"] for p in c["ports"]}["http"]
-    assert str(port) == env["DWSERVE_PORT"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert str(ports["http"]) == env["DWSERVE_PORT"] and str(ports["grpc"]) == env["DWSERVE_GRPC_PORT"]
     assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"]
@@ -55,7 +55,7 @@ def test_service_hpa_and_servicemonitor_target_the_deployment():
     app = dep["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
     (svc,) = docs("service.yaml")
     assert svc["spec"]["selector"] == {"app.kubernetes.io/name": app}
-    assert {p["name"] for p in svc["spec"]["ports"]} == {"http"}
+    assert {p["name"]: p["targetPort"] for p in svc["spec"]["ports"]} == {"http": "http", "grpc": "grpc"}
     (hpa,) = docs("hpa.yaml")
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "dwserve"}

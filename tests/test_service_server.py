@@ -101,12 +101,18 @@ def _flags(limits: dict) -> list[str]:
     return [x for k, v in limits.items() for x in (f"--{k}", str(v))]
 
 
+REAL_GRPC_PORT = []   # the real server's gRPC port, once started
+
+
 @pytest.fixture(scope="module")
 def real_server():
     if not REAL:
         pytest.skip("models.registry is not available yet")
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--log-level", "warning", *_flags(REAL_FLAGS)]
+    grpc_port = free_port()
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--log-level", "warning", *_flags(REAL_FLAGS),
+           "--grpc-port", str(grpc_port)]
     with server_process(cmd, timeout=400) as (url, proc):
+        REAL_GRPC_PORT[:] = [grpc_port]
         yield url
 
 
@@ -148,6 +154,23 @@ def test_tritonclient_json_and_binary_agree_on_real_models(real_server, model):
     np.testing.assert_allclose(from_json, from_binary, rtol=1e-3, atol=1e-3)
     single, _ = _triton_infer(real_server, model, x[1:], binary=True)   # row 1 alone == row 1 in a batch
     np.testing.assert_allclose(single[0], from_binary[1], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("model", [pytest.param("mobilenet_v2", id="mobilenet_v2"), pytest.param("lfm2", id="lfm2")])
+def test_tritonclient_grpc_equals_rest_on_real_models(real_server, model):
+    """The same rows over gRPC (tritonclient.grpc) and REST binary: same logits, same impl."""
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    vocab = httpx.get(f"{real_server}/v2/models/lfm2").json()["outputs"][0]["shape"][-1]
+    x = _inputs(np.random.default_rng(), model, vocab)
+    over_rest, _ = _triton_infer(real_server, model, x, binary=True, impl="slice_sum")
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{REAL_GRPC_PORT[0]}")
+    assert client.is_server_ready() and client.is_model_ready(model)
+    spec = client.get_model_metadata(model, as_json=True)["inputs"][0]
+    inp = grpcclient.InferInput(spec["name"], list(x.shape), spec["datatype"])
+    inp.set_data_from_numpy(x)
+    result = client.infer(model, [inp], parameters={"depthwise_impl": "slice_sum"}, client_timeout=120)
+    assert result.get_response().parameters["depthwise_impl"].string_param == "slice_sum"
+    np.testing.assert_allclose(result.as_numpy("logits"), over_rest, rtol=1e-3, atol=1e-3)
 
 
 def test_tritonclient_against_in_process_uvicorn():

@@ -55,25 +55,31 @@ class TensorHandler:
         except ValidationError as exc:
             raise ValueError(_validation_message(exc)) from None
         params = req.parameters or {}
-        impl = self.rt.check_impl(params.get("depthwise_impl"))
         # `raw` has passed validation; decoding from it avoids copying large `data` lists again.
         arrays = codec.decode_inputs(raw, tail, self.settings.max_elements)
-        self._check_inputs(arrays)
         binary_all = params.get("binary_data_output", False)
         if not isinstance(binary_all, bool):
             raise ValueError(f"parameters.binary_data_output: expected true/false, got {binary_all!r}")
-        if req.outputs:
-            wanted = []
-            for out in req.outputs:
-                if out.name not in self.outputs:
-                    raise ValueError(f"requested output {out.name!r}: expected one of {sorted(self.outputs)}")
-                binary = (out.parameters or {}).get("binary_data", binary_all)
-                if not isinstance(binary, bool):
-                    raise ValueError(f"output {out.name!r}: parameters.binary_data must be true/false")
-                wanted.append((out.name, binary))
-        else:
-            wanted = [(name, binary_all) for name in self.outputs]
-        return Decoded(req.id, impl, arrays, wanted)
+        requested = []
+        for out in req.outputs or ():
+            binary = (out.parameters or {}).get("binary_data", binary_all)
+            if not isinstance(binary, bool):
+                raise ValueError(f"output {out.name!r}: parameters.binary_data must be true/false")
+            requested.append((out.name, binary))
+        return self.prepare(req.id, params.get("depthwise_impl"), arrays, requested, binary_all)
+
+    def prepare(self, request_id: Optional[str], impl: Any, arrays: dict[str, np.ndarray],
+                requested: list[tuple[str, bool]], binary_all: bool = False) -> Decoded:
+        """Decoded tensors from either wire format (JSON/binary here, gRPC in service/grpc_codec.py)
+        -> a checked request: the impl allowed, the inputs against the model's specs, the
+        requested outputs known (none requested = all, each `binary_all`)."""
+        impl = self.rt.check_impl(impl)
+        self._check_inputs(arrays)
+        for name, _ in requested:
+            if name not in self.outputs:
+                raise ValueError(f"requested output {name!r}: expected one of {sorted(self.outputs)}")
+        wanted = requested or [(name, binary_all) for name in self.outputs]
+        return Decoded(request_id, impl, arrays, wanted)
 
     def _check_inputs(self, arrays: dict[str, np.ndarray]) -> None:
         """Names, dtypes, ranks and fixed dims against the model's TensorSpecs; value limits."""

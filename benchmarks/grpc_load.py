@@ -1,0 +1,70 @@
+"""Closed-loop gRPC load for the serving benchmark: the twin of http_load.run_load over OIP v2
+gRPC (`--grpc-port`). `clients` threads, each with its own channel, send the same pre-built
+ModelInferRequest back to back through the generated stub (no tritonclient wrapper in the
+loop: its per-call Python would land in the latency); the `server-timing` trailer gives
+queue and compute time like REST's Server-Timing header, so stats come out in the same
+shape (http_load.summarize).
+
+    stats = run_grpc_load("127.0.0.1:8001", grpc_infer_request("mobilenet_v2", image),
+                          clients=1, duration=20, warmup=4)
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from benchmarks.http_load import server_timing, summarize
+
+# HTTP status a gRPC outcome counts as in the records (summarize keeps 200s).
+_STATUS = {"OK": 200, "INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "NOT_FOUND": 404,
+           "RESOURCE_EXHAUSTED": 413, "UNAVAILABLE": 503}
+
+
+def grpc_infer_request(model: str, arr: np.ndarray, impl: str | None = None):
+    """-> one ModelInferRequest (raw little-endian input bytes, as tritonclient sends them)."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    name, dtype = ("input", "FP32") if model == "mobilenet_v2" else ("input_ids", "INT64")
+    request = pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name=name, datatype=dtype, shape=list(arr.shape))
+    request.raw_input_contents.append(np.ascontiguousarray(arr).tobytes())
+    if impl:
+        request.parameters["depthwise_impl"].string_param = impl
+    return request
+
+
+def run_grpc_load(target: str, request, clients: int, duration: float, warmup: float) -> dict:
+    """Stats over the measured window only (after `warmup` seconds), as http_load.run_load."""
+    import grpc
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    records, lock = [], threading.Lock()
+    t_start = time.perf_counter()
+    t_measure, t_stop = t_start + warmup, t_start + warmup + duration
+    limit = [("grpc.max_receive_message_length", 64 * 2**20), ("grpc.max_send_message_length", 64 * 2**20)]
+
+    def worker():
+        with grpc.insecure_channel(target, options=limit) as channel:
+            infer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+            while (now := time.perf_counter()) < t_stop:
+                try:
+                    _, call = infer.with_call(request, timeout=120)
+                    status, trailers = 200, dict(call.trailing_metadata() or ())
+                except grpc.RpcError as exc:
+                    status, trailers = _STATUS.get(exc.code().name, 500), {}
+                t1 = time.perf_counter()
+                if now >= t_measure:
+                    timing = server_timing(trailers.get("server-timing", ""))
+                    with lock:
+                        records.append((t1, t1 - now, status, timing.get("compute"), timing.get("queue"),
+                                        timing.get("batch")))
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ok_ends = [r[0] for r in records if r[2] == 200]
+    return summarize(records, (max(ok_ends) - t_measure) if ok_ends else duration, clients)

@@ -1,0 +1,349 @@
+"""OIP v2 over gRPC: service/grpc_codec.py against tritonclient.grpc's own encoder and decoder,
+and service/grpc_server.py with tritonclient.grpc against uvicorn in this process (fake
+models): health, metadata, infer equal to the reference and to REST, the stream, errors as
+gRPC status codes, auth, queue-full, message limits, and the shared metrics and batcher.
+The real models over gRPC are in test_service_server.py."""
+import contextlib
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+grpc = pytest.importorskip("grpc")
+gc = pytest.importorskip("tritonclient.grpc")
+from tritonclient.grpc import service_pb2 as pb  # noqa: E402
+from tritonclient.grpc import service_pb2_grpc as pb_grpc  # noqa: E402
+from tritonclient.grpc._infer_result import InferResult  # noqa: E402
+from tritonclient.grpc._utils import _get_inference_request  # noqa: E402
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+from service.codec import DTYPES  # noqa: E402
+from service.grpc_codec import CONTENTS_FIELD, decode_request, encode_response  # noqa: E402
+from service.testing import fake_hooks, fake_models, reference_logits  # noqa: E402
+from tests.test_service_server import free_port  # noqa: E402
+
+MAX_ELEMENTS = 8 * 3 * 224 * 224
+
+
+def _random(rng, datatype: str, shape) -> np.ndarray:
+    dtype = DTYPES[datatype]
+    if dtype.kind == "b":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
+
+
+def _request(inputs, outputs=None, parameters=None, request_id="r1"):
+    return _get_inference_request("m", inputs, "", request_id, outputs, 0, False, False, 0, None, parameters)
+
+
+# --- codec -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("datatype", [pytest.param(d, id=d) for d in DTYPES])
+def test_decode_matches_tritonclient_raw_encoding(datatype):
+    rng = np.random.default_rng()
+    shape = [int(rng.integers(1, 4)), int(rng.integers(1, 7))]
+    x = _random(rng, datatype, shape)
+    inp = gc.InferInput("x", shape, datatype)
+    inp.set_data_from_numpy(x)
+    other = _random(rng, "FP32", [2])
+    inp2 = gc.InferInput("y", [2], "FP32")
+    inp2.set_data_from_numpy(other)
+    wanted = [gc.InferRequestedOutput("out")]
+    arrays, requested, params = decode_request(_request([inp, inp2], wanted, {"depthwise_impl": "native"}),
+                                               MAX_ELEMENTS)
+    assert arrays["x"].dtype == x.dtype and arrays["x"].shape == x.shape
+    np.testing.assert_array_equal(arrays["x"], x)
+    np.testing.assert_array_equal(arrays["y"], other)
+    assert requested == ["out"] and params["depthwise_impl"] == "native"
+
+
+@pytest.mark.parametrize("datatype", [pytest.param(d, id=d) for d in CONTENTS_FIELD])
+def test_decode_typed_contents(datatype):
+    rng = np.random.default_rng()
+    x = _random(rng, datatype, [2, 3])
+    request = pb.ModelInferRequest(model_name="m")
+    tensor = request.inputs.add(name="x", datatype=datatype, shape=[2, 3])
+    getattr(tensor.contents, CONTENTS_FIELD[datatype]).extend(x.reshape(-1).tolist())
+    arrays, _, _ = decode_request(request, MAX_ELEMENTS)
+    assert arrays["x"].dtype == DTYPES[datatype]
+    np.testing.assert_array_equal(arrays["x"], x)
+
+
+@pytest.mark.parametrize("datatype", [pytest.param(d, id=d) for d in ("FP32", "INT64", "FP16", "BOOL", "UINT8")])
+def test_encode_is_read_back_by_tritonclient(datatype):
+    rng = np.random.default_rng()
+    a, b = _random(rng, datatype, [3, 5]), _random(rng, "FP32", [1, 7])
+    response = encode_response("m", "id7", "slice_sum", [("a", a), ("b", b)])
+    result = InferResult(response)
+    np.testing.assert_array_equal(result.as_numpy("a"), a)
+    np.testing.assert_array_equal(result.as_numpy("b"), b)
+    assert result.get_response().id == "id7"
+    assert result.get_response().parameters["depthwise_impl"].string_param == "slice_sum"
+
+
+def _typed(datatype, shape, field, values):
+    request = pb.ModelInferRequest(model_name="m")
+    tensor = request.inputs.add(name="x", datatype=datatype, shape=shape)
+    getattr(tensor.contents, field).extend(values)
+    return request
+
+
+def _raw(shapes_and_blobs, datatype="FP32", extra_blobs=()):
+    request = pb.ModelInferRequest(model_name="m")
+    for i, (shape, blob) in enumerate(shapes_and_blobs):
+        request.inputs.add(name=f"x{i}", datatype=datatype, shape=shape)
+        request.raw_input_contents.append(blob)
+    request.raw_input_contents.extend(extra_blobs)
+    return request
+
+
+def _both():
+    request = _raw([([2], b"\0" * 8)])
+    request.inputs[0].contents.fp32_contents.extend([1.0, 2.0])
+    return request
+
+
+def _twice():
+    request = _raw([([1], b"\0" * 4)])
+    request.inputs.add(name="x0", datatype="FP32", shape=[1])
+    request.raw_input_contents.append(b"\0" * 4)
+    return request
+
+
+MALFORMED = [
+    ("raw_count", lambda: _raw([([2], b"\0" * 8)], extra_blobs=[b"\0"]), "raw_input_contents has 2 entries for 1 inputs"),
+    ("raw_size", lambda: _raw([([2, 3], b"\0" * 20)]), "must be 24 bytes"),
+    ("raw_and_contents", _both, "contents` must be empty"),
+    ("fp16_typed", lambda: _typed("FP16", [1], "fp32_contents", [1.0]), "raw_input_contents"),
+    ("typed_count", lambda: _typed("FP32", [2, 2], "fp32_contents", [1.0] * 3), "needs 4 values"),
+    ("typed_field", lambda: _typed("INT64", [2], "fp32_contents", [1.0, 2.0]), "contents.int64_contents"),
+    ("int8_range", lambda: _typed("INT8", [2], "int_contents", [1, 300]), "out of range for INT8"),
+    ("bytes_type", lambda: _typed("BYTES", [1], "bytes_contents", [b"a"]), "unsupported"),
+    ("duplicate", _twice, "appears twice"),
+    ("too_many", lambda: _raw([([MAX_ELEMENTS + 1], b"")]), "the limit is"),
+    ("negative_dim", lambda: _raw([([-2], b"")]), ">= 0"),
+]
+
+
+@pytest.mark.parametrize("build,message", [pytest.param(b, m, id=i) for i, b, m in MALFORMED])
+def test_malformed_requests_name_what_was_expected(build, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("`", "`")):
+        decode_request(build(), MAX_ELEMENTS)
+
+
+# --- in-process server (fake models) --------------------------------------------------------
+
+@contextlib.contextmanager
+def grpc_server(delay_s=0.0, **settings):
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    port, models = free_port(), fake_models(delay_s=delay_s)
+    app = create_app(Settings(grpc_port=0, **settings), models=models, hooks=fake_hooks())
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/v2/health/ready").status_code == 200:
+                    break
+            time.sleep(0.05)
+        target = f"127.0.0.1:{app.state.service.grpc_port}"
+        yield target, url, models
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def served():
+    with grpc_server(max_batch_size=4) as s:
+        yield s
+
+
+def _image(rng, rows=1):
+    return rng.standard_normal((rows, 3, 224, 224)).astype(np.float32)
+
+
+def _infer(client, model, x, datatype="FP32", **kw):
+    inp = gc.InferInput("input" if model == "mobilenet_v2" else "input_ids", list(x.shape), datatype)
+    inp.set_data_from_numpy(x)
+    return client.infer(model, [inp], **kw)
+
+
+def test_health_and_metadata_match_rest(served):
+    target, url, _ = served
+    client = gc.InferenceServerClient(target)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("lfm2") and client.is_model_ready("mobilenet_v2", model_version="1")
+    meta = client.get_server_metadata(as_json=True)
+    assert meta["name"] == "dwserve" and "binary_tensor_data" in meta["extensions"]
+    for model in ("lfm2", "mobilenet_v2"):
+        got = client.get_model_metadata(model, as_json=True)
+        rest = httpx.get(f"{url}/v2/models/{model}").json()
+        for key in ("inputs", "outputs"):
+            assert [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in got[key]] == \
+                   [(t["name"], t["datatype"], t["shape"]) for t in rest[key]]
+    for call, args in ((client.is_model_ready, ("nope",)), (client.get_model_metadata, ("nope",)),
+                       (client.get_model_metadata, ("lfm2", "2"))):
+        with pytest.raises(InferenceServerException) as err:
+            call(*args)
+        assert err.value.status() == "StatusCode.NOT_FOUND" and "expected" in err.value.message()
+
+
+def test_infer_equals_reference_and_rest(served):
+    target, url, models = served
+    client = gc.InferenceServerClient(target)
+    rng = np.random.default_rng()
+    x = _image(rng, rows=2)
+    result = _infer(client, "mobilenet_v2", x, parameters={"depthwise_impl": "native"}, request_id="q1")
+    want = reference_logits(torch.from_numpy(x), models["mobilenet_v2"].weight).numpy()
+    np.testing.assert_allclose(result.as_numpy("logits"), want, rtol=1e-5, atol=1e-5)
+    response = result.get_response()
+    assert response.id == "q1" and response.parameters["depthwise_impl"].string_param == "native"
+    assert response.model_name == "mobilenet_v2" and response.model_version == "1"
+    # The same ids over gRPC and REST give the same logits (one batcher, one handler).
+    ids = rng.integers(0, 96, size=(1, 9)).astype(np.int64)
+    over_grpc = _infer(client, "lfm2", ids, "INT64").as_numpy("logits")
+    body = {"inputs": [{"name": "input_ids", "datatype": "INT64", "shape": [1, 9], "data": ids.reshape(-1).tolist()}]}
+    over_rest = np.asarray(httpx.post(f"{url}/v2/models/lfm2/infer", json=body).json()["outputs"][0]["data"])
+    assert over_grpc.shape == (1, 96)
+    np.testing.assert_allclose(over_grpc.reshape(-1), over_rest, rtol=1e-6, atol=1e-6)
+
+
+def _code_and_message(call):
+    with pytest.raises(InferenceServerException) as err:
+        call()
+    return err.value.status(), err.value.message()
+
+
+def test_bad_requests_are_status_codes_and_the_server_stays_up(served):
+    target, url, _ = served
+    client = gc.InferenceServerClient(target)
+    x = _image(np.random.default_rng())
+    cases = [
+        (lambda: _infer(client, "nope", x), "NOT_FOUND", "unknown model"),
+        (lambda: _infer(client, "mobilenet_v2", x, parameters={"depthwise_impl": "fastest"}),
+         "INVALID_ARGUMENT", "depthwise_impl: expected one of"),
+        (lambda: _infer(client, "mobilenet_v2", x[:, :2].copy()), "INVALID_ARGUMENT", "expected shape [-1, 3, 224, 224]"),
+        (lambda: _infer(client, "mobilenet_v2", x.astype(np.float64), "FP64"), "INVALID_ARGUMENT", "expected datatype FP32"),
+        (lambda: _infer(client, "mobilenet_v2", np.repeat(x, 5, axis=0)), "INVALID_ARGUMENT", "batch dimension must be 1..4"),
+        (lambda: _infer(client, "lfm2", np.array([[1, 500]], dtype=np.int64), "INT64"),
+         "INVALID_ARGUMENT", "token ids must be in [0, 96)"),
+        (lambda: _infer(client, "mobilenet_v2", x, outputs=[gc.InferRequestedOutput("probs")]),
+         "INVALID_ARGUMENT", "requested output 'probs'"),
+        (lambda: _infer(client, "mobilenet_v2", x, model_version="3"), "NOT_FOUND", "expected '1'"),
+    ]
+    for call, code, message in cases:
+        got_code, got_message = _code_and_message(call)
+        assert got_code == f"StatusCode.{code}" and message in got_message, (code, message, got_message)
+    assert client.is_server_live() and client.is_server_ready()
+    metrics = httpx.get(f"{url}/metrics").text
+    assert 'dwserve_requests_total{impl="auto",model="unknown",status="404"}' in metrics
+    assert 'model="mobilenet_v2",status="400"}' in metrics
+
+
+def test_stream_answers_every_request_in_any_order(served):
+    target, _, models = served
+    client = gc.InferenceServerClient(target)
+    rng = np.random.default_rng()
+    answers, lock, all_in = {}, threading.Lock(), threading.Event()
+    images = {f"r{i}": _image(rng) for i in range(7)}
+
+    def callback(result, error):
+        with lock:
+            key = result.get_response().id if result is not None else f"error{len(answers)}"
+            answers[key] = result.as_numpy("logits") if result is not None else error
+            if len(answers) == len(images) + 1:
+                all_in.set()
+
+    client.start_stream(callback=callback)
+    try:
+        for i, (rid, x) in enumerate(images.items()):
+            inp = gc.InferInput("input", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            client.async_stream_infer("mobilenet_v2", [inp], request_id=rid,
+                                      parameters={"depthwise_impl": "slice_sum"})
+            if i == 3:   # a bad request mid-stream is answered with an error; the stream goes on
+                client.async_stream_infer("mobilenet_v2", [inp], request_id="bad",
+                                          parameters={"depthwise_impl": "nope"})
+        assert all_in.wait(30), sorted(answers)
+    finally:
+        client.stop_stream()
+    errors = [v for k, v in answers.items() if k.startswith("error")]
+    assert len(errors) == 1 and "depthwise_impl" in str(errors[0])
+    for rid, x in images.items():
+        want = reference_logits(torch.from_numpy(x), models["mobilenet_v2"].weight).numpy()
+        np.testing.assert_allclose(answers[rid], want, rtol=1e-5, atol=1e-5)
+
+
+def test_concurrent_grpc_requests_share_the_batcher():
+    with grpc_server(delay_s=0.05, max_batch_size=8, max_queue_delay_ms=20) as (target, url, models):
+        rng = np.random.default_rng()
+        images = [_image(rng) for _ in range(8)]
+
+        def one(x):
+            return _infer(gc.InferenceServerClient(target), "mobilenet_v2", x).as_numpy("logits")
+
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(one, images))
+        for x, logits in zip(images, got):
+            want = reference_logits(torch.from_numpy(x), models["mobilenet_v2"].weight).numpy()
+            np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+        metrics = httpx.get(f"{url}/metrics").text
+        count = sum_ = None
+        for line in metrics.splitlines():
+            if line.startswith('dwserve_batch_size_count{model="mobilenet_v2"}'):
+                count = float(line.split()[-1])
+            if line.startswith('dwserve_batch_size_sum{model="mobilenet_v2"}'):
+                sum_ = float(line.split()[-1])
+        assert sum_ >= 8 and count < sum_, (count, sum_)   # fewer forwards than requests: batched
+        assert 'dwserve_requests_total{impl="auto",model="mobilenet_v2",status="200"} 8.0' in metrics
+
+
+def test_auth_queue_full_and_message_limit():
+    with grpc_server(delay_s=0.3, api_key="s3cret", max_batch_size=1, max_queue_size=1,
+                     max_body_bytes=2**20) as (target, _, _):
+        x = _image(np.random.default_rng())
+        client = gc.InferenceServerClient(target)
+        code, message = _code_and_message(lambda: _infer(client, "mobilenet_v2", x))
+        assert code == "StatusCode.UNAUTHENTICATED" and "Bearer" in message
+        headers = {"authorization": "Bearer s3cret"}
+        assert _infer(client, "mobilenet_v2", x, headers=headers).as_numpy("logits").shape == (1, 1000)
+        assert client.is_server_live()   # health stays open, as on REST
+
+        # Two 1.2 MB images exceed the 1 MiB message limit: refused before any decoding.
+        code, message = _code_and_message(lambda: _infer(client, "mobilenet_v2", np.repeat(x, 2, 0), headers=headers))
+        assert code == "StatusCode.RESOURCE_EXHAUSTED"
+
+        # One running, one queued: the rest are UNAVAILABLE with a retry-after trailer.
+        stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(target))
+        inp = gc.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        request = _get_inference_request("mobilenet_v2", [inp], "", "", None, 0, False, False, 0, None, None)
+
+        def call(_):
+            try:
+                stub.ModelInfer(request, metadata=tuple(headers.items()), timeout=30)
+                return "ok", None
+            except grpc.RpcError as exc:
+                return exc.code(), (exc.details(), dict(exc.trailing_metadata() or ()))
+
+        with ThreadPoolExecutor(6) as pool:
+            outcomes = list(pool.map(call, range(6)))
+        shed = [info for code, info in outcomes if code == grpc.StatusCode.UNAVAILABLE]
+        assert shed and all(code in ("ok", grpc.StatusCode.UNAVAILABLE) for code, _ in outcomes), outcomes
+        assert all("queue" in details and trailers.get("retry-after") for details, trailers in shed), shed
+        assert any(code == "ok" for code, _ in outcomes)
