@@ -172,6 +172,15 @@ def acceptance(res: dict) -> dict:
     return out
 
 
+def cpu_model() -> str | None:
+    """The CPU's name (Linux), so results from different boxes are told apart."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or None
+
+
 def _ms(x):
     return "-" if x is None else f"{x * 1e3:.1f}"
 
@@ -189,7 +198,8 @@ def _batching_reading(what: str, on: dict, off: dict) -> str:
 
 def write_markdown(res: dict, path: Path) -> None:
     lines = [f"# Serving benchmark ({res['device']})", "",
-             f"{res['timestamp']}, torch {res['torch']}, {res['cpu_count']} CPU cores, server torch threads "
+             f"{res['timestamp']}, torch {res['torch']}, {res['cpu_count']} CPU cores"
+             f"{' (' + res['cpu_model'] + ')' if res.get('cpu_model') else ''}, server torch threads "
              f"{res['torch_threads'] or 'default'}, batching_on max_batch_size {res['max_batch_size']}, "
              f"{res['duration_s']} s per scenario after {res['warmup_s']} s warm-up, load average "
              f"{res['loadavg_start'][0]:.1f} at start and {res['loadavg_end'][0]:.1f} at the end. "
@@ -321,6 +331,7 @@ def main(argv=None) -> int:
     image = rng.standard_normal(IMAGE_SHAPE).astype(np.float32)
     res = {"device": args.device, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
+           "cpu_model": cpu_model(),
            "torch_threads": args.torch_threads, "max_batch_size": args.max_batch_size, "rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup, "scenarios": {}, "impls": {}}
     t0 = time.time()
     res["loadavg_start"] = os.getloadavg()  # the CI box is shared: say how busy it was

@@ -152,13 +152,24 @@ def committed():
     return json.loads(RESULTS.read_text())
 
 
-def test_committed_results_are_recomputable(committed):
+@pytest.mark.parametrize("name", ["serve-cpu.json", "serve-cpu-xeon.json"])
+def test_committed_results_are_recomputable(name):
     """The acceptance block is what serve.acceptance computes from the committed scenarios."""
+    committed = json.loads((RESULTS.parent / name).read_text())
     again = serve.acceptance(committed)
     assert set(again) == set(committed["acceptance"])
     for name, check in again.items():
         assert check["value"] == pytest.approx(committed["acceptance"][name]["value"]), name
     assert committed["device"] == "cpu" and committed["cpu_count"] >= 1
+
+
+def test_committed_grpc_beside_rest():
+    """The second box's run measured all three protocols in one run, with Server-Timing for each."""
+    res = json.loads((RESULTS.parent / "serve-cpu-xeon.json").read_text())
+    lat = {p: res["scenarios"]["latency_" + p] for p in ("binary", "grpc", "json")}
+    assert all(s["errors"] == 0 and s["requests"] >= 100 and s["compute_p50_s"] for s in lat.values())
+    assert "Xeon" in res["cpu_model"]
+    assert lat["binary"]["p50_s"] < lat["json"]["p50_s"] and lat["grpc"]["p50_s"] < lat["json"]["p50_s"]
 
 
 def test_committed_binary_overhead_and_tail_latency(committed):
