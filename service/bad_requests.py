@@ -94,6 +94,13 @@ def malformed_requests(vocab: int, max_sequence_length: int, max_batch_size: int
         "completions-unknown-model": P("/v1/completions", 404, json={"model": "gpt-x", "prompt": "a"}),
         "completions-empty-ids": P("/v1/completions", 400, json={"prompt": []}),
         "completions-huge-max-tokens": P("/v1/completions", 400, json={"prompt": "a", "max_tokens": 10**9}),
+        "chat-no-messages": P("/v1/chat/completions", 422, json={"messages": []}),
+        "chat-bad-role": P("/v1/chat/completions", 422, json={"messages": [{"role": "robot", "content": "a"}]}),
+        "chat-tools": P("/v1/chat/completions", 400, json={"messages": [{"role": "user", "content": "a"}],
+                                                           "tools": [{"type": "function", "function": {"name": "f"}}]}),
+        "chat-image-part": P("/v1/chat/completions", 400, json={"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:,"}}]}]}),
+        "chat-content-number": P("/v1/chat/completions", 422, json={"messages": [{"role": "user", "content": 5}]}),
         "generate-stream-not-bool": P("/v1/generate", 422, json={"prompt": "a", "stream": "perhaps"}),
         "generate-not-json": P("/v1/generate", 422, content=b"prompt=a", headers={"Content-Type": "text/plain"}),
         "generate-prompt-number": P("/v1/generate", 422, json={"prompt": 5}),

@@ -48,7 +48,7 @@ class GuardMiddleware:
             return name if name in svc.model_names else "unknown"
         if path == "/v1/classify":
             return svc.classify_model or "unknown"
-        if path in ("/v1/generate", "/v1/completions"):
+        if path in ("/v1/generate", "/v1/completions", "/v1/chat/completions"):
             return svc.generate_model or "unknown"
         return None
 

@@ -1,6 +1,7 @@
-"""The OpenAI-compatible completions API (`POST /v1/completions`, `GET /v1/models`): what LLM
-load generators and OpenAI clients speak. A completion request maps onto /v1/generate's
-GenerateRequest, so it has the same limits, validation and continuous batching.
+"""The OpenAI-compatible API (`POST /v1/completions`, `POST /v1/chat/completions`,
+`GET /v1/models`): what LLM load generators and OpenAI clients speak. Each request maps onto
+/v1/generate's GenerateRequest (a chat through the model's chat template, models/lfm2/chat.py),
+so it has the same limits, validation and continuous batching.
 
 Fields OpenAI defines but dwserve cannot honour (several choices, logprobs, echo,
 penalties, logit_bias, suffix) are accepted only at their no-op values and otherwise
@@ -8,7 +9,7 @@ answered with a 400 that names them; unknown fields are a 422, like every dwserv
 """
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,12 +21,12 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class CompletionRequest(BaseModel):
+class _SamplingRequest(BaseModel):
+    """What completions and chat completions share: sampling, stop, stream, the extensions."""
     model_config = ConfigDict(extra="forbid")
     model: Optional[str] = Field(None, description="the served language model (GET /v1/models)")
-    prompt: Union[str, list[int], list[str], list[list[int]]] = Field(
-        ..., description="text or token ids; one prompt per request")
-    max_tokens: int = Field(16, ge=1)
+    max_tokens: Optional[int] = Field(None, ge=1, description="default: 16 for completions, the "
+                                      "server's max_new_tokens for chat")
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: Optional[int] = Field(None, ge=1, description="extension: sample from the k most likely")
@@ -38,21 +39,40 @@ class CompletionRequest(BaseModel):
     user: Optional[str] = None
     # OpenAI fields with a single supported value:
     n: int = 1
-    best_of: Optional[int] = None
-    logprobs: Optional[int] = None
-    echo: bool = False
-    suffix: Optional[str] = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: Optional[dict[str, float]] = None
 
-    def unsupported(self) -> list[str]:
+    def _unsupported(self, extra: tuple[tuple[str, bool], ...]) -> list[str]:
         """Fields set to something dwserve cannot do."""
-        bad = [name for name, ok in (
-            ("n", self.n == 1), ("best_of", self.best_of in (None, 1)), ("logprobs", self.logprobs is None),
-            ("echo", not self.echo), ("suffix", not self.suffix),
-            ("presence_penalty", self.presence_penalty == 0.0),
-            ("frequency_penalty", self.frequency_penalty == 0.0), ("logit_bias", not self.logit_bias)) if not ok]
+        return [name for name, ok in (
+            ("n", self.n == 1), ("presence_penalty", self.presence_penalty == 0.0),
+            ("frequency_penalty", self.frequency_penalty == 0.0), ("logit_bias", not self.logit_bias),
+            *extra) if not ok]
+
+    def _generate(self, max_new_tokens: int, **prompt) -> GenerateRequest:
+        return GenerateRequest(**prompt, max_new_tokens=max_new_tokens,
+                               temperature=self.temperature, top_k=self.top_k,
+                               top_p=None if self.top_p >= 1.0 else self.top_p, seed=self.seed,
+                               stop=self.stop, ignore_eos=self.ignore_eos, stream=self.stream,
+                               depthwise_impl=self.depthwise_impl)
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+class CompletionRequest(_SamplingRequest):
+    prompt: Union[str, list[int], list[str], list[list[int]]] = Field(
+        ..., description="text or token ids; one prompt per request")
+    best_of: Optional[int] = None
+    logprobs: Optional[int] = None
+    echo: bool = False
+    suffix: Optional[str] = None
+
+    def unsupported(self) -> list[str]:
+        bad = self._unsupported((("best_of", self.best_of in (None, 1)), ("logprobs", self.logprobs is None),
+                                 ("echo", not self.echo), ("suffix", not self.suffix)))
         if isinstance(self.prompt, list) and self.prompt and isinstance(self.prompt[0], (str, list)) \
                 and len(self.prompt) != 1:
             bad.append("prompt (one prompt per request)")
@@ -62,11 +82,59 @@ class CompletionRequest(BaseModel):
         prompt = self.prompt[0] if isinstance(self.prompt, list) and self.prompt \
             and isinstance(self.prompt[0], (str, list)) else self.prompt
         text, ids = (prompt, None) if isinstance(prompt, str) else (None, list(prompt))
-        return GenerateRequest(prompt=text, input_ids=ids, max_new_tokens=self.max_tokens,
-                               temperature=self.temperature, top_k=self.top_k,
-                               top_p=None if self.top_p >= 1.0 else self.top_p, seed=self.seed,
-                               stop=self.stop, ignore_eos=self.ignore_eos, stream=self.stream,
-                               depthwise_impl=self.depthwise_impl)
+        return self._generate(self.max_tokens or 16, prompt=text, input_ids=ids)
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    # text, or content parts of which dwserve reads the text ones: [{"type": "text", "text": ...}]
+    content: Union[str, list[dict[str, Any]], None] = None
+    name: Optional[str] = None
+    tool_calls: Optional[list[dict[str, Any]]] = None
+    tool_call_id: Optional[str] = None
+
+    def text(self, index: int) -> str:
+        where = f"messages[{index}]"
+        if self.role == "tool" or self.tool_calls:
+            raise ValueError(f"{where}: tool messages and tool_calls are unsupported; dwserve chats in text")
+        if isinstance(self.content, str):
+            return self.content
+        if self.content is None:
+            raise ValueError(f"{where}.content: expected text")
+        parts = []
+        for j, part in enumerate(self.content):
+            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise ValueError(f"{where}.content[{j}]: expected {{\"type\": \"text\", \"text\": ...}}; "
+                                 f"only text parts are supported, got type {part.get('type')!r}")
+            parts.append(part["text"])
+        return "".join(parts)
+
+
+class ChatCompletionRequest(_SamplingRequest):
+    messages: list[ChatMessage] = Field(..., min_length=1)
+    max_completion_tokens: Optional[int] = Field(None, ge=1, description="the newer name of max_tokens")
+    logprobs: Optional[bool] = None
+    top_logprobs: Optional[int] = None
+    tools: Optional[list[dict[str, Any]]] = None
+    tool_choice: Optional[Union[str, dict[str, Any]]] = None
+    parallel_tool_calls: Optional[bool] = None
+    response_format: Optional[dict[str, Any]] = None
+
+    def unsupported(self) -> list[str]:
+        return self._unsupported((
+            ("logprobs", not self.logprobs), ("top_logprobs", self.top_logprobs is None),
+            ("tools", not self.tools), ("tool_choice", self.tool_choice in (None, "none")),
+            ("response_format", self.response_format in (None, {"type": "text"}))))
+
+    def to_messages(self) -> list[dict[str, str]]:
+        """-> [{"role", "content"}] for the chat template (developer is the newer system)."""
+        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text(i)}
+                for i, m in enumerate(self.messages)]
+
+    def to_generate(self, input_ids: list[int], default_max_tokens: int) -> GenerateRequest:
+        return self._generate(self.max_completion_tokens or self.max_tokens or default_max_tokens,
+                              input_ids=input_ids)
 
 
 class CompletionChoice(BaseModel):
@@ -80,6 +148,27 @@ class CompletionUsage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+
+
+class ChatCompletionMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatCompletionChoice(BaseModel):
+    index: int = 0
+    message: ChatCompletionMessage
+    logprobs: None = None
+    finish_reason: Optional[Literal["stop", "length"]]
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatCompletionChoice]
+    usage: Optional[CompletionUsage] = None
 
 
 class CompletionResponse(BaseModel):

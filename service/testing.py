@@ -121,6 +121,14 @@ class FakeTokenizer:
     def decode(self, ids) -> str:
         return "".join(chr(32 + i) for i in ids if i != self.eos_token_id)
 
+    @staticmethod
+    def render_chat(messages: list[dict]) -> str:
+        """The fake's chat template: "<role>content" per message, then "<assistant>"."""
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+
+    def apply_chat_template(self, messages: list[dict]) -> list[int]:
+        return self.encode(self.render_chat(messages))
+
 
 class FakeLM:
     """Deterministic LM: next token = (last + 1) % (vocab - 1); with a seed, sampled."""

@@ -308,6 +308,22 @@ def test_ignore_eos_generates_past_the_end_of_sequence_token(real_server):
     assert full["token_ids"][:len(short["token_ids"])] == short["token_ids"]
 
 
+def test_chat_completion_is_generate_over_the_chat_template(real_server):
+    """The demo's byte-level ChatML through /v1/chat/completions: the prompt is exactly
+    apply_chat_template's ids, and the greedy answer is /v1/generate's for those ids."""
+    from models.lfm2.config import PRESETS
+    from models.lfm2.tokenizer import ByteTokenizer
+    messages = [{"role": "user", "content": "hi"}]     # 53 tokens of ChatML: the server's limit is 64
+    ids = ByteTokenizer(PRESETS["lfm2-demo"]).apply_chat_template(messages)
+    chat = httpx.post(f"{real_server}/v1/chat/completions", timeout=120, json={
+        "messages": messages, "max_tokens": 6, "temperature": 0, "ignore_eos": True}).json()
+    plain = httpx.post(f"{real_server}/v1/generate", timeout=120, json={
+        "input_ids": ids, "max_new_tokens": 6, "ignore_eos": True}).json()
+    assert chat["usage"]["prompt_tokens"] == len(ids) == plain["usage"]["prompt_tokens"]
+    assert chat["choices"][0]["message"] == {"role": "assistant", "content": plain["text"]}
+    assert chat["usage"]["completion_tokens"] == 6
+
+
 def test_per_request_impl_is_visible_in_metrics(real_server):
     x = np.random.default_rng().integers(0, 256, size=(1, 5)).astype(np.int64)
     for impl in ("per_group", "slice_sum"):

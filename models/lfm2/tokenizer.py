@@ -1,12 +1,14 @@
 """Tokenizers for LFM2: the demo's byte-level one and a wrapper over a local tokenizer.json.
 
 Both expose encode(str) -> list[int] (with the bos token first, as LFM2's tokenizer does),
-decode(list[int]) -> str (special tokens skipped), and eos/bos/pad_token_id.
+decode(list[int]) -> str (special tokens skipped), eos/bos/pad_token_id, and
+apply_chat_template(messages) -> list[int] (models/lfm2/chat.py; starts with the bos id too).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from .chat import DEFAULT_TEMPLATE, render_chat
 from .config import LFM2Config
 
 N_BYTES = 256  # ids 0..255 are the bytes themselves; specials come after
@@ -43,22 +45,47 @@ class ByteTokenizer(_SpecialIds):
             ids.insert(0, self.bos_token_id)
         return ids
 
+    chat_template = DEFAULT_TEMPLATE
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        # The template has no bos text: bytes cannot spell a special id, so encode() adds it.
+        return self.encode(render_chat(self.chat_template, messages, add_generation_prompt=add_generation_prompt))
+
     def decode(self, ids) -> str:
         # Ids >= 256 are specials (or unused): skipped. Incomplete UTF-8 -> U+FFFD.
         return bytes(int(i) for i in ids if 0 <= int(i) < N_BYTES).decode("utf-8", errors="replace")
 
 
 class HFTokenizer(_SpecialIds):
-    """A local tokenizer.json through the `tokenizers` library (never downloads)."""
+    """A local tokenizer.json through the `tokenizers` library (never downloads). Its chat
+    template and bos/eos texts come from the same directory (chat.load_chat_template)."""
 
     def __init__(self, path, config: LFM2Config):
         from tokenizers import Tokenizer
+
+        from .chat import load_chat_template, special_token_text
         path = Path(path)
         try:
             self._tok = Tokenizer.from_file(str(path))
         except Exception as e:  # the library raises its own exception types
             raise ValueError(f"cannot read tokenizer {path}: {e}") from None
         super().__init__(config)
+        self.chat_template = load_chat_template(path.parent)
+        self.bos_token = special_token_text(path.parent, "bos_token") or self._token_text(self.bos_token_id)
+        self.eos_token = special_token_text(path.parent, "eos_token") or self._token_text(self.eos_token_id)
+
+    def _token_text(self, token_id) -> str:
+        return (self._tok.id_to_token(token_id) or "") if token_id is not None else ""
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        """As transformers' apply_chat_template(tokenize=True): the template writes the bos text,
+        so the rendered prompt is encoded without adding special tokens again."""
+        if self.chat_template is None:
+            raise ValueError("this checkpoint has no chat template (chat_template.jinja or "
+                             "tokenizer_config.json's chat_template); send a formatted prompt to /v1/completions")
+        text = render_chat(self.chat_template, messages, bos_token=self.bos_token, eos_token=self.eos_token,
+                           add_generation_prompt=add_generation_prompt)
+        return self.encode(text, add_special_tokens=False)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         self._check_text(text)
