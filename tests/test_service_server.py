@@ -342,15 +342,27 @@ def test_per_request_impl_is_visible_in_metrics(real_server):
 # --- process behaviour (fake models, so timing is deterministic) ----------------------------
 
 def test_sigterm_drains_in_flight_requests():
-    cmd = fake_server_cmd(max_batch_size=1, max_queue_delay_ms=0) + ["--delay-s", "0.4"]
+    """REST and gRPC requests accepted before SIGTERM all finish with their answers."""
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    grpc_port = free_port()
+    cmd = fake_server_cmd(max_batch_size=1, max_queue_delay_ms=0, grpc_port=grpc_port) + ["--delay-s", "0.4"]
     with server_process(cmd, timeout=60) as (url, proc):
         body = {"inputs": [{"name": "input_ids", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]}
-        with ThreadPoolExecutor(4) as pool:
+
+        def over_grpc():
+            inp = grpcclient.InferInput("input_ids", [1, 2], "INT64")
+            inp.set_data_from_numpy(np.array([[1, 2]], dtype=np.int64))
+            client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+            return 200 if client.infer("lfm2", [inp], client_timeout=30).as_numpy("logits").shape == (1, 96) else 0
+
+        with ThreadPoolExecutor(6) as pool:
             futures = [pool.submit(httpx.post, f"{url}/v2/models/lfm2/infer", json=body, timeout=30) for _ in range(4)]
-            time.sleep(0.3)  # all four accepted; at most one has finished
+            time.sleep(0.1)  # the gRPC requests queue last: they are in flight after REST has drained
+            futures += [pool.submit(over_grpc) for _ in range(2)]
+            time.sleep(0.3)  # all six accepted; at most one has finished
             proc.send_signal(signal.SIGTERM)
-            codes = [f.result().status_code for f in futures]
-        assert codes == [200] * 4
+            codes = [f.result().status_code for f in futures[:4]] + [f.result() for f in futures[4:]]
+        assert codes == [200] * 6
         # uvicorn re-raises the captured SIGTERM after its graceful shutdown, so the exit status
         # is the signal's (-15) on recent versions and 0 on older ones; either is a clean exit.
         assert proc.wait(30) in (0, -signal.SIGTERM)
