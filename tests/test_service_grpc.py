@@ -347,3 +347,27 @@ def test_auth_queue_full_and_message_limit():
         assert shed and all(code in ("ok", grpc.StatusCode.UNAVAILABLE) for code, _ in outcomes), outcomes
         assert all("queue" in details and trailers.get("retry-after") for details, trailers in shed), shed
         assert any(code == "ok" for code, _ in outcomes)
+
+
+def _forwards(url: str, model: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(f'dwserve_batch_size_count{{model="{model}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_client_deadline_drops_its_queued_request():
+    """A call whose deadline passes while it waits in the queue is never computed: the
+    cancelled RPC cancels its queued job (the batcher skips cancelled futures)."""
+    with grpc_server(delay_s=0.4, max_batch_size=1) as (target, url, _):
+        x = _image(np.random.default_rng())
+        before = _forwards(url, "mobilenet_v2")
+        with ThreadPoolExecutor(4) as pool:
+            busy = pool.submit(_infer, gc.InferenceServerClient(target), "mobilenet_v2", x)
+            time.sleep(0.1)   # the first request is computing; the next ones queue behind it
+            late = [pool.submit(_code_and_message, lambda: _infer(gc.InferenceServerClient(target), "mobilenet_v2",
+                                                                  x, client_timeout=0.15)) for _ in range(3)]
+            assert busy.result().as_numpy("logits").shape == (1, 1000)
+            assert all(f.result()[0] == "StatusCode.DEADLINE_EXCEEDED" for f in late)
+        time.sleep(0.5)   # time for a wrongly kept job to run
+        assert _forwards(url, "mobilenet_v2") - before == 1
