@@ -371,3 +371,74 @@ def test_a_client_deadline_drops_its_queued_request():
             assert all(f.result()[0] == "StatusCode.DEADLINE_EXCEEDED" for f in late)
         time.sleep(0.5)   # time for a wrongly kept job to run
         assert _forwards(url, "mobilenet_v2") - before == 1
+
+
+# --- fuzz ------------------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_TYPES = [*DTYPES, "BYTES", "BF16", "", "fp32"]
+_tensor = st.fixed_dictionaries({
+    "name": st.sampled_from(["input", "input_ids", "x", ""]),
+    "datatype": st.sampled_from(_TYPES),
+    "shape": st.lists(st.integers(-3, 3000), max_size=5),
+    "raw": st.one_of(st.none(), st.binary(max_size=64)),
+    "values": st.one_of(st.none(), st.lists(st.integers(-2**63, 2**64 - 1), max_size=8),
+                        st.lists(st.floats(allow_nan=True), max_size=8), st.lists(st.booleans(), max_size=8)),
+})
+
+
+def _fuzzed_request(tensors, raw_extra, impl):
+    request = pb.ModelInferRequest(model_name="mobilenet_v2")
+    for t in tensors:
+        tensor = request.inputs.add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+        if t["raw"] is not None:
+            request.raw_input_contents.append(t["raw"])
+        elif t["values"] is not None:
+            field = {int: "int64_contents", float: "fp64_contents", bool: "bool_contents"}[type(t["values"][0])] \
+                if t["values"] else "fp32_contents"
+            values = [v for v in t["values"] if field != "int64_contents" or -2**63 <= v < 2**63]
+            getattr(tensor.contents, field).extend(values)
+    request.raw_input_contents.extend(raw_extra)
+    if impl is not None:
+        request.parameters["depthwise_impl"].string_param = impl
+    return request
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(_tensor, max_size=3), st.lists(st.binary(max_size=8), max_size=2),
+       st.sampled_from([None, "auto", "nope", ""]))
+def test_fuzzed_requests_decode_or_raise_value_error(tensors, raw_extra, impl):
+    """Whatever the message holds, decoding gives arrays of the declared shapes and types or a
+    ValueError; nothing else escapes (which the server would answer with INTERNAL)."""
+    request = _fuzzed_request(tensors, raw_extra, impl)
+    try:
+        arrays, _, params = decode_request(request, MAX_ELEMENTS)
+    except ValueError:
+        return
+    for t in request.inputs:
+        assert arrays[t.name].shape == tuple(t.shape) and arrays[t.name].dtype == DTYPES[t.datatype]
+    assert params.get("depthwise_impl") == impl
+
+
+def test_fuzzed_requests_against_the_server_are_never_internal(served):
+    """The same generator through a live server: every answer OK or a 4xx-like status."""
+    target, _, _ = served
+    stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(target))
+    codes = []
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.lists(_tensor, max_size=2), st.lists(st.binary(max_size=8), max_size=1),
+           st.sampled_from([None, "auto", "nope"]))
+    def run(tensors, raw_extra, impl):
+        try:
+            stub.ModelInfer(_fuzzed_request(tensors, raw_extra, impl), timeout=30)
+            codes.append(grpc.StatusCode.OK)
+        except grpc.RpcError as exc:
+            codes.append(exc.code())
+            assert exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND), exc.details()
+
+    run()
+    assert grpc.StatusCode.INVALID_ARGUMENT in codes
+    assert gc.InferenceServerClient(target).is_server_live()
