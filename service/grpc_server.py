@@ -7,6 +7,7 @@ TensorHandler checks (`prepare`), the same batcher, limits and metrics. It runs 
 event loop (started and stopped by the app's lifespan), so both front ends feed one batcher.
 
   ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata   health and metadata
+  ModelConfig, ModelStatistics   Triton's extensions, the same content as REST's (triton_ext.py)
   ModelInfer           one request; `parameters["depthwise_impl"]` picks the impl, the
                        response's says what ran; a `server-timing` trailer splits queue and
                        compute time, like REST's Server-Timing header
@@ -36,9 +37,9 @@ from .errors import ServiceError, error_response
 from .grpc_codec import decode_request, encode_response
 from .handlers.tensor import server_timing
 from .infer import check_version
+from .triton_ext import EXTENSIONS, model_config, model_stats, to_proto
 
 log = logging.getLogger("dwserve.grpc")
-EXTENSIONS = ["binary_tensor_data", "parameters"]
 _CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
           404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
           415: grpc.StatusCode.INVALID_ARGUMENT, 422: grpc.StatusCode.INVALID_ARGUMENT,
@@ -96,6 +97,24 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelMetadataResponse(name=request.name, versions=["1"], platform="pytorch",
                                         inputs=[spec(s) for s in served.inputs],
                                         outputs=[spec(s) for s in served.outputs])
+
+    # --- Triton's model-configuration and statistics extensions ------------------------------
+    async def ModelConfig(self, request, context):
+        try:
+            check_version(request.version or None)
+            config = model_config(request.name, self.service.runtime(request.name))
+        except ServiceError as exc:
+            await _abort(context, exc)
+        from tritonclient.grpc import model_config_pb2
+        return pb.ModelConfigResponse(config=to_proto(model_config_pb2.ModelConfig, config))
+
+    async def ModelStatistics(self, request, context):
+        try:
+            check_version(request.version or None)
+            stats = model_stats(self.service, request.name or None)
+        except ServiceError as exc:
+            await _abort(context, exc)
+        return to_proto(pb.ModelStatisticsResponse, stats)
 
     # --- inference -------------------------------------------------------------------------
     def _check_auth(self, context) -> None:

@@ -10,6 +10,7 @@ from .errors import ServiceError
 from .infer import check_version, infer_bytes
 from .schemas import (ErrorResponse, InferResponse, LiveResponse, ModelMetadata, ReadyResponse,
                       ServerMetadata)
+from .triton_ext import EXTENSIONS, model_config, model_stats
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503)}
@@ -21,7 +22,7 @@ def _service(request: Request):
 
 @router.get("", response_model=ServerMetadata)
 def server_metadata():
-    return {"name": "dwserve", "version": __version__, "extensions": ["binary_tensor_data", "parameters"]}
+    return {"name": "dwserve", "version": __version__, "extensions": EXTENSIONS}
 
 
 @router.get("/health/live", response_model=LiveResponse)
@@ -33,6 +34,28 @@ def live():
 def ready(request: Request):
     ok = _service(request).ready
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+
+@router.get("/models/stats", tags=["triton extensions"], responses=_ERRORS)
+def all_model_stats(request: Request):
+    """Triton's statistics extension: every loaded model's cumulative inference statistics."""
+    return model_stats(_service(request), None)
+
+
+@router.get("/models/{model}/stats", tags=["triton extensions"], responses=_ERRORS)
+@router.get("/models/{model}/versions/{version}/stats", responses=_ERRORS, include_in_schema=False)
+def one_model_stats(model: str, request: Request, version: str | None = None):
+    """Triton's statistics extension: requests, queue and compute time, batches (service/statistics.py)."""
+    check_version(version)
+    return model_stats(_service(request), model)
+
+
+@router.get("/models/{model}/config", tags=["triton extensions"], responses=_ERRORS)
+@router.get("/models/{model}/versions/{version}/config", responses=_ERRORS, include_in_schema=False)
+def one_model_config(model: str, request: Request, version: str | None = None):
+    """Triton's model-configuration extension: the model's tensors, batch limit and batching delay."""
+    check_version(version)
+    return model_config(model, _service(request).runtime(model))
 
 
 @router.get("/models/{model}", response_model=ModelMetadata, responses=_ERRORS)

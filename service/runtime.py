@@ -29,6 +29,7 @@ from .batching import Batcher, Item
 from .compute import ComputeThread
 from .metrics import ServiceMetrics
 from .settings import IMPL_CHOICES, Settings
+from .statistics import ModelStatistics
 
 log = logging.getLogger("dwserve.runtime")
 
@@ -68,6 +69,7 @@ class ModelRuntime:
         """compute: the thread every forward runs on (service.compute, shared by all models);
         None runs forwards on this model's batcher thread (unit tests with fake models)."""
         self.served, self.settings, self.metrics, self.hooks = served, settings, metrics, hooks
+        self.statistics = ModelStatistics()   # Triton's statistics extension (/v2/models/{m}/stats)
         self.compute = compute
         self.name: str = served.name
         self.device = torch.device(getattr(served, "device", "cpu"))
@@ -96,7 +98,13 @@ class ModelRuntime:
         """Validated per-request arrays (leading dim = rows) -> output arrays, via the batcher."""
         rows = next(iter(inputs.values())).shape[0]
         key = ("tensor", impl, tuple(sorted((n, a.dtype.str, a.shape[1:]) for n, a in inputs.items())))
-        return await self._await(self.batcher.submit(inputs, key, rows), timeout)
+        t0, ok = time.perf_counter(), False
+        try:
+            result = await self._await(self.batcher.submit(inputs, key, rows), timeout)
+            ok = True
+            return result
+        finally:
+            self.statistics.request_done(ok, time.perf_counter() - t0)
 
     async def run_job(self, fn: Callable[[], Any], impl: str, timeout: Optional[float] = None) -> Any:
         return await self._await(self.batcher.submit(Job(fn, impl), None, 1), timeout)
@@ -150,12 +158,16 @@ class ModelRuntime:
 
     def _forward_arrays(self, payloads: list[dict[str, np.ndarray]], impl: str, waits: list[float]) -> list[Result]:
         names = list(payloads[0])
+        t_in = time.perf_counter()
         batch = {n: torch.from_numpy(np.concatenate([p[n] for p in payloads])).to(self.device) for n in names}
         t0 = time.perf_counter()
         out = self.forward(batch, impl)
+        t_out = time.perf_counter()
         host = {n: t.detach().to("cpu").numpy() for n, t in out.items()}
-        compute = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        compute = t1 - t0
         rows_total = next(iter(batch.values())).shape[0]
+        self.statistics.batch_done(rows_total, waits, t0 - t_in, t_out - t0, t1 - t_out)
         results, start = [], 0
         for p, wait in zip(payloads, waits):
             rows = p[names[0]].shape[0]

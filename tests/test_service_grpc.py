@@ -347,6 +347,8 @@ def test_auth_queue_full_and_message_limit():
         assert shed and all(code in ("ok", grpc.StatusCode.UNAVAILABLE) for code, _ in outcomes), outcomes
         assert all("queue" in details and trailers.get("retry-after") for details, trailers in shed), shed
         assert any(code == "ok" for code, _ in outcomes)
+        (stats,) = client.get_inference_statistics("mobilenet_v2", as_json=True)["model_stats"]
+        assert int(stats["inference_stats"]["fail"]["count"]) == len(shed)   # refused requests count as failed
 
 
 def _forwards(url: str, model: str) -> float:
@@ -371,6 +373,67 @@ def test_a_client_deadline_drops_its_queued_request():
             assert all(f.result()[0] == "StatusCode.DEADLINE_EXCEEDED" for f in late)
         time.sleep(0.5)   # time for a wrongly kept job to run
         assert _forwards(url, "mobilenet_v2") - before == 1
+
+
+# --- Triton's model-configuration and statistics extensions -----------------------------------
+
+def _ints(obj):
+    """gRPC's JSON spells int64 as strings: back to ints for comparison with REST's."""
+    if isinstance(obj, dict):
+        return {k: _ints(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_ints(v) for v in obj]
+    return int(obj) if isinstance(obj, str) and obj.lstrip("-").isdigit() else obj
+
+
+def test_model_config_over_rest_and_grpc(served):
+    target, url, models = served
+    import tritonclient.http as hc
+    for model, served_model in models.items():
+        rest = hc.InferenceServerClient(url.removeprefix("http://")).get_model_config(model)
+        over_grpc = _ints(gc.InferenceServerClient(target).get_model_config(model, as_json=True)["config"])
+        assert over_grpc == rest
+        assert rest["max_batch_size"] == 4 and rest["dynamic_batching"]["max_queue_delay_microseconds"] == 5000
+        assert [(t["name"], t["data_type"], t["dims"]) for t in rest["input"]] == \
+               [(t.name, "TYPE_" + t.datatype, list(t.shape[1:])) for t in served_model.inputs]
+    assert httpx.get(f"{url}/v2/models/nope/config").status_code == 404
+    assert "model_configuration" in gc.InferenceServerClient(target).get_server_metadata(as_json=True)["extensions"]
+
+
+def test_statistics_count_both_front_ends():
+    import tritonclient.http as hc
+    with grpc_server(delay_s=0.05, max_batch_size=4, max_queue_delay_ms=20) as (target, url, _):
+        rng = np.random.default_rng()
+        rest_client = hc.InferenceServerClient(url.removeprefix("http://"), concurrency=4)
+
+        def over_rest(x):
+            inp = hc.InferInput("input", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x, binary_data=True)
+            return rest_client.infer("mobilenet_v2", [inp]).as_numpy("logits").shape[0]
+
+        def over_grpc(x):
+            return _infer(gc.InferenceServerClient(target), "mobilenet_v2", x).as_numpy("logits").shape[0]
+
+        images = [_image(rng, rows) for rows in (1, 1, 1, 2, 1, 1, 1)]
+        with ThreadPoolExecutor(7) as pool:
+            rows = list(pool.map(lambda ix: (over_rest if ix[0] % 2 else over_grpc)(ix[1]), enumerate(images)))
+        assert sum(rows) == 8
+        rest = hc.InferenceServerClient(url.removeprefix("http://")).get_inference_statistics("mobilenet_v2")
+        over_grpc_stats = _ints(gc.InferenceServerClient(target).get_inference_statistics("mobilenet_v2", as_json=True))
+        for got in (rest, over_grpc_stats):
+            (stats,) = got["model_stats"]
+            inf = stats["inference_stats"]
+            assert stats["inference_count"] == 8 and inf["success"]["count"] == 7
+            assert inf["queue"]["count"] == 7 and inf["compute_infer"]["count"] == 7
+            assert inf.get("fail", {}).get("count", 0) == 0
+            batches = stats["batch_stats"]
+            assert sum(b["batch_size"] * b["compute_infer"]["count"] for b in batches) == 8
+            assert sum(b["compute_infer"]["count"] for b in batches) == stats["execution_count"] < 7   # batched
+            assert inf["success"]["ns"] >= inf["compute_infer"]["ns"] > 0.05e9 * stats["execution_count"]
+        everything = httpx.get(f"{url}/v2/models/stats").json()["model_stats"]
+        assert {m["name"] for m in everything} == {"lfm2", "mobilenet_v2"}
+        code, _ = _code_and_message(lambda: gc.InferenceServerClient(target).get_inference_statistics("nope"))
+        assert code == "StatusCode.NOT_FOUND"
 
 
 # --- fuzz ------------------------------------------------------------------------------------

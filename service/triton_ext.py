@@ -1,0 +1,39 @@
+"""Triton's model-configuration and statistics extensions, as JSON for REST
+(`GET /v2/models/{m}/config`, `GET /v2/models[/{m}]/stats`) and as the same content in
+protobuf for gRPC (`ModelConfig`, `ModelStatistics`: parsed from the JSON, whose field
+names are the protos'). tritonclient's get_model_config / get_inference_statistics read
+them over either protocol.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+EXTENSIONS = ["binary_tensor_data", "parameters", "model_configuration", "statistics"]
+
+
+def model_config(name: str, rt) -> dict:
+    """The served model as a Triton model config: the batch dim is implicit (max_batch_size),
+    so dims are the per-row shape (-1 = variable)."""
+    s, served = rt.settings, rt.served
+
+    def tensor(spec):
+        return {"name": spec.name, "data_type": f"TYPE_{spec.datatype}", "dims": list(spec.shape[1:])}
+
+    return {"name": name, "platform": "pytorch", "backend": "dwserve", "max_batch_size": s.max_batch_size,
+            "input": [tensor(t) for t in served.inputs], "output": [tensor(t) for t in served.outputs],
+            "dynamic_batching": {"max_queue_delay_microseconds": int(s.max_queue_delay_ms * 1000)},
+            "version_policy": {"latest": {"num_versions": 1}},
+            "parameters": {"depthwise_impl": {"string_value": s.depthwise_impl}}}
+
+
+def model_stats(svc, name: Optional[str]) -> dict:
+    """{"model_stats": [...]} for one model, or every loaded one when name is None."""
+    if name:
+        return {"model_stats": [svc.runtime(name).statistics.to_json(name)]}
+    return {"model_stats": [rt.statistics.to_json(n) for n, rt in svc.runtimes.items() if rt.ready]}
+
+
+def to_proto(message_cls, data: dict):
+    """The same content as a protobuf message (tritonclient's generated classes)."""
+    from google.protobuf.json_format import ParseDict
+    return ParseDict(data, message_cls())
