@@ -57,6 +57,7 @@ class Service:
         self._loaded = threading.Event()
         self.compute: Optional[ComputeThread] = None   # started by load(): all torch work runs there
         self.grpc_port: Optional[int] = None           # bound gRPC port once serving (settings.grpc_port)
+        self._grpc = self._grpc_loop = self._grpc_stopping = None
 
     @property
     def ready(self) -> bool:
@@ -116,6 +117,22 @@ class Service:
             raise ServiceError(503, f"model {name!r} is still loading; retry when /v2/health/ready is 200",
                                {"Retry-After": "2"})
         return rt
+
+    def attach_grpc(self, server, port: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._grpc, self.grpc_port, self._grpc_loop = server, port, loop
+
+    def stop_accepting(self) -> None:
+        """On SIGTERM (from the signal handler, cli.run_server): the gRPC server stops taking
+        calls at once, as uvicorn stops taking HTTP requests, so HTTP/2 clients go elsewhere
+        (GOAWAY) instead of feeding a draining server; calls in flight get the grace period."""
+        if self.grpc_port is not None:
+            self._grpc_loop.call_soon_threadsafe(self.stop_grpc)
+
+    def stop_grpc(self) -> "asyncio.Future":
+        """Stop the gRPC server (once; on its loop) -> the awaitable of that stop."""
+        if self._grpc_stopping is None:
+            self._grpc_stopping = asyncio.ensure_future(self._grpc.stop(self.settings.graceful_shutdown_s))
+        return self._grpc_stopping
 
     def stop(self) -> None:
         if self.generate is not None:   # generations first: their steps run on the runtimes
@@ -186,14 +203,14 @@ def create_app(settings: Optional[Settings] = None, models: Optional[dict] = Non
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        grpc_server = None
         if settings.grpc_port is not None:   # OIP v2 over gRPC on this loop, beside REST
             from .grpc_server import start_grpc_server
-            grpc_server, service.grpc_port = await start_grpc_server(service)
+            server, port = await start_grpc_server(service)
+            service.attach_grpc(server, port, asyncio.get_running_loop())
         threading.Thread(target=service.load, name="dwserve-loader", daemon=True).start()
         yield
-        if grpc_server is not None:   # stop accepting; in-flight calls get the grace period
-            await grpc_server.stop(settings.graceful_shutdown_s)
+        if service.grpc_port is not None:   # already stopping since SIGTERM; wait for its calls
+            await service.stop_grpc()
         await asyncio.to_thread(service.stop)  # drain: accepted requests finish first
 
     app = FastAPI(title="dwserve", version=__version__, lifespan=lifespan,

@@ -85,8 +85,15 @@ def run_server(app, settings: Settings, log_level: str = "info") -> None:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
                             timeout_graceful_shutdown=settings.graceful_shutdown_s or None,
                             limit_concurrency=max(64, 4 * settings.max_queue_size), access_log=False)
-    server = uvicorn.Server(config)
     service = getattr(app.state, "service", None)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:   # SIGTERM/SIGINT: gRPC stops taking calls too
+            if service is not None:
+                service.stop_accepting()
+            super().handle_exit(sig, frame)
+
+    server = Server(config)
     if service is not None:  # a model that cannot load ends the process (exit 1), not a zombie
         service.on_load_error = lambda: setattr(server, "should_exit", True)
     server.run()

@@ -368,6 +368,30 @@ def test_sigterm_drains_in_flight_requests():
         assert proc.wait(30) in (0, -signal.SIGTERM)
 
 
+def test_sigterm_closes_grpc_at_once_while_rest_drains():
+    """After SIGTERM a new gRPC call is refused (clients go elsewhere) even while the REST
+    requests accepted before it are still being answered."""
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    from tritonclient.utils import InferenceServerException
+    grpc_port = free_port()
+    cmd = fake_server_cmd(max_batch_size=1, max_queue_delay_ms=0, grpc_port=grpc_port) + ["--delay-s", "0.4"]
+    with server_process(cmd, timeout=60) as (url, proc):
+        body = {"inputs": [{"name": "input_ids", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]}
+        inp = grpcclient.InferInput("input_ids", [1, 2], "INT64")
+        inp.set_data_from_numpy(np.array([[1, 2]], dtype=np.int64))
+        assert grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}").infer("lfm2", [inp]) is not None
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(httpx.post, f"{url}/v2/models/lfm2/infer", json=body, timeout=30) for _ in range(4)]
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)   # REST still has >= 0.8 s of queued work to answer
+            with pytest.raises(InferenceServerException) as refused:
+                grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}").infer("lfm2", [inp], client_timeout=5)
+            assert not all(f.done() for f in futures)
+            codes = [f.result().status_code for f in futures]
+        assert refused.value.status() == "StatusCode.UNAVAILABLE" and codes == [200] * 4
+
+
 def test_overload_503_with_retry_after_and_no_hung_request():
     cmd = fake_server_cmd(max_batch_size=1, max_queue_size=2, max_queue_delay_ms=0) + ["--delay-s", "0.05"]
     with server_process(cmd, timeout=60) as (url, _):
