@@ -327,6 +327,13 @@ def test_auth_queue_full_and_message_limit():
         # Two 1.2 MB images exceed the 1 MiB message limit: refused before any decoding.
         code, message = _code_and_message(lambda: _infer(client, "mobilenet_v2", np.repeat(x, 2, 0), headers=headers))
         assert code == "StatusCode.RESOURCE_EXHAUSTED"
+        # gzip works, and the limit holds for the decompressed message (1.2 MB of zeros, ~1 KB sent).
+        got = _infer(client, "mobilenet_v2", x, headers=headers, compression_algorithm="gzip").as_numpy("logits")
+        assert got.shape == (1, 1000)
+        zeros = np.zeros((2, 3, 224, 224), np.float32)
+        code, _ = _code_and_message(lambda: _infer(client, "mobilenet_v2", zeros, headers=headers,
+                                                   compression_algorithm="gzip"))
+        assert code == "StatusCode.RESOURCE_EXHAUSTED"
 
         # One running, one queued: the rest are UNAVAILABLE with a retry-after trailer.
         stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(target))
