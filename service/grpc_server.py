@@ -150,7 +150,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             status = 200
             return response, result
         except Exception as exc:
-            status = _status_of(exc)[0]
+            known = error_response(exc)   # (the caller logs an unexpected one, once)
+            status = known[0] if known is not None else 500
             raise
         finally:
             metrics.inflight.labels(label).dec()
@@ -179,7 +180,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 response, _ = await self._infer(request)
                 done.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
             except Exception as exc:  # noqa: BLE001 - the error answers this request only
-                done.put_nowait(pb.ModelStreamInferResponse(error_message=_status_of(exc)[1]))
+                which = pb.ModelInferResponse(model_name=request.model_name, id=request.id)   # to match it up
+                done.put_nowait(pb.ModelStreamInferResponse(error_message=_status_of(exc)[1], infer_response=which))
 
         async def read():
             try:
