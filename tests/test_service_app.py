@@ -162,6 +162,31 @@ def test_streamed_body_over_limit_is_413_without_content_length(served):
     assert r.status_code == 413 and "limit" in r.json()["error"]
 
 
+def test_cuda_kernel_counts_reach_the_launch_metric():
+    """Where count_launches sees CUDA kernels (a CUDA device), the launch gauge and counter
+    carry them as kind="cuda_kernels" beside the aten ops (the profiler side of this is
+    tests/test_profiling.py's CUDA test)."""
+    from types import SimpleNamespace
+    from service.testing import _Count
+    hooks = fake_hooks()
+
+    def count_launches(fn, *args, **kwargs):
+        counted = hooks.count_launches(fn, *args, **kwargs)
+        return _Count(aten_ops=counted.aten_ops, cuda_kernels=3 * counted.aten_ops)
+
+    app = create_app(Settings(**LIMITS), models=fake_models(), hooks=SimpleNamespace(**{**vars(hooks), "count_launches": count_launches}))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        _wait_ready(client)
+        for impl in ("per_group", "auto"):
+            assert _infer_json(client, "lfm2", "input_ids", np.array([[1, 2]]), "INT64", depthwise_impl=impl).status_code == 200
+        text = client.get("/metrics").text
+    for needle in ['dwserve_kernel_launches_per_forward{impl="per_group",kind="cuda_kernels",model="lfm2"} 300.0',
+                   'dwserve_kernel_launches_per_forward{impl="auto",kind="cuda_kernels",model="lfm2"} 30.0',
+                   'dwserve_kernel_launches_total{impl="per_group",kind="cuda_kernels",model="lfm2"} 300.0',
+                   'dwserve_kernel_launches_per_forward{impl="auto",kind="aten_ops",model="lfm2"} 10.0']:
+        assert needle in text, needle
+
+
 def test_metrics_names_labels_and_impl_override(served):
     client, _ = served
     _infer_json(client, "lfm2", "input_ids", np.array([[1, 2]]), "INT64", depthwise_impl="per_group")
