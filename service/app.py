@@ -166,7 +166,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):
-        log.exception("internal error on %s", request.url.path)
+        log.exception("internal error on %s (request %s)", request.url.path,
+                      request.scope.get("state", {}).get("request_id"))
         return _error(500, f"internal error: {type(exc).__name__}")
 
 

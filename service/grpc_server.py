@@ -17,7 +17,8 @@ event loop (started and stopped by the app's lifespan), so both front ends feed 
 Everything else in the service (shared memory, repository, trace, ...) is UNIMPLEMENTED.
 
 Errors carry the REST status's gRPC twin (400 -> INVALID_ARGUMENT, 401 -> UNAUTHENTICATED,
-404 -> NOT_FOUND, 503 -> UNAVAILABLE with a `retry-after` trailer) and the same message.
+404 -> NOT_FOUND, 503 -> UNAVAILABLE with a `retry-after` trailer) and the same message;
+ModelInfer's trailers carry `x-request-id` (the caller's metadata, or a fresh one).
 `dwserve_requests_total{status}` records the REST status code, so dashboards and alerts
 count both front ends alike.
 """
@@ -37,6 +38,7 @@ from .errors import ServiceError, error_response
 from .grpc_codec import decode_request, encode_response
 from .handlers.tensor import server_timing
 from .infer import check_version
+from .middleware import request_id_of
 from .triton_ext import EXTENSIONS, model_config, model_stats, to_proto
 
 log = logging.getLogger("dwserve.grpc")
@@ -46,18 +48,21 @@ _CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTI
           503: grpc.StatusCode.UNAVAILABLE}
 
 
-def _status_of(exc: BaseException) -> tuple[int, str, dict[str, str]]:
+def _status_of(exc: BaseException, request_id: str = "") -> tuple[int, str, dict[str, str]]:
     known = error_response(exc)
     if known is None:
-        log.exception("internal error on gRPC ModelInfer", exc_info=exc)
+        log.exception("internal error on gRPC inference (request %s)", request_id, exc_info=exc)
         return 500, f"internal error: {type(exc).__name__}", {}
     return known
 
 
-async def _abort(context, exc: BaseException):
-    status, message, headers = _status_of(exc)
-    if headers:
-        context.set_trailing_metadata(tuple((k.lower(), v) for k, v in headers.items()))
+async def _abort(context, exc: BaseException, request_id: str = ""):
+    status, message, headers = _status_of(exc, request_id)
+    trailers = {k.lower(): v for k, v in headers.items()}
+    if request_id:
+        trailers["x-request-id"] = request_id
+    if trailers:
+        context.set_trailing_metadata(tuple(trailers.items()))
     await context.abort(_CODES.get(status, grpc.StatusCode.INTERNAL), message)
 
 
@@ -159,12 +164,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             metrics.request_duration.labels(label, impl).observe(time.perf_counter() - t0)
 
     async def ModelInfer(self, request, context):
+        request_id = request_id_of(dict(context.invocation_metadata() or ()))   # as REST's X-Request-ID
         try:
             self._check_auth(context)
             response, result = await self._infer(request)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
-            await _abort(context, exc)
-        context.set_trailing_metadata((("server-timing", server_timing(result)),))   # as REST's header
+            await _abort(context, exc, request_id)
+        context.set_trailing_metadata((("server-timing", server_timing(result)),   # as REST's headers
+                                       ("x-request-id", request_id)))
         return response
 
     async def ModelStreamInfer(self, request_iterator, context):

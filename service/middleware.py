@@ -4,10 +4,12 @@
    the stream (a lying or absent Content-Length cannot get more in). The body is buffered
    here (bounded) and replayed to the app, so no route ever sees an oversized body;
 2. bearer auth (DWSERVE_API_KEY) on inference routes: 401 before the body is read;
-3. per-request metrics for inference routes: inflight gauge, requests_total{status},
+3. X-Request-ID: the client's (a printable token of <= 128 characters) or a fresh one, on
+   every response and in every logged error;
+4. per-request metrics for inference routes: inflight gauge, requests_total{status},
    request_duration. Labels come from the path; handlers refine `impl` by setting
    scope["state"]["dw_impl"] once the request's impl is known;
-4. POST /v2/models/{m}/infer is answered here, from the buffered body, by the same
+5. POST /v2/models/{m}/infer is answered here, from the buffered body, by the same
    function the FastAPI route runs (service/infer.py says why); errors map through
    errors.error_response like the app's exception handlers.
 """
@@ -18,6 +20,7 @@ import json
 import logging
 import re
 import time
+import uuid
 
 from .errors import error_response
 from .infer import infer_bytes
@@ -25,6 +28,14 @@ from .infer import infer_bytes
 log = logging.getLogger("dwserve.app")
 
 _INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")   # printable ASCII, no spaces
+
+
+def request_id_of(headers) -> str:
+    """The client's X-Request-ID when it is a sane token, else a fresh one: every response
+    carries it back and every logged error names it, so a client's report finds the log line."""
+    given = headers.get("x-request-id", "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
 def _json_response(status: int, message: str, extra_headers=()):
@@ -59,7 +70,7 @@ class GuardMiddleware:
         except Exception as exc:  # noqa: BLE001 - every failure becomes an answer
             known = error_response(exc)
             if known is None:
-                log.exception("internal error on %s", match.group(0))
+                log.exception("internal error on %s (request %s)", match.group(0), state.get("request_id"))
                 known = 500, f"internal error: {type(exc).__name__}", {}
             return await reject(known[0], known[1], tuple(known[2].items()))
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers.items()]
@@ -76,6 +87,8 @@ class GuardMiddleware:
         state["dw_impl"] = settings.depthwise_impl
         status_box = [500]
         t0 = time.perf_counter()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = state["request_id"] = request_id_of(headers)
         metrics = self.service.metrics
         if model is not None:
             metrics.inflight.labels(model).inc()
@@ -83,6 +96,7 @@ class GuardMiddleware:
         async def send_wrapped(message):
             if message["type"] == "http.response.start":
                 status_box[0] = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", request_id.encode())]}
             await send(message)
 
         async def reject(status, message, headers=()):
@@ -91,7 +105,6 @@ class GuardMiddleware:
             await send_wrapped(body)
 
         try:
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             if model is not None and settings.api_key:
                 auth = headers.get("authorization", "")
                 token = auth[7:] if auth[:7].lower() == "bearer " else ""

@@ -187,6 +187,18 @@ def test_cuda_kernel_counts_reach_the_launch_metric():
         assert needle in text, needle
 
 
+def test_request_id_on_every_response(served):
+    client, _ = served
+    ok = _infer_json(client, "lfm2", "input_ids", np.array([[1, 2]]), "INT64")
+    assert len(ok.headers["x-request-id"]) == 32 and int(ok.headers["x-request-id"], 16) >= 0   # a fresh one
+    given = client.post("/v2/models/lfm2/infer", content=b"{bad", headers={"X-Request-ID": "trace-42"})
+    assert given.status_code == 400 and given.headers["x-request-id"] == "trace-42"
+    r = client.post("/v1/generate", json={"prompt": "ab", "max_new_tokens": 2}, headers={"X-Request-ID": "a b"})
+    assert r.status_code == 200 and r.headers["x-request-id"] != "a b"       # not a token: replaced
+    assert client.get("/v2/health/live", headers={"X-Request-ID": "x" * 129}).headers["x-request-id"] != "x" * 129
+    assert ok.headers["x-request-id"] != r.headers["x-request-id"]
+
+
 def test_metrics_names_labels_and_impl_override(served):
     client, _ = served
     _infer_json(client, "lfm2", "input_ids", np.array([[1, 2]]), "INT64", depthwise_impl="per_group")

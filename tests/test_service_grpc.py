@@ -223,6 +223,24 @@ def test_infer_equals_reference_and_rest(served):
     np.testing.assert_allclose(over_grpc.reshape(-1), over_rest, rtol=1e-6, atol=1e-6)
 
 
+def test_request_id_trailer(served):
+    target, _, _ = served
+    stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(target))
+    x = _image(np.random.default_rng())
+    inp = gc.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    request = _get_inference_request("mobilenet_v2", [inp], "", "", None, 0, False, False, 0, None, None)
+    _, call = stub.ModelInfer.with_call(request, metadata=(("x-request-id", "trace-7"),), timeout=30)
+    trailers = dict(call.trailing_metadata())
+    assert trailers["x-request-id"] == "trace-7" and "compute;dur=" in trailers["server-timing"]
+    _, call = stub.ModelInfer.with_call(request, timeout=30)
+    assert len(dict(call.trailing_metadata())["x-request-id"]) == 32
+    request.model_name = "nope"
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ModelInfer(request, metadata=(("x-request-id", "trace-8"),), timeout=30)
+    assert dict(err.value.trailing_metadata())["x-request-id"] == "trace-8"
+
+
 def _code_and_message(call):
     with pytest.raises(InferenceServerException) as err:
         call()
