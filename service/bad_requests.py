@@ -88,7 +88,7 @@ def malformed_requests(vocab: int, max_sequence_length: int, max_batch_size: int
         "generate-out-of-vocab": P("/v1/generate", 400, json={"input_ids": [vocab + 1]}),
         "generate-empty-ids": P("/v1/generate", 400, json={"input_ids": []}),
         "generate-bad-impl": P("/v1/generate", 422, json={"prompt": "a", "depthwise_impl": "turbo"}),
-        "completions-two-choices": P("/v1/completions", 400, json={"prompt": "a", "n": 2}),
+        "completions-too-many-choices": P("/v1/completions", 400, json={"prompt": "a", "n": 1000}),
         "completions-no-prompt": P("/v1/completions", 422, json={"max_tokens": 2}),
         "completions-unknown-field": P("/v1/completions", 422, json={"prompt": "a", "max_token": 2}),
         "completions-unknown-model": P("/v1/completions", 404, json={"model": "gpt-x", "prompt": "a"}),

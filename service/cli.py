@@ -27,7 +27,7 @@ BENCHMARKS = ("ops", "models", "serve", "generate", "prefill_chunks", "row_chunk
 _REPO = Path(__file__).resolve().parent.parent
 # Flags beyond DESIGN.md's list, generated from Settings so every limit is settable.
 _EXTRA = ("grpc_port", "max_body_bytes", "max_elements", "max_new_tokens", "max_sequence_length", "max_image_pixels",
-          "max_prompt_chars", "request_timeout_s", "api_key", "launch_recount_every",
+          "max_prompt_chars", "max_choices", "request_timeout_s", "api_key", "launch_recount_every",
           "depthwise_sample_every", "graceful_shutdown_s", "seed", "torch_threads", "cpu_row_chunk_mib",
           "prefill_chunk_tokens")
 

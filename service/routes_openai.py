@@ -1,31 +1,39 @@
 """OpenAI-compatible routes over the /v1/generate handler: `POST /v1/completions` and
-`POST /v1/chat/completions` (one choice, JSON or SSE chunks ending in `data: [DONE]`; a chat
-goes through the model's chat template) and `GET /v1/models`. Same limits, validation,
-continuous batching and metrics as /v1/generate (schemas_openai.py maps the request)."""
+`POST /v1/chat/completions` (JSON or SSE chunks ending in `data: [DONE]`; a chat goes through
+the model's chat template) and `GET /v1/models`. Same limits, validation, continuous batching
+and metrics as /v1/generate (schemas_openai.py maps the request).
+
+`n` choices are n sequences of the continuous batch, submitted together (one prefill group
+when rows are free), each with its own sampler: seed + i for choice i when a seed is given.
+Streamed, their chunks interleave as tokens come, each naming its choice `index`.
+"""
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 import uuid
 
 from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from .errors import ServiceError
-from .routes_v1 import _ERRORS, _handler, sse_response
+from .routes_v1 import _ERRORS, _handler
 from .schemas_openai import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
                              CompletionResponse, ModelList)
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
-def _choice(text: str, finish_reason) -> dict:
-    return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+def _choice(index: int, text: str, finish_reason) -> dict:
+    return {"text": text, "index": index, "logprobs": None, "finish_reason": finish_reason}
 
 
-def _usage(final: dict) -> dict:
-    u = final["usage"]
-    return {"prompt_tokens": u["prompt_tokens"], "completion_tokens": u["completion_tokens"],
-            "total_tokens": u["prompt_tokens"] + u["completion_tokens"]}
+def _usage(finals: list[dict]) -> dict:
+    prompt = finals[0]["usage"]["prompt_tokens"]          # one prompt for every choice
+    completion = sum(f["usage"]["completion_tokens"] for f in finals)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 @router.get("/models", response_model=ModelList)
@@ -35,49 +43,111 @@ async def models(request: Request):
 
 
 async def _start(request: Request, body, make_request):
-    """The shared front of both routes: model check, unsupported fields (400 naming them),
-    the /v1/generate plan, and the first event (QueueFull / timeouts surface here, before
-    any byte is sent). make_request(handler) -> GenerateRequest."""
+    """The shared front of both routes: model check, limits, unsupported fields (400 naming
+    them), one /v1/generate plan per choice, and every choice's first event (QueueFull /
+    timeouts surface here, before any byte is sent). make_request(handler) -> GenerateRequest.
+    -> (model name, [event stream per choice], [its first event])."""
     handler = _handler(request, "generate")
-    name = handler.rt.name
+    name, settings = handler.rt.name, handler.rt.settings
     if body.model is not None and body.model != name:
         raise ServiceError(404, f"model {body.model!r}: this server completes with {name!r} (GET /v1/models)")
+    if body.n > settings.max_choices:
+        raise ValueError(f"n: at most {settings.max_choices} choices per request (DWSERVE_MAX_CHOICES), got {body.n}")
     bad = body.unsupported()
     if bad:
-        raise ValueError(f"unsupported: {', '.join(bad)}; dwserve returns one text choice, without logprobs, "
-                         "echo, suffix, penalties, logit_bias, tools or response formats")
+        raise ValueError(f"unsupported: {', '.join(bad)}; dwserve returns text choices, without logprobs, "
+                         "echo, suffix, best_of, penalties, logit_bias, tools or response formats")
     try:
-        plan = handler.decode(make_request(handler))
+        base = make_request(handler)
+        plans = [handler.decode(base if i == 0 or base.seed is None else
+                                base.model_copy(update={"seed": (base.seed + i) % 2**63}))
+                 for i in range(body.n)]
     except ValidationError as exc:
         raise ValueError(f"invalid request: {exc.errors()[0].get('msg')}") from None
-    request.state.dw_impl = plan.impl
-    events = handler.events(plan)
-    first = await events.__anext__()
-    return name, events, first
+    request.state.dw_impl = plans[0].impl
+    streams = [handler.events(plan) for plan in plans]
+    firsts = await asyncio.gather(*(s.__anext__() for s in streams), return_exceptions=True)
+    failed = [f for f in firsts if isinstance(f, BaseException)]
+    if failed:
+        for s in streams:
+            await s.aclose()
+        raise failed[0]
+    return name, streams, firsts
 
 
-async def _last(first: dict, events) -> dict:
-    final = first
-    async for final in events:
-        pass
-    return final
+async def _finals(streams, firsts) -> list[dict]:
+    async def last(first, events):
+        final = first
+        async for final in events:
+            pass
+        return final
+    return list(await asyncio.gather(*(last(f, s) for f, s in zip(firsts, streams))))
+
+
+def _sse(payload: dict) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def _sse_choices(streams, firsts, token_chunk, finish_chunk, tail) -> StreamingResponse:
+    """Every choice's events as server-sent events in the order they come: token_chunk(i,
+    event) per token, finish_chunk(i, final) when choice i ends, tail(finals) after the last
+    one, then [DONE]. An error after the headers are sent is reported in-band; a client that
+    leaves stops every choice."""
+    async def stream():
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump(i, event, events):
+            try:
+                while True:
+                    queue.put_nowait((i, event))
+                    if event.get("done"):
+                        return
+                    event = await events.__anext__()
+            except Exception as exc:  # noqa: BLE001 - reported in-band below
+                queue.put_nowait((i, exc))
+
+        tasks = [asyncio.ensure_future(pump(i, f, s)) for i, (f, s) in enumerate(zip(firsts, streams))]
+        finals: list = [None] * len(streams)
+        try:
+            while any(f is None for f in finals):
+                i, event = await queue.get()
+                if isinstance(event, Exception):
+                    raise event
+                if event.get("done"):
+                    finals[i] = event
+                    yield _sse(finish_chunk(i, event))
+                else:
+                    yield _sse(token_chunk(i, event))
+            for payload in tail(finals):
+                yield _sse(payload)
+            yield b"data: [DONE]\n\n"
+        except Exception as exc:  # noqa: BLE001 - headers are sent; report in-band and end
+            yield _sse({"error": f"{type(exc).__name__}: {exc}"[:300]})
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for s in streams:
+                await s.aclose()   # stops generation if the client went away
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @router.post("/completions", response_model=CompletionResponse, responses=_ERRORS)
 async def completions(body: CompletionRequest, request: Request):
-    name, events, first = await _start(request, body, lambda handler: body.to_generate())
+    name, streams, firsts = await _start(request, body, lambda handler: body.to_generate())
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
             "model": name}
     if not body.stream:
-        final = await _last(first, events)
-        return {**head, "choices": [_choice(final["text"], final["finish_reason"])], "usage": _usage(final)}
-
-    def final_events(final: dict) -> list[dict]:
-        out = [{**head, "choices": [_choice("", final["finish_reason"])]}]
-        return out + ([{**head, "choices": [], "usage": _usage(final)}] if body.include_usage else [])
-
-    return sse_response(first, events, lambda event: {**head, "choices": [_choice(event["text"], None)]},
-                        final_events)
+        finals = await _finals(streams, firsts)
+        return {**head, "choices": [_choice(i, f["text"], f["finish_reason"]) for i, f in enumerate(finals)],
+                "usage": _usage(finals)}
+    return _sse_choices(
+        streams, firsts,
+        lambda i, event: {**head, "choices": [_choice(i, event["text"], None)]},
+        lambda i, final: {**head, "choices": [_choice(i, "", final["finish_reason"])]},
+        lambda finals: [{**head, "choices": [], "usage": _usage(finals)}] if body.include_usage else [])
 
 
 def _chat_prompt(body: ChatCompletionRequest, handler):
@@ -93,30 +163,31 @@ def _chat_prompt(body: ChatCompletionRequest, handler):
     return body.to_generate(ids, max(1, min(settings.max_new_tokens, settings.max_sequence_length - len(ids))))
 
 
-def _chat_chunk(head: dict, delta: dict, finish_reason=None) -> dict:
-    return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+def _chat_chunk(head: dict, index: int, delta: dict, finish_reason=None) -> dict:
+    return {**head, "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
 
 
 @router.post("/chat/completions", response_model=ChatCompletionResponse, responses=_ERRORS)
 async def chat_completions(body: ChatCompletionRequest, request: Request):
-    name, events, first = await _start(request, body, lambda handler: _chat_prompt(body, handler))
+    name, streams, firsts = await _start(request, body, lambda handler: _chat_prompt(body, handler))
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": name}
     if not body.stream:
-        final = await _last(first, events)
-        message = {"role": "assistant", "content": final["text"]}
-        return {**head, "choices": [{"index": 0, "message": message, "logprobs": None,
-                                     "finish_reason": final["finish_reason"]}], "usage": _usage(final)}
+        finals = await _finals(streams, firsts)
+        choices = [{"index": i, "message": {"role": "assistant", "content": f["text"]}, "logprobs": None,
+                    "finish_reason": f["finish_reason"]} for i, f in enumerate(finals)]
+        return {**head, "choices": choices, "usage": _usage(finals)}
     head["object"] = "chat.completion.chunk"
-    opened = []   # the first chunk carries the role, as OpenAI's do
+    opened: set[int] = set()   # a choice's first chunk carries the role, as OpenAI's do
 
-    def token_event(event: dict) -> dict:
-        delta = {"content": event["text"]} if opened else {"role": "assistant", "content": event["text"]}
-        opened.append(True)
-        return _chat_chunk(head, delta)
+    def delta(i: int, text: str) -> dict:
+        if i in opened:
+            return {"content": text}
+        opened.add(i)
+        return {"role": "assistant", "content": text}
 
-    def final_events(final: dict) -> list[dict]:
-        out = [_chat_chunk(head, {} if opened else {"role": "assistant", "content": ""}, final["finish_reason"])]
-        return out + ([{**head, "choices": [], "usage": _usage(final)}] if body.include_usage else [])
-
-    return sse_response(first, events, token_event, final_events)
+    return _sse_choices(
+        streams, firsts,
+        lambda i, event: _chat_chunk(head, i, delta(i, event["text"])),
+        lambda i, final: _chat_chunk(head, i, {} if i in opened else delta(i, ""), final["finish_reason"]),
+        lambda finals: [{**head, "choices": [], "usage": _usage(finals)}] if body.include_usage else [])

@@ -3,7 +3,7 @@
 /v1/generate's GenerateRequest (a chat through the model's chat template, models/lfm2/chat.py),
 so it has the same limits, validation and continuous batching.
 
-Fields OpenAI defines but dwserve cannot honour (several choices, logprobs, echo,
+Fields OpenAI defines but dwserve cannot honour (best_of, logprobs, echo,
 penalties, logit_bias, suffix) are accepted only at their no-op values and otherwise
 answered with a 400 that names them; unknown fields are a 422, like every dwserve route.
 """
@@ -37,8 +37,8 @@ class _SamplingRequest(BaseModel):
     ignore_eos: bool = Field(False, description="extension: generate past the end-of-sequence token")
     depthwise_impl: Optional[ImplName] = Field(None, description="extension: the depthwise impl to run")
     user: Optional[str] = None
+    n: int = Field(1, ge=1, description="choices: n sequences of the continuous batch (seed + i each)")
     # OpenAI fields with a single supported value:
-    n: int = 1
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: Optional[dict[str, float]] = None
@@ -46,7 +46,7 @@ class _SamplingRequest(BaseModel):
     def _unsupported(self, extra: tuple[tuple[str, bool], ...]) -> list[str]:
         """Fields set to something dwserve cannot do."""
         return [name for name, ok in (
-            ("n", self.n == 1), ("presence_penalty", self.presence_penalty == 0.0),
+            ("presence_penalty", self.presence_penalty == 0.0),
             ("frequency_penalty", self.frequency_penalty == 0.0), ("logit_bias", not self.logit_bias),
             *extra) if not ok]
 
@@ -71,7 +71,7 @@ class CompletionRequest(_SamplingRequest):
     suffix: Optional[str] = None
 
     def unsupported(self) -> list[str]:
-        bad = self._unsupported((("best_of", self.best_of in (None, 1)), ("logprobs", self.logprobs is None),
+        bad = self._unsupported((("best_of", self.best_of in (None, self.n)), ("logprobs", self.logprobs is None),
                                  ("echo", not self.echo), ("suffix", not self.suffix)))
         if isinstance(self.prompt, list) and self.prompt and isinstance(self.prompt[0], (str, list)) \
                 and len(self.prompt) != 1:

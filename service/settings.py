@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     max_sequence_length: int = Field(2048, ge=1)         # prompt (+ generated) tokens
     max_image_pixels: int = Field(4096 * 4096, ge=1)     # decoded image width*height
     max_prompt_chars: int = Field(100_000, ge=1)
+    max_choices: int = Field(8, ge=1, le=256)            # OpenAI `n`: sequences per request
     request_timeout_s: float = Field(120.0, gt=0)        # a request waiting longer gets 503
 
     # --- security -------------------------------------------------------------------------

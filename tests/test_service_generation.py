@@ -111,6 +111,27 @@ def test_a_client_that_disconnects_mid_stream_frees_its_row(serve):
     assert sum(_engine(scheduler).steps) < 100
 
 
+def test_n_choices_decode_together_and_a_disconnect_frees_them_all(serve):
+    client, lm, scheduler = serve(max_decode_batch=4, token_delay_s=0.01)
+    r = client.post("/v1/completions", json={"prompt": "a", "max_tokens": 12, "temperature": 0, "n": 3})
+    assert [c["text"] for c in r.json()["choices"]] == [_expected("a", 12)] * 3
+    assert len(_engine(scheduler).steps) < 2 * 12                 # 36 tokens in about 12 steps, not 36
+    steps_before = len(_engine(scheduler).steps)
+    with client.stream("POST", "/v1/completions", json={"prompt": "a", "max_tokens": 250, "n": 3,
+                                                        "stream": True}) as r:
+        seen = set()
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                seen.add(json.loads(line[6:])["choices"][0]["index"])
+            if len(seen) == 3:
+                break
+    deadline = time.time() + 5
+    while _engine(scheduler).busy and time.time() < deadline:
+        time.sleep(0.02)
+    assert not _engine(scheduler).busy                             # every choice's row freed
+    assert len(_engine(scheduler).steps) - steps_before < 100      # long before their 250 tokens
+
+
 def test_queue_bound_is_a_503_with_retry_after(serve):
     client, lm, scheduler = serve(max_decode_batch=1, max_queue_size=1, token_delay_s=0.05)
     with ThreadPoolExecutor(2) as pool:

@@ -69,7 +69,8 @@ def test_stream_with_usage(client):
 
 
 @pytest.mark.parametrize("kwargs, error, needle", [
-    pytest.param(dict(n=2), "BadRequestError", "n", id="n"),
+    pytest.param(dict(n=9), "BadRequestError", "DWSERVE_MAX_CHOICES", id="n-above-limit"),
+    pytest.param(dict(n=2, best_of=3), "BadRequestError", "best_of", id="best_of"),
     pytest.param(dict(logprobs=3), "BadRequestError", "logprobs", id="logprobs"),
     pytest.param(dict(echo=True), "BadRequestError", "echo", id="echo"),
     pytest.param(dict(prompt=["a", "b"]), "BadRequestError", "one prompt per request", id="two-prompts"),
@@ -148,7 +149,7 @@ def test_chat_stream_with_usage(client):
 
 
 @pytest.mark.parametrize("kwargs, error, needle", [
-    pytest.param(dict(n=2), "BadRequestError", "n", id="n"),
+    pytest.param(dict(n=9), "BadRequestError", "DWSERVE_MAX_CHOICES", id="n-above-limit"),
     pytest.param(dict(logprobs=True), "BadRequestError", "logprobs", id="logprobs"),
     pytest.param(dict(tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]),
                  "BadRequestError", "tools", id="tools"),
@@ -174,3 +175,29 @@ def test_chat_unsupported_or_bad_requests_are_4xx_naming_the_field(client, kwarg
 def test_chat_is_counted_as_lfm2_requests(server, client):
     client.chat.completions.create(model="lfm2", messages=CHAT, max_tokens=2, extra_body={"depthwise_impl": "native"})
     assert 'dwserve_requests_total{impl="native",model="lfm2",status="200"}' in httpx.get(server + "/metrics").text
+
+
+# --- n choices -------------------------------------------------------------------------------
+
+def test_n_choices_greedy_and_seeded(client):
+    r = client.completions.create(model="lfm2", prompt="abc", max_tokens=4, temperature=0, n=3)
+    assert [c.index for c in r.choices] == [0, 1, 2] and {c.text for c in r.choices} == {"defg"}
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (3, 12)
+    # sampled: choice i is what one request with seed + i gets
+    r = client.completions.create(model="lfm2", prompt="abc", max_tokens=6, temperature=1.0, seed=5, n=3)
+    alone = [client.completions.create(model="lfm2", prompt="abc", max_tokens=6, temperature=1.0, seed=5 + i)
+             .choices[0].text for i in range(3)]
+    assert [c.text for c in r.choices] == alone and len(set(alone)) > 1
+
+
+def test_n_choices_stream_interleaved_by_index(client):
+    chunks = list(client.chat.completions.create(model="lfm2", messages=CHAT, max_tokens=5, temperature=1.0,
+                                                 seed=11, n=2, stream=True, stream_options={"include_usage": True}))
+    whole = client.chat.completions.create(model="lfm2", messages=CHAT, max_tokens=5, temperature=1.0, seed=11, n=2)
+    for i in range(2):
+        deltas = [c.choices[0].delta for c in chunks if c.choices and c.choices[0].index == i]
+        assert deltas[0].role == "assistant" and all(d.role is None for d in deltas[1:])
+        assert "".join(d.content or "" for d in deltas) == whole.choices[i].message.content
+        finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].index == i]
+        assert finishes[-1] == "length" and finishes.count("length") == 1
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 10
