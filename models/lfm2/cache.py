@@ -34,6 +34,10 @@ class LFM2Cache:
         self.key_mask = torch.zeros(b, max_length, dtype=torch.bool, device=device)
         self.positions = torch.zeros(b, dtype=torch.long, device=device)
         self.length = 0  # slots filled (the same for every row)
+        # Prefix caching (models/lfm2/prefix_cache.py): a conv layer keeps only its latest state,
+        # so the states after earlier columns are taken as a forward goes through them.
+        self.conv_taps: dict[int, list[int]] = {}            # column -> rows wanting the state after it
+        self.tapped: dict[tuple[int, int], list] = {}        # (row, column) -> per-layer (C, K-1) or None
 
     def check_room(self, batch_size: int, new_tokens: int):
         if batch_size != self.batch_size:
@@ -51,6 +55,26 @@ class LFM2Cache:
         keys[:, :, start:end].copy_(k)
         values[:, :, start:end].copy_(v)
         return keys[:, :, :end], values[:, :, :end]
+
+    def tap_conv(self, layer_idx: int, bcx: torch.Tensor, mask: torch.Tensor | None):
+        """Before conv layer `layer_idx` runs columns [length, length + L) of bcx (B, L, 3C):
+        keep the state it will have after each tapped column, for the rows that asked: the
+        last K-1 values of b*x (masked) up to that column, after the state before the chunk."""
+        start, L = self.length, bcx.shape[1]
+        wanted = [(c, rows) for c, rows in self.conv_taps.items() if start <= c < start + L]
+        if not wanted:
+            return
+        state = self.conv_states[layer_idx]                              # (B, C, K-1)
+        C, k1 = state.shape[1], state.shape[2]
+        bx = bcx[..., :C] * bcx[..., 2 * C:]                             # (B, L, C)
+        if mask is not None:
+            bx = bx * mask[..., None].to(bx.dtype)
+        for c, rows in wanted:
+            j = c - start
+            for r in rows:
+                ext = torch.cat([state[r].to(bx.dtype), bx[r, :j + 1].transpose(0, 1)], dim=-1)
+                taken = self.tapped.setdefault((r, c), [None] * len(self.conv_states))
+                taken[layer_idx] = ext[:, ext.shape[1] - k1:].to(state.dtype).clone()   # (C, K-1)
 
     def advance(self, token_mask: torch.Tensor):
         """After a forward of token_mask (B, L) bool: the slots are filled, positions move on."""

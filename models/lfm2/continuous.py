@@ -57,13 +57,16 @@ class Sequence:
 
 class ContinuousBatch:
     def __init__(self, model, capacity: int, max_length: int, cuda_graph: bool | None = None,
-                 prefill_chunk: int | None = None):
+                 prefill_chunk: int | None = None, prefix_cache=None):
         """prefill_chunk: prompt tokens (columns) a step prefills, so a long prompt joining
         delays the live generations' next token by one chunk, not the whole prompt; None:
-        whole prompts in the step they join."""
+        whole prompts in the step they join. prefix_cache: a PrefixCache (prefix_cache.py):
+        prompts starting with a cached block-aligned prefix prefill only the rest (each
+        alone: its group's columns start after the prefix), and every group's prefixes are
+        kept for later prompts."""
         if prefill_chunk is not None and prefill_chunk < 1:
             raise ValueError(f"prefill_chunk must be None or >= 1, got {prefill_chunk}")
-        self.model, self.prefill_chunk = model, prefill_chunk
+        self.model, self.prefill_chunk, self.prefix_cache = model, prefill_chunk, prefix_cache
         self.decoder = SlotDecoder(model, capacity, max_length, graph=use_cuda_graph(model, cuda_graph))
         self.waiting: collections.deque[Sequence] = collections.deque()
         self.rows: list[Sequence] = []       # rows[r] is the sequence in decoder row r
@@ -121,9 +124,10 @@ class ContinuousBatch:
             logits = self.decoder.step()                               # (old, V)
             out += self._sample(self.rows[:old], logits)
         if self.prefill is None:
-            self.joining = self._admit()
+            self.joining, hit = self._admit()
             if self.joining:
-                self.prefill = Prefill(self.model, [s.prompt for s in self.joining], self.prefill_chunk)
+                self.prefill = Prefill(self.model, [s.prompt for s in self.joining], self.prefill_chunk,
+                                       self.prefix_cache, hit)
         if self.prefill is not None:
             logits = self.prefill.advance()                            # one chunk (or all)
             if logits is not None:
@@ -137,19 +141,24 @@ class ContinuousBatch:
         return out
 
     # --- internals ------------------------------------------------------------------------
-    def _admit(self) -> list[Sequence]:
+    def _admit(self) -> tuple[list[Sequence], object]:
         """Waiting sequences (FIFO) that fit the free rows and, padded to the group's longest
-        prompt, still fit max_length."""
+        prompt, still fit max_length -> (group, None); or a sequence whose prompt starts with
+        a cached prefix, alone -> ([it], prefix_cache.lookup hit)."""
         group: list[Sequence] = []
         free, limit = self.decoder.free, self.decoder.max_length     # (no group is joining now)
+        cached = self.prefix_cache.lookup if self.prefix_cache is not None else (lambda prompt: None)
         while self.waiting and len(group) < free:
             seq = self.waiting[0]
+            hit = cached(seq.prompt)
+            if hit is not None:
+                return (group, None) if group else ([self.waiting.popleft()], hit)
             trial = group + [seq]
             width = max(len(s.prompt) for s in trial)
             if group and width + max(s.max_new_tokens for s in trial) > limit:
                 break                                  # joins a later group
             group.append(self.waiting.popleft())
-        return group
+        return group, None
 
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[tuple[Sequence, int]]:
         """One token per sequence from its row of logits (V,), each with its own generator."""

@@ -145,6 +145,8 @@ class ShortConv(nn.Module):
     def forward(self, h: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         bcx = self.in_proj(h)                                          # (B, L, 3C)
         state = ctx.cache.conv_states[self.layer_idx] if ctx.cache is not None else None
+        if getattr(ctx.cache, "conv_taps", None):   # prefix caching wants earlier states (LFM2Cache)
+            ctx.cache.tap_conv(self.layer_idx, bcx, ctx.token_mask)
         y = short_conv_block(bcx, self.conv.weight, self.conv.bias,
                              conv_state=state, mask=ctx.token_mask)   # (B, L, C)
         return self.out_proj(y)

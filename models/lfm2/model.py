@@ -206,11 +206,12 @@ class LFM2ForCausalLM(nn.Module):
                         stop_token_ids, cuda_graph)
 
     def continuous_batch(self, capacity: int, max_length: int, cuda_graph: bool | None = None,
-                         prefill_chunk: int | None = None):
+                         prefill_chunk: int | None = None, prefix_cache=None):
         """An engine that decodes up to `capacity` sequences together, each joining and
-        leaving between steps (continuous.py; what the service's /v1/generate runs on)."""
+        leaving between steps (continuous.py; what the service's /v1/generate runs on);
+        prefix_cache: a PrefixCache (prefix_cache.py) or None."""
         from .continuous import ContinuousBatch
-        return ContinuousBatch(self, capacity, max_length, cuda_graph, prefill_chunk)
+        return ContinuousBatch(self, capacity, max_length, cuda_graph, prefill_chunk, prefix_cache)
 
     def stream_generate(self, prompts, max_new_tokens: int = 32, temperature: float = 0.0,
                         top_k: int | None = None, top_p: float | None = None,

@@ -19,11 +19,17 @@ from .decoding import _last_logits
 
 
 class Prefill:
-    def __init__(self, model, prompts: list[list[int]], chunk: int | None = None):
+    def __init__(self, model, prompts: list[list[int]], chunk: int | None = None, prefix_cache=None,
+                 hit=None):
+        """prefix_cache: a PrefixCache (models/lfm2/prefix_cache.py) that keeps the group's
+        block-aligned prefixes when it is done; hit: prefix_cache.lookup(prompts[0]) of a
+        one-prompt group, whose cached tokens are restored instead of computed."""
         if not prompts or any(not p for p in prompts):
             raise ValueError("Prefill: expected one or more non-empty prompts")
         if chunk is not None and chunk < 1:
             raise ValueError(f"Prefill: chunk must be None (whole prompt) or >= 1, got {chunk}")
+        if hit is not None and (len(prompts) != 1 or prefix_cache is None):
+            raise ValueError("Prefill: a cached prefix (hit) is restored into a one-prompt group, from its prefix_cache")
         self.model, self.chunk = model, chunk
         m, self.width = len(prompts), max(len(p) for p in prompts)
         pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
@@ -37,6 +43,13 @@ class Prefill:
             self.cache = model.new_cache(m, self.width)
         self.done = 0                       # columns prefilled so far
         self.logits: torch.Tensor | None = None
+        self.prompts, self.offsets = prompts, [self.width - len(p) for p in prompts]   # row r starts at offsets[r]
+        self.prefix_cache = prefix_cache
+        if hit is not None:
+            prefix_cache.restore(hit, self.cache)
+            self.done = hit[1]
+        if prefix_cache is not None:
+            prefix_cache.request_taps(prompts, self.offsets, self.cache, skip=self.done)
 
     @property
     def rows(self) -> int:
@@ -57,4 +70,6 @@ class Prefill:
             self.done = end
             if self.finished:
                 self.logits = _last_logits(self.model, h)
+                if self.prefix_cache is not None:
+                    self.prefix_cache.store(self.prompts, self.offsets, self.cache)
         return self.logits
