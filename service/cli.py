@@ -4,7 +4,8 @@
                 [--depthwise-impl IMPL] [--max-batch-size N] [--max-queue-delay-ms F]
                 [--max-queue-size N] [--max-decode-batch N] [--grpc-port P] [--api-key KEY]
                 [--max-body-bytes N] ...
-  dwserve bench {ops,models,serve,generate,prefill_chunks,row_chunks,ptx,host_overhead} [ARGS...] runs benchmarks/<name>.py main(ARGS) from the checkout
+  dwserve bench {ops,models,serve,generate,prefill_chunks,prefix_cache,row_chunks,ptx,host_overhead} [ARGS...]
+                                               runs benchmarks/<name>.py main(ARGS) from the checkout
   dwserve loadtest [ARGS...]                   service.loadtest.main(ARGS)
 
 Every serve flag is also a DWSERVE_* environment variable (service.settings.Settings);
@@ -23,13 +24,14 @@ from pydantic import ValidationError
 
 from .settings import IMPL_CHOICES, Settings
 
-BENCHMARKS = ("ops", "models", "serve", "generate", "prefill_chunks", "row_chunks", "ptx", "host_overhead")
+BENCHMARKS = ("ops", "models", "serve", "generate", "prefill_chunks", "prefix_cache", "row_chunks", "ptx",
+              "host_overhead")
 _REPO = Path(__file__).resolve().parent.parent
 # Flags beyond DESIGN.md's list, generated from Settings so every limit is settable.
 _EXTRA = ("grpc_port", "max_body_bytes", "max_elements", "max_new_tokens", "max_sequence_length", "max_image_pixels",
           "max_prompt_chars", "max_choices", "request_timeout_s", "api_key", "launch_recount_every",
           "depthwise_sample_every", "graceful_shutdown_s", "seed", "torch_threads", "cpu_row_chunk_mib",
-          "prefill_chunk_tokens")
+          "prefill_chunk_tokens", "prefix_cache_mib")
 
 
 def _serve_parser() -> argparse.ArgumentParser:

@@ -142,13 +142,21 @@ class GenerationScheduler:
         engine = self._engines.get(impl)
         if engine is None:
             engine = self._on_compute(impl, lambda: self.lm.continuous_batch(
-                self.capacity, self.max_length, prefill_chunk=self.prefill_chunk))
+                self.capacity, self.max_length, prefill_chunk=self.prefill_chunk,
+                prefix_cache=self._prefix_cache()))
             self._engines[impl] = engine
             mib = getattr(engine, "cache_bytes", 0) / 2**20
             log.info("generation engine for impl %s: %d rows x %d tokens, cache %.0f MiB "
                      "(--max-decode-batch x --max-sequence-length)", impl, self.capacity, self.max_length, mib)
             self._tickets.setdefault(impl, {})
         return engine
+
+    def _prefix_cache(self):
+        mib = self.rt.settings.prefix_cache_mib
+        if not mib:
+            return None
+        from models.lfm2.prefix_cache import PrefixCache
+        return PrefixCache(mib << 20)
 
     def _enter(self, ticket: Ticket) -> None:
         try:

@@ -52,6 +52,9 @@ class ServiceMetrics:
                               ["model"], registry=r)
         self.generated_tokens = Counter("dwserve_generated_tokens_total", "Tokens generated.",
                                         ["model", "impl"], registry=r)
+        self.prefix_cached_tokens = Counter(
+            "dwserve_prefix_cached_tokens_total",
+            "Prompt tokens restored from the prefix cache instead of prefilled.", ["model", "impl"], registry=r)
         self.ttft = Histogram("dwserve_time_to_first_token_seconds", "Request start to first token.",
                               ["model", "impl"], buckets=LATENCY_BUCKETS, registry=r)
         self.tpot = Histogram("dwserve_time_per_output_token_seconds",

@@ -33,7 +33,9 @@ def _choice(index: int, text: str, finish_reason) -> dict:
 def _usage(finals: list[dict]) -> dict:
     prompt = finals[0]["usage"]["prompt_tokens"]          # one prompt for every choice
     completion = sum(f["usage"]["completion_tokens"] for f in finals)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    cached = max(f["usage"].get("cached_tokens", 0) for f in finals)   # restored, not prefilled
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached}}
 
 
 @router.get("/models", response_model=ModelList)

@@ -111,6 +111,7 @@ class GenerateRequest(BaseModel):
 class GenerateUsage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = Field(0, description="prompt tokens restored from the prefix cache, not prefilled")
 
 
 class GenerateResponse(BaseModel):

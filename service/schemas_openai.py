@@ -144,10 +144,15 @@ class CompletionChoice(BaseModel):
     finish_reason: Optional[Literal["stop", "length"]]
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = 0       # prompt tokens restored from the prefix cache
+
+
 class CompletionUsage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: Optional[PromptTokensDetails] = None
 
 
 class ChatCompletionMessage(BaseModel):

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # Prompt tokens prefilled per decode step while a request joins: a long prompt delays the
     # live generations' next token by one chunk, not by its whole prefill. 0 = whole prompts.
     prefill_chunk_tokens: int = Field(256, ge=0, le=1_000_000)
+    # Prefix caching (models/lfm2/prefix_cache.py): prompts starting with an already prefilled
+    # 64-token-aligned prefix (a system prompt, an earlier turn) prefill only the rest. MiB of
+    # kept state per depthwise policy's engine; 0 = off.
+    prefix_cache_mib: int = Field(256, ge=0, le=1_000_000)
 
     # --- request limits (each violation is a 4xx, never a 500) ---------------------------
     max_body_bytes: int = Field(32 * 2**20, ge=1024)     # 413 above (Content-Length and streamed)

@@ -162,7 +162,8 @@ class FakeLM:
             if all(done):
                 return
 
-    def continuous_batch(self, capacity: int, max_length: int, prefill_chunk=None) -> "FakeContinuousBatch":
+    def continuous_batch(self, capacity: int, max_length: int, prefill_chunk=None,
+                         prefix_cache=None) -> "FakeContinuousBatch":
         return FakeContinuousBatch(self, capacity)
 
     def generate(self, prompts, max_new_tokens, **kw):

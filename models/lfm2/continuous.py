@@ -45,6 +45,7 @@ class Sequence:
     row: int | None = None                            # its SlotDecoder row while live
     generator: torch.Generator | None = None
     cancelled: bool = False
+    cached_tokens: int = 0                            # prompt tokens restored from a prefix cache
 
     def record(self, token: int) -> None:
         """Append a generated token; done at a stop token or at max_new_tokens."""
@@ -125,6 +126,8 @@ class ContinuousBatch:
             out += self._sample(self.rows[:old], logits)
         if self.prefill is None:
             self.joining, hit = self._admit()
+            if hit is not None:
+                self.joining[0].cached_tokens = hit[1]
             if self.joining:
                 self.prefill = Prefill(self.model, [s.prompt for s in self.joining], self.prefill_chunk,
                                        self.prefix_cache, hit)

@@ -149,8 +149,12 @@ class GenerateHandler:
                 self.scheduler.cancel(ticket)
             n = len(ids)  # counted also when the client left mid-stream
             m.generated_tokens.labels(*labels).inc(n)
+            cached = getattr(seq, "cached_tokens", 0)
+            if cached:
+                m.prefix_cached_tokens.labels(*labels).inc(cached)
             if n > 1 and t_first is not None:
                 m.tpot.labels(*labels).observe((time.perf_counter() - t_first) / (n - 1))
         yield {"done": True, "text": text, "token_ids": ids, "finish_reason": finish,
-               "usage": {"prompt_tokens": len(plan.ids), "completion_tokens": n}}
+               "usage": {"prompt_tokens": len(plan.ids), "completion_tokens": n,
+                         "cached_tokens": getattr(seq, "cached_tokens", 0)}}
 

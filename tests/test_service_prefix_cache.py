@@ -1,0 +1,49 @@
+"""Prefix caching through the service, on the real lfm2-demo model: a repeated system prompt
+is restored from the cache (usage and /metrics say how many tokens), and the answer is the one
+computed without it."""
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+
+SYSTEM = "You answer questions about depthwise convolutions in one short sentence. " * 3   # 219 bytes
+
+
+@pytest.fixture(scope="module")
+def client():
+    from models.registry import build_model
+    lm = build_model("lfm2", None, device="cpu", seed=0)
+    app = create_app(Settings(models=("lfm2",), max_sequence_length=512, max_new_tokens=8, prefix_cache_mib=64,
+                              warmup=False), models={"lfm2": lm})
+    with TestClient(app) as c:
+        deadline = time.time() + 120
+        while c.get("/v2/health/ready").status_code != 200 and time.time() < deadline:
+            time.sleep(0.1)
+        yield c
+
+
+def _chat(client, question: str) -> dict:
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
+    r = client.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 6, "temperature": 0,
+                                                  "ignore_eos": True})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_a_repeated_system_prompt_comes_from_the_prefix_cache(client):
+    first = _chat(client, "what is k?")
+    again = _chat(client, "what is k?")
+    other = _chat(client, "and the stride?")
+    cached = [r["usage"]["prompt_tokens_details"]["cached_tokens"] for r in (first, again, other)]
+    prompt = first["usage"]["prompt_tokens"]                      # bos + ChatML turns, one token per byte
+    assert cached[0] == 0 and cached[1] == (prompt - 1) // 64 * 64
+    assert cached[2] >= (1 + len("<|im_start|>system\n") + len(SYSTEM)) // 64 * 64 >= 192
+    assert again["choices"][0]["message"] == first["choices"][0]["message"]   # the same tokens, restored or not
+    plain = client.post("/v1/generate", json={"prompt": "x" * 10, "max_new_tokens": 2}).json()
+    assert plain["usage"]["cached_tokens"] == 0
+    metrics = client.get("/metrics").text
+    line = next(x for x in metrics.splitlines() if x.startswith("dwserve_prefix_cached_tokens_total{"))
+    assert float(line.split()[-1]) == cached[1] + cached[2]
