@@ -66,15 +66,16 @@ class LFM2Cache:
             return
         state = self.conv_states[layer_idx]                              # (B, C, K-1)
         C, k1 = state.shape[1], state.shape[2]
-        bx = bcx[..., :C] * bcx[..., 2 * C:]                             # (B, L, C)
-        if mask is not None:
-            bx = bx * mask[..., None].to(bx.dtype)
         for c, rows in wanted:
             j = c - start
-            for r in rows:
-                ext = torch.cat([state[r].to(bx.dtype), bx[r, :j + 1].transpose(0, 1)], dim=-1)
+            cols = slice(max(0, j + 1 - k1), j + 1)                      # at most K-1 columns
+            bx = bcx[rows, cols, :C] * bcx[rows, cols, 2 * C:]           # (R, <=K-1, C)
+            if mask is not None:
+                bx = bx * mask[rows, cols, None].to(bx.dtype)
+            ext = torch.cat([state[rows].to(bx.dtype), bx.transpose(1, 2)], dim=-1)   # (R, C, K-1+n)
+            for i, r in enumerate(rows):
                 taken = self.tapped.setdefault((r, c), [None] * len(self.conv_states))
-                taken[layer_idx] = ext[:, ext.shape[1] - k1:].to(state.dtype).clone()   # (C, K-1)
+                taken[layer_idx] = ext[i, :, ext.shape[-1] - k1:].to(state.dtype).clone()   # (C, K-1)
 
     def advance(self, token_mask: torch.Tensor):
         """After a forward of token_mask (B, L) bool: the slots are filled, positions move on."""
