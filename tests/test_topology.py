@@ -123,12 +123,14 @@ def stack(tmp_path_factory):
 
 
 def drive_load(url: str, seconds: float) -> dict[str, int]:
-    """One closed-loop client per server: lfm2 and mobilenet_v2 infer, short generations and a
-    bad request now and then (so the errors panel has 4xx to show). Returns status counts."""
+    """One closed-loop client per server: lfm2 and mobilenet_v2 infer, short generations (one
+    repeated prompt) and a bad request now and then (so the errors panel has 4xx to show). Returns status counts."""
     ids = {"inputs": [{"name": "input_ids", "datatype": "INT64", "shape": [1, 8], "data": list(range(1, 9))}]}
     image = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3, 224, 224],
                          "data": [0.5] * (3 * 224 * 224)}]}
-    calls = [("/v2/models/lfm2/infer", ids), ("/v1/generate", {"input_ids": [1, 2, 3], "max_new_tokens": 3}),
+    # The generation repeats a 70-token prompt: from the second on, its first 64 tokens come
+    # from the prefix cache (the prefix-cached tokens panel).
+    calls = [("/v2/models/lfm2/infer", ids), ("/v1/generate", {"input_ids": list(range(1, 71)), "max_new_tokens": 3}),
              ("/v2/models/lfm2/infer", ids), ("/v2/models/mobilenet_v2/infer", image),
              ("/v2/models/lfm2/infer", {"inputs": [{"name": "input_ids"}]})]          # -> 400
     counts: dict[str, int] = {}

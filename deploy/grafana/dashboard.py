@@ -183,9 +183,13 @@ def build() -> db.Dashboard:
 
     d = d.with_row(db.Row("Generation (lfm2)"))
     d = d.with_panel(ts(
-        "Generated tokens/s", "Tokens produced per second by /v1/generate.", "short",
+        "Generated and prefix-cached tokens/s", "Tokens produced per second by /v1/generate (and the "
+        "OpenAI routes), and prompt tokens per second restored from the prefix cache instead of "
+        "prefilled.", "short",
         q(f"sum by ({vmi}) (rate(dwserve_generated_tokens_total{{{SEL}}}[{RI}]))",
-          "{{variant}} {{model}} {{impl}}"), w=8))
+          "generated {{variant}} {{model}} {{impl}}"),
+        q(f"sum by ({vmi}) (rate(dwserve_prefix_cached_tokens_total{{{SEL}}}[{RI}]))",
+          "prefix-cached {{variant}} {{model}} {{impl}}", "B"), w=8))
     d = d.with_panel(ts(
         "Time to first token: p50 / p95", "Prefill latency of /v1/generate.", "s",
         q(hq(0.5, "dwserve_time_to_first_token_seconds", vmi), "p50 {{variant}} {{impl}}"),
