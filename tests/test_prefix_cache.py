@@ -43,7 +43,7 @@ def test_kept_state_equals_prefilling_the_prefix_alone(model, impl, chunk):
         checked = 0
         for prompt in prompts:
             for b in range(4, len(prompt), 4):
-                chain, p = cache.index[tuple(prompt[:b])]
+                chain, p = cache.lookup(prompt[:b] + [0])
                 ref = Prefill(model, [prompt[:b]])
                 ref.advance()
                 for got, want in zip(chain.conv[p], ref.cache.conv_states):
@@ -135,3 +135,15 @@ def test_the_cache_stays_within_its_budget_least_recently_used_first(model):
     assert {id(c) for c, _ in cache.index.values()} <= set(cache.chains)   # no entry of an evicted chain
     with pytest.raises(ValueError, match="one-prompt group"):
         Prefill(model, prompts[:2], prefix_cache=cache, hit=cache.lookup(prompts[1] + [1]))
+
+
+def test_a_hash_collision_is_not_a_hit(model, monkeypatch):
+    """Keys are hashes; a hit is confirmed against the chain's tokens."""
+    from models.lfm2 import prefix_cache as pc
+    monkeypatch.setattr(pc, "_keys", lambda prompt, block: {b: b for b in pc._boundaries(len(prompt), block)})
+    rng = random.Random(4)
+    a, b = _tokens(rng, 9), _tokens(rng, 9)
+    cache = PrefixCache(max_bytes=1 << 30, block=4)
+    Prefill(model, [a], prefix_cache=cache).advance()
+    assert cache.lookup(a[:8] + [3])[1] == 8
+    assert cache.lookup(b) is None                    # same keys, other tokens

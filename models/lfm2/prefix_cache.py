@@ -16,8 +16,9 @@ while the prefill goes through them (LFM2Cache.tap_conv); keys/values are sliced
     cache.request_taps(prompts, offsets, group_cache, skip)  # before a group's prefill
     cache.store(prompts, offsets, group_cache)               # after it
 
-Entries are evicted least recently used first, to stay within max_bytes. The index keys are
-the prefixes' token tuples themselves, so a hit is an exact match, never a hash collision.
+Entries are evicted least recently used first, to stay within max_bytes. A prefix is indexed
+by a hash chained block by block (O(prompt) to key every boundary of a prompt), and a hit is
+confirmed against the chain's own tokens, so it is an exact match, never a hash collision.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ BLOCK = 64   # prefixes are cached at multiples of this many tokens
 
 @dataclass(eq=False)   # compared by identity: the LRU and the index hold the same objects
 class Chain:
+    tokens: tuple[int, ...]                       # the prompt's first `length` tokens
     length: int                                   # tokens whose keys/values are held
     keys: list                                    # per layer: (Hkv, length, D) or None (conv layers)
     values: list
@@ -44,21 +46,30 @@ def _boundaries(n_tokens: int, block: int) -> list[int]:
     return list(range(block, n_tokens, block))
 
 
+def _keys(prompt: list[int], block: int) -> dict[int, int]:
+    """{boundary: key of prompt[:boundary]}, each key chaining the previous one with its block."""
+    keys, h = {}, 0
+    for b in _boundaries(len(prompt), block):
+        h = hash((h, tuple(prompt[b - block:b])))
+        keys[b] = h
+    return keys
+
+
 class PrefixCache:
     def __init__(self, max_bytes: int, block: int = BLOCK):
         if max_bytes < 1 or block < 1:
             raise ValueError(f"PrefixCache: expected max_bytes >= 1 and block >= 1, got {max_bytes}, {block}")
         self.max_bytes, self.block = max_bytes, block
-        self.index: dict[tuple[int, ...], tuple[Chain, int]] = {}
+        self.index: dict[int, tuple[Chain, int]] = {}        # prefix key -> (chain, prefix length)
         self.chains: collections.OrderedDict[int, Chain] = collections.OrderedDict()   # LRU order
         self.nbytes = 0
         self.hits = self.hit_tokens = 0
 
     def lookup(self, prompt: list[int]) -> tuple[Chain, int] | None:
         """The longest cached prefix of prompt, as (chain, its length), or None."""
-        for b in reversed(_boundaries(len(prompt), self.block)):
-            hit = self.index.get(tuple(prompt[:b]))
-            if hit is not None:
+        for b, key in reversed(_keys(prompt, self.block).items()):
+            hit = self.index.get(key)
+            if hit is not None and hit[1] == b and hit[0].tokens[:b] == tuple(prompt[:b]):
                 self.chains.move_to_end(id(hit[0]))
                 return hit
         return None
@@ -83,20 +94,22 @@ class PrefixCache:
         """Before a group's prefill: ask for the conv states at each prompt's uncached block
         boundaries beyond `skip` tokens (row r's prompt starts at column offsets[r])."""
         for r, (prompt, off) in enumerate(zip(prompts, offsets)):
-            for b in _boundaries(len(prompt), self.block):
-                if b > skip and tuple(prompt[:b]) not in self.index:
+            for b, key in _keys(prompt, self.block).items():
+                if b > skip and key not in self.index:
                     cache.conv_taps.setdefault(off + b - 1, []).append(r)
 
     def store(self, prompts: list[list[int]], offsets: list[int], cache) -> None:
         """After a group's prefill: each row's tapped boundaries become a chain."""
         for r, (prompt, off) in enumerate(zip(prompts, offsets)):
-            taken = {b: cache.tapped.pop((r, off + b - 1)) for b in _boundaries(len(prompt), self.block)
-                     if (r, off + b - 1) in cache.tapped and tuple(prompt[:b]) not in self.index}
+            keys = _keys(prompt, self.block)
+            taken = {b: cache.tapped.pop((r, off + b - 1)) for b, key in keys.items()
+                     if (r, off + b - 1) in cache.tapped and key not in self.index}
             if not taken:
                 continue
             longest = max(taken)
             part = lambda t: None if t is None else t[r, :, off:off + longest].clone()   # noqa: E731
-            chain = Chain(longest, [part(k) for k in cache.keys], [part(v) for v in cache.values], taken)
+            chain = Chain(tuple(prompt[:longest]), longest, [part(k) for k in cache.keys],
+                          [part(v) for v in cache.values], taken)
             tensors = [*chain.keys, *chain.values, *(s for states in taken.values() for s in states)]
             chain.nbytes = sum(t.numel() * t.element_size() for t in tensors if t is not None)
             if chain.nbytes > self.max_bytes:
@@ -104,7 +117,7 @@ class PrefixCache:
             self.chains[id(chain)] = chain
             self.nbytes += chain.nbytes
             for b in taken:
-                self.index[tuple(prompt[:b])] = (chain, b)
+                self.index[keys[b]] = (chain, b)
             self._evict()
         cache.conv_taps.clear()
         cache.tapped.clear()
