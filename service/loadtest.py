@@ -1,5 +1,6 @@
 """`dwserve loadtest`: closed-loop before/after load on OIP v2 infer (or lfm2's /v1/generate
-with `--model generate`), Markdown + PNG report.
+with `--model generate`, or /v1/chat/completions with a shared system prompt, `--model chat`),
+Markdown + PNG report.
 
 Two targets (the compose stack: per_group vs auto)     or one target, impls per request:
   dwserve loadtest --before http://127.0.0.1:8001 \\      dwserve loadtest --url http://127.0.0.1:8000 \\
@@ -74,13 +75,26 @@ def check_url(url: str, allow_remote: bool) -> str:
     return url.rstrip("/")
 
 
+def system_prompt(chars: int) -> str:
+    """The chat mode's system prompt, the same for every request: `chars` characters."""
+    text = "You are dwserve's load-test assistant; answer in one short sentence. "
+    return (text * (chars // len(text) + 1))[:chars]
+
+
 def make_request(model: str, tokens: int, vocab: int, impl: str | None, seed: int,
                  new_tokens: int = 16) -> tuple[bytes, dict]:
     """One request body + headers. lfm2: JSON infer of input_ids [1, tokens]; mobilenet_v2:
     binary FP32 image; generate: /v1/generate of a tokens-long prompt and new_tokens greedy
-    tokens (ignore_eos: every reply the same length, so every target does the same work)."""
+    tokens (ignore_eos: every reply the same length, so every target does the same work);
+    chat: /v1/chat/completions of a shared tokens-character system prompt (the prefix cache
+    keeps it) and a question of the worker's own."""
     rng = np.random.default_rng(seed)
     params = {"depthwise_impl": impl} if impl else {}
+    if model == "chat":
+        messages = [{"role": "system", "content": system_prompt(tokens)},
+                    {"role": "user", "content": f"Question {seed}: what does a depthwise conv cost?"}]
+        body = {"messages": messages, "max_tokens": new_tokens, "temperature": 0, "ignore_eos": True, **params}
+        return json.dumps(body).encode(), {"Content-Type": "application/json"}
     if model == "generate":
         ids = rng.integers(0, vocab, size=tokens).tolist()
         body = {"input_ids": ids, "max_new_tokens": new_tokens, "ignore_eos": True, **params}
@@ -100,8 +114,8 @@ def make_request(model: str, tokens: int, vocab: int, impl: str | None, seed: in
 
 def run_phase(target: Target, args, vocab: int, seconds: float, phase: Phase | None) -> None:
     """`args.concurrency` closed-loop workers for `seconds`; results go to `phase` (None: warm-up)."""
-    url = (f"{target.url}/v1/generate" if args.model == "generate"
-           else f"{target.url}/v2/models/{args.model}/infer")
+    url = {"generate": f"{target.url}/v1/generate", "chat": f"{target.url}/v1/chat/completions"}.get(
+        args.model, f"{target.url}/v2/models/{args.model}/infer")
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
 
@@ -114,7 +128,7 @@ def run_phase(target: Target, args, vocab: int, seconds: float, phase: Phase | N
                 try:
                     r = client.post(url, content=body, headers=headers)
                     key, dt = str(r.status_code), time.perf_counter() - t0
-                    impl = (r.json().get("parameters") or {}).get("depthwise_impl") if r.is_success else None
+                    impl = r.headers.get("x-depthwise-impl") if r.is_success else None
                 except (httpx.HTTPError, ValueError) as exc:
                     key, dt, impl = f"error: {type(exc).__name__}", 0.0, None
                     time.sleep(0.05)   # a dead server must not turn this into a busy loop
@@ -170,9 +184,11 @@ def parse_args(argv: list[str]):
     p.add_argument("--after", metavar="URL", help="server running the optimised impl (auto)")
     p.add_argument("--url", metavar="URL", help="one server; compare --impls per request instead")
     p.add_argument("--impls", default="per_group,auto", help="one-target mode: comma list (default %(default)s)")
-    p.add_argument("--model", default="lfm2", choices=("lfm2", "mobilenet_v2", "generate"),
-                   help="what to load: OIP v2 infer of lfm2 or mobilenet_v2, or lfm2's /v1/generate")
-    p.add_argument("--tokens", type=int, default=32, help="lfm2 prompt length (default %(default)s)")
+    p.add_argument("--model", default="lfm2", choices=("lfm2", "mobilenet_v2", "generate", "chat"),
+                   help="what to load: OIP v2 infer of lfm2 or mobilenet_v2, lfm2's /v1/generate, or "
+                        "/v1/chat/completions with a shared system prompt")
+    p.add_argument("--tokens", type=int, default=32,
+                   help="lfm2 prompt length; chat: system prompt characters (default %(default)s)")
     p.add_argument("--new-tokens", type=int, default=16, help="generate: tokens per reply (default %(default)s)")
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds per target per round")
@@ -211,7 +227,7 @@ def parse_args(argv: list[str]):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     vocab = {}
-    served = "lfm2" if args.model == "generate" else args.model
+    served = "lfm2" if args.model in ("generate", "chat") else args.model
     for t in args.targets:
         info = server_info(t.url, served, args.timeout)
         vocab[t.url] = max(2, min(int(info.get("vocab_size", 100)), 1000))
@@ -226,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     for ph in phases:
         impls = ph.server_impl or {ph.target.impl or "auto"}
         # (a generation's decode steps are not counted forwards: no launch column for them)
-        ph.launches = {} if args.model == "generate" else scrape_launches(ph.target.url, served, impls)
+        ph.launches = {} if args.model in ("generate", "chat") else scrape_launches(ph.target.url, served, impls)
     out = Path(args.out)
     write_report(phases, args, out)
     for ph in phases:

@@ -34,7 +34,9 @@ def write_report(phases: list[Phase], args, out: Path) -> None:
     m = machine()
     base = phases[0]
     what = {"lfm2": f" ({args.tokens} tokens)", "mobilenet_v2": " (1x3x224x224)",
-            "generate": f" (lfm2 /v1/generate: {args.tokens}-token prompt, {args.new_tokens} new tokens)"}
+            "generate": f" (lfm2 /v1/generate: {args.tokens}-token prompt, {args.new_tokens} new tokens)",
+            "chat": f" (lfm2 /v1/chat/completions: a shared {args.tokens}-character system prompt + a "
+                    f"question per worker, {args.new_tokens} new tokens)"}
     setup = (f"model `{args.model}`" + what[args.model]
              + f", concurrency {args.concurrency}, {args.duration:g} s x {args.rounds} round(s) per target"
              f" after {args.warmup:g} s warm-up; {m['cpu']} ({m['cores']} cores, load average"
@@ -53,7 +55,7 @@ def write_report(phases: list[Phase], args, out: Path) -> None:
     text = "\n".join([
         f"# dwserve load test: {' vs '.join(p.target.label for p in phases)}", "",
         f"Setup: {setup}.", "", f"Command: `{cmd}`", "", *rows, "",
-        f"Latency is client-side wall time of one {'generation' if args.model == 'generate' else 'OIP v2 infer'} request (closed loop: each worker waits "
+        f"Latency is client-side wall time of one {'generation' if args.model in ('generate', 'chat') else 'OIP v2 infer'} request (closed loop: each worker waits "
         "for its answer before sending the next), so req/s is the server's throughput at this "
         "concurrency. Speed-up is the first target's p50 over each target's p50.", "",
         *(["Non-2xx answers:", *errors, ""] if errors else []),

@@ -5,7 +5,8 @@
    here (bounded) and replayed to the app, so no route ever sees an oversized body;
 2. bearer auth (DWSERVE_API_KEY) on inference routes: 401 before the body is read;
 3. X-Request-ID: the client's (a printable token of <= 128 characters) or a fresh one, on
-   every response and in every logged error;
+   every response and in every logged error; X-Depthwise-Impl on inference responses: the
+   policy the request ran under (the metrics' impl label);
 4. per-request metrics for inference routes: inflight gauge, requests_total{status},
    request_duration. Labels come from the path; handlers refine `impl` by setting
    scope["state"]["dw_impl"] once the request's impl is known;
@@ -96,7 +97,10 @@ class GuardMiddleware:
         async def send_wrapped(message):
             if message["type"] == "http.response.start":
                 status_box[0] = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", request_id.encode())]}
+                extra = [(b"x-request-id", request_id.encode())]
+                if model is not None:   # inference routes: the depthwise policy the request ran under
+                    extra.append((b"x-depthwise-impl", str(state.get("dw_impl", settings.depthwise_impl)).encode()))
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
             await send(message)
 
         async def reject(status, message, headers=()):

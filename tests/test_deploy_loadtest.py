@@ -131,6 +131,22 @@ def test_generate_mode_loads_v1_generate_per_impl(servers, tmp_path):
     assert 'dwserve_generated_tokens_total{impl="per_group",model="lfm2"}' in metrics
 
 
+def test_chat_mode_loads_chat_completions_per_impl(servers, tmp_path):
+    out = tmp_path / "chat"
+    rc = loadtest.main(["--url", servers["after"], "--impls", "per_group,auto", "--duration", "1",
+                        "--warmup", "0", "--concurrency", "2", "--model", "chat", "--tokens", "20",
+                        "--new-tokens", "3", "--out", str(out)])
+    assert rc == 0
+    md = (tmp_path / "chat.md").read_text()
+    assert "| per_group | per_group |" in md and "| auto | auto |" in md    # from X-Depthwise-Impl
+    assert "/v1/chat/completions: a shared 20-character system prompt" in md
+    body, _ = loadtest.make_request("chat", 20, 50, "native", seed=3, new_tokens=4)
+    from service.schemas_openai import ChatCompletionRequest
+    req = ChatCompletionRequest.model_validate_json(body)
+    assert req.messages[0].content == loadtest.system_prompt(20) and len(req.messages[0].content) == 20
+    assert req.max_tokens == 4 and req.ignore_eos and req.depthwise_impl == "native"
+
+
 def test_generate_request_is_valid_for_the_service():
     import json
 

@@ -199,6 +199,18 @@ def test_request_id_on_every_response(served):
     assert ok.headers["x-request-id"] != r.headers["x-request-id"]
 
 
+
+def test_depthwise_impl_header_on_inference_responses(served):
+    client, _ = served
+    r = _infer_json(client, "lfm2", "input_ids", np.array([[1, 2]]), "INT64", depthwise_impl="per_group")
+    assert r.headers["x-depthwise-impl"] == "per_group"
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
+                                                  "depthwise_impl": "native"})
+    assert r.status_code == 200 and r.headers["x-depthwise-impl"] == "native"
+    assert client.post("/v1/generate", json={"prompt": "a", "max_new_tokens": 1}).headers["x-depthwise-impl"] == "auto"
+    assert "x-depthwise-impl" not in client.get("/v2/health/live").headers
+
+
 def test_metrics_names_labels_and_impl_override(served):
     client, _ = served
     _infer_json(client, "lfm2", "input_ids", np.array([[1, 2]]), "INT64", depthwise_impl="per_group")
