@@ -10,6 +10,7 @@ Streamed, their chunks interleave as tokens come, each naming its choice `index`
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 import uuid
@@ -26,8 +27,29 @@ from .schemas_openai import (ChatCompletionRequest, ChatCompletionResponse, Comp
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
-def _choice(index: int, text: str, finish_reason) -> dict:
-    return {"text": text, "index": index, "logprobs": None, "finish_reason": finish_reason}
+def _choice(index: int, text: str, finish_reason, logprobs=None) -> dict:
+    return {"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish_reason}
+
+
+def _completion_logprobs(tokenizer, final: dict, top: int) -> dict:
+    """The legacy completions shape: token strings, their logprobs, top alternatives as
+    {token: logprob}, and each token's offset in the completion text."""
+    lps = final["logprobs"]
+    tokens = [tokenizer.decode([t["token_id"]]) for t in lps]
+    return {"tokens": tokens, "token_logprobs": [t["logprob"] for t in lps],
+            "top_logprobs": [{tokenizer.decode([x["token_id"]]): x["logprob"] for x in t["top"]} for t in lps]
+            if top else None,
+            "text_offset": list(itertools.accumulate((len(t) for t in tokens[:-1]), initial=0))}
+
+
+def _chat_logprobs(tokenizer, final: dict) -> dict:
+    """The chat shape: per token its text, logprob, UTF-8 bytes and top alternatives."""
+    def entry(token_id: int, logprob: float) -> dict:
+        text = tokenizer.decode([token_id])
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+    return {"content": [{**entry(t["token_id"], t["logprob"]),
+                         "top_logprobs": [entry(x["token_id"], x["logprob"]) for x in t["top"]]}
+                        for t in final["logprobs"]]}
 
 
 def _usage(finals: list[dict]) -> dict:
@@ -48,7 +70,7 @@ async def _start(request: Request, body, make_request):
     """The shared front of both routes: model check, limits, unsupported fields (400 naming
     them), one /v1/generate plan per choice, and every choice's first event (QueueFull /
     timeouts surface here, before any byte is sent). make_request(handler) -> GenerateRequest.
-    -> (model name, [event stream per choice], [its first event])."""
+    -> (the generate handler, [event stream per choice], [its first event])."""
     handler = _handler(request, "generate")
     name, settings = handler.rt.name, handler.rt.settings
     if body.model is not None and body.model != name:
@@ -74,7 +96,7 @@ async def _start(request: Request, body, make_request):
         for s in streams:
             await s.aclose()
         raise failed[0]
-    return name, streams, firsts
+    return handler, streams, firsts
 
 
 async def _finals(streams, firsts) -> list[dict]:
@@ -138,13 +160,15 @@ def _sse_choices(streams, firsts, token_chunk, finish_chunk, tail) -> StreamingR
 
 @router.post("/completions", response_model=CompletionResponse, responses=_ERRORS)
 async def completions(body: CompletionRequest, request: Request):
-    name, streams, firsts = await _start(request, body, lambda handler: body.to_generate())
+    handler, streams, firsts = await _start(request, body, lambda handler: body.to_generate())
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-            "model": name}
+            "model": handler.rt.name}
     if not body.stream:
         finals = await _finals(streams, firsts)
-        return {**head, "choices": [_choice(i, f["text"], f["finish_reason"]) for i, f in enumerate(finals)],
-                "usage": _usage(finals)}
+        logprobs = [None if body.logprobs is None else _completion_logprobs(handler.tokenizer, f, body.logprobs)
+                    for f in finals]
+        return {**head, "choices": [_choice(i, f["text"], f["finish_reason"], logprobs[i])
+                                    for i, f in enumerate(finals)], "usage": _usage(finals)}
     return _sse_choices(
         streams, firsts,
         lambda i, event: {**head, "choices": [_choice(i, event["text"], None)]},
@@ -171,12 +195,13 @@ def _chat_chunk(head: dict, index: int, delta: dict, finish_reason=None) -> dict
 
 @router.post("/chat/completions", response_model=ChatCompletionResponse, responses=_ERRORS)
 async def chat_completions(body: ChatCompletionRequest, request: Request):
-    name, streams, firsts = await _start(request, body, lambda handler: _chat_prompt(body, handler))
+    handler, streams, firsts = await _start(request, body, lambda handler: _chat_prompt(body, handler))
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": name}
+            "model": handler.rt.name}
     if not body.stream:
         finals = await _finals(streams, firsts)
-        choices = [{"index": i, "message": {"role": "assistant", "content": f["text"]}, "logprobs": None,
+        choices = [{"index": i, "message": {"role": "assistant", "content": f["text"]},
+                    "logprobs": _chat_logprobs(handler.tokenizer, f) if body.logprobs else None,
                     "finish_reason": f["finish_reason"]} for i, f in enumerate(finals)]
         return {**head, "choices": choices, "usage": _usage(finals)}
     head["object"] = "chat.completion.chunk"

@@ -75,7 +75,8 @@ async def generate(body: GenerateRequest, request: Request):
         async for final in events:
             pass
         return {"model": name, "text": final["text"], "token_ids": final["token_ids"],
-                "finish_reason": final["finish_reason"], "usage": final["usage"], "parameters": params}
+                "finish_reason": final["finish_reason"], "usage": final["usage"], "parameters": params,
+                "logprobs": final.get("logprobs")}
 
     return sse_response(first, events, lambda event: event,
                         lambda final: [{**final, "model": name, "parameters": params}])

@@ -106,6 +106,20 @@ class GenerateRequest(BaseModel):
                              "(fixed-length outputs for load tests)")
     stream: bool = False
     depthwise_impl: Optional[ImplName] = None
+    logprobs: Optional[int] = Field(None, ge=0, le=20, description="each generated token's log-probability "
+                                    "(the model's distribution, before temperature/top-k/top-p) and this many "
+                                    "most likely alternatives; in the final event when streaming")
+
+
+class TopLogprob(BaseModel):
+    token_id: int
+    logprob: float
+
+
+class TokenLogprob(BaseModel):
+    token_id: int
+    logprob: float
+    top: list[TopLogprob]
 
 
 class GenerateUsage(BaseModel):
@@ -121,6 +135,7 @@ class GenerateResponse(BaseModel):
     finish_reason: Literal["length", "stop"]
     usage: GenerateUsage
     parameters: Parameters
+    logprobs: Optional[list[TokenLogprob]] = None
 
 
 class ClassLabel(BaseModel):

@@ -3,7 +3,7 @@
 /v1/generate's GenerateRequest (a chat through the model's chat template, models/lfm2/chat.py),
 so it has the same limits, validation and continuous batching.
 
-Fields OpenAI defines but dwserve cannot honour (best_of, logprobs, echo,
+Fields OpenAI defines but dwserve cannot honour (best_of, logprobs while streaming, echo,
 penalties, logit_bias, suffix) are accepted only at their no-op values and otherwise
 answered with a 400 that names them; unknown fields are a 422, like every dwserve route.
 """
@@ -50,8 +50,8 @@ class _SamplingRequest(BaseModel):
             ("frequency_penalty", self.frequency_penalty == 0.0), ("logit_bias", not self.logit_bias),
             *extra) if not ok]
 
-    def _generate(self, max_new_tokens: int, **prompt) -> GenerateRequest:
-        return GenerateRequest(**prompt, max_new_tokens=max_new_tokens,
+    def _generate(self, max_new_tokens: int, logprobs: Optional[int], **prompt) -> GenerateRequest:
+        return GenerateRequest(**prompt, max_new_tokens=max_new_tokens, logprobs=logprobs,
                                temperature=self.temperature, top_k=self.top_k,
                                top_p=None if self.top_p >= 1.0 else self.top_p, seed=self.seed,
                                stop=self.stop, ignore_eos=self.ignore_eos, stream=self.stream,
@@ -66,12 +66,14 @@ class CompletionRequest(_SamplingRequest):
     prompt: Union[str, list[int], list[str], list[list[int]]] = Field(
         ..., description="text or token ids; one prompt per request")
     best_of: Optional[int] = None
-    logprobs: Optional[int] = None
+    logprobs: Optional[int] = Field(None, ge=0, le=20, description="each token's log-probability and this "
+                                    "many most likely alternatives (the model's distribution)")
     echo: bool = False
     suffix: Optional[str] = None
 
     def unsupported(self) -> list[str]:
-        bad = self._unsupported((("best_of", self.best_of in (None, self.n)), ("logprobs", self.logprobs is None),
+        bad = self._unsupported((("best_of", self.best_of in (None, self.n)),
+                                 ("logprobs with stream", self.logprobs is None or not self.stream),
                                  ("echo", not self.echo), ("suffix", not self.suffix)))
         if isinstance(self.prompt, list) and self.prompt and isinstance(self.prompt[0], (str, list)) \
                 and len(self.prompt) != 1:
@@ -82,7 +84,7 @@ class CompletionRequest(_SamplingRequest):
         prompt = self.prompt[0] if isinstance(self.prompt, list) and self.prompt \
             and isinstance(self.prompt[0], (str, list)) else self.prompt
         text, ids = (prompt, None) if isinstance(prompt, str) else (None, list(prompt))
-        return self._generate(self.max_tokens or 16, prompt=text, input_ids=ids)
+        return self._generate(self.max_tokens or 16, self.logprobs, prompt=text, input_ids=ids)
 
 
 class ChatMessage(BaseModel):
@@ -115,7 +117,7 @@ class ChatCompletionRequest(_SamplingRequest):
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_completion_tokens: Optional[int] = Field(None, ge=1, description="the newer name of max_tokens")
     logprobs: Optional[bool] = None
-    top_logprobs: Optional[int] = None
+    top_logprobs: Optional[int] = Field(None, ge=0, le=20)
     tools: Optional[list[dict[str, Any]]] = None
     tool_choice: Optional[Union[str, dict[str, Any]]] = None
     parallel_tool_calls: Optional[bool] = None
@@ -123,7 +125,8 @@ class ChatCompletionRequest(_SamplingRequest):
 
     def unsupported(self) -> list[str]:
         return self._unsupported((
-            ("logprobs", not self.logprobs), ("top_logprobs", self.top_logprobs is None),
+            ("logprobs with stream", not (self.logprobs and self.stream)),
+            ("top_logprobs without logprobs: true", self.top_logprobs is None or bool(self.logprobs)),
             ("tools", not self.tools), ("tool_choice", self.tool_choice in (None, "none")),
             ("response_format", self.response_format in (None, {"type": "text"}))))
 
@@ -134,13 +137,20 @@ class ChatCompletionRequest(_SamplingRequest):
 
     def to_generate(self, input_ids: list[int], default_max_tokens: int) -> GenerateRequest:
         return self._generate(self.max_completion_tokens or self.max_tokens or default_max_tokens,
-                              input_ids=input_ids)
+                              (self.top_logprobs or 0) if self.logprobs else None, input_ids=input_ids)
+
+
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: Optional[list[dict[str, float]]] = None
+    text_offset: list[int]                    # of each token in the completion text
 
 
 class CompletionChoice(BaseModel):
     text: str
     index: int = 0
-    logprobs: None = None
+    logprobs: Optional[CompletionLogprobs] = None
     finish_reason: Optional[Literal["stop", "length"]]
 
 
@@ -160,10 +170,24 @@ class ChatCompletionMessage(BaseModel):
     content: str
 
 
+class ChatTopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class ChatTokenLogprob(ChatTopLogprob):
+    top_logprobs: list[ChatTopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob]
+
+
 class ChatCompletionChoice(BaseModel):
     index: int = 0
     message: ChatCompletionMessage
-    logprobs: None = None
+    logprobs: Optional[ChatLogprobs] = None
     finish_reason: Optional[Literal["stop", "length"]]
 
 

@@ -216,6 +216,8 @@ class FakeContinuousBatch:
             nxt = (last + 1) % (vocab - 1)
             if s.temperature > 0:
                 nxt = int(torch.randint(0, vocab - 1, (1,), generator=s.generator))
+            if getattr(s, "logprobs", None) is not None:   # the fake's: -0.5 for its pick, then -1.5, -2.5, ...
+                s.token_logprobs.append((-0.5, [((nxt + j) % (vocab - 1), -0.5 - j) for j in range(s.logprobs)]))
             s.record(nxt)
             out.append((s, nxt))
         if self.lm.token_delay_s:

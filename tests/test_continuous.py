@@ -264,3 +264,26 @@ def test_cuda_graph_continuous_batch_gives_the_eager_tokens(model, impl):
     assert sorted(dec._graphs) == [1, 2, 4]
     assert all(isinstance(r.graph, torch.cuda.CUDAGraph) for r, _ in dec._graphs.values())
     assert dec.steps > 0 and dec.live == 0
+
+
+def test_logprobs_are_the_models_distribution_and_checked(model):
+    """Each generated token's logprob and top-k under the raw distribution (whatever the
+    temperature), equal to a plain forward of prompt + tokens; a bad k is a ValueError."""
+    engine = ContinuousBatch(model, capacity=2, max_length=40)
+    a = engine.add(Sequence([3, 1, 4, 1, 5], max_new_tokens=6, temperature=0.9, seed=2, logprobs=4))
+    b = engine.add(Sequence([9, 2], max_new_tokens=4, logprobs=0))
+    c = engine.add(Sequence([7], max_new_tokens=3))
+    while engine.busy:
+        engine.step()
+    for s, k in ((a, 4), (b, 0)):
+        with torch.inference_mode():
+            lp = torch.log_softmax(model(torch.tensor([s.prompt + s.tokens])).float(), -1)[0]
+        assert len(s.token_logprobs) == len(s.tokens)
+        for i, (tok, (got, top)) in enumerate(zip(s.tokens, s.token_logprobs)):
+            want = lp[len(s.prompt) - 1 + i]
+            assert abs(got - want[tok].item()) < 1e-5 and len(top) == k
+            assert [t for t, _ in top] == want.topk(k).indices.tolist() if k else top == []
+    assert c.token_logprobs == []
+    for bad in (-1, 21, True, 2.0):
+        with pytest.raises(ValueError, match="logprobs"):
+            engine.add(Sequence([1], max_new_tokens=1, logprobs=bad))

@@ -71,7 +71,8 @@ def test_stream_with_usage(client):
 @pytest.mark.parametrize("kwargs, error, needle", [
     pytest.param(dict(n=9), "BadRequestError", "DWSERVE_MAX_CHOICES", id="n-above-limit"),
     pytest.param(dict(n=2, best_of=3), "BadRequestError", "best_of", id="best_of"),
-    pytest.param(dict(logprobs=3), "BadRequestError", "logprobs", id="logprobs"),
+    pytest.param(dict(logprobs=3, stream=True), "BadRequestError", "logprobs with stream", id="logprobs-stream"),
+    pytest.param(dict(logprobs=21), "UnprocessableEntityError", "logprobs", id="logprobs-21"),
     pytest.param(dict(echo=True), "BadRequestError", "echo", id="echo"),
     pytest.param(dict(prompt=["a", "b"]), "BadRequestError", "one prompt per request", id="two-prompts"),
     pytest.param(dict(model="gpt-4"), "NotFoundError", "GET /v1/models", id="unknown-model"),
@@ -150,7 +151,8 @@ def test_chat_stream_with_usage(client):
 
 @pytest.mark.parametrize("kwargs, error, needle", [
     pytest.param(dict(n=9), "BadRequestError", "DWSERVE_MAX_CHOICES", id="n-above-limit"),
-    pytest.param(dict(logprobs=True), "BadRequestError", "logprobs", id="logprobs"),
+    pytest.param(dict(logprobs=True, stream=True), "BadRequestError", "logprobs with stream", id="logprobs-stream"),
+    pytest.param(dict(top_logprobs=2), "BadRequestError", "top_logprobs without logprobs", id="top-without"),
     pytest.param(dict(tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]),
                  "BadRequestError", "tools", id="tools"),
     pytest.param(dict(response_format={"type": "json_object"}), "BadRequestError", "response_format", id="json-mode"),
@@ -201,3 +203,35 @@ def test_n_choices_stream_interleaved_by_index(client):
         finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].index == i]
         assert finishes[-1] == "length" and finishes.count("length") == 1
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 10
+
+
+# --- logprobs --------------------------------------------------------------------------------
+
+def test_completion_logprobs(client):
+    """FakeLM's logprobs: -0.5 for its pick, then -1.5, -2.5 for the next ids."""
+    r = client.completions.create(model="lfm2", prompt="abc", max_tokens=4, temperature=0, logprobs=2)
+    lp = r.choices[0].logprobs
+    assert lp.tokens == list("defg") and lp.token_logprobs == [-0.5] * 4 and lp.text_offset == [0, 1, 2, 3]
+    assert lp.top_logprobs[0] == {"d": -0.5, "e": -1.5}
+    r = client.completions.create(model="lfm2", prompt="abc", max_tokens=2, temperature=0, logprobs=0)
+    assert r.choices[0].logprobs.top_logprobs is None and r.choices[0].logprobs.token_logprobs == [-0.5, -0.5]
+    assert client.completions.create(model="lfm2", prompt="abc", max_tokens=2).choices[0].logprobs is None
+
+
+def test_chat_logprobs(client):
+    r = client.chat.completions.create(model="lfm2", messages=CHAT, max_tokens=3, temperature=0, logprobs=True,
+                                       top_logprobs=3)
+    content = r.choices[0].logprobs.content
+    assert "".join(c.token for c in content) == r.choices[0].message.content
+    assert all(c.logprob == -0.5 and c.bytes == list(c.token.encode()) for c in content)
+    assert [t.logprob for t in content[0].top_logprobs] == [-0.5, -1.5, -2.5]
+    r = client.chat.completions.create(model="lfm2", messages=CHAT, max_tokens=2, logprobs=True)
+    assert all(c.top_logprobs == [] for c in r.choices[0].logprobs.content)
+
+
+def test_generate_logprobs_and_stop_string(server):
+    r = httpx.post(server + "/v1/generate", json={"prompt": "abc", "max_new_tokens": 8, "logprobs": 1,
+                                                  "stop": ["g"]}).json()
+    assert r["text"] == "def" and [t["token_id"] for t in r["logprobs"]] == r["token_ids"]
+    assert r["logprobs"][0] == {"token_id": r["token_ids"][0], "logprob": -0.5,
+                                "top": [{"token_id": r["token_ids"][0], "logprob": -0.5}]}

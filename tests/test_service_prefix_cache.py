@@ -47,3 +47,23 @@ def test_a_repeated_system_prompt_comes_from_the_prefix_cache(client):
     metrics = client.get("/metrics").text
     line = next(x for x in metrics.splitlines() if x.startswith("dwserve_prefix_cached_tokens_total{"))
     assert float(line.split()[-1]) == cached[1] + cached[2]
+
+
+def test_generate_logprobs_equal_the_models_own_distribution(client):
+    """Through the service (continuous batch, chunked prefill): each generated token's logprob
+    and top alternatives equal a plain forward of prompt + generated tokens."""
+    import torch
+    prompt = list(range(40, 90))
+    r = client.post("/v1/generate", json={"input_ids": prompt, "max_new_tokens": 6, "temperature": 0.7,
+                                          "seed": 3, "logprobs": 3, "ignore_eos": True}).json()
+    ids = r["token_ids"]
+    assert len(r["logprobs"]) == len(ids) == 6
+    lm = client.app.state.service.runtimes["lfm2"].served.lm
+    with torch.inference_mode():
+        lp = torch.log_softmax(lm(torch.tensor([prompt + ids])).float(), -1)[0]
+    for i, (tok, got) in enumerate(zip(ids, r["logprobs"])):
+        want = lp[len(prompt) - 1 + i]
+        assert got["token_id"] == tok and abs(got["logprob"] - want[tok].item()) < 1e-4
+        top_v, top_i = want.topk(3)
+        assert [t["token_id"] for t in got["top"]] == top_i.tolist()
+        assert [t["logprob"] for t in got["top"]] == pytest.approx(top_v.tolist(), abs=1e-4)

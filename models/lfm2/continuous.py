@@ -29,6 +29,8 @@ from .generation import _check_args, sample_next
 from .prefill import Prefill
 from .slots import SlotDecoder
 
+MAX_TOP_LOGPROBS = 20    # most likely tokens reported per generated token, at most
+
 
 @dataclass(eq=False)
 class Sequence:
@@ -46,6 +48,10 @@ class Sequence:
     generator: torch.Generator | None = None
     cancelled: bool = False
     cached_tokens: int = 0                            # prompt tokens restored from a prefix cache
+    # None: off; k: each generated token's log-probability under the model (the raw
+    # distribution, before temperature / top-k / top-p) and the k most likely tokens'
+    token_logprobs: list = field(default_factory=list)   # [(logprob, [(token, logprob)] * k)]
+    logprobs: int | None = None
 
     def record(self, token: int) -> None:
         """Append a generated token; done at a stop token or at max_new_tokens."""
@@ -96,6 +102,9 @@ class ContinuousBatch:
             raise ValueError(f"prompt must be a non-empty list of token ids in [0, {cfg.vocab_size})")
         _check_args(seq.max_new_tokens, seq.temperature, seq.top_k, seq.top_p, seq.stop_token_ids,
                     cfg.vocab_size)
+        if seq.logprobs is not None and (isinstance(seq.logprobs, bool) or not isinstance(seq.logprobs, int)
+                                         or not 0 <= seq.logprobs <= min(MAX_TOP_LOGPROBS, cfg.vocab_size)):
+            raise ValueError(f"logprobs must be None or an int in [0, {MAX_TOP_LOGPROBS}], got {seq.logprobs!r}")
         if len(seq.prompt) + seq.max_new_tokens > self.decoder.max_length:
             raise ValueError(f"prompt ({len(seq.prompt)} tokens) + max_new_tokens ({seq.max_new_tokens}) "
                              f"exceeds this batch's max_length {self.decoder.max_length}")
@@ -175,10 +184,28 @@ class ContinuousBatch:
                 if s.temperature != 0.0:
                     picked[i] = sample_next(logits[i:i + 1], s.temperature, s.top_k, s.top_p, s.generator)[0]
             self.decoder.set_next([s.row for s in seqs], picked)
+            self._logprobs(seqs, logits, picked)
             tokens = picked.tolist()
         for s, t in zip(seqs, tokens):
             s.record(t)
         return list(zip(seqs, tokens))
+
+    @staticmethod
+    def _logprobs(seqs: list[Sequence], logits: torch.Tensor, picked: torch.Tensor) -> None:
+        """Record the picked tokens' log-probabilities (and the top k) for the sequences that
+        asked; one log_softmax over their rows."""
+        want = [i for i, s in enumerate(seqs) if s.logprobs is not None]
+        if not want:
+            return
+        idx = torch.tensor(want, device=logits.device)
+        lp = torch.log_softmax(logits[idx].float(), dim=-1)                     # (W, V)
+        chosen = lp.gather(1, picked[idx, None])[:, 0].tolist()
+        k = max(seqs[i].logprobs for i in want)
+        top_v, top_i = lp.topk(k, dim=-1) if k else (lp[:, :0], lp[:, :0].long())
+        top_v, top_i = top_v.tolist(), top_i.tolist()
+        for j, i in enumerate(want):
+            kk = seqs[i].logprobs
+            seqs[i].token_logprobs.append((chosen[j], list(zip(top_i[j][:kk], top_v[j][:kk]))))
 
     def _drop_cancelled(self):
         for s in [*self.rows, *self.waiting, *self.joining]:

@@ -41,6 +41,7 @@ class Plan:
     sampling: dict[str, Any]
     stop: list[str]
     ignore_eos: bool = False
+    logprobs: Optional[int] = None
     t_start: float = field(default_factory=time.perf_counter)
 
 
@@ -88,7 +89,7 @@ class GenerateHandler:
         if any(not x for x in stop) or len(stop) > 16 or any(len(x) > 256 for x in stop):
             raise ValueError("stop: expected up to 16 non-empty strings of at most 256 characters")
         sampling = {"temperature": req.temperature, "top_k": req.top_k, "top_p": req.top_p, "seed": req.seed}
-        return Plan(ids, impl, req.max_new_tokens, sampling, stop, req.ignore_eos)
+        return Plan(ids, impl, req.max_new_tokens, sampling, stop, req.ignore_eos, req.logprobs)
 
     async def events(self, plan: Plan) -> AsyncIterator[dict[str, Any]]:
         """Yields {"token_id", "text"} per token, then one final summary dict.
@@ -109,7 +110,7 @@ class GenerateHandler:
                 pass
 
         seq = Sequence(plan.ids, plan.max_new_tokens, stop_token_ids=(eos,) if eos is not None else (),
-                       **plan.sampling)
+                       logprobs=plan.logprobs, **plan.sampling)
         ticket = self.scheduler.submit(seq, plan.impl, put)
         labels = (self.rt.name, plan.impl)
         m = self.rt.metrics
@@ -154,7 +155,11 @@ class GenerateHandler:
                 m.prefix_cached_tokens.labels(*labels).inc(cached)
             if n > 1 and t_first is not None:
                 m.tpot.labels(*labels).observe((time.perf_counter() - t_first) / (n - 1))
-        yield {"done": True, "text": text, "token_ids": ids, "finish_reason": finish,
-               "usage": {"prompt_tokens": len(plan.ids), "completion_tokens": n,
-                         "cached_tokens": getattr(seq, "cached_tokens", 0)}}
+        final = {"done": True, "text": text, "token_ids": ids, "finish_reason": finish,
+                 "usage": {"prompt_tokens": len(plan.ids), "completion_tokens": n,
+                           "cached_tokens": getattr(seq, "cached_tokens", 0)}}
+        if plan.logprobs is not None:   # ids are a prefix of the generated tokens (no eos, nothing after a stop)
+            final["logprobs"] = [{"token_id": t, "logprob": lp, "top": [{"token_id": i, "logprob": v} for i, v in top]}
+                                 for t, (lp, top) in zip(ids, seq.token_logprobs)]
+        yield final
 
