@@ -31,25 +31,26 @@ def _choice(index: int, text: str, finish_reason, logprobs=None) -> dict:
     return {"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
-def _completion_logprobs(tokenizer, final: dict, top: int) -> dict:
-    """The legacy completions shape: token strings, their logprobs, top alternatives as
-    {token: logprob}, and each token's offset in the completion text."""
-    lps = final["logprobs"]
+def _completion_logprobs(tokenizer, lps: list[dict], top: int, offset: int = 0) -> dict:
+    """The legacy completions shape of logprob entries (a reply's, or a chunk's): token
+    strings, their logprobs, top alternatives as {token: logprob}, and each token's offset in
+    the completion text (the chunk's tokens start at `offset`)."""
     tokens = [tokenizer.decode([t["token_id"]]) for t in lps]
     return {"tokens": tokens, "token_logprobs": [t["logprob"] for t in lps],
             "top_logprobs": [{tokenizer.decode([x["token_id"]]): x["logprob"] for x in t["top"]} for t in lps]
             if top else None,
-            "text_offset": list(itertools.accumulate((len(t) for t in tokens[:-1]), initial=0))}
+            "text_offset": list(itertools.accumulate((len(t) for t in tokens[:-1]), initial=offset))}
 
 
-def _chat_logprobs(tokenizer, final: dict) -> dict:
-    """The chat shape: per token its text, logprob, UTF-8 bytes and top alternatives."""
+def _chat_logprobs(tokenizer, lps: list[dict]) -> dict:
+    """The chat shape of logprob entries: per token its text, logprob, UTF-8 bytes and top
+    alternatives."""
     def entry(token_id: int, logprob: float) -> dict:
         text = tokenizer.decode([token_id])
         return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
     return {"content": [{**entry(t["token_id"], t["logprob"]),
                          "top_logprobs": [entry(x["token_id"], x["logprob"]) for x in t["top"]]}
-                        for t in final["logprobs"]]}
+                        for t in lps]}
 
 
 def _usage(finals: list[dict]) -> dict:
@@ -165,13 +166,21 @@ async def completions(body: CompletionRequest, request: Request):
             "model": handler.rt.name}
     if not body.stream:
         finals = await _finals(streams, firsts)
-        logprobs = [None if body.logprobs is None else _completion_logprobs(handler.tokenizer, f, body.logprobs)
-                    for f in finals]
+        logprobs = [None if body.logprobs is None else
+                    _completion_logprobs(handler.tokenizer, f["logprobs"], body.logprobs) for f in finals]
         return {**head, "choices": [_choice(i, f["text"], f["finish_reason"], logprobs[i])
                                     for i, f in enumerate(finals)], "usage": _usage(finals)}
+    offsets = [0] * body.n   # per choice: where its next token's text starts
+
+    def token_chunk(i: int, event: dict) -> dict:
+        logprobs = None
+        if body.logprobs is not None:
+            logprobs = _completion_logprobs(handler.tokenizer, event["logprobs"], body.logprobs, offsets[i])
+            offsets[i] += sum(len(t) for t in logprobs["tokens"])
+        return {**head, "choices": [_choice(i, event["text"], None, logprobs)]}
+
     return _sse_choices(
-        streams, firsts,
-        lambda i, event: {**head, "choices": [_choice(i, event["text"], None)]},
+        streams, firsts, token_chunk,
         lambda i, final: {**head, "choices": [_choice(i, "", final["finish_reason"])]},
         lambda finals: [{**head, "choices": [], "usage": _usage(finals)}] if body.include_usage else [])
 
@@ -201,7 +210,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     if not body.stream:
         finals = await _finals(streams, firsts)
         choices = [{"index": i, "message": {"role": "assistant", "content": f["text"]},
-                    "logprobs": _chat_logprobs(handler.tokenizer, f) if body.logprobs else None,
+                    "logprobs": _chat_logprobs(handler.tokenizer, f["logprobs"]) if body.logprobs else None,
                     "finish_reason": f["finish_reason"]} for i, f in enumerate(finals)]
         return {**head, "choices": choices, "usage": _usage(finals)}
     head["object"] = "chat.completion.chunk"
@@ -213,8 +222,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         opened.add(i)
         return {"role": "assistant", "content": text}
 
+    def token_chunk(i: int, event: dict) -> dict:
+        chunk = _chat_chunk(head, i, delta(i, event["text"]))
+        if body.logprobs:
+            chunk["choices"][0]["logprobs"] = _chat_logprobs(handler.tokenizer, event["logprobs"])
+        return chunk
+
     return _sse_choices(
-        streams, firsts,
-        lambda i, event: _chat_chunk(head, i, delta(i, event["text"])),
+        streams, firsts, token_chunk,
         lambda i, final: _chat_chunk(head, i, {} if i in opened else delta(i, ""), final["finish_reason"]),
         lambda finals: [{**head, "choices": [], "usage": _usage(finals)}] if body.include_usage else [])

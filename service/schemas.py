@@ -108,7 +108,7 @@ class GenerateRequest(BaseModel):
     depthwise_impl: Optional[ImplName] = None
     logprobs: Optional[int] = Field(None, ge=0, le=20, description="each generated token's log-probability "
                                     "(the model's distribution, before temperature/top-k/top-p) and this many "
-                                    "most likely alternatives; in the final event when streaming")
+                                    "most likely alternatives; streamed, each event carries those of the tokens its text completes")
 
 
 class TopLogprob(BaseModel):

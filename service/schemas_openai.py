@@ -3,7 +3,7 @@
 /v1/generate's GenerateRequest (a chat through the model's chat template, models/lfm2/chat.py),
 so it has the same limits, validation and continuous batching.
 
-Fields OpenAI defines but dwserve cannot honour (best_of, logprobs while streaming, echo,
+Fields OpenAI defines but dwserve cannot honour (best_of, echo,
 penalties, logit_bias, suffix) are accepted only at their no-op values and otherwise
 answered with a 400 that names them; unknown fields are a 422, like every dwserve route.
 """
@@ -73,7 +73,6 @@ class CompletionRequest(_SamplingRequest):
 
     def unsupported(self) -> list[str]:
         bad = self._unsupported((("best_of", self.best_of in (None, self.n)),
-                                 ("logprobs with stream", self.logprobs is None or not self.stream),
                                  ("echo", not self.echo), ("suffix", not self.suffix)))
         if isinstance(self.prompt, list) and self.prompt and isinstance(self.prompt[0], (str, list)) \
                 and len(self.prompt) != 1:
@@ -125,7 +124,6 @@ class ChatCompletionRequest(_SamplingRequest):
 
     def unsupported(self) -> list[str]:
         return self._unsupported((
-            ("logprobs with stream", not (self.logprobs and self.stream)),
             ("top_logprobs without logprobs: true", self.top_logprobs is None or bool(self.logprobs)),
             ("tools", not self.tools), ("tool_choice", self.tool_choice in (None, "none")),
             ("response_format", self.response_format in (None, {"type": "text"}))))

@@ -71,7 +71,6 @@ def test_stream_with_usage(client):
 @pytest.mark.parametrize("kwargs, error, needle", [
     pytest.param(dict(n=9), "BadRequestError", "DWSERVE_MAX_CHOICES", id="n-above-limit"),
     pytest.param(dict(n=2, best_of=3), "BadRequestError", "best_of", id="best_of"),
-    pytest.param(dict(logprobs=3, stream=True), "BadRequestError", "logprobs with stream", id="logprobs-stream"),
     pytest.param(dict(logprobs=21), "UnprocessableEntityError", "logprobs", id="logprobs-21"),
     pytest.param(dict(echo=True), "BadRequestError", "echo", id="echo"),
     pytest.param(dict(prompt=["a", "b"]), "BadRequestError", "one prompt per request", id="two-prompts"),
@@ -151,7 +150,6 @@ def test_chat_stream_with_usage(client):
 
 @pytest.mark.parametrize("kwargs, error, needle", [
     pytest.param(dict(n=9), "BadRequestError", "DWSERVE_MAX_CHOICES", id="n-above-limit"),
-    pytest.param(dict(logprobs=True, stream=True), "BadRequestError", "logprobs with stream", id="logprobs-stream"),
     pytest.param(dict(top_logprobs=2), "BadRequestError", "top_logprobs without logprobs", id="top-without"),
     pytest.param(dict(tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]),
                  "BadRequestError", "tools", id="tools"),
@@ -235,3 +233,29 @@ def test_generate_logprobs_and_stop_string(server):
     assert r["text"] == "def" and [t["token_id"] for t in r["logprobs"]] == r["token_ids"]
     assert r["logprobs"][0] == {"token_id": r["token_ids"][0], "logprob": -0.5,
                                 "top": [{"token_id": r["token_ids"][0], "logprob": -0.5}]}
+
+
+def test_streamed_logprobs_add_up_to_the_replys(client):
+    """Each chunk carries the logprobs of the tokens its text completes; together, the reply's."""
+    args = dict(model="lfm2", prompt="abc", max_tokens=6, temperature=0, logprobs=2, stop=["h"])
+    whole = client.completions.create(**args).choices[0].logprobs
+    chunks = [c for c in client.completions.create(**args, stream=True) if c.choices and c.choices[0].logprobs]
+    assert sum((c.choices[0].logprobs.tokens for c in chunks), []) == whole.tokens
+    assert sum((c.choices[0].logprobs.text_offset for c in chunks), []) == whole.text_offset
+    assert sum((c.choices[0].logprobs.top_logprobs for c in chunks), []) == whole.top_logprobs
+    chat = dict(model="lfm2", messages=CHAT, max_tokens=4, temperature=0, logprobs=True, top_logprobs=1)
+    whole = client.chat.completions.create(**chat).choices[0].logprobs.content
+    streamed = [e for c in client.chat.completions.create(**chat, stream=True)
+                if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert [(e.token, e.logprob, [t.token for t in e.top_logprobs]) for e in streamed] == \
+           [(e.token, e.logprob, [t.token for t in e.top_logprobs]) for e in whole]
+
+
+def test_generate_stream_events_carry_logprobs(server):
+    import json as _json
+    body = {"prompt": "abc", "max_new_tokens": 5, "logprobs": 0, "stream": True}
+    with httpx.stream("POST", server + "/v1/generate", json=body) as r:
+        events = [_json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    final = events[-1]
+    assert final["done"] and [e["token_id"] for e in final["logprobs"]] == final["token_ids"]
+    assert sum((e["logprobs"] for e in events[:-1]), []) == final["logprobs"]

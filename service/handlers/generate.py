@@ -116,6 +116,20 @@ class GenerateHandler:
         m = self.rt.metrics
         ids: list[int] = []
         sent, text, finish, t_first = 0, "", "length", None
+        carried = 0   # tokens whose logprobs an event has carried
+
+        def entry(i: int) -> dict:   # the i-th generated token's logprobs (recorded before it is sent)
+            lp, top = seq.token_logprobs[i]
+            return {"token_id": ids[i], "logprob": lp, "top": [{"token_id": t, "logprob": v} for t, v in top]}
+
+        def piece(token_id, text_piece: str) -> dict:
+            """A streamed piece; with logprobs, those of the tokens its text completes."""
+            nonlocal carried
+            event = {"token_id": token_id, "text": text_piece}
+            if plan.logprobs is not None:
+                event["logprobs"], carried = [entry(i) for i in range(carried, len(ids))], len(ids)
+            return event
+
         hold = max((len(x) for x in plan.stop), default=1) - 1
         try:
             while True:
@@ -141,10 +155,10 @@ class GenerateHandler:
                     continue
                 end = sendable(text, hold)
                 if end > sent:
-                    yield {"token_id": value, "text": text[sent:end]}
+                    yield piece(value, text[sent:end])
                     sent = end
-            if sent < len(text):
-                yield {"token_id": ids[-1] if ids else None, "text": text[sent:]}
+            if sent < len(text) or carried < len(ids) and plan.logprobs is not None:
+                yield piece(ids[-1] if ids else None, text[sent:])
         finally:
             if not seq.done:  # client gone, timeout or error: its row is freed before the next step
                 self.scheduler.cancel(ticket)
@@ -159,7 +173,6 @@ class GenerateHandler:
                  "usage": {"prompt_tokens": len(plan.ids), "completion_tokens": n,
                            "cached_tokens": getattr(seq, "cached_tokens", 0)}}
         if plan.logprobs is not None:   # ids are a prefix of the generated tokens (no eos, nothing after a stop)
-            final["logprobs"] = [{"token_id": t, "logprob": lp, "top": [{"token_id": i, "logprob": v} for i, v in top]}
-                                 for t, (lp, top) in zip(ids, seq.token_logprobs)]
+            final["logprobs"] = [entry(i) for i in range(len(ids))]
         yield final
 
