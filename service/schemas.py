@@ -106,6 +106,10 @@ class GenerateRequest(BaseModel):
                              "(fixed-length outputs for load tests)")
     stream: bool = False
     depthwise_impl: Optional[ImplName] = None
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="subtracted from the logit of every "
+                                    "token generated so far (OpenAI's)")
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="times how often it was generated")
+    logit_bias: Optional[dict[int, float]] = Field(None, description="token id -> added to its logit, -100..100")
     logprobs: Optional[int] = Field(None, ge=0, le=20, description="each generated token's log-probability "
                                     "(the model's distribution, before temperature/top-k/top-p) and this many "
                                     "most likely alternatives; streamed, each event carries those of the tokens its text completes")

@@ -4,7 +4,7 @@
 so it has the same limits, validation and continuous batching.
 
 Fields OpenAI defines but dwserve cannot honour (best_of, echo,
-penalties, logit_bias, suffix) are accepted only at their no-op values and otherwise
+suffix, tools, response formats) are accepted only at their no-op values and otherwise
 answered with a 400 that names them; unknown fields are a 422, like every dwserve route.
 """
 from __future__ import annotations
@@ -38,20 +38,18 @@ class _SamplingRequest(BaseModel):
     depthwise_impl: Optional[ImplName] = Field(None, description="extension: the depthwise impl to run")
     user: Optional[str] = None
     n: int = Field(1, ge=1, description="choices: n sequences of the continuous batch (seed + i each)")
-    # OpenAI fields with a single supported value:
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    logit_bias: Optional[dict[str, float]] = None
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    logit_bias: Optional[dict[int, float]] = Field(None, description="token id -> added to its logit, -100..100")
 
     def _unsupported(self, extra: tuple[tuple[str, bool], ...]) -> list[str]:
         """Fields set to something dwserve cannot do."""
-        return [name for name, ok in (
-            ("presence_penalty", self.presence_penalty == 0.0),
-            ("frequency_penalty", self.frequency_penalty == 0.0), ("logit_bias", not self.logit_bias),
-            *extra) if not ok]
+        return [name for name, ok in extra if not ok]
 
     def _generate(self, max_new_tokens: int, logprobs: Optional[int], **prompt) -> GenerateRequest:
         return GenerateRequest(**prompt, max_new_tokens=max_new_tokens, logprobs=logprobs,
+                               presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
+                               logit_bias=self.logit_bias,
                                temperature=self.temperature, top_k=self.top_k,
                                top_p=None if self.top_p >= 1.0 else self.top_p, seed=self.seed,
                                stop=self.stop, ignore_eos=self.ignore_eos, stream=self.stream,

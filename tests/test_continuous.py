@@ -287,3 +287,41 @@ def test_logprobs_are_the_models_distribution_and_checked(model):
     for bad in (-1, 21, True, 2.0):
         with pytest.raises(ValueError, match="logprobs"):
             engine.add(Sequence([1], max_new_tokens=1, logprobs=bad))
+
+
+def _adjusted_greedy(model, prompt, n, presence=0.0, frequency=0.0, bias=None):
+    """Independent reference: a full forward per token, OpenAI's adjustments written out."""
+    out = []
+    for _ in range(n):
+        with torch.inference_mode():
+            logits = model(torch.tensor([prompt + out])).float()[0, -1]
+        logits = logits.clone()   # a normal tensor, for the in-place adjustments below
+        for j in set(out):
+            logits[j] -= presence + frequency * out.count(j)
+        for j, b in (bias or {}).items():
+            logits[j] += b
+        out.append(int(logits.argmax()))
+    return out
+
+
+def test_penalties_and_logit_bias_as_openai_defines_them(model):
+    engine = ContinuousBatch(model, capacity=3, max_length=40)
+    cases = [dict(presence=1.5), dict(frequency=2.0), dict(presence=-2.0, frequency=0.5),
+             dict(bias={5: 100.0}), dict(frequency=1.0, bias={7: 3.0, 11: -100.0})]
+    seqs = []
+    for i, c in enumerate(cases):
+        seqs.append(engine.add(Sequence([2 + i, 9, 4], max_new_tokens=8, presence_penalty=c.get("presence", 0.0),
+                                        frequency_penalty=c.get("frequency", 0.0), logit_bias=c.get("bias"))))
+    plain = engine.add(Sequence([2, 9, 4], max_new_tokens=8))
+    while engine.busy:
+        engine.step()
+    for s, c in zip(seqs, cases):
+        assert s.tokens == _adjusted_greedy(model, s.prompt, 8, c.get("presence", 0.0), c.get("frequency", 0.0),
+                                            c.get("bias")), c
+    assert seqs[3].tokens == [5] * 8                      # +100: always that token
+    assert 11 not in seqs[4].tokens
+    assert seqs[0].tokens != plain.tokens or len(set(plain.tokens)) == 8   # the penalty changed something
+    for bad, match in ((dict(presence_penalty=2.5), "presence_penalty"), (dict(frequency_penalty=True), "frequency"),
+                       (dict(logit_bias={97: 1.0}), "token ids"), (dict(logit_bias={3: 101.0}), "logit_bias")):
+        with pytest.raises(ValueError, match=match):
+            engine.add(Sequence([1], max_new_tokens=1, **bad))

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .decoding import use_cuda_graph
+from . import logit_processing
 from .generation import _check_args, sample_next
 from .prefill import Prefill
 from .slots import SlotDecoder
@@ -52,6 +53,11 @@ class Sequence:
     # distribution, before temperature / top-k / top-p) and the k most likely tokens'
     token_logprobs: list = field(default_factory=list)   # [(logprob, [(token, logprob)] * k)]
     logprobs: int | None = None
+    # OpenAI's logit adjustments (logit_processing.py): penalties on tokens generated so far,
+    # and a bias per token id
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] | None = None
 
     def record(self, token: int) -> None:
         """Append a generated token; done at a stop token or at max_new_tokens."""
@@ -105,6 +111,7 @@ class ContinuousBatch:
         if seq.logprobs is not None and (isinstance(seq.logprobs, bool) or not isinstance(seq.logprobs, int)
                                          or not 0 <= seq.logprobs <= min(MAX_TOP_LOGPROBS, cfg.vocab_size)):
             raise ValueError(f"logprobs must be None or an int in [0, {MAX_TOP_LOGPROBS}], got {seq.logprobs!r}")
+        logit_processing.check(seq, cfg.vocab_size)
         if len(seq.prompt) + seq.max_new_tokens > self.decoder.max_length:
             raise ValueError(f"prompt ({len(seq.prompt)} tokens) + max_new_tokens ({seq.max_new_tokens}) "
                              f"exceeds this batch's max_length {self.decoder.max_length}")
@@ -173,16 +180,18 @@ class ContinuousBatch:
         return group, None
 
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[tuple[Sequence, int]]:
-        """One token per sequence from its row of logits (V,), each with its own generator."""
+        """One token per sequence from its row of logits (V,), each with its own generator,
+        after its adjustments (penalties, logit_bias); logprobs are of the raw logits."""
         with torch.inference_mode():
+            adjusted = logit_processing.apply(seqs, logits)
             greedy = [i for i, s in enumerate(seqs) if s.temperature == 0.0]
             picked = torch.empty(len(seqs), dtype=torch.long, device=logits.device)
             if greedy:
                 idx = torch.tensor(greedy, device=logits.device)
-                picked[idx] = logits[idx].argmax(-1)
+                picked[idx] = adjusted[idx].argmax(-1)
             for i, s in enumerate(seqs):
                 if s.temperature != 0.0:
-                    picked[i] = sample_next(logits[i:i + 1], s.temperature, s.top_k, s.top_p, s.generator)[0]
+                    picked[i] = sample_next(adjusted[i:i + 1], s.temperature, s.top_k, s.top_p, s.generator)[0]
             self.decoder.set_next([s.row for s in seqs], picked)
             self._logprobs(seqs, logits, picked)
             tokens = picked.tolist()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, AsyncIterator, Optional
 
 from ..generation import GenerationScheduler
@@ -88,7 +89,11 @@ class GenerateHandler:
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         if any(not x for x in stop) or len(stop) > 16 or any(len(x) > 256 for x in stop):
             raise ValueError("stop: expected up to 16 non-empty strings of at most 256 characters")
-        sampling = {"temperature": req.temperature, "top_k": req.top_k, "top_p": req.top_p, "seed": req.seed}
+        sampling = {"temperature": req.temperature, "top_k": req.top_k, "top_p": req.top_p, "seed": req.seed,
+                    "presence_penalty": req.presence_penalty, "frequency_penalty": req.frequency_penalty,
+                    "logit_bias": req.logit_bias}
+        from models.lfm2 import logit_processing   # 400s naming the field, before any queueing
+        logit_processing.check(SimpleNamespace(**sampling), self.vocab_size)
         return Plan(ids, impl, req.max_new_tokens, sampling, stop, req.ignore_eos, req.logprobs)
 
     async def events(self, plan: Plan) -> AsyncIterator[dict[str, Any]]:

@@ -1,6 +1,7 @@
-"""Prefix caching through the service, on the real lfm2-demo model: a repeated system prompt
-is restored from the cache (usage and /metrics say how many tokens), and the answer is the one
-computed without it."""
+"""The language-model routes in-process on the real lfm2-demo model, each against an
+independent computation: prefix caching (a repeated system prompt restored, the same answer,
+usage and /metrics), logprobs (equal to a plain forward of prompt + tokens), and OpenAI's
+penalties and logit_bias (equal to a loop that writes the formula out)."""
 import time
 
 import pytest
@@ -67,3 +68,29 @@ def test_generate_logprobs_equal_the_models_own_distribution(client):
         top_v, top_i = want.topk(3)
         assert [t["token_id"] for t in got["top"]] == top_i.tolist()
         assert [t["logprob"] for t in got["top"]] == pytest.approx(top_v.tolist(), abs=1e-4)
+
+
+def test_penalties_and_logit_bias_through_the_service(client):
+    """The real model behind /v1/generate and the OpenAI routes: the adjusted greedy tokens
+    are those of an independent loop (a forward per token, OpenAI's formula written out)."""
+    import torch
+    lm = client.app.state.service.runtimes["lfm2"].served.lm
+    prompt = [72, 101, 108, 108, 111]
+    r = client.post("/v1/generate", json={"input_ids": prompt, "max_new_tokens": 6, "frequency_penalty": 1.5,
+                                          "presence_penalty": 0.5, "logit_bias": {"32": 2.0}, "ignore_eos": True})
+    out = []
+    for _ in range(6):
+        with torch.inference_mode():
+            logits = lm(torch.tensor([prompt + out])).float()[0, -1]
+        logits = logits.clone()
+        for j in set(out):
+            logits[j] -= 0.5 + 1.5 * out.count(j)
+        logits[32] += 2.0
+        out.append(int(logits.argmax()))
+    assert r.json()["token_ids"] == out
+    chat = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
+                                                     "temperature": 0, "logit_bias": {"65": 100}, "ignore_eos": True})
+    assert chat.json()["choices"][0]["message"]["content"] == "AAAA"
+    bad = client.post("/v1/completions", json={"prompt": "a", "max_tokens": 2, "logit_bias": {"99999": 1}})
+    assert bad.status_code == 400 and "token ids must be in" in bad.json()["error"]
+    assert client.post("/v1/completions", json={"prompt": "a", "max_tokens": 2, "presence_penalty": 3}).status_code == 422
