@@ -322,6 +322,7 @@ def test_penalties_and_logit_bias_as_openai_defines_them(model):
     assert 11 not in seqs[4].tokens
     assert seqs[0].tokens != plain.tokens or len(set(plain.tokens)) == 8   # the penalty changed something
     for bad, match in ((dict(presence_penalty=2.5), "presence_penalty"), (dict(frequency_penalty=True), "frequency"),
-                       (dict(logit_bias={97: 1.0}), "token ids"), (dict(logit_bias={3: 101.0}), "logit_bias")):
+                       (dict(logit_bias={97: 1.0}), "token ids"), (dict(logit_bias={3: 101.0}), "logit_bias"),
+                       (dict(logit_bias=dict.fromkeys(range(301), 1.0)), "at most 300")):
         with pytest.raises(ValueError, match=match):
             engine.add(Sequence([1], max_new_tokens=1, **bad))

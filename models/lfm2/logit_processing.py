@@ -12,6 +12,7 @@ import torch
 
 PENALTY_RANGE = (-2.0, 2.0)
 BIAS_RANGE = (-100.0, 100.0)
+MAX_BIASED_TOKENS = 300     # logit_bias entries per sequence (applied at every step)
 
 
 def check(seq, vocab_size: int) -> None:
@@ -21,6 +22,8 @@ def check(seq, vocab_size: int) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
                 or not PENALTY_RANGE[0] <= value <= PENALTY_RANGE[1]:
             raise ValueError(f"{name} must be a number in [{PENALTY_RANGE[0]}, {PENALTY_RANGE[1]}], got {value!r}")
+    if seq.logit_bias is not None and (not isinstance(seq.logit_bias, dict) or len(seq.logit_bias) > MAX_BIASED_TOKENS):
+        raise ValueError(f"logit_bias: expected a map of at most {MAX_BIASED_TOKENS} token ids to biases")
     for token, bias in (seq.logit_bias or {}).items():
         if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < vocab_size:
             raise ValueError(f"logit_bias: token ids must be in [0, {vocab_size}), got {token!r}")
