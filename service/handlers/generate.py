@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, AsyncIterator, Optional
 
+from models.lfm2 import logit_processing
+
 from ..generation import GenerationScheduler
 from ..runtime import ModelRuntime
 from ..schemas import GenerateRequest
@@ -92,8 +94,7 @@ class GenerateHandler:
         sampling = {"temperature": req.temperature, "top_k": req.top_k, "top_p": req.top_p, "seed": req.seed,
                     "presence_penalty": req.presence_penalty, "frequency_penalty": req.frequency_penalty,
                     "logit_bias": req.logit_bias}
-        from models.lfm2 import logit_processing   # 400s naming the field, before any queueing
-        logit_processing.check(SimpleNamespace(**sampling), self.vocab_size)
+        logit_processing.check(SimpleNamespace(**sampling), self.vocab_size)   # a 400 before any queueing
         return Plan(ids, impl, req.max_new_tokens, sampling, stop, req.ignore_eos, req.logprobs)
 
     async def events(self, plan: Plan) -> AsyncIterator[dict[str, Any]]:
