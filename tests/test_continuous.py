@@ -326,3 +326,30 @@ def test_penalties_and_logit_bias_as_openai_defines_them(model):
                        (dict(logit_bias=dict.fromkeys(range(301), 1.0)), "at most 300")):
         with pytest.raises(ValueError, match=match):
             engine.add(Sequence([1], max_new_tokens=1, **bad))
+
+
+def test_equal_prompts_are_prefilled_once(model):
+    """n choices / repeated requests: one prefill row per distinct prompt, each sequence still
+    gets what it gets alone (its own sampler)."""
+    engine = ContinuousBatch(model, capacity=6, max_length=40)
+    prompt = [4, 8, 15, 16, 23, 42]
+    seqs = [Sequence(list(prompt), max_new_tokens=7, temperature=0.9, seed=s) for s in (1, 2, 3)]
+    seqs += [Sequence(list(prompt), max_new_tokens=5), Sequence([1, 2], max_new_tokens=4, temperature=0.5, seed=9)]
+    want = [alone(model, s) for s in seqs]
+    prefill_rows = []
+    real = slots_mod.SlotDecoder.attach
+
+    def recording(self, prefill, src_rows=None):
+        prefill_rows.append((prefill.rows, list(src_rows or [])))
+        return real(self, prefill, src_rows)
+
+    slots_mod.SlotDecoder.attach = recording
+    try:
+        for s in seqs:
+            engine.add(s)
+        while engine.busy:
+            engine.step()
+    finally:
+        slots_mod.SlotDecoder.attach = real
+    assert [s.tokens for s in seqs] == want
+    assert prefill_rows == [(2, [0, 0, 0, 0, 1])]

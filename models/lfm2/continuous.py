@@ -84,6 +84,7 @@ class ContinuousBatch:
         self.waiting: collections.deque[Sequence] = collections.deque()
         self.rows: list[Sequence] = []       # rows[r] is the sequence in decoder row r
         self.joining: list[Sequence] = []    # the group being prefilled (rows reserved for it)
+        self.joining_rows: list[int] = []    # joining[i]'s row in the prefill (its prompt's first)
         self.prefill: Prefill | None = None
 
     @property
@@ -144,17 +145,19 @@ class ContinuousBatch:
             self.joining, hit = self._admit()
             if hit is not None:
                 self.joining[0].cached_tokens = hit[1]
-            if self.joining:
-                self.prefill = Prefill(self.model, [s.prompt for s in self.joining], self.prefill_chunk,
+            if self.joining:   # equal prompts (n choices, repeated requests) are prefilled once
+                unique: dict[tuple[int, ...], int] = {}
+                self.joining_rows = [unique.setdefault(tuple(s.prompt), len(unique)) for s in self.joining]
+                self.prefill = Prefill(self.model, [list(p) for p in unique], self.prefill_chunk,
                                        self.prefix_cache, hit)
         if self.prefill is not None:
             logits = self.prefill.advance()                            # one chunk (or all)
             if logits is not None:
-                for s, r in zip(self.joining, self.decoder.attach(self.prefill)):
+                for s, r in zip(self.joining, self.decoder.attach(self.prefill, self.joining_rows)):
                     s.row = r
                 self.rows += self.joining
                 keep = [i for i, s in enumerate(self.joining) if not s.done]   # not cancelled meanwhile
-                out += self._sample([self.joining[i] for i in keep], logits[keep])
+                out += self._sample([self.joining[i] for i in keep], logits[[self.joining_rows[i] for i in keep]])
                 self.joining, self.prefill = [], None
         self._retire_finished()
         return out

@@ -146,25 +146,30 @@ class SlotDecoder:
         logits = prefill.advance()
         return self.attach(prefill), logits
 
-    def attach(self, prefill: Prefill) -> list[int]:
+    def attach(self, prefill: Prefill, src_rows: list[int] | None = None) -> list[int]:
         """A finished Prefill's cache moves into the next free rows -> their indices. Each row
-        then sits at slot = the padded prompt width; its padding slots are never attended to."""
+        then sits at slot = the padded prompt width; its padding slots are never attended to.
+        src_rows: the prefill row each new row copies (one prompt prefilled once for several
+        sequences); default one row per prefill row."""
         if not prefill.finished:
             raise ValueError("attach: the prefill has columns left; advance() it to the end first")
-        m, width, src = prefill.rows, prefill.width, prefill.cache
+        width, src = prefill.width, prefill.cache
+        src_rows = list(range(prefill.rows)) if src_rows is None else src_rows
+        m = len(src_rows)
         self._check_room(m, width)
         lo, hi = self.live, self.live + m
         s = self.store
         with torch.inference_mode():
+            take = torch.tensor(src_rows, device=src.key_mask.device)
             self._reset_rows(lo, hi)
             for dst, part in zip(s.conv_states, src.conv_states):
                 if dst is not None:
-                    dst[lo:hi].copy_(part)                              # (m, C, K-1)
+                    dst[lo:hi].copy_(part[take])                        # (m, C, K-1)
             for dst, part in zip((*s.keys, *s.values), (*src.keys, *src.values)):
                 if dst is not None:
-                    dst[lo:hi, :, :width].copy_(part)                   # (m, Hkv, width, D)
-            s.key_mask[lo:hi, :width] = src.key_mask
-            s.positions[lo:hi] = src.positions
+                    dst[lo:hi, :, :width].copy_(part[take])             # (m, Hkv, width, D)
+            s.key_mask[lo:hi, :width] = src.key_mask[take]
+            s.positions[lo:hi] = src.positions[take]
             self.slot[lo:hi] = width
         self.lengths[lo:hi] = [width] * m
         self.live = hi
