@@ -177,7 +177,8 @@ def main(argv=None) -> int:
                "depthwise": ratios(servers["continuous"], servers["continuous-per_group"])}
     res = {"benchmark": "generate", "device": args.device, "torch": torch.__version__,
            "machine": f"{cpu_model()}, {torch.get_num_threads()} threads",
-           "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "args": vars(args),
+           "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+           "args": {k: v for k, v in vars(args).items() if k != "out"},   # no machine paths in results
            "servers": servers, "summary": summary}
     out, tag = Path(args.out), args.tag or args.device
     out.mkdir(parents=True, exist_ok=True)

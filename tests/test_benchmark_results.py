@@ -128,3 +128,13 @@ def test_markdown_and_plot_committed_beside_json():
     md = RESULTS.with_suffix(".md").read_text()
     assert "2-core" in md and "seed-c2048" in md
     assert RESULTS.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_committed_results_name_no_paths_of_the_machine_that_made_them():
+    """Results travel with the repo: an absolute path (an --out, a temp dir, a home) means
+    nothing on another machine."""
+    import re
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    pattern = re.compile(r'"(/work/|/tmp/|/root/|/home/|/Users/)')
+    offenders = [p.name for p in sorted(results.glob("*.json")) if pattern.search(p.read_text())]
+    assert not offenders, f"absolute paths in {offenders}"
