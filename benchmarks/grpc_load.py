@@ -10,12 +10,11 @@ shape (http_load.summarize).
 """
 from __future__ import annotations
 
-import threading
-import time
+import contextlib
 
 import numpy as np
 
-from benchmarks.http_load import server_timing, summarize
+from benchmarks.http_load import closed_loop, summarize
 
 # HTTP status a gRPC outcome counts as in the records (summarize keeps 200s).
 _STATUS = {"OK": 200, "INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "NOT_FOUND": 404,
@@ -40,31 +39,19 @@ def run_grpc_load(target: str, request, clients: int, duration: float, warmup: f
     import grpc
     from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-    records, lock = [], threading.Lock()
-    t_start = time.perf_counter()
-    t_measure, t_stop = t_start + warmup, t_start + warmup + duration
     limit = [("grpc.max_receive_message_length", 64 * 2**20), ("grpc.max_send_message_length", 64 * 2**20)]
 
-    def worker():
+    @contextlib.contextmanager
+    def sender():
         with grpc.insecure_channel(target, options=limit) as channel:
             infer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer
-            while (now := time.perf_counter()) < t_stop:
+
+            def send():
                 try:
                     _, call = infer.with_call(request, timeout=120)
-                    status, trailers = 200, dict(call.trailing_metadata() or ())
                 except grpc.RpcError as exc:
-                    status, trailers = _STATUS.get(exc.code().name, 500), {}
-                t1 = time.perf_counter()
-                if now >= t_measure:
-                    timing = server_timing(trailers.get("server-timing", ""))
-                    with lock:
-                        records.append((t1, t1 - now, status, timing.get("compute"), timing.get("queue"),
-                                        timing.get("batch")))
+                    return _STATUS.get(exc.code().name, 500), ""
+                return 200, dict(call.trailing_metadata() or ()).get("server-timing", "")
+            yield send
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    ok_ends = [r[0] for r in records if r[2] == 200]
-    return summarize(records, (max(ok_ends) - t_measure) if ok_ends else duration, clients)
+    return summarize(*closed_loop(sender, clients, duration, warmup), clients)

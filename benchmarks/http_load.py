@@ -16,6 +16,7 @@ sends on /infer); anything else is reported as a failed request.
 """
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -120,32 +121,25 @@ def _ok_count(records: list[tuple]) -> int:
     return sum(1 for r in records if r[2] == 200)
 
 
-def _load_window(url: str, request, clients: int, duration: float, warmup: float
-                 ) -> tuple[list[tuple], float]:
-    """-> (records of the measured window, its length in seconds)."""
-    path, body, headers = request
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    raw = encode_post(host, path, body, headers)
+def closed_loop(make_sender, clients: int, duration: float, warmup: float) -> tuple[list[tuple], float]:
+    """`clients` threads, each with its own sender (make_sender(): a context manager giving
+    send() -> (status, Server-Timing value)), sending back to back for warmup + duration
+    seconds -> (records of the measured window, its length in seconds). One loop for HTTP
+    (below) and gRPC (grpc_load.py)."""
     records, lock = [], threading.Lock()
     t_start = time.perf_counter()
     t_measure, t_stop = t_start + warmup, t_start + warmup + duration
 
     def worker():
-        client = KeepAliveClient(host, int(port))
-        try:
+        with make_sender() as send:
             while (now := time.perf_counter()) < t_stop:
-                try:
-                    status, reply, _ = client.post(raw)
-                except (OSError, ValueError, KeyError, IndexError):
-                    status, reply = 0, {}
+                status, timing_header = send()
                 t1 = time.perf_counter()
                 if now >= t_measure:
-                    timing = server_timing(reply.get("server-timing", ""))
+                    timing = server_timing(timing_header)
                     with lock:
                         records.append((t1, t1 - now, status, timing.get("compute"), timing.get("queue"),
                                         timing.get("batch")))
-        finally:
-            client.close()
 
     threads = [threading.Thread(target=worker) for _ in range(clients)]
     for t in threads:
@@ -154,6 +148,31 @@ def _load_window(url: str, request, clients: int, duration: float, warmup: float
         t.join()
     ok_ends = [r[0] for r in records if r[2] == 200]
     return records, (max(ok_ends) - t_measure) if ok_ends else duration
+
+
+def _load_window(url: str, request, clients: int, duration: float, warmup: float
+                 ) -> tuple[list[tuple], float]:
+    """-> (records of the measured window, its length in seconds)."""
+    path, body, headers = request
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    raw = encode_post(host, path, body, headers)
+
+    @contextlib.contextmanager
+    def sender():
+        client = KeepAliveClient(host, int(port))
+
+        def send():
+            try:
+                status, reply, _ = client.post(raw)
+            except (OSError, ValueError, KeyError, IndexError):
+                return 0, ""
+            return status, reply.get("server-timing", "")
+        try:
+            yield send
+        finally:
+            client.close()
+
+    return closed_loop(sender, clients, duration, warmup)
 
 
 def summarize(records: list[tuple], window_s: float, clients: int) -> dict:

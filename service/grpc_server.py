@@ -25,7 +25,6 @@ count both front ends alike.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 
@@ -38,8 +37,8 @@ from .errors import ServiceError, error_response
 from .grpc_codec import decode_request, encode_response
 from .handlers.tensor import server_timing
 from .infer import check_version
-from .middleware import request_id_of
-from .triton_ext import EXTENSIONS, model_config, model_stats, to_proto
+from .middleware import bearer_matches, request_id_of
+from .triton_ext import EXTENSIONS, metadata_of, model_config, model_stats, to_proto
 
 log = logging.getLogger("dwserve.grpc")
 _CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
@@ -94,14 +93,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request, context):
         try:
             check_version(request.version or None)
-            served = self.service.runtime(request.name).served
+            metadata = metadata_of(request.name, self.service.runtime(request.name))
         except ServiceError as exc:
             await _abort(context, exc)
-        spec = lambda s: pb.ModelMetadataResponse.TensorMetadata(  # noqa: E731
-            name=s.name, datatype=s.datatype, shape=list(s.shape))
-        return pb.ModelMetadataResponse(name=request.name, versions=["1"], platform="pytorch",
-                                        inputs=[spec(s) for s in served.inputs],
-                                        outputs=[spec(s) for s in served.outputs])
+        return to_proto(pb.ModelMetadataResponse, metadata)
 
     # --- Triton's model-configuration and statistics extensions ------------------------------
     async def ModelConfig(self, request, context):
@@ -126,9 +121,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         key = self.service.settings.api_key
         if not key:
             return
-        auth = dict(context.invocation_metadata() or ()).get("authorization", "")
-        token = auth[7:] if auth[:7].lower() == "bearer " else ""
-        if not hmac.compare_digest(token.encode(), key.encode()):
+        if not bearer_matches(dict(context.invocation_metadata() or ()).get("authorization", ""), key):
             raise ServiceError(401, "missing or wrong bearer token: send metadata "
                                     "'authorization: Bearer <DWSERVE_API_KEY>'")
 

@@ -32,6 +32,13 @@ _INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")   # printable ASCII, no spaces
 
 
+def bearer_matches(authorization: str, key: str) -> bool:
+    """An `Authorization: Bearer <key>` value (HTTP header or gRPC metadata), compared in
+    constant time."""
+    token = authorization[7:] if authorization[:7].lower() == "bearer " else ""
+    return hmac.compare_digest(token.encode(), key.encode())
+
+
 def request_id_of(headers) -> str:
     """The client's X-Request-ID when it is a sane token, else a fresh one: every response
     carries it back and every logged error names it, so a client's report finds the log line."""
@@ -110,9 +117,7 @@ class GuardMiddleware:
 
         try:
             if model is not None and settings.api_key:
-                auth = headers.get("authorization", "")
-                token = auth[7:] if auth[:7].lower() == "bearer " else ""
-                if not hmac.compare_digest(token.encode(), settings.api_key.encode()):
+                if not bearer_matches(headers.get("authorization", ""), settings.api_key):
                     return await reject(401, "missing or wrong bearer token: send 'Authorization: Bearer <DWSERVE_API_KEY>'",
                                         [("www-authenticate", "Bearer")])
             if scope["method"] in ("POST", "PUT", "PATCH"):

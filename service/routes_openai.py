@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import time
 import uuid
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from .errors import ServiceError
-from .routes_v1 import _ERRORS, _handler
+from .routes_v1 import _ERRORS, _handler, sse_response
 from .schemas_openai import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
                              CompletionResponse, ModelList)
 
@@ -109,56 +107,6 @@ async def _finals(streams, firsts) -> list[dict]:
     return list(await asyncio.gather(*(last(f, s) for f, s in zip(firsts, streams))))
 
 
-def _sse(payload: dict) -> bytes:
-    return f"data: {json.dumps(payload)}\n\n".encode()
-
-
-def _sse_choices(streams, firsts, token_chunk, finish_chunk, tail) -> StreamingResponse:
-    """Every choice's events as server-sent events in the order they come: token_chunk(i,
-    event) per token, finish_chunk(i, final) when choice i ends, tail(finals) after the last
-    one, then [DONE]. An error after the headers are sent is reported in-band; a client that
-    leaves stops every choice."""
-    async def stream():
-        queue: asyncio.Queue = asyncio.Queue()
-
-        async def pump(i, event, events):
-            try:
-                while True:
-                    queue.put_nowait((i, event))
-                    if event.get("done"):
-                        return
-                    event = await events.__anext__()
-            except Exception as exc:  # noqa: BLE001 - reported in-band below
-                queue.put_nowait((i, exc))
-
-        tasks = [asyncio.ensure_future(pump(i, f, s)) for i, (f, s) in enumerate(zip(firsts, streams))]
-        finals: list = [None] * len(streams)
-        try:
-            while any(f is None for f in finals):
-                i, event = await queue.get()
-                if isinstance(event, Exception):
-                    raise event
-                if event.get("done"):
-                    finals[i] = event
-                    yield _sse(finish_chunk(i, event))
-                else:
-                    yield _sse(token_chunk(i, event))
-            for payload in tail(finals):
-                yield _sse(payload)
-            yield b"data: [DONE]\n\n"
-        except Exception as exc:  # noqa: BLE001 - headers are sent; report in-band and end
-            yield _sse({"error": f"{type(exc).__name__}: {exc}"[:300]})
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for s in streams:
-                await s.aclose()   # stops generation if the client went away
-
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
 @router.post("/completions", response_model=CompletionResponse, responses=_ERRORS)
 async def completions(body: CompletionRequest, request: Request):
     handler, streams, firsts = await _start(request, body, lambda handler: body.to_generate())
@@ -179,7 +127,7 @@ async def completions(body: CompletionRequest, request: Request):
             offsets[i] += sum(len(t) for t in logprobs["tokens"])
         return {**head, "choices": [_choice(i, event["text"], None, logprobs)]}
 
-    return _sse_choices(
+    return sse_response(
         streams, firsts, token_chunk,
         lambda i, final: {**head, "choices": [_choice(i, "", final["finish_reason"])]},
         lambda finals: [{**head, "choices": [], "usage": _usage(finals)}] if body.include_usage else [])
@@ -228,7 +176,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
             chunk["choices"][0]["logprobs"] = _chat_logprobs(handler.tokenizer, event["logprobs"])
         return chunk
 
-    return _sse_choices(
+    return sse_response(
         streams, firsts, token_chunk,
         lambda i, final: _chat_chunk(head, i, {} if i in opened else delta(i, ""), final["finish_reason"]),
         lambda finals: [{**head, "choices": [], "usage": _usage(finals)}] if body.include_usage else [])

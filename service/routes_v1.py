@@ -36,27 +36,52 @@ async def classify(request: Request, file: UploadFile = File(..., description="a
     return handler.encode(logits, top_k, impl)
 
 
-def _sse(event: dict) -> bytes:
-    return f"data: {json.dumps(event)}\n\n".encode()
+def _sse(payload: dict) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
 
 
-def sse_response(first: dict, events, token_event, final_events) -> StreamingResponse:
-    """A generation's events (GenerateHandler.events, `first` already taken) as server-sent
-    events: token_event(event) per token, final_events(summary) at the end, then [DONE]. An
-    error after the headers are sent is reported in-band; a client that leaves stops it."""
+def sse_response(streams, firsts, token_chunk, finish_chunk, tail) -> StreamingResponse:
+    """Generations' events (GenerateHandler.events, each stream's first already taken in
+    `firsts`) as server-sent events in the order they come: token_chunk(i, event) per token of
+    generation i, finish_chunk(i, final) when it ends, tail(finals) after the last one, then
+    [DONE]. An error after the headers are sent is reported in-band; a client that leaves
+    stops every generation. One generation for /v1/generate, `n` for the OpenAI routes."""
     async def stream():
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump(i, event, events):
+            try:
+                while True:
+                    queue.put_nowait((i, event))
+                    if event.get("done"):
+                        return
+                    event = await events.__anext__()
+            except Exception as exc:  # noqa: BLE001 - reported in-band below
+                queue.put_nowait((i, exc))
+
+        tasks = [asyncio.ensure_future(pump(i, f, s)) for i, (f, s) in enumerate(zip(firsts, streams))]
+        finals: list = [None] * len(streams)
         try:
-            event = first
-            while not event.get("done"):
-                yield _sse(token_event(event))
-                event = await events.__anext__()
-            for payload in final_events(event):
+            while any(f is None for f in finals):
+                i, event = await queue.get()
+                if isinstance(event, Exception):
+                    raise event
+                if event.get("done"):
+                    finals[i] = event
+                    yield _sse(finish_chunk(i, event))
+                else:
+                    yield _sse(token_chunk(i, event))
+            for payload in tail(finals):
                 yield _sse(payload)
             yield b"data: [DONE]\n\n"
         except Exception as exc:  # noqa: BLE001 - headers are sent; report in-band and end
             yield _sse({"error": f"{type(exc).__name__}: {exc}"[:300]})
         finally:
-            await events.aclose()  # stops generation if the client went away
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for s in streams:
+                await s.aclose()   # stops generation if the client went away
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -78,6 +103,6 @@ async def generate(body: GenerateRequest, request: Request):
                 "finish_reason": final["finish_reason"], "usage": final["usage"], "parameters": params,
                 "logprobs": final.get("logprobs")}
 
-    return sse_response(first, events, lambda event: event,
-                        lambda final: [{**final, "model": name, "parameters": params}])
+    return sse_response([events], [first], lambda i, event: event,
+                        lambda i, final: {**final, "model": name, "parameters": params}, lambda finals: [])
 

@@ -10,7 +10,7 @@ from .errors import ServiceError
 from .infer import check_version, infer_bytes
 from .schemas import (ErrorResponse, InferResponse, LiveResponse, ModelMetadata, ReadyResponse,
                       ServerMetadata)
-from .triton_ext import EXTENSIONS, model_config, model_stats
+from .triton_ext import EXTENSIONS, metadata_of, model_config, model_stats
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503)}
@@ -63,14 +63,7 @@ def one_model_config(model: str, request: Request, version: str | None = None):
             include_in_schema=False)
 def model_metadata(model: str, request: Request, version: str | None = None):
     check_version(version)
-    rt = _service(request).runtime(model)
-    spec = lambda s: {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)}  # noqa: E731
-    served = rt.served
-    meta = {k: v for k, v in (getattr(served, "metadata", None) or {}).items() if isinstance(v, (int, float, str, bool))}
-    return {"name": model, "versions": ["1"], "platform": "pytorch",
-            "inputs": [spec(s) for s in served.inputs], "outputs": [spec(s) for s in served.outputs],
-            "parameters": {**meta, "depthwise_impl": rt.settings.depthwise_impl,
-                           "max_batch_size": rt.settings.max_batch_size}}
+    return metadata_of(model, _service(request).runtime(model))
 
 
 @router.get("/models/{model}/ready", response_model=ReadyResponse, responses=_ERRORS)

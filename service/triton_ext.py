@@ -1,14 +1,26 @@
-"""Triton's model-configuration and statistics extensions, as JSON for REST
-(`GET /v2/models/{m}/config`, `GET /v2/models[/{m}]/stats`) and as the same content in
-protobuf for gRPC (`ModelConfig`, `ModelStatistics`: parsed from the JSON, whose field
-names are the protos'). tritonclient's get_model_config / get_inference_statistics read
-them over either protocol.
+"""What both front ends say about a model, built once as JSON for REST and parsed into the
+protos for gRPC (the JSON's field names are the protos'): the OIP model metadata, and Triton's
+model-configuration and statistics extensions (`GET /v2/models/{m}/config`,
+`GET /v2/models[/{m}]/stats`; gRPC `ModelConfig`, `ModelStatistics`), which tritonclient's
+get_model_config / get_inference_statistics read over either protocol.
 """
 from __future__ import annotations
 
 from typing import Optional
 
 EXTENSIONS = ["binary_tensor_data", "parameters", "model_configuration", "statistics"]
+
+
+def metadata_of(name: str, rt) -> dict:
+    """OIP v2 model metadata; `parameters` (the served model's scalars, the default impl and
+    batch limit) is REST's only: the gRPC message has no such field."""
+    served = rt.served
+    spec = lambda s: {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)}  # noqa: E731
+    meta = {k: v for k, v in (getattr(served, "metadata", None) or {}).items() if isinstance(v, (int, float, str, bool))}
+    return {"name": name, "versions": ["1"], "platform": "pytorch",
+            "inputs": [spec(s) for s in served.inputs], "outputs": [spec(s) for s in served.outputs],
+            "parameters": {**meta, "depthwise_impl": rt.settings.depthwise_impl,
+                           "max_batch_size": rt.settings.max_batch_size}}
 
 
 def model_config(name: str, rt) -> dict:
@@ -34,6 +46,7 @@ def model_stats(svc, name: Optional[str]) -> dict:
 
 
 def to_proto(message_cls, data: dict):
-    """The same content as a protobuf message (tritonclient's generated classes)."""
+    """The same content as a protobuf message (tritonclient's generated classes); fields the
+    message lacks are left out."""
     from google.protobuf.json_format import ParseDict
-    return ParseDict(data, message_cls())
+    return ParseDict(data, message_cls(), ignore_unknown_fields=True)

@@ -23,35 +23,19 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from service.testing import fake_hooks, fake_models, reference_logits  # noqa: E402
 from tests.test_grpc_codec import _fuzzed_request, _tensor  # noqa: E402
-from tests.test_service_server import free_port  # noqa: E402
+from tests.test_service_server import in_process_server  # noqa: E402
 
 # --- in-process server (fake models) --------------------------------------------------------
 
 @contextlib.contextmanager
 def grpc_server(delay_s=0.0, **settings):
-    import uvicorn
-
     from service.app import create_app
     from service.settings import Settings
 
-    port, models = free_port(), fake_models(delay_s=delay_s)
+    models = fake_models(delay_s=delay_s)
     app = create_app(Settings(grpc_port=0, **settings), models=models, hooks=fake_hooks())
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/v2/health/ready").status_code == 200:
-                    break
-            time.sleep(0.05)
-        target = f"127.0.0.1:{app.state.service.grpc_port}"
-        yield target, url, models
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with in_process_server(app) as url:
+        yield f"127.0.0.1:{app.state.service.grpc_port}", url, models
 
 
 @pytest.fixture(scope="module")

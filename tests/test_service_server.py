@@ -173,37 +173,44 @@ def test_tritonclient_grpc_equals_rest_on_real_models(real_server, model):
     np.testing.assert_allclose(result.as_numpy("logits"), over_rest, rtol=1e-3, atol=1e-3)
 
 
-def test_tritonclient_against_in_process_uvicorn():
-    """The same client against the app served by uvicorn in this process (fake models)."""
+@contextlib.contextmanager
+def in_process_server(app, timeout: float = 30):
+    """uvicorn serving `app` in a thread of this process on a free loopback port -> its URL,
+    once /v2/health/ready is 200."""
     import uvicorn
 
-    from service.app import create_app
-    from service.settings import Settings
-    from service.testing import fake_hooks, fake_models, reference_logits
-
     port = free_port()
-    models = fake_models()
-    app = create_app(Settings(), models=models, hooks=fake_hooks())
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    url = f"http://127.0.0.1:{port}"
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 30
+        deadline = time.time() + timeout
         while time.time() < deadline:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(url + "/v2/health/ready").status_code == 200:
                     break
             time.sleep(0.05)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def test_tritonclient_against_in_process_uvicorn():
+    """The same client against the app served by uvicorn in this process (fake models)."""
+    from service.app import create_app
+    from service.settings import Settings
+    from service.testing import fake_hooks, fake_models, reference_logits
+
+    models = fake_models()
+    with in_process_server(create_app(Settings(), models=models, hooks=fake_hooks())) as url:
         x = np.random.default_rng().standard_normal((1, 3, 224, 224)).astype(np.float32)
         import torch
         want = reference_logits(torch.from_numpy(x), models["mobilenet_v2"].weight).numpy()
         for binary in (False, True):
             got, _ = _triton_infer(url, "mobilenet_v2", x, binary=binary, impl="native")
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 # --- bad input against the real server -----------------------------------------------------

@@ -49,7 +49,7 @@ class Prefill:
             prefix_cache.restore(hit, self.cache)
             self.done = hit[1]
         if prefix_cache is not None:
-            prefix_cache.request_taps(prompts, self.offsets, self.cache, skip=self.done)
+            self.prefix_keys = prefix_cache.request_taps(prompts, self.offsets, self.cache, skip=self.done)
 
     @property
     def rows(self) -> int:
@@ -71,5 +71,5 @@ class Prefill:
             if self.finished:
                 self.logits = _last_logits(self.model, h)
                 if self.prefix_cache is not None:
-                    self.prefix_cache.store(self.prompts, self.offsets, self.cache)
+                    self.prefix_cache.store(self.prompts, self.offsets, self.cache, self.prefix_keys)
         return self.logits

@@ -13,8 +13,8 @@ while the prefill goes through them (LFM2Cache.tap_conv); keys/values are sliced
     cache = PrefixCache(max_bytes=256 << 20)
     hit = cache.lookup(prompt)        # -> (chain, P) for the longest cached prefix, or None
     cache.restore(hit, group_cache)   # row 0 of a one-row LFM2Cache now holds those P tokens
-    cache.request_taps(prompts, offsets, group_cache, skip)  # before a group's prefill
-    cache.store(prompts, offsets, group_cache)               # after it
+    keys = cache.request_taps(prompts, offsets, group_cache, skip)  # before a group's prefill
+    cache.store(prompts, offsets, group_cache, keys)                # after it
 
 Entries are evicted least recently used first, to stay within max_bytes. A prefix is indexed
 by a hash chained block by block (O(prompt) to key every boundary of a prompt), and a hit is
@@ -90,19 +90,23 @@ class PrefixCache:
         self.hits += 1
         self.hit_tokens += p
 
-    def request_taps(self, prompts: list[list[int]], offsets: list[int], cache, skip: int = 0) -> None:
+    def request_taps(self, prompts: list[list[int]], offsets: list[int], cache, skip: int = 0) -> list[dict]:
         """Before a group's prefill: ask for the conv states at each prompt's uncached block
-        boundaries beyond `skip` tokens (row r's prompt starts at column offsets[r])."""
-        for r, (prompt, off) in enumerate(zip(prompts, offsets)):
-            for b, key in _keys(prompt, self.block).items():
+        boundaries beyond `skip` tokens (row r's prompt starts at column offsets[r]).
+        -> each prompt's boundary keys, for store()."""
+        keys = [_keys(prompt, self.block) for prompt in prompts]
+        for r, off in enumerate(offsets):
+            for b, key in keys[r].items():
                 if b > skip and key not in self.index:
                     cache.conv_taps.setdefault(off + b - 1, []).append(r)
+        return keys
 
-    def store(self, prompts: list[list[int]], offsets: list[int], cache) -> None:
-        """After a group's prefill: each row's tapped boundaries become a chain."""
+    def store(self, prompts: list[list[int]], offsets: list[int], cache, keys: list[dict]) -> None:
+        """After a group's prefill: each row's tapped boundaries become a chain (keys: what
+        request_taps returned)."""
         for r, (prompt, off) in enumerate(zip(prompts, offsets)):
-            keys = _keys(prompt, self.block)
-            taken = {b: cache.tapped.pop((r, off + b - 1)) for b, key in keys.items()
+            keys_r = keys[r]
+            taken = {b: cache.tapped.pop((r, off + b - 1)) for b, key in keys_r.items()
                      if (r, off + b - 1) in cache.tapped and key not in self.index}
             if not taken:
                 continue
@@ -117,7 +121,7 @@ class PrefixCache:
             self.chains[id(chain)] = chain
             self.nbytes += chain.nbytes
             for b in taken:
-                self.index[keys[b]] = (chain, b)
+                self.index[keys_r[b]] = (chain, b)
             self._evict()
         cache.conv_taps.clear()
         cache.tapped.clear()
