@@ -1,6 +1,13 @@
-"""LFM2 configuration: Hugging Face field names, both published config.json forms, presets.
+"""LFM2-family configuration: Hugging Face field names, the published config.json forms, presets.
 
-Two forms of `config.json` exist in the wild and both must load the same:
+One dataclass describes LFM2 (`model_type` "lfm2") and LFM3 ("lfm3"); LFM3 is LFM2 with
+longer short convs (K=7), sliding-window attention layers (`sliding_window`, their own
+default RoPE), proportional RoPE on the full-attention layers (`partial_rotary_factor` of
+each head rotated), an explicit `head_dim`, a sigmoid output gate per attention head, RMSNorms
+on the operator and feed-forward outputs ("sandwich"), and an unadjusted feed-forward width.
+An LFM2 config leaves those fields at their defaults, which switch each feature off.
+
+Two LFM2 forms of `config.json` exist in the wild and both must load the same:
 - current transformers form: `layer_types` (one of "conv"/"full_attention" per layer) and
   `rope_parameters = {"rope_type": "default", "rope_theta": ...}`;
 - the first published LFM2 form: `full_attn_idxs`, top-level `rope_theta` (and `theta`),
@@ -16,7 +23,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LAYER_TYPES = ("conv", "full_attention")
+LAYER_TYPES = ("conv", "full_attention", "sliding_attention")
+MODEL_TYPES = ("lfm2", "lfm3")
 
 # Keys of a published config.json that carry no architecture information; ignored on load.
 _METADATA_KEYS = {
@@ -50,6 +58,15 @@ class LFM2Config:
     bos_token_id: int | None = 1
     eos_token_id: int | tuple[int, ...] | None = 2
     initializer_range: float = field(default=0.02, compare=False)
+    # LFM3 (model_type "lfm3"); the defaults are LFM2's: every feature off.
+    model_type: str = "lfm2"
+    attention_head_dim: int | None = None     # HF `head_dim`; None = hidden_size / heads
+    sliding_window: int | None = None         # a sliding_attention query sees its last N positions
+    sliding_rope_theta: float = 10_000.0      # sliding_attention layers: default RoPE, this theta
+    partial_rotary_factor: float = 1.0        # full_attention layers: share of head_dim rotated
+    use_sandwich_norm: bool = False           # RMSNorm on operator and FFN outputs
+    use_attention_gate: bool = False          # out *= sigmoid(gate_proj(h)) per head
+    attention_bias: bool = False              # q/k/v/o projections with bias
 
     def __post_init__(self):
         lt = self.layer_types
@@ -65,7 +82,7 @@ class LFM2Config:
     # ---- derived sizes -------------------------------------------------------------------
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+        return self.attention_head_dim or self.hidden_size // self.num_attention_heads
 
     @property
     def ffn_dim(self) -> int:
@@ -84,8 +101,23 @@ class LFM2Config:
         return tuple(i for i, t in enumerate(self.layer_types) if t == "full_attention")
 
     @property
+    def attention_idxs(self) -> tuple[int, ...]:
+        """Layers with keys and values: full and sliding-window attention."""
+        return tuple(i for i, t in enumerate(self.layer_types) if t != "conv")
+
+    @property
+    def rotary_dims(self) -> int:
+        """How many of head_dim's dims the full-attention RoPE rotates (the rest see angle 0):
+        transformers' proportional RoPE, which with factor 1.0 is the default one."""
+        return 2 * int(self.partial_rotary_factor * self.head_dim // 2)
+
+    @property
     def rope_parameters(self) -> dict:
-        return {"rope_type": "default", "rope_theta": self.rope_theta}
+        if self.model_type == "lfm2":
+            return {"rope_type": "default", "rope_theta": self.rope_theta}
+        return {"full_attention": {"rope_type": "proportional", "rope_theta": self.rope_theta,
+                                   "partial_rotary_factor": self.partial_rotary_factor},
+                "sliding_attention": {"rope_type": "default", "rope_theta": self.sliding_rope_theta}}
 
     @property
     def eos_token_ids(self) -> tuple[int, ...]:
@@ -103,15 +135,20 @@ class LFM2Config:
                 or self.conv_L_cache < 1:
             raise ValueError(f"conv_L_cache (the conv kernel size K) must be an int >= 1, "
                              f"got {self.conv_L_cache!r}")
-        if self.hidden_size % self.num_attention_heads:
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type={self.model_type!r}: expected one of {MODEL_TYPES}")
+        if self.attention_head_dim is not None and (
+                isinstance(self.attention_head_dim, bool) or not isinstance(self.attention_head_dim, int)
+                or self.attention_head_dim < 2):
+            raise ValueError(f"head_dim must be an int >= 2, got {self.attention_head_dim!r}")
+        if self.attention_head_dim is None and self.hidden_size % self.num_attention_heads:
             raise ValueError(f"num_attention_heads={self.num_attention_heads} must divide "
-                             f"hidden_size={self.hidden_size}")
+                             f"hidden_size={self.hidden_size} (or give head_dim)")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"num_key_value_heads={self.num_key_value_heads} must divide "
                              f"num_attention_heads={self.num_attention_heads}")
         if self.head_dim % 2:
-            raise ValueError(f"head_dim = hidden_size / num_attention_heads = {self.head_dim} "
-                             "must be even for RoPE")
+            raise ValueError(f"head_dim = {self.head_dim} must be even for RoPE")
         if len(self.layer_types) != self.num_hidden_layers:
             raise ValueError(f"layer_types has {len(self.layer_types)} entries, expected "
                              f"num_hidden_layers={self.num_hidden_layers}")
@@ -120,8 +157,17 @@ class LFM2Config:
             raise ValueError(f"layer_types contains {bad}; each entry must be one of {LAYER_TYPES}")
         if not (self.norm_eps > 0 and math.isfinite(self.norm_eps)):
             raise ValueError(f"norm_eps must be a positive float, got {self.norm_eps!r}")
-        if not (self.rope_theta > 0 and math.isfinite(self.rope_theta)):
-            raise ValueError(f"rope_theta must be a positive float, got {self.rope_theta!r}")
+        for name in ("rope_theta", "sliding_rope_theta"):
+            v = getattr(self, name)
+            if not (v > 0 and math.isfinite(v)):
+                raise ValueError(f"{name} must be a positive float, got {v!r}")
+        if not 0.0 < self.partial_rotary_factor <= 1.0:
+            raise ValueError(f"partial_rotary_factor must be in (0, 1], got {self.partial_rotary_factor!r}")
+        if "sliding_attention" in self.layer_types and (
+                isinstance(self.sliding_window, bool) or not isinstance(self.sliding_window, int)
+                or self.sliding_window < 1):
+            raise ValueError(f"sliding_attention layers need sliding_window, an int >= 1 (the "
+                             f"positions a query sees, itself included), got {self.sliding_window!r}")
         if self.ffn_dim < 1:
             raise ValueError(f"intermediate_size={self.intermediate_size} gives a feed-forward "
                              f"width of {self.ffn_dim} after adjustment; it must be >= 1")
@@ -137,12 +183,20 @@ class LFM2Config:
     # ---- (de)serialisation ---------------------------------------------------------------
     @classmethod
     def from_dict(cls, d: dict) -> "LFM2Config":
-        """Accept the current HF form and the first published one (see module docstring)."""
+        """Accept LFM3's config.json, LFM2's current HF form and its first published one (see
+        the module docstring)."""
         if not isinstance(d, dict):
             raise ValueError(f"an LFM2 config must be a dict (config.json), got {type(d).__name__}")
         d = dict(d)
-        if d.get("model_type", "lfm2") != "lfm2":
-            raise ValueError(f"model_type={d['model_type']!r}: expected 'lfm2'")
+        model_type = d.pop("model_type", "lfm2")
+        if model_type == "lfm3":
+            return cls._from_lfm3_dict(d)
+        if model_type != "lfm2":
+            raise ValueError(f"model_type={model_type!r}: expected one of {MODEL_TYPES}")
+        for name in _LFM3_ONLY:
+            if d.get(name) not in (None, False):
+                raise ValueError(f"{name}={d[name]!r} is an LFM3 field; an LFM2 config "
+                                 "(model_type 'lfm2') cannot use it")
         if not d.pop("block_use_swiglu", True):
             raise ValueError("block_use_swiglu=False is not supported; LFM2 uses SwiGLU")
         # transformers: block_ff_dim / tie_embedding override their new names.
@@ -176,15 +230,37 @@ class LFM2Config:
             if d.get("layer_types") is not None and list(d["layer_types"]) != from_idxs:
                 raise ValueError("full_attn_idxs and layer_types disagree; give one of them")
             d["layer_types"] = from_idxs
+        if "sliding_attention" in (d.get("layer_types") or ()):
+            raise ValueError("layer_types has 'sliding_attention', an LFM3 layer; set "
+                             "model_type to 'lfm3' for such a config")
+        return cls._build(d)
+
+    @classmethod
+    def _from_lfm3_dict(cls, d: dict) -> "LFM2Config":
+        """transformers' Lfm3Config: its defaults fill what config.json leaves out."""
+        d = {**_LFM3_DEFAULTS, **d}
+        _merge_alias(d, "rms_norm_eps", "norm_eps")
+        if d.get("layer_types") is None:
+            n = d["num_hidden_layers"]
+            d["layer_types"] = ["full_attention" if i % 4 == 2 else
+                                "sliding_attention" if i % 4 == 0 and i > 0 else "conv" for i in range(n)]
+        if d.pop("rope_scaling", None) is not None:
+            raise ValueError("rope_scaling is not supported; give LFM3's rope_parameters")
+        d.update(_lfm3_rope(d.pop("rope_parameters", None)))
+        d["attention_head_dim"] = d.pop("head_dim")
+        d.update(model_type="lfm3", block_auto_adjust_ff_dim=False)   # Lfm3MLP: intermediate_size as is
+        return cls._build(d)
+
+    @classmethod
+    def _build(cls, d: dict) -> "LFM2Config":
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in names}
         for k in ("eos_token_id", "layer_types"):
             if isinstance(kwargs.get(k), list):
                 kwargs[k] = tuple(kwargs[k])
-        if kwargs.get("block_ffn_dim_multiplier") is not None:
-            kwargs["block_ffn_dim_multiplier"] = float(kwargs["block_ffn_dim_multiplier"])
-        if "rope_theta" in kwargs:
-            kwargs["rope_theta"] = float(kwargs["rope_theta"])
+        for k in ("block_ffn_dim_multiplier", "rope_theta", "sliding_rope_theta", "partial_rotary_factor"):
+            if isinstance(kwargs.get(k), int) and not isinstance(kwargs[k], bool):
+                kwargs[k] = float(kwargs[k])
         return cls(**kwargs)
 
     @classmethod
@@ -201,17 +277,68 @@ class LFM2Config:
         return cls.from_dict(d)
 
     def to_dict(self) -> dict:
-        """The current transformers form (what `Lfm2Config(**d)` accepts)."""
+        """The current transformers form (what `Lfm2Config(**d)` / `Lfm3Config(**d)` accept)."""
         d = dataclasses.asdict(self)
-        d.pop("rope_theta")
+        for name in ("rope_theta", "model_type", "attention_head_dim", "sliding_rope_theta",
+                     "partial_rotary_factor"):
+            d.pop(name)
+        if self.model_type == "lfm2":
+            for name in _LFM3_ONLY:
+                d.pop(name, None)
+        else:
+            for name in ("block_multiple_of", "block_ffn_dim_multiplier", "block_auto_adjust_ff_dim"):
+                d.pop(name)
+            d["head_dim"] = self.head_dim
         d["layer_types"] = list(self.layer_types)
         if isinstance(self.eos_token_id, tuple):
             d["eos_token_id"] = list(self.eos_token_id)
         d["rope_parameters"] = self.rope_parameters
-        return {"architectures": ["Lfm2ForCausalLM"], "model_type": "lfm2", **d}
+        arch = "Lfm2ForCausalLM" if self.model_type == "lfm2" else "Lfm3ForCausalLM"
+        return {"architectures": [arch], "model_type": self.model_type, **d}
 
     def replace(self, **changes) -> "LFM2Config":
         return dataclasses.replace(self, **changes)
+
+
+# Fields only an LFM3 config may set (LFM2 leaves them at their off defaults).
+_LFM3_ONLY = ("sliding_window", "use_sandwich_norm", "use_attention_gate", "attention_bias")
+
+# transformers' Lfm3Config defaults (LFM3-1.7B), for keys an LFM3 config.json leaves out.
+_LFM3_DEFAULTS = dict(vocab_size=128_000, hidden_size=2048, intermediate_size=7680,
+                      num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=4,
+                      head_dim=128, max_position_embeddings=128_000, norm_eps=1e-5,
+                      pad_token_id=124_893, bos_token_id=124_894, eos_token_id=124_900,
+                      tie_word_embeddings=True, conv_bias=False, conv_L_cache=7, sliding_window=256,
+                      use_sandwich_norm=True, use_attention_gate=True, attention_bias=False)
+_LFM3_ROPE = {"full_attention": {"rope_type": "proportional", "rope_theta": 1_000_000.0,
+                                 "partial_rotary_factor": 0.5},
+              "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}}
+
+
+def _lfm3_rope(rope) -> dict:
+    """An LFM3 `rope_parameters` (per layer type, or one dict for both) -> our RoPE fields."""
+    if rope is None:
+        rope = _LFM3_ROPE
+    if not isinstance(rope, dict):
+        raise ValueError(f"rope_parameters must be a dict, got {rope!r}")
+    if not {"full_attention", "sliding_attention"} & set(rope):
+        rope = {"full_attention": rope, "sliding_attention": rope}
+    full = rope.get("full_attention", _LFM3_ROPE["full_attention"])
+    sliding = rope.get("sliding_attention", _LFM3_ROPE["sliding_attention"])
+    for kind, p, types in (("full_attention", full, ("default", "proportional")),
+                           ("sliding_attention", sliding, ("default",))):
+        if not isinstance(p, dict) or p.get("rope_type", "default") not in types \
+                or p.get("factor", 1.0) != 1.0 or "rope_theta" not in p:
+            raise ValueError(f"rope_parameters[{kind!r}]={p!r}: expected rope_type in {types} "
+                             "with a rope_theta and no scaling factor")
+    partial = float(full.get("partial_rotary_factor", 1.0))
+    if full.get("rope_type", "default") == "default" and partial != 1.0:
+        raise ValueError("a partial_rotary_factor with rope_type 'default' is not supported; "
+                         "LFM3 uses 'proportional'")
+    if sliding.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ValueError("sliding_attention RoPE must rotate the whole head (no partial_rotary_factor)")
+    return dict(rope_theta=float(full["rope_theta"]), partial_rotary_factor=partial,
+                sliding_rope_theta=float(sliding["rope_theta"]))
 
 
 def _merge_alias(d: dict, alias: str, name: str):

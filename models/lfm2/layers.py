@@ -1,4 +1,4 @@
-"""LFM2 building blocks, matching transformers' modeling_lfm2.py module for module.
+"""LFM2 building blocks, matching transformers' modeling_lfm2.py (and modeling_lfm3.py) module for module.
 
 Parameter names are the Hugging Face checkpoint names (`conv.in_proj`, `conv.conv`,
 `self_attn.q_layernorm`, `feed_forward.w1`, `operator_norm`, ...), so a checkpoint loads by
@@ -22,10 +22,10 @@ from .config import LFM2Config
 @dataclass
 class StepContext:
     """What every layer of one forward shares (built once per forward by the model)."""
-    cos: torch.Tensor                 # (B, L, head_dim) RoPE cos at each token's position
-    sin: torch.Tensor                 # (B, L, head_dim)
-    attn_mask: torch.Tensor           # (B, 1, L, S) bool, True = may attend; S = cached + L
-                                      # (max_length in a static decode step)
+    rope: dict                        # attention layer type -> (cos, sin), each (B, L, head_dim):
+                                      # RoPE at each token's position
+    attn_masks: dict                  # attention layer type -> (B, 1, L, S) bool, True = may
+                                      # attend; S = cached + L (max_length in a static step)
     token_mask: torch.Tensor | None   # (B, L) bool, False = left padding; None = no padding
     cache: object | None              # LFM2Cache or None
     start: int | torch.Tensor         # cache slot of the first new token (0 without a cache);
@@ -47,15 +47,25 @@ class RMSNorm(nn.Module):
 
 
 class RotaryEmbedding(nn.Module):
-    """Default RoPE; cos/sin for arbitrary per-row positions (left padding shifts rows)."""
+    """RoPE; cos/sin for arbitrary per-row positions (left padding shifts rows).
 
-    def __init__(self, config: LFM2Config):
+    The first `rotary_dims` of head_dim rotate at theta^(-2i/head_dim); the rest get angle 0
+    (cos 1, sin 0: passed through). rotary_dims == head_dim is the default RoPE;
+    fewer is transformers' "proportional" RoPE (LFM3's full-attention layers). cos/sin come
+    out in the model dtype (LFM2, as Lfm2RotaryEmbedding) or, with float32=True, in float32
+    (LFM3 rotates in float32)."""
+
+    def __init__(self, head_dim: int, theta: float, rotary_dims: int | None = None,
+                 float32: bool = False):
         super().__init__()
-        self.dim, self.theta = config.head_dim, config.rope_theta
+        self.dim, self.theta, self.float32 = head_dim, theta, float32
+        self.rotary_dims = head_dim if rotary_dims is None else rotary_dims
         self.register_buffer("inv_freq", self._inv_freq(), persistent=False)
 
     def _inv_freq(self) -> torch.Tensor:
-        return 1.0 / (self.theta ** (torch.arange(0, self.dim, 2, dtype=torch.float) / self.dim))
+        inv = 1.0 / (self.theta ** (torch.arange(0, self.dim, 2, dtype=torch.float) / self.dim))
+        inv[self.rotary_dims // 2:] = 0.0                                # (head_dim / 2,)
+        return inv
 
     def reset_buffers(self):
         """Recompute inv_freq (after building on the meta device and `to_empty`)."""
@@ -65,7 +75,8 @@ class RotaryEmbedding(nn.Module):
         # positions (B, L) int64 -> cos, sin (B, L, head_dim); the angle in float32.
         freqs = positions[..., None].float() * self.inv_freq.float()
         emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+        out = torch.float32 if self.float32 else dtype
+        return emb.cos().to(out), emb.sin().to(out)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -74,25 +85,33 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x (B, H, L, D); cos/sin (B, L, D) broadcast over heads.
+    # x (B, H, L, D); cos/sin (B, L, D) broadcast over heads; computed in cos's dtype.
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    return x * cos + rotate_half(x) * sin
+    return (x * cos + rotate_half(x) * sin).to(x.dtype)
 
 
 class Attention(nn.Module):
-    """GQA with per-head q/k RMSNorm and RoPE; keys/values go through the cache when given."""
+    """GQA with per-head q/k RMSNorm and RoPE; keys/values go through the cache when given.
+
+    `layer_type` picks the layer's RoPE and mask from the StepContext (full or sliding-window
+    attention). LFM3 adds a sigmoid gate per head on the output (`gate_proj`) and optional
+    projection biases; its checkpoints name out_proj/q_layernorm/k_layernorm o_proj/q_norm/
+    k_norm (loading.py maps the names)."""
 
     def __init__(self, config: LFM2Config, layer_idx: int):
         super().__init__()
-        c, d = config.hidden_size, config.head_dim
+        c, d, bias = config.hidden_size, config.head_dim, config.attention_bias
+        heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.layer_idx, self.head_dim = layer_idx, d
-        self.n_rep = config.num_attention_heads // config.num_key_value_heads
-        self.q_proj = nn.Linear(c, config.num_attention_heads * d, bias=False)
-        self.k_proj = nn.Linear(c, config.num_key_value_heads * d, bias=False)
-        self.v_proj = nn.Linear(c, config.num_key_value_heads * d, bias=False)
-        self.out_proj = nn.Linear(config.num_attention_heads * d, c, bias=False)
+        self.layer_type = config.layer_types[layer_idx]
+        self.n_rep = heads // kv_heads
+        self.q_proj = nn.Linear(c, heads * d, bias=bias)
+        self.k_proj = nn.Linear(c, kv_heads * d, bias=bias)
+        self.v_proj = nn.Linear(c, kv_heads * d, bias=bias)
+        self.out_proj = nn.Linear(heads * d, c, bias=bias)
         self.q_layernorm = RMSNorm(d, config.norm_eps)
         self.k_layernorm = RMSNorm(d, config.norm_eps)
+        self.gate_proj = nn.Linear(c, heads, bias=False) if config.use_attention_gate else None
 
     def forward(self, h: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         b, L, _ = h.shape
@@ -100,14 +119,18 @@ class Attention(nn.Module):
         q = self.q_layernorm(self.q_proj(h).view(heads)).transpose(1, 2)  # (B, H, L, D)
         k = self.k_layernorm(self.k_proj(h).view(heads)).transpose(1, 2)  # (B, Hkv, L, D)
         v = self.v_proj(h).view(heads).transpose(1, 2)                    # (B, Hkv, L, D)
-        q, k = apply_rope(q, ctx.cos, ctx.sin), apply_rope(k, ctx.cos, ctx.sin)
+        cos, sin = ctx.rope[self.layer_type]
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if ctx.cache is not None:
             k, v = ctx.cache.write_kv(self.layer_idx, k, v, ctx.start)   # (B, Hkv, S, D)
         if self.n_rep > 1:  # repeat_interleave over heads (enable_gqa needs torch >= 2.5)
             k = k.repeat_interleave(self.n_rep, dim=1)
             v = v.repeat_interleave(self.n_rep, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.attn_mask)  # (B, H, L, D)
-        return self.out_proj(out.transpose(1, 2).reshape(b, L, -1))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.attn_masks[self.layer_type])
+        out = out.transpose(1, 2)                                         # (B, L, H, D)
+        if self.gate_proj is not None:
+            out = out * torch.sigmoid(self.gate_proj(h))[..., None]       # (B, L, H, 1) per head
+        return self.out_proj(out.reshape(b, L, -1))
 
 
 def short_conv_reference(bcx, weight, bias=None, conv_state=None, mask=None):
@@ -167,20 +190,25 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm residual block: operator (conv or attention), then SwiGLU."""
+    """Pre-norm residual block: operator (conv or attention), then SwiGLU; with
+    use_sandwich_norm (LFM3) each output is RMS-normalised before it joins the residual."""
 
     def __init__(self, config: LFM2Config, layer_idx: int):
         super().__init__()
-        self.is_attention_layer = config.layer_types[layer_idx] == "full_attention"
+        self.is_attention_layer = config.layer_types[layer_idx] != "conv"
         if self.is_attention_layer:
             self.self_attn = Attention(config, layer_idx)
         else:
             self.conv = ShortConv(config, layer_idx)
         self.feed_forward = MLP(config)
-        self.operator_norm = RMSNorm(config.hidden_size, config.norm_eps)
-        self.ffn_norm = RMSNorm(config.hidden_size, config.norm_eps)
+        c, eps = config.hidden_size, config.norm_eps
+        self.operator_norm = RMSNorm(c, eps)
+        self.ffn_norm = RMSNorm(c, eps)
+        sandwich = config.use_sandwich_norm
+        self.post_operator_norm = RMSNorm(c, eps) if sandwich else nn.Identity()
+        self.post_ffn_norm = RMSNorm(c, eps) if sandwich else nn.Identity()
 
     def forward(self, h: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         op = self.self_attn if self.is_attention_layer else self.conv
-        h = h + op(self.operator_norm(h), ctx)
-        return h + self.feed_forward(self.ffn_norm(h))
+        h = h + self.post_operator_norm(op(self.operator_norm(h), ctx))
+        return h + self.post_ffn_norm(self.feed_forward(self.ffn_norm(h)))

@@ -1,4 +1,4 @@
-"""Strict loading of a local Hugging Face LFM2 directory (never downloads).
+"""Strict loading of a local Hugging Face LFM2 or LFM3 directory (never downloads).
 
 Reads config.json, then model.safetensors or the shards named by model.safetensors.index.json.
 Every parameter must be present with its exact shape and nothing else may be: the first
@@ -59,6 +59,7 @@ def load_pretrained(cls, path, device=None, dtype=None):
         from .tokenizer import HFTokenizer
         tokenizer = HFTokenizer(path / "tokenizer.json", config)
     model = cls.empty(config, device=device, tokenizer=tokenizer)
+    tensors = to_module_names(config, tensors)
     expected = dict(model.named_parameters())  # tied lm_head.weight is deduplicated away
     _check_names_and_shapes(config, expected, tensors)
     dtype = dtype or torch.float32
@@ -67,6 +68,28 @@ def load_pretrained(cls, path, device=None, dtype=None):
             p.copy_(tensors[name])
     model.to(dtype=dtype).tie_weights()
     return model.eval()
+
+
+# LFM3 checkpoints name three attention tensors as Qwen3 does; the module keeps LFM2's names
+# (one Attention for both). transformers calls the gate g_proj in memory, gate_proj on disk.
+_LFM3_NAMES = {".self_attn.o_proj.": ".self_attn.out_proj.",
+               ".self_attn.q_norm.": ".self_attn.q_layernorm.",
+               ".self_attn.k_norm.": ".self_attn.k_layernorm.",
+               ".self_attn.g_proj.": ".self_attn.gate_proj."}
+
+
+def to_module_names(config: LFM2Config, tensors: dict) -> dict:
+    """Checkpoint tensor names -> LFM2ForCausalLM parameter names (renames only for LFM3)."""
+    if config.model_type != "lfm3":
+        return tensors
+    out = {}
+    for name, t in tensors.items():
+        for theirs, ours in _LFM3_NAMES.items():
+            name = name.replace(theirs, ours)
+        if name in out:
+            raise ValueError(f"checkpoint holds tensor {name!r} under two names")
+        out[name] = t
+    return out
 
 
 def _check_names_and_shapes(config: LFM2Config, expected: dict, tensors: dict):

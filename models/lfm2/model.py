@@ -25,7 +25,16 @@ class LFM2Model(nn.Module):
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
-        self.rotary_emb = RotaryEmbedding(config)
+        # One RoPE per attention layer type present: full attention (LFM2's default RoPE, or
+        # LFM3's proportional one) and LFM3's sliding-window layers (default RoPE, own theta).
+        lfm3, d = config.model_type == "lfm3", config.head_dim
+        self.rotary_embs = nn.ModuleDict()
+        if "full_attention" in config.layer_types:
+            self.rotary_embs["full_attention"] = RotaryEmbedding(d, config.rope_theta,
+                                                                 config.rotary_dims, float32=lfm3)
+        if "sliding_attention" in config.layer_types:
+            self.rotary_embs["sliding_attention"] = RotaryEmbedding(d, config.sliding_rope_theta,
+                                                                    float32=lfm3)
         self.embedding_norm = RMSNorm(config.hidden_size, config.norm_eps)
 
     def forward(self, input_ids: torch.Tensor, ctx: StepContext) -> torch.Tensor:
@@ -76,7 +85,8 @@ class LFM2ForCausalLM(nn.Module):
             model = cls(config, tokenizer=tokenizer)
         model.to_empty(device=torch.device(device or "cpu"))
         model.tie_weights()  # to_empty replaces parameters one by one, untying them
-        model.model.rotary_emb.reset_buffers()
+        for rope in model.model.rotary_embs.values():
+            rope.reset_buffers()
         return model
 
     @torch.no_grad()
@@ -182,18 +192,34 @@ class LFM2ForCausalLM(nn.Module):
         q_slot = torch.arange(start, start + L, device=dev)[:, None]     # (L, 1)
         k_slot = torch.arange(start + L, device=dev)[None, :]            # (1, S)
         attn = (k_slot <= q_slot)[None] & key_ok[:, None, :]             # (B, L, S)
-        attn = attn | (k_slot == q_slot)[None]  # a padded query sees itself: no all-masked rows
-        cos, sin = self.model.rotary_emb(pos, self.dtype)
-        return StepContext(cos, sin, attn[:, None], token_mask, cache, start)
+        itself = (k_slot == q_slot)[None]  # a padded query sees itself: no all-masked rows
+        masks = {"full_attention": (attn | itself)[:, None]}
+        if self.config.sliding_window is not None:
+            window = self._window(key_ok, pos)                           # (B, L, S)
+            masks["sliding_attention"] = ((attn & window) | itself)[:, None]
+        return StepContext(self._rope(pos), masks, token_mask, cache, start)
 
     def _static_context(self, cache) -> StepContext:
         """_context for one real token per row at the device-side slot cache.slot: the same
-        positions and mask as the dynamic path, over all max_length key slots."""
+        positions and masks as the dynamic path, over all max_length key slots."""
         pos = cache.positions[:, None]                                   # (B, 1)
         cache.mark_slot()                                                # the new slot is a token
-        attn = cache.key_mask[:, None, None, :]                          # (B, 1, 1, S=max_length)
-        cos, sin = self.model.rotary_emb(pos, self.dtype)
-        return StepContext(cos, sin, attn, None, cache, cache.slot)
+        masks = {"full_attention": cache.key_mask[:, None, None, :]}     # (B, 1, 1, S=max_length)
+        if self.config.sliding_window is not None:
+            window = self._window(cache.key_mask, pos)                   # (B, 1, S)
+            masks["sliding_attention"] = (cache.key_mask[:, None, :] & window)[:, None]
+        return StepContext(self._rope(pos), masks, None, cache, cache.slot)
+
+    def _rope(self, pos: torch.Tensor) -> dict:
+        return {kind: rope(pos, self.dtype) for kind, rope in self.model.rotary_embs.items()}
+
+    def _window(self, key_ok: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """key_ok (B, S) real-token slots, pos (B, L) query positions -> (B, L, S): the key is
+        among the query's last sliding_window positions (itself included). A row's real slots
+        hold its tokens in position order, so a slot's position is the count of real slots
+        before it."""
+        key_pos = key_ok.long().cumsum(1) - 1                            # (B, S)
+        return key_pos[:, None, :] > pos[:, :, None] - self.config.sliding_window
 
     # ---- generation (generation.py) --------------------------------------------------------
     def generate(self, prompts, max_new_tokens: int = 32, temperature: float = 0.0,
