@@ -52,7 +52,7 @@ def _priority(s: ops.Shape) -> int:
     """CUDA ops order: what the acceptance checks need most first (a budget cuts the tail)."""
     if s is ops.SEED:
         return 0
-    if s.op == "decode" or s.name.startswith(("lfm2", "shortconv")):
+    if s.op == "decode" or s.name.startswith(("lfm2", "lfm3", "shortconv")):
         return 1
     return 2 if s.op == "conv1d" else 3 if s.channels_last else 4
 
@@ -74,7 +74,7 @@ def settings(device: str, smoke: bool) -> dict:
             layouts=SMOKE_LAYOUTS, layouts_dtypes=(torch.float32,), layouts_budget_s=0.03, layouts_reps=(2, 4))
     return dict(
         budgets=BUDGETS_CUDA, total_s=TOTAL_CUDA_S,
-        ops_shapes=tuple(sorted(ops.SUITE, key=_priority)),     # all 59, most needed first
+        ops_shapes=tuple(sorted(ops.SUITE, key=_priority)),     # the whole suite, most needed first
         ops_impls=list(ops.IMPLS), check_impls=list(ops.IMPLS),
         ops_budget_s=0.25, ops_reps=(5, 200),                   # per shape, all impls interleaved
         models_cases=bench_models.CASES, models_impls=no_compiled,   # compiled: ~15 classes per model

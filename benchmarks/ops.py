@@ -77,7 +77,10 @@ SUITE: tuple[Shape, ...] = (
     Shape("lfm2-350m-prefill-1x128", "conv1d", (1, 1024, 128), 3, padding="causal"),
     Shape("lfm2-350m-prefill-8x512", "conv1d", (8, 1024, 512), 3, padding="causal"),
     Shape("lfm2-2.6b-short-1x19", "conv1d", (1, 2048, 19), 3, padding="causal"),
+    Shape("lfm3-1.7b-prefill-1x128", "conv1d", (1, 2048, 128), 7, padding="causal"),   # LFM3: K=7
+    Shape("lfm3-1.7b-prefill-8x512", "conv1d", (8, 2048, 512), 7, padding="causal"),
     Shape("decode-16x2048", "decode", (16, 2048), 3),
+    Shape("decode-16x2048-k7", "decode", (16, 2048), 7),
     Shape("shortconv-long-1x4096x4096", "conv1d", (1, 4096, 4096), 4, padding="causal"),
     Shape("conformer-k31-8x256x512", "conv1d", (8, 256, 512), 31, padding="same"),
     *_mobilenet(1), *_mobilenet(32),

@@ -206,9 +206,11 @@ def _build_lfm2(path, device, dtype, seed) -> LFM2Served:
         lm, source = LFM2ForCausalLM.from_pretrained(path, device=device, dtype=dtype), str(path)
     lm.eval()
     c = lm.config
-    meta = {"architecture": "lfm2", "source": source, "vocab_size": c.vocab_size,
+    meta = {"architecture": c.model_type, "source": source, "vocab_size": c.vocab_size,
             "hidden_size": c.hidden_size, "num_hidden_layers": c.num_hidden_layers,
             "conv_layers": sum(t == "conv" for t in c.layer_types),
+            "conv_kernel_size": c.conv_L_cache,
+            "sliding_window": c.sliding_window,      # None: every attention layer sees all
             "max_position_embeddings": c.max_position_embeddings,
             "parameters": sum(t.numel() for t in lm.parameters()),
             "dtype": str(dtype).removeprefix("torch."),
@@ -223,7 +225,8 @@ def build_model(name: str, path: str | Path | None = None, *, device="cpu", dtyp
                 labels: str | Path | None = None) -> ServedModel:
     """A ServedModel for `name` in MODEL_NAMES. path None = the embedded seeded default;
     mobilenet_v2 takes a weights file (.safetensors/.pth; class names from `labels` or a
-    labels.txt beside it), lfm2 a local HF directory. Never downloads."""
+    labels.txt beside it), lfm2 a local HF directory of an LFM2 or LFM3 checkpoint. Never
+    downloads."""
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
     dev, dt = _device(device), _dtype(dtype)

@@ -6,7 +6,6 @@ sigmoid gate per head, sandwich norms. The sliding window here (5) is shorter th
 sequences, so every check crosses it: logits for every impl, greedy tokens past the window,
 cached and static decoding, continuous batching and prefix caching against generating alone.
 """
-import copy
 import random
 
 import pytest
@@ -22,6 +21,9 @@ from models.lfm2.prefix_cache import PrefixCache  # noqa: E402
 from test_continuous import alone, run_staggered  # noqa: E402
 from test_decoding import needs_cuda  # noqa: E402
 
+needs_lfm3 = pytest.mark.skipif(not hasattr(transformers, "Lfm3ForCausalLM"),
+                                reason=f"transformers {transformers.__version__} has no LFM3")
+
 # Odd sizes: 56 channels, 7 heads of 12 (head_dim given, != 56/7), GQA 7 -> 1, FFN 72 as is.
 TINY = dict(vocab_size=113, hidden_size=56, intermediate_size=72, num_hidden_layers=6,
             num_attention_heads=7, num_key_value_heads=1, head_dim=12, sliding_window=5,
@@ -31,6 +33,8 @@ TINY = dict(vocab_size=113, hidden_size=56, intermediate_size=72, num_hidden_lay
 
 def make_hf(path, seed=0, **changes):
     """A randomly initialised HF Lfm3ForCausalLM (norm weights too), saved to path."""
+    if not hasattr(transformers, "Lfm3ForCausalLM"):
+        pytest.skip(f"transformers {transformers.__version__} has no Lfm3ForCausalLM")
     torch.manual_seed(seed)
     hf = transformers.Lfm3ForCausalLM(transformers.Lfm3Config(**{**TINY, **changes})).eval()
     with torch.no_grad():
@@ -164,10 +168,16 @@ def test_continuous_batch_gives_every_sequence_its_tokens_alone(pair, impl):
 
 @pytest.mark.gpu
 @needs_cuda
-def test_cuda_graph_decoding_replays_the_eager_tokens(pair):
+def test_cuda_graph_decoding_replays_the_eager_tokens():
     """On CUDA: the captured steps (one per generate, one per continuous-batch bucket) give
     the eager tokens past the window."""
-    m = copy.deepcopy(pair[1]).cuda()
+    m = LFM2ForCausalLM.empty(LFM2Config.from_dict({"model_type": "lfm3", **TINY}))
+    m.init_weights(seed=1)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() > 1:
+                p.mul_(10)                             # logits that differ per token
+    m = m.eval().cuda()
     prompts = [[5, 9, 11, 4, 7], [8, 3]]
     with use_impl("fused"):
         want = m.generate(prompts, max_new_tokens=14, cuda_graph=False)
@@ -253,6 +263,7 @@ def test_a_missing_gate_is_named(tmp_path):
         LFM2ForCausalLM.from_pretrained(tmp_path)
 
 
+@needs_lfm3
 def test_config_defaults_and_round_trip_equal_transformers():
     """A bare LFM3 config.json gets transformers' Lfm3Config defaults; to_dict goes back."""
     ref = transformers.Lfm3Config()
@@ -267,6 +278,17 @@ def test_config_defaults_and_round_trip_equal_transformers():
     assert LFM2Config.from_dict(d) == ours
     again = transformers.Lfm3Config(**{k: v for k, v in d.items() if k not in ("architectures", "model_type")})
     assert again.layer_types == ref.layer_types and again.head_dim == 128
+
+
+@needs_lfm3
+def test_the_lfm3_preset_is_transformers_lfm3_1_7b():
+    from models.lfm2 import PRESETS
+    with torch.device("meta"):
+        ours = LFM2ForCausalLM(PRESETS["lfm3-1.7b"])
+        ref = transformers.Lfm3ForCausalLM(transformers.Lfm3Config())
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(ours) == count(ref) > 1.7e9
+    assert PRESETS["lfm3-1.7b"].layer_types.count("conv") == 13
 
 
 @pytest.mark.parametrize("d, match", [
@@ -285,3 +307,49 @@ def test_config_defaults_and_round_trip_equal_transformers():
 def test_bad_configs_are_refused_naming_what_was_expected(d, match):
     with pytest.raises(ValueError, match=match):
         LFM2Config.from_dict(d)
+
+
+def test_served_as_lfm2_through_the_registry_and_the_generate_route(tmp_path):
+    """`--model lfm2=/path/to/an/LFM3`: OIP logits and /v1/generate tokens are transformers'."""
+    import json
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from models.registry import build_model
+    from service.app import create_app
+    from service.settings import Settings
+    hf = make_hf(tmp_path, seed=12)
+    served = build_model("lfm2", str(tmp_path))
+    assert (served.metadata["architecture"], served.metadata["conv_kernel_size"],
+            served.metadata["sliding_window"]) == ("lfm3", 7, 5)
+    prompt = rand_ids(1, 9, seed=13)
+    with torch.no_grad():
+        logits = hf(prompt, use_cache=False).logits[:, -1]
+        tokens = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12,
+                             do_sample=False, eos_token_id=None, pad_token_id=0)[0, 9:].tolist()
+    app = create_app(Settings(models=("lfm2",), max_sequence_length=64, max_new_tokens=16, warmup=False),
+                     models={"lfm2": served})
+    with TestClient(app) as c:
+        deadline = time.time() + 60
+        while c.get("/v2/health/ready").status_code != 200 and time.time() < deadline:
+            time.sleep(0.05)
+        r = c.post("/v2/models/lfm2/infer", json={"inputs": [
+            {"name": "input_ids", "datatype": "INT64", "shape": [1, 9], "data": prompt[0].tolist()}]})
+        assert r.status_code == 200, r.text
+        got = torch.tensor(r.json()["outputs"][0]["data"]).view(1, -1)
+        torch.testing.assert_close(got, logits, rtol=1e-4, atol=1e-4)
+        r = c.post("/v1/generate", json={"input_ids": prompt[0].tolist(), "max_new_tokens": 12,
+                                         "ignore_eos": True})
+        assert r.status_code == 200, r.text
+        assert r.json()["token_ids"] == tokens
+        # No tokenizer.json in this checkpoint: token ids only, text is a 400 saying so.
+        r = c.post("/v1/generate", json={"input_ids": prompt[0].tolist(), "max_new_tokens": 12,
+                                         "ignore_eos": True, "stream": True})
+        events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+        assert [e["token_id"] for e in events if "token_id" in e] == tokens
+        for body in ({"prompt": "hello", "max_new_tokens": 4}, {"input_ids": [5, 6], "stop": ["x"], "max_new_tokens": 4}):
+            r = c.post("/v1/generate", json=body)
+            assert r.status_code == 400 and "tokenizer" in r.json()["error"], r.text
+        meta = c.get("/v2/models/lfm2").json()["parameters"]
+        assert meta["architecture"] == "lfm3" and meta["conv_kernel_size"] == 7

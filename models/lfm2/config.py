@@ -375,6 +375,9 @@ PRESETS: dict[str, LFM2Config] = {
                             num_hidden_layers=30, num_attention_heads=32,
                             block_auto_adjust_ff_dim=False,
                             layer_types=_attn_layers(30, (2, 5, 9, 13, 17, 21, 24, 27))),
+    # LFM3-1.7B: transformers' Lfm3Config defaults are its published architecture (K=7 short
+    # convs in 13 of 24 layers, 5 sliding-window (256) and 6 full attention layers, head_dim 128).
+    "lfm3-1.7b": LFM2Config.from_dict({"model_type": "lfm3"}),
     # The embedded default: seeded random weights + the byte tokenizer (tokenizer.py: bytes
     # 0..255, specials 256..258). 5 conv layers of 1024 channels (so per_group's 1024 launches
     # per layer show), 1 attention layer, a small FFN (384) so the convs are most of the work.

@@ -52,7 +52,9 @@ class GenerateHandler:
     def setup(self, runtime: ModelRuntime) -> "GenerateHandler":
         self.rt = runtime
         self.lm = runtime.served.lm
-        self.tokenizer = self.lm.tokenizer
+        self.tokenizer = self.lm.tokenizer   # None: a checkpoint without tokenizer.json (token ids only)
+        self.eos_token_id = (self.tokenizer.eos_token_id if self.tokenizer is not None
+                             else next(iter(self.lm.config.eos_token_ids), None))   # as the tokenizer's
         meta = getattr(runtime.served, "metadata", None) or {}
         self.vocab_size = int(meta.get("vocab_size") or self.lm.config.vocab_size)
         s = runtime.settings
@@ -75,6 +77,9 @@ class GenerateHandler:
         if req.prompt is not None:
             if len(req.prompt) > s.max_prompt_chars:
                 raise ValueError(f"prompt: {len(req.prompt)} characters; the limit is {s.max_prompt_chars}")
+            if self.tokenizer is None:
+                raise ValueError(f"model {self.rt.name!r} has no tokenizer (no tokenizer.json beside its "
+                                 "config.json): send token ids as 'input_ids' instead of a text 'prompt'")
             ids = list(self.tokenizer.encode(req.prompt))
         else:
             ids = list(req.input_ids)
@@ -91,6 +96,9 @@ class GenerateHandler:
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         if any(not x for x in stop) or len(stop) > 16 or any(len(x) > 256 for x in stop):
             raise ValueError("stop: expected up to 16 non-empty strings of at most 256 characters")
+        if stop and self.tokenizer is None:
+            raise ValueError(f"stop: model {self.rt.name!r} has no tokenizer to match text against; "
+                             "leave 'stop' out")
         sampling = {"temperature": req.temperature, "top_k": req.top_k, "top_p": req.top_p, "seed": req.seed,
                     "presence_penalty": req.presence_penalty, "frequency_penalty": req.frequency_penalty,
                     "logit_bias": req.logit_bias}
@@ -107,7 +115,7 @@ class GenerateHandler:
 
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        eos = None if plan.ignore_eos else getattr(self.tokenizer, "eos_token_id", None)
+        eos = None if plan.ignore_eos else self.eos_token_id
 
         def put(item):   # on the scheduler thread
             try:
@@ -153,6 +161,9 @@ class GenerateHandler:
                     finish = "stop"
                     continue
                 ids.append(value)
+                if self.tokenizer is None:   # token ids only: each token is its own event
+                    yield piece(value, "")
+                    continue
                 text = self.tokenizer.decode(ids)
                 hit = min((text.find(x) for x in plan.stop if x in text), default=-1)
                 if hit >= 0:
