@@ -15,14 +15,27 @@ CPU_IMPLS = ("per_group", "slice_sum", "compiled", "native")
 AUTO_CPU = ("per_group", "slice_sum", "compiled", "native")
 
 
-@pytest.fixture(scope="module")
-def by_shape():
-    if not RESULTS.is_file():
-        pytest.fail(f"{RESULTS} missing: run `python benchmarks/ops.py` and commit its results")
+# The same suite on a second CPU (2-core Intel Xeon): where LFM3's K=7 rows were first measured.
+XEON = RESULTS.with_name("ops-cpu-xeon.json")
+
+
+def _load(path: Path) -> dict:
+    if not path.is_file():
+        pytest.fail(f"{path} missing: run `python benchmarks/ops.py` and commit its results")
     shapes = defaultdict(dict)
-    for r in json.loads(RESULTS.read_text()):
+    for r in json.loads(path.read_text()):
         shapes[r["shape"]["name"]][r["impl"]] = r
     return dict(shapes)
+
+
+@pytest.fixture(scope="module")
+def by_shape():
+    return _load(RESULTS)
+
+
+@pytest.fixture(scope="module")
+def xeon():
+    return _load(XEON)
 
 
 def _fail(by_shape, msg):
@@ -85,18 +98,38 @@ def test_auto_within_5_percent_of_fastest_impl_on_every_shape(by_shape):
         _fail(by_shape, "auto more than 5% slower than the fastest impl: " + "; ".join(bad))
 
 
-def test_auto_choice_is_what_the_current_rule_picks(by_shape, monkeypatch):
+@pytest.mark.parametrize("table", ["by_shape", "xeon"])
+def test_auto_choice_is_what_the_current_rule_picks(table, request, monkeypatch):
     """The committed numbers must come from the committed rule (else re-run the benchmark)."""
     from models.depthwise import auto
     monkeypatch.setattr(auto, "_cxx_available", lambda: True)      # the rule, not this host
     monkeypatch.delenv("DWSERVE_AUTO_COMPILED", raising=False)
-    for name, recs in by_shape.items():
+    for name, recs in request.getfixturevalue(table).items():
         s = recs["auto"]["shape"]
         x = (*s["x"], 1) if s["op"] == "decode" else tuple(s["x"])
         got = auto.choose(s["op"], torch.device("cpu"), torch.float32, x, tuple(s["weight"]),
                           s["stride"], s["dilation"], channels_last=s.get("channels_last", False))
         assert got == recs["auto"]["auto_choice"], f"{name}: rule now picks {got}"
         assert got in AUTO_CPU
+
+
+def test_second_cpu_auto_within_5_percent_on_every_conv1d_and_decode_shape(xeon):
+    """The LFM family's ops (prefill convs, decode steps, LFM3's K=7 among them) on the Xeon box.
+    Its conv2d rows are reported, not held to this: the rule's NCHW batch-32 thresholds were
+    derived on the AMD box, and three of those rows miss on the Xeon (README: Results)."""
+    assert len(xeon) >= 60 and {"lfm3-1.7b-prefill-1x128", "lfm3-1.7b-prefill-8x512", "decode-16x2048-k7"} <= set(xeon)
+    family = {n: r for n, r in xeon.items() if r["auto"]["shape"]["op"] in ("conv1d", "decode")}
+    assert len(family) == 16   # seed, sweep, LFM2/LFM3 prefill, decode K=3/7, long short conv, conformer
+    bad = _auto_over_fastest(family, AUTO_CPU)
+    assert not bad, "auto more than 5% slower than the best pickable impl: " + "; ".join(bad)
+
+
+def test_k7_short_convs_lose_their_launch_storm_too(xeon):
+    """LFM3's 2048-channel K=7 conv: per_group pays ~3 ops per channel whatever K, auto a few."""
+    for name in ("lfm3-1.7b-prefill-1x128", "decode-16x2048-k7"):
+        recs = xeon[name]
+        assert recs["per_group"]["aten_ops"] >= 3 * 2048 and recs["auto"]["aten_ops"] <= 4 * 7 + 12
+        assert _median(recs, "per_group") / _median(recs, "auto") >= 50, name
 
 
 def test_per_group_launches_at_least_one_op_per_channel(by_shape):

@@ -99,10 +99,12 @@ CPU_MEASURED: tuple = (
 # - conv1d up to SLICE_SUM_MAX_WORK multiply-adds (the seed shape, the channel sweep, LFM2
 #   prompts and 8x512 prefill): slice_sum, ~2K cheap ops; native pays oneDNN's fixed cost
 #   (1.5-3x slower) and compiled its guards (~+30 us) until the work is large.
-# - conv1d, K <= 4 with more work than that (a 4096x4096 short conv): compiled, one generated
-#   loop = one pass over x instead of K (1.4x ahead of slice_sum).
+# - conv1d, K <= 7 with more work than that (a 4096x4096 K=4 short conv; LFM3's K=7 8x512
+#   prefill, measured on the Intel Xeon box: benchmarks/results/ops-cpu-xeon.md): compiled, one
+#   generated loop = one pass over x instead of K (1.4-1.55x ahead of slice_sum at K=4, 1.16x
+#   at K=7).
 # - conv1d, large K (conformer k=31): slice_sum; inductor's 31-tap loop and oneDNN's padded
-#   depthwise path (symmetric padding inside the conv) measured 4-5x slower.
+#   depthwise path (symmetric padding inside the conv) measured 4-5x slower (Xeon: 1.4x).
 # - conv2d on channels_last (NHWC) input: native everywhere measured, batch 1 to 32 (oneDNN's
 #   NHWC depthwise kernel: 1.4-4x ahead of compiled, 2-14x of slice_sum, whose slices are
 #   strided in that layout). The served MobileNetV2 runs NHWC on CPU for this.
@@ -112,7 +114,7 @@ CPU_MEASURED: tuple = (
 #   At 28x28 and below oneDNN wins again even at batch 32. One exception goes the other way:
 #   stride-2 layers on 112x112 planes at batch >= 16, where per_group (C big single-channel
 #   convs) is measured fastest, so auto picks it: launches only hurt when each is tiny.
-SLICE_SUM_MAX_TAPS = 4          # conv1d K above which compiled stops paying off
+SLICE_SUM_MAX_TAPS = 7          # conv1d K above which compiled stops paying off (K=31 loses)
 SLICE_SUM_MAX_WORK = 1 << 25    # output elements * taps (~33M), between 8x512 prefill (12.6M)
                                 # where slice_sum wins and 1x4096x4096 K=4 (67M) where compiled does
 PER_GROUP_MIN_INPUT_HW = 112 * 112  # strided conv2d on planes this big, batch >= 16: oneDNN's
