@@ -114,6 +114,17 @@ CASES = [
                                                     torch.empty(1, 1024, 2, dtype=BF16),
                                                     torch.ones(1, 512, dtype=torch.bool)),
          True, "LFM2's fused gated block: bcx (B, L, 3C), y (B, L, C)"),
+    Case("short-conv-1x512x2048-k7-bf16", triton_short_conv, "_short_conv_kernel",
+         lambda: triton_short_conv.short_conv_block(torch.empty(1, 512, 6144, dtype=BF16),
+                                                    torch.empty(2048, 1, 7, dtype=BF16), None,
+                                                    torch.empty(1, 2048, 6, dtype=BF16),
+                                                    torch.ones(1, 512, dtype=torch.bool)),
+         True, "LFM3-1.7B's block: K=7 taps, the state's 6 columns as rows of the first time-tile"),
+    Case("decode-16x2048-k7-bf16", triton_decode, "_dw_decode_kernel",
+         lambda: triton_decode.dw_conv1d_decode_step(torch.empty(16, 2048, dtype=BF16),
+                                                     torch.empty(16, 2048, 6, dtype=BF16),
+                                                     torch.empty(2048, 1, 7, dtype=BF16), None, None),
+         False, "LFM3's decode step: state (B, C, K-1=6), K-1 unit-stride; launch-bound"),
 ]
 
 
