@@ -7,7 +7,7 @@
 #                                   per fused call, LFM2 against transformers on CUDA, both fused
 #                                   weight layouts and a graph captured over one, continuous
 #                                   batching replayed as graphs against eager, LFM3's sliding
-#                                   window in a graph); <= 75 s
+#                                   window and LFM2-MoE's all-experts routing in a graph); <= 75 s
 #   gpu-run.log + gpu.py's files    gpu.py budgets itself to 450 s of steps; `timeout` is the hard
 #                                   stop: SIGTERM at 500 s (gpu.py then writes its summary of what
 #                                   it has), SIGKILL 10 s later
@@ -23,7 +23,7 @@ py="${PYTHON:-python3}"
 
 timeout -k 5 75 "$py" -m pytest -q -m gpu -p no:cacheprovider -o addopts="" --junitxml "$out/gpu-tests.xml" \
     tests/test_decoding.py tests/test_profiling.py tests/test_fused.py tests/test_lfm2.py tests/test_weight_layout.py \
-    tests/test_continuous.py tests/test_lfm3.py \
+    tests/test_continuous.py tests/test_lfm3.py tests/test_lfm2_moe.py \
     2>&1 | tee "$out/gpu-tests.log"
 tests_rc=$?
 echo "gpu.sh: CUDA tests exit $tests_rc (log: $out/gpu-tests.log)"

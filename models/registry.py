@@ -211,6 +211,8 @@ def _build_lfm2(path, device, dtype, seed) -> LFM2Served:
             "conv_layers": sum(t == "conv" for t in c.layer_types),
             "conv_kernel_size": c.conv_L_cache,
             "sliding_window": c.sliding_window,      # None: every attention layer sees all
+            "experts": c.num_experts,                # 0: dense feed-forward (not LFM2-MoE)
+            "experts_per_token": c.num_experts_per_tok if c.num_experts else 0,
             "max_position_embeddings": c.max_position_embeddings,
             "parameters": sum(t.numel() for t in lm.parameters()),
             "dtype": str(dtype).removeprefix("torch."),
@@ -225,7 +227,7 @@ def build_model(name: str, path: str | Path | None = None, *, device="cpu", dtyp
                 labels: str | Path | None = None) -> ServedModel:
     """A ServedModel for `name` in MODEL_NAMES. path None = the embedded seeded default;
     mobilenet_v2 takes a weights file (.safetensors/.pth; class names from `labels` or a
-    labels.txt beside it), lfm2 a local HF directory of an LFM2 or LFM3 checkpoint. Never
+    labels.txt beside it), lfm2 a local HF directory of an LFM2, LFM2-MoE or LFM3 checkpoint. Never
     downloads."""
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")

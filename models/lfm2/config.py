@@ -1,6 +1,8 @@
 """LFM2-family configuration: Hugging Face field names, the published config.json forms, presets.
 
-One dataclass describes LFM2 (`model_type` "lfm2") and LFM3 ("lfm3"); LFM3 is LFM2 with
+One dataclass describes LFM2 (`model_type` "lfm2"), LFM2-MoE ("lfm2_moe": LFM2 whose
+feed-forward from `num_dense_layers` on is a sparse mixture of `num_experts` SwiGLU experts,
+`num_experts_per_tok` per token) and LFM3 ("lfm3"); LFM3 is LFM2 with
 longer short convs (K=7), sliding-window attention layers (`sliding_window`, their own
 default RoPE), proportional RoPE on the full-attention layers (`partial_rotary_factor` of
 each head rotated), an explicit `head_dim`, a sigmoid output gate per attention head, RMSNorms
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LAYER_TYPES = ("conv", "full_attention", "sliding_attention")
-MODEL_TYPES = ("lfm2", "lfm3")
+MODEL_TYPES = ("lfm2", "lfm2_moe", "lfm3")
 
 # Keys of a published config.json that carry no architecture information; ignored on load.
 _METADATA_KEYS = {
@@ -67,6 +69,14 @@ class LFM2Config:
     use_sandwich_norm: bool = False           # RMSNorm on operator and FFN outputs
     use_attention_gate: bool = False          # out *= sigmoid(gate_proj(h)) per head
     attention_bias: bool = False              # q/k/v/o projections with bias
+    # LFM2-MoE (model_type "lfm2_moe"): layers from num_dense_layers on have a sparse FFN.
+    num_experts: int = 0                      # experts per MoE layer; 0 = dense FFN everywhere
+    num_experts_per_tok: int = 4              # experts each token is routed to
+    moe_intermediate_size: int = 0            # each expert's SwiGLU width
+    num_dense_layers: int = 0                 # the first layers keep the dense FFN
+    use_expert_bias: bool = True              # routing picks by score + expert_bias
+    routed_scaling_factor: float = 1.0
+    norm_topk_prob: bool = True               # the picked experts' weights sum to 1
 
     def __post_init__(self):
         lt = self.layer_types
@@ -113,7 +123,7 @@ class LFM2Config:
 
     @property
     def rope_parameters(self) -> dict:
-        if self.model_type == "lfm2":
+        if self.model_type != "lfm3":
             return {"rope_type": "default", "rope_theta": self.rope_theta}
         return {"full_attention": {"rope_type": "proportional", "rope_theta": self.rope_theta,
                                    "partial_rotary_factor": self.partial_rotary_factor},
@@ -137,6 +147,18 @@ class LFM2Config:
                              f"got {self.conv_L_cache!r}")
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"model_type={self.model_type!r}: expected one of {MODEL_TYPES}")
+        if (self.model_type == "lfm2_moe") != (self.num_experts > 0):
+            raise ValueError(f"num_experts={self.num_experts!r}: an lfm2_moe config needs num_experts >= 1, "
+                             "other model types 0")
+        if self.num_experts:
+            if not 1 <= self.num_experts_per_tok <= self.num_experts:
+                raise ValueError(f"num_experts_per_tok={self.num_experts_per_tok!r} must be in "
+                                 f"[1, num_experts={self.num_experts}]")
+            if self.moe_intermediate_size < 1:
+                raise ValueError(f"moe_intermediate_size={self.moe_intermediate_size!r} must be >= 1")
+            if not 0 <= self.num_dense_layers <= self.num_hidden_layers:
+                raise ValueError(f"num_dense_layers={self.num_dense_layers!r} must be in "
+                                 f"[0, num_hidden_layers={self.num_hidden_layers}]")
         if self.attention_head_dim is not None and (
                 isinstance(self.attention_head_dim, bool) or not isinstance(self.attention_head_dim, int)
                 or self.attention_head_dim < 2):
@@ -191,8 +213,14 @@ class LFM2Config:
         model_type = d.pop("model_type", "lfm2")
         if model_type == "lfm3":
             return cls._from_lfm3_dict(d)
-        if model_type != "lfm2":
+        if model_type not in ("lfm2", "lfm2_moe"):
             raise ValueError(f"model_type={model_type!r}: expected one of {MODEL_TYPES}")
+        if model_type == "lfm2_moe":   # Lfm2MoeConfig's defaults; its dense FFN is not adjusted
+            if d.get("layer_types") is None and d.get("full_attn_idxs") is None:
+                raise ValueError("an lfm2_moe config.json must give layer_types (transformers has no default)")
+            d = {**_MOE_DEFAULTS, **d, "model_type": "lfm2_moe", "block_auto_adjust_ff_dim": False}
+        elif d.get("num_experts"):
+            raise ValueError(f"num_experts={d['num_experts']!r} needs model_type 'lfm2_moe'")
         for name in _LFM3_ONLY:
             if d.get(name) not in (None, False):
                 raise ValueError(f"{name}={d[name]!r} is an LFM3 field; an LFM2 config "
@@ -258,7 +286,8 @@ class LFM2Config:
         for k in ("eos_token_id", "layer_types"):
             if isinstance(kwargs.get(k), list):
                 kwargs[k] = tuple(kwargs[k])
-        for k in ("block_ffn_dim_multiplier", "rope_theta", "sliding_rope_theta", "partial_rotary_factor"):
+        for k in ("block_ffn_dim_multiplier", "rope_theta", "sliding_rope_theta", "partial_rotary_factor",
+                  "routed_scaling_factor"):
             if isinstance(kwargs.get(k), int) and not isinstance(kwargs[k], bool):
                 kwargs[k] = float(kwargs[k])
         return cls(**kwargs)
@@ -282,18 +311,22 @@ class LFM2Config:
         for name in ("rope_theta", "model_type", "attention_head_dim", "sliding_rope_theta",
                      "partial_rotary_factor"):
             d.pop(name)
-        if self.model_type == "lfm2":
+        if self.model_type != "lfm3":
             for name in _LFM3_ONLY:
                 d.pop(name, None)
-        else:
+        if self.model_type != "lfm2_moe":
+            for name in _MOE_DEFAULTS:
+                d.pop(name, None)
+        if self.model_type != "lfm2":
             for name in ("block_multiple_of", "block_ffn_dim_multiplier", "block_auto_adjust_ff_dim"):
                 d.pop(name)
+        if self.model_type == "lfm3":
             d["head_dim"] = self.head_dim
         d["layer_types"] = list(self.layer_types)
         if isinstance(self.eos_token_id, tuple):
             d["eos_token_id"] = list(self.eos_token_id)
         d["rope_parameters"] = self.rope_parameters
-        arch = "Lfm2ForCausalLM" if self.model_type == "lfm2" else "Lfm3ForCausalLM"
+        arch = {"lfm2": "Lfm2ForCausalLM", "lfm2_moe": "Lfm2MoeForCausalLM", "lfm3": "Lfm3ForCausalLM"}[self.model_type]
         return {"architectures": [arch], "model_type": self.model_type, **d}
 
     def replace(self, **changes) -> "LFM2Config":
@@ -302,6 +335,11 @@ class LFM2Config:
 
 # Fields only an LFM3 config may set (LFM2 leaves them at their off defaults).
 _LFM3_ONLY = ("sliding_window", "use_sandwich_norm", "use_attention_gate", "attention_bias")
+
+# transformers' Lfm2MoeConfig defaults (LFM2-8B-A1B) for the MoE fields.
+_MOE_DEFAULTS = dict(num_experts=32, num_experts_per_tok=4, moe_intermediate_size=1792,
+                     num_dense_layers=2, use_expert_bias=True, routed_scaling_factor=1.0,
+                     norm_topk_prob=True)
 
 # transformers' Lfm3Config defaults (LFM3-1.7B), for keys an LFM3 config.json leaves out.
 _LFM3_DEFAULTS = dict(vocab_size=128_000, hidden_size=2048, intermediate_size=7680,

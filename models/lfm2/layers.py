@@ -189,6 +189,83 @@ class MLP(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
+class Experts(nn.Module):
+    """num_experts SwiGLUs stored stacked, as transformers holds them in memory (loading.py
+    stacks a checkpoint's per-expert w1/w3/w2): gate_up_proj (E, 2I, H) = [w1; w3] per expert,
+    down_proj (E, H, I) = w2."""
+
+    def __init__(self, num_experts: int, hidden: int, width: int):
+        super().__init__()
+        self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * width, hidden))
+        self.down_proj = nn.Parameter(torch.empty(num_experts, hidden, width))
+
+    def one(self, x: torch.Tensor, e: int) -> torch.Tensor:
+        """Expert e on its tokens x (N, H) -> (N, H)."""
+        gate, up = F.linear(x, self.gate_up_proj[e]).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, self.down_proj[e])
+
+    def every(self, x: torch.Tensor) -> torch.Tensor:
+        """Every expert on every token: x (T, H) -> (E, T, H), three batched matmuls."""
+        gate, up = torch.matmul(x, self.gate_up_proj.transpose(1, 2)).chunk(2, dim=-1)   # (E, T, I) each
+        return torch.matmul(F.silu(gate) * up, self.down_proj.transpose(1, 2))
+
+
+class MoE(nn.Module):
+    """LFM2-MoE's sparse feed-forward (Lfm2MoeSparseMoeBlock). A sigmoid router scores every
+    expert per token; the num_experts_per_tok best by score (+ expert_bias, which steers the
+    pick but not the weight) run, weighted by their scores (renormalised to sum 1 when
+    norm_topk_prob, times routed_scaling_factor).
+
+    Eagerly only the experts some token picked run, each on its tokens (which ones is read on
+    the host). While a CUDA graph is being captured no host read is possible, so every expert
+    runs on every token and the unpicked ones are weighted 0: the same sum, in three batched
+    matmuls whose cost at decode batch sizes is reading the experts' weights once."""
+
+    def __init__(self, config: LFM2Config):
+        super().__init__()
+        c, e = config.hidden_size, config.num_experts
+        self.top_k, self.norm_topk_prob = config.num_experts_per_tok, config.norm_topk_prob
+        self.scale = config.routed_scaling_factor
+        self.gate = nn.Linear(c, e, bias=False)
+        self.experts = Experts(e, c, config.moe_intermediate_size)
+        # A checkpoint tensor (a buffer in transformers), never trained here: a frozen parameter
+        # so loading fills it by name like the rest.
+        self.expert_bias = nn.Parameter(torch.zeros(e), requires_grad=False) if config.use_expert_bias else None
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (T, H) -> (weights (T, k), expert ids (T, k)), as Lfm2MoeTopKRouter."""
+        logits = F.linear(x, self.gate.weight)                               # (T, E)
+        scores = logits.sigmoid()
+        if self.expert_bias is not None:
+            _, picked = torch.topk(scores + self.expert_bias, self.top_k, dim=-1)
+            weights = scores.gather(1, picked).type_as(logits)
+        else:
+            weights, picked = torch.topk(scores, self.top_k, dim=-1)
+        if self.norm_topk_prob:
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-6)
+        return weights * self.scale, picked
+
+    def forward(self, x: torch.Tensor, dense: bool | None = None) -> torch.Tensor:
+        """x (B, L, H) -> (B, L, H). dense None: only while capturing a CUDA graph."""
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])                                          # (T, H)
+        weights, picked = self.route(x)
+        if dense is None:
+            dense = x.is_cuda and torch.cuda.is_current_stream_capturing()
+        if dense:
+            per_expert = torch.zeros(x.shape[0], self.experts.gate_up_proj.shape[0], dtype=weights.dtype,
+                                     device=x.device).scatter_(1, picked, weights)   # (T, E), 0 = not picked
+            y = self.experts.every(x)                                         # (E, T, H)
+            out = (y * per_expert.t()[:, :, None].to(y.dtype)).sum(0)
+        else:
+            out = torch.zeros_like(x)
+            for e in picked.unique().tolist():                                # host read: the experts in use
+                tok, slot = (picked == e).nonzero(as_tuple=True)
+                y = self.experts.one(x[tok], e) * weights[tok, slot, None]
+                out.index_add_(0, tok, y.to(out.dtype))
+        return out.view(shape)
+
+
 class DecoderLayer(nn.Module):
     """Pre-norm residual block: operator (conv or attention), then SwiGLU; with
     use_sandwich_norm (LFM3) each output is RMS-normalised before it joins the residual."""
@@ -200,7 +277,8 @@ class DecoderLayer(nn.Module):
             self.self_attn = Attention(config, layer_idx)
         else:
             self.conv = ShortConv(config, layer_idx)
-        self.feed_forward = MLP(config)
+        moe = config.num_experts > 0 and layer_idx >= config.num_dense_layers
+        self.feed_forward = MoE(config) if moe else MLP(config)
         c, eps = config.hidden_size, config.norm_eps
         self.operator_norm = RMSNorm(c, eps)
         self.ffn_norm = RMSNorm(c, eps)

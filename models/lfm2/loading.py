@@ -1,4 +1,4 @@
-"""Strict loading of a local Hugging Face LFM2 or LFM3 directory (never downloads).
+"""Strict loading of a local Hugging Face LFM2, LFM2-MoE or LFM3 directory (never downloads).
 
 Reads config.json, then model.safetensors or the shards named by model.safetensors.index.json.
 Every parameter must be present with its exact shape and nothing else may be: the first
@@ -8,6 +8,7 @@ checkpoint may still carry `lm_head.weight`; it is accepted only if it equals th
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -78,8 +79,14 @@ _LFM3_NAMES = {".self_attn.o_proj.": ".self_attn.out_proj.",
                ".self_attn.g_proj.": ".self_attn.gate_proj."}
 
 
+_EXPERT = re.compile(r"^(.*\.feed_forward\.experts)\.(\d+)\.(w1|w2|w3)\.weight$")
+
+
 def to_module_names(config: LFM2Config, tensors: dict) -> dict:
-    """Checkpoint tensor names -> LFM2ForCausalLM parameter names (renames only for LFM3)."""
+    """Checkpoint tensors by name -> LFM2ForCausalLM's parameters by name: LFM3's three
+    attention names mapped, LFM2-MoE's per-expert matrices stacked."""
+    if config.model_type == "lfm2_moe":
+        return _stack_experts(config, tensors)
     if config.model_type != "lfm3":
         return tensors
     out = {}
@@ -89,6 +96,33 @@ def to_module_names(config: LFM2Config, tensors: dict) -> dict:
         if name in out:
             raise ValueError(f"checkpoint holds tensor {name!r} under two names")
         out[name] = t
+    return out
+
+
+def _stack_experts(config: LFM2Config, tensors: dict) -> dict:
+    """`...experts.{e}.w1/w3/w2.weight` ((I, H), (I, H), (H, I); how LFM2-MoE checkpoints are
+    published) -> `...experts.gate_up_proj` (E, 2I, H) and `...experts.down_proj` (E, H, I), as
+    transformers merges them. A checkpoint already holding the stacked names passes through."""
+    out, per_layer = {}, {}
+    for name, t in tensors.items():
+        m = _EXPERT.match(name)
+        if m:
+            per_layer.setdefault(m[1], {})[(int(m[2]), m[3])] = t
+        else:
+            out[name] = t
+    for prefix, mats in per_layer.items():
+        def take(e, w):
+            if (e, w) not in mats:
+                raise ValueError(f"checkpoint is missing tensor '{prefix}.{e}.{w}.weight' "
+                                 f"({config.num_experts} experts per MoE layer in config.json)")
+            return mats.pop((e, w))
+        experts = range(config.num_experts)
+        out[f"{prefix}.gate_up_proj"] = torch.stack([torch.cat([take(e, "w1"), take(e, "w3")]) for e in experts])
+        out[f"{prefix}.down_proj"] = torch.stack([take(e, "w2") for e in experts])
+        if mats:
+            e, w = sorted(mats)[0]
+            raise ValueError(f"unexpected tensor '{prefix}.{e}.{w}.weight': config.json has "
+                             f"num_experts={config.num_experts}")
     return out
 
 
