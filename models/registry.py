@@ -50,6 +50,9 @@ class ServedModel:
                  module: nn.Module, device: torch.device, metadata: dict):
         self.name, self.inputs, self.outputs = name, inputs, outputs
         self.module, self.device, self.metadata = module, torch.device(device), metadata
+        # output name -> class names, when the model was given them (a labels file): what the
+        # classification extension appends to "<value>:<index>"
+        self.output_labels: dict[str, list[str]] = {}
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not isinstance(inputs, dict) or set(inputs) != {s.name for s in self.inputs}:
@@ -191,7 +194,10 @@ def _build_mobilenet(path, device, dtype, seed, labels) -> MobileNetServed:
             "parameters": n_params, "depthwise_layers": model.num_depthwise, "bn_folded": True,
             "channels_last": True, "dtype": str(dtype).removeprefix("torch."),
             "labels_source": str(labels) if labels is not None else "class_<i>"}
-    return MobileNetServed(model, device, meta)
+    served = MobileNetServed(model, device, meta)
+    if labels is not None:
+        served.output_labels = {"logits": model.labels}
+    return served
 
 
 def _build_lfm2(path, device, dtype, seed) -> LFM2Served:

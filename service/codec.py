@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .classification import serialize_bytes
+
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
@@ -147,14 +149,20 @@ def encode_outputs(outputs: list[tuple[str, np.ndarray, bool]], header: dict) ->
     """
     entries, blobs = [], []
     for name, arr, binary in outputs:
-        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))  # wire format is little-endian
-        entry = {"name": name, "datatype": DATATYPE_OF[arr.dtype], "shape": list(arr.shape)}
+        if arr.dtype == object:   # BYTES (classification results): elements are bytes
+            entry = {"name": name, "datatype": "BYTES", "shape": list(arr.shape)}
+            blob = serialize_bytes(arr) if binary else None
+            data = None if binary else [x.decode("utf-8", "replace") for x in arr.reshape(-1)]
+        else:
+            arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))  # wire format is little-endian
+            entry = {"name": name, "datatype": DATATYPE_OF[arr.dtype], "shape": list(arr.shape)}
+            blob = arr.tobytes() if binary else None
+            data = None if binary else arr.reshape(-1).tolist()
         if binary:
-            blob = arr.tobytes()
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            entry["data"] = arr.reshape(-1).tolist()
+            entry["data"] = data
         entries.append(entry)
     text = json.dumps({**header, "outputs": entries}, allow_nan=True).encode()
     if not blobs:

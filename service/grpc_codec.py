@@ -18,6 +18,7 @@ from typing import Any, Optional
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
+from .classification import OutputRequest, class_count, serialize_bytes
 from .codec import DATATYPE_OF, DTYPES, CodecError, check_shape
 
 # datatype -> the InferTensorContents field that holds its values
@@ -61,8 +62,9 @@ def _typed_values(tensor, dtype: np.dtype, count: int) -> np.ndarray:
         return wide.astype(dtype)
 
 
-def decode_request(request, max_elements: int) -> tuple[dict[str, np.ndarray], list[str], dict[str, Any]]:
-    """ModelInferRequest -> ({input name: array}, requested output names, parameters)."""
+def decode_request(request, max_elements: int) -> tuple[dict[str, np.ndarray], list[OutputRequest], dict[str, Any]]:
+    """ModelInferRequest -> ({input name: array}, requested outputs, parameters). Outputs
+    always travel raw; one with parameters `classification` = k comes back as its top k."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise CodecError(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs; "
@@ -87,7 +89,9 @@ def decode_request(request, max_elements: int) -> tuple[dict[str, np.ndarray], l
             arrays[name] = np.frombuffer(blob, dtype=dtype, count=count).reshape(shape)
         else:
             arrays[name] = _typed_values(tensor, dtype, count).reshape(shape)
-    return arrays, [out.name for out in request.outputs], parameters_to_dict(request.parameters)
+    requested = [OutputRequest(out.name, True, class_count(out.name, parameters_to_dict(out.parameters)))
+                 for out in request.outputs]
+    return arrays, requested, parameters_to_dict(request.parameters)
 
 
 def encode_response(model: str, request_id: Optional[str], impl: str,
@@ -96,6 +100,10 @@ def encode_response(model: str, request_id: Optional[str], impl: str,
     response = pb.ModelInferResponse(model_name=model, model_version="1", id=request_id or "")
     response.parameters["depthwise_impl"].string_param = impl
     for name, arr in outputs:
+        if arr.dtype == object:   # BYTES (classification results)
+            response.outputs.add(name=name, datatype="BYTES", shape=list(arr.shape))
+            response.raw_output_contents.append(serialize_bytes(arr))
+            continue
         arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
         response.outputs.add(name=name, datatype=DATATYPE_OF[arr.dtype], shape=list(arr.shape))
         response.raw_output_contents.append(arr.tobytes())

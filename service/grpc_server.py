@@ -139,12 +139,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             svc.runtime(name)
             handler = svc.tensor[name]
             arrays, requested, params = decode_request(request, svc.settings.max_elements)
-            decoded = handler.prepare(request.id or None, params.get("depthwise_impl"), arrays,
-                                      [(out, True) for out in requested])
+            decoded = handler.prepare(request.id or None, params.get("depthwise_impl"), arrays, requested)
             impl = decoded.impl
             result = await handler.predict(decoded)
-            response = encode_response(name, decoded.id, decoded.impl,
-                                       [(out, result.outputs[out]) for out, _ in decoded.outputs])
+            response = encode_response(name, decoded.id, decoded.impl, handler.output_arrays(decoded, result))
             status = 200
             return response, result
         except Exception as exc:

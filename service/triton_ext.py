@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-EXTENSIONS = ["binary_tensor_data", "parameters", "model_configuration", "statistics"]
+EXTENSIONS = ["binary_tensor_data", "classification", "parameters", "model_configuration", "statistics"]
 
 
 def metadata_of(name: str, rt) -> dict:

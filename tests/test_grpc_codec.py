@@ -44,13 +44,13 @@ def test_decode_matches_tritonclient_raw_encoding(datatype):
     other = _random(rng, "FP32", [2])
     inp2 = gc.InferInput("y", [2], "FP32")
     inp2.set_data_from_numpy(other)
-    wanted = [gc.InferRequestedOutput("out")]
+    wanted = [gc.InferRequestedOutput("out"), gc.InferRequestedOutput("top", class_count=5)]
     arrays, requested, params = decode_request(_request([inp, inp2], wanted, {"depthwise_impl": "native"}),
                                                MAX_ELEMENTS)
     assert arrays["x"].dtype == x.dtype and arrays["x"].shape == x.shape
     np.testing.assert_array_equal(arrays["x"], x)
     np.testing.assert_array_equal(arrays["y"], other)
-    assert requested == ["out"] and params["depthwise_impl"] == "native"
+    assert requested == [("out", True, None), ("top", True, 5)] and params["depthwise_impl"] == "native"
 
 
 @pytest.mark.parametrize("datatype", [pytest.param(d, id=d) for d in CONTENTS_FIELD])

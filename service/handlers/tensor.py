@@ -8,6 +8,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from .. import codec
+from ..classification import OutputRequest, class_count, top_classes
 from ..runtime import ModelRuntime, Result
 from ..schemas import InferRequest
 
@@ -17,7 +18,7 @@ class Decoded:
     id: Optional[str]
     impl: str
     inputs: dict[str, np.ndarray]
-    outputs: list[tuple[str, bool]]   # (output name, as binary)
+    outputs: list[OutputRequest]      # name, as binary (REST), top-k classification or None
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -62,24 +63,32 @@ class TensorHandler:
             raise ValueError(f"parameters.binary_data_output: expected true/false, got {binary_all!r}")
         requested = []
         for out in req.outputs or ():
-            binary = (out.parameters or {}).get("binary_data", binary_all)
+            out_params = out.parameters or {}
+            binary = out_params.get("binary_data", binary_all)
             if not isinstance(binary, bool):
                 raise ValueError(f"output {out.name!r}: parameters.binary_data must be true/false")
-            requested.append((out.name, binary))
+            requested.append(OutputRequest(out.name, binary, class_count(out.name, out_params)))
         return self.prepare(req.id, params.get("depthwise_impl"), arrays, requested, binary_all)
 
     def prepare(self, request_id: Optional[str], impl: Any, arrays: dict[str, np.ndarray],
-                requested: list[tuple[str, bool]], binary_all: bool = False) -> Decoded:
+                requested: list[OutputRequest], binary_all: bool = False) -> Decoded:
         """Decoded tensors from either wire format (JSON/binary here, gRPC in service/grpc_codec.py)
         -> a checked request: the impl allowed, the inputs against the model's specs, the
         requested outputs known (none requested = all, each `binary_all`)."""
         impl = self.rt.check_impl(impl)
         self._check_inputs(arrays)
-        for name, _ in requested:
-            if name not in self.outputs:
-                raise ValueError(f"requested output {name!r}: expected one of {sorted(self.outputs)}")
-        wanted = requested or [(name, binary_all) for name in self.outputs]
+        for out in requested:
+            if out.name not in self.outputs:
+                raise ValueError(f"requested output {out.name!r}: expected one of {sorted(self.outputs)}")
+        wanted = requested or [OutputRequest(name, binary_all) for name in self.outputs]
         return Decoded(request_id, impl, arrays, wanted)
+
+    def output_arrays(self, decoded: Decoded, result: Result) -> list[tuple[str, np.ndarray]]:
+        """The requested outputs of a forward, each as computed or as its top-k classes."""
+        labels = getattr(self.rt.served, "output_labels", None) or {}
+        return [(out.name, result.outputs[out.name] if out.classes is None else
+                 top_classes(result.outputs[out.name], out.classes, labels.get(out.name)))
+                for out in decoded.outputs]
 
     def _check_inputs(self, arrays: dict[str, np.ndarray]) -> None:
         """Names, dtypes, ranks and fixed dims against the model's TensorSpecs; value limits."""
@@ -114,12 +123,13 @@ class TensorHandler:
         return await self.rt.infer(decoded.inputs, decoded.impl)
 
     def encode(self, decoded: Decoded, result: Result) -> tuple[bytes, dict[str, str]]:
-        outputs = result.outputs
         header: dict[str, Any] = {"model_name": self.rt.name, "model_version": "1",
                                   "parameters": {"depthwise_impl": decoded.impl}}
         if decoded.id is not None:
             header["id"] = decoded.id
-        body, json_len = codec.encode_outputs([(n, outputs[n], b) for n, b in decoded.outputs], header)
+        arrays = self.output_arrays(decoded, result)
+        body, json_len = codec.encode_outputs([(name, arr, out.binary) for (name, arr), out
+                                               in zip(arrays, decoded.outputs)], header)
         headers = {"server-timing": server_timing(result)}
         if json_len is None:
             return body, {**headers, "content-type": "application/json"}
