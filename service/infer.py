@@ -48,7 +48,7 @@ async def infer_bytes(svc, model: str, version: str | None, headers: Mapping[str
     Sets state["dw_impl"] (the metrics' impl label) once the request's impl is known.
     Raises ServiceError / ValueError / QueueFull / ... for errors.error_response."""
     check_version(version)
-    rt = svc.runtime(model)
+    svc.runtime(model)   # unknown model 404, not ready 503: before the body is read
     ctype = headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in INFER_TYPES:
         raise ServiceError(415, f"Content-Type {ctype!r} unsupported; expected application/json, or "

@@ -1,21 +1,17 @@
-"""LFM2-family configuration: Hugging Face field names, the published config.json forms, presets.
+"""LFM2-family configuration: Hugging Face field names, presets.
 
 One dataclass describes LFM2 (`model_type` "lfm2"), LFM2-MoE ("lfm2_moe": LFM2 whose
 feed-forward from `num_dense_layers` on is a sparse mixture of `num_experts` SwiGLU experts,
-`num_experts_per_tok` per token) and LFM3 ("lfm3"); LFM3 is LFM2 with
-longer short convs (K=7), sliding-window attention layers (`sliding_window`, their own
-default RoPE), proportional RoPE on the full-attention layers (`partial_rotary_factor` of
-each head rotated), an explicit `head_dim`, a sigmoid output gate per attention head, RMSNorms
-on the operator and feed-forward outputs ("sandwich"), and an unadjusted feed-forward width.
-An LFM2 config leaves those fields at their defaults, which switch each feature off.
+`num_experts_per_tok` per token) and LFM3 ("lfm3"). LFM3 is LFM2 with longer short convs
+(K=7), sliding-window attention layers (`sliding_window`, their own default RoPE),
+proportional RoPE on the full-attention layers (`partial_rotary_factor` of each head
+rotated), an explicit `head_dim`, a sigmoid output gate per attention head, RMSNorms on the
+operator and feed-forward outputs ("sandwich"), and an unadjusted feed-forward width. An LFM2
+config leaves those fields at their defaults, which switch each feature off.
 
-Two LFM2 forms of `config.json` exist in the wild and both must load the same:
-- current transformers form: `layer_types` (one of "conv"/"full_attention" per layer) and
-  `rope_parameters = {"rope_type": "default", "rope_theta": ...}`;
-- the first published LFM2 form: `full_attn_idxs`, top-level `rope_theta` (and `theta`),
-  `block_ff_dim` (overrides `intermediate_size`, as transformers does), `block_dim` /
-  `conv_dim` (must equal `hidden_size`), `tie_embedding`, `num_heads`, `block_norm_eps`.
-The feed-forward width is adjusted exactly as transformers' `Lfm2MLP` does (`ffn_dim`).
+`from_dict` / `from_json` read every published config.json form (hf_config.py); `to_dict`
+writes the current transformers form. LFM2's feed-forward width is adjusted exactly as
+transformers' `Lfm2MLP` does (`ffn_dim`).
 """
 from __future__ import annotations
 
@@ -25,16 +21,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LAYER_TYPES = ("conv", "full_attention", "sliding_attention")
-MODEL_TYPES = ("lfm2", "lfm2_moe", "lfm3")
+from . import hf_config
+from .hf_config import MODEL_TYPES
 
-# Keys of a published config.json that carry no architecture information; ignored on load.
-_METADATA_KEYS = {
-    "architectures", "model_type", "torch_dtype", "dtype", "transformers_version", "use_cache",
-    "initializer_range", "block_mlp_init_scale", "block_out_init_scale", "block_use_xavier_init",
-    "conv_use_xavier_init", "use_pos_enc", "output_attentions", "output_hidden_states",
-    "return_dict", "_name_or_path", "quantization", "quantization_config",
-}
+LAYER_TYPES = ("conv", "full_attention", "sliding_attention")
 
 
 @dataclass(frozen=True)
@@ -205,92 +195,10 @@ class LFM2Config:
     # ---- (de)serialisation ---------------------------------------------------------------
     @classmethod
     def from_dict(cls, d: dict) -> "LFM2Config":
-        """Accept LFM3's config.json, LFM2's current HF form and its first published one (see
-        the module docstring)."""
-        if not isinstance(d, dict):
-            raise ValueError(f"an LFM2 config must be a dict (config.json), got {type(d).__name__}")
-        d = dict(d)
-        model_type = d.pop("model_type", "lfm2")
-        if model_type == "lfm3":
-            return cls._from_lfm3_dict(d)
-        if model_type not in ("lfm2", "lfm2_moe"):
-            raise ValueError(f"model_type={model_type!r}: expected one of {MODEL_TYPES}")
-        if model_type == "lfm2_moe":   # Lfm2MoeConfig's defaults; its dense FFN is not adjusted
-            if d.get("layer_types") is None and d.get("full_attn_idxs") is None:
-                raise ValueError("an lfm2_moe config.json must give layer_types (transformers has no default)")
-            d = {**_MOE_DEFAULTS, **d, "model_type": "lfm2_moe", "block_auto_adjust_ff_dim": False}
-        elif d.get("num_experts"):
-            raise ValueError(f"num_experts={d['num_experts']!r} needs model_type 'lfm2_moe'")
-        for name in _LFM3_ONLY:
-            if d.get(name) not in (None, False):
-                raise ValueError(f"{name}={d[name]!r} is an LFM3 field; an LFM2 config "
-                                 "(model_type 'lfm2') cannot use it")
-        if not d.pop("block_use_swiglu", True):
-            raise ValueError("block_use_swiglu=False is not supported; LFM2 uses SwiGLU")
-        # transformers: block_ff_dim / tie_embedding override their new names.
-        if "block_ff_dim" in d:
-            d["intermediate_size"] = d.pop("block_ff_dim")
-        if "tie_embedding" in d:
-            d["tie_word_embeddings"] = d.pop("tie_embedding")
-        hidden = d.get("hidden_size", cls.hidden_size)
-        for alias in ("block_dim", "conv_dim", "conv_dim_out"):
-            if alias in d and d.pop(alias) != hidden:
-                raise ValueError(f"{alias} must equal hidden_size={hidden} (LFM2 blocks keep the width)")
-        _merge_alias(d, "num_heads", "num_attention_heads")
-        _merge_alias(d, "block_norm_eps", "norm_eps")
-        _merge_alias(d, "theta", "rope_theta")
-        rope = d.pop("rope_parameters", None)
-        if d.pop("rope_scaling", None) is not None:
-            raise ValueError("rope_scaling is not supported; only default RoPE (rope_type='default')")
-        if rope is not None:
-            if not isinstance(rope, dict) or rope.get("rope_type", "default") != "default":
-                raise ValueError(f"rope_parameters={rope!r}: only rope_type='default' is supported")
-            if "rope_theta" in rope:
-                d["rope_parameters.rope_theta"] = rope["rope_theta"]
-                _merge_alias(d, "rope_parameters.rope_theta", "rope_theta")
-        idxs = d.pop("full_attn_idxs", None)
-        if idxs is not None:
-            n = d.get("num_hidden_layers", cls.num_hidden_layers)
-            bad = [i for i in idxs if not (isinstance(i, int) and 0 <= i < n)]
-            if bad:
-                raise ValueError(f"full_attn_idxs {bad} out of range for num_hidden_layers={n}")
-            from_idxs = ["full_attention" if i in idxs else "conv" for i in range(n)]
-            if d.get("layer_types") is not None and list(d["layer_types"]) != from_idxs:
-                raise ValueError("full_attn_idxs and layer_types disagree; give one of them")
-            d["layer_types"] = from_idxs
-        if "sliding_attention" in (d.get("layer_types") or ()):
-            raise ValueError("layer_types has 'sliding_attention', an LFM3 layer; set "
-                             "model_type to 'lfm3' for such a config")
-        return cls._build(d)
-
-    @classmethod
-    def _from_lfm3_dict(cls, d: dict) -> "LFM2Config":
-        """transformers' Lfm3Config: its defaults fill what config.json leaves out."""
-        d = {**_LFM3_DEFAULTS, **d}
-        _merge_alias(d, "rms_norm_eps", "norm_eps")
-        if d.get("layer_types") is None:
-            n = d["num_hidden_layers"]
-            d["layer_types"] = ["full_attention" if i % 4 == 2 else
-                                "sliding_attention" if i % 4 == 0 and i > 0 else "conv" for i in range(n)]
-        if d.pop("rope_scaling", None) is not None:
-            raise ValueError("rope_scaling is not supported; give LFM3's rope_parameters")
-        d.update(_lfm3_rope(d.pop("rope_parameters", None)))
-        d["attention_head_dim"] = d.pop("head_dim")
-        d.update(model_type="lfm3", block_auto_adjust_ff_dim=False)   # Lfm3MLP: intermediate_size as is
-        return cls._build(d)
-
-    @classmethod
-    def _build(cls, d: dict) -> "LFM2Config":
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in d.items() if k in names}
-        for k in ("eos_token_id", "layer_types"):
-            if isinstance(kwargs.get(k), list):
-                kwargs[k] = tuple(kwargs[k])
-        for k in ("block_ffn_dim_multiplier", "rope_theta", "sliding_rope_theta", "partial_rotary_factor",
-                  "routed_scaling_factor"):
-            if isinstance(kwargs.get(k), int) and not isinstance(kwargs[k], bool):
-                kwargs[k] = float(kwargs[k])
-        return cls(**kwargs)
+        """Accept LFM3's and LFM2-MoE's config.json, LFM2's current HF form and its first
+        published one (hf_config.py)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        return cls(**hf_config.config_kwargs(d, defaults))
 
     @classmethod
     def from_json(cls, path) -> "LFM2Config":
@@ -312,10 +220,10 @@ class LFM2Config:
                      "partial_rotary_factor"):
             d.pop(name)
         if self.model_type != "lfm3":
-            for name in _LFM3_ONLY:
+            for name in hf_config.LFM3_ONLY:
                 d.pop(name, None)
         if self.model_type != "lfm2_moe":
-            for name in _MOE_DEFAULTS:
+            for name in hf_config.MOE_DEFAULTS:
                 d.pop(name, None)
         if self.model_type != "lfm2":
             for name in ("block_multiple_of", "block_ffn_dim_multiplier", "block_auto_adjust_ff_dim"):
@@ -331,62 +239,6 @@ class LFM2Config:
 
     def replace(self, **changes) -> "LFM2Config":
         return dataclasses.replace(self, **changes)
-
-
-# Fields only an LFM3 config may set (LFM2 leaves them at their off defaults).
-_LFM3_ONLY = ("sliding_window", "use_sandwich_norm", "use_attention_gate", "attention_bias")
-
-# transformers' Lfm2MoeConfig defaults (LFM2-8B-A1B) for the MoE fields.
-_MOE_DEFAULTS = dict(num_experts=32, num_experts_per_tok=4, moe_intermediate_size=1792,
-                     num_dense_layers=2, use_expert_bias=True, routed_scaling_factor=1.0,
-                     norm_topk_prob=True)
-
-# transformers' Lfm3Config defaults (LFM3-1.7B), for keys an LFM3 config.json leaves out.
-_LFM3_DEFAULTS = dict(vocab_size=128_000, hidden_size=2048, intermediate_size=7680,
-                      num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=4,
-                      head_dim=128, max_position_embeddings=128_000, norm_eps=1e-5,
-                      pad_token_id=124_893, bos_token_id=124_894, eos_token_id=124_900,
-                      tie_word_embeddings=True, conv_bias=False, conv_L_cache=7, sliding_window=256,
-                      use_sandwich_norm=True, use_attention_gate=True, attention_bias=False)
-_LFM3_ROPE = {"full_attention": {"rope_type": "proportional", "rope_theta": 1_000_000.0,
-                                 "partial_rotary_factor": 0.5},
-              "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}}
-
-
-def _lfm3_rope(rope) -> dict:
-    """An LFM3 `rope_parameters` (per layer type, or one dict for both) -> our RoPE fields."""
-    if rope is None:
-        rope = _LFM3_ROPE
-    if not isinstance(rope, dict):
-        raise ValueError(f"rope_parameters must be a dict, got {rope!r}")
-    if not {"full_attention", "sliding_attention"} & set(rope):
-        rope = {"full_attention": rope, "sliding_attention": rope}
-    full = rope.get("full_attention", _LFM3_ROPE["full_attention"])
-    sliding = rope.get("sliding_attention", _LFM3_ROPE["sliding_attention"])
-    for kind, p, types in (("full_attention", full, ("default", "proportional")),
-                           ("sliding_attention", sliding, ("default",))):
-        if not isinstance(p, dict) or p.get("rope_type", "default") not in types \
-                or p.get("factor", 1.0) != 1.0 or "rope_theta" not in p:
-            raise ValueError(f"rope_parameters[{kind!r}]={p!r}: expected rope_type in {types} "
-                             "with a rope_theta and no scaling factor")
-    partial = float(full.get("partial_rotary_factor", 1.0))
-    if full.get("rope_type", "default") == "default" and partial != 1.0:
-        raise ValueError("a partial_rotary_factor with rope_type 'default' is not supported; "
-                         "LFM3 uses 'proportional'")
-    if sliding.get("partial_rotary_factor", 1.0) != 1.0:
-        raise ValueError("sliding_attention RoPE must rotate the whole head (no partial_rotary_factor)")
-    return dict(rope_theta=float(full["rope_theta"]), partial_rotary_factor=partial,
-                sliding_rope_theta=float(sliding["rope_theta"]))
-
-
-def _merge_alias(d: dict, alias: str, name: str):
-    """Move `alias` onto `name`; both given and different -> ValueError naming both."""
-    if alias not in d:
-        return
-    v = d.pop(alias)
-    if name in d and d[name] is not None and v is not None and d[name] != v:
-        raise ValueError(f"{alias}={v!r} contradicts {name}={d[name]!r}; they must be equal")
-    d.setdefault(name, v)
 
 
 def _attn_layers(n: int, idxs) -> tuple[str, ...]:
