@@ -179,7 +179,7 @@ def test_cuda_graph_decoding_replays_the_eager_tokens():
                 p.mul_(10)                             # logits that differ per token
     m = m.eval().cuda()
     prompts = [[5, 9, 11, 4, 7], [8, 3]]
-    with use_impl("fused"):
+    with use_impl("native"):   # the graph over the masks is the point; no new Triton compiles in gpu.sh's 75 s
         want = m.generate(prompts, max_new_tokens=14, cuda_graph=False)
         assert m.generate(prompts, max_new_tokens=14, cuda_graph=True) == want
         seqs = [Sequence(p, max_new_tokens=14) for p in prompts]
