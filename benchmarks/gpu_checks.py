@@ -67,6 +67,9 @@ CASES: tuple[Case, ...] = (
     Case("decode-step-silu", "decode", (3, 300), (300, 1, 4), activation="silu"),
     Case("short-conv-prefill", "short_conv", (2, 37, 225), (75, 1, 3)),
     Case("short-conv-state-mask", "short_conv", (2, 37, 225), (75, 1, 3), bias=True, state=True, mask=True),
+    # LFM3's K=7 block and decode step: 6 state columns, more taps than a time-tile's halo of 3
+    Case("short-conv-k7-state-mask", "short_conv", (2, 37, 225), (75, 1, 7), bias=True, state=True, mask=True),
+    Case("decode-step-k7", "decode", (3, 300), (300, 1, 7), bias=True),
 )
 
 
