@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None, *, handle_signals: bool = False) -> int:
     s = gpu_report.summarize(run, record, interrupted)
     run.write_json(f"gpu-summary-{run.tag}.json", s)
     gpu_report.write_summary_md(s, md)
-    print(gpu_report.final_table(s), flush=True)
+    print(gpu_report.final_table(s, run.out), flush=True)
     return s["exit_code"]
 
 

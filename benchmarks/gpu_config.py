@@ -108,7 +108,7 @@ def environment(device: str, argv: list[str]) -> dict:
                cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
                cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
                matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
-               triton_interpret=os.environ.get("TRITON_INTERPRET"), argv=argv)
+               triton_interpret=os.environ.get("TRITON_INTERPRET"), argv=timing.recorded_argv(argv))
     if device == "cuda":
         p = torch.cuda.get_device_properties(0)
         env.update(gpu_capability=f"{p.major}.{p.minor}", gpu_memory_gib=round(p.total_memory / 2**30, 1))

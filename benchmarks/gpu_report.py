@@ -228,7 +228,7 @@ def summarize(run, steps: dict, interrupted: bool) -> dict:
             "wall_s": round(time.perf_counter() - run.t0, 1), "steps": steps, "checks": checks, "copy": run.copy,
             "decode": run.decode, "layouts": getattr(run, "layouts", None), "prewarm": run.prewarm,
             "files": run.files, "exit_code": code,
-            "verdict": verdict or "ok", "out": str(run.out)}
+            "verdict": verdict or "ok"}   # no --out: a path of the device, not of the results
 
 
 # ---------------------------------------------------------------- summary rendering
@@ -278,7 +278,7 @@ def gpu_layouts_table(rows: list[dict]) -> list[str]:
     return table(rows)
 
 
-def final_table(s: dict) -> str:
+def final_table(s: dict, out_dir) -> str:
     """The short table printed last (the device tool returns only the tail of the output)."""
     env = s["environment"]
     out = [f"==== dwserve GPU summary [{s['tag']}] {env.get('device_name')} | driver {env.get('gpu_driver')} "
@@ -295,5 +295,5 @@ def final_table(s: dict) -> str:
                    f"kernels/tok {_fmt(r.get('kernels_per_token'), 'd'):>6s}  host/tok {_fmt(r.get('host_launches_per_token'), 'd'):>6s}"
                    + (f"  ERROR {r['error'][:80]}" if r.get("error") else ""))
     out += [f"layouts {line}" for line in gpu_layouts_table(s.get("layouts") or [])[2:] if "geometric" in line]
-    out.append(f"exit {s['exit_code']} ({s['verdict']}); results in {s['out']}")
+    out.append(f"exit {s['exit_code']} ({s['verdict']}); results in {out_dir}")
     return "\n".join(out)

@@ -11,6 +11,7 @@ served dtype unless --dtype says otherwise: bfloat16 on CUDA, float32 on CPU):
                             holding 128 (the cache is rewound after each call, so every call is
                             the same step), batch 1 and 8
   mobilenet_v2              one forward at 224x224, batch 1 and 32
+  lfm3 (preset lfm3-demo)   the lfm2 cases on its LFM3 twin (K=7 convs); only with --cases lfm3
 For each case the impls (per_group, slice_sum, compiled, native, auto; fused on CUDA) run
 the same inputs under `use_impl(impl)`:
   latency     median of interleaved samples (benchmarks.timing: round-robin, medians)
@@ -53,7 +54,7 @@ IMPLS = ("per_group", "slice_sum", "compiled", "fused", "native", "auto")
 @dataclasses.dataclass(frozen=True)
 class Case:
     """One model workload. size: tokens already in context (lfm2) or image side (mobilenet_v2)."""
-    model: str                   # "lfm2" | "mobilenet_v2"
+    model: str                   # "lfm2" | "lfm3" | "mobilenet_v2"
     kind: str                    # "prefill" | "decode" | "forward"
     batch: int
     size: int
@@ -69,6 +70,11 @@ CASES: tuple[Case, ...] = (
     Case("lfm2", "prefill", 1, 128), Case("lfm2", "prefill", 8, 128),
     Case("lfm2", "decode", 1, 128), Case("lfm2", "decode", 8, 128),
     Case("mobilenet_v2", "forward", 1, 224), Case("mobilenet_v2", "forward", 32, 224),
+)
+# Not in a default run (nor in the GPU run's budget): `--cases lfm3` (or `lfm`, beside lfm2).
+LFM3_CASES: tuple[Case, ...] = (
+    Case("lfm3", "prefill", 1, 128), Case("lfm3", "prefill", 8, 128),
+    Case("lfm3", "decode", 1, 128), Case("lfm3", "decode", 8, 128),
 )
 # --quick: one case of each kind at batch 1, shorter prompt (a smoke run for tests).
 QUICK_CASES: tuple[Case, ...] = (
@@ -91,6 +97,10 @@ def build_models(names: set[str], device: str, dtype: torch.dtype | None = None)
     out = {}
     if "lfm2" in names:
         out["lfm2"] = build_model("lfm2", device=device, dtype=dtype).lm
+    if "lfm3" in names:                          # lfm2-demo's LFM3 twin (K=7), seed 0 as served
+        from models.lfm2 import LFM2ForCausalLM
+        with torch.inference_mode(False):
+            out["lfm3"] = LFM2ForCausalLM.from_preset("lfm3-demo", device=device, dtype=dtype)
     if "mobilenet_v2" in names:
         out["mobilenet_v2"] = build_model("mobilenet_v2", device=device, dtype=dtype).module
     return out
@@ -223,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--impls must be a comma list of {IMPLS}, got unknown {bad}")
     cases = list(QUICK_CASES if args.quick else CASES)
     if args.cases:
-        cases = [c for c in cases if any(s in c.name for s in args.cases.split(","))]
+        pool = cases + ([] if args.quick else list(LFM3_CASES))
+        cases = [c for c in pool if any(s in c.name for s in args.cases.split(","))]
         if not cases:
             p.error(f"--cases {args.cases!r} matches none of {[c.name for c in (QUICK_CASES if args.quick else CASES)]}")
     budget = args.budget_s or (0.3 if args.quick else 3.0)
@@ -250,9 +261,11 @@ def main(argv: list[str] | None = None) -> int:
         kept = [r for r in json.loads((out / f"{stem}.json").read_text())["records"] if r["case"] not in ran]
         records = kept + records
     result = {"environment": env, "quick": args.quick,
-              "settings": {"argv": list(sys.argv[1:] if argv is None else argv), "impls": impls, "budget_s": budget, "min_repeats": reps[0],
+              "settings": {"argv": timing.recorded_argv(list(sys.argv[1:] if argv is None else argv)),
+                           "impls": impls, "budget_s": budget, "min_repeats": reps[0],
                            "max_repeats": reps[1], "share_runs": share_runs,
                            "lfm2_preset": "lfm2-demo", "dtype": str(dtype).removeprefix("torch."),
+                           **({"lfm3_preset": "lfm3-demo"} if any(r["model"] == "lfm3" for r in records) else {}),
                            "wall_s": round(time.perf_counter() - t_start, 1)},
               "records": records, "acceptance": acceptance(records)}
     out.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,9 @@ def write_markdown(result: dict, path: Path) -> None:
     lines = [f"# Model benchmark ({env['device']}, {s.get('dtype', 'float32')})", "",
              f"Measured on **{env['device_name']}** ({env['cpu_count']} cores, "
              f"{env['torch_threads']} torch threads), torch {env['torch']}, triton {env['triton']}; "
-             f"LFM2 preset `{s['lfm2_preset']}`, MobileNetV2 BN-folded (as served)."
+             f"LFM2 preset `{s['lfm2_preset']}`"
+             + (f", LFM3 preset `{s['lfm3_preset']}` (K=7)" if s.get("lfm3_preset") else "")
+             + ", MobileNetV2 BN-folded (as served)."
              + (" CPU numbers from a shared 2-core machine: compare ratios, not absolutes."
                 if env["device"] == "cpu" else "")
              + (" QUICK run (smoke test): few cases and repeats." if result["quick"] else "")

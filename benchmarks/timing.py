@@ -209,3 +209,17 @@ def environment(device: torch.device | str = "cpu") -> dict:
         env["gpu"] = torch.cuda.get_device_name(device)
     env["device_name"] = env["gpu"] if device.type == "cuda" else env["cpu"]
     return env
+
+
+def recorded_argv(argv: list[str]) -> list[str]:
+    """A benchmark's command line as its results record it: without `--out DIR` (a path of the
+    machine that ran it, meaningless beside the committed files)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--out":
+            skip = True
+        elif not a.startswith("--out="):
+            out.append(a)
+    return out

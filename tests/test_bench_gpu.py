@@ -53,6 +53,16 @@ def test_smoke_writes_every_step_and_prints_the_table_last(smoke):
         assert ENV_KEYS <= set(json.loads((out / name).read_text())["environment"]), name
 
 
+def test_results_name_no_path_of_the_machine_that_ran_them(smoke):
+    """gpu.sh passes an absolute --out: the JSONs a session copies into benchmarks/results must
+    not carry it (tests/test_benchmark_results.py refuses absolute paths in committed results)."""
+    out, _, _ = smoke
+    offenders = [p.name for p in out.glob("*.json") if str(out) in p.read_text()]
+    assert not offenders, offenders
+    argv = json.loads((out / "gpu-summary-smoke.json").read_text())["environment"]["argv"]
+    assert argv == ["--smoke", "--device", "cpu"]
+
+
 def test_layouts_ab_times_both_weight_layouts_on_every_case(smoke):
     out, stdout, summary = smoke
     rows = json.loads((out / "layouts-smoke.json").read_text())["rows"]

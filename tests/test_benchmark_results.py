@@ -168,6 +168,22 @@ def test_committed_results_name_no_paths_of_the_machine_that_made_them():
     nothing on another machine."""
     import re
     results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-    pattern = re.compile(r'"(/work/|/tmp/|/root/|/home/|/Users/)')
-    offenders = [p.name for p in sorted(results.glob("*.json")) if pattern.search(p.read_text())]
+    pattern = re.compile(r'["`\s(](/work/|/tmp/|/root/|/home/|/Users/)')
+    offenders = [p.name for p in sorted(results.glob("*.json")) + sorted(results.glob("*.md"))
+                 if pattern.search(p.read_text())]
     assert not offenders, f"absolute paths in {offenders}"
+
+
+def test_lfm3_model_loses_most_of_its_depthwise_time_under_auto():
+    """models-cpu-xeon: lfm3-demo (K=7 convs) beside lfm2-demo, one run on the Xeon box. Under
+    per_group the depthwise layers are half a prefill and most of a decode step; auto cuts
+    that share 8x or more and the forward by ~2x (prefill) to 6x+ (decode)."""
+    results = json.loads(RESULTS.with_name("models-cpu-xeon.json").read_text())
+    recs = {(r["case"], r["impl"]): r for r in results["records"]}
+    cases = sorted({c for c, _ in recs if c.startswith("lfm3-")})
+    assert len(cases) == 4 and results["settings"]["lfm3_preset"] == "lfm3-demo"
+    for case in cases:
+        before, after = recs[(case, "per_group")], recs[(case, "auto")]
+        assert before["dw_share"] >= 0.45 and before["dw_share"] / after["dw_share"] >= 8, case
+        assert before["median_us"] / after["median_us"] >= (6 if "decode" in case else 1.9), case
+        assert before["aten_ops"] >= 4 * 3 * 1024 > 20 * after["aten_ops"], case   # 4 conv layers x ~3C ops

@@ -283,6 +283,18 @@ PRESETS: dict[str, LFM2Config] = {
     # the auto block ~0.4 ms at prefill, ~0.06 ms at decode, so the rest of the layer must
     # cost ~15 ms at prefill and >= 1.2 ms at decode; the FFN width moves both together
     # (same box: FFN 512 gave prefill 48 % / 2.9 %, FFN 768 51 % / 4.1 % with decode 4.8 %).
+    # lfm2-demo's LFM3 twin for benchmarks (benchmarks/models.py --cases lfm3): the same width,
+    # FFN and byte vocabulary, LFM3's layers: K=7 convs (4 of 6), one sliding-window (64) and
+    # one full attention layer (proportional RoPE), gates and sandwich norms. Not served by default.
+    "lfm3-demo": LFM2Config(model_type="lfm3", vocab_size=264, hidden_size=1024,
+                            intermediate_size=384, block_auto_adjust_ff_dim=False,
+                            num_hidden_layers=6, num_attention_heads=16, num_key_value_heads=4,
+                            attention_head_dim=64, max_position_embeddings=4096, conv_L_cache=7,
+                            layer_types=("conv", "conv", "full_attention", "conv",
+                                         "sliding_attention", "conv"),
+                            sliding_window=64, partial_rotary_factor=0.5, use_sandwich_norm=True,
+                            use_attention_gate=True, pad_token_id=256, bos_token_id=257,
+                            eos_token_id=258),
     "lfm2-demo": LFM2Config(vocab_size=264, hidden_size=1024, intermediate_size=384,
                             block_auto_adjust_ff_dim=False, num_hidden_layers=6,
                             num_attention_heads=16, num_key_value_heads=4,

@@ -66,7 +66,7 @@ class LFM2ForCausalLM(nn.Module):
             raise ValueError(f"unknown LFM2 preset {name!r}; expected one of {sorted(PRESETS)}")
         from .tokenizer import ByteTokenizer
         config = PRESETS[name]
-        tok = ByteTokenizer(config) if name == "lfm2-demo" else None
+        tok = ByteTokenizer(config) if name.endswith("-demo") else None   # the demos' byte vocabulary
         model = cls.empty(config, device=device, tokenizer=tok)
         model.init_weights(seed)
         model.to(dtype=dtype or torch.float32).tie_weights()
