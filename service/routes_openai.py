@@ -32,12 +32,52 @@ def _choice(index: int, text: str, finish_reason, logprobs=None) -> dict:
 def _completion_logprobs(tokenizer, lps: list[dict], top: int, offset: int = 0) -> dict:
     """The legacy completions shape of logprob entries (a reply's, or a chunk's): token
     strings, their logprobs, top alternatives as {token: logprob}, and each token's offset in
-    the completion text (the chunk's tokens start at `offset`)."""
+    the completion text (the chunk's tokens start at `offset`). An echoed prompt's first token
+    has no logprob and no alternatives (None)."""
     tokens = [tokenizer.decode([t["token_id"]]) for t in lps]
     return {"tokens": tokens, "token_logprobs": [t["logprob"] for t in lps],
-            "top_logprobs": [{tokenizer.decode([x["token_id"]]): x["logprob"] for x in t["top"]} for t in lps]
+            "top_logprobs": [None if t["top"] is None else
+                             {tokenizer.decode([x["token_id"]]): x["logprob"] for x in t["top"]} for t in lps]
             if top else None,
             "text_offset": list(itertools.accumulate((len(t) for t in tokens[:-1]), initial=offset))}
+
+
+def _score(lm, ids: list[int], top: int, impl: str) -> list[dict]:
+    """On the compute thread: the prompt's entries for echo, in the shape of generated ones."""
+    from models.depthwise import use_impl
+    from models.lfm2.scoring import prompt_logprobs
+    with use_impl(impl):
+        scored = prompt_logprobs(lm, ids, top)
+    return [{"token_id": ids[0], "logprob": None, "top": None}] + [
+        {"token_id": t, "logprob": lp, "top": [{"token_id": i, "logprob": v} for i, v in alts]}
+        for t, (lp, alts) in zip(ids[1:], scored)]
+
+
+async def _echo(handler, body, plan) -> dict:
+    """What `echo` puts before every choice: the prompt's text (as sent, or its ids decoded)
+    and, with logprobs, its tokens' log-probabilities given the tokens before them."""
+    text = body.prompt if isinstance(body.prompt, str) else \
+        body.prompt[0] if isinstance(body.prompt, list) and body.prompt and isinstance(body.prompt[0], str) else \
+        handler.tokenizer.decode(plan.ids) if handler.tokenizer is not None else ""
+    entries = None
+    if body.logprobs is not None:
+        entries = await asyncio.to_thread(handler.rt.on_compute, _score, handler.lm, plan.ids, body.logprobs,
+                                          plan.impl)
+    return {"echo": True, "text": text, "logprobs": entries}
+
+
+async def _prefixed(first: dict, events):
+    """A choice's events with `first` (already taken from them) put back in front."""
+    yield first
+    async for event in events:
+        yield event
+
+
+async def _nothing(plan):
+    """The events of a choice that generates nothing (max_tokens 0: the echo is all)."""
+    yield {"done": True, "text": "", "token_ids": [], "finish_reason": "length",
+           "logprobs": [] if plan.logprobs is not None else None,
+           "usage": {"prompt_tokens": len(plan.ids), "completion_tokens": 0, "cached_tokens": 0}}
 
 
 def _chat_logprobs(tokenizer, lps: list[dict]) -> dict:
@@ -65,11 +105,13 @@ async def models(request: Request):
     return {"object": "list", "data": [{"id": svc.generate_model}] if svc.generate_model else []}
 
 
-async def _start(request: Request, body, make_request):
+async def _start(request: Request, body, make_request, generate: bool = True):
     """The shared front of both routes: model check, limits, unsupported fields (400 naming
     them), one /v1/generate plan per choice, and every choice's first event (QueueFull /
     timeouts surface here, before any byte is sent). make_request(handler) -> GenerateRequest.
-    -> (the generate handler, [event stream per choice], [its first event])."""
+    generate False: the plans are checked but nothing is generated (each choice's events are
+    a final with no tokens). -> (the generate handler, plans, [event stream per choice], [its
+    first event])."""
     handler = _handler(request, "generate")
     name, settings = handler.rt.name, handler.rt.settings
     if body.model is not None and body.model != name:
@@ -78,8 +120,11 @@ async def _start(request: Request, body, make_request):
         raise ValueError(f"n: at most {settings.max_choices} choices per request (DWSERVE_MAX_CHOICES), got {body.n}")
     bad = body.unsupported()
     if bad:
-        raise ValueError(f"unsupported: {', '.join(bad)}; dwserve returns text choices, without logprobs, "
-                         "echo, suffix, best_of, penalties, logit_bias, tools or response formats")
+        raise ValueError(f"unsupported: {', '.join(bad)}; dwserve returns text choices, without suffix, "
+                         "best_of, tools or response formats")
+    if getattr(body, "logprobs", None) not in (None, False) and handler.tokenizer is None:
+        raise ValueError(f"logprobs: model {handler.rt.name!r} has no tokenizer to name tokens with; "
+                         "/v1/generate reports logprobs by token id")
     try:
         base = make_request(handler)
         plans = [handler.decode(base if i == 0 or base.seed is None else
@@ -88,14 +133,14 @@ async def _start(request: Request, body, make_request):
     except ValidationError as exc:
         raise ValueError(f"invalid request: {exc.errors()[0].get('msg')}") from None
     request.state.dw_impl = plans[0].impl
-    streams = [handler.events(plan) for plan in plans]
+    streams = [handler.events(plan) if generate else _nothing(plan) for plan in plans]
     firsts = await asyncio.gather(*(s.__anext__() for s in streams), return_exceptions=True)
     failed = [f for f in firsts if isinstance(f, BaseException)]
     if failed:
         for s in streams:
             await s.aclose()
         raise failed[0]
-    return handler, streams, firsts
+    return handler, plans, streams, firsts
 
 
 async def _finals(streams, firsts) -> list[dict]:
@@ -109,21 +154,30 @@ async def _finals(streams, firsts) -> list[dict]:
 
 @router.post("/completions", response_model=CompletionResponse, responses=_ERRORS)
 async def completions(body: CompletionRequest, request: Request):
-    handler, streams, firsts = await _start(request, body, lambda handler: body.to_generate())
+    handler, plans, streams, firsts = await _start(request, body, lambda handler: body.to_generate(),
+                                                   generate=not body.scores_only)
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
             "model": handler.rt.name}
+    echo = await _echo(handler, body, plans[0]) if body.echo else None
+
+    def logprobs_of(entries, offset=0):
+        return None if body.logprobs is None else \
+            _completion_logprobs(handler.tokenizer, entries, body.logprobs, offset)
+
     if not body.stream:
         finals = await _finals(streams, firsts)
-        logprobs = [None if body.logprobs is None else
-                    _completion_logprobs(handler.tokenizer, f["logprobs"], body.logprobs) for f in finals]
-        return {**head, "choices": [_choice(i, f["text"], f["finish_reason"], logprobs[i])
+        lead_text, lead = (echo["text"], echo["logprobs"] or []) if echo else ("", [])
+        return {**head, "choices": [_choice(i, lead_text + f["text"], f["finish_reason"],
+                                            logprobs_of(lead + (f.get("logprobs") or [])))
                                     for i, f in enumerate(finals)], "usage": _usage(finals)}
     offsets = [0] * body.n   # per choice: where its next token's text starts
+    if echo:                 # each choice's stream opens with the prompt
+        firsts, streams = [echo] * body.n, [_prefixed(f, s) for f, s in zip(firsts, streams)]
 
     def token_chunk(i: int, event: dict) -> dict:
-        logprobs = None
-        if body.logprobs is not None:
-            logprobs = _completion_logprobs(handler.tokenizer, event["logprobs"], body.logprobs, offsets[i])
+        entries = event.get("logprobs")
+        logprobs = logprobs_of(entries, offsets[i]) if entries is not None else None
+        if logprobs is not None:
             offsets[i] += sum(len(t) for t in logprobs["tokens"])
         return {**head, "choices": [_choice(i, event["text"], None, logprobs)]}
 
@@ -152,7 +206,7 @@ def _chat_chunk(head: dict, index: int, delta: dict, finish_reason=None) -> dict
 
 @router.post("/chat/completions", response_model=ChatCompletionResponse, responses=_ERRORS)
 async def chat_completions(body: ChatCompletionRequest, request: Request):
-    handler, streams, firsts = await _start(request, body, lambda handler: _chat_prompt(body, handler))
+    handler, _, streams, firsts = await _start(request, body, lambda handler: _chat_prompt(body, handler))
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": handler.rt.name}
     if not body.stream:

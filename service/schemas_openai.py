@@ -3,9 +3,9 @@
 /v1/generate's GenerateRequest (a chat through the model's chat template, models/lfm2/chat.py),
 so it has the same limits, validation and continuous batching.
 
-Fields OpenAI defines but dwserve cannot honour (best_of, echo,
-suffix, tools, response formats) are accepted only at their no-op values and otherwise
-answered with a 400 that names them; unknown fields are a 422, like every dwserve route.
+Fields OpenAI defines but dwserve cannot honour (best_of, suffix, tools, response formats)
+are accepted only at their no-op values and otherwise answered with a 400 that names them;
+unknown fields are a 422, like every dwserve route.
 """
 from __future__ import annotations
 
@@ -66,12 +66,14 @@ class CompletionRequest(_SamplingRequest):
     best_of: Optional[int] = None
     logprobs: Optional[int] = Field(None, ge=0, le=20, description="each token's log-probability and this "
                                     "many most likely alternatives (the model's distribution)")
-    echo: bool = False
+    echo: bool = Field(False, description="the prompt before the completion (with logprobs: the "
+                       "prompt tokens' too, the first null); max_tokens 0 scores the prompt only")
+    max_tokens: Optional[int] = Field(None, ge=0, description="default 16; 0 only with echo")
     suffix: Optional[str] = None
 
     def unsupported(self) -> list[str]:
-        bad = self._unsupported((("best_of", self.best_of in (None, self.n)),
-                                 ("echo", not self.echo), ("suffix", not self.suffix)))
+        bad = self._unsupported((("best_of", self.best_of in (None, self.n)), ("suffix", not self.suffix),
+                                 ("max_tokens 0 without echo", self.max_tokens != 0 or self.echo)))
         if isinstance(self.prompt, list) and self.prompt and isinstance(self.prompt[0], (str, list)) \
                 and len(self.prompt) != 1:
             bad.append("prompt (one prompt per request)")
@@ -81,7 +83,13 @@ class CompletionRequest(_SamplingRequest):
         prompt = self.prompt[0] if isinstance(self.prompt, list) and self.prompt \
             and isinstance(self.prompt[0], (str, list)) else self.prompt
         text, ids = (prompt, None) if isinstance(prompt, str) else (None, list(prompt))
-        return self._generate(self.max_tokens or 16, self.logprobs, prompt=text, input_ids=ids)
+        # max_tokens 0 (echo only) generates nothing; the plan is made with 1 for its checks.
+        return self._generate(16 if self.max_tokens is None else max(self.max_tokens, 1), self.logprobs,
+                              prompt=text, input_ids=ids)
+
+    @property
+    def scores_only(self) -> bool:
+        return self.max_tokens == 0
 
 
 class ChatMessage(BaseModel):
@@ -138,8 +146,8 @@ class ChatCompletionRequest(_SamplingRequest):
 
 class CompletionLogprobs(BaseModel):
     tokens: list[str]
-    token_logprobs: list[float]
-    top_logprobs: Optional[list[dict[str, float]]] = None
+    token_logprobs: list[Optional[float]]                        # an echoed prompt's first: null
+    top_logprobs: Optional[list[Optional[dict[str, float]]]] = None
     text_offset: list[int]                    # of each token in the completion text
 
 

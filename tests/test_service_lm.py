@@ -70,6 +70,34 @@ def test_generate_logprobs_equal_the_models_own_distribution(client):
         assert [t["logprob"] for t in got["top"]] == pytest.approx(top_v.tolist(), abs=1e-4)
 
 
+def test_echo_scores_the_prompt_with_the_models_own_distribution(client):
+    """`echo` + `logprobs` + max_tokens 0, the loglikelihood request evaluation harnesses send:
+    every prompt token after the first gets log p(token | tokens before), its top alternatives
+    too, equal to one plain forward; with tokens generated, their entries follow the prompt's."""
+    import torch
+    prompt = list(range(60, 100))
+    lm = client.app.state.service.runtimes["lfm2"].served.lm
+    tok = lm.tokenizer
+    with torch.inference_mode():
+        lp = torch.log_softmax(lm(torch.tensor([prompt])).float(), -1)[0]        # (L, V)
+    r = client.post("/v1/completions", json={"prompt": prompt, "max_tokens": 0, "echo": True, "logprobs": 2}).json()
+    got = r["choices"][0]["logprobs"]
+    assert r["choices"][0]["text"] == tok.decode(prompt) and r["usage"]["completion_tokens"] == 0
+    assert got["tokens"] == [tok.decode([t]) for t in prompt]
+    assert got["token_logprobs"][0] is None and got["top_logprobs"][0] is None
+    want = [lp[i, prompt[i + 1]].item() for i in range(len(prompt) - 1)]
+    assert got["token_logprobs"][1:] == pytest.approx(want, abs=1e-4)
+    top_v, top_i = lp[:-1].topk(2, dim=-1)
+    for d, vals, idx in zip(got["top_logprobs"][1:], top_v.tolist(), top_i.tolist()):
+        want_top = {tok.decode([i]): v for i, v in zip(idx, vals)}   # byte pieces may share a text
+        assert d.keys() == want_top.keys() and list(d.values()) == pytest.approx(list(want_top.values()), abs=1e-4)
+    r = client.post("/v1/completions", json={"prompt": prompt, "max_tokens": 3, "echo": True, "logprobs": 0,
+                                             "temperature": 0, "ignore_eos": True}).json()
+    both = r["choices"][0]["logprobs"]
+    assert len(both["tokens"]) == len(prompt) + 3 and both["token_logprobs"][:len(prompt)] == got["token_logprobs"]
+    assert both["text_offset"][len(prompt)] == len(tok.decode(prompt))
+
+
 def test_penalties_and_logit_bias_through_the_service(client):
     """The real model behind /v1/generate and the OpenAI routes: the adjusted greedy tokens
     are those of an independent loop (a forward per token, OpenAI's formula written out)."""

@@ -68,11 +68,22 @@ def test_stream_with_usage(client):
     assert len({c.id for c in chunks}) == 1
 
 
+def test_echo_puts_the_prompt_before_each_choice(client):
+    r = client.completions.create(model="lfm2", prompt="ab", max_tokens=3, temperature=0, echo=True, n=2)
+    assert [c.text for c in r.choices] == ["abcde", "abcde"] and r.usage.completion_tokens == 6
+    only = client.completions.create(model="lfm2", prompt="ab", max_tokens=0, echo=True)
+    assert only.choices[0].text == "ab" and only.usage.completion_tokens == 0
+    assert only.choices[0].finish_reason == "length" and only.usage.prompt_tokens == 2
+    chunks = list(client.completions.create(model="lfm2", prompt="ab", max_tokens=3, temperature=0, echo=True,
+                                            stream=True))
+    assert [c.choices[0].text for c in chunks][:2] == ["ab", "c"] and "".join(c.choices[0].text for c in chunks) == "abcde"
+
+
 @pytest.mark.parametrize("kwargs, error, needle", [
     pytest.param(dict(n=9), "BadRequestError", "DWSERVE_MAX_CHOICES", id="n-above-limit"),
     pytest.param(dict(n=2, best_of=3), "BadRequestError", "best_of", id="best_of"),
     pytest.param(dict(logprobs=21), "UnprocessableEntityError", "logprobs", id="logprobs-21"),
-    pytest.param(dict(echo=True), "BadRequestError", "echo", id="echo"),
+    pytest.param(dict(max_tokens=0), "BadRequestError", "max_tokens 0 without echo", id="zero-tokens-no-echo"),
     pytest.param(dict(prompt=["a", "b"]), "BadRequestError", "one prompt per request", id="two-prompts"),
     pytest.param(dict(model="gpt-4"), "NotFoundError", "GET /v1/models", id="unknown-model"),
     pytest.param(dict(max_tokens=10_000), "BadRequestError", "max_new_tokens", id="too-many-tokens"),

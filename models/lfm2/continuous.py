@@ -28,6 +28,7 @@ from .decoding import use_cuda_graph
 from . import logit_processing
 from .generation import _check_args, sample_next
 from .prefill import Prefill
+from .scoring import token_logprobs
 from .slots import SlotDecoder
 
 MAX_TOP_LOGPROBS = 20    # most likely tokens reported per generated token, at most
@@ -210,14 +211,9 @@ class ContinuousBatch:
         if not want:
             return
         idx = torch.tensor(want, device=logits.device)
-        lp = torch.log_softmax(logits[idx].float(), dim=-1)                     # (W, V)
-        chosen = lp.gather(1, picked[idx, None])[:, 0].tolist()
-        k = max(seqs[i].logprobs for i in want)
-        top_v, top_i = lp.topk(k, dim=-1) if k else (lp[:, :0], lp[:, :0].long())
-        top_v, top_i = top_v.tolist(), top_i.tolist()
-        for j, i in enumerate(want):
-            kk = seqs[i].logprobs
-            seqs[i].token_logprobs.append((chosen[j], list(zip(top_i[j][:kk], top_v[j][:kk]))))
+        entries = token_logprobs(logits[idx], picked[idx], [seqs[i].logprobs for i in want])
+        for i, entry in zip(want, entries):
+            seqs[i].token_logprobs.append(entry)
 
     def _drop_cancelled(self):
         for s in [*self.rows, *self.waiting, *self.joining]:
