@@ -117,3 +117,25 @@ def test_missing_or_broken_config_file(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="JSON"):
         LFM2Config.from_json(tmp_path)
+
+
+def _bases():
+    lfm2 = LFM2Config().to_dict()
+    moe = {k: v for k, v in lfm2.items() if not k.startswith("block_")}
+    moe.update(model_type="lfm2_moe", num_experts=4, num_experts_per_tok=2, moe_intermediate_size=8)
+    return {"lfm2": lfm2, "lfm3": LFM2Config.from_dict({"model_type": "lfm3"}).to_dict(), "lfm2_moe": moe}
+
+
+@pytest.mark.parametrize("kind", ["lfm2", "lfm3", "lfm2_moe"])
+def test_any_wrong_value_in_a_config_json_is_a_value_error(kind):
+    """Every field of a published config set to a wrong type or value: it loads, or fails
+    with a ValueError (what the service reports), never a TypeError from deeper down."""
+    base = _bases()[kind]
+    assert LFM2Config.from_dict(base).model_type == kind
+    wrong = ["x", None, [1], {"a": 1}, -1, 0, 1.5, True, float("nan"), 10**30]
+    for key in base:
+        for value in wrong:
+            try:
+                LFM2Config.from_dict({**base, key: value})
+            except ValueError:
+                pass

@@ -125,7 +125,7 @@ def config_kwargs(d: dict, defaults: dict) -> dict:
         if d.get("layer_types") is not None and list(d["layer_types"]) != from_idxs:
             raise ValueError("full_attn_idxs and layer_types disagree; give one of them")
         d["layer_types"] = from_idxs
-    if "sliding_attention" in (d.get("layer_types") or ()):
+    if isinstance(d.get("layer_types"), (list, tuple)) and "sliding_attention" in d["layer_types"]:
         raise ValueError("layer_types has 'sliding_attention', an LFM3 layer; set "
                          "model_type to 'lfm3' for such a config")
     return _kwargs(d, defaults)
