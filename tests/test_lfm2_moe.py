@@ -168,6 +168,16 @@ def test_a_missing_expert_is_named(tmp_path):
         LFM2ForCausalLM.from_pretrained(tmp_path)
 
 
+def test_an_expert_of_the_wrong_shape_is_named(tmp_path):
+    from safetensors.torch import load_file, save_file
+    make_hf(tmp_path, seed=8)
+    tensors = load_file(tmp_path / "model.safetensors")
+    tensors["model.layers.3.feed_forward.experts.1.w2.weight"] = torch.zeros(48, 21)
+    save_file(tensors, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"experts\.1\.w2\.weight' has shape \(48, 21\), expected \(48, 20\)"):
+        LFM2ForCausalLM.from_pretrained(tmp_path)
+
+
 def test_an_expert_beyond_num_experts_is_named(tmp_path):
     import json
     make_hf(tmp_path, seed=9)

@@ -104,6 +104,7 @@ def _stack_experts(config: LFM2Config, tensors: dict) -> dict:
     published) -> `...experts.gate_up_proj` (E, 2I, H) and `...experts.down_proj` (E, H, I), as
     transformers merges them. A checkpoint already holding the stacked names passes through."""
     out, per_layer = {}, {}
+    hidden, width = config.hidden_size, config.moe_intermediate_size
     for name, t in tensors.items():
         m = _EXPERT.match(name)
         if m:
@@ -115,7 +116,11 @@ def _stack_experts(config: LFM2Config, tensors: dict) -> dict:
             if (e, w) not in mats:
                 raise ValueError(f"checkpoint is missing tensor '{prefix}.{e}.{w}.weight' "
                                  f"({config.num_experts} experts per MoE layer in config.json)")
-            return mats.pop((e, w))
+            t, want = mats.pop((e, w)), (width, hidden) if w != "w2" else (hidden, width)   # w1, w3: (I, H)
+            if tuple(t.shape) != want:
+                raise ValueError(f"tensor '{prefix}.{e}.{w}.weight' has shape {tuple(t.shape)}, expected "
+                                 f"{want} from config.json (hidden_size, moe_intermediate_size)")
+            return t
         experts = range(config.num_experts)
         out[f"{prefix}.gate_up_proj"] = torch.stack([torch.cat([take(e, "w1"), take(e, "w3")]) for e in experts])
         out[f"{prefix}.down_proj"] = torch.stack([take(e, "w2") for e in experts])
