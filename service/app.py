@@ -81,6 +81,7 @@ class Service:
             for name in self.model_names:
                 served = self.prebuilt[name] if self.prebuilt is not None else self.compute.call(self._build, name, device)
                 rt = ModelRuntime(served, self.settings, self.metrics, self.hooks, self.compute).start()
+                self.metrics.set_model_info(name, getattr(served, "metadata", None) or {})
                 rt.warmup()
                 self.tensor[name] = TensorHandler().setup(rt)
                 if name == self.classify_model:

@@ -62,9 +62,17 @@ class ServiceMetrics:
                               ["model", "impl"], buckets=LATENCY_BUCKETS, registry=r)
         self.build_info = Gauge("dwserve_build_info", "Constant 1; labels say what is running.",
                                 ["version", "torch", "device"], registry=r)
+        self.model_info = Gauge("dwserve_model_info", "Constant 1 per served model; labels say what it is.",
+                                ["model", "architecture", "dtype", "conv_kernel_size"], registry=r)
 
     def set_build_info(self, version: str, torch_version: str, device: str) -> None:
         self.build_info.labels(version=version, torch=torch_version, device=device).set(1)
+
+    def set_model_info(self, model: str, metadata: dict) -> None:
+        """What a served name runs (the lfm2 slot may hold an LFM2, LFM2-MoE or LFM3)."""
+        self.model_info.labels(model=model, architecture=str(metadata.get("architecture", "unknown")),
+                               dtype=str(metadata.get("dtype", "unknown")),
+                               conv_kernel_size=str(metadata.get("conv_kernel_size", ""))).set(1)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -353,3 +353,5 @@ def test_served_as_lfm2_through_the_registry_and_the_generate_route(tmp_path):
             assert r.status_code == 400 and "tokenizer" in r.json()["error"], r.text
         meta = c.get("/v2/models/lfm2").json()["parameters"]
         assert meta["architecture"] == "lfm3" and meta["conv_kernel_size"] == 7
+        assert ('dwserve_model_info{architecture="lfm3",conv_kernel_size="7",dtype="float32",model="lfm2"} 1.0'
+                in c.get("/metrics").text)

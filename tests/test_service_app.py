@@ -230,7 +230,8 @@ def test_metrics_names_labels_and_impl_override(served):
                    'dwserve_generated_tokens_total{impl="auto",model="lfm2"}',
                    'dwserve_time_to_first_token_seconds_count{impl="auto",model="lfm2"}',
                    'dwserve_time_per_output_token_seconds_count{impl="auto",model="lfm2"}',
-                   'dwserve_build_info{device="cpu"']:
+                   'dwserve_build_info{device="cpu"',
+                   'dwserve_model_info{architecture="unknown",conv_kernel_size="",dtype="unknown",model="lfm2"} 1.0']:
         assert needle in text, needle
 
 

@@ -120,9 +120,13 @@ def build() -> db.Dashboard:
         q('max by (variant, model) (dwserve:depthwise_share:ratio_rate5m{model=~"$model"})',
           "{{variant}} {{model}}")))
     d = d.with_panel(stat(
-        "Build", "dwserve_build_info of each scraped process.", "none",
+        "Build and models", "dwserve_build_info of each scraped process, and dwserve_model_info: what "
+        "each served name runs (the lfm2 slot may hold an LFM2, LFM2-MoE or LFM3; K = its conv kernel).",
+        "none",
         q(f"count by (variant, version) (dwserve_build_info{{instance=~\"$instance\"}})",
-          "{{variant}} {{version}}")))
+          "{{variant}} {{version}}")).with_target(
+        q(f"count by (variant, model, architecture, conv_kernel_size, dtype) (dwserve_model_info{{{SEL}}})",
+          "{{variant}} {{model}}: {{architecture}} K={{conv_kernel_size}} {{dtype}}", "B")))
 
     d = d.with_row(db.Row("Traffic and latency"))
     d = d.with_panel(ts(
