@@ -57,7 +57,7 @@ def test_results_name_no_path_of_the_machine_that_ran_them(smoke):
     """gpu.sh passes an absolute --out: the JSONs a session copies into benchmarks/results must
     not carry it (tests/test_benchmark_results.py refuses absolute paths in committed results)."""
     out, _, _ = smoke
-    offenders = [p.name for p in out.glob("*.json") if str(out) in p.read_text()]
+    offenders = [p.name for p in [*out.glob("*.json"), *out.glob("*.md")] if str(out) in p.read_text()]
     assert not offenders, offenders
     argv = json.loads((out / "gpu-summary-smoke.json").read_text())["environment"]["argv"]
     assert argv == ["--smoke", "--device", "cpu"]
