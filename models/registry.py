@@ -20,6 +20,7 @@ from torch import nn
 
 MODEL_NAMES = ("lfm2", "mobilenet_v2")
 LFM2_DEFAULT_PRESET = "lfm2-demo"
+PRESET_PREFIX = "preset:"          # --model lfm2=preset:NAME: another architecture, seeded weights
 LABELS_FILENAME = "labels.txt"     # next to a MobileNetV2 weights file: class names, one per line
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -200,11 +201,11 @@ def _build_mobilenet(path, device, dtype, seed, labels) -> MobileNetServed:
     return served
 
 
-def _build_lfm2(path, device, dtype, seed) -> LFM2Served:
+def _build_lfm2(path, device, dtype, seed, preset: str) -> LFM2Served:
     from .lfm2 import LFM2ForCausalLM
     if path is None:
-        lm = LFM2ForCausalLM.from_preset(LFM2_DEFAULT_PRESET, seed=seed, device=device, dtype=dtype)
-        source = f"preset {LFM2_DEFAULT_PRESET} with seeded random weights (seed={seed})"
+        lm = LFM2ForCausalLM.from_preset(preset, seed=seed, device=device, dtype=dtype)
+        source = f"preset {preset} with seeded random weights (seed={seed})"
     else:
         if not Path(path).is_dir():
             raise ValueError(f"lfm2: expected a local Hugging Face directory (config.json + "
@@ -232,12 +233,19 @@ def _build_lfm2(path, device, dtype, seed) -> LFM2Served:
 def build_model(name: str, path: str | Path | None = None, *, device="cpu", dtype=None, seed: int = 0,
                 labels: str | Path | None = None) -> ServedModel:
     """A ServedModel for `name` in MODEL_NAMES. path None = the embedded seeded default;
+    lfm2 also takes "preset:NAME" (models/lfm2/presets.py, seeded: lfm3-demo, lfm2-350m, ...);
     mobilenet_v2 takes a weights file (.safetensors/.pth; class names from `labels` or a
     labels.txt beside it), lfm2 a local HF directory of an LFM2, LFM2-MoE or LFM3 checkpoint. Never
     downloads."""
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
     dev, dt = _device(device), _dtype(dtype)
+    preset = None
+    if isinstance(path, str) and path.startswith(PRESET_PREFIX):
+        if name != "lfm2":
+            raise ValueError(f"{name}: '{PRESET_PREFIX}NAME' applies to lfm2 (an architecture of "
+                             "models/lfm2/presets.py with seeded weights)")
+        preset, path = path[len(PRESET_PREFIX):], None
     if path is not None and not Path(path).exists():
         raise ValueError(f"{name}: weights path {str(path)!r} does not exist")
     if name != "mobilenet_v2" and labels is not None:
@@ -247,4 +255,4 @@ def build_model(name: str, path: str | Path | None = None, *, device="cpu", dtyp
     with torch.inference_mode(False):
         if name == "mobilenet_v2":
             return _build_mobilenet(path, dev, dt, seed, labels)
-        return _build_lfm2(path, dev, dt, seed)
+        return _build_lfm2(path, dev, dt, seed, preset or LFM2_DEFAULT_PRESET)

@@ -39,7 +39,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--model", action="append", dest="models", metavar="NAME[=PATH]",
-                   help="model to serve, repeatable; default: lfm2 and mobilenet_v2 with embedded weights")
+                   help="model to serve, repeatable; default: lfm2 and mobilenet_v2 with embedded weights; "
+                        "lfm2=preset:NAME: an architecture of models/lfm2/presets.py, seeded")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--depthwise-impl", choices=IMPL_CHOICES)
     p.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"),

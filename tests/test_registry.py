@@ -182,3 +182,19 @@ def test_build_errors(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             build_model("mobilenet_v2", device="cuda")
+
+
+def test_lfm2_from_a_preset_architecture():
+    """--model lfm2=preset:NAME serves another architecture with seeded weights (the demos keep
+    their byte tokenizer); a wrong name lists the presets, other models refuse the form."""
+    served = build_model("lfm2", "preset:lfm3-demo")
+    assert served.metadata["architecture"] == "lfm3" and served.metadata["conv_kernel_size"] == 7
+    assert served.metadata["has_tokenizer"] and "preset lfm3-demo" in served.metadata["source"]
+    ids = torch.tensor([[257, 104, 105]])
+    with torch.inference_mode():
+        want = served.lm(ids)[:, -1]
+    torch.testing.assert_close(served.forward({"input_ids": ids})["logits"], want)
+    with pytest.raises(ValueError, match=r"unknown LFM2 preset 'nope'; expected one of .*lfm3-demo"):
+        build_model("lfm2", "preset:nope")
+    with pytest.raises(ValueError, match="applies to lfm2"):
+        build_model("mobilenet_v2", "preset:lfm3-demo")
