@@ -72,9 +72,11 @@ def test_report_states_the_ratio(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
-@pytest.mark.skipif(not RESULTS.exists(), reason="no committed generate-cpu.json")
-def test_committed_cpu_result_shows_continuous_batching_paying():
-    res = json.loads(RESULTS.read_text())
+@pytest.mark.parametrize("name", [pytest.param("generate-cpu.json", id="lfm2-demo"),
+                                  pytest.param("generate-cpu-lfm3.json", id="lfm3-demo")])
+def test_committed_cpu_result_shows_continuous_batching_paying(name):
+    """generate-cpu: lfm2-demo; generate-cpu-lfm3: its K=7 LFM3 twin (--model lfm2=preset:lfm3-demo)."""
+    res = json.loads(RESULTS.with_name(name).read_text())
     c, s = res["servers"]["continuous"], res["servers"]["serial"]
     assert res["args"]["clients"] >= 8 and c["max_decode_batch"] >= 8 and s["max_decode_batch"] == 1
     assert c["errors"] == 0 and s["errors"] == 0
