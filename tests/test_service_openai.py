@@ -77,6 +77,11 @@ def test_echo_puts_the_prompt_before_each_choice(client):
     chunks = list(client.completions.create(model="lfm2", prompt="ab", max_tokens=3, temperature=0, echo=True,
                                             stream=True))
     assert [c.choices[0].text for c in chunks][:2] == ["ab", "c"] and "".join(c.choices[0].text for c in chunks) == "abcde"
+    chunks = list(client.completions.create(model="lfm2", prompt="ab", max_tokens=0, echo=True, stream=True, n=2,
+                                            stream_options={"include_usage": True}))
+    assert sorted((c.choices[0].index, c.choices[0].text, c.choices[0].finish_reason) for c in chunks if c.choices) \
+        == [(0, "", "length"), (0, "ab", None), (1, "", "length"), (1, "ab", None)]
+    assert chunks[-1].usage.completion_tokens == 0 and chunks[-1].usage.prompt_tokens == 2
 
 
 @pytest.mark.parametrize("kwargs, error, needle", [
