@@ -56,8 +56,8 @@ def _score(lm, ids: list[int], top: int, impl: str) -> list[dict]:
 async def _echo(handler, body, plan) -> dict:
     """What `echo` puts before every choice: the prompt's text (as sent, or its ids decoded)
     and, with logprobs, its tokens' log-probabilities given the tokens before them."""
-    text = body.prompt if isinstance(body.prompt, str) else \
-        body.prompt[0] if isinstance(body.prompt, list) and body.prompt and isinstance(body.prompt[0], str) else \
+    prompt = body.single_prompt
+    text = prompt if isinstance(prompt, str) else \
         handler.tokenizer.decode(plan.ids) if handler.tokenizer is not None else ""
     entries = None
     if body.logprobs is not None:

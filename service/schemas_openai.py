@@ -79,9 +79,14 @@ class CompletionRequest(_SamplingRequest):
             bad.append("prompt (one prompt per request)")
         return bad
 
-    def to_generate(self) -> GenerateRequest:
-        prompt = self.prompt[0] if isinstance(self.prompt, list) and self.prompt \
+    @property
+    def single_prompt(self) -> Union[str, list[int]]:
+        """The one prompt, text or token ids, however it was wrapped (a list of one)."""
+        return self.prompt[0] if isinstance(self.prompt, list) and self.prompt \
             and isinstance(self.prompt[0], (str, list)) else self.prompt
+
+    def to_generate(self) -> GenerateRequest:
+        prompt = self.single_prompt
         text, ids = (prompt, None) if isinstance(prompt, str) else (None, list(prompt))
         # max_tokens 0 (echo only) generates nothing; the plan is made with 1 for its checks.
         return self._generate(16 if self.max_tokens is None else max(self.max_tokens, 1), self.logprobs,

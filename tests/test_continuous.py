@@ -266,6 +266,22 @@ def test_cuda_graph_continuous_batch_gives_the_eager_tokens(model, impl):
     assert dec.steps > 0 and dec.live == 0
 
 
+def assert_cuda_graphs_replay_eager(model, new_tokens: int, max_length: int) -> None:
+    """On CUDA, two prompts: generate() through its captured step and a continuous batch
+    through its bucket graphs both give the eager tokens (for the model families' own graphs:
+    LFM3's sliding-window masks, LFM2-MoE's all-experts routing)."""
+    prompts = [[5, 9, 11, 4, 7], [8, 3]]
+    want = model.generate(prompts, max_new_tokens=new_tokens, cuda_graph=False)
+    assert model.generate(prompts, max_new_tokens=new_tokens, cuda_graph=True) == want
+    seqs = [Sequence(p, max_new_tokens=new_tokens) for p in prompts]
+    engine = ContinuousBatch(model, capacity=2, max_length=max_length, cuda_graph=True)
+    for s in seqs:
+        engine.add(s)
+    while engine.busy:
+        engine.step()
+    assert [s.tokens for s in seqs] == want and len(set(want[0])) > 3
+
+
 def test_logprobs_are_the_models_distribution_and_checked(model):
     """Each generated token's logprob and top-k under the raw distribution (whatever the
     temperature), equal to a plain forward of prompt + tokens; a bad k is a ValueError."""

@@ -23,9 +23,10 @@ TINY = LFM2Config(vocab_size=97, hidden_size=40, intermediate_size=64, num_hidde
                   layer_types=("conv", "full_attention", "conv", "full_attention"))
 
 
-def tiny_model(seed: int) -> LFM2ForCausalLM:
-    """TINY with seeded weights, larger than the default init: logits that differ per token."""
-    m = LFM2ForCausalLM.empty(TINY)
+def tiny_model(seed: int, config: LFM2Config = TINY) -> LFM2ForCausalLM:
+    """config (default TINY) with seeded weights, larger than the default init: logits that
+    differ per token."""
+    m = LFM2ForCausalLM.empty(config)
     m.init_weights(seed=seed)
     with torch.no_grad():
         for p in m.parameters():

@@ -8,8 +8,10 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from models.depthwise import use_impl  # noqa: E402
-from models.lfm2 import LFM2Config, LFM2ForCausalLM  # noqa: E402
+from models.lfm2 import LFM2ForCausalLM  # noqa: E402
 from models.lfm2.layers import short_conv_reference  # noqa: E402
+
+from hf_reference import random_checkpoint  # noqa: E402
 
 # Odd sizes on purpose: 48 channels, head_dim 8, GQA 6 -> 2 heads, FFN adjusted 96 -> 64.
 TINY = dict(vocab_size=101, hidden_size=48, intermediate_size=96, num_hidden_layers=4,
@@ -21,13 +23,7 @@ TINY = dict(vocab_size=101, hidden_size=48, intermediate_size=96, num_hidden_lay
 
 def make_hf(tmp_path, seed=0, **changes):
     """A randomly initialised HF Lfm2ForCausalLM (norm weights too), saved to tmp_path."""
-    torch.manual_seed(seed)
-    hf = transformers.Lfm2ForCausalLM(transformers.Lfm2Config(**{**TINY, **changes})).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            p.copy_(1 + 0.2 * torch.randn_like(p) if "norm" in name else 0.2 * torch.randn_like(p))
-    hf.save_pretrained(tmp_path)
-    return hf
+    return random_checkpoint(transformers, "Lfm2", {**TINY, **changes}, tmp_path, seed)
 
 
 @pytest.fixture(scope="module")

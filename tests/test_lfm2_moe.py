@@ -19,8 +19,9 @@ from models.lfm2 import LFM2Config, LFM2ForCausalLM, decoding  # noqa: E402
 from models.lfm2.continuous import ContinuousBatch, Sequence  # noqa: E402
 from models.lfm2.layers import MoE  # noqa: E402
 
-from test_continuous import alone, run_staggered  # noqa: E402
-from test_decoding import needs_cuda  # noqa: E402
+from hf_reference import assert_logits_match, random_checkpoint  # noqa: E402
+from test_continuous import alone, assert_cuda_graphs_replay_eager, run_staggered  # noqa: E402
+from test_decoding import needs_cuda, tiny_model  # noqa: E402
 
 # Odd sizes: 48 channels, 6 experts of width 20, 2 per token; dense FFN 72 in layer 0 only.
 TINY = dict(vocab_size=107, hidden_size=48, intermediate_size=72, moe_intermediate_size=20,
@@ -32,18 +33,7 @@ TINY = dict(vocab_size=107, hidden_size=48, intermediate_size=72, moe_intermedia
 
 def make_hf(path, seed=0, **changes):
     """A randomly initialised HF Lfm2MoeForCausalLM (expert bias too), saved to path."""
-    if not hasattr(transformers, "Lfm2MoeForCausalLM"):
-        pytest.skip(f"transformers {transformers.__version__} has no Lfm2MoeForCausalLM")
-    torch.manual_seed(seed)
-    hf = transformers.Lfm2MoeForCausalLM(transformers.Lfm2MoeConfig(**{**TINY, **changes})).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            p.copy_(1 + 0.2 * torch.randn_like(p) if "norm" in name else 0.3 * torch.randn_like(p))
-        for name, b in hf.named_buffers():
-            if name.endswith("expert_bias"):
-                b.copy_(0.5 * torch.randn_like(b))      # steers the pick away from the top scores
-    hf.save_pretrained(path)
-    return hf
+    return random_checkpoint(transformers, "Lfm2Moe", {**TINY, **changes}, path, seed, scale=0.3)
 
 
 @pytest.fixture(scope="module")
@@ -80,20 +70,14 @@ def test_the_checkpoint_loads_as_lfm2_moe(pair):
 def test_logits_match_transformers(pair, impl):
     hf, ours, _ = pair
     ids = rand_ids(2, 13, seed=1)
-    with torch.no_grad():
-        ref = hf(ids, use_cache=False).logits
-    with use_impl(impl), torch.inference_mode():
-        got = ours(ids)
-    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    with use_impl(impl):
+        assert_logits_match(hf, ours, ids)
 
 
 def test_the_capture_path_gives_the_same_logits(pair, dense_moe):
     hf, ours, _ = pair
     ids = rand_ids(2, 13, seed=1)
-    with torch.no_grad():
-        ref = hf(ids, use_cache=False).logits
-    with torch.inference_mode():
-        torch.testing.assert_close(ours(ids), ref, rtol=1e-4, atol=1e-4)
+    assert_logits_match(hf, ours, ids)
 
 
 def test_routing_matters(pair):
@@ -152,10 +136,7 @@ def test_routing_variants_match_transformers(tmp_path, changes):
     hf = make_hf(tmp_path, seed=3, **changes)
     ours = LFM2ForCausalLM.from_pretrained(tmp_path)
     ids = rand_ids(2, 9, seed=4)
-    with torch.no_grad():
-        ref = hf(ids, use_cache=False).logits
-    with torch.inference_mode():
-        torch.testing.assert_close(ours(ids), ref, rtol=1e-4, atol=1e-4)
+    assert_logits_match(hf, ours, ids)
 
 
 def test_a_missing_expert_is_named(tmp_path):
@@ -228,21 +209,6 @@ def test_experts_on_an_lfm2_config_are_refused():
 def test_cuda_graph_decoding_routes_as_eager():
     """On CUDA the captured step runs every expert (no host read of the routing); its tokens
     equal the eager path's, for one generate and for the continuous batch's buckets."""
-    m = LFM2ForCausalLM.empty(LFM2Config.from_dict({"model_type": "lfm2_moe", **TINY}))
-    m.init_weights(seed=1)
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() > 1:
-                p.mul_(10)
-    m = m.eval().cuda()
-    prompts = [[5, 9, 11, 4, 7], [8, 3]]
+    m = tiny_model(1, LFM2Config.from_dict({"model_type": "lfm2_moe", **TINY})).cuda()
     with use_impl("native"):   # the graph over the routing is the point; no new Triton compiles in gpu.sh's 75 s
-        want = m.generate(prompts, max_new_tokens=10, cuda_graph=False)
-        assert m.generate(prompts, max_new_tokens=10, cuda_graph=True) == want
-        seqs = [Sequence(p, max_new_tokens=10) for p in prompts]
-        engine = ContinuousBatch(m, capacity=2, max_length=24, cuda_graph=True)
-        for s in seqs:
-            engine.add(s)
-        while engine.busy:
-            engine.step()
-    assert [s.tokens for s in seqs] == want and len(set(want[0])) > 3
+        assert_cuda_graphs_replay_eager(m, new_tokens=10, max_length=24)

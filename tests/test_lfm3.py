@@ -18,8 +18,9 @@ from models.lfm2 import LFM2Config, LFM2ForCausalLM, decoding  # noqa: E402
 from models.lfm2.continuous import ContinuousBatch, Sequence  # noqa: E402
 from models.lfm2.prefix_cache import PrefixCache  # noqa: E402
 
-from test_continuous import alone, run_staggered  # noqa: E402
-from test_decoding import needs_cuda  # noqa: E402
+from hf_reference import assert_logits_match, random_checkpoint  # noqa: E402
+from test_continuous import alone, assert_cuda_graphs_replay_eager, run_staggered  # noqa: E402
+from test_decoding import needs_cuda, tiny_model  # noqa: E402
 
 needs_lfm3 = pytest.mark.skipif(not hasattr(transformers, "Lfm3ForCausalLM"),
                                 reason=f"transformers {transformers.__version__} has no LFM3")
@@ -33,15 +34,7 @@ TINY = dict(vocab_size=113, hidden_size=56, intermediate_size=72, num_hidden_lay
 
 def make_hf(path, seed=0, **changes):
     """A randomly initialised HF Lfm3ForCausalLM (norm weights too), saved to path."""
-    if not hasattr(transformers, "Lfm3ForCausalLM"):
-        pytest.skip(f"transformers {transformers.__version__} has no Lfm3ForCausalLM")
-    torch.manual_seed(seed)
-    hf = transformers.Lfm3ForCausalLM(transformers.Lfm3Config(**{**TINY, **changes})).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            p.copy_(1 + 0.2 * torch.randn_like(p) if "norm" in name else 0.3 * torch.randn_like(p))
-    hf.save_pretrained(path)
-    return hf
+    return random_checkpoint(transformers, "Lfm3", {**TINY, **changes}, path, seed, scale=0.3)
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +64,8 @@ def test_the_checkpoint_loads_as_lfm3(pair):
 def test_logits_match_transformers(pair, impl):
     hf, ours = pair
     ids = rand_ids(2, 23, seed=1)                     # 23 tokens: 4x the window
-    with torch.no_grad():
-        ref = hf(ids, use_cache=False).logits
-    with use_impl(impl), torch.inference_mode():
-        got = ours(ids)
-    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    with use_impl(impl):
+        assert_logits_match(hf, ours, ids)
 
 
 def test_the_window_and_the_gate_matter(pair):
@@ -171,24 +161,9 @@ def test_continuous_batch_gives_every_sequence_its_tokens_alone(pair, impl):
 def test_cuda_graph_decoding_replays_the_eager_tokens():
     """On CUDA: the captured steps (one per generate, one per continuous-batch bucket) give
     the eager tokens past the window."""
-    m = LFM2ForCausalLM.empty(LFM2Config.from_dict({"model_type": "lfm3", **TINY}))
-    m.init_weights(seed=1)
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() > 1:
-                p.mul_(10)                             # logits that differ per token
-    m = m.eval().cuda()
-    prompts = [[5, 9, 11, 4, 7], [8, 3]]
+    m = tiny_model(1, LFM2Config.from_dict({"model_type": "lfm3", **TINY})).cuda()
     with use_impl("native"):   # the graph over the masks is the point; no new Triton compiles in gpu.sh's 75 s
-        want = m.generate(prompts, max_new_tokens=14, cuda_graph=False)
-        assert m.generate(prompts, max_new_tokens=14, cuda_graph=True) == want
-        seqs = [Sequence(p, max_new_tokens=14) for p in prompts]
-        engine = ContinuousBatch(m, capacity=2, max_length=32, cuda_graph=True)
-        for s in seqs:
-            engine.add(s)
-        while engine.busy:
-            engine.step()
-    assert [s.tokens for s in seqs] == want and len(set(want[0])) > 3
+        assert_cuda_graphs_replay_eager(m, new_tokens=14, max_length=32)
 
 
 def test_prefix_cache_restores_past_the_window(pair):
@@ -222,10 +197,7 @@ def test_config_variants_match_transformers(tmp_path, changes):
     hf = make_hf(tmp_path, seed=3, **changes)
     ours = LFM2ForCausalLM.from_pretrained(tmp_path)
     ids = rand_ids(2, 13, seed=4)
-    with torch.no_grad():
-        ref = hf(ids, use_cache=False).logits
-    with torch.inference_mode():
-        torch.testing.assert_close(ours(ids), ref, rtol=1e-4, atol=1e-4)
+    assert_logits_match(hf, ours, ids)
 
 
 def test_bfloat16_is_as_close_to_float32_as_transformers_bfloat16(tmp_path):

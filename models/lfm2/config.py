@@ -121,11 +121,6 @@ class LFM2Config:
         return tuple(i for i, t in enumerate(self.layer_types) if t == "full_attention")
 
     @property
-    def attention_idxs(self) -> tuple[int, ...]:
-        """Layers with keys and values: full and sliding-window attention."""
-        return tuple(i for i, t in enumerate(self.layer_types) if t != "conv")
-
-    @property
     def rotary_dims(self) -> int:
         """How many of head_dim's dims the full-attention RoPE rotates (the rest see angle 0):
         transformers' proportional RoPE, which with factor 1.0 is the default one."""
