@@ -7,14 +7,15 @@ TensorHandler checks (`prepare`), the same batcher, limits and metrics. It runs 
 event loop (started and stopped by the app's lifespan), so both front ends feed one batcher.
 
   ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata   health and metadata
-  ModelConfig, ModelStatistics   Triton's extensions, the same content as REST's (triton_ext.py)
+  ModelConfig, ModelStatistics, RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload
+                       Triton's extensions, the same content as REST's (triton_ext.py)
   ModelInfer           one request; `parameters["depthwise_impl"]` picks the impl, the
                        response's says what ran; a `server-timing` trailer splits queue and
                        compute time, like REST's Server-Timing header
   ModelStreamInfer     a bidirectional stream of requests, each answered as soon as it is
                        done (requests on one stream batch together); an error answers that
                        request with `error_message` and the stream goes on
-Everything else in the service (shared memory, repository, trace, ...) is UNIMPLEMENTED.
+Everything else in the service (shared memory, trace, logging settings) is UNIMPLEMENTED.
 
 Errors carry the REST status's gRPC twin (400 -> INVALID_ARGUMENT, 401 -> UNAUTHENTICATED,
 404 -> NOT_FOUND, 503 -> UNAVAILABLE with a `retry-after` trailer) and the same message;
@@ -38,7 +39,8 @@ from .grpc_codec import decode_request, encode_response
 from .handlers.tensor import server_timing
 from .infer import check_version
 from .middleware import bearer_matches, request_id_of
-from .triton_ext import EXTENSIONS, metadata_of, model_config, model_stats, to_proto
+from .triton_ext import (EXTENSIONS, metadata_of, model_config, model_stats, repository_index,
+                         repository_load, repository_unload, to_proto)
 
 log = logging.getLogger("dwserve.grpc")
 _CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
@@ -115,6 +117,25 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except ServiceError as exc:
             await _abort(context, exc)
         return to_proto(pb.ModelStatisticsResponse, stats)
+
+    # --- Triton's model-repository extension (one fixed repository: repository_name is ignored)
+    async def RepositoryIndex(self, request, context):
+        return to_proto(pb.RepositoryIndexResponse,
+                        {"models": repository_index(self.service, ready_only=request.ready)})
+
+    async def RepositoryModelLoad(self, request, context):
+        try:
+            repository_load(self.service, request.model_name, dict(request.parameters))
+        except ServiceError as exc:
+            await _abort(context, exc)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request, context):
+        try:
+            repository_unload(self.service, request.model_name)
+        except ServiceError as exc:
+            await _abort(context, exc)
+        return pb.RepositoryModelUnloadResponse()
 
     # --- inference -------------------------------------------------------------------------
     def _check_auth(self, context) -> None:

@@ -9,8 +9,9 @@ from . import __version__
 from .errors import ServiceError
 from .infer import check_version, infer_bytes
 from .schemas import (ErrorResponse, InferResponse, LiveResponse, ModelMetadata, ReadyResponse,
-                      ServerMetadata)
-from .triton_ext import EXTENSIONS, metadata_of, model_config, model_stats
+                      RepositoryIndexRequest, RepositoryModel, RepositoryModelRequest, ServerMetadata)
+from .triton_ext import (EXTENSIONS, metadata_of, model_config, model_stats, repository_index,
+                         repository_load, repository_unload)
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503)}
@@ -56,6 +57,44 @@ def one_model_config(model: str, request: Request, version: str | None = None):
     """Triton's model-configuration extension: the model's tensors, batch limit and batching delay."""
     check_version(version)
     return model_config(model, _service(request).runtime(model))
+
+
+async def _optional_body(request: Request, schema):
+    """A Triton repository body: tritonclient sends none (or an empty one) for the defaults."""
+    raw = await request.body()
+    return schema.model_validate_json(raw) if raw.strip() else schema()
+
+
+def _body_doc(schema) -> dict:
+    return {"requestBody": {"required": False, "content": {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{schema.__name__}"}}}}}
+
+
+@router.post("/repository/index", response_model=list[RepositoryModel], tags=["triton extensions"],
+             responses=_ERRORS, openapi_extra=_body_doc(RepositoryIndexRequest))
+async def repository_models(request: Request):
+    """Triton's model-repository extension: every served model, its version and state
+    (READY, LOADING or UNAVAILABLE with the reason); `{"ready": true}` lists the ready ones."""
+    body = await _optional_body(request, RepositoryIndexRequest)
+    return repository_index(_service(request), ready_only=body.ready)
+
+
+@router.post("/repository/models/{model}/load", tags=["triton extensions"], responses=_ERRORS,
+             openapi_extra=_body_doc(RepositoryModelRequest))
+async def repository_model_load(model: str, request: Request):
+    """The models are fixed at start: loading a served model succeeds once it is ready (503
+    while it loads); a config or file override is a 400."""
+    body = await _optional_body(request, RepositoryModelRequest)
+    repository_load(_service(request), model, body.parameters or {})
+    return {}
+
+
+@router.post("/repository/models/{model}/unload", tags=["triton extensions"], responses=_ERRORS,
+             openapi_extra=_body_doc(RepositoryModelRequest))
+async def repository_model_unload(model: str, request: Request):
+    """The models are fixed at start: unloading is a 400 saying so."""
+    await _optional_body(request, RepositoryModelRequest)
+    repository_unload(_service(request), model)
 
 
 @router.get("/models/{model}", response_model=ModelMetadata, responses=_ERRORS)

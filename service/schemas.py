@@ -87,6 +87,27 @@ class InferResponse(BaseModel):
     outputs: list[ResponseOutput]
 
 
+# --- Triton's model-repository extension (service/triton_ext.py) ---------------------------
+
+class RepositoryIndexRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ready: bool = False     # true: list only the models that are ready
+
+
+class RepositoryModel(BaseModel):
+    name: str
+    version: str
+    state: Literal["READY", "LOADING", "UNAVAILABLE"]
+    reason: str
+
+
+class RepositoryModelRequest(BaseModel):
+    """Body of load / unload: Triton's `parameters` (a config override, `file:` contents,
+    unload_dependents)."""
+    model_config = ConfigDict(extra="forbid")
+    parameters: Optional[Parameters] = None
+
+
 # --- /v1 convenience API ----------------------------------------------------------------
 
 ImplName = Literal["auto", "per_group", "slice_sum", "compiled", "fused", "native"]

@@ -1,14 +1,24 @@
 """What both front ends say about a model, built once as JSON for REST and parsed into the
 protos for gRPC (the JSON's field names are the protos'): the OIP model metadata, and Triton's
-model-configuration and statistics extensions (`GET /v2/models/{m}/config`,
-`GET /v2/models[/{m}]/stats`; gRPC `ModelConfig`, `ModelStatistics`), which tritonclient's
-get_model_config / get_inference_statistics read over either protocol.
+model-configuration, statistics and model-repository extensions (`GET /v2/models/{m}/config`,
+`GET /v2/models[/{m}]/stats`, `POST /v2/repository/index`; gRPC `ModelConfig`,
+`ModelStatistics`, `RepositoryIndex`), which tritonclient's get_model_config /
+get_inference_statistics / get_model_repository_index read over either protocol.
+
+The repository is fixed at start (`--model`), like Triton's model control mode NONE: the
+index lists every served model and its state; `load` of a served model is a no-op once it
+is ready (its weights are the ones it started with), and `unload` or a load that brings a
+config or files is a 400 saying so.
 """
 from __future__ import annotations
 
 from typing import Optional
 
-EXTENSIONS = ["binary_tensor_data", "classification", "parameters", "model_configuration", "statistics"]
+from .errors import ServiceError
+
+EXTENSIONS = ["binary_tensor_data", "classification", "parameters", "model_configuration", "statistics",
+              "model_repository"]
+_FIXED = "dwserve serves the models chosen at start (dwserve serve --model NAME[=PATH]); restart it to change them"
 
 
 def metadata_of(name: str, rt) -> dict:
@@ -43,6 +53,38 @@ def model_stats(svc, name: Optional[str]) -> dict:
     if name:
         return {"model_stats": [svc.runtime(name).statistics.to_json(name)]}
     return {"model_stats": [rt.statistics.to_json(n) for n, rt in svc.runtimes.items() if rt.ready]}
+
+
+def repository_index(svc, ready_only: bool = False) -> list[dict]:
+    """Every served model with its state: READY, LOADING (still building or warming up) or
+    UNAVAILABLE (loading failed; `reason` says why). ready_only keeps the READY ones."""
+    rows = []
+    for name in svc.model_names:
+        rt = svc.runtimes.get(name)
+        if rt is not None and rt.ready:
+            state, reason = "READY", ""
+        elif svc.load_error is not None:
+            state, reason = "UNAVAILABLE", svc.load_error
+        else:
+            state, reason = "LOADING", ""
+        if state == "READY" or not ready_only:
+            rows.append({"name": name, "version": "1", "state": state, "reason": reason})
+    return rows
+
+
+def repository_load(svc, name: str, parameters: dict) -> None:
+    """Triton's load: for a served model without overrides, done once it is ready."""
+    if name not in svc.model_names:
+        raise ServiceError(404, f"unknown model {name!r}: {_FIXED}; expected one of {list(svc.model_names)}")
+    if parameters:
+        raise ServiceError(400, f"load parameters {sorted(parameters)} unsupported: {_FIXED}")
+    svc.runtime(name)   # 503 + Retry-After while it is still loading
+
+
+def repository_unload(svc, name: str) -> None:
+    if name not in svc.model_names:
+        raise ServiceError(404, f"unknown model {name!r}; expected one of {list(svc.model_names)}")
+    raise ServiceError(400, f"unloading {name!r} is unsupported: {_FIXED}")
 
 
 def to_proto(message_cls, data: dict):

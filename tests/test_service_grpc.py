@@ -1,8 +1,9 @@
 """OIP v2 over gRPC (service/grpc_server.py) with tritonclient.grpc against uvicorn in this
 process (fake models): health, metadata, infer equal to the reference and to REST, the stream,
-errors as gRPC status codes, auth, queue-full, message limits and deadlines, Triton's config
-and statistics extensions, the shared metrics and batcher, and fuzzed messages. The codec is
-tests/test_grpc_codec.py; the real models over gRPC are in test_service_server.py."""
+errors as gRPC status codes, auth, queue-full, message limits and deadlines, Triton's config,
+statistics and model-repository extensions, the shared metrics and batcher, and fuzzed
+messages. The codec is tests/test_grpc_codec.py; the real models over gRPC are in
+test_service_server.py."""
 import contextlib
 import threading
 import time
@@ -330,6 +331,44 @@ def test_statistics_count_both_front_ends():
         assert {m["name"] for m in everything} == {"lfm2", "mobilenet_v2"}
         code, _ = _code_and_message(lambda: gc.InferenceServerClient(target).get_inference_statistics("nope"))
         assert code == "StatusCode.NOT_FOUND"
+
+
+def test_model_repository_over_rest_and_grpc(served):
+    """Triton's model-repository extension, as tritonclient calls it over both protocols."""
+    import tritonclient.http as hc
+    target, url, models = served
+    rest, over_grpc = hc.InferenceServerClient(url.removeprefix("http://")), gc.InferenceServerClient(target)
+    want = [{"name": m, "version": "1", "state": "READY", "reason": ""} for m in models]
+    assert rest.get_model_repository_index() == want
+    assert [{"reason": "", **m} for m in over_grpc.get_model_repository_index(as_json=True)["models"]] == want
+    assert httpx.post(f"{url}/v2/repository/index", json={"ready": True}).json() == want
+    assert "model_repository" in rest.get_server_metadata()["extensions"]
+    rest.load_model("lfm2")           # served and ready: nothing to do
+    over_grpc.load_model("mobilenet_v2")
+    for client in (rest, over_grpc):  # fixed at start: the errors say so, the models stay served
+        for call, kwargs, code in ((client.unload_model, {}, ("400", "INVALID_ARGUMENT")),
+                                   (client.load_model, {"model_name": "nope"}, ("404", "NOT_FOUND")),
+                                   (client.load_model, {"config": '{"max_batch_size": 2}'}, ("400", "INVALID_ARGUMENT"))):
+            with pytest.raises(InferenceServerException) as err:
+                call(**{"model_name": "lfm2", **kwargs})
+            assert str(err.value.status()).endswith(code) and "--model" in err.value.message()
+    for bad in (b'{"ready": "maybe"}', b'{"readyy": true}', b"[1]", b"{"):
+        r = httpx.post(f"{url}/v2/repository/index", content=bad, headers={"content-type": "application/json"})
+        assert 400 <= r.status_code < 500 and "error" in r.json(), (bad, r.text)
+    assert rest.get_model_repository_index() == want and rest.is_model_ready("lfm2")
+
+
+def test_repository_index_says_loading_and_why_a_model_is_unavailable():
+    from service.app import Service
+    from service.settings import Settings
+    from service.triton_ext import repository_index
+
+    svc = Service(Settings(), models=fake_models())   # not loaded yet
+    assert [(m["name"], m["state"]) for m in repository_index(svc)] == [("lfm2", "LOADING"), ("mobilenet_v2", "LOADING")]
+    assert repository_index(svc, ready_only=True) == []
+    svc.load_error = "FileNotFoundError: no config.json in /models/lfm2"
+    assert {m["state"] for m in repository_index(svc)} == {"UNAVAILABLE"}
+    assert repository_index(svc)[0]["reason"] == svc.load_error
 
 
 # --- fuzz ------------------------------------------------------------------------------------
