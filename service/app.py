@@ -30,7 +30,7 @@ from .handlers import ClassifyHandler, GenerateHandler, TensorHandler
 from .metrics import ServiceMetrics
 from .middleware import GuardMiddleware
 from .runtime import ModelRuntime, default_hooks
-from .schemas import InferRequest
+from .schemas import InferRequest, RepositoryIndexRequest, RepositoryModelRequest
 from .settings import Settings
 
 log = logging.getLogger("dwserve.app")
@@ -173,16 +173,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def _openapi(app: FastAPI, model_names: tuple[str, ...]):
-    """/infer reads its raw body (JSON or binary), so its schema is added here by hand; the
-    {model} path parameter lists the served models (clients and fuzzers reach real models)."""
+    """/infer and the repository routes read their raw bodies (JSON or binary; Triton's may be
+    empty), so their schemas are added here by hand; the {model} path parameter lists the
+    served models (clients and fuzzers reach real models)."""
     def build():
         if app.openapi_schema:
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        infer = InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-        components.update(infer.pop("$defs", {}))
-        components["InferRequest"] = infer
+        for body in (InferRequest, RepositoryIndexRequest, RepositoryModelRequest):
+            body_schema = body.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body_schema.pop("$defs", {}))
+            components[body.__name__] = body_schema
         for path, ops in schema.get("paths", {}).items():
             for op in ops.values():
                 for param in op.get("parameters", []):

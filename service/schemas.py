@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+from .codec import DTYPES
 
 # Request-level parameters are free-form in OIP v2 (tritonclient sends e.g. `priority`,
 # `timeout`); we read `depthwise_impl` and `binary_data_output` and ignore the rest.
@@ -51,7 +53,8 @@ class RequestInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(max_length=256)
     shape: list[int] = Field(max_length=8)
-    datatype: str = Field(max_length=16)
+    # The codec checks it (its 400 names the supported ones); the schema lists them for clients.
+    datatype: str = Field(max_length=16, json_schema_extra={"enum": sorted(DTYPES)})
     parameters: Optional[Parameters] = None
     # Row-major values, flat or nested; absent when the tensor travels as binary data.
     data: Optional[list[Any]] = None
@@ -91,7 +94,7 @@ class InferResponse(BaseModel):
 
 class RepositoryIndexRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    ready: bool = False     # true: list only the models that are ready
+    ready: StrictBool = False     # true: list only the models that are ready
 
 
 class RepositoryModel(BaseModel):

@@ -77,7 +77,9 @@ def repository_load(svc, name: str, parameters: dict) -> None:
     if name not in svc.model_names:
         raise ServiceError(404, f"unknown model {name!r}: {_FIXED}; expected one of {list(svc.model_names)}")
     if parameters:
-        raise ServiceError(400, f"load parameters {sorted(parameters)} unsupported: {_FIXED}")
+        named = ", ".join(repr(k[:40]) for k in sorted(parameters)[:4])
+        raise ServiceError(400, f"load parameters unsupported ({len(parameters)}: {named}"
+                                f"{', ...' if len(parameters) > 4 else ''}): {_FIXED}")
     svc.runtime(name)   # 503 + Retry-After while it is still loading
 
 

@@ -62,6 +62,33 @@ def test_health_metadata_and_unknown_model(served):
         assert r.status_code == 404 and "error" in r.json()
 
 
+def test_openapi_references_resolve_and_name_what_is_accepted(served):
+    """Clients and fuzzers generate requests from /openapi.json: every $ref must resolve (the
+    hand-added bodies of /infer and the repository routes included), the model path parameter
+    lists the served models and an input's datatype the codec's."""
+    from service.codec import DTYPES
+
+    client, models = served
+    schema = client.get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+
+    def refs(node):
+        if isinstance(node, dict):
+            yield from ([node["$ref"]] if "$ref" in node else [])
+            for v in node.values():
+                yield from refs(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from refs(v)
+
+    found = set(refs(schema))
+    assert {"#/components/schemas/InferRequest", "#/components/schemas/RepositoryIndexRequest"} <= found
+    assert not {r for r in found if r.removeprefix("#/components/schemas/") not in components}
+    assert components["RequestInput"]["properties"]["datatype"]["enum"] == sorted(DTYPES)
+    (param,) = schema["paths"]["/v2/repository/models/{model}/load"]["post"]["parameters"]
+    assert param["schema"]["enum"] == list(models)
+
+
 def test_infer_json_matches_reference_and_echoes_impl(served):
     client, models = served
     x = _image(np.random.default_rng())

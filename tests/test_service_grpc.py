@@ -352,9 +352,12 @@ def test_model_repository_over_rest_and_grpc(served):
             with pytest.raises(InferenceServerException) as err:
                 call(**{"model_name": "lfm2", **kwargs})
             assert str(err.value.status()).endswith(code) and "--model" in err.value.message()
-    for bad in (b'{"ready": "maybe"}', b'{"readyy": true}', b"[1]", b"{"):
+    for bad in (b'{"ready": "maybe"}', b'{"ready": 0}', b'{"readyy": true}', b"[1]", b"{"):
         r = httpx.post(f"{url}/v2/repository/index", content=bad, headers={"content-type": "application/json"})
         assert 400 <= r.status_code < 500 and "error" in r.json(), (bad, r.text)
+    many = {f"file:{i}/{'x' * 100}": "" for i in range(50)}
+    r = httpx.post(f"{url}/v2/repository/models/lfm2/load", json={"parameters": many})
+    assert r.status_code == 400 and "(50: 'file:0/" in r.json()["error"] and len(r.text) < 500
     assert rest.get_model_repository_index() == want and rest.is_model_ready("lfm2")
 
 
