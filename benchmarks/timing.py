@@ -201,7 +201,10 @@ def environment(device: torch.device | str = "cpu") -> dict:
         triton_version = triton.__version__
     except Exception:                                # not installed, or a broken install
         triton_version = None
-    env = {"device": device.type, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+    from models.depthwise.auto import cpu_vendor
+
+    env = {"device": device.type, "cpu": cpu_model(), "cpu_vendor": cpu_vendor(),
+           "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_count": os.cpu_count(),
            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
            "triton": triton_version, "python": platform.python_version(),
            "gpu": None, "cuda": torch.version.cuda}

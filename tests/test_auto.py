@@ -11,13 +11,15 @@ from models.depthwise import auto
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "ops-cpu.json"
 CPU = torch.device("cpu")
 FLOATS = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+READ_CPU_VENDOR = auto.cpu_vendor   # the real one: the fixture below stands in an AMD CPU
 
 
 @pytest.fixture(autouse=True)
 def _rule_as_measured(monkeypatch):
-    """Test the rule itself: a C++ compiler present and no DWSERVE_AUTO_COMPILED opt-out
-    (the two tests at the end switch them)."""
+    """Test the rule itself: a C++ compiler present, no DWSERVE_AUTO_COMPILED opt-out (the two
+    tests at the end switch them) and an AMD CPU, where CPU_MEASURED was measured."""
     monkeypatch.setattr(auto, "_cxx_available", lambda: True)
+    monkeypatch.setattr(auto, "cpu_vendor", lambda: "amd")
     monkeypatch.delenv("DWSERVE_AUTO_COMPILED", raising=False)
 
 
@@ -131,6 +133,39 @@ def test_cpu_channels_last_conv2d_goes_native():
     # the flag is about conv2d's NHWC layout only: conv1d rules ignore it
     assert auto.choose("conv1d", CPU, torch.float32, (1, 2048, 21), (2048, 1, 3), 1, 1,
                        channels_last=True) == "slice_sum"
+
+
+def test_per_group_exception_only_where_it_was_measured_to_win(monkeypatch):
+    """b32 stride-2 on 112x112 NCHW: per_group won on the AMD EPYC (CPU_MEASURED), compiled on
+    the Intel Xeon (ops-cpu-xeon.json); other vendors get the general rule."""
+    strided = ("conv2d", CPU, torch.float32, (32, 96, 112, 112), (96, 1, 3, 3), 2, 1)
+    assert auto.choose(*strided) == "per_group"
+    for vendor in ("intel", "other"):
+        monkeypatch.setattr(auto, "cpu_vendor", lambda v=vendor: v)
+        assert auto.choose(*strided) == "compiled"
+        assert auto.choose("conv2d", CPU, torch.float32, (1, 96, 112, 112), (96, 1, 3, 3), 2, 1) == "native"
+
+
+@pytest.mark.parametrize("cpuinfo, vendor", [("vendor_id\t: AuthenticAMD\n", "amd"),
+                                             ("processor : 0\nvendor_id : GenuineIntel\n", "intel"),
+                                             ("vendor_id : HygonGenuine\n", "other"), ("", "other")])
+def test_cpu_vendor_reads_proc_cpuinfo(monkeypatch, tmp_path, cpuinfo, vendor):
+    import builtins
+    fake = tmp_path / "cpuinfo"
+    fake.write_text(cpuinfo)
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: real_open(fake if f == "/proc/cpuinfo" else f, *a, **k))
+    READ_CPU_VENDOR.cache_clear()
+    try:
+        assert READ_CPU_VENDOR() == vendor
+    finally:
+        READ_CPU_VENDOR.cache_clear()
+
+
+def test_decode_step_slice_sum_for_short_kernels_native_for_lfm3s():
+    """LFM2's K=3 decode column: slice_sum; LFM3's K=7: native (ops-cpu-xeon.json), on any vendor."""
+    for k, want in ((2, "slice_sum"), (3, "slice_sum"), (5, "slice_sum"), (7, "native"), (31, "native")):
+        assert auto.choose("decode", CPU, torch.float32, (16, 2048, 1), (2048, 1, k), 1, 1) == want, k
 
 
 def test_no_cxx_compiler_never_picks_compiled(monkeypatch):

@@ -94,8 +94,13 @@ CPU_MEASURED: tuple = (
 
 # ---------------------------------------------------------------- the CPU rule
 # In words (numbers in CPU_MEASURED):
-# - decode (one new column): slice_sum. K tiny ops on (B, C) beat both a conv call (oneDNN
-#   setup) and a compiled graph's guard/launch overhead.
+# - decode (one new column), K <= DECODE_SLICE_SUM_MAX_TAPS: slice_sum. K tiny ops on (B, C)
+#   beat both a conv call (oneDNN setup) and a compiled graph's guard/launch overhead (16x2048,
+#   K=3: 1.17-1.28x ahead of both, on both CPUs).
+# - decode, larger K (LFM3's K=7): native. slice_sum's cost grows ~45 us per tap at 16x2048,
+#   native's and compiled's ~31 (Xeon, K=3 -> 7), so by K=7 slice_sum is 2-6% behind both in
+#   two runs (ops-cpu-xeon.md); native over compiled: within 3% of it, no C++ compiler and no
+#   compile per decode batch size, which a continuous batch changes all the time.
 # - conv1d up to SLICE_SUM_MAX_WORK multiply-adds (the seed shape, the channel sweep, LFM2
 #   prompts and 8x512 prefill): slice_sum, ~2K cheap ops; native pays oneDNN's fixed cost
 #   (1.5-3x slower) and compiled its guards (~+30 us) until the work is large.
@@ -111,12 +116,17 @@ CPU_MEASURED: tuple = (
 # - conv2d (NCHW): native (oneDNN's depthwise 3x3/7x7 kernels win 1.5-5x) except big batches on big
 #   planes (>= COMPILED_MIN_OUT output elements from >= 56x56 inputs: MobileNetV2's 112x112 and
 #   56x56 layers at batch 32), where oneDNN slows down and the compiled loop wins by 1.2-1.6x.
-#   At 28x28 and below oneDNN wins again even at batch 32. One exception goes the other way:
-#   stride-2 layers on 112x112 planes at batch >= 16, where per_group (C big single-channel
-#   convs) is measured fastest, so auto picks it: launches only hurt when each is tiny.
+#   At 28x28 and below oneDNN wins again even at batch 32. One exception goes the other way,
+#   on AMD CPUs only: stride-2 layers on 112x112 planes at batch >= 16, where per_group (C big
+#   single-channel convs) is measured fastest on the AMD EPYC, so auto picks it there:
+#   launches only hurt when each is tiny. On the Intel Xeon (ops-cpu-xeon.md) the same layer
+#   goes to compiled, 1.2-1.5x ahead of per_group in two runs, which is what the general
+#   rule picks; other vendors (unmeasured) get the general rule too.
+DECODE_SLICE_SUM_MAX_TAPS = 5   # decode: the K=3 / K=7 lines above cross near K=6
 SLICE_SUM_MAX_TAPS = 7          # conv1d K above which compiled stops paying off (K=31 loses)
 SLICE_SUM_MAX_WORK = 1 << 25    # output elements * taps (~33M), between 8x512 prefill (12.6M)
                                 # where slice_sum wins and 1x4096x4096 K=4 (67M) where compiled does
+PER_GROUP_VENDORS = ("amd",)       # where the per_group exception below was measured to win
 PER_GROUP_MIN_INPUT_HW = 112 * 112  # strided conv2d on planes this big, batch >= 16: oneDNN's
 PER_GROUP_MIN_BATCH = 16            # single-channel strided conv beats its own grouped kernel and
                                     # the compiled strided loop (b32 96@112 s2: 56-73 ms vs 70 ms
@@ -133,6 +143,21 @@ def _work(x_shape, weight_shape, stride) -> tuple[int, int, int]:
     spatial = [max(1, n // stride) for n in x_shape[2:]]           # ~ output length / size
     out = x_shape[0] * weight_shape[0] * math.prod(spatial)
     return taps, out, out * taps
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_vendor() -> str:
+    """'amd', 'intel' or 'other': /proc/cpuinfo's vendor_id (Linux on x86); 'other' elsewhere.
+    One NCHW conv2d exception of the CPU rule was measured to win on AMD only."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("vendor_id"):
+                    vendor = line.split(":", 1)[1].strip()
+                    return {"AuthenticAMD": "amd", "GenuineIntel": "intel"}.get(vendor, "other")
+    except OSError:
+        pass
+    return "other"
 
 
 def compiled_allowed() -> bool:
@@ -154,7 +179,7 @@ def _cxx_available() -> bool:
 def _cpu_rule(op, x_shape, weight_shape, stride, channels_last) -> str:
     taps, out, work = _work(x_shape, weight_shape, stride)
     if op == "decode":
-        return "slice_sum"
+        return "slice_sum" if taps <= DECODE_SLICE_SUM_MAX_TAPS else "native"
     if op == "conv2d" and channels_last:
         return "native"
     if op == "conv1d":
@@ -162,7 +187,8 @@ def _cpu_rule(op, x_shape, weight_shape, stride, channels_last) -> str:
             return "slice_sum"    # runner-up at 1x4096x4096: 1.4x behind compiled, native 2.4x
         return "compiled"
     plane = math.prod(x_shape[2:])
-    if stride > 1 and plane >= PER_GROUP_MIN_INPUT_HW and x_shape[0] >= PER_GROUP_MIN_BATCH:
+    if (stride > 1 and plane >= PER_GROUP_MIN_INPUT_HW and x_shape[0] >= PER_GROUP_MIN_BATCH
+            and cpu_vendor() in PER_GROUP_VENDORS):
         return "per_group"        # few launches, each a big strided single-channel conv
     if out >= COMPILED_MIN_OUT and plane >= COMPILED_MIN_INPUT_HW and compiled_allowed():
         return "compiled"
