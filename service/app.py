@@ -201,6 +201,7 @@ def create_app(settings: Optional[Settings] = None, models: Optional[dict] = Non
     from .routes_openai import router as openai
     from .routes_v1 import router as v1
     from .routes_v2 import router as v2
+    from .routes_v2_generate import router as v2_generate
 
     settings = settings or Settings()
     service = Service(settings, models, hooks)
@@ -222,6 +223,7 @@ def create_app(settings: Optional[Settings] = None, models: Optional[dict] = Non
     app.state.service = service
     install_error_handlers(app)
     app.include_router(v2)
+    app.include_router(v2_generate)
     app.include_router(v1)
     app.include_router(openai)
     app.add_middleware(GuardMiddleware, service=service)

@@ -29,6 +29,7 @@ from .infer import infer_bytes
 log = logging.getLogger("dwserve.app")
 
 _INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+_GENERATE = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/generate(?:_stream)?$")   # Triton's extension
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")   # printable ASCII, no spaces
 
 
@@ -62,6 +63,10 @@ class GuardMiddleware:
         """-> model label for inference routes, else None."""
         svc = self.service
         match = _INFER.match(path)
+        if match:
+            name = match.group(1)
+            return name if name in svc.model_names else "unknown"
+        match = _GENERATE.match(path)
         if match:
             name = match.group(1)
             return name if name in svc.model_names else "unknown"

@@ -40,12 +40,13 @@ def _sse(payload: dict) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
-def sse_response(streams, firsts, token_chunk, finish_chunk, tail) -> StreamingResponse:
+def sse_response(streams, firsts, token_chunk, finish_chunk, tail, done_marker: bool = True) -> StreamingResponse:
     """Generations' events (GenerateHandler.events, each stream's first already taken in
     `firsts`) as server-sent events in the order they come: token_chunk(i, event) per token of
     generation i, finish_chunk(i, final) when it ends, tail(finals) after the last one, then
-    [DONE]. An error after the headers are sent is reported in-band; a client that leaves
-    stops every generation. One generation for /v1/generate, `n` for the OpenAI routes."""
+    [DONE] (unless done_marker is False: Triton's generate_stream sends none). An error after
+    the headers are sent is reported in-band; a client that leaves stops every generation.
+    One generation for /v1/generate and Triton's generate, `n` for the OpenAI routes."""
     async def stream():
         queue: asyncio.Queue = asyncio.Queue()
 
@@ -73,7 +74,8 @@ def sse_response(streams, firsts, token_chunk, finish_chunk, tail) -> StreamingR
                     yield _sse(token_chunk(i, event))
             for payload in tail(finals):
                 yield _sse(payload)
-            yield b"data: [DONE]\n\n"
+            if done_marker:
+                yield b"data: [DONE]\n\n"
         except Exception as exc:  # noqa: BLE001 - headers are sent; report in-band and end
             yield _sse({"error": f"{type(exc).__name__}: {exc}"[:300]})
         finally:

@@ -176,3 +176,44 @@ class ClassifyResponse(BaseModel):
     model: str
     labels: list[ClassLabel]
     parameters: Parameters
+
+
+# --- Triton's generate extension (service/routes_v2_generate.py) ---------------------------
+
+class TritonGenerateParameters(BaseModel):
+    """What a generate request may set, at the top level (TRT-LLM's `max_tokens`,
+    `stop_words`, ...) or under `parameters`: the /v1/generate fields by their usual LLM
+    backend names."""
+    model_config = ConfigDict(extra="forbid")
+    max_tokens: int = Field(32, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=100.0, description="0 = greedy")
+    top_k: Optional[int] = Field(None, ge=0, description="0 = off (TRT-LLM's convention)")
+    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
+    seed: Optional[int] = Field(None, ge=0, le=2**63 - 1)
+    random_seed: Optional[int] = Field(None, ge=0, le=2**63 - 1, description="TRT-LLM's name for seed")
+    stop: Optional[Union[str, list[str]]] = None
+    stop_words: Optional[Union[str, list[str]]] = Field(None, description="TRT-LLM's name for stop")
+    bad_words: Optional[Union[str, list[str]]] = Field(None, description="accepted empty only")
+    ignore_eos: bool = False
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    stream: Optional[bool] = Field(None, description="ignored: the URL decides (generate or generate_stream)")
+    depthwise_impl: Optional[ImplName] = None
+
+
+class TritonGenerateRequest(TritonGenerateParameters):
+    """`{"text_input": ..., "parameters": {...}}`; parameters may also sit at the top level."""
+    id: Optional[str] = Field(None, max_length=256)
+    text_input: str
+    parameters: Optional[TritonGenerateParameters] = None
+
+
+class TritonGenerateResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: Optional[str] = None
+    text_output: str
+    finish_reason: Optional[str] = None
+    usage: Optional[GenerateUsage] = None
+    parameters: Optional[Parameters] = None
+

@@ -17,7 +17,7 @@ from typing import Optional
 from .errors import ServiceError
 
 EXTENSIONS = ["binary_tensor_data", "classification", "parameters", "model_configuration", "statistics",
-              "model_repository"]
+              "model_repository", "generate"]
 _FIXED = "dwserve serves the models chosen at start (dwserve serve --model NAME[=PATH]); restart it to change them"
 
 

@@ -1,0 +1,104 @@
+"""Triton's generate extension over the /v1/generate handler: `POST /v2/models/{m}/generate`
+(one JSON reply) and `/generate_stream` (server-sent events, one per token, each a generate
+response whose `text_output` is that token's text; no `[DONE]` line, as Triton sends none).
+
+The request is Triton's: `{"text_input": ..., "parameters": {...}}`, where the sampling
+parameters may also sit at the top level, as TRT-LLM's ensembles take them (`max_tokens`,
+`stop_words`, `random_seed`, ...). Same limits, continuous batching and metrics as
+/v1/generate; errors before the first byte are `{"error": ...}` with a 4xx/503, after it an
+`{"error": ...}` event (Triton's rule for streams).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from fastapi import APIRouter, Request
+
+from .errors import ServiceError
+from .infer import check_version
+from .routes_v1 import _ERRORS, _handler, sse_response
+from .schemas import GenerateRequest, TritonGenerateParameters, TritonGenerateRequest, TritonGenerateResponse
+
+router = APIRouter(prefix="/v2", tags=["triton extensions"])
+_PARAMETERS = set(TritonGenerateParameters.model_fields)
+
+
+def _merged(body: TritonGenerateRequest) -> TritonGenerateParameters:
+    """The top-level and `parameters` settings as one set; a name set in both must agree."""
+    top = {k: getattr(body, k) for k in body.model_fields_set & _PARAMETERS}
+    inner = {k: getattr(body.parameters, k) for k in body.parameters.model_fields_set} if body.parameters else {}
+    clash = sorted(k for k in top.keys() & inner.keys() if top[k] != inner[k])
+    if clash:
+        raise ValueError(f"{clash} set twice with different values, at the top level and in parameters; "
+                         "expected each once")
+    return TritonGenerateParameters(**{**top, **inner})
+
+
+def _words(value) -> Optional[list[str]]:
+    """TRT-LLM sends word lists as a string or a list; empty means none."""
+    words = [value] if isinstance(value, str) else list(value or [])
+    words = [w for w in words if w]
+    return words or None
+
+
+def to_generate(body: TritonGenerateRequest, stream: bool) -> GenerateRequest:
+    p = _merged(body)
+    if _words(p.bad_words):
+        raise ValueError("bad_words: unsupported (dwserve bans no words); send it empty or leave it out")
+    if p.stop is not None and p.stop_words is not None:
+        raise ValueError("stop and stop_words: give one of them")
+    if p.seed is not None and p.random_seed is not None and p.seed != p.random_seed:
+        raise ValueError("seed and random_seed: give one of them")
+    return GenerateRequest(prompt=body.text_input, max_new_tokens=p.max_tokens, temperature=p.temperature,
+                           top_k=p.top_k or None, top_p=p.top_p,
+                           seed=p.seed if p.seed is not None else p.random_seed,
+                           stop=_words(p.stop if p.stop is not None else p.stop_words), ignore_eos=p.ignore_eos,
+                           presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty,
+                           depthwise_impl=p.depthwise_impl, stream=stream)
+
+
+async def _generate(model: str, version: Optional[str], body: TritonGenerateRequest, request: Request,
+                    stream: bool):
+    check_version(version)
+    svc = request.app.state.service
+    if model not in svc.model_names:
+        raise ServiceError(404, f"unknown model {model!r}; expected one of {list(svc.model_names)}")
+    if model != svc.generate_model:
+        raise ServiceError(400, f"model {model!r} does not generate text; the generate extension serves "
+                                f"{svc.generate_model!r}" if svc.generate_model else
+                                f"model {model!r} does not generate text, and this server serves no LLM")
+    handler = _handler(request, "generate")
+    plan = handler.decode(to_generate(body, stream))
+    request.state.dw_impl = plan.impl
+    events = handler.events(plan)
+    first = await events.__anext__()   # QueueFull / timeouts surface here, before any byte is sent
+    head = {"model_name": model, "model_version": "1", **({"id": body.id} if body.id is not None else {})}
+    params = {"depthwise_impl": plan.impl}
+
+    def final_of(final: dict, text: str) -> dict:
+        return {**head, "text_output": text, "finish_reason": final["finish_reason"],
+                "usage": final["usage"], "parameters": params}
+
+    if not stream:
+        final = first
+        async for final in events:
+            pass
+        return final_of(final, final["text"])
+    return sse_response([events], [first], lambda i, event: {**head, "text_output": event["text"]},
+                        lambda i, final: final_of(final, ""), lambda finals: [], done_marker=False)
+
+
+@router.post("/models/{model}/generate", response_model=TritonGenerateResponse, responses=_ERRORS)
+@router.post("/models/{model}/versions/{version}/generate", response_model=TritonGenerateResponse,
+             responses=_ERRORS, include_in_schema=False)
+async def generate(model: str, body: TritonGenerateRequest, request: Request, version: Optional[str] = None):
+    """Triton's generate extension: the whole text in one reply."""
+    return await _generate(model, version, body, request, stream=False)
+
+
+@router.post("/models/{model}/generate_stream", responses=_ERRORS)
+@router.post("/models/{model}/versions/{version}/generate_stream", responses=_ERRORS, include_in_schema=False)
+async def generate_stream(model: str, body: TritonGenerateRequest, request: Request, version: Optional[str] = None):
+    """Triton's generate extension, streamed: an SSE event per token (`text_output` = its text),
+    then one with `text_output` "" and the finish reason and usage."""
+    return await _generate(model, version, body, request, stream=True)
