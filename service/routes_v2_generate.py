@@ -64,9 +64,9 @@ async def _generate(model: str, version: Optional[str], body: TritonGenerateRequ
     if model not in svc.model_names:
         raise ServiceError(404, f"unknown model {model!r}; expected one of {list(svc.model_names)}")
     if model != svc.generate_model:
-        raise ServiceError(400, f"model {model!r} does not generate text; the generate extension serves "
-                                f"{svc.generate_model!r}" if svc.generate_model else
-                                f"model {model!r} does not generate text, and this server serves no LLM")
+        serves = f"the generate extension serves {svc.generate_model!r}" if svc.generate_model \
+            else "this server serves no language model"
+        raise ServiceError(400, f"model {model!r} does not generate text; {serves}")
     handler = _handler(request, "generate")
     plan = handler.decode(to_generate(body, stream))
     request.state.dw_impl = plan.impl

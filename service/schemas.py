@@ -216,4 +216,3 @@ class TritonGenerateResponse(BaseModel):
     finish_reason: Optional[str] = None
     usage: Optional[GenerateUsage] = None
     parameters: Optional[Parameters] = None
-
