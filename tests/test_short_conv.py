@@ -312,3 +312,58 @@ def test_decode_launches_scale_with_channels_only_for_per_group(impl, grows):
 
     extra = ops(20) - ops(4)
     assert (extra >= 16) if grows else (extra == 0), extra
+
+
+# ------------------------------------------------------------------ slice_sum block, one token
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("K", [1, 3, 7])
+@pytest.mark.parametrize("has_state,has_mask,bias", [
+    pytest.param(True, False, True, id="state_bias"),
+    pytest.param(True, True, False, id="state_mask"),
+    pytest.param(False, False, True, id="zero_context"),
+])
+def test_slice_sum_one_token_block_matches_loop_definition(dtype, K, has_state, has_mask, bias):
+    """The decode-sized path (one multiply and one sum over the (B, K, C) window) against the
+    float64 loop definition, on a strided bcx, every dtype, with/without state, mask, bias."""
+    sc = _sc()
+    bcx, w, b, state = block_inputs(3, 1, 11, K, dtype=dtype, seed=K * 7 + has_mask)
+    mask = torch.tensor([[1], [0], [1]], device=DEV) if has_mask else None
+    b = b if bias else None
+    y_ref, s_ref = ref_block(bcx, w, b, state if has_state else None, mask)
+    y = sc.short_conv_block(bcx, w, b, conv_state=state if has_state else None, mask=mask, impl="slice_sum")
+    check(y, y_ref, dtype)
+    if has_state:
+        check(state, s_ref, dtype)
+
+
+def test_slice_sum_block_taps_follow_in_place_weight_updates_and_keep_gradients():
+    """The (K, C) taps are cached on the weight: an in-place update (load_state_dict, copy_
+    under no_grad) must reach the next call; under autograd they come from the weight itself."""
+    sc = _sc()
+    bcx, w, b, state = block_inputs(2, 1, 6, 3, seed=5)
+    first = sc.short_conv_block(bcx, w, b, conv_state=state.clone(), impl="slice_sum")
+    with torch.no_grad():
+        w.mul_(-2.0)
+    y_ref, _ = ref_block(bcx, w, b, state, None)
+    again = sc.short_conv_block(bcx, w, b, conv_state=state.clone(), impl="slice_sum")
+    check(again, y_ref, torch.float32)
+    assert not torch.allclose(first, again)
+    wg = w.detach().clone().requires_grad_(True)
+    sc.short_conv_block(bcx, wg, b, conv_state=state.clone(), impl="slice_sum").sum().backward()
+    wr = w.detach().clone().requires_grad_(True)
+    sc.short_conv_block_reference(bcx, wr, b, conv_state=state.clone()).sum().backward()
+    torch.testing.assert_close(wg.grad, wr.grad)
+
+
+def test_slice_sum_one_token_block_ops_do_not_grow_with_taps():
+    """Decoding LFM3's K=7 conv costs the ops of LFM2's K=3: the window is summed in one op."""
+    from models import profiling
+    sc = _sc()
+
+    def ops(K, L):
+        bcx, w, b, state = block_inputs(1, L, 64, K, seed=K)
+        sc.short_conv_block(bcx, w, b, conv_state=state, impl="slice_sum")       # warm the taps cache
+        return profiling.count_launches(sc.short_conv_block, bcx, w, b, conv_state=state, impl="slice_sum").aten_ops
+
+    assert ops(7, 1) == ops(3, 1) <= 14
+    assert ops(7, 4) > ops(3, 4)         # a prefill still pays per tap

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import profiling
-from . import dispatch, fused
+from . import dispatch, fused, weight_layout
 
 ACTIVATIONS = (None, "silu")
 
@@ -95,11 +95,25 @@ def _compose_block(bcx, weight, bias, conv_state, mask, conv):
     return (c * y).transpose(1, 2).contiguous()               # (B, L, C)
 
 
+def _block_taps(weight: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+    """weight (C, 1, K) -> (K, C) contiguous in the accumulation dtype, made once per weight
+    (weight_layout.cached_on): one tap's channels are then a contiguous row to broadcast.
+    Under autograd it is made from the weight itself on every call, so gradients reach it."""
+    def make(w):
+        return w[:, 0, :].t().to(acc).contiguous()
+    if weight.requires_grad and torch.is_grad_enabled():
+        return make(weight)
+    return weight_layout.cached_on(weight, f"_dwserve_block_taps_{str(acc)[6:]}", make)
+
+
 def _slice_sum_block(bcx, weight, bias, conv_state, mask):
     """slice_sum in the (B, L, C) layout bcx arrives in: the same K slices x per-channel
     scalars, summed, but along dim 1 with channels innermost, so there is no transpose to
     (B, C, L) and back (two full copies the composed path pays) and every multiply-add runs
-    over contiguous channel rows. fp16/bf16 accumulate in fp32 like slice_sum.py."""
+    over contiguous channel rows. fp16/bf16 accumulate in fp32 like slice_sum.py.
+    A one-token step with a conv state (decoding) is one multiply and one sum over the
+    (B, K, C) window instead of K multiply-adds: at decode sizes each op's fixed cost is
+    most of the time (ops per call: tests/test_short_conv.py)."""
     K = weight.shape[-1]
     b, c, x = bcx.chunk(3, dim=-1)                            # each (B, L, C)
     bx = b * x
@@ -114,10 +128,15 @@ def _slice_sum_block(bcx, weight, bias, conv_state, mask):
         if K > 1:
             conv_state.copy_(ext[:, L:, :].transpose(1, 2))   # last K-1 of bx_ext
     acc = torch.float32 if bx.dtype in (torch.float16, torch.bfloat16) else bx.dtype
-    taps = weight[:, 0, :].t().to(acc)                        # (K, C)
-    y = ext[:, :L] * taps[0] if bias is None else torch.addcmul(bias.to(acc), ext[:, :L], taps[0])
-    for k in range(1, K):
-        y.addcmul_(ext[:, k:k + L], taps[k])                  # (B, L, C) += slice * w[:, k]
+    taps = _block_taps(weight, acc)                           # (K, C)
+    if L == 1:                                                # ext is the (B, K, C) window
+        y = (ext * taps).sum(1, keepdim=True)                 # (B, 1, C), in acc
+        if bias is not None:
+            y.add_(bias)
+    else:
+        y = ext[:, :L] * taps[0] if bias is None else torch.addcmul(bias.to(acc), ext[:, :L], taps[0])
+        for k in range(1, K):
+            y.addcmul_(ext[:, k:k + L], taps[k])              # (B, L, C) += slice * w[:, k]
     y.mul_(c)
     return y if y.dtype == bcx.dtype else y.to(bcx.dtype)
 
@@ -155,10 +174,18 @@ def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     _check_block(bcx, weight, bias, conv_state, mask)
     K = weight.shape[-1]
     policy = impl if impl is not None else dispatch.current_impl()
-    # auto decides from the (B, C, L) input the conv sees; only build that view when needed
-    # (views are ATen ops too, and count in the aten_ops launch metric).
-    x = bcx[..., 2 * (bcx.shape[-1] // 3):].transpose(1, 2) if policy == "auto" else bcx
-    name = dispatch.resolve_impl("conv1d", x, weight, 1, (K - 1, 0), 1, policy)
+    if policy == "auto":
+        # auto decides from the (B, C, L) input the conv sees. Its answer is cached by bcx's
+        # shape here, so a decode step does not rebuild that view (two ATen ops) and its
+        # dispatch key every call: measured inside a model, right after a projection's
+        # matmul, that alone cost as much as the one-token block itself.
+        key = ("short_conv_block", bcx.shape, bcx.dtype, bcx.device.type, weight.shape)
+        name = dispatch._AUTO.get(key)
+        if name is None:
+            x = bcx[..., 2 * (bcx.shape[-1] // 3):].transpose(1, 2)
+            name = dispatch._AUTO[key] = dispatch.resolve_impl("conv1d", x, weight, 1, (K - 1, 0), 1, policy)
+    else:
+        name = dispatch.resolve_impl("conv1d", bcx, weight, 1, (K - 1, 0), 1, policy)
     # One record around the whole op: the depthwise_conv1d inside does not count again.
     with profiling.record_depthwise(bcx.device):
         if name == "fused":

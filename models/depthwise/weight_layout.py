@@ -11,8 +11,9 @@ conv2d kernel from 81 load instructions and 125 registers per thread to 18 and 7
 warps fit on an SM (benchmarks/results/ptx-sm90-*.md). The kernels take the weight's strides,
 so they need no change: the launchers pass `tap_major(weight)` instead of `weight`.
 
-The copy is made once per weight and cached on the weight tensor itself (as slice_sum caches
-its views), keyed by the tensor's version counter, which every in-place update bumps
+The copy is made once per weight and cached on the weight tensor itself (`cached_on`, which
+also keeps the slice_sum short-conv block's (K, C) taps; slice_sum.py caches its views the
+same way), keyed by the tensor's version counter, which every in-place update bumps
 (load_state_dict, optimiser steps, `copy_` under no_grad), and by its data pointer, which
 `module.to(dtype/device)` changes without bumping the version (it swaps `param.data`). The
 entry holds the source tensor, so that memory cannot be freed and reused by a later weight at
@@ -42,23 +43,38 @@ ENABLED = True
 _ATTR = "_dwserve_tap_major"
 
 
+def cached_on(weight: torch.Tensor, attr: str, make: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """make(weight.detach()), cached on the weight tensor under `attr` by version counter and
+    data pointer (the module docstring says why both). Computed afresh, uncached, for an
+    inference tensor (no version counter) and while torch.compile traces (no attributes set
+    from traced code)."""
+    if weight.is_inference() or torch.compiler.is_compiling():
+        return make(weight.detach())
+    key = (weight._version, weight.data_ptr())
+    cached = getattr(weight, attr, None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    source = weight.detach()
+    derived = make(source)
+    try:
+        setattr(weight, attr, (key, derived, source))   # source: its memory stays ours (see above)
+    except (AttributeError, RuntimeError):   # tensors that refuse attributes: no cache
+        pass
+    return derived
+
+
+def _tap_major_copy(source: torch.Tensor) -> torch.Tensor:
+    n = source.dim()
+    stored = source.permute(*range(2, n), 1, 0).contiguous()               # (*kernel, 1, C)
+    return stored.permute(n - 1, n - 2, *range(n - 2))                     # (C, 1, *kernel)
+
+
 def tap_major(weight: torch.Tensor) -> torch.Tensor:
     """weight (C, 1, *kernel), any strides -> the same values, shape (C, 1, *kernel), with
     stride(0) == 1 and the taps outermost; cached per weight tensor and version."""
     if not ENABLED or weight.stride(0) == 1 or weight.is_inference():
         return weight
-    key = (weight._version, weight.data_ptr())
-    cached = getattr(weight, _ATTR, None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    n, source = weight.dim(), weight.detach()
-    stored = source.permute(*range(2, n), 1, 0).contiguous()               # (*kernel, 1, C)
-    view = stored.permute(n - 1, n - 2, *range(n - 2))                     # (C, 1, *kernel)
-    try:
-        setattr(weight, _ATTR, (key, view, source))   # source: its memory stays ours (see above)
-    except (AttributeError, RuntimeError):   # tensors that refuse attributes: no cache
-        pass
-    return view
+    return cached_on(weight, _ATTR, _tap_major_copy)
 
 
 @contextlib.contextmanager
