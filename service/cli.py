@@ -4,7 +4,7 @@
                 [--depthwise-impl IMPL] [--max-batch-size N] [--max-queue-delay-ms F]
                 [--max-queue-size N] [--max-decode-batch N] [--grpc-port P] [--api-key KEY]
                 [--max-body-bytes N] ...
-  dwserve bench {ops,models,serve,generate,prefill_chunks,prefix_cache,row_chunks,ptx,host_overhead} [ARGS...]
+  dwserve bench {ops,models,serve,generate,prefill_chunks,prefix_cache,row_chunks,ptx,block_decode,host_overhead} [ARGS...]
                                                runs benchmarks/<name>.py main(ARGS) from the checkout
   dwserve loadtest [ARGS...]                   service.loadtest.main(ARGS)
 
@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from .settings import IMPL_CHOICES, Settings
 
 BENCHMARKS = ("ops", "models", "serve", "generate", "prefill_chunks", "prefix_cache", "row_chunks", "ptx",
-              "host_overhead")
+              "block_decode", "host_overhead")
 _REPO = Path(__file__).resolve().parent.parent
 # Flags beyond DESIGN.md's list, generated from Settings so every limit is settable.
 _EXTRA = ("grpc_port", "max_body_bytes", "max_elements", "max_new_tokens", "max_sequence_length", "max_image_pixels",

@@ -21,6 +21,9 @@ from .. import profiling
 from . import dispatch, fused, weight_layout
 
 ACTIVATIONS = (None, "silu")
+# The slice_sum block's one-token path (below); False runs one-token steps through the K-tap
+# loop as prefill does. Process-wide: for benchmarks/block_decode.py, which times both.
+ONE_TOKEN_WINDOW = True
 
 
 # ---------------------------------------------------------------- validation
@@ -129,7 +132,7 @@ def _slice_sum_block(bcx, weight, bias, conv_state, mask):
             conv_state.copy_(ext[:, L:, :].transpose(1, 2))   # last K-1 of bx_ext
     acc = torch.float32 if bx.dtype in (torch.float16, torch.bfloat16) else bx.dtype
     taps = _block_taps(weight, acc)                           # (K, C)
-    if L == 1:                                                # ext is the (B, K, C) window
+    if L == 1 and ONE_TOKEN_WINDOW:                           # ext is the (B, K, C) window
         y = (ext * taps).sum(1, keepdim=True)                 # (B, 1, C), in acc
         if bias is not None:
             y.add_(bias)
