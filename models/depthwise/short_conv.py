@@ -114,9 +114,9 @@ def _slice_sum_block(bcx, weight, bias, conv_state, mask):
     scalars, summed, but along dim 1 with channels innermost, so there is no transpose to
     (B, C, L) and back (two full copies the composed path pays) and every multiply-add runs
     over contiguous channel rows. fp16/bf16 accumulate in fp32 like slice_sum.py.
-    A one-token step with a conv state (decoding) is one multiply and one sum over the
-    (B, K, C) window instead of K multiply-adds: at decode sizes each op's fixed cost is
-    most of the time (ops per call: tests/test_short_conv.py)."""
+    A one-token step (decoding) is one multiply and one sum over the (B, K, C) window instead
+    of K multiply-adds: at decode sizes each op's fixed cost is most of the time, and inside a
+    model several times its warm cost (benchmarks/results/block-decode-cpu.md).
     K = weight.shape[-1]
     b, c, x = bcx.chunk(3, dim=-1)                            # each (B, L, C)
     bx = b * x
