@@ -116,7 +116,7 @@ def _slice_sum_block(bcx, weight, bias, conv_state, mask):
     over contiguous channel rows. fp16/bf16 accumulate in fp32 like slice_sum.py.
     A one-token step (decoding) is one multiply and one sum over the (B, K, C) window instead
     of K multiply-adds: at decode sizes each op's fixed cost is most of the time, and inside a
-    model several times its warm cost (benchmarks/results/block-decode-cpu.md).
+    model several times its warm cost (benchmarks/results/block-decode-cpu.md)."""
     K = weight.shape[-1]
     b, c, x = bcx.chunk(3, dim=-1)                            # each (B, L, C)
     bx = b * x
