@@ -30,7 +30,7 @@ from .handlers import ClassifyHandler, GenerateHandler, TensorHandler
 from .metrics import ServiceMetrics
 from .middleware import GuardMiddleware
 from .runtime import ModelRuntime, default_hooks
-from .schemas import InferRequest, RepositoryIndexRequest, RepositoryModelRequest
+from .schemas import InferRequest, RepositoryIndexRequest, RepositoryModelRequest, TritonGenerateRequest
 from .settings import Settings
 
 log = logging.getLogger("dwserve.app")
@@ -173,15 +173,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def _openapi(app: FastAPI, model_names: tuple[str, ...]):
-    """/infer and the repository routes read their raw bodies (JSON or binary; Triton's may be
-    empty), so their schemas are added here by hand; the {model} path parameter lists the
+    """/infer, the repository and the generate routes read their raw bodies (JSON or binary;
+    Triton's may be empty or not labelled JSON), so their schemas are added here by hand; the {model} path parameter lists the
     served models (clients and fuzzers reach real models)."""
     def build():
         if app.openapi_schema:
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for body in (InferRequest, RepositoryIndexRequest, RepositoryModelRequest):
+        for body in (InferRequest, RepositoryIndexRequest, RepositoryModelRequest, TritonGenerateRequest):
             body_schema = body.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(body_schema.pop("$defs", {}))
             components[body.__name__] = body_schema

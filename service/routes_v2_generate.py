@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Optional
 
 from fastapi import APIRouter, Request
+from pydantic import ValidationError
 
 from .errors import ServiceError
 from .infer import check_version
@@ -21,6 +22,18 @@ from .schemas import GenerateRequest, TritonGenerateParameters, TritonGenerateRe
 
 router = APIRouter(prefix="/v2", tags=["triton extensions"])
 _PARAMETERS = set(TritonGenerateParameters.model_fields)
+# The body is read as JSON whatever its Content-Type: Triton's own examples post it with
+# `curl -d`, which labels it form-encoded. Its schema is added to /openapi.json by the app.
+_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/TritonGenerateRequest"}}}}}
+
+
+async def _body(request: Request) -> TritonGenerateRequest:
+    try:
+        return TritonGenerateRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        parts = [f"{'.'.join(str(x) for x in e.get('loc', ())) or 'body'}: {e.get('msg')}" for e in exc.errors()[:5]]
+        raise ValueError("invalid generate request: " + "; ".join(parts)) from None
 
 
 def _merged(body: TritonGenerateRequest) -> TritonGenerateParameters:
@@ -88,17 +101,18 @@ async def _generate(model: str, version: Optional[str], body: TritonGenerateRequ
                         lambda i, final: final_of(final, ""), lambda finals: [], done_marker=False)
 
 
-@router.post("/models/{model}/generate", response_model=TritonGenerateResponse, responses=_ERRORS)
+@router.post("/models/{model}/generate", response_model=TritonGenerateResponse, responses=_ERRORS,
+             openapi_extra=_BODY)
 @router.post("/models/{model}/versions/{version}/generate", response_model=TritonGenerateResponse,
              responses=_ERRORS, include_in_schema=False)
-async def generate(model: str, body: TritonGenerateRequest, request: Request, version: Optional[str] = None):
+async def generate(model: str, request: Request, version: Optional[str] = None):
     """Triton's generate extension: the whole text in one reply."""
-    return await _generate(model, version, body, request, stream=False)
+    return await _generate(model, version, await _body(request), request, stream=False)
 
 
-@router.post("/models/{model}/generate_stream", responses=_ERRORS)
+@router.post("/models/{model}/generate_stream", responses=_ERRORS, openapi_extra=_BODY)
 @router.post("/models/{model}/versions/{version}/generate_stream", responses=_ERRORS, include_in_schema=False)
-async def generate_stream(model: str, body: TritonGenerateRequest, request: Request, version: Optional[str] = None):
+async def generate_stream(model: str, request: Request, version: Optional[str] = None):
     """Triton's generate extension, streamed: an SSE event per token (`text_output` = its text),
     then one with `text_output` "" and the finish reason and usage."""
-    return await _generate(model, version, body, request, stream=True)
+    return await _generate(model, version, await _body(request), request, stream=True)

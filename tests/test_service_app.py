@@ -64,8 +64,8 @@ def test_health_metadata_and_unknown_model(served):
 
 def test_openapi_references_resolve_and_name_what_is_accepted(served):
     """Clients and fuzzers generate requests from /openapi.json: every $ref must resolve (the
-    hand-added bodies of /infer and the repository routes included), the model path parameter
-    lists the served models and an input's datatype the codec's."""
+    hand-added bodies of /infer, the repository and the generate routes included), the model
+    path parameter lists the served models and an input's datatype the codec's."""
     from service.codec import DTYPES
 
     client, models = served
@@ -82,7 +82,8 @@ def test_openapi_references_resolve_and_name_what_is_accepted(served):
                 yield from refs(v)
 
     found = set(refs(schema))
-    assert {"#/components/schemas/InferRequest", "#/components/schemas/RepositoryIndexRequest"} <= found
+    assert {"#/components/schemas/InferRequest", "#/components/schemas/RepositoryIndexRequest",
+            "#/components/schemas/TritonGenerateRequest"} <= found
     assert not {r for r in found if r.removeprefix("#/components/schemas/") not in components}
     assert components["RequestInput"]["properties"]["datatype"]["enum"] == sorted(DTYPES)
     (param,) = schema["paths"]["/v2/repository/models/{model}/load"]["post"]["parameters"]

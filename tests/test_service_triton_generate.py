@@ -92,23 +92,35 @@ def test_generate_stream_is_one_event_per_token_and_no_done_line(client):
 @pytest.mark.parametrize("path, body, status, needle", [
     pytest.param("/v2/models/nope/generate", {"text_input": "x"}, 404, "expected one of", id="unknown-model"),
     pytest.param("/v2/models/lfm2/versions/2/generate", {"text_input": "x"}, 404, "version", id="version"),
-    pytest.param("/v2/models/lfm2/generate", {"parameters": {"max_tokens": 2}}, 422, "text_input", id="no-text"),
+    pytest.param("/v2/models/lfm2/generate", {"parameters": {"max_tokens": 2}}, 400, "text_input", id="no-text"),
     pytest.param("/v2/models/lfm2/generate", {"text_input": "x", "max_tokens": 3, "parameters": {"max_tokens": 4}},
                  400, "set twice", id="clash"),
     pytest.param("/v2/models/lfm2/generate", {"text_input": "x", "bad_words": ["a"]}, 400, "bad_words", id="bad-words"),
     pytest.param("/v2/models/lfm2/generate", {"text_input": "x", "stop": "a", "stop_words": "b"}, 400, "stop_words",
                  id="two-stops"),
-    pytest.param("/v2/models/lfm2/generate", {"text_input": "x", "parameters": {"beam_width": 2}}, 422, "beam_width",
+    pytest.param("/v2/models/lfm2/generate", {"text_input": "x", "parameters": {"beam_width": 2}}, 400, "beam_width",
                  id="unknown-parameter"),
     pytest.param("/v2/models/lfm2/generate_stream", {"text_input": "x", "max_tokens": 99}, 400, "max_new_tokens",
                  id="over-limit"),
-    pytest.param("/v2/models/lfm2/generate", {"text_input": "x", "depthwise_impl": "fast"}, 422, "depthwise_impl",
+    pytest.param("/v2/models/lfm2/generate", {"text_input": "x", "depthwise_impl": "fast"}, 400, "depthwise_impl",
                  id="unknown-impl"),
 ])
 def test_bad_requests_are_4xx_naming_the_field(client, path, body, status, needle):
     r = client.post(path, json=body)
     assert r.status_code == status and needle in r.json()["error"], r.text
     assert client.get("/v2/health/ready").status_code == 200
+
+
+def test_a_body_not_labelled_json_is_read_as_json_and_garbage_is_a_400(client):
+    """Triton's own example posts with `curl -d`, which says application/x-www-form-urlencoded."""
+    body = b'{"text_input": "abc", "max_tokens": 3, "ignore_eos": true}'
+    r = client.post("/v2/models/lfm2/generate", content=body,
+                    headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200, r.text
+    assert r.json()["text_output"] == _v1(client, prompt="abc", max_new_tokens=3)["text"]
+    for junk in (b"", b"text_input=abc", b"[1]", b'{"text_input": 5}'):
+        r = client.post("/v2/models/lfm2/generate_stream", content=junk)
+        assert r.status_code == 400 and "invalid generate request" in r.json()["error"], junk
 
 
 def test_requests_are_metered_and_the_extension_announced(client):
