@@ -102,9 +102,9 @@ async def _generate(model: str, version: Optional[str], body: TritonGenerateRequ
 
 
 @router.post("/models/{model}/generate", response_model=TritonGenerateResponse, responses=_ERRORS,
-             openapi_extra=_BODY)
+             openapi_extra=_BODY, response_model_exclude_none=True)   # no "id": null when none was sent
 @router.post("/models/{model}/versions/{version}/generate", response_model=TritonGenerateResponse,
-             responses=_ERRORS, include_in_schema=False)
+             responses=_ERRORS, include_in_schema=False, response_model_exclude_none=True)
 async def generate(model: str, request: Request, version: Optional[str] = None):
     """Triton's generate extension: the whole text in one reply."""
     return await _generate(model, version, await _body(request), request, stream=False)

@@ -51,6 +51,8 @@ def test_generate_gives_what_v1_generate_gives(client, sampling):
     assert (got["model_name"], got["model_version"], got["id"]) == ("lfm2", "1", "r1")
     assert got["finish_reason"] == "length" and got["usage"]["completion_tokens"] == 7
     assert got["parameters"]["depthwise_impl"] == "auto" and r.headers["x-depthwise-impl"] == "auto"
+    plain = client.post("/v2/models/lfm2/generate", json={"text_input": "x", "max_tokens": 1}).json()
+    assert "id" not in plain and plain["text_output"] is not None
 
 
 def test_top_level_parameters_as_trt_llm_sends_them(client):
