@@ -73,6 +73,13 @@ def _warm_block(lm, samples: int) -> tuple[float, int]:
 
 
 def run(tokens: int, rounds: int) -> list[dict]:
+    try:
+        return _run(tokens, rounds)
+    finally:
+        short_conv.ONE_TOKEN_WINDOW = True      # as shipped, whatever happened
+
+
+def _run(tokens: int, rounds: int) -> list[dict]:
     from models.registry import build_model
     rows = []
     for preset in PRESETS:
@@ -95,7 +102,6 @@ def run(tokens: int, rounds: int) -> list[dict]:
                              "in_model_us": round(t.median_us, 2), "in_model_p10_us": round(t.p10_us, 2),
                              "in_model_p90_us": round(t.p90_us, 2), "calls": t.repeats,
                              "warm_us": round(warm_us, 2), "aten_ops": ops})
-        short_conv.ONE_TOKEN_WINDOW = True
         print(" ".join(f"{r['preset']} {r['variant']}: {r['in_model_us']} us in model, {r['warm_us']} warm, "
                        f"{r['aten_ops']} ops;" for r in rows if r["preset"] == preset), flush=True)
     return rows
