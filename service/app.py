@@ -159,6 +159,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
         parts = [f"{'.'.join(str(x) for x in e.get('loc', ())) or 'request'}: {e.get('msg')}" for e in exc.errors()[:5]]
+        content_type = request.headers.get("content-type", "")
+        if any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors()) and "json" not in content_type \
+                and "multipart" not in content_type:   # e.g. `curl -d` without -H: form-encoded
+            parts.append(f"the body was sent as {content_type or 'no Content-Type'!r}; "
+                         "send JSON with 'Content-Type: application/json'")
         return _error(422, "invalid request: " + "; ".join(parts))
 
     @app.exception_handler(StarletteHTTPException)

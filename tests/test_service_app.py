@@ -90,6 +90,16 @@ def test_openapi_references_resolve_and_name_what_is_accepted(served):
     assert param["schema"]["enum"] == list(models)
 
 
+def test_a_json_body_sent_unlabelled_gets_told_to_say_json(served):
+    """`curl -d` without -H labels the body form-encoded: the 422 says what to send instead."""
+    client, _ = served
+    r = client.post("/v1/generate", content=b'{"prompt": "hi"}',
+                    headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 422 and "Content-Type: application/json" in r.json()["error"]
+    r = client.post("/v1/generate", json={"prompt": 5})
+    assert r.status_code == 422 and "Content-Type" not in r.json()["error"]
+
+
 def test_infer_json_matches_reference_and_echoes_impl(served):
     client, models = served
     x = _image(np.random.default_rng())
