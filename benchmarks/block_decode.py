@@ -55,7 +55,7 @@ def _in_model_calls(lm, prompt: torch.Tensor, tokens: int, sink: list[float]) ->
         layers.short_conv_block = block
 
 
-def _warm_block(lm, samples: int) -> tuple[float, int]:
+def _warm_block(lm, budget_s: float) -> tuple[float, int]:
     """(median us, aten ops) of one one-token block call of the model's first conv layer, alone."""
     conv = next(m for m in lm.modules() if isinstance(m, layers.ShortConv))
     C, K = conv.conv.weight.shape[0], conv.conv.weight.shape[-1]
@@ -64,12 +64,7 @@ def _warm_block(lm, samples: int) -> tuple[float, int]:
                                                conv_state=state, impl="slice_sum")
     call()
     ops = profiling.count_launches(call).aten_ops
-    times = []
-    for _ in range(samples):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return timing.summarize(times).median_us, ops
+    return timing.time_fn(call, budget_s=budget_s).median_us, ops
 
 
 def run(tokens: int, rounds: int) -> list[dict]:
@@ -96,7 +91,7 @@ def _run(tokens: int, rounds: int) -> list[dict]:
                     _in_model_calls(lm, prompt, tokens, calls[variant])
             for variant, flag in VARIANTS.items():
                 short_conv.ONE_TOKEN_WINDOW = flag
-                warm_us, ops = _warm_block(lm, 400)
+                warm_us, ops = _warm_block(lm, budget_s=0.5)
                 t = timing.summarize(calls[variant])
                 rows.append({"preset": preset, "K": lm.config.conv_L_cache, "variant": variant,
                              "in_model_us": round(t.median_us, 2), "in_model_p10_us": round(t.p10_us, 2),

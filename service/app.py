@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .batching import BatcherStopped, QueueFull
 from .compute import ComputeThread
-from .errors import ServiceError, error_response
+from .errors import ServiceError, error_response, validation_message
 from .handlers import ClassifyHandler, GenerateHandler, TensorHandler
 from .metrics import ServiceMetrics
 from .middleware import GuardMiddleware
@@ -158,7 +158,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        parts = [f"{'.'.join(str(x) for x in e.get('loc', ())) or 'request'}: {e.get('msg')}" for e in exc.errors()[:5]]
+        parts = [validation_message(exc.errors())]
         content_type = request.headers.get("content-type", "")
         if any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors()) and "json" not in content_type \
                 and "multipart" not in content_type:   # e.g. `curl -d` without -H: form-encoded

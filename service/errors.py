@@ -23,6 +23,12 @@ def unavailable(message: str, retry_after_s: int = 1) -> ServiceError:
     return ServiceError(503, message, {"Retry-After": str(retry_after_s)})
 
 
+def validation_message(errors: list[dict], limit: int = 5) -> str:
+    """pydantic / FastAPI validation errors as "loc: msg; ..." (the first `limit`)."""
+    return "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ())) or 'request'}: {e.get('msg')}"
+                     for e in errors[:limit])
+
+
 def error_response(exc: BaseException) -> Optional[tuple[int, str, dict[str, str]]]:
     """(status, message, headers) a request error is answered with, or None for an
     unexpected exception (a 500, logged). One table for the FastAPI exception handlers and

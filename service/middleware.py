@@ -29,7 +29,8 @@ from .infer import infer_bytes
 log = logging.getLogger("dwserve.app")
 
 _INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
-_GENERATE = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/generate(?:_stream)?$")   # Triton's extension
+# Every /v2 route metered per model: OIP infer and Triton's generate extension.
+_MODEL_ROUTE = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/(?:infer|generate|generate_stream)$")
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")   # printable ASCII, no spaces
 
 
@@ -62,11 +63,7 @@ class GuardMiddleware:
     def _route_model(self, path: str):
         """-> model label for inference routes, else None."""
         svc = self.service
-        match = _INFER.match(path)
-        if match:
-            name = match.group(1)
-            return name if name in svc.model_names else "unknown"
-        match = _GENERATE.match(path)
+        match = _MODEL_ROUTE.match(path)
         if match:
             name = match.group(1)
             return name if name in svc.model_names else "unknown"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 
 from . import __version__
-from .errors import ServiceError
+from .errors import ServiceError, validation_message
 from .infer import check_version, infer_bytes
 from .schemas import (ErrorResponse, InferResponse, LiveResponse, ModelMetadata, ReadyResponse,
                       RepositoryIndexRequest, RepositoryModel, RepositoryModelRequest, ServerMetadata)
@@ -59,41 +60,49 @@ def one_model_config(model: str, request: Request, version: str | None = None):
     return model_config(model, _service(request).runtime(model))
 
 
-async def _optional_body(request: Request, schema):
-    """A Triton repository body: tritonclient sends none (or an empty one) for the defaults."""
+async def json_body(request: Request, schema, what: str, required: bool = True):
+    """The body as `schema`, read as JSON whatever its Content-Type (Triton's clients send none,
+    or form-encoded with a bare `curl -d`); not required: an empty body means the defaults.
+    Raises ValueError (a 400) naming the fields."""
     raw = await request.body()
-    return schema.model_validate_json(raw) if raw.strip() else schema()
+    if not required and not raw.strip():
+        return schema()
+    try:
+        return schema.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ValueError(f"invalid {what}: {validation_message(exc.errors())}") from None
 
 
-def _body_doc(schema) -> dict:
-    return {"requestBody": {"required": False, "content": {
+def body_doc(schema, required: bool = True) -> dict:
+    """openapi_extra for a route that reads its body itself (the app adds the schema)."""
+    return {"requestBody": {"required": required, "content": {
         "application/json": {"schema": {"$ref": f"#/components/schemas/{schema.__name__}"}}}}}
 
 
 @router.post("/repository/index", response_model=list[RepositoryModel], tags=["triton extensions"],
-             responses=_ERRORS, openapi_extra=_body_doc(RepositoryIndexRequest))
+             responses=_ERRORS, openapi_extra=body_doc(RepositoryIndexRequest, required=False))
 async def repository_models(request: Request):
     """Triton's model-repository extension: every served model, its version and state
     (READY, LOADING or UNAVAILABLE with the reason); `{"ready": true}` lists the ready ones."""
-    body = await _optional_body(request, RepositoryIndexRequest)
+    body = await json_body(request, RepositoryIndexRequest, "repository index request", required=False)
     return repository_index(_service(request), ready_only=body.ready)
 
 
 @router.post("/repository/models/{model}/load", tags=["triton extensions"], responses=_ERRORS,
-             openapi_extra=_body_doc(RepositoryModelRequest))
+             openapi_extra=body_doc(RepositoryModelRequest, required=False))
 async def repository_model_load(model: str, request: Request):
     """The models are fixed at start: loading a served model succeeds once it is ready (503
     while it loads); a config or file override is a 400."""
-    body = await _optional_body(request, RepositoryModelRequest)
+    body = await json_body(request, RepositoryModelRequest, "repository request", required=False)
     repository_load(_service(request), model, body.parameters or {})
     return {}
 
 
 @router.post("/repository/models/{model}/unload", tags=["triton extensions"], responses=_ERRORS,
-             openapi_extra=_body_doc(RepositoryModelRequest))
+             openapi_extra=body_doc(RepositoryModelRequest, required=False))
 async def repository_model_unload(model: str, request: Request):
     """The models are fixed at start: unloading is a 400 saying so."""
-    await _optional_body(request, RepositoryModelRequest)
+    await json_body(request, RepositoryModelRequest, "repository request", required=False)
     repository_unload(_service(request), model)
 
 

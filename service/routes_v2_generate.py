@@ -4,8 +4,8 @@ response whose `text_output` is that token's text; no `[DONE]` line, as Triton s
 
 The request is Triton's: `{"text_input": ..., "parameters": {...}}`, where the sampling
 parameters may also sit at the top level, as TRT-LLM's ensembles take them (`max_tokens`,
-`stop_words`, `random_seed`, ...). Same limits, continuous batching and metrics as
-/v1/generate; errors before the first byte are `{"error": ...}` with a 4xx/503, after it an
+`stop_words`, `random_seed`, ...); it is read as JSON whatever its Content-Type
+(routes_v2.json_body). Same limits, continuous batching and metrics as /v1/generate; errors before the first byte are `{"error": ...}` with a 4xx/503, after it an
 `{"error": ...}` event (Triton's rule for streams).
 """
 from __future__ import annotations
@@ -13,27 +13,15 @@ from __future__ import annotations
 from typing import Optional
 
 from fastapi import APIRouter, Request
-from pydantic import ValidationError
 
 from .errors import ServiceError
 from .infer import check_version
 from .routes_v1 import _ERRORS, _handler, sse_response
+from .routes_v2 import body_doc, json_body
 from .schemas import GenerateRequest, TritonGenerateParameters, TritonGenerateRequest, TritonGenerateResponse
 
 router = APIRouter(prefix="/v2", tags=["triton extensions"])
 _PARAMETERS = set(TritonGenerateParameters.model_fields)
-# The body is read as JSON whatever its Content-Type: Triton's own examples post it with
-# `curl -d`, which labels it form-encoded. Its schema is added to /openapi.json by the app.
-_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"$ref": "#/components/schemas/TritonGenerateRequest"}}}}}
-
-
-async def _body(request: Request) -> TritonGenerateRequest:
-    try:
-        return TritonGenerateRequest.model_validate_json(await request.body())
-    except ValidationError as exc:
-        parts = [f"{'.'.join(str(x) for x in e.get('loc', ())) or 'body'}: {e.get('msg')}" for e in exc.errors()[:5]]
-        raise ValueError("invalid generate request: " + "; ".join(parts)) from None
 
 
 def _merged(body: TritonGenerateRequest) -> TritonGenerateParameters:
@@ -102,17 +90,19 @@ async def _generate(model: str, version: Optional[str], body: TritonGenerateRequ
 
 
 @router.post("/models/{model}/generate", response_model=TritonGenerateResponse, responses=_ERRORS,
-             openapi_extra=_BODY, response_model_exclude_none=True)   # no "id": null when none was sent
+             openapi_extra=body_doc(TritonGenerateRequest), response_model_exclude_none=True)   # no "id": null when none was sent
 @router.post("/models/{model}/versions/{version}/generate", response_model=TritonGenerateResponse,
              responses=_ERRORS, include_in_schema=False, response_model_exclude_none=True)
 async def generate(model: str, request: Request, version: Optional[str] = None):
     """Triton's generate extension: the whole text in one reply."""
-    return await _generate(model, version, await _body(request), request, stream=False)
+    body = await json_body(request, TritonGenerateRequest, "generate request")
+    return await _generate(model, version, body, request, stream=False)
 
 
-@router.post("/models/{model}/generate_stream", responses=_ERRORS, openapi_extra=_BODY)
+@router.post("/models/{model}/generate_stream", responses=_ERRORS, openapi_extra=body_doc(TritonGenerateRequest))
 @router.post("/models/{model}/versions/{version}/generate_stream", responses=_ERRORS, include_in_schema=False)
 async def generate_stream(model: str, request: Request, version: Optional[str] = None):
     """Triton's generate extension, streamed: an SSE event per token (`text_output` = its text),
     then one with `text_output` "" and the finish reason and usage."""
-    return await _generate(model, version, await _body(request), request, stream=True)
+    body = await json_body(request, TritonGenerateRequest, "generate request")
+    return await _generate(model, version, body, request, stream=True)

@@ -3,13 +3,13 @@ lfm2-demo model: /generate and /generate_stream give the tokens /v1/generate giv
 same request (an independent route over the same handler), TRT-LLM's top-level parameters
 mean what `parameters` means, errors are 4xx naming the field, and the requests are metered."""
 import json
-import time
 
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import Settings
+from tests.test_service_app import _wait_ready
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +19,7 @@ def client():
     app = create_app(Settings(models=("lfm2",), max_sequence_length=256, max_new_tokens=12, warmup=False),
                      models={"lfm2": lm})
     with TestClient(app) as c:
-        deadline = time.time() + 120
-        while c.get("/v2/health/ready").status_code != 200 and time.time() < deadline:
-            time.sleep(0.1)
+        _wait_ready(c, timeout=120)
         yield c
 
 
@@ -143,9 +141,7 @@ def test_a_model_that_does_not_generate_is_a_400():
     from service.testing import fake_hooks, fake_models
     app = create_app(Settings(warmup=False), models=fake_models(), hooks=fake_hooks())
     with TestClient(app) as c:
-        deadline = time.time() + 20
-        while c.get("/v2/health/ready").status_code != 200 and time.time() < deadline:
-            time.sleep(0.02)
+        _wait_ready(c)
         r = c.post("/v2/models/mobilenet_v2/generate", json={"text_input": "x"})
         assert r.status_code == 400 and "does not generate text" in r.json()["error"]
         assert "'lfm2'" in r.json()["error"]

@@ -164,6 +164,18 @@ def conv1d_decode_step_reference(x_new, conv_state, weight, bias=None, *, activa
 
 # ---------------------------------------------------------------- public ops
 
+def _auto_impl(key: tuple, op: str, view, weight: torch.Tensor) -> str:
+    """auto's answer for a block or decode-step call, cached in dispatch's auto cache under
+    `key` (the call's own shapes), so a decode step neither rebuilds the view auto's rule reads
+    (`view()`, ATen ops too) nor its dispatch key every call: measured inside a model, right
+    after a projection's matmul, that cost as much as the one-token block itself."""
+    name = dispatch._AUTO.get(key)
+    if name is None:
+        K = weight.shape[-1]
+        name = dispatch._AUTO[key] = dispatch.resolve_impl(op, view(), weight, 1, (K - 1, 0), 1, "auto")
+    return name
+
+
 def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
                      conv_state: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                      impl: str | None = None) -> torch.Tensor:
@@ -177,16 +189,9 @@ def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     _check_block(bcx, weight, bias, conv_state, mask)
     K = weight.shape[-1]
     policy = impl if impl is not None else dispatch.current_impl()
-    if policy == "auto":
-        # auto decides from the (B, C, L) input the conv sees. Its answer is cached by bcx's
-        # shape here, so a decode step does not rebuild that view (two ATen ops) and its
-        # dispatch key every call: measured inside a model, right after a projection's
-        # matmul, that alone cost as much as the one-token block itself.
-        key = ("short_conv_block", bcx.shape, bcx.dtype, bcx.device.type, weight.shape)
-        name = dispatch._AUTO.get(key)
-        if name is None:
-            x = bcx[..., 2 * (bcx.shape[-1] // 3):].transpose(1, 2)
-            name = dispatch._AUTO[key] = dispatch.resolve_impl("conv1d", x, weight, 1, (K - 1, 0), 1, policy)
+    if policy == "auto":           # the conv sees the (B, C, L) x chunk
+        name = _auto_impl(("short_conv_block", bcx.shape, bcx.dtype, bcx.device.type, weight.shape),
+                          "conv1d", lambda: bcx[..., 2 * (bcx.shape[-1] // 3):].transpose(1, 2), weight)
     else:
         name = dispatch.resolve_impl("conv1d", bcx, weight, 1, (K - 1, 0), 1, policy)
     # One record around the whole op: the depthwise_conv1d inside does not count again.
@@ -212,12 +217,9 @@ def conv1d_decode_step(x_new: torch.Tensor, conv_state: torch.Tensor, weight: to
     _check_decode(x_new, conv_state, weight, bias, activation)
     K = weight.shape[-1]
     policy = impl if impl is not None else dispatch.current_impl()
-    if policy == "auto":           # auto's rule wants the (B, C, 1) view: cache its answer in
-        key = ("decode_step", x_new.shape, x_new.dtype, x_new.device, weight.shape)   # dispatch's
-        name = dispatch._AUTO.get(key)                                                # auto cache
-        if name is None:
-            name = dispatch._AUTO[key] = dispatch.resolve_impl("decode", x_new[:, :, None], weight, 1,
-                                                             (K - 1, 0), 1, policy)
+    if policy == "auto":           # auto's rule reads the (B, C, 1) view
+        name = _auto_impl(("decode_step", x_new.shape, x_new.dtype, x_new.device, weight.shape),
+                          "decode", lambda: x_new[:, :, None], weight)
     else:
         name = dispatch.resolve_impl("decode", x_new, weight, 1, (K - 1, 0), 1, policy)
     with profiling.record_depthwise(x_new.device):
