@@ -3,7 +3,8 @@
 Checkpoints are torchvision-layout state_dicts in `.safetensors` or `.pth`/`.pt`; the latter
 are read with `torch.load(weights_only=True)` only (tensors and plain containers, never
 arbitrary pickled objects). Preprocessing is torchvision's ImageNet eval transform in
-Pillow + torch: resize shorter side to 256 (bilinear), centre crop 224, to [0, 1], normalise.
+Pillow + torch: resize shorter side to 256 (bilinear), centre crop 224, to [0, 1], normalise
+(the crop resampled from its source region alone, so the cost is bounded by the source).
 """
 from __future__ import annotations
 
@@ -120,7 +121,16 @@ def read_labels(path: str | Path | None, num_classes: int) -> list[str]:
 # ---- preprocessing ---------------------------------------------------------------------------
 def preprocess(image, *, resize: int = RESIZE, crop: int = CROP) -> torch.Tensor:
     """PIL image -> (3, crop, crop) float32, ImageNet-normalised (torchvision's eval transform:
-    Resize(256) on the shorter side, bilinear; CenterCrop(224); ToTensor; Normalize)."""
+    Resize(256) on the shorter side, bilinear; CenterCrop(224); ToTensor; Normalize).
+
+    The resize and the crop are one step: only the crop's window is resampled, from the
+    source region it covers (Pillow's `resize(box=...)`, the same bilinear filter, scale and
+    sample centres as resizing the whole image; its support reaches past the box into the
+    image as the full resize's does). Resizing the whole image first would cost the resized
+    image's size, which the source's size does not bound: a 100000x1 sliver becomes
+    25.6M x 256 (18 GiB of RGB) before the crop. Here the work is the crop's pixels times the
+    filter support, at most the source's pixels. Pixels equal the resize-then-crop ones to
+    1/255 (the rounding of Pillow's 8-bit output; tests/test_mobilenet_preprocess.py)."""
     from PIL import Image
     if not isinstance(image, Image.Image):
         raise ValueError(f"preprocess expects a PIL.Image.Image, got {type(image).__name__}")
@@ -130,11 +140,11 @@ def preprocess(image, *, resize: int = RESIZE, crop: int = CROP) -> torch.Tensor
     w, h = img.size
     short, long = (w, h) if w <= h else (h, w)
     new_long = int(resize * long / short)                   # torchvision truncates, as here
-    size = (resize, new_long) if w <= h else (new_long, resize)
-    img = img.resize(size, Image.BILINEAR)
-    w, h = img.size
-    left, top = int(round((w - crop) / 2.0)), int(round((h - crop) / 2.0))
-    img = img.crop((left, top, left + crop, top + crop))
+    rw, rh = (resize, new_long) if w <= h else (new_long, resize)      # the resized size
+    left, top = int(round((rw - crop) / 2.0)), int(round((rh - crop) / 2.0))   # crop, resized coords
+    sx, sy = w / rw, h / rh                                  # source pixels per resized pixel
+    box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)   # the crop, source coords
+    img = img.resize((crop, crop), Image.BILINEAR, box=box)
     # numpy, not torch: this runs on the server's request threads, and a torch op this size
     # would start an OpenMP team there (see service/compute.py for why that costs).
     x = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)  # (3, crop, crop) in [0, 1]
