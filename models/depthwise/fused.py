@@ -21,6 +21,8 @@ import os
 
 import torch
 
+from . import fused_autograd
+
 CPU_ERROR = ("the fused impl needs a CUDA device (or TRITON_INTERPRET=1 for testing); "
              "use impl='slice_sum' or 'native' on CPU")
 TRITON_ERROR = ("the fused impl needs Triton, which is not installed: "
@@ -78,21 +80,51 @@ def _kernels(name: str, *tensors: torch.Tensor):
     return module
 
 
+def _contiguous_bias(bias: torch.Tensor | None) -> torch.Tensor | None:
+    """The kernels read bias[c] at b_ptr + c: a strided or broadcast (stride-0) bias is made
+    contiguous first (C values; a no-op for a parameter)."""
+    return bias if bias is None or bias.is_contiguous() else bias.contiguous()
+
+
+def _state_before(conv_state: torch.Tensor | None, *inputs) -> torch.Tensor | None:
+    """A copy of conv_state as the kernel will find it, for the reference's recompute in
+    backward (the kernel updates the state in place); None when no gradient is needed."""
+    if conv_state is None or not fused_autograd.needs_grad(*inputs):
+        return None
+    if conv_state.requires_grad:
+        raise ValueError("the fused impl does not differentiate through conv_state; "
+                         "detach it, or use impl='slice_sum' or 'native'")
+    return conv_state.clone()
+
+
 def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int,
            padding: tuple[int, int], dilation: int, activation: str | None = None) -> torch.Tensor:
     """Depthwise conv1d, x (B, C, L) any strides, weight (C*m, 1, K) -> (B, C*m, L_out);
-    optional SiLU after bias. One launch."""
+    optional SiLU after bias. One launch (backward, if autograd needs one: slice_sum's)."""
     k = _kernels("triton_conv1d", x, weight, bias)
-    return k.dw_conv1d(x, weight, bias, stride, padding, dilation, activation)
+
+    def reference(x, weight, bias):
+        from . import slice_sum
+        out = slice_sum.conv1d(x, weight, bias, stride, padding, dilation)
+        return torch.nn.functional.silu(out) if activation == "silu" else out
+
+    kernel = lambda x, weight, bias: k.dw_conv1d(x, weight, bias, stride, padding, dilation, activation)
+    return fused_autograd.with_reference_backward(kernel, reference, x, weight, _contiguous_bias(bias))
 
 
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
            stride: tuple[int, int], padding: tuple[int, int, int, int],
            dilation: tuple[int, int]) -> torch.Tensor:
     """Depthwise conv2d, x (B, C, H, W) NCHW or channels_last, weight (C*m, 1, KH, KW)
-    -> (B, C*m, H_out, W_out) in x's memory format. One launch."""
+    -> (B, C*m, H_out, W_out) in x's memory format. One launch (backward: slice_sum's)."""
     k = _kernels("triton_conv2d", x, weight, bias)
-    return k.dw_conv2d(x, weight, bias, stride, padding, dilation)
+
+    def reference(x, weight, bias):
+        from . import slice_sum
+        return slice_sum.conv2d(x, weight, bias, stride, padding, dilation)
+
+    kernel = lambda x, weight, bias: k.dw_conv2d(x, weight, bias, stride, padding, dilation)
+    return fused_autograd.with_reference_backward(kernel, reference, x, weight, _contiguous_bias(bias))
 
 
 def conv1d_decode_step(x_new: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor,
@@ -100,7 +132,15 @@ def conv1d_decode_step(x_new: torch.Tensor, conv_state: torch.Tensor, weight: to
                        activation: str | None = None) -> torch.Tensor:
     """One causal step: x_new (B, C), conv_state (B, C, K-1) shifted in place -> (B, C). One launch."""
     k = _kernels("triton_decode", x_new, conv_state, weight, bias)
-    return k.dw_conv1d_decode_step(x_new, conv_state, weight, bias, activation)
+    bias = _contiguous_bias(bias)
+    before = _state_before(conv_state, x_new, weight, bias)
+
+    def reference(x_new, weight, bias):
+        from .short_conv import conv1d_decode_step_reference
+        return conv1d_decode_step_reference(x_new, before.clone(), weight, bias, activation=activation)
+
+    kernel = lambda x_new, weight, bias: k.dw_conv1d_decode_step(x_new, conv_state, weight, bias, activation)
+    return fused_autograd.with_reference_backward(kernel, reference, x_new, weight, bias)
 
 
 def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -108,4 +148,13 @@ def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
                      mask: torch.Tensor | None = None) -> torch.Tensor:
     """LFM2 gated short conv, bcx (B, L, 3C) -> y (B, L, C); conv_state updated in place. One launch."""
     k = _kernels("triton_short_conv", bcx, weight, bias, conv_state)
-    return k.short_conv_block(bcx, weight, bias, conv_state, mask)
+    bias = _contiguous_bias(bias)
+    before = _state_before(conv_state, bcx, weight, bias)
+
+    def reference(bcx, weight, bias):
+        from .short_conv import short_conv_block_reference
+        state = None if before is None else before.clone()
+        return short_conv_block_reference(bcx, weight, bias, conv_state=state, mask=mask)
+
+    kernel = lambda bcx, weight, bias: k.short_conv_block(bcx, weight, bias, conv_state, mask)
+    return fused_autograd.with_reference_backward(kernel, reference, bcx, weight, bias)

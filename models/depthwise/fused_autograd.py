@@ -1,0 +1,51 @@
+"""Gradients for the `fused` impl: the Triton kernels compute forwards only, so when autograd
+needs a gradient the call goes through `FusedKernel`, whose backward recomputes the op
+in plain torch (the impl's reference) and differentiates that, as activation checkpointing
+does. The forward result is still the kernel's; only training pays the recompute.
+
+Without this, a fused output under autograd would carry no grad_fn: backward() would run,
+silently skip the depthwise layer's weight and give the layers below it wrong gradients.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def needs_grad(*tensors: torch.Tensor | None) -> bool:
+    """True when autograd is recording and any of `tensors` requires a gradient."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+class FusedKernel(torch.autograd.Function):
+    """apply(kernel, reference, *inputs): forward = kernel(*inputs), backward = the vector-Jacobian
+    product of reference(*inputs). `inputs` are the differentiable tensors (None allowed, e.g.
+    no bias); anything else the op needs (strides, masks, a copy of a conv state taken before
+    the kernel updated it) is closed over by the two callables."""
+
+    @staticmethod
+    def forward(ctx, kernel: Callable, reference: Callable, *inputs):
+        ctx.reference = reference
+        ctx.save_for_backward(*inputs)
+        return kernel(*inputs)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        inputs = ctx.saved_tensors
+        wanted = ctx.needs_input_grad[2:]
+        with torch.enable_grad():
+            leaves = [None if t is None else t.detach().requires_grad_(want)
+                      for t, want in zip(inputs, wanted)]
+            out = ctx.reference(*leaves)
+            wrt = [t for t, want in zip(leaves, wanted) if want]
+            grads = iter(torch.autograd.grad(out, wrt, grad_out))
+        return (None, None, *(next(grads) if want else None for want in wanted))
+
+
+def with_reference_backward(kernel: Callable, reference: Callable, *inputs):
+    """kernel(*inputs), differentiable through `reference` when autograd needs it."""
+    if not needs_grad(*inputs):
+        return kernel(*inputs)
+    return FusedKernel.apply(kernel, reference, *inputs)
