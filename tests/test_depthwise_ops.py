@@ -272,6 +272,19 @@ def test_slice_sum_tap_cache_follows_in_place_weight_updates():
     assert wg.grad is not None and wg.grad.abs().sum() > 0
 
 
+def test_slice_sum_tap_cache_follows_a_new_weight_storage():
+    """`param.data = t` and vector_to_parameters swap the storage without bumping the version
+    counter: the cached taps must follow the new values (they are keyed by data pointer too)."""
+    conv = torch.nn.Conv2d(6, 6, 3, groups=6, bias=False)
+    x = torch.randn(1, 6, 7, 7)
+    with torch.no_grad():
+        depthwise_conv2d(x, conv.weight, impl="slice_sum")          # fills the cache
+        conv.weight.data = torch.randn_like(conv.weight)
+        torch.testing.assert_close(depthwise_conv2d(x, conv.weight, impl="slice_sum"), conv(x))
+        torch.nn.utils.vector_to_parameters(torch.randn(conv.weight.numel()), conv.parameters())
+        torch.testing.assert_close(depthwise_conv2d(x, conv.weight, impl="slice_sum"), conv(x))
+
+
 @pytest.mark.parametrize("impl", [pytest.param(i, id=i) for i in EAGER])
 @pytest.mark.parametrize("shape, stride, kernel", [
     pytest.param((2, 2, 4, 3), (1, 2), (3, 3), id="w_out1-stride1x2"),      # what the property test found

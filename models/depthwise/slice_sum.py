@@ -33,17 +33,20 @@ def _taps(weight: torch.Tensor, C: int, m: int, acc: torch.dtype, spatial: int):
 
     Without autograd the views are cached on the weight tensor itself (so the cache dies with
     the weight), keyed by its version counter (bumped by every in-place update, e.g.
-    load_state_dict): at decode-sized calls these ~6 view ops are a third of the op's cost.
+    load_state_dict) and data pointer (a new storage: `param.data = t`, vector_to_parameters,
+    Module.to), the old storage kept referenced so its address cannot be reused while the
+    entry lives (as weight_layout.cached_on does): at decode-sized calls these ~6 view ops
+    are a third of the op's cost.
     """
     # Not cached: under autograd, under torch.compile (it traces the plain path), and for
     # inference tensors (they have no version counter to invalidate the cache with).
     if ((weight.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling()
             or weight.is_inference()):
         return _make_taps(weight, C, m, acc, spatial)
-    key = (weight._version, C, m, acc, spatial, torch.is_inference_mode_enabled())
+    key = (weight._version, weight.data_ptr(), C, m, acc, spatial, torch.is_inference_mode_enabled())
     cached = getattr(weight, "_dwserve_taps", None)
     if cached is None or cached[0] != key:
-        cached = (key, _make_taps(weight, C, m, acc, spatial))
+        cached = (key, _make_taps(weight, C, m, acc, spatial), weight.detach())   # [2]: holds the storage
         try:
             weight._dwserve_taps = cached
         except (AttributeError, RuntimeError):   # tensors that refuse attributes: no cache
