@@ -80,14 +80,51 @@ def serve(argv: list[str]) -> int:
     return 0
 
 
+# Seconds a connection may sit with no request in progress before the server closes it:
+# uvicorn's keep-alive timeout (its default), here also armed when a connection opens.
+IDLE_TIMEOUT_S = 5.0
+
+
+def _idle_closing_protocol():
+    """uvicorn's HTTP protocol class (httptools when installed, else h11, as its "auto"), with
+    the keep-alive timer also armed when a connection is made. uvicorn arms it only after a
+    response, so a socket that never sends a byte stays open for good (a known uvicorn gap,
+    Kludex/uvicorn#1192). The first byte received cancels it (uvicorn's data_received), so
+    requests, uploads and streamed responses are untouched. Not covered: a client trickling
+    a request's bytes slowly (each byte re-cancels the timer); a proxy's header timeout is the
+    place for that."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+
+    class IdleClosingProtocol(base):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                self.timeout_keep_alive_handler)
+
+    return IdleClosingProtocol
+
+
 def run_server(app, settings: Settings, log_level: str = "info") -> None:
     """uvicorn with graceful shutdown: on SIGTERM/SIGINT it stops accepting, waits (bounded)
-    for in-flight requests, then the app's lifespan exit drains the batchers."""
+    for in-flight requests, then the app's lifespan exit drains the batchers.
+
+    No uvicorn `limit_concurrency`: it counts open connections, idle ones included, and past
+    it answers every request (health probes and /metrics too) with a plain-text 503, no
+    Retry-After, unmetered, so a handful of idle sockets took the server down. Work is
+    bounded where it is queued instead: each batcher's --max-queue-size and the generate
+    scheduler answer a JSON 503 + Retry-After (metered), bodies by --max-body-bytes; idle
+    connections are closed after IDLE_TIMEOUT_S, whether or not they sent a request. A cap on
+    connections as such is the OS's file-descriptor limit or a proxy's, which can tell probes
+    apart; uvicorn's cannot exempt them."""
     import uvicorn
 
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
                             timeout_graceful_shutdown=settings.graceful_shutdown_s or None,
-                            limit_concurrency=max(64, 4 * settings.max_queue_size), access_log=False)
+                            http=_idle_closing_protocol(), timeout_keep_alive=IDLE_TIMEOUT_S,
+                            access_log=False)
     service = getattr(app.state, "service", None)
 
     class Server(uvicorn.Server):
