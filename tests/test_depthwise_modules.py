@@ -177,3 +177,31 @@ def test_convert_depthwise_swaps_only_depthwise_zero_padded_convs():
     seq1d = nn.Sequential(nn.Conv1d(4, 4, 3, padding=2, groups=4))
     assert convert_depthwise(seq1d) == 1 and isinstance(seq1d[0], DepthwiseConv1d)
     assert set(IMPLS) == {"per_group", "slice_sum", "compiled", "fused", "native"}
+
+
+class _StandardisedConv2d(nn.Conv2d):
+    """A conv subclass whose forward differs from nn.Conv2d's (weight standardisation)."""
+    def forward(self, x):
+        w = (self.weight - self.weight.mean((1, 2, 3), keepdim=True)) / (self.weight.std((1, 2, 3), keepdim=True) + 1e-5)
+        return self._conv_forward(x, w, self.bias)
+
+
+def test_convert_depthwise_leaves_convs_that_compute_differently():
+    """Subclasses, parametrized weights (weight_norm) and hooked convs are depthwise by shape but
+    not plain convs: swapping them would change the output or drop state, so they are kept."""
+    torch.manual_seed(2)
+    hooked = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+    hooked.register_forward_hook(lambda module, args, out: out * 2)
+    net = nn.Sequential(
+        _StandardisedConv2d(8, 8, 3, padding=1, groups=8),
+        nn.utils.parametrizations.weight_norm(nn.Conv2d(8, 8, 3, padding=1, groups=8)),
+        hooked,
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),                           # plain: swapped
+    ).to(DEV)
+    x = randn(2, 8, 9, 9)
+    ref, keys = net(x).detach(), set(net.state_dict())
+    assert convert_depthwise(net, impl="slice_sum") == 1
+    assert isinstance(net[3], DepthwiseConv2d)
+    assert type(net[0]) is _StandardisedConv2d and nn.utils.parametrize.is_parametrized(net[1]) and net[2] is hooked
+    assert set(net.state_dict()) == keys
+    assert_matches(net(x).detach(), ref, torch.float32)

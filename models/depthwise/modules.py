@@ -100,8 +100,14 @@ class DepthwiseConv2d(_DepthwiseConvNd):
 
 
 def is_depthwise_conv(module: nn.Module) -> bool:
-    """nn.Conv1d/2d with groups == in_channels (so one input channel per filter), zeros padding."""
-    return (isinstance(module, (nn.Conv1d, nn.Conv2d))
+    """A plain nn.Conv1d/2d with groups == in_channels (so one input channel per filter), zeros
+    padding. Exactly those classes, unparametrized and unhooked: a subclass may change forward
+    (weight standardisation, QAT's ConvBn2d with its BatchNorm), a parametrization (weight_norm)
+    computes the weight, and hooks would be lost with the module; replacing any of them would
+    change what the model computes."""
+    return (type(module) in (nn.Conv1d, nn.Conv2d)
+            and not torch.nn.utils.parametrize.is_parametrized(module)
+            and not (module._forward_hooks or module._forward_pre_hooks)
             and not isinstance(module.weight, nn.parameter.UninitializedParameter)   # lazy, unbuilt
             and module.groups == module.in_channels and module.padding_mode == "zeros"
             and not getattr(module, "transposed", False))
