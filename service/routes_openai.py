@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from .errors import ServiceError
-from .routes_v1 import _ERRORS, _handler, sse_response
+from .routes_v1 import _ERRORS, _handler, final_events, first_events, sse_response
 from .schemas_openai import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
                              CompletionResponse, ModelList)
 
@@ -134,22 +134,8 @@ async def _start(request: Request, body, make_request, generate: bool = True):
         raise ValueError(f"invalid request: {exc.errors()[0].get('msg')}") from None
     request.state.dw_impl = plans[0].impl
     streams = [handler.events(plan) if generate else _nothing(plan) for plan in plans]
-    firsts = await asyncio.gather(*(s.__anext__() for s in streams), return_exceptions=True)
-    failed = [f for f in firsts if isinstance(f, BaseException)]
-    if failed:
-        for s in streams:
-            await s.aclose()
-        raise failed[0]
+    firsts = await first_events(request, streams)
     return handler, plans, streams, firsts
-
-
-async def _finals(streams, firsts) -> list[dict]:
-    async def last(first, events):
-        final = first
-        async for final in events:
-            pass
-        return final
-    return list(await asyncio.gather(*(last(f, s) for f, s in zip(firsts, streams))))
 
 
 @router.post("/completions", response_model=CompletionResponse, responses=_ERRORS)
@@ -165,7 +151,7 @@ async def completions(body: CompletionRequest, request: Request):
             _completion_logprobs(handler.tokenizer, entries, body.logprobs, offset)
 
     if not body.stream:
-        finals = await _finals(streams, firsts)
+        finals = await final_events(request, streams, firsts)
         lead_text, lead = (echo["text"], echo["logprobs"] or []) if echo else ("", [])
         return {**head, "choices": [_choice(i, lead_text + f["text"], f["finish_reason"],
                                             logprobs_of(lead + (f.get("logprobs") or [])))
@@ -210,7 +196,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": handler.rt.name}
     if not body.stream:
-        finals = await _finals(streams, firsts)
+        finals = await final_events(request, streams, firsts)
         choices = [{"index": i, "message": {"role": "assistant", "content": f["text"]},
                     "logprobs": _chat_logprobs(handler.tokenizer, f["logprobs"]) if body.logprobs else None,
                     "finish_reason": f["finish_reason"]} for i, f in enumerate(finals)]

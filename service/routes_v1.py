@@ -8,6 +8,7 @@ from typing import Optional
 from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import StreamingResponse
 
+from .disconnect import unless_disconnected
 from .errors import ServiceError
 from .schemas import ClassifyResponse, ErrorResponse, GenerateRequest, GenerateResponse, ImplName
 
@@ -34,6 +35,46 @@ async def classify(request: Request, file: UploadFile = File(..., description="a
     image = await asyncio.to_thread(handler.decode, await file.read())
     logits = await handler.predict(image, impl)
     return handler.encode(logits, top_k, impl)
+
+
+async def _all(awaitables) -> list:
+    """asyncio.gather, but the first failure (or a cancel) cancels the rest, so no
+    generation is left running unwatched and every event stream can be closed after."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def first_events(request: Request, streams) -> list[dict]:
+    """Each generation's first event (GenerateHandler.events), so QueueFull and timeouts
+    surface before any byte of the reply is sent. If one fails or the client leaves while they
+    wait (ClientDisconnected), every stream is closed: their sequences leave their rows."""
+    try:
+        return await unless_disconnected(request, _all(s.__anext__() for s in streams))
+    except BaseException:
+        for s in streams:
+            await s.aclose()
+        raise
+
+
+async def final_events(request: Request, streams, firsts) -> list[dict]:
+    """Each generation's final summary, its events read to the end, for a JSON reply. Nothing
+    is written to the client meanwhile, so only the disconnect watcher can tell it has left:
+    then every generation stops (ClientDisconnected) instead of running all its tokens."""
+    async def last(event, events):
+        async for event in events:
+            pass
+        return event
+
+    try:
+        return await unless_disconnected(request, _all(last(f, s) for f, s in zip(firsts, streams)))
+    finally:
+        for s in streams:
+            await s.aclose()
 
 
 def _sse(payload: dict) -> bytes:
@@ -95,16 +136,13 @@ async def generate(body: GenerateRequest, request: Request):
     plan = handler.decode(body)
     request.state.dw_impl = plan.impl
     events = handler.events(plan)
-    first = await events.__anext__()  # QueueFull / timeouts surface here, before any byte is sent
+    firsts = await first_events(request, [events])
     name, params = handler.rt.name, {"depthwise_impl": plan.impl}
     if not body.stream:
-        final = first
-        async for final in events:
-            pass
+        final, = await final_events(request, [events], firsts)
         return {"model": name, "text": final["text"], "token_ids": final["token_ids"],
                 "finish_reason": final["finish_reason"], "usage": final["usage"], "parameters": params,
                 "logprobs": final.get("logprobs")}
 
-    return sse_response([events], [first], lambda i, event: event,
+    return sse_response([events], firsts, lambda i, event: event,
                         lambda i, final: {**final, "model": name, "parameters": params}, lambda finals: [])
-

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 
 from .errors import ServiceError
 from .infer import check_version
-from .routes_v1 import _ERRORS, _handler, sse_response
+from .routes_v1 import _ERRORS, _handler, final_events, first_events, sse_response
 from .routes_v2 import body_doc, json_body
 from .schemas import GenerateRequest, TritonGenerateParameters, TritonGenerateRequest, TritonGenerateResponse
 
@@ -72,7 +72,7 @@ async def _generate(model: str, version: Optional[str], body: TritonGenerateRequ
     plan = handler.decode(to_generate(body, stream))
     request.state.dw_impl = plan.impl
     events = handler.events(plan)
-    first = await events.__anext__()   # QueueFull / timeouts surface here, before any byte is sent
+    firsts = await first_events(request, [events])   # QueueFull / timeouts: before any byte is sent
     head = {"model_name": model, "model_version": "1", **({"id": body.id} if body.id is not None else {})}
     params = {"depthwise_impl": plan.impl}
 
@@ -81,11 +81,9 @@ async def _generate(model: str, version: Optional[str], body: TritonGenerateRequ
                 "usage": final["usage"], "parameters": params}
 
     if not stream:
-        final = first
-        async for final in events:
-            pass
+        final, = await final_events(request, [events], firsts)   # stops if the client leaves
         return final_of(final, final["text"])
-    return sse_response([events], [first], lambda i, event: {**head, "text_output": event["text"]},
+    return sse_response([events], firsts, lambda i, event: {**head, "text_output": event["text"]},
                         lambda i, final: final_of(final, ""), lambda finals: [], done_marker=False)
 
 
