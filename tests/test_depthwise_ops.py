@@ -243,6 +243,21 @@ def test_bad_input_raises_value_error_naming_expected(call, expected):
     assert expected in str(err.value), str(err.value)
 
 
+@pytest.mark.parametrize("op, valid, invalid", [
+    pytest.param("conv1d", dict(stride=1), dict(stride=True), id="stride-bool"),
+    pytest.param("conv1d", dict(padding=1), dict(padding=1.0), id="padding-float"),
+    pytest.param("conv2d", dict(stride=(1, 1)), dict(stride=(True, 1)), id="stride-tuple-bool"),
+    pytest.param("conv2d", dict(dilation=2), dict(dilation=2.0), id="dilation-float"),
+])
+def test_rejection_does_not_depend_on_earlier_valid_calls(op, valid, invalid):
+    """True == 1 and 1.0 == 1: a valid call cached first must not let the invalid one through."""
+    fn, x = (depthwise_conv1d, randn(1, 3, 9)) if op == "conv1d" else (depthwise_conv2d, randn(1, 3, 9, 9))
+    w = randn(3, 1, *(3,) * (x.dim() - 2))
+    fn(x, w, impl="slice_sum", **valid)
+    with pytest.raises(ValueError):
+        fn(x, w, impl="slice_sum", **invalid)
+
+
 def test_compiled_failure_is_a_clear_error_not_a_silent_fallback(monkeypatch):
     from models.depthwise import compiled
 

@@ -123,11 +123,23 @@ def _prepare(op, key, x, weight, bias, stride, padding, dilation, policy):
     return entry
 
 
+def _typed(arg):
+    """arg with the types of its parts, for the call cache's key: True == 1 and 1.0 == 1 hash
+    alike, so without them a call with stride=True would hit the entry of a valid stride=1 call
+    and skip the validation that rejects it."""
+    if type(arg) is tuple:
+        return (tuple, tuple(map(type, arg)), arg)
+    return (type(arg), arg)
+
+
 def _call(op, x, weight, bias, stride, padding, dilation, impl):
     policy = impl if impl is not None else _IMPL.get()
     try:   # everything spec.py's verdict and auto's answer depend on (x's layout too), and the policy
         key = (op, policy, x.shape, x.stride(), x.dtype, x.device, weight.shape, weight.dtype, weight.device,
-               None if bias is None else (bias.shape, bias.dtype, bias.device), stride, padding, dilation)
+               None if bias is None else (bias.shape, bias.dtype, bias.device),
+               stride if type(stride) is int else _typed(stride),      # ints, the common case, as they are
+               padding if type(padding) is int else _typed(padding),
+               dilation if type(dilation) is int else _typed(dilation))
         entry = _CALLS[key]
     except KeyError:
         entry = _prepare(op, key, x, weight, bias, stride, padding, dilation, policy)

@@ -86,11 +86,9 @@ def _contiguous_bias(bias: torch.Tensor | None) -> torch.Tensor | None:
     return bias if bias is None or bias.is_contiguous() else bias.contiguous()
 
 
-def _state_before(conv_state: torch.Tensor | None, *inputs) -> torch.Tensor | None:
+def _state_before(conv_state: torch.Tensor) -> torch.Tensor:
     """A copy of conv_state as the kernel will find it, for the reference's recompute in
-    backward (the kernel updates the state in place); None when no gradient is needed."""
-    if conv_state is None or not fused_autograd.needs_grad(*inputs):
-        return None
+    backward (the kernel updates the state in place)."""
     if conv_state.requires_grad:
         raise ValueError("the fused impl does not differentiate through conv_state; "
                          "detach it, or use impl='slice_sum' or 'native'")
@@ -102,6 +100,9 @@ def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
     """Depthwise conv1d, x (B, C, L) any strides, weight (C*m, 1, K) -> (B, C*m, L_out);
     optional SiLU after bias. One launch (backward, if autograd needs one: slice_sum's)."""
     k = _kernels("triton_conv1d", x, weight, bias)
+    bias = _contiguous_bias(bias)
+    if not fused_autograd.needs_grad(x, weight, bias):        # inference: no closures, no node
+        return k.dw_conv1d(x, weight, bias, stride, padding, dilation, activation)
 
     def reference(x, weight, bias):
         from . import slice_sum
@@ -109,7 +110,7 @@ def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
         return torch.nn.functional.silu(out) if activation == "silu" else out
 
     kernel = lambda x, weight, bias: k.dw_conv1d(x, weight, bias, stride, padding, dilation, activation)
-    return fused_autograd.with_reference_backward(kernel, reference, x, weight, _contiguous_bias(bias))
+    return fused_autograd.FusedKernel.apply(kernel, reference, x, weight, bias)
 
 
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -118,13 +119,16 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     """Depthwise conv2d, x (B, C, H, W) NCHW or channels_last, weight (C*m, 1, KH, KW)
     -> (B, C*m, H_out, W_out) in x's memory format. One launch (backward: slice_sum's)."""
     k = _kernels("triton_conv2d", x, weight, bias)
+    bias = _contiguous_bias(bias)
+    if not fused_autograd.needs_grad(x, weight, bias):
+        return k.dw_conv2d(x, weight, bias, stride, padding, dilation)
 
     def reference(x, weight, bias):
         from . import slice_sum
         return slice_sum.conv2d(x, weight, bias, stride, padding, dilation)
 
     kernel = lambda x, weight, bias: k.dw_conv2d(x, weight, bias, stride, padding, dilation)
-    return fused_autograd.with_reference_backward(kernel, reference, x, weight, _contiguous_bias(bias))
+    return fused_autograd.FusedKernel.apply(kernel, reference, x, weight, bias)
 
 
 def conv1d_decode_step(x_new: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor,
@@ -133,14 +137,16 @@ def conv1d_decode_step(x_new: torch.Tensor, conv_state: torch.Tensor, weight: to
     """One causal step: x_new (B, C), conv_state (B, C, K-1) shifted in place -> (B, C). One launch."""
     k = _kernels("triton_decode", x_new, conv_state, weight, bias)
     bias = _contiguous_bias(bias)
-    before = _state_before(conv_state, x_new, weight, bias)
+    if not fused_autograd.needs_grad(x_new, weight, bias):
+        return k.dw_conv1d_decode_step(x_new, conv_state, weight, bias, activation)
+    before = _state_before(conv_state)
 
     def reference(x_new, weight, bias):
         from .short_conv import conv1d_decode_step_reference
         return conv1d_decode_step_reference(x_new, before.clone(), weight, bias, activation=activation)
 
     kernel = lambda x_new, weight, bias: k.dw_conv1d_decode_step(x_new, conv_state, weight, bias, activation)
-    return fused_autograd.with_reference_backward(kernel, reference, x_new, weight, bias)
+    return fused_autograd.FusedKernel.apply(kernel, reference, x_new, weight, bias)
 
 
 def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -149,7 +155,9 @@ def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     """LFM2 gated short conv, bcx (B, L, 3C) -> y (B, L, C); conv_state updated in place. One launch."""
     k = _kernels("triton_short_conv", bcx, weight, bias, conv_state)
     bias = _contiguous_bias(bias)
-    before = _state_before(conv_state, bcx, weight, bias)
+    if not fused_autograd.needs_grad(bcx, weight, bias):
+        return k.short_conv_block(bcx, weight, bias, conv_state, mask)
+    before = None if conv_state is None else _state_before(conv_state)
 
     def reference(bcx, weight, bias):
         from .short_conv import short_conv_block_reference
@@ -157,4 +165,4 @@ def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         return short_conv_block_reference(bcx, weight, bias, conv_state=state, mask=mask)
 
     kernel = lambda bcx, weight, bias: k.short_conv_block(bcx, weight, bias, conv_state, mask)
-    return fused_autograd.with_reference_backward(kernel, reference, bcx, weight, bias)
+    return fused_autograd.FusedKernel.apply(kernel, reference, bcx, weight, bias)

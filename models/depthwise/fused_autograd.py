@@ -42,10 +42,3 @@ class FusedKernel(torch.autograd.Function):
             wrt = [t for t, want in zip(leaves, wanted) if want]
             grads = iter(torch.autograd.grad(out, wrt, grad_out))
         return (None, None, *(next(grads) if want else None for want in wanted))
-
-
-def with_reference_backward(kernel: Callable, reference: Callable, *inputs):
-    """kernel(*inputs), differentiable through `reference` when autograd needs it."""
-    if not needs_grad(*inputs):
-        return kernel(*inputs)
-    return FusedKernel.apply(kernel, reference, *inputs)
