@@ -118,6 +118,12 @@ MALFORMED = [
     ("duplicate", _twice, "appears twice"),
     ("too_many", lambda: _raw([([MAX_ELEMENTS + 1], b"")]), "the limit is"),
     ("negative_dim", lambda: _raw([([-2], b"")]), ">= 0"),
+    # a 0 dim makes the product 0; each dim is still bounded, naming the input (numpy said
+    # "array is too big" before)
+    ("zero_times_huge_raw", lambda: _raw([([0, 2**63 - 1], b"")]), "input 'x0': shape [0, 9223372036854775807] "
+                                                                    "has a dimension over the limit"),
+    ("zero_times_huge_typed", lambda: _typed("INT64", [2**62, 0], "int64_contents", []),
+     "input 'x': shape .* at most"),
 ]
 
 

@@ -78,6 +78,31 @@ BAD = [
     pytest.param(_req(data=None, parameters={"binary_data_size": 16}), b"x" * 20, "unexpected bytes", id="bin-trailing"),
     pytest.param(_req(parameters={"binary_data_size": 16}), b"x" * 16, "either", id="bin-and-data"),
     pytest.param({"inputs": [_req()["inputs"][0]] * 2}, b"", "twice", id="duplicate-input"),
+    # nested data must nest as the declared shape (flat data is the other accepted form)
+    pytest.param(_req(shape=[1, 4], data=[[1, 2], [3, 4]]), b"", r"nested data has shape \[2, 2\], expected the declared "
+                 r"shape \[1, 4\]", id="nested-transposed"),
+    pytest.param(_req(shape=[1, 2], data=[[1], [2]]), b"", r"input 'x': nested data has shape \[2, 1\]", id="nested-wrong"),
+    pytest.param(_req(shape=[2, 1, 2], data=[[1, 2], [3, 4]]), b"", "nested data has shape", id="nested-partly"),
+    # booleans only for BOOL
+    pytest.param(_req(datatype="INT64", data=[True, False, True, False]), b"", "INT64 data must be numbers, got true/false",
+                 id="bools-into-int64"),
+    pytest.param(_req(data=[1.5, True, 2.0, 3.0]), b"", "FP32 data must be numbers, got true/false", id="bool-among-floats"),
+    pytest.param(_req(datatype="INT64", data=[[1, 2], [3, False]]), b"", "INT64 data must be numbers, got true/false",
+                 id="bool-nested"),
+    pytest.param(_req(datatype="BOOL", data=[True, 1, False, 0]), b"", "BOOL data must be true/false", id="ints-into-bool"),
+    # out of range, not "floats", whichever parser read the integer
+    pytest.param(_req(datatype="INT64", data=[1, 2, 3, -2**63 - 1]), b"", "out of range for INT64", id="int64-below-min-int"),
+    pytest.param(_req(datatype="INT64", data=[1, 2, 3, -9.223372036854776e18 * 1.5]), b"", "out of range for INT64",
+                 id="int64-below-min-as-orjson-reads-it"),
+    pytest.param(_req(datatype="UINT64", data=[1, 2, 3, 2**64]), b"", "out of range for UINT64", id="uint64-past-max"),
+    pytest.param(_req(datatype="INT64", data=[1, 2, 3, 4.0]), b"", "INT64 data must be integers, got floats",
+                 id="integral-float-into-int"),
+    # each dimension bounded, naming the input, even when another one is 0
+    pytest.param(_req(shape=[0, 2**63], data=[]), b"", r"input 'x': shape \[0, 9223372036854775808\] has a dimension "
+                 r"over the limit.*at most 1000", id="zero-times-huge"),
+    pytest.param(_req(shape=[0, 10**30], data=None, parameters={"binary_data_size": 0}), b"",
+                 "input 'x': shape .* at most 1000", id="zero-times-huge-binary"),
+    pytest.param(_req(shape=[0, 100, 100], data=[]), b"", "input 'x'.*at most 1000", id="zero-times-product-over"),
 ]
 
 
@@ -89,10 +114,54 @@ def test_malformed_tensors_raise_codec_error(request_json, tail, message):
 
 @pytest.mark.parametrize("header, body", [
     pytest.param("abc", b"{}", id="not-int"), pytest.param("0", b"{}", id="zero"),
-    pytest.param("99", b"{}", id="past-end"), pytest.param("-1", b"{}", id="negative")])
+    pytest.param("99", b"{}", id="past-end"), pytest.param("-1", b"{}", id="negative"),
+    pytest.param("+2", b"{}", id="plus-sign"), pytest.param(" 2 ", b"{}", id="spaces"),
+    pytest.param("0_2", b"{}", id="underscore"), pytest.param("\u0662", b"{}", id="arabic-indic-digit"),
+    pytest.param("\uff12", b"{}", id="fullwidth-digit"), pytest.param("9" * 5000, b"{}", id="5000-digits")])
 def test_bad_header_length(header, body):
-    with pytest.raises(codec.CodecError, match="Inference-Header-Content-Length"):
+    with pytest.raises(codec.CodecError, match="Inference-Header-Content-Length: expected"):
         codec.split_body(body, header)
+
+
+def test_header_length_in_ascii_digits_splits_the_body():
+    assert codec.split_body(b'{"a": 1}xyz', "8") == (b'{"a": 1}', b"xyz")
+    assert codec.split_body(b'{"a": 1}xyz', "008") == (b'{"a": 1}', b"xyz")
+    for bad in ("+8", "\u0668"):   # int() takes both as 8
+        with pytest.raises(codec.CodecError, match="ASCII digits only"):
+            codec.split_body(b'{"a": 1}xyz', bad)
+
+
+@pytest.mark.parametrize("data, shape", [
+    pytest.param([1, 2, 3, 4, 5, 6], [2, 3], id="flat"),
+    pytest.param([[1, 2, 3], [4, 5, 6]], [2, 3], id="nested-as-shape"),
+    pytest.param([[[1], [2], [3]], [[4], [5], [6]]], [2, 3, 1], id="nested-3d"),
+    pytest.param([], [0, 3], id="empty-flat"),
+    pytest.param([[]], [1, 0], id="empty-nested"),
+    pytest.param([7], [], id="scalar")])
+def test_flat_or_exactly_nested_data_is_accepted(data, shape):
+    arr = codec.decode_inputs(_req(shape=shape, data=data, datatype="INT64"), b"", max_elements=1000)["x"]
+    assert arr.shape == tuple(shape) and arr.dtype == np.int64
+    np.testing.assert_array_equal(arr.reshape(-1), np.asarray(data, dtype=np.int64).reshape(-1))
+
+
+def test_bool_data_is_read_for_bool_inputs():
+    arr = codec.decode_inputs(_req(datatype="BOOL", data=[[True, False], [False, True]]), b"", max_elements=10)["x"]
+    np.testing.assert_array_equal(arr, [[True, False], [False, True]])
+
+
+@pytest.mark.parametrize("raw, message", [
+    pytest.param(b'[1, 2, 3, -9223372036854775809]', "out of range for INT64", id="below-int64-min"),
+    pytest.param(b'[1, 2, 3, 9223372036854775808]', "out of range for INT64", id="past-int64-max"),
+    pytest.param(b'[1, 2, 3, 18446744073709551616]', "out of range for INT64", id="past-uint64-max"),
+    pytest.param(b'[1, 2, 3, 1e400]', "valid UTF-8 JSON", id="1e400-overflows-a-double")])
+def test_out_of_range_integers_with_either_parser(raw, message, monkeypatch):
+    """orjson reads -2**63-1 as a float (-2.0**63, INT64's min), the stdlib as a Python int:
+    both say 'out of range', not 'got floats'."""
+    for loads in (codec._loads, codec._stdlib_loads):
+        monkeypatch.setattr(codec, "_loads", loads)
+        with pytest.raises(codec.CodecError, match=message):
+            data = codec.parse_json(raw)
+            codec.decode_inputs(_req(datatype="INT64", data=data), b"", max_elements=10)
 
 
 def test_deeply_nested_json_is_a_codec_error_not_recursion():
@@ -101,6 +170,7 @@ def test_deeply_nested_json_is_a_codec_error_not_recursion():
 
 
 @pytest.mark.parametrize("raw", [pytest.param(b'{"a": NaN}', id="nan"), pytest.param(b'[Infinity]', id="inf"),
+                                 pytest.param(b'[1e400]', id="overflowing-double"),
                                  pytest.param(b'{"a": 1', id="truncated"), pytest.param(b'\xff\xfe', id="not-utf8"),
                                  pytest.param(b'[' * 100000, id="deep-nesting")])
 def test_parse_json_is_strict_with_either_parser(raw, monkeypatch):
