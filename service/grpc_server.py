@@ -21,7 +21,9 @@ Errors carry the REST status's gRPC twin (400 -> INVALID_ARGUMENT, 401 -> UNAUTH
 404 -> NOT_FOUND, 503 -> UNAVAILABLE with a `retry-after` trailer) and the same message;
 ModelInfer's trailers carry `x-request-id` (the caller's metadata, or a fresh one).
 `dwserve_requests_total{status}` records the REST status code, so dashboards and alerts
-count both front ends alike.
+count both front ends alike: a call that ends before its answer (the client's deadline or a
+cancel: DEADLINE_EXCEEDED / CANCELLED at the client) is 499, never a 5xx; its latency is
+dwserve_request_duration_seconds{route="infer"}.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from .errors import ServiceError, error_response
 from .grpc_codec import decode_request, encode_response
 from .handlers.tensor import server_timing
 from .infer import check_version
-from .middleware import bearer_matches, request_id_of
+from .middleware import CLIENT_CLOSED, bearer_matches, observed_latency, request_id_of
 from .triton_ext import (EXTENSIONS, metadata_of, model_config, model_stats, repository_index,
                          repository_load, repository_unload, to_proto)
 
@@ -166,6 +168,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             response = encode_response(name, decoded.id, decoded.impl, handler.output_arrays(decoded, result))
             status = 200
             return response, result
+        except asyncio.CancelledError:
+            # The call ended under us: the client's deadline passed or it cancelled (grpc.aio
+            # cancels the handler). Not an Exception, and not a server error: 499 as REST's.
+            status = CLIENT_CLOSED
+            raise
         except Exception as exc:
             known = error_response(exc)   # (the caller logs an unexpected one, once)
             status = known[0] if known is not None else 500
@@ -173,7 +180,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         finally:
             metrics.inflight.labels(label).dec()
             metrics.requests.labels(label, impl, str(status)).inc()
-            metrics.request_duration.labels(label, impl).observe(time.perf_counter() - t0)
+            if observed_latency(status):
+                metrics.request_duration.labels(label, impl, "infer").observe(time.perf_counter() - t0)
 
     async def ModelInfer(self, request, context):
         request_id = request_id_of(dict(context.invocation_metadata() or ()))   # as REST's X-Request-ID

@@ -3,7 +3,11 @@
 
 Base units (seconds), histograms everywhere a distribution matters so replicas aggregate.
 Labels stay bounded: `model` is a served model name (or "unknown"), `impl` one of IMPLS or
-"auto", `status` an HTTP status code, `kind` "aten_ops" or "cuda_kernels".
+"auto", `status` an HTTP status code (499: the client closed the request before its answer),
+`kind` "aten_ops" or "cuda_kernels", and `route` (request_duration only) one of ROUTES:
+"infer" (OIP REST and gRPC), "classify" (/v1/classify), "generate" (every generation route,
+streamed or not). Generations take seconds by nature; the route keeps them out of the one-shot
+latency SLO, which reads route="infer"|"classify" (theirs is time_to_first_token).
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25,
                    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+ROUTES = ("infer", "classify", "generate")
 
 
 class ServiceMetrics:
@@ -24,8 +29,10 @@ class ServiceMetrics:
         self.requests = Counter("dwserve_requests_total", "Inference requests by HTTP status code.",
                                 ["model", "impl", "status"], registry=r)
         self.request_duration = Histogram(
-            "dwserve_request_duration_seconds", "End-to-end request latency inside the server.",
-            ["model", "impl"], buckets=LATENCY_BUCKETS, registry=r)
+            "dwserve_request_duration_seconds",
+            "End-to-end latency inside the server of requests served (2xx) or failed (5xx but 503); "
+            "route: infer, classify or generate.",
+            ["model", "impl", "route"], buckets=LATENCY_BUCKETS, registry=r)
         self.queue_duration = Histogram(
             "dwserve_queue_duration_seconds", "Time a request waited in the batching queue.",
             ["model"], buckets=LATENCY_BUCKETS, registry=r)

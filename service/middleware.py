@@ -7,12 +7,18 @@
 3. X-Request-ID: the client's (a printable token of <= 128 characters) or a fresh one, on
    every response and in every logged error; X-Depthwise-Impl on inference responses: the
    policy the request ran under (the metrics' impl label);
-4. per-request metrics for inference routes: inflight gauge, requests_total{status},
-   request_duration. Labels come from the path; handlers refine `impl` by setting
-   scope["state"]["dw_impl"] once the request's impl is known;
+4. per-request metrics for inference routes (POST only: a GET/PUT/OPTIONS on /infer is a 405
+   of no model's and is not metered): inflight gauge, requests_total{status},
+   request_duration{route}. Labels come from the path; handlers refine `impl` by setting
+   scope["state"]["dw_impl"] once the request's impl is known. A client that goes away
+   before it is answered (mid-upload, or while its request waits) is status 499 ("client
+   closed request", nginx's code), never a 5xx: the 5xx alerts must not page on clients;
+   see `observed_latency` for which statuses the latency histogram takes;
 5. POST /v2/models/{m}/infer is answered here, from the buffered body, by the same
    function the FastAPI route runs (service/infer.py says why); errors map through
-   errors.error_response like the app's exception handlers.
+   errors.error_response like the app's exception handlers;
+6. HEAD is GET without the body (RFC 9110), for every GET route: load balancers probe
+   /v2/health/live and /v2/health/ready with HEAD.
 """
 from __future__ import annotations
 
@@ -30,8 +36,22 @@ log = logging.getLogger("dwserve.app")
 
 _INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 # Every /v2 route metered per model: OIP infer and Triton's generate extension.
-_MODEL_ROUTE = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/(?:infer|generate|generate_stream)$")
+_MODEL_ROUTE = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/(infer|generate|generate_stream)$")
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")   # printable ASCII, no spaces
+_GENERATE_PATHS = ("/v1/generate", "/v1/completions", "/v1/chat/completions")
+CLIENT_CLOSED = 499   # nginx's "client closed request": the client gave up, not a server error
+
+
+def observed_latency(status: int) -> bool:
+    """Whether a request's time goes into dwserve_request_duration_seconds (it is counted in
+    dwserve_requests_total{status} either way). Rejections are left out: a 4xx (bad input,
+    auth, size: answered before any model work), a 499 (the client gave up: its time is
+    when it left, not how long the answer took) and a 503 (queue full, loading, draining:
+    shed in microseconds) would each pull the latency quantiles, and so the p99 SLO, down by
+    being fast exactly when the service is in trouble. Every 503 (a request timeout too) is
+    still in requests_total, where DwserveQueueSaturated pages at a 1% ratio: the same tail
+    the p99 SLO watches. Served requests (2xx) and server failures (other 5xx) are observed."""
+    return not (400 <= status < 500 or status == 503)
 
 
 def bearer_matches(authorization: str, key: str) -> bool:
@@ -60,18 +80,25 @@ class GuardMiddleware:
     def __init__(self, app, service):
         self.app, self.service = app, service
 
-    def _route_model(self, path: str):
-        """-> model label for inference routes, else None."""
+    def _route_model(self, method: str, path: str):
+        """-> (model label, route label) for a metered inference request, else (None, None).
+        Every inference route serves POST only; another method gets the router's 405 and is
+        no model's request. route (dwserve_request_duration_seconds's label): "infer" (OIP),
+        "classify", or "generate" (every generation route, streamed or not: seconds by nature,
+        kept apart from the one-shot routes' latency SLO)."""
+        if method != "POST":
+            return None, None
         svc = self.service
         match = _MODEL_ROUTE.match(path)
         if match:
             name = match.group(1)
-            return name if name in svc.model_names else "unknown"
+            return (name if name in svc.model_names else "unknown"), \
+                ("infer" if match.group(2) == "infer" else "generate")
         if path == "/v1/classify":
-            return svc.classify_model or "unknown"
-        if path in ("/v1/generate", "/v1/completions", "/v1/chat/completions"):
-            return svc.generate_model or "unknown"
-        return None
+            return svc.classify_model or "unknown", "classify"
+        if path in _GENERATE_PATHS:
+            return svc.generate_model or "unknown", "generate"
+        return None, None
 
     async def _infer(self, match, headers, body, state, send, reject):
         try:
@@ -92,10 +119,14 @@ class GuardMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         settings = self.service.settings
-        model = self._route_model(scope["path"])
+        head = scope["method"] == "HEAD"
+        if head:   # answered as GET, body dropped below (Content-Length stays GET's, as RFC 9110 allows)
+            scope = {**scope, "method": "GET"}
+        model, route = self._route_model(scope["method"], scope["path"])
         state = scope.setdefault("state", {})
         state["dw_impl"] = settings.depthwise_impl
-        status_box = [500]
+        status_box = [None]        # the response's status once it starts
+        disconnected = [False]     # the client went away (http.disconnect seen)
         t0 = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = state["request_id"] = request_id_of(headers)
@@ -110,7 +141,15 @@ class GuardMiddleware:
                 if model is not None:   # inference routes: the depthwise policy the request ran under
                     extra.append((b"x-depthwise-impl", str(state.get("dw_impl", settings.depthwise_impl)).encode()))
                 message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             await send(message)
+
+        async def receive_watched():
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected[0] = True
+            return message
 
         async def reject(status, message, headers=()):
             start, body = _json_response(status, message, headers)
@@ -132,9 +171,9 @@ class GuardMiddleware:
                         return await reject(413, f"body is {declared} bytes; the limit is {limit} (DWSERVE_MAX_BODY_BYTES)")
                 chunks, size = [], 0
                 while True:
-                    message = await receive()
+                    message = await receive_watched()
                     if message["type"] == "http.disconnect":
-                        return  # client went away mid-upload; nothing to answer
+                        return  # client went away mid-upload (499 below); nothing to answer
                     chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > limit:
@@ -152,13 +191,16 @@ class GuardMiddleware:
                     if not replayed:
                         replayed = True
                         return {"type": "http.request", "body": body, "more_body": False}
-                    return await receive()  # afterwards: disconnect notifications (SSE)
+                    return await receive_watched()  # afterwards: disconnect notifications (SSE)
 
                 return await self.app(scope, replay, send_wrapped)
-            return await self.app(scope, receive, send_wrapped)
+            return await self.app(scope, receive_watched, send_wrapped)
         finally:
             if model is not None:
+                # No response started: the client left (499), or nothing answered it (500).
+                status = status_box[0] or (CLIENT_CLOSED if disconnected[0] else 500)
                 impl = state.get("dw_impl", settings.depthwise_impl)
                 metrics.inflight.labels(model).dec()
-                metrics.requests.labels(model, impl, str(status_box[0])).inc()
-                metrics.request_duration.labels(model, impl).observe(time.perf_counter() - t0)
+                metrics.requests.labels(model, impl, str(status)).inc()
+                if observed_latency(status):
+                    metrics.request_duration.labels(model, impl, route).observe(time.perf_counter() - t0)

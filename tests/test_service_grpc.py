@@ -270,6 +270,28 @@ def test_a_client_deadline_drops_its_queued_request():
             assert all(f.result()[0] == "StatusCode.DEADLINE_EXCEEDED" for f in late)
         time.sleep(0.5)   # time for a wrongly kept job to run
         assert _forwards(url, "mobilenet_v2") - before == 1
+        # The three that gave up are 499s (client closed), not 500s the 5xx alerts would read,
+        # and their wait is not a latency observation.
+        text = httpx.get(f"{url}/metrics").text
+        assert 'dwserve_requests_total{impl="auto",model="mobilenet_v2",status="499"} 3.0' in text
+        assert 'status="500"' not in text
+        assert 'dwserve_request_duration_seconds_count{impl="auto",model="mobilenet_v2",route="infer"} 1.0' in text
+
+
+def test_a_short_client_timeout_is_499():
+    """tritonclient's client_timeout=0.05 on a 0.3 s forward: DEADLINE_EXCEEDED at the client,
+    status 499 in the metrics (asyncio.CancelledError is not an Exception)."""
+    with grpc_server(delay_s=0.3) as (target, url, _):
+        x = _image(np.random.default_rng())
+        code, _ = _code_and_message(lambda: _infer(gc.InferenceServerClient(target), "mobilenet_v2", x,
+                                                   client_timeout=0.05))
+        assert code == "StatusCode.DEADLINE_EXCEEDED"
+        deadline = time.time() + 5
+        while time.time() < deadline and 'status="499"' not in httpx.get(f"{url}/metrics").text:
+            time.sleep(0.05)
+        text = httpx.get(f"{url}/metrics").text
+        assert 'dwserve_requests_total{impl="auto",model="mobilenet_v2",status="499"} 1.0' in text
+        assert 'status="500"' not in text and 'dwserve_inflight_requests{model="mobilenet_v2"} 0.0' in text
 
 
 # --- Triton's model-configuration and statistics extensions -----------------------------------
