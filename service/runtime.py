@@ -5,8 +5,13 @@ requests along dim 0, runs ONE `ServedModel.forward` under `use_impl(impl)` and 
 the outputs back. Around that forward it keeps the before/after metrics honest:
   compute time        every forward (device-synchronised)
   depthwise time      every `depthwise_sample_every`-th forward, under depthwise_timer()
-  launches/forward    count_launches on warm-up, on a new (impl, batch shape), and every
-                      `launch_recount_every` forwards; kernel_launches_total += last count
+  launches/forward    count_launches on warm-up, on a new shape class (impl, rows, each
+                      other dim rounded up to a power of two: lfm2's sequence length must not
+                      make every new length a counted forward), and every
+                      `launch_recount_every` forwards; kernel_launches_total += last count.
+                      A counted forward runs under the counter (2-3x slower on per_group), so
+                      its time is NOT observed in compute/depthwise duration: it would bias
+                      before/after towards whichever variant saw more new shapes
 The model hooks (use_impl, count_launches, depthwise_timer) are injected so the service can
 be unit-tested with a fake model; production uses `default_hooks()` from `models`.
 """
@@ -75,7 +80,7 @@ class ModelRuntime:
         self.device = torch.device(getattr(served, "device", "cpu"))
         self.ready = False
         self._forwards = 0
-        self._launches: dict[tuple, dict[str, int]] = {}   # (impl, batch signature) -> {kind: count}
+        self._launches: dict[tuple, dict[str, int]] = {}   # shape_class(...) -> {kind: count}
         self._last_count_at: dict[str, int] = {}           # impl -> forward index of last count
         self.batcher = Batcher(self.name, self._run_batch, max_batch_size=settings.max_batch_size,
                                max_delay_s=settings.max_queue_delay_ms / 1000.0,
@@ -175,14 +180,25 @@ class ModelRuntime:
             start += rows
         return results
 
+    @staticmethod
+    def shape_class(impl: str, batch: dict[str, torch.Tensor]) -> tuple:
+        """What a launch count is kept per: impl, rows, and every other dim rounded up to a
+        power of two. Launches per forward depend on the layers, not on a sequence length, except
+        where `auto` switches path at a size threshold; a class per doubling catches those while
+        bounding counted forwards to ~log2(max length) per (impl, rows) instead of one per length."""
+        def bucket(d: int) -> int:
+            return 1 << max(0, int(d) - 1).bit_length()
+        return (impl, tuple((n, t.shape[0], tuple(bucket(d) for d in t.shape[1:])) for n, t in sorted(batch.items())))
+
     def forward(self, batch: dict[str, torch.Tensor], impl: str) -> dict[str, torch.Tensor]:
         """One measured forward on the model thread (also used by warm-up)."""
         self._forwards += 1
         rows = next(iter(batch.values())).shape[0]
-        signature = (impl, tuple((n, tuple(t.shape)) for n, t in sorted(batch.items())))
+        signature = self.shape_class(impl, batch)
         recount = (signature not in self._launches
                    or self._forwards - self._last_count_at.get(impl, 0) >= self.settings.launch_recount_every)
-        sample = self._forwards % self.settings.depthwise_sample_every == 0
+        # A counted forward is not timed (see the module docstring), so no depthwise sample either.
+        sample = not recount and self._forwards % self.settings.depthwise_sample_every == 0
         result: dict[str, Any] = {}
 
         def run():
@@ -199,7 +215,9 @@ class ModelRuntime:
                 _sync(self.device)
             elapsed = time.perf_counter() - t0
         m, name = self.metrics, self.name
-        m.compute_duration.labels(name, impl).observe(elapsed)
+        compute = m.compute_duration.labels(name, impl)   # the series exists from the first forward
+        if not recount:
+            compute.observe(elapsed)
         m.batch_size.labels(name).observe(rows)
         if sample and timer is not None:
             m.depthwise_duration.labels(name, impl).observe(timer.seconds)

@@ -1,10 +1,17 @@
 """service.compute.ComputeThread: every call on one OS thread, results and errors back to
-the caller, re-entrant from that thread, and the real service runs its forwards there."""
+the caller, re-entrant from that thread, and the real service runs its forwards there; and
+ModelRuntime.forward's launch counting: once per shape class, never inside compute time."""
 import threading
+import time
 
 import pytest
+import torch
 
 from service.compute import ComputeThread
+from service.metrics import ServiceMetrics
+from service.runtime import ModelRuntime
+from service.settings import Settings
+from service.testing import fake_hooks, fake_models
 
 
 def test_calls_from_many_threads_run_on_one_thread():
@@ -113,3 +120,69 @@ def test_other_models_run_between_the_tokens_of_a_generation():
         assert {ident for ident, _ in tokens} == {compute_ident}
     finally:
         svc.stop()
+
+
+# --- ModelRuntime.forward: launch counting, bounded and kept out of the timed forward ---------
+
+def _value(runtime_metrics, name: str, **labels) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+    want = set(labels.items())
+    return sum(s.value for fam in text_string_to_metric_families(runtime_metrics.render().decode())
+               for s in fam.samples if s.name == name and want <= set(s.labels.items()))
+
+
+class _CountingHooks:
+    """fake_hooks whose count_launches also sleeps (a counted forward is slow, as the profiler's
+    is) and records each call."""
+
+    def __init__(self, slow_s=0.05):
+        self.base, self.calls, self.slow_s = fake_hooks(), 0, slow_s
+        self.use_impl, self.depthwise_timer, self.impls = self.base.use_impl, self.base.depthwise_timer, self.base.impls
+
+    def count_launches(self, fn, *args, **kwargs):
+        self.calls += 1
+        time.sleep(self.slow_s)
+        return self.base.count_launches(fn, *args, **kwargs)
+
+
+def _runtime(hooks, **settings):
+    served = fake_models()["lfm2"]
+    metrics = ServiceMetrics()
+    return ModelRuntime(served, Settings(**settings), metrics, hooks), metrics
+
+
+def test_launch_recount_is_per_shape_class_not_per_length():
+    hooks = _CountingHooks(slow_s=0.0)
+    rt, metrics = _runtime(hooks)
+    for length in range(5, 17):            # 12 lengths, two classes: <= 8 and <= 16
+        rt.forward({"input_ids": torch.ones(1, length, dtype=torch.int64)}, "per_group")
+    assert hooks.calls == 2
+    rt.forward({"input_ids": torch.ones(2, 9, dtype=torch.int64)}, "per_group")    # new rows
+    rt.forward({"input_ids": torch.ones(1, 9, dtype=torch.int64)}, "native")       # new impl
+    assert hooks.calls == 4
+    # every forward still adds its class's count to the total
+    assert _value(metrics, "dwserve_kernel_launches_total", impl="per_group", kind="aten_ops") == 13 * 100
+
+
+def test_a_counted_forward_is_not_observed_in_compute_time():
+    hooks = _CountingHooks(slow_s=0.2)
+    rt, metrics = _runtime(hooks, depthwise_sample_every=1)
+    batch = {"input_ids": torch.ones(1, 4, dtype=torch.int64)}
+    rt.forward(batch, "per_group")          # counted (new class): slow, not timed
+    for _ in range(3):
+        rt.forward(batch, "per_group")      # timed
+    assert hooks.calls == 1
+    assert _value(metrics, "dwserve_compute_duration_seconds_count", impl="per_group") == 3
+    assert _value(metrics, "dwserve_compute_duration_seconds_sum", impl="per_group") < 0.2
+    assert _value(metrics, "dwserve_depthwise_duration_seconds_count", impl="per_group") == 3
+    assert _value(metrics, "dwserve_batch_size_count") == 4                  # every forward's rows
+
+
+def test_periodic_recount_is_not_timed_either():
+    hooks = _CountingHooks(slow_s=0.0)
+    rt, metrics = _runtime(hooks, launch_recount_every=3)
+    batch = {"input_ids": torch.ones(1, 4, dtype=torch.int64)}
+    for _ in range(7):                      # counted at forwards 1, 4, 7
+        rt.forward(batch, "auto")
+    assert hooks.calls == 3
+    assert _value(metrics, "dwserve_compute_duration_seconds_count", impl="auto") == 4
