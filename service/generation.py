@@ -8,25 +8,34 @@ made at warm-up and kept). A step admits what fits (one prefill for all that fit
 decodes one token for every live sequence; a finished one leaves at once and frees its row.
 Engines of different policies take turns, a step each.
 
+Each engine holds a full cache (capacity x max_length), so besides the default policy's at
+most OTHER_ENGINES more are live: a request of yet another policy waits ("parked", first
+come first served) until one of them is idle and dropped. The cached rows thus stay within
+(1 + OTHER_ENGINES) x --max-decode-batch, whatever `depthwise_impl` clients send.
+
 Every model step runs on the compute thread (ModelRuntime.on_compute), one step at a time,
 so /v2 infer batches of any model run between generation steps, and no two threads ever
 touch the model. Events go back to each request through its callback:
   ("token", id) per generated token, then ("done", finish_reason) or ("error", exception).
 
 Invariants: every submitted sequence gets exactly one "done" or "error"; at most
-`max_queue_size` sequences wait for a row (then QueueFull -> 503); `stop()` drains: what
-was accepted finishes, nothing new is accepted (BatcherStopped -> 503).
+`max_queue_size` sequences wait beyond the rows free for them (then QueueFull -> 503): on
+an idle server a request of up to capacity + max_queue_size sequences is accepted, one of
+more never (ValueError -> 400). `reserved(n, impl)` accepts a request's n sequences all or
+none. `stop()` drains: what was accepted finishes, nothing new is accepted (BatcherStopped -> 503).
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from .batching import BatcherStopped, QueueFull
+from .generation_room import OTHER_ENGINES, RESERVATION, Reservation, would_queue
 
 log = logging.getLogger("dwserve.generation")
 
@@ -49,7 +58,11 @@ class GenerationScheduler:
         self.capacity, self.max_length, self.prefill_chunk = capacity, max_length, prefill_chunk
         self._cond = threading.Condition()
         self._incoming: collections.deque[Ticket] = collections.deque()
-        self._engines: dict[str, Any] = {}               # impl -> engine (ContinuousBatch)
+        self._parked: collections.deque[Ticket] = collections.deque()   # waiting for an engine
+        self._reserved: list[Reservation] = []
+        # impl -> engine (ContinuousBatch). Replaced, never changed in place: the event loop
+        # reads it (admission) while the scheduler thread makes and drops engines.
+        self._engines: dict[str, Any] = {}
         self._tickets: dict[str, dict[Any, Ticket]] = {}  # impl -> {sequence: ticket}
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name=f"dwserve-generate-{runtime.name}",
@@ -57,18 +70,45 @@ class GenerationScheduler:
 
     # --- request side (event loop) ----------------------------------------------------------
     def submit(self, seq, impl: str, emit: Emit) -> Ticket:
-        """Queue a sequence; raises QueueFull when max_queue_size wait already, BatcherStopped
-        when the server is draining."""
+        """Queue a sequence; raises QueueFull when max_queue_size would wait beyond the free
+        rows, BatcherStopped when the server is draining. Inside `reserved(n, impl)` it takes
+        one of the n places reserved (no check: the request was admitted as a whole)."""
         with self._cond:
             if self._stopping:
                 raise BatcherStopped(f"model {self.rt.name!r} is shutting down")
-            if self.waiting >= self.rt.settings.max_queue_size:
-                raise QueueFull(f"model {self.rt.name!r}: {self.waiting} generations wait for a row "
-                                f"(max_queue_size={self.rt.settings.max_queue_size}); retry later")
+            held = RESERVATION.get()
+            if held is not None and held.scheduler is self and held.impl == impl and held.left > 0:
+                held.left -= 1
+            else:
+                self._check_room(impl, 1)
             ticket = Ticket(seq, impl, emit)
             self._incoming.append(ticket)
             self._cond.notify()
         return ticket
+
+    @contextlib.contextmanager
+    def reserved(self, n: int, impl: str) -> Iterator[Reservation]:
+        """Admit a request's n sequences all or none: QueueFull (nothing taken) unless all fit
+        now, ValueError when n can never fit. The submits made inside (also in tasks started
+        inside) use the places; what is left unused is released on exit."""
+        limit = self.rt.settings.max_queue_size
+        if n > self.capacity + limit:
+            raise ValueError(f"n: {n} sequences can never be admitted together: the server decodes "
+                             f"{self.capacity} at once (--max-decode-batch) and queues {limit} more "
+                             f"(--max-queue-size); ask for n <= {self.capacity + limit} or raise those limits")
+        with self._cond:
+            if self._stopping:
+                raise BatcherStopped(f"model {self.rt.name!r} is shutting down")
+            self._check_room(impl, n)
+            held = Reservation(self, impl, n)
+            self._reserved.append(held)
+        token = RESERVATION.set(held)
+        try:
+            yield held
+        finally:
+            RESERVATION.reset(token)
+            with self._cond:
+                self._reserved.remove(held)
 
     def cancel(self, ticket: Ticket) -> None:
         """The client left, hit a stop string or timed out: the sequence ends before the next
@@ -79,8 +119,31 @@ class GenerationScheduler:
 
     @property
     def waiting(self) -> int:
-        """Sequences accepted but without a row yet."""
-        return len(self._incoming) + sum(len(e.waiting) for e in list(self._engines.values()))
+        """Sequences accepted (or reserved) but without a row yet."""
+        with self._cond:
+            return sum(self._pending().values())
+
+    def _pending(self) -> collections.Counter:
+        """impl -> sequences without a row: submitted, parked, in an engine's queue, reserved.
+        Under self._cond (which guards _incoming, _parked and _reserved)."""
+        pending = collections.Counter(t.impl for t in (*self._incoming, *self._parked))
+        for impl, engine in self._engines.items():
+            pending[impl] += len(engine.waiting)
+        for held in self._reserved:
+            pending[held.impl] += held.left
+        return pending
+
+    def _check_room(self, impl: str, n: int) -> None:
+        """QueueFull unless, with n more sequences of `impl`, at most max_queue_size wait
+        beyond the rows free for them. Counting only what would really queue is what lets an
+        idle server take a burst (or an n-choice request) as large as its free rows."""
+        pending = self._pending()
+        pending[impl] += n
+        queued = would_queue(pending, self._engines, self.rt.settings.depthwise_impl, self.capacity)
+        limit = self.rt.settings.max_queue_size
+        if queued > limit:
+            raise QueueFull(f"model {self.rt.name!r}: {queued} generations would wait for a row "
+                            f"(max_queue_size={limit}); retry later")
 
     # --- lifecycle ----------------------------------------------------------------------------
     def warmup(self) -> None:
@@ -113,26 +176,51 @@ class GenerationScheduler:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._incoming and not self._busy() and not self._stopping:
+                # Parked tickets wait for a busy engine to end (or, after a failed step, for
+                # none to be busy: then they get one at once), so they need no wake-up of their own.
+                while not self._incoming and not self._parked and not self._busy() and not self._stopping:
                     self._cond.wait()
-                if self._stopping and not self._incoming and not self._busy():
+                if self._stopping and not self._incoming and not self._parked and not self._busy():
                     return
-                new = list(self._incoming)
+                self._parked.extend(self._incoming)
                 self._incoming.clear()
+                new = self._unpark()
             try:
                 for ticket in new:
                     self._enter(ticket)
                 for impl in [i for i, e in self._engines.items() if e.busy]:
                     self._step(impl)
-                for impl in [i for i, e in self._engines.items() if not e.busy]:
-                    if impl != self.rt.settings.depthwise_impl:   # others' caches go when idle
-                        del self._engines[impl]
+                default = self.rt.settings.depthwise_impl   # others' caches go when idle
+                self._engines = {i: e for i, e in self._engines.items() if e.busy or i == default}
             except Exception as exc:  # noqa: BLE001 - a bug here must not leave requests hanging
                 log.exception("generation scheduler: failing the generations in flight")
                 for ticket in [t for tickets in self._tickets.values() for t in tickets.values()]:
                     ticket.emit(("error", exc))
                 self._tickets.clear()
-                self._engines.clear()
+                self._engines = {}
+
+    def _unpark(self) -> list[Ticket]:
+        """The parked tickets that may enter an engine now, in order (under self._cond): the
+        default policy's always; another's while its engine is live or one may be made, and
+        only until one of them must wait, so a busy policy's newcomers queue behind a waiting
+        policy's request instead of keeping their engine busy (and the other out) for ever.
+        A cancelled ticket leaves without an engine."""
+        default = self.rt.settings.depthwise_impl
+        others = {i for i in self._engines if i != default}   # all busy: idle ones were dropped
+        go, stay, blocked = [], collections.deque(), False
+        for ticket in self._parked:
+            if ticket.seq.cancelled:
+                ticket.emit(("done", "cancelled"))
+            elif ticket.impl == default:
+                go.append(ticket)
+            elif not blocked and (ticket.impl in others or len(others) < OTHER_ENGINES):
+                others.add(ticket.impl)
+                go.append(ticket)
+            else:
+                blocked = True
+                stay.append(ticket)
+        self._parked = stay
+        return go
 
     def _on_compute(self, impl: str, fn: Callable[[], Any]) -> Any:
         with self.rt.hooks.use_impl(impl):       # a contextvar: on_compute carries it over
@@ -144,7 +232,7 @@ class GenerationScheduler:
             engine = self._on_compute(impl, lambda: self.lm.continuous_batch(
                 self.capacity, self.max_length, prefill_chunk=self.prefill_chunk,
                 prefix_cache=self._prefix_cache()))
-            self._engines[impl] = engine
+            self._engines = {**self._engines, impl: engine}
             mib = getattr(engine, "cache_bytes", 0) / 2**20
             log.info("generation engine for impl %s: %d rows x %d tokens, cache %.0f MiB "
                      "(--max-decode-batch x --max-sequence-length)", impl, self.capacity, self.max_length, mib)
@@ -179,7 +267,7 @@ class GenerationScheduler:
             for ticket in tickets.values():
                 ticket.emit(("error", exc))
             tickets.clear()
-            del self._engines[impl]
+            self._engines = {i: e for i, e in self._engines.items() if i != impl}
             return
         m = self.rt.metrics
         if out:

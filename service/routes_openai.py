@@ -3,13 +3,15 @@
 the model's chat template) and `GET /v1/models`. Same limits, validation, continuous batching
 and metrics as /v1/generate (schemas_openai.py maps the request).
 
-`n` choices are n sequences of the continuous batch, submitted together (one prefill group
-when rows are free), each with its own sampler: seed + i for choice i when a seed is given.
+`n` choices are n sequences of the continuous batch, admitted all or none and submitted
+together (one prefill group when rows are free), each with its own sampler: seed + i for
+choice i when a seed is given.
 Streamed, their chunks interleave as tokens come, each naming its choice `index`.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 import uuid
@@ -133,8 +135,12 @@ async def _start(request: Request, body, make_request, generate: bool = True):
     except ValidationError as exc:
         raise ValueError(f"invalid request: {exc.errors()[0].get('msg')}") from None
     request.state.dw_impl = plans[0].impl
-    streams = [handler.events(plan) if generate else _nothing(plan) for plan in plans]
-    firsts = await first_events(request, streams)
+    # The n choices are admitted all or none (a 503 or, if n can never fit, a 400), so a
+    # request never holds some rows while its other choices are refused.
+    room = handler.scheduler.reserved(len(plans), plans[0].impl) if generate else contextlib.nullcontext()
+    with room:
+        streams = [handler.events(plan) if generate else _nothing(plan) for plan in plans]
+        firsts = await first_events(request, streams)
     return handler, plans, streams, firsts
 
 

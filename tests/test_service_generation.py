@@ -176,7 +176,7 @@ def test_an_error_in_the_scheduler_itself_fails_requests_instead_of_hanging_them
     assert r.status_code == 200 and r.json()["text"] == "bcd"
 
 
-def test_policies_get_their_own_engines_and_take_turns(serve):
+def test_policies_get_their_own_engines(serve):
     client, lm, scheduler = serve(max_decode_batch=4, token_delay_s=0.01)
     with ThreadPoolExecutor(4) as pool:
         replies = list(pool.map(

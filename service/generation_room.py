@@ -1,0 +1,49 @@
+"""Admission arithmetic of the GenerationScheduler (service/generation.py): how many
+sequences would wait beyond the decode rows free for them, and the reservation that admits
+a request's n sequences all or none."""
+from __future__ import annotations
+
+import collections
+import contextvars
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+OTHER_ENGINES = 1   # live engines besides the default policy's (each holds a full cache)
+
+
+@dataclass(eq=False)
+class Reservation:
+    """Room taken for `left` more sequences of one request (GenerationScheduler.reserved)."""
+    scheduler: Any
+    impl: str
+    left: int
+
+
+# The reservation of the request being submitted. GenerateHandler.events submits each choice
+# from inside its own generator (one task per choice), so it travels as a contextvar, which
+# asyncio copies into every task started under it, rather than as an argument.
+RESERVATION: contextvars.ContextVar[Optional[Reservation]] = contextvars.ContextVar(
+    "dwserve_generation_reservation", default=None)
+
+
+def free_rows(engine) -> int:
+    """Rows no sequence holds (a joining group's are held: its prefill is under way)."""
+    return max(0, engine.capacity - len(engine.rows) - len(getattr(engine, "joining", ())))
+
+
+def would_queue(pending: collections.Counter, engines: Mapping[str, Any], default: str, capacity: int) -> int:
+    """Sequences that would wait for a row: per policy, its pending ones (without a row yet)
+    beyond its engine's free rows. A policy without an engine gets all `capacity` rows if its
+    engine can be made now (the default's always can; others while fewer than OTHER_ENGINES
+    are live), else none: it is parked until an engine is dropped."""
+    slots = OTHER_ENGINES - sum(1 for impl in engines if impl != default)
+    queued = 0
+    for impl, count in pending.items():
+        if impl in engines:
+            free = free_rows(engines[impl])
+        elif impl == default or slots > 0:
+            free, slots = capacity, slots - (impl != default)
+        else:
+            free = 0
+        queued += max(0, count - free)
+    return queued
