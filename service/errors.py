@@ -29,6 +29,18 @@ def validation_message(errors: list[dict], limit: int = 5) -> str:
                      for e in errors[:limit])
 
 
+def http_error(exc) -> tuple[int, str, dict[str, str]]:
+    """(status, message, headers) for a Starlette/FastAPI HTTPException. FastAPI turns a JSON
+    body it cannot decode as text (invalid UTF-8) into a bare 400 "There was an error parsing
+    the body"; its cause says which byte, so the message does."""
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        byte = cause.object[cause.start:cause.start + 1].hex()
+        return exc.status_code, (f"request body: expected UTF-8 JSON; byte 0x{byte} at offset {cause.start} is "
+                                 f"not valid {cause.encoding.upper()} ({cause.reason})"), {}
+    return exc.status_code, str(exc.detail), dict(getattr(exc, "headers", None) or {})
+
+
 def error_response(exc: BaseException) -> Optional[tuple[int, str, dict[str, str]]]:
     """(status, message, headers) a request error is answered with, or None for an
     unexpected exception (a 500, logged). One table for the FastAPI exception handlers and

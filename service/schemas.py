@@ -5,9 +5,10 @@ documenting /openapi.json. Field names follow the OIP v2 REST spec exactly.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from pydantic_core import PydanticCustomError
 
 from .codec import DTYPES
 
@@ -116,25 +117,61 @@ class RepositoryModelRequest(BaseModel):
 ImplName = Literal["auto", "per_group", "slice_sum", "compiled", "fused", "native"]
 
 
+def _not_bool(value: Any) -> Any:
+    """pydantic's lax int/float take true/false as 1/0; JSON booleans are not numbers."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("number_not_bool", "expected a number, got {value}", {"value": str(value).lower()})
+    return value
+
+
+def _not_bool_token(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise PydanticCustomError("token_id_not_bool", "token ids must be integers, got {value}",
+                                  {"value": str(value).lower()})
+    return value
+
+
+def _unicode_text(value: str) -> str:
+    """Text the tokenizer can encode: JSON's \\ud800-style escapes can carry half of a UTF-16
+    surrogate pair, which is no character (UTF-8 cannot encode it)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PydanticCustomError(
+            "lone_surrogate", "expected valid Unicode text; {escape} at index {index} is a lone UTF-16 surrogate "
+            "(escape a character outside the BMP as both halves of its pair, or send it as UTF-8)",
+            {"escape": f"\\u{ord(value[exc.start]):04x}", "index": exc.start}) from None
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
+TokenId = Annotated[int, BeforeValidator(_not_bool_token)]
+Text = Annotated[str, AfterValidator(_unicode_text)]
+# /v1/generate and the generate extension: floats finite (NaN passed `le=100` as "not <= 100"),
+# true/false no number, text valid Unicode.
+_GENERATE_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
 class GenerateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    prompt: Optional[str] = Field(None, description="text prompt; give this or input_ids")
-    input_ids: Optional[list[int]] = Field(None, description="token ids; give this or prompt")
-    max_new_tokens: int = Field(32, ge=1)
-    temperature: float = Field(0.0, ge=0.0, le=100.0, description="0 = greedy")
-    top_k: Optional[int] = Field(None, ge=1)
-    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
-    seed: Optional[int] = Field(None, ge=0, le=2**63 - 1)
-    stop: Optional[Union[str, list[str]]] = Field(None, description="stop strings (text)")
+    model_config = _GENERATE_CONFIG
+    prompt: Optional[Text] = Field(None, description="text prompt; give this or input_ids")
+    input_ids: Optional[list[TokenId]] = Field(None, description="token ids; give this or prompt")
+    max_new_tokens: Int = Field(32, ge=1)
+    temperature: Float = Field(0.0, ge=0.0, le=100.0, description="0 = greedy")
+    top_k: Optional[Int] = Field(None, ge=1)
+    top_p: Optional[Float] = Field(None, gt=0.0, le=1.0)
+    seed: Optional[Int] = Field(None, ge=0, le=2**63 - 1)
+    stop: Optional[Union[Text, list[Text]]] = Field(None, description="stop strings (text)")
     ignore_eos: bool = Field(False, description="keep generating past the end-of-sequence token "
                              "(fixed-length outputs for load tests)")
     stream: bool = False
     depthwise_impl: Optional[ImplName] = None
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="subtracted from the logit of every "
+    presence_penalty: Float = Field(0.0, ge=-2.0, le=2.0, description="subtracted from the logit of every "
                                     "token generated so far (OpenAI's)")
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="times how often it was generated")
-    logit_bias: Optional[dict[int, float]] = Field(None, description="token id -> added to its logit, -100..100")
-    logprobs: Optional[int] = Field(None, ge=0, le=20, description="each generated token's log-probability "
+    frequency_penalty: Float = Field(0.0, ge=-2.0, le=2.0, description="times how often it was generated")
+    logit_bias: Optional[dict[int, Float]] = Field(None, description="token id -> added to its logit, -100..100")
+    logprobs: Optional[Int] = Field(None, ge=0, le=20, description="each generated token's log-probability "
                                     "(the model's distribution, before temperature/top-k/top-p) and this many "
                                     "most likely alternatives; streamed, each event carries those of the tokens its text completes")
 
@@ -184,19 +221,19 @@ class TritonGenerateParameters(BaseModel):
     """What a generate request may set, at the top level (TRT-LLM's `max_tokens`,
     `stop_words`, ...) or under `parameters`: the /v1/generate fields by their usual LLM
     backend names."""
-    model_config = ConfigDict(extra="forbid")
-    max_tokens: int = Field(32, ge=1)
-    temperature: float = Field(0.0, ge=0.0, le=100.0, description="0 = greedy")
-    top_k: Optional[int] = Field(None, ge=0, description="0 = off (TRT-LLM's convention)")
-    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
-    seed: Optional[int] = Field(None, ge=0, le=2**63 - 1)
-    random_seed: Optional[int] = Field(None, ge=0, le=2**63 - 1, description="TRT-LLM's name for seed")
-    stop: Optional[Union[str, list[str]]] = None
-    stop_words: Optional[Union[str, list[str]]] = Field(None, description="TRT-LLM's name for stop")
-    bad_words: Optional[Union[str, list[str]]] = Field(None, description="accepted empty only")
+    model_config = _GENERATE_CONFIG
+    max_tokens: Int = Field(32, ge=1)
+    temperature: Float = Field(0.0, ge=0.0, le=100.0, description="0 = greedy")
+    top_k: Optional[Int] = Field(None, ge=0, description="0 = off (TRT-LLM's convention)")
+    top_p: Optional[Float] = Field(None, gt=0.0, le=1.0)
+    seed: Optional[Int] = Field(None, ge=0, le=2**63 - 1)
+    random_seed: Optional[Int] = Field(None, ge=0, le=2**63 - 1, description="TRT-LLM's name for seed")
+    stop: Optional[Union[Text, list[Text]]] = None
+    stop_words: Optional[Union[Text, list[Text]]] = Field(None, description="TRT-LLM's name for stop")
+    bad_words: Optional[Union[Text, list[Text]]] = Field(None, description="accepted empty only")
     ignore_eos: bool = False
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    presence_penalty: Float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: Float = Field(0.0, ge=-2.0, le=2.0)
     stream: Optional[bool] = Field(None, description="ignored: the URL decides (generate or generate_stream)")
     depthwise_impl: Optional[ImplName] = None
 
@@ -204,7 +241,7 @@ class TritonGenerateParameters(BaseModel):
 class TritonGenerateRequest(TritonGenerateParameters):
     """`{"text_input": ..., "parameters": {...}}`; parameters may also sit at the top level."""
     id: Optional[str] = Field(None, max_length=256)
-    text_input: str
+    text_input: Text
     parameters: Optional[TritonGenerateParameters] = None
 
 
