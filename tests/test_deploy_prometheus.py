@@ -69,9 +69,10 @@ def test_rules_cover_the_required_alerts_and_records():
     alerts = {r["alert"]: r for r in rules if "alert" in r}
     records = {r["record"] for r in rules if "record" in r}
     assert {"DwserveLatencySLOBreached", "DwserveErrorRatioHigh", "DwserveQueueSaturated",
-            "DwserveKernelLaunchesPerRequestRising"} <= set(alerts)
+            "DwserveKernelLaunchesPerRequestRising", "DwserveTimeToFirstTokenSLOBreached",
+            "DwserveTargetDown", "DwserveTargetsAbsent", "DwserveVariantGone"} <= set(alerts)
     assert {"dwserve:kernel_launches_per_request:ratio_rate5m", "dwserve:depthwise_share:ratio_rate5m",
-            "dwserve:request_duration_seconds:p99_5m"} <= records
+            "dwserve:request_duration_seconds:p99_5m", "dwserve:time_to_first_token_seconds:p99_5m"} <= records
     for name, rule in alerts.items():
         assert rule["labels"]["severity"] in {"warning", "critical"}, name
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
@@ -81,3 +82,24 @@ def test_rules_use_only_design_metric_names():
     groups = yaml.safe_load(RULES.read_text())["groups"]
     used = set().union(*(metric_names(r["expr"]) for g in groups for r in g["rules"]))
     assert used and used <= DESIGN_METRICS, f"not in DESIGN.md: {sorted(used - DESIGN_METRICS)}"
+
+
+def _rule(groups, name):
+    return next(r for g in groups for r in g["rules"] if r.get("alert") == name or r.get("record") == name)
+
+
+def test_latency_slo_reads_one_shot_routes_and_5xx_alerts_skip_499():
+    """Generations (route="generate") take seconds by design: the p99 SLO reads the one-shot
+    routes only; a client that gave up (499) is no server error."""
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    for name in ("dwserve:request_duration_seconds:p50_5m", "dwserve:request_duration_seconds:p99_5m"):
+        assert 'route=~"infer|classify"' in _rule(groups, name)["expr"], name
+    assert "route" in _rule(groups, "dwserve:request_duration_seconds:p99_5m")["expr"].split("sum by")[1].split(")")[0]
+    assert "dwserve_time_to_first_token_seconds" in _rule(groups, "dwserve:time_to_first_token_seconds:p99_5m")["expr"]
+    for g in groups:
+        for r in g["rules"]:
+            for selector in re.findall(r'status=~?"([^"]+)"', r["expr"]):
+                assert not re.fullmatch(selector, "499") or r.get("alert") is None, (r.get("alert"), selector)
+    # launches are divided by the requests that counted them, not by every 2xx
+    ratio = _rule(groups, "dwserve:kernel_launches_per_request:ratio_rate5m")["expr"]
+    assert "requests_ok" not in ratio and "requests_oneshot" in ratio
