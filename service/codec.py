@@ -145,8 +145,9 @@ def _json_to_array(data: Any, dtype: np.dtype, shape: list[int], name: str) -> n
             lo, hi = float(arr.min()), float(arr.max())
             if not integral or (info.min <= lo and hi <= info.max and lo > -2.0**63):
                 raise CodecError(f"input {name!r}: {datatype} data must be integers, got floats")
-            raise CodecError(f"input {name!r}: values {lo:.0f}..{hi:.0f} out of range for {datatype} "
-                             f"({info.min}..{info.max})")
+            worst = lo if lo < info.min or lo <= -2.0**63 else hi
+            raise CodecError(f"input {name!r}: values out of range for {datatype} ({info.min}..{info.max}): an "
+                             f"integer past it (read as about {worst:.4g})")
         lo, hi = int(arr.min()), int(arr.max())
         if lo < info.min or hi > info.max:
             raise CodecError(f"input {name!r}: values {lo}..{hi} out of range for {datatype}")
