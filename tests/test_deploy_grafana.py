@@ -1,8 +1,11 @@
 """deploy/grafana: the committed dashboard JSON is exactly what deploy/grafana/dashboard.py
-generates, covers the panels the before/after story needs, and every query is well-formed."""
+generates, covers the panels the before/after story needs, every query is well-formed PromQL
+(promtool), and the before/after stats read what they say on known series."""
 import importlib.util
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -64,3 +67,73 @@ def test_provisioning_points_at_the_dashboards_and_prometheus():
     prov = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "dwserve.yml").read_text())
     (provider,) = prov["providers"]
     assert provider["type"] == "file" and provider["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+# --- the queries evaluated by promtool (parse, and the before/after stats on known series) ---
+
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)")
+GRAFANA_VARS = {"$__rate_interval": "5m", "$model": ".*", "$instance": ".*"}
+
+
+def _expr(title: str, ref: str = "A") -> str:
+    panel = next(p for p in panels() if p["title"] == title)
+    expr = next(t["expr"] for t in panel["targets"] if t["refId"] == ref)
+    for var, value in GRAFANA_VARS.items():
+        expr = expr.replace(var, value)
+    return expr
+
+
+def _promtool_test(tmp_path, records: dict[str, str], test: dict) -> subprocess.CompletedProcess:
+    rules = {"groups": [{"name": "dashboard", "rules": [{"record": n, "expr": e} for n, e in records.items()]}]}
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
+    (tmp_path / "test.yml").write_text(yaml.safe_dump({"rule_files": ["rules.yml"], "evaluation_interval": "1m",
+                                                       "tests": [test]}))
+    return subprocess.run([PROMTOOL, "test", "rules", str(tmp_path / "test.yml")], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path)
+
+
+@needs_promtool
+def test_every_dashboard_query_is_valid_promql(tmp_path):
+    records = {f"dashboard:q{i}": e for i, e in enumerate(
+        _expr(p["title"], t["refId"]) for p in panels() for t in p["targets"])}
+    rules = {"groups": [{"name": "dashboard", "rules": [{"record": n, "expr": e} for n, e in records.items()]}]}
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
+    r = subprocess.run([PROMTOOL, "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@needs_promtool
+def test_before_after_stats_read_each_variants_own_impl(tmp_path):
+    """One request overriding depthwise_impl=per_group on the after server leaves a per_group
+    launch gauge (and p99 series) there for good; the stats must still read after = auto."""
+    series = [
+        ('dwserve_kernel_launches_per_forward{variant="before",model="lfm2",impl="per_group",kind="aten_ops",instance="b"}', "4096x10"),
+        ('dwserve_kernel_launches_per_forward{variant="after",model="lfm2",impl="auto",kind="aten_ops",instance="a"}', "16x10"),
+        ('dwserve_kernel_launches_per_forward{variant="after",model="lfm2",impl="per_group",kind="aten_ops",instance="a"}', "4096x10"),
+        ('dwserve:request_duration_seconds:p99_5m{variant="before",model="lfm2",impl="per_group",route="infer"}', "0.8x10"),
+        ('dwserve:request_duration_seconds:p99_5m{variant="after",model="lfm2",impl="auto",route="infer"}', "0.1x10"),
+        ('dwserve:request_duration_seconds:p99_5m{variant="after",model="lfm2",impl="per_group",route="infer"}', "0.9x10"),
+    ]
+    test = {"interval": "1m", "input_series": [{"series": s, "values": v} for s, v in series],
+            "promql_expr_test": [
+                {"expr": "dashboard:launches", "eval_time": "5m",
+                 "exp_samples": [{"labels": 'dashboard:launches{model="lfm2",kind="aten_ops"}', "value": 256}]},
+                {"expr": "dashboard:speedup", "eval_time": "5m",
+                 "exp_samples": [{"labels": 'dashboard:speedup{model="lfm2",route="infer"}', "value": 8}]}]}
+    r = _promtool_test(tmp_path, {"dashboard:launches": _expr("Kernel launches per forward: before / after"),
+                                  "dashboard:speedup": _expr("p99 latency speed-up: before / after")}, test)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@needs_promtool
+def test_batch_size_p95_is_a_whole_row(tmp_path):
+    """Every batch 1 row: histogram_quantile interpolates to 0.95 inside le=1; the panel says 1."""
+    series = [(f'dwserve_batch_size_bucket{{variant="after",model="lfm2",instance="a",le="{le}"}}', "0+60x10")
+              for le in ("1", "2", "4", "+Inf")]
+    test = {"interval": "1m", "input_series": [{"series": s, "values": v} for s, v in series],
+            "promql_expr_test": [{"expr": "dashboard:batch_p95", "eval_time": "8m",
+                                  "exp_samples": [{"labels": 'dashboard:batch_p95{variant="after",model="lfm2"}',
+                                                   "value": 1}]}]}
+    r = _promtool_test(tmp_path, {"dashboard:batch_p95": _expr("Batch size", "B")}, test)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -33,6 +33,8 @@ DS = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 # Label filter shared by every query: the dashboard's model and instance variables.
 SEL = 'model=~"$model", instance=~"$instance"'
 RI = "$__rate_interval"
+# Each variant's server default (docker/docker-compose.yml DWSERVE_DEPTHWISE_IMPL).
+BEFORE_IMPL, AFTER_IMPL = "per_group", "auto"
 
 
 def q(expr: str, legend: str, ref: str = "A") -> pb.Dataquery:
@@ -99,20 +101,26 @@ def build() -> db.Dashboard:
         .variables(variables())
     )
     d = d.with_row(db.Row("Before vs after at a glance"))
+    # The two stats below compare each variant under its OWN default impl (BEFORE_IMPL, AFTER_IMPL):
+    # the launch gauge of an impl is never cleared, so one request overriding depthwise_impl on
+    # the after server would leave e.g. a per_group series there for good, and a max over every
+    # impl would then read it instead of the after variant's own.
     d = d.with_panel(stat(
         "Kernel launches per forward: before / after",
-        "How many times more kernels (aten ops on CPU, CUDA kernels on GPU) the before variant "
-        "launches per forward than the after variant, per model.", "x",
-        q(f'max by (model, kind) (dwserve_kernel_launches_per_forward{{variant="before", {SEL}}})'
-          f' / max by (model, kind) (dwserve_kernel_launches_per_forward{{variant="after", {SEL}}})',
+        f"How many times more kernels (aten ops on CPU, CUDA kernels on GPU) the before variant "
+        f"launches per forward under its default impl ({BEFORE_IMPL}) than the after variant under "
+        f"its own ({AFTER_IMPL}), per model; requests that override the impl do not move it.", "x",
+        q(f'max by (model, kind) (dwserve_kernel_launches_per_forward{{variant="before", impl="{BEFORE_IMPL}", {SEL}}})'
+          f' / max by (model, kind) (dwserve_kernel_launches_per_forward{{variant="after", impl="{AFTER_IMPL}", {SEL}}})',
           "{{model}} {{kind}}")))
     d = d.with_panel(stat(
         "p99 latency speed-up: before / after",
-        "p99 request latency of before divided by after over the last 5 minutes (recording rule "
+        f"p99 one-shot request latency (OIP infer, classify) of before ({BEFORE_IMPL}) divided by "
+        f"after ({AFTER_IMPL}) over the last 5 minutes, per model and route (recording rule "
         "dwserve:request_duration_seconds:p99_5m).", "x",
-        q('max by (model) (dwserve:request_duration_seconds:p99_5m{variant="before", model=~"$model"})'
-          ' / max by (model) (dwserve:request_duration_seconds:p99_5m{variant="after", model=~"$model"})',
-          "{{model}}")))
+        q(f'max by (model, route) (dwserve:request_duration_seconds:p99_5m{{variant="before", impl="{BEFORE_IMPL}", model=~"$model"}})'
+          f' / max by (model, route) (dwserve:request_duration_seconds:p99_5m{{variant="after", impl="{AFTER_IMPL}", model=~"$model"}})',
+          "{{model}} {{route}}")))
     d = d.with_panel(stat(
         "Depthwise share of compute",
         "Mean time inside depthwise ops per sampled forward / mean compute time per forward "
@@ -133,12 +141,16 @@ def build() -> db.Dashboard:
         "Request rate", "Requests per second by variant, model, impl and HTTP status.", "reqps",
         q(f"sum by ({vmi}, status) (rate(dwserve_requests_total{{{SEL}}}[{RI}]))",
           "{{variant}} {{model}} {{impl}} {{status}}")))
+    vmir = "variant, model, impl, route"
     d = d.with_panel(ts(
-        "Latency by impl: p50 / p95 / p99",
-        "End-to-end request latency (queue + compute + encode) from the histogram.", "s",
-        q(hq(0.5, "dwserve_request_duration_seconds", vmi), "p50 {{variant}} {{model}} {{impl}}"),
-        q(hq(0.95, "dwserve_request_duration_seconds", vmi), "p95 {{variant}} {{model}} {{impl}}"),
-        q(hq(0.99, "dwserve_request_duration_seconds", vmi), "p99 {{variant}} {{model}} {{impl}}")))
+        "Latency by impl and route: p50 / p95 / p99",
+        "End-to-end request latency (queue + compute + encode) from the histogram, per route: "
+        "infer (OIP REST and gRPC) and classify are one forward each; generate is a whole "
+        "generation (seconds by nature: its SLO is time to first token). Rejections (4xx, 499, "
+        "503) are counted in the request rate, not here.", "s",
+        q(hq(0.5, "dwserve_request_duration_seconds", vmir), "p50 {{variant}} {{model}} {{route}} {{impl}}"),
+        q(hq(0.95, "dwserve_request_duration_seconds", vmir), "p95 {{variant}} {{model}} {{route}} {{impl}}"),
+        q(hq(0.99, "dwserve_request_duration_seconds", vmir), "p99 {{variant}} {{model}} {{route}} {{impl}}")))
     d = d.with_panel(ts(
         "Queue vs compute time (mean)",
         "Mean time waiting in the batching queue vs mean forward time. Queue-bound: add replicas "
@@ -148,8 +160,9 @@ def build() -> db.Dashboard:
         q(mean("dwserve_depthwise_duration_seconds", vmi), "depthwise {{variant}} {{model}} {{impl}}")))
     d = d.with_panel(ts(
         "p99 latency per impl (5m, recording rule)",
-        "dwserve:request_duration_seconds:p99_5m, the series the latency SLO alert (2 s) reads.", "s",
-        q('dwserve:request_duration_seconds:p99_5m{model=~"$model"}', "{{variant}} {{model}} {{impl}}")))
+        "dwserve:request_duration_seconds:p99_5m, one-shot routes (infer, classify): the series "
+        "the latency SLO alert (2 s) reads.", "s",
+        q('dwserve:request_duration_seconds:p99_5m{model=~"$model"}', "{{variant}} {{model}} {{route}} {{impl}}")))
 
     d = d.with_row(db.Row("Depthwise: where the time and the launches go"))
     d = d.with_panel(ts(
@@ -164,21 +177,25 @@ def build() -> db.Dashboard:
           "{{variant}} {{model}} {{impl}} {{kind}}")))
     d = d.with_panel(ts(
         "Kernel launches per request",
-        "rate(dwserve_kernel_launches_total) / successful requests (recording rule); batching "
+        "rate(dwserve_kernel_launches_total) / one-shot requests (infer, classify: the requests "
+        "whose forwards count launches; generations count none), recording rule; batching "
         "lowers it, a regression to per_group raises it (alert at 2x).", "short",
         q('dwserve:kernel_launches_per_request:ratio_rate5m{model=~"$model"}',
           "{{variant}} {{model}} {{impl}} {{kind}}")))
     d = d.with_panel(ts(
-        "Batch size", "Requests per forward formed by the dynamic batcher (mean and p95), and "
-        "generations advanced per decode step by continuous batching (/v1/generate).", "short",
+        "Batch size", "Rows per forward formed by the dynamic batcher (mean, and p95 rounded up "
+        "to a whole row: histogram_quantile interpolates inside a bucket, so batches of 1 "
+        "would read 0.95), and generations advanced per decode step by continuous batching "
+        "(/v1/generate).", "short",
         q(mean("dwserve_batch_size", "variant, model"), "mean {{variant}} {{model}}"),
-        q(hq(0.95, "dwserve_batch_size", "variant, model"), "p95 {{variant}} {{model}}"),
+        q(f'ceil({hq(0.95, "dwserve_batch_size", "variant, model")})', "p95 {{variant}} {{model}}"),
         q(mean("dwserve_decode_batch_size", "variant, model"), "generations/step {{variant}} {{model}}")))
 
     d = d.with_row(db.Row("Errors and load"))
     d = d.with_panel(ts(
-        "Errors by status", "Non-2xx responses per second: 4xx are bad requests, 503 means the "
-        "queue was full (load shed), other 5xx are bugs.", "reqps",
+        "Errors by status", "Non-2xx responses per second: 4xx are bad requests (499: the client "
+        "closed the request before its answer, e.g. a gRPC deadline), 503 means the queue was "
+        "full (load shed), other 5xx are bugs.", "reqps",
         q(f'sum by (variant, model, status) (rate(dwserve_requests_total{{status!~"2..", {SEL}}}[{RI}]))',
           "{{variant}} {{model}} {{status}}")))
     d = d.with_panel(ts(
@@ -195,9 +212,12 @@ def build() -> db.Dashboard:
         q(f"sum by ({vmi}) (rate(dwserve_prefix_cached_tokens_total{{{SEL}}}[{RI}]))",
           "prefix-cached {{variant}} {{model}} {{impl}}", "B"), w=8))
     d = d.with_panel(ts(
-        "Time to first token: p50 / p95", "Prefill latency of /v1/generate.", "s",
+        "Time to first token: p50 / p95 / p99", "Request start to first token on every generation "
+        "route (queueing for a decode row + prefill). p99 is the recording rule the generation "
+        "SLO alert (2 s) reads.", "s",
         q(hq(0.5, "dwserve_time_to_first_token_seconds", vmi), "p50 {{variant}} {{impl}}"),
-        q(hq(0.95, "dwserve_time_to_first_token_seconds", vmi), "p95 {{variant}} {{impl}}"), w=8))
+        q(hq(0.95, "dwserve_time_to_first_token_seconds", vmi), "p95 {{variant}} {{impl}}"),
+        q('dwserve:time_to_first_token_seconds:p99_5m{model=~"$model"}', "p99 {{variant}} {{impl}}"), w=8))
     d = d.with_panel(ts(
         "Time per output token (mean)", "Decode step latency: one conv1d_decode_step per conv "
         "layer per token.", "s",
