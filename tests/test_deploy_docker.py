@@ -51,6 +51,8 @@ def test_compose_stack_is_accepted():
         env = svcs[name]["environment"]
         targets = {int(p["target"]) for p in svcs[name]["ports"]}
         assert targets == {int(env["DWSERVE_PORT"]), int(env["DWSERVE_GRPC_PORT"])}, name
+        # torch's thread pool sized to the CPU cap, not to the host's cores
+        assert float(env["DWSERVE_TORCH_THREADS"]) == float(svcs[name]["cpus"]), name
     vols = " ".join(svcs["prometheus"]["volumes"] + svcs["grafana"]["volumes"])
     for path in ["deploy/prometheus/prometheus.yml", "deploy/prometheus/rules", "deploy/grafana/provisioning",
                  "deploy/grafana/dashboards"]:

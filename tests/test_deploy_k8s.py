@@ -93,6 +93,10 @@ def test_kserve_inferenceservice_speaks_v2():
     port = c["ports"][0]["containerPort"]
     assert c["args"][c["args"].index("--port") + 1] == str(port)
     assert isvc["metadata"]["annotations"]["prometheus.kserve.io/port"] == str(port)
+    # KServe routes traffic to the pod only once the models are warmed up
+    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": port}
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert float(env["DWSERVE_TORCH_THREADS"]) == float(c["resources"]["limits"]["cpu"])
 
 
 def test_kustomization_lists_existing_files():
