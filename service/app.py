@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .batching import BatcherStopped, QueueFull
 from .compute import ComputeThread
-from .errors import ServiceError, error_response, validation_message
+from .errors import ServiceError, error_response, http_error, validation_message
 from .handlers import ClassifyHandler, GenerateHandler, TensorHandler
 from .metrics import ServiceMetrics
 from .middleware import GuardMiddleware
@@ -168,7 +168,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+        return _error(*http_error(exc))   # invalid UTF-8 bodies: which byte, not FastAPI's bare 400
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):

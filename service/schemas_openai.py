@@ -17,13 +17,13 @@ from .schemas import GenerateRequest, ImplName
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     include_usage: bool = False
 
 
 class _SamplingRequest(BaseModel):
     """What completions and chat completions share: sampling, stop, stream, the extensions."""
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)   # NaN passed le=2 as "not <= 2"
     model: Optional[str] = Field(None, description="the served language model (GET /v1/models)")
     max_tokens: Optional[int] = Field(None, ge=1, description="default: 16 for completions, the "
                                       "server's max_new_tokens for chat")
@@ -98,7 +98,7 @@ class CompletionRequest(_SamplingRequest):
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     role: Literal["system", "developer", "user", "assistant", "tool"]
     # text, or content parts of which dwserve reads the text ones: [{"type": "text", "text": ...}]
     content: Union[str, list[dict[str, Any]], None] = None

@@ -113,3 +113,20 @@ def test_http_error_names_the_byte_that_is_not_utf8():
                                      "(invalid start byte)")
         assert c.get("/nope").json() == {"error": "Not Found"}          # other HTTP errors as they were
         assert c.post("/echo", json={"prompt": "é"}).json() == {"prompt": "é"}
+
+
+def test_generate_route_names_the_byte_that_is_not_utf8(client):
+    r = client.post("/v1/generate", content=b'{"prompt": "\xff"}', headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["error"] == ("request body: expected UTF-8 JSON; byte 0xff at offset 12 is not valid UTF-8 "
+                                 "(invalid start byte)")
+
+
+@pytest.mark.parametrize("route, body", [
+    pytest.param("/v1/completions", b'{"prompt": "hi", "temperature": NaN}', id="completions"),
+    pytest.param("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "hi"}], "top_p": NaN}',
+                 id="chat"),
+])
+def test_openai_routes_want_finite_floats(client, route, body):
+    r = client.post(route, content=body, headers={"content-type": "application/json"})
+    assert 400 <= r.status_code < 500 and "finite number" in r.json()["error"], r.text
