@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from .errors import ServiceError
-from .routes_v1 import _ERRORS, _handler, final_events, first_events, sse_response
+from .routes_v1 import _ERRORS, _handler, close_streams, final_events, first_events, sse_response
 from .schemas_openai import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
                              CompletionResponse, ModelList)
 
@@ -150,7 +150,11 @@ async def completions(body: CompletionRequest, request: Request):
                                                    generate=not body.scores_only)
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
             "model": handler.rt.name}
-    echo = await _echo(handler, body, plans[0]) if body.echo else None
+    try:
+        echo = await _echo(handler, body, plans[0]) if body.echo else None
+    except BaseException:    # the choices are already generating: free their rows
+        await close_streams(streams)
+        raise
 
     def logprobs_of(entries, offset=0):
         return None if body.logprobs is None else \

@@ -56,9 +56,15 @@ async def first_events(request: Request, streams) -> list[dict]:
     try:
         return await unless_disconnected(request, _all(s.__anext__() for s in streams))
     except BaseException:
-        for s in streams:
-            await s.aclose()
+        await close_streams(streams)
         raise
+
+
+async def close_streams(streams) -> None:
+    """Close every generation's events: their sequences leave their rows (after an error
+    between starting the streams and reading them to the end)."""
+    for s in streams:
+        await s.aclose()
 
 
 async def final_events(request: Request, streams, firsts) -> list[dict]:
@@ -73,8 +79,7 @@ async def final_events(request: Request, streams, firsts) -> list[dict]:
     try:
         return await unless_disconnected(request, _all(last(f, s) for f, s in zip(firsts, streams)))
     finally:
-        for s in streams:
-            await s.aclose()
+        await close_streams(streams)
 
 
 def _sse(payload: dict) -> bytes:

@@ -94,3 +94,4 @@ def test_a_client_that_stays_gets_every_token(live):
     r = httpx.post(url + "/v1/generate", json={"prompt": "a", "max_new_tokens": 60}, timeout=30)
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 60
     assert _counter(url, "dwserve_generated_tokens_total") - tokens0 == 60
+
