@@ -143,10 +143,14 @@ def impl_view(before: dict, after: dict, model: str, impl: str) -> dict:
 def server_side(before: dict, after: dict, model: str, impl: str) -> dict:
     """Means over the window from /metrics: the guard's request time and the forward time
     (warm-up requests included): the overhead without any client in it."""
+    def total(sample: str, scrape: dict) -> float:
+        """Summed over the series of `model` and `impl`, whatever their other labels (route)."""
+        return sum(v for (name, labels), v in scrape.items() if name == sample
+                   and dict(labels).get("model") == model and dict(labels).get("impl") == impl)
+
     def mean(name):
-        key = lambda suffix: (f"{name}_{suffix}", tuple(sorted({"model": model, "impl": impl}.items())))  # noqa: E731
-        n = after.get(key("count"), 0.0) - before.get(key("count"), 0.0)
-        return (after.get(key("sum"), 0.0) - before.get(key("sum"), 0.0)) / n if n else None
+        n = total(f"{name}_count", after) - total(f"{name}_count", before)
+        return (total(f"{name}_sum", after) - total(f"{name}_sum", before)) / n if n else None
     request, compute = mean("dwserve_request_duration_seconds"), mean("dwserve_compute_duration_seconds")
     return {"request_mean_s": request, "compute_mean_s": compute,
             "overhead_vs_compute": (request - compute) / compute if request and compute else None}

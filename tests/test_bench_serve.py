@@ -96,6 +96,18 @@ def test_run_load_against_a_live_server(fake_server):
     assert 1.0 <= stats["batch_rows_mean"] <= 2.0
 
 
+def test_server_side_means_from_a_live_scrape(fake_server):
+    """The /metrics means a run reports (request time per route summed, compute) come from
+    the live exposition: request time >= compute time > 0 for the requests sent between scrapes."""
+    arr = np.zeros((1, 3, 224, 224), np.float32)
+    before = serve.scrape(fake_server)
+    http_load.run_load(fake_server, serve.infer_request("mobilenet_v2", arr, True), clients=1, duration=0.5, warmup=0)
+    side = serve.server_side(before, serve.scrape(fake_server), "mobilenet_v2", "auto")
+    assert side["request_mean_s"] is not None and side["compute_mean_s"] is not None, side
+    assert side["request_mean_s"] >= side["compute_mean_s"] > 0
+    assert side["overhead_vs_compute"] >= 0
+
+
 def test_run_interleaved_takes_turns_and_pools_the_rounds(fake_server, monkeypatch):
     """Turns alternate in order (a b, b a, a b); each server's stats pool its rounds."""
     calls, real = [], http_load._load_window
