@@ -101,11 +101,28 @@ def check_shape(shape: list[int], max_elements: int, name: str) -> int:
     return math.prod(shape)
 
 
-def _has_bool(data: list) -> bool:
-    """Any true/false among the values of a (nested, already rectangular) list. numpy reads
-    [1.5, true] as [1.5, 1.0], so this looks at the Python values (about as fast as np.asarray)."""
+def _has_bool(data: list, arr: np.ndarray) -> bool:
+    """Any true/false among the values of a (nested, already rectangular) list, `arr` being
+    np.asarray(data): numpy reads [1.5, true] as [1.5, 1.0]. Only the values numpy holds as
+    0 or 1 can have been booleans, so only those are looked up in the Python list (scanning
+    every value cost as much as np.asarray itself on an image)."""
+    candidates = np.flatnonzero((arr == 0) | (arr == 1))
+    if candidates.size > arr.size // 4:                     # mostly 0/1 (a mask): scan it all
+        return _scan_bool(data)
+    if arr.ndim == 1:
+        return any(type(data[i]) is bool for i in candidates.tolist())
+    for index in zip(*np.unravel_index(candidates, arr.shape)):
+        value = data
+        for i in index:
+            value = value[i]
+        if type(value) is bool:
+            return True
+    return False
+
+
+def _scan_bool(data: list) -> bool:
     if data and isinstance(data[0], list):
-        return any(_has_bool(row) for row in data)
+        return any(_scan_bool(row) for row in data)
     return bool in map(type, data)
 
 
@@ -132,7 +149,7 @@ def _json_to_array(data: Any, dtype: np.dtype, shape: list[int], name: str) -> n
     if dtype.kind == "b":
         if arr.size and kind != "b":
             raise CodecError(f"input {name!r}: BOOL data must be true/false")
-    elif arr.size and (kind == "b" or _has_bool(data)):
+    elif arr.size and (kind == "b" or _has_bool(data, arr)):
         raise CodecError(f"input {name!r}: {datatype} data must be numbers, got true/false; "
                          "booleans are for BOOL inputs")
     if dtype.kind in "iu" and arr.size:

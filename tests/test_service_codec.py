@@ -90,6 +90,10 @@ BAD = [
     pytest.param(_req(datatype="INT64", data=[[1, 2], [3, False]]), b"", "INT64 data must be numbers, got true/false",
                  id="bool-nested"),
     pytest.param(_req(datatype="BOOL", data=[True, 1, False, 0]), b"", "BOOL data must be true/false", id="ints-into-bool"),
+    pytest.param(_req(shape=[2, 8], data=[[0.5] * 8, [0.25] * 7 + [True]]), b"", "FP32 data must be numbers, got true/false",
+                 id="bool-among-few-zero-ones"),
+    pytest.param(_req(shape=[16], data=[0, 1] * 7 + [1.0, False]), b"", "FP32 data must be numbers, got true/false",
+                 id="bool-among-many-zero-ones"),
     # out of range, not "floats", whichever parser read the integer
     pytest.param(_req(datatype="INT64", data=[1, 2, 3, -2**63 - 1]), b"", "out of range for INT64", id="int64-below-min-int"),
     pytest.param(_req(datatype="INT64", data=[1, 2, 3, -9.223372036854776e18 * 1.5]), b"", "out of range for INT64",
@@ -142,6 +146,15 @@ def test_flat_or_exactly_nested_data_is_accepted(data, shape):
     arr = codec.decode_inputs(_req(shape=shape, data=data, datatype="INT64"), b"", max_elements=1000)["x"]
     assert arr.shape == tuple(shape) and arr.dtype == np.int64
     np.testing.assert_array_equal(arr.reshape(-1), np.asarray(data, dtype=np.int64).reshape(-1))
+
+
+@pytest.mark.parametrize("data", [
+    pytest.param([[0.0, 1.0] * 4, [1.0, 0.0] * 4], id="all-zero-ones"),
+    pytest.param([[0.5] * 8, [0.25] * 7 + [1.0]], id="few-zero-ones"),
+])
+def test_zeros_and_ones_are_numbers_not_booleans(data):
+    arr = codec.decode_inputs(_req(shape=[2, 8], data=data), b"", max_elements=100)["x"]
+    np.testing.assert_array_equal(arr, np.asarray(data, dtype=np.float32))
 
 
 def test_bool_data_is_read_for_bool_inputs():
