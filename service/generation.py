@@ -18,6 +18,17 @@ so /v2 infer batches of any model run between generation steps, and no two threa
 touch the model. Events go back to each request through its callback:
   ("token", id) per generated token, then ("done", finish_reason) or ("error", exception).
 
+Launches per generated token (dwserve_kernel_launches_per_token): a pure decode step (the
+engine's decode_only: live rows, nothing joining or prefilling) runs under count_launches on the
+first such step per (impl, live rows rounded up to a power of two), then again after every
+launch_recount_every steps of that impl; the gauge is its launches / the rows it decoded. The
+whole engine step is counted (decode, sampling, a finished row's release). On CUDA with graphs
+the step is a replay: the profiler counts its kernels (for the bucket's padded rows) and its
+aten ops are only the host's (sampling). Such a step is 2-3x slower (per_group, under the
+counter); time per output token is measured per request from token timestamps, so the
+generations in that step absorb it, once per recount. Generation launches stay out of
+kernel_launches_total, whose recording rule divides by one-shot requests.
+
 Invariants: every submitted sequence gets exactly one "done" or "error"; at most
 `max_queue_size` sequences wait beyond the rows free for them (then QueueFull -> 503): on
 an idle server a request of up to capacity + max_queue_size sequences is accepted, one of
@@ -65,6 +76,11 @@ class GenerationScheduler:
         self._engines: dict[str, Any] = {}
         self._tickets: dict[str, dict[Any, Ticket]] = {}  # impl -> {sequence: ticket}
         self._stopping = False
+        # launches per generated token (_run_step): decode steps run per impl, the step index
+        # of each impl's last count, and the (impl, rows bucket) classes counted so far
+        self._decode_steps: collections.Counter[str] = collections.Counter()
+        self._last_count_at: dict[str, int] = {}
+        self._counted: set[tuple[str, int]] = set()
         self._thread = threading.Thread(target=self._loop, name=f"dwserve-generate-{runtime.name}",
                                         daemon=True)
 
@@ -155,7 +171,7 @@ class GenerationScheduler:
         engine = self._engine(impl)
         engine.add(Sequence([1, 2, 3], max_new_tokens=2))
         while engine.busy:
-            self._on_compute(impl, engine.step)
+            self._run_step(impl, engine)
 
     def start(self) -> "GenerationScheduler":
         self._thread.start()
@@ -261,7 +277,7 @@ class GenerationScheduler:
         engine, tickets = self._engines[impl], self._tickets[impl]
         t0 = time.perf_counter()
         try:
-            out = self._on_compute(impl, engine.step)
+            out = self._run_step(impl, engine)
         except Exception as exc:  # noqa: BLE001 - fail this engine's requests, keep serving
             log.exception("generation step failed under impl %s", impl)
             for ticket in tickets.values():
@@ -280,3 +296,48 @@ class GenerationScheduler:
             ticket.emit(("token", token))
         for seq in [s for s in tickets if s.done]:
             tickets.pop(seq).emit(("done", seq.finish_reason))
+
+    # --- launches per generated token -----------------------------------------------------
+    def _count_due(self, impl: str, engine) -> Optional[list]:
+        """The live sequences if this step is to be counted, else None: a pure decode step
+        (engine.decode_only; an engine that cannot say is never counted) of a new (impl, rows
+        bucket), or the first after launch_recount_every steps of this impl since its last count."""
+        self._decode_steps[impl] += 1
+        if not getattr(engine, "decode_only", False):
+            return None
+        rows = list(engine.rows)
+        if ((impl, _bucket(len(rows))) in self._counted and self._decode_steps[impl]
+                - self._last_count_at.get(impl, 0) < self.rt.settings.launch_recount_every):
+            return None
+        return rows
+
+    def _run_step(self, impl: str, engine) -> list:
+        """engine.step() on the compute thread; when due, under hooks.count_launches (output used
+        as usual), and kernel_launches_per_token = launches / rows decoded (see the module doc)."""
+        live = self._count_due(impl, engine)
+        if live is None:
+            return self._on_compute(impl, engine.step)
+        result: dict[str, list] = {}
+
+        def run():
+            result["out"] = engine.step()
+        counts = self._on_compute(impl, lambda: self.rt.hooks.count_launches(run))
+        out = result["out"]
+        # A cancel between the check and the step frees a row first (a waiting sequence may
+        # take it): then fewer or other rows decoded, or a prefill began; not counted.
+        if ({id(s) for s, _ in out} != {id(s) for s in live} or len(out) != len(live)
+                or getattr(engine, "prefill", None) is not None):
+            return out
+        self._counted.add((impl, _bucket(len(live))))
+        self._last_count_at[impl] = self._decode_steps[impl]
+        kinds = {"aten_ops": counts.aten_ops}
+        if counts.cuda_kernels is not None:
+            kinds["cuda_kernels"] = counts.cuda_kernels
+        for kind, value in kinds.items():
+            self.rt.metrics.launches_per_token.labels(self.rt.name, impl, kind).set(value / len(out))
+        return out
+
+
+def _bucket(rows: int) -> int:
+    """Rows rounded up to a power of two (as the CUDA graphs' buckets)."""
+    return 1 << max(0, rows - 1).bit_length()

@@ -52,6 +52,12 @@ class ServiceMetrics:
             "dwserve_kernel_launches_per_forward",
             "Launches in one forward, last measured with count_launches (warm-up, new shape, every N).",
             ["model", "impl", "kind"], registry=r)
+        self.launches_per_token = Gauge(
+            "dwserve_kernel_launches_per_token",
+            "Launches of one pure decode step of continuous batching (no prefill in it) / the rows "
+            "it decoded, last measured with count_launches (first such step per impl and rows "
+            "bucket, then every N steps). Not in kernel_launches_total (one-shot forwards only).",
+            ["model", "impl", "kind"], registry=r)
         self.launches_total = Counter(
             "dwserve_kernel_launches_total", "Launches accumulated over forwards (per-forward count x forwards).",
             ["model", "impl", "kind"], registry=r)

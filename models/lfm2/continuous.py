@@ -93,6 +93,16 @@ class ContinuousBatch:
         return bool(self.waiting or self.rows or self.joining)
 
     @property
+    def decode_only(self) -> bool:
+        """True when the next step() only decodes the live rows: no group is prefilling, none
+        can join (nothing waits, or no row is free) and no live row is cancelled (its row
+        would be freed first, and a waiting sequence could take it). What a launch count per
+        generated token must be measured on (service/generation.py)."""
+        return (bool(self.rows) and self.prefill is None and not self.joining
+                and (not self.waiting or self.decoder.free == 0)
+                and not any(s.cancelled for s in self.rows))
+
+    @property
     def capacity(self) -> int:
         return self.decoder.capacity
 
