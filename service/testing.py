@@ -190,6 +190,12 @@ class FakeContinuousBatch:
     def busy(self) -> bool:
         return bool(self.waiting or self.rows)
 
+    @property
+    def decode_only(self) -> bool:
+        """As ContinuousBatch's: the next step only decodes live rows (none joins)."""
+        return (bool(self.rows) and (not self.waiting or len(self.rows) >= self.capacity)
+                and not any(s.cancelled for s in self.rows))
+
     def add(self, seq):
         if seq.max_new_tokens == 0:
             seq.done, seq.finish_reason = True, "length"

@@ -57,11 +57,8 @@ class _Hooks:
 
 @pytest.fixture
 def fake_serve(monkeypatch):
-    """A live app on fake models whose engine says decode_only as ContinuousBatch does, and
-    records every step: (live rows before, a sequence joined, counted)."""
-    monkeypatch.setattr(FakeContinuousBatch, "decode_only", property(
-        lambda e: bool(e.rows) and (not e.waiting or len(e.rows) >= e.capacity)
-        and not any(s.cancelled for s in e.rows)), raising=False)
+    """A live app on fake models whose engine records every step: (live rows before, a
+    sequence joined, counted)."""
     hooks, log, clients = _Hooks(), [], []
     step = FakeContinuousBatch.step
 
