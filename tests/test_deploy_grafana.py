@@ -38,7 +38,7 @@ def test_committed_files_match_their_generators():
 def test_dashboard_has_the_before_after_panels():
     titles = " | ".join(p["title"].lower() for p in panels())
     for needle in ["request rate", "p50 / p95 / p99", "queue vs compute", "depthwise share",
-                   "kernel launches per forward", "batch size", "errors by status", "in-flight",
+                   "kernel launches per forward", "kernel launches per generated token", "batch size", "errors by status", "in-flight",
                    "tokens/s", "time to first token"]:
         assert needle in titles, f"no panel for {needle!r}: {titles}"
 
@@ -123,6 +123,29 @@ def test_before_after_stats_read_each_variants_own_impl(tmp_path):
                  "exp_samples": [{"labels": 'dashboard:speedup{model="lfm2",route="infer"}', "value": 8}]}]}
     r = _promtool_test(tmp_path, {"dashboard:launches": _expr("Kernel launches per forward: before / after"),
                                   "dashboard:speedup": _expr("p99 latency speed-up: before / after")}, test)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@needs_promtool
+def test_launches_per_token_stat_reads_each_variants_own_impl(tmp_path):
+    """The per-token stat, as the per-forward one: before's per_group over after's auto, per
+    model and kind, whatever other impls a request left on either server."""
+    g = "dwserve_kernel_launches_per_token"
+    series = [
+        (f'{g}{{variant="before",model="lfm2",impl="per_group",kind="aten_ops",instance="b"}}', "15600x10"),
+        (f'{g}{{variant="before",model="lfm2",impl="auto",kind="aten_ops",instance="b"}}', "300x10"),
+        (f'{g}{{variant="after",model="lfm2",impl="auto",kind="aten_ops",instance="a"}}', "312x10"),
+        (f'{g}{{variant="after",model="lfm2",impl="per_group",kind="aten_ops",instance="a"}}', "15600x10"),
+        (f'{g}{{variant="before",model="lfm2",impl="per_group",kind="cuda_kernels",instance="b"}}', "9000x10"),
+        (f'{g}{{variant="after",model="lfm2",impl="auto",kind="cuda_kernels",instance="a"}}', "90x10"),
+    ]
+    test = {"interval": "1m", "input_series": [{"series": s, "values": v} for s, v in series],
+            "promql_expr_test": [
+                {"expr": "dashboard:per_token", "eval_time": "5m",
+                 "exp_samples": [{"labels": 'dashboard:per_token{model="lfm2",kind="aten_ops"}', "value": 50},
+                                 {"labels": 'dashboard:per_token{model="lfm2",kind="cuda_kernels"}', "value": 100}]}]}
+    r = _promtool_test(tmp_path, {"dashboard:per_token": _expr("Kernel launches per generated token: before / after")},
+                       test)
     assert r.returncode == 0, r.stdout + r.stderr
 
 

@@ -101,7 +101,7 @@ def build() -> db.Dashboard:
         .variables(variables())
     )
     d = d.with_row(db.Row("Before vs after at a glance"))
-    # The two stats below compare each variant under its OWN default impl (BEFORE_IMPL, AFTER_IMPL):
+    # The three ratio stats below compare each variant under its OWN default impl (BEFORE_IMPL, AFTER_IMPL):
     # the launch gauge of an impl is never cleared, so one request overriding depthwise_impl on
     # the after server would leave e.g. a per_group series there for good, and a max over every
     # impl would then read it instead of the after variant's own.
@@ -112,7 +112,17 @@ def build() -> db.Dashboard:
         f"its own ({AFTER_IMPL}), per model; requests that override the impl do not move it.", "x",
         q(f'max by (model, kind) (dwserve_kernel_launches_per_forward{{variant="before", impl="{BEFORE_IMPL}", {SEL}}})'
           f' / max by (model, kind) (dwserve_kernel_launches_per_forward{{variant="after", impl="{AFTER_IMPL}", {SEL}}})',
-          "{{model}} {{kind}}")))
+          "{{model}} {{kind}}"), w=5))
+    d = d.with_panel(stat(
+        "Kernel launches per generated token: before / after",
+        f"The same ratio for generation: launches of one pure decode step (continuous batching, "
+        f"no prefill in it) per row it decoded, before ({BEFORE_IMPL}) / after ({AFTER_IMPL}). "
+        "Each gauge is its variant's last counted step, whose rows may differ (per_group's "
+        "launches per token fall as rows share a step). On GPU read cuda_kernels: with CUDA "
+        "graphs a step is one replay, and its aten ops are only the host's sampling.", "x",
+        q(f'max by (model, kind) (dwserve_kernel_launches_per_token{{variant="before", impl="{BEFORE_IMPL}", {SEL}}})'
+          f' / max by (model, kind) (dwserve_kernel_launches_per_token{{variant="after", impl="{AFTER_IMPL}", {SEL}}})',
+          "{{model}} {{kind}}"), w=5))
     d = d.with_panel(stat(
         "p99 latency speed-up: before / after",
         f"p99 one-shot request latency (OIP infer, classify) of before ({BEFORE_IMPL}) divided by "
@@ -120,19 +130,19 @@ def build() -> db.Dashboard:
         "dwserve:request_duration_seconds:p99_5m).", "x",
         q(f'max by (model, route) (dwserve:request_duration_seconds:p99_5m{{variant="before", impl="{BEFORE_IMPL}", model=~"$model"}})'
           f' / max by (model, route) (dwserve:request_duration_seconds:p99_5m{{variant="after", impl="{AFTER_IMPL}", model=~"$model"}})',
-          "{{model}} {{route}}")))
+          "{{model}} {{route}}"), w=5))
     d = d.with_panel(stat(
         "Depthwise share of compute",
         "Mean time inside depthwise ops per sampled forward / mean compute time per forward "
         "(recording rule dwserve:depthwise_share:ratio_rate5m).", "percentunit",
         q('max by (variant, model) (dwserve:depthwise_share:ratio_rate5m{model=~"$model"})',
-          "{{variant}} {{model}}")))
+          "{{variant}} {{model}}"), w=4))
     d = d.with_panel(stat(
         "Build and models", "dwserve_build_info of each scraped process, and dwserve_model_info: what "
         "each served name runs (the lfm2 slot may hold an LFM2, LFM2-MoE or LFM3; K = its conv kernel).",
         "none",
         q(f"count by (variant, version) (dwserve_build_info{{instance=~\"$instance\"}})",
-          "{{variant}} {{version}}")).with_target(
+          "{{variant}} {{version}}"), w=5).with_target(
         q(f"count by (variant, model, architecture, conv_kernel_size, dtype) (dwserve_model_info{{{SEL}}})",
           "{{variant}} {{model}}: {{architecture}} K={{conv_kernel_size}} {{dtype}}", "B")))
 
@@ -170,17 +180,25 @@ def build() -> db.Dashboard:
         "device-synchronised). The per_group baseline spends most of its time here.", "percentunit",
         q('dwserve:depthwise_share:ratio_rate5m{model=~"$model"}', "{{variant}} {{model}} {{impl}}")))
     d = d.with_panel(ts(
+        "Kernel launches per request",
+        "rate(dwserve_kernel_launches_total) / one-shot requests (infer, classify: the requests "
+        "whose forwards count launches; generations count none), recording rule; batching "
+        "lowers it, a regression to per_group raises it (alert at 2x).", "short",
+        q('dwserve:kernel_launches_per_request:ratio_rate5m{model=~"$model"}',
+          "{{variant}} {{model}} {{impl}} {{kind}}")))
+    d = d.with_panel(ts(
         "Kernel launches per forward: before vs after",
         "Gauge set by the service from a counted forward: aten ops dispatched (every device) and "
         "CUDA kernels (GPU). per_group grows with channels; slice-sum/fused do not.", "short",
         q(f"max by ({vmi}, kind) (dwserve_kernel_launches_per_forward{{{SEL}}})",
           "{{variant}} {{model}} {{impl}} {{kind}}")))
     d = d.with_panel(ts(
-        "Kernel launches per request",
-        "rate(dwserve_kernel_launches_total) / one-shot requests (infer, classify: the requests "
-        "whose forwards count launches; generations count none), recording rule; batching "
-        "lowers it, a regression to per_group raises it (alert at 2x).", "short",
-        q('dwserve:kernel_launches_per_request:ratio_rate5m{model=~"$model"}',
+        "Kernel launches per generated token: before vs after",
+        "Gauge set by the service from a counted pure decode step of continuous batching (no "
+        "prefill in it): its launches / the rows it decoded, aten ops (every device) and CUDA "
+        "kernels (GPU; with CUDA graphs the replay's kernels). per_group launches O(channels) "
+        "per conv layer per step; slice-sum/fused a few. Not in kernel_launches_total.", "short",
+        q(f"max by ({vmi}, kind) (dwserve_kernel_launches_per_token{{{SEL}}})",
           "{{variant}} {{model}} {{impl}} {{kind}}")))
     d = d.with_panel(ts(
         "Batch size", "Rows per forward formed by the dynamic batcher (mean, and p95 rounded up "
@@ -189,7 +207,7 @@ def build() -> db.Dashboard:
         "(/v1/generate).", "short",
         q(mean("dwserve_batch_size", "variant, model"), "mean {{variant}} {{model}}"),
         q(f'ceil({hq(0.95, "dwserve_batch_size", "variant, model")})', "p95 {{variant}} {{model}}"),
-        q(mean("dwserve_decode_batch_size", "variant, model"), "generations/step {{variant}} {{model}}")))
+        q(mean("dwserve_decode_batch_size", "variant, model"), "generations/step {{variant}} {{model}}"), w=24))
 
     d = d.with_row(db.Row("Errors and load"))
     d = d.with_panel(ts(
