@@ -18,11 +18,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .placement import parse_device, parse_dtype
+
 MODEL_NAMES = ("lfm2", "mobilenet_v2")
 LFM2_DEFAULT_PRESET = "lfm2-demo"
 PRESET_PREFIX = "preset:"          # --model lfm2=preset:NAME: another architecture, seeded weights
 LABELS_FILENAME = "labels.txt"     # next to a MobileNetV2 weights file: class names, one per line
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -143,32 +144,6 @@ def _all_finite(x: torch.Tensor) -> bool:
     return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
 
 
-def _device(device) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda[:N]' or 'auto', got {str(device)!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r}: CUDA is not available here; use device='cpu'")
-    return dev
-
-
-def _dtype(dtype) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        return DTYPES[dtype]
-    if not (isinstance(dtype, torch.dtype) and dtype in DTYPES.values()):
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    return dtype
-
-
 def _build_mobilenet(path, device, dtype, seed, labels) -> MobileNetServed:
     from .mobilenet import MobileNetV2, mobilenet_v2
     from .mobilenet_io import read_labels
@@ -239,7 +214,7 @@ def build_model(name: str, path: str | Path | None = None, *, device="cpu", dtyp
     downloads."""
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
-    dev, dt = _device(device), _dtype(dtype)
+    dev, dt = parse_device(device, default="auto"), parse_dtype(dtype)
     preset = None
     if isinstance(path, str) and path.startswith(PRESET_PREFIX):
         if name != "lfm2":

@@ -1,74 +1,81 @@
 """Strict loading of a local Hugging Face LFM2, LFM2-MoE or LFM3 directory (never downloads).
 
-Reads config.json, then model.safetensors or the shards named by model.safetensors.index.json.
-Every parameter must be present with its exact shape and nothing else may be: the first
-problem found fails the load with a message naming the tensor. With tied embeddings a
-checkpoint may still carry `lm_head.weight`; it is accepted only if it equals the embedding.
+Reads config.json, then model.safetensors or the shards named by model.safetensors.index.json
+(models/lfm2/checkpoint.py: names, shapes and dtypes from the headers). Every parameter must be
+present with its exact shape and nothing else may be: the first problem found fails the load,
+before any tensor data is read, with a message naming the tensor. The model is built in its
+final dtype on its device and each tensor copied straight into its parameter, so the peak is
+the model plus one tensor. With tied embeddings a checkpoint may still carry `lm_head.weight`;
+it is accepted only if it equals the embedding.
 """
 from __future__ import annotations
 
-import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..placement import FLOAT_DTYPES, parse_device, parse_dtype
+from .checkpoint import Checkpoint, Entry
 from .config import LFM2Config
 
-SINGLE = "model.safetensors"
-INDEX = "model.safetensors.index.json"
 
+@dataclass(frozen=True)
+class Stacked:
+    """A parameter assembled from several stored tensors (LFM2-MoE's per-expert matrices):
+    `parts` are (index into the parameter, stored tensor)."""
+    shape: tuple[int, ...]
+    parts: tuple[tuple[tuple, Entry], ...]
 
-def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of the checkpoint in `path`, on CPU, by name."""
-    from safetensors.torch import load_file
-    if (path / INDEX).is_file():
-        try:
-            weight_map = json.loads((path / INDEX).read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{path / INDEX} must be JSON with a 'weight_map' object: {e}") from None
-        tensors: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(weight_map.values())):
-            if not (path / shard).is_file():
-                raise ValueError(f"{INDEX} names shard {shard!r}, which is not in {path}")
-            for name, t in load_file(str(path / shard)).items():
-                if name in tensors:
-                    raise ValueError(f"tensor {name!r} appears in more than one shard")
-                if weight_map.get(name) != shard:
-                    raise ValueError(f"tensor {name!r} is in {shard} but {INDEX} puts it in "
-                                     f"{weight_map.get(name)!r}")
-                tensors[name] = t
-        missing = sorted(set(weight_map) - set(tensors))
-        if missing:
-            raise ValueError(f"{INDEX} lists tensor {missing[0]!r} but no shard holds it")
-        return tensors
-    if (path / SINGLE).is_file():
-        return load_file(str(path / SINGLE))
-    raise ValueError(f"no weights in {path}: expected {SINGLE} or {INDEX} (sharded)")
+    @property
+    def is_float(self) -> bool:
+        return all(entry.is_float for _, entry in self.parts)
 
 
 def load_pretrained(cls, path, device=None, dtype=None):
-    """Build `cls` (LFM2ForCausalLM) from a local HF directory; dtype defaults to float32."""
+    """Build `cls` (LFM2ForCausalLM) from a local HF directory; device defaults to CPU, dtype
+    to float32 (or "bfloat16", "float16", "float64", or the torch dtype)."""
+    device, dtype = parse_device(device), parse_dtype(dtype, FLOAT_DTYPES)   # before any I/O
     path = Path(path)
     if not path.is_dir():
         raise ValueError(f"{path} is not a directory; expected a local Hugging Face LFM2 checkpoint "
                          "(config.json + model.safetensors)")
     config = LFM2Config.from_json(path / "config.json")
-    tensors = read_checkpoint(path)
-    tokenizer = None
-    if (path / "tokenizer.json").is_file():
-        from .tokenizer import HFTokenizer
-        tokenizer = HFTokenizer(path / "tokenizer.json", config)
-    model = cls.empty(config, device=device, tokenizer=tokenizer)
-    tensors = to_module_names(config, tensors)
-    expected = dict(model.named_parameters())  # tied lm_head.weight is deduplicated away
-    _check_names_and_shapes(config, expected, tensors)
-    dtype = dtype or torch.float32
-    with torch.no_grad():
-        for name, p in expected.items():
-            p.copy_(tensors[name])
-    model.to(dtype=dtype).tie_weights()
+    with Checkpoint(path) as ckpt:
+        sources = to_module_names(config, ckpt.entries)
+        tokenizer = None
+        if (path / "tokenizer.json").is_file():
+            from .tokenizer import HFTokenizer
+            tokenizer = HFTokenizer(path / "tokenizer.json", config)
+        model = cls.empty(config, device=device, dtype=dtype, tokenizer=tokenizer)
+        expected = dict(model.named_parameters())  # tied lm_head.weight is deduplicated away
+        _check_names_and_shapes(config, expected, sources)
+        with torch.no_grad():
+            for name, p in expected.items():
+                _copy_into(p, sources[name], ckpt)
+            if config.tie_word_embeddings and "lm_head.weight" in sources:
+                _check_tied_head(ckpt.load(sources["lm_head.weight"]), expected["model.embed_tokens.weight"])
+    model.to(dtype=dtype).tie_weights()   # buffers (RoPE's inv_freq) follow the dtype, as ever
     return model.eval()
+
+
+def _copy_into(p: torch.Tensor, source, ckpt: Checkpoint) -> None:
+    """Read the stored tensor(s) of `source` one at a time into parameter p (cast on copy)."""
+    if isinstance(source, Entry):
+        p.copy_(ckpt.load(source))
+        return
+    for index, entry in source.parts:
+        p[index].copy_(ckpt.load(entry))
+
+
+def _check_tied_head(head: torch.Tensor, embedding: torch.Tensor) -> None:
+    """The stored lm_head must equal the embedding (already copied, in the model's dtype):
+    compared after the same cast, as the model would hold it."""
+    if head.shape != embedding.shape or not torch.equal(head.to(device=embedding.device, dtype=embedding.dtype),
+                                                        embedding):
+        raise ValueError("tensor 'lm_head.weight' differs from model.embed_tokens.weight but "
+                         "tie_word_embeddings=True; set tie_word_embeddings=false in config.json")
 
 
 # LFM3 checkpoints name three attention tensors as Qwen3 does; the module keeps LFM2's names
@@ -102,7 +109,8 @@ def to_module_names(config: LFM2Config, tensors: dict) -> dict:
 def _stack_experts(config: LFM2Config, tensors: dict) -> dict:
     """`...experts.{e}.w1/w3/w2.weight` ((I, H), (I, H), (H, I); how LFM2-MoE checkpoints are
     published) -> `...experts.gate_up_proj` (E, 2I, H) and `...experts.down_proj` (E, H, I), as
-    transformers merges them. A checkpoint already holding the stacked names passes through."""
+    transformers merges them: each expert's matrices are copied into their slices at load, never
+    stacked in memory. A checkpoint already holding the stacked names passes through."""
     out, per_layer = {}, {}
     hidden, width = config.hidden_size, config.moe_intermediate_size
     for name, t in tensors.items():
@@ -122,8 +130,11 @@ def _stack_experts(config: LFM2Config, tensors: dict) -> dict:
                                  f"{want} from config.json (hidden_size, moe_intermediate_size)")
             return t
         experts = range(config.num_experts)
-        out[f"{prefix}.gate_up_proj"] = torch.stack([torch.cat([take(e, "w1"), take(e, "w3")]) for e in experts])
-        out[f"{prefix}.down_proj"] = torch.stack([take(e, "w2") for e in experts])
+        gate_up = [((e, slice(0, width)), take(e, "w1")) for e in experts] + \
+                  [((e, slice(width, 2 * width)), take(e, "w3")) for e in experts]        # [w1; w3] per expert
+        out[f"{prefix}.gate_up_proj"] = Stacked((config.num_experts, 2 * width, hidden), tuple(gate_up))
+        out[f"{prefix}.down_proj"] = Stacked((config.num_experts, hidden, width),
+                                             tuple(((e,), take(e, "w2")) for e in experts))
         if mats:
             e, w = sorted(mats)[0]
             raise ValueError(f"unexpected tensor '{prefix}.{e}.{w}.weight': config.json has "
@@ -131,24 +142,20 @@ def _stack_experts(config: LFM2Config, tensors: dict) -> dict:
     return out
 
 
-def _check_names_and_shapes(config: LFM2Config, expected: dict, tensors: dict):
-    tied_head = config.tie_word_embeddings and "lm_head.weight" in tensors
+def _check_names_and_shapes(config: LFM2Config, expected: dict, sources: dict):
+    """Every parameter stored with its shape as a float, nothing else; from the headers only."""
+    tied_head = config.tie_word_embeddings and "lm_head.weight" in sources
     for name, p in expected.items():
-        if name not in tensors:
+        if name not in sources:
             raise ValueError(f"checkpoint is missing tensor {name!r} (shape {tuple(p.shape)}); "
                              "is config.json the one that belongs to these weights?")
-        if tuple(tensors[name].shape) != tuple(p.shape):
-            raise ValueError(f"tensor {name!r} has shape {tuple(tensors[name].shape)}, expected "
+        if tuple(sources[name].shape) != tuple(p.shape):
+            raise ValueError(f"tensor {name!r} has shape {tuple(sources[name].shape)}, expected "
                              f"{tuple(p.shape)} from config.json")
-        if tensors[name].is_floating_point() is False:
-            raise ValueError(f"tensor {name!r} has dtype {tensors[name].dtype}; expected a float")
-    extra = sorted(set(tensors) - set(expected) - ({"lm_head.weight"} if tied_head else set()))
+        if not sources[name].is_float:
+            dtype = sources[name].dtype if isinstance(sources[name], Entry) else "not float"
+            raise ValueError(f"tensor {name!r} has dtype {dtype}; expected a float")
+    extra = sorted(set(sources) - set(expected) - ({"lm_head.weight"} if tied_head else set()))
     if extra:
         raise ValueError(f"unexpected tensor {extra[0]!r} in checkpoint ({len(extra)} in all); "
                          "it does not belong to an LFM2 of this config")
-    if tied_head:
-        emb = tensors["model.embed_tokens.weight"]
-        if tensors["lm_head.weight"].shape != emb.shape or \
-                not torch.equal(tensors["lm_head.weight"], emb):
-            raise ValueError("tensor 'lm_head.weight' differs from model.embed_tokens.weight but "
-                             "tie_word_embeddings=True; set tie_word_embeddings=false in config.json")

@@ -79,10 +79,13 @@ class LFM2ForCausalLM(nn.Module):
         return load_pretrained(cls, path, device=device, dtype=dtype)
 
     @classmethod
-    def empty(cls, config: LFM2Config, device=None, tokenizer=None):
-        """Uninitialised parameters on `device`, without paying for a random init."""
+    def empty(cls, config: LFM2Config, device=None, tokenizer=None, dtype=None):
+        """Uninitialised parameters on `device` in `dtype` (default float32), without paying for
+        a random init or ever holding them in another dtype."""
         with torch.device("meta"):
             model = cls(config, tokenizer=tokenizer)
+        if dtype is not None:
+            model.to(dtype=dtype)                  # on meta: free
         model.to_empty(device=torch.device(device or "cpu"))
         model.tie_weights()  # to_empty replaces parameters one by one, untying them
         for rope in model.model.rotary_embs.values():
