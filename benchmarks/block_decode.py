@@ -127,7 +127,7 @@ def write_markdown(result: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="dwserve bench block_decode", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="dwserve bench block_decode", description=__doc__.split("\n\n")[0])
     p.add_argument("--tokens", type=int, default=48, help="tokens generated per round and variant")
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--out", default=str(_REPO / "benchmarks" / "results"))

@@ -132,7 +132,7 @@ def ratios(a: dict, b: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="dwserve bench generate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="lfm2", help="lfm2 or lfm2=PATH")
     p.add_argument("--device", default="cpu")
     p.add_argument("--clients", type=int, default=16)

@@ -117,7 +117,7 @@ def write_markdown(result: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="dwserve bench host_overhead", description=__doc__.split("\n\n")[0])
     p.add_argument("--budget-s", type=float, default=6.0)
     p.add_argument("--out", type=Path, default=_REPO / "benchmarks" / "results")
     args = p.parse_args(argv)

@@ -90,7 +90,7 @@ def write_markdown(res: dict, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="dwserve bench prefill_chunks", description=__doc__.split("\n\n")[0])
     p.add_argument("--chunks", default="0,128,256,512", help="prefill chunk sizes, 0 = whole prompt")
     p.add_argument("--long-tokens", type=int, default=1536)
     p.add_argument("--live", type=int, default=15)

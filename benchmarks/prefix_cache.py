@@ -106,7 +106,7 @@ def write_markdown(res: dict, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="dwserve bench prefix_cache", description=__doc__.split("\n\n")[0])
     p.add_argument("--system-tokens", type=int, default=1024)
     p.add_argument("--question-tokens", type=int, default=32)
     p.add_argument("--live", type=int, default=8)

@@ -167,7 +167,7 @@ def write_markdown(result: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="dwserve bench ptx", description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", help="comma list of case names (default all)")
     p.add_argument("--check", action="store_true", help="exit 1 on spills or missing 16-byte accesses")
     p.add_argument("--out", type=Path, default=_REPO / "benchmarks" / "results")

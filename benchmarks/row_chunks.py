@@ -85,7 +85,7 @@ def write_markdown(result: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="dwserve bench row_chunks", description=__doc__.split("\n\n")[0])
     p.add_argument("--batches", default="8,16")
     p.add_argument("--budgets-mib", default="0,2,4,8,16,32")
     p.add_argument("--budget-s", type=float, default=60.0, help="total timing budget")

@@ -305,7 +305,7 @@ def write_plot(res: dict, path: Path) -> None:
 # --- main ---------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="dwserve bench serve", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="dwserve bench serve", description=__doc__.split("\n\n")[0])
     p.add_argument("--url", help="target a live server (both models) instead of starting one")
     p.add_argument("--url-batch1", help="with --url: a server with --max-batch-size 1 for batching_off")
     p.add_argument("--grpc-target", help="with --url: its gRPC HOST:PORT (--grpc-port) for latency_grpc")

@@ -179,7 +179,7 @@ def scrape_launches(url: str, model: str, impls: set[str]) -> dict[str, float]:
 
 
 def parse_args(argv: list[str]):
-    p = argparse.ArgumentParser(prog="dwserve loadtest", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="dwserve loadtest", description=__doc__.split("\n\n")[0])
     p.add_argument("--before", metavar="URL", help="server running the baseline (per_group)")
     p.add_argument("--after", metavar="URL", help="server running the optimised impl (auto)")
     p.add_argument("--url", metavar="URL", help="one server; compare --impls per request instead")

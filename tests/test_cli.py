@@ -164,3 +164,30 @@ def test_row_chunk_flag_reaches_settings(captured):
 def test_row_chunk_budget_rejects_negative():
     with pytest.raises(ValidationError, match="cpu_row_chunk_mib"):
         Settings(cpu_row_chunk_mib=-1)
+
+
+def _help_text(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", cli.BENCHMARKS)
+def test_bench_help_names_the_command_and_ends_its_sentence(name, capsys):
+    """`dwserve bench NAME --help`: usage says `dwserve bench NAME` (not the file's name) and
+    the description is a whole paragraph, not a first line cut mid-sentence."""
+    if name in ("ptx", "host_overhead"):
+        pytest.importorskip("triton")
+    out = _help_text(["bench", name, "--help"], capsys)
+    assert out.startswith(f"usage: dwserve bench {name} "), out[:200]
+    description = out.split("\n\n")[1].strip()
+    assert description.endswith((".", ")")), description
+
+
+def test_loadtest_help_ends_its_sentence(capsys):
+    pytest.importorskip("service.loadtest")
+    out = _help_text(["loadtest", "--help"], capsys)
+    assert out.startswith("usage: dwserve loadtest ")
+    description = out.split("\n\n")[1].strip()
+    assert description.endswith((".", ")")) and description.count("(") == description.count(")"), description
