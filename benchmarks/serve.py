@@ -243,8 +243,8 @@ def write_markdown(res: dict, path: Path) -> None:
                   " A batched row is cheaper because the late stages (small maps, big weights) read "
                   "each weight once for the whole batch, while the early stages run in cache-sized "
                   "row chunks (models/row_chunks.py): over the whole batch their activations spill "
-                  "to DRAM and a batch-8 row was only ~1.45x cheaper than a row alone "
-                  "(benchmarks/results/row-chunks-cpu.md)."]
+                  "to DRAM and a batch-8 row was only 1.44x cheaper than a row alone in the committed "
+                  "benchmarks/results/row-chunks-cpu.md (an AMD EPYC run)."]
         if sc.get("batching_on_lfm2") and sc.get("batching_off_lfm2"):
             lines += ["", _batching_reading(f"lfm2 ({LFM2_PROMPT_TOKENS}-token prompt per request)",
                                             sc["batching_on_lfm2"], sc["batching_off_lfm2"]) +
