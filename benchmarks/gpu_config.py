@@ -25,7 +25,7 @@ from models.allocator import keep_freed_memory
 _REPO = Path(__file__).resolve().parents[1]
 
 STEPS = ("env", "prewarm", "correctness", "copy", "ops-float32", "ops-bfloat16", "models", "decode", "layouts")
-# prewarm compiles the ~500 kernel variants up front on every core (gpu_prewarm.py), so the
+# prewarm compiles the ~520 kernel variants up front on every core (gpu_prewarm.py), so the
 # timed steps' budgets no longer carry ~0.4 s of one-core compile per variant.
 BUDGETS_CUDA = {"env": 5, "prewarm": 45, "correctness": 75, "copy": 5, "ops-float32": 120, "ops-bfloat16": 80,
                 "models": 40, "decode": 70, "layouts": 10}       # seconds; sum 450
