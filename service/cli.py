@@ -8,8 +8,12 @@
                                                runs benchmarks/<name>.py main(ARGS) from the checkout
   dwserve loadtest [ARGS...]                   service.loadtest.main(ARGS)
 
-Every serve flag is also a DWSERVE_* environment variable (service.settings.Settings);
-a flag given on the command line wins over the environment.
+Every serve flag is also a DWSERVE_* environment variable (service.settings.Settings), the
+flag's name in capitals (--max-batch-size: DWSERVE_MAX_BATCH_SIZE, --log-level:
+DWSERVE_LOG_LEVEL), except the repeatable --model, which is DWSERVE_MODELS (a comma list:
+lfm2=/path,mobilenet_v2), and --no-warmup, which is DWSERVE_WARMUP=0. One setting is
+environment-only: DWSERVE_KEEP_FREED_MEMORY (default 1; 0 leaves glibc's allocator as it is).
+A flag given on the command line wins over the environment.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from typing import Optional
 
 from pydantic import ValidationError
 
-from .settings import IMPL_CHOICES, Settings
+from .settings import IMPL_CHOICES, LOG_LEVELS, Settings
 
 BENCHMARKS = ("ops", "models", "serve", "generate", "prefill_chunks", "prefix_cache", "row_chunks", "ptx",
               "block_decode", "host_overhead")
@@ -56,13 +60,12 @@ def _serve_parser() -> argparse.ArgumentParser:
         p.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
     p.add_argument("--no-warmup", action="store_false", dest="warmup", default=None,
                    help="turn ready without warm-up (faster start, slow first requests)")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--log-level", choices=LOG_LEVELS, help="server and root logger level (default info)")
     return p
 
 
 def serve(argv: list[str]) -> int:
     args = vars(_serve_parser().parse_args(argv))
-    log_level = args.pop("log_level")
     overrides = {k: v for k, v in args.items() if v is not None}
     try:
         settings = Settings(**overrides)
@@ -71,9 +74,9 @@ def serve(argv: list[str]) -> int:
         return 2
     from .app import create_app
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
-    run_server(app, settings, log_level)
+    run_server(app, settings, settings.log_level)
     if app.state.service.load_error:
         print(f"dwserve serve: model loading failed: {app.state.service.load_error}", file=sys.stderr)
         return 1

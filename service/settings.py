@@ -17,6 +17,7 @@ except ImportError:  # older: DWSERVE_MODELS must then be JSON, e.g. '["lfm2"]'
     NoDecode = None
 
 IMPL_CHOICES = ("auto", "per_group", "slice_sum", "compiled", "fused", "native")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_MODELS = ("lfm2", "mobilenet_v2")
 
 _ModelList = Annotated[tuple[str, ...], NoDecode] if NoDecode is not None else tuple[str, ...]
@@ -83,6 +84,8 @@ class Settings(BaseSettings):
     depthwise_sample_every: int = Field(20, ge=1)        # run every N-th forward under depthwise_timer
     warmup: bool = True                                  # warm up (and compile) before ready
     graceful_shutdown_s: float = Field(30.0, ge=0)
+    # uvicorn's log level and the root logger's (--log-level): one of LOG_LEVELS
+    log_level: str = Field("info", pattern="^(" + "|".join(LOG_LEVELS) + ")$")
 
     @field_validator("models", mode="before")
     @classmethod
@@ -100,6 +103,11 @@ class Settings(BaseSettings):
         if len(set(names)) != len(names):
             raise ValueError(f"models: each model name at most once, got {names}")
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, value):
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("depthwise_impl")
     @classmethod

@@ -191,3 +191,27 @@ def test_loadtest_help_ends_its_sentence(capsys):
     assert out.startswith("usage: dwserve loadtest ")
     description = out.split("\n\n")[1].strip()
     assert description.endswith((".", ")")) and description.count("(") == description.count(")"), description
+
+
+def test_log_level_flag_and_env(monkeypatch, captured):
+    """--log-level is a Settings field like every other flag: DWSERVE_LOG_LEVEL sets it, the
+    flag wins, and uvicorn gets the resolved level."""
+    levels = []
+    monkeypatch.setattr(cli, "run_server", lambda app, settings, log_level="info":
+                        levels.append((settings.log_level, log_level)))
+    monkeypatch.delenv("DWSERVE_LOG_LEVEL", raising=False)
+    assert cli.main(["serve"]) == 0
+    monkeypatch.setenv("DWSERVE_LOG_LEVEL", "WARNING")
+    assert cli.main(["serve"]) == 0
+    assert cli.main(["serve", "--log-level", "debug"]) == 0
+    assert levels == [("info", "info"), ("warning", "warning"), ("debug", "debug")]
+    with pytest.raises(ValidationError, match="log_level"):
+        Settings(log_level="verbose")
+
+
+def test_every_serve_flag_is_a_setting():
+    """Each flag of `dwserve serve` lands on a Settings field of the same name (so it is also a
+    DWSERVE_* variable); --model is the one plural, DWSERVE_MODELS."""
+    dests = {a.dest for a in cli._serve_parser()._actions if a.dest != "help"}
+    assert dests <= set(Settings.model_fields), dests - set(Settings.model_fields)
+    assert "models" in dests and "log_level" in dests
