@@ -215,3 +215,10 @@ def test_every_serve_flag_is_a_setting():
     dests = {a.dest for a in cli._serve_parser()._actions if a.dest != "help"}
     assert dests <= set(Settings.model_fields), dests - set(Settings.model_fields)
     assert "models" in dests and "log_level" in dests
+
+
+def test_loadtest_without_httpx_names_the_extra(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "httpx", None)          # as if the load extra were missing
+    monkeypatch.delitem(sys.modules, "service.loadtest", raising=False)
+    assert cli.main(["loadtest", "--help"]) == 2
+    assert "pip install 'dwserve[load]'" in capsys.readouterr().err
