@@ -193,7 +193,7 @@ def _chat_prompt(body: ChatCompletionRequest, handler):
         raise ValueError(f"model {handler.rt.name!r} has no tokenizer (tokenizer.json); send input_ids to /v1/generate")
     ids = handler.tokenizer.apply_chat_template(messages)
     settings = handler.rt.settings   # unset max_tokens: as many as the limits leave room for
-    return body.to_generate(ids, max(1, min(settings.max_new_tokens, settings.max_sequence_length - len(ids))))
+    return body.to_generate(ids, max(1, min(settings.max_new_tokens, handler.max_length - len(ids))))
 
 
 def _chat_chunk(head: dict, index: int, delta: dict, finish_reason=None) -> dict:

@@ -135,7 +135,7 @@ class FakeLM:
 
     def __init__(self, vocab_size: int, owner: FakeServedModel, token_delay_s: float = 0.0):
         self.tokenizer = FakeTokenizer(vocab_size)
-        self.config = SimpleNamespace(vocab_size=vocab_size)
+        self.config = SimpleNamespace(vocab_size=vocab_size, max_position_embeddings=1 << 20)   # positions unbounded
         self.owner, self.token_delay_s = owner, token_delay_s
 
     def stream_generate(self, prompts, max_new_tokens, temperature=0.0, top_k=None, top_p=None,

@@ -130,3 +130,21 @@ def test_generate_route_names_the_byte_that_is_not_utf8(client):
 def test_openai_routes_want_finite_floats(client, route, body):
     r = client.post(route, content=body, headers={"content-type": "application/json"})
     assert 400 <= r.status_code < 500 and "finite number" in r.json()["error"], r.text
+
+
+def test_generation_stops_at_the_models_positions_not_only_the_servers_limit():
+    """A checkpoint with fewer positions than --max-sequence-length: /v1/generate refuses what
+    would run past them (as /v2 infer does), naming the model's limit; the engine is sized to it."""
+    models = fake_models()
+    models["lfm2"].lm.config.max_position_embeddings = 24
+    app = create_app(Settings(max_new_tokens=64, max_sequence_length=128), models=models, hooks=fake_hooks())
+    with TestClient(app, raise_server_exceptions=False) as c:
+        deadline = time.time() + 20
+        while c.get("/v2/health/ready").status_code != 200:
+            assert time.time() < deadline, "never ready"
+            time.sleep(0.02)
+        r = c.post("/v1/generate", json={"input_ids": [5] * 20, "max_new_tokens": 10})
+        assert r.status_code == 400 and "24 tokens, the model's max_position_embeddings" in r.json()["error"], r.text
+        ok = c.post("/v1/generate", json={"input_ids": [5] * 20, "max_new_tokens": 4})
+        assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 4, ok.text
+        assert app.state.service.generate.scheduler.max_length == 24

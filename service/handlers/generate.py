@@ -58,7 +58,13 @@ class GenerateHandler:
         meta = getattr(runtime.served, "metadata", None) or {}
         self.vocab_size = int(meta.get("vocab_size") or self.lm.config.vocab_size)
         s = runtime.settings
-        self.scheduler = GenerationScheduler(runtime, s.max_decode_batch, s.max_sequence_length,
+        # The tokens one sequence may hold: the server's limit, or less if the model's positions
+        # end sooner (as /v2 infer refuses rows past max_position_embeddings).
+        positions = int(self.lm.config.max_position_embeddings)
+        self.max_length = min(s.max_sequence_length, positions)
+        self.max_length_source = ("max_sequence_length (DWSERVE_MAX_SEQUENCE_LENGTH)" if s.max_sequence_length <= positions
+                                  else "the model's max_position_embeddings")
+        self.scheduler = GenerationScheduler(runtime, s.max_decode_batch, self.max_length,
                                              s.prefill_chunk_tokens or None)
         if s.warmup:
             self.scheduler.warmup()
@@ -90,9 +96,9 @@ class GenerateHandler:
             raise ValueError("prompt: expected at least one token")
         if req.max_new_tokens > s.max_new_tokens:
             raise ValueError(f"max_new_tokens: at most {s.max_new_tokens} (DWSERVE_MAX_NEW_TOKENS), got {req.max_new_tokens}")
-        if len(ids) + req.max_new_tokens > s.max_sequence_length:
+        if len(ids) + req.max_new_tokens > self.max_length:
             raise ValueError(f"prompt ({len(ids)} tokens) + max_new_tokens ({req.max_new_tokens}) exceeds "
-                             f"max_sequence_length {s.max_sequence_length}")
+                             f"{self.max_length} tokens, {self.max_length_source}")
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         if any(not x for x in stop) or len(stop) > 16 or any(len(x) > 256 for x in stop):
             raise ValueError("stop: expected up to 16 non-empty strings of at most 256 characters")
