@@ -177,16 +177,26 @@ class MobileNetV2(nn.Module):
 
     # ---- construction from a checkpoint (mobilenet_io.py) --------------------------------------
     @classmethod
-    def from_file(cls, path: str | Path, *, width_mult: float = 1.0, device=None, dtype=None
+    def from_file(cls, path: str | Path, *, width_mult: float | None = None, device=None, dtype=None
                   ) -> "MobileNetV2":
         """A torchvision-layout state_dict from .safetensors or .pth (weights_only), strict:
-        num_classes is read from classifier.1.weight; every other tensor must match by name
-        and shape (the first mismatch raises ValueError naming the tensor)."""
-        from .mobilenet_io import load_state_dict_file, num_classes_of
+        num_classes is read from classifier.1.weight, width_mult (unless given) found among
+        torchvision's published multipliers by the tensors' shapes; every other tensor must
+        match by name and shape (the first mismatch raises ValueError naming the tensor)."""
+        from .mobilenet_io import load_state_dict_file, num_classes_of, width_mult_of
         state = load_state_dict_file(path)
-        model = cls(num_classes=num_classes_of(state, path), width_mult=width_mult)
+        num_classes = num_classes_of(state, path)
+        if width_mult is None:
+            width_mult = width_mult_of(state, lambda w: cls._shapes(num_classes, w))
+        model = cls(num_classes=num_classes, width_mult=width_mult)
         model.load_checked(state, source=str(path))
         return model.to(device=device, dtype=dtype).eval()
+
+    @classmethod
+    def _shapes(cls, num_classes: int, width_mult: float) -> dict[str, tuple[int, ...]]:
+        """The state_dict's shapes at this width, from a model built on the meta device (free)."""
+        with torch.device("meta"):
+            return {k: tuple(v.shape) for k, v in cls(num_classes, width_mult).state_dict().items()}
 
     def load_checked(self, state: dict[str, torch.Tensor], source: str = "state_dict") -> None:
         """Copy `state` into the model after checking names and shapes (see mobilenet_io)."""

@@ -64,6 +64,27 @@ def num_classes_of(state: dict[str, torch.Tensor], source: str | Path = "state_d
     return int(w.shape[0])
 
 
+# torchvision's and the papers' MobileNetV2 widths (timm adds 1.1, 1.2); 1.0, the usual, first.
+WIDTH_MULTS = (1.0, 0.35, 0.5, 0.75, 1.1, 1.2, 1.3, 1.4)
+
+
+def width_mult_of(state: dict[str, torch.Tensor], shapes_at) -> float:
+    """The width multiplier whose model (`shapes_at(width_mult)`: name -> shape) has every
+    tensor of `state` at its stored shape. If none has them all, the first whose stem conv
+    fits (check_state_dict then names the tensor that does not); ValueError if none does."""
+    stem = "features.0.0.weight"
+    shapes = {w: shapes_at(w) for w in WIDTH_MULTS}
+    for width_mult, want in shapes.items():
+        if all(want.get(name) in (None, tuple(t.shape)) for name, t in state.items()):
+            return width_mult
+    for width_mult, want in shapes.items():
+        if stem in state and want[stem] == tuple(state[stem].shape):
+            return width_mult
+    raise ValueError(f"no MobileNetV2 width_mult in {sorted(WIDTH_MULTS)} has this state_dict's stem conv "
+                     f"'{stem}' ({tuple(state[stem].shape) if stem in state else 'missing'}); is it a "
+                     "torchvision mobilenet_v2 state_dict? Or pass width_mult= to MobileNetV2.from_file")
+
+
 def check_state_dict(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
                      source: str = "state_dict") -> None:
     """Every expected tensor present with its exact shape, nothing unexpected, all floating

@@ -237,3 +237,18 @@ def test_labels_file(tmp_path):
     assert mobilenet_v2(num_classes=2).labels == ["class_0", "class_1"]
     with pytest.raises(ValueError, match="3 lines, expected one per class"):
         mobilenet_v2(num_classes=4, labels=tmp_path / "labels.txt")
+
+
+@pytest.mark.parametrize("width_mult", [pytest.param(w, id=f"x{w}") for w in (0.35, 0.75, 1.4)])
+def test_width_mult_is_read_from_the_checkpoint(tmp_path, width_mult):
+    """A torchvision state_dict of another width loads as that width (the registry's path,
+    which takes no width argument), with the same outputs."""
+    src = mobilenet_v2(num_classes=7, width_mult=width_mult, seed=3)
+    path = tmp_path / "w.pth"
+    torch.save(src.state_dict(), path)
+    loaded = MobileNetV2.from_file(path)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode(), use_impl("native"):
+        assert torch.equal(loaded(x), src(x))
+    with pytest.raises(ValueError, match="stem conv"):
+        MobileNetV2.from_file(_save(tmp_path, {**src.state_dict(), "features.0.0.weight": torch.zeros(5, 3, 3, 3)}))
