@@ -3,7 +3,8 @@
 Why: Triton compiles a kernel variant (argument specialisation x autotune config) the first
 time it is launched, about 0.4 s each on one core, one after another, inside the timed
 steps' budgets. The correctness cases and the ops suite in float32 and bfloat16 alone make
-~430 distinct (specialisation, autotune config) pairs: ~3 minutes on one core, 40% of the
+~450 distinct (specialisation, autotune config) pairs (~520 with the layouts and models
+steps): ~3 minutes on one core, 40% of the
 run's 450 s of steps. Here they are compiled up front on every core:
 
 1. record: each step's fused calls run with recorders in place of the kernels

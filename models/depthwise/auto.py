@@ -98,8 +98,8 @@ CPU_MEASURED: tuple = (
 #   beat both a conv call (oneDNN setup) and a compiled graph's guard/launch overhead (16x2048,
 #   K=3: 1.17-1.28x ahead of both, on both CPUs).
 # - decode, larger K (LFM3's K=7): native. slice_sum's cost grows ~45 us per tap at 16x2048,
-#   native's and compiled's ~31 (Xeon, K=3 -> 7), so by K=7 slice_sum is 2-14% behind native
-#   in three runs (ops-cpu-xeon.md); native over compiled: within 3% of it or ahead, needs no
+#   native's and compiled's ~31 (Xeon, K=3 -> 7), so by K=7 slice_sum is 14% behind native
+#   (382.5 vs 334.6 us, ops-cpu-xeon.md); native over compiled: within 3% of it or ahead, needs no
 #   C++ compiler and no compile per decode batch size, which a continuous batch changes all
 #   the time. (The served LFM2/LFM3 decode runs short_conv_block, op conv1d at L=1.)
 # - conv1d up to SLICE_SUM_MAX_WORK multiply-adds (the seed shape, the channel sweep, LFM2
@@ -121,7 +121,7 @@ CPU_MEASURED: tuple = (
 #   on AMD CPUs only: stride-2 layers on 112x112 planes at batch >= 16, where per_group (C big
 #   single-channel convs) is measured fastest on the AMD EPYC, so auto picks it there:
 #   launches only hurt when each is tiny. On the Intel Xeon (ops-cpu-xeon.md) the same layer
-#   goes to compiled, 1.1-1.5x ahead of per_group in three runs, which is what the general
+#   goes to compiled, 1.08x ahead of per_group (53.5 vs 57.9 ms), which is what the general
 #   rule picks; other vendors (unmeasured) get the general rule too.
 DECODE_SLICE_SUM_MAX_TAPS = 5   # decode: the K=3 / K=7 lines above cross near K=6
 SLICE_SUM_MAX_TAPS = 7          # conv1d K above which compiled stops paying off (K=31 loses)
