@@ -6,6 +6,7 @@ before anything imports `models.depthwise`. That is why it is done here, at impo
 """
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
@@ -13,3 +14,19 @@ if not torch.cuda.is_available():
 
 # Tests run on 2-core CI machines: keep torch from oversubscribing them.
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def _triton_interpret_is_left_as_found(request):
+    """A test that unsets TRITON_INTERPRET in this process (importing benchmarks/ptx.py or
+    host_overhead.py does) turns the fused impl off for every later test: fail at the culprit."""
+    before = os.environ.get("TRITON_INTERPRET")
+    yield
+    after = os.environ.get("TRITON_INTERPRET")
+    if after != before:
+        if before is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = before
+        pytest.fail(f"{request.node.nodeid} changed TRITON_INTERPRET from {before!r} to {after!r}; "
+                    "run code that needs it unset in a subprocess")
