@@ -18,16 +18,7 @@ so /v2 infer batches of any model run between generation steps, and no two threa
 touch the model. Events go back to each request through its callback:
   ("token", id) per generated token, then ("done", finish_reason) or ("error", exception).
 
-Launches per generated token (dwserve_kernel_launches_per_token): a pure decode step (the
-engine's decode_only: live rows, nothing joining or prefilling) runs under count_launches on the
-first such step per (impl, live rows rounded up to a power of two), then again after every
-launch_recount_every steps of that impl; the gauge is its launches / the rows it decoded. The
-whole engine step is counted (decode, sampling, a finished row's release). On CUDA with graphs
-the step is a replay: the profiler counts its kernels (for the bucket's padded rows) and its
-aten ops are only the host's (sampling). Such a step is 2-3x slower (per_group, under the
-counter); time per output token is measured per request from token timestamps, so the
-generations in that step absorb it, once per recount. Generation launches stay out of
-kernel_launches_total, whose recording rule divides by one-shot requests.
+Launches per generated token (dwserve_kernel_launches_per_token): service/generation_launches.py.
 
 Invariants: every submitted sequence gets exactly one "done" or "error"; at most
 `max_queue_size` sequences wait beyond the rows free for them (then QueueFull -> 503): on
@@ -46,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
 from .batching import BatcherStopped, QueueFull
+from .generation_launches import TokenLaunchCounter
 from .generation_room import OTHER_ENGINES, RESERVATION, Reservation, would_queue
 
 log = logging.getLogger("dwserve.generation")
@@ -76,11 +68,7 @@ class GenerationScheduler:
         self._engines: dict[str, Any] = {}
         self._tickets: dict[str, dict[Any, Ticket]] = {}  # impl -> {sequence: ticket}
         self._stopping = False
-        # launches per generated token (_run_step): decode steps run per impl, the step index
-        # of each impl's last count, and the (impl, rows bucket) classes counted so far
-        self._decode_steps: collections.Counter[str] = collections.Counter()
-        self._last_count_at: dict[str, int] = {}
-        self._counted: set[tuple[str, int]] = set()
+        self._launches = TokenLaunchCounter(runtime)   # kernel_launches_per_token (_run_step)
         self._thread = threading.Thread(target=self._loop, name=f"dwserve-generate-{runtime.name}",
                                         daemon=True)
 
@@ -297,47 +285,7 @@ class GenerationScheduler:
         for seq in [s for s in tickets if s.done]:
             tickets.pop(seq).emit(("done", seq.finish_reason))
 
-    # --- launches per generated token -----------------------------------------------------
-    def _count_due(self, impl: str, engine) -> Optional[list]:
-        """The live sequences if this step is to be counted, else None: a pure decode step
-        (engine.decode_only; an engine that cannot say is never counted) of a new (impl, rows
-        bucket), or the first after launch_recount_every steps of this impl since its last count."""
-        self._decode_steps[impl] += 1
-        if not getattr(engine, "decode_only", False):
-            return None
-        rows = list(engine.rows)
-        if ((impl, _bucket(len(rows))) in self._counted and self._decode_steps[impl]
-                - self._last_count_at.get(impl, 0) < self.rt.settings.launch_recount_every):
-            return None
-        return rows
-
     def _run_step(self, impl: str, engine) -> list:
-        """engine.step() on the compute thread; when due, under hooks.count_launches (output used
-        as usual), and kernel_launches_per_token = launches / rows decoded (see the module doc)."""
-        live = self._count_due(impl, engine)
-        if live is None:
-            return self._on_compute(impl, engine.step)
-        result: dict[str, list] = {}
-
-        def run():
-            result["out"] = engine.step()
-        counts = self._on_compute(impl, lambda: self.rt.hooks.count_launches(run))
-        out = result["out"]
-        # A cancel between the check and the step frees a row first (a waiting sequence may
-        # take it): then fewer or other rows decoded, or a prefill began; not counted.
-        if ({id(s) for s, _ in out} != {id(s) for s in live} or len(out) != len(live)
-                or getattr(engine, "prefill", None) is not None):
-            return out
-        self._counted.add((impl, _bucket(len(live))))
-        self._last_count_at[impl] = self._decode_steps[impl]
-        kinds = {"aten_ops": counts.aten_ops}
-        if counts.cuda_kernels is not None:
-            kinds["cuda_kernels"] = counts.cuda_kernels
-        for kind, value in kinds.items():
-            self.rt.metrics.launches_per_token.labels(self.rt.name, impl, kind).set(value / len(out))
-        return out
-
-
-def _bucket(rows: int) -> int:
-    """Rows rounded up to a power of two (as the CUDA graphs' buckets)."""
-    return 1 << max(0, rows - 1).bit_length()
+        """engine.step() on the compute thread, now and then under a launch count
+        (service/generation_launches.py)."""
+        return self._launches.step(impl, engine, lambda fn: self._on_compute(impl, fn))

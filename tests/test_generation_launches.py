@@ -1,5 +1,5 @@
 """dwserve_kernel_launches_per_token: continuous batching counts the launches of a pure decode
-step (service/generation.py GenerationScheduler._run_step) and divides by the rows it decoded.
+step (service/generation_launches.py TokenLaunchCounter, run by GenerationScheduler._run_step) and divides by the rows it decoded.
 
 With fake models: the gauge appears after a generation (warm-up included), equals the count /
 rows, is measured once per (impl, rows bucket) and again every launch_recount_every steps, and
