@@ -17,11 +17,9 @@ from typing import Awaitable, TypeVar
 from starlette.requests import Request
 
 from .errors import ServiceError
+from .middleware import CLIENT_CLOSED   # never seen by the client (it left); what requests_total counts
 
 T = TypeVar("T")
-# nginx's "client closed request": never seen by the client (it left), but it is what
-# dwserve_requests_total{status} counts, so a dashboard tells these from 200s and 5xx.
-CLIENT_CLOSED = 499
 
 
 class ClientDisconnected(ServiceError):
