@@ -12,7 +12,7 @@ of a GPU benchmark run that tunes ~80 keys.
 
 Why launch_tuned: Triton's Autotuner.run rebuilds its cache key from every argument on every
 launch (a dict of all arguments filtered against a list of names, str() of every dtype):
-8.7-11.4 us of Python per launch on Triton 3.6 (what launch_tuned saves, halving the host time:
+8.6-11.3 us of Python per launch on Triton 3.6 (what launch_tuned saves, halving the host time:
 benchmarks/results/host-overhead-cpu.md), next to ~6 us for the JIT launch itself.
 The seed shape is launch-bound, so that is most of its time. After the autotuner's pick for a
 key is known, the JIT function is called with it directly, as the autotuner's own final call does.
