@@ -143,7 +143,9 @@ class GenerationScheduler:
         idle server take a burst (or an n-choice request) as large as its free rows."""
         pending = self._pending()
         pending[impl] += n
-        queued = would_queue(pending, self._engines, self.rt.settings.depthwise_impl, self.capacity)
+        default = self.rt.settings.depthwise_impl
+        blocked = any(t.impl != default for t in self._parked)   # outside the loop's lock: only waiting ones
+        queued = would_queue(pending, self._engines, default, self.capacity, blocked)
         limit = self.rt.settings.max_queue_size
         if queued > limit:
             raise QueueFull(f"model {self.rt.name!r}: {queued} generations would wait for a row "

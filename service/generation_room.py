@@ -31,15 +31,20 @@ def free_rows(engine) -> int:
     return max(0, engine.capacity - len(engine.rows) - len(getattr(engine, "joining", ())))
 
 
-def would_queue(pending: collections.Counter, engines: Mapping[str, Any], default: str, capacity: int) -> int:
+def would_queue(pending: collections.Counter, engines: Mapping[str, Any], default: str, capacity: int,
+                others_blocked: bool = False) -> int:
     """Sequences that would wait for a row: per policy, its pending ones (without a row yet)
     beyond its engine's free rows. A policy without an engine gets all `capacity` rows if its
     engine can be made now (the default's always can; others while fewer than OTHER_ENGINES
-    are live), else none: it is parked until an engine is dropped."""
+    are live), else none: it is parked until an engine is dropped. others_blocked: a parked
+    request of a non-default policy waits for an engine, and the scheduler lets no other
+    non-default newcomer pass it (GenerationScheduler._unpark), so those get no rows either."""
     slots = OTHER_ENGINES - sum(1 for impl in engines if impl != default)
     queued = 0
     for impl, count in pending.items():
-        if impl in engines:
+        if others_blocked and impl != default:
+            free = 0
+        elif impl in engines:
             free = free_rows(engines[impl])
         elif impl == default or slots > 0:
             free, slots = capacity, slots - (impl != default)

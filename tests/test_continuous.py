@@ -369,3 +369,23 @@ def test_equal_prompts_are_prefilled_once(model):
         slots_mod.SlotDecoder.attach = real
     assert [s.tokens for s in seqs] == want
     assert prefill_rows == [(2, [0, 0, 0, 0, 1])]
+
+
+def test_a_joining_group_is_never_counted_twice_while_it_is_sampled(model):
+    """The server's admission check (service/generation_room.free_rows) reads rows + joining
+    from another thread while step() runs: when a group's prefill ends, the group must be in
+    exactly one of the two lists while its first tokens are sampled."""
+    engine = ContinuousBatch(model, capacity=4, max_length=40)
+    seen, sample = [], engine._sample
+
+    def watched(seqs, logits):
+        seen.append(len(engine.rows) + len(engine.joining))
+        return sample(seqs, logits)
+
+    engine._sample = watched
+    for prompt in ([1, 2, 3], [4, 5, 6]):
+        engine.add(Sequence(prompt, max_new_tokens=5))
+    with torch.inference_mode():
+        engine.step()
+        engine.step()
+    assert seen and all(held == 2 for held in seen), seen

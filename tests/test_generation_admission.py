@@ -136,3 +136,34 @@ def test_would_queue_counts_only_what_the_free_rows_cannot_take():
     assert would_queue(Counter(per_group=16, slice_sum=2), {}, "auto", 16) == 2
     engines["per_group"] = engine(16, rows=16)
     assert would_queue(Counter(per_group=1, slice_sum=2, auto=1), engines, "auto", 16) == 3
+
+
+def test_newcomers_parked_behind_another_policy_count_against_the_queue(serve):
+    """A per_group generation holds the one other engine (1 of 4 rows); a slice_sum request
+    waits for an engine (the one allowed waiter, max_queue_size 1). Later per_group requests
+    are kept behind it (no starvation), so they would wait too: 503, not admitted past the bound."""
+    client, lm, scheduler = serve(max_decode_batch=4, max_queue_size=1, token_delay_s=0.02)
+    gen = lambda p, n, impl: client.post("/v1/generate", json={"prompt": p, "max_new_tokens": n,
+                                                               "depthwise_impl": impl})
+    with ThreadPoolExecutor(5) as pool:
+        first = pool.submit(gen, "a", 60, "per_group")
+        time.sleep(0.2)
+        parked = pool.submit(gen, "k", 3, "slice_sum")
+        time.sleep(0.1)
+        more = [pool.submit(gen, p, 3, "per_group") for p in "xyz"]
+        time.sleep(0.3)
+        assert scheduler.waiting <= 1
+        codes = [f.result().status_code for f in (first, parked, *more)]
+    assert codes == [200, 200, 503, 503, 503], codes
+
+
+def test_would_queue_gives_blocked_policies_no_rows():
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from service.generation_room import would_queue
+
+    engines = {"per_group": SimpleNamespace(capacity=4, rows=[object()], joining=[])}      # 3 rows free
+    assert would_queue(Counter(per_group=3), engines, "auto", 4) == 0
+    assert would_queue(Counter(per_group=3, slice_sum=1), engines, "auto", 4, others_blocked=True) == 4
+    assert would_queue(Counter(auto=2, slice_sum=1), engines, "auto", 4, others_blocked=True) == 1   # default unaffected

@@ -164,12 +164,16 @@ class ContinuousBatch:
         if self.prefill is not None:
             logits = self.prefill.advance()                            # one chunk (or all)
             if logits is not None:
-                for s, r in zip(self.joining, self.decoder.attach(self.prefill, self.joining_rows)):
+                joined = self.joining
+                for s, r in zip(joined, self.decoder.attach(self.prefill, self.joining_rows)):
                     s.row = r
-                self.rows += self.joining
-                keep = [i for i, s in enumerate(self.joining) if not s.done]   # not cancelled meanwhile
-                out += self._sample([self.joining[i] for i in keep], logits[[self.joining_rows[i] for i in keep]])
-                self.joining, self.prefill = [], None
+                # rows and joining change together: the server's admission check reads both
+                # from another thread, and would count the group twice while it is sampled.
+                self.rows += joined
+                self.joining = []
+                keep = [i for i, s in enumerate(joined) if not s.done]   # not cancelled meanwhile
+                out += self._sample([joined[i] for i in keep], logits[[self.joining_rows[i] for i in keep]])
+                self.prefill = None
         self._retire_finished()
         return out
 
