@@ -34,7 +34,7 @@ _REPO = Path(__file__).resolve().parent.parent
 # Flags beyond DESIGN.md's list, generated from Settings so every limit is settable.
 _EXTRA = ("grpc_port", "max_body_bytes", "max_elements", "max_new_tokens", "max_sequence_length", "max_image_pixels",
           "max_prompt_chars", "max_choices", "request_timeout_s", "api_key", "launch_recount_every",
-          "depthwise_sample_every", "graceful_shutdown_s", "seed", "torch_threads", "cpu_row_chunk_mib",
+          "depthwise_sample_every", "graceful_shutdown_s", "idle_timeout_s", "seed", "torch_threads", "cpu_row_chunk_mib",
           "prefill_chunk_tokens", "prefix_cache_mib")
 
 
@@ -83,11 +83,6 @@ def serve(argv: list[str]) -> int:
     return 0
 
 
-# Seconds a connection may sit with no request in progress before the server closes it:
-# uvicorn's keep-alive timeout (its default), here also armed when a connection opens.
-IDLE_TIMEOUT_S = 5.0
-
-
 def _idle_closing_protocol():
     """uvicorn's HTTP protocol class (httptools when installed, else h11, as its "auto"), with
     the keep-alive timer also armed when a connection is made. uvicorn arms it only after a
@@ -119,14 +114,15 @@ def run_server(app, settings: Settings, log_level: str = "info") -> None:
     Retry-After, unmetered, so a handful of idle sockets took the server down. Work is
     bounded where it is queued instead: each batcher's --max-queue-size and the generate
     scheduler answer a JSON 503 + Retry-After (metered), bodies by --max-body-bytes; idle
-    connections are closed after IDLE_TIMEOUT_S, whether or not they sent a request. A cap on
+    connections are closed after --idle-timeout-s (uvicorn's keep-alive timeout, also armed
+    when a connection opens), whether or not they sent a request. A cap on
     connections as such is the OS's file-descriptor limit or a proxy's, which can tell probes
     apart; uvicorn's cannot exempt them."""
     import uvicorn
 
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
                             timeout_graceful_shutdown=settings.graceful_shutdown_s or None,
-                            http=_idle_closing_protocol(), timeout_keep_alive=IDLE_TIMEOUT_S,
+                            http=_idle_closing_protocol(), timeout_keep_alive=settings.idle_timeout_s,
                             access_log=False)
     service = getattr(app.state, "service", None)
 

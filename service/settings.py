@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     depthwise_sample_every: int = Field(20, ge=1)        # run every N-th forward under depthwise_timer
     warmup: bool = True                                  # warm up (and compile) before ready
     graceful_shutdown_s: float = Field(30.0, ge=0)
+    # seconds a connection may sit with no request in progress (also before its first byte)
+    idle_timeout_s: float = Field(5.0, gt=0)
     # uvicorn's log level and the root logger's (--log-level): one of LOG_LEVELS
     log_level: str = Field("info", pattern="^(" + "|".join(LOG_LEVELS) + ")$")
 

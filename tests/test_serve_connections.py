@@ -4,69 +4,17 @@ take the server down nor stay open for good.
 uvicorn's limit_concurrency (once max(64, 4 * max_queue_size)) counted idle sockets, and past
 it every request, liveness included, got a plain-text 503. The server here is the real stack
 (run_server) around the fake models, on a loopback port, with a 1 s idle timeout."""
-import contextlib
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
-import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-PORTS = range(18800, 18851)   # the loopback ports tests may serve on
-SCRIPT = """
-import sys
-from service import cli
-from service.app import create_app
-from service.settings import Settings
-from service.testing import fake_hooks, fake_models
-cli.IDLE_TIMEOUT_S = 1.0
-settings = Settings(port=int(sys.argv[1]), max_queue_size=4)
-cli.run_server(create_app(settings, models=fake_models(), hooks=fake_hooks()), settings, "warning")
-"""
+from test_service_server import fake_server_cmd, server_process
 
 
-def _free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    pytest.skip(f"no free loopback port in {PORTS.start}..{PORTS.stop - 1}")
-
-
-@contextlib.contextmanager
 def _server():
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(port)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            assert proc.poll() is None, f"server exited: {proc.stderr.read()[-2000:]}"
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline, "server never ready"
-            time.sleep(0.1)
-        yield port, url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """The real stack (run_server) around the fake models, with a 1 s idle timeout."""
+    return server_process(fake_server_cmd(idle_timeout_s=1.0, max_queue_size=4), timeout=60)
 
 
 def _closed_by_server(sock: socket.socket) -> bool:
@@ -80,7 +28,8 @@ def _closed_by_server(sock: socket.socket) -> bool:
 
 
 def test_idle_connections_neither_block_requests_nor_stay_open():
-    with _server() as (port, url):
+    with _server() as (url, _):
+        port = int(url.rsplit(":", 1)[1])
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]   # > the old cap, 64
         try:
             time.sleep(0.3)
@@ -125,12 +74,13 @@ def _read_response(sock: socket.socket) -> bytes:
 def test_a_connection_that_sends_a_request_is_served_not_cut_by_the_idle_timer():
     """The timer armed at connect is cancelled by the first byte: a request that takes longer
     than the idle timeout to arrive in pieces, then a keep-alive second request, both answered."""
-    with _server() as (port, url):
+    with _server() as (url, _):
+        port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port)) as s:
             s.settimeout(10)
             request = b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n"
             s.sendall(request[:10])
-            time.sleep(1.5)                        # > IDLE_TIMEOUT_S, mid-request
+            time.sleep(1.5)                        # > the idle timeout, mid-request
             s.sendall(request[10:])
             first = _read_response(s)
             assert first.startswith(b"HTTP/1.1 200"), first

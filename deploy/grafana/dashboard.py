@@ -37,6 +37,14 @@ RI = "$__rate_interval"
 BEFORE_IMPL, AFTER_IMPL = "per_group", "auto"
 
 
+def before_over_after(series: str, by: str, selector: str) -> str:
+    """PromQL: `series` of the before variant under its default impl over the after variant's
+    under its own, per `by` (the before/after stats)."""
+    def side(variant: str, impl: str) -> str:
+        return f'max by ({by}) ({series}{{variant="{variant}", impl="{impl}", {selector}}})'
+    return f"{side('before', BEFORE_IMPL)} / {side('after', AFTER_IMPL)}"
+
+
 def q(expr: str, legend: str, ref: str = "A") -> pb.Dataquery:
     return pb.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DS)
 
@@ -110,9 +118,7 @@ def build() -> db.Dashboard:
         f"How many times more kernels (aten ops on CPU, CUDA kernels on GPU) the before variant "
         f"launches per forward under its default impl ({BEFORE_IMPL}) than the after variant under "
         f"its own ({AFTER_IMPL}), per model; requests that override the impl do not move it.", "x",
-        q(f'max by (model, kind) (dwserve_kernel_launches_per_forward{{variant="before", impl="{BEFORE_IMPL}", {SEL}}})'
-          f' / max by (model, kind) (dwserve_kernel_launches_per_forward{{variant="after", impl="{AFTER_IMPL}", {SEL}}})',
-          "{{model}} {{kind}}"), w=5))
+        q(before_over_after("dwserve_kernel_launches_per_forward", "model, kind", SEL), "{{model}} {{kind}}"), w=5))
     d = d.with_panel(stat(
         "Kernel launches per generated token: before / after",
         f"The same ratio for generation: launches of one pure decode step (continuous batching, "
@@ -120,16 +126,13 @@ def build() -> db.Dashboard:
         "Each gauge is its variant's last counted step, whose rows may differ (per_group's "
         "launches per token fall as rows share a step). On GPU read cuda_kernels: with CUDA "
         "graphs a step is one replay, and its aten ops are only the host's sampling.", "x",
-        q(f'max by (model, kind) (dwserve_kernel_launches_per_token{{variant="before", impl="{BEFORE_IMPL}", {SEL}}})'
-          f' / max by (model, kind) (dwserve_kernel_launches_per_token{{variant="after", impl="{AFTER_IMPL}", {SEL}}})',
-          "{{model}} {{kind}}"), w=5))
+        q(before_over_after("dwserve_kernel_launches_per_token", "model, kind", SEL), "{{model}} {{kind}}"), w=5))
     d = d.with_panel(stat(
         "p99 latency speed-up: before / after",
         f"p99 one-shot request latency (OIP infer, classify) of before ({BEFORE_IMPL}) divided by "
         f"after ({AFTER_IMPL}) over the last 5 minutes, per model and route (recording rule "
         "dwserve:request_duration_seconds:p99_5m).", "x",
-        q(f'max by (model, route) (dwserve:request_duration_seconds:p99_5m{{variant="before", impl="{BEFORE_IMPL}", model=~"$model"}})'
-          f' / max by (model, route) (dwserve:request_duration_seconds:p99_5m{{variant="after", impl="{AFTER_IMPL}", model=~"$model"}})',
+        q(before_over_after("dwserve:request_duration_seconds:p99_5m", "model, route", 'model=~"$model"'),
           "{{model}} {{route}}"), w=5))
     d = d.with_panel(stat(
         "Depthwise share of compute",
