@@ -1,7 +1,7 @@
 """OpenAI-compatible routes over the /v1/generate handler: `POST /v1/completions` and
 `POST /v1/chat/completions` (JSON or SSE chunks ending in `data: [DONE]`; a chat goes through
-the model's chat template) and `GET /v1/models`. Same limits, validation, continuous batching
-and metrics as /v1/generate (schemas_openai.py maps the request).
+the model's chat template), `GET /v1/models` and `GET /v1/models/{model}`. Same limits,
+validation, continuous batching and metrics as /v1/generate (schemas_openai.py maps the request).
 
 `n` choices are n sequences of the continuous batch, admitted all or none and submitted
 together (one prefill group when rows are free), each with its own sampler: seed + i for
@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from .errors import ServiceError
 from .routes_v1 import _ERRORS, _handler, close_streams, final_events, first_events, sse_response
 from .schemas_openai import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
-                             CompletionResponse, ModelList)
+                             CompletionResponse, ModelCard, ModelList)
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -105,6 +105,16 @@ def _usage(finals: list[dict]) -> dict:
 async def models(request: Request):
     svc = request.app.state.service
     return {"object": "list", "data": [{"id": svc.generate_model}] if svc.generate_model else []}
+
+
+@router.get("/models/{model}", response_model=ModelCard, responses=_ERRORS)
+async def model(model: str, request: Request):
+    """One model's card (the openai client's `models.retrieve`); a name not listed is a 404."""
+    served = request.app.state.service.generate_model
+    if model != served:
+        raise ServiceError(404, f"model {model!r}: this server completes with {served!r} (GET /v1/models)"
+                           if served else f"model {model!r}: this server serves no language model")
+    return {"id": served}
 
 
 async def _start(request: Request, body, make_request, generate: bool = True):

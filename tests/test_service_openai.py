@@ -42,6 +42,15 @@ def test_models_lists_the_language_model(client):
     assert [m.id for m in client.models.list()] == ["lfm2"]
 
 
+def test_models_retrieve_one_model(client):
+    """GET /v1/models/{model}: the client's models.retrieve; a model not served is a 404."""
+    card = client.models.retrieve("lfm2")
+    assert (card.id, card.object, card.owned_by) == ("lfm2", "model", "dwserve")
+    with pytest.raises(openai.NotFoundError) as exc:
+        client.models.retrieve("gpt-4")
+    assert "GET /v1/models" in exc.value.body
+
+
 def test_completion_as_json(client):
     # FakeLM: next id = last + 1, ids are characters - 32: "abc" -> "defg"
     r = client.completions.create(model="lfm2", prompt="abc", max_tokens=4, temperature=0)
