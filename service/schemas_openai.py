@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .schemas import GenerateRequest, ImplName
+from .schemas import Float, GenerateRequest, ImplName, Int, TokenId
 
 
 class StreamOptions(BaseModel):
@@ -22,25 +22,26 @@ class StreamOptions(BaseModel):
 
 
 class _SamplingRequest(BaseModel):
-    """What completions and chat completions share: sampling, stop, stream, the extensions."""
+    """What completions and chat completions share: sampling, stop, stream, the extensions.
+    Numbers are Int/Float: a JSON true/false is no number (pydantic's lax mode read it as 1/0)."""
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)   # NaN passed le=2 as "not <= 2"
     model: Optional[str] = Field(None, description="the served language model (GET /v1/models)")
-    max_tokens: Optional[int] = Field(None, ge=1, description="default: 16 for completions, the "
+    max_tokens: Optional[Int] = Field(None, ge=1, description="default: 16 for completions, the "
                                       "server's max_new_tokens for chat")
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: Optional[int] = Field(None, ge=1, description="extension: sample from the k most likely")
+    temperature: Float = Field(1.0, ge=0.0, le=2.0)
+    top_p: Float = Field(1.0, gt=0.0, le=1.0)
+    top_k: Optional[Int] = Field(None, ge=1, description="extension: sample from the k most likely")
     stop: Optional[Union[str, list[str]]] = None
-    seed: Optional[int] = Field(None, ge=0, le=2**63 - 1)
+    seed: Optional[Int] = Field(None, ge=0, le=2**63 - 1)
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     ignore_eos: bool = Field(False, description="extension: generate past the end-of-sequence token")
     depthwise_impl: Optional[ImplName] = Field(None, description="extension: the depthwise impl to run")
     user: Optional[str] = None
-    n: int = Field(1, ge=1, description="choices: n sequences of the continuous batch (seed + i each)")
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    logit_bias: Optional[dict[int, float]] = Field(None, description="token id -> added to its logit, -100..100")
+    n: Int = Field(1, ge=1, description="choices: n sequences of the continuous batch (seed + i each)")
+    presence_penalty: Float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: Float = Field(0.0, ge=-2.0, le=2.0)
+    logit_bias: Optional[dict[int, Float]] = Field(None, description="token id -> added to its logit, -100..100")
 
     def _unsupported(self, extra: tuple[tuple[str, bool], ...]) -> list[str]:
         """Fields set to something dwserve cannot do."""
@@ -61,14 +62,14 @@ class _SamplingRequest(BaseModel):
 
 
 class CompletionRequest(_SamplingRequest):
-    prompt: Union[str, list[int], list[str], list[list[int]]] = Field(
+    prompt: Union[str, list[TokenId], list[str], list[list[TokenId]]] = Field(
         ..., description="text or token ids; one prompt per request")
-    best_of: Optional[int] = None
-    logprobs: Optional[int] = Field(None, ge=0, le=20, description="each token's log-probability and this "
+    best_of: Optional[Int] = None
+    logprobs: Optional[Int] = Field(None, ge=0, le=20, description="each token's log-probability and this "
                                     "many most likely alternatives (the model's distribution)")
     echo: bool = Field(False, description="the prompt before the completion (with logprobs: the "
                        "prompt tokens' too, the first null); max_tokens 0 scores the prompt only")
-    max_tokens: Optional[int] = Field(None, ge=0, description="default 16; 0 only with echo")
+    max_tokens: Optional[Int] = Field(None, ge=0, description="default 16; 0 only with echo")
     suffix: Optional[str] = None
 
     def unsupported(self) -> list[str]:
@@ -125,9 +126,9 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(_SamplingRequest):
     messages: list[ChatMessage] = Field(..., min_length=1)
-    max_completion_tokens: Optional[int] = Field(None, ge=1, description="the newer name of max_tokens")
+    max_completion_tokens: Optional[Int] = Field(None, ge=1, description="the newer name of max_tokens")
     logprobs: Optional[bool] = None
-    top_logprobs: Optional[int] = Field(None, ge=0, le=20)
+    top_logprobs: Optional[Int] = Field(None, ge=0, le=20)
     tools: Optional[list[dict[str, Any]]] = None
     tool_choice: Optional[Union[str, dict[str, Any]]] = None
     parallel_tool_calls: Optional[bool] = None

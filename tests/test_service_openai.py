@@ -103,6 +103,11 @@ def test_echo_puts_the_prompt_before_each_choice(client):
     pytest.param(dict(max_tokens=10_000), "BadRequestError", "max_new_tokens", id="too-many-tokens"),
     pytest.param(dict(prompt=[10_000]), "BadRequestError", "token ids must be in", id="id-out-of-vocab"),
     pytest.param(dict(temperature=3.0), "UnprocessableEntityError", "temperature", id="temperature"),
+    # JSON true/false is no number (pydantic's lax mode had read them as 1/0)
+    pytest.param(dict(temperature=True), "UnprocessableEntityError", "temperature: expected a number", id="temperature-true"),
+    pytest.param(dict(n=True), "UnprocessableEntityError", "n: expected a number", id="n-true"),
+    pytest.param(dict(logprobs=True), "UnprocessableEntityError", "logprobs: expected a number", id="logprobs-true"),
+    pytest.param(dict(prompt=[True, 3]), "UnprocessableEntityError", "token ids must be integers", id="token-id-true"),
 ])
 def test_unsupported_or_bad_requests_are_4xx_naming_the_field(client, kwargs, error, needle):
     args = {"model": "lfm2", "prompt": "a", "max_tokens": 2, **kwargs}
