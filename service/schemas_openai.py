@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .schemas import Float, GenerateRequest, ImplName, Int, TokenId
 
@@ -23,24 +23,36 @@ class StreamOptions(BaseModel):
 
 class _SamplingRequest(BaseModel):
     """What completions and chat completions share: sampling, stop, stream, the extensions.
-    Numbers are Int/Float: a JSON true/false is no number (pydantic's lax mode read it as 1/0)."""
+
+    Numbers are Int/Float: a JSON true/false is no number (pydantic's lax mode read it as 1/0).
+    OpenAI's schema makes the fields with defaults nullable (the openai client sends null for
+    an explicit None): null means the default, so those are Optional here only for the schema."""
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)   # NaN passed le=2 as "not <= 2"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {k: v for k, v in data.items()
+                if v is not None or k not in fields or fields[k].is_required() or fields[k].default is None}
     model: Optional[str] = Field(None, description="the served language model (GET /v1/models)")
     max_tokens: Optional[Int] = Field(None, ge=1, description="default: 16 for completions, the "
                                       "server's max_new_tokens for chat")
-    temperature: Float = Field(1.0, ge=0.0, le=2.0)
-    top_p: Float = Field(1.0, gt=0.0, le=1.0)
+    temperature: Optional[Float] = Field(1.0, ge=0.0, le=2.0)
+    top_p: Optional[Float] = Field(1.0, gt=0.0, le=1.0)
     top_k: Optional[Int] = Field(None, ge=1, description="extension: sample from the k most likely")
     stop: Optional[Union[str, list[str]]] = None
     seed: Optional[Int] = Field(None, ge=0, le=2**63 - 1)
-    stream: bool = False
+    stream: Optional[bool] = False
     stream_options: Optional[StreamOptions] = None
-    ignore_eos: bool = Field(False, description="extension: generate past the end-of-sequence token")
+    ignore_eos: Optional[bool] = Field(False, description="extension: generate past the end-of-sequence token")
     depthwise_impl: Optional[ImplName] = Field(None, description="extension: the depthwise impl to run")
     user: Optional[str] = None
-    n: Int = Field(1, ge=1, description="choices: n sequences of the continuous batch (seed + i each)")
-    presence_penalty: Float = Field(0.0, ge=-2.0, le=2.0)
-    frequency_penalty: Float = Field(0.0, ge=-2.0, le=2.0)
+    n: Optional[Int] = Field(1, ge=1, description="choices: n sequences of the continuous batch (seed + i each)")
+    presence_penalty: Optional[Float] = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: Optional[Float] = Field(0.0, ge=-2.0, le=2.0)
     logit_bias: Optional[dict[int, Float]] = Field(None, description="token id -> added to its logit, -100..100")
 
     def _unsupported(self, extra: tuple[tuple[str, bool], ...]) -> list[str]:
@@ -67,7 +79,7 @@ class CompletionRequest(_SamplingRequest):
     best_of: Optional[Int] = None
     logprobs: Optional[Int] = Field(None, ge=0, le=20, description="each token's log-probability and this "
                                     "many most likely alternatives (the model's distribution)")
-    echo: bool = Field(False, description="the prompt before the completion (with logprobs: the "
+    echo: Optional[bool] = Field(False, description="the prompt before the completion (with logprobs: the "
                        "prompt tokens' too, the first null); max_tokens 0 scores the prompt only")
     max_tokens: Optional[Int] = Field(None, ge=0, description="default 16; 0 only with echo")
     suffix: Optional[str] = None

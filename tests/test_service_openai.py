@@ -116,6 +116,19 @@ def test_unsupported_or_bad_requests_are_4xx_naming_the_field(client, kwargs, er
     assert needle in exc.value.body     # the client unwraps dwserve's {"error": "..."} to the message
 
 
+def test_explicit_none_means_the_default(client):
+    """The openai client sends null for an explicit None, and OpenAI's schema makes these
+    fields nullable: null is the default, not a 422."""
+    nulls = dict(temperature=None, top_p=None, n=None, stream=None, presence_penalty=None, frequency_penalty=None)
+    args = dict(model="lfm2", prompt="abc", max_tokens=4, seed=3)
+    r = client.completions.create(**args, **nulls, echo=None)
+    assert [c.text for c in r.choices] == [c.text for c in client.completions.create(**args).choices]
+    chat = dict(model="lfm2", messages=CHAT, max_tokens=4, seed=3)
+    r = client.chat.completions.create(**chat, **nulls)
+    assert [c.message.content for c in r.choices] == \
+        [c.message.content for c in client.chat.completions.create(**chat).choices]
+
+
 def test_completions_are_counted_as_lfm2_requests(server, client):
     client.completions.create(model="lfm2", prompt="a", max_tokens=2, temperature=0, extra_body={"depthwise_impl": "per_group"})
     text = httpx.get(server + "/metrics").text
