@@ -48,7 +48,7 @@ def write_report(phases: list[Phase], args, out: Path) -> None:
         launches = ", ".join(f"{v:g} {k}" for k, v in sorted(ph.launches.items())) or "n/a"
         rows.append(
             f"| {ph.target.label} | {', '.join(sorted(ph.server_impl)) or '?'} | {ph.ok} | {ph.errors} | "
-            f"{ph.ok / max(ph.seconds, 1e-9):.2f} | " + " | ".join(f"{ph.pct(p) * 1e3:.1f}" for p in PERCENTILES)
+            f"{ph.rps:.2f} | " + " | ".join(f"{ph.pct(p) * 1e3:.1f}" for p in PERCENTILES)
             + f" | {launches} | {base.pct(50) / ph.pct(50):.2f}x |")
     errors = [f"- {ph.target.label}: {dict(sorted(ph.statuses.items()))}" for ph in phases if ph.errors]
     cmd = "dwserve loadtest " + " ".join(args.argv)
@@ -80,7 +80,7 @@ def plot(phases: list[Phase], setup: str, path: Path) -> None:
     ax1.set_ylabel("latency (ms)")
     ax1.set_title("request latency percentiles")
     ax1.legend()
-    bars = ax2.bar(labels, [p.ok / max(p.seconds, 1e-9) for p in phases], color=[f"C{i}" for i in range(len(phases))])
+    bars = ax2.bar(labels, [p.rps for p in phases], color=[f"C{i}" for i in range(len(phases))])
     ax2.bar_label(bars, fmt="%.2f", fontsize=8)
     ax2.set_ylabel("requests / s")
     ax2.set_title("throughput")
