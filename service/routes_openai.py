@@ -31,17 +31,29 @@ def _choice(index: int, text: str, finish_reason, logprobs=None) -> dict:
     return {"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
+def _token(tokenizer, token_id: int) -> tuple[str, bytes]:
+    """A token's name in logprobs and its raw UTF-8 bytes. A part of a character (a byte-level
+    token) is named as OpenAI names it, `bytes:\\xe2\\x80`: decoded alone, every such part is
+    U+FFFD, so top_logprobs (keyed by name) lost alternatives and `bytes` said [239, 191, 189]."""
+    token_bytes = getattr(tokenizer, "token_bytes", None)
+    raw = token_bytes(token_id) if token_bytes is not None else tokenizer.decode([token_id]).encode("utf-8")
+    try:
+        return raw.decode("utf-8"), raw
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in raw), raw
+
+
 def _completion_logprobs(tokenizer, lps: list[dict], top: int, offset: int = 0) -> dict:
     """The legacy completions shape of logprob entries (a reply's, or a chunk's): token
-    strings, their logprobs, top alternatives as {token: logprob}, and each token's offset in
-    the completion text (the chunk's tokens start at `offset`). An echoed prompt's first token
-    has no logprob and no alternatives (None)."""
-    tokens = [tokenizer.decode([t["token_id"]]) for t in lps]
-    return {"tokens": tokens, "token_logprobs": [t["logprob"] for t in lps],
+    names, their logprobs, top alternatives as {name: logprob}, and each token's offset in
+    the completion text (its decoded length; the chunk's tokens start at `offset`). An echoed
+    prompt's first token has no logprob and no alternatives (None)."""
+    ids = [t["token_id"] for t in lps]
+    return {"tokens": [_token(tokenizer, i)[0] for i in ids], "token_logprobs": [t["logprob"] for t in lps],
             "top_logprobs": [None if t["top"] is None else
-                             {tokenizer.decode([x["token_id"]]): x["logprob"] for x in t["top"]} for t in lps]
+                             {_token(tokenizer, x["token_id"])[0]: x["logprob"] for x in t["top"]} for t in lps]
             if top else None,
-            "text_offset": list(itertools.accumulate((len(t) for t in tokens[:-1]), initial=offset))}
+            "text_offset": list(itertools.accumulate((len(tokenizer.decode([i])) for i in ids[:-1]), initial=offset))}
 
 
 def _score(lm, ids: list[int], top: int, impl: str) -> list[dict]:
@@ -83,11 +95,11 @@ async def _nothing(plan):
 
 
 def _chat_logprobs(tokenizer, lps: list[dict]) -> dict:
-    """The chat shape of logprob entries: per token its text, logprob, UTF-8 bytes and top
-    alternatives."""
+    """The chat shape of logprob entries: per token its name, logprob, raw UTF-8 bytes (joined,
+    a character split over tokens is whole again) and top alternatives."""
     def entry(token_id: int, logprob: float) -> dict:
-        text = tokenizer.decode([token_id])
-        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+        name, raw = _token(tokenizer, token_id)
+        return {"token": name, "logprob": logprob, "bytes": list(raw)}
     return {"content": [{**entry(t["token_id"], t["logprob"]),
                          "top_logprobs": [entry(x["token_id"], x["logprob"]) for x in t["top"]]}
                         for t in lps]}
@@ -184,7 +196,7 @@ async def completions(body: CompletionRequest, request: Request):
         entries = event.get("logprobs")
         logprobs = logprobs_of(entries, offsets[i]) if entries is not None else None
         if logprobs is not None:
-            offsets[i] += sum(len(t) for t in logprobs["tokens"])
+            offsets[i] += sum(len(handler.tokenizer.decode([t["token_id"]])) for t in entries)
         return {**head, "choices": [_choice(i, event["text"], None, logprobs)]}
 
     return sse_response(

@@ -135,3 +135,17 @@ def test_filters_and_loop_controls_render_as_transformers(tmp_path):
                 {"role": "assistant", "content": "naïve"}, {"role": "user", "content": "cut by break"}]
     want = ref.apply_chat_template(messages, chat_template=template, tokenize=False, add_generation_prompt=False)
     assert render_chat(template, messages, eos_token="<|im_end|>", add_generation_prompt=False) == want
+
+
+def test_token_bytes_join_to_the_texts_utf8(tmp_path):
+    """token_bytes: each token's raw bytes, so a character split over tokens (each decoding to
+    U+FFFD alone) is whole again when they are joined, as OpenAI's logprobs `bytes` promise."""
+    hf = HFTokenizer(_tokenizer_dir(tmp_path) / "tokenizer.json", _config())
+    byte = ByteTokenizer(PRESETS["lfm2-demo"])
+    text = "déjà vu ✓ naïve café ✓✓ 😀"
+    for tok in (hf, byte):
+        ids = tok.encode(text)
+        split = [i for i in ids if "\ufffd" in tok.decode([i])]
+        assert split, "the text must split a character over tokens"
+        assert b"".join(tok.token_bytes(i) for i in ids) == text.encode("utf-8")
+    assert hf.token_bytes(hf.bos_token_id) == b"" == byte.token_bytes(byte.bos_token_id)   # specials: no text

@@ -70,6 +70,34 @@ def test_generate_logprobs_equal_the_models_own_distribution(client):
         assert [t["logprob"] for t in got["top"]] == pytest.approx(top_v.tolist(), abs=1e-4)
 
 
+def _byte_token_name(i: int) -> str:
+    """lfm2-demo's byte tokens as OpenAI names them: ASCII as itself, a byte of a longer
+    character `bytes:\\xNN`, a special id (>= 256) no text."""
+    return "" if i >= 256 else chr(i) if i < 128 else f"bytes:\\x{i:02x}"
+
+
+def test_logprobs_name_byte_tokens_apart_and_give_their_bytes(client):
+    """A byte of a multi-byte character decodes alone to U+FFFD: completions' top_logprobs
+    (keyed by token) lost alternatives to that shared name, and chat's `bytes` were U+FFFD's
+    instead of the token's, so joining them did not give the reply's text."""
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8,
+                                                  "temperature": 0.9, "seed": 7, "logprobs": True, "top_logprobs": 5,
+                                                  "ignore_eos": True}).json()
+    choice = r["choices"][0]
+    content = choice["logprobs"]["content"]
+    assert any(b >= 0x80 for c in content for b in c["bytes"]), "the seed must give a non-ASCII reply"
+    assert bytes(b for c in content for b in c["bytes"]).decode("utf-8", "replace") == choice["message"]["content"]
+    for c in content + [t for c in content for t in c["top_logprobs"]]:
+        assert len(c["bytes"]) <= 1 and c["token"] == _byte_token_name(c["bytes"][0] if c["bytes"] else 256)
+    ids = client.post("/v1/generate", json={"prompt": "caf\u00e9 \u2713", "max_new_tokens": 4, "logprobs": 5,
+                                            "temperature": 0, "ignore_eos": True}).json()["logprobs"]
+    got = client.post("/v1/completions", json={"prompt": "caf\u00e9 \u2713", "max_tokens": 4, "logprobs": 5,
+                                               "temperature": 0, "ignore_eos": True}).json()["choices"][0]["logprobs"]
+    assert got["tokens"] == [_byte_token_name(t["token_id"]) for t in ids]
+    assert got["top_logprobs"] == [{_byte_token_name(x["token_id"]): x["logprob"] for x in t["top"]} for t in ids]
+    assert sum(k.startswith("bytes:") for d in got["top_logprobs"] for k in d) > 1   # what once collapsed
+
+
 def test_echo_scores_the_prompt_with_the_models_own_distribution(client):
     """`echo` + `logprobs` + max_tokens 0, the loglikelihood request evaluation harnesses send:
     every prompt token after the first gets log p(token | tokens before), its top alternatives
@@ -89,7 +117,7 @@ def test_echo_scores_the_prompt_with_the_models_own_distribution(client):
     assert got["token_logprobs"][1:] == pytest.approx(want, abs=1e-4)
     top_v, top_i = lp[:-1].topk(2, dim=-1)
     for d, vals, idx in zip(got["top_logprobs"][1:], top_v.tolist(), top_i.tolist()):
-        want_top = {tok.decode([i]): v for i, v in zip(idx, vals)}   # byte pieces may share a text
+        want_top = {_byte_token_name(i): v for i, v in zip(idx, vals)}
         assert d.keys() == want_top.keys() and list(d.values()) == pytest.approx(list(want_top.values()), abs=1e-4)
     r = client.post("/v1/completions", json={"prompt": prompt, "max_tokens": 3, "echo": True, "logprobs": 0,
                                              "temperature": 0, "ignore_eos": True}).json()

@@ -1,11 +1,14 @@
 """Tokenizers for LFM2: the demo's byte-level one and a wrapper over a local tokenizer.json.
 
 Both expose encode(str) -> list[int] (with the bos token first, as LFM2's tokenizer does),
-decode(list[int]) -> str (special tokens skipped), eos/bos/pad_token_id, and
-apply_chat_template(messages) -> list[int] (models/lfm2/chat.py; starts with the bos id too).
+decode(list[int]) -> str (special tokens skipped), token_bytes(id) -> bytes (one token's raw
+UTF-8 bytes, which decode of a part of a character turns into U+FFFD), eos/bos/pad_token_id,
+and apply_chat_template(messages) -> list[int] (models/lfm2/chat.py; starts with the bos id too).
 """
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from pathlib import Path
 
 from .chat import DEFAULT_TEMPLATE, render_chat
@@ -55,6 +58,19 @@ class ByteTokenizer(_SpecialIds):
         # Ids >= 256 are specials (or unused): skipped. Incomplete UTF-8 -> U+FFFD.
         return bytes(int(i) for i in ids if 0 <= int(i) < N_BYTES).decode("utf-8", errors="replace")
 
+    def token_bytes(self, token_id: int) -> bytes:
+        return bytes([token_id]) if 0 <= token_id < N_BYTES else b""
+
+
+@lru_cache(maxsize=1)
+def _byte_level_bytes() -> dict[str, int]:
+    """GPT-2's bytes_to_unicode inverted: the character a byte-level BPE vocabulary spells
+    each byte with -> that byte (printable Latin-1 as itself, the rest from U+0100 on)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + i): b for i, b in enumerate(others)}}
+
 
 class HFTokenizer(_SpecialIds):
     """A local tokenizer.json through the `tokenizers` library (never downloads). Its chat
@@ -93,3 +109,19 @@ class HFTokenizer(_SpecialIds):
 
     def decode(self, ids) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """As decode([token_id]) in UTF-8 where that is a whole text; a part of a character
+        (decoded U+FFFD) from the vocabulary's spelling: byte-level BPE characters or a byte
+        fallback piece `<0xE2>`."""
+        text = self.decode([token_id])
+        if "\ufffd" not in text:
+            return text.encode("utf-8")
+        piece = self._tok.id_to_token(int(token_id)) or ""
+        fallback = re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", piece)
+        if fallback:
+            return bytes([int(fallback.group(1), 16)])
+        alphabet = _byte_level_bytes()
+        if type(self._tok.decoder).__name__ == "ByteLevel" and piece and all(c in alphabet for c in piece):
+            return bytes(alphabet[c] for c in piece)
+        return text.encode("utf-8")
