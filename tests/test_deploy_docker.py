@@ -1,7 +1,9 @@
 """docker/: the images run dwserve as non-root with a readiness HEALTHCHECK, and docker-compose
 accepts the stack (and its GPU override) as written in the README."""
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,41 @@ def test_dockerfile(name):
         assert "nvidia/cuda" in text and "[gpu]" in text
     else:
         assert "python:3" in text and "/whl/cpu" in text
+
+
+def instructions(name: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined, comments dropped."""
+    lines = [ln for ln in (DOCKER / name).read_text().splitlines() if not ln.lstrip().startswith("#")]
+    out = []
+    for ln in "\n".join(lines).replace("\\\n", " ").splitlines():
+        if ln.strip():
+            op, _, rest = ln.strip().partition(" ")
+            out.append((op.upper(), rest))
+    return out
+
+
+@pytest.mark.parametrize("name, extras", [("Dockerfile", []), ("Dockerfile.cuda", ["gpu"])])
+def test_dockerfile_installs_dependencies_before_copying_the_code(name, extras, tmp_path):
+    """Layer caching: the dependencies are installed from pyproject.toml alone, so an edit to
+    models/, service/ or README.md rebuilds only the project layer, not grpcio, matplotlib and
+    the rest. The requirements the image installs are exactly pyproject's (+ the extras)."""
+    import tomllib
+
+    ins = instructions(name)
+    code = min(i for i, (op, args) in enumerate(ins)
+               if op == "COPY" and any(w in args.split()[:-1] for w in ("README.md", "models", "service", ".")))
+    deps = [i for i, (op, args) in enumerate(ins) if op == "RUN" and "pip install -r" in args]
+    assert len(deps) == 1 and deps[0] < code, (name, ins)
+    assert [args for op, args in ins[:deps[0]] if op == "COPY"] == ["pyproject.toml ./"], name
+    project = [args for op, args in ins[code:] if op == "RUN" and "pip install" in args]
+    assert len(project) == 1 and "--no-deps" in project[0] and "pip check" in project[0], project
+    # Run the image's own requirements step against the repository's pyproject.toml.
+    script = re.search(r'python3? -c "([^"]+)" > (\S+)', ins[deps[0]][1])
+    r = subprocess.run([sys.executable, "-c", script.group(1)], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert r.returncode == 0, r.stderr
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = meta["dependencies"] + [d for e in extras for d in meta["optional-dependencies"][e]]
+    assert r.stdout.splitlines() == wanted
 
 
 def test_dockerignore_keeps_what_the_image_needs():
