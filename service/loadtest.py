@@ -29,6 +29,10 @@ import numpy as np
 from .loadtest_report import write_report
 
 MAX_DURATION_S, MAX_CONCURRENCY, MAX_ROUNDS = 600.0, 64, 10
+# Every request goes straight to the target: httpx would otherwise follow HTTP(S)_PROXY /
+# ALL_PROXY from the environment (loopback included), sending the load to the proxy's host
+# past the loopback check, and timing the proxy too.
+DIRECT = {"trust_env": False}
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,7 @@ def run_phase(target: Target, args, vocab: int, seconds: float, phase: Phase | N
     def worker(i: int) -> None:
         body, headers = make_request(args.model, args.tokens, vocab, target.impl, seed=i,
                                      new_tokens=args.new_tokens)
-        with httpx.Client(timeout=args.timeout) as client:
+        with httpx.Client(timeout=args.timeout, **DIRECT) as client:
             while (start := time.perf_counter()) < deadline:
                 try:
                     r = client.post(url, content=body, headers=headers)
@@ -164,7 +168,7 @@ def run_phase(target: Target, args, vocab: int, seconds: float, phase: Phase | N
 def server_info(url: str, model: str, timeout: float) -> dict:
     """Model metadata (vocab_size, server default impl); a clear error if the server is not up."""
     try:
-        r = httpx.get(f"{url}/v2/models/{model}", timeout=timeout)
+        r = httpx.get(f"{url}/v2/models/{model}", timeout=timeout, **DIRECT)
     except httpx.HTTPError as exc:
         raise SystemExit(f"dwserve loadtest: cannot reach {url} ({exc}); start it with `dwserve serve`")
     if r.status_code != 200:
@@ -176,7 +180,7 @@ def scrape_launches(url: str, model: str, impls: set[str]) -> dict[str, float]:
     """dwserve_kernel_launches_per_forward{model, impl in impls} by kind, from /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
     try:
-        text = httpx.get(f"{url}/metrics", timeout=10).text
+        text = httpx.get(f"{url}/metrics", timeout=10, **DIRECT).text
     except httpx.HTTPError:
         return {}
     out = {}

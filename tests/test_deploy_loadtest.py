@@ -156,3 +156,41 @@ def test_generate_request_is_valid_for_the_service():
     req = GenerateRequest.model_validate(json.loads(body))
     assert len(req.input_ids) == 6 and max(req.input_ids) < 50 and req.max_new_tokens == 7
     assert req.ignore_eos and req.depthwise_impl == "slice_sum"
+
+
+def test_proxy_environment_does_not_reroute_the_load(servers, tmp_path, monkeypatch):
+    """HTTP(S)_PROXY / ALL_PROXY in the environment must not send the load (or the metadata and
+    /metrics reads) through a proxy: the loopback check is about where the traffic goes, and a
+    proxy would also be what the latencies measured. The 'proxy' here is a loopback listener
+    that records every connection it gets."""
+    proxy = socket.socket()
+    proxy.bind(("127.0.0.1", 0))
+    proxy.listen(16)
+    proxy.settimeout(0.2)
+    seen, stop = [], threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = proxy.accept()
+            except OSError:
+                continue
+            seen.append(conn.recv(100))
+            conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            conn.close()
+    listener = threading.Thread(target=accept, daemon=True)
+    listener.start()
+    url = f"http://127.0.0.1:{proxy.getsockname()[1]}"
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(var, url)
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    try:
+        rc = loadtest.main(["--before", servers["before"], "--after", servers["after"], "--duration", "0.6",
+                            "--warmup", "0", "--concurrency", "1", "--tokens", "4", "--out", str(tmp_path / "p")])
+    finally:
+        stop.set()
+        listener.join(2)
+        proxy.close()
+    assert not seen, f"requests went through the proxy: {seen[:2]}"
+    assert rc == 0 and "100 aten_ops" in (tmp_path / "p.md").read_text()

@@ -66,7 +66,7 @@ def test_dwserve_loadtest_phase_throughput_is_the_workers_rate(monkeypatch):
     counter, lock = itertools.count(), threading.Lock()
 
     class FakeClient:
-        def __init__(self, timeout):
+        def __init__(self, timeout, **kwargs):
             with lock:
                 self.latency = LATENCIES[next(counter)]
 
