@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from .errors import ServiceError
+from .handlers.generate import sendable
 from .routes_v1 import _ERRORS, _handler, close_streams, final_events, first_events, sse_response
 from .schemas_openai import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
                              CompletionResponse, ModelCard, ModelList)
@@ -43,6 +44,36 @@ def _token(tokenizer, token_id: int) -> tuple[str, bytes]:
         return "bytes:" + "".join(f"\\x{b:02x}" for b in raw), raw
 
 
+class _Covered:
+    """The logprob entries a choice's reply carries: a token's once its text starts inside the
+    text sent. A stop string cuts the text; the tokens that spelled it were generated (usage
+    counts them) but are no part of the reply, so their entries are left out too (chat's
+    tokens spelled the stop string after the content). Streamed, an entry waits for its
+    token's text: the handler's events carry entries ahead of the text it holds back."""
+
+    def __init__(self, tokenizer):
+        self.tok, self.ids, self.pending, self.sent = tokenizer, [], [], 0
+
+    def take(self, entries: list[dict], text: str) -> list[dict]:
+        for e in entries:   # a token starts where the text before it ends (less a partial character)
+            self.pending.append((sendable(self.tok.decode(self.ids), 0), e))
+            self.ids.append(e["token_id"])
+        self.sent += len(text)
+        n = next((k for k, (start, _) in enumerate(self.pending) if start >= self.sent), len(self.pending))
+        out, self.pending = [e for _, e in self.pending[:n]], self.pending[n:]
+        return out
+
+    def rest(self, final: dict) -> list[dict]:
+        """At the end: the entries of tokens without text, unless a stop string cut them off."""
+        out, self.pending = [e for _, e in self.pending], []
+        return out if self.tok.decode(final["token_ids"]) == final["text"] else []
+
+    @classmethod
+    def of(cls, tokenizer, final: dict) -> list[dict]:   # a JSON reply's
+        cover = cls(tokenizer)
+        return cover.take(final["logprobs"], final["text"]) + cover.rest(final)
+
+
 def _completion_logprobs(tokenizer, lps: list[dict], top: int, offset: int = 0) -> dict:
     """The legacy completions shape of logprob entries (a reply's, or a chunk's): token
     names, their logprobs, top alternatives as {name: logprob}, and each token's offset in
@@ -53,7 +84,7 @@ def _completion_logprobs(tokenizer, lps: list[dict], top: int, offset: int = 0) 
             "top_logprobs": [None if t["top"] is None else
                              {_token(tokenizer, x["token_id"])[0]: x["logprob"] for x in t["top"]} for t in lps]
             if top else None,
-            "text_offset": list(itertools.accumulate((len(tokenizer.decode([i])) for i in ids[:-1]), initial=offset))}
+            "text_offset": list(itertools.accumulate((len(tokenizer.decode([i])) for i in ids), initial=offset))[:-1]}
 
 
 def _score(lm, ids: list[int], top: int, impl: str) -> list[dict]:
@@ -186,22 +217,32 @@ async def completions(body: CompletionRequest, request: Request):
         finals = await final_events(request, streams, firsts)
         lead_text, lead = (echo["text"], echo["logprobs"] or []) if echo else ("", [])
         return {**head, "choices": [_choice(i, lead_text + f["text"], f["finish_reason"],
-                                            logprobs_of(lead + (f.get("logprobs") or [])))
+                                            logprobs_of(lead + _Covered.of(handler.tokenizer, f))
+                                            if body.logprobs is not None else None)
                                     for i, f in enumerate(finals)], "usage": _usage(finals)}
     offsets = [0] * body.n   # per choice: where its next token's text starts
+    covers = [_Covered(handler.tokenizer) for _ in range(body.n)]
     if echo:                 # each choice's stream opens with the prompt
         firsts, streams = [echo] * body.n, [_prefixed(f, s) for f, s in zip(firsts, streams)]
 
+    def chunk_logprobs(i: int, entries) -> dict:
+        logprobs = logprobs_of(entries, offsets[i])
+        offsets[i] += sum(len(handler.tokenizer.decode([t["token_id"]])) for t in entries)
+        return logprobs
+
     def token_chunk(i: int, event: dict) -> dict:
-        entries = event.get("logprobs")
-        logprobs = logprobs_of(entries, offsets[i]) if entries is not None else None
-        if logprobs is not None:
-            offsets[i] += sum(len(handler.tokenizer.decode([t["token_id"]])) for t in entries)
+        logprobs = None
+        if body.logprobs is not None:
+            entries = event["logprobs"] if event.get("echo") else covers[i].take(event["logprobs"], event["text"])
+            logprobs = chunk_logprobs(i, entries or [])
         return {**head, "choices": [_choice(i, event["text"], None, logprobs)]}
 
+    def finish_chunk(i: int, final: dict) -> dict:
+        rest = covers[i].rest(final) if body.logprobs is not None else []
+        return {**head, "choices": [_choice(i, "", final["finish_reason"], chunk_logprobs(i, rest) if rest else None)]}
+
     return sse_response(
-        streams, firsts, token_chunk,
-        lambda i, final: {**head, "choices": [_choice(i, "", final["finish_reason"])]},
+        streams, firsts, token_chunk, finish_chunk,
         lambda finals: [{**head, "choices": [], "usage": _usage(finals)}] if body.include_usage else [])
 
 
@@ -230,7 +271,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     if not body.stream:
         finals = await final_events(request, streams, firsts)
         choices = [{"index": i, "message": {"role": "assistant", "content": f["text"]},
-                    "logprobs": _chat_logprobs(handler.tokenizer, f["logprobs"]) if body.logprobs else None,
+                    "logprobs": _chat_logprobs(handler.tokenizer, _Covered.of(handler.tokenizer, f))
+                    if body.logprobs else None,
                     "finish_reason": f["finish_reason"]} for i, f in enumerate(finals)]
         return {**head, "choices": choices, "usage": _usage(finals)}
     head["object"] = "chat.completion.chunk"
@@ -242,13 +284,22 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         opened.add(i)
         return {"role": "assistant", "content": text}
 
+    covers = [_Covered(handler.tokenizer) for _ in range(body.n)]
+
     def token_chunk(i: int, event: dict) -> dict:
         chunk = _chat_chunk(head, i, delta(i, event["text"]))
         if body.logprobs:
-            chunk["choices"][0]["logprobs"] = _chat_logprobs(handler.tokenizer, event["logprobs"])
+            entries = covers[i].take(event["logprobs"], event["text"])
+            chunk["choices"][0]["logprobs"] = _chat_logprobs(handler.tokenizer, entries)
+        return chunk
+
+    def finish_chunk(i: int, final: dict) -> dict:
+        chunk = _chat_chunk(head, i, {} if i in opened else delta(i, ""), final["finish_reason"])
+        rest = covers[i].rest(final) if body.logprobs else []
+        if rest:
+            chunk["choices"][0]["logprobs"] = _chat_logprobs(handler.tokenizer, rest)
         return chunk
 
     return sse_response(
-        streams, firsts, token_chunk,
-        lambda i, final: _chat_chunk(head, i, {} if i in opened else delta(i, ""), final["finish_reason"]),
+        streams, firsts, token_chunk, finish_chunk,
         lambda finals: [{**head, "choices": [], "usage": _usage(finals)}] if body.include_usage else [])

@@ -270,6 +270,28 @@ def test_chat_logprobs(client):
     assert all(c.top_logprobs == [] for c in r.choices[0].logprobs.content)
 
 
+def test_logprobs_leave_out_the_stop_strings_tokens(client):
+    """A stop string is no part of the reply, nor are the logprobs of the tokens that spelled
+    it (they were generated: usage counts them); streamed, the chunks carry the same."""
+    args = dict(model="lfm2", prompt="abc", max_tokens=8, temperature=0, logprobs=1, stop=["fg"])
+    r = client.completions.create(**args)
+    lp = r.choices[0].logprobs
+    assert (r.choices[0].text, lp.tokens, lp.text_offset) == ("de", ["d", "e"], [0, 1])
+    assert r.usage.completion_tokens == 4                                     # d e f g
+    chunks = [c.choices[0] for c in client.completions.create(**args, stream=True) if c.choices]
+    assert "".join(c.text for c in chunks) == "de"
+    assert sum((c.logprobs.tokens for c in chunks if c.logprobs), []) == ["d", "e"]
+    assert sum((c.logprobs.text_offset for c in chunks if c.logprobs), []) == [0, 1]
+    want = _fake_answer(CHAT, 8)[0]
+    chat = dict(model="lfm2", messages=CHAT, max_tokens=8, temperature=0, logprobs=True, stop=[want[3:5]])
+    r = client.chat.completions.create(**chat)
+    assert r.choices[0].message.content == want[:3] and r.choices[0].finish_reason == "stop"
+    assert "".join(e.token for e in r.choices[0].logprobs.content) == want[:3]
+    streamed = [e.token for c in client.chat.completions.create(**chat, stream=True)
+                if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert "".join(streamed) == want[:3]
+
+
 def test_generate_logprobs_and_stop_string(server):
     r = httpx.post(server + "/v1/generate", json={"prompt": "abc", "max_new_tokens": 8, "logprobs": 1,
                                                   "stop": ["g"]}).json()
