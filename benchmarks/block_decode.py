@@ -15,7 +15,6 @@ Writes <out>/block-decode-cpu.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import timing  # noqa: E402
+from benchmarks.results_files import write_results  # noqa: E402
 from models import profiling  # noqa: E402
 from models.allocator import keep_freed_memory  # noqa: E402
 from models.depthwise import short_conv, use_impl  # noqa: E402
@@ -138,11 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"environment": env, "rows": rows,
               "settings": {"argv": timing.recorded_argv(sys.argv[1:] if argv is None else argv),
                            "tokens": args.tokens, "rounds": args.rounds}}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "block-decode-cpu.json").write_text(json.dumps(result, indent=1) + "\n")
-    write_markdown(result, out / "block-decode-cpu.md")
-    print(f"wrote {out / 'block-decode-cpu'}.json, .md")
+    md = write_results(args.out, "block-decode-cpu", result, write_markdown)
+    print(f"wrote {md.with_suffix('')}.json, .md")
     return 0
 
 

@@ -29,6 +29,7 @@ if str(REPO) not in sys.path:            # `python benchmarks/generate.py` puts 
 from benchmarks.http_load import run_interleaved  # noqa: E402
 from benchmarks.serve import scrape, server  # noqa: E402
 from benchmarks.timing import cpu_model  # noqa: E402
+from benchmarks.results_files import write_results  # noqa: E402
 
 
 def generate_request(prompt_tokens: int, new_tokens: int):
@@ -180,12 +181,8 @@ def main(argv=None) -> int:
            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
            "args": {k: v for k, v in vars(args).items() if k != "out"},   # no machine paths in results
            "servers": servers, "summary": summary}
-    out, tag = Path(args.out), args.tag or args.device
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"generate-{tag}.json").write_text(json.dumps(res, indent=2))
-    write_markdown(res, out / f"generate-{tag}.md")
-    write_plot(res, out / f"generate-{tag}.png")
-    print((out / f"generate-{tag}.md").read_text())
+    md = write_results(args.out, f"generate-{args.tag or args.device}", res, write_markdown, write_plot)
+    print(md.read_text())
     return 0
 
 

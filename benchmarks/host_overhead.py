@@ -16,7 +16,6 @@ Writes <out>/host-overhead-cpu.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ from triton.runtime.autotuner import Autotuner  # noqa: E402
 from triton.runtime.jit import JITFunction  # noqa: E402
 
 from benchmarks import timing  # noqa: E402
+from benchmarks.results_files import write_results  # noqa: E402
 from models.depthwise import depthwise_conv1d, depthwise_conv2d, fused, triton_autotune  # noqa: E402
 from models.depthwise import triton_conv1d, triton_conv2d  # noqa: E402
 
@@ -122,10 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=_REPO / "benchmarks" / "results")
     args = p.parse_args(argv)
     result = {"environment": timing.environment("cpu"), "records": measure(args.budget_s)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "host-overhead-cpu.json").write_text(json.dumps(result, indent=1) + "\n")
-    write_markdown(result, args.out / "host-overhead-cpu.md")
-    print((args.out / "host-overhead-cpu.md").read_text())
+    print(write_results(args.out, "host-overhead-cpu", result, write_markdown).read_text())
     return 0
 
 

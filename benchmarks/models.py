@@ -47,6 +47,7 @@ if str(_REPO) not in sys.path:
 from benchmarks import timing  # noqa: E402
 from models.allocator import keep_freed_memory  # noqa: E402
 from benchmarks.models_report import write_markdown, write_plot  # noqa: E402
+from benchmarks.results_files import write_results  # noqa: E402
 
 IMPLS = ("per_group", "slice_sum", "compiled", "fused", "native", "auto")
 
@@ -268,10 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                            **({"lfm3_preset": "lfm3-demo"} if any(r["model"] == "lfm3" for r in records) else {}),
                            "wall_s": round(time.perf_counter() - t_start, 1)},
               "records": records, "acceptance": acceptance(records)}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
-    write_markdown(result, out / f"{stem}.md")
-    write_plot(result, out / f"{stem}.png")
+    write_results(out, stem, result, write_markdown, write_plot)
     print(f"wrote {out / stem}.json, .md, .png ({result['settings']['wall_s']} s)")
     return 0
 

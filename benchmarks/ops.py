@@ -31,6 +31,7 @@ if str(_REPO) not in sys.path:            # `python benchmarks/ops.py` puts benc
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import input_sets, plots, timing  # noqa: E402
+from benchmarks.results_files import write_results  # noqa: E402
 from models.allocator import keep_freed_memory  # noqa: E402
 
 IMPLS = ("per_group", "slice_sum", "compiled", "fused", "native", "auto")
@@ -331,9 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         old = [r for r in json.loads((out / f"{stem}.json").read_text()) if r["shape"]["name"] not in fresh]
         order = {s.name: i for i, s in enumerate(SUITE)}
         records = sorted(old + records, key=lambda r: order.get(r["shape"]["name"], len(order)))
-    (out / f"{stem}.json").write_text(json.dumps(records, indent=1) + "\n")
-    write_markdown(records, out / f"{stem}.md", env, args.quick)
-    plots.channel_sweep(records, out / f"{stem}.png", env)
+    write_results(out, stem, records, lambda rs, path: write_markdown(rs, path, env, args.quick),
+                  lambda rs, path: plots.channel_sweep(rs, path, env))
     print(f"wrote {out / stem}.json, .md, .png")
     return 0
 

@@ -17,7 +17,6 @@ Writes <out>/prefix-cache-<device>[-quick].{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import timing  # noqa: E402
+from benchmarks.results_files import write_results  # noqa: E402
 from models.depthwise import use_impl  # noqa: E402
 from models.lfm2 import Sequence  # noqa: E402
 from models.lfm2.prefix_cache import PrefixCache  # noqa: E402
@@ -128,12 +128,8 @@ def main(argv=None) -> int:
     res = {"benchmark": "prefix_cache", "environment": timing.environment("cpu"),
            "args": {k: v for k, v in vars(args).items() if k != "out"},
            "uncached": summarize(runs[False]), "cached": summarize(runs[True])}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = f"prefix-cache-cpu{'-quick' if args.quick else ''}"
-    (out / f"{stem}.json").write_text(json.dumps(res, indent=2))
-    write_markdown(res, out / f"{stem}.md")
-    print((out / f"{stem}.md").read_text())
+    print(write_results(args.out, stem, res, write_markdown).read_text())
     return 0
 
 

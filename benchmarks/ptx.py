@@ -45,6 +45,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import timing, triton_aot  # noqa: E402
+from benchmarks.results_files import write_results  # noqa: E402
 from models.depthwise import (triton_conv1d, triton_conv2d, triton_decode,  # noqa: E402
                               triton_short_conv, weight_layout)
 
@@ -182,10 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['name']:34s} {len(r['configs'])} configs  regs {min(c['regs'] for c in r['configs'])}-"
               f"{max(c['regs'] for c in r['configs'])}  {'ok' if not r['problems'] else r['problems']}")
     if not args.cases:
-        args.out.mkdir(parents=True, exist_ok=True)
         stem = f"ptx-sm90-triton{result['environment']['triton']}"    # one file per Triton version
-        (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
-        write_markdown(result, args.out / f"{stem}.md")
+        write_results(args.out, stem, result, write_markdown)
     else:
         print(json.dumps(cases, indent=1))
     return 1 if args.check and any(r["problems"] for r in cases) else 0

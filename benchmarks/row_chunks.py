@@ -15,7 +15,6 @@ Writes <out>/row-chunks-<device>[-quick].{json,md}. About 1 min on 2 cores (quie
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import timing  # noqa: E402
+from benchmarks.results_files import write_results  # noqa: E402
 from models.depthwise import use_impl  # noqa: E402
 from models.registry import build_model  # noqa: E402
 from models.row_chunks import CPU_ROW_CHUNK_BYTES, chunk_plan, conv_stage_row_bytes  # noqa: E402
@@ -99,11 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"environment": timing.environment("cpu"), "quick": args.quick,
               **sweep(batches, budgets, 2.0 if args.quick else args.budget_s,
                       size=64 if args.quick else 224)}
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = "row-chunks-cpu" + ("-quick" if args.quick else "")
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
-    write_markdown(result, args.out / f"{stem}.md")
-    print((args.out / f"{stem}.md").read_text())
+    print(write_results(args.out, stem, result, write_markdown).read_text())
     return 0
 
 

@@ -40,6 +40,7 @@ if str(REPO) not in sys.path:            # `python benchmarks/serve.py` puts ben
 
 from benchmarks.grpc_load import grpc_infer_request, run_grpc_load  # noqa: E402
 from benchmarks.http_load import run_interleaved, run_load  # noqa: E402
+from benchmarks.results_files import write_results  # noqa: E402
 
 IMAGE_SHAPE = (1, 3, 224, 224)
 LFM2_PROMPT_TOKENS = 16     # a short prompt: where batching pays most on CPU (weights read once)
@@ -399,12 +400,8 @@ def main(argv=None) -> int:
     res["acceptance"] = acceptance(res)
     res["wall_s"] = time.time() - t0
     res["loadavg_end"] = os.getloadavg()
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.out_dir / f"serve-{args.tag or args.device}"
-    stem.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
-    write_markdown(res, stem.with_suffix(".md"))
-    write_plot(res, stem.with_suffix(".png"))
-    print(stem.with_suffix(".md").read_text())
+    md = write_results(args.out_dir, f"serve-{args.tag or args.device}", res, write_markdown, write_plot)
+    print(md.read_text())
     return 0
 
 
