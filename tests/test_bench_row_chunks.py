@@ -16,7 +16,9 @@ def test_quick_run_writes_json_and_markdown(tmp_path):
     result = json.loads((tmp_path / "row-chunks-cpu-quick.json").read_text())
     names = [r["name"] for r in result["records"]]
     assert names == ["batch1", "batch2/budget0MiB", "batch2/budget8MiB"]
-    assert all(r["per_row_ms"] > 0 and r["timing"]["repeats"] >= 5 for r in result["records"])
+    # >= 3: time_interleaved's floor when 5 samples of the slowest case would take over twice the
+    # budget, as on a loaded machine (5 is what it asks for)
+    assert all(r["per_row_ms"] > 0 and r["timing"]["repeats"] >= 3 for r in result["records"])
     assert len(result["stage_row_bytes"]) == 19 and result["environment"]["device"] == "cpu"
     assert "| 2 | 8 |" in (tmp_path / "row-chunks-cpu-quick.md").read_text()
 
