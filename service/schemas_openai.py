@@ -56,8 +56,10 @@ class _SamplingRequest(BaseModel):
     logit_bias: Optional[dict[int, Float]] = Field(None, description="token id -> added to its logit, -100..100")
 
     def _unsupported(self, extra: tuple[tuple[str, bool], ...]) -> list[str]:
-        """Fields set to something dwserve cannot do."""
-        return [name for name, ok in extra if not ok]
+        """Fields set to something dwserve cannot do. stream_options without a stream is
+        OpenAI's 400 too: include_usage would silently add nothing to a JSON reply."""
+        return [name for name, ok in (*extra, ("stream_options without stream: true",
+                                               self.stream_options is None or self.stream)) if not ok]
 
     def _generate(self, max_new_tokens: int, logprobs: Optional[int], **prompt) -> GenerateRequest:
         return GenerateRequest(**prompt, max_new_tokens=max_new_tokens, logprobs=logprobs,

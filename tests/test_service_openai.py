@@ -103,6 +103,8 @@ def test_echo_puts_the_prompt_before_each_choice(client):
     pytest.param(dict(max_tokens=10_000), "BadRequestError", "max_new_tokens", id="too-many-tokens"),
     pytest.param(dict(prompt=[10_000]), "BadRequestError", "token ids must be in", id="id-out-of-vocab"),
     pytest.param(dict(temperature=3.0), "UnprocessableEntityError", "temperature", id="temperature"),
+    pytest.param(dict(stream_options={"include_usage": True}), "BadRequestError", "stream_options without stream",
+                 id="stream-options-without-stream"),
     # JSON true/false is no number (pydantic's lax mode had read them as 1/0)
     pytest.param(dict(temperature=True), "UnprocessableEntityError", "temperature: expected a number", id="temperature-true"),
     pytest.param(dict(n=True), "UnprocessableEntityError", "n: expected a number", id="n-true"),
@@ -207,6 +209,8 @@ def test_chat_stream_with_usage(client):
                  "max_sequence_length", id="too-long"),
     pytest.param(dict(model="gpt-4"), "NotFoundError", "GET /v1/models", id="unknown-model"),
     pytest.param(dict(max_tokens=10_000), "BadRequestError", "max_new_tokens", id="too-many-tokens"),
+    pytest.param(dict(stream_options={"include_usage": True}), "BadRequestError", "stream_options without stream",
+                 id="stream-options-without-stream"),
 ])
 def test_chat_unsupported_or_bad_requests_are_4xx_naming_the_field(client, kwargs, error, needle):
     args = {"model": "lfm2", "messages": CHAT, "max_tokens": 2, **kwargs}
