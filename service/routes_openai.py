@@ -46,10 +46,9 @@ def _token(tokenizer, token_id: int) -> tuple[str, bytes]:
 
 class _Covered:
     """The logprob entries a choice's reply carries: a token's once its text starts inside the
-    text sent. A stop string cuts the text; the tokens that spelled it were generated (usage
-    counts them) but are no part of the reply, so their entries are left out too (chat's
-    tokens spelled the stop string after the content). Streamed, an entry waits for its
-    token's text: the handler's events carry entries ahead of the text it holds back."""
+    text sent. The tokens that spelled a stop string (cut from the text; usage counts them)
+    get none. Streamed, an entry waits for its token's text: the handler's events carry
+    entries ahead of the text it holds back."""
 
     def __init__(self, tokenizer):
         self.tok, self.ids, self.pending, self.sent = tokenizer, [], [], 0
@@ -63,15 +62,13 @@ class _Covered:
         out, self.pending = [e for _, e in self.pending[:n]], self.pending[n:]
         return out
 
-    def rest(self, final: dict) -> list[dict]:
-        """At the end: the entries of tokens without text, unless a stop string cut them off."""
+    def rest(self, final: dict) -> list[dict]:   # at the end: tokens without text, unless cut off
         out, self.pending = [e for _, e in self.pending], []
         return out if self.tok.decode(final["token_ids"]) == final["text"] else []
 
     @classmethod
     def of(cls, tokenizer, final: dict) -> list[dict]:   # a JSON reply's
-        cover = cls(tokenizer)
-        return cover.take(final["logprobs"], final["text"]) + cover.rest(final)
+        return (cover := cls(tokenizer)).take(final["logprobs"], final["text"]) + cover.rest(final)
 
 
 def _completion_logprobs(tokenizer, lps: list[dict], top: int, offset: int = 0) -> dict:
