@@ -159,6 +159,21 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(pair):
     assert all(len(r) == 8 and all(0 <= t < 101 for t in r) for r in nucleus)
 
 
+def test_a_sampled_row_does_not_depend_on_its_batch(pair):
+    """Row i samples with its own generator seeded seed + i: its tokens equal generating its
+    prompt alone with that seed, whoever else is in the batch (one shared generator
+    interleaved the rows' draws), also when another row stops early."""
+    _, ours, _ = pair
+    rows = [[5, 6, 7], [8, 9, 10, 11], [12], [40, 41]]
+    for kw in (dict(temperature=1.3), dict(temperature=0.8, top_k=30, top_p=0.9)):
+        batched = ours.generate(rows, max_new_tokens=9, seed=7, **kw)
+        alone = [ours.generate([r], max_new_tokens=9, seed=7 + i, **kw)[0] for i, r in enumerate(rows)]
+        assert batched == alone and len({tuple(a) for a in alone}) == len(rows)
+        stop = alone[1][2]
+        cut = ours.generate(rows, max_new_tokens=9, seed=7, stop_token_ids=[stop], **kw)
+        assert cut == [a[:a.index(stop) + 1] if stop in a else a for a in alone]
+
+
 def test_stop_tokens_stop_each_prompt(pair):
     _, ours, _ = pair
     rows = [[5, 6, 7], [8, 9, 10, 11]]

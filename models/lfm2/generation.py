@@ -1,5 +1,7 @@
 """Batched generation for LFM2: left-padded prefill into a preallocated cache, then one
-token per prompt per step (greedy, or sampled with temperature / top-k / top-p).
+token per prompt per step (greedy, or sampled with temperature / top-k / top-p). Each row
+samples with its own generator, row i seeded with seed + i, so a row gets the tokens it gets
+alone (with that seed) whatever else shares its batch.
 
 Invariants: the cache is allocated once (prompt length + max_new_tokens slots) and every
 step writes one slot; a prompt that hit a stop token keeps being fed (its outputs are
@@ -42,6 +44,31 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def row_generators(b: int, seed: int | None, device) -> list[torch.Generator]:
+    """One generator per row: row i seeded with seed + i (as OpenAI's n choices), fresh
+    random seeds when seed is None. Rows drawing from one shared generator would interleave
+    their draws, so a row's tokens would change with the other prompts in its batch."""
+    gens = [torch.Generator(device=device) for _ in range(b)]
+    for i, g in enumerate(gens):
+        if seed is None:
+            g.seed()
+        else:
+            g.manual_seed(int(seed) + i)
+    return gens
+
+
+def _sample_rows(logits, temperature, top_k, top_p, gens, done) -> torch.Tensor:
+    """logits (B, V) -> (B,): greedy, or row i sampled with gens[i]. A finished row's token
+    is never reported: it is taken greedily, leaving its generator alone."""
+    if gens is None:
+        return logits.argmax(-1)
+    out = logits.argmax(-1)
+    for i, g in enumerate(gens):
+        if not done[i]:
+            out[i] = sample_next(logits[i:i + 1], temperature, top_k, top_p, g)[0]
+    return out
 
 
 def _check_args(max_new_tokens, temperature, top_k, top_p, stop_token_ids, vocab):
@@ -102,17 +129,13 @@ def _steps(model, rows, max_new_tokens, temperature, top_k, top_p, seed, stops, 
         ids[i, width - len(r):] = torch.tensor(r)
         mask[i, width - len(r):] = 1
     ids, mask = ids.to(dev), mask.to(dev)
-    gen = torch.Generator(device=dev)
-    if seed is None:
-        gen.seed()
-    else:
-        gen.manual_seed(int(seed))
+    gens = row_generators(b, seed, dev) if temperature != 0.0 else None
     done = [False] * b
     with open_decoder(model, b, width + max_new_tokens, cuda_graph) as decoder:
         logits = decoder.prefill(ids, mask)                              # (B, V) float32
         for step in range(max_new_tokens):
             with torch.inference_mode():
-                nxt = sample_next(logits, temperature, top_k, top_p, gen)    # (B,)
+                nxt = _sample_rows(logits, temperature, top_k, top_p, gens, done)   # (B,)
             tokens = nxt.tolist()
             out: list[int | None] = []
             for i, t in enumerate(tokens):
