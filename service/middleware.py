@@ -156,6 +156,19 @@ class GuardMiddleware:
             await send_wrapped(start)
             await send_wrapped(body)
 
+        async def call_app(receive_from):
+            """The app, with an unhandled exception answered here. Left to Starlette's
+            ServerErrorMiddleware (outside this one), the 500 went out through the raw send
+            (no X-Request-ID) and the exception was re-raised for uvicorn to log a second
+            traceback naming no request."""
+            try:
+                return await self.app(scope, receive_from, send_wrapped)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes an answer
+                log.exception("internal error on %s (request %s)", scope["path"], request_id)
+                if status_box[0] is not None:
+                    raise   # mid-response (a stream): uvicorn closes the connection
+                return await reject(500, f"internal error: {type(exc).__name__}")
+
         try:
             if model is not None and settings.api_key:
                 if not bearer_matches(headers.get("authorization", ""), settings.api_key):
@@ -193,8 +206,8 @@ class GuardMiddleware:
                         return {"type": "http.request", "body": body, "more_body": False}
                     return await receive_watched()  # afterwards: disconnect notifications (SSE)
 
-                return await self.app(scope, replay, send_wrapped)
-            return await self.app(scope, receive_watched, send_wrapped)
+                return await call_app(replay)
+            return await call_app(receive_watched)
         finally:
             if model is not None:
                 # No response started: the client left (499), or nothing answered it (500).

@@ -238,6 +238,32 @@ def test_request_id_on_every_response(served):
 
 
 
+def test_internal_error_answers_with_the_request_id_and_logs_it_once(caplog):
+    """A route's unexpected exception (a /v1/classify forward raising RuntimeError) is a JSON
+    500 carrying the client's X-Request-ID, logged once, naming that id: Starlette's own 500
+    went out without the header and the exception was re-raised to be logged again, no id."""
+    from PIL import Image
+
+    models = fake_models()
+
+    def broken(inputs):
+        raise RuntimeError("kaboom")
+
+    models["mobilenet_v2"].forward = broken
+    app = create_app(Settings(warmup=False), models=models, hooks=fake_hooks())
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="PNG")
+    with TestClient(app, raise_server_exceptions=True) as client:   # a re-raise would fail here
+        _wait_ready(client)
+        caplog.clear()
+        r = client.post("/v1/classify", files={"file": ("x.png", buf.getvalue(), "image/png")},
+                        headers={"X-Request-ID": "trace-500"})
+    assert r.status_code == 500 and r.json() == {"error": "internal error: RuntimeError"}
+    assert r.headers["x-request-id"] == "trace-500" and r.headers["x-depthwise-impl"] == "auto"
+    errors = [rec for rec in caplog.records if rec.levelname == "ERROR"]
+    assert len(errors) == 1 and "trace-500" in errors[0].getMessage(), [e.getMessage() for e in errors]
+
+
 def test_depthwise_impl_header_on_inference_responses(served):
     client, _ = served
     r = _infer_json(client, "lfm2", "input_ids", np.array([[1, 2]]), "INT64", depthwise_impl="per_group")
