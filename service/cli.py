@@ -121,7 +121,9 @@ def run_server(app, settings: Settings, log_level: str = "info") -> None:
     import uvicorn
 
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
-                            timeout_graceful_shutdown=settings.graceful_shutdown_s or None,
+                            # 0 = no wait, as the batchers, generations and gRPC take it
+                            # (uvicorn's None would wait for in-flight requests without bound)
+                            timeout_graceful_shutdown=settings.graceful_shutdown_s,
                             http=_idle_closing_protocol(), timeout_keep_alive=settings.idle_timeout_s,
                             access_log=False)
     service = getattr(app.state, "service", None)

@@ -399,6 +399,24 @@ def test_sigterm_closes_grpc_at_once_while_rest_drains():
         assert refused.value.status() == "StatusCode.UNAVAILABLE" and codes == [200] * 4
 
 
+def test_sigterm_with_zero_grace_does_not_wait_for_in_flight_work():
+    """--graceful-shutdown-s 0 ends the process at once on SIGTERM; it used to reach uvicorn
+    as None, which waits for every in-flight request however long it runs."""
+    cmd = fake_server_cmd(max_new_tokens=64, graceful_shutdown_s=0) + ["--token-delay-s", "0.25"]
+    with server_process(cmd, timeout=60) as (url, proc):
+        with httpx.stream("POST", f"{url}/v1/generate", json={"prompt": "a", "max_new_tokens": 40, "stream": True},
+                          timeout=30) as r:
+            lines = r.iter_lines()
+            next(line for line in lines if line.startswith("data: "))   # generating: ~10 s to go
+            t0 = time.perf_counter()
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(httpx.HTTPError):
+                for _ in lines:
+                    pass
+            assert proc.wait(30) in (0, -signal.SIGTERM)
+        assert time.perf_counter() - t0 < 4
+
+
 def test_overload_503_with_retry_after_and_no_hung_request():
     cmd = fake_server_cmd(max_batch_size=1, max_queue_size=2, max_queue_delay_ms=0) + ["--delay-s", "0.05"]
     with server_process(cmd, timeout=60) as (url, _):
