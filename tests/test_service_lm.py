@@ -150,3 +150,27 @@ def test_penalties_and_logit_bias_through_the_service(client):
     bad = client.post("/v1/completions", json={"prompt": "a", "max_tokens": 2, "logit_bias": {"99999": 1}})
     assert bad.status_code == 400 and "token ids must be in" in bad.json()["error"]
     assert client.post("/v1/completions", json={"prompt": "a", "max_tokens": 2, "presence_penalty": 3}).status_code == 422
+
+
+def test_generation_stops_at_every_eos_id_of_the_config():
+    """A config's eos_token_id may be a list (transformers stops at any of them): the service
+    stopped only at the first, generating past the others; ignore_eos still runs past all."""
+    import dataclasses
+
+    from models.registry import build_model
+    served = build_model("lfm2", None, device="cpu", seed=0)
+    lm = served.lm
+    prompt = [72, 101, 108, 108, 111]
+    greedy = lm.generate([prompt], max_new_tokens=6)[0]
+    second = next(t for t in greedy[2:] if t not in greedy[:2])          # a later token, not earlier
+    lm.config = dataclasses.replace(lm.config, eos_token_id=(lm.config.eos_token_ids[0], second))
+    app = create_app(Settings(models=("lfm2",), max_new_tokens=8, warmup=False), models={"lfm2": served})
+    with TestClient(app) as c:
+        deadline = time.time() + 120
+        while c.get("/v2/health/ready").status_code != 200 and time.time() < deadline:
+            time.sleep(0.1)
+        r = c.post("/v1/generate", json={"input_ids": prompt, "max_new_tokens": 6, "temperature": 0}).json()
+        assert r["token_ids"] == greedy[:greedy.index(second)] and r["finish_reason"] == "stop"
+        r = c.post("/v1/generate", json={"input_ids": prompt, "max_new_tokens": 6, "temperature": 0,
+                                         "ignore_eos": True}).json()
+        assert r["token_ids"] == greedy and r["finish_reason"] == "length"

@@ -53,8 +53,10 @@ class GenerateHandler:
         self.rt = runtime
         self.lm = runtime.served.lm
         self.tokenizer = self.lm.tokenizer   # None: a checkpoint without tokenizer.json (token ids only)
-        self.eos_token_id = (self.tokenizer.eos_token_id if self.tokenizer is not None
-                             else next(iter(self.lm.config.eos_token_ids), None))   # as the tokenizer's
+        # Every end-of-sequence id stops (a config may list several, as transformers stops at any).
+        tok_eos = self.tokenizer.eos_token_id if self.tokenizer is not None else None
+        self.eos_token_ids = tuple(dict.fromkeys(
+            t for t in (tok_eos, *getattr(self.lm.config, "eos_token_ids", ())) if t is not None))
         meta = getattr(runtime.served, "metadata", None) or {}
         self.vocab_size = int(meta.get("vocab_size") or self.lm.config.vocab_size)
         s = runtime.settings
@@ -121,7 +123,7 @@ class GenerateHandler:
 
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        eos = None if plan.ignore_eos else self.eos_token_id
+        eos = () if plan.ignore_eos else self.eos_token_ids
 
         def put(item):   # on the scheduler thread
             try:
@@ -129,7 +131,7 @@ class GenerateHandler:
             except RuntimeError:  # loop closed during shutdown: nobody is listening
                 pass
 
-        seq = Sequence(plan.ids, plan.max_new_tokens, stop_token_ids=(eos,) if eos is not None else (),
+        seq = Sequence(plan.ids, plan.max_new_tokens, stop_token_ids=eos,
                        logprobs=plan.logprobs, **plan.sampling)
         ticket = self.scheduler.submit(seq, plan.impl, put)
         labels = (self.rt.name, plan.impl)
@@ -163,7 +165,7 @@ class GenerateHandler:
                     m.ttft.labels(*labels).observe(t_first - plan.t_start)
                 if finish == "stop":  # a token already under way when a stop string ended it
                     continue
-                if value == eos:      # the scheduler ends the sequence after it
+                if value in eos:      # the scheduler ends the sequence after it
                     finish = "stop"
                     continue
                 ids.append(value)
