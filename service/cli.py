@@ -21,12 +21,13 @@ import argparse
 import logging
 import runpy
 import sys
+import typing
 from pathlib import Path
 from typing import Optional
 
 from pydantic import ValidationError
 
-from .settings import IMPL_CHOICES, LOG_LEVELS, Settings
+from .settings import DTYPE_CHOICES, IMPL_CHOICES, LOG_LEVELS, Settings
 
 BENCHMARKS = ("ops", "models", "serve", "generate", "prefill_chunks", "prefix_cache", "row_chunks", "ptx",
               "block_decode", "host_overhead")
@@ -47,7 +48,7 @@ def _serve_parser() -> argparse.ArgumentParser:
                         "lfm2=preset:NAME: an architecture of models/lfm2/presets.py, seeded")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--depthwise-impl", choices=IMPL_CHOICES)
-    p.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"),
+    p.add_argument("--dtype", choices=DTYPE_CHOICES,
                    help="model dtype; auto = bfloat16 on CUDA, float32 on CPU")
     p.add_argument("--max-batch-size", type=int)
     p.add_argument("--max-queue-delay-ms", type=float)
@@ -64,13 +65,53 @@ def _serve_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _source(field: str, from_flags: set) -> str:
+    """Where a setting came from, as the operator typed it: its flag or its DWSERVE_* variable."""
+    if field in from_flags:
+        return {"models": "--model", "warmup": "--no-warmup"}.get(field, "--" + field.replace("_", "-"))
+    return "DWSERVE_" + field.upper()
+
+
+def _expected(field: str, error: dict) -> str:
+    """What the setting takes, in words: a validator's own message, else the field's type and
+    bounds (pydantic names one violated bound, and 'nan' as 'should be <= 10000')."""
+    if error["type"] == "value_error":
+        return str(error["ctx"]["error"])
+    info = Settings.model_fields.get(field)
+    if info is None:
+        return error["msg"]
+    kinds = set(typing.get_args(info.annotation)) | {info.annotation}
+    if bool in kinds:
+        return "expected a boolean (1/0, true/false, yes/no, on/off)"
+    kind = "an integer" if int in kinds else "a number" if float in kinds else None
+    if kind is None:
+        return error["msg"]
+    ops = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    bounds = [f"{op} {getattr(m, name)}" for m in info.metadata for name, op in ops.items()
+              if getattr(m, name, None) is not None]
+    return f"expected {kind}" + (" " + " and ".join(bounds) if bounds else "")
+
+
+def settings_errors(exc: ValidationError, from_flags: set) -> list[str]:
+    """One line per invalid setting, naming the flag or variable, its value, what it takes."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        value = error.get("input")
+        given = f"{value}" if field in from_flags else f"={value!r}"
+        sep = " " if field in from_flags else ""
+        lines.append(f"dwserve serve: invalid settings: {_source(field, from_flags)}{sep}{given}: "
+                     f"{_expected(field, error)}")
+    return lines
+
+
 def serve(argv: list[str]) -> int:
     args = vars(_serve_parser().parse_args(argv))
     overrides = {k: v for k, v in args.items() if v is not None}
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        print(f"dwserve serve: invalid settings:\n{exc}", file=sys.stderr)
+        print("\n".join(settings_errors(exc, set(overrides))), file=sys.stderr)
         return 2
     from .app import create_app
 

@@ -6,6 +6,7 @@ generated tokens, batch size, queue depth. CLI flags (service/cli.py) map 1:1 on
 """
 from __future__ import annotations
 
+import re
 from typing import Annotated, Optional
 
 from pydantic import Field, field_validator
@@ -17,6 +18,7 @@ except ImportError:  # older: DWSERVE_MODELS must then be JSON, e.g. '["lfm2"]'
     NoDecode = None
 
 IMPL_CHOICES = ("auto", "per_group", "slice_sum", "compiled", "fused", "native")
+DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_MODELS = ("lfm2", "mobilenet_v2")
 
@@ -31,14 +33,14 @@ class Settings(BaseSettings):
     # OIP v2 over gRPC (service/grpc_server.py) on this port, same host; None = off, 0 = any
     # free port (logged). Off by default: two servers on one host would otherwise collide.
     grpc_port: Optional[int] = Field(None, ge=0, le=65535)
-    device: str = Field("auto", pattern="^(auto|cpu|cuda(:[0-9]+)?)$")
+    device: str = "auto"                                  # auto, cpu, cuda or cuda:N
     # Each entry "NAME" (embedded default weights) or "NAME=PATH" (local weights directory).
     models: _ModelList = DEFAULT_MODELS
     depthwise_impl: str = "auto"
     # Model weights and activations: "auto" = bfloat16 on CUDA (half the bytes through the
     # memory-bound depthwise layers, tensor cores for the rest), float32 on CPU (no fast
     # bf16 on AVX2 parts). Requests and responses stay FP32/INT64 either way.
-    dtype: str = Field("auto", pattern="^(auto|float32|float16|bfloat16)$")
+    dtype: str = "auto"                                   # one of DTYPE_CHOICES
     seed: int = 0
     # torch intra-op threads (None = torch's default, one per core). Set it to the CPU quota
     # (k8s limits, a shared box): oversubscribed OpenMP threads spin and can be 10x slower.
@@ -88,7 +90,7 @@ class Settings(BaseSettings):
     # seconds a connection may sit with no request in progress (also before its first byte)
     idle_timeout_s: float = Field(5.0, gt=0)
     # uvicorn's log level and the root logger's (--log-level): one of LOG_LEVELS
-    log_level: str = Field("info", pattern="^(" + "|".join(LOG_LEVELS) + ")$")
+    log_level: str = "info"
 
     @field_validator("models", mode="before")
     @classmethod
@@ -101,10 +103,10 @@ class Settings(BaseSettings):
     @classmethod
     def _check_models(cls, value):
         if not value:
-            raise ValueError("models: expected at least one NAME or NAME=PATH")
+            raise ValueError("expected at least one NAME or NAME=PATH")
         names = [entry.split("=", 1)[0] for entry in value]
         if len(set(names)) != len(names):
-            raise ValueError(f"models: each model name at most once, got {names}")
+            raise ValueError(f"expected each model name at most once, got {names}")
         return value
 
     @field_validator("log_level", mode="before")
@@ -112,11 +114,27 @@ class Settings(BaseSettings):
     def _lower_log_level(cls, value):
         return value.strip().lower() if isinstance(value, str) else value
 
+    # Choices checked here rather than by a regex pattern: the error names them in words.
     @field_validator("depthwise_impl")
     @classmethod
     def _check_impl(cls, value):
-        if value not in IMPL_CHOICES:
-            raise ValueError(f"depthwise_impl: expected one of {IMPL_CHOICES}, got {value!r}")
+        return _one_of(value, IMPL_CHOICES)
+
+    @field_validator("dtype")
+    @classmethod
+    def _check_dtype(cls, value):
+        return _one_of(value, DTYPE_CHOICES)
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value):
+        return _one_of(value, LOG_LEVELS)
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value):
+        if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", value):
+            raise ValueError(f"expected auto, cpu, cuda or cuda:N (a GPU index), got {value!r}")
         return value
 
     def model_entries(self) -> list[tuple[str, Optional[str]]]:
@@ -138,3 +156,9 @@ class Settings(BaseSettings):
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _one_of(value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+    return value

@@ -47,14 +47,40 @@ def test_env_models_comma_list(monkeypatch, captured):
     assert captured["settings"].models == ("mobilenet_v2",)
 
 
-@pytest.mark.parametrize("argv", [
-    pytest.param(["--max-batch-size", "0"], id="batch-zero"),
-    pytest.param(["--port", "70000"], id="port-range"),
-    pytest.param(["--model", "lfm2", "--model", "lfm2=/x"], id="duplicate-model"),
+@pytest.mark.parametrize("argv, line", [
+    pytest.param(["--max-batch-size", "0"], "--max-batch-size 0: expected an integer >= 1 and <= 1024",
+                 id="batch-zero"),
+    pytest.param(["--port", "70000"], "--port 70000: expected an integer >= 0 and <= 65535", id="port-range"),
+    pytest.param(["--max-queue-delay-ms", "nan"], "--max-queue-delay-ms nan: expected a number >= 0 and <= 10000",
+                 id="delay-nan"),
+    pytest.param(["--model", "lfm2", "--model", "lfm2=/x"],
+                 "--model ['lfm2', 'lfm2=/x']: expected each model name at most once", id="duplicate-model"),
 ])
-def test_serve_rejects_bad_settings(argv, captured, capsys):
+def test_serve_rejects_bad_settings(argv, line, captured, capsys):
+    """One line per bad setting, naming the flag as typed and what it takes (not pydantic's
+    multi-line report with its field names and documentation links)."""
     assert cli.main(["serve", *argv]) == 2
-    assert "invalid settings" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("dwserve serve: invalid settings: " + line), err
+    assert "pydantic" not in err
+
+
+@pytest.mark.parametrize("env, line", [
+    pytest.param({"DWSERVE_MAX_BATCH_SIZE": "abc"}, "DWSERVE_MAX_BATCH_SIZE='abc': expected an integer >= 1",
+                 id="not-a-number"),
+    pytest.param({"DWSERVE_WARMUP": "maybe"}, "DWSERVE_WARMUP='maybe': expected a boolean", id="not-a-bool"),
+    pytest.param({"DWSERVE_DEVICE": "gpu"}, "DWSERVE_DEVICE='gpu': expected auto, cpu, cuda or cuda:N", id="device"),
+    pytest.param({"DWSERVE_LOG_LEVEL": "trace"}, "DWSERVE_LOG_LEVEL='trace': expected one of debug, info",
+                 id="log-level"),
+    pytest.param({"DWSERVE_DEPTHWISE_IMPL": "Native"}, "DWSERVE_DEPTHWISE_IMPL='Native': expected one of auto,",
+                 id="impl"),
+])
+def test_serve_names_the_bad_environment_variable(env, line, monkeypatch, captured, capsys):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("dwserve serve: invalid settings: " + line), err
 
 
 def test_serve_rejects_unknown_impl():
