@@ -46,7 +46,9 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", dest="models", metavar="NAME[=PATH]",
                    help="model to serve, repeatable; default: lfm2 and mobilenet_v2 with embedded weights; "
                         "lfm2=preset:NAME: an architecture of models/lfm2/presets.py, seeded")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    # no argparse choices: "cuda:N" is valid (as DWSERVE_DEVICE); Settings checks the value
+    p.add_argument("--device", metavar="auto|cpu|cuda[:N]",
+                   help="where the models run; auto = cuda when CUDA is available, else cpu")
     p.add_argument("--depthwise-impl", choices=IMPL_CHOICES)
     p.add_argument("--dtype", choices=DTYPE_CHOICES,
                    help="model dtype; auto = bfloat16 on CUDA, float32 on CPU")

@@ -83,6 +83,16 @@ def test_serve_names_the_bad_environment_variable(env, line, monkeypatch, captur
     assert err.count("\n") == 1 and err.startswith("dwserve serve: invalid settings: " + line), err
 
 
+def test_device_flag_takes_a_gpu_index_like_the_environment(monkeypatch, captured, capsys):
+    """--device cuda:1 is what DWSERVE_DEVICE=cuda:1 is; argparse's choices refused it."""
+    monkeypatch.setenv("DWSERVE_DEVICE", "cuda:1")
+    assert cli.main(["serve"]) == 0 and captured["settings"].device == "cuda:1"
+    monkeypatch.delenv("DWSERVE_DEVICE")
+    assert cli.main(["serve", "--device", "cuda:1"]) == 0 and captured["settings"].device == "cuda:1"
+    assert cli.main(["serve", "--device", "gpu"]) == 2
+    assert "--device gpu: expected auto, cpu, cuda or cuda:N" in capsys.readouterr().err
+
+
 def test_serve_rejects_unknown_impl():
     with pytest.raises(SystemExit):
         cli.main(["serve", "--depthwise-impl", "warp"])
