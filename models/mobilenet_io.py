@@ -24,12 +24,22 @@ OPTIONAL_SUFFIX = ".num_batches_tracked"
 
 
 # ---- checkpoints -----------------------------------------------------------------------------
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a .safetensors or .pth file, on CPU, by name (no pickle code execution)."""
+def check_weights_file(path: str | Path) -> Path:
+    """ValueError unless `path` is a file with a weights suffix: what can be said without
+    reading it (the CLI checks this before binding its port)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"MobileNetV2 weights: expected a .safetensors or .pth file, "
                          f"{str(path)!r} is not a file")
+    if path.suffix.lower() not in SAFETENSORS_SUFFIXES + TORCH_SUFFIXES:
+        raise ValueError(f"MobileNetV2 weights: expected a file ending in "
+                         f"{SAFETENSORS_SUFFIXES + TORCH_SUFFIXES}, got {path.name!r}")
+    return path
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a .safetensors or .pth file, on CPU, by name (no pickle code execution)."""
+    path = check_weights_file(path)
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
         from safetensors.torch import load_file
@@ -37,9 +47,6 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path), device="cpu")
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
             raise ValueError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None
-    if suffix not in TORCH_SUFFIXES:
-        raise ValueError(f"MobileNetV2 weights: expected a file ending in "
-                         f"{SAFETENSORS_SUFFIXES + TORCH_SUFFIXES}, got {path.name!r}")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - UnpicklingError for non-tensor pickles, etc.

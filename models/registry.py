@@ -151,9 +151,6 @@ def _build_mobilenet(path, device, dtype, seed, labels) -> MobileNetServed:
         model, source = mobilenet_v2(seed=seed), f"seeded random weights (seed={seed})"
     else:
         p = Path(path)
-        if p.is_dir():
-            raise ValueError(f"mobilenet_v2: expected a .safetensors or .pth weights file, "
-                             f"{str(p)!r} is a directory")
         model, source = MobileNetV2.from_file(p), str(p)
         if labels is None and (p.parent / LABELS_FILENAME).is_file():
             labels = p.parent / LABELS_FILENAME
@@ -182,9 +179,6 @@ def _build_lfm2(path, device, dtype, seed, preset: str) -> LFM2Served:
         lm = LFM2ForCausalLM.from_preset(preset, seed=seed, device=device, dtype=dtype)
         source = f"preset {preset} with seeded random weights (seed={seed})"
     else:
-        if not Path(path).is_dir():
-            raise ValueError(f"lfm2: expected a local Hugging Face directory (config.json + "
-                             f"*.safetensors), {str(path)!r} is not a directory")
         lm, source = LFM2ForCausalLM.from_pretrained(path, device=device, dtype=dtype), str(path)
     lm.eval()
     c = lm.config
@@ -205,6 +199,40 @@ def _build_lfm2(path, device, dtype, seed, preset: str) -> LFM2Served:
     return LFM2Served(lm, device, meta)
 
 
+def check_source(name: str, path: str | Path | None = None) -> None:
+    """ValueError saying what `name` takes unless (name, path) names something servable: a
+    model of MODEL_NAMES; "preset:NAME" of an lfm2 preset; an existing weights file for
+    mobilenet_v2, a directory with config.json for lfm2. Reads no weights, so `dwserve serve`
+    calls it before binding its port; build_model calls it before loading."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
+    if isinstance(path, str) and path.startswith(PRESET_PREFIX):
+        if name != "lfm2":
+            raise ValueError(f"{name}: '{PRESET_PREFIX}NAME' applies to lfm2 (an architecture of "
+                             "models/lfm2/presets.py with seeded weights)")
+        from .lfm2 import PRESETS
+        if path[len(PRESET_PREFIX):] not in PRESETS:
+            raise ValueError(f"unknown LFM2 preset {path[len(PRESET_PREFIX):]!r}; expected one of {sorted(PRESETS)}")
+        return
+    if path is None:
+        return
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"{name}: weights path {str(path)!r} does not exist")
+    if name == "mobilenet_v2":
+        if p.is_dir():
+            raise ValueError(f"mobilenet_v2: expected a .safetensors or .pth weights file, "
+                             f"{str(p)!r} is a directory")
+        from .mobilenet_io import check_weights_file
+        check_weights_file(p)
+    elif not p.is_dir():
+        raise ValueError(f"lfm2: expected a local Hugging Face directory (config.json + "
+                         f"*.safetensors), {str(path)!r} is not a directory")
+    elif not (p / "config.json").is_file():
+        raise ValueError(f"lfm2: no config.json in {str(path)!r}; expected a local Hugging Face "
+                         "directory (config.json + *.safetensors)")
+
+
 def build_model(name: str, path: str | Path | None = None, *, device="cpu", dtype=None, seed: int = 0,
                 labels: str | Path | None = None) -> ServedModel:
     """A ServedModel for `name` in MODEL_NAMES. path None = the embedded seeded default;
@@ -212,17 +240,11 @@ def build_model(name: str, path: str | Path | None = None, *, device="cpu", dtyp
     mobilenet_v2 takes a weights file (.safetensors/.pth; class names from `labels` or a
     labels.txt beside it), lfm2 a local HF directory of an LFM2, LFM2-MoE or LFM3 checkpoint. Never
     downloads."""
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
+    check_source(name, path)
     dev, dt = parse_device(device, default="auto"), parse_dtype(dtype)
     preset = None
     if isinstance(path, str) and path.startswith(PRESET_PREFIX):
-        if name != "lfm2":
-            raise ValueError(f"{name}: '{PRESET_PREFIX}NAME' applies to lfm2 (an architecture of "
-                             "models/lfm2/presets.py with seeded weights)")
         preset, path = path[len(PRESET_PREFIX):], None
-    if path is not None and not Path(path).exists():
-        raise ValueError(f"{name}: weights path {str(path)!r} does not exist")
     if name != "mobilenet_v2" and labels is not None:
         raise ValueError("labels= applies to mobilenet_v2 only; lfm2 has a tokenizer")
     # Parameters as normal tensors even when called inside inference mode: they keep a version

@@ -92,7 +92,10 @@ class Service:
             log.info("ready: %s on %s, depthwise_impl=%s", ", ".join(self.model_names), device,
                      self.settings.depthwise_impl)
         except Exception as exc:  # noqa: BLE001 - stays live but never ready; the reason is logged and shown
-            log.exception("model loading failed")
+            if isinstance(exc, ValueError):   # a bad checkpoint or setting, said in its message: one line
+                log.error("model loading failed: %s", exc)
+            else:                             # anything else is a bug: its traceback
+                log.exception("model loading failed")
             self.load_error = f"{type(exc).__name__}: {exc}"
             if self.on_load_error is not None:
                 self.on_load_error()

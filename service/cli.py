@@ -94,17 +94,46 @@ def _expected(field: str, error: dict) -> str:
     return f"expected {kind}" + (" " + " and ".join(bounds) if bounds else "")
 
 
+def _given(field: str, value, from_flags: set) -> str:
+    """A setting as the operator gave it: `--flag value` or `DWSERVE_NAME='value'`."""
+    return f"{_source(field, from_flags)} {value}" if field in from_flags else f"{_source(field, from_flags)}={value!r}"
+
+
 def settings_errors(exc: ValidationError, from_flags: set) -> list[str]:
     """One line per invalid setting, naming the flag or variable, its value, what it takes."""
     lines = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
-        value = error.get("input")
-        given = f"{value}" if field in from_flags else f"={value!r}"
-        sep = " " if field in from_flags else ""
-        lines.append(f"dwserve serve: invalid settings: {_source(field, from_flags)}{sep}{given}: "
+        lines.append(f"dwserve serve: invalid settings: {_given(field, error.get('input'), from_flags)}: "
                      f"{_expected(field, error)}")
     return lines
+
+
+def preflight(settings: Settings, from_flags: set) -> list[str]:
+    """What cannot be served, found in a second, before the port is bound: the device, each
+    --model's name and path (models.registry.check_source: no weights read) and the fused
+    impl off CUDA. Found by the loader thread instead, each came after uvicorn said it was
+    running (live: 200), with a traceback, once the models before it had been built."""
+    import os
+
+    from models.placement import parse_device
+    from models.registry import check_source
+
+    errors, device = [], None
+    try:
+        device = parse_device(settings.device, default="auto")
+    except ValueError as exc:
+        errors.append(f"{_given('device', settings.device, from_flags)}: {exc}")
+    for entry, (name, path) in zip(settings.models, settings.model_entries()):
+        try:
+            check_source(name, path)
+        except ValueError as exc:
+            errors.append(f"{_given('models', entry, from_flags)}: {exc}")
+    if (settings.depthwise_impl == "fused" and device is not None and device.type != "cuda"
+            and os.environ.get("TRITON_INTERPRET") != "1"):
+        errors.append(f"{_given('depthwise_impl', 'fused', from_flags)}: the fused impl needs a CUDA "
+                      "device (Triton kernels); on CPU use auto, slice_sum or native")
+    return ["dwserve serve: " + e for e in errors]
 
 
 def serve(argv: list[str]) -> int:
@@ -114,6 +143,10 @@ def serve(argv: list[str]) -> int:
         settings = Settings(**overrides)
     except ValidationError as exc:
         print("\n".join(settings_errors(exc, set(overrides))), file=sys.stderr)
+        return 2
+    errors = preflight(settings, set(overrides))
+    if errors:
+        print("\n".join(errors), file=sys.stderr)
         return 2
     from .app import create_app
 

@@ -104,7 +104,11 @@ class Settings(BaseSettings):
     def _check_models(cls, value):
         if not value:
             raise ValueError("expected at least one NAME or NAME=PATH")
-        names = [entry.split("=", 1)[0] for entry in value]
+        for entry in value:   # "lfm2=" served the embedded default as if no path were meant
+            name, eq, path = (part.strip() for part in entry.partition("="))
+            if not name or (eq and not path):
+                raise ValueError(f"expected NAME or NAME=PATH, got {entry!r}")
+        names = [entry.split("=", 1)[0].strip() for entry in value]
         if len(set(names)) != len(names):
             raise ValueError(f"expected each model name at most once, got {names}")
         return value

@@ -20,6 +20,7 @@ def captured(monkeypatch):
 
     fake_app = type("App", (), {"state": type("State", (), {"service": type("S", (), {"load_error": None})()})()})()
     monkeypatch.setattr(service.app, "create_app", lambda settings: fake_app)
+    monkeypatch.setattr(cli, "preflight", lambda settings, from_flags: [])   # paths, CUDA: tested below
     return seen
 
 
@@ -142,12 +143,92 @@ def test_console_script_is_installed():
 
 
 def test_serve_exits_1_when_a_model_cannot_load(tmp_path):
-    missing = tmp_path / "no-such-weights"
+    """A weights file found unreadable only when loaded: exit 1 with the reason, logged as one
+    line (a ValueError says what is wrong; its traceback says nothing more)."""
+    corrupt = tmp_path / "corrupt-weights.safetensors"
+    corrupt.write_bytes(b"not a safetensors file")
     env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--port", "0", "--log-level", "error",
-                           "--model", f"mobilenet_v2={missing}"], capture_output=True, text=True, timeout=180, env=env)
+                           "--model", f"mobilenet_v2={corrupt}"], capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "model loading failed" in proc.stderr and "no-such-weights" in proc.stderr
+    assert "model loading failed" in proc.stderr and "corrupt-weights" in proc.stderr
+    assert "not a readable safetensors file" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.fixture
+def never_served(monkeypatch):
+    """`serve` must stop before binding a port or building a model."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("serve went on to start the server")
+    monkeypatch.setattr(cli, "run_server", refuse)
+    import service.app
+    monkeypatch.setattr(service.app, "create_app", refuse)
+
+
+def _hf_dir(root, config=True):
+    root.mkdir()
+    if config:
+        (root / "config.json").write_text("{}")
+    return root
+
+
+@pytest.mark.parametrize("model, says", [
+    pytest.param("foo", "unknown model 'foo'; expected one of ('lfm2', 'mobilenet_v2')", id="unknown-name"),
+    pytest.param("mobilenet_v2={tmp}/missing.pth", "weights path '{tmp}/missing.pth' does not exist", id="missing"),
+    pytest.param("mobilenet_v2={tmp}", "is a directory", id="mobilenet-dir"),
+    pytest.param("mobilenet_v2={tmp}/weights.txt", "expected a file ending in", id="mobilenet-suffix"),
+    pytest.param("lfm2={tmp}/weights.txt", "is not a directory", id="lfm2-file"),
+    pytest.param("lfm2={tmp}/noconfig", "no config.json in", id="lfm2-no-config"),
+    pytest.param("lfm2=preset:nope", "unknown LFM2 preset 'nope'; expected one of", id="unknown-preset"),
+    pytest.param("mobilenet_v2=preset:lfm3-demo", "applies to lfm2", id="preset-for-mobilenet"),
+])
+def test_serve_refuses_an_unservable_model_before_starting(model, says, tmp_path, never_served, capsys):
+    """Each --model is checked before the port is bound (no weights read): one line naming the
+    flag as given and what it takes, exit 2. They were found by the loader thread after
+    uvicorn was up, with a traceback."""
+    (tmp_path / "weights.txt").write_text("x")
+    _hf_dir(tmp_path / "noconfig", config=False)
+    model, says = model.format(tmp=tmp_path), says.format(tmp=tmp_path)
+    assert cli.main(["serve", "--model", model]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"dwserve serve: --model {model}: ") and says in err, err
+
+
+def test_serve_preflight_names_the_environment_variable(tmp_path, monkeypatch, never_served, capsys):
+    monkeypatch.setenv("DWSERVE_MODELS", f"lfm2={tmp_path / 'gone'},mobilenet_v2")
+    assert cli.main(["serve"]) == 2
+    assert capsys.readouterr().err.startswith(f"dwserve serve: DWSERVE_MODELS='lfm2={tmp_path / 'gone'}': ")
+
+
+def test_serve_accepts_the_servable_forms(tmp_path, monkeypatch):
+    """What the real preflight lets through: names alone, a preset, a weights file, an HF directory."""
+    import service.app
+    seen = {}
+    fake = type("App", (), {"state": type("State", (), {"service": type("S", (), {"load_error": None})()})()})()
+    monkeypatch.setattr(service.app, "create_app", lambda settings: fake)
+    monkeypatch.setattr(cli, "run_server", lambda app, settings, log_level="info": seen.update(settings=settings))
+    (tmp_path / "w.safetensors").write_bytes(b"")
+    hf = _hf_dir(tmp_path / "hf")
+    assert cli.main(["serve", "--model", f"lfm2={hf}", "--model", f"mobilenet_v2={tmp_path / 'w.safetensors'}"]) == 0
+    assert cli.main(["serve", "--model", "lfm2=preset:lfm3-demo", "--model", "mobilenet_v2"]) == 0
+    assert seen["settings"].model_entries() == [("lfm2", "preset:lfm3-demo"), ("mobilenet_v2", None)]
+
+
+@pytest.mark.parametrize("model", ["lfm2=", "=x", " =/w"])
+def test_serve_refuses_a_model_entry_without_name_or_path(model, never_served, capsys):
+    """`lfm2=` served the embedded default as if no path were meant."""
+    assert cli.main(["serve", "--model", model]) == 2
+    assert f"expected NAME or NAME=PATH, got {model!r}" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_serve_refuses_cuda_and_fused_without_cuda(monkeypatch, never_served, capsys):
+    assert cli.main(["serve", "--device", "cuda"]) == 2
+    assert capsys.readouterr().err.startswith("dwserve serve: --device cuda: device 'cuda': CUDA is not available")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)   # as a real server runs (conftest sets it)
+    monkeypatch.setenv("DWSERVE_DEPTHWISE_IMPL", "fused")
+    assert cli.main(["serve"]) == 2
+    assert capsys.readouterr().err.startswith("dwserve serve: DWSERVE_DEPTHWISE_IMPL='fused': the fused impl needs a CUDA")
 
 
 def test_dtype_flag_env_and_auto(monkeypatch, captured):
