@@ -13,7 +13,7 @@ flag's name in capitals (--max-batch-size: DWSERVE_MAX_BATCH_SIZE, --log-level:
 DWSERVE_LOG_LEVEL), except the repeatable --model, which is DWSERVE_MODELS (a comma list:
 lfm2=/path,mobilenet_v2), and --no-warmup, which is DWSERVE_WARMUP=0. One setting is
 environment-only: DWSERVE_KEEP_FREED_MEMORY (default 1; 0 leaves glibc's allocator as it is).
-A flag given on the command line wins over the environment.
+A flag given on the command line wins over the environment; an empty variable counts as unset.
 """
 from __future__ import annotations
 

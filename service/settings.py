@@ -26,7 +26,9 @@ _ModelList = Annotated[tuple[str, ...], NoDecode] if NoDecode is not None else t
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DWSERVE_", frozen=True, extra="forbid")
+    # env_ignore_empty: `DWSERVE_X=` is as if unset, so an image's default can be taken back
+    # (`-e DWSERVE_GRPC_PORT=` turns off the gRPC port the Dockerfiles set; it was a parse error)
+    model_config = SettingsConfigDict(env_prefix="DWSERVE_", frozen=True, extra="forbid", env_ignore_empty=True)
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

@@ -94,6 +94,16 @@ def test_device_flag_takes_a_gpu_index_like_the_environment(monkeypatch, capture
     assert "--device gpu: expected auto, cpu, cuda or cuda:N" in capsys.readouterr().err
 
 
+def test_an_empty_variable_is_as_if_unset(monkeypatch, captured):
+    """The Docker images set DWSERVE_GRPC_PORT=8001; `-e DWSERVE_GRPC_PORT=` turns it off
+    (the default) instead of failing to parse '' as an integer."""
+    for name in ("DWSERVE_GRPC_PORT", "DWSERVE_TORCH_THREADS", "DWSERVE_API_KEY", "DWSERVE_MAX_BATCH_SIZE"):
+        monkeypatch.setenv(name, "")
+    assert cli.main(["serve"]) == 0
+    s = captured["settings"]
+    assert (s.grpc_port, s.torch_threads, s.api_key, s.max_batch_size) == (None, None, None, 8)
+
+
 def test_serve_rejects_unknown_impl():
     with pytest.raises(SystemExit):
         cli.main(["serve", "--depthwise-impl", "warp"])
