@@ -37,6 +37,40 @@ _EXTRA = ("grpc_port", "max_body_bytes", "max_elements", "max_new_tokens", "max_
           "max_prompt_chars", "max_choices", "request_timeout_s", "api_key", "launch_recount_every",
           "depthwise_sample_every", "graceful_shutdown_s", "idle_timeout_s", "seed", "torch_threads", "cpu_row_chunk_mib",
           "prefill_chunk_tokens", "prefix_cache_mib")
+# What each flag without its own help= does, for --help (README sends operators there for the limits).
+_HELP = {"host": "address to listen on (0.0.0.0: every interface)", "port": "HTTP port (0: any free one)",
+         "depthwise_impl": "the server's default depthwise policy; a request may pick another",
+         "max_batch_size": "rows per forward (dynamic batching; 1 = off)",
+         "max_queue_delay_ms": "how long a batch may wait to fill", "max_queue_size": "queued requests per model, then 503",
+         "grpc_port": "OIP v2 over gRPC on this port (0: any free one; none: off)", "max_body_bytes": "request body limit (413)",
+         "max_elements": "elements per input tensor", "max_new_tokens": "tokens one generation may ask for",
+         "max_sequence_length": "prompt + generated tokens", "max_image_pixels": "decoded image width*height",
+         "max_prompt_chars": "characters of a text prompt", "max_choices": "OpenAI n: sequences per request",
+         "request_timeout_s": "a request waiting longer gets 503", "api_key": "bearer token for inference routes",
+         "launch_recount_every": "re-count kernel launches every N forwards",
+         "depthwise_sample_every": "time the depthwise layers on every N-th forward",
+         "graceful_shutdown_s": "on SIGTERM, how long in-flight requests may take (0: none)",
+         "idle_timeout_s": "close a connection idle this long", "seed": "seed of the embedded default weights",
+         "torch_threads": "torch intra-op threads (none: one per core)",
+         "cpu_row_chunk_mib": "CPU MobileNetV2 row chunks' activation budget (0: whole batches)",
+         "prefill_chunk_tokens": "prompt tokens prefilled per decode step (0: whole prompts)",
+         "prefix_cache_mib": "prefix cache per depthwise policy (0: off)"}
+
+
+def _with_defaults(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Each flag's help ends with its default and its environment variable (from Settings, so
+    they cannot drift)."""
+    env = {"models": "DWSERVE_MODELS, a comma list", "warmup": "DWSERVE_WARMUP=0"}
+    for action in p._actions:
+        field = Settings.model_fields.get(action.dest)
+        if field is None:
+            continue
+        default = ",".join(field.default) if action.dest == "models" else field.default
+        tail = f"{env.get(action.dest, 'DWSERVE_' + action.dest.upper())}"
+        if action.dest != "warmup":
+            tail = f"default {'none' if default is None else default}; {tail}"
+        action.help = f"{action.help or _HELP.get(action.dest, '')} ({tail})".lstrip()
+    return p
 
 
 def _serve_parser() -> argparse.ArgumentParser:
@@ -44,7 +78,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--model", action="append", dest="models", metavar="NAME[=PATH]",
-                   help="model to serve, repeatable; default: lfm2 and mobilenet_v2 with embedded weights; "
+                   help="model to serve, repeatable; NAME alone: embedded seeded weights; "
                         "lfm2=preset:NAME: an architecture of models/lfm2/presets.py, seeded")
     # no argparse choices: "cuda:N" is valid (as DWSERVE_DEVICE); Settings checks the value
     p.add_argument("--device", metavar="auto|cpu|cuda[:N]",
@@ -63,8 +97,8 @@ def _serve_parser() -> argparse.ArgumentParser:
         p.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
     p.add_argument("--no-warmup", action="store_false", dest="warmup", default=None,
                    help="turn ready without warm-up (faster start, slow first requests)")
-    p.add_argument("--log-level", choices=LOG_LEVELS, help="server and root logger level (default info)")
-    return p
+    p.add_argument("--log-level", choices=LOG_LEVELS, help="server and root logger level")
+    return _with_defaults(p)
 
 
 def _source(field: str, from_flags: set) -> str:

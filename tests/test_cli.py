@@ -351,6 +351,26 @@ def test_every_serve_flag_is_a_setting():
     assert "models" in dests and "log_level" in dests
 
 
+def test_serve_help_gives_every_flag_a_description_default_and_variable(capsys):
+    """README sends operators to `dwserve serve --help` for the limits: each flag says what it
+    does, its default and its DWSERVE_* variable (most limits were a bare `--max-elements
+    MAX_ELEMENTS`)."""
+    help_text = " ".join(_help_text(["serve", "--help"], capsys).split())
+    for action in cli._serve_parser()._actions:
+        if action.dest == "help":
+            continue
+        field = Settings.model_fields[action.dest]
+        variable = {"models": "DWSERVE_MODELS", "warmup": "DWSERVE_WARMUP=0"}.get(action.dest,
+                                                                                  "DWSERVE_" + action.dest.upper())
+        assert action.help and not action.help.startswith("("), action.dest          # a description
+        assert action.help.endswith(variable + ")") or action.help.endswith(variable + ", a comma list)"), action.help
+        if action.dest not in ("warmup", "models"):
+            default = "none" if field.default is None else str(field.default)
+            assert f"(default {default}; {variable}" in action.help, action.help
+    assert "(default 8; DWSERVE_MAX_BATCH_SIZE)" in help_text
+    assert "(default lfm2,mobilenet_v2; DWSERVE_MODELS, a comma list)" in help_text
+
+
 def test_loadtest_without_httpx_names_the_extra(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "httpx", None)          # as if the load extra were missing
     monkeypatch.delitem(sys.modules, "service.loadtest", raising=False)
