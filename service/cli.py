@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import runpy
+import socket
 import sys
 import typing
 from pathlib import Path
@@ -145,9 +146,8 @@ def settings_errors(exc: ValidationError, from_flags: set) -> list[str]:
 
 def preflight(settings: Settings, from_flags: set) -> list[str]:
     """What cannot be served, found in a second, before the port is bound: the device, each
-    --model's name and path (models.registry.check_source: no weights read) and the fused
-    impl off CUDA. Found by the loader thread instead, each came after uvicorn said it was
-    running (live: 200), with a traceback, once the models before it had been built."""
+    --model's name and path (models.registry.check_source: no weights read), the fused impl
+    off CUDA, the ports. The loader thread found them after uvicorn was up, with a traceback."""
     import os
 
     from models.placement import parse_device
@@ -167,7 +167,31 @@ def preflight(settings: Settings, from_flags: set) -> list[str]:
             and os.environ.get("TRITON_INTERPRET") != "1"):
         errors.append(f"{_given('depthwise_impl', 'fused', from_flags)}: the fused impl needs a CUDA "
                       "device (Triton kernels); on CPU use auto, slice_sum or native")
+    try:   # a taken port: uvicorn's exit 3 after the models began loading; gRPC's, a traceback
+        socket.getaddrinfo(settings.host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return ["dwserve serve: " + e for e in errors] + [
+            f"dwserve serve: {_given('host', settings.host, from_flags)}: cannot resolve it ({exc.strerror})"]
+    for field in ("port", "grpc_port"):
+        port = getattr(settings, field)
+        if field == "grpc_port" and port is not None and port == settings.port != 0:
+            errors.append(f"{_given(field, port, from_flags)}: the HTTP port is {port} too; give gRPC another")
+        elif port and (problem := _cannot_listen(settings.host, port)):
+            errors.append(f"{_given(field, port, from_flags)}: {problem}")
     return ["dwserve serve: " + e for e in errors]
+
+
+def _cannot_listen(host: str, port: int) -> Optional[str]:
+    """Why (host, port) cannot be listened on, or None: a trial bind, as uvicorn binds."""
+    family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            return f"cannot listen on {address[0]}:{port} ({exc.strerror}); pick another port"
+    return None
 
 
 def serve(argv: list[str]) -> int:

@@ -219,9 +219,30 @@ def test_serve_accepts_the_servable_forms(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "run_server", lambda app, settings, log_level="info": seen.update(settings=settings))
     (tmp_path / "w.safetensors").write_bytes(b"")
     hf = _hf_dir(tmp_path / "hf")
-    assert cli.main(["serve", "--model", f"lfm2={hf}", "--model", f"mobilenet_v2={tmp_path / 'w.safetensors'}"]) == 0
-    assert cli.main(["serve", "--model", "lfm2=preset:lfm3-demo", "--model", "mobilenet_v2"]) == 0
+    assert cli.main(["serve", "--port", "0", "--model", f"lfm2={hf}",
+                     "--model", f"mobilenet_v2={tmp_path / 'w.safetensors'}"]) == 0
+    assert cli.main(["serve", "--port", "0", "--model", "lfm2=preset:lfm3-demo", "--model", "mobilenet_v2"]) == 0
     assert seen["settings"].model_entries() == [("lfm2", "preset:lfm3-demo"), ("mobilenet_v2", None)]
+
+
+def test_serve_refuses_ports_it_cannot_listen_on(monkeypatch, never_served, capsys):
+    """A port in use was uvicorn's exit 3 after the models had begun loading, and for
+    --grpc-port a traceback out of the app's lifespan; now one line each, before either."""
+    import socket
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        assert cli.main(["serve", "--port", str(taken)]) == 2
+        assert capsys.readouterr().err == (f"dwserve serve: --port {taken}: cannot listen on 127.0.0.1:{taken} "
+                                           "(Address already in use); pick another port\n")
+        monkeypatch.setenv("DWSERVE_GRPC_PORT", str(taken))
+        assert cli.main(["serve", "--port", "0"]) == 2
+        assert capsys.readouterr().err.startswith(f"dwserve serve: DWSERVE_GRPC_PORT={taken}: cannot listen on")
+    assert cli.main(["serve", "--port", str(taken), "--grpc-port", str(taken)]) == 2
+    assert f"--grpc-port {taken}: the HTTP port is {taken} too" in capsys.readouterr().err
+    assert cli.main(["serve", "--host", "no-such-host.invalid", "--port", "0"]) == 2
+    assert capsys.readouterr().err.startswith("dwserve serve: --host no-such-host.invalid: cannot resolve it")
 
 
 @pytest.mark.parametrize("model", ["lfm2=", "=x", " =/w"])
