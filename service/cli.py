@@ -22,13 +22,12 @@ import logging
 import runpy
 import socket
 import sys
-import typing
 from pathlib import Path
 from typing import Optional
 
 from pydantic import ValidationError
 
-from .settings import DTYPE_CHOICES, IMPL_CHOICES, LOG_LEVELS, Settings
+from .settings import DTYPE_CHOICES, IMPL_CHOICES, LOG_LEVELS, Settings, expected
 
 BENCHMARKS = ("ops", "models", "serve", "generate", "prefill_chunks", "prefix_cache", "row_chunks", "ptx",
               "block_decode", "host_overhead")
@@ -109,26 +108,6 @@ def _source(field: str, from_flags: set) -> str:
     return "DWSERVE_" + field.upper()
 
 
-def _expected(field: str, error: dict) -> str:
-    """What the setting takes, in words: a validator's own message, else the field's type and
-    bounds (pydantic names one violated bound, and 'nan' as 'should be <= 10000')."""
-    if error["type"] == "value_error":
-        return str(error["ctx"]["error"])
-    info = Settings.model_fields.get(field)
-    if info is None:
-        return error["msg"]
-    kinds = set(typing.get_args(info.annotation)) | {info.annotation}
-    if bool in kinds:
-        return "expected a boolean (1/0, true/false, yes/no, on/off)"
-    kind = "an integer" if int in kinds else "a number" if float in kinds else None
-    if kind is None:
-        return error["msg"]
-    ops = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-    bounds = [f"{op} {getattr(m, name)}" for m in info.metadata for name, op in ops.items()
-              if getattr(m, name, None) is not None]
-    return f"expected {kind}" + (" " + " and ".join(bounds) if bounds else "")
-
-
 def _given(field: str, value, from_flags: set) -> str:
     """A setting as the operator gave it: `--flag value` or `DWSERVE_NAME='value'`."""
     return f"{_source(field, from_flags)} {value}" if field in from_flags else f"{_source(field, from_flags)}={value!r}"
@@ -140,7 +119,7 @@ def settings_errors(exc: ValidationError, from_flags: set) -> list[str]:
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
         lines.append(f"dwserve serve: invalid settings: {_given(field, error.get('input'), from_flags)}: "
-                     f"{_expected(field, error)}")
+                     f"{expected(field, error)}")
     return lines
 
 
@@ -276,8 +255,12 @@ def run_server(app, settings: Settings, log_level: str = "info") -> None:
 
 def bench(argv: list[str]) -> int:
     if not argv or argv[0] not in BENCHMARKS:
-        print(f"usage: dwserve bench {{{','.join(BENCHMARKS)}}} [ARGS...]", file=sys.stderr)
-        return 2
+        asked = bool(argv) and argv[0] in ("-h", "--help")   # asked for: stdout, exit 0
+        print(f"usage: dwserve bench {{{','.join(BENCHMARKS)}}} [ARGS...]; dwserve bench NAME --help for one's "
+              "options", file=sys.stdout if asked else sys.stderr)
+        if argv and not asked:
+            print(f"dwserve bench: unknown benchmark {argv[0]!r}", file=sys.stderr)
+        return 0 if asked else 2
     path = _REPO / "benchmarks" / f"{argv[0]}.py"
     if not path.is_file():
         print(f"dwserve bench: {path} not found; benchmarks run from a source checkout "

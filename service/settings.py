@@ -7,6 +7,7 @@ generated tokens, batch size, queue depth. CLI flags (service/cli.py) map 1:1 on
 from __future__ import annotations
 
 import re
+import typing
 from typing import Annotated, Optional
 
 from pydantic import Field, field_validator
@@ -168,3 +169,24 @@ def _one_of(value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def expected(field: str, error: dict) -> str:
+    """What setting `field` takes, in words, for one of pydantic's errors about it (the CLI's
+    message): a validator's own message, else the field's type and all its bounds (pydantic
+    names one violated bound, and 'nan' as 'should be <= 10000')."""
+    if error["type"] == "value_error":
+        return str(error["ctx"]["error"])
+    info = Settings.model_fields.get(field)
+    if info is None:
+        return error["msg"]
+    kinds = set(typing.get_args(info.annotation)) | {info.annotation}
+    if bool in kinds:
+        return "expected a boolean (1/0, true/false, yes/no, on/off)"
+    kind = "an integer" if int in kinds else "a number" if float in kinds else None
+    if kind is None:
+        return error["msg"]
+    ops = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    bounds = [f"{op} {getattr(m, name)}" for m in info.metadata for name, op in ops.items()
+              if getattr(m, name, None) is not None]
+    return f"expected {kind}" + (" " + " and ".join(bounds) if bounds else "")

@@ -127,7 +127,16 @@ def test_bench_without_checkout_is_a_clear_error(tmp_path, monkeypatch, capsys):
 
 def test_bench_unknown_name(capsys):
     assert cli.main(["bench", "nope"]) == 2
-    assert "usage: dwserve bench" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "usage: dwserve bench" in err and "unknown benchmark 'nope'" in err
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_bench_help_is_an_answer_not_an_error(flag, capsys):
+    """`dwserve bench --help` was the usage on stderr with exit 2, as for a wrong name."""
+    assert cli.main(["bench", flag]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: dwserve bench {ops,") and "NAME --help" in out
 
 
 def test_loadtest_dispatches_to_service_loadtest(monkeypatch):
