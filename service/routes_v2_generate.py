@@ -4,17 +4,20 @@ response whose `text_output` is that token's text; no `[DONE]` line, as Triton s
 
 The request is Triton's: `{"text_input": ..., "parameters": {...}}`, where the sampling
 parameters may also sit at the top level, as TRT-LLM's ensembles take them (`max_tokens`,
-`stop_words`, `random_seed`, ...); it is read as JSON whatever its Content-Type
+`stop_words`, `random_seed`, ...) or in `sampling_parameters` as a JSON string, as Triton's vLLM
+backend takes them (with its `exclude_input_in_output`); it is read as JSON whatever its Content-Type
 (routes_v2.json_body). Same limits, continuous batching and metrics as /v1/generate; errors before the first byte are `{"error": ...}` with a 4xx/503, after it an
 `{"error": ...}` event (Triton's rule for streams).
 """
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 from fastapi import APIRouter, Request
+from pydantic import ValidationError
 
-from .errors import ServiceError
+from .errors import ServiceError, validation_message
 from .infer import check_version
 from .routes_v1 import _ERRORS, _handler, final_events, first_events, sse_response
 from .routes_v2 import body_doc, json_body
@@ -24,15 +27,40 @@ router = APIRouter(prefix="/v2", tags=["triton extensions"])
 _PARAMETERS = set(TritonGenerateParameters.model_fields)
 
 
+def _sampling_parameters(value) -> dict:
+    """vLLM's backend takes the parameters as one JSON string (`"sampling_parameters":
+    "{\"max_tokens\": 16}"`); an object is taken as is. Checked as `parameters` is."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError("sampling_parameters: expected a JSON object (or a string holding one), "
+                             f"got unparseable text {value[:80]!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"sampling_parameters: expected a JSON object, got {type(value).__name__}")
+    try:
+        p = TritonGenerateParameters.model_validate(value)
+    except ValidationError as exc:
+        raise ValueError(f"sampling_parameters: {validation_message(exc.errors())}") from None
+    return {k: getattr(p, k) for k in p.model_fields_set}
+
+
 def _merged(body: TritonGenerateRequest) -> TritonGenerateParameters:
-    """The top-level and `parameters` settings as one set; a name set in both must agree."""
-    top = {k: getattr(body, k) for k in body.model_fields_set & _PARAMETERS}
-    inner = {k: getattr(body.parameters, k) for k in body.parameters.model_fields_set} if body.parameters else {}
-    clash = sorted(k for k in top.keys() & inner.keys() if top[k] != inner[k])
-    if clash:
-        raise ValueError(f"{clash} set twice with different values, at the top level and in parameters; "
-                         "expected each once")
-    return TritonGenerateParameters(**{**top, **inner})
+    """The top-level, `parameters` and `sampling_parameters` settings as one set; a name set
+    in more than one must agree."""
+    sources = {"the top level": {k: getattr(body, k) for k in body.model_fields_set & _PARAMETERS},
+               "parameters": ({k: getattr(body.parameters, k) for k in body.parameters.model_fields_set}
+                              if body.parameters else {}),
+               "sampling_parameters": (_sampling_parameters(body.sampling_parameters)
+                                       if body.sampling_parameters is not None else {})}
+    merged: dict = {}
+    for where, values in sources.items():
+        for k, v in values.items():
+            if k in merged and merged[k][1] != v:
+                raise ValueError(f"{k!r} set twice with different values, in {merged[k][0]} and in {where}; "
+                                 "expected each once")
+            merged[k] = (where, v)
+    return TritonGenerateParameters(**{k: v for k, (_, v) in merged.items()})
 
 
 def _words(value) -> Optional[list[str]]:
@@ -42,7 +70,8 @@ def _words(value) -> Optional[list[str]]:
     return words or None
 
 
-def to_generate(body: TritonGenerateRequest, stream: bool) -> GenerateRequest:
+def to_generate(body: TritonGenerateRequest, stream: bool) -> tuple[GenerateRequest, bool]:
+    """The /v1/generate request, and whether text_output starts with the prompt."""
     p = _merged(body)
     if _words(p.bad_words):
         raise ValueError("bad_words: unsupported (dwserve bans no words); send it empty or leave it out")
@@ -51,11 +80,11 @@ def to_generate(body: TritonGenerateRequest, stream: bool) -> GenerateRequest:
     if p.seed is not None and p.random_seed is not None and p.seed != p.random_seed:
         raise ValueError("seed and random_seed: give one of them")
     return GenerateRequest(prompt=body.text_input, max_new_tokens=p.max_tokens, temperature=p.temperature,
-                           top_k=p.top_k or None, top_p=p.top_p,
+                           top_k=p.top_k if p.top_k and p.top_k > 0 else None, top_p=p.top_p,
                            seed=p.seed if p.seed is not None else p.random_seed,
                            stop=_words(p.stop if p.stop is not None else p.stop_words), ignore_eos=p.ignore_eos,
                            presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty,
-                           depthwise_impl=p.depthwise_impl, stream=stream)
+                           depthwise_impl=p.depthwise_impl, stream=stream), p.exclude_input_in_output is False
 
 
 async def _generate(model: str, version: Optional[str], body: TritonGenerateRequest, request: Request,
@@ -69,7 +98,8 @@ async def _generate(model: str, version: Optional[str], body: TritonGenerateRequ
             else "this server serves no language model"
         raise ServiceError(400, f"model {model!r} does not generate text; {serves}")
     handler = _handler(request, "generate")
-    plan = handler.decode(to_generate(body, stream))
+    generate_request, with_prompt = to_generate(body, stream)
+    plan = handler.decode(generate_request)
     request.state.dw_impl = plan.impl
     events = handler.events(plan)
     firsts = await first_events(request, [events])   # QueueFull / timeouts: before any byte is sent
@@ -80,11 +110,18 @@ async def _generate(model: str, version: Optional[str], body: TritonGenerateRequ
         return {**head, "text_output": text, "finish_reason": final["finish_reason"],
                 "usage": final["usage"], "parameters": params}
 
+    pending = [body.text_input if with_prompt else ""]   # the prompt, until the first text goes out
+
+    def take(text: str) -> str:
+        out, pending[0] = pending[0] + text, ""
+        return out
+
     if not stream:
         final, = await final_events(request, [events], firsts)   # stops if the client leaves
-        return final_of(final, final["text"])
-    return sse_response([events], firsts, lambda i, event: {**head, "text_output": event["text"]},
-                        lambda i, final: final_of(final, ""), lambda finals: [], done_marker=False)
+        return final_of(final, take(final["text"]))
+    return sse_response([events], firsts, lambda i, event: {**head, "text_output": take(event["text"])},
+                        lambda i, final: final_of(final, take("")),
+                        lambda finals: [], done_marker=False)
 
 
 @router.post("/models/{model}/generate", response_model=TritonGenerateResponse, responses=_ERRORS,

@@ -224,7 +224,7 @@ class TritonGenerateParameters(BaseModel):
     model_config = _GENERATE_CONFIG
     max_tokens: Int = Field(32, ge=1)
     temperature: Float = Field(0.0, ge=0.0, le=100.0, description="0 = greedy")
-    top_k: Optional[Int] = Field(None, ge=0, description="0 = off (TRT-LLM's convention)")
+    top_k: Optional[Int] = Field(None, ge=-1, description="0 or -1 = off (TRT-LLM's and vLLM's conventions)")
     top_p: Optional[Float] = Field(None, gt=0.0, le=1.0)
     seed: Optional[Int] = Field(None, ge=0, le=2**63 - 1)
     random_seed: Optional[Int] = Field(None, ge=0, le=2**63 - 1, description="TRT-LLM's name for seed")
@@ -235,14 +235,20 @@ class TritonGenerateParameters(BaseModel):
     presence_penalty: Float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: Float = Field(0.0, ge=-2.0, le=2.0)
     stream: Optional[bool] = Field(None, description="ignored: the URL decides (generate or generate_stream)")
+    exclude_input_in_output: Optional[bool] = Field(
+        None, description="true (the default): text_output is the generated text; false: the prompt, then it "
+                          "(vLLM's backend default; streamed, the first event carries the prompt)")
     depthwise_impl: Optional[ImplName] = None
 
 
 class TritonGenerateRequest(TritonGenerateParameters):
-    """`{"text_input": ..., "parameters": {...}}`; parameters may also sit at the top level."""
+    """`{"text_input": ..., "parameters": {...}}`; parameters may also sit at the top level, or
+    in `sampling_parameters` as a JSON string, as Triton's vLLM backend takes them."""
     id: Optional[str] = Field(None, max_length=256)
     text_input: Text
     parameters: Optional[TritonGenerateParameters] = None
+    sampling_parameters: Optional[Union[str, dict]] = Field(
+        None, description="vLLM backend's form: the parameters as a JSON object, or a string holding one")
 
 
 class TritonGenerateResponse(BaseModel):

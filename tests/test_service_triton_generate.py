@@ -89,6 +89,26 @@ def test_generate_stream_is_one_event_per_token_and_no_done_line(client):
     assert final["usage"] == whole["usage"] and final["usage"]["completion_tokens"] == 6
 
 
+
+@pytest.mark.parametrize("form", [pytest.param("string", id="json-string"), pytest.param("object", id="object")])
+def test_vllm_backend_request_form(client, form):
+    """Triton's vLLM backend takes `sampling_parameters` as one JSON string, top_k -1 as off and
+    `exclude_input_in_output` (its default false puts the prompt first): clients written for it
+    (genai-perf, its examples) get the same generation as /v1/generate."""
+    sampling = {"max_tokens": 5, "temperature": 0.7, "top_k": -1, "seed": 4, "ignore_eos": True}
+    want = _v1(client, prompt="vllm", max_new_tokens=5, temperature=0.7, seed=4)["text"]
+    body = {"text_input": "vllm", "stream": False,
+            "sampling_parameters": json.dumps(sampling) if form == "string" else sampling}
+    excluded = client.post("/v2/models/lfm2/generate", json={**body, "exclude_input_in_output": True})
+    assert excluded.status_code == 200, excluded.text
+    assert excluded.json()["text_output"] == want
+    included = client.post("/v2/models/lfm2/generate", json={**body, "exclude_input_in_output": False}).json()
+    assert included["text_output"] == "vllm" + want
+    _, events = _events(client, "/v2/models/lfm2/generate_stream", {**body, "exclude_input_in_output": False})
+    assert events[0]["text_output"].startswith("vllm") and events[-1]["text_output"] == ""
+    assert "".join(e["text_output"] for e in events) == "vllm" + want
+    assert client.post("/v2/models/lfm2/generate", json=body).json()["text_output"] == want   # default: excluded
+
 @pytest.mark.parametrize("path, body, status, needle", [
     pytest.param("/v2/models/nope/generate", {"text_input": "x"}, 404, "expected one of", id="unknown-model"),
     pytest.param("/v2/models/lfm2/versions/2/generate", {"text_input": "x"}, 404, "version", id="version"),
@@ -104,6 +124,16 @@ def test_generate_stream_is_one_event_per_token_and_no_done_line(client):
                  id="over-limit"),
     pytest.param("/v2/models/lfm2/generate", {"text_input": "x", "depthwise_impl": "fast"}, 400, "depthwise_impl",
                  id="unknown-impl"),
+    pytest.param("/v2/models/lfm2/generate", {"text_input": "x", "sampling_parameters": "{max_tokens: 2"}, 400,
+                 "sampling_parameters", id="sampling-parameters-not-json"),
+    pytest.param("/v2/models/lfm2/generate", {"text_input": "x", "sampling_parameters": "[2]"}, 400,
+                 "sampling_parameters", id="sampling-parameters-not-object"),
+    pytest.param("/v2/models/lfm2/generate", {"text_input": "x", "sampling_parameters": '{"n": 2}'}, 400,
+                 "sampling_parameters: n", id="sampling-parameters-unknown"),
+    pytest.param("/v2/models/lfm2/generate", {"text_input": "x", "max_tokens": 3,
+                                              "sampling_parameters": '{"max_tokens": 4}'}, 400,
+                 "sampling_parameters", id="sampling-parameters-clash"),
+    pytest.param("/v2/models/lfm2/generate", {"text_input": "x", "top_k": -2}, 400, "top_k", id="top-k-below-off"),
 ])
 def test_bad_requests_are_4xx_naming_the_field(client, path, body, status, needle):
     r = client.post(path, json=body)
