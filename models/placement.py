@@ -26,6 +26,9 @@ def parse_device(device, *, default: str = "cpu") -> torch.device:
         raise ValueError(f"device must be 'cpu', 'cuda[:N]' or 'auto', got {str(device)!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r}: CUDA is not available here; use device='cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         f"expected cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 

@@ -271,6 +271,15 @@ def test_serve_refuses_cuda_and_fused_without_cuda(monkeypatch, never_served, ca
     assert capsys.readouterr().err.startswith("dwserve serve: DWSERVE_DEPTHWISE_IMPL='fused': the fused impl needs a CUDA")
 
 
+
+def test_serve_refuses_a_gpu_index_the_machine_lacks(monkeypatch, never_served, capsys):
+    """cuda:N past the machine's devices was accepted, to fail at the first allocation."""
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert cli.main(["serve", "--device", "cuda:2"]) == 2
+    assert "this machine has 2 CUDA device(s), expected cuda:0 to cuda:1" in capsys.readouterr().err
+
 def test_dtype_flag_env_and_auto(monkeypatch, captured):
     monkeypatch.setenv("DWSERVE_DTYPE", "float16")
     assert cli.main(["serve"]) == 0
