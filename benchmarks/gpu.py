@@ -164,9 +164,8 @@ def step_copy(run: Run, deadline: float) -> list:
 def _ops_impls(run: Run, shape: ops.Shape, dtype: str) -> list[str]:
     impls = list(run.cfg["ops_impls"])
     if "compiled" in impls and run.device == "cuda":
-        sh = {"op": shape.op, "x": list(shape.x), "weight": list(shape.weight), "stride": shape.stride,
-              "padding": shape.padding, "dilation": 1}
-        if dtype != "float32" or gpu_report.min_bytes({"shape": sh, "dtype": dtype}) < COMPILED_MIN_BYTES:
+        if dtype != "float32" or gpu_report.min_bytes({"shape": ops.shape_dict(shape), "dtype": dtype}) \
+                < COMPILED_MIN_BYTES:
             impls.remove("compiled")
     return impls
 

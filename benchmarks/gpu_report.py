@@ -18,6 +18,8 @@ import time
 
 import torch
 
+from benchmarks.ops import shape_dict
+
 ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
 SEED_NAME = "seed-c2048"          # benchmarks/ops.py's SEED: (1, 2048, 21) x (2048, 1, 3)
 SEED_MIN_SPEEDUP = 1000.0         # per_group / fused at the seed shape
@@ -118,10 +120,14 @@ def _by_shape(records: list[dict]) -> dict:
     return by
 
 
-def _membound(r: dict) -> bool:
-    taps = math.prod(r["shape"]["weight"][2:])
-    ceiling = r.get("copy_ceiling_gbps")
-    return bool(ceiling) and taps <= MEMBOUND_MAX_TAPS and r["min_bytes"] / (ceiling * 1e3) >= MEMBOUND_MIN_US
+def is_membound(shape: dict, dtype: str, ceiling_gbps: float | None) -> bool:
+    """A shape (an ops record's shape dict) is memory-bound in `dtype` when it has at most
+    MEMBOUND_MAX_TAPS taps and its minimum bytes take >= MEMBOUND_MIN_US at the copy ceiling.
+    Decided from the shape alone, so a shape that was not measured (budget cut, fused failed)
+    is still known to be one: the check then cannot be met."""
+    taps = math.prod(shape["weight"][2:])
+    return (bool(ceiling_gbps) and taps <= MEMBOUND_MAX_TAPS
+            and min_bytes({"shape": shape, "dtype": dtype}) / (ceiling_gbps * 1e3) >= MEMBOUND_MIN_US)
 
 
 def _complete(misses: list, n_measured: int, n_suite: int) -> str:
@@ -137,10 +143,15 @@ FUSED_NATIVE = "fused no slower than native on every suite shape"
 AUTO_BEST = f"auto within {AUTO_MAX_RATIO - 1:.0%} of the fastest impl"
 
 
-def ops_checks(dtype: str, records: list[dict], n_suite: int) -> list[dict]:
-    """The operator checks for one dtype's ops records (n_suite: shapes the suite has). Off
-    CUDA the fused checks are n/a: fused runs in Triton's interpreter there."""
+def ops_checks(dtype: str, records: list[dict], n_suite: int, suite: list[dict] | None = None,
+               ceiling_gbps: float | None = None) -> list[dict]:
+    """The operator checks for one dtype's ops records (n_suite: shapes the suite has; suite:
+    their shape dicts, from which the memory-bound set is known whether measured or not;
+    ceiling_gbps: the copy ceiling, else the records'). Off CUDA the fused checks are n/a:
+    fused runs in Triton's interpreter there."""
     by, tag = _by_shape(records), f"[{dtype}] "
+    if suite is not None:
+        n_suite = len(suite)
     if not records or any(r["device"] != "cuda" for r in records):
         return [check_item(tag + w, "n/a", "off CUDA: fused runs in Triton's interpreter")
                 for w in (SEED_KERNELS, SEED_SPEEDUP, MEMBOUND, FUSED_NATIVE)] + [_auto_check(tag, by, n_suite)]
@@ -153,11 +164,20 @@ def ops_checks(dtype: str, records: list[dict], n_suite: int) -> list[dict]:
     x = None if fused is None or pg is None else pg["median_us"] / fused["median_us"]
     out.append(check_item(tag + SEED_SPEEDUP, "n/a" if x is None else "met" if x >= SEED_MIN_SPEEDUP else "NOT met",
                           "not measured" if x is None else f"{x:,.0f}x", speedup=x and round(x, 1)))
-    fr = {n: t["fused"]["copy_fraction"] for n, t in by.items() if "fused" in t and _membound(t["fused"])}
+    if ceiling_gbps is None:
+        ceiling_gbps = next((r["copy_ceiling_gbps"] for r in records if r.get("copy_ceiling_gbps")), None)
+    shapes = {sh["name"]: sh for sh in (suite if suite is not None else [r["shape"] for r in records])}
+    expected = [n for n, sh in shapes.items() if is_membound(sh, dtype, ceiling_gbps)]
+    fr = {n: by[n]["fused"]["copy_fraction"] for n in expected if "fused" in by.get(n, {})}
     low = [f"{n} {f:.0%}" for n, f in fr.items() if f < FUSED_MIN_COPY_FRACTION]
-    out.append(check_item(tag + MEMBOUND, "n/a" if not fr else "NOT met" if low else "met",
-                          f"{len(fr) - len(low)}/{len(fr)} memory-bound shapes (>= {MEMBOUND_MIN_US:.0f} us at the "
-                          f"ceiling)" + (f"; below: {', '.join(low)}" if low else ""), fractions=fr))
+    missing = [n for n in expected if n not in fr]                  # skipped, or fused failed there
+    status = "n/a" if not expected else "NOT met" if low else "incomplete" if missing else "met"
+    out.append(check_item(tag + MEMBOUND, status,
+                          ("no copy ceiling measured" if not ceiling_gbps else
+                           f"{len(fr) - len(low)}/{len(expected)} memory-bound shapes (>= {MEMBOUND_MIN_US:.0f} us "
+                           f"at the ceiling)") + (f"; below: {', '.join(low)}" if low else "")
+                          + (f"; not measured: {', '.join(missing)}" if missing else ""),
+                          fractions=fr, missing=missing))
     pairs = {n: t["fused"]["median_us"] / t["native"]["median_us"] for n, t in by.items()
              if "fused" in t and "native" in t}
     slow = [f"{n} {v:.2f}x" for n, v in pairs.items() if v > 1.0]
@@ -212,8 +232,9 @@ def summarize(run, steps: dict, interrupted: bool) -> dict:
             "NOT met" if c["failed"] else ("incomplete" if c["skipped"] else "met"),
             f"{c['passed']}/{c['checked']} passed, {c['skipped']} skipped"
             + (f"; failed: {'; '.join(c['failed'][:6])}" if c["failed"] else "")))
+    suite = [shape_dict(s) for s in run.cfg["ops_shapes"]]
     for dtype, recs in run.ops.items():
-        checks += ops_checks(dtype, recs, len(run.cfg["ops_shapes"]))
+        checks += ops_checks(dtype, recs, len(suite), suite, run.copy["gbps"] if run.copy else None)
     checks += decode_checks(run.decode)
     for kind, a in ((run.models or {}).get("acceptance") or {}).items():
         if not a["shares"]:                              # no case of that kind was run

@@ -91,6 +91,14 @@ SUITE: tuple[Shape, ...] = (
 QUICK_NAMES = ("seed-c2048", "sweep-c64", "decode-16x2048", "mbv2-b1-c192@28")
 
 
+def shape_dict(shape: Shape) -> dict:
+    """A shape as its records hold it (`shape` in every record)."""
+    return {"name": shape.name, "op": shape.op, "x": list(shape.x), "weight": list(shape.weight),
+            "stride": shape.stride, "padding": shape.padding, "dilation": 1, "channels": shape.channels,
+            "k": shape.k if isinstance(shape.k, int) else list(shape.k), "sweep": shape.sweep,
+            "channels_last": shape.channels_last}
+
+
 def make_inputs(shape: Shape, dtype: torch.dtype, device: str) -> tuple:
     """Random (x, weight) for `shape`; for decode (x_new (B, C), conv_state (B, C, K-1), weight)."""
     g = torch.Generator().manual_seed(0)
@@ -156,12 +164,7 @@ def bench_shape(shape: Shape, impls: list[str], dtype: torch.dtype, device: str,
                                     min_repeats=min_repeats, max_repeats=max_repeats,
                                     max_fn_s=max_fn_s, clock=clock, **sample) if fns else {}
     choice = auto_choice(shape, dtype, device)
-    base = {"shape": {"name": shape.name, "op": shape.op, "x": list(shape.x),
-                      "weight": list(shape.weight), "stride": shape.stride,
-                      "padding": shape.padding, "dilation": 1, "channels": shape.channels,
-                      "k": shape.k if isinstance(shape.k, int) else list(shape.k),
-                      "sweep": shape.sweep, "channels_last": shape.channels_last},
-            "dtype": str(dtype).removeprefix("torch."), **env, "clock": clock, "auto_choice": choice,
+    base = {"shape": shape_dict(shape), "dtype": str(dtype).removeprefix("torch."), **env, "clock": clock, "auto_choice": choice,
             "input_sets": len(inputs)}
     med = {n: s.median_us for n, s in stats.items()}
     records = []

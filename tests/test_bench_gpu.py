@@ -225,6 +225,33 @@ def test_ops_checks_on_synthetic_cuda_records():
     assert {c["status"] for c in incomplete if gpu_report.AUTO_BEST in c["name"]} == {"incomplete"}
 
 
+def test_memory_bound_check_is_never_met_with_a_memory_bound_shape_unmeasured():
+    """A memory-bound shape whose fused time is missing (fused failed there, or the budget cut
+    the shape) leaves the check incomplete; it was 'met' on the shapes that happened to run."""
+    big = dict(x=(32, 96, 112, 112), k=(3, 3), op="conv2d", stride=2, padding=1)
+    big2 = dict(x=(32, 144, 56, 56), k=(3, 3), op="conv2d", stride=1, padding=1)
+    ok = [_rec("big", "fused", 50.0, **big), _rec("big", "native", 60.0, **big)]
+    failed = [_rec("big2", "fused", None, **big2), _rec("big2", "native", 40.0, **big2)]
+    gpu_report.add_bandwidth(ok + failed, ceiling_gbps=4000.0)
+    mb = [c for c in gpu_report.ops_checks("float32", ok + failed, n_suite=2) if gpu_report.MEMBOUND in c["name"]]
+    assert mb[0]["status"] == "incomplete" and mb[0]["missing"] == ["big2"] and "big2" in mb[0]["detail"]
+    # the suite says which shapes are memory-bound, measured or not (a budget cut leaves no record)
+    suite = [r["shape"] for r in ok + failed[1:]] + [{**_rec("tiny", "fused", 1.0)["shape"]}]
+    mb = [c for c in gpu_report.ops_checks("float32", ok, 0, suite, 4000.0) if gpu_report.MEMBOUND in c["name"]]
+    assert mb[0]["status"] == "incomplete" and mb[0]["missing"] == ["big2"]
+    mb = [c for c in gpu_report.ops_checks("float32", ok, 0, suite[:2], 4000.0) if gpu_report.MEMBOUND in c["name"]]
+    assert mb[0]["status"] == "met" and list(mb[0]["fractions"]) == ["big"]
+    no_copy = [dict(r) for r in ok]
+    gpu_report.add_bandwidth(no_copy, ceiling_gbps=None)                   # the copy step failed
+    mb = [c for c in gpu_report.ops_checks("float32", no_copy, 0, suite, None) if gpu_report.MEMBOUND in c["name"]]
+    assert mb[0]["status"] == "n/a" and "no copy ceiling" in mb[0]["detail"]      # never met without one
+    # which shapes count: <= 9 taps and >= 20 us at the ceiling (a K=31 or 7x7 shape never does)
+    from benchmarks import ops
+    names = {s.name for s in ops.SUITE if gpu_report.is_membound(ops.shape_dict(s), "float32", 4000.0)}
+    assert "shortconv-long-1x4096x4096" in names and "mbv2-b32-c96@112-s2" in names
+    assert not names & {"conformer-k31-8x256x512", "convnext-7x7-1x96@56", "lfm3-1.7b-prefill-8x512", ops.SEED.name}
+
+
 def test_decode_checks_on_synthetic_rows():
     rows = [dict(preset="p", batch=1, variant="before", kernels_per_token=30_000, error=None),
             dict(preset="p", batch=1, variant="after-eager", kernels_per_token=60, error=None),
