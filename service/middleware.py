@@ -18,10 +18,13 @@
    function the FastAPI route runs (service/infer.py says why); errors map through
    errors.error_response like the app's exception handlers;
 6. HEAD is GET without the body (RFC 9110), for every GET route: load balancers probe
-   /v2/health/live and /v2/health/ready with HEAD.
+   /v2/health/live and /v2/health/ready with HEAD;
+7. a request still running when SIGTERM's --graceful-shutdown-s runs out (uvicorn cancels
+   it) is answered 503 + Retry-After, or, mid-stream, cut with one log line: see `_cut`.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -114,6 +117,23 @@ class GuardMiddleware:
         raw.append((b"content-length", str(len(content)).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": raw})
         await send({"type": "http.response.body", "body": content})
+
+    @staticmethod
+    async def _cut(scope, request_id: str, can_answer: bool, reject) -> None:
+        """The request's task was cancelled: uvicorn does that to every request still running
+        when --graceful-shutdown-s has passed after SIGTERM (nothing else cancels a request
+        task; a client that leaves is seen through receive). Left to uvicorn, each one logged
+        an "Exception in ASGI application" traceback and got a plain-text 500, metered as a
+        500 that the 5xx alerts page on, on every rollout that outlasts the grace period. It
+        is the draining server's 503 + Retry-After instead (its work is already cancelled:
+        sequences leave their rows, queued items are dropped); a reply already under way (a
+        stream) cannot change its status, so it ends there, with one log line."""
+        if can_answer:
+            return await reject(503, "the server is shutting down and its graceful shutdown period "
+                                     "(--graceful-shutdown-s) ended before this request was answered; retry",
+                                [("retry-after", "5")])
+        log.warning("shutdown: %s %s (request %s) was cut short: the graceful shutdown period ended mid-reply",
+                    scope["method"], scope["path"], request_id)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -208,6 +228,8 @@ class GuardMiddleware:
 
                 return await call_app(replay)
             return await call_app(receive_watched)
+        except asyncio.CancelledError:
+            return await self._cut(scope, request_id, status_box[0] is None and not disconnected[0], reject)
         finally:
             if model is not None:
                 # No response started: the client left (499), or nothing answered it (500).

@@ -83,7 +83,7 @@ def server_process(args: list[str], timeout: float):
     env.pop("TRITON_INTERPRET", None)
     proc = subprocess.Popen([*args, "--port", str(port)], cwd=REPO, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output = OutputDrain(proc.stdout)
+    output = proc.output = OutputDrain(proc.stdout)   # the test may read what the server logged
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc, timeout, output)
@@ -415,6 +415,25 @@ def test_sigterm_with_zero_grace_does_not_wait_for_in_flight_work():
                     pass
             assert proc.wait(30) in (0, -signal.SIGTERM)
         assert time.perf_counter() - t0 < 4
+
+
+def test_sigterm_past_the_grace_period_answers_503_without_a_traceback():
+    """Requests still running when --graceful-shutdown-s ends are cancelled by uvicorn; each
+    was a plain-text 500 (metered as a 5xx) and an "Exception in ASGI application" traceback.
+    Now a JSON 503 + Retry-After (a client retries elsewhere), and the log has no traceback."""
+    cmd = fake_server_cmd(max_new_tokens=64, graceful_shutdown_s=0.5) + ["--token-delay-s", "0.1"]
+    with server_process(cmd, timeout=60) as (url, proc):
+        with ThreadPoolExecutor(3) as pool:
+            futures = [pool.submit(httpx.post, f"{url}/v1/generate", json={"prompt": "a", "max_new_tokens": 40},
+                                   timeout=30) for _ in range(3)]   # ~4 s each, all generating together
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            responses = [f.result() for f in futures]
+        assert proc.wait(30) in (0, -signal.SIGTERM)
+    assert [r.status_code for r in responses] == [503] * 3, [r.text for r in responses]
+    assert all(r.headers.get("retry-after") and "shutting down" in r.json()["error"] for r in responses)
+    proc.output.thread.join(5)
+    assert "Traceback" not in proc.output.tail(100_000), proc.output.tail()
 
 
 def test_overload_503_with_retry_after_and_no_hung_request():
