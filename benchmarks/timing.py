@@ -12,7 +12,8 @@ predecessor more often than others (measured: a 5-10% bias between two identical
 Sample = `inner` back-to-back calls between two device synchronisations, divided by
 `inner`; `inner` is chosen from the warm-up so that a sample of the fastest fn lasts
 >= `min_sample_s` (a 10 us op is timed in blocks of ~10 calls, so timer overhead is < 1%),
-and is the same for every fn of a shape (see time_interleaved).
+and is the same for every fn of a shape except baselines >= 10x slower, whose samples are
+sized to >= `min_sample_s` on their own (see time_interleaved).
 Repeats are adaptive: each fn gets an equal share of `budget_s`, clamped to
 [min_repeats, max_repeats] samples, so a 30 ms per_group call gets a handful of samples
 while a 10 us native call gets hundreds, and the time per shape stays bounded.
@@ -150,11 +151,14 @@ def time_interleaved(fns: Mapping[str, Callable[[], object]], *, device: torch.d
     est = {n: _warm_up(fns[n], warmup, sync, clock) for n in names}   # warm up, per-call cost
     # One `inner` for the whole shape, sized by the fastest fn: a sample of 2 calls is twice as
     # likely to be hit by a preemption as a sample of 1, so fns timed with different `inner`
-    # get differently skewed medians on a busy machine. Only calls slower than 10 ms
-    # (baselines, ~1000x off) drop to inner = 1.
+    # get differently skewed medians on a busy machine. A fn whose `shared` calls would take
+    # over 10 ms (a baseline >= 10x off the fastest) gets its own inner: still a sample of
+    # >= min_sample_s (a 100 us call among 5 us ones was timed one call per sample, two device
+    # syncs around 100 us), one call when it alone lasts that long.
     shared = max(1, min(1000, math.ceil(min_sample_s / max(min(est.values()), 1e-9))))
     for n in names:
-        inner[n] = shared if est[n] * shared <= 0.01 else 1
+        own = max(1, math.ceil(min_sample_s / max(est[n], 1e-9)))
+        inner[n] = shared if est[n] * shared <= 0.01 else own
         per_sample = max(est[n] * inner[n], 1e-9)
         share = budget_s / len(names)
         floor = min_repeats if per_sample * min_repeats <= 2 * budget_s else min(min_repeats, 3)

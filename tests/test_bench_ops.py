@@ -70,6 +70,22 @@ def test_one_inner_per_shape_except_slow_baselines():
     assert 3 < stats["b"].median_us / stats["a"].median_us < 9
 
 
+def test_every_sample_lasts_min_sample_s_even_for_a_10x_slower_fn():
+    """A fn >= 10x slower than the fastest but under min_sample_s gets its own inner, so its
+    samples still last >= min_sample_s (they were one call: two device syncs around ~200 us)."""
+    def spin(us):
+        def fn():
+            end = time.perf_counter() + us * 1e-6
+            while time.perf_counter() < end:
+                pass
+        return fn
+    stats = timing.time_interleaved({"fast": spin(20), "mid": spin(400), "slow": lambda: time.sleep(0.012)},
+                                    budget_s=0.1, min_repeats=3, max_repeats=10, min_sample_s=2e-3)
+    assert stats["fast"].inner >= 50 and stats["slow"].inner == 1
+    assert 2 <= stats["mid"].inner < stats["fast"].inner
+    assert stats["mid"].inner * stats["mid"].median_us >= 0.8 * 2e3        # us per sample
+
+
 @pytest.mark.parametrize("kwargs", [pytest.param(dict(warmup=0), id="warmup0"),
                                     pytest.param(dict(min_repeats=5, max_repeats=2), id="repeats"),
                                     pytest.param(dict(budget_s=0), id="budget0")])
