@@ -154,7 +154,7 @@ def bench_shape(shape: Shape, impls: list[str], dtype: torch.dtype, device: str,
     for impl in impls:
         try:
             fn = make_call(shape, impl, dtype, device, inputs)
-            fn()                                              # first call: compile / fail early
+            input_sets.warm(fn, len(inputs))                  # compile / fail early; every set once
             fns[impl] = fn
         except Exception as exc:                              # record, don't abort the suite
             errors[impl] = f"{type(exc).__name__}: {exc}"[:300]

@@ -77,6 +77,28 @@ def test_layouts_ab_times_both_weight_layouts_on_every_case(smoke):
     assert any(line.startswith("layouts | geometric mean") for line in stdout.splitlines())
 
 
+def test_layouts_autotune_and_first_calls_happen_before_timing(monkeypatch):
+    """The channel-major variant's autotune keys are new in the layouts step, so its first call
+    tunes (~0.2 s): it must not be the warm-up's only call, which sized the samples from it
+    (one call per sample, 3 samples, for a ~30 us kernel)."""
+    from benchmarks import gpu_layouts, timing
+    calls = {"n": 0}
+
+    def fake_call():
+        calls["n"] += 1
+
+    monkeypatch.setattr(gpu_layouts, "cases", lambda *a, **k: iter([("fake", 1000, lambda: fake_call)]))
+    seen, real = [], timing.time_interleaved
+
+    def checking(fns, **kw):
+        seen.append(calls["n"])
+        return real(fns, **kw)
+
+    monkeypatch.setattr(gpu_layouts.timing, "time_interleaved", checking)
+    rows = gpu_layouts.run("cpu", (torch.float32,), float("inf"), [], [], budget_s=0.01, reps=(2, 4))
+    assert len(rows) == 1 and seen and seen[0] >= 2          # both variants called before timing
+
+
 def test_ops_records_keep_the_committed_format_plus_bandwidth(smoke):
     out, _, _ = smoke
     committed = json.loads((REPO / "benchmarks" / "results" / "ops-cpu.json").read_text())[0]

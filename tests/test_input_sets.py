@@ -48,3 +48,40 @@ def test_ops_make_call_cycles_every_impl_through_the_same_sets():
         call = ops.make_call(small, impl, torch.float32, "cpu", sets)
         for i in range(4):
             torch.testing.assert_close(call(), want[i % 3], rtol=1e-4, atol=1e-4)
+
+
+def test_bench_shape_fills_every_sets_weight_caches_before_timing(monkeypatch):
+    """Each set's weight is its own tensor, and slice_sum (like the fused kernels' tap-major
+    copy) caches derived weights on it at its first call: those must all be built before the
+    timed samples, not in the first timed pass over the sets the warm-up had not reached."""
+    from benchmarks import timing
+    shape = ops.Shape("t", "conv1d", (2, 32, 40), 3, padding="causal")
+    sets = []
+
+    def many_sets(inputs, device):
+        with torch.inference_mode(False):                 # as input_sets makes its copies
+            sets[:] = [inputs] + [tuple(torch.randn_like(t) for t in inputs) for _ in range(40)]
+        return sets
+
+    seen = {}
+    real = timing.time_interleaved
+
+    def checking(fns, **kw):
+        seen["uncached"] = sum(getattr(s[1], "_dwserve_taps", None) is None for s in sets)
+        return real(fns, **kw)
+
+    monkeypatch.setattr(ops.input_sets, "input_sets", many_sets)
+    monkeypatch.setattr(ops.timing, "time_interleaved", checking)
+    with torch.inference_mode():
+        recs = ops.bench_shape(shape, ["slice_sum"], torch.float32, "cpu", {}, 0.01, 2, 4)
+    assert recs[0]["error"] is None and recs[0]["input_sets"] == 41
+    assert seen == {"uncached": 0}
+
+
+def test_warm_calls_once_then_one_cycle_within_its_cap():
+    calls = []
+    input_sets.warm(lambda: calls.append(1), 5)
+    assert len(calls) == 5
+    calls.clear()
+    input_sets.warm(lambda: (calls.append(1), __import__("time").sleep(0.02)), 64, max_s=0.03)
+    assert 2 <= len(calls) <= 4                        # a slow call: the first, then up to the cap
