@@ -6,7 +6,8 @@
 
 Steps, in order, each timed; each stops starting new work at its budget (gpu_config.py:
 BUDGETS_CUDA and TOTAL_CUDA_S: 450 s for all steps together) and lists what
-it skipped (a second call can fill gaps: --steps ops-bfloat16 --budget-scale 3):
+it skipped (a second call can fill gaps: --steps ops-bfloat16 --budget-scale 3; prewarm and, for
+an ops step, copy are added):
   env          GPU name, driver (nvidia-smi), torch/triton/CUDA/cuDNN versions, TF32 flags:
                in every JSON written
   prewarm      compile every fused-kernel variant the later steps launch, on every core, before
@@ -281,6 +282,9 @@ def main(argv: list[str] | None = None, *, handle_signals: bool = False) -> int:
     if "prewarm" not in steps and any(s in PREWARMED for s in steps):
         steps.append("prewarm")                 # a gap-filling call compiles up front too
         print("--steps: prewarm added (it compiles what the selected steps launch)")
+    if "copy" not in steps and any(s.startswith("ops-") for s in steps):
+        steps.append("copy")                    # the ops records' copy fractions need this run's ceiling
+        print("--steps: copy added (the memory-bound check compares fused with this run's copy ceiling)")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but torch.cuda.is_available() is False; use --device cpu")
     if args.device == "cpu":      # fused runs only in Triton's interpreter on CPU (read at kernel import)

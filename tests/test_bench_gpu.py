@@ -328,8 +328,10 @@ def test_a_gap_filling_call_gets_the_prewarm_step_too(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     steps = json.loads((tmp_path / "gpu-summary-smoke.json").read_text())["steps"]
-    assert list(steps) == ["prewarm", "ops-bfloat16"] and steps["prewarm"]["status"] == "ok"
-    assert "prewarm added" in proc.stdout
+    assert list(steps) == ["prewarm", "copy", "ops-bfloat16"] and steps["prewarm"]["status"] == "ok"
+    assert "prewarm added" in proc.stdout and "copy added" in proc.stdout
+    recs = json.loads((tmp_path / "ops-smoke-bfloat16.json").read_text())   # fractions of this run's copy
+    assert recs and all(r["copy_ceiling_gbps"] for r in recs)
 
 
 def test_smoke_summary_has_the_format_the_h200_acceptance_reads(smoke):
