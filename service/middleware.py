@@ -79,6 +79,12 @@ def _json_response(status: int, message: str, extra_headers=()):
         {"type": "http.response.body", "body": body}
 
 
+async def _disconnected(receive) -> None:
+    """Returns once the client has gone (call it after the body is read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 class GuardMiddleware:
     def __init__(self, app, service):
         self.app, self.service = app, service
@@ -103,16 +109,30 @@ class GuardMiddleware:
             return svc.generate_model or "unknown", "generate"
         return None, None
 
-    async def _infer(self, match, headers, body, state, send, reject):
+    async def _infer(self, match, headers, body, state, send, reject, receive):
+        """The infer call, raced against the client leaving (`receive` gives http.disconnect
+        once the body is read). A client that timed out and went away while its request was
+        queued used to keep its place: the forward still ran (counted 200), and in an overload
+        every later request waited behind work nobody would read. Now its future is cancelled
+        (the batcher drops it unrun; a forward already running finishes) and it is a 499."""
+        work = asyncio.ensure_future(infer_bytes(self.service, match.group(1), match.group(2),
+                                                 headers, body, state))
+        gone = asyncio.ensure_future(_disconnected(receive))
         try:
-            content, out_headers = await infer_bytes(self.service, match.group(1), match.group(2),
-                                                     headers, body, state)
+            await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                return   # nobody to answer: the finally below cancels the work; metered 499
+            content, out_headers = work.result()
         except Exception as exc:  # noqa: BLE001 - every failure becomes an answer
             known = error_response(exc)
             if known is None:
                 log.exception("internal error on %s (request %s)", match.group(0), state.get("request_id"))
                 known = 500, f"internal error: {type(exc).__name__}", {}
             return await reject(known[0], known[1], tuple(known[2].items()))
+        finally:   # also when this task is cancelled (shutdown): no work left running unwatched
+            for task in (work, gone):
+                task.cancel()
+            await asyncio.gather(work, gone, return_exceptions=True)
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers.items()]
         raw.append((b"content-length", str(len(content)).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": raw})
@@ -217,7 +237,7 @@ class GuardMiddleware:
                 body, replayed = b"".join(chunks), False
                 infer = _INFER.match(scope["path"]) if scope["method"] == "POST" else None
                 if infer is not None:
-                    return await self._infer(infer, headers, body, state, send_wrapped, reject)
+                    return await self._infer(infer, headers, body, state, send_wrapped, reject, receive_watched)
 
                 async def replay():
                     nonlocal replayed

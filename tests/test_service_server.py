@@ -449,6 +449,36 @@ def test_overload_503_with_retry_after_and_no_hung_request():
         assert httpx.get(f"{url}/v2/health/ready").status_code == 200
 
 
+def _metric(text: str, prefix: str) -> float:
+    return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(prefix))
+
+
+def test_infer_client_that_gives_up_is_dropped_from_the_queue():
+    """REST /infer clients that time out while queued: their forwards are not run (a later
+    request does not wait behind them) and they are counted 499, not 200."""
+    cmd = fake_server_cmd(max_batch_size=1, max_queue_size=16, max_queue_delay_ms=0) + ["--delay-s", "0.2"]
+    with server_process(cmd, timeout=60) as (url, _):
+        body = {"inputs": [{"name": "input_ids", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]}
+        def forwards():
+            return _metric(httpx.get(f"{url}/metrics").text, 'dwserve_batch_size_count{model="lfm2"}')
+        before = forwards()
+
+        def give_up(_):
+            with contextlib.suppress(httpx.TimeoutException):
+                return httpx.post(f"{url}/v2/models/lfm2/infer", json=body, timeout=0.3).status_code
+            return "gave up"
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(give_up, range(8)))   # 8 x 0.2 s of work, one at a time
+        assert httpx.post(f"{url}/v2/models/lfm2/infer", json=body, timeout=30).status_code == 200
+        metrics = httpx.get(f"{url}/metrics").text
+        gave_up = outcomes.count("gave up")
+        assert gave_up >= 5, outcomes
+        # Ran: the answered ones, those already running when their clients left, and the last.
+        assert forwards() - before <= len(outcomes) - gave_up + 3
+        assert _metric(metrics, 'dwserve_requests_total{impl="auto",model="lfm2",status="499"}') == gave_up
+        assert _metric(metrics, "dwserve_inflight_requests") == 0
+
+
 def test_sse_client_disconnect_stops_generation():
     """A client that drops a stream frees the model at the next token, not after max_new_tokens."""
     cmd = fake_server_cmd(max_new_tokens=64) + ["--token-delay-s", "0.1"]
