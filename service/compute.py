@@ -13,13 +13,16 @@ team, and the device (CPU cores or one GPU stream) is used by one forward at a t
     compute.shutdown()
 
 Batchers keep their own threads (to form batches while a forward runs) and hand each formed
-batch to `call`; a call made from the compute thread itself runs inline (no deadlock).
+batch to `call`; a call made from the compute thread itself runs inline (no deadlock); a call
+after shutdown raises BatcherStopped (503).
 """
 from __future__ import annotations
 
 import concurrent.futures
 import threading
 from typing import Any, Callable
+
+from .batching import BatcherStopped
 
 
 class ComputeThread:
@@ -31,7 +34,12 @@ class ComputeThread:
         """Run fn(*args, **kwargs) on the compute thread and return its result (or raise)."""
         if threading.get_ident() == self._ident:
             return fn(*args, **kwargs)
-        return self._pool.submit(fn, *args, **kwargs).result()
+        try:
+            future = self._pool.submit(fn, *args, **kwargs)
+        except RuntimeError:   # shut down: a shutdown whose drain ran out of time left a caller behind
+            # (a generation still stepping). Said as the draining server's 503, not a bug's traceback.
+            raise BatcherStopped("the server is shutting down: its compute thread has stopped") from None
+        return future.result()
 
     def shutdown(self) -> None:
         """Finish what was submitted, then end the thread."""

@@ -214,6 +214,34 @@ def test_shutdown_finishes_accepted_generations():
         svc.generate.scheduler.submit(Sequence([1], max_new_tokens=1), "auto", emit)
 
 
+def test_shutdown_past_its_grace_ends_running_generations_with_a_503_not_a_traceback(caplog):
+    """graceful_shutdown_s 0: stop() does not wait for the scheduler, and the compute thread
+    stops under a generation still stepping. Its next step failed with the executor's
+    RuntimeError (a 500) and logged "generation step failed" with a traceback; now the
+    request gets BatcherStopped (503 + Retry-After) and nothing is logged as a failure."""
+    svc = Service(Settings(warmup=False, graceful_shutdown_s=0), models=fake_models(token_delay_s=0.05),
+                  hooks=fake_hooks())
+    svc.load()
+    from models.lfm2.continuous import Sequence
+    from service.batching import BatcherStopped
+
+    events: list = []
+    done = threading.Event()
+
+    def emit(event):
+        events.append(event)
+        if event[0] != "token":
+            done.set()
+
+    svc.generate.scheduler.submit(Sequence([33], max_new_tokens=40), "auto", emit)   # ~2 s of steps
+    time.sleep(0.1)
+    with caplog.at_level("ERROR", logger="dwserve"):
+        svc.stop()
+        assert done.wait(5)
+    assert events[-1][0] == "error" and isinstance(events[-1][1], BatcherStopped), events[-1]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
 @pytest.mark.parametrize("text, hold, want", [
     pytest.param("abc", 0, 3, id="plain"),
     pytest.param("abc", 2, 1, id="stop-string-hold"),
