@@ -168,8 +168,8 @@ LAYOUTS_SCRIPT = textwrap.dedent("""
     launches = {{}}
     for j in jobs:
         launches.setdefault(j.launch.name, {{}})[id(j.launch)] = j.launch
-    # the weight's channel stride as launched (the argument after the x strides)
-    sw_c = {{name: sorted(l.args[13 if name.startswith("_dw_conv2d") else 11] for l in ls.values())
+    # the weight's channel stride as launched (by name: positions move when a kernel gains an argument)
+    sw_c = {{name: sorted(dict(zip(l.fn.arg_names, l.args))["sw_c"] for l in ls.values())
             for name, ls in launches.items()}}
     print(json.dumps(dict(jobs=len(jobs), sw_c=sw_c)))
 """)

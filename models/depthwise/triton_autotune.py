@@ -45,6 +45,17 @@ def _timing_kwargs() -> dict:
 AUTOTUNE_TIMING = _timing_kwargs()
 
 
+def size_class(n: int) -> int:
+    """The autotune key's size bucket for a launch writing n output positions per channel
+    (B * L_out, or B * H_out * W_out): one bucket per factor of 4. The best tile of a layer at
+    batch 1 (launch-bound: small tiles, many programs) and at batch 32 of 112x112 pixels
+    (memory-bound: enough bytes in flight per thread) differ, so they tune apart; a server's
+    batches of 1-8 rows of one layer meet two or three buckets, each tuned once, never per request.
+    Kernels take it as an int argument named in their key and left unspecialised
+    (do_not_specialize), so it adds autotune keys but no compiled variants."""
+    return max(int(n), 1).bit_length() // 2
+
+
 _PICKED: dict = {}            # (autotuner, caller's key) -> the picked config's launch kwargs
 _TUNING = threading.Lock()    # the Autotuner keeps per-call state (nargs, best_config) on itself
 

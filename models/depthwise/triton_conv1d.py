@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_autotune import AUTOTUNE_TIMING, launch_tuned
+from .triton_autotune import AUTOTUNE_TIMING, launch_tuned, size_class
 from .weight_layout import tap_major
 
 # Under the interpreter (CPU tests) every autotune config would be run on every new key:
@@ -36,14 +36,15 @@ ACTIVATIONS = (None, "silu")
 
 
 # Keyed on what is fixed per model layer (channels, multiplier, taps, stride, dilation, which
-# dim of x is unit-stride, the weight's channel stride: 1 when tap-major), never on B or L, so a
-# new request length does not re-tune.
-@triton.autotune(configs=_CONFIGS, key=["C_OUT", "M", "K", "STRIDE", "DILATION", "X_CHANNELS_INNER", "sw_c"],
-                 **AUTOTUNE_TIMING)
-@triton.jit
+# dim of x is unit-stride, the weight's channel stride: 1 when tap-major) and on B * L_out only
+# by its factor-of-4 size class, so a new request length rarely re-tunes.
+@triton.autotune(configs=_CONFIGS, key=["C_OUT", "SIZE_CLASS", "M", "K", "STRIDE", "DILATION", "X_CHANNELS_INNER",
+                                        "sw_c"], **AUTOTUNE_TIMING)
+@triton.jit(do_not_specialize=["SIZE_CLASS"])
 def _dw_conv1d_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr,
     L, L_OUT, C_OUT,
+    SIZE_CLASS,                  # triton_autotune.size_class(B * L_OUT): an autotune key, unused in the body
     sx_b, sx_c, sx_l,            # x strides (elements)
     sw_c, sw_k,                  # weight (C_OUT, 1, K) strides
     so_b, so_c, so_l,            # out strides
@@ -101,12 +102,13 @@ def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activ
         weight = tap_major(weight)
     sw = weight.stride()
     # Determines the autotuner's key (its key list + every tensor argument's dtype).
-    key = (C_out, m, K, stride, dilation, channels_inner, sw[0], x.dtype, weight.dtype,
+    size = size_class(B * L_out)
+    key = (C_out, size, m, K, stride, dilation, channels_inner, sw[0], x.dtype, weight.dtype,
            None if bias is None else bias.dtype)
     launch_tuned(
         _dw_conv1d_kernel, grid, key,
         x, weight, bias if bias is not None else weight, out,
-        L, L_out, C_out,
+        L, L_out, C_out, size,
         sx[0], sx[1], sx[2],
         sw[0], sw[2],
         so[0], so[1], so[2],

@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_autotune import AUTOTUNE_TIMING, launch_tuned
+from .triton_autotune import AUTOTUNE_TIMING, launch_tuned, size_class
 from .weight_layout import tap_major
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -38,8 +38,9 @@ else:
     ]
 
 # Autotune keys: per-layer constants (channels, multiplier, kernel, stride, dilation, the
-# weight's channel stride: 1 when tap-major); never B, H or W, so a new image size does not re-tune.
-_KEY = ["C_OUT", "M", "KH", "KW", "SH", "SW", "DH", "DW", "sw_c"]
+# weight's channel stride: 1 when tap-major) and B * H_out * W_out only by its factor-of-4 size
+# class (triton_autotune.size_class), so batch 1 and batch 32 tune apart but each once.
+_KEY = ["C_OUT", "SIZE_CLASS", "M", "KH", "KW", "SH", "SW", "DH", "DW", "sw_c"]
 
 
 @triton.jit
@@ -76,10 +77,11 @@ def _tap_sum(x_base, w_ptr, offs_o, mask_o, oh, ow, mask_p, H, W,
 
 
 @triton.autotune(configs=_NCHW_CONFIGS, key=_KEY, **AUTOTUNE_TIMING)
-@triton.jit
+@triton.jit(do_not_specialize=["SIZE_CLASS"])
 def _dw_conv2d_nchw_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr,
     H, W, W_OUT, P_OUT, C_OUT,
+    SIZE_CLASS,                  # size_class(B * P_OUT): an autotune key, unused in the body
     sx_b, sx_c, sx_h, sx_w, sw_c, sw_h, sw_w, so_b, so_c, so_h, so_w,
     PAD_T, PAD_L,
     M: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
@@ -106,10 +108,11 @@ def _dw_conv2d_nchw_kernel(
 
 
 @triton.autotune(configs=_NHWC_CONFIGS, key=_KEY, **AUTOTUNE_TIMING)
-@triton.jit
+@triton.jit(do_not_specialize=["SIZE_CLASS"])
 def _dw_conv2d_nhwc_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr,
     H, W, W_OUT, P_OUT, C_OUT,
+    SIZE_CLASS,                  # size_class(B * P_OUT): an autotune key, unused in the body
     sx_b, sx_c, sx_h, sx_w, sw_c, sw_h, sw_w, so_b, so_c, so_h, so_w,
     PAD_T, PAD_L,
     M: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
@@ -166,12 +169,13 @@ def _launch_conv2d(x, weight, bias, stride, padding, dilation):
     grid = lambda meta: (triton.cdiv(P_out, meta["BLOCK_P"]), triton.cdiv(C_out, meta["BLOCK_C"]), B)
     # Determines the autotuner's key (its _KEY list + every tensor argument's dtype).
     m = C_out // C
-    key = (C_out, m, KH, KW, sh, sw, dh, dw, weight.stride(0), x.dtype, weight.dtype,
+    size = size_class(B * P_out)
+    key = (C_out, size, m, KH, KW, sh, sw, dh, dw, weight.stride(0), x.dtype, weight.dtype,
            None if bias is None else bias.dtype)
     launch_tuned(
         kernel, grid, key,
         x, weight, bias if bias is not None else weight, out,
-        H, W, W_out, P_out, C_out,
+        H, W, W_out, P_out, C_out, size,
         *x.stride(), weight.stride(0), weight.stride(2), weight.stride(3), *out.stride(),
         top, left,
         M=m, KH=KH, KW=KW, SH=sh, SW=sw, DH=dh, DW=dw,
