@@ -201,6 +201,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await _abort(context, exc)
         done: asyncio.Queue = asyncio.Queue()
         pending: set[asyncio.Task] = set()
+        # Requests of this stream taken but not yet answered to the client: at most what the
+        # model could hold (a queue and a batch). Without the bound a client that sends
+        # without reading had every request read, run (or refused) and its response kept
+        # here, without limit (100k unread answers in 8 s); now its sends wait (HTTP/2 flow
+        # control) until it reads.
+        settings = self.service.settings
+        window = asyncio.Semaphore(settings.max_queue_size + settings.max_batch_size)
 
         async def answer(request):
             try:
@@ -213,6 +220,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def read():
             try:
                 async for request in request_iterator:
+                    await window.acquire()
                     task = asyncio.ensure_future(answer(request))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
@@ -229,7 +237,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     if pending:
                         await asyncio.wait(set(pending))
                     continue
-                yield item
+                yield item        # resumes once grpc has taken it for the client
+                window.release()
         finally:
             reader.cancel()
             for task in pending:

@@ -179,6 +179,34 @@ def test_stream_answers_every_request_in_any_order(served):
         np.testing.assert_allclose(answers[rid], want, rtol=1e-5, atol=1e-5)
 
 
+def test_a_stream_whose_client_does_not_read_is_not_read_either():
+    """Backpressure on ModelStreamInfer: a client that sends requests without reading the
+    answers used to have every one read, run and its answer kept in the server's memory
+    (thousands a second, without limit). Now the server takes at most a window of them
+    (queue + batch) beyond what gRPC itself buffers, and the client's sends wait."""
+    from tritonclient.grpc import service_pb2 as pb
+    with grpc_server(max_queue_size=4, max_batch_size=2) as (target, url, _):
+        def requests():
+            for i in range(100_000):
+                tensor = pb.ModelInferRequest.InferInputTensor(name="input_ids", datatype="INT64", shape=[1, 2])
+                tensor.contents.int64_contents.extend([1, 2])
+                yield pb.ModelInferRequest(model_name="lfm2", id=str(i), inputs=[tensor])
+
+        def served():
+            text = httpx.get(f"{url}/metrics").text
+            return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith("dwserve_requests_total"))
+
+        # No BDP probing: the answers' HTTP/2 window stays at its initial 64 KiB.
+        with grpc.insecure_channel(target, options=[("grpc.http2.bdp_probe", 0)]) as channel:
+            call = pb_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(requests())   # never read
+            time.sleep(1.5)
+            taken = served()
+            time.sleep(1.0)
+            assert served() == taken and taken < 1000, taken
+            call.cancel()
+        assert httpx.get(f"{url}/v2/health/ready").status_code == 200
+
+
 def test_concurrent_grpc_requests_share_the_batcher():
     with grpc_server(delay_s=0.05, max_batch_size=8, max_queue_delay_ms=20) as (target, url, models):
         rng = np.random.default_rng()
