@@ -33,7 +33,8 @@ async def classify(request: Request, file: UploadFile = File(..., description="a
     impl = handler.rt.check_impl(depthwise_impl)
     request.state.dw_impl = impl
     image = await asyncio.to_thread(handler.decode, await file.read())
-    logits = await handler.predict(image, impl)
+    # A client that gave up while its image waited for a batch leaves no forward behind (499).
+    logits = await unless_disconnected(request, handler.predict(image, impl))
     return handler.encode(logits, top_k, impl)
 
 

@@ -8,6 +8,7 @@ One server process per fixture, shared by the module; small limits keep it fast 
 import collections
 import contextlib
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -478,6 +479,33 @@ def test_infer_client_that_gives_up_is_dropped_from_the_queue():
         assert _metric(metrics, 'dwserve_requests_total{impl="auto",model="lfm2",status="499"}') == gave_up
         assert _metric(metrics, "dwserve_inflight_requests") == 0
 
+
+
+def test_classify_client_that_gives_up_is_dropped_from_the_queue():
+    """/v1/classify clients that time out while their image is queued: not run, counted 499."""
+    from PIL import Image
+    png = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(png, format="PNG")
+    cmd = fake_server_cmd(max_batch_size=1, max_queue_size=16, max_queue_delay_ms=0) + ["--delay-s", "0.2"]
+    with server_process(cmd, timeout=60) as (url, _):
+        def forwards():
+            return _metric(httpx.get(f"{url}/metrics").text, 'dwserve_batch_size_count{model="mobilenet_v2"}')
+        before = forwards()
+
+        def give_up(_):
+            with contextlib.suppress(httpx.TimeoutException):
+                return httpx.post(f"{url}/v1/classify", files={"file": ("x.png", png.getvalue(), "image/png")},
+                                  timeout=0.3).status_code
+            return "gave up"
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(give_up, range(8)))   # 8 x 0.2 s of work, one at a time
+        time.sleep(0.5)   # the last dropped requests leave the queue
+        gave_up = outcomes.count("gave up")
+        assert gave_up >= 5, outcomes
+        assert forwards() - before <= len(outcomes) - gave_up + 3
+        metrics = httpx.get(f"{url}/metrics").text
+        assert _metric(metrics, 'dwserve_requests_total{impl="auto",model="mobilenet_v2",status="499"}') == gave_up
+        assert _metric(metrics, "dwserve_inflight_requests") == 0
 
 def test_sse_client_disconnect_stops_generation():
     """A client that drops a stream frees the model at the next token, not after max_new_tokens."""
