@@ -56,14 +56,17 @@ def test_fast_fn_is_batched_into_samples():
     assert stats.inner > 1 and stats.repeats == 10
 
 
+def spin(us: float):
+    """A fn that busy-waits `us` microseconds."""
+    def fn():
+        end = time.perf_counter() + us * 1e-6
+        while time.perf_counter() < end:
+            pass
+    return fn
+
+
 def test_one_inner_per_shape_except_slow_baselines():
     """Same-cost fns must be sampled alike (equal inner), else their medians skew differently."""
-    def spin(us):
-        def fn():
-            end = time.perf_counter() + us * 1e-6
-            while time.perf_counter() < end:
-                pass
-        return fn
     stats = timing.time_interleaved({"a": spin(5), "b": spin(30), "slow": lambda: time.sleep(0.012)},
                                     budget_s=0.1, min_repeats=3, max_repeats=20)
     assert stats["a"].inner == stats["b"].inner > 1 and stats["slow"].inner == 1
@@ -73,12 +76,6 @@ def test_one_inner_per_shape_except_slow_baselines():
 def test_every_sample_lasts_min_sample_s_even_for_a_10x_slower_fn():
     """A fn >= 10x slower than the fastest but under min_sample_s gets its own inner, so its
     samples still last >= min_sample_s (they were one call: two device syncs around ~200 us)."""
-    def spin(us):
-        def fn():
-            end = time.perf_counter() + us * 1e-6
-            while time.perf_counter() < end:
-                pass
-        return fn
     stats = timing.time_interleaved({"fast": spin(20), "mid": spin(400), "slow": lambda: time.sleep(0.012)},
                                     budget_s=0.1, min_repeats=3, max_repeats=10, min_sample_s=2e-3)
     assert stats["fast"].inner >= 50 and stats["slow"].inner == 1
