@@ -190,12 +190,9 @@ def test_policies_get_their_own_engines(serve):
     assert set(scheduler._engines) == {"auto"}                 # idle non-default engines dropped
 
 
-def test_shutdown_finishes_accepted_generations():
-    svc = Service(Settings(warmup=False, max_decode_batch=2), models=fake_models(token_delay_s=0.02),
-                  hooks=fake_hooks())
-    svc.load()
-    from models.lfm2.continuous import Sequence
-
+def _recorder():
+    """-> (events, done, emit): emit(event) records a scheduler event; done is set at the last
+    (a "done" or an "error")."""
     events: list = []
     done = threading.Event()
 
@@ -203,7 +200,16 @@ def test_shutdown_finishes_accepted_generations():
         events.append(event)
         if event[0] != "token":
             done.set()
+    return events, done, emit
 
+
+def test_shutdown_finishes_accepted_generations():
+    svc = Service(Settings(warmup=False, max_decode_batch=2), models=fake_models(token_delay_s=0.02),
+                  hooks=fake_hooks())
+    svc.load()
+    from models.lfm2.continuous import Sequence
+
+    events, done, emit = _recorder()
     svc.generate.scheduler.submit(Sequence([33], max_new_tokens=10), "auto", emit)
     time.sleep(0.05)
     svc.stop()                                                  # drains: the 10 tokens still come
@@ -225,14 +231,7 @@ def test_shutdown_past_its_grace_ends_running_generations_with_a_503_not_a_trace
     from models.lfm2.continuous import Sequence
     from service.batching import BatcherStopped
 
-    events: list = []
-    done = threading.Event()
-
-    def emit(event):
-        events.append(event)
-        if event[0] != "token":
-            done.set()
-
+    events, done, emit = _recorder()
     svc.generate.scheduler.submit(Sequence([33], max_new_tokens=40), "auto", emit)   # ~2 s of steps
     time.sleep(0.1)
     with caplog.at_level("ERROR", logger="dwserve"):
