@@ -20,7 +20,7 @@
 6. HEAD is GET without the body (RFC 9110), for every GET route: load balancers probe
    /v2/health/live and /v2/health/ready with HEAD;
 7. a request still running when SIGTERM's --graceful-shutdown-s runs out (uvicorn cancels
-   it) is answered 503 + Retry-After, or, mid-stream, cut with one log line: see `_cut`.
+   it) is answered 503 + Retry-After, or, mid-stream, cut with a log line naming it: see `_cut`.
 """
 from __future__ import annotations
 
@@ -147,7 +147,9 @@ class GuardMiddleware:
         500 that the 5xx alerts page on, on every rollout that outlasts the grace period. It
         is the draining server's 503 + Retry-After instead (its work is already cancelled:
         sequences leave their rows, queued items are dropped); a reply already under way (a
-        stream) cannot change its status, so it ends there, with one log line."""
+        stream) cannot change its status, so it ends there (the client sees the connection cut),
+        logged here naming the request; uvicorn then logs its own unattributed "ASGI callable
+        returned without completing response"."""
         if can_answer:
             return await reject(503, "the server is shutting down and its graceful shutdown period "
                                      "(--graceful-shutdown-s) ended before this request was answered; retry",
