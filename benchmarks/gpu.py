@@ -54,7 +54,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO / "bench
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-from benchmarks import gpu_checks, gpu_decode, gpu_layouts, gpu_prewarm, gpu_report, ops, plots  # noqa: E402
+from benchmarks import gpu_checks, gpu_copy, gpu_decode, gpu_layouts, gpu_prewarm, gpu_report, ops, plots  # noqa: E402
 from benchmarks import models as bench_models  # noqa: E402
 from benchmarks.gpu_config import COMPILED_MIN_BYTES, STEPS, Budget, environment, run_tag, settings  # noqa: E402
 from benchmarks.models_report import write_markdown as models_md, write_plot as models_png  # noqa: E402
@@ -156,7 +156,7 @@ def step_correctness(run: Run, deadline: float) -> list:
 
 
 def step_copy(run: Run, deadline: float) -> list:
-    run.copy = gpu_report.copy_ceiling(run.device, run.cfg["copy_bytes"], run.cfg["copy_reps"])
+    run.copy = gpu_copy.copy_ceiling(run.device, run.cfg["copy_bytes"], run.cfg["copy_reps"])
     run.write_json(f"copy-{run.tag}.json", {"environment": run.env, **run.copy})
     print(f"copy ceiling: {run.copy['gbps']:,.1f} GB/s (best {run.copy['gbps_best']:,.1f})")
     return []
