@@ -27,7 +27,7 @@ if str(REPO) not in sys.path:            # `python benchmarks/generate.py` puts 
     sys.path.insert(0, str(REPO))
 
 from benchmarks.http_load import run_interleaved  # noqa: E402
-from benchmarks.serve import scrape, server  # noqa: E402
+from benchmarks.serve_harness import scrape, server  # noqa: E402
 from benchmarks.timing import cpu_model  # noqa: E402
 from benchmarks.results_files import write_results  # noqa: E402
 
