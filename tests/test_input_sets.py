@@ -70,8 +70,8 @@ def test_bench_shape_fills_every_sets_weight_caches_before_timing(monkeypatch):
         seen["uncached"] = sum(getattr(s[1], "_dwserve_taps", None) is None for s in sets)
         return real(fns, **kw)
 
-    monkeypatch.setattr(ops.input_sets, "input_sets", many_sets)
-    monkeypatch.setattr(ops.timing, "time_interleaved", checking)
+    monkeypatch.setattr(input_sets, "input_sets", many_sets)
+    monkeypatch.setattr(timing, "time_interleaved", checking)
     with torch.inference_mode():
         recs = ops.bench_shape(shape, ["slice_sum"], torch.float32, "cpu", {}, 0.01, 2, 4)
     assert recs[0]["error"] is None and recs[0]["input_sets"] == 41
