@@ -289,12 +289,12 @@ def test_decode_checks_on_synthetic_rows():
 
 
 def test_compiled_only_on_big_float32_shapes_on_cuda():
-    from benchmarks import gpu, ops
+    from benchmarks import gpu_steps, ops
     run = SimpleNamespace(cfg={"ops_impls": list(ops.IMPLS)}, device="cuda")
     by = {s.name: s for s in ops.SUITE}
-    assert "compiled" not in gpu._ops_impls(run, ops.SEED, "float32")
-    assert "compiled" in gpu._ops_impls(run, by["shortconv-long-1x4096x4096"], "float32")
-    assert "compiled" not in gpu._ops_impls(run, by["shortconv-long-1x4096x4096"], "bfloat16")
+    assert "compiled" not in gpu_steps._ops_impls(run, ops.SEED, "float32")
+    assert "compiled" in gpu_steps._ops_impls(run, by["shortconv-long-1x4096x4096"], "float32")
+    assert "compiled" not in gpu_steps._ops_impls(run, by["shortconv-long-1x4096x4096"], "bfloat16")
 
 
 def test_tags_and_budgets_never_touch_committed_results(tmp_path):
