@@ -18,10 +18,12 @@ A flag given on the command line wins over the environment; an empty variable co
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import runpy
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -32,6 +34,7 @@ from .settings import DTYPE_CHOICES, IMPL_CHOICES, LOG_LEVELS, Settings, expecte
 BENCHMARKS = ("ops", "models", "serve", "generate", "prefill_chunks", "prefix_cache", "row_chunks", "ptx",
               "block_decode", "host_overhead")
 _REPO = Path(__file__).resolve().parent.parent
+CUT_ANSWERS_S = 1.0   # after SIGTERM's grace: how long requests cut by it get to send their 503s
 # Flags beyond DESIGN.md's list, generated from Settings so every limit is settable.
 _EXTRA = ("grpc_port", "max_body_bytes", "max_elements", "max_new_tokens", "max_sequence_length", "max_image_pixels",
           "max_prompt_chars", "max_choices", "request_timeout_s", "api_key", "launch_recount_every",
@@ -246,6 +249,17 @@ def run_server(app, settings: Settings, log_level: str = "info") -> None:
             if service is not None:
                 service.stop_accepting()
             super().handle_exit(sig, frame)
+
+        async def shutdown(self, sockets=None) -> None:
+            """uvicorn cancels the requests still running when the grace period ends, runs the
+            lifespan's drain and then re-raises SIGTERM, which ends the process at once: a
+            cancelled request still unwinding to its 503 (middleware._cut) got no reply at all
+            when the drain was quick (--graceful-shutdown-s 0, compute idle). Their answers (and
+            the sockets' flush) now get up to CUT_ANSWERS_S; nothing running is waited for."""
+            await super().shutdown(sockets)
+            state, deadline = self.server_state, time.monotonic() + CUT_ANSWERS_S
+            while (state.tasks or state.connections) and not self.force_exit and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
 
     server = Server(config)
     if service is not None:  # a model that cannot load ends the process (exit 1), not a zombie
