@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import logging
 import runpy
-import socket
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,8 @@ from typing import Optional
 
 from pydantic import ValidationError
 
-from .settings import DTYPE_CHOICES, IMPL_CHOICES, LOG_LEVELS, Settings, expected
+from .preflight import preflight, settings_errors
+from .settings import DTYPE_CHOICES, IMPL_CHOICES, LOG_LEVELS, Settings
 
 BENCHMARKS = ("ops", "models", "serve", "generate", "prefill_chunks", "prefix_cache", "row_chunks", "ptx",
               "block_decode", "host_overhead")
@@ -102,78 +102,6 @@ def _serve_parser() -> argparse.ArgumentParser:
                    help="turn ready without warm-up (faster start, slow first requests)")
     p.add_argument("--log-level", choices=LOG_LEVELS, help="server and root logger level")
     return _with_defaults(p)
-
-
-def _source(field: str, from_flags: set) -> str:
-    """Where a setting came from, as the operator typed it: its flag or its DWSERVE_* variable."""
-    if field in from_flags:
-        return {"models": "--model", "warmup": "--no-warmup"}.get(field, "--" + field.replace("_", "-"))
-    return "DWSERVE_" + field.upper()
-
-
-def _given(field: str, value, from_flags: set) -> str:
-    """A setting as the operator gave it: `--flag value` or `DWSERVE_NAME='value'`."""
-    return f"{_source(field, from_flags)} {value}" if field in from_flags else f"{_source(field, from_flags)}={value!r}"
-
-
-def settings_errors(exc: ValidationError, from_flags: set) -> list[str]:
-    """One line per invalid setting, naming the flag or variable, its value, what it takes."""
-    lines = []
-    for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else ""
-        lines.append(f"dwserve serve: invalid settings: {_given(field, error.get('input'), from_flags)}: "
-                     f"{expected(field, error)}")
-    return lines
-
-
-def preflight(settings: Settings, from_flags: set) -> list[str]:
-    """What cannot be served, found in a second, before the port is bound: the device, each
-    --model's name and path (models.registry.check_source: no weights read), the fused impl
-    off CUDA, the ports. The loader thread found them after uvicorn was up, with a traceback."""
-    import os
-
-    from models.placement import parse_device
-    from models.registry import check_source
-
-    errors, device = [], None
-    try:
-        device = parse_device(settings.device, default="auto")
-    except ValueError as exc:
-        errors.append(f"{_given('device', settings.device, from_flags)}: {exc}")
-    for entry, (name, path) in zip(settings.models, settings.model_entries()):
-        try:
-            check_source(name, path)
-        except ValueError as exc:
-            errors.append(f"{_given('models', entry, from_flags)}: {exc}")
-    if (settings.depthwise_impl == "fused" and device is not None and device.type != "cuda"
-            and os.environ.get("TRITON_INTERPRET") != "1"):
-        errors.append(f"{_given('depthwise_impl', 'fused', from_flags)}: the fused impl needs a CUDA "
-                      "device (Triton kernels); on CPU use auto, slice_sum or native")
-    try:   # a taken port: uvicorn's exit 3 after the models began loading; gRPC's, a traceback
-        socket.getaddrinfo(settings.host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        return ["dwserve serve: " + e for e in errors] + [
-            f"dwserve serve: {_given('host', settings.host, from_flags)}: cannot resolve it ({exc.strerror})"]
-    for field in ("port", "grpc_port"):
-        port = getattr(settings, field)
-        if field == "grpc_port" and port is not None and port == settings.port != 0:
-            errors.append(f"{_given(field, port, from_flags)}: the HTTP port is {port} too; give gRPC another")
-        elif port and (problem := _cannot_listen(settings.host, port)):
-            errors.append(f"{_given(field, port, from_flags)}: {problem}")
-    return ["dwserve serve: " + e for e in errors]
-
-
-def _cannot_listen(host: str, port: int) -> Optional[str]:
-    """Why (host, port) cannot be listened on, or None: a trial bind, as uvicorn binds."""
-    family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                                         flags=socket.AI_PASSIVE)[0]
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(address)
-        except OSError as exc:
-            return f"cannot listen on {address[0]}:{port} ({exc.strerror}); pick another port"
-    return None
 
 
 def serve(argv: list[str]) -> int:
