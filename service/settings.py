@@ -10,7 +10,7 @@ import re
 import typing
 from typing import Annotated, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 try:  # pydantic-settings >= 2.7: let a comma list in DWSERVE_MODELS reach our validator
@@ -122,20 +122,11 @@ class Settings(BaseSettings):
         return value.strip().lower() if isinstance(value, str) else value
 
     # Choices checked here rather than by a regex pattern: the error names them in words.
-    @field_validator("depthwise_impl")
+    @field_validator("depthwise_impl", "dtype", "log_level")
     @classmethod
-    def _check_impl(cls, value):
-        return _one_of(value, IMPL_CHOICES)
-
-    @field_validator("dtype")
-    @classmethod
-    def _check_dtype(cls, value):
-        return _one_of(value, DTYPE_CHOICES)
-
-    @field_validator("log_level")
-    @classmethod
-    def _check_log_level(cls, value):
-        return _one_of(value, LOG_LEVELS)
+    def _check_choice(cls, value, info: ValidationInfo):
+        return _one_of(value, {"depthwise_impl": IMPL_CHOICES, "dtype": DTYPE_CHOICES,
+                               "log_level": LOG_LEVELS}[info.field_name])
 
     @field_validator("device")
     @classmethod
