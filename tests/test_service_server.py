@@ -444,7 +444,10 @@ def test_sigterm_with_zero_grace_answers_every_json_request_before_exiting():
     reply at all ("Server disconnected without sending a response"). Each now gets its 503."""
     n = 32
     for _ in range(4):   # the old code lost some or all 32 in about half the rounds
-        cmd = fake_server_cmd(max_new_tokens=2000, graceful_shutdown_s=0, max_decode_batch=n, max_queue_size=n)
+        # 2 ms per decode step: every generation still runs when SIGTERM comes (without a delay
+        # a fast box finished some before all 32 were in flight), tokens still arriving often
+        cmd = fake_server_cmd(max_new_tokens=2000, graceful_shutdown_s=0, max_decode_batch=n,
+                              max_queue_size=n) + ["--token-delay-s", "0.002"]
         with server_process(cmd, timeout=60) as (url, proc):
             def post(_):
                 try:
