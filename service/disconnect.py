@@ -17,7 +17,7 @@ from typing import Awaitable, TypeVar
 from starlette.requests import Request
 
 from .errors import ServiceError
-from .middleware import CLIENT_CLOSED   # never seen by the client (it left); what requests_total counts
+from .middleware import CLIENT_CLOSED, client_gone   # CLIENT_CLOSED: what requests_total counts
 
 T = TypeVar("T")
 
@@ -27,12 +27,6 @@ class ClientDisconnected(ServiceError):
         super().__init__(CLIENT_CLOSED, "the client disconnected before the reply was ready; its work was stopped")
 
 
-async def _disconnect(request: Request) -> None:
-    """Returns once the client has gone (any body left unread is skipped)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     """`await work`, unless the client disconnects first: then `work` is cancelled (and has
     finished cancelling) and ClientDisconnected is raised. Call it after the body is read.
@@ -40,7 +34,7 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     `work` runs as a task that copies this context (generation.GenerationScheduler.reserved
     rides on a contextvar)."""
     task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnect(request))
+    watcher = asyncio.ensure_future(client_gone(request.receive))
     try:
         await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
         if task.done():

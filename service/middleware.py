@@ -79,8 +79,9 @@ def _json_response(status: int, message: str, extra_headers=()):
         {"type": "http.response.body", "body": body}
 
 
-async def _disconnected(receive) -> None:
-    """Returns once the client has gone (call it after the body is read)."""
+async def client_gone(receive) -> None:
+    """Returns once the client has gone: the ASGI `receive` gives http.disconnect (any body
+    left unread is skipped). The one watcher of the middleware's /infer and of disconnect.py."""
     while (await receive())["type"] != "http.disconnect":
         pass
 
@@ -117,7 +118,7 @@ class GuardMiddleware:
         (the batcher drops it unrun; a forward already running finishes) and it is a 499."""
         work = asyncio.ensure_future(infer_bytes(self.service, match.group(1), match.group(2),
                                                  headers, body, state))
-        gone = asyncio.ensure_future(_disconnected(receive))
+        gone = asyncio.ensure_future(client_gone(receive))
         try:
             await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
             if not work.done():
