@@ -143,19 +143,46 @@ def _stack_experts(config: LFM2Config, tensors: dict) -> dict:
 
 
 def _check_names_and_shapes(config: LFM2Config, expected: dict, sources: dict):
-    """Every parameter stored with its shape as a float, nothing else; from the headers only."""
+    """Every parameter stored with its shape as a float, nothing else; from the headers only.
+    Names are checked first, all at once: a checkpoint saved from a wrapper (PEFT's
+    `base_model.model.`) or with a prefix stripped misses every name and has every one
+    extra, and only both lists side by side show it."""
     tied_head = config.tie_word_embeddings and "lm_head.weight" in sources
+    missing = [name for name in expected if name not in sources]
+    extra = sorted(set(sources) - set(expected) - ({"lm_head.weight"} if tied_head else set()))
+    if missing or extra:
+        raise ValueError(_names_message(expected, missing, extra))
     for name, p in expected.items():
-        if name not in sources:
-            raise ValueError(f"checkpoint is missing tensor {name!r} (shape {tuple(p.shape)}); "
-                             "is config.json the one that belongs to these weights?")
         if tuple(sources[name].shape) != tuple(p.shape):
             raise ValueError(f"tensor {name!r} has shape {tuple(sources[name].shape)}, expected "
                              f"{tuple(p.shape)} from config.json")
         if not sources[name].is_float:
             dtype = sources[name].dtype if isinstance(sources[name], Entry) else "not float"
             raise ValueError(f"tensor {name!r} has dtype {dtype}; expected a float")
-    extra = sorted(set(sources) - set(expected) - ({"lm_head.weight"} if tied_head else set()))
+
+
+def _few(names, shapes=None, n: int = 3) -> str:
+    """The first n names (with their shapes if given), then '...' if there are more."""
+    shown = [f"{x!r}" + (f" {tuple(shapes[x].shape)}" if shapes else "") for x in names[:n]]
+    return ", ".join(shown) + (", ..." if len(names) > n else "")
+
+
+def _names_message(expected: dict, missing: list, extra: list) -> str:
+    """What the checkpoint lacks and what it has instead, a few of each, and the likely fix."""
+    parts = []
+    if missing:
+        parts.append(f"checkpoint is missing {len(missing)} tensor{'s' * (len(missing) > 1)} this "
+                     f"config.json needs: {_few(missing, expected)}")
     if extra:
-        raise ValueError(f"unexpected tensor {extra[0]!r} in checkpoint ({len(extra)} in all); "
-                         "it does not belong to an LFM2 of this config")
+        parts.append(f"{'it' if missing else 'checkpoint'} has {len(extra)} unexpected "
+                     f"tensor{'s' * (len(extra) > 1)}: {_few(extra)}")
+    if missing == ["lm_head.weight"] and not extra:
+        hint = ("tie_word_embeddings is false; set it to true in config.json if the output head "
+                "shares the embedding matrix")
+    elif missing and extra:
+        hint = "tensor names differ (a prefix added or stripped?); rename them to transformers' Lfm2 names"
+    elif missing:
+        hint = "is config.json the one that belongs to these weights?"
+    else:
+        hint = "they do not belong to an LFM2 of this config; is config.json the one for these weights?"
+    return "; ".join(parts) + "; " + hint

@@ -1,0 +1,50 @@
+"""Checkpoints as they turn up on disk, beside the ones transformers writes: renamed tensors,
+a missing untied head."""
+import shutil
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+pytest.importorskip("transformers")
+
+from models.lfm2 import LFM2ForCausalLM  # noqa: E402
+from test_lfm2 import make_hf  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tied(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lfm2_tied")
+    return make_hf(path, seed=21), path
+
+
+def _with_tensors(src, dst, tensors):
+    dst.mkdir()
+    shutil.copy(src / "config.json", dst / "config.json")
+    save_file(tensors, dst / "model.safetensors")
+    return dst
+
+
+def test_renamed_tensors_are_listed_from_both_sides(tied, tmp_path):
+    """A checkpoint saved from a wrapper (PEFT's base_model.model.) holds every tensor under
+    another name: the error shows a few names missing and a few the checkpoint has instead,
+    so the prefix is visible, not just the first missing name."""
+    _, src = tied
+    tensors = {"base_model.model." + k: v for k, v in load_file(src / "model.safetensors").items()}
+    with pytest.raises(ValueError) as err:
+        LFM2ForCausalLM.from_pretrained(_with_tensors(src, tmp_path / "renamed", tensors))
+    msg = str(err.value)
+    n = len(tensors)
+    assert f"missing {n} tensors" in msg and "'model.embed_tokens.weight'" in msg, msg
+    assert f"{n} unexpected tensors" in msg and "'base_model.model.model.embed_tokens.weight'" in msg, msg
+
+
+def test_untied_config_without_lm_head_says_which_setting(tmp_path):
+    """transformers initialises a missing lm_head randomly; we refuse, and say that a head
+    sharing the embedding is tie_word_embeddings=true."""
+    src = tmp_path / "untied"
+    make_hf(src, seed=22, tie_word_embeddings=False)
+    tensors = load_file(src / "model.safetensors")
+    del tensors["lm_head.weight"]
+    with pytest.raises(ValueError, match=r"'lm_head\.weight'.*tie_word_embeddings"):
+        LFM2ForCausalLM.from_pretrained(_with_tensors(src, tmp_path / "no_head", tensors))
+
