@@ -1,14 +1,17 @@
 """Checkpoints as they turn up on disk, beside the ones transformers writes: renamed tensors,
-a missing untied head."""
+a missing untied head, a tied head stored under lm_head.weight. Each is checked against
+transformers' Lfm2ForCausalLM read from the same directory."""
 import shutil
 
 import pytest
 from safetensors.torch import load_file, save_file
 
-pytest.importorskip("transformers")
+transformers = pytest.importorskip("transformers")
 
 from models.lfm2 import LFM2ForCausalLM  # noqa: E402
-from test_lfm2 import make_hf  # noqa: E402
+from test_lfm2 import make_hf, rand_ids  # noqa: E402
+
+from hf_reference import assert_logits_match  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +51,15 @@ def test_untied_config_without_lm_head_says_which_setting(tmp_path):
     with pytest.raises(ValueError, match=r"'lm_head\.weight'.*tie_word_embeddings"):
         LFM2ForCausalLM.from_pretrained(_with_tensors(src, tmp_path / "no_head", tensors))
 
+
+def test_tied_head_stored_only_as_lm_head_loads_like_transformers(tied, tmp_path):
+    """safetensors' save_model keeps one name per shared tensor, the first sorted:
+    lm_head.weight, not model.embed_tokens.weight. transformers ties from either side."""
+    hf, src = tied
+    tensors = load_file(src / "model.safetensors")
+    tensors["lm_head.weight"] = tensors.pop("model.embed_tokens.weight")
+    path = _with_tensors(src, tmp_path / "head_only", tensors)
+    ref = transformers.Lfm2ForCausalLM.from_pretrained(path).eval()
+    ours = LFM2ForCausalLM.from_pretrained(path)
+    assert ours.lm_head.weight is ours.model.embed_tokens.weight
+    assert_logits_match(ref, ours, rand_ids(2, 7, seed=4), tol=0)

@@ -6,7 +6,7 @@ present with its exact shape and nothing else may be: the first problem found fa
 before any tensor data is read, with a message naming the tensor. The model is built in its
 final dtype on its device and each tensor copied straight into its parameter, so the peak is
 the model plus one tensor. With tied embeddings a checkpoint may still carry `lm_head.weight`;
-it is accepted only if it equals the embedding.
+it is accepted only if it equals the embedding, and it may carry the shared matrix only there.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def load_pretrained(cls, path, device=None, dtype=None):
                          "(config.json + model.safetensors)")
     config = LFM2Config.from_json(path / "config.json")
     with Checkpoint(path) as ckpt:
-        sources = to_module_names(config, ckpt.entries)
+        sources = _tied_from_head(config, to_module_names(config, ckpt.entries))
         tokenizer = None
         if (path / "tokenizer.json").is_file():
             from .tokenizer import HFTokenizer
@@ -76,6 +76,17 @@ def _check_tied_head(head: torch.Tensor, embedding: torch.Tensor) -> None:
                                                         embedding):
         raise ValueError("tensor 'lm_head.weight' differs from model.embed_tokens.weight but "
                          "tie_word_embeddings=True; set tie_word_embeddings=false in config.json")
+
+
+def _tied_from_head(config: LFM2Config, sources: dict) -> dict:
+    """A tied checkpoint that stores the shared matrix only as lm_head.weight (safetensors'
+    save_model keeps the first sorted name of a shared tensor, and that is lm_head's) loads it
+    as the embedding, as transformers ties from either side."""
+    embed, head = "model.embed_tokens.weight", "lm_head.weight"
+    if config.tie_word_embeddings and embed not in sources and head in sources:
+        sources = dict(sources)
+        sources[embed] = sources.pop(head)
+    return sources
 
 
 # LFM3 checkpoints name three attention tensors as Qwen3 does; the module keeps LFM2's names
