@@ -1,6 +1,7 @@
 """Checkpoints as they turn up on disk, beside the ones transformers writes: renamed tensors,
-a missing untied head, a tied head stored under lm_head.weight. Each is checked against
+a missing untied head, a tied head stored under lm_head.weight, a stale shard index. Each is checked against
 transformers' Lfm2ForCausalLM read from the same directory."""
+import json
 import shutil
 
 import pytest
@@ -63,3 +64,19 @@ def test_tied_head_stored_only_as_lm_head_loads_like_transformers(tied, tmp_path
     ours = LFM2ForCausalLM.from_pretrained(path)
     assert ours.lm_head.weight is ours.model.embed_tokens.weight
     assert_logits_match(ref, ours, rand_ids(2, 7, seed=4), tol=0)
+
+
+def test_index_that_leaves_out_a_stored_tensor_says_the_index_is_stale(tied, tmp_path):
+    hf, _ = tied
+    path = tmp_path / "sharded"
+    hf.save_pretrained(path, max_shard_size="20KB")
+    index = json.loads((path / "model.safetensors.index.json").read_text())
+    shards = list(index["weight_map"].values())
+    name = next(n for n, f in index["weight_map"].items() if shards.count(f) > 1)   # its shard stays named
+    shard = index["weight_map"].pop(name)
+    (path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError) as err:
+        LFM2ForCausalLM.from_pretrained(path)
+    msg = str(err.value)
+    assert name in msg and shard in msg and "None" not in msg, msg
+    assert "does not list" in msg and "regenerate" in msg, msg

@@ -86,9 +86,12 @@ class Checkpoint(contextlib.AbstractContextManager):
         for name, entry in stored.items():
             if name in self.entries:
                 raise ValueError(f"tensor {name!r} appears in more than one shard")
-            if shard is not None and self._weight_map.get(name) != shard:
+            if shard is not None and name not in self._weight_map:
+                raise ValueError(f"{INDEX} does not list tensor {name!r}, which {shard} holds: the "
+                                 "index is stale; regenerate it from the shards or download it again")
+            if shard is not None and self._weight_map[name] != shard:
                 raise ValueError(f"tensor {name!r} is in {shard} but {INDEX} puts it in "
-                                 f"{self._weight_map.get(name)!r}")
+                                 f"{self._weight_map[name]!r}; regenerate the index or download it again")
             self.entries[name] = entry
 
     def load(self, entry: Entry) -> torch.Tensor:
