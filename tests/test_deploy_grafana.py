@@ -160,3 +160,34 @@ def test_batch_size_p95_is_a_whole_row(tmp_path):
                                                    "value": 1}]}]}
     r = _promtool_test(tmp_path, {"dashboard:batch_p95": _expr("Batch size", "B")}, test)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@needs_promtool
+def test_ratio_and_quantile_panels_have_no_sample_when_idle(tmp_path):
+    """Five minutes of traffic, then none: every panel that divides or takes a quantile shows no
+    point for the idle window, not NaN (0/0, histogram_quantile over zero rates). Grafana draws
+    NaN as "NaN" or as 0: a 0 s p99, a 0% depthwise share, a mean queue time of 0 that never were."""
+    idle = "0+60x5 300x15"
+    lab = 'variant="after",model="lfm2",impl="auto",instance="a"'
+    series = [(f'dwserve_{c}{{{lab}}}', idle) for c in (
+        "requests_total", "kernel_launches_total", "generated_tokens_total", "prefix_cached_tokens_total")]
+    for family in ("request_duration_seconds", "queue_duration_seconds", "compute_duration_seconds",
+                   "depthwise_duration_seconds", "batch_size", "decode_batch_size",
+                   "time_to_first_token_seconds", "time_per_output_token_seconds"):
+        labels = lab + (',route="infer"' if family == "request_duration_seconds" else "")
+        series += [(f'dwserve_{family}_bucket{{{labels},le="{le}"}}', idle) for le in ("0.1", "+Inf")]
+        series += [(f'dwserve_{family}_{part}{{{labels}}}', idle) for part in ("sum", "count")]
+    checked = {f"dashboard:q{i}": e for i, e in enumerate(
+        _expr(p["title"], t["refId"]) for p in panels() for t in p["targets"])
+        if "/" in e or "histogram_quantile" in e or "dwserve:" in e}
+    assert len(checked) >= 12, checked
+    rules = {"groups": [{"name": "dashboard", "rules": [{"record": n, "expr": e} for n, e in checked.items()]}]}
+    (tmp_path / "dashboard.yml").write_text(yaml.safe_dump(rules))
+    test = {"interval": "1m", "input_series": [{"series": s, "values": v} for s, v in series],
+            "promql_expr_test": [{"expr": n, "eval_time": "15m", "exp_samples": []} for n in checked]}
+    shipped = str(ROOT / "deploy" / "prometheus" / "rules" / "dwserve.rules.yml")
+    (tmp_path / "test.yml").write_text(yaml.safe_dump({"rule_files": [shipped, "dashboard.yml"],
+                                                       "evaluation_interval": "1m", "tests": [test]}))
+    r = subprocess.run([PROMTOOL, "test", "rules", str(tmp_path / "test.yml")], capture_output=True,
+                       text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, "\n".join(f"{n}: {e}" for n, e in checked.items()) + "\n" + r.stdout + r.stderr

@@ -50,9 +50,15 @@ def test_rules_are_valid():
 
 
 @needs_promtool
-def test_alert_unit_tests_pass():
-    r = run("test", "rules", str(PROM / "tests" / "dwserve.rules.test.yml"))
+@pytest.mark.parametrize("name", sorted(p.name for p in (PROM / "tests").glob("*.test.yml")))
+def test_alert_unit_tests_pass(name):
+    r = run("test", "rules", str(PROM / "tests" / name))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_alert_unit_test_files_are_all_run():
+    """Both files: one case per alert, and the edges (no traffic, a replica down, ...)."""
+    assert {"dwserve.rules.test.yml", "edges.rules.test.yml"} <= {p.name for p in (PROM / "tests").glob("*.test.yml")}
 
 
 def test_scrape_config_labels_both_variants():

@@ -70,15 +70,18 @@ def stat(title: str, desc: str, unit: str, query: pb.Dataquery, w: int = 6) -> s
     )
 
 
+# An idle window (no requests) gives these no point, not NaN: Grafana draws NaN as "NaN" or
+# as 0, a 0 s latency that never was (the recording rules do the same, dwserve.rules.yml).
 def hq(phi: float, metric: str, by: str) -> str:
-    """phi-quantile of a histogram, aggregated over replicas (sum of bucket rates, then quantile)."""
-    return f"histogram_quantile({phi}, sum by (le, {by}) (rate({metric}_bucket{{{SEL}}}[{RI}])))"
+    """phi-quantile of a histogram, aggregated over replicas (sum of bucket rates, then quantile).
+    `>= 0` drops the NaN of zero rates; every real latency or batch size passes it."""
+    return f"histogram_quantile({phi}, sum by (le, {by}) (rate({metric}_bucket{{{SEL}}}[{RI}]))) >= 0"
 
 
 def mean(metric: str, by: str) -> str:
-    """Mean of a histogram over the rate window: rate(sum) / rate(count)."""
+    """Mean of a histogram over the rate window: rate(sum) / rate(count), the count > 0."""
     return (f"sum by ({by}) (rate({metric}_sum{{{SEL}}}[{RI}]))"
-            f" / sum by ({by}) (rate({metric}_count{{{SEL}}}[{RI}]))")
+            f" / (sum by ({by}) (rate({metric}_count{{{SEL}}}[{RI}])) > 0)")
 
 
 def variables() -> list:
