@@ -8,7 +8,8 @@
 Hot path (benchmarked at ~10 us): the public ops build one tuple key from the call's
 shapes/dtypes/devices/arguments and look up a cache entry (impl function, resolved stride,
 padding, dilation). Only a miss validates (spec.py) and resolves `auto`; a key holds
-everything validation depends on, so a hit is a call already proven valid.
+everything validation depends on, so a hit is a call already proven valid. Inside
+torch.autocast the arguments are first cast as autocast casts F.conv's (`_autocast`).
 """
 from __future__ import annotations
 
@@ -132,7 +133,29 @@ def _typed(arg):
     return (type(arg), arg)
 
 
+def _autocast(x, weight, bias):
+    """F.conv's autocast policy, applied before any impl runs: conv1d/conv2d are on autocast's
+    lower-precision list (CUDA and CPU), so inside torch.autocast for x's device every float32/
+    float16/bfloat16 tensor argument is cast (differentiably) to the autocast dtype; float64
+    is left alone. The impls are elementwise torch ops (slice_sum) or Triton (fused), which
+    autocast does not cast, so without this the output dtype would depend on the impl and
+    bfloat16 activations meeting a module's float32 parameters would be refused."""
+    if not isinstance(x, torch.Tensor) or not torch.is_autocast_enabled(x.device.type):
+        return x, weight, bias
+    dev = x.device.type
+    dtype = torch.get_autocast_dtype(dev)
+
+    def cast(t):
+        eligible = (isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64
+                    and t.device.type == dev)
+        return t.to(dtype) if eligible else t
+
+    return cast(x), cast(weight), cast(bias)
+
+
 def _call(op, x, weight, bias, stride, padding, dilation, impl):
+    if torch._C._is_any_autocast_enabled():     # ~0.1 us; False outside torch.autocast
+        x, weight, bias = _autocast(x, weight, bias)
     policy = impl if impl is not None else _IMPL.get()
     try:   # everything spec.py's verdict and auto's answer depend on (x's layout too), and the policy
         key = (op, policy, x.shape, x.stride(), x.dtype, x.device, weight.shape, weight.dtype, weight.device,

@@ -1,0 +1,59 @@
+"""models.depthwise inside the PyTorch features a user's model meets: autocast, torch.compile
+of a model holding the modules, and nn.Conv-like construction errors. Each case is checked
+against F.conv1d/F.conv2d (or nn.Conv) under the same feature, the independent reference."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from reference import DEV, assert_matches, randn
+from torch import nn
+
+from models.depthwise import DepthwiseConv1d, DepthwiseConv2d, depthwise_conv1d, depthwise_conv2d, fused
+
+FUSED = pytest.param("fused", id="fused", marks=[pytest.mark.fused, pytest.mark.skipif(
+    not fused.available(DEV), reason="fused needs CUDA or TRITON_INTERPRET=1 with triton")])
+IMPLS = [pytest.param(i, id=i) for i in ("per_group", "slice_sum", "native", "auto")] + [FUSED]
+DEVICE_TYPE = torch.device(DEV).type
+
+
+# ------------------------------------------------------------------ autocast
+@pytest.mark.parametrize("impl", IMPLS + [pytest.param("compiled", id="compiled")])
+def test_autocast_casts_like_f_conv(impl):
+    """Under autocast F.conv casts x, weight and bias (float32) to the autocast dtype and returns
+    that dtype; every impl must too, whatever impl ran (the output dtype must not depend on it)."""
+    g = torch.Generator().manual_seed(1)
+    x, w, b = randn(2, 4, 11, gen=g), randn(8, 1, 3, gen=g), randn(8, gen=g)
+    with torch.autocast(DEVICE_TYPE, dtype=torch.bfloat16):
+        want = F.conv1d(x, w, b, padding=1, groups=4)
+        out = depthwise_conv1d(x, w, b, padding=1, impl=impl)
+    assert want.dtype == torch.bfloat16
+    assert_matches(out, want.double(), torch.bfloat16)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_autocast_low_precision_activations_meet_float32_parameters(impl):
+    """The common mixed-precision model: a Linear under autocast hands the conv bfloat16
+    activations while the conv's parameters stay float32. nn.Conv2d(groups=C) runs (autocast
+    casts the parameters); the depthwise module must too, and its float32 weight gets a gradient."""
+    torch.manual_seed(2)
+    conv = nn.Conv2d(6, 12, 3, padding=1, groups=6).to(DEV)
+    mod = DepthwiseConv2d(6, 12, 3, padding=1, impl=impl).to(DEV)
+    mod.load_state_dict(conv.state_dict())
+    x = randn(2, 6, 7, 5, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    with torch.autocast(DEVICE_TYPE, dtype=torch.bfloat16):
+        want, out = conv(x), mod(x)
+    assert out.dtype == want.dtype == torch.bfloat16
+    assert_matches(out.detach(), want.detach().double(), torch.bfloat16)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    out.float().sum().backward()
+    assert mod.weight.grad is not None and mod.weight.grad.dtype == torch.float32
+
+
+def test_autocast_leaves_float64_alone():
+    """autocast casts only float32/float16/bfloat16 tensors, as F.conv does: float64 stays float64."""
+    x, w = randn(1, 3, 9, dtype=torch.float64), randn(3, 1, 2, dtype=torch.float64)
+    with torch.autocast(DEVICE_TYPE, dtype=torch.bfloat16):
+        out = depthwise_conv1d(x, w, impl="slice_sum")
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, F.conv1d(x, w, groups=3))
