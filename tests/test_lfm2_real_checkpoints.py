@@ -1,6 +1,7 @@
 """Checkpoints as they turn up on disk, beside the ones transformers writes: renamed tensors,
-a missing untied head, a tied head stored under lm_head.weight, a stale shard index. Each is checked against
-transformers' Lfm2ForCausalLM read from the same directory."""
+a missing untied head, a tied head stored under lm_head.weight, a stale shard index, the
+stop ids of generation_config.json. Each is checked against transformers'
+Lfm2ForCausalLM read from the same directory."""
 import json
 import shutil
 
@@ -80,3 +81,36 @@ def test_index_that_leaves_out_a_stored_tensor_says_the_index_is_stale(tied, tmp
     msg = str(err.value)
     assert name in msg and shard in msg and "None" not in msg, msg
     assert "does not list" in msg and "regenerate" in msg, msg
+
+
+def _generation_config(path, **fields):
+    (path / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "pad_token_id": 0, **fields}))
+
+
+def test_generation_config_eos_ids_are_the_stop_ids(tied, tmp_path):
+    """transformers' generate stops at generation_config.json's eos_token_id (which may list
+    several, e.g. an end-of-turn token) rather than config.json's; so do we."""
+    _, src = tied
+    path = tmp_path / "gen"
+    shutil.copytree(src, path)
+    _generation_config(path, eos_token_id=[2, 5])
+    ref = transformers.Lfm2ForCausalLM.from_pretrained(path)
+    ours = LFM2ForCausalLM.from_pretrained(path)
+    assert ours.config.eos_token_ids == tuple(ref.generation_config.eos_token_id) == (2, 5)
+    _generation_config(path)                      # no eos there: config.json's stays
+    assert LFM2ForCausalLM.from_pretrained(path).config.eos_token_ids == (2,)
+
+
+@pytest.mark.parametrize("text, match", [
+    pytest.param(json.dumps({"eos_token_id": [2, 500]}), r"generation_config\.json.*eos_token_id.*vocab_size",
+                 id="out-of-vocab"),
+    pytest.param(json.dumps({"eos_token_id": "</s>"}), r"generation_config\.json.*eos_token_id", id="text"),
+    pytest.param("{not json", r"generation_config\.json.*JSON", id="not-json"),
+])
+def test_bad_generation_config_names_the_file(tied, tmp_path, text, match):
+    _, src = tied
+    path = tmp_path / "gen"
+    shutil.copytree(src, path)
+    (path / "generation_config.json").write_text(text)
+    with pytest.raises(ValueError, match=match):
+        LFM2ForCausalLM.from_pretrained(path)
