@@ -1,11 +1,12 @@
 """Checkpoints as they turn up on disk, beside the ones transformers writes: renamed tensors,
-a missing untied head, a tied head stored under lm_head.weight, a stale shard index, the
-stop ids of generation_config.json. Each is checked against transformers'
+a missing untied head, a tied head stored under lm_head.weight, a stale shard index, bf16
+weights, the stop ids of generation_config.json. Each is checked against transformers'
 Lfm2ForCausalLM read from the same directory."""
 import json
 import shutil
 
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 
 transformers = pytest.importorskip("transformers")
@@ -81,6 +82,27 @@ def test_index_that_leaves_out_a_stored_tensor_says_the_index_is_stale(tied, tmp
     msg = str(err.value)
     assert name in msg and shard in msg and "None" not in msg, msg
     assert "does not list" in msg and "regenerate" in msg, msg
+
+
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="bf16-to-fp32"),
+                                   pytest.param(torch.bfloat16, id="bf16-to-bf16")])
+def test_bf16_weights_load_like_transformers(tmp_path, dtype):
+    """config.json says dtype bfloat16 and the tensors are bf16: loaded to the dtype asked for,
+    with transformers' logits in that dtype (fp32 exactly: bf16 -> fp32 is exact)."""
+    make_hf(tmp_path, seed=23).to(torch.bfloat16).save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text()).get("dtype") == "bfloat16"
+    ref = transformers.Lfm2ForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    ours = LFM2ForCausalLM.from_pretrained(tmp_path, dtype=dtype)
+    assert {p.dtype for p in ours.parameters()} == {dtype}
+    ids = rand_ids(2, 7, seed=5)
+    if dtype == torch.float32:
+        assert_logits_match(ref, ours, ids, tol=0)
+    else:   # bf16 arithmetic: within bf16 noise of the fp32 reference
+        with torch.no_grad():
+            want = ref(ids, use_cache=False).logits
+        with torch.inference_mode():
+            got = ours(ids).float()
+        assert (got - want).abs().max() < 0.1 * want.abs().max()
 
 
 def _generation_config(path, **fields):
