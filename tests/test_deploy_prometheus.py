@@ -75,9 +75,10 @@ def test_rules_cover_the_required_alerts_and_records():
     alerts = {r["alert"]: r for r in rules if "alert" in r}
     records = {r["record"] for r in rules if "record" in r}
     assert {"DwserveLatencySLOBreached", "DwserveErrorRatioHigh", "DwserveQueueSaturated",
-            "DwserveKernelLaunchesPerRequestRising", "DwserveTimeToFirstTokenSLOBreached",
+            "DwserveKernelLaunchesPerForwardRising", "DwserveTimeToFirstTokenSLOBreached",
             "DwserveTargetDown", "DwserveTargetsAbsent", "DwserveVariantGone"} <= set(alerts)
-    assert {"dwserve:kernel_launches_per_request:ratio_rate5m", "dwserve:depthwise_share:ratio_rate5m",
+    assert {"dwserve:kernel_launches_per_request:ratio_rate5m", "dwserve:kernel_launches_per_forward:ratio_rate5m",
+            "dwserve:depthwise_share:ratio_rate5m",
             "dwserve:request_duration_seconds:p99_5m", "dwserve:time_to_first_token_seconds:p99_5m"} <= records
     for name, rule in alerts.items():
         assert rule["labels"]["severity"] in {"warning", "critical"}, name

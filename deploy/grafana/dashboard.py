@@ -189,7 +189,9 @@ def build() -> db.Dashboard:
         "Kernel launches per request",
         "rate(dwserve_kernel_launches_total) / one-shot requests (infer, classify: the requests "
         "whose forwards count launches; generations count none), recording rule; batching "
-        "lowers it, a regression to per_group raises it (alert at 2x).", "short",
+        "lowers it, a regression to per_group raises it (the launch alert reads launches per "
+        "forward instead, dwserve:kernel_launches_per_forward:ratio_rate5m: a load drop that "
+        "shrinks batches raises this one with nothing regressed).", "short",
         q('dwserve:kernel_launches_per_request:ratio_rate5m{model=~"$model"}',
           "{{variant}} {{model}} {{impl}} {{kind}}")))
     d = d.with_panel(ts(
