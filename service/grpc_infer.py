@@ -5,17 +5,23 @@ a request's error becomes a gRPC status.
 count both front ends alike: a call that ends before its answer (the client's deadline or a
 cancel: DEADLINE_EXCEEDED / CANCELLED at the client) is 499, never a 5xx; its latency is
 dwserve_request_duration_seconds{route="infer"}.
+
+At shutdown (grpc_server.GrpcServer.stop) the calls still running when --graceful-shutdown-s
+ends are ended here (`cut`), as REST's are (middleware._cut): UNAVAILABLE, a message saying so
+and a `retry-after` trailer, counted 503. grpc's own stop cut them with a bare "Cancelling all
+calls", no retry-after, and the handlers counted them 499, as if the client had left.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from typing import Callable
 
 import grpc
 from tritonclient.grpc import service_pb2 as pb
 
-from .errors import ServiceError, error_response
+from .errors import ServiceError, error_response, unavailable
 from .grpc_codec import decode_request, encode_response
 from .handlers.tensor import server_timing
 from .infer import check_version
@@ -26,6 +32,14 @@ _CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTI
           404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
           415: grpc.StatusCode.INVALID_ARGUMENT, 422: grpc.StatusCode.INVALID_ARGUMENT,
           503: grpc.StatusCode.UNAVAILABLE}
+_CUT = object()   # in a stream's answer queue: the server is ending the stream (shutdown)
+
+
+def cut_error() -> ServiceError:
+    """The answer of a call still running when the grace ends: REST's words and Retry-After
+    (middleware._cut), so a client retries elsewhere whichever front end it used."""
+    return unavailable("the server is shutting down and its graceful shutdown period "
+                       "(--graceful-shutdown-s) ended before this request was answered; retry", 5)
 
 
 def status_of(exc: BaseException, request_id: str = "") -> tuple[int, str, dict[str, str]]:
@@ -47,7 +61,22 @@ async def abort(context, exc: BaseException, request_id: str = ""):
 
 
 class InferCalls:
-    """The inference RPCs, mixed into grpc_server.InferenceServicer (which sets .service)."""
+    """The inference RPCs, mixed into grpc_server.InferenceServicer."""
+
+    def __init__(self, service):
+        self.service = service
+        self._in_flight: dict[asyncio.Task, Callable[[], None]] = {}   # call -> how cut() ends it
+        self.cutting = False   # set by cut(): from then on a cancelled request is the server's 503
+
+    def cut(self) -> int:
+        """End every inference call still running (the shutdown's grace is over) -> how many.
+        Their work is cancelled (queued requests are dropped, a running forward finishes
+        unread) and each call answers cut_error() itself, counted 503."""
+        self.cutting = True
+        ends = list(self._in_flight.values())
+        for end in ends:
+            end()
+        return len(ends)
 
     def _check_auth(self, context) -> None:
         key = self.service.settings.api_key
@@ -80,7 +109,8 @@ class InferCalls:
         except asyncio.CancelledError:
             # The call ended under us: the client's deadline passed or it cancelled (grpc.aio
             # cancels the handler). Not an Exception, and not a server error: 499 as REST's.
-            status = CLIENT_CLOSED
+            # Or the shutdown's grace ended (cut()): the server's 503, answered by the caller.
+            status = 503 if self.cutting else CLIENT_CLOSED
             raise
         except Exception as exc:
             known = error_response(exc)   # (the caller logs an unexpected one, once)
@@ -96,9 +126,23 @@ class InferCalls:
         request_id = request_id_of(dict(context.invocation_metadata() or ()))   # as REST's X-Request-ID
         try:
             self._check_auth(context)
-            response, result = await self._infer(request)
+        except ServiceError as exc:
+            await abort(context, exc, request_id)
+        # The work runs in its own task so that cut() can end it and this handler still
+        # answers (cancelling grpc's handler task would leave nobody to). A client that
+        # leaves cancels this handler, and with it the work it awaits.
+        work = asyncio.ensure_future(self._infer(request))
+        self._in_flight[work] = work.cancel
+        try:
+            response, result = await work
+        except asyncio.CancelledError:
+            if not (self.cutting and work.cancelled()):
+                raise   # the client left: nobody to answer
+            await abort(context, cut_error(), request_id)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await abort(context, exc, request_id)
+        finally:
+            del self._in_flight[work]
         context.set_trailing_metadata((("server-timing", server_timing(result)),   # as REST's headers
                                        ("x-request-id", request_id)))
         return response
@@ -136,11 +180,19 @@ class InferCalls:
             finally:
                 done.put_nowait(None)   # the client closed its side (or the stream broke)
 
+        def cut():   # the grace is over: drop this stream's requests (503 each), then end it
+            for task in pending:
+                task.cancel()
+            done.put_nowait(_CUT)   # behind the answers already done, which still go out first
+
         reader = asyncio.ensure_future(read())
+        self._in_flight[reader] = cut
         try:
             closed = False
             while not (closed and not pending and done.empty()):
                 item = await done.get()
+                if item is _CUT:
+                    await abort(context, cut_error())
                 if item is None:
                     closed = True
                     if pending:
@@ -149,6 +201,7 @@ class InferCalls:
                 yield item        # resumes once grpc has taken it for the client
                 window.release()
         finally:
+            del self._in_flight[reader]
             reader.cancel()
             for task in pending:
                 task.cancel()

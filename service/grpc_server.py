@@ -21,9 +21,14 @@ Errors carry the REST status's gRPC twin (400 -> INVALID_ARGUMENT, 401 -> UNAUTH
 404 -> NOT_FOUND, 503 -> UNAVAILABLE with a `retry-after` trailer) and the same message;
 ModelInfer's trailers carry `x-request-id` (the caller's metadata, or a fresh one). Inference
 is metered like REST's (service/grpc_infer.py).
+
+Shutdown (GrpcServer.stop; on SIGTERM and at the app's lifespan exit) is REST's: new calls are
+refused at once, running ones get --graceful-shutdown-s, and those still running then are
+answered UNAVAILABLE + `retry-after`, counted 503 (grpc_infer.py).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -31,6 +36,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from . import __version__
+from .cli import CUT_ANSWERS_S
 from .errors import ServiceError
 from .grpc_infer import InferCalls, abort
 from .infer import check_version
@@ -42,9 +48,6 @@ log = logging.getLogger("dwserve.grpc")
 
 class InferenceServicer(InferCalls, pb_grpc.GRPCInferenceServiceServicer):
     """The RPCs; ModelInfer and ModelStreamInfer come from InferCalls (grpc_infer.py)."""
-
-    def __init__(self, service):
-        self.service = service
 
     # --- health and metadata ---------------------------------------------------------------
     async def ServerLive(self, request, context):
@@ -113,18 +116,40 @@ class InferenceServicer(InferCalls, pb_grpc.GRPCInferenceServiceServicer):
         return pb.RepositoryModelUnloadResponse()
 
 
-async def start_grpc_server(service) -> tuple[grpc.aio.Server, int]:
+class GrpcServer:
+    """The grpc.aio server, stopped as uvicorn stops REST (cli.run_server): `stop(grace)`
+    refuses new calls at once and gives running ones the grace; those left are then ended by
+    the servicer (cut: UNAVAILABLE + retry-after, 503), and their answers get CUT_ANSWERS_S to
+    go out before grpc's own stop cuts whatever remains (a stream whose client does not read)."""
+
+    def __init__(self, server: grpc.aio.Server, servicer: InferenceServicer):
+        self.server, self.servicer = server, servicer
+
+    async def stop(self, grace: float) -> None:
+        # grpc's stop returns as soon as no call is left, so a quiet server stops at once
+        stopping = asyncio.ensure_future(self.server.stop(grace + CUT_ANSWERS_S))
+        done, _ = await asyncio.wait({stopping}, timeout=grace)
+        if not done:
+            cut = self.servicer.cut()
+            if cut:
+                log.warning("shutdown: %d gRPC call(s) still running when the graceful shutdown period "
+                            "(--graceful-shutdown-s %g) ended were answered UNAVAILABLE", cut, grace)
+        await stopping
+
+
+async def start_grpc_server(service) -> tuple[GrpcServer, int]:
     """Bind `settings.host:settings.grpc_port` (0 = any free port) on the running loop.
     -> (server, bound port). Messages are bounded by max_body_bytes, like REST bodies."""
     settings = service.settings
     limit = settings.max_body_bytes
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", max(limit, 64 * 2**20))])
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service), server)
+    servicer = InferenceServicer(service)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     port = server.add_insecure_port(f"{host}:{settings.grpc_port}")
     if port == 0:
         raise RuntimeError(f"gRPC: cannot bind {settings.host}:{settings.grpc_port} (DWSERVE_GRPC_PORT)")
     await server.start()
     log.info("gRPC (OIP v2) on %s:%d", settings.host, port)
-    return server, port
+    return GrpcServer(server, servicer), port
