@@ -21,6 +21,9 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 # BatchNorm's step counter does not affect inference; older checkpoints lack it.
 OPTIONAL_SUFFIX = ".num_batches_tracked"
+# nn.DataParallel / DistributedDataParallel name every tensor of the wrapped model "module.<name>",
+# and training scripts (pytorch/examples' ImageNet one among them) save that state_dict as is.
+DATA_PARALLEL_PREFIX = "module."
 
 
 # ---- checkpoints -----------------------------------------------------------------------------
@@ -38,8 +41,15 @@ def check_weights_file(path: str | Path) -> Path:
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a .safetensors or .pth file, on CPU, by name (no pickle code execution)."""
-    path = check_weights_file(path)
+    """All tensors of a .safetensors or .pth file, on CPU, by name (no pickle code execution);
+    a DataParallel `module.` prefix on every name is dropped."""
+    state = _read_state_dict(check_weights_file(path))
+    if state and all(k.startswith(DATA_PARALLEL_PREFIX) for k in state):
+        state = {k[len(DATA_PARALLEL_PREFIX):]: v for k, v in state.items()}
+    return state
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
         from safetensors.torch import load_file

@@ -1,0 +1,35 @@
+"""MobileNetV2 weights as training scripts leave them on disk: DataParallel's `module.`
+prefix."""
+import pytest
+import torch
+
+from models.depthwise import use_impl
+from models.mobilenet import MobileNetV2, mobilenet_v2
+from models.registry import build_model
+
+
+@pytest.fixture(scope="module")
+def src():
+    return mobilenet_v2(num_classes=10, width_mult=0.5, seed=5)
+
+
+def _same_outputs(loaded, src):
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode(), use_impl("native"):
+        assert torch.equal(loaded(x), src(x))
+
+
+@pytest.mark.parametrize("wrap", [
+    pytest.param(lambda sd: sd, id="bare"),
+    # pytorch/examples' ImageNet script: DataParallel, saved under "state_dict" with the epoch
+    pytest.param(lambda sd: {"epoch": 90, "arch": "mobilenet_v2", "state_dict": sd,
+                             "best_acc1": torch.tensor(71.9)}, id="imagenet-example"),
+])
+def test_dataparallel_module_prefix_is_stripped(tmp_path, src, wrap):
+    state = {"module." + k: v for k, v in src.state_dict().items()}
+    torch.save(wrap(state), tmp_path / "dp.pth")
+    loaded = MobileNetV2.from_file(tmp_path / "dp.pth")
+    assert loaded.num_classes == 10
+    _same_outputs(loaded, src)
+    served = build_model("mobilenet_v2", tmp_path / "dp.pth")      # the registry's path too
+    assert served.outputs[0].shape == (-1, 10)
