@@ -19,6 +19,31 @@ LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0
                    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 ROUTES = ("infer", "classify", "generate")
+# Statuses the alerts and the errors panel divide: exposed at 0 from a (model, impl)'s first count.
+PRIMED_STATUSES = ("200", "500", "503")
+
+
+class _RequestsCounter(Counter):
+    """dwserve_requests_total whose PRIMED_STATUSES exist at 0 once a (model, impl) is counted.
+
+    rate()/increase() measure from a series' first scraped value, so a burst of 503s that
+    creates its series between two scrapes was invisible (22 of 30 shed requests read 0 req/s
+    and 0% shed, tests/test_metrics_series.py). Primed on first use, not at start-up: the
+    impls requests will pick are not known before they come, and every IMPLS x status zero
+    series would clutter the request-rate panel."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._primed: set[tuple[str, str]] = set()
+
+    def labels(self, *values: str, **by_name: str):
+        child = super().labels(*values, **by_name)
+        model, impl = (values[:2] if values else (by_name["model"], by_name["impl"]))
+        if (model, impl) not in self._primed:
+            self._primed.add((model, impl))   # idempotent: a race only primes twice
+            for status in PRIMED_STATUSES:
+                super().labels(model, impl, status)   # creates the child at 0, counts nothing
+        return child
 
 
 class ServiceMetrics:
@@ -26,7 +51,7 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("dwserve_requests_total", "Inference requests by HTTP status code.",
+        self.requests = _RequestsCounter("dwserve_requests_total", "Inference requests by HTTP status code.",
                                 ["model", "impl", "status"], registry=r)
         self.request_duration = Histogram(
             "dwserve_request_duration_seconds",
