@@ -66,6 +66,17 @@ def test_service_hpa_and_servicemonitor_target_the_deployment():
     assert "variant" in sm["spec"]["podTargetLabels"]
 
 
+@pytest.mark.parametrize("name", ["deployment.yaml", "deployment-gpu.yaml"])
+def test_hpa_alone_sets_the_replica_count(name):
+    """The HPA scales both Deployments (same name). A spec.replicas in the manifest would set the
+    count back on every `kubectl apply -k`: an HPA at 4 under load drops to 1, and the pods it
+    then adds take minutes to warm. Kubernetes' HPA docs say to leave the field out."""
+    (hpa,) = docs("hpa.yaml")
+    (dep,) = docs(name)
+    assert hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
+    assert "replicas" not in dep["spec"], f"{name}: spec.replicas fights the HPA"
+
+
 def test_prometheusrule_matches_the_compose_rules():
     (rule,) = docs("prometheusrule.yaml")
     assert rule["kind"] == "PrometheusRule" and rule["apiVersion"] == "monitoring.coreos.com/v1"
