@@ -191,3 +191,20 @@ def test_ratio_and_quantile_panels_have_no_sample_when_idle(tmp_path):
     r = subprocess.run([PROMTOOL, "test", "rules", str(tmp_path / "test.yml")], capture_output=True,
                        text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 0, "\n".join(f"{n}: {e}" for n, e in checked.items()) + "\n" + r.stdout + r.stderr
+
+
+@needs_promtool
+def test_depthwise_share_stat_reads_each_variants_own_impl(tmp_path):
+    """As the ratio stats: requests overriding depthwise_impl leave other impls' shares on a
+    server for 5 minutes; the stat shows each variant under its own default impl, not the max."""
+    r = "dwserve:depthwise_share:ratio_rate5m"
+    series = [(f'{r}{{variant="before",model="lfm2",impl="per_group"}}', "0.6x10"),
+              (f'{r}{{variant="before",model="lfm2",impl="auto"}}', "0.05x10"),
+              (f'{r}{{variant="after",model="lfm2",impl="auto"}}', "0.03x10"),
+              (f'{r}{{variant="after",model="lfm2",impl="per_group"}}', "0.6x10")]
+    test = {"interval": "1m", "input_series": [{"series": s, "values": v} for s, v in series],
+            "promql_expr_test": [{"expr": "dashboard:share", "eval_time": "5m", "exp_samples": [
+                {"labels": 'dashboard:share{variant="before",model="lfm2"}', "value": 0.6},
+                {"labels": 'dashboard:share{variant="after",model="lfm2"}', "value": 0.03}]}]}
+    r = _promtool_test(tmp_path, {"dashboard:share": _expr("Depthwise share of compute")}, test)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -37,12 +37,20 @@ RI = "$__rate_interval"
 BEFORE_IMPL, AFTER_IMPL = "per_group", "auto"
 
 
+def side(series: str, variant: str, impl: str, by: str, selector: str) -> str:
+    return f'max by ({by}) ({series}{{variant="{variant}", impl="{impl}", {selector}}})'
+
+
 def before_over_after(series: str, by: str, selector: str) -> str:
     """PromQL: `series` of the before variant under its default impl over the after variant's
     under its own, per `by` (the before/after stats)."""
-    def side(variant: str, impl: str) -> str:
-        return f'max by ({by}) ({series}{{variant="{variant}", impl="{impl}", {selector}}})'
-    return f"{side('before', BEFORE_IMPL)} / {side('after', AFTER_IMPL)}"
+    return f"{side(series, 'before', BEFORE_IMPL, by, selector)} / {side(series, 'after', AFTER_IMPL, by, selector)}"
+
+
+def own_impls(series: str, by: str, selector: str) -> str:
+    """PromQL: `series` of each variant under its own default impl, per variant and `by`."""
+    return (f"{side(series, 'before', BEFORE_IMPL, 'variant, ' + by, selector)}"
+            f" or {side(series, 'after', AFTER_IMPL, 'variant, ' + by, selector)}")
 
 
 def q(expr: str, legend: str, ref: str = "A") -> pb.Dataquery:
@@ -112,10 +120,11 @@ def build() -> db.Dashboard:
         .variables(variables())
     )
     d = d.with_row(db.Row("Before vs after at a glance"))
-    # The three ratio stats below compare each variant under its OWN default impl (BEFORE_IMPL, AFTER_IMPL):
+    # The stats below read each variant under its OWN default impl (BEFORE_IMPL, AFTER_IMPL):
     # the launch gauge of an impl is never cleared, so one request overriding depthwise_impl on
     # the after server would leave e.g. a per_group series there for good, and a max over every
     # impl would then read it instead of the after variant's own.
+    # The depthwise share alike: an override's share stays in the 5m recording rule.
     d = d.with_panel(stat(
         "Kernel launches per forward: before / after",
         f"How many times more kernels (aten ops on CPU, CUDA kernels on GPU) the before variant "
@@ -139,9 +148,10 @@ def build() -> db.Dashboard:
           "{{model}} {{route}}"), w=5))
     d = d.with_panel(stat(
         "Depthwise share of compute",
-        "Mean time inside depthwise ops per sampled forward / mean compute time per forward "
-        "(recording rule dwserve:depthwise_share:ratio_rate5m).", "percentunit",
-        q('max by (variant, model) (dwserve:depthwise_share:ratio_rate5m{model=~"$model"})',
+        f"Mean time inside depthwise ops per sampled forward / mean compute time per forward, "
+        f"before under {BEFORE_IMPL}, after under {AFTER_IMPL} (recording rule "
+        "dwserve:depthwise_share:ratio_rate5m).", "percentunit",
+        q(own_impls("dwserve:depthwise_share:ratio_rate5m", "model", 'model=~"$model"'),
           "{{variant}} {{model}}"), w=4))
     d = d.with_panel(stat(
         "Build and models", "dwserve_build_info of each scraped process, and dwserve_model_info: what "
