@@ -24,6 +24,10 @@ OPTIONAL_SUFFIX = ".num_batches_tracked"
 # nn.DataParallel / DistributedDataParallel name every tensor of the wrapped model "module.<name>",
 # and training scripts (pytorch/examples' ImageNet one among them) save that state_dict as is.
 DATA_PARALLEL_PREFIX = "module."
+# Where training checkpoints keep the weights beside the epoch and optimizer: pytorch/examples
+# and timm "state_dict", PyTorch's save/load tutorial "model_state_dict", torchvision's
+# reference scripts "model".
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
 
 # ---- checkpoints -----------------------------------------------------------------------------
@@ -62,13 +66,22 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except Exception as exc:  # noqa: BLE001 - UnpicklingError for non-tensor pickles, etc.
         raise ValueError(f"{path}: torch.load(weights_only=True) refused it ({type(exc).__name__}: "
                          f"{str(exc)[:200]}); save a plain state_dict (model.state_dict())") from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]                     # a training checkpoint wrapping the weights
-    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                            for k, v in obj.items()):
+    if isinstance(obj, dict) and not _is_state_dict(obj):   # a training checkpoint wrapping the weights
+        inner = next((obj[k] for k in WRAPPER_KEYS if _is_state_dict(obj.get(k))), None)
+        if inner is None:
+            keys = ", ".join(repr(k) for k in list(obj)[:6]) + (", ..." if len(obj) > 6 else "")
+            raise ValueError(f"{path}: a dict with keys {keys}, not all tensors, and no state_dict "
+                             f"under {', '.join(map(repr, WRAPPER_KEYS))}; save model.state_dict()")
+        obj = inner
+    if not _is_state_dict(obj):
         raise ValueError(f"{path}: expected a state_dict (a dict of name -> tensor), got "
-                         f"{type(obj).__name__}")
+                         f"{type(obj).__name__}; save model.state_dict()")
     return dict(obj)
+
+
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                         for k, v in obj.items())
 
 
 def num_classes_of(state: dict[str, torch.Tensor], source: str | Path = "state_dict") -> int:

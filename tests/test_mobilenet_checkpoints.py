@@ -1,5 +1,6 @@
 """MobileNetV2 weights as training scripts leave them on disk: DataParallel's `module.`
-prefix."""
+prefix, a state_dict wrapped in a checkpoint dict, a whole pickled model, one bad tensor in
+a narrow model."""
 import pytest
 import torch
 
@@ -33,3 +34,18 @@ def test_dataparallel_module_prefix_is_stripped(tmp_path, src, wrap):
     _same_outputs(loaded, src)
     served = build_model("mobilenet_v2", tmp_path / "dp.pth")      # the registry's path too
     assert served.outputs[0].shape == (-1, 10)
+
+
+@pytest.mark.parametrize("key", ["model_state_dict", "model"])
+def test_state_dict_under_a_checkpoint_key_is_found(tmp_path, src, key):
+    """PyTorch's tutorial saves {'epoch', 'model_state_dict', 'optimizer_state_dict', 'loss'};
+    torchvision's reference scripts put the weights under 'model'."""
+    torch.save({"epoch": 3, key: src.state_dict(), "loss": torch.tensor(0.5)}, tmp_path / "ckpt.pth")
+    _same_outputs(MobileNetV2.from_file(tmp_path / "ckpt.pth"), src)
+
+
+def test_a_dict_without_weights_names_its_keys(tmp_path):
+    torch.save({"epoch": 3, "optimizer": {"lr": 0.1}}, tmp_path / "opt.pth")
+    with pytest.raises(ValueError, match=r"'epoch', 'optimizer'.*state_dict") as err:
+        MobileNetV2.from_file(tmp_path / "opt.pth")
+    assert "got dict" not in str(err.value)
