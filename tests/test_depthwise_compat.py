@@ -57,3 +57,52 @@ def test_autocast_leaves_float64_alone():
         out = depthwise_conv1d(x, w, impl="slice_sum")
     assert out.dtype == torch.float64
     torch.testing.assert_close(out, F.conv1d(x, w, groups=3))
+
+
+# ------------------------------------------------------------------ torch.compile of a user model
+def _model(impl):
+    """A small user model: causal short conv (m=2) + SiLU, and a channels_last 3x3 conv2d."""
+    torch.manual_seed(3)
+    conv1 = DepthwiseConv1d(4, 8, 3, padding="causal", dilation=2, impl=impl)
+    conv2 = DepthwiseConv2d(8, 8, 3, stride=2, padding=1, bias=False, impl=impl)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = conv1, conv2
+
+        def forward(self, x):                                  # x (B, 4, L) -> (B, 8, L//2, 3)
+            y = torch.nn.functional.silu(self.conv1(x))        # (B, 8, L)
+            y = y.unsqueeze(-1).expand(-1, -1, -1, 5).contiguous(memory_format=torch.channels_last)
+            return self.conv2(y)                               # (B, 8, ceil(L/2), 3)
+    return Net().to(DEV)
+
+
+@pytest.mark.parametrize("impl", IMPLS + [pytest.param("compiled", id="compiled")])
+def test_torch_compile_of_a_model_with_depthwise_modules(impl):
+    """torch.compile(model) must give the eager model's values and gradients for every impl.
+    aot_eager runs dynamo and AOTAutograd (what inductor compiles from) without a C++ build."""
+    model = _model(impl)
+    x = randn(2, 4, 9).requires_grad_()
+    want = model(x)
+    (gx_want,) = torch.autograd.grad(want.sum(), x)
+    torch._dynamo.reset()
+    got = torch.compile(model, backend="aot_eager")(x)
+    (gx,) = torch.autograd.grad(got.sum(), x)
+    assert_matches(got.detach(), want.detach().double(), torch.float32)
+    assert_matches(gx, gx_want.double(), torch.float32)
+
+
+@pytest.mark.parametrize("impl", [pytest.param(i, id=i) for i in ("per_group", "slice_sum", "native", "compiled",
+                                                                    "auto", None)])
+def test_plain_torch_impls_trace_without_graph_breaks(impl):
+    """fullgraph=True (and torch.export) need the depthwise call traceable: the policy, the
+    validation and the impl's torch code, without a graph break. (fused is a Triton launch:
+    it runs eagerly behind a graph break instead.)"""
+    model = _model(impl)
+    x = randn(2, 4, 9)
+    torch._dynamo.reset()
+    got = torch.compile(model, backend="eager", fullgraph=True)(x)
+    assert_matches(got, model(x).double(), torch.float32)
+    got = torch.compile(model, backend="eager", fullgraph=True, dynamic=True)(randn(3, 4, 12))
+    assert got.shape == (3, 8, 6, 3)

@@ -177,6 +177,15 @@ def _cxx_available() -> bool:
     return any(shutil.which(c) for c in (os.environ.get("CXX") or "g++", "c++", "clang++"))
 
 
+@torch.compiler.assume_constant_result
+def _host(probe: str):
+    """probe() for one of this host's constants (cpu_vendor, compiled_allowed, _triton_available),
+    looked up by name so tests can stand in other hosts. Marked constant because the rules also
+    run while torch.compile traces a model holding the depthwise ops (dispatch._traced_call),
+    where dynamo cannot trace a file read or a PATH search: it calls this once and keeps the answer."""
+    return globals()[probe]()
+
+
 def _cpu_rule(op, x_shape, weight_shape, stride, channels_last) -> str:
     taps, out, work = _work(x_shape, weight_shape, stride)
     if op == "decode":
@@ -184,14 +193,14 @@ def _cpu_rule(op, x_shape, weight_shape, stride, channels_last) -> str:
     if op == "conv2d" and channels_last:
         return "native"
     if op == "conv1d":
-        if work <= SLICE_SUM_MAX_WORK or taps > SLICE_SUM_MAX_TAPS or not compiled_allowed():
+        if work <= SLICE_SUM_MAX_WORK or taps > SLICE_SUM_MAX_TAPS or not _host("compiled_allowed"):
             return "slice_sum"    # runner-up at 1x4096x4096: 1.4x behind compiled, native 2.4x
         return "compiled"
     plane = math.prod(x_shape[2:])
     if (stride > 1 and plane >= PER_GROUP_MIN_INPUT_HW and x_shape[0] >= PER_GROUP_MIN_BATCH
-            and cpu_vendor() in PER_GROUP_VENDORS):
+            and _host("cpu_vendor") in PER_GROUP_VENDORS):
         return "per_group"        # few launches, each a big strided single-channel conv
-    if out >= COMPILED_MIN_OUT and plane >= COMPILED_MIN_INPUT_HW and compiled_allowed():
+    if out >= COMPILED_MIN_OUT and plane >= COMPILED_MIN_INPUT_HW and _host("compiled_allowed"):
         return "compiled"
     return "native"               # runner-up on the big MobileNetV2 layers: up to 1.6x behind
 
@@ -214,7 +223,7 @@ def _triton_available() -> bool:
 
 def _cuda_rule(op, x_shape, weight_shape, stride) -> str:
     taps = _work(x_shape, weight_shape, stride)[0]
-    if _triton_available() and (op == "decode" or taps <= FUSED_MAX_TAPS):
+    if _host("_triton_available") and (op == "decode" or taps <= FUSED_MAX_TAPS):
         return "fused"
     return "native"
 

@@ -153,7 +153,46 @@ def _autocast(x, weight, bias):
     return cast(x), cast(weight), cast(bias)
 
 
+@torch.compiler.assume_constant_result
+def _policy_at_trace() -> str:
+    """current_impl() for _traced_call: dynamo cannot trace ContextVar.get, so it calls this
+    once while tracing and keeps the answer in the graph."""
+    return _IMPL.get()
+
+
+@torch.compiler.disable(reason="impl='fused' launches a Triton kernel eagerly, behind a graph break; for "
+                                "fullgraph=True use impl='slice_sum' (the compiled graph generates its loop) or 'native'")
+def _fused_eager(op, x, weight, bias, stride, padding, dilation):
+    """The fused impl inside a traced graph: a Triton launch through our autotune cache is not
+    traceable, so it runs eagerly behind a graph break (its values and gradients as eager)."""
+    return _impl_fn("fused", op)(x, weight, bias, stride, padding, dilation)
+
+
+def _traced_call(op, x, weight, bias, stride, padding, dilation, impl):
+    """The public op while torch.compile / torch.export trace a model that calls it. Same
+    validation and impls, but traceable without graph breaks: no call cache, no depthwise
+    timer, and the policy read once, at trace time (a later use_impl() does not retrace; the
+    values are the same whichever impl runs, and modules built with impl= are not affected).
+    `compiled` is slice_sum traced into the user's graph (the outer compile generates its
+    loop); `auto` keeps its rule, except that its fused pick becomes that generated kernel
+    too, so `auto` never breaks the graph. An explicit impl="fused" runs eagerly (_fused_eager)."""
+    x, weight, bias = _autocast(x, weight, bias)
+    policy = _check_policy(impl if impl is not None else _policy_at_trace())
+    check = spec.conv1d_spec if op == "conv1d" else spec.conv2d_spec
+    s, p, d = check(x, weight, bias, stride, padding, dilation)
+    if policy == "fused":
+        return _fused_eager(op, x, weight, bias, s, p, d)
+    name = policy
+    if name == "auto":
+        name = _choose(op, x.device, x.dtype, tuple(x.shape), tuple(weight.shape), s, d, is_channels_last(x))
+    from . import native, per_group, slice_sum
+    fn = {"per_group": per_group, "native": native}.get(name, slice_sum)   # compiled, fused: slice_sum
+    return getattr(fn, op)(x, weight, bias, s, p, d)
+
+
 def _call(op, x, weight, bias, stride, padding, dilation, impl):
+    if torch.compiler.is_compiling():          # ~0.1 us; True only while dynamo traces this call
+        return _traced_call(op, x, weight, bias, stride, padding, dilation, impl)
     if torch._C._is_any_autocast_enabled():     # ~0.1 us; False outside torch.autocast
         x, weight, bias = _autocast(x, weight, bias)
     policy = impl if impl is not None else _IMPL.get()
