@@ -103,6 +103,22 @@ def test_compose_stack_is_accepted():
 
 
 @pytest.mark.skipif(COMPOSE is None, reason="docker-compose not installed (apt-get install docker-compose)")
+def test_stop_waits_for_dwserves_own_shutdown():
+    """`docker compose stop/down` SIGKILLs after stop_grace_period (10 s when unset); dwserve's
+    drain takes up to --graceful-shutdown-s (30 s) + CUT_ANSWERS_S before it exits."""
+    from service.cli import CUT_ANSWERS_S
+    from service.settings import Settings
+
+    svcs = compose_config("docker-compose.yml")["services"]
+    for name in ("dwserve-before", "dwserve-after"):
+        env = svcs[name]["environment"]
+        grace = float(env.get("DWSERVE_GRACEFUL_SHUTDOWN_S", Settings.model_fields["graceful_shutdown_s"].default))
+        m = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", str(svcs[name].get("stop_grace_period", "10s")))
+        assert m, svcs[name].get("stop_grace_period")
+        assert 60 * int(m.group(1) or 0) + int(m.group(2) or 0) >= grace + CUT_ANSWERS_S + 3, name
+
+
+@pytest.mark.skipif(COMPOSE is None, reason="docker-compose not installed (apt-get install docker-compose)")
 def test_gpu_override_is_accepted():
     svcs = compose_config("docker-compose.yml", "docker-compose.gpu.yml")["services"]
     for name in ["dwserve-before", "dwserve-after"]:

@@ -77,6 +77,24 @@ def test_hpa_alone_sets_the_replica_count(name):
     assert "replicas" not in dep["spec"], f"{name}: spec.replicas fights the HPA"
 
 
+@pytest.mark.parametrize("name", ["deployment.yaml", "deployment-gpu.yaml"])
+def test_pod_outlives_dwserves_own_shutdown(name):
+    """On SIGTERM dwserve lets in-flight requests run --graceful-shutdown-s (30 s by default),
+    then answers the ones it cuts with 503 + Retry-After (CUT_ANSWERS_S). The kubelet SIGKILLs
+    at terminationGracePeriodSeconds (30 s when unset), preStop included: it must come later,
+    or those requests get a reset connection instead of their 503."""
+    from service.cli import CUT_ANSWERS_S
+    from service.settings import Settings
+
+    (dep,) = docs(name)
+    pod, c = dep["spec"]["template"]["spec"], container(dep)
+    env = {e["name"]: e["value"] for e in c["env"]}
+    grace = float(env.get("DWSERVE_GRACEFUL_SHUTDOWN_S", Settings.model_fields["graceful_shutdown_s"].default))
+    pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    delay = float(pre_stop[1]) if pre_stop[:1] == ["sleep"] else 0.0
+    assert pod.get("terminationGracePeriodSeconds", 30) >= delay + grace + CUT_ANSWERS_S + 5, name
+
+
 def test_prometheusrule_matches_the_compose_rules():
     (rule,) = docs("prometheusrule.yaml")
     assert rule["kind"] == "PrometheusRule" and rule["apiVersion"] == "monitoring.coreos.com/v1"
