@@ -8,6 +8,7 @@ Pillow + torch: resize shorter side to 256 (bilinear), centre crop 224, to [0, 1
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +65,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - UnpicklingError for non-tensor pickles, etc.
-        raise ValueError(f"{path}: torch.load(weights_only=True) refused it ({type(exc).__name__}: "
-                         f"{str(exc)[:200]}); save a plain state_dict (model.state_dict())") from None
+        raise _refused(path, exc) from None
     if isinstance(obj, dict) and not _is_state_dict(obj):   # a training checkpoint wrapping the weights
         inner = next((obj[k] for k in WRAPPER_KEYS if _is_state_dict(obj.get(k))), None)
         if inner is None:
@@ -77,6 +77,23 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path}: expected a state_dict (a dict of name -> tensor), got "
                          f"{type(obj).__name__}; save model.state_dict()")
     return dict(obj)
+
+
+def _refused(path: Path, exc: Exception) -> ValueError:
+    """torch.load(weights_only=True)'s refusal, said briefly. torch's own message opens with a
+    paragraph on re-running with weights_only=False and names what the file wants run (the
+    pickled global) only at its end, so a cut of its start hid the cause and ended on that advice."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    wanted = re.search(r"GLOBAL ([\w.]+)", text)
+    if wanted:
+        return ValueError(f"{path}: torch.load(weights_only=True) refused it: unpickling it would call "
+                          f"{wanted[1]} (a pickled object or code, not only tensors), which is never run "
+                          "here. Re-save only the weights, from code you trust: "
+                          "torch.save(model.state_dict(), path)")
+    detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", text, re.S)
+    reason = detail[1] if detail else text.strip().splitlines()[0] if text.strip() else ""
+    return ValueError(f"{path}: torch.load(weights_only=True) refused it ({type(exc).__name__}: "
+                      f"{reason[:200]}); save a plain state_dict: torch.save(model.state_dict(), path)")
 
 
 def _is_state_dict(obj) -> bool:

@@ -49,3 +49,25 @@ def test_a_dict_without_weights_names_its_keys(tmp_path):
     with pytest.raises(ValueError, match=r"'epoch', 'optimizer'.*state_dict") as err:
         MobileNetV2.from_file(tmp_path / "opt.pth")
     assert "got dict" not in str(err.value)
+
+
+class _Code:                                   # a pickle that runs print when loaded unsafely
+    def __reduce__(self):
+        return (print, ("executed",))
+
+
+@pytest.mark.parametrize("obj, names", [
+    pytest.param(lambda: {"features.0.0.weight": _Code()}, "call print ", id="pickled-code"),
+    pytest.param(lambda: mobilenet_v2(seed=None), "call models.mobilenet.MobileNetV2 ", id="whole-model"),
+])
+def test_pickled_objects_are_refused_naming_what_they_need(tmp_path, capsys, obj, names):
+    """weights_only=True refuses them; the message names the global the file wants run and
+    how to re-save, without torch's advice cut off mid-sentence ('Re-running torch.load with
+    weights_only set to False' was where its first 200 characters ended)."""
+    torch.save(obj(), tmp_path / "w.pth")
+    with pytest.raises(ValueError) as err:
+        MobileNetV2.from_file(tmp_path / "w.pth")
+    msg = str(err.value)
+    assert names in msg and "state_dict()" in msg and "weights_only=True" in msg, msg
+    assert "Re-running" not in msg and "\x1b[" not in msg, msg
+    assert "executed" not in capsys.readouterr().out
