@@ -106,3 +106,24 @@ def test_plain_torch_impls_trace_without_graph_breaks(impl):
     assert_matches(got, model(x).double(), torch.float32)
     got = torch.compile(model, backend="eager", fullgraph=True, dynamic=True)(randn(3, 4, 12))
     assert got.shape == (3, 8, 6, 3)
+
+
+# ------------------------------------------------------------------ construction errors
+@pytest.mark.parametrize("cls, kwargs, expected", [
+    pytest.param(DepthwiseConv1d, dict(kernel_size=0), "kernel_size must be >= 1", id="kernel0"),
+    pytest.param(DepthwiseConv2d, dict(kernel_size=(3, 0)), "kernel_size must be >= 1", id="kernel2d-0"),
+    pytest.param(DepthwiseConv1d, dict(kernel_size=3.0), "kernel_size must be an int", id="kernel-float"),
+    pytest.param(DepthwiseConv1d, dict(kernel_size=3, padding="full"), "('valid', 'same', 'causal')", id="padding-string"),
+    pytest.param(DepthwiseConv2d, dict(kernel_size=3, padding="causal"), "conv1d only", id="causal-2d"),
+    pytest.param(DepthwiseConv1d, dict(kernel_size=3, padding="same", stride=2), "needs stride 1", id="same-strided"),
+    pytest.param(DepthwiseConv1d, dict(kernel_size=3, padding=-1), ">= 0", id="negative-padding"),
+    pytest.param(DepthwiseConv2d, dict(kernel_size=3, stride=(1, 0)), "stride must be >= 1", id="stride0"),
+    pytest.param(DepthwiseConv1d, dict(kernel_size=3, dilation=0), "dilation must be >= 1", id="dilation0"),
+])
+def test_module_construction_rejects_what_the_op_would(cls, kwargs, expected):
+    """A module that can never run must fail where it is built, with the op's ValueError (nn.Conv
+    rejects bad padding strings and strided 'same' at construction too), not at its first
+    forward (in a server, the first request) or with a ZeroDivisionError from the init."""
+    with pytest.raises(ValueError) as err:
+        cls(4, 8, **kwargs)
+    assert expected in str(err.value), str(err.value)

@@ -17,6 +17,7 @@ import math
 import torch
 from torch import nn
 
+from . import spec
 from .dispatch import POLICIES, _check_policy, depthwise_conv1d, depthwise_conv2d
 
 
@@ -37,9 +38,13 @@ class _DepthwiseConvNd(nn.Module):
         if impl is not None:
             _check_policy(impl)
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = _tuple(kernel_size, self._dims)
-        self.stride, self.dilation = _tuple(stride, self._dims), _tuple(dilation, self._dims)
-        self.padding = padding if isinstance(padding, str) else _tuple(padding, self._dims)
+        # Checked here as the op would check them at the first forward (spec.py), so a module
+        # that can never run fails where it is built.
+        n = self._dims
+        self.kernel_size = spec._ints("kernel_size", kernel_size, n, 1)
+        self.stride, self.dilation = spec._ints("stride", stride, n, 1), spec._ints("dilation", dilation, n, 1)
+        spec._padding(padding, f"conv{n}d", self.kernel_size, self.dilation, self.stride)
+        self.padding = padding if isinstance(padding, str) else _tuple(padding, n)
         self.groups, self.impl = in_channels, impl
         kw = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(out_channels, 1, *self.kernel_size, **kw))
