@@ -117,16 +117,20 @@ WIDTH_MULTS = (1.0, 0.35, 0.5, 0.75, 1.1, 1.2, 1.3, 1.4)
 
 def width_mult_of(state: dict[str, torch.Tensor], shapes_at) -> float:
     """The width multiplier whose model (`shapes_at(width_mult)`: name -> shape) has every
-    tensor of `state` at its stored shape. If none has them all, the first whose stem conv
-    fits (check_state_dict then names the tensor that does not); ValueError if none does."""
+    tensor of `state` at its stored shape. If none has them all, of those whose stem conv fits
+    the one that most tensors fit (check_state_dict then names a tensor that does not: with
+    the first stem fit, 0.35 for a 0.5 checkpoint, which share a stem, it named a good one);
+    ValueError if no stem fits."""
     stem = "features.0.0.weight"
     shapes = {w: shapes_at(w) for w in WIDTH_MULTS}
-    for width_mult, want in shapes.items():
-        if all(want.get(name) in (None, tuple(t.shape)) for name, t in state.items()):
+    fits = {w: sum(want.get(name) in (None, tuple(t.shape)) for name, t in state.items())
+            for w, want in shapes.items()}
+    for width_mult in shapes:
+        if fits[width_mult] == len(state):
             return width_mult
-    for width_mult, want in shapes.items():
-        if stem in state and want[stem] == tuple(state[stem].shape):
-            return width_mult
+    stem_fits = [w for w, want in shapes.items() if stem in state and want[stem] == tuple(state[stem].shape)]
+    if stem_fits:
+        return max(stem_fits, key=lambda w: fits[w])     # the first of equals: WIDTH_MULTS' order
     raise ValueError(f"no MobileNetV2 width_mult in {sorted(WIDTH_MULTS)} has this state_dict's stem conv "
                      f"'{stem}' ({tuple(state[stem].shape) if stem in state else 'missing'}); is it a "
                      "torchvision mobilenet_v2 state_dict? Or pass width_mult= to MobileNetV2.from_file")

@@ -71,3 +71,13 @@ def test_pickled_objects_are_refused_naming_what_they_need(tmp_path, capsys, obj
     assert names in msg and "state_dict()" in msg and "weights_only=True" in msg, msg
     assert "Re-running" not in msg and "\x1b[" not in msg, msg
     assert "executed" not in capsys.readouterr().out
+
+
+def test_one_bad_tensor_in_a_narrow_model_is_the_one_named(tmp_path, src):
+    """Width 0.35 and 0.5 have the same stem; with one tensor off, the width read from the
+    shapes is the one the rest fit (0.5), so the error names that tensor, not a fine one."""
+    state = dict(src.state_dict(), **{"features.3.conv.1.0.weight": torch.zeros(3)})
+    torch.save(state, tmp_path / "w.pth")
+    with pytest.raises(ValueError, match=r"'features\.3\.conv\.1\.0\.weight' has shape \(3,\), "
+                                         r"expected \(96, 1, 3, 3\)"):
+        MobileNetV2.from_file(tmp_path / "w.pth")
