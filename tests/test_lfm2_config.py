@@ -1,6 +1,7 @@
 """LFM2Config: both published config.json forms, the FFN auto-adjustment against
 transformers' own Lfm2MLP, presets, and ValueErrors that name the field."""
 import json
+import re
 
 import pytest
 import torch
@@ -116,6 +117,14 @@ def test_missing_or_broken_config_file(tmp_path):
         LFM2Config.from_json(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="JSON"):
+        LFM2Config.from_json(tmp_path)
+
+
+def test_a_bad_field_in_a_config_file_names_the_file(tmp_path):
+    """A directory of another model (a Llama, LFM2-VL) fails on its model_type; the message says
+    which file, since the loader and `dwserve serve` print it alone."""
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path / 'config.json'))}: model_type='llama'"):
         LFM2Config.from_json(tmp_path)
 
 

@@ -226,7 +226,10 @@ class LFM2Config:
             raise ValueError(f"no LFM2 config at {path}: expected a Hugging Face config.json") from None
         except json.JSONDecodeError as e:
             raise ValueError(f"{path} is not valid JSON: {e}") from None
-        return cls.from_dict(d)
+        try:
+            return cls.from_dict(d)
+        except ValueError as e:   # printed alone by the loader and `dwserve serve`: say which file
+            raise ValueError(f"{path}: {e}") from None
 
     def to_dict(self) -> dict:
         """The current transformers form (what `Lfm2Config(**d)` / `Lfm3Config(**d)` accept)."""
