@@ -165,10 +165,16 @@ class InferCalls:
         async def answer(request):
             try:
                 response, _ = await self._infer(request)
-                done.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
+                out = pb.ModelStreamInferResponse(infer_response=response)
             except Exception as exc:  # noqa: BLE001 - the error answers this request only
-                which = pb.ModelInferResponse(model_name=request.model_name, id=request.id)   # to match it up
-                done.put_nowait(pb.ModelStreamInferResponse(error_message=status_of(exc)[1], infer_response=which))
+                which = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version,
+                                              id=request.id)   # to match it up, as Triton's
+                out = pb.ModelStreamInferResponse(error_message=status_of(exc)[1], infer_response=which)
+            # Each request has one answer, so it is its last: Triton marks every stream answer
+            # so (whether or not `triton_enable_empty_final_response` asked), and stream
+            # clients read until they see the flag; without it they waited for ever.
+            out.infer_response.parameters["triton_final_response"].bool_param = True
+            done.put_nowait(out)
 
         async def read():
             try:

@@ -14,7 +14,8 @@ event loop (started and stopped by the app's lifespan), so both front ends feed 
                        compute time, like REST's Server-Timing header
   ModelStreamInfer     a bidirectional stream of requests, each answered as soon as it is
                        done (requests on one stream batch together); an error answers that
-                       request with `error_message` and the stream goes on
+                       request with `error_message` and the stream goes on; every answer
+                       carries `triton_final_response` = true (one answer per request)
 Everything else in the service (shared memory, trace, logging settings) is UNIMPLEMENTED.
 
 Errors carry the REST status's gRPC twin (400 -> INVALID_ARGUMENT, 401 -> UNAUTHENTICATED,

@@ -1,0 +1,65 @@
+"""What a tritonclient.grpc user relies on beyond test_service_grpc.py: streams that mark
+each answer final as Triton does. In-process server, fake models."""
+import queue
+
+import numpy as np
+import pytest
+
+grpc = pytest.importorskip("grpc")
+gc = pytest.importorskip("tritonclient.grpc")
+from tritonclient.grpc import service_pb2 as pb  # noqa: E402
+from tritonclient.grpc import service_pb2_grpc as pb_grpc  # noqa: E402
+
+from tests.test_service_grpc import grpc_server  # noqa: E402
+
+
+def _ids_input(ids: np.ndarray):
+    inp = gc.InferInput("input_ids", list(ids.shape), "INT64")
+    inp.set_data_from_numpy(ids)
+    return inp
+
+
+@pytest.mark.parametrize("empty_final", [pytest.param(False, id="plain"), pytest.param(True, id="empty-final-asked")])
+def test_every_stream_answer_is_marked_final_as_triton_does(empty_final):
+    """Triton sets `triton_final_response` on every ModelStreamInfer response (true on a
+    request's last one; a non-decoupled model's only one), and stream clients loop until
+    they see it: without it the client below waited for ever."""
+    with grpc_server(warmup=False) as (target, _, _):
+        client = gc.InferenceServerClient(target)
+        answers: queue.Queue = queue.Queue()
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        try:
+            ids = np.array([[3, 1, 4]], dtype=np.int64)
+            client.async_stream_infer("lfm2", [_ids_input(ids)], request_id="q7",
+                                      enable_empty_final_response=empty_final)
+            seen = []
+            while True:   # the usual client loop: read until the final flag
+                result, error = answers.get(timeout=5)
+                assert error is None, error
+                response = result.get_response()
+                seen.append(response.id)
+                if response.parameters["triton_final_response"].bool_param:
+                    break
+        except queue.Empty:
+            pytest.fail(f"no response marked triton_final_response after {seen}")
+        finally:
+            client.stop_stream()
+        assert seen == ["q7"] and result.as_numpy("logits").shape == (1, 96)
+
+
+def test_a_stream_error_answer_names_its_request_and_is_final():
+    """An error answers its request only; like Triton's, it carries the request's id, model
+    name and version and the final flag, so a client can match it and stop waiting."""
+    with grpc_server(warmup=False) as (target, _, _):
+        tensor = pb.ModelInferRequest.InferInputTensor(name="input_ids", datatype="INT64", shape=[1, 2])
+        tensor.contents.int64_contents.extend([1, 2])
+        requests = [pb.ModelInferRequest(model_name="lfm2", model_version="7", id="v7", inputs=[tensor]),
+                    pb.ModelInferRequest(model_name="lfm2", id="ok", inputs=[tensor])]
+        with grpc.insecure_channel(target) as channel:
+            got = list(pb_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(iter(requests), timeout=30))
+    bad, good = sorted(got, key=lambda r: r.infer_response.id != "v7")
+    assert "expected '1'" in bad.error_message
+    assert (bad.infer_response.id, bad.infer_response.model_name, bad.infer_response.model_version) == ("v7", "lfm2", "7")
+    assert bad.infer_response.parameters["triton_final_response"].bool_param
+    assert good.error_message == "" and good.infer_response.id == "ok"
+    assert good.infer_response.parameters["triton_final_response"].bool_param
