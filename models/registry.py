@@ -202,8 +202,8 @@ def _build_lfm2(path, device, dtype, seed, preset: str) -> LFM2Served:
 def check_source(name: str, path: str | Path | None = None) -> None:
     """ValueError saying what `name` takes unless (name, path) names something servable: a
     model of MODEL_NAMES; "preset:NAME" of an lfm2 preset; an existing weights file for
-    mobilenet_v2, a directory with config.json for lfm2. Reads no weights, so `dwserve serve`
-    calls it before binding its port; build_model calls it before loading."""
+    mobilenet_v2, a directory with a valid LFM2 config.json for lfm2. Reads no weights, so
+    `dwserve serve` calls it before binding its port; build_model calls it before loading."""
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
     if isinstance(path, str) and path.startswith(PRESET_PREFIX):
@@ -231,6 +231,9 @@ def check_source(name: str, path: str | Path | None = None) -> None:
     elif not (p / "config.json").is_file():
         raise ValueError(f"lfm2: no config.json in {str(path)!r}; expected a local Hugging Face "
                          "directory (config.json + *.safetensors)")
+    else:   # a few hundred bytes: another model's directory (its model_type) is said here, not after startup
+        from .lfm2 import LFM2Config
+        LFM2Config.from_json(p / "config.json")
 
 
 def build_model(name: str, path: str | Path | None = None, *, device="cpu", dtype=None, seed: int = 0,

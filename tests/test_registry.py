@@ -198,3 +198,15 @@ def test_lfm2_from_a_preset_architecture():
         build_model("lfm2", "preset:nope")
     with pytest.raises(ValueError, match="applies to lfm2"):
         build_model("mobilenet_v2", "preset:lfm3-demo")
+
+
+def test_check_source_reads_an_lfm2_config_json(tmp_path):
+    """dwserve serve's preflight (check_source, before the port is bound) refuses a directory
+    whose config.json is not an LFM2's, naming the file; it only looked for the file, and the
+    loader found the model_type after the server was up."""
+    from models.registry import check_source
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(ValueError, match=r"config\.json: model_type='llama': expected one of"):
+        check_source("lfm2", tmp_path)
+    (tmp_path / "config.json").write_text("{}")      # transformers' defaults: an LFM2 config
+    check_source("lfm2", tmp_path)
