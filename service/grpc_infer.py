@@ -96,6 +96,10 @@ class InferCalls:
         impl, status, t0 = svc.settings.depthwise_impl, 500, time.perf_counter()
         metrics.inflight.labels(label).inc()
         try:
+            size, limit = request.ByteSize(), svc.settings.max_body_bytes   # (grpc_server.start_grpc_server)
+            if size > limit:
+                raise ServiceError(413, f"message is {size} bytes; the limit is {limit} "
+                                        "(--max-body-bytes, DWSERVE_MAX_BODY_BYTES)")
             check_version(request.model_version or None)
             svc.runtime(name)
             handler = svc.tensor[name]

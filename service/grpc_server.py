@@ -140,10 +140,17 @@ class GrpcServer:
 
 async def start_grpc_server(service) -> tuple[GrpcServer, int]:
     """Bind `settings.host:settings.grpc_port` (0 = any free port) on the running loop.
-    -> (server, bound port). Messages are bounded by max_body_bytes, like REST bodies."""
+    -> (server, bound port).
+
+    Messages are bounded by max_body_bytes, like REST bodies, and refused naming it
+    (InferCalls._infer: RESOURCE_EXHAUSTED, metered 413). grpc's own limit, which refuses a
+    message from its length prefix before reading it, says only "Received message larger than
+    max (N vs. M)"; it is set at twice the setting, so an overshoot up to 2x (a batch a few
+    rows too big) gets the message naming the setting, at the cost of reading at most one more
+    limit per call; past that grpc's bare message remains (not a client's mistake by a row)."""
     settings = service.settings
     limit = settings.max_body_bytes
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", min(2 * limit, 2**31 - 1)),
                                       ("grpc.max_send_message_length", max(limit, 64 * 2**20))])
     servicer = InferenceServicer(service)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)

@@ -1,7 +1,9 @@
 """What a tritonclient.grpc user relies on beyond test_service_grpc.py: streams that mark
-each answer final as Triton does. In-process server, fake models."""
+each answer final as Triton does, and an oversized message refused naming the limit and its
+setting. In-process server, fake models."""
 import queue
 
+import httpx
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ grpc = pytest.importorskip("grpc")
 gc = pytest.importorskip("tritonclient.grpc")
 from tritonclient.grpc import service_pb2 as pb  # noqa: E402
 from tritonclient.grpc import service_pb2_grpc as pb_grpc  # noqa: E402
+from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from tests.test_service_grpc import grpc_server  # noqa: E402
 
@@ -17,6 +20,11 @@ def _ids_input(ids: np.ndarray):
     inp = gc.InferInput("input_ids", list(ids.shape), "INT64")
     inp.set_data_from_numpy(ids)
     return inp
+
+
+def _metric(url: str, prefix: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
 
 
 @pytest.mark.parametrize("empty_final", [pytest.param(False, id="plain"), pytest.param(True, id="empty-final-asked")])
@@ -63,3 +71,32 @@ def test_a_stream_error_answer_names_its_request_and_is_final():
     assert bad.infer_response.parameters["triton_final_response"].bool_param
     assert good.error_message == "" and good.infer_response.id == "ok"
     assert good.infer_response.parameters["triton_final_response"].bool_param
+
+
+def test_an_oversized_message_is_refused_naming_the_limit_and_its_setting():
+    """A batch past --max-body-bytes (the gRPC message limit, as REST's body limit): grpc's
+    own check said only "Received message larger than max (N vs. M)", not which setting.
+    Now RESOURCE_EXHAUSTED naming both, metered 413 as REST's; the server stays up."""
+    limit = 2**20
+    with grpc_server(warmup=False, max_body_bytes=limit) as (target, url, _):
+        client = gc.InferenceServerClient(target)
+        images = np.zeros((2, 3, 224, 224), np.float32)   # 1.2 MB
+        inp = gc.InferInput("input", list(images.shape), "FP32")
+        inp.set_data_from_numpy(images)
+        for compression in (None, "gzip"):   # the limit is on the decompressed message
+            with pytest.raises(InferenceServerException) as err:
+                client.infer("mobilenet_v2", [inp], compression_algorithm=compression)
+            assert err.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+            message = err.value.message()
+            assert f"the limit is {limit}" in message and "--max-body-bytes" in message, message
+            assert "DWSERVE_MAX_BODY_BYTES" in message and "1204" in message, message
+        assert _metric(url, 'dwserve_requests_total{impl="auto",model="mobilenet_v2",status="413"}') == 2
+        # Past twice the limit grpc refuses it unread (its own message): still RESOURCE_EXHAUSTED.
+        many = gc.InferInput("input", [4, 3, 224, 224], "FP32")
+        many.set_data_from_numpy(np.zeros((4, 3, 224, 224), np.float32))   # 2.4 MB
+        with pytest.raises(InferenceServerException) as err:
+            client.infer("mobilenet_v2", [many])
+        assert err.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+        one = gc.InferInput("input", [1, 3, 224, 224], "FP32")
+        one.set_data_from_numpy(images[:1])
+        assert client.infer("mobilenet_v2", [one]).as_numpy("logits").shape == (1, 1000)
