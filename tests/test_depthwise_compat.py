@@ -127,3 +127,34 @@ def test_module_construction_rejects_what_the_op_would(cls, kwargs, expected):
     with pytest.raises(ValueError) as err:
         cls(4, 8, **kwargs)
     assert expected in str(err.value), str(err.value)
+
+
+# ------------------------------------------------------------------ second-order gradients
+@pytest.mark.parametrize("impl", IMPLS)
+def test_gradient_penalty_reaches_the_weight(impl):
+    """A gradient penalty (WGAN-GP, R1) differentiates the input gradient again: with an all-ones
+    grad_out (loss = out.sum()) that gradient must still carry the weight's graph, as F.conv's
+    does; a backward that drops it makes the penalty's share of w.grad silently zero."""
+    g = torch.Generator().manual_seed(4)
+    x0, w0 = randn(2, 3, 8, dtype=torch.float64, gen=g), randn(6, 1, 3, dtype=torch.float64, gen=g)
+
+    def w_grad(conv):
+        x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+        out = conv(x, w)
+        (gx,) = torch.autograd.grad(out.sum(), x, create_graph=True)   # (2, 3, 8), a function of w
+        (out.square().mean() + gx.square().sum()).backward()
+        return w.grad
+
+    want = w_grad(lambda x, w: F.conv1d(x, w, padding=1, stride=2, groups=3))
+    got = w_grad(lambda x, w: depthwise_conv1d(x, w, padding=1, stride=2, impl=impl))
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_gradgradcheck(impl):
+    g = torch.Generator().manual_seed(5)
+    x = randn(1, 2, 5, 4, dtype=torch.float64, gen=g).requires_grad_()
+    w = randn(4, 1, 2, 3, dtype=torch.float64, gen=g).requires_grad_()
+    b = randn(4, dtype=torch.float64, gen=g).requires_grad_()
+    assert torch.autograd.gradgradcheck(
+        lambda *t: depthwise_conv2d(*t, stride=(2, 1), padding=(1, 0, 1, 1), impl=impl), (x, w, b))

@@ -1,7 +1,9 @@
 """Gradients for the `fused` impl: the Triton kernels compute forwards only, so when autograd
 needs a gradient the call goes through `FusedKernel`, whose backward recomputes the op
 in plain torch (the impl's reference) and differentiates that, as activation checkpointing
-does. The forward result is still the kernel's; only training pays the recompute.
+does. The forward result is still the kernel's; only training pays the recompute. Under
+backward(create_graph=True) the recompute keeps its graph, so second-order gradients are the
+reference's.
 
 Without this, a fused output under autograd would carry no grad_fn: backward() would run,
 silently skip the depthwise layer's weight and give the layers below it wrong gradients.
@@ -31,14 +33,23 @@ class FusedKernel(torch.autograd.Function):
         return kernel(*inputs)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         inputs = ctx.saved_tensors
         wanted = ctx.needs_input_grad[2:]
+        # Autograd runs this under grad mode only for backward(create_graph=True) (a gradient
+        # penalty, a Hessian-vector product): then the reference is recomputed on the inputs
+        # themselves, so the gradients returned carry their graph (to x, weight, bias and
+        # grad_out) and differentiate again exactly. once_differentiable could not: with a
+        # grad_out that needs no grad (loss = out.sum()) it returns gradients with no graph, and
+        # a penalty on them silently adds nothing to w.grad.
+        create_graph = torch.is_grad_enabled()
         with torch.enable_grad():
-            leaves = [None if t is None else t.detach().requires_grad_(want)
-                      for t, want in zip(inputs, wanted)]
+            if create_graph:
+                leaves = list(inputs)
+            else:                                          # first order: a detached recompute
+                leaves = [None if t is None else t.detach().requires_grad_(want)
+                          for t, want in zip(inputs, wanted)]
             out = ctx.reference(*leaves)
             wrt = [t for t, want in zip(leaves, wanted) if want]
-            grads = iter(torch.autograd.grad(out, wrt, grad_out))
+            grads = iter(torch.autograd.grad(out, wrt, grad_out, create_graph=create_graph))
         return (None, None, *(next(grads) if want else None for want in wanted))
