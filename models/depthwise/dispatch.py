@@ -9,7 +9,8 @@ Hot path (benchmarked at ~10 us): the public ops build one tuple key from the ca
 shapes/dtypes/devices/arguments and look up a cache entry (impl function, resolved stride,
 padding, dilation). Only a miss validates (spec.py) and resolves `auto`; a key holds
 everything validation depends on, so a hit is a call already proven valid. Inside
-torch.autocast the arguments are first cast as autocast casts F.conv's (`_autocast`).
+torch.autocast the arguments are first cast as autocast casts F.conv's (`_autocast`). While
+torch.compile traces a caller, `_traced_call` runs instead (no cache, no contextvar reads).
 """
 from __future__ import annotations
 
