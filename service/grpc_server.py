@@ -149,9 +149,9 @@ async def start_grpc_server(service) -> tuple[GrpcServer, int]:
     rows too big) gets the message naming the setting, at the cost of reading at most one more
     limit per call; past that grpc's bare message remains (not a client's mistake by a row)."""
     settings = service.settings
-    limit = settings.max_body_bytes
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", min(2 * limit, 2**31 - 1)),
-                                      ("grpc.max_send_message_length", max(limit, 64 * 2**20))])
+    limit, most = settings.max_body_bytes, 2**31 - 1   # grpc's options are C ints; protobuf's own cap
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", min(2 * limit, most)),
+                                      ("grpc.max_send_message_length", min(max(limit, 64 * 2**20), most))])
     servicer = InferenceServicer(service)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host

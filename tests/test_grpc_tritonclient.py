@@ -100,3 +100,13 @@ def test_an_oversized_message_is_refused_naming_the_limit_and_its_setting():
         one = gc.InferInput("input", [1, 3, 224, 224], "FP32")
         one.set_data_from_numpy(images[:1])
         assert client.infer("mobilenet_v2", [one]).as_numpy("logits").shape == (1, 1000)
+
+
+def test_a_body_limit_past_grpcs_int32_options_still_serves_grpc():
+    """--max-body-bytes 3000000000 (REST takes it) with --grpc-port: grpc's message-length
+    options are C ints, and the server failed to start (OverflowError in the lifespan). They
+    are capped at 2**31 - 1, the most a protobuf message can be anyway."""
+    with grpc_server(warmup=False, max_body_bytes=3_000_000_000) as (target, _, _):
+        client = gc.InferenceServerClient(target)
+        assert client.is_server_live()
+        assert client.infer("lfm2", [_ids_input(np.array([[1, 2]], np.int64))]).as_numpy("logits").shape == (1, 96)
