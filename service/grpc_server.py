@@ -16,7 +16,8 @@ event loop (started and stopped by the app's lifespan), so both front ends feed 
                        done (requests on one stream batch together); an error answers that
                        request with `error_message` and the stream goes on; every answer
                        carries `triton_final_response` = true (one answer per request)
-Everything else in the service (shared memory, trace, logging settings) is UNIMPLEMENTED.
+Everything else in the service (shared memory, trace, logging settings) is UNIMPLEMENTED, with
+a message saying what to do instead (_UNSERVED).
 
 Errors carry the REST status's gRPC twin (400 -> INVALID_ARGUMENT, 401 -> UNAUTHENTICATED,
 404 -> NOT_FOUND, 503 -> UNAVAILABLE with a `retry-after` trailer) and the same message;
@@ -115,6 +116,35 @@ class InferenceServicer(InferCalls, pb_grpc.GRPCInferenceServiceServicer):
         except ServiceError as exc:
             await abort(context, exc)
         return pb.RepositoryModelUnloadResponse()
+
+
+_SHARED_MEMORY = ("shared memory (Triton's extension) is not served by dwserve; send tensors in the "
+                  "request itself (raw_input_contents, as tritonclient does unless told otherwise)")
+# RPCs of the service not served -> why, and what to do instead. The generated servicer's
+# default raised NotImplementedError: the client read "Unexpected <class 'NotImplementedError'>:
+# Method not implemented!" and the server logged an ERROR traceback per call (tritonclient's
+# shared-memory cleanup makes such calls routinely).
+_UNSERVED = {
+    **{f"{kind}SharedMemory{op}": _SHARED_MEMORY for kind in ("System", "Cuda")
+       for op in ("Status", "Register", "Unregister")},
+    "TraceSetting": "tracing is not served by dwserve; its timings are the Prometheus metrics "
+                    "(GET /metrics) and each ModelInfer's server-timing trailer",
+    "LogSettings": "log settings are not served over gRPC; set --log-level (DWSERVE_LOG_LEVEL) at start",
+}
+
+
+def _unserved(name: str, why: str):
+    async def rpc(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name}: {why}")
+    rpc.__name__ = rpc.__qualname__ = name
+    return rpc
+
+
+# Every RPC of the generated servicer that InferenceServicer leaves to it (a newer tritonclient
+# may add some) answers so, with its reason when known.
+for _name, _default in vars(pb_grpc.GRPCInferenceServiceServicer).items():
+    if _name[:1].isupper() and getattr(InferenceServicer, _name) is _default:
+        setattr(InferenceServicer, _name, _unserved(_name, _UNSERVED.get(_name, "not served by dwserve")))
 
 
 class GrpcServer:

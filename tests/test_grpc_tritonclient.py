@@ -1,6 +1,8 @@
 """What a tritonclient.grpc user relies on beyond test_service_grpc.py: streams that mark
-each answer final as Triton does, and an oversized message refused naming the limit and its
-setting. In-process server, fake models."""
+each answer final as Triton does, an oversized message refused naming the limit and its
+setting, and the RPCs dwserve does not serve refused with a reason (no traceback in the log).
+In-process server, fake models."""
+import logging
 import queue
 
 import httpx
@@ -110,3 +112,31 @@ def test_a_body_limit_past_grpcs_int32_options_still_serves_grpc():
         client = gc.InferenceServerClient(target)
         assert client.is_server_live()
         assert client.infer("lfm2", [_ids_input(np.array([[1, 2]], np.int64))]).as_numpy("logits").shape == (1, 96)
+
+
+@pytest.fixture(scope="module")
+def served():
+    with grpc_server(warmup=False) as (target, _, _):
+        yield target
+
+
+@pytest.mark.parametrize("call, why", [
+    pytest.param(lambda c: c.get_system_shared_memory_status(), "shared memory", id="system-shm-status"),
+    pytest.param(lambda c: c.register_system_shared_memory("r", "/k", 64), "shared memory", id="system-shm-register"),
+    pytest.param(lambda c: c.unregister_system_shared_memory(), "shared memory", id="system-shm-unregister"),
+    pytest.param(lambda c: c.get_cuda_shared_memory_status(), "shared memory", id="cuda-shm-status"),
+    pytest.param(lambda c: c.get_trace_settings(), "/metrics", id="trace"),
+    pytest.param(lambda c: c.get_log_settings(), "--log-level", id="log"),
+])
+def test_unserved_rpcs_are_unimplemented_with_a_reason_and_no_traceback(served, call, why, caplog):
+    """The generated servicer's default raised NotImplementedError: the client read
+    "Unexpected <class 'NotImplementedError'>: Method not implemented!" and the server logged
+    an ERROR traceback per call (tritonclient's shared-memory cleanup calls these)."""
+    client = gc.InferenceServerClient(served)
+    with caplog.at_level(logging.WARNING):
+        with pytest.raises(InferenceServerException) as err:
+            call(client)
+        assert err.value.status() == "StatusCode.UNIMPLEMENTED"
+        assert "Unexpected" not in err.value.message() and why in err.value.message(), err.value.message()
+        assert client.is_server_live()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
