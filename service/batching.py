@@ -5,7 +5,7 @@ Invariants
   including on shutdown: `stop(drain=True)` runs everything already accepted.
 - Items with equal non-None keys (same impl, same per-row shapes/dtypes) may share one
   forward; a batch holds at most `max_batch_size` rows, except a single item larger than
-  that, which runs alone. Items with key None always run alone (e.g. a generation job).
+  that, which runs alone. Items with key None always run alone.
 - The first item of a batch waits at most `max_delay_s` for company, and only when there
   is load: if the previous forward ran a single item and nothing else is queued, it runs
   at once (a lone client pays no batching delay; under concurrency batches form while the
@@ -16,9 +16,7 @@ Invariants
   the event loop and a model never runs two forwards concurrently. With `execute` given
   (service.compute: one thread for all models' forwards) the worker hands each formed batch
   to it and waits; that thread runs the batch *and resolves its futures*, so a reply goes
-  straight from the forward to the event loop without waking the worker first. Items with
-  key None (jobs, e.g. a generation) run on the worker itself: a job hands its own steps to
-  that thread (ModelRuntime.on_compute), so other models' batches run between its steps.
+  straight from the forward to the event loop without waking the worker first.
 """
 from __future__ import annotations
 
@@ -77,10 +75,6 @@ class Batcher:
     def start(self) -> "Batcher":
         self._thread.start()
         return self
-
-    def qsize(self) -> int:
-        with self._cond:
-            return len(self._pending)
 
     def submit(self, payload: Any, key: Optional[Hashable], rows: int = 1) -> concurrent.futures.Future:
         item = Item(payload, key, rows)
@@ -147,7 +141,7 @@ class Batcher:
             batch = self._next_batch()
             if batch is None:
                 return
-            if self._execute is None or batch[0].key is None:   # key None: a job runs here
+            if self._execute is None:
                 self._run_and_resolve(batch)
                 continue
             try:

@@ -33,7 +33,7 @@ import torch
 from .batching import Batcher, Item
 from .compute import ComputeThread
 from .metrics import ServiceMetrics
-from .settings import IMPL_CHOICES, Settings
+from .settings import Settings
 from .statistics import ModelStatistics
 
 log = logging.getLogger("dwserve.runtime")
@@ -59,13 +59,6 @@ class Result:
     queue_s: float
     compute_s: float
     batch_rows: int
-
-
-@dataclass(frozen=True)
-class Job:
-    """Exclusive work on the model thread (e.g. a generation): fn() runs under use_impl(impl)."""
-    fn: Callable[[], Any]
-    impl: str
 
 
 class ModelRuntime:
@@ -111,9 +104,6 @@ class ModelRuntime:
         finally:
             self.statistics.request_done(ok, time.perf_counter() - t0)
 
-    async def run_job(self, fn: Callable[[], Any], impl: str, timeout: Optional[float] = None) -> Any:
-        return await self._await(self.batcher.submit(Job(fn, impl), None, 1), timeout)
-
     async def _await(self, future, timeout: Optional[float]):
         timeout = self.settings.request_timeout_s if timeout is None else timeout
         try:
@@ -125,10 +115,9 @@ class ModelRuntime:
     # --- worker side (model thread) ----------------------------------------------------
     def on_compute(self, fn: Callable[..., Any], *args: Any) -> Any:
         """fn(*args) on the compute thread (where every forward runs), in the caller's context
-        (the depthwise policy of use_impl is a contextvar) and inference mode. A Job runs on
-        its batcher thread and calls this once per step (a generation: once per token), so a
-        long job holds the compute thread one step at a time and other models' batches run
-        in between."""
+        (the depthwise policy of use_impl is a contextvar) and inference mode. A generation's
+        scheduler (service/generation.py) calls this once per decode step, so a long generation
+        holds the compute thread one step at a time and other models' batches run in between."""
         ctx = contextvars.copy_context()
 
         def run():
@@ -141,11 +130,7 @@ class ModelRuntime:
         waits = [now - item.enqueued for item in items]
         for wait in waits:
             self.metrics.queue_duration.labels(self.name).observe(wait)
-        if key is None:  # a Job, on the batcher thread: its torch work goes through on_compute
-            job: Job = items[0].payload
-            with self.hooks.use_impl(job.impl), torch.inference_mode():
-                return [job.fn()]
-        impl = key[1]
+        impl = key[1]   # ModelRuntime.infer's key: ("tensor", impl, per-row shapes)
         payloads = [item.payload for item in items]
         try:
             return self._forward_arrays(payloads, impl, waits)
@@ -260,9 +245,3 @@ class ModelRuntime:
 
     def stop(self, timeout: Optional[float] = None) -> None:
         self.batcher.stop(drain=True, timeout=timeout)
-
-
-def impl_choices(runtimes: dict[str, ModelRuntime]) -> tuple[str, ...]:
-    for rt in runtimes.values():
-        return rt.hooks.impls
-    return IMPL_CHOICES

@@ -79,45 +79,47 @@ def test_service_forwards_run_on_its_compute_thread(monkeypatch):
         svc.stop()
 
 
-def test_other_models_run_between_the_tokens_of_a_generation():
-    """A long generation holds the compute thread one token at a time: a classify batch
+def test_other_models_run_between_the_tokens_of_a_generation(monkeypatch):
+    """A long generation holds the compute thread one decode step at a time (its
+    GenerationScheduler hands each step to ModelRuntime.on_compute): a classify batch
     submitted mid-generation finishes long before the generation does."""
-    import time
-
     import numpy as np
 
+    from models.lfm2.continuous import Sequence
     from service.app import Service
-    from service.runtime import Job
-    from service.settings import Settings
-    from service.testing import fake_hooks, fake_models
+    from service.testing import FakeContinuousBatch
 
+    step_threads = set()
+    real_step = FakeContinuousBatch.step
+
+    def step(self):   # 40 tokens x 20 ms, each step recorded where it ran
+        step_threads.add(threading.get_ident())
+        return real_step(self)
+
+    monkeypatch.setattr(FakeContinuousBatch, "step", step)
     svc = Service(Settings(warmup=False), models=fake_models(token_delay_s=0.02), hooks=fake_hooks())
     svc.load()
     try:
-        lm_rt, cnn_rt = svc.runtimes["lfm2"], svc.runtimes["mobilenet_v2"]
-        lm = lm_rt.served.lm
         tokens, done = [], {}
+        finished = threading.Event()
 
-        def job():   # as GenerateHandler's: 40 tokens x 20 ms, each step on the compute thread
-            steps = lm.stream_generate([[1, 2]], max_new_tokens=40)
-            while True:
-                ident, step = lm_rt.on_compute(lambda: (threading.get_ident(), next(steps, None)))
-                if step is None:
-                    break
-                tokens.append((ident, time.perf_counter()))
-            done["gen"] = time.perf_counter()
+        def emit(event):
+            if event[0] == "token":
+                tokens.append(event[1])
+            else:
+                done["gen"] = time.perf_counter()
+                finished.set()
 
-        gen = lm_rt.batcher.submit(Job(job, "auto"), None, 1)
+        svc.generate.scheduler.submit(Sequence([1, 2], max_new_tokens=40), "auto", emit)
         time.sleep(0.1)                                   # generation under way
+        cnn_rt = svc.runtimes["mobilenet_v2"]
         x = np.zeros((1, 3, 224, 224), np.float32)
         key = ("tensor", "auto", (("input", x.dtype.str, x.shape[1:]),))
-        cnn = cnn_rt.batcher.submit({"input": x}, key, 1)
-        cnn.result(10)
+        cnn_rt.batcher.submit({"input": x}, key, 1).result(10)
         t_cnn = time.perf_counter()
-        gen.result(30)
+        assert finished.wait(30)
         assert len(tokens) == 40 and t_cnn < done["gen"] - 0.2
-        compute_ident = svc.compute.call(threading.get_ident)
-        assert {ident for ident, _ in tokens} == {compute_ident}
+        assert step_threads == {svc.compute.call(threading.get_ident)}
     finally:
         svc.stop()
 
