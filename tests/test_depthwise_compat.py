@@ -158,3 +158,18 @@ def test_gradgradcheck(impl):
     b = randn(4, dtype=torch.float64, gen=g).requires_grad_()
     assert torch.autograd.gradgradcheck(
         lambda *t: depthwise_conv2d(*t, stride=(2, 1), padding=(1, 0, 1, 1), impl=impl), (x, w, b))
+
+
+def test_graph_break_decorator_on_torch_without_a_disable_reason():
+    """The pin admits torch 2.4, whose torch.compiler.disable takes no `reason` (2.8 added it):
+    the decorator must still apply there, or importing models.depthwise fails."""
+    from unittest import mock
+    from models.depthwise import dispatch
+    real = torch.compiler.disable
+
+    def disable_before_2_8(fn=None, recursive=True):
+        return real(fn, recursive)
+
+    with mock.patch.object(torch.compiler, "disable", disable_before_2_8):
+        wrapped = dispatch._graph_break("why")(lambda t: t * 2)
+    assert torch.equal(wrapped(torch.ones(3)), torch.full((3,), 2.0))

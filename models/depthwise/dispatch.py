@@ -161,8 +161,17 @@ def _policy_at_trace() -> str:
     return _IMPL.get()
 
 
-@torch.compiler.disable(reason="impl='fused' launches a Triton kernel eagerly, behind a graph break; for "
-                                "fullgraph=True use impl='slice_sum' (the compiled graph generates its loop) or 'native'")
+def _graph_break(reason: str):
+    """torch.compiler.disable, with the reason fullgraph=True's error shows where torch takes
+    one (2.8+); older torch (the pin admits 2.4) has no `reason` keyword."""
+    try:
+        return torch.compiler.disable(reason=reason)
+    except TypeError:
+        return torch.compiler.disable
+
+
+@_graph_break("impl='fused' launches a Triton kernel eagerly, behind a graph break; for "
+              "fullgraph=True use impl='slice_sum' (the compiled graph generates its loop) or 'native'")
 def _fused_eager(op, x, weight, bias, stride, padding, dilation):
     """The fused impl inside a traced graph: a Triton launch through our autotune cache is not
     traceable, so it runs eagerly behind a graph break (its values and gradients as eager)."""
