@@ -28,12 +28,11 @@ from torch import nn
 
 from .depthwise import current_impl
 from .row_chunks import CPU_ROW_CHUNK_BYTES, chunk_plan, conv_stage_row_bytes, run_chunked
-from .mobilenet_io import IMAGENET_MEAN, IMAGENET_STD, preprocess  # noqa: F401 (re-exported)
+from .mobilenet_io import preprocess  # noqa: F401 (re-exported)
 
 # (expand ratio t, output channels c, repeats n, first stride s), torchvision's table.
 INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                              (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
-NUM_PARAMETERS_DEFAULT = 3_504_872      # mobilenet_v2() with 1000 classes, width 1.0
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:

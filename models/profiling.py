@@ -205,8 +205,3 @@ def timers_suspended():
         yield
     finally:
         _TIMER.reset(token)
-
-
-def timer_active() -> bool:
-    """True when a depthwise_timer is active in this context (ops may skip record_depthwise)."""
-    return _TIMER.get() is not None

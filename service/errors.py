@@ -15,10 +15,6 @@ class ServiceError(Exception):
         self.status, self.message, self.headers = status, message, headers or {}
 
 
-def not_found(what: str, choices) -> ServiceError:
-    return ServiceError(404, f"unknown {what}; expected one of {sorted(choices)}")
-
-
 def unavailable(message: str, retry_after_s: int = 1) -> ServiceError:
     return ServiceError(503, message, {"Retry-After": str(retry_after_s)})
 
