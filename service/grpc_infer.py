@@ -86,16 +86,19 @@ class InferCalls:
             raise ServiceError(401, "missing or wrong bearer token: send metadata "
                                     "'authorization: Bearer <DWSERVE_API_KEY>'")
 
-    async def _infer(self, request):
+    async def _infer(self, request, context=None):
         """One ModelInferRequest through the REST path's checks and batcher, metered like a
-        REST request. -> (ModelInferResponse, runtime Result). Raises what
-        errors.error_response maps."""
+        REST request (a refused token too, given the call's `context`; a stream's token is
+        checked once, before any of its requests). -> (ModelInferResponse, runtime Result).
+        Raises what errors.error_response maps."""
         svc, metrics = self.service, self.service.metrics
         name = request.model_name
         label = name if name in svc.model_names else "unknown"
         impl, status, t0 = svc.settings.depthwise_impl, 500, time.perf_counter()
         metrics.inflight.labels(label).inc()
         try:
+            if context is not None:
+                self._check_auth(context)
             size, limit = request.ByteSize(), svc.settings.max_body_bytes   # (grpc_server.start_grpc_server)
             if size > limit:
                 raise ServiceError(413, f"message is {size} bytes; the limit is {limit} "
@@ -128,14 +131,10 @@ class InferCalls:
 
     async def ModelInfer(self, request, context):
         request_id = request_id_of(dict(context.invocation_metadata() or ()))   # as REST's X-Request-ID
-        try:
-            self._check_auth(context)
-        except ServiceError as exc:
-            await abort(context, exc, request_id)
         # The work runs in its own task so that cut() can end it and this handler still
         # answers (cancelling grpc's handler task would leave nobody to). A client that
         # leaves cancels this handler, and with it the work it awaits.
-        work = asyncio.ensure_future(self._infer(request))
+        work = asyncio.ensure_future(self._infer(request, context))
         self._in_flight[work] = work.cancel
         try:
             response, result = await work

@@ -140,3 +140,18 @@ def test_unserved_rpcs_are_unimplemented_with_a_reason_and_no_traceback(served, 
         assert "Unexpected" not in err.value.message() and why in err.value.message(), err.value.message()
         assert client.is_server_live()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def test_a_refused_token_is_counted_401_like_rests():
+    """dwserve_requests_total counts both front ends alike: REST counted a refused bearer
+    token 401, gRPC did not count it at all (its check ran before the metered path)."""
+    with grpc_server(warmup=False, api_key="s3cret") as (target, url, _):
+        inp = _ids_input(np.array([[1, 2]], np.int64))
+        for headers in (None, {"authorization": "Bearer wrong"}):
+            with pytest.raises(InferenceServerException) as err:
+                gc.InferenceServerClient(target).infer("lfm2", [inp], headers=headers)
+            assert err.value.status() == "StatusCode.UNAUTHENTICATED" and "Bearer" in err.value.message()
+        ok = gc.InferenceServerClient(target).infer("lfm2", [inp], headers={"authorization": "Bearer s3cret"})
+        assert ok.as_numpy("logits").shape == (1, 96)
+        counted = 'dwserve_requests_total{impl="auto",model="lfm2",status='
+        assert _metric(url, counted + '"401"}') == 2 and _metric(url, counted + '"200"}') == 1
