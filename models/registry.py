@@ -233,7 +233,13 @@ def check_source(name: str, path: str | Path | None = None) -> None:
                          "directory (config.json + *.safetensors)")
     else:   # a few hundred bytes: another model's directory (its model_type) is said here, not after startup
         from .lfm2 import LFM2Config
+        from .lfm2.checkpoint import INDEX, SINGLE
         LFM2Config.from_json(p / "config.json")
+        if not ((p / SINGLE).is_file() or (p / INDEX).is_file()):
+            legacy = sorted(f.name for f in p.glob("pytorch_model*.bin"))
+            hint = (f"; it has {legacy[0]}: save the weights as safetensors (transformers' "
+                    "save_pretrained does by default)") if legacy else ""
+            raise ValueError(f"lfm2: no weights in {str(path)!r}: expected {SINGLE} or {INDEX} (sharded){hint}")
 
 
 def build_model(name: str, path: str | Path | None = None, *, device="cpu", dtype=None, seed: int = 0,

@@ -184,10 +184,12 @@ def never_served(monkeypatch):
     monkeypatch.setattr(service.app, "create_app", refuse)
 
 
-def _hf_dir(root, config=True):
+def _hf_dir(root, config=True, weights=True):
     root.mkdir()
     if config:
         (root / "config.json").write_text("{}")
+    if weights:    # preflight only looks for it (reads no weights)
+        (root / "model.safetensors").write_bytes(b"")
     return root
 
 
@@ -198,6 +200,9 @@ def _hf_dir(root, config=True):
     pytest.param("mobilenet_v2={tmp}/weights.txt", "expected a file ending in", id="mobilenet-suffix"),
     pytest.param("lfm2={tmp}/weights.txt", "is not a directory", id="lfm2-file"),
     pytest.param("lfm2={tmp}/noconfig", "no config.json in", id="lfm2-no-config"),
+    pytest.param("lfm2={tmp}/noweights", "no weights in '{tmp}/noweights': expected model.safetensors or "
+                 "model.safetensors.index.json (sharded); it has pytorch_model.bin: save the weights as "
+                 "safetensors", id="lfm2-no-safetensors"),
     pytest.param("lfm2=preset:nope", "unknown LFM2 preset 'nope'; expected one of", id="unknown-preset"),
     pytest.param("mobilenet_v2=preset:lfm3-demo", "applies to lfm2", id="preset-for-mobilenet"),
 ])
@@ -207,6 +212,7 @@ def test_serve_refuses_an_unservable_model_before_starting(model, says, tmp_path
     uvicorn was up, with a traceback."""
     (tmp_path / "weights.txt").write_text("x")
     _hf_dir(tmp_path / "noconfig", config=False)
+    (_hf_dir(tmp_path / "noweights", weights=False) / "pytorch_model.bin").write_bytes(b"")
     model, says = model.format(tmp=tmp_path), says.format(tmp=tmp_path)
     assert cli.main(["serve", "--model", model]) == 2
     err = capsys.readouterr().err

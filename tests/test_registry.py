@@ -209,4 +209,7 @@ def test_check_source_reads_an_lfm2_config_json(tmp_path):
     with pytest.raises(ValueError, match=r"config\.json: model_type='llama': expected one of"):
         check_source("lfm2", tmp_path)
     (tmp_path / "config.json").write_text("{}")      # transformers' defaults: an LFM2 config
+    with pytest.raises(ValueError, match=r"no weights in .*: expected model\.safetensors or model\.safetensors\.index\.json"):
+        check_source("lfm2", tmp_path)               # a config alone: refused before the port, not after
+    (tmp_path / "model.safetensors").write_bytes(b"")
     check_source("lfm2", tmp_path)
