@@ -47,6 +47,10 @@ def test_deployment(name, image, device):
     assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"]
     gpus = c["resources"]["limits"].get("nvidia.com/gpu")
     assert (gpus == 1) if device == "cuda" else gpus is None
+    # torch's pool defaults to the node's cores, not the pod's CPU limit: more threads than
+    # the quota are throttled together (the GPU pod's host threads feed the launches)
+    limit = float(c["resources"]["limits"]["cpu"])
+    assert float(env["DWSERVE_TORCH_THREADS"]) == float(env["OMP_NUM_THREADS"]) == limit
     assert dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
 
 
