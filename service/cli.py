@@ -1,6 +1,6 @@
 """`dwserve` command line.
 
-  dwserve serve [--host H] [--port P] [--model NAME[=PATH]]... [--device auto|cpu|cuda]
+  dwserve serve [--host H] [--port P] [--model NAME[=PATH]]... [--device auto|cpu|cuda[:N]]
                 [--depthwise-impl IMPL] [--max-batch-size N] [--max-queue-delay-ms F]
                 [--max-queue-size N] [--max-decode-batch N] [--grpc-port P] [--api-key KEY]
                 [--max-body-bytes N] ...

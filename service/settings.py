@@ -2,7 +2,8 @@
 
 Every limit the server enforces lives here, explicitly, so an operator can read the
 attack surface off one page: body size, tensor elements, image pixels, sequence length,
-generated tokens, batch size, queue depth. CLI flags (service/cli.py) map 1:1 onto fields.
+generated tokens, batch size, queue depth. Every field has a CLI flag (service/cli.py) but
+keep_freed_memory, which is environment-only (DWSERVE_KEEP_FREED_MEMORY).
 """
 from __future__ import annotations
 

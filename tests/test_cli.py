@@ -396,6 +396,13 @@ def test_every_serve_flag_is_a_setting():
     assert "models" in dests and "log_level" in dests
 
 
+def test_every_setting_but_keep_freed_memory_is_a_serve_flag():
+    """The other way round: README and service/settings.py name DWSERVE_KEEP_FREED_MEMORY as
+    the one setting without a flag."""
+    dests = {a.dest for a in cli._serve_parser()._actions}
+    assert set(Settings.model_fields) - dests == {"keep_freed_memory"}
+
+
 def test_serve_help_gives_every_flag_a_description_default_and_variable(capsys):
     """README sends operators to `dwserve serve --help` for the limits: each flag says what it
     does, its default and its DWSERVE_* variable (most limits were a bare `--max-elements
