@@ -6,7 +6,8 @@ Start-up order (so orchestrators can probe from the first second):
   batcher, and has it warm up (compile the configured impl, measure launches) -> only then
   /v2/health/ready turns 200. Every forward of every model runs on that compute thread.
 Shutdown (SIGTERM): uvicorn stops accepting and waits for in-flight requests; then the
-lifespan exit drains every batcher, so accepted work finishes before the process ends.
+lifespan exit drains the generation scheduler and every batcher (Service.stop), so accepted
+work finishes before the process ends.
 """
 from __future__ import annotations
 
