@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from .errors import ServiceError
 from .handlers.generate import sendable
-from .routes_v1 import _ERRORS, _handler, close_streams, final_events, first_events, sse_response
+from .routes_v1 import ERROR_RESPONSES, close_streams, final_events, first_events, handler_of, sse_response
 from .schemas_openai import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
                              CompletionResponse, ModelCard, ModelList)
 
@@ -147,7 +147,7 @@ async def models(request: Request):
     return {"object": "list", "data": [{"id": svc.generate_model}] if svc.generate_model else []}
 
 
-@router.get("/models/{model}", response_model=ModelCard, responses=_ERRORS)
+@router.get("/models/{model}", response_model=ModelCard, responses=ERROR_RESPONSES)
 async def model(model: str, request: Request):
     """One model's card (the openai client's `models.retrieve`); a name not listed is a 404."""
     served = request.app.state.service.generate_model
@@ -164,7 +164,7 @@ async def _start(request: Request, body, make_request, generate: bool = True):
     generate False: the plans are checked but nothing is generated (each choice's events are
     a final with no tokens). -> (the generate handler, plans, [event stream per choice], [its
     first event])."""
-    handler = _handler(request, "generate")
+    handler = handler_of(request, "generate")
     name, settings = handler.rt.name, handler.rt.settings
     if body.model is not None and body.model != name:
         raise ServiceError(404, f"model {body.model!r}: this server completes with {name!r} (GET /v1/models)")
@@ -194,7 +194,7 @@ async def _start(request: Request, body, make_request, generate: bool = True):
     return handler, plans, streams, firsts
 
 
-@router.post("/completions", response_model=CompletionResponse, responses=_ERRORS)
+@router.post("/completions", response_model=CompletionResponse, responses=ERROR_RESPONSES)
 async def completions(body: CompletionRequest, request: Request):
     handler, plans, streams, firsts = await _start(request, body, lambda handler: body.to_generate(),
                                                    generate=not body.scores_only)
@@ -260,7 +260,7 @@ def _chat_chunk(head: dict, index: int, delta: dict, finish_reason=None) -> dict
     return {**head, "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
 
 
-@router.post("/chat/completions", response_model=ChatCompletionResponse, responses=_ERRORS)
+@router.post("/chat/completions", response_model=ChatCompletionResponse, responses=ERROR_RESPONSES)
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     handler, _, streams, firsts = await _start(request, body, lambda handler: _chat_prompt(body, handler))
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),

@@ -13,10 +13,12 @@ from .errors import ServiceError
 from .schemas import ClassifyResponse, ErrorResponse, GenerateRequest, GenerateResponse, ImplName
 
 router = APIRouter(prefix="/v1", tags=["v1"])
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 503)}
+ERROR_RESPONSES = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 503)}
 
 
-def _handler(request: Request, kind: str):
+def handler_of(request: Request, kind: str):
+    """The server's "classify" or "generate" handler, once its model is loaded: 404 when the
+    model is not served, 503 while it loads."""
     svc = request.app.state.service
     name = svc.classify_model if kind == "classify" else svc.generate_model
     if name is None:
@@ -26,10 +28,10 @@ def _handler(request: Request, kind: str):
     return svc.classify if kind == "classify" else svc.generate
 
 
-@router.post("/classify", response_model=ClassifyResponse, responses=_ERRORS)
+@router.post("/classify", response_model=ClassifyResponse, responses=ERROR_RESPONSES)
 async def classify(request: Request, file: UploadFile = File(..., description="an image (JPEG, PNG, ...)"),
                    top_k: int = Query(5, ge=1, le=1000), depthwise_impl: Optional[ImplName] = Query(None)):
-    handler = _handler(request, "classify")
+    handler = handler_of(request, "classify")
     impl = handler.rt.check_impl(depthwise_impl)
     request.state.dw_impl = impl
     image = await asyncio.to_thread(handler.decode, await file.read())
@@ -136,9 +138,9 @@ def sse_response(streams, firsts, token_chunk, finish_chunk, tail, done_marker: 
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.post("/generate", response_model=GenerateResponse, responses=_ERRORS)
+@router.post("/generate", response_model=GenerateResponse, responses=ERROR_RESPONSES)
 async def generate(body: GenerateRequest, request: Request):
-    handler = _handler(request, "generate")
+    handler = handler_of(request, "generate")
     plan = handler.decode(body)
     request.state.dw_impl = plan.impl
     events = handler.events(plan)

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from .errors import ServiceError, validation_message
 from .infer import check_version
-from .routes_v1 import _ERRORS, _handler, final_events, first_events, sse_response
+from .routes_v1 import ERROR_RESPONSES, final_events, first_events, handler_of, sse_response
 from .routes_v2 import body_doc, json_body
 from .schemas import GenerateRequest, TritonGenerateParameters, TritonGenerateRequest, TritonGenerateResponse
 
@@ -97,7 +97,7 @@ async def _generate(model: str, version: Optional[str], body: TritonGenerateRequ
         serves = f"the generate extension serves {svc.generate_model!r}" if svc.generate_model \
             else "this server serves no language model"
         raise ServiceError(400, f"model {model!r} does not generate text; {serves}")
-    handler = _handler(request, "generate")
+    handler = handler_of(request, "generate")
     generate_request, with_prompt = to_generate(body, stream)
     plan = handler.decode(generate_request)
     request.state.dw_impl = plan.impl
@@ -124,18 +124,19 @@ async def _generate(model: str, version: Optional[str], body: TritonGenerateRequ
                         lambda finals: [], done_marker=False)
 
 
-@router.post("/models/{model}/generate", response_model=TritonGenerateResponse, responses=_ERRORS,
+@router.post("/models/{model}/generate", response_model=TritonGenerateResponse, responses=ERROR_RESPONSES,
              openapi_extra=body_doc(TritonGenerateRequest), response_model_exclude_none=True)   # no "id": null when none was sent
 @router.post("/models/{model}/versions/{version}/generate", response_model=TritonGenerateResponse,
-             responses=_ERRORS, include_in_schema=False, response_model_exclude_none=True)
+             responses=ERROR_RESPONSES, include_in_schema=False, response_model_exclude_none=True)
 async def generate(model: str, request: Request, version: Optional[str] = None):
     """Triton's generate extension: the whole text in one reply."""
     body = await json_body(request, TritonGenerateRequest, "generate request")
     return await _generate(model, version, body, request, stream=False)
 
 
-@router.post("/models/{model}/generate_stream", responses=_ERRORS, openapi_extra=body_doc(TritonGenerateRequest))
-@router.post("/models/{model}/versions/{version}/generate_stream", responses=_ERRORS, include_in_schema=False)
+@router.post("/models/{model}/generate_stream", responses=ERROR_RESPONSES,
+             openapi_extra=body_doc(TritonGenerateRequest))
+@router.post("/models/{model}/versions/{version}/generate_stream", responses=ERROR_RESPONSES, include_in_schema=False)
 async def generate_stream(model: str, request: Request, version: Optional[str] = None):
     """Triton's generate extension, streamed: an SSE event per token (`text_output` = its text),
     then one with `text_output` "" and the finish reason and usage."""

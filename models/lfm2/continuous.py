@@ -26,7 +26,7 @@ import torch
 
 from .decoding import use_cuda_graph
 from . import logit_processing
-from .generation import _check_args, sample_next
+from .generation import check_generation_args, sample_next
 from .prefill import Prefill
 from .scoring import token_logprobs
 from .slots import SlotDecoder
@@ -118,7 +118,7 @@ class ContinuousBatch:
         cfg = self.model.config
         if not seq.prompt or not all(isinstance(t, int) and 0 <= t < cfg.vocab_size for t in seq.prompt):
             raise ValueError(f"prompt must be a non-empty list of token ids in [0, {cfg.vocab_size})")
-        _check_args(seq.max_new_tokens, seq.temperature, seq.top_k, seq.top_p, seq.stop_token_ids,
+        check_generation_args(seq.max_new_tokens, seq.temperature, seq.top_k, seq.top_p, seq.stop_token_ids,
                     cfg.vocab_size)
         if seq.logprobs is not None and (isinstance(seq.logprobs, bool) or not isinstance(seq.logprobs, int)
                                          or not 0 <= seq.logprobs <= min(MAX_TOP_LOGPROBS, cfg.vocab_size)):

@@ -43,7 +43,7 @@ def static_length(n: int) -> int:
     return max(MIN_STATIC_LENGTH, 1 << (max(n, 1) - 1).bit_length())
 
 
-def _last_logits(model, h: torch.Tensor) -> torch.Tensor:
+def last_logits(model, h: torch.Tensor) -> torch.Tensor:
     return model.lm_head(h[:, -1]).float()                 # (B, L, C) -> (B, V) float32
 
 
@@ -56,11 +56,11 @@ class EagerDecoder:
 
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         with torch.inference_mode():
-            return _last_logits(self.model, self.model.hidden_states(ids, mask, self.cache))
+            return last_logits(self.model, self.model.hidden_states(ids, mask, self.cache))
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return _last_logits(self.model, self.model.hidden_states(tokens[:, None], None, self.cache))
+            return last_logits(self.model, self.model.hidden_states(tokens[:, None], None, self.cache))
 
 
 class GraphRunner:
@@ -104,7 +104,7 @@ class StaticDecoder(EagerDecoder):
 
     def _forward(self) -> torch.Tensor:
         """The static step: self.ids (B, 1) -> logits (B, V); cache updated in place."""
-        return _last_logits(self.model, self.model.static_decode(self.ids, self.cache))
+        return last_logits(self.model, self.model.static_decode(self.ids, self.cache))
 
     def _capture(self):
         """Warm up and capture the step (the warm-up steps write the cache; prefill resets it)."""

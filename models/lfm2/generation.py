@@ -71,7 +71,7 @@ def _sample_rows(logits, temperature, top_k, top_p, gens, done) -> torch.Tensor:
     return out
 
 
-def _check_args(max_new_tokens, temperature, top_k, top_p, stop_token_ids, vocab):
+def check_generation_args(max_new_tokens, temperature, top_k, top_p, stop_token_ids, vocab):
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
     t = float(temperature)
@@ -111,7 +111,7 @@ def stream_generate(model, prompts, max_new_tokens=32, temperature=0.0, top_k=No
                     seed=None, stop_token_ids=(), cuda_graph=None) -> Iterator[list[int | None]]:
     cfg = model.config
     rows = _as_rows(prompts, cfg.vocab_size)   # validate now, not at the first next()
-    temperature, stops = _check_args(max_new_tokens, temperature, top_k, top_p, stop_token_ids,
+    temperature, stops = check_generation_args(max_new_tokens, temperature, top_k, top_p, stop_token_ids,
                                      cfg.vocab_size)
     use_cuda_graph(model, cuda_graph)          # cuda_graph=True off CUDA: raise now too
     return _steps(model, rows, max_new_tokens, temperature, top_k, top_p, seed, stops, cuda_graph)

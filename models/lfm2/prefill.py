@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .decoding import _last_logits
+from .decoding import last_logits
 
 
 class Prefill:
@@ -69,7 +69,7 @@ class Prefill:
             h = self.model.hidden_states(self.ids[:, cols], self.mask[:, cols], self.cache)
             self.done = end
             if self.finished:
-                self.logits = _last_logits(self.model, h)
+                self.logits = last_logits(self.model, h)
                 if self.prefix_cache is not None:
                     self.prefix_cache.store(self.prompts, self.offsets, self.cache, self.prefix_keys)
         return self.logits

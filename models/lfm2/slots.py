@@ -29,7 +29,7 @@ import torch
 from models import profiling
 
 from .cache import LFM2Cache
-from .decoding import WARMUP_STEPS, GraphRunner, _last_logits
+from .decoding import WARMUP_STEPS, GraphRunner, last_logits
 from .prefill import Prefill
 
 
@@ -99,7 +99,7 @@ class SlotDecoder:
     def _forward(self, n: int, span: int) -> torch.Tensor:
         """Rows [0, n) take one token each (ids[:n]) -> logits (n, V) float32."""
         view = self._decode_view(n, span)
-        return _last_logits(self.model, self.model.static_decode(self.ids[:n], view))
+        return last_logits(self.model, self.model.static_decode(self.ids[:n], view))
 
     def _capture_all(self):
         """One graph per bucket, captured while no row is live; then every row is reset."""
