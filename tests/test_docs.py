@@ -2,7 +2,7 @@
 docs/ARCHITECTURE.md's file map names every module of `models`, `service` and `benchmarks`
 (a new file without a line there fails here, naming it) and no file that is gone; the flags,
 stated defaults, DWSERVE_ variables, `dwserve bench` names, endpoints, test files and metric
-names that README.md and docs/ARCHITECTURE.md give exist in the code."""
+names that README.md, docs/ARCHITECTURE.md and docs/GPU_RUN.md give exist in the code."""
 import re
 from fnmatch import fnmatch
 from pathlib import Path
@@ -45,9 +45,9 @@ def test_file_map_names_every_benchmark():
     assert not missing, f"docs/ARCHITECTURE.md's file map lacks: {missing}"
 
 
-# --- README.md and docs/ARCHITECTURE.md against the code: flags, defaults, settings, routes
+# --- the docs (DOCS) against the code: flags, defaults, settings, routes, tests, metrics
 
-DOCS = ("README.md", "docs/ARCHITECTURE.md")
+DOCS = ("README.md", "docs/ARCHITECTURE.md", "docs/GPU_RUN.md")
 
 
 def _docs_text() -> str:
