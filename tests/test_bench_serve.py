@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import grpc_load, http_load, serve
-from tests.test_service_server import fake_server_cmd, free_port, server_process
+from tests.server_process import fake_server_cmd, free_port, server_process
 
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "serve-cpu.json"
 

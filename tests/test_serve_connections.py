@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from test_service_server import fake_server_cmd, server_process
+from server_process import fake_server_cmd, server_process
 
 
 def _server():

@@ -1,0 +1,88 @@
+"""A `dwserve serve` process on a free loopback port, for the tests that need a real server:
+the real models (test_service_server) or the fake ones (`fake_server_cmd`: test_service_process,
+test_serve_connections). The server's output is drained as it comes (see OutputDrain)."""
+import collections
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OutputDrain:
+    """Reads a server's output as it comes, keeping the last lines for error messages. An
+    undrained pipe fills at 64 KiB, and then whichever server thread logs next blocks for
+    good (a burst of tracebacks once froze the generation scheduler in this very test)."""
+
+    def __init__(self, stream):
+        self.lines: collections.deque[str] = collections.deque(maxlen=400)
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream):
+        for line in stream:
+            self.lines.append(line)
+
+    def tail(self, chars: int = 3000) -> str:
+        return "".join(self.lines)[-chars:]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float, output: OutputDrain) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            output.thread.join(5)
+            raise AssertionError(f"server exited with {proc.returncode}:\n{output.tail()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/v2/health/ready", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"server not ready after {timeout}s:\n{output.tail()}")
+
+
+@contextlib.contextmanager
+def server_process(args: list[str], timeout: float):
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    # conftest sets TRITON_INTERPRET=1 for kernel tests; a server must not inherit it, or a
+    # fuzzer's `depthwise_impl: fused` would run a whole model in the Triton interpreter.
+    # Without it, `fused` on a CPU server is a 400 like on any real deployment.
+    env.pop("TRITON_INTERPRET", None)
+    proc = subprocess.Popen([*args, "--port", str(port)], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = proc.output = OutputDrain(proc.stdout)   # the test may read what the server logged
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc, timeout, output)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def cli_flags(limits: dict) -> list[str]:
+    return [x for k, v in limits.items() for x in (f"--{k}", str(v))]
+
+
+def fake_server_cmd(**limits) -> list[str]:
+    return [sys.executable, "-c", "from service.testing import serve_fake; serve_fake()",
+            *cli_flags({k.replace("_", "-"): v for k, v in limits.items()})]
