@@ -17,14 +17,16 @@ event loop (started and stopped by the app's lifespan), so both front ends feed 
                        request with `error_message` and the stream goes on; every answer
                        carries `triton_final_response` = true (one answer per request)
 Everything else in the service (shared memory, trace, logging settings) is UNIMPLEMENTED, with
-a message saying what to do instead (_UNSERVED).
+a message saying what to do instead (_UNSERVED). Beside it, gRPC's standard health service
+(grpc.health.v1.Health: readiness, for Kubernetes' gRPC probes; grpc_health.py).
 
 Errors carry the REST status's gRPC twin (400 -> INVALID_ARGUMENT, 401 -> UNAUTHENTICATED,
 404 -> NOT_FOUND, 503 -> UNAVAILABLE with a `retry-after` trailer) and the same message;
 ModelInfer's trailers carry `x-request-id` (the caller's metadata, or a fresh one). Inference
 is metered like REST's (service/grpc_infer.py).
 
-Shutdown (GrpcServer.stop; on SIGTERM and at the app's lifespan exit) is REST's: new calls are
+Shutdown (GrpcServer.stop; on SIGTERM and at the app's lifespan exit) is REST's: health turns
+NOT_SERVING, new calls are
 refused at once, running ones get --graceful-shutdown-s, and those still running then are
 answered UNAVAILABLE + `retry-after`, counted 503 (grpc_infer.py).
 """
@@ -40,6 +42,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from . import __version__
 from .cli import CUT_ANSWERS_S
 from .errors import ServiceError
+from .grpc_health import ReadinessHealth, add_health
 from .grpc_infer import InferCalls, abort
 from .infer import check_version
 from .triton_ext import (EXTENSIONS, metadata_of, model_config, model_stats, repository_index,
@@ -153,10 +156,11 @@ class GrpcServer:
     the servicer (cut: UNAVAILABLE + retry-after, 503), and their answers get CUT_ANSWERS_S to
     go out before grpc's own stop cuts whatever remains (a stream whose client does not read)."""
 
-    def __init__(self, server: grpc.aio.Server, servicer: InferenceServicer):
-        self.server, self.servicer = server, servicer
+    def __init__(self, server: grpc.aio.Server, servicer: InferenceServicer, health: ReadinessHealth):
+        self.server, self.servicer, self.health = server, servicer, health
 
     async def stop(self, grace: float) -> None:
+        self.health.shut_down()   # NOT_SERVING first: health watchers (load balancers) go elsewhere
         # grpc's stop returns as soon as no call is left, so a quiet server stops at once
         stopping = asyncio.ensure_future(self.server.stop(grace + CUT_ANSWERS_S))
         done, _ = await asyncio.wait({stopping}, timeout=grace)
@@ -184,10 +188,12 @@ async def start_grpc_server(service) -> tuple[GrpcServer, int]:
                                       ("grpc.max_send_message_length", min(max(limit, 64 * 2**20), most))])
     servicer = InferenceServicer(service)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    health = add_health(service, server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     port = server.add_insecure_port(f"{host}:{settings.grpc_port}")
     if port == 0:
         raise RuntimeError(f"gRPC: cannot bind {settings.host}:{settings.grpc_port} (DWSERVE_GRPC_PORT)")
     await server.start()
+    health.start()
     log.info("gRPC (OIP v2) on %s:%d", settings.host, port)
-    return GrpcServer(server, servicer), port
+    return GrpcServer(server, servicer, health), port
