@@ -16,7 +16,7 @@ health_pb2 = pytest.importorskip("grpc_health.v1.health_pb2")
 from grpc_health.v1 import health_pb2_grpc  # noqa: E402
 
 from service.testing import fake_hooks, fake_models  # noqa: E402
-from tests.test_service_server import free_port  # noqa: E402
+from server_process import free_port  # noqa: E402
 
 WARMUP_S = 0.3       # each fake forward's delay: readiness comes after the warm-up forwards (~13)
 GRACE_S = 20.0       # --graceful-shutdown-s: far longer than the shutdown may take here

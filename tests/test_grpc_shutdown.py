@@ -19,7 +19,8 @@ from tritonclient.grpc import service_pb2 as pb  # noqa: E402
 from tritonclient.grpc import service_pb2_grpc as pb_grpc  # noqa: E402
 
 from service.testing import fake_hooks, fake_models  # noqa: E402
-from tests.test_service_server import fake_server_cmd, free_port, in_process_server, server_process  # noqa: E402
+from server_process import fake_server_cmd, free_port, server_process  # noqa: E402
+from tests.test_service_server import in_process_server  # noqa: E402
 
 GRACE_S = 0.3
 FORWARD_S = 3.0   # far past the grace: every call is still running when it ends

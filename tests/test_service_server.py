@@ -20,8 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-# fake_server_cmd: test_grpc_shutdown imports it from here
-from server_process import cli_flags, fake_server_cmd, free_port, server_process  # noqa: F401
+from server_process import cli_flags, free_port, server_process
 from service.bad_requests import malformed_requests
 
 httpclient = pytest.importorskip("tritonclient.http")
