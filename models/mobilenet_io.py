@@ -191,6 +191,26 @@ def read_labels(path: str | Path | None, num_classes: int) -> list[str]:
 
 
 # ---- preprocessing ---------------------------------------------------------------------------
+# Integer modes with samples wider than 8 bits: 16-bit grayscale PNG and TIFF open as I;16
+# (I in older Pillow; I is also 32-bit TIFF, read here as 16-bit, the usual content).
+# convert("RGB") clips their values to 0..255, so a 16-bit picture reached the model white.
+WIDE_INT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_rgb(image):
+    """PIL image of any mode -> 8-bit RGB, with 16-bit samples scaled (v * 255 / 65535, rounded)
+    rather than clipped. Mode F (32-bit float) has no fixed range to scale from: ValueError."""
+    from PIL import Image
+    if image.mode in WIDE_INT_MODES:
+        wide = np.clip(np.asarray(image), 0, 65535).astype(np.uint32)       # (H, W); I;16B is big-endian
+        eight = ((wide * 255 + 32767) // 65535).astype(np.uint8)
+        return Image.fromarray(eight).convert("RGB")
+    if image.mode == "F":
+        raise ValueError("expected 8- or 16-bit integer pixels; 32-bit float pixels (mode F) have no "
+                         "fixed range to map to colours: save the image as 8- or 16-bit")
+    return image.convert("RGB")
+
+
 def preprocess(image, *, resize: int = RESIZE, crop: int = CROP) -> torch.Tensor:
     """PIL image -> (3, crop, crop) float32, ImageNet-normalised (torchvision's eval transform:
     Resize(256) on the shorter side, bilinear; CenterCrop(224); ToTensor; Normalize).
@@ -208,7 +228,7 @@ def preprocess(image, *, resize: int = RESIZE, crop: int = CROP) -> torch.Tensor
         raise ValueError(f"preprocess expects a PIL.Image.Image, got {type(image).__name__}")
     if image.width < 1 or image.height < 1:
         raise ValueError(f"preprocess expects a non-empty image, got {image.width}x{image.height}")
-    img = image.convert("RGB")
+    img = to_rgb(image)
     w, h = img.size
     short, long = (w, h) if w <= h else (h, w)
     new_long = int(resize * long / short)                   # torchvision truncates, as here

@@ -104,3 +104,19 @@ def test_classify_decodes_a_sliver_png_cheaply(monkeypatch):
     x = handler.decode(buf.getvalue())
     assert x.shape == (1, 3, CROP, CROP) and x.dtype == np.float32
     assert produced == [(CROP, CROP)]
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(mode):
+    """convert("RGB") clips samples above 255, so a 16-bit grayscale image (I;16, or I from
+    older Pillow and 32-bit TIFF) was all white; preprocess scales it as its 8-bit twin."""
+    ramp = np.tile(np.linspace(0, 65535, 300).astype(np.uint16), (280, 1))
+    wide = Image.fromarray(ramp.astype({"I;16": "<u2", "I;16B": ">u2", "I": np.int32}[mode]))
+    assert wide.mode == mode
+    want = preprocess(Image.fromarray((ramp // 257).astype(np.uint8)))
+    assert np.abs(unnormalise(preprocess(wide)) - unnormalise(want)).max() <= 1.5 / 255
+
+
+def test_float_pixels_are_refused_not_clipped():
+    with pytest.raises(ValueError, match="8- or 16-bit"):
+        preprocess(Image.new("F", (40, 40), 0.5))
