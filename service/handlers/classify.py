@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import numpy as np
 
+from models.mobilenet_io import to_rgb
+
 from ..runtime import ModelRuntime
+
+# What /v1/classify decodes: what cameras, phones and browsers produce (a phone's MPO is read
+# by the JPEG plugin). Every other Pillow plugin is attack surface no client needs: EPS runs
+# Ghostscript where it is installed, and the rare decoders (PCX, SGI, FLI, ...) are where
+# Pillow's decoder CVEs have been.
+IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+TAKEN = "JPEG, PNG, GIF, BMP, WEBP or TIFF"
+
+
+def _upright(img):
+    """The image as it is meant to be seen: phones store the sensor's pixels and the way to
+    show them in EXIF Orientation (tag 0x0112), which every viewer applies. A damaged EXIF
+    block leaves the pixels as stored: the image itself is fine, and refusing it would help no one."""
+    from PIL import ImageOps
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - Pillow's EXIF parser raises anything from struct.error to SyntaxError
+        return img
 
 
 class ClassifyHandler:
@@ -24,22 +45,34 @@ class ClassifyHandler:
 
     def decode(self, data: bytes) -> np.ndarray:
         """Image bytes -> (1, 3, H, W) float32. Runs off the event loop (CPU-heavy)."""
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
 
         if not data:
-            raise ValueError("file: expected a non-empty image upload (JPEG, PNG, ...)")
+            raise ValueError(f"file: expected a non-empty image upload ({TAKEN})")
         limit = self.rt.settings.max_image_pixels
         try:
-            with Image.open(io.BytesIO(data)) as img:   # lazy: reads the header only
-                w, h = img.size
-                if w * h > limit:
-                    raise ValueError(f"file: image is {w}x{h} = {w * h} pixels; the limit is {limit} (DWSERVE_MAX_IMAGE_PIXELS)")
+            img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)   # lazy: reads the header only
+        except UnidentifiedImageError:   # its message is the repr of our BytesIO: a heap address
+            raise ValueError(f"file: not an image in a format this server reads; expected {TAKEN}") from None
+        except Image.DecompressionBombError as exc:   # Pillow's own ceiling, met before ours below
+            pixels = re.search(r"\((\d+) pixels\)", str(exc))
+            raise ValueError(f"file: image is {pixels[1] if pixels else 'too many'} pixels; the limit is {limit} "
+                             "(DWSERVE_MAX_IMAGE_PIXELS)") from None
+        except Exception as exc:  # noqa: BLE001 - a damaged header: OSError, SyntaxError, struct.error, ...
+            raise ValueError(f"file: not a readable image ({type(exc).__name__}: {exc}); expected {TAKEN}"[:300]) from None
+        with img:
+            w, h = img.size
+            if w * h > limit:
+                raise ValueError(f"file: image is {w}x{h} = {w * h} pixels; the limit is {limit} (DWSERVE_MAX_IMAGE_PIXELS)")
+            try:
                 img.load()
-                rgb = img.convert("RGB")
-        except ValueError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ... on bad files
-            raise ValueError(f"file: expected an image Pillow can decode (JPEG, PNG, ...): {type(exc).__name__}: {exc}"[:300]) from None
+            except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, ValueError, ... on damaged data
+                raise ValueError(f"file: the {img.format} image could not be decoded; is it damaged or truncated? "
+                                 f"({type(exc).__name__}: {exc})"[:300]) from None
+            try:
+                rgb = to_rgb(_upright(img))
+            except ValueError as exc:   # mode F: no range to map to colours
+                raise ValueError(f"file: {exc}") from None
         x = self.preprocess(rgb)
         return np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)[None]
 
