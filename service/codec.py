@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from typing import Any
 
 import numpy as np
 
 from .classification import serialize_bytes
+from .errors import ServiceError
 
 
 def _reject_constant(name: str):
@@ -64,6 +66,37 @@ def parse_json(raw: bytes, what: str = "request body") -> Any:
         return _loads(raw)
     except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nesting attack
         raise CodecError(f"{what}: expected valid UTF-8 JSON ({type(exc).__name__}: {exc})"[:300]) from None
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """A request body as sent with `Content-Encoding: encoding` (lower-cased) -> its bytes,
+    decoded whole and at most `limit` long: more is a 413 (a zip bomb), an encoding other than
+    gzip or deflate (zlib, RFC 9110) a 415, and a damaged stream a 400. Whole: a stream must
+    reach its end (a gzip one is only checked, CRC-32 and length, there), a gzip body of
+    several members (RFC 1952: `cat a.gz b.gz`) is all of them, and nothing may follow."""
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise ServiceError(415, f"Content-Encoding {encoding[:40]!r} unsupported; expected gzip, deflate or none")
+    kind = "deflate" if encoding == "deflate" else "gzip"
+    pieces, size, rest = [], 0, body
+    while True:
+        stream = zlib.decompressobj(15 if kind == "deflate" else 31)
+        try:
+            piece = stream.decompress(rest, limit + 1 - size)   # >= 1: 0 would mean no bound
+        except zlib.error as exc:
+            raise CodecError(f"body: invalid {kind} data ({exc})") from None
+        size += len(piece)
+        if size > limit:
+            raise ServiceError(413, f"decompressed body exceeds the limit of {limit} bytes (DWSERVE_MAX_BODY_BYTES)")
+        pieces.append(piece)
+        if not stream.eof:
+            raise CodecError(f"body: {kind} data truncated: it ends before the end of its stream")
+        rest = stream.unused_data
+        if not rest:
+            return b"".join(pieces)
+        if kind == "deflate" or not rest.startswith(b"\x1f\x8b"):   # gzip's magic: another member
+            raise CodecError(f"body: {len(rest)} unexpected bytes after the {kind} stream")
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:

@@ -2,7 +2,10 @@
 
 1. body limit: 413 when Content-Length exceeds max_body_bytes, and again while reading
    the stream (a lying or absent Content-Length cannot get more in). The body is buffered
-   here (bounded) and replayed to the app, so no route ever sees an oversized body;
+   here (bounded) and replayed to the app, so no route ever sees an oversized body. A gzip or
+   deflate Content-Encoding is decoded here too, for every route, under the same limit
+   (codec.decompress: a zip bomb is a 413, a damaged stream a 400), and the app sees the
+   decoded body without the header;
 2. bearer auth (DWSERVE_API_KEY) on inference routes: 401 before the body is read;
 3. X-Request-ID: the client's (a printable token of <= 128 characters) or a fresh one, on
    every response and in every logged error; X-Depthwise-Impl on inference responses: the
@@ -32,7 +35,8 @@ import re
 import time
 import uuid
 
-from .errors import error_response
+from .codec import decompress
+from .errors import ServiceError, error_response
 from .infer import infer_bytes
 
 log = logging.getLogger("dwserve.app")
@@ -41,6 +45,8 @@ _INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 # Every /v2 route metered per model: OIP infer and Triton's generate extension.
 _MODEL_ROUTE = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/(infer|generate|generate_stream)$")
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")   # printable ASCII, no spaces
+# Said of the body as sent, so dropped once it is decoded: the app sees the decoded body.
+_ENCODED_HEADERS = (b"content-encoding", b"content-length")
 _GENERATE_PATHS = ("/v1/generate", "/v1/completions", "/v1/chat/completions")
 CLIENT_CLOSED = 499   # nginx's "client closed request": the client gave up, not a server error
 
@@ -238,6 +244,14 @@ class GuardMiddleware:
                     if not message.get("more_body", False):
                         break
                 body, replayed = b"".join(chunks), False
+                encoding = headers.pop("content-encoding", "").strip().lower()
+                if encoding not in ("", "identity"):   # decoded here for every route, bounded alike
+                    try:   # off the loop: up to max_body_bytes of inflating
+                        body = await asyncio.to_thread(decompress, body, encoding, limit)
+                    except (ValueError, ServiceError) as exc:   # 400 damaged, 413 too big, 415 unknown
+                        return await reject(*error_response(exc)[:2])
+                    kept = [(k, v) for k, v in scope["headers"] if k.lower() not in _ENCODED_HEADERS]
+                    scope = {**scope, "headers": [*kept, (b"content-length", str(len(body)).encode())]}
                 infer = _INFER.match(scope["path"]) if scope["method"] == "POST" else None
                 if infer is not None:
                     return await self._infer(infer, headers, body, state, send_wrapped, reject, receive_watched)
