@@ -5,7 +5,8 @@
    here (bounded) and replayed to the app, so no route ever sees an oversized body. A gzip or
    deflate Content-Encoding is decoded here too, for every route, under the same limit
    (codec.decompress: a zip bomb is a 413, a damaged stream a 400), and the app sees the
-   decoded body without the header;
+   decoded body without the header. A body that pauses longer than idle_timeout_s, or is not
+   all in within request_timeout_s, is a 408 and the connection is closed;
 2. bearer auth (DWSERVE_API_KEY) on inference routes: 401 before the body is read;
 3. X-Request-ID: the client's (a printable token of <= 128 characters) or a fresh one, on
    every response and in every logged error; X-Depthwise-Impl on inference responses: the
@@ -83,6 +84,18 @@ def _json_response(status: int, message: str, extra_headers=()):
     headers += [(k.encode(), v.encode()) for k, v in extra_headers]
     return {"type": "http.response.start", "status": status, "headers": headers}, \
         {"type": "http.response.body", "body": body}
+
+
+async def _within(receive, timeout: float):
+    """receive() within `timeout` seconds, else TimeoutError (asyncio.TimeoutError is it from
+    3.11). asyncio.timeout where there is one, not wait_for: handlers/generate._get says why."""
+    if not hasattr(asyncio, "timeout"):
+        try:
+            return await asyncio.wait_for(receive(), max(timeout, 0))
+        except asyncio.TimeoutError:
+            raise TimeoutError from None
+    async with asyncio.timeout(timeout):
+        return await receive()
 
 
 async def client_gone(receive) -> None:
@@ -232,8 +245,20 @@ class GuardMiddleware:
                     if int(declared) > limit:
                         return await reject(413, f"body is {declared} bytes; the limit is {limit} (DWSERVE_MAX_BODY_BYTES)")
                 chunks, size = [], 0
+                # A client that stops sending its body, or trickles it, held this request and the
+                # bytes buffered so far for good (uvicorn's idle timer is off while a request is in
+                # progress): each pause may last idle_timeout_s, the whole body request_timeout_s.
+                deadline = time.monotonic() + settings.request_timeout_s
                 while True:
-                    message = await receive_watched()
+                    left = deadline - time.monotonic()
+                    try:
+                        message = await _within(receive_watched, min(settings.idle_timeout_s, left))
+                    except TimeoutError:
+                        why = (f"no byte of it for {settings.idle_timeout_s:g} s (DWSERVE_IDLE_TIMEOUT_S)"
+                               if settings.idle_timeout_s < left else
+                               f"not all of it within {settings.request_timeout_s:g} s (DWSERVE_REQUEST_TIMEOUT_S)")
+                        return await reject(408, f"request body: {size} of {declared or 'its'} bytes came, then {why}; "
+                                                 "send the body as fast as the network allows", [("connection", "close")])
                     if message["type"] == "http.disconnect":
                         return  # client went away mid-upload (499 below); nothing to answer
                     chunk = message.get("body", b"")

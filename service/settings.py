@@ -80,7 +80,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(4096 * 4096, ge=1)     # decoded image width*height
     max_prompt_chars: int = Field(100_000, ge=1)
     max_choices: int = Field(8, ge=1, le=256)            # OpenAI `n`: sequences per request
-    request_timeout_s: float = Field(120.0, gt=0)        # a request waiting longer gets 503
+    # a request waiting longer for the model gets 503; a body not all received by then, 408
+    request_timeout_s: float = Field(120.0, gt=0)
 
     # --- security -------------------------------------------------------------------------
     api_key: Optional[str] = None                        # bearer token for inference routes
@@ -91,7 +92,8 @@ class Settings(BaseSettings):
     warmup: bool = True                                  # warm up (and compile) before ready
     # on SIGTERM, how long in-flight requests get to finish before they are cut; 0 = at once
     graceful_shutdown_s: float = Field(30.0, ge=0)
-    # seconds a connection may sit with no request in progress (also before its first byte)
+    # seconds a connection may sit with no request in progress (also before its first byte),
+    # and a request's body pause mid-upload (then 408)
     idle_timeout_s: float = Field(5.0, gt=0)
     # uvicorn's log level and the root logger's (--log-level): one of LOG_LEVELS
     log_level: str = "info"

@@ -1,6 +1,7 @@
 """Request bodies as the middleware (service/middleware.py) takes them, on every POST route:
 Content-Encoding decoded whole and bounded, and a client that stops sending its body
 mid-upload let go of instead of held for good. The app runs in-process on the fake models."""
+import asyncio
 import gzip
 import io
 import json
@@ -91,3 +92,75 @@ def test_a_damaged_stream_is_a_400_not_read_as_far_as_it_goes(client, name, body
     encoding = "deflate" if name.startswith("deflate") else "gzip"
     r = _post(client, "/v2/models/lfm2/infer", body, encoding)
     assert r.status_code == 400 and words in r.json()["error"], r.text
+
+
+def _post_scope(path: str, length: int) -> dict:
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+            "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+            "headers": [(b"content-length", str(length).encode()), (b"content-type", b"application/json")],
+            "client": ("127.0.0.1", 9), "server": ("127.0.0.1", 80)}
+
+
+def _upload(settings: Settings, chunks, gap_s: float) -> tuple[list[dict], float]:
+    """The app (ASGI, no server) given a POST whose body comes as `chunks` `gap_s` apart and
+    then never ends -> (what the app sent, seconds until it answered)."""
+    app = create_app(settings, models=fake_models(), hooks=fake_hooks())
+    sent: list[dict] = []
+
+    async def run():
+        pending = list(chunks)
+
+        async def receive():
+            if pending:
+                await asyncio.sleep(gap_s)
+                return {"type": "http.request", "body": pending.pop(0), "more_body": True}
+            await asyncio.Event().wait()   # the client sends nothing more, and stays connected
+
+        async def send(message):
+            sent.append(message)
+
+        await asyncio.wait_for(app(_post_scope("/v1/generate", 10_000), receive, send), 30)
+
+    t0 = time.perf_counter()
+    asyncio.run(run())
+    return sent, time.perf_counter() - t0
+
+
+def test_an_upload_that_stalls_is_a_408_after_the_idle_timeout():
+    """A client that sends its headers and part of its body, then nothing, held its request
+    (and the bytes buffered so far) for good: uvicorn's keep-alive timer is off while a
+    request is in progress, and the body loop waited on receive() without a bound."""
+    sent, took = _upload(Settings(idle_timeout_s=0.3, request_timeout_s=20), [b'{"prompt":'], gap_s=0)
+    assert sent and sent[0]["status"] == 408, sent
+    assert 0.25 < took < 5, took
+    headers = dict(sent[0]["headers"])
+    assert headers[b"connection"] == b"close"
+    assert b"DWSERVE_IDLE_TIMEOUT_S" in sent[1]["body"], sent[1]["body"]
+
+
+def test_an_upload_trickled_slower_than_the_request_timeout_is_a_408():
+    """One byte every 0.1 s never trips a 0.3 s idle timer; the whole body must still arrive
+    within DWSERVE_REQUEST_TIMEOUT_S."""
+    sent, took = _upload(Settings(idle_timeout_s=0.3, request_timeout_s=1.0), [b" "] * 1000, gap_s=0.1)
+    assert sent and sent[0]["status"] == 408, sent
+    assert 0.9 < took < 5, took
+    assert b"DWSERVE_REQUEST_TIMEOUT_S" in sent[1]["body"], sent[1]["body"]
+
+
+def test_a_stalled_upload_releases_its_connection_on_the_real_server():
+    """Under uvicorn (service/cli.run_server) the 408 goes out and the socket is closed: the
+    connection, not only the request, is let go."""
+    import socket
+
+    from server_process import fake_server_cmd, server_process
+
+    with server_process(fake_server_cmd(idle_timeout_s=1.0), timeout=60) as (url, _):
+        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as sock:
+            sock.settimeout(10)
+            sock.sendall(b"POST /v2/models/lfm2/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n{")
+            reply = b""
+            while chunk := sock.recv(4096):   # ends when the server closes the connection
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 408 "), reply
+        assert b"DWSERVE_IDLE_TIMEOUT_S" in reply
