@@ -6,6 +6,7 @@ decoding a request means "bad input" and becomes a 400; see app.install_error_ha
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Optional
 
 
@@ -27,9 +28,16 @@ def validation_message(errors: list[dict], limit: int = 5) -> str:
 
 def http_error(exc) -> tuple[int, str, dict[str, str]]:
     """(status, message, headers) for a Starlette/FastAPI HTTPException. FastAPI turns a JSON
-    body it cannot decode as text (invalid UTF-8) into a bare 400 "There was an error parsing
-    the body"; its cause says which byte, so the message does."""
+    body its parser gives up on other than by a syntax error (invalid UTF-8, nesting past the
+    recursion limit, a number past CPython's 4300 digits) into a bare 400 "There was an error
+    parsing the body"; its cause says what, so the message does."""
     cause = exc.__cause__
+    if isinstance(cause, RecursionError):   # "[[[[...": the stdlib parser recurses per level
+        return exc.status_code, ("request body: JSON nested too deeply for the parser; expected objects and "
+                                 "arrays nested at most about 900 levels"), {}
+    if isinstance(cause, ValueError) and "digits" in str(cause):   # CPython's int-from-text cap
+        digits = getattr(sys, "get_int_max_str_digits", lambda: 4300)()
+        return exc.status_code, f"request body: expected JSON numbers of at most {digits} digits", {}
     if isinstance(cause, UnicodeDecodeError):
         byte = cause.object[cause.start:cause.start + 1].hex()
         return exc.status_code, (f"request body: expected UTF-8 JSON; byte 0x{byte} at offset {cause.start} is "

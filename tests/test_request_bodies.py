@@ -164,3 +164,14 @@ def test_a_stalled_upload_releases_its_connection_on_the_real_server():
                 reply += chunk
         assert reply.startswith(b"HTTP/1.1 408 "), reply
         assert b"DWSERVE_IDLE_TIMEOUT_S" in reply
+
+
+@pytest.mark.parametrize("path", ["/v1/generate", "/v1/completions", "/v1/chat/completions"])
+@pytest.mark.parametrize("raw, words", [
+    pytest.param(b"[" * 100_000, "nested", id="deep-nesting"),
+    pytest.param(b'{"prompt": "a", "seed": ' + b"9" * 5000 + b"}", "digits", id="5000-digit-number")])
+def test_json_the_parser_gives_up_on_says_why(client, path, raw, words):
+    """FastAPI parses these routes' bodies with the stdlib json, whose RecursionError and
+    int-digits ValueError it answers with a bare 'There was an error parsing the body'."""
+    r = client.post(path, content=raw, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and words in r.json()["error"], r.text
