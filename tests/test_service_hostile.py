@@ -1,0 +1,139 @@
+"""The app in-process (fake models) against a hostile client: what an attacker controls must
+not grow the metrics, slip past the bearer token, or reach headers and logs verbatim.
+(Bodies: tests/test_request_bodies.py; images: tests/test_classify_images.py; the rest of the
+malformed-request battery: service/bad_requests.py, run by tests/test_service_app.py.)"""
+import io
+import logging
+import re
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from service.app import create_app
+from service.metrics import ROUTES
+from service.settings import IMPL_CHOICES, Settings
+from service.testing import fake_hooks, fake_models
+
+IDS = {"inputs": [{"name": "input_ids", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]}
+KEY = "s3cret-token"
+
+
+def _ready(client):
+    deadline = time.time() + 20
+    while client.get("/v2/health/ready").status_code != 200:
+        assert time.time() < deadline, "never ready"
+        time.sleep(0.02)
+    return client
+
+
+@pytest.fixture(scope="module")
+def client():
+    app = create_app(Settings(max_queue_delay_ms=0), models=fake_models(), hooks=fake_hooks())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield _ready(client)
+
+
+def _png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _labels(text: str) -> dict[str, set[str]]:
+    values: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        if line.startswith("dwserve_") and "{" in line:
+            for key, value in re.findall(r'(\w+)="([^"]*)"', line):
+                values.setdefault(key, set()).add(value)
+    return values
+
+
+def test_made_up_names_add_no_label_values(client):
+    """50 distinct bogus model names, versions and depthwise_impls on every inference route:
+    each label keeps to its fixed set (served models + "unknown", IMPL_CHOICES, ROUTES), so
+    no client can grow the series Prometheus stores."""
+    png = _png()
+    for i in range(50):
+        bogus = f"bogus-{i}"
+        client.post(f"/v2/models/{bogus}/infer", json=IDS)
+        client.post(f"/v2/models/{bogus}/versions/{i}/infer", json=IDS)
+        client.post(f"/v2/models/lfm2/versions/{i + 2}/infer", json=IDS)
+        client.post(f"/v2/models/{bogus}/generate", json={"text_input": "a"})
+        client.post(f"/v2/models/{bogus}/generate_stream", json={"text_input": "a"})
+        client.post("/v2/models/lfm2/infer", json={**IDS, "parameters": {"depthwise_impl": bogus}})
+        client.post("/v2/models/lfm2/generate", json={"text_input": "a", "parameters": {"depthwise_impl": bogus}})
+        client.post("/v1/generate", json={"prompt": "a", "max_new_tokens": 1, "depthwise_impl": bogus})
+        client.post("/v1/completions", json={"model": bogus, "prompt": "a", "max_tokens": 1})
+        client.post("/v1/chat/completions", json={"model": bogus, "messages": [{"role": "user", "content": "a"}]})
+        client.post(f"/v1/classify?depthwise_impl={bogus}", files={"file": ("x.png", png, "image/png")})
+        client.get(f"/v2/models/{bogus}/stats")
+    labels = _labels(client.get("/metrics").text)
+    assert labels["model"] <= {"lfm2", "mobilenet_v2", "unknown"}, labels["model"]
+    assert labels["impl"] <= set(IMPL_CHOICES), labels["impl"]
+    assert labels.get("route", set()) <= set(ROUTES), labels.get("route")
+    assert all(re.fullmatch(r"[1-5][0-9][0-9]", s) for s in labels["status"]), labels["status"]
+    assert "unknown" in labels["model"]   # the bogus names were counted, under one value
+
+
+INFERENCE = [("/v2/models/lfm2/infer", {"json": IDS}),
+             ("/v2/models/lfm2/versions/1/infer", {"json": IDS}),
+             ("/v2/models/lfm2/generate", {"json": {"text_input": "a", "parameters": {"max_tokens": 1}}}),
+             ("/v2/models/lfm2/generate_stream", {"json": {"text_input": "a", "parameters": {"max_tokens": 1}}}),
+             ("/v1/generate", {"json": {"prompt": "a", "max_new_tokens": 1}}),
+             ("/v1/completions", {"json": {"prompt": "a", "max_tokens": 1}}),
+             ("/v1/chat/completions", {"json": {"messages": [{"role": "user", "content": "a"}], "max_tokens": 1}}),
+             ("/v1/classify", {"files": {"file": ("x.png", _png(), "image/png")}})]
+# Open with a key set: probes and scrapers carry no token (deploy/prometheus and k8s send none),
+# and the rest is read-only description of a repository fixed at start (load is a no-op once
+# ready, unload a 400: triton_ext.py), as Triton leaves them open unless restricted.
+OPEN = [("GET", "/v2/health/live"), ("GET", "/v2/health/ready"), ("HEAD", "/v2/health/live"),
+        ("HEAD", "/v2/health/ready"), ("GET", "/metrics"), ("GET", "/v2"), ("GET", "/v2/models/lfm2"),
+        ("GET", "/v2/models/lfm2/ready"), ("GET", "/v1/models")]
+
+
+def test_the_bearer_token_guards_every_inference_route_and_leaves_probes_open(monkeypatch):
+    import hmac
+
+    compared = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append(1) or real(a, b))
+    app = create_app(Settings(api_key=KEY, max_queue_delay_ms=0), models=fake_models(), hooks=fake_hooks())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        _ready(client)
+        for path, kwargs in INFERENCE:
+            for auth in (None, "Bearer wrong", f"Bearer {KEY}x", f"Basic {KEY}", KEY, "Bearer "):
+                headers = {"Authorization": auth} if auth else {}
+                r = client.post(path, headers=headers, **kwargs)
+                assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (path, auth, r.text)
+            r = client.post(path, headers={"Authorization": f"bearer {KEY}"}, **kwargs)   # the scheme is case-insensitive
+            assert r.status_code == 200, (path, r.text)
+        for method, path in OPEN:
+            assert client.request(method, path).status_code == 200, (method, path)
+    assert compared, "the token was not compared with hmac.compare_digest (constant time)"
+
+
+@pytest.mark.parametrize("given", [
+    pytest.param("abc\x1b[31mred", id="escape-sequence"), pytest.param("a\x7fb", id="DEL"),
+    pytest.param("a\tb", id="tab"), pytest.param("a b", id="space"), pytest.param("caf\xe9", id="latin-1"),
+    pytest.param("x" * 129, id="129-chars"), pytest.param("", id="empty")])
+def test_an_unfit_request_id_is_replaced_in_the_reply_and_the_log(given, caplog):
+    """X-Request-ID is echoed and logged with every error; one that is not a printable ASCII
+    token of at most 128 characters is replaced by a fresh one, so no client writes control
+    characters (terminal escapes, log-line forgery) or an unbounded string into either."""
+    models = fake_models()
+    models["mobilenet_v2"].forward = lambda inputs: 1 / 0   # an internal error, which is logged
+    app = create_app(Settings(warmup=False), models=models, hooks=fake_hooks())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        _ready(client)
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            r = client.post("/v1/classify", files={"file": ("x.png", _png(), "image/png")},
+                            headers={"X-Request-ID": given.encode("latin-1")})
+        kept = client.get("/v2/health/live", headers={"X-Request-ID": "x" * 128})
+    assert r.status_code == 500
+    assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"]), r.headers["x-request-id"]
+    logged = " ".join(rec.getMessage() for rec in caplog.records)
+    assert r.headers["x-request-id"] in logged and (not given or given not in logged), logged
+    assert kept.headers["x-request-id"] == "x" * 128
