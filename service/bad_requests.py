@@ -3,6 +3,17 @@ every case must get a 4xx with an {"error": ...} body and leave the server up.""
 from __future__ import annotations
 
 
+def _png_claiming(width: int, height: int) -> bytes:
+    """A valid PNG header declaring width x height over a few bytes of pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0\0\0\0")) + chunk(b"IEND", b""))
+
+
 def malformed_requests(vocab: int, max_sequence_length: int, max_batch_size: int, max_body_bytes: int):
     """A battery of bad requests: (id, method, path, httpx kwargs, expected status or None for
     any 4xx). Every one must get a 4xx with an {"error": ...} body and leave the server up."""
@@ -54,10 +65,16 @@ def malformed_requests(vocab: int, max_sequence_length: int, max_batch_size: int
         "non-int-shape": P(mb, 400, json=img(shape=("a",))),
         "string-data": P(lm, 400, json=ids(["a", "b"])),
         "nan-data": P(mb, 400, content=b'{"inputs":[{"name":"input","shape":[1,1,1,1],"datatype":"FP32","data":[NaN]}]}'),
+        "infinity-literal": P(mb, 400, content=b'{"inputs":[{"name":"input","shape":[1,1,1,1],"datatype":"FP32","data":[Infinity]}]}'),
+        "number-past-double": P(mb, 400, content=b'{"inputs":[{"name":"input","shape":[1,1,1,1],"datatype":"FP32","data":[1e400]}]}'),
         "float-token-ids": P(lm, 400, json=ids([1.5, 2.0])),
         "out-of-vocab": P(lm, 400, json=ids([1, vocab + 5])),
         "negative-token": P(lm, 400, json=ids([-3, 1])),
         "int64-overflow": P(lm, 400, json=ids([2**70, 1])),
+        "int64-one-past-max": P(lm, 400, json=ids([2**63, 1])),
+        "int64-one-past-min": P(lm, 400, json=ids([-2**63 - 1, 1])),
+        "shape-product-past-int64": P(lm, 400, json=ids([1], shape=[2**62, 2**62])),
+        "zero-dim-hides-huge-dim": P(lm, 400, json=ids([], shape=[0, 2**62])),
         "too-long-sequence": P(lm, 400, json=ids([1] * (max_sequence_length + 1))),
         "batch-over-limit": P(lm, 400, json=ids([1] * (max_batch_size + 1), shape=[max_batch_size + 1, 1])),
         "zero-batch": P(lm, 400, json=ids([], shape=[0, 3])),
@@ -67,6 +84,9 @@ def malformed_requests(vocab: int, max_sequence_length: int, max_batch_size: int
         "binary-output-not-bool": P(lm, 400, json={**ids([1, 2]), "parameters": {"binary_data_output": "yes"}}),
         "bin-header-not-int": P(lm, 400, **binary({"inputs": [bin_ids]}, b"\0" * 16, header="ten")),
         "bin-header-past-end": P(lm, 400, **binary({"inputs": [bin_ids]}, b"\0" * 16, header=10**6)),
+        "bin-header-negative": P(lm, 400, **binary({"inputs": [bin_ids]}, b"\0" * 16, header=-5)),
+        "bin-size-not-int": P(lm, 400, **binary({"inputs": [{**bin_ids, "parameters": {"binary_data_size": 16.0}}]}, b"\0" * 16)),
+        "bin-huge-shape-tiny-data": P(lm, 400, **binary({"inputs": [{**bin_ids, "shape": [2**31, 2**31]}]}, b"\0" * 16)),
         "bin-size-wrong": P(lm, 400, **binary({"inputs": [{**bin_ids, "parameters": {"binary_data_size": 12}}]}, b"\0" * 12)),
         "bin-truncated": P(lm, 400, **binary({"inputs": [bin_ids]}, b"\0" * 8)),
         "bin-trailing-bytes": P(lm, 400, **binary({"inputs": [bin_ids]}, b"\0" * 24)),
@@ -79,6 +99,11 @@ def malformed_requests(vocab: int, max_sequence_length: int, max_batch_size: int
         "unknown-encoding": P(lm, 415, content=b"xx", headers={"Content-Encoding": "br"}),
         "broken-gzip": P(lm, 400, content=b"not gzip", headers={"Content-Encoding": "gzip"}),
         "gzip-bomb": P(lm, 413, content=gzip.compress(b" " * (max_body_bytes + 10)), headers={"Content-Encoding": "gzip"}),
+        "gzip-truncated": P(lm, 400, content=gzip.compress(_json.dumps(ids([1, 2])).encode())[:-6],
+                            headers={"Content-Encoding": "gzip"}),
+        "generate-gzip-bomb": P("/v1/generate", 413, content=gzip.compress(b" " * (max_body_bytes + 10)),
+                                headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}),
+        "generate-deep-nesting": P("/v1/generate", 400, content=b"[" * 50_000, headers={"Content-Type": "application/json"}),
         "oversized-body": P(mb, 413, content=b" " * (max_body_bytes + 1)),
         "generate-both-inputs": P("/v1/generate", 400, json={"prompt": "a", "input_ids": [1]}),
         "generate-no-input": P("/v1/generate", 400, json={"max_new_tokens": 2}),
@@ -108,6 +133,9 @@ def malformed_requests(vocab: int, max_sequence_length: int, max_batch_size: int
         "classify-not-image": P("/v1/classify", 400, files={"file": ("a.txt", b"hello, not an image", "text/plain")}),
         "classify-truncated-png": P("/v1/classify", 400, files={"file": ("a.png", png.getvalue()[:30], "image/png")}),
         "classify-empty-file": P("/v1/classify", 400, files={"file": ("a.png", b"", "image/png")}),
+        "classify-svg": P("/v1/classify", 400, files={"file": ("a.svg", b'<svg xmlns="http://www.w3.org/2000/svg"/>', "image/svg+xml")}),
+        "classify-pixel-bomb": P("/v1/classify", 400, files={"file": ("a.png", _png_claiming(100_000, 100_000), "image/png")}),
+        "classify-no-file-part": P("/v1/classify", 422, files={"image": ("a.png", png.getvalue(), "image/png")}),
         "classify-no-file": P("/v1/classify", 422, json={"file": "x"}),
         "classify-top-k-zero": P("/v1/classify?top_k=0", 422, files={"file": ("a.png", png.getvalue(), "image/png")}),
         "classify-bad-impl": P("/v1/classify?depthwise_impl=nope", 422, files={"file": ("a.png", png.getvalue(), "image/png")}),
