@@ -32,6 +32,11 @@ def handler_of(request: Request, kind: str):
 async def classify(request: Request, file: UploadFile = File(..., description="an image (JPEG, PNG, ...)"),
                    top_k: int = Query(5, ge=1, le=1000), depthwise_impl: Optional[ImplName] = Query(None)):
     handler = handler_of(request, "classify")
+    # FastAPI binds the last of several `file` parts; the others would be dropped unanswered.
+    # (The form is FastAPI's own, already parsed: Starlette caches it on the request.)
+    parts = len((await request.form()).getlist("file"))
+    if parts > 1:
+        raise ValueError(f"file: expected one 'file' part (one image per request), got {parts}")
     impl = handler.rt.check_impl(depthwise_impl)
     request.state.dw_impl = impl
     image = await asyncio.to_thread(handler.decode, await file.read())

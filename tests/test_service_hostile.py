@@ -137,3 +137,12 @@ def test_an_unfit_request_id_is_replaced_in_the_reply_and_the_log(given, caplog)
     logged = " ".join(rec.getMessage() for rec in caplog.records)
     assert r.headers["x-request-id"] in logged and (not given or given not in logged), logged
     assert kept.headers["x-request-id"] == "x" * 128
+
+
+def test_two_file_parts_are_refused_not_one_dropped(client):
+    """/v1/classify answers for one image; given two `file` parts FastAPI bound the last and
+    the first was dropped without a word, so a client batching images got one answer for two."""
+    png = _png()
+    r = client.post("/v1/classify", files=[("file", ("a.png", png, "image/png")), ("file", ("b.png", png, "image/png"))])
+    assert r.status_code == 400 and "one 'file' part" in r.json()["error"], r.text
+    assert client.post("/v1/classify", files={"file": ("a.png", png, "image/png")}).status_code == 200
