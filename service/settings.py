@@ -119,6 +119,17 @@ class Settings(BaseSettings):
             raise ValueError(f"expected each model name at most once, got {names}")
         return value
 
+    @field_validator("api_key")
+    @classmethod
+    def _check_api_key(cls, value):
+        # Only what a client can send back: a secret file's trailing newline (or any control or
+        # non-ASCII character) made a key no request could match, every one a silent 401.
+        if value is not None and not re.fullmatch(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?", value):
+            raise ValueError("expected visible ASCII characters (spaces only between them), as an "
+                             "Authorization header or gRPC metadata can carry; a trailing newline from a "
+                             "secret file?")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower_log_level(cls, value):

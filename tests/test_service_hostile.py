@@ -146,3 +146,21 @@ def test_two_file_parts_are_refused_not_one_dropped(client):
     r = client.post("/v1/classify", files=[("file", ("a.png", png, "image/png")), ("file", ("b.png", png, "image/png"))])
     assert r.status_code == 400 and "one 'file' part" in r.json()["error"], r.text
     assert client.post("/v1/classify", files={"file": ("a.png", png, "image/png")}).status_code == 200
+
+
+@pytest.mark.parametrize("key", [pytest.param("s3cret\n", id="trailing-newline"), pytest.param(" s3cret", id="leading-space"),
+                                 pytest.param("s3\tcret", id="tab"), pytest.param("s\u00e9cret", id="non-ascii"),
+                                 pytest.param("", id="empty")])
+def test_an_api_key_clients_cannot_send_is_refused_at_start(key):
+    """A key read from a secret file often ends in a newline, which no client can send (HTTP
+    servers refuse it in a header and strip a value's surrounding whitespace; gRPC metadata is
+    visible ASCII), so every request was a 401, the service shut with nothing said. A non-ASCII
+    key matched only a client writing the header in Latin-1, and never over gRPC. An empty one
+    (`--api-key "$KEY"` with KEY unset) turned auth off: now it is refused too, failing closed.
+    (DWSERVE_API_KEY= stays as if unset: the settings' env_ignore_empty.)"""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="visible ASCII"):
+        Settings(api_key=key)
+    for fine in ("Ab0-._~+/=!#$%&*", "two words"):
+        assert Settings(api_key=fine).api_key == fine
