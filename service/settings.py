@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     # seconds a connection may sit with no request in progress (also before its first byte),
     # and a request's body pause mid-upload (then 408)
     idle_timeout_s: float = Field(5.0, gt=0)
+    # seconds a request's head (request line and headers) may take from its first byte; then
+    # 408 and the connection is closed (a client trickling headers: slowloris). service/cli.py
+    head_timeout_s: float = Field(10.0, gt=0)
     # uvicorn's log level and the root logger's (--log-level): one of LOG_LEVELS
     log_level: str = "info"
 

@@ -1,0 +1,76 @@
+"""`dwserve serve`'s uvicorn (service/cli.run_server) against clients that abuse a request's
+head: megabytes of headers (uvicorn's httptools protocol buffered them all, no bound) and
+headers trickled slower than the idle timeout (each byte re-armed nothing: slowloris)."""
+import socket
+import time
+
+import httpx
+
+from server_process import fake_server_cmd, server_process
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return int(f.read().split("VmRSS:")[1].split()[0]) / 1024
+
+
+def _reply(sock: socket.socket) -> bytes:
+    data = b""
+    try:
+        while chunk := sock.recv(4096):
+            data += chunk
+    except (ConnectionError, socket.timeout):
+        pass
+    return data
+
+
+def test_a_huge_head_is_refused_and_not_buffered():
+    with server_process(fake_server_cmd(idle_timeout_s=5.0), timeout=60) as (url, proc):
+        port = int(url.rsplit(":", 1)[1])
+        before = _rss_mib(proc.pid)
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.settimeout(10)
+            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")
+            try:
+                for i in range(100):   # 100 MB of headers, if the server keeps reading
+                    sock.sendall(b"X-Pad-%d: " % i + b"a" * 1_000_000 + b"\r\n")
+            except ConnectionError:
+                pass   # refused and closed mid-send: what should happen
+            reply = _reply(sock)
+        assert reply.startswith(b"HTTP/1.1 431 ") or reply == b"", reply[:200]
+        assert _rss_mib(proc.pid) - before < 50
+        assert httpx.get(f"{url}/v2/health/live", timeout=5).status_code == 200
+
+
+def test_a_trickled_head_is_cut_after_the_head_timeout():
+    with server_process(fake_server_cmd(idle_timeout_s=1.0, head_timeout_s=2.0), timeout=60) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            head, t0, cut = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 100, time.time(), None
+            for byte in head:   # one byte every 0.2 s: never idle for the 1 s idle timeout
+                try:
+                    sock.sendall(bytes([byte]))
+                except ConnectionError:
+                    break
+                time.sleep(0.2)
+                sock.settimeout(0.01)
+                try:
+                    if sock.recv(4096, socket.MSG_PEEK) or True:
+                        cut = time.time() - t0
+                        break
+                except socket.timeout:
+                    pass
+            assert cut is not None and 1.8 < cut < 5, cut
+        with httpx.Client(base_url=url, timeout=5) as client:   # a whole request on a new connection
+            assert client.get("/v2/health/live").status_code == 200
+
+
+def test_keep_alive_requests_with_bodies_are_untouched():
+    with server_process(fake_server_cmd(idle_timeout_s=1.0), timeout=60) as (url, _):
+        with httpx.Client(base_url=url, timeout=10) as client:
+            for _ in range(50):   # one connection, many heads: none counted into the next
+                r = client.post("/v2/models/lfm2/infer", headers={"X-Pad": "a" * 30_000}, json={"inputs": [
+                    {"name": "input_ids", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]})
+                assert r.status_code == 200, r.text
+            time.sleep(0.5)
+            assert client.get("/v2/health/live").status_code == 200
