@@ -10,9 +10,9 @@ its exceptions through errors.error_response, so they answer alike.
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections.abc import Mapping
 
+from .codec import decompress
 from .errors import ServiceError
 
 # Content types accepted on /infer: tritonclient sends none or octet-stream (binary extension);
@@ -26,22 +26,6 @@ def check_version(version: str | None) -> None:
         raise ServiceError(404, f"unknown model version {version!r}; expected '1'")
 
 
-def decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """tritonclient's request_compression_algorithm; bounded so a zip bomb is a 413."""
-    if encoding in ("", "identity"):
-        return body
-    if encoding not in ("gzip", "deflate"):
-        raise ServiceError(415, f"Content-Encoding {encoding!r} unsupported; expected gzip, deflate or none")
-    d = zlib.decompressobj(31 if encoding == "gzip" else 15)
-    try:
-        out = d.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise ValueError(f"body: invalid {encoding} data ({exc})") from None
-    if len(out) > limit or d.unconsumed_tail:
-        raise ServiceError(413, f"decompressed body exceeds the limit of {limit} bytes (DWSERVE_MAX_BODY_BYTES)")
-    return out
-
-
 async def infer_bytes(svc, model: str, version: str | None, headers: Mapping[str, str], body: bytes,
                       state: dict) -> tuple[bytes, dict[str, str]]:
     """One infer request: headers lower-cased, body as received -> (response body, headers).
@@ -53,7 +37,8 @@ async def infer_bytes(svc, model: str, version: str | None, headers: Mapping[str
     if ctype not in INFER_TYPES:
         raise ServiceError(415, f"Content-Type {ctype!r} unsupported; expected application/json, or "
                                 "application/octet-stream with Inference-Header-Content-Length")
-    body = decompress(body, headers.get("content-encoding", "").lower(), svc.settings.max_body_bytes)
+    # GuardMiddleware decoded it already (and dropped the header); the route alone has not
+    body = decompress(body, headers.get("content-encoding", "").strip().lower(), svc.settings.max_body_bytes)
     handler = svc.tensor[model]
     header_length = headers.get("inference-header-content-length")
     if len(body) > BIG_JSON_BYTES and header_length is None:  # big JSON: parse off the event loop
