@@ -131,16 +131,21 @@ def _not_bool_token(value: Any) -> Any:
     return value
 
 
-def _unicode_text(value: str) -> str:
-    """Text the tokenizer can encode: JSON's \\ud800-style escapes can carry half of a UTF-16
-    surrogate pair, which is no character (UTF-8 cannot encode it)."""
+def unicode_problem(value: str) -> str | None:
+    """Why the tokenizer cannot encode `value`, or None: JSON's \\ud800-style escapes can carry
+    half of a UTF-16 surrogate pair, which is no character (UTF-8 cannot encode it)."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise PydanticCustomError(
-            "lone_surrogate", "expected valid Unicode text; {escape} at index {index} is a lone UTF-16 surrogate "
-            "(escape a character outside the BMP as both halves of its pair, or send it as UTF-8)",
-            {"escape": f"\\u{ord(value[exc.start]):04x}", "index": exc.start}) from None
+        return (f"expected valid Unicode text; \\u{ord(value[exc.start]):04x} at index {exc.start} is a lone "
+                "UTF-16 surrogate (escape a character outside the BMP as both halves of its pair, or send it as UTF-8)")
+    return None
+
+
+def _unicode_text(value: str) -> str:
+    problem = unicode_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("lone_surrogate", problem.replace("{", "{{").replace("}", "}}"))
     return value
 
 

@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .schemas import Float, GenerateRequest, ImplName, Int, TokenId
+from .schemas import Float, GenerateRequest, ImplName, Int, TokenId, unicode_problem
 
 
 class StreamOptions(BaseModel):
@@ -112,6 +112,13 @@ class CompletionRequest(_SamplingRequest):
         return self.max_tokens == 0
 
 
+def _encodable(text: str, where: str) -> str:
+    problem = unicode_problem(text)
+    if problem is not None:
+        raise ValueError(f"{where}: {problem}")
+    return text
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     role: Literal["system", "developer", "user", "assistant", "tool"]
@@ -126,7 +133,7 @@ class ChatMessage(BaseModel):
         if self.role == "tool" or self.tool_calls:
             raise ValueError(f"{where}: tool messages and tool_calls are unsupported; dwserve chats in text")
         if isinstance(self.content, str):
-            return self.content
+            return _encodable(self.content, f"{where}.content")
         if self.content is None:
             raise ValueError(f"{where}.content: expected text")
         parts = []
@@ -134,7 +141,7 @@ class ChatMessage(BaseModel):
             if part.get("type") != "text" or not isinstance(part.get("text"), str):
                 raise ValueError(f"{where}.content[{j}]: expected {{\"type\": \"text\", \"text\": ...}}; "
                                  f"only text parts are supported, got type {part.get('type')!r}")
-            parts.append(part["text"])
+            parts.append(_encodable(part["text"], f"{where}.content[{j}].text"))
         return "".join(parts)
 
 
