@@ -56,13 +56,21 @@ class Service:
         self.load_error: Optional[str] = None
         self.on_load_error = None  # set by the CLI: stop the server (exit 1) instead of never turning ready
         self._loaded = threading.Event()
+        # the loader thread adds runtimes while the loop reads them and a shutdown may stop
+        # them: both under _lock, and once _stopping no runtime starts (shutdown mid-loading)
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._started: list[ModelRuntime] = []      # runtimes started, warm or not
         self.compute: Optional[ComputeThread] = None   # started by load(): all torch work runs there
         self.grpc_port: Optional[int] = None           # bound gRPC port once serving (settings.grpc_port)
         self._grpc = self._grpc_loop = self._grpc_stopping = None
 
     @property
     def ready(self) -> bool:
-        return self._loaded.is_set() and self.load_error is None and all(r.ready for r in self.runtimes.values())
+        # list(): one C-level copy; a generator over the live view raced the loader's inserts
+        runtimes = list(self.runtimes.values())
+        return (self._loaded.is_set() and self.load_error is None and not self._stopping
+                and len(runtimes) == len(self.model_names) and all(r.ready for r in runtimes))
 
     def load(self) -> None:
         """Loader thread: build, start and warm every model, then flip readiness."""
@@ -72,7 +80,10 @@ class Service:
             if self.settings.keep_freed_memory:
                 from models.allocator import keep_freed_memory
                 keep_freed_memory()
-            self.compute = ComputeThread()
+            with self._lock:                  # stop() shuts down the compute thread it sees
+                if self._stopping:
+                    return
+                self.compute = ComputeThread()
             device = self.settings.resolved_device()
             if self.settings.torch_threads:
                 self.compute.call(torch.set_num_threads, self.settings.torch_threads)
@@ -81,7 +92,12 @@ class Service:
                 self.hooks = default_hooks()
             for name in self.model_names:
                 served = self.prebuilt[name] if self.prebuilt is not None else self.compute.call(self._build, name, device)
-                rt = ModelRuntime(served, self.settings, self.metrics, self.hooks, self.compute).start()
+                with self._lock:
+                    if self._stopping:
+                        log.info("shutdown during loading: %s not started", name)
+                        return
+                    rt = ModelRuntime(served, self.settings, self.metrics, self.hooks, self.compute).start()
+                    self._started.append(rt)
                 self.metrics.set_model_info(name, getattr(served, "metadata", None) or {})
                 rt.warmup()
                 self.tensor[name] = TensorHandler().setup(rt)
@@ -89,10 +105,13 @@ class Service:
                     self.classify = ClassifyHandler().setup(rt)
                 if name == self.generate_model:
                     self.generate = GenerateHandler().setup(rt)
-                self.runtimes[name] = rt
+                self.runtimes[name] = rt          # last: routes find its handlers set up
             log.info("ready: %s on %s, depthwise_impl=%s", ", ".join(self.model_names), device,
                      self.settings.depthwise_impl)
         except Exception as exc:  # noqa: BLE001 - stays live but never ready; the reason is logged and shown
+            if self._stopping:                # its runtime or compute thread was stopped under it
+                log.info("shutdown during loading: %s", exc)
+                return
             if isinstance(exc, ValueError):   # a bad checkpoint or setting, said in its message: one line
                 log.error("model loading failed: %s", exc)
             else:                             # anything else is a bug: its traceback
@@ -140,9 +159,12 @@ class Service:
         return self._grpc_stopping
 
     def stop(self) -> None:
+        with self._lock:                # no runtime starts after this (a shutdown mid-loading)
+            self._stopping = True
+            started = list(self._started)
         if self.generate is not None:   # generations first: their steps run on the runtimes
             self.generate.stop(timeout=self.settings.graceful_shutdown_s)
-        for rt in self.runtimes.values():
+        for rt in started:
             rt.stop(timeout=self.settings.graceful_shutdown_s)
         if self.compute is not None:
             self.compute.shutdown()
@@ -164,10 +186,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError):
         parts = [validation_message(exc.errors())]
         content_type = request.headers.get("content-type", "")
-        if any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors()) and "json" not in content_type \
+        sent_as = f"the body was sent as {content_type or 'no Content-Type'!r}"
+        if request.url.path.rstrip("/") == "/v1/classify" and "multipart" not in content_type:
+            parts.append(f"{sent_as}; send the image as the multipart/form-data field 'file' "
+                         "(curl -F file=@image.jpg)")   # a raw image body read as 'file missing'
+        elif any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors()) and "json" not in content_type \
                 and "multipart" not in content_type:   # e.g. `curl -d` without -H: form-encoded
-            parts.append(f"the body was sent as {content_type or 'no Content-Type'!r}; "
-                         "send JSON with 'Content-Type: application/json'")
+            parts.append(f"{sent_as}; send JSON with 'Content-Type: application/json'")
         return _error(422, "invalid request: " + "; ".join(parts))
 
     @app.exception_handler(StarletteHTTPException)

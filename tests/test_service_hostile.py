@@ -164,3 +164,25 @@ def test_an_api_key_clients_cannot_send_is_refused_at_start(key):
         Settings(api_key=key)
     for fine in ("Ab0-._~+/=!#$%&*", "two words"):
         assert Settings(api_key=fine).api_key == fine
+
+
+@pytest.mark.parametrize("content, where", [
+    pytest.param("hi \ud800", "messages[0].content", id="text"),
+    pytest.param([{"type": "text", "text": "ok"}, {"type": "text", "text": "\udfff"}], "messages[0].content[1].text",
+                 id="text-part"),
+])
+def test_chat_text_that_is_no_unicode_is_a_400_saying_where(client, content, where):
+    """A lone surrogate (JSON's "\\ud800") in a chat message: /v1/generate's prompt said why,
+    chat passed it to the tokenizer, whose UTF-8 encode failed with Python's codec message."""
+    body = '{"messages": [{"role": "user", "content": %s}], "max_tokens": 1}' % (
+        '"hi \\ud800"' if isinstance(content, str) else
+        '[{"type": "text", "text": "ok"}, {"type": "text", "text": "\\udfff"}]')
+    r = client.post("/v1/chat/completions", content=body.encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"].startswith(f"{where}: expected valid Unicode text;") and "lone UTF-16 surrogate" in r.text
+
+
+def test_an_image_posted_raw_to_classify_is_told_to_send_multipart(client):
+    r = client.post("/v1/classify", content=_png(), headers={"content-type": "image/png"})
+    assert r.status_code == 422
+    assert "sent as 'image/png'; send the image as the multipart/form-data field 'file'" in r.json()["error"]
