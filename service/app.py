@@ -103,8 +103,15 @@ class Service:
                 self.tensor[name] = TensorHandler().setup(rt)
                 if name == self.classify_model:
                     self.classify = ClassifyHandler().setup(rt)
-                if name == self.generate_model:
-                    self.generate = GenerateHandler().setup(rt)
+                generate = GenerateHandler().setup(rt) if name == self.generate_model else None
+                with self._lock:   # stop() takes `generate` under it: published here, or stopped here
+                    if self._stopping:
+                        if generate is not None:    # its scheduler thread started after stop() looked
+                            generate.stop(timeout=self.settings.graceful_shutdown_s)
+                        log.info("shutdown during loading: %s not served", name)
+                        return
+                    if generate is not None:
+                        self.generate = generate
                 self.runtimes[name] = rt          # last: routes find its handlers set up
             log.info("ready: %s on %s, depthwise_impl=%s", ", ".join(self.model_names), device,
                      self.settings.depthwise_impl)
@@ -161,9 +168,9 @@ class Service:
     def stop(self) -> None:
         with self._lock:                # no runtime starts after this (a shutdown mid-loading)
             self._stopping = True
-            started = list(self._started)
-        if self.generate is not None:   # generations first: their steps run on the runtimes
-            self.generate.stop(timeout=self.settings.graceful_shutdown_s)
+            started, generate = list(self._started), self.generate
+        if generate is not None:        # generations first: their steps run on the runtimes
+            generate.stop(timeout=self.settings.graceful_shutdown_s)
         for rt in started:
             rt.stop(timeout=self.settings.graceful_shutdown_s)
         if self.compute is not None:

@@ -77,3 +77,24 @@ def test_readiness_reads_while_models_are_added():
         reader.join()
     assert service.ready and not errors
     service.stop()
+
+
+def test_a_shutdown_during_the_last_warm_up_leaves_no_generation_scheduler_running(monkeypatch):
+    """stop() read `generate` before the loader set it: a shutdown while lfm2 (the generate
+    model) warmed up found none to stop, and the loader then started its scheduler thread,
+    which nothing ever stopped."""
+    service = Service(Settings(graceful_shutdown_s=5, warmup=False), models=fake_models(), hooks=fake_hooks())
+    warmup = ModelRuntime.warmup
+
+    def warmup_then_shutdown(self):
+        warmup(self)
+        if self.name == service.generate_model:   # the shutdown lands between warm-up and setup
+            stopper = threading.Thread(target=service.stop)
+            stopper.start()
+            stopper.join(10)
+
+    monkeypatch.setattr(ModelRuntime, "warmup", warmup_then_shutdown)
+    service.load()
+    running = [t.name for t in threading.enumerate() if t.name.startswith("dwserve-generate-")]
+    assert not running, f"generation scheduler left running after the shutdown: {running}"
+    assert not service.ready
