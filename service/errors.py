@@ -16,6 +16,21 @@ class ServiceError(Exception):
         self.status, self.message, self.headers = status, message, headers or {}
 
 
+async def within(receive, timeout: float):
+    """await receive() within `timeout` seconds, else the builtin TimeoutError (a 503 below;
+    the request-body reader answers it 408). asyncio.timeout where there is one (3.11+), not
+    wait_for: 3.11's wait_for returns an item that came in the same loop turn as a cancel and
+    drops the cancel, so a generation cut at shutdown waited on for tokens that never came and
+    its request never sent its 503 (3.10 keeps that race)."""
+    if not hasattr(asyncio, "timeout"):
+        try:
+            return await asyncio.wait_for(receive(), timeout)
+        except asyncio.TimeoutError:   # not the builtin one before 3.11
+            raise TimeoutError from None
+    async with asyncio.timeout(timeout):
+        return await receive()
+
+
 def unavailable(message: str, retry_after_s: int = 1) -> ServiceError:
     return ServiceError(503, message, {"Retry-After": str(retry_after_s)})
 

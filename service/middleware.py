@@ -37,7 +37,7 @@ import time
 import uuid
 
 from .codec import decompress
-from .errors import ServiceError, error_response
+from .errors import ServiceError, error_response, within
 from .infer import infer_bytes
 
 log = logging.getLogger("dwserve.app")
@@ -84,18 +84,6 @@ def _json_response(status: int, message: str, extra_headers=()):
     headers += [(k.encode(), v.encode()) for k, v in extra_headers]
     return {"type": "http.response.start", "status": status, "headers": headers}, \
         {"type": "http.response.body", "body": body}
-
-
-async def _within(receive, timeout: float):
-    """receive() within `timeout` seconds, else TimeoutError (asyncio.TimeoutError is it from
-    3.11). asyncio.timeout where there is one, not wait_for: handlers/generate._get says why."""
-    if not hasattr(asyncio, "timeout"):
-        try:
-            return await asyncio.wait_for(receive(), max(timeout, 0))
-        except asyncio.TimeoutError:
-            raise TimeoutError from None
-    async with asyncio.timeout(timeout):
-        return await receive()
 
 
 async def client_gone(receive) -> None:
@@ -252,7 +240,7 @@ class GuardMiddleware:
                 while True:
                     left = deadline - time.monotonic()
                     try:
-                        message = await _within(receive_watched, min(settings.idle_timeout_s, left))
+                        message = await within(receive_watched, min(settings.idle_timeout_s, left))
                     except TimeoutError:
                         why = (f"no byte of it for {settings.idle_timeout_s:g} s (DWSERVE_IDLE_TIMEOUT_S)"
                                if settings.idle_timeout_s < left else

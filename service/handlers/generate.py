@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator, Optional
 
 from models.lfm2 import logit_processing
 
+from ..errors import within
 from ..generation import GenerationScheduler
 from ..runtime import ModelRuntime
 from ..schemas import GenerateRequest
@@ -46,17 +47,6 @@ class Plan:
     ignore_eos: bool = False
     logprobs: Optional[int] = None
     t_start: float = field(default_factory=time.perf_counter)
-
-
-async def _get(queue: asyncio.Queue, timeout: float):
-    """queue.get() within timeout (TimeoutError). asyncio.timeout where there is one (3.11+), not
-    wait_for: 3.11's wait_for returns an item that came in the same loop turn as a cancel and
-    drops the cancel, so a generation cut at shutdown waited on for tokens that never came and
-    its request never sent its 503 (3.10 keeps that race)."""
-    if not hasattr(asyncio, "timeout"):
-        return await asyncio.wait_for(queue.get(), timeout)
-    async with asyncio.timeout(timeout):
-        return await queue.get()
 
 
 class GenerateHandler:
@@ -166,7 +156,7 @@ class GenerateHandler:
         hold = max((len(x) for x in plan.stop), default=1) - 1
         try:
             while True:
-                kind, value = await _get(queue, self.rt.settings.request_timeout_s)
+                kind, value = await within(queue.get, self.rt.settings.request_timeout_s)
                 if kind == "error":
                     raise value
                 if kind == "done":
