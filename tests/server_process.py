@@ -86,3 +86,12 @@ def cli_flags(limits: dict) -> list[str]:
 def fake_server_cmd(**limits) -> list[str]:
     return [sys.executable, "-c", "from service.testing import serve_fake; serve_fake()",
             *cli_flags({k.replace("_", "-"): v for k, v in limits.items()})]
+
+
+def client_ready(client, timeout: float = 20):
+    """An in-process client (TestClient) once /v2/health/ready is 200 -> the client."""
+    deadline = time.time() + timeout
+    while client.get("/v2/health/ready").status_code != 200:
+        assert time.time() < deadline, "never ready"
+        time.sleep(0.02)
+    return client

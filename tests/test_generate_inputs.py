@@ -2,7 +2,6 @@
 the field and what was expected (service/schemas.py), checked on the schemas and through the
 app with the fake models."""
 import json
-import time
 
 import pytest
 from fastapi import FastAPI, Request
@@ -16,6 +15,7 @@ from service.errors import http_error, validation_message
 from service.schemas import GenerateRequest, TritonGenerateRequest
 from service.settings import Settings
 from service.testing import fake_hooks, fake_models
+from server_process import client_ready
 
 
 def _error(schema, raw) -> str:
@@ -71,10 +71,7 @@ def test_triton_generate_request_is_as_strict(body, message):
 def client():
     app = create_app(Settings(max_new_tokens=16, max_sequence_length=64), models=fake_models(), hooks=fake_hooks())
     with TestClient(app, raise_server_exceptions=False) as c:
-        deadline = time.time() + 20
-        while c.get("/v2/health/ready").status_code != 200:
-            assert time.time() < deadline, "never ready"
-            time.sleep(0.02)
+        client_ready(c)
         yield c
 
 
@@ -139,10 +136,7 @@ def test_generation_stops_at_the_models_positions_not_only_the_servers_limit():
     models["lfm2"].lm.config.max_position_embeddings = 24
     app = create_app(Settings(max_new_tokens=64, max_sequence_length=128), models=models, hooks=fake_hooks())
     with TestClient(app, raise_server_exceptions=False) as c:
-        deadline = time.time() + 20
-        while c.get("/v2/health/ready").status_code != 200:
-            assert time.time() < deadline, "never ready"
-            time.sleep(0.02)
+        client_ready(c)
         r = c.post("/v1/generate", json={"input_ids": [5] * 20, "max_new_tokens": 10})
         assert r.status_code == 400 and "24 tokens, the model's max_position_embeddings" in r.json()["error"], r.text
         ok = c.post("/v1/generate", json={"input_ids": [5] * 20, "max_new_tokens": 4})

@@ -21,7 +21,7 @@ from service.app import create_app
 from service.settings import Settings
 from service.testing import FakeContinuousBatch, fake_hooks, fake_models
 
-from test_service_app import _wait_ready
+from server_process import client_ready
 
 GAUGE = "dwserve_kernel_launches_per_token"
 
@@ -75,7 +75,7 @@ def fake_serve(monkeypatch):
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
-        _wait_ready(client)
+        client_ready(client)
         return client, hooks, log
 
     yield make
@@ -154,7 +154,7 @@ def real():
                         depthwise_impl="slice_sum")
     app = create_app(settings, models={"lfm2": lm})
     with TestClient(app) as c:
-        _wait_ready(c)
+        client_ready(c)
         yield c, lm, settings
 
 

@@ -77,19 +77,21 @@ def _assert_counted_503(service, n: int):
     assert _metric(text, 'dwserve_inflight_requests{model="lfm2"}') == 0
 
 
-def test_unary_calls_cut_by_shutdown_are_unavailable_with_retry_after_and_counted_503():
-    def call(stub, rid):
-        try:
-            stub.ModelInfer(_request(rid), timeout=30)
-            return "ok", "", {}, time.monotonic()
-        except grpc.RpcError as exc:
-            return exc.code(), exc.details() or "", dict(exc.trailing_metadata() or ()), time.monotonic()
+def _call(stub, rid: str):
+    """One ModelInfer -> (code or "ok", details, trailers, when it was answered)."""
+    try:
+        stub.ModelInfer(_request(rid), timeout=30)
+        return "ok", "", {}, time.monotonic()
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details() or "", dict(exc.trailing_metadata() or ()), time.monotonic()
 
+
+def test_unary_calls_cut_by_shutdown_are_unavailable_with_retry_after_and_counted_503():
     with ThreadPoolExecutor(2) as pool:
         with _server() as (target, url, service):
             stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(target))
             # one computing, one queued behind it (max_batch_size=1)
-            calls = [pool.submit(call, stub, f"r{i}") for i in range(2)]
+            calls = [pool.submit(_call, stub, f"r{i}") for i in range(2)]
             _wait_inflight(url, 2)
             t0 = time.monotonic()   # leaving the block shuts the server down
         outcomes = [f.result(timeout=30) for f in calls]
@@ -141,15 +143,8 @@ def test_sigterm_answers_running_grpc_calls_before_the_process_exits(grace_s):
     with server_process(cmd + ["--delay-s", str(FORWARD_S)], timeout=60) as (url, proc):
         stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
 
-        def call(rid):
-            try:
-                stub.ModelInfer(_request(rid), timeout=30)
-                return "ok", "", {}, time.monotonic()
-            except grpc.RpcError as exc:
-                return exc.code(), exc.details() or "", dict(exc.trailing_metadata() or ()), time.monotonic()
-
         with ThreadPoolExecutor(2) as pool:
-            calls = [pool.submit(call, f"r{i}") for i in range(2)]
+            calls = [pool.submit(_call, stub, f"r{i}") for i in range(2)]
             _wait_inflight(url, 2)
             t0 = time.monotonic()
             proc.send_signal(signal.SIGTERM)

@@ -15,7 +15,8 @@ from service.app import create_app
 from service.metrics import ServiceMetrics
 from service.settings import Settings
 from service.testing import fake_hooks, fake_models
-from tests.test_service_app import LIMITS, _infer_json, _wait_ready
+from server_process import client_ready
+from tests.test_service_app import LIMITS, _infer_json
 
 
 def requests_total(text: str) -> dict:
@@ -43,7 +44,7 @@ def test_first_count_of_a_model_and_impl_exposes_its_alerting_statuses_at_zero()
 def test_served_request_leaves_503_and_500_series_at_zero():
     app = create_app(Settings(**LIMITS), models=fake_models(delay_s=0.001), hooks=fake_hooks())
     with TestClient(app, raise_server_exceptions=False) as client:
-        _wait_ready(client)
+        client_ready(client)
         r = _infer_json(client, "lfm2", "input_ids", np.array([[1, 2, 3]]), "INT64")
         assert r.status_code == 200
         got = requests_total(client.get("/metrics").text)

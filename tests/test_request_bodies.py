@@ -15,6 +15,7 @@ from PIL import Image
 from service.app import create_app
 from service.settings import Settings
 from service.testing import fake_hooks, fake_models
+from server_process import client_ready
 
 LIMIT = 2**20
 IDS = {"inputs": [{"name": "input_ids", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]}
@@ -25,11 +26,7 @@ GENERATE = {"prompt": "ab", "max_new_tokens": 2}
 def client():
     app = create_app(Settings(max_body_bytes=LIMIT, max_queue_delay_ms=0), models=fake_models(), hooks=fake_hooks())
     with TestClient(app, raise_server_exceptions=False) as client:
-        deadline = time.time() + 20
-        while client.get("/v2/health/ready").status_code != 200:
-            assert time.time() < deadline, "never ready"
-            time.sleep(0.02)
-        yield client
+        yield client_ready(client)
 
 
 def _post(client, path, raw: bytes, encoding: str, content_type="application/json"):

@@ -3,7 +3,6 @@ metrics and auth, fast. The real models run in tests/test_service_server.py."""
 import io
 import json
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -15,18 +14,10 @@ from service.app import create_app
 from service.settings import Settings
 from service.bad_requests import malformed_requests
 from service.testing import fake_hooks, fake_models, reference_logits
+from server_process import client_ready
 
 LIMITS = dict(max_sequence_length=64, max_batch_size=4, max_body_bytes=3 * 2**20, max_new_tokens=16,
               max_queue_delay_ms=20, request_timeout_s=20)
-
-
-def _wait_ready(client, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if client.get("/v2/health/ready").status_code == 200:
-            return
-        time.sleep(0.02)
-    raise AssertionError("never ready")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +25,7 @@ def served():
     models = fake_models(delay_s=0.01)
     app = create_app(Settings(**LIMITS), models=models, hooks=fake_hooks())
     with TestClient(app, raise_server_exceptions=False) as client:
-        _wait_ready(client)
+        client_ready(client)
         yield client, models
 
 
@@ -214,7 +205,7 @@ def test_cuda_kernel_counts_reach_the_launch_metric():
 
     app = create_app(Settings(**LIMITS), models=fake_models(), hooks=SimpleNamespace(**{**vars(hooks), "count_launches": count_launches}))
     with TestClient(app, raise_server_exceptions=False) as client:
-        _wait_ready(client)
+        client_ready(client)
         for impl in ("per_group", "auto"):
             assert _infer_json(client, "lfm2", "input_ids", np.array([[1, 2]]), "INT64", depthwise_impl=impl).status_code == 200
         text = client.get("/metrics").text
@@ -254,7 +245,7 @@ def test_internal_error_answers_with_the_request_id_and_logs_it_once(caplog):
     buf = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buf, format="PNG")
     with TestClient(app, raise_server_exceptions=True) as client:   # a re-raise would fail here
-        _wait_ready(client)
+        client_ready(client)
         caplog.clear()
         r = client.post("/v1/classify", files={"file": ("x.png", buf.getvalue(), "image/png")},
                         headers={"X-Request-ID": "trace-500"})
@@ -304,7 +295,7 @@ def test_depthwise_duration_sampled_every_n_forwards():
     models = fake_models()
     app = create_app(Settings(depthwise_sample_every=3, max_queue_delay_ms=0), models=models, hooks=fake_hooks())
     with TestClient(app) as client:
-        _wait_ready(client)
+        client_ready(client)
         for _ in range(9):
             _infer_json(client, "lfm2", "input_ids", np.array([[1]]), "INT64", depthwise_impl="native")
         text = client.get("/metrics").text
@@ -328,13 +319,13 @@ def test_not_ready_until_warmed_up_and_live_from_start():
         r = _infer_json(client, "lfm2", "input_ids", np.array([[1]]), "INT64")
         assert r.status_code == 503 and "Retry-After" in r.headers
         gate.set()
-        _wait_ready(client)
+        client_ready(client)
 
 
 def test_bearer_token_guards_inference_routes_only():
     app = create_app(Settings(api_key="s3cret"), models=fake_models(), hooks=fake_hooks())
     with TestClient(app) as client:
-        _wait_ready(client)
+        client_ready(client)
         body = {"inputs": [{"name": "input_ids", "shape": [1, 1], "datatype": "INT64", "data": [1]}]}
         r = client.post("/v2/models/lfm2/infer", json=body)
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
@@ -349,7 +340,7 @@ def test_overload_gives_503_and_every_request_an_answer():
     app = create_app(Settings(max_queue_size=2, max_batch_size=1, max_queue_delay_ms=0),
                      models=models, hooks=fake_hooks())
     with TestClient(app) as client:
-        _wait_ready(client)
+        client_ready(client)
 
         def one(_):
             return _infer_json(client, "lfm2", "input_ids", np.array([[1, 2]]), "INT64")

@@ -5,7 +5,6 @@ malformed-request battery: service/bad_requests.py, run by tests/test_service_ap
 import io
 import logging
 import re
-import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,24 +14,17 @@ from service.app import create_app
 from service.metrics import ROUTES
 from service.settings import IMPL_CHOICES, Settings
 from service.testing import fake_hooks, fake_models
+from server_process import client_ready
 
 IDS = {"inputs": [{"name": "input_ids", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]}
 KEY = "s3cret-token"
-
-
-def _ready(client):
-    deadline = time.time() + 20
-    while client.get("/v2/health/ready").status_code != 200:
-        assert time.time() < deadline, "never ready"
-        time.sleep(0.02)
-    return client
 
 
 @pytest.fixture(scope="module")
 def client():
     app = create_app(Settings(max_queue_delay_ms=0), models=fake_models(), hooks=fake_hooks())
     with TestClient(app, raise_server_exceptions=False) as client:
-        yield _ready(client)
+        yield client_ready(client)
 
 
 def _png() -> bytes:
@@ -101,7 +93,7 @@ def test_the_bearer_token_guards_every_inference_route_and_leaves_probes_open(mo
     monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append(1) or real(a, b))
     app = create_app(Settings(api_key=KEY, max_queue_delay_ms=0), models=fake_models(), hooks=fake_hooks())
     with TestClient(app, raise_server_exceptions=False) as client:
-        _ready(client)
+        client_ready(client)
         for path, kwargs in INFERENCE:
             for auth in (None, "Bearer wrong", f"Bearer {KEY}x", f"Basic {KEY}", KEY, "Bearer "):
                 headers = {"Authorization": auth} if auth else {}
@@ -126,7 +118,7 @@ def test_an_unfit_request_id_is_replaced_in_the_reply_and_the_log(given, caplog)
     models["mobilenet_v2"].forward = lambda inputs: 1 / 0   # an internal error, which is logged
     app = create_app(Settings(warmup=False), models=models, hooks=fake_hooks())
     with TestClient(app, raise_server_exceptions=False) as client:
-        _ready(client)
+        client_ready(client)
         caplog.clear()
         with caplog.at_level(logging.ERROR):
             r = client.post("/v1/classify", files={"file": ("x.png", _png(), "image/png")},
