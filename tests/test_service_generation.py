@@ -15,7 +15,7 @@ from service.app import Service, create_app
 from service.settings import Settings
 from service.testing import fake_hooks, fake_models
 
-from test_service_app import _wait_ready
+from server_process import client_ready
 
 
 def _expected(prompt: str, n: int, vocab: int = 96) -> str:
@@ -37,7 +37,7 @@ def serve():
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
-        _wait_ready(client)
+        client_ready(client)
         engine = app.state.service.generate.scheduler
         return client, models["lfm2"], engine
 

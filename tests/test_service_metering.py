@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.app import create_app
 from service.settings import Settings
 from service.testing import fake_hooks, fake_models
-from tests.test_service_app import LIMITS, _infer_json, _wait_ready
+from server_process import client_ready
+from tests.test_service_app import LIMITS, _infer_json
 
 
 def samples(text: str) -> dict:
@@ -32,7 +33,7 @@ def value(text: str, name: str, **labels) -> float:
 def client():
     app = create_app(Settings(**LIMITS), models=fake_models(delay_s=0.01), hooks=fake_hooks())
     with TestClient(app, raise_server_exceptions=False) as c:
-        _wait_ready(c)
+        client_ready(c)
         yield c
 
 
@@ -74,7 +75,7 @@ def test_head_reports_not_ready_with_503():
         assert c.head("/v2/health/live").status_code == 200
         assert c.head("/v2/health/ready").status_code == 503
         gate.set()
-        _wait_ready(c)
+        client_ready(c)
         assert c.head("/v2/health/ready").status_code == 200
 
 

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import Settings
-from tests.test_service_app import _wait_ready
+from server_process import client_ready
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def client():
     app = create_app(Settings(models=("lfm2",), max_sequence_length=256, max_new_tokens=12, warmup=False),
                      models={"lfm2": lm})
     with TestClient(app) as c:
-        _wait_ready(c, timeout=120)
+        client_ready(c, timeout=120)
         yield c
 
 
@@ -171,7 +171,7 @@ def test_a_model_that_does_not_generate_is_a_400():
     from service.testing import fake_hooks, fake_models
     app = create_app(Settings(warmup=False), models=fake_models(), hooks=fake_hooks())
     with TestClient(app) as c:
-        _wait_ready(c)
+        client_ready(c)
         r = c.post("/v2/models/mobilenet_v2/generate", json={"text_input": "x"})
         assert r.status_code == 400 and "does not generate text" in r.json()["error"]
         assert "'lfm2'" in r.json()["error"]
