@@ -35,6 +35,14 @@ def unavailable(message: str, retry_after_s: int = 1) -> ServiceError:
     return ServiceError(503, message, {"Retry-After": str(retry_after_s)})
 
 
+def shutdown_cut() -> ServiceError:
+    """The answer of a request still running when --graceful-shutdown-s has passed after
+    SIGTERM, on both front ends (middleware._cut, grpc_infer's cut): the draining server's 503,
+    with a Retry-After so the client retries elsewhere."""
+    return unavailable("the server is shutting down and its graceful shutdown period "
+                       "(--graceful-shutdown-s) ended before this request was answered; retry", 5)
+
+
 def validation_message(errors: list[dict], limit: int = 5) -> str:
     """pydantic / FastAPI validation errors as "loc: msg; ..." (the first `limit`)."""
     return "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ())) or 'request'}: {e.get('msg')}"

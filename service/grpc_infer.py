@@ -21,7 +21,7 @@ from typing import Callable
 import grpc
 from tritonclient.grpc import service_pb2 as pb
 
-from .errors import ServiceError, error_response, unavailable
+from .errors import ServiceError, error_response, shutdown_cut
 from .grpc_codec import decode_request, encode_response
 from .handlers.tensor import server_timing
 from .infer import check_version
@@ -33,13 +33,6 @@ _CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTI
           415: grpc.StatusCode.INVALID_ARGUMENT, 422: grpc.StatusCode.INVALID_ARGUMENT,
           503: grpc.StatusCode.UNAVAILABLE}
 _CUT = object()   # in a stream's answer queue: the server is ending the stream (shutdown)
-
-
-def cut_error() -> ServiceError:
-    """The answer of a call still running when the grace ends: REST's words and Retry-After
-    (middleware._cut), so a client retries elsewhere whichever front end it used."""
-    return unavailable("the server is shutting down and its graceful shutdown period "
-                       "(--graceful-shutdown-s) ended before this request was answered; retry", 5)
 
 
 def status_of(exc: BaseException, request_id: str = "") -> tuple[int, str, dict[str, str]]:
@@ -71,7 +64,7 @@ class InferCalls:
     def cut(self) -> int:
         """End every inference call still running (the shutdown's grace is over) -> how many.
         Their work is cancelled (queued requests are dropped, a running forward finishes
-        unread) and each call answers cut_error() itself, counted 503."""
+        unread) and each call answers errors.shutdown_cut() itself, counted 503."""
         self.cutting = True
         ends = list(self._in_flight.values())
         for end in ends:
@@ -141,7 +134,7 @@ class InferCalls:
         except asyncio.CancelledError:
             if not (self.cutting and work.cancelled()):
                 raise   # the client left: nobody to answer
-            await abort(context, cut_error(), request_id)
+            await abort(context, shutdown_cut(), request_id)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await abort(context, exc, request_id)
         finally:
@@ -201,7 +194,7 @@ class InferCalls:
             while not (closed and not pending and done.empty()):
                 item = await done.get()
                 if item is _CUT:
-                    await abort(context, cut_error())
+                    await abort(context, shutdown_cut())
                 if item is None:
                     closed = True
                     if pending:

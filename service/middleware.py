@@ -37,7 +37,7 @@ import time
 import uuid
 
 from .codec import decompress
-from .errors import ServiceError, error_response, within
+from .errors import ServiceError, error_response, shutdown_cut, within
 from .infer import infer_bytes
 
 log = logging.getLogger("dwserve.app")
@@ -159,9 +159,8 @@ class GuardMiddleware:
         logged here naming the request; uvicorn then logs its own unattributed "ASGI callable
         returned without completing response"."""
         if can_answer:
-            return await reject(503, "the server is shutting down and its graceful shutdown period "
-                                     "(--graceful-shutdown-s) ended before this request was answered; retry",
-                                [("retry-after", "5")])
+            cut = shutdown_cut()
+            return await reject(cut.status, cut.message, [(k.lower(), v) for k, v in cut.headers.items()])
         log.warning("shutdown: %s %s (request %s) was cut short: the graceful shutdown period ended mid-reply",
                     scope["method"], scope["path"], request_id)
 
