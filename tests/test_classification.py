@@ -13,7 +13,7 @@ httpclient = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException, deserialize_bytes_tensor  # noqa: E402
 
 from service.classification import class_count, serialize_bytes, top_classes  # noqa: E402
-from tests.test_service_grpc import grpc_server  # noqa: E402
+from tests.grpc_fake_server import grpc_server  # noqa: E402
 
 
 def expected(scores: np.ndarray, k: int, labels=None) -> list[list[str]]:

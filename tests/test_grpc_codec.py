@@ -1,7 +1,7 @@
 """OIP v2 gRPC messages (service/grpc_codec.py) against tritonclient.grpc's own encoder and
 decoder: raw and typed contents for every datatype, responses read back, malformed messages
 as ValueErrors naming what was expected, and a fuzzer (decode or ValueError, nothing else).
-The server side is tests/test_service_grpc.py."""
+The server side is tests/test_grpc_infer.py."""
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings

@@ -1,4 +1,4 @@
-"""What a tritonclient.grpc user relies on beyond test_service_grpc.py: streams that mark
+"""What a tritonclient.grpc user relies on beyond test_grpc_infer.py: streams that mark
 each answer final as Triton does, an oversized message refused naming the limit and its
 setting, and the RPCs dwserve does not serve refused with a reason (no traceback in the log).
 In-process server, fake models."""
@@ -15,7 +15,7 @@ from tritonclient.grpc import service_pb2 as pb  # noqa: E402
 from tritonclient.grpc import service_pb2_grpc as pb_grpc  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from tests.test_service_grpc import grpc_server  # noqa: E402
+from tests.grpc_fake_server import grpc_server  # noqa: E402
 
 
 def _ids_input(ids: np.ndarray):
