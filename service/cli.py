@@ -36,7 +36,7 @@ BENCHMARKS = ("ops", "models", "serve", "generate", "prefill_chunks", "prefix_ca
 _REPO = Path(__file__).resolve().parent.parent
 CUT_ANSWERS_S = 1.0   # after SIGTERM's grace: how long requests cut by it get to send their 503s
 # Flags beyond DESIGN.md's list, generated from Settings so every limit is settable.
-_EXTRA = ("grpc_port", "max_body_bytes", "max_elements", "max_new_tokens", "max_sequence_length", "max_image_pixels",
+_EXTRA = ("grpc_port", "max_body_bytes", "max_total_body_bytes", "max_json_values", "max_elements", "max_new_tokens", "max_sequence_length", "max_image_pixels",
           "max_prompt_chars", "max_choices", "request_timeout_s", "api_key", "launch_recount_every",
           "depthwise_sample_every", "graceful_shutdown_s", "idle_timeout_s", "head_timeout_s", "seed", "torch_threads", "cpu_row_chunk_mib",
           "prefill_chunk_tokens", "prefix_cache_mib")
@@ -46,6 +46,8 @@ _HELP = {"host": "address to listen on (0.0.0.0: every interface)", "port": "HTT
          "max_batch_size": "rows per forward (dynamic batching; 1 = off)",
          "max_queue_delay_ms": "how long a batch may wait to fill", "max_queue_size": "queued requests per model, then 503",
          "grpc_port": "OIP v2 over gRPC on this port (0: any free one; none: off)", "max_body_bytes": "request body limit (413)",
+         "max_total_body_bytes": "all request bodies held at once (503; none: 8x --max-body-bytes)",
+         "max_json_values": "values in one JSON body, counted before parsing (413)",
          "max_elements": "elements per input tensor", "max_new_tokens": "tokens one generation may ask for",
          "max_sequence_length": "prompt + generated tokens", "max_image_pixels": "decoded image width*height",
          "max_prompt_chars": "characters of a text prompt", "max_choices": "OpenAI n: sequences per request",

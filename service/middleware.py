@@ -1,12 +1,10 @@
 """Pure-ASGI guard around the whole app (runs before FastAPI parses anything):
 
-1. body limit: 413 when Content-Length exceeds max_body_bytes, and again while reading
-   the stream (a lying or absent Content-Length cannot get more in). The body is buffered
-   here (bounded) and replayed to the app, so no route ever sees an oversized body. A gzip or
-   deflate Content-Encoding is decoded here too, for every route, under the same limit
-   (codec.decompress: a zip bomb is a 413, a damaged stream a 400), and the app sees the
-   decoded body without the header. A body that pauses longer than idle_timeout_s, or is not
-   all in within request_timeout_s, is a 408 and the connection is closed;
+1. body limits (service/body.py): the body is buffered here, bounded, and replayed to the
+   app, so no route ever sees an oversized one: 413 above max_body_bytes (declared or
+   streamed, and once gzip/deflate decoded: the app sees the decoded body without the
+   header) or above max_json_values values, 503 + Retry-After when every body in progress
+   together would pass max_total_body_bytes, 408 for a stalled or slow upload;
 2. bearer auth (DWSERVE_API_KEY) on inference routes: 401 before the body is read;
 3. X-Request-ID: the client's (a printable token of <= 128 characters) or a fresh one, on
    every response and in every logged error; X-Depthwise-Impl on inference responses: the
@@ -36,8 +34,8 @@ import re
 import time
 import uuid
 
-from .codec import decompress
-from .errors import ServiceError, error_response, shutdown_cut, within
+from .body import BodyBudget, BodyLease, read_body
+from .errors import ServiceError, error_response, shutdown_cut
 from .infer import infer_bytes
 
 log = logging.getLogger("dwserve.app")
@@ -96,6 +94,7 @@ async def client_gone(receive) -> None:
 class GuardMiddleware:
     def __init__(self, app, service):
         self.app, self.service = app, service
+        self.bodies = BodyBudget(service.settings.total_body_limit)   # every request body held at once
 
     def _route_model(self, method: str, path: str):
         """-> (model label, route label) for a metered inference request, else (None, None).
@@ -182,6 +181,7 @@ class GuardMiddleware:
         metrics = self.service.metrics
         if model is not None:
             metrics.inflight.labels(model).inc()
+        lease = BodyLease(self.bodies)   # this request's body bytes, given back when it ends
 
         async def send_wrapped(message):
             if message["type"] == "http.response.start":
@@ -224,44 +224,16 @@ class GuardMiddleware:
                     return await reject(401, "missing or wrong bearer token: send 'Authorization: Bearer <DWSERVE_API_KEY>'",
                                         [("www-authenticate", "Bearer")])
             if scope["method"] in ("POST", "PUT", "PATCH"):
-                limit = settings.max_body_bytes
-                declared = headers.get("content-length")
-                if declared is not None:
-                    if not declared.isdigit():
-                        return await reject(400, f"Content-Length: expected a non-negative integer, got {declared[:40]!r}")
-                    if int(declared) > limit:
-                        return await reject(413, f"body is {declared} bytes; the limit is {limit} (DWSERVE_MAX_BODY_BYTES)")
-                chunks, size = [], 0
-                # A client that stops sending its body, or trickles it, held this request and the
-                # bytes buffered so far for good (uvicorn's idle timer is off while a request is in
-                # progress): each pause may last idle_timeout_s, the whole body request_timeout_s.
-                deadline = time.monotonic() + settings.request_timeout_s
-                while True:
-                    left = deadline - time.monotonic()
-                    try:
-                        message = await within(receive_watched, min(settings.idle_timeout_s, left))
-                    except TimeoutError:
-                        why = (f"no byte of it for {settings.idle_timeout_s:g} s (DWSERVE_IDLE_TIMEOUT_S)"
-                               if settings.idle_timeout_s < left else
-                               f"not all of it within {settings.request_timeout_s:g} s (DWSERVE_REQUEST_TIMEOUT_S)")
-                        return await reject(408, f"request body: {size} of {declared or 'its'} bytes came, then {why}; "
-                                                 "send the body as fast as the network allows", [("connection", "close")])
-                    if message["type"] == "http.disconnect":
-                        return  # client went away mid-upload (499 below); nothing to answer
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > limit:
-                        return await reject(413, f"body exceeds the limit of {limit} bytes (DWSERVE_MAX_BODY_BYTES)")
-                    chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        break
-                body, replayed = b"".join(chunks), False
-                encoding = headers.pop("content-encoding", "").strip().lower()
-                if encoding not in ("", "identity"):   # decoded here for every route, bounded alike
-                    try:   # off the loop: up to max_body_bytes of inflating
-                        body = await asyncio.to_thread(decompress, body, encoding, limit)
-                    except (ValueError, ServiceError) as exc:   # 400 damaged, 413 too big, 415 unknown
-                        return await reject(*error_response(exc)[:2])
+                encoded = headers.get("content-encoding", "").strip().lower() not in ("", "identity")
+                try:   # bounded in size, time and, with every other body in progress, total (service/body.py)
+                    body = await read_body(receive_watched, headers, settings, lease)
+                except (ValueError, ServiceError) as exc:
+                    status, message, extra = error_response(exc)
+                    return await reject(status, message, [(k.lower(), v) for k, v in extra.items()])
+                if body is None:
+                    return  # client went away mid-upload (499 below); nothing to answer
+                replayed = False
+                if encoded:   # decoded by read_body: the app sees the body as it is now, without the header
                     kept = [(k, v) for k, v in scope["headers"] if k.lower() not in _ENCODED_HEADERS]
                     scope = {**scope, "headers": [*kept, (b"content-length", str(len(body)).encode())]}
                 infer = _INFER.match(scope["path"]) if scope["method"] == "POST" else None
@@ -280,6 +252,7 @@ class GuardMiddleware:
         except asyncio.CancelledError:
             return await self._cut(scope, request_id, status_box[0] is None and not disconnected[0], reject)
         finally:
+            lease.close()
             if model is not None:
                 # No response started: the client left (499), or nothing answered it (500).
                 status = status_box[0] or (CLIENT_CLOSED if disconnected[0] else 500)

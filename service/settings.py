@@ -74,6 +74,12 @@ class Settings(BaseSettings):
 
     # --- request limits (each violation is a 4xx, never a 500) ---------------------------
     max_body_bytes: int = Field(32 * 2**20, ge=1024)     # 413 above (Content-Length and streamed)
+    # Every request body held at once (bytes), summed over the requests in progress; a body
+    # that would pass it is a 503 + Retry-After. None = 8 * max_body_bytes (256 MiB by default).
+    max_total_body_bytes: Optional[int] = Field(None, ge=1024)
+    # Values (numbers, strings, ...) in one JSON body, counted before it is parsed; 413 above.
+    # Parsed, each costs ~32 bytes (up to 16x the body); large tensors travel in binary.
+    max_json_values: int = Field(2 * 2**20, ge=1024)
     max_elements: int = Field(8 * 3 * 224 * 224, ge=1)   # per input tensor
     max_new_tokens: int = Field(256, ge=1)
     max_sequence_length: int = Field(2048, ge=1)         # prompt (+ generated) tokens
@@ -151,6 +157,20 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", value):
             raise ValueError(f"expected auto, cpu, cuda or cuda:N (a GPU index), got {value!r}")
         return value
+
+    @field_validator("max_total_body_bytes")
+    @classmethod
+    def _check_total_body(cls, value, info: ValidationInfo):
+        one = info.data.get("max_body_bytes")   # declared above, so validated first
+        if value is not None and one is not None and value < one:
+            raise ValueError(f"expected at least max_body_bytes ({one}): a body of that size could never "
+                             "be taken; raise this or lower --max-body-bytes")
+        return value
+
+    @property
+    def total_body_limit(self) -> int:
+        """Bytes of request bodies held at once (service/body.py): max_total_body_bytes or its default."""
+        return self.max_total_body_bytes if self.max_total_body_bytes is not None else 8 * self.max_body_bytes
 
     def model_entries(self) -> list[tuple[str, Optional[str]]]:
         """[(name, path or None)] from the `models` entries."""
