@@ -110,3 +110,21 @@ def test_latency_slo_reads_one_shot_routes_and_5xx_alerts_skip_499():
     # launches are divided by the requests that counted them, not by every 2xx
     ratio = _rule(groups, "dwserve:kernel_launches_per_request:ratio_rate5m")["expr"]
     assert "requests_ok" not in ratio and "requests_oneshot" in ratio
+
+
+def test_quantile_alert_thresholds_are_bucket_bounds():
+    """histogram_quantile interpolates inside a bucket, so an alert comparing a quantile with a
+    threshold inside one pages on a guess (at 2 s, requests that all took 1.1 s read p99 2.485 s:
+    tests/buckets.rules.test.yml). At a bucket bound the comparison is exact."""
+    from service.metrics import LATENCY_BUCKETS
+
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    checked = []
+    for r in (r for g in groups for r in g["rules"] if "alert" in r):
+        m = re.search(r"dwserve:(\w+_seconds):p\d+_5m\b.*?>\s*([0-9.]+)\s*$", " ".join(r["expr"].split()))
+        if m:
+            assert float(m.group(2)) in LATENCY_BUCKETS, (
+                f"{r['alert']}: threshold {m.group(2)} s is inside a bucket of {m.group(1)} "
+                f"({LATENCY_BUCKETS}); compare with a bound, or add one to LATENCY_BUCKETS")
+            checked.append(r["alert"])
+    assert {"DwserveLatencySLOBreached", "DwserveTimeToFirstTokenSLOBreached", "DwserveQueueWaitHigh"} <= set(checked)

@@ -187,7 +187,7 @@ def build() -> db.Dashboard:
     d = d.with_panel(ts(
         "p99 latency per impl (5m, recording rule)",
         "dwserve:request_duration_seconds:p99_5m, one-shot routes (infer, classify): the series "
-        "the latency SLO alert (2 s) reads.", "s",
+        "the latency SLO alert (2.5 s, a bucket bound) reads.", "s",
         q('dwserve:request_duration_seconds:p99_5m{model=~"$model"}', "{{variant}} {{model}} {{route}} {{impl}}")))
 
     d = d.with_row(db.Row("Depthwise: where the time and the launches go"))
@@ -250,7 +250,7 @@ def build() -> db.Dashboard:
     d = d.with_panel(ts(
         "Time to first token: p50 / p95 / p99", "Request start to first token on every generation "
         "route (queueing for a decode row + prefill). p99 is the recording rule the generation "
-        "SLO alert (2 s) reads.", "s",
+        "SLO alert (2.5 s) reads.", "s",
         q(hq(0.5, "dwserve_time_to_first_token_seconds", vmi), "p50 {{variant}} {{impl}}"),
         q(hq(0.95, "dwserve_time_to_first_token_seconds", vmi), "p95 {{variant}} {{impl}}"),
         q('dwserve:time_to_first_token_seconds:p99_5m{model=~"$model"}', "p99 {{variant}} {{impl}}"), w=8))
