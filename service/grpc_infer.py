@@ -147,6 +147,9 @@ class InferCalls:
         try:
             self._check_auth(context)
         except ServiceError as exc:
+            # Counted as REST's refused token is; no request has been read, so no model is
+            # named yet: "unknown", the label of a request for no served model.
+            self.service.metrics.requests.labels("unknown", self.service.settings.depthwise_impl, "401").inc()
             await abort(context, exc)
         done: asyncio.Queue = asyncio.Queue()
         pending: set[asyncio.Task] = set()

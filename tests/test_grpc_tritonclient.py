@@ -155,3 +155,20 @@ def test_a_refused_token_is_counted_401_like_rests():
         assert ok.as_numpy("logits").shape == (1, 96)
         counted = 'dwserve_requests_total{impl="auto",model="lfm2",status='
         assert _metric(url, counted + '"401"}') == 2 and _metric(url, counted + '"200"}') == 1
+
+
+def test_a_stream_refused_for_its_token_is_counted_401():
+    """A stream's token is checked once, before any of its requests is read: refused, it was
+    not counted at all, so a client retrying a wrong token on streams never showed up."""
+    with grpc_server(warmup=False, api_key="s3cret") as (target, url, _):
+        client = gc.InferenceServerClient(target)
+        errors: queue.Queue = queue.Queue()
+        client.start_stream(callback=lambda result, error: errors.put(error), headers={"authorization": "Bearer wrong"})
+        try:
+            client.async_stream_infer("lfm2", [_ids_input(np.array([[1, 2]], np.int64))])
+        except InferenceServerException:
+            pass   # the stream was refused before this request went out (its error is in the callback)
+        error = errors.get(timeout=30)
+        client.stop_stream()
+        assert error is not None and "UNAUTHENTICATED" in str(error.status()), error
+        assert _metric(url, 'dwserve_requests_total{impl="auto",model="unknown",status="401"}') == 1
