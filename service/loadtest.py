@@ -7,7 +7,8 @@ Two targets (the compose stack: per_group vs auto)     or one target, impls per 
                    --after http://127.0.0.1:8002               --impls per_group,auto
 
 Each phase runs `--concurrency` workers, each sending one request at a time (closed loop), for a
-fixed `--duration` after an unrecorded `--warmup`; phases alternate over `--rounds`. Everything is
+fixed `--duration` after an unrecorded `--warmup`; phases alternate over `--rounds`. Nothing is
+measured until every target's /v2/health/ready is 200 (`--ready-timeout`). Everything is
 bounded (duration, concurrency, timeouts), and only loopback targets are accepted unless
 `--allow-remote`: this is a benchmark, not a traffic generator. Writes OUT.md and OUT.png.
 """
@@ -165,6 +166,38 @@ def run_phase(target: Target, args, vocab: int, seconds: float, phase: Phase | N
         phase.seconds += seconds
 
 
+def wait_ready(urls: list[str], timeout: float) -> None:
+    """Block until every target's /v2/health/ready is 200 (all its models built and warmed up),
+    before any is measured: a server still warming a model (or the other target warming up)
+    shares the CPU with the one being measured, and `dwserve serve ... &` followed at once by
+    `dwserve loadtest` (the README's sequence) finds the servers still starting."""
+    deadline = time.monotonic() + timeout
+    note_at = time.monotonic() + 10
+    pending = dict.fromkeys(urls, "no answer yet")
+    while True:
+        for url in list(pending):
+            try:
+                r = httpx.get(f"{url}/v2/health/ready", timeout=2, **DIRECT)
+            except httpx.HTTPError as exc:
+                pending[url] = type(exc).__name__
+                continue
+            if r.status_code == 200:
+                del pending[url]
+            else:
+                pending[url] = f"HTTP {r.status_code}"
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            names = "; ".join(f"{u} ({why})" for u, why in pending.items())
+            raise SystemExit(f"dwserve loadtest: {names} not ready after {timeout:g} s; start it with "
+                             "`dwserve serve` (models build and warm up for minutes on small CPUs: "
+                             "raise --ready-timeout)")
+        if time.monotonic() >= note_at:
+            print(f"waiting for {', '.join(pending)} to be ready ...", file=sys.stderr)
+            note_at += 10
+        time.sleep(0.25)
+
+
 def server_info(url: str, model: str, timeout: float) -> dict:
     """Model metadata (vocab_size, server default impl); a clear error if the server is not up."""
     try:
@@ -209,6 +242,8 @@ def parse_args(argv: list[str]):
     p.add_argument("--warmup", type=float, default=3.0, help="unrecorded seconds before each target's first round")
     p.add_argument("--rounds", type=int, default=1, help="alternate targets this many times")
     p.add_argument("--timeout", type=float, default=60.0, help="per-request timeout, seconds")
+    p.add_argument("--ready-timeout", type=float, default=300.0,
+                   help="wait this long for every target's /v2/health/ready first (default %(default)s s)")
     p.add_argument("--out", default="loadtest", help="report path without suffix: writes OUT.md and OUT.png")
     p.add_argument("--allow-remote", action="store_true", help="allow non-loopback targets")
     args = p.parse_args(argv)
@@ -218,10 +253,10 @@ def parse_args(argv: list[str]):
     if not args.url and not (args.before and args.after):
         p.error("give --before URL --after URL, or --url URL [--impls per_group,auto]")
     for name, lo, hi in (("duration", 0.5, MAX_DURATION_S), ("concurrency", 1, MAX_CONCURRENCY),
-                         ("rounds", 1, MAX_ROUNDS), ("warmup", 0, 60), ("timeout", 1, 600), ("tokens", 1, 2048),
+                         ("rounds", 1, MAX_ROUNDS), ("warmup", 0, 60), ("timeout", 1, 600), ("ready_timeout", 0, 1800), ("tokens", 1, 2048),
                          ("new_tokens", 1, 2048)):
         if not lo <= getattr(args, name) <= hi:
-            p.error(f"--{name}: expected {lo}..{hi}, got {getattr(args, name)}")
+            p.error(f"--{name.replace('_', '-')}: expected {lo}..{hi}, got {getattr(args, name)}")
     try:
         if args.url:
             url = check_url(args.url, args.allow_remote)
@@ -242,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     vocab = {}
     served = "lfm2" if args.model in ("generate", "chat") else args.model
+    wait_ready(list(dict.fromkeys(t.url for t in args.targets)), args.ready_timeout)
     for t in args.targets:
         info = server_info(t.url, served, args.timeout)
         vocab[t.url] = max(2, min(int(info.get("vocab_size", 100)), 1000))

@@ -90,7 +90,8 @@ def test_bad_arguments_are_rejected(argv):
 
 def test_unreachable_server_says_how_to_fix():
     with pytest.raises(SystemExit, match="dwserve serve"):
-        loadtest.main(["--url", "http://127.0.0.1:1", "--duration", "1", "--warmup", "0", "--timeout", "1"])
+        loadtest.main(["--url", "http://127.0.0.1:1", "--duration", "1", "--warmup", "0", "--timeout", "1",
+                       "--ready-timeout", "1"])
 
 
 def test_before_after_two_targets(servers, tmp_path):

@@ -20,7 +20,7 @@ from models.lfm2.continuous import ContinuousBatch, Sequence  # noqa: E402
 from models.lfm2.layers import MoE  # noqa: E402
 
 from hf_reference import assert_logits_match, random_checkpoint  # noqa: E402
-from test_continuous import alone, assert_cuda_graphs_replay_eager, run_staggered  # noqa: E402
+from continuous_helpers import alone, assert_cuda_graphs_replay_eager, run_staggered  # noqa: E402
 from test_decoding import needs_cuda, tiny_model  # noqa: E402
 
 # Odd sizes: 48 channels, 6 experts of width 20, 2 per token; dense FFN 72 in layer 0 only.

@@ -19,7 +19,7 @@ from models.lfm2.continuous import ContinuousBatch, Sequence  # noqa: E402
 from models.lfm2.prefix_cache import PrefixCache  # noqa: E402
 
 from hf_reference import assert_logits_match, random_checkpoint  # noqa: E402
-from test_continuous import alone, assert_cuda_graphs_replay_eager, run_staggered  # noqa: E402
+from continuous_helpers import alone, assert_cuda_graphs_replay_eager, run_staggered  # noqa: E402
 from test_decoding import needs_cuda, tiny_model  # noqa: E402
 
 needs_lfm3 = pytest.mark.skipif(not hasattr(transformers, "Lfm3ForCausalLM"),

@@ -13,7 +13,7 @@ from models.lfm2.continuous import ContinuousBatch, Sequence
 from models.lfm2.prefill import Prefill
 from models.lfm2.prefix_cache import PrefixCache
 
-from test_continuous import alone, run_staggered
+from continuous_helpers import alone, run_staggered
 from test_decoding import TINY, tiny_model
 
 

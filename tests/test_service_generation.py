@@ -2,7 +2,7 @@
 concurrent generations share decode steps, each gets its own tokens, rows are freed on
 finish, cancel and disconnect, the queue bound holds, a failing step fails only its
 requests, and shutdown drains. The real model's batching is checked against generating
-alone in tests/test_continuous.py, and end to end in tests/test_service_server.py."""
+alone in tests/test_continuous_batching.py, and end to end in tests/test_service_server.py."""
 import json
 import threading
 import time

@@ -1,0 +1,69 @@
+"""The continuous-batching tests' reference and drivers (models/lfm2/continuous.py), shared by
+tests/test_continuous_*.py, test_prefix_cache.py, test_lfm3.py and test_lfm2_moe.py: `alone`
+is LFM2ForCausalLM.generate on one prompt (the dynamic path, itself checked against
+transformers in test_lfm2.py), `random_sequences` and `run_staggered` make and feed a mixed
+load, `assert_cuda_graphs_replay_eager` checks a model family's CUDA graphs, and `model` is
+the tiny model as a module-scoped fixture (a test module takes it with
+`model = continuous_helpers.model`). Imports models only: gpu.sh's device runs these."""
+import random
+
+import pytest
+
+from models.lfm2.continuous import ContinuousBatch, Sequence
+
+from test_decoding import tiny_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(seed=5)
+
+
+def alone(model, seq: Sequence) -> list[int]:
+    (out,) = model.generate([seq.prompt], max_new_tokens=seq.max_new_tokens, temperature=seq.temperature,
+                            top_k=seq.top_k, top_p=seq.top_p, seed=seq.seed,
+                            stop_token_ids=seq.stop_token_ids, cuda_graph=False)
+    return out
+
+
+def random_sequences(n: int, rng: random.Random, vocab: int) -> list[Sequence]:
+    seqs = []
+    for i in range(n):
+        prompt = [rng.randrange(vocab) for _ in range(rng.randint(1, 12))]
+        sampled = i % 3 == 2
+        seqs.append(Sequence(prompt, max_new_tokens=rng.randint(1, 14),
+                             temperature=0.8 if sampled else 0.0, top_k=20 if sampled else None,
+                             top_p=0.9 if i % 6 == 5 else None, seed=100 + i,
+                             stop_token_ids=(rng.randrange(vocab),) if i % 4 == 1 else ()))
+    return seqs
+
+
+def run_staggered(engine: ContinuousBatch, seqs: list[Sequence], rng: random.Random):
+    """Add the sequences a few at a time between steps, as requests arriving under load."""
+    pending = list(seqs)
+    steps = 0
+    while pending or engine.busy:
+        for _ in range(rng.randint(0, 3)):
+            if pending:
+                engine.add(pending.pop(0))
+        if engine.busy:
+            engine.step()
+            steps += 1
+        assert steps < 1000
+    return steps
+
+
+def assert_cuda_graphs_replay_eager(model, new_tokens: int, max_length: int) -> None:
+    """On CUDA, two prompts: generate() through its captured step and a continuous batch
+    through its bucket graphs both give the eager tokens (for the model families' own graphs:
+    LFM3's sliding-window masks, LFM2-MoE's all-experts routing)."""
+    prompts = [[5, 9, 11, 4, 7], [8, 3]]
+    want = model.generate(prompts, max_new_tokens=new_tokens, cuda_graph=False)
+    assert model.generate(prompts, max_new_tokens=new_tokens, cuda_graph=True) == want
+    seqs = [Sequence(p, max_new_tokens=new_tokens) for p in prompts]
+    engine = ContinuousBatch(model, capacity=2, max_length=max_length, cuda_graph=True)
+    for s in seqs:
+        engine.add(s)
+    while engine.busy:
+        engine.step()
+    assert [s.tokens for s in seqs] == want and len(set(want[0])) > 3
