@@ -1,7 +1,7 @@
 """The app in-process (fake models) against a hostile client: what an attacker controls must
 not grow the metrics, slip past the bearer token, or reach headers and logs verbatim.
 (Bodies: tests/test_request_bodies.py; images: tests/test_classify_images.py; the rest of the
-malformed-request battery: service/bad_requests.py, run by tests/test_service_app.py.)"""
+malformed-request battery: service/bad_requests.py, run by tests/test_service_app_bad_requests.py.)"""
 import io
 import logging
 import re

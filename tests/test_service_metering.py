@@ -14,7 +14,7 @@ from service.app import create_app
 from service.settings import Settings
 from service.testing import fake_hooks, fake_models
 from server_process import client_ready
-from tests.test_service_app import LIMITS, _infer_json
+from inprocess_app import LIMITS, _infer_json
 
 
 def samples(text: str) -> dict:

@@ -1,0 +1,36 @@
+"""The app in-process (TestClient) with the fake models (service.testing), shared by the
+test_service_app_*.py modules and the metering tests: LIMITS (small limits, fast on 2 cores),
+`served` (a module-scoped client and its models; a test module takes it with
+`served = inprocess_app.served`), and the requests `_image` and `_infer_json` build."""
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from service.testing import fake_hooks, fake_models
+from server_process import client_ready
+
+
+LIMITS = dict(max_sequence_length=64, max_batch_size=4, max_body_bytes=3 * 2**20, max_new_tokens=16,
+              max_queue_delay_ms=20, request_timeout_s=20)
+
+
+@pytest.fixture(scope="module")
+def served():
+    models = fake_models(delay_s=0.01)
+    app = create_app(Settings(**LIMITS), models=models, hooks=fake_hooks())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client_ready(client)
+        yield client, models
+
+
+def _image(rng, rows=1):
+    return rng.standard_normal((rows, 3, 224, 224)).astype(np.float32)
+
+
+def _infer_json(client, model, name, arr, datatype, **params):
+    body = {"inputs": [{"name": name, "shape": list(arr.shape), "datatype": datatype, "data": arr.reshape(-1).tolist()}]}
+    if params:
+        body["parameters"] = params
+    return client.post(f"/v2/models/{model}/infer", json=body)

@@ -1,0 +1,80 @@
+"""The app in-process with fake models (tests/inprocess_app.py): the Prometheus metrics a
+request leaves, by name and label (requests, latency, queue, compute, batch size, kernel
+launches as aten ops and as CUDA kernels, in-flight, tokens, build and model info), and the
+depthwise duration sampled every N forwards."""
+import numpy as np
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from service.testing import fake_hooks, fake_models
+from server_process import client_ready
+import inprocess_app
+from inprocess_app import LIMITS, _infer_json
+
+served = inprocess_app.served   # this module's client: fake models, LIMITS
+
+
+def test_cuda_kernel_counts_reach_the_launch_metric():
+    """Where count_launches sees CUDA kernels (a CUDA device), the launch gauge and counter
+    carry them as kind="cuda_kernels" beside the aten ops (the profiler side of this is
+    tests/test_profiling.py's CUDA test)."""
+    from types import SimpleNamespace
+    from service.testing import _Count
+    hooks = fake_hooks()
+
+    def count_launches(fn, *args, **kwargs):
+        counted = hooks.count_launches(fn, *args, **kwargs)
+        return _Count(aten_ops=counted.aten_ops, cuda_kernels=3 * counted.aten_ops)
+
+    app = create_app(Settings(**LIMITS), models=fake_models(), hooks=SimpleNamespace(**{**vars(hooks), "count_launches": count_launches}))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client_ready(client)
+        for impl in ("per_group", "auto"):
+            assert _infer_json(client, "lfm2", "input_ids", np.array([[1, 2]]), "INT64", depthwise_impl=impl).status_code == 200
+        text = client.get("/metrics").text
+    for needle in ['dwserve_kernel_launches_per_forward{impl="per_group",kind="cuda_kernels",model="lfm2"} 300.0',
+                   'dwserve_kernel_launches_per_forward{impl="auto",kind="cuda_kernels",model="lfm2"} 30.0',
+                   'dwserve_kernel_launches_total{impl="per_group",kind="cuda_kernels",model="lfm2"} 300.0',
+                   'dwserve_kernel_launches_per_forward{impl="auto",kind="aten_ops",model="lfm2"} 10.0']:
+        assert needle in text, needle
+
+
+def test_metrics_names_labels_and_impl_override(served):
+    client, _ = served
+    _infer_json(client, "lfm2", "input_ids", np.array([[1, 2]]), "INT64", depthwise_impl="per_group")
+    client.post("/v2/models/lfm2/infer", content=b"{bad")
+    client.post("/v1/generate", json={"prompt": "ab", "max_new_tokens": 3})
+    text = client.get("/metrics").text
+    for needle in ['dwserve_requests_total{impl="per_group",model="lfm2",status="200"}',
+                   'dwserve_requests_total{impl="auto",model="lfm2",status="400"}',
+                   'dwserve_request_duration_seconds_bucket{impl="per_group",le="0.0001",model="lfm2",route="infer"}',
+                   'dwserve_request_duration_seconds_count{impl="auto",model="lfm2",route="generate"}',
+                   'dwserve_queue_duration_seconds_count{model="lfm2"}',
+                   'dwserve_compute_duration_seconds_count{impl="per_group",model="lfm2"}',
+                   'dwserve_batch_size_bucket{le="1.0",model="lfm2"}',
+                   'dwserve_kernel_launches_per_forward{impl="per_group",kind="aten_ops",model="lfm2"} 100.0',
+                   'dwserve_kernel_launches_per_forward{impl="auto",kind="aten_ops",model="lfm2"} 10.0',
+                   'dwserve_kernel_launches_total{impl="per_group",kind="aten_ops",model="lfm2"}',
+                   'dwserve_inflight_requests{model="lfm2"} 0.0',
+                   'dwserve_generated_tokens_total{impl="auto",model="lfm2"}',
+                   'dwserve_time_to_first_token_seconds_count{impl="auto",model="lfm2"}',
+                   'dwserve_time_per_output_token_seconds_count{impl="auto",model="lfm2"}',
+                   'dwserve_build_info{device="cpu"',
+                   'dwserve_model_info{architecture="unknown",conv_kernel_size="",dtype="unknown",model="lfm2"} 1.0']:
+        assert needle in text, needle
+
+
+def test_depthwise_duration_sampled_every_n_forwards():
+    models = fake_models()
+    app = create_app(Settings(depthwise_sample_every=3, max_queue_delay_ms=0), models=models, hooks=fake_hooks())
+    with TestClient(app) as client:
+        client_ready(client)
+        for _ in range(9):
+            _infer_json(client, "lfm2", "input_ids", np.array([[1]]), "INT64", depthwise_impl="native")
+        text = client.get("/metrics").text
+    line = next(l for l in text.splitlines()
+                if l.startswith('dwserve_depthwise_duration_seconds_count{impl="native",model="lfm2"}'))
+    # 5 warm-up (batch 1, 4, 7, 8, 1) + 9 forwards: 9 and 12 sampled; 6 is the first of its
+    # shape class under native, so it is counted (launches) and neither timed nor sampled.
+    assert float(line.split()[-1]) == 2.0
