@@ -29,6 +29,7 @@ from .compute import ComputeThread
 from .errors import ServiceError, error_response, http_error, validation_message
 from .handlers import ClassifyHandler, GenerateHandler, TensorHandler
 from .metrics import ServiceMetrics
+from .body import BodyBudget
 from .middleware import GuardMiddleware
 from .runtime import ModelRuntime, default_hooks
 from .schemas import InferRequest, RepositoryIndexRequest, RepositoryModelRequest, TritonGenerateRequest
@@ -44,6 +45,7 @@ class Service:
     def __init__(self, settings: Settings, models: Optional[dict] = None, hooks=None):
         self.settings = settings
         self.metrics = ServiceMetrics()
+        self.bodies = BodyBudget(settings.total_body_limit)   # request bodies held at once, REST and gRPC
         self.hooks = hooks
         self.prebuilt = models
         self.model_names = tuple(models) if models is not None else tuple(n for n, _ in settings.model_entries())

@@ -4,8 +4,8 @@ Three bounds, each an explicit setting:
 - one body: max_body_bytes (413), by Content-Length before a byte is read and again while
   reading (a lying or absent Content-Length gets no more in), and once more after gzip/deflate
   decoding (a zip bomb);
-- all bodies at once: max_total_body_bytes, summed over the requests in progress, held
-  until each request ends (`BodyBudget`). Without it, a few hundred slow uploads of 32 MiB
+- all bodies at once: max_total_body_bytes, summed over the requests in progress (gRPC
+  messages too), held until each request ends (`BodyBudget`). Without it, a few hundred slow uploads of 32 MiB
   each held gigabytes before any queue limit saw them. A body that does not fit is a 503 +
   Retry-After (the server is busy, the request itself is fine), before it is read when
   Content-Length says so;
@@ -19,6 +19,7 @@ so a stalled upload held its buffered bytes for good).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 from .codec import decompress
@@ -29,20 +30,24 @@ _JSON_TYPES = ("", "application/json", "application/x-www-form-urlencoded")
 
 
 class BodyBudget:
-    """Bytes of request bodies held by the requests in progress, all of them together. Only
-    touched from the event loop, so no lock: take() and give() never interleave."""
+    """Bytes of request bodies (REST) and messages (gRPC) held by the requests in progress,
+    all of them together: one per Service. Both front ends run on one event loop; the lock
+    costs nothing there and keeps the count right should that change."""
 
     def __init__(self, limit: int):
         self.limit, self.held = limit, 0
+        self._lock = threading.Lock()
 
     def take(self, count: int) -> bool:
-        if self.held + count > self.limit:
-            return False
-        self.held += count
-        return True
+        with self._lock:
+            if self.held + count > self.limit:
+                return False
+            self.held += count
+            return True
 
     def give(self, count: int) -> None:
-        self.held -= count
+        with self._lock:
+            self.held -= count
 
 
 class BodyLease:

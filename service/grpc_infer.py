@@ -22,6 +22,7 @@ import grpc
 from tritonclient.grpc import service_pb2 as pb
 
 from .errors import ServiceError, error_response, shutdown_cut
+from .body import BodyLease
 from .grpc_codec import decode_request, encode_response
 from .handlers.tensor import server_timing
 from .infer import check_version
@@ -89,6 +90,7 @@ class InferCalls:
         label = name if name in svc.model_names else "unknown"
         impl, status, t0 = svc.settings.depthwise_impl, 500, time.perf_counter()
         metrics.inflight.labels(label).inc()
+        lease = BodyLease(svc.bodies)   # the message's bytes, counted with REST's bodies in progress
         try:
             if context is not None:
                 self._check_auth(context)
@@ -96,6 +98,7 @@ class InferCalls:
             if size > limit:
                 raise ServiceError(413, f"message is {size} bytes; the limit is {limit} "
                                         "(--max-body-bytes, DWSERVE_MAX_BODY_BYTES)")
+            lease.grow_to(size)   # 503 (UNAVAILABLE) past --max-total-body-bytes
             check_version(request.model_version or None)
             svc.runtime(name)
             handler = svc.tensor[name]
@@ -117,6 +120,7 @@ class InferCalls:
             status = known[0] if known is not None else 500
             raise
         finally:
+            lease.close()
             metrics.inflight.labels(label).dec()
             metrics.requests.labels(label, impl, str(status)).inc()
             if observed_latency(status):

@@ -34,7 +34,7 @@ import re
 import time
 import uuid
 
-from .body import BodyBudget, BodyLease, read_body
+from .body import BodyLease, read_body
 from .errors import ServiceError, error_response, shutdown_cut
 from .infer import infer_bytes
 
@@ -94,7 +94,6 @@ async def client_gone(receive) -> None:
 class GuardMiddleware:
     def __init__(self, app, service):
         self.app, self.service = app, service
-        self.bodies = BodyBudget(service.settings.total_body_limit)   # every request body held at once
 
     def _route_model(self, method: str, path: str):
         """-> (model label, route label) for a metered inference request, else (None, None).
@@ -181,7 +180,7 @@ class GuardMiddleware:
         metrics = self.service.metrics
         if model is not None:
             metrics.inflight.labels(model).inc()
-        lease = BodyLease(self.bodies)   # this request's body bytes, given back when it ends
+        lease = BodyLease(self.service.bodies)   # this request's body bytes, given back when it ends
 
         async def send_wrapped(message):
             if message["type"] == "http.response.start":

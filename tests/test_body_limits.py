@@ -3,6 +3,7 @@ it is parsed (max_json_values, 413), and every body in progress together (max_to
 503 + Retry-After). The app runs in-process on the fake models."""
 import asyncio
 import json
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -131,3 +132,34 @@ def test_bodies_in_progress_together_are_bounded_and_released():
     assert b"DWSERVE_MAX_TOTAL_BODY_BYTES" in refused[1]["body"], refused[1]["body"]
     assert stalled[0]["status"] == 408, stalled
     assert served[0]["status"] == 200, served
+
+
+def test_grpc_messages_count_against_the_same_budget_as_rest_bodies():
+    """gRPC calls held their messages (up to 2x --max-body-bytes each) with no bound across
+    calls. Now they take from the one budget: while a slow call holds a 602 KB image, a second
+    one (gRPC or REST) is refused UNAVAILABLE / 503, and once it is answered the next is served."""
+    import threading
+
+    import httpx
+    import numpy as np
+    pytest.importorskip("tritonclient.grpc")
+    import tritonclient.grpc as gc
+    from tritonclient.utils import InferenceServerException
+
+    from tests.grpc_fake_server import _image, _infer, grpc_server
+
+    image = _image(np.random.default_rng(0))
+    with grpc_server(delay_s=1.5, warmup=False, max_body_bytes=700_000, max_total_body_bytes=1_000_000,
+                     max_queue_delay_ms=0) as (target, url, _):
+        slow = threading.Thread(target=_infer, args=(gc.InferenceServerClient(target), "mobilenet_v2", image))
+        slow.start()
+        time.sleep(0.5)   # the slow call holds its message
+        with pytest.raises(InferenceServerException) as err:
+            _infer(gc.InferenceServerClient(target), "mobilenet_v2", image)
+        assert err.value.status() == "StatusCode.UNAVAILABLE", err.value
+        assert "DWSERVE_MAX_TOTAL_BODY_BYTES" in err.value.message(), err.value.message()
+        r = httpx.post(f"{url}/v2/models/mobilenet_v2/infer", content=b"x" * 600_000,
+                       headers={"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": "10"})
+        assert r.status_code == 503 and "DWSERVE_MAX_TOTAL_BODY_BYTES" in r.json()["error"], r.text
+        slow.join(30)
+        assert _infer(gc.InferenceServerClient(target), "mobilenet_v2", image).as_numpy("logits").shape == (1, 1000)
