@@ -15,7 +15,7 @@ import os
 import random
 import struct
 
-from locust import HttpUser, between, task
+from locust import HttpUser, between, events, task
 
 LFM2_TOKENS = int(os.environ.get("DWSERVE_LFM2_TOKENS", "32"))   # prompt length per request
 LFM2_VOCAB = int(os.environ.get("DWSERVE_LFM2_VOCAB", "256"))    # ids drawn below this bound
@@ -56,6 +56,18 @@ def mobilenet_binary(rng: random.Random) -> tuple[bytes, dict]:
     return header + raw, headers
 
 
+@events.init.add_listener
+def _even_users(environment, **_kwargs) -> None:
+    """Before and After have equal weights, so Locust splits the users between them, and an odd
+    count cannot split evenly: --users 3 gave after 2 users and before 1, --users 1 loaded after
+    alone. Refused at start (headless: compose, the command above) instead of compared unfairly."""
+    opts = environment.parsed_options
+    users = getattr(opts, "num_users", None) if opts is not None else None
+    if getattr(opts, "headless", False) and users is not None and users % 2:
+        raise SystemExit(f"locustfile: --users {users} cannot split evenly between before and after; "
+                         f"give an even number (LOADTEST_USERS={users + 1} in the compose stack)")
+
+
 class _Variant(HttpUser):
     abstract = True
     variant = ""
@@ -65,11 +77,21 @@ class _Variant(HttpUser):
         self.rng = random.Random(hash(self.variant) ^ id(self))
         self.image, self.image_headers = mobilenet_binary(self.rng)   # one image per user
         self.vocab = LFM2_VOCAB
+        # Read by status code, never `r.ok`: on a connection error (a server not up yet, a reset)
+        # Locust's response re-raises it from `.ok`, which ended this user for the whole run, so
+        # its variant lost a share of the load the other kept. Counted as a failure instead; the
+        # user goes on with LFM2_VOCAB.
         with self.client.get("/v2/models/lfm2", name=f"lfm2 metadata [{self.variant}]",
                              catch_response=True) as r:
-            if r.ok:
+            if r.status_code != 200:
+                r.failure(f"HTTP {r.status_code}" if r.status_code else f"no answer: {r.error!r}")
+                return
+            try:
                 vocab = (r.json().get("parameters") or {}).get("vocab_size")
-                self.vocab = min(self.vocab, int(vocab)) if vocab else self.vocab
+            except ValueError:
+                r.failure("metadata is not JSON")
+                return
+            self.vocab = min(self.vocab, int(vocab)) if vocab else self.vocab
 
     @task(3)
     def lfm2(self) -> None:

@@ -140,6 +140,7 @@ def test_locustfile_builds_valid_requests(monkeypatch):
     stub.HttpUser = type("HttpUser", (), {})
     stub.between = lambda a, b: None
     stub.task = lambda weight: (lambda f: f)
+    stub.events = types.SimpleNamespace(init=types.SimpleNamespace(add_listener=lambda f: f))
     monkeypatch.setitem(__import__("sys").modules, "locust", stub)
     spec = importlib.util.spec_from_file_location("dwserve_locustfile", DOCKER / "locustfile.py")
     lf = importlib.util.module_from_spec(spec)
