@@ -1,0 +1,152 @@
+"""`dwserve serve`'s flags and DWSERVE_* variables onto Settings (service/cli.py): flags over
+the environment, the default models, a bad setting or variable as one line naming it as typed,
+--device cuda:N, an empty variable as unset, --log-level, every flag a setting and every
+setting but one a flag, and --help giving each flag a description, default and variable.
+Settings that reach the models are test_cli_serve_model_settings.py's; the other commands
+test_cli_commands.py's."""
+import pytest
+from pydantic import ValidationError
+
+from service import cli
+from service.settings import Settings
+
+import cli_capture
+from cli_capture import _help_text
+
+captured = cli_capture.captured   # serve without uvicorn: the Settings it would serve with
+
+
+def test_serve_flags_override_env(monkeypatch, captured):
+    monkeypatch.setenv("DWSERVE_MAX_QUEUE_SIZE", "7")
+    monkeypatch.setenv("DWSERVE_MAX_BATCH_SIZE", "3")
+    monkeypatch.setenv("DWSERVE_API_KEY", "k")
+    assert cli.main(["serve", "--model", "lfm2=/weights/lfm2", "--model", "mobilenet_v2", "--port", "0",
+                     "--max-batch-size", "16", "--depthwise-impl", "per_group", "--max-queue-delay-ms", "2.5"]) == 0
+    s: Settings = captured["settings"]
+    assert s.model_entries() == [("lfm2", "/weights/lfm2"), ("mobilenet_v2", None)]
+    assert (s.max_batch_size, s.max_queue_size, s.depthwise_impl, s.max_queue_delay_ms) == (16, 7, "per_group", 2.5)
+    assert s.api_key == "k" and s.port == 0
+
+
+def test_serve_defaults_to_both_models(monkeypatch, captured):
+    monkeypatch.delenv("DWSERVE_MODELS", raising=False)
+    assert cli.main(["serve"]) == 0
+    assert captured["settings"].models == ("lfm2", "mobilenet_v2")
+
+
+def test_env_models_comma_list(monkeypatch, captured):
+    monkeypatch.setenv("DWSERVE_MODELS", "mobilenet_v2")
+    assert cli.main(["serve"]) == 0
+    assert captured["settings"].models == ("mobilenet_v2",)
+
+
+@pytest.mark.parametrize("argv, line", [
+    pytest.param(["--max-batch-size", "0"], "--max-batch-size 0: expected an integer >= 1 and <= 1024",
+                 id="batch-zero"),
+    pytest.param(["--port", "70000"], "--port 70000: expected an integer >= 0 and <= 65535", id="port-range"),
+    pytest.param(["--max-queue-delay-ms", "nan"], "--max-queue-delay-ms nan: expected a number >= 0 and <= 10000",
+                 id="delay-nan"),
+    pytest.param(["--model", "lfm2", "--model", "lfm2=/x"],
+                 "--model ['lfm2', 'lfm2=/x']: expected each model name at most once", id="duplicate-model"),
+])
+def test_serve_rejects_bad_settings(argv, line, captured, capsys):
+    """One line per bad setting, naming the flag as typed and what it takes (not pydantic's
+    multi-line report with its field names and documentation links)."""
+    assert cli.main(["serve", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("dwserve serve: invalid settings: " + line), err
+    assert "pydantic" not in err
+
+
+@pytest.mark.parametrize("env, line", [
+    pytest.param({"DWSERVE_MAX_BATCH_SIZE": "abc"}, "DWSERVE_MAX_BATCH_SIZE='abc': expected an integer >= 1",
+                 id="not-a-number"),
+    pytest.param({"DWSERVE_WARMUP": "maybe"}, "DWSERVE_WARMUP='maybe': expected a boolean", id="not-a-bool"),
+    pytest.param({"DWSERVE_DEVICE": "gpu"}, "DWSERVE_DEVICE='gpu': expected auto, cpu, cuda or cuda:N", id="device"),
+    pytest.param({"DWSERVE_LOG_LEVEL": "trace"}, "DWSERVE_LOG_LEVEL='trace': expected one of debug, info",
+                 id="log-level"),
+    pytest.param({"DWSERVE_DEPTHWISE_IMPL": "Native"}, "DWSERVE_DEPTHWISE_IMPL='Native': expected one of auto,",
+                 id="impl"),
+])
+def test_serve_names_the_bad_environment_variable(env, line, monkeypatch, captured, capsys):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("dwserve serve: invalid settings: " + line), err
+
+
+def test_device_flag_takes_a_gpu_index_like_the_environment(monkeypatch, captured, capsys):
+    """--device cuda:1 is what DWSERVE_DEVICE=cuda:1 is; argparse's choices refused it."""
+    monkeypatch.setenv("DWSERVE_DEVICE", "cuda:1")
+    assert cli.main(["serve"]) == 0 and captured["settings"].device == "cuda:1"
+    monkeypatch.delenv("DWSERVE_DEVICE")
+    assert cli.main(["serve", "--device", "cuda:1"]) == 0 and captured["settings"].device == "cuda:1"
+    assert cli.main(["serve", "--device", "gpu"]) == 2
+    assert "--device gpu: expected auto, cpu, cuda or cuda:N" in capsys.readouterr().err
+
+
+def test_an_empty_variable_is_as_if_unset(monkeypatch, captured):
+    """The Docker images set DWSERVE_GRPC_PORT=8001; `-e DWSERVE_GRPC_PORT=` turns it off
+    (the default) instead of failing to parse '' as an integer."""
+    for name in ("DWSERVE_GRPC_PORT", "DWSERVE_TORCH_THREADS", "DWSERVE_API_KEY", "DWSERVE_MAX_BATCH_SIZE"):
+        monkeypatch.setenv(name, "")
+    assert cli.main(["serve"]) == 0
+    s = captured["settings"]
+    assert (s.grpc_port, s.torch_threads, s.api_key, s.max_batch_size) == (None, None, None, 8)
+
+
+def test_serve_rejects_unknown_impl():
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--depthwise-impl", "warp"])
+
+
+def test_log_level_flag_and_env(monkeypatch, captured):
+    """--log-level is a Settings field like every other flag: DWSERVE_LOG_LEVEL sets it, the
+    flag wins, and uvicorn gets the resolved level."""
+    levels = []
+    monkeypatch.setattr(cli, "run_server", lambda app, settings, log_level="info":
+                        levels.append((settings.log_level, log_level)))
+    monkeypatch.delenv("DWSERVE_LOG_LEVEL", raising=False)
+    assert cli.main(["serve"]) == 0
+    monkeypatch.setenv("DWSERVE_LOG_LEVEL", "WARNING")
+    assert cli.main(["serve"]) == 0
+    assert cli.main(["serve", "--log-level", "debug"]) == 0
+    assert levels == [("info", "info"), ("warning", "warning"), ("debug", "debug")]
+    with pytest.raises(ValidationError, match="log_level"):
+        Settings(log_level="verbose")
+
+
+def test_every_serve_flag_is_a_setting():
+    """Each flag of `dwserve serve` lands on a Settings field of the same name (so it is also a
+    DWSERVE_* variable); --model is the one plural, DWSERVE_MODELS."""
+    dests = {a.dest for a in cli._serve_parser()._actions if a.dest != "help"}
+    assert dests <= set(Settings.model_fields), dests - set(Settings.model_fields)
+    assert "models" in dests and "log_level" in dests
+
+
+def test_every_setting_but_keep_freed_memory_is_a_serve_flag():
+    """The other way round: README and service/settings.py name DWSERVE_KEEP_FREED_MEMORY as
+    the one setting without a flag."""
+    dests = {a.dest for a in cli._serve_parser()._actions}
+    assert set(Settings.model_fields) - dests == {"keep_freed_memory"}
+
+
+def test_serve_help_gives_every_flag_a_description_default_and_variable(capsys):
+    """README sends operators to `dwserve serve --help` for the limits: each flag says what it
+    does, its default and its DWSERVE_* variable (most limits were a bare `--max-elements
+    MAX_ELEMENTS`)."""
+    help_text = " ".join(_help_text(["serve", "--help"], capsys).split())
+    for action in cli._serve_parser()._actions:
+        if action.dest == "help":
+            continue
+        field = Settings.model_fields[action.dest]
+        variable = {"models": "DWSERVE_MODELS", "warmup": "DWSERVE_WARMUP=0"}.get(action.dest,
+                                                                                  "DWSERVE_" + action.dest.upper())
+        assert action.help and not action.help.startswith("("), action.dest          # a description
+        assert action.help.endswith(variable + ")") or action.help.endswith(variable + ", a comma list)"), action.help
+        if action.dest not in ("warmup", "models"):
+            default = "none" if field.default is None else str(field.default)
+            assert f"(default {default}; {variable}" in action.help, action.help
+    assert "(default 8; DWSERVE_MAX_BATCH_SIZE)" in help_text
+    assert "(default lfm2,mobilenet_v2; DWSERVE_MODELS, a comma list)" in help_text
