@@ -1,0 +1,109 @@
+"""What the OpenAI-compatible routes share (routes_openai_completions.py, routes_openai_chat.py):
+the request's front (model check, limits, unsupported fields, one /v1/generate plan per choice,
+admission all or none), the logprob entries a reply carries, token names and usage.
+
+`n` choices are n sequences of the continuous batch, admitted all or none and submitted
+together (one prefill group when rows are free), each with its own sampler: seed + i for
+choice i when a seed is given.
+"""
+from __future__ import annotations
+
+import contextlib
+
+from fastapi import Request
+from pydantic import ValidationError
+
+from .errors import ServiceError
+from .handlers.generate import sendable
+from .routes_v1 import first_events, handler_of
+
+
+def token_name(tokenizer, token_id: int) -> tuple[str, bytes]:
+    """A token's name in logprobs and its raw UTF-8 bytes. A part of a character (a byte-level
+    token) is named as OpenAI names it, `bytes:\\xe2\\x80`: decoded alone, every such part is
+    U+FFFD, so top_logprobs (keyed by name) lost alternatives and `bytes` said [239, 191, 189]."""
+    token_bytes = getattr(tokenizer, "token_bytes", None)
+    raw = token_bytes(token_id) if token_bytes is not None else tokenizer.decode([token_id]).encode("utf-8")
+    try:
+        return raw.decode("utf-8"), raw
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in raw), raw
+
+
+class Covered:
+    """The logprob entries a choice's reply carries: a token's once its text starts inside the
+    text sent. The tokens that spelled a stop string (cut from the text; usage counts them)
+    get none. Streamed, an entry waits for its token's text: the handler's events carry
+    entries ahead of the text it holds back."""
+
+    def __init__(self, tokenizer):
+        self.tok, self.ids, self.pending, self.sent = tokenizer, [], [], 0
+
+    def take(self, entries: list[dict], text: str) -> list[dict]:
+        for e in entries:   # a token starts where the text before it ends (less a partial character)
+            self.pending.append((sendable(self.tok.decode(self.ids), 0), e))
+            self.ids.append(e["token_id"])
+        self.sent += len(text)
+        n = next((k for k, (start, _) in enumerate(self.pending) if start >= self.sent), len(self.pending))
+        out, self.pending = [e for _, e in self.pending[:n]], self.pending[n:]
+        return out
+
+    def rest(self, final: dict) -> list[dict]:   # at the end: tokens without text, unless cut off
+        out, self.pending = [e for _, e in self.pending], []
+        return out if self.tok.decode(final["token_ids"]) == final["text"] else []
+
+    @classmethod
+    def of(cls, tokenizer, final: dict) -> list[dict]:   # a JSON reply's
+        return (cover := cls(tokenizer)).take(final["logprobs"], final["text"]) + cover.rest(final)
+
+
+def usage(finals: list[dict]) -> dict:
+    prompt = finals[0]["usage"]["prompt_tokens"]          # one prompt for every choice
+    completion = sum(f["usage"]["completion_tokens"] for f in finals)
+    cached = max(f["usage"].get("cached_tokens", 0) for f in finals)   # restored, not prefilled
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached}}
+
+
+async def _nothing(plan):
+    """The events of a choice that generates nothing (max_tokens 0: the echo is all)."""
+    yield {"done": True, "text": "", "token_ids": [], "finish_reason": "length",
+           "logprobs": [] if plan.logprobs is not None else None,
+           "usage": {"prompt_tokens": len(plan.ids), "completion_tokens": 0, "cached_tokens": 0}}
+
+
+async def start(request: Request, body, make_request, generate: bool = True):
+    """The shared front of both routes: model check, limits, unsupported fields (400 naming
+    them), one /v1/generate plan per choice, and every choice's first event (QueueFull /
+    timeouts surface here, before any byte is sent). make_request(handler) -> GenerateRequest.
+    generate False: the plans are checked but nothing is generated (each choice's events are
+    a final with no tokens). -> (the generate handler, plans, [event stream per choice], [its
+    first event])."""
+    handler = handler_of(request, "generate")
+    name, settings = handler.rt.name, handler.rt.settings
+    if body.model is not None and body.model != name:
+        raise ServiceError(404, f"model {body.model!r}: this server completes with {name!r} (GET /v1/models)")
+    if body.n > settings.max_choices:
+        raise ValueError(f"n: at most {settings.max_choices} choices per request (DWSERVE_MAX_CHOICES), got {body.n}")
+    bad = body.unsupported()
+    if bad:
+        raise ValueError(f"unsupported: {', '.join(bad)}; dwserve returns text choices, without suffix, "
+                         "best_of, tools or response formats")
+    if getattr(body, "logprobs", None) not in (None, False) and handler.tokenizer is None:
+        raise ValueError(f"logprobs: model {handler.rt.name!r} has no tokenizer to name tokens with; "
+                         "/v1/generate reports logprobs by token id")
+    try:
+        base = make_request(handler)
+        plans = [handler.decode(base if i == 0 or base.seed is None else
+                                base.model_copy(update={"seed": (base.seed + i) % 2**63}))
+                 for i in range(body.n)]
+    except ValidationError as exc:
+        raise ValueError(f"invalid request: {exc.errors()[0].get('msg')}") from None
+    request.state.dw_impl = plans[0].impl
+    # The n choices are admitted all or none (a 503 or, if n can never fit, a 400), so a
+    # request never holds some rows while its other choices are refused.
+    room = handler.scheduler.reserved(len(plans), plans[0].impl) if generate else contextlib.nullcontext()
+    with room:
+        streams = [handler.events(plan) if generate else _nothing(plan) for plan in plans]
+        firsts = await first_events(request, streams)
+    return handler, plans, streams, firsts

@@ -1,0 +1,87 @@
+"""`POST /v1/chat/completions` over the /v1/generate handler: the messages go through the
+model's chat template; one JSON reply, or SSE chunks ending in `data: [DONE]` (streamed, the
+`n` choices' chunks interleave as tokens come, each naming its `index`; a choice's first chunk
+carries the role, as OpenAI's do).
+"""
+from __future__ import annotations
+
+import time
+import uuid
+
+from fastapi import APIRouter, Request
+
+from .openai_common import Covered, start, token_name, usage
+from .routes_v1 import ERROR_RESPONSES, final_events, sse_response
+from .schemas_openai import ChatCompletionRequest, ChatCompletionResponse
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+def _chat_logprobs(tokenizer, lps: list[dict]) -> dict:
+    """The chat shape of logprob entries: per token its name, logprob, raw UTF-8 bytes (joined,
+    a character split over tokens is whole again) and top alternatives."""
+    def entry(token_id: int, logprob: float) -> dict:
+        name, raw = token_name(tokenizer, token_id)
+        return {"token": name, "logprob": logprob, "bytes": list(raw)}
+    return {"content": [{**entry(t["token_id"], t["logprob"]),
+                         "top_logprobs": [entry(x["token_id"], x["logprob"]) for x in t["top"]]}
+                        for t in lps]}
+
+
+def _chat_prompt(body: ChatCompletionRequest, handler):
+    """messages -> the model's chat template -> token ids, under the prompt limits."""
+    messages = body.to_messages()
+    chars, limit = sum(len(m["content"]) for m in messages), handler.rt.settings.max_prompt_chars
+    if chars > limit:
+        raise ValueError(f"messages: {chars} characters of content; the limit is {limit} (DWSERVE_MAX_PROMPT_CHARS)")
+    if handler.tokenizer is None:
+        raise ValueError(f"model {handler.rt.name!r} has no tokenizer (tokenizer.json); send input_ids to /v1/generate")
+    ids = handler.tokenizer.apply_chat_template(messages)
+    settings = handler.rt.settings   # unset max_tokens: as many as the limits leave room for
+    return body.to_generate(ids, max(1, min(settings.max_new_tokens, handler.max_length - len(ids))))
+
+
+def _chat_chunk(head: dict, index: int, delta: dict, finish_reason=None) -> dict:
+    return {**head, "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+
+
+@router.post("/chat/completions", response_model=ChatCompletionResponse, responses=ERROR_RESPONSES)
+async def chat_completions(body: ChatCompletionRequest, request: Request):
+    handler, _, streams, firsts = await start(request, body, lambda handler: _chat_prompt(body, handler))
+    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+            "model": handler.rt.name}
+    if not body.stream:
+        finals = await final_events(request, streams, firsts)
+        choices = [{"index": i, "message": {"role": "assistant", "content": f["text"]},
+                    "logprobs": _chat_logprobs(handler.tokenizer, Covered.of(handler.tokenizer, f))
+                    if body.logprobs else None,
+                    "finish_reason": f["finish_reason"]} for i, f in enumerate(finals)]
+        return {**head, "choices": choices, "usage": usage(finals)}
+    head["object"] = "chat.completion.chunk"
+    opened: set[int] = set()   # a choice's first chunk carries the role, as OpenAI's do
+
+    def delta(i: int, text: str) -> dict:
+        if i in opened:
+            return {"content": text}
+        opened.add(i)
+        return {"role": "assistant", "content": text}
+
+    covers = [Covered(handler.tokenizer) for _ in range(body.n)]
+
+    def token_chunk(i: int, event: dict) -> dict:
+        chunk = _chat_chunk(head, i, delta(i, event["text"]))
+        if body.logprobs:
+            entries = covers[i].take(event["logprobs"], event["text"])
+            chunk["choices"][0]["logprobs"] = _chat_logprobs(handler.tokenizer, entries)
+        return chunk
+
+    def finish_chunk(i: int, final: dict) -> dict:
+        chunk = _chat_chunk(head, i, {} if i in opened else delta(i, ""), final["finish_reason"])
+        rest = covers[i].rest(final) if body.logprobs else []
+        if rest:
+            chunk["choices"][0]["logprobs"] = _chat_logprobs(handler.tokenizer, rest)
+        return chunk
+
+    return sse_response(
+        streams, firsts, token_chunk, finish_chunk,
+        lambda finals: [{**head, "choices": [], "usage": usage(finals)}] if body.include_usage else [])

@@ -1,0 +1,116 @@
+"""`POST /v1/completions` (OpenAI's legacy text completions) over the /v1/generate handler:
+one JSON reply, or SSE chunks ending in `data: [DONE]` (streamed, the `n` choices' chunks
+interleave as tokens come, each naming its choice `index`). `echo` puts the prompt before each
+choice, with logprobs its tokens' too (one forward of the prompt, models/lfm2/scoring.py).
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+
+from fastapi import APIRouter, Request
+
+from .openai_common import Covered, start, token_name, usage
+from .routes_v1 import ERROR_RESPONSES, close_streams, final_events, sse_response
+from .schemas_openai import CompletionRequest, CompletionResponse
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+def _choice(index: int, text: str, finish_reason, logprobs=None) -> dict:
+    return {"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish_reason}
+
+
+def _completion_logprobs(tokenizer, lps: list[dict], top: int, offset: int = 0) -> dict:
+    """The legacy completions shape of logprob entries (a reply's, or a chunk's): token
+    names, their logprobs, top alternatives as {name: logprob}, and each token's offset in
+    the completion text (its decoded length; the chunk's tokens start at `offset`). An echoed
+    prompt's first token has no logprob and no alternatives (None)."""
+    ids = [t["token_id"] for t in lps]
+    return {"tokens": [token_name(tokenizer, i)[0] for i in ids], "token_logprobs": [t["logprob"] for t in lps],
+            "top_logprobs": [None if t["top"] is None else
+                             {token_name(tokenizer, x["token_id"])[0]: x["logprob"] for x in t["top"]} for t in lps]
+            if top else None,
+            "text_offset": list(itertools.accumulate((len(tokenizer.decode([i])) for i in ids), initial=offset))[:-1]}
+
+
+def _score(lm, ids: list[int], top: int, impl: str) -> list[dict]:
+    """On the compute thread: the prompt's entries for echo, in the shape of generated ones."""
+    from models.depthwise import use_impl
+    from models.lfm2.scoring import prompt_logprobs
+    with use_impl(impl):
+        scored = prompt_logprobs(lm, ids, top)
+    return [{"token_id": ids[0], "logprob": None, "top": None}] + [
+        {"token_id": t, "logprob": lp, "top": [{"token_id": i, "logprob": v} for i, v in alts]}
+        for t, (lp, alts) in zip(ids[1:], scored)]
+
+
+async def _echo(handler, body, plan) -> dict:
+    """What `echo` puts before every choice: the prompt's text (as sent, or its ids decoded)
+    and, with logprobs, its tokens' log-probabilities given the tokens before them."""
+    prompt = body.single_prompt
+    text = prompt if isinstance(prompt, str) else \
+        handler.tokenizer.decode(plan.ids) if handler.tokenizer is not None else ""
+    entries = None
+    if body.logprobs is not None:
+        entries = await asyncio.to_thread(handler.rt.on_compute, _score, handler.lm, plan.ids, body.logprobs,
+                                          plan.impl)
+    return {"echo": True, "text": text, "logprobs": entries}
+
+
+async def _prefixed(first: dict, events):
+    """A choice's events with `first` (already taken from them) put back in front."""
+    yield first
+    async for event in events:
+        yield event
+
+
+@router.post("/completions", response_model=CompletionResponse, responses=ERROR_RESPONSES)
+async def completions(body: CompletionRequest, request: Request):
+    handler, plans, streams, firsts = await start(request, body, lambda handler: body.to_generate(),
+                                                  generate=not body.scores_only)
+    head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+            "model": handler.rt.name}
+    try:
+        echo = await _echo(handler, body, plans[0]) if body.echo else None
+    except BaseException:    # the choices are already generating: free their rows
+        await close_streams(streams)
+        raise
+
+    def logprobs_of(entries, offset=0):
+        return None if body.logprobs is None else \
+            _completion_logprobs(handler.tokenizer, entries, body.logprobs, offset)
+
+    if not body.stream:
+        finals = await final_events(request, streams, firsts)
+        lead_text, lead = (echo["text"], echo["logprobs"] or []) if echo else ("", [])
+        return {**head, "choices": [_choice(i, lead_text + f["text"], f["finish_reason"],
+                                            logprobs_of(lead + Covered.of(handler.tokenizer, f))
+                                            if body.logprobs is not None else None)
+                                    for i, f in enumerate(finals)], "usage": usage(finals)}
+    offsets = [0] * body.n   # per choice: where its next token's text starts
+    covers = [Covered(handler.tokenizer) for _ in range(body.n)]
+    if echo:                 # each choice's stream opens with the prompt
+        firsts, streams = [echo] * body.n, [_prefixed(f, s) for f, s in zip(firsts, streams)]
+
+    def chunk_logprobs(i: int, entries) -> dict:
+        logprobs = logprobs_of(entries, offsets[i])
+        offsets[i] += sum(len(handler.tokenizer.decode([t["token_id"]])) for t in entries)
+        return logprobs
+
+    def token_chunk(i: int, event: dict) -> dict:
+        logprobs = None
+        if body.logprobs is not None:
+            entries = event["logprobs"] if event.get("echo") else covers[i].take(event["logprobs"], event["text"])
+            logprobs = chunk_logprobs(i, entries or [])
+        return {**head, "choices": [_choice(i, event["text"], None, logprobs)]}
+
+    def finish_chunk(i: int, final: dict) -> dict:
+        rest = covers[i].rest(final) if body.logprobs is not None else []
+        return {**head, "choices": [_choice(i, "", final["finish_reason"], chunk_logprobs(i, rest) if rest else None)]}
+
+    return sse_response(
+        streams, firsts, token_chunk, finish_chunk,
+        lambda finals: [{**head, "choices": [], "usage": usage(finals)}] if body.include_usage else [])
