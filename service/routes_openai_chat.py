@@ -1,7 +1,11 @@
 """`POST /v1/chat/completions` over the /v1/generate handler: the messages go through the
-model's chat template; one JSON reply, or SSE chunks ending in `data: [DONE]` (streamed, the
-`n` choices' chunks interleave as tokens come, each naming its `index`; a choice's first chunk
-carries the role, as OpenAI's do).
+model's chat template; one JSON reply, or SSE chunks ending in `data: [DONE]`.
+
+Streamed, each choice opens with a role chunk (`{"role": "assistant", "content": ""}`, no
+logprobs), all of them in index order before any token, as OpenAI's and vLLM's streams do:
+the openai client's `chat.completions.stream()` starts a choice it has not seen from its
+first chunk and then adds that chunk to it again, so content or logprobs there came back
+twice. Then the choices' chunks interleave as tokens come, each naming its `index`.
 """
 from __future__ import annotations
 
@@ -58,25 +62,17 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
                     "finish_reason": f["finish_reason"]} for i, f in enumerate(finals)]
         return {**head, "choices": choices, "usage": usage(finals)}
     head["object"] = "chat.completion.chunk"
-    opened: set[int] = set()   # a choice's first chunk carries the role, as OpenAI's do
-
-    def delta(i: int, text: str) -> dict:
-        if i in opened:
-            return {"content": text}
-        opened.add(i)
-        return {"role": "assistant", "content": text}
-
     covers = [Covered(handler.tokenizer) for _ in range(body.n)]
 
     def token_chunk(i: int, event: dict) -> dict:
-        chunk = _chat_chunk(head, i, delta(i, event["text"]))
+        chunk = _chat_chunk(head, i, {"content": event["text"]})
         if body.logprobs:
             entries = covers[i].take(event["logprobs"], event["text"])
             chunk["choices"][0]["logprobs"] = _chat_logprobs(handler.tokenizer, entries)
         return chunk
 
     def finish_chunk(i: int, final: dict) -> dict:
-        chunk = _chat_chunk(head, i, {} if i in opened else delta(i, ""), final["finish_reason"])
+        chunk = _chat_chunk(head, i, {}, final["finish_reason"])
         rest = covers[i].rest(final) if body.logprobs else []
         if rest:
             chunk["choices"][0]["logprobs"] = _chat_logprobs(handler.tokenizer, rest)
@@ -84,4 +80,5 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
 
     return sse_response(
         streams, firsts, token_chunk, finish_chunk,
-        lambda finals: [{**head, "choices": [], "usage": usage(finals)}] if body.include_usage else [])
+        lambda finals: [{**head, "choices": [], "usage": usage(finals)}] if body.include_usage else [],
+        opening=[_chat_chunk(head, i, {"role": "assistant", "content": ""}) for i in range(body.n)])

@@ -94,9 +94,11 @@ def _sse(payload: dict) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
-def sse_response(streams, firsts, token_chunk, finish_chunk, tail, done_marker: bool = True) -> StreamingResponse:
+def sse_response(streams, firsts, token_chunk, finish_chunk, tail, done_marker: bool = True,
+                 opening=()) -> StreamingResponse:
     """Generations' events (GenerateHandler.events, each stream's first already taken in
-    `firsts`) as server-sent events in the order they come: token_chunk(i, event) per token of
+    `firsts`) as server-sent events in the order they come, after the `opening` payloads
+    (chat's role chunk per choice): token_chunk(i, event) per token of
     generation i, finish_chunk(i, final) when it ends, tail(finals) after the last one, then
     [DONE] (unless done_marker is False: Triton's generate_stream sends none). An error after
     the headers are sent is reported in-band; a client that leaves stops every generation.
@@ -117,6 +119,8 @@ def sse_response(streams, firsts, token_chunk, finish_chunk, tail, done_marker: 
         tasks = [asyncio.ensure_future(pump(i, f, s)) for i, (f, s) in enumerate(zip(firsts, streams))]
         finals: list = [None] * len(streams)
         try:
+            for payload in opening:
+                yield _sse(payload)
             while any(f is None for f in finals):
                 i, event = await queue.get()
                 if isinstance(event, Exception):

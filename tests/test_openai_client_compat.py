@@ -1,0 +1,61 @@
+"""The OpenAI-compatible routes as the official `openai` client's higher-level helpers, vLLM-style
+clients and load generators use them, against a live in-process server with fake models
+(FakeLM: next id = last + 1, one character per token). Each test here failed before its fix."""
+import threading
+import time
+
+import pytest
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("uvicorn")
+
+from test_deploy_loadtest import free_port, wait_ready  # noqa: E402
+
+CHAT = [{"role": "user", "content": "hi there"}]
+
+
+@pytest.fixture(scope="module")
+def server():
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+    from service.testing import fake_hooks, fake_models
+
+    port = free_port()
+    app = create_app(Settings(port=port, warmup=False, max_new_tokens=64, max_sequence_length=128),
+                     models=fake_models(), hooks=fake_hooks())
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=srv.run, daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, 30)
+    yield url
+    srv.should_exit = True
+    time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0)
+
+
+def test_chat_stream_helper_keeps_each_choices_logprobs_once(client):
+    """The client's `chat.completions.stream()` accumulates chunks into one completion; a choice
+    it sees first (index >= 1) is started from that chunk and then extended by it again, so
+    its logprobs came back twice whenever its first chunk carried any. OpenAI and vLLM open
+    each choice with a role chunk (content "", no logprobs), which the helper takes as is."""
+    args = dict(model="lfm2", messages=CHAT, max_tokens=6, temperature=0, stop=["C"], n=3,
+                logprobs=True, top_logprobs=1)
+    with client.chat.completions.stream(**args) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    whole = client.chat.completions.create(**args)
+    for got, want in zip(final.choices, whole.choices, strict=True):
+        assert got.message.content == want.message.content and got.finish_reason == "stop"
+        assert [e.token for e in got.logprobs.content] == [e.token for e in want.logprobs.content]
+
+    chunks = [c.choices[0] for c in client.chat.completions.create(**args, stream=True) if c.choices]
+    for i in range(3):
+        first = next(c for c in chunks if c.index == i)
+        assert (first.delta.role, first.delta.content, first.logprobs) == ("assistant", "", None)
