@@ -157,7 +157,7 @@ def build() -> db.Dashboard:
         "Build and models", "dwserve_build_info of each scraped process, and dwserve_model_info: what "
         "each served name runs (the lfm2 slot may hold an LFM2, LFM2-MoE or LFM3; K = its conv kernel).",
         "none",
-        q(f"count by (variant, version) (dwserve_build_info{{instance=~\"$instance\"}})",
+        q('count by (variant, version) (dwserve_build_info{instance=~"$instance"})',
           "{{variant}} {{version}}"), w=5).with_target(
         q(f"count by (variant, model, architecture, conv_kernel_size, dtype) (dwserve_model_info{{{SEL}}})",
           "{{variant}} {{model}}: {{architecture}} K={{conv_kernel_size}} {{dtype}}", "B")))
