@@ -138,7 +138,7 @@ class MobileNetV2(nn.Module):
         numbers: row_chunks.py). Training keeps whole batches: BatchNorm needs batch stats.
         So does the per_group baseline: its cost is ~2C launches per call, which chunks would
         multiply, and a before/after comparison should not handicap the before."""
-        if (self.training or self.row_chunk_bytes is None or x.shape[0] == 1
+        if (self.training or self.row_chunk_bytes is None or x.shape[0] <= 1   # 0 rows: nothing to chunk
                 or x.device.type != "cpu" or current_impl() == "per_group"):
             return self.features(x)
         key = (x.shape[0], x.shape[2], x.shape[3], x.element_size(), self.row_chunk_bytes)
