@@ -59,3 +59,41 @@ def test_chat_stream_helper_keeps_each_choices_logprobs_once(client):
     for i in range(3):
         first = next(c for c in chunks if c.index == i)
         assert (first.delta.role, first.delta.content, first.logprobs) == ("assistant", "", None)
+
+
+def test_a_stream_cut_by_the_request_timeout_says_so(monkeypatch):
+    """A token that does not come within DWSERVE_REQUEST_TIMEOUT_S once the reply has started
+    ends the stream with an in-band error; it read "TimeoutError: " (the builtin's empty text),
+    where the same timeout before the first byte is a 503 naming the setting."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+    from service.testing import FakeContinuousBatch, fake_hooks, fake_models
+
+    step = FakeContinuousBatch.step
+
+    def stalling(self):   # the fourth decode step takes longer than the request timeout
+        if len(self.steps) == 3:
+            time.sleep(1.0)
+        return step(self)
+
+    monkeypatch.setattr(FakeContinuousBatch, "step", stalling)
+    port = free_port()
+    app = create_app(Settings(port=port, warmup=False, request_timeout_s=0.5), models=fake_models(),
+                     hooks=fake_hooks())
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=srv.run, daemon=True).start()
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", 30)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        texts = []
+        with pytest.raises(openai.APIError) as exc:
+            for chunk in client.completions.create(model="lfm2", prompt="ab", max_tokens=8, temperature=0,
+                                                   stream=True):
+                texts.append(chunk.choices[0].text)
+        assert "".join(texts) == "cde"
+        assert "DWSERVE_REQUEST_TIMEOUT_S" in str(exc.value.body), exc.value.body
+    finally:
+        srv.should_exit = True
+        time.sleep(0.2)
