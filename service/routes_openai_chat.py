@@ -41,8 +41,12 @@ def _chat_prompt(body: ChatCompletionRequest, handler):
     if handler.tokenizer is None:
         raise ValueError(f"model {handler.rt.name!r} has no tokenizer (tokenizer.json); send input_ids to /v1/generate")
     ids = handler.tokenizer.apply_chat_template(messages)
-    settings = handler.rt.settings   # unset max_tokens: as many as the limits leave room for
-    return body.to_generate(ids, max(1, min(settings.max_new_tokens, handler.max_length - len(ids))))
+    room = handler.max_length - len(ids)   # unset max_tokens: as many as the limits leave room for
+    if room < 1 and not (body.max_tokens or body.max_completion_tokens):
+        raise ValueError(f"messages: {len(ids)} tokens through the chat template leave no room for an answer "
+                         f"within {handler.max_length} tokens, {handler.max_length_source}; "
+                         "send fewer or shorter messages")
+    return body.to_generate(ids, max(1, min(handler.rt.settings.max_new_tokens, room)))
 
 
 def _chat_chunk(head: dict, index: int, delta: dict, finish_reason=None) -> dict:

@@ -99,7 +99,7 @@ async def _generate(model: str, version: Optional[str], body: TritonGenerateRequ
         raise ServiceError(400, f"model {model!r} does not generate text; {serves}")
     handler = handler_of(request, "generate")
     generate_request, with_prompt = to_generate(body, stream)
-    plan = handler.decode(generate_request)
+    plan = handler.decode(generate_request, max_tokens_name="max_tokens")
     request.state.dw_impl = plan.impl
     events = handler.events(plan)
     firsts = await first_events(request, [events])   # QueueFull / timeouts: before any byte is sent

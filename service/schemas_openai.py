@@ -71,6 +71,10 @@ class _SamplingRequest(BaseModel):
                                depthwise_impl=self.depthwise_impl)
 
     @property
+    def max_tokens_name(self) -> str:   # what the limit errors call the token budget
+        return "max_completion_tokens" if getattr(self, "max_completion_tokens", None) else "max_tokens"
+
+    @property
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
 

@@ -97,3 +97,38 @@ def test_a_stream_cut_by_the_request_timeout_says_so(monkeypatch):
     finally:
         srv.should_exit = True
         time.sleep(0.2)
+
+
+@pytest.mark.parametrize("route, args, name", [
+    pytest.param("completions", dict(prompt="ab", max_tokens=1000), "max_tokens", id="completions"),
+    pytest.param("chat", dict(messages=CHAT, max_tokens=1000), "max_tokens", id="chat-max_tokens"),
+    pytest.param("chat", dict(messages=CHAT, max_completion_tokens=1000), "max_completion_tokens",
+                 id="chat-max_completion_tokens"),
+])
+def test_token_limit_errors_name_the_field_sent(client, route, args, name):
+    """Past the server's limits, the 400 names the field the client sent (it said
+    'max_new_tokens', /v1/generate's name, which an OpenAI request has no field for)."""
+    create = client.completions.create if route == "completions" else client.chat.completions.create
+    with pytest.raises(openai.BadRequestError) as exc:
+        create(model="lfm2", **args)
+    assert exc.value.body.startswith(f"{name}: at most 64"), exc.value.body
+    with pytest.raises(openai.BadRequestError) as exc:
+        create(model="lfm2", **{**args, name: 60}, extra_body={"prompt": "x" * 80} if route == "completions"
+               else {"messages": [{"role": "user", "content": "x" * 80}]})
+    assert f"+ {name} (60) exceeds 128 tokens" in exc.value.body, exc.value.body
+
+
+def test_a_chat_too_long_to_answer_says_so(client):
+    """Without max_tokens a chat takes the room its prompt leaves; with none left, the 400 said
+    'prompt (217 tokens) + max_new_tokens (1) exceeds 128 tokens', a field the client never sent."""
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model="lfm2", messages=[{"role": "user", "content": "y" * 200}])
+    body = exc.value.body
+    assert body.startswith("messages: ") and "max_new_tokens" not in body and "max_sequence_length" in body, body
+
+
+def test_triton_generate_limit_names_max_tokens(server):
+    import httpx
+
+    r = httpx.post(server + "/v2/models/lfm2/generate", json={"text_input": "x", "max_tokens": 99})
+    assert r.status_code == 400 and r.json()["error"].startswith("max_tokens: at most 64"), r.text

@@ -78,7 +78,9 @@ class GenerateHandler:
         """Finish the accepted generations, accept no more."""
         self.scheduler.stop(timeout)
 
-    def decode(self, req: GenerateRequest) -> Plan:
+    def decode(self, req: GenerateRequest, max_tokens_name: str = "max_new_tokens") -> Plan:
+        """-> the request's Plan, or ValueError (a 400) saying what to change. max_tokens_name:
+        what the client called max_new_tokens (OpenAI's and Triton's `max_tokens`), for the errors."""
         s = self.rt.settings
         impl = self.rt.check_impl(req.depthwise_impl)
         if (req.prompt is None) == (req.input_ids is None):
@@ -98,9 +100,11 @@ class GenerateHandler:
         if not ids:
             raise ValueError("prompt: expected at least one token")
         if req.max_new_tokens > s.max_new_tokens:
-            raise ValueError(f"max_new_tokens: at most {s.max_new_tokens} (DWSERVE_MAX_NEW_TOKENS), got {req.max_new_tokens}")
+            limit = "" if max_tokens_name == "max_new_tokens" else ", the server's max_new_tokens"
+            raise ValueError(f"{max_tokens_name}: at most {s.max_new_tokens}{limit} (DWSERVE_MAX_NEW_TOKENS), "
+                             f"got {req.max_new_tokens}")
         if len(ids) + req.max_new_tokens > self.max_length:
-            raise ValueError(f"prompt ({len(ids)} tokens) + max_new_tokens ({req.max_new_tokens}) exceeds "
+            raise ValueError(f"prompt ({len(ids)} tokens) + {max_tokens_name} ({req.max_new_tokens}) exceeds "
                              f"{self.max_length} tokens, {self.max_length_source}")
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         if any(not x for x in stop) or len(stop) > 16 or any(len(x) > 256 for x in stop):
