@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import runpy
 import sys
 import time
@@ -28,8 +27,9 @@ from typing import Optional
 
 from pydantic import ValidationError
 
+from .logs import configure_logging
 from .preflight import preflight, settings_errors
-from .settings import DTYPE_CHOICES, IMPL_CHOICES, LOG_LEVELS, Settings
+from .settings import DTYPE_CHOICES, IMPL_CHOICES, LOG_FORMATS, LOG_LEVELS, Settings
 
 BENCHMARKS = ("ops", "models", "serve", "generate", "prefill_chunks", "prefix_cache", "row_chunks", "ptx",
               "block_decode", "host_overhead")
@@ -66,14 +66,14 @@ _HELP = {"host": "address to listen on (0.0.0.0: every interface)", "port": "HTT
 def _with_defaults(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Each flag's help ends with its default and its environment variable (from Settings, so
     they cannot drift)."""
-    env = {"models": "DWSERVE_MODELS, a comma list", "warmup": "DWSERVE_WARMUP=0"}
+    env = {"models": "DWSERVE_MODELS, a comma list", "warmup": "DWSERVE_WARMUP=0", "access_log": "DWSERVE_ACCESS_LOG=0"}
     for action in p._actions:
         field = Settings.model_fields.get(action.dest)
         if field is None:
             continue
         default = ",".join(field.default) if action.dest == "models" else field.default
         tail = f"{env.get(action.dest, 'DWSERVE_' + action.dest.upper())}"
-        if action.dest != "warmup":
+        if action.dest not in ("warmup", "access_log"):
             tail = f"default {'none' if default is None else default}; {tail}"
         action.help = f"{action.help or _HELP.get(action.dest, '')} ({tail})".lstrip()
     return p
@@ -104,6 +104,9 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-warmup", action="store_false", dest="warmup", default=None,
                    help="turn ready without warm-up (faster start, slow first requests)")
     p.add_argument("--log-level", choices=LOG_LEVELS, help="server and root logger level")
+    p.add_argument("--log-format", choices=LOG_FORMATS, help="text, or json: one object per line for a log pipeline")
+    p.add_argument("--no-access-log", action="store_false", dest="access_log", default=None,
+                   help="no line per request on the dwserve.access logger")
     return _with_defaults(p)
 
 
@@ -121,7 +124,7 @@ def serve(argv: list[str]) -> int:
         return 2
     from .app import create_app
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     run_server(app, settings, settings.log_level)
     if app.state.service.load_error:
@@ -229,7 +232,9 @@ def run_server(app, settings: Settings, log_level: str = "info") -> None:
                             # (uvicorn's None would wait for in-flight requests without bound)
                             timeout_graceful_shutdown=settings.graceful_shutdown_s,
                             http=_idle_closing_protocol(settings.head_timeout_s), timeout_keep_alive=settings.idle_timeout_s,
-                            access_log=False)
+                            access_log=False,   # ours is service/logs.py's, with request ids and impls
+                            # JSON: uvicorn's loggers propagate to the root's JSON handler
+                            **({"log_config": None} if settings.log_format == "json" else {}))
     service = getattr(app.state, "service", None)
 
     class Server(uvicorn.Server):

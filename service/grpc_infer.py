@@ -26,6 +26,7 @@ from .body import BodyLease
 from .grpc_codec import decode_request, encode_response
 from .handlers.tensor import server_timing
 from .infer import check_version
+from .logs import log_access
 from .middleware import CLIENT_CLOSED, bearer_matches, observed_latency, request_id_of
 
 log = logging.getLogger("dwserve.grpc")
@@ -33,6 +34,7 @@ _CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTI
           404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
           415: grpc.StatusCode.INVALID_ARGUMENT, 422: grpc.StatusCode.INVALID_ARGUMENT,
           503: grpc.StatusCode.UNAVAILABLE}
+_SERVICE = "/inference.GRPCInferenceService/"   # the RPCs' paths, as access lines name them
 _CUT = object()   # in a stream's answer queue: the server is ending the stream (shutdown)
 
 
@@ -80,10 +82,11 @@ class InferCalls:
             raise ServiceError(401, "missing or wrong bearer token: send metadata "
                                     "'authorization: Bearer <DWSERVE_API_KEY>'")
 
-    async def _infer(self, request, context=None):
+    async def _infer(self, request, context=None, call=("ModelInfer", "-", None)):
         """One ModelInferRequest through the REST path's checks and batcher, metered like a
         REST request (a refused token too, given the call's `context`; a stream's token is
-        checked once, before any of its requests). -> (ModelInferResponse, runtime Result).
+        checked once, before any of its requests) and access-logged as `call`: (RPC name,
+        request id, peer). -> (ModelInferResponse, runtime Result).
         Raises what errors.error_response maps."""
         svc, metrics = self.service, self.service.metrics
         name = request.model_name
@@ -121,6 +124,8 @@ class InferCalls:
             raise
         finally:
             lease.close()
+            if svc.settings.access_log:
+                log_access("gRPC", _SERVICE + call[0], status, time.perf_counter() - t0, call[1], call[2], label, impl)
             metrics.inflight.labels(label).dec()
             metrics.requests.labels(label, impl, str(status)).inc()
             if observed_latency(status):
@@ -131,7 +136,7 @@ class InferCalls:
         # The work runs in its own task so that cut() can end it and this handler still
         # answers (cancelling grpc's handler task would leave nobody to). A client that
         # leaves cancels this handler, and with it the work it awaits.
-        work = asyncio.ensure_future(self._infer(request, context))
+        work = asyncio.ensure_future(self._infer(request, context, ("ModelInfer", request_id, context.peer())))
         self._in_flight[work] = work.cancel
         try:
             response, result = await work
@@ -148,13 +153,16 @@ class InferCalls:
         return response
 
     async def ModelStreamInfer(self, request_iterator, context):
+        stream_id = request_id_of(dict(context.invocation_metadata() or ()))   # every request's access line
         try:
             self._check_auth(context)
         except ServiceError as exc:
             # Counted as REST's refused token is; no request has been read, so no model is
             # named yet: "unknown", the label of a request for no served model.
             self.service.metrics.requests.labels("unknown", self.service.settings.depthwise_impl, "401").inc()
-            await abort(context, exc)
+            if self.service.settings.access_log:
+                log_access("gRPC", _SERVICE + "ModelStreamInfer", 401, 0.0, stream_id, context.peer())
+            await abort(context, exc, stream_id)
         done: asyncio.Queue = asyncio.Queue()
         pending: set[asyncio.Task] = set()
         # Requests of this stream taken but not yet answered to the client: at most what the
@@ -167,7 +175,7 @@ class InferCalls:
 
         async def answer(request):
             try:
-                response, _ = await self._infer(request)
+                response, _ = await self._infer(request, call=("ModelStreamInfer", stream_id, context.peer()))
                 out = pb.ModelStreamInferResponse(infer_response=response)
             except Exception as exc:  # noqa: BLE001 - the error answers this request only
                 which = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version,

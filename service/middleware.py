@@ -7,7 +7,7 @@
    together would pass max_total_body_bytes, 408 for a stalled or slow upload;
 2. bearer auth (DWSERVE_API_KEY) on inference routes: 401 before the body is read;
 3. X-Request-ID: the client's (a printable token of <= 128 characters) or a fresh one, on
-   every response and in every logged error; X-Depthwise-Impl on inference responses: the
+   every response, in every logged error and in the request's access line (service/logs.py); X-Depthwise-Impl on inference responses: the
    policy the request ran under (the metrics' impl label);
 4. per-request metrics for inference routes (POST only: a GET/PUT/OPTIONS on /infer is a 405
    of no model's and is not metered): inflight gauge, requests_total{status},
@@ -37,6 +37,7 @@ import uuid
 from .body import BodyLease, read_body
 from .errors import ServiceError, error_response, shutdown_cut
 from .infer import infer_bytes
+from .logs import log_access
 
 log = logging.getLogger("dwserve.app")
 
@@ -252,10 +253,13 @@ class GuardMiddleware:
             return await self._cut(scope, request_id, status_box[0] is None and not disconnected[0], reject)
         finally:
             lease.close()
+            # No response started: the client left (499), or nothing answered it (500).
+            status = status_box[0] or (CLIENT_CLOSED if disconnected[0] else 500)
+            impl = state.get("dw_impl", settings.depthwise_impl)
+            if settings.access_log:
+                log_access("HEAD" if head else scope["method"], scope["path"], status, time.perf_counter() - t0,
+                           request_id, scope.get("client"), model, impl if model is not None else None)
             if model is not None:
-                # No response started: the client left (499), or nothing answered it (500).
-                status = status_box[0] or (CLIENT_CLOSED if disconnected[0] else 500)
-                impl = state.get("dw_impl", settings.depthwise_impl)
                 metrics.inflight.labels(model).dec()
                 metrics.requests.labels(model, impl, str(status)).inc()
                 if observed_latency(status):

@@ -22,6 +22,7 @@ except ImportError:  # older: DWSERVE_MODELS must then be JSON, e.g. '["lfm2"]'
 IMPL_CHOICES = ("auto", "per_group", "slice_sum", "compiled", "fused", "native")
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 DEFAULT_MODELS = ("lfm2", "mobilenet_v2")
 
 _ModelList = Annotated[tuple[str, ...], NoDecode] if NoDecode is not None else tuple[str, ...]
@@ -106,6 +107,10 @@ class Settings(BaseSettings):
     head_timeout_s: float = Field(10.0, gt=0)
     # uvicorn's log level and the root logger's (--log-level): one of LOG_LEVELS
     log_level: str = "info"
+    # text, or json: one JSON object per line for a log pipeline (service/logs.py)
+    log_format: str = "text"
+    # one line per request on the dwserve.access logger (health probes and scrapes at debug)
+    access_log: bool = True
 
     @field_validator("models", mode="before")
     @classmethod
@@ -145,11 +150,11 @@ class Settings(BaseSettings):
         return value.strip().lower() if isinstance(value, str) else value
 
     # Choices checked here rather than by a regex pattern: the error names them in words.
-    @field_validator("depthwise_impl", "dtype", "log_level")
+    @field_validator("depthwise_impl", "dtype", "log_level", "log_format")
     @classmethod
     def _check_choice(cls, value, info: ValidationInfo):
         return _one_of(value, {"depthwise_impl": IMPL_CHOICES, "dtype": DTYPE_CHOICES,
-                               "log_level": LOG_LEVELS}[info.field_name])
+                               "log_level": LOG_LEVELS, "log_format": LOG_FORMATS}[info.field_name])
 
     @field_validator("device")
     @classmethod

@@ -265,6 +265,7 @@ def serve_fake(argv=None) -> None:
 
     from .app import create_app
     from .cli import run_server
+    from .logs import configure_logging
     from .settings import Settings
 
     parser = argparse.ArgumentParser()
@@ -273,5 +274,7 @@ def serve_fake(argv=None) -> None:
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     overrides = {rest[i].lstrip("-").replace("-", "_"): rest[i + 1] for i in range(0, len(rest), 2)}
     settings = Settings(**overrides)
+    level = settings.log_level if "log_level" in overrides else "warning"   # quiet unless asked
+    configure_logging(level, settings.log_format)
     app = create_app(settings, models=fake_models(args.delay_s, args.token_delay_s), hooks=fake_hooks())
-    run_server(app, settings, "warning")
+    run_server(app, settings, level)

@@ -141,11 +141,11 @@ def test_serve_help_gives_every_flag_a_description_default_and_variable(capsys):
         if action.dest == "help":
             continue
         field = Settings.model_fields[action.dest]
-        variable = {"models": "DWSERVE_MODELS", "warmup": "DWSERVE_WARMUP=0"}.get(action.dest,
-                                                                                  "DWSERVE_" + action.dest.upper())
+        variable = {"models": "DWSERVE_MODELS", "warmup": "DWSERVE_WARMUP=0",
+                    "access_log": "DWSERVE_ACCESS_LOG=0"}.get(action.dest, "DWSERVE_" + action.dest.upper())
         assert action.help and not action.help.startswith("("), action.dest          # a description
         assert action.help.endswith(variable + ")") or action.help.endswith(variable + ", a comma list)"), action.help
-        if action.dest not in ("warmup", "models"):
+        if action.dest not in ("warmup", "models", "access_log"):   # switches: on by default
             default = "none" if field.default is None else str(field.default)
             assert f"(default {default}; {variable}" in action.help, action.help
     assert "(default 8; DWSERVE_MAX_BATCH_SIZE)" in help_text
