@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .spec import match_memory_format, out_size
+from .weight_layout import NO_STORAGE
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -38,12 +39,16 @@ def _taps(weight: torch.Tensor, C: int, m: int, acc: torch.dtype, spatial: int):
     entry lives (as weight_layout.cached_on does): at decode-sized calls these ~6 view ops
     are a third of the op's cost.
     """
-    # Not cached: under autograd, under torch.compile (it traces the plain path), and for
-    # inference tensors (they have no version counter to invalidate the cache with).
+    # Not cached: under autograd, under torch.compile (it traces the plain path), for
+    # inference tensors (they have no version counter to invalidate the cache with), and for
+    # torch.func wrappers (vmap, jvp: no storage, so no data pointer).
     if ((weight.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling()
             or weight.is_inference()):
         return _make_taps(weight, C, m, acc, spatial)
-    key = (weight._version, weight.data_ptr(), C, m, acc, spatial, torch.is_inference_mode_enabled())
+    try:
+        key = (weight._version, weight.data_ptr(), C, m, acc, spatial, torch.is_inference_mode_enabled())
+    except NO_STORAGE:
+        return _make_taps(weight, C, m, acc, spatial)
     cached = getattr(weight, "_dwserve_taps", None)
     if cached is None or cached[0] != key:
         cached = (key, _make_taps(weight, C, m, acc, spatial), weight.detach())   # [2]: holds the storage

@@ -41,16 +41,21 @@ import torch
 
 ENABLED = True
 _ATTR = "_dwserve_tap_major"
+NO_STORAGE = (RuntimeError, NotImplementedError)   # data_ptr() of a torch.func wrapper (vmap, jvp)
 
 
 def cached_on(weight: torch.Tensor, attr: str, make: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """make(weight.detach()), cached on the weight tensor under `attr` by version counter and
     data pointer (the module docstring says why both). Computed afresh, uncached, for an
     inference tensor (no version counter) and while torch.compile traces (no attributes set
-    from traced code)."""
+    from traced code); from the weight itself, not detached, for a torch.func wrapper (no
+    storage)."""
     if weight.is_inference() or torch.compiler.is_compiling():
         return make(weight.detach())
-    key = (weight._version, weight.data_ptr())
+    try:
+        key = (weight._version, weight.data_ptr())
+    except NO_STORAGE:
+        return make(weight)
     cached = getattr(weight, attr, None)
     if cached is not None and cached[0] == key:
         return cached[1]
