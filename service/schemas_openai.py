@@ -42,7 +42,8 @@ class _SamplingRequest(BaseModel):
                                       "server's max_new_tokens for chat")
     temperature: Optional[Float] = Field(1.0, ge=0.0, le=2.0)
     top_p: Optional[Float] = Field(1.0, gt=0.0, le=1.0)
-    top_k: Optional[Int] = Field(None, ge=1, description="extension: sample from the k most likely")
+    top_k: Optional[Int] = Field(None, ge=-1, description="extension: sample from the k most likely; "
+                                 "0 or -1 = off (vLLM's convention)")
     stop: Optional[Union[str, list[str]]] = None
     seed: Optional[Int] = Field(None, ge=0, le=2**63 - 1)
     stream: Optional[bool] = False
@@ -65,7 +66,7 @@ class _SamplingRequest(BaseModel):
         return GenerateRequest(**prompt, max_new_tokens=max_new_tokens, logprobs=logprobs,
                                presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
                                logit_bias=self.logit_bias,
-                               temperature=self.temperature, top_k=self.top_k,
+                               temperature=self.temperature, top_k=self.top_k if (self.top_k or 0) > 0 else None,
                                top_p=None if self.top_p >= 1.0 else self.top_p, seed=self.seed,
                                stop=self.stop, ignore_eos=self.ignore_eos, stream=self.stream,
                                depthwise_impl=self.depthwise_impl)

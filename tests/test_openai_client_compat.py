@@ -132,3 +132,14 @@ def test_triton_generate_limit_names_max_tokens(server):
 
     r = httpx.post(server + "/v2/models/lfm2/generate", json={"text_input": "x", "max_tokens": 99})
     assert r.status_code == 400 and r.json()["error"].startswith("max_tokens: at most 64"), r.text
+
+
+@pytest.mark.parametrize("top_k", [-1, 0])
+def test_top_k_off_as_vllm_writes_it(client, top_k):
+    """vLLM's extension top_k takes -1 (and 0) for "off", as dwserve's Triton generate route
+    does; the OpenAI routes answered a 422 'greater than or equal to 1'."""
+    args = dict(model="lfm2", prompt="ab", max_tokens=4, temperature=1.0, seed=3)
+    plain = client.completions.create(**args).choices[0].text
+    assert client.completions.create(**args, extra_body={"top_k": top_k}).choices[0].text == plain
+    chat = client.chat.completions.create(model="lfm2", messages=CHAT, max_tokens=2, extra_body={"top_k": top_k})
+    assert chat.choices[0].finish_reason == "length"
