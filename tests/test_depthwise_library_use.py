@@ -1,16 +1,21 @@
 """models.depthwise under PyTorch's function transforms, as a researcher's code uses nn.Conv:
-torch.func (vmap over inputs or weights, grad, jvp, per-sample gradients). Each result is checked against F.conv1d/F.conv2d(groups=C) under
+torch.func (vmap over inputs or weights, grad, jvp, per-sample gradients) and forward-mode AD
+(torch.autograd.forward_ad). Each result is checked against F.conv1d/F.conv2d(groups=C) under
 the same transform, the independent reference."""
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
-from reference import randn
+from reference import DEV, randn
 from torch.func import functional_call, grad, jvp, vmap
 
-from models.depthwise import DepthwiseConv2d, depthwise_conv1d
+from models.depthwise import DepthwiseConv2d, depthwise_conv1d, fused
+from models.depthwise.short_conv import short_conv_block, short_conv_block_reference
 
+FUSED = pytest.param("fused", id="fused", marks=[pytest.mark.fused, pytest.mark.skipif(
+    not fused.available(DEV), reason="fused needs CUDA or TRITON_INTERPRET=1 with triton")])
 PLAIN = [pytest.param(i, id=i) for i in ("per_group", "slice_sum", "native", "auto")]
 F64 = dict(dtype=torch.float64)
 
@@ -59,4 +64,37 @@ def test_per_sample_gradients_of_a_module(impl):
 
     got = vmap(grad(loss), in_dims=(None, 0))(params, x)
     want = vmap(grad(loss_ref), in_dims=(None, 0))(params, x)
+    torch.testing.assert_close(got, want)
+
+
+# ------------------------------------------------------------------ forward-mode AD
+@pytest.mark.parametrize("impl", PLAIN + [FUSED])
+@pytest.mark.parametrize("grad_mode", [pytest.param(True, id="grad"), pytest.param(False, id="no_grad")])
+def test_forward_ad_tangent_equals_f_conv(impl, grad_mode):
+    """fused ran its kernel without autograd whenever no input required grad, so a dual input's
+    tangent was dropped: unpack_dual(out).tangent was None (the Jacobian-vector product
+    silently 0)."""
+    x, w, b = _conv1d_args(2)
+    tx, tw, tb = torch.randn_like(x), torch.randn_like(w), torch.randn_like(b)
+    with torch.set_grad_enabled(grad_mode), fwAD.dual_level():
+        want = fwAD.unpack_dual(F.conv1d(fwAD.make_dual(x, tx), fwAD.make_dual(w, tw), fwAD.make_dual(b, tb),
+                                         padding=1, groups=4))
+        got = fwAD.unpack_dual(depthwise_conv1d(fwAD.make_dual(x, tx), fwAD.make_dual(w, tw),
+                                                fwAD.make_dual(b, tb), padding=1, impl=impl))
+        assert got.tangent is not None, "the tangent was dropped"
+        torch.testing.assert_close(got.primal, want.primal)
+        torch.testing.assert_close(got.tangent, want.tangent)
+
+
+@pytest.mark.parametrize("impl", PLAIN + [FUSED])
+def test_forward_ad_through_the_short_conv_block(impl):
+    """LFM2's gated short conv with a dual weight: the slice_sum block built its (K, C) taps
+    from weight.detach() (cached) whenever the weight did not require grad, dropping the tangent."""
+    g = torch.Generator().manual_seed(3)
+    bcx, w = randn(2, 5, 12, gen=g, **F64), randn(4, 1, 3, gen=g, **F64)
+    tw = torch.randn_like(w)
+    with fwAD.dual_level():
+        want = fwAD.unpack_dual(short_conv_block_reference(bcx, fwAD.make_dual(w, tw))).tangent
+        got = fwAD.unpack_dual(short_conv_block(bcx, fwAD.make_dual(w, tw), impl=impl)).tangent
+    assert got is not None, "the tangent was dropped"
     torch.testing.assert_close(got, want)

@@ -5,8 +5,12 @@ does. The forward result is still the kernel's; only training pays the recompute
 backward(create_graph=True) the recompute keeps its graph, so second-order gradients are the
 reference's.
 
+Forward-mode AD (torch.autograd.forward_ad) goes through the same Function: its `jvp` is the
+reference's Jacobian-vector product, so a dual input's tangent reaches the output.
+
 Without this, a fused output under autograd would carry no grad_fn: backward() would run,
-silently skip the depthwise layer's weight and give the layers below it wrong gradients.
+silently skip the depthwise layer's weight and give the layers below it wrong gradients (and
+a dual input's tangent would be dropped: a silently zero JVP).
 """
 from __future__ import annotations
 
@@ -14,10 +18,15 @@ from collections.abc import Callable
 
 import torch
 
+from .weight_layout import has_tangent
+
 
 def needs_grad(*tensors: torch.Tensor | None) -> bool:
-    """True when autograd is recording and any of `tensors` requires a gradient."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    """True when autograd is recording and any of `tensors` requires a gradient, or any
+    carries a forward-mode tangent."""
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return True
+    return any(has_tangent(t) for t in tensors)
 
 
 class FusedKernel(torch.autograd.Function):
@@ -30,7 +39,27 @@ class FusedKernel(torch.autograd.Function):
     def forward(ctx, kernel: Callable, reference: Callable, *inputs):
         ctx.reference = reference
         ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
         return kernel(*inputs)
+
+    @staticmethod
+    def jvp(ctx, _kernel_t, _reference_t, *tangents):
+        """Forward mode: the reference's JVP at the saved inputs (autograd.functional.jvp, by
+        the double-vjp trick, so no nested dual level is needed); a None tangent counts as 0."""
+        inputs = ctx.saved_tensors
+        live = [i for i, t in enumerate(inputs) if t is not None]
+
+        def ref(*xs):
+            args = list(inputs)
+            for i, x in zip(live, xs):
+                args[i] = x
+            return ctx.reference(*args)
+
+        primals = tuple(inputs[i].detach() for i in live)
+        tans = tuple(torch.zeros_like(p) if tangents[i] is None else tangents[i] for i, p in zip(live, primals))
+        with torch.enable_grad():
+            _, out_t = torch.autograd.functional.jvp(ref, primals, tans)
+        return out_t
 
     @staticmethod
     def backward(ctx, grad_out):

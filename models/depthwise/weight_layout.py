@@ -38,10 +38,17 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 ENABLED = True
 _ATTR = "_dwserve_tap_major"
 NO_STORAGE = (RuntimeError, NotImplementedError)   # data_ptr() of a torch.func wrapper (vmap, jvp)
+
+
+def has_tangent(t: torch.Tensor | None) -> bool:
+    """t carries a forward-mode AD tangent (torch.autograd.forward_ad.make_dual): a cached or
+    detached derivative of it would drop the tangent. One global read outside a dual level."""
+    return fwAD._current_level >= 0 and t is not None and fwAD.unpack_dual(t).tangent is not None
 
 
 def cached_on(weight: torch.Tensor, attr: str, make: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -49,9 +56,11 @@ def cached_on(weight: torch.Tensor, attr: str, make: Callable[[torch.Tensor], to
     data pointer (the module docstring says why both). Computed afresh, uncached, for an
     inference tensor (no version counter) and while torch.compile traces (no attributes set
     from traced code); from the weight itself, not detached, for a torch.func wrapper (no
-    storage)."""
+    storage) and a forward-mode dual (its tangent must flow)."""
     if weight.is_inference() or torch.compiler.is_compiling():
         return make(weight.detach())
+    if has_tangent(weight):
+        return make(weight)
     try:
         key = (weight._version, weight.data_ptr())
     except NO_STORAGE:
