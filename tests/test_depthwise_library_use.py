@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from reference import DEV, randn
 from torch.func import functional_call, grad, jvp, vmap
 
-from models.depthwise import DepthwiseConv2d, depthwise_conv1d, fused
+from models.depthwise import DepthwiseConv2d, auto, depthwise_conv1d, depthwise_conv2d, dispatch, fused, use_impl
 from models.depthwise.short_conv import short_conv_block, short_conv_block_reference
 
 FUSED = pytest.param("fused", id="fused", marks=[pytest.mark.fused, pytest.mark.skipif(
@@ -65,6 +65,32 @@ def test_per_sample_gradients_of_a_module(impl):
     got = vmap(grad(loss), in_dims=(None, 0))(params, x)
     want = vmap(grad(loss_ref), in_dims=(None, 0))(params, x)
     torch.testing.assert_close(got, want)
+
+
+def test_auto_never_hands_a_transform_to_compiled_or_fused(monkeypatch):
+    """Under a torch.func transform the tensors are functorch wrappers, which neither a Triton
+    kernel nor a torch.compile'd callable can take: whatever auto's rule picks, the call runs
+    an impl that can (the same values)."""
+    x = randn(2, 3, 6, 5, **F64)
+    ws = randn(4, 3, 1, 3, 3, **F64)
+    want = vmap(lambda w: F.conv2d(x, w, padding=1, groups=3))(ws)
+    try:
+        for pick in ("compiled", "fused"):
+            monkeypatch.setattr(auto, "choose", lambda *a, pick=pick, **k: pick)
+            dispatch.clear_caches()
+            with use_impl("auto"):
+                got = vmap(lambda w: depthwise_conv2d(x, w, padding=1))(ws)
+            torch.testing.assert_close(got, want)
+    finally:
+        dispatch.clear_caches()     # no decision of the fake rule outlives the test
+
+
+@pytest.mark.parametrize("impl", [pytest.param("compiled", id="compiled"), FUSED])
+def test_explicit_compiled_or_fused_under_a_transform_says_what_to_use(impl):
+    x, _, b = _conv1d_args()
+    ws = randn(2, 8, 1, 3, **F64)
+    with pytest.raises(ValueError, match="torch.func.*impl='slice_sum' or 'native'"):
+        vmap(lambda w: depthwise_conv1d(x, w, b, padding=1, impl=impl))(ws)
 
 
 # ------------------------------------------------------------------ forward-mode AD

@@ -10,7 +10,8 @@ shapes/dtypes/devices/arguments and look up a cache entry (impl function, resolv
 padding, dilation). Only a miss validates (spec.py) and resolves `auto`; a key holds
 everything validation depends on, so a hit is a call already proven valid. Inside
 torch.autocast the arguments are first cast as autocast casts F.conv's (`_autocast`). While
-torch.compile traces a caller, `_traced_call` runs instead (no cache, no contextvar reads).
+torch.compile traces a caller, `_traced_call` runs instead (no cache, no contextvar reads);
+inside torch.func transforms, `_transformed_call` (no cache, plain-torch impls only).
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ _AUTO: dict = {}             # (op, device type, dtype, x_shape, weight_shape, s
                              #  channels_last) -> impl
 _CALLS: dict = {}            # public-op call signature -> (fn, stride, padding, dilation)
 _timer_get = profiling._TIMER.get   # bound once: the hot path reads it every call
+# None outside torch.func transforms (vmap, grad, jvp, ...); ~50 ns
+_functorch_level = getattr(torch._C._functorch, "peek_interpreter_stack", lambda: None)
 
 
 def _check_policy(name) -> str:
@@ -195,14 +198,45 @@ def _traced_call(op, x, weight, bias, stride, padding, dilation, impl):
     name = policy
     if name == "auto":
         name = _choose(op, x.device, x.dtype, tuple(x.shape), tuple(weight.shape), s, d, is_channels_last(x))
+    return _plain_impl(name, op)(x, weight, bias, s, p, d)
+
+
+def _plain_impl(name: str, op: str):
+    """The plain-torch impl for `name`: per_group, native, else slice_sum (compiled and fused
+    compute slice_sum's sum)."""
     from . import native, per_group, slice_sum
-    fn = {"per_group": per_group, "native": native}.get(name, slice_sum)   # compiled, fused: slice_sum
-    return getattr(fn, op)(x, weight, bias, s, p, d)
+    return getattr({"per_group": per_group, "native": native}.get(name, slice_sum), op)
+
+
+_TRANSFORM_ERROR = ("impl={!r} cannot run inside a torch.func transform (vmap, grad, jvp, ...): its "
+                    "tensors are functorch wrappers, which {} cannot take; use impl='slice_sum' or "
+                    "'native' (or 'auto') there")
+
+
+def _transformed_call(op, x, weight, bias, stride, padding, dilation, impl):
+    """The public op inside torch.func transforms. The arguments are functorch wrappers (no
+    storage): a Triton kernel cannot read them and a torch.compile'd callable refuses them, so
+    `auto` keeps its rule but runs slice_sum where it would pick fused or compiled (the same
+    sum), and an explicit fused/compiled is a ValueError saying what to use. No call cache: a
+    wrapper's key is that of an eager call with one sample's shape, whose entry may be fused."""
+    x, weight, bias = _autocast(x, weight, bias)
+    policy = _check_policy(impl if impl is not None else _IMPL.get())
+    if policy in ("fused", "compiled"):
+        raise ValueError(_TRANSFORM_ERROR.format(policy, "a Triton kernel" if policy == "fused"
+                                                 else "a torch.compile'd function"))
+    check = spec.conv1d_spec if op == "conv1d" else spec.conv2d_spec
+    s, p, d = check(x, weight, bias, stride, padding, dilation)
+    name = policy
+    if name == "auto":
+        name = _choose(op, x.device, x.dtype, tuple(x.shape), tuple(weight.shape), s, d, is_channels_last(x))
+    return _plain_impl(name, op)(x, weight, bias, s, p, d)
 
 
 def _call(op, x, weight, bias, stride, padding, dilation, impl):
     if torch.compiler.is_compiling():          # ~0.1 us; True only while dynamo traces this call
         return _traced_call(op, x, weight, bias, stride, padding, dilation, impl)
+    if _functorch_level() is not None:         # ~0.05 us; None outside torch.func transforms
+        return _transformed_call(op, x, weight, bias, stride, padding, dilation, impl)
     if torch._C._is_any_autocast_enabled():     # ~0.1 us; False outside torch.autocast
         x, weight, bias = _autocast(x, weight, bias)
     policy = impl if impl is not None else _IMPL.get()
