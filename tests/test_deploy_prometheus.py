@@ -57,8 +57,8 @@ def test_alert_unit_tests_pass(name):
 
 
 def test_alert_unit_test_files_are_all_run():
-    """Both files: one case per alert, and the edges (no traffic, a replica down, ...)."""
-    assert {"dwserve.rules.test.yml", "edges.rules.test.yml"} <= {p.name for p in (PROM / "tests").glob("*.test.yml")}
+    """One case per alert, the edges (no traffic, a replica down, ...), several impls per variant."""
+    assert {"dwserve.rules.test.yml", "edges.rules.test.yml", "impls.rules.test.yml"} <= {p.name for p in (PROM / "tests").glob("*.test.yml")}
 
 
 def test_scrape_config_labels_both_variants():
