@@ -7,6 +7,10 @@ Invariants: the cache is allocated once (prompt length + max_new_tokens slots) a
 step writes one slot; a prompt that hit a stop token keeps being fed (its outputs are
 ignored) so the batch stays rectangular; the stop token itself is the last one reported.
 
+transformers' names are accepted too: attention_mask (a left-padded (B, L) batch; each row
+keeps its 1-columns), do_sample (False: greedy; True: sampled, temperature 1.0 by default)
+and eos_token_id (an id or a list, joining stop_token_ids).
+
 cuda_graph (decoding.py): None (default) decodes with a static cache replayed as a CUDA
 graph when the model is on CUDA, eagerly elsewhere; False forces the eager dynamic path;
 True requires the graph (ValueError off CUDA). Sampling runs outside the graph.
@@ -89,7 +93,53 @@ def check_generation_args(max_new_tokens, temperature, top_k, top_p, stop_token_
     return t, stops
 
 
-def _as_rows(prompts, vocab: int) -> list[list[int]]:
+def resolve_hf_arguments(temperature, do_sample, stop_token_ids, eos_token_id, vocab: int):
+    """transformers' names -> ours: do_sample False is greedy whatever the temperature, True
+    samples at temperature 1.0 unless one is given (None otherwise means 0 = greedy);
+    eos_token_id (an id or a list) joins stop_token_ids. -> (temperature, stop ids)."""
+    if do_sample is not None and not isinstance(do_sample, bool):
+        raise ValueError(f"do_sample must be None, True or False, got {do_sample!r}")
+    if do_sample is False:
+        temperature = 0.0
+    elif temperature is None:
+        temperature = 1.0 if do_sample else 0.0
+    elif do_sample and isinstance(temperature, (int, float)) and temperature == 0:
+        raise ValueError("do_sample=True needs a temperature > 0 (0 is greedy); pass do_sample=False "
+                         "for greedy decoding")
+    eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id
+    if not isinstance(eos, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool)
+                                                       and 0 <= t < vocab for t in eos):
+        raise ValueError(f"eos_token_id must be None, a token id in [0, {vocab}) or a list of them, "
+                         f"got {eos_token_id!r}")
+    return temperature, (*(stop_token_ids or ()), *eos)
+
+
+def _unpad(prompts, attention_mask) -> list[list[int]]:
+    """A left-padded batch prompts (B, L) with attention_mask (B, L) (1 = token, 0 = padding),
+    tensors or nested lists, as transformers takes them -> each row's tokens."""
+    try:
+        ids, mask = torch.as_tensor(prompts), torch.as_tensor(attention_mask)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError("with attention_mask, prompts and the mask must be rectangular (batch, length) "
+                         f"tensors or lists ({err})") from None
+    if ids.dim() != 2 or mask.shape != ids.shape:
+        raise ValueError(f"attention_mask must have the shape of prompts {tuple(ids.shape)} (batch, length), "
+                         f"got {tuple(mask.shape)}")
+    if mask.is_floating_point() or mask.is_complex() or not ((mask == 0) | (mask == 1)).all():
+        raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
+    mask = mask.bool()
+    if (mask[:, :-1] & ~mask[:, 1:]).any():
+        raise ValueError("attention_mask must be left padding (0s then 1s in every row); pad on the left "
+                         "(tokenizer.padding_side = 'left'), as transformers' generate expects")
+    for i, row in enumerate(mask):
+        if not row.any():
+            raise ValueError(f"attention_mask row {i} is all padding: every prompt needs a token")
+    return [r[m].tolist() for r, m in zip(ids, mask)]
+
+
+def _as_rows(prompts, vocab: int, attention_mask=None) -> list[list[int]]:
+    if attention_mask is not None:
+        prompts = _unpad(prompts, attention_mask)
     if isinstance(prompts, torch.Tensor):
         if prompts.dim() != 2 or prompts.dtype.is_floating_point:
             raise ValueError(f"prompts tensor must be integer (batch, length), got {tuple(prompts.shape)}")
@@ -107,10 +157,13 @@ def _as_rows(prompts, vocab: int) -> list[list[int]]:
     return rows
 
 
-def stream_generate(model, prompts, max_new_tokens=32, temperature=0.0, top_k=None, top_p=None,
-                    seed=None, stop_token_ids=(), cuda_graph=None) -> Iterator[list[int | None]]:
+def stream_generate(model, prompts, max_new_tokens=32, temperature=None, top_k=None, top_p=None,
+                    seed=None, stop_token_ids=(), cuda_graph=None, *, attention_mask=None,
+                    do_sample=None, eos_token_id=None) -> Iterator[list[int | None]]:
     cfg = model.config
-    rows = _as_rows(prompts, cfg.vocab_size)   # validate now, not at the first next()
+    rows = _as_rows(prompts, cfg.vocab_size, attention_mask)   # validate now, not at the first next()
+    temperature, stop_token_ids = resolve_hf_arguments(temperature, do_sample, stop_token_ids, eos_token_id,
+                                                         cfg.vocab_size)
     temperature, stops = check_generation_args(max_new_tokens, temperature, top_k, top_p, stop_token_ids,
                                      cfg.vocab_size)
     use_cuda_graph(model, cuda_graph)          # cuda_graph=True off CUDA: raise now too
@@ -147,12 +200,13 @@ def _steps(model, rows, max_new_tokens, temperature, top_k, top_p, seed, stops, 
             logits = decoder.step(nxt)                                   # one decode step
 
 
-def generate(model, prompts, max_new_tokens=32, temperature=0.0, top_k=None, top_p=None,
-             seed=None, stop_token_ids=(), cuda_graph=None) -> list[list[int]]:
-    rows = _as_rows(prompts, model.config.vocab_size)
+def generate(model, prompts, max_new_tokens=32, temperature=None, top_k=None, top_p=None,
+             seed=None, stop_token_ids=(), cuda_graph=None, *, attention_mask=None, do_sample=None,
+             eos_token_id=None) -> list[list[int]]:
+    rows = _as_rows(prompts, model.config.vocab_size, attention_mask)
     outs: list[list[int]] = [[] for _ in rows]
     for step in stream_generate(model, rows, max_new_tokens, temperature, top_k, top_p, seed,
-                                stop_token_ids, cuda_graph):
+                                stop_token_ids, cuda_graph, do_sample=do_sample, eos_token_id=eos_token_id):
         for i, t in enumerate(step):
             if t is not None:
                 outs[i].append(t)

@@ -225,14 +225,18 @@ class LFM2ForCausalLM(nn.Module):
         return key_pos[:, None, :] > pos[:, :, None] - self.config.sliding_window
 
     # ---- generation (generation.py) --------------------------------------------------------
-    def generate(self, prompts, max_new_tokens: int = 32, temperature: float = 0.0,
+    def generate(self, prompts, max_new_tokens: int = 32, temperature: float | None = None,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                 stop_token_ids=(), cuda_graph: bool | None = None) -> list[list[int]]:
-        """New tokens per prompt (a stop token, when hit, is the last one kept). cuda_graph:
-        None = decode through a captured CUDA graph on CUDA, eagerly elsewhere; False = eager."""
+                 stop_token_ids=(), cuda_graph: bool | None = None, *, attention_mask=None,
+                 do_sample: bool | None = None, eos_token_id=None) -> list[list[int]]:
+        """New tokens per prompt (a stop token, when hit, is the last one kept). temperature
+        None: 0 (greedy), or 1.0 with do_sample=True. cuda_graph: None = decode through a
+        captured CUDA graph on CUDA, eagerly elsewhere; False = eager. transformers' names:
+        attention_mask (left-padded (B, L) prompts), do_sample, eos_token_id (generation.py)."""
         from .generation import generate
         return generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed,
-                        stop_token_ids, cuda_graph)
+                        stop_token_ids, cuda_graph, attention_mask=attention_mask,
+                        do_sample=do_sample, eos_token_id=eos_token_id)
 
     def continuous_batch(self, capacity: int, max_length: int, cuda_graph: bool | None = None,
                          prefill_chunk: int | None = None, prefix_cache=None):
@@ -242,11 +246,13 @@ class LFM2ForCausalLM(nn.Module):
         from .continuous import ContinuousBatch
         return ContinuousBatch(self, capacity, max_length, cuda_graph, prefill_chunk, prefix_cache)
 
-    def stream_generate(self, prompts, max_new_tokens: int = 32, temperature: float = 0.0,
+    def stream_generate(self, prompts, max_new_tokens: int = 32, temperature: float | None = None,
                         top_k: int | None = None, top_p: float | None = None,
                         seed: int | None = None, stop_token_ids=(),
-                        cuda_graph: bool | None = None) -> Iterator[list[int | None]]:
+                        cuda_graph: bool | None = None, *, attention_mask=None,
+                        do_sample: bool | None = None, eos_token_id=None) -> Iterator[list[int | None]]:
         """One token per prompt per step; None for prompts that have already stopped."""
         from .generation import stream_generate
         return stream_generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed,
-                               stop_token_ids, cuda_graph)
+                               stop_token_ids, cuda_graph, attention_mask=attention_mask,
+                               do_sample=do_sample, eos_token_id=eos_token_id)
