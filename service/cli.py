@@ -159,7 +159,7 @@ def _idle_closing_protocol(head_timeout_s: float):
 
     class IdleClosingProtocol(base):
         connection_made = _arm_idle_timer(base)
-        _in_head, _head_bytes, _head_timer, _heads = True, 0, None, 0
+        _in_head, _head_bytes, _head_timer, _heads, _deferred = True, 0, None, 0, None
 
         def data_received(self, data: bytes) -> None:
             in_head, heads = self._in_head, self._heads
@@ -191,12 +191,25 @@ def _idle_closing_protocol(head_timeout_s: float):
                 self._refuse(408, f"request head not complete within {head_timeout_s:g} s (DWSERVE_HEAD_TIMEOUT_S)")
 
         def _refuse(self, status: int, message: str) -> None:
+            if self.cycle is not None and not self.cycle.response_complete:
+                # An earlier request on this connection (pipelined) is still being answered:
+                # raw bytes now would land inside its response, and closing would lose it.
+                # Read nothing more; refuse once the answers in progress are out.
+                self._deferred = (status, message)
+                self.flow.pause_reading()
+                return
             reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
             body = message.encode()
             self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
                                  b"content-length: %d\r\nconnection: close\r\n\r\n%s"
                                  % (status, reason, len(body), body))
             self.transport.close()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()   # may start a pipelined request queued before the bad head
+            if self._deferred is not None and (self.cycle is None or self.cycle.response_complete) \
+                    and not self.transport.is_closing():
+                self._refuse(*self._deferred)
 
         def connection_lost(self, exc) -> None:
             self._cancel_head_timer()

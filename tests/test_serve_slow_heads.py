@@ -74,3 +74,23 @@ def test_keep_alive_requests_with_bodies_are_untouched():
                 assert r.status_code == 200, r.text
             time.sleep(0.5)
             assert client.get("/v2/health/live").status_code == 200
+
+
+def test_a_pipelined_head_cut_waits_for_the_answer_in_progress():
+    """A client that pipelines: its first request is still being answered (a 3 s forward) when
+    the head of its next one stalls. The raw 408 went out at once, in front of the first
+    request's answer, and the connection closed: the first request's 200 was lost and the
+    client read a 408 for it. Now the answer goes out first, then the 408 for the stalled head."""
+    with server_process(fake_server_cmd(delay_s=3, idle_timeout_s=5.0, head_timeout_s=1.0,
+                                        max_queue_delay_ms=0), timeout=60) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        body = b'{"inputs":[{"name":"input_ids","shape":[1,2],"datatype":"INT64","data":[1,2]}]}'
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.settimeout(20)
+            sock.sendall(b"POST /v2/models/lfm2/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            time.sleep(0.3)   # the forward runs; the next head's first bytes come alone
+            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHo")
+            reply = _reply(sock)
+        assert reply.startswith(b"HTTP/1.1 200 "), reply[:300]
+        assert b'"logits"' in reply and b"HTTP/1.1 408 " in reply, reply[-300:]
