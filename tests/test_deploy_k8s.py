@@ -58,7 +58,7 @@ def test_service_hpa_and_servicemonitor_target_the_deployment():
     (dep,) = docs("deployment.yaml")
     app = dep["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
     (svc,) = docs("service.yaml")
-    assert svc["spec"]["selector"] == {"app.kubernetes.io/name": app}
+    assert svc["spec"]["selector"] == {"app.kubernetes.io/name": app, "variant": "after"}   # not before's pods
     assert {p["name"]: p["targetPort"] for p in svc["spec"]["ports"]} == {"http": "http", "grpc": "grpc"}
     (hpa,) = docs("hpa.yaml")
     assert hpa["apiVersion"] == "autoscaling/v2"
