@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
-from .loadtest_report import write_report
+from .loadtest_report import failures, write_report
 
 MAX_DURATION_S, MAX_CONCURRENCY, MAX_ROUNDS = 600.0, 64, 10
 # Every request goes straight to the target: httpx would otherwise follow HTTP(S)_PROXY /
@@ -246,6 +246,9 @@ def parse_args(argv: list[str]):
                    help="wait this long for every target's /v2/health/ready first (default %(default)s s)")
     p.add_argument("--out", default="loadtest", help="report path without suffix: writes OUT.md and OUT.png")
     p.add_argument("--allow-remote", action="store_true", help="allow non-loopback targets")
+    p.add_argument("--max-error-ratio", type=float, default=0.01,
+                   help="exit 1 when a target's share of failed requests (non-2xx, timeouts, refused "
+                        "connections) is above this, 0..1 (default %(default)s)")
     args = p.parse_args(argv)
     args.argv = list(argv)
     if args.url and (args.before or args.after):
@@ -254,7 +257,7 @@ def parse_args(argv: list[str]):
         p.error("give --before URL --after URL, or --url URL [--impls per_group,auto]")
     for name, lo, hi in (("duration", 0.5, MAX_DURATION_S), ("concurrency", 1, MAX_CONCURRENCY),
                          ("rounds", 1, MAX_ROUNDS), ("warmup", 0, 60), ("timeout", 1, 600), ("ready_timeout", 0, 1800), ("tokens", 1, 2048),
-                         ("new_tokens", 1, 2048)):
+                         ("new_tokens", 1, 2048), ("max_error_ratio", 0.0, 1.0)):
         if not lo <= getattr(args, name) <= hi:
             p.error(f"--{name.replace('_', '-')}: expected {lo}..{hi}, got {getattr(args, name)}")
     try:
@@ -299,7 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{ph.target.label:>10}: {ph.ok} ok, {ph.errors} errors, {ph.rps:.2f} req/s, "
               f"p50 {ph.pct(50) * 1e3:.1f} ms, p99 {ph.pct(99) * 1e3:.1f} ms")
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.png')}")
-    return 0 if all(ph.ok for ph in phases) else 1
+    # A CI gate on this exit status must fail on a server that answers with errors, not only on
+    # one that never succeeds: the errors column alone passed a broken server.
+    for line in (failed := failures(phases, args.max_error_ratio)):
+        print(f"dwserve loadtest: {line}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

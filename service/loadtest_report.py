@@ -29,6 +29,30 @@ def machine() -> dict:
             "python": platform.python_version(), "load": load}
 
 
+def error_ratio(ph: Phase) -> float:
+    """Non-2xx answers and failed requests over every request the window recorded."""
+    total = sum(ph.statuses.values())
+    return ph.errors / total if total else 0.0
+
+
+def failures(phases: list[Phase], max_error_ratio: float) -> list[str]:
+    """Why the run failed, one line per failing phase (empty: it passed)."""
+    out = []
+    for ph in phases:
+        total = sum(ph.statuses.values())
+        if not ph.ok:
+            out.append(f"phase {ph.target.label!r}: no request succeeded ({total} sent: "
+                       f"{dict(sorted(ph.statuses.items())) or 'none'}); is the server up and serving "
+                       "this model and impl?")
+        elif error_ratio(ph) > max_error_ratio:
+            out.append(f"phase {ph.target.label!r}: error ratio {error_ratio(ph):.2%} ({ph.errors} of {total} "
+                       f"requests: {dict(sorted(ph.statuses.items()))}) is above --max-error-ratio "
+                       f"{max_error_ratio:g}; 503s mean a full queue (lower --concurrency or raise the "
+                       "server's --max-queue-size), others are in the server log; pass a higher "
+                       "--max-error-ratio to accept them")
+    return out
+
+
 def write_report(phases: list[Phase], args, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     m = machine()
@@ -50,7 +74,8 @@ def write_report(phases: list[Phase], args, out: Path) -> None:
             f"| {ph.target.label} | {', '.join(sorted(ph.server_impl)) or '?'} | {ph.ok} | {ph.errors} | "
             f"{ph.rps:.2f} | " + " | ".join(f"{ph.pct(p) * 1e3:.1f}" for p in PERCENTILES)
             + f" | {launches} | {base.pct(50) / ph.pct(50):.2f}x |")
-    errors = [f"- {ph.target.label}: {dict(sorted(ph.statuses.items()))}" for ph in phases if ph.errors]
+    errors = [f"- {ph.target.label}: {error_ratio(ph):.2%} of requests (--max-error-ratio "
+              f"{args.max_error_ratio:g}): {dict(sorted(ph.statuses.items()))}" for ph in phases if ph.errors]
     cmd = "dwserve loadtest " + " ".join(args.argv)
     text = "\n".join([
         f"# dwserve load test: {' vs '.join(p.target.label for p in phases)}", "",
