@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .batching import BatcherStopped, QueueFull
 from .compute import ComputeThread
-from .errors import ServiceError, error_response, http_error, validation_message
+from .errors import ServiceError, error_body, error_response, http_error, is_openai_path, validation_message
 from .handlers import ClassifyHandler, GenerateHandler, TensorHandler
 from .metrics import ServiceMetrics
 from .body import BodyBudget
@@ -179,14 +179,15 @@ class Service:
             self.compute.shutdown()
 
 
-def _error(status: int, message: str, headers: Optional[dict] = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def _error(request: Request, status: int, message: str, headers: Optional[dict] = None) -> JSONResponse:
+    body = error_body(status, message, openai=is_openai_path(request.url.path))
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     async def _known(request: Request, exc: Exception):
         status, message, headers = error_response(exc)
-        return _error(status, message, headers)
+        return _error(request, status, message, headers)
 
     for cls in (ServiceError, ValueError, QueueFull, BatcherStopped, asyncio.TimeoutError):
         app.add_exception_handler(cls, _known)
@@ -202,17 +203,17 @@ def install_error_handlers(app: FastAPI) -> None:
         elif any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors()) and "json" not in content_type \
                 and "multipart" not in content_type:   # e.g. `curl -d` without -H: form-encoded
             parts.append(f"{sent_as}; send JSON with 'Content-Type: application/json'")
-        return _error(422, "invalid request: " + "; ".join(parts))
+        return _error(request, 422, "invalid request: " + "; ".join(parts))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        return _error(*http_error(exc))   # invalid UTF-8 bodies: which byte, not FastAPI's bare 400
+        return _error(request, *http_error(exc))   # invalid UTF-8 bodies: which byte, not FastAPI's bare 400
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):
         log.exception("internal error on %s (request %s)", request.url.path,
                       request.scope.get("state", {}).get("request_id"))
-        return _error(500, f"internal error: {type(exc).__name__}")
+        return _error(request, 500, f"internal error: {type(exc).__name__}")
 
 
 def _openapi(app: FastAPI, model_names: tuple[str, ...]):

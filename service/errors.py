@@ -1,4 +1,5 @@
-"""Errors that map to HTTP statuses. Every one is rendered as {"error": "..."}.
+"""Errors that map to HTTP statuses. Every one is rendered as {"error": "..."}, but on the
+OpenAI-compatible routes as OpenAI's {"error": {"message", "type", "param", "code"}} (error_body).
 
 Plain `ValueError` (including codec.CodecError and pydantic's ValidationError) raised while
 decoding a request means "bad input" and becomes a 400; see app.install_error_handlers.
@@ -85,3 +86,26 @@ def error_response(exc: BaseException) -> Optional[tuple[int, str, dict[str, str
     if isinstance(exc, ValueError):   # includes codec.CodecError and pydantic.ValidationError
         return 400, str(exc)[:1000] or "bad request", {}
     return None
+
+
+# The OpenAI-compatible routes answer errors in OpenAI's shape: the official client shows only
+# `error.message` of a body whose "error" is an object ("Error code: 400" and nothing else for
+# a plain string), and reads `type`/`code`; inside a stream it raises "An error occurred during
+# streaming" unless the event's error is such an object.
+_OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/models")
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                 429: "rate_limit_error"}
+
+
+def is_openai_path(path: str) -> bool:
+    path = path.rstrip("/")
+    return path in _OPENAI_PATHS or path.startswith("/v1/models/")
+
+
+def error_body(status: int, message: str, openai: bool = False) -> dict:
+    """A request error's JSON body: {"error": message} (DESIGN.md), or OpenAI's shape with
+    `openai` (`type` its class of error; `param` and `code`, OpenAI's finer names, null)."""
+    if not openai:
+        return {"error": message}
+    kind = _OPENAI_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}

@@ -35,7 +35,7 @@ import time
 import uuid
 
 from .body import BodyLease, read_body
-from .errors import ServiceError, error_response, shutdown_cut
+from .errors import ServiceError, error_body, error_response, is_openai_path, shutdown_cut
 from .infer import infer_bytes
 from .logs import log_access
 
@@ -77,8 +77,8 @@ def request_id_of(headers) -> str:
     return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
-def _json_response(status: int, message: str, extra_headers=()):
-    body = json.dumps({"error": message}).encode()
+def _json_response(status: int, message: str, extra_headers=(), path: str = ""):
+    body = json.dumps(error_body(status, message, openai=is_openai_path(path))).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.encode(), v.encode()) for k, v in extra_headers]
     return {"type": "http.response.start", "status": status, "headers": headers}, \
@@ -201,7 +201,7 @@ class GuardMiddleware:
             return message
 
         async def reject(status, message, headers=()):
-            start, body = _json_response(status, message, headers)
+            start, body = _json_response(status, message, headers, scope["path"])
             await send_wrapped(start)
             await send_wrapped(body)
 

@@ -11,8 +11,7 @@ from fastapi import APIRouter, Request
 from .errors import ServiceError
 from .routes_openai_chat import router as chat
 from .routes_openai_completions import router as completions
-from .routes_v1 import ERROR_RESPONSES
-from .schemas_openai import ModelCard, ModelList
+from .schemas_openai import OPENAI_ERROR_RESPONSES, ModelCard, ModelList
 
 router = APIRouter()   # no prefix or tags: the included routers carry their own
 
@@ -23,7 +22,7 @@ async def models(request: Request):
     return {"object": "list", "data": [{"id": svc.generate_model}] if svc.generate_model else []}
 
 
-@router.get("/v1/models/{model}", response_model=ModelCard, responses=ERROR_RESPONSES, tags=["openai"])
+@router.get("/v1/models/{model}", response_model=ModelCard, responses=OPENAI_ERROR_RESPONSES, tags=["openai"])
 async def model(model: str, request: Request):
     """One model's card (the openai client's `models.retrieve`); a name not listed is a 404."""
     served = request.app.state.service.generate_model

@@ -15,8 +15,8 @@ import uuid
 from fastapi import APIRouter, Request
 
 from .openai_common import Covered, start, token_name, usage
-from .routes_v1 import ERROR_RESPONSES, final_events, sse_response
-from .schemas_openai import ChatCompletionRequest, ChatCompletionResponse
+from .routes_v1 import final_events, sse_response
+from .schemas_openai import OPENAI_ERROR_RESPONSES, ChatCompletionRequest, ChatCompletionResponse
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -53,7 +53,7 @@ def _chat_chunk(head: dict, index: int, delta: dict, finish_reason=None) -> dict
     return {**head, "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
 
 
-@router.post("/chat/completions", response_model=ChatCompletionResponse, responses=ERROR_RESPONSES)
+@router.post("/chat/completions", response_model=ChatCompletionResponse, responses=OPENAI_ERROR_RESPONSES)
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     handler, _, streams, firsts = await start(request, body, lambda handler: _chat_prompt(body, handler))
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
@@ -85,4 +85,4 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     return sse_response(
         streams, firsts, token_chunk, finish_chunk,
         lambda finals: [{**head, "choices": [], "usage": usage(finals)}] if body.include_usage else [],
-        opening=[_chat_chunk(head, i, {"role": "assistant", "content": ""}) for i in range(body.n)])
+        opening=[_chat_chunk(head, i, {"role": "assistant", "content": ""}) for i in range(body.n)], openai=True)

@@ -13,8 +13,8 @@ import uuid
 from fastapi import APIRouter, Request
 
 from .openai_common import Covered, start, token_name, usage
-from .routes_v1 import ERROR_RESPONSES, close_streams, final_events, sse_response
-from .schemas_openai import CompletionRequest, CompletionResponse
+from .routes_v1 import close_streams, final_events, sse_response
+from .schemas_openai import OPENAI_ERROR_RESPONSES, CompletionRequest, CompletionResponse
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -67,7 +67,7 @@ async def _prefixed(first: dict, events):
         yield event
 
 
-@router.post("/completions", response_model=CompletionResponse, responses=ERROR_RESPONSES)
+@router.post("/completions", response_model=CompletionResponse, responses=OPENAI_ERROR_RESPONSES)
 async def completions(body: CompletionRequest, request: Request):
     handler, plans, streams, firsts = await start(request, body, lambda handler: body.to_generate(),
                                                   generate=not body.scores_only)
@@ -113,4 +113,4 @@ async def completions(body: CompletionRequest, request: Request):
 
     return sse_response(
         streams, firsts, token_chunk, finish_chunk,
-        lambda finals: [{**head, "choices": [], "usage": usage(finals)}] if body.include_usage else [])
+        lambda finals: [{**head, "choices": [], "usage": usage(finals)}] if body.include_usage else [], openai=True)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import StreamingResponse
 
 from .disconnect import unless_disconnected
-from .errors import ServiceError, error_response
+from .errors import ServiceError, error_body, error_response
 from .schemas import ClassifyResponse, ErrorResponse, GenerateRequest, GenerateResponse, ImplName
 
 router = APIRouter(prefix="/v1", tags=["v1"])
@@ -94,16 +94,17 @@ def _sse(payload: dict) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
-def _in_band(exc: Exception) -> str:
-    """An error's text once the headers are sent: what its 4xx/503 would have said (a timeout
+def _in_band(exc: Exception, openai: bool) -> dict:
+    """An error's event once the headers are sent: what its 4xx/503 would have said (a timeout
     names DWSERVE_REQUEST_TIMEOUT_S; the builtin TimeoutError's own text is empty), else the
-    exception's type and text."""
+    exception's type and text; in OpenAI's shape on its routes (errors.error_body)."""
     known = error_response(exc)
-    return (known[1] if known is not None else f"{type(exc).__name__}: {exc}")[:300]
+    status, message = known[:2] if known is not None else (500, f"{type(exc).__name__}: {exc}")
+    return error_body(status, message[:300], openai)
 
 
 def sse_response(streams, firsts, token_chunk, finish_chunk, tail, done_marker: bool = True,
-                 opening=()) -> StreamingResponse:
+                 opening=(), openai: bool = False) -> StreamingResponse:
     """Generations' events (GenerateHandler.events, each stream's first already taken in
     `firsts`) as server-sent events in the order they come, after the `opening` payloads
     (chat's role chunk per choice): token_chunk(i, event) per token of
@@ -143,7 +144,7 @@ def sse_response(streams, firsts, token_chunk, finish_chunk, tail, done_marker: 
             if done_marker:
                 yield b"data: [DONE]\n\n"
         except Exception as exc:  # noqa: BLE001 - headers are sent; report in-band and end
-            yield _sse({"error": _in_band(exc)})
+            yield _sse(_in_band(exc, openai))
         finally:
             for t in tasks:
                 t.cancel()

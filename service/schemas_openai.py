@@ -255,3 +255,18 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str                       # invalid_request_error, authentication_error, server_error, ...
+    param: Optional[str] = None
+    code: Optional[str] = None
+
+
+class OpenAIErrorResponse(BaseModel):
+    """Every error of the OpenAI-compatible routes (service/errors.error_body)."""
+    error: OpenAIError
+
+
+OPENAI_ERROR_RESPONSES = {code: {"model": OpenAIErrorResponse} for code in (400, 401, 404, 413, 422, 503)}

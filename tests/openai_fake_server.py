@@ -3,6 +3,7 @@ routes' tests (test_service_openai_*.py), through the official `openai` client: 
 module-scoped `server` (its URL) and `client` fixtures (a test module takes both with
 `server, client = openai_fake_server.server, openai_fake_server.client`), the chat CHAT
 they send and `_fake_answer`, what FakeLM replies to it."""
+import contextlib
 import threading
 import time
 
@@ -15,8 +16,9 @@ from service.testing import FakeTokenizer  # noqa: E402
 from test_deploy_loadtest import free_port, wait_ready  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def server():
+@contextlib.contextmanager
+def live_server(**settings):
+    """uvicorn on a free port around the fake models, in this process -> its URL."""
     import uvicorn
 
     from service.app import create_app
@@ -24,15 +26,22 @@ def server():
     from service.testing import fake_hooks, fake_models
 
     port = free_port()
-    app = create_app(Settings(port=port, warmup=False, max_new_tokens=64, max_sequence_length=128),
-                     models=fake_models(), hooks=fake_hooks())
+    app = create_app(Settings(port=port, warmup=False, **settings), models=fake_models(), hooks=fake_hooks())
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=srv.run, daemon=True).start()
     url = f"http://127.0.0.1:{port}"
-    wait_ready(url, 30)
-    yield url
-    srv.should_exit = True
-    time.sleep(0.2)
+    try:
+        wait_ready(url, 30)
+        yield url
+    finally:
+        srv.should_exit = True
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with live_server(max_new_tokens=64, max_sequence_length=128) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from service.schemas import GenerateRequest, TritonGenerateRequest
 from service.settings import Settings
 from service.testing import fake_hooks, fake_models
 from server_process import client_ready
+from error_bodies import error_message
 
 
 def _error(schema, raw) -> str:
@@ -82,7 +83,7 @@ def client():
     pytest.param(b'{"input_ids": [true]}', "body.input_ids.0: token ids must be integers, got true", id="bool-token-id")])
 def test_generate_route_answers_4xx_naming_the_field(client, raw, message):
     r = client.post("/v1/generate", content=raw, headers={"content-type": "application/json"})
-    assert 400 <= r.status_code < 500 and message in r.json()["error"], r.text
+    assert 400 <= r.status_code < 500 and message in error_message(r), r.text
     assert client.post("/v1/generate", json={"prompt": "hi", "max_new_tokens": 2}).status_code == 200
 
 
@@ -106,7 +107,7 @@ def test_http_error_names_the_byte_that_is_not_utf8():
     with TestClient(app) as c:
         r = c.post("/echo", content=b'{"prompt": "\xff"}', headers={"content-type": "application/json"})
         assert r.status_code == 400
-        assert r.json()["error"] == ("request body: expected UTF-8 JSON; byte 0xff at offset 12 is not valid UTF-8 "
+        assert error_message(r) == ("request body: expected UTF-8 JSON; byte 0xff at offset 12 is not valid UTF-8 "
                                      "(invalid start byte)")
         assert c.get("/nope").json() == {"error": "Not Found"}          # other HTTP errors as they were
         assert c.post("/echo", json={"prompt": "é"}).json() == {"prompt": "é"}
@@ -115,7 +116,7 @@ def test_http_error_names_the_byte_that_is_not_utf8():
 def test_generate_route_names_the_byte_that_is_not_utf8(client):
     r = client.post("/v1/generate", content=b'{"prompt": "\xff"}', headers={"content-type": "application/json"})
     assert r.status_code == 400
-    assert r.json()["error"] == ("request body: expected UTF-8 JSON; byte 0xff at offset 12 is not valid UTF-8 "
+    assert error_message(r) == ("request body: expected UTF-8 JSON; byte 0xff at offset 12 is not valid UTF-8 "
                                  "(invalid start byte)")
 
 
@@ -126,7 +127,7 @@ def test_generate_route_names_the_byte_that_is_not_utf8(client):
 ])
 def test_openai_routes_want_finite_floats(client, route, body):
     r = client.post(route, content=body, headers={"content-type": "application/json"})
-    assert 400 <= r.status_code < 500 and "finite number" in r.json()["error"], r.text
+    assert 400 <= r.status_code < 500 and "finite number" in error_message(r), r.text
 
 
 def test_generation_stops_at_the_models_positions_not_only_the_servers_limit():
@@ -138,7 +139,7 @@ def test_generation_stops_at_the_models_positions_not_only_the_servers_limit():
     with TestClient(app, raise_server_exceptions=False) as c:
         client_ready(c)
         r = c.post("/v1/generate", json={"input_ids": [5] * 20, "max_new_tokens": 10})
-        assert r.status_code == 400 and "24 tokens, the model's max_position_embeddings" in r.json()["error"], r.text
+        assert r.status_code == 400 and "24 tokens, the model's max_position_embeddings" in error_message(r), r.text
         ok = c.post("/v1/generate", json={"input_ids": [5] * 20, "max_new_tokens": 4})
         assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 4, ok.text
         assert app.state.service.generate.scheduler.max_length == 24

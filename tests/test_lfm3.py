@@ -21,6 +21,7 @@ from models.lfm2.prefix_cache import PrefixCache  # noqa: E402
 from hf_reference import assert_logits_match, random_checkpoint  # noqa: E402
 from continuous_helpers import alone, assert_cuda_graphs_replay_eager, run_staggered  # noqa: E402
 from test_decoding import needs_cuda, tiny_model  # noqa: E402
+from error_bodies import error_message
 
 needs_lfm3 = pytest.mark.skipif(not hasattr(transformers, "Lfm3ForCausalLM"),
                                 reason=f"transformers {transformers.__version__} has no LFM3")
@@ -322,7 +323,7 @@ def test_served_as_lfm2_through_the_registry_and_the_generate_route(tmp_path):
         assert [e["token_id"] for e in events if "token_id" in e] == tokens
         for body in ({"prompt": "hello", "max_new_tokens": 4}, {"input_ids": [5, 6], "stop": ["x"], "max_new_tokens": 4}):
             r = c.post("/v1/generate", json=body)
-            assert r.status_code == 400 and "tokenizer" in r.json()["error"], r.text
+            assert r.status_code == 400 and "tokenizer" in error_message(r), r.text
         meta = c.get("/v2/models/lfm2").json()["parameters"]
         assert meta["architecture"] == "lfm3" and meta["conv_kernel_size"] == 7
         assert ('dwserve_model_info{architecture="lfm3",conv_kernel_size="7",dtype="float32",model="lfm2"} 1.0'

@@ -16,6 +16,7 @@ from service.testing import fake_hooks, fake_models
 from server_process import client_ready
 import inprocess_app
 from inprocess_app import LIMITS
+from error_bodies import error_message
 
 served = inprocess_app.served   # this module's client: fake models, LIMITS
 
@@ -30,7 +31,7 @@ def test_malformed_request_is_a_4xx_with_error_body(served, case):
     assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
     if status is not None:
         assert r.status_code == status, r.text[:300]
-    assert isinstance(r.json()["error"], str) and r.json()["error"]
+    assert isinstance(error_message(r), str) and error_message(r)
     assert client.get("/v2/health/ready").status_code == 200
 
 
@@ -42,7 +43,7 @@ def test_streamed_body_over_limit_is_413_without_content_length(served):
             yield b" " * (LIMITS["max_body_bytes"] // 4)
 
     r = client.post("/v2/models/lfm2/infer", content=chunks())
-    assert r.status_code == 413 and "limit" in r.json()["error"]
+    assert r.status_code == 413 and "limit" in error_message(r)
 
 
 def test_internal_error_answers_with_the_request_id_and_logs_it_once(caplog):

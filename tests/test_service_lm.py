@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import Settings
+from error_bodies import error_message
 
 SYSTEM = "You answer questions about depthwise convolutions in one short sentence. " * 3   # 219 bytes
 
@@ -148,7 +149,7 @@ def test_penalties_and_logit_bias_through_the_service(client):
                                                      "temperature": 0, "logit_bias": {"65": 100}, "ignore_eos": True})
     assert chat.json()["choices"][0]["message"]["content"] == "AAAA"
     bad = client.post("/v1/completions", json={"prompt": "a", "max_tokens": 2, "logit_bias": {"99999": 1}})
-    assert bad.status_code == 400 and "token ids must be in" in bad.json()["error"]
+    assert bad.status_code == 400 and "token ids must be in" in error_message(bad)
     assert client.post("/v1/completions", json={"prompt": "a", "max_tokens": 2, "presence_penalty": 3}).status_code == 422
 
 

@@ -1,0 +1,49 @@
+"""Errors on the OpenAI-compatible routes in OpenAI's shape (service/errors.error_body), as the
+official client reads them: its exception's message is the reason and its `type` and `code`
+are set, whether the app, the middleware (auth, body limits) or a stream answered. The other
+routes keep DESIGN.md's {"error": "..."}."""
+import gzip
+
+import httpx
+import pytest
+
+openai = pytest.importorskip("openai")
+
+from openai_fake_server import live_server  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server():
+    with live_server(api_key="s3cret", max_body_bytes=4096, max_new_tokens=16) as url:
+        yield url
+
+
+def _client(url, key="s3cret"):
+    return openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+
+
+def test_the_client_shows_the_reason_of_a_400(server):
+    """With {"error": "..."} the client's message was 'Error code: 400' and nothing else."""
+    with pytest.raises(openai.BadRequestError) as exc:
+        _client(server).completions.create(model="lfm2", prompt="ab", max_tokens=1000)
+    assert "max_tokens" in exc.value.message and "at most 16" in exc.value.message, exc.value.message
+    assert exc.value.type == "invalid_request_error"
+
+
+def test_the_middlewares_refusals_have_the_shape_too(server):
+    with pytest.raises(openai.AuthenticationError) as exc:
+        _client(server, key="wrong").chat.completions.create(model="lfm2", messages=[{"role": "user", "content": "a"}])
+    assert "Bearer" in exc.value.message and exc.value.type == "authentication_error"
+    headers = {"Authorization": "Bearer s3cret", "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    r = httpx.post(f"{server}/v1/completions", content=gzip.compress(b" " * 10_000), headers=headers)
+    assert r.status_code == 413
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and "DWSERVE_MAX_BODY_BYTES" in error["message"], r.text
+
+
+def test_other_routes_keep_the_plain_error_string(server):
+    r = httpx.post(f"{server}/v1/generate", json={"prompt": "ab", "max_new_tokens": 1000},
+                   headers={"Authorization": "Bearer s3cret"})
+    assert r.status_code == 400 and isinstance(r.json()["error"], str) and "at most 16" in r.json()["error"], r.text
+    r = httpx.post(f"{server}/v1/generate", json={"prompt": "ab"})
+    assert r.status_code == 401 and isinstance(r.json()["error"], str), r.text
