@@ -14,7 +14,7 @@ import contextlib
 
 import numpy as np
 
-from benchmarks.http_load import closed_loop, summarize
+from benchmarks.http_load import NO_ANSWER, closed_loop, summarize
 
 # HTTP status a gRPC outcome counts as in the records (summarize keeps 200s).
 _STATUS = {"OK": 200, "INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "NOT_FOUND": 404,
@@ -34,6 +34,14 @@ def grpc_infer_request(model: str, arr: np.ndarray, impl: str | None = None):
     return request
 
 
+def no_answer(exc) -> bool:
+    """UNAVAILABLE because the channel could not connect (no server on the port, or one
+    restarting), not a server's own UNAVAILABLE (a full queue sheds with 503's twin)."""
+    details = (exc.details() or "").lower()
+    return exc.code().name == "UNAVAILABLE" and any(
+        w in details for w in ("failed to connect", "connection refused", "connection reset"))
+
+
 def run_grpc_load(target: str, request, clients: int, duration: float, warmup: float) -> dict:
     """Stats over the measured window only (after `warmup` seconds), as http_load.run_load."""
     import grpc
@@ -50,6 +58,8 @@ def run_grpc_load(target: str, request, clients: int, duration: float, warmup: f
                 try:
                     _, call = infer.with_call(request, timeout=120)
                 except grpc.RpcError as exc:
+                    if no_answer(exc):
+                        return NO_ANSWER, ""   # closed_loop backs off, as for REST
                     return _STATUS.get(exc.code().name, 500), ""
                 return 200, dict(call.trailing_metadata() or ()).get("server-timing", "")
             yield send

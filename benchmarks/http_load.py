@@ -23,6 +23,9 @@ import time
 
 import numpy as np
 
+NO_ANSWER = 0                        # a record's status when no reply came (connection failed)
+NO_ANSWER_BACKOFF_S = (0.01, 0.5)    # closed_loop's wait after one: first, then at most (doubling)
+
 
 class KeepAliveClient:
     """One HTTP/1.1 connection; post() -> (status, headers lower-cased, body)."""
@@ -140,17 +143,28 @@ def closed_loop(make_sender, clients: int, duration: float, warmup: float) -> tu
     t_measure, t_stop = t_start + warmup, t_start + warmup + duration
 
     def worker():
+        backoff = 0.0
         with make_sender() as send:
             while (now := time.perf_counter()) < t_stop:
                 status, timing_header = send()
                 t1 = time.perf_counter()
-                if t1 <= t_measure:
-                    continue
-                share = (min(t1, t_stop) - max(now, t_measure)) / max(t1 - now, 1e-9)
-                timing = server_timing(timing_header)
-                with lock:
-                    records.append((t1, t1 - now, status, timing.get("compute"), timing.get("queue"),
-                                    timing.get("batch"), share, now >= t_measure))
+                if t1 > t_measure:
+                    share = (min(t1, t_stop) - max(now, t_measure)) / max(t1 - now, 1e-9)
+                    timing = server_timing(timing_header)
+                    with lock:
+                        records.append((t1, t1 - now, status, timing.get("compute"), timing.get("queue"),
+                                        timing.get("batch"), share, now >= t_measure))
+                # No answer at all (refused, reset, timed out): a server that is down or
+                # restarting refuses in microseconds, and retrying at once spun a core for the
+                # whole window (taking it from a server sharing the box) and piled up millions of
+                # records. Wait, doubling up to NO_ANSWER_BACKOFF_S[1], never past the window;
+                # each try stays a record with status 0, an error in summarize.
+                if status == NO_ANSWER:
+                    lo, hi = NO_ANSWER_BACKOFF_S
+                    backoff = min(max(2 * backoff, lo), hi)
+                    time.sleep(max(0.0, min(backoff, t_stop - time.perf_counter())))
+                else:
+                    backoff = 0.0
 
     threads = [threading.Thread(target=worker) for _ in range(clients)]
     for t in threads:
@@ -175,7 +189,7 @@ def _load_window(url: str, request, clients: int, duration: float, warmup: float
             try:
                 status, reply, _ = client.post(raw)
             except (OSError, ValueError, KeyError, IndexError):
-                return 0, ""
+                return NO_ANSWER, ""
             return status, reply.get("server-timing", "")
         try:
             yield send
@@ -191,7 +205,9 @@ def summarize(records: list[tuple], window_s: float, clients: int) -> dict:
     the successful requests, latencies and counts over the requests started in the window."""
     ok = [r for r in records if r[2] == 200 and r[7]]
     if not ok:
-        raise RuntimeError(f"no successful requests; statuses {sorted({r[2] for r in records})}")
+        statuses = sorted({r[2] for r in records})
+        why = " (0: no answer, the connection failed: is the server up on that port?)" if NO_ANSWER in statuses else ""
+        raise RuntimeError(f"no successful requests; statuses {statuses}{why}")
     lat = np.array([r[1] for r in ok])
     comp = np.array([r[3] for r in ok if r[3] is not None])
     queue = np.array([r[4] for r in ok if r[4] is not None])
