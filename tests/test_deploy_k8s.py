@@ -137,3 +137,18 @@ def test_kustomization_lists_existing_files():
     for res in k["resources"]:
         assert (K8S / res).is_file(), res
     assert {"prometheusrule.yaml", "grafana-dashboard.yaml", "deployment.yaml"} <= set(k["resources"])
+
+
+@pytest.mark.parametrize("name", ["deployment.yaml", "deployment-gpu.yaml", "before/deployment.yaml",
+                                  "before/deployment-gpu.yaml"])
+def test_every_dwserve_variable_is_a_setting_with_a_valid_value(name):
+    """A misspelt DWSERVE_* name is ignored by pydantic-settings, and a bad value only fails
+    when the pod starts: both are caught here, against service/settings.py."""
+    from service.settings import Settings
+
+    (dep,) = docs(name)
+    env = {e["name"]: e["value"] for e in container(dep)["env"] if e["name"].startswith("DWSERVE_")}
+    fields = {k[len("DWSERVE_"):].lower(): v for k, v in env.items()}
+    unknown = sorted(k for k in fields if k not in Settings.model_fields)
+    assert not unknown, f"{name}: no such setting: {unknown}"
+    Settings(**fields)   # raises naming the bad value
