@@ -11,8 +11,8 @@ from .errors import ServiceError, validation_message
 from .infer import check_version, infer_bytes
 from .schemas import (ErrorResponse, InferResponse, LiveResponse, ModelMetadata, ReadyResponse,
                       RepositoryIndexRequest, RepositoryModel, RepositoryModelRequest, ServerMetadata)
-from .triton_ext import (EXTENSIONS, metadata_of, model_config, model_stats, repository_index,
-                         repository_load, repository_unload)
+from .triton_ext import (EXTENSIONS, SHARED_MEMORY, UNSERVED, metadata_of, model_config, model_stats,
+                         repository_index, repository_load, repository_unload)
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503)}
@@ -139,3 +139,20 @@ async def infer(model: str, request: Request, version: str | None = None):
     content, out_headers = await infer_bytes(_service(request), model, version, headers,
                                              await request.body(), request.scope.setdefault("state", {}))
     return Response(content, headers=out_headers)
+
+
+def _unserved(message: str):
+    def refuse():
+        raise ServiceError(400, message)
+    return refuse
+
+
+# Triton's shared-memory, trace and logging endpoints (tritonclient's *_shared_memory*,
+# *_trace_settings, *_log_settings): each answers why it is unserved (service/triton_ext.py).
+for _kind in ("system", "cuda"):
+    router.api_route(f"/{_kind}sharedmemory/{{rest:path}}", methods=["GET", "POST"], responses=_ERRORS,
+                     include_in_schema=False)(_unserved(SHARED_MEMORY.format(kind=_kind.capitalize())))
+for _path in ("/trace/setting", "/models/{model}/trace/setting", "/models/{model}/versions/{version}/trace/setting"):
+    router.api_route(_path, methods=["GET", "POST"], responses=_ERRORS, include_in_schema=False)(_unserved(UNSERVED["trace"]))
+router.api_route("/logging", methods=["GET", "POST"], responses=_ERRORS,
+                 include_in_schema=False)(_unserved(UNSERVED["logging"]))

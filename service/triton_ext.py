@@ -21,6 +21,21 @@ EXTENSIONS = ["binary_tensor_data", "classification", "parameters", "model_confi
 _FIXED = "dwserve serves the models chosen at start (dwserve serve --model NAME[=PATH]); restart it to change them"
 
 
+# Triton's REST extensions dwserve does not serve (not in EXTENSIONS) -> why, and what to do
+# instead: the same reasons gRPC gives as UNIMPLEMENTED (service/grpc_server.py). A 400 that
+# says so, as repository unload's: a bare 404 'Not Found' read as a mistyped URL, and
+# tritonclient's examples call the shared-memory ones routinely (status, cleanup).
+SHARED_MEMORY = ("{kind} shared memory (Triton's extension) is not served by dwserve; send tensors in the "
+                 "request body: the binary tensor extension (tritonclient's set_data_from_numpy with "
+                 "binary_data=True, its default) or JSON 'data'")
+UNSERVED = {
+    "trace": "tracing (Triton's trace extension) is not served by dwserve; its timings are the Prometheus "
+             "metrics (GET /metrics) and each infer response's Server-Timing header",
+    "logging": "log settings (Triton's logging extension) are not served by dwserve; set --log-level "
+               "(DWSERVE_LOG_LEVEL) and --log-format at start",
+}
+
+
 def metadata_of(name: str, rt) -> dict:
     """OIP v2 model metadata; `parameters` (the served model's scalars, the default impl and
     batch limit) is REST's only: the gRPC message has no such field."""
