@@ -150,7 +150,7 @@ def _idle_closing_protocol(head_timeout_s: float):
     one not complete within head_timeout_s of its first byte (a client trickling headers
     byte by byte, each byte re-cancelling the keep-alive timer: slowloris) is closed. Without
     these each such connection held its socket for good, and with httptools all the header
-    bytes it sent. A body's pauses are bounded in the app (service/middleware.py)."""
+    bytes it sent. A body's pauses are bounded in the app (service/body.py)."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
     except ImportError:   # h11 bounds a head itself (16 KiB); its own timer is all it gets here

@@ -1,4 +1,4 @@
-"""Request bodies as the middleware (service/middleware.py) takes them, on every POST route:
+"""Request bodies as the middleware takes them (service/body.py), on every POST route:
 Content-Encoding decoded whole and bounded, and a client that stops sending its body
 mid-upload let go of instead of held for good. The app runs in-process on the fake models."""
 import asyncio

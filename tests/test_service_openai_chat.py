@@ -1,4 +1,4 @@
-"""The OpenAI-compatible chat completions route (service/routes_openai.py) through the official
+"""The OpenAI-compatible chat completions route (service/routes_openai_chat.py) through the official
 `openai` client against a live in-process server with fake models (tests/openai_fake_server.py):
 replies as JSON and as a stream (with usage), message forms, the default max_tokens, n choices
 streamed interleaved by index, the 4xx for what is unsupported, and the metrics they count."""

@@ -1,9 +1,9 @@
-"""The OpenAI-compatible completions route (service/routes_openai.py) through the official
-`openai` client against a live in-process server with fake models (tests/openai_fake_server.py):
-models list and retrieve, completions as JSON and as a stream (with usage), token-id prompts,
-stop strings, echo, n choices, null as the default, the 4xx for what is unsupported, and the
-metrics they count. Chat is test_service_openai_chat.py's, logprobs
-test_service_openai_logprobs.py's."""
+"""The OpenAI-compatible completions route (service/routes_openai_completions.py; /v1/models:
+routes_openai.py) through the official `openai` client against a live in-process server with
+fake models (tests/openai_fake_server.py): models list and retrieve, completions as JSON and as
+a stream (with usage), token-id prompts, stop strings, echo, n choices, null as the default,
+the 4xx for what is unsupported, and the metrics they count. Chat is
+test_service_openai_chat.py's, logprobs test_service_openai_logprobs.py's."""
 import httpx
 import pytest
 
