@@ -3,9 +3,11 @@
 /v1/generate's GenerateRequest (a chat through the model's chat template, models/lfm2/chat.py),
 so it has the same limits, validation and continuous batching.
 
-Fields OpenAI defines but dwserve cannot honour (best_of, suffix, tools, response formats)
-are accepted only at their no-op values and otherwise answered with a 400 that names them;
-unknown fields are a 422, like every dwserve route.
+Fields OpenAI defines but dwserve cannot honour (best_of, suffix, tools, response formats,
+predicted outputs, reasoning effort, audio) are accepted only at their no-op values and
+otherwise answered with a 400 that names them. Bookkeeping fields that OpenAI clients and
+frameworks send (store, metadata, service_tier, user, ...) change nothing a model computes:
+accepted and ignored, as vLLM does. Other unknown fields are a 422, like every dwserve route.
 """
 from __future__ import annotations
 
@@ -50,7 +52,13 @@ class _SamplingRequest(BaseModel):
     stream_options: Optional[StreamOptions] = None
     ignore_eos: Optional[bool] = Field(False, description="extension: generate past the end-of-sequence token")
     depthwise_impl: Optional[ImplName] = Field(None, description="extension: the depthwise impl to run")
+    # Bookkeeping, ignored: nothing here is stored, tiered or billed, the prefix cache needs no key.
     user: Optional[str] = None
+    store: Optional[bool] = None
+    metadata: Optional[dict[str, Any]] = None
+    service_tier: Optional[str] = None
+    safety_identifier: Optional[str] = None
+    prompt_cache_key: Optional[str] = None
     n: Optional[Int] = Field(1, ge=1, description="choices: n sequences of the continuous batch (seed + i each)")
     presence_penalty: Optional[Float] = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: Optional[Float] = Field(0.0, ge=-2.0, le=2.0)
@@ -132,11 +140,19 @@ class ChatMessage(BaseModel):
     name: Optional[str] = None
     tool_calls: Optional[list[dict[str, Any]]] = None
     tool_call_id: Optional[str] = None
+    # A reply's message fields: `choice.message.model_dump()` appended to a history sends them back.
+    refusal: Optional[str] = None          # an assistant's refusal: its text, when content is null
+    annotations: Optional[list[dict[str, Any]]] = None   # citations: no part of the text, ignored
+    audio: Optional[dict[str, Any]] = None
+    function_call: Optional[dict[str, Any]] = None
 
     def text(self, index: int) -> str:
         where = f"messages[{index}]"
-        if self.role == "tool" or self.tool_calls:
-            raise ValueError(f"{where}: tool messages and tool_calls are unsupported; dwserve chats in text")
+        if self.role == "tool" or self.tool_calls or self.function_call or self.audio:
+            raise ValueError(f"{where}: tool messages, tool_calls, function_call and audio are unsupported; "
+                             "dwserve chats in text")
+        if self.content is None and self.refusal is not None:
+            return _encodable(self.refusal, f"{where}.refusal")
         if isinstance(self.content, str):
             return _encodable(self.content, f"{where}.content")
         if self.content is None:
@@ -157,14 +173,26 @@ class ChatCompletionRequest(_SamplingRequest):
     top_logprobs: Optional[Int] = Field(None, ge=0, le=20)
     tools: Optional[list[dict[str, Any]]] = None
     tool_choice: Optional[Union[str, dict[str, Any]]] = None
-    parallel_tool_calls: Optional[bool] = None
+    parallel_tool_calls: Optional[bool] = None      # without tools: nothing to call, ignored
     response_format: Optional[dict[str, Any]] = None
+    # Refused unless at their no-op values: each asks for something the reply cannot carry.
+    prediction: Optional[dict[str, Any]] = None     # usage would owe accepted/rejected prediction tokens
+    reasoning_effort: Optional[str] = None          # the model does not reason (OpenAI's 400 for such models)
+    modalities: Optional[list[str]] = None          # ["text"] only: no audio out
+    audio: Optional[dict[str, Any]] = None
+    functions: Optional[list[dict[str, Any]]] = None   # the legacy tools
+    function_call: Optional[Union[str, dict[str, Any]]] = None
 
     def unsupported(self) -> list[str]:
         return self._unsupported((
             ("top_logprobs without logprobs: true", self.top_logprobs is None or bool(self.logprobs)),
             ("tools", not self.tools), ("tool_choice", self.tool_choice in (None, "none")),
-            ("response_format", self.response_format in (None, {"type": "text"}))))
+            ("response_format", self.response_format in (None, {"type": "text"})),
+            ("prediction (no predicted outputs)", self.prediction is None),
+            ("reasoning_effort (the model does not reason)", self.reasoning_effort is None),
+            ("modalities (text only)", self.modalities in (None, ["text"])),
+            ("audio", self.audio is None), ("functions", not self.functions),
+            ("function_call", self.function_call in (None, "none"))))
 
     def to_messages(self) -> list[dict[str, str]]:
         """-> [{"role", "content"}] for the chat template (developer is the newer system)."""
