@@ -207,6 +207,16 @@ def _json_to_array(data: Any, dtype: np.dtype, shape: list[int], name: str) -> n
         return arr.astype(dtype, copy=False).reshape(shape)
 
 
+def refuse_shared_memory(what: str, params: dict, instead: str) -> None:
+    """A tensor placed in shared memory (Triton's extension: parameters shared_memory_region,
+    _byte_size, _offset), which dwserve does not serve: a 400 saying so. Unchecked, an input's
+    was read as a forgotten tensor and an output's was ignored, the output answered in the body
+    while the client read its region's stale bytes as the result."""
+    if any(str(key).startswith("shared_memory_") for key in params):
+        raise CodecError(f"{what}: parameters.shared_memory_region: shared memory (Triton's extension) is not "
+                         f"served by dwserve; {instead}")
+
+
 def decode_inputs(request: dict, tail: bytes, max_elements: int) -> dict[str, np.ndarray]:
     """Validated OIP v2 request (schemas.InferRequest as dict) + binary tail -> {name: array}."""
     arrays: dict[str, np.ndarray] = {}
@@ -220,6 +230,8 @@ def decode_inputs(request: dict, tail: bytes, max_elements: int) -> dict[str, np
         dtype = DTYPES[datatype]
         count = check_shape(shape, max_elements, name)
         params = tensor.get("parameters") or {}
+        refuse_shared_memory(f"input {name!r}", params, "send the tensor in the body: 'data', or binary_data_size and "
+                             "its bytes after the JSON (tritonclient: set_data_from_numpy, not set_shared_memory)")
         size = params.get("binary_data_size")
         if size is not None:
             if tensor.get("data") is not None:

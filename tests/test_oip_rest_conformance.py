@@ -2,7 +2,7 @@
 requests use it, against uvicorn in this process (fake models): what Triton's extensions
 dwserve does not serve (shared memory, trace, logging) is refused with a 400 that says so and
 what to do instead, never a bare 404 'Not Found' or silently ignored; what it claims in
-`GET /v2` it serves."""
+`GET /v2` it serves; a tensor in shared memory is refused, not read as missing or ignored."""
 import asyncio
 
 import httpx
@@ -99,3 +99,22 @@ def test_extensions_listed_are_the_ones_served(url):
     assert not {"system_shared_memory", "cuda_shared_memory", "trace", "logging"} & set(extensions)
     r = httpx.get(url + "/v2/sharedmemory/status")
     assert r.status_code == 404 and error_message(r) == "Not Found"
+
+
+def test_input_in_shared_memory_is_refused_saying_so(url):
+    """InferInput.set_shared_memory: the 400 names shared memory (was 'expected data or
+    parameters.binary_data_size', as if the client had forgotten the tensor)."""
+    x = hc.InferInput("input_ids", [1, 3], "INT64")
+    x.set_shared_memory("in_region", 24)
+    status, message = _refusal(lambda: _client(url).infer("lfm2", [x]))
+    assert status == "400" and "shared_memory_region" in message and "set_data_from_numpy" in message, message
+
+
+def test_output_to_shared_memory_is_refused_not_ignored(url):
+    """InferRequestedOutput.set_shared_memory asks for the output in the client's region, not
+    in the body: answering in the body left the region as it was (the client reads stale
+    memory as the result). A 400 instead."""
+    out = hc.InferRequestedOutput("logits")
+    out.set_shared_memory("out_region", 384)
+    status, message = _refusal(lambda: _client(url).infer("lfm2", [_ids()], outputs=[out]))
+    assert status == "400" and "shared_memory_region" in message and "logits" in message, message

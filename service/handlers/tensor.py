@@ -64,6 +64,8 @@ class TensorHandler:
         requested = []
         for out in req.outputs or ():
             out_params = out.parameters or {}
+            codec.refuse_shared_memory(f"output {out.name!r}", out_params, "without it the output comes back in the "
+                                       "response body (tritonclient: InferRequestedOutput without set_shared_memory)")
             binary = out_params.get("binary_data", binary_all)
             if not isinstance(binary, bool):
                 raise ValueError(f"output {out.name!r}: parameters.binary_data must be true/false")
