@@ -2,7 +2,8 @@
 requests use it, against uvicorn in this process (fake models): what Triton's extensions
 dwserve does not serve (shared memory, trace, logging) is refused with a 400 that says so and
 what to do instead, never a bare 404 'Not Found' or silently ignored; what it claims in
-`GET /v2` it serves; a tensor in shared memory is refused, not read as missing or ignored."""
+`GET /v2` it serves; a tensor in shared memory is refused, not read as missing or ignored; a request's outputs are each
+named once."""
 import asyncio
 
 import httpx
@@ -118,3 +119,11 @@ def test_output_to_shared_memory_is_refused_not_ignored(url):
     out.set_shared_memory("out_region", 384)
     status, message = _refusal(lambda: _client(url).infer("lfm2", [_ids()], outputs=[out]))
     assert status == "400" and "shared_memory_region" in message and "logits" in message, message
+
+
+def test_an_output_requested_twice_is_a_400(url):
+    """Each output once, as each input once (was: the tensor twice in `outputs`, which
+    tritonclient's result, keyed by name, cannot tell apart)."""
+    outs = [hc.InferRequestedOutput("logits"), hc.InferRequestedOutput("logits", class_count=2)]
+    status, message = _refusal(lambda: _client(url).infer("lfm2", [_ids()], outputs=outs))
+    assert status == "400" and "'logits'" in message and "twice" in message, message

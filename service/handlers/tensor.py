@@ -79,9 +79,13 @@ class TensorHandler:
         requested outputs known (none requested = all, each `binary_all`)."""
         impl = self.rt.check_impl(impl)
         self._check_inputs(arrays)
+        seen = set()
         for out in requested:
             if out.name not in self.outputs:
                 raise ValueError(f"requested output {out.name!r}: expected one of {sorted(self.outputs)}")
+            if out.name in seen:   # answered twice, the client (results keyed by name) could not tell them apart
+                raise ValueError(f"requested output {out.name!r} appears twice; request each output once")
+            seen.add(out.name)
         wanted = requested or [OutputRequest(name, binary_all) for name in self.outputs]
         return Decoded(request_id, impl, arrays, wanted)
 
