@@ -144,6 +144,7 @@ class GenerateHandler:
         ids: list[int] = []
         sent, text, finish, t_first = 0, "", "length", None
         carried = 0   # tokens whose logprobs an event has carried
+        eos_ended = 0   # 1 once an eos token ended it: generated, so counted (as vLLM and OpenAI do), but no text
 
         def entry(i: int) -> dict:   # the i-th generated token's logprobs (recorded before it is sent)
             lp, top = seq.token_logprobs[i]
@@ -171,7 +172,7 @@ class GenerateHandler:
                 if finish == "stop":  # a token already under way when a stop string ended it
                     continue
                 if value in eos:      # the scheduler ends the sequence after it
-                    finish = "stop"
+                    finish, eos_ended = "stop", 1
                     continue
                 ids.append(value)
                 if self.tokenizer is None:   # token ids only: each token is its own event
@@ -192,7 +193,7 @@ class GenerateHandler:
         finally:
             if not seq.done:  # client gone, timeout or error: its row is freed before the next step
                 self.scheduler.cancel(ticket)
-            n = len(ids)  # counted also when the client left mid-stream
+            n = len(ids) + eos_ended  # counted also when the client left mid-stream
             m.generated_tokens.labels(*labels).inc(n)
             cached = getattr(seq, "cached_tokens", 0)
             if cached:
