@@ -126,7 +126,7 @@ def step_models(run: Run, deadline: float) -> list:
                 if time.perf_counter() > deadline:
                     skipped.append(case.name)
                     continue
-                rs = bench_models.bench_case(case, built[case.model], cfg["models_impls"], run.device, run.env,
+                rs = bench_models.bench_case(case, built[case.model], cfg["models_impls"], run.device,
                                              budget_s=cfg["models_budget_s"], min_repeats=cfg["models_reps"][0],
                                              max_repeats=cfg["models_reps"][1], share_runs=cfg["share_runs"])
                 recs += rs

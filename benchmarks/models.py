@@ -159,7 +159,7 @@ def depthwise_share(fn, device: str, runs: int) -> dict:
             "dw_calls": rows[0][2]}
 
 
-def bench_case(case: Case, model, impls: list[str], device: str, env: dict, *, budget_s: float,
+def bench_case(case: Case, model, impls: list[str], device: str, *, budget_s: float,
                min_repeats: int, max_repeats: int, share_runs: int) -> list[dict]:
     """Records for one case: interleaved latencies, launches, depthwise share, speedups."""
     from models.profiling import count_launches
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         models = build_models({c.model for c in cases}, args.device, dtype)
         for case in cases:
-            rs = bench_case(case, models[case.model], impls, args.device, env, budget_s=budget,
+            rs = bench_case(case, models[case.model], impls, args.device, budget_s=budget,
                             min_repeats=reps[0], max_repeats=reps[1], share_runs=share_runs)
             records += rs
             print(f"{case.name:28s} " + "  ".join(

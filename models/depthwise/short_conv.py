@@ -83,7 +83,7 @@ def _gated_input(bcx, mask):
     return c, bx
 
 
-def _compose_block(bcx, weight, bias, conv_state, mask, conv):
+def _compose_block(bcx, weight, conv_state, mask, conv):
     """The block around `conv(x (B, C, T), left_pad) -> (B, C, T + left_pad - K + 1)`."""
     c, bx = _gated_input(bcx, mask)
     K, L = weight.shape[-1], bx.shape[-1]
@@ -149,7 +149,7 @@ def short_conv_block_reference(bcx, weight, bias=None, *, conv_state=None, mask=
     """Plain-torch gated short conv (F.conv1d with groups=C); same contract as short_conv_block."""
     _check_block(bcx, weight, bias, conv_state, mask)
     conv = lambda x, left: F.conv1d(F.pad(x, (left, 0)), weight, bias, groups=weight.shape[0])
-    return _compose_block(bcx, weight, bias, conv_state, mask, conv)
+    return _compose_block(bcx, weight, conv_state, mask, conv)
 
 
 def conv1d_decode_step_reference(x_new, conv_state, weight, bias=None, *, activation=None):
@@ -203,7 +203,7 @@ def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
             return _slice_sum_block(bcx, weight, bias, conv_state, mask)
         conv = lambda x, left: dispatch.depthwise_conv1d(x, weight, bias, padding="causal" if left else 0,
                                                          impl=name)
-        return _compose_block(bcx, weight, bias, conv_state, mask, conv)
+        return _compose_block(bcx, weight, conv_state, mask, conv)
 
 
 def conv1d_decode_step(x_new: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor,
