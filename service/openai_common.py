@@ -21,9 +21,15 @@ from .routes_v1 import first_events, handler_of
 def token_name(tokenizer, token_id: int) -> tuple[str, bytes]:
     """A token's name in logprobs and its raw UTF-8 bytes. A part of a character (a byte-level
     token) is named as OpenAI names it, `bytes:\\xe2\\x80`: decoded alone, every such part is
-    U+FFFD, so top_logprobs (keyed by name) lost alternatives and `bytes` said [239, 191, 189]."""
+    U+FFFD, so top_logprobs (keyed by name) lost alternatives and `bytes` said [239, 191, 189].
+    A special token (eos, bos, ...) has no text: it is named as its tokenizer names it,
+    `<|im_end|>` (vLLM's names), or `token_id:N` (vLLM's spelling by id) by a tokenizer that
+    names none; "" named them all alike. Its bytes stay empty: joined, bytes give the text."""
     token_bytes = getattr(tokenizer, "token_bytes", None)
     raw = token_bytes(token_id) if token_bytes is not None else tokenizer.decode([token_id]).encode("utf-8")
+    if not raw:
+        special = getattr(tokenizer, "special_token_name", None)
+        return (special(token_id) if special is not None else "") or f"token_id:{token_id}", raw
     try:
         return raw.decode("utf-8"), raw
     except UnicodeDecodeError:

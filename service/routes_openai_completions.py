@@ -23,6 +23,16 @@ def _choice(index: int, text: str, finish_reason, logprobs=None) -> dict:
     return {"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
+def _alternatives(tokenizer, top: list[dict]) -> dict[str, float]:
+    """{name: logprob} of a token's alternatives. Two tokens of one name (a tokenizer may decode
+    two alike) are both kept, the later as `token_id:N`: a dict loses what shares a key."""
+    out: dict[str, float] = {}
+    for x in top:
+        name = token_name(tokenizer, x["token_id"])[0]
+        out[f"token_id:{x['token_id']}" if name in out else name] = x["logprob"]
+    return out
+
+
 def _completion_logprobs(tokenizer, lps: list[dict], top: int, offset: int = 0) -> dict:
     """The legacy completions shape of logprob entries (a reply's, or a chunk's): token
     names, their logprobs, top alternatives as {name: logprob}, and each token's offset in
@@ -30,8 +40,7 @@ def _completion_logprobs(tokenizer, lps: list[dict], top: int, offset: int = 0) 
     prompt's first token has no logprob and no alternatives (None)."""
     ids = [t["token_id"] for t in lps]
     return {"tokens": [token_name(tokenizer, i)[0] for i in ids], "token_logprobs": [t["logprob"] for t in lps],
-            "top_logprobs": [None if t["top"] is None else
-                             {token_name(tokenizer, x["token_id"])[0]: x["logprob"] for x in t["top"]} for t in lps]
+            "top_logprobs": [None if t["top"] is None else _alternatives(tokenizer, t["top"]) for t in lps]
             if top else None,
             "text_offset": list(itertools.accumulate((len(tokenizer.decode([i])) for i in ids), initial=offset))[:-1]}
 

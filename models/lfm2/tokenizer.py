@@ -2,7 +2,8 @@
 
 Both expose encode(str) -> list[int] (with the bos token first, as LFM2's tokenizer does),
 decode(list[int]) -> str (special tokens skipped), token_bytes(id) -> bytes (one token's raw
-UTF-8 bytes, which decode of a part of a character turns into U+FFFD), eos/bos/pad_token_id,
+UTF-8 bytes, which decode of a part of a character turns into U+FFFD), special_token_name(id)
+(the name of a token decode skips, as logprobs name it), eos/bos/pad_token_id,
 and apply_chat_template(messages) -> list[int] (models/lfm2/chat.py; starts with the bos id too).
 """
 from __future__ import annotations
@@ -61,6 +62,13 @@ class ByteTokenizer(_SpecialIds):
     def token_bytes(self, token_id: int) -> bytes:
         return bytes([token_id]) if 0 <= token_id < N_BYTES else b""
 
+    def special_token_name(self, token_id: int) -> str:
+        """A special id's name, for logprobs (its text is none, so "" named them all alike): LFM2's
+        names for pad and bos, `<|im_end|>` for eos (it ends the demo's ChatML turn), `<|special_N|>` else."""
+        names = {self.pad_token_id: "<|pad|>", self.bos_token_id: "<|startoftext|>",
+                 self.eos_token_id: "<|im_end|>"}
+        return names.get(token_id) or f"<|special_{token_id}|>"
+
 
 @lru_cache(maxsize=1)
 def _byte_level_bytes() -> dict[str, int]:
@@ -109,6 +117,10 @@ class HFTokenizer(_SpecialIds):
 
     def decode(self, ids) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+    def special_token_name(self, token_id: int) -> str:
+        """A token without text (a special one, skipped by decode) by its vocabulary name, `<|im_end|>`."""
+        return self._tok.id_to_token(int(token_id)) or f"token_id:{token_id}"
 
     def token_bytes(self, token_id: int) -> bytes:
         """As decode([token_id]) in UTF-8 where that is a whole text; a part of a character
