@@ -13,6 +13,8 @@ not counted here.
   compute_output      outputs copied back to the host
   inference_count     rows inferred; execution_count: forwards (batched rows count once)
   batch_stats         per batch size: forwards and their compute_* durations
+  cache_hit / _miss   always zero (no response cache), written as Triton writes them: clients
+                      such as perf_analyzer read every member of the JSON without checking for it
 """
 from __future__ import annotations
 
@@ -74,7 +76,8 @@ class ModelStatistics:
     def to_json(self, name: str) -> dict:
         with self._lock:
             stats = {"success": self.success.to_json(), "fail": self.fail.to_json(),
-                     "queue": self.queue.to_json(), **{p: d.to_json() for p, d in self.phases.items()}}
+                     "queue": self.queue.to_json(), **{p: d.to_json() for p, d in self.phases.items()},
+                     "cache_hit": Duration().to_json(), "cache_miss": Duration().to_json()}
             batches = [{"batch_size": rows, **{p: d.to_json() for p, d in b.phases.items()}}
                        for rows, b in sorted(self.batches.items())]
             return {"name": name, "version": "1", "last_inference": self.last_inference_ms,

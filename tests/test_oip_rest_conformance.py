@@ -127,3 +127,19 @@ def test_an_output_requested_twice_is_a_400(url):
     outs = [hc.InferRequestedOutput("logits"), hc.InferRequestedOutput("logits", class_count=2)]
     status, message = _refusal(lambda: _client(url).infer("lfm2", [_ids()], outputs=outs))
     assert status == "400" and "'logits'" in message and "twice" in message, message
+
+
+def test_statistics_have_every_member_perf_analyzer_reads(url):
+    """perf_analyzer (-i http) reads each model's statistics JSON member by member with rapidjson
+    (triton_client_backend.cc ParseStatistics), cache_hit and cache_miss among them; a missing
+    member is rapidjson's assert (abort, or a silent 0 under NDEBUG). Triton always writes both;
+    dwserve has no response cache, so both are zero (were absent)."""
+    _client(url).infer("lfm2", [_ids()])
+    for model in ("lfm2", ""):
+        for stat in _client(url).get_inference_statistics(model)["model_stats"]:
+            assert isinstance(stat["name"], str) and isinstance(stat["version"], str)
+            assert all(isinstance(stat[k], int) for k in ("inference_count", "execution_count"))
+            for member in ("success", "queue", "compute_input", "compute_infer", "compute_output",
+                           "cache_hit", "cache_miss"):
+                assert set(stat["inference_stats"][member]) == {"count", "ns"}, member
+            assert stat["inference_stats"]["cache_hit"] == stat["inference_stats"]["cache_miss"] == {"count": 0, "ns": 0}
