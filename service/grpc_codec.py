@@ -19,7 +19,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
 from .classification import OutputRequest, class_count, serialize_bytes
-from .codec import DATATYPE_OF, DTYPES, CodecError, check_shape
+from .codec import DATATYPE_OF, DTYPES, CodecError, check_shape, refuse_shared_memory
 
 # datatype -> the InferTensorContents field that holds its values
 CONTENTS_FIELD = {
@@ -74,6 +74,8 @@ def decode_request(request, max_elements: int) -> tuple[dict[str, np.ndarray], l
         name = tensor.name
         if name in arrays:
             raise CodecError(f"input {name!r} appears twice; expected each input once")
+        refuse_shared_memory(f"input {name!r}", parameters_to_dict(tensor.parameters),
+                             "send its values in raw_input_contents (tritonclient: set_data_from_numpy)")
         dtype = DTYPES.get(tensor.datatype)
         if dtype is None:
             raise CodecError(f"input {name!r}: datatype {tensor.datatype!r} unsupported; expected one of {sorted(DTYPES)}")
@@ -89,8 +91,11 @@ def decode_request(request, max_elements: int) -> tuple[dict[str, np.ndarray], l
             arrays[name] = np.frombuffer(blob, dtype=dtype, count=count).reshape(shape)
         else:
             arrays[name] = _typed_values(tensor, dtype, count).reshape(shape)
-    requested = [OutputRequest(out.name, True, class_count(out.name, parameters_to_dict(out.parameters)))
-                 for out in request.outputs]
+    requested = []
+    for out in request.outputs:
+        params = parameters_to_dict(out.parameters)
+        refuse_shared_memory(f"output {out.name!r}", params, "its values come back in raw_output_contents")
+        requested.append(OutputRequest(out.name, True, class_count(out.name, params)))
     return arrays, requested, parameters_to_dict(request.parameters)
 
 

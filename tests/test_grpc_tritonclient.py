@@ -172,3 +172,22 @@ def test_a_stream_refused_for_its_token_is_counted_401():
         client.stop_stream()
         assert error is not None and "UNAUTHENTICATED" in str(error.status()), error
         assert _metric(url, 'dwserve_requests_total{impl="auto",model="unknown",status="401"}') == 1
+
+
+@pytest.mark.parametrize("where", ["input", "output"])
+def test_a_tensor_in_shared_memory_is_refused_saying_so(where):
+    """As REST's (tests/test_oip_rest_conformance.py): an output asked into a shared-memory
+    region was answered inline, the region left stale for the client to read as the result;
+    an input there was read as a tensor with no values."""
+    with grpc_server(warmup=False) as (target, _, _):
+        inp = _ids_input(np.array([[1, 2]], np.int64))
+        out = gc.InferRequestedOutput("logits")
+        if where == "input":
+            inp = gc.InferInput("input_ids", [1, 2], "INT64")
+            inp.set_shared_memory("region0", 16)
+        else:
+            out.set_shared_memory("region0", 4 * 96)
+        with pytest.raises(InferenceServerException) as err:
+            gc.InferenceServerClient(target).infer("lfm2", [inp], outputs=[out])
+        assert err.value.status() == "StatusCode.INVALID_ARGUMENT", err.value
+        assert f"{where} " in err.value.message() and "shared memory" in err.value.message(), err.value.message()
