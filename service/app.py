@@ -26,7 +26,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .batching import BatcherStopped, QueueFull
 from .compute import ComputeThread
-from .errors import ServiceError, error_body, error_response, http_error, is_openai_path, validation_message
+from .errors import (ServiceError, error_body, error_response, http_error, is_openai_path, unknown_model,
+                     validation_message)
 from .handlers import ClassifyHandler, GenerateHandler, TensorHandler
 from .metrics import ServiceMetrics
 from .body import BodyBudget
@@ -144,7 +145,7 @@ class Service:
 
     def runtime(self, name: str) -> ModelRuntime:
         if name not in self.model_names:
-            raise ServiceError(404, f"unknown model {name!r}; expected one of {list(self.model_names)}")
+            raise unknown_model(name, self.model_names)
         rt = self.runtimes.get(name)
         if rt is None or not rt.ready:
             raise ServiceError(503, f"model {name!r} is still loading; retry when /v2/health/ready is 200",

@@ -36,6 +36,13 @@ def unavailable(message: str, retry_after_s: int = 1) -> ServiceError:
     return ServiceError(503, message, {"Retry-After": str(retry_after_s)})
 
 
+def unknown_model(name: str, served) -> ServiceError:
+    """The 404 of a model name not served. The name is echoed at most 80 characters long: it
+    comes from the URL, and a 5000-character one came back whole in the body (and the log)."""
+    shown = name if len(name) <= 80 else name[:80] + f"... ({len(name)} characters)"
+    return ServiceError(404, f"unknown model {shown!r}; expected one of {list(served)}")
+
+
 def shutdown_cut() -> ServiceError:
     """The answer of a request still running when --graceful-shutdown-s has passed after
     SIGTERM, on both front ends (middleware._cut, grpc_infer's cut): the draining server's 503,

@@ -41,7 +41,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from . import __version__
 from .cli import CUT_ANSWERS_S
-from .errors import ServiceError
+from .errors import ServiceError, unknown_model
 from .grpc_health import ReadinessHealth, add_health
 from .grpc_infer import InferCalls, abort
 from .infer import check_version
@@ -66,7 +66,7 @@ class InferenceServicer(InferCalls, pb_grpc.GRPCInferenceServiceServicer):
         try:
             check_version(request.version or None)
             if request.name not in svc.model_names:
-                raise ServiceError(404, f"unknown model {request.name!r}; expected one of {list(svc.model_names)}")
+                raise unknown_model(request.name, svc.model_names)
         except ServiceError as exc:
             await abort(context, exc)
         rt = svc.runtimes.get(request.name)

@@ -23,7 +23,7 @@ BIG_JSON_BYTES = 65536    # JSON bodies above this are parsed off the event loop
 
 def check_version(version: str | None) -> None:
     if version is not None and version != "1":
-        raise ServiceError(404, f"unknown model version {version!r}; expected '1'")
+        raise ServiceError(404, f"unknown model version {version[:40]!r}; expected '1'")
 
 
 async def infer_bytes(svc, model: str, version: str | None, headers: Mapping[str, str], body: bytes,

@@ -20,7 +20,7 @@
    function the FastAPI route runs (service/infer.py says why); errors map through
    errors.error_response like the app's exception handlers;
 6. HEAD is GET without the body (RFC 9110), for every GET route: load balancers probe
-   /v2/health/live and /v2/health/ready with HEAD;
+   /v2/health/live and /v2/health/ready with HEAD; a trailing slash is dropped from every path;
 7. a request still running when SIGTERM's --graceful-shutdown-s runs out (uvicorn cancels
    it) is answered 503 + Retry-After, or, mid-stream, cut with a log line naming it: see `_cut`.
 """
@@ -167,6 +167,11 @@ class GuardMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         settings = self.service.settings
+        if len(scope["path"]) > 1 and scope["path"].endswith("/"):
+            # /v2/models/m/infer/ is /v2/models/m/infer: Starlette answered a 307 to an absolute
+            # http:// URL (wrong behind a TLS proxy; tritonclient does not follow it), unmetered
+            scope = {**scope, "path": scope["path"].rstrip("/") or "/",
+                     "raw_path": scope.get("raw_path", b"").rstrip(b"/") or b"/"}
         head = scope["method"] == "HEAD"
         if head:   # answered as GET, body dropped below (Content-Length stays GET's, as RFC 9110 allows)
             scope = {**scope, "method": "GET"}

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from . import __version__
-from .errors import ServiceError, validation_message
+from .errors import ServiceError, unknown_model, validation_message
 from .infer import check_version, infer_bytes
 from .schemas import (ErrorResponse, InferResponse, LiveResponse, ModelMetadata, ReadyResponse,
                       RepositoryIndexRequest, RepositoryModel, RepositoryModelRequest, ServerMetadata)
@@ -121,7 +121,7 @@ def model_ready(model: str, request: Request, version: str | None = None):
     check_version(version)
     svc = _service(request)
     if model not in svc.model_names:
-        raise ServiceError(404, f"unknown model {model!r}; expected one of {list(svc.model_names)}")
+        raise unknown_model(model, svc.model_names)
     rt = svc.runtimes.get(model)
     ok = rt is not None and rt.ready
     return JSONResponse({"name": model, "ready": ok}, status_code=200 if ok else 503)

@@ -17,7 +17,7 @@ from typing import Optional
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
-from .errors import ServiceError, validation_message
+from .errors import ServiceError, unknown_model, validation_message
 from .infer import check_version
 from .routes_v1 import ERROR_RESPONSES, final_events, first_events, handler_of, sse_response
 from .routes_v2 import body_doc, json_body
@@ -92,7 +92,7 @@ async def _generate(model: str, version: Optional[str], body: TritonGenerateRequ
     check_version(version)
     svc = request.app.state.service
     if model not in svc.model_names:
-        raise ServiceError(404, f"unknown model {model!r}; expected one of {list(svc.model_names)}")
+        raise unknown_model(model, svc.model_names)
     if model != svc.generate_model:
         serves = f"the generate extension serves {svc.generate_model!r}" if svc.generate_model \
             else "this server serves no language model"

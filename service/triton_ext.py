@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .errors import ServiceError
+from .errors import ServiceError, unknown_model
 
 EXTENSIONS = ["binary_tensor_data", "classification", "parameters", "model_configuration", "statistics",
               "model_repository", "generate"]
@@ -90,7 +90,7 @@ def repository_index(svc, ready_only: bool = False) -> list[dict]:
 def repository_load(svc, name: str, parameters: dict) -> None:
     """Triton's load: for a served model without overrides, done once it is ready."""
     if name not in svc.model_names:
-        raise ServiceError(404, f"unknown model {name!r}: {_FIXED}; expected one of {list(svc.model_names)}")
+        raise ServiceError(404, f"{unknown_model(name, svc.model_names).message} ({_FIXED})")
     if parameters:
         named = ", ".join(repr(k[:40]) for k in sorted(parameters)[:4])
         raise ServiceError(400, f"load parameters unsupported ({len(parameters)}: {named}"
@@ -100,7 +100,7 @@ def repository_load(svc, name: str, parameters: dict) -> None:
 
 def repository_unload(svc, name: str) -> None:
     if name not in svc.model_names:
-        raise ServiceError(404, f"unknown model {name!r}; expected one of {list(svc.model_names)}")
+        raise unknown_model(name, svc.model_names)
     raise ServiceError(400, f"unloading {name!r} is unsupported: {_FIXED}")
 
 
