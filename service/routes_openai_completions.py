@@ -33,15 +33,21 @@ def _alternatives(tokenizer, top: list[dict]) -> dict[str, float]:
     return out
 
 
-def _completion_logprobs(tokenizer, lps: list[dict], top: int, offset: int = 0) -> dict:
+def _completion_logprobs(tokenizer, lps: list[dict], offset: int = 0) -> dict:
     """The legacy completions shape of logprob entries (a reply's, or a chunk's): token
     names, their logprobs, top alternatives as {name: logprob}, and each token's offset in
-    the completion text (its decoded length; the chunk's tokens start at `offset`). An echoed
-    prompt's first token has no logprob and no alternatives (None)."""
+    the completion text (its decoded length; the chunk's tokens start at `offset`). OpenAI's
+    spec: `logprobs` most likely alternatives and always the chosen token, so up to
+    logprobs + 1 of them, one with `logprobs: 0` (was null: a sampled token out of the top
+    ones went missing too), as vLLM gives them. An echoed prompt's first token has no logprob
+    and no alternatives (None)."""
+    def alternatives(t: dict) -> dict[str, float]:
+        chosen = [] if any(x["token_id"] == t["token_id"] for x in t["top"]) else \
+            [{"token_id": t["token_id"], "logprob": t["logprob"]}]
+        return _alternatives(tokenizer, t["top"] + chosen)
     ids = [t["token_id"] for t in lps]
     return {"tokens": [token_name(tokenizer, i)[0] for i in ids], "token_logprobs": [t["logprob"] for t in lps],
-            "top_logprobs": [None if t["top"] is None else _alternatives(tokenizer, t["top"]) for t in lps]
-            if top else None,
+            "top_logprobs": [None if t["top"] is None else alternatives(t) for t in lps],
             "text_offset": list(itertools.accumulate((len(tokenizer.decode([i])) for i in ids), initial=offset))[:-1]}
 
 
@@ -89,8 +95,7 @@ async def completions(body: CompletionRequest, request: Request):
         raise
 
     def logprobs_of(entries, offset=0):
-        return None if body.logprobs is None else \
-            _completion_logprobs(handler.tokenizer, entries, body.logprobs, offset)
+        return None if body.logprobs is None else _completion_logprobs(handler.tokenizer, entries, offset)
 
     if not body.stream:
         finals = await final_events(request, streams, firsts)

@@ -121,8 +121,9 @@ def test_echo_scores_the_prompt_with_the_models_own_distribution(client):
     want = [lp[i, prompt[i + 1]].item() for i in range(len(prompt) - 1)]
     assert got["token_logprobs"][1:] == pytest.approx(want, abs=1e-4)
     top_v, top_i = lp[:-1].topk(2, dim=-1)
-    for d, vals, idx in zip(got["top_logprobs"][1:], top_v.tolist(), top_i.tolist()):
-        want_top = {_byte_token_name(i): v for i, v in zip(idx, vals)}
+    for i, (d, vals, idx) in enumerate(zip(got["top_logprobs"][1:], top_v.tolist(), top_i.tolist())):
+        want_top = {_byte_token_name(j): v for j, v in zip(idx, vals)}
+        want_top.setdefault(_byte_token_name(prompt[i + 1]), want[i])   # the token itself, always (OpenAI's spec)
         assert d.keys() == want_top.keys() and list(d.values()) == pytest.approx(list(want_top.values()), abs=1e-4)
     r = client.post("/v1/completions", json={"prompt": prompt, "max_tokens": 3, "echo": True, "logprobs": 0,
                                              "temperature": 0, "ignore_eos": True}).json()

@@ -21,7 +21,8 @@ def test_completion_logprobs(client):
     assert lp.tokens == list("defg") and lp.token_logprobs == [-0.5] * 4 and lp.text_offset == [0, 1, 2, 3]
     assert lp.top_logprobs[0] == {"d": -0.5, "e": -1.5}
     r = client.completions.create(model="lfm2", prompt="abc", max_tokens=2, temperature=0, logprobs=0)
-    assert r.choices[0].logprobs.top_logprobs is None and r.choices[0].logprobs.token_logprobs == [-0.5, -0.5]
+    assert r.choices[0].logprobs.top_logprobs == [{"d": -0.5}, {"e": -0.5}]   # the chosen token's, always
+    assert r.choices[0].logprobs.token_logprobs == [-0.5, -0.5]
     assert client.completions.create(model="lfm2", prompt="abc", max_tokens=2).choices[0].logprobs is None
 
 
