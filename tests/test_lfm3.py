@@ -285,13 +285,13 @@ def test_bad_configs_are_refused_naming_what_was_expected(d, match):
 def test_served_as_lfm2_through_the_registry_and_the_generate_route(tmp_path):
     """`--model lfm2=/path/to/an/LFM3`: OIP logits and /v1/generate tokens are transformers'."""
     import json
-    import time
 
     from fastapi.testclient import TestClient
 
     from models.registry import build_model
     from service.app import create_app
     from service.settings import Settings
+    from server_process import client_ready
     hf = make_hf(tmp_path, seed=12)
     served = build_model("lfm2", str(tmp_path))
     assert (served.metadata["architecture"], served.metadata["conv_kernel_size"],
@@ -304,9 +304,7 @@ def test_served_as_lfm2_through_the_registry_and_the_generate_route(tmp_path):
     app = create_app(Settings(models=("lfm2",), max_sequence_length=64, max_new_tokens=16, warmup=False),
                      models={"lfm2": served})
     with TestClient(app) as c:
-        deadline = time.time() + 60
-        while c.get("/v2/health/ready").status_code != 200 and time.time() < deadline:
-            time.sleep(0.05)
+        client_ready(c, timeout=60)
         r = c.post("/v2/models/lfm2/infer", json={"inputs": [
             {"name": "input_ids", "datatype": "INT64", "shape": [1, 9], "data": prompt[0].tolist()}]})
         assert r.status_code == 200, r.text

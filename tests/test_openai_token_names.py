@@ -4,7 +4,6 @@ of two specials among a token's alternatives, and chat could not tell them apart
 named as their tokenizer names them (`<|im_end|>`), as vLLM names them; any two alternatives
 that still share a name are both kept. On lfm2-demo's byte tokenizer, a tokenizer.json and the
 real lfm2-demo model behind the routes."""
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -17,6 +16,7 @@ from service.openai_common import token_name
 from service.routes_openai_completions import _alternatives
 from service.settings import Settings
 from service.testing import FakeTokenizer
+from server_process import client_ready
 from test_chat import SPECIALS, _config, _tokenizer_dir
 
 
@@ -53,9 +53,7 @@ def client():
     app = create_app(Settings(models=("lfm2",), max_sequence_length=256, max_new_tokens=8, warmup=False),
                      models={"lfm2": lm})
     with TestClient(app) as c:
-        deadline = time.time() + 120
-        while c.get("/v2/health/ready").status_code != 200 and time.time() < deadline:
-            time.sleep(0.1)
+        client_ready(c, timeout=120)
         yield c
 
 

@@ -4,7 +4,6 @@ it has no text). Checked on /v1/generate, /v1/completions, /v1/chat/completions 
 generate route, JSON and streamed, against the fake models with 'H' made the eos token (FakeLM
 counts up one character per token, so a prompt ending 'EF' generates 'G' and then eos)."""
 import json
-import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,6 +11,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.settings import Settings
 from service.testing import fake_hooks, fake_models
+from server_process import client_ready
 
 EOS = ord("H") - 32          # FakeTokenizer: id = ord(ch) - 32
 
@@ -23,9 +23,7 @@ def client():
     app = create_app(Settings(warmup=False, max_new_tokens=32, max_sequence_length=128), models=models,
                      hooks=fake_hooks())
     with TestClient(app) as c:
-        deadline = time.time() + 30
-        while c.get("/v2/health/ready").status_code != 200 and time.time() < deadline:
-            time.sleep(0.05)
+        client_ready(c, timeout=30)
         yield c
 
 

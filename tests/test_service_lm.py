@@ -2,14 +2,13 @@
 independent computation: prefix caching (a repeated system prompt restored, the same answer,
 usage and /metrics), logprobs (equal to a plain forward of prompt + tokens), and OpenAI's
 penalties and logit_bias (equal to a loop that writes the formula out)."""
-import time
-
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import Settings
 from error_bodies import error_message
+from server_process import client_ready
 
 SYSTEM = "You answer questions about depthwise convolutions in one short sentence. " * 3   # 219 bytes
 
@@ -21,9 +20,7 @@ def client():
     app = create_app(Settings(models=("lfm2",), max_sequence_length=512, max_new_tokens=8, prefix_cache_mib=64,
                               warmup=False), models={"lfm2": lm})
     with TestClient(app) as c:
-        deadline = time.time() + 120
-        while c.get("/v2/health/ready").status_code != 200 and time.time() < deadline:
-            time.sleep(0.1)
+        client_ready(c, timeout=120)
         yield c
 
 
@@ -172,9 +169,7 @@ def test_generation_stops_at_every_eos_id_of_the_config():
     lm.config = dataclasses.replace(lm.config, eos_token_id=(lm.config.eos_token_ids[0], second))
     app = create_app(Settings(models=("lfm2",), max_new_tokens=8, warmup=False), models={"lfm2": served})
     with TestClient(app) as c:
-        deadline = time.time() + 120
-        while c.get("/v2/health/ready").status_code != 200 and time.time() < deadline:
-            time.sleep(0.1)
+        client_ready(c, timeout=120)
         r = c.post("/v1/generate", json={"input_ids": prompt, "max_new_tokens": 6, "temperature": 0}).json()
         assert r["token_ids"] == greedy[:greedy.index(second)] and r["finish_reason"] == "stop"
         r = c.post("/v1/generate", json={"input_ids": prompt, "max_new_tokens": 6, "temperature": 0,
