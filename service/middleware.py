@@ -7,8 +7,9 @@
    together would pass max_total_body_bytes, 408 for a stalled or slow upload;
 2. bearer auth (DWSERVE_API_KEY) on inference routes: 401 before the body is read;
 3. X-Request-ID: the client's (a printable token of <= 128 characters) or a fresh one, on
-   every response, in every logged error and in the request's access line (service/logs.py); X-Depthwise-Impl on inference responses: the
-   policy the request ran under (the metrics' impl label);
+   every response, in every logged error and in the request's access line (service/logs.py);
+   X-Depthwise-Impl on inference responses: the policy the request ran under (the metrics'
+   impl label);
 4. per-request metrics for inference routes (POST only: a GET/PUT/OPTIONS on /infer is a 405
    of no model's and is not metered): inflight gauge, requests_total{status},
    request_duration{route}. Labels come from the path; handlers refine `impl` by setting
