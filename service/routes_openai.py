@@ -6,14 +6,29 @@ request; openai_common.py holds what both routes share).
 """
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 
 from .errors import ServiceError
 from .routes_openai_chat import router as chat
 from .routes_openai_completions import router as completions
-from .schemas_openai import OPENAI_ERROR_RESPONSES, ModelCard, ModelList
+from .schemas_openai import OPENAI_ERROR_RESPONSES
 
 router = APIRouter()   # no prefix or tags: the included routers carry their own
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "dwserve"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
 
 
 @router.get("/v1/models", response_model=ModelList, tags=["openai"])

@@ -3,11 +3,10 @@
 /v1/generate's GenerateRequest (a chat through the model's chat template, models/lfm2/chat.py),
 so it has the same limits, validation and continuous batching.
 
-Fields OpenAI defines but dwserve cannot honour (best_of, suffix, tools, response formats,
-predicted outputs, reasoning effort, audio) are accepted only at their no-op values and
-otherwise answered with a 400 that names them. Bookkeeping fields that OpenAI clients and
-frameworks send (store, metadata, service_tier, user, ...) change nothing a model computes:
-accepted and ignored, as vLLM does. Other unknown fields are a 422, like every dwserve route.
+Fields OpenAI (or vLLM) defines but dwserve cannot honour (best_of, suffix, tools, response
+formats, predicted outputs, reasoning, audio, repetition_penalty, ...) are accepted only at
+their no-op values, else a 400 naming them. Bookkeeping fields clients send (store, metadata,
+service_tier, user, ...) are accepted and ignored, as vLLM does. Other fields are a 422.
 """
 from __future__ import annotations
 
@@ -21,6 +20,10 @@ from .schemas import Float, GenerateRequest, ImplName, Int, TokenId, unicode_pro
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     include_usage: bool = False
+
+
+_VLLM_NOOPS = {"repetition_penalty": 1.0, "min_p": 0.0, "min_tokens": 0, "stop_token_ids": [],
+               "skip_special_tokens": True, "include_stop_str_in_output": False}
 
 
 class _SamplingRequest(BaseModel):
@@ -59,6 +62,14 @@ class _SamplingRequest(BaseModel):
     service_tier: Optional[str] = None
     safety_identifier: Optional[str] = None
     prompt_cache_key: Optional[str] = None
+    # vLLM's sampling extensions, which vLLM-targeted clients spell out at their defaults: taken
+    # at those, else a 400 naming them (dwserve does not implement them).
+    repetition_penalty: Optional[Float] = 1.0
+    min_p: Optional[Float] = 0.0
+    min_tokens: Optional[Int] = 0
+    stop_token_ids: Optional[list[TokenId]] = None
+    skip_special_tokens: Optional[bool] = True
+    include_stop_str_in_output: Optional[bool] = False
     n: Optional[Int] = Field(1, ge=1, description="choices: n sequences of the continuous batch (seed + i each)")
     presence_penalty: Optional[Float] = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: Optional[Float] = Field(0.0, ge=-2.0, le=2.0)
@@ -68,7 +79,9 @@ class _SamplingRequest(BaseModel):
         """Fields set to something dwserve cannot do. stream_options without a stream is
         OpenAI's 400 too: include_usage would silently add nothing to a JSON reply."""
         return [name for name, ok in (*extra, ("stream_options without stream: true",
-                                               self.stream_options is None or self.stream)) if not ok]
+                                               self.stream_options is None or self.stream)) if not ok] + \
+            [f"{name} (vLLM's extension: {str(noop).lower()} only)" for name, noop in _VLLM_NOOPS.items()
+             if getattr(self, name) not in (noop, None)]
 
     def _generate(self, max_new_tokens: int, logprobs: Optional[int], **prompt) -> GenerateRequest:
         return GenerateRequest(**prompt, max_new_tokens=max_new_tokens, logprobs=logprobs,
@@ -271,18 +284,6 @@ class CompletionResponse(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: Optional[CompletionUsage] = None
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int = 0
-    owned_by: str = "dwserve"
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
 
 
 class OpenAIError(BaseModel):

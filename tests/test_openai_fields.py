@@ -74,3 +74,20 @@ def test_a_reply_message_sent_back_in_the_history_is_accepted(client):
     assert again.status_code == 200, again.text
     refused = {"role": "assistant", "content": None, "refusal": "no"}
     assert client.chat.completions.create(model="lfm2", messages=CHAT + [refused], max_tokens=1).choices
+
+
+VLLM_DEFAULTS = dict(repetition_penalty=1.0, min_p=0.0, min_tokens=0, stop_token_ids=[], skip_special_tokens=True,
+                     include_stop_str_in_output=False)
+
+
+def test_vllm_sampling_extensions_at_their_defaults_are_served(client, server):
+    """vLLM-targeted clients spell out vLLM's sampling defaults: taken (each was a 422); another
+    value asks for sampling dwserve does not implement, a 400 naming the field and its default."""
+    args = dict(model="lfm2", prompt="abc", max_tokens=3, temperature=0)
+    assert client.completions.create(**args, extra_body=VLLM_DEFAULTS).choices[0].text == "def"
+    chat = client.chat.completions.create(model="lfm2", messages=CHAT, max_tokens=2, extra_body=VLLM_DEFAULTS)
+    assert chat.choices[0].finish_reason == "length"
+    for field, value in [("repetition_penalty", 1.2), ("min_p", 0.1), ("min_tokens", 2), ("stop_token_ids", [5]),
+                         ("skip_special_tokens", False), ("include_stop_str_in_output", True)]:
+        r = httpx.post(server + "/v1/completions", json={**args, field: value})
+        assert r.status_code == 400 and f"{field} (vLLM's extension: " in error_message(r), r.text
