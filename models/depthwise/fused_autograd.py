@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 from .weight_layout import has_tangent
 
@@ -26,7 +27,8 @@ def needs_grad(*tensors: torch.Tensor | None) -> bool:
     carries a forward-mode tangent."""
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return True
-    return any(has_tangent(t) for t in tensors)
+    # the level first: outside a dual level (every served call) one global read, no generator
+    return fwAD._current_level >= 0 and any(has_tangent(t) for t in tensors)
 
 
 class FusedKernel(torch.autograd.Function):

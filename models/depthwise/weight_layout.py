@@ -59,7 +59,7 @@ def cached_on(weight: torch.Tensor, attr: str, make: Callable[[torch.Tensor], to
     storage) and a forward-mode dual (its tangent must flow)."""
     if weight.is_inference() or torch.compiler.is_compiling():
         return make(weight.detach())
-    if has_tangent(weight):
+    if fwAD._current_level >= 0 and has_tangent(weight):   # the level first: no call outside a dual level
         return make(weight)
     try:
         key = (weight._version, weight.data_ptr())
