@@ -1,7 +1,10 @@
 """The app in-process (TestClient) with the fake models (service.testing), shared by the
 test_service_app_*.py modules and the metering tests: LIMITS (small limits, fast on 2 cores),
 `served` (a module-scoped client and its models; a test module takes it with
-`served = inprocess_app.served`), and the requests `_image` and `_infer_json` build."""
+`served = inprocess_app.served`), the requests `_image` and `_infer_json` build, and
+`real_lm_client`: the app around the real seeded lfm2-demo model."""
+import contextlib
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -23,6 +26,18 @@ def served():
     with TestClient(app, raise_server_exceptions=False) as client:
         client_ready(client)
         yield client, models
+
+
+@contextlib.contextmanager
+def real_lm_client(**settings):
+    """A ready TestClient of the app serving the real lfm2-demo model (seed 0, CPU) alone,
+    without warm-up, under `settings` (limits the test needs)."""
+    from models.registry import build_model
+
+    lm = build_model("lfm2", None, device="cpu", seed=0)
+    app = create_app(Settings(models=("lfm2",), warmup=False, **settings), models={"lfm2": lm})
+    with TestClient(app) as client:
+        yield client_ready(client, timeout=120)
 
 
 def _image(rng, rows=1):

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("openai")
 
 import openai_fake_server  # noqa: E402
-from server_process import client_ready  # noqa: E402
+from inprocess_app import real_lm_client  # noqa: E402
 
 server, client = openai_fake_server.server, openai_fake_server.client   # this module's server
 
@@ -25,16 +25,8 @@ def test_logprobs_0_gives_each_tokens_own(client):
 
 @pytest.fixture(scope="module")
 def lm_client():
-    from fastapi.testclient import TestClient
-
-    from models.registry import build_model
-    from service.app import create_app
-    from service.settings import Settings
-    lm = build_model("lfm2", None, device="cpu", seed=0)
-    app = create_app(Settings(models=("lfm2",), max_sequence_length=256, max_new_tokens=16, warmup=False),
-                     models={"lfm2": lm})
-    with TestClient(app) as c:
-        yield client_ready(c, timeout=120)
+    with real_lm_client(max_sequence_length=256, max_new_tokens=16) as client:
+        yield client
 
 
 def test_a_sampled_token_is_among_its_own_alternatives(lm_client):

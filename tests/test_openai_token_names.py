@@ -7,16 +7,13 @@ real lfm2-demo model behind the routes."""
 from types import SimpleNamespace
 
 import pytest
-from fastapi.testclient import TestClient
 
+from inprocess_app import real_lm_client
 from models.lfm2.presets import PRESETS
 from models.lfm2.tokenizer import ByteTokenizer, HFTokenizer
-from service.app import create_app
 from service.openai_common import token_name
 from service.routes_openai_completions import _alternatives
-from service.settings import Settings
 from service.testing import FakeTokenizer
-from server_process import client_ready
 from test_chat import SPECIALS, _config, _tokenizer_dir
 
 
@@ -48,13 +45,8 @@ def test_alternatives_of_one_name_are_all_kept():
 
 @pytest.fixture(scope="module")
 def client():
-    from models.registry import build_model
-    lm = build_model("lfm2", None, device="cpu", seed=0)
-    app = create_app(Settings(models=("lfm2",), max_sequence_length=256, max_new_tokens=8, warmup=False),
-                     models={"lfm2": lm})
-    with TestClient(app) as c:
-        client_ready(c, timeout=120)
-        yield c
+    with real_lm_client(max_sequence_length=256, max_new_tokens=8) as client:
+        yield client
 
 
 def test_completions_top_logprobs_keep_every_special_alternative(client):

@@ -9,19 +9,15 @@ from service.app import create_app
 from service.settings import Settings
 from error_bodies import error_message
 from server_process import client_ready
+from inprocess_app import real_lm_client
 
 SYSTEM = "You answer questions about depthwise convolutions in one short sentence. " * 3   # 219 bytes
 
 
 @pytest.fixture(scope="module")
 def client():
-    from models.registry import build_model
-    lm = build_model("lfm2", None, device="cpu", seed=0)
-    app = create_app(Settings(models=("lfm2",), max_sequence_length=512, max_new_tokens=8, prefix_cache_mib=64,
-                              warmup=False), models={"lfm2": lm})
-    with TestClient(app) as c:
-        client_ready(c, timeout=120)
-        yield c
+    with real_lm_client(max_sequence_length=512, max_new_tokens=8, prefix_cache_mib=64) as client:
+        yield client
 
 
 def _chat(client, question: str) -> dict:

@@ -10,18 +10,14 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.settings import Settings
 from server_process import client_ready
+from inprocess_app import real_lm_client
 from error_bodies import error_message
 
 
 @pytest.fixture(scope="module")
 def client():
-    from models.registry import build_model
-    lm = build_model("lfm2", None, device="cpu", seed=0)
-    app = create_app(Settings(models=("lfm2",), max_sequence_length=256, max_new_tokens=12, warmup=False),
-                     models={"lfm2": lm})
-    with TestClient(app) as c:
-        client_ready(c, timeout=120)
-        yield c
+    with real_lm_client(max_sequence_length=256, max_new_tokens=12) as client:
+        yield client
 
 
 def _v1(client, **body) -> dict:
