@@ -62,6 +62,9 @@ class GenerationScheduler:
         self._cond = threading.Condition()
         self._incoming: collections.deque[Ticket] = collections.deque()
         self._parked: collections.deque[Ticket] = collections.deque()   # waiting for an engine
+        # Unparked, not yet in their engine (which may be being made: a full cache allocated),
+        # still counted by admission until engine.add has them in its queue.
+        self._entering: list[Ticket] = []
         self._reserved: list[Reservation] = []
         # impl -> engine (ContinuousBatch). Replaced, never changed in place: the event loop
         # reads it (admission) while the scheduler thread makes and drops engines.
@@ -129,8 +132,10 @@ class GenerationScheduler:
 
     def _pending(self) -> collections.Counter:
         """impl -> sequences without a row: submitted, parked, in an engine's queue, reserved.
-        Under self._cond (which guards _incoming, _parked and _reserved)."""
-        pending = collections.Counter(t.impl for t in (*self._incoming, *self._parked))
+        Under self._cond (which guards _incoming, _parked, _entering and _reserved). A ticket
+        being entered is briefly counted twice (in _entering and its engine's queue): never
+        less than what waits."""
+        pending = collections.Counter(t.impl for t in (*self._incoming, *self._parked, *self._entering))
         for impl, engine in self._engines.items():
             pending[impl] += len(engine.waiting)
         for held in self._reserved:
@@ -191,9 +196,12 @@ class GenerationScheduler:
                 self._parked.extend(self._incoming)
                 self._incoming.clear()
                 new = self._unpark()
+                self._entering = list(new)
             try:
                 for ticket in new:
                     self._enter(ticket)
+                    with self._cond:
+                        self._entering.remove(ticket)
                 for impl in [i for i, e in self._engines.items() if e.busy]:
                     self._step(impl)
                 default = self.rt.settings.depthwise_impl   # others' caches go when idle
@@ -204,6 +212,10 @@ class GenerationScheduler:
                     ticket.emit(("error", exc))
                 self._tickets.clear()
                 self._engines = {}
+                with self._cond:
+                    for ticket in self._entering:   # their engine is gone with the others
+                        ticket.emit(("error", exc))
+                    self._entering = []
 
     def _unpark(self) -> list[Ticket]:
         """The parked tickets that may enter an engine now, in order (under self._cond): the
