@@ -6,9 +6,11 @@ cache's bytes accounted, and the same tokens as on an idle server."""
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import continuous_helpers
 import test_service_generation
 
 serve = test_service_generation.serve   # the fixture: fake models, a scheduler per test
+model = continuous_helpers.model          # the tiny LFM2, one per module
 
 
 def _slow_engines(scheduler, monkeypatch, delay_s: float):
@@ -35,3 +37,25 @@ def test_the_queue_bound_holds_while_an_engine_is_being_made(serve, monkeypatch)
         codes = sorted(r.status_code for r in later)
         assert [f.result().status_code for f in first] == [200, 200]
     assert codes == [200, 503, 503, 503], [r.text for r in later]
+
+
+def test_admitted_sequences_are_always_waiting_joining_or_in_a_row(model):
+    """The server's admission (generation_room.free_rows, _pending) reads an engine's waiting,
+    joining and rows from another thread while a step runs. A group being admitted was popped
+    off `waiting` one by one before it became `joining`: meanwhile it was in neither, so its
+    rows looked free and its sequences not queued, and a burst got past --max-queue-size."""
+    from models.lfm2.continuous import ContinuousBatch, Sequence
+    from models.lfm2.prefix_cache import PrefixCache
+
+    seen = []
+
+    class Watching(PrefixCache):   # lookup runs for each waiting sequence _admit considers
+        def lookup(self, prompt):
+            seen.append(len(engine.waiting) + len(engine.joining) + len(engine.rows))
+            return super().lookup(prompt)
+
+    engine = ContinuousBatch(model, capacity=4, max_length=40, prefix_cache=Watching(1 << 20, block=4))
+    for i in range(6):
+        engine.add(Sequence([3 + i, 5, 7], max_new_tokens=3))
+    engine.step()
+    assert seen and set(seen) == {6}, seen

@@ -153,7 +153,7 @@ class ContinuousBatch:
             logits = self.decoder.step()                               # (old, V)
             out += self._sample(self.rows[:old], logits)
         if self.prefill is None:
-            self.joining, hit = self._admit()
+            hit = self._admit()
             if hit is not None:
                 self.joining[0].cached_tokens = hit[1]
             if self.joining:   # equal prompts (n choices, repeated requests) are prefilled once
@@ -178,24 +178,33 @@ class ContinuousBatch:
         return out
 
     # --- internals ------------------------------------------------------------------------
-    def _admit(self) -> tuple[list[Sequence], object]:
-        """Waiting sequences (FIFO) that fit the free rows and, padded to the group's longest
-        prompt, still fit max_length -> (group, None); or a sequence whose prompt starts with
-        a cached prefix, alone -> ([it], prefix_cache.lookup hit)."""
+    def _admit(self) -> object:
+        """self.joining = the waiting sequences (FIFO) that fit the free rows and, padded to
+        the group's longest prompt, still fit max_length (-> None); or a sequence whose prompt
+        starts with a cached prefix, alone (-> its prefix_cache.lookup hit). The group is
+        chosen first and becomes `joining` before it leaves `waiting`: the server's admission
+        reads both from another thread, and a sequence in neither looked like a free row."""
         group: list[Sequence] = []
+        hit = None
         free, limit = self.decoder.free, self.decoder.max_length     # (no group is joining now)
         cached = self.prefix_cache.lookup if self.prefix_cache is not None else (lambda prompt: None)
-        while self.waiting and len(group) < free:
-            seq = self.waiting[0]
-            hit = cached(seq.prompt)
-            if hit is not None:
-                return (group, None) if group else ([self.waiting.popleft()], hit)
+        for seq in self.waiting:
+            if len(group) == free:
+                break
+            found = cached(seq.prompt)
+            if found is not None:
+                if not group:
+                    group, hit = [seq], found
+                break
             trial = group + [seq]
             width = max(len(s.prompt) for s in trial)
             if group and width + max(s.max_new_tokens for s in trial) > limit:
                 break                                  # joins a later group
-            group.append(self.waiting.popleft())
-        return group, None
+            group.append(seq)
+        self.joining = group
+        for _ in group:
+            self.waiting.popleft()
+        return hit
 
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[tuple[Sequence, int]]:
         """One token per sequence from its row of logits (V,), each with its own generator,
