@@ -201,6 +201,32 @@ def test_from_pretrained_signature():
                                                              ("dtype", None)]
 
 
+def test_conv_state_cache_is_the_last_k_minus_1_inputs_updated_in_place():
+    """The first layer (conv) sees only each token's own embedding, so its state after two
+    prompts that end in the same K-1 tokens is the same, and after another last token it is not;
+    the caches are the tensors allocated by new_cache, written in place."""
+    from models.lfm2 import LFM2Config, LFM2ForCausalLM
+    cfg = LFM2Config(vocab_size=50, hidden_size=24, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, max_position_embeddings=64, layer_types=("conv", "full_attention"))
+    model = LFM2ForCausalLM.empty(cfg)
+    model.init_weights(seed=0)
+    K = cfg.conv_L_cache
+
+    def state(ids):
+        cache = model.new_cache(1, 16)
+        addresses = [t.data_ptr() for t in (cache.conv_states[0], cache.keys[1], cache.values[1])]
+        with torch.no_grad():
+            model(torch.tensor([ids]), cache=cache)
+        assert [t.data_ptr() for t in (cache.conv_states[0], cache.keys[1], cache.values[1])] == addresses
+        assert cache.conv_states[0].shape == (1, cfg.hidden_size, K - 1) and cache.conv_states[1] is None
+        return cache.conv_states[0].clone()
+
+    tail = list(range(10, 10 + K - 1))
+    same = state([1, 2, 3] + tail)
+    torch.testing.assert_close(state([7, 8, 9, 4, 5] + tail), same)
+    assert not torch.allclose(state([1, 2, 3] + tail[:-1] + [40]), same)
+
+
 def test_mobilenet_v2_signature_and_defaults():
     from models.mobilenet import MobileNetV2, mobilenet_v2
     params = inspect.signature(mobilenet_v2).parameters
@@ -218,6 +244,31 @@ def test_lfm2_config_is_a_frozen_dataclass_with_hf_core_field_names():
     assert {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
             "conv_L_cache", "conv_bias", "layer_types", "norm_eps", "rope_theta"} <= fields
     assert PRESETS and all(isinstance(c, LFM2Config) for c in PRESETS.values())
+
+
+NETWORK_MODULES = {"huggingface_hub", "requests", "urllib", "urllib3", "http", "httpx", "socket", "torchvision"}
+
+
+def test_models_import_nothing_that_downloads():
+    bad = {str(p.relative_to(REPO)): sorted(_imported_modules(p) & NETWORK_MODULES) for p in (REPO / "models").rglob("*.py")}
+    hub = [str(p.relative_to(REPO)) for p in (REPO / "models").rglob("*.py") if "torch.hub" in p.read_text()]
+    assert not {k: v for k, v in bad.items() if v} and not hub, (bad, hub)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in ("lfm2", "mobilenet_v2")])
+def test_embedded_defaults_build_offline_from_a_fixed_seed(name, monkeypatch):
+    """No download anywhere, ever: the embedded default builds with every socket refused, and
+    twice gives the same weights (a fixed seed)."""
+    import socket
+    from models.registry import build_model
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"building the embedded {name} opened a connection: {args}")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    first, second = (build_model(name, None, device="cpu", seed=0) for _ in range(2))
+    a, b = (served.module.state_dict() for served in (first, second))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 # ================================================================ Style (the checkable parts)
