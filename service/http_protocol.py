@@ -1,6 +1,10 @@
 """`dwserve serve`'s HTTP protocol: uvicorn's own (httptools, else h11) with two bounds it
-lacks, on idle connections and on a request's head (cli.run_server passes it as `http=`)."""
+lacks, on idle connections and on a request's head (cli.run_server passes it as `http=`), and
+the 4xx it answers itself (a head too big or too slow, bytes that are no HTTP request) with
+the app's JSON {"error": "..."} body."""
 from __future__ import annotations
+
+import json
 
 # A request's head (request line + headers) may be at most this long: uvicorn's httptools
 # protocol has no bound of its own (h11's is 16 KiB), and buffered 100 MB of headers per
@@ -67,11 +71,13 @@ def idle_closing_protocol(head_timeout_s: float):
                 self._deferred = (status, message)
                 self.flow.pause_reading()
                 return
-            reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
-            body = message.encode()
-            self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                                 b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-                                 % (status, reason, len(body), body))
+            self.transport.write(error_reply(status, message, self.server_state.default_headers))
+            self.transport.close()
+
+        def send_400_response(self, msg: str) -> None:
+            """uvicorn's answer to bytes that are no HTTP request, as JSON like every other 4xx
+            (DESIGN.md: {"error": "..."}); uvicorn's own is text/plain."""
+            self.transport.write(error_reply(400, msg, self.server_state.default_headers))
             self.transport.close()
 
         def on_response_complete(self) -> None:
@@ -85,6 +91,18 @@ def idle_closing_protocol(head_timeout_s: float):
             super().connection_lost(exc)
 
     return IdleClosingProtocol
+
+
+REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+def error_reply(status: int, message: str, default_headers=()) -> bytes:
+    """A whole HTTP/1.1 response closing the connection, its body {"error": message} as the
+    app's 4xx are (service/errors.py): written by the protocol itself, where no app runs yet."""
+    body = json.dumps({"error": message}).encode()
+    head = b"".join(name + b": " + value + b"\r\n" for name, value in default_headers)
+    return (b"HTTP/1.1 %d %s\r\n%scontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, REASONS[status], head, len(body), body))
 
 
 def _arm_idle_timer(base):

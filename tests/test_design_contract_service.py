@@ -162,6 +162,40 @@ def test_metrics_is_prometheus_text(app_client):
     assert any(f.name.startswith("dwserve_") for f in text_string_to_metric_families(r.text))
 
 
+def _raw_reply(port: int, request: bytes) -> bytes:
+    import socket
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(10)
+        try:
+            sock.sendall(request)
+        except ConnectionError:
+            pass                                   # refused mid-send: the reply is still there
+        data = b""
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except (ConnectionError, TimeoutError):
+            pass
+    return data
+
+
+def test_4xx_the_http_protocol_answers_itself_are_json_errors_too():
+    """Bad requests the app never sees (bytes that are no HTTP, a head over the size bound, one
+    too slow) are answered by service/http_protocol.py: {"error": "..."} like every other 4xx
+    (were text/plain)."""
+    from server_process import fake_server_cmd, server_process
+    with server_process(fake_server_cmd(idle_timeout_s=5.0, head_timeout_s=0.5), timeout=60) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        replies = {400: _raw_reply(port, b"NOT AN HTTP REQUEST\r\n\r\n"),
+                   431: _raw_reply(port, b"GET /v2 HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * (128 * 1024) + b"\r\n\r\n"),
+                   408: _raw_reply(port, b"GET /v2 HTTP/1.1\r\nHost: x\r\n")}      # never finished
+    for status, reply in replies.items():
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 %d " % status), reply[:200]
+        assert b"content-type: application/json" in head.lower(), head
+        assert isinstance(json.loads(body)["error"], str) and json.loads(body)["error"], body
+
+
 # ================================================================ Metrics
 # Series a request leaves, by name: test_service_app_metrics.py; zero-primed statuses:
 # test_metrics_series.py. Here: each contract name's type and exact label set.
