@@ -11,8 +11,12 @@ latency SLO, which reads route="infer"|"classify" (theirs is time_to_first_token
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
+
+# No `<name>_created` gauge beside every counter and histogram series: nothing here reads them
+# (rate() and increase() need none), and they doubled the series each replica exports.
+disable_created_metrics()
 
 # 100 us .. 60 s: a depthwise op on GPU is ~1e-4 s, a long generation tens of seconds.
 LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25,

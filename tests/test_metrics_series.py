@@ -51,3 +51,17 @@ def test_served_request_leaves_503_and_500_series_at_zero():
     impl = r.headers["x-depthwise-impl"]
     assert got[("lfm2", impl, "200")] == 1
     assert got[("lfm2", impl, "503")] == 0 and got[("lfm2", impl, "500")] == 0
+
+
+def test_no_created_series_are_exported():
+    """prometheus_client wrote a `<name>_created` gauge beside every counter and histogram
+    series, doubling what each replica exports for nothing the rules or dashboards read."""
+    from prometheus_client import generate_latest
+
+    from service.metrics import ServiceMetrics
+
+    m = ServiceMetrics()
+    m.requests.labels("lfm2", "auto", "200").inc()
+    m.request_duration.labels("lfm2", "auto", "infer").observe(0.1)
+    text = generate_latest(m.registry).decode()
+    assert "dwserve_requests_total{" in text and "_created" not in text, text[:500]
