@@ -70,6 +70,7 @@ class GenerationScheduler:
         # reads it (admission) while the scheduler thread makes and drops engines.
         self._engines: dict[str, Any] = {}
         self._tickets: dict[str, dict[Any, Ticket]] = {}  # impl -> {sequence: ticket}
+        self._prefixes = None   # the engines' shared PrefixCache (_prefix_cache), made on first use
         self._stopping = False
         self._launches = TokenLaunchCounter(runtime)   # kernel_launches_per_token (_run_step)
         self._thread = threading.Thread(target=self._loop, name=f"dwserve-generate-{runtime.name}",
@@ -249,7 +250,7 @@ class GenerationScheduler:
         if engine is None:
             engine = self._on_compute(impl, lambda: self.lm.continuous_batch(
                 self.capacity, self.max_length, prefill_chunk=self.prefill_chunk,
-                prefix_cache=self._prefix_cache()))
+                prefix_cache=self._prefix_cache(impl)))
             self._engines = {**self._engines, impl: engine}
             mib = getattr(engine, "cache_bytes", 0) / 2**20
             log.info("generation engine for impl %s: %d rows x %d tokens, cache %.0f MiB "
@@ -257,12 +258,16 @@ class GenerationScheduler:
             self._tickets.setdefault(impl, {})
         return engine
 
-    def _prefix_cache(self):
+    def _prefix_cache(self, impl: str):
+        """This policy's part of the one prefix cache all engines share (--prefix-cache-mib
+        bounds them together); a dropped engine's prefixes stay, LRU, for its next one."""
         mib = self.rt.settings.prefix_cache_mib
         if not mib:
             return None
-        from models.lfm2.prefix_cache import PrefixCache
-        return PrefixCache(mib << 20)
+        if self._prefixes is None:
+            from models.lfm2.prefix_cache import PrefixCache
+            self._prefixes = PrefixCache(mib << 20)
+        return self._prefixes.namespace(impl)
 
     def _enter(self, ticket: Ticket) -> None:
         try:

@@ -59,3 +59,54 @@ def test_admitted_sequences_are_always_waiting_joining_or_in_a_row(model):
         engine.add(Sequence([3 + i, 5, 7], max_new_tokens=3))
     engine.step()
     assert seen and set(seen) == {6}, seen
+
+
+def test_the_prefix_cache_budget_holds_across_policies(monkeypatch):
+    """--prefix-cache-mib bounds the prefix states kept whatever depthwise_impl requests use.
+    Each policy's engine had a PrefixCache of the whole budget, so while a second policy's
+    engine was live the server held up to twice the budget (here 1 MiB: ~2 MiB). Checked after
+    every store, with both engines live and their prompts sharing nothing."""
+    import random
+    import threading
+
+    from models.lfm2 import prefix_cache as pc
+    from inprocess_app import real_lm_client
+
+    held, scheduler = [], {}
+    store = pc.PrefixCache.store
+
+    def watched(self, *args):
+        store(self, *args)
+        engines = scheduler["s"]._engines.values()   # a shared cache (PrefixSpace.cache) counted once
+        caches = {id(c): c for c in (getattr(e.prefix_cache, "cache", e.prefix_cache) for e in engines)}
+        held.append(sum(c.nbytes for c in caches.values()))
+    monkeypatch.setattr(pc.PrefixCache, "store", watched)
+    rng = random.Random(3)
+    with real_lm_client(max_decode_batch=2, prefix_cache_mib=1, max_sequence_length=256,
+                        max_new_tokens=200) as client:
+        scheduler["s"] = client.app.state.service.generate.scheduler
+        prompts = [[rng.randrange(1, 260) for _ in range(140)] for _ in range(8)]
+        long = threading.Thread(target=client.post, args=("/v1/generate",), kwargs={"json": {
+            "input_ids": [7, 8, 9], "max_new_tokens": 200, "depthwise_impl": "slice_sum"}})
+        long.start()                          # keeps the slice_sum engine (and its cache) live
+        for i, prompt in enumerate(prompts):
+            impl = "slice_sum" if i % 2 else "auto"
+            r = client.post("/v1/generate", json={"input_ids": prompt, "max_new_tokens": 1, "depthwise_impl": impl})
+            assert r.status_code == 200, r.text
+        long.join()
+    assert held and max(held) <= 1 << 20, [round(b / 2**20, 2) for b in held]
+
+
+def test_namespaces_of_one_prefix_cache_are_kept_apart(model):
+    """Two policies' engines share one budget; neither restores the other's states."""
+    from models.lfm2.prefill import Prefill
+    from models.lfm2.prefix_cache import PrefixCache
+
+    shared = PrefixCache(1 << 30, block=4)
+    a, b = shared.namespace("native"), shared.namespace("fused")
+    prompt = [5, 9, 2, 7, 3, 3, 8, 1, 4]
+    Prefill(model, [prompt], prefix_cache=a).advance()
+    assert a.lookup(prompt)[1] == 8 and b.lookup(prompt) is None and shared.lookup(prompt) is None
+    kept = shared.nbytes
+    Prefill(model, [prompt], prefix_cache=b).advance()
+    assert b.lookup(prompt)[1] == 8 and shared.nbytes == a.nbytes == 2 * kept

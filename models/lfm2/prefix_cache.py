@@ -55,6 +55,12 @@ def _keys(prompt: list[int], block: int) -> dict[int, int]:
     return keys
 
 
+def _salted(prompt: list[int], block: int, salt: int) -> dict[int, int]:
+    """_keys in a namespace (PrefixCache.namespace); salt 0: the cache's own keys."""
+    keys = _keys(prompt, block)
+    return keys if not salt else {b: hash((salt, key)) for b, key in keys.items()}
+
+
 class PrefixCache:
     def __init__(self, max_bytes: int, block: int = BLOCK):
         if max_bytes < 1 or block < 1:
@@ -65,9 +71,14 @@ class PrefixCache:
         self.nbytes = 0
         self.hits = self.hit_tokens = 0
 
-    def lookup(self, prompt: list[int]) -> tuple[Chain, int] | None:
+    def namespace(self, name: str) -> "PrefixSpace":
+        """A view of this cache whose prefixes are keyed apart from the others' (one per
+        depthwise policy's engine), all within this cache's one budget and LRU."""
+        return PrefixSpace(self, name)
+
+    def lookup(self, prompt: list[int], salt: int = 0) -> tuple[Chain, int] | None:
         """The longest cached prefix of prompt, as (chain, its length), or None."""
-        for b, key in reversed(_keys(prompt, self.block).items()):
+        for b, key in reversed(_salted(prompt, self.block, salt).items()):
             hit = self.index.get(key)
             if hit is not None and hit[1] == b and hit[0].tokens[:b] == tuple(prompt[:b]):
                 self.chains.move_to_end(id(hit[0]))
@@ -90,11 +101,12 @@ class PrefixCache:
         self.hits += 1
         self.hit_tokens += p
 
-    def request_taps(self, prompts: list[list[int]], offsets: list[int], cache, skip: int = 0) -> list[dict]:
+    def request_taps(self, prompts: list[list[int]], offsets: list[int], cache, skip: int = 0,
+                     salt: int = 0) -> list[dict]:
         """Before a group's prefill: ask for the conv states at each prompt's uncached block
         boundaries beyond `skip` tokens (row r's prompt starts at column offsets[r]).
         -> each prompt's boundary keys, for store()."""
-        keys = [_keys(prompt, self.block) for prompt in prompts]
+        keys = [_salted(prompt, self.block, salt) for prompt in prompts]
         for r, off in enumerate(offsets):
             for b, key in keys[r].items():
                 if b > skip and key not in self.index:
@@ -132,3 +144,34 @@ class PrefixCache:
             self.nbytes -= old.nbytes
             for key in [k for k, (c, _) in self.index.items() if c is old]:
                 del self.index[key]
+
+
+class PrefixSpace:
+    """One engine's part of a shared PrefixCache (the server's engines, one per depthwise
+    policy, share --prefix-cache-mib: an engine with a cache of its own held the whole budget
+    again). Its prefixes are keyed apart (a salt on the key chain): another policy's states
+    differ by float rounding, and a restored sequence must get the tokens it gets without the
+    cache. Same interface as PrefixCache; nbytes and max_bytes are the shared cache's."""
+
+    def __init__(self, cache: PrefixCache, name: str):
+        self.cache, self.salt = cache, hash(("dwserve-prefix-space", name))
+
+    @property
+    def nbytes(self) -> int:
+        return self.cache.nbytes
+
+    @property
+    def max_bytes(self) -> int:
+        return self.cache.max_bytes
+
+    def lookup(self, prompt: list[int]) -> tuple[Chain, int] | None:
+        return self.cache.lookup(prompt, self.salt)
+
+    def restore(self, hit: tuple[Chain, int], cache) -> None:
+        self.cache.restore(hit, cache)
+
+    def request_taps(self, prompts: list[list[int]], offsets: list[int], cache, skip: int = 0) -> list[dict]:
+        return self.cache.request_taps(prompts, offsets, cache, skip, self.salt)
+
+    def store(self, prompts: list[list[int]], offsets: list[int], cache, keys: list[dict]) -> None:
+        self.cache.store(prompts, offsets, cache, keys)   # keys: request_taps', salted
