@@ -110,3 +110,94 @@ def test_namespaces_of_one_prefix_cache_are_kept_apart(model):
     kept = shared.nbytes
     Prefill(model, [prompt], prefix_cache=b).advance()
     assert b.lookup(prompt)[1] == 8 and shared.nbytes == a.nbytes == 2 * kept
+
+
+def _counters(url: str, name: str) -> float:
+    import re
+
+    import httpx
+    return sum(float(v) for v in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", httpx.get(url + "/metrics").text, re.M))
+
+
+def _leave(url: str, path: str, body: dict, after_s: float) -> None:
+    """POST on a raw socket and close it after_s later, having read at most what came."""
+    import json
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    data = json.dumps(body).encode()
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        s.settimeout(after_s)
+        try:
+            s.recv(300)
+        except OSError:
+            pass
+
+
+def test_mixed_load_with_clients_leaving_leaves_the_engine_as_it_found_it(caplog):
+    """The real lfm2-demo behind uvicorn: JSON and streamed generations, n=3 choices, prompts
+    sharing prefixes while the prefix cache evicts, requests at max_sequence_length exactly and
+    clients that leave at random points (queued, prefilling, decoding). Afterwards: every
+    request counted once, nothing in flight, every row and slot free, the prefix cache's bytes
+    what its chains hold and within budget, and a probe's tokens those of the idle server."""
+    import random
+
+    import httpx
+    import torch
+
+    from models.registry import build_model
+    from service.app import create_app
+    from service.settings import Settings
+    from test_service_server import in_process_server
+
+    settings = Settings(models=("lfm2",), warmup=False, max_decode_batch=4, max_queue_size=32, prefix_cache_mib=1,
+                        max_sequence_length=160, max_new_tokens=40, prefill_chunk_tokens=32, request_timeout_s=30)
+    app = create_app(settings, models={"lfm2": build_model("lfm2", None, device="cpu", seed=0)})
+    rng = random.Random(5)
+    shared = [rng.randrange(1, 260) for _ in range(130)]
+    jobs = []
+    for i in range(20):
+        ids = shared[:rng.choice([64, 100, 128])] + [rng.randrange(1, 260) for _ in range(rng.randint(1, 20))]
+        kind = ("json", "stream", "leave", "leave-stream", "n3", "full")[i % 6]
+        body = {"input_ids": ids, "max_new_tokens": rng.randint(1, 12), "stream": kind.endswith("stream")}
+        if kind == "n3":
+            body = {"prompt": "ab " * rng.randint(1, 30), "max_tokens": 6, "n": 3, "stream": i % 4 == 0}
+        if kind == "full":   # prompt + max_new_tokens = max_sequence_length exactly
+            body = {"input_ids": [rng.randrange(1, 260) for _ in range(150)], "max_new_tokens": 10}
+        jobs.append((kind, "/v1/completions" if kind == "n3" else "/v1/generate", body, rng.uniform(0, 0.4)))
+    probe = {"input_ids": [3, 70, 100, 12, 40], "max_new_tokens": 8, "temperature": 0.9, "seed": 5}
+    with caplog.at_level("ERROR"), in_process_server(app) as url:
+        scheduler = app.state.service.generate.scheduler
+        idle = httpx.post(url + "/v1/generate", json=probe, timeout=30).json()["token_ids"]
+        sent = _counters(url, "dwserve_requests_total")
+
+        def run(job):
+            kind, path, body, after_s = job
+            if kind.startswith("leave"):
+                return _leave(url, path, body, after_s)
+            r = httpx.post(url + path, json=body, timeout=60)
+            assert r.status_code == 200, r.text
+            assert "data: [DONE]" in r.text if body.get("stream") else "usage" in r.json()
+        with ThreadPoolExecutor(12) as pool:
+            list(pool.map(run, jobs))
+        deadline = time.time() + 10
+        while (_counters(url, "dwserve_inflight_requests") or scheduler._busy()) and time.time() < deadline:
+            time.sleep(0.05)
+        assert _counters(url, "dwserve_requests_total") - sent == len(jobs)
+        assert _counters(url, "dwserve_inflight_requests") == 0
+        assert not (scheduler._incoming or scheduler._parked or scheduler._entering or scheduler._reserved)
+        assert not any(scheduler._tickets.values())
+        engine = scheduler._engines["auto"]
+        dec = engine.decoder
+        assert not (engine.rows or engine.joining or engine.waiting or engine.prefill) and dec.live == 0
+        assert sum(dec.lengths) == 0 and not dec.slot.any() and not dec.store.key_mask.any()
+        cache = engine.prefix_cache.cache
+        held = sum(t.numel() * t.element_size() for c in cache.chains.values()
+                   for t in [*c.keys, *c.values, *(s for states in c.conv.values() for s in states)]
+                   if isinstance(t, torch.Tensor))
+        assert cache.chains and cache.nbytes == held <= cache.max_bytes
+        assert all(id(c) in cache.chains for c, _ in cache.index.values())
+        assert httpx.post(url + "/v1/generate", json=probe, timeout=30).json()["token_ids"] == idle
+    assert not caplog.records, caplog.text
