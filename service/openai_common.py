@@ -101,7 +101,8 @@ async def start(request: Request, body, make_request, generate: bool = True):
     try:
         base = make_request(handler)
         plans = [handler.decode(base if i == 0 or base.seed is None else
-                                base.model_copy(update={"seed": (base.seed + i) % 2**63}), body.max_tokens_name)
+                                base.model_copy(update={"seed": (base.seed + i) % 2**63}), body.max_tokens_name,
+                                default_new_tokens=16)   # OpenAI's completions default (chat's is explicit)
                  for i in range(body.n)]
     except ValidationError as exc:
         raise ValueError(f"invalid request: {exc.errors()[0].get('msg')}") from None

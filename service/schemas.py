@@ -162,7 +162,8 @@ class GenerateRequest(BaseModel):
     model_config = _GENERATE_CONFIG
     prompt: Optional[Text] = Field(None, description="text prompt; give this or input_ids")
     input_ids: Optional[list[TokenId]] = Field(None, description="token ids; give this or prompt")
-    max_new_tokens: Int = Field(32, ge=1)
+    max_new_tokens: Optional[Int] = Field(None, ge=1, description="tokens to generate; default 32, or fewer "
+                                          "where --max-new-tokens or the sequence length leaves less room")
     temperature: Float = Field(0.0, ge=0.0, le=100.0, description="0 = greedy")
     top_k: Optional[Int] = Field(None, ge=1)
     top_p: Optional[Float] = Field(None, gt=0.0, le=1.0)
@@ -227,7 +228,7 @@ class TritonGenerateParameters(BaseModel):
     `stop_words`, ...) or under `parameters`: the /v1/generate fields by their usual LLM
     backend names."""
     model_config = _GENERATE_CONFIG
-    max_tokens: Int = Field(32, ge=1)
+    max_tokens: Optional[Int] = Field(None, ge=1)   # default: /v1/generate's (GenerateHandler.decode)
     temperature: Float = Field(0.0, ge=0.0, le=100.0, description="0 = greedy")
     top_k: Optional[Int] = Field(None, ge=-1, description="0 or -1 = off (TRT-LLM's and vLLM's conventions)")
     top_p: Optional[Float] = Field(None, gt=0.0, le=1.0)

@@ -83,7 +83,7 @@ class _SamplingRequest(BaseModel):
             [f"{name} (vLLM's extension: {str(noop).lower()} only)" for name, noop in _VLLM_NOOPS.items()
              if getattr(self, name) not in (noop, None)]
 
-    def _generate(self, max_new_tokens: int, logprobs: Optional[int], **prompt) -> GenerateRequest:
+    def _generate(self, max_new_tokens: Optional[int], logprobs: Optional[int], **prompt) -> GenerateRequest:
         return GenerateRequest(**prompt, max_new_tokens=max_new_tokens, logprobs=logprobs,
                                presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
                                logit_bias=self.logit_bias,
@@ -130,7 +130,7 @@ class CompletionRequest(_SamplingRequest):
         prompt = self.single_prompt
         text, ids = (prompt, None) if isinstance(prompt, str) else (None, list(prompt))
         # max_tokens 0 (echo only) generates nothing; the plan is made with 1 for its checks.
-        return self._generate(16 if self.max_tokens is None else max(self.max_tokens, 1), self.logprobs,
+        return self._generate(None if self.max_tokens is None else max(self.max_tokens, 1), self.logprobs,
                               prompt=text, input_ids=ids)
 
     @property

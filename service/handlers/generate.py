@@ -78,9 +78,12 @@ class GenerateHandler:
         """Finish the accepted generations, accept no more."""
         self.scheduler.stop(timeout)
 
-    def decode(self, req: GenerateRequest, max_tokens_name: str = "max_new_tokens") -> Plan:
+    def decode(self, req: GenerateRequest, max_tokens_name: str = "max_new_tokens", default_new_tokens: int = 32) -> Plan:
         """-> the request's Plan, or ValueError (a 400) saying what to change. max_tokens_name:
-        what the client called max_new_tokens (OpenAI's and Triton's `max_tokens`), for the errors."""
+        what the client called max_new_tokens (OpenAI's and Triton's `max_tokens`), for the errors.
+        A request without it gets default_new_tokens, or fewer where the server's max_new_tokens
+        or the sequence length leaves less room: a 400 for a limit the client never named was the
+        answer on a server started with --max-new-tokens below the default."""
         s = self.rt.settings
         impl = self.rt.check_impl(req.depthwise_impl)
         if (req.prompt is None) == (req.input_ids is None):
@@ -99,12 +102,15 @@ class GenerateHandler:
                 raise ValueError(f"input_ids: token ids must be in [0, {self.vocab_size}), got {bad[:5]}")
         if not ids:
             raise ValueError("prompt: expected at least one token")
-        if req.max_new_tokens > s.max_new_tokens:
+        wanted = req.max_new_tokens
+        if wanted is None:
+            wanted = max(1, min(default_new_tokens, s.max_new_tokens, self.max_length - len(ids)))
+        if wanted > s.max_new_tokens:
             limit = "" if max_tokens_name == "max_new_tokens" else ", the server's max_new_tokens"
             raise ValueError(f"{max_tokens_name}: at most {s.max_new_tokens}{limit} (DWSERVE_MAX_NEW_TOKENS), "
-                             f"got {req.max_new_tokens}")
-        if len(ids) + req.max_new_tokens > self.max_length:
-            raise ValueError(f"prompt ({len(ids)} tokens) + {max_tokens_name} ({req.max_new_tokens}) exceeds "
+                             f"got {wanted}")
+        if len(ids) + wanted > self.max_length:
+            raise ValueError(f"prompt ({len(ids)} tokens) + {max_tokens_name} ({wanted}) exceeds "
                              f"{self.max_length} tokens, {self.max_length_source}")
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         if any(not x for x in stop) or len(stop) > 16 or any(len(x) > 256 for x in stop):
@@ -116,7 +122,7 @@ class GenerateHandler:
                     "presence_penalty": req.presence_penalty, "frequency_penalty": req.frequency_penalty,
                     "logit_bias": req.logit_bias}
         logit_processing.check(SimpleNamespace(**sampling), self.vocab_size)   # a 400 before any queueing
-        return Plan(ids, impl, req.max_new_tokens, sampling, stop, req.ignore_eos, req.logprobs)
+        return Plan(ids, impl, wanted, sampling, stop, req.ignore_eos, req.logprobs)
 
     async def events(self, plan: Plan) -> AsyncIterator[dict[str, Any]]:
         """Yields {"token_id", "text"} per token, then one final summary dict.
