@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     prefill_chunk_tokens: int = Field(256, ge=0, le=1_000_000)
     # Prefix caching (models/lfm2/prefix_cache.py): prompts starting with an already prefilled
     # 64-token-aligned prefix (a system prompt, an earlier turn) prefill only the rest. MiB of
-    # kept state per depthwise policy's engine; 0 = off.
+    # kept state, shared by every depthwise policy's engine (each policy's states apart); 0 = off.
     prefix_cache_mib: int = Field(256, ge=0, le=1_000_000)
 
     # --- request limits (each violation is a 4xx, never a 500) ---------------------------
@@ -87,7 +87,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(4096 * 4096, ge=1)     # decoded image width*height
     max_prompt_chars: int = Field(100_000, ge=1)
     max_choices: int = Field(8, ge=1, le=256)            # OpenAI `n`: sequences per request
-    # a request waiting longer for the model gets 503; a body not all received by then, 408
+    # a request waiting longer for the model gets 503 (a generation: for its next token, so a
+    # long one that keeps producing is never cut); a body not all received by then, 408
     request_timeout_s: float = Field(120.0, gt=0)
 
     # --- security -------------------------------------------------------------------------
