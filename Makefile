@@ -25,6 +25,11 @@ serve: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
+# Into a git-ignored scratch folder: the committed, device-named results under benchmarks/results/
+# are replaced only when asked (make bench BENCH_OUT=benchmarks/results, or --out benchmarks/results).
+BENCH_OUT ?= benchmarks/results/local
+
 bench: $(BIN)/.installed
-	$(BIN)/dwserve bench ops
-	$(BIN)/dwserve bench models
+	$(BIN)/dwserve bench ops --out $(BENCH_OUT)
+	$(BIN)/dwserve bench models --out $(BENCH_OUT)
+	@echo "make bench: results in $(BENCH_OUT)/ (ops-cpu.*, models-cpu.*)"

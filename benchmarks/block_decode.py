@@ -1,6 +1,6 @@
 """The slice_sum short-conv block at decode, timed where it runs: inside the model.
 
-    python benchmarks/block_decode.py [--tokens 48] [--rounds 6] [--out benchmarks/results]
+    python benchmarks/block_decode.py [--tokens 48] [--rounds 6] [--out DIR]
     dwserve bench block_decode ...   # the same, through the CLI
 
 For lfm2-demo (K=3) and lfm3-demo (K=7), greedy generation from a 128-token prompt under
@@ -10,7 +10,8 @@ variants, alternated round by round in one run: `window` (the one-token path: on
 and one sum over the (B, K, C) window) and `tap_loop` (short_conv.ONE_TOKEN_WINDOW off: the
 K multiply-adds prefill uses). Beside them: the same block called alone in a loop (`warm`),
 and its ATen ops per call. CPU only (the timer reads no device). Medians over all calls.
-Writes <out>/block-decode-cpu.{json,md}.
+Writes <out>/block-decode-cpu.{json,md}; <out> is benchmarks/results/local/ (git-ignored)
+unless given; the committed files take `--out benchmarks/results`.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import timing  # noqa: E402
-from benchmarks.results_files import write_results  # noqa: E402
+from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 from models import profiling  # noqa: E402
 from models.allocator import keep_freed_memory  # noqa: E402
 from models.depthwise import short_conv, use_impl  # noqa: E402
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dwserve bench block_decode", description=__doc__.split("\n\n")[0])
     p.add_argument("--tokens", type=int, default=48, help="tokens generated per round and variant")
     p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--out", default=str(_REPO / "benchmarks" / "results"))
+    p.add_argument("--out", default=str(LOCAL), help=out_help())
     args = p.parse_args(argv)
     keep_freed_memory()
     env = timing.environment("cpu")

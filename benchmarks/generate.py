@@ -9,7 +9,8 @@ to back; the servers are loaded in turns (--rounds, the order reversed every oth
 so drift of the box hits both alike. Reported per server: requests/s, generated tokens/s,
 latency p50/p99, and from the /metrics delta: mean time to first token, mean time per
 output token, mean generations per decode step.
-Writes benchmarks/results/generate-<tag>.{json,md,png}.
+Writes <out>/generate-<tag>.{json,md,png}; <out> is benchmarks/results/local/ (git-ignored)
+unless given; the committed files take `--out benchmarks/results`.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ if str(REPO) not in sys.path:            # `python benchmarks/generate.py` puts 
 from benchmarks.http_load import run_interleaved  # noqa: E402
 from benchmarks.serve_harness import scrape, server  # noqa: E402
 from benchmarks.timing import cpu_model  # noqa: E402
-from benchmarks.results_files import write_results  # noqa: E402
+from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 
 
 def generate_request(prompt_tokens: int, new_tokens: int):
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=float, default=5.0)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--torch-threads", type=int, default=None)
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--out", default=str(LOCAL), help=out_help())
     p.add_argument("--tag", default=None, help="file tag (default: the device)")
     args = p.parse_args(argv)
 

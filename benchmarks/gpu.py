@@ -22,10 +22,12 @@ an ops step, copy are added):
   layouts      the channels-inner fused kernels with tap-major vs channel-major weights, A/B
                (gpu_layouts.py): does the tap-major copy pay on the device
   summary      the acceptance checks from the results; a short table printed LAST
-Files under --out, tag "h200" on an H200, else the device type ("cuda"); "smoke" with --smoke:
+Files under --out (default benchmarks/results/local/, git-ignored; gpu.sh: $OUT, the device tool's
+result folder), tag "h200" on an H200, else the device type ("cuda"); "smoke" with --smoke:
   correctness-<tag>.{json,md} copy-<tag>.json ops-<tag>[-bfloat16].{json,md,png}
   models-<tag>.{json,md,png} decode-<tag>.{json,md} layouts-<tag>.{json,md} gpu-summary-<tag>.{json,md}
-The committed CPU results (ops-cpu.*, models-cpu.*, serve-cpu.*) are never written.
+The committed CPU results (ops-cpu.*, models-cpu.*, serve-cpu.*) are never written; the GPU files
+reach benchmarks/results/ by hand (docs/GPU_RUN.md) or with `--out benchmarks/results`.
 On CUDA, `compiled` (one torch.compile per shape class, seconds each) is timed in the float32
 ops pass on shapes moving >= COMPILED_MIN_BYTES only, and not in the models step: everywhere
 else every impl is launch-bound and compiling would not fit the budget. The smoke run skips
@@ -60,6 +62,7 @@ from benchmarks.gpu_config import STEPS  # noqa: E402
 from benchmarks.gpu_run import Interrupted, Run  # noqa: E402
 from benchmarks.gpu_steps import (step_copy, step_correctness, step_decode, step_env, step_layouts,  # noqa: E402
                                   step_models, step_ops, step_prewarm)
+from benchmarks.results_files import LOCAL, out_help  # noqa: E402
 
 PREWARMED = ("correctness", "ops-float32", "ops-bfloat16", "models", "layouts")   # launches prewarm compiles
 
@@ -70,7 +73,7 @@ def _on_sigterm(signum, frame):
 
 def main(argv: list[str] | None = None, *, handle_signals: bool = False) -> int:
     p = argparse.ArgumentParser(prog="benchmarks/gpu.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=str(_REPO / "benchmarks" / "results"))
+    p.add_argument("--out", default=str(LOCAL), help=out_help())
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--smoke", action="store_true", help="tiny shapes and few repeats (the CPU test)")
     p.add_argument("--steps", help=f"comma list from {STEPS} (default all)")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one device call: the CUDA-only tests, then every GPU number in a single bounded run.
 #   bash benchmarks/gpu.sh [extra benchmarks/gpu.py flags]      # e.g. from the repository root
-# Writes everything under $OUT (the device tool's result folder; default benchmarks/results):
+# Writes everything under $OUT (the device tool's result folder; unset: benchmarks/results/local,
+# git-ignored, as gpu.py's --out; the committed files are copied by hand, docs/GPU_RUN.md):
 #   gpu-tests.log + gpu-tests.xml   pytest -m gpu on the files that need only torch/triton/
 #                                   transformers (graph decoding, launch counting, one launch
 #                                   per fused call, LFM2 against transformers on CUDA, both fused
@@ -16,7 +17,7 @@
 set -o pipefail
 export PYTHONUNBUFFERED=1
 root="$(cd "$(dirname "$0")/.." && pwd)" || exit 2
-out="${OUT:-$root/benchmarks/results}"
+out="${OUT:-$root/benchmarks/results/local}"
 mkdir -p "$out" && out="$(cd "$out" && pwd)" || exit 2   # absolute: we cd to the repo root next
 cd "$root" || exit 2
 py="${PYTHON:-python3}"

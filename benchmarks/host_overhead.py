@@ -1,6 +1,6 @@
 """Host time of one fused call, without a GPU: what a launch-bound shape costs besides the kernel.
 
-    python benchmarks/host_overhead.py [--budget-s 6] [--out benchmarks/results]
+    python benchmarks/host_overhead.py [--budget-s 6] [--out DIR]
     dwserve bench host_overhead ...   # the same, through the CLI
 
 The seed shape (1, 2048, 21) is launch-bound on a GPU: its fused call costs what the host
@@ -11,7 +11,8 @@ counted) and each autotuner's choice seeded as if tuned (no GPU to tune on). Two
 of the autotuned kernels, timed interleaved (benchmarks.timing, medians):
   autotuner      every launch through Triton's Autotuner.run (it rebuilds its key each time)
   launch_tuned   models/depthwise/triton_autotune.launch_tuned: past the autotuner once it picked
-Writes <out>/host-overhead-cpu.{json,md}.
+Writes <out>/host-overhead-cpu.{json,md}; <out> is benchmarks/results/local/ (git-ignored)
+unless given; the committed files take `--out benchmarks/results`.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from triton.runtime.autotuner import Autotuner  # noqa: E402
 from triton.runtime.jit import JITFunction  # noqa: E402
 
 from benchmarks import timing  # noqa: E402
-from benchmarks.results_files import write_results  # noqa: E402
+from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 from models.depthwise import depthwise_conv1d, depthwise_conv2d, fused, triton_autotune  # noqa: E402
 from models.depthwise import triton_conv1d, triton_conv2d  # noqa: E402
 
@@ -119,7 +120,7 @@ def write_markdown(result: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dwserve bench host_overhead", description=__doc__.split("\n\n")[0])
     p.add_argument("--budget-s", type=float, default=6.0)
-    p.add_argument("--out", type=Path, default=_REPO / "benchmarks" / "results")
+    p.add_argument("--out", type=Path, default=LOCAL, help=out_help())
     args = p.parse_args(argv)
     result = {"environment": timing.environment("cpu"), "records": measure(args.budget_s)}
     print(write_results(args.out, "host-overhead-cpu", result, write_markdown).read_text())

@@ -1,6 +1,6 @@
 """Model benchmark: whole-model latency, launches and the depthwise share, per depthwise impl.
 
-    python benchmarks/models.py [--device cpu|cuda] [--quick] [--out benchmarks/results]
+    python benchmarks/models.py [--device cpu|cuda] [--quick] [--out DIR]
                                 [--impls a,b,..] [--cases SUBSTR,..] [--threads N]
     dwserve bench models ...       # the same, through the CLI
 
@@ -22,8 +22,10 @@ the same inputs under `use_impl(impl)`:
 On a CPU shared with other jobs use --threads 1 (the committed run is 2 threads, quiet box): two OpenMP
 threads spinning against other processes made latencies erratic there (decode b1 under
 native: 11 ms at 1 thread, 196 ms at 2). Total time: about 5 min on 2 cores.
-Writes <out>/models-<device>[-quick].{json,md,png}. The JSON holds `environment`, `settings`,
-`records` (one per case x impl) and `acceptance` (the LFM2 per_group/auto shares).
+Writes <out>/models-<device>[-quick].{json,md,png}; <out> is benchmarks/results/local/
+(git-ignored) unless given; the committed files take `--out benchmarks/results`. The JSON holds
+`environment`, `settings`, `records` (one per case x impl) and `acceptance` (the LFM2
+per_group/auto shares).
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ if str(_REPO) not in sys.path:
 from benchmarks import timing  # noqa: E402
 from models.allocator import keep_freed_memory  # noqa: E402
 from benchmarks.models_report import write_markdown, write_plot  # noqa: E402
-from benchmarks.results_files import write_results  # noqa: E402
+from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 
 IMPLS = ("per_group", "slice_sum", "compiled", "fused", "native", "auto")
 
@@ -213,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dwserve bench models", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--quick", action="store_true", help="3 small cases, few repeats (smoke run)")
-    p.add_argument("--out", default=str(_REPO / "benchmarks" / "results"))
+    p.add_argument("--out", default=str(LOCAL), help=out_help())
     p.add_argument("--impls", help=f"comma list from {IMPLS} (default: all that run on --device)")
     p.add_argument("--cases", help="comma list of substrings of case names to run")
     p.add_argument("--budget-s", type=float, help="timing budget per case (default 3.0; quick 0.3)")

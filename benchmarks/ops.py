@@ -1,7 +1,7 @@
 """Operator benchmark: every depthwise impl on a fixed suite of named shapes.
 
     python benchmarks/ops.py [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--quick]
-                             [--out benchmarks/results] [--shapes SUBSTR,..] [--impls a,b,..]
+                             [--out DIR] [--shapes SUBSTR,..] [--impls a,b,..]
     dwserve bench ops ...          # the same, through the CLI
 
 For each shape, the impls (per_group, slice_sum, compiled, native, auto; fused on CUDA) are
@@ -10,9 +10,10 @@ public ops (`depthwise_conv1d/2d`, `conv1d_decode_step`) so each pays the same v
 and dispatch cost; `auto` additionally pays its own (cached) choice. Each is then run once
 under models.profiling.count_launches for aten ops and CUDA kernels per call.
 
-Writes <out>/ops-<device>[-<dtype>][-quick].{json,md,png}. The JSON is a list of records,
-one per (shape, impl): shape {name, op, x, weight, stride, padding, dilation, channels, k},
-impl, dtype, device, device_name, cpu, torch, triton (the environment in every record),
+Writes <out>/ops-<device>[-<dtype>][-quick].{json,md,png}, <out> benchmarks/results/local/
+(git-ignored) unless given: `--out benchmarks/results` replaces the committed files. The JSON is
+a list of records, one per (shape, impl): shape {name, op, x, weight, stride, padding, dilation,
+channels, k}, impl, dtype, device, device_name, cpu, torch, triton (the environment in every record),
 median_us, p10_us, p90_us, iqr_us, repeats, aten_ops, cuda_kernels, auto_choice,
 speedup_vs_native, speedup_vs_per_group, error (null unless the impl failed).
 
@@ -37,7 +38,7 @@ from benchmarks import plots, timing  # noqa: E402
 from benchmarks.ops_measure import auto_choice, bench_shape, impls_for, make_call, make_inputs  # noqa: E402
 from benchmarks.ops_report import acceptance, auto_table, render, write_markdown  # noqa: E402
 from benchmarks.ops_suite import DTYPES, IMPLS, QUICK_NAMES, SEED, SUITE, Shape, shape_dict  # noqa: E402
-from benchmarks.results_files import write_results  # noqa: E402
+from benchmarks.results_files import COMMITTED, LOCAL, out_help, write_results  # noqa: E402
 from models.allocator import keep_freed_memory  # noqa: E402
 
 __all__ = ["DTYPES", "IMPLS", "QUICK_NAMES", "SEED", "SUITE", "Shape", "shape_dict",
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     p.add_argument("--quick", action="store_true", help="a handful of shapes, few repeats")
-    p.add_argument("--out", default=str(_REPO / "benchmarks" / "results"))
+    p.add_argument("--out", default=str(LOCAL), help=out_help())
     p.add_argument("--shapes", help="comma list of substrings of shape names to run")
     p.add_argument("--impls", help=f"comma list from {IMPLS} (default: all that run on --device)")
     p.add_argument("--budget-s", type=float, help="timing budget per shape, s (default 3.0; quick 0.2)")
@@ -62,14 +63,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="merge into the existing results: replace only the shapes run now")
     p.add_argument("--auto-table", nargs="?", const="ops-cpu.json", metavar="NAME",
                    help="measure nothing: print the *_MEASURED rows for models/depthwise/auto.py from "
-                        "committed results <out>/NAME (default ops-cpu.json; e.g. ops-h200.json)")
+                        "the committed results benchmarks/results/NAME (default ops-cpu.json; e.g. "
+                        "ops-h200.json), or from the file NAME where it has a folder "
+                        "(benchmarks/results/local/ops-cpu.json)")
     p.add_argument("--render", metavar="JSON", help="only rewrite the .md/.png beside JSON")
     args = p.parse_args(argv)
     if args.render:
         render(Path(args.render))
         return 0
     if args.auto_table:
-        print(auto_table(json.loads((Path(args.out) / args.auto_table).read_text())))
+        src = Path(args.auto_table)      # reads, never writes: a bare name is a committed file
+        print(auto_table(json.loads((src if src.parent != Path(".") else COMMITTED / src).read_text())))
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)

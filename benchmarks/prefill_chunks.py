@@ -11,7 +11,8 @@ generations (16-token prompts) decode without end, and every `--every` steps one
 gap between two tokens of every live stream. Per prefill chunk size (0 = whole prompts, as
 without chunking), in `--rounds` turns alternating the order: the live streams' gap between
 tokens p50 / p99 / max, their tokens/s, and the long prompt's time to first token.
-Writes <out>/prefill-chunks-<device>[-quick].{json,md}.
+Writes <out>/prefill-chunks-<device>[-quick].{json,md}; <out> is benchmarks/results/local/
+(git-ignored) unless given; the committed files take `--out benchmarks/results`.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import timing  # noqa: E402
-from benchmarks.results_files import write_results  # noqa: E402
+from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 from models.depthwise import use_impl  # noqa: E402
 from models.lfm2 import Sequence  # noqa: E402
 from models.registry import build_model  # noqa: E402
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
     p.add_argument("--cycles", type=int, default=4)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
-    p.add_argument("--out", default=str(_REPO / "benchmarks" / "results"))
+    p.add_argument("--out", default=str(LOCAL), help=out_help())
     args = p.parse_args(argv)
     if args.quick:
         args.long_tokens, args.live, args.every, args.cycles, args.rounds = 40, 3, 4, 2, 1

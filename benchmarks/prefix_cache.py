@@ -12,7 +12,8 @@ leaves after its first token. With the prefix cache (models/lfm2/prefix_cache.py
 and without it, in `--rounds` turns alternating the order, on fresh engines: the requests'
 time to first token (the first request of a cached run fills the cache), prompt tokens
 restored instead of prefilled, and the live streams' gaps and tokens/s.
-Writes <out>/prefix-cache-<device>[-quick].{json,md}.
+Writes <out>/prefix-cache-<device>[-quick].{json,md}; <out> is benchmarks/results/local/
+(git-ignored) unless given; the committed files take `--out benchmarks/results`.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import timing  # noqa: E402
-from benchmarks.results_files import write_results  # noqa: E402
+from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 from models.depthwise import use_impl  # noqa: E402
 from models.lfm2 import Sequence  # noqa: E402
 from models.lfm2.prefix_cache import PrefixCache  # noqa: E402
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
     p.add_argument("--requests", type=int, default=12)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
-    p.add_argument("--out", default=str(_REPO / "benchmarks" / "results"))
+    p.add_argument("--out", default=str(LOCAL), help=out_help())
     args = p.parse_args(argv)
     if args.quick:
         args.system_tokens, args.question_tokens, args.live, args.every, args.requests, args.rounds = 130, 5, 2, 3, 3, 1

@@ -1,6 +1,6 @@
 """The fused kernels as an H200 would get them: compiled for sm_90 here, with no GPU.
 
-    python benchmarks/ptx.py [--cases a,b] [--check] [--out benchmarks/results]
+    python benchmarks/ptx.py [--cases a,b] [--check] [--out DIR]
     dwserve bench ptx ...   # the same, through the CLI
 
 For each case (a real shape, dtype and layout of the ops suite or the models) the kernel's
@@ -18,8 +18,10 @@ speed is measured on the device (benchmarks/gpu.py).
 
 --check exits 1 unless every config compiles without spills and every case marked `vector`
 (channels the unit-stride dim) issues 16-byte global loads and stores.
-Writes <out>/ptx-sm90-triton<version>.{json,md} (with --cases: prints only). The committed one is
-from Triton 3.6.0, the version on the lent H200 machines.
+Writes <out>/ptx-sm90-triton<version>.{json,md} (with --cases: prints only); <out> is
+benchmarks/results/local/ (git-ignored) unless given; the committed files take
+`--out benchmarks/results`. The committed one is from Triton 3.6.0, the version on the lent
+H200 machines.
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import timing, triton_aot  # noqa: E402
-from benchmarks.results_files import write_results  # noqa: E402
+from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 from models.depthwise import (triton_conv1d, triton_conv2d, triton_decode,  # noqa: E402
                               triton_short_conv, weight_layout)
 
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dwserve bench ptx", description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", help="comma list of case names (default all)")
     p.add_argument("--check", action="store_true", help="exit 1 on spills or missing 16-byte accesses")
-    p.add_argument("--out", type=Path, default=_REPO / "benchmarks" / "results")
+    p.add_argument("--out", type=Path, default=LOCAL, help=out_help())
     args = p.parse_args(argv)
     names = args.cases.split(",") if args.cases else [c.name for c in CASES]
     if bad := sorted(set(names) - {c.name for c in CASES}):

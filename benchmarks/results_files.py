@@ -5,12 +5,26 @@ one form (JSON indented by one, ending in a newline) whichever script made them:
 
     md = write_results(out, "ops-cpu", records, write_markdown, plots.channel_sweep)
     print(md.read_text())
+
+A run writes by default into LOCAL, benchmarks/results/local/ (git-ignored), never over the
+committed, device-named files: those are (re)made only with an explicit `--out benchmarks/results`
+(serve.py: `--out-dir`), which out_help() says in each --help.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any, Callable, Optional
+
+COMMITTED = Path(__file__).resolve().parent / "results"   # committed JSON + Markdown + PNG per device
+LOCAL = COMMITTED / "local"                                   # a user's runs; in .gitignore
+
+
+def out_help(flag: str = "--out") -> str:
+    """The output flag's --help: where a run goes, and how to replace the committed files."""
+    return (f"folder for the results (default benchmarks/results/local/, git-ignored); "
+            f"{flag} benchmarks/results replaces the committed, device-named files there")
+
 
 Writer = Callable[[Any, Path], object]     # (result, path) -> anything; writes the file at path
 

@@ -1,7 +1,7 @@
 """Row-chunk budget sweep: what one MobileNetV2 row costs in a batched CPU forward.
 
     python benchmarks/row_chunks.py [--batches 8,16] [--budgets-mib 0,2,4,8,16,32]
-                                    [--budget-s 60] [--quick] [--out benchmarks/results]
+                                    [--budget-s 60] [--quick] [--out DIR]
     dwserve bench row_chunks ...   # the same, through the CLI
 
 The served MobileNetV2 (models.registry: seeded weights, BN folded, NHWC, impl auto) runs
@@ -10,7 +10,9 @@ one 224x224 forward at batch 1 and at each batch size under each chunk budget
 (benchmarks.timing: round-robin, medians), so every ratio is side by side. Reported per
 row: time per forward / batch, and the speedup of a row over a batch-1 forward, which
 bounds what dynamic batching can gain on this machine when compute-bound.
-Writes <out>/row-chunks-<device>[-quick].{json,md}. About 1 min on 2 cores (quiet box).
+Writes <out>/row-chunks-<device>[-quick].{json,md}; <out> is benchmarks/results/local/
+(git-ignored) unless given; the committed files take `--out benchmarks/results`. About 1 min
+on 2 cores (quiet box).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import timing  # noqa: E402
-from benchmarks.results_files import write_results  # noqa: E402
+from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 from models.depthwise import use_impl  # noqa: E402
 from models.registry import build_model  # noqa: E402
 from models.row_chunks import CPU_ROW_CHUNK_BYTES, chunk_plan, conv_stage_row_bytes  # noqa: E402
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budgets-mib", default="0,2,4,8,16,32")
     p.add_argument("--budget-s", type=float, default=60.0, help="total timing budget")
     p.add_argument("--quick", action="store_true", help="batch 2, budgets 0 and 8, 64x64, a few s")
-    p.add_argument("--out", type=Path, default=_REPO / "benchmarks" / "results")
+    p.add_argument("--out", type=Path, default=LOCAL, help=out_help())
     args = p.parse_args(argv)
     batches = [2] if args.quick else [int(b) for b in args.batches.split(",")]
     budgets = [0, 8] if args.quick else [int(m) for m in args.budgets_mib.split(",")]

@@ -12,8 +12,10 @@ Scenarios (mobilenet_v2 unless noted; each bounded by --duration seconds after a
   impl_<name>                     per_group vs auto for mobilenet_v2 and lfm2 (per-request
                                   `parameters.depthwise_impl`), then read back from /metrics:
                                   compute mean, depthwise share, launches per forward
-Writes benchmarks/results/serve-<tag>.json, .md and .png. Starts its own servers (two
-processes: batching on / off) unless --url is given (then batching_off needs --url-batch1).
+Writes <out-dir>/serve-<tag>.json, .md and .png; <out-dir> is benchmarks/results/local/
+(git-ignored) unless given; the committed files take `--out-dir benchmarks/results`. Starts
+its own servers (two processes: batching on / off) unless --url is given (then batching_off
+needs --url-batch1).
 The servers, requests and /metrics readings are benchmarks/serve_harness.py; the acceptance
 checks, Markdown and plot are benchmarks/serve_report.py; this file runs the scenarios (CLI).
 """
@@ -37,7 +39,7 @@ if str(REPO) not in sys.path:            # `python benchmarks/serve.py` puts ben
 
 from benchmarks.grpc_load import grpc_infer_request, run_grpc_load  # noqa: E402
 from benchmarks.http_load import run_interleaved, run_load  # noqa: E402
-from benchmarks.results_files import write_results  # noqa: E402
+from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 from benchmarks.serve_harness import (IMAGE_SHAPE, LFM2_PROMPT_TOKENS, free_port, impl_view,  # noqa: E402
                                       infer_request, scrape, server, server_side)
 from benchmarks.serve_report import acceptance, cpu_model, write_markdown, write_plot  # noqa: E402
@@ -61,7 +63,7 @@ def main(argv=None) -> int:
                    help="server torch threads (default: torch's); 1 keeps a shared 2-core box stable")
     p.add_argument("--impl-requests", type=int, default=8, help="at most this many requests per impl scenario")
     p.add_argument("--impl-budget", type=float, default=25.0, help="and at most this many seconds (>= 2 requests)")
-    p.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
+    p.add_argument("--out-dir", type=Path, default=LOCAL, help=out_help("--out-dir"))
     p.add_argument("--tag", help="file suffix (default: the device)")
     p.add_argument("--from-json", type=Path, help="only re-render .md and .png from a results JSON")
     args = p.parse_args(argv)
