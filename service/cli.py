@@ -186,7 +186,8 @@ def bench(argv: list[str]) -> int:
     if not argv or argv[0] not in BENCHMARKS:
         asked = bool(argv) and argv[0] in ("-h", "--help")   # asked for: stdout, exit 0
         print(f"usage: dwserve bench {{{','.join(BENCHMARKS)}}} [ARGS...]; dwserve bench NAME --help for one's "
-              "options", file=sys.stdout if asked else sys.stderr)
+              "options. Results go to benchmarks/results/local/ (git-ignored); --out benchmarks/results "
+              "(serve: --out-dir) replaces the committed ones", file=sys.stdout if asked else sys.stderr)
         if argv and not asked:
             print(f"dwserve bench: unknown benchmark {argv[0]!r}", file=sys.stderr)
         return 0 if asked else 2

@@ -118,3 +118,10 @@ def test_auto_table_still_reads_the_committed_results(capsys):
     assert ops.main(["--auto-table"]) == 0
     expected = ops.auto_table(json.loads((COMMITTED / "ops-cpu.json").read_text()))
     assert capsys.readouterr().out.strip() == expected.strip()
+
+
+def test_dwserve_bench_usage_says_where_results_go(capsys):
+    from service import cli
+    assert cli.main(["bench", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "benchmarks/results/local/" in out and "--out benchmarks/results" in out, out
