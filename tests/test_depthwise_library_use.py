@@ -124,3 +124,21 @@ def test_forward_ad_through_the_short_conv_block(impl):
         got = fwAD.unpack_dual(short_conv_block(bcx, fwAD.make_dual(w, tw), impl=impl)).tangent
     assert got is not None, "the tangent was dropped"
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("grad_mode", [pytest.param(True, id="grad"), pytest.param(False, id="no_grad")])
+def test_forward_ad_tangent_through_compiled(grad_mode):
+    """compiled ran its torch.compile'd callable on the dual inputs, which carries no tangent
+    (warm or cold): unpack_dual(out).tangent was None, a silently zero JVP; auto picks compiled
+    for some shapes, so an auto model's JVP was silently 0 there too."""
+    x, w, b = _conv1d_args(4)
+    tx, tw, tb = torch.randn_like(x), torch.randn_like(w), torch.randn_like(b)
+    depthwise_conv1d(x, w, b, padding=1, impl="compiled")          # warm, outside any dual level
+    with torch.set_grad_enabled(grad_mode), fwAD.dual_level():
+        want = fwAD.unpack_dual(F.conv1d(fwAD.make_dual(x, tx), fwAD.make_dual(w, tw), fwAD.make_dual(b, tb),
+                                         padding=1, groups=4))
+        got = fwAD.unpack_dual(depthwise_conv1d(fwAD.make_dual(x, tx), fwAD.make_dual(w, tw),
+                                                fwAD.make_dual(b, tb), padding=1, impl="compiled"))
+        assert got.tangent is not None, "the tangent was dropped"
+        torch.testing.assert_close(got.primal, want.primal)
+        torch.testing.assert_close(got.tangent, want.tangent)

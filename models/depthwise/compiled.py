@@ -8,6 +8,10 @@ between classes. On CPU inductor emits C++ (needs a C++ compiler, e.g. gcc).
 
 If torch.compile is unavailable or fails here, calls raise RuntimeError saying so: there is
 no silent fallback, since a "compiled" measurement that ran eager would be a lie.
+
+Forward-mode AD (torch.autograd.forward_ad): a compiled callable drops a dual input's tangent,
+so a call with one goes through fused_autograd.FusedKernel (the compiled forward, slice_sum's
+JVP and backward), as the fused impl does.
 """
 from __future__ import annotations
 
@@ -15,9 +19,11 @@ import threading
 import types
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 from .. import profiling
-from . import slice_sum
+from . import fused_autograd, slice_sum
+from .weight_layout import has_tangent
 
 _COMPILED: dict = {}          # shape class -> compiled callable
 _WARM: set = set()            # shape classes whose first (compiling) call has finished
@@ -52,6 +58,15 @@ def _compiled_fn(key, op):
 
 
 def _run(op, x, weight, bias, stride, padding, dilation):
+    # the level first: outside a dual level (every served call) one global read
+    if fwAD._current_level >= 0 and (has_tangent(x) or has_tangent(weight) or has_tangent(bias)):
+        kernel = lambda x, weight, bias: _run_compiled(op, x, weight, bias, stride, padding, dilation)
+        reference = lambda x, weight, bias: getattr(slice_sum, op)(x, weight, bias, stride, padding, dilation)
+        return fused_autograd.FusedKernel.apply(kernel, reference, x, weight, bias)
+    return _run_compiled(op, x, weight, bias, stride, padding, dilation)
+
+
+def _run_compiled(op, x, weight, bias, stride, padding, dilation):
     key = _shape_class(op, x, weight, bias, stride, padding, dilation)
     fn = _compiled_fn(key, op)
     if key in _WARM:
