@@ -142,3 +142,31 @@ def test_forward_ad_tangent_through_compiled(grad_mode):
         assert got.tangent is not None, "the tangent was dropped"
         torch.testing.assert_close(got.primal, want.primal)
         torch.testing.assert_close(got.tangent, want.tangent)
+
+
+def test_short_conv_ops_under_a_transform_never_run_compiled_or_fused(monkeypatch):
+    """short_conv_block and conv1d_decode_step (LFM2's conv, public in models.depthwise) under
+    vmap: auto's fused pick (CUDA) reached the Triton kernel with functorch wrappers ('Cannot
+    access storage of BatchedTensorImpl') and its compiled pick raised the explicit-impl
+    ValueError; auto runs slice_sum there, as the public conv ops do, and an explicit
+    fused/compiled says what to use."""
+    from models.depthwise.short_conv import conv1d_decode_step, conv1d_decode_step_reference
+    g = torch.Generator().manual_seed(5)
+    bcx, ws, x_new = randn(2, 5, 12, gen=g, **F64), randn(3, 4, 1, 3, gen=g, **F64), randn(2, 4, gen=g, **F64)
+    state = randn(2, 4, 2, gen=g, **F64)
+    want = vmap(lambda w: short_conv_block_reference(bcx, w))(ws)
+    want_step = vmap(lambda w: conv1d_decode_step_reference(x_new, state.clone(), w))(ws)
+    try:
+        for pick in ("compiled", "fused"):
+            monkeypatch.setattr(auto, "choose", lambda *a, pick=pick, **k: pick)
+            dispatch.clear_caches()
+            with use_impl("auto"):
+                torch.testing.assert_close(vmap(lambda w: short_conv_block(bcx, w))(ws), want)
+                got = vmap(lambda w: conv1d_decode_step(x_new, state.clone(), w))(ws)
+                torch.testing.assert_close(got, want_step)
+            for call in (lambda w: short_conv_block(bcx, w, impl=pick),
+                         lambda w: conv1d_decode_step(x_new, state.clone(), w, impl=pick)):
+                with pytest.raises(ValueError, match="torch.func.*impl='slice_sum' or 'native'"):
+                    vmap(call)(ws)
+    finally:
+        dispatch.clear_caches()

@@ -211,6 +211,18 @@ def _plain_impl(name: str, op: str):
 _TRANSFORM_ERROR = ("impl={!r} cannot run inside a torch.func transform (vmap, grad, jvp, ...): its "
                     "tensors are functorch wrappers, which {} cannot take; use impl='slice_sum' or "
                     "'native' (or 'auto') there")
+NO_TRANSFORM = ("fused", "compiled")   # impls that cannot take functorch wrappers
+
+
+def under_transform(policy: str, name: str) -> str:
+    """The impl a call resolved to `name` under `policy` runs inside a torch.func transform:
+    auto's fused/compiled pick becomes slice_sum (the same sum); an explicit one is a ValueError."""
+    if name not in NO_TRANSFORM:
+        return name
+    if policy != "auto":
+        raise ValueError(_TRANSFORM_ERROR.format(name, "a Triton kernel" if name == "fused"
+                                                 else "a torch.compile'd function"))
+    return "slice_sum"
 
 
 def _transformed_call(op, x, weight, bias, stride, padding, dilation, impl):
@@ -221,9 +233,7 @@ def _transformed_call(op, x, weight, bias, stride, padding, dilation, impl):
     wrapper's key is that of an eager call with one sample's shape, whose entry may be fused."""
     x, weight, bias = _autocast(x, weight, bias)
     policy = _check_policy(impl if impl is not None else _IMPL.get())
-    if policy in ("fused", "compiled"):
-        raise ValueError(_TRANSFORM_ERROR.format(policy, "a Triton kernel" if policy == "fused"
-                                                 else "a torch.compile'd function"))
+    under_transform(policy, policy)             # an explicit fused/compiled: the ValueError
     check = spec.conv1d_spec if op == "conv1d" else spec.conv2d_spec
     s, p, d = check(x, weight, bias, stride, padding, dilation)
     name = policy

@@ -195,6 +195,8 @@ def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
                           "conv1d", lambda: bcx[..., 2 * (bcx.shape[-1] // 3):].transpose(1, 2), weight)
     else:
         name = dispatch.resolve_impl("conv1d", bcx, weight, 1, (K - 1, 0), 1, policy)
+    if name in dispatch.NO_TRANSFORM and dispatch._functorch_level() is not None:   # torch.func wrappers
+        name = dispatch.under_transform(policy, name)
     # One record around the whole op: the depthwise_conv1d inside does not count again.
     with profiling.record_depthwise(bcx.device):
         if name == "fused":
@@ -223,6 +225,8 @@ def conv1d_decode_step(x_new: torch.Tensor, conv_state: torch.Tensor, weight: to
                           "decode", lambda: x_new[:, :, None], weight)
     else:
         name = dispatch.resolve_impl("decode", x_new, weight, 1, (K - 1, 0), 1, policy)
+    if name in dispatch.NO_TRANSFORM and dispatch._functorch_level() is not None:   # torch.func wrappers
+        name = dispatch.under_transform(policy, name)
     with profiling.record_depthwise(x_new.device):
         if name == "fused":
             return fused.conv1d_decode_step(x_new, conv_state, weight, bias, activation)
