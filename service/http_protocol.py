@@ -35,6 +35,11 @@ def idle_closing_protocol(head_timeout_s: float):
         _in_head, _head_bytes, _head_timer, _heads, _deferred = True, 0, None, 0, None
 
         def data_received(self, data: bytes) -> None:
+            if self._deferred is not None:
+                # A refusal waits for the answers in progress. pause_reading alone does not hold:
+                # uvicorn resumes reading whenever a request's app awaits receive (a disconnect
+                # watcher), and the cut head's rest was then parsed and served before the refusal.
+                return
             in_head, heads = self._in_head, self._heads
             if in_head and self._head_timer is None:   # a head begins: it has head_timeout_s to finish
                 self._head_timer = self.loop.call_later(head_timeout_s, self._head_too_slow)
@@ -67,7 +72,7 @@ def idle_closing_protocol(head_timeout_s: float):
             if self.cycle is not None and not self.cycle.response_complete:
                 # An earlier request on this connection (pipelined) is still being answered:
                 # raw bytes now would land inside its response, and closing would lose it.
-                # Read nothing more; refuse once the answers in progress are out.
+                # Read nothing more (data_received drops it); refuse once the answers are out.
                 self._deferred = (status, message)
                 self.flow.pause_reading()
                 return

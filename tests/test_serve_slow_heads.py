@@ -94,3 +94,26 @@ def test_a_pipelined_head_cut_waits_for_the_answer_in_progress():
             reply = _reply(sock)
         assert reply.startswith(b"HTTP/1.1 200 "), reply[:300]
         assert b'"logits"' in reply and b"HTTP/1.1 408 " in reply, reply[-300:]
+
+
+def test_a_deferred_head_cut_reads_nothing_more():
+    """The 408 of a stalled head is deferred while an earlier request is answered, and the
+    connection's reading paused; but uvicorn resumes reading whenever that request's app awaits
+    `receive` (a JSON generation's disconnect watcher, once its first token is in). The rest of
+    the cut head was then read and served (a 200 for a request already refused), and the 408
+    went out after it. Now nothing more is read once a refusal is decided."""
+    with server_process(fake_server_cmd(token_delay_s=1.5, idle_timeout_s=8.0, head_timeout_s=1.0,
+                                        max_queue_delay_ms=0), timeout=60) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        body = b'{"input_ids":[1,2],"max_new_tokens":2}'
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.settimeout(20)
+            sock.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            time.sleep(0.3)
+            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHo")   # stalls past head_timeout_s: 408 at ~1.3 s
+            time.sleep(2.0)                                         # the first token is in: receive awaited again
+            sock.sendall(b"st: x\r\n\r\n")
+            reply = _reply(sock)
+        assert reply.startswith(b"HTTP/1.1 200 "), reply[:300]
+        assert reply.count(b"HTTP/1.1 200 ") == 1 and b"HTTP/1.1 408 " in reply, reply
