@@ -25,8 +25,6 @@ import time
 from .codec import decompress
 from .errors import ServiceError, unavailable, within
 
-# Content types read as JSON: what the JSON routes accept, `curl -d`'s form-urlencoded among them.
-_JSON_TYPES = ("", "application/json", "application/x-www-form-urlencoded")
 _OFF_LOOP_BYTES = 2**20
 
 
@@ -124,10 +122,13 @@ def check_json_values(body: bytes, headers: dict[str, str], limit: int) -> None:
     than `limit` values. Each value after a container's first follows a comma, and JSON parsers
     cap nesting (orjson at 1024), so commas + 1 bounds the values; commas inside strings count
     too, which only errs on the safe side. A body shorter than `limit` bytes has fewer commas:
-    skipped, so small requests pay nothing."""
+    skipped, so small requests pay nothing. Every body but a multipart one (an image) counts,
+    whatever its Content-Type: /infer reads an octet-stream body as JSON (all of it, or the
+    Inference-Header-Content-Length header before its tensor bytes, which alone is counted),
+    and Triton's generate and repository routes read JSON under any type (routes_v2.json_body)."""
     ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in _JSON_TYPES and not ctype.endswith("+json"):
-        return   # multipart images, octet-stream without a JSON header
+    if ctype.startswith("multipart/"):
+        return   # /v1/classify's image upload
     header_length = headers.get("inference-header-content-length", "")
     end = min(int(header_length), len(body)) if header_length.isdigit() else len(body)
     if end <= limit:

@@ -172,3 +172,27 @@ def test_grpc_messages_count_against_the_same_budget_as_rest_bodies():
         assert r.status_code == 503 and "DWSERVE_MAX_TOTAL_BODY_BYTES" in error_message(r), r.text
         slow.join(30)
         assert _infer(gc.InferenceServerClient(target), "mobilenet_v2", image).as_numpy("logits").shape == (1, 1000)
+
+
+@pytest.mark.parametrize("path, body, headers", [
+    pytest.param("/v2/models/lfm2/infer", json.dumps(_ids(VALUES + 10)).encode(),
+                 {"Content-Type": "application/octet-stream"}, id="infer-octet-stream-json"),
+    pytest.param("/v2/models/lfm2/infer", json.dumps(_ids(VALUES + 10)).encode() + b"\0" * 8,
+                 {"Content-Type": "application/octet-stream",
+                  "Inference-Header-Content-Length": str(len(json.dumps(_ids(VALUES + 10))))}, id="infer-binary-header"),
+    pytest.param("/v2/models/lfm2/generate",
+                 json.dumps({"text_input": "a", "sampling_parameters": {"x": [0.5] * (VALUES + 10)}}).encode(),
+                 {"Content-Type": "text/plain"}, id="triton-generate-text-plain")])
+def test_a_body_read_as_json_whatever_its_type_is_counted(client, path, body, headers, monkeypatch):
+    """/infer reads an octet-stream body as JSON (whole, or its Inference-Header-Content-Length
+    header: tritonclient's and dwserve loadtest's binary requests), and Triton's generate route
+    reads JSON whatever the Content-Type: neither was counted (only JSON content types were), so
+    each parsed its values unbounded."""
+    def parse(*_):
+        raise AssertionError("parsed")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(codec, "_loads", parse)
+        r = client.post(path, content=body, headers=headers)
+    assert r.status_code == 413, r.text
+    assert "DWSERVE_MAX_JSON_VALUES" in error_message(r), r.text
