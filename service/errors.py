@@ -36,11 +36,15 @@ def unavailable(message: str, retry_after_s: int = 1) -> ServiceError:
     return ServiceError(503, message, {"Retry-After": str(retry_after_s)})
 
 
+def shown_name(name: str) -> str:
+    """A model name from the URL as an error echoes it: repr'd, at most 80 characters long (a
+    5000-character one came back whole in the body, and the log)."""
+    return repr(name) if len(name) <= 80 else repr(name[:80]) + f"... ({len(name)} characters)"
+
+
 def unknown_model(name: str, served) -> ServiceError:
-    """The 404 of a model name not served. The name is echoed at most 80 characters long: it
-    comes from the URL, and a 5000-character one came back whole in the body (and the log)."""
-    shown = name if len(name) <= 80 else name[:80] + f"... ({len(name)} characters)"
-    return ServiceError(404, f"unknown model {shown!r}; expected one of {list(served)}")
+    """The 404 of a model name not served, the name echoed short (shown_name)."""
+    return ServiceError(404, f"unknown model {shown_name(name)}; expected one of {list(served)}")
 
 
 def shutdown_cut() -> ServiceError:

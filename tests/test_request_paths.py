@@ -42,3 +42,11 @@ def test_an_unknown_model_name_is_echoed_short(client):
               client.get(f"/v2/models/{name}/ready")):
         message = error_message(r)
         assert r.status_code == 404 and "(5000 characters)" in message and len(message) < 300, message
+
+
+def test_an_unknown_openai_model_name_is_echoed_short(client):
+    """GET /v1/models/{id} (the openai client's models.retrieve) echoed a 5000-character id whole."""
+    r = client.get(f"/v1/models/{'m' * 5000}")
+    message = error_message(r)
+    assert r.status_code == 404 and "(5000 characters)" in message and len(message) < 300, message
+    assert r.json()["error"]["type"] == "not_found_error"
