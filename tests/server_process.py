@@ -17,6 +17,12 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 
 
+def send_json_post(sock: socket.socket, path: str, body: bytes) -> None:
+    """One POST of a JSON body on a raw socket (the tests that pipeline, stall or leave)."""
+    sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                 % (path.encode(), len(body), body))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

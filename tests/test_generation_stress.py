@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import continuous_helpers
 import test_service_generation
+from server_process import send_json_post
 
 serve = test_service_generation.serve   # the fixture: fake models, a scheduler per test
 model = continuous_helpers.model          # the tiny LFM2, one per module
@@ -125,10 +126,8 @@ def _leave(url: str, path: str, body: dict, after_s: float) -> None:
     import socket
 
     host, port = url.removeprefix("http://").split(":")
-    data = json.dumps(body).encode()
     with socket.create_connection((host, int(port))) as s:
-        s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        send_json_post(s, path, json.dumps(body).encode())
         s.settimeout(after_s)
         try:
             s.recv(300)

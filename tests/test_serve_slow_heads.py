@@ -1,12 +1,13 @@
 """`dwserve serve`'s uvicorn (service/cli.run_server) against clients that abuse a request's
 head: megabytes of headers (uvicorn's httptools protocol buffered them all, no bound) and
 headers trickled slower than the idle timeout (each byte re-armed nothing: slowloris)."""
+import contextlib
 import socket
 import time
 
 import httpx
 
-from server_process import fake_server_cmd, server_process
+from server_process import fake_server_cmd, send_json_post, server_process
 
 
 def _rss_mib(pid: int) -> float:
@@ -76,6 +77,18 @@ def test_keep_alive_requests_with_bodies_are_untouched():
             assert client.get("/v2/health/live").status_code == 200
 
 
+@contextlib.contextmanager
+def _answer_then_stalled_head(port: int, path: str, body: bytes):
+    """A POST, then 0.3 s later (its answer in progress) the first bytes of a next request's
+    head, which stall -> the connected socket."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(20)
+        send_json_post(sock, path, body)
+        time.sleep(0.3)
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHo")
+        yield sock
+
+
 def test_a_pipelined_head_cut_waits_for_the_answer_in_progress():
     """A client that pipelines: its first request is still being answered (a 3 s forward) when
     the head of its next one stalls. The raw 408 went out at once, in front of the first
@@ -85,12 +98,7 @@ def test_a_pipelined_head_cut_waits_for_the_answer_in_progress():
                                         max_queue_delay_ms=0), timeout=60) as (url, _):
         port = int(url.rsplit(":", 1)[1])
         body = b'{"inputs":[{"name":"input_ids","shape":[1,2],"datatype":"INT64","data":[1,2]}]}'
-        with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.settimeout(20)
-            sock.sendall(b"POST /v2/models/lfm2/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-            time.sleep(0.3)   # the forward runs; the next head's first bytes come alone
-            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHo")
+        with _answer_then_stalled_head(port, "/v2/models/lfm2/infer", body) as sock:
             reply = _reply(sock)
         assert reply.startswith(b"HTTP/1.1 200 "), reply[:300]
         assert b'"logits"' in reply and b"HTTP/1.1 408 " in reply, reply[-300:]
@@ -106,12 +114,7 @@ def test_a_deferred_head_cut_reads_nothing_more():
                                         max_queue_delay_ms=0), timeout=60) as (url, _):
         port = int(url.rsplit(":", 1)[1])
         body = b'{"input_ids":[1,2],"max_new_tokens":2}'
-        with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.settimeout(20)
-            sock.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-            time.sleep(0.3)
-            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHo")   # stalls past head_timeout_s: 408 at ~1.3 s
+        with _answer_then_stalled_head(port, "/v1/generate", body) as sock:   # the head: 408 at ~1.3 s
             time.sleep(2.0)                                         # the first token is in: receive awaited again
             sock.sendall(b"st: x\r\n\r\n")
             reply = _reply(sock)

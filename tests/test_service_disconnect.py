@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("uvicorn")
 
+from server_process import send_json_post  # noqa: E402
 from test_service_server import in_process_server  # noqa: E402
 
 MAX_TOKENS = 200
@@ -50,10 +51,8 @@ def _counter(url: str, name: str, **labels) -> float:
 def _post_and_leave(url: str, path: str, body: dict, after_s: float) -> None:
     """POST on a raw socket, close it after_s later without reading a byte of the reply."""
     host, port = url.removeprefix("http://").split(":")
-    data = json.dumps(body).encode()
     with socket.create_connection((host, int(port))) as s:
-        s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        send_json_post(s, path, json.dumps(body).encode())
         time.sleep(after_s)
 
 
