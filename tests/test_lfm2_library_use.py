@@ -54,6 +54,21 @@ def test_left_padded_batch_with_attention_mask_matches_transformers(pair, batch)
     assert [[s[i] for s in streamed] for i in range(3)] == want
 
 
+def test_input_ids_keyword_as_transformers_calls_it(pair, batch):
+    """`model.generate(**tokenizer(texts, return_tensors="pt", padding=True))`, the common
+    transformers call, was a TypeError: the prompts had no input_ids name."""
+    hf, ours = pair
+    _, ids, mask = batch
+    encoded = {"input_ids": ids, "attention_mask": mask}
+    want = hf_new_tokens(hf, ids, mask, max_new_tokens=5, do_sample=False, eos_token_id=None)
+    assert ours.generate(**encoded, max_new_tokens=5) == want
+    streamed = list(ours.stream_generate(**encoded, max_new_tokens=5))
+    assert [[s[i] for s in streamed] for i in range(3)] == want
+    for bad in ({"prompts": ids, "input_ids": ids}, {}):
+        with pytest.raises(ValueError, match="input_ids"):
+            ours.generate(**bad, max_new_tokens=1)
+
+
 @pytest.mark.parametrize("eos", [pytest.param("first", id="int"), pytest.param("list", id="list")])
 def test_eos_token_id_stops_each_row_like_transformers(pair, batch, eos):
     hf, ours = pair

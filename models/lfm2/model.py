@@ -225,16 +225,17 @@ class LFM2ForCausalLM(nn.Module):
         return key_pos[:, None, :] > pos[:, :, None] - self.config.sliding_window
 
     # ---- generation (generation.py) --------------------------------------------------------
-    def generate(self, prompts, max_new_tokens: int = 32, temperature: float | None = None,
+    def generate(self, prompts=None, max_new_tokens: int = 32, temperature: float | None = None,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                 stop_token_ids=(), cuda_graph: bool | None = None, *, attention_mask=None,
+                 stop_token_ids=(), cuda_graph: bool | None = None, *, input_ids=None, attention_mask=None,
                  do_sample: bool | None = None, eos_token_id=None) -> list[list[int]]:
         """New tokens per prompt (a stop token, when hit, is the last one kept). temperature
         None: 0 (greedy), or 1.0 with do_sample=True. cuda_graph: None = decode through a
         captured CUDA graph on CUDA, eagerly elsewhere; False = eager. transformers' names:
+        input_ids (the prompts: `generate(**tokenizer(texts, return_tensors="pt", padding=True))`),
         attention_mask (left-padded (B, L) prompts), do_sample, eos_token_id (generation.py)."""
         from .generation import generate
-        return generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed,
+        return generate(self, _prompts(prompts, input_ids), max_new_tokens, temperature, top_k, top_p, seed,
                         stop_token_ids, cuda_graph, attention_mask=attention_mask,
                         do_sample=do_sample, eos_token_id=eos_token_id)
 
@@ -246,13 +247,21 @@ class LFM2ForCausalLM(nn.Module):
         from .continuous import ContinuousBatch
         return ContinuousBatch(self, capacity, max_length, cuda_graph, prefill_chunk, prefix_cache)
 
-    def stream_generate(self, prompts, max_new_tokens: int = 32, temperature: float | None = None,
+    def stream_generate(self, prompts=None, max_new_tokens: int = 32, temperature: float | None = None,
                         top_k: int | None = None, top_p: float | None = None,
                         seed: int | None = None, stop_token_ids=(),
-                        cuda_graph: bool | None = None, *, attention_mask=None,
+                        cuda_graph: bool | None = None, *, input_ids=None, attention_mask=None,
                         do_sample: bool | None = None, eos_token_id=None) -> Iterator[list[int | None]]:
         """One token per prompt per step; None for prompts that have already stopped."""
         from .generation import stream_generate
-        return stream_generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed,
+        return stream_generate(self, _prompts(prompts, input_ids), max_new_tokens, temperature, top_k, top_p, seed,
                                stop_token_ids, cuda_graph, attention_mask=attention_mask,
                                do_sample=do_sample, eos_token_id=eos_token_id)
+
+
+def _prompts(prompts, input_ids):
+    """generate()'s prompts, positional or as transformers' input_ids keyword: exactly one."""
+    if (prompts is None) == (input_ids is None):
+        raise ValueError("expected the prompts once: positionally or as input_ids= (transformers' name), "
+                         f"got {'both' if prompts is not None else 'neither'}")
+    return prompts if prompts is not None else input_ids
