@@ -9,7 +9,7 @@ Three bounds, each an explicit setting:
   each held gigabytes before any queue limit saw them. A body that does not fit is a 503 +
   Retry-After (the server is busy, the request itself is fine), before it is read when
   Content-Length says so;
-- a JSON body's values: max_json_values (413), counted before it is parsed (`check_json_values`).
+- a JSON body's values: max_json_values (413), counted before it is parsed (`json_extent`, `check_json_values`).
   Parsed JSON costs ~32 bytes per number (a float object and its list slot), so a 32 MiB body
   of "0.5," parsed to ~256 MiB before any tensor-size check could refuse it.
 Time bounds: each pause mid-body may last idle_timeout_s and the whole body request_timeout_s,
@@ -110,27 +110,31 @@ async def read_body(receive, headers: dict[str, str], settings, lease: BodyLease
     if encoding not in ("", "identity"):   # decoded here for every route, bounded alike
         body = await asyncio.to_thread(decompress, body, encoding, limit)   # off the loop: up to limit of inflating
         lease.grow_to(len(body))
-    if len(body) > _OFF_LOOP_BYTES:   # counting 32 MiB takes ~20 ms: not on the event loop
-        await asyncio.to_thread(check_json_values, body, headers, settings.max_json_values)
+    end = json_extent(body, headers)
+    if end > _OFF_LOOP_BYTES:   # counting 32 MiB takes ~20 ms: not on the event loop
+        await asyncio.to_thread(check_json_values, body, end, settings.max_json_values)
     else:
-        check_json_values(body, headers, settings.max_json_values)
+        check_json_values(body, end, settings.max_json_values)
     return body
 
 
-def check_json_values(body: bytes, headers: dict[str, str], limit: int) -> None:
-    """413 when a JSON body (or the JSON header of a binary-extension /infer body) holds more
-    than `limit` values. Each value after a container's first follows a comma, and JSON parsers
-    cap nesting (orjson at 1024), so commas + 1 bounds the values; commas inside strings count
-    too, which only errs on the safe side. A body shorter than `limit` bytes has fewer commas:
-    skipped, so small requests pay nothing. Every body but a multipart one (an image) counts,
-    whatever its Content-Type: /infer reads an octet-stream body as JSON (all of it, or the
-    Inference-Header-Content-Length header before its tensor bytes, which alone is counted),
-    and Triton's generate and repository routes read JSON under any type (routes_v2.json_body)."""
+def json_extent(body: bytes, headers: dict[str, str]) -> int:
+    """How many leading bytes of `body` a route reads as JSON: every body but a multipart one
+    (an image: 0), whatever its Content-Type, since /infer reads an octet-stream body as JSON
+    (all of it, or the Inference-Header-Content-Length header before its tensor bytes) and
+    Triton's generate and repository routes read JSON under any type (routes_v2.json_body)."""
     ctype = headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype.startswith("multipart/"):
-        return   # /v1/classify's image upload
+        return 0   # /v1/classify's image upload
     header_length = headers.get("inference-header-content-length", "")
-    end = min(int(header_length), len(body)) if header_length.isdigit() else len(body)
+    return min(int(header_length), len(body)) if header_length.isdigit() else len(body)
+
+
+def check_json_values(body: bytes, end: int, limit: int) -> None:
+    """413 when the JSON in body[:end] (json_extent) holds more than `limit` values. Each value
+    after a container's first follows a comma, and JSON parsers cap nesting (orjson at 1024),
+    so commas + 1 bounds the values; commas inside strings count too, which only errs on the
+    safe side. Fewer than `limit` bytes have fewer commas: skipped, so small requests pay nothing."""
     if end <= limit:
         return
     values = body.count(b",", 0, end) + 1

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+from .errors import error_body
+
 # A request's head (request line + headers) may be at most this long: uvicorn's httptools
 # protocol has no bound of its own (h11's is 16 KiB), and buffered 100 MB of headers per
 # connection as readily as 1 KB. 64 KiB is four times nginx's default large header buffers.
@@ -104,7 +106,7 @@ REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header F
 def error_reply(status: int, message: str, default_headers=()) -> bytes:
     """A whole HTTP/1.1 response closing the connection, its body {"error": message} as the
     app's 4xx are (service/errors.py): written by the protocol itself, where no app runs yet."""
-    body = json.dumps({"error": message}).encode()
+    body = json.dumps(error_body(status, message)).encode()
     head = b"".join(name + b": " + value + b"\r\n" for name, value in default_headers)
     return (b"HTTP/1.1 %d %s\r\n%scontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n%s" % (status, REASONS[status], head, len(body), body))

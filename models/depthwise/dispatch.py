@@ -191,14 +191,21 @@ def _traced_call(op, x, weight, bias, stride, padding, dilation, impl):
     too, so `auto` never breaks the graph. An explicit impl="fused" runs eagerly (_fused_eager)."""
     x, weight, bias = _autocast(x, weight, bias)
     policy = _check_policy(impl if impl is not None else _policy_at_trace())
-    check = spec.conv1d_spec if op == "conv1d" else spec.conv2d_spec
-    s, p, d = check(x, weight, bias, stride, padding, dilation)
+    name, s, p, d = _checked(op, x, weight, bias, stride, padding, dilation, policy)
     if policy == "fused":
         return _fused_eager(op, x, weight, bias, s, p, d)
+    return _plain_impl(name, op)(x, weight, bias, s, p, d)
+
+
+def _checked(op, x, weight, bias, stride, padding, dilation, policy: str):
+    """The uncached calls' validation and resolution (traced, transformed): -> (impl name:
+    the policy, or auto's pick by its rule; stride, padding, dilation as spec.py resolves them)."""
+    check = spec.conv1d_spec if op == "conv1d" else spec.conv2d_spec
+    s, p, d = check(x, weight, bias, stride, padding, dilation)
     name = policy
     if name == "auto":
         name = _choose(op, x.device, x.dtype, tuple(x.shape), tuple(weight.shape), s, d, is_channels_last(x))
-    return _plain_impl(name, op)(x, weight, bias, s, p, d)
+    return name, s, p, d
 
 
 def _plain_impl(name: str, op: str):
@@ -234,11 +241,7 @@ def _transformed_call(op, x, weight, bias, stride, padding, dilation, impl):
     x, weight, bias = _autocast(x, weight, bias)
     policy = _check_policy(impl if impl is not None else _IMPL.get())
     under_transform(policy, policy)             # an explicit fused/compiled: the ValueError
-    check = spec.conv1d_spec if op == "conv1d" else spec.conv2d_spec
-    s, p, d = check(x, weight, bias, stride, padding, dilation)
-    name = policy
-    if name == "auto":
-        name = _choose(op, x.device, x.dtype, tuple(x.shape), tuple(weight.shape), s, d, is_channels_last(x))
+    name, s, p, d = _checked(op, x, weight, bias, stride, padding, dilation, policy)
     return _plain_impl(name, op)(x, weight, bias, s, p, d)
 
 
