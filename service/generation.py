@@ -296,6 +296,10 @@ class GenerationScheduler:
         m = self.rt.metrics
         if out:
             m.decode_batch_size.labels(self.rt.name).observe(len(out))
+            # Counted here, as made: every token costs a step whether or not its client reads
+            # it (one still queued for a client that left, one past a stop string, an eos), and
+            # the rate stays smooth through long generations instead of jumping at their ends.
+            m.generated_tokens.labels(self.rt.name, impl).inc(len(out))
         for seq, token in out:
             ticket = tickets[seq]
             if not ticket.started:

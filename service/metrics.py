@@ -92,7 +92,8 @@ class ServiceMetrics:
             ["model", "impl", "kind"], registry=r)
         self.inflight = Gauge("dwserve_inflight_requests", "Requests being handled right now.",
                               ["model"], registry=r)
-        self.generated_tokens = Counter("dwserve_generated_tokens_total", "Tokens generated.",
+        self.generated_tokens = Counter("dwserve_generated_tokens_total",
+                                        "Tokens generated, counted per decode step (also those no client read).",
                                         ["model", "impl"], registry=r)
         self.prefix_cached_tokens = Counter(
             "dwserve_prefix_cached_tokens_total",

@@ -79,6 +79,8 @@ def test_a_json_generation_stops_when_its_client_disconnects(live, path, body):
     generated = _counter(url, "dwserve_generated_tokens_total") - tokens0
     choices = body.get("n", 1)
     assert 0 < steps < MAX_TOKENS / 2 and 0 < generated < choices * MAX_TOKENS / 2, (steps, generated)
+    # Every token the engine made is counted, those made after the client left included.
+    assert generated == sum(scheduler._engines["auto"].steps[steps0:]), (generated, steps)
     assert _counter(url, "dwserve_requests_total", status="499") == closed0 + 1
     # The rows are free again: a following request is served, with every token it asked for.
     r = httpx.post(url + "/v1/generate", json={"prompt": "a", "max_new_tokens": 3}, timeout=10)

@@ -199,8 +199,7 @@ class GenerateHandler:
         finally:
             if not seq.done:  # client gone, timeout or error: its row is freed before the next step
                 self.scheduler.cancel(ticket)
-            n = len(ids) + eos_ended  # counted also when the client left mid-stream
-            m.generated_tokens.labels(*labels).inc(n)
+            n = len(ids) + eos_ended   # delivered (dwserve_generated_tokens_total counts as made: service/generation.py)
             cached = getattr(seq, "cached_tokens", 0)
             if cached:
                 m.prefix_cached_tokens.labels(*labels).inc(cached)
