@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -72,8 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         render(Path(args.render))
         return 0
     if args.auto_table:
-        src = Path(args.auto_table)      # reads, never writes: a bare name is a committed file
-        print(auto_table(json.loads((src if src.parent != Path(".") else COMMITTED / src).read_text())))
+        # Reads, never writes. A bare name is a committed file; a name written with a folder,
+        # ./ included, is that file.
+        bare = "/" not in args.auto_table and os.sep not in args.auto_table
+        src = COMMITTED / args.auto_table if bare else Path(args.auto_table)
+        if not src.is_file():
+            p.error(f"--auto-table: no results file {src}; name a committed one (ops-cpu.json, "
+                    f"ops-h200.json once measured) or a path such as benchmarks/results/local/ops-cpu.json")
+        print(auto_table(json.loads(src.read_text())))
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -120,6 +120,21 @@ def test_auto_table_still_reads_the_committed_results(capsys):
     assert capsys.readouterr().out.strip() == expected.strip()
 
 
+def test_auto_table_reads_a_file_named_with_a_folder(tmp_path, monkeypatch, capsys):
+    """`./ops-x.json` is that file, not a committed one of that name; a missing file is a usage
+    error naming it, not a traceback."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import ops
+    records = json.loads((COMMITTED / "ops-cpu.json").read_text())
+    (tmp_path / "ops-x.json").write_text(json.dumps(records[:3]))
+    monkeypatch.chdir(tmp_path)
+    assert ops.main(["--auto-table", "./ops-x.json"]) == 0
+    assert capsys.readouterr().out.strip() == ops.auto_table(records[:3]).strip()
+    with pytest.raises(SystemExit) as exc:
+        ops.main(["--auto-table", "ops-missing.json"])
+    assert exc.value.code == 2 and "ops-missing.json" in capsys.readouterr().err
+
+
 def test_dwserve_bench_usage_says_where_results_go(capsys):
     from service import cli
     assert cli.main(["bench", "--help"]) == 0
