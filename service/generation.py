@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from .batching import BatcherStopped, QueueFull
 from .generation_launches import TokenLaunchCounter
-from .generation_room import OTHER_ENGINES, RESERVATION, Reservation, would_queue
+from .generation_room import RESERVATION, Reservation, unpark, would_queue
 
 log = logging.getLogger("dwserve.generation")
 
@@ -218,27 +218,12 @@ class GenerationScheduler:
                         ticket.emit(("error", exc))
                     self._entering = []
 
-    def _unpark(self) -> list[Ticket]:
-        """The parked tickets that may enter an engine now, in order (under self._cond): the
-        default policy's always; another's while its engine is live or one may be made, and
-        only until one of them must wait, so a busy policy's newcomers queue behind a waiting
-        policy's request instead of keeping their engine busy (and the other out) for ever.
-        A cancelled ticket leaves without an engine."""
-        default = self.rt.settings.depthwise_impl
-        others = {i for i in self._engines if i != default}   # all busy: idle ones were dropped
-        go, stay, blocked = [], collections.deque(), False
-        for ticket in self._parked:
-            if ticket.seq.cancelled:
-                ticket.emit(("done", "cancelled"))
-            elif ticket.impl == default:
-                go.append(ticket)
-            elif not blocked and (ticket.impl in others or len(others) < OTHER_ENGINES):
-                others.add(ticket.impl)
-                go.append(ticket)
-            else:
-                blocked = True
-                stay.append(ticket)
-        self._parked = stay
+    def _unpark(self) -> list:
+        """The parked tickets that may enter an engine now, in order (under self._cond); a
+        cancelled one leaves without an engine (generation_room.unpark says who goes)."""
+        go, self._parked, cancelled = unpark(self._parked, self._engines, self.rt.settings.depthwise_impl)
+        for ticket in cancelled:
+            ticket.emit(("done", "cancelled"))
         return go
 
     def _on_compute(self, impl: str, fn: Callable[[], Any]) -> Any:

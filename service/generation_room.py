@@ -1,6 +1,6 @@
 """Admission arithmetic of the GenerationScheduler (service/generation.py): how many
-sequences would wait beyond the decode rows free for them, and the reservation that admits
-a request's n sequences all or none."""
+sequences would wait beyond the decode rows free for them, the reservation that admits
+a request's n sequences all or none, and which parked requests may take an engine."""
 from __future__ import annotations
 
 import collections
@@ -52,3 +52,26 @@ def would_queue(pending: collections.Counter, engines: Mapping[str, Any], defaul
             free = 0
         queued += max(0, count - free)
     return queued
+
+
+def unpark(parked, engines: Mapping[str, Any], default: str) -> tuple[list, collections.deque, list]:
+    """Parked tickets (in arrival order) -> (go, stay, cancelled). The default policy's go
+    always; another's while its engine is live or one may be made (fewer than OTHER_ENGINES
+    live), and only until one of them must wait: then every later non-default one stays too,
+    so a busy policy's newcomers queue behind a waiting policy's request instead of keeping
+    their engine busy (and the other out) for ever. `engines` holds only busy non-default
+    engines (idle ones were dropped)."""
+    others = {impl for impl in engines if impl != default}
+    go, stay, cancelled, blocked = [], collections.deque(), [], False
+    for ticket in parked:
+        if ticket.seq.cancelled:
+            cancelled.append(ticket)
+        elif ticket.impl == default:
+            go.append(ticket)
+        elif not blocked and (ticket.impl in others or len(others) < OTHER_ENGINES):
+            others.add(ticket.impl)
+            go.append(ticket)
+        else:
+            blocked = True
+            stay.append(ticket)
+    return go, stay, cancelled

@@ -6,7 +6,7 @@ import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from service.generation import OTHER_ENGINES
+from service.generation_room import OTHER_ENGINES
 
 from test_service_generation import _engine, _expected, serve  # noqa: F401 - serve is a fixture
 from error_bodies import error_message
