@@ -113,11 +113,18 @@ def test_state_updated_once_under_autograd():
     torch.testing.assert_close(state, ref_state)
 
 
-def test_state_requiring_grad_is_refused():
+def test_state_that_is_a_leaf_requiring_grad_raises_like_the_reference():
+    """A conv_state requiring grad is differentiated (test_short_conv_state_grad.py), but one that
+    is a leaf cannot be updated in place under autograd: fused raises PyTorch's in-place error
+    as the reference's copy_ does, and leaves the state as it was (the kernel wrote a copy)."""
     w, bcx = rand(C, 1, 3, requires_grad=True), rand(2, 4, 3 * C)
-    state = rand(2, C, 2, requires_grad=True).clone()          # non-leaf: in-place updates allowed
-    with pytest.raises(ValueError, match="conv_state"):
-        short_conv_block(bcx, w, conv_state=state, impl="fused")
+    for op in (short_conv_block, short_conv_block_reference):
+        state = rand(2, C, 2, requires_grad=True)
+        before = state.detach().clone()
+        kw = dict(impl="fused") if op is short_conv_block else {}
+        with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+            op(bcx, w, conv_state=state, **kw)
+        assert torch.equal(state.detach(), before)
 
 
 def test_no_autograd_node_without_grad():

@@ -86,15 +86,6 @@ def _contiguous_bias(bias: torch.Tensor | None) -> torch.Tensor | None:
     return bias if bias is None or bias.is_contiguous() else bias.contiguous()
 
 
-def _state_before(conv_state: torch.Tensor) -> torch.Tensor:
-    """A copy of conv_state as the kernel will find it, for the reference's recompute in
-    backward (the kernel updates the state in place)."""
-    if conv_state.requires_grad:
-        raise ValueError("the fused impl does not differentiate through conv_state; "
-                         "detach it, or use impl='slice_sum' or 'native'")
-    return conv_state.clone()
-
-
 def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int,
            padding: tuple[int, int], dilation: int, activation: str | None = None) -> torch.Tensor:
     """Depthwise conv1d, x (B, C, L) any strides, weight (C*m, 1, K) -> (B, C*m, L_out);
@@ -134,35 +125,37 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
 def conv1d_decode_step(x_new: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor,
                        bias: torch.Tensor | None = None,
                        activation: str | None = None) -> torch.Tensor:
-    """One causal step: x_new (B, C), conv_state (B, C, K-1) shifted in place -> (B, C). One launch."""
+    """One causal step: x_new (B, C), conv_state (B, C, K-1) shifted in place -> (B, C). One launch.
+    Under autograd/forward AD differentiable in every input, conv_state's old and new values too
+    (fused_autograd.with_state; backward: the reference's)."""
     k = _kernels("triton_decode", x_new, conv_state, weight, bias)
     bias = _contiguous_bias(bias)
-    if not fused_autograd.needs_grad(x_new, weight, bias):
+    if not fused_autograd.needs_grad(x_new, conv_state, weight, bias):
         return k.dw_conv1d_decode_step(x_new, conv_state, weight, bias, activation)
-    before = _state_before(conv_state)
 
-    def reference(x_new, weight, bias):
+    def reference(state, x_new, weight, bias):
         from .short_conv import conv1d_decode_step_reference
-        return conv1d_decode_step_reference(x_new, before.clone(), weight, bias, activation=activation)
+        return conv1d_decode_step_reference(x_new, state, weight, bias, activation=activation)
 
-    kernel = lambda x_new, weight, bias: k.dw_conv1d_decode_step(x_new, conv_state, weight, bias, activation)
-    return fused_autograd.FusedKernel.apply(kernel, reference, x_new, weight, bias)
+    kernel = lambda state, x_new, weight, bias: k.dw_conv1d_decode_step(x_new, state, weight, bias, activation)
+    return fused_autograd.with_state(kernel, reference, conv_state, x_new, weight, bias)
 
 
 def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                      conv_state: torch.Tensor | None = None,
                      mask: torch.Tensor | None = None) -> torch.Tensor:
-    """LFM2 gated short conv, bcx (B, L, 3C) -> y (B, L, C); conv_state updated in place. One launch."""
+    """LFM2 gated short conv, bcx (B, L, 3C) -> y (B, L, C); conv_state updated in place. One launch.
+    Under autograd/forward AD differentiable in bcx, weight, bias and conv_state (old and new)."""
     k = _kernels("triton_short_conv", bcx, weight, bias, conv_state)
     bias = _contiguous_bias(bias)
-    if not fused_autograd.needs_grad(bcx, weight, bias):
+    if not fused_autograd.needs_grad(bcx, conv_state, weight, bias):
         return k.short_conv_block(bcx, weight, bias, conv_state, mask)
-    before = None if conv_state is None else _state_before(conv_state)
-
-    def reference(bcx, weight, bias):
-        from .short_conv import short_conv_block_reference
-        state = None if before is None else before.clone()
-        return short_conv_block_reference(bcx, weight, bias, conv_state=state, mask=mask)
-
-    kernel = lambda bcx, weight, bias: k.short_conv_block(bcx, weight, bias, conv_state, mask)
-    return fused_autograd.FusedKernel.apply(kernel, reference, bcx, weight, bias)
+    from .short_conv import short_conv_block_reference
+    if conv_state is None:
+        reference = lambda bcx, weight, bias: short_conv_block_reference(bcx, weight, bias, mask=mask)
+        kernel = lambda bcx, weight, bias: k.short_conv_block(bcx, weight, bias, None, mask)
+        return fused_autograd.FusedKernel.apply(kernel, reference, bcx, weight, bias)
+    reference = lambda state, bcx, weight, bias: short_conv_block_reference(bcx, weight, bias, conv_state=state,
+                                                                            mask=mask)
+    kernel = lambda state, bcx, weight, bias: k.short_conv_block(bcx, weight, bias, state, mask)
+    return fused_autograd.with_state(kernel, reference, conv_state, bcx, weight, bias)

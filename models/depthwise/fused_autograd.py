@@ -8,6 +8,11 @@ reference's.
 Forward-mode AD (torch.autograd.forward_ad) goes through the same Function: its `jvp` is the
 reference's Jacobian-vector product, so a dual input's tangent reaches the output.
 
+The stateful ops (decode step, short-conv block) overwrite a conv_state in place. `with_state`
+makes that state an input (its old value) and an output (its new value) of the Function, so
+gradients and tangents flow into the old state and out of the new one, as they do through
+the plain-torch ops' copy_.
+
 Without this, a fused output under autograd would carry no grad_fn: backward() would run,
 silently skip the depthwise layer's weight and give the layers below it wrong gradients (and
 a dual input's tangent would be dropped: a silently zero JVP).
@@ -34,8 +39,9 @@ def needs_grad(*tensors: torch.Tensor | None) -> bool:
 class FusedKernel(torch.autograd.Function):
     """apply(kernel, reference, *inputs): forward = kernel(*inputs), backward = the vector-Jacobian
     product of reference(*inputs). `inputs` are the differentiable tensors (None allowed, e.g.
-    no bias); anything else the op needs (strides, masks, a copy of a conv state taken before
-    the kernel updated it) is closed over by the two callables."""
+    no bias); anything else the op needs (strides, masks) is closed over by the two callables.
+    Both return one tensor or the same tuple of tensors (with_state: (out, new_state)); neither
+    may write to an input (they are saved for backward)."""
 
     @staticmethod
     def forward(ctx, kernel: Callable, reference: Callable, *inputs):
@@ -64,7 +70,7 @@ class FusedKernel(torch.autograd.Function):
         return out_t
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx, *grad_outs):
         inputs = ctx.saved_tensors
         wanted = ctx.needs_input_grad[2:]
         # Autograd runs this under grad mode only for backward(create_graph=True) (a gradient
@@ -81,6 +87,37 @@ class FusedKernel(torch.autograd.Function):
                 leaves = [None if t is None else t.detach().requires_grad_(want)
                           for t, want in zip(inputs, wanted)]
             out = ctx.reference(*leaves)
+            outs = out if isinstance(out, tuple) else (out,)
+            # An output that depends on no input wanted here (the new state when only the
+            # weight is) has no graph: leave it out. A wanted input no output reads (an empty
+            # K-1 == 0 state) gets None, which autograd takes as the zero it is.
+            used = [(o, g) for o, g in zip(outs, grad_outs) if o.requires_grad]
             wrt = [t for t, want in zip(leaves, wanted) if want]
-            grads = iter(torch.autograd.grad(out, wrt, grad_out, create_graph=create_graph))
+            grads = iter(torch.autograd.grad([o for o, _ in used], wrt, [g for _, g in used],
+                                             create_graph=create_graph, allow_unused=True)
+                         if used else [None] * len(wrt))
         return (None, None, *(next(grads) if want else None for want in wanted))
+
+
+def _on_a_copy(op: Callable) -> Callable:
+    """op(state, *inputs) -> out, writing `state` in place, as a function of the old state that
+    writes nothing: (before, *inputs) -> (out, new_state (B, C, K-1), a fresh tensor)."""
+    def call(before, *inputs):
+        state = before.clone()
+        return op(state, *inputs), state
+    return call
+
+
+def with_state(kernel: Callable, reference: Callable, conv_state: torch.Tensor, *inputs) -> torch.Tensor:
+    """out = kernel(conv_state, *inputs) with conv_state (B, C, K-1) updated in place, differentiable
+    in the old state and through the new one like reference(conv_state, *inputs) (same contract,
+    plain torch). The old value goes into the Function as a clone taken here, under autograd, so
+    it carries conv_state's history (a second-order recompute reaches it) and is never
+    overwritten; the new value comes out of the Function and is copied into conv_state, which
+    then carries the Function's history (copy_ on a leaf that requires grad raises, as the
+    reference's own copy_ does)."""
+    before = conv_state.clone()                     # (B, C, K-1): the state the kernel reads
+    out, new = FusedKernel.apply(_on_a_copy(kernel), _on_a_copy(reference), before, *inputs)
+    if conv_state.shape[-1]:                        # K == 1: no state to write (nor a reference copy_)
+        conv_state.copy_(new)
+    return out
