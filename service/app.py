@@ -32,6 +32,7 @@ from .handlers import ClassifyHandler, GenerateHandler, TensorHandler
 from .metrics import ServiceMetrics
 from .body import BodyBudget
 from .middleware import GuardMiddleware
+from .compression import CompressionMiddleware
 from .runtime import ModelRuntime, default_hooks
 from .schemas import InferRequest, RepositoryIndexRequest, RepositoryModelRequest, TritonGenerateRequest
 from .settings import Settings
@@ -272,6 +273,10 @@ def create_app(settings: Optional[Settings] = None, models: Optional[dict] = Non
     app.include_router(v1)
     app.include_router(openai)
     app.add_middleware(GuardMiddleware, service=service)
+    # added last, so outside the guard: it also compresses the /infer replies the guard
+    # answers itself, and the guard's access log and metrics see the status as sent
+    app.add_middleware(CompressionMiddleware, min_bytes=settings.response_compression_min_bytes,
+                       level=settings.response_compression_level)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics():

@@ -40,7 +40,7 @@ CUT_ANSWERS_S = 1.0   # after SIGTERM's grace: how long requests cut by it get t
 _EXTRA = ("grpc_port", "max_body_bytes", "max_total_body_bytes", "max_json_values", "max_elements", "max_new_tokens", "max_sequence_length", "max_image_pixels",
           "max_prompt_chars", "max_choices", "request_timeout_s", "api_key", "launch_recount_every",
           "depthwise_sample_every", "graceful_shutdown_s", "idle_timeout_s", "head_timeout_s", "seed", "torch_threads", "cpu_row_chunk_mib",
-          "prefill_chunk_tokens", "prefix_cache_mib")
+          "prefill_chunk_tokens", "prefix_cache_mib", "response_compression_level", "response_compression_min_bytes")
 # What each flag without its own help= does, for --help (README sends operators there for the limits).
 _HELP = {"host": "address to listen on (0.0.0.0: every interface)", "port": "HTTP port (0: any free one)",
          "depthwise_impl": "the server's default depthwise policy; a request may pick another",
@@ -61,7 +61,9 @@ _HELP = {"host": "address to listen on (0.0.0.0: every interface)", "port": "HTT
          "torch_threads": "torch intra-op threads (none: one per core)",
          "cpu_row_chunk_mib": "CPU MobileNetV2 row chunks' activation budget (0: whole batches)",
          "prefill_chunk_tokens": "prompt tokens prefilled per decode step (0: whole prompts)",
-         "prefix_cache_mib": "prefix cache per depthwise policy (0: off)"}
+         "prefix_cache_mib": "prefix cache per depthwise policy (0: off)",
+         "response_compression_level": "gzip/deflate level of responses to clients that accept it (1 fastest, 9 smallest; 0: off)",
+         "response_compression_min_bytes": "responses smaller than this are not compressed"}
 
 
 def _with_defaults(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
