@@ -188,9 +188,18 @@ class InferCalls:
             done.put_nowait(out)
 
         async def read():
+            requests = request_iterator.__aiter__()
             try:
-                async for request in request_iterator:
+                while True:
+                    # A place in the window first, then the next message: a message taken
+                    # before its place would be held here, outside the body budget that
+                    # _infer's lease keeps (one message of up to --max-body-bytes per stream).
                     await window.acquire()
+                    try:
+                        request = await requests.__anext__()
+                    except StopAsyncIteration:
+                        window.release()
+                        break
                     task = asyncio.ensure_future(answer(request))
                     pending.add(task)
                     task.add_done_callback(pending.discard)

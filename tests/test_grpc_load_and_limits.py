@@ -162,3 +162,53 @@ def test_a_short_client_timeout_is_499():
         assert 'dwserve_requests_total{impl="auto",model="mobilenet_v2",status="499"} 1.0' in text
         assert all(l.endswith(" 0.0") for l in text.splitlines() if l.startswith("dwserve_requests_total") and 'status="500"' in l)
         assert 'dwserve_inflight_requests{model="mobilenet_v2"} 0.0' in text
+
+
+def test_a_stream_takes_no_message_before_it_has_a_place_for_it():
+    """A stream's window (queue + batch) bounds the messages taken and not yet answered; each
+    taken one is in the body budget (its lease). The next message used to be taken first and
+    then wait for a place, held outside the budget: one of up to --max-body-bytes per stream.
+    Now, with every place held by a request still computing, no further message is read."""
+    import asyncio
+
+    from tritonclient.grpc import service_pb2 as pb
+
+    from service.app import create_app
+    from service.grpc_infer import InferCalls
+    from service.settings import Settings
+    from service.testing import fake_hooks, fake_models
+    from tests.test_service_server import in_process_server
+
+    settings = Settings(max_queue_size=1, max_batch_size=2)
+    window = settings.max_queue_size + settings.max_batch_size
+    app = create_app(settings, models=fake_models(delay_s=0.5), hooks=fake_hooks())
+    taken = []
+
+    async def requests():   # endless; counts what the server reads
+        while True:
+            tensor = pb.ModelInferRequest.InferInputTensor(name="input_ids", datatype="INT64", shape=[1, 2])
+            tensor.contents.int64_contents.extend([1, 2])
+            taken.append(len(taken))
+            yield pb.ModelInferRequest(model_name="lfm2", id=str(len(taken)), inputs=[tensor])
+
+    class Context:
+        def invocation_metadata(self):
+            return ()
+
+        def peer(self):
+            return "test"
+
+    async def run():
+        answers = InferCalls(app.state.service).ModelStreamInfer(requests(), Context())
+        first = asyncio.ensure_future(answers.__anext__())   # starts the stream's reader
+        await asyncio.sleep(0.2)                             # the model takes 0.5 s a batch
+        read, held = len(taken), app.state.service.bodies.held
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await answers.aclose()
+        return read, held
+
+    with in_process_server(app):
+        read, held = asyncio.run(run())
+    assert read == window, (read, window)
+    assert held > 0   # the taken ones are leased (the budget counts them)
