@@ -221,3 +221,30 @@ def test_gradcheck_and_gradgradcheck(impl):
         inputs = tuple(t.values())
         assert torch.autograd.gradcheck(fn, inputs, check_forward_ad=True, fast_mode=impl == "fused")
         assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=impl == "fused")
+
+
+@needs_fused
+@pytest.mark.fused
+def test_lfm2_chunked_forward_with_a_cache_has_slice_sums_gradients():
+    """The model-level symptom: an LFM2 run in three chunks over one cache under autograd (a
+    prefix-conditioned loss, truncated BPTT) gave fused every parameter's gradient wrong
+    (embedding, in_proj, conv weight, ...: the earlier chunks' share through the conv state
+    was missing), silently; it must equal slice_sum's."""
+    from models.depthwise import use_impl
+    from models.lfm2 import LFM2Config, LFM2ForCausalLM
+    torch.manual_seed(0)
+    model = LFM2ForCausalLM(LFM2Config(
+        vocab_size=37, hidden_size=24, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, block_multiple_of=8, layer_types=["conv", "full_attention"])).double()
+    ids = torch.randint(3, 37, (2, 9), generator=torch.Generator().manual_seed(1))
+
+    def grads(impl):
+        model.zero_grad()
+        with use_impl(impl):
+            cache = model.new_cache(2, 9)
+            logits = torch.cat([model(ids[:, lo:hi], cache=cache) for lo, hi in ((0, 5), (5, 8), (8, 9))], 1)
+        logits.square().mean().backward()
+        return {n: p.grad for n, p in model.named_parameters()}
+    want, got = grads("slice_sum"), grads("fused")
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], msg=lambda m, n=n: f"grad of {n}: {m}")
