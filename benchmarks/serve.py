@@ -116,7 +116,8 @@ def main(argv=None) -> int:
             for impl in ("per_group", "auto"):
                 print(f"impl {model}/{impl}", flush=True)
                 req = infer_request(model, arr, True, impl)
-                with httpx.Client(base_url=url, timeout=300) as c:
+                # identity, as run_load's requests: the server's codec and model, not gzip
+                with httpx.Client(base_url=url, timeout=300, headers={"Accept-Encoding": "identity"}) as c:
                     c.post(req[0], content=req[1], headers=req[2])  # warm: compile, first-shape launch count
                     before = scrape(url)
                     t_end, n = time.perf_counter() + args.impl_budget, 0

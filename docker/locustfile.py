@@ -75,6 +75,9 @@ class _Variant(HttpUser):
 
     def on_start(self) -> None:
         self.rng = random.Random(hash(self.variant) ^ id(self))
+        # Replies as they are: requests asks for gzip by default, and compressing LFM2's JSON
+        # logits would load the servers with work that is neither model's.
+        self.client.headers["Accept-Encoding"] = "identity"
         self.image, self.image_headers = mobilenet_binary(self.rng)   # one image per user
         self.vocab = LFM2_VOCAB
         # Read by status code, never `r.ok`: on a connection error (a server not up yet, a reset)

@@ -108,7 +108,10 @@ def test_before_after_two_targets(servers, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
-def test_one_target_per_request_impls(servers, tmp_path):
+def test_one_target_per_request_impls(servers, tmp_path, monkeypatch):
+    from service import compression
+    asked, negotiate = [], compression.negotiate
+    monkeypatch.setattr(compression, "negotiate", lambda header: asked.append(header) or negotiate(header))
     out = tmp_path / "one"
     rc = loadtest.main(["--url", servers["after"], "--impls", "per_group,slice_sum", "--duration", "1",
                         "--warmup", "0", "--concurrency", "2", "--model", "mobilenet_v2", "--out", str(out)])
@@ -117,6 +120,8 @@ def test_one_target_per_request_impls(servers, tmp_path):
     # The server reports back the impl each request ran under.
     assert "| per_group | per_group |" in md and "| slice_sum | slice_sum |" in md
     assert "model `mobilenet_v2`" in md
+    # The load asks for replies as they are (httpx would ask for gzip): no compression work.
+    assert asked and set(asked) == {"identity"}, set(asked)
 
 
 def test_generate_mode_loads_v1_generate_per_impl(servers, tmp_path):
