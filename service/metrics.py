@@ -90,6 +90,11 @@ class ServiceMetrics:
         self.launches_total = Counter(
             "dwserve_kernel_launches_total", "Launches accumulated over forwards (per-forward count x forwards).",
             ["model", "impl", "kind"], registry=r)
+        self.forwards = Counter(
+            "dwserve_forwards_total",
+            "One-shot forwards (batches, warm-up included), counted or timed: the forwards that add "
+            "to kernel_launches_total, so launches_total / forwards_total is launches per forward.",
+            ["model", "impl"], registry=r)
         self.inflight = Gauge("dwserve_inflight_requests", "Requests being handled right now.",
                               ["model"], registry=r)
         self.generated_tokens = Counter("dwserve_generated_tokens_total",

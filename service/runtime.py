@@ -8,7 +8,10 @@ the outputs back. Around that forward it keeps the before/after metrics honest:
   launches/forward    count_launches on warm-up, on a new shape class (impl, rows, each
                       other dim rounded up to a power of two: lfm2's sequence length must not
                       make every new length a counted forward), and every
-                      `launch_recount_every` forwards; kernel_launches_total += last count.
+                      `launch_recount_every` forwards; kernel_launches_total += last count
+                      and forwards_total += 1 on EVERY forward, counted or timed, so
+                      launches_total / forwards_total is exactly launches per forward
+                      (compute_duration's count leaves the counted forwards out).
                       A counted forward runs under the counter (2-3x slower on per_group), so
                       its time is NOT observed in compute/depthwise duration: it would bias
                       before/after towards whichever variant saw more new shapes
@@ -216,6 +219,7 @@ class ModelRuntime:
                 m.launches_per_forward.labels(name, impl, kind).set(value)
         for kind, value in self._launches[signature].items():
             m.launches_total.labels(name, impl, kind).inc(value)
+        m.forwards.labels(name, impl).inc()   # with the launches, never apart (see the docstring)
         return result["out"]
 
     def warmup(self) -> None:

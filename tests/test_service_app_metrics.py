@@ -1,9 +1,11 @@
 """The app in-process with fake models (tests/inprocess_app.py): the Prometheus metrics a
 request leaves, by name and label (requests, latency, queue, compute, batch size, kernel
-launches as aten ops and as CUDA kernels, in-flight, tokens, build and model info), and the
-depthwise duration sampled every N forwards."""
+launches as aten ops and as CUDA kernels, in-flight, tokens, build and model info), the
+depthwise duration sampled every N forwards, and launches_total / forwards_total per impl."""
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
 from service.settings import Settings
@@ -78,3 +80,30 @@ def test_depthwise_duration_sampled_every_n_forwards():
     # 5 warm-up (batch 1, 4, 7, 8, 1) + 9 forwards: 9 and 12 sampled; 6 is the first of its
     # shape class under native, so it is counted (launches) and neither timed nor sampled.
     assert float(line.split()[-1]) == 2.0
+
+
+@pytest.mark.parametrize("recount_every", [pytest.param(5, id="some-counted"), pytest.param(1, id="every-counted")])
+def test_launches_total_over_forwards_total_is_the_per_forward_count(recount_every):
+    """dwserve_forwards_total counts every forward that adds to kernel_launches_total, counted
+    (warm-up, a new shape class, every launch_recount_every-th) or timed, so their ratio is the
+    fake per-forward count exactly (per_group 100, others 10), per impl. compute_duration's count,
+    the old denominator, leaves the counted forwards out: it read high, or (every-counted) nothing."""
+    app = create_app(Settings(launch_recount_every=recount_every, max_queue_delay_ms=0),
+                     models=fake_models(), hooks=fake_hooks())
+    with TestClient(app) as client:
+        client_ready(client)
+        for length in (1, 2, 3, 5, 9, 2, 2, 2):        # 1, 2, 3-4, 5-8, 9-16: new shape classes
+            for impl in ("per_group", "auto", "native"):
+                ids = np.ones((1, length), dtype=np.int64)
+                assert _infer_json(client, "lfm2", "input_ids", ids, "INT64", depthwise_impl=impl).status_code == 200
+        # a generation (under auto) adds to neither counter: its steps are not one-shot forwards
+        assert client.post("/v1/generate", json={"prompt": "ab", "max_new_tokens": 3}).status_code == 200
+        text = client.get("/metrics").text
+    value = {(s.name, s.labels.get("impl")): s.value for fam in text_string_to_metric_families(text)
+             for s in fam.samples if s.labels.get("model") == "lfm2" and s.labels.get("kind", "aten_ops") == "aten_ops"}
+    for impl, per_forward in (("per_group", 100), ("auto", 10), ("native", 10)):
+        forwards = value[("dwserve_forwards_total", impl)]
+        assert forwards >= 8, (impl, forwards)                   # 8 requests (+ warm-up under auto)
+        assert value[("dwserve_kernel_launches_total", impl)] / forwards == per_forward, impl
+        timed = value.get(("dwserve_compute_duration_seconds_count", impl), 0.0)
+        assert timed < forwards and (timed == 0) == (recount_every == 1), (impl, timed, forwards)
