@@ -2,8 +2,9 @@
 these check the other way, so a new route, metric or top-level module cannot ship unmentioned.
 Every route the app serves is in README.md or docs/ (load/unload and generate_stream had gone
 missing), every exported metric is in README.md's metrics list with the labels the docs give it,
-and README.md's Layout names every top-level folder and every module directly under models/
-(row_chunks.py, allocator.py and placement.py had no line there)."""
+README.md's Layout names every top-level folder and every module directly under models/
+(row_chunks.py, allocator.py and placement.py had no line there), and its compose listing every
+host port the stack publishes."""
 import re
 from pathlib import Path
 
@@ -92,3 +93,15 @@ def test_readme_layout_names_every_models_module():
                if (p.is_dir() and (p / "__init__.py").is_file()) or (p.suffix == ".py" and p.name != "__init__.py")]
     missing = sorted(e for e in entries if f"models/{e}" not in block and not re.search(r"\b%s\b" % re.escape(e), block))
     assert not missing, f"README.md's Layout names no line for models/: {missing}"
+
+
+def test_readme_compose_listing_names_every_published_port():
+    """The stack's host ports, as README's compose block lists them (gRPC's 8011/8012 were missing,
+    while the gRPC bullet said the stack serves it "at 8001", before's REST port on the host)."""
+    import yaml
+    compose = yaml.safe_load((REPO / "docker" / "docker-compose.yml").read_text())
+    published = {str(p).split(":")[0] for svc in compose["services"].values() for p in svc.get("ports", [])}
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("```bash\ndocker compose -f docker/docker-compose.yml up", 1)[1].split("```", 1)[0]
+    missing = sorted(p for p in published if not re.search(r"\b%s\b" % p, block))
+    assert published and not missing, f"host ports docker-compose.yml publishes that README's listing lacks: {missing}"
