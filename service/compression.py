@@ -168,7 +168,15 @@ class CompressionMiddleware:
         if not worth_compressing(body, coding, self.level, binary):
             pass
         elif len(body) > OFF_LOOP_BYTES:
-            packed = await asyncio.to_thread(compress, body, coding, self.level)
+            try:
+                packed = await asyncio.to_thread(compress, body, coding, self.level)
+            except asyncio.CancelledError:
+                # Shutdown's cut (uvicorn cancels what runs past the grace) while the start is
+                # held: nothing sent, uvicorn would answer its own 500 to a request the guard
+                # counted 200. The reply is whole: it goes as it is, then the cut goes on.
+                await send(start)
+                await send({"type": "http.response.body", "body": body})
+                raise
         else:
             packed = compress(body, coding, self.level)
         if len(packed) < len(body):
