@@ -201,7 +201,13 @@ def test_a_stream_takes_no_message_before_it_has_a_place_for_it():
     async def run():
         answers = InferCalls(app.state.service).ModelStreamInfer(requests(), Context())
         first = asyncio.ensure_future(answers.__anext__())   # starts the stream's reader
-        await asyncio.sleep(0.2)                             # the model takes 0.5 s a batch
+        # Until the window is read (a loaded box may take its time), then a moment more: no
+        # answer is taken meanwhile (`first` is the only read), so no place ever frees. The
+        # model takes 0.5 s a batch, so the ones read are still leased.
+        deadline = time.monotonic() + 10
+        while len(taken) < window and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
         read, held = len(taken), app.state.service.bodies.held
         first.cancel()
         await asyncio.gather(first, return_exceptions=True)
