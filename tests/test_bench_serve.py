@@ -164,7 +164,7 @@ def committed():
     return json.loads(RESULTS.read_text())
 
 
-@pytest.mark.parametrize("name", ["serve-cpu.json", "serve-cpu-xeon.json"])
+@pytest.mark.parametrize("name", ["serve-cpu.json", "serve-cpu-xeon.json", "serve-cpu-epyc.json"])
 def test_committed_results_are_recomputable(name):
     """The acceptance block is what serve.acceptance computes from the committed scenarios."""
     committed = json.loads((RESULTS.parent / name).read_text())
