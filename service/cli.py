@@ -11,7 +11,8 @@
 Every serve flag is also a DWSERVE_* environment variable (service.settings.Settings), the
 flag's name in capitals (--max-batch-size: DWSERVE_MAX_BATCH_SIZE, --log-level:
 DWSERVE_LOG_LEVEL), except the repeatable --model, which is DWSERVE_MODELS (a comma list:
-lfm2=/path,mobilenet_v2), and --no-warmup, which is DWSERVE_WARMUP=0. One setting is
+lfm2=/path,mobilenet_v2), and --no-warmup / --no-access-log, which are DWSERVE_WARMUP=0 /
+DWSERVE_ACCESS_LOG=0. One setting is
 environment-only: DWSERVE_KEEP_FREED_MEMORY (default 1; 0 leaves glibc's allocator as it is).
 A flag given on the command line wins over the environment; an empty variable counts as unset.
 """
@@ -61,7 +62,7 @@ _HELP = {"host": "address to listen on (0.0.0.0: every interface)", "port": "HTT
          "torch_threads": "torch intra-op threads (none: one per core)",
          "cpu_row_chunk_mib": "CPU MobileNetV2 row chunks' activation budget (0: whole batches)",
          "prefill_chunk_tokens": "prompt tokens prefilled per decode step (0: whole prompts)",
-         "prefix_cache_mib": "prefix cache per depthwise policy (0: off)",
+         "prefix_cache_mib": "prefix cache, one budget shared by every depthwise policy (0: off)",
          "response_compression_level": "gzip/deflate level of responses to clients that accept it (1 fastest, 9 smallest; 0: off)",
          "response_compression_min_bytes": "responses smaller than this are not compressed"}
 
