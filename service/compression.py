@@ -19,7 +19,7 @@ body, and would gzip every /v2 reply (see below). Here:
   text/event-stream, already encoded bodies, ranges, errors (small, and read raw by
   tritonclient) and HEAD (its body is GET's, dropped by the guard: there is nothing to
   compress, so it describes identity);
-- a body above OFF_LOOP_BYTES is compressed in a worker thread (zlib drops the GIL), so
+- a body above OFF_LOOP_BYTES is compressed in a worker thread of its own (zlib drops the GIL), so
   a large logits reply does not stall the token streams sharing the event loop;
 - a body that does not shrink is sent as it was; a binary-tensor reply whose tensor bytes
   barely shrink (FP32 logits: ~7% at 8 ms for LFM2's 256 KiB, since clients such as httpx,
@@ -35,6 +35,7 @@ The status is never changed, so the guard's access log and metrics see the real 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import re
 import zlib
 from typing import Optional
@@ -42,6 +43,9 @@ from typing import Optional
 # Compressing at level 1 runs ~30-80 MiB/s on one shared core: 64 KiB is ~1-2 ms on the
 # loop; above it the ~0.1 ms of a thread hop is noise beside the work it moves off.
 OFF_LOOP_BYTES = 64 * 2**10
+# Its own threads, not the loop's default pool: there /v1/completions' logprobs scoring waits
+# for the compute thread, and replies ready to go would queue behind it.
+_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="dwserve-compress")
 _QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")   # RFC 9110 12.4.2
 _ALIASES = {"x-gzip": "gzip"}   # RFC 9110 8.4.1.3: treated as gzip
 _WBITS = {"gzip": 31, "deflate": 15}   # HTTP "deflate" is the zlib format (RFC 9110 8.4.1.2)
@@ -169,7 +173,7 @@ class CompressionMiddleware:
             pass
         elif len(body) > OFF_LOOP_BYTES:
             try:
-                packed = await asyncio.to_thread(compress, body, coding, self.level)
+                packed = await asyncio.get_running_loop().run_in_executor(_POOL, compress, body, coding, self.level)
             except asyncio.CancelledError:
                 # Shutdown's cut (uvicorn cancels what runs past the grace) while the start is
                 # held: nothing sent, uvicorn would answer its own 500 to a request the guard

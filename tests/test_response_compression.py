@@ -73,7 +73,7 @@ def packed(monkeypatch):
     """Every compression the server makes: (coding, bytes in, thread it ran on)."""
     made, real = [], compression.compress
     monkeypatch.setattr(compression, "compress", lambda body, coding, level: (
-        made.append((coding, len(body), threading.get_ident())), real(body, coding, level))[1])
+        made.append((coding, len(body), threading.current_thread().name)), real(body, coding, level))[1])
     return made
 
 
@@ -214,6 +214,7 @@ def test_only_infer_is_compressed_under_v2_and_big_bodies_off_the_loop(url, pack
     assert small.headers["content-encoding"] == big.headers["content-encoding"] == "gzip"
     (_, small_n, loop), (_, big_n, worker) = packed
     assert small_n < compression.OFF_LOOP_BYTES < big_n and loop != worker
+    assert worker.startswith("dwserve-compress"), worker   # its own pool, not the loop's default one
 
 
 def test_metrics_gzipped_once_and_head_describes_identity(client):
