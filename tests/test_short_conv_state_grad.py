@@ -30,8 +30,10 @@ FLOATS = [pytest.param(torch.float64, id="float64"), pytest.param(torch.float32,
 #        B, L, C, K, masked, bias: L < K-1 makes the new state depend on the old one
 BLOCKS = [pytest.param(2, 7, 5, 4, True, True, id="prefill_mask"),
           pytest.param(3, 2, 3, 5, False, True, id="L_lt_K-1"),
-          pytest.param(1, 1, 7, 3, False, False, id="one_token_nobias")]
-STEPS = [pytest.param(3, 5, 4, "silu", id="k4_silu"), pytest.param(2, 3, 2, None, id="k2_linear")]
+          pytest.param(1, 1, 7, 3, False, False, id="one_token_nobias"),
+          pytest.param(2, 3, 4, 1, False, True, id="K1_empty_state")]     # no state to read or write
+STEPS = [pytest.param(3, 5, 4, "silu", id="k4_silu"), pytest.param(2, 3, 2, None, id="k2_linear"),
+         pytest.param(2, 3, 1, "silu", id="k1_empty_state")]
 
 
 def ref_step(x, w, b, state, activation):
