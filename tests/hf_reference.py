@@ -35,3 +35,18 @@ def assert_logits_match(hf, ours, ids, tol: float = 1e-4) -> None:
     with torch.inference_mode():
         got = ours(ids)
     torch.testing.assert_close(got, ref, rtol=tol, atol=tol)
+
+
+def assert_missing_tensor_is_named(path, name: str) -> None:
+    """Drop `name` from the checkpoint at path: from_pretrained must refuse it naming the tensor."""
+    import re
+
+    from safetensors.torch import load_file, save_file
+
+    from models.lfm2 import LFM2ForCausalLM
+    tensors = load_file(path / "model.safetensors")
+    del tensors[name]
+    save_file(tensors, path / "model.safetensors")
+    with pytest.raises(ValueError, match=re.escape(name)):
+        LFM2ForCausalLM.from_pretrained(path)
+

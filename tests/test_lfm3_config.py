@@ -8,6 +8,7 @@ transformers = pytest.importorskip("transformers")
 
 from models.lfm2 import LFM2Config, LFM2ForCausalLM  # noqa: E402
 
+from hf_reference import assert_missing_tensor_is_named  # noqa: E402
 from test_lfm3 import make_hf, needs_lfm3  # noqa: E402
 
 
@@ -25,13 +26,8 @@ def test_transformers_names_load_too(tmp_path):
 
 
 def test_a_missing_gate_is_named(tmp_path):
-    from safetensors.torch import load_file, save_file
     make_hf(tmp_path, seed=9)
-    tensors = load_file(tmp_path / "model.safetensors")
-    del tensors["model.layers.4.self_attn.gate_proj.weight"]
-    save_file(tensors, tmp_path / "model.safetensors")
-    with pytest.raises(ValueError, match=r"model\.layers\.4\.self_attn\.gate_proj\.weight"):
-        LFM2ForCausalLM.from_pretrained(tmp_path)
+    assert_missing_tensor_is_named(tmp_path, "model.layers.4.self_attn.gate_proj.weight")
 
 
 @needs_lfm3
