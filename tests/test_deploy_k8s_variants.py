@@ -11,28 +11,24 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_deploy_k8s import K8S, container, docs
 
 ROOT = Path(__file__).resolve().parents[1]
-K8S = ROOT / "deploy" / "k8s"
 BEFORE = K8S / "before"
 KUBECTL = shutil.which("kubectl")
 
 
-def load(path: Path) -> list[dict]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d]
-
-
-def kustomization(folder: Path) -> list[dict]:
-    """The documents `kubectl apply -k folder` would apply (its resources, read as files)."""
-    (k,) = load(folder / "kustomization.yaml")
-    return [d for res in k["resources"] for d in load(folder / res)]
+def kustomization(folder: str) -> list[dict]:
+    """The documents `kubectl apply -k deploy/k8s/folder` would apply (its resources, read as files)."""
+    (k,) = docs(f"{folder}/kustomization.yaml")
+    return [d for res in k["resources"] for d in docs(f"{folder}/{res}")]
 
 
 def installs() -> list[list[dict]]:
     """What runs together: deploy/k8s + deploy/k8s/before, on CPU and on GPU nodes (the GPU
     files replace the CPU Deployments of the same name)."""
-    cpu = kustomization(K8S) + kustomization(BEFORE)
-    gpu = [d for d in cpu if d["kind"] != "Deployment"] + load(K8S / "deployment-gpu.yaml") + load(BEFORE / "deployment-gpu.yaml")
+    cpu = kustomization(".") + kustomization("before")
+    gpu = [d for d in cpu if d["kind"] != "Deployment"] + docs("deployment-gpu.yaml") + docs("before/deployment-gpu.yaml")
     return [cpu, gpu]
 
 
@@ -45,8 +41,7 @@ def selects(selector: dict, labels: dict) -> bool:
 
 
 def impl(dep: dict) -> str:
-    (c,) = dep["spec"]["template"]["spec"]["containers"]
-    return {e["name"]: e["value"] for e in c["env"]}["DWSERVE_DEPTHWISE_IMPL"]
+    return {e["name"]: e["value"] for e in container(dep)["env"]}["DWSERVE_DEPTHWISE_IMPL"]
 
 
 @pytest.mark.parametrize("docs", installs(), ids=["cpu", "gpu"])
