@@ -118,6 +118,14 @@ def test_every_benchmark_the_docs_run_is_one_dwserve_bench_runs():
     assert all((REPO / "benchmarks" / f"{b}.py").is_file() for b in BENCHMARKS)
 
 
+ENDPOINT = re.compile(r"`(?:(GET|POST) )?(/(?:v[12]|metrics|openapi\.json)[^`\s]*)`")   # (method or "", path)
+
+
+def path_forms(path: str) -> set[str]:
+    """A named path with its `[optional]` parts both in and out."""
+    return {path.replace("[", "").replace("]", ""), re.sub(r"\[.*?\]", "", path)}
+
+
 def test_every_endpoint_the_docs_name_is_served():
     from service.app import create_app
     from service.settings import Settings
@@ -126,11 +134,11 @@ def test_every_endpoint_the_docs_name_is_served():
     routes = {(method.upper(), path) for path, item in app.openapi()["paths"].items() for method in item}
     routes |= {(method, r.path) for r in app.routes if hasattr(r, "methods") for method in r.methods}
     patterns = {(method, re.sub(r"\{[^}]+\}", "[^/]+", path)) for method, path in routes}
-    named = re.findall(r"`(?:(GET|POST) )?(/(?:v[12]|metrics|openapi\.json)[^`\s]*)`", _docs_text())
+    named = ENDPOINT.findall(_docs_text())
     assert len(named) >= 20
     missing = []
     for method, path in named:
-        for form in {path.replace("[", "").replace("]", ""), re.sub(r"\[.*?\]", "", path)}:
+        for form in path_forms(path):
             if not any((not method or method == m) and re.fullmatch(p, form) for m, p in patterns):
                 missing.append(f"{method} {form}".strip())
     assert not missing, f"the docs name endpoints the app does not serve: {missing}"

@@ -9,14 +9,10 @@ import re
 from pathlib import Path
 
 from prometheus_client.metrics import MetricWrapperBase
+from test_docs import ENDPOINT, _docs_text, path_forms
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = ("README.md", "docs/ARCHITECTURE.md", "docs/GPU_RUN.md")
 MODEL_NAMES = ("lfm2", "mobilenet_v2")
-
-
-def _docs_text() -> str:
-    return "\n".join((REPO / d).read_text() for d in DOCS)
 
 
 def _path_form(path: str) -> str:
@@ -32,9 +28,8 @@ def test_every_served_route_is_named_in_the_docs():
     app = create_app(Settings(warmup=False), models=fake_models(), hooks=fake_hooks())
     served = set(app.openapi()["paths"]) | {"/metrics"}
     named = set()
-    for path in re.findall(r"`(?:(?:GET|POST) )?(/(?:v[12]|metrics|openapi\.json)[^`\s]*)`", _docs_text()):
-        for form in {path.replace("[", "").replace("]", ""), re.sub(r"\[.*?\]", "", path)}:
-            named.add(_path_form(form))
+    for _, path in ENDPOINT.findall(_docs_text()):
+        named |= {_path_form(form) for form in path_forms(path)}
     missing = sorted(p for p in served if _path_form(p) not in named)
     assert not missing, f"routes the app serves that no doc names (as `/v2/...` in backticks): {missing}"
 
