@@ -85,7 +85,7 @@ PROBE_BYTES = 8 * 2**10     # a tail sample, ~0.25 ms to compress at level 1
 MIN_SAVING = 0.1            # compressing that saves less is CPU spent for nothing on a LAN
 
 
-def worth_compressing(body: bytes, coding: str, level: int, binary: bool) -> bool:
+def worth_compressing(body: bytes, level: int, binary: bool) -> bool:
     """False when `body` is a binary-tensor reply (JSON header, then raw tensor bytes) whose
     tail sample shrinks by less than MIN_SAVING: float tensors are near-incompressible, while
     token ids, masks and JSON shrink 2x or more. Text bodies are always worth it."""
@@ -169,7 +169,7 @@ class CompressionMiddleware:
     async def _send_whole(self, start: dict, body: bytes, coding: str, send) -> None:
         binary = _header(start["headers"], b"inference-header-content-length") is not None
         packed = body
-        if not worth_compressing(body, coding, self.level, binary):
+        if not worth_compressing(body, self.level, binary):
             pass
         elif len(body) > OFF_LOOP_BYTES:
             try:
