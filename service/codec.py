@@ -68,6 +68,13 @@ def parse_json(raw: bytes, what: str = "request body") -> Any:
         raise CodecError(f"{what}: expected valid UTF-8 JSON ({type(exc).__name__}: {exc})"[:300]) from None
 
 
+# HTTP content codings (RFC 9110 8.4.1) -> the one each is (x-gzip is gzip), and zlib's
+# wbits for it: HTTP "deflate" is the zlib format (15), gzip is 31. Request bodies are decoded
+# here (decompress); replies are encoded by service/compression.py from the same table.
+CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
+WBITS = {"gzip": 31, "deflate": 15}
+
+
 def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     """A request body as sent with `Content-Encoding: encoding` (lower-cased) -> its bytes,
     decoded whole and at most `limit` long: more is a 413 (a zip bomb), an encoding other than
@@ -76,12 +83,12 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     several members (RFC 1952: `cat a.gz b.gz`) is all of them, and nothing may follow."""
     if encoding in ("", "identity"):
         return body
-    if encoding not in ("gzip", "x-gzip", "deflate"):
+    kind = CODINGS.get(encoding)
+    if kind is None:
         raise ServiceError(415, f"Content-Encoding {encoding[:40]!r} unsupported; expected gzip, deflate or none")
-    kind = "deflate" if encoding == "deflate" else "gzip"
     pieces, size, rest = [], 0, body
     while True:
-        stream = zlib.decompressobj(15 if kind == "deflate" else 31)
+        stream = zlib.decompressobj(WBITS[kind])
         try:
             piece = stream.decompress(rest, limit + 1 - size)   # >= 1: 0 would mean no bound
         except zlib.error as exc:

@@ -40,6 +40,8 @@ import re
 import zlib
 from typing import Optional
 
+from .codec import CODINGS, WBITS
+
 # Compressing at level 1 runs ~30-80 MiB/s on one shared core: 64 KiB is ~1-2 ms on the
 # loop; above it the ~0.1 ms of a thread hop is noise beside the work it moves off.
 OFF_LOOP_BYTES = 64 * 2**10
@@ -47,8 +49,6 @@ OFF_LOOP_BYTES = 64 * 2**10
 # for the compute thread, and replies ready to go would queue behind it.
 _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="dwserve-compress")
 _QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")   # RFC 9110 12.4.2
-_ALIASES = {"x-gzip": "gzip"}   # RFC 9110 8.4.1.3: treated as gzip
-_WBITS = {"gzip": 31, "deflate": 15}   # HTTP "deflate" is the zlib format (RFC 9110 8.4.1.2)
 _V2_COMPRESSED = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer/?$")
 
 
@@ -62,7 +62,8 @@ def negotiate(accept_encoding: Optional[str]) -> Optional[str]:
     weights: dict[str, float] = {}
     for element in accept_encoding.split(","):
         name, *params = element.split(";")
-        name = _ALIASES.get(name.strip().lower(), name.strip().lower())
+        name = name.strip().lower()
+        name = CODINGS.get(name, name)   # x-gzip is gzip
         if not name:
             continue
         weight = 1.0
@@ -97,7 +98,7 @@ def worth_compressing(body: bytes, level: int, binary: bool) -> bool:
 
 def compress(body: bytes, coding: str, level: int) -> bytes:
     """body in `coding` (gzip: mtime 0, so equal bodies compress to equal bytes)."""
-    stream = zlib.compressobj(level, zlib.DEFLATED, _WBITS[coding])
+    stream = zlib.compressobj(level, zlib.DEFLATED, WBITS[coding])
     return stream.compress(body) + stream.flush()
 
 
