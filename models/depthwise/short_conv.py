@@ -101,11 +101,11 @@ def _compose_block(bcx, weight, conv_state, mask, conv):
 def _block_taps(weight: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
     """weight (C, 1, K) -> (K, C) contiguous in the accumulation dtype, made once per weight
     (weight_layout.cached_on): one tap's channels are then a contiguous row to broadcast.
-    Under autograd (or forward-mode AD) it is made from the weight itself on every call, so
-    gradients (tangents) reach it."""
+    Under autograd it is made from the weight itself on every call, so gradients reach it
+    (a forward-mode tangent likewise: cached_on checks that itself)."""
     def make(w):
         return w[:, 0, :].t().to(acc).contiguous()
-    if (weight.requires_grad and torch.is_grad_enabled()) or weight_layout.has_tangent(weight):
+    if weight.requires_grad and torch.is_grad_enabled():
         return make(weight)
     return weight_layout.cached_on(weight, f"_dwserve_block_taps_{str(acc)[6:]}", make)
 

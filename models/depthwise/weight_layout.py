@@ -53,14 +53,14 @@ def has_tangent(t: torch.Tensor | None) -> bool:
 
 def cached_on(weight: torch.Tensor, attr: str, make: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """make(weight.detach()), cached on the weight tensor under `attr` by version counter and
-    data pointer (the module docstring says why both). Computed afresh, uncached, for an
-    inference tensor (no version counter) and while torch.compile traces (no attributes set
-    from traced code); from the weight itself, not detached, for a torch.func wrapper (no
-    storage) and a forward-mode dual (its tangent must flow)."""
-    if weight.is_inference() or torch.compiler.is_compiling():
-        return make(weight.detach())
+    data pointer (the module docstring says why both). From the weight itself, uncached, for
+    a forward-mode dual (its tangent must flow; checked first, so callers need not) and a
+    torch.func wrapper (no storage); from weight.detach(), uncached, for an inference tensor
+    (no version counter) and while torch.compile traces (no attributes set from traced code)."""
     if fwAD._current_level >= 0 and has_tangent(weight):   # the level first: no call outside a dual level
         return make(weight)
+    if weight.is_inference() or torch.compiler.is_compiling():
+        return make(weight.detach())
     try:
         key = (weight._version, weight.data_ptr())
     except NO_STORAGE:
