@@ -4,6 +4,7 @@ test_serve_connections). The server's output is drained as it comes (see OutputD
 import collections
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,6 +22,15 @@ def send_json_post(sock: socket.socket, path: str, body: bytes) -> None:
     """One POST of a JSON body on a raw socket (the tests that pipeline, stall or leave)."""
     sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                  % (path.encode(), len(body), body))
+
+
+def metric_sum(url: str, name: str, **labels) -> float:
+    """The sum of /metrics' labelled samples of `name` whose labels include `labels`."""
+    total = 0.0
+    for got, value in re.findall(rf"^{name}\{{([^}}]*)\}} (\S+)$", httpx.get(url + "/metrics").text, re.M):
+        if all(f'{k}="{v}"' in got for k, v in labels.items()):
+            total += float(value)
+    return total
 
 
 def free_port() -> int:

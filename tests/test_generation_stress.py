@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import continuous_helpers
 import test_service_generation
-from server_process import send_json_post
+from server_process import metric_sum, send_json_post
 
 serve = test_service_generation.serve   # the fixture: fake models, a scheduler per test
 model = continuous_helpers.model          # the tiny LFM2, one per module
@@ -113,13 +113,6 @@ def test_namespaces_of_one_prefix_cache_are_kept_apart(model):
     assert b.lookup(prompt)[1] == 8 and shared.nbytes == a.nbytes == 2 * kept
 
 
-def _counters(url: str, name: str) -> float:
-    import re
-
-    import httpx
-    return sum(float(v) for v in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", httpx.get(url + "/metrics").text, re.M))
-
-
 def _leave(url: str, path: str, body: dict, after_s: float) -> None:
     """POST on a raw socket and close it after_s later, having read at most what came."""
     import json
@@ -170,7 +163,7 @@ def test_mixed_load_with_clients_leaving_leaves_the_engine_as_it_found_it(caplog
     with caplog.at_level("ERROR"), in_process_server(app) as url:
         scheduler = app.state.service.generate.scheduler
         idle = httpx.post(url + "/v1/generate", json=probe, timeout=30).json()["token_ids"]
-        sent = _counters(url, "dwserve_requests_total")
+        sent = metric_sum(url, "dwserve_requests_total")
 
         def run(job):
             kind, path, body, after_s = job
@@ -182,10 +175,10 @@ def test_mixed_load_with_clients_leaving_leaves_the_engine_as_it_found_it(caplog
         with ThreadPoolExecutor(12) as pool:
             list(pool.map(run, jobs))
         deadline = time.time() + 10
-        while (_counters(url, "dwserve_inflight_requests") or scheduler._busy()) and time.time() < deadline:
+        while (metric_sum(url, "dwserve_inflight_requests") or scheduler._busy()) and time.time() < deadline:
             time.sleep(0.05)
-        assert _counters(url, "dwserve_requests_total") - sent == len(jobs)
-        assert _counters(url, "dwserve_inflight_requests") == 0
+        assert metric_sum(url, "dwserve_requests_total") - sent == len(jobs)
+        assert metric_sum(url, "dwserve_inflight_requests") == 0
         assert not (scheduler._incoming or scheduler._parked or scheduler._entering or scheduler._reserved)
         assert not any(scheduler._tickets.values())
         engine = scheduler._engines["auto"]

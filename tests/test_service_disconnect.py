@@ -3,7 +3,6 @@ the sequence leaves its decode row at once instead of running all its max tokens
 generating route (service/disconnect.py). Checked on a live uvicorn with fake models, whose
 engine records each step, against the same request left to finish."""
 import json
-import re
 import socket
 import time
 
@@ -12,7 +11,7 @@ import pytest
 
 pytest.importorskip("uvicorn")
 
-from server_process import send_json_post  # noqa: E402
+from server_process import metric_sum, send_json_post  # noqa: E402
 from test_service_server import in_process_server  # noqa: E402
 
 MAX_TOKENS = 200
@@ -39,15 +38,6 @@ def live():
         yield url, app.state.service.generate.scheduler
 
 
-def _counter(url: str, name: str, **labels) -> float:
-    text = httpx.get(url + "/metrics").text
-    total = 0.0
-    for got, value in re.findall(rf"^{name}\{{([^}}]*)\}} (\S+)$", text, re.M):
-        if all(f'{k}="{v}"' in got for k, v in labels.items()):
-            total += float(value)
-    return total
-
-
 def _post_and_leave(url: str, path: str, body: dict, after_s: float) -> None:
     """POST on a raw socket, close it after_s later without reading a byte of the reply."""
     host, port = url.removeprefix("http://").split(":")
@@ -68,20 +58,20 @@ def _wait_idle(scheduler, timeout: float) -> bool:
 @pytest.mark.parametrize("path, body", ROUTES)
 def test_a_json_generation_stops_when_its_client_disconnects(live, path, body):
     url, scheduler = live
-    tokens0 = _counter(url, "dwserve_generated_tokens_total")
-    closed0 = _counter(url, "dwserve_requests_total", status="499")
+    tokens0 = metric_sum(url, "dwserve_generated_tokens_total")
+    closed0 = metric_sum(url, "dwserve_requests_total", status="499")
     steps0 = len(scheduler._engines["auto"].steps)
     t0 = time.perf_counter()
     _post_and_leave(url, path, body, after_s=0.3)
     assert _wait_idle(scheduler, timeout=2.0), "the generation kept its row after the client left"
     assert time.perf_counter() - t0 < MAX_TOKENS * TOKEN_DELAY_S / 2
     steps = len(scheduler._engines["auto"].steps) - steps0
-    generated = _counter(url, "dwserve_generated_tokens_total") - tokens0
+    generated = metric_sum(url, "dwserve_generated_tokens_total") - tokens0
     choices = body.get("n", 1)
     assert 0 < steps < MAX_TOKENS / 2 and 0 < generated < choices * MAX_TOKENS / 2, (steps, generated)
     # Every token the engine made is counted, those made after the client left included.
     assert generated == sum(scheduler._engines["auto"].steps[steps0:]), (generated, steps)
-    assert _counter(url, "dwserve_requests_total", status="499") == closed0 + 1
+    assert metric_sum(url, "dwserve_requests_total", status="499") == closed0 + 1
     # The rows are free again: a following request is served, with every token it asked for.
     r = httpx.post(url + "/v1/generate", json={"prompt": "a", "max_new_tokens": 3}, timeout=10)
     assert r.status_code == 200 and r.json()["text"] == "bcd"
@@ -91,8 +81,8 @@ def test_a_client_that_stays_gets_every_token(live):
     """The cross-check: the same long request, not abandoned, runs all its tokens (so the test
     above measures the disconnect, not some other early end)."""
     url, scheduler = live
-    tokens0 = _counter(url, "dwserve_generated_tokens_total")
+    tokens0 = metric_sum(url, "dwserve_generated_tokens_total")
     r = httpx.post(url + "/v1/generate", json={"prompt": "a", "max_new_tokens": 60}, timeout=30)
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 60
-    assert _counter(url, "dwserve_generated_tokens_total") - tokens0 == 60
+    assert metric_sum(url, "dwserve_generated_tokens_total") - tokens0 == 60
 
