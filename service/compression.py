@@ -41,6 +41,7 @@ import zlib
 from typing import Optional
 
 from .codec import CODINGS, WBITS
+from .middleware import INFER_PATH
 
 # Compressing at level 1 runs ~30-80 MiB/s on one shared core: 64 KiB is ~1-2 ms on the
 # loop; above it the ~0.1 ms of a thread hop is noise beside the work it moves off.
@@ -49,7 +50,6 @@ OFF_LOOP_BYTES = 64 * 2**10
 # for the compute thread, and replies ready to go would queue behind it.
 _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="dwserve-compress")
 _QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")   # RFC 9110 12.4.2
-_V2_COMPRESSED = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer/?$")
 
 
 def negotiate(accept_encoding: Optional[str]) -> Optional[str]:
@@ -137,7 +137,9 @@ class CompressionMiddleware:
 
     async def __call__(self, scope, receive, send):
         path = scope.get("path", "")
-        if scope["type"] != "http" or self.level == 0 or (path.startswith("/v2") and not _V2_COMPRESSED.match(path)):
+        # outside the guard: the path may still end in the slash the guard drops
+        other_v2 = path.startswith("/v2") and not INFER_PATH.match(path.rstrip("/"))
+        if scope["type"] != "http" or self.level == 0 or other_v2:
             return await self.app(scope, receive, send)
         asked = b",".join(v for k, v in scope["headers"] if k.lower() == b"accept-encoding")
         coding = None if scope["method"] == "HEAD" else negotiate(asked.decode("latin-1"))

@@ -42,7 +42,8 @@ from .logs import log_access
 
 log = logging.getLogger("dwserve.app")
 
-_INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+# The OIP infer route, answered here (_infer); compression.py reads it too (the only /v2 replies it compresses).
+INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 # Every /v2 route metered per model: OIP infer and Triton's generate extension.
 _MODEL_ROUTE = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/(infer|generate|generate_stream)$")
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")   # printable ASCII, no spaces
@@ -242,7 +243,7 @@ class GuardMiddleware:
                 if encoded:   # decoded by read_body: the app sees the body as it is now, without the header
                     kept = [(k, v) for k, v in scope["headers"] if k.lower() not in _ENCODED_HEADERS]
                     scope = {**scope, "headers": [*kept, (b"content-length", str(len(body)).encode())]}
-                infer = _INFER.match(scope["path"]) if scope["method"] == "POST" else None
+                infer = INFER_PATH.match(scope["path"]) if scope["method"] == "POST" else None
                 if infer is not None:
                     return await self._infer(infer, headers, body, state, send_wrapped, reject, receive_watched)
 
