@@ -5,16 +5,13 @@ a host with fewer cores than both variants' threads, "before"'s per_group work s
 in Grafana. Each variant is pinned (cpuset) to DWSERVE_CPUS cores of its own, set by env vars;
 `docker-compose config` (no Docker engine needed) shows what the engine would get."""
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
+from test_deploy_docker import COMPOSE, compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker" / "docker-compose.yml"
-COMPOSE = shutil.which("docker-compose")
 needs_compose = pytest.mark.skipif(COMPOSE is None, reason="docker-compose not installed (apt-get install docker-compose)")
 VARIANTS = ("dwserve-before", "dwserve-after")
 TOOLS = ("prometheus", "grafana", "loadtest")
@@ -24,10 +21,7 @@ KNOBS = ("DWSERVE_CPUS", "DWSERVE_CPUSET_BEFORE", "DWSERVE_CPUSET_AFTER", "DWSER
 def config(**env: str) -> dict:
     """The services as compose resolves them, with only `env` of the knobs set."""
     environ = {k: v for k, v in os.environ.items() if k not in KNOBS} | env
-    r = subprocess.run([COMPOSE, "-f", str(COMPOSE_FILE), "--profile", "loadtest", "config"],
-                       capture_output=True, text=True, timeout=60, cwd=ROOT, env=environ)
-    assert r.returncode == 0, r.stderr
-    return yaml.safe_load(r.stdout)["services"]
+    return compose_config(COMPOSE_FILE.name, profile="loadtest", env=environ)["services"]
 
 
 def cores(cpuset) -> set[int]:

@@ -14,10 +14,11 @@ DOCKER = ROOT / "docker"
 COMPOSE = shutil.which("docker-compose")
 
 
-def compose_config(*files: str, profile: str | None = None) -> dict:
+def compose_config(*files: str, profile: str | None = None, env: dict | None = None) -> dict:
+    """`docker-compose config` of docker/FILES (env: its whole environment; None: this one's)."""
     args = [COMPOSE] + [a for f in files for a in ("-f", str(DOCKER / f))]
     args += ["--profile", profile] if profile else []
-    r = subprocess.run(args + ["config"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    r = subprocess.run(args + ["config"], capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
     assert r.returncode == 0, r.stderr
     return yaml.safe_load(r.stdout)
 
