@@ -82,7 +82,7 @@ class InferCalls:
             raise ServiceError(401, "missing or wrong bearer token: send metadata "
                                     "'authorization: Bearer <DWSERVE_API_KEY>'")
 
-    async def _infer(self, request, context=None, call=("ModelInfer", "-", None)):
+    async def _infer(self, request, call: tuple, context=None):
         """One ModelInferRequest through the REST path's checks and batcher, metered like a
         REST request (a refused token too, given the call's `context`; a stream's token is
         checked once, before any of its requests) and access-logged as `call`: (RPC name,
@@ -136,7 +136,7 @@ class InferCalls:
         # The work runs in its own task so that cut() can end it and this handler still
         # answers (cancelling grpc's handler task would leave nobody to). A client that
         # leaves cancels this handler, and with it the work it awaits.
-        work = asyncio.ensure_future(self._infer(request, context, ("ModelInfer", request_id, context.peer())))
+        work = asyncio.ensure_future(self._infer(request, ("ModelInfer", request_id, context.peer()), context))
         self._in_flight[work] = work.cancel
         try:
             response, result = await work
@@ -153,7 +153,8 @@ class InferCalls:
         return response
 
     async def ModelStreamInfer(self, request_iterator, context):
-        stream_id = request_id_of(dict(context.invocation_metadata() or ()))   # every request's access line
+        stream_id, peer = request_id_of(dict(context.invocation_metadata() or ())), context.peer()
+        call = ("ModelStreamInfer", stream_id, peer)   # every request's access line, made once per stream
         try:
             self._check_auth(context)
         except ServiceError as exc:
@@ -161,7 +162,7 @@ class InferCalls:
             # named yet: "unknown", the label of a request for no served model.
             self.service.metrics.requests.labels("unknown", self.service.settings.depthwise_impl, "401").inc()
             if self.service.settings.access_log:
-                log_access("gRPC", _SERVICE + "ModelStreamInfer", 401, 0.0, stream_id, context.peer())
+                log_access("gRPC", _SERVICE + "ModelStreamInfer", 401, 0.0, stream_id, peer)
             await abort(context, exc, stream_id)
         done: asyncio.Queue = asyncio.Queue()
         pending: set[asyncio.Task] = set()
@@ -175,7 +176,7 @@ class InferCalls:
 
         async def answer(request):
             try:
-                response, _ = await self._infer(request, call=("ModelStreamInfer", stream_id, context.peer()))
+                response, _ = await self._infer(request, call)
                 out = pb.ModelStreamInferResponse(infer_response=response)
             except Exception as exc:  # noqa: BLE001 - the error answers this request only
                 which = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version,
