@@ -265,7 +265,7 @@ class GuardMiddleware:
             impl = state.get("dw_impl", settings.depthwise_impl)
             if settings.access_log:
                 log_access("HEAD" if head else scope["method"], scope["path"], status, time.perf_counter() - t0,
-                           request_id, scope.get("client"), model, impl if model is not None else None)
+                           request_id, scope.get("client"), model, impl)   # (impl logged only with a model)
             if model is not None:
                 metrics.inflight.labels(model).dec()
                 metrics.requests.labels(model, impl, str(status)).inc()
