@@ -13,7 +13,7 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("uvicorn")
 
 from service.testing import FakeTokenizer  # noqa: E402
-from test_deploy_loadtest import free_port, wait_ready  # noqa: E402
+from server_process import free_port, wait_http_ok  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -31,7 +31,7 @@ def live_server(**settings):
     threading.Thread(target=srv.run, daemon=True).start()
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, 30)
+        wait_http_ok(f"{url}/v2/health/ready", 30)
         yield url
     finally:
         srv.should_exit = True

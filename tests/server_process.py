@@ -57,6 +57,18 @@ class OutputDrain:
         return "".join(self.lines)[-chars:]
 
 
+def wait_http_ok(url: str, timeout_s: float) -> None:
+    """Until GET `url` answers 200 (a server started in this process: no process to watch, only
+    the clock); asked at least once, however short `timeout_s`."""
+    deadline = time.time() + timeout_s
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        assert time.time() < deadline, f"{url} not ready in {timeout_s} s"
+        time.sleep(0.1)
+
+
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float, output: OutputDrain) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -2,20 +2,14 @@
 it refuses remote targets, measures both targets, and writes a Markdown report and a PNG."""
 import socket
 import threading
-import time
 
 import httpx
 import pytest
 
 from service import loadtest
+from server_process import free_port, wait_http_ok
 
 pytest.importorskip("uvicorn")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,22 +32,10 @@ def servers():
         running.append(server)
         urls[label] = f"http://127.0.0.1:{port}"
     for url in urls.values():
-        wait_ready(url, 30)
+        wait_http_ok(f"{url}/v2/health/ready", 30)
     yield urls
     for server in running:
         server.should_exit = True
-
-
-def wait_ready(url: str, timeout_s: float) -> None:
-    deadline = time.time() + timeout_s
-    while True:
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.time() < deadline, f"{url} not ready in {timeout_s} s"
-        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("url", [

@@ -6,21 +6,15 @@ asked for a model's metadata once and gave up ('cannot reach ...; start it with 
 about a server that was starting), and a target whose one model was ready while its other model
 (or the other target) still warmed up was measured against that warm-up's CPU use: the first
 target's numbers paid for the second's compile."""
-import socket
 import threading
 import time
 
 import pytest
 
 from service import loadtest
+from server_process import free_port
 
 pytest.importorskip("uvicorn")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LateServer:

@@ -1,43 +1,19 @@
 """The OpenAI-compatible routes as the official `openai` client's higher-level helpers, vLLM-style
 clients and load generators use them, against a live in-process server with fake models
-(FakeLM: next id = last + 1, one character per token). Each test here failed before its fix."""
-import threading
+(tests/openai_fake_server.py; FakeLM: next id = last + 1, one character per token). Each test here
+failed before its fix."""
 import time
 
 import pytest
 
 openai = pytest.importorskip("openai")
-pytest.importorskip("uvicorn")
 
-from test_deploy_loadtest import free_port, wait_ready  # noqa: E402
+import openai_fake_server  # noqa: E402
+from openai_fake_server import live_server  # noqa: E402
 from error_bodies import error_message
 
 CHAT = [{"role": "user", "content": "hi there"}]
-
-
-@pytest.fixture(scope="module")
-def server():
-    import uvicorn
-
-    from service.app import create_app
-    from service.settings import Settings
-    from service.testing import fake_hooks, fake_models
-
-    port = free_port()
-    app = create_app(Settings(port=port, warmup=False, max_new_tokens=64, max_sequence_length=128),
-                     models=fake_models(), hooks=fake_hooks())
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=srv.run, daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(url, 30)
-    yield url
-    srv.should_exit = True
-    time.sleep(0.2)
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0)
+server, client = openai_fake_server.server, openai_fake_server.client   # this module's server
 
 
 def test_chat_stream_helper_keeps_each_choices_logprobs_once(client):
@@ -66,11 +42,7 @@ def test_a_stream_cut_by_the_request_timeout_says_so(monkeypatch):
     """A token that does not come within DWSERVE_REQUEST_TIMEOUT_S once the reply has started
     ends the stream with an in-band error; it read "TimeoutError: " (the builtin's empty text),
     where the same timeout before the first byte is a 503 naming the setting."""
-    import uvicorn
-
-    from service.app import create_app
-    from service.settings import Settings
-    from service.testing import FakeContinuousBatch, fake_hooks, fake_models
+    from service.testing import FakeContinuousBatch
 
     step = FakeContinuousBatch.step
 
@@ -80,14 +52,8 @@ def test_a_stream_cut_by_the_request_timeout_says_so(monkeypatch):
         return step(self)
 
     monkeypatch.setattr(FakeContinuousBatch, "step", stalling)
-    port = free_port()
-    app = create_app(Settings(port=port, warmup=False, request_timeout_s=0.5), models=fake_models(),
-                     hooks=fake_hooks())
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=srv.run, daemon=True).start()
-    try:
-        wait_ready(f"http://127.0.0.1:{port}", 30)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+    with live_server(request_timeout_s=0.5) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         texts = []
         with pytest.raises(openai.APIError) as exc:
             for chunk in client.completions.create(model="lfm2", prompt="ab", max_tokens=8, temperature=0,
@@ -97,9 +63,6 @@ def test_a_stream_cut_by_the_request_timeout_says_so(monkeypatch):
         # OpenAI's error object in the event: the client raises with its message (a plain string
         # gave "An error occurred during streaming")
         assert "DWSERVE_REQUEST_TIMEOUT_S" in exc.value.message and exc.value.type == "server_error", exc.value.body
-    finally:
-        srv.should_exit = True
-        time.sleep(0.2)
 
 
 @pytest.mark.parametrize("route, args, name", [

@@ -11,7 +11,6 @@ the stack itself in seconds).
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+
+from server_process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PROM_DIR = ROOT / "deploy" / "prometheus"
@@ -34,12 +35,6 @@ SUBSTITUTE = {"$__rate_interval": "30s", "$model": ".*", "$instance": ".*"}
 
 pytestmark = [pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed (apt-get install prometheus)"),
               pytest.mark.timeout(300)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
