@@ -4,7 +4,6 @@ test_serve_connections). The server's output is drained as it comes (see OutputD
 import collections
 import contextlib
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,13 +24,17 @@ def send_json_post(sock: socket.socket, path: str, body: bytes) -> None:
                  % (path.encode(), len(body), body))
 
 
+def metric_value(text: str, name: str, **labels) -> float:
+    """The sum of a /metrics page's samples of `name` (a sample's name: `..._total`, `..._count`)
+    whose labels include `labels`; 0 when none."""
+    want = labels.items()
+    return sum((s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+                if s.name == name and want <= s.labels.items()), 0.0)
+
+
 def metric_sum(url: str, name: str, **labels) -> float:
-    """The sum of /metrics' labelled samples of `name` whose labels include `labels`."""
-    total = 0.0
-    for got, value in re.findall(rf"^{name}\{{([^}}]*)\}} (\S+)$", httpx.get(url + "/metrics").text, re.M):
-        if all(f'{k}="{v}"' in got for k, v in labels.items()):
-            total += float(value)
-    return total
+    """metric_value of the /metrics page the server at `url` serves now."""
+    return metric_value(httpx.get(url + "/metrics").text, name, **labels)
 
 
 def free_port() -> int:

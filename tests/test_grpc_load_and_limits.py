@@ -17,6 +17,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc  # noqa: E402
 from tritonclient.grpc._utils import _get_inference_request  # noqa: E402
 
 from service.testing import reference_logits  # noqa: E402
+from server_process import metric_sum  # noqa: E402
 from tests.grpc_fake_server import _code_and_message, _image, _infer, grpc_server  # noqa: E402
 
 
@@ -34,8 +35,7 @@ def test_a_stream_whose_client_does_not_read_is_not_read_either():
                 yield pb.ModelInferRequest(model_name="lfm2", id=str(i), inputs=[tensor])
 
         def served():
-            text = httpx.get(f"{url}/metrics").text
-            return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith("dwserve_requests_total"))
+            return metric_sum(url, "dwserve_requests_total")
 
         # No BDP probing: the answers' HTTP/2 window stays at its initial 64 KiB.
         with grpc.insecure_channel(target, options=[("grpc.http2.bdp_probe", 0)]) as channel:
@@ -118,10 +118,7 @@ def test_auth_queue_full_and_message_limit():
 
 
 def _forwards(url: str, model: str) -> float:
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith(f'dwserve_batch_size_count{{model="{model}"}}'):
-            return float(line.split()[-1])
-    return 0.0
+    return metric_sum(url, "dwserve_batch_size_count", model=model)
 
 
 def test_a_client_deadline_drops_its_queued_request():

@@ -10,7 +10,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 
 grpc = pytest.importorskip("grpc")
@@ -19,7 +18,7 @@ from tritonclient.grpc import service_pb2 as pb  # noqa: E402
 from tritonclient.grpc import service_pb2_grpc as pb_grpc  # noqa: E402
 
 from service.testing import fake_hooks, fake_models  # noqa: E402
-from server_process import fake_server_cmd, free_port, server_process  # noqa: E402
+from server_process import fake_server_cmd, free_port, metric_sum, metric_value, server_process  # noqa: E402
 from tests.test_service_server import in_process_server  # noqa: E402
 
 GRACE_S = 0.3
@@ -30,10 +29,6 @@ def _request(rid: str):
     tensor = pb.ModelInferRequest.InferInputTensor(name="input_ids", datatype="INT64", shape=[1, 3])
     tensor.contents.int64_contents.extend([1, 2, 3])
     return pb.ModelInferRequest(model_name="lfm2", id=rid, inputs=[tensor])
-
-
-def _metric(text: str, prefix: str) -> float:
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
 
 
 @contextlib.contextmanager
@@ -54,7 +49,7 @@ def _server():
 def _wait_inflight(url: str, n: int) -> None:
     deadline = time.time() + 10
     while time.time() < deadline:
-        if _metric(httpx.get(f"{url}/metrics").text, 'dwserve_inflight_requests{model="lfm2"}') == n:
+        if metric_sum(url, "dwserve_inflight_requests", model="lfm2") == n:
             return
         time.sleep(0.02)
     raise AssertionError(f"never {n} calls in flight")
@@ -70,11 +65,11 @@ def _assert_cut(code, details, trailers, answered_s):
 
 def _assert_counted_503(service, n: int):
     text = service.metrics.render().decode()
-    assert _metric(text, 'dwserve_requests_total{impl="auto",model="lfm2",status="503"}') == n, text
+    assert metric_value(text, "dwserve_requests_total", impl="auto", model="lfm2", status="503") == n, text
     # (status 500 is exposed at 0 from a model's first count: service/metrics.py PRIMED_STATUSES)
-    assert _metric(text, 'dwserve_requests_total{impl="auto",model="lfm2",status="499"}') == 0
-    assert _metric(text, 'dwserve_requests_total{impl="auto",model="lfm2",status="500"}') == 0
-    assert _metric(text, 'dwserve_inflight_requests{model="lfm2"}') == 0
+    assert metric_value(text, "dwserve_requests_total", impl="auto", model="lfm2", status="499") == 0
+    assert metric_value(text, "dwserve_requests_total", impl="auto", model="lfm2", status="500") == 0
+    assert metric_value(text, "dwserve_inflight_requests", model="lfm2") == 0
 
 
 def _call(stub, rid: str):

@@ -5,7 +5,6 @@ In-process server, fake models."""
 import logging
 import queue
 
-import httpx
 import numpy as np
 import pytest
 
@@ -15,6 +14,7 @@ from tritonclient.grpc import service_pb2 as pb  # noqa: E402
 from tritonclient.grpc import service_pb2_grpc as pb_grpc  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+from server_process import metric_sum  # noqa: E402
 from tests.grpc_fake_server import grpc_server  # noqa: E402
 
 
@@ -22,11 +22,6 @@ def _ids_input(ids: np.ndarray):
     inp = gc.InferInput("input_ids", list(ids.shape), "INT64")
     inp.set_data_from_numpy(ids)
     return inp
-
-
-def _metric(url: str, prefix: str) -> float:
-    text = httpx.get(f"{url}/metrics").text
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
 
 
 @pytest.mark.parametrize("empty_final", [pytest.param(False, id="plain"), pytest.param(True, id="empty-final-asked")])
@@ -92,7 +87,7 @@ def test_an_oversized_message_is_refused_naming_the_limit_and_its_setting():
             message = err.value.message()
             assert f"the limit is {limit}" in message and "--max-body-bytes" in message, message
             assert "DWSERVE_MAX_BODY_BYTES" in message and "1204" in message, message
-        assert _metric(url, 'dwserve_requests_total{impl="auto",model="mobilenet_v2",status="413"}') == 2
+        assert metric_sum(url, "dwserve_requests_total", impl="auto", model="mobilenet_v2", status="413") == 2
         # Past twice the limit grpc refuses it unread (its own message): still RESOURCE_EXHAUSTED.
         many = gc.InferInput("input", [4, 3, 224, 224], "FP32")
         many.set_data_from_numpy(np.zeros((4, 3, 224, 224), np.float32))   # 2.4 MB
@@ -153,8 +148,9 @@ def test_a_refused_token_is_counted_401_like_rests():
             assert err.value.status() == "StatusCode.UNAUTHENTICATED" and "Bearer" in err.value.message()
         ok = gc.InferenceServerClient(target).infer("lfm2", [inp], headers={"authorization": "Bearer s3cret"})
         assert ok.as_numpy("logits").shape == (1, 96)
-        counted = 'dwserve_requests_total{impl="auto",model="lfm2",status='
-        assert _metric(url, counted + '"401"}') == 2 and _metric(url, counted + '"200"}') == 1
+        counted = dict(impl="auto", model="lfm2")
+        assert metric_sum(url, "dwserve_requests_total", **counted, status="401") == 2
+        assert metric_sum(url, "dwserve_requests_total", **counted, status="200") == 1
 
 
 def test_a_stream_refused_for_its_token_is_counted_401():
@@ -171,7 +167,7 @@ def test_a_stream_refused_for_its_token_is_counted_401():
         error = errors.get(timeout=30)
         client.stop_stream()
         assert error is not None and "UNAUTHENTICATED" in str(error.status()), error
-        assert _metric(url, 'dwserve_requests_total{impl="auto",model="unknown",status="401"}') == 1
+        assert metric_sum(url, "dwserve_requests_total", impl="auto", model="unknown", status="401") == 1
 
 
 @pytest.mark.parametrize("where", ["input", "output"])

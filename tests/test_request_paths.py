@@ -7,7 +7,7 @@ from service.app import create_app
 from service.settings import Settings
 from service.testing import fake_hooks, fake_models
 from error_bodies import error_message
-from server_process import client_ready
+from server_process import client_ready, metric_value
 
 IDS = {"inputs": [{"name": "input_ids", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]}
 
@@ -20,9 +20,7 @@ def client():
 
 
 def _served(client) -> float:
-    text = client.get("/metrics").text
-    return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith('dwserve_requests_total{impl="auto",model="lfm2",status="200"}'))
+    return metric_value(client.get("/metrics").text, "dwserve_requests_total", impl="auto", model="lfm2", status="200")
 
 
 def test_a_trailing_slash_is_served_as_without_it(client):

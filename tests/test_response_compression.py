@@ -27,7 +27,7 @@ from service.app import create_app  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.testing import FakeLanguageModel, fake_hooks, fake_models  # noqa: E402
 import cli_capture  # noqa: E402
-from server_process import client_ready  # noqa: E402
+from server_process import client_ready, metric_value  # noqa: E402
 from tests.test_service_server import in_process_server  # noqa: E402
 
 VOCAB = 32768   # JSON logits ~650 KB: above OFF_LOOP_BYTES, as a real vocabulary's are
@@ -229,10 +229,7 @@ def test_metrics_gzipped_once_and_head_describes_identity(client):
 
 def test_guard_meters_a_compressed_reply_as_its_status(client):
     def served():
-        text = client.get("/metrics").text
-        line = [ln for ln in text.splitlines() if ln.startswith("dwserve_requests_total{")
-                and 'model="lfm2"' in ln and 'status="200"' in ln]
-        return float(line[0].rsplit(" ", 1)[1]) if line else 0.0
+        return metric_value(client.get("/metrics").text, "dwserve_requests_total", model="lfm2", status="200")
     before = served()
     r, _ = _raw(client, "POST", "/v2/models/lfm2/infer", "gzip", json=_infer_body())
     assert r.headers["content-encoding"] == "gzip" and served() == before + 1

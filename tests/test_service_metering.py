@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.app import create_app
 from service.settings import Settings
 from service.testing import fake_hooks, fake_models
-from server_process import client_ready
+from server_process import client_ready, metric_value
 from inprocess_app import LIMITS, _infer_json
 
 
@@ -21,12 +21,6 @@ def samples(text: str) -> dict:
     """{(sample name, frozenset(labels)): value} of a /metrics page."""
     return {(s.name, frozenset(s.labels.items())): s.value
             for fam in text_string_to_metric_families(text) for s in fam.samples}
-
-
-def value(text: str, name: str, **labels) -> float:
-    """Sum of the samples of `name` whose labels include `labels` (0 when none)."""
-    want = set(labels.items())
-    return sum(v for (n, ls), v in samples(text).items() if n == name and want <= ls)
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +41,12 @@ def test_wrong_methods_on_inference_routes_are_not_metered(client):
     assert r.status_code == 405 and "x-depthwise-impl" not in r.headers
     after = client.get("/metrics").text
     for status in ("405", "200"):
-        assert value(after, "dwserve_requests_total", model="lfm2", status=status) == \
-            value(before, "dwserve_requests_total", model="lfm2", status=status), status
+        assert metric_value(after, "dwserve_requests_total", model="lfm2", status=status) == \
+            metric_value(before, "dwserve_requests_total", model="lfm2", status=status), status
     # ... while POST still is
     assert _infer_json(client, "lfm2", "input_ids", np.array([[1, 2]]), "INT64").headers["x-depthwise-impl"] == "auto"
-    assert value(client.get("/metrics").text, "dwserve_requests_total", model="lfm2", status="200") == \
-        value(after, "dwserve_requests_total", model="lfm2", status="200") + 1
+    assert metric_value(client.get("/metrics").text, "dwserve_requests_total", model="lfm2", status="200") == \
+        metric_value(after, "dwserve_requests_total", model="lfm2", status="200") + 1
 
 
 @pytest.mark.parametrize("path", ["/v2/health/live", "/v2/health/ready", "/v2/models/lfm2/ready",
@@ -91,7 +85,7 @@ def test_request_latency_by_route_without_fast_rejections(client):
     after = client.get("/metrics").text
 
     def delta(name, **labels):
-        return value(after, name, **labels) - value(before, name, **labels)
+        return metric_value(after, name, **labels) - metric_value(before, name, **labels)
 
     count = "dwserve_request_duration_seconds_count"
     assert delta(count, model="lfm2", impl="native", route="infer") == 1
@@ -127,10 +121,10 @@ def test_an_aborted_upload_is_499_not_500():
         deadline, text = time.time() + 10, ""
         while time.time() < deadline:
             text = httpx.get(f"{url}/metrics").text
-            if value(text, "dwserve_requests_total", model="lfm2", status="499"):
+            if metric_value(text, "dwserve_requests_total", model="lfm2", status="499"):
                 break
             time.sleep(0.05)
-        assert value(text, "dwserve_requests_total", model="lfm2", status="499") == 1
-        assert value(text, "dwserve_requests_total", model="lfm2", status="500") == 0
-        assert value(text, "dwserve_request_duration_seconds_count", model="lfm2") == 0   # not timed
-        assert value(text, "dwserve_inflight_requests", model="lfm2") == 0
+        assert metric_value(text, "dwserve_requests_total", model="lfm2", status="499") == 1
+        assert metric_value(text, "dwserve_requests_total", model="lfm2", status="500") == 0
+        assert metric_value(text, "dwserve_request_duration_seconds_count", model="lfm2") == 0   # not timed
+        assert metric_value(text, "dwserve_inflight_requests", model="lfm2") == 0

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from server_process import fake_server_cmd, free_port, server_process
+from server_process import fake_server_cmd, free_port, metric_sum, metric_value, server_process
 from error_bodies import error_message
 
 
@@ -125,7 +125,7 @@ def test_sigterm_with_zero_grace_answers_every_json_request_before_exiting():
             with ThreadPoolExecutor(n) as pool:
                 futures = [pool.submit(post, i) for i in range(n)]
                 deadline = time.time() + 20
-                while _metric(httpx.get(f"{url}/metrics").text, 'dwserve_inflight_requests{model="lfm2"}') < n:
+                while metric_sum(url, "dwserve_inflight_requests", model="lfm2") < n:
                     assert time.time() < deadline and not any(f.done() for f in futures)
                     time.sleep(0.05)
                 proc.send_signal(signal.SIGTERM)
@@ -148,10 +148,6 @@ def test_overload_503_with_retry_after_and_no_hung_request():
         assert httpx.get(f"{url}/v2/health/ready").status_code == 200
 
 
-def _metric(text: str, prefix: str) -> float:
-    return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(prefix))
-
-
 def test_infer_client_that_gives_up_is_dropped_from_the_queue():
     """REST /infer clients that time out while queued: their forwards are not run (a later
     request does not wait behind them) and they are counted 499, not 200."""
@@ -159,7 +155,7 @@ def test_infer_client_that_gives_up_is_dropped_from_the_queue():
     with server_process(cmd, timeout=60) as (url, _):
         body = {"inputs": [{"name": "input_ids", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]}
         def forwards():
-            return _metric(httpx.get(f"{url}/metrics").text, 'dwserve_batch_size_count{model="lfm2"}')
+            return metric_sum(url, "dwserve_batch_size_count", model="lfm2")
         before = forwards()
 
         def give_up(_):
@@ -174,8 +170,8 @@ def test_infer_client_that_gives_up_is_dropped_from_the_queue():
         assert gave_up >= 5, outcomes
         # Ran: the answered ones, those already running when their clients left, and the last.
         assert forwards() - before <= len(outcomes) - gave_up + 3
-        assert _metric(metrics, 'dwserve_requests_total{impl="auto",model="lfm2",status="499"}') == gave_up
-        assert _metric(metrics, "dwserve_inflight_requests") == 0
+        assert metric_value(metrics, "dwserve_requests_total", impl="auto", model="lfm2", status="499") == gave_up
+        assert metric_value(metrics, "dwserve_inflight_requests") == 0
 
 
 
@@ -187,7 +183,7 @@ def test_classify_client_that_gives_up_is_dropped_from_the_queue():
     cmd = fake_server_cmd(max_batch_size=1, max_queue_size=16, max_queue_delay_ms=0) + ["--delay-s", "0.2"]
     with server_process(cmd, timeout=60) as (url, _):
         def forwards():
-            return _metric(httpx.get(f"{url}/metrics").text, 'dwserve_batch_size_count{model="mobilenet_v2"}')
+            return metric_sum(url, "dwserve_batch_size_count", model="mobilenet_v2")
         before = forwards()
 
         def give_up(_):
@@ -202,8 +198,8 @@ def test_classify_client_that_gives_up_is_dropped_from_the_queue():
         assert gave_up >= 5, outcomes
         assert forwards() - before <= len(outcomes) - gave_up + 3
         metrics = httpx.get(f"{url}/metrics").text
-        assert _metric(metrics, 'dwserve_requests_total{impl="auto",model="mobilenet_v2",status="499"}') == gave_up
-        assert _metric(metrics, "dwserve_inflight_requests") == 0
+        assert metric_value(metrics, "dwserve_requests_total", impl="auto", model="mobilenet_v2", status="499") == gave_up
+        assert metric_value(metrics, "dwserve_inflight_requests") == 0
 
 def test_sse_client_disconnect_stops_generation():
     """A client that drops a stream frees the model at the next token, not after max_new_tokens."""
