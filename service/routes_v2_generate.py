@@ -84,6 +84,8 @@ def to_generate(body: TritonGenerateRequest, stream: bool) -> tuple[GenerateRequ
                            seed=p.seed if p.seed is not None else p.random_seed,
                            stop=_words(p.stop if p.stop is not None else p.stop_words), ignore_eos=p.ignore_eos,
                            presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty,
+                           repetition_penalty=p.repetition_penalty, min_p=p.min_p, min_tokens=p.min_tokens,
+                           stop_token_ids=p.stop_token_ids, include_stop_str_in_output=p.include_stop_str_in_output,
                            depthwise_impl=p.depthwise_impl, stream=stream), p.exclude_input_in_output is False
 
 

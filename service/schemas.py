@@ -180,6 +180,18 @@ class GenerateRequest(BaseModel):
     logprobs: Optional[Int] = Field(None, ge=0, le=20, description="each generated token's log-probability "
                                     "(the model's distribution, before temperature/top-k/top-p) and this many "
                                     "most likely alternatives; streamed, each event carries those of the tokens its text completes")
+    # transformers' and vLLM's sampling controls (models/lfm2/logit_processing.py)
+    repetition_penalty: Float = Field(1.0, gt=0.0, le=100.0, description="the logit of every token of the prompt "
+                                      "and of the generated text divided by it where positive, multiplied where "
+                                      "negative (transformers'/vLLM's); 1 = off, > 1 discourages repeats")
+    min_p: Float = Field(0.0, ge=0.0, le=1.0, description="sampling drops a token less likely than min_p times "
+                         "the most likely one (after temperature); 0 = off")
+    min_tokens: Int = Field(0, ge=0, description="no stop token (eos, stop_token_ids) and no stop string "
+                            "ends the generation before this many tokens (vLLM's)")
+    stop_token_ids: Optional[list[TokenId]] = Field(None, max_length=64, description="token ids that end the "
+                                                    "generation, besides the model's end-of-sequence ids")
+    include_stop_str_in_output: bool = Field(False, description="keep the stop string, or a stop token's text "
+                                             "and id, at the end of the output (vLLM's)")
 
 
 class TopLogprob(BaseModel):
@@ -240,6 +252,12 @@ class TritonGenerateParameters(BaseModel):
     ignore_eos: bool = False
     presence_penalty: Float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: Float = Field(0.0, ge=-2.0, le=2.0)
+    # vLLM's SamplingParams names, as its Triton backend takes them (see GenerateRequest)
+    repetition_penalty: Float = Field(1.0, gt=0.0, le=100.0)
+    min_p: Float = Field(0.0, ge=0.0, le=1.0)
+    min_tokens: Int = Field(0, ge=0)
+    stop_token_ids: Optional[list[TokenId]] = Field(None, max_length=64)
+    include_stop_str_in_output: bool = False
     stream: Optional[bool] = Field(None, description="ignored: the URL decides (generate or generate_stream)")
     exclude_input_in_output: Optional[bool] = Field(
         None, description="true (the default): text_output is the generated text; false: the prompt, then it "

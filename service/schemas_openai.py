@@ -3,9 +3,11 @@
 /v1/generate's GenerateRequest (a chat through the model's chat template, models/lfm2/chat.py),
 so it has the same limits, validation and continuous batching.
 
-Fields OpenAI (or vLLM) defines but dwserve cannot honour (best_of, suffix, tools, response
-formats, predicted outputs, reasoning, audio, repetition_penalty, ...) are accepted only at
-their no-op values, else a 400 naming them. Bookkeeping fields clients send (store, metadata,
+vLLM's sampling extensions (top_k, repetition_penalty, min_p, min_tokens, stop_token_ids,
+include_stop_str_in_output, ignore_eos) are honoured. Fields OpenAI (or vLLM) defines but
+dwserve cannot honour (best_of, suffix, tools, response formats, predicted outputs, reasoning,
+audio, skip_special_tokens false, ...) are accepted only at their no-op values, else a 400
+naming them. Bookkeeping fields clients send (store, metadata,
 service_tier, user, ...) are accepted and ignored, as vLLM does. Other fields are a 422.
 """
 from __future__ import annotations
@@ -22,8 +24,7 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-_VLLM_NOOPS = {"repetition_penalty": 1.0, "min_p": 0.0, "min_tokens": 0, "stop_token_ids": [],
-               "skip_special_tokens": True, "include_stop_str_in_output": False}
+_VLLM_NOOPS = {"skip_special_tokens": True}
 
 
 class _SamplingRequest(BaseModel):
@@ -62,12 +63,12 @@ class _SamplingRequest(BaseModel):
     service_tier: Optional[str] = None
     safety_identifier: Optional[str] = None
     prompt_cache_key: Optional[str] = None
-    # vLLM's sampling extensions, which vLLM-targeted clients spell out at their defaults: taken
-    # at those, else a 400 naming them (dwserve does not implement them).
-    repetition_penalty: Optional[Float] = 1.0
-    min_p: Optional[Float] = 0.0
-    min_tokens: Optional[Int] = 0
-    stop_token_ids: Optional[list[TokenId]] = None
+    # vLLM's sampling extensions (GenerateRequest says what each does); skip_special_tokens is
+    # taken at its default only, else a 400 naming it (text without special tokens is all dwserve writes).
+    repetition_penalty: Optional[Float] = Field(1.0, gt=0.0, le=100.0)
+    min_p: Optional[Float] = Field(0.0, ge=0.0, le=1.0)
+    min_tokens: Optional[Int] = Field(0, ge=0)
+    stop_token_ids: Optional[list[TokenId]] = Field(None, max_length=64)
     skip_special_tokens: Optional[bool] = True
     include_stop_str_in_output: Optional[bool] = False
     n: Optional[Int] = Field(1, ge=1, description="choices: n sequences of the continuous batch (seed + i each)")
@@ -86,7 +87,9 @@ class _SamplingRequest(BaseModel):
     def _generate(self, max_new_tokens: Optional[int], logprobs: Optional[int], **prompt) -> GenerateRequest:
         return GenerateRequest(**prompt, max_new_tokens=max_new_tokens, logprobs=logprobs,
                                presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
-                               logit_bias=self.logit_bias,
+                               logit_bias=self.logit_bias, repetition_penalty=self.repetition_penalty,
+                               min_p=self.min_p, min_tokens=self.min_tokens, stop_token_ids=self.stop_token_ids,
+                               include_stop_str_in_output=self.include_stop_str_in_output,
                                temperature=self.temperature, top_k=self.top_k if (self.top_k or 0) > 0 else None,
                                top_p=None if self.top_p >= 1.0 else self.top_p, seed=self.seed,
                                stop=self.stop, ignore_eos=self.ignore_eos, stream=self.stream,

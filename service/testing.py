@@ -222,6 +222,8 @@ class FakeContinuousBatch:
             nxt = (last + 1) % (vocab - 1)
             if s.temperature > 0:
                 nxt = int(torch.randint(0, vocab - 1, (1,), generator=s.generator))
+            while nxt in s.stop_token_ids and len(s.tokens) < s.min_tokens:   # the engine masks stop tokens
+                nxt = (nxt + 1) % (vocab - 1)
             if getattr(s, "logprobs", None) is not None:   # the fake's: -0.5 for its pick, then -1.5, -2.5, ...
                 s.token_logprobs.append((-0.5, [((nxt + j) % (vocab - 1), -0.5 - j) for j in range(s.logprobs)]))
             s.record(nxt)

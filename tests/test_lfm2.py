@@ -1,6 +1,6 @@
 """LFM2 against transformers' Lfm2ForCausalLM (the independent reference) on tiny random
 checkpoints: logits and greedy tokens for every CPU depthwise impl, cached decoding,
-left-padded batches, sampling, stop tokens.
+left-padded batches, sampling, repetition penalty, stop tokens.
 """
 import pytest
 import torch
@@ -65,6 +65,19 @@ def test_greedy_generation_matches_transformers(pair, impl):
     with use_impl(impl):
         got = ours.generate(prompt, max_new_tokens=10)
     assert got == [ref]
+
+
+@pytest.mark.parametrize("penalty", [pytest.param(r, id=f"r={r:g}") for r in (1.3, 0.7)])
+def test_repetition_penalty_matches_transformers(pair, penalty):
+    """Greedy with transformers' repetition_penalty (prompt and generated tokens): the same
+    tokens, and not the unpenalised ones (the penalty does something on this prompt)."""
+    hf, ours, _ = pair
+    prompt = torch.tensor([[5, 9, 5, 9, 5, 9, 5]])
+    with torch.no_grad():
+        ref = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, do_sample=False,
+                          repetition_penalty=penalty, eos_token_id=None, pad_token_id=0)[0, 7:].tolist()
+    assert ours.generate(prompt, max_new_tokens=12, repetition_penalty=penalty) == [ref]
+    assert ours.generate(prompt, max_new_tokens=12) != [ref]
 
 
 @pytest.mark.parametrize("changes", [

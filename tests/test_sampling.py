@@ -31,6 +31,17 @@ def test_huge_logits_and_temperatures_stay_finite():
         assert 0 <= int(got.min()) and int(got.max()) < 3
 
 
+def test_min_p_keeps_tokens_within_its_share_of_the_most_likely():
+    """p_j >= min_p * p_max stays: min_p 1 leaves only the most likely token, 0 is off, and
+    a floor just under a token's ratio keeps it, just over drops it."""
+    logits = torch.tensor([[3.0, 3.0 + torch.log(torch.tensor(0.5)).item(), 0.0, -4.0]])   # p1 / p0 = 0.5
+    g = torch.Generator().manual_seed(7)
+    assert {int(sample_next(logits, 1.0, min_p=1.0, generator=g)) for _ in range(200)} == {0}
+    assert {int(sample_next(logits, 1.0, min_p=0.49, generator=g)) for _ in range(400)} == {0, 1}
+    assert {int(sample_next(logits, 1.0, min_p=0.51, generator=g)) for _ in range(400)} == {0}
+    assert len({int(sample_next(logits, 1.0, min_p=0.0, generator=g)) for _ in range(2000)}) == 4
+
+
 def test_top_k_and_top_p_limit_the_support():
     logits = torch.tensor([[5.0, 4.0, 3.0, -2.0]])
     g = torch.Generator().manual_seed(4)
@@ -46,13 +57,15 @@ def test_a_vanishing_top_p_keeps_the_most_likely_token(top_p):
     assert torch.equal(got, logits.argmax(-1))
 
 
-@pytest.mark.parametrize("t, top_k, top_p", [pytest.param(*c, id="t={}-k={}-p={}".format(*c)) for c in
-                                             ((0.7, None, None), (1.3, 4, None), (1.0, None, 0.8),
-                                              (0.9, 5, 0.6), (2.0, 50, 0.95))])
-def test_draws_follow_transformers_warpers(t, top_k, top_p):
-    """Independent reference: transformers' Temperature/TopK/TopP warpers on the same logits
-    (no ties); 40k seeded draws in one call pass a chi-square test against their softmax, and a
-    token the warpers remove is never drawn."""
+@pytest.mark.parametrize("t, top_k, top_p, min_p", [pytest.param(*c, id="t={}-k={}-p={}-min_p={}".format(*c)) for c in
+                                                    ((0.7, None, None, None), (1.3, 4, None, None),
+                                                     (1.0, None, 0.8, None), (0.9, 5, 0.6, None),
+                                                     (2.0, 50, 0.95, None), (1.0, None, None, 0.15),
+                                                     (0.6, None, 0.9, 0.05), (1.5, 6, 0.97, 0.3))])
+def test_draws_follow_transformers_warpers(t, top_k, top_p, min_p):
+    """Independent reference: transformers' Temperature/TopK/TopP/MinP warpers, in the order
+    its generate() applies them, on the same logits (no ties); 40k seeded draws in one call
+    pass a chi-square test against their softmax, and a token the warpers remove is never drawn."""
     warpers = pytest.importorskip("transformers.generation.logits_process")
     logits = torch.randn(1, 9, generator=torch.Generator().manual_seed(11), dtype=torch.float64) * 2
     ref = warpers.TemperatureLogitsWarper(t)(None, logits.clone())
@@ -60,9 +73,12 @@ def test_draws_follow_transformers_warpers(t, top_k, top_p):
         ref = warpers.TopKLogitsWarper(top_k)(None, ref)
     if top_p is not None:
         ref = warpers.TopPLogitsWarper(top_p)(None, ref)
+    if min_p is not None:
+        ref = warpers.MinPLogitsWarper(min_p)(None, ref)
     want = ref.softmax(-1)[0]
+    assert 0 < int((want > 0).sum()) < 9 or min_p is None     # min_p cases do cut the support
     n = 40_000
-    draws = sample_next(logits.expand(n, -1), t, top_k, top_p, torch.Generator().manual_seed(12))
+    draws = sample_next(logits.expand(n, -1), t, top_k, top_p, torch.Generator().manual_seed(12), min_p)
     counts = torch.bincount(draws, minlength=9).double()
     assert counts[want == 0].sum() == 0
     kept = want > 0

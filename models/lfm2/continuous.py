@@ -59,6 +59,14 @@ class Sequence:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] | None = None
+    # transformers'/vLLM's: a penalty on the prompt's and generated tokens (1.0 off), a
+    # probability floor relative to the most likely token (0 off), and stop tokens held off
+    # until min_tokens were generated
+    repetition_penalty: float = 1.0
+    min_p: float = 0.0
+    min_tokens: int = 0
+    seen: torch.Tensor | None = field(default=None, repr=False)   # (1, V) bool, logit_processing
+    seen_upto: int = field(default=0, repr=False)                # tokens already marked in it
 
     def record(self, token: int) -> None:
         """Append a generated token; done at a stop token or at max_new_tokens."""
@@ -119,7 +127,7 @@ class ContinuousBatch:
         if not seq.prompt or not all(isinstance(t, int) and 0 <= t < cfg.vocab_size for t in seq.prompt):
             raise ValueError(f"prompt must be a non-empty list of token ids in [0, {cfg.vocab_size})")
         check_generation_args(seq.max_new_tokens, seq.temperature, seq.top_k, seq.top_p, seq.stop_token_ids,
-                    cfg.vocab_size)
+                              cfg.vocab_size, seq.min_p)
         if seq.logprobs is not None and (isinstance(seq.logprobs, bool) or not isinstance(seq.logprobs, int)
                                          or not 0 <= seq.logprobs <= min(MAX_TOP_LOGPROBS, cfg.vocab_size)):
             raise ValueError(f"logprobs must be None or an int in [0, {MAX_TOP_LOGPROBS}], got {seq.logprobs!r}")
@@ -208,7 +216,7 @@ class ContinuousBatch:
 
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[tuple[Sequence, int]]:
         """One token per sequence from its row of logits (V,), each with its own generator,
-        after its adjustments (penalties, logit_bias); logprobs are of the raw logits."""
+        after its adjustments (penalties, logit_bias, min_tokens); logprobs are of the raw logits."""
         with torch.inference_mode():
             adjusted = logit_processing.apply(seqs, logits)
             greedy = [i for i, s in enumerate(seqs) if s.temperature == 0.0]
@@ -218,7 +226,8 @@ class ContinuousBatch:
                 picked[idx] = adjusted[idx].argmax(-1)
             for i, s in enumerate(seqs):
                 if s.temperature != 0.0:
-                    picked[i] = sample_next(adjusted[i:i + 1], s.temperature, s.top_k, s.top_p, s.generator)[0]
+                    picked[i] = sample_next(adjusted[i:i + 1], s.temperature, s.top_k, s.top_p, s.generator,
+                                            s.min_p)[0]
             self.decoder.set_next([s.row for s in seqs], picked)
             self._logprobs(seqs, logits, picked)
             tokens = picked.tolist()

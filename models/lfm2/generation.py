@@ -1,5 +1,6 @@
 """Batched generation for LFM2: left-padded prefill into a preallocated cache, then one
-token per prompt per step (greedy, or sampled with temperature / top-k / top-p). Each row
+token per prompt per step (greedy, or sampled with temperature / top-k / top-p / min-p;
+a repetition penalty on the prompt's and generated tokens before either). Each row
 samples with its own generator, row i seeded with seed + i, so a row gets the tokens it gets
 alone (with that seed) whatever else shares its batch.
 
@@ -8,8 +9,9 @@ step writes one slot; a prompt that hit a stop token keeps being fed (its output
 ignored) so the batch stays rectangular; the stop token itself is the last one reported.
 
 transformers' names are accepted too: attention_mask (a left-padded (B, L) batch; each row
-keeps its 1-columns), do_sample (False: greedy; True: sampled, temperature 1.0 by default)
-and eos_token_id (an id or a list, joining stop_token_ids).
+keeps its 1-columns), do_sample (False: greedy; True: sampled, temperature 1.0 by default),
+eos_token_id (an id or a list, joining stop_token_ids), min_p and repetition_penalty (as
+transformers' MinPLogitsWarper and RepetitionPenaltyLogitsProcessor).
 
 cuda_graph (decoding.py): None (default) decodes with a static cache replayed as a CUDA
 graph when the model is on CUDA, eagerly elsewhere; False forces the eager dynamic path;
@@ -17,16 +19,21 @@ True requires the graph (ValueError off CUDA). Sampling runs outside the graph.
 """
 from __future__ import annotations
 
+import math
 from typing import Iterator
 
 import torch
 
 from .decoding import open_decoder, use_cuda_graph
+from .logit_processing import check_repetition_penalty, penalize_repetition, seen_mask
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
-                top_p: float | None = None, generator: torch.Generator | None = None):
-    """logits (B, V) float -> (B,) int64. temperature 0 = greedy (argmax)."""
+                top_p: float | None = None, generator: torch.Generator | None = None,
+                min_p: float | None = None):
+    """logits (B, V) float -> (B,) int64. temperature 0 = greedy (argmax). Filters in
+    transformers' order: temperature, top_k, top_p, then min_p (drop a token whose
+    probability is below min_p times the most likely one's)."""
     if temperature == 0.0:
         return logits.argmax(-1)
     # In float64, shifted so the largest logit is 0 before dividing: any temperature > 0 (even
@@ -46,6 +53,10 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
         drop[..., 0] = False             # whatever top_p rounds to in the logits' dtype
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    if min_p:
+        # The largest logit is 0 here (shifted above; top-k/top-p keep it), so p_j < min_p * p_max
+        # is logit_j < log(min_p): the most likely token always stays.
+        logits = logits.masked_fill(logits < math.log(min_p), float("-inf"))
     probs = logits.softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
@@ -63,7 +74,7 @@ def row_generators(b: int, seed: int | None, device) -> list[torch.Generator]:
     return gens
 
 
-def _sample_rows(logits, temperature, top_k, top_p, gens, done) -> torch.Tensor:
+def _sample_rows(logits, temperature, top_k, top_p, min_p, gens, done) -> torch.Tensor:
     """logits (B, V) -> (B,): greedy, or row i sampled with gens[i]. A finished row's token
     is never reported: it is taken greedily, leaving its generator alone."""
     if gens is None:
@@ -71,11 +82,11 @@ def _sample_rows(logits, temperature, top_k, top_p, gens, done) -> torch.Tensor:
     out = logits.argmax(-1)
     for i, g in enumerate(gens):
         if not done[i]:
-            out[i] = sample_next(logits[i:i + 1], temperature, top_k, top_p, g)[0]
+            out[i] = sample_next(logits[i:i + 1], temperature, top_k, top_p, g, min_p)[0]
     return out
 
 
-def check_generation_args(max_new_tokens, temperature, top_k, top_p, stop_token_ids, vocab):
+def check_generation_args(max_new_tokens, temperature, top_k, top_p, stop_token_ids, vocab, min_p=None):
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
     t = float(temperature)
@@ -85,6 +96,9 @@ def check_generation_args(max_new_tokens, temperature, top_k, top_p, stop_token_
         raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
     if top_p is not None and not (0.0 < float(top_p) <= 1.0):
         raise ValueError(f"top_p must be None or in (0, 1], got {top_p!r}")
+    if min_p is not None and (isinstance(min_p, bool) or not isinstance(min_p, (int, float))
+                              or not 0.0 <= min_p <= 1.0):
+        raise ValueError(f"min_p must be None or in [0, 1] (0 = off), got {min_p!r}")
     stops = set()
     for s in stop_token_ids or ():
         if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < vocab:
@@ -159,18 +173,22 @@ def _as_rows(prompts, vocab: int, attention_mask=None) -> list[list[int]]:
 
 def stream_generate(model, prompts, max_new_tokens=32, temperature=None, top_k=None, top_p=None,
                     seed=None, stop_token_ids=(), cuda_graph=None, *, attention_mask=None,
-                    do_sample=None, eos_token_id=None) -> Iterator[list[int | None]]:
+                    do_sample=None, eos_token_id=None, min_p=None,
+                    repetition_penalty=None) -> Iterator[list[int | None]]:
     cfg = model.config
     rows = _as_rows(prompts, cfg.vocab_size, attention_mask)   # validate now, not at the first next()
     temperature, stop_token_ids = resolve_hf_arguments(temperature, do_sample, stop_token_ids, eos_token_id,
                                                          cfg.vocab_size)
     temperature, stops = check_generation_args(max_new_tokens, temperature, top_k, top_p, stop_token_ids,
-                                     cfg.vocab_size)
+                                               cfg.vocab_size, min_p)
+    penalty = 1.0 if repetition_penalty is None else check_repetition_penalty(repetition_penalty)
     use_cuda_graph(model, cuda_graph)          # cuda_graph=True off CUDA: raise now too
-    return _steps(model, rows, max_new_tokens, temperature, top_k, top_p, seed, stops, cuda_graph)
+    return _steps(model, rows, max_new_tokens, temperature, (top_k, top_p, min_p), penalty, seed, stops,
+                  cuda_graph)
 
 
-def _steps(model, rows, max_new_tokens, temperature, top_k, top_p, seed, stops, cuda_graph):
+def _steps(model, rows, max_new_tokens, temperature, filters, penalty, seed, stops, cuda_graph):
+    """filters: (top_k, top_p, min_p); penalty: the repetition penalty (1.0 = off)."""
     if max_new_tokens == 0:
         return
     dev = model.device
@@ -183,12 +201,17 @@ def _steps(model, rows, max_new_tokens, temperature, top_k, top_p, seed, stops, 
         mask[i, width - len(r):] = 1
     ids, mask = ids.to(dev), mask.to(dev)
     gens = row_generators(b, seed, dev) if temperature != 0.0 else None
+    seen = seen_mask(rows, model.config.vocab_size, dev) if penalty != 1.0 else None   # (B, V)
     done = [False] * b
     with open_decoder(model, b, width + max_new_tokens, cuda_graph) as decoder:
         logits = decoder.prefill(ids, mask)                              # (B, V) float32
         for step in range(max_new_tokens):
             with torch.inference_mode():
-                nxt = _sample_rows(logits, temperature, top_k, top_p, gens, done)   # (B,)
+                if seen is not None:
+                    logits = penalize_repetition(logits, seen, penalty)
+                nxt = _sample_rows(logits, temperature, *filters, gens, done)   # (B,)
+                if seen is not None:
+                    seen[torch.arange(b, device=dev), nxt] = True
             tokens = nxt.tolist()
             out: list[int | None] = []
             for i, t in enumerate(tokens):
@@ -202,11 +225,12 @@ def _steps(model, rows, max_new_tokens, temperature, top_k, top_p, seed, stops, 
 
 def generate(model, prompts, max_new_tokens=32, temperature=None, top_k=None, top_p=None,
              seed=None, stop_token_ids=(), cuda_graph=None, *, attention_mask=None, do_sample=None,
-             eos_token_id=None) -> list[list[int]]:
+             eos_token_id=None, min_p=None, repetition_penalty=None) -> list[list[int]]:
     rows = _as_rows(prompts, model.config.vocab_size, attention_mask)
     outs: list[list[int]] = [[] for _ in rows]
     for step in stream_generate(model, rows, max_new_tokens, temperature, top_k, top_p, seed,
-                                stop_token_ids, cuda_graph, do_sample=do_sample, eos_token_id=eos_token_id):
+                                stop_token_ids, cuda_graph, do_sample=do_sample, eos_token_id=eos_token_id,
+                                min_p=min_p, repetition_penalty=repetition_penalty):
         for i, t in enumerate(step):
             if t is not None:
                 outs[i].append(t)

@@ -1,22 +1,58 @@
-"""Per-sequence logit adjustments of the continuous batch, as OpenAI defines them:
+"""Per-sequence logit adjustments of the continuous batch, in this order:
 
+    logits[j] = logits[j] / r if logits[j] > 0 else logits[j] * r    for j in seen     (repetition_penalty r)
     logits[j] -= presence_penalty * (count[j] > 0) + frequency_penalty * count[j]
     logits[j] += logit_bias[j]
+    logits[s] = -inf for every stop token s while fewer than min_tokens were generated
 
-count[j]: how often token j was generated so far by this sequence (not the prompt). Applied
-before greedy or sampled picking; logprobs stay those of the model's own distribution.
+seen: the prompt's tokens and the generated ones (transformers' and vLLM's repetition
+penalty: 1.0 off, > 1 discourages repeats); count[j]: how often token j was generated so far
+(OpenAI's presence/frequency penalties count the completion only). Applied before greedy or
+sampled picking; logprobs stay those of the model's own distribution.
 """
 from __future__ import annotations
 
 import torch
 
 PENALTY_RANGE = (-2.0, 2.0)
+REPETITION_RANGE = (0.0, 100.0)   # exclusive of 0: a factor that divides
 BIAS_RANGE = (-100.0, 100.0)
 MAX_BIASED_TOKENS = 300     # logit_bias entries per sequence (applied at every step)
 
 
+def check_repetition_penalty(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not REPETITION_RANGE[0] < value <= REPETITION_RANGE[1]:
+        raise ValueError(f"repetition_penalty must be a number in ({REPETITION_RANGE[0]:g}, {REPETITION_RANGE[1]:g}] "
+                         f"(1.0 = off, > 1 discourages repeating the prompt's and generated tokens), got {value!r}")
+    return float(value)
+
+
+def penalize_repetition(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """logits (B, V) float, seen (B, V) bool -> logits with each seen token's logit divided by
+    penalty where positive and multiplied by it elsewhere (transformers' RepetitionPenalty-
+    LogitsProcessor, vLLM's repetition_penalty): both push it down for penalty > 1."""
+    if penalty == 1.0:
+        return logits
+    return torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
+
+
+def seen_mask(rows: list[list[int]], vocab: int, device) -> torch.Tensor:
+    """rows of token ids -> (len(rows), vocab) bool: row i marks the ids in rows[i]."""
+    mask = torch.zeros(len(rows), vocab, dtype=torch.bool, device=device)
+    for i, r in enumerate(rows):
+        if r:
+            mask[i, torch.tensor(r, device=device)] = True
+    return mask
+
+
 def check(seq, vocab_size: int) -> None:
     """ValueError naming what was expected, for a sequence's adjustment fields."""
+    check_repetition_penalty(seq.repetition_penalty)
+    if isinstance(seq.min_tokens, bool) or not isinstance(seq.min_tokens, int) \
+            or not 0 <= seq.min_tokens <= seq.max_new_tokens:
+        raise ValueError(f"min_tokens must be an int in [0, max_new_tokens={seq.max_new_tokens}] (stop tokens are "
+                         f"not generated before it), got {seq.min_tokens!r}")
     for name in ("presence_penalty", "frequency_penalty"):
         value = getattr(seq, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
@@ -32,7 +68,20 @@ def check(seq, vocab_size: int) -> None:
 
 
 def adjusts(seq) -> bool:
-    return bool(seq.presence_penalty or seq.frequency_penalty or seq.logit_bias)
+    return bool(seq.presence_penalty or seq.frequency_penalty or seq.logit_bias or seq.repetition_penalty != 1.0
+                or (seq.stop_token_ids and len(seq.tokens) < seq.min_tokens))
+
+
+def _seen(seq, vocab: int, device) -> torch.Tensor:
+    """(1, V) bool: the tokens of seq's prompt and of what it generated so far; kept on the
+    sequence and brought up to date with the tokens recorded since the last step."""
+    if seq.seen is None:
+        seq.seen, seq.seen_upto = seen_mask([seq.prompt], vocab, device), 0
+    new = seq.tokens[seq.seen_upto:]
+    if new:
+        seq.seen[0, torch.tensor(new, device=device)] = True
+        seq.seen_upto = len(seq.tokens)
+    return seq.seen
 
 
 def apply(seqs, logits: torch.Tensor) -> torch.Tensor:
@@ -45,10 +94,14 @@ def apply(seqs, logits: torch.Tensor) -> torch.Tensor:
     vocab = out.shape[-1]
     for i in rows:
         s = seqs[i]
+        if s.repetition_penalty != 1.0:
+            out[i:i + 1] = penalize_repetition(out[i:i + 1], _seen(s, vocab, out.device), s.repetition_penalty)
         if (s.presence_penalty or s.frequency_penalty) and s.tokens:
             counts = torch.bincount(torch.tensor(s.tokens, device=out.device), minlength=vocab)[:vocab].float()
             out[i] -= s.presence_penalty * (counts > 0).float() + s.frequency_penalty * counts
         if s.logit_bias:
             ids = torch.tensor(list(s.logit_bias), device=out.device)
             out[i, ids] += torch.tensor(list(s.logit_bias.values()), device=out.device, dtype=out.dtype)
+        if s.stop_token_ids and len(s.tokens) < s.min_tokens:
+            out[i, torch.tensor(list(s.stop_token_ids), device=out.device)] = float("-inf")
     return out

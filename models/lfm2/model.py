@@ -228,16 +228,18 @@ class LFM2ForCausalLM(nn.Module):
     def generate(self, prompts=None, max_new_tokens: int = 32, temperature: float | None = None,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
                  stop_token_ids=(), cuda_graph: bool | None = None, *, input_ids=None, attention_mask=None,
-                 do_sample: bool | None = None, eos_token_id=None) -> list[list[int]]:
+                 do_sample: bool | None = None, eos_token_id=None, min_p: float | None = None,
+                 repetition_penalty: float | None = None) -> list[list[int]]:
         """New tokens per prompt (a stop token, when hit, is the last one kept). temperature
         None: 0 (greedy), or 1.0 with do_sample=True. cuda_graph: None = decode through a
         captured CUDA graph on CUDA, eagerly elsewhere; False = eager. transformers' names:
         input_ids (the prompts: `generate(**tokenizer(texts, return_tensors="pt", padding=True))`),
-        attention_mask (left-padded (B, L) prompts), do_sample, eos_token_id (generation.py)."""
+        attention_mask (left-padded (B, L) prompts), do_sample, eos_token_id, min_p,
+        repetition_penalty (generation.py)."""
         from .generation import generate
         return generate(self, _prompts(prompts, input_ids), max_new_tokens, temperature, top_k, top_p, seed,
-                        stop_token_ids, cuda_graph, attention_mask=attention_mask,
-                        do_sample=do_sample, eos_token_id=eos_token_id)
+                        stop_token_ids, cuda_graph, attention_mask=attention_mask, do_sample=do_sample,
+                        eos_token_id=eos_token_id, min_p=min_p, repetition_penalty=repetition_penalty)
 
     def continuous_batch(self, capacity: int, max_length: int, cuda_graph: bool | None = None,
                          prefill_chunk: int | None = None, prefix_cache=None):
@@ -251,12 +253,13 @@ class LFM2ForCausalLM(nn.Module):
                         top_k: int | None = None, top_p: float | None = None,
                         seed: int | None = None, stop_token_ids=(),
                         cuda_graph: bool | None = None, *, input_ids=None, attention_mask=None,
-                        do_sample: bool | None = None, eos_token_id=None) -> Iterator[list[int | None]]:
+                        do_sample: bool | None = None, eos_token_id=None, min_p: float | None = None,
+                        repetition_penalty: float | None = None) -> Iterator[list[int | None]]:
         """One token per prompt per step; None for prompts that have already stopped."""
         from .generation import stream_generate
         return stream_generate(self, _prompts(prompts, input_ids), max_new_tokens, temperature, top_k, top_p, seed,
-                               stop_token_ids, cuda_graph, attention_mask=attention_mask,
-                               do_sample=do_sample, eos_token_id=eos_token_id)
+                               stop_token_ids, cuda_graph, attention_mask=attention_mask, do_sample=do_sample,
+                               eos_token_id=eos_token_id, min_p=min_p, repetition_penalty=repetition_penalty)
 
 
 def _prompts(prompts, input_ids):

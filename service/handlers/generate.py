@@ -8,6 +8,11 @@ string or a timeout cancels the sequence, which frees its row before the next st
 strings are matched on the decoded text; while streaming, the last (longest stop string - 1)
 characters are held back so a stop string is never half-sent, and so are trailing U+FFFD (a
 byte-level tokenizer's incomplete UTF-8 character), so the streamed text is the final text.
+
+Stop tokens (the model's end-of-sequence ids unless ignore_eos, and the request's
+stop_token_ids) end a generation without text, stop strings cut it where they start, unless
+include_stop_str_in_output keeps either; before min_tokens neither ends it (vLLM's rules: the
+engine masks stop tokens, and a stop string must end in the text after min_tokens' token).
 """
 from __future__ import annotations
 
@@ -37,6 +42,16 @@ def sendable(text: str, hold: int) -> int:
     return min(end, len(text) - hold)
 
 
+def stop_string_cut(text: str, stops: list[str], floor: int, include: bool) -> Optional[int]:
+    """Where the text ends at its first stop string that ends after `floor` (the text made
+    before min_tokens' token): at the string's start, or its end when included; None: no stop."""
+    hits = [(at, len(x)) for x in stops if (at := text.find(x, max(0, floor - len(x) + 1))) >= 0]
+    if not hits:
+        return None
+    at, n = min(hits)
+    return at + n if include else at
+
+
 @dataclass
 class Plan:
     ids: list[int]
@@ -46,6 +61,9 @@ class Plan:
     stop: list[str]
     ignore_eos: bool = False
     logprobs: Optional[int] = None
+    stop_token_ids: tuple[int, ...] = ()      # the request's, besides eos
+    min_tokens: int = 0
+    include_stop: bool = False                # include_stop_str_in_output
     t_start: float = field(default_factory=time.perf_counter)
 
 
@@ -118,11 +136,20 @@ class GenerateHandler:
         if stop and self.tokenizer is None:
             raise ValueError(f"stop: model {self.rt.name!r} has no tokenizer to match text against; "
                              "leave 'stop' out")
+        stop_ids = tuple(dict.fromkeys(req.stop_token_ids or ()))
+        bad = [t for t in stop_ids if not 0 <= t < self.vocab_size]
+        if bad:
+            raise ValueError(f"stop_token_ids: token ids must be in [0, {self.vocab_size}), got {bad[:5]}")
+        if req.min_tokens > wanted:
+            raise ValueError(f"min_tokens: at most {max_tokens_name} ({wanted}), got {req.min_tokens}")
         sampling = {"temperature": req.temperature, "top_k": req.top_k, "top_p": req.top_p, "seed": req.seed,
                     "presence_penalty": req.presence_penalty, "frequency_penalty": req.frequency_penalty,
-                    "logit_bias": req.logit_bias}
-        logit_processing.check(SimpleNamespace(**sampling), self.vocab_size)   # a 400 before any queueing
-        return Plan(ids, impl, wanted, sampling, stop, req.ignore_eos, req.logprobs)
+                    "logit_bias": req.logit_bias, "repetition_penalty": req.repetition_penalty, "min_p": req.min_p,
+                    "min_tokens": req.min_tokens}
+        logit_processing.check(SimpleNamespace(**sampling, max_new_tokens=wanted, stop_token_ids=stop_ids, tokens=()),
+                               self.vocab_size)   # a 400 before any queueing
+        return Plan(ids, impl, wanted, sampling, stop, req.ignore_eos, req.logprobs, stop_ids, req.min_tokens,
+                    req.include_stop_str_in_output)
 
     async def events(self, plan: Plan) -> AsyncIterator[dict[str, Any]]:
         """Yields {"token_id", "text"} per token, then one final summary dict.
@@ -134,7 +161,7 @@ class GenerateHandler:
 
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        eos = () if plan.ignore_eos else self.eos_token_ids
+        stops = tuple(dict.fromkeys((*plan.stop_token_ids, *(() if plan.ignore_eos else self.eos_token_ids))))
 
         def put(item):   # on the scheduler thread
             try:
@@ -142,7 +169,7 @@ class GenerateHandler:
             except RuntimeError:  # loop closed during shutdown: nobody is listening
                 pass
 
-        seq = Sequence(plan.ids, plan.max_new_tokens, stop_token_ids=eos,
+        seq = Sequence(plan.ids, plan.max_new_tokens, stop_token_ids=stops,
                        logprobs=plan.logprobs, **plan.sampling)
         ticket = self.scheduler.submit(seq, plan.impl, put)
         labels = (self.rt.name, plan.impl)
@@ -150,7 +177,8 @@ class GenerateHandler:
         ids: list[int] = []
         sent, text, finish, t_first = 0, "", "length", None
         carried = 0   # tokens whose logprobs an event has carried
-        eos_ended = 0   # 1 once an eos token ended it: generated, so counted (as vLLM and OpenAI do), but no text
+        eos_ended = 0   # 1 once a stop token ended it: generated, so counted (as vLLM and OpenAI do), but no text
+        floor = 0       # where a stop string may start ending: the text before min_tokens' token
 
         def entry(i: int) -> dict:   # the i-th generated token's logprobs (recorded before it is sent)
             lp, top = seq.token_logprobs[i]
@@ -177,19 +205,24 @@ class GenerateHandler:
                     m.ttft.labels(*labels).observe(t_first - plan.t_start)
                 if finish == "stop":  # a token already under way when a stop string ended it
                     continue
-                if value in eos:      # the scheduler ends the sequence after it
-                    finish, eos_ended = "stop", 1
-                    continue
+                if value in stops:    # the scheduler ends the sequence after it
+                    finish = "stop"
+                    if not plan.include_stop:
+                        eos_ended = 1
+                        continue
                 ids.append(value)
                 if self.tokenizer is None:   # token ids only: each token is its own event
                     yield piece(value, "")
                     continue
                 text = self.tokenizer.decode(ids)
-                hit = min((text.find(x) for x in plan.stop if x in text), default=-1)
-                if hit >= 0:
-                    text, finish = text[:hit], "stop"
-                    self.scheduler.cancel(ticket)
-                    continue
+                if len(ids) < plan.min_tokens:
+                    floor = len(text)
+                elif finish != "stop":
+                    cut = stop_string_cut(text, plan.stop, floor, plan.include_stop)
+                    if cut is not None:
+                        text, finish = text[:cut], "stop"
+                        self.scheduler.cancel(ticket)
+                        continue
                 end = sendable(text, hold)
                 if end > sent:
                     yield piece(value, text[sent:end])
