@@ -11,7 +11,11 @@ ignored) so the batch stays rectangular; the stop token itself is the last one r
 transformers' names are accepted too: attention_mask (a left-padded (B, L) batch; each row
 keeps its 1-columns), do_sample (False: greedy; True: sampled, temperature 1.0 by default),
 eos_token_id (an id or a list, joining stop_token_ids), min_p and repetition_penalty (as
-transformers' MinPLogitsWarper and RepetitionPenaltyLogitsProcessor).
+transformers' MinPLogitsWarper and RepetitionPenaltyLogitsProcessor). As transformers does,
+what a call leaves out (None) comes from the checkpoint's generation_config.json
+(model.generation_defaults, generation_config.py), and a call that samples through do_sample
+(given, or the file's) takes transformers' defaults for what neither gives: temperature 1.0,
+top_k 50.
 
 cuda_graph (decoding.py): None (default) decodes with a static cache replayed as a CUDA
 graph when the model is on CUDA, eagerly elsewhere; False forces the eager dynamic path;
@@ -25,6 +29,7 @@ from typing import Iterator
 import torch
 
 from .decoding import open_decoder, use_cuda_graph
+from .generation_config import TRANSFORMERS_SAMPLING
 from .logit_processing import check_repetition_penalty, penalize_repetition, seen_mask
 
 
@@ -107,6 +112,24 @@ def check_generation_args(max_new_tokens, temperature, top_k, top_p, stop_token_
     return t, stops
 
 
+def with_model_defaults(defaults: dict, do_sample, temperature, top_k, top_p, min_p, repetition_penalty):
+    """Fill what the call leaves out (None) from the checkpoint's sampling defaults, as
+    transformers' generate() does: do_sample from the file when neither it nor a temperature
+    is given; a sampling do_sample also takes the file's temperature, else transformers' own
+    defaults (temperature 1.0, top_k 50); top_k 0 is off. -> (do_sample, temperature, top_k,
+    top_p, min_p, repetition_penalty)."""
+    if do_sample is None and temperature is None:
+        do_sample = defaults.get("do_sample")
+    base = {**TRANSFORMERS_SAMPLING, **defaults} if do_sample else \
+        {k: v for k, v in defaults.items() if k != "temperature"}   # not sampling through do_sample
+    given = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p,
+             "repetition_penalty": repetition_penalty}
+    out = {k: v if v is not None else base.get(k) for k, v in given.items()}
+    if out["top_k"] == 0:
+        out["top_k"] = None
+    return (do_sample, *out.values())
+
+
 def resolve_hf_arguments(temperature, do_sample, stop_token_ids, eos_token_id, vocab: int):
     """transformers' names -> ours: do_sample False is greedy whatever the temperature, True
     samples at temperature 1.0 unless one is given (None otherwise means 0 = greedy);
@@ -177,6 +200,8 @@ def stream_generate(model, prompts, max_new_tokens=32, temperature=None, top_k=N
                     repetition_penalty=None) -> Iterator[list[int | None]]:
     cfg = model.config
     rows = _as_rows(prompts, cfg.vocab_size, attention_mask)   # validate now, not at the first next()
+    do_sample, temperature, top_k, top_p, min_p, repetition_penalty = with_model_defaults(
+        getattr(model, "generation_defaults", {}), do_sample, temperature, top_k, top_p, min_p, repetition_penalty)
     temperature, stop_token_ids = resolve_hf_arguments(temperature, do_sample, stop_token_ids, eos_token_id,
                                                          cfg.vocab_size)
     temperature, stops = check_generation_args(max_new_tokens, temperature, top_k, top_p, stop_token_ids,

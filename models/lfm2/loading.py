@@ -7,11 +7,11 @@ before any tensor data is read, with a message naming the tensor. The model is b
 final dtype on its device and each tensor copied straight into its parameter, so the peak is
 the model plus one tensor. With tied embeddings a checkpoint may still carry `lm_head.weight`;
 it is accepted only if it equals the embedding, and it may carry the shared matrix only there.
-The stop ids are generation_config.json's eos_token_id where it gives one, as in transformers.
+The stop ids are generation_config.json's eos_token_id where it gives one, as in transformers,
+and its sampling fields the model's generation_defaults (generation_config.py).
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..placement import FLOAT_DTYPES, parse_device, parse_dtype
+from . import generation_config
 from .checkpoint import Checkpoint, Entry
 from .config import LFM2Config
 
@@ -43,7 +44,10 @@ def load_pretrained(cls, path, device=None, dtype=None):
     if not path.is_dir():
         raise ValueError(f"{path} is not a directory; expected a local Hugging Face LFM2 checkpoint "
                          "(config.json + model.safetensors)")
-    config = _with_generation_eos(LFM2Config.from_json(path / "config.json"), path / GENERATION_CONFIG)
+    generation = generation_config.read(path)
+    where = str(path / generation_config.FILE)
+    config = _with_generation_eos(LFM2Config.from_json(path / "config.json"), generation, where)
+    defaults = generation_config.sampling_defaults(generation, where)
     with Checkpoint(path) as ckpt:
         sources = _tied_from_head(config, to_module_names(config, ckpt.entries))
         tokenizer = None
@@ -59,30 +63,22 @@ def load_pretrained(cls, path, device=None, dtype=None):
             if config.tie_word_embeddings and "lm_head.weight" in sources:
                 _check_tied_head(ckpt.load(sources["lm_head.weight"]), expected["model.embed_tokens.weight"])
     model.to(dtype=dtype).tie_weights()   # buffers (RoPE's inv_freq) follow the dtype, as ever
+    model.generation_defaults = defaults
     return model.eval()
 
 
-GENERATION_CONFIG = "generation_config.json"
-
-
-def _with_generation_eos(config: LFM2Config, file: Path) -> LFM2Config:
+def _with_generation_eos(config: LFM2Config, generation: dict, where: str) -> LFM2Config:
     """config with generation_config.json's eos_token_id, when it gives one: transformers'
     generate stops at those ids, not config.json's, and a checkpoint may list several there
     (an end-of-turn token beside the end of text) that config.json does not. The server stops
     at config.eos_token_ids, so they belong in the config."""
-    if not file.is_file():
-        return config
-    try:
-        d = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{file} is not valid JSON ({e}); fix it or remove it") from None
-    eos = d.get("eos_token_id") if isinstance(d, dict) else None
+    eos = generation.get("eos_token_id")
     if eos is None:
         return config
     try:
         return config.replace(eos_token_id=tuple(eos) if isinstance(eos, list) else eos)
     except ValueError as e:
-        raise ValueError(f"{file}: {e}; fix eos_token_id there") from None
+        raise ValueError(f"{where}: {e}; fix eos_token_id there") from None
 
 
 def _copy_into(p: torch.Tensor, source, ckpt: Checkpoint) -> None:

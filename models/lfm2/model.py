@@ -49,6 +49,7 @@ class LFM2ForCausalLM(nn.Module):
         super().__init__()
         self.config = config
         self.tokenizer = tokenizer
+        self.generation_defaults: dict = {}   # generation_config.json's sampling fields (from_pretrained)
         self.model = LFM2Model(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.tie_weights()
