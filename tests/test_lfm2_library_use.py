@@ -84,16 +84,17 @@ def test_eos_token_id_stops_each_row_like_transformers(pair, batch, eos):
 
 def test_do_sample(pair, batch):
     """do_sample=False is greedy whatever the temperature (transformers ignores it); do_sample=True
-    samples at temperature 1.0 unless one is given, as transformers' default."""
+    samples with transformers' defaults for what is not given: temperature 1.0, top_k 50."""
     _, ours = pair
     rows, _, _ = batch
     greedy = ours.generate(rows, max_new_tokens=6)
     assert ours.generate(rows, max_new_tokens=6, do_sample=False, temperature=0.8, top_k=3) == greedy
     sampled = ours.generate(rows, max_new_tokens=6, do_sample=True, seed=4)
-    assert sampled == ours.generate(rows, max_new_tokens=6, temperature=1.0, seed=4)
+    assert sampled == ours.generate(rows, max_new_tokens=6, temperature=1.0, top_k=50, seed=4)
     assert sampled == ours.generate(rows, max_new_tokens=6, do_sample=True, temperature=1.0, seed=4)
-    assert ours.generate(rows, max_new_tokens=6, do_sample=True, temperature=0.5, seed=4) == \
-        ours.generate(rows, max_new_tokens=6, temperature=0.5, seed=4)
+    assert sampled != ours.generate(rows, max_new_tokens=6, temperature=1.0, seed=4)   # the whole vocabulary
+    assert ours.generate(rows, max_new_tokens=6, do_sample=True, temperature=0.5, top_k=7, seed=4) == \
+        ours.generate(rows, max_new_tokens=6, temperature=0.5, top_k=7, seed=4)
 
 
 @pytest.mark.parametrize("call, match", [

@@ -116,7 +116,7 @@ def with_model_defaults(defaults: dict, do_sample, temperature, top_k, top_p, mi
     """Fill what the call leaves out (None) from the checkpoint's sampling defaults, as
     transformers' generate() does: do_sample from the file when neither it nor a temperature
     is given; a sampling do_sample also takes the file's temperature, else transformers' own
-    defaults (temperature 1.0, top_k 50); top_k 0 is off. -> (do_sample, temperature, top_k,
+    defaults (temperature 1.0, top_k 50); the file's top_k 0 is off. -> (do_sample, temperature, top_k,
     top_p, min_p, repetition_penalty)."""
     if do_sample is None and temperature is None:
         do_sample = defaults.get("do_sample")
@@ -124,9 +124,9 @@ def with_model_defaults(defaults: dict, do_sample, temperature, top_k, top_p, mi
         {k: v for k, v in defaults.items() if k != "temperature"}   # not sampling through do_sample
     given = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p,
              "repetition_penalty": repetition_penalty}
+    if base.get("top_k") == 0:
+        base["top_k"] = None                 # the file's 0 is off (a call's 0 stays an error)
     out = {k: v if v is not None else base.get(k) for k, v in given.items()}
-    if out["top_k"] == 0:
-        out["top_k"] = None
     return (do_sample, *out.values())
 
 
