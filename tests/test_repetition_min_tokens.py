@@ -112,3 +112,20 @@ def test_bad_values_are_refused_naming_the_field(model, bad, match):
     if generate_args:
         with pytest.raises(ValueError, match=match):
             model.generate([[1, 2]], max_new_tokens=2, temperature=1.0, **generate_args)
+
+
+@pytest.mark.parametrize("penalty", [pytest.param(p, id=f"r={p:g}") for p in (1e-40, 1e-300)])
+def test_a_tiny_repetition_penalty_samples_without_failing_the_batch(model, penalty):
+    """A penalty in (0, 1) so small that a positive logit divided by it overflows float32:
+    sampled, the +inf became NaN probabilities (sampling shifts by the largest logit) and
+    step() raised, failing every generation in flight on the server. The repeated tokens now
+    just dominate, and the sequence beside it gets its tokens."""
+    engine = ContinuousBatch(model, capacity=2, max_length=20)
+    other = engine.add(Sequence([5, 6, 7], max_new_tokens=6))
+    seq = engine.add(Sequence([1, 2, 3, 4], max_new_tokens=4, temperature=0.7, seed=1, repetition_penalty=penalty))
+    while engine.busy:
+        engine.step()
+    assert len(seq.tokens) == 4 and other.tokens == continuous_helpers.alone(model, other)
+    (got,) = model.generate([[1, 2, 3, 4]], max_new_tokens=4, temperature=0.7, seed=1, repetition_penalty=penalty,
+                            cuda_graph=False)
+    assert got == seq.tokens

@@ -31,10 +31,14 @@ def check_repetition_penalty(value) -> float:
 def penalize_repetition(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
     """logits (B, V) float, seen (B, V) bool -> logits with each seen token's logit divided by
     penalty where positive and multiplied by it elsewhere (transformers' RepetitionPenalty-
-    LogitsProcessor, vLLM's repetition_penalty): both push it down for penalty > 1."""
+    LogitsProcessor, vLLM's repetition_penalty): both push it down for penalty > 1. A tiny
+    penalty divides a positive logit to at most the dtype's largest finite value, not +inf:
+    sampling shifts by the largest logit, and inf - inf made NaN probabilities that raised on
+    the scheduler thread, failing every generation in flight."""
     if penalty == 1.0:
         return logits
-    return torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
+    divided = (logits / penalty).clamp(max=torch.finfo(logits.dtype).max)
+    return torch.where(seen, torch.where(logits > 0, divided, logits * penalty), logits)
 
 
 def seen_mask(rows: list[list[int]], vocab: int, device) -> torch.Tensor:
