@@ -95,7 +95,8 @@ async def start(request: Request, body, make_request, generate: bool = True):
     if bad:
         raise ValueError(f"unsupported: {', '.join(bad)}; dwserve returns text choices, without suffix, "
                          "best_of, tools or response formats")
-    if getattr(body, "logprobs", None) not in (None, False) and handler.tokenizer is None:
+    asked = getattr(body, "logprobs", None)   # completions: an int (0 asks too), chat: a bool
+    if asked is not None and asked is not False and handler.tokenizer is None:
         raise ValueError(f"logprobs: model {handler.rt.name!r} has no tokenizer to name tokens with; "
                          "/v1/generate reports logprobs by token id")
     try:
