@@ -253,6 +253,7 @@ def test_shutdown_past_its_grace_ends_running_generations_with_a_503_not_a_trace
     pytest.param("ab\ufffd", 0, 2, id="incomplete-char-held"),
     pytest.param("a\ufffd\ufffd\ufffd\ufffd", 0, 2, id="at-most-three-held"),
     pytest.param("\ufffd", 0, 0, id="only-incomplete"),
+    pytest.param("ab\ufffd", 1, 1, id="stop-hold-before-incomplete-char"),
 ])
 def test_sendable_holds_back_stop_prefixes_and_incomplete_characters(text, hold, want):
     from service.handlers.generate import sendable

@@ -2,7 +2,8 @@
 include_stop_str_in_output and min_tokens on the live fake server (FakeLM answers "abc" with
 "defgh...", one character per token, id = ord - 32), through /v1/generate (JSON and streamed),
 the OpenAI routes (vLLM's extensions) and Triton's generate extension; repetition_penalty and
-min_p reach the engine: the real lfm2-demo gives what LFM2ForCausalLM.generate gives."""
+min_p reach the engine: the real lfm2-demo gives what LFM2ForCausalLM.generate gives. Stops at
+a character split over two tokens (a byte-level tokenizer's) on an in-process app."""
 import json
 
 import httpx
@@ -12,7 +13,12 @@ openai = pytest.importorskip("openai")
 
 import openai_fake_server  # noqa: E402
 from error_bodies import error_message  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
 from openai_fake_server import CHAT  # noqa: E402
+from server_process import client_ready  # noqa: E402
+from service.app import create_app  # noqa: E402
+from service.settings import Settings  # noqa: E402
+from service.testing import FakeTokenizer, fake_hooks, fake_models  # noqa: E402
 
 server, client = openai_fake_server.server, openai_fake_server.client   # this module's server
 
@@ -124,3 +130,44 @@ def test_repetition_penalty_and_min_p_reach_the_model():
             assert r.json()["token_ids"] == want, fields
         plain = http.post("/v1/generate", json={"input_ids": ids, "max_new_tokens": 12, "ignore_eos": True})
         assert plain.json()["token_ids"] != lm.generate([ids], max_new_tokens=12, repetition_penalty=1.8)[0]
+
+
+class _SplitTokenizer(FakeTokenizer):
+    """FakeTokenizer, but "d" and "e" are the two UTF-8 bytes of "é", as a byte-level tokenizer
+    spells it: FakeLM answers "ab" with "c", "\\xc3" (U+FFFD alone), "\\xa9" ("é"), "f", ..."""
+    BYTES = {tid("d"): b"\xc3", tid("e"): b"\xa9"}
+
+    def decode(self, ids) -> str:
+        return b"".join(self.BYTES.get(i, bytes([32 + i])) for i in ids if i != self.eos_token_id).decode(
+            "utf-8", errors="replace")
+
+
+@pytest.fixture(scope="module")
+def split_client():
+    models = fake_models()
+    models["lfm2"].lm.tokenizer = _SplitTokenizer(96)
+    with TestClient(create_app(Settings(warmup=False), models=models, hooks=fake_hooks())) as http:
+        yield client_ready(http)
+
+
+@pytest.mark.parametrize("fields, text, finish", [
+    pytest.param(dict(stop=["é"], min_tokens=3), "c", "stop", id="min-tokens-token-completes-the-stop"),
+    pytest.param(dict(stop=["é"], min_tokens=4), "céfgh", "length", id="stop-before-min-tokens-token"),
+    pytest.param(dict(stop=["cé"]), "", "stop", id="stop-ends-in-the-incomplete-character"),
+])
+@pytest.mark.parametrize("stream", [pytest.param(False, id="json"), pytest.param(True, id="sse")])
+def test_stop_strings_at_a_character_split_over_tokens(split_client, fields, text, finish, stream):
+    """"é" is two tokens, the first decoding to U+FFFD. min_tokens 3: the stop string "é" ends
+    in the text of min_tokens' token, which completed the character, so it stops (the text
+    before that token was counted with its U+FFFD, and "é" was looked for after it: never
+    found). Streamed, a stop string's start just before an incomplete character is held back
+    (the hold was counted from the U+FFFD: "c" went out, then "cé" cut the text to "")."""
+    body = {"prompt": "ab", "max_new_tokens": 6, "stream": stream, **fields}
+    if not stream:
+        final, streamed = split_client.post("/v1/generate", json=body).json(), text
+    else:
+        with split_client.stream("POST", "/v1/generate", json=body) as r:
+            events = [json.loads(line[6:]) for line in r.iter_lines()
+                      if line.startswith("data: ") and line != "data: [DONE]"]
+        final, streamed = events[-1], "".join(e.get("text", "") for e in events[:-1])
+    assert (final["text"], final["finish_reason"], streamed) == (text, finish, text), final

@@ -34,12 +34,14 @@ def sendable(text: str, hold: int) -> int:
     """How much of the text decoded so far may be streamed: never the last `hold` characters
     (a stop string may still complete there), nor trailing U+FFFD, which may be the bytes of a
     character whose next byte is still to come (decoding them again later gives the
-    character). What is sent is then always a prefix of the final text."""
+    character). What is sent is then always a prefix of the final text. The `hold` characters
+    are held before the incomplete one, which may complete a stop string (held from the
+    text's end, "ab\ufffd" under the stop string "bé" sent the "b" the stop then cut)."""
     end = len(text)
     for _ in range(3):   # an incomplete character decodes to one U+FFFD; invalid bytes before
         if end and text[end - 1] == "\ufffd":   # it are U+FFFD for good (sent a token later)
             end -= 1
-    return min(end, len(text) - hold)
+    return max(end - hold, 0)
 
 
 def stop_string_cut(text: str, stops: list[str], floor: int, include: bool) -> Optional[int]:
@@ -215,8 +217,8 @@ class GenerateHandler:
                     yield piece(value, "")
                     continue
                 text = self.tokenizer.decode(ids)
-                if len(ids) < plan.min_tokens:
-                    floor = len(text)
+                if len(ids) < plan.min_tokens:   # less an incomplete character, which min_tokens'
+                    floor = sendable(text, 0)    # token may complete (a stop string may end in it)
                 elif finish != "stop":
                     cut = stop_string_cut(text, plan.stop, floor, plan.include_stop)
                     if cut is not None:
