@@ -101,6 +101,10 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue-size", type=int)
     p.add_argument("--max-decode-batch", type=int,
                    help="/v1/generate: generations decoded together (continuous batching); 1 = one at a time")
+    p.add_argument("--generation-config", choices=("auto", "none"),
+                   help="sampling defaults of the generate routes: auto = the checkpoint's generation_config.json "
+                        "(temperature, top_k, top_p, min_p, repetition_penalty) for what a request leaves out, "
+                        "as vLLM; none = the routes' own")
     for name in _EXTRA:
         field = Settings.model_fields[name]
         kind = field.annotation if field.annotation in (int, float) else str

@@ -103,7 +103,8 @@ async def start(request: Request, body, make_request, generate: bool = True):
         base = make_request(handler)
         plans = [handler.decode(base if i == 0 or base.seed is None else
                                 base.model_copy(update={"seed": (base.seed + i) % 2**63}), body.max_tokens_name,
-                                default_new_tokens=16)   # OpenAI's completions default (chat's is explicit)
+                                default_new_tokens=16,   # OpenAI's completions default (chat's is explicit)
+                                client_set=body.model_fields_set)
                  for i in range(body.n)]
     except ValidationError as exc:
         raise ValueError(f"invalid request: {exc.errors()[0].get('msg')}") from None

@@ -70,8 +70,9 @@ def _words(value) -> Optional[list[str]]:
     return words or None
 
 
-def to_generate(body: TritonGenerateRequest, stream: bool) -> tuple[GenerateRequest, bool]:
-    """The /v1/generate request, and whether text_output starts with the prompt."""
+def to_generate(body: TritonGenerateRequest, stream: bool) -> tuple[GenerateRequest, bool, set[str]]:
+    """The /v1/generate request, whether text_output starts with the prompt, and the parameters
+    the client set (the others take the model's sampling defaults)."""
     p = _merged(body)
     if _words(p.bad_words):
         raise ValueError("bad_words: unsupported (dwserve bans no words); send it empty or leave it out")
@@ -86,7 +87,8 @@ def to_generate(body: TritonGenerateRequest, stream: bool) -> tuple[GenerateRequ
                            presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty,
                            repetition_penalty=p.repetition_penalty, min_p=p.min_p, min_tokens=p.min_tokens,
                            stop_token_ids=p.stop_token_ids, include_stop_str_in_output=p.include_stop_str_in_output,
-                           depthwise_impl=p.depthwise_impl, stream=stream), p.exclude_input_in_output is False
+                           depthwise_impl=p.depthwise_impl, stream=stream), p.exclude_input_in_output is False, \
+        p.model_fields_set
 
 
 async def _generate(model: str, version: Optional[str], body: TritonGenerateRequest, request: Request,
@@ -100,8 +102,8 @@ async def _generate(model: str, version: Optional[str], body: TritonGenerateRequ
             else "this server serves no language model"
         raise ServiceError(400, f"model {model!r} does not generate text; {serves}")
     handler = handler_of(request, "generate")
-    generate_request, with_prompt = to_generate(body, stream)
-    plan = handler.decode(generate_request, max_tokens_name="max_tokens")
+    generate_request, with_prompt, client_set = to_generate(body, stream)
+    plan = handler.decode(generate_request, max_tokens_name="max_tokens", client_set=client_set)
     request.state.dw_impl = plan.impl
     events = handler.events(plan)
     firsts = await first_events(request, [events])   # QueueFull / timeouts: before any byte is sent

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import typing
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     # 64-token-aligned prefix (a system prompt, an earlier turn) prefill only the rest. MiB of
     # kept state, shared by every depthwise policy's engine (each policy's states apart); 0 = off.
     prefix_cache_mib: int = Field(256, ge=0, le=1_000_000)
+    # Sampling defaults of the generate routes (vLLM's --generation-config): "auto" = a field a
+    # request leaves out (temperature, top_k, top_p, min_p, repetition_penalty) takes the
+    # checkpoint's generation_config.json value where it gives one; "none" = the routes' own.
+    generation_config: Literal["auto", "none"] = "auto"
 
     # --- request limits (each violation is a 4xx, never a 500) ---------------------------
     max_body_bytes: int = Field(32 * 2**20, ge=1024)     # 413 above (Content-Length and streamed)

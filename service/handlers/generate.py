@@ -13,10 +13,15 @@ Stop tokens (the model's end-of-sequence ids unless ignore_eos, and the request'
 stop_token_ids) end a generation without text, stop strings cut it where they start, unless
 include_stop_str_in_output keeps either; before min_tokens neither ends it (vLLM's rules: the
 engine masks stop tokens, and a stop string must end in the text after min_tokens' token).
+
+With --generation-config auto (the default, as vLLM's), a sampling field a request leaves out
+(temperature, top_k, top_p, min_p, repetition_penalty) takes the checkpoint's
+generation_config.json value (LFM2ForCausalLM.generation_defaults) where it gives one.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -28,6 +33,8 @@ from ..errors import within
 from ..generation import GenerationScheduler
 from ..runtime import ModelRuntime
 from ..schemas import GenerateRequest
+
+log = logging.getLogger("dwserve.generation")
 
 
 def sendable(text: str, hold: int) -> int:
@@ -52,6 +59,14 @@ def stop_string_cut(text: str, stops: list[str], floor: int, include: bool) -> O
         return None
     at, n = min(hits)
     return at + n if include else at
+
+
+def request_defaults(generation_defaults: dict) -> dict:
+    """A checkpoint's sampling defaults (generation_config.py) as GenerateRequest fields, as
+    vLLM takes them (do_sample is not one: a request samples when its temperature is > 0);
+    top_k 0 is off, which a request left without top_k already is."""
+    keep = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
+    return {k: v for k, v in generation_defaults.items() if k in keep and not (k == "top_k" and v == 0)}
 
 
 @dataclass
@@ -79,6 +94,12 @@ class GenerateHandler:
         self.eos_token_ids = tuple(dict.fromkeys(
             t for t in (tok_eos, *getattr(self.lm.config, "eos_token_ids", ())) if t is not None))
         meta = getattr(runtime.served, "metadata", None) or {}
+        self.sampling_defaults = request_defaults(getattr(self.lm, "generation_defaults", None) or {}) \
+            if runtime.settings.generation_config == "auto" else {}
+        if self.sampling_defaults:   # as vLLM says so: a request's defaults are not the routes' documented ones
+            log.info("%s: sampling defaults from its generation_config.json for what a request leaves out: %s "
+                     "(--generation-config none: the routes' own)", runtime.name,
+                     ", ".join(f"{k}={v}" for k, v in self.sampling_defaults.items()))
         self.vocab_size = int(meta.get("vocab_size") or self.lm.config.vocab_size)
         s = runtime.settings
         # The tokens one sequence may hold: the server's limit, or less if the model's positions
@@ -98,12 +119,18 @@ class GenerateHandler:
         """Finish the accepted generations, accept no more."""
         self.scheduler.stop(timeout)
 
-    def decode(self, req: GenerateRequest, max_tokens_name: str = "max_new_tokens", default_new_tokens: int = 32) -> Plan:
+    def decode(self, req: GenerateRequest, max_tokens_name: str = "max_new_tokens", default_new_tokens: int = 32,
+               client_set: Optional[set[str]] = None) -> Plan:
         """-> the request's Plan, or ValueError (a 400) saying what to change. max_tokens_name:
         what the client called max_new_tokens (OpenAI's and Triton's `max_tokens`), for the errors.
         A request without it gets default_new_tokens, or fewer where the server's max_new_tokens
         or the sequence length leaves less room: a 400 for a limit the client never named was the
-        answer on a server started with --max-new-tokens below the default."""
+        answer on a server started with --max-new-tokens below the default. client_set: the
+        fields the client gave (default: req's own), the others take the model's sampling defaults."""
+        unset = {k: v for k, v in self.sampling_defaults.items()
+                 if k not in (req.model_fields_set if client_set is None else client_set)}
+        if unset:
+            req = req.model_copy(update=unset)
         s = self.rt.settings
         impl = self.rt.check_impl(req.depthwise_impl)
         if (req.prompt is None) == (req.input_ids is None):
