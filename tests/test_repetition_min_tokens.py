@@ -27,6 +27,27 @@ def test_repetition_penalty_equals_transformers_processor(penalty):
     assert not torch.equal(got, logits)
 
 
+def test_logit_bias_is_added_before_the_repetition_penalty():
+    """transformers' order (SequenceBiasLogitsProcessor, then RepetitionPenaltyLogitsProcessor)
+    and vLLM's sampler's (logit bias, then penalties): the penalty scales a biased logit, and a
+    bias that makes a seen token's logit positive is divided, not multiplied. The bias was added
+    after the penalty: a seen token biased +3 from -0.75 got 1.50 instead of 1.12."""
+    processors = pytest.importorskip("transformers.generation.logits_process")
+    from types import SimpleNamespace
+
+    from models.lfm2 import logit_processing
+
+    logits = torch.randn(1, 20, generator=torch.Generator().manual_seed(0)) * 3
+    prompt, bias = [1, 2, 3, 4, 5], {2: 3.0, 4: -2.0, 7: 5.0}          # 2 and 4 seen, 7 not
+    seq = SimpleNamespace(prompt=prompt, tokens=[], repetition_penalty=2.0, presence_penalty=0.0,
+                          frequency_penalty=0.0, logit_bias=bias, stop_token_ids=(), min_tokens=0, seen=None,
+                          seen_upto=0)
+    ids = torch.tensor([prompt])
+    biased = processors.SequenceBiasLogitsProcessor({(t,): b for t, b in bias.items()})(ids, logits.clone())
+    want = processors.RepetitionPenaltyLogitsProcessor(2.0)(ids, biased)
+    torch.testing.assert_close(logit_processing.apply([seq], logits), want, rtol=0, atol=1e-6)
+
+
 def _reference_greedy(model, prompt, n, repetition=1.0, presence=0.0, min_tokens=0, stops=()):
     """Independent reference: a full forward per token, the adjustments written out (vLLM's
     order: repetition, then presence; stop tokens -inf before min_tokens), greedy, stopping at

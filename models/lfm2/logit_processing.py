@@ -1,9 +1,13 @@
 """Per-sequence logit adjustments of the continuous batch, in this order:
 
+    logits[j] += logit_bias[j]
     logits[j] = logits[j] / r if logits[j] > 0 else logits[j] * r    for j in seen     (repetition_penalty r)
     logits[j] -= presence_penalty * (count[j] > 0) + frequency_penalty * count[j]
-    logits[j] += logit_bias[j]
     logits[s] = -inf for every stop token s while fewer than min_tokens were generated
+
+The bias comes before the repetition penalty, which scales it too, as in vLLM's sampler (logit
+bias, then repetition, frequency and presence penalties) and transformers' generate
+(SequenceBiasLogitsProcessor before RepetitionPenaltyLogitsProcessor); the additive ones commute.
 
 seen: the prompt's tokens and the generated ones (transformers' and vLLM's repetition
 penalty: 1.0 off, > 1 discourages repeats); count[j]: how often token j was generated so far
@@ -98,14 +102,14 @@ def apply(seqs, logits: torch.Tensor) -> torch.Tensor:
     vocab = out.shape[-1]
     for i in rows:
         s = seqs[i]
+        if s.logit_bias:
+            ids = torch.tensor(list(s.logit_bias), device=out.device)
+            out[i, ids] += torch.tensor(list(s.logit_bias.values()), device=out.device, dtype=out.dtype)
         if s.repetition_penalty != 1.0:
             out[i:i + 1] = penalize_repetition(out[i:i + 1], _seen(s, vocab, out.device), s.repetition_penalty)
         if (s.presence_penalty or s.frequency_penalty) and s.tokens:
             counts = torch.bincount(torch.tensor(s.tokens, device=out.device), minlength=vocab)[:vocab].float()
             out[i] -= s.presence_penalty * (counts > 0).float() + s.frequency_penalty * counts
-        if s.logit_bias:
-            ids = torch.tensor(list(s.logit_bias), device=out.device)
-            out[i, ids] += torch.tensor(list(s.logit_bias.values()), device=out.device, dtype=out.dtype)
         if s.stop_token_ids and len(s.tokens) < s.min_tokens:
             out[i, torch.tensor(list(s.stop_token_ids), device=out.device)] = float("-inf")
     return out
