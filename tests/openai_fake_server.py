@@ -5,7 +5,6 @@ module-scoped `server` (its URL) and `client` fixtures (a test module takes both
 they send and `_fake_answer`, what FakeLM replies to it."""
 import contextlib
 import threading
-import time
 
 import pytest
 
@@ -28,14 +27,15 @@ def live_server(**settings):
     port = free_port()
     app = create_app(Settings(port=port, warmup=False, **settings), models=fake_models(), hooks=fake_hooks())
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=srv.run, daemon=True).start()
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http_ok(f"{url}/v2/health/ready", 30)
         yield url
     finally:
         srv.should_exit = True
-        time.sleep(0.2)
+        thread.join(10)   # its shutdown lines logged while pytest still captures (not into a closed file)
 
 
 @pytest.fixture(scope="module")

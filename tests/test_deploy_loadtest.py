@@ -28,14 +28,17 @@ def servers():
         app = create_app(Settings(port=port, depthwise_impl=impl, warmup=False),
                          models=fake_models(delay_s=delay), hooks=fake_hooks())
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        threading.Thread(target=server.run, daemon=True).start()
-        running.append(server)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        running.append((server, thread))
         urls[label] = f"http://127.0.0.1:{port}"
     for url in urls.values():
         wait_http_ok(f"{url}/v2/health/ready", 30)
     yield urls
-    for server in running:
+    for server, _ in running:
         server.should_exit = True
+    for _, thread in running:
+        thread.join(10)   # its shutdown lines logged while pytest still captures (not into a closed file)
 
 
 @pytest.mark.parametrize("url", [

@@ -38,10 +38,12 @@ class LateServer:
             time.sleep(delay_s)
             self.started_at = time.perf_counter()
             self.server.run()
-        threading.Thread(target=run, daemon=True).start()
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
 
     def stop(self):
         self.server.should_exit = True
+        self.thread.join(10)
 
 
 @pytest.fixture
