@@ -133,6 +133,8 @@ class CompletionRequest(_SamplingRequest):
         prompt = self.single_prompt
         text, ids = (prompt, None) if isinstance(prompt, str) else (None, list(prompt))
         # max_tokens 0 (echo only) generates nothing; the plan is made with 1 for its checks.
+        if self.max_tokens == 0 and self.min_tokens:
+            raise ValueError(f"min_tokens: at most max_tokens (0), got {self.min_tokens}")
         return self._generate(None if self.max_tokens is None else max(self.max_tokens, 1), self.logprobs,
                               prompt=text, input_ids=ids)
 

@@ -100,6 +100,8 @@ def test_openai_routes_honour_vllm_extensions(client, server):
     assert r.status_code == 400 and "skip_special_tokens (vLLM's extension: true only)" in error_message(r), r.text
     r = httpx.post(server + "/v1/completions", json={**args, "min_tokens": 9})
     assert r.status_code == 400 and "min_tokens: at most max_tokens (8)" in error_message(r), r.text
+    r = httpx.post(server + "/v1/completions", json={**args, "max_tokens": 0, "echo": True, "min_tokens": 2})
+    assert r.status_code == 400 and "min_tokens: at most max_tokens (0), got 2" in error_message(r), r.text
 
 
 def test_triton_generate_takes_vllm_sampling_parameters(server):
