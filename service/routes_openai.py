@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from .errors import ServiceError, shown_name
 from .routes_openai_chat import router as chat
 from .routes_openai_completions import router as completions
-from .schemas_openai import OPENAI_ERROR_RESPONSES
+from .schemas_openai_replies import OPENAI_ERROR_RESPONSES
 
 router = APIRouter()   # no prefix or tags: the included routers carry their own
 

@@ -16,7 +16,8 @@ from fastapi import APIRouter, Request
 
 from .openai_common import Covered, start, token_name, usage
 from .routes_v1 import final_events, sse_response
-from .schemas_openai import OPENAI_ERROR_RESPONSES, ChatCompletionRequest, ChatCompletionResponse
+from .schemas_openai import ChatCompletionRequest
+from .schemas_openai_replies import OPENAI_ERROR_RESPONSES, ChatCompletionResponse
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 

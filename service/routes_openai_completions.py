@@ -14,7 +14,8 @@ from fastapi import APIRouter, Request
 
 from .openai_common import Covered, start, token_name, usage
 from .routes_v1 import close_streams, final_events, sse_response
-from .schemas_openai import OPENAI_ERROR_RESPONSES, CompletionRequest, CompletionResponse
+from .schemas_openai import CompletionRequest
+from .schemas_openai_replies import OPENAI_ERROR_RESPONSES, CompletionResponse
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
