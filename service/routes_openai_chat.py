@@ -56,31 +56,32 @@ def _chat_chunk(head: dict, index: int, delta: dict, finish_reason=None) -> dict
 
 @router.post("/chat/completions", response_model=ChatCompletionResponse, responses=OPENAI_ERROR_RESPONSES)
 async def chat_completions(body: ChatCompletionRequest, request: Request):
-    handler, _, streams, firsts = await start(request, body, lambda handler: _chat_prompt(body, handler))
+    handler, plans, streams, firsts = await start(request, body, lambda handler: _chat_prompt(body, handler))
+    tok = plans[0].tokenizer   # decodes as the request asked (skip_special_tokens)
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": handler.rt.name}
     if not body.stream:
         finals = await final_events(request, streams, firsts)
         choices = [{"index": i, "message": {"role": "assistant", "content": f["text"]},
-                    "logprobs": _chat_logprobs(handler.tokenizer, Covered.of(handler.tokenizer, f))
+                    "logprobs": _chat_logprobs(tok, Covered.of(tok, f))
                     if body.logprobs else None,
                     "finish_reason": f["finish_reason"]} for i, f in enumerate(finals)]
         return {**head, "choices": choices, "usage": usage(finals)}
     head["object"] = "chat.completion.chunk"
-    covers = [Covered(handler.tokenizer) for _ in range(body.n)]
+    covers = [Covered(tok) for _ in range(body.n)]
 
     def token_chunk(i: int, event: dict) -> dict:
         chunk = _chat_chunk(head, i, {"content": event["text"]})
         if body.logprobs:
             entries = covers[i].take(event["logprobs"], event["text"])
-            chunk["choices"][0]["logprobs"] = _chat_logprobs(handler.tokenizer, entries)
+            chunk["choices"][0]["logprobs"] = _chat_logprobs(tok, entries)
         return chunk
 
     def finish_chunk(i: int, final: dict) -> dict:
         chunk = _chat_chunk(head, i, {}, final["finish_reason"])
         rest = covers[i].rest(final) if body.logprobs else []
         if rest:
-            chunk["choices"][0]["logprobs"] = _chat_logprobs(handler.tokenizer, rest)
+            chunk["choices"][0]["logprobs"] = _chat_logprobs(tok, rest)
         return chunk
 
     return sse_response(

@@ -68,7 +68,7 @@ async def _echo(handler, body, plan) -> dict:
     and, with logprobs, its tokens' log-probabilities given the tokens before them."""
     prompt = body.single_prompt
     text = prompt if isinstance(prompt, str) else \
-        handler.tokenizer.decode(plan.ids) if handler.tokenizer is not None else ""
+        plan.tokenizer.decode(plan.ids) if plan.tokenizer is not None else ""
     entries = None
     if body.logprobs is not None:
         entries = await asyncio.to_thread(handler.rt.on_compute, _score, handler.lm, plan.ids, body.logprobs,
@@ -87,6 +87,7 @@ async def _prefixed(first: dict, events):
 async def completions(body: CompletionRequest, request: Request):
     handler, plans, streams, firsts = await start(request, body, lambda handler: body.to_generate(),
                                                   generate=not body.scores_only)
+    tok = plans[0].tokenizer   # decodes as the request asked (skip_special_tokens)
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
             "model": handler.rt.name}
     try:
@@ -96,23 +97,23 @@ async def completions(body: CompletionRequest, request: Request):
         raise
 
     def logprobs_of(entries, offset=0):
-        return None if body.logprobs is None else _completion_logprobs(handler.tokenizer, entries, offset)
+        return None if body.logprobs is None else _completion_logprobs(tok, entries, offset)
 
     if not body.stream:
         finals = await final_events(request, streams, firsts)
         lead_text, lead = (echo["text"], echo["logprobs"] or []) if echo else ("", [])
         return {**head, "choices": [_choice(i, lead_text + f["text"], f["finish_reason"],
-                                            logprobs_of(lead + Covered.of(handler.tokenizer, f))
+                                            logprobs_of(lead + Covered.of(tok, f))
                                             if body.logprobs is not None else None)
                                     for i, f in enumerate(finals)], "usage": usage(finals)}
     offsets = [0] * body.n   # per choice: where its next token's text starts
-    covers = [Covered(handler.tokenizer) for _ in range(body.n)]
+    covers = [Covered(tok) for _ in range(body.n)]
     if echo:                 # each choice's stream opens with the prompt
         firsts, streams = [echo] * body.n, [_prefixed(f, s) for f, s in zip(firsts, streams)]
 
     def chunk_logprobs(i: int, entries) -> dict:
         logprobs = logprobs_of(entries, offsets[i])
-        offsets[i] += sum(len(handler.tokenizer.decode([t["token_id"]])) for t in entries)
+        offsets[i] += sum(len(tok.decode([t["token_id"]])) for t in entries)
         return logprobs
 
     def token_chunk(i: int, event: dict) -> dict:

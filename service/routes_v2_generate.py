@@ -87,6 +87,7 @@ def to_generate(body: TritonGenerateRequest, stream: bool) -> tuple[GenerateRequ
                            presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty,
                            repetition_penalty=p.repetition_penalty, min_p=p.min_p, min_tokens=p.min_tokens,
                            stop_token_ids=p.stop_token_ids, include_stop_str_in_output=p.include_stop_str_in_output,
+                           skip_special_tokens=p.skip_special_tokens,
                            depthwise_impl=p.depthwise_impl, stream=stream), p.exclude_input_in_output is False, \
         p.model_fields_set
 

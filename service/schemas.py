@@ -192,6 +192,8 @@ class GenerateRequest(BaseModel):
                                                     "generation, besides the model's end-of-sequence ids")
     include_stop_str_in_output: bool = Field(False, description="keep the stop string, or a stop token's text "
                                              "and id, at the end of the output (vLLM's)")
+    skip_special_tokens: bool = Field(True, description="false: special tokens' text (`<|im_end|>`) is written "
+                                      "into the output, as transformers' decode(skip_special_tokens=False)")
 
 
 class TopLogprob(BaseModel):
@@ -258,6 +260,7 @@ class TritonGenerateParameters(BaseModel):
     min_tokens: Int = Field(0, ge=0)
     stop_token_ids: Optional[list[TokenId]] = Field(None, max_length=64)
     include_stop_str_in_output: bool = False
+    skip_special_tokens: bool = True
     stream: Optional[bool] = Field(None, description="ignored: the URL decides (generate or generate_stream)")
     exclude_input_in_output: Optional[bool] = Field(
         None, description="true (the default): text_output is the generated text; false: the prompt, then it "

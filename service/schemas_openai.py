@@ -4,10 +4,9 @@
 so it has the same limits, validation and continuous batching.
 
 vLLM's sampling extensions (top_k, repetition_penalty, min_p, min_tokens, stop_token_ids,
-include_stop_str_in_output, ignore_eos) are honoured. Fields OpenAI (or vLLM) defines but
-dwserve cannot honour (best_of, suffix, tools, response formats, predicted outputs, reasoning,
-audio, skip_special_tokens false, ...) are accepted only at their no-op values, else a 400
-naming them. Bookkeeping fields clients send (store, metadata,
+include_stop_str_in_output, skip_special_tokens, ignore_eos) are honoured. Fields OpenAI (or
+vLLM) defines but dwserve cannot honour (best_of, suffix, tools, response formats, predicted
+outputs, reasoning, audio, ...) are accepted only at their no-op values, else a 400 naming them. Bookkeeping fields clients send (store, metadata,
 service_tier, user, ...) are accepted and ignored, as vLLM does. Other fields are a 422.
 """
 from __future__ import annotations
@@ -22,9 +21,6 @@ from .schemas import Float, GenerateRequest, ImplName, Int, TokenId, unicode_pro
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     include_usage: bool = False
-
-
-_VLLM_NOOPS = {"skip_special_tokens": True}
 
 
 class _SamplingRequest(BaseModel):
@@ -63,8 +59,7 @@ class _SamplingRequest(BaseModel):
     service_tier: Optional[str] = None
     safety_identifier: Optional[str] = None
     prompt_cache_key: Optional[str] = None
-    # vLLM's sampling extensions (GenerateRequest says what each does); skip_special_tokens is
-    # taken at its default only, else a 400 naming it (text without special tokens is all dwserve writes).
+    # vLLM's sampling extensions (GenerateRequest says what each does)
     repetition_penalty: Optional[Float] = Field(1.0, gt=0.0, le=100.0)
     min_p: Optional[Float] = Field(0.0, ge=0.0, le=1.0)
     min_tokens: Optional[Int] = Field(0, ge=0)
@@ -80,9 +75,7 @@ class _SamplingRequest(BaseModel):
         """Fields set to something dwserve cannot do. stream_options without a stream is
         OpenAI's 400 too: include_usage would silently add nothing to a JSON reply."""
         return [name for name, ok in (*extra, ("stream_options without stream: true",
-                                               self.stream_options is None or self.stream)) if not ok] + \
-            [f"{name} (vLLM's extension: {str(noop).lower()} only)" for name, noop in _VLLM_NOOPS.items()
-             if getattr(self, name) not in (noop, None)]
+                                               self.stream_options is None or self.stream)) if not ok]
 
     def _generate(self, max_new_tokens: Optional[int], logprobs: Optional[int], **prompt) -> GenerateRequest:
         return GenerateRequest(**prompt, max_new_tokens=max_new_tokens, logprobs=logprobs,
@@ -90,6 +83,7 @@ class _SamplingRequest(BaseModel):
                                logit_bias=self.logit_bias, repetition_penalty=self.repetition_penalty,
                                min_p=self.min_p, min_tokens=self.min_tokens, stop_token_ids=self.stop_token_ids,
                                include_stop_str_in_output=self.include_stop_str_in_output,
+                               skip_special_tokens=self.skip_special_tokens is not False,
                                temperature=self.temperature, top_k=self.top_k if (self.top_k or 0) > 0 else None,
                                top_p=None if self.top_p >= 1.0 else self.top_p, seed=self.seed,
                                stop=self.stop, ignore_eos=self.ignore_eos, stream=self.stream,

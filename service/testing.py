@@ -118,8 +118,10 @@ class FakeTokenizer:
     def encode(self, text: str) -> list[int]:
         return [min(max(ord(c) - 32, 0), self.vocab_size - 2) for c in text]
 
-    def decode(self, ids) -> str:
-        return "".join(chr(32 + i) for i in ids if i != self.eos_token_id)
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        """eos (the one special token) skipped, or written `<eos>`."""
+        eos = "" if skip_special_tokens else "<eos>"
+        return "".join(eos if i == self.eos_token_id else chr(32 + i) for i in ids)
 
     @staticmethod
     def render_chat(messages: list[dict]) -> str:

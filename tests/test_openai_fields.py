@@ -82,11 +82,9 @@ VLLM_DEFAULTS = dict(repetition_penalty=1.0, min_p=0.0, min_tokens=0, stop_token
 
 def test_vllm_sampling_extensions_at_their_defaults_are_served(client, server):
     """vLLM-targeted clients spell out vLLM's sampling defaults: taken (each was a 422), the
-    reply unchanged; skip_special_tokens false asks for text dwserve does not write, a 400
-    naming the field and its default (the others are honoured: test_service_sampling_extensions.py)."""
+    reply unchanged (other values are honoured: test_service_sampling_extensions.py,
+    test_skip_special_tokens.py)."""
     args = dict(model="lfm2", prompt="abc", max_tokens=3, temperature=0)
     assert client.completions.create(**args, extra_body=VLLM_DEFAULTS).choices[0].text == "def"
     chat = client.chat.completions.create(model="lfm2", messages=CHAT, max_tokens=2, extra_body=VLLM_DEFAULTS)
     assert chat.choices[0].finish_reason == "length"
-    r = httpx.post(server + "/v1/completions", json={**args, "skip_special_tokens": False})
-    assert r.status_code == 400 and "skip_special_tokens (vLLM's extension: " in error_message(r), r.text

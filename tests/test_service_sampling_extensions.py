@@ -82,8 +82,7 @@ def test_generate_refuses_bad_values_naming_the_field(server, fields, message):
 
 def test_openai_routes_honour_vllm_extensions(client, server):
     """vLLM-targeted clients' extra_body: stop_token_ids, include_stop_str_in_output,
-    min_tokens, repetition_penalty and min_p are honoured (each was a 400 'not implemented');
-    skip_special_tokens false is still a 400 naming it."""
+    min_tokens, repetition_penalty and min_p are honoured (each was a 400 'not implemented')."""
     args = dict(model="lfm2", prompt="abc", max_tokens=8, temperature=0)
     got = client.completions.create(**args, extra_body=dict(stop_token_ids=[tid("f")]))
     assert (got.choices[0].text, got.choices[0].finish_reason, got.usage.completion_tokens) == ("de", "stop", 3)
@@ -96,8 +95,6 @@ def test_openai_routes_honour_vllm_extensions(client, server):
     chat = client.chat.completions.create(model="lfm2", messages=CHAT, max_tokens=4, temperature=0,
                                           extra_body=dict(stop_token_ids=[first]))
     assert (chat.choices[0].message.content, chat.choices[0].finish_reason) == ("", "stop")
-    r = httpx.post(server + "/v1/completions", json={**args, "skip_special_tokens": False})
-    assert r.status_code == 400 and "skip_special_tokens (vLLM's extension: true only)" in error_message(r), r.text
     r = httpx.post(server + "/v1/completions", json={**args, "min_tokens": 9})
     assert r.status_code == 400 and "min_tokens: at most max_tokens (8)" in error_message(r), r.text
     r = httpx.post(server + "/v1/completions", json={**args, "max_tokens": 0, "echo": True, "min_tokens": 2})

@@ -1,7 +1,8 @@
 """Tokenizers for LFM2: the demo's byte-level one and a wrapper over a local tokenizer.json.
 
 Both expose encode(str) -> list[int] (with the bos token first, as LFM2's tokenizer does),
-decode(list[int]) -> str (special tokens skipped), token_bytes(id) -> bytes (one token's raw
+decode(list[int], skip_special_tokens=True) -> str (special tokens skipped, or written by
+name, `<|im_end|>`, as transformers' decode writes them), token_bytes(id) -> bytes (one token's raw
 UTF-8 bytes, which decode of a part of a character turns into U+FFFD), special_token_name(id)
 (the name of a token decode skips, as logprobs name it), eos/bos/pad_token_id,
 and apply_chat_template(messages) -> list[int] (models/lfm2/chat.py; starts with the bos id too).
@@ -55,9 +56,19 @@ class ByteTokenizer(_SpecialIds):
         # The template has no bos text: bytes cannot spell a special id, so encode() adds it.
         return self.encode(render_chat(self.chat_template, messages, add_generation_prompt=add_generation_prompt))
 
-    def decode(self, ids) -> str:
-        # Ids >= 256 are specials (or unused): skipped. Incomplete UTF-8 -> U+FFFD.
-        return bytes(int(i) for i in ids if 0 <= int(i) < N_BYTES).decode("utf-8", errors="replace")
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        # Ids >= 256 are specials (or unused): skipped, or written by name. Incomplete UTF-8 -> U+FFFD.
+        ids = [int(i) for i in ids]
+        if skip_special_tokens:
+            return bytes(i for i in ids if 0 <= i < N_BYTES).decode("utf-8", errors="replace")
+        parts, run = [], bytearray()
+        for i in ids:
+            if 0 <= i < N_BYTES:
+                run.append(i)
+                continue
+            parts += [run.decode("utf-8", errors="replace"), self.special_token_name(i)]
+            run = bytearray()
+        return "".join(parts) + run.decode("utf-8", errors="replace")
 
     def token_bytes(self, token_id: int) -> bytes:
         return bytes([token_id]) if 0 <= token_id < N_BYTES else b""
@@ -115,8 +126,8 @@ class HFTokenizer(_SpecialIds):
         self._check_text(text)
         return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
 
-    def decode(self, ids) -> str:
-        return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
     def special_token_name(self, token_id: int) -> str:
         """A token without text (a special one, skipped by decode) by its vocabulary name, `<|im_end|>`."""

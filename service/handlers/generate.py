@@ -14,6 +14,10 @@ stop_token_ids) end a generation without text, stop strings cut it where they st
 include_stop_str_in_output keeps either; before min_tokens neither ends it (vLLM's rules: the
 engine masks stop tokens, and a stop string must end in the text after min_tokens' token).
 
+skip_special_tokens false (vLLM's) writes special tokens' text (`<|im_end|>`) into the output:
+each request decodes with its plan's tokenizer (KeepingSpecialTokens), as do the OpenAI routes'
+logprob names and offsets.
+
 With --generation-config auto (the default, as vLLM's), a sampling field a request leaves out
 (temperature, top_k, top_p, min_p, repetition_penalty) takes the checkpoint's
 generation_config.json value (LFM2ForCausalLM.generation_defaults) where it gives one.
@@ -69,6 +73,24 @@ def request_defaults(generation_defaults: dict) -> dict:
     return {k: v for k, v in generation_defaults.items() if k in keep and not (k == "top_k" and v == 0)}
 
 
+class KeepingSpecialTokens:
+    """A tokenizer whose decode writes special tokens' text (skip_special_tokens=False); a
+    special token's bytes are that text's. Anything else is the tokenizer's own."""
+
+    def __init__(self, tokenizer):
+        self._tok = tokenizer
+
+    def decode(self, ids) -> str:
+        return self._tok.decode(ids, skip_special_tokens=False)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        own = getattr(self._tok, "token_bytes", None)
+        return (own(token_id) if own is not None else b"") or self.decode([token_id]).encode("utf-8")
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)
+
+
 @dataclass
 class Plan:
     ids: list[int]
@@ -81,6 +103,7 @@ class Plan:
     stop_token_ids: tuple[int, ...] = ()      # the request's, besides eos
     min_tokens: int = 0
     include_stop: bool = False                # include_stop_str_in_output
+    tokenizer: Any = None                     # what its text is decoded with (None: token ids only)
     t_start: float = field(default_factory=time.perf_counter)
 
 
@@ -177,8 +200,10 @@ class GenerateHandler:
                     "min_tokens": req.min_tokens}
         logit_processing.check(SimpleNamespace(**sampling, max_new_tokens=wanted, stop_token_ids=stop_ids, tokens=()),
                                self.vocab_size)   # a 400 before any queueing
+        tokenizer = self.tokenizer if req.skip_special_tokens or self.tokenizer is None \
+            else KeepingSpecialTokens(self.tokenizer)
         return Plan(ids, impl, wanted, sampling, stop, req.ignore_eos, req.logprobs, stop_ids, req.min_tokens,
-                    req.include_stop_str_in_output)
+                    req.include_stop_str_in_output, tokenizer)
 
     async def events(self, plan: Plan) -> AsyncIterator[dict[str, Any]]:
         """Yields {"token_id", "text"} per token, then one final summary dict.
@@ -240,10 +265,10 @@ class GenerateHandler:
                         eos_ended = 1
                         continue
                 ids.append(value)
-                if self.tokenizer is None:   # token ids only: each token is its own event
+                if plan.tokenizer is None:   # token ids only: each token is its own event
                     yield piece(value, "")
                     continue
-                text = self.tokenizer.decode(ids)
+                text = plan.tokenizer.decode(ids)
                 if len(ids) < plan.min_tokens:   # less an incomplete character, which min_tokens'
                     floor = sendable(text, 0)    # token may complete (a stop string may end in it)
                 elif finish != "stop":
