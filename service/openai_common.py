@@ -14,7 +14,7 @@ from fastapi import Request
 from pydantic import ValidationError
 
 from .errors import ServiceError
-from .handlers.generate import sendable
+from .handlers.text_output import sendable
 from .routes_v1 import first_events, handler_of
 
 

@@ -256,7 +256,7 @@ def test_shutdown_past_its_grace_ends_running_generations_with_a_503_not_a_trace
     pytest.param("ab\ufffd", 1, 1, id="stop-hold-before-incomplete-char"),
 ])
 def test_sendable_holds_back_stop_prefixes_and_incomplete_characters(text, hold, want):
-    from service.handlers.generate import sendable
+    from service.handlers.text_output import sendable
     assert sendable(text, hold) == want
 
 
@@ -265,7 +265,7 @@ def test_streamed_byte_text_is_a_prefix_of_the_final_text_at_every_token():
     always a prefix of the final decode, for text with multi-byte characters split across tokens."""
     from models.lfm2.tokenizer import ByteTokenizer
     from models.lfm2 import PRESETS
-    from service.handlers.generate import sendable
+    from service.handlers.text_output import sendable
 
     tok = ByteTokenizer(PRESETS["lfm2-demo"])
     ids = list("naïve → 😀 ok".encode()) + [0xFF] + list("é".encode())

@@ -4,19 +4,9 @@ Generation is continuously batched (service.generation): the request becomes a S
 handed to the model's GenerationScheduler, which advances every live sequence one token
 per step on the compute thread and sends each token to the event loop through an
 asyncio.Queue, so the event loop never runs model code. A client that disconnects, a stop
-string or a timeout cancels the sequence, which frees its row before the next step. Stop
-strings are matched on the decoded text; while streaming, the last (longest stop string - 1)
-characters are held back so a stop string is never half-sent, and so are trailing U+FFFD (a
-byte-level tokenizer's incomplete UTF-8 character), so the streamed text is the final text.
-
-Stop tokens (the model's end-of-sequence ids unless ignore_eos, and the request's
-stop_token_ids) end a generation without text, stop strings cut it where they start, unless
-include_stop_str_in_output keeps either; before min_tokens neither ends it (vLLM's rules: the
-engine masks stop tokens, and a stop string must end in the text after min_tokens' token).
-
-skip_special_tokens false (vLLM's) writes special tokens' text (`<|im_end|>`) into the output:
-each request decodes with its plan's tokenizer (KeepingSpecialTokens), as do the OpenAI routes'
-logprob names and offsets.
+string or a timeout cancels the sequence, which frees its row before the next step. How the
+tokens become text (stop strings and tokens, min_tokens, what a stream may send yet, special
+tokens' text) is text_output.py's.
 
 With --generation-config auto (the default, as vLLM's), a sampling field a request leaves out
 (temperature, top_k, top_p, min_p, repetition_penalty) takes the checkpoint's
@@ -37,32 +27,9 @@ from ..errors import within
 from ..generation import GenerationScheduler
 from ..runtime import ModelRuntime
 from ..schemas import GenerateRequest
+from .text_output import KeepingSpecialTokens, sendable, stop_string_cut
 
 log = logging.getLogger("dwserve.generation")
-
-
-def sendable(text: str, hold: int) -> int:
-    """How much of the text decoded so far may be streamed: never the last `hold` characters
-    (a stop string may still complete there), nor trailing U+FFFD, which may be the bytes of a
-    character whose next byte is still to come (decoding them again later gives the
-    character). What is sent is then always a prefix of the final text. The `hold` characters
-    are held before the incomplete one, which may complete a stop string (held from the
-    text's end, "ab\ufffd" under the stop string "bé" sent the "b" the stop then cut)."""
-    end = len(text)
-    for _ in range(3):   # an incomplete character decodes to one U+FFFD; invalid bytes before
-        if end and text[end - 1] == "\ufffd":   # it are U+FFFD for good (sent a token later)
-            end -= 1
-    return max(end - hold, 0)
-
-
-def stop_string_cut(text: str, stops: list[str], floor: int, include: bool) -> Optional[int]:
-    """Where the text ends at its first stop string that ends after `floor` (the text made
-    before min_tokens' token): at the string's start, or its end when included; None: no stop."""
-    hits = [(at, len(x)) for x in stops if (at := text.find(x, max(0, floor - len(x) + 1))) >= 0]
-    if not hits:
-        return None
-    at, n = min(hits)
-    return at + n if include else at
 
 
 def request_defaults(generation_defaults: dict) -> dict:
@@ -71,24 +38,6 @@ def request_defaults(generation_defaults: dict) -> dict:
     top_k 0 is off, which a request left without top_k already is."""
     keep = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
     return {k: v for k, v in generation_defaults.items() if k in keep and not (k == "top_k" and v == 0)}
-
-
-class KeepingSpecialTokens:
-    """A tokenizer whose decode writes special tokens' text (skip_special_tokens=False); a
-    special token's bytes are that text's. Anything else is the tokenizer's own."""
-
-    def __init__(self, tokenizer):
-        self._tok = tokenizer
-
-    def decode(self, ids) -> str:
-        return self._tok.decode(ids, skip_special_tokens=False)
-
-    def token_bytes(self, token_id: int) -> bytes:
-        own = getattr(self._tok, "token_bytes", None)
-        return (own(token_id) if own is not None else b"") or self.decode([token_id]).encode("utf-8")
-
-    def __getattr__(self, name):
-        return getattr(self._tok, name)
 
 
 @dataclass
