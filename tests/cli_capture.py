@@ -1,5 +1,5 @@
 """Shared by the `dwserve` CLI tests (test_cli_*.py): `captured`, a fixture that runs `serve`
-without starting uvicorn and keeps the Settings it would serve with (a test module takes it
+without starting uvicorn or configuring logging and keeps the Settings it would serve with (a test module takes it
 with `captured = cli_capture.captured`), and `_help_text`, what a --help printed."""
 import pytest
 
@@ -16,6 +16,10 @@ def captured(monkeypatch):
     fake_app = type("App", (), {"state": type("State", (), {"service": type("S", (), {"load_error": None})()})()})()
     monkeypatch.setattr(service.app, "create_app", lambda settings: fake_app)
     monkeypatch.setattr(cli, "preflight", lambda settings, from_flags: [])   # paths, CUDA: test_preflight.py
+    # Not this process's logging: configure_logging's root handler (force=True) outlived the test,
+    # bound to its captured stderr, and every later test's log line hit a closed file ('Logging
+    # error ... I/O operation on closed file' from another module's server thread).
+    monkeypatch.setattr(cli, "configure_logging", lambda level, log_format: seen.update(logging=(level, log_format)))
     return seen
 
 

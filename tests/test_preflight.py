@@ -64,6 +64,7 @@ def test_serve_accepts_the_servable_forms(tmp_path, monkeypatch):
     fake = type("App", (), {"state": type("State", (), {"service": type("S", (), {"load_error": None})()})()})()
     monkeypatch.setattr(service.app, "create_app", lambda settings: fake)
     monkeypatch.setattr(cli, "run_server", lambda app, settings, log_level="info": seen.update(settings=settings))
+    monkeypatch.setattr(cli, "configure_logging", lambda level, log_format: None)   # not this process's
     (tmp_path / "w.safetensors").write_bytes(b"")
     hf = _hf_dir(tmp_path / "hf")
     assert cli.main(["serve", "--port", "0", "--model", f"lfm2={hf}",
