@@ -3,7 +3,7 @@ extreme temperatures (a request may ask for any temperature the API allows)."""
 import pytest
 import torch
 
-from models.lfm2.generation import draw, sample_next
+from models.lfm2.generation import NUCLEUS_CANDIDATES, draw, nucleus, sample_next
 
 
 def test_samples_follow_softmax_of_logits_over_temperature():
@@ -102,3 +102,32 @@ def test_draw_follows_the_probabilities_and_never_takes_a_zero():
     assert chi2 < 3 + 5 * 6 ** 0.5 + 10, (chi2, counts[kept])
     unnormalised = draw(probs * 7.5, torch.Generator().manual_seed(9))       # a total other than 1
     assert bool(kept[unnormalised])
+
+
+def _nucleus_by_full_sort(logits, top_p):
+    """Reference: the whole row sorted, a token dropped once the ones before it hold top_p."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    drop = (probs.cumsum(-1) - probs) >= top_p
+    drop[..., 0] = False
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+
+
+@pytest.mark.parametrize("scale, top_p", [
+    pytest.param(12.0, 0.9, id="peaked-within-candidates"),
+    pytest.param(0.05, 0.9, id="flat-needs-the-whole-row"),
+    pytest.param(1.0, 0.999, id="wide-nucleus"),
+    pytest.param(8.0, 1e-9, id="only-the-top"),
+])
+def test_nucleus_keeps_what_a_full_sort_keeps(scale, top_p):
+    """The candidates' fast path and its fallback keep exactly the tokens a sort of the whole
+    row keeps, at LFM2's vocabulary, row by row (one row peaked, one flat in a batch too)."""
+    g = torch.Generator().manual_seed(21)
+    logits = torch.randn(3, 65536, generator=g, dtype=torch.float64) * scale
+    logits[2] = torch.randn(65536, generator=g, dtype=torch.float64) * 0.01      # a flat row beside the others
+    for rows in (logits[:1], logits):          # the first row alone; then beside a flat one
+        got, want = nucleus(rows, top_p), _nucleus_by_full_sort(rows, top_p)
+        assert torch.equal(torch.isfinite(got), torch.isfinite(want))
+        assert torch.equal(got[torch.isfinite(got)], want[torch.isfinite(want)])
+    kept = torch.isfinite(got).sum(-1)
+    assert kept.min() >= 1 and (scale != 12.0 or kept[0] < NUCLEUS_CANDIDATES < kept[2])

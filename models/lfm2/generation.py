@@ -50,19 +50,35 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
         kth = logits.topk(top_k, dim=-1).values[:, -1:]                  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        # Drop a token when the tokens before it already hold top_p of the mass (the
-        # most likely one always stays).
-        drop = (probs.cumsum(-1) - probs) >= top_p
-        drop[..., 0] = False             # whatever top_p rounds to in the logits' dtype
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+        logits = nucleus(logits, top_p)
     if min_p:
         # The largest logit is 0 here (shifted above; top-k/top-p keep it), so p_j < min_p * p_max
         # is logit_j < log(min_p): the most likely token always stays.
         logits = logits.masked_fill(logits < math.log(min_p), float("-inf"))
     return draw(logits.softmax(-1), generator)
+
+
+NUCLEUS_CANDIDATES = 256   # most likely tokens top_p looks among first (a model's nucleus is rarely wider)
+
+
+def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """logits (B, V) -> the same with -inf for every token outside the top_p nucleus: a token
+    is dropped when the tokens more likely than it already hold top_p of the mass (the most
+    likely one always stays). Looked for among the NUCLEUS_CANDIDATES most likely tokens
+    (topk: 0.2 ms at LFM2's 65536 against 5.7 ms for a full sort), and over the whole sorted
+    row only when those hold less than top_p: the candidates are a prefix of the sorted row, so
+    their running sums, and which of them stay, are the full sort's."""
+    k = min(NUCLEUS_CANDIDATES, logits.shape[-1])
+    while True:
+        top, order = logits.topk(k, dim=-1)                                # (B, k), descending
+        probs = (top - logits.logsumexp(-1, keepdim=True)).exp()           # of the whole row
+        before = probs.cumsum(-1) - probs                                  # mass more likely than each
+        if k == logits.shape[-1] or bool((before[:, -1] + probs[:, -1] >= top_p).all()):
+            break                                                          # the rest are dropped
+        k = logits.shape[-1]
+    drop = before >= top_p
+    drop[..., 0] = False             # whatever top_p rounds to in the logits' dtype
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, top.masked_fill(drop, float("-inf")))
 
 
 def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
