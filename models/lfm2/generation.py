@@ -64,29 +64,35 @@ NUCLEUS_CANDIDATES = 256   # most likely tokens top_p looks among first (a model
 def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """logits (B, V) -> the same with -inf for every token outside the top_p nucleus: a token
     is dropped when the tokens more likely than it already hold top_p of the mass (the most
-    likely one always stays). Looked for among the NUCLEUS_CANDIDATES most likely tokens
-    (topk: 0.2 ms at LFM2's 65536 against 5.7 ms for a full sort), and over the whole sorted
-    row only when those hold less than top_p: the candidates are a prefix of the sorted row, so
-    their running sums, and which of them stay, are the full sort's."""
-    k = min(NUCLEUS_CANDIDATES, logits.shape[-1])
-    while True:
-        top, order = logits.topk(k, dim=-1)                                # (B, k), descending
-        probs = (top - logits.logsumexp(-1, keepdim=True)).exp()           # of the whole row
-        before = probs.cumsum(-1) - probs                                  # mass more likely than each
-        if k == logits.shape[-1] or bool((before[:, -1] + probs[:, -1] >= top_p).all()):
-            break                                                          # the rest are dropped
-        k = logits.shape[-1]
-    drop = before >= top_p
-    drop[..., 0] = False             # whatever top_p rounds to in the logits' dtype
+    likely one always stays). At a large vocabulary it is looked for among the
+    NUCLEUS_CANDIDATES most likely tokens first (a topk, where sorting LFM2's 65536 was most of
+    a sampled step: benchmarks/results/sampling-cpu.md), and over the whole sorted row only
+    when those hold less than top_p: the candidates are a prefix of the sorted row, so the
+    same of them stay."""
+    if logits.shape[-1] > 4 * NUCLEUS_CANDIDATES:
+        top, order = logits.topk(NUCLEUS_CANDIDATES, dim=-1)              # (B, k), descending
+        probs = (top - logits.logsumexp(-1, keepdim=True)).exp()          # of the whole row
+        running = probs.cumsum(-1)
+        if bool((running[:, -1] >= top_p).all()):                         # every token after: dropped
+            return _keep(logits, top, order, running - probs >= top_p)
+    top, order = logits.sort(dim=-1, descending=True)
+    probs = top.softmax(-1)
+    return _keep(logits, top, order, probs.cumsum(-1) - probs >= top_p)
+
+
+def _keep(logits, top, order, drop) -> torch.Tensor:
+    """-inf but at the sorted tokens `top` (at `order`) that drop does not mark; the first stays
+    whatever top_p rounds to in the logits' dtype."""
+    drop[..., 0] = False
     return torch.full_like(logits, float("-inf")).scatter(-1, order, top.masked_fill(drop, float("-inf")))
 
 
 def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """probs (B, V) -> (B,): one token per row by inverse CDF, a uniform in [0, row total)
     located in the row's running sum (right-bisected, so a token of probability 0 is never
-    drawn). One random number per row: torch.multinomial draws one per token, 1.7 ms a row at
-    LFM2's 65536-token vocabulary against 0.07 ms here, the most of a sampled decode step's host
-    time at 16 rows on CPU."""
+    drawn). One random number per row, where torch.multinomial draws one per token: at LFM2's
+    65536-token vocabulary that draw was most of a sampled step's host time
+    (benchmarks/results/sampling-cpu.md)."""
     running = probs.cumsum(-1)                                             # (B, V)
     u = torch.rand(probs.shape[0], 1, generator=generator, dtype=probs.dtype, device=probs.device) \
         * running[:, -1:]                                                  # (B, 1) in [0, total)
