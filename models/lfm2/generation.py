@@ -64,12 +64,13 @@ NUCLEUS_CANDIDATES = 256   # most likely tokens top_p looks among first (a model
 def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """logits (B, V) -> the same with -inf for every token outside the top_p nucleus: a token
     is dropped when the tokens more likely than it already hold top_p of the mass (the most
-    likely one always stays). At a large vocabulary it is looked for among the
+    likely one always stays). On CPU, at a large vocabulary, it is looked for among the
     NUCLEUS_CANDIDATES most likely tokens first (a topk, where sorting LFM2's 65536 was most of
     a sampled step: benchmarks/results/sampling-cpu.md), and over the whole sorted row only
     when those hold less than top_p: the candidates are a prefix of the sorted row, so the
-    same of them stay."""
-    if logits.shape[-1] > 4 * NUCLEUS_CANDIDATES:
+    same of them stay. Elsewhere the row is sorted: a GPU sorts it in microseconds, and the
+    candidates' check would wait for the device (a host sync per row and step)."""
+    if logits.device.type == "cpu" and logits.shape[-1] > 4 * NUCLEUS_CANDIDATES:
         top, order = logits.topk(NUCLEUS_CANDIDATES, dim=-1)              # (B, k), descending
         probs = (top - logits.logsumexp(-1, keepdim=True)).exp()          # of the whole row
         running = probs.cumsum(-1)
