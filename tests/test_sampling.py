@@ -1,9 +1,10 @@
-"""models.lfm2.generation.sample_next: the distribution it samples, its limits, and no NaN at
-extreme temperatures (a request may ask for any temperature the API allows)."""
+"""models.lfm2.sampling: the distribution sample_next samples, its limits, no NaN at extreme
+temperatures (a request may ask for any temperature the API allows), and a batch of rows with
+their own settings sampled together giving each row what it gets alone."""
 import pytest
 import torch
 
-from models.lfm2.generation import NUCLEUS_CANDIDATES, draw, nucleus, sample_next
+from models.lfm2.sampling import NUCLEUS_CANDIDATES, draw, nucleus, sample_batch, sample_next
 
 
 def test_samples_follow_softmax_of_logits_over_temperature():
@@ -131,3 +132,22 @@ def test_nucleus_keeps_what_a_full_sort_keeps(scale, top_p):
         assert torch.equal(got[torch.isfinite(got)], want[torch.isfinite(want)])
     kept = torch.isfinite(got).sum(-1)
     assert kept.min() >= 1 and (scale != 12.0 or kept[0] < NUCLEUS_CANDIDATES < kept[2])
+
+
+@pytest.mark.parametrize("vocab", [pytest.param(97, id="V=97"), pytest.param(65536, id="V=65536")])
+def test_a_batch_gives_each_row_what_it_gets_alone(vocab):
+    """Rows with their own settings (greedy, top-k, top-p, min-p, all, none) and generators,
+    sampled in one call, each equal to sample_next on that row alone with a generator seeded
+    alike, over a few steps (a greedy row leaves its generator untouched)."""
+    settings = [(0.0, None, None, None), (0.8, 5, None, None), (1.3, None, 0.7, None), (0.5, None, None, 0.2),
+                (1.0, 20, 0.9, 0.05), (2.0, None, None, None), (0.7, None, 1.0, 0.0)]
+    g = torch.Generator().manual_seed(31)
+    together = [torch.Generator().manual_seed(100 + i) for i in range(len(settings))]
+    alone = [torch.Generator().manual_seed(100 + i) for i in range(len(settings))]
+    for step in range(3):
+        logits = torch.randn(len(settings), vocab, generator=g) * (1 + 5 * step)
+        got = sample_batch(logits, *zip(*settings), together)
+        want = [int(sample_next(logits[i:i + 1], t, k, p, alone[i], m)) for i, (t, k, p, m) in enumerate(settings)]
+        assert got.tolist() == want, step
+    assert together[0].initial_seed() == 100 and torch.equal(together[0].get_state(),
+                                                               torch.Generator().manual_seed(100).get_state())

@@ -26,7 +26,8 @@ import torch
 
 from .decoding import use_cuda_graph
 from . import logit_processing
-from .generation import check_generation_args, sample_next
+from .generation import check_generation_args
+from .sampling import sample_batch
 from .prefill import Prefill
 from .scoring import token_logprobs
 from .slots import SlotDecoder
@@ -219,15 +220,8 @@ class ContinuousBatch:
         after its adjustments (penalties, logit_bias, min_tokens); logprobs are of the raw logits."""
         with torch.inference_mode():
             adjusted = logit_processing.apply(seqs, logits)
-            greedy = [i for i, s in enumerate(seqs) if s.temperature == 0.0]
-            picked = torch.empty(len(seqs), dtype=torch.long, device=logits.device)
-            if greedy:
-                idx = torch.tensor(greedy, device=logits.device)
-                picked[idx] = adjusted[idx].argmax(-1)
-            for i, s in enumerate(seqs):
-                if s.temperature != 0.0:
-                    picked[i] = sample_next(adjusted[i:i + 1], s.temperature, s.top_k, s.top_p, s.generator,
-                                            s.min_p)[0]
+            picked = sample_batch(adjusted, [s.temperature for s in seqs], [s.top_k for s in seqs],
+                                  [s.top_p for s in seqs], [s.min_p for s in seqs], [s.generator for s in seqs])
             self.decoder.set_next([s.row for s in seqs], picked)
             self._logprobs(seqs, logits, picked)
             tokens = picked.tolist()

@@ -23,7 +23,6 @@ True requires the graph (ValueError off CUDA). Sampling runs outside the graph.
 """
 from __future__ import annotations
 
-import math
 from typing import Iterator
 
 import torch
@@ -31,73 +30,7 @@ import torch
 from .decoding import open_decoder, use_cuda_graph
 from .generation_config import TRANSFORMERS_SAMPLING
 from .logit_processing import check_repetition_penalty, penalize_repetition, seen_mask
-
-
-def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
-                top_p: float | None = None, generator: torch.Generator | None = None,
-                min_p: float | None = None):
-    """logits (B, V) float -> (B,) int64. temperature 0 = greedy (argmax). Filters in
-    transformers' order: temperature, top_k, top_p, then min_p (drop a token whose
-    probability is below min_p times the most likely one's)."""
-    if temperature == 0.0:
-        return logits.argmax(-1)
-    # In float64, shifted so the largest logit is 0 before dividing: any temperature > 0 (even
-    # 1e-300, which is 0 in float32) sends the others towards -inf (greedy in the limit)
-    # instead of making NaN probabilities.
-    logits = logits.double()
-    logits = (logits - logits.max(-1, keepdim=True).values) / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[:, -1:]                  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        logits = nucleus(logits, top_p)
-    if min_p:
-        # The largest logit is 0 here (shifted above; top-k/top-p keep it), so p_j < min_p * p_max
-        # is logit_j < log(min_p): the most likely token always stays.
-        logits = logits.masked_fill(logits < math.log(min_p), float("-inf"))
-    return draw(logits.softmax(-1), generator)
-
-
-NUCLEUS_CANDIDATES = 256   # most likely tokens top_p looks among first (a model's nucleus is rarely wider)
-
-
-def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """logits (B, V) -> the same with -inf for every token outside the top_p nucleus: a token
-    is dropped when the tokens more likely than it already hold top_p of the mass (the most
-    likely one always stays). On CPU, at a large vocabulary, it is looked for among the
-    NUCLEUS_CANDIDATES most likely tokens first (a topk, where sorting LFM2's 65536 was most of
-    a sampled step: benchmarks/results/sampling-cpu.md), and over the whole sorted row only
-    when those hold less than top_p: the candidates are a prefix of the sorted row, so the
-    same of them stay. Elsewhere the row is sorted: a GPU sorts it in microseconds, and the
-    candidates' check would wait for the device (a host sync per row and step)."""
-    if logits.device.type == "cpu" and logits.shape[-1] > 4 * NUCLEUS_CANDIDATES:
-        top, order = logits.topk(NUCLEUS_CANDIDATES, dim=-1)              # (B, k), descending
-        probs = (top - logits.logsumexp(-1, keepdim=True)).exp()          # of the whole row
-        running = probs.cumsum(-1)
-        if bool((running[:, -1] >= top_p).all()):                         # every token after: dropped
-            return _keep(logits, top, order, running - probs >= top_p)
-    top, order = logits.sort(dim=-1, descending=True)
-    probs = top.softmax(-1)
-    return _keep(logits, top, order, probs.cumsum(-1) - probs >= top_p)
-
-
-def _keep(logits, top, order, drop) -> torch.Tensor:
-    """-inf but at the sorted tokens `top` (at `order`) that drop does not mark; the first stays
-    whatever top_p rounds to in the logits' dtype."""
-    drop[..., 0] = False
-    return torch.full_like(logits, float("-inf")).scatter(-1, order, top.masked_fill(drop, float("-inf")))
-
-
-def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """probs (B, V) -> (B,): one token per row by inverse CDF, a uniform in [0, row total)
-    located in the row's running sum (right-bisected, so a token of probability 0 is never
-    drawn). One random number per row, where torch.multinomial draws one per token: at LFM2's
-    65536-token vocabulary that draw was most of a sampled step's host time
-    (benchmarks/results/sampling-cpu.md)."""
-    running = probs.cumsum(-1)                                             # (B, V)
-    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=probs.dtype, device=probs.device) \
-        * running[:, -1:]                                                  # (B, 1) in [0, total)
-    return torch.searchsorted(running, u, right=True).clamp_(max=probs.shape[-1] - 1).squeeze(1)
+from .sampling import sample_batch
 
 
 def row_generators(b: int, seed: int | None, device) -> list[torch.Generator]:
@@ -114,14 +47,15 @@ def row_generators(b: int, seed: int | None, device) -> list[torch.Generator]:
 
 
 def _sample_rows(logits, temperature, top_k, top_p, min_p, gens, done) -> torch.Tensor:
-    """logits (B, V) -> (B,): greedy, or row i sampled with gens[i]. A finished row's token
-    is never reported: it is taken greedily, leaving its generator alone."""
-    if gens is None:
-        return logits.argmax(-1)
+    """logits (B, V) -> (B,): greedy, or the live rows sampled together, row i with gens[i]. A
+    finished row's token is never reported: it is taken greedily, leaving its generator alone."""
     out = logits.argmax(-1)
-    for i, g in enumerate(gens):
-        if not done[i]:
-            out[i] = sample_next(logits[i:i + 1], temperature, top_k, top_p, g, min_p)[0]
+    live = [i for i in range(len(done)) if not done[i]] if gens is not None else []
+    if live:
+        n = len(live)
+        idx = torch.tensor(live, device=logits.device)
+        out[idx] = sample_batch(logits[idx], [temperature] * n, [top_k] * n, [top_p] * n, [min_p] * n,
+                                [gens[i] for i in live])
     return out
 
 
