@@ -14,6 +14,7 @@ from fastapi import Request
 from pydantic import ValidationError
 
 from .errors import ServiceError
+from .handlers.generate import given_fields
 from .handlers.text_output import sendable
 from .routes_v1 import first_events, handler_of
 
@@ -104,7 +105,7 @@ async def start(request: Request, body, make_request, generate: bool = True):
         plans = [handler.decode(base if i == 0 or base.seed is None else
                                 base.model_copy(update={"seed": (base.seed + i) % 2**63}), body.max_tokens_name,
                                 default_new_tokens=16,   # OpenAI's completions default (chat's is explicit)
-                                client_set=body.model_fields_set)
+                                client_set=given_fields(body))
                  for i in range(body.n)]
     except ValidationError as exc:
         raise ValueError(f"invalid request: {exc.errors()[0].get('msg')}") from None

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from .errors import ServiceError, unknown_model, validation_message
+from .handlers.generate import given_fields
 from .infer import check_version
 from .routes_v1 import ERROR_RESPONSES, final_events, first_events, handler_of, sse_response
 from .routes_v2 import body_doc, json_body
@@ -72,7 +73,7 @@ def _words(value) -> Optional[list[str]]:
 
 def to_generate(body: TritonGenerateRequest, stream: bool) -> tuple[GenerateRequest, bool, set[str]]:
     """The /v1/generate request, whether text_output starts with the prompt, and the parameters
-    the client set (the others take the model's sampling defaults)."""
+    the client set, null ones not (the others take the model's sampling defaults)."""
     p = _merged(body)
     if _words(p.bad_words):
         raise ValueError("bad_words: unsupported (dwserve bans no words); send it empty or leave it out")
@@ -89,7 +90,7 @@ def to_generate(body: TritonGenerateRequest, stream: bool) -> tuple[GenerateRequ
                            stop_token_ids=p.stop_token_ids, include_stop_str_in_output=p.include_stop_str_in_output,
                            skip_special_tokens=p.skip_special_tokens,
                            depthwise_impl=p.depthwise_impl, stream=stream), p.exclude_input_in_output is False, \
-        p.model_fields_set
+        given_fields(p)
 
 
 async def _generate(model: str, version: Optional[str], body: TritonGenerateRequest, request: Request,

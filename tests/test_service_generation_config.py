@@ -106,3 +106,34 @@ def test_triton_generate_passes_on_what_the_client_set():
 def test_bad_generation_config_value_is_refused_in_settings():
     with pytest.raises(ValueError, match="generation_config"):
         Settings(generation_config="vllm")
+
+
+@pytest.mark.parametrize("route, body, text", [
+    pytest.param("/v1/completions", {"prompt": "abc", "max_tokens": 6, "top_k": None}, lambda r: r["choices"][0]["text"],
+                 id="completions-top_k"),
+    pytest.param("/v1/chat/completions", {"messages": [{"role": "user", "content": "abc"}], "max_tokens": 6,
+                                          "top_k": None}, lambda r: r["choices"][0]["message"]["content"], id="chat-top_k"),
+    pytest.param("/v1/generate", {"prompt": "abc", "max_new_tokens": 6, "top_k": None, "top_p": None},
+                 lambda r: r["text"], id="generate-top_k-top_p"),
+    pytest.param("/v2/models/lfm2/generate", {"text_input": "abc", "max_tokens": 6, "top_k": None,
+                                              "parameters": {"top_p": None}}, lambda r: r["text_output"],
+                 id="triton-top-level-and-parameters"),
+    pytest.param("/v2/models/lfm2/generate", {"text_input": "abc", "sampling_parameters":
+                                              json.dumps({"max_tokens": 6, "top_k": None})},
+                 lambda r: r["text_output"], id="triton-sampling_parameters"),
+])
+def test_a_null_field_takes_the_checkpoints_value(route, body, text):
+    """A field sent as null is left out (vLLM's reading; OpenAI's schema makes them nullable and
+    the openai client sends an explicit None as null): it takes the checkpoint's value. The real
+    lfm2-demo with a file's top_k 1 samples its greedy tokens at temperature 1; null top_k (or
+    top_p) counted as set, so it sampled from the whole vocabulary."""
+    served = build_model("lfm2", None, device="cpu", seed=0)
+    served.lm.generation_defaults = {"top_k": 1}
+    app = create_app(Settings(models=("lfm2",), warmup=False, max_sequence_length=64, max_new_tokens=16),
+                     models={"lfm2": served})
+    with TestClient(app) as http:
+        client_ready(http, timeout=120)
+        greedy, null = (http.post(route, json={**body, "ignore_eos": True, **extra}) for extra in
+                        ({"temperature": 0}, {"temperature": 1.0, "seed": 5}))
+    assert greedy.status_code == null.status_code == 200, (greedy.text, null.text)
+    assert text(greedy.json()) and text(null.json()) == text(greedy.json())

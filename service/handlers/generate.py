@@ -40,6 +40,13 @@ def request_defaults(generation_defaults: dict) -> dict:
     return {k: v for k, v in generation_defaults.items() if k in keep and not (k == "top_k" and v == 0)}
 
 
+def given_fields(request) -> set[str]:
+    """The fields a request (a pydantic model) gave a value: a null one is left out, as vLLM
+    reads null (the default, here the checkpoint's); OpenAI's top_k null, /v1/generate's and
+    Triton's top_k/top_p null counted as set and dropped the checkpoint's value."""
+    return {k for k in request.model_fields_set if getattr(request, k) is not None}
+
+
 @dataclass
 class Plan:
     ids: list[int]
@@ -98,9 +105,10 @@ class GenerateHandler:
         A request without it gets default_new_tokens, or fewer where the server's max_new_tokens
         or the sequence length leaves less room: a 400 for a limit the client never named was the
         answer on a server started with --max-new-tokens below the default. client_set: the
-        fields the client gave (default: req's own), the others take the model's sampling defaults."""
+        fields the client gave (default: req's own non-null ones), the others take the model's
+        sampling defaults."""
         unset = {k: v for k, v in self.sampling_defaults.items()
-                 if k not in (req.model_fields_set if client_set is None else client_set)}
+                 if k not in (given_fields(req) if client_set is None else client_set)}
         if unset:
             req = req.model_copy(update=unset)
         s = self.rt.settings
