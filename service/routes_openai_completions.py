@@ -52,6 +52,11 @@ def _completion_logprobs(tokenizer, lps: list[dict], offset: int = 0) -> dict:
             "text_offset": list(itertools.accumulate((len(tokenizer.decode([i])) for i in ids), initial=offset))[:-1]}
 
 
+def _text_length(tokenizer, lps: list[dict]) -> int:
+    """The text the entries' tokens take in a reply, as text_offset counts it."""
+    return sum(len(tokenizer.decode([t["token_id"]])) for t in lps)
+
+
 def _score(lm, ids: list[int], top: int, impl: str) -> list[dict]:
     """On the compute thread: the prompt's entries for echo, in the shape of generated ones."""
     from models.depthwise import use_impl
@@ -88,6 +93,9 @@ async def completions(body: CompletionRequest, request: Request):
     handler, plans, streams, firsts = await start(request, body, lambda handler: body.to_generate(),
                                                   generate=not body.scores_only)
     tok = plans[0].tokenizer   # decodes as the request asked (skip_special_tokens)
+    # A text prompt is echoed as sent, so the special tokens encode() added (the bos) have no
+    # text there whatever skip_special_tokens says; token ids are echoed decoded by tok.
+    lead_tok = handler.tokenizer if isinstance(body.single_prompt, str) else tok
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
             "model": handler.rt.name}
     try:
@@ -96,31 +104,37 @@ async def completions(body: CompletionRequest, request: Request):
         await close_streams(streams)
         raise
 
-    def logprobs_of(entries, offset=0):
-        return None if body.logprobs is None else _completion_logprobs(tok, entries, offset)
+    def logprobs_of(entries, offset=0, tokenizer=tok):
+        return None if body.logprobs is None else _completion_logprobs(tokenizer, entries, offset)
 
     if not body.stream:
         finals = await final_events(request, streams, firsts)
         lead_text, lead = (echo["text"], echo["logprobs"] or []) if echo else ("", [])
+
+        def choice_logprobs(final: dict) -> dict:
+            prompt, completion = logprobs_of(lead, 0, lead_tok), logprobs_of(Covered.of(tok, final),
+                                                                             _text_length(lead_tok, lead))
+            return {k: prompt[k] + completion[k] for k in completion}
         return {**head, "choices": [_choice(i, lead_text + f["text"], f["finish_reason"],
-                                            logprobs_of(lead + Covered.of(tok, f))
-                                            if body.logprobs is not None else None)
+                                            choice_logprobs(f) if body.logprobs is not None else None)
                                     for i, f in enumerate(finals)], "usage": usage(finals)}
     offsets = [0] * body.n   # per choice: where its next token's text starts
     covers = [Covered(tok) for _ in range(body.n)]
     if echo:                 # each choice's stream opens with the prompt
         firsts, streams = [echo] * body.n, [_prefixed(f, s) for f, s in zip(firsts, streams)]
 
-    def chunk_logprobs(i: int, entries) -> dict:
-        logprobs = logprobs_of(entries, offsets[i])
-        offsets[i] += sum(len(tok.decode([t["token_id"]])) for t in entries)
+    def chunk_logprobs(i: int, entries, tokenizer=tok) -> dict:
+        logprobs = logprobs_of(entries, offsets[i], tokenizer)
+        offsets[i] += _text_length(tokenizer, entries)
         return logprobs
 
     def token_chunk(i: int, event: dict) -> dict:
         logprobs = None
         if body.logprobs is not None:
-            entries = event["logprobs"] if event.get("echo") else covers[i].take(event["logprobs"], event["text"])
-            logprobs = chunk_logprobs(i, entries or [])
+            if event.get("echo"):
+                logprobs = chunk_logprobs(i, event["logprobs"] or [], lead_tok)
+            else:
+                logprobs = chunk_logprobs(i, covers[i].take(event["logprobs"], event["text"]))
         return {**head, "choices": [_choice(i, event["text"], None, logprobs)]}
 
     def finish_chunk(i: int, final: dict) -> dict:

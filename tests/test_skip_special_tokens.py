@@ -77,3 +77,20 @@ def test_triton_generate_passes_skip_special_tokens_on():
     body = TritonGenerateRequest.model_validate({"text_input": "a", "sampling_parameters":
                                                  json.dumps({"skip_special_tokens": False})})
     assert to_generate(body, stream=False)[0].skip_special_tokens is False
+
+
+def test_an_echoed_text_prompts_offsets_follow_the_text_as_sent(client):
+    """echo puts a text prompt as sent before the completion: the bos encode() added has no text
+    there, whatever skip_special_tokens says (its offsets counted `<|startoftext|>`, so `h` of
+    "hi" was placed at 15, past the prompt). JSON and streamed alike."""
+    body = {"prompt": "hi", "max_tokens": 2, "echo": True, "logprobs": 0, "skip_special_tokens": False, **FORCED}
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    want = ["<|startoftext|>", "h", "i", NAME, NAME]
+    assert (choice["text"], choice["logprobs"]["tokens"]) == ("hi" + NAME * 2, want)
+    assert choice["logprobs"]["text_offset"] == [0, 0, 1, 2, 2 + len(NAME)]
+    with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as s:
+        chunks = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: ") and line != "data: [DONE]"]
+    streamed = [c["choices"][0]["logprobs"] for c in chunks if c["choices"] and c["choices"][0]["logprobs"]]
+    assert sum((lp["text_offset"] for lp in streamed), []) == choice["logprobs"]["text_offset"]
