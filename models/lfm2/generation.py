@@ -83,12 +83,14 @@ def check_generation_args(max_new_tokens, temperature, top_k, top_p, stop_token_
 def with_model_defaults(defaults: dict, do_sample, temperature, top_k, top_p, min_p, repetition_penalty):
     """Fill what the call leaves out (None) from the checkpoint's sampling defaults, as
     transformers' generate() does: do_sample from the file when neither it nor a temperature
-    is given; a sampling do_sample also takes the file's temperature, else transformers' own
-    defaults (temperature 1.0, top_k 50); the file's top_k 0 is off. -> (do_sample, temperature, top_k,
-    top_p, min_p, repetition_penalty)."""
+    is given; a sampling do_sample (the call's, else the file's) also takes the file's
+    temperature, else transformers' own defaults (temperature 1.0, top_k 50); the file's top_k
+    0 is off. A temperature > 0 alone samples (transformers would stay greedy without
+    do_sample). -> (do_sample, temperature, top_k, top_p, min_p, repetition_penalty)."""
     if do_sample is None and temperature is None:
         do_sample = defaults.get("do_sample")
-    base = {**TRANSFORMERS_SAMPLING, **defaults} if do_sample else \
+    samples = do_sample if do_sample is not None else defaults.get("do_sample")
+    base = {**TRANSFORMERS_SAMPLING, **defaults} if samples else \
         {k: v for k, v in defaults.items() if k != "temperature"}   # not sampling through do_sample
     given = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p,
              "repetition_penalty": repetition_penalty}
