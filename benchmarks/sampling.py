@@ -1,18 +1,20 @@
-"""Host time of one decode step's sampling: before and after the inverse-CDF draw and top_p's candidates.
+"""Host time of one decode step's sampling: the rows one by one as before, and together as now.
 
     python benchmarks/sampling.py [--budget-s 2] [--out DIR]
     dwserve bench sampling ...   # the same, through the CLI
 
-A continuous batch samples each row with its own generator (models/lfm2/continuous.py), so a
-step of N sampled rows makes N calls of models.lfm2.generation.sample_next on (1, V) logits.
-Timed here per step (N rows), interleaved (benchmarks.timing, medians), on CPU, at lfm2-demo's
-vocabulary (264) and LFM2's (65536), for 1 and 16 rows, under LFM2's recommended sampling
-(temperature 0.3, min_p 0.15) and a nucleus one (temperature 0.7, top_p 0.9):
+A continuous batch samples each row with its own generator (models/lfm2/continuous.py). It used
+to make one sample_next call per sampled row on (1, V) logits; it now samples the step's rows in
+one models.lfm2.sampling.sample_batch call. Timed here per step (N rows), interleaved
+(benchmarks.timing, medians), on CPU, at lfm2-demo's vocabulary (264) and LFM2's (65536), for 1
+and 16 rows, under LFM2's recommended sampling (temperature 0.3, min_p 0.15) and a nucleus one
+(temperature 0.7, top_p 0.9):
   greedy        argmax of the step's logits (what a greedy step pays)
-  before        sample_next drawing with torch.multinomial (one random number per token) and
+  before        row by row, drawing with torch.multinomial (one random number per token) and
                 top_p over the whole sorted row: what it was
-  inverse_cdf   the draw of now (generation.draw: one random number per row), top_p still sorted
-  now           sample_next as it is (top_p among generation.NUCLEUS_CANDIDATES first)
+  inverse_cdf   row by row with the draw of now (sampling.draw: one random number per row),
+                top_p still sorted
+  now           the rows together (sample_batch; top_p among sampling.NUCLEUS_CANDIDATES first)
 Writes <out>/sampling-cpu.{json,md}; <out> is benchmarks/results/local/ (git-ignored) unless
 given; the committed files take `--out benchmarks/results`.
 """
@@ -31,7 +33,7 @@ if str(_REPO) not in sys.path:
 
 from benchmarks import timing  # noqa: E402
 from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
-from models.lfm2 import generation  # noqa: E402
+from models.lfm2 import sampling  # noqa: E402
 
 VOCABS = {"lfm2-demo": 264, "lfm2": 65536}
 ROWS = (1, 16)
@@ -51,16 +53,23 @@ def _sorted_nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
 
 
-def _step(logits: torch.Tensor, gens: list, settings: dict, draw, nucleus) -> torch.Tensor:
-    """One step's sampling, row by row as the continuous batch does, with these draw and nucleus."""
-    saved = generation.draw, generation.nucleus
-    generation.draw, generation.nucleus = draw, nucleus
+def _row_by_row(logits: torch.Tensor, gens: list, settings: dict, draw, nucleus) -> torch.Tensor:
+    """One step's sampling one row at a time, as the continuous batch did, with these draw and nucleus."""
+    saved = sampling.draw, sampling.nucleus
+    sampling.draw, sampling.nucleus = draw, nucleus
     try:
-        return torch.stack([generation.sample_next(logits[i:i + 1], settings["temperature"], None,
-                                                   settings.get("top_p"), g, settings.get("min_p"))[0]
+        return torch.stack([sampling.sample_next(logits[i:i + 1], settings["temperature"], None,
+                                                 settings.get("top_p"), g, settings.get("min_p"))[0]
                             for i, g in enumerate(gens)])
     finally:
-        generation.draw, generation.nucleus = saved
+        sampling.draw, sampling.nucleus = saved
+
+
+def _together(logits: torch.Tensor, gens: list, settings: dict) -> torch.Tensor:
+    """One step's sampling as the continuous batch does it now: the rows in one call."""
+    n = len(gens)
+    return sampling.sample_batch(logits, [settings["temperature"]] * n, [None] * n, [settings.get("top_p")] * n,
+                                 [settings.get("min_p")] * n, gens)
 
 
 def measure(budget_s: float, vocabs=tuple(VOCABS)) -> list[dict]:
@@ -70,11 +79,10 @@ def measure(budget_s: float, vocabs=tuple(VOCABS)) -> list[dict]:
             logits = torch.randn(rows, vocab, generator=torch.Generator().manual_seed(rows)) * 4   # (N, V)
             gens = [torch.Generator().manual_seed(i) for i in range(rows)]
             for setting, values in SETTINGS.items():
-                now = generation.draw, generation.nucleus
                 fns = {"greedy": lambda: logits.argmax(-1),
-                       "before": lambda: _step(logits, gens, values, _multinomial, _sorted_nucleus),
-                       "inverse_cdf": lambda: _step(logits, gens, values, now[0], _sorted_nucleus),
-                       "now": lambda: _step(logits, gens, values, *now)}
+                       "before": lambda: _row_by_row(logits, gens, values, _multinomial, _sorted_nucleus),
+                       "inverse_cdf": lambda: _row_by_row(logits, gens, values, sampling.draw, _sorted_nucleus),
+                       "now": lambda: _together(logits, gens, values)}
                 with torch.inference_mode():
                     stats = timing.time_interleaved(fns, device="cpu", budget_s=budget_s, min_repeats=10,
                                                     max_repeats=500)
@@ -90,9 +98,9 @@ def write_markdown(result: dict, path: Path) -> None:
         by.setdefault((r["vocab"], r["vocab_size"], r["rows"], r["sampling"]), {})[r["path"]] = r["median_us"]
     lines = [f"# Sampling one decode step ({env['device_name']})", "",
              f"torch {env['torch']}, {env['torch_threads']} torch threads (benchmarks/sampling.py): microseconds "
-             "per step of N sampled rows (sample_next per row, as the continuous batch samples), medians of "
-             "interleaved samples. before: torch.multinomial's draw and top_p over the whole sorted row; "
-             "inverse_cdf: the draw of now, top_p still sorted; now: top_p among the "
+             "per step of N sampled rows, medians of interleaved samples. before: row by row, "
+             "torch.multinomial's draw and top_p over the whole sorted row; inverse_cdf: row by row with "
+             "the draw of now, top_p still sorted; now: the rows in one sample_batch call, top_p among the "
              f"{result['nucleus_candidates']} most likely tokens first.", "",
              "| vocabulary | rows | sampling | greedy us | before us | inverse_cdf us | now us | before / now |",
              "|---|---:|---|---:|---:|---:|---:|---:|"]
@@ -109,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="vocabulary sizes to time (lfm2-demo: 264, lfm2: 65536)")
     p.add_argument("--out", type=Path, default=LOCAL, help=out_help())
     args = p.parse_args(argv)
-    result = {"environment": timing.environment("cpu"), "nucleus_candidates": generation.NUCLEUS_CANDIDATES,
+    result = {"environment": timing.environment("cpu"), "nucleus_candidates": sampling.NUCLEUS_CANDIDATES,
               "records": measure(args.budget_s, args.vocabs)}
     print(write_results(args.out, "sampling-cpu", result, write_markdown).read_text())
     return 0

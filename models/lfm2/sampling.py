@@ -17,6 +17,10 @@ import math
 import torch
 
 NUCLEUS_CANDIDATES = 256   # most likely tokens top_p looks among first on CPU (a model's nucleus is rarely wider)
+# On CPU a step's rows go through in chunks of about this many logits (1 MiB in float64): the
+# ten-odd passes over a chunk stay in cache, where 16 rows of LFM2's 65536 at once (8 MiB) were
+# slower than one row at a time (benchmarks/results/sampling-cpu.md).
+CPU_CHUNK_ELEMENTS = 1 << 17
 _NEG_INF = float("-inf")
 
 
@@ -40,19 +44,30 @@ def sample_batch(logits: torch.Tensor, temperatures, top_ks, top_ps, min_ps, gen
     hot = [i for i in range(rows) if temperatures[i] != 0.0]
     if not hot:
         return out
-    dev = logits.device
+    step = max(1, CPU_CHUNK_ELEMENTS // vocab) if logits.device.type == "cpu" else len(hot)
+    for start in range(0, len(hot), step):
+        part = hot[start:start + step]
+        idx = torch.tensor(part, device=logits.device)
+        out[idx] = _sample_rows(logits[idx], [temperatures[i] for i in part], [top_ks[i] for i in part],
+                                [top_ps[i] for i in part], [min_ps[i] for i in part],
+                                [generators[i] for i in part] if isinstance(generators, (list, tuple)) else generators)
+    return out
+
+
+def _sample_rows(logits: torch.Tensor, temperatures, top_ks, top_ps, min_ps, generators) -> torch.Tensor:
+    """sample_batch's sampled rows, every one with a temperature > 0: logits (R, V) -> (R,)."""
+    vocab, dev = logits.shape[-1], logits.device
     column = lambda values: torch.tensor(values, dtype=torch.float64, device=dev).unsqueeze(1)   # noqa: E731
-    idx = torch.tensor(hot, device=dev) if len(hot) < rows else None
-    x = (logits if idx is None else logits[idx]).double()                   # (R', V)
-    x = (x - x.max(-1, keepdim=True).values) / column([temperatures[i] for i in hot])
-    ks = [top_ks[i] if top_ks[i] is not None and top_ks[i] < vocab else None for i in hot]
+    x = logits.double()                                                     # (R, V)
+    x = (x - x.max(-1, keepdim=True).values) / column(temperatures)
+    ks = [k if k is not None and k < vocab else None for k in top_ks]
     if any(k is not None for k in ks):
         k_max = max(k for k in ks if k is not None)
-        top = x.topk(k_max, dim=-1).values                                   # (R', k_max)
+        top = x.topk(k_max, dim=-1).values                                   # (R, k_max)
         kth = top.gather(1, torch.tensor([(k or k_max) - 1 for k in ks], device=dev).unsqueeze(1))
         limited = torch.tensor([k is not None for k in ks], device=dev).unsqueeze(1)
         x = x.masked_fill(limited & (x < kth), _NEG_INF)
-    ps = [top_ps[i] if top_ps[i] is not None and top_ps[i] < 1.0 else None for i in hot]
+    ps = [p if p is not None and p < 1.0 else None for p in top_ps]
     nucleus_rows = [r for r, p in enumerate(ps) if p is not None]
     if nucleus_rows:
         if len(nucleus_rows) == len(ps):
@@ -60,24 +75,18 @@ def sample_batch(logits: torch.Tensor, temperatures, top_ks, top_ps, min_ps, gen
         else:
             sub = torch.tensor(nucleus_rows, device=dev)
             x[sub] = nucleus(x[sub], column([ps[r] for r in nucleus_rows]))
-    floors = [min_ps[i] for i in hot]
+    floors = list(min_ps)
     if any(floors):
         # The largest logit is 0 here (shifted above; top-k/top-p keep it), so p_j < min_p * p_max
         # is logit_j < log(min_p): the most likely token always stays.
         x = x.masked_fill(x < column([math.log(m) if m else _NEG_INF for m in floors]), _NEG_INF)
-    gens = [generators[i] for i in hot] if isinstance(generators, (list, tuple)) else generators
-    picked = draw(x.softmax(-1), gens)
-    if idx is None:
-        return picked
-    out[idx] = picked
-    return out
+    return draw(x.softmax(-1), generators)
 
 
 def nucleus(logits: torch.Tensor, top_p) -> torch.Tensor:
     """logits (B, V), top_p a float or a (B, 1) column -> the same with -inf for every token
-    outside the row's top_p nucleus: a token
-    is dropped when the tokens more likely than it already hold top_p of the mass (the most
-    likely one always stays). On CPU, at a large vocabulary, it is looked for among the
+    outside the row's top_p nucleus: a token is dropped when the tokens more likely than it
+    already hold top_p of the mass (the most likely one always stays). On CPU, at a large vocabulary, it is looked for among the
     NUCLEUS_CANDIDATES most likely tokens first (a topk, where sorting LFM2's 65536 was most of
     a sampled step: benchmarks/results/sampling-cpu.md), and over the whole sorted row only
     when those hold less than top_p: the candidates are a prefix of the sorted row, so the
