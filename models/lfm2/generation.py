@@ -47,16 +47,12 @@ def row_generators(b: int, seed: int | None, device) -> list[torch.Generator]:
 
 
 def _sample_rows(logits, temperature, top_k, top_p, min_p, gens, done) -> torch.Tensor:
-    """logits (B, V) -> (B,): greedy, or the live rows sampled together, row i with gens[i]. A
-    finished row's token is never reported: it is taken greedily, leaving its generator alone."""
-    out = logits.argmax(-1)
-    live = [i for i in range(len(done)) if not done[i]] if gens is not None else []
-    if live:
-        n = len(live)
-        idx = torch.tensor(live, device=logits.device)
-        out[idx] = sample_batch(logits[idx], [temperature] * n, [top_k] * n, [top_p] * n, [min_p] * n,
-                                [gens[i] for i in live])
-    return out
+    """logits (B, V) -> (B,): greedy (gens None), or the live rows sampled together, row i with
+    gens[i]. A finished row's token is never reported: it is taken greedily (temperature 0 in
+    sample_batch), leaving its generator alone."""
+    b = len(done)
+    temperatures = [0.0 if gens is None or done[i] else temperature for i in range(b)]
+    return sample_batch(logits, temperatures, [top_k] * b, [top_p] * b, [min_p] * b, gens or [None] * b)
 
 
 def check_generation_args(max_new_tokens, temperature, top_k, top_p, stop_token_ids, vocab, min_p=None):
