@@ -42,7 +42,6 @@ def stop_string_cut(text: str, stops: list[str], floor: int, include: bool) -> O
     return at + n if include else at
 
 
-
 class KeepingSpecialTokens:
     """A tokenizer whose decode writes special tokens' text (skip_special_tokens=False); a
     special token's bytes are that text's. Anything else is the tokenizer's own."""
