@@ -44,15 +44,6 @@ def _multinomial(probs: torch.Tensor, generator=None) -> torch.Tensor:
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
-def _sorted_nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """top_p as it was: the whole row sorted."""
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    probs = sorted_logits.softmax(-1)
-    drop = (probs.cumsum(-1) - probs) >= top_p
-    drop[..., 0] = False
-    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-
-
 def _row_by_row(logits: torch.Tensor, gens: list, settings: dict, draw, nucleus) -> torch.Tensor:
     """One step's sampling one row at a time, as the continuous batch did, with these draw and nucleus."""
     saved = sampling.draw, sampling.nucleus
@@ -80,8 +71,9 @@ def measure(budget_s: float, vocabs=tuple(VOCABS)) -> list[dict]:
             gens = [torch.Generator().manual_seed(i) for i in range(rows)]
             for setting, values in SETTINGS.items():
                 fns = {"greedy": lambda: logits.argmax(-1),
-                       "before": lambda: _row_by_row(logits, gens, values, _multinomial, _sorted_nucleus),
-                       "inverse_cdf": lambda: _row_by_row(logits, gens, values, sampling.draw, _sorted_nucleus),
+                       "before": lambda: _row_by_row(logits, gens, values, _multinomial, sampling.sorted_nucleus),
+                       "inverse_cdf": lambda: _row_by_row(logits, gens, values, sampling.draw,
+                                                          sampling.sorted_nucleus),
                        "now": lambda: _together(logits, gens, values)}
                 with torch.inference_mode():
                     stats = timing.time_interleaved(fns, device="cpu", budget_s=budget_s, min_repeats=10,

@@ -47,10 +47,14 @@ def sample_batch(logits: torch.Tensor, temperatures, top_ks, top_ps, min_ps, gen
     step = max(1, CPU_CHUNK_ELEMENTS // vocab) if logits.device.type == "cpu" else len(hot)
     for start in range(0, len(hot), step):
         part = hot[start:start + step]
-        idx = torch.tensor(part, device=logits.device)
-        out[idx] = _sample_rows(logits[idx], [temperatures[i] for i in part], [top_ks[i] for i in part],
-                                [top_ps[i] for i in part], [min_ps[i] for i in part],
-                                [generators[i] for i in part] if isinstance(generators, (list, tuple)) else generators)
+        every = len(part) == rows                 # the whole step sampled at once: no gather/scatter
+        idx = None if every else torch.tensor(part, device=logits.device)
+        picked = _sample_rows(logits if every else logits[idx], [temperatures[i] for i in part],
+                              [top_ks[i] for i in part], [top_ps[i] for i in part], [min_ps[i] for i in part],
+                              [generators[i] for i in part] if isinstance(generators, (list, tuple)) else generators)
+        if every:
+            return picked
+        out[idx] = picked
     return out
 
 
@@ -98,6 +102,11 @@ def nucleus(logits: torch.Tensor, top_p) -> torch.Tensor:
         running = probs.cumsum(-1)
         if bool((running[:, -1:] >= top_p).all()):                        # every token after: dropped
             return _keep(logits, top, order, running - probs >= top_p)
+    return sorted_nucleus(logits, top_p)
+
+
+def sorted_nucleus(logits: torch.Tensor, top_p) -> torch.Tensor:
+    """nucleus over the whole sorted row (a GPU's path, the CPU's fallback)."""
     top, order = logits.sort(dim=-1, descending=True)
     probs = top.softmax(-1)
     return _keep(logits, top, order, probs.cumsum(-1) - probs >= top_p)
