@@ -17,6 +17,8 @@ import json
 import math
 from pathlib import Path
 
+from .logit_processing import REPETITION_RANGE
+
 FILE = "generation_config.json"
 SAMPLING_FIELDS = ("do_sample", "temperature", "top_k", "top_p", "min_p", "repetition_penalty")
 # transformers' own defaults for what neither the call nor the file gives (GenerationConfig's
@@ -48,7 +50,8 @@ _CHECKS = {   # field -> (valid?, what is expected)
     "top_k": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an int >= 0 (0 = off)"),
     "top_p": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
     "min_p": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "repetition_penalty": (lambda v: _number(v) and 0 < v <= 100, "a number in (0, 100]"),
+    "repetition_penalty": (lambda v: _number(v) and REPETITION_RANGE[0] < v <= REPETITION_RANGE[1],
+                           f"a number in ({REPETITION_RANGE[0]:g}, {REPETITION_RANGE[1]:g}]"),
 }
 
 

@@ -22,6 +22,7 @@ from types import SimpleNamespace
 from typing import Any, AsyncIterator, Optional
 
 from models.lfm2 import logit_processing
+from models.lfm2.generation_config import SAMPLING_FIELDS
 
 from ..errors import within
 from ..generation import GenerationScheduler
@@ -36,8 +37,8 @@ def request_defaults(generation_defaults: dict) -> dict:
     """A checkpoint's sampling defaults (generation_config.py) as GenerateRequest fields, as
     vLLM takes them (do_sample is not one: a request samples when its temperature is > 0);
     top_k 0 is off, which a request left without top_k already is."""
-    keep = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
-    return {k: v for k, v in generation_defaults.items() if k in keep and not (k == "top_k" and v == 0)}
+    return {k: v for k, v in generation_defaults.items()
+            if k in SAMPLING_FIELDS and k != "do_sample" and not (k == "top_k" and v == 0)}
 
 
 def given_fields(request) -> set[str]:
