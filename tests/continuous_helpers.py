@@ -1,13 +1,14 @@
 """The continuous-batching tests' reference and drivers (models/lfm2/continuous.py), shared by
 tests/test_continuous_*.py, test_prefix_cache.py, test_lfm3.py and test_lfm2_moe.py: `alone`
 is LFM2ForCausalLM.generate on one prompt (the dynamic path, itself checked against
-transformers in test_lfm2.py), `random_sequences` and `run_staggered` make and feed a mixed
-load, `assert_cuda_graphs_replay_eager` checks a model family's CUDA graphs, and `model` is
+transformers in test_lfm2.py), `adjusted_greedy` writes a sequence's logit adjustments out, `random_sequences` and
+`run_staggered` make and feed a mixed load, `assert_cuda_graphs_replay_eager` checks a model family's CUDA graphs, and `model` is
 the tiny model as a module-scoped fixture (a test module takes it with
 `model = continuous_helpers.model`). Imports models only: gpu.sh's device runs these."""
 import random
 
 import pytest
+import torch
 
 from models.lfm2.continuous import ContinuousBatch, Sequence
 
@@ -23,6 +24,32 @@ def alone(model, seq: Sequence) -> list[int]:
     (out,) = model.generate([seq.prompt], max_new_tokens=seq.max_new_tokens, temperature=seq.temperature,
                             top_k=seq.top_k, top_p=seq.top_p, seed=seq.seed,
                             stop_token_ids=seq.stop_token_ids, cuda_graph=False)
+    return out
+
+
+def adjusted_greedy(model, prompt, n, *, repetition=1.0, presence=0.0, frequency=0.0, bias=None,
+                    min_tokens=0, stops=()) -> list[int]:
+    """Independent reference for a sequence's logit adjustments (logit_processing.py): a full
+    forward per token, the adjustments written out in vLLM's order (logit_bias; repetition on
+    the prompt's and generated tokens; presence/frequency on the generated ones; stop tokens
+    -inf before min_tokens), greedy, stopping at a stop token (kept)."""
+    out = []
+    for _ in range(n):
+        with torch.inference_mode():
+            logits = model(torch.tensor([prompt + out])).float()[0, -1]
+        logits = logits.clone()   # a normal tensor, for the in-place adjustments below
+        for j, b in (bias or {}).items():
+            logits[j] += b
+        for j in set(prompt + out):
+            logits[j] = logits[j] / repetition if logits[j] > 0 else logits[j] * repetition
+        for j in set(out):
+            logits[j] -= presence + frequency * out.count(j)
+        if len(out) < min_tokens:
+            for s in stops:
+                logits[s] = float("-inf")
+        out.append(int(logits.argmax()))
+        if out[-1] in stops:
+            break
     return out
 
 

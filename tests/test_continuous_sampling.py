@@ -1,7 +1,8 @@
 """What a continuous batch (models/lfm2/continuous.py) does to each sequence's distribution:
 logprobs and top-k alternatives under the model's raw distribution, equal to a plain forward
 of prompt + tokens; presence/frequency penalties and logit_bias as OpenAI defines them,
-against a reference written out here (a full forward per token); bad values refused."""
+against a reference written out (continuous_helpers.adjusted_greedy: a full forward per
+token); bad values refused."""
 import pytest
 import torch
 
@@ -35,21 +36,6 @@ def test_logprobs_are_the_models_distribution_and_checked(model):
             engine.add(Sequence([1], max_new_tokens=1, logprobs=bad))
 
 
-def _adjusted_greedy(model, prompt, n, presence=0.0, frequency=0.0, bias=None):
-    """Independent reference: a full forward per token, OpenAI's adjustments written out."""
-    out = []
-    for _ in range(n):
-        with torch.inference_mode():
-            logits = model(torch.tensor([prompt + out])).float()[0, -1]
-        logits = logits.clone()   # a normal tensor, for the in-place adjustments below
-        for j in set(out):
-            logits[j] -= presence + frequency * out.count(j)
-        for j, b in (bias or {}).items():
-            logits[j] += b
-        out.append(int(logits.argmax()))
-    return out
-
-
 def test_penalties_and_logit_bias_as_openai_defines_them(model):
     engine = ContinuousBatch(model, capacity=3, max_length=40)
     cases = [dict(presence=1.5), dict(frequency=2.0), dict(presence=-2.0, frequency=0.5),
@@ -62,8 +48,9 @@ def test_penalties_and_logit_bias_as_openai_defines_them(model):
     while engine.busy:
         engine.step()
     for s, c in zip(seqs, cases):
-        assert s.tokens == _adjusted_greedy(model, s.prompt, 8, c.get("presence", 0.0), c.get("frequency", 0.0),
-                                            c.get("bias")), c
+        assert s.tokens == continuous_helpers.adjusted_greedy(
+            model, s.prompt, 8, presence=c.get("presence", 0.0), frequency=c.get("frequency", 0.0),
+            bias=c.get("bias")), c
     assert seqs[3].tokens == [5] * 8                      # +100: always that token
     assert 11 not in seqs[4].tokens
     assert seqs[0].tokens != plain.tokens or len(set(plain.tokens)) == 8   # the penalty changed something

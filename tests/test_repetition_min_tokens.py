@@ -1,6 +1,6 @@
 """transformers'/vLLM's sampling extensions in models/lfm2: repetition_penalty (on the prompt's
 and the generated tokens) against transformers' RepetitionPenaltyLogitsProcessor and a
-reference written out here (a full forward per token), min_tokens (stop tokens held off), min_p
+reference written out (continuous_helpers.adjusted_greedy: a full forward per token), min_tokens (stop tokens held off), min_p
 through a continuous batch equal to generate() alone, and bad values refused."""
 import random
 
@@ -48,30 +48,8 @@ def test_logit_bias_is_added_before_the_repetition_penalty():
     torch.testing.assert_close(logit_processing.apply([seq], logits), want, rtol=0, atol=1e-6)
 
 
-def _reference_greedy(model, prompt, n, repetition=1.0, presence=0.0, min_tokens=0, stops=()):
-    """Independent reference: a full forward per token, the adjustments written out (vLLM's
-    order: repetition, then presence; stop tokens -inf before min_tokens), greedy, stopping at
-    a stop token (kept)."""
-    out = []
-    for _ in range(n):
-        with torch.inference_mode():
-            logits = model(torch.tensor([prompt + out])).float()[0, -1]
-        logits = logits.clone()   # a normal tensor, for the in-place adjustments below
-        for j in set(prompt + out):
-            logits[j] = logits[j] / repetition if logits[j] > 0 else logits[j] * repetition
-        for j in set(out):
-            logits[j] -= presence
-        if len(out) < min_tokens:
-            for s in stops:
-                logits[s] = float("-inf")
-        out.append(int(logits.argmax()))
-        if out[-1] in stops:
-            break
-    return out
-
-
 def test_repetition_penalty_and_min_tokens_in_a_continuous_batch(model):
-    plain = _reference_greedy(model, [95, 34, 78, 5], 6)   # greedy repeats the prompt's 34
+    plain = continuous_helpers.adjusted_greedy(model, [95, 34, 78, 5], 6)   # greedy repeats the prompt's 34
     cases = [dict(repetition=1.5), dict(repetition=0.5), dict(repetition=1.2, presence=0.7),
              dict(min_tokens=4, stops=(plain[0], plain[2])), dict(min_tokens=6, stops=(plain[1],), repetition=1.1)]
     engine = ContinuousBatch(model, capacity=3, max_length=40)
@@ -81,7 +59,7 @@ def test_repetition_penalty_and_min_tokens_in_a_continuous_batch(model):
     while engine.busy:
         engine.step()
     for s, c in zip(seqs, cases):
-        assert s.tokens == _reference_greedy(model, s.prompt, 6, **c), c
+        assert s.tokens == continuous_helpers.adjusted_greedy(model, s.prompt, 6, **c), c
     assert seqs[0].tokens != plain and seqs[1].tokens != plain           # the penalty changed something
     assert len(seqs[3].tokens) >= 4 and not set(seqs[3].tokens[:3]) & set(cases[3]["stops"])
     assert seqs[3].tokens != plain[:1]                                   # without min_tokens: stopped at once
@@ -111,7 +89,7 @@ def test_generate_repetition_penalty_equals_the_reference(model):
     generated tokens only: a batch gives each prompt the reference's greedy tokens."""
     prompts = [[5, 9, 4, 9], [7, 7, 2], [3]]
     got = model.generate(prompts, max_new_tokens=6, repetition_penalty=1.4, cuda_graph=False)
-    assert got == [_reference_greedy(model, p, 6, repetition=1.4) for p in prompts]
+    assert got == [continuous_helpers.adjusted_greedy(model, p, 6, repetition=1.4) for p in prompts]
 
 
 @pytest.mark.parametrize("bad, match", [
