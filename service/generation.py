@@ -95,15 +95,16 @@ class GenerationScheduler:
         return ticket
 
     @contextlib.contextmanager
-    def reserved(self, n: int, impl: str) -> Iterator[Reservation]:
+    def reserved(self, n: int, impl: str, asked_for: str = "n") -> Iterator[Reservation]:
         """Admit a request's n sequences all or none: QueueFull (nothing taken) unless all fit
-        now, ValueError when n can never fit. The submits made inside (also in tasks started
-        inside) use the places; what is left unused is released on exit."""
+        now, ValueError naming `asked_for` (the request's fields that made them) when n can
+        never fit. The submits made inside (also in tasks started inside) use the places;
+        what is left unused is released on exit."""
         limit = self.rt.settings.max_queue_size
         if n > self.capacity + limit:
-            raise ValueError(f"n: {n} sequences can never be admitted together: the server decodes "
+            raise ValueError(f"{asked_for}: {n} sequences can never be admitted together: the server decodes "
                              f"{self.capacity} at once (--max-decode-batch) and queues {limit} more "
-                             f"(--max-queue-size); ask for n <= {self.capacity + limit} or raise those limits")
+                             f"(--max-queue-size); ask for {asked_for} <= {self.capacity + limit} or raise those limits")
         with self._cond:
             if self._stopping:
                 raise BatcherStopped(f"model {self.rt.name!r} is shutting down")

@@ -64,10 +64,14 @@ class Covered:
         return (cover := cls(tokenizer)).take(final["logprobs"], final["text"]) + cover.rest(final)
 
 
-def usage(finals: list[dict]) -> dict:
-    prompt = finals[0]["usage"]["prompt_tokens"]          # one prompt for every choice
+def usage(finals: list[dict], n: int = 1) -> dict:
+    """The reply's usage over its choices, n per prompt (prompt i's at i*n .. i*n+n-1): each
+    prompt's tokens counted once, as its cached tokens (restored, not prefilled), however many
+    choices it has; every choice's completion tokens."""
+    groups = [finals[i:i + n] for i in range(0, len(finals), n)]
+    prompt = sum(group[0]["usage"]["prompt_tokens"] for group in groups)
     completion = sum(f["usage"]["completion_tokens"] for f in finals)
-    cached = max(f["usage"].get("cached_tokens", 0) for f in finals)   # restored, not prefilled
+    cached = sum(max(f["usage"].get("cached_tokens", 0) for f in group) for group in groups)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": cached}}
 
@@ -79,13 +83,14 @@ async def _nothing(plan):
            "usage": {"prompt_tokens": len(plan.ids), "completion_tokens": 0, "cached_tokens": 0}}
 
 
-async def start(request: Request, body, make_request, generate: bool = True):
+async def start(request: Request, body, make_requests, generate: bool = True):
     """The shared front of both routes: model check, limits, unsupported fields (400 naming
     them), one /v1/generate plan per choice, and every choice's first event (QueueFull /
-    timeouts surface here, before any byte is sent). make_request(handler) -> GenerateRequest.
-    generate False: the plans are checked but nothing is generated (each choice's events are
-    a final with no tokens). -> (the generate handler, plans, [event stream per choice], [its
-    first event])."""
+    timeouts surface here, before any byte is sent). make_requests(handler) -> a
+    GenerateRequest per prompt (chat: one; completions: one per prompt of a batch); each
+    gets body.n choices, prompt i's at i*n .. i*n+n-1. generate False: the plans are checked
+    but nothing is generated (each choice's events are a final with no tokens). -> (the
+    generate handler, plans, [event stream per choice], [its first event])."""
     handler = handler_of(request, "generate")
     name, settings = handler.rt.name, handler.rt.settings
     if body.model is not None and body.model != name:
@@ -101,19 +106,34 @@ async def start(request: Request, body, make_request, generate: bool = True):
         raise ValueError(f"logprobs: model {handler.rt.name!r} has no tokenizer to name tokens with; "
                          "/v1/generate reports logprobs by token id")
     try:
-        base = make_request(handler)
-        plans = [handler.decode(base if i == 0 or base.seed is None else
-                                base.model_copy(update={"seed": (base.seed + i) % 2**63}), body.max_tokens_name,
-                                default_new_tokens=16,   # OpenAI's completions default (chat's is explicit)
-                                client_set=given_fields(body))
-                 for i in range(body.n)]
+        bases = make_requests(handler)
+        plans = [_plan(handler, body, base, i, where=f"prompt[{p}]: " if len(bases) > 1 else "")
+                 for p, base in enumerate(bases) for i in range(body.n)]
     except ValidationError as exc:
         raise ValueError(f"invalid request: {exc.errors()[0].get('msg')}") from None
     request.state.dw_impl = plans[0].impl
-    # The n choices are admitted all or none (a 503 or, if n can never fit, a 400), so a
+    # The choices are admitted all or none (a 503 or, if they can never fit, a 400), so a
     # request never holds some rows while its other choices are refused.
-    room = handler.scheduler.reserved(len(plans), plans[0].impl) if generate else contextlib.nullcontext()
+    asked_for = "n" if len(bases) == 1 else f"prompt ({len(bases)} prompts) x n ({body.n})"
+    room = handler.scheduler.reserved(len(plans), plans[0].impl, asked_for) if generate else contextlib.nullcontext()
     with room:
         streams = [handler.events(plan) if generate else _nothing(plan) for plan in plans]
         firsts = await first_events(request, streams)
     return handler, plans, streams, firsts
+
+
+def _plan(handler, body, base, choice: int, where: str = ""):
+    """Choice `choice` of one prompt: its own sampler, seed + choice when a seed is given (so a
+    prompt of a batch gets what it gets alone). A refusal names the prompt (`where`) of a batch."""
+    request = base if choice == 0 or base.seed is None else \
+        base.model_copy(update={"seed": (base.seed + choice) % 2**63})
+    try:
+        return handler.decode(request, body.max_tokens_name,
+                              default_new_tokens=16,   # OpenAI's completions default (chat's is explicit)
+                              client_set=given_fields(body))
+    except ValidationError:
+        raise
+    except ValueError as exc:
+        if not where:
+            raise
+        raise ValueError(where + str(exc)) from None

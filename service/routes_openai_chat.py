@@ -56,7 +56,7 @@ def _chat_chunk(head: dict, index: int, delta: dict, finish_reason=None) -> dict
 
 @router.post("/chat/completions", response_model=ChatCompletionResponse, responses=OPENAI_ERROR_RESPONSES)
 async def chat_completions(body: ChatCompletionRequest, request: Request):
-    handler, plans, streams, firsts = await start(request, body, lambda handler: _chat_prompt(body, handler))
+    handler, plans, streams, firsts = await start(request, body, lambda handler: [_chat_prompt(body, handler)])
     tok = plans[0].tokenizer   # decodes as the request asked (skip_special_tokens)
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": handler.rt.name}
@@ -66,7 +66,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
                     "logprobs": _chat_logprobs(tok, Covered.of(tok, f))
                     if body.logprobs else None,
                     "finish_reason": f["finish_reason"]} for i, f in enumerate(finals)]
-        return {**head, "choices": choices, "usage": usage(finals)}
+        return {**head, "choices": choices, "usage": usage(finals, body.n)}
     head["object"] = "chat.completion.chunk"
     covers = [Covered(tok) for _ in range(body.n)]
 
@@ -86,5 +86,5 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
 
     return sse_response(
         streams, firsts, token_chunk, finish_chunk,
-        lambda finals: [{**head, "choices": [], "usage": usage(finals)}] if body.include_usage else [],
+        lambda finals: [{**head, "choices": [], "usage": usage(finals, body.n)}] if body.include_usage else [],
         opening=[_chat_chunk(head, i, {"role": "assistant", "content": ""}) for i in range(body.n)], openai=True)

@@ -68,10 +68,9 @@ def _score(lm, ids: list[int], top: int, impl: str) -> list[dict]:
         for t, (lp, alts) in zip(ids[1:], scored)]
 
 
-async def _echo(handler, body, plan) -> dict:
-    """What `echo` puts before every choice: the prompt's text (as sent, or its ids decoded)
-    and, with logprobs, its tokens' log-probabilities given the tokens before them."""
-    prompt = body.single_prompt
+async def _echo(handler, body, prompt, plan) -> dict:
+    """What `echo` puts before each of a prompt's choices: the prompt's text (as sent, or its
+    ids decoded) and, with logprobs, its tokens' log-probabilities given the tokens before them."""
     text = prompt if isinstance(prompt, str) else \
         plan.tokenizer.decode(plan.ids) if plan.tokenizer is not None else ""
     entries = None
@@ -79,6 +78,14 @@ async def _echo(handler, body, plan) -> dict:
         entries = await asyncio.to_thread(handler.rt.on_compute, _score, handler.lm, plan.ids, body.logprobs,
                                           plan.impl)
     return {"echo": True, "text": text, "logprobs": entries}
+
+
+def _requests(body: CompletionRequest, handler) -> list:
+    """One GenerateRequest per prompt; a batch of more than --max-prompts is a 400."""
+    prompts, limit = body.prompts, handler.rt.settings.max_prompts
+    if len(prompts) > limit:
+        raise ValueError(f"prompt: at most {limit} prompts per request (DWSERVE_MAX_PROMPTS), got {len(prompts)}")
+    return [body.to_generate(prompt) for prompt in prompts]
 
 
 async def _prefixed(first: dict, events):
@@ -90,16 +97,18 @@ async def _prefixed(first: dict, events):
 
 @router.post("/completions", response_model=CompletionResponse, responses=OPENAI_ERROR_RESPONSES)
 async def completions(body: CompletionRequest, request: Request):
-    handler, plans, streams, firsts = await start(request, body, lambda handler: body.to_generate(),
+    handler, plans, streams, firsts = await start(request, body, lambda handler: _requests(body, handler),
                                                   generate=not body.scores_only)
+    prompts, n = body.prompts, body.n
     tok = plans[0].tokenizer   # decodes as the request asked (skip_special_tokens)
     # A text prompt is echoed as sent, so the special tokens encode() added (the bos) have no
     # text there whatever skip_special_tokens says; token ids are echoed decoded by tok.
-    lead_tok = handler.tokenizer if isinstance(body.single_prompt, str) else tok
+    lead_toks = [handler.tokenizer if isinstance(prompt, str) else tok for prompt in prompts]
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
             "model": handler.rt.name}
-    try:
-        echo = await _echo(handler, body, plans[0]) if body.echo else None
+    try:   # per prompt; choice i is prompt i // n's
+        echoes = [await _echo(handler, body, prompt, plans[p * n]) for p, prompt in enumerate(prompts)] \
+            if body.echo else None
     except BaseException:    # the choices are already generating: free their rows
         await close_streams(streams)
         raise
@@ -109,19 +118,22 @@ async def completions(body: CompletionRequest, request: Request):
 
     if not body.stream:
         finals = await final_events(request, streams, firsts)
-        lead_text, lead = (echo["text"], echo["logprobs"] or []) if echo else ("", [])
 
-        def choice_logprobs(final: dict) -> dict:
-            prompt, completion = logprobs_of(lead, 0, lead_tok), logprobs_of(Covered.of(tok, final),
-                                                                             _text_length(lead_tok, lead))
-            return {k: prompt[k] + completion[k] for k in completion}
-        return {**head, "choices": [_choice(i, lead_text + f["text"], f["finish_reason"],
-                                            choice_logprobs(f) if body.logprobs is not None else None)
-                                    for i, f in enumerate(finals)], "usage": usage(finals)}
-    offsets = [0] * body.n   # per choice: where its next token's text starts
-    covers = [Covered(tok) for _ in range(body.n)]
-    if echo:                 # each choice's stream opens with the prompt
-        firsts, streams = [echo] * body.n, [_prefixed(f, s) for f, s in zip(firsts, streams)]
+        def choice(i: int, final: dict) -> dict:
+            echo, lead_tok = echoes[i // n] if echoes else None, lead_toks[i // n]
+            lead_text, lead = (echo["text"], echo["logprobs"] or []) if echo else ("", [])
+            logprobs = None
+            if body.logprobs is not None:
+                prompt = logprobs_of(lead, 0, lead_tok)
+                completion = logprobs_of(Covered.of(tok, final), _text_length(lead_tok, lead))
+                logprobs = {k: prompt[k] + completion[k] for k in completion}
+            return _choice(i, lead_text + final["text"], final["finish_reason"], logprobs)
+        return {**head, "choices": [choice(i, f) for i, f in enumerate(finals)], "usage": usage(finals, n)}
+    offsets = [0] * len(plans)   # per choice: where its next token's text starts
+    covers = [Covered(tok) for _ in plans]
+    if echoes:                   # each choice's stream opens with its prompt
+        streams = [_prefixed(f, s) for f, s in zip(firsts, streams)]   # the generation's first put back
+        firsts = [echoes[i // n] for i in range(len(plans))]
 
     def chunk_logprobs(i: int, entries, tokenizer=tok) -> dict:
         logprobs = logprobs_of(entries, offsets[i], tokenizer)
@@ -132,7 +144,7 @@ async def completions(body: CompletionRequest, request: Request):
         logprobs = None
         if body.logprobs is not None:
             if event.get("echo"):
-                logprobs = chunk_logprobs(i, event["logprobs"] or [], lead_tok)
+                logprobs = chunk_logprobs(i, event["logprobs"] or [], lead_toks[i // n])
             else:
                 logprobs = chunk_logprobs(i, covers[i].take(event["logprobs"], event["text"]))
         return {**head, "choices": [_choice(i, event["text"], None, logprobs)]}
@@ -143,4 +155,4 @@ async def completions(body: CompletionRequest, request: Request):
 
     return sse_response(
         streams, firsts, token_chunk, finish_chunk,
-        lambda finals: [{**head, "choices": [], "usage": usage(finals)}] if body.include_usage else [], openai=True)
+        lambda finals: [{**head, "choices": [], "usage": usage(finals, n)}] if body.include_usage else [], openai=True)

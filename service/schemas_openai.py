@@ -100,7 +100,8 @@ class _SamplingRequest(BaseModel):
 
 class CompletionRequest(_SamplingRequest):
     prompt: Union[str, list[TokenId], list[str], list[list[TokenId]]] = Field(
-        ..., description="text or token ids; one prompt per request")
+        ..., description="text or token ids, or a list of prompts (texts or token id lists): "
+        "n choices for each, prompt i's at indices i*n .. i*n+n-1")
     best_of: Optional[Int] = None
     logprobs: Optional[Int] = Field(None, ge=0, le=20, description="each token's log-probability and this "
                                     "many most likely alternatives (the model's distribution)")
@@ -110,21 +111,19 @@ class CompletionRequest(_SamplingRequest):
     suffix: Optional[str] = None
 
     def unsupported(self) -> list[str]:
-        bad = self._unsupported((("best_of", self.best_of in (None, self.n)), ("suffix", not self.suffix),
-                                 ("max_tokens 0 without echo", self.max_tokens != 0 or self.echo)))
-        if isinstance(self.prompt, list) and self.prompt and isinstance(self.prompt[0], (str, list)) \
-                and len(self.prompt) != 1:
-            bad.append("prompt (one prompt per request)")
-        return bad
+        return self._unsupported((("best_of", self.best_of in (None, self.n)), ("suffix", not self.suffix),
+                                  ("max_tokens 0 without echo", self.max_tokens != 0 or self.echo)))
 
     @property
-    def single_prompt(self) -> Union[str, list[int]]:
-        """The one prompt, text or token ids, however it was wrapped (a list of one)."""
-        return self.prompt[0] if isinstance(self.prompt, list) and self.prompt \
-            and isinstance(self.prompt[0], (str, list)) else self.prompt
+    def prompts(self) -> list[Union[str, list[int]]]:
+        """Each prompt, text or token ids: a list of texts or of token id lists is several
+        (OpenAI's batched prompts), a text or one token id list is one."""
+        if isinstance(self.prompt, list) and self.prompt and isinstance(self.prompt[0], (str, list)):
+            return list(self.prompt)
+        return [self.prompt]
 
-    def to_generate(self) -> GenerateRequest:
-        prompt = self.single_prompt
+    def to_generate(self, prompt: Union[str, list[int]]) -> GenerateRequest:
+        """One prompt's request (of self.prompts)."""
         text, ids = (prompt, None) if isinstance(prompt, str) else (None, list(prompt))
         # max_tokens 0 (echo only) generates nothing; the plan is made with 1 for its checks.
         if self.max_tokens == 0 and self.min_tokens:

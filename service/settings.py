@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(4096 * 4096, ge=1)     # decoded image width*height
     max_prompt_chars: int = Field(100_000, ge=1)
     max_choices: int = Field(8, ge=1, le=256)            # OpenAI `n`: sequences per request
+    max_prompts: int = Field(64, ge=1, le=4096)          # prompts of one OpenAI completions request
     # a request waiting longer for the model gets 503 (a generation: for its next token, so a
     # long one that keeps producing is never cut); a body not all received by then, 408
     request_timeout_s: float = Field(120.0, gt=0)

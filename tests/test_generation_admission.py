@@ -168,3 +168,18 @@ def test_would_queue_gives_blocked_policies_no_rows():
     assert would_queue(Counter(per_group=3), engines, "auto", 4) == 0
     assert would_queue(Counter(per_group=3, slice_sum=1), engines, "auto", 4, others_blocked=True) == 4
     assert would_queue(Counter(auto=2, slice_sum=1), engines, "auto", 4, others_blocked=True) == 1   # default unaffected
+
+
+def test_a_prompt_batch_is_admitted_whole_or_named_in_the_400(serve):
+    """OpenAI's batched prompts: each prompt's n choices are sequences of the one reservation,
+    so prompts x n beyond the rows and queue is a 400 naming both fields, and a batch that
+    fits is served whole, prompt i's choices at i*n .. i*n+n-1."""
+    client, lm, scheduler = serve(max_decode_batch=2, max_queue_size=2)
+    body = {"prompt": ["a", "b", "c"], "max_tokens": 2, "n": 2, "temperature": 0}
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == 400 and "prompt (3 prompts) x n (2): 6 sequences" in error_message(r)
+    assert "prompt (3 prompts) x n (2) <= 4" in error_message(r)
+    r = client.post("/v1/completions", json={**body, "prompt": ["a", "b"]})
+    assert r.status_code == 200, r.text
+    assert [(c["index"], c["text"]) for c in r.json()["choices"]] == \
+        [(0, _expected("a", 2)), (1, _expected("a", 2)), (2, _expected("b", 2)), (3, _expected("b", 2))]

@@ -44,6 +44,16 @@ def test_token_id_prompt_and_stop_string(client):
     assert r.choices[0].text == "yz"
 
 
+def test_a_list_of_prompts_through_the_client(client):
+    """OpenAI's batched prompts (texts or token id lists): n choices per prompt, prompt i's at
+    indices i*n .. i*n+n-1; usage counts each prompt once."""
+    r = client.completions.create(model="lfm2", prompt=["abc", "x"], max_tokens=2, temperature=0, n=2)
+    assert [(c.index, c.text) for c in r.choices] == [(0, "de"), (1, "de"), (2, "yz"), (3, "yz")]
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (4, 8)
+    r = client.completions.create(model="lfm2", prompt=[[65, 66], [70]], max_tokens=1, temperature=0)
+    assert [c.text for c in r.choices] == ["c", "g"]   # ids 65, 66 = "ab"; 70 = "f"
+
+
 def test_stream_with_usage(client):
     chunks = list(client.completions.create(model="lfm2", prompt="a", max_tokens=5, temperature=0, stream=True,
                                             stream_options={"include_usage": True}))
@@ -75,7 +85,10 @@ def test_echo_puts_the_prompt_before_each_choice(client):
     pytest.param(dict(n=2, best_of=3), "BadRequestError", "best_of", id="best_of"),
     pytest.param(dict(logprobs=21), "UnprocessableEntityError", "logprobs", id="logprobs-21"),
     pytest.param(dict(max_tokens=0), "BadRequestError", "max_tokens 0 without echo", id="zero-tokens-no-echo"),
-    pytest.param(dict(prompt=["a", "b"]), "BadRequestError", "one prompt per request", id="two-prompts"),
+    pytest.param(dict(prompt=["a"] * 65), "BadRequestError", "at most 64 prompts per request (DWSERVE_MAX_PROMPTS)",
+                 id="prompts-above-limit"),
+    pytest.param(dict(prompt=[[65], [10_000]]), "BadRequestError", "prompt[1]: input_ids: token ids must be in",
+                 id="second-prompt-out-of-vocab"),
     pytest.param(dict(model="gpt-4"), "NotFoundError", "GET /v1/models", id="unknown-model"),
     pytest.param(dict(max_tokens=10_000), "BadRequestError", "max_new_tokens", id="too-many-tokens"),
     pytest.param(dict(prompt=[10_000]), "BadRequestError", "token ids must be in", id="id-out-of-vocab"),
