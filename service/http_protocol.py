@@ -34,7 +34,7 @@ def idle_closing_protocol(head_timeout_s: float):
 
     class IdleClosingProtocol(base):
         connection_made = _arm_idle_timer(base)
-        _in_head, _head_bytes, _head_timer, _heads, _deferred = True, 0, None, 0, None
+        _in_head, _head_bytes, _head_timer, _heads, _deferred, _head_over = True, 0, None, 0, None, False
 
         def data_received(self, data: bytes) -> None:
             if self._deferred is not None:
@@ -54,6 +54,13 @@ def idle_closing_protocol(head_timeout_s: float):
         def on_headers_complete(self) -> None:   # httptools' callback
             self._in_head, self._head_bytes, self._heads = False, 0, self._heads + 1
             self._cancel_head_timer()
+            # data_received counts only reads that leave a head unfinished; the read that
+            # completes it may carry most of it (a 100 KB head sent at once), so the whole head
+            # is measured here, from what the parser collected, before any app runs for it.
+            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+            if size > MAX_HEAD_BYTES:
+                self._head_over = True
+                raise _HeadTooLarge()   # stops the parser: uvicorn answers via send_400_response
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
@@ -83,7 +90,12 @@ def idle_closing_protocol(head_timeout_s: float):
 
         def send_400_response(self, msg: str) -> None:
             """uvicorn's answer to bytes that are no HTTP request, as JSON like every other 4xx
-            (DESIGN.md: {"error": "..."}); uvicorn's own is text/plain."""
+            (DESIGN.md: {"error": "..."}); uvicorn's own is text/plain. A head measured too big
+            once complete (on_headers_complete) reaches here too: its answer is the 431."""
+            if self._head_over:
+                self._head_over = False
+                self._refuse(431, f"request head over {MAX_HEAD_BYTES} bytes")
+                return
             self.transport.write(error_reply(400, msg, self.server_state.default_headers))
             self.transport.close()
 
@@ -98,6 +110,10 @@ def idle_closing_protocol(head_timeout_s: float):
             super().connection_lost(exc)
 
     return IdleClosingProtocol
+
+
+class _HeadTooLarge(Exception):
+    """Raised from the parser's on_headers_complete to stop it at a head over MAX_HEAD_BYTES."""
 
 
 REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
