@@ -185,7 +185,8 @@ def _json_to_array(data: Any, dtype: np.dtype, shape: list[int], name: str) -> n
         if all(type(v) in (int, float) for v in values):
             arr, kind = np.asarray(values, dtype=np.float64).reshape(arr.shape), "f"
     if arr.size and kind not in "biuf":
-        raise CodecError(f"input {name!r}: data must be numbers for {datatype}, got {arr.dtype.name} values")
+        got = "strings" if kind in "US" else "null, objects or other non-numbers"   # not numpy's 'str672'
+        raise CodecError(f"input {name!r}: data must be numbers for {datatype}, got {got}")
     if dtype.kind == "b":
         if arr.size and kind != "b":
             raise CodecError(f"input {name!r}: BOOL data must be true/false")

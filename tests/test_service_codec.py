@@ -116,6 +116,21 @@ def test_malformed_tensors_raise_codec_error(request_json, tail, message):
         codec.decode_inputs(request_json, tail, max_elements=1000)
 
 
+@pytest.mark.parametrize("data, said", [
+    pytest.param(["1", "2", "3", "4"], "strings", id="strings"),
+    pytest.param([1, 2, 3, "a" * 30], "strings", id="a-long-string-among-numbers"),
+    pytest.param([1, 2, 3, None], "null", id="null"),
+    pytest.param([1, 2, 3, {}], "objects", id="object")])
+def test_non_numbers_are_named_in_json_words_not_numpy_dtypes(data, said):
+    """'got str672 values' (numpy's name for its 21-character unicode dtype) told a client
+    nothing; the message names what the JSON held."""
+    with pytest.raises(codec.CodecError) as info:
+        codec.decode_inputs(_req(datatype="INT64", data=data), b"", max_elements=1000)
+    message = str(info.value)
+    assert "data must be numbers for INT64" in message and said in message, message
+    assert "str" not in message.replace("strings", "") and "object values" not in message, message
+
+
 @pytest.mark.parametrize("header, body", [
     pytest.param("abc", b"{}", id="not-int"), pytest.param("0", b"{}", id="zero"),
     pytest.param("99", b"{}", id="past-end"), pytest.param("-1", b"{}", id="negative"),
