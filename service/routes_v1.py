@@ -22,7 +22,8 @@ def handler_of(request: Request, kind: str):
     svc = request.app.state.service
     name = svc.classify_model if kind == "classify" else svc.generate_model
     if name is None:
-        raise ServiceError(404, f"/v1/{kind} needs the {'mobilenet_v2' if kind == 'classify' else 'lfm2'} "
+        # the route asked (OpenAI's and Triton's generate routes come here too), not always /v1/generate
+        raise ServiceError(404, f"{request.url.path} needs the {'mobilenet_v2' if kind == 'classify' else 'lfm2'} "
                                 f"model, which this server does not serve (DWSERVE_MODELS)")
     svc.runtime(name)  # 503 while loading
     return svc.classify if kind == "classify" else svc.generate

@@ -100,3 +100,20 @@ def test_decode_of_arbitrary_json_raises_only_value_error(served):
             pass
 
     check()
+
+
+def test_a_route_whose_model_is_not_served_names_the_route_asked():
+    """A server without lfm2 answered /v1/completions and /v1/chat/completions with
+    '/v1/generate needs the lfm2 model', a route the client never called."""
+    models = fake_models()
+    app = create_app(Settings(models=("mobilenet_v2",), **LIMITS), models={"mobilenet_v2": models["mobilenet_v2"]},
+                     hooks=fake_hooks())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client_ready(client)
+        for path, body in (("/v1/generate", {"prompt": "hi"}),
+                           ("/v1/completions", {"model": "lfm2", "prompt": "hi"}),
+                           ("/v1/chat/completions", {"model": "lfm2", "messages": [{"role": "user", "content": "hi"}]})):
+            r = client.post(path, json=body)
+            assert r.status_code == 404, (path, r.text)
+            message = error_message(r)
+            assert message.startswith(f"{path} needs the lfm2 model"), (path, message)
