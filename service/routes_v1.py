@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import typing
 from typing import Optional
 
 from fastapi import APIRouter, File, Query, Request, UploadFile
@@ -35,15 +37,54 @@ async def classify(request: Request, file: UploadFile = File(..., description="a
     handler = handler_of(request, "classify")
     # FastAPI binds the last of several `file` parts; the others would be dropped unanswered.
     # (The form is FastAPI's own, already parsed: Starlette caches it on the request.)
-    parts = len((await request.form()).getlist("file"))
+    form = await request.form()
+    parts = len(form.getlist("file"))
     if parts > 1:
         raise ValueError(f"file: expected one 'file' part (one image per request), got {parts}")
+    options = _form_options(form, request.query_params)
+    if "top_k" in options:
+        top_k = _form_top_k(options["top_k"])
+    if "depthwise_impl" in options:
+        if options["depthwise_impl"] not in typing.get_args(ImplName):
+            raise ValueError(f"depthwise_impl: expected one of {list(typing.get_args(ImplName))}, "
+                             f"got {options['depthwise_impl']!r}"[:300])
+        depthwise_impl = options["depthwise_impl"]
     impl = handler.rt.check_impl(depthwise_impl)
     request.state.dw_impl = impl
     image = await asyncio.to_thread(handler.decode, await file.read())
     # A client that gave up while its image waited for a batch leaves no forward behind (499).
     logits = await unless_disconnected(request, handler.predict(image, impl))
     return handler.encode(logits, top_k, impl)
+
+
+_FORM_OPTIONS = ("top_k", "depthwise_impl")
+
+
+def _form_options(form, query) -> dict[str, str]:
+    """/v1/classify's options sent as form fields beside the image (`curl -F file=@x.jpg -F
+    top_k=2`, the natural form for a multipart request), read as their query parameters; they
+    were dropped without a word. A field the route does not take is a 400, not ignored."""
+    unknown = sorted({key for key in form.keys() if key != "file" and key not in _FORM_OPTIONS})
+    if unknown:
+        raise ValueError(f"form fields {unknown}: /v1/classify takes the image as 'file', and top_k and "
+                         "depthwise_impl as query parameters or form fields"[:300])
+    options = {}
+    for key in _FORM_OPTIONS:
+        values = form.getlist(key)
+        if not values:
+            continue
+        if len(values) > 1 or key in query:
+            raise ValueError(f"{key}: given more than once (query parameter or form field); give it once")
+        if not isinstance(values[0], str):
+            raise ValueError(f"{key}: expected a plain form field, got a file")
+        options[key] = values[0].strip()
+    return options
+
+
+def _form_top_k(value: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,4}", value) or not 1 <= int(value) <= 1000:
+        raise ValueError(f"top_k: expected an integer 1..1000, got {value!r}"[:200])
+    return int(value)
 
 
 async def _all(awaitables) -> list:

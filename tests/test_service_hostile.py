@@ -141,6 +141,26 @@ def test_two_file_parts_are_refused_not_one_dropped(client):
     assert client.post("/v1/classify", files={"file": ("a.png", png, "image/png")}).status_code == 200
 
 
+def test_classify_options_sent_as_form_fields_are_honoured_or_refused(client):
+    """top_k and depthwise_impl are query parameters; sent as form fields beside the image
+    (`curl -F file=@x.jpg -F top_k=2`, the natural form for a multipart request) they were
+    dropped without a word: five labels under the server's default impl, and a bogus impl got a
+    200. Now a form field is read as its query parameter, and a field the route does not take is a 400."""
+    png = ("x.png", _png(), "image/png")
+    r = client.post("/v1/classify", files={"file": png}, data={"top_k": "2", "depthwise_impl": "per_group"})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["labels"]) == 2 and r.json()["parameters"]["depthwise_impl"] == "per_group", r.json()
+    assert r.headers["x-depthwise-impl"] == "per_group"
+    for form, said in (({"depthwise_impl": "bogus"}, "depthwise_impl"), ({"top_k": "abc"}, "top_k"),
+                       ({"top_k": "0"}, "top_k"), ({"topk": "2"}, "'topk'")):
+        r = client.post("/v1/classify", files={"file": png}, data=form)
+        assert 400 <= r.status_code < 500 and said in error_message(r), (form, r.text)
+    r = client.post("/v1/classify?top_k=3", files={"file": png}, data={"top_k": "2"})
+    assert r.status_code == 400 and "top_k" in error_message(r), r.text
+    r = client.post("/v1/classify?top_k=3&depthwise_impl=slice_sum", files={"file": png})   # the query form, as before
+    assert r.status_code == 200 and len(r.json()["labels"]) == 3 and r.json()["parameters"]["depthwise_impl"] == "slice_sum"
+
+
 @pytest.mark.parametrize("key", [pytest.param("s3cret\n", id="trailing-newline"), pytest.param(" s3cret", id="leading-space"),
                                  pytest.param("s3\tcret", id="tab"), pytest.param("s\u00e9cret", id="non-ascii"),
                                  pytest.param("", id="empty")])
