@@ -245,6 +245,7 @@ def create_app(settings: Optional[Settings] = None, models: Optional[dict] = Non
     """models: {name: ServedModel} to serve instead of building from settings (tests);
     hooks: models' use_impl/count_launches/depthwise_timer (default: the real ones)."""
     from .routes_openai import router as openai
+    from .routes_tokenize import router as tokenize
     from .routes_v1 import router as v1
     from .routes_v2 import router as v2
     from .routes_v2_generate import router as v2_generate
@@ -272,6 +273,7 @@ def create_app(settings: Optional[Settings] = None, models: Optional[dict] = Non
     app.include_router(v2_generate)
     app.include_router(v1)
     app.include_router(openai)
+    app.include_router(tokenize)   # vLLM's /tokenize and /detokenize
     app.add_middleware(GuardMiddleware, service=service)
     # added last, so outside the guard: it also compresses the /infer replies the guard
     # answers itself, and the guard's access log and metrics see the status as sent
