@@ -126,6 +126,12 @@ class Settings(BaseSettings):
     # one line per request on the dwserve.access logger (health probes and scrapes at debug)
     access_log: bool = True
 
+    # --help shows these unset as 'none' ('--grpc-port ... none: off'): the word is taken as unset
+    @field_validator("grpc_port", "torch_threads", "max_total_body_bytes", mode="before")
+    @classmethod
+    def _none_word(cls, value):
+        return None if isinstance(value, str) and value.strip().lower() == "none" else value
+
     @field_validator("models", mode="before")
     @classmethod
     def _split_models(cls, value):

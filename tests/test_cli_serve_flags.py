@@ -150,3 +150,20 @@ def test_serve_help_gives_every_flag_a_description_default_and_variable(capsys):
             assert f"(default {default}; {variable}" in action.help, action.help
     assert "(default 8; DWSERVE_MAX_BATCH_SIZE)" in help_text
     assert "(default lfm2,mobilenet_v2; DWSERVE_MODELS, a comma list)" in help_text
+
+
+@pytest.mark.parametrize("flag, field", [pytest.param("--grpc-port", "grpc_port", id="grpc-port"),
+                                         pytest.param("--torch-threads", "torch_threads", id="torch-threads"),
+                                         pytest.param("--max-total-body-bytes", "max_total_body_bytes", id="total-body")])
+def test_none_is_taken_where_help_offers_it(flag, field, monkeypatch, captured, capsys):
+    """--help says '--grpc-port ... (0: any free one; none: off) (default none ...)', and 'none'
+    for --torch-threads and --max-total-body-bytes too, but `--grpc-port none` was 'expected an
+    integer >= 0 and <= 65535'. 'none' (flag or DWSERVE_* variable) is the default, unset."""
+    entry = _help_text(["serve", "--help"], capsys).split(flag, 2)[2].split("\n  --", 1)[0]   # its --help entry
+    assert "none" in entry, entry
+    monkeypatch.setenv("DWSERVE_" + field.upper(), "7777")
+    assert cli.main(["serve", flag, "none"]) == 0
+    assert getattr(captured["settings"], field) is None
+    monkeypatch.setenv("DWSERVE_" + field.upper(), "None")
+    assert cli.main(["serve"]) == 0
+    assert getattr(captured["settings"], field) is None
