@@ -112,7 +112,8 @@ def _serve_parser() -> argparse.ArgumentParser:
         p.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
     p.add_argument("--no-warmup", action="store_false", dest="warmup", default=None,
                    help="turn ready without warm-up (faster start, slow first requests)")
-    p.add_argument("--log-level", choices=LOG_LEVELS, help="server and root logger level")
+    p.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS,   # any case, as DWSERVE_LOG_LEVEL
+                   help="server and root logger level")
     p.add_argument("--log-format", choices=LOG_FORMATS, help="text, or json: one object per line for a log pipeline")
     p.add_argument("--no-access-log", action="store_false", dest="access_log", default=None,
                    help="no line per request on the dwserve.access logger")

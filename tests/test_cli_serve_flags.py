@@ -167,3 +167,10 @@ def test_none_is_taken_where_help_offers_it(flag, field, monkeypatch, captured, 
     monkeypatch.setenv("DWSERVE_" + field.upper(), "None")
     assert cli.main(["serve"]) == 0
     assert getattr(captured["settings"], field) is None
+
+
+def test_log_level_flag_takes_any_case_as_its_variable_does(captured):
+    """DWSERVE_LOG_LEVEL=WARNING was taken (as logging's own names are written) but
+    `--log-level WARNING` was argparse's 'invalid choice': the flag and its variable disagreed."""
+    assert cli.main(["serve", "--log-level", "WARNING"]) == 0
+    assert captured["settings"].log_level == "warning"
