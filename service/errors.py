@@ -103,7 +103,7 @@ def error_response(exc: BaseException) -> Optional[tuple[int, str, dict[str, str
 # `error.message` of a body whose "error" is an object ("Error code: 400" and nothing else for
 # a plain string), and reads `type`/`code`; inside a stream it raises "An error occurred during
 # streaming" unless the event's error is such an object.
-_OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/models")
+_OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/models", "/tokenize", "/detokenize")
 _OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
                  429: "rate_limit_error"}
 

@@ -100,7 +100,7 @@ async def start(request: Request, body, make_requests, generate: bool = True):
     bad = body.unsupported()
     if bad:
         raise ValueError(f"unsupported: {', '.join(bad)}; dwserve returns text choices, without suffix, "
-                         "best_of, tools or response formats")
+                         "best_of or tools")
     asked = getattr(body, "logprobs", None)   # completions: an int (0 asks too), chat: a bool
     if asked is not None and asked is not False and handler.tokenizer is None:
         raise ValueError(f"logprobs: model {handler.rt.name!r} has no tokenizer to name tokens with; "

@@ -5,12 +5,13 @@ documenting /openapi.json. Field names follow the OIP v2 REST spec exactly.
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from .codec import DTYPES
+from .schema_types import Float, Int, Text, TokenId
+from .schemas_structured import StructuredOutputs
 
 # Request-level parameters are free-form in OIP v2 (tritonclient sends e.g. `priority`,
 # `timeout`); we read `depthwise_impl` and `binary_data_output` and ignore the rest.
@@ -117,42 +118,6 @@ class RepositoryModelRequest(BaseModel):
 ImplName = Literal["auto", "per_group", "slice_sum", "compiled", "fused", "native"]
 
 
-def _not_bool(value: Any) -> Any:
-    """pydantic's lax int/float take true/false as 1/0; JSON booleans are not numbers."""
-    if isinstance(value, bool):
-        raise PydanticCustomError("number_not_bool", "expected a number, got {value}", {"value": str(value).lower()})
-    return value
-
-
-def _not_bool_token(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise PydanticCustomError("token_id_not_bool", "token ids must be integers, got {value}",
-                                  {"value": str(value).lower()})
-    return value
-
-
-def unicode_problem(value: str) -> str | None:
-    """Why the tokenizer cannot encode `value`, or None: JSON's \\ud800-style escapes can carry
-    half of a UTF-16 surrogate pair, which is no character (UTF-8 cannot encode it)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return (f"expected valid Unicode text; \\u{ord(value[exc.start]):04x} at index {exc.start} is a lone "
-                "UTF-16 surrogate (escape a character outside the BMP as both halves of its pair, or send it as UTF-8)")
-    return None
-
-
-def _unicode_text(value: str) -> str:
-    problem = unicode_problem(value)
-    if problem is not None:
-        raise PydanticCustomError("lone_surrogate", problem.replace("{", "{{").replace("}", "}}"))
-    return value
-
-
-Int = Annotated[int, BeforeValidator(_not_bool)]
-Float = Annotated[float, BeforeValidator(_not_bool)]
-TokenId = Annotated[int, BeforeValidator(_not_bool_token)]
-Text = Annotated[str, AfterValidator(_unicode_text)]
 # /v1/generate and the generate extension: floats finite (NaN passed `le=100` as "not <= 100"),
 # true/false no number, text valid Unicode.
 _GENERATE_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -194,6 +159,8 @@ class GenerateRequest(BaseModel):
                                              "and id, at the end of the output (vLLM's)")
     skip_special_tokens: bool = Field(True, description="false: special tokens' text (`<|im_end|>`) is written "
                                       "into the output, as transformers' decode(skip_special_tokens=False)")
+    structured_outputs: Optional[StructuredOutputs] = Field(None, description="the output held to a JSON schema, "
+                                                            "a regex, a choice or a grammar (vLLM's)")
 
 
 class TopLogprob(BaseModel):

@@ -4,9 +4,10 @@
 so it has the same limits, validation and continuous batching.
 
 vLLM's sampling extensions (top_k, repetition_penalty, min_p, min_tokens, stop_token_ids,
-include_stop_str_in_output, skip_special_tokens, ignore_eos) are honoured. Fields OpenAI (or
-vLLM) defines but dwserve cannot honour (best_of, suffix, tools, response formats, predicted
-outputs, reasoning, audio, ...) are accepted only at their no-op values, else a 400 naming them. Bookkeeping fields clients send (store, metadata,
+include_stop_str_in_output, skip_special_tokens, ignore_eos) are honoured, and structured
+outputs (response_format json_object / json_schema, vLLM's structured_outputs and guided_*:
+schemas_structured.py). Fields OpenAI (or vLLM) defines but dwserve cannot honour (best_of,
+suffix, tools, predicted outputs, reasoning, audio, ...) are accepted only at their no-op values, else a 400 naming them. Bookkeeping fields clients send (store, metadata,
 service_tier, user, ...) are accepted and ignored, as vLLM does. Other fields are a 422.
 """
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .schemas import Float, GenerateRequest, ImplName, Int, TokenId, unicode_problem
+from .schema_types import Float, Int, Text, TokenId, unicode_problem
+from .schemas import GenerateRequest, ImplName
+from .schemas_structured import MAX_CHOICES, StructuredOutputs, from_response_format, pick_one
 
 
 class StreamOptions(BaseModel):
@@ -70,6 +73,23 @@ class _SamplingRequest(BaseModel):
     presence_penalty: Optional[Float] = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: Optional[Float] = Field(0.0, ge=-2.0, le=2.0)
     logit_bias: Optional[dict[int, Float]] = Field(None, description="token id -> added to its logit, -100..100")
+    # Structured outputs (schemas_structured.py): OpenAI's response_format, vLLM's object and
+    # its older guided_* fields; one of them per request.
+    response_format: Optional[dict[str, Any]] = None
+    structured_outputs: Optional[StructuredOutputs] = None
+    guided_json: Optional[Union[dict[str, Any], Text]] = None
+    guided_regex: Optional[Text] = None
+    guided_choice: Optional[list[Text]] = Field(None, min_length=1, max_length=MAX_CHOICES)
+    guided_grammar: Optional[Text] = None
+
+    def structured(self) -> Optional[StructuredOutputs]:
+        """The request's one structured output constraint, whichever field gave it, or None."""
+        guided = {"guided_json": {"json": self.guided_json}, "guided_regex": {"regex": self.guided_regex},
+                  "guided_choice": {"choice": self.guided_choice}, "guided_grammar": {"grammar": self.guided_grammar}}
+        return pick_one(response_format=from_response_format(self.response_format),
+                        structured_outputs=self.structured_outputs,
+                        **{name: StructuredOutputs(**form) for name, form in guided.items()
+                           if next(iter(form.values())) is not None})
 
     def _unsupported(self, extra: tuple[tuple[str, bool], ...]) -> list[str]:
         """Fields set to something dwserve cannot do. stream_options without a stream is
@@ -87,7 +107,7 @@ class _SamplingRequest(BaseModel):
                                temperature=self.temperature, top_k=self.top_k if (self.top_k or 0) > 0 else None,
                                top_p=None if self.top_p >= 1.0 else self.top_p, seed=self.seed,
                                stop=self.stop, ignore_eos=self.ignore_eos, stream=self.stream,
-                               depthwise_impl=self.depthwise_impl)
+                               depthwise_impl=self.depthwise_impl, structured_outputs=self.structured())
 
     @property
     def max_tokens_name(self) -> str:   # what the limit errors call the token budget
@@ -185,7 +205,6 @@ class ChatCompletionRequest(_SamplingRequest):
     tools: Optional[list[dict[str, Any]]] = None
     tool_choice: Optional[Union[str, dict[str, Any]]] = None
     parallel_tool_calls: Optional[bool] = None      # without tools: nothing to call, ignored
-    response_format: Optional[dict[str, Any]] = None
     # Refused unless at their no-op values: each asks for something the reply cannot carry.
     prediction: Optional[dict[str, Any]] = None     # usage would owe accepted/rejected prediction tokens
     reasoning_effort: Optional[str] = None          # the model does not reason (OpenAI's 400 for such models)
@@ -198,7 +217,6 @@ class ChatCompletionRequest(_SamplingRequest):
         return self._unsupported((
             ("top_logprobs without logprobs: true", self.top_logprobs is None or bool(self.logprobs)),
             ("tools", not self.tools), ("tool_choice", self.tool_choice in (None, "none")),
-            ("response_format", self.response_format in (None, {"type": "text"})),
             ("prediction (no predicted outputs)", self.prediction is None),
             ("reasoning_effort (the model does not reason)", self.reasoning_effort is None),
             ("modalities (text only)", self.modalities in (None, ["text"])),

@@ -118,7 +118,7 @@ def test_every_benchmark_the_docs_run_is_one_dwserve_bench_runs():
     assert all((REPO / "benchmarks" / f"{b}.py").is_file() for b in BENCHMARKS)
 
 
-ENDPOINT = re.compile(r"`(?:(GET|POST) )?(/(?:v[12]|metrics|openapi\.json)[^`\s]*)`")   # (method or "", path)
+ENDPOINT = re.compile(r"`(?:(GET|POST) )?(/(?:v[12]|metrics|openapi\.json|(?:de)?tokenize)[^`\s]*)`")   # (method or "", path)
 
 
 def path_forms(path: str) -> set[str]:

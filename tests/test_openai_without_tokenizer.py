@@ -33,3 +33,11 @@ def test_token_id_completion_is_served(http):
 def test_completion_logprobs_without_a_tokenizer_is_a_400(http, logprobs):
     r = http.post("/v1/completions", json={"prompt": [1, 5, 9], "max_tokens": 2, "logprobs": logprobs})
     assert r.status_code == 400 and "logprobs" in error_message(r) and "no tokenizer" in error_message(r), r.text
+
+
+def test_a_structured_output_without_a_tokenizer_is_a_400(http):
+    """A grammar holds text: without a tokenizer there is none to hold (not a 500)."""
+    r = http.post("/v1/completions", json={"prompt": [1, 5, 9], "max_tokens": 2, "guided_regex": "[a-z]+"})
+    assert r.status_code == 400 and "has no tokenizer" in error_message(r), r.text
+    r = http.post("/v1/generate", json={"input_ids": [1, 5, 9], "structured_outputs": {"choice": ["a"]}})
+    assert r.status_code == 400 and "structured outputs" in error_message(r), r.text

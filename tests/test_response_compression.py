@@ -204,12 +204,12 @@ def test_small_bodies_and_errors_go_uncompressed(client, method, path, kwargs):
 def test_only_infer_is_compressed_under_v2_and_big_bodies_off_the_loop(url, packed):
     """At min size 0 every /v2 reply is big enough: only infer's is compressed (Triton's rule;
     its clients read the rest raw). The ~650 KB logits are compressed in a worker thread,
-    the 55 KB OpenAPI document on the event loop's."""
+    the few KB of /metrics on the event loop's."""
     for path in ("/v2", "/v2/models/lfm2", "/v2/models/lfm2/config", "/v2/models/stats"):
         r = httpx.get(url + path, headers={"Accept-Encoding": "gzip"})
         assert r.status_code == 200 and "content-encoding" not in r.headers, path
     assert packed == []
-    small = httpx.get(url + "/openapi.json", headers={"Accept-Encoding": "gzip"})
+    small = httpx.get(url + "/metrics", headers={"Accept-Encoding": "gzip"})
     big = httpx.post(url + "/v2/models/lfm2/infer", json=_infer_body(), headers={"Accept-Encoding": "gzip"})
     assert small.headers["content-encoding"] == big.headers["content-encoding"] == "gzip"
     (_, small_n, loop), (_, big_n, worker) = packed

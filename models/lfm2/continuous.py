@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -68,11 +69,16 @@ class Sequence:
     min_tokens: int = 0
     seen: torch.Tensor | None = field(default=None, repr=False)   # (1, V) bool, logit_processing
     seen_upto: int = field(default=0, repr=False)                # tokens already marked in it
+    # Structured outputs (structured.py): the tokens allowed next; the sequence ends ("stop")
+    # once its text is complete. None: off.
+    constraint: Any = field(default=None, repr=False)
 
     def record(self, token: int) -> None:
         """Append a generated token; done at a stop token or at max_new_tokens."""
         self.tokens.append(token)
-        if token in self.stop_token_ids:
+        if self.constraint is not None:
+            self.constraint.advance(token)
+        if token in self.stop_token_ids or self.constraint is not None and self.constraint.complete:
             self.done, self.finish_reason = True, "stop"
         elif len(self.tokens) >= self.max_new_tokens:
             self.done, self.finish_reason = True, "length"

@@ -4,6 +4,7 @@
     logits[j] = logits[j] / r if logits[j] > 0 else logits[j] * r    for j in seen     (repetition_penalty r)
     logits[j] -= presence_penalty * (count[j] > 0) + frequency_penalty * count[j]
     logits[s] = -inf for every stop token s while fewer than min_tokens were generated
+    logits[j] = -inf for every j a structured output's grammar does not allow next (structured.py)
 
 The bias comes before the repetition penalty, which scales it too, as in vLLM's sampler (logit
 bias, then repetition, frequency and presence penalties) and transformers' generate
@@ -77,7 +78,8 @@ def check(seq, vocab_size: int) -> None:
 
 def adjusts(seq) -> bool:
     return bool(seq.presence_penalty or seq.frequency_penalty or seq.logit_bias or seq.repetition_penalty != 1.0
-                or (seq.stop_token_ids and len(seq.tokens) < seq.min_tokens))
+                or (seq.stop_token_ids and len(seq.tokens) < seq.min_tokens)
+                or getattr(seq, "constraint", None) is not None)
 
 
 def _seen(seq, vocab: int, device) -> torch.Tensor:
@@ -112,4 +114,9 @@ def apply(seqs, logits: torch.Tensor) -> torch.Tensor:
             out[i] -= s.presence_penalty * (counts > 0).float() + s.frequency_penalty * counts
         if s.stop_token_ids and len(s.tokens) < s.min_tokens:
             out[i, torch.tensor(list(s.stop_token_ids), device=out.device)] = float("-inf")
+        if getattr(s, "constraint", None) is not None:   # structured outputs: only what keeps the text valid
+            allowed = s.constraint.allowed(out.device)
+            out[i].masked_fill_(~allowed, float("-inf"))
+            if not torch.isfinite(out[i]).any():   # min_tokens held off every token the grammar allows:
+                out[i] = logits[i].float().masked_fill(~allowed, float("-inf"))   # the grammar wins
     return out

@@ -129,6 +129,10 @@ class HFTokenizer(_SpecialIds):
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
+    def tokenizer_json(self) -> str:
+        """The tokenizer as loaded, as tokenizer.json text (structured outputs' llguidance reads it)."""
+        return self._tok.to_str()
+
     def special_token_name(self, token_id: int) -> str:
         """A token without text (a special one, skipped by decode) by its vocabulary name, `<|im_end|>`."""
         return self._tok.id_to_token(int(token_id)) or f"token_id:{token_id}"

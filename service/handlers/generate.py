@@ -61,6 +61,7 @@ class Plan:
     min_tokens: int = 0
     include_stop: bool = False                # include_stop_str_in_output
     tokenizer: Any = None                     # what its text is decoded with (None: token ids only)
+    constraint: Any = None                    # structured outputs: its TokenConstraint (one per sequence)
     t_start: float = field(default_factory=time.perf_counter)
 
 
@@ -160,8 +161,20 @@ class GenerateHandler:
                                self.vocab_size)   # a 400 before any queueing
         tokenizer = self.tokenizer if req.skip_special_tokens or self.tokenizer is None \
             else KeepingSpecialTokens(self.tokenizer)
+        constraint = self._constraint(req.structured_outputs) if req.structured_outputs is not None else None
         return Plan(ids, impl, wanted, sampling, stop, req.ignore_eos, req.logprobs, stop_ids, req.min_tokens,
-                    req.include_stop_str_in_output, tokenizer)
+                    req.include_stop_str_in_output, tokenizer, constraint)
+
+    def _constraint(self, spec):
+        """A structured output's TokenConstraint (models/lfm2/structured.py), or ValueError (a
+        400) naming what is wrong with it. The grammar is compiled here, before any queueing."""
+        from models.lfm2.structured import TokenConstraint, grammar_for, guidance_tokenizer
+        if self.tokenizer is None:
+            raise ValueError(f"structured outputs: model {self.rt.name!r} has no tokenizer (tokenizer.json) to hold "
+                             "text to a grammar with")
+        kind, value = spec.kind
+        guidance = guidance_tokenizer(self.tokenizer, self.vocab_size, self.eos_token_ids)
+        return TokenConstraint(guidance, grammar_for(kind, value), self.vocab_size)
 
     async def events(self, plan: Plan) -> AsyncIterator[dict[str, Any]]:
         """Yields {"token_id", "text"} per token, then one final summary dict.
@@ -182,7 +195,7 @@ class GenerateHandler:
                 pass
 
         seq = Sequence(plan.ids, plan.max_new_tokens, stop_token_ids=stops,
-                       logprobs=plan.logprobs, **plan.sampling)
+                       logprobs=plan.logprobs, constraint=plan.constraint, **plan.sampling)
         ticket = self.scheduler.submit(seq, plan.impl, put)
         labels = (self.rt.name, plan.impl)
         m = self.rt.metrics
@@ -211,6 +224,8 @@ class GenerateHandler:
                 if kind == "error":
                     raise value
                 if kind == "done":
+                    if value == "stop" and plan.constraint is not None and plan.constraint.complete:
+                        finish = "stop"   # its structured output is complete
                     break
                 if t_first is None:
                     t_first = time.perf_counter()

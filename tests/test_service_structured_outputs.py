@@ -1,0 +1,99 @@
+"""Structured outputs through the service, on the seeded lfm2-demo model: OpenAI's
+response_format (json_object, json_schema) on chat and completions, vLLM's structured_outputs
+(also /v1/generate) and guided_* fields; every reply checked by independent means (json.loads
+and the schema's rules, re.fullmatch, the choice list), streamed too; each bad constraint a
+400 naming it, the server up after it."""
+import json
+import re
+
+import pytest
+
+pytest.importorskip("llguidance")
+
+from error_bodies import error_message  # noqa: E402
+from inprocess_app import real_lm_client  # noqa: E402
+from test_structured_outputs import SCHEMA, _matches_schema  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    with real_lm_client(max_sequence_length=512, max_new_tokens=96) as client:
+        yield client
+
+
+def _post(client, path, **body):
+    r = client.post(path, json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_generate_with_a_json_schema(client):
+    r = _post(client, "/v1/generate", prompt="a person:", max_new_tokens=96, temperature=0.8, seed=4,
+              structured_outputs={"json": SCHEMA})
+    assert r["finish_reason"] == "stop" and _matches_schema(json.loads(r["text"])), r["text"]
+
+
+def test_chat_response_format_json_schema_with_n_choices(client):
+    """OpenAI's strict json_schema, as LangChain's with_structured_output sends it; each of
+    the n sampled choices has its own place in the grammar."""
+    r = _post(client, "/v1/chat/completions", messages=[{"role": "user", "content": "who?"}], n=3, temperature=1.0,
+              seed=1, max_tokens=96, response_format={"type": "json_schema", "json_schema": {
+                  "name": "person", "strict": True, "schema": SCHEMA}})
+    texts = [c["message"]["content"] for c in r["choices"]]
+    assert len(set(texts)) > 1 and all(_matches_schema(json.loads(t)) for t in texts), texts
+    assert {c["finish_reason"] for c in r["choices"]} == {"stop"}
+
+
+def test_completions_guided_regex_and_choice(client):
+    r = _post(client, "/v1/completions", prompt=["date:", "when?"], max_tokens=20, temperature=1.2, seed=2, n=2,
+              guided_regex=r"20[0-9]{2}-(0[1-9]|1[0-2])")
+    assert all(re.fullmatch(r"20[0-9]{2}-(0[1-9]|1[0-2])", c["text"]) for c in r["choices"]), r["choices"]
+    choices = ["positive", "negative", "neutral"]
+    r = _post(client, "/v1/completions", prompt="sentiment:", max_tokens=20, temperature=0, guided_choice=choices)
+    assert r["choices"][0]["text"] in choices and r["choices"][0]["finish_reason"] == "stop"
+
+
+def test_a_streamed_json_object_joins_to_the_reply(client):
+    body = dict(messages=[{"role": "user", "content": "json please"}], max_tokens=96, temperature=0.5, seed=9,
+                response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": SCHEMA}})
+    whole = _post(client, "/v1/chat/completions", **body)["choices"][0]["message"]["content"]
+    r = client.post("/v1/chat/completions", json={**body, "stream": True})
+    chunks = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert streamed == whole and _matches_schema(json.loads(streamed))
+
+
+def test_a_length_cut_says_length(client):
+    """A structure not complete within max_tokens is cut there: finish_reason length (as OpenAI)."""
+    r = _post(client, "/v1/completions", prompt="x", max_tokens=3, temperature=0, response_format={"type": "json_object"})
+    assert r["choices"][0]["finish_reason"] == "length" and r["choices"][0]["text"].startswith("{")
+
+
+@pytest.mark.parametrize("path, body, status, needle", [
+    pytest.param("/v1/completions", {"guided_regex": "("}, 400, "unclosed group", id="bad-regex"),
+    pytest.param("/v1/completions", {"guided_grammar": "start: nope"}, 400, "nope", id="bad-grammar"),
+    pytest.param("/v1/completions", {"guided_regex": "a", "guided_choice": ["b"]}, 400,
+                 "guided_regex, guided_choice: give one", id="two-forms"),
+    pytest.param("/v1/chat/completions", {"response_format": {"type": "xml"}}, 400,
+                 "response_format: expected type text, json_object or json_schema", id="unknown-format"),
+    pytest.param("/v1/chat/completions", {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+                 400, "json_schema expects", id="schema-missing"),
+    pytest.param("/v1/generate", {"structured_outputs": {"regex": "a", "choice": ["b"]}}, 422,
+                 "expected exactly one of", id="two-kinds"),
+    pytest.param("/v1/generate", {"structured_outputs": {"json": "{oops"}}, 400, "json: expected a JSON schema",
+                 id="schema-text-not-json"),
+    pytest.param("/v1/completions", {"guided_choice": []}, 422, "guided_choice", id="no-choices"),
+])
+def test_bad_constraints_are_4xx_naming_them(client, path, body, status, needle):
+    base = {"messages": [{"role": "user", "content": "x"}]} if "chat" in path else \
+        {"prompt": "x"} if "completions" in path else {"prompt": "x"}
+    r = client.post(path, json={**base, "max_tokens" if path != "/v1/generate" else "max_new_tokens": 4, **body})
+    assert r.status_code == status and needle in error_message(r), r.text
+    assert client.get("/v2/health/ready").status_code == 200
+
+
+def test_a_lone_surrogate_in_a_constraint_is_a_422(client):
+    """JSON's escapes can carry half a surrogate pair, which no grammar engine can read."""
+    r = client.post("/v1/generate", content=b'{"prompt": "x", "structured_outputs": {"regex": "a\\ud800"}}',
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "lone UTF-16 surrogate" in error_message(r), r.text
