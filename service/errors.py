@@ -56,9 +56,16 @@ def shutdown_cut() -> ServiceError:
 
 
 def validation_message(errors: list[dict], limit: int = 5) -> str:
-    """pydantic / FastAPI validation errors as "loc: msg; ..." (the first `limit`)."""
-    return "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ())) or 'request'}: {e.get('msg')}"
-                     for e in errors[:limit])
+    """pydantic / FastAPI validation errors as "loc: msg; ..." (the first `limit`). A body that
+    is no JSON says where and why (FastAPI's own: "body.15: JSON decode error")."""
+    def one(e: dict) -> str:
+        loc = e.get("loc", ())
+        if e.get("type") == "json_invalid":
+            at = f" at character {loc[1]}" if len(loc) > 1 else ""
+            return (f"body: not valid JSON{at} ({(e.get('ctx') or {}).get('error', 'decode error')}); "
+                    "expected a JSON object")
+        return f"{'.'.join(str(x) for x in loc) or 'request'}: {e.get('msg')}"
+    return "; ".join(one(e) for e in errors[:limit])
 
 
 def http_error(exc) -> tuple[int, str, dict[str, str]]:

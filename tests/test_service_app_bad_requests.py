@@ -117,3 +117,13 @@ def test_a_route_whose_model_is_not_served_names_the_route_asked():
             assert r.status_code == 404, (path, r.text)
             message = error_message(r)
             assert message.startswith(f"{path} needs the lfm2 model"), (path, message)
+
+
+@pytest.mark.parametrize("path", ["/v1/generate", "/v1/completions", "/v1/chat/completions"])
+def test_a_body_that_is_no_json_says_where_and_why(served, path):
+    """FastAPI's own words were 'body.15: JSON decode error': neither what is wrong nor what to send."""
+    client, _ = served
+    r = client.post(path, content=b'{"prompt": "x",', headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert "body: not valid JSON at character 15 (Expecting property name enclosed in double quotes); " \
+        "expected a JSON object" in error_message(r), r.text
