@@ -97,3 +97,26 @@ def test_a_lone_surrogate_in_a_constraint_is_a_422(client):
     r = client.post("/v1/generate", content=b'{"prompt": "x", "structured_outputs": {"regex": "a\\ud800"}}',
                     headers={"content-type": "application/json"})
     assert r.status_code == 422 and "lone UTF-16 surrogate" in error_message(r), r.text
+
+
+def test_a_constraint_is_compiled_once_for_all_its_prompts_and_choices(client, monkeypatch):
+    """Compiling a grammar runs on the event loop (a large schema: ~0.1-0.2 s) and was done
+    once per choice, so a batch of prompts x n froze every other request for prompts x n
+    compiles (64 x 8 of them before the 400 for too many sequences). Each distinct constraint
+    is compiled once (also for the next request sending it) and each choice gets its own copy
+    of the compiled matcher: its own place in the grammar."""
+    from models.lfm2 import structured
+    compiled = []
+    real = structured.grammar_for
+    monkeypatch.setattr(structured, "grammar_for", lambda kind, value: compiled.append(kind) or real(kind, value))
+    body = dict(prompt=["a:", "bb:", "c:"], n=3, max_tokens=12, temperature=1.3, seed=8,
+                guided_regex=r"[a-e]{2,6}-(once|twice)")
+    for _ in range(2):
+        r = _post(client, "/v1/completions", **body)
+        texts = [c["text"] for c in r["choices"]]
+        assert len(texts) == 9 and all(re.fullmatch(body["guided_regex"], t) for t in texts), texts
+        assert len(set(texts)) > 1
+    assert compiled == ["regex"]
+    r = client.post("/v1/completions", json={**body, "prompt": ["a"] * 64, "n": 8})   # 512 sequences: never admitted
+    assert r.status_code == 400 and "x n (8): 512 sequences" in error_message(r), r.text
+    assert compiled == ["regex"]

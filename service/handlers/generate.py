@@ -15,6 +15,9 @@ generation_config.json value (LFM2ForCausalLM.generation_defaults) where it give
 from __future__ import annotations
 
 import asyncio
+import collections
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -31,6 +34,7 @@ from ..schemas import GenerateRequest
 from .text_output import KeepingSpecialTokens, sendable, stop_string_cut
 
 log = logging.getLogger("dwserve.generation")
+COMPILED_CONSTRAINTS = 16   # structured outputs' compiled grammars kept (LRU), each copied per sequence
 
 
 def request_defaults(generation_defaults: dict) -> dict:
@@ -82,6 +86,7 @@ class GenerateHandler:
                      "(--generation-config none: the routes' own)", runtime.name,
                      ", ".join(f"{k}={v}" for k, v in self.sampling_defaults.items()))
         self.vocab_size = int(meta.get("vocab_size") or self.lm.config.vocab_size)
+        self._compiled: collections.OrderedDict = collections.OrderedDict()   # _constraint's LRU
         s = runtime.settings
         # The tokens one sequence may hold: the server's limit, or less if the model's positions
         # end sooner (as /v2 infer refuses rows past max_position_embeddings).
@@ -167,14 +172,25 @@ class GenerateHandler:
 
     def _constraint(self, spec):
         """A structured output's TokenConstraint (models/lfm2/structured.py), or ValueError (a
-        400) naming what is wrong with it. The grammar is compiled here, before any queueing."""
+        400) naming what is wrong with it. The grammar is compiled here, before any queueing,
+        on the event loop (a large schema: ~0.1 s), so once per distinct constraint: every
+        choice and prompt of a request, and the requests after it that send it again, get a
+        copy of the one compiled (each its own place in the grammar)."""
         from models.lfm2.structured import TokenConstraint, grammar_for, guidance_tokenizer
         if self.tokenizer is None:
             raise ValueError(f"structured outputs: model {self.rt.name!r} has no tokenizer (tokenizer.json) to hold "
                              "text to a grammar with")
         kind, value = spec.kind
-        guidance = guidance_tokenizer(self.tokenizer, self.vocab_size, self.eos_token_ids)
-        return TokenConstraint(guidance, grammar_for(kind, value), self.vocab_size)
+        key = hashlib.sha256(json.dumps([kind, value], sort_keys=True).encode()).digest()
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            guidance = guidance_tokenizer(self.tokenizer, self.vocab_size, self.eos_token_ids)
+            compiled = TokenConstraint(guidance, grammar_for(kind, value), self.vocab_size)   # never advanced
+            self._compiled[key] = compiled
+            if len(self._compiled) > COMPILED_CONSTRAINTS:
+                self._compiled.popitem(last=False)
+        self._compiled.move_to_end(key)
+        return compiled.copy()
 
     async def events(self, plan: Plan) -> AsyncIterator[dict[str, Any]]:
         """Yields {"token_id", "text"} per token, then one final summary dict.
