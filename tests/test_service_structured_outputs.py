@@ -120,3 +120,20 @@ def test_a_constraint_is_compiled_once_for_all_its_prompts_and_choices(client, m
     r = client.post("/v1/completions", json={**body, "prompt": ["a"] * 64, "n": 8})   # 512 sequences: never admitted
     assert r.status_code == 400 and "x n (8): 512 sequences" in error_message(r), r.text
     assert compiled == ["regex"]
+
+
+@pytest.mark.parametrize("path, body", [
+    pytest.param("/v1/generate", '{"prompt": "x", "structured_outputs": {"json": "' + "[" * 100_000 + '"}}',
+                 id="schema-text-nested"),
+    pytest.param("/v1/completions", '{"prompt": "x", "guided_json": "' + '{\\"items\\": ' * 50_000 + '"}',
+                 id="guided-json-text-nested"),
+    pytest.param("/v1/completions", '{"prompt": "x", "guided_json": ' + '{"items": ' * 950 + "{}" + "}" * 951,
+                 id="guided-json-object-nested"),
+])
+def test_a_schema_nested_too_deeply_is_a_400(client, path, body):
+    """A schema nested deeper than Python's json module goes (as JSON text, or as an object
+    just under the body parser's ~900 levels) was a 500 RecursionError."""
+    r = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and ("nests too deeply" in error_message(r) or "recursion limit" in error_message(r)), \
+        r.text[:300]
+    assert client.get("/v2/health/ready").status_code == 200

@@ -43,6 +43,8 @@ def grammar_for(kind: str, value: Any) -> str:
             schema = json.loads(value) if isinstance(value, str) else value
         except ValueError:
             raise ValueError("json: expected a JSON schema (an object, or its JSON text)") from None
+        except RecursionError:   # Python's parser: "[[[[..." deeper than the interpreter's stack
+            raise ValueError("json: the schema's JSON text nests too deeply to parse") from None
         if not isinstance(schema, (dict, bool)):
             raise ValueError(f"json: expected a JSON schema (an object), got {type(schema).__name__}")
         try:

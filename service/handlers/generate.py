@@ -181,15 +181,20 @@ class GenerateHandler:
             raise ValueError(f"structured outputs: model {self.rt.name!r} has no tokenizer (tokenizer.json) to hold "
                              "text to a grammar with")
         kind, value = spec.kind
-        key = hashlib.sha256(json.dumps([kind, value], sort_keys=True).encode()).digest()
+        try:
+            key = hashlib.sha256(json.dumps([kind, value], sort_keys=True).encode()).digest()
+        except RecursionError:   # a schema nested deeper than json.dumps goes here: the engine refuses it
+            key = None
         compiled = self._compiled.get(key)
         if compiled is None:
             guidance = guidance_tokenizer(self.tokenizer, self.vocab_size, self.eos_token_ids)
             compiled = TokenConstraint(guidance, grammar_for(kind, value), self.vocab_size)   # never advanced
-            self._compiled[key] = compiled
-            if len(self._compiled) > COMPILED_CONSTRAINTS:
-                self._compiled.popitem(last=False)
-        self._compiled.move_to_end(key)
+            if key is not None:
+                self._compiled[key] = compiled
+                if len(self._compiled) > COMPILED_CONSTRAINTS:
+                    self._compiled.popitem(last=False)
+        if key is not None:
+            self._compiled.move_to_end(key)
         return compiled.copy()
 
     async def events(self, plan: Plan) -> AsyncIterator[dict[str, Any]]:
