@@ -107,7 +107,8 @@ async def start(request: Request, body, make_requests, generate: bool = True):
                          "/v1/generate reports logprobs by token id")
     try:
         bases = make_requests(handler)
-        plans = [_plan(handler, body, base, i, where=f"prompt[{p}]: " if len(bases) > 1 else "")
+        compiled: dict = {}   # structured outputs: each distinct constraint compiled once for all the plans
+        plans = [_plan(handler, body, base, i, compiled, where=f"prompt[{p}]: " if len(bases) > 1 else "")
                  for p, base in enumerate(bases) for i in range(body.n)]
     except ValidationError as exc:
         raise ValueError(f"invalid request: {exc.errors()[0].get('msg')}") from None
@@ -122,7 +123,7 @@ async def start(request: Request, body, make_requests, generate: bool = True):
     return handler, plans, streams, firsts
 
 
-def _plan(handler, body, base, choice: int, where: str = ""):
+def _plan(handler, body, base, choice: int, compiled: dict, where: str = ""):
     """Choice `choice` of one prompt: its own sampler, seed + choice when a seed is given (so a
     prompt of a batch gets what it gets alone). A refusal names the prompt (`where`) of a batch."""
     request = base if choice == 0 or base.seed is None else \
@@ -130,7 +131,7 @@ def _plan(handler, body, base, choice: int, where: str = ""):
     try:
         return handler.decode(request, body.max_tokens_name,
                               default_new_tokens=16,   # OpenAI's completions default (chat's is explicit)
-                              client_set=given_fields(body))
+                              client_set=given_fields(body), compiled=compiled)
     except ValidationError:
         raise
     except ValueError as exc:

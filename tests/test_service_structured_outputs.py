@@ -103,8 +103,8 @@ def test_a_constraint_is_compiled_once_for_all_its_prompts_and_choices(client, m
     """Compiling a grammar runs on the event loop (a large schema: ~0.1-0.2 s) and was done
     once per choice, so a batch of prompts x n froze every other request for prompts x n
     compiles (64 x 8 of them before the 400 for too many sequences). Each distinct constraint
-    is compiled once (also for the next request sending it) and each choice gets its own copy
-    of the compiled matcher: its own place in the grammar."""
+    of a request is compiled once and each choice gets its own copy of the compiled matcher:
+    its own place in the grammar. Not kept for the next request (see the next test)."""
     from models.lfm2 import structured
     compiled = []
     real = structured.grammar_for
@@ -116,10 +116,10 @@ def test_a_constraint_is_compiled_once_for_all_its_prompts_and_choices(client, m
         texts = [c["text"] for c in r["choices"]]
         assert len(texts) == 9 and all(re.fullmatch(body["guided_regex"], t) for t in texts), texts
         assert len(set(texts)) > 1
-    assert compiled == ["regex"]
+    assert compiled == ["regex"] * 2
     r = client.post("/v1/completions", json={**body, "prompt": ["a"] * 64, "n": 8})   # 512 sequences: never admitted
     assert r.status_code == 400 and "x n (8): 512 sequences" in error_message(r), r.text
-    assert compiled == ["regex"]
+    assert compiled == ["regex"] * 3
 
 
 @pytest.mark.parametrize("path, body", [
@@ -137,3 +137,15 @@ def test_a_schema_nested_too_deeply_is_a_400(client, path, body):
     assert r.status_code == 400 and ("nests too deeply" in error_message(r) or "recursion limit" in error_message(r)), \
         r.text[:300]
     assert client.get("/v2/health/ready").status_code == 200
+
+
+def test_a_constraint_compiled_for_one_request_is_not_shared_with_the_next(client):
+    """Copies of a compiled constraint share llguidance's lexer and its limits: 4c1fd74 kept
+    them for later requests, so once a request exhausted a regex's lexer ('too many expressions
+    constructed' after its first 'a'), every later request with it failed at once (its first
+    mask allowed only eos: an empty text). A request's output does not depend on earlier ones."""
+    body = {"prompt": "x", "max_new_tokens": 4, "temperature": 0, "structured_outputs": {"regex": "(a?){5000}a{5000}"}}
+    first = client.post("/v1/generate", json=body)
+    second = client.post("/v1/generate", json=body)
+    assert (second.status_code, second.json().get("token_ids")) == (first.status_code, first.json().get("token_ids"))
+    assert first.status_code != 200 or first.json()["token_ids"][:1] == [ord("a")], first.text

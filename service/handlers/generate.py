@@ -15,7 +15,6 @@ generation_config.json value (LFM2ForCausalLM.generation_defaults) where it give
 from __future__ import annotations
 
 import asyncio
-import collections
 import hashlib
 import json
 import logging
@@ -34,7 +33,6 @@ from ..schemas import GenerateRequest
 from .text_output import KeepingSpecialTokens, sendable, stop_string_cut
 
 log = logging.getLogger("dwserve.generation")
-COMPILED_CONSTRAINTS = 16   # structured outputs' compiled grammars kept (LRU), each copied per sequence
 
 
 def request_defaults(generation_defaults: dict) -> dict:
@@ -86,7 +84,6 @@ class GenerateHandler:
                      "(--generation-config none: the routes' own)", runtime.name,
                      ", ".join(f"{k}={v}" for k, v in self.sampling_defaults.items()))
         self.vocab_size = int(meta.get("vocab_size") or self.lm.config.vocab_size)
-        self._compiled: collections.OrderedDict = collections.OrderedDict()   # _constraint's LRU
         s = runtime.settings
         # The tokens one sequence may hold: the server's limit, or less if the model's positions
         # end sooner (as /v2 infer refuses rows past max_position_embeddings).
@@ -106,14 +103,15 @@ class GenerateHandler:
         self.scheduler.stop(timeout)
 
     def decode(self, req: GenerateRequest, max_tokens_name: str = "max_new_tokens", default_new_tokens: int = 32,
-               client_set: Optional[set[str]] = None) -> Plan:
+               client_set: Optional[set[str]] = None, compiled: Optional[dict] = None) -> Plan:
         """-> the request's Plan, or ValueError (a 400) saying what to change. max_tokens_name:
         what the client called max_new_tokens (OpenAI's and Triton's `max_tokens`), for the errors.
         A request without it gets default_new_tokens, or fewer where the server's max_new_tokens
         or the sequence length leaves less room: a 400 for a limit the client never named was the
         answer on a server started with --max-new-tokens below the default. client_set: the
         fields the client gave (default: req's own non-null ones), the others take the model's
-        sampling defaults."""
+        sampling defaults. compiled: the request's structured output constraints compiled so
+        far, shared by its plans (_constraint)."""
         unset = {k: v for k, v in self.sampling_defaults.items()
                  if k not in (given_fields(req) if client_set is None else client_set)}
         if unset:
@@ -166,16 +164,19 @@ class GenerateHandler:
                                self.vocab_size)   # a 400 before any queueing
         tokenizer = self.tokenizer if req.skip_special_tokens or self.tokenizer is None \
             else KeepingSpecialTokens(self.tokenizer)
-        constraint = self._constraint(req.structured_outputs) if req.structured_outputs is not None else None
+        constraint = self._constraint(req.structured_outputs, {} if compiled is None else compiled) \
+            if req.structured_outputs is not None else None
         return Plan(ids, impl, wanted, sampling, stop, req.ignore_eos, req.logprobs, stop_ids, req.min_tokens,
                     req.include_stop_str_in_output, tokenizer, constraint)
 
-    def _constraint(self, spec):
+    def _constraint(self, spec, compiled: dict):
         """A structured output's TokenConstraint (models/lfm2/structured.py), or ValueError (a
         400) naming what is wrong with it. The grammar is compiled here, before any queueing,
-        on the event loop (a large schema: ~0.1 s), so once per distinct constraint: every
-        choice and prompt of a request, and the requests after it that send it again, get a
-        copy of the one compiled (each its own place in the grammar)."""
+        on the event loop (a large schema: ~0.1 s), so once per distinct constraint of a request
+        (`compiled`, hash -> TokenConstraint): each choice and prompt gets a copy of the one
+        compiled, its own place in the grammar. Copies share llguidance's lexer (its states are
+        built once), and with it its limits: a compiled constraint is never kept for later
+        requests, whose output would then depend on what earlier ones explored."""
         from models.lfm2.structured import TokenConstraint, grammar_for, guidance_tokenizer
         if self.tokenizer is None:
             raise ValueError(f"structured outputs: model {self.rt.name!r} has no tokenizer (tokenizer.json) to hold "
@@ -185,17 +186,13 @@ class GenerateHandler:
             key = hashlib.sha256(json.dumps([kind, value], sort_keys=True).encode()).digest()
         except RecursionError:   # a schema nested deeper than json.dumps goes here: the engine refuses it
             key = None
-        compiled = self._compiled.get(key)
-        if compiled is None:
+        template = compiled.get(key)
+        if template is None:
             guidance = guidance_tokenizer(self.tokenizer, self.vocab_size, self.eos_token_ids)
-            compiled = TokenConstraint(guidance, grammar_for(kind, value), self.vocab_size)   # never advanced
+            template = TokenConstraint(guidance, grammar_for(kind, value), self.vocab_size)   # never advanced
             if key is not None:
-                self._compiled[key] = compiled
-                if len(self._compiled) > COMPILED_CONSTRAINTS:
-                    self._compiled.popitem(last=False)
-        if key is not None:
-            self._compiled.move_to_end(key)
-        return compiled.copy()
+                compiled[key] = template
+        return template.copy()
 
     async def events(self, plan: Plan) -> AsyncIterator[dict[str, Any]]:
         """Yields {"token_id", "text"} per token, then one final summary dict.
