@@ -149,3 +149,19 @@ def test_a_constraint_compiled_for_one_request_is_not_shared_with_the_next(clien
     second = client.post("/v1/generate", json=body)
     assert (second.status_code, second.json().get("token_ids")) == (first.status_code, first.json().get("token_ids"))
     assert first.status_code != 200 or first.json()["token_ids"][:1] == [ord("a")], first.text
+
+
+def test_a_constraint_the_engine_gives_up_on_mid_output_is_an_error_not_a_stop(client):
+    """llguidance compiles a{5000} lazily and stops at its lexer's limit once the first 'a' is
+    taken ('too many expressions constructed'); the sequence then ended with finish_reason
+    "stop" and the text "a", which the regex does not match, as if complete. It is a 400
+    (in-band in a stream) naming the engine's reason; the server serves on."""
+    body = {"prompt": "x", "max_new_tokens": 8, "temperature": 0, "structured_outputs": {"regex": "(a?){5000}a{5000}"}}
+    r = client.post("/v1/generate", json=body)
+    assert r.status_code == 400 and "too many expressions constructed" in error_message(r), r.text
+    r = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 8, "stream": True,
+                                             "guided_regex": "(a?){5000}a{5000}"})
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    assert "too many expressions constructed" in events[-1]["error"]["message"], r.text
+    assert not any(c.get("finish_reason") == "stop" for e in events for c in e.get("choices", []))
+    assert _post(client, "/v1/generate", **{**body, "structured_outputs": {"regex": "a{3}"}})["text"] == "aaa"

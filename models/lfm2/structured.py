@@ -144,6 +144,13 @@ class TokenConstraint:
         self.matcher.consume_token(token)
 
     @property
+    def error(self) -> str | None:
+        """What stopped the matcher mid-output (a limit of llguidance's lexer or parser hit:
+        'too many expressions constructed'), or None. It is then `complete` (the sequence ends)
+        but its text is not in the language."""
+        return self.matcher.get_error().split("\n", 1)[0][:_MESSAGE_CHARS] if self.matcher.is_error() else None
+
+    @property
     def complete(self) -> bool:
         """Nothing may follow (or the matcher failed: a token it did not allow was forced)."""
         return self.matcher.is_stopped() or self.matcher.is_error()

@@ -242,6 +242,9 @@ class GenerateHandler:
                 if kind == "error":
                     raise value
                 if kind == "done":
+                    if plan.constraint is not None and plan.constraint.error is not None:   # not "stop": not complete
+                        raise ValueError(f"structured output: the constraint engine gave up after {len(ids)} tokens "
+                                         f"({plan.constraint.error}); simplify the schema, regex or grammar")
                     if value == "stop" and plan.constraint is not None and plan.constraint.complete:
                         finish = "stop"   # its structured output is complete
                     break
