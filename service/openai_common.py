@@ -8,6 +8,7 @@ choice i when a seed is given.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 from fastapi import Request
@@ -105,11 +106,16 @@ async def start(request: Request, body, make_requests, generate: bool = True):
     if asked is not None and asked is not False and handler.tokenizer is None:
         raise ValueError(f"logprobs: model {handler.rt.name!r} has no tokenizer to name tokens with; "
                          "/v1/generate reports logprobs by token id")
-    try:
+
+    def plan_all():
         bases = make_requests(handler)
         compiled: dict = {}   # structured outputs: each distinct constraint compiled once for all the plans
-        plans = [_plan(handler, body, base, i, compiled, where=f"prompt[{p}]: " if len(bases) > 1 else "")
-                 for p, base in enumerate(bases) for i in range(body.n)]
+        return bases, [_plan(handler, body, base, i, compiled, where=f"prompt[{p}]: " if len(bases) > 1 else "")
+                       for p, base in enumerate(bases) for i in range(body.n)]
+    try:
+        # A structured output's grammar is compiled in a worker thread (a large schema ~0.1 s, a
+        # tokenizer's first ~1 s), not on the event loop every other request streams from.
+        bases, plans = await asyncio.to_thread(plan_all) if body.constrained else plan_all()
     except ValidationError as exc:
         raise ValueError(f"invalid request: {exc.errors()[0].get('msg')}") from None
     request.state.dw_impl = plans[0].impl

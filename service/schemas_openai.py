@@ -82,6 +82,13 @@ class _SamplingRequest(BaseModel):
     guided_choice: Optional[list[Text]] = Field(None, min_length=1, max_length=MAX_CHOICES)
     guided_grammar: Optional[Text] = None
 
+    @property
+    def constrained(self) -> bool:
+        """Whether any structured output field asks for a constraint."""
+        return any(getattr(self, name) is not None for name in (
+            "structured_outputs", "guided_json", "guided_regex", "guided_choice", "guided_grammar")) \
+            or (self.response_format or {}).get("type") not in (None, "text")
+
     def structured(self) -> Optional[StructuredOutputs]:
         """The request's one structured output constraint, whichever field gave it, or None."""
         guided = {"guided_json": {"json": self.guided_json}, "guided_regex": {"regex": self.guided_regex},

@@ -105,3 +105,30 @@ def test_a_bad_prompt_of_a_batch_is_a_400_naming_it(client, prompt, needle):
     r = client.post("/v1/completions", json={"prompt": prompt, "max_tokens": 2})
     assert r.status_code == 400 and needle in error_message(r), r.text
     assert client.get("/v2/health/ready").status_code == 200
+
+
+def test_closing_an_echoed_stream_closes_its_generation():
+    """A streamed echo's choice wraps its generation's events (routes_openai_completions._prefixed):
+    closing the wrapper (the client left) must close them, which frees the sequence's row, at
+    once rather than whenever the garbage collector finds them."""
+    import asyncio
+
+    from service.routes_openai_completions import _prefixed
+    closed = []
+
+    async def events():
+        try:
+            yield {"text": "a"}
+            yield {"text": "b"}
+        finally:
+            closed.append(True)
+
+    async def run():
+        inner = events()
+        first = await inner.__anext__()
+        outer = _prefixed({"echo": True}, inner)
+        assert await outer.__anext__() == {"echo": True} and await outer.__anext__() == {"text": "b"}
+        await outer.aclose()
+        assert closed == [True]   # here: asyncio.run's end closes every generator left open anyway
+        return first
+    assert asyncio.run(run()) == {"text": "a"}

@@ -165,3 +165,32 @@ def test_a_constraint_the_engine_gives_up_on_mid_output_is_an_error_not_a_stop(c
     assert "too many expressions constructed" in events[-1]["error"]["message"], r.text
     assert not any(c.get("finish_reason") == "stop" for e in events for c in e.get("choices", []))
     assert _post(client, "/v1/generate", **{**body, "structured_outputs": {"regex": "a{3}"}})["text"] == "aaa"
+
+
+@pytest.mark.parametrize("path, body", [
+    pytest.param("/v1/generate", {"prompt": "x", "max_new_tokens": 4, "structured_outputs": {"regex": "[a-z]+"}},
+                 id="generate"),
+    pytest.param("/v1/completions", {"prompt": ["x", "y"], "max_tokens": 4, "n": 2, "guided_regex": "[a-z]+"},
+                 id="completions"),
+    pytest.param("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": 4,
+                                          "response_format": {"type": "json_object"}}, id="chat"),
+])
+def test_grammars_compile_off_the_event_loop(client, monkeypatch, path, body):
+    """Compiling a large schema takes ~0.1 s (a tokenizer's first, ~1 s): on the event loop it
+    stalled every other request's stream meanwhile."""
+    import asyncio
+
+    from models.lfm2 import structured
+    on_loop = []
+    real = structured.TokenConstraint.__init__
+
+    def recording(self, *args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:   # no loop running in this thread: a worker
+            on_loop.append(False)
+        real(self, *args, **kwargs)
+    monkeypatch.setattr(structured.TokenConstraint, "__init__", recording)
+    _post(client, path, **body)
+    assert on_loop and not any(on_loop), on_loop
