@@ -114,3 +114,25 @@ def test_bad_transformers_style_arguments_say_what_was_expected(pair, batch, cal
     _, ids, mask = batch
     with pytest.raises(ValueError, match=match):
         call(ours, ids, mask)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    pytest.param(dict(temperature=[0.7]), "temperature", id="temperature-list"),
+    pytest.param(dict(do_sample=True, top_p=[0.9]), "top_p", id="top-p-list"),
+    pytest.param(dict(do_sample=True, top_p="most"), "top_p", id="top-p-word"),
+    pytest.param(dict(stop_token_ids=2), r"stop_token_ids .*\[2\]", id="stop-ids-int"),
+    pytest.param(dict(do_sample=True, seed="a"), "seed", id="seed-str"),
+    pytest.param(dict(do_sample=True, seed=1.5), "seed", id="seed-float"),
+    pytest.param(dict(do_sample=True, seed=2 ** 64), "seed", id="seed-too-large"),
+])
+def test_a_wrong_typed_argument_is_a_value_error_naming_it(pair, batch, kwargs, match):
+    """These were a TypeError (float() of a list, `*` of an int), a ValueError naming neither the
+    argument nor its range ('could not convert string to float', 'Overflow when unpacking long
+    long'), or silently truncated (seed 1.5 ran as 1); a bad seed reached stream_generate's
+    first next(), not the call."""
+    _, ours = pair
+    rows, _, _ = batch
+    with pytest.raises(ValueError, match=match):
+        ours.generate(rows, max_new_tokens=2, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        ours.stream_generate(rows, max_new_tokens=2, **kwargs)      # at the call, before any step

@@ -23,7 +23,8 @@ True requires the graph (ValueError off CUDA). Sampling runs outside the graph.
 """
 from __future__ import annotations
 
-from typing import Iterator
+import numbers
+from typing import Iterable, Iterator
 
 import torch
 
@@ -55,15 +56,34 @@ def _sample_rows(logits, temperature, top_k, top_p, min_p, gens, done) -> torch.
     return sample_batch(logits, temperatures, [top_k] * b, [top_p] * b, [min_p] * b, gens or [None] * b)
 
 
+def _as_float(value, what: str) -> float:
+    """float(value), or a ValueError saying what was expected (float() of a list is a TypeError,
+    of a word a ValueError naming neither the argument nor its range)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}, got {value!r}") from None
+
+
+def check_seed(seed, rows: int = 1) -> None:
+    """seed None, or an int whose rows seed, seed + 1, ... torch.Generator.manual_seed takes."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) \
+            or not -2 ** 63 <= int(seed) <= 2 ** 64 - rows:
+        raise ValueError(f"seed must be None or an int in [-2**63, 2**64 - {rows}] (row i samples with "
+                         f"seed + i), got {seed!r}")
+
+
 def check_generation_args(max_new_tokens, temperature, top_k, top_p, stop_token_ids, vocab, min_p=None):
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    t = float(temperature)
+    t = _as_float(temperature, "temperature must be a finite float >= 0 (0 = greedy)")
     if not (t >= 0.0 and t != float("inf")):
         raise ValueError(f"temperature must be a finite float >= 0 (0 = greedy), got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
-    if top_p is not None and not (0.0 < float(top_p) <= 1.0):
+    if top_p is not None and not (0.0 < _as_float(top_p, "top_p must be None or in (0, 1]") <= 1.0):
         raise ValueError(f"top_p must be None or in (0, 1], got {top_p!r}")
     if min_p is not None and (isinstance(min_p, bool) or not isinstance(min_p, (int, float))
                               or not 0.0 <= min_p <= 1.0):
@@ -109,6 +129,10 @@ def resolve_hf_arguments(temperature, do_sample, stop_token_ids, eos_token_id, v
     elif do_sample and isinstance(temperature, (int, float)) and temperature == 0:
         raise ValueError("do_sample=True needs a temperature > 0 (0 is greedy); pass do_sample=False "
                          "for greedy decoding")
+    if stop_token_ids is not None and (isinstance(stop_token_ids, (str, bytes))
+                                       or not isinstance(stop_token_ids, Iterable)):
+        raise ValueError(f"stop_token_ids must be a list of token ids, got {stop_token_ids!r}"
+                         + (f" (pass [{stop_token_ids}])" if isinstance(stop_token_ids, int) else ""))
     eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id
     if not isinstance(eos, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool)
                                                        and 0 <= t < vocab for t in eos):
@@ -173,6 +197,7 @@ def stream_generate(model, prompts, max_new_tokens=32, temperature=None, top_k=N
     temperature, stops = check_generation_args(max_new_tokens, temperature, top_k, top_p, stop_token_ids,
                                                cfg.vocab_size, min_p)
     penalty = 1.0 if repetition_penalty is None else check_repetition_penalty(repetition_penalty)
+    check_seed(seed, len(rows))
     use_cuda_graph(model, cuda_graph)          # cuda_graph=True off CUDA: raise now too
     return _steps(model, rows, max_new_tokens, temperature, (top_k, top_p, min_p), penalty, seed, stops,
                   cuda_graph)
