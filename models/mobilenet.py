@@ -129,9 +129,25 @@ class MobileNetV2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 3, H, W) any memory format, H, W >= 32 -> logits (B, num_classes)."""
+        self._check_input(x)
         x = self._features(x)                                  # (B, 1280, H/32, W/32)
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)             # (B, 1280)
         return self.classifier(x)
+
+    def _check_input(self, x) -> None:
+        """x must be a (B, 3, H, W) batch in the model's dtype (autocast aside) and device: an
+        unbatched (3, H, W) image was an IndexError in the row chunking (nn.Conv2d would take it
+        unbatched and the head then mix its rows), a wrong dtype or channel count a RuntimeError
+        from deep inside the first conv."""
+        w = self.features[0][0].weight
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != w.shape[1]:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be a batched (B, {w.shape[1]}, H, W) image tensor, got {got} "
+                             "(add a batch dim with x.unsqueeze(0) for one image)")
+        autocast = x.is_floating_point() and torch.is_autocast_enabled(x.device.type)
+        if x.device != w.device or (x.dtype != w.dtype and not autocast):
+            raise ValueError(f"x must have the model's dtype and device ({w.dtype} on {w.device}), got "
+                             f"{x.dtype} on {x.device}; convert with x.to(model's device, dtype)")
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         """self.features(x); batched CPU inference goes in cache-sized row chunks (why and the

@@ -29,3 +29,26 @@ def test_an_empty_batch_through_the_folded_model():
     model = mobilenet_v2(num_classes=10, width_mult=0.35, seed=0).fold_bn()
     with torch.no_grad():
         assert model(torch.randn(0, 3, 64, 64)).shape == (0, 10)
+
+
+@pytest.mark.parametrize("x, match", [
+    pytest.param(torch.randn(3, 64, 64), r"\(B, 3, H, W\).*unsqueeze", id="unbatched-image"),
+    pytest.param(torch.randn(2, 4, 64, 64), r"\(B, 3, H, W\)", id="four-channels"),
+    pytest.param(torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8), "dtype", id="uint8-pixels"),
+    pytest.param(torch.randn(2, 3, 64, 64, dtype=torch.float64), "dtype", id="float64"),
+])
+def test_bad_input_is_a_value_error_naming_what_was_expected(small, x, match):
+    """An unbatched (3, H, W) image was an IndexError inside the row chunking (torch.Size index
+    3); a wrong channel count or dtype a RuntimeError from deep inside the first conv."""
+    with torch.no_grad(), pytest.raises(ValueError, match=match):
+        small(x)
+
+
+def test_autocast_still_takes_float32_input_into_the_float32_model(small):
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        want = small(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = small(x)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, rtol=0.1, atol=0.1)
