@@ -205,3 +205,28 @@ def test_convert_depthwise_leaves_convs_that_compute_differently():
     assert type(net[0]) is _StandardisedConv2d and nn.utils.parametrize.is_parametrized(net[1]) and net[2] is hooked
     assert set(net.state_dict()) == keys
     assert_matches(net(x).detach(), ref, torch.float32)
+
+
+class _TiedTwice(nn.Module):
+    """One depthwise conv registered under two names (a tied/shared block, applied twice)."""
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Conv1d(4, 4, 3, padding=1, groups=4)
+        self.again = self.first
+
+    def forward(self, x):
+        return self.again(torch.relu(self.first(x)))
+
+
+def test_convert_depthwise_swaps_a_shared_conv_under_every_name():
+    """named_children() skips a module it has seen, so the second name kept the nn.Conv1d and
+    the two names stopped being one module (converting again swapped it a second time)."""
+    torch.manual_seed(3)
+    net = _TiedTwice().to(DEV)
+    x = randn(2, 4, 9)
+    ref = net(x).detach()
+    assert convert_depthwise(net) == 1
+    assert isinstance(net.again, DepthwiseConv1d) and net.again is net.first
+    assert_matches(net(x).detach(), ref, torch.float32)
+    assert convert_depthwise(net) == 0
+

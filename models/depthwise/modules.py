@@ -123,11 +123,14 @@ def convert_depthwise(module: nn.Module, impl: str | None = None) -> int:
     DepthwiseConv1d/2d sharing its parameters; returns how many were replaced."""
     if impl is not None and impl not in POLICIES:
         _check_policy(impl)
-    count = 0
+    # id(conv) -> (conv, its replacement): a conv reached under two names (a shared, tied
+    # module) becomes one shared replacement; named_children() would skip the second name.
+    swapped: dict[int, tuple[nn.Module, nn.Module]] = {}
     for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if is_depthwise_conv(child):
-                cls = DepthwiseConv1d if isinstance(child, nn.Conv1d) else DepthwiseConv2d
-                setattr(parent, name, cls.from_conv(child, impl=impl))
-                count += 1
-    return count
+        for name, child in list(parent._modules.items()):
+            if child is not None and is_depthwise_conv(child):
+                if id(child) not in swapped:
+                    cls = DepthwiseConv1d if isinstance(child, nn.Conv1d) else DepthwiseConv2d
+                    swapped[id(child)] = (child, cls.from_conv(child, impl=impl))
+                setattr(parent, name, swapped[id(child)][1])
+    return len(swapped)
