@@ -230,3 +230,11 @@ def test_convert_depthwise_swaps_a_shared_conv_under_every_name():
     assert_matches(net(x).detach(), ref, torch.float32)
     assert convert_depthwise(net) == 0
 
+
+@pytest.mark.parametrize("cls", [pytest.param(DepthwiseConv1d, id="1d"), pytest.param(DepthwiseConv2d, id="2d")])
+@pytest.mark.parametrize("channels", [pytest.param((4.0, 4), id="float-in"), pytest.param(("4", 4), id="str-in"),
+                                      pytest.param((4, 8.0), id="float-out")])
+def test_module_channel_counts_must_be_ints(cls, channels):
+    """DepthwiseConv1d(4.0, 4, 3) was built (groups=4.0); DepthwiseConv1d('4', 4, 3) a TypeError."""
+    with pytest.raises(ValueError, match="channels must be an int"):
+        cls(*channels, 3)

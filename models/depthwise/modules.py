@@ -32,6 +32,9 @@ class _DepthwiseConvNd(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, bias: bool = True, impl: str | None = None, device=None, dtype=None):
         super().__init__()
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"{name} must be an int, got {v!r}")
         if in_channels < 1 or out_channels < in_channels or out_channels % in_channels:
             raise ValueError(f"out_channels must be a positive multiple C*m of in_channels C={in_channels} "
                              f"(depthwise, channel multiplier m >= 1), got {out_channels}")
