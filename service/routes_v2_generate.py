@@ -11,6 +11,8 @@ backend takes them (with its `exclude_input_in_output`); it is read as JSON what
 """
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 from typing import Optional
 
@@ -88,7 +90,7 @@ def to_generate(body: TritonGenerateRequest, stream: bool) -> tuple[GenerateRequ
                            presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty,
                            repetition_penalty=p.repetition_penalty, min_p=p.min_p, min_tokens=p.min_tokens,
                            stop_token_ids=p.stop_token_ids, include_stop_str_in_output=p.include_stop_str_in_output,
-                           skip_special_tokens=p.skip_special_tokens,
+                           skip_special_tokens=p.skip_special_tokens, structured_outputs=p.structured_outputs,
                            depthwise_impl=p.depthwise_impl, stream=stream), p.exclude_input_in_output is False, \
         given_fields(p)
 
@@ -105,7 +107,9 @@ async def _generate(model: str, version: Optional[str], body: TritonGenerateRequ
         raise ServiceError(400, f"model {model!r} does not generate text; {serves}")
     handler = handler_of(request, "generate")
     generate_request, with_prompt, client_set = to_generate(body, stream)
-    plan = handler.decode(generate_request, max_tokens_name="max_tokens", client_set=client_set)
+    decode = functools.partial(handler.decode, generate_request, max_tokens_name="max_tokens", client_set=client_set)
+    # A structured output's grammar compiles off the event loop (a large schema: ~0.1 s).
+    plan = await asyncio.to_thread(decode) if generate_request.structured_outputs is not None else decode()
     request.state.dw_impl = plan.impl
     events = handler.events(plan)
     firsts = await first_events(request, [events])   # QueueFull / timeouts: before any byte is sent

@@ -228,6 +228,7 @@ class TritonGenerateParameters(BaseModel):
     stop_token_ids: Optional[list[TokenId]] = Field(None, max_length=64)
     include_stop_str_in_output: bool = False
     skip_special_tokens: bool = True
+    structured_outputs: Optional[StructuredOutputs] = None
     stream: Optional[bool] = Field(None, description="ignored: the URL decides (generate or generate_stream)")
     exclude_input_in_output: Optional[bool] = Field(
         None, description="true (the default): text_output is the generated text; false: the prompt, then it "

@@ -194,3 +194,15 @@ def test_grammars_compile_off_the_event_loop(client, monkeypatch, path, body):
     monkeypatch.setattr(structured.TokenConstraint, "__init__", recording)
     _post(client, path, **body)
     assert on_loop and not any(on_loop), on_loop
+
+
+def test_triton_generate_takes_structured_outputs(client):
+    """Triton's generate extension, as its vLLM backend takes SamplingParams: structured_outputs
+    in parameters or in the sampling_parameters JSON string."""
+    body = {"text_input": "a person:", "parameters": {"max_tokens": 96, "temperature": 0.9, "seed": 6,
+                                                      "structured_outputs": {"json": SCHEMA}}}
+    r = _post(client, "/v2/models/lfm2/generate", **body)
+    assert r["finish_reason"] == "stop" and _matches_schema(json.loads(r["text_output"])), r
+    sampling = json.dumps({"max_tokens": 8, "structured_outputs": {"choice": ["up", "down"]}})
+    r = _post(client, "/v2/models/lfm2/generate", text_input="x", sampling_parameters=sampling)
+    assert r["text_output"] in ("up", "down") and r["finish_reason"] == "stop", r
