@@ -136,3 +136,22 @@ def test_a_wrong_typed_argument_is_a_value_error_naming_it(pair, batch, kwargs, 
         ours.generate(rows, max_new_tokens=2, **kwargs)
     with pytest.raises(ValueError, match=match):
         ours.stream_generate(rows, max_new_tokens=2, **kwargs)      # at the call, before any step
+
+
+def test_padding_after_cached_tokens_is_refused_not_computed_wrong(pair, batch):
+    """forward(ids, attention_mask, cache) took a 0 column after the row's cached tokens: the
+    zero entered the conv window, and the logits silently differed from the tokens alone (by
+    ~5 on this model). Padding before a row's first token, chunk after chunk, stays fine."""
+    _, ours = pair
+    rows, ids, mask = batch
+    with torch.inference_mode():
+        cache = ours.new_cache(1, 16)
+        ours(torch.tensor([rows[1]]), cache=cache)
+        with pytest.raises(ValueError, match="left padding of the whole sequence"):
+            ours(torch.tensor([[5, 7]]), attention_mask=torch.tensor([[0, 1]]), cache=cache)
+        whole = ours(ids, attention_mask=mask)
+        cache = ours.new_cache(3, ids.shape[1])
+        chunks = [ours(ids[:, c], attention_mask=mask[:, c], cache=cache)        # row 0: all padding, then mixed
+                  for c in (slice(0, 2), slice(2, 5), slice(5, None))]
+    real = mask.bool()
+    torch.testing.assert_close(torch.cat(chunks, 1)[real], whole[real], rtol=1e-4, atol=1e-4)

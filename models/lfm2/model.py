@@ -177,7 +177,14 @@ class LFM2ForCausalLM(nn.Module):
         mask = attention_mask.to(device=input_ids.device, dtype=torch.bool)
         if L > 1 and (mask[:, 1:].int() < mask[:, :-1].int()).any():
             raise ValueError("attention_mask must be left padding: 0s then 1s in every row")
-        return None if bool(mask.all()) else mask
+        if bool(mask.all()):
+            return None
+        # A padding column after a row's real tokens would enter its conv window as a zero
+        # (and shift its RoPE), so the continuation would silently differ from the tokens alone.
+        if cache is not None and bool(((cache.positions > 0) & ~mask.all(1)).any()):
+            raise ValueError("attention_mask must be left padding of the whole sequence: a row whose tokens "
+                             "are already in the cache takes no more padding (0s only before its first token)")
+        return mask
 
     def _context(self, shape, token_mask, cache) -> StepContext:
         b, L = shape
