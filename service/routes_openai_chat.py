@@ -33,15 +33,22 @@ def _chat_logprobs(tokenizer, lps: list[dict]) -> dict:
                         for t in lps]}
 
 
-def _chat_prompt(body: ChatCompletionRequest, handler):
-    """messages -> the model's chat template -> token ids, under the prompt limits."""
-    messages = body.to_messages()
+def chat_prompt_ids(handler, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+    """messages ([{"role", "content"}]) -> the model's chat template -> token ids, under the
+    prompt limits: the chat route's prompt, and /tokenize's chat form."""
     chars, limit = sum(len(m["content"]) for m in messages), handler.rt.settings.max_prompt_chars
     if chars > limit:
         raise ValueError(f"messages: {chars} characters of content; the limit is {limit} (DWSERVE_MAX_PROMPT_CHARS)")
     if handler.tokenizer is None:
         raise ValueError(f"model {handler.rt.name!r} has no tokenizer (tokenizer.json); send input_ids to /v1/generate")
-    ids = handler.tokenizer.apply_chat_template(messages)
+    if add_generation_prompt:   # the chat route's very call
+        return list(handler.tokenizer.apply_chat_template(messages))
+    return list(handler.tokenizer.apply_chat_template(messages, add_generation_prompt=False))
+
+
+def _chat_prompt(body: ChatCompletionRequest, handler):
+    """messages -> token ids (chat_prompt_ids) -> the request, max_tokens defaulting to the room left."""
+    ids = chat_prompt_ids(handler, body.to_messages())
     room = handler.max_length - len(ids)   # unset max_tokens: as many as the limits leave room for
     if room < 1 and not (body.max_tokens or body.max_completion_tokens):
         raise ValueError(f"messages: {len(ids)} tokens through the chat template leave no room for an answer "

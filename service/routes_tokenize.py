@@ -33,12 +33,13 @@ from typing import Annotated, Any, Optional, Union
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from models.lfm2.tokenizer import N_BYTES, ByteTokenizer, HFTokenizer, _byte_level_bytes
+from models.lfm2.tokenizer import N_BYTES, ByteTokenizer, HFTokenizer, byte_level_bytes
 
 from .errors import ServiceError, is_openai_path, shown_name
 from .openai_common import token_name
+from .routes_openai_chat import chat_prompt_ids
 from .routes_v1 import ERROR_RESPONSES
-from .schemas import Text, TokenId
+from .schema_types import Text, TokenId
 from .schemas_openai import ChatCompletionRequest, ChatMessage
 from .schemas_openai_replies import OPENAI_ERROR_RESPONSES
 
@@ -138,18 +139,15 @@ def _check_chars(chars: int, where: str, limit: int) -> None:
 
 
 def _chat_ids(body: TokenizeChatRequest, handler) -> list[int]:
-    """The messages as /v1/chat/completions turns them into a prompt (routes_openai_chat._chat_prompt)."""
+    """The messages as /v1/chat/completions turns them into a prompt (the same checks and call)."""
     messages = ChatCompletionRequest.model_construct(messages=body.messages).to_messages()
-    _check_chars(sum(len(m["content"]) for m in messages), "messages (content)", handler.rt.settings.max_prompt_chars)
-    if body.add_generation_prompt:   # the chat route's very call
-        return list(handler.tokenizer.apply_chat_template(messages))
-    return list(handler.tokenizer.apply_chat_template(messages, add_generation_prompt=False))
+    return chat_prompt_ids(handler, messages, body.add_generation_prompt)
 
 
 @lru_cache(maxsize=1)
 def _byte_spellings() -> tuple[str, ...]:
     """Byte b -> the character a byte-level BPE vocabulary spells it with (GPT-2's bytes_to_unicode)."""
-    return tuple(ch for ch, _ in sorted(_byte_level_bytes().items(), key=lambda item: item[1]))
+    return tuple(ch for ch, _ in sorted(byte_level_bytes().items(), key=lambda item: item[1]))
 
 
 def token_strs(tokenizer, ids: list[int]) -> list[str]:

@@ -82,7 +82,7 @@ class ByteTokenizer(_SpecialIds):
 
 
 @lru_cache(maxsize=1)
-def _byte_level_bytes() -> dict[str, int]:
+def byte_level_bytes() -> dict[str, int]:
     """GPT-2's bytes_to_unicode inverted: the character a byte-level BPE vocabulary spells
     each byte with -> that byte (printable Latin-1 as itself, the rest from U+0100 on)."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
@@ -148,7 +148,7 @@ class HFTokenizer(_SpecialIds):
         fallback = re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", piece)
         if fallback:
             return bytes([int(fallback.group(1), 16)])
-        alphabet = _byte_level_bytes()
+        alphabet = byte_level_bytes()
         if type(self._tok.decoder).__name__ == "ByteLevel" and piece and all(c in alphabet for c in piece):
             return bytes(alphabet[c] for c in piece)
         return text.encode("utf-8")
