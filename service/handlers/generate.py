@@ -171,8 +171,9 @@ class GenerateHandler:
 
     def _constraint(self, spec, compiled: dict):
         """A structured output's TokenConstraint (models/lfm2/structured.py), or ValueError (a
-        400) naming what is wrong with it. The grammar is compiled here, before any queueing,
-        on the event loop (a large schema: ~0.1 s), so once per distinct constraint of a request
+        400) naming what is wrong with it. The grammar is compiled here, before any queueing
+        (a large schema: ~0.1 s; the routes call decode off the event loop when a request
+        asks for a constraint), so once per distinct constraint of a request
         (`compiled`, hash -> TokenConstraint): each choice and prompt gets a copy of the one
         compiled, its own place in the grammar. Copies share llguidance's lexer (its states are
         built once), and with it its limits: a compiled constraint is never kept for later
