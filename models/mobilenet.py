@@ -144,8 +144,7 @@ class MobileNetV2(nn.Module):
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must be a batched (B, {w.shape[1]}, H, W) image tensor, got {got} "
                              "(add a batch dim with x.unsqueeze(0) for one image)")
-        autocast = x.is_floating_point() and torch.is_autocast_enabled(x.device.type)
-        if x.device != w.device or (x.dtype != w.dtype and not autocast):
+        if x.device != w.device or (x.dtype != w.dtype and not _autocast_on(x)):
             raise ValueError(f"x must have the model's dtype and device ({w.dtype} on {w.device}), got "
                              f"{x.dtype} on {x.device}; convert with x.to(model's device, dtype)")
 
@@ -220,6 +219,17 @@ class MobileNetV2(nn.Module):
             raise ValueError("load weights before fold_bn(): the folded model has no BN tensors")
         check_state_dict(self.state_dict(), state, source)
         self.load_state_dict(state, strict=False)   # strictness done above (num_batches_tracked optional)
+
+
+def _autocast_on(x: torch.Tensor) -> bool:
+    """Whether autocast is on for floating x's device. Asked only when dtypes differ: a device
+    autocast does not know (meta: shape inference) is a RuntimeError from torch, so no autocast."""
+    if not x.is_floating_point():
+        return False
+    try:
+        return torch.is_autocast_enabled(x.device.type)
+    except RuntimeError:
+        return False
 
 
 def fold_bn_into_conv(conv: nn.Module, bn: nn.BatchNorm2d) -> None:

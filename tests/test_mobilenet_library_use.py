@@ -52,3 +52,12 @@ def test_autocast_still_takes_float32_input_into_the_float32_model(small):
             got = small(x)
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), want, rtol=0.1, atol=0.1)
+
+
+def test_a_meta_device_forward_gives_the_logits_shape():
+    """Shape inference and FLOP counting run the model on the meta device: its input check
+    asked torch.is_autocast_enabled('meta'), a RuntimeError ('unknown device type for
+    autocast'), where the forward ran before the check existed."""
+    model = mobilenet_v2(num_classes=10, width_mult=0.35, seed=0).to("meta")
+    with torch.no_grad():
+        assert model(torch.empty(2, 3, 64, 64, device="meta")).shape == (2, 10)
