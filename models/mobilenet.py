@@ -144,7 +144,7 @@ class MobileNetV2(nn.Module):
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must be a batched (B, {w.shape[1]}, H, W) image tensor, got {got} "
                              "(add a batch dim with x.unsqueeze(0) for one image)")
-        if x.device != w.device or (x.dtype != w.dtype and not _autocast_on(x)):
+        if x.device != w.device or (x.dtype != w.dtype and not _autocast_matches(x, w)):
             raise ValueError(f"x must have the model's dtype and device ({w.dtype} on {w.device}), got "
                              f"{x.dtype} on {x.device}; convert with x.to(model's device, dtype)")
 
@@ -221,10 +221,15 @@ class MobileNetV2(nn.Module):
         self.load_state_dict(state, strict=False)   # strictness done above (num_batches_tracked optional)
 
 
-def _autocast_on(x: torch.Tensor) -> bool:
-    """Whether autocast is on for floating x's device. Asked only when dtypes differ: a device
-    autocast does not know (meta: shape inference) is a RuntimeError from torch, so no autocast."""
-    if not x.is_floating_point():
+_AUTOCAST_CASTS = (torch.float32, torch.float16, torch.bfloat16)   # never float64 (nor ints)
+
+
+def _autocast_matches(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether autocast, on for x's device, casts x and the weight to one dtype: both must be
+    dtypes it casts (float64 stays float64, a RuntimeError in the first conv). Asked only when
+    dtypes differ: a device autocast does not know (meta: shape inference) is a RuntimeError
+    from torch, so no autocast."""
+    if x.dtype not in _AUTOCAST_CASTS or w.dtype not in _AUTOCAST_CASTS:
         return False
     try:
         return torch.is_autocast_enabled(x.device.type)

@@ -61,3 +61,15 @@ def test_a_meta_device_forward_gives_the_logits_shape():
     model = mobilenet_v2(num_classes=10, width_mult=0.35, seed=0).to("meta")
     with torch.no_grad():
         assert model(torch.empty(2, 3, 64, 64, device="meta")).shape == (2, 10)
+
+
+@pytest.mark.parametrize("x_dtype, model_dtype", [pytest.param(torch.float64, torch.float32, id="float64-input"),
+                                                  pytest.param(torch.float32, torch.float64, id="float64-model")])
+def test_under_autocast_a_float64_side_is_still_a_dtype_error(x_dtype, model_dtype):
+    """autocast casts float32/float16/bfloat16, never float64: such a pair stays mismatched
+    inside the first conv (a RuntimeError 'expected scalar type Double but found BFloat16'),
+    so autocast excuses no dtype difference that has a float64 side."""
+    model = mobilenet_v2(num_classes=10, width_mult=0.35, seed=0).to(model_dtype)
+    x = torch.randn(2, 3, 64, 64, dtype=x_dtype)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(ValueError, match="dtype"):
+        model(x)
