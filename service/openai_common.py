@@ -77,6 +77,12 @@ def usage(finals: list[dict], n: int = 1) -> dict:
             "prompt_tokens_details": {"cached_tokens": cached}}
 
 
+def usage_so_far(prompt_tokens: int, completion_tokens: int) -> dict:
+    """One choice's usage in a streamed chunk (vLLM's continuous_usage_stats)."""
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
 async def _nothing(plan):
     """The events of a choice that generates nothing (max_tokens 0: the echo is all)."""
     yield {"done": True, "text": "", "token_ids": [], "finish_reason": "length",

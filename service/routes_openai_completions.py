@@ -12,7 +12,7 @@ import uuid
 
 from fastapi import APIRouter, Request
 
-from .openai_common import Covered, start, token_name, usage
+from .openai_common import Covered, start, token_name, usage, usage_so_far
 from .routes_v1 import close_streams, final_events, sse_response
 from .schemas_openai import CompletionRequest
 from .schemas_openai_replies import OPENAI_ERROR_RESPONSES, CompletionResponse
@@ -151,11 +151,17 @@ async def completions(body: CompletionRequest, request: Request):
                 logprobs = chunk_logprobs(i, event["logprobs"] or [], lead_toks[i // n])
             else:
                 logprobs = chunk_logprobs(i, covers[i].take(event["logprobs"], event["text"]))
-        return {**head, "choices": [_choice(i, event["text"], None, logprobs)]}
+        return with_usage(i, {**head, "choices": [_choice(i, event["text"], None, logprobs)]}, event.get("tokens", 0))
 
     def finish_chunk(i: int, final: dict) -> dict:
         rest = covers[i].rest(final) if body.logprobs is not None else []
-        return {**head, "choices": [_choice(i, "", final["finish_reason"], chunk_logprobs(i, rest) if rest else None)]}
+        chunk = {**head, "choices": [_choice(i, "", final["finish_reason"], chunk_logprobs(i, rest) if rest else None)]}
+        return with_usage(i, chunk, final["usage"]["completion_tokens"])
+
+    def with_usage(i: int, chunk: dict, completion_tokens: int) -> dict:
+        if body.continuous_usage:   # vLLM's continuous_usage_stats: the choice's usage so far
+            chunk["usage"] = usage_so_far(len(plans[i].ids), completion_tokens)
+        return chunk
 
     return sse_response(
         streams, firsts, token_chunk, finish_chunk,

@@ -214,5 +214,6 @@ async def generate(body: GenerateRequest, request: Request):
                 "finish_reason": final["finish_reason"], "usage": final["usage"], "parameters": params,
                 "logprobs": final.get("logprobs")}
 
-    return sse_response([events], firsts, lambda i, event: event,
+    # each event as the handler makes it, less its running token count (the OpenAI routes' usage)
+    return sse_response([events], firsts, lambda i, event: {k: v for k, v in event.items() if k != "tokens"},
                         lambda i, final: {**final, "model": name, "parameters": params}, lambda finals: [])

@@ -24,6 +24,11 @@ from .schemas_structured import MAX_CHOICES, StructuredOutputs, from_response_fo
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     include_usage: bool = False
+    # vLLM's: with include_usage, every chunk also carries its choice's usage so far
+    continuous_usage_stats: bool = False
+    # OpenAI's: random padding in each chunk against length side channels; dwserve pads nothing
+    # (accepted, so clients that send it are served)
+    include_obfuscation: Optional[bool] = None
 
 
 class _SamplingRequest(BaseModel):
@@ -123,6 +128,11 @@ class _SamplingRequest(BaseModel):
     @property
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
+
+    @property
+    def continuous_usage(self) -> bool:
+        """Every streamed chunk carries its choice's usage so far (vLLM's continuous_usage_stats)."""
+        return self.include_usage and self.stream_options.continuous_usage_stats
 
 
 class CompletionRequest(_SamplingRequest):

@@ -96,3 +96,19 @@ def test_n_choices_stream_interleaved_by_index(client):
         finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].index == i]
         assert finishes[-1] == "length" and finishes.count("length") == 1
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 10
+
+
+def test_chat_continuous_usage_stats(client):
+    """Chat's stream with vLLM's continuous_usage_stats: the role chunk at 0 completion tokens,
+    then each chunk its choice's count so far, the finish chunk the choice's total."""
+    from openai_fake_server import CHAT as messages
+    chunks = list(client.chat.completions.create(
+        model="lfm2", messages=messages, max_tokens=3, temperature=0, stream=True, n=2,
+        stream_options={"include_usage": True, "continuous_usage_stats": True}))
+    by_choice: dict[int, list[int]] = {}
+    for c in chunks[:-1]:
+        by_choice.setdefault(c.choices[0].index, []).append(c.usage.completion_tokens)
+    assert by_choice[0][0] == by_choice[1][0] == 0                       # the role chunks
+    assert all(v == sorted(v) and v[-1] == 3 for v in by_choice.values())
+    prompt = chunks[-1].usage.prompt_tokens
+    assert all(c.usage.prompt_tokens == prompt for c in chunks[:-1]) and chunks[-1].usage.completion_tokens == 6

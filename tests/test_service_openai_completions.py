@@ -137,3 +137,26 @@ def test_n_choices_greedy_and_seeded(client):
     alone = [client.completions.create(model="lfm2", prompt="abc", max_tokens=6, temperature=1.0, seed=5 + i)
              .choices[0].text for i in range(3)]
     assert [c.text for c in r.choices] == alone and len(set(alone)) > 1
+
+
+def test_continuous_usage_stats_give_each_chunk_its_choice_usage(client):
+    """vLLM's stream_options.continuous_usage_stats (with include_usage): every chunk carries its
+    choice's usage so far, counting up to the final usage; OpenAI's include_obfuscation is
+    accepted (dwserve pads nothing)."""
+    chunks = list(client.completions.create(
+        model="lfm2", prompt=["abc", "x"], max_tokens=4, temperature=0, stream=True,
+        stream_options={"include_usage": True, "continuous_usage_stats": True, "include_obfuscation": False}))
+    per_choice: dict[int, list] = {}
+    for c in chunks[:-1]:
+        (choice,) = c.choices
+        per_choice.setdefault(choice.index, []).append(c.usage)
+    assert sorted(per_choice) == [0, 1]
+    for i, prompt_tokens in ((0, 3), (1, 1)):
+        seen = [(u.prompt_tokens, u.completion_tokens, u.total_tokens) for u in per_choice[i]]
+        assert all(p == prompt_tokens and t == p + k for p, k, t in seen)
+        counts = [k for _, k, _ in seen]
+        assert counts == sorted(counts) and counts[-1] == 4 and counts[0] >= 1
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 8
+    plain = list(client.completions.create(model="lfm2", prompt="abc", max_tokens=2, temperature=0, stream=True,
+                                           stream_options={"include_usage": True}))
+    assert all(c.usage is None for c in plain[:-1])   # without continuous_usage_stats: the last chunk only

@@ -231,7 +231,7 @@ class GenerateHandler:
         def piece(token_id, text_piece: str) -> dict:
             """A streamed piece; with logprobs, those of the tokens its text completes."""
             nonlocal carried
-            event = {"token_id": token_id, "text": text_piece}
+            event = {"token_id": token_id, "text": text_piece, "tokens": len(ids)}   # tokens: generated so far
             if plan.logprobs is not None:
                 event["logprobs"], carried = [entry(i) for i in range(carried, len(ids))], len(ids)
             return event
