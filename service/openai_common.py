@@ -77,10 +77,14 @@ def usage(finals: list[dict], n: int = 1) -> dict:
             "prompt_tokens_details": {"cached_tokens": cached}}
 
 
-def usage_so_far(prompt_tokens: int, completion_tokens: int) -> dict:
-    """One choice's usage in a streamed chunk (vLLM's continuous_usage_stats)."""
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+def with_usage(chunk: dict, body, plan, completion_tokens: int) -> dict:
+    """A streamed chunk of `plan`'s choice with its usage so far, when the request asked for it
+    (vLLM's continuous_usage_stats)."""
+    if body.continuous_usage:
+        prompt = len(plan.ids)
+        chunk["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt + completion_tokens}
+    return chunk
 
 
 async def _nothing(plan):
@@ -115,7 +119,7 @@ async def start(request: Request, body, make_requests, generate: bool = True):
 
     def plan_all():
         bases = make_requests(handler)
-        compiled: dict = {}   # structured outputs: each distinct constraint compiled once for all the plans
+        compiled: dict = {}   # structured outputs: the request's constraint, compiled once for all its plans
         return bases, [_plan(handler, body, base, i, compiled, where=f"prompt[{p}]: " if len(bases) > 1 else "")
                        for p, base in enumerate(bases) for i in range(body.n)]
     try:

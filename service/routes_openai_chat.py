@@ -14,7 +14,7 @@ import uuid
 
 from fastapi import APIRouter, Request
 
-from .openai_common import Covered, start, token_name, usage, usage_so_far
+from .openai_common import Covered, start, token_name, usage, with_usage
 from .routes_v1 import final_events, sse_response
 from .schemas_openai import ChatCompletionRequest
 from .schemas_openai_replies import OPENAI_ERROR_RESPONSES, ChatCompletionResponse
@@ -77,27 +77,23 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     head["object"] = "chat.completion.chunk"
     covers = [Covered(tok) for _ in range(body.n)]
 
-    def with_usage(i: int, chunk: dict, completion_tokens: int) -> dict:
-        if body.continuous_usage:   # vLLM's continuous_usage_stats: the choice's usage so far
-            chunk["usage"] = usage_so_far(len(plans[i].ids), completion_tokens)
-        return chunk
-
     def token_chunk(i: int, event: dict) -> dict:
         chunk = _chat_chunk(head, i, {"content": event["text"]})
         if body.logprobs:
             entries = covers[i].take(event["logprobs"], event["text"])
             chunk["choices"][0]["logprobs"] = _chat_logprobs(tok, entries)
-        return with_usage(i, chunk, event["tokens"])
+        return with_usage(chunk, body, plans[i], event["tokens"])
 
     def finish_chunk(i: int, final: dict) -> dict:
         chunk = _chat_chunk(head, i, {}, final["finish_reason"])
         rest = covers[i].rest(final) if body.logprobs else []
         if rest:
             chunk["choices"][0]["logprobs"] = _chat_logprobs(tok, rest)
-        return with_usage(i, chunk, final["usage"]["completion_tokens"])
+        return with_usage(chunk, body, plans[i], final["usage"]["completion_tokens"])
 
     return sse_response(
         streams, firsts, token_chunk, finish_chunk,
         lambda finals: [{**head, "choices": [], "usage": usage(finals, body.n)}] if body.include_usage else [],
-        opening=[with_usage(i, _chat_chunk(head, i, {"role": "assistant", "content": ""}), 0) for i in range(body.n)],
+        opening=[with_usage(_chat_chunk(head, i, {"role": "assistant", "content": ""}), body, plans[i], 0)
+                 for i in range(body.n)],
         openai=True)

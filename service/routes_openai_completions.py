@@ -12,7 +12,7 @@ import uuid
 
 from fastapi import APIRouter, Request
 
-from .openai_common import Covered, start, token_name, usage, usage_so_far
+from .openai_common import Covered, start, token_name, usage, with_usage
 from .routes_v1 import close_streams, final_events, sse_response
 from .schemas_openai import CompletionRequest
 from .schemas_openai_replies import OPENAI_ERROR_RESPONSES, CompletionResponse
@@ -151,17 +151,13 @@ async def completions(body: CompletionRequest, request: Request):
                 logprobs = chunk_logprobs(i, event["logprobs"] or [], lead_toks[i // n])
             else:
                 logprobs = chunk_logprobs(i, covers[i].take(event["logprobs"], event["text"]))
-        return with_usage(i, {**head, "choices": [_choice(i, event["text"], None, logprobs)]}, event.get("tokens", 0))
+        return with_usage({**head, "choices": [_choice(i, event["text"], None, logprobs)]}, body, plans[i],
+                          event.get("tokens", 0))   # an echo event: none yet
 
     def finish_chunk(i: int, final: dict) -> dict:
         rest = covers[i].rest(final) if body.logprobs is not None else []
         chunk = {**head, "choices": [_choice(i, "", final["finish_reason"], chunk_logprobs(i, rest) if rest else None)]}
-        return with_usage(i, chunk, final["usage"]["completion_tokens"])
-
-    def with_usage(i: int, chunk: dict, completion_tokens: int) -> dict:
-        if body.continuous_usage:   # vLLM's continuous_usage_stats: the choice's usage so far
-            chunk["usage"] = usage_so_far(len(plans[i].ids), completion_tokens)
-        return chunk
+        return with_usage(chunk, body, plans[i], final["usage"]["completion_tokens"])
 
     return sse_response(
         streams, firsts, token_chunk, finish_chunk,

@@ -201,9 +201,7 @@ def sse_response(streams, firsts, token_chunk, finish_chunk, tail, done_marker: 
 @router.post("/generate", response_model=GenerateResponse, responses=ERROR_RESPONSES)
 async def generate(body: GenerateRequest, request: Request):
     handler = handler_of(request, "generate")
-    # A structured output's grammar compiles off the event loop (a large schema: ~0.1 s).
-    plan = await asyncio.to_thread(handler.decode, body) if body.structured_outputs is not None \
-        else handler.decode(body)
+    plan = await handler.plan(body)
     request.state.dw_impl = plan.impl
     events = handler.events(plan)
     firsts = await first_events(request, [events])

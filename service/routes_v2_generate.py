@@ -11,8 +11,6 @@ backend takes them (with its `exclude_input_in_output`); it is read as JSON what
 """
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 from typing import Optional
 
@@ -107,9 +105,7 @@ async def _generate(model: str, version: Optional[str], body: TritonGenerateRequ
         raise ServiceError(400, f"model {model!r} does not generate text; {serves}")
     handler = handler_of(request, "generate")
     generate_request, with_prompt, client_set = to_generate(body, stream)
-    decode = functools.partial(handler.decode, generate_request, max_tokens_name="max_tokens", client_set=client_set)
-    # A structured output's grammar compiles off the event loop (a large schema: ~0.1 s).
-    plan = await asyncio.to_thread(decode) if generate_request.structured_outputs is not None else decode()
+    plan = await handler.plan(generate_request, max_tokens_name="max_tokens", client_set=client_set)
     request.state.dw_impl = plan.impl
     events = handler.events(plan)
     firsts = await first_events(request, [events])   # QueueFull / timeouts: before any byte is sent

@@ -15,8 +15,7 @@ generation_config.json value (LFM2ForCausalLM.generation_defaults) where it give
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -110,8 +109,8 @@ class GenerateHandler:
         or the sequence length leaves less room: a 400 for a limit the client never named was the
         answer on a server started with --max-new-tokens below the default. client_set: the
         fields the client gave (default: req's own non-null ones), the others take the model's
-        sampling defaults. compiled: the request's structured output constraints compiled so
-        far, shared by its plans (_constraint)."""
+        sampling defaults. compiled: the request's structured output constraint once compiled,
+        shared by its plans (_constraint)."""
         unset = {k: v for k, v in self.sampling_defaults.items()
                  if k not in (given_fields(req) if client_set is None else client_set)}
         if unset:
@@ -172,28 +171,31 @@ class GenerateHandler:
     def _constraint(self, spec, compiled: dict):
         """A structured output's TokenConstraint (models/lfm2/structured.py), or ValueError (a
         400) naming what is wrong with it. The grammar is compiled here, before any queueing
-        (a large schema: ~0.1 s; the routes call decode off the event loop when a request
-        asks for a constraint), so once per distinct constraint of a request
-        (`compiled`, hash -> TokenConstraint): each choice and prompt gets a copy of the one
-        compiled, its own place in the grammar. Copies share llguidance's lexer (its states are
-        built once), and with it its limits: a compiled constraint is never kept for later
-        requests, whose output would then depend on what earlier ones explored."""
+        (a large schema: ~0.1 s; plan() and the OpenAI routes call decode off the event loop
+        when a request asks for a constraint), once per request: every prompt and choice of one
+        request has the same constraint, so `compiled` (the request's, shared by its plans)
+        holds it and each plan gets a copy, its own place in the grammar. Copies share
+        llguidance's lexer (its states are built once), and with it its limits: a compiled
+        constraint is never kept for later requests, whose output would then depend on what
+        earlier ones explored."""
         from models.lfm2.structured import TokenConstraint, grammar_for, guidance_tokenizer
         if self.tokenizer is None:
             raise ValueError(f"structured outputs: model {self.rt.name!r} has no tokenizer (tokenizer.json) to hold "
                              "text to a grammar with")
-        kind, value = spec.kind
-        try:
-            key = hashlib.sha256(json.dumps([kind, value], sort_keys=True).encode()).digest()
-        except RecursionError:   # a schema nested deeper than json.dumps goes here: the engine refuses it
-            key = None
-        template = compiled.get(key)
+        template = compiled.get("constraint")
         if template is None:
+            kind, value = spec.kind
             guidance = guidance_tokenizer(self.tokenizer, self.vocab_size, self.eos_token_ids)
-            template = TokenConstraint(guidance, grammar_for(kind, value), self.vocab_size)   # never advanced
-            if key is not None:
-                compiled[key] = template
+            template = compiled["constraint"] = TokenConstraint(guidance, grammar_for(kind, value),
+                                                                self.vocab_size)   # never advanced
         return template.copy()
+
+    async def plan(self, req: GenerateRequest, **kwargs) -> Plan:
+        """decode(req, **kwargs), in a worker thread when the request asks for a structured
+        output (its grammar compiles there, not on the event loop every other request streams from)."""
+        if req.structured_outputs is None:
+            return self.decode(req, **kwargs)
+        return await asyncio.to_thread(functools.partial(self.decode, req, **kwargs))
 
     async def events(self, plan: Plan) -> AsyncIterator[dict[str, Any]]:
         """Yields {"token_id", "text"} per token, then one final summary dict.
