@@ -17,6 +17,9 @@ what a call leaves out (None) comes from the checkpoint's generation_config.json
 (given, or the file's) takes transformers' defaults for what neither gives: temperature 1.0,
 top_k 50.
 
+prefix_allowed_tokens_fn and logits_processor (transformers'), structured_outputs (vLLM's
+{kind: value}) and tokenizer: steering.py.
+
 cuda_graph (decoding.py): None (default) decodes with a static cache replayed as a CUDA
 graph when the model is on CUDA, eagerly elsewhere; False forces the eager dynamic path;
 True requires the graph (ValueError off CUDA). Sampling runs outside the graph.
@@ -32,6 +35,7 @@ from .decoding import open_decoder, use_cuda_graph
 from .generation_config import TRANSFORMERS_SAMPLING
 from .logit_processing import check_repetition_penalty, penalize_repetition, seen_mask
 from .sampling import sample_batch
+from .steering import Steering
 
 
 def row_generators(b: int, seed: int | None, device) -> list[torch.Generator]:
@@ -186,8 +190,9 @@ def _as_rows(prompts, vocab: int, attention_mask=None) -> list[list[int]]:
 
 def stream_generate(model, prompts, max_new_tokens=32, temperature=None, top_k=None, top_p=None,
                     seed=None, stop_token_ids=(), cuda_graph=None, *, attention_mask=None,
-                    do_sample=None, eos_token_id=None, min_p=None,
-                    repetition_penalty=None) -> Iterator[list[int | None]]:
+                    do_sample=None, eos_token_id=None, min_p=None, repetition_penalty=None,
+                    prefix_allowed_tokens_fn=None, logits_processor=None, structured_outputs=None,
+                    tokenizer=None) -> Iterator[list[int | None]]:
     cfg = model.config
     rows = _as_rows(prompts, cfg.vocab_size, attention_mask)   # validate now, not at the first next()
     do_sample, temperature, top_k, top_p, min_p, repetition_penalty = with_model_defaults(
@@ -199,12 +204,16 @@ def stream_generate(model, prompts, max_new_tokens=32, temperature=None, top_k=N
     penalty = 1.0 if repetition_penalty is None else check_repetition_penalty(repetition_penalty)
     check_seed(seed, len(rows))
     use_cuda_graph(model, cuda_graph)          # cuda_graph=True off CUDA: raise now too
+    steering = Steering.build(model, rows, prefix_allowed_tokens_fn=prefix_allowed_tokens_fn,
+                              logits_processor=logits_processor, structured_outputs=structured_outputs,
+                              tokenizer=tokenizer)
     return _steps(model, rows, max_new_tokens, temperature, (top_k, top_p, min_p), penalty, seed, stops,
-                  cuda_graph)
+                  cuda_graph, steering)
 
 
-def _steps(model, rows, max_new_tokens, temperature, filters, penalty, seed, stops, cuda_graph):
-    """filters: (top_k, top_p, min_p); penalty: the repetition penalty (1.0 = off)."""
+def _steps(model, rows, max_new_tokens, temperature, filters, penalty, seed, stops, cuda_graph, steering=None):
+    """filters: (top_k, top_p, min_p); penalty: the repetition penalty (1.0 = off); steering:
+    a Steering (steering.py) or None."""
     if max_new_tokens == 0:
         return
     dev = model.device
@@ -225,14 +234,17 @@ def _steps(model, rows, max_new_tokens, temperature, filters, penalty, seed, sto
             with torch.inference_mode():
                 if seen is not None:
                     logits = penalize_repetition(logits, seen, penalty)
+                if steering is not None:
+                    logits = steering.apply(logits, done)
                 nxt = _sample_rows(logits, temperature, *filters, gens, done)   # (B,)
                 if seen is not None:
                     seen[torch.arange(b, device=dev), nxt] = True
             tokens = nxt.tolist()
+            complete = steering.advance(tokens, done) if steering is not None else [False] * b
             out: list[int | None] = []
             for i, t in enumerate(tokens):
                 out.append(None if done[i] else t)
-                done[i] = done[i] or t in stops
+                done[i] = done[i] or t in stops or complete[i]
             yield out
             if all(done) or step == max_new_tokens - 1:
                 return
@@ -241,12 +253,12 @@ def _steps(model, rows, max_new_tokens, temperature, filters, penalty, seed, sto
 
 def generate(model, prompts, max_new_tokens=32, temperature=None, top_k=None, top_p=None,
              seed=None, stop_token_ids=(), cuda_graph=None, *, attention_mask=None, do_sample=None,
-             eos_token_id=None, min_p=None, repetition_penalty=None) -> list[list[int]]:
+             eos_token_id=None, min_p=None, repetition_penalty=None, **steering) -> list[list[int]]:
     rows = _as_rows(prompts, model.config.vocab_size, attention_mask)
     outs: list[list[int]] = [[] for _ in rows]
     for step in stream_generate(model, rows, max_new_tokens, temperature, top_k, top_p, seed,
                                 stop_token_ids, cuda_graph, do_sample=do_sample, eos_token_id=eos_token_id,
-                                min_p=min_p, repetition_penalty=repetition_penalty):
+                                min_p=min_p, repetition_penalty=repetition_penalty, **steering):
         for i, t in enumerate(step):
             if t is not None:
                 outs[i].append(t)

@@ -237,17 +237,18 @@ class LFM2ForCausalLM(nn.Module):
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
                  stop_token_ids=(), cuda_graph: bool | None = None, *, input_ids=None, attention_mask=None,
                  do_sample: bool | None = None, eos_token_id=None, min_p: float | None = None,
-                 repetition_penalty: float | None = None) -> list[list[int]]:
+                 repetition_penalty: float | None = None, **steering) -> list[list[int]]:
         """New tokens per prompt (a stop token, when hit, is the last one kept). temperature
         None: 0 (greedy), or 1.0 with do_sample=True. cuda_graph: None = decode through a
         captured CUDA graph on CUDA, eagerly elsewhere; False = eager. transformers' names:
         input_ids (the prompts: `generate(**tokenizer(texts, return_tensors="pt", padding=True))`),
         attention_mask (left-padded (B, L) prompts), do_sample, eos_token_id, min_p,
-        repetition_penalty (generation.py)."""
+        repetition_penalty (generation.py). steering: prefix_allowed_tokens_fn,
+        logits_processor, structured_outputs ({"json": schema}, ...), tokenizer (steering.py)."""
         from .generation import generate
         return generate(self, _prompts(prompts, input_ids), max_new_tokens, temperature, top_k, top_p, seed,
                         stop_token_ids, cuda_graph, attention_mask=attention_mask, do_sample=do_sample,
-                        eos_token_id=eos_token_id, min_p=min_p, repetition_penalty=repetition_penalty)
+                        eos_token_id=eos_token_id, min_p=min_p, repetition_penalty=repetition_penalty, **steering)
 
     def continuous_batch(self, capacity: int, max_length: int, cuda_graph: bool | None = None,
                          prefill_chunk: int | None = None, prefix_cache=None):
@@ -262,12 +263,13 @@ class LFM2ForCausalLM(nn.Module):
                         seed: int | None = None, stop_token_ids=(),
                         cuda_graph: bool | None = None, *, input_ids=None, attention_mask=None,
                         do_sample: bool | None = None, eos_token_id=None, min_p: float | None = None,
-                        repetition_penalty: float | None = None) -> Iterator[list[int | None]]:
+                        repetition_penalty: float | None = None, **steering) -> Iterator[list[int | None]]:
         """One token per prompt per step; None for prompts that have already stopped."""
         from .generation import stream_generate
         return stream_generate(self, _prompts(prompts, input_ids), max_new_tokens, temperature, top_k, top_p, seed,
                                stop_token_ids, cuda_graph, attention_mask=attention_mask, do_sample=do_sample,
-                               eos_token_id=eos_token_id, min_p=min_p, repetition_penalty=repetition_penalty)
+                               eos_token_id=eos_token_id, min_p=min_p, repetition_penalty=repetition_penalty,
+                               **steering)
 
 
 def _prompts(prompts, input_ids):
