@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from .http_protocol import idle_closing_protocol
 from .logs import configure_logging
 from .preflight import preflight, settings_errors
-from .settings import DTYPE_CHOICES, IMPL_CHOICES, LOG_FORMATS, LOG_LEVELS, Settings
+from .settings import DTYPE_CHOICES, GRPC_COMPRESSION_LEVELS, IMPL_CHOICES, LOG_FORMATS, LOG_LEVELS, Settings
 
 BENCHMARKS = ("ops", "models", "serve", "generate", "prefill_chunks", "prefix_cache", "row_chunks", "ptx",
               "block_decode", "host_overhead", "sampling")
@@ -107,6 +107,9 @@ def _serve_parser() -> argparse.ArgumentParser:
                    help="sampling defaults of the generate routes: auto = the checkpoint's generation_config.json "
                         "(temperature, top_k, top_p, min_p, repetition_penalty) for what a request leaves out, "
                         "as vLLM; none = the routes' own")
+    p.add_argument("--grpc-infer-response-compression-level", choices=GRPC_COMPRESSION_LEVELS,
+                   help="compress gRPC responses (Triton's flag): low = gzip, medium and high = deflate, "
+                        "each at zlib's default level, when the client accepts it; none: off")
     for name in _EXTRA:
         field = Settings.model_fields[name]
         kind = field.annotation if field.annotation in (int, float) else str

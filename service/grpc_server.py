@@ -150,6 +150,16 @@ for _name, _default in vars(pb_grpc.GRPCInferenceServiceServicer).items():
         setattr(InferenceServicer, _name, _unserved(_name, _UNSERVED.get(_name, "not served by dwserve")))
 
 
+# --grpc-infer-response-compression-level -> grpc's grpc_compression_level, as Triton passes
+# its flag to grpc (ServerContext::set_compression_level). grpc turns a level into an algorithm
+# the client's grpc-accept-encoding lists, ranked [gzip, deflate]: low the first, medium the
+# middle, high the last, so low = gzip and medium = high = deflate for the usual client (grpc's
+# own accept both; one that accepts neither gets identity). Both are zlib at grpc's fixed
+# default level: the levels differ in framing, not in ratio. Server-wide (a channel option;
+# grpcio has no per-call level): the other RPCs' replies are a few hundred bytes.
+COMPRESSION_LEVELS = {"low": 1, "medium": 2, "high": 3}
+
+
 class GrpcServer:
     """The grpc.aio server, stopped as uvicorn stops REST (cli.run_server): `stop(grace)`
     refuses new calls at once and gives running ones the grace; those left are then ended by
@@ -184,8 +194,12 @@ async def start_grpc_server(service) -> tuple[GrpcServer, int]:
     limit per call; past that grpc's bare message remains (not a client's mistake by a row)."""
     settings = service.settings
     limit, most = settings.max_body_bytes, 2**31 - 1   # grpc's options are C ints; protobuf's own cap
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", min(2 * limit, most)),
-                                      ("grpc.max_send_message_length", min(max(limit, 64 * 2**20), most))])
+    options = [("grpc.max_receive_message_length", min(2 * limit, most)),
+               ("grpc.max_send_message_length", min(max(limit, 64 * 2**20), most))]
+    level = settings.grpc_infer_response_compression_level
+    if level != "none":
+        options.append(("grpc.default_compression_level", COMPRESSION_LEVELS[level]))
+    server = grpc.aio.server(options=options)
     servicer = InferenceServicer(service)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     health = add_health(service, server)
@@ -195,5 +209,6 @@ async def start_grpc_server(service) -> tuple[GrpcServer, int]:
         raise RuntimeError(f"gRPC: cannot bind {settings.host}:{settings.grpc_port} (DWSERVE_GRPC_PORT)")
     await server.start()
     health.start()
-    log.info("gRPC (OIP v2) on %s:%d", settings.host, port)
+    log.info("gRPC (OIP v2) on %s:%d%s", settings.host, port,
+             "" if level == "none" else f", responses compressed ({level})")
     return GrpcServer(server, servicer, health), port

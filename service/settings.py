@@ -23,6 +23,7 @@ IMPL_CHOICES = ("auto", "per_group", "slice_sum", "compiled", "fused", "native")
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+GRPC_COMPRESSION_LEVELS = ("none", "low", "medium", "high")   # Triton's, grpc's levels (grpc_server.py)
 DEFAULT_MODELS = ("lfm2", "mobilenet_v2")
 
 _ModelList = Annotated[tuple[str, ...], NoDecode] if NoDecode is not None else tuple[str, ...]
@@ -103,6 +104,11 @@ class Settings(BaseSettings):
     response_compression_level: int = Field(1, ge=0, le=9)
     # smaller bodies go uncompressed (they fit a packet either way)
     response_compression_min_bytes: int = Field(1024, ge=0)
+    # gRPC responses, as Triton's --grpc-infer-response-compression-level: one of
+    # GRPC_COMPRESSION_LEVELS. grpc's own levels, which pick an algorithm the client accepts
+    # (low: gzip, medium and high: deflate), each at zlib's default level; none = as they are.
+    # Off by default, as Triton's: FP32 logits shrink ~7%, for the CPU of compressing every reply.
+    grpc_infer_response_compression_level: str = "none"
 
     # --- security -------------------------------------------------------------------------
     api_key: Optional[str] = None                        # bearer token for inference routes
@@ -170,11 +176,12 @@ class Settings(BaseSettings):
         return value.strip().lower() if isinstance(value, str) else value
 
     # Choices checked here rather than by a regex pattern: the error names them in words.
-    @field_validator("depthwise_impl", "dtype", "log_level", "log_format")
+    @field_validator("depthwise_impl", "dtype", "log_level", "log_format", "grpc_infer_response_compression_level")
     @classmethod
     def _check_choice(cls, value, info: ValidationInfo):
         return _one_of(value, {"depthwise_impl": IMPL_CHOICES, "dtype": DTYPE_CHOICES,
-                               "log_level": LOG_LEVELS, "log_format": LOG_FORMATS}[info.field_name])
+                               "log_level": LOG_LEVELS, "log_format": LOG_FORMATS,
+                               "grpc_infer_response_compression_level": GRPC_COMPRESSION_LEVELS}[info.field_name])
 
     @field_validator("device")
     @classmethod
