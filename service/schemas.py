@@ -71,6 +71,9 @@ class RequestOutput(BaseModel):
 class InferRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: Optional[str] = Field(None, max_length=256)
+    # Not OIP's, but KServe's python SDK (InferRequest.to_rest) writes it into every request;
+    # ignored, as KServe's and Triton's servers ignore it: the URL names the model.
+    model_name: Optional[str] = Field(None, max_length=256)
     parameters: Optional[Parameters] = None
     inputs: list[RequestInput] = Field(min_length=1, max_length=16)
     outputs: Optional[list[RequestOutput]] = Field(None, max_length=16)
