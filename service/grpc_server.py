@@ -191,11 +191,13 @@ async def start_grpc_server(service) -> tuple[GrpcServer, int]:
     message from its length prefix before reading it, says only "Received message larger than
     max (N vs. M)"; it is set at twice the setting, so an overshoot up to 2x (a batch a few
     rows too big) gets the message naming the setting, at the cost of reading at most one more
-    limit per call; past that grpc's bare message remains (not a client's mistake by a row)."""
+    limit per call; past that grpc's bare message remains (not a client's mistake by a row).
+    Replies are not bounded but by protobuf's 2 GiB, as Triton's (and REST's): one computed
+    is sent (a cap there refused it after the work, RESOURCE_EXHAUSTED as if the client's fault)."""
     settings = service.settings
     limit, most = settings.max_body_bytes, 2**31 - 1   # grpc's options are C ints; protobuf's own cap
     options = [("grpc.max_receive_message_length", min(2 * limit, most)),
-               ("grpc.max_send_message_length", min(max(limit, 64 * 2**20), most))]
+               ("grpc.max_send_message_length", most)]
     level = settings.grpc_infer_response_compression_level
     if level != "none":
         options.append(("grpc.default_compression_level", COMPRESSION_LEVELS[level]))

@@ -7,6 +7,7 @@ import queue
 
 import numpy as np
 import pytest
+import torch
 
 grpc = pytest.importorskip("grpc")
 gc = pytest.importorskip("tritonclient.grpc")
@@ -187,3 +188,27 @@ def test_a_tensor_in_shared_memory_is_refused_saying_so(where):
             gc.InferenceServerClient(target).infer("lfm2", [inp], outputs=[out])
         assert err.value.status() == "StatusCode.INVALID_ARGUMENT", err.value
         assert f"{where} " in err.value.message() and "shared memory" in err.value.message(), err.value.message()
+
+
+def test_a_reply_past_64_mib_goes_out():
+    """grpc's send limit was max(--max-body-bytes, 64 MiB): a reply larger than that (the real
+    lfm2's logits are 256 KiB a row, so a batch of 257 rows at --max-batch-size 1024) was
+    computed, counted 200, and then refused by grpc itself, the client reading
+    RESOURCE_EXHAUSTED "Sent message larger than max", as if it had asked too much. The limit
+    is on what clients send; replies go out up to protobuf's 2 GiB, as Triton's do."""
+    from service.app import create_app
+    from service.settings import Settings
+    from service.testing import FakeClassifier, fake_hooks, fake_models, reference_logits
+    from tests.test_service_server import in_process_server
+
+    models = {**fake_models(), "mobilenet_v2": FakeClassifier(num_classes=3_000_000)}   # 12 MB a row
+    app = create_app(Settings(grpc_port=0, warmup=False), models=models, hooks=fake_hooks())
+    with in_process_server(app) as url:
+        client = gc.InferenceServerClient(f"127.0.0.1:{app.state.service.grpc_port}")
+        x = np.random.default_rng(0).standard_normal((6, 3, 224, 224)).astype(np.float32)   # 3.6 MB
+        inp = gc.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        logits = client.infer("mobilenet_v2", [inp]).as_numpy("logits")   # 72 MB
+        want = reference_logits(torch.from_numpy(x), models["mobilenet_v2"].weight).numpy()
+        np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+        assert metric_sum(url, "dwserve_requests_total", impl="auto", model="mobilenet_v2", status="200") == 1
