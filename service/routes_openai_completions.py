@@ -57,6 +57,14 @@ def _text_length(tokenizer, lps: list[dict]) -> int:
     return sum(len(tokenizer.decode([t["token_id"]])) for t in lps)
 
 
+def _generated(tokenizer, final: dict) -> list[dict]:
+    """A JSON reply's entries of its generated tokens: those the text covers, then the stop
+    token that ended it (no text, but generated and counted in usage): one entry per
+    completion token, as OpenAI's legacy completions and vLLM give them, which evaluation
+    harnesses count on (lm-eval reads an echoed choice's token_logprobs[ctxlen:-1])."""
+    return Covered.of(tokenizer, final) + final.get("stop_logprobs", [])
+
+
 def _score(lm, ids: list[int], top: int, impl: str) -> list[dict]:
     """On the compute thread: the prompt's entries for echo, in the shape of generated ones."""
     from models.depthwise import use_impl
@@ -129,7 +137,7 @@ async def completions(body: CompletionRequest, request: Request):
             logprobs = None
             if body.logprobs is not None:
                 prompt = logprobs_of(lead, 0, lead_tok)
-                completion = logprobs_of(Covered.of(tok, final), _text_length(lead_tok, lead))
+                completion = logprobs_of(_generated(tok, final), _text_length(lead_tok, lead))
                 logprobs = {k: prompt[k] + completion[k] for k in completion}
             return _choice(i, lead_text + final["text"], final["finish_reason"], logprobs)
         return {**head, "choices": [choice(i, f) for i, f in enumerate(finals)], "usage": usage(finals, n)}
@@ -155,7 +163,7 @@ async def completions(body: CompletionRequest, request: Request):
                           event.get("tokens", 0))   # an echo event: none yet
 
     def finish_chunk(i: int, final: dict) -> dict:
-        rest = covers[i].rest(final) if body.logprobs is not None else []
+        rest = covers[i].rest(final) + final.get("stop_logprobs", []) if body.logprobs is not None else []
         chunk = {**head, "choices": [_choice(i, "", final["finish_reason"], chunk_logprobs(i, rest) if rest else None)]}
         return with_usage(chunk, body, plans[i], final["usage"]["completion_tokens"])
 

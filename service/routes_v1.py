@@ -212,6 +212,8 @@ async def generate(body: GenerateRequest, request: Request):
                 "finish_reason": final["finish_reason"], "usage": final["usage"], "parameters": params,
                 "logprobs": final.get("logprobs")}
 
-    # each event as the handler makes it, less its running token count (the OpenAI routes' usage)
+    # each event as the handler makes it, less what only the OpenAI routes read: its running token
+    # count (their usage) and the ending stop token's logprobs (completions' last entry)
     return sse_response([events], firsts, lambda i, event: {k: v for k, v in event.items() if k != "tokens"},
-                        lambda i, final: {**final, "model": name, "parameters": params}, lambda finals: [])
+                        lambda i, final: {**{k: v for k, v in final.items() if k != "stop_logprobs"},
+                                          "model": name, "parameters": params}, lambda finals: [])

@@ -224,6 +224,7 @@ class GenerateHandler:
         sent, text, finish, t_first = 0, "", "length", None
         carried = 0   # tokens whose logprobs an event has carried
         eos_ended = 0   # 1 once a stop token ended it: generated, so counted (as vLLM and OpenAI do), but no text
+        stop_entry = None   # that stop token's logprobs (final["stop_logprobs"]), left out of ids
         floor = 0       # where a stop string may start ending: the text before min_tokens' token
 
         def entry(i: int) -> dict:   # the i-th generated token's logprobs (recorded before it is sent)
@@ -260,6 +261,10 @@ class GenerateHandler:
                     finish = "stop"
                     if not plan.include_stop:
                         eos_ended = 1
+                        if plan.logprobs is not None and len(seq.token_logprobs) > len(ids):   # recorded before sent
+                            lp, top = seq.token_logprobs[len(ids)]
+                            stop_entry = {"token_id": value, "logprob": lp,
+                                          "top": [{"token_id": t, "logprob": v} for t, v in top]}
                         continue
                 ids.append(value)
                 if plan.tokenizer is None:   # token ids only: each token is its own event
@@ -294,5 +299,7 @@ class GenerateHandler:
                            "cached_tokens": getattr(seq, "cached_tokens", 0)}}
         if plan.logprobs is not None:   # ids are a prefix of the generated tokens (no eos, nothing after a stop)
             final["logprobs"] = [entry(i) for i in range(len(ids))]
+            # the stop token that ended it (no text): completions list it, as OpenAI and vLLM do
+            final["stop_logprobs"] = [stop_entry] if stop_entry is not None else []
         yield final
 

@@ -1,0 +1,94 @@
+"""/v1/completions as evaluation harnesses use it (lm-eval-harness's `local-completions`):
+loglikelihood requests send batched prompts with `echo`, `logprobs` and `max_tokens: 1`, then
+read each choice's `token_logprobs[ctxlen:-1]`, counting on one entry per prompt token and one
+per generated token (OpenAI's legacy completions and vLLM give the end-of-sequence token one
+too). A choice that ended on the end-of-sequence token had none, so the slice dropped the
+last continuation token and scored the wrong span. Against the fake models (eos made 'H':
+FakeLM counts up one character per token, so a prompt ending 'EF' generates 'G', then eos)
+and against a plain forward of the real lfm2-demo model."""
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from service.testing import fake_hooks, fake_models
+from inprocess_app import real_lm_client
+from server_process import client_ready
+
+EOS = ord("H") - 32          # FakeTokenizer: id = ord(ch) - 32
+
+
+@pytest.fixture(scope="module")
+def fake():
+    models = fake_models()
+    models["lfm2"].lm.tokenizer.eos_token_id = EOS     # decoded as no text, stops a generation
+    app = create_app(Settings(warmup=False, max_new_tokens=32, max_sequence_length=128), models=models,
+                     hooks=fake_hooks())
+    with TestClient(app) as c:
+        yield client_ready(c, timeout=30)
+
+
+def _streamed_logprobs(client, body: dict) -> dict:
+    """The stream's logprobs of choice 0, its chunks' lists joined."""
+    joined = {"tokens": [], "token_logprobs": [], "text_offset": []}
+    with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                for choice in json.loads(line[6:])["choices"]:
+                    for key in joined:
+                        joined[key] += (choice["logprobs"] or {}).get(key, [])
+    return joined
+
+
+def test_the_eos_that_ended_a_completion_has_its_logprobs_entry(fake):
+    body = {"prompt": "EF", "max_tokens": 8, "temperature": 0, "logprobs": 1}
+    r = fake.post("/v1/completions", json=body).json()
+    choice, usage = r["choices"][0], r["usage"]
+    assert (choice["text"], choice["finish_reason"], usage["completion_tokens"]) == ("G", "stop", 2)
+    lp = choice["logprobs"]
+    assert lp["tokens"] == ["G", f"token_id:{EOS}"] and lp["token_logprobs"] == [-0.5, -0.5], lp
+    assert lp["text_offset"] == [0, 1]          # the eos has no text: it starts where the text ends
+    streamed = _streamed_logprobs(fake, body)
+    assert streamed == {k: lp[k] for k in streamed}
+    # max_tokens 1 ending on eos (lm-eval's request, without the echo FakeLM cannot score)
+    lp = fake.post("/v1/completions", json={**body, "prompt": "F", "max_tokens": 1}).json()["choices"][0]["logprobs"]
+    assert lp["tokens"] == ["G"]      # the limit came first: no eos generated
+    lp = fake.post("/v1/completions", json={**body, "prompt": "G", "max_tokens": 1}).json()["choices"][0]["logprobs"]
+    assert lp["tokens"] == [f"token_id:{EOS}"] and lp["text_offset"] == [0]
+    # a stop string's tokens stay without entries (they are no part of the reply)
+    lp = fake.post("/v1/completions", json={**body, "prompt": "AB", "stop": ["E"]}).json()["choices"][0]["logprobs"]
+    assert lp["tokens"] == ["C", "D"]
+
+
+@pytest.fixture(scope="module")
+def real():
+    with real_lm_client(max_sequence_length=128, max_new_tokens=8) as client:
+        yield client
+
+
+def test_lm_eval_loglikelihood_slice_scores_the_continuation(real):
+    """lm-eval's request for a batch of (context, continuation) token ids, and its parse:
+    sum(token_logprobs[ctxlen:-1]) is the continuation's log-likelihood under a plain forward,
+    whichever token the one generated step drew (here forced to eos by logit_bias)."""
+    import torch
+    lm = real.app.state.service.runtimes["lfm2"].served.lm
+    eos = lm.tokenizer.eos_token_id
+    pairs = [(list(b"The cat sat on"), list(b" the mat")), (list(b"1, 2, 3,"), list(b" 4"))]
+    prompts = [ctx + cont for ctx, cont in pairs]
+    for bias in ({str(eos): 100}, None):   # eos drawn, then whatever the seed draws
+        body = {"model": "lfm2", "prompt": prompts, "max_tokens": 1, "logprobs": 1, "seed": 1234, "echo": True}
+        r = real.post("/v1/completions", json={**body, "logit_bias": bias} if bias else body)
+        assert r.status_code == 200, r.text
+        for choice, (ctx, cont), ids in zip(r.json()["choices"], pairs, prompts, strict=True):
+            lp = choice["logprobs"]
+            assert len(lp["token_logprobs"]) == len(ids) + 1, (bias, lp["tokens"])
+            with torch.inference_mode():
+                forward = torch.log_softmax(lm(torch.tensor([ids])).float(), -1)[0]    # (L, V)
+            want = [forward[i - 1, ids[i]].item() for i in range(len(ctx), len(ids))]
+            assert lp["token_logprobs"][len(ctx):-1] == pytest.approx(want, abs=1e-4)
+            if bias:   # the generated eos's own entry: its log-probability under the model
+                assert choice["finish_reason"] == "stop" and choice["text"] == bytes(ids).decode()
+                assert lp["token_logprobs"][-1] == pytest.approx(forward[-1, eos].item(), abs=1e-4)
