@@ -181,15 +181,16 @@ class Service:
             self.compute.shutdown()
 
 
-def _error(request: Request, status: int, message: str, headers: Optional[dict] = None) -> JSONResponse:
-    body = error_body(status, message, openai=is_openai_path(request.url.path))
+def _error(request: Request, status: int, message: str, headers: Optional[dict] = None,
+           code: Optional[str] = None) -> JSONResponse:
+    body = error_body(status, message, openai=is_openai_path(request.url.path), code=code)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     async def _known(request: Request, exc: Exception):
         status, message, headers = error_response(exc)
-        return _error(request, status, message, headers)
+        return _error(request, status, message, headers, getattr(exc, "code", None))
 
     for cls in (ServiceError, ValueError, QueueFull, BatcherStopped, asyncio.TimeoutError):
         app.add_exception_handler(cls, _known)

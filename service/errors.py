@@ -12,9 +12,13 @@ from typing import Optional
 
 
 class ServiceError(Exception):
-    def __init__(self, status: int, message: str, headers: Optional[dict[str, str]] = None):
+    """code: OpenAI's finer name of the error (`model_not_found`), its body's `code` on the
+    OpenAI-compatible routes (error_body); the other routes' bodies have none."""
+
+    def __init__(self, status: int, message: str, headers: Optional[dict[str, str]] = None,
+                 code: Optional[str] = None):
         super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
+        self.status, self.message, self.headers, self.code = status, message, headers or {}, code
 
 
 async def within(receive, timeout: float):
@@ -40,6 +44,14 @@ def shown_name(name: str) -> str:
     """A model name from the URL as an error echoes it: repr'd, at most 80 characters long (a
     5000-character one came back whole in the body, and the log)."""
     return repr(name) if len(name) <= 80 else repr(name[:80]) + f"... ({len(name)} characters)"
+
+
+def model_not_found(name: str, served: Optional[str]) -> ServiceError:
+    """The OpenAI-compatible routes' 404 of a `model` other than the served language model,
+    with OpenAI's code for it, `model_not_found`."""
+    return ServiceError(404, f"model {shown_name(name)}: this server completes with {served!r} (GET /v1/models)"
+                        if served else f"model {shown_name(name)}: this server serves no language model",
+                        code="model_not_found")
 
 
 def unknown_model(name: str, served) -> ServiceError:
@@ -120,10 +132,11 @@ def is_openai_path(path: str) -> bool:
     return path in _OPENAI_PATHS or path.startswith("/v1/models/")
 
 
-def error_body(status: int, message: str, openai: bool = False) -> dict:
+def error_body(status: int, message: str, openai: bool = False, code: Optional[str] = None) -> dict:
     """A request error's JSON body: {"error": message} (DESIGN.md), or OpenAI's shape with
-    `openai` (`type` its class of error; `param` and `code`, OpenAI's finer names, null)."""
+    `openai` (`type` its class of error; `code` OpenAI's finer name where one is given
+    (ServiceError.code), `param` null)."""
     if not openai:
         return {"error": message}
     kind = _OPENAI_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}

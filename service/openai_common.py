@@ -14,7 +14,7 @@ import contextlib
 from fastapi import Request
 from pydantic import ValidationError
 
-from .errors import ServiceError
+from .errors import model_not_found
 from .handlers.generate import given_fields
 from .handlers.text_output import sendable
 from .routes_v1 import first_events, handler_of
@@ -105,7 +105,7 @@ async def start(request: Request, body, make_requests, generate: bool = True):
     handler = handler_of(request, "generate")
     name, settings = handler.rt.name, handler.rt.settings
     if body.model is not None and body.model != name:
-        raise ServiceError(404, f"model {body.model!r}: this server completes with {name!r} (GET /v1/models)")
+        raise model_not_found(body.model, name)
     if body.n > settings.max_choices:
         raise ValueError(f"n: at most {settings.max_choices} choices per request (DWSERVE_MAX_CHOICES), got {body.n}")
     bad = body.unsupported()

@@ -11,7 +11,7 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from .errors import ServiceError, shown_name
+from .errors import model_not_found
 from .routes_openai_chat import router as chat
 from .routes_openai_completions import router as completions
 from .schemas_openai_replies import OPENAI_ERROR_RESPONSES
@@ -42,9 +42,7 @@ async def model(model: str, request: Request):
     """One model's card (the openai client's `models.retrieve`); a name not listed is a 404."""
     served = request.app.state.service.generate_model
     if model != served:
-        shown = shown_name(model)   # from the URL: echoed short, as errors.unknown_model's
-        raise ServiceError(404, f"model {shown}: this server completes with {served!r} (GET /v1/models)"
-                           if served else f"model {shown}: this server serves no language model")
+        raise model_not_found(model, served)
     return {"id": served}
 
 

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from models.lfm2.tokenizer import N_BYTES, ByteTokenizer, HFTokenizer, byte_level_bytes
 
-from .errors import ServiceError, is_openai_path, shown_name
+from .errors import ServiceError, is_openai_path, model_not_found
 from .openai_common import token_name
 from .routes_openai_chat import chat_prompt_ids
 from .routes_v1 import ERROR_RESPONSES
@@ -124,7 +124,7 @@ def _generate_handler(request: Request, model: Optional[str]):
         raise ServiceError(404, f"{request.url.path} needs the lfm2 model's tokenizer; this server does not "
                                 "serve lfm2 (DWSERVE_MODELS)")
     if model is not None and model != name:   # the OpenAI routes' 404 (openai_common.start)
-        raise ServiceError(404, f"model {shown_name(model)}: this server completes with {name!r} (GET /v1/models)")
+        raise model_not_found(model, name)
     svc.runtime(name)   # 503 while loading
     handler = svc.generate
     if handler.tokenizer is None:

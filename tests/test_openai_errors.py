@@ -47,3 +47,19 @@ def test_other_routes_keep_the_plain_error_string(server):
     assert r.status_code == 400 and isinstance(r.json()["error"], str) and "at most 16" in r.json()["error"], r.text
     r = httpx.post(f"{server}/v1/generate", json={"prompt": "ab"})
     assert r.status_code == 401 and isinstance(r.json()["error"], str), r.text
+
+
+@pytest.mark.parametrize("call", [
+    pytest.param(lambda c: c.completions.create(model="gpt-4o", prompt="ab", max_tokens=1), id="completions"),
+    pytest.param(lambda c: c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "a"}]),
+                 id="chat"),
+    pytest.param(lambda c: c.models.retrieve("gpt-4o"), id="models-retrieve"),
+])
+def test_an_unknown_model_is_openais_model_not_found(server, call):
+    """OpenAI answers a model it does not serve with a 404 whose code is `model_not_found`
+    (clients and routers branch on it to fall back to another model); the code was null."""
+    with pytest.raises(openai.NotFoundError) as exc:
+        call(_client(server))
+    assert exc.value.code == "model_not_found" and "'gpt-4o'" in exc.value.message, exc.value.body
+    r = httpx.post(f"{server}/tokenize", json={"model": "gpt-4o", "prompt": "a"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found", r.text
