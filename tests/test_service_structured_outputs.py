@@ -206,3 +206,27 @@ def test_triton_generate_takes_structured_outputs(client):
     sampling = json.dumps({"max_tokens": 8, "structured_outputs": {"choice": ["up", "down"]}})
     r = _post(client, "/v2/models/lfm2/generate", text_input="x", sampling_parameters=sampling)
     assert r["text_output"] in ("up", "down") and r["finish_reason"] == "stop", r
+
+
+def test_the_slow_first_mask_is_built_before_the_request_queues(client, monkeypatch):
+    """A grammar whose first mask takes ~0.1 s (a{100000}: llguidance builds its lexer
+    states) built them in the engine's step, where every live sequence waited on it. Now the
+    first mask of a compiled grammar is built where it compiles (a worker thread), and the
+    engine's calls are each copy's, on lexer states already built."""
+    import threading
+
+    from models.lfm2.structured import TokenConstraint
+    calls = []
+    original = TokenConstraint.allowed
+
+    def recording(self, device):
+        calls.append((id(self.matcher), threading.current_thread().name))
+        return original(self, device)
+
+    monkeypatch.setattr(TokenConstraint, "allowed", recording)
+    r = _post(client, "/v1/generate", prompt="a", max_new_tokens=4, temperature=0, structured_outputs={"regex": "a{100000}"})
+    assert r["text"] == "aaaa" and r["finish_reason"] == "length"
+    first_matcher, first_thread = calls[0]
+    engine = {m for m, t in calls if t.startswith("dwserve-compute")}      # the thread that runs steps
+    assert first_thread.startswith("asyncio")                              # asyncio.to_thread's worker
+    assert engine and first_matcher not in engine                          # the engine's: the copy's

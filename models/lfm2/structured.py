@@ -118,6 +118,11 @@ class TokenConstraint:
         if self.matcher.is_error():
             raise ValueError(f"structured output: {self.matcher.get_error()[:_MESSAGE_CHARS]}")
         self._buffers(vocab_size)
+        # The first mask builds llguidance's lexer states, which copies share: for some
+        # grammars the slow part (a{1000000}: 0.35 s here, then 6 ms per copy's first mask).
+        # Built now, where the grammar is compiled (the service: a worker thread before the
+        # request queues), not in the engine's step, which every live sequence waits on.
+        self.allowed("cpu")
 
     def _buffers(self, vocab_size: int) -> None:
         self.vocab_size = vocab_size
