@@ -75,6 +75,7 @@ class ModelRuntime:
         self.name: str = served.name
         self.device = torch.device(getattr(served, "device", "cpu"))
         self.ready = False
+        self._warming = False   # warm-up's forwards are running (on the compute thread, as every forward)
         self._forwards = 0
         self._launches: dict[tuple, dict[str, int]] = {}   # shape_class(...) -> {kind: count}
         self._last_count_at: dict[str, int] = {}           # impl -> forward index of last count
@@ -179,7 +180,9 @@ class ModelRuntime:
         return (impl, tuple((n, t.shape[0], tuple(bucket(d) for d in t.shape[1:])) for n, t in sorted(batch.items())))
 
     def forward(self, batch: dict[str, torch.Tensor], impl: str) -> dict[str, torch.Tensor]:
-        """One measured forward on the model thread (also used by warm-up)."""
+        """One measured forward on the model thread (also used by warm-up: its rows are no
+        batch the batcher formed, so dwserve_batch_size leaves them out while `_warming`;
+        its launches and forwards count, as kernel_launches_total / forwards_total need both)."""
         self._forwards += 1
         rows = next(iter(batch.values())).shape[0]
         signature = self.shape_class(impl, batch)
@@ -206,7 +209,8 @@ class ModelRuntime:
         compute = m.compute_duration.labels(name, impl)   # the series exists from the first forward
         if not recount:
             compute.observe(elapsed)
-        m.batch_size.labels(name).observe(rows)
+        if not self._warming:
+            m.batch_size.labels(name).observe(rows)
         if sample and timer is not None:
             m.depthwise_duration.labels(name, impl).observe(timer.seconds)
         if recount:
@@ -229,7 +233,7 @@ class ModelRuntime:
     def _warmup(self) -> None:
         impl = self.settings.depthwise_impl
         if self.settings.warmup:
-            t0 = time.perf_counter()
+            t0, self._warming = time.perf_counter(), True
             # Batch sizes the batcher can form: `auto` may pick `compiled` only above some
             # batch size, and torch.compile specialises on the first size it sees and turns
             # the dim dynamic on the second; two large sizes here mean no compile (seconds)
@@ -239,6 +243,7 @@ class ModelRuntime:
                 inputs = {n: t.to(self.device) for n, t in self.served.warmup_inputs(rows).items()}
                 self.forward(inputs, impl)
             self.forward({n: t.to(self.device) for n, t in self.served.warmup_inputs(1).items()}, impl)
+            self._warming = False
             # (an LM's decode path is warmed by its GenerationScheduler: service/generation.py)
             log.info("model %s warmed up under impl %s in %.1fs", self.name, impl, time.perf_counter() - t0)
         self.ready = True

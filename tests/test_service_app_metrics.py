@@ -107,3 +107,25 @@ def test_launches_total_over_forwards_total_is_the_per_forward_count(recount_eve
         assert value[("dwserve_kernel_launches_total", impl)] / forwards == per_forward, impl
         timed = value.get(("dwserve_compute_duration_seconds_count", impl), 0.0)
         assert timed < forwards and (timed == 0) == (recount_every == 1), (impl, timed, forwards)
+
+
+def test_batch_size_counts_the_batchers_forwards_not_the_warm_up():
+    """dwserve_batch_size is the rows per forward the dynamic batcher forms. Warm-up forwards
+    (rows 1, max/2, max-1, max, 1 before the server turns ready) were observed too: an idle,
+    just-started server read a p95 batch of --max-batch-size and a mean of 2.2 rows for the
+    first rate window, as if full batches had formed. decode_batch_size leaves its warm-up out alike."""
+    app = create_app(Settings(**LIMITS), models=fake_models(), hooks=fake_hooks())
+    with TestClient(app) as client:
+        client_ready(client)
+        idle = client.get("/metrics").text
+        ids = np.array([[1, 2], [3, 4]], dtype=np.int64)
+        assert _infer_json(client, "lfm2", "input_ids", ids, "INT64").status_code == 200
+        served_one = client.get("/metrics").text
+
+    def batch(text, model):
+        return {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+                if s.name in ("dwserve_batch_size_count", "dwserve_batch_size_sum") and s.labels["model"] == model}
+
+    for model in ("lfm2", "mobilenet_v2"):
+        assert batch(idle, model) in ({}, {"dwserve_batch_size_count": 0, "dwserve_batch_size_sum": 0}), model
+    assert batch(served_one, "lfm2") == {"dwserve_batch_size_count": 1, "dwserve_batch_size_sum": 2}
