@@ -197,7 +197,11 @@ async def start_grpc_server(service) -> tuple[GrpcServer, int]:
     settings = service.settings
     limit, most = settings.max_body_bytes, 2**31 - 1   # grpc's options are C ints; protobuf's own cap
     options = [("grpc.max_receive_message_length", min(2 * limit, most)),
-               ("grpc.max_send_message_length", most)]
+               ("grpc.max_send_message_length", most),
+               # grpc's default (SO_REUSEPORT) let a second server bind a port one already had,
+               # the kernel then sharing connections between the two: a taken port is an error,
+               # as REST's is (and Triton's unless --reuse-grpc-port)
+               ("grpc.so_reuseport", 0)]
     level = settings.grpc_infer_response_compression_level
     if level != "none":
         options.append(("grpc.default_compression_level", COMPRESSION_LEVELS[level]))
@@ -206,9 +210,13 @@ async def start_grpc_server(service) -> tuple[GrpcServer, int]:
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     health = add_health(service, server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    port = server.add_insecure_port(f"{host}:{settings.grpc_port}")
+    try:
+        port = server.add_insecure_port(f"{host}:{settings.grpc_port}")
+    except RuntimeError:   # grpcio's own says "Failed to bind to address", naming no setting
+        port = 0           # (older grpcio returned 0)
     if port == 0:
-        raise RuntimeError(f"gRPC: cannot bind {settings.host}:{settings.grpc_port} (DWSERVE_GRPC_PORT)")
+        raise RuntimeError(f"gRPC: cannot listen on {settings.host}:{settings.grpc_port} (--grpc-port, "
+                           "DWSERVE_GRPC_PORT): in use by another process, or not an address of this host")
     await server.start()
     health.start()
     log.info("gRPC (OIP v2) on %s:%d%s", settings.host, port,
