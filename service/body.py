@@ -70,8 +70,8 @@ class BodyLease:
         self.count = 0
 
 
-async def read_body(receive, headers: dict[str, str], settings, lease: BodyLease):
-    """The body of a POST/PUT/PATCH -> its bytes (decoded when `headers` name gzip/deflate: the
+async def read_body(receive, headers: dict[str, str], settings, lease: BodyLease, *, infer: bool):
+    """The body of a POST/PUT/PATCH (`infer`: to the OIP infer route) -> its bytes (decoded when `headers` name gzip/deflate: the
     header is popped from `headers`), or None when the client went away mid-upload.
     Raises ServiceError: 400 (bad Content-Length, damaged encoding), 408 (stalled, slow), 413
     (too big, too many JSON values), 415 (unknown encoding), 503 (over the total budget)."""
@@ -110,7 +110,7 @@ async def read_body(receive, headers: dict[str, str], settings, lease: BodyLease
     if encoding not in ("", "identity"):   # decoded here for every route, bounded alike
         body = await asyncio.to_thread(decompress, body, encoding, limit)   # off the loop: up to limit of inflating
         lease.grow_to(len(body))
-    end = json_extent(body, headers)
+    end = json_extent(body, headers, infer=infer)
     if end > _OFF_LOOP_BYTES:   # counting 32 MiB takes ~20 ms: not on the event loop
         await asyncio.to_thread(check_json_values, body, end, settings.max_json_values)
     else:
@@ -118,15 +118,17 @@ async def read_body(receive, headers: dict[str, str], settings, lease: BodyLease
     return body
 
 
-def json_extent(body: bytes, headers: dict[str, str]) -> int:
+def json_extent(body: bytes, headers: dict[str, str], *, infer: bool) -> int:
     """How many leading bytes of `body` a route reads as JSON: every body but a multipart one
     (an image: 0), whatever its Content-Type, since /infer reads an octet-stream body as JSON
-    (all of it, or the Inference-Header-Content-Length header before its tensor bytes) and
-    Triton's generate and repository routes read JSON under any type (routes_v2.json_body)."""
+    (all of it, or, `infer` alone, the Inference-Header-Content-Length header before its tensor
+    bytes) and Triton's generate and repository routes read JSON under any type
+    (routes_v2.json_body). Only /infer reads that header: elsewhere it bounded the count
+    while the route parsed the whole body, so `Inference-Header-Content-Length: 1` skipped it."""
     ctype = headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype.startswith("multipart/"):
         return 0   # /v1/classify's image upload
-    header_length = headers.get("inference-header-content-length", "")
+    header_length = headers.get("inference-header-content-length", "") if infer else ""
     return min(int(header_length), len(body)) if header_length.isdigit() else len(body)
 
 

@@ -232,8 +232,9 @@ class GuardMiddleware:
                                         [("www-authenticate", "Bearer")])
             if scope["method"] in ("POST", "PUT", "PATCH"):
                 encoded = headers.get("content-encoding", "").strip().lower() not in ("", "identity")
+                infer = INFER_PATH.match(scope["path"]) if scope["method"] == "POST" else None
                 try:   # bounded in size, time and, with every other body in progress, total (service/body.py)
-                    body = await read_body(receive_watched, headers, settings, lease)
+                    body = await read_body(receive_watched, headers, settings, lease, infer=infer is not None)
                 except (ValueError, ServiceError) as exc:
                     status, message, extra = error_response(exc)
                     return await reject(status, message, [(k.lower(), v) for k, v in extra.items()])
@@ -243,7 +244,6 @@ class GuardMiddleware:
                 if encoded:   # decoded by read_body: the app sees the body as it is now, without the header
                     kept = [(k, v) for k, v in scope["headers"] if k.lower() not in _ENCODED_HEADERS]
                     scope = {**scope, "headers": [*kept, (b"content-length", str(len(body)).encode())]}
-                infer = INFER_PATH.match(scope["path"]) if scope["method"] == "POST" else None
                 if infer is not None:
                     return await self._infer(infer, headers, body, state, send_wrapped, reject, receive_watched)
 

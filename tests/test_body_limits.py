@@ -68,12 +68,32 @@ def test_only_the_json_header_of_a_binary_body_is_counted():
     header = json.dumps(_ids(4)).encode()
     body = header + b"," * 100_000
     headers = {"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))}
-    counted = lambda body, headers: check_json_values(body, json_extent(body, headers), 1024)   # noqa: E731
+    counted = lambda body, headers: check_json_values(body, json_extent(body, headers, infer=True), 1024)   # noqa: E731
     counted(body, headers)   # no error
     with pytest.raises(ServiceError) as info:
         counted(body, {"content-type": "application/json"})
     assert info.value.status == 413 and f"{header.count(b',') + 100_001} values" in info.value.message
     counted(b"," * 5000, {"content-type": "multipart/form-data; boundary=x"})   # an image: not JSON
+
+
+@pytest.mark.parametrize("path, body", [
+    pytest.param("/v1/generate", {"input_ids": [1] * (VALUES + 10), "max_new_tokens": 1}, id="generate"),
+    pytest.param("/v1/completions", {"prompt": [1] * (VALUES + 10), "max_tokens": 1}, id="completions"),
+    pytest.param("/v2/models/lfm2/generate", {"text_input": "a", "stop_words": ["x"] * (VALUES + 10)},
+                 id="triton-generate")])
+def test_a_binary_header_length_elsewhere_than_infer_does_not_skip_the_count(client, path, body, monkeypatch):
+    """Only /infer reads Inference-Header-Content-Length: every other route parses its whole
+    body as JSON. The count stopped at that header's length on every route, so
+    `Inference-Header-Content-Length: 1` let a body of any number of values be parsed."""
+    def parse(*_):
+        raise AssertionError("parsed")
+
+    raw = json.dumps(body).encode()
+    with monkeypatch.context() as patched:
+        patched.setattr(json, "loads", parse)   # FastAPI's parser
+        r = client.post(path, content=raw, headers={"Content-Type": "application/json",
+                                                    "Inference-Header-Content-Length": "1"})
+    assert r.status_code == 413 and "DWSERVE_MAX_JSON_VALUES" in error_message(r), r.text
 
 
 def test_the_budget_is_shared_and_given_back():
