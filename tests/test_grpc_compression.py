@@ -140,6 +140,32 @@ def test_stream_answers_are_compressed_too():
     assert plain_down >= len(plain) and packed_down < plain_down / 2, (plain_down, packed_down)
 
 
+# grpc's channel option: the algorithms a client accepts (grpc-accept-encoding), a bit each
+IDENTITY, DEFLATE, GZIP = 1, 2, 4
+
+
+@pytest.mark.parametrize("level", ["low", "medium", "high"])
+def test_a_level_compresses_only_as_the_client_accepts(level):
+    """A level picks among the algorithms the client lists (grpc-accept-encoding): one that
+    takes only gzip, or only deflate, gets it at every level; one that takes neither gets
+    the reply as it is, never bytes it cannot read."""
+    images = _images()
+    tensor = pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=list(images.shape))
+    request = pb.ModelInferRequest(model_name="mobilenet_v2", inputs=[tensor], raw_input_contents=[images.tobytes()])
+    size = ROWS * 1000 * 4
+    with relayed(level) as (relay, _):
+        for accepted, compressed in ((IDENTITY | GZIP, True), (IDENTITY | DEFLATE, True), (IDENTITY, False)):
+            options = [("grpc.compression_enabled_algorithms_bitset", accepted)]
+            with grpc.insecure_channel(f"127.0.0.1:{relay.port}", options=options) as channel:
+                stub = pb_grpc.GRPCInferenceServiceStub(channel)
+                stub.ServerLive(pb.ServerLiveRequest(), timeout=30)
+                down = relay.down
+                reply = stub.ModelInfer(request, timeout=30)
+                down = relay.down - down
+            assert len(reply.raw_output_contents[0]) == size
+            assert (down < size / 2) if compressed else (down >= size), (accepted, down)
+
+
 @pytest.mark.parametrize("level", ["none", "high"])
 @pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
 def test_requests_a_client_compressed_are_taken(algorithm, level, uncompressed):
