@@ -93,8 +93,9 @@ def to_generate(body: TritonGenerateRequest, stream: bool) -> tuple[GenerateRequ
         given_fields(p)
 
 
-async def _generate(model: str, version: Optional[str], body: TritonGenerateRequest, request: Request,
-                    stream: bool):
+def _check_model(model: str, version: Optional[str], request: Request) -> None:
+    """The URL's model and version, before the body is read (as /infer checks them): a body
+    wrong for the generate route is no news to a client that named the wrong model."""
     check_version(version)
     svc = request.app.state.service
     if model not in svc.model_names:
@@ -103,6 +104,9 @@ async def _generate(model: str, version: Optional[str], body: TritonGenerateRequ
         serves = f"the generate extension serves {svc.generate_model!r}" if svc.generate_model \
             else "this server serves no language model"
         raise ServiceError(400, f"model {model!r} does not generate text; {serves}")
+
+
+async def _generate(model: str, body: TritonGenerateRequest, request: Request, stream: bool):
     handler = handler_of(request, "generate")
     generate_request, with_prompt, client_set = to_generate(body, stream)
     plan = await handler.plan(generate_request, max_tokens_name="max_tokens", client_set=client_set)
@@ -136,8 +140,9 @@ async def _generate(model: str, version: Optional[str], body: TritonGenerateRequ
              responses=ERROR_RESPONSES, include_in_schema=False, response_model_exclude_none=True)
 async def generate(model: str, request: Request, version: Optional[str] = None):
     """Triton's generate extension: the whole text in one reply."""
+    _check_model(model, version, request)
     body = await json_body(request, TritonGenerateRequest, "generate request")
-    return await _generate(model, version, body, request, stream=False)
+    return await _generate(model, body, request, stream=False)
 
 
 @router.post("/models/{model}/generate_stream", responses=ERROR_RESPONSES,
@@ -146,5 +151,6 @@ async def generate(model: str, request: Request, version: Optional[str] = None):
 async def generate_stream(model: str, request: Request, version: Optional[str] = None):
     """Triton's generate extension, streamed: an SSE event per token (`text_output` = its text),
     then one with `text_output` "" and the finish reason and usage."""
+    _check_model(model, version, request)
     body = await json_body(request, TritonGenerateRequest, "generate request")
-    return await _generate(model, version, body, request, stream=True)
+    return await _generate(model, body, request, stream=True)

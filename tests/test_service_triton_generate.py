@@ -172,3 +172,19 @@ def test_a_model_that_does_not_generate_is_a_400():
         r = c.post("/v2/models/mobilenet_v2/generate", json={"text_input": "x"})
         assert r.status_code == 400 and "does not generate text" in error_message(r)
         assert "'lfm2'" in error_message(r)
+
+
+@pytest.mark.parametrize("path, status, needle", [
+    pytest.param("/v2/models/nope/generate", 404, "unknown model 'nope'", id="unknown-model"),
+    pytest.param("/v2/models/nope/generate_stream", 404, "unknown model 'nope'", id="unknown-model-stream"),
+    pytest.param("/v2/models/lfm2/versions/9/generate", 404, "unknown model version '9'", id="unknown-version"),
+    pytest.param("/v2/models/mobilenet_v2/generate", 400, "does not generate text", id="not-a-generator")])
+def test_the_url_is_checked_before_the_body(path, status, needle):
+    """As /infer: a client that named the wrong model (or version) is told so, whatever its
+    body; it was told 'text_input: Field required' about a body in another server's form."""
+    from service.testing import fake_hooks, fake_models
+    app = create_app(Settings(warmup=False), models=fake_models(), hooks=fake_hooks())
+    with TestClient(app) as c:
+        client_ready(c)
+        r = c.post(path, json={"prompt": "x", "max_tokens": 2})   # an OpenAI body, not Triton's
+        assert r.status_code == status and needle in error_message(r), r.text
