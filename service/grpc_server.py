@@ -156,7 +156,8 @@ for _name, _default in vars(pb_grpc.GRPCInferenceServiceServicer).items():
 # middle, high the last, so low = gzip and medium = high = deflate for the usual client (grpc's
 # own accept both; one that accepts neither gets identity). Both are zlib at grpc's fixed
 # default level: the levels differ in framing, not in ratio. Server-wide (a channel option;
-# grpcio has no per-call level): the other RPCs' replies are a few hundred bytes.
+# grpcio has no per-call level): the other RPCs' replies are a few hundred bytes, and grpc
+# sends a message that compressing does not shrink as it is.
 COMPRESSION_LEVELS = {"low": 1, "medium": 2, "high": 3}
 
 
