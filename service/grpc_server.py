@@ -20,6 +20,10 @@ Everything else in the service (shared memory, trace, logging settings) is UNIMP
 a message saying what to do instead (_UNSERVED). Beside it, gRPC's standard health service
 (grpc.health.v1.Health: readiness, for Kubernetes' gRPC probes; grpc_health.py).
 
+Replies are compressed (gzip or deflate, as the client accepts) at
+--grpc-infer-response-compression-level, Triton's flag, off by default (COMPRESSION_LEVELS);
+requests a client compressed are taken at any level (grpc decodes them).
+
 Errors carry the REST status's gRPC twin (400 -> INVALID_ARGUMENT, 401 -> UNAUTHENTICATED,
 404 -> NOT_FOUND, 503 -> UNAVAILABLE with a `retry-after` trailer) and the same message;
 ModelInfer's trailers carry `x-request-id` (the caller's metadata, or a fresh one). Inference
