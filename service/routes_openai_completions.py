@@ -6,7 +6,7 @@ choice, with logprobs its tokens' too (one forward of the prompt, models/lfm2/sc
 from __future__ import annotations
 
 import asyncio
-import itertools
+import codecs
 import time
 import uuid
 
@@ -34,10 +34,30 @@ def _alternatives(tokenizer, top: list[dict]) -> dict[str, float]:
     return out
 
 
-def _completion_logprobs(tokenizer, lps: list[dict], offset: int = 0) -> dict:
+class TextOffsets:
+    """Each token's character offset in a choice's text (text_offset), counting on from
+    `start` over the tokens given in order: the characters the tokens before it completed, as
+    vLLM counts them. A character split over byte tokens (`é` = 0xc3 0xa9) is counted once it
+    is whole, so the tokens that spell it share its offset; counting each token's decoded
+    length (one U+FFFD per byte) put every later offset to the right, past the text's end.
+    The tokens' UTF-8 bytes go through one incremental decoder, as the text was decoded."""
+
+    def __init__(self, tokenizer, start: int = 0):
+        self.tok, self.at = tokenizer, start
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def of(self, ids: list[int]) -> list[int]:
+        out = []
+        for token_id in ids:
+            out.append(self.at)
+            self.at += len(self._decoder.decode(token_name(self.tok, token_id)[1]))
+        return out
+
+
+def _completion_logprobs(tokenizer, lps: list[dict], offsets: TextOffsets) -> dict:
     """The legacy completions shape of logprob entries (a reply's, or a chunk's): token
     names, their logprobs, top alternatives as {name: logprob}, and each token's offset in
-    the completion text (its decoded length; the chunk's tokens start at `offset`). OpenAI's
+    the choice's text (`offsets` counts on over the choice's tokens). OpenAI's
     spec: `logprobs` most likely alternatives and always the chosen token, so up to
     logprobs + 1 of them, one with `logprobs: 0` (was null: a sampled token out of the top
     ones went missing too), as vLLM gives them. An echoed prompt's first token has no logprob
@@ -49,12 +69,7 @@ def _completion_logprobs(tokenizer, lps: list[dict], offset: int = 0) -> dict:
     ids = [t["token_id"] for t in lps]
     return {"tokens": [token_name(tokenizer, i)[0] for i in ids], "token_logprobs": [t["logprob"] for t in lps],
             "top_logprobs": [None if t["top"] is None else alternatives(t) for t in lps],
-            "text_offset": list(itertools.accumulate((len(tokenizer.decode([i])) for i in ids), initial=offset))[:-1]}
-
-
-def _text_length(tokenizer, lps: list[dict]) -> int:
-    """The text the entries' tokens take in a reply, as text_offset counts it."""
-    return sum(len(tokenizer.decode([t["token_id"]])) for t in lps)
+            "text_offset": offsets.of(ids)}
 
 
 def _generated(tokenizer, final: dict) -> list[dict]:
@@ -125,8 +140,8 @@ async def completions(body: CompletionRequest, request: Request):
         await close_streams(streams)
         raise
 
-    def logprobs_of(entries, offset=0, tokenizer=tok):
-        return None if body.logprobs is None else _completion_logprobs(tokenizer, entries, offset)
+    def logprobs_of(entries, offsets: TextOffsets, tokenizer=tok):
+        return None if body.logprobs is None else _completion_logprobs(tokenizer, entries, offsets)
 
     if not body.stream:
         finals = await final_events(request, streams, firsts)
@@ -136,35 +151,32 @@ async def completions(body: CompletionRequest, request: Request):
             lead_text, lead = (echo["text"], echo["logprobs"] or []) if echo else ("", [])
             logprobs = None
             if body.logprobs is not None:
-                prompt = logprobs_of(lead, 0, lead_tok)
-                completion = logprobs_of(_generated(tok, final), _text_length(lead_tok, lead))
+                prompt = logprobs_of(lead, TextOffsets(lead_tok), lead_tok)
+                completion = logprobs_of(_generated(tok, final), TextOffsets(tok, len(lead_text)))
                 logprobs = {k: prompt[k] + completion[k] for k in completion}
             return _choice(i, lead_text + final["text"], final["finish_reason"], logprobs)
         return {**head, "choices": [choice(i, f) for i, f in enumerate(finals)], "usage": usage(finals, n)}
-    offsets = [0] * len(plans)   # per choice: where its next token's text starts
+    # per choice: where its next generated token's text starts (after its echoed prompt)
+    offsets = [TextOffsets(tok, len(echoes[i // n]["text"]) if echoes else 0) for i in range(len(plans))]
     covers = [Covered(tok) for _ in plans]
     if echoes:                   # each choice's stream opens with its prompt
         streams = [_prefixed(f, s) for f, s in zip(firsts, streams)]   # the generation's first put back
         firsts = [echoes[i // n] for i in range(len(plans))]
 
-    def chunk_logprobs(i: int, entries, tokenizer=tok) -> dict:
-        logprobs = logprobs_of(entries, offsets[i], tokenizer)
-        offsets[i] += _text_length(tokenizer, entries)
-        return logprobs
-
     def token_chunk(i: int, event: dict) -> dict:
         logprobs = None
         if body.logprobs is not None:
             if event.get("echo"):
-                logprobs = chunk_logprobs(i, event["logprobs"] or [], lead_toks[i // n])
+                logprobs = logprobs_of(event["logprobs"] or [], TextOffsets(lead_toks[i // n]), lead_toks[i // n])
             else:
-                logprobs = chunk_logprobs(i, covers[i].take(event["logprobs"], event["text"]))
+                logprobs = logprobs_of(covers[i].take(event["logprobs"], event["text"]), offsets[i])
         return with_usage({**head, "choices": [_choice(i, event["text"], None, logprobs)]}, body, plans[i],
                           event.get("tokens", 0))   # an echo event: none yet
 
     def finish_chunk(i: int, final: dict) -> dict:
         rest = covers[i].rest(final) + final.get("stop_logprobs", []) if body.logprobs is not None else []
-        chunk = {**head, "choices": [_choice(i, "", final["finish_reason"], chunk_logprobs(i, rest) if rest else None)]}
+        logprobs = logprobs_of(rest, offsets[i]) if rest else None
+        chunk = {**head, "choices": [_choice(i, "", final["finish_reason"], logprobs)]}
         return with_usage(chunk, body, plans[i], final["usage"]["completion_tokens"])
 
     return sse_response(

@@ -92,3 +92,23 @@ def test_lm_eval_loglikelihood_slice_scores_the_continuation(real):
             if bias:   # the generated eos's own entry: its log-probability under the model
                 assert choice["finish_reason"] == "stop" and choice["text"] == bytes(ids).decode()
                 assert lp["token_logprobs"][-1] == pytest.approx(forward[-1, eos].item(), abs=1e-4)
+
+
+def test_text_offsets_index_the_returned_text(real):
+    """Each token's text_offset is where its text starts in the choice's text: the characters
+    the tokens before it completed (vLLM's count), so a character split over byte tokens is
+    counted once, by the token that completes it. Counted per token (each byte of `é` one
+    U+FFFD), every offset after a non-ASCII character drifted right, past the text's end."""
+    prompt = "héllo wörld, 日本 €5 ok"
+    for body in ({"prompt": prompt, "max_tokens": 0, "echo": True, "logprobs": 0},
+                 {"prompt": prompt, "max_tokens": 4, "echo": True, "logprobs": 0, "temperature": 0,
+                  "ignore_eos": True}):
+        choice = real.post("/v1/completions", json=body).json()["choices"][0]
+        lp, text = choice["logprobs"], choice["text"]
+        ids = [257] + list(prompt.encode())              # the byte tokenizer's bos, then the bytes
+        want = [len(bytes(ids[1:i]).decode("utf-8", errors="ignore")) for i in range(1, len(ids))]
+        assert lp["text_offset"][:len(ids)] == [0] + want, lp["text_offset"]
+        assert lp["text_offset"][len(ids):len(ids) + 1] in ([], [len(prompt)])   # the completion starts after it
+        assert lp["text_offset"] == sorted(lp["text_offset"]) and lp["text_offset"][-1] <= len(text)
+        streamed = _streamed_logprobs(real, body)
+        assert streamed["text_offset"] == lp["text_offset"] and streamed["tokens"] == lp["tokens"]
