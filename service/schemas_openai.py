@@ -207,9 +207,12 @@ class ChatMessage(BaseModel):
             raise ValueError(f"{where}.content: expected text")
         parts = []
         for j, part in enumerate(self.content):
-            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+            if part.get("type") != "text":
                 raise ValueError(f"{where}.content[{j}]: expected {{\"type\": \"text\", \"text\": ...}}; "
                                  f"only text parts are supported, got type {part.get('type')!r}")
+            if not isinstance(part.get("text"), str):   # a text part: its text is what is wrong
+                got = "none" if part.get("text") is None else type(part["text"]).__name__
+                raise ValueError(f"{where}.content[{j}].text: expected a string, got {got}")
             parts.append(_encodable(part["text"], f"{where}.content[{j}].text"))
         return "".join(parts)
 

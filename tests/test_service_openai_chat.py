@@ -62,6 +62,11 @@ def test_chat_stream_with_usage(client):
     pytest.param(dict(response_format={"type": "grammar"}), "BadRequestError", "response_format", id="unknown-format"),
     pytest.param(dict(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
                  "BadRequestError", "only text parts", id="image-part"),
+    # a text part without its text said "only text parts are supported, got type 'text'"
+    pytest.param(dict(messages=[{"role": "user", "content": [{"type": "text"}]}]), "BadRequestError",
+                 "messages[0].content[0].text: expected a string, got none", id="text-part-without-text"),
+    pytest.param(dict(messages=[{"role": "user", "content": [{"type": "text", "text": 5}]}]), "BadRequestError",
+                 "messages[0].content[0].text: expected a string, got int", id="text-part-number"),
     pytest.param(dict(messages=[{"role": "tool", "content": "1", "tool_call_id": "a"}]),
                  "BadRequestError", "tool messages", id="tool-role"),
     pytest.param(dict(messages=[]), "UnprocessableEntityError", "messages", id="no-messages"),
