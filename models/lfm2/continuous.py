@@ -72,6 +72,11 @@ class Sequence:
     # Structured outputs (structured.py): the tokens allowed next; the sequence ends ("stop")
     # once its text is complete. None: off.
     constraint: Any = field(default=None, repr=False)
+    # vLLM's masks (token_masks.py): only these ids next (None: any), and token sequences
+    # never completed
+    allowed_token_ids: frozenset[int] | None = None
+    bad_words_ids: tuple[tuple[int, ...], ...] = ()
+    allowed: torch.Tensor | None = field(default=None, repr=False)   # (V,) bool, built once
 
     def record(self, token: int) -> None:
         """Append a generated token; done at a stop token or at max_new_tokens."""

@@ -4,7 +4,13 @@
     logits[j] = logits[j] / r if logits[j] > 0 else logits[j] * r    for j in seen     (repetition_penalty r)
     logits[j] -= presence_penalty * (count[j] > 0) + frequency_penalty * count[j]
     logits[s] = -inf for every stop token s while fewer than min_tokens were generated
+    logits[j] = -inf for every j not in allowed_token_ids, and the last id of every bad word
+                 whose other ids end the generated tokens (token_masks.py)
     logits[j] = -inf for every j a structured output's grammar does not allow next (structured.py)
+
+Where the masks leave no token at all, the grammar and allowed_token_ids win over min_tokens and
+bad words, and the grammar over allowed_token_ids (a row with nothing to sample from would
+fail the whole step).
 
 The bias comes before the repetition penalty, which scales it too, as in vLLM's sampler (logit
 bias, then repetition, frequency and presence penalties) and transformers' generate
@@ -18,6 +24,8 @@ sampled picking; logprobs stay those of the model's own distribution.
 from __future__ import annotations
 
 import torch
+
+from . import token_masks
 
 PENALTY_RANGE = (-2.0, 2.0)
 REPETITION_RANGE = (0.0, 100.0)   # exclusive of 0: a factor that divides
@@ -74,12 +82,13 @@ def check(seq, vocab_size: int) -> None:
             raise ValueError(f"logit_bias: token ids must be in [0, {vocab_size}), got {token!r}")
         if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not BIAS_RANGE[0] <= bias <= BIAS_RANGE[1]:
             raise ValueError(f"logit_bias[{token}] must be a number in [{BIAS_RANGE[0]}, {BIAS_RANGE[1]}], got {bias!r}")
+    token_masks.check(seq, vocab_size)
 
 
 def adjusts(seq) -> bool:
     return bool(seq.presence_penalty or seq.frequency_penalty or seq.logit_bias or seq.repetition_penalty != 1.0
                 or (seq.stop_token_ids and len(seq.tokens) < seq.min_tokens)
-                or getattr(seq, "constraint", None) is not None)
+                or getattr(seq, "constraint", None) is not None or token_masks.masks(seq))
 
 
 def _seen(seq, vocab: int, device) -> torch.Tensor:
@@ -112,11 +121,26 @@ def apply(seqs, logits: torch.Tensor) -> torch.Tensor:
         if (s.presence_penalty or s.frequency_penalty) and s.tokens:
             counts = torch.bincount(torch.tensor(s.tokens, device=out.device), minlength=vocab)[:vocab].float()
             out[i] -= s.presence_penalty * (counts > 0).float() + s.frequency_penalty * counts
-        if s.stop_token_ids and len(s.tokens) < s.min_tokens:
-            out[i, torch.tensor(list(s.stop_token_ids), device=out.device)] = float("-inf")
-        if getattr(s, "constraint", None) is not None:   # structured outputs: only what keeps the text valid
-            allowed = s.constraint.allowed(out.device)
+        soft = list(s.stop_token_ids) if s.stop_token_ids and len(s.tokens) < s.min_tokens else []
+        soft += token_masks.banned_now(s)
+        if soft:
+            out[i, torch.tensor(soft, device=out.device)] = float("-inf")
+        hard = [m for m in (s.constraint.allowed(out.device) if getattr(s, "constraint", None) is not None else None,
+                            token_masks.allowed_mask(s, vocab, out.device)) if m is not None]
+        for allowed in hard:
             out[i].masked_fill_(~allowed, float("-inf"))
-            if not torch.isfinite(out[i]).any():   # min_tokens held off every token the grammar allows:
-                out[i] = logits[i].float().masked_fill(~allowed, float("-inf"))   # the grammar wins
+        if hard and not torch.isfinite(out[i]).any():
+            out[i] = _fallback(out[i], logits[i].float(), hard)
     return out
+
+
+def _fallback(adjusted: torch.Tensor, raw: torch.Tensor, hard: list[torch.Tensor]) -> torch.Tensor:
+    """A row the masks left empty (V,): the adjustments without min_tokens and bad words, only
+    the hard masks (grammar, then allowed_token_ids) on the raw logits, as many as leave a token."""
+    for n in range(len(hard), 0, -1):
+        keep = hard[0].clone()
+        for m in hard[1:n]:
+            keep &= m
+        if keep.any():
+            return raw.masked_fill(~keep, float("-inf"))
+    return adjusted
