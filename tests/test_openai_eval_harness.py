@@ -112,3 +112,17 @@ def test_text_offsets_index_the_returned_text(real):
         assert lp["text_offset"] == sorted(lp["text_offset"]) and lp["text_offset"][-1] <= len(text)
         streamed = _streamed_logprobs(real, body)
         assert streamed["text_offset"] == lp["text_offset"] and streamed["tokens"] == lp["tokens"]
+
+
+def test_a_prompt_that_fills_the_context_is_scored_without_generating(real):
+    """echo + max_tokens 0 generates nothing, so a prompt of the whole context (128 tokens
+    here) is scored; it was a 400 'prompt (128 tokens) + max_tokens (1) exceeds 128 tokens',
+    naming a max_tokens the client never sent. One token more is a 400 naming the limit."""
+    ids = list(range(40, 40 + 128))
+    body = {"prompt": ids, "max_tokens": 0, "echo": True, "logprobs": 0}
+    r = real.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["choices"][0]["logprobs"]["tokens"]) == 128 and r.json()["usage"]["prompt_tokens"] == 128
+    r = real.post("/v1/completions", json={**body, "prompt": ids + [40]})
+    message = r.json()["error"]["message"]
+    assert r.status_code == 400 and "prompt (129 tokens) exceeds 128 tokens" in message and "max_tokens" not in message

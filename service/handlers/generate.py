@@ -102,7 +102,7 @@ class GenerateHandler:
         self.scheduler.stop(timeout)
 
     def decode(self, req: GenerateRequest, max_tokens_name: str = "max_new_tokens", default_new_tokens: int = 32,
-               client_set: Optional[set[str]] = None, compiled: Optional[dict] = None) -> Plan:
+               client_set: Optional[set[str]] = None, compiled: Optional[dict] = None, generates: bool = True) -> Plan:
         """-> the request's Plan, or ValueError (a 400) saying what to change. max_tokens_name:
         what the client called max_new_tokens (OpenAI's and Triton's `max_tokens`), for the errors.
         A request without it gets default_new_tokens, or fewer where the server's max_new_tokens
@@ -110,7 +110,8 @@ class GenerateHandler:
         answer on a server started with --max-new-tokens below the default. client_set: the
         fields the client gave (default: req's own non-null ones), the others take the model's
         sampling defaults. compiled: the request's structured output constraint once compiled,
-        shared by its plans (_constraint)."""
+        shared by its plans (_constraint). generates False: the plan only scores its prompt (echo
+        with max_tokens 0), which may then fill the sequence length."""
         unset = {k: v for k, v in self.sampling_defaults.items()
                  if k not in (given_fields(req) if client_set is None else client_set)}
         if unset:
@@ -140,7 +141,9 @@ class GenerateHandler:
             limit = "" if max_tokens_name == "max_new_tokens" else ", the server's max_new_tokens"
             raise ValueError(f"{max_tokens_name}: at most {s.max_new_tokens}{limit} (DWSERVE_MAX_NEW_TOKENS), "
                              f"got {wanted}")
-        if len(ids) + wanted > self.max_length:
+        if not generates and len(ids) > self.max_length:
+            raise ValueError(f"prompt ({len(ids)} tokens) exceeds {self.max_length} tokens, {self.max_length_source}")
+        if generates and len(ids) + wanted > self.max_length:
             raise ValueError(f"prompt ({len(ids)} tokens) + {max_tokens_name} ({wanted}) exceeds "
                              f"{self.max_length} tokens, {self.max_length_source}")
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
