@@ -80,7 +80,9 @@ def request_id_of(headers) -> str:
 
 
 def _json_response(status: int, message: str, extra_headers=(), path: str = ""):
-    body = json.dumps(error_body(status, message, openai=is_openai_path(path))).encode()
+    # the guard's one 401 is a missing or wrong key: OpenAI's code for it, on its routes
+    code = "invalid_api_key" if status == 401 else None
+    body = json.dumps(error_body(status, message, openai=is_openai_path(path), code=code)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.encode(), v.encode()) for k, v in extra_headers]
     return {"type": "http.response.start", "status": status, "headers": headers}, \

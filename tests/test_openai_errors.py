@@ -63,3 +63,14 @@ def test_an_unknown_model_is_openais_model_not_found(server, call):
     assert exc.value.code == "model_not_found" and "'gpt-4o'" in exc.value.message, exc.value.body
     r = httpx.post(f"{server}/tokenize", json={"model": "gpt-4o", "prompt": "a"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found", r.text
+
+
+def test_a_wrong_key_is_openais_invalid_api_key(server):
+    """OpenAI answers a missing or wrong key with a 401 whose code is `invalid_api_key`; it was null."""
+    with pytest.raises(openai.AuthenticationError) as exc:
+        _client(server, key="wrong").completions.create(model="lfm2", prompt="ab", max_tokens=1)
+    assert exc.value.code == "invalid_api_key", exc.value.body
+    r = httpx.post(f"{server}/v1/chat/completions", json={"messages": [{"role": "user", "content": "a"}]})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", r.text   # no key at all
+    r = httpx.post(f"{server}/v1/generate", json={"prompt": "ab"})
+    assert r.status_code == 401 and isinstance(r.json()["error"], str), r.text      # other routes: the plain string
