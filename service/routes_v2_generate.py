@@ -75,8 +75,6 @@ def to_generate(body: TritonGenerateRequest, stream: bool) -> tuple[GenerateRequ
     """The /v1/generate request, whether text_output starts with the prompt, and the parameters
     the client set, null ones not (the others take the model's sampling defaults)."""
     p = _merged(body)
-    if _words(p.bad_words):
-        raise ValueError("bad_words: unsupported (dwserve bans no words); send it empty or leave it out")
     if p.stop is not None and p.stop_words is not None:
         raise ValueError("stop and stop_words: give one of them")
     if p.seed is not None and p.random_seed is not None and p.seed != p.random_seed:
@@ -89,6 +87,7 @@ def to_generate(body: TritonGenerateRequest, stream: bool) -> tuple[GenerateRequ
                            repetition_penalty=p.repetition_penalty, min_p=p.min_p, min_tokens=p.min_tokens,
                            stop_token_ids=p.stop_token_ids, include_stop_str_in_output=p.include_stop_str_in_output,
                            skip_special_tokens=p.skip_special_tokens, structured_outputs=p.structured_outputs,
+                           bad_words=_words(p.bad_words), allowed_token_ids=p.allowed_token_ids,
                            depthwise_impl=p.depthwise_impl, stream=stream), p.exclude_input_in_output is False, \
         given_fields(p)
 

@@ -164,6 +164,10 @@ class GenerateRequest(BaseModel):
                                       "into the output, as transformers' decode(skip_special_tokens=False)")
     structured_outputs: Optional[StructuredOutputs] = Field(None, description="the output held to a JSON schema, "
                                                             "a regex, a choice or a grammar (vLLM's)")
+    allowed_token_ids: Optional[list[TokenId]] = Field(None, min_length=1, max_length=65536, description="only "
+                                                       "these token ids may be generated (vLLM's; no eos is added)")
+    bad_words: Optional[list[Text]] = Field(None, max_length=256, description="words never generated: a word's "
+                                            "last token is held off once the output ends with the rest of it (vLLM's)")
 
 
 class TopLogprob(BaseModel):
@@ -220,7 +224,9 @@ class TritonGenerateParameters(BaseModel):
     random_seed: Optional[Int] = Field(None, ge=0, le=2**63 - 1, description="TRT-LLM's name for seed")
     stop: Optional[Union[Text, list[Text]]] = None
     stop_words: Optional[Union[Text, list[Text]]] = Field(None, description="TRT-LLM's name for stop")
-    bad_words: Optional[Union[Text, list[Text]]] = Field(None, description="accepted empty only")
+    bad_words: Optional[Union[Text, list[Text]]] = Field(None, description="words never generated (TRT-LLM's, "
+                                                         "vLLM's: GenerateRequest)")
+    allowed_token_ids: Optional[list[TokenId]] = Field(None, min_length=1, max_length=65536)
     ignore_eos: bool = False
     presence_penalty: Float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: Float = Field(0.0, ge=-2.0, le=2.0)

@@ -76,3 +76,17 @@ def bad_words_ids_for(words, encode) -> tuple[tuple[int, ...], ...]:
         if spaced and spaced[0] != plain[0] and len(spaced) == len(plain):
             out.append(spaced)
     return tuple(dict.fromkeys(out))
+
+
+def sequence_fields(allowed_token_ids, bad_words, tokenizer) -> dict:
+    """A request's allowed_token_ids (ids) and bad_words (text) -> the Sequence's fields; the
+    words through the tokenizer (ValueError without one)."""
+    fields: dict = {}
+    if allowed_token_ids is not None:
+        fields["allowed_token_ids"] = frozenset(allowed_token_ids)
+    if bad_words:
+        if tokenizer is None:
+            raise ValueError("bad_words: the model has no tokenizer (tokenizer.json) to spell words with; "
+                             "leave 'bad_words' out")
+        fields["bad_words_ids"] = bad_words_ids_for(bad_words, lambda text: tokenizer.encode(text, add_special_tokens=False))
+    return fields

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, AsyncIterator, Optional
 
-from models.lfm2 import logit_processing
+from models.lfm2 import logit_processing, token_masks
 from models.lfm2.generation_config import SAMPLING_FIELDS
 
 from ..errors import within
@@ -161,7 +161,8 @@ class GenerateHandler:
         sampling = {"temperature": req.temperature, "top_k": req.top_k, "top_p": req.top_p, "seed": req.seed,
                     "presence_penalty": req.presence_penalty, "frequency_penalty": req.frequency_penalty,
                     "logit_bias": req.logit_bias, "repetition_penalty": req.repetition_penalty, "min_p": req.min_p,
-                    "min_tokens": req.min_tokens}
+                    "min_tokens": req.min_tokens,
+                    **token_masks.sequence_fields(req.allowed_token_ids, req.bad_words, self.tokenizer)}
         logit_processing.check(SimpleNamespace(**sampling, max_new_tokens=wanted, stop_token_ids=stop_ids, tokens=()),
                                self.vocab_size)   # a 400 before any queueing
         tokenizer = self.tokenizer if req.skip_special_tokens or self.tokenizer is None \
