@@ -4,7 +4,7 @@
 so it has the same limits, validation and continuous batching.
 
 vLLM's sampling extensions (top_k, repetition_penalty, min_p, min_tokens, stop_token_ids,
-include_stop_str_in_output, skip_special_tokens, ignore_eos) are honoured, and structured
+include_stop_str_in_output, skip_special_tokens, ignore_eos, allowed_token_ids, bad_words) are honoured, and structured
 outputs (response_format json_object / json_schema, vLLM's structured_outputs and guided_*:
 schemas_structured.py). Fields OpenAI (or vLLM) defines but dwserve cannot honour (best_of,
 suffix, tools, predicted outputs, reasoning, audio, ...) are accepted only at their no-op values, else a 400 naming them. Bookkeeping fields clients send (store, metadata,
@@ -78,6 +78,8 @@ class _SamplingRequest(BaseModel):
     presence_penalty: Optional[Float] = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: Optional[Float] = Field(0.0, ge=-2.0, le=2.0)
     logit_bias: Optional[dict[int, Float]] = Field(None, description="token id -> added to its logit, -100..100")
+    allowed_token_ids: Optional[list[TokenId]] = Field(None, min_length=1, max_length=65536)
+    bad_words: Optional[list[Text]] = Field(None, max_length=256)
     # Structured outputs (schemas_structured.py): OpenAI's response_format, vLLM's object and
     # its older guided_* fields; one of them per request.
     response_format: Optional[dict[str, Any]] = None
@@ -119,7 +121,8 @@ class _SamplingRequest(BaseModel):
                                temperature=self.temperature, top_k=self.top_k if (self.top_k or 0) > 0 else None,
                                top_p=None if self.top_p >= 1.0 else self.top_p, seed=self.seed,
                                stop=self.stop, ignore_eos=self.ignore_eos, stream=self.stream,
-                               depthwise_impl=self.depthwise_impl, structured_outputs=self.structured())
+                               depthwise_impl=self.depthwise_impl, structured_outputs=self.structured(),
+                               allowed_token_ids=self.allowed_token_ids, bad_words=self.bad_words)
 
     @property
     def max_tokens_name(self) -> str:   # what the limit errors call the token budget

@@ -68,3 +68,19 @@ def test_bad_masks_are_400s_naming_the_field(client, demo, body, needle):
     r = client.post("/v1/generate", json={"prompt": "x", "max_new_tokens": 4, **body})
     assert r.status_code in (400, 422) and needle in error_message(r), r.text
     assert client.get("/v2/health/ready").status_code == 200
+
+
+def test_openai_routes_take_them_as_vllm_does(client, demo):
+    """vLLM's extra fields on completions and chat (the openai client's extra_body)."""
+    allowed = sorted(b"abc")
+    r = client.post("/v1/completions", json={"prompt": "hello", "max_tokens": 8, "temperature": 0,
+                                             "allowed_token_ids": allowed, "bad_words": ["b"]})
+    assert r.status_code == 200, r.text
+    want = _greedy_loop(demo, demo.tokenizer.encode("hello"), 8, allowed=set(allowed), bad=[(ord("b"),)])
+    assert r.json()["choices"][0]["text"] == bytes(want).decode()
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 6,
+                                                  "temperature": 1.0, "seed": 3, "allowed_token_ids": allowed})
+    assert r.status_code == 200, r.text
+    assert set(r.json()["choices"][0]["message"]["content"]) <= set("abc")
+    r = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 3, "allowed_token_ids": [10 ** 6]})
+    assert r.status_code == 400 and "allowed_token_ids" in error_message(r)
