@@ -26,8 +26,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .batching import BatcherStopped, QueueFull
 from .compute import ComputeThread
-from .errors import (ServiceError, error_body, error_response, http_error, is_openai_path, unknown_model,
-                     validation_message)
+from .errors import (ServiceError, error_body, error_param, error_response, http_error, is_openai_path,
+                     unknown_model, validation_message)
 from .handlers import ClassifyHandler, GenerateHandler, TensorHandler
 from .metrics import ServiceMetrics
 from .body import BodyBudget
@@ -182,8 +182,8 @@ class Service:
 
 
 def _error(request: Request, status: int, message: str, headers: Optional[dict] = None,
-           code: Optional[str] = None) -> JSONResponse:
-    body = error_body(status, message, openai=is_openai_path(request.url.path), code=code)
+           code: Optional[str] = None, param: Optional[str] = None) -> JSONResponse:
+    body = error_body(status, message, openai=is_openai_path(request.url.path), code=code, param=param)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -206,6 +206,8 @@ def install_error_handlers(app: FastAPI) -> None:
         elif any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors()) and "json" not in content_type \
                 and "multipart" not in content_type:   # e.g. `curl -d` without -H: form-encoded
             parts.append(f"{sent_as}; send JSON with 'Content-Type: application/json'")
+        if is_openai_path(request.url.path):   # OpenAI's and vLLM's 400 (the client's BadRequestError), naming the field
+            return _error(request, 400, "invalid request: " + "; ".join(parts), param=error_param(exc.errors()))
         return _error(request, 422, "invalid request: " + "; ".join(parts))
 
     @app.exception_handler(StarletteHTTPException)

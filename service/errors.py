@@ -132,11 +132,24 @@ def is_openai_path(path: str) -> bool:
     return path in _OPENAI_PATHS or path.startswith("/v1/models/")
 
 
-def error_body(status: int, message: str, openai: bool = False, code: Optional[str] = None) -> dict:
+def error_body(status: int, message: str, openai: bool = False, code: Optional[str] = None,
+               param: Optional[str] = None) -> dict:
     """A request error's JSON body: {"error": message} (DESIGN.md), or OpenAI's shape with
     `openai` (`type` its class of error; `code` OpenAI's finer name where one is given
-    (ServiceError.code), `param` null)."""
+    (ServiceError.code); `param` the field at fault where known: a validation error's)."""
     if not openai:
         return {"error": message}
     kind = _OPENAI_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def error_param(errors: list[dict]) -> Optional[str]:
+    """The first validation error's field as OpenAI's `param` names one ("messages[0].role"),
+    or None for the body as a whole."""
+    loc = [x for x in (errors[0].get("loc", ()) if errors else ()) if x != "body"]
+    if not loc or errors[0].get("type") == "json_invalid":
+        return None
+    out = str(loc[0])
+    for x in loc[1:]:
+        out += f"[{x}]" if isinstance(x, int) else f".{x}"
+    return out

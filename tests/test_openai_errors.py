@@ -74,3 +74,21 @@ def test_a_wrong_key_is_openais_invalid_api_key(server):
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", r.text   # no key at all
     r = httpx.post(f"{server}/v1/generate", json={"prompt": "ab"})
     assert r.status_code == 401 and isinstance(r.json()["error"], str), r.text      # other routes: the plain string
+
+
+@pytest.mark.parametrize("call, param", [
+    pytest.param(lambda c: c.completions.create(model="lfm2", prompt="a", temperature=5), "temperature", id="range"),
+    pytest.param(lambda c: c.chat.completions.create(model="lfm2", messages=[{"role": "robot", "content": "a"}]),
+                 "messages[0]", id="nested"),
+    pytest.param(lambda c: c.completions.create(model="lfm2", prompt="a", extra_body={"max_token": 2}), "max_token",
+                 id="unknown-field"),
+])
+def test_a_field_out_of_schema_is_openais_400_naming_it(server, call, param):
+    """OpenAI and vLLM answer a field out of their schema with a 400, which the client raises as
+    BadRequestError, and name it in `param`; it was a 422 (the client's UnprocessableEntityError,
+    which callers catching BadRequestError missed) with `param` null."""
+    with pytest.raises(openai.BadRequestError) as exc:
+        call(_client(server))
+    assert exc.value.status_code == 400 and exc.value.param is not None and exc.value.param.startswith(param), \
+        (exc.value.param, exc.value.message)
+    assert param.split("[")[0] in exc.value.message

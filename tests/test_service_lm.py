@@ -148,7 +148,7 @@ def test_penalties_and_logit_bias_through_the_service(client):
     assert chat.json()["choices"][0]["message"]["content"] == "AAAA"
     bad = client.post("/v1/completions", json={"prompt": "a", "max_tokens": 2, "logit_bias": {"99999": 1}})
     assert bad.status_code == 400 and "token ids must be in" in error_message(bad)
-    assert client.post("/v1/completions", json={"prompt": "a", "max_tokens": 2, "presence_penalty": 3}).status_code == 422
+    assert client.post("/v1/completions", json={"prompt": "a", "max_tokens": 2, "presence_penalty": 3}).status_code == 400
 
 
 def test_generation_stops_at_every_eos_id_of_the_config():

@@ -82,7 +82,7 @@ def test_a_length_cut_says_length(client):
                  "expected exactly one of", id="two-kinds"),
     pytest.param("/v1/generate", {"structured_outputs": {"json": "{oops"}}, 400, "json: expected a JSON schema",
                  id="schema-text-not-json"),
-    pytest.param("/v1/completions", {"guided_choice": []}, 422, "guided_choice", id="no-choices"),
+    pytest.param("/v1/completions", {"guided_choice": []}, 400, "guided_choice", id="no-choices"),
 ])
 def test_bad_constraints_are_4xx_naming_them(client, path, body, status, needle):
     base = {"messages": [{"role": "user", "content": "x"}]} if "chat" in path else \

@@ -155,7 +155,7 @@ def test_another_model_is_the_openai_routes_404(demo, path, body):
                                   pytest.param({"prompt": "a", "messages": [{"role": "user", "content": "a"}]},
                                                id="both")])
 def test_a_body_of_neither_form_names_both(demo, body):
-    _refused(demo, "/tokenize", body, 422, "exactly one of 'prompt'", "'messages'")
+    _refused(demo, "/tokenize", body, 400, "exactly one of 'prompt'", "'messages'")
 
 
 CHAT = [{"role": "user", "content": "hi"}]
@@ -180,11 +180,11 @@ def test_chat_fields_at_their_no_op_values_are_accepted(demo):
 
 
 @pytest.mark.parametrize("path, body, status, words", [
-    pytest.param("/tokenize", {"prompt": "a", "temperature": 0}, 422, ("temperature", "Extra inputs"), id="extra-field"),
-    pytest.param("/tokenize", {"prompt": 5}, 422, ("prompt", "valid string"), id="prompt-not-text"),
-    pytest.param("/tokenize", {"prompt": "a", "add_special_tokens": "maybe"}, 422, ("add_special_tokens",),
+    pytest.param("/tokenize", {"prompt": "a", "temperature": 0}, 400, ("temperature", "Extra inputs"), id="extra-field"),
+    pytest.param("/tokenize", {"prompt": 5}, 400, ("prompt", "valid string"), id="prompt-not-text"),
+    pytest.param("/tokenize", {"prompt": "a", "add_special_tokens": "maybe"}, 400, ("add_special_tokens",),
                  id="flag-not-bool"),
-    pytest.param("/tokenize", {"messages": []}, 422, ("messages", "at least 1"), id="no-messages"),
+    pytest.param("/tokenize", {"messages": []}, 400, ("messages", "at least 1"), id="no-messages"),
     pytest.param("/tokenize", {"messages": [{"role": "tool", "content": "x"}]}, 400, ("messages[0]", "tool"),
                  id="tool-message"),
     pytest.param("/tokenize", {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400,
@@ -196,9 +196,9 @@ def test_chat_fields_at_their_no_op_values_are_accepted(demo):
     pytest.param("/tokenize", {"prompt": "x" * MAX_BODY}, 413, (str(MAX_BODY),), id="body-limit"),
     pytest.param("/detokenize", {"tokens": [1, 264]}, 400, ("[0, 264)", "[264]"), id="id-past-vocab"),
     pytest.param("/detokenize", {"tokens": [-1]}, 400, ("[0, 264)", "[-1]"), id="negative-id"),
-    pytest.param("/detokenize", {"tokens": [True]}, 422, ("integers",), id="bool-id"),
-    pytest.param("/detokenize", {"tokens": [1.5]}, 422, ("tokens",), id="float-id"),
-    pytest.param("/detokenize", {}, 422, ("tokens", "required"), id="no-tokens"),
+    pytest.param("/detokenize", {"tokens": [True]}, 400, ("integers",), id="bool-id"),
+    pytest.param("/detokenize", {"tokens": [1.5]}, 400, ("tokens",), id="float-id"),
+    pytest.param("/detokenize", {}, 400, ("tokens", "required"), id="no-tokens"),
 ])
 def test_bad_input_is_a_4xx_naming_what_was_expected(demo, path, body, status, words):
     _refused(demo, path, body, status, *words)
@@ -210,9 +210,9 @@ def test_prompt_chars_are_held_as_generation_holds_them(demo):
         _refused(demo, path, body, 400, f"{MAX_CHARS + 1} characters", f"limit is {MAX_CHARS}")
 
 
-def test_a_lone_surrogate_is_a_422(demo):
+def test_a_lone_surrogate_is_a_400(demo):
     r = demo.post("/tokenize", content=b'{"prompt": "a\\ud800"}', headers={"content-type": "application/json"})
-    assert r.status_code == 422 and "surrogate" in error_message(r), r.text
+    assert r.status_code == 400 and "surrogate" in error_message(r), r.text
 
 
 def test_not_metered_as_inference(demo):
