@@ -6,7 +6,7 @@ request; openai_common.py holds what both routes share).
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
@@ -24,6 +24,8 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "dwserve"
+    # vLLM's: the most tokens (prompt + generated) one sequence may hold; null while loading
+    max_model_len: Optional[int] = None
 
 
 class ModelList(BaseModel):
@@ -34,7 +36,7 @@ class ModelList(BaseModel):
 @router.get("/v1/models", response_model=ModelList, tags=["openai"])
 async def models(request: Request):
     svc = request.app.state.service
-    return {"object": "list", "data": [{"id": svc.generate_model}] if svc.generate_model else []}
+    return {"object": "list", "data": [_card(svc)] if svc.generate_model else []}
 
 
 @router.get("/v1/models/{model}", response_model=ModelCard, responses=OPENAI_ERROR_RESPONSES, tags=["openai"])
@@ -43,7 +45,11 @@ async def model(model: str, request: Request):
     served = request.app.state.service.generate_model
     if model != served:
         raise model_not_found(model, served)
-    return {"id": served}
+    return _card(request.app.state.service)
+
+
+def _card(svc) -> dict:
+    return {"id": svc.generate_model, "max_model_len": getattr(svc.generate, "max_length", None)}
 
 
 router.include_router(completions)

@@ -307,3 +307,12 @@ def test_a_checkpoint_without_a_tokenizer_says_so(tmp_path_factory):
         client_ready(client, timeout=60)
         _refused(client, "/tokenize", {"prompt": "a"}, 400, "no tokenizer", "tokenizer.json", "input_ids")
         _refused(client, "/detokenize", {"tokens": [1]}, 400, "no tokenizer", "tokenizer.json")
+
+
+def test_model_cards_say_max_model_len_as_tokenize_does(demo):
+    """vLLM's model cards carry max_model_len (benchmark clients read it there); it is the
+    sequence length /tokenize reports and generation holds to."""
+    listed = demo.get("/v1/models").json()["data"]
+    one = demo.get("/v1/models/lfm2").json()
+    told = demo.post("/tokenize", json={"prompt": "a"}).json()["max_model_len"]
+    assert [c["max_model_len"] for c in listed] == [one["max_model_len"]] == [told] == [MAX_LEN]
