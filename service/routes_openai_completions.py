@@ -80,27 +80,29 @@ def _generated(tokenizer, final: dict) -> list[dict]:
     return Covered.of(tokenizer, final) + final.get("stop_logprobs", [])
 
 
-def _score(lm, ids: list[int], top: int, impl: str) -> list[dict]:
-    """On the compute thread: the prompt's entries for echo, in the shape of generated ones."""
+def _score(lm, prompts: list[list[int]], top: int, impl: str) -> list[list[dict]]:
+    """On the compute thread: each prompt's entries for echo, in the shape of generated ones;
+    the prompts scored together (left-padded forwards, models/lfm2/scoring.py)."""
     from models.depthwise import use_impl
-    from models.lfm2.scoring import prompt_logprobs
+    from models.lfm2.scoring import prompts_logprobs
     with use_impl(impl):
-        scored = prompt_logprobs(lm, ids, top)
-    return [{"token_id": ids[0], "logprob": None, "top": None}] + [
+        scored = prompts_logprobs(lm, prompts, top)
+    return [[{"token_id": ids[0], "logprob": None, "top": None}] + [
         {"token_id": t, "logprob": lp, "top": [{"token_id": i, "logprob": v} for i, v in alts]}
-        for t, (lp, alts) in zip(ids[1:], scored)]
+        for t, (lp, alts) in zip(ids[1:], entries)] for ids, entries in zip(prompts, scored)]
 
 
-async def _echo(handler, body, prompt, plan) -> dict:
-    """What `echo` puts before each of a prompt's choices: the prompt's text (as sent, or its
-    ids decoded) and, with logprobs, its tokens' log-probabilities given the tokens before them."""
-    text = prompt if isinstance(prompt, str) else \
-        plan.tokenizer.decode(plan.ids) if plan.tokenizer is not None else ""
-    entries = None
+async def _echoes(handler, body, prompts, plans) -> list[dict]:
+    """What `echo` puts before each prompt's choices (plans: one per prompt): the prompt's text
+    (as sent, or its ids decoded) and, with logprobs, its tokens' log-probabilities given the
+    tokens before them, all prompts in one call on the compute thread."""
+    texts = [prompt if isinstance(prompt, str) else plan.tokenizer.decode(plan.ids) if plan.tokenizer is not None
+             else "" for prompt, plan in zip(prompts, plans)]
+    entries = [None] * len(prompts)
     if body.logprobs is not None:
-        entries = await asyncio.to_thread(handler.rt.on_compute, _score, handler.lm, plan.ids, body.logprobs,
-                                          plan.impl)
-    return {"echo": True, "text": text, "logprobs": entries}
+        entries = await asyncio.to_thread(handler.rt.on_compute, _score, handler.lm, [p.ids for p in plans],
+                                          body.logprobs, plans[0].impl)
+    return [{"echo": True, "text": text, "logprobs": e} for text, e in zip(texts, entries)]
 
 
 def _requests(body: CompletionRequest, handler) -> list:
@@ -134,8 +136,7 @@ async def completions(body: CompletionRequest, request: Request):
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
             "model": handler.rt.name}
     try:   # per prompt; choice i is prompt i // n's
-        echoes = [await _echo(handler, body, prompt, plans[p * n]) for p, prompt in enumerate(prompts)] \
-            if body.echo else None
+        echoes = await _echoes(handler, body, prompts, plans[::n]) if body.echo else None
     except BaseException:    # the choices are already generating: free their rows
         await close_streams(streams)
         raise
