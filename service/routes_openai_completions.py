@@ -95,13 +95,21 @@ def _score(lm, prompts: list[list[int]], top: int, impl: str) -> list[list[dict]
 async def _echoes(handler, body, prompts, plans) -> list[dict]:
     """What `echo` puts before each prompt's choices (plans: one per prompt): the prompt's text
     (as sent, or its ids decoded) and, with logprobs, its tokens' log-probabilities given the
-    tokens before them, all prompts in one call on the compute thread."""
+    tokens before them, the prompts scored together (a compute call per shared forward)."""
     texts = [prompt if isinstance(prompt, str) else plan.tokenizer.decode(plan.ids) if plan.tokenizer is not None
              else "" for prompt, plan in zip(prompts, plans)]
-    entries = [None] * len(prompts)
+    entries: list = [None] * len(prompts)
     if body.logprobs is not None:
-        entries = await asyncio.to_thread(handler.rt.on_compute, _score, handler.lm, [p.ids for p in plans],
-                                          body.logprobs, plans[0].impl)
+        from models.lfm2.scoring import scoring_groups
+        ids = [p.ids for p in plans]
+        for group in scoring_groups(ids):   # a compute call per forward: decode steps go on between them
+            scored = await asyncio.to_thread(handler.rt.on_compute, _score, handler.lm, [ids[i] for i in group],
+                                             body.logprobs, plans[0].impl)
+            for i, e in zip(group, scored):
+                entries[i] = e
+        for i, p in enumerate(ids):
+            if entries[i] is None:   # one token: nothing before it to score it by
+                entries[i] = [{"token_id": p[0], "logprob": None, "top": None}]
     return [{"echo": True, "text": text, "logprobs": e} for text, e in zip(texts, entries)]
 
 

@@ -76,6 +76,25 @@ def test_echo_scores_every_prompt_of_a_batch(client, lm):
         assert got[1:] == pytest.approx([lp[i, prompt[i + 1]].item() for i in range(len(prompt) - 1)], abs=1e-4)
 
 
+def test_echo_scores_a_batch_whose_prompts_need_several_forwards(lm):
+    """Prompts scored together go in left-padded forwards of at most 4096 padded tokens
+    (models/lfm2/scoring.py): 40 prompts of up to 200 tokens take several, a one-token prompt
+    none (nothing before it); every prompt keeps its own entries, in its place."""
+    rng = random.Random(3)
+    prompts = [[rng.randrange(256) for _ in range(rng.randint(100, 200))] for _ in range(39)] + [[65]]
+    rng.shuffle(prompts)
+    with real_lm_client(max_sequence_length=256, max_prompts=64) as client:   # lm's seeded twin
+        reply = _complete(client, prompt=prompts, max_tokens=0, echo=True, logprobs=0)
+    assert len(reply["choices"]) == 40
+    for prompt, choice in zip(prompts, reply["choices"]):
+        got = choice["logprobs"]["token_logprobs"]
+        assert len(got) == len(prompt) and got[0] is None
+        if len(prompt) > 1:
+            with torch.inference_mode():
+                lp = torch.log_softmax(lm(torch.tensor([prompt])).float(), -1)[0]
+            assert got[1:] == pytest.approx([lp[i, prompt[i + 1]].item() for i in range(len(prompt) - 1)], abs=1e-4)
+
+
 def test_a_streamed_batch_interleaves_choices_by_index(client):
     prompts = ["abc", "xyz"]
     body = dict(prompt=prompts, max_tokens=4, temperature=0, n=2, echo=True)

@@ -29,6 +29,19 @@ def prompt_logprobs(model, ids: list[int], top: int = 0, chunk: int = 256) -> li
     return prompts_logprobs(model, [ids], top, chunk)[0]
 
 
+def scoring_groups(prompts: list[list[int]], batch_tokens: int = 4096) -> list[list[int]]:
+    """The prompts (indices) that prompts_logprobs scores in one forward each: longest first,
+    each group at most `batch_tokens` once left-padded (a longer prompt alone); prompts of
+    fewer than 2 tokens have nothing to score and are in none."""
+    order = sorted((i for i, p in enumerate(prompts) if len(p) >= 2), key=lambda i: -len(prompts[i]))
+    groups = []
+    while order:
+        take = max(1, batch_tokens // len(prompts[order[0]]))
+        groups.append(order[:take])
+        order = order[take:]
+    return groups
+
+
 @torch.inference_mode()
 def prompts_logprobs(model, prompts: list[list[int]], top: int = 0, chunk: int = 256,
                      batch_tokens: int = 4096) -> list[list[Entry]]:
@@ -38,10 +51,8 @@ def prompts_logprobs(model, prompts: list[list[int]], top: int = 0, chunk: int =
     (L, V) logits are made `chunk` rows at a time (a 2048-token prompt over a 65536 vocabulary
     would be 512 MiB at once)."""
     out: list[list[Entry]] = [[] for _ in prompts]
-    order = sorted((i for i, p in enumerate(prompts) if len(p) >= 2), key=lambda i: -len(prompts[i]))
-    while order:
-        width = len(prompts[order[0]])
-        group, order = order[:max(1, batch_tokens // width)], order[max(1, batch_tokens // width):]
+    for group in scoring_groups(prompts, batch_tokens):
+        width = len(prompts[group[0]])
         ids = torch.zeros(len(group), width, dtype=torch.long)
         mask = torch.zeros(len(group), width, dtype=torch.long)
         for row, i in enumerate(group):                                         # left padding
