@@ -4,7 +4,8 @@
                 [--depthwise-impl IMPL] [--max-batch-size N] [--max-queue-delay-ms F]
                 [--max-queue-size N] [--max-decode-batch N] [--grpc-port P] [--api-key KEY]
                 [--max-body-bytes N] ...
-  dwserve bench {ops,models,serve,generate,prefill_chunks,prefix_cache,row_chunks,ptx,block_decode,host_overhead,sampling} [ARGS...]
+  dwserve bench {ops,models,serve,generate,prefill_chunks,prefix_cache,row_chunks,ptx,block_decode,host_overhead,sampling,
+                prompt_scoring} [ARGS...]
                                                runs benchmarks/<name>.py main(ARGS) from the checkout
   dwserve loadtest [ARGS...]                   service.loadtest.main(ARGS)
 
@@ -34,7 +35,7 @@ from .preflight import preflight, settings_errors
 from .settings import DTYPE_CHOICES, GRPC_COMPRESSION_LEVELS, IMPL_CHOICES, LOG_FORMATS, LOG_LEVELS, Settings
 
 BENCHMARKS = ("ops", "models", "serve", "generate", "prefill_chunks", "prefix_cache", "row_chunks", "ptx",
-              "block_decode", "host_overhead", "sampling")
+              "block_decode", "host_overhead", "sampling", "prompt_scoring")
 _REPO = Path(__file__).resolve().parent.parent
 CUT_ANSWERS_S = 1.0   # after SIGTERM's grace: how long requests cut by it get to send their 503s
 # Flags beyond DESIGN.md's list, generated from Settings so every limit is settable.

@@ -77,7 +77,7 @@ def test_echo_scores_every_prompt_of_a_batch(client, lm):
 
 
 def test_echo_scores_a_batch_whose_prompts_need_several_forwards(lm):
-    """Prompts scored together go in left-padded forwards of at most 4096 padded tokens
+    """Prompts scored together go in left-padded forwards of at most BATCH_TOKENS (1024) padded tokens
     (models/lfm2/scoring.py): 40 prompts of up to 200 tokens take several, a one-token prompt
     none (nothing before it); every prompt keeps its own entries, in its place."""
     rng = random.Random(3)

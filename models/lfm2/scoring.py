@@ -10,6 +10,11 @@ from __future__ import annotations
 import torch
 
 Entry = tuple[float, list[tuple[int, float]]]   # (logprob of the token, [(token, logprob)] * k)
+# Padded tokens per shared scoring forward. Batching pays where a forward's fixed cost dominates
+# (short prompts: 2-3x at 16-32 tokens); past ~1k tokens a wider batch only adds padding and
+# cache misses (4096 was 0.75-0.9x of one forward per prompt at 64-512 tokens on 2 CPU cores,
+# benchmarks/prompt_scoring.py).
+BATCH_TOKENS = 1024
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, top: list[int]) -> list[Entry]:
@@ -29,7 +34,7 @@ def prompt_logprobs(model, ids: list[int], top: int = 0, chunk: int = 256) -> li
     return prompts_logprobs(model, [ids], top, chunk)[0]
 
 
-def scoring_groups(prompts: list[list[int]], batch_tokens: int = 4096) -> list[list[int]]:
+def scoring_groups(prompts: list[list[int]], batch_tokens: int = BATCH_TOKENS) -> list[list[int]]:
     """The prompts (indices) that prompts_logprobs scores in one forward each: longest first,
     each group at most `batch_tokens` once left-padded (a longer prompt alone); prompts of
     fewer than 2 tokens have nothing to score and are in none."""
@@ -44,10 +49,10 @@ def scoring_groups(prompts: list[list[int]], batch_tokens: int = 4096) -> list[l
 
 @torch.inference_mode()
 def prompts_logprobs(model, prompts: list[list[int]], top: int = 0, chunk: int = 256,
-                     batch_tokens: int = 4096) -> list[list[Entry]]:
+                     batch_tokens: int = BATCH_TOKENS) -> list[list[Entry]]:
     """Each prompt's prompt_logprobs, the prompts left-padded together into cache-less forwards
-    of at most `batch_tokens` (padded) tokens each, longest first (a request of 32 short prompts:
-    one forward, not 32; ~2x at 32 tokens on 2 CPU cores, benchmarks/prompt_scoring.py). The
+    of at most `batch_tokens` (padded) tokens each, longest first (32 prompts of 16-32 tokens:
+    one forward, not 32; see BATCH_TOKENS). The
     (L, V) logits are made `chunk` rows at a time (a 2048-token prompt over a 65536 vocabulary
     would be 512 MiB at once)."""
     out: list[list[Entry]] = [[] for _ in prompts]
