@@ -45,7 +45,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from . import __version__
 from .cli import CUT_ANSWERS_S
-from .errors import ServiceError, unknown_model
+from .errors import ServiceError
 from .grpc_health import ReadinessHealth, add_health
 from .grpc_infer import InferCalls, abort
 from .infer import check_version
@@ -66,14 +66,15 @@ class InferenceServicer(InferCalls, pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=self.service.ready)
 
     async def ModelReady(self, request, context):
+        """ready false for a model or version not served, as Triton answers it (its core treats
+        an unresolvable model as not ready): tritonclient.grpc's is_model_ready returns False
+        there instead of raising. REST's /ready answers 404 (tritonclient.http's is False too)."""
         svc = self.service
         try:
             check_version(request.version or None)
-            if request.name not in svc.model_names:
-                raise unknown_model(request.name, svc.model_names)
-        except ServiceError as exc:
-            await abort(context, exc)
-        rt = svc.runtimes.get(request.name)
+        except ServiceError:
+            return pb.ModelReadyResponse(ready=False)
+        rt = svc.runtimes.get(request.name) if request.name in svc.model_names else None
         return pb.ModelReadyResponse(ready=rt is not None and rt.ready)
 
     async def ServerMetadata(self, request, context):

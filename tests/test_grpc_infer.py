@@ -40,8 +40,9 @@ def test_health_and_metadata_match_rest(served):
         for key in ("inputs", "outputs"):
             assert [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in got[key]] == \
                    [(t["name"], t["datatype"], t["shape"]) for t in rest[key]]
-    for call, args in ((client.is_model_ready, ("nope",)), (client.get_model_metadata, ("nope",)),
-                       (client.get_model_metadata, ("lfm2", "2"))):
+    # not served: not ready, as Triton answers (it raised NOT_FOUND: is_model_ready could not say False)
+    assert not client.is_model_ready("nope") and not client.is_model_ready("lfm2", model_version="2")
+    for call, args in ((client.get_model_metadata, ("nope",)), (client.get_model_metadata, ("lfm2", "2"))):
         with pytest.raises(InferenceServerException) as err:
             call(*args)
         assert err.value.status() == "StatusCode.NOT_FOUND" and "expected" in err.value.message()
