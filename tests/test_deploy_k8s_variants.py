@@ -5,6 +5,7 @@ adopting the other's pods, the HPA reading both). Now each Deployment selects it
 each Service one variant, and the ServiceMonitor scrapes both."""
 import importlib.util
 import itertools
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -100,3 +101,19 @@ def test_kustomize_renders(folder):
     assert r.returncode == 0, r.stderr
     kinds = {d["kind"] for d in yaml.safe_load_all(r.stdout) if d}
     assert {"Deployment", "Service"} <= kinds
+
+
+def test_servicemonitor_gives_both_services_the_job_the_alerts_select():
+    """The Prometheus Operator names a ServiceMonitor target's job after the Service's label
+    that spec.jobLabel names, else after the Service itself: without jobLabel the baseline's
+    series came as job="dwserve-before", outside every `up{job="dwserve"}` alert, so a dead
+    before pod never fired DwserveTargetDown and DwserveVariantGone never saw that variant."""
+    rules = (ROOT / "deploy" / "prometheus" / "rules" / "dwserve.rules.yml").read_text()
+    alerted = set(re.findall(r'job="([^"]+)"', rules))
+    assert alerted == {"dwserve"}, alerted
+    docs = installs()[0]
+    (sm,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    label = sm["spec"].get("jobLabel")
+    jobs = {svc["metadata"]["name"]: svc["metadata"]["labels"].get(label, svc["metadata"]["name"])
+            for svc in docs if svc["kind"] == "Service"}
+    assert jobs == {"dwserve": "dwserve", "dwserve-before": "dwserve"}, jobs
