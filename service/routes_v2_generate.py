@@ -92,11 +92,10 @@ def to_generate(body: TritonGenerateRequest, stream: bool) -> tuple[GenerateRequ
         given_fields(p)
 
 
-def _check_model(model: str, version: Optional[str], request: Request) -> None:
-    """The URL's model and version, before the body is read (as /infer checks them): a body
-    wrong for the generate route is no news to a client that named the wrong model."""
+def check_generate_model(svc, model: str, version: Optional[str]) -> None:
+    """A generate request's model and version (the URL's; a gRPC request's model_name): 404 for
+    no served model, 400 for one that does not generate text. Also the gRPC front end's."""
     check_version(version)
-    svc = request.app.state.service
     if model not in svc.model_names:
         raise unknown_model(model, svc.model_names)
     if model != svc.generate_model:
@@ -105,10 +104,23 @@ def _check_model(model: str, version: Optional[str], request: Request) -> None:
         raise ServiceError(400, f"model {model!r} does not generate text; {serves}")
 
 
-async def _generate(model: str, body: TritonGenerateRequest, request: Request, stream: bool):
-    handler = handler_of(request, "generate")
+def _check_model(model: str, version: Optional[str], request: Request) -> None:
+    """The URL's model and version, before the body is read (as /infer checks them): a body
+    wrong for the generate route is no news to a client that named the wrong model."""
+    check_generate_model(request.app.state.service, model, version)
+
+
+async def plan_generation(handler, body: TritonGenerateRequest, stream: bool):
+    """A Triton generate request -> (its GenerateHandler Plan, whether text_output starts with
+    the prompt): the same settings, limits and messages over REST and gRPC (grpc_generate.py)."""
     generate_request, with_prompt, client_set = to_generate(body, stream)
     plan = await handler.plan(generate_request, max_tokens_name="max_tokens", client_set=client_set)
+    return plan, with_prompt
+
+
+async def _generate(model: str, body: TritonGenerateRequest, request: Request, stream: bool):
+    handler = handler_of(request, "generate")
+    plan, with_prompt = await plan_generation(handler, body, stream)
     request.state.dw_impl = plan.impl
     events = handler.events(plan)
     firsts = await first_events(request, [events])   # QueueFull / timeouts: before any byte is sent
