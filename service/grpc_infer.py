@@ -82,54 +82,28 @@ class InferCalls:
             raise ServiceError(401, "missing or wrong bearer token: send metadata "
                                     "'authorization: Bearer <DWSERVE_API_KEY>'")
 
+    def _metered(self, request, call: tuple, context=None, route: str = "infer") -> "_Metered":
+        """The accounting of one request, as a `with` block around its work (_Metered)."""
+        return _Metered(self, request, call, context, route)
+
     async def _infer(self, request, call: tuple, context=None):
         """One ModelInferRequest through the REST path's checks and batcher, metered like a
         REST request (a refused token too, given the call's `context`; a stream's token is
         checked once, before any of its requests) and access-logged as `call`: (RPC name,
         request id, peer). -> (ModelInferResponse, runtime Result).
         Raises what errors.error_response maps."""
-        svc, metrics = self.service, self.service.metrics
-        name = request.model_name
-        label = name if name in svc.model_names else "unknown"
-        impl, status, t0 = svc.settings.depthwise_impl, 500, time.perf_counter()
-        metrics.inflight.labels(label).inc()
-        lease = BodyLease(svc.bodies)   # the message's bytes, counted with REST's bodies in progress
-        try:
-            if context is not None:
-                self._check_auth(context)
-            size, limit = request.ByteSize(), svc.settings.max_body_bytes   # (grpc_server.start_grpc_server)
-            if size > limit:
-                raise ServiceError(413, f"message is {size} bytes; the limit is {limit} "
-                                        "(--max-body-bytes, DWSERVE_MAX_BODY_BYTES)")
-            lease.grow_to(size)   # 503 (UNAVAILABLE) past --max-total-body-bytes
+        svc, name = self.service, request.model_name
+        with self._metered(request, call, context) as meter:
             check_version(request.model_version or None)
             svc.runtime(name)
             handler = svc.tensor[name]
             arrays, requested, params = decode_request(request, svc.settings.max_elements)
             decoded = handler.prepare(request.id or None, params.get("depthwise_impl"), arrays, requested)
-            impl = decoded.impl
+            meter.impl = decoded.impl
             result = await handler.predict(decoded)
             response = encode_response(name, decoded.id, decoded.impl, handler.output_arrays(decoded, result))
-            status = 200
+            meter.status = 200
             return response, result
-        except asyncio.CancelledError:
-            # The call ended under us: the client's deadline passed or it cancelled (grpc.aio
-            # cancels the handler). Not an Exception, and not a server error: 499 as REST's.
-            # Or the shutdown's grace ended (cut()): the server's 503, answered by the caller.
-            status = 503 if self.cutting else CLIENT_CLOSED
-            raise
-        except Exception as exc:
-            known = error_response(exc)   # (the caller logs an unexpected one, once)
-            status = known[0] if known is not None else 500
-            raise
-        finally:
-            lease.close()
-            if svc.settings.access_log:
-                log_access("gRPC", _SERVICE + call[0], status, time.perf_counter() - t0, call[1], call[2], label, impl)
-            metrics.inflight.labels(label).dec()
-            metrics.requests.labels(label, impl, str(status)).inc()
-            if observed_latency(status):
-                metrics.request_duration.labels(label, impl, "infer").observe(time.perf_counter() - t0)
 
     async def ModelInfer(self, request, context):
         request_id = request_id_of(dict(context.invocation_metadata() or ()))   # as REST's X-Request-ID
@@ -232,3 +206,59 @@ class InferCalls:
             reader.cancel()
             for task in pending:
                 task.cancel()
+
+
+class _Metered:
+    """One gRPC request metered and logged as REST's middleware does one: in flight while the
+    block runs; its bytes leased from the body budget; on leaving, requests_total{status},
+    request_duration_seconds{route} (for the statuses observed_latency takes) and an access
+    line as `call` (RPC name, request id, peer). The block sets `impl` once known and `status`
+    200 when answered; an exception gives the status errors.error_response maps (a cancel:
+    499, the client left, or 503 when the server cut it at shutdown). Entering checks the
+    token (given the call's `context`) and the message's size, inside the block, so a refusal
+    is metered too."""
+
+    def __init__(self, calls: InferCalls, request, call: tuple, context, route: str):
+        self.calls, self.request, self.call, self.context, self.route = calls, request, call, context, route
+        svc = calls.service
+        name = request.model_name
+        self.label = name if name in svc.model_names else "unknown"
+        self.impl, self.status = svc.settings.depthwise_impl, 500
+
+    def __enter__(self) -> "_Metered":
+        svc = self.calls.service
+        self.t0 = time.perf_counter()
+        svc.metrics.inflight.labels(self.label).inc()
+        self.lease = BodyLease(svc.bodies)   # the message's bytes, counted with REST's bodies in progress
+        try:
+            if self.context is not None:
+                self.calls._check_auth(self.context)
+            size, limit = self.request.ByteSize(), svc.settings.max_body_bytes   # (grpc_server.start_grpc_server)
+            if size > limit:
+                raise ServiceError(413, f"message is {size} bytes; the limit is {limit} "
+                                        "(--max-body-bytes, DWSERVE_MAX_BODY_BYTES)")
+            self.lease.grow_to(size)   # 503 (UNAVAILABLE) past --max-total-body-bytes
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, None)
+            raise
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if kind is not None and issubclass(kind, asyncio.CancelledError):
+            # The call ended under us: the client's deadline passed or it cancelled (grpc.aio
+            # cancels the handler). Not an Exception, and not a server error: 499 as REST's.
+            # Or the shutdown's grace ended (cut()): the server's 503, answered by the caller.
+            self.status = 503 if self.calls.cutting else CLIENT_CLOSED
+        elif kind is not None:
+            known = error_response(exc)   # (the caller logs an unexpected one, once)
+            self.status = known[0] if known is not None else 500
+        svc, status, seconds = self.calls.service, self.status, time.perf_counter() - self.t0
+        self.lease.close()
+        if svc.settings.access_log:
+            log_access("gRPC", _SERVICE + self.call[0], status, seconds, self.call[1], self.call[2],
+                       self.label, self.impl)
+        svc.metrics.inflight.labels(self.label).dec()
+        svc.metrics.requests.labels(self.label, self.impl, str(status)).inc()
+        if observed_latency(status):
+            svc.metrics.request_duration.labels(self.label, self.impl, self.route).observe(seconds)
+        return False
