@@ -157,3 +157,26 @@ def test_locustfile_builds_valid_requests(monkeypatch):
     header = json.loads(payload[:n])
     assert len(payload) - n == header["inputs"][0]["parameters"]["binary_data_size"] == 3 * 224 * 224 * 4
     assert lf.Before.host != lf.After.host and "host" not in vars(lf._Variant)
+
+
+
+def test_cpu_image_has_the_cxx_compiler_the_compiled_impl_needs(monkeypatch):
+    """On CPU the `compiled` impl is inductor's generated C++, and auto picks it on big shapes
+    where a compiler is found (models/depthwise/auto.py compiled_allowed). python:3.11-slim
+    ships none: in the CPU image every request with parameters.depthwise_impl=compiled
+    answered 500 (InvalidCxxCompiler), and auto ran another rule than the benchmarks'."""
+    from models.depthwise import auto
+
+    ins = instructions("Dockerfile")
+    user = next(i for i, (op, _) in enumerate(ins) if op == "USER")
+    installed = {w for op, args in ins[:user] if op == "RUN" and "apt-get install" in args
+                 for w in args.split("apt-get install", 1)[1].split("&&", 1)[0].split() if not w.startswith("-")}
+    assert "g++" in installed, sorted(installed)
+    # and auto's probe finds what the package puts on PATH (CXX unset in the image)
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(auto.shutil, "which", lambda c: "/usr/bin/g++" if c == "g++" else None)
+    auto._cxx_available.cache_clear()
+    try:
+        assert auto._cxx_available()
+    finally:
+        auto._cxx_available.cache_clear()
