@@ -58,6 +58,10 @@ def preflight(settings: Settings, from_flags: set) -> list[str]:
             and os.environ.get("TRITON_INTERPRET") != "1"):
         errors.append(f"{_given('depthwise_impl', 'fused', from_flags)}: the fused impl needs a CUDA "
                       "device (Triton kernels); on CPU use auto, slice_sum or native")
+    if settings.depthwise_impl == "compiled" and device is not None and device.type == "cpu":
+        from .runtime import compiled_unavailable
+        if why := compiled_unavailable():
+            errors.append(f"{_given('depthwise_impl', 'compiled', from_flags)}: the compiled impl {why}")
     try:   # a taken port: uvicorn's exit 3 after the models began loading; gRPC's, a traceback
         socket.getaddrinfo(settings.host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:

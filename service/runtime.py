@@ -55,6 +55,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def compiled_unavailable() -> Optional[str]:
+    """Why the `compiled` impl cannot run on this CPU host, or None. inductor emits C++ on CPU:
+    without a compiler the first forward raised InvalidCxxCompiler, a 500 for every request
+    asking for it. The same probe as auto's (models/depthwise/auto.py), which then never picks it."""
+    from models.depthwise import auto
+    if auto._cxx_available():
+        return None
+    return ("needs a C++ compiler on CPU (torch.compile's inductor emits C++; none of $CXX, g++, "
+            "c++, clang++ is on PATH); use slice_sum (the same math, eager), native or auto, or "
+            "install g++")
+
+
 @dataclass(frozen=True)
 class Result:
     """One request's share of a batched forward, with the timings for Server-Timing."""
@@ -93,6 +105,8 @@ class ModelRuntime:
         if impl == "fused" and self.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError("depthwise_impl 'fused' needs a CUDA device (this server runs on "
                              f"{self.device.type}); use one of {[i for i in self.hooks.impls if i != 'fused']}")
+        if impl == "compiled" and self.device.type == "cpu" and (why := compiled_unavailable()):
+            raise ValueError(f"depthwise_impl 'compiled': {why}")
         return impl
 
     async def infer(self, inputs: dict[str, np.ndarray], impl: str, timeout: Optional[float] = None
