@@ -4,7 +4,8 @@ a request's error becomes a gRPC status.
 `dwserve_requests_total{status}` records the REST status code, so dashboards and alerts
 count both front ends alike: a call that ends before its answer (the client's deadline or a
 cancel: DEADLINE_EXCEEDED / CANCELLED at the client) is 499, never a 5xx; its latency is
-dwserve_request_duration_seconds{route="infer"}.
+dwserve_request_duration_seconds{route="infer"}, or route="generate" for a text generation
+(a request with `text_input`: grpc_generate.py), as REST's generate routes.
 
 At shutdown (grpc_server.GrpcServer.stop) the calls still running when --graceful-shutdown-s
 ends are ended here (`cut`), as REST's are (middleware._cut): UNAVAILABLE, a message saying so
@@ -24,6 +25,7 @@ from tritonclient.grpc import service_pb2 as pb
 from .errors import ServiceError, error_response, shutdown_cut
 from .body import BodyLease
 from .grpc_codec import decode_request, encode_response
+from .grpc_generate import generate, is_generation
 from .handlers.tensor import server_timing
 from .infer import check_version
 from .logs import log_access
@@ -105,12 +107,26 @@ class InferCalls:
             meter.status = 200
             return response, result
 
+    async def _generate(self, request, call: tuple, emit, context=None, unary: bool = False) -> None:
+        """A text generation (a request with text_input: grpc_generate.py), metered as REST's
+        generate routes are (route "generate"); emit(response, last) per response."""
+        with self._metered(request, call, context, route="generate") as meter:
+            await generate(self.service, request, meter, emit, unary)
+
+    async def _generate_unary(self, request, call: tuple, context):
+        """ModelInfer's generation: one response, the whole text. -> (response, None)."""
+        out = []
+        await self._generate(request, call, lambda response, last: out.append(response), context, unary=True)
+        return out[-1], None
+
     async def ModelInfer(self, request, context):
         request_id = request_id_of(dict(context.invocation_metadata() or ()))   # as REST's X-Request-ID
         # The work runs in its own task so that cut() can end it and this handler still
         # answers (cancelling grpc's handler task would leave nobody to). A client that
         # leaves cancels this handler, and with it the work it awaits.
-        work = asyncio.ensure_future(self._infer(request, ("ModelInfer", request_id, context.peer()), context))
+        call = ("ModelInfer", request_id, context.peer())
+        work = asyncio.ensure_future(self._generate_unary(request, call, context) if is_generation(request)
+                                     else self._infer(request, call, context))
         self._in_flight[work] = work.cancel
         try:
             response, result = await work
@@ -122,8 +138,8 @@ class InferCalls:
             await abort(context, exc, request_id)
         finally:
             del self._in_flight[work]
-        context.set_trailing_metadata((("server-timing", server_timing(result)),   # as REST's headers
-                                       ("x-request-id", request_id)))
+        timing = () if result is None else (("server-timing", server_timing(result)),)   # as REST's headers
+        context.set_trailing_metadata((*timing, ("x-request-id", request_id)))
         return response
 
     async def ModelStreamInfer(self, request_iterator, context):
@@ -147,9 +163,18 @@ class InferCalls:
         # control) until it reads.
         settings = self.service.settings
         window = asyncio.Semaphore(settings.max_queue_size + settings.max_batch_size)
+        # Requests read whose last answer is not yet sent. Every request's answers end with one
+        # marked last (a generation streams several), so the stream ends when the client has
+        # closed its side and this is 0 (waiting for the tasks instead held a streamed
+        # generation's pieces back until every request of a closed stream was done).
+        unanswered = 0
 
         async def answer(request):
             try:
+                if is_generation(request):   # its responses, each marked final or not (grpc_generate.py)
+                    await self._generate(request, call, lambda response, last: done.put_nowait(
+                        (pb.ModelStreamInferResponse(infer_response=response), last)))
+                    return
                 response, _ = await self._infer(request, call)
                 out = pb.ModelStreamInferResponse(infer_response=response)
             except Exception as exc:  # noqa: BLE001 - the error answers this request only
@@ -160,9 +185,10 @@ class InferCalls:
             # so (whether or not `triton_enable_empty_final_response` asked), and stream
             # clients read until they see the flag; without it they waited for ever.
             out.infer_response.parameters["triton_final_response"].bool_param = True
-            done.put_nowait(out)
+            done.put_nowait((out, True))
 
         async def read():
+            nonlocal unanswered
             requests = request_iterator.__aiter__()
             try:
                 while True:
@@ -175,6 +201,7 @@ class InferCalls:
                     except StopAsyncIteration:
                         window.release()
                         break
+                    unanswered += 1
                     task = asyncio.ensure_future(answer(request))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
@@ -190,17 +217,18 @@ class InferCalls:
         self._in_flight[reader] = cut
         try:
             closed = False
-            while not (closed and not pending and done.empty()):
+            while not (closed and unanswered == 0):
                 item = await done.get()
                 if item is _CUT:
                     await abort(context, shutdown_cut())
                 if item is None:
                     closed = True
-                    if pending:
-                        await asyncio.wait(set(pending))
                     continue
-                yield item        # resumes once grpc has taken it for the client
-                window.release()
+                out, last = item
+                yield out         # resumes once grpc has taken it for the client
+                if last:          # the request's last answer: its place in the window is free
+                    unanswered -= 1
+                    window.release()
         finally:
             del self._in_flight[reader]
             reader.cancel()

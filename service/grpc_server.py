@@ -14,8 +14,11 @@ event loop (started and stopped by the app's lifespan), so both front ends feed 
                        compute time, like REST's Server-Timing header
   ModelStreamInfer     a bidirectional stream of requests, each answered as soon as it is
                        done (requests on one stream batch together); an error answers that
-                       request with `error_message` and the stream goes on; every answer
-                       carries `triton_final_response` = true (one answer per request)
+                       request with `error_message` and the stream goes on; a request's last
+                       answer carries `triton_final_response` = true (an inference has one)
+  text generation      a ModelInfer or ModelStreamInfer request to the generate model with a
+                       `text_input` input, as Triton's vLLM backend takes it: one answer with
+                       the text, or streamed, one per piece (grpc_generate.py)
 Everything else in the service (shared memory, trace, logging settings) is UNIMPLEMENTED, with
 a message saying what to do instead (_UNSERVED). Beside it, gRPC's standard health service
 (grpc.health.v1.Health: readiness, for Kubernetes' gRPC probes; grpc_health.py).
