@@ -195,7 +195,7 @@ async def generate(svc, request, meter, emit: Callable, unary: bool) -> None:
     generation = parse(request, svc.settings.max_elements)
     svc.runtime(request.model_name)   # 503 while it loads
     stream = generation.stream and not unary
-    plan, with_prompt = await plan_generation(svc.generate, generation.body, stream)
+    plan, with_prompt = await plan_generation(svc.generate, generation.body, stream, top_level="the input tensors")
     meter.impl = plan.impl
     events = svc.generate.events(plan)
     pending = generation.body.text_input if with_prompt else ""   # the prompt, until the first text goes out

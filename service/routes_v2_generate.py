@@ -46,10 +46,10 @@ def _sampling_parameters(value) -> dict:
     return {k: getattr(p, k) for k in p.model_fields_set}
 
 
-def _merged(body: TritonGenerateRequest) -> TritonGenerateParameters:
+def _merged(body: TritonGenerateRequest, top_level: str) -> TritonGenerateParameters:
     """The top-level, `parameters` and `sampling_parameters` settings as one set; a name set
-    in more than one must agree."""
-    sources = {"the top level": {k: getattr(body, k) for k in body.model_fields_set & _PARAMETERS},
+    in more than one must agree. top_level: what the client calls the top level, for the message."""
+    sources = {top_level: {k: getattr(body, k) for k in body.model_fields_set & _PARAMETERS},
                "parameters": ({k: getattr(body.parameters, k) for k in body.parameters.model_fields_set}
                               if body.parameters else {}),
                "sampling_parameters": (_sampling_parameters(body.sampling_parameters)
@@ -71,10 +71,12 @@ def _words(value) -> Optional[list[str]]:
     return words or None
 
 
-def to_generate(body: TritonGenerateRequest, stream: bool) -> tuple[GenerateRequest, bool, set[str]]:
+def to_generate(body: TritonGenerateRequest, stream: bool,
+                top_level: str = "the top level") -> tuple[GenerateRequest, bool, set[str]]:
     """The /v1/generate request, whether text_output starts with the prompt, and the parameters
-    the client set, null ones not (the others take the model's sampling defaults)."""
-    p = _merged(body)
+    the client set, null ones not (the others take the model's sampling defaults). top_level:
+    where the top-level settings came from, as the client knows it (gRPC: input tensors)."""
+    p = _merged(body, top_level)
     if p.stop is not None and p.stop_words is not None:
         raise ValueError("stop and stop_words: give one of them")
     if p.seed is not None and p.random_seed is not None and p.seed != p.random_seed:
@@ -110,10 +112,10 @@ def _check_model(model: str, version: Optional[str], request: Request) -> None:
     check_generate_model(request.app.state.service, model, version)
 
 
-async def plan_generation(handler, body: TritonGenerateRequest, stream: bool):
+async def plan_generation(handler, body: TritonGenerateRequest, stream: bool, top_level: str = "the top level"):
     """A Triton generate request -> (its GenerateHandler Plan, whether text_output starts with
     the prompt): the same settings, limits and messages over REST and gRPC (grpc_generate.py)."""
-    generate_request, with_prompt, client_set = to_generate(body, stream)
+    generate_request, with_prompt, client_set = to_generate(body, stream, top_level)
     plan = await handler.plan(generate_request, max_tokens_name="max_tokens", client_set=client_set)
     return plan, with_prompt
 

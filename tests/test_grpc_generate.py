@@ -169,6 +169,11 @@ def test_bad_input_is_refused_naming_it_and_the_server_goes_on(real):
     for inputs, says in cases:
         code, message = _refusal(lambda: client.infer("lfm2", inputs))
         assert code == "StatusCode.INVALID_ARGUMENT" and says in message, message
+    max_tokens = gc.InferInput("max_tokens", [1], "INT32")
+    max_tokens.set_data_from_numpy(np.array([4], dtype=np.int32))
+    code, message = _refusal(lambda: client.infer("lfm2", _inputs("abc", sampling={"max_tokens": 5}) + [max_tokens]))
+    assert message == ("'max_tokens' set twice with different values, in the input tensors and in "
+                       "sampling_parameters; expected each once"), message
     two = gc.InferInput("text_input", [2], "BYTES")
     two.set_data_from_numpy(np.array([b"a", b"b"], dtype=object))
     code, message = _refusal(lambda: client.infer("lfm2", [two]))
