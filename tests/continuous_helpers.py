@@ -65,6 +65,16 @@ def random_sequences(n: int, rng: random.Random, vocab: int) -> list[Sequence]:
     return seqs
 
 
+def run_all(model, seqs: list[Sequence], max_length: int = 256) -> list[Sequence]:
+    """Add every sequence to one engine of their number's capacity and step until all are done."""
+    engine = ContinuousBatch(model, capacity=len(seqs), max_length=max_length)
+    for s in seqs:
+        engine.add(s)
+    while engine.busy:
+        engine.step()
+    return seqs
+
+
 def run_staggered(engine: ContinuousBatch, seqs: list[Sequence], rng: random.Random):
     """Add the sequences a few at a time between steps, as requests arriving under load."""
     pending = list(seqs)

@@ -12,7 +12,9 @@ import torch
 
 pytest.importorskip("llguidance")
 
-from models.lfm2 import ContinuousBatch, Sequence  # noqa: E402
+from models.lfm2 import Sequence  # noqa: E402
+
+from continuous_helpers import run_all  # noqa: E402
 from models.lfm2.structured import TokenConstraint, grammar_for, guidance_tokenizer  # noqa: E402
 
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["name", "age", "tags"],
@@ -48,12 +50,7 @@ def _constraint(lm, kind, value):
 
 
 def _run(lm, seqs):
-    engine = ContinuousBatch(lm, capacity=len(seqs), max_length=256)
-    for s in seqs:
-        engine.add(s)
-    while engine.busy:
-        engine.step()
-    return seqs
+    return run_all(lm, seqs, max_length=256)
 
 
 @pytest.mark.parametrize("kind, value, check", [
@@ -94,7 +91,7 @@ def test_greedy_choice_equals_a_loop_masked_by_prefix(demo):
     """Greedy under a choice constraint is the argmax among the tokens that keep the bytes a
     prefix of some choice (eos once they equal one), each step a full forward: the mask is
     applied where it must be, not merely some valid text produced."""
-    tok, vocab = demo.tokenizer, demo.config.vocab_size
+    tok = demo.tokenizer
     choices = ["apple", "apricot", "banana split", "ap"]
     targets = [c.encode() for c in choices]
     for prompt in (tok.encode("fruit:"), tok.encode("z"), [rng_id for rng_id in random.Random(3).sample(range(256), 9)]):

@@ -9,6 +9,8 @@ import torch
 from models.lfm2 import ContinuousBatch, Sequence
 from models.lfm2.token_masks import bad_words_ids_for
 
+from continuous_helpers import run_all
+
 
 @pytest.fixture(scope="module")
 def demo():
@@ -17,12 +19,7 @@ def demo():
 
 
 def _run(lm, seqs):
-    engine = ContinuousBatch(lm, capacity=len(seqs), max_length=128)
-    for s in seqs:
-        engine.add(s)
-    while engine.busy:
-        engine.step()
-    return seqs
+    return run_all(lm, seqs, max_length=128)
 
 
 def _greedy_loop(lm, prompt, steps, allowed=None, bad=()):
