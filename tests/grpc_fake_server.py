@@ -15,6 +15,16 @@ from service.testing import fake_hooks, fake_models  # noqa: E402
 from tests.test_service_server import in_process_server  # noqa: E402
 
 
+class StreamContext:
+    """What InferCalls.ModelStreamInfer reads of grpc's call context, for driving it directly
+    (no metadata: no bearer token, no request id)."""
+    def invocation_metadata(self):
+        return ()
+
+    def peer(self):
+        return "test"
+
+
 @contextlib.contextmanager
 def grpc_server(delay_s=0.0, **settings):
     from service.app import create_app

@@ -20,6 +20,7 @@ from tritonclient.grpc import service_pb2 as pb  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from server_process import metric_sum  # noqa: E402
+from tests.grpc_fake_server import StreamContext  # noqa: E402
 from tests.test_service_server import in_process_server  # noqa: E402
 
 LIMITS = dict(max_new_tokens=16, max_sequence_length=64, request_timeout_s=60)
@@ -266,15 +267,8 @@ def test_a_streams_window_counts_generations_not_answers(slow):
             request.parameters["max_tokens"].int64_param = 6
             yield request
 
-    class Context:
-        def invocation_metadata(self):
-            return ()
-
-        def peer(self):
-            return "test"
-
     async def run():
-        answers = InferCalls(service).ModelStreamInfer(requests(), Context())
+        answers = InferCalls(service).ModelStreamInfer(requests(), StreamContext())
         most, texts = 0, {}
         for _ in range(40):
             out = await answers.__anext__()

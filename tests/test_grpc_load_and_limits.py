@@ -18,7 +18,7 @@ from tritonclient.grpc._utils import _get_inference_request  # noqa: E402
 
 from service.testing import reference_logits  # noqa: E402
 from server_process import metric_sum  # noqa: E402
-from tests.grpc_fake_server import _code_and_message, _image, _infer, grpc_server  # noqa: E402
+from tests.grpc_fake_server import StreamContext, _code_and_message, _image, _infer, grpc_server  # noqa: E402
 
 
 def test_a_stream_whose_client_does_not_read_is_not_read_either():
@@ -188,15 +188,8 @@ def test_a_stream_takes_no_message_before_it_has_a_place_for_it():
             taken.append(len(taken))
             yield pb.ModelInferRequest(model_name="lfm2", id=str(len(taken)), inputs=[tensor])
 
-    class Context:
-        def invocation_metadata(self):
-            return ()
-
-        def peer(self):
-            return "test"
-
     async def run():
-        answers = InferCalls(app.state.service).ModelStreamInfer(requests(), Context())
+        answers = InferCalls(app.state.service).ModelStreamInfer(requests(), StreamContext())
         first = asyncio.ensure_future(answers.__anext__())   # starts the stream's reader
         # Until the window is read (a loaded box may take its time), then a moment more: no
         # answer is taken meanwhile (`first` is the only read), so no place ever frees. The
