@@ -110,6 +110,26 @@ def test_cancelled_while_joining_never_gets_a_token(model):
     assert engine.step() == [] and not engine.busy
 
 
+
+def test_a_cancelled_long_prompt_stops_holding_back_its_group(model):
+    """A 40-token prompt and a 3-token one join as one left-padded group, 4 columns a step. The
+    long one is cancelled after the first chunk: the short one's columns (the last 3) were not
+    reached yet, so nothing of it is lost by regrouping. It waited 9 more steps (36 columns of
+    its padding, prefilled for a prompt nobody wanted) for its first token; now the next step
+    gives it, and its tokens are those it gets alone."""
+    a, b = Sequence(list(range(1, 41)), max_new_tokens=3), Sequence([7, 8, 9], max_new_tokens=3)
+    want = alone(model, b)
+    engine = ContinuousBatch(model, capacity=2, max_length=64, prefill_chunk=4)
+    engine.add(a)
+    engine.add(b)
+    assert engine.step() == [] and engine.joining == [a, b] and engine.prefill.done == 4
+    engine.cancel(a)
+    assert [s for s, _ in engine.step()] == [b]
+    while engine.busy:
+        engine.step()
+    assert b.tokens == want and a.tokens == [] and a.finish_reason == "cancelled"
+    assert engine.decoder.live == 0 and not engine.decoder.store.key_mask.any()
+
 def test_admission_keeps_each_group_within_max_length(model):
     """A long prompt and a long generation are not padded into one group past max_length."""
     long_prompt = Sequence(list(range(1, 21)), max_new_tokens=2)

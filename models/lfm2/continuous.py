@@ -257,7 +257,12 @@ class ContinuousBatch:
             if s.cancelled and not s.done:
                 s.done, s.finish_reason = True, "cancelled"
         self.waiting = collections.deque(s for s in self.waiting if not s.done)
-        if self.joining and all(s.done for s in self.joining):          # nobody left to prefill for
+        left = [(s, r) for s, r in zip(self.joining, self.joining_rows) if not s.done]
+        # A group that lost members is dropped while its prefill is still in the left padding of
+        # every one left (columns only the cancelled, longer prompts needed): they wait again at
+        # the front (before leaving joining: the server's admission reads both), and regroup now.
+        if len(left) < len(self.joining) and all(self.prefill.done <= self.prefill.offsets[r] for _, r in left):
+            self.waiting.extendleft(reversed([s for s, _ in left]))
             self.joining, self.prefill = [], None
         self._retire_finished()
 
