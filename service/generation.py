@@ -160,15 +160,16 @@ class GenerationScheduler:
 
     # --- lifecycle ----------------------------------------------------------------------------
     def warmup(self) -> None:
-        """Make the default policy's engine (on CUDA: capture its graphs) and run one short
-        sequence through it, before the server turns ready. Call before start()."""
+        """Make the default policy's engine (on CUDA: capture its graphs) and run a sequence
+        that fits max_length through it before the server turns ready. Call before start()."""
         from models.lfm2.continuous import Sequence
 
-        impl = self.rt.settings.depthwise_impl
-        engine = self._engine(impl)
-        engine.add(Sequence([1, 2, 3], max_new_tokens=2))
-        while engine.busy:
-            self._run_step(impl, engine)
+        if self.max_length >= 2:   # else nothing fits: every generation is a 400
+            impl, prompt = self.rt.settings.depthwise_impl, [1, 2, 3][:max(1, self.max_length - 2)]
+            engine = self._engine(impl)
+            engine.add(Sequence(prompt, max_new_tokens=min(2, self.max_length - len(prompt))))   # a decode step if room
+            while engine.busy:
+                self._run_step(impl, engine)
 
     def start(self) -> "GenerationScheduler":
         self._thread.start()

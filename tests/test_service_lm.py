@@ -171,3 +171,25 @@ def test_generation_stops_at_every_eos_id_of_the_config():
         r = c.post("/v1/generate", json={"input_ids": prompt, "max_new_tokens": 6, "temperature": 0,
                                          "ignore_eos": True}).json()
         assert r["token_ids"] == greedy and r["finish_reason"] == "length"
+
+
+@pytest.mark.parametrize("length", [pytest.param(n, id=f"max_sequence_length={n}") for n in (1, 2, 4)])
+def test_the_generation_warm_up_fits_any_sequence_length(length):
+    """The scheduler's warm-up ran a 3-token prompt for 2 tokens whatever the sequence length:
+    with --max-sequence-length below 5 (warm-up on, the default) the model never loaded
+    ("prompt (3 tokens) + max_new_tokens (2) exceeds this batch's max_length 4"; at 1 the
+    engine's own refusal), so the server never turned ready, /v2 infer included. Now it is
+    ready; what fits is generated, and what cannot is the usual 400."""
+    from models.registry import build_model
+
+    lm = build_model("lfm2", None, device="cpu", seed=0)
+    app = create_app(Settings(models=("lfm2",), warmup=True, max_sequence_length=length), models={"lfm2": lm})
+    with TestClient(app) as client:
+        client_ready(client, timeout=60)
+        one = {"inputs": [{"name": "input_ids", "shape": [1, 1], "datatype": "INT64", "data": [5]}]}
+        assert client.post("/v2/models/lfm2/infer", json=one).status_code == 200
+        r = client.post("/v1/generate", json={"input_ids": [5], "max_new_tokens": 1})
+        if length == 1:
+            assert r.status_code == 400 and "max_sequence_length" in error_message(r), r.text
+        else:
+            assert r.status_code == 200 and len(r.json()["token_ids"]) == 1, r.text
