@@ -11,7 +11,7 @@ import torch
 
 Entry = tuple[float, list[tuple[int, float]]]   # (logprob of the token, [(token, logprob)] * k)
 # Padded tokens per shared scoring forward. Batching pays where a forward's fixed cost dominates
-# (short prompts: 2-3x at 16-32 tokens); past ~1k tokens a wider batch only adds padding and
+# (short prompts: ~1.8x at 16-32 tokens); past ~1k tokens a wider batch only adds padding and
 # cache misses (4096 was 0.75-0.9x of one forward per prompt at 64-512 tokens on 2 CPU cores,
 # benchmarks/prompt_scoring.py).
 BATCH_TOKENS = 1024
