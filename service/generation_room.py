@@ -27,8 +27,12 @@ RESERVATION: contextvars.ContextVar[Optional[Reservation]] = contextvars.Context
 
 
 def free_rows(engine) -> int:
-    """Rows no sequence holds (a joining group's are held: its prefill is under way)."""
-    return max(0, engine.capacity - len(engine.rows) - len(getattr(engine, "joining", ())))
+    """Rows no sequence holds (a joining group's are held: its prefill is under way). Read
+    from the event loop while step() runs on the scheduler thread, which moves a group from
+    `joining` to `rows` in two statements: between them the group is in both, so sequences
+    are counted once each (by identity), not list lengths added (a spurious 503 at the bound)."""
+    held = {id(s) for s in list(engine.rows)} | {id(s) for s in list(getattr(engine, "joining", ()))}
+    return max(0, engine.capacity - len(held))
 
 
 def would_queue(pending: collections.Counter, engines: Mapping[str, Any], default: str, capacity: int,

@@ -119,6 +119,18 @@ def test_a_waiting_policy_is_not_starved_by_a_busy_one(serve):
     assert max(rows for rows, impl in lm.calls if impl == "per_group") == 1   # `later` never joined `first`
 
 
+def test_a_group_in_both_lists_is_held_once():
+    """ContinuousBatch.step moves a joining group into `rows` a statement before it empties
+    `joining`; an admission check landing between them counted the group twice (free rows
+    too few: a spurious 503 at the queue bound)."""
+    from types import SimpleNamespace
+
+    from service.generation_room import free_rows
+    group, live = [object(), object()], [object()]
+    moving = SimpleNamespace(capacity=8, rows=live + group, joining=group)    # between the two statements
+    assert free_rows(moving) == 5 == free_rows(SimpleNamespace(capacity=8, rows=live + group, joining=[]))
+
+
 def test_would_queue_counts_only_what_the_free_rows_cannot_take():
     from collections import Counter
     from types import SimpleNamespace
@@ -126,7 +138,8 @@ def test_would_queue_counts_only_what_the_free_rows_cannot_take():
     from service.generation_room import would_queue
 
     def engine(capacity, rows, joining=0):
-        return SimpleNamespace(capacity=capacity, rows=[object()] * rows, joining=[object()] * joining)
+        return SimpleNamespace(capacity=capacity, rows=[object() for _ in range(rows)],
+                               joining=[object() for _ in range(joining)])   # distinct sequences
 
     engines = {"auto": engine(16, rows=10, joining=2)}                     # 4 rows free
     assert would_queue(Counter(auto=4), engines, "auto", 16) == 0
