@@ -118,3 +118,16 @@ def test_a_pixel_bomb_names_the_servers_limit():
            + chunk(b"IDAT", zlib.compress(b"\0\0\0\0")) + chunk(b"IEND", b""))
     with pytest.raises(ValueError, match=f"limit is {LIMIT} \\(DWSERVE_MAX_IMAGE_PIXELS\\)"):
         _decode(png)
+
+
+def test_a_limit_above_pillows_own_is_honoured(monkeypatch):
+    """DWSERVE_MAX_IMAGE_PIXELS above Pillow's ceiling (2 * Image.MAX_IMAGE_PIXELS, 178956970
+    by default): an image under the configured limit was refused at open by Pillow, with the
+    contradictory 'image is 180000000 pixels; the limit is 200000000'. Pillow's ceiling is
+    lowered here so that the case costs kilobytes, not a 540 MB decode."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)          # Pillow refuses > 2000 pixels
+    data = _encode(_asymmetric(60, 50), "PNG")                     # 3000 pixels
+    want = _decode(data, max_image_pixels=3000 * 4)
+    assert want.shape == (3, CROP, CROP)
+    with pytest.raises(ValueError, match="image is 60x50 = 3000 pixels; the limit is 2999"):
+        _decode(data, max_image_pixels=2999)

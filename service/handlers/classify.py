@@ -50,6 +50,12 @@ class ClassifyHandler:
         if not data:
             raise ValueError(f"file: expected a non-empty image upload ({TAKEN})")
         limit = self.rt.settings.max_image_pixels
+        # Pillow refuses at open anything over 2 * Image.MAX_IMAGE_PIXELS (178956970 pixels by
+        # default), so a DWSERVE_MAX_IMAGE_PIXELS above that was never reached: an image under it
+        # was refused as over it. Raising Pillow's ceiling to ours (a process-wide value, only ever
+        # raised, to the same number) leaves the check below the one that decides.
+        if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < limit:
+            Image.MAX_IMAGE_PIXELS = limit
         try:
             img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)   # lazy: reads the header only
         except UnidentifiedImageError:   # its message is the repr of our BytesIO: a heap address
