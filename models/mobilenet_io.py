@@ -181,7 +181,11 @@ def read_labels(path: str | Path | None, num_classes: int) -> list[str]:
     if not path.is_file():
         raise ValueError(f"labels: expected a text file with one class name per line, "
                          f"{str(path)!r} is not a file")
-    labels = path.read_text(encoding="utf-8").splitlines()
+    try:   # utf-8-sig: Windows editors (Notepad) start UTF-8 files with a BOM, else class 0's name had it
+        labels = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:   # its own message names neither the file nor what to do
+        raise ValueError(f"labels: {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                         "save it as UTF-8, one class name per line") from None
     while labels and not labels[-1].strip():
         labels.pop()
     if len(labels) != num_classes:

@@ -5,6 +5,7 @@ of torchvision's blocks), so a layout slip in the model fails here. Forwards use
 inputs (64x64) to keep per_group and the interpreter fast on 2 cores.
 """
 import pickle
+import re
 
 import pytest
 import torch
@@ -237,6 +238,17 @@ def test_labels_file(tmp_path):
     assert mobilenet_v2(num_classes=2).labels == ["class_0", "class_1"]
     with pytest.raises(ValueError, match="3 lines, expected one per class"):
         mobilenet_v2(num_classes=4, labels=tmp_path / "labels.txt")
+
+
+def test_labels_file_as_windows_editors_save_it(tmp_path):
+    """Notepad's UTF-8 opens with a BOM and ends lines with CRLF: neither belongs to a name
+    (class 0 was '\\ufeffcat'). A file in another encoding is refused naming the file."""
+    path = tmp_path / "labels.txt"
+    path.write_bytes("\ufeffcat\r\nchien \u00e9\r\n".encode("utf-8"))
+    assert mobilenet_v2(num_classes=2, labels=path).labels == ["cat", "chien \u00e9"]
+    path.write_bytes("cat\nchien \u00e9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=re.escape(f"labels: {path} is not UTF-8 text") + ".*save it as UTF-8"):
+        mobilenet_v2(num_classes=2, labels=path)
 
 
 @pytest.mark.parametrize("width_mult", [pytest.param(w, id=f"x{w}") for w in (0.35, 0.75, 1.4)])
