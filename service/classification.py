@@ -3,7 +3,7 @@
 An output requested with `parameters.classification = k` (tritonclient's
 `InferRequestedOutput(name, class_count=k)`) comes back not as the model's tensor but as
 BYTES of shape [batch, k]: per row the k highest values, highest first, each the string
-"<value>:<index>" or, when the model has class labels for that output, "<value>:<index>:<label>"
+"<value>:<index>" or, when the model has a (non-empty) label for that class, "<value>:<index>:<label>"
 (value printed as C++'s std::to_string prints a float, six decimals). A k above the number of
 classes returns them all, as Triton does. Pure numpy: no FastAPI, no torch.
 """
@@ -44,7 +44,8 @@ def top_classes(scores: np.ndarray, k: int, labels: Optional[list[str]] = None) 
     for b, row in enumerate(order):
         for j, i in enumerate(row):
             text = f"{float(scores[b, i]):f}:{int(i)}"
-            out[b, j] = (text if labels is None else f"{text}:{labels[i]}").encode()
+            # Triton adds ":<label>" only for a non-empty label (a blank line of the labels file)
+            out[b, j] = (f"{text}:{labels[i]}" if labels is not None and labels[i] else text).encode()
     return out
 
 

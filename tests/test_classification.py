@@ -42,6 +42,12 @@ def test_top_classes_against_a_written_out_sort():
     assert top_classes(scores, 40).shape == (3, 17)             # more than there are: all of them
 
 
+def test_a_blank_label_is_left_out_as_triton_does():
+    """A blank line of the labels file: Triton writes "<value>:<index>", not "<value>:<index>:"."""
+    arr = top_classes(np.array([[3.0, 2.0, 1.0]], dtype=np.float32), 3, ["a", "", "c"])
+    assert decoded(arr) == [["3.000000:0:a", "2.000000:1", "1.000000:2:c"]]
+
+
 def test_bytes_on_the_wire_decode_with_tritonclient():
     arr = top_classes(np.array([[0.5, -1.0, 2.25]], dtype=np.float32), 3, ["a", "b", "ünï"])
     back = deserialize_bytes_tensor(serialize_bytes(arr))
