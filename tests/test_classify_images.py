@@ -131,3 +131,21 @@ def test_a_limit_above_pillows_own_is_honoured(monkeypatch):
     assert want.shape == (3, CROP, CROP)
     with pytest.raises(ValueError, match="image is 60x50 = 3000 pixels; the limit is 2999"):
         _decode(data, max_image_pixels=2999)
+
+
+def test_an_infinite_logit_is_certainty_not_null_scores():
+    """A +inf logit (float16 overflow): softmax's limit puts all the probability there; it was
+    inf - inf = NaN everywhere, a 200 of null scores on classes 0..4 in index order. NaN
+    logits are the server's fault: a 500 that says so, not scores of null."""
+    from service.errors import ServiceError
+    handler = ClassifyHandler()
+    handler.rt, handler.labels = SimpleNamespace(name="mobilenet_v2"), ["a", "b", "c", "d"]
+    got = handler.encode(np.array([1.0, np.inf, 2.0, -np.inf], np.float32), 3, "auto")["labels"]
+    assert [(c["index"], c["score"]) for c in got] == [(1, 1.0), (0, 0.0), (2, 0.0)]
+    got = handler.encode(np.array([np.inf, 0.0, np.inf, 5.0], np.float32), 2, "auto")["labels"]
+    assert [(c["index"], c["score"]) for c in got] == [(0, 0.5), (2, 0.5)]
+    finite = handler.encode(np.array([0.0, np.log(3.0), -np.inf, 0.0], np.float32), 4, "auto")["labels"]
+    assert [c["index"] for c in finite] == [1, 0, 3, 2]
+    assert np.allclose([c["score"] for c in finite], [0.6, 0.2, 0.2, 0.0])
+    with pytest.raises(ServiceError, match="1 NaN of 4"):
+        handler.encode(np.array([1.0, np.nan, 2.0, 0.0], np.float32), 3, "auto")

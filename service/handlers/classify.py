@@ -10,6 +10,7 @@ import numpy as np
 
 from models.mobilenet_io import to_rgb
 
+from ..errors import ServiceError
 from ..runtime import ModelRuntime
 
 # What /v1/classify decodes: what cameras, phones and browsers produce (a phone's MPO is read
@@ -87,10 +88,26 @@ class ClassifyHandler:
         return result.outputs[self.output_name][0]
 
     def encode(self, logits: np.ndarray, top_k: int, impl: str) -> dict[str, Any]:
-        z = logits.astype(np.float64) - logits.max()
-        probs = np.exp(z) / np.exp(z).sum()
+        probs = softmax(logits)
         k = min(top_k, probs.size)
         top = np.argsort(-probs, kind="stable")[:k]
         return {"model": self.rt.name,
                 "labels": [{"index": int(i), "label": self.labels[i], "score": float(probs[i])} for i in top],
                 "parameters": {"depthwise_impl": impl}}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """(num_classes,) logits -> probabilities, float64. A +inf logit (a float16 model's
+    overflow) was inf - inf = NaN for every class, answered as score null on classes 0..k-1;
+    its limit is certainty, shared by the +inf classes. NaN logits, or all -inf, say nothing
+    about the image: the model is broken, which is the server's fault (500), not the client's."""
+    x = logits.astype(np.float64)
+    top = x.max() if x.size else np.nan
+    if np.isnan(x).any() or top == -np.inf:
+        raise ServiceError(500, f"the model's logits are not usable ({int(np.isnan(x).sum())} NaN of {x.size}, "
+                                f"max {top}); are its weights finite?")
+    if top == np.inf:
+        hot = x == np.inf
+        return hot / np.count_nonzero(hot)
+    e = np.exp(x - top)
+    return e / e.sum()
