@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import runpy
+import signal
 import sys
 import time
 from pathlib import Path
@@ -141,16 +142,17 @@ def serve(argv: list[str]) -> int:
 
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
-    run_server(app, settings, settings.log_level)
+    interrupted = run_server(app, settings, settings.log_level)
     if app.state.service.load_error:
         print(f"dwserve serve: model loading failed: {app.state.service.load_error}", file=sys.stderr)
         return 1
-    return 0
+    return 128 + signal.SIGINT if interrupted else 0   # Ctrl+C: 130, as a shell reports it
 
 
-def run_server(app, settings: Settings, log_level: str = "info") -> None:
+def run_server(app, settings: Settings, log_level: str = "info") -> bool:
     """uvicorn with graceful shutdown: on SIGTERM/SIGINT it stops accepting, waits (bounded)
-    for in-flight requests, then the app's lifespan exit drains the batchers.
+    for in-flight requests, then the app's lifespan exit drains the batchers. True when it
+    ended on SIGINT (Ctrl+C).
 
     No uvicorn `limit_concurrency`: it counts open connections, idle ones included, and past
     it answers every request (health probes and /metrics too) with a plain-text 503, no
@@ -193,7 +195,11 @@ def run_server(app, settings: Settings, log_level: str = "info") -> None:
     server = Server(config)
     if service is not None:  # a model that cannot load ends the process (exit 1), not a zombie
         service.on_load_error = lambda: setattr(server, "should_exit", True)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:   # after the whole graceful shutdown, uvicorn re-raises a captured
+        return True             # SIGINT, which asyncio's runner turns into this (a traceback at Ctrl+C)
+    return False
 
 
 def bench(argv: list[str]) -> int:
