@@ -117,8 +117,10 @@ class Settings(BaseSettings):
     launch_recount_every: int = Field(500, ge=1)         # re-run count_launches every N forwards
     depthwise_sample_every: int = Field(20, ge=1)        # run every N-th forward under depthwise_timer
     warmup: bool = True                                  # warm up (and compile) before ready
-    # on SIGTERM, how long in-flight requests get to finish before they are cut; 0 = at once
-    graceful_shutdown_s: float = Field(30.0, ge=0)
+    # on SIGTERM, how long in-flight requests get to finish before they are cut; 0 = at once.
+    # At most a day: the drain joins threads with it, which raise OverflowError past
+    # threading.TIMEOUT_MAX (inf made the shutdown fail and skip the drain)
+    graceful_shutdown_s: float = Field(30.0, ge=0, le=86_400)
     # seconds a connection may sit with no request in progress (also before its first byte),
     # and a request's body pause mid-upload (then 408)
     idle_timeout_s: float = Field(5.0, gt=0)

@@ -4,6 +4,8 @@ the environment, the default models, a bad setting or variable as one line namin
 setting but one a flag, and --help giving each flag a description, default and variable.
 Settings that reach the models are test_cli_serve_model_settings.py's; the other commands
 test_cli_commands.py's."""
+import threading
+
 import pytest
 from pydantic import ValidationError
 
@@ -48,6 +50,10 @@ def test_env_models_comma_list(monkeypatch, captured):
                  id="delay-nan"),
     pytest.param(["--model", "lfm2", "--model", "lfm2=/x"],
                  "--model ['lfm2', 'lfm2=/x']: expected each model name at most once", id="duplicate-model"),
+    # inf (or anything past threading.TIMEOUT_MAX) was taken, and at SIGTERM the drain's thread
+    # joins raised OverflowError: 'Application shutdown failed', the batchers never drained
+    pytest.param(["--graceful-shutdown-s", "inf"], "--graceful-shutdown-s inf: expected a number >= 0 and <= 86400",
+                 id="grace-inf"),
 ])
 def test_serve_rejects_bad_settings(argv, line, captured, capsys):
     """One line per bad setting, naming the flag as typed and what it takes (not pydantic's
@@ -56,6 +62,13 @@ def test_serve_rejects_bad_settings(argv, line, captured, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("dwserve serve: invalid settings: " + line), err
     assert "pydantic" not in err
+
+
+def test_the_longest_grace_period_is_one_a_thread_join_takes():
+    """The drain joins threads with --graceful-shutdown-s as timeout (service.app.Service.stop)."""
+    limit = next(m.le for m in Settings.model_fields["graceful_shutdown_s"].metadata if getattr(m, "le", None))
+    assert Settings(graceful_shutdown_s=limit).graceful_shutdown_s == limit
+    assert threading.Lock().acquire(timeout=limit)   # OverflowError past threading.TIMEOUT_MAX
 
 
 @pytest.mark.parametrize("env, line", [
