@@ -140,6 +140,14 @@ class Settings(BaseSettings):
     def _none_word(cls, value):
         return None if isinstance(value, str) and value.strip().lower() == "none" else value
 
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value):
+        # "" (`--host "$HOST"`, HOST unset): uvicorn bound every interface unasked and gRPC failed
+        if not value.strip():
+            raise ValueError("expected an address or host name (0.0.0.0 or :: for every interface)")
+        return value
+
     @field_validator("models", mode="before")
     @classmethod
     def _split_models(cls, value):

@@ -54,6 +54,9 @@ def test_env_models_comma_list(monkeypatch, captured):
     # joins raised OverflowError: 'Application shutdown failed', the batchers never drained
     pytest.param(["--graceful-shutdown-s", "inf"], "--graceful-shutdown-s inf: expected a number >= 0 and <= 86400",
                  id="grace-inf"),
+    # `--host "$HOST"` with HOST unset: uvicorn listened on every interface, gRPC's bind failed
+    pytest.param(["--host", ""], "--host : expected an address or host name (0.0.0.0 or :: for every interface)",
+                 id="host-empty"),
 ])
 def test_serve_rejects_bad_settings(argv, line, captured, capsys):
     """One line per bad setting, naming the flag as typed and what it takes (not pydantic's
