@@ -87,8 +87,16 @@ def _with_defaults(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """A flag argparse cannot parse is one line on stderr and exit 2, as a bad setting's
+    (argparse's own printed the whole 30-odd-line usage above the line that says what is wrong)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} ({self.prog} --help lists the flags)\n")
+
+
 def _serve_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dwserve serve", description="Serve the models over HTTP (OIP v2 + /v1).")
+    p = _OneLineErrors(prog="dwserve serve", description="Serve the models over HTTP (OIP v2 + /v1).")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--model", action="append", dest="models", metavar="NAME[=PATH]",

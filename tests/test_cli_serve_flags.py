@@ -112,9 +112,21 @@ def test_an_empty_variable_is_as_if_unset(monkeypatch, captured):
     assert (s.grpc_port, s.torch_threads, s.api_key, s.max_batch_size) == (None, None, None, 8)
 
 
-def test_serve_rejects_unknown_impl():
-    with pytest.raises(SystemExit):
-        cli.main(["serve", "--depthwise-impl", "warp"])
+@pytest.mark.parametrize("argv, line", [
+    (["--depthwise-impl", "warp"], "argument --depthwise-impl: invalid choice: 'warp'"),
+    (["--port", "abc"], "argument --port: invalid int value: 'abc'"),
+    (["--max-queue-delay-ms", "soon"], "argument --max-queue-delay-ms: invalid float value: 'soon'"),
+    (["--host"], "argument --host: expected one argument"),
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+])
+def test_serve_rejects_what_it_cannot_parse_in_one_line(argv, line, captured, capsys):
+    """argparse printed its whole usage (30-odd lines) before the one that says what is wrong;
+    now that line alone, as a bad setting's, exit 2."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["serve", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("dwserve serve: " + line), err
 
 
 def test_log_level_flag_and_env(monkeypatch, captured):
