@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     # memory-bound depthwise layers, tensor cores for the rest), float32 on CPU (no fast
     # bf16 on AVX2 parts). Requests and responses stay FP32/INT64 either way.
     dtype: str = "auto"                                   # one of DTYPE_CHOICES
-    seed: int = 0
+    # seeds torch.Generator for the embedded weights: its range (past it loading failed after start)
+    seed: int = Field(0, ge=0, le=2**64 - 1)
     # torch intra-op threads (None = torch's default, one per core). Set it to the CPU quota
     # (k8s limits, a shared box): oversubscribed OpenMP threads spin and can be 10x slower.
     torch_threads: Optional[int] = Field(None, ge=1, le=1024)

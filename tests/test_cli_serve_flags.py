@@ -57,6 +57,9 @@ def test_env_models_comma_list(monkeypatch, captured):
     # `--host "$HOST"` with HOST unset: uvicorn listened on every interface, gRPC's bind failed
     pytest.param(["--host", ""], "--host : expected an address or host name (0.0.0.0 or :: for every interface)",
                  id="host-empty"),
+    # past torch's seed range the server started and then failed loading the models (exit 1)
+    pytest.param(["--seed", str(2**64)], f"--seed {2**64}: expected an integer >= 0 and <= {2**64 - 1}",
+                 id="seed-range"),
 ])
 def test_serve_rejects_bad_settings(argv, line, captured, capsys):
     """One line per bad setting, naming the flag as typed and what it takes (not pydantic's
@@ -72,6 +75,17 @@ def test_the_longest_grace_period_is_one_a_thread_join_takes():
     limit = next(m.le for m in Settings.model_fields["graceful_shutdown_s"].metadata if getattr(m, "le", None))
     assert Settings(graceful_shutdown_s=limit).graceful_shutdown_s == limit
     assert threading.Lock().acquire(timeout=limit)   # OverflowError past threading.TIMEOUT_MAX
+
+
+def test_the_seed_range_is_torchs():
+    """--seed seeds torch.Generator (the embedded weights): its bounds are the generator's."""
+    import torch
+    bounds = {name: getattr(m, name) for m in Settings.model_fields["seed"].metadata for name in ("ge", "le")
+              if getattr(m, name, None) is not None}
+    assert bounds == {"ge": 0, "le": 2**64 - 1}
+    torch.Generator().manual_seed(bounds["le"])
+    with pytest.raises((ValueError, RuntimeError), match="Overflow"):
+        torch.Generator().manual_seed(bounds["le"] + 1)
 
 
 @pytest.mark.parametrize("env, line", [
