@@ -85,5 +85,6 @@ def _cannot_listen(host: str, port: int) -> Optional[str]:
         try:
             sock.bind(address)
         except OSError as exc:
-            return f"cannot listen on {address[0]}:{port} ({exc.strerror}); pick another port"
+            host = f"[{address[0]}]" if family == socket.AF_INET6 else address[0]   # as a URL writes it
+            return f"cannot listen on {host}:{port} ({exc.strerror}); pick another port"
     return None

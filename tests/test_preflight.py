@@ -93,6 +93,22 @@ def test_serve_refuses_ports_it_cannot_listen_on(monkeypatch, never_served, caps
     assert capsys.readouterr().err.startswith("dwserve serve: --host no-such-host.invalid: cannot resolve it")
 
 
+def test_a_taken_ipv6_port_is_named_as_an_address_with_a_port(never_served, capsys):
+    """`[::1]:P`, as a URL writes it; it read '::1:P' (--host ::1) and ':::P' (--host ::)."""
+    import socket
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    with socket.socket(socket.AF_INET6) as held:
+        try:
+            held.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+        held.listen()
+        taken = held.getsockname()[1]
+        assert cli.main(["serve", "--host", "::1", "--port", str(taken)]) == 2
+    assert f"cannot listen on [::1]:{taken} (Address already in use)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("model", ["lfm2=", "=x", " =/w"])
 def test_serve_refuses_a_model_entry_without_name_or_path(model, never_served, capsys):
     """`lfm2=` served the embedded default as if no path were meant."""
