@@ -2,7 +2,8 @@
 test_service_app_*.py modules and the metering tests: LIMITS (small limits, fast on 2 cores),
 `served` (a module-scoped client and its models; a test module takes it with
 `served = inprocess_app.served`), the requests `_image` and `_infer_json` build, and
-`real_lm_client`: the app around the real seeded lfm2-demo model."""
+`real_lm_client`: the app around the real seeded lfm2-demo model; `eos_fake_client`: the
+fake models with 'H' (EOS) made the end-of-sequence token."""
 import contextlib
 
 import numpy as np
@@ -26,6 +27,22 @@ def served():
     with TestClient(app, raise_server_exceptions=False) as client:
         client_ready(client)
         yield client, models
+
+
+EOS = ord("H") - 32          # FakeTokenizer: id = ord(ch) - 32
+
+
+@contextlib.contextmanager
+def eos_fake_client():
+    """A ready TestClient of the fake models with EOS the end-of-sequence token (decoded as no
+    text, it stops a generation: FakeLM counts up one character per token, so a prompt ending
+    'EF' generates 'G', then eos)."""
+    models = fake_models()
+    models["lfm2"].lm.tokenizer.eos_token_id = EOS
+    app = create_app(Settings(warmup=False, max_new_tokens=32, max_sequence_length=128), models=models,
+                     hooks=fake_hooks())
+    with TestClient(app) as c:
+        yield client_ready(c, timeout=30)
 
 
 @contextlib.contextmanager

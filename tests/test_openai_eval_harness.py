@@ -9,25 +9,14 @@ and against a plain forward of the real lfm2-demo model."""
 import json
 
 import pytest
-from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
-from service.testing import fake_hooks, fake_models
-from inprocess_app import real_lm_client
-from server_process import client_ready
-
-EOS = ord("H") - 32          # FakeTokenizer: id = ord(ch) - 32
+from inprocess_app import EOS, eos_fake_client, real_lm_client
 
 
 @pytest.fixture(scope="module")
 def fake():
-    models = fake_models()
-    models["lfm2"].lm.tokenizer.eos_token_id = EOS     # decoded as no text, stops a generation
-    app = create_app(Settings(warmup=False, max_new_tokens=32, max_sequence_length=128), models=models,
-                     hooks=fake_hooks())
-    with TestClient(app) as c:
-        yield client_ready(c, timeout=30)
+    with eos_fake_client() as c:
+        yield c
 
 
 def _streamed_logprobs(client, body: dict) -> dict:
