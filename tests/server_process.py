@@ -88,7 +88,8 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float, output: OutputD
 
 
 @contextlib.contextmanager
-def server_process(args: list[str], timeout: float):
+def server_process(args: list[str], timeout: float, **popen):
+    """popen: more subprocess.Popen arguments (preexec_fn, ...)."""
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
     # conftest sets TRITON_INTERPRET=1 for kernel tests; a server must not inherit it, or a
@@ -96,7 +97,7 @@ def server_process(args: list[str], timeout: float):
     # Without it, `fused` on a CPU server is a 400 like on any real deployment.
     env.pop("TRITON_INTERPRET", None)
     proc = subprocess.Popen([*args, "--port", str(port)], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
     output = proc.output = OutputDrain(proc.stdout)   # the test may read what the server logged
     url = f"http://127.0.0.1:{port}"
     try:
