@@ -136,6 +136,7 @@ def _processors(logits_processor) -> list:
 def _compile(structured_outputs, tokenizer, cfg):
     """{kind: value} -> the compiled TokenConstraint (never advanced: rows take copies)."""
     from .structured import TokenConstraint, grammar_for, guidance_tokenizer
+    from .tokenizer import end_of_sequence_ids
     if not isinstance(structured_outputs, dict) or len(structured_outputs) != 1 \
             or next(iter(structured_outputs)) not in KINDS:
         raise ValueError(f"structured_outputs must be a dict with one key of {', '.join(KINDS)} "
@@ -144,7 +145,5 @@ def _compile(structured_outputs, tokenizer, cfg):
         raise ValueError("structured_outputs needs the model's tokenizer: the model has none (a checkpoint without "
                          "tokenizer.json); pass tokenizer=")
     ((kind, value),) = structured_outputs.items()
-    eos = tuple(dict.fromkeys(t for t in (getattr(tokenizer, "eos_token_id", None), *getattr(cfg, "eos_token_ids", ()))
-                              if t is not None))
-    guidance = guidance_tokenizer(tokenizer, cfg.vocab_size, eos)
+    guidance = guidance_tokenizer(tokenizer, cfg.vocab_size, end_of_sequence_ids(tokenizer, cfg))
     return TokenConstraint(guidance, grammar_for(kind, value), cfg.vocab_size)

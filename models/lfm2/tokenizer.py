@@ -152,3 +152,10 @@ class HFTokenizer(_SpecialIds):
         if type(self._tok.decoder).__name__ == "ByteLevel" and piece and all(c in alphabet for c in piece):
             return bytes(alphabet[c] for c in piece)
         return text.encode("utf-8")
+
+
+def end_of_sequence_ids(tokenizer, config) -> tuple[int, ...]:
+    """Every end-of-sequence id, the tokenizer's then the config's (a config may list several,
+    as transformers stops at any), each once; the tokenizer may be None (token ids only)."""
+    ids = (getattr(tokenizer, "eos_token_id", None), *getattr(config, "eos_token_ids", ()))
+    return tuple(dict.fromkeys(t for t in ids if t is not None))

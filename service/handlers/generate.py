@@ -24,6 +24,7 @@ from typing import Any, AsyncIterator, Optional
 
 from models.lfm2 import logit_processing, token_masks
 from models.lfm2.generation_config import SAMPLING_FIELDS
+from models.lfm2.tokenizer import end_of_sequence_ids
 
 from ..errors import within
 from ..generation import GenerationScheduler
@@ -71,10 +72,7 @@ class GenerateHandler:
         self.rt = runtime
         self.lm = runtime.served.lm
         self.tokenizer = self.lm.tokenizer   # None: a checkpoint without tokenizer.json (token ids only)
-        # Every end-of-sequence id stops (a config may list several, as transformers stops at any).
-        tok_eos = self.tokenizer.eos_token_id if self.tokenizer is not None else None
-        self.eos_token_ids = tuple(dict.fromkeys(
-            t for t in (tok_eos, *getattr(self.lm.config, "eos_token_ids", ())) if t is not None))
+        self.eos_token_ids = end_of_sequence_ids(self.tokenizer, self.lm.config)   # every one stops
         meta = getattr(runtime.served, "metadata", None) or {}
         self.sampling_defaults = request_defaults(getattr(self.lm, "generation_defaults", None) or {}) \
             if runtime.settings.generation_config == "auto" else {}
