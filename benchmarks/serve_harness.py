@@ -115,8 +115,14 @@ def impl_view(before: dict, after: dict, model: str, impl: str) -> dict:
     dn = delta("dwserve_depthwise_duration_seconds_count", impl=impl)
     compute = delta("dwserve_compute_duration_seconds_sum", impl=impl) / n if n else None
     depthwise = delta("dwserve_depthwise_duration_seconds_sum", impl=impl) / dn if dn else None
-    launches = {dict(k[1])["kind"]: v for k, v in after.items() if k[0] == "dwserve_kernel_launches_per_forward"
-                and dict(k[1]).get("model") == model and dict(k[1]).get("impl") == impl}
+    # The window's own mean: launches_total and forwards_total move together (service/runtime.py).
+    # Not the launches_per_forward gauge: it holds the forward counted last, which can be a batch
+    # of another size from an earlier scenario.
+    forwards = delta("dwserve_forwards_total", impl=impl)
+    kinds = {dict(k[1])["kind"] for k in after if k[0] == "dwserve_kernel_launches_total"
+             and dict(k[1]).get("model") == model and dict(k[1]).get("impl") == impl}
+    launches = {kind: delta("dwserve_kernel_launches_total", impl=impl, kind=kind) / forwards
+                for kind in sorted(kinds)} if forwards else {}
     return {"forwards": n, "compute_mean_s": compute, "depthwise_mean_s": depthwise,
             "depthwise_share": depthwise / compute if compute and depthwise is not None else None,
             "launches_per_forward": launches}

@@ -106,6 +106,8 @@ def test_server_side_means_from_a_live_scrape(fake_server):
     assert side["request_mean_s"] is not None and side["compute_mean_s"] is not None, side
     assert side["request_mean_s"] >= side["compute_mean_s"] > 0
     assert side["overhead_vs_compute"] >= 0
+    view = serve.impl_view(before, serve.scrape(fake_server), "mobilenet_v2", "auto")
+    assert view["forwards"] > 0 and view["launches_per_forward"]["aten_ops"] > 0, view
 
 
 def test_run_interleaved_takes_turns_and_pools_the_rounds(fake_server, monkeypatch):
@@ -212,3 +214,22 @@ def test_committed_impls_show_before_and_after(committed):
         assert before["compute_mean_s"] > after["compute_mean_s"]
         assert before["launches_per_forward"]["aten_ops"] > 10 * after["launches_per_forward"]["aten_ops"]
         assert before["depthwise_share"] > after["depthwise_share"]
+
+
+def test_impl_view_launches_are_the_windows_own_mean_not_the_last_gauge():
+    """launches per forward over the measured window: launches_total / forwards_total deltas.
+    The gauge holds whichever forward the server counted last, which may be a batch from an
+    earlier scenario (more ops at 8 rows than at 1), not one of the window's forwards."""
+    def key(name, **labels):
+        return (name, tuple(sorted({"model": "mobilenet_v2", "impl": "auto", **labels}.items())))
+
+    before = {key("dwserve_kernel_launches_total", kind="aten_ops"): 10_000.0,
+              key("dwserve_forwards_total"): 50.0, key("dwserve_compute_duration_seconds_count"): 40.0,
+              key("dwserve_compute_duration_seconds_sum"): 4.0}
+    after = {key("dwserve_kernel_launches_total", kind="aten_ops"): 10_000.0 + 4 * 153,
+             key("dwserve_forwards_total"): 54.0, key("dwserve_compute_duration_seconds_count"): 44.0,
+             key("dwserve_compute_duration_seconds_sum"): 4.4,
+             key("dwserve_kernel_launches_per_forward", kind="aten_ops"): 314.0}   # a batch-8 count
+    view = serve.impl_view(before, after, "mobilenet_v2", "auto")
+    assert view["launches_per_forward"] == {"aten_ops": 153.0}
+    assert view["compute_mean_s"] == pytest.approx(0.1)
