@@ -82,6 +82,11 @@ class Batcher:
             if self._stopping:
                 raise BatcherStopped(f"model {self.name!r} is shutting down")
             if len(self._pending) >= self.max_queue_size:
+                # Items whose callers gave up (timeout, disconnect) hold no slot: they would
+                # only be dropped when the worker reached them, and a burst of them 503'd
+                # live requests meanwhile. Swept only when full: O(1) otherwise.
+                self._pending = collections.deque(i for i in self._pending if not i.future.cancelled())
+            if len(self._pending) >= self.max_queue_size:
                 raise QueueFull(f"model {self.name!r} queue is full ({self.max_queue_size} waiting); retry later")
             self._pending.append(item)
             self._cond.notify()

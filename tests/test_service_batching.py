@@ -141,6 +141,40 @@ def test_cancelled_items_are_skipped():
     assert [p for _, p in rec.batches] == [[0]]
 
 
+def test_cancelled_items_give_back_their_queue_slots():
+    """A caller that gave up (timeout, disconnect) before its item ran holds no queue slot:
+    with the queue full of cancelled items a new request is taken, not a 503."""
+    rec = Recorder()
+    rec.gate.clear()
+    b = make(rec, max_batch_size=1, max_delay_s=0.0, max_queue_size=2)
+    running = b.submit(0, key="k")
+    time.sleep(0.05)  # worker holds item 0 at the gate; the queue is empty
+    gone = [b.submit(i, key="k") for i in (1, 2)]
+    with pytest.raises(QueueFull):
+        b.submit(3, key="k")   # full of live items: refused
+    assert all(f.cancel() for f in gone)
+    taken = [b.submit(i, key="k") for i in (4, 5)]   # both slots back
+    rec.gate.set()
+    assert running.result(5) == 0 and [f.result(5) for f in taken] == [40, 50]
+    b.stop()
+    assert [p for _, p in rec.batches] == [[0], [4], [5]]
+
+
+def test_a_swept_head_item_does_not_stop_the_worker():
+    """The worker waits on the queue's first item for its batch to fill; when that item is
+    cancelled and swept out by a submit meanwhile, the worker starts over with the new head."""
+    rec = Recorder()
+    b = make(rec, max_batch_size=4, max_delay_s=0.3, max_queue_size=2)
+    head = b.submit(0, key="a")
+    other = b.submit(1, key="b")   # another key: not idle, so the worker waits on head's batch
+    time.sleep(0.05)
+    assert head.cancel()
+    late = b.submit(2, key="b")    # queue full: head is swept, 2 joins 1's batch
+    assert other.result(5) == 10 and late.result(5) == 20
+    b.stop()
+    assert rec.batches == [("b", [1, 2])]
+
+
 def test_stop_drains_accepted_work_then_refuses_new():
     rec = Recorder(delay=0.02)
     rec.gate.clear()
