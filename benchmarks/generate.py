@@ -28,7 +28,7 @@ if str(REPO) not in sys.path:            # `python benchmarks/generate.py` puts 
     sys.path.insert(0, str(REPO))
 
 from benchmarks.http_load import run_interleaved  # noqa: E402
-from benchmarks.serve_harness import scrape, server  # noqa: E402
+from benchmarks.serve_harness import check_device, device_arg, scrape, server  # noqa: E402
 from benchmarks.timing import cpu_model  # noqa: E402
 from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 
@@ -136,7 +136,7 @@ def ratios(a: dict, b: dict) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="dwserve bench generate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="lfm2", help="lfm2 or lfm2=PATH")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_arg, default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--max-decode-batch", type=int, default=16)
     p.add_argument("--prompt-tokens", type=int, default=16)
@@ -148,6 +148,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(LOCAL), help=out_help())
     p.add_argument("--tag", default=None, help="file tag (default: the device)")
     args = p.parse_args(argv)
+    check_device(p, args.device)
 
     import torch
 

@@ -40,8 +40,8 @@ if str(REPO) not in sys.path:            # `python benchmarks/serve.py` puts ben
 from benchmarks.grpc_load import grpc_infer_request, run_grpc_load  # noqa: E402
 from benchmarks.http_load import run_interleaved, run_load  # noqa: E402
 from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
-from benchmarks.serve_harness import (IMAGE_SHAPE, LFM2_PROMPT_TOKENS, free_port, impl_view,  # noqa: E402
-                                      infer_request, scrape, server, server_side)
+from benchmarks.serve_harness import (IMAGE_SHAPE, LFM2_PROMPT_TOKENS, check_device, device_arg, free_port,  # noqa: E402
+                                      impl_view, infer_request, scrape, server, server_side)
 from benchmarks.serve_report import acceptance, cpu_model, write_markdown, write_plot  # noqa: E402
 
 
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     p.add_argument("--url", help="target a live server (both models) instead of starting one")
     p.add_argument("--url-batch1", help="with --url: a server with --max-batch-size 1 for batching_off")
     p.add_argument("--grpc-target", help="with --url: its gRPC HOST:PORT (--grpc-port) for latency_grpc")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_arg, default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds per scenario")
     p.add_argument("--warmup", type=float, default=4.0, help="unmeasured seconds before each scenario")
     p.add_argument("--clients", type=int, default=16)
@@ -72,6 +72,8 @@ def main(argv=None) -> int:
         write_markdown(res, args.from_json.with_suffix(".md"))
         write_plot(res, args.from_json.with_suffix(".png"))
         return 0
+    if not args.url:
+        check_device(p, args.device)
     import torch
 
     rng = np.random.default_rng(0)

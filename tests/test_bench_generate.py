@@ -5,8 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
-from benchmarks import generate
+from benchmarks import generate, serve
 
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "generate-cpu.json"
 
@@ -91,3 +92,22 @@ def test_committed_cpu_result_shows_continuous_batching_paying(name):
     assert pg["impl"] == "per_group" and c["impl"] == "auto" and pg["errors"] == 0
     assert pg["decode_batch_mean"] >= 4 and res["summary"]["depthwise"]["throughput_ratio"] >= 3.0
     assert min(res["summary"]["depthwise"]["round_ratios"]) >= 2.0
+
+
+@pytest.mark.parametrize("main", [pytest.param(generate.main, id="generate"),
+                                  pytest.param(serve.main, id="serve")])
+@pytest.mark.parametrize("device, expected", [
+    pytest.param("gpu", "expected cpu, cuda or cuda:N", id="not-a-device"),
+    pytest.param("cuda", "torch.cuda.is_available() is False", id="cuda-missing"),
+])
+def test_a_device_it_cannot_serve_is_a_one_line_usage_error(main, device, expected, capsys):
+    """`bench generate/serve --device X`: a name the servers do not take, or CUDA on a machine
+    without it, is argparse's error (exit 2) before any server starts; both were a traceback
+    of the first server's preflight failure."""
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit) as exc:
+        main(["--device", device, "--out", "unused"] if main is generate.main else ["--device", device])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err, err
