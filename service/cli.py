@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
+import os
 import runpy
 import signal
 import sys
@@ -38,6 +41,7 @@ from .settings import DTYPE_CHOICES, GRPC_COMPRESSION_LEVELS, IMPL_CHOICES, LOG_
 BENCHMARKS = ("ops", "models", "serve", "generate", "prefill_chunks", "prefix_cache", "row_chunks", "ptx",
               "block_decode", "host_overhead", "sampling", "prompt_scoring")
 _REPO = Path(__file__).resolve().parent.parent
+log = logging.getLogger("dwserve.cli")
 CUT_ANSWERS_S = 1.0   # after SIGTERM's grace: how long requests cut by it get to send their 503s
 # Flags beyond DESIGN.md's list, generated from Settings so every limit is settable.
 _EXTRA = ("grpc_port", "max_body_bytes", "max_total_body_bytes", "max_json_values", "max_elements", "max_new_tokens", "max_sequence_length", "max_image_pixels",
@@ -184,10 +188,36 @@ def run_server(app, settings: Settings, log_level: str = "info") -> bool:
     service = getattr(app.state, "service", None)
 
     class Server(uvicorn.Server):
+        forcing = False
+
         def handle_exit(self, sig, frame) -> None:   # SIGTERM/SIGINT: gRPC stops taking calls too
             if service is not None:
                 service.stop_accepting()
             super().handle_exit(sig, frame)
+            if self.force_exit:   # a second Ctrl+C: uvicorn's force quit
+                if self.forcing:  # a third: at once
+                    _exit_flushed(128 + signal.SIGINT)
+                self.forcing = True
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:   # no loop to cut the requests on
+                    _exit_flushed(128 + signal.SIGINT)
+                loop.call_soon_threadsafe(lambda: loop.create_task(self.forced_exit()))
+
+        async def forced_exit(self) -> None:
+            """uvicorn's force quit skips the lifespan's drain, so the generation scheduler and
+            batchers (daemon threads) went on running torch work while the interpreter finalised,
+            which ends such a thread with pthread_exit through torch's C++ frames: std::terminate,
+            'terminate called without an active exception', SIGABRT. Nothing may be waited for
+            here (a decode step or prefill cannot be interrupted), so the requests are cut (their
+            503s get up to CUT_ANSWERS_S) and the process ends without finalising (_exit_flushed)."""
+            log.warning("forced exit (Ctrl+C twice): %d request(s) cut, the drain skipped", len(self.server_state.tasks))
+            for task in self.server_state.tasks:
+                task.cancel(msg="forced exit")
+            state, deadline = self.server_state, time.monotonic() + CUT_ANSWERS_S
+            while (state.tasks or state.connections) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            _exit_flushed(128 + signal.SIGINT)
 
         async def shutdown(self, sockets=None) -> None:
             """uvicorn cancels the requests still running when the grace period ends, runs the
@@ -208,6 +238,19 @@ def run_server(app, settings: Settings, log_level: str = "info") -> bool:
     except KeyboardInterrupt:   # after the whole graceful shutdown, uvicorn re-raises a captured
         return True             # SIGINT, which asyncio's runner turns into this (a traceback at Ctrl+C)
     return False
+
+
+def _exit_flushed(status: int) -> None:
+    """End the process now, after flushing what it wrote: the log handlers (text or JSON, to
+    stdout/stderr) and the standard streams. os._exit skips interpreter finalisation, the one
+    thing that cannot be made safe while a daemon thread is inside torch; nothing else is lost:
+    metrics live in memory (scraped, never written out), and sockets and memory go with the
+    process, as they would on SIGKILL."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 def bench(argv: list[str]) -> int:
