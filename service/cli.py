@@ -12,9 +12,8 @@
 Every serve flag is also a DWSERVE_* environment variable (service.settings.Settings), the
 flag's name in capitals (--max-batch-size: DWSERVE_MAX_BATCH_SIZE, --log-level:
 DWSERVE_LOG_LEVEL), except the repeatable --model, which is DWSERVE_MODELS (a comma list:
-lfm2=/path,mobilenet_v2), and --no-warmup / --no-access-log, which are DWSERVE_WARMUP=0 /
-DWSERVE_ACCESS_LOG=0. One setting is
-environment-only: DWSERVE_KEEP_FREED_MEMORY (default 1; 0 leaves glibc's allocator as it is).
+lfm2=/path,mobilenet_v2). The switches go both ways: --warmup / --no-warmup is DWSERVE_WARMUP=1 / 0,
+--access-log / --no-access-log DWSERVE_ACCESS_LOG=1 / 0. One setting is environment-only: DWSERVE_KEEP_FREED_MEMORY (default 1; 0 leaves glibc's allocator as it is).
 A flag given on the command line wins over the environment; an empty variable counts as unset.
 """
 from __future__ import annotations
@@ -78,16 +77,14 @@ _HELP = {"host": "address to listen on (0.0.0.0: every interface)", "port": "HTT
 def _with_defaults(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Each flag's help ends with its default and its environment variable (from Settings, so
     they cannot drift)."""
-    env = {"models": "DWSERVE_MODELS, a comma list", "warmup": "DWSERVE_WARMUP=0", "access_log": "DWSERVE_ACCESS_LOG=0"}
     for action in p._actions:
         field = Settings.model_fields.get(action.dest)
         if field is None:
             continue
         default = ",".join(field.default) if action.dest == "models" else field.default
-        tail = f"{env.get(action.dest, 'DWSERVE_' + action.dest.upper())}"
-        if action.dest not in ("warmup", "access_log"):
-            tail = f"default {'none' if default is None else default}; {tail}"
-        action.help = f"{action.help or _HELP.get(action.dest, '')} ({tail})".lstrip()
+        default = {None: "none", True: "on", False: "off"}.get(default, default)   # switches: on/off
+        variable = "DWSERVE_MODELS, a comma list" if action.dest == "models" else "DWSERVE_" + action.dest.upper()
+        action.help = f"{action.help or _HELP.get(action.dest, '')} (default {default}; {variable})".lstrip()
     return p
 
 
@@ -128,13 +125,14 @@ def _serve_parser() -> argparse.ArgumentParser:
         field = Settings.model_fields[name]
         kind = field.annotation if field.annotation in (int, float) else str
         p.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
-    p.add_argument("--no-warmup", action="store_false", dest="warmup", default=None,
-                   help="turn ready without warm-up (faster start, slow first requests)")
+    # --x / --no-x, default None: a flag not given leaves DWSERVE_X (an image's =0 can be taken back)
+    p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
+                   help="warm up (and compile) before turning ready; --no-warmup: ready at once, slow first requests")
     p.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS,   # any case, as DWSERVE_LOG_LEVEL
                    help="server and root logger level")
     p.add_argument("--log-format", choices=LOG_FORMATS, help="text, or json: one object per line for a log pipeline")
-    p.add_argument("--no-access-log", action="store_false", dest="access_log", default=None,
-                   help="no line per request on the dwserve.access logger")
+    p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
+                   help="a line per request on the dwserve.access logger")
     return _with_defaults(p)
 
 

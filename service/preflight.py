@@ -16,13 +16,18 @@ from .settings import Settings, expected
 def _source(field: str, from_flags: set) -> str:
     """Where a setting came from, as the operator typed it: its flag or its DWSERVE_* variable."""
     if field in from_flags:
-        return {"models": "--model", "warmup": "--no-warmup"}.get(field, "--" + field.replace("_", "-"))
+        return "--model" if field == "models" else "--" + field.replace("_", "-")
     return "DWSERVE_" + field.upper()
 
 
 def _given(field: str, value, from_flags: set) -> str:
-    """A setting as the operator gave it: `--flag value` or `DWSERVE_NAME='value'`."""
-    return f"{_source(field, from_flags)} {value}" if field in from_flags else f"{_source(field, from_flags)}={value!r}"
+    """A setting as the operator gave it: `--flag value` (a switch: `--flag` or `--no-flag`) or
+    `DWSERVE_NAME='value'`."""
+    if field not in from_flags:
+        return f"{_source(field, from_flags)}={value!r}"
+    if isinstance(value, bool):
+        return _source(field, from_flags).replace("--", "--" if value else "--no-", 1)
+    return f"{_source(field, from_flags)} {value}"
 
 
 def settings_errors(exc: ValidationError, from_flags: set) -> list[str]:

@@ -183,12 +183,11 @@ def test_serve_help_gives_every_flag_a_description_default_and_variable(capsys):
         if action.dest == "help":
             continue
         field = Settings.model_fields[action.dest]
-        variable = {"models": "DWSERVE_MODELS", "warmup": "DWSERVE_WARMUP=0",
-                    "access_log": "DWSERVE_ACCESS_LOG=0"}.get(action.dest, "DWSERVE_" + action.dest.upper())
+        variable = "DWSERVE_MODELS" if action.dest == "models" else "DWSERVE_" + action.dest.upper()
         assert action.help and not action.help.startswith("("), action.dest          # a description
         assert action.help.endswith(variable + ")") or action.help.endswith(variable + ", a comma list)"), action.help
-        if action.dest not in ("warmup", "models", "access_log"):   # switches: on by default
-            default = "none" if field.default is None else str(field.default)
+        if action.dest != "models":
+            default = {None: "none", True: "on", False: "off"}.get(field.default, str(field.default))
             assert f"(default {default}; {variable}" in action.help, action.help
     assert "(default 8; DWSERVE_MAX_BATCH_SIZE)" in help_text
     assert "(default lfm2,mobilenet_v2; DWSERVE_MODELS, a comma list)" in help_text
@@ -216,3 +215,26 @@ def test_log_level_flag_takes_any_case_as_its_variable_does(captured):
     `--log-level WARNING` was argparse's 'invalid choice': the flag and its variable disagreed."""
     assert cli.main(["serve", "--log-level", "WARNING"]) == 0
     assert captured["settings"].log_level == "warning"
+
+
+@pytest.mark.parametrize("field", ["warmup", "access_log"])
+def test_a_switch_flag_takes_back_its_variable_either_way(field, monkeypatch, captured):
+    """An image's or compose file's DWSERVE_WARMUP=0 could not be taken back on the command line
+    (only --no-warmup existed). --warmup / --no-warmup (and --access-log / --no-access-log) win
+    over the variable either way; neither given leaves the variable or the default."""
+    flag, variable = "--" + field.replace("_", "-"), "DWSERVE_" + field.upper()
+    monkeypatch.setenv(variable, "0")
+    assert cli.main(["serve", flag]) == 0 and getattr(captured["settings"], field) is True
+    assert cli.main(["serve"]) == 0 and getattr(captured["settings"], field) is False
+    monkeypatch.setenv(variable, "1")
+    assert cli.main(["serve", flag.replace("--", "--no-")]) == 0 and getattr(captured["settings"], field) is False
+    monkeypatch.delenv(variable)
+    assert cli.main(["serve"]) == 0 and getattr(captured["settings"], field) is True
+
+
+def test_a_switch_flag_is_named_as_typed():
+    """What preflight and the settings errors call a switch given on the command line."""
+    from service.preflight import _given
+    assert _given("warmup", False, {"warmup"}) == "--no-warmup"
+    assert _given("access_log", True, {"access_log"}) == "--access-log"
+    assert _given("warmup", "maybe", set()) == "DWSERVE_WARMUP='maybe'"
