@@ -96,6 +96,11 @@ class _OneLineErrors(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} ({self.prog} --help lists the flags)\n")
 
 
+def _word(value: str) -> str:
+    """A word flag's value in any case, as its DWSERVE_* variable takes it (Settings._lower_word)."""
+    return value.strip().lower()
+
+
 def _serve_parser() -> argparse.ArgumentParser:
     p = _OneLineErrors(prog="dwserve serve", description="Serve the models over HTTP (OIP v2 + /v1).")
     p.add_argument("--host")
@@ -106,19 +111,19 @@ def _serve_parser() -> argparse.ArgumentParser:
     # no argparse choices: "cuda:N" is valid (as DWSERVE_DEVICE); Settings checks the value
     p.add_argument("--device", metavar="auto|cpu|cuda[:N]",
                    help="where the models run; auto = cuda when CUDA is available, else cpu")
-    p.add_argument("--depthwise-impl", choices=IMPL_CHOICES)
-    p.add_argument("--dtype", choices=DTYPE_CHOICES,
+    p.add_argument("--depthwise-impl", type=_word, choices=IMPL_CHOICES)
+    p.add_argument("--dtype", type=_word, choices=DTYPE_CHOICES,
                    help="model dtype; auto = bfloat16 on CUDA, float32 on CPU")
     p.add_argument("--max-batch-size", type=int)
     p.add_argument("--max-queue-delay-ms", type=float)
     p.add_argument("--max-queue-size", type=int)
     p.add_argument("--max-decode-batch", type=int,
                    help="/v1/generate: generations decoded together (continuous batching); 1 = one at a time")
-    p.add_argument("--generation-config", choices=("auto", "none"),
+    p.add_argument("--generation-config", type=_word, choices=("auto", "none"),
                    help="sampling defaults of the generate routes: auto = the checkpoint's generation_config.json "
                         "(temperature, top_k, top_p, min_p, repetition_penalty) for what a request leaves out, "
                         "as vLLM; none = the routes' own")
-    p.add_argument("--grpc-infer-response-compression-level", choices=GRPC_COMPRESSION_LEVELS,
+    p.add_argument("--grpc-infer-response-compression-level", type=_word, choices=GRPC_COMPRESSION_LEVELS,
                    help="compress gRPC responses (Triton's flag): low = gzip, medium and high = deflate, "
                         "each at zlib's default level, when the client accepts it; none: off")
     for name in _EXTRA:
@@ -128,9 +133,9 @@ def _serve_parser() -> argparse.ArgumentParser:
     # --x / --no-x, default None: a flag not given leaves DWSERVE_X (an image's =0 can be taken back)
     p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
                    help="warm up (and compile) before turning ready; --no-warmup: ready at once, slow first requests")
-    p.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS,   # any case, as DWSERVE_LOG_LEVEL
+    p.add_argument("--log-level", type=_word, choices=LOG_LEVELS,
                    help="server and root logger level")
-    p.add_argument("--log-format", choices=LOG_FORMATS, help="text, or json: one object per line for a log pipeline")
+    p.add_argument("--log-format", type=_word, choices=LOG_FORMATS, help="text, or json: one object per line for a log pipeline")
     p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
                    help="a line per request on the dwserve.access logger")
     return _with_defaults(p)

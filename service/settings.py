@@ -181,9 +181,13 @@ class Settings(BaseSettings):
                              "secret file?")
         return value
 
-    @field_validator("log_level", mode="before")
+    # A word setting takes any case and surrounding spaces (DWSERVE_LOG_FORMAT=JSON as
+    # DWSERVE_LOG_LEVEL=WARNING) and holds the word as its choices write it: all lower-case,
+    # so nothing is ambiguous. service/cli.py's word flags do the same (_word).
+    @field_validator("log_level", "log_format", "depthwise_impl", "dtype", "device", "generation_config",
+                     "grpc_infer_response_compression_level", mode="before")
     @classmethod
-    def _lower_log_level(cls, value):
+    def _lower_word(cls, value):
         return value.strip().lower() if isinstance(value, str) else value
 
     # Choices checked here rather than by a regex pattern: the error names them in words.

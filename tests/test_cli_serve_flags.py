@@ -95,7 +95,7 @@ def test_the_seed_range_is_torchs():
     pytest.param({"DWSERVE_DEVICE": "gpu"}, "DWSERVE_DEVICE='gpu': expected auto, cpu, cuda or cuda:N", id="device"),
     pytest.param({"DWSERVE_LOG_LEVEL": "trace"}, "DWSERVE_LOG_LEVEL='trace': expected one of debug, info",
                  id="log-level"),
-    pytest.param({"DWSERVE_DEPTHWISE_IMPL": "Native"}, "DWSERVE_DEPTHWISE_IMPL='Native': expected one of auto,",
+    pytest.param({"DWSERVE_DEPTHWISE_IMPL": "Warp"}, "DWSERVE_DEPTHWISE_IMPL='Warp': expected one of auto,",
                  id="impl"),
 ])
 def test_serve_names_the_bad_environment_variable(env, line, monkeypatch, captured, capsys):
@@ -238,3 +238,23 @@ def test_a_switch_flag_is_named_as_typed():
     assert _given("warmup", False, {"warmup"}) == "--no-warmup"
     assert _given("access_log", True, {"access_log"}) == "--access-log"
     assert _given("warmup", "maybe", set()) == "DWSERVE_WARMUP='maybe'"
+
+
+@pytest.mark.parametrize("variable, flag, given, taken", [
+    pytest.param("DWSERVE_LOG_FORMAT", "--log-format", " Json ", "json", id="log-format"),
+    pytest.param("DWSERVE_DEPTHWISE_IMPL", "--depthwise-impl", "PER_GROUP", "per_group", id="impl"),
+    pytest.param("DWSERVE_DTYPE", "--dtype", "BFloat16", "bfloat16", id="dtype"),
+    pytest.param("DWSERVE_GRPC_INFER_RESPONSE_COMPRESSION_LEVEL", "--grpc-infer-response-compression-level",
+                 "High", "high", id="grpc-compression"),
+    pytest.param("DWSERVE_GENERATION_CONFIG", "--generation-config", "NONE", "none", id="generation-config"),
+    pytest.param("DWSERVE_DEVICE", "--device", "CPU", "cpu", id="device"),
+])
+def test_a_word_setting_takes_any_case_as_log_level_does(variable, flag, given, taken, monkeypatch, captured):
+    """DWSERVE_LOG_FORMAT=JSON was refused while DWSERVE_LOG_LEVEL=WARNING was taken: every
+    setting that is one of a few lower-case words takes any case and surrounding spaces, as
+    variable and as flag, and holds the word as written in its choices."""
+    field = variable.removeprefix("DWSERVE_").lower()
+    monkeypatch.setenv(variable, given)
+    assert cli.main(["serve"]) == 0 and getattr(captured["settings"], field) == taken
+    monkeypatch.delenv(variable)
+    assert cli.main(["serve", flag, given]) == 0 and getattr(captured["settings"], field) == taken
