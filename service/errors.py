@@ -7,6 +7,7 @@ decoding a request means "bad input" and becomes a 400; see app.install_error_ha
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from typing import Optional
 
@@ -67,17 +68,30 @@ def shutdown_cut() -> ServiceError:
                        "(--graceful-shutdown-s) ended before this request was answered; retry", 5)
 
 
+# pydantic puts a union's branch in an error's loc: its type as pydantic writes it ("str",
+# "list[str]", "function-after[_unicode_text(), str]") or a tagged union's tag (/tokenize's
+# forms, UNION_TAGS). Clients sent a field, not a branch: field_loc drops them.
+_BRANCH = re.compile(r"^(str|int|float|bool|bytes|none|any|[a-z][a-z0-9_-]*\[.*\])$")
+UNION_TAGS = frozenset({"completion-form", "chat-form"})   # routes_tokenize.TokenizeRequest's tags
+
+
+def field_loc(loc) -> tuple:
+    """An error's loc as the client's fields: without the union branch labels pydantic adds."""
+    return tuple(x for x in loc if not (isinstance(x, str) and (x in UNION_TAGS or _BRANCH.match(x))))
+
+
 def validation_message(errors: list[dict], limit: int = 5) -> str:
-    """pydantic / FastAPI validation errors as "loc: msg; ..." (the first `limit`). A body that
-    is no JSON says where and why (FastAPI's own: "body.15: JSON decode error")."""
+    """pydantic / FastAPI validation errors as "loc: msg; ..." (the first `limit` distinct ones;
+    a union's branches failing alike at one field say it once). A body that is no JSON says
+    where and why (FastAPI's own: "body.15: JSON decode error")."""
     def one(e: dict) -> str:
-        loc = e.get("loc", ())
+        loc = field_loc(e.get("loc", ()))
         if e.get("type") == "json_invalid":
             at = f" at character {loc[1]}" if len(loc) > 1 else ""
             return (f"body: not valid JSON{at} ({(e.get('ctx') or {}).get('error', 'decode error')}); "
                     "expected a JSON object")
         return f"{'.'.join(str(x) for x in loc) or 'request'}: {e.get('msg')}"
-    return "; ".join(one(e) for e in errors[:limit])
+    return "; ".join(list(dict.fromkeys(one(e) for e in errors))[:limit])
 
 
 def http_error(exc) -> tuple[int, str, dict[str, str]]:
@@ -146,7 +160,7 @@ def error_body(status: int, message: str, openai: bool = False, code: Optional[s
 def error_param(errors: list[dict]) -> Optional[str]:
     """The first validation error's field as OpenAI's `param` names one ("messages[0].role"),
     or None for the body as a whole."""
-    loc = [x for x in (errors[0].get("loc", ()) if errors else ()) if x != "body"]
+    loc = [x for x in field_loc(errors[0].get("loc", ()) if errors else ()) if x != "body"]
     if not loc or errors[0].get("type") == "json_invalid":
         return None
     out = str(loc[0])

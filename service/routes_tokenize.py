@@ -89,11 +89,12 @@ def _form(body: Any) -> Optional[str]:
     """Which of vLLM's two forms a body is: one with `messages` is a chat, with `prompt` a completion."""
     if not isinstance(body, dict) or ("prompt" in body) == ("messages" in body):
         return None
-    return "chat" if "messages" in body else "completion"
+    return "chat-form" if "messages" in body else "completion-form"   # errors.UNION_TAGS
 
 
 TokenizeRequest = Annotated[
-    Union[Annotated[TokenizeCompletionRequest, Tag("completion")], Annotated[TokenizeChatRequest, Tag("chat")]],
+    Union[Annotated[TokenizeCompletionRequest, Tag("completion-form")],
+          Annotated[TokenizeChatRequest, Tag("chat-form")]],
     Discriminator(_form, custom_error_type="tokenize_form", custom_error_message=(
         "expected exactly one of 'prompt' (text: the completion form) or 'messages' (a chat: the chat form)"))]
 
