@@ -87,6 +87,8 @@ def _compose_block(bcx, weight, conv_state, mask, conv):
     """The block around `conv(x (B, C, T), left_pad) -> (B, C, T + left_pad - K + 1)`."""
     c, bx = _gated_input(bcx, mask)
     K, L = weight.shape[-1], bx.shape[-1]
+    if L == 0:   # an empty chunk: no output, state unchanged (the conv below would refuse L_out 0)
+        return bcx.new_empty(bcx.shape[0], 0, bcx.shape[-1] // 3)
     if conv_state is None:
         y = conv(bx, K - 1)                                   # causal: zero left context
     else:

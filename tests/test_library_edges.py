@@ -1,0 +1,47 @@
+"""Edge cases a library user hits calling models.depthwise / models.lfm2 / models.mobilenet from
+Python (no server): empty chunks, a flat prompt list, wrong-typed constructor arguments.
+
+Each test failed before its fix; results are compared with the plain-torch references
+(`short_conv_block_reference` on a non-empty chunk, F.conv1d) on fresh random inputs.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.depthwise import IMPLS, short_conv_block
+from models.depthwise.short_conv import short_conv_block_reference
+
+IMPL_PARAMS = [pytest.param(i, id=i, marks=pytest.mark.fused) if i == "fused" else pytest.param(i, id=i)
+               for i in IMPLS + ("auto",)]
+
+
+@pytest.mark.parametrize("with_state", [pytest.param(False, id="no-state"), pytest.param(True, id="state")])
+@pytest.mark.parametrize("impl", IMPL_PARAMS)
+def test_short_conv_block_empty_chunk_is_empty_for_every_impl(impl, with_state):
+    """An empty chunk (L=0, e.g. a stream's empty step) gives (B, 0, C) and leaves the conv
+    state as it was, whatever the impl: slice_sum and fused did, per_group/compiled/native (and
+    the reference) raised a ValueError about conv1d's output size instead."""
+    if impl == "fused":
+        pytest.importorskip("triton")
+        from models.depthwise import fused
+        if not fused.available("cpu"):
+            pytest.skip("fused on CPU needs TRITON_INTERPRET=1")
+    g = torch.Generator().manual_seed(11)
+    B, C, K = 3, 5, 4
+    weight, bias = torch.randn(C, 1, K, generator=g), torch.randn(C, generator=g)
+    state = torch.randn(B, C, K - 1, generator=g) if with_state else None
+    before = None if state is None else state.clone()
+    y = short_conv_block(torch.randn(B, 0, 3 * C, generator=g), weight, bias, conv_state=state,
+                         mask=torch.ones(B, 0), impl=impl)
+    assert y.shape == (B, 0, C) and y.dtype == torch.float32
+    if state is not None:
+        torch.testing.assert_close(state, before, rtol=0, atol=0)
+    ref = short_conv_block_reference(torch.randn(B, 0, 3 * C), weight, bias, conv_state=before)
+    assert ref.shape == (B, 0, C)
+    # ...and the stream goes on: a chunk after the empty one equals the reference's.
+    bcx = torch.randn(B, 6, 3 * C, generator=g)
+    ref_state = None if before is None else before.clone()
+    got = short_conv_block(bcx, weight, bias, conv_state=state, impl=impl)
+    torch.testing.assert_close(got, short_conv_block_reference(bcx, weight, bias, conv_state=ref_state),
+                               rtol=1e-5, atol=1e-5)
