@@ -203,6 +203,10 @@ def install_error_handlers(app: FastAPI) -> None:
         if request.url.path.rstrip("/") == "/v1/classify" and "multipart" not in content_type:
             parts.append(f"{sent_as}; send the image as the multipart/form-data field 'file' "
                          "(curl -F file=@image.jpg)")   # a raw image body read as 'file missing'
+        elif request.url.path.rstrip("/") == "/v1/classify" and any(
+                e.get("loc") == ("body", "file") and e.get("type") == "value_error" for e in exc.errors()):
+            parts = ["file: expected an uploaded image, got a text field; send the file itself "
+                     "(curl -F file=@image.jpg, with the @)"]   # not "Expected UploadFile, received: <class 'str'>"
         elif any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors()) and "json" not in content_type \
                 and "multipart" not in content_type:   # e.g. `curl -d` without -H: form-encoded
             parts.append(f"{sent_as}; send JSON with 'Content-Type: application/json'")
@@ -212,7 +216,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        return _error(request, *http_error(exc))   # invalid UTF-8 bodies: which byte, not FastAPI's bare 400
+        return _error(request, *http_error(exc, request.method))   # e.g. invalid UTF-8: which byte, not a bare 400
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):

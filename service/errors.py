@@ -94,11 +94,22 @@ def validation_message(errors: list[dict], limit: int = 5) -> str:
     return "; ".join(list(dict.fromkeys(one(e) for e in errors))[:limit])
 
 
-def http_error(exc) -> tuple[int, str, dict[str, str]]:
+_MULTIPART = {"Missing boundary in multipart.", "Invalid multipart data."}   # Starlette's form parser
+
+
+def http_error(exc, method: str = "") -> tuple[int, str, dict[str, str]]:
     """(status, message, headers) for a Starlette/FastAPI HTTPException. FastAPI turns a JSON
     body its parser gives up on other than by a syntax error (invalid UTF-8, nesting past the
     recursion limit, a number past CPython's 4300 digits) into a bare 400 "There was an error
-    parsing the body"; its cause says what, so the message does."""
+    parsing the body"; its cause says what, so the message does. A 405 names the methods the
+    route takes (the router's Allow header); a multipart body Starlette cannot split says how
+    to send one (a hand-set `Content-Type: multipart/form-data` has no boundary)."""
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405 and headers.get("Allow"):
+        return 405, f"Method Not Allowed: {method or 'this method'}; this route takes {headers['Allow']}", headers
+    if exc.status_code == 400 and exc.detail in _MULTIPART:
+        return 400, (f"{exc.detail.rstrip('.')}: expected a multipart/form-data body with the boundary its "
+                     "Content-Type names; let the client write both (curl -F file=@image.jpg, no -H)"), headers
     cause = exc.__cause__
     if isinstance(cause, RecursionError):   # "[[[[...": the stdlib parser recurses per level
         return exc.status_code, ("request body: JSON nested too deeply for the parser; expected objects and "
@@ -110,7 +121,7 @@ def http_error(exc) -> tuple[int, str, dict[str, str]]:
         byte = cause.object[cause.start:cause.start + 1].hex()
         return exc.status_code, (f"request body: expected UTF-8 JSON; byte 0x{byte} at offset {cause.start} is "
                                  f"not valid {cause.encoding.upper()} ({cause.reason})"), {}
-    return exc.status_code, str(exc.detail), dict(getattr(exc, "headers", None) or {})
+    return exc.status_code, str(exc.detail), headers
 
 
 def error_response(exc: BaseException) -> Optional[tuple[int, str, dict[str, str]]]:

@@ -71,10 +71,11 @@ def _form_options(form, query) -> dict[str, str]:
     options = {}
     for key in _FORM_OPTIONS:
         values = form.getlist(key)
+        # twice in the query too: FastAPI's Query(...) takes the last one without a word
+        if len(query.getlist(key)) > 1 or len(values) > 1 or (values and key in query):
+            raise ValueError(f"{key}: given more than once (query parameter or form field); give it once")
         if not values:
             continue
-        if len(values) > 1 or key in query:
-            raise ValueError(f"{key}: given more than once (query parameter or form field); give it once")
         if not isinstance(values[0], str):
             raise ValueError(f"{key}: expected a plain form field, got a file")
         options[key] = values[0].strip()
