@@ -45,3 +45,30 @@ def test_short_conv_block_empty_chunk_is_empty_for_every_impl(impl, with_state):
     got = short_conv_block(bcx, weight, bias, conv_state=state, impl=impl)
     torch.testing.assert_close(got, short_conv_block_reference(bcx, weight, bias, conv_state=ref_state),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    from models.lfm2 import LFM2Config, LFM2ForCausalLM
+    cfg = LFM2Config(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                     num_key_value_heads=1, layer_types=["conv", "full_attention"])
+    model = LFM2ForCausalLM(cfg).eval()
+    model.init_weights(seed=0)
+    return model
+
+
+@pytest.mark.parametrize("prompts, hint", [
+    pytest.param([5, 6, 7], "[[5, 6, 7]]", id="flat-list"),
+    pytest.param((5, 6, 7), "[[5, 6, 7]]", id="flat-tuple"),
+    pytest.param(torch.tensor([5, 6, 7]), "unsqueeze(0)", id="1d-tensor"),
+])
+@pytest.mark.parametrize("method", ["generate", "stream_generate"])
+def test_generate_one_flat_prompt_says_to_wrap_it(tiny_lm, method, prompts, hint):
+    """generate([5, 6, 7]) (one prompt, not wrapped in a batch) is a ValueError saying to pass
+    [[5, 6, 7]]: it said 'prompt 0 must be a non-empty list of token ids (start it with
+    bos_token_id if there is no text)', pointing at a prompt that was not empty; a 1-d tensor's
+    said '(batch, length)' without the fix."""
+    with pytest.raises(ValueError) as err:
+        getattr(tiny_lm, method)(prompts, max_new_tokens=2)
+    assert hint in str(err.value) and "list of token-id lists" in str(err.value)
+    assert tiny_lm.generate([list(map(int, prompts))], max_new_tokens=2)    # the hinted form runs

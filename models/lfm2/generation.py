@@ -173,10 +173,16 @@ def _as_rows(prompts, vocab: int, attention_mask=None) -> list[list[int]]:
         prompts = _unpad(prompts, attention_mask)
     if isinstance(prompts, torch.Tensor):
         if prompts.dim() != 2 or prompts.dtype.is_floating_point:
-            raise ValueError(f"prompts tensor must be integer (batch, length), got {tuple(prompts.shape)}")
+            hint = " (one prompt: prompts.unsqueeze(0))" if prompts.dim() == 1 else ""
+            raise ValueError(f"prompts must be a list of token-id lists or an integer (batch, length) tensor, "
+                             f"got a {prompts.dtype} tensor of shape {tuple(prompts.shape)}{hint}")
         prompts = prompts.tolist()
     if not isinstance(prompts, (list, tuple)) or not prompts:
         raise ValueError("prompts must be a non-empty list of token-id lists (or a (B, L) tensor)")
+    if all(isinstance(t, int) for t in prompts):       # one prompt, not wrapped in a batch
+        one = repr(list(prompts)) if len(prompts) <= 8 else "ids"
+        raise ValueError(f"prompts must be a list of token-id lists, one per prompt; for one prompt "
+                         f"pass [{one}]")
     rows = []
     for i, p in enumerate(prompts):
         if not isinstance(p, (list, tuple)) or not p:
