@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from .http_protocol import idle_closing_protocol
 from .logs import configure_logging
-from .preflight import preflight, settings_errors
+from .preflight import preflight, settings_errors, unknown_variables
 from .settings import DTYPE_CHOICES, GRPC_COMPRESSION_LEVELS, IMPL_CHOICES, LOG_FORMATS, LOG_LEVELS, Settings
 
 BENCHMARKS = ("ops", "models", "serve", "generate", "prefill_chunks", "prefix_cache", "row_chunks", "ptx",
@@ -130,7 +130,7 @@ def _serve_parser() -> argparse.ArgumentParser:
         field = Settings.model_fields[name]
         kind = field.annotation if field.annotation in (int, float) else str
         p.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
-    # --x / --no-x, default None: a flag not given leaves DWSERVE_X (an image's =0 can be taken back)
+    # --x / --no-x, default None: a switch not given leaves its DWSERVE_* variable (an image's =0 can be taken back)
     p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
                    help="warm up (and compile) before turning ready; --no-warmup: ready at once, slow first requests")
     p.add_argument("--log-level", type=_word, choices=LOG_LEVELS,
@@ -143,6 +143,8 @@ def _serve_parser() -> argparse.ArgumentParser:
 
 def serve(argv: list[str]) -> int:
     args = vars(_serve_parser().parse_args(argv))
+    for line in unknown_variables(os.environ):   # a misspelt DWSERVE_* name: a warning, serve goes on
+        print(line, file=sys.stderr)
     overrides = {k: v for k, v in args.items() if v is not None}
     try:
         settings = Settings(**overrides)

@@ -5,8 +5,9 @@ Each returns lines for the CLI to print; an empty list means go on.
 """
 from __future__ import annotations
 
+import difflib
 import socket
-from typing import Optional
+from typing import Mapping, Optional
 
 from pydantic import ValidationError
 
@@ -28,6 +29,43 @@ def _given(field: str, value, from_flags: set) -> str:
     if isinstance(value, bool):
         return _source(field, from_flags).replace("--", "--" if value else "--no-", 1)
     return f"{_source(field, from_flags)} {value}"
+
+
+# DWSERVE_* variables that are not serve settings: other tools of the project read them, so
+# `dwserve serve` does not warn about them (unknown_variables). Name -> the file that reads it
+# (tests/test_cli_serve_unknown_env.py checks each is still read there, and that nothing else is).
+NOT_SETTINGS = {
+    "DWSERVE_CPUS": "docker/docker-compose.yml",            # cores per before/after variant
+    "DWSERVE_CPUSET_BEFORE": "docker/docker-compose.yml",   # the variants' and tools' cpusets
+    "DWSERVE_CPUSET_AFTER": "docker/docker-compose.yml",
+    "DWSERVE_CPUSET_TOOLS": "docker/docker-compose.yml",
+    "DWSERVE_GPU_BEFORE": "docker/docker-compose.gpu.yml",  # the GPU of each variant
+    "DWSERVE_GPU_AFTER": "docker/docker-compose.gpu.yml",
+    "DWSERVE_BEFORE_URL": "docker/locustfile.py",           # the load test's targets and requests
+    "DWSERVE_AFTER_URL": "docker/locustfile.py",
+    "DWSERVE_LFM2_TOKENS": "docker/locustfile.py",
+    "DWSERVE_LFM2_VOCAB": "docker/locustfile.py",
+    "DWSERVE_GENERATE_TOKENS": "docker/locustfile.py",
+    "DWSERVE_AUTO_COMPILED": "models/depthwise/auto.py",     # auto's opt-out of the compiled impl
+    "DWSERVE_PERF": "tests/test_lfm2_perf.py",               # the timing tests' switch
+    "DWSERVE_TOPOLOGY_FAKE": "tests/test_topology.py",       # the topology test on fake models
+}
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One warning line per DWSERVE_* variable that is neither a setting nor in NOT_SETTINGS,
+    naming the closest setting (a misspelt DWSERVE_MAX_BATCH was silently ignored). Names in
+    any case, as pydantic-settings reads them; a warning only, since other tools share the prefix."""
+    settings = {name.upper(): "DWSERVE_" + name.upper() for name in Settings.model_fields}
+    lines = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith("DWSERVE_") or upper[len("DWSERVE_"):] in settings or upper in NOT_SETTINGS:
+            continue
+        close = difflib.get_close_matches(upper[len("DWSERVE_"):], list(settings), n=1)
+        hint = f"; did you mean {settings[close[0]]}?" if close else " (dwserve serve --help lists the settings)"
+        lines.append(f"dwserve serve: warning: {name} is not a setting and is ignored{hint}")
+    return lines
 
 
 def settings_errors(exc: ValidationError, from_flags: set) -> list[str]:
