@@ -85,10 +85,12 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(nn.Module):
     def __init__(self, num_classes: int = 1000, width_mult: float = 1.0, dropout: float = 0.2):
         super().__init__()
-        if not (isinstance(num_classes, int) and num_classes >= 1):
+        # bool is an int to Python but not a class count; a non-number failed deep in nn.Linear / '>'.
+        if isinstance(num_classes, bool) or not (isinstance(num_classes, int) and num_classes >= 1):
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        if not width_mult > 0:
-            raise ValueError(f"width_mult must be > 0, got {width_mult!r}")
+        if (isinstance(width_mult, bool) or not isinstance(width_mult, (int, float))
+                or not 0 < width_mult < float("inf")):
+            raise ValueError(f"width_mult must be a finite number > 0 (e.g. 1.0, 0.5), got {width_mult!r}")
         self.num_classes, self.width_mult = num_classes, width_mult
         cin = make_divisible(32 * width_mult)
         self.last_channel = make_divisible(1280 * max(1.0, width_mult))

@@ -72,3 +72,20 @@ def test_generate_one_flat_prompt_says_to_wrap_it(tiny_lm, method, prompts, hint
         getattr(tiny_lm, method)(prompts, max_new_tokens=2)
     assert hint in str(err.value) and "list of token-id lists" in str(err.value)
     assert tiny_lm.generate([list(map(int, prompts))], max_new_tokens=2)    # the hinted form runs
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    pytest.param(dict(num_classes=True), "num_classes must be a positive int", id="num_classes-bool"),
+    pytest.param(dict(width_mult="1.0"), "width_mult must be a finite number > 0", id="width-str"),
+    pytest.param(dict(width_mult=None), "width_mult must be a finite number > 0", id="width-none"),
+    pytest.param(dict(width_mult=float("inf")), "width_mult must be a finite number > 0", id="width-inf"),
+    pytest.param(dict(width_mult=True), "width_mult must be a finite number > 0", id="width-bool"),
+])
+def test_mobilenet_bad_constructor_arguments_are_value_errors(kwargs, match):
+    """MobileNetV2(num_classes=True) was a TypeError from torch.empty deep in nn.Linear,
+    width_mult='1.0' / None a TypeError from '>', width_mult=inf an OverflowError."""
+    from models.mobilenet import MobileNetV2, mobilenet_v2
+    with pytest.raises(ValueError, match=match):
+        MobileNetV2(**kwargs)
+    with pytest.raises(ValueError, match=match):
+        mobilenet_v2(**kwargs)
