@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from .codec import DTYPES
 from .schema_types import Float, Int, Text, TokenId
@@ -124,10 +124,20 @@ ImplName = Literal["auto", "per_group", "slice_sum", "compiled", "fused", "nativ
 # /v1/generate and the generate extension: floats finite (NaN passed `le=100` as "not <= 100"),
 # true/false no number, text valid Unicode.
 _GENERATE_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
+# A sampling field sent as null is left out (vLLM's reading): it then takes the checkpoint's
+# generation_config value, or the route's default (handlers/generate.py given_fields).
+_NULL_MEANS_DEFAULT = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
+
+
+def _null_sampling_left_out(data: Any) -> Any:
+    if not isinstance(data, dict):
+        return data
+    return {k: v for k, v in data.items() if v is not None or k not in _NULL_MEANS_DEFAULT}
 
 
 class GenerateRequest(BaseModel):
     model_config = _GENERATE_CONFIG
+    _nulls = model_validator(mode="before")(_null_sampling_left_out)
     prompt: Optional[Text] = Field(None, description="text prompt; give this or input_ids")
     input_ids: Optional[list[TokenId]] = Field(None, description="token ids; give this or prompt")
     max_new_tokens: Optional[Int] = Field(None, ge=1, description="tokens to generate; default 32, or fewer "
@@ -216,6 +226,7 @@ class TritonGenerateParameters(BaseModel):
     `stop_words`, ...) or under `parameters`: the /v1/generate fields by their usual LLM
     backend names."""
     model_config = _GENERATE_CONFIG
+    _nulls = model_validator(mode="before")(_null_sampling_left_out)
     max_tokens: Optional[Int] = Field(None, ge=1)   # default: /v1/generate's (GenerateHandler.decode)
     temperature: Float = Field(0.0, ge=0.0, le=100.0, description="0 = greedy")
     top_k: Optional[Int] = Field(None, ge=-1, description="0 or -1 = off (TRT-LLM's and vLLM's conventions)")
