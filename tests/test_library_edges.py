@@ -89,3 +89,35 @@ def test_mobilenet_bad_constructor_arguments_are_value_errors(kwargs, match):
         MobileNetV2(**kwargs)
     with pytest.raises(ValueError, match=match):
         mobilenet_v2(**kwargs)
+
+
+def _other_lm(**changes):
+    from models.lfm2 import LFM2Config, LFM2ForCausalLM
+    cfg = LFM2Config(**{**dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                               num_key_value_heads=1, layer_types=["conv", "full_attention"]), **changes})
+    return LFM2ForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("make_cache, match", [
+    pytest.param(lambda m: m.new_cache(2, 8).__dict__, "cache must be an LFM2Cache", id="not-a-cache"),
+    pytest.param(lambda m: __import__("models.lfm2", fromlist=["LFM2Cache"]).LFM2Cache(m.config, 2, 8,
+                 dtype=torch.bfloat16), "cache holds torch.bfloat16", id="other-dtype"),
+    pytest.param(lambda m: _other_lm(layer_types=["full_attention", "conv"]).new_cache(2, 8),
+                 "cache was made for another config", id="layer-order"),
+    pytest.param(lambda m: _other_lm(num_hidden_layers=3, layer_types=["conv", "full_attention", "conv"])
+                 .new_cache(2, 8), "cache was made for another config", id="layer-count"),
+    pytest.param(lambda m: _other_lm(hidden_size=24, num_attention_heads=3).new_cache(2, 8),
+                 "cache was made for another config", id="width"),
+])
+def test_a_cache_that_does_not_fit_the_model_is_a_value_error(tiny_lm, make_cache, match):
+    """forward(ids, cache=c) with a cache made before model.to(dtype), for another config or not
+    an LFM2Cache at all: a ValueError saying to make it with model.new_cache. It was a RuntimeError
+    from attention ('Expected query, key, and value to have the same dtype'), an IndexError,
+    an AttributeError ('dict' has no 'check_room') or, for a same-size other layout, no error."""
+    ids = torch.randint(0, 50, (2, 4), generator=torch.Generator().manual_seed(0))
+    cache = make_cache(tiny_lm)
+    with pytest.raises(ValueError, match=match) as err, torch.no_grad():
+        tiny_lm(ids, cache=cache)
+    assert "new_cache" in str(err.value)
+    with torch.no_grad():                      # the model's own cache still runs and matches
+        torch.testing.assert_close(tiny_lm(ids, cache=tiny_lm.new_cache(2, 8)), tiny_lm(ids))

@@ -39,6 +39,27 @@ class LFM2Cache:
         self.conv_taps: dict[int, list[int]] = {}            # column -> rows wanting the state after it
         self.tapped: dict[tuple[int, int], list] = {}        # (row, column) -> per-layer (C, K-1) or None
 
+    def check_model(self, config: LFM2Config, dtype: torch.dtype, device: torch.device):
+        """The cache fits a model with this config, dtype and device: one made before model.to(),
+        or for another config, failed deep inside attention (or ran on the wrong layers).
+        Checked once per (config, dtype, device): eager decode calls it every step."""
+        fits = getattr(self, "_fits", None)          # holds config, so `is` cannot see a reused id
+        if fits is not None and fits[0] is config and fits[1:] == (dtype, device):
+            return
+        b, c, k = self.batch_size, config.hidden_size, config.conv_L_cache
+        kv = (b, config.num_key_value_heads, self.max_length, config.head_dim)
+        want = [(b, c, k - 1) if t == "conv" else kv for t in config.layer_types]
+        got = [tuple((s if s is not None else kk).shape) for s, kk in zip(self.conv_states, self.keys)]
+        if len(got) != len(want) or any(g != w for g, w in zip(got, want)):
+            raise ValueError(f"cache was made for another config (per-layer state shapes {got}, this model "
+                             f"needs {want}); make it with this model's new_cache(batch_size, max_length)")
+        t = next(s if s is not None else kk for s, kk in zip(self.conv_states, self.keys))
+        if t.dtype != dtype or self.key_mask.device != device:
+            raise ValueError(f"cache holds {t.dtype} on {self.key_mask.device}, the model is {dtype} on "
+                             f"{device}; make it with model.new_cache(batch_size, max_length) after "
+                             "model.to(...)")
+        self._fits = (config, dtype, device)
+
     def check_room(self, batch_size: int, new_tokens: int):
         if batch_size != self.batch_size:
             raise ValueError(f"cache was made for batch_size={self.batch_size}, "

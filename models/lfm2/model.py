@@ -166,6 +166,10 @@ class LFM2ForCausalLM(nn.Module):
             raise ValueError(f"input_ids must be token ids in [0, vocab_size={v}), got values in "
                              f"[{int(input_ids.min())}, {int(input_ids.max())}]")
         if cache is not None:
+            if not isinstance(cache, LFM2Cache):
+                raise ValueError(f"cache must be an LFM2Cache from model.new_cache(batch_size, max_length), "
+                                 f"got {type(cache).__name__}")
+            cache.check_model(self.config, self.dtype, self.device)
             cache.check_room(b, L)
         if attention_mask is None:
             return None
