@@ -121,3 +121,33 @@ def test_a_cache_that_does_not_fit_the_model_is_a_value_error(tiny_lm, make_cach
     assert "new_cache" in str(err.value)
     with torch.no_grad():                      # the model's own cache still runs and matches
         torch.testing.assert_close(tiny_lm(ids, cache=tiny_lm.new_cache(2, 8)), tiny_lm(ids))
+
+
+@pytest.mark.parametrize("impl", IMPL_PARAMS)
+def test_numpy_integer_arguments_are_ints_as_for_f_conv(impl):
+    """stride / padding / dilation given as numpy integers (read from a config array) work as
+    in F.conv1d/F.conv2d; they were a ValueError 'must be an int or a tuple of 1 ints'."""
+    np = pytest.importorskip("numpy")
+    if impl == "fused":
+        from models.depthwise import fused
+        if not fused.available("cpu"):
+            pytest.skip("fused on CPU needs TRITON_INTERPRET=1")
+    import torch.nn.functional as F
+
+    from models.depthwise import depthwise_conv1d, depthwise_conv2d
+    g = torch.Generator().manual_seed(5)
+    x, w = torch.randn(2, 3, 17, generator=g), torch.randn(6, 1, 3, generator=g)
+    kw = dict(stride=np.int64(2), padding=np.int32(1), dilation=np.int64(2))
+    torch.testing.assert_close(depthwise_conv1d(x, w, impl=impl, **kw), F.conv1d(x, w, groups=3, **kw))
+    x2, w2 = torch.randn(1, 3, 9, 8, generator=g), torch.randn(3, 1, 3, 2, generator=g)
+    kw2 = dict(stride=(np.int64(1), 2), padding=(np.int64(1), np.int64(0)), dilation=np.int64(1))
+    torch.testing.assert_close(depthwise_conv2d(x2, w2, impl=impl, **kw2), F.conv2d(x2, w2, groups=3, **kw2))
+    with pytest.raises(ValueError, match="stride must be an int"):
+        depthwise_conv1d(x, w, stride=np.float64(2.0), impl=impl)    # a float still is not
+    from models.depthwise import DepthwiseConv1d
+    module = DepthwiseConv1d(3, 6, np.int64(3), impl=impl, **kw)   # and the module, as nn.Conv1d
+    assert module.padding == (1,) and type(module.padding[0]) is int
+    conv = torch.nn.Conv1d(3, 6, np.int64(3), groups=3, **kw)
+    conv.load_state_dict(module.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), conv(x))

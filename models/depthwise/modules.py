@@ -22,7 +22,8 @@ from .dispatch import POLICIES, _check_policy, depthwise_conv1d, depthwise_conv2
 
 
 def _tuple(v, n: int) -> tuple[int, ...]:
-    return (v,) * n if isinstance(v, int) else tuple(v)
+    """An int (numpy's too) or a sequence of them, already validated by spec -> Python ints."""
+    return (int(v),) * n if spec._is_int(v) else tuple(int(i) for i in v)
 
 
 class _DepthwiseConvNd(nn.Module):

@@ -17,18 +17,25 @@ Bad input raises ValueError naming what was expected; nothing is reshaped silent
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 PADDING_STRINGS = {"conv1d": ("valid", "same", "causal"), "conv2d": ("valid", "same")}
 
 
+def _is_int(v) -> bool:
+    """An int as F.conv takes one: Python's or numpy's integers (numbers.Integral), never a bool."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
 def _ints(name: str, value, n: int, minimum: int) -> tuple[int, ...]:
-    """int or n-tuple of ints (each >= minimum) -> n-tuple."""
-    vals = (value,) * n if isinstance(value, int) else value
+    """int or n-tuple of ints (each >= minimum) -> n-tuple of Python ints."""
+    vals = (value,) * n if _is_int(value) else value
     if (not isinstance(vals, (tuple, list)) or len(vals) not in (1, n)
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in vals)):
+            or not all(_is_int(v) for v in vals)):
         raise ValueError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
-    vals = tuple(vals) * (n // len(vals))
+    vals = tuple(int(v) for v in vals) * (n // len(vals))
     if min(vals) < minimum:
         raise ValueError(f"{name} must be >= {minimum} in every dim, got {value!r}")
     return vals
@@ -55,12 +62,13 @@ def _padding(padding, op: str, kernel: tuple[int, ...], dilation: tuple[int, ...
         for t in totals:                                   # odd extra goes right / bottom
             out += (t // 2, t - t // 2)
         return out
-    if isinstance(padding, int) and not isinstance(padding, bool):
-        vals = (padding,) * (2 * dims)
+    if _is_int(padding):
+        vals = (int(padding),) * (2 * dims)
     elif (isinstance(padding, (tuple, list)) and len(padding) in (dims, 2 * dims)
-          and all(isinstance(v, int) and not isinstance(v, bool) for v in padding)):
+          and all(_is_int(v) for v in padding)):
         # (p,) / (ph, pw): symmetric per dim as in PyTorch; 2*dims entries: explicit per side.
-        vals = tuple(v for v in padding for _ in (0, 1)) if len(padding) == dims else tuple(padding)
+        vals = tuple(int(v) for v in padding for _ in (0, 1)) if len(padding) == dims \
+            else tuple(int(v) for v in padding)
     else:
         form = "(p,) or (left, right)" if dims == 1 else "(ph, pw) or (top, bottom, left, right)"
         raise ValueError(f"padding must be an int >= 0, {form}, or one of {PADDING_STRINGS[op]}, "
