@@ -151,3 +151,17 @@ def test_numpy_integer_arguments_are_ints_as_for_f_conv(impl):
     conv.load_state_dict(module.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(module(x), conv(x))
+
+
+def test_generate_takes_numpy_integers_as_its_seed_does(tiny_lm):
+    """max_new_tokens / top_k as numpy integers (seed already took them): they were ValueErrors
+    'must be an int >= 0' naming a value that is one; bools are still refused."""
+    np = pytest.importorskip("numpy")
+    prompts = [[3, 4, 5], [6]]
+    got = tiny_lm.generate(prompts, max_new_tokens=np.int64(3), temperature=0.7, top_k=np.int32(5), seed=1)
+    assert got == tiny_lm.generate(prompts, max_new_tokens=3, temperature=0.7, top_k=5, seed=1)
+    assert [len(r) for r in got] == [3, 3]
+    with pytest.raises(ValueError, match="max_new_tokens must be an int"):
+        tiny_lm.generate(prompts, max_new_tokens=True)
+    with pytest.raises(ValueError, match="top_k must be None or an int"):
+        tiny_lm.generate(prompts, max_new_tokens=2, temperature=1.0, top_k=np.float64(5))

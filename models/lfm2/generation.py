@@ -80,12 +80,14 @@ def check_seed(seed, rows: int = 1) -> None:
 
 
 def check_generation_args(max_new_tokens, temperature, top_k, top_p, stop_token_ids, vocab, min_p=None):
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    # ints as seed takes them: Python's or numpy's (numbers.Integral), never a bool
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) \
+            or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
     t = _as_float(temperature, "temperature must be a finite float >= 0 (0 = greedy)")
     if not (t >= 0.0 and t != float("inf")):
         raise ValueError(f"temperature must be a finite float >= 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1):
         raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
     if top_p is not None and not (0.0 < _as_float(top_p, "top_p must be None or in (0, 1]") <= 1.0):
         raise ValueError(f"top_p must be None or in (0, 1], got {top_p!r}")
@@ -207,6 +209,7 @@ def stream_generate(model, prompts, max_new_tokens=32, temperature=None, top_k=N
                                                          cfg.vocab_size)
     temperature, stops = check_generation_args(max_new_tokens, temperature, top_k, top_p, stop_token_ids,
                                                cfg.vocab_size, min_p)
+    max_new_tokens, top_k = int(max_new_tokens), None if top_k is None else int(top_k)   # numpy's as Python's
     penalty = 1.0 if repetition_penalty is None else check_repetition_penalty(repetition_penalty)
     check_seed(seed, len(rows))
     use_cuda_graph(model, cuda_graph)          # cuda_graph=True off CUDA: raise now too
