@@ -165,3 +165,27 @@ def test_generate_takes_numpy_integers_as_its_seed_does(tiny_lm):
         tiny_lm.generate(prompts, max_new_tokens=True)
     with pytest.raises(ValueError, match="top_k must be None or an int"):
         tiny_lm.generate(prompts, max_new_tokens=2, temperature=1.0, top_k=np.float64(5))
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_module_refuses_x_with_other_channels_even_when_they_divide_out_channels(dims):
+    """DepthwiseConv1d(4, 8) (m=2) given x with 2 channels ran as a C=2, m=4 conv and returned
+    (B, 8, ...) without a word; nn.Conv1d(4, 8, groups=4), which convert_depthwise replaces,
+    refuses it. Now a ValueError naming the expected (B, 4, ...) shape, as for any other count."""
+    from models.depthwise import DepthwiseConv1d, DepthwiseConv2d, convert_depthwise
+    cls, conv_cls = (DepthwiseConv1d, torch.nn.Conv1d) if dims == 1 else (DepthwiseConv2d, torch.nn.Conv2d)
+    spatial = (10,) * dims
+    x = torch.randn(2, 2, *spatial)
+    with pytest.raises(RuntimeError):
+        conv_cls(4, 8, 3, groups=4)(x)                     # what the module stands in for
+    with pytest.raises(ValueError, match=r"in_channels=4.*\(B, 4, "):
+        cls(4, 8, 3)(x)
+    model = torch.nn.Sequential(conv_cls(4, 8, 3, groups=4))
+    assert convert_depthwise(model) == 1
+    with pytest.raises(ValueError, match=r"in_channels=4"):
+        model(x)
+    ok = torch.randn(2, 4, *spatial)                        # the right count still runs as nn.Conv
+    ref = conv_cls(4, 8, 3, groups=4)
+    ref.load_state_dict(model[0].state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(model(ok), ref(ok))

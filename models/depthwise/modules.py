@@ -69,6 +69,12 @@ class _DepthwiseConvNd(nn.Module):
         return self.dilation[0] if self._dims == 1 else self.dilation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The op alone would take any C dividing out_channels (another channel multiplier);
+        # nn.Conv(groups=in_channels), which this module stands in for, takes in_channels only.
+        if isinstance(x, torch.Tensor) and x.dim() == self._dims + 2 and x.shape[1] != self.in_channels:
+            dims = "L" if self._dims == 1 else "H, W"
+            raise ValueError(f"{type(self).__name__} with in_channels={self.in_channels} needs x "
+                             f"(B, {self.in_channels}, {dims}), got {tuple(x.shape)}")
         return type(self)._op(x, self.weight, self.bias, stride=self._stride(), padding=self.padding,
                               dilation=self._dilation(), impl=self.impl)
 
