@@ -189,3 +189,55 @@ def test_module_refuses_x_with_other_channels_even_when_they_divide_out_channels
     ref.load_state_dict(model[0].state_dict())
     with torch.no_grad():
         torch.testing.assert_close(model(ok), ref(ok))
+
+
+@pytest.mark.parametrize("impl", IMPL_PARAMS)
+def test_short_conv_ops_under_autocast_cast_as_f_conv(impl):
+    """Inside torch.autocast the short-conv block and decode step cast as depthwise_conv1d does
+    (F.conv's policy): bfloat16 activations meet float32 parameters. They raised 'weight must be
+    ... with dtype torch.bfloat16 like bcx', so an LFM2 model could not run under autocast."""
+    if impl == "fused":
+        from models.depthwise import fused
+        if not fused.available("cpu"):
+            pytest.skip("fused on CPU needs TRITON_INTERPRET=1")
+    from models.depthwise import conv1d_decode_step
+    from models.depthwise.short_conv import conv1d_decode_step_reference
+    g = torch.Generator().manual_seed(3)
+    B, L, C, K = 2, 5, 6, 3
+    bcx, w, b = torch.randn(B, L, 3 * C, generator=g), torch.randn(C, 1, K, generator=g), torch.randn(C, generator=g)
+    state, ref_state = torch.randn(B, C, K - 1, generator=g), None
+    ref_state = state.clone()
+    bf = torch.bfloat16
+    with torch.autocast("cpu", dtype=bf):
+        y = short_conv_block(bcx.to(bf), w, b, conv_state=state, impl=impl)
+        step = conv1d_decode_step(bcx[:, 0, :C].to(bf), state, w, b, impl=impl)
+    assert y.dtype == bf and step.dtype == bf and state.dtype == torch.float32
+    ref = short_conv_block_reference(bcx.to(bf), w.to(bf), b.to(bf), conv_state=ref_state)
+    ref_step = conv1d_decode_step_reference(bcx[:, 0, :C].to(bf), ref_state, w.to(bf), b.to(bf))
+    torch.testing.assert_close(y, ref, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(step, ref_step, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(state, ref_state, rtol=2e-2, atol=2e-2)
+
+
+def test_lfm2_under_autocast_matches_transformers_under_autocast(tmp_path):
+    """A float32 LFM2 run inside torch.autocast(bfloat16) gives transformers' logits under the
+    same autocast (bfloat16 tolerance), with and without a cache, and generates."""
+    transformers = pytest.importorskip("transformers")
+    from hf_reference import random_checkpoint
+
+    from models.lfm2 import LFM2ForCausalLM
+    hf = random_checkpoint(transformers, "Lfm2", dict(
+        vocab_size=61, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, layer_types=["conv", "full_attention", "conv"],
+        pad_token_id=0, bos_token_id=1, eos_token_id=2), tmp_path, seed=2)
+    ours = LFM2ForCausalLM.from_pretrained(tmp_path)
+    ids = torch.randint(3, 61, (2, 7), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = hf(ids, use_cache=False).logits.float()
+        got = ours(ids).float()
+        cache = ours.new_cache(2, 7)
+        cached = torch.cat([ours(ids[:, :4], cache=cache), ours(ids[:, 4:], cache=cache)], 1).float()
+        assert len(ours.generate(ids, max_new_tokens=2)[0]) == 2
+    scale = ref.abs().max()
+    torch.testing.assert_close(got / scale, ref / scale, rtol=0, atol=3e-2)
+    torch.testing.assert_close(cached / scale, ref / scale, rtol=0, atol=3e-2)

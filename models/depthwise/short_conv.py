@@ -189,6 +189,9 @@ def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     mask (B, L) or None (0 = padding: that position's b*x counts as 0). impl: one of IMPLS,
     "auto" or None (the current `use_impl`). Raises ValueError on shape mismatches.
     """
+    # F.conv's autocast policy, as depthwise_conv1d's; while dynamo traces, _autocast's own check
+    if torch.compiler.is_compiling() or torch._C._is_any_autocast_enabled():
+        bcx, weight, bias = dispatch._autocast(bcx, weight, bias)   # (conv_state keeps its dtype)
     _check_block(bcx, weight, bias, conv_state, mask)
     K = weight.shape[-1]
     policy = impl if impl is not None else dispatch.current_impl()
@@ -219,6 +222,8 @@ def conv1d_decode_step(x_new: torch.Tensor, conv_state: torch.Tensor, weight: to
     x_new in). weight (C, 1, K), bias (C,) or None, activation None or "silu". impl as for
     short_conv_block, resolved with op "decode".
     """
+    if torch.compiler.is_compiling() or torch._C._is_any_autocast_enabled():
+        x_new, weight, bias = dispatch._autocast(x_new, weight, bias)
     _check_decode(x_new, conv_state, weight, bias, activation)
     K = weight.shape[-1]
     policy = impl if impl is not None else dispatch.current_impl()
