@@ -34,6 +34,7 @@ def handler_of(request: Request, kind: str):
 @router.post("/classify", response_model=ClassifyResponse, responses=ERROR_RESPONSES)
 async def classify(request: Request, file: UploadFile = File(..., description="an image (JPEG, PNG, ...)"),
                    top_k: int = Query(5, ge=1, le=1000), depthwise_impl: Optional[ImplName] = Query(None)):
+    refuse_unknown_query(request, _FORM_OPTIONS)
     handler = handler_of(request, "classify")
     # FastAPI binds the last of several `file` parts; the others would be dropped unanswered.
     # (The form is FastAPI's own, already parsed: Starlette caches it on the request.)
@@ -58,6 +59,18 @@ async def classify(request: Request, file: UploadFile = File(..., description="a
 
 
 _FORM_OPTIONS = ("top_k", "depthwise_impl")
+
+
+def refuse_unknown_query(request: Request, takes: tuple[str, ...]) -> None:
+    """A 400 naming the query parameters a dwserve-defined route (/v1/classify, /v1/generate)
+    does not take: `?topk=3` answered 200 with the default 5 labels. The routes of protocols
+    defined elsewhere (OpenAI's, OIP infer, Triton's generate) ignore unknown ones, as OpenAI,
+    vLLM, KServe and Triton do: their clients and gateways add their own (Azure's api-version)."""
+    unknown = sorted({key for key in request.query_params.keys() if key not in takes})
+    if unknown:
+        takes_text = f"takes only {' and '.join(takes)} as query parameters" if takes else \
+            "takes no query parameters: send its fields in the JSON body"
+        raise ValueError(f"query parameters {unknown}: {request.url.path} {takes_text}"[:300])
 
 
 def _form_options(form, query) -> dict[str, str]:
@@ -201,6 +214,7 @@ def sse_response(streams, firsts, token_chunk, finish_chunk, tail, done_marker: 
 
 @router.post("/generate", response_model=GenerateResponse, responses=ERROR_RESPONSES)
 async def generate(body: GenerateRequest, request: Request):
+    refuse_unknown_query(request, ())
     handler = handler_of(request, "generate")
     plan = await handler.plan(body)
     request.state.dw_impl = plan.impl

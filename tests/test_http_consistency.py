@@ -1,0 +1,62 @@
+"""HTTP consistency across routes (fake models, in-process): query parameters a route does not
+take, the impl label of a rejected request, OpenAI's `param` on semantic 400s, and TRT-LLM's
+end_id / pad_id on Triton's generate extension."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from error_bodies import error_message
+import inprocess_app
+
+
+def _png() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+served = inprocess_app.served   # the module's client of the fake models
+
+
+# -- 1. query parameters: dwserve's own routes refuse those they do not take ------------------
+
+@pytest.mark.parametrize("query", [pytest.param("topk=3", id="misspelt"),
+                                   pytest.param("top_k=2&impl=native", id="one-of-two")])
+def test_classify_refuses_an_unknown_query_parameter(served, query):
+    client, _ = served
+    r = client.post(f"/v1/classify?{query}", files={"file": ("x.png", _png(), "image/png")})
+    assert r.status_code == 400, r.text
+    message = error_message(r)
+    unknown = [kv.split("=")[0] for kv in query.split("&") if kv.split("=")[0] not in ("top_k", "depthwise_impl")]
+    assert all(repr(name) in message for name in unknown) and "top_k" in message and "depthwise_impl" in message
+
+
+def test_classify_still_takes_its_query_parameters(served):
+    client, _ = served
+    r = client.post("/v1/classify?top_k=2&depthwise_impl=native", files={"file": ("x.png", _png(), "image/png")})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["labels"]) == 2
+
+
+def test_v1_generate_refuses_query_parameters(served):
+    client, _ = served
+    r = client.post("/v1/generate?max_new_tokens=3", json={"prompt": "AB", "max_new_tokens": 2})
+    assert r.status_code == 400, r.text
+    assert "'max_new_tokens'" in error_message(r) and "JSON body" in error_message(r)
+
+
+@pytest.mark.parametrize("path,body", [
+    pytest.param("/v1/completions", {"prompt": "AB", "max_tokens": 2}, id="completions"),
+    pytest.param("/v1/chat/completions", {"messages": [{"role": "user", "content": "AB"}], "max_tokens": 2},
+                 id="chat"),
+    pytest.param("/v2/models/lfm2/generate", {"text_input": "AB", "max_tokens": 2}, id="triton-generate"),
+    pytest.param("/v2/models/lfm2/infer", {"inputs": [{"name": "input_ids", "shape": [1, 2], "datatype": "INT64",
+                                                       "data": [1, 2]}]}, id="oip-infer"),
+])
+def test_foreign_protocol_routes_ignore_query_parameters(served, path, body):
+    """Azure's OpenAI client adds ?api-version=..., tritonclient passes query_params through:
+    OpenAI, vLLM, KServe and Triton ignore what they do not read, and so do these routes."""
+    client, _ = served
+    assert client.post(f"{path}?api-version=2024-06-01", json=body).status_code == 200
