@@ -241,3 +241,20 @@ def test_lfm2_under_autocast_matches_transformers_under_autocast(tmp_path):
     scale = ref.abs().max()
     torch.testing.assert_close(got / scale, ref / scale, rtol=0, atol=3e-2)
     torch.testing.assert_close(cached / scale, ref / scale, rtol=0, atol=3e-2)
+
+
+@pytest.mark.parametrize("kwargs, hint", [
+    pytest.param(dict(max_length=10), "max_new_tokens", id="max_length"),
+    pytest.param(dict(pad_token_id=0), "unpadded", id="pad_token_id"),
+    pytest.param(dict(num_beams=2), "beam search", id="num_beams"),
+    pytest.param(dict(bogus=1), "prefix_allowed_tokens_fn", id="unknown"),
+])
+@pytest.mark.parametrize("method", ["generate", "stream_generate"])
+def test_generate_names_itself_and_the_fix_for_a_transformers_keyword_it_lacks(tiny_lm, method, kwargs, hint):
+    """generate(..., pad_token_id=...) (transformers' common idiom) or max_length was a TypeError
+    'stream_generate() got an unexpected keyword argument', naming a function the caller did
+    not call and not what to use instead."""
+    with pytest.raises(TypeError) as err:
+        getattr(tiny_lm, method)([[3, 4]], max_new_tokens=2, **kwargs)
+    msg = str(err.value)
+    assert msg.startswith(f"{method}()") and next(iter(kwargs)) in msg and hint in msg

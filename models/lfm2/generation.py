@@ -69,6 +69,25 @@ def _as_float(value, what: str) -> float:
         raise ValueError(f"{what}, got {value!r}") from None
 
 
+STEERING_KEYWORDS = ("prefix_allowed_tokens_fn", "logits_processor", "structured_outputs", "tokenizer")
+# transformers' generate() keywords this one lacks, and what to do instead
+_NOT_TAKEN = {"max_length": "pass max_new_tokens (the new tokens only)",
+              "pad_token_id": "not needed: each row's new tokens come back unpadded",
+              "num_beams": "beam search is not implemented: greedy or sampled (do_sample) only",
+              "use_cache": "the cache is always used"}
+
+
+def check_keywords(caller: str, kwargs: dict) -> None:
+    """TypeError naming `caller` (generate / stream_generate) for keywords beyond the steering
+    ones: Python's own names the inner stream_generate and says nothing of what to use."""
+    unknown = [k for k in kwargs if k not in STEERING_KEYWORDS]
+    if unknown:
+        hints = "; ".join(f"{k}: {_NOT_TAKEN[k]}" for k in unknown if k in _NOT_TAKEN)
+        raise TypeError(f"{caller}() got unexpected keyword argument(s) {unknown}"
+                        + (f" ({hints})" if hints else "") + "; besides its named arguments it takes "
+                        + ", ".join(STEERING_KEYWORDS))
+
+
 def check_seed(seed, rows: int = 1) -> None:
     """seed None, or an int whose rows seed, seed + 1, ... torch.Generator.manual_seed takes."""
     if seed is None:

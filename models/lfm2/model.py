@@ -249,7 +249,8 @@ class LFM2ForCausalLM(nn.Module):
         attention_mask (left-padded (B, L) prompts), do_sample, eos_token_id, min_p,
         repetition_penalty (generation.py). steering: prefix_allowed_tokens_fn,
         logits_processor, structured_outputs ({"json": schema}, ...), tokenizer (steering.py)."""
-        from .generation import generate
+        from .generation import check_keywords, generate
+        check_keywords("generate", steering)
         return generate(self, _prompts(prompts, input_ids), max_new_tokens, temperature, top_k, top_p, seed,
                         stop_token_ids, cuda_graph, attention_mask=attention_mask, do_sample=do_sample,
                         eos_token_id=eos_token_id, min_p=min_p, repetition_penalty=repetition_penalty, **steering)
@@ -269,7 +270,8 @@ class LFM2ForCausalLM(nn.Module):
                         do_sample: bool | None = None, eos_token_id=None, min_p: float | None = None,
                         repetition_penalty: float | None = None, **steering) -> Iterator[list[int | None]]:
         """One token per prompt per step; None for prompts that have already stopped."""
-        from .generation import stream_generate
+        from .generation import check_keywords, stream_generate
+        check_keywords("stream_generate", steering)
         return stream_generate(self, _prompts(prompts, input_ids), max_new_tokens, temperature, top_k, top_p, seed,
                                stop_token_ids, cuda_graph, attention_mask=attention_mask, do_sample=do_sample,
                                eos_token_id=eos_token_id, min_p=min_p, repetition_penalty=repetition_penalty,
