@@ -51,8 +51,10 @@ async def classify(request: Request, file: UploadFile = File(..., description="a
                              f"got {options['depthwise_impl']!r}"[:300])
         depthwise_impl = options["depthwise_impl"]
     impl = handler.rt.check_impl(depthwise_impl)
-    request.state.dw_impl = impl
     image = await asyncio.to_thread(handler.decode, await file.read())
+    # The request's impl labels its metrics from here on: a request refused before any model work
+    # (a broken image) counts under the server default, as a 4xx of /infer or /v1/generate does.
+    request.state.dw_impl = impl
     # A client that gave up while its image waited for a batch leaves no forward behind (499).
     logits = await unless_disconnected(request, handler.predict(image, impl))
     return handler.encode(logits, top_k, impl)

@@ -9,6 +9,7 @@ from PIL import Image
 
 from error_bodies import error_message
 import inprocess_app
+from test_metrics_series import requests_total
 
 
 def _png() -> bytes:
@@ -60,3 +61,19 @@ def test_foreign_protocol_routes_ignore_query_parameters(served, path, body):
     OpenAI, vLLM, KServe and Triton ignore what they do not read, and so do these routes."""
     client, _ = served
     assert client.post(f"{path}?api-version=2024-06-01", json=body).status_code == 200
+
+
+# -- 2. a rejected request counts under the server default impl on every route --------------
+
+def test_classify_bad_image_counts_under_the_server_default_impl(served):
+    client, _ = served
+    before = requests_total(client.get("/metrics").text)
+    r = client.post("/v1/classify?depthwise_impl=per_group", files={"file": ("x.png", b"not an image", "image/png")})
+    assert r.status_code == 400, r.text
+    after = requests_total(client.get("/metrics").text)
+    default = client.app.state.service.settings.depthwise_impl
+    assert default != "per_group"
+    key = ("mobilenet_v2", default, "400")
+    assert after.get(key, 0) == before.get(key, 0) + 1
+    assert after.get(("mobilenet_v2", "per_group", "400"), 0) == before.get(("mobilenet_v2", "per_group", "400"), 0)
+    assert r.headers["x-depthwise-impl"] == default
