@@ -27,7 +27,7 @@ from . import __version__
 from .batching import BatcherStopped, QueueFull
 from .compute import ComputeThread
 from .errors import (ServiceError, error_body, error_param, error_response, http_error, is_openai_path,
-                     unknown_model, validation_message)
+                     openai_param, unknown_model, validation_message)
 from .handlers import ClassifyHandler, GenerateHandler, TensorHandler
 from .metrics import ServiceMetrics
 from .body import BodyBudget
@@ -190,7 +190,7 @@ def _error(request: Request, status: int, message: str, headers: Optional[dict] 
 def install_error_handlers(app: FastAPI) -> None:
     async def _known(request: Request, exc: Exception):
         status, message, headers = error_response(exc)
-        return _error(request, status, message, headers, getattr(exc, "code", None))
+        return _error(request, status, message, headers, getattr(exc, "code", None), openai_param(exc))
 
     for cls in (ServiceError, ValueError, QueueFull, BatcherStopped, asyncio.TimeoutError):
         app.add_exception_handler(cls, _known)

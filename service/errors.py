@@ -7,6 +7,7 @@ decoding a request means "bad input" and becomes a 400; see app.install_error_ha
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import sys
 from typing import Optional
@@ -20,6 +21,15 @@ class ServiceError(Exception):
                  code: Optional[str] = None):
         super().__init__(message)
         self.status, self.message, self.headers, self.code = status, message, headers or {}, code
+
+
+class FieldError(ValueError):
+    """A bad request (400) about one field of the body whose message does not start with its
+    name ("prompt (60 tokens) + max_tokens (10) exceeds ..."): `param` names it, OpenAI's `param`."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(message)
+        self.param = param
 
 
 async def within(receive, timeout: float):
@@ -178,3 +188,27 @@ def error_param(errors: list[dict]) -> Optional[str]:
     for x in loc[1:]:
         out += f"[{x}]" if isinstance(x, int) else f".{x}"
     return out
+
+
+# A semantic 400's message starts with the field it is about ("n: at most 8 choices ...",
+# "logit_bias[5] must be a number in ..."), after a batch's "prompt[1]: ".
+_LEADING_FIELD = re.compile(r"^(?:prompt\[\d+\]: )?([a-z][a-z0-9_]*)(?:\[[^\]]*\])?(?:: | must )")
+
+
+@functools.lru_cache(maxsize=None)
+def _openai_fields() -> frozenset:
+    from .routes_tokenize import DetokenizeRequest, TokenizeChatRequest, TokenizeCompletionRequest
+    from .schemas_openai import ChatCompletionRequest, CompletionRequest
+    return frozenset().union(*(m.model_fields for m in (CompletionRequest, ChatCompletionRequest, DetokenizeRequest,
+                                                        TokenizeChatRequest, TokenizeCompletionRequest)))
+
+
+def openai_param(exc: BaseException) -> Optional[str]:
+    """OpenAI's `param` of a request error: the field a FieldError names, else the request field
+    a bad-input message starts with (top level: "logit_bias", not "logit_bias[5]"), else None
+    (the request as a whole, or several fields)."""
+    param = getattr(exc, "param", None)
+    if param is not None or not isinstance(exc, ValueError):
+        return param
+    match = _LEADING_FIELD.match(str(exc))
+    return match.group(1) if match and match.group(1) in _openai_fields() else None

@@ -14,7 +14,7 @@ import contextlib
 from fastapi import Request
 from pydantic import ValidationError
 
-from .errors import model_not_found
+from .errors import FieldError, model_not_found
 from .handlers.generate import given_fields
 from .handlers.text_output import sendable
 from .routes_v1 import first_events, handler_of
@@ -110,8 +110,9 @@ async def start(request: Request, body, make_requests, generate: bool = True):
         raise ValueError(f"n: at most {settings.max_choices} choices per request (DWSERVE_MAX_CHOICES), got {body.n}")
     bad = body.unsupported()
     if bad:
-        raise ValueError(f"unsupported: {', '.join(bad)}; dwserve returns text choices, without suffix, "
-                         "best_of or tools")
+        message = f"unsupported: {', '.join(bad)}; dwserve returns text choices, without suffix, best_of or tools"
+        # one field at fault: OpenAI's `param` names it ("suffix", "max_tokens" of "max_tokens 0 without echo")
+        raise FieldError(bad[0].split()[0], message) if len(bad) == 1 else ValueError(message)
     asked = getattr(body, "logprobs", None)   # completions: an int (0 asks too), chat: a bool
     if asked is not None and asked is not False and handler.tokenizer is None:
         raise ValueError(f"logprobs: model {handler.rt.name!r} has no tokenizer to name tokens with; "
@@ -154,4 +155,5 @@ def _plan(handler, body, base, choice: int, compiled: dict, where: str = ""):
     except ValueError as exc:
         if not where:
             raise
-        raise ValueError(where + str(exc)) from None
+        param = getattr(exc, "param", None)   # a FieldError keeps its field
+        raise (FieldError(param, where + str(exc)) if param else ValueError(where + str(exc))) from None

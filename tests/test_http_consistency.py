@@ -77,3 +77,32 @@ def test_classify_bad_image_counts_under_the_server_default_impl(served):
     assert after.get(key, 0) == before.get(key, 0) + 1
     assert after.get(("mobilenet_v2", "per_group", "400"), 0) == before.get(("mobilenet_v2", "per_group", "400"), 0)
     assert r.headers["x-depthwise-impl"] == default
+
+
+# -- 3. OpenAI's `param` names the field a semantic 400 is about -----------------------------
+
+@pytest.mark.parametrize("path,body,param", [
+    pytest.param("/v1/completions", {"prompt": "AB", "n": 99}, "n", id="n"),
+    pytest.param("/v1/completions", {"prompt": "AB", "logit_bias": {"99999": 1}}, "logit_bias", id="logit_bias-id"),
+    pytest.param("/v1/completions", {"prompt": "AB", "logit_bias": {"5": 500}}, "logit_bias", id="logit_bias-value"),
+    pytest.param("/v1/completions", {"prompt": "AB", "max_tokens": 17}, "max_tokens", id="max_tokens-limit"),
+    pytest.param("/v1/completions", {"prompt": "A" * 60, "max_tokens": 10}, "max_tokens", id="max_tokens-room"),
+    pytest.param("/v1/completions", {"prompt": ["AB"] * 65}, "prompt", id="too-many-prompts"),
+    pytest.param("/v1/completions", {"prompt": "AB", "suffix": "x"}, "suffix", id="unsupported"),
+    pytest.param("/v1/completions", {"prompt": "AB", "stop_token_ids": [99999]}, "stop_token_ids", id="stop-ids"),
+    pytest.param("/v1/chat/completions", {"messages": [{"role": "user", "content": "AB"}], "n": 99}, "n",
+                 id="chat-n"),
+    pytest.param("/v1/chat/completions", {"messages": [{"role": "user", "content": "AB"}],
+                                          "max_completion_tokens": 17}, "max_completion_tokens", id="chat-max"),
+])
+def test_openai_semantic_400_names_its_param(served, path, body, param):
+    client, _ = served
+    r = client.post(path, json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param, r.json()
+
+
+def test_openai_400_about_no_one_field_has_no_param(served):
+    client, _ = served
+    r = client.post("/v1/completions", json={"prompt": "AB", "suffix": "x", "best_of": 3})
+    assert r.status_code == 400 and r.json()["error"]["param"] is None, r.json()

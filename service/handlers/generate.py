@@ -26,7 +26,7 @@ from models.lfm2 import logit_processing, token_masks
 from models.lfm2.generation_config import SAMPLING_FIELDS
 from models.lfm2.tokenizer import end_of_sequence_ids
 
-from ..errors import within
+from ..errors import FieldError, within
 from ..generation import GenerationScheduler
 from ..runtime import ModelRuntime
 from ..schemas import GenerateRequest
@@ -140,9 +140,10 @@ class GenerateHandler:
             raise ValueError(f"{max_tokens_name}: at most {s.max_new_tokens}{limit} (DWSERVE_MAX_NEW_TOKENS), "
                              f"got {wanted}")
         if not generates and len(ids) > self.max_length:
-            raise ValueError(f"prompt ({len(ids)} tokens) exceeds {self.max_length} tokens, {self.max_length_source}")
+            raise FieldError("prompt", f"prompt ({len(ids)} tokens) exceeds {self.max_length} tokens, "
+                             f"{self.max_length_source}")
         if generates and len(ids) + wanted > self.max_length:
-            raise ValueError(f"prompt ({len(ids)} tokens) + {max_tokens_name} ({wanted}) exceeds "
+            raise FieldError(max_tokens_name, f"prompt ({len(ids)} tokens) + {max_tokens_name} ({wanted}) exceeds "
                              f"{self.max_length} tokens, {self.max_length_source}")
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         if any(not x for x in stop) or len(stop) > 16 or any(len(x) > 256 for x in stop):
