@@ -71,11 +71,25 @@ def _words(value) -> Optional[list[str]]:
     return words or None
 
 
-def to_generate(body: TritonGenerateRequest, stream: bool,
-                top_level: str = "the top level") -> tuple[GenerateRequest, bool, set[str]]:
+def _stop_ids(p: TritonGenerateParameters, vocab_size: Optional[int]) -> Optional[list[int]]:
+    """stop_token_ids plus TRT-LLM's end_id (generation ends when it is produced, the token not in
+    the text, as a stop token id); pad_id is checked and ignored (no reply is padded). Each a
+    token id of the vocabulary (a 400 naming it)."""
+    for name in ("end_id", "pad_id"):
+        value = getattr(p, name)
+        if value is not None and vocab_size is not None and value >= vocab_size:
+            raise ValueError(f"{name}: expected a token id in [0, {vocab_size}) (the model's vocab_size), got {value}")
+    if p.end_id is None:
+        return p.stop_token_ids
+    return list(dict.fromkeys([*(p.stop_token_ids or ()), p.end_id]))
+
+
+def to_generate(body: TritonGenerateRequest, stream: bool, top_level: str = "the top level",
+                vocab_size: Optional[int] = None) -> tuple[GenerateRequest, bool, set[str]]:
     """The /v1/generate request, whether text_output starts with the prompt, and the parameters
     the client set, null ones not (the others take the model's sampling defaults). top_level:
-    where the top-level settings came from, as the client knows it (gRPC: input tensors)."""
+    where the top-level settings came from, as the client knows it (gRPC: input tensors).
+    vocab_size: the model's, that end_id and pad_id must be below."""
     p = _merged(body, top_level)
     if p.stop is not None and p.stop_words is not None:
         raise ValueError("stop and stop_words: give one of them")
@@ -87,7 +101,7 @@ def to_generate(body: TritonGenerateRequest, stream: bool,
                            stop=_words(p.stop if p.stop is not None else p.stop_words), ignore_eos=p.ignore_eos,
                            presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty,
                            repetition_penalty=p.repetition_penalty, min_p=p.min_p, min_tokens=p.min_tokens,
-                           stop_token_ids=p.stop_token_ids, include_stop_str_in_output=p.include_stop_str_in_output,
+                           stop_token_ids=_stop_ids(p, vocab_size), include_stop_str_in_output=p.include_stop_str_in_output,
                            skip_special_tokens=p.skip_special_tokens, structured_outputs=p.structured_outputs,
                            bad_words=_words(p.bad_words), allowed_token_ids=p.allowed_token_ids,
                            depthwise_impl=p.depthwise_impl, stream=stream), p.exclude_input_in_output is False, \
@@ -115,7 +129,7 @@ def _check_model(model: str, version: Optional[str], request: Request) -> None:
 async def plan_generation(handler, body: TritonGenerateRequest, stream: bool, top_level: str = "the top level"):
     """A Triton generate request -> (its GenerateHandler Plan, whether text_output starts with
     the prompt): the same settings, limits and messages over REST and gRPC (grpc_generate.py)."""
-    generate_request, with_prompt, client_set = to_generate(body, stream, top_level)
+    generate_request, with_prompt, client_set = to_generate(body, stream, top_level, handler.vocab_size)
     plan = await handler.plan(generate_request, max_tokens_name="max_tokens", client_set=client_set)
     return plan, with_prompt
 

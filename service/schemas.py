@@ -246,6 +246,9 @@ class TritonGenerateParameters(BaseModel):
     min_p: Float = Field(0.0, ge=0.0, le=1.0)
     min_tokens: Int = Field(0, ge=0)
     stop_token_ids: Optional[list[TokenId]] = Field(None, max_length=64)
+    # TRT-LLM's: its documented requests send both (routes_v2_generate.to_generate)
+    end_id: Optional[TokenId] = Field(None, ge=0, description="TRT-LLM's: one more stop token id (not in the text)")
+    pad_id: Optional[TokenId] = Field(None, ge=0, description="TRT-LLM's: checked, ignored (replies are not padded)")
     include_stop_str_in_output: bool = False
     skip_special_tokens: bool = True
     structured_outputs: Optional[StructuredOutputs] = None

@@ -106,3 +106,42 @@ def test_openai_400_about_no_one_field_has_no_param(served):
     client, _ = served
     r = client.post("/v1/completions", json={"prompt": "AB", "suffix": "x", "best_of": 3})
     assert r.status_code == 400 and r.json()["error"]["param"] is None, r.json()
+
+
+# -- 4. TRT-LLM's end_id and pad_id on Triton's generate extension ---------------------------
+
+@pytest.mark.parametrize("path", ["/v2/models/lfm2/generate", "/v2/models/lfm2/generate_stream"])
+def test_end_id_ends_a_greedy_reply_where_it_is_produced(served, path):
+    client, _ = served
+    base = {"text_input": "AB", "max_tokens": 8, "bad_words": "", "stop_words": "", "ignore_eos": True}
+    full = client.post("/v2/models/lfm2/generate", json=base).json()["text_output"]
+    assert len(full) == 8
+    k = 3   # the token the greedy reply produces at step k ends it there, itself not in the text
+    end_id = ord(full[k]) - 32   # FakeTokenizer: id = ord(ch) - 32
+    r = client.post(path, json={**base, "end_id": end_id, "pad_id": inprocess_app.EOS})
+    assert r.status_code == 200, r.text
+    if path.endswith("_stream"):
+        import json
+        events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+        text, reason = "".join(e["text_output"] for e in events), events[-1]["finish_reason"]
+    else:
+        text, reason = r.json()["text_output"], r.json()["finish_reason"]
+    assert (text, reason) == (full[:k], "stop")
+
+
+def test_pad_id_alone_changes_nothing(served):
+    client, _ = served
+    base = {"text_input": "AB", "max_tokens": 5, "ignore_eos": True}
+    want = client.post("/v2/models/lfm2/generate", json=base).json()["text_output"]
+    r = client.post("/v2/models/lfm2/generate", json={**base, "parameters": {"pad_id": 2}})
+    assert r.status_code == 200 and r.json()["text_output"] == want, r.text
+
+
+@pytest.mark.parametrize("field", ["end_id", "pad_id"])
+@pytest.mark.parametrize("value", [pytest.param(10**6, id="past-vocab"), pytest.param(-1, id="negative"),
+                                   pytest.param(True, id="bool"), pytest.param(2.5, id="float")])
+def test_end_id_and_pad_id_are_token_ids_of_the_vocabulary(served, field, value):
+    client, _ = served
+    r = client.post("/v2/models/lfm2/generate", json={"text_input": "AB", "max_tokens": 2, field: value})
+    assert r.status_code == 400, r.text
+    assert field in error_message(r)
