@@ -28,6 +28,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import timing  # noqa: E402
+from benchmarks.cli_args import check_out, positive  # noqa: E402
 from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 from models import profiling  # noqa: E402
 from models.allocator import keep_freed_memory  # noqa: E402
@@ -129,10 +130,11 @@ def write_markdown(result: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dwserve bench block_decode", description=__doc__.split("\n\n")[0])
-    p.add_argument("--tokens", type=int, default=48, help="tokens generated per round and variant")
-    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--tokens", type=positive(int), default=48, help="tokens generated per round and variant")
+    p.add_argument("--rounds", type=positive(int), default=6)
     p.add_argument("--out", default=str(LOCAL), help=out_help())
     args = p.parse_args(argv)
+    check_out(p, args.out)
     keep_freed_memory()
     env = timing.environment("cpu")
     rows = run(args.tokens, args.rounds)

@@ -34,6 +34,7 @@ from triton.runtime.autotuner import Autotuner  # noqa: E402
 from triton.runtime.jit import JITFunction  # noqa: E402
 
 from benchmarks import timing  # noqa: E402
+from benchmarks.cli_args import check_out, positive  # noqa: E402
 from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 from models.depthwise import depthwise_conv1d, depthwise_conv2d, fused, triton_autotune  # noqa: E402
 from models.depthwise import triton_conv1d, triton_conv2d  # noqa: E402
@@ -119,9 +120,10 @@ def write_markdown(result: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dwserve bench host_overhead", description=__doc__.split("\n\n")[0])
-    p.add_argument("--budget-s", type=float, default=6.0)
+    p.add_argument("--budget-s", type=positive(float), default=6.0)
     p.add_argument("--out", type=Path, default=LOCAL, help=out_help())
     args = p.parse_args(argv)
+    check_out(p, args.out)
     result = {"environment": timing.environment("cpu"), "records": measure(args.budget_s)}
     print(write_results(args.out, "host-overhead-cpu", result, write_markdown).read_text())
     return 0

@@ -49,6 +49,7 @@ if str(_REPO) not in sys.path:
 from benchmarks import timing  # noqa: E402
 from models.allocator import keep_freed_memory  # noqa: E402
 from benchmarks.models_report import write_markdown, write_plot  # noqa: E402
+from benchmarks.cli_args import check_out, positive  # noqa: E402
 from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 
 IMPLS = ("per_group", "slice_sum", "compiled", "fused", "native", "auto")
@@ -218,9 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(LOCAL), help=out_help())
     p.add_argument("--impls", help=f"comma list from {IMPLS} (default: all that run on --device)")
     p.add_argument("--cases", help="comma list of substrings of case names to run")
-    p.add_argument("--budget-s", type=float, help="timing budget per case (default 3.0; quick 0.3)")
-    p.add_argument("--share-runs", type=int, help="forwards under depthwise_timer (default 3; quick 1)")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--budget-s", type=positive(float), help="timing budget per case (default 3.0; quick 0.3)")
+    p.add_argument("--share-runs", type=positive(int), help="forwards under depthwise_timer (default 3; quick 1)")
+    p.add_argument("--threads", type=positive(int), help="torch.set_num_threads (default: torch's)")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                    help="model dtype (auto: as served, bfloat16 on CUDA, float32 on CPU)")
     p.add_argument("--update", action="store_true",
@@ -240,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         cases = [c for c in pool if any(s in c.name for s in args.cases.split(","))]
         if not cases:
             p.error(f"--cases {args.cases!r} matches none of {[c.name for c in (QUICK_CASES if args.quick else CASES)]}")
+    check_out(p, args.out)
     budget = args.budget_s or (0.3 if args.quick else 3.0)
     reps = (2, 10) if args.quick else (5, 50)
     share_runs = args.share_runs or (1 if args.quick else 3)

@@ -39,6 +39,7 @@ from benchmarks import plots, timing  # noqa: E402
 from benchmarks.ops_measure import auto_choice, bench_shape, impls_for, make_call, make_inputs  # noqa: E402
 from benchmarks.ops_report import acceptance, auto_table, render, write_markdown  # noqa: E402
 from benchmarks.ops_suite import DTYPES, IMPLS, QUICK_NAMES, SEED, SUITE, Shape, shape_dict  # noqa: E402
+from benchmarks.cli_args import check_out, positive  # noqa: E402
 from benchmarks.results_files import COMMITTED, LOCAL, out_help, write_results  # noqa: E402
 from models.allocator import keep_freed_memory  # noqa: E402
 
@@ -55,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(LOCAL), help=out_help())
     p.add_argument("--shapes", help="comma list of substrings of shape names to run")
     p.add_argument("--impls", help=f"comma list from {IMPLS} (default: all that run on --device)")
-    p.add_argument("--budget-s", type=float, help="timing budget per shape, s (default 3.0; quick 0.2)")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's, as served)")
+    p.add_argument("--budget-s", type=positive(float), help="timing budget per shape, s (default 3.0; quick 0.2)")
+    p.add_argument("--threads", type=positive(int), help="torch.set_num_threads (default: torch's, as served)")
     p.add_argument("--clock", choices=("wall", "thread_cpu"), default="wall",
                    help="wall (default) or thread_cpu: CPU time of the timing thread, for a busy "
                         "shared CPU box; use with --threads 1")
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--render", metavar="JSON", help="only rewrite the .md/.png beside JSON")
     args = p.parse_args(argv)
     if args.render:
+        if not Path(args.render).is_file():
+            p.error(f"--render: no results file {args.render}; name a JSON that a run wrote, "
+                    "e.g. benchmarks/results/local/ops-cpu.json")
         render(Path(args.render))
         return 0
     if args.auto_table:
@@ -86,13 +90,17 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but torch.cuda.is_available() is False; use --device cpu")
-    impls = impls_for(args.device, args.impls.split(",") if args.impls else None)
+    try:
+        impls = impls_for(args.device, args.impls.split(",") if args.impls else None)
+    except ValueError as exc:
+        p.error(str(exc))
     shapes = [s for s in SUITE if not args.quick or s.name in QUICK_NAMES]
     if args.shapes:
         subs = args.shapes.split(",")
         shapes = [s for s in shapes if any(x in s.name for x in subs)]
     if not shapes:
         p.error(f"--shapes {args.shapes!r} matches none of {[s.name for s in SUITE]}")
+    check_out(p, args.out)
     budget = args.budget_s or (0.2 if args.quick else 3.0)
     reps = (3, 20) if args.quick else (7, 400)      # >= 7 samples: medians of ms-scale shapes
     env, dtype = timing.environment(args.device), DTYPES[args.dtype]

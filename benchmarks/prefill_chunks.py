@@ -30,6 +30,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import timing  # noqa: E402
+from benchmarks.cli_args import check_out, int_list, positive  # noqa: E402
 from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 from models.depthwise import use_impl  # noqa: E402
 from models.lfm2 import Sequence  # noqa: E402
@@ -92,18 +93,19 @@ def write_markdown(res: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="dwserve bench prefill_chunks", description=__doc__.split("\n\n")[0])
-    p.add_argument("--chunks", default="0,128,256,512", help="prefill chunk sizes, 0 = whole prompt")
-    p.add_argument("--long-tokens", type=int, default=1536)
-    p.add_argument("--live", type=int, default=15)
-    p.add_argument("--every", type=int, default=40)
-    p.add_argument("--cycles", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--chunks", type=int_list(0), default=[0, 128, 256, 512], help="prefill chunk sizes, 0 = whole prompt")
+    p.add_argument("--long-tokens", type=positive(int), default=1536)
+    p.add_argument("--live", type=positive(int), default=15)
+    p.add_argument("--every", type=positive(int), default=40)
+    p.add_argument("--cycles", type=positive(int), default=4)
+    p.add_argument("--rounds", type=positive(int), default=2)
     p.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
     p.add_argument("--out", default=str(LOCAL), help=out_help())
     args = p.parse_args(argv)
     if args.quick:
         args.long_tokens, args.live, args.every, args.cycles, args.rounds = 40, 3, 4, 2, 1
-    chunks = [int(c) for c in args.chunks.split(",")]
+    check_out(p, args.out)
+    chunks = args.chunks
     lm = build_model("lfm2").lm
     runs: dict[int, list] = {c: [] for c in chunks}
     with use_impl("auto"), torch.inference_mode():
@@ -112,7 +114,8 @@ def main(argv=None) -> int:
             for c in (chunks if r % 2 == 0 else chunks[::-1]):
                 runs[c].append(one_run(lm, c, args))
     res = {"benchmark": "prefill_chunks", "environment": timing.environment("cpu"),
-           "args": {k: v for k, v in vars(args).items() if k != "out"},
+           "args": {**{k: v for k, v in vars(args).items() if k != "out"},
+                    "chunks": ",".join(map(str, chunks))},      # as typed, the committed files' form
            "chunks": {str(c): summarize(rs) for c, rs in runs.items()}}
     stem = f"prefill-chunks-cpu{'-quick' if args.quick else ''}"
     print(write_results(args.out, stem, res, write_markdown).read_text())

@@ -31,6 +31,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import timing  # noqa: E402
+from benchmarks.cli_args import check_out, positive  # noqa: E402
 from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 from models.depthwise import use_impl  # noqa: E402
 from models.lfm2 import Sequence  # noqa: E402
@@ -108,15 +109,16 @@ def write_markdown(res: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="dwserve bench prefix_cache", description=__doc__.split("\n\n")[0])
-    p.add_argument("--system-tokens", type=int, default=1024)
-    p.add_argument("--question-tokens", type=int, default=32)
-    p.add_argument("--live", type=int, default=8)
-    p.add_argument("--every", type=int, default=8)
-    p.add_argument("--requests", type=int, default=12)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--system-tokens", type=positive(int), default=1024)
+    p.add_argument("--question-tokens", type=positive(int), default=32)
+    p.add_argument("--live", type=positive(int), default=8)
+    p.add_argument("--every", type=positive(int), default=8)
+    p.add_argument("--requests", type=positive(int), default=12)
+    p.add_argument("--rounds", type=positive(int), default=2)
     p.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
     p.add_argument("--out", default=str(LOCAL), help=out_help())
     args = p.parse_args(argv)
+    check_out(p, args.out)
     if args.quick:
         args.system_tokens, args.question_tokens, args.live, args.every, args.requests, args.rounds = 130, 5, 2, 3, 3, 1
     lm = build_model("lfm2").lm

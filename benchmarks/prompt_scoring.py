@@ -28,6 +28,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import timing  # noqa: E402
+from benchmarks.cli_args import at_least, check_out, positive  # noqa: E402
 from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 from models.depthwise import use_impl  # noqa: E402
 from models.lfm2.scoring import BATCH_TOKENS, prompt_logprobs, prompts_logprobs  # noqa: E402
@@ -74,11 +75,12 @@ def write_markdown(result: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dwserve bench prompt_scoring", description=__doc__.split("\n\n")[0])
-    p.add_argument("--budget-s", type=float, default=3.0, help="seconds of timing per case (2 paths)")
-    p.add_argument("--prompts", type=int, nargs="+", default=list(PROMPTS), help="prompts per request")
-    p.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS), help="longest prompt, tokens")
+    p.add_argument("--budget-s", type=positive(float), default=3.0, help="seconds of timing per case (2 paths)")
+    p.add_argument("--prompts", type=positive(int), nargs="+", default=list(PROMPTS), help="prompts per request")
+    p.add_argument("--lengths", type=at_least(int, 2), nargs="+", default=list(LENGTHS), help="longest prompt, tokens")
     p.add_argument("--out", type=Path, default=LOCAL, help=out_help())
     args = p.parse_args(argv)
+    check_out(p, args.out)
     result = {"environment": timing.environment("cpu"), "batch_tokens": BATCH_TOKENS, "records": measure(args.budget_s, args.prompts, args.lengths)}
     print(write_results(args.out, "prompt-scoring-cpu", result, write_markdown).read_text())
     return 0

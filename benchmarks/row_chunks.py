@@ -28,6 +28,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import timing  # noqa: E402
+from benchmarks.cli_args import check_out, positive  # noqa: E402
 from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 from models.depthwise import use_impl  # noqa: E402
 from models.registry import build_model  # noqa: E402
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dwserve bench row_chunks", description=__doc__.split("\n\n")[0])
     p.add_argument("--batches", default="8,16")
     p.add_argument("--budgets-mib", default="0,2,4,8,16,32")
-    p.add_argument("--budget-s", type=float, default=60.0, help="total timing budget")
+    p.add_argument("--budget-s", type=positive(float), default=60.0, help="total timing budget")
     p.add_argument("--quick", action="store_true", help="batch 2, budgets 0 and 8, 64x64, a few s")
     p.add_argument("--out", type=Path, default=LOCAL, help=out_help())
     args = p.parse_args(argv)
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     budgets = [0, 8] if args.quick else [int(m) for m in args.budgets_mib.split(",")]
     if any(b < 2 for b in batches) or any(m < 0 for m in budgets):
         p.error("expected --batches >= 2 and --budgets-mib >= 0")
+    check_out(p, args.out)
     result = {"environment": timing.environment("cpu"), "quick": args.quick,
               **sweep(batches, budgets, 2.0 if args.quick else args.budget_s,
                       size=64 if args.quick else 224)}

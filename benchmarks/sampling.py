@@ -32,6 +32,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import timing  # noqa: E402
+from benchmarks.cli_args import check_out, positive  # noqa: E402
 from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 from models.lfm2 import sampling  # noqa: E402
 
@@ -104,11 +105,12 @@ def write_markdown(result: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dwserve bench sampling", description=__doc__.split("\n\n")[0])
-    p.add_argument("--budget-s", type=float, default=2.0, help="seconds of timing per case (3 paths)")
+    p.add_argument("--budget-s", type=positive(float), default=2.0, help="seconds of timing per case (3 paths)")
     p.add_argument("--vocabs", nargs="+", choices=tuple(VOCABS), default=tuple(VOCABS),
                    help="vocabulary sizes to time (lfm2-demo: 264, lfm2: 65536)")
     p.add_argument("--out", type=Path, default=LOCAL, help=out_help())
     args = p.parse_args(argv)
+    check_out(p, args.out)
     result = {"environment": timing.environment("cpu"), "nucleus_candidates": sampling.NUCLEUS_CANDIDATES,
               "records": measure(args.budget_s, args.vocabs)}
     print(write_results(args.out, "sampling-cpu", result, write_markdown).read_text())
