@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -186,6 +187,16 @@ def parse_args(argv: list[str]):
                             Target("after", check_url(args.after, args.allow_remote))]
     except ValueError as exc:
         p.error(str(exc))
+    # The report is written after the whole run: a folder that cannot take it must fail now.
+    folder = Path(args.out).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        p.error(f"--out {args.out!r}: cannot create the folder {str(folder)!r} ({exc.strerror}); "
+                "name a report path in a writable folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        p.error(f"--out {args.out!r}: the folder {str(folder)!r} is not writable; "
+                "name a report path in a writable folder")
     return args
 
 
