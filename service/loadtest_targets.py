@@ -28,8 +28,12 @@ class Target:
 
 def check_url(url: str, allow_remote: bool) -> str:
     """Normalise a target URL; refuse anything but loopback unless allow_remote."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        parts.port   # raises on a port that is not a number in 0..65535
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"target {url!r}: expected http://HOST:PORT (e.g. http://127.0.0.1:8000)")
     host = parts.hostname
     try:

@@ -24,3 +24,9 @@ def test_out_under_a_file_is_a_usage_error(tmp_path, capsys):
 def test_out_in_a_new_folder_is_accepted(tmp_path):
     args = parse_args(["--url", "http://127.0.0.1:9", "--out", str(tmp_path / "new" / "report")])
     assert args.out == str(tmp_path / "new" / "report")
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:notaport"])
+def test_unparsable_target_names_it(url, capsys):
+    line = _usage_error(["--url", url], capsys)
+    assert repr(url) in line and "http://HOST:PORT" in line, line
