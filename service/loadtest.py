@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from .loadtest_report import failures, write_report
+from .loadtest_report import failures, report_files, write_report
 from .loadtest_targets import DIRECT, Target, check_url, scrape_launches, server_info, wait_ready
 
 MAX_DURATION_S, MAX_CONCURRENCY, MAX_ROUNDS = 600.0, 64, 10
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     for ph in phases:
         print(f"{ph.target.label:>10}: {ph.ok} ok, {ph.errors} errors, {ph.rps:.2f} req/s, "
               f"p50 {ph.pct(50) * 1e3:.1f} ms, p99 {ph.pct(99) * 1e3:.1f} ms")
-    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.png')}")
+    print("wrote {} and {}".format(*report_files(out)))
     # A CI gate on this exit status must fail on a server that answers with errors, not only on
     # one that never succeeds: the errors column alone passed a broken server.
     for line in (failed := failures(phases, args.max_error_ratio)):

@@ -53,6 +53,13 @@ def failures(phases: list[Phase], max_error_ratio: float) -> list[str]:
     return out
 
 
+def report_files(out: Path) -> tuple[Path, Path]:
+    """(OUT.md, OUT.png) for --out OUT, a path without suffix: a dot in the name (run-0.5s, v1.2)
+    stays, where with_suffix would cut it; a given .md or .png is not doubled."""
+    base = out.with_suffix("") if out.suffix in (".md", ".png") else out
+    return base.with_name(base.name + ".md"), base.with_name(base.name + ".png")
+
+
 def write_report(phases: list[Phase], args, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     m = machine()
@@ -84,9 +91,10 @@ def write_report(phases: list[Phase], args, out: Path) -> None:
         "for its answer before sending the next), so req/s is the server's throughput at this "
         "concurrency. Speed-up is the first target's p50 over each target's p50.", "",
         *(["Non-2xx answers:", *errors, ""] if errors else []),
-        f"![latency and throughput]({out.with_suffix('.png').name})", ""])
-    out.with_suffix(".md").write_text(text)
-    plot(phases, setup, out.with_suffix(".png"))
+        f"![latency and throughput]({report_files(out)[1].name})", ""])
+    md, png = report_files(out)
+    md.write_text(text)
+    plot(phases, setup, png)
 
 
 def plot(phases: list[Phase], setup: str, path: Path) -> None:
