@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:            # `python benchmarks/generate.py` puts benchmarks/ first
     sys.path.insert(0, str(REPO))
 
+from benchmarks.cli_args import at_least, check_out, positive  # noqa: E402
 from benchmarks.http_load import run_interleaved  # noqa: E402
 from benchmarks.serve_harness import check_device, device_arg, scrape, server  # noqa: E402
 from benchmarks.timing import cpu_model  # noqa: E402
@@ -137,18 +138,19 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="dwserve bench generate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="lfm2", help="lfm2 or lfm2=PATH")
     p.add_argument("--device", type=device_arg, default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--clients", type=int, default=16)
-    p.add_argument("--max-decode-batch", type=int, default=16)
-    p.add_argument("--prompt-tokens", type=int, default=16)
-    p.add_argument("--new-tokens", type=int, default=32)
-    p.add_argument("--duration", type=float, default=40.0, help="measured seconds per server (all rounds)")
-    p.add_argument("--warmup", type=float, default=5.0)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--torch-threads", type=int, default=None)
+    p.add_argument("--clients", type=positive(int), default=16)
+    p.add_argument("--max-decode-batch", type=positive(int), default=16)
+    p.add_argument("--prompt-tokens", type=positive(int), default=16)
+    p.add_argument("--new-tokens", type=positive(int), default=32)
+    p.add_argument("--duration", type=positive(float), default=40.0, help="measured seconds per server (all rounds)")
+    p.add_argument("--warmup", type=at_least(float, 0), default=5.0)
+    p.add_argument("--rounds", type=positive(int), default=2)
+    p.add_argument("--torch-threads", type=positive(int), default=None)
     p.add_argument("--out", default=str(LOCAL), help=out_help())
     p.add_argument("--tag", default=None, help="file tag (default: the device)")
     args = p.parse_args(argv)
     check_device(p, args.device)
+    check_out(p, args.out)
 
     import torch
 

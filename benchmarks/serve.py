@@ -40,6 +40,7 @@ if str(REPO) not in sys.path:            # `python benchmarks/serve.py` puts ben
 from benchmarks.grpc_load import grpc_infer_request, run_grpc_load  # noqa: E402
 from benchmarks.http_load import run_interleaved, run_load  # noqa: E402
 from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
+from benchmarks.cli_args import at_least, check_out, positive  # noqa: E402
 from benchmarks.serve_harness import (IMAGE_SHAPE, LFM2_PROMPT_TOKENS, check_device, device_arg, free_port,  # noqa: E402
                                       impl_view, infer_request, scrape, server, server_side)
 from benchmarks.serve_report import acceptance, cpu_model, write_markdown, write_plot  # noqa: E402
@@ -53,16 +54,16 @@ def main(argv=None) -> int:
     p.add_argument("--url-batch1", help="with --url: a server with --max-batch-size 1 for batching_off")
     p.add_argument("--grpc-target", help="with --url: its gRPC HOST:PORT (--grpc-port) for latency_grpc")
     p.add_argument("--device", type=device_arg, default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--duration", type=float, default=20.0, help="measured seconds per scenario")
-    p.add_argument("--warmup", type=float, default=4.0, help="unmeasured seconds before each scenario")
-    p.add_argument("--clients", type=int, default=16)
-    p.add_argument("--rounds", type=int, default=4,
+    p.add_argument("--duration", type=positive(float), default=20.0, help="measured seconds per scenario")
+    p.add_argument("--warmup", type=at_least(float, 0), default=4.0, help="unmeasured seconds before each scenario")
+    p.add_argument("--clients", type=positive(int), default=16)
+    p.add_argument("--rounds", type=positive(int), default=4,
                    help="batching on/off are measured in this many turns of duration/rounds s each")
-    p.add_argument("--max-batch-size", type=int, default=8, help="the batching_on server's limit (service default 8)")
-    p.add_argument("--torch-threads", type=int, default=None,
+    p.add_argument("--max-batch-size", type=positive(int), default=8, help="the batching_on server's limit (service default 8)")
+    p.add_argument("--torch-threads", type=positive(int), default=None,
                    help="server torch threads (default: torch's); 1 keeps a shared 2-core box stable")
-    p.add_argument("--impl-requests", type=int, default=8, help="at most this many requests per impl scenario")
-    p.add_argument("--impl-budget", type=float, default=25.0, help="and at most this many seconds (>= 2 requests)")
+    p.add_argument("--impl-requests", type=positive(int), default=8, help="at most this many requests per impl scenario")
+    p.add_argument("--impl-budget", type=positive(float), default=25.0, help="and at most this many seconds (>= 2 requests)")
     p.add_argument("--out-dir", type=Path, default=LOCAL, help=out_help("--out-dir"))
     p.add_argument("--tag", help="file suffix (default: the device)")
     p.add_argument("--from-json", type=Path, help="only re-render .md and .png from a results JSON")
@@ -74,6 +75,7 @@ def main(argv=None) -> int:
         return 0
     if not args.url:
         check_device(p, args.device)
+    check_out(p, args.out_dir, "--out-dir")
     import torch
 
     rng = np.random.default_rng(0)

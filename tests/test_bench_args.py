@@ -21,6 +21,8 @@ TRIPWIRES = {   # benchmark -> module attributes that build models, measure or w
     "block_decode": ("run", "write_results"),
     "sampling": ("measure", "write_results"),
     "prompt_scoring": ("measure", "write_results"),
+    "serve": ("server", "write_results"),
+    "generate": ("server", "write_results"),
 }
 
 CASES = [
@@ -46,6 +48,14 @@ CASES = [
     ("prompt_scoring", ["--prompts", "0"], "--prompts"),
     ("prompt_scoring", ["--lengths", "-5"], "--lengths"),
     ("prompt_scoring", ["--budget-s", "1e999"], "--budget-s"),
+    ("serve", ["--duration", "-1"], "--duration"),
+    ("serve", ["--clients", "0"], "--clients"),
+    ("serve", ["--impl-budget", "nan"], "--impl-budget"),
+    ("serve", ["--warmup", "-1"], "--warmup"),
+    ("generate", ["--duration", "0"], "--duration"),
+    ("generate", ["--rounds", "0"], "--rounds"),
+    ("generate", ["--new-tokens", "-5"], "--new-tokens"),
+    ("generate", ["--max-decode-batch", "x"], "--max-decode-batch"),
 ]
 OUT_CASES = sorted(TRIPWIRES)
 
@@ -79,9 +89,10 @@ def test_bad_value_is_a_usage_error(name, argv, flag, monkeypatch, capsys):
 def test_out_that_is_a_file_is_a_usage_error(name, tmp_path, monkeypatch, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    argv = ["--out", str(blocker / "results")] + (["--quick"] if name in ("ops", "models") else [])
+    flag = "--out-dir" if name == "serve" else "--out"
+    argv = [flag, str(blocker / "results")] + (["--quick"] if name in ("ops", "models") else [])
     line = _usage_error(_main(name, monkeypatch), argv, capsys)
-    assert "--out" in line and "writable folder" in line, line
+    assert flag in line and "writable folder" in line, line
 
 
 @pytest.mark.parametrize("argv", [pytest.param(["--budget-s", "-1"], id="budget"),
