@@ -293,8 +293,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"serve": serve, "bench": bench, "loadtest": loadtest}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print(__doc__.strip(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+        asked = bool(argv) and argv[0] in ("-h", "--help")   # asked for: stdout, exit 0
+        print(__doc__.strip(), file=sys.stdout if asked else sys.stderr)
+        if argv and not asked:   # last, where the eye lands after the usage, as `dwserve bench nope` does
+            print(f"dwserve: unknown command {argv[0]!r}; expected {', '.join(list(commands)[:-1])} or "
+                  f"{list(commands)[-1]}", file=sys.stderr)
+        return 0 if asked else 2
     return commands[argv[0]](argv[1:])
 
 

@@ -56,6 +56,10 @@ def test_help_and_unknown_command(capsys):
     assert cli.main(["--help"]) == 0
     assert "dwserve serve" in capsys.readouterr().out
     assert cli.main(["frobnicate"]) == 2
+    err = capsys.readouterr().err   # the usage, then the one line saying what was wrong
+    assert err.strip().splitlines()[-1] == "dwserve: unknown command 'frobnicate'; expected serve, bench or loadtest"
+    assert cli.main([]) == 2
+    assert "unknown command" not in capsys.readouterr().err   # no command at all: the usage only
 
 
 def test_console_script_is_installed():
