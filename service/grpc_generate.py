@@ -91,6 +91,8 @@ def _values(request, i: int, tensor, max_elements: int) -> list:
     if raw and len(raw) != len(request.inputs):
         raise CodecError(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs; "
                          "expected one per input, in the order of `inputs`")
+    if raw and tensor.HasField("contents"):   # two values for one input: refused, as decode_request does
+        raise CodecError(f"input {name!r}: raw_input_contents is used, so `contents` must be empty")
     if tensor.datatype == "BYTES":
         if raw:
             return _strings(raw[i], count, name)
