@@ -148,6 +148,9 @@ class Service:
         if name not in self.model_names:
             raise unknown_model(name, self.model_names)
         rt = self.runtimes.get(name)
+        if rt is None and self.load_error is not None:   # never to be ready: no Retry-After
+            raise ServiceError(503, f"model {name!r} is not served: loading failed ({self.load_error}); "
+                               "fix that and restart the server")
         if rt is None or not rt.ready:
             raise ServiceError(503, f"model {name!r} is still loading; retry when /v2/health/ready is 200",
                                {"Retry-After": "2"})

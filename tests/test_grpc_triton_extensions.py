@@ -118,3 +118,23 @@ def test_repository_index_says_loading_and_why_a_model_is_unavailable():
     svc.load_error = "FileNotFoundError: no config.json in /models/lfm2"
     assert {m["state"] for m in repository_index(svc)} == {"UNAVAILABLE"}
     assert repository_index(svc)[0]["reason"] == svc.load_error
+
+
+def test_a_model_whose_loading_failed_says_so_not_retry():
+    """After loading failed (embedded use: create_app without the CLI, which exits instead),
+    the model's calls say why and that a restart is needed, with no Retry-After: "still
+    loading; retry" had a client retry forever. While loading, the 503 + Retry-After stays."""
+    from service.app import Service
+    from service.errors import ServiceError
+    from service.settings import Settings
+
+    svc = Service(Settings(), models=fake_models())   # not loaded yet
+    with pytest.raises(ServiceError) as loading:
+        svc.runtime("lfm2")
+    assert loading.value.status == 503 and "still loading" in loading.value.message
+    assert loading.value.headers.get("Retry-After")
+    svc.load_error = "FileNotFoundError: no config.json in /models/lfm2"
+    with pytest.raises(ServiceError) as failed:
+        svc.runtime("lfm2")
+    assert failed.value.status == 503 and "Retry-After" not in failed.value.headers
+    assert svc.load_error in failed.value.message and "restart" in failed.value.message
