@@ -6,7 +6,8 @@ OIP inference (input_ids -> logits), as before.
 
 Inputs, each one element (shape [1] or [1, 1]):
   text_input               BYTES  the prompt (UTF-8)
-  stream                   BOOL   true: one response per piece of text (ModelStreamInfer only)
+  stream                   BOOL   true: one response per piece of text (ModelStreamInfer only);
+                                  else the request parameter `stream`, else sampling_parameters'
   sampling_parameters      BYTES  a JSON object of settings, as the vLLM backend takes them
   exclude_input_in_output  BOOL   false: text_output starts with the prompt
   and TRT-LLM's tensors named as a setting (max_tokens INT32, temperature, top_k, top_p,
@@ -24,6 +25,7 @@ adds no text), or no outputs at all when the request asked `triton_enable_empty_
 """
 from __future__ import annotations
 
+import json
 import struct
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -125,6 +127,16 @@ def _one(values: list, tensor, kind: Optional[type] = None):
     return values[0]
 
 
+def _json_field(text: Optional[str], name: str, default):
+    """`name` of the JSON object `text` holds, else default (text that is no JSON object is
+    refused where the body is validated, with its own message)."""
+    try:
+        value = json.loads(text) if text is not None else None
+    except ValueError:
+        return default
+    return value.get(name, default) if isinstance(value, dict) else default
+
+
 def parse(request, max_elements: int) -> Generation:
     """A ModelInferRequest with text_input -> its Generation, or ValueError (a 400) naming the
     input or setting that is wrong and what was expected."""
@@ -163,6 +175,8 @@ def parse(request, max_elements: int) -> Generation:
     settings = {k: v for k, v in params.items() if k not in _TRITON_PARAMETERS}
     if "stream" in settings and "stream" not in seen:   # a flag given as a request parameter
         flags["stream"] = settings.pop("stream")
+    elif "stream" not in seen:   # or in sampling_parameters, where some vLLM-backend clients put it
+        flags["stream"] = _json_field(top.get("sampling_parameters"), "stream", flags["stream"])
     if flags["exclude_input_in_output"] is not None:
         top["exclude_input_in_output"] = flags["exclude_input_in_output"]
     try:

@@ -41,3 +41,35 @@ def test_raw_inputs_are_read():
 def test_raw_and_typed_contents_together_are_refused(name):
     with pytest.raises(CodecError, match=rf"input '{name}': raw_input_contents is used, so `contents` must be empty"):
         parse(_request(typed_too=name), max_elements=1 << 20)
+
+
+def _sampled(sampling: str, stream_input=None, stream_parameter=None) -> pb.ModelInferRequest:
+    """text_input "Hi" and sampling_parameters, typed; optionally a stream input or parameter."""
+    request = pb.ModelInferRequest(model_name="lfm2")
+    request.inputs.add(name="text_input", datatype="BYTES", shape=[1]).contents.bytes_contents.append(b"Hi")
+    request.inputs.add(name="sampling_parameters", datatype="BYTES",
+                       shape=[1]).contents.bytes_contents.append(sampling.encode())
+    if stream_input is not None:
+        request.inputs.add(name="stream", datatype="BOOL", shape=[1]).contents.bool_contents.append(stream_input)
+    if stream_parameter is not None:
+        request.parameters["stream"].bool_param = stream_parameter
+    return request
+
+
+@pytest.mark.parametrize("sampling, stream_input, stream_parameter, expected", [
+    pytest.param('{"stream": true, "max_tokens": 4}', None, None, True, id="sampling-parameters-only"),
+    pytest.param('{"stream": false}', None, None, False, id="sampling-parameters-false"),
+    pytest.param('{"stream": true}', False, None, False, id="the-input-wins"),
+    pytest.param('{"stream": true}', None, False, False, id="the-request-parameter-wins"),
+    pytest.param('{"max_tokens": 4}', None, None, False, id="absent-not-streamed"),
+])
+def test_stream_in_sampling_parameters_is_read(sampling, stream_input, stream_parameter, expected):
+    """`stream` in sampling_parameters (a JSON string, as some vLLM-backend clients put it) was
+    ignored: one response where the client asked for a stream. It counts where neither the
+    `stream` input nor the request's `stream` parameter says otherwise."""
+    assert parse(_sampled(sampling, stream_input, stream_parameter), max_elements=1 << 20).stream is expected
+
+
+def test_stream_in_sampling_parameters_must_be_a_boolean():
+    with pytest.raises(ValueError, match="stream: expected a boolean"):
+        parse(_sampled('{"stream": "yes"}'), max_elements=1 << 20)
