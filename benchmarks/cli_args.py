@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -71,3 +72,20 @@ def check_out(p: argparse.ArgumentParser, out: str | Path, flag: str = "--out") 
         p.error(f"{flag} {str(out)!r}: cannot create that folder ({exc.strerror}); name a writable folder")
     if not os.access(out, os.W_OK | os.X_OK):
         p.error(f"{flag} {str(out)!r}: folder is not writable; name a writable folder")
+
+
+def device_arg(value: str) -> str:
+    """argparse type of a benchmark's --device: what the servers' --device takes but auto."""
+    if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", value):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N (a GPU index), got {value!r}")
+    return value
+
+
+def check_device(parser: argparse.ArgumentParser, device: str) -> None:
+    """A CUDA device this machine lacks is the parser's one-line error (exit 2) before any model
+    is built or server started (bench serve/generate: not a traceback of the first server's
+    preflight failure)."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {device} but torch.cuda.is_available() is False; use --device cpu")

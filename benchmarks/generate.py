@@ -27,9 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:            # `python benchmarks/generate.py` puts benchmarks/ first
     sys.path.insert(0, str(REPO))
 
-from benchmarks.cli_args import at_least, check_out, positive  # noqa: E402
+from benchmarks.cli_args import at_least, check_device, check_out, device_arg, positive  # noqa: E402
 from benchmarks.http_load import run_interleaved  # noqa: E402
-from benchmarks.serve_harness import check_device, device_arg, scrape, server  # noqa: E402
+from benchmarks.serve_harness import scrape, server  # noqa: E402
 from benchmarks.timing import cpu_model  # noqa: E402
 from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 

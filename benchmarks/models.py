@@ -49,7 +49,7 @@ if str(_REPO) not in sys.path:
 from benchmarks import timing  # noqa: E402
 from models.allocator import keep_freed_memory  # noqa: E402
 from benchmarks.models_report import write_markdown, write_plot  # noqa: E402
-from benchmarks.cli_args import check_out, positive  # noqa: E402
+from benchmarks.cli_args import check_device, check_out, positive  # noqa: E402
 from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 
 IMPLS = ("per_group", "slice_sum", "compiled", "fused", "native", "auto")
@@ -229,8 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda but torch.cuda.is_available() is False; use --device cpu")
+    check_device(p, args.device)
     impls = args.impls.split(",") if args.impls else [i for i in IMPLS if i != "fused" or args.device == "cuda"]
     bad = [i for i in impls if i not in IMPLS]
     if bad:

@@ -39,7 +39,7 @@ from benchmarks import plots, timing  # noqa: E402
 from benchmarks.ops_measure import auto_choice, bench_shape, impls_for, make_call, make_inputs  # noqa: E402
 from benchmarks.ops_report import acceptance, auto_table, render, write_markdown  # noqa: E402
 from benchmarks.ops_suite import DTYPES, IMPLS, QUICK_NAMES, SEED, SUITE, Shape, shape_dict  # noqa: E402
-from benchmarks.cli_args import check_out, positive  # noqa: E402
+from benchmarks.cli_args import check_device, check_out, positive  # noqa: E402
 from benchmarks.results_files import COMMITTED, LOCAL, out_help, write_results  # noqa: E402
 from models.allocator import keep_freed_memory  # noqa: E402
 
@@ -88,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda but torch.cuda.is_available() is False; use --device cpu")
+    check_device(p, args.device)
     try:
         impls = impls_for(args.device, args.impls.split(",") if args.impls else None)
     except ValueError as exc:

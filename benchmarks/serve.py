@@ -40,8 +40,8 @@ if str(REPO) not in sys.path:            # `python benchmarks/serve.py` puts ben
 from benchmarks.grpc_load import grpc_infer_request, run_grpc_load  # noqa: E402
 from benchmarks.http_load import run_interleaved, run_load  # noqa: E402
 from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
-from benchmarks.cli_args import at_least, check_out, positive  # noqa: E402
-from benchmarks.serve_harness import (IMAGE_SHAPE, LFM2_PROMPT_TOKENS, check_device, device_arg, free_port,  # noqa: E402
+from benchmarks.cli_args import at_least, check_device, check_out, device_arg, positive  # noqa: E402
+from benchmarks.serve_harness import (IMAGE_SHAPE, LFM2_PROMPT_TOKENS, free_port,  # noqa: E402
                                       impl_view, infer_request, scrape, server, server_side)
 from benchmarks.serve_report import acceptance, cpu_model, write_markdown, write_plot  # noqa: E402
 

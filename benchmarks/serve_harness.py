@@ -9,10 +9,8 @@ own numbers read back from /metrics (`scrape`, then `impl_view` / `server_side` 
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-import re
 import signal
 import socket
 import subprocess
@@ -30,22 +28,6 @@ LFM2_PROMPT_TOKENS = 16     # a short prompt: where batching pays most on CPU (w
 
 
 # --- servers ------------------------------------------------------------------------------
-
-def device_arg(value: str) -> str:
-    """argparse type of a benchmark's --device: what the servers' --device takes but auto."""
-    if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", value):
-        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N (a GPU index), got {value!r}")
-    return value
-
-
-def check_device(parser: argparse.ArgumentParser, device: str) -> None:
-    """A CUDA device this machine lacks is the parser's one-line error (exit 2) before any
-    server starts, not a traceback of the first server's preflight failure."""
-    import torch
-
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {device} but torch.cuda.is_available() is False; use --device cpu")
-
 
 def free_port() -> int:
     with socket.socket() as s:
