@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The one device call: the CUDA-only tests, then every GPU number in a single bounded run.
 #   bash benchmarks/gpu.sh [extra benchmarks/gpu.py flags]      # e.g. from the repository root
-# Writes everything under $OUT (the device tool's result folder; unset: benchmarks/results/local,
-# git-ignored, as gpu.py's --out; the committed files are copied by hand, docs/GPU_RUN.md):
+# Writes everything into benchmarks/results/local (git-ignored, as gpu.py's --out; the committed
+# files are copied by hand, docs/GPU_RUN.md). On the device $OUT is set (the tool's result folder,
+# which gives back at most 8 files): the run writes into a scratch folder and packs it into
+# $OUT/gpu-results.tar.gz, with copies of gpu-summary-*.md, gpu-run.log and gpu-tests.log beside it
+# to read at once; packed after the tests and again at exit, so a late kill still returns the tests.
 #   gpu-tests.log + gpu-tests.xml   pytest -m gpu on the files that need only torch/triton/
 #                                   transformers (graph decoding, launch counting, one launch
 #                                   per fused call, LFM2 against transformers on CUDA, both fused
@@ -17,10 +20,27 @@
 set -o pipefail
 export PYTHONUNBUFFERED=1
 root="$(cd "$(dirname "$0")/.." && pwd)" || exit 2
-out="${OUT:-$root/benchmarks/results/local}"
+dest="${OUT:-}"
+if [ -n "$dest" ]; then
+    mkdir -p "$dest" && dest="$(cd "$dest" && pwd)" || exit 2
+    out="$(mktemp -d "${TMPDIR:-/tmp}/dwserve-gpu.XXXXXX")" || exit 2
+else
+    out="$root/benchmarks/results/local"
+fi
 mkdir -p "$out" && out="$(cd "$out" && pwd)" || exit 2   # absolute: we cd to the repo root next
 cd "$root" || exit 2
 py="${PYTHON:-python3}"
+
+# $OUT's few files: one archive of the whole folder, and the three files to read first beside it.
+pack() {
+    [ -n "$dest" ] || return 0
+    tar -czf "$dest/gpu-results.tar.gz.part" -C "$out" . && mv -f "$dest/gpu-results.tar.gz.part" "$dest/gpu-results.tar.gz"
+    for f in "$out"/gpu-summary-*.md "$out/gpu-run.log" "$out/gpu-tests.log"; do
+        [ -f "$f" ] && cp -f "$f" "$dest/"
+    done
+    return 0
+}
+trap pack EXIT
 
 timeout -k 5 75 "$py" -m pytest -q -m gpu -p no:cacheprovider -o addopts="" --junitxml "$out/gpu-tests.xml" \
     tests/test_decoding.py tests/test_profiling.py tests/test_fused.py tests/test_lfm2.py tests/test_weight_layout.py \
@@ -28,6 +48,7 @@ timeout -k 5 75 "$py" -m pytest -q -m gpu -p no:cacheprovider -o addopts="" --ju
     2>&1 | tee "$out/gpu-tests.log"
 tests_rc=$?
 echo "gpu.sh: CUDA tests exit $tests_rc (log: $out/gpu-tests.log)"
+pack
 
 timeout -k 10 500 "$py" benchmarks/gpu.py --out "$out" "$@" 2>&1 | tee "$out/gpu-run.log"
 rc=$?

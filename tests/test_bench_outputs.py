@@ -91,8 +91,9 @@ def test_help_says_how_to_write_the_committed_results(outs, name):
 def test_gpu_sh_falls_back_to_the_scratch_folder():
     """On the device $OUT is set (the tool's result folder); elsewhere gpu.sh uses gpu.py's default."""
     text = (REPO / "benchmarks" / "gpu.sh").read_text()
-    fallbacks = re.findall(r"\$\{OUT:-([^}]*)\}", text)
-    assert fallbacks, "gpu.sh no longer reads $OUT"
+    assert '"${OUT:-}"' in text, "gpu.sh no longer reads $OUT"
+    fallbacks = re.findall(r'^\s*out="(\$root/[^"]*)"', text, flags=re.M)
+    assert fallbacks, "gpu.sh has no folder for runs without $OUT"
     for f in fallbacks:
         where = _resolved(f.replace("$root", str(REPO)))
         assert where != COMMITTED and COMMITTED in where.parents, f

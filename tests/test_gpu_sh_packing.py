@@ -1,0 +1,76 @@
+"""benchmarks/gpu.sh on the device: $OUT gives back at most 8 files, and a run writes ~20.
+
+gpu.sh writes into a scratch folder and packs it into $OUT/gpu-results.tar.gz, with the summary
+and the two logs beside it. Run here with a stand-in python (PYTHON=...) that writes as many
+files as gpu.py does, so the packing itself is what is checked, not the benchmarks."""
+import os
+import stat
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEVICE_FILE_LIMIT = 8   # the device tool's files back from $OUT
+
+# Stands in for python3: `-m pytest ... --junitxml X` and `benchmarks/gpu.py --out D` write what
+# the real ones write (names as gpu.py's docstring lists them); gpu.py exits with $FAKE_GPU_RC.
+FAKE_PYTHON = r'''#!/usr/bin/env bash
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+    case "${args[$i]}" in
+        --junitxml) echo '<testsuite/>' > "${args[$((i + 1))]}"; echo "12 passed"; exit 0 ;;
+        --out) out="${args[$((i + 1))]}" ;;
+    esac
+done
+[ -n "$out" ] || { echo "fake python: no --out" >&2; exit 9; }
+for name in correctness-h200.json correctness-h200.md copy-h200.json \
+            ops-h200.json ops-h200.md ops-h200.png ops-h200-bfloat16.json ops-h200-bfloat16.md \
+            ops-h200-bfloat16.png models-h200.json models-h200.md models-h200.png decode-h200.json \
+            decode-h200.md layouts-h200.json layouts-h200.md gpu-summary-h200.json; do
+    echo "$name" > "$out/$name"
+done
+[ "${FAKE_GPU_SUMMARY:-1}" = 1 ] && echo "summary" > "$out/gpu-summary-h200.md"
+echo "summary table"
+exit "${FAKE_GPU_RC:-0}"
+'''
+
+
+def _run(tmp_path, **env):
+    fake = tmp_path / "python3"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    out = tmp_path / "OUT"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh")], cwd=REPO, capture_output=True,
+                          text=True, timeout=60,
+                          env={**os.environ, "OUT": str(out), "PYTHON": str(fake), "TMPDIR": str(scratch), **env})
+    return proc, out
+
+
+def _packed(out):
+    with tarfile.open(out / "gpu-results.tar.gz") as tar:
+        return {Path(n).name for n in tar.getnames() if n not in (".", "./")}
+
+
+def test_a_device_run_comes_back_as_one_archive_and_three_files_to_read(tmp_path):
+    proc, out = _run(tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    back = sorted(p.name for p in out.iterdir())
+    assert back == ["gpu-results.tar.gz", "gpu-run.log", "gpu-summary-h200.md", "gpu-tests.log"]
+    assert len(back) <= DEVICE_FILE_LIMIT
+    packed = _packed(out)
+    assert {"ops-h200-bfloat16.png", "layouts-h200.md", "gpu-summary-h200.json", "gpu-tests.xml",
+            "gpu-run.log", "gpu-tests.log"} <= packed and len(packed) == 21
+    assert "summary table" in (out / "gpu-run.log").read_text()
+
+
+@pytest.mark.parametrize("rc", [2, 3])
+def test_the_exit_status_survives_the_packing_and_a_partial_run_is_still_packed(tmp_path, rc):
+    proc, out = _run(tmp_path, FAKE_GPU_RC=str(rc), FAKE_GPU_SUMMARY="0")
+    assert proc.returncode == rc, proc.stdout + proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["gpu-results.tar.gz", "gpu-run.log", "gpu-tests.log"]
+    assert "decode-h200.json" in _packed(out)
+
