@@ -37,7 +37,9 @@ def write_markdown(records: list[dict], path: Path, env: dict, quick: bool) -> N
         ratio = timed["auto"] / concrete[best] if best and "auto" in timed else None
         sh = rs[0]["shape"]
         dims = f"x{tuple(sh['x'])} w{tuple(sh['weight'])} s{sh['stride']} p{sh['padding']}"
-        lines.append(f"| {s} | {dims} | " + " | ".join(fmt(by[(s, i)]["median_us"]) for i in impls)
+        # an impl timed on some shapes only (CUDA: compiled on the big ones) shows '-' elsewhere
+        lines.append(f"| {s} | {dims} | " + " | ".join(fmt(by[(s, i)]["median_us"] if (s, i) in by else None)
+                                                     for i in impls)
                      + f" | {best} | {rs[0]['auto_choice']} | {fmt(ratio) if ratio is None else f'{ratio:.3f}'} |")
     lines += ["", *acceptance(records)]
     lines += ["", "Launches per call (aten ops / CUDA kernels) and speedups:", "",

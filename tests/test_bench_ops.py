@@ -166,3 +166,33 @@ def test_ops_bad_arguments(tmp_path, argv, match, capsys):
     with pytest.raises((ValueError, SystemExit)) as exc:
         ops.main(argv + ["--out", str(tmp_path)])
     assert match in (str(exc.value) + capsys.readouterr().err)
+
+
+def test_report_renders_shapes_where_an_impl_was_not_timed(tmp_path):
+    """On CUDA `compiled` is timed on the big shapes only: the report (and its re-render from a
+    results JSON) shows '-' for it elsewhere. Before, the first such shape raised KeyError and the
+    whole ops step of the H200 run lost its .md and .png."""
+    from benchmarks import ops_report
+    from benchmarks.ops_suite import SUITE, shape_dict
+    env = {"device": "cuda", "device_name": "NVIDIA H200", "cpu_count": 16, "torch_threads": 16,
+           "torch": "2.11", "triton": "3.6"}
+    small, big = SUITE[0], SUITE[-1]
+    records = []
+    for shape, impls in ((small, ("slice_sum", "fused", "native", "auto")),
+                         (big, ("slice_sum", "compiled", "fused", "native", "auto"))):
+        for impl in impls:
+            t = random.uniform(10, 100)
+            records.append({"shape": shape_dict(shape), "dtype": "float32", "impl": impl, "median_us": t,
+                            "p10_us": t, "p90_us": t, "repeats": 5, "aten_ops": 1, "cuda_kernels": 1,
+                            "speedup_vs_native": 1.0, "speedup_vs_per_group": None, "error": None,
+                            "auto_choice": "fused", **env})
+    path = tmp_path / "ops-h200.json"
+    path.write_text(json.dumps(records))
+    ops_report.render(path)
+    rows = {line.split(" | ")[0].strip("| "): line for line in path.with_suffix(".md").read_text().splitlines()
+            if line.split(" | ")[1:2] and line.split(" | ")[1].startswith("x(")}   # the first table's rows
+    header = next(line for line in path.with_suffix(".md").read_text().splitlines() if line.startswith("| shape | dims |"))
+    compiled_col = [c.strip() for c in header.split("|")].index("compiled")
+    assert rows[small.name].split("|")[compiled_col].strip() == "-"
+    assert rows[big.name].split("|")[compiled_col].strip() != "-"
+    assert path.with_suffix(".png").is_file()
