@@ -77,21 +77,60 @@ def test_table_is_the_committed_benchmark():
             assert us == pytest.approx(r["median_us"], rel=1e-3, abs=0.05), (name, impl)
 
 
-@pytest.mark.parametrize("dtype", [pytest.param(d, id=str(d)[6:]) for d in FLOATS])
-def test_cuda_provisional_rule(monkeypatch, dtype):
-    """CUDA is not measured yet: fused when triton imports (small-K), else native."""
-    cuda = torch.device("cuda")
-    case = ("conv1d", (1, 2048, 21), (2048, 1, 3), 1, 1)
+H200 = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "h200-2026-12-04"
+CUDA = torch.device("cuda")
+
+
+def _cuda_rows(name):
+    """(shape name, op, x, weight, stride, channels_last, {impl: median_us}) from a committed H200 file."""
+    by = {}
+    for r in json.loads((H200 / name).read_text()):
+        if r["impl"] != "auto" and r["median_us"] is not None:
+            by.setdefault(r["shape"]["name"], (r["shape"], {}))[1][r["impl"]] = r["median_us"]
+    return [(n, sh["op"], tuple(sh["x"]), tuple(sh["weight"]), sh["stride"], bool(sh.get("channels_last")), med)
+            for n, (sh, med) in by.items()]
+
+
+@pytest.mark.parametrize("table, dtype", [pytest.param("ops-h200.json", torch.float32, id="float32"),
+                                          pytest.param("ops-h200-bfloat16.json", torch.bfloat16, id="bfloat16")])
+def test_cuda_rule_within_5_percent_of_best_on_the_h200(monkeypatch, table, dtype):
     monkeypatch.setattr(auto, "_triton_available", lambda: True)
-    assert auto.choose(case[0], cuda, dtype, *case[1:]) == "fused"
-    assert auto.choose("decode", cuda, dtype, (16, 2048, 1), (2048, 1, 4), 1, 1) == "fused"
-    assert auto.choose("conv2d", "cuda:0", dtype, (1, 144, 56, 56), (144, 1, 3, 3), 1, 1) == "fused"
+    rows = _cuda_rows(table)
+    assert len(rows) >= 16
+    for name, op, x, w, stride, channels_last, medians in rows:
+        x = (*x, 1) if op == "decode" else x
+        got = auto.choose(op, CUDA, dtype, x, w, stride, 1, channels_last=channels_last)
+        best = min(medians.values())
+        assert medians[got] <= 1.05 * best, f"{name}: picks {got} ({medians[got]} us), best {best} us"
+
+
+def test_cuda_table_is_the_committed_h200_benchmark():
+    """auto.py's CUDA_MEASURED must be the committed float32 H200 run (ops.auto_table prints it)."""
+    rows = {r[0]: r for r in _cuda_rows("ops-h200.json")}
+    assert [r[0] for r in auto.CUDA_MEASURED] == list(rows)
+    for name, op, x, w, stride, channels_last, medians in auto.CUDA_MEASURED:
+        assert (op, x, w, stride, channels_last) == rows[name][1:6], name
+        assert medians == pytest.approx(rows[name][6], rel=1e-3, abs=0.05), name
+
+
+@pytest.mark.parametrize("dtype", [pytest.param(d, id=str(d)[6:]) for d in FLOATS])
+def test_cuda_rule_runs_fused_only_where_it_was_measured_to_win(monkeypatch, dtype):
+    """fused for decode, big small-K conv1d and the decode graph's L=1 short conv; else native
+    (every conv2d: no measured conv2d row went to fused); native throughout without Triton."""
+    monkeypatch.setattr(auto, "_triton_available", lambda: True)
+    assert auto.choose("decode", CUDA, dtype, (16, 2048, 1), (2048, 1, 4), 1, 1) == "fused"
+    assert auto.choose("conv1d", CUDA, dtype, (1, 4096, 4096), (4096, 1, 4), 1, 1) == "fused"
+    assert auto.choose("conv1d", CUDA, dtype, (16, 1024, 1), (1024, 1, 3), 1, 1) == "fused"
+    assert auto.choose("conv1d", CUDA, dtype, (1, 2048, 21), (2048, 1, 3), 1, 1) == "native"
+    assert auto.choose("conv1d", CUDA, dtype, (8, 1024, 512), (1024, 1, 3), 1, 1) == "native"
+    assert auto.choose("conv2d", "cuda:0", dtype, (32, 96, 112, 112), (96, 1, 3, 3), 2, 1,
+                       channels_last=True) == "native"
+    assert auto.choose("conv2d", "cuda:0", dtype, (1, 144, 56, 56), (144, 1, 3, 3), 1, 1) == "native"
     monkeypatch.setattr(auto, "_triton_available", lambda: False)
-    assert auto.choose(case[0], cuda, dtype, *case[1:]) == "native"
     rng = random.Random(2)
     for _ in range(200):
         op, x, w, s, d = _random_case(rng)
-        assert auto.choose(op, cuda, dtype, x, w, s, d) == "native"
+        assert auto.choose(op, CUDA, dtype, x, w, s, d) == "native"
 
 
 def test_cuda_large_k_goes_native(monkeypatch):

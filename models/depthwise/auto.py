@@ -6,9 +6,9 @@ this may take microseconds but must be deterministic, and it must only return an
 that runs on `device`: on CPU one of CPU_CHOICES (never fused).
 
 op "decode" is `conv1d_decode_step`: x_shape is the (B, C, 1) new column.
-The CPU rule below is derived from CPU_MEASURED, the committed benchmark; test_auto.py checks
-it picks within 5% of the best impl on every row, and test_benchmark_results.py checks the
-committed JSON was produced by this rule.
+The CPU rule below is derived from CPU_MEASURED, the CUDA rule from CUDA_MEASURED (an H200),
+the committed benchmarks; test_auto.py checks each picks within 5% of the best impl on every
+row, and test_benchmark_results.py checks the committed CPU JSON was produced by this rule.
 """
 from __future__ import annotations
 
@@ -22,75 +22,11 @@ import torch
 OPS = ("conv1d", "conv2d", "decode")
 CPU_CHOICES = ("per_group", "slice_sum", "compiled", "native")
 
-# ---------------------------------------------------------------- measured CPU numbers
-# Copied from benchmarks/results/ops-cpu.json by `python benchmarks/ops.py --auto-table`
-# (AMD EPYC, 2 cores, quiet, torch's default 2 threads, wall clock, glibc keeping freed
-# memory (models/allocator.py); torch 2.13, float32):
-# median us per call through the public op. Rows: (shape name, op, x, weight, stride,
-# channels_last, {impl: median_us}), comment: the winner (smallest median).
-# fmt: off
-CPU_MEASURED: tuple = (
-    ('seed-c2048', 'conv1d', (1, 2048, 21), (2048, 1, 3), 1, False, dict(per_group=25552.4, slice_sum=53.7, compiled=90.3, native=131.3)),  # -> slice_sum
-    ('sweep-c64', 'conv1d', (1, 64, 21), (64, 1, 3), 1, False, dict(per_group=797.3, slice_sum=26.6, compiled=72.1, native=102.3)),  # -> slice_sum
-    ('sweep-c128', 'conv1d', (1, 128, 21), (128, 1, 3), 1, False, dict(per_group=1571.8, slice_sum=27.6, compiled=70.9, native=102.9)),  # -> slice_sum
-    ('sweep-c256', 'conv1d', (1, 256, 21), (256, 1, 3), 1, False, dict(per_group=3127.2, slice_sum=30.1, compiled=74.1, native=104.9)),  # -> slice_sum
-    ('sweep-c512', 'conv1d', (1, 512, 21), (512, 1, 3), 1, False, dict(per_group=6250.8, slice_sum=36.0, compiled=76.8, native=108.1)),  # -> slice_sum
-    ('sweep-c1024', 'conv1d', (1, 1024, 21), (1024, 1, 3), 1, False, dict(per_group=12709.4, slice_sum=46.8, compiled=82.8, native=115.9)),  # -> slice_sum
-    ('sweep-c4096', 'conv1d', (1, 4096, 21), (4096, 1, 3), 1, False, dict(per_group=50730.1, slice_sum=72.5, compiled=99.1, native=150.0)),  # -> slice_sum
-    ('lfm2-350m-prefill-1x128', 'conv1d', (1, 1024, 128), (1024, 1, 3), 1, False, dict(per_group=12941.6, slice_sum=113.5, compiled=203.8, native=199.5)),  # -> slice_sum
-    ('lfm2-350m-prefill-8x512', 'conv1d', (8, 1024, 512), (1024, 1, 3), 1, False, dict(per_group=99232.8, slice_sum=3255.5, compiled=4098.3, native=4045.7)),  # -> slice_sum
-    ('lfm2-2.6b-short-1x19', 'conv1d', (1, 2048, 19), (2048, 1, 3), 1, False, dict(per_group=25184.3, slice_sum=73.8, compiled=120.6, native=154.7)),  # -> slice_sum
-    ('decode-16x2048', 'decode', (16, 2048), (2048, 1, 3), 1, False, dict(per_group=171702.7, slice_sum=263.1, compiled=284.0, native=337.3)),  # -> slice_sum
-    ('shortconv-long-1x4096x4096', 'conv1d', (1, 4096, 4096), (4096, 1, 4), 1, False, dict(per_group=142046.8, slice_sum=61765.9, compiled=39924.7, native=101237.5)),  # -> compiled
-    ('conformer-k31-8x256x512', 'conv1d', (8, 256, 512), (256, 1, 31), 1, False, dict(per_group=32439.3, slice_sum=2328.4, compiled=9617.1, native=12092.1)),  # -> slice_sum
-    ('mbv2-b1-c32@112', 'conv2d', (1, 32, 112, 112), (32, 1, 3, 3), 1, False, dict(per_group=1250.2, slice_sum=449.2, compiled=719.7, native=294.5)),  # -> native
-    ('mbv2-b1-c96@112-s2', 'conv2d', (1, 96, 112, 112), (96, 1, 3, 3), 2, False, dict(per_group=4646.3, slice_sum=1385.4, compiled=1901.9, native=328.4)),  # -> native
-    ('mbv2-b1-c144@56', 'conv2d', (1, 144, 56, 56), (144, 1, 3, 3), 1, False, dict(per_group=2736.4, slice_sum=552.7, compiled=768.0, native=266.4)),  # -> native
-    ('mbv2-b1-c144@56-s2', 'conv2d', (1, 144, 56, 56), (144, 1, 3, 3), 2, False, dict(per_group=2992.5, slice_sum=626.0, compiled=851.5, native=209.2)),  # -> native
-    ('mbv2-b1-c192@28', 'conv2d', (1, 192, 28, 28), (192, 1, 3, 3), 1, False, dict(per_group=2661.7, slice_sum=343.9, compiled=345.2, native=182.1)),  # -> native
-    ('mbv2-b1-c384@14', 'conv2d', (1, 384, 14, 14), (384, 1, 3, 3), 1, False, dict(per_group=4733.9, slice_sum=337.1, compiled=194.9, native=149.9)),  # -> native
-    ('mbv2-b1-c576@14', 'conv2d', (1, 576, 14, 14), (576, 1, 3, 3), 1, False, dict(per_group=7097.7, slice_sum=427.2, compiled=232.5, native=169.6)),  # -> native
-    ('mbv2-b1-c576@14-s2', 'conv2d', (1, 576, 14, 14), (576, 1, 3, 3), 2, False, dict(per_group=6813.1, slice_sum=491.6, compiled=288.7, native=145.2)),  # -> native
-    ('mbv2-b1-c960@7', 'conv2d', (1, 960, 7, 7), (960, 1, 3, 3), 1, False, dict(per_group=11300.8, slice_sum=434.3, compiled=164.1, native=146.2)),  # -> native
-    ('mbv2-b32-c32@112', 'conv2d', (32, 32, 112, 112), (32, 1, 3, 3), 1, False, dict(per_group=69388.2, slice_sum=58951.9, compiled=38599.0, native=63983.1)),  # -> compiled
-    ('mbv2-b32-c96@112-s2', 'conv2d', (32, 96, 112, 112), (96, 1, 3, 3), 2, False, dict(per_group=39834.4, slice_sum=174056.3, compiled=70876.6, native=93485.3)),  # -> per_group
-    ('mbv2-b32-c144@56', 'conv2d', (32, 144, 56, 56), (144, 1, 3, 3), 1, False, dict(per_group=75421.1, slice_sum=70797.5, compiled=43115.8, native=71730.5)),  # -> compiled
-    ('mbv2-b32-c144@56-s2', 'conv2d', (32, 144, 56, 56), (144, 1, 3, 3), 2, False, dict(per_group=28092.6, slice_sum=47799.0, compiled=23598.0, native=25630.0)),  # -> compiled
-    ('mbv2-b32-c192@28', 'conv2d', (32, 192, 28, 28), (192, 1, 3, 3), 1, False, dict(per_group=33917.7, slice_sum=11141.0, compiled=8039.4, native=3198.1)),  # -> native
-    ('mbv2-b32-c384@14', 'conv2d', (32, 384, 14, 14), (384, 1, 3, 3), 1, False, dict(per_group=45374.6, slice_sum=7502.1, compiled=3367.4, native=1663.6)),  # -> native
-    ('mbv2-b32-c576@14', 'conv2d', (32, 576, 14, 14), (576, 1, 3, 3), 1, False, dict(per_group=65785.2, slice_sum=11859.5, compiled=4872.8, native=2886.6)),  # -> native
-    ('mbv2-b32-c576@14-s2', 'conv2d', (32, 576, 14, 14), (576, 1, 3, 3), 2, False, dict(per_group=55810.0, slice_sum=9369.2, compiled=6023.1, native=1434.7)),  # -> native
-    ('mbv2-b32-c960@7', 'conv2d', (32, 960, 7, 7), (960, 1, 3, 3), 1, False, dict(per_group=90356.7, slice_sum=10247.6, compiled=1684.0, native=1069.9)),  # -> native
-    ('mbv2-b1-c32@112-cl', 'conv2d', (1, 32, 112, 112), (32, 1, 3, 3), 1, True, dict(per_group=11379.7, slice_sum=1631.2, compiled=548.6, native=190.1)),  # -> native
-    ('mbv2-b1-c96@112-s2-cl', 'conv2d', (1, 96, 112, 112), (96, 1, 3, 3), 2, True, dict(per_group=10812.6, slice_sum=1316.7, compiled=488.9, native=191.1)),  # -> native
-    ('mbv2-b1-c144@56-cl', 'conv2d', (1, 144, 56, 56), (144, 1, 3, 3), 1, True, dict(per_group=14032.5, slice_sum=1726.0, compiled=578.8, native=216.1)),  # -> native
-    ('mbv2-b1-c144@56-s2-cl', 'conv2d', (1, 144, 56, 56), (144, 1, 3, 3), 2, True, dict(per_group=7661.2, slice_sum=611.1, compiled=259.2, native=134.6)),  # -> native
-    ('mbv2-b1-c192@28-cl', 'conv2d', (1, 192, 28, 28), (192, 1, 3, 3), 1, True, dict(per_group=8922.2, slice_sum=690.1, compiled=276.1, native=144.4)),  # -> native
-    ('mbv2-b1-c384@14-cl', 'conv2d', (1, 384, 14, 14), (384, 1, 3, 3), 1, True, dict(per_group=9248.7, slice_sum=392.7, compiled=175.5, native=113.9)),  # -> native
-    ('mbv2-b1-c576@14-cl', 'conv2d', (1, 576, 14, 14), (576, 1, 3, 3), 1, True, dict(per_group=13999.2, slice_sum=518.8, compiled=229.4, native=139.8)),  # -> native
-    ('mbv2-b1-c576@14-s2-cl', 'conv2d', (1, 576, 14, 14), (576, 1, 3, 3), 2, True, dict(per_group=10766.5, slice_sum=356.9, compiled=136.4, native=110.1)),  # -> native
-    ('mbv2-b1-c960@7-cl', 'conv2d', (1, 960, 7, 7), (960, 1, 3, 3), 1, True, dict(per_group=17218.3, slice_sum=314.4, compiled=152.6, native=108.7)),  # -> native
-    ('mbv2-b8-c32@112-cl', 'conv2d', (8, 32, 112, 112), (32, 1, 3, 3), 1, True, dict(per_group=24062.4, slice_sum=12541.5, compiled=3551.9, native=858.9)),  # -> native
-    ('mbv2-b8-c96@112-s2-cl', 'conv2d', (8, 96, 112, 112), (96, 1, 3, 3), 2, True, dict(per_group=40420.5, slice_sum=26833.2, compiled=4409.8, native=1360.2)),  # -> native
-    ('mbv2-b8-c144@56-cl', 'conv2d', (8, 144, 56, 56), (144, 1, 3, 3), 1, True, dict(per_group=41879.9, slice_sum=13257.8, compiled=3924.6, native=1257.0)),  # -> native
-    ('mbv2-b8-c144@56-s2-cl', 'conv2d', (8, 144, 56, 56), (144, 1, 3, 3), 2, True, dict(per_group=25429.2, slice_sum=4747.1, compiled=1444.5, native=469.5)),  # -> native
-    ('mbv2-b8-c192@28-cl', 'conv2d', (8, 192, 28, 28), (192, 1, 3, 3), 1, True, dict(per_group=26137.6, slice_sum=4359.8, compiled=1311.0, native=411.1)),  # -> native
-    ('mbv2-b8-c384@14-cl', 'conv2d', (8, 384, 14, 14), (384, 1, 3, 3), 1, True, dict(per_group=34483.3, slice_sum=2198.8, compiled=706.8, native=252.9)),  # -> native
-    ('mbv2-b8-c576@14-cl', 'conv2d', (8, 576, 14, 14), (576, 1, 3, 3), 1, True, dict(per_group=52774.0, slice_sum=3202.1, compiled=1038.8, native=367.7)),  # -> native
-    ('mbv2-b8-c576@14-s2-cl', 'conv2d', (8, 576, 14, 14), (576, 1, 3, 3), 2, True, dict(per_group=45791.1, slice_sum=1025.4, compiled=350.2, native=179.5)),  # -> native
-    ('mbv2-b8-c960@7-cl', 'conv2d', (8, 960, 7, 7), (960, 1, 3, 3), 1, True, dict(per_group=71577.4, slice_sum=1426.5, compiled=499.7, native=204.6)),  # -> native
-    ('mbv2-b32-c32@112-cl', 'conv2d', (32, 32, 112, 112), (32, 1, 3, 3), 1, True, dict(per_group=140734.2, slice_sum=86048.5, compiled=31817.7, native=21408.0)),  # -> native
-    ('mbv2-b32-c96@112-s2-cl', 'conv2d', (32, 96, 112, 112), (96, 1, 3, 3), 2, True, dict(per_group=188113.1, slice_sum=122308.4, compiled=23077.7, native=6577.1)),  # -> native
-    ('mbv2-b32-c144@56-cl', 'conv2d', (32, 144, 56, 56), (144, 1, 3, 3), 1, True, dict(per_group=128273.2, slice_sum=96107.5, compiled=37025.0, native=26820.2)),  # -> native
-    ('mbv2-b32-c144@56-s2-cl', 'conv2d', (32, 144, 56, 56), (144, 1, 3, 3), 2, True, dict(per_group=57749.3, slice_sum=49534.1, compiled=16452.8, native=3725.2)),  # -> native
-    ('mbv2-b32-c192@28-cl', 'conv2d', (32, 192, 28, 28), (192, 1, 3, 3), 1, True, dict(per_group=69745.5, slice_sum=20382.5, compiled=5719.1, native=2352.2)),  # -> native
-    ('mbv2-b32-c384@14-cl', 'conv2d', (32, 384, 14, 14), (384, 1, 3, 3), 1, True, dict(per_group=68538.5, slice_sum=9843.8, compiled=2917.9, native=1186.6)),  # -> native
-    ('mbv2-b32-c576@14-cl', 'conv2d', (32, 576, 14, 14), (576, 1, 3, 3), 1, True, dict(per_group=96735.5, slice_sum=14279.4, compiled=4310.5, native=1737.3)),  # -> native
-    ('mbv2-b32-c576@14-s2-cl', 'conv2d', (32, 576, 14, 14), (576, 1, 3, 3), 2, True, dict(per_group=79862.7, slice_sum=5198.3, compiled=1380.2, native=652.3)),  # -> native
-    ('mbv2-b32-c960@7-cl', 'conv2d', (32, 960, 7, 7), (960, 1, 3, 3), 1, True, dict(per_group=103050.8, slice_sum=5639.0, compiled=1752.4, native=627.2)),  # -> native
-    ('convnext-7x7-1x96@56', 'conv2d', (1, 96, 56, 56), (96, 1, 7, 7), 1, False, dict(per_group=10467.5, slice_sum=1764.7, compiled=3378.7, native=366.6)),  # -> native
-)
-# fmt: on
+from . import auto_measured  # noqa: E402
+
+# The tables the rules below were derived from (auto_measured.py says where each was measured).
+CPU_MEASURED = auto_measured.CPU_MEASURED
+CUDA_MEASURED = auto_measured.CUDA_MEASURED
 
 # ---------------------------------------------------------------- the CPU rule
 # In words (numbers in CPU_MEASURED):
@@ -205,11 +141,22 @@ def _cpu_rule(op, x_shape, weight_shape, stride, channels_last) -> str:
     return "native"               # runner-up on the big MobileNetV2 layers: up to 1.6x behind
 
 
-# ---------------------------------------------------------------- CUDA: provisional
-# NOT MEASURED: no GPU was available when this rule was written; there are no GPU numbers
-# behind it. Provisional rule: the fused Triton kernel (one launch) for small-K shapes, which
-# are memory-bound and launch-bound, when triton imports; cuDNN (native) otherwise.
-FUSED_MAX_TAPS = 9              # up to 3x3 / K=9; larger kernels are left to cuDNN
+# ---------------------------------------------------------------- the CUDA rule
+# In words (numbers in CUDA_MEASURED):
+# - decode (one new column): fused, one launch for the whole step (16x2048: 84 vs native 103 us,
+#   K=7 92 vs 117; bf16 56 vs 73).
+# - conv1d with K <= FUSED_MAX_TAPS and at least FUSED_MIN_WORK multiply-adds: fused, where the
+#   kernel outlasts the host (1x4096x4096 K=4: 88 vs 246 us; LFM3 8x512 K=7: 111 vs 150).
+# - conv1d at L = 1: fused. Not a suite row: it is the served decode's short conv, which runs
+#   inside the decode step's CUDA graph, where no host time is paid per kernel (decode-h200.md:
+#   one host launch per token with fused in it).
+# - every other conv1d (the seed, the channel sweep, LFM2 prompts up to 8x512, conformer's K=31)
+#   and every conv2d (MobileNetV2 NCHW and channels_last, batch 1 to 32): native; cuDNN's one call
+#   costs the host 22-35 us against fused's 55-125 us, and no measured conv2d row went to fused.
+#   (Measured eager: re-derive when the fused launch path gets cheaper.)
+FUSED_MAX_TAPS = 9              # up to 3x3 / K=9; conformer's K=31 goes to cuDNN
+FUSED_MIN_WORK = 1 << 25        # output elements * taps (~33M): between LFM2 8x512 K=3 (12.6M,
+                                # native) and LFM3 8x512 K=7 (58.7M) / 1x4096x4096 K=4 (67M, fused)
 
 
 @functools.lru_cache(maxsize=1)
@@ -222,8 +169,12 @@ def _triton_available() -> bool:
 
 
 def _cuda_rule(op, x_shape, weight_shape, stride) -> str:
-    taps = _work(x_shape, weight_shape, stride)[0]
-    if _host("_triton_available") and (op == "decode" or taps <= FUSED_MAX_TAPS):
+    taps, _, work = _work(x_shape, weight_shape, stride)
+    if not _host("_triton_available"):
+        return "native"
+    if op == "decode":
+        return "fused"
+    if op == "conv1d" and taps <= FUSED_MAX_TAPS and (work >= FUSED_MIN_WORK or x_shape[2] == 1):
         return "fused"
     return "native"
 
