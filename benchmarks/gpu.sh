@@ -44,7 +44,7 @@ trap pack EXIT
 
 timeout -k 5 75 "$py" -m pytest -q -m gpu -p no:cacheprovider -o addopts="" --junitxml "$out/gpu-tests.xml" \
     tests/test_decoding.py tests/test_profiling.py tests/test_fused.py tests/test_lfm2.py tests/test_weight_layout.py \
-    tests/test_continuous_graphs.py tests/test_lfm3.py tests/test_lfm2_moe.py \
+    tests/test_continuous_graphs.py tests/test_lfm3.py tests/test_lfm2_moe.py tests/test_device_time.py \
     2>&1 | tee "$out/gpu-tests.log"
 tests_rc=$?
 echo "gpu.sh: CUDA tests exit $tests_rc (log: $out/gpu-tests.log)"

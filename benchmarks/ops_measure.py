@@ -73,6 +73,7 @@ def bench_shape(shape: Shape, impls: list[str], dtype: torch.dtype, device: str,
     stats = timing.time_interleaved(fns, device=device, budget_s=budget_s,
                                     min_repeats=min_repeats, max_repeats=max_repeats,
                                     max_fn_s=max_fn_s, clock=clock, **sample) if fns else {}
+    device_us = _device_times(fns, len(inputs)) if torch.device(device).type == "cuda" else {}
     choice = auto_choice(shape, dtype, device)
     base = {"shape": shape_dict(shape), "dtype": str(dtype).removeprefix("torch."), **env, "clock": clock, "auto_choice": choice,
             "input_sets": len(inputs)}
@@ -80,7 +81,9 @@ def bench_shape(shape: Shape, impls: list[str], dtype: torch.dtype, device: str,
     records = []
     for impl in impls:
         rec = {**base, "impl": impl, "median_us": None, "aten_ops": None, "cuda_kernels": None,
-               "speedup_vs_native": None, "speedup_vs_per_group": None, "error": errors.get(impl)}
+               "speedup_vs_native": None, "speedup_vs_per_group": None, "error": errors.get(impl),
+               # device time (CUDA graph replay), its copy fraction filled by gpu_report.add_bandwidth
+               "device_us": device_us.get(impl), "device_copy_fraction": None}
         if impl in stats:
             rec.update(stats[impl].as_dict())
             lc = count_launches(fns[impl])
@@ -90,3 +93,23 @@ def bench_shape(shape: Shape, impls: list[str], dtype: torch.dtype, device: str,
                     rec[f"speedup_vs_{ref}"] = round(med[ref] / med[impl], 3)
         records.append(rec)
     return records
+
+
+GRAPH_INNER = 20     # calls per captured graph; at least one per input set (the replays rotate)
+
+
+def _device_times(fns: dict, n_sets: int) -> dict[str, float]:
+    """{impl: device us per call} from CUDA graph replays (timing.time_cuda_graph), after the
+    wall-clock timing. Wall samples of back-to-back eager calls time the host on a slow one
+    (20-120 us a call); these time the kernels. per_group is left out (thousands of launches
+    per call: a baseline, and pointless to capture); an impl that cannot be captured (it syncs
+    or reads the host) gets no entry: "not graph-timed", None in its record."""
+    out = {}
+    for impl, fn in fns.items():
+        if impl == "per_group":
+            continue
+        try:
+            out[impl] = round(timing.time_cuda_graph(fn, inner=max(GRAPH_INNER, n_sets)).median_us, 3)
+        except Exception as exc:                      # GraphTimingError, or a replay that failed
+            print(f"  {impl}: not graph-timed ({str(exc)[:120]})", flush=True)
+    return out

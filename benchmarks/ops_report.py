@@ -41,6 +41,7 @@ def write_markdown(records: list[dict], path: Path, env: dict, quick: bool) -> N
         lines.append(f"| {s} | {dims} | " + " | ".join(fmt(by[(s, i)]["median_us"] if (s, i) in by else None)
                                                      for i in impls)
                      + f" | {best} | {rs[0]['auto_choice']} | {fmt(ratio) if ratio is None else f'{ratio:.3f}'} |")
+    lines += device_table(records, impls, shapes)
     lines += ["", *acceptance(records)]
     lines += ["", "Launches per call (aten ops / CUDA kernels) and speedups:", "",
               "| shape | impl | median_us | p10-p90 us | repeats | aten_ops | cuda_kernels "
@@ -53,6 +54,27 @@ def write_markdown(records: list[dict], path: Path, env: dict, quick: bool) -> N
                      f"{fmt(r['speedup_vs_native'])} | {fmt(r['speedup_vs_per_group'])} |"
                      + (f" error: {r['error']}" if r["error"] else ""))
     path.write_text("\n".join(lines) + "\n")
+
+
+def device_table(records: list[dict], impls: list[str], shapes: list[str]) -> list[str]:
+    """Device us per call from CUDA graph replays (benchmarks/timing.py time_cuda_graph), and
+    fused's and native's fraction of the copy ceiling by it; [] when no record has device_us
+    (CPU, or results from before the column). '-' where an impl was not graph-timed."""
+    if not any(r.get("device_us") is not None for r in records):
+        return []
+    by = {(r["shape"]["name"], r["impl"]): r for r in records}
+    get = lambda s, i, k: (by.get((s, i)) or {}).get(k)                           # noqa: E731
+    fmt = lambda v: "-" if v is None else f"{v:,.1f}"                             # noqa: E731
+    pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"                       # noqa: E731
+    cols = [i for i in impls if any(get(s, i, "device_us") is not None for s in shapes)]
+    out = ["", "Device time per call (CUDA graph replay): us per call of the kernels alone, without "
+           "the host's launch cost; copy % = minimum bytes / device time / copy ceiling.", "",
+           "| shape | " + " | ".join(cols) + " | fused copy % | native copy % |",
+           "|---|" + "---:|" * (len(cols) + 2)]
+    for s in shapes:
+        out.append(f"| {s} | " + " | ".join(fmt(get(s, i, "device_us")) for i in cols)
+                   + f" | {pct(get(s, 'fused', 'device_copy_fraction'))} | {pct(get(s, 'native', 'device_copy_fraction'))} |")
+    return out
 
 
 def acceptance(records: list[dict]) -> list[str]:

@@ -185,6 +185,73 @@ def time_fn(fn: Callable[[], object], *, device: torch.device | str = "cpu", **k
     return time_interleaved({"fn": fn}, device=device, **kwargs)["fn"]
 
 
+class GraphTimingError(RuntimeError):
+    """time_cuda_graph could not time a fn (no CUDA, or the fn cannot be captured: it syncs
+    or reads the device from the host). Callers record "not graph-timed" (None)."""
+
+
+GRAPH_SLOW_CALL_S = 2e-3   # a call this slow (eager, wall) is graph-timed 2 calls x 5 replays
+
+
+def time_cuda_graph(fn: Callable[[], object], *, inner: int = 20, repeats: int = 15,
+                    warmup: int = 2) -> Timing:
+    """Device time per call of fn on CUDA: `inner` calls captured in one CUDA graph, `repeats`
+    replays each timed by a pair of CUDA events; per call = elapsed / inner (median etc.).
+
+    Why: an eager call costs the host 20-120 us on a slow VM, so wall-clock samples of small
+    kernels time the host. A replay launches every captured kernel from the device, so the
+    events see kernel time plus the gaps between kernels. A cycling fn (input_sets.cycling)
+    takes the next input set at each captured call: pass inner >= its number of sets and the
+    replays read memory, not L2. fn is warmed eagerly first (Triton autotunes and compiles
+    outside the capture) on a side stream, as torch.cuda.graph's docs do. A fn that syncs or
+    reads the host (per_group's loops, .item()) fails capture: GraphTimingError, never a crash.
+    Cost: warm-up + capture (inner eager calls) + repeats replays; ~10-50 ms on small shapes."""
+    if not torch.cuda.is_available():
+        raise GraphTimingError("time_cuda_graph needs CUDA (torch.cuda.is_available() is False); "
+                               "off CUDA record device time as None")
+    if inner < 1 or repeats < 1 or warmup < 1:
+        raise ValueError(f"expected inner, repeats, warmup >= 1, got {inner}, {repeats}, {warmup}")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    try:
+        with torch.cuda.stream(side):                # warm: compile, autotune, allocator, cuDNN
+            per_call = []
+            for _ in range(warmup):
+                side.synchronize()
+                t0 = time.perf_counter()
+                fn()
+                side.synchronize()
+                per_call.append(time.perf_counter() - t0)
+        torch.cuda.current_stream().wait_stream(side)
+    except Exception as exc:
+        raise GraphTimingError(f"eager warm-up failed: {type(exc).__name__}: {exc}"[:300]) from exc
+    if min(per_call) > GRAPH_SLOW_CALL_S:            # slow baselines: a few calls are plenty
+        inner, repeats = min(inner, 2), min(repeats, 5)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            for _ in range(inner):
+                fn()
+    except Exception as exc:                         # e.g. "operation not permitted when capturing"
+        torch.cuda.synchronize()
+        raise GraphTimingError(f"CUDA graph capture failed (fn syncs or reads the host?): "
+                               f"{type(exc).__name__}: {exc}"[:300]) from exc
+    graph.replay()                                   # warm replay: first-launch upload
+    torch.cuda.synchronize()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+              for _ in range(repeats)]
+    if hasattr(torch.cuda, "_sleep"):                # keep the device busy while the host queues
+        torch.cuda._sleep(1_000_000)                 # ~0.5 ms spin: the first start event waits
+    for start, end in events:                        # replays queued back to back, one sync: the
+        start.record()                               # host's launch cost hides behind the device's
+        graph.replay()
+        end.record()
+    torch.cuda.synchronize()
+    samples = [s.elapsed_time(e) * 1e-3 / inner for s, e in events]      # ms -> s, per call
+    del graph
+    return summarize(samples, inner)
+
+
 def cpu_model() -> str:
     """The CPU's model name (from /proc/cpuinfo on Linux, else platform)."""
     try:
