@@ -15,7 +15,9 @@ launch (a dict of all arguments filtered against a list of names, str() of every
 8.6-11.3 us of Python per launch on Triton 3.6 (what launch_tuned saves, halving the host time:
 benchmarks/results/host-overhead-cpu.md), next to ~6 us for the JIT launch itself.
 The seed shape is launch-bound, so that is most of its time. After the autotuner's pick for a
-key is known, the JIT function is called with it directly, as the autotuner's own final call does.
+key is known, the JIT function is called with it directly, as the autotuner's own final call does,
+and past JITFunction.run too once its binary is compiled (triton_launch.Launcher: the cached
+CompiledKernel's C launcher, unless DWSERVE_TRITON_DIRECT_LAUNCH=0, interpreter or launch hooks).
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ import threading
 
 import triton
 from triton.runtime.autotuner import Autotuner
+
+from .triton_launch import Launcher
 
 TUNE_WARMUP_MS = 5
 TUNE_REP_MS = 20
@@ -56,7 +60,7 @@ def size_class(n: int) -> int:
     return max(int(n), 1).bit_length() // 2
 
 
-_PICKED: dict = {}            # (autotuner, caller's key) -> the picked config's launch kwargs
+_PICKED: dict = {}            # (autotuner, caller's key) -> Launcher of kernel.fn with the pick's kwargs
 _TUNING = threading.Lock()    # the Autotuner keeps per-call state (nargs, best_config) on itself
 
 
@@ -65,16 +69,17 @@ def launch_tuned(kernel, grid, key: tuple, *args, **kwargs) -> None:
 
     The first launch per `key` goes through the autotuner (which tunes on the first call of its
     own key, then launches) and keeps what it picked; later launches call kernel.fn with those
-    config kwargs directly. `key` must determine the autotuner's key: hold every argument named
+    config kwargs directly, through a triton_launch.Launcher (the compiled binary's launcher once
+    kernel.fn has returned it for this call's argument specialization). `key` must determine the autotuner's key: hold every argument named
     in its `key` list and the dtype of every tensor argument. A kernel that is not an Autotuner
     (a stand-in that records launches, say) is launched as given."""
     if not isinstance(kernel, Autotuner):
         kernel[grid](*args, **kwargs)
         return
-    picked = _PICKED.get((kernel, key))
-    if picked is None:
+    launcher = _PICKED.get((kernel, key))
+    if launcher is None:
         with _TUNING:
             kernel[grid](*args, **kwargs)
-            _PICKED[(kernel, key)] = kernel.best_config.all_kwargs()
+            _PICKED[(kernel, key)] = Launcher(kernel.fn, kernel.best_config.all_kwargs())
         return
-    kernel.fn[grid](*args, **kwargs, **picked)
+    launcher(grid, args, kwargs)

@@ -1,0 +1,216 @@
+"""Launching an already-compiled Triton kernel straight through its C launcher.
+
+Per launch, Triton's `JITFunction.run` re-binds every argument, builds a specialization key,
+looks up its cache, builds launch metadata and only then calls the compiled kernel's launcher:
+tens of microseconds of Python on a slow host, next to a kernel of a few. Here, after the first
+launch of a specialization (through `fn[grid]`, which compiles and returns the CompiledKernel),
+later launches call `compiled.run(...)` exactly as JITFunction.run does (Triton 3.6 and 3.9):
+
+    compiled.run(g0, g1, g2, stream, compiled.function, compiled.packed_metadata,
+                 None, None, None, *every_parameter_in_signature_order)
+
+with launch metadata and both launch hooks None (Triton passes empty HookChains there, which the
+launcher would call doing nothing). Usage:
+
+    Launcher(fn, options)(grid, args, kwargs)    # fn[grid](*args, **kwargs, **options)
+    launch(fn, grid, *args, **kwargs)            # fn[grid](*args, **kwargs), one Launcher per fn
+
+`options` are kwargs fixed for this Launcher (an autotune pick: BLOCK sizes, num_warps...).
+The cache key of a compiled entry is (current device, every argument's type, a tensor's dtype
+and whether its data_ptr is 16-byte aligned, any other argument's value, kwargs' names): more
+than Triton specialises a binary on, so a misaligned view never reuses an aligned binary. An
+argument of another kind (a tuple, say) takes Triton's path. The per-launch host work: that
+key (~3 us on a slow host for 25 arguments), a dict lookup, the parameter list, the launcher.
+
+The JIT path (`fn[grid](...)`) is taken instead when: ENABLED is False (env
+DWSERVE_TRITON_DIRECT_LAUNCH=0 at import), fn is not a JITFunction (TRITON_INTERPRET=1 makes
+kernels InterpretedFunctions), a launch hook is set (a profiler like proton wants it called),
+fn has pre-run hooks, the installed Triton's CompiledKernel lacks run/function/packed_metadata,
+or no CUDA driver answers. Launches go on the current stream, so CUDA graph capture records them.
+Knobs read by JITFunction.run (debug, instrumentation mode) are assumed fixed after the first
+launch of an entry, and the check that a kernel's global values did not change is skipped.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+ENABLED = os.environ.get("DWSERVE_TRITON_DIRECT_LAUNCH", "1") != "0"
+MAX_ENTRIES = 1024           # compiled entries per Launcher; past it new specs take the JIT path
+
+_JIT = object()              # entry marker: this spec launches through fn[grid]
+_SCALARS = (float, bool, str, type(None))
+_DRIVER: list = []           # [(current_device(), current_stream(device))] once resolved, [None] if none
+
+
+def _driver():
+    """(get_current_device, get_current_stream): the functions Triton's own launch path calls."""
+    if not _DRIVER:
+        try:
+            from triton.runtime import driver
+            active = driver.active
+            get_device = active.get_current_device
+            if get_device is torch.cuda.current_device:     # the same, less its Python lazy-init check
+                get_device = torch._C._cuda_getDevice
+            _DRIVER.append((get_device, active.get_current_stream))
+        except Exception:            # no GPU backend (CPU-only host): direct launch unavailable
+            _DRIVER.append(None)
+    return _DRIVER[0]
+
+
+def _triton_types():
+    """(JITFunction, tl.dtype) of the installed Triton; tl.dtype values are hashable scalars."""
+    from triton.runtime.jit import JITFunction
+    import triton.language as tl
+    return JITFunction, type(tl.float32)
+
+
+def _hooks_idle(runtime) -> bool:
+    """True when no launch hook would do anything: unset, or an empty HookChain (the default)."""
+    for hook in (runtime.launch_enter_hook, runtime.launch_exit_hook):
+        if hook is not None and (not hasattr(hook, "calls") or hook.calls):
+            return False
+    return True
+
+
+def _layout(types: tuple, n_args: int, names: tuple, scalars):
+    """Per argument-type signature: (tensor positions, tensor kwarg names), or None when some
+    argument's kind is not handled (a tuple, say: it could hold tensors, kept alive by a key)."""
+    pos, kw = [], []
+    for i, t in enumerate(types):
+        if issubclass(t, torch.Tensor):
+            if i < n_args:
+                pos.append(i)
+            else:
+                kw.append(names[i - n_args])
+        elif t is not int and t not in scalars:
+            return None
+    return tuple(pos), frozenset(kw)
+
+
+def spec_of(args: tuple, kwargs: dict, scalars=_SCALARS, layouts: dict | None = None):
+    """The per-call part of the cache key, or None when an argument's kind is not handled:
+    every argument's type (True, 1 and 1.0 are different Triton types), every non-tensor value,
+    every tensor's dtype and 16-byte alignment (never the tensor itself), kwargs' names."""
+    types = (*map(type, args), *map(type, kwargs.values()))     # C loops: this runs per launch
+    layout = None if layouts is None else layouts.get(types)
+    if layout is None:
+        layout = _layout(types, len(args), tuple(kwargs), scalars) or False
+        if layouts is not None:
+            layouts[types] = layout
+    if layout is False:
+        return None
+    pos, kw = layout
+    vals = list(args)
+    for i in pos:
+        t = args[i]
+        vals[i] = (t.dtype, t.data_ptr() % 16 == 0)
+    items = tuple(kwargs.items()) if not kw else tuple(
+        (k, (v.dtype, v.data_ptr() % 16 == 0) if k in kw else v) for k, v in kwargs.items())
+    return types, tuple(vals), items
+
+
+class _Entry:
+    """One compiled binary and how to lay out a call's arguments for its launcher."""
+    __slots__ = ("run", "function", "packed", "compiled", "template", "pos_tensors", "kw_tensors", "meta")
+
+    def __init__(self, compiled, params, args, kwargs, options):
+        self.compiled = compiled                # keeps the loaded module alive (__del__ unloads it)
+        self.run = compiled.run                 # the C launcher (handles loaded by the first launch)
+        self.function, self.packed = compiled.function, compiled.packed_metadata
+        merged = {**options, **kwargs}
+        template, pos, kw = [], [], []
+        for i, p in enumerate(params):          # every parameter, signature order
+            if i < len(args):
+                value = args[i]
+                if isinstance(value, torch.Tensor):
+                    pos.append(i)
+            elif p.name in merged:
+                value = merged[p.name]
+                if isinstance(value, torch.Tensor):
+                    kw.append((i, p.name))
+            elif p.has_default:
+                value = p.default
+            else:
+                raise TypeError(f"{len(params)}-parameter kernel launched without {p.name!r}")
+            template.append(None if isinstance(value, torch.Tensor) else value)   # no tensor kept
+        self.template, self.pos_tensors, self.kw_tensors = template, tuple(pos), tuple(kw)
+        # What a callable grid sees: every non-tensor parameter (Triton passes all bound args).
+        tensors = set(pos) | {i for i, _ in kw}
+        self.meta = {p.name: v for i, (p, v) in enumerate(zip(params, template)) if i not in tensors}
+
+
+class Launcher:
+    """fn[grid](*args, **kwargs, **options), past JITFunction.run once an entry is compiled."""
+
+    def __init__(self, fn, options: dict | None = None):
+        self.fn, self.options = fn, dict(options or {})
+        self.entries: dict = {}
+        self.layouts: dict = {}                 # argument types -> where the tensors are
+        self.direct = None                      # decided on the first call: can this fn go direct?
+
+    def jit(self, grid, args, kwargs):
+        return self.fn[grid](*args, **kwargs, **self.options)
+
+    def _can_go_direct(self) -> bool:
+        """Once per Launcher: the installed Triton launches the way this module expects."""
+        try:
+            from triton import knobs
+            JITFunction, dtype = _triton_types()
+        except ImportError:          # Triton < 3.4: no knobs, another launcher signature
+            return False
+        self.runtime, self.scalars = knobs.runtime, _SCALARS + (dtype,)
+        return (isinstance(self.fn, JITFunction) and os.environ.get("TRITON_INTERPRET", "0") != "1"
+                and hasattr(self.fn, "params") and _driver() is not None)
+
+    def __call__(self, grid, args: tuple, kwargs: dict):
+        direct = self.direct
+        if direct is None:
+            direct = self.direct = self._can_go_direct()
+        if not (direct and ENABLED) or self.fn.pre_run_hooks or not _hooks_idle(self.runtime):
+            return self.jit(grid, args, kwargs)
+        spec = spec_of(args, kwargs, self.scalars, self.layouts)
+        if spec is None:
+            return self.jit(grid, args, kwargs)
+        get_device, get_stream = _DRIVER[0]
+        device = get_device()
+        entry = self.entries.get((device, spec))
+        if entry is None:
+            return self._first(grid, args, kwargs, (device, spec))
+        if entry is _JIT:
+            return self.jit(grid, args, kwargs)
+        full = entry.template.copy()
+        for i in entry.pos_tensors:
+            full[i] = args[i]
+        for i, name in entry.kw_tensors:
+            full[i] = kwargs[name]
+        if callable(grid):
+            grid = grid(entry.meta)
+        n = len(grid)
+        entry.run(grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1, get_stream(device),
+                  entry.function, entry.packed, None, None, None, *full)
+        return entry.compiled
+
+    def _first(self, grid, args, kwargs, key):
+        """Launch through Triton (compiling if needed) and keep the CompiledKernel it returns."""
+        compiled = self.jit(grid, args, kwargs)
+        if hasattr(compiled, "result"):
+            compiled = compiled.result()        # an async-compile future (3.9 FutureKernel)
+        entry = _JIT
+        if all(hasattr(compiled, a) for a in ("run", "function", "packed_metadata")):
+            entry = _Entry(compiled, self.fn.params, args, kwargs, self.options)
+        if len(self.entries) < MAX_ENTRIES:
+            self.entries[key] = entry
+        return compiled
+
+
+_LAUNCHERS: dict = {}
+
+
+def launch(fn, grid, *args, **kwargs):
+    """fn[grid](*args, **kwargs) for a plain triton.jit kernel, launched directly when it can be."""
+    launcher = _LAUNCHERS.get(fn)
+    if launcher is None:
+        launcher = _LAUNCHERS[fn] = Launcher(fn)
+    return launcher(grid, args, kwargs)

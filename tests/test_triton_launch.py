@@ -1,0 +1,287 @@
+"""models/depthwise/triton_launch.py: past JITFunction.run, straight to the compiled launcher.
+
+CPU tests use a real JITFunction whose `run` is replaced by a recorder returning a stand-in
+CompiledKernel (itself recording its launcher calls), so they check what would reach the C
+launcher: every parameter in signature order, a new entry per pointer alignment / int value,
+and the fallbacks to fn[grid]. GPU tests compare the direct path with Triton's own, bit for bit.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+tl = pytest.importorskip("triton.language")
+
+from triton.runtime.jit import JITFunction  # noqa: E402
+
+from models.depthwise import triton_autotune, triton_launch  # noqa: E402
+
+
+def body(x_ptr, n, sx, BLOCK: tl.constexpr, FLAG: tl.constexpr = 7):   # never compiled here
+    pass
+
+
+class FakeCompiled:
+    """What JITFunction.run returns: a CompiledKernel with a launcher that records its calls."""
+    function, packed_metadata = "fn-handle", ("packed",)
+
+    def __init__(self):
+        self.launches = []
+
+    def run(self, *a):
+        self.launches.append(a)
+
+
+@pytest.fixture
+def setup(monkeypatch):
+    """A fake driver (device 0, stream 77), JIT runs recorded, TRITON_INTERPRET unset."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(triton_launch, "_DRIVER", [(lambda: 0, lambda device: 77)])
+    monkeypatch.setattr(triton_launch, "ENABLED", True)
+    compiled, jit_runs = FakeCompiled(), []
+
+    def run(self, *args, grid, warmup, **kwargs):
+        jit_runs.append((grid, args, kwargs))
+        return compiled
+    monkeypatch.setattr(JITFunction, "run", run)
+    return compiled, jit_runs
+
+
+def tuned_kernel():
+    """An Autotuner over `body` whose pick (BLOCK=128, 8 warps) is known without timing."""
+    configs = [triton.Config({"BLOCK": 128}, num_warps=8)]
+    return triton.autotune(configs=configs, key=["n"])(JITFunction(body))
+
+
+def test_direct_launch_passes_every_parameter_in_signature_order(setup):
+    compiled, jit_runs = setup
+    tuner, x = tuned_kernel(), torch.zeros(64)
+    grid = lambda meta: (triton.cdiv(meta["n"], meta["BLOCK"]), 3)
+    for _ in range(4):
+        triton_autotune.launch_tuned(tuner, grid, ("k",), x, 300, sx=1)
+    # first launch: autotuner (one config: no timing); second: kernel.fn[grid] keeps the binary
+    assert len(jit_runs) == 2 and jit_runs[1][2]["num_warps"] == 8
+    assert len(compiled.launches) == 2
+    for launch in compiled.launches:
+        # grid (3, 3, 1), stream, handle, metadata, no launch metadata/hooks, x n sx BLOCK FLAG
+        assert launch[:9] == (3, 3, 1, 77, "fn-handle", ("packed",), None, None, None)
+        assert launch[9] is x and launch[10:] == (300, 1, 128, 7)
+
+
+def test_a_misaligned_tensor_or_another_int_gets_its_own_binary(setup):
+    compiled, jit_runs = setup
+    fn = JITFunction(body)
+    aligned, misaligned = torch.zeros(65)[:64], torch.zeros(65)[1:]    # 4-byte offset view
+    assert aligned.data_ptr() % 16 == 0 and misaligned.data_ptr() % 16 != 0
+
+    def go(x, n):
+        triton_launch.launch(fn, (1,), x, n, 1, BLOCK=64)
+    go(aligned, 16)
+    go(aligned, 16)
+    assert len(jit_runs) == 1 and len(compiled.launches) == 1        # second: direct
+    go(misaligned, 16)
+    assert len(jit_runs) == 2                                        # not the aligned entry
+    go(aligned, 17)                                                  # n % 16 != 0: another binary
+    assert len(jit_runs) == 3
+    go(aligned, 16)
+    go(misaligned, 16)
+    assert len(jit_runs) == 3 and len(compiled.launches) == 3
+    assert compiled.launches[-1][9] is misaligned
+
+
+def test_spec_tells_bool_int_and_float_apart_and_keeps_no_tensor():
+    x = torch.zeros(4)
+    specs = {triton_launch.spec_of((v,), {}) for v in (1, True, 1.0)}
+    assert len(specs) == 3
+
+    def leaves(v):
+        return [u for w in v for u in leaves(w)] if isinstance(v, tuple) else [v]
+    spec = triton_launch.spec_of((x,), {"y": x})
+    assert spec is not None and not any(isinstance(v, torch.Tensor) for v in leaves(spec))
+    assert triton_launch.spec_of(((1, 2),), {}) is None                  # tuples: Triton's own path
+
+
+@pytest.mark.parametrize("why", ["interpreter", "hook", "flag off", "no driver", "not a JITFunction"])
+def test_falls_back_to_fn_grid(setup, monkeypatch, why):
+    compiled, jit_runs = setup
+    fn = JITFunction(body)
+    if why == "interpreter":
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    elif why == "hook":
+        from triton import knobs
+        monkeypatch.setattr(knobs.runtime, "launch_enter_hook", lambda metadata: None)
+    elif why == "flag off":
+        monkeypatch.setattr(triton_launch, "ENABLED", False)
+    elif why == "no driver":
+        monkeypatch.setattr(triton_launch, "_DRIVER", [None])
+    else:
+        class NotJIT:
+            pre_run_hooks = []
+
+            def __getitem__(self, grid):
+                return lambda *a, **k: jit_runs.append((grid, a, k))
+        fn = NotJIT()
+    for _ in range(3):
+        triton_launch.launch(fn, (2,), torch.zeros(4), 4, 1, BLOCK=64)
+    assert len(jit_runs) == 3 and compiled.launches == []
+
+
+def test_a_launch_that_returns_no_kernel_stays_on_the_jit_path(setup, monkeypatch):
+    """benchmarks/host_overhead.py replaces JITFunction.run by a no-op returning None."""
+    _, jit_runs = setup
+    monkeypatch.setattr(JITFunction, "run", lambda self, *a, grid, warmup, **k: jit_runs.append(1))
+    fn = JITFunction(body)
+    for _ in range(3):
+        triton_launch.launch(fn, (1,), torch.zeros(4), 4, 1, BLOCK=64)
+    assert len(jit_runs) == 3
+
+
+def test_hooks_added_later_take_the_jit_path(setup):
+    compiled, jit_runs = setup
+    from triton import knobs
+    fn = JITFunction(body)
+    args = (torch.zeros(4), 4, 1)
+    triton_launch.launch(fn, (1,), *args, BLOCK=64)
+    triton_launch.launch(fn, (1,), *args, BLOCK=64)
+    assert (len(jit_runs), len(compiled.launches)) == (1, 1)
+    hook = lambda metadata: None                                     # noqa: E731
+    knobs.runtime.launch_enter_hook.add(hook)
+    try:
+        triton_launch.launch(fn, (1,), *args, BLOCK=64)
+    finally:
+        knobs.runtime.launch_enter_hook.remove(hook)
+    assert (len(jit_runs), len(compiled.launches)) == (2, 1)
+
+
+@pytest.mark.skipif(not __import__("models.depthwise.fused", fromlist=["x"]).interpreting(),
+                    reason="runs the kernels in Triton's interpreter (TRITON_INTERPRET=1)")
+@pytest.mark.parametrize("op", ["conv1d", "conv2d"])
+def test_interpreted_fused_ops_still_match_native(op):
+    from models.depthwise import depthwise_conv1d, depthwise_conv2d
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    if op == "conv1d":
+        x, w, b = torch.randn(2, 12, 19, generator=g), torch.randn(12, 1, 3, generator=g), torch.randn(12, generator=g)
+        f = lambda impl: depthwise_conv1d(x, w, b, padding=1, impl=impl)             # noqa: E731
+    else:
+        x, w = torch.randn(1, 8, 7, 9, generator=g), torch.randn(8, 1, 3, 3, generator=g)
+        b = torch.randn(8, generator=g)
+        f = lambda impl: depthwise_conv2d(x, w, b, padding=1, impl=impl)             # noqa: E731
+    for _ in range(2):                                                # second call: past the tuner
+        torch.testing.assert_close(f("fused"), f("native"), atol=1e-5, rtol=1e-5)
+
+
+# --- CUDA: the direct path launches the same binary as Triton's own path -------------------
+
+def _cuda_ready() -> bool:
+    from models.depthwise import fused
+    return torch.cuda.is_available() and not fused.interpreting()
+
+
+needs_cuda = pytest.mark.skipif(not _cuda_ready(), reason="needs CUDA (and TRITON_INTERPRET unset)")
+GPU_DTYPES = [pytest.param(torch.float32, id="float32"), pytest.param(torch.bfloat16, id="bfloat16")]
+KERNELS = ["conv1d-ncl", "conv1d-blc", "short-conv", "conv2d-nchw", "conv2d-nhwc", "decode"]
+
+
+class ViaLauncher:
+    """Stands in for a plain @triton.jit kernel launched as kernel[grid](...) (decode, short
+    conv): routes the launch through triton_launch.launch, which honours ENABLED."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __getitem__(self, grid):
+        return lambda *a, **k: triton_launch.launch(self.fn, grid, *a, **k)
+
+
+def _case(name, dtype, g):
+    """(inputs, fn(*inputs) -> tuple of outputs incl. in-place state). Fresh random inputs."""
+    from models.depthwise import depthwise_conv1d, depthwise_conv2d, fused
+    r = lambda *s: torch.randn(*s, generator=g, device="cuda").to(dtype)         # noqa: E731
+    if name == "conv1d-ncl":
+        return (r(2, 64, 37), r(64, 1, 3), r(64)), lambda x, w, b: (depthwise_conv1d(x, w, b, padding=1, impl="fused"),)
+    if name == "conv1d-blc":
+        return ((r(2, 37, 64).transpose(1, 2), r(64, 1, 3), r(64)),
+                lambda x, w, b: (depthwise_conv1d(x, w, b, padding="causal", impl="fused"),))
+    if name == "short-conv":
+        return ((r(2, 37, 192), r(64, 1, 3), r(64), r(2, 64, 2)),
+                lambda bcx, w, b, s: (fused.short_conv_block(bcx, w, b, s), s))
+    if name == "conv2d-nchw":
+        return (r(2, 32, 9, 11), r(32, 1, 3, 3), r(32)), lambda x, w, b: (depthwise_conv2d(x, w, b, padding=1, impl="fused"),)
+    if name == "conv2d-nhwc":
+        return ((r(2, 32, 9, 11).contiguous(memory_format=torch.channels_last), r(32, 1, 3, 3), r(32)),
+                lambda x, w, b: (depthwise_conv2d(x, w, b, padding=1, impl="fused"),))
+    return (r(2, 64), r(2, 64, 2), r(64, 1, 3), r(64)), lambda x, s, w, b: (fused.conv1d_decode_step(x, s, w, b), s)
+
+
+def _misaligned(t):
+    """t's values and strides at a data_ptr one element past a 16-byte boundary."""
+    buf = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
+    v = buf[1:].as_strided(t.shape, t.stride())
+    v.copy_(t)
+    assert v.data_ptr() % 16 != 0
+    return v
+
+
+@pytest.fixture
+def plain_kernels_via_launcher(monkeypatch):
+    if not _cuda_ready():
+        pytest.skip("needs CUDA")
+    from models.depthwise import triton_decode, triton_short_conv
+    monkeypatch.setattr(triton_decode, "_dw_decode_kernel", ViaLauncher(triton_decode._dw_decode_kernel))
+    monkeypatch.setattr(triton_short_conv, "_short_conv_kernel", ViaLauncher(triton_short_conv._short_conv_kernel))
+
+
+def _run(fn, inputs, direct, monkeypatch):
+    monkeypatch.setattr(triton_launch, "ENABLED", direct)
+    inputs = [t.clone() if t.dim() == 3 and t.shape[-1] == 2 else t for t in inputs]   # states: fresh copies
+    return [o.clone() for o in fn(*inputs)]
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", GPU_DTYPES)
+@pytest.mark.parametrize("name", KERNELS)
+@pytest.mark.parametrize("aligned", [True, False], ids=["aligned", "misaligned"])
+def test_direct_path_equals_the_jit_path_exactly(plain_kernels_via_launcher, monkeypatch, name, dtype, aligned):
+    g = torch.Generator(device="cuda").manual_seed(torch.seed() % 2**31)
+    inputs, fn = _case(name, dtype, g)
+    if not aligned:
+        inputs = tuple(_misaligned(t) for t in inputs)
+    want = _run(fn, inputs, False, monkeypatch)
+    jit_runs = []
+    real_run = JITFunction.run
+    monkeypatch.setattr(JITFunction, "run", lambda self, *a, **k: jit_runs.append(1) or real_run(self, *a, **k))
+    _run(fn, inputs, True, monkeypatch)                       # keeps the binary (one JIT launch)
+    n = len(jit_runs)
+    got = _run(fn, inputs, True, monkeypatch)
+    assert len(jit_runs) == n, "the second direct call went through JITFunction.run"
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", GPU_DTYPES)
+@pytest.mark.parametrize("name", KERNELS)
+def test_direct_launches_are_captured_by_cuda_graphs(plain_kernels_via_launcher, monkeypatch, name, dtype):
+    g = torch.Generator(device="cuda").manual_seed(torch.seed() % 2**31)
+    static, fn = _case(name, dtype, g)
+    monkeypatch.setattr(triton_launch, "ENABLED", True)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):                                    # tune, compile, keep the binary
+            fn(*[t.clone() for t in static])
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = fn(*static)
+    fresh, _ = _case(name, dtype, g)
+    for s, f in zip(static, fresh):
+        s.copy_(f)
+    graph.replay()
+    torch.cuda.synchronize()
+    want = _run(fn, fresh, False, monkeypatch)
+    for a, b in zip(outs, want):
+        assert torch.equal(a, b)
