@@ -231,6 +231,13 @@ def run_server(app, settings: Settings, log_level: str = "info") -> bool:
             when the drain was quick (--graceful-shutdown-s 0, compute idle). Their answers (and
             the sockets' flush) now get up to CUT_ANSWERS_S; nothing running is waited for."""
             await super().shutdown(sockets)
+            if self.force_exit:
+                # A second Ctrl+C during the drain: uvicorn's shutdown now returns at once and its
+                # capture_signals re-raises both SIGINTs as KeyboardInterrupt, which races the
+                # forced_exit task handle_exit scheduled (asyncio's runner cancels the lifespan:
+                # a traceback, then the normal interpreter exit with torch still running in the
+                # scheduler thread: 'terminate called'). The process ends here instead.
+                await self.forced_exit()
             state, deadline = self.server_state, time.monotonic() + CUT_ANSWERS_S
             while (state.tasks or state.connections) and not self.force_exit and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
