@@ -17,7 +17,8 @@ benchmarks/results/host-overhead-cpu.md), next to ~6 us for the JIT launch itsel
 The seed shape is launch-bound, so that is most of its time. After the autotuner's pick for a
 key is known, the JIT function is called with it directly, as the autotuner's own final call does,
 and past JITFunction.run too once its binary is compiled (triton_launch.Launcher: the cached
-CompiledKernel's C launcher, unless DWSERVE_TRITON_DIRECT_LAUNCH=0, interpreter or launch hooks).
+CompiledKernel's C launcher; on with DWSERVE_TRITON_DIRECT_LAUNCH=1 until its CUDA tests pass on a
+GPU, never under the interpreter or launch hooks).
 """
 from __future__ import annotations
 
@@ -70,8 +71,8 @@ def launch_tuned(kernel, grid, key: tuple, *args, **kwargs) -> None:
     The first launch per `key` goes through the autotuner (which tunes on the first call of its
     own key, then launches) and keeps what it picked; later launches call kernel.fn with those
     config kwargs directly, through a triton_launch.Launcher (the compiled binary's launcher once
-    kernel.fn has returned it for this call's argument specialization). `key` must determine the autotuner's key: hold every argument named
-    in its `key` list and the dtype of every tensor argument. A kernel that is not an Autotuner
+    kernel.fn has returned it for this call's argument specialization). `key` must determine the
+    autotuner's key: hold every argument named in its `key` list and the dtype of every tensor argument. A kernel that is not an Autotuner
     (a stand-in that records launches, say) is launched as given."""
     if not isinstance(kernel, Autotuner):
         kernel[grid](*args, **kwargs)

@@ -17,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .triton_launch import launch
+
 ACTIVATIONS = (None, "silu")
 
 
@@ -72,7 +74,7 @@ def _launch_decode(x_new, conv_state, weight, bias, activation):
     block_c = min(256, triton.next_power_of_2(C))
     block_k = triton.next_power_of_2(K)
     grid = (triton.cdiv(C, block_c), B)
-    _dw_decode_kernel[grid](
+    launch(_dw_decode_kernel, grid,   # _dw_decode_kernel[grid](...), past JITFunction.run when on (triton_launch)
         x_new, conv_state, weight, bias if bias is not None else weight, out,
         C,
         x_new.stride(0), x_new.stride(1),

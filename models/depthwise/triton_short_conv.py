@@ -25,6 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .triton_launch import launch
 from .weight_layout import tap_major
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -134,7 +135,7 @@ def _launch_short_conv(bcx, weight, bias, conv_state, mask):
     m_strides = mask.stride() if mask is not None else (0, 0)
     # Fixed blocks, no autotune: autotune re-runs the kernel while timing configs, which
     # would corrupt the in-place conv_state.
-    _short_conv_kernel[grid](
+    launch(_short_conv_kernel, grid,   # _short_conv_kernel[grid](...), past JITFunction.run when on (triton_launch)
         bcx, weight, bias if bias is not None else dummy,
         conv_state if has_state else dummy, mask if mask is not None else dummy, y,
         L, C,
