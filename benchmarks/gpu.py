@@ -5,7 +5,7 @@
     bash benchmarks/gpu.sh [same flags]    # the device call: CUDA tests, then this; timeouts, logs in $OUT
 
 Steps, in order, each timed; each stops starting new work at its budget (gpu_config.py:
-BUDGETS_CUDA and TOTAL_CUDA_S: 450 s for all steps together) and lists what
+BUDGETS_CUDA and TOTAL_CUDA_S: 400 s for all steps together) and lists what
 it skipped (a second call can fill gaps: --steps ops-bfloat16 --budget-scale 3; prewarm and, for
 an ops step, copy are added):
   env          GPU name, driver (nvidia-smi), torch/triton/CUDA/cuDNN versions, TF32 flags:

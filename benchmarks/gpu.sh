@@ -4,19 +4,24 @@
 # Writes everything into benchmarks/results/local (git-ignored, as gpu.py's --out; the committed
 # files are copied by hand, docs/GPU_RUN.md). On the device $OUT is set (the tool's result folder,
 # which gives back at most 8 files): the run writes into a scratch folder and packs it into
-# $OUT/gpu-results.tar.gz, with copies of gpu-summary-*.md, gpu-run.log and gpu-tests.log beside it
-# to read at once; packed after the tests and again at exit, so a late kill still returns the tests.
+# $OUT/gpu-results.tar.gz, with copies of gpu-summary-*.md and the logs beside it to read at
+# once; packed after the tests and again at exit, so a late kill still returns the tests.
+#   gpu-tests-launch.{log,xml}      the direct launch path's CUDA tests (tests/test_triton_launch_gpu.py:
+#                                   bit-equal to Triton's launch, misaligned, graph capture); when
+#                                   they pass, everything below runs with DWSERVE_TRITON_DIRECT_LAUNCH=1
+#                                   (off by default until they have); <= 45 s
 #   gpu-tests.log + gpu-tests.xml   pytest -m gpu on the files that need only torch/triton/
 #                                   transformers (graph decoding, launch counting, one launch
 #                                   per fused call, LFM2 against transformers on CUDA, both fused
 #                                   weight layouts and a graph captured over one, continuous
 #                                   batching replayed as graphs against eager, LFM3's sliding
-#                                   window and LFM2-MoE's all-experts routing in a graph); <= 75 s
-#   gpu-run.log + gpu.py's files    gpu.py budgets itself to 450 s of steps; `timeout` is the hard
-#                                   stop: SIGTERM at 500 s (gpu.py then writes its summary of what
+#                                   window and LFM2-MoE's all-experts routing in a graph, graph-
+#                                   replay timing); <= 75 s
+#   gpu-run.log + gpu.py's files    gpu.py budgets itself to 400 s of steps; `timeout` is the hard
+#                                   stop: SIGTERM at 450 s (gpu.py then writes its summary of what
 #                                   it has), SIGKILL 10 s later
-# 75 + 510 s stays under the device tool's 600 s per call. gpu.py's summary table prints last;
-# the exit status is gpu.py's, or 4 added when the CUDA tests failed.
+# 50 + 80 + 460 s stays under the device tool's 600 s per call. gpu.py's summary table prints
+# last; the exit status is gpu.py's, or 4 added when the CUDA tests failed.
 set -o pipefail
 export PYTHONUNBUFFERED=1
 root="$(cd "$(dirname "$0")/.." && pwd)" || exit 2
@@ -35,24 +40,37 @@ py="${PYTHON:-python3}"
 pack() {
     [ -n "$dest" ] || return 0
     tar -czf "$dest/gpu-results.tar.gz.part" -C "$out" . && mv -f "$dest/gpu-results.tar.gz.part" "$dest/gpu-results.tar.gz"
-    for f in "$out"/gpu-summary-*.md "$out/gpu-run.log" "$out/gpu-tests.log"; do
+    for f in "$out"/gpu-summary-*.md "$out/gpu-run.log" "$out/gpu-tests.log" "$out/gpu-tests-launch.log"; do
         [ -f "$f" ] && cp -f "$f" "$dest/"
     done
     return 0
 }
 trap pack EXIT
 
+# The direct launch path (models/depthwise/triton_launch.py) is off by default until its CUDA
+# tests pass on a GPU: they run first, and when they pass the benchmarks below run with it on.
+timeout -k 5 45 "$py" -m pytest -q -m gpu -p no:cacheprovider -o addopts="" --junitxml "$out/gpu-tests-launch.xml" \
+    tests/test_triton_launch_gpu.py 2>&1 | tee "$out/gpu-tests-launch.log"
+launch_rc=$?
+if [ "$launch_rc" -eq 0 ] && grep -q " passed" "$out/gpu-tests-launch.log"; then
+    export DWSERVE_TRITON_DIRECT_LAUNCH=1
+    echo "gpu.sh: direct launch tests passed: benchmarks run with DWSERVE_TRITON_DIRECT_LAUNCH=1"
+else
+    echo "gpu.sh: direct launch tests did not pass (exit $launch_rc, or none ran): benchmarks run with Triton's own launch path"
+fi
+
 timeout -k 5 75 "$py" -m pytest -q -m gpu -p no:cacheprovider -o addopts="" --junitxml "$out/gpu-tests.xml" \
     tests/test_decoding.py tests/test_profiling.py tests/test_fused.py tests/test_lfm2.py tests/test_weight_layout.py \
     tests/test_continuous_graphs.py tests/test_lfm3.py tests/test_lfm2_moe.py tests/test_device_time.py \
     2>&1 | tee "$out/gpu-tests.log"
 tests_rc=$?
-echo "gpu.sh: CUDA tests exit $tests_rc (log: $out/gpu-tests.log)"
+[ "$launch_rc" -ne 0 ] && [ "$tests_rc" -eq 0 ] && tests_rc=$launch_rc
+echo "gpu.sh: CUDA tests exit $tests_rc (log: $out/gpu-tests.log, gpu-tests-launch.log)"
 pack
 
-timeout -k 10 500 "$py" benchmarks/gpu.py --out "$out" "$@" 2>&1 | tee "$out/gpu-run.log"
+timeout -k 10 450 "$py" benchmarks/gpu.py --out "$out" "$@" 2>&1 | tee "$out/gpu-run.log"
 rc=$?
-[ "$rc" -eq 124 ] && echo "gpu.sh: timed out after 500 s (see $out/gpu-run.log)"
+[ "$rc" -eq 124 ] && echo "gpu.sh: timed out after 450 s (see $out/gpu-run.log)"
 [ "$tests_rc" -ne 0 ] && echo "gpu.sh: the CUDA tests failed or timed out (exit $tests_rc): see $out/gpu-tests.log"
 if [ "$tests_rc" -ne 0 ] && [ "$rc" -lt 4 ]; then rc=$((rc + 4)); fi
 exit "$rc"

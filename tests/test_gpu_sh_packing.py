@@ -20,7 +20,12 @@ FAKE_PYTHON = r'''#!/usr/bin/env bash
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
     case "${args[$i]}" in
-        --junitxml) echo '<testsuite/>' > "${args[$((i + 1))]}"; echo "12 passed"; exit 0 ;;
+        --junitxml) echo '<testsuite/>' > "${args[$((i + 1))]}"
+                    if [[ "${args[*]}" == *test_triton_launch_gpu.py* ]]; then
+                        [ "${FAKE_LAUNCH_RC:-0}" = 0 ] && echo "24 passed" || echo "1 failed, 23 passed"
+                        exit "${FAKE_LAUNCH_RC:-0}"
+                    fi
+                    echo "12 passed"; exit 0 ;;
         --out) out="${args[$((i + 1))]}" ;;
     esac
 done
@@ -32,6 +37,7 @@ for name in correctness-h200.json correctness-h200.md copy-h200.json \
     echo "$name" > "$out/$name"
 done
 [ "${FAKE_GPU_SUMMARY:-1}" = 1 ] && echo "summary" > "$out/gpu-summary-h200.md"
+echo "direct launch: ${DWSERVE_TRITON_DIRECT_LAUNCH:-unset}"
 echo "summary table"
 exit "${FAKE_GPU_RC:-0}"
 '''
@@ -59,18 +65,27 @@ def test_a_device_run_comes_back_as_one_archive_and_three_files_to_read(tmp_path
     proc, out = _run(tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     back = sorted(p.name for p in out.iterdir())
-    assert back == ["gpu-results.tar.gz", "gpu-run.log", "gpu-summary-h200.md", "gpu-tests.log"]
+    assert back == ["gpu-results.tar.gz", "gpu-run.log", "gpu-summary-h200.md", "gpu-tests-launch.log",
+                    "gpu-tests.log"]
     assert len(back) <= DEVICE_FILE_LIMIT
     packed = _packed(out)
     assert {"ops-h200-bfloat16.png", "layouts-h200.md", "gpu-summary-h200.json", "gpu-tests.xml",
-            "gpu-run.log", "gpu-tests.log"} <= packed and len(packed) == 21
-    assert "summary table" in (out / "gpu-run.log").read_text()
+            "gpu-tests-launch.xml", "gpu-run.log", "gpu-tests.log"} <= packed and len(packed) == 23
+    run_log = (out / "gpu-run.log").read_text()
+    assert "summary table" in run_log and "direct launch: 1" in run_log   # its tests passed: on
+
+
+def test_the_benchmarks_keep_tritons_launch_path_when_the_direct_launch_tests_fail(tmp_path):
+    proc, out = _run(tmp_path, FAKE_LAUNCH_RC="1")
+    assert proc.returncode == 4 + 0, proc.stdout + proc.stderr       # the CUDA tests failed: + 4
+    assert "direct launch: unset" in (out / "gpu-run.log").read_text()
 
 
 @pytest.mark.parametrize("rc", [2, 3])
 def test_the_exit_status_survives_the_packing_and_a_partial_run_is_still_packed(tmp_path, rc):
     proc, out = _run(tmp_path, FAKE_GPU_RC=str(rc), FAKE_GPU_SUMMARY="0")
     assert proc.returncode == rc, proc.stdout + proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["gpu-results.tar.gz", "gpu-run.log", "gpu-tests.log"]
+    assert sorted(p.name for p in out.iterdir()) == ["gpu-results.tar.gz", "gpu-run.log", "gpu-tests-launch.log",
+                                                     "gpu-tests.log"]
     assert "decode-h200.json" in _packed(out)
 

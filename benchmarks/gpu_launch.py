@@ -1,0 +1,142 @@
+"""Where a fused call's time goes on the GPU: host launch path against kernel, beside native.
+
+    python benchmarks/gpu_launch.py [--out DIR] [--budget-s 150] [--smoke]
+
+A short device call of its own (the first H200 run found every eager call host-bound:
+benchmarks/results/h200-2026-12-04/NOTES.md). Per shape and dtype, side by side in one process:
+  eager wall (benchmarks/timing.time_interleaved, medians): native, fused through the direct
+      launch of the cached compiled kernel (models/depthwise/triton_launch.py), and fused
+      through Triton's JITFunction.run (the same kernels, the launch path before it);
+  device time (benchmarks/timing.time_cuda_graph: a CUDA graph of back-to-back calls, replays
+      timed with events): native and fused, the kernels without the host; with min_bytes over it
+      against the copy ceiling measured here (benchmarks/gpu_copy.py).
+Shapes: the seed, launch-bound LFM2 / MobileNetV2 layers and the memory-bound ones of the suite.
+Stops starting shapes at --budget-s; writes launch-<tag>.{json,md} under --out (default
+benchmarks/results/local/, git-ignored) and prints the table last. --smoke: CPU, Triton's
+interpreter, two tiny shapes, no graphs (what CI runs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+_REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO / "benchmarks"]
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+from benchmarks import gpu_config, gpu_copy, input_sets, timing  # noqa: E402
+from benchmarks.cli_args import check_out, positive  # noqa: E402
+from benchmarks.ops_measure import make_call, make_inputs  # noqa: E402
+from benchmarks.ops_suite import SUITE, Shape  # noqa: E402
+from benchmarks.results_files import LOCAL  # noqa: E402
+from models.depthwise import triton_launch  # noqa: E402
+
+NAMES = ("seed-c2048", "sweep-c64", "lfm2-350m-prefill-1x128", "decode-16x2048", "mbv2-b1-c384@14-cl",
+         "mbv2-b1-c32@112-cl", "lfm2-350m-prefill-8x512", "lfm3-1.7b-prefill-8x512",
+         "shortconv-long-1x4096x4096", "mbv2-b32-c144@56-cl", "mbv2-b32-c96@112-s2-cl", "mbv2-b32-c32@112-cl")
+SMOKE = (Shape("smoke-conv1d", "conv1d", (1, 8, 12), 3, padding="causal"),
+         Shape("smoke-conv2d-cl", "conv2d", (1, 8, 6, 6), (3, 3), padding=1, channels_last=True))
+
+
+def _with_launch(call, direct: bool):
+    """call() with the direct launch path on or off (a module flag read per launch)."""
+    def run():
+        saved, triton_launch.ENABLED = triton_launch.ENABLED, direct
+        try:
+            return call()
+        finally:
+            triton_launch.ENABLED = saved
+    return run
+
+
+def min_bytes(inputs: tuple, out: torch.Tensor) -> int:
+    """Each input read once, the output written once."""
+    return sum(t.numel() * t.element_size() for t in inputs) + out.numel() * out.element_size()
+
+
+def measure(shape: Shape, dtype: torch.dtype, device: str, budget_s: float, ceiling_gbps: float | None) -> dict:
+    sets = input_sets.input_sets(make_inputs(shape, dtype, device), device)
+    calls = {"native": make_call(shape, "native", dtype, device, sets),
+             "fused_direct": _with_launch(make_call(shape, "fused", dtype, device, sets), True),
+             "fused_jit": _with_launch(make_call(shape, "fused", dtype, device, sets), False)}
+    out = calls["native"]()
+    nbytes = min_bytes(sets[0], out if isinstance(out, torch.Tensor) else out[0])
+    for c in calls.values():
+        input_sets.warm(c, len(sets))
+    wall = timing.time_interleaved(calls, device=device, budget_s=budget_s, min_repeats=5, max_repeats=200)
+    row = {"shape": shape.name, "dtype": str(dtype).removeprefix("torch."), "min_bytes": nbytes,
+           **{f"{k}_wall_us": round(t.median_us, 2) for k, t in wall.items()}}
+    for impl in ("native", "fused_direct"):
+        us = None
+        if device == "cuda":
+            try:
+                us = timing.time_cuda_graph(calls[impl]).median_us
+            except Exception as e:  # an impl that cannot be captured: say so, keep the row
+                row[f"{impl}_graph_error"] = f"{type(e).__name__}: {e}"[:200]
+        row[f"{impl}_device_us"] = None if us is None else round(us, 2)
+        if us and ceiling_gbps:
+            row[f"{impl}_copy_fraction"] = round(nbytes / (us * 1e-6) / 1e9 / ceiling_gbps, 4)
+    return row
+
+
+def table(rows: list[dict]) -> list[str]:
+    f = lambda v: "-" if v is None else f"{v:,.1f}"
+    p = lambda v: "-" if v is None else f"{100 * v:.0f}%"
+    out = ["| shape | dtype | MB | native wall | fused direct wall | fused JIT wall | native device | "
+           "fused device | native copy | fused copy |", "|---|---|---:|" + "---:|" * 7]
+    for r in rows:
+        out.append(f"| {r['shape']} | {r['dtype']} | {r['min_bytes'] / 1e6:.2f} | {f(r.get('native_wall_us'))} | "
+                   f"{f(r.get('fused_direct_wall_us'))} | {f(r.get('fused_jit_wall_us'))} | "
+                   f"{f(r.get('native_device_us'))} | {f(r.get('fused_direct_device_us'))} | "
+                   f"{p(r.get('native_copy_fraction'))} | {p(r.get('fused_direct_copy_fraction'))} |")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=LOCAL, help="results folder (default benchmarks/results/local; "
+                    "the committed files take --out benchmarks/results)")
+    ap.add_argument("--budget-s", type=positive(float), default=150.0, help="stop starting shapes after this")
+    ap.add_argument("--smoke", action="store_true", help="CPU, Triton's interpreter, tiny shapes")
+    args = ap.parse_args(argv)
+    check_out(ap, args.out)
+    device = "cpu" if args.smoke else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        ap.error("needs CUDA (or --smoke)")
+    start, env = time.monotonic(), gpu_config.environment(device, sys.argv[1:] if argv is None else argv)
+    tag = "smoke" if args.smoke else gpu_config.run_tag(device, False, env.get("device_name") or "")
+    ceiling = None if args.smoke else gpu_copy.copy_ceiling(device, 1 << 30, 10)["gbps"]
+    shapes = SMOKE if args.smoke else [s for n in NAMES for s in SUITE if s.name == n]
+    rows, skipped = [], []
+    for dtype in (torch.float32, torch.bfloat16):
+        for shape in shapes:
+            if time.monotonic() - start > args.budget_s:
+                skipped.append(f"{shape.name}/{dtype}")
+                continue
+            try:
+                rows.append(measure(shape, dtype, device, 0.05 if args.smoke else 0.4, ceiling))
+            except Exception as e:
+                rows.append({"shape": shape.name, "dtype": str(dtype), "min_bytes": 0, "error": repr(e)[:300]})
+            print(" ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = {"environment": env, "copy_ceiling_gbps": ceiling, "rows": rows, "skipped": skipped,
+              "seconds": round(time.monotonic() - start, 1)}
+    (args.out / f"launch-{tag}.json").write_text(json.dumps(result, indent=1, default=str))
+    head = [f"# Fused launch path and kernel time ({env.get('device_name')})", "",
+            f"torch {env.get('torch')}, triton {env.get('triton')}, copy ceiling "
+            f"{'-' if ceiling is None else f'{ceiling:,.0f}'} GB/s; wall = eager calls (host included), "
+            "device = CUDA graph replay (kernels only). Skipped (budget): " + (", ".join(skipped) or "none"), ""]
+    lines = table(rows)
+    (args.out / f"launch-{tag}.md").write_text("\n".join(head + lines) + "\n")
+    print("\n".join(lines))
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
