@@ -47,6 +47,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import timing, triton_aot  # noqa: E402
+from benchmarks.cli_args import check_out  # noqa: E402
 from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 from models.depthwise import (triton_conv1d, triton_conv2d, triton_decode,  # noqa: E402
                               triton_short_conv, weight_layout)
@@ -178,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     names = args.cases.split(",") if args.cases else [c.name for c in CASES]
     if bad := sorted(set(names) - {c.name for c in CASES}):
         p.error(f"--cases: unknown {bad}; choose from {[c.name for c in CASES]}")
+    if not args.cases:   # written at the end, after every case compiled: a bad folder is found now
+        check_out(p, args.out)
     cases = [run_case(c) for c in CASES if c.name in names]
     result = {"environment": timing.environment("cpu"), "target": "sm_90", "ptxas": ptxas_version(),
               "cases": cases}
