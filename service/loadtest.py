@@ -62,6 +62,11 @@ class Phase:
     def pct(self, p: float) -> float:
         return float(np.percentile(self.latencies, p)) if self.latencies else float("nan")
 
+    def ms(self, p: float) -> str:
+        """Percentile p in ms for the console and the report; "-" when no request succeeded
+        (printed as nan, it read like a measurement)."""
+        return f"{self.pct(p) * 1e3:.1f}" if self.latencies else "-"
+
 
 def system_prompt(chars: int) -> str:
     """The chat mode's system prompt, the same for every request: `chars` characters."""
@@ -224,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     write_report(phases, args, out)
     for ph in phases:
         print(f"{ph.target.label:>10}: {ph.ok} ok, {ph.errors} errors, {ph.rps:.2f} req/s, "
-              f"p50 {ph.pct(50) * 1e3:.1f} ms, p99 {ph.pct(99) * 1e3:.1f} ms")
+              + (f"p50 {ph.ms(50)} ms, p99 {ph.ms(99)} ms" if ph.ok else "no successful requests"))
     print("wrote {} and {}".format(*report_files(out)))
     # A CI gate on this exit status must fail on a server that answers with errors, not only on
     # one that never succeeds: the errors column alone passed a broken server.

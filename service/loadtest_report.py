@@ -79,8 +79,8 @@ def write_report(phases: list[Phase], args, out: Path) -> None:
         launches = ", ".join(f"{v:g} {k}" for k, v in sorted(ph.launches.items())) or "n/a"
         rows.append(
             f"| {ph.target.label} | {', '.join(sorted(ph.server_impl)) or '?'} | {ph.ok} | {ph.errors} | "
-            f"{ph.rps:.2f} | " + " | ".join(f"{ph.pct(p) * 1e3:.1f}" for p in PERCENTILES)
-            + f" | {launches} | {base.pct(50) / ph.pct(50):.2f}x |")
+            f"{ph.rps:.2f} | " + " | ".join(ph.ms(p) for p in PERCENTILES)
+            + f" | {launches} | {f'{base.pct(50) / ph.pct(50):.2f}x' if base.ok and ph.ok else '-'} |")
     errors = [f"- {ph.target.label}: {error_ratio(ph):.2%} of requests (--max-error-ratio "
               f"{args.max_error_ratio:g}): {dict(sorted(ph.statuses.items()))}" for ph in phases if ph.errors]
     cmd = "dwserve loadtest " + " ".join(args.argv)
@@ -107,8 +107,8 @@ def plot(phases: list[Phase], setup: str, path: Path) -> None:
     width = 0.8 / len(phases)
     for i, ph in enumerate(phases):
         xs = [j + (i - (len(phases) - 1) / 2) * width for j in range(len(PERCENTILES))]
-        bars = ax1.bar(xs, [ph.pct(p) * 1e3 for p in PERCENTILES], width, label=ph.target.label)
-        ax1.bar_label(bars, fmt="%.0f", fontsize=7)
+        bars = ax1.bar(xs, [ph.pct(p) * 1e3 if ph.ok else 0 for p in PERCENTILES], width, label=ph.target.label)
+        ax1.bar_label(bars, labels=[f"{ph.pct(p) * 1e3:.0f}" if ph.ok else "-" for p in PERCENTILES], fontsize=7)
     ax1.set_xticks(range(len(PERCENTILES)), [f"p{p}" for p in PERCENTILES])
     ax1.set_ylabel("latency (ms)")
     ax1.set_title("request latency percentiles")
