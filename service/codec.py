@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -121,8 +121,20 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:n], body[n:]
 
 
-def check_shape(shape: list[int], max_elements: int, name: str) -> int:
-    """Validate a declared shape before allocating anything; -> element count.
+def batch_error(name: str, shape: list[int], limit: int) -> str:
+    """The refusal of a batch dimension (shape[0]) outside 1..limit, the same from every front
+    end (REST JSON/binary, gRPC; codec before allocating, TensorHandler after)."""
+    rows, unit = shape[0], "images" if len(shape) == 4 else "rows"   # NCHW: one image per row
+    if rows < 1:
+        return f"input {name!r}: batch dimension must be 1..{limit} (DWSERVE_MAX_BATCH_SIZE), got {rows}"
+    return (f"input {name!r}: {rows} {unit}, at most {limit} per request: batch dimension must be 1..{limit} "
+            f"(--max-batch-size, DWSERVE_MAX_BATCH_SIZE); send at most {limit} {unit} per request")
+
+
+def check_shape(shape: list[int], max_elements: int, name: str, max_batch: Optional[int] = None) -> int:
+    """Validate a declared shape before allocating anything; -> element count. max_batch: the
+    batch limit of shape[0], checked first: 9 images over a limit of 8 are also over the
+    element limit (8 images' worth by default), which named a setting that was not the cause.
 
     Each dimension is bounded too, not only the product: with a 0 anywhere the product is 0
     whatever the others are, and numpy then refuses [0, 2**63] with an error naming no input."""
@@ -130,6 +142,8 @@ def check_shape(shape: list[int], max_elements: int, name: str) -> int:
         raise CodecError(f"input {name!r}: shape must be a list of integers, got {shape!r}"[:300])
     if any(d < 0 for d in shape):
         raise CodecError(f"input {name!r}: shape dimensions must be >= 0, got {shape}"[:300])
+    if max_batch is not None and shape and shape[0] > max_batch:
+        raise CodecError(batch_error(name, shape, max_batch))
     nonzero = math.prod(d for d in shape if d)
     if nonzero > max_elements:
         if 0 in shape:
@@ -225,7 +239,7 @@ def refuse_shared_memory(what: str, params: dict, instead: str) -> None:
                          f"served by dwserve; {instead}")
 
 
-def decode_inputs(request: dict, tail: bytes, max_elements: int) -> dict[str, np.ndarray]:
+def decode_inputs(request: dict, tail: bytes, max_elements: int, max_batch: Optional[int] = None) -> dict[str, np.ndarray]:
     """Validated OIP v2 request (schemas.InferRequest as dict) + binary tail -> {name: array}."""
     arrays: dict[str, np.ndarray] = {}
     offset = 0
@@ -236,7 +250,7 @@ def decode_inputs(request: dict, tail: bytes, max_elements: int) -> dict[str, np
         if datatype not in DTYPES:
             raise CodecError(f"input {name!r}: datatype {datatype!r} unsupported; expected one of {sorted(DTYPES)}")
         dtype = DTYPES[datatype]
-        count = check_shape(shape, max_elements, name)
+        count = check_shape(shape, max_elements, name, max_batch)
         params = tensor.get("parameters") or {}
         refuse_shared_memory(f"input {name!r}", params, "send the tensor in the body: 'data', or binary_data_size and "
                              "its bytes after the JSON (tritonclient: set_data_from_numpy, not set_shared_memory)")

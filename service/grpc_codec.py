@@ -62,7 +62,7 @@ def _typed_values(tensor, dtype: np.dtype, count: int) -> np.ndarray:
         return wide.astype(dtype)
 
 
-def decode_request(request, max_elements: int) -> tuple[dict[str, np.ndarray], list[OutputRequest], dict[str, Any]]:
+def decode_request(request, max_elements: int, max_batch: Optional[int] = None) -> tuple[dict[str, np.ndarray], list[OutputRequest], dict[str, Any]]:
     """ModelInferRequest -> ({input name: array}, requested outputs, parameters). Outputs
     always travel raw; one with parameters `classification` = k comes back as its top k."""
     raw = request.raw_input_contents
@@ -80,7 +80,7 @@ def decode_request(request, max_elements: int) -> tuple[dict[str, np.ndarray], l
         if dtype is None:
             raise CodecError(f"input {name!r}: datatype {tensor.datatype!r} unsupported; expected one of {sorted(DTYPES)}")
         shape = [int(d) for d in tensor.shape]
-        count = check_shape(shape, max_elements, name)
+        count = check_shape(shape, max_elements, name, max_batch)
         if raw:
             if tensor.HasField("contents"):
                 raise CodecError(f"input {name!r}: raw_input_contents is used, so `contents` must be empty")

@@ -99,7 +99,7 @@ class InferCalls:
             check_version(request.model_version or None)
             svc.runtime(name)
             handler = svc.tensor[name]
-            arrays, requested, params = decode_request(request, svc.settings.max_elements)
+            arrays, requested, params = decode_request(request, svc.settings.max_elements, svc.settings.max_batch_size)
             decoded = handler.prepare(request.id or None, params.get("depthwise_impl"), arrays, requested)
             meter.impl = decoded.impl
             result = await handler.predict(decoded)

@@ -57,7 +57,7 @@ class TensorHandler:
             raise ValueError(_validation_message(exc)) from None
         params = req.parameters or {}
         # `raw` has passed validation; decoding from it avoids copying large `data` lists again.
-        arrays = codec.decode_inputs(raw, tail, self.settings.max_elements)
+        arrays = codec.decode_inputs(raw, tail, self.settings.max_elements, self.settings.max_batch_size)
         binary_all = params.get("binary_data_output", False)
         if not isinstance(binary_all, bool):
             raise ValueError(f"parameters.binary_data_output: expected true/false, got {binary_all!r}")
@@ -109,8 +109,7 @@ class TensorHandler:
             if arr.ndim != len(spec.shape) or any(w != -1 and w != d for w, d in zip(spec.shape, arr.shape)):
                 raise ValueError(f"input {name!r}: expected shape {list(spec.shape)} (-1 = any), got {list(arr.shape)}")
             if arr.shape[0] < 1 or arr.shape[0] > self.settings.max_batch_size:
-                raise ValueError(f"input {name!r}: batch dimension must be 1..{self.settings.max_batch_size} "
-                                 f"(DWSERVE_MAX_BATCH_SIZE), got {arr.shape[0]}")
+                raise ValueError(codec.batch_error(name, list(arr.shape), self.settings.max_batch_size))
             for axis, (w, d) in enumerate(zip(spec.shape[1:], arr.shape[1:]), start=1):
                 if w == -1 and not 1 <= d <= self.settings.max_sequence_length:
                     raise ValueError(f"input {name!r}: dimension {axis} must be 1..{self.settings.max_sequence_length} "
