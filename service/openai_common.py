@@ -149,7 +149,8 @@ def _plan(handler, body, base, choice: int, compiled: dict, where: str = ""):
         return handler.decode(request, body.max_tokens_name,
                               default_new_tokens=16,   # OpenAI's completions default (chat's is explicit)
                               client_set=given_fields(body), compiled=compiled,
-                              generates=not getattr(body, "scores_only", False))   # echo, max_tokens 0
+                              generates=not getattr(body, "scores_only", False),   # echo, max_tokens 0
+                              prompt_name="messages" if hasattr(body, "messages") else "prompt")
     except ValidationError:
         raise
     except ValueError as exc:

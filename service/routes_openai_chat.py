@@ -52,7 +52,7 @@ def _chat_prompt(body: ChatCompletionRequest, handler):
     room = handler.max_length - len(ids)   # unset max_tokens: as many as the limits leave room for
     if room < 1 and not (body.max_tokens or body.max_completion_tokens):
         raise ValueError(f"messages: {len(ids)} tokens through the chat template leave no room for an answer "
-                         f"within {handler.max_length} tokens, {handler.max_length_source}; "
+                         f"within {handler.max_length} tokens ({handler.max_length_source}); "
                          "send fewer or shorter messages")
     return body.to_generate(ids, max(1, min(handler.rt.settings.max_new_tokens, room)))
 

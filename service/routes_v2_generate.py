@@ -130,7 +130,8 @@ async def plan_generation(handler, body: TritonGenerateRequest, stream: bool, to
     """A Triton generate request -> (its GenerateHandler Plan, whether text_output starts with
     the prompt): the same settings, limits and messages over REST and gRPC (grpc_generate.py)."""
     generate_request, with_prompt, client_set = to_generate(body, stream, top_level, handler.vocab_size)
-    plan = await handler.plan(generate_request, max_tokens_name="max_tokens", client_set=client_set)
+    plan = await handler.plan(generate_request, max_tokens_name="max_tokens", client_set=client_set,
+                              prompt_name="text_input")
     return plan, with_prompt
 
 

@@ -86,7 +86,8 @@ class GenerateHandler:
         # end sooner (as /v2 infer refuses rows past max_position_embeddings).
         positions = int(self.lm.config.max_position_embeddings)
         self.max_length = min(s.max_sequence_length, positions)
-        self.max_length_source = ("max_sequence_length (DWSERVE_MAX_SEQUENCE_LENGTH)" if s.max_sequence_length <= positions
+        self.max_length_source = ("max_sequence_length: --max-sequence-length, DWSERVE_MAX_SEQUENCE_LENGTH"
+                                  if s.max_sequence_length <= positions
                                   else "the model's max_position_embeddings")
         self.scheduler = GenerationScheduler(runtime, s.max_decode_batch, self.max_length,
                                              s.prefill_chunk_tokens or None)
@@ -100,7 +101,8 @@ class GenerateHandler:
         self.scheduler.stop(timeout)
 
     def decode(self, req: GenerateRequest, max_tokens_name: str = "max_new_tokens", default_new_tokens: int = 32,
-               client_set: Optional[set[str]] = None, compiled: Optional[dict] = None, generates: bool = True) -> Plan:
+               client_set: Optional[set[str]] = None, compiled: Optional[dict] = None, generates: bool = True,
+               prompt_name: Optional[str] = None) -> Plan:
         """-> the request's Plan, or ValueError (a 400) saying what to change. max_tokens_name:
         what the client called max_new_tokens (OpenAI's and Triton's `max_tokens`), for the errors.
         A request without it gets default_new_tokens, or fewer where the server's max_new_tokens
@@ -109,7 +111,8 @@ class GenerateHandler:
         fields the client gave (default: req's own non-null ones), the others take the model's
         sampling defaults. compiled: the request's structured output constraint once compiled,
         shared by its plans (_constraint). generates False: the plan only scores its prompt (echo
-        with max_tokens 0), which may then fill the sequence length."""
+        with max_tokens 0), which may then fill the sequence length. prompt_name: the field that held
+        the prompt (text_input, messages), named by a prompt too long (default prompt or input_ids)."""
         unset = {k: v for k, v in self.sampling_defaults.items()
                  if k not in (given_fields(req) if client_set is None else client_set)}
         if unset:
@@ -139,12 +142,15 @@ class GenerateHandler:
             limit = "" if max_tokens_name == "max_new_tokens" else ", the server's max_new_tokens"
             raise ValueError(f"{max_tokens_name}: at most {s.max_new_tokens}{limit} (DWSERVE_MAX_NEW_TOKENS), "
                              f"got {wanted}")
-        if not generates and len(ids) > self.max_length:
-            raise FieldError("prompt", f"prompt ({len(ids)} tokens) exceeds {self.max_length} tokens, "
-                             f"{self.max_length_source}")
+        if len(ids) > self.max_length - generates:   # no room for the prompt (and one token): name its field
+            field = prompt_name or ("prompt" if req.prompt is not None else "input_ids")
+            room = f"prompt + generated tokens, at most {self.max_length - 1} for a prompt" if generates else "a prompt"
+            fix = " or start the server with a larger --max-sequence-length" if "DWSERVE" in self.max_length_source else ""
+            raise FieldError(field, ("" if field == "prompt" else f"{field}: ") + f"prompt ({len(ids)} tokens) exceeds "
+                             f"{self.max_length} tokens, the limit of {room} ({self.max_length_source}); shorten it{fix}")
         if generates and len(ids) + wanted > self.max_length:
             raise FieldError(max_tokens_name, f"prompt ({len(ids)} tokens) + {max_tokens_name} ({wanted}) exceeds "
-                             f"{self.max_length} tokens, {self.max_length_source}")
+                             f"{self.max_length} tokens ({self.max_length_source})")
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         if any(not x for x in stop) or len(stop) > 16 or any(len(x) > 256 for x in stop):
             raise ValueError("stop: expected up to 16 non-empty strings of at most 256 characters")
