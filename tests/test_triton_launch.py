@@ -186,3 +186,29 @@ def test_direct_launch_is_opt_in_until_verified_on_a_gpu(env, want):
     out = subprocess.run([sys.executable, "-c", "from models.depthwise import triton_launch; print(triton_launch.ENABLED)"],
                          env=environ, capture_output=True, text=True, timeout=120, check=True).stdout.strip()
     assert out == str(want)
+
+
+def test_grid_helpers_equal_tritons_own():
+    """cdiv / next_power_of_2 replace triton's (host-slow in Triton 3.9) in the launch grids:
+    the same ints, including 0 and the powers of 2 themselves."""
+    values = [*range(0, 300), 511, 512, 513, 4095, 4096, 4097, 65535, 65536, 2**31 - 1, 2**31, 2**40 + 3]
+    for n in values:
+        assert triton_launch.next_power_of_2(n) == triton.next_power_of_2(n), n
+        for block in (1, 2, 16, 32, 64, 128, 256, 1000):
+            assert triton_launch.cdiv(n, block) == triton.cdiv(n, block), (n, block)
+
+
+def test_a_full_launcher_starts_over_and_keeps_launching_directly(setup, monkeypatch):
+    """Int arguments are keyed by value (lengths vary per request): past MAX_ENTRIES the
+    entries are dropped and new ones made, so later calls still go direct, not all JIT."""
+    compiled, jit_runs = setup
+    monkeypatch.setattr(triton_launch, "MAX_ENTRIES", 4)
+    fn, x = JITFunction(body), torch.zeros(64)
+    for n in range(10):                    # 10 specs through a 4-entry cache
+        triton_launch.launch(fn, (1,), x, n, 1, BLOCK=64)
+    launcher = triton_launch._LAUNCHERS[fn]
+    assert len(jit_runs) == 10 and 0 < len(launcher.entries) <= 4
+    for _ in range(3):                     # the latest spec: direct, every time
+        triton_launch.launch(fn, (1,), x, 9, 1, BLOCK=64)
+    assert len(jit_runs) == 10 and len(compiled.launches) == 3
+    assert [launch[10] for launch in compiled.launches] == [9, 9, 9]

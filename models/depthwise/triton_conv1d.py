@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from .triton_autotune import AUTOTUNE_TIMING, launch_tuned, size_class
+from .triton_launch import cdiv
 from .weight_layout import tap_major
 
 # Under the interpreter (CPU tests) every autotune config would be run on every new key:
@@ -95,7 +96,7 @@ def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activ
     out = x.new_empty((B, C_out, max(L_out, 0)))              # new_empty: half the host time of torch.empty
     if out.numel() == 0:
         return out
-    grid = lambda meta: (triton.cdiv(L_out, meta["BLOCK_L"]), triton.cdiv(C_out, meta["BLOCK_C"]), B)
+    grid = lambda meta: (cdiv(L_out, meta["BLOCK_L"]), cdiv(C_out, meta["BLOCK_C"]), B)
     sx, so = x.stride(), out.stride()                        # one call each: this runs per launch
     m, channels_inner = C_out // C, sx[1] == 1 and C > 1
     if channels_inner:       # each tap loads BLOCK_C adjacent channels' weights: tap-major, 16 B a load

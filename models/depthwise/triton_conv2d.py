@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from .triton_autotune import AUTOTUNE_TIMING, launch_tuned, size_class
+from .triton_launch import cdiv
 from .weight_layout import tap_major
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -166,7 +167,7 @@ def _launch_conv2d(x, weight, bias, stride, padding, dilation):
     else:
         kernel = _dw_conv2d_nchw_kernel
     P_out = H_out * W_out
-    grid = lambda meta: (triton.cdiv(P_out, meta["BLOCK_P"]), triton.cdiv(C_out, meta["BLOCK_C"]), B)
+    grid = lambda meta: (cdiv(P_out, meta["BLOCK_P"]), cdiv(C_out, meta["BLOCK_C"]), B)
     # Determines the autotuner's key (its _KEY list + every tensor argument's dtype).
     m = C_out // C
     size = size_class(B * P_out)

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_launch import launch
+from .triton_launch import cdiv, launch, next_power_of_2
 
 ACTIVATIONS = (None, "silu")
 
@@ -71,9 +71,9 @@ def _launch_decode(x_new, conv_state, weight, bias, activation):
         return out
     # Pure bandwidth (K+1 loads, K stores per channel): a fixed block, no autotune. Autotune
     # would also re-run the kernel while timing configs, corrupting the in-place state.
-    block_c = min(256, triton.next_power_of_2(C))
-    block_k = triton.next_power_of_2(K)
-    grid = (triton.cdiv(C, block_c), B)
+    block_c = min(256, next_power_of_2(C))
+    block_k = next_power_of_2(K)
+    grid = (cdiv(C, block_c), B)
     launch(_dw_decode_kernel, grid,   # _dw_decode_kernel[grid](...), past JITFunction.run when on (triton_launch)
         x_new, conv_state, weight, bias if bias is not None else weight, out,
         C,

@@ -41,7 +41,7 @@ import torch
 # bit-equal to Triton's own launch, misaligned inputs, graph capture) have not run on a GPU yet.
 # benchmarks/gpu.sh runs them first and sets it for its benchmarks when they pass.
 ENABLED = os.environ.get("DWSERVE_TRITON_DIRECT_LAUNCH", "0").strip().lower() in ("1", "true", "yes", "on")
-MAX_ENTRIES = 1024           # compiled entries per Launcher; past it new specs take the JIT path
+MAX_ENTRIES = 1024           # entries per Launcher; a full one starts over (Triton keeps the binaries)
 
 _JIT = object()              # entry marker: this spec launches through fn[grid]
 _SCALARS = (float, bool, str, type(None))
@@ -204,9 +204,22 @@ class Launcher:
         entry = _JIT
         if all(hasattr(compiled, a) for a in ("run", "function", "packed_metadata")):
             entry = _Entry(compiled, self.fn.params, args, kwargs, self.options)
-        if len(self.entries) < MAX_ENTRIES:
-            self.entries[key] = entry
+        if len(self.entries) >= MAX_ENTRIES:    # int values are in the key: a server meets many
+            self.entries.clear()                 # lengths; each costs one JIT-path launch to re-enter
+        self.entries[key] = entry
         return compiled
+
+
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b), for launch grids. triton.cdiv and triton.next_power_of_2 are Triton 3.9
+    ConstexprFunctions: ~1.7 us per host call (argument unwrapping), up to six per launch on
+    the path of launch-bound calls whose whole host budget is ~10 us. These are plain ints."""
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The smallest power of 2 >= n (0 for n <= 0, as triton.next_power_of_2), for block sizes."""
+    return 1 << (n - 1).bit_length() if n > 0 else 0
 
 
 _LAUNCHERS: dict = {}

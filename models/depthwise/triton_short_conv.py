@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_launch import launch
+from .triton_launch import cdiv, launch, next_power_of_2
 from .weight_layout import tap_major
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -122,12 +122,12 @@ def _launch_short_conv(bcx, weight, bias, conv_state, mask):
         return y
     if mask is not None and mask.dtype == torch.bool:
         mask = mask.view(torch.uint8)                  # a view, no copy: Triton loads bytes
-    block_s = triton.next_power_of_2(max(K - 1, 1))
+    block_s = next_power_of_2(max(K - 1, 1))
     # BLOCK_L >= K-1 is what makes the state update race-free (see module docstring).
     # Buckets of next_power_of_2(L) bound recompiles to a handful per (C, K).
-    block_l = max(block_s, min(16 if _INTERPRET else 32, triton.next_power_of_2(max(L, 1))))
-    block_c = min(16 if _INTERPRET else 64, triton.next_power_of_2(C))
-    grid = (triton.cdiv(L, block_l), triton.cdiv(C, block_c), B)
+    block_l = max(block_s, min(16 if _INTERPRET else 32, next_power_of_2(max(L, 1))))
+    block_c = min(16 if _INTERPRET else 64, next_power_of_2(C))
+    grid = (cdiv(L, block_l), cdiv(C, block_c), B)
     if L > 1:    # each tap loads BLOCK_C channels' weights: tap-major, 16 B a load. Not for one
         weight = tap_major(weight)   # token (decode, launch-bound): its CUDA graph reads the weight
     dummy = weight                                     # any pointer for absent optional inputs
