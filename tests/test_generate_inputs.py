@@ -139,7 +139,7 @@ def test_generation_stops_at_the_models_positions_not_only_the_servers_limit():
     with TestClient(app, raise_server_exceptions=False) as c:
         client_ready(c)
         r = c.post("/v1/generate", json={"input_ids": [5] * 20, "max_new_tokens": 10})
-        assert r.status_code == 400 and "24 tokens, the model's max_position_embeddings" in error_message(r), r.text
+        assert r.status_code == 400 and "exceeds 24 tokens (the model's max_position_embeddings)" in error_message(r), r.text
         ok = c.post("/v1/generate", json={"input_ids": [5] * 20, "max_new_tokens": 4})
         assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 4, ok.text
         assert app.state.service.generate.scheduler.max_length == 24
