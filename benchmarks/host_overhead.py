@@ -7,10 +7,14 @@ The seed shape (1, 2048, 21) is launch-bound on a GPU: its fused call costs what
 spends on it (validation, dispatch, launcher, Triton's launch path) plus a few microseconds of
 kernel. That host part is measured here on CPU tensors, through the public op, with Triton's
 JIT launch replaced by a no-op (`JITFunction.run`; its own cost, binder + C launcher, is not
-counted) and each autotuner's choice seeded as if tuned (no GPU to tune on). Two launch paths
-of the autotuned kernels, timed interleaved (benchmarks.timing, medians):
+counted) and each autotuner's choice seeded as if tuned (no GPU to tune on). The launch paths
+of the autotuned kernels, timed interleaved (benchmarks.timing, medians), three paths:
   autotuner      every launch through Triton's Autotuner.run (it rebuilds its key each time)
   launch_tuned   models/depthwise/triton_autotune.launch_tuned: past the autotuner once it picked
+  direct         launch_tuned with models/depthwise/triton_launch on (DWSERVE_TRITON_DIRECT_LAUNCH=1):
+                 past JITFunction.run too, to the compiled kernel's launcher. Here that launcher
+                 is a Python no-op and the driver a stub (device 0, stream 0), so what is timed is
+                 the direct path's own work (its cache key, the argument list), not the C launcher's.
 Writes <out>/host-overhead-cpu.{json,md}; <out> is benchmarks/results/local/ (git-ignored)
 unless given; the committed files take `--out benchmarks/results`.
 """
@@ -37,7 +41,7 @@ from benchmarks import timing  # noqa: E402
 from benchmarks.cli_args import check_out, positive  # noqa: E402
 from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
 from models.depthwise import depthwise_conv1d, depthwise_conv2d, fused, triton_autotune  # noqa: E402
-from models.depthwise import triton_conv1d, triton_conv2d  # noqa: E402
+from models.depthwise import triton_conv1d, triton_conv2d, triton_launch  # noqa: E402
 
 BF16 = torch.bfloat16
 
@@ -73,16 +77,34 @@ def through_autotuner(kernel, grid, key, *args, **kwargs):
     kernel[grid](*args, **kwargs)
 
 
+class _StubCompiled:
+    """What JITFunction.run returns here in place of a CompiledKernel: its launcher does nothing
+    (a real one converts ~20 arguments in C and calls cuLaunchKernel: not measured here)."""
+    function, packed_metadata, launches = 0, None, 0
+
+    @classmethod
+    def run(cls, *args):
+        cls.launches += 1
+
+
+_STUB = _StubCompiled()
+PATHS = ("autotuner", "launch_tuned", "direct")
+
+
 def measure(budget_s: float) -> list[dict]:
-    saved = fused.interpreting, JITFunction.run
+    saved = fused.interpreting, JITFunction.run, triton_launch.ENABLED, list(triton_launch._DRIVER)
     fused.interpreting = lambda: True                 # let CPU tensors through fused's device check
-    JITFunction.run = lambda self, *a, grid, warmup, **k: None   # the launch itself: not measured
+    JITFunction.run = lambda self, *a, grid, warmup, **k: _STUB   # the launch itself: not measured
     Autotuner.run = _seed_autotuner_cache
+    triton_launch._DRIVER[:] = [(lambda: 0, lambda device: 0)]    # no CUDA driver on this host
     fns = {}
     for name, call in _cases().items():
-        for path, launcher in (("autotuner", through_autotuner), ("launch_tuned", triton_autotune.launch_tuned)):
-            def fn(call=call, launcher=launcher):
+        for path in PATHS:
+            launcher = through_autotuner if path == "autotuner" else triton_autotune.launch_tuned
+
+            def fn(call=call, launcher=launcher, direct=path == "direct"):
                 triton_conv1d.launch_tuned = triton_conv2d.launch_tuned = launcher
+                triton_launch.ENABLED = direct
                 return call()
             fns[f"{name} {path}"] = fn
     try:
@@ -91,8 +113,11 @@ def measure(budget_s: float) -> list[dict]:
                 fn()                                 # seeds every autotuner key once
             Autotuner.run = _TRITON_TUNER_RUN        # then time Triton's own Autotuner.run
             stats = timing.time_interleaved(fns, device="cpu", budget_s=budget_s, min_repeats=20, max_repeats=2000)
+        if _StubCompiled.launches < len(_cases()) * 20:      # the direct path fell back to fn[grid]
+            raise RuntimeError(f"the direct path reached the launcher {_StubCompiled.launches} times: "
+                               "it ran through JITFunction.run, so its column would be mislabelled")
     finally:
-        fused.interpreting, JITFunction.run = saved
+        fused.interpreting, JITFunction.run, triton_launch.ENABLED, triton_launch._DRIVER[:] = saved
         Autotuner.run = _TRITON_TUNER_RUN
         triton_conv1d.launch_tuned = triton_conv2d.launch_tuned = triton_autotune.launch_tuned
     records = []
@@ -110,10 +135,15 @@ def write_markdown(result: dict, path: Path) -> None:
              f"torch {env['torch']}, triton {env['triton']}, {env['torch_threads']} torch threads. Public op, "
              "fused impl, Triton's JIT launch replaced by a no-op and autotuner caches seeded "
              "(benchmarks/host_overhead.py): microseconds of host work per call besides the launch "
-             "itself, medians of interleaved samples.", "",
-             "| case | through Autotuner.run us | launch_tuned us | saved us |", "|---|---:|---:|---:|"]
+             "itself, medians of interleaved samples. `direct` adds the direct launch path "
+             "(DWSERVE_TRITON_DIRECT_LAUNCH=1) with a no-op launcher: what it costs on top of our "
+             "dispatch, in place of JITFunction.run (stubbed out of the other two columns, so they "
+             "under-count a real launch by its cost; the C launcher itself is in none of them).", "",
+             "| case | through Autotuner.run us | launch_tuned us | direct us | saved by launch_tuned us |",
+             "|---|---:|---:|---:|---:|"]
     for case, d in by.items():
-        lines.append(f"| {case} | {d['autotuner']:.1f} | {d['launch_tuned']:.1f} | "
+        direct = f"{d['direct']:.1f}" if "direct" in d else "-"
+        lines.append(f"| {case} | {d['autotuner']:.1f} | {d['launch_tuned']:.1f} | {direct} | "
                      f"{d['autotuner'] - d['launch_tuned']:.1f} |")
     path.write_text("\n".join(lines) + "\n")
 
