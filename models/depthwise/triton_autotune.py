@@ -1,10 +1,10 @@
 """How the fused kernels autotune: how long each config is timed, and launching past the
 autotuner once it has chosen.
 
-Triton's default is 25 ms of warm-up and 100 ms of timed repeats per config, about 0.8 s per
-new key for our 6 configs. The depthwise kernels run for microseconds (launch-bound shapes) to
+Triton's default is 25 ms of warm-up and 100 ms of timed repeats per config, about 1 s per
+new key for our 8 configs. The depthwise kernels run for microseconds (launch-bound shapes) to
 a few hundred microseconds (memory-bound ones), so 5 + 20 ms still means hundreds of repeats
-per config, and a new layer shape costs ~0.2 s of tuning: less server warm-up, and ~50 s less
+per config, and a new layer shape costs ~0.25 s of tuning: less server warm-up, and ~60 s less
 of a GPU benchmark run that tunes ~80 keys.
 
     @triton.autotune(configs=..., key=[...], **AUTOTUNE_TIMING)

@@ -30,7 +30,11 @@ if _INTERPRET:
 else:
     _CONFIGS = [
         triton.Config({"BLOCK_C": bc, "BLOCK_L": bl}, num_warps=w)
-        for bc, bl, w in [(16, 128, 4), (32, 64, 4), (32, 128, 4), (64, 64, 4), (8, 256, 4), (64, 32, 2)]
+        for bc, bl, w in [(16, 128, 4), (32, 64, 4), (32, 128, 4), (64, 64, 4), (8, 256, 4), (64, 32, 2),
+                          # Long time tiles, 8 warps: more bytes in flight per program and less
+                          # halo re-read ((K-1) / BLOCK_L) on memory-bound (B, C, L) shapes, where
+                          # the first H200 probe had the 4-warp tiles at 76% of the copy ceiling.
+                          (16, 256, 8), (8, 512, 8)]
     ]
 
 ACTIVATIONS = (None, "silu")

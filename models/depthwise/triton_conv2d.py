@@ -35,7 +35,10 @@ else:
     ]
     _NHWC_CONFIGS = [
         triton.Config({"BLOCK_P": bp, "BLOCK_C": bc}, num_warps=w)
-        for bp, bc, w in [(16, 64, 4), (32, 64, 4), (8, 128, 4), (16, 128, 4), (64, 32, 4), (32, 32, 2)]
+        for bp, bc, w in [(16, 64, 4), (32, 64, 4), (8, 128, 4), (16, 128, 4), (64, 32, 4), (32, 32, 2),
+                          # 8 warps over more pixels: for big memory-bound NHWC layers (the first
+                          # H200 probe had the stride-2 112x112 layer at 79% of the copy ceiling).
+                          (64, 64, 8), (128, 32, 8)]
     ]
 
 # Autotune keys: per-layer constants (channels, multiplier, kernel, stride, dilation, the
