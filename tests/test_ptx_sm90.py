@@ -63,6 +63,16 @@ def test_channels_inner_layouts_use_16_byte_loads_and_stores(report, name):
         assert triton_aot.widest(c["loads"]) == 16 and triton_aot.widest(c["stores"]) == 16, (name, c)
 
 
+def test_time_unit_stride_conv1d_loads_its_aligned_taps_16_bytes_at_a_time(report):
+    """(B, C, L) with L unit-stride, causal K=3: the taps are shifted -2, -1, 0 and the shift is a
+    compile-time constant (PAD_LEFT constexpr), so the unshifted tap is provably 16-byte aligned
+    and loads 4 floats per instruction (a runtime pad had every tap at 4 bytes: 60 loads a thread, now 40)."""
+    case = _case(report, "conv1d-8x1024x4096-k3-f32")
+    for c in case["configs"]:
+        per_thread = c["blocks"]["BLOCK_C"] * c["blocks"]["BLOCK_L"] // (32 * c["num_warps"])   # floats a tap
+        assert c["loads"].get("16", 0) * 4 >= per_thread, c        # one whole tap, 4 floats a load
+
+
 def test_launchers_pass_tap_major_weights_to_the_channels_inner_kernels(report):
     """The served NHWC case loads each tap's weights for many channels at once; the same launch
     with the weight as stored needs a load per channel per tap (72 2-byte loads per thread)."""
