@@ -3,7 +3,7 @@
 Budgets (seconds per step, CUDA): measured work stops being *started* at a step's deadline,
 and what was not started is listed as skipped; TOTAL_CUDA_S caps all steps together (see
 Budget.deadline). Where the time goes on CUDA: Triton autotunes each fused kernel once per
-(channels, taps, stride, dilation, layout) key and dtype (6 configs timed: ~27 keys in
+(channels, taps, stride, dilation, layout) key and dtype (6-8 configs timed: ~27 keys in
 correctness, ~28 per ops dtype; compiled beforehand by the prewarm step), and `compiled` runs one
 torch.compile per shape class. Ops shapes run in _priority order so a cut drops the
 MobileNetV2 NCHW tail first, never the seed, LFM2 or decode shapes.
