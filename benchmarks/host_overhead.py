@@ -15,6 +15,9 @@ of the autotuned kernels, timed interleaved (benchmarks.timing, medians), three 
                  past JITFunction.run too, to the compiled kernel's launcher. Here that launcher
                  is a Python no-op and the driver a stub (device 0, stream 0), so what is timed is
                  the direct path's own work (its cache key, the argument list), not the C launcher's.
+  planned        direct, with the call site's Plan (triton_launch.PLANS): a call seen before
+                 replays its last launch with the new tensors, past the op's set-up, the autotune
+                 lookup and the Launcher's key
 Writes <out>/host-overhead-cpu.{json,md}; <out> is benchmarks/results/local/ (git-ignored)
 unless given; the committed files take `--out benchmarks/results`.
 """
@@ -88,11 +91,11 @@ class _StubCompiled:
 
 
 _STUB = _StubCompiled()
-PATHS = ("autotuner", "launch_tuned", "direct")
+PATHS = ("autotuner", "launch_tuned", "direct", "planned")
 
 
 def measure(budget_s: float) -> list[dict]:
-    saved = fused.interpreting, JITFunction.run, triton_launch.ENABLED, list(triton_launch._DRIVER)
+    saved = fused.interpreting, JITFunction.run, triton_launch.ENABLED, triton_launch.PLANS, list(triton_launch._DRIVER)
     fused.interpreting = lambda: True                 # let CPU tensors through fused's device check
     JITFunction.run = lambda self, *a, grid, warmup, **k: _STUB   # the launch itself: not measured
     Autotuner.run = _seed_autotuner_cache
@@ -102,9 +105,9 @@ def measure(budget_s: float) -> list[dict]:
         for path in PATHS:
             launcher = through_autotuner if path == "autotuner" else triton_autotune.launch_tuned
 
-            def fn(call=call, launcher=launcher, direct=path == "direct"):
+            def fn(call=call, launcher=launcher, direct=path in ("direct", "planned"), planned=path == "planned"):
                 triton_conv1d.launch_tuned = triton_conv2d.launch_tuned = launcher
-                triton_launch.ENABLED = direct
+                triton_launch.ENABLED, triton_launch.PLANS = direct, planned
                 return call()
             fns[f"{name} {path}"] = fn
     try:
@@ -116,8 +119,10 @@ def measure(budget_s: float) -> list[dict]:
         if _StubCompiled.launches < len(_cases()) * 20:      # the direct path fell back to fn[grid]
             raise RuntimeError(f"the direct path reached the launcher {_StubCompiled.launches} times: "
                                "it ran through JITFunction.run, so its column would be mislabelled")
+        if len(triton_conv1d._PLANS) + len(triton_conv2d._PLANS) < len(_cases()):
+            raise RuntimeError("a case kept no launch Plan: its `planned` column would time the Launcher")
     finally:
-        fused.interpreting, JITFunction.run, triton_launch.ENABLED, triton_launch._DRIVER[:] = saved
+        fused.interpreting, JITFunction.run, triton_launch.ENABLED, triton_launch.PLANS, triton_launch._DRIVER[:] = saved
         Autotuner.run = _TRITON_TUNER_RUN
         triton_conv1d.launch_tuned = triton_conv2d.launch_tuned = triton_autotune.launch_tuned
     records = []
@@ -138,12 +143,13 @@ def write_markdown(result: dict, path: Path) -> None:
              "itself, medians of interleaved samples. `direct` adds the direct launch path "
              "(DWSERVE_TRITON_DIRECT_LAUNCH=1) with a no-op launcher: what it costs on top of our "
              "dispatch, in place of JITFunction.run (stubbed out of the other two columns, so they "
-             "under-count a real launch by its cost; the C launcher itself is in none of them).", "",
-             "| case | through Autotuner.run us | launch_tuned us | direct us | saved by launch_tuned us |",
-             "|---|---:|---:|---:|---:|"]
+             "under-count a real launch by its cost; the C launcher itself is in none of them). "
+             "`planned`: the same with the call site's Plan, what a repeated call costs.", "",
+             "| case | through Autotuner.run us | launch_tuned us | direct us | planned us | saved by launch_tuned us |",
+             "|---|---:|---:|---:|---:|---:|"]
     for case, d in by.items():
-        direct = f"{d['direct']:.1f}" if "direct" in d else "-"
-        lines.append(f"| {case} | {d['autotuner']:.1f} | {d['launch_tuned']:.1f} | {direct} | "
+        direct, planned = (f"{d[p]:.1f}" if p in d else "-" for p in ("direct", "planned"))
+        lines.append(f"| {case} | {d['autotuner']:.1f} | {d['launch_tuned']:.1f} | {direct} | {planned} | "
                      f"{d['autotuner'] - d['launch_tuned']:.1f} |")
     path.write_text("\n".join(lines) + "\n")
 

@@ -20,10 +20,10 @@ def test_quick_run_writes_every_path_for_every_case(tmp_path):
     result = json.loads((tmp_path / "host-overhead-cpu.json").read_text())
     pairs = {(r["case"], r["path"]) for r in result["records"]}
     cases = {c for c, _ in pairs}
-    assert len(cases) == 3 and pairs == {(c, p) for c in cases for p in ("autotuner", "launch_tuned", "direct")}
+    assert len(cases) == 3 and pairs == {(c, p) for c in cases for p in ("autotuner", "launch_tuned", "direct", "planned")}
     assert all(r["median_us"] > 0 and r["timing"]["repeats"] >= 20 for r in result["records"])
     md = (tmp_path / "host-overhead-cpu.md").read_text()
-    assert "| seed-1x2048x21-f32 |" in md and "| direct us |" in md
+    assert "| seed-1x2048x21-f32 |" in md and "| direct us | planned us |" in md
 
 
 def test_committed_result_shows_launch_tuned_saving_host_time():

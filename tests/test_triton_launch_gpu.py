@@ -1,5 +1,6 @@
-"""models/depthwise/triton_launch.py on CUDA: the direct launch gives Triton's own launch's
-outputs bit for bit (same binary), on misaligned inputs too, and CUDA graphs capture it.
+"""models/depthwise/triton_launch.py on CUDA: the direct launch, and the conv call sites' Plans
+that replay it, give Triton's own launch's outputs bit for bit (same binary), on misaligned
+inputs too, and CUDA graphs capture them.
 
 Run by benchmarks/gpu.sh first, on its own: when these pass, gpu.sh turns the direct path on
 (DWSERVE_TRITON_DIRECT_LAUNCH=1) for its benchmarks. Each autotuner is cut to its first config
@@ -93,10 +94,15 @@ def test_direct_path_equals_the_jit_path_exactly(monkeypatch, name, dtype, align
     monkeypatch.setattr(JITFunction, "run", lambda self, *a, **k: jit_runs.append(1) or real_run(self, *a, **k))
     _run(fn, inputs, True, monkeypatch)                       # keeps the binary (one JIT launch)
     n = len(jit_runs)
-    got = _run(fn, inputs, True, monkeypatch)
+    got = _run(fn, inputs, True, monkeypatch)                 # direct, through the Launcher
     assert len(jit_runs) == n, "the second direct call went through JITFunction.run"
-    for a, b in zip(got, want):
-        assert torch.equal(a, b)
+    plans = []
+    real_launch = triton_launch.Plan.launch
+    monkeypatch.setattr(triton_launch.Plan, "launch", lambda self, *a: plans.append(1) or real_launch(self, *a))
+    replayed = _run(fn, inputs, True, monkeypatch)            # conv ops: their call site's Plan
+    assert len(jit_runs) == n and len(plans) == (1 if name.startswith("conv") else 0)
+    for a, b, c in zip(got, replayed, want):
+        assert torch.equal(a, c) and torch.equal(b, c)
 
 
 @pytest.mark.gpu
@@ -110,7 +116,7 @@ def test_direct_launches_are_captured_by_cuda_graphs(monkeypatch, name, dtype):
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        for _ in range(2):                                    # tune, compile, keep the binary
+        for _ in range(3):              # tune, compile and keep the binary, keep a Plan (conv ops)
             fn(*[t.clone() for t in static])
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()

@@ -65,22 +65,24 @@ _PICKED: dict = {}            # (autotuner, caller's key) -> Launcher of kernel.
 _TUNING = threading.Lock()    # the Autotuner keeps per-call state (nargs, best_config) on itself
 
 
-def launch_tuned(kernel, grid, key: tuple, *args, **kwargs) -> None:
-    """kernel[grid](*args, **kwargs) without the autotuner's per-launch overhead.
+def launch_tuned(kernel, grid, key: tuple, *args, **kwargs):
+    """kernel[grid](*args, **kwargs) without the autotuner's per-launch overhead; -> a
+    triton_launch.Plan that repeats this launch with other tensors, or None.
 
     The first launch per `key` goes through the autotuner (which tunes on the first call of its
     own key, then launches) and keeps what it picked; later launches call kernel.fn with those
     config kwargs directly, through a triton_launch.Launcher (the compiled binary's launcher once
-    kernel.fn has returned it for this call's argument specialization). `key` must determine the
-    autotuner's key: hold every argument named in its `key` list and the dtype of every tensor argument. A kernel that is not an Autotuner
-    (a stand-in that records launches, say) is launched as given."""
+    kernel.fn has returned it for this call's argument specialization), which returns the Plan
+    when that launch went direct. `key` must determine the autotuner's key: hold every argument
+    named in its `key` list and the dtype of every tensor argument. A kernel that is not an
+    Autotuner (a stand-in that records launches, say) is launched as given."""
     if not isinstance(kernel, Autotuner):
         kernel[grid](*args, **kwargs)
-        return
+        return None
     launcher = _PICKED.get((kernel, key))
     if launcher is None:
         with _TUNING:
             kernel[grid](*args, **kwargs)
             _PICKED[(kernel, key)] = Launcher(kernel.fn, kernel.best_config.all_kwargs())
-        return
-    launcher(grid, args, kwargs)
+        return None
+    return launcher.planned(grid, args, kwargs)

@@ -19,7 +19,8 @@ import triton
 import triton.language as tl
 
 from .triton_autotune import AUTOTUNE_TIMING, launch_tuned, size_class
-from .triton_launch import cdiv
+from . import triton_launch
+from .triton_launch import cdiv, keep_plan, plan_key
 from .weight_layout import tap_major
 
 # Under the interpreter (CPU tests) every autotune config would be run on every new key:
@@ -95,8 +96,12 @@ def _acc_dtype(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activation):
-    """Allocate the (B, C*m, L_out) output and launch one program per (L tile, C tile, b)."""
+_PLANS: dict = {}    # plan_key(...) -> (triton_launch.Plan, output shape, weight made tap-major?)
+
+
+def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activation, key=None):
+    """Allocate the (B, C*m, L_out) output and launch one program per (L tile, C tile, b);
+    keep the launch's Plan under `key` (dw_conv1d's plan_key) when it went direct."""
     B, C, L = x.shape
     C_out, _, K = weight.shape
     L_out = (L + pad_left + pad_right - dilation * (K - 1) - 1) // stride + 1
@@ -111,10 +116,10 @@ def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activ
     sw = weight.stride()
     # Determines the autotuner's key (its key list + every tensor argument's dtype).
     size = size_class(B * L_out)
-    key = (C_out, size, m, K, stride, dilation, channels_inner, sw[0], x.dtype, weight.dtype,
-           None if bias is None else bias.dtype)
-    launch_tuned(
-        _dw_conv1d_kernel, grid, key,
+    tuned_key = (C_out, size, m, K, stride, dilation, channels_inner, sw[0], x.dtype, weight.dtype,
+                 None if bias is None else bias.dtype)
+    plan = launch_tuned(
+        _dw_conv1d_kernel, grid, tuned_key,
         x, weight, bias if bias is not None else weight, out,
         L, L_out, C_out, size,
         sx[0], sx[1], sx[2],
@@ -124,6 +129,8 @@ def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activ
         HAS_BIAS=bias is not None, ACTIVATION=activation, ACC_DTYPE=_acc_dtype(x.dtype),
         X_CHANNELS_INNER=channels_inner,
     )
+    if plan is not None and key is not None:
+        keep_plan(_PLANS, key, (plan, out.shape, channels_inner))
     return out
 
 
@@ -139,4 +146,15 @@ def dw_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     left, right = padding
-    return _launch_conv1d(x, weight, bias, int(stride), int(left), int(right), int(dilation), activation)
+    op_args = (int(stride), int(left), int(right), int(dilation), activation)
+    key = None
+    if triton_launch.ENABLED and triton_launch.PLANS:   # direct launches: a call seen before replays its Plan
+        key = plan_key(x, weight, bias, op_args)
+        kept = _PLANS.get(key)
+        if kept is not None:
+            plan, shape, tap = kept
+            out = x.new_empty(shape)
+            w = tap_major(weight) if tap else weight
+            if plan.launch(x, w, bias if bias is not None else w, out):
+                return out
+    return _launch_conv1d(x, weight, bias, *op_args, key)

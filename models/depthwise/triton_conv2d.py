@@ -21,7 +21,8 @@ import triton
 import triton.language as tl
 
 from .triton_autotune import AUTOTUNE_TIMING, launch_tuned, size_class
-from .triton_launch import cdiv
+from . import triton_launch
+from .triton_launch import cdiv, keep_plan, plan_key
 from .weight_layout import tap_major
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -150,8 +151,12 @@ def is_channels_last(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
-def _launch_conv2d(x, weight, bias, stride, padding, dilation):
-    """Allocate the output in x's memory format, pick the kernel by layout, launch once."""
+_PLANS: dict = {}    # plan_key(...) -> (triton_launch.Plan, output shape, memory format, weight made tap-major?)
+
+
+def _launch_conv2d(x, weight, bias, stride, padding, dilation, key=None):
+    """Allocate the output in x's memory format, pick the kernel by layout, launch once; keep
+    the launch's Plan under `key` (dw_conv2d's plan_key) when it went direct."""
     B, C, H, W = x.shape
     C_out, _, KH, KW = weight.shape
     (sh, sw), (top, bottom, left, right), (dh, dw) = stride, padding, dilation
@@ -165,7 +170,8 @@ def _launch_conv2d(x, weight, bias, stride, padding, dilation):
         return out
     # Vectorise along C when C is the unit-stride dim of x (channels_last or any NHWC view);
     # then each tap's weights are loaded for BLOCK_C channels at once: tap-major, 16 bytes a load.
-    if x.stride(1) == 1 and C > 1:
+    tap = x.stride(1) == 1 and C > 1
+    if tap:
         kernel, weight = _dw_conv2d_nhwc_kernel, tap_major(weight)
     else:
         kernel = _dw_conv2d_nchw_kernel
@@ -174,10 +180,10 @@ def _launch_conv2d(x, weight, bias, stride, padding, dilation):
     # Determines the autotuner's key (its _KEY list + every tensor argument's dtype).
     m = C_out // C
     size = size_class(B * P_out)
-    key = (C_out, size, m, KH, KW, sh, sw, dh, dw, weight.stride(0), x.dtype, weight.dtype,
-           None if bias is None else bias.dtype)
-    launch_tuned(
-        kernel, grid, key,
+    tuned_key = (C_out, size, m, KH, KW, sh, sw, dh, dw, weight.stride(0), x.dtype, weight.dtype,
+                 None if bias is None else bias.dtype)
+    plan = launch_tuned(
+        kernel, grid, tuned_key,
         x, weight, bias if bias is not None else weight, out,
         H, W, W_out, P_out, C_out, size,
         *x.stride(), weight.stride(0), weight.stride(2), weight.stride(3), *out.stride(),
@@ -185,6 +191,8 @@ def _launch_conv2d(x, weight, bias, stride, padding, dilation):
         M=m, KH=KH, KW=KW, SH=sh, SW=sw, DH=dh, DW=dw,
         HAS_BIAS=bias is not None, ACC_DTYPE=tl.float64 if x.dtype == torch.float64 else tl.float32,
     )
+    if plan is not None and key is not None:
+        keep_plan(_PLANS, key, (plan, out.shape, fmt, tap))
     return out
 
 
@@ -197,5 +205,16 @@ def dw_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     or None; padding (top, bottom, left, right) zeros. Returns (B, C*m, H_out, W_out) in
     x.dtype and x's memory format. Inputs are assumed validated by `models.depthwise.spec`.
     """
-    return _launch_conv2d(x, weight, bias, tuple(int(s) for s in stride),
-                          tuple(int(p) for p in padding), tuple(int(d) for d in dilation))
+    stride, dilation = (int(stride[0]), int(stride[1])), (int(dilation[0]), int(dilation[1]))
+    padding = (int(padding[0]), int(padding[1]), int(padding[2]), int(padding[3]))
+    key = None
+    if triton_launch.ENABLED and triton_launch.PLANS:   # direct launches: a call seen before replays its Plan
+        key = plan_key(x, weight, bias, (stride, padding, dilation))
+        kept = _PLANS.get(key)
+        if kept is not None:
+            plan, shape, fmt, tap = kept
+            out = torch.empty(shape, device=x.device, dtype=x.dtype, memory_format=fmt)
+            w = tap_major(weight) if tap else weight
+            if plan.launch(x, w, bias if bias is not None else w, out):
+                return out
+    return _launch_conv2d(x, weight, bias, stride, padding, dilation, key)

@@ -15,6 +15,14 @@ launcher would call doing nothing). Usage:
     Launcher(fn, options)(grid, args, kwargs)    # fn[grid](*args, **kwargs, **options)
     launch(fn, grid, *args, **kwargs)            # fn[grid](*args, **kwargs), one Launcher per fn
 
+    launcher.planned(grid, args, kwargs) -> Plan | None   # launch, and a Plan to repeat it
+
+A Plan is one direct launch with every non-tensor argument fixed. The conv call sites
+(triton_conv1d, triton_conv2d) keep one per call signature (plan_key: shapes, strides, dtypes,
+16-byte alignment, the op's arguments), so a repeated call allocates its output and goes
+straight to the launcher with its own tensors, past its set-up, the autotune lookup and the
+Launcher's key: about half the host time of the public op (benchmarks/results/host-overhead-cpu.md).
+
 `options` are kwargs fixed for this Launcher (an autotune pick: BLOCK sizes, num_warps...).
 The cache key of a compiled entry is (current device, every argument's type, a tensor's dtype
 and whether its data_ptr is 16-byte aligned, any other argument's value, kwargs' names): more
@@ -42,6 +50,8 @@ import torch
 # benchmarks/gpu.sh runs them first and sets it for its benchmarks when they pass.
 ENABLED = os.environ.get("DWSERVE_TRITON_DIRECT_LAUNCH", "0").strip().lower() in ("1", "true", "yes", "on")
 MAX_ENTRIES = 1024           # entries per Launcher; a full one starts over (Triton keeps the binaries)
+PLANS = True                 # call sites keep Plans (set False to time the Launcher alone)
+MAX_PLANS = 4096             # plans per call site; a full table starts over
 
 _JIT = object()              # entry marker: this spec launches through fn[grid]
 _SCALARS = (float, bool, str, type(None))
@@ -169,21 +179,34 @@ class Launcher:
                 and hasattr(self.fn, "params") and _driver() is not None)
 
     def __call__(self, grid, args: tuple, kwargs: dict):
+        return self._launch(grid, args, kwargs)[0]
+
+    def planned(self, grid, args: tuple, kwargs: dict) -> "Plan | None":
+        """Launch as __call__ does; -> a Plan that repeats this launch with other tensors, when
+        it went direct through a compiled entry whose tensors are exactly the first four
+        positional arguments (the conv kernels' x, w, b, out), else None."""
+        _, entry, grid3, device = self._launch(grid, args, kwargs)
+        if entry is None or not PLANS or entry.pos_tensors != (0, 1, 2, 3) or entry.kw_tensors:
+            return None
+        return Plan(entry, grid3, device, self)
+
+    def _launch(self, grid, args: tuple, kwargs: dict):
+        """-> (what fn[grid] returns, the entry launched directly or None, its (g0, g1, g2), device)."""
         direct = self.direct
         if direct is None:
             direct = self.direct = self._can_go_direct()
         if not (direct and ENABLED) or self.fn.pre_run_hooks or not _hooks_idle(self.runtime):
-            return self.jit(grid, args, kwargs)
+            return self.jit(grid, args, kwargs), None, None, None
         spec = spec_of(args, kwargs, self.scalars, self.layouts)
         if spec is None:
-            return self.jit(grid, args, kwargs)
+            return self.jit(grid, args, kwargs), None, None, None
         get_device, get_stream = _DRIVER[0]
         device = get_device()
         entry = self.entries.get((device, spec))
         if entry is None:
-            return self._first(grid, args, kwargs, (device, spec))
+            return self._first(grid, args, kwargs, (device, spec)), None, None, None
         if entry is _JIT:
-            return self.jit(grid, args, kwargs)
+            return self.jit(grid, args, kwargs), None, None, None
         full = entry.template.copy()
         for i in entry.pos_tensors:
             full[i] = args[i]
@@ -192,9 +215,9 @@ class Launcher:
         if callable(grid):
             grid = grid(entry.meta)
         n = len(grid)
-        entry.run(grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1, get_stream(device),
-                  entry.function, entry.packed, None, None, None, *full)
-        return entry.compiled
+        g = (grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1)
+        entry.run(g[0], g[1], g[2], get_stream(device), entry.function, entry.packed, None, None, None, *full)
+        return entry.compiled, entry, g, device
 
     def _first(self, grid, args, kwargs, key):
         """Launch through Triton (compiling if needed) and keep the CompiledKernel it returns."""
@@ -208,6 +231,53 @@ class Launcher:
             self.entries.clear()                 # lengths; each costs one JIT-path launch to re-enter
         self.entries[key] = entry
         return compiled
+
+
+class Plan:
+    """One direct launch with every non-tensor argument fixed, for a call site to repeat.
+
+    A kernel module keeps plans per call signature (everything that decides the launch but the
+    tensors' addresses: shapes, strides, dtypes, 16-byte alignment, the op's arguments), so a
+    repeated call skips its own set-up, the autotune lookup and the Launcher's key: it
+    allocates the output, fills the four tensors (x, w, b, out) into the entry's argument list
+    and calls the launcher. launch() refuses (False, nothing launched) when the direct path's
+    conditions no longer hold, and the call site then takes its ordinary path."""
+    __slots__ = ("entry", "grid", "device", "launcher")
+
+    def __init__(self, entry: _Entry, grid: tuple, device, launcher: Launcher):
+        self.entry, self.grid, self.device, self.launcher = entry, grid, device, launcher
+
+    def launch(self, x, w, b, out) -> bool:
+        """Launch on the current stream with these tensors (b: any tensor when the kernel has no
+        bias, as the call site passes it). out: just allocated, so 16-byte aligned on CUDA;
+        checked anyway, as the entry was compiled for an aligned one."""
+        fn = self.launcher.fn
+        if not (ENABLED and PLANS) or fn.pre_run_hooks or not _hooks_idle(self.launcher.runtime) or out.data_ptr() % 16:
+            return False
+        get_device, get_stream = _DRIVER[0]
+        if get_device() != self.device:
+            return False
+        e, g = self.entry, self.grid
+        full = e.template.copy()
+        full[0], full[1], full[2], full[3] = x, w, b, out
+        e.run(g[0], g[1], g[2], get_stream(self.device), e.function, e.packed, None, None, None, *full)
+        return True
+
+
+def plan_key(x, weight, bias, op_args: tuple) -> tuple:
+    """The call signature a conv call site keeps its Plan under: everything its launch depends
+    on but the tensors' addresses (shapes, strides, dtypes, whether x, weight and bias start
+    16-byte aligned, the op's own arguments). The current device is checked by Plan.launch."""
+    return (x.shape, x.stride(), x.dtype, x.data_ptr() % 16 == 0,
+            weight.shape, weight.stride(), weight.dtype, weight.data_ptr() % 16 == 0,
+            None if bias is None else (bias.dtype, bias.data_ptr() % 16 == 0), op_args)
+
+
+def keep_plan(table: dict, key: tuple, value) -> None:
+    """table[key] = value; a table of MAX_PLANS starts over (a server meets many lengths)."""
+    if len(table) >= MAX_PLANS:
+        table.clear()
+    table[key] = value
 
 
 def cdiv(a: int, b: int) -> int:

@@ -1,0 +1,154 @@
+"""Call-site launch plans (triton_launch.Plan, kept by triton_conv1d / triton_conv2d): a call
+seen before replays the launch of the last one with its own tensors, past the op's set-up, the
+autotune lookup and the Launcher's key. Checked without a GPU against what the Launcher itself
+would hand the compiled kernel's launcher for the same call.
+
+The kernels must be real triton.jit functions, which this process (TRITON_INTERPRET=1, from
+conftest.py) does not have, so the checks run in a subprocess with TRITON_INTERPRET unset, a
+stub driver (device 0, stream 7) and JITFunction.run replaced by a recorder that returns a
+stand-in CompiledKernel whose launcher records its arguments. Autotuner caches are seeded with
+the first config (nothing can be timed without a GPU)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+REPO = Path(__file__).resolve().parents[1]
+
+SCRIPT = r'''
+import os, random, sys
+os.environ.pop("TRITON_INTERPRET", None)
+sys.path.insert(0, sys.argv[1])
+import torch
+from triton.runtime.autotuner import Autotuner
+from triton.runtime.jit import JITFunction
+from benchmarks.host_overhead import _seed_autotuner_cache, _TRITON_TUNER_RUN
+from models.depthwise import (depthwise_conv1d, depthwise_conv2d, fused, triton_conv1d, triton_conv2d,
+                              triton_launch)
+
+LAUNCHES = []          # what reached the (stand-in) C launcher: the full argument tuple
+
+
+class Compiled:
+    function, packed_metadata = "handle", ("packed",)
+
+    @staticmethod
+    def run(*args):
+        LAUNCHES.append(args)
+
+
+JIT_RUNS = []
+def jit_run(self, *args, grid, warmup, **kwargs):
+    JIT_RUNS.append(args)
+    return Compiled()
+
+
+fused.interpreting = lambda: True             # CPU tensors past the fused impl's device check
+JITFunction.run = jit_run
+Autotuner.run = _seed_autotuner_cache
+triton_launch._DRIVER[:] = [(lambda: 0, lambda device: 7)]
+triton_launch.ENABLED = True
+
+
+def same_launch(a, b, x_b, out_b):
+    """b is a with x (and out) swapped for x_b / out_b: every other argument identical."""
+    assert len(a) == len(b) and a[:9] == b[:9], (a[:9], b[:9])
+    for i, (u, v) in enumerate(zip(a[9:], b[9:])):
+        if isinstance(u, torch.Tensor):
+            assert isinstance(v, torch.Tensor) and u.shape == v.shape and u.stride() == v.stride() \
+                and u.dtype == v.dtype, i
+        else:
+            assert u == v and type(u) is type(v), (i, u, v)
+    assert b[9] is x_b and b[12] is out_b
+    assert b[10] is a[10] and b[11] is a[11]      # the weight (or its cached tap-major copy), bias
+
+
+def case_calls(rng, layout):
+    """(name, plan table, make() -> a fresh x, call(x) -> out): a random conv1d (layout bcl,
+    blc: a (B, L, C) transpose, misaligned: a 4-byte offset view) or conv2d (nchw, nhwc) call."""
+    dt = rng.choice([torch.float32, torch.bfloat16])
+    if layout in ("bcl", "blc", "misaligned"):
+        B, C, L, K, m = rng.randint(1, 3), rng.choice([4, 8, 24]), rng.randint(5, 40), rng.choice([1, 3, 4]), rng.choice([1, 2])
+        def make():
+            if layout == "blc":
+                return torch.randn(B, L, C, dtype=dt).transpose(1, 2)
+            if layout == "misaligned":
+                return torch.randn(B * C * L + 1, dtype=dt)[1:].view(B, C, L)
+            return torch.randn(B, C, L, dtype=dt)
+        w = torch.randn(C * m, 1, K, dtype=dt)
+        b = torch.randn(C * m, dtype=dt) if rng.random() < 0.5 else None
+        stride, dil = rng.choice([1, 2]), rng.choice([1, 2])
+        pad = rng.choice(["causal", 0, 1, (2, 1)])
+        if pad == "causal" and stride != 1:
+            pad = 1
+        call = lambda x: depthwise_conv1d(x, w, b, stride=stride, padding=pad, dilation=dil, impl="fused")
+        return f"conv1d {layout} {dt} B{B} C{C} L{L} K{K} m{m} s{stride} d{dil} p{pad}", triton_conv1d._PLANS, make, call
+    B, C, H, W = rng.randint(1, 3), rng.choice([4, 16]), rng.randint(5, 12), rng.randint(5, 12)
+    nhwc = layout == "nhwc"
+    def make():
+        x = torch.randn(B, C, H, W, dtype=dt)
+        return x.contiguous(memory_format=torch.channels_last) if nhwc else x
+    w = torch.randn(C, 1, 3, 3, dtype=dt)
+    b = torch.randn(C, dtype=dt) if rng.random() < 0.5 else None
+    stride = rng.choice([1, 2])
+    call = lambda x: depthwise_conv2d(x, w, b, stride=stride, padding=1, impl="fused")
+    return f"conv2d {'nhwc' if nhwc else 'nchw'} {dt} B{B} C{C} {H}x{W} s{stride}", triton_conv2d._PLANS, make, call
+
+
+rng = random.Random(int(sys.argv[2]))
+# No inference mode: its tensors would skip the tap-major weight cache (weight_layout.py).
+for i in range(15):
+    name, table, make, call = case_calls(rng, ("bcl", "blc", "misaligned", "nchw", "nhwc")[i % 5])
+    x1 = make()
+    for _ in range(3):                    # autotuner (seeded), Launcher's first (JIT), direct
+        call(x1)
+    Autotuner.run = _TRITON_TUNER_RUN
+    assert len(LAUNCHES) > 0, name
+    n_plans, n_jit = len(table), len(JIT_RUNS)
+    direct = LAUNCHES[-1]
+    x2 = make()
+    out = call(x2)                        # the plan: no JIT run, no new plan, same launch
+    assert len(JIT_RUNS) == n_jit and len(table) == n_plans, name
+    same_launch(direct, LAUNCHES[-1], x2, out)
+    assert out.shape == direct[12].shape and out.stride() == direct[12].stride(), name
+    Autotuner.run = _seed_autotuner_cache
+print("plans", len(triton_conv1d._PLANS), len(triton_conv2d._PLANS))
+
+# A misaligned x never replays an aligned call's plan (another binary): a plan of its own.
+w = torch.randn(8, 1, 3)
+aligned, misaligned = torch.randn(1, 8, 33)[..., :32], torch.randn(8 * 32 + 1)[1:].view(1, 8, 32)
+for x in (aligned, aligned, aligned, misaligned, misaligned, misaligned):
+    depthwise_conv1d(x, w, padding=1, impl="fused")
+before = len(triton_conv1d._PLANS)
+depthwise_conv1d(misaligned, w, padding=1, impl="fused")
+assert LAUNCHES[-1][9] is misaligned and len(triton_conv1d._PLANS) == before
+
+# A launch hook set later: plans and Launcher step aside, Triton's own path runs.
+from triton import knobs
+n_launch, n_jit = len(LAUNCHES), len(JIT_RUNS)
+knobs.runtime.launch_enter_hook = lambda metadata: None
+depthwise_conv1d(aligned, w, padding=1, impl="fused")
+knobs.runtime.launch_enter_hook = None
+assert len(LAUNCHES) == n_launch and len(JIT_RUNS) == n_jit + 1
+
+# Off (DWSERVE_TRITON_DIRECT_LAUNCH unset): no plan is looked up or replayed.
+triton_launch.ENABLED = False
+depthwise_conv1d(aligned, w, padding=1, impl="fused")
+assert len(LAUNCHES) == n_launch and len(JIT_RUNS) == n_jit + 2
+print("ok")
+'''
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_plan_replays_the_launchers_own_launch_with_the_new_tensors(seed):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(REPO), str(seed)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout[-3000:] + proc.stderr[-5000:]
+    plans = [int(n) for n in proc.stdout.split("plans", 1)[1].split()[:2]]
+    assert sum(plans) >= 12, proc.stdout          # the random cases kept plans (a few may share one)
