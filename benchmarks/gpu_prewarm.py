@@ -84,7 +84,10 @@ def record_jobs(device: str, cases, ops_shapes, models_cases=(), models: dict | 
         for call in _calls(cases, ops_shapes, models_cases, device, models, ops_dtypes, extra_calls):
             call()
             for launch in map(_slim, launches):
+                kept = triton_aot.kept_configs(launch)     # as the autotuner prunes them for this launch
                 for i, v in enumerate(triton_aot.variants(launch)):
+                    if kept is not None and i not in kept:
+                        continue
                     key = (launch.name, v.label, tuple(v.signature.items()),
                            repr(sorted(v.constexprs.items())), repr(sorted(v.attrs.items())))
                     if key not in seen:

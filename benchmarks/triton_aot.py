@@ -131,6 +131,17 @@ def _specialise(fn: JITFunction, values: dict) -> tuple[dict, dict, dict]:
     return signature, constexprs, attrs
 
 
+def kept_configs(launch: Launch) -> set[int] | None:
+    """Indices (into the Autotuner's configs and variants(launch)) of the configs its
+    early_config_prune keeps for this launch, as Triton would tune them; None: every one."""
+    kernel = launch.kernel
+    prune = getattr(kernel, "early_config_prune", None) if isinstance(kernel, Autotuner) else None
+    if prune is None:
+        return None
+    kept = {id(c) for c in prune(kernel.configs, dict(zip(launch.fn.arg_names, launch.args)), **launch.kwargs)}
+    return {i for i, c in enumerate(kernel.configs) if id(c) in kept}
+
+
 def variants(launch: Launch) -> list[Variant]:
     """One variant per autotune config, or the launch as recorded for a fixed-config kernel."""
     kwargs = dict(launch.kwargs)

@@ -76,9 +76,11 @@ def test_every_kernel_of_the_steps_is_recorded_once_per_variant(recorded):
     assert recorded["n_configs"]["_dw_conv1d_kernel"] == 8 and recorded["n_configs"]["_dw_decode_kernel"] == 1
     # 12 conv1d calls: conv1d-causal and conv1d-same-evenK x 3 dtypes, and (1, C, 21) for C = 2048,
     # 256, 512 x 2 dtypes. The three Cs are one specialisation (C only enters as a multiple of
-    # 16), so 6 + 2 variants x 8 configs = 64 jobs, not 96.
+    # 16), so 6 + 2 variants x 6 configs = 48 jobs, not 72: these layers are small, so the
+    # autotuner prunes the kernel's two 8-warp configs (triton_autotune.big_layer_configs), and
+    # prewarm compiles only what the autotuner will time.
     conv1d = [x for x in recorded["labels"] if x.startswith("_dw_conv1d_kernel")]
-    assert len(conv1d) == 8 * 8
+    assert len(conv1d) == 8 * 6
 
 
 def test_jobs_hold_no_device_memory(recorded):
@@ -182,6 +184,6 @@ def test_layouts_step_prewarms_both_weight_layouts():
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     # tap-major (channel stride 1) and as stored (KH*KW = 9; K = 3), each a variant of its own:
-    # the NHWC conv2d's 8 autotune configs each, the short-conv block's one fixed config.
+    # the NHWC conv2d's 6 autotune configs kept for a layer this size (of 8) each, the short-conv block's one fixed config.
     assert got["sw_c"] == {"_dw_conv2d_nhwc_kernel": [1, 9], "_short_conv_kernel": [1, 3]}
-    assert got["jobs"] == 2 * 8 + 2 * 1
+    assert got["jobs"] == 2 * 6 + 2 * 1

@@ -1,11 +1,11 @@
 """How the fused kernels autotune: how long each config is timed, and launching past the
 autotuner once it has chosen.
 
-Triton's default is 25 ms of warm-up and 100 ms of timed repeats per config, about 1 s per
-new key for our 8 configs. The depthwise kernels run for microseconds (launch-bound shapes) to
-a few hundred microseconds (memory-bound ones), so 5 + 20 ms still means hundreds of repeats
-per config, and a new layer shape costs ~0.25 s of tuning: less server warm-up, and ~60 s less
-of a GPU benchmark run that tunes ~80 keys.
+Triton's default is 25 ms of warm-up and 100 ms of timed repeats per config, about 0.8 s per
+new key for our 6 configs (8 on big layers: big_layer_configs). The depthwise kernels run for
+microseconds (launch-bound shapes) to a few hundred microseconds (memory-bound ones), so 5 + 20 ms
+still means hundreds of repeats per config, and a new layer shape costs ~0.2 s of tuning: less
+server warm-up, and ~50 s less of a GPU benchmark run that tunes ~80 keys.
 
     @triton.autotune(configs=..., key=[...], **AUTOTUNE_TIMING)
     launch_tuned(kernel, grid, key, *args, **kwargs)    # instead of kernel[grid](*args, **kwargs)
@@ -48,6 +48,24 @@ def _timing_kwargs() -> dict:
 
 
 AUTOTUNE_TIMING = _timing_kwargs()
+
+
+BIG_LAYER_MIN_OUTPUTS = 1 << 22   # ~4M outputs (16 MB in float32): a memory-bound layer
+
+
+def big_layer_configs(big: list):
+    """An early_config_prune for triton.autotune: the configs in `big` (8 warps over long tiles,
+    for memory-bound layers) are tried only on keys whose layer writes >= BIG_LAYER_MIN_OUTPUTS
+    outputs (C_OUT x 4**SIZE_CLASS, within 2x of C_OUT x B x output positions), so a
+    launch-bound layer tunes, and benchmarks/gpu_prewarm.py compiles, the base set only.
+    Triton calls it with every config and the launch's positional arguments by name."""
+    big_ids = frozenset(map(id, big))
+
+    def prune(configs, named_args, **kwargs):
+        if named_args["C_OUT"] * 4 ** named_args["SIZE_CLASS"] >= BIG_LAYER_MIN_OUTPUTS:
+            return configs
+        return [c for c in configs if id(c) not in big_ids] or configs
+    return prune
 
 
 def size_class(n: int) -> int:

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_autotune import AUTOTUNE_TIMING, launch_tuned, size_class
+from .triton_autotune import AUTOTUNE_TIMING, big_layer_configs, launch_tuned, size_class
 from . import triton_launch
 from .triton_launch import cdiv, keep_plan, plan_key
 from .weight_layout import tap_major
@@ -27,16 +27,16 @@ from .weight_layout import tap_major
 # keep one small config there so tests stay fast.
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 if _INTERPRET:
-    _CONFIGS = [triton.Config({"BLOCK_C": 16, "BLOCK_L": 32}, num_warps=1)]
+    _CONFIGS, _BIG = [triton.Config({"BLOCK_C": 16, "BLOCK_L": 32}, num_warps=1)], []
 else:
+    # Long time tiles, 8 warps: more bytes in flight per program and less halo re-read
+    # ((K-1) / BLOCK_L) on memory-bound (B, C, L) shapes, where an H200 probe had the 4-warp tiles
+    # at 76% of the copy ceiling. Tried on big layers only (triton_autotune.big_layer_configs).
+    _BIG = [triton.Config({"BLOCK_C": bc, "BLOCK_L": bl}, num_warps=8) for bc, bl in [(16, 256), (8, 512)]]
     _CONFIGS = [
         triton.Config({"BLOCK_C": bc, "BLOCK_L": bl}, num_warps=w)
-        for bc, bl, w in [(16, 128, 4), (32, 64, 4), (32, 128, 4), (64, 64, 4), (8, 256, 4), (64, 32, 2),
-                          # Long time tiles, 8 warps: more bytes in flight per program and less
-                          # halo re-read ((K-1) / BLOCK_L) on memory-bound (B, C, L) shapes, where
-                          # the first H200 probe had the 4-warp tiles at 76% of the copy ceiling.
-                          (16, 256, 8), (8, 512, 8)]
-    ]
+        for bc, bl, w in [(16, 128, 4), (32, 64, 4), (32, 128, 4), (64, 64, 4), (8, 256, 4), (64, 32, 2)]
+    ] + _BIG
 
 ACTIVATIONS = (None, "silu")
 
@@ -45,7 +45,8 @@ ACTIVATIONS = (None, "silu")
 # dim of x is unit-stride, the weight's channel stride: 1 when tap-major) and on B * L_out only
 # by its factor-of-4 size class, so a new request length rarely re-tunes.
 @triton.autotune(configs=_CONFIGS, key=["C_OUT", "SIZE_CLASS", "M", "K", "STRIDE", "DILATION", "X_CHANNELS_INNER",
-                                        "sw_c"], **AUTOTUNE_TIMING)
+                                        "sw_c"], prune_configs_by={"early_config_prune": big_layer_configs(_BIG)},
+                 **AUTOTUNE_TIMING)
 @triton.jit(do_not_specialize=["SIZE_CLASS"])
 def _dw_conv1d_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr,

@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_autotune import AUTOTUNE_TIMING, launch_tuned, size_class
+from .triton_autotune import AUTOTUNE_TIMING, big_layer_configs, launch_tuned, size_class
 from . import triton_launch
 from .triton_launch import cdiv, keep_plan, plan_key
 from .weight_layout import tap_major
@@ -28,19 +28,19 @@ from .weight_layout import tap_major
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 if _INTERPRET:   # one small config: the interpreter would time every config on every new key
     _NCHW_CONFIGS = [triton.Config({"BLOCK_C": 4, "BLOCK_P": 64}, num_warps=1)]
-    _NHWC_CONFIGS = [triton.Config({"BLOCK_P": 16, "BLOCK_C": 16}, num_warps=1)]
+    _NHWC_CONFIGS, _NHWC_BIG = [triton.Config({"BLOCK_P": 16, "BLOCK_C": 16}, num_warps=1)], []
 else:
     _NCHW_CONFIGS = [
         triton.Config({"BLOCK_C": bc, "BLOCK_P": bp}, num_warps=w)
         for bc, bp, w in [(2, 128, 4), (2, 256, 4), (2, 512, 8), (4, 128, 4), (4, 256, 8), (8, 64, 4)]
     ]
+    # 8 warps over more pixels, for big memory-bound NHWC layers (an H200 probe had the stride-2
+    # 112x112 layer at 79% of the copy ceiling); tried on big layers only (big_layer_configs).
+    _NHWC_BIG = [triton.Config({"BLOCK_P": bp, "BLOCK_C": bc}, num_warps=8) for bp, bc in [(64, 64), (128, 32)]]
     _NHWC_CONFIGS = [
         triton.Config({"BLOCK_P": bp, "BLOCK_C": bc}, num_warps=w)
-        for bp, bc, w in [(16, 64, 4), (32, 64, 4), (8, 128, 4), (16, 128, 4), (64, 32, 4), (32, 32, 2),
-                          # 8 warps over more pixels: for big memory-bound NHWC layers (the first
-                          # H200 probe had the stride-2 112x112 layer at 79% of the copy ceiling).
-                          (64, 64, 8), (128, 32, 8)]
-    ]
+        for bp, bc, w in [(16, 64, 4), (32, 64, 4), (8, 128, 4), (16, 128, 4), (64, 32, 4), (32, 32, 2)]
+    ] + _NHWC_BIG
 
 # Autotune keys: per-layer constants (channels, multiplier, kernel, stride, dilation, the
 # weight's channel stride: 1 when tap-major) and B * H_out * W_out only by its factor-of-4 size
@@ -112,7 +112,8 @@ def _dw_conv2d_nchw_kernel(
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_o[:, None] & mask_p[None, :])
 
 
-@triton.autotune(configs=_NHWC_CONFIGS, key=_KEY, **AUTOTUNE_TIMING)
+@triton.autotune(configs=_NHWC_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": big_layer_configs(_NHWC_BIG)},
+                 **AUTOTUNE_TIMING)
 @triton.jit(do_not_specialize=["SIZE_CLASS"])
 def _dw_conv2d_nhwc_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr,

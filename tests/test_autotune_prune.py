@@ -1,0 +1,51 @@
+"""triton_autotune.big_layer_configs: the 8-warp long-tile configs of the conv kernels are tuned
+(and prewarmed) only on big layers; launch-bound ones keep the base set. The real kernels'
+wiring is checked in a subprocess (their configs exist only with TRITON_INTERPRET unset)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+
+from models.depthwise import triton_autotune  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_big_configs_only_for_layers_over_the_threshold():
+    base, big = [object() for _ in range(3)], [object(), object()]
+    prune = triton_autotune.big_layer_configs(big)
+    limit = triton_autotune.BIG_LAYER_MIN_OUTPUTS
+    small = prune(base + big, {"C_OUT": 2048, "SIZE_CLASS": 2}, BLOCK=1)          # the seed: 2048 x 16
+    large = prune(base + big, {"C_OUT": limit // 4 ** 6, "SIZE_CLASS": 6})        # exactly the threshold
+    assert small == base and large == base + big
+    assert prune(big, {"C_OUT": 1, "SIZE_CLASS": 0}) == big                         # never empty
+
+
+SCRIPT = r"""
+import json, os, sys
+os.environ.pop("TRITON_INTERPRET", None)
+sys.path.insert(0, sys.argv[1])
+from models.depthwise import triton_conv1d, triton_conv2d
+out = {}
+for name, kernel, big in [("conv1d", triton_conv1d._dw_conv1d_kernel, triton_conv1d._BIG),
+                          ("nhwc", triton_conv2d._dw_conv2d_nhwc_kernel, triton_conv2d._NHWC_BIG)]:
+    n = lambda c_out, size: len(kernel.early_config_prune(kernel.configs, {"C_OUT": c_out, "SIZE_CLASS": size}))
+    out[name] = [len(kernel.configs), len(big), n(2048, 2), n(4096, 6)]
+print(json.dumps(out))
+"""
+
+
+def test_the_conv_kernels_prune_their_big_configs_on_small_layers():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(REPO)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    # 8 configs, 2 of them big: the seed-sized layer (2048 x 16 outputs) tunes 6, a
+    # (8, 4096, 512) layer (4096 x 4**6) all 8.
+    assert got == {"conv1d": [8, 2, 6, 8], "nhwc": [8, 2, 6, 8]}, got
