@@ -5,7 +5,7 @@
 A short device call of its own (the first H200 run found every eager call host-bound:
 benchmarks/results/h200-2026-12-04/NOTES.md). Per shape and dtype, side by side in one process:
   eager wall (benchmarks/timing.time_interleaved, medians): native, fused through the direct
-      launch of the cached compiled kernel (models/depthwise/triton_launch.py; conv calls seen
+      launch of the cached compiled kernel (models/depthwise/triton_launch.py; fused calls seen
       before replay their call site's Plan), and fused through Triton's JITFunction.run (the
       same kernels, the launch path before it);
   device time (benchmarks/timing.time_cuda_graph: a CUDA graph of back-to-back calls, replays

@@ -48,6 +48,14 @@ def jit_run(self, *args, grid, warmup, **kwargs):
     return Compiled()
 
 
+PLANNED = []           # one entry per Plan.launch: whether it launched
+_plan_launch = triton_launch.Plan.launch
+def plan_launch(self, tensors, out):
+    PLANNED.append(_plan_launch(self, tensors, out))
+    return PLANNED[-1]
+
+
+triton_launch.Plan.launch = plan_launch
 fused.interpreting = lambda: True             # CPU tensors past the fused impl's device check
 JITFunction.run = jit_run
 Autotuner.run = _seed_autotuner_cache
@@ -105,19 +113,68 @@ rng = random.Random(int(sys.argv[2]))
 for i in range(15):
     name, table, make, call = case_calls(rng, ("bcl", "blc", "misaligned", "nchw", "nhwc")[i % 5])
     x1 = make()
-    for _ in range(3):                    # autotuner (seeded), Launcher's first (JIT), direct
+    for _ in range(2):                    # autotuner (seeded), Launcher's first (JIT)
         call(x1)
+    n_planned = len(PLANNED)
+    call(x1)                              # direct through the Launcher, which returns the plan
     Autotuner.run = _TRITON_TUNER_RUN
-    assert len(LAUNCHES) > 0, name
+    assert len(PLANNED) == n_planned and len(LAUNCHES) > 0, name
     n_plans, n_jit = len(table), len(JIT_RUNS)
     direct = LAUNCHES[-1]
     x2 = make()
     out = call(x2)                        # the plan: no JIT run, no new plan, same launch
+    assert PLANNED[n_planned:] == [True], name
     assert len(JIT_RUNS) == n_jit and len(table) == n_plans, name
     same_launch(direct, LAUNCHES[-1], x2, out)
     assert out.shape == direct[12].shape and out.stride() == direct[12].stride(), name
     Autotuner.run = _seed_autotuner_cache
 print("plans", len(triton_conv1d._PLANS), len(triton_conv2d._PLANS))
+
+
+def same_stateful_launch(a, b, fresh, out_pos, inputs):
+    """b repeats a with `fresh` inputs: the same non-tensor arguments, each tensor argument the
+    one passed (or the same cached tap-major weight / placeholder), a new output of a's layout."""
+    assert len(a) == len(b) and a[:9] == b[:9]
+    for i, (u, v) in enumerate(zip(a[9:], b[9:])):
+        if not isinstance(u, torch.Tensor):
+            assert u == v and type(u) is type(v), (i, u, v)
+        elif i == out_pos:
+            assert v is not u and (u.shape, u.stride(), u.dtype) == (v.shape, v.stride(), v.dtype)
+        elif any(u is t for t in inputs):                 # an input of the first call: now fresh's
+            assert v is fresh[[j for j, t in enumerate(inputs) if u is t][0]], i
+        else:                                             # weight (cached copy) or a placeholder
+            assert v is u or (v.shape, v.stride(), v.dtype) == (u.shape, u.stride(), u.dtype), i
+
+
+# The decode step and LFM2's short-conv block (fixed-config kernels, through triton_launch.launch).
+from models.depthwise import fused as F, triton_decode, triton_short_conv
+for i in range(6):
+    B, C, K, dt = rng.randint(1, 4), rng.choice([8, 64]), rng.choice([2, 3, 4]), rng.choice([torch.float32, torch.bfloat16])
+    w, b = torch.randn(C, 1, K, dtype=dt), (torch.randn(C, dtype=dt) if i % 2 else None)
+    if i < 3:
+        make = lambda: (torch.randn(B, C, dtype=dt), torch.randn(B, C, K - 1, dtype=dt))
+        call = lambda x, s: F.conv1d_decode_step(x, s, w, b)
+        table, out_pos = triton_decode._PLANS, 4
+    else:
+        L = rng.choice([1, 5, 19])
+        make = lambda: (torch.randn(B, L, 3 * C, dtype=dt), torch.randn(B, C, K - 1, dtype=dt),
+                        torch.rand(B, L) > 0.3)
+        call = lambda bcx, s, m: F.short_conv_block(bcx, w, b, s, m)
+        table, out_pos = triton_short_conv._PLANS, 5
+    first = make()
+    call(*first)                          # the Launcher's first (JIT)
+    n_planned = len(PLANNED)
+    call(*first)                          # direct through the Launcher, which returns the plan
+    assert len(PLANNED) == n_planned, i
+    n_plans, n_jit, direct = len(table), len(JIT_RUNS), LAUNCHES[-1]
+    fresh = make()
+    call(*fresh)                          # the plan
+    assert PLANNED[n_planned:] == [True], i
+    assert len(JIT_RUNS) == n_jit and len(table) == n_plans, i
+    inputs = [t.view(torch.uint8) if t.dtype == torch.bool else t for t in first]
+    fresh_as_passed = [t.view(torch.uint8) if t.dtype == torch.bool else t for t in fresh]
+    same_stateful_launch(direct, LAUNCHES[-1], fresh_as_passed, out_pos, inputs)
+print("stateful plans", len(triton_decode._PLANS), len(triton_short_conv._PLANS))
 
 # A misaligned x never replays an aligned call's plan (another binary): a plan of its own.
 w = torch.randn(8, 1, 3)

@@ -1,5 +1,5 @@
-"""models/depthwise/triton_launch.py on CUDA: the direct launch, and the conv call sites' Plans
-that replay it, give Triton's own launch's outputs bit for bit (same binary), on misaligned
+"""models/depthwise/triton_launch.py on CUDA: the direct launch, and the call sites' Plans that
+replay it, give Triton's own launch's outputs bit for bit (same binary), on misaligned
 inputs too, and CUDA graphs capture them.
 
 Run by benchmarks/gpu.sh first, on its own: when these pass, gpu.sh turns the direct path on
@@ -99,8 +99,8 @@ def test_direct_path_equals_the_jit_path_exactly(monkeypatch, name, dtype, align
     plans = []
     real_launch = triton_launch.Plan.launch
     monkeypatch.setattr(triton_launch.Plan, "launch", lambda self, *a: plans.append(1) or real_launch(self, *a))
-    replayed = _run(fn, inputs, True, monkeypatch)            # conv ops: their call site's Plan
-    assert len(jit_runs) == n and len(plans) == (1 if name.startswith("conv") else 0)
+    replayed = _run(fn, inputs, True, monkeypatch)            # the call site's Plan
+    assert len(jit_runs) == n and len(plans) == 1
     for a, b, c in zip(got, replayed, want):
         assert torch.equal(a, c) and torch.equal(b, c)
 
@@ -116,7 +116,7 @@ def test_direct_launches_are_captured_by_cuda_graphs(monkeypatch, name, dtype):
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        for _ in range(3):              # tune, compile and keep the binary, keep a Plan (conv ops)
+        for _ in range(3):              # tune, compile and keep the binary, keep a Plan
             fn(*[t.clone() for t in static])
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()

@@ -156,6 +156,6 @@ def dw_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
             plan, shape, tap = kept
             out = x.new_empty(shape)
             w = tap_major(weight) if tap else weight
-            if plan.launch(x, w, bias if bias is not None else w, out):
+            if plan.launch((x, w, bias if bias is not None else w, out), out):
                 return out
     return _launch_conv1d(x, weight, bias, *op_args, key)

@@ -216,6 +216,6 @@ def dw_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
             plan, shape, fmt, tap = kept
             out = torch.empty(shape, device=x.device, dtype=x.dtype, memory_format=fmt)
             w = tap_major(weight) if tap else weight
-            if plan.launch(x, w, bias if bias is not None else w, out):
+            if plan.launch((x, w, bias if bias is not None else w, out), out):
                 return out
     return _launch_conv2d(x, weight, bias, stride, padding, dilation, key)

@@ -17,7 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_launch import cdiv, launch, next_power_of_2
+from . import triton_launch
+from .triton_launch import cdiv, keep_plan, launch, next_power_of_2, tensors_key
 
 ACTIVATIONS = (None, "silu")
 
@@ -62,8 +63,12 @@ def _dw_decode_kernel(
     tl.store(out_ptr + pid_b * so_b + offs_c * so_c, acc.to(out_ptr.dtype.element_ty), mask=mask_c)
 
 
-def _launch_decode(x_new, conv_state, weight, bias, activation):
-    """Allocate out (B, C) and launch one program per (channel block, batch row)."""
+_PLANS: dict = {}    # tensors_key(...) -> (triton_launch.Plan, output shape)
+
+
+def _launch_decode(x_new, conv_state, weight, bias, activation, key=None):
+    """Allocate out (B, C) and launch one program per (channel block, batch row); keep the
+    launch's Plan under `key` when it went direct."""
     B, C = x_new.shape
     K = weight.shape[-1]
     out = x_new.new_empty((B, C))
@@ -74,7 +79,7 @@ def _launch_decode(x_new, conv_state, weight, bias, activation):
     block_c = min(256, next_power_of_2(C))
     block_k = next_power_of_2(K)
     grid = (cdiv(C, block_c), B)
-    launch(_dw_decode_kernel, grid,   # _dw_decode_kernel[grid](...), past JITFunction.run when on (triton_launch)
+    plan = launch(_dw_decode_kernel, grid,   # _dw_decode_kernel[grid](...), past JITFunction.run when on (triton_launch)
         x_new, conv_state, weight, bias if bias is not None else weight, out,
         C,
         x_new.stride(0), x_new.stride(1),
@@ -85,6 +90,8 @@ def _launch_decode(x_new, conv_state, weight, bias, activation):
         ACC_DTYPE=tl.float64 if x_new.dtype == torch.float64 else tl.float32,
         BLOCK_C=block_c, num_warps=4 if block_c >= 128 else 1,
     )
+    if plan is not None and key is not None:
+        keep_plan(_PLANS, key, (plan, out.shape))
     return out
 
 
@@ -98,4 +105,13 @@ def dw_conv1d_decode_step(x_new: torch.Tensor, conv_state: torch.Tensor, weight:
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    return _launch_decode(x_new, conv_state, weight, bias, activation)
+    key = None
+    if triton_launch.ENABLED and triton_launch.PLANS:   # direct launches: a call seen before replays its Plan
+        key = tensors_key((x_new, conv_state, weight, bias), activation)
+        kept = _PLANS.get(key)
+        if kept is not None:
+            plan, shape = kept
+            out = x_new.new_empty(shape)
+            if plan.launch((x_new, conv_state, weight, bias if bias is not None else weight, out), out):
+                return out
+    return _launch_decode(x_new, conv_state, weight, bias, activation, key)

@@ -17,11 +17,12 @@ launcher would call doing nothing). Usage:
 
     launcher.planned(grid, args, kwargs) -> Plan | None   # launch, and a Plan to repeat it
 
-A Plan is one direct launch with every non-tensor argument fixed. The conv call sites
-(triton_conv1d, triton_conv2d) keep one per call signature (plan_key: shapes, strides, dtypes,
-16-byte alignment, the op's arguments), so a repeated call allocates its output and goes
-straight to the launcher with its own tensors, past its set-up, the autotune lookup and the
-Launcher's key: about half the host time of the public op (benchmarks/results/host-overhead-cpu.md).
+A Plan is one direct launch with every non-tensor argument fixed. Every fused call site
+(triton_conv1d, triton_conv2d, triton_decode, triton_short_conv) keeps one per call signature
+(plan_key / tensors_key: shapes, strides, dtypes, 16-byte alignment, the op's arguments), so a
+repeated call allocates its output and goes straight to the launcher with its own tensors, past
+its set-up, the autotune lookup and the Launcher's key: about half the host time of the public
+op (benchmarks/results/host-overhead-cpu.md).
 
 `options` are kwargs fixed for this Launcher (an autotune pick: BLOCK sizes, num_warps...).
 The cache key of a compiled entry is (current device, every argument's type, a tensor's dtype
@@ -183,10 +184,11 @@ class Launcher:
 
     def planned(self, grid, args: tuple, kwargs: dict) -> "Plan | None":
         """Launch as __call__ does; -> a Plan that repeats this launch with other tensors, when
-        it went direct through a compiled entry whose tensors are exactly the first four
-        positional arguments (the conv kernels' x, w, b, out), else None."""
+        it went direct through a compiled entry whose tensors are the leading positional
+        arguments (x, w, b, out for the convs), else None."""
         _, entry, grid3, device = self._launch(grid, args, kwargs)
-        if entry is None or not PLANS or entry.pos_tensors != (0, 1, 2, 3) or entry.kw_tensors:
+        if (entry is None or not PLANS or entry.kw_tensors
+                or entry.pos_tensors != tuple(range(len(entry.pos_tensors)))):
             return None
         return Plan(entry, grid3, device, self)
 
@@ -239,38 +241,49 @@ class Plan:
     A kernel module keeps plans per call signature (everything that decides the launch but the
     tensors' addresses: shapes, strides, dtypes, 16-byte alignment, the op's arguments), so a
     repeated call skips its own set-up, the autotune lookup and the Launcher's key: it
-    allocates the output, fills the four tensors (x, w, b, out) into the entry's argument list
-    and calls the launcher. launch() refuses (False, nothing launched) when the direct path's
-    conditions no longer hold, and the call site then takes its ordinary path."""
-    __slots__ = ("entry", "grid", "device", "launcher")
+    allocates the output, fills its tensors (the kernel's leading positional parameters) into
+    the entry's argument list and calls the launcher. launch() refuses (False, nothing
+    launched) when the direct path's conditions no longer hold, and the call site then takes
+    its ordinary path."""
+    __slots__ = ("entry", "grid", "device", "launcher", "n_tensors")
 
     def __init__(self, entry: _Entry, grid: tuple, device, launcher: Launcher):
         self.entry, self.grid, self.device, self.launcher = entry, grid, device, launcher
+        self.n_tensors = len(entry.pos_tensors)
 
-    def launch(self, x, w, b, out) -> bool:
-        """Launch on the current stream with these tensors (b: any tensor when the kernel has no
-        bias, as the call site passes it). out: just allocated, so 16-byte aligned on CUDA;
-        checked anyway, as the entry was compiled for an aligned one."""
+    def launch(self, tensors: tuple, out) -> bool:
+        """Launch on the current stream with `tensors`, the kernel's leading tensor parameters in
+        order (a placeholder where the kernel reads none, as the call site passes it). out: the
+        output among them, just allocated, so 16-byte aligned on CUDA; checked anyway, as the
+        entry was compiled for an aligned one."""
         fn = self.launcher.fn
-        if not (ENABLED and PLANS) or fn.pre_run_hooks or not _hooks_idle(self.launcher.runtime) or out.data_ptr() % 16:
+        if (not (ENABLED and PLANS) or fn.pre_run_hooks or not _hooks_idle(self.launcher.runtime)
+                or out.data_ptr() % 16 or len(tensors) != self.n_tensors):
             return False
         get_device, get_stream = _DRIVER[0]
         if get_device() != self.device:
             return False
         e, g = self.entry, self.grid
         full = e.template.copy()
-        full[0], full[1], full[2], full[3] = x, w, b, out
+        full[:self.n_tensors] = tensors
         e.run(g[0], g[1], g[2], get_stream(self.device), e.function, e.packed, None, None, None, *full)
         return True
 
 
 def plan_key(x, weight, bias, op_args: tuple) -> tuple:
-    """The call signature a conv call site keeps its Plan under: everything its launch depends
-    on but the tensors' addresses (shapes, strides, dtypes, whether x, weight and bias start
-    16-byte aligned, the op's own arguments). The current device is checked by Plan.launch."""
+    """The call signature a conv call site keeps its Plan under (tensors_key for other tensor
+    sets): everything its launch depends on but the tensors' addresses (shapes, strides, dtypes,
+    whether x, weight and bias start 16-byte aligned, the op's own arguments). The current
+    device is checked by Plan.launch."""
     return (x.shape, x.stride(), x.dtype, x.data_ptr() % 16 == 0,
             weight.shape, weight.stride(), weight.dtype, weight.data_ptr() % 16 == 0,
             None if bias is None else (bias.dtype, bias.data_ptr() % 16 == 0), op_args)
+
+
+def tensors_key(tensors: tuple, op_args) -> tuple:
+    """plan_key for any number of tensors (None where an optional one is absent)."""
+    return (tuple(None if t is None else (t.shape, t.stride(), t.dtype, t.data_ptr() % 16 == 0) for t in tensors),
+            op_args)
 
 
 def keep_plan(table: dict, key: tuple, value) -> None:
@@ -296,8 +309,9 @@ _LAUNCHERS: dict = {}
 
 
 def launch(fn, grid, *args, **kwargs):
-    """fn[grid](*args, **kwargs) for a plain triton.jit kernel, launched directly when it can be."""
+    """fn[grid](*args, **kwargs) for a plain triton.jit kernel, launched directly when it can
+    be; -> a Plan that repeats this launch with other tensors, or None (Launcher.planned)."""
     launcher = _LAUNCHERS.get(fn)
     if launcher is None:
         launcher = _LAUNCHERS[fn] = Launcher(fn)
-    return launcher(grid, args, kwargs)
+    return launcher.planned(grid, args, kwargs)

@@ -25,7 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_launch import cdiv, launch, next_power_of_2
+from . import triton_launch
+from .triton_launch import cdiv, keep_plan, launch, next_power_of_2, tensors_key
 from .weight_layout import tap_major
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -112,8 +113,12 @@ def _short_conv_kernel(
                      mask=mask_j[:, None] & mask_c[None, :])
 
 
-def _launch_short_conv(bcx, weight, bias, conv_state, mask):
-    """Allocate y (B, L, C) contiguous and launch one program per (L tile, C tile, b)."""
+_PLANS: dict = {}    # tensors_key(...) -> (triton_launch.Plan, y shape, tap-major weight?, state read?)
+
+
+def _launch_short_conv(bcx, weight, bias, conv_state, mask, key=None):
+    """Allocate y (B, L, C) contiguous and launch one program per (L tile, C tile, b); keep the
+    launch's Plan under `key` when it went direct."""
     B, L, C3 = bcx.shape
     C, K = C3 // 3, weight.shape[-1]
     y = bcx.new_empty((B, L, C))
@@ -128,14 +133,15 @@ def _launch_short_conv(bcx, weight, bias, conv_state, mask):
     block_l = max(block_s, min(16 if _INTERPRET else 32, next_power_of_2(max(L, 1))))
     block_c = min(16 if _INTERPRET else 64, next_power_of_2(C))
     grid = (cdiv(L, block_l), cdiv(C, block_c), B)
-    if L > 1:    # each tap loads BLOCK_C channels' weights: tap-major, 16 B a load. Not for one
-        weight = tap_major(weight)   # token (decode, launch-bound): its CUDA graph reads the weight
+    tap = L > 1  # each tap loads BLOCK_C channels' weights: tap-major, 16 B a load. Not for one
+    if tap:      # token (decode, launch-bound): its CUDA graph reads the weight
+        weight = tap_major(weight)
     dummy = weight                                     # any pointer for absent optional inputs
     s_strides = conv_state.stride() if has_state else (0, 0, 0)
     m_strides = mask.stride() if mask is not None else (0, 0)
     # Fixed blocks, no autotune: autotune re-runs the kernel while timing configs, which
     # would corrupt the in-place conv_state.
-    launch(_short_conv_kernel, grid,   # _short_conv_kernel[grid](...), past JITFunction.run when on (triton_launch)
+    plan = launch(_short_conv_kernel, grid,   # _short_conv_kernel[grid](...), past JITFunction.run when on (triton_launch)
         bcx, weight, bias if bias is not None else dummy,
         conv_state if has_state else dummy, mask if mask is not None else dummy, y,
         L, C,
@@ -145,6 +151,8 @@ def _launch_short_conv(bcx, weight, bias, conv_state, mask):
         BLOCK_L=block_l, BLOCK_C=block_c, BLOCK_S=block_s,
         num_warps=1 if _INTERPRET else 4,
     )
+    if plan is not None and key is not None:
+        keep_plan(_PLANS, key, (plan, y.shape, tap, has_state))
     return y
 
 
@@ -156,4 +164,17 @@ def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 
     Shapes are assumed validated by `models.depthwise.short_conv`.
     """
-    return _launch_short_conv(bcx, weight, bias, conv_state, mask)
+    key = None
+    if triton_launch.ENABLED and triton_launch.PLANS:   # direct launches: a call seen before replays its Plan
+        key = tensors_key((bcx, weight, bias, conv_state, mask), None)
+        kept = _PLANS.get(key)
+        if kept is not None:
+            plan, shape, tap, has_state = kept
+            y = bcx.new_empty(shape)
+            w = tap_major(weight) if tap else weight
+            m = mask.view(torch.uint8) if mask is not None and mask.dtype == torch.bool else mask
+            tensors = (bcx, w, bias if bias is not None else w, conv_state if has_state else w,
+                       m if m is not None else w, y)
+            if plan.launch(tensors, y):
+                return y
+    return _launch_short_conv(bcx, weight, bias, conv_state, mask, key)
