@@ -12,10 +12,10 @@ later launches call `compiled.run(...)` exactly as JITFunction.run does (Triton 
 with launch metadata and both launch hooks None (Triton passes empty HookChains there, which the
 launcher would call doing nothing). Usage:
 
-    Launcher(fn, options)(grid, args, kwargs)    # fn[grid](*args, **kwargs, **options)
-    launch(fn, grid, *args, **kwargs)            # fn[grid](*args, **kwargs), one Launcher per fn
-
-    launcher.planned(grid, args, kwargs) -> Plan | None   # launch, and a Plan to repeat it
+    Launcher(fn, options)(grid, args, kwargs)              # fn[grid](*args, **kwargs, **options)
+    Launcher(fn, options).planned(grid, args, kwargs)      # the same; -> a Plan to repeat it, or None
+    launch(fn, grid, *args, **kwargs)                      # fn[grid](*args, **kwargs), one Launcher
+                                                           # per fn; -> a Plan, or None
 
 A Plan is one direct launch with every non-tensor argument fixed. Every fused call site
 (triton_conv1d, triton_conv2d, triton_decode, triton_short_conv) keeps one per call signature
