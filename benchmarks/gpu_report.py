@@ -15,6 +15,7 @@ import json
 import math
 import time
 
+from benchmarks.gpu_decode import ORDER
 from benchmarks.ops import shape_dict
 
 ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
@@ -249,7 +250,11 @@ def _fmt(v, spec=",.1f") -> str:
 def decode_table(rows: list[dict]) -> list[str]:
     lines = ["| preset | batch | variant | impl | graph | gen tok/s | decode tok/s | ms/token | "
              "kernels/token | host launches/token |", "|---|---:|---|---|---|---:|---:|---:|---:|---:|"]
+    rank = {v: i for i, v in enumerate(ORDER)}
+    place = {}                                   # (preset, batch) in the order first measured
     for r in rows:
+        place.setdefault((r["preset"], r["batch"]), len(place))
+    for r in sorted(rows, key=lambda r: (place[(r["preset"], r["batch"])], rank.get(r["variant"], len(rank)))):
         lines.append(f"| {r['preset']} | {r['batch']} | {r['variant']} | {r['impl']} | {r.get('cuda_graph')} | "
                      f"{_fmt(r.get('generate_tokens_per_s'))} | {_fmt(r.get('decode_tokens_per_s'))} | "
                      f"{_fmt(r.get('ms_per_token'), '.2f')} | {_fmt(r.get('kernels_per_token'), 'd')} | "
