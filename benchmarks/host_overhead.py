@@ -43,8 +43,9 @@ from triton.runtime.jit import JITFunction  # noqa: E402
 from benchmarks import timing  # noqa: E402
 from benchmarks.cli_args import check_out, positive  # noqa: E402
 from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E402
-from models.depthwise import depthwise_conv1d, depthwise_conv2d, fused, triton_autotune  # noqa: E402
-from models.depthwise import triton_conv1d, triton_conv2d, triton_launch  # noqa: E402
+from models.depthwise import (conv1d_decode_step, depthwise_conv1d, depthwise_conv2d, fused,  # noqa: E402
+                              short_conv_block, triton_autotune)
+from models.depthwise import triton_conv1d, triton_conv2d, triton_decode, triton_launch, triton_short_conv  # noqa: E402
 
 BF16 = torch.bfloat16
 
@@ -55,10 +56,17 @@ def _cases() -> dict:
     nhwc = torch.randn(1, 384, 14, 14, dtype=BF16).contiguous(memory_format=torch.channels_last)
     nhwc_w = torch.randn(384, 1, 3, 3, dtype=BF16)
     blc, blc_w = torch.randn(1, 128, 1024, dtype=BF16).transpose(1, 2), torch.randn(1024, 1, 3, dtype=BF16)
+    bcx, state = torch.randn(1, 128, 3 * 1024, dtype=BF16), torch.randn(1, 1024, 2, dtype=BF16)
+    x_new, dstate = torch.randn(16, 2048, dtype=BF16), torch.randn(16, 2048, 2, dtype=BF16)
+    dw = torch.randn(2048, 1, 3, dtype=BF16)
     return {
         "seed-1x2048x21-f32": lambda: depthwise_conv1d(*seed, padding=1, impl="fused"),
         "mbv2-b1-c384@14-nhwc-bf16": lambda: depthwise_conv2d(nhwc, nhwc_w, padding=1, impl="fused"),
         "lfm2-1x128x1024-blc-bf16": lambda: depthwise_conv1d(blc, blc_w, padding="causal", impl="fused"),
+        # LFM2's fused block (a 128-token prefill chunk with its state) and the decode step:
+        # fixed-config kernels, so the first two columns are the same path (Triton's JIT launch)
+        "lfm2-block-1x128x1024-bf16": lambda: short_conv_block(bcx, blc_w, conv_state=state, impl="fused"),
+        "decode-16x2048-bf16": lambda: conv1d_decode_step(x_new, dstate, dw, impl="fused"),
     }
 
 
@@ -119,7 +127,7 @@ def measure(budget_s: float) -> list[dict]:
         if _StubCompiled.launches < len(_cases()) * 20:      # the direct path fell back to fn[grid]
             raise RuntimeError(f"the direct path reached the launcher {_StubCompiled.launches} times: "
                                "it ran through JITFunction.run, so its column would be mislabelled")
-        if len(triton_conv1d._PLANS) + len(triton_conv2d._PLANS) < len(_cases()):
+        if sum(len(m._PLANS) for m in (triton_conv1d, triton_conv2d, triton_decode, triton_short_conv)) < len(_cases()):
             raise RuntimeError("a case kept no launch Plan: its `planned` column would time the Launcher")
     finally:
         fused.interpreting, JITFunction.run, triton_launch.ENABLED, triton_launch.PLANS, triton_launch._DRIVER[:] = saved
