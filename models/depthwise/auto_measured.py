@@ -6,9 +6,7 @@ those files and the rules against them). Rows: (shape name, op, x, weight, strid
 # ---------------------------------------------------------------- measured CPU numbers
 # Copied from benchmarks/results/ops-cpu.json by `python benchmarks/ops.py --auto-table`
 # (AMD EPYC, 2 cores, quiet, torch's default 2 threads, wall clock, glibc keeping freed
-# memory (models/allocator.py); torch 2.13, float32):
-# median us per call through the public op. Rows: (shape name, op, x, weight, stride,
-# channels_last, {impl: median_us}), comment: the winner (smallest median).
+# memory (models/allocator.py); torch 2.13, float32): median us per call through the public op.
 # fmt: off
 CPU_MEASURED: tuple = (
     ('seed-c2048', 'conv1d', (1, 2048, 21), (2048, 1, 3), 1, False, dict(per_group=25552.4, slice_sum=53.7, compiled=90.3, native=131.3)),  # -> slice_sum

@@ -12,8 +12,8 @@ later launches call `compiled.run(...)` exactly as JITFunction.run does (Triton 
 with launch metadata and both launch hooks None (Triton passes empty HookChains there, which the
 launcher would call doing nothing). Usage:
 
-    Launcher(fn, options)(grid, args, kwargs)              # fn[grid](*args, **kwargs, **options)
-    Launcher(fn, options).planned(grid, args, kwargs)      # the same; -> a Plan to repeat it, or None
+    Launcher(fn, options).planned(grid, args, kwargs)      # fn[grid](*args, **kwargs, **options);
+                                                           # -> a Plan to repeat it, or None
     launch(fn, grid, *args, **kwargs)                      # fn[grid](*args, **kwargs), one Launcher
                                                            # per fn; -> a Plan, or None
 
@@ -155,6 +155,10 @@ class _Entry:
         tensors = set(pos) | {i for i, _ in kw}
         self.meta = {p.name: v for i, (p, v) in enumerate(zip(params, template)) if i not in tensors}
 
+    def launch(self, grid3: tuple, stream, full: list) -> None:
+        """The C launcher, as JITFunction.run calls it (no launch metadata, no hooks)."""
+        self.run(grid3[0], grid3[1], grid3[2], stream, self.function, self.packed, None, None, None, *full)
+
 
 class Launcher:
     """fn[grid](*args, **kwargs, **options), past JITFunction.run once an entry is compiled."""
@@ -179,36 +183,33 @@ class Launcher:
         return (isinstance(self.fn, JITFunction) and os.environ.get("TRITON_INTERPRET", "0") != "1"
                 and hasattr(self.fn, "params") and _driver() is not None)
 
-    def __call__(self, grid, args: tuple, kwargs: dict):
-        return self._launch(grid, args, kwargs)[0]
+    def direct_now(self) -> bool:
+        """This launch may go direct: the path is on, fn can take it (decided on the first call)
+        and nothing that Triton's own path would run (pre-run or launch hooks) is set."""
+        if self.direct is None:
+            self.direct = self._can_go_direct()
+        return self.direct and ENABLED and not self.fn.pre_run_hooks and _hooks_idle(self.runtime)
 
     def planned(self, grid, args: tuple, kwargs: dict) -> "Plan | None":
-        """Launch as __call__ does; -> a Plan that repeats this launch with other tensors, when
-        it went direct through a compiled entry whose tensors are the leading positional
-        arguments (x, w, b, out for the convs), else None."""
-        _, entry, grid3, device = self._launch(grid, args, kwargs)
-        if (entry is None or not PLANS or entry.kw_tensors
-                or entry.pos_tensors != tuple(range(len(entry.pos_tensors)))):
+        """fn[grid](*args, **kwargs, **options), direct once an entry is compiled; -> a Plan that
+        repeats this launch with other tensors, when it went direct through a compiled entry
+        whose tensors are the leading positional arguments (x, w, b, out for the convs), else None."""
+        if not self.direct_now():
+            self.jit(grid, args, kwargs)
             return None
-        return Plan(entry, grid3, device, self)
-
-    def _launch(self, grid, args: tuple, kwargs: dict):
-        """-> (what fn[grid] returns, the entry launched directly or None, its (g0, g1, g2), device)."""
-        direct = self.direct
-        if direct is None:
-            direct = self.direct = self._can_go_direct()
-        if not (direct and ENABLED) or self.fn.pre_run_hooks or not _hooks_idle(self.runtime):
-            return self.jit(grid, args, kwargs), None, None, None
         spec = spec_of(args, kwargs, self.scalars, self.layouts)
         if spec is None:
-            return self.jit(grid, args, kwargs), None, None, None
+            self.jit(grid, args, kwargs)
+            return None
         get_device, get_stream = _DRIVER[0]
         device = get_device()
         entry = self.entries.get((device, spec))
         if entry is None:
-            return self._first(grid, args, kwargs, (device, spec)), None, None, None
+            self._first(grid, args, kwargs, (device, spec))
+            return None
         if entry is _JIT:
-            return self.jit(grid, args, kwargs), None, None, None
+            self.jit(grid, args, kwargs)
+            return None
         full = entry.template.copy()
         for i in entry.pos_tensors:
             full[i] = args[i]
@@ -218,8 +219,10 @@ class Launcher:
             grid = grid(entry.meta)
         n = len(grid)
         g = (grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1)
-        entry.run(g[0], g[1], g[2], get_stream(device), entry.function, entry.packed, None, None, None, *full)
-        return entry.compiled, entry, g, device
+        entry.launch(g, get_stream(device), full)
+        if not PLANS or entry.kw_tensors or entry.pos_tensors != tuple(range(len(entry.pos_tensors))):
+            return None
+        return Plan(entry, g, device, self)
 
     def _first(self, grid, args, kwargs, key):
         """Launch through Triton (compiling if needed) and keep the CompiledKernel it returns."""
@@ -256,17 +259,14 @@ class Plan:
         order (a placeholder where the kernel reads none, as the call site passes it). out: the
         output among them, just allocated, so 16-byte aligned on CUDA; checked anyway, as the
         entry was compiled for an aligned one."""
-        fn = self.launcher.fn
-        if (not (ENABLED and PLANS) or fn.pre_run_hooks or not _hooks_idle(self.launcher.runtime)
-                or out.data_ptr() % 16 or len(tensors) != self.n_tensors):
+        if not (PLANS and self.launcher.direct_now()) or out.data_ptr() % 16 or len(tensors) != self.n_tensors:
             return False
         get_device, get_stream = _DRIVER[0]
         if get_device() != self.device:
             return False
-        e, g = self.entry, self.grid
-        full = e.template.copy()
+        full = self.entry.template.copy()
         full[:self.n_tensors] = tensors
-        e.run(g[0], g[1], g[2], get_stream(self.device), e.function, e.packed, None, None, None, *full)
+        self.entry.launch(self.grid, get_stream(self.device), full)
         return True
 
 
