@@ -227,6 +227,44 @@ def test_cpu_without_interpreter_raises_clear_error():
     assert len(lines) == 4 and all(line == f"ERR {fused.CPU_ERROR}" for line in lines), proc.stdout
 
 
+MODE_SCRIPT = """
+    import os, torch
+    from models.depthwise import fused
+
+    class CudaLike:          # the attributes fused's check reads, as a CUDA tensor has them
+        is_cuda, dtype, shape, device = True, torch.float32, (1, 4, 8), torch.device("cuda")
+
+    def verdict(*tensors):
+        try:
+            fused._kernels("triton_conv1d", *tensors)
+        except RuntimeError as e:
+            return ("refused" if "CPU tensors only" in str(e) else "cpu-error" if str(e) == fused.CPU_ERROR
+                    else f"other: {{e}}")
+        return "ok"
+
+    interp = {interp}
+    if interp:
+        os.environ["TRITON_INTERPRET"] = "1"
+    first = verdict(torch.randn(1, 4, 8)) if interp else verdict(CudaLike())   # imports the kernels
+    os.environ["TRITON_INTERPRET"] = "0" if interp else "1"                    # flipped afterwards
+    print(first, verdict(CudaLike()), verdict(torch.randn(1, 4, 8), CudaLike()))
+"""
+
+
+@pytest.mark.parametrize("interp, want", [pytest.param(True, "ok refused cpu-error", id="imported-interpreted"),
+                                          pytest.param(False, "ok ok ok", id="imported-compiled")])
+def test_cuda_tensors_are_checked_against_the_kernels_mode_not_the_environment_now(interp, want):
+    """A CUDA tensor may run unless the kernel module was defined under TRITON_INTERPRET=1
+    (its kernels then run on host memory only): the mode at import decides, not the environment
+    at the call, so the hot path reads no environment variable. CPU tensors (tests only) ask the
+    environment at the call: after the flip they pass in the compiled case and are refused in
+    the interpreted one (mixed devices never get here: spec.py refuses them first)."""
+    pytest.importorskip("triton")
+    proc = _run_isolated(MODE_SCRIPT.format(interp=interp))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == want.split(), proc.stdout
+
+
 COMPILE_ALL = """
     import inspect, triton, triton.language as tl
     from triton.compiler import ASTSource

@@ -46,37 +46,41 @@ def available(device: torch.device | str | None = None) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and interpreting())
 
 
-_MODULES: dict = {}      # kernel module name -> module, once imported (import_module costs ~7 us a call)
+_MODULES: dict = {}      # kernel module name -> (module, whether its kernels were defined under the interpreter)
 
 
 def _kernels(name: str, *tensors: torch.Tensor):
     """Check device/dtype and return the Triton kernel module `name`, importing it lazily.
     Runs on every call: kept to a few attribute reads per tensor (host time is what a small
-    launch-bound call costs)."""
+    launch-bound call costs). CUDA tensors are checked against the mode the module's kernels
+    were defined in (Triton reads TRITON_INTERPRET then), not the environment now: that is
+    what decides whether they can run, and it spares the hot path an environment read (~0.7 us,
+    the most expensive line here). CPU tensors (tests only) ask interpreting() each call."""
     if tensors[0].shape[0] > MAX_BATCH:   # every kernel puts the batch on grid dim 1 or 2
         raise ValueError(f"the fused impl takes batches of at most {MAX_BATCH} rows (CUDA grid limit), "
                          f"got {tensors[0].shape[0]}: split the batch")
-    interp = interpreting()
+    loaded = _MODULES.get(name)
+    interpreted = loaded[1] if loaded is not None else interpreting()
     for t in tensors:
         if t is None:
             continue
         if t.is_cuda:
-            if interp:           # the interpreter runs kernels on host memory only
+            if interpreted:      # the interpreter runs kernels on host memory only
                 raise RuntimeError("TRITON_INTERPRET=1 runs the fused kernels on CPU tensors only; "
-                                   "unset it to run them on CUDA")
-        elif not (interp and t.device.type == "cpu"):
+                                   "unset it (before the first fused call) to run them on CUDA")
+        elif not (t.device.type == "cpu" and interpreting()):
             raise RuntimeError(CPU_ERROR)
         if t.dtype not in DTYPES and t.is_floating_point():
             raise ValueError(f"the fused impl supports dtypes {DTYPES}, got {t.dtype}")
-    module = _MODULES.get(name)
-    if module is not None:
-        return module
+    if loaded is not None:
+        return loaded[0]
     try:
-        module = _MODULES[name] = importlib.import_module(f"models.depthwise.{name}")
+        module = importlib.import_module(f"models.depthwise.{name}")
     except ImportError as exc:
         if importlib.util.find_spec("triton") is None:
             raise RuntimeError(TRITON_ERROR) from exc
         raise
+    _MODULES[name] = (module, module._INTERPRET)     # TRITON_INTERPRET when its kernels were defined
     return module
 
 

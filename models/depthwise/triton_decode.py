@@ -13,12 +13,16 @@ Imported lazily by `models.depthwise.fused` (so `import models` works without tr
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
 
 from . import triton_launch
 from .triton_launch import cdiv, keep_plan, launch, next_power_of_2, tensors_key
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"   # as triton.jit reads it below (fused checks it)
 
 ACTIVATIONS = (None, "silu")
 
