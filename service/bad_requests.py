@@ -80,6 +80,8 @@ def malformed_requests(vocab: int, max_sequence_length: int, max_batch_size: int
         "zero-batch": P(lm, 400, json=ids([], shape=[0, 3])),
         "bad-impl-name": P(lm, 400, json={**ids([1, 2]), "parameters": {"depthwise_impl": "warp_speed"}}),
         "impl-not-string": P(lm, 400, json={**ids([1, 2]), "parameters": {"depthwise_impl": 3}}),
+        "timeout-negative": P(lm, 400, json={**ids([1, 2]), "parameters": {"timeout": -1}}),
+        "timeout-not-int": P(lm, 400, json={**ids([1, 2]), "parameters": {"timeout": "1s"}}),
         "unknown-output": P(lm, 400, json={**ids([1, 2]), "outputs": [{"name": "nope"}]}),
         "binary-output-not-bool": P(lm, 400, json={**ids([1, 2]), "parameters": {"binary_data_output": "yes"}}),
         "bin-header-not-int": P(lm, 400, **binary({"inputs": [bin_ids]}, b"\0" * 16, header="ten")),

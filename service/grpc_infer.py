@@ -100,7 +100,8 @@ class InferCalls:
             svc.runtime(name)
             handler = svc.tensor[name]
             arrays, requested, params = decode_request(request, svc.settings.max_elements, svc.settings.max_batch_size)
-            decoded = handler.prepare(request.id or None, params.get("depthwise_impl"), arrays, requested)
+            decoded = handler.prepare(request.id or None, params.get("depthwise_impl"), arrays, requested,
+                                      timeout=params.get("timeout"))
             meter.impl = decoded.impl
             result = await handler.predict(decoded)
             response = encode_response(name, decoded.id, decoded.impl, handler.output_arrays(decoded, result))

@@ -14,7 +14,8 @@ from .schema_types import Float, Int, Text, TokenId
 from .schemas_structured import StructuredOutputs
 
 # Request-level parameters are free-form in OIP v2 (tritonclient sends e.g. `priority`,
-# `timeout`); we read `depthwise_impl` and `binary_data_output` and ignore the rest.
+# `timeout`); /infer reads `depthwise_impl`, `binary_data_output` and `timeout`
+# (service/handlers/tensor.py) and ignores the rest.
 Parameters = dict[str, Any]
 
 

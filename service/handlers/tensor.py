@@ -1,6 +1,13 @@
-"""OIP v2 `/infer` for any ServedModel: JSON or binary tensors in, tensors out."""
+"""OIP v2 `/infer` for any ServedModel: JSON or binary tensors in, tensors out.
+
+Request parameters read here: `depthwise_impl` (which impl runs), `binary_data_output`, and
+Triton's `timeout` (int64 microseconds, tritonclient's `infer(..., timeout=)`): the request
+waits at most that long for the model, else 503 and it never runs; 0 or absent = the server's
+DWSERVE_REQUEST_TIMEOUT_S, which a request may shorten but not extend. Triton's `priority`
+is accepted and ignored (one FIFO queue per model)."""
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -9,6 +16,7 @@ from pydantic import ValidationError
 
 from .. import codec
 from ..classification import OutputRequest, class_count, top_classes
+from ..errors import ServiceError
 from ..runtime import ModelRuntime, Result
 from ..schemas import InferRequest
 
@@ -19,6 +27,19 @@ class Decoded:
     impl: str
     inputs: dict[str, np.ndarray]
     outputs: list[OutputRequest]      # name, as binary (REST), top-k classification or None
+    timeout_us: Optional[int] = None  # the request's own wait limit, when shorter than the server's
+
+
+def requested_timeout(value: Any, limit_s: float) -> Optional[int]:
+    """Triton's `timeout` request parameter -> the microseconds this request may wait for the
+    model, or None for the server's limit (absent, 0 as in Triton, or not shorter than limit_s).
+    ValueError (a 400) for anything but a non-negative integer."""
+    if value is None:
+        return None
+    if type(value) is not int or value < 0:      # bool is an int subclass: refused too
+        raise ValueError(f"parameters.timeout: expected a non-negative integer of microseconds "
+                         f"(0 = the server's limit), got {value!r}"[:300])
+    return value if 0 < value < limit_s * 1e6 else None
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -70,13 +91,16 @@ class TensorHandler:
             if not isinstance(binary, bool):
                 raise ValueError(f"output {out.name!r}: parameters.binary_data must be true/false")
             requested.append(OutputRequest(out.name, binary, class_count(out.name, out_params)))
-        return self.prepare(req.id, params.get("depthwise_impl"), arrays, requested, binary_all)
+        return self.prepare(req.id, params.get("depthwise_impl"), arrays, requested, binary_all,
+                            timeout=params.get("timeout"))
 
     def prepare(self, request_id: Optional[str], impl: Any, arrays: dict[str, np.ndarray],
-                requested: list[OutputRequest], binary_all: bool = False) -> Decoded:
+                requested: list[OutputRequest], binary_all: bool = False, timeout: Any = None) -> Decoded:
         """Decoded tensors from either wire format (JSON/binary here, gRPC in service/grpc_codec.py)
         -> a checked request: the impl allowed, the inputs against the model's specs, the
-        requested outputs known (none requested = all, each `binary_all`)."""
+        requested outputs known (none requested = all, each `binary_all`), the `timeout`
+        parameter read (requested_timeout)."""
+        timeout_us = requested_timeout(timeout, self.settings.request_timeout_s)
         impl = self.rt.check_impl(impl)
         self._check_inputs(arrays)
         seen = set()
@@ -87,7 +111,7 @@ class TensorHandler:
                 raise ValueError(f"requested output {out.name!r} appears twice; request each output once")
             seen.add(out.name)
         wanted = requested or [OutputRequest(name, binary_all) for name in self.outputs]
-        return Decoded(request_id, impl, arrays, wanted)
+        return Decoded(request_id, impl, arrays, wanted, timeout_us)
 
     def output_arrays(self, decoded: Decoded, result: Result) -> list[tuple[str, np.ndarray]]:
         """The requested outputs of a forward, each as computed or as its top-k classes."""
@@ -125,7 +149,14 @@ class TensorHandler:
                     raise ValueError(f"input {name!r}: token ids must be in [0, {self.vocab_size}), got {lo}..{hi}")
 
     async def predict(self, decoded: Decoded) -> Result:
-        return await self.rt.infer(decoded.inputs, decoded.impl)
+        if decoded.timeout_us is None:
+            return await self.rt.infer(decoded.inputs, decoded.impl)
+        try:
+            return await self.rt.infer(decoded.inputs, decoded.impl, decoded.timeout_us / 1e6)
+        except (TimeoutError, asyncio.TimeoutError):      # the future was cancelled: it never runs
+            raise ServiceError(503, f"request timeout expired: the model did not answer within the request's "
+                                    f"parameters.timeout ({decoded.timeout_us} us); retry later or allow longer",
+                               {"Retry-After": "1"}) from None
 
     def encode(self, decoded: Decoded, result: Result) -> tuple[bytes, dict[str, str]]:
         header: dict[str, Any] = {"model_name": self.rt.name, "model_version": "1",
