@@ -197,6 +197,30 @@ def test_conv2d_random_shapes(C, H, W, kh, kw, s, d, p, channels_last):
     check(out, ref_conv2d(x, w, b, (s, s), (p, p, p, p), (d, d)), torch.float32)
 
 
+
+@needs_fused
+def test_the_public_ops_check_fused_devices_once_per_call_signature(monkeypatch):
+    """dispatch's call cache keeps fused.cached_op's op, checked once: a repeated call (same
+    shapes, dtypes, devices, arguments) skips fused._kernels, a new signature checks again,
+    and every result still equals the dense reference on fresh random inputs."""
+    from models.depthwise import depthwise_conv1d, depthwise_conv2d
+    from models.depthwise.dispatch import clear_caches
+    checks = []
+    real = fused._kernels
+    monkeypatch.setattr(fused, "_kernels", lambda name, *t: checks.append(name) or real(name, *t))
+    clear_caches()
+    gen = torch.Generator().manual_seed(11)
+    for L in (19, 19, 19, 23, 23):
+        x, w, b = rand(2, 6, L, gen=gen), rand(6, 1, 3, gen=gen), rand(6, gen=gen)
+        check(depthwise_conv1d(x, w, b, padding=1, impl="fused"), ref_conv1d(x, w, b, 1, (1, 1), 1), torch.float32)
+    assert checks == ["triton_conv1d"] * 2, checks
+    for _ in range(3):
+        x, w = rand(1, 4, 9, 9, gen=gen), rand(4, 1, 3, 3, gen=gen)
+        check(depthwise_conv2d(x, w, padding=1, impl="fused"), ref_conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1)),
+              torch.float32)
+    assert checks == ["triton_conv1d"] * 2 + ["triton_conv2d"], checks
+
+
 # ------------------------------------------------------------------ errors without a backend
 def _run_isolated(code: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

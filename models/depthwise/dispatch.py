@@ -115,12 +115,21 @@ def _impl_fn(name: str, op: str):
     return getattr(importlib.import_module(f"{__package__}.{name}"), op)
 
 
+def _cached_fn(name: str, op: str, x, weight, bias):
+    """The impl's op for a call-cache entry: its `cached_op(op, x, weight, bias)` where it has
+    one (fused: its per-call checks read only what the key holds, so they run here, once),
+    else the op itself."""
+    module = importlib.import_module(f"{__package__}.{name}")
+    cached = getattr(module, "cached_op", None)
+    return cached(op, x, weight, bias) if cached is not None else getattr(module, op)
+
+
 def _prepare(op, key, x, weight, bias, stride, padding, dilation, policy):
     """Cache miss: validate, resolve padding and impl, and cache the entry under `key`."""
     check = spec.conv1d_spec if op == "conv1d" else spec.conv2d_spec
     s, p, d = check(x, weight, bias, stride, padding, dilation)
     name = resolve_impl(op, x, weight, s, p, d, policy)
-    entry = (_impl_fn(name, op), s, p, d)
+    entry = (_cached_fn(name, op, x, weight, bias), s, p, d)
     if key is not None:
         if len(_CALLS) >= _MAX_CACHE:
             _CALLS.clear()

@@ -1,7 +1,8 @@
 """The `fused` impl: hand-written Triton kernels, one launch per call.
 
 Entry points follow the impl-module contract of docs/ARCHITECTURE.md (called after
-`spec.py` validation), plus the decode step and the LFM2 short-conv block:
+`spec.py` validation), plus the decode step and the LFM2 short-conv block (and `cached_op`,
+which dispatch's call cache takes in place of conv1d / conv2d):
 
     conv1d(x, weight, bias, stride, padding=(left, right), dilation, activation=None)
     conv2d(x, weight, bias, stride=(sh, sw), padding=(top, bottom, left, right), dilation=(dh, dw))
@@ -15,6 +16,7 @@ tests before then. The plain-torch references these kernels are tested against a
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -94,7 +96,27 @@ def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
            padding: tuple[int, int], dilation: int, activation: str | None = None) -> torch.Tensor:
     """Depthwise conv1d, x (B, C, L) any strides, weight (C*m, 1, K) -> (B, C*m, L_out);
     optional SiLU after bias. One launch (backward, if autograd needs one: slice_sum's)."""
-    k = _kernels("triton_conv1d", x, weight, bias)
+    return _conv1d(_kernels("triton_conv1d", x, weight, bias), x, weight, bias, stride, padding, dilation, activation)
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+           stride: tuple[int, int], padding: tuple[int, int, int, int],
+           dilation: tuple[int, int]) -> torch.Tensor:
+    """Depthwise conv2d, x (B, C, H, W) NCHW or channels_last, weight (C*m, 1, KH, KW)
+    -> (B, C*m, H_out, W_out) in x's memory format. One launch (backward: slice_sum's)."""
+    return _conv2d(_kernels("triton_conv2d", x, weight, bias), x, weight, bias, stride, padding, dilation)
+
+
+def cached_op(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    """`op` ("conv1d" / "conv2d") for dispatch's call cache, checked once: every value `_kernels`
+    checks per call (devices, dtypes, the batch; the kernels' mode is fixed at their import) is
+    part of that cache's key, so the entry's op skips the check (~1 us of a launch-bound call)."""
+    k = _kernels("triton_conv1d" if op == "conv1d" else "triton_conv2d", x, weight, bias)
+    return functools.partial(_conv1d if op == "conv1d" else _conv2d, k)
+
+
+def _conv1d(k, x, weight, bias, stride, padding, dilation, activation=None):
+    """conv1d with its kernel module `k` (device and dtypes checked)."""
     bias = _contiguous_bias(bias)
     if not fused_autograd.needs_grad(x, weight, bias):        # inference: no closures, no node
         return k.dw_conv1d(x, weight, bias, stride, padding, dilation, activation)
@@ -108,12 +130,8 @@ def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
     return fused_autograd.FusedKernel.apply(kernel, reference, x, weight, bias)
 
 
-def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-           stride: tuple[int, int], padding: tuple[int, int, int, int],
-           dilation: tuple[int, int]) -> torch.Tensor:
-    """Depthwise conv2d, x (B, C, H, W) NCHW or channels_last, weight (C*m, 1, KH, KW)
-    -> (B, C*m, H_out, W_out) in x's memory format. One launch (backward: slice_sum's)."""
-    k = _kernels("triton_conv2d", x, weight, bias)
+def _conv2d(k, x, weight, bias, stride, padding, dilation):
+    """conv2d with its kernel module `k` (device and dtypes checked)."""
     bias = _contiguous_bias(bias)
     if not fused_autograd.needs_grad(x, weight, bias):
         return k.dw_conv2d(x, weight, bias, stride, padding, dilation)

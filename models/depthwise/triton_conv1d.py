@@ -144,13 +144,11 @@ def dw_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     zeros; activation None or "silu" (applied after bias). Returns (B, C*m, L_out) in x.dtype.
     Inputs are assumed validated by `models.depthwise.spec` (shapes, devices, dtypes).
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    left, right = padding
-    op_args = (int(stride), int(left), int(right), int(dilation), activation)
     key = None
     if triton_launch.ENABLED and triton_launch.PLANS:   # direct launches: a call seen before replays its Plan
-        key = plan_key(x, weight, bias, op_args)
+        # The arguments as given (1 and True, 1.0 key alike: they launch alike once made ints);
+        # an invalid activation never has a Plan, so it reaches the check below.
+        key = plan_key(x, weight, bias, (stride, *padding, dilation, activation))
         kept = _PLANS.get(key)
         if kept is not None:
             plan, shape, tap = kept
@@ -158,4 +156,7 @@ def dw_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
             w = tap_major(weight) if tap else weight
             if plan.launch((x, w, bias if bias is not None else w, out), out):
                 return out
-    return _launch_conv1d(x, weight, bias, *op_args, key)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    left, right = padding
+    return _launch_conv1d(x, weight, bias, int(stride), int(left), int(right), int(dilation), activation, key)

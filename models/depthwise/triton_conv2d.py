@@ -206,11 +206,9 @@ def dw_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     or None; padding (top, bottom, left, right) zeros. Returns (B, C*m, H_out, W_out) in
     x.dtype and x's memory format. Inputs are assumed validated by `models.depthwise.spec`.
     """
-    stride, dilation = (int(stride[0]), int(stride[1])), (int(dilation[0]), int(dilation[1]))
-    padding = (int(padding[0]), int(padding[1]), int(padding[2]), int(padding[3]))
     key = None
     if triton_launch.ENABLED and triton_launch.PLANS:   # direct launches: a call seen before replays its Plan
-        key = plan_key(x, weight, bias, (stride, padding, dilation))
+        key = plan_key(x, weight, bias, (*stride, *padding, *dilation))     # as given: 1 and 1.0 launch alike
         kept = _PLANS.get(key)
         if kept is not None:
             plan, shape, fmt, tap = kept
@@ -218,4 +216,6 @@ def dw_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
             w = tap_major(weight) if tap else weight
             if plan.launch((x, w, bias if bias is not None else w, out), out):
                 return out
+    stride, dilation = (int(stride[0]), int(stride[1])), (int(dilation[0]), int(dilation[1]))
+    padding = (int(padding[0]), int(padding[1]), int(padding[2]), int(padding[3]))
     return _launch_conv2d(x, weight, bias, stride, padding, dilation, key)
