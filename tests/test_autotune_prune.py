@@ -46,6 +46,6 @@ def test_the_conv_kernels_prune_their_big_configs_on_small_layers():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    # 8 configs, 2 of them big: the seed-sized layer (2048 x 16 outputs) tunes 6, a
-    # (8, 4096, 512) layer (4096 x 4**6) all 8.
-    assert got == {"conv1d": [8, 2, 6, 8], "nhwc": [8, 2, 6, 8]}, got
+    # conv1d: 8 configs, 2 of them big; NHWC conv2d: 10, 4 big (2 of them 2-D pixel tiles).
+    # A seed-sized layer (2048 x 16 outputs) tunes the base 6, a layer of 4096 x 4**6 all.
+    assert got == {"conv1d": [8, 2, 6, 8], "nhwc": [10, 4, 6, 10]}, got

@@ -28,17 +28,23 @@ from .weight_layout import tap_major
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 if _INTERPRET:   # one small config: the interpreter would time every config on every new key
     _NCHW_CONFIGS = [triton.Config({"BLOCK_C": 4, "BLOCK_P": 64}, num_warps=1)]
-    _NHWC_CONFIGS, _NHWC_BIG = [triton.Config({"BLOCK_P": 16, "BLOCK_C": 16}, num_warps=1)], []
+    _NHWC_CONFIGS, _NHWC_BIG = [triton.Config({"BLOCK_P": 16, "BLOCK_C": 16, "TILE_W": 0}, num_warps=1)], []
 else:
     _NCHW_CONFIGS = [
         triton.Config({"BLOCK_C": bc, "BLOCK_P": bp}, num_warps=w)
         for bc, bp, w in [(2, 128, 4), (2, 256, 4), (2, 512, 8), (4, 128, 4), (4, 256, 8), (8, 64, 4)]
     ]
-    # 8 warps over more pixels, for big memory-bound NHWC layers (an H200 probe had the stride-2
-    # 112x112 layer at 79% of the copy ceiling); tried on big layers only (big_layer_configs).
-    _NHWC_BIG = [triton.Config({"BLOCK_P": bp, "BLOCK_C": bc}, num_warps=8) for bp, bc in [(64, 64), (128, 32)]]
+    # For big memory-bound NHWC layers (an H200 probe had the stride-2 112x112 layer at 79% of the
+    # copy ceiling), tried on big layers only (big_layer_configs): 8 warps over more pixels, and
+    # 2-D pixel tiles (TILE_W > 0: BLOCK_P // TILE_W output rows x TILE_W columns). A flattened
+    # tile of 64 pixels is about one output row, so each program reads 3 input rows per output row
+    # (stride 1; 1.5 at stride 2) through L2, where an 8 x 8 tile reads 10 / 8 (17 / 16 at stride
+    # 2): the halo re-reads the L1 cannot catch across programs drop by half. TILE_W = 8 divides
+    # the big layers' 112- and 56-pixel rows.
+    _NHWC_BIG = [triton.Config({"BLOCK_P": bp, "BLOCK_C": bc, "TILE_W": tw}, num_warps=w)
+                 for bp, bc, tw, w in [(64, 64, 0, 8), (128, 32, 0, 8), (64, 32, 8, 4), (128, 32, 8, 8)]]
     _NHWC_CONFIGS = [
-        triton.Config({"BLOCK_P": bp, "BLOCK_C": bc}, num_warps=w)
+        triton.Config({"BLOCK_P": bp, "BLOCK_C": bc, "TILE_W": 0}, num_warps=w)
         for bp, bc, w in [(16, 64, 4), (32, 64, 4), (8, 128, 4), (16, 128, 4), (64, 32, 4), (32, 32, 2)]
     ] + _NHWC_BIG
 
@@ -124,16 +130,24 @@ def _dw_conv2d_nhwc_kernel(
     M: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     DH: tl.constexpr, DW: tl.constexpr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    TILE_W: tl.constexpr,        # 0: BLOCK_P flattened output pixels; else (BLOCK_P // TILE_W) rows x TILE_W cols
 ):
     pid_p = tl.program_id(0)
     pid_c = tl.program_id(1)
     pid_b = tl.program_id(2).to(tl.int64)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)   # [BLOCK_P] flattened output pixels
     offs_o = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)   # [BLOCK_C] output channels (unit stride)
-    mask_p = offs_p < P_OUT
     mask_o = offs_o < C_OUT
-    oh = offs_p // W_OUT
-    ow = offs_p % W_OUT
+    if TILE_W == 0:
+        offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)   # [BLOCK_P] flattened output pixels
+        mask_p = offs_p < P_OUT
+        oh = offs_p // W_OUT
+        ow = offs_p % W_OUT
+    else:
+        tiles_w = tl.cdiv(W_OUT, TILE_W)                   # pid_p = tile row * tiles_w + tile col
+        i = tl.arange(0, BLOCK_P)                          # [BLOCK_P] row-major within the tile
+        oh = (pid_p // tiles_w) * (BLOCK_P // TILE_W) + i // TILE_W
+        ow = (pid_p % tiles_w) * TILE_W + i % TILE_W
+        mask_p = (ow < W_OUT) & (oh * W_OUT + ow < P_OUT)  # oh < H_OUT, given ow < W_OUT
     x_base = x_ptr + pid_b * sx_b + (offs_o // M).to(tl.int64) * sx_c   # [BLOCK_C]
     acc = _tap_sum(x_base, w_ptr, offs_o, mask_o, oh, ow, mask_p, H, W, sx_h, sx_w, sw_c, sw_h, sw_w,
                    PAD_T, PAD_L, KH, KW, SH, SW, DH, DW, ACC_DTYPE, True, BLOCK_P, BLOCK_C)   # [BLOCK_P, BLOCK_C]
@@ -150,6 +164,14 @@ def is_channels_last(x: torch.Tensor) -> bool:
     Mirrors PyTorch's choice of output memory format for convolutions.
     """
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _pixel_programs(meta: dict, P_out: int, H_out: int, W_out: int) -> int:
+    """Programs along grid dim 0: flattened tiles of BLOCK_P pixels, or 2-D tiles (TILE_W > 0)."""
+    tile_w = meta.get("TILE_W", 0)          # the NCHW kernel has no 2-D tiles
+    if not tile_w:
+        return cdiv(P_out, meta["BLOCK_P"])
+    return cdiv(H_out, meta["BLOCK_P"] // tile_w) * cdiv(W_out, tile_w)
 
 
 _PLANS: dict = {}    # plan_key(...) -> (triton_launch.Plan, output shape, memory format, weight made tap-major?)
@@ -177,7 +199,7 @@ def _launch_conv2d(x, weight, bias, stride, padding, dilation, key=None):
     else:
         kernel = _dw_conv2d_nchw_kernel
     P_out = H_out * W_out
-    grid = lambda meta: (cdiv(P_out, meta["BLOCK_P"]), cdiv(C_out, meta["BLOCK_C"]), B)
+    grid = lambda meta: (_pixel_programs(meta, P_out, H_out, W_out), cdiv(C_out, meta["BLOCK_C"]), B)
     # Determines the autotuner's key (its _KEY list + every tensor argument's dtype).
     m = C_out // C
     size = size_class(B * P_out)

@@ -1,0 +1,69 @@
+"""The NHWC conv2d kernel's pixel tilings, each forced in turn: flattened output pixels
+(TILE_W = 0) and 2-D tiles of BLOCK_P // TILE_W rows x TILE_W columns, the tiling the autotuner
+may pick for big memory-bound layers on the GPU. Under the interpreter the autotuner keeps one
+flattened config, so without forcing them the 2-D tiles would run only on a GPU. Each is
+checked against the block-diagonal dense conv in float64 on fresh random inputs, on shapes whose
+rows, columns and channels do not divide the tile (edges masked), strided, dilated, with a
+channel multiplier and asymmetric padding."""
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from fused_common import DEV, needs_fused  # noqa: E402
+from models.depthwise import fused  # noqa: E402
+from test_fused import check, rand, ref_conv2d  # noqa: E402
+
+pytestmark = [pytest.mark.fused, needs_fused]
+
+#        B, C, m, H, W, (KH, KW), stride, (top, bottom, left, right), dilation
+CASES = [
+    pytest.param(2, 20, 1, 13, 11, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), id="s1-odd-edges"),
+    pytest.param(1, 24, 1, 17, 19, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), id="s2"),
+    pytest.param(2, 8, 2, 9, 23, (3, 5), (1, 2), (0, 2, 2, 1), (2, 1), id="mult2-dil-asym"),
+    pytest.param(1, 17, 1, 6, 7, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), id="k5-one-tile"),
+]
+#        BLOCK_P, TILE_W
+TILINGS = [pytest.param(16, 0, id="flat16"), pytest.param(16, 4, id="4x4"), pytest.param(32, 8, id="4x8"),
+           pytest.param(64, 8, id="8x8"), pytest.param(32, 16, id="2x16")]
+
+
+class _Forced:
+    """Stands in for the autotuned kernel: launches its JIT function with one fixed config."""
+
+    def __init__(self, fn, **config):
+        self.fn, self.config, self.launches = fn, config, 0
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.launches += 1
+            return self.fn[grid](*args, **kwargs, **self.config)
+        return launch
+
+
+@pytest.mark.parametrize("block_p, tile_w", TILINGS)
+@pytest.mark.parametrize("B, C, m, H, W, k, stride, padding, dilation", CASES)
+def test_nhwc_tilings_equal_the_dense_reference(monkeypatch, B, C, m, H, W, k, stride, padding, dilation,
+                                               block_p, tile_w):
+    from models.depthwise import triton_conv2d
+    kernel = triton_conv2d._dw_conv2d_nhwc_kernel
+    forced = _Forced(kernel.fn, BLOCK_P=block_p, BLOCK_C=16, TILE_W=tile_w)
+    monkeypatch.setattr(triton_conv2d, "_dw_conv2d_nhwc_kernel", forced)
+    gen = torch.Generator().manual_seed(hash((B, C, H, W, block_p, tile_w)) % 2**31)
+    x = rand(B, C, H, W, gen=gen).contiguous(memory_format=torch.channels_last)
+    w, b = rand(C * m, 1, *k, gen=gen), rand(C * m, gen=gen)
+    out = fused.conv2d(x, w, b, stride, padding, dilation)
+    assert forced.launches == 1
+    assert out.is_contiguous(memory_format=torch.channels_last) and out.device.type == DEV
+    check(out, ref_conv2d(x, w, b, stride, padding, dilation), torch.float32)
+
+
+def test_programs_cover_every_output_pixel_once():
+    """The grid's dim 0 for a 2-D tiling: tile rows x tile columns, rounded up; flattened: pixels
+    over BLOCK_P; the NCHW kernel's configs (no TILE_W) flattened."""
+    from models.depthwise.triton_conv2d import _pixel_programs
+    assert _pixel_programs({"BLOCK_P": 64, "TILE_W": 8}, 56 * 56, 56, 56) == 7 * 7
+    assert _pixel_programs({"BLOCK_P": 64, "TILE_W": 8}, 13 * 11, 13, 11) == 2 * 2
+    assert _pixel_programs({"BLOCK_P": 32, "TILE_W": 16}, 9 * 40, 9, 40) == 5 * 3
+    assert _pixel_programs({"BLOCK_P": 64, "TILE_W": 0}, 13 * 11, 13, 11) == 3
+    assert _pixel_programs({"BLOCK_P": 128}, 1000, 10, 100) == 8
