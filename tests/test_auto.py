@@ -133,6 +133,28 @@ def test_cuda_rule_runs_fused_only_where_it_was_measured_to_win(monkeypatch, dty
         assert auto.choose(op, CUDA, dtype, x, w, s, d) == "native"
 
 
+@pytest.mark.parametrize("dtype", [pytest.param(d, id=str(d)[6:]) for d in FLOATS])
+def test_cuda_rule_with_the_direct_launch_is_fused_but_for_big_strided_nhwc_and_large_k(monkeypatch, dtype):
+    """The provisional branch (triton_launch.ENABLED): fused wherever the host is most of a
+    call, native for K > 9 and for big strided channels_last layers (cuDNN's kernel ahead there);
+    off, the measured rule's picks are unchanged (the test above)."""
+    from models.depthwise import triton_launch
+    monkeypatch.setattr(auto, "_triton_available", lambda: True)
+    monkeypatch.setattr(triton_launch, "ENABLED", True)
+    pick = lambda op, x, w, s=1, cl=False: auto.choose(op, CUDA, dtype, x, w, s, 1, channels_last=cl)
+    assert pick("conv1d", (1, 2048, 21), (2048, 1, 3)) == "fused"                 # the seed
+    assert pick("conv1d", (8, 1024, 512), (1024, 1, 3)) == "fused"
+    assert pick("conv1d", (8, 256, 512), (256, 1, 31)) == "native"                # conformer K=31
+    assert pick("decode", (16, 2048, 1), (2048, 1, 4)) == "fused"
+    assert pick("conv2d", (1, 144, 56, 56), (144, 1, 3, 3)) == "fused"            # NCHW, batch 1
+    assert pick("conv2d", (32, 32, 112, 112), (32, 1, 3, 3), 1, True) == "fused"  # big but stride 1
+    assert pick("conv2d", (32, 144, 56, 56), (144, 1, 3, 3), 2, True) == "fused"  # strided, 18M elements
+    assert pick("conv2d", (32, 96, 112, 112), (96, 1, 3, 3), 2, True) == "native"  # strided, 48M elements
+    assert pick("conv2d", (32, 96, 112, 112), (96, 1, 3, 3), 2, False) == "fused"  # NCHW: no cuDNN lead measured
+    monkeypatch.setattr(triton_launch, "ENABLED", False)
+    assert pick("conv1d", (1, 2048, 21), (2048, 1, 3)) == "native"
+
+
 def test_cuda_large_k_goes_native(monkeypatch):
     monkeypatch.setattr(auto, "_triton_available", lambda: True)
     assert auto.choose("conv1d", "cuda", torch.float32, (8, 256, 512), (256, 1, 31), 1, 1) == "native"

@@ -158,6 +158,27 @@ FUSED_MAX_TAPS = 9              # up to 3x3 / K=9; conformer's K=31 goes to cuDN
 FUSED_MIN_WORK = 1 << 25        # output elements * taps (~33M): between LFM2 8x512 K=3 (12.6M,
                                 # native) and LFM3 8x512 K=7 (58.7M) / 1x4096x4096 K=4 (67M, fused)
 
+# With the direct launch on (DWSERVE_TRITON_DIRECT_LAUNCH=1, triton_launch.ENABLED): PROVISIONAL,
+# a prediction until an H200 run measures that path (the rule above was measured without it).
+# On the Intel Xeon a planned fused call costs the host 7.8-9.4 us (host-overhead-cpu.md, the C
+# launcher left out) against 21.4-28.2 through Triton's autotuner, which (with Triton's JIT
+# launch on top) cost the H200's host 55-125 us a call, cuDNN's call 22-35. Scaled alike, the
+# planned call lands at or under cuDNN's host time, so fused goes wherever the host is most of a call:
+# - every conv1d and decode with K <= FUSED_MAX_TAPS: fused (the big rows were fused's already);
+# - conv2d: fused, except big strided channels_last layers (>= NATIVE_NHWC_STRIDED_MIN_ELEMENTS
+#   elements in + out), where the kernel outlasts the host and cuDNN's strided NHWC kernel ran
+#   at 96% of the copy ceiling (b32 c96@112 s2, 47.4 us of device time) against fused's 79%
+#   (57.3 us; both graph-replay probes on the H200). cuDNN's stride-1 NHWC layers ran at ~55-60%
+#   (b32 c32@112: 45 us wall for 103 MB; c144@56: 46 us for 116 MB), where fused goes.
+NATIVE_NHWC_STRIDED_MIN_ELEMENTS = 1 << 25   # ~33M: b32 c96@112 s2 (48M) native; b32 c144@56 s2 (18M) fused
+
+
+def _direct_launch() -> bool:
+    """Whether fused calls launch through triton_launch's direct path (read per decision: tests
+    and benchmarks switch it; dispatch caches decisions until clear_caches())."""
+    from . import triton_launch
+    return triton_launch.ENABLED
+
 
 @functools.lru_cache(maxsize=1)
 def _triton_available() -> bool:
@@ -168,15 +189,26 @@ def _triton_available() -> bool:
     return True
 
 
-def _cuda_rule(op, x_shape, weight_shape, stride) -> str:
-    taps, _, work = _work(x_shape, weight_shape, stride)
+def _cuda_rule(op, x_shape, weight_shape, stride, channels_last: bool = False) -> str:
+    taps, out, work = _work(x_shape, weight_shape, stride)
     if not _host("_triton_available"):
         return "native"
     if op == "decode":
         return "fused"
+    if _direct_launch():
+        return _cuda_rule_direct(op, x_shape, taps, out, stride, channels_last)
     if op == "conv1d" and taps <= FUSED_MAX_TAPS and (work >= FUSED_MIN_WORK or x_shape[2] == 1):
         return "fused"
     return "native"
+
+
+def _cuda_rule_direct(op, x_shape, taps, out, stride, channels_last) -> str:
+    """The provisional rule with the direct launch on (see above)."""
+    if taps > FUSED_MAX_TAPS:
+        return "native"
+    if op == "conv2d" and channels_last and stride > 1 and math.prod(x_shape) + out >= NATIVE_NHWC_STRIDED_MIN_ELEMENTS:
+        return "native"
+    return "fused"
 
 
 def _check(op, dtype, x_shape, weight_shape) -> None:
@@ -201,7 +233,7 @@ def choose(op, device, dtype, x_shape, weight_shape, stride, dilation, *, channe
     s = stride[0] if isinstance(stride, (tuple, list)) else int(stride)
     dev_type = torch.device(device).type
     if dev_type == "cuda":
-        return _cuda_rule(op, tuple(x_shape), tuple(weight_shape), s)
+        return _cuda_rule(op, tuple(x_shape), tuple(weight_shape), s, bool(channels_last))
     if dev_type == "cpu":
         return _cpu_rule(op, tuple(x_shape), tuple(weight_shape), s, bool(channels_last))
     return "native"              # other devices: only the framework's own conv is known to run
