@@ -67,3 +67,25 @@ def test_programs_cover_every_output_pixel_once():
     assert _pixel_programs({"BLOCK_P": 32, "TILE_W": 16}, 9 * 40, 9, 40) == 5 * 3
     assert _pixel_programs({"BLOCK_P": 64, "TILE_W": 0}, 13 * 11, 13, 11) == 3
     assert _pixel_programs({"BLOCK_P": 128}, 1000, 10, 100) == 8
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEV != "cuda", reason="needs CUDA: the autotune configs as compiled for the GPU")
+def test_the_2d_tile_configs_as_tuned_on_the_gpu_equal_the_reference():
+    """Each 2-D tile config of the big-layer set, with its own block sizes and warps, on a
+    stride-2 layer whose rows and columns do not divide the tile, against the dense float64
+    conv: the autotuner may pick one on the big layers, where no correctness step looks."""
+    from models.depthwise import triton_conv2d
+    tiled = [c for c in triton_conv2d._NHWC_BIG if c.kwargs["TILE_W"]]
+    assert tiled
+    for cfg in tiled:
+        kernel = triton_conv2d._dw_conv2d_nhwc_kernel
+        forced = _Forced(kernel.fn, **cfg.kwargs, num_warps=cfg.num_warps)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(triton_conv2d, "_dw_conv2d_nhwc_kernel", forced)
+            g = torch.Generator(device="cuda").manual_seed(7)
+            x = torch.randn(3, 72, 61, 67, generator=g, device="cuda").contiguous(memory_format=torch.channels_last)
+            w, b = torch.randn(72, 1, 3, 3, generator=g, device="cuda"), torch.randn(72, generator=g, device="cuda")
+            out = fused.conv2d(x, w, b, (2, 2), (1, 1, 1, 1), (1, 1))
+        assert forced.launches == 1
+        check(out, ref_conv2d(x, w, b, (2, 2), (1, 1, 1, 1), (1, 1)), torch.float32)
