@@ -26,6 +26,7 @@ Files under --out (default benchmarks/results/local/, git-ignored; gpu.sh: $OUT,
 result folder), tag "h200" on an H200, else the device type ("cuda"); "smoke" with --smoke:
   correctness-<tag>.{json,md} copy-<tag>.json ops-<tag>[-bfloat16].{json,md,png}
   models-<tag>.{json,md,png} decode-<tag>.{json,md} layouts-<tag>.{json,md} gpu-summary-<tag>.{json,md}
+  autotune-<tag>.json (every autotuner's pick per key: which tile each layer got)
 The committed CPU results (ops-cpu.*, models-cpu.*, serve-cpu.*) are never written; the GPU files
 reach benchmarks/results/ by hand (docs/GPU_RUN.md) or with `--out benchmarks/results`.
 On CUDA, `compiled` (one torch.compile per shape class, seconds each) is timed in the float32
@@ -65,6 +66,15 @@ from benchmarks.gpu_steps import (step_copy, step_correctness, step_decode, step
 from benchmarks.results_files import LOCAL, out_help  # noqa: E402
 
 PREWARMED = ("correctness", "ops-float32", "ops-bfloat16", "models", "layouts")   # launches prewarm compiles
+
+
+def _autotune_picks() -> list[dict]:
+    """Which config each fused autotune key got in this run ([] without Triton)."""
+    try:
+        from models.depthwise import triton_autotune
+    except ImportError:
+        return []
+    return triton_autotune.picks()
 
 
 def _on_sigterm(signum, frame):
@@ -126,6 +136,7 @@ def main(argv: list[str] | None = None, *, handle_signals: bool = False) -> int:
             break
     for name in run.budget.steps:
         record.setdefault(name, {"status": "not run"})
+    run.write_json(f"autotune-{run.tag}.json", {"environment": run.env, "picks": _autotune_picks()})
     md = run.path(f"gpu-summary-{run.tag}.md")       # registered first: listed in the summary
     s = gpu_report.summarize(run, record, interrupted)
     run.write_json(f"gpu-summary-{run.tag}.json", s)

@@ -52,6 +52,19 @@ def test_smoke_writes_every_step_and_prints_the_table_last(smoke):
         assert ENV_KEYS <= set(json.loads((out / name).read_text())["environment"]), name
 
 
+def test_the_run_records_every_autotune_pick(smoke):
+    """autotune-<tag>.json: per fused kernel and key, the config the autotuner chose (under the
+    interpreter each autotuner has one config, so the pick is that one)."""
+    out, _, summary = smoke
+    assert "autotune-smoke.json" in summary["files"]
+    picks = json.loads((out / "autotune-smoke.json").read_text())["picks"]
+    kernels = {p["kernel"] for p in picks}
+    assert {"_dw_conv1d_kernel", "_dw_conv2d_nhwc_kernel"} <= kernels, kernels
+    for p in picks:
+        assert p["key"] and all(isinstance(k, (int, float, bool, str, type(None))) for k in p["key"])
+        assert any(name.startswith("BLOCK_") for name in p["config"]) and "num_warps" in p["config"], p
+
+
 def test_results_name_no_path_of_the_machine_that_ran_them(smoke):
     """gpu.sh passes an absolute --out: the JSONs a session copies into benchmarks/results must
     not carry it (tests/test_benchmark_results.py refuses absolute paths in committed results)."""

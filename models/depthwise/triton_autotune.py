@@ -104,3 +104,15 @@ def launch_tuned(kernel, grid, key: tuple, *args, **kwargs):
             _PICKED[(kernel, key)] = Launcher(kernel.fn, kernel.best_config.all_kwargs())
         return None
     return launcher.planned(grid, args, kwargs)
+
+
+def picks() -> list[dict]:
+    """Every choice the autotuners made through launch_tuned so far: the kernel, the key (as
+    launch_tuned's caller built it: channels, size class, taps, strides, ..., dtypes) and the
+    config kwargs (block sizes, num_warps, ...). Benchmarks record it, so which tile each layer
+    got on the device outlives the machine."""
+    plain = (int, float, bool, str, type(None))
+    return [{"kernel": getattr(kernel.fn, "__name__", str(kernel.fn)),
+             "key": [k if isinstance(k, plain) else str(k) for k in key],
+             "config": {k: v if isinstance(v, plain) else str(v) for k, v in launcher.options.items()}}
+            for (kernel, key), launcher in list(_PICKED.items())]
