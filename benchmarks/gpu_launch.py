@@ -12,7 +12,8 @@ benchmarks/results/h200-2026-12-04/NOTES.md). Per shape and dtype, side by side 
       timed with events): native and fused, the kernels without the host; with min_bytes over it
       against the copy ceiling measured here (benchmarks/gpu_copy.py).
 Shapes: the seed, launch-bound LFM2 / MobileNetV2 layers and the memory-bound ones of the suite.
-Stops starting shapes at --budget-s; writes launch-<tag>.{json,md} under --out (default
+Stops starting shapes at --budget-s; writes launch-<tag>.{json,md} (the JSON with every autotune
+pick: triton_autotune.picks) under --out (default
 benchmarks/results/local/, git-ignored) and prints the table last. --smoke: CPU, Triton's
 interpreter, two tiny shapes, no graphs (what CI runs).
 """
@@ -126,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"shape": shape.name, "dtype": str(dtype), "min_bytes": 0, "error": repr(e)[:300]})
             print(" ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    from models.depthwise import triton_autotune
     result = {"environment": env, "copy_ceiling_gbps": ceiling, "rows": rows, "skipped": skipped,
-              "seconds": round(time.monotonic() - start, 1)}
+              "seconds": round(time.monotonic() - start, 1),
+              "autotune_picks": triton_autotune.picks()}     # which tile each shape's key got
     (args.out / f"launch-{tag}.json").write_text(json.dumps(result, indent=1, default=str))
     head = [f"# Fused launch path and kernel time ({env.get('device_name')})", "",
             f"torch {env.get('torch')}, triton {env.get('triton')}, copy ceiling "
