@@ -160,8 +160,8 @@ FUSED_MIN_WORK = 1 << 25        # output elements * taps (~33M): between LFM2 8x
 
 # With the direct launch on (DWSERVE_TRITON_DIRECT_LAUNCH=1, triton_launch.ENABLED): PROVISIONAL,
 # a prediction until an H200 run measures that path (the rule above was measured without it).
-# On the Intel Xeon a planned fused call costs the host 7.8-9.4 us (host-overhead-cpu.md, the C
-# launcher left out) against 21.4-28.2 through Triton's autotuner, which (with Triton's JIT
+# On the Intel Xeon a planned fused call costs the host 7.6-8.8 us (host-overhead-cpu.md, the C
+# launcher left out) against 21.6-28.7 through Triton's autotuner, which (with Triton's JIT
 # launch on top) cost the H200's host 55-125 us a call, cuDNN's call 22-35. Scaled alike, the
 # planned call lands at or under cuDNN's host time, so fused goes wherever the host is most of a call:
 # - every conv1d and decode with K <= FUSED_MAX_TAPS: fused (the big rows were fused's already);

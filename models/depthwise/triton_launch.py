@@ -155,9 +155,10 @@ class _Entry:
         tensors = set(pos) | {i for i, _ in kw}
         self.meta = {p.name: v for i, (p, v) in enumerate(zip(params, template)) if i not in tensors}
 
-    def launch(self, grid3: tuple, stream, full: list) -> None:
-        """The C launcher, as JITFunction.run calls it (no launch metadata, no hooks)."""
-        self.run(grid3[0], grid3[1], grid3[2], stream, self.function, self.packed, None, None, None, *full)
+    def launch(self, grid3: tuple, stream, head, rest) -> None:
+        """The C launcher, as JITFunction.run calls it (no launch metadata, no hooks), with every
+        parameter in signature order: `head` then `rest` (a Plan's tensors, then its fixed tail)."""
+        self.run(grid3[0], grid3[1], grid3[2], stream, self.function, self.packed, None, None, None, *head, *rest)
 
 
 class Launcher:
@@ -219,7 +220,7 @@ class Launcher:
             grid = grid(entry.meta)
         n = len(grid)
         g = (grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1)
-        entry.launch(g, get_stream(device), full)
+        entry.launch(g, get_stream(device), (), full)
         if not PLANS or entry.kw_tensors or entry.pos_tensors != tuple(range(len(entry.pos_tensors))):
             return None
         return Plan(entry, g, device, self)
@@ -244,15 +245,16 @@ class Plan:
     A kernel module keeps plans per call signature (everything that decides the launch but the
     tensors' addresses: shapes, strides, dtypes, 16-byte alignment, the op's arguments), so a
     repeated call skips its own set-up, the autotune lookup and the Launcher's key: it
-    allocates the output, fills its tensors (the kernel's leading positional parameters) into
-    the entry's argument list and calls the launcher. launch() refuses (False, nothing
+    allocates the output and calls the launcher with its tensors (the kernel's leading
+    positional parameters) before the entry's fixed tail of arguments. launch() refuses (False, nothing
     launched) when the direct path's conditions no longer hold, and the call site then takes
     its ordinary path."""
-    __slots__ = ("entry", "grid", "device", "launcher", "n_tensors")
+    __slots__ = ("entry", "grid", "device", "launcher", "n_tensors", "tail")
 
     def __init__(self, entry: _Entry, grid: tuple, device, launcher: Launcher):
         self.entry, self.grid, self.device, self.launcher = entry, grid, device, launcher
         self.n_tensors = len(entry.pos_tensors)
+        self.tail = tuple(entry.template[self.n_tensors:])     # every argument after the tensors
 
     def launch(self, tensors: tuple, out) -> bool:
         """Launch on the current stream with `tensors`, the kernel's leading tensor parameters in
@@ -264,9 +266,7 @@ class Plan:
         get_device, get_stream = _DRIVER[0]
         if get_device() != self.device:
             return False
-        full = self.entry.template.copy()
-        full[:self.n_tensors] = tensors
-        self.entry.launch(self.grid, get_stream(self.device), full)
+        self.entry.launch(self.grid, get_stream(self.device), tensors, self.tail)
         return True
 
 
