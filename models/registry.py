@@ -85,6 +85,18 @@ class MobileNetServed(ServedModel):
                          (TensorSpec("logits", "FP32", (-1, n)),), model, device, metadata)
         self.labels: list[str] = list(model.labels)
         self.dtype = next(model.parameters()).dtype
+        self.graphed = None            # models.graphed.GraphedForward once use_cuda_graphs(True)
+
+    def use_cuda_graphs(self, on: bool = True) -> None:
+        """Replay the forward from CUDA graphs (models/graphed.py), or stop (graphs dropped)."""
+        if not on:
+            self.graphed = None
+            return
+        if self.device.type != "cuda":
+            raise ValueError(f"CUDA graphs need the model on a CUDA device, not {self.device}")
+        from .graphed import GraphedForward
+        self.graphed = GraphedForward(lambda x: self.module(x).float(), (3, 224, 224), self.dtype, self.device,
+                                      memory_format=torch.channels_last)
 
     def preprocess(self, image) -> torch.Tensor:
         """PIL.Image -> (3, 224, 224) float32 on CPU (resize 256, centre crop, normalise)."""
@@ -100,6 +112,8 @@ class MobileNetServed(ServedModel):
                              "send ImageNet-normalised pixels")
         x = x.to(self.dtype)
         x = x.contiguous(memory_format=torch.channels_last)      # the model is NHWC (build)
+        if self.graphed is not None:
+            return {"logits": self.graphed(x)}
         return {"logits": self.module(x).float()}
 
     def warmup_inputs(self, batch_size: int = 1):

@@ -142,6 +142,8 @@ class Service:
                              seed=self.settings.seed)
         if hasattr(served.module, "row_chunk_bytes"):          # MobileNetV2 (models/row_chunks.py)
             served.module.row_chunk_bytes = (self.settings.cpu_row_chunk_mib << 20) or None
+        if self.settings.cuda_graphs and hasattr(served, "use_cuda_graphs") and served.device.type == "cuda":
+            served.use_cuda_graphs(True)
         return served
 
     def runtime(self, name: str) -> ModelRuntime:

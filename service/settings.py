@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     launch_recount_every: int = Field(500, ge=1)         # re-run count_launches every N forwards
     depthwise_sample_every: int = Field(20, ge=1)        # run every N-th forward under depthwise_timer
     warmup: bool = True                                  # warm up (and compile) before ready
+    # On a CUDA device, replay MobileNetV2's forward from CUDA graphs (models/graphed.py: one per
+    # bucket of rows and depthwise policy; per_group and compiled stay eager). Off until its CUDA
+    # test has passed on a GPU (tests/test_graphed.py, run by benchmarks/gpu.sh). LFM2's decode
+    # steps are graphed on CUDA regardless.
+    cuda_graphs: bool = False
     # on SIGTERM, how long in-flight requests get to finish before they are cut; 0 = at once.
     # At most a day: the drain joins threads with it, which raise OverflowError past
     # threading.TIMEOUT_MAX (inf made the shutdown fail and skip the drain)
