@@ -132,6 +132,24 @@ def test_ops_checks_on_synthetic_cuda_records():
     assert {c["status"] for c in incomplete if gpu_report.AUTO_BEST in c["name"]} == {"incomplete"}
 
 
+def test_auto_is_judged_by_the_time_of_the_impl_it_picks():
+    """auto runs its pick's code path: the check reads the pick's time beside the others (auto's
+    own series, noise on the same calls, is kept as `own`); without auto_choice, auto's own."""
+    def rows(name, auto_us, pick, fused=10.0, native=12.0):
+        rs = [_rec(name, "fused", fused), _rec(name, "native", native), _rec(name, "auto", auto_us)]
+        rs[-1]["auto_choice"] = pick
+        return rs
+    recs = rows("noisy", 13.0, "fused") + rows("wrong", 10.1, "native") + rows("close", 10.0, "native", native=10.4)
+    check = {c["name"].split("] ", 1)[1]: c for c in gpu_report.ops_checks("float32", recs, n_suite=3)}[gpu_report.AUTO_BEST]
+    assert check["status"] == "NOT met" and check["ratios"] == {"noisy": (1.0, "fused"), "wrong": (1.2, "fused"),
+                                                                 "close": (1.04, "fused")}
+    assert "wrong 1.20x of fused" in check["detail"] and "noisy" not in check["detail"]
+    assert check["own"] == {"noisy": 1.3, "wrong": 1.01, "close": 1.0}
+    good = rows("noisy", 13.0, "fused") + rows("close", 10.0, "native", native=10.4)
+    check = {c["name"].split("] ", 1)[1]: c for c in gpu_report.ops_checks("float32", good, n_suite=2)}[gpu_report.AUTO_BEST]
+    assert check["status"] == "met"
+
+
 def test_memory_bound_check_is_never_met_with_a_memory_bound_shape_unmeasured():
     """A memory-bound shape whose fused time is missing (fused failed there, or the budget cut
     the shape) leaves the check incomplete; it was 'met' on the shapes that happened to run."""
