@@ -17,7 +17,11 @@ READ_CPU_VENDOR = auto.cpu_vendor   # the real one: the fixture below stands in 
 @pytest.fixture(autouse=True)
 def _rule_as_measured(monkeypatch):
     """Test the rule itself: a C++ compiler present, no DWSERVE_AUTO_COMPILED opt-out (the two
-    tests at the end switch them) and an AMD CPU, where CPU_MEASURED was measured."""
+    tests at the end switch them), an AMD CPU, where CPU_MEASURED was measured, and the CUDA
+    rule of Triton's own launch path, where CUDA_MEASURED was (whatever
+    DWSERVE_TRITON_DIRECT_LAUNCH says: the direct path's provisional rule has its own test)."""
+    from models.depthwise import triton_launch
+    monkeypatch.setattr(triton_launch, "ENABLED", False)
     monkeypatch.setattr(auto, "_cxx_available", lambda: True)
     monkeypatch.setattr(auto, "cpu_vendor", lambda: "amd")
     monkeypatch.delenv("DWSERVE_AUTO_COMPILED", raising=False)
