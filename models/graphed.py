@@ -54,7 +54,7 @@ class GraphedForward:
 
     def eager_now(self) -> bool:
         """This call runs fn eagerly (see the module docstring)."""
-        return current_impl() in EAGER_POLICIES or _profiler_active() or profiling._TIMER.get() is not None
+        return current_impl() in EAGER_POLICIES or _profiler_active() or profiling.timer_active()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.eager_now():

@@ -195,6 +195,11 @@ def record_depthwise(device: torch.device | str | None = None):
     return _Record(timer, device)
 
 
+def timer_active() -> bool:
+    """A depthwise_timer is timing calls in this context (a CUDA-graph replay would make none)."""
+    return _TIMER.get() is not None
+
+
 @contextlib.contextmanager
 def timers_suspended():
     """No depthwise_timer records inside (this context only): for CUDA-graph capture, where
