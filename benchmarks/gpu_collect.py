@@ -1,12 +1,13 @@
 """After a device call of benchmarks/gpu.sh: file the run's results where the repository keeps
 them and say what issue 6 still misses (docs/GPU_RUN.md's "Reading what came back", as a script).
 
-    python benchmarks/gpu_collect.py FETCHED [--date YYYY-MM-DD] [--results DIR]
+    python benchmarks/gpu_collect.py FETCHED [--also FETCHED2]... [--date YYYY-MM-DD] [--results DIR]
 
 FETCHED: the folder the device tool put the call's files in (gpu-results.tar.gz with the logs
 beside it), such a gpu-results.tar.gz, or a folder of results already unpacked.
 1. Every file of the run goes to DIR/h200-<date>/ (default benchmarks/results/; the date today's,
-   UTC, as the call was), unedited: the run is kept whatever it met, as the first one was.
+   UTC, as the call was), unedited: the run is kept whatever it met, as the first one was; so do
+   the files of --also folders (a second call's, gpu_launch.py's launch-h200.*).
 2. Issue 6's acceptance list (benchmarks/gpu_acceptance.py) is read off the run's summary.
 3. Only when nothing misses, the run's `*-h200.*` files are also copied to DIR's top level, the
    names tests/test_gpu_results.py holds to the list (a run that misses would fail CI there).
@@ -56,7 +57,7 @@ def unpack(fetched: Path, into: Path) -> Path:
     return into
 
 
-def collect(fetched: Path, results: Path, date: str | None = None) -> tuple[Path, list[str], str]:
+def collect(fetched: Path, results: Path, date: str | None = None, also: tuple = ()) -> tuple[Path, list[str], str]:
     """-> (the dated folder, issue 6's misses, the CUDA_MEASURED rows). Raises ValueError when
     `fetched` holds no run summary."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,6 +69,9 @@ def collect(fetched: Path, results: Path, date: str | None = None) -> tuple[Path
         folder.mkdir(parents=True, exist_ok=True)
         files = sorted(p for p in run.iterdir() if p.is_file())
         for p in files:
+            shutil.copy2(p, folder / p.name)
+    for extra in also:                                   # a second call's files, as they came
+        for p in sorted(q for q in Path(extra).iterdir() if q.is_file()):
             shutil.copy2(p, folder / p.name)
     names = {p.name for p in files}
     misses = h200_failures(summary, names)
@@ -83,11 +87,13 @@ def collect(fetched: Path, results: Path, date: str | None = None) -> tuple[Path
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("fetched", type=Path, help="the device call's files (folder or gpu-results.tar.gz)")
+    p.add_argument("--also", type=Path, action="append", default=[],
+                   help="another call's files folder, filed beside the run (e.g. gpu_launch.py's)")
     p.add_argument("--date", help="YYYY-MM-DD for the dated folder (default: today, UTC)")
     p.add_argument("--results", type=Path, default=_REPO / "benchmarks" / "results", help="results folder")
     args = p.parse_args(argv)
     try:
-        folder, misses, table = collect(args.fetched, args.results, args.date)
+        folder, misses, table = collect(args.fetched, args.results, args.date, tuple(args.also))
     except ValueError as exc:
         print(f"gpu_collect: {exc}", file=sys.stderr)
         return 2

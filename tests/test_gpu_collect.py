@@ -28,11 +28,14 @@ def _tarball(tmp_path, src: Path) -> Path:
 
 @pytest.mark.parametrize("as_tarball", [False, True], ids=["folder", "tarball"])
 def test_a_run_that_misses_is_filed_dated_and_named_but_not_committed_at_the_top(tmp_path, as_tarball, capsys):
-    results = tmp_path / "results"
+    results, second = tmp_path / "results", tmp_path / "second-call"
+    second.mkdir()
+    (second / "launch-h200.json").write_text("{}")
     fetched = _tarball(tmp_path, FIRST_RUN) if as_tarball else FIRST_RUN
-    assert gpu_collect.main([str(fetched), "--date", "2027-01-02", "--results", str(results)]) == 1
+    assert gpu_collect.main([str(fetched), "--also", str(second), "--date", "2027-01-02",
+                             "--results", str(results)]) == 1
     folder = results / "h200-2027-01-02"
-    want = {p.name for p in FIRST_RUN.iterdir()} - ({"NOTES.md"} if as_tarball else set())
+    want = {p.name for p in FIRST_RUN.iterdir()} - ({"NOTES.md"} if as_tarball else set()) | {"launch-h200.json"}
     assert {p.name for p in folder.iterdir()} == want
     assert (folder / "ops-h200.json").read_bytes() == (FIRST_RUN / "ops-h200.json").read_bytes()
     assert not [p for p in results.iterdir() if p.is_file()]          # the top level untouched
