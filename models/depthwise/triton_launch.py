@@ -128,7 +128,7 @@ def spec_of(args: tuple, kwargs: dict, scalars=_SCALARS, layouts: dict | None = 
 
 class _Entry:
     """One compiled binary and how to lay out a call's arguments for its launcher."""
-    __slots__ = ("run", "function", "packed", "compiled", "template", "pos_tensors", "kw_tensors", "meta")
+    __slots__ = ("run", "function", "packed", "compiled", "template", "pos_tensors", "kw_tensors", "meta", "tail")
 
     def __init__(self, compiled, params, args, kwargs, options):
         self.compiled = compiled                # keeps the loaded module alive (__del__ unloads it)
@@ -154,6 +154,10 @@ class _Entry:
         # What a callable grid sees: every non-tensor parameter (Triton passes all bound args).
         tensors = set(pos) | {i for i, _ in kw}
         self.meta = {p.name: v for i, (p, v) in enumerate(zip(params, template)) if i not in tensors}
+        # A Plan's fixed arguments, when the tensors are exactly the leading positional ones (the
+        # call sites' x, w, b, out ...); None: this entry cannot be replayed by a Plan.
+        leading = not kw and self.pos_tensors == tuple(range(len(pos)))
+        self.tail = tuple(template[len(pos):]) if leading else None
 
     def launch(self, grid3: tuple, stream, head, rest) -> None:
         """The C launcher, as JITFunction.run calls it (no launch metadata, no hooks), with every
@@ -221,7 +225,7 @@ class Launcher:
         n = len(grid)
         g = (grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1)
         entry.launch(g, get_stream(device), (), full)
-        if not PLANS or entry.kw_tensors or entry.pos_tensors != tuple(range(len(entry.pos_tensors))):
+        if not PLANS or entry.tail is None:
             return None
         return Plan(entry, g, device, self)
 
@@ -253,8 +257,7 @@ class Plan:
 
     def __init__(self, entry: _Entry, grid: tuple, device, launcher: Launcher):
         self.entry, self.grid, self.device, self.launcher = entry, grid, device, launcher
-        self.n_tensors = len(entry.pos_tensors)
-        self.tail = tuple(entry.template[self.n_tensors:])     # every argument after the tensors
+        self.n_tensors, self.tail = len(entry.pos_tensors), entry.tail   # made once per entry
 
     def launch(self, tensors: tuple, out) -> bool:
         """Launch on the current stream with `tensors`, the kernel's leading tensor parameters in
