@@ -7,7 +7,9 @@ FETCHED: the folder the device tool put the call's files in (gpu-results.tar.gz 
 beside it), such a gpu-results.tar.gz, or a folder of results already unpacked.
 1. Every file of the run goes to DIR/h200-<date>/ (default benchmarks/results/; the date today's,
    UTC, as the call was), unedited: the run is kept whatever it met, as the first one was; so do
-   the files of --also folders (a second call's, gpu_launch.py's launch-h200.*).
+   the files of --also folders (a second call's, gpu_launch.py's launch-h200.*). A folder that
+   already holds files is another run's and is never written into: the next free
+   h200-<date>-2, -3, ... is used.
 2. Issue 6's acceptance list (benchmarks/gpu_acceptance.py) is read off the run's summary.
 3. Only when nothing misses, the run's `*-h200.*` files are also copied to DIR's top level, the
    names tests/test_gpu_results.py holds to the list (a run that misses would fail CI there).
@@ -57,6 +59,18 @@ def unpack(fetched: Path, into: Path) -> Path:
     return into
 
 
+def _free_folder(results: Path, name: str) -> Path:
+    """results/name, or results/name-2, -3, ...: the first that does not exist or is empty (two
+    runs on one day must not overwrite each other's committed files)."""
+    folder, n = results / name, 1
+    while folder.exists() and any(folder.iterdir()):
+        n += 1
+        folder = results / f"{name}-{n}"
+    if folder.exists():
+        folder.rmdir()                                   # empty: made again below
+    return folder
+
+
 def collect(fetched: Path, results: Path, date: str | None = None, also: tuple = ()) -> tuple[Path, list[str], str]:
     """-> (the dated folder, issue 6's misses, the CUDA_MEASURED rows). Raises ValueError when
     `fetched` holds no run summary."""
@@ -65,8 +79,8 @@ def collect(fetched: Path, results: Path, date: str | None = None, also: tuple =
         if not (run / SUMMARY).is_file():
             raise ValueError(f"{fetched}: no {SUMMARY} (a gpu.sh call's files, or its {TARBALL}, expected)")
         summary = json.loads((run / SUMMARY).read_text())
-        folder = results / f"h200-{date or datetime.now(timezone.utc).date().isoformat()}"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = _free_folder(results, f"h200-{date or datetime.now(timezone.utc).date().isoformat()}")
+        folder.mkdir(parents=True)
         files = sorted(p for p in run.iterdir() if p.is_file())
         for p in files:
             shutil.copy2(p, folder / p.name)

@@ -64,3 +64,15 @@ def test_a_run_that_meets_the_list_is_copied_to_the_top_level(tmp_path, capsys):
 def test_a_folder_without_a_run_summary_is_refused(tmp_path, capsys):
     assert gpu_collect.main([str(tmp_path), "--results", str(tmp_path / "r")]) == 2
     assert "no gpu-summary-h200.json" in capsys.readouterr().err
+
+
+def test_a_second_run_on_the_same_day_gets_its_own_folder(tmp_path, capsys):
+    results = tmp_path / "results"
+    (results / "h200-2027-01-04").mkdir(parents=True)
+    (results / "h200-2027-01-04" / "ops-h200.json").write_text("the first run's")
+    for _ in range(2):
+        gpu_collect.main([str(FIRST_RUN), "--date", "2027-01-04", "--results", str(results)])
+    assert (results / "h200-2027-01-04" / "ops-h200.json").read_text() == "the first run's"
+    for second in ("h200-2027-01-04-2", "h200-2027-01-04-3"):
+        assert (results / second / "ops-h200.json").read_bytes() == (FIRST_RUN / "ops-h200.json").read_bytes()
+    assert "h200-2027-01-04-3" in capsys.readouterr().out
