@@ -193,7 +193,7 @@ depthwise_conv1d(aligned, w, padding=1, impl="fused")
 knobs.runtime.launch_enter_hook = None
 assert len(LAUNCHES) == n_launch and len(JIT_RUNS) == n_jit + 1
 
-# Off (DWSERVE_TRITON_DIRECT_LAUNCH unset): no plan is looked up or replayed.
+# Off (DWSERVE_TRITON_DIRECT_LAUNCH=0): no plan is looked up or replayed.
 triton_launch.ENABLED = False
 depthwise_conv1d(aligned, w, padding=1, impl="fused")
 assert len(LAUNCHES) == n_launch and len(JIT_RUNS) == n_jit + 2

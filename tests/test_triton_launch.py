@@ -156,9 +156,12 @@ def test_hooks_added_later_take_the_jit_path(setup):
 
 @pytest.mark.skipif(not __import__("models.depthwise.fused", fromlist=["x"]).interpreting(),
                     reason="runs the kernels in Triton's interpreter (TRITON_INTERPRET=1)")
+@pytest.mark.parametrize("direct", [pytest.param(True, id="direct-on"), pytest.param(False, id="direct-off")])
 @pytest.mark.parametrize("op", ["conv1d", "conv2d"])
-def test_interpreted_fused_ops_still_match_native(op):
+def test_interpreted_fused_ops_still_match_native(monkeypatch, op, direct):
+    """Interpreted kernels are no JITFunctions: whatever ENABLED says, they take fn[grid]."""
     from models.depthwise import depthwise_conv1d, depthwise_conv2d
+    monkeypatch.setattr(triton_launch, "ENABLED", direct)
     g = torch.Generator().manual_seed(torch.seed() % 2**31)
     if op == "conv1d":
         x, w, b = torch.randn(2, 12, 19, generator=g), torch.randn(12, 1, 3, generator=g), torch.randn(12, generator=g)
@@ -174,9 +177,11 @@ def test_interpreted_fused_ops_still_match_native(op):
 # --- CUDA: the direct path launches the same binary as Triton's own path -------------------
 
 
-@pytest.mark.parametrize("env, want", [(None, False), ("1", True), ("true", True), ("0", False)])
-def test_direct_launch_is_opt_in_until_verified_on_a_gpu(env, want):
-    """Off by default (its CUDA tests have not run on a GPU yet); DWSERVE_TRITON_DIRECT_LAUNCH=1 turns it on."""
+@pytest.mark.parametrize("env, want", [(None, True), ("", True), ("1", True), ("true", True),
+                                       ("0", False), ("false", False), (" OFF ", False), ("no", False)])
+def test_direct_launch_is_on_by_default_and_env_0_opts_out(env, want):
+    """On by default since its CUDA tests passed on an H200 (benchmarks/results/h200-2026-12-04-2/
+    gpu-tests-launch.log, 24/24); DWSERVE_TRITON_DIRECT_LAUNCH=0 (false/no/off) turns it off."""
     import os
     import subprocess
     import sys

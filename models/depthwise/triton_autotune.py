@@ -17,8 +17,8 @@ benchmarks/results/host-overhead-cpu.md), next to ~6 us for the JIT launch itsel
 The seed shape is launch-bound, so that is most of its time. After the autotuner's pick for a
 key is known, the JIT function is called with it directly, as the autotuner's own final call does,
 and past JITFunction.run too once its binary is compiled (triton_launch.Launcher: the cached
-CompiledKernel's C launcher; on with DWSERVE_TRITON_DIRECT_LAUNCH=1 until its CUDA tests pass on a
-GPU, never under the interpreter or launch hooks).
+CompiledKernel's C launcher; on by default since its CUDA tests passed on an H200,
+DWSERVE_TRITON_DIRECT_LAUNCH=0 turns it off; never under the interpreter or launch hooks).
 """
 from __future__ import annotations
 

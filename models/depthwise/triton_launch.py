@@ -31,12 +31,12 @@ than Triton specialises a binary on, so a misaligned view never reuses an aligne
 argument of another kind (a tuple, say) takes Triton's path. The per-launch host work: that
 key (~3 us on a slow host for 25 arguments), a dict lookup, the parameter list, the launcher.
 
-The JIT path (`fn[grid](...)`) is taken instead when: ENABLED is False (the default until
-the direct path's CUDA tests have passed on a GPU; env DWSERVE_TRITON_DIRECT_LAUNCH=1 at import
-turns it on), fn is not a JITFunction (TRITON_INTERPRET=1 makes
-kernels InterpretedFunctions), a launch hook is set (a profiler like proton wants it called),
-fn has pre-run hooks, the installed Triton's CompiledKernel lacks run/function/packed_metadata,
-or no CUDA driver answers. Launches go on the current stream, so CUDA graph capture records them.
+The JIT path (`fn[grid](...)`) is taken instead when: ENABLED is False (on by default since
+its CUDA tests passed on an H200; env DWSERVE_TRITON_DIRECT_LAUNCH=0 at import turns it off),
+fn is not a JITFunction (TRITON_INTERPRET=1 makes kernels InterpretedFunctions, so the CPU
+tests' interpreted kernels always take it, ENABLED or not), a launch hook is set (a profiler
+like proton wants it called), fn has pre-run hooks, the installed Triton's CompiledKernel lacks
+run/function/packed_metadata, or no CUDA driver answers. Launches go on the current stream, so CUDA graph capture records them.
 Knobs read by JITFunction.run (debug, instrumentation mode) are assumed fixed after the first
 launch of an entry, and the check that a kernel's global values did not change is skipped.
 """
@@ -46,10 +46,11 @@ import os
 
 import torch
 
-# Off unless DWSERVE_TRITON_DIRECT_LAUNCH=1: its CUDA tests (tests/test_triton_launch_gpu.py:
-# bit-equal to Triton's own launch, misaligned inputs, graph capture) have not run on a GPU yet.
-# benchmarks/gpu.sh runs them first and sets it for its benchmarks when they pass.
-ENABLED = os.environ.get("DWSERVE_TRITON_DIRECT_LAUNCH", "0").strip().lower() in ("1", "true", "yes", "on")
+# On unless DWSERVE_TRITON_DIRECT_LAUNCH is 0/false/no/off (unset or empty: on). Its CUDA tests
+# (tests/test_triton_launch_gpu.py: bit-equal to Triton's own launch, misaligned inputs, graph
+# capture) passed 24/24 on an H200 with Triton 3.6 (benchmarks/results/h200-2026-12-04-2/
+# gpu-tests-launch.log), and that run's benchmarks were measured with it on.
+ENABLED = os.environ.get("DWSERVE_TRITON_DIRECT_LAUNCH", "1").strip().lower() not in ("0", "false", "no", "off")
 MAX_ENTRIES = 1024           # entries per Launcher; a full one starts over (Triton keeps the binaries)
 PLANS = True                 # call sites keep Plans (set False to time the Launcher alone)
 MAX_PLANS = 4096             # plans per call site; a full table starts over
