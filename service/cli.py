@@ -134,7 +134,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
                    help="warm up (and compile) before turning ready; --no-warmup: ready at once, slow first requests")
     p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
-                   help="on CUDA, replay MobileNetV2's forward from CUDA graphs (per bucket of rows; off by default)")
+                   help="on CUDA, replay MobileNetV2's forward from CUDA graphs (per bucket of rows; "
+                        "--no-cuda-graphs: eager; no effect on CPU)")
     p.add_argument("--log-level", type=_word, choices=LOG_LEVELS,
                    help="server and root logger level")
     p.add_argument("--log-format", type=_word, choices=LOG_FORMATS, help="text, or json: one object per line for a log pipeline")

@@ -119,10 +119,11 @@ class Settings(BaseSettings):
     depthwise_sample_every: int = Field(20, ge=1)        # run every N-th forward under depthwise_timer
     warmup: bool = True                                  # warm up (and compile) before ready
     # On a CUDA device, replay MobileNetV2's forward from CUDA graphs (models/graphed.py: one per
-    # bucket of rows and depthwise policy; per_group and compiled stay eager). Off until its CUDA
-    # test has passed on a GPU (tests/test_graphed.py, run by benchmarks/gpu.sh). LFM2's decode
-    # steps are graphed on CUDA regardless.
-    cuda_graphs: bool = False
+    # bucket of rows and depthwise policy; per_group and compiled stay eager). On by default since
+    # its CUDA test passed on an H200 (tests/test_graphed.py: benchmarks/results/h200-2026-12-04-2/
+    # gpu-tests.xml); --no-cuda-graphs / DWSERVE_CUDA_GRAPHS=0 turn it off. A no-op on CPU (graphs
+    # are CUDA's: service/app.py). LFM2's decode steps are graphed on CUDA regardless.
+    cuda_graphs: bool = True
     # on SIGTERM, how long in-flight requests get to finish before they are cut; 0 = at once.
     # At most a day: the drain joins threads with it, which raise OverflowError past
     # threading.TIMEOUT_MAX (inf made the shutdown fail and skip the drain)
