@@ -18,8 +18,9 @@ READ_CPU_VENDOR = auto.cpu_vendor   # the real one: the fixture below stands in 
 def _rule_as_measured(monkeypatch):
     """Test the rule itself: a C++ compiler present, no DWSERVE_AUTO_COMPILED opt-out (the two
     tests at the end switch them), an AMD CPU, where CPU_MEASURED was measured, and the CUDA
-    rule of Triton's own launch path, where CUDA_MEASURED was (whatever
-    DWSERVE_TRITON_DIRECT_LAUNCH says: the direct path's provisional rule has its own test)."""
+    rule of Triton's own launch path, where CUDA_MEASURED was, whatever
+    DWSERVE_TRITON_DIRECT_LAUNCH says; the direct launch's rule (the default) is tested where a
+    test turns it on (`direct`), against CUDA_MEASURED_DIRECT."""
     from models.depthwise import triton_launch
     monkeypatch.setattr(triton_launch, "ENABLED", False)
     monkeypatch.setattr(auto, "_cxx_available", lambda: True)
@@ -81,14 +82,30 @@ def test_table_is_the_committed_benchmark():
             assert us == pytest.approx(r["median_us"], rel=1e-3, abs=0.05), (name, impl)
 
 
-H200 = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "h200-2026-12-04"
+H200 = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "h200-2026-12-04"   # JIT launch
+H200_DIRECT = H200.with_name("h200-2026-12-04-2")                                          # direct launch
 CUDA = torch.device("cuda")
+# The direct rule's rows more than 5% behind the best eager median (float32; bf16 has none), each
+# with its measured ratio and why the pick stands: its kernel is the faster one (device_us, graph
+# replay, checked below) and the eager gap is host time, which a graphed forward does not pay.
+DIRECT_MISSES = {
+    "seed-c2048": (1.091, "fused 22.7 vs native 20.8 us eager, both host-bound; device 1.7 vs 2.8 us"),
+    "conformer-k31-8x256x512": (1.093, "fused 32.4 vs native 29.6 us eager; device 15.1 vs 20.4 us"),
+}
 
 
-def _cuda_rows(name):
+@pytest.fixture
+def direct(monkeypatch):
+    """The CUDA rule of the direct launch path (the default), Triton importable."""
+    from models.depthwise import triton_launch
+    monkeypatch.setattr(triton_launch, "ENABLED", True)
+    monkeypatch.setattr(auto, "_triton_available", lambda: True)
+
+
+def _cuda_rows(name, folder=H200):
     """(shape name, op, x, weight, stride, channels_last, {impl: median_us}) from a committed H200 file."""
     by = {}
-    for r in json.loads((H200 / name).read_text()):
+    for r in json.loads((folder / name).read_text()):
         if r["impl"] != "auto" and r["median_us"] is not None:
             by.setdefault(r["shape"]["name"], (r["shape"], {}))[1][r["impl"]] = r["median_us"]
     return [(n, sh["op"], tuple(sh["x"]), tuple(sh["weight"]), sh["stride"], bool(sh.get("channels_last")), med)
@@ -98,6 +115,7 @@ def _cuda_rows(name):
 @pytest.mark.parametrize("table, dtype", [pytest.param("ops-h200.json", torch.float32, id="float32"),
                                           pytest.param("ops-h200-bfloat16.json", torch.bfloat16, id="bfloat16")])
 def test_cuda_rule_within_5_percent_of_best_on_the_h200(monkeypatch, table, dtype):
+    """The JIT launch's rule (the fixture turns the direct launch off) on the run measured so."""
     monkeypatch.setattr(auto, "_triton_available", lambda: True)
     rows = _cuda_rows(table)
     assert len(rows) >= 16
@@ -108,19 +126,22 @@ def test_cuda_rule_within_5_percent_of_best_on_the_h200(monkeypatch, table, dtyp
         assert medians[got] <= 1.05 * best, f"{name}: picks {got} ({medians[got]} us), best {best} us"
 
 
-def test_cuda_table_is_the_committed_h200_benchmark():
-    """auto.py's CUDA_MEASURED must be the committed float32 H200 run (ops.auto_table prints it)."""
-    rows = {r[0]: r for r in _cuda_rows("ops-h200.json")}
-    assert [r[0] for r in auto.CUDA_MEASURED] == list(rows)
-    for name, op, x, w, stride, channels_last, medians in auto.CUDA_MEASURED:
+@pytest.mark.parametrize("table, folder", [pytest.param("CUDA_MEASURED", H200, id="jit"),
+                                           pytest.param("CUDA_MEASURED_DIRECT", H200_DIRECT, id="direct")])
+def test_cuda_table_is_the_committed_h200_benchmark(table, folder):
+    """auto.py's CUDA tables must be the committed float32 H200 runs (ops.auto_table prints them)."""
+    rows = {r[0]: r for r in _cuda_rows("ops-h200.json", folder)}
+    assert [r[0] for r in getattr(auto, table)] == list(rows)
+    for name, op, x, w, stride, channels_last, medians in getattr(auto, table):
         assert (op, x, w, stride, channels_last) == rows[name][1:6], name
         assert medians == pytest.approx(rows[name][6], rel=1e-3, abs=0.05), name
 
 
 @pytest.mark.parametrize("dtype", [pytest.param(d, id=str(d)[6:]) for d in FLOATS])
 def test_cuda_rule_runs_fused_only_where_it_was_measured_to_win(monkeypatch, dtype):
-    """fused for decode, big small-K conv1d and the decode graph's L=1 short conv; else native
-    (every conv2d: no measured conv2d row went to fused); native throughout without Triton."""
+    """With the direct launch off (the fixture): fused for decode, big small-K conv1d and the
+    decode graph's L=1 short conv; else native (every conv2d: no measured conv2d row went to
+    fused); native throughout without Triton."""
     monkeypatch.setattr(auto, "_triton_available", lambda: True)
     assert auto.choose("decode", CUDA, dtype, (16, 2048, 1), (2048, 1, 4), 1, 1) == "fused"
     assert auto.choose("conv1d", CUDA, dtype, (1, 4096, 4096), (4096, 1, 4), 1, 1) == "fused"
@@ -137,29 +158,57 @@ def test_cuda_rule_runs_fused_only_where_it_was_measured_to_win(monkeypatch, dty
         assert auto.choose(op, CUDA, dtype, x, w, s, d) == "native"
 
 
+@pytest.mark.parametrize("table, dtype", [pytest.param("ops-h200.json", torch.float32, id="float32"),
+                                          pytest.param("ops-h200-bfloat16.json", torch.bfloat16, id="bfloat16")])
+def test_direct_cuda_rule_within_5_percent_of_best_on_the_second_h200_run(direct, table, dtype):
+    """As the test above, on the run measured with the direct launch; the rows it misses are
+    exactly DIRECT_MISSES, each no further behind than listed and with the fastest kernel."""
+    rows = _cuda_rows(table, H200_DIRECT)
+    assert len(rows) >= 16
+    device = {}
+    for r in json.loads((H200_DIRECT / table).read_text()):
+        if r["impl"] != "auto" and r["device_us"] is not None:
+            device.setdefault(r["shape"]["name"], {})[r["impl"]] = r["device_us"]
+    missed = set()
+    for name, op, x, w, stride, channels_last, medians in rows:
+        x = (*x, 1) if op == "decode" else x
+        got = auto.choose(op, CUDA, dtype, x, w, stride, 1, channels_last=channels_last)
+        ratio = medians[got] / min(medians.values())
+        if ratio > 1.05:
+            missed.add(name)
+            listed, why = DIRECT_MISSES.get(name, (1.05, "not listed"))
+            assert dtype == torch.float32 and ratio <= listed + 0.001, f"{name}: {got} {ratio:.3f}x ({why})"
+            assert device[name][got] == min(device[name].values()), f"{name}: {got} not the fastest kernel"
+    assert missed == (set(DIRECT_MISSES) if dtype == torch.float32 else set()), "update DIRECT_MISSES"
+
+
 @pytest.mark.parametrize("dtype", [pytest.param(d, id=str(d)[6:]) for d in FLOATS])
-def test_cuda_rule_with_the_direct_launch_is_fused_but_for_big_strided_nhwc_and_large_k(monkeypatch, dtype):
-    """The provisional branch (triton_launch.ENABLED): fused wherever the host is most of a
-    call, native for K > 9 and for big strided channels_last layers (cuDNN's kernel ahead there);
-    off, the measured rule's picks are unchanged (the test above)."""
-    from models.depthwise import triton_launch
-    monkeypatch.setattr(auto, "_triton_available", lambda: True)
-    monkeypatch.setattr(triton_launch, "ENABLED", True)
+def test_direct_cuda_rule_is_fused_for_every_conv1d_and_decode_native_for_conv2d(direct, monkeypatch, dtype):
+    """With the direct launch (the default): every conv1d (conformer's K=31 too) and decode fused,
+    every conv2d native, NCHW and channels_last; off, the JIT rule's picks (the test above)."""
     pick = lambda op, x, w, s=1, cl=False: auto.choose(op, CUDA, dtype, x, w, s, 1, channels_last=cl)
     assert pick("conv1d", (1, 2048, 21), (2048, 1, 3)) == "fused"                 # the seed
     assert pick("conv1d", (8, 1024, 512), (1024, 1, 3)) == "fused"
-    assert pick("conv1d", (8, 256, 512), (256, 1, 31)) == "native"                # conformer K=31
+    assert pick("conv1d", (8, 256, 512), (256, 1, 31)) == "fused"                 # conformer K=31
+    assert pick("conv1d", (16, 1024, 1), (1024, 1, 3)) == "fused"                 # the decode graph's L=1
     assert pick("decode", (16, 2048, 1), (2048, 1, 4)) == "fused"
-    assert pick("conv2d", (1, 144, 56, 56), (144, 1, 3, 3)) == "fused"            # NCHW, batch 1
-    assert pick("conv2d", (32, 32, 112, 112), (32, 1, 3, 3), 1, True) == "fused"  # big but stride 1
-    assert pick("conv2d", (32, 144, 56, 56), (144, 1, 3, 3), 2, True) == "fused"  # strided, 18M elements
-    assert pick("conv2d", (32, 96, 112, 112), (96, 1, 3, 3), 2, True) == "native"  # strided, 48M elements
-    assert pick("conv2d", (32, 96, 112, 112), (96, 1, 3, 3), 2, False) == "fused"  # NCHW: no cuDNN lead measured
+    assert pick("conv2d", (1, 144, 56, 56), (144, 1, 3, 3)) == "native"           # NCHW, batch 1
+    assert pick("conv2d", (32, 32, 112, 112), (32, 1, 3, 3), 1, True) == "native"
+    assert pick("conv2d", (32, 96, 112, 112), (96, 1, 3, 3), 2, True) == "native"
+    assert pick("conv2d", (1, 96, 56, 56), (96, 1, 7, 7)) == "native"             # convnext 7x7
+    rng = random.Random(4)
+    for _ in range(300):
+        op, x, w, s, d = _random_case(rng)
+        assert auto.choose(op, CUDA, dtype, x, w, s, d) == ("native" if op == "conv2d" else "fused")
+    monkeypatch.setattr(auto, "_triton_available", lambda: False)   # no Triton: native throughout
+    assert pick("conv1d", (1, 2048, 21), (2048, 1, 3)) == pick("decode", (16, 2048, 1), (2048, 1, 4)) == "native"
+    from models.depthwise import triton_launch
     monkeypatch.setattr(triton_launch, "ENABLED", False)
+    monkeypatch.setattr(auto, "_triton_available", lambda: True)
     assert pick("conv1d", (1, 2048, 21), (2048, 1, 3)) == "native"
 
 
-def test_cuda_large_k_goes_native(monkeypatch):
+def test_cuda_large_k_goes_native_with_the_direct_launch_off(monkeypatch):
     monkeypatch.setattr(auto, "_triton_available", lambda: True)
     assert auto.choose("conv1d", "cuda", torch.float32, (8, 256, 512), (256, 1, 31), 1, 1) == "native"
 

@@ -6,9 +6,11 @@ this may take microseconds but must be deterministic, and it must only return an
 that runs on `device`: on CPU one of CPU_CHOICES (never fused).
 
 op "decode" is `conv1d_decode_step`: x_shape is the (B, C, 1) new column.
-The CPU rule below is derived from CPU_MEASURED, the CUDA rule from CUDA_MEASURED (an H200),
-the committed benchmarks; test_auto.py checks each picks within 5% of the best impl on every
-row, and test_benchmark_results.py checks the committed CPU JSON was produced by this rule.
+The CPU rule below is derived from CPU_MEASURED; on CUDA, the rule for the direct launch (the
+default) from CUDA_MEASURED_DIRECT and the one for Triton's own launch from CUDA_MEASURED (two H200
+runs), the committed benchmarks; test_auto.py checks each picks within 5% of the best impl on every
+row (or names the row and why), and test_benchmark_results.py checks the committed CPU JSON was
+produced by this rule.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from . import auto_measured  # noqa: E402
 # The tables the rules below were derived from (auto_measured.py says where each was measured).
 CPU_MEASURED = auto_measured.CPU_MEASURED
 CUDA_MEASURED = auto_measured.CUDA_MEASURED
+CUDA_MEASURED_DIRECT = auto_measured.CUDA_MEASURED_DIRECT
 
 # ---------------------------------------------------------------- the CPU rule
 # In words (numbers in CPU_MEASURED):
@@ -141,10 +144,30 @@ def _cpu_rule(op, x_shape, weight_shape, stride, channels_last) -> str:
     return "native"               # runner-up on the big MobileNetV2 layers: up to 1.6x behind
 
 
-# ---------------------------------------------------------------- the CUDA rule
-# In words (numbers in CUDA_MEASURED):
-# - decode (one new column): fused, one launch for the whole step (16x2048: 84 vs native 103 us,
-#   K=7 92 vs 117; bf16 56 vs 73).
+# ---------------------------------------------------------------- the CUDA rules
+# Two, by how fused calls launch (triton_launch.ENABLED). Decode (one new column) is fused in both.
+#
+# With the direct launch (the default; numbers in CUDA_MEASURED_DIRECT, the second H200 run,
+# h200-2026-12-04-2: eager wall medians; "device" is the same JSON's device_us, graph replay):
+# - decode: fused (16x2048: 28.1 vs native 72.7 us, device 1.9 vs 6.8; K=7 40.3 vs 97.9).
+# - conv1d, every K: fused. Wherever its kernel is more than a few us it wins outright (LFM2/LFM3
+#   prompts 1x19 to 8x512: 21-41 us vs cuDNN's 64-145; 1x4096x4096 K=4: 45.7 vs 245). On the
+#   small unpadded rows (the seed, the channel sweep: L=21) both calls are host-bound (21-38 us)
+#   and cuDNN's host path is up to 9% shorter (seed-c2048 22.7 vs 20.8 us, 1.09x; the sweep
+#   1.02-1.04x, c512 fused 2% ahead): noise-level, while the kernels themselves are level or
+#   fused's (device 1.7 vs 2.8 us on the seed). Conformer's K=31 "same" conv: eager 32.4 vs 29.6
+#   (1.09x, host), device 15.1 vs 20.4 (fused 1.35x ahead). In device time fused is ahead of or
+#   level with cuDNN on every conv1d row (1.00x on sweep-c64 and -c512, 1.27-6.1x on the other
+#   12: LFM2 8x512 9.6 vs 59.0 us), which is what a forward replayed from CUDA graphs pays.
+# - conv2d, channels_last and NCHW: native. cuDNN's NHWC depthwise kernel was ahead on every
+#   MobileNetV2 row measured (batch 1 to 32): eager 1.01-1.22x, device 1.03-1.77x (b1 c144@56 s2:
+#   2.8 vs 5.0 us; b32 c96@112 s2: 47.3 vs 53.1). NCHW was not measured on CUDA in either run:
+#   native, as below.
+#
+# With the direct launch off (DWSERVE_TRITON_DIRECT_LAUNCH=0; numbers in CUDA_MEASURED, the first
+# H200 run, fused through Triton's JIT launch at 55-125 us of host a call):
+# - decode: fused, one launch for the whole step (16x2048: 84 vs native 103 us, K=7 92 vs 117;
+#   bf16 56 vs 73).
 # - conv1d with K <= FUSED_MAX_TAPS and at least FUSED_MIN_WORK multiply-adds: fused, where the
 #   kernel outlasts the host (1x4096x4096 K=4: 88 vs 246 us; LFM3 8x512 K=7: 111 vs 150).
 # - conv1d at L = 1: fused. Not a suite row: it is the served decode's short conv, which runs
@@ -153,24 +176,9 @@ def _cpu_rule(op, x_shape, weight_shape, stride, channels_last) -> str:
 # - every other conv1d (the seed, the channel sweep, LFM2 prompts up to 8x512, conformer's K=31)
 #   and every conv2d (MobileNetV2 NCHW and channels_last, batch 1 to 32): native; cuDNN's one call
 #   costs the host 22-35 us against fused's 55-125 us, and no measured conv2d row went to fused.
-#   (Measured eager: re-derive when the fused launch path gets cheaper.)
-FUSED_MAX_TAPS = 9              # up to 3x3 / K=9; conformer's K=31 goes to cuDNN
+FUSED_MAX_TAPS = 9              # (direct launch off) up to K=9; conformer's K=31 goes to cuDNN
 FUSED_MIN_WORK = 1 << 25        # output elements * taps (~33M): between LFM2 8x512 K=3 (12.6M,
                                 # native) and LFM3 8x512 K=7 (58.7M) / 1x4096x4096 K=4 (67M, fused)
-
-# With the direct launch on (DWSERVE_TRITON_DIRECT_LAUNCH=1, triton_launch.ENABLED): PROVISIONAL,
-# a prediction until an H200 run measures that path (the rule above was measured without it).
-# On the Intel Xeon a planned fused call costs the host 7.6-8.8 us (host-overhead-cpu.md, the C
-# launcher left out) against 21.6-28.7 through Triton's autotuner, which (with Triton's JIT
-# launch on top) cost the H200's host 55-125 us a call, cuDNN's call 22-35. Scaled alike, the
-# planned call lands at or under cuDNN's host time, so fused goes wherever the host is most of a call:
-# - every conv1d and decode with K <= FUSED_MAX_TAPS: fused (the big rows were fused's already);
-# - conv2d: fused, except big strided channels_last layers (>= NATIVE_NHWC_STRIDED_MIN_ELEMENTS
-#   elements in + out), where the kernel outlasts the host and cuDNN's strided NHWC kernel ran
-#   at 96% of the copy ceiling (b32 c96@112 s2, 47.4 us of device time) against fused's 79%
-#   (57.3 us; both graph-replay probes on the H200). cuDNN's stride-1 NHWC layers ran at ~55-60%
-#   (b32 c32@112: 45 us wall for 103 MB; c144@56: 46 us for 116 MB), where fused goes.
-NATIVE_NHWC_STRIDED_MIN_ELEMENTS = 1 << 25   # ~33M: b32 c96@112 s2 (48M) native; b32 c144@56 s2 (18M) fused
 
 
 def _direct_launch() -> bool:
@@ -190,25 +198,26 @@ def _triton_available() -> bool:
 
 
 def _cuda_rule(op, x_shape, weight_shape, stride, channels_last: bool = False) -> str:
-    taps, out, work = _work(x_shape, weight_shape, stride)
     if not _host("_triton_available"):
         return "native"
     if op == "decode":
         return "fused"
     if _direct_launch():
-        return _cuda_rule_direct(op, x_shape, taps, out, stride, channels_last)
+        return _cuda_rule_direct(op)
+    return _cuda_rule_jit(op, x_shape, weight_shape, stride)
+
+
+def _cuda_rule_direct(op) -> str:
+    """With the direct launch (the default): conv1d fused at every K, conv2d native (see above)."""
+    return "fused" if op == "conv1d" else "native"
+
+
+def _cuda_rule_jit(op, x_shape, weight_shape, stride) -> str:
+    """With Triton's own launch: fused only where its kernel outlasts the host (see above)."""
+    taps, out, work = _work(x_shape, weight_shape, stride)
     if op == "conv1d" and taps <= FUSED_MAX_TAPS and (work >= FUSED_MIN_WORK or x_shape[2] == 1):
         return "fused"
     return "native"
-
-
-def _cuda_rule_direct(op, x_shape, taps, out, stride, channels_last) -> str:
-    """The provisional rule with the direct launch on (see above)."""
-    if taps > FUSED_MAX_TAPS:
-        return "native"
-    if op == "conv2d" and channels_last and stride > 1 and math.prod(x_shape) + out >= NATIVE_NHWC_STRIDED_MIN_ELEMENTS:
-        return "native"
-    return "fused"
 
 
 def _check(op, dtype, x_shape, weight_shape) -> None:

@@ -76,7 +76,8 @@ CPU_MEASURED: tuple = (
 # Copied from benchmarks/results/h200-2026-12-04/ops-h200.json by `python benchmarks/ops.py
 # --auto-table benchmarks/results/h200-2026-12-04/ops-h200.json` (NVIDIA H200, driver 580.159,
 # torch 2.11, Triton 3.6, float32, wall clock of eager calls, device-synchronised): median us per
-# call through the public op; `compiled` timed on the big shapes only. The bf16 run beside it
+# call through the public op; `compiled` timed on the big shapes only. Fused calls went through
+# Triton's own launch (JITFunction.run): the direct launch was off; auto's rule with it off. The bf16 run beside it
 # (ops-h200-bfloat16.json, 16 shapes) has the same winner on every row (tests/test_auto.py).
 # On that machine every eager call costs the host 20-120 us, so these rows rank host paths on the
 # small shapes and kernels only on the big ones (the folder's NOTES.md).
@@ -122,5 +123,58 @@ CUDA_MEASURED: tuple = (
     ('mbv2-b32-c144@56-s2-cl', 'conv2d', (32, 144, 56, 56), (144, 1, 3, 3), 2, True, dict(per_group=8380.4, slice_sum=271.9, compiled=105.4, fused=86.9, native=27.9)),  # -> native
     ('mbv2-b32-c192@28-cl', 'conv2d', (32, 192, 28, 28), (192, 1, 3, 3), 1, True, dict(per_group=12063.0, slice_sum=266.8, compiled=126.4, fused=107.3, native=36.1)),  # -> native
     ('mbv2-b32-c384@14-cl', 'conv2d', (32, 384, 14, 14), (384, 1, 3, 3), 1, True, dict(per_group=24296.5, slice_sum=274.8, fused=115.8, native=38.6)),  # -> native
+)
+# fmt: on
+
+
+# ---------------------------------------------------------------- measured CUDA numbers, direct launch
+# Copied from benchmarks/results/h200-2026-12-04-2/ops-h200.json by `python benchmarks/ops.py
+# --auto-table benchmarks/results/h200-2026-12-04-2/ops-h200.json` (the second H200 run, gpu.sh at
+# commit 8c10e92: NVIDIA H200, driver 580.159, torch 2.11, Triton 3.6, float32, wall clock of eager
+# calls, device-synchronised): median us per call through the public op, with the direct launch
+# on (DWSERVE_TRITON_DIRECT_LAUNCH=1, now the default: fused calls replay call-site Plans through
+# Triton's C launcher). 36 of the suite's 62 rows: the step's budget ran out before the 18 NCHW
+# conv2d rows, the last 7 batch-32 channels_last layers and convnext's 7x7; `compiled` timed on
+# two big shapes only. The same JSON's device_us (graph replay: the kernels without the host) is
+# quoted beside the rule in auto.py; the bf16 run beside it (ops-h200-bfloat16.json, the 16 conv1d
+# and decode shapes) is checked against the rule too (tests/test_auto.py).
+# fmt: off
+CUDA_MEASURED_DIRECT: tuple = (
+    ('seed-c2048', 'conv1d', (1, 2048, 21), (2048, 1, 3), 1, False, dict(per_group=52007.3, slice_sum=50.4, fused=22.7, native=20.8)),  # -> native
+    ('sweep-c64', 'conv1d', (1, 64, 21), (64, 1, 3), 1, False, dict(per_group=2663.0, slice_sum=71.9, fused=32.7, native=31.3)),  # -> native
+    ('sweep-c128', 'conv1d', (1, 128, 21), (128, 1, 3), 1, False, dict(per_group=5255.2, slice_sum=76.4, fused=33.5, native=32.7)),  # -> native
+    ('sweep-c256', 'conv1d', (1, 256, 21), (256, 1, 3), 1, False, dict(per_group=10075.7, slice_sum=70.2, fused=31.9, native=30.7)),  # -> native
+    ('sweep-c512', 'conv1d', (1, 512, 21), (512, 1, 3), 1, False, dict(per_group=21838.4, slice_sum=77.6, fused=33.4, native=34.1)),  # -> fused
+    ('sweep-c1024', 'conv1d', (1, 1024, 21), (1024, 1, 3), 1, False, dict(per_group=45533.2, slice_sum=86.9, fused=38.2, native=36.8)),  # -> native
+    ('sweep-c4096', 'conv1d', (1, 4096, 21), (4096, 1, 3), 1, False, dict(per_group=139819.5, slice_sum=79.1, fused=35.1, native=34.5)),  # -> native
+    ('lfm2-350m-prefill-1x128', 'conv1d', (1, 1024, 128), (1024, 1, 3), 1, False, dict(per_group=34181.5, slice_sum=115.7, fused=35.3, native=72.6)),  # -> fused
+    ('lfm2-350m-prefill-8x512', 'conv1d', (8, 1024, 512), (1024, 1, 3), 1, False, dict(per_group=42871.2, slice_sum=76.1, fused=21.4, native=64.5)),  # -> fused
+    ('lfm2-2.6b-short-1x19', 'conv1d', (1, 2048, 19), (2048, 1, 3), 1, False, dict(per_group=90212.0, slice_sum=139.9, fused=39.2, native=83.8)),  # -> fused
+    ('lfm3-1.7b-prefill-1x128', 'conv1d', (1, 2048, 128), (2048, 1, 7), 1, False, dict(per_group=89064.1, slice_sum=232.2, fused=40.6, native=80.8)),  # -> fused
+    ('lfm3-1.7b-prefill-8x512', 'conv1d', (8, 2048, 512), (2048, 1, 7), 1, False, dict(per_group=137030.0, slice_sum=282.6, fused=38.8, native=144.5)),  # -> fused
+    ('decode-16x2048', 'decode', (16, 2048), (2048, 1, 3), 1, False, dict(per_group=92882.2, slice_sum=107.7, fused=28.1, native=72.7)),  # -> fused
+    ('decode-16x2048-k7', 'decode', (16, 2048), (2048, 1, 7), 1, False, dict(per_group=116860.9, slice_sum=221.2, fused=40.3, native=97.9)),  # -> fused
+    ('shortconv-long-1x4096x4096', 'conv1d', (1, 4096, 4096), (4096, 1, 4), 1, False, dict(per_group=155402.4, slice_sum=319.1, compiled=124.4, fused=45.7, native=245.0)),  # -> fused
+    ('conformer-k31-8x256x512', 'conv1d', (8, 256, 512), (256, 1, 31), 1, False, dict(per_group=14391.1, slice_sum=579.5, fused=32.4, native=29.6)),  # -> native
+    ('mbv2-b1-c32@112-cl', 'conv2d', (1, 32, 112, 112), (32, 1, 3, 3), 1, True, dict(per_group=2172.4, slice_sum=298.5, fused=43.3, native=35.5)),  # -> native
+    ('mbv2-b1-c96@112-s2-cl', 'conv2d', (1, 96, 112, 112), (96, 1, 3, 3), 2, True, dict(per_group=3748.1, slice_sum=204.0, fused=24.4, native=22.2)),  # -> native
+    ('mbv2-b1-c144@56-cl', 'conv2d', (1, 144, 56, 56), (144, 1, 3, 3), 1, True, dict(per_group=5734.4, slice_sum=161.8, fused=26.1, native=23.3)),  # -> native
+    ('mbv2-b1-c144@56-s2-cl', 'conv2d', (1, 144, 56, 56), (144, 1, 3, 3), 2, True, dict(per_group=5989.6, slice_sum=196.3, fused=25.2, native=23.9)),  # -> native
+    ('mbv2-b1-c192@28-cl', 'conv2d', (1, 192, 28, 28), (192, 1, 3, 3), 1, True, dict(per_group=10389.0, slice_sum=242.1, fused=36.5, native=35.0)),  # -> native
+    ('mbv2-b1-c384@14-cl', 'conv2d', (1, 384, 14, 14), (384, 1, 3, 3), 1, True, dict(per_group=14349.0, slice_sum=168.2, fused=24.4, native=23.2)),  # -> native
+    ('mbv2-b1-c576@14-cl', 'conv2d', (1, 576, 14, 14), (576, 1, 3, 3), 1, True, dict(per_group=22579.4, slice_sum=172.5, fused=25.6, native=23.8)),  # -> native
+    ('mbv2-b1-c576@14-s2-cl', 'conv2d', (1, 576, 14, 14), (576, 1, 3, 3), 2, True, dict(per_group=24864.6, slice_sum=169.3, fused=26.0, native=25.1)),  # -> native
+    ('mbv2-b1-c960@7-cl', 'conv2d', (1, 960, 7, 7), (960, 1, 3, 3), 1, True, dict(per_group=38946.9, slice_sum=165.1, fused=23.8, native=22.3)),  # -> native
+    ('mbv2-b8-c32@112-cl', 'conv2d', (8, 32, 112, 112), (32, 1, 3, 3), 1, True, dict(per_group=1493.3, slice_sum=173.0, fused=29.7, native=25.5)),  # -> native
+    ('mbv2-b8-c96@112-s2-cl', 'conv2d', (8, 96, 112, 112), (96, 1, 3, 3), 2, True, dict(per_group=6531.6, slice_sum=285.4, fused=45.5, native=41.5)),  # -> native
+    ('mbv2-b8-c144@56-cl', 'conv2d', (8, 144, 56, 56), (144, 1, 3, 3), 1, True, dict(per_group=5322.9, slice_sum=163.5, fused=24.3, native=22.1)),  # -> native
+    ('mbv2-b8-c144@56-s2-cl', 'conv2d', (8, 144, 56, 56), (144, 1, 3, 3), 2, True, dict(per_group=5374.5, slice_sum=164.7, fused=25.1, native=23.3)),  # -> native
+    ('mbv2-b8-c192@28-cl', 'conv2d', (8, 192, 28, 28), (192, 1, 3, 3), 1, True, dict(per_group=7075.2, slice_sum=164.1, fused=23.8, native=21.8)),  # -> native
+    ('mbv2-b8-c384@14-cl', 'conv2d', (8, 384, 14, 14), (384, 1, 3, 3), 1, True, dict(per_group=13715.4, slice_sum=163.4, fused=24.1, native=22.6)),  # -> native
+    ('mbv2-b8-c576@14-cl', 'conv2d', (8, 576, 14, 14), (576, 1, 3, 3), 1, True, dict(per_group=21522.3, slice_sum=188.4, fused=25.5, native=23.9)),  # -> native
+    ('mbv2-b8-c576@14-s2-cl', 'conv2d', (8, 576, 14, 14), (576, 1, 3, 3), 2, True, dict(per_group=32395.6, slice_sum=259.8, fused=41.5, native=37.6)),  # -> native
+    ('mbv2-b8-c960@7-cl', 'conv2d', (8, 960, 7, 7), (960, 1, 3, 3), 1, True, dict(per_group=56484.8, slice_sum=177.7, fused=37.8, native=36.4)),  # -> native
+    ('mbv2-b32-c32@112-cl', 'conv2d', (32, 32, 112, 112), (32, 1, 3, 3), 1, True, dict(per_group=1866.3, slice_sum=523.7, fused=41.9, native=41.4)),  # -> native
+    ('mbv2-b32-c96@112-s2-cl', 'conv2d', (32, 96, 112, 112), (96, 1, 3, 3), 2, True, dict(per_group=4841.6, slice_sum=519.0, compiled=98.6, fused=59.1, native=51.4)),  # -> native
 )
 # fmt: on
