@@ -16,11 +16,11 @@
 #                                   weight layouts and a graph captured over one, continuous
 #                                   batching replayed as graphs against eager, LFM3's sliding
 #                                   window and LFM2-MoE's all-experts routing in a graph, graph-
-#                                   replay timing); <= 75 s
+#                                   replay timing, the NHWC strip and 2-D tile configs); <= 90 s
 #   gpu-run.log + gpu.py's files    gpu.py budgets itself to 400 s of steps; `timeout` is the hard
-#                                   stop: SIGTERM at 450 s (gpu.py then writes its summary of what
+#                                   stop: SIGTERM at 440 s (gpu.py then writes its summary of what
 #                                   it has), SIGKILL 10 s later
-# 50 + 80 + 460 s stays under the device tool's 600 s per call. gpu.py's summary table prints
+# 50 + 95 + 450 s stays under the device tool's 600 s per call. gpu.py's summary table prints
 # last; the exit status is gpu.py's, or 4 added when the CUDA tests failed.
 set -o pipefail
 export PYTHONUNBUFFERED=1
@@ -59,19 +59,19 @@ else
     echo "gpu.sh: direct launch tests did not pass (exit $launch_rc, or none ran): benchmarks run with Triton's own launch path"
 fi
 
-timeout -k 5 75 "$py" -m pytest -q -m gpu -p no:cacheprovider -o addopts="" --junitxml "$out/gpu-tests.xml" \
+timeout -k 5 90 "$py" -m pytest -q -m gpu -p no:cacheprovider -o addopts="" --junitxml "$out/gpu-tests.xml" \
     tests/test_decoding.py tests/test_profiling.py tests/test_fused.py tests/test_lfm2.py tests/test_weight_layout.py \
     tests/test_continuous_graphs.py tests/test_lfm3.py tests/test_lfm2_moe.py tests/test_device_time.py tests/test_conv2d_tiles.py \
-    tests/test_graphed.py \
+    tests/test_graphed.py tests/test_conv2d_strips.py \
     2>&1 | tee "$out/gpu-tests.log"
 tests_rc=$?
 [ "$launch_rc" -ne 0 ] && [ "$tests_rc" -eq 0 ] && tests_rc=$launch_rc
 echo "gpu.sh: CUDA tests exit $tests_rc (log: $out/gpu-tests.log, gpu-tests-launch.log)"
 pack
 
-timeout -k 10 450 "$py" benchmarks/gpu.py --out "$out" "$@" 2>&1 | tee "$out/gpu-run.log"
+timeout -k 10 440 "$py" benchmarks/gpu.py --out "$out" "$@" 2>&1 | tee "$out/gpu-run.log"
 rc=$?
-[ "$rc" -eq 124 ] && echo "gpu.sh: timed out after 450 s (see $out/gpu-run.log)"
+[ "$rc" -eq 124 ] && echo "gpu.sh: timed out after 440 s (see $out/gpu-run.log)"
 [ "$tests_rc" -ne 0 ] && echo "gpu.sh: the CUDA tests failed or timed out (exit $tests_rc): see $out/gpu-tests.log"
 if [ "$tests_rc" -ne 0 ] && [ "$rc" -lt 4 ]; then rc=$((rc + 4)); fi
 exit "$rc"

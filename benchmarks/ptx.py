@@ -59,6 +59,18 @@ def _nhwc(b, c, h, w, dtype):
     return torch.empty(b, c, h, w, dtype=dtype).to(memory_format=torch.channels_last)
 
 
+def _strips(on: bool, call):
+    """call() with the NHWC strip kernel on or off (triton_conv2d.STRIPS): 3x3 channels-inner
+    layers go to the strip kernel when on, to the per-pixel kernel when off."""
+    def run():
+        saved, triton_conv2d.STRIPS = triton_conv2d.STRIPS, on
+        try:
+            return call()
+        finally:
+            triton_conv2d.STRIPS = saved
+    return run
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -87,26 +99,45 @@ CASES = [
                                          (1, 1), (1, 1, 1, 1), (1, 1)),
          False, "NCHW: W unit-stride, shifted taps"),
     Case("mbv2-8x96@112-s2-nhwc-f32", triton_conv2d, "_dw_conv2d_nhwc_kernel",
-         lambda: triton_conv2d.dw_conv2d(_nhwc(8, 96, 112, 112, F32), torch.empty(96, 1, 3, 3), torch.empty(96),
-                                         (2, 2), (1, 1, 1, 1), (1, 1)),
-         True, "channels_last, stride 2"),
+         _strips(False, lambda: triton_conv2d.dw_conv2d(_nhwc(8, 96, 112, 112, F32), torch.empty(96, 1, 3, 3), torch.empty(96),
+                                         (2, 2), (1, 1, 1, 1), (1, 1))),
+         True, "channels_last, stride 2; the per-pixel kernel (strips off)"),
     Case("mbv2-8x144@56-nhwc-f16", triton_conv2d, "_dw_conv2d_nhwc_kernel",
-         lambda: triton_conv2d.dw_conv2d(_nhwc(8, 144, 56, 56, F16), torch.empty(144, 1, 3, 3, dtype=F16),
-                                         torch.empty(144, dtype=F16), (1, 1), (1, 1, 1, 1), (1, 1)),
-         True, "channels_last fp16"),
+         _strips(False, lambda: triton_conv2d.dw_conv2d(_nhwc(8, 144, 56, 56, F16), torch.empty(144, 1, 3, 3, dtype=F16),
+                                         torch.empty(144, dtype=F16), (1, 1), (1, 1, 1, 1), (1, 1))),
+         True, "channels_last fp16; the per-pixel kernel (strips off)"),
     Case("mbv2-32x384@14-nhwc-bf16", triton_conv2d, "_dw_conv2d_nhwc_kernel",
-         lambda: triton_conv2d.dw_conv2d(_nhwc(32, 384, 14, 14, BF16), torch.empty(384, 1, 3, 3, dtype=BF16),
-                                         None, (1, 1), (1, 1, 1, 1), (1, 1)),
-         True, "channels_last bf16, late stage"),
+         _strips(False, lambda: triton_conv2d.dw_conv2d(_nhwc(32, 384, 14, 14, BF16),
+                                                        torch.empty(384, 1, 3, 3, dtype=BF16),
+                                                        None, (1, 1), (1, 1, 1, 1), (1, 1))),
+         True, "channels_last bf16, late stage; the per-pixel kernel (strips off)"),
     # The case above with the weight as stored, (C, 1, KH, KW)-contiguous: what the launcher
     # passed before it made tap-major copies, and still passes for inference-tensor weights.
     Case("mbv2-32x384@14-nhwc-bf16-channel-major-weight", triton_conv2d, "_dw_conv2d_nhwc_kernel",
-         weight_layout.call_as_stored(
-             lambda: triton_conv2d.dw_conv2d(_nhwc(32, 384, 14, 14, BF16), torch.empty(384, 1, 3, 3, dtype=BF16),
-                                             None, (1, 1), (1, 1, 1, 1), (1, 1))),
+         weight_layout.call_as_stored(_strips(
+             False, lambda: triton_conv2d.dw_conv2d(_nhwc(32, 384, 14, 14, BF16), torch.empty(384, 1, 3, 3, dtype=BF16),
+                                                    None, (1, 1), (1, 1, 1, 1), (1, 1)))),
          True, "the case above with the weight as stored, (C, 1, KH, KW): each tap's channels are 9 "
                "values apart, one 2-byte load each; the launchers pass a tap-major copy instead "
                "(models/depthwise/weight_layout.py)"),
+    # The strip kernel (triton_conv2d_strips: 4 outputs a thread along W), on by default for 3x3
+    # channels-inner layers at stride 1 and 2.
+    Case("mbv2-8x144@56-nhwc-f32-strips", triton_conv2d, "_dw_conv2d_nhwc_strip_tuned",
+         _strips(True, lambda: triton_conv2d.dw_conv2d(_nhwc(8, 144, 56, 56, F32), torch.empty(144, 1, 3, 3),
+                                                       torch.empty(144), (1, 1), (1, 1, 1, 1), (1, 1))),
+         True, "the strip kernel, stride 1: 6 input columns per tap row for 4 outputs"),
+    Case("mbv2-8x96@112-s2-nhwc-f32-strips", triton_conv2d, "_dw_conv2d_nhwc_strip_tuned",
+         _strips(True, lambda: triton_conv2d.dw_conv2d(_nhwc(8, 96, 112, 112, F32), torch.empty(96, 1, 3, 3),
+                                                       None, (2, 2), (1, 1, 1, 1), (1, 1))),
+         True, "the strip kernel, stride 2: 9 input columns per tap row for 4 outputs"),
+    Case("mbv2-32x384@14-nhwc-bf16-strips", triton_conv2d, "_dw_conv2d_nhwc_strip_tuned",
+         _strips(True, lambda: triton_conv2d.dw_conv2d(_nhwc(32, 384, 14, 14, BF16),
+                                                       torch.empty(384, 1, 3, 3, dtype=BF16),
+                                                       None, (1, 1), (1, 1, 1, 1), (1, 1))),
+         False, "the strip kernel in bf16: the configs of 128 elements a warp (4 channels a thread) "
+                "load 8 bytes, the two of 256 (8 a thread) load 16; not held to 16 bytes: "
+                "the H200's tuner picked 8-byte configs on 23 of 27 bf16 layers, where the kernel ran "
+                "0.67x of cuDNN's time (geomean; h200-2026-12-04-2/nhwc-h200.md)"),
     Case("decode-16x1024-k3-bf16", triton_decode, "_dw_decode_kernel",
          lambda: triton_decode.dw_conv1d_decode_step(torch.empty(16, 1024, dtype=BF16),
                                                      torch.empty(16, 1024, 2, dtype=BF16),

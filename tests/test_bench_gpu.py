@@ -59,7 +59,7 @@ def test_the_run_records_every_autotune_pick(smoke):
     assert "autotune-smoke.json" in summary["files"]
     picks = json.loads((out / "autotune-smoke.json").read_text())["picks"]
     kernels = {p["kernel"] for p in picks}
-    assert {"_dw_conv1d_kernel", "_dw_conv2d_nhwc_kernel"} <= kernels, kernels
+    assert {"_dw_conv1d_kernel", "_dw_conv2d_nhwc_strip_kernel"} <= kernels, kernels   # 3x3 NHWC: strips
     for p in picks:
         assert p["key"] and all(isinstance(k, (int, float, bool, str, type(None))) for k in p["key"])
         assert any(name.startswith("BLOCK_") for name in p["config"]) and "num_warps" in p["config"], p

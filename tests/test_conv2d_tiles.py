@@ -1,6 +1,6 @@
 """The NHWC conv2d kernel's pixel tilings, each forced in turn: flattened output pixels
 (TILE_W = 0) and 2-D tiles of BLOCK_P // TILE_W rows x TILE_W columns, the tiling the autotuner
-may pick for big memory-bound layers on the GPU. Under the interpreter the autotuner keeps one
+may pick for big memory-bound layers on the GPU (with the strip kernel off: tests/test_conv2d_strips.py). Under the interpreter the autotuner keeps one
 flattened config, so without forcing them the 2-D tiles would run only on a GPU. Each is
 checked against the block-diagonal dense conv in float64 on fresh random inputs, on shapes whose
 rows, columns and channels do not divide the tile (edges masked), strided, dilated, with a
@@ -49,6 +49,7 @@ def test_nhwc_tilings_equal_the_dense_reference(monkeypatch, B, C, m, H, W, k, s
     kernel = triton_conv2d._dw_conv2d_nhwc_kernel
     forced = _Forced(kernel.fn, BLOCK_P=block_p, BLOCK_C=16, TILE_W=tile_w)
     monkeypatch.setattr(triton_conv2d, "_dw_conv2d_nhwc_kernel", forced)
+    monkeypatch.setattr(triton_conv2d, "STRIPS", False)        # 3x3 layers would take the strip kernel
     gen = torch.Generator().manual_seed(hash((B, C, H, W, block_p, tile_w)) % 2**31)
     x = rand(B, C, H, W, gen=gen).contiguous(memory_format=torch.channels_last)
     w, b = rand(C * m, 1, *k, gen=gen), rand(C * m, gen=gen)
@@ -83,6 +84,7 @@ def test_the_2d_tile_configs_as_tuned_on_the_gpu_equal_the_reference():
         forced = _Forced(kernel.fn, **cfg.kwargs, num_warps=cfg.num_warps)
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(triton_conv2d, "_dw_conv2d_nhwc_kernel", forced)
+            mp.setattr(triton_conv2d, "STRIPS", False)
             g = torch.Generator(device="cuda").manual_seed(7)
             x = torch.randn(3, 72, 61, 67, generator=g, device="cuda").contiguous(memory_format=torch.channels_last)
             w, b = torch.randn(72, 1, 3, 3, generator=g, device="cuda"), torch.randn(72, generator=g, device="cuda")

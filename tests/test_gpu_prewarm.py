@@ -67,8 +67,8 @@ def recorded():
 
 
 def test_every_kernel_of_the_steps_is_recorded_once_per_variant(recorded):
-    assert recorded["names"] == ["_dw_conv1d_kernel", "_dw_conv2d_nhwc_kernel", "_dw_decode_kernel",
-                                 "_short_conv_kernel"]
+    assert recorded["names"] == ["_dw_conv1d_kernel", "_dw_conv2d_nhwc_strip_tuned", "_dw_decode_kernel",
+                                 "_short_conv_kernel"]          # the steps' NHWC layers are 3x3: strips
     assert len(set(recorded["labels"])) < len(recorded["labels"])   # a config label recurs across variants
     # An autotuned launch fans out to one job per config (0..7); fixed launches to one.
     for indices in recorded["indices"]:
@@ -184,6 +184,6 @@ def test_layouts_step_prewarms_both_weight_layouts():
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     # tap-major (channel stride 1) and as stored (KH*KW = 9; K = 3), each a variant of its own:
-    # the NHWC conv2d's 6 autotune configs kept for a layer this size (of 8) each, the short-conv block's one fixed config.
-    assert got["sw_c"] == {"_dw_conv2d_nhwc_kernel": [1, 9], "_short_conv_kernel": [1, 3]}
+    # the NHWC strip kernel's 6 autotune configs each (the layer is 3x3), the short-conv block's one fixed config.
+    assert got["sw_c"] == {"_dw_conv2d_nhwc_strip_tuned": [1, 9], "_short_conv_kernel": [1, 3]}
     assert got["jobs"] == 2 * 6 + 2 * 1

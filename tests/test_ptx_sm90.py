@@ -44,7 +44,7 @@ def test_every_config_of_every_kernel_compiles_for_sm90_without_spills(report):
     assert report["target"] == "sm_90"
     kernels = {c["kernel"] for c in report["cases"]}
     assert kernels == {"_dw_conv1d_kernel", "_dw_conv2d_nchw_kernel", "_dw_conv2d_nhwc_kernel",
-                       "_dw_decode_kernel", "_short_conv_kernel"}
+                       "_dw_conv2d_nhwc_strip_tuned", "_dw_decode_kernel", "_short_conv_kernel"}
     for case in report["cases"]:
         assert case["problems"] == [], case["name"]
         # Autotuned kernels: one compile per GPU config (the interpreter's single config is not it).
@@ -55,12 +55,27 @@ def test_every_config_of_every_kernel_compiles_for_sm90_without_spills(report):
 
 @pytest.mark.parametrize("name", ["lfm2-prefill-1x512x1024-blc-bf16", "mbv2-8x96@112-s2-nhwc-f32",
                                   "mbv2-8x144@56-nhwc-f16", "mbv2-32x384@14-nhwc-bf16",
+                                  "mbv2-8x144@56-nhwc-f32-strips", "mbv2-8x96@112-s2-nhwc-f32-strips",
                                   "short-conv-1x512x1024-k3-bf16"])
 def test_channels_inner_layouts_use_16_byte_loads_and_stores(report, name):
     case = _case(report, name)
     assert case["vector"]
     for c in case["configs"]:
         assert triton_aot.widest(c["loads"]) == 16 and triton_aot.widest(c["stores"]) == 16, (name, c)
+
+
+def test_the_strip_kernel_loads_each_shared_input_column_once(report):
+    """Per tap row, a thread of the strip kernel loads the input columns its 4 outputs span once:
+    6 at stride 1, 9 at stride 2, times the 16-byte vectors it holds per column tile (v: float32,
+    4 channels a vector); the rest are the 9 taps' weights and the bias. The per-pixel kernel's
+    9 loads per output would be 36 v at stride 1. In bf16, only 8- and 16-byte accesses."""
+    for name, columns in (("mbv2-8x144@56-nhwc-f32-strips", 6), ("mbv2-8x96@112-s2-nhwc-f32-strips", 9)):
+        for c in _case(report, name)["configs"]:
+            v = c["blocks"]["BLOCK_Q"] * c["blocks"]["BLOCK_C"] // (32 * c["num_warps"] * 4)
+            loads16 = int({int(b): n for b, n in c["loads"].items()}.get(16, 0))
+            assert 3 * columns * v <= loads16 <= 3 * columns * v + 10, (name, c)
+    for c in _case(report, "mbv2-32x384@14-nhwc-bf16-strips")["configs"]:
+        assert {int(b) for b in c["loads"]} <= {2, 8, 16} and {int(b) for b in c["stores"]} <= {8, 16}, c
 
 
 def test_time_unit_stride_conv1d_loads_its_aligned_taps_16_bytes_at_a_time(report):

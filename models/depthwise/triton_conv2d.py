@@ -23,6 +23,7 @@ import triton.language as tl
 from .triton_autotune import AUTOTUNE_TIMING, big_layer_configs, launch_tuned, size_class
 from . import triton_launch
 from .triton_launch import cdiv, keep_plan, plan_key
+from .triton_conv2d_strips import _dw_conv2d_nhwc_strip_kernel, _launch_grid as _strips_grid
 from .weight_layout import tap_major
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -47,6 +48,19 @@ else:
         triton.Config({"BLOCK_P": bp, "BLOCK_C": bc, "TILE_W": 0}, num_warps=w)
         for bp, bc, w in [(16, 64, 4), (32, 64, 4), (8, 128, 4), (16, 128, 4), (64, 32, 4), (32, 32, 2)]
     ] + _NHWC_BIG
+
+# The strip kernel (triton_conv2d_strips: 4 outputs a thread along W, the input columns they share
+# loaded once) for channels-inner 3x3 layers at stride 1 or 2. On: on an H200 it ran ahead of the
+# per-pixel kernel on 50 of the 54 MobileNetV2 NHWC layers x {float32, bfloat16} it was timed on,
+# device time against cuDNN from 1.255x to 1.03x (float32 geomean) and 0.744x to 0.669x (bfloat16)
+# (benchmarks/results/h200-2026-12-04-2/nhwc-h200.md). DWSERVE_NHWC_STRIPS=0 at import turns it
+# off; tests and benchmarks set STRIPS (read per launch; call-site plans are keyed on it).
+STRIPS = os.environ.get("DWSERVE_NHWC_STRIPS", "1").strip().lower() not in ("0", "false", "no", "off")
+if _INTERPRET:
+    _STRIP_CONFIGS = [triton.Config({"BLOCK_Q": 4, "BLOCK_C": 16}, num_warps=1)]
+else:
+    _STRIP_CONFIGS = [triton.Config({"BLOCK_Q": bq, "BLOCK_C": bc}, num_warps=w)
+                      for bq, bc, w in [(8, 32, 2), (16, 32, 4), (8, 64, 4), (16, 64, 4), (4, 128, 4), (32, 64, 8)]]
 
 # Autotune keys: per-layer constants (channels, multiplier, kernel, stride, dilation, the
 # weight's channel stride: 1 when tap-major) and B * H_out * W_out only by its factor-of-4 size
@@ -158,6 +172,16 @@ def _dw_conv2d_nhwc_kernel(
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_o[None, :])
 
 
+_dw_conv2d_nhwc_strip_tuned = triton.autotune(configs=_STRIP_CONFIGS, key=_KEY, **AUTOTUNE_TIMING)(
+    _dw_conv2d_nhwc_strip_kernel)
+
+
+def strips_apply(tap: bool, KW: int, sw: int, dw: int) -> bool:
+    """Whether a conv2d launch goes to the strip kernel: STRIPS on, channels-inner, 3 taps along W
+    without dilation, stride 1 or 2 along W (what its unrolled arithmetic covers)."""
+    return STRIPS and tap and KW == 3 and dw == 1 and sw in (1, 2)
+
+
 def is_channels_last(x: torch.Tensor) -> bool:
     """True when x is laid out NHWC (C the unit-stride dim) and not also plain contiguous.
 
@@ -200,6 +224,9 @@ def _launch_conv2d(x, weight, bias, stride, padding, dilation, key=None):
         kernel = _dw_conv2d_nchw_kernel
     P_out = H_out * W_out
     grid = lambda meta: (_pixel_programs(meta, P_out, H_out, W_out), cdiv(C_out, meta["BLOCK_C"]), B)
+    if strips_apply(tap, KW, sw, dw):
+        kernel = _dw_conv2d_nhwc_strip_tuned
+        grid = _strips_grid(B, C_out, H_out, W_out)
     # Determines the autotuner's key (its _KEY list + every tensor argument's dtype).
     m = C_out // C
     size = size_class(B * P_out)
@@ -230,7 +257,7 @@ def dw_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     """
     key = None
     if triton_launch.ENABLED and triton_launch.PLANS:   # direct launches: a call seen before replays its Plan
-        key = plan_key(x, weight, bias, (*stride, *padding, *dilation))     # as given: 1 and 1.0 launch alike
+        key = plan_key(x, weight, bias, (*stride, *padding, *dilation, STRIPS))   # as given: 1 and 1.0 alike
         kept = _PLANS.get(key)
         if kept is not None:
             plan, shape, fmt, tap = kept

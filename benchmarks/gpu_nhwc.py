@@ -1,0 +1,176 @@
+"""The NHWC depthwise conv2d kernels side by side on the GPU: cuDNN, the per-pixel fused kernel and
+the strip kernel (models/depthwise/triton_conv2d_strips.py), on every channels_last MobileNetV2
+layer of the ops suite.
+
+    python benchmarks/gpu_nhwc.py [--out DIR] [--budget-s 120] [--smoke]
+
+A short device call of its own: the second H200 run (benchmarks/results/h200-2026-12-04-2) had
+the per-pixel kernel 1.03-1.77x behind cuDNN in device time on all 27 of these layers. Per
+shape and dtype, in one process: device time (benchmarks/timing.time_cuda_graph, kernels only)
+of native, fused per-pixel (triton_conv2d.STRIPS off) and fused strips (on), each against the
+copy ceiling measured here; eager wall medians of the three interleaved. Every fused variant is
+compiled first on all cores (benchmarks/gpu_prewarm), then autotuned per layer as in serving.
+Writes nhwc-<tag>.{json,md} under --out (default benchmarks/results/local/) with every autotune
+pick. --smoke: CPU, Triton's interpreter, two tiny shapes, no graphs (what CI runs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+_REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO / "benchmarks"]
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+from benchmarks import gpu_config, gpu_copy, input_sets, timing  # noqa: E402
+from benchmarks.cli_args import check_out, positive  # noqa: E402
+from benchmarks.gpu_launch import min_bytes  # noqa: E402
+from benchmarks.ops_measure import make_call, make_inputs  # noqa: E402
+from benchmarks.ops_suite import SUITE, Shape  # noqa: E402
+from benchmarks.results_files import LOCAL  # noqa: E402
+from models.depthwise import triton_conv2d  # noqa: E402
+
+IMPLS = ("native", "fused_pixels", "fused_strips")
+SMOKE = (Shape("smoke-s1-cl", "conv2d", (1, 16, 7, 9), (3, 3), padding=1, channels_last=True),
+         Shape("smoke-s2-cl", "conv2d", (2, 16, 8, 8), (3, 3), stride=2, padding=1, channels_last=True))
+
+
+def with_strips(call, on: bool):
+    """call() with triton_conv2d.STRIPS set (read per launch; plans are keyed on it)."""
+    def run():
+        saved, triton_conv2d.STRIPS = triton_conv2d.STRIPS, on
+        try:
+            return call()
+        finally:
+            triton_conv2d.STRIPS = saved
+    return run
+
+
+def calls_for(shape: Shape, dtype: torch.dtype, device: str, sets: list) -> dict:
+    fused = lambda on: with_strips(make_call(shape, "fused", dtype, device, sets), on)
+    return {"native": make_call(shape, "native", dtype, device, sets),
+            "fused_pixels": fused(False), "fused_strips": fused(True)}
+
+
+def prewarm(shapes, device: str, seconds: float) -> dict:
+    """Compile both fused kernels' variants for `shapes` on every core before timing."""
+    from benchmarks import gpu_prewarm
+    jobs = []
+    for on in (False, True):
+        saved, triton_conv2d.STRIPS = triton_conv2d.STRIPS, on
+        try:
+            jobs += gpu_prewarm.record_jobs(device, [], shapes)
+        finally:
+            triton_conv2d.STRIPS = saved
+    return gpu_prewarm.prewarm(jobs, time.perf_counter() + seconds)
+
+
+def measure(shape: Shape, dtype: torch.dtype, device: str, ceiling_gbps: float | None, wall_s: float) -> dict:
+    sets = input_sets.input_sets(make_inputs(shape, dtype, device), device)
+    calls = calls_for(shape, dtype, device, sets)
+    ref = calls["native"]()
+    row = {"shape": shape.name, "dtype": str(dtype).removeprefix("torch."), "min_bytes": min_bytes(sets[0], ref)}
+    for name, call in calls.items():
+        input_sets.warm(call, len(sets))
+        if name != "native":           # each fused variant against cuDNN on the same inputs
+            err = (call().double() - ref.double()).abs().max().item() / max(1.0, ref.double().abs().max().item())
+            row[f"{name}_max_rel_err"] = round(err, 6)
+    wall = timing.time_interleaved(calls, device=device, budget_s=wall_s, min_repeats=5, max_repeats=100)
+    row.update({f"{k}_wall_us": round(t.median_us, 2) for k, t in wall.items()})
+    for name, call in calls.items():
+        us = None
+        if device == "cuda":
+            try:
+                us = timing.time_cuda_graph(call).median_us
+            except Exception as e:  # noqa: BLE001 - an impl that cannot be captured: say so
+                row[f"{name}_graph_error"] = f"{type(e).__name__}: {e}"[:200]
+        row[f"{name}_device_us"] = None if us is None else round(us, 2)
+        if us and ceiling_gbps:
+            row[f"{name}_copy_fraction"] = round(row["min_bytes"] / (us * 1e-6) / 1e9 / ceiling_gbps, 4)
+    return row
+
+
+def ratios(rows: list[dict]) -> dict:
+    """Per dtype: geometric mean and worst of fused / native device time, per fused variant."""
+    out = {}
+    for dtype in sorted({r["dtype"] for r in rows}):
+        for impl in IMPLS[1:]:
+            rs = [r[f"{impl}_device_us"] / r["native_device_us"] for r in rows if r["dtype"] == dtype
+                  and r.get(f"{impl}_device_us") and r.get("native_device_us")]
+            if rs:
+                out[f"{dtype} {impl}/native"] = {"geomean": round(statistics.geometric_mean(rs), 3),
+                                                 "max": round(max(rs), 3), "n": len(rs)}
+    return out
+
+
+def table(rows: list[dict]) -> list[str]:
+    f = lambda v: "-" if v is None else f"{v:,.2f}"
+    p = lambda v: "-" if v is None else f"{100 * v:.0f}%"
+    out = ["| shape | dtype | MB | native dev | pixels dev | strips dev | strips/native | native copy | "
+           "pixels copy | strips copy | native wall | pixels wall | strips wall |", "|---|---|---:|" + "---:|" * 10]
+    for r in rows:
+        n, s = r.get("native_device_us"), r.get("fused_strips_device_us")
+        out.append(f"| {r['shape']} | {r['dtype']} | {r['min_bytes'] / 1e6:.2f} | {f(n)} | "
+                   f"{f(r.get('fused_pixels_device_us'))} | {f(s)} | {f(s / n) if n and s else '-'} | "
+                   f"{p(r.get('native_copy_fraction'))} | {p(r.get('fused_pixels_copy_fraction'))} | "
+                   f"{p(r.get('fused_strips_copy_fraction'))} | {f(r.get('native_wall_us'))} | "
+                   f"{f(r.get('fused_pixels_wall_us'))} | {f(r.get('fused_strips_wall_us'))} |")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=LOCAL, help="results folder (default benchmarks/results/local)")
+    ap.add_argument("--budget-s", type=positive(float), default=120.0, help="stop starting shapes after this")
+    ap.add_argument("--smoke", action="store_true", help="CPU, Triton's interpreter, tiny shapes")
+    args = ap.parse_args(argv)
+    check_out(ap, args.out)
+    device = "cpu" if args.smoke else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        ap.error("needs CUDA (or --smoke)")
+    start, env = time.monotonic(), gpu_config.environment(device, sys.argv[1:] if argv is None else argv)
+    tag = "smoke" if args.smoke else gpu_config.run_tag(device, False, env.get("device_name") or "")
+    shapes = list(SMOKE) if args.smoke else [s for s in SUITE if s.op == "conv2d" and s.channels_last]
+    try:
+        warm = None if args.smoke else prewarm(shapes, device, 40.0)
+    except Exception as e:  # noqa: BLE001 - then the autotuner compiles as it goes, slower
+        warm = {"error": f"{type(e).__name__}: {e}"[:300]}
+    print(f"prewarm: {warm}", flush=True)
+    ceiling = None if args.smoke else gpu_copy.copy_ceiling(device, 1 << 30, 10)["gbps"]
+    rows, skipped = [], []
+    for dtype in (torch.float32, torch.bfloat16):
+        for shape in shapes:
+            if time.monotonic() - start > args.budget_s:
+                skipped.append(f"{shape.name}/{str(dtype).removeprefix('torch.')}")
+                continue
+            try:
+                rows.append(measure(shape, dtype, device, ceiling, 0.05 if args.smoke else 0.15))
+            except Exception as e:  # noqa: BLE001 - the row says what failed, the run goes on
+                rows.append({"shape": shape.name, "dtype": str(dtype), "min_bytes": 0, "error": repr(e)[:300]})
+            print(" ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
+    from models.depthwise import triton_autotune
+    result = {"environment": env, "copy_ceiling_gbps": ceiling, "prewarm": warm, "rows": rows,
+              "skipped": skipped, "ratios": ratios(rows), "seconds": round(time.monotonic() - start, 1),
+              "autotune_picks": triton_autotune.picks()}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"nhwc-{tag}.json").write_text(json.dumps(result, indent=1, default=str))
+    head = [f"# NHWC depthwise conv2d: cuDNN, per-pixel and strip kernels ({env.get('device_name')})", "",
+            f"torch {env.get('torch')}, triton {env.get('triton')}, copy ceiling "
+            f"{'-' if ceiling is None else f'{ceiling:,.0f}'} GB/s; dev = CUDA graph replay (kernels only, us), "
+            "wall = eager calls (host included, us). Skipped (budget): " + (", ".join(skipped) or "none"), "",
+            "Device time, fused / native: " + json.dumps(result["ratios"]), ""]
+    lines = table(rows)
+    (args.out / f"nhwc-{tag}.md").write_text("\n".join(head + lines) + "\n")
+    print("\n".join(lines + head[-2:]))
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

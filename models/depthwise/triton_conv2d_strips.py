@@ -1,0 +1,113 @@
+"""Depthwise 3x3 conv2d on channels-inner (NHWC) inputs, each thread computing a strip of
+OUT_W = 4 neighbouring output pixels of one row, so the input columns the strip's taps share are
+loaded once and reused from registers.
+
+Why: the per-pixel NHWC kernel (triton_conv2d._dw_conv2d_nhwc_kernel) loads every tap of every
+output pixel, 9 tile loads per output; its neighbours' loads hit L1, but on an H200 that layer
+ran 1.1-1.8x behind cuDNN's NHWC depthwise kernel in device time (benchmarks/results/
+h200-2026-12-04-2). A strip of 4 outputs at stride 1 reads 6 input columns per tap row (18 loads
+for 4 outputs: 4.5 each); at stride 2, 9 columns (27 loads: 6.75 each).
+
+Scope: KW == 3, DW == 1 (every depthwise layer of MobileNetV2 and most 3x3 models), any KH, DH,
+stride (1 or 2 along W), padding, multiplier. Tile: [BLOCK_Q strips, BLOCK_C channels]; a strip is
+(b, oh, ow0 .. ow0 + 3); its outputs past W_OUT are masked. Same argument list as the per-pixel
+kernel plus nothing: the two are interchangeable launches.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+OUT_W = 4          # output pixels per strip (the 4-wide unrolled arithmetic below)
+
+
+@triton.jit
+def _col(x_base, row_pix, iw, row_ok, mask_o, W, sx_w):
+    """Input column iw ([BLOCK_Q] ints) of the tap row at row_pix ([BLOCK_Q] pixel offsets of
+    (ih, 0)): a [BLOCK_Q, BLOCK_C] tile, zeros outside the image."""
+    ok = row_ok & (iw >= 0) & (iw < W)
+    return tl.load(x_base[None, :] + (row_pix + iw * sx_w)[:, None], mask=ok[:, None] & mask_o[None, :],
+                   other=0.0)
+
+
+@triton.jit(do_not_specialize=["SIZE_CLASS"])
+def _dw_conv2d_nhwc_strip_kernel(
+    x_ptr, w_ptr, b_ptr, out_ptr,
+    H, W, W_OUT, P_OUT, C_OUT,
+    SIZE_CLASS,                  # size_class(B * P_OUT): an autotune key, unused in the body
+    sx_b, sx_c, sx_h, sx_w, sw_c, sw_h, sw_w, so_b, so_c, so_h, so_w,
+    PAD_T, PAD_L,
+    M: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    DH: tl.constexpr, DW: tl.constexpr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    tl.static_assert(KW == 3, "strip kernel: 3 taps along W")
+    tl.static_assert(DW == 1, "strip kernel: no dilation along W")
+    tl.static_assert(SW == 1 or SW == 2, "strip kernel: stride 1 or 2 along W")
+    pid_q = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    pid_b = tl.program_id(2).to(tl.int64)
+    strips_w = tl.cdiv(W_OUT, 4)
+    offs_q = pid_q * BLOCK_Q + tl.arange(0, BLOCK_Q)   # [BLOCK_Q] strip index: oh * strips_w + strip col
+    oh = offs_q // strips_w
+    ow0 = (offs_q % strips_w) * 4                      # [BLOCK_Q] first output column of the strip
+    mask_q = oh * W_OUT < P_OUT                        # oh < H_OUT
+    offs_o = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)   # [BLOCK_C] output channels (unit stride)
+    mask_o = offs_o < C_OUT
+    x_base = x_ptr + pid_b * sx_b + (offs_o // M).to(tl.int64) * sx_c   # [BLOCK_C]
+    iw0 = ow0 * SW - PAD_L                             # [BLOCK_Q] input column of output ow0's tap 0
+    acc0 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)
+    acc1 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)
+    acc2 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)
+    acc3 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)
+    for p in tl.static_range(KH):
+        ih = oh * SH - PAD_T + p * DH
+        row_ok = mask_q & (ih >= 0) & (ih < H)
+        row_pix = ih * sx_h                            # [BLOCK_Q]
+        w_row = w_ptr + offs_o * sw_c + p * sw_h
+        w0 = tl.load(w_row, mask=mask_o, other=0.0).to(ACC_DTYPE)[None, :]
+        w1 = tl.load(w_row + sw_w, mask=mask_o, other=0.0).to(ACC_DTYPE)[None, :]
+        w2 = tl.load(w_row + 2 * sw_w, mask=mask_o, other=0.0).to(ACC_DTYPE)[None, :]
+        x0 = _col(x_base, row_pix, iw0, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
+        x1 = _col(x_base, row_pix, iw0 + 1, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
+        x2 = _col(x_base, row_pix, iw0 + 2, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
+        acc0 += x0 * w0 + x1 * w1 + x2 * w2
+        x3 = _col(x_base, row_pix, iw0 + 3, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
+        x4 = _col(x_base, row_pix, iw0 + 4, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
+        if SW == 1:                                    # outputs t use columns t, t+1, t+2
+            x5 = _col(x_base, row_pix, iw0 + 5, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
+            acc1 += x1 * w0 + x2 * w1 + x3 * w2
+            acc2 += x2 * w0 + x3 * w1 + x4 * w2
+            acc3 += x3 * w0 + x4 * w1 + x5 * w2
+        else:                                          # outputs t use columns 2t, 2t+1, 2t+2
+            acc1 += x2 * w0 + x3 * w1 + x4 * w2
+            x5 = _col(x_base, row_pix, iw0 + 5, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
+            x6 = _col(x_base, row_pix, iw0 + 6, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
+            acc2 += x4 * w0 + x5 * w1 + x6 * w2
+            x7 = _col(x_base, row_pix, iw0 + 7, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
+            x8 = _col(x_base, row_pix, iw0 + 8, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
+            acc3 += x6 * w0 + x7 * w1 + x8 * w2
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + offs_o, mask=mask_o, other=0.0).to(ACC_DTYPE)[None, :]
+        acc0 += bias
+        acc1 += bias
+        acc2 += bias
+        acc3 += bias
+    ty = out_ptr.dtype.element_ty
+    out_row = out_ptr + pid_b * so_b + offs_o[None, :] * so_c + (oh * so_h).to(tl.int64)[:, None]
+    m = mask_q[:, None] & mask_o[None, :]
+    tl.store(out_row + (ow0 * so_w)[:, None], acc0.to(ty), mask=m & (ow0 < W_OUT)[:, None])
+    tl.store(out_row + ((ow0 + 1) * so_w)[:, None], acc1.to(ty), mask=m & (ow0 + 1 < W_OUT)[:, None])
+    tl.store(out_row + ((ow0 + 2) * so_w)[:, None], acc2.to(ty), mask=m & (ow0 + 2 < W_OUT)[:, None])
+    tl.store(out_row + ((ow0 + 3) * so_w)[:, None], acc3.to(ty), mask=m & (ow0 + 3 < W_OUT)[:, None])
+
+
+def _launch_grid(B: int, C_out: int, H_out: int, W_out: int):
+    """The strip kernel's grid for triton_conv2d's launcher: (programs over strips, channel
+    blocks, batch), given the autotune config's meta."""
+    return lambda meta: (strip_programs(meta, H_out, W_out), triton.cdiv(C_out, meta["BLOCK_C"]), B)
+
+
+def strip_programs(meta: dict, H_out: int, W_out: int) -> int:
+    """Programs along grid dim 0: BLOCK_Q strips of 4 output pixels each."""
+    return triton.cdiv(H_out * triton.cdiv(W_out, OUT_W), meta["BLOCK_Q"])

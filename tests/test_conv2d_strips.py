@@ -1,0 +1,117 @@
+"""The NHWC strip kernel (models/depthwise/triton_conv2d_strips.py: 4 outputs of a row per thread,
+the input columns they share loaded once), each config forced in turn, against the block-diagonal
+dense conv in float64 on fresh random inputs: widths that leave a partial last strip, stride 1
+and 2 (its two unrolled paths), channels that do not fill BLOCK_C, a channel multiplier,
+asymmetric padding, dilation and other KH along H, bias or none, float32 and bfloat16. Also
+which launches take it (3 taps along W, no W dilation, stride 1 or 2, channels-inner input) and
+that the per-pixel kernel is used with STRIPS off."""
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from fused_common import DEV, needs_fused  # noqa: E402
+from models.depthwise import fused  # noqa: E402
+from test_conv2d_tiles import _Forced  # noqa: E402
+from test_fused import check, rand, ref_conv2d  # noqa: E402
+
+pytestmark = [pytest.mark.fused, needs_fused]
+
+#        B, C, m, H, W, KH, stride, (top, bottom, left, right), dilation, bias
+CASES = [
+    pytest.param(2, 20, 1, 9, 11, 3, (1, 1), (1, 1, 1, 1), (1, 1), True, id="s1-partial-strip"),
+    pytest.param(1, 24, 1, 13, 17, 3, (2, 2), (1, 1, 1, 1), (1, 1), False, id="s2-odd"),
+    pytest.param(2, 8, 2, 7, 10, 3, (1, 2), (0, 2, 2, 1), (2, 1), True, id="mult2-asym-dilH"),
+    pytest.param(1, 16, 1, 5, 4, 5, (2, 1), (2, 2, 0, 0), (1, 1), True, id="kh5-no-wpad-one-strip"),
+    pytest.param(1, 12, 1, 3, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), False, id="3x3-image"),
+]
+#        BLOCK_Q, BLOCK_C
+CONFIGS = [pytest.param(4, 16, id="4x16"), pytest.param(8, 8, id="8x8"), pytest.param(2, 32, id="2x32")]
+
+
+@pytest.mark.parametrize("block_q, block_c", CONFIGS)
+@pytest.mark.parametrize("B, C, m, H, W, KH, stride, padding, dilation, bias", CASES)
+def test_strip_configs_equal_the_dense_reference(monkeypatch, B, C, m, H, W, KH, stride, padding, dilation,
+                                                 bias, block_q, block_c):
+    from models.depthwise import triton_conv2d
+    forced = _Forced(triton_conv2d._dw_conv2d_nhwc_strip_tuned.fn, BLOCK_Q=block_q, BLOCK_C=block_c)
+    monkeypatch.setattr(triton_conv2d, "_dw_conv2d_nhwc_strip_tuned", forced)
+    monkeypatch.setattr(triton_conv2d, "STRIPS", True)
+    gen = torch.Generator().manual_seed(hash((B, C, H, W, KH, stride, block_q, block_c)) % 2**31)
+    x = rand(B, C, H, W, gen=gen).contiguous(memory_format=torch.channels_last)
+    w, b = rand(C * m, 1, KH, 3, gen=gen), (rand(C * m, gen=gen) if bias else None)
+    out = fused.conv2d(x, w, b, stride, padding, dilation)
+    assert forced.launches == 1
+    assert out.is_contiguous(memory_format=torch.channels_last) and out.device.type == DEV
+    check(out, ref_conv2d(x, w, b, stride, padding, dilation), torch.float32)
+
+
+def test_bfloat16_through_the_public_op_equals_the_reference(monkeypatch):
+    from models.depthwise import depthwise_conv2d, triton_conv2d
+    monkeypatch.setattr(triton_conv2d, "STRIPS", True)
+    gen = torch.Generator().manual_seed(11)
+    x = rand(2, 32, 10, 14, dtype=torch.bfloat16, gen=gen).contiguous(memory_format=torch.channels_last)
+    w, b = rand(32, 1, 3, 3, dtype=torch.bfloat16, gen=gen), rand(32, dtype=torch.bfloat16, gen=gen)
+    for stride in (1, 2):
+        out = depthwise_conv2d(x, w, b, stride=stride, padding=1, impl="fused")
+        check(out, ref_conv2d(x, w, b, (stride, stride), (1, 1, 1, 1), (1, 1)), torch.bfloat16)
+
+
+@pytest.mark.parametrize("tap, KW, sw, dw, want", [
+    (True, 3, 1, 1, True), (True, 3, 2, 1, True), (True, 3, 3, 1, False), (True, 5, 1, 1, False),
+    (True, 3, 1, 2, False), (False, 3, 1, 1, False)])
+def test_which_launches_take_the_strip_kernel(monkeypatch, tap, KW, sw, dw, want):
+    from models.depthwise import triton_conv2d
+    monkeypatch.setattr(triton_conv2d, "STRIPS", True)
+    assert triton_conv2d.strips_apply(tap, KW, sw, dw) is want
+    monkeypatch.setattr(triton_conv2d, "STRIPS", False)
+    assert triton_conv2d.strips_apply(tap, KW, sw, dw) is False
+
+
+def test_strips_off_launches_the_per_pixel_kernel_and_a_switch_is_not_replayed_stale(monkeypatch):
+    """STRIPS is read per launch and keys the call-site plans: turning it off after a call made
+    with it on launches the per-pixel kernel, not the strip kernel's kept plan."""
+    from models.depthwise import triton_conv2d
+    strips = _Forced(triton_conv2d._dw_conv2d_nhwc_strip_tuned.fn, BLOCK_Q=4, BLOCK_C=16)
+    pixels = _Forced(triton_conv2d._dw_conv2d_nhwc_kernel.fn, BLOCK_P=16, BLOCK_C=16, TILE_W=0)
+    monkeypatch.setattr(triton_conv2d, "_dw_conv2d_nhwc_strip_tuned", strips)
+    monkeypatch.setattr(triton_conv2d, "_dw_conv2d_nhwc_kernel", pixels)
+    gen = torch.Generator().manual_seed(5)
+    x = rand(1, 16, 6, 9, gen=gen).contiguous(memory_format=torch.channels_last)
+    w = rand(16, 1, 3, 3, gen=gen)
+    ref = ref_conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1))
+    for on, launched in ((True, strips), (False, pixels)):
+        monkeypatch.setattr(triton_conv2d, "STRIPS", on)
+        before = launched.launches
+        check(fused.conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1)), ref, torch.float32)
+        assert launched.launches == before + 1
+
+
+def test_strip_programs_cover_every_strip_once():
+    from models.depthwise.triton_conv2d_strips import strip_programs
+    assert strip_programs({"BLOCK_Q": 8}, 56, 56) == 56 * 14 // 8
+    assert strip_programs({"BLOCK_Q": 8}, 7, 7) == 2           # 7 rows x 2 strips = 14 -> 2 programs
+    assert strip_programs({"BLOCK_Q": 4}, 1, 1) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEV != "cuda", reason="needs CUDA: the autotune configs as compiled for the GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_strip_configs_as_tuned_on_the_gpu_equal_the_reference(dtype):
+    """Every strip config, with its own block sizes and warps, at stride 1 and 2 on a layer whose
+    width leaves a partial strip and whose channels do not fill the blocks."""
+    from models.depthwise import triton_conv2d
+    for cfg in triton_conv2d._STRIP_CONFIGS:
+        for stride in (1, 2):
+            forced = _Forced(triton_conv2d._dw_conv2d_nhwc_strip_tuned.fn, **cfg.kwargs, num_warps=cfg.num_warps)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(triton_conv2d, "_dw_conv2d_nhwc_strip_tuned", forced)
+                mp.setattr(triton_conv2d, "STRIPS", True)
+                g = torch.Generator(device="cuda").manual_seed(7)
+                x = torch.randn(3, 72, 29, 31, generator=g, device="cuda", dtype=dtype)
+                x = x.contiguous(memory_format=torch.channels_last)
+                w = torch.randn(72, 1, 3, 3, generator=g, device="cuda", dtype=dtype)
+                b = torch.randn(72, generator=g, device="cuda", dtype=dtype)
+                out = fused.conv2d(x, w, b, (stride, stride), (1, 1, 1, 1), (1, 1))
+            assert forced.launches == 1, cfg
+            check(out, ref_conv2d(x, w, b, (stride, stride), (1, 1, 1, 1), (1, 1)), dtype)
