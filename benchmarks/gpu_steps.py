@@ -77,7 +77,12 @@ def step_copy(run: Run, deadline: float) -> list:
 
 
 def _ops_impls(run: Run, shape: ops.Shape, dtype: str) -> list[str]:
+    """The impls timed on `shape`: on CUDA, compiled only on big float32 shapes and per_group only
+    on cfg["ops_per_group"] (None: everywhere)."""
     impls = list(run.cfg["ops_impls"])
+    only = run.cfg.get("ops_per_group")
+    if "per_group" in impls and run.device == "cuda" and only is not None and shape.name not in only:
+        impls.remove("per_group")
     if "compiled" in impls and run.device == "cuda":
         if dtype != "float32" or gpu_report.min_bytes({"shape": ops.shape_dict(shape), "dtype": dtype}) \
                 < COMPILED_MIN_BYTES:

@@ -211,3 +211,27 @@ def test_decode_table_lists_variants_before_to_served_whatever_order_they_ran_in
     table = gpu_report.decode_table(rows)[2:]
     assert [line.split(" | ")[2] for line in table] == list(gpu_decode.ORDER) * 2
     assert [line.split(" | ")[1] for line in table] == ["1"] * 4 + ["16"] * 4
+
+
+def test_per_group_only_on_its_listed_shapes_on_cuda_and_everywhere_in_the_smoke():
+    from benchmarks import gpu_config, gpu_steps, ops
+    full, smoke = gpu_config.settings("cuda", False), gpu_config.settings("cpu", True)
+    by = {s.name: s for s in ops.SUITE}
+    run = SimpleNamespace(cfg=full, device="cuda")
+    assert "per_group" in gpu_steps._ops_impls(run, ops.SEED, "float32")            # issue 6's 1000x
+    assert "per_group" not in gpu_steps._ops_impls(run, by["sweep-c64"], "float32")
+    assert [n for n in gpu_config.PER_GROUP_SHAPES_CUDA if n in by] == list(gpu_config.PER_GROUP_SHAPES_CUDA)
+    assert "per_group" in gpu_steps._ops_impls(SimpleNamespace(cfg=smoke, device="cpu"), by["sweep-c64"], "float32")
+    assert "per_group" in gpu_steps._ops_impls(SimpleNamespace(cfg=full, device="cpu"), by["sweep-c64"], "float32")
+
+
+def test_cuda_ops_order_puts_the_seed_then_every_memory_bound_shape_first():
+    """A budget cuts the ops steps' tail: the copy-ceiling check cannot be met with a memory-bound
+    shape unmeasured, so those come right after the seed (the second run cut the NCHW ones)."""
+    from benchmarks import gpu_config, gpu_report, ops
+    order = gpu_config.settings("cuda", False)["ops_shapes"]
+    assert order[0] is ops.SEED and sorted(s.name for s in order) == sorted(s.name for s in ops.SUITE)
+    membound = [gpu_report.is_membound(ops.shape_dict(s), "float32", gpu_config.NOMINAL_CEILING_GBPS) for s in order]
+    n = sum(membound)
+    assert n == 7 and membound[1:1 + n] == [True] * n
+    assert {s.name for s in order[1:1 + n]} >= {"mbv2-b32-c32@112", "mbv2-b32-c32@112-cl", "shortconv-long-1x4096x4096"}
