@@ -9,6 +9,8 @@ call). A replayed graph is one host launch for all of them.
                              memory_format=torch.channels_last)
     y = graphed(x)                    # x (B, *row_shape): fn's output rows for x's rows
 
+Inside a capture (and its warm-up) the depthwise ops' `auto` picks by device time
+(depthwise.dispatch.for_cuda_graphs: on NHWC 3x3 layers in bfloat16, the fused strip kernel).
 A call of B rows replays the graph of the next power of two >= B rows (captured on first use,
 at most MAX_GRAPHS kept, least recently used dropped): x is copied into the graph's static
 input, the graph replays, and the first B rows of its output are returned (a copy: the next
@@ -31,6 +33,7 @@ import torch
 
 from . import profiling
 from .depthwise import current_impl
+from .depthwise.dispatch import for_cuda_graphs
 
 EAGER_POLICIES = ("per_group", "compiled")
 MAX_GRAPHS = 8          # (bucket, policy) pairs kept: 1..32 rows is 6 buckets of one policy
@@ -80,7 +83,9 @@ class GraphedForward:
             static = torch.zeros((key[0], *self.row_shape), dtype=self.dtype, device=self.device)
             static = static.contiguous(memory_format=self.memory_format)
         runner = self.runner(self.device)
-        with profiling.timers_suspended():
+        # for_cuda_graphs: the depthwise calls are replayed, so `auto` picks by device time (the
+        # warm-up too, so what the capture launches is compiled and autotuned before it).
+        with profiling.timers_suspended(), for_cuda_graphs():
             out = runner.capture(lambda: self.fn(static), WARMUP_CALLS)
         self.captures += 1
         self.graphs[key] = entry = (static, out, runner)

@@ -29,6 +29,7 @@ from . import auto_measured  # noqa: E402
 # The tables the rules below were derived from (auto_measured.py says where each was measured).
 CPU_MEASURED = auto_measured.CPU_MEASURED
 CUDA_MEASURED = auto_measured.CUDA_MEASURED
+CUDA_GRAPHED_MEASURED = auto_measured.CUDA_GRAPHED_MEASURED
 CUDA_MEASURED_DIRECT = auto_measured.CUDA_MEASURED_DIRECT
 
 # ---------------------------------------------------------------- the CPU rule
@@ -181,6 +182,40 @@ FUSED_MIN_WORK = 1 << 25        # output elements * taps (~33M): between LFM2 8x
                                 # native) and LFM3 8x512 K=7 (58.7M) / 1x4096x4096 K=4 (67M, fused)
 
 
+# Inside CUDA graphs (dispatch.for_cuda_graphs(): models/graphed.py's warm-up and capture) a call
+# is replayed without its host time, so the rule there goes by device time (CUDA_GRAPHED_MEASURED:
+# graph replays on the H200, cuDNN against the strip kernel, all 27 MobileNetV2 NHWC layers):
+# - channels_last conv2d the strip kernel takes (3 taps along W, no W dilation, W stride 1 or 2),
+#   bfloat16: fused. 0.669x of cuDNN's time (geomean), 26 of 27 layers at or under it, the last
+#   1.03x (b1 c144@56: 3.64 vs 3.54 us); up to 2.6x ahead (b8 c576@14 s2: 2.47 vs 6.48 us).
+# - the same in float32: fused at batch >= GRAPHED_F32_MIN_BATCH with stride 1 (0.86-1.045x of
+#   cuDNN: b32 c576@14 10.2 vs 11.3 us, b8 c144@56 11.6 vs 11.1); native at batch 1 (2-4 us layers,
+#   latency-bound: cuDNN 1.11-1.56x ahead) and on strided layers (cuDNN 1.01-1.07x ahead at batch
+#   8 and 32). Two rows miss by more than 5% (test_auto_graphed.py lists them): b1 c96@112 s2
+#   (native 3.99 vs 3.68 us) and b8 c576@14 s2 (3.66 vs 3.42).
+# - everything else (float16, which was not measured; NCHW; conv1d and decode, fused already):
+#   the eager rule.
+GRAPHED_F32_MIN_BATCH = 8
+
+
+def _strips_on() -> bool:
+    """Whether channels_last 3x3 layers launch the strip kernel (the one measured in graphs)."""
+    from . import triton_conv2d
+    return triton_conv2d.STRIPS
+
+
+def _cuda_rule_graphed(op, dtype, x_shape, weight_shape, stride_w, dilation_w, channels_last) -> str | None:
+    """auto inside CUDA graphs where it differs from the eager rule (see above), else None."""
+    if (op != "conv2d" or not channels_last or weight_shape[3] != 3 or dilation_w != 1
+            or stride_w not in (1, 2) or not _host("_triton_available") or not _strips_on()):
+        return None
+    if dtype == torch.bfloat16:
+        return "fused"
+    if dtype == torch.float32 and stride_w == 1 and x_shape[0] >= GRAPHED_F32_MIN_BATCH:
+        return "fused"
+    return None
+
+
 def _direct_launch() -> bool:
     """Whether fused calls launch through triton_launch's direct path (read per decision: tests
     and benchmarks switch it; dispatch caches decisions until clear_caches())."""
@@ -234,14 +269,23 @@ def _check(op, dtype, x_shape, weight_shape) -> None:
                          f"({'(C*m, 1, KH, KW)' if rank == 4 else '(C*m, 1, K)'}), got {tuple(weight_shape)}")
 
 
-def choose(op, device, dtype, x_shape, weight_shape, stride, dilation, *, channels_last: bool = False) -> str:
+def choose(op, device, dtype, x_shape, weight_shape, stride, dilation, *, channels_last: bool = False,
+           graphed: bool = False) -> str:
     """The concrete impl `auto` resolves to. stride may be an int or a tuple (the first is used:
     the rule only needs the size of the output); dilation does not change the work.
-    channels_last: conv2d x is in torch.channels_last memory (NHWC), which changes the winner."""
+    channels_last: conv2d x is in torch.channels_last memory (NHWC), which changes the winner.
+    graphed: the call is captured into a CUDA graph and replayed (dispatch.for_cuda_graphs), so
+    only device time counts (the CUDA rule inside graphs; elsewhere ignored)."""
     _check(op, dtype, x_shape, weight_shape)
     s = stride[0] if isinstance(stride, (tuple, list)) else int(stride)
     dev_type = torch.device(device).type
     if dev_type == "cuda":
+        if graphed:
+            last = lambda v: int(v[-1]) if isinstance(v, (tuple, list)) else int(v)   # along W
+            pick = _cuda_rule_graphed(op, dtype, tuple(x_shape), tuple(weight_shape), last(stride),
+                                      last(dilation), bool(channels_last))
+            if pick is not None:
+                return pick
         return _cuda_rule(op, tuple(x_shape), tuple(weight_shape), s, bool(channels_last))
     if dev_type == "cpu":
         return _cpu_rule(op, tuple(x_shape), tuple(weight_shape), s, bool(channels_last))

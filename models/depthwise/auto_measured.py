@@ -178,3 +178,69 @@ CUDA_MEASURED_DIRECT: tuple = (
     ('mbv2-b32-c96@112-s2-cl', 'conv2d', (32, 96, 112, 112), (96, 1, 3, 3), 2, True, dict(per_group=4841.6, slice_sum=519.0, compiled=98.6, fused=59.1, native=51.4)),  # -> native
 )
 # fmt: on
+
+
+# ---------------------------------------------------------------- measured in CUDA graphs (H200)
+# Copied from benchmarks/results/h200-2026-12-04-2/nhwc-h200.json (benchmarks/gpu_nhwc.py: NVIDIA
+# H200, torch 2.11, Triton 3.6, the strip kernel on): device us per call from CUDA-graph replays,
+# cuDNN (native) against fused, on every channels_last MobileNetV2 depthwise layer (3x3, padding 1,
+# weight (C, 1, 3, 3)). Rows: (shape name, dtype, x, stride, {impl: device us}). What auto's rule
+# inside CUDA graphs goes by: a replay pays no host time.
+# fmt: off
+CUDA_GRAPHED_MEASURED: tuple = (
+    ('mbv2-b1-c32@112-cl', 'float32', (1, 32, 112, 112), 1, dict(native=2.48, fused=2.99)),
+    ('mbv2-b1-c96@112-s2-cl', 'float32', (1, 96, 112, 112), 2, dict(native=3.99, fused=3.68)),
+    ('mbv2-b1-c144@56-cl', 'float32', (1, 144, 56, 56), 1, dict(native=3.25, fused=3.76)),
+    ('mbv2-b1-c144@56-s2-cl', 'float32', (1, 144, 56, 56), 2, dict(native=2.36, fused=3.67)),
+    ('mbv2-b1-c192@28-cl', 'float32', (1, 192, 28, 28), 1, dict(native=2.24, fused=2.49)),
+    ('mbv2-b1-c384@14-cl', 'float32', (1, 384, 14, 14), 1, dict(native=1.92, fused=2.23)),
+    ('mbv2-b1-c576@14-cl', 'float32', (1, 576, 14, 14), 1, dict(native=1.99, fused=2.24)),
+    ('mbv2-b1-c576@14-s2-cl', 'float32', (1, 576, 14, 14), 2, dict(native=2.01, fused=1.95)),
+    ('mbv2-b1-c960@7-cl', 'float32', (1, 960, 7, 7), 1, dict(native=1.88, fused=2.18)),
+    ('mbv2-b8-c32@112-cl', 'float32', (8, 32, 112, 112), 1, dict(native=9.76, fused=10.14)),
+    ('mbv2-b8-c96@112-s2-cl', 'float32', (8, 96, 112, 112), 2, dict(native=13.82, fused=14.35)),
+    ('mbv2-b8-c144@56-cl', 'float32', (8, 144, 56, 56), 1, dict(native=11.12, fused=11.62)),
+    ('mbv2-b8-c144@56-s2-cl', 'float32', (8, 144, 56, 56), 2, dict(native=6.66, fused=6.75)),
+    ('mbv2-b8-c192@28-cl', 'float32', (8, 192, 28, 28), 1, dict(native=5.32, fused=5.15)),
+    ('mbv2-b8-c384@14-cl', 'float32', (8, 384, 14, 14), 1, dict(native=3.65, fused=3.78)),
+    ('mbv2-b8-c576@14-cl', 'float32', (8, 576, 14, 14), 1, dict(native=4.73, fused=4.44)),
+    ('mbv2-b8-c576@14-s2-cl', 'float32', (8, 576, 14, 14), 2, dict(native=3.66, fused=3.42)),
+    ('mbv2-b8-c960@7-cl', 'float32', (8, 960, 7, 7), 1, dict(native=2.97, fused=2.54)),
+    ('mbv2-b32-c32@112-cl', 'float32', (32, 32, 112, 112), 1, dict(native=35.16, fused=33.11)),
+    ('mbv2-b32-c96@112-s2-cl', 'float32', (32, 96, 112, 112), 2, dict(native=47.26, fused=49.5)),
+    ('mbv2-b32-c144@56-cl', 'float32', (32, 144, 56, 56), 1, dict(native=41.18, fused=40.31)),
+    ('mbv2-b32-c144@56-s2-cl', 'float32', (32, 144, 56, 56), 2, dict(native=19.98, fused=21.38)),
+    ('mbv2-b32-c192@28-cl', 'float32', (32, 192, 28, 28), 1, dict(native=14.47, fused=13.79)),
+    ('mbv2-b32-c384@14-cl', 'float32', (32, 384, 14, 14), 1, dict(native=8.28, fused=7.58)),
+    ('mbv2-b32-c576@14-cl', 'float32', (32, 576, 14, 14), 1, dict(native=11.3, fused=10.17)),
+    ('mbv2-b32-c576@14-s2-cl', 'float32', (32, 576, 14, 14), 2, dict(native=6.79, fused=7.23)),
+    ('mbv2-b32-c960@7-cl', 'float32', (32, 960, 7, 7), 1, dict(native=7.08, fused=6.48)),
+    ('mbv2-b1-c32@112-cl', 'bfloat16', (1, 32, 112, 112), 1, dict(native=3.02, fused=2.43)),
+    ('mbv2-b1-c96@112-s2-cl', 'bfloat16', (1, 96, 112, 112), 2, dict(native=5.91, fused=3.4)),
+    ('mbv2-b1-c144@56-cl', 'bfloat16', (1, 144, 56, 56), 1, dict(native=3.54, fused=3.64)),
+    ('mbv2-b1-c144@56-s2-cl', 'bfloat16', (1, 144, 56, 56), 2, dict(native=3.72, fused=2.04)),
+    ('mbv2-b1-c192@28-cl', 'bfloat16', (1, 192, 28, 28), 1, dict(native=2.78, fused=2.23)),
+    ('mbv2-b1-c384@14-cl', 'bfloat16', (1, 384, 14, 14), 1, dict(native=2.61, fused=1.87)),
+    ('mbv2-b1-c576@14-cl', 'bfloat16', (1, 576, 14, 14), 1, dict(native=2.74, fused=1.86)),
+    ('mbv2-b1-c576@14-s2-cl', 'bfloat16', (1, 576, 14, 14), 2, dict(native=3.34, fused=1.95)),
+    ('mbv2-b1-c960@7-cl', 'bfloat16', (1, 960, 7, 7), 1, dict(native=2.66, fused=1.83)),
+    ('mbv2-b8-c32@112-cl', 'bfloat16', (8, 32, 112, 112), 1, dict(native=9.04, fused=7.36)),
+    ('mbv2-b8-c96@112-s2-cl', 'bfloat16', (8, 96, 112, 112), 2, dict(native=12.71, fused=8.81)),
+    ('mbv2-b8-c144@56-cl', 'bfloat16', (8, 144, 56, 56), 1, dict(native=9.53, fused=8.77)),
+    ('mbv2-b8-c144@56-s2-cl', 'bfloat16', (8, 144, 56, 56), 2, dict(native=10.44, fused=4.81)),
+    ('mbv2-b8-c192@28-cl', 'bfloat16', (8, 192, 28, 28), 1, dict(native=7.71, fused=3.84)),
+    ('mbv2-b8-c384@14-cl', 'bfloat16', (8, 384, 14, 14), 1, dict(native=5.67, fused=2.64)),
+    ('mbv2-b8-c576@14-cl', 'bfloat16', (8, 576, 14, 14), 1, dict(native=6.99, fused=3.2)),
+    ('mbv2-b8-c576@14-s2-cl', 'bfloat16', (8, 576, 14, 14), 2, dict(native=6.48, fused=2.47)),
+    ('mbv2-b8-c960@7-cl', 'bfloat16', (8, 960, 7, 7), 1, dict(native=4.56, fused=2.37)),
+    ('mbv2-b32-c32@112-cl', 'bfloat16', (32, 32, 112, 112), 1, dict(native=25.82, fused=24.03)),
+    ('mbv2-b32-c96@112-s2-cl', 'bfloat16', (32, 96, 112, 112), 2, dict(native=37.72, fused=31.55)),
+    ('mbv2-b32-c144@56-cl', 'bfloat16', (32, 144, 56, 56), 1, dict(native=30.78, fused=29.08)),
+    ('mbv2-b32-c144@56-s2-cl', 'bfloat16', (32, 144, 56, 56), 2, dict(native=19.5, fused=14.16)),
+    ('mbv2-b32-c192@28-cl', 'bfloat16', (32, 192, 28, 28), 1, dict(native=12.78, fused=9.48)),
+    ('mbv2-b32-c384@14-cl', 'bfloat16', (32, 384, 14, 14), 1, dict(native=8.64, fused=6.74)),
+    ('mbv2-b32-c576@14-cl', 'bfloat16', (32, 576, 14, 14), 1, dict(native=9.81, fused=8.54)),
+    ('mbv2-b32-c576@14-s2-cl', 'bfloat16', (32, 576, 14, 14), 2, dict(native=9.23, fused=4.61)),
+    ('mbv2-b32-c960@7-cl', 'bfloat16', (32, 960, 7, 7), 1, dict(native=6.85, fused=4.71)),
+)
+# fmt: on

@@ -2,6 +2,7 @@
 
     current_impl() -> str            the policy for calls with impl=None (default "auto")
     use_impl(name)                   context manager setting it (a contextvar: thread/async safe)
+    for_cuda_graphs()                calls inside are captured into CUDA graphs: auto by device time
     resolve_impl(op, x, weight, stride, padding, dilation, impl=None) -> concrete impl name
     depthwise_conv1d / depthwise_conv2d
 
@@ -30,8 +31,10 @@ OPS = ("conv1d", "conv2d", "decode")
 _MAX_CACHE = 4096            # distinct call signatures kept; cleared wholesale beyond (rare)
 
 _IMPL: contextvars.ContextVar[str] = contextvars.ContextVar("dwserve_depthwise_impl", default="auto")
+_GRAPHED: contextvars.ContextVar[bool] = contextvars.ContextVar("dwserve_depthwise_graphed", default=False)
+_graphed_get = _GRAPHED.get  # bound once: the hot path reads it every call (~40 ns)
 _AUTO: dict = {}             # (op, device type, dtype, x_shape, weight_shape, stride, padding, dilation,
-                             #  channels_last) -> impl
+                             #  channels_last, graphed) -> impl
 _CALLS: dict = {}            # public-op call signature -> (fn, stride, padding, dilation)
 _timer_get = profiling._TIMER.get   # bound once: the hot path reads it every call
 # None outside torch.func transforms (vmap, grad, jvp, ...); ~50 ns
@@ -60,20 +63,34 @@ def use_impl(name: str):
         _IMPL.reset(token)
 
 
+@contextlib.contextmanager
+def for_cuda_graphs():
+    """Depthwise calls inside are captured into a CUDA graph and replayed (models/graphed.py
+    enters it around a capture's warm-up and the capture), so their host time is not paid:
+    `auto` picks by device time there (auto.py's rule inside CUDA graphs; on CUDA NHWC 3x3
+    layers that is the fused strip kernel in bfloat16). A contextvar, like use_impl."""
+    token = _GRAPHED.set(True)
+    try:
+        yield
+    finally:
+        _GRAPHED.reset(token)
+
+
 def clear_caches() -> None:
     """Forget cached auto decisions and call signatures (e.g. after changing the auto rule)."""
     _AUTO.clear()
     _CALLS.clear()
 
 
-def _choose(op, device, dtype, x_shape, weight_shape, stride, dilation, channels_last) -> str:
+def _choose(op, device, dtype, x_shape, weight_shape, stride, dilation, channels_last, graphed=False) -> str:
     try:
         from . import auto
     except ModuleNotFoundError as err:   # no rule module (yet): the framework conv always runs
         if err.name != f"{__package__}.auto":
             raise                        # auto.py exists but its own import failed: surface it
         return "native"
-    name = auto.choose(op, device, dtype, x_shape, weight_shape, stride, dilation, channels_last=channels_last)
+    name = auto.choose(op, device, dtype, x_shape, weight_shape, stride, dilation, channels_last=channels_last,
+                       graphed=graphed)
     if name not in IMPLS:
         raise RuntimeError(f"auto.choose returned {name!r}, not one of {IMPLS}: fix models/depthwise/auto.py")
     return name
@@ -92,7 +109,8 @@ def is_channels_last(x: torch.Tensor) -> bool:
 def resolve_impl(op: str, x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation,
                  impl: str | None = None) -> str:
     """The concrete impl (one of IMPLS) a call runs: `impl`, else current_impl(); "auto" asks
-    auto.choose once per (op, device type, dtype, shapes, stride, padding, dilation, layout)."""
+    auto.choose once per (op, device type, dtype, shapes, stride, padding, dilation, layout,
+    inside for_cuda_graphs() or not)."""
     name = _check_policy(impl if impl is not None else _IMPL.get())
     if name != "auto":
         return name
@@ -100,14 +118,14 @@ def resolve_impl(op: str, x: torch.Tensor, weight: torch.Tensor, stride, padding
         raise ValueError(f"op must be one of {OPS}, got {op!r}")
     stride, padding, dilation = _hashable(stride), _hashable(padding), _hashable(dilation)
     key = (op, x.device.type, x.dtype, tuple(x.shape), tuple(weight.shape), stride, padding, dilation,
-           is_channels_last(x))
+           is_channels_last(x), _graphed_get())
     try:
         return _AUTO[key]
     except KeyError:
         pass
     if len(_AUTO) >= _MAX_CACHE:
         _AUTO.clear()
-    choice = _AUTO[key] = _choose(op, x.device, x.dtype, key[3], key[4], stride, dilation, key[8])
+    choice = _AUTO[key] = _choose(op, x.device, x.dtype, key[3], key[4], stride, dilation, key[8], key[9])
     return choice
 
 
@@ -262,8 +280,9 @@ def _call(op, x, weight, bias, stride, padding, dilation, impl):
     if torch._C._is_any_autocast_enabled():     # ~0.1 us; False outside torch.autocast
         x, weight, bias = _autocast(x, weight, bias)
     policy = impl if impl is not None else _IMPL.get()
-    try:   # everything spec.py's verdict and auto's answer depend on (x's layout too), and the policy
-        key = (op, policy, x.shape, x.stride(), x.dtype, x.device, weight.shape, weight.dtype, weight.device,
+    try:   # everything spec.py's verdict and auto's answer depend on (x's layout, graphs), and the policy
+        key = (op, policy, _graphed_get(), x.shape, x.stride(), x.dtype, x.device,
+               weight.shape, weight.dtype, weight.device,
                None if bias is None else (bias.shape, bias.dtype, bias.device),
                stride if type(stride) is int else _typed(stride),      # ints, the common case, as they are
                padding if type(padding) is int else _typed(padding),
