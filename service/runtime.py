@@ -253,7 +253,12 @@ class ModelRuntime:
             # the dim dynamic on the second; two large sizes here mean no compile (seconds)
             # lands on a request later. Each size also gets its launch count measured.
             top = self.settings.max_batch_size
-            for rows in sorted({1, max(1, top // 2), max(1, top - 1), top}):
+            sizes = {1, max(1, top // 2), max(1, top - 1), top}
+            if getattr(self.served, "graphed", None) is not None:
+                # Replayed from CUDA graphs (models/graphed.py): one graph per power-of-two bucket
+                # of rows, each captured (autotuning its fused kernels first) on first use: all now.
+                sizes |= {1 << k for k in range(top.bit_length())}
+            for rows in sorted(sizes):
                 inputs = {n: t.to(self.device) for n, t in self.served.warmup_inputs(rows).items()}
                 self.forward(inputs, impl)
             self.forward({n: t.to(self.device) for n, t in self.served.warmup_inputs(1).items()}, impl)
