@@ -59,8 +59,12 @@ STRIPS = os.environ.get("DWSERVE_NHWC_STRIPS", "1").strip().lower() not in ("0",
 if _INTERPRET:
     _STRIP_CONFIGS = [triton.Config({"BLOCK_Q": 4, "BLOCK_C": 16}, num_warps=1)]
 else:
+    # The H200 picked the 32-channel tiles on every big layer (nhwc-h200.json's autotune_picks), where
+    # 144 / 576 / 960 channels leave a 32-channel block half empty (c144: 5 blocks for 4.5); the two
+    # 16-channel tiles divide every MobileNetV2 width (an untimed lead: the next run's tuner decides).
     _STRIP_CONFIGS = [triton.Config({"BLOCK_Q": bq, "BLOCK_C": bc}, num_warps=w)
-                      for bq, bc, w in [(8, 32, 2), (16, 32, 4), (8, 64, 4), (16, 64, 4), (4, 128, 4), (32, 64, 8)]]
+                      for bq, bc, w in [(8, 32, 2), (16, 32, 4), (8, 64, 4), (16, 64, 4), (4, 128, 4), (32, 64, 8),
+                                        (32, 16, 4), (16, 16, 2)]]
 
 # Autotune keys: per-layer constants (channels, multiplier, kernel, stride, dilation, the
 # weight's channel stride: 1 when tap-major) and B * H_out * W_out only by its factor-of-4 size
