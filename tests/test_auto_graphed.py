@@ -142,11 +142,11 @@ def test_a_bf16_nhwc_net_in_cuda_graphs_runs_the_strip_kernel_and_equals_its_eag
     from models.graphed import GraphedForward
     g = torch.Generator(device="cuda").manual_seed(3)
     w1, w2 = (torch.randn(72, 1, 3, 3, generator=g, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-    b1 = torch.randn(72, generator=g, device="cuda", dtype=torch.bfloat16)
+    b1, b2 = (torch.randn(72, generator=g, device="cuda", dtype=torch.bfloat16) for _ in range(2))
 
     def net(x):                                   # (B, 72, 29, 31) NHWC -> (B, 72, 15, 16) float32
         y = depthwise_conv2d(x, w1, b1, padding=1)
-        return depthwise_conv2d(torch.relu(y), w2, None, stride=2, padding=1).float()
+        return depthwise_conv2d(torch.relu(y), w2, b2, stride=2, padding=1).float()
     graphed = GraphedForward(net, (72, 29, 31), torch.bfloat16, "cuda", memory_format=torch.channels_last)
     with torch.inference_mode():
         for _ in range(2):
