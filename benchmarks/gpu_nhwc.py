@@ -2,7 +2,7 @@
 the strip kernel (models/depthwise/triton_conv2d_strips.py), on every channels_last MobileNetV2
 layer of the ops suite.
 
-    python benchmarks/gpu_nhwc.py [--out DIR] [--budget-s 120] [--smoke]
+    python benchmarks/gpu_nhwc.py [--out DIR] [--budget-s 120] [--dtypes float32,bfloat16,float16] [--smoke]
 
 A short device call of its own: the second H200 run (benchmarks/results/h200-2026-12-04-2) had
 the per-pixel kernel 1.03-1.77x behind cuDNN in device time on all 27 of these layers. Per
@@ -38,6 +38,7 @@ from benchmarks.results_files import LOCAL  # noqa: E402
 from models.depthwise import triton_conv2d  # noqa: E402
 
 IMPLS = ("native", "fused_pixels", "fused_strips")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SMOKE = (Shape("smoke-s1-cl", "conv2d", (1, 16, 7, 9), (3, 3), padding=1, channels_last=True),
          Shape("smoke-s2-cl", "conv2d", (2, 16, 8, 8), (3, 3), stride=2, padding=1, channels_last=True))
 
@@ -129,9 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=LOCAL, help="results folder (default benchmarks/results/local)")
     ap.add_argument("--budget-s", type=positive(float), default=120.0, help="stop starting shapes after this")
+    ap.add_argument("--dtypes", default="float32,bfloat16,float16",
+                    help="comma list (default float32,bfloat16,float16: float16 had no rows in the first call)")
     ap.add_argument("--smoke", action="store_true", help="CPU, Triton's interpreter, tiny shapes")
     args = ap.parse_args(argv)
     check_out(ap, args.out)
+    dtypes = [DTYPES.get(n.strip()) for n in args.dtypes.split(",")]
+    if not dtypes or None in dtypes:
+        ap.error(f"--dtypes must be a comma list of {sorted(DTYPES)}, got {args.dtypes!r}")
     device = "cpu" if args.smoke else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         ap.error("needs CUDA (or --smoke)")
@@ -145,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"prewarm: {warm}", flush=True)
     ceiling = None if args.smoke else gpu_copy.copy_ceiling(device, 1 << 30, 10)["gbps"]
     rows, skipped = [], []
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in dtypes:
         for shape in shapes:
             if time.monotonic() - start > args.budget_s:
                 skipped.append(f"{shape.name}/{str(dtype).removeprefix('torch.')}")
