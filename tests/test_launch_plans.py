@@ -185,6 +185,26 @@ before = len(triton_conv1d._PLANS)
 depthwise_conv1d(misaligned, w, padding=1, impl="fused")
 assert LAUNCHES[-1][9] is misaligned and len(triton_conv1d._PLANS) == before
 
+# weight_layout.as_stored() (the layouts benchmark's other half): a Plan made with the tap-major
+# weight copy is not replayed with the weight as stored, which has other strides.
+from models.depthwise import weight_layout
+w2 = torch.randn(16, 1, 3, 3)
+x2 = torch.randn(1, 16, 8, 8).contiguous(memory_format=torch.channels_last)
+for _ in range(4):
+    depthwise_conv2d(x2, w2, padding=1, impl="fused")
+tap_launch = LAUNCHES[-1]
+with weight_layout.as_stored():
+    for _ in range(4):
+        depthwise_conv2d(x2, w2, padding=1, impl="fused")
+stored_launch = LAUNCHES[-1]
+assert tap_launch[10] is not w2 and tap_launch[10].stride(0) == 1, "the tap-major copy"
+assert stored_launch[10] is w2, "as stored: the weight itself"
+scalars = lambda a: [u for u in a[13:] if not isinstance(u, torch.Tensor)]
+assert scalars(stored_launch) != scalars(tap_launch), "the weight strides passed differ"
+for _ in range(2):                        # and back: the tap-major plan again
+    depthwise_conv2d(x2, w2, padding=1, impl="fused")
+assert LAUNCHES[-1][10] is tap_launch[10] and scalars(LAUNCHES[-1]) == scalars(tap_launch)
+
 # A launch hook set later: plans and Launcher step aside, Triton's own path runs.
 from triton import knobs
 n_launch, n_jit = len(LAUNCHES), len(JIT_RUNS)

@@ -21,7 +21,7 @@ import triton.language as tl
 from .triton_autotune import AUTOTUNE_TIMING, big_layer_configs, launch_tuned, size_class
 from . import triton_launch
 from .triton_launch import cdiv, keep_plan, plan_key
-from .weight_layout import tap_major
+from .weight_layout import copies, tap_major
 
 # Under the interpreter (CPU tests) every autotune config would be run on every new key:
 # keep one small config there so tests stay fast.
@@ -148,7 +148,7 @@ def dw_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     if triton_launch.ENABLED and triton_launch.PLANS:   # direct launches: a call seen before replays its Plan
         # The arguments as given (1 and True, 1.0 key alike: they launch alike once made ints);
         # an invalid activation never has a Plan, so it reaches the check below.
-        key = plan_key(x, weight, bias, (stride, *padding, dilation, activation))
+        key = plan_key(x, weight, bias, (stride, *padding, dilation, activation, copies(weight)))
         kept = _PLANS.get(key)
         if kept is not None:
             plan, shape, tap = kept

@@ -24,7 +24,7 @@ from .triton_autotune import AUTOTUNE_TIMING, big_layer_configs, launch_tuned, s
 from . import triton_launch
 from .triton_launch import cdiv, keep_plan, plan_key
 from .triton_conv2d_strips import _dw_conv2d_nhwc_strip_kernel, _launch_grid as _strips_grid
-from .weight_layout import tap_major
+from .weight_layout import copies, tap_major
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 if _INTERPRET:   # one small config: the interpreter would time every config on every new key
@@ -261,7 +261,7 @@ def dw_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     """
     key = None
     if triton_launch.ENABLED and triton_launch.PLANS:   # direct launches: a call seen before replays its Plan
-        key = plan_key(x, weight, bias, (*stride, *padding, *dilation, STRIPS))   # as given: 1 and 1.0 alike
+        key = plan_key(x, weight, bias, (*stride, *padding, *dilation, STRIPS, copies(weight)))   # as given
         kept = _PLANS.get(key)
         if kept is not None:
             plan, shape, fmt, tap = kept

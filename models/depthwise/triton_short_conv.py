@@ -27,7 +27,7 @@ import triton.language as tl
 
 from . import triton_launch
 from .triton_launch import cdiv, keep_plan, launch, next_power_of_2, tensors_key
-from .weight_layout import tap_major
+from .weight_layout import copies, tap_major
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -166,7 +166,7 @@ def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     """
     key = None
     if triton_launch.ENABLED and triton_launch.PLANS:   # direct launches: a call seen before replays its Plan
-        key = tensors_key((bcx, weight, bias, conv_state, mask), None)
+        key = tensors_key((bcx, weight, bias, conv_state, mask), copies(weight))
         kept = _PLANS.get(key)
         if kept is not None:
             plan, shape, tap, has_state = kept

@@ -83,6 +83,12 @@ def _tap_major_copy(source: torch.Tensor) -> torch.Tensor:
     return stored.permute(n - 1, n - 2, *range(n - 2))                     # (C, 1, *kernel)
 
 
+def copies(weight: torch.Tensor) -> bool:
+    """Whether tap_major(weight) is a copy with other strides than weight's (so a launch Plan
+    made with it must not be replayed where it is not: as_stored(), an inference weight)."""
+    return ENABLED and weight.stride(0) != 1 and not weight.is_inference()
+
+
 def tap_major(weight: torch.Tensor) -> torch.Tensor:
     """weight (C, 1, *kernel), any strides -> the same values, shape (C, 1, *kernel), with
     stride(0) == 1 and the taps outermost; cached per weight tensor and version."""
