@@ -299,3 +299,13 @@ def test_dispatch_resolves_nchw_and_nhwc_of_one_shape_separately():
     assert dispatch.resolve_impl("conv2d", x, w, (1, 1), (1, 1), (1, 1), "auto") == "compiled"
     assert not dispatch.is_channels_last(torch.empty(2, 8, 1, 1).contiguous(memory_format=torch.channels_last))
     dispatch.clear_caches()
+
+
+def test_a_triton_without_the_direct_path_gets_the_rule_of_tritons_own_launch(direct, monkeypatch):
+    """Before Triton 3.4 (no triton.knobs) every fused call launches through JITFunction.run,
+    where CUDA_MEASURED's rule was measured: small conv1d goes to cuDNN there, not fused."""
+    from models.depthwise import triton_launch
+    seed = ("conv1d", "cuda", torch.float32, (1, 2048, 21), (2048, 1, 3), 1, 1)
+    assert auto.choose(*seed) == "fused"
+    monkeypatch.setattr(triton_launch, "_SUPPORTED", [False])
+    assert auto.choose(*seed) == "native"

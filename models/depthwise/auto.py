@@ -218,9 +218,11 @@ def _cuda_rule_graphed(op, dtype, x_shape, weight_shape, stride_w, dilation_w, c
 
 def _direct_launch() -> bool:
     """Whether fused calls launch through triton_launch's direct path (read per decision: tests
-    and benchmarks switch it; dispatch caches decisions until clear_caches())."""
+    and benchmarks switch it; dispatch caches decisions until clear_caches()): on, and a Triton
+    that has the path (an older one launches every call through JITFunction.run, as measured
+    for the other rule)."""
     from . import triton_launch
-    return triton_launch.ENABLED
+    return triton_launch.ENABLED and triton_launch.supported()
 
 
 @functools.lru_cache(maxsize=1)

@@ -75,6 +75,21 @@ def _driver():
     return _DRIVER[0]
 
 
+_SUPPORTED: list = []        # [whether the installed Triton has the launch API this module uses]
+
+
+def supported() -> bool:
+    """Whether the installed Triton can take the direct path at all (3.4+: triton.knobs and the
+    CompiledKernel launcher it reads); older ones always launch through JITFunction.run."""
+    if not _SUPPORTED:
+        try:
+            from triton import knobs  # noqa: F401
+            _SUPPORTED.append(True)
+        except ImportError:
+            _SUPPORTED.append(False)
+    return _SUPPORTED[0]
+
+
 def _triton_types():
     """(JITFunction, tl.dtype) of the installed Triton; tl.dtype values are hashable scalars."""
     from triton.runtime.jit import JITFunction
