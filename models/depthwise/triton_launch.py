@@ -42,6 +42,7 @@ launch of an entry, and the check that a kernel's global values did not change i
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import torch
@@ -75,19 +76,12 @@ def _driver():
     return _DRIVER[0]
 
 
-_SUPPORTED: list = []        # [whether the installed Triton has the launch API this module uses]
-
-
 def supported() -> bool:
-    """Whether the installed Triton can take the direct path at all (3.4+: triton.knobs and the
-    CompiledKernel launcher it reads); older ones always launch through JITFunction.run."""
-    if not _SUPPORTED:
-        try:
-            from triton import knobs  # noqa: F401
-            _SUPPORTED.append(True)
-        except ImportError:
-            _SUPPORTED.append(False)
-    return _SUPPORTED[0]
+    """Whether the installed Triton has the direct path (3.4+: triton.knobs); older: JITFunction.run."""
+    try:
+        return importlib.util.find_spec("triton.knobs") is not None
+    except ImportError:              # no triton at all
+        return False
 
 
 def _triton_types():
