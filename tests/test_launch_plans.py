@@ -205,6 +205,34 @@ for _ in range(2):                        # and back: the tap-major plan again
     depthwise_conv2d(x2, w2, padding=1, impl="fused")
 assert LAUNCHES[-1][10] is tap_launch[10] and scalars(LAUNCHES[-1]) == scalars(tap_launch)
 
+# The public ops' call-cache op (fused._PlannedConv) replays the module's Plan itself, past
+# dw_conv1d / dw_conv2d, with the launch the module's Plan makes; a switch it keys on (the strip
+# kernel) or a misaligned x takes the module's path again.
+module_calls = []
+for mod, fn_name in ((triton_conv1d, "dw_conv1d"), (triton_conv2d, "dw_conv2d")):
+    real = getattr(mod, fn_name)
+    setattr(mod, fn_name, lambda *a, real=real, **k: (module_calls.append(real.__name__), real(*a, **k))[1])
+x3, w3 = torch.randn(2, 16, 9, 9).contiguous(memory_format=torch.channels_last), torch.randn(16, 1, 3, 3)
+x1d, w1d = torch.randn(2, 8, 20), torch.randn(8, 1, 3)
+for call in (lambda x: depthwise_conv2d(x, w3, padding=1, impl="fused"),
+             lambda x: depthwise_conv1d(x, w1d, padding="causal", impl="fused")):
+    x = x3 if len(module_calls) == 0 else x1d
+    for _ in range(4):
+        call(x)
+    n_module, before = len(module_calls), LAUNCHES[-1]
+    fresh = torch.randn_like(x)           # same shape, strides (randn_like keeps the layout), alignment
+    out = call(fresh)
+    assert len(module_calls) == n_module, "the repeat went through the module"
+    same_launch(before, LAUNCHES[-1], fresh, out)
+n_module = len(module_calls)
+triton_conv2d.STRIPS = not triton_conv2d.STRIPS
+depthwise_conv2d(x3, w3, padding=1, impl="fused")
+triton_conv2d.STRIPS = not triton_conv2d.STRIPS
+assert len(module_calls) == n_module + 1, "a switched kernel must not replay the other's Plan"
+misaligned1d = torch.randn(2 * 8 * 20 + 1)[1:].view(2, 8, 20)
+depthwise_conv1d(misaligned1d, w1d, padding="causal", impl="fused")
+assert len(module_calls) == n_module + 2, "a misaligned x must not replay an aligned Plan"
+
 # A launch hook set later: plans and Launcher step aside, Triton's own path runs.
 from triton import knobs
 n_launch, n_jit = len(LAUNCHES), len(JIT_RUNS)

@@ -23,7 +23,7 @@ import os
 
 import torch
 
-from . import fused_autograd
+from . import fused_autograd, triton_launch, weight_layout
 
 CPU_ERROR = ("the fused impl needs a CUDA device (or TRITON_INTERPRET=1 for testing); "
              "use impl='slice_sum' or 'native' on CPU")
@@ -110,9 +110,50 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
 def cached_op(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
     """`op` ("conv1d" / "conv2d") for dispatch's call cache, checked once: every value `_kernels`
     checks per call (devices, dtypes, the batch; the kernels' mode is fixed at their import) is
-    part of that cache's key, so the entry's op skips the check (~1 us of a launch-bound call)."""
+    part of that cache's key, so the entry's op skips the check (~1 us of a launch-bound call),
+    and replays its kernel module's launch Plan itself (_PlannedConv)."""
     k = _kernels("triton_conv1d" if op == "conv1d" else "triton_conv2d", x, weight, bias)
-    return functools.partial(_conv1d if op == "conv1d" else _conv2d, k)
+    return _PlannedConv(k, op)
+
+
+class _PlannedConv:
+    """dispatch's call-cache op for fused conv1d / conv2d: one per call signature (that cache's
+    key: shapes, x's strides, dtypes, devices, the op's arguments as given). A repeated inference
+    call replays the Plan its kernel module kept for it (triton_launch.Plan) from here, past
+    _conv1d/_conv2d and the module's own plan key (~30% of a planned call's host time), keyed on
+    what dispatch's key leaves out and a Plan depends on: the 16-byte alignment of x, weight and
+    bias, the weight's strides, whether it is made tap-major, and (conv2d) the strip switch.
+    Anything else (autograd, a bias to make contiguous, no Plan yet, a Plan that refuses) takes
+    the module's path, after which the Plan it kept, if any, is taken here."""
+    __slots__ = ("k", "conv", "conv2d", "plans")
+
+    def __init__(self, k, op: str):
+        self.k, self.conv2d = k, op == "conv2d"
+        self.conv = functools.partial(_conv2d if self.conv2d else _conv1d, k)
+        self.plans: dict = {}
+
+    def __call__(self, x, weight, bias, stride, padding, dilation):
+        if (bias is not None and not bias.is_contiguous()) or fused_autograd.needs_grad(x, weight, bias):
+            return self.conv(x, weight, bias, stride, padding, dilation)
+        key = (x.data_ptr() % 16 == 0, weight.data_ptr() % 16 == 0, weight.stride(),
+               None if bias is None else bias.data_ptr() % 16 == 0, weight_layout.copies(weight),
+               self.conv2d and self.k.STRIPS)
+        kept = self.plans.get(key)
+        if kept is not None:
+            plan, shape, fmt, tap = kept
+            out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+            w = weight_layout.tap_major(weight) if tap else weight
+            if plan.launch((x, w, bias if bias is not None else w, out), out):
+                return out
+        out = self.conv(x, weight, bias, stride, padding, dilation)
+        if not (triton_launch.ENABLED and triton_launch.PLANS):     # no Plans kept: nothing to look up
+            return out
+        kept = self.k.kept_plan(x, weight, bias, stride, padding, dilation)
+        if kept is not None:
+            if len(self.plans) >= 16:           # alignments x weights x switches: a handful
+                self.plans.clear()
+            self.plans[key] = kept
+        return out
 
 
 def _conv1d(k, x, weight, bias, stride, padding, dilation, activation=None):

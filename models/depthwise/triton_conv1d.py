@@ -135,6 +135,11 @@ def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activ
     return out
 
 
+def _plan_key(x, weight, bias, stride, padding, dilation, activation):
+    """The key dw_conv1d keeps this call's Plan under (triton_launch.plan_key)."""
+    return plan_key(x, weight, bias, (stride, *padding, dilation, activation, copies(weight)))
+
+
 def dw_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
               stride: int = 1, padding: tuple[int, int] = (0, 0), dilation: int = 1,
               activation: str | None = None) -> torch.Tensor:
@@ -148,7 +153,7 @@ def dw_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     if triton_launch.ENABLED and triton_launch.PLANS:   # direct launches: a call seen before replays its Plan
         # The arguments as given (1 and True, 1.0 key alike: they launch alike once made ints);
         # an invalid activation never has a Plan, so it reaches the check below.
-        key = plan_key(x, weight, bias, (stride, *padding, dilation, activation, copies(weight)))
+        key = _plan_key(x, weight, bias, stride, padding, dilation, activation)
         kept = _PLANS.get(key)
         if kept is not None:
             plan, shape, tap = kept
@@ -160,3 +165,10 @@ def dw_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     left, right = padding
     return _launch_conv1d(x, weight, bias, int(stride), int(left), int(right), int(dilation), activation, key)
+
+
+def kept_plan(x, weight, bias=None, stride=1, padding=(0, 0), dilation=1, activation=None):
+    """(Plan, output shape, memory format, weight made tap-major?) dw_conv1d keeps for this call,
+    or None (fused.cached_op's ops replay it per call signature, past dw_conv1d)."""
+    kept = _PLANS.get(_plan_key(x, weight, bias, stride, padding, dilation, activation))
+    return None if kept is None else (kept[0], kept[1], torch.contiguous_format, kept[2])

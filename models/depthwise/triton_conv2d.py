@@ -250,6 +250,11 @@ def _launch_conv2d(x, weight, bias, stride, padding, dilation, key=None):
     return out
 
 
+def _plan_key(x, weight, bias, stride, padding, dilation):
+    """The key dw_conv2d keeps this call's Plan under (triton_launch.plan_key; STRIPS picks the kernel)."""
+    return plan_key(x, weight, bias, (*stride, *padding, *dilation, STRIPS, copies(weight)))
+
+
 def dw_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
               stride: tuple[int, int] = (1, 1), padding: tuple[int, int, int, int] = (0, 0, 0, 0),
               dilation: tuple[int, int] = (1, 1)) -> torch.Tensor:
@@ -261,7 +266,7 @@ def dw_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     """
     key = None
     if triton_launch.ENABLED and triton_launch.PLANS:   # direct launches: a call seen before replays its Plan
-        key = plan_key(x, weight, bias, (*stride, *padding, *dilation, STRIPS, copies(weight)))   # as given
+        key = _plan_key(x, weight, bias, stride, padding, dilation)   # the arguments as given
         kept = _PLANS.get(key)
         if kept is not None:
             plan, shape, fmt, tap = kept
@@ -272,3 +277,9 @@ def dw_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     stride, dilation = (int(stride[0]), int(stride[1])), (int(dilation[0]), int(dilation[1]))
     padding = (int(padding[0]), int(padding[1]), int(padding[2]), int(padding[3]))
     return _launch_conv2d(x, weight, bias, stride, padding, dilation, key)
+
+
+def kept_plan(x, weight, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)):
+    """(Plan, output shape, memory format, weight made tap-major?) dw_conv2d keeps for this call,
+    or None (fused.cached_op's ops replay it per call signature, past dw_conv2d)."""
+    return _PLANS.get(_plan_key(x, weight, bias, stride, padding, dilation))
