@@ -184,8 +184,11 @@ def run(presets, batches, prompt_len: int, new_tokens: int, device: str, dtype: 
             skipped += [f"{preset} (all)"]
             continue
         model = LFM2ForCausalLM.from_preset(preset, seed=0, device=device, dtype=dtype)
-        for batch in batches:
-            for v in variants(device):
+        # Variant-major: every batch's graph rows before any per_group "before" (seconds a row at
+        # lfm2-350m), so a budget cut falls on the last batch's slow rows, not its "after" ones
+        # (the second H200 run cut all of lfm2-350m b16 behind b1's before and after-eager).
+        for v in variants(device):
+            for batch in batches:
                 if time.perf_counter() > deadline:
                     skipped.append(f"{preset} b{batch} {v.name}")
                     continue
