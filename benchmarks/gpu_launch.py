@@ -48,13 +48,7 @@ SMOKE = (Shape("smoke-conv1d", "conv1d", (1, 8, 12), 3, padding="causal"),
 
 def _with_launch(call, direct: bool):
     """call() with the direct launch path on or off (a module flag read per launch)."""
-    def run():
-        saved, triton_launch.ENABLED = triton_launch.ENABLED, direct
-        try:
-            return call()
-        finally:
-            triton_launch.ENABLED = saved
-    return run
+    return timing.with_switch(triton_launch, "ENABLED", direct, call)
 
 
 def min_bytes(inputs: tuple, out: torch.Tensor) -> int:
@@ -74,16 +68,23 @@ def measure(shape: Shape, dtype: torch.dtype, device: str, budget_s: float, ceil
     wall = timing.time_interleaved(calls, device=device, budget_s=budget_s, min_repeats=5, max_repeats=200)
     row = {"shape": shape.name, "dtype": str(dtype).removeprefix("torch."), "min_bytes": nbytes,
            **{f"{k}_wall_us": round(t.median_us, 2) for k, t in wall.items()}}
-    for impl in ("native", "fused_direct"):
+    return device_times(row, {k: calls[k] for k in ("native", "fused_direct")}, device, ceiling_gbps)
+
+
+def device_times(row: dict, calls: dict, device: str, ceiling_gbps: float | None) -> dict:
+    """row with <name>_device_us (a CUDA graph of back-to-back calls, replays timed: kernels
+    only; None off CUDA) and <name>_copy_fraction (row["min_bytes"] over it, against the ceiling)
+    per call, or <name>_graph_error for a call that cannot be captured."""
+    for name, call in calls.items():
         us = None
         if device == "cuda":
             try:
-                us = timing.time_cuda_graph(calls[impl]).median_us
-            except Exception as e:  # an impl that cannot be captured: say so, keep the row
-                row[f"{impl}_graph_error"] = f"{type(e).__name__}: {e}"[:200]
-        row[f"{impl}_device_us"] = None if us is None else round(us, 2)
+                us = timing.time_cuda_graph(call).median_us
+            except Exception as e:  # noqa: BLE001 - an impl that cannot be captured: say so, keep the row
+                row[f"{name}_graph_error"] = f"{type(e).__name__}: {e}"[:200]
+        row[f"{name}_device_us"] = None if us is None else round(us, 2)
         if us and ceiling_gbps:
-            row[f"{impl}_copy_fraction"] = round(nbytes / (us * 1e-6) / 1e9 / ceiling_gbps, 4)
+            row[f"{name}_copy_fraction"] = round(row["min_bytes"] / (us * 1e-6) / 1e9 / ceiling_gbps, 4)
     return row
 
 

@@ -31,7 +31,7 @@ if str(_REPO) not in sys.path:
 
 from benchmarks import gpu_config, gpu_copy, input_sets, timing  # noqa: E402
 from benchmarks.cli_args import check_out, positive  # noqa: E402
-from benchmarks.gpu_launch import min_bytes  # noqa: E402
+from benchmarks.gpu_launch import device_times, min_bytes  # noqa: E402
 from benchmarks.ops_measure import make_call, make_inputs  # noqa: E402
 from benchmarks.ops_suite import SUITE, Shape  # noqa: E402
 from benchmarks.results_files import LOCAL  # noqa: E402
@@ -45,13 +45,7 @@ SMOKE = (Shape("smoke-s1-cl", "conv2d", (1, 16, 7, 9), (3, 3), padding=1, channe
 
 def with_strips(call, on: bool):
     """call() with triton_conv2d.STRIPS set (read per launch; plans are keyed on it)."""
-    def run():
-        saved, triton_conv2d.STRIPS = triton_conv2d.STRIPS, on
-        try:
-            return call()
-        finally:
-            triton_conv2d.STRIPS = saved
-    return run
+    return timing.with_switch(triton_conv2d, "STRIPS", on, call)
 
 
 def calls_for(shape: Shape, dtype: torch.dtype, device: str, sets: list) -> dict:
@@ -60,16 +54,12 @@ def calls_for(shape: Shape, dtype: torch.dtype, device: str, sets: list) -> dict
             "fused_pixels": fused(False), "fused_strips": fused(True)}
 
 
-def prewarm(shapes, device: str, seconds: float) -> dict:
-    """Compile both fused kernels' variants for `shapes` on every core before timing."""
+def prewarm(shapes, dtypes, device: str, seconds: float) -> dict:
+    """Compile both fused kernels' variants for `shapes` x `dtypes` on every core before timing."""
     from benchmarks import gpu_prewarm
     jobs = []
     for on in (False, True):
-        saved, triton_conv2d.STRIPS = triton_conv2d.STRIPS, on
-        try:
-            jobs += gpu_prewarm.record_jobs(device, [], shapes)
-        finally:
-            triton_conv2d.STRIPS = saved
+        jobs += with_strips(lambda: gpu_prewarm.record_jobs(device, [], shapes, ops_dtypes=dtypes), on)()
     return gpu_prewarm.prewarm(jobs, time.perf_counter() + seconds)
 
 
@@ -85,17 +75,7 @@ def measure(shape: Shape, dtype: torch.dtype, device: str, ceiling_gbps: float |
             row[f"{name}_max_rel_err"] = round(err, 6)
     wall = timing.time_interleaved(calls, device=device, budget_s=wall_s, min_repeats=5, max_repeats=100)
     row.update({f"{k}_wall_us": round(t.median_us, 2) for k, t in wall.items()})
-    for name, call in calls.items():
-        us = None
-        if device == "cuda":
-            try:
-                us = timing.time_cuda_graph(call).median_us
-            except Exception as e:  # noqa: BLE001 - an impl that cannot be captured: say so
-                row[f"{name}_graph_error"] = f"{type(e).__name__}: {e}"[:200]
-        row[f"{name}_device_us"] = None if us is None else round(us, 2)
-        if us and ceiling_gbps:
-            row[f"{name}_copy_fraction"] = round(row["min_bytes"] / (us * 1e-6) / 1e9 / ceiling_gbps, 4)
-    return row
+    return device_times(row, calls, device, ceiling_gbps)
 
 
 def ratios(rows: list[dict]) -> dict:
@@ -145,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     tag = "smoke" if args.smoke else gpu_config.run_tag(device, False, env.get("device_name") or "")
     shapes = list(SMOKE) if args.smoke else [s for s in SUITE if s.op == "conv2d" and s.channels_last]
     try:
-        warm = None if args.smoke else prewarm(shapes, device, 40.0)
+        warm = None if args.smoke else prewarm(shapes, dtypes, device, 40.0)
     except Exception as e:  # noqa: BLE001 - then the autotuner compiles as it goes, slower
         warm = {"error": f"{type(e).__name__}: {e}"[:300]}
     print(f"prewarm: {warm}", flush=True)

@@ -62,13 +62,7 @@ def _nhwc(b, c, h, w, dtype):
 def _strips(on: bool, call):
     """call() with the NHWC strip kernel on or off (triton_conv2d.STRIPS): 3x3 channels-inner
     layers go to the strip kernel when on, to the per-pixel kernel when off."""
-    def run():
-        saved, triton_conv2d.STRIPS = triton_conv2d.STRIPS, on
-        try:
-            return call()
-        finally:
-            triton_conv2d.STRIPS = saved
-    return run
+    return timing.with_switch(triton_conv2d, "STRIPS", on, call)
 
 
 @dataclass(frozen=True)

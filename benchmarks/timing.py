@@ -180,6 +180,19 @@ def time_interleaved(fns: Mapping[str, Callable[[], object]], *, device: torch.d
     return {n: summarize(samples[n], inner[n]) for n in names}
 
 
+def with_switch(module, name: str, value, fn: Callable[[], object]) -> Callable[[], object]:
+    """fn() with module.<name> set to value during the call, restored after: variants of one
+    call (a launch path, a kernel choice) to time side by side."""
+    def run():
+        saved = getattr(module, name)
+        setattr(module, name, value)
+        try:
+            return fn()
+        finally:
+            setattr(module, name, saved)
+    return run
+
+
 def time_fn(fn: Callable[[], object], *, device: torch.device | str = "cpu", **kwargs) -> Timing:
     """Time one function (same options as time_interleaved)."""
     return time_interleaved({"fn": fn}, device=device, **kwargs)["fn"]
