@@ -76,9 +76,9 @@ def test_auto_is_resolved_once_per_signature_and_cached(monkeypatch):
     from models.depthwise import auto
     calls = []
 
-    def choose(op, device, dtype, x_shape, weight_shape, stride, dilation, *, channels_last=False):
+    def choose(op, device, dtype, x_shape, weight_shape, stride, dilation, *, channels_last=False, graphed=False):
         calls.append((op, torch.device(device).type, dtype, tuple(x_shape), tuple(weight_shape), stride, dilation,
-                      channels_last))
+                      channels_last, graphed))
         return "slice_sum"
 
     monkeypatch.setattr(auto, "choose", choose)
@@ -87,7 +87,7 @@ def test_auto_is_resolved_once_per_signature_and_cached(monkeypatch):
     for _ in range(3):
         depthwise_conv1d(x, w, padding="causal", impl="auto")
     assert resolve_impl("conv1d", x, w, 1, (2, 0), 1) == "slice_sum"
-    assert calls == [("conv1d", torch.device(DEV).type, torch.float32, (2, 4, 9), (8, 1, 3), 1, 1, False)]
+    assert calls == [("conv1d", torch.device(DEV).type, torch.float32, (2, 4, 9), (8, 1, 3), 1, 1, False, False)]
     depthwise_conv1d(randn(2, 4, 10), w, padding="causal")     # new shape: asked again
     assert len(calls) == 2
     assert resolve_impl("decode", x, w, 1, (0, 0), 1, impl="native") == "native"   # concrete: no auto
