@@ -31,6 +31,8 @@ TRITON_ERROR = ("the fused impl needs Triton, which is not installed: "
                 "pip install 'dwserve[gpu]' (triton>=3.0), or use impl='slice_sum' or 'native'")
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 MAX_BATCH = 65535
+ROW_LIMIT = 1 << 30      # elements in one batch row of the input (times the channel multiplier): the
+                         # kernels index inside a row in int32 (2**31, with room for padding and halos)
 
 
 def interpreting() -> bool:
@@ -51,13 +53,17 @@ def available(device: torch.device | str | None = None) -> bool:
 _MODULES: dict = {}      # kernel module name -> (module, whether its kernels were defined under the interpreter)
 
 
-def _kernels(name: str, *tensors: torch.Tensor):
+def _kernels(name: str, *tensors: torch.Tensor, multiplier: int = 1):
     """Check device/dtype and return the Triton kernel module `name`, importing it lazily.
     Runs on every call: kept to a few attribute reads per tensor (host time is what a small
     launch-bound call costs). CUDA tensors are checked against the mode the module's kernels
     were defined in (Triton reads TRITON_INTERPRET then), not the environment now: that is
     what decides whether they can run, and it spares the hot path an environment read (~0.7 us,
     the most expensive line here). CPU tensors (tests only) ask interpreting() each call."""
+    row = tensors[0].numel() // max(1, tensors[0].shape[0]) * multiplier
+    if row >= ROW_LIMIT:                  # an int32 offset inside a row would wrap: refuse, never corrupt
+        raise ValueError(f"the fused impl takes at most {ROW_LIMIT} elements per batch row (its kernels index "
+                         f"inside a row in int32), got {row}: split the rows or use impl='native'")
     if tensors[0].shape[0] > MAX_BATCH:   # every kernel puts the batch on grid dim 1 or 2
         raise ValueError(f"the fused impl takes batches of at most {MAX_BATCH} rows (CUDA grid limit), "
                          f"got {tensors[0].shape[0]}: split the batch")
@@ -96,7 +102,8 @@ def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
            padding: tuple[int, int], dilation: int, activation: str | None = None) -> torch.Tensor:
     """Depthwise conv1d, x (B, C, L) any strides, weight (C*m, 1, K) -> (B, C*m, L_out);
     optional SiLU after bias. One launch (backward, if autograd needs one: slice_sum's)."""
-    return _conv1d(_kernels("triton_conv1d", x, weight, bias), x, weight, bias, stride, padding, dilation, activation)
+    return _conv1d(_kernels("triton_conv1d", x, weight, bias, multiplier=_multiplier(x, weight)), x, weight, bias,
+                   stride, padding, dilation, activation)
 
 
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -104,7 +111,8 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
            dilation: tuple[int, int]) -> torch.Tensor:
     """Depthwise conv2d, x (B, C, H, W) NCHW or channels_last, weight (C*m, 1, KH, KW)
     -> (B, C*m, H_out, W_out) in x's memory format. One launch (backward: slice_sum's)."""
-    return _conv2d(_kernels("triton_conv2d", x, weight, bias), x, weight, bias, stride, padding, dilation)
+    return _conv2d(_kernels("triton_conv2d", x, weight, bias, multiplier=_multiplier(x, weight)), x, weight, bias,
+                   stride, padding, dilation)
 
 
 def cached_op(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
@@ -112,8 +120,14 @@ def cached_op(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     checks per call (devices, dtypes, the batch; the kernels' mode is fixed at their import) is
     part of that cache's key, so the entry's op skips the check (~1 us of a launch-bound call),
     and replays its kernel module's launch Plan itself (_PlannedConv)."""
-    k = _kernels("triton_conv1d" if op == "conv1d" else "triton_conv2d", x, weight, bias)
+    k = _kernels("triton_conv1d" if op == "conv1d" else "triton_conv2d", x, weight, bias,
+                 multiplier=_multiplier(x, weight))
     return _PlannedConv(k, op)
+
+
+def _multiplier(x, weight) -> int:
+    """Output channels per input channel (the output row is that many times x's, at stride 1)."""
+    return max(1, weight.shape[0] // max(1, x.shape[1]))
 
 
 class _PlannedConv:
