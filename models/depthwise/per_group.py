@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .native import run_conv          # torch's CPU float16/bfloat16 convs: in float32 (see there)
 from .spec import match_memory_format
 
 
@@ -26,7 +27,7 @@ def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
     for g in range(C):                                     # one conv per group: O(C) launches
         w_g = weight[g * m:(g + 1) * m]                    # (m, 1, K): group g's filters
         b_g = None if bias is None else bias[g * m:(g + 1) * m]
-        outs.append(F.conv1d(x[:, g:g + 1], w_g, b_g, stride, left, dilation))
+        outs.append(run_conv(F.conv1d, x[:, g:g + 1], w_g, b_g, stride, left, dilation))
     return torch.cat(outs, dim=1)
 
 
@@ -46,7 +47,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         w_g = weight[g * m:(g + 1) * m]                    # (m, 1, KH, KW)
         b_g = None if bias is None else bias[g * m:(g + 1) * m]
         x_g = xp[:, g:g + 1].contiguous() if dense else xp[:, g:g + 1]
-        outs.append(F.conv2d(x_g, w_g, b_g, stride, (top, left), dilation))
+        outs.append(run_conv(F.conv2d, x_g, w_g, b_g, stride, (top, left), dilation))
     return match_memory_format(torch.cat(outs, dim=1), x)
 
 
