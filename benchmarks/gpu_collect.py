@@ -9,7 +9,8 @@ beside it), such a gpu-results.tar.gz, or a folder of results already unpacked.
    UTC, as the call was), unedited: the run is kept whatever it met, as the first one was; so do
    the files of --also folders (a second call's, gpu_launch.py's launch-h200.*). A folder that
    already holds files is another run's and is never written into: the next free
-   h200-<date>-2, -3, ... is used.
+   h200-<date>-2, -3, ... is used. The logs' absolute paths (the device's packages and checkout,
+   gpu.sh's scratch folder) are made relative.
 2. Issue 6's acceptance list (benchmarks/gpu_acceptance.py) is read off the run's summary.
 3. Only when nothing misses, the run's `*-h200.*` files are also copied to DIR's top level, the
    names tests/test_gpu_results.py holds to the list (a run that misses would fail CI there).
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import tarfile
@@ -37,6 +39,11 @@ from benchmarks.gpu_acceptance import h200_failures  # noqa: E402
 from benchmarks.ops_report import auto_table  # noqa: E402
 
 SUMMARY = "gpu-summary-h200.json"
+# Machine paths in the logs, made relative as the first run's were by hand: the device's Python
+# packages, the repository checkout there, gpu.sh's scratch folder.
+_MACHINE_PATHS = ((re.compile(r"/[^\s:'\"]*/site-packages/"), "site-packages/"),
+                  (re.compile(r"/[^\s:'\"]*?/(?=(?:benchmarks|models|service|tests)/)"), ""),
+                  (re.compile(r"/tmp/dwserve-gpu\.\w+"), "<scratch folder>"))
 TARBALL = "gpu-results.tar.gz"
 
 
@@ -57,6 +64,13 @@ def unpack(fetched: Path, into: Path) -> Path:
         if beside.is_file() and beside != tarball and not (into / beside.name).exists():
             shutil.copy2(beside, into / beside.name)
     return into
+
+
+def relative_paths(text: str) -> str:
+    """text with this machine's and the device's absolute paths made relative (_MACHINE_PATHS)."""
+    for pattern, repl in _MACHINE_PATHS:
+        text = pattern.sub(repl, text)
+    return text
 
 
 def _free_folder(results: Path, name: str) -> Path:
@@ -87,6 +101,8 @@ def collect(fetched: Path, results: Path, date: str | None = None, also: tuple =
     for extra in also:                                   # a second call's files, as they came
         for p in sorted(q for q in Path(extra).iterdir() if q.is_file()):
             shutil.copy2(p, folder / p.name)
+    for log in folder.glob("*.log"):
+        log.write_text(relative_paths(log.read_text()))
     names = {p.name for p in files}
     misses = h200_failures(summary, names)
     if not misses:

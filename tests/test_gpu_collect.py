@@ -76,3 +76,17 @@ def test_a_second_run_on_the_same_day_gets_its_own_folder(tmp_path, capsys):
     for second in ("h200-2027-01-04-2", "h200-2027-01-04-3"):
         assert (results / second / "ops-h200.json").read_bytes() == (FIRST_RUN / "ops-h200.json").read_bytes()
     assert "h200-2027-01-04-3" in capsys.readouterr().out
+
+
+def test_the_filed_logs_name_no_machine_paths(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(FIRST_RUN, run)
+    (run / "gpu-run.log").write_text(
+        "/work/main/benchmarks/gpu_cases.py:111: UserWarning\n"
+        "/opt/torch/.venv/lib/python3.12/site-packages/torch/profiler/profiler.py:224: x\n"
+        "exit 0 (ok); results in /tmp/dwserve-gpu.SGw3QB\n")
+    gpu_collect.main([str(run), "--date", "2027-01-05", "--results", str(tmp_path / "r")])
+    assert (tmp_path / "r" / "h200-2027-01-05" / "gpu-run.log").read_text() == (
+        "benchmarks/gpu_cases.py:111: UserWarning\n"
+        "site-packages/torch/profiler/profiler.py:224: x\n"
+        "exit 0 (ok); results in <scratch folder>\n")
