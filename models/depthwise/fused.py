@@ -153,12 +153,9 @@ class _PlannedConv:
                None if bias is None else bias.data_ptr() % 16 == 0, weight_layout.copies(weight),
                self.conv2d and self.k.STRIPS)
         kept = self.plans.get(key)
-        if kept is not None:
-            plan, shape, fmt, tap = kept
-            out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
-            w = weight_layout.tap_major(weight) if tap else weight
-            if plan.launch((x, w, bias if bias is not None else w, out), out):
-                return out
+        out = None if kept is None else triton_launch.replay(kept, x, weight, bias)
+        if out is not None:
+            return out
         out = self.conv(x, weight, bias, stride, padding, dilation)
         if not (triton_launch.ENABLED and triton_launch.PLANS):     # no Plans kept: nothing to look up
             return out

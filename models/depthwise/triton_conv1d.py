@@ -97,7 +97,7 @@ def _acc_dtype(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-_PLANS: dict = {}    # plan_key(...) -> (triton_launch.Plan, output shape, weight made tap-major?)
+_PLANS: dict = {}    # plan_key(...) -> (triton_launch.Plan, output shape, None: contiguous, weight made tap-major?)
 
 
 def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activation, key=None):
@@ -131,7 +131,7 @@ def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activ
         X_CHANNELS_INNER=channels_inner,
     )
     if plan is not None and key is not None:
-        keep_plan(_PLANS, key, (plan, out.shape, channels_inner))
+        keep_plan(_PLANS, key, (plan, out.shape, None, channels_inner))
     return out
 
 
@@ -155,12 +155,9 @@ def dw_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
         # an invalid activation never has a Plan, so it reaches the check below.
         key = _plan_key(x, weight, bias, stride, padding, dilation, activation)
         kept = _PLANS.get(key)
-        if kept is not None:
-            plan, shape, tap = kept
-            out = x.new_empty(shape)
-            w = tap_major(weight) if tap else weight
-            if plan.launch((x, w, bias if bias is not None else w, out), out):
-                return out
+        out = None if kept is None else triton_launch.replay(kept, x, weight, bias)
+        if out is not None:
+            return out
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     left, right = padding
@@ -168,7 +165,6 @@ def dw_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
 
 
 def kept_plan(x, weight, bias=None, stride=1, padding=(0, 0), dilation=1, activation=None):
-    """(Plan, output shape, memory format, weight made tap-major?) dw_conv1d keeps for this call,
-    or None (fused.cached_op's ops replay it per call signature, past dw_conv1d)."""
-    kept = _PLANS.get(_plan_key(x, weight, bias, stride, padding, dilation, activation))
-    return None if kept is None else (kept[0], kept[1], torch.contiguous_format, kept[2])
+    """What dw_conv1d keeps for this call for triton_launch.replay, or None (fused.cached_op's ops
+    replay it per call signature, past dw_conv1d)."""
+    return _PLANS.get(_plan_key(x, weight, bias, stride, padding, dilation, activation))

@@ -268,18 +268,15 @@ def dw_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     if triton_launch.ENABLED and triton_launch.PLANS:   # direct launches: a call seen before replays its Plan
         key = _plan_key(x, weight, bias, stride, padding, dilation)   # the arguments as given
         kept = _PLANS.get(key)
-        if kept is not None:
-            plan, shape, fmt, tap = kept
-            out = torch.empty(shape, device=x.device, dtype=x.dtype, memory_format=fmt)
-            w = tap_major(weight) if tap else weight
-            if plan.launch((x, w, bias if bias is not None else w, out), out):
-                return out
+        out = None if kept is None else triton_launch.replay(kept, x, weight, bias)
+        if out is not None:
+            return out
     stride, dilation = (int(stride[0]), int(stride[1])), (int(dilation[0]), int(dilation[1]))
     padding = (int(padding[0]), int(padding[1]), int(padding[2]), int(padding[3]))
     return _launch_conv2d(x, weight, bias, stride, padding, dilation, key)
 
 
 def kept_plan(x, weight, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)):
-    """(Plan, output shape, memory format, weight made tap-major?) dw_conv2d keeps for this call,
-    or None (fused.cached_op's ops replay it per call signature, past dw_conv2d)."""
+    """What dw_conv2d keeps for this call for triton_launch.replay, or None (fused.cached_op's ops
+    replay it per call signature, past dw_conv2d)."""
     return _PLANS.get(_plan_key(x, weight, bias, stride, padding, dilation))

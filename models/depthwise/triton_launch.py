@@ -12,33 +12,26 @@ later launches call `compiled.run(...)` exactly as JITFunction.run does (Triton 
 with launch metadata and both launch hooks None (Triton passes empty HookChains there, which the
 launcher would call doing nothing). Usage:
 
-    Launcher(fn, options).planned(grid, args, kwargs)      # fn[grid](*args, **kwargs, **options);
-                                                           # -> a Plan to repeat it, or None
-    launch(fn, grid, *args, **kwargs)                      # fn[grid](*args, **kwargs), one Launcher
-                                                           # per fn; -> a Plan, or None
+    Launcher(fn, options).planned(grid, args, kwargs)   # fn[grid](*args, **kwargs, **options) -> Plan | None
+    launch(fn, grid, *args, **kwargs)                   # the same, one Launcher per fn
 
 A Plan is one direct launch with every non-tensor argument fixed. Every fused call site
 (triton_conv1d, triton_conv2d, triton_decode, triton_short_conv) keeps one per call signature
 (plan_key / tensors_key: shapes, strides, dtypes, 16-byte alignment, the op's arguments), so a
-repeated call allocates its output and goes straight to the launcher with its own tensors, past
-its set-up, the autotune lookup and the Launcher's key: about half the host time of the public
-op (benchmarks/results/host-overhead-cpu.md).
+repeated call allocates its output and goes straight to the launcher with its own tensors
+(replay), past its set-up, the autotune lookup and the Launcher's key.
 
-`options` are kwargs fixed for this Launcher (an autotune pick: BLOCK sizes, num_warps...).
-The cache key of a compiled entry is (current device, every argument's type, a tensor's dtype
-and whether its data_ptr is 16-byte aligned, any other argument's value, kwargs' names): more
-than Triton specialises a binary on, so a misaligned view never reuses an aligned binary. An
-argument of another kind (a tuple, say) takes Triton's path. The per-launch host work: that
-key (~3 us on a slow host for 25 arguments), a dict lookup, the parameter list, the launcher.
+`options`: kwargs fixed for this Launcher (an autotune pick). A compiled entry's key: (device,
+every argument's type, a tensor's dtype and 16-byte alignment, other values, kwargs' names), more
+than Triton specialises on, so a misaligned view never reuses an aligned binary; an argument of
+another kind (a tuple) takes Triton's path.
 
-The JIT path (`fn[grid](...)`) is taken instead when: ENABLED is False (on by default since
-its CUDA tests passed on an H200; env DWSERVE_TRITON_DIRECT_LAUNCH=0 at import turns it off),
-fn is not a JITFunction (TRITON_INTERPRET=1 makes kernels InterpretedFunctions, so the CPU
-tests' interpreted kernels always take it, ENABLED or not), a launch hook is set (a profiler
-like proton wants it called), fn has pre-run hooks, the installed Triton's CompiledKernel lacks
-run/function/packed_metadata, or no CUDA driver answers. Launches go on the current stream, so CUDA graph capture records them.
-Knobs read by JITFunction.run (debug, instrumentation mode) are assumed fixed after the first
-launch of an entry, and the check that a kernel's global values did not change is skipped.
+The JIT path (`fn[grid](...)`) is taken instead when: ENABLED is False (DWSERVE_TRITON_DIRECT_LAUNCH=0
+at import), fn is not a JITFunction (TRITON_INTERPRET=1: the CPU tests' kernels always take it),
+a launch hook or pre-run hook is set, the installed Triton's CompiledKernel lacks run/function/
+packed_metadata, or no CUDA driver answers. Launches go on the current stream (graph capture records them).
+JITFunction.run's knobs (debug, instrumentation) are assumed fixed after an entry's first launch;
+its check that a kernel's globals did not change is skipped.
 """
 from __future__ import annotations
 
@@ -47,10 +40,10 @@ import os
 
 import torch
 
-# On unless DWSERVE_TRITON_DIRECT_LAUNCH is 0/false/no/off (unset or empty: on). Its CUDA tests
-# (tests/test_triton_launch_gpu.py: bit-equal to Triton's own launch, misaligned inputs, graph
-# capture) passed 24/24 on an H200 with Triton 3.6 (benchmarks/results/h200-2026-12-04-2/
-# gpu-tests-launch.log), and that run's benchmarks were measured with it on.
+from .weight_layout import tap_major
+
+# On unless DWSERVE_TRITON_DIRECT_LAUNCH is 0/false/no/off: its CUDA tests (test_triton_launch_gpu.py)
+# passed 24/24 on an H200 with Triton 3.6 (benchmarks/results/h200-2026-12-04-2/gpu-tests-launch.log).
 ENABLED = os.environ.get("DWSERVE_TRITON_DIRECT_LAUNCH", "1").strip().lower() not in ("0", "false", "no", "off")
 MAX_ENTRIES = 1024           # entries per Launcher; a full one starts over (Triton keeps the binaries)
 PLANS = True                 # call sites keep Plans (set False to time the Launcher alone)
@@ -284,10 +277,8 @@ class Plan:
 
 
 def plan_key(x, weight, bias, op_args: tuple) -> tuple:
-    """The call signature a conv call site keeps its Plan under (tensors_key for other tensor
-    sets): everything its launch depends on but the tensors' addresses (shapes, strides, dtypes,
-    whether x, weight and bias start 16-byte aligned, the op's own arguments). The current
-    device is checked by Plan.launch."""
+    """A conv call site's Plan key: all its launch depends on but the tensors' addresses (shapes,
+    strides, dtypes, 16-byte alignment of x, weight, bias; the op's arguments). Device: Plan.launch."""
     return (x.shape, x.stride(), x.dtype, x.data_ptr() % 16 == 0,
             weight.shape, weight.stride(), weight.dtype, weight.data_ptr() % 16 == 0,
             None if bias is None else (bias.dtype, bias.data_ptr() % 16 == 0), op_args)
@@ -299,6 +290,15 @@ def tensors_key(tensors: tuple, op_args) -> tuple:
             op_args)
 
 
+def replay(kept: tuple, x, weight, bias):
+    """A conv call site's kept (Plan, output shape, memory format or None: x.new_empty, weight made
+    tap-major?) launched with these tensors: the new output, or None when the Plan refuses."""
+    plan, shape, fmt, tap = kept
+    out = x.new_empty(shape) if fmt is None else torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+    w = tap_major(weight) if tap else weight
+    return out if plan.launch((x, w, bias if bias is not None else w, out), out) else None
+
+
 def keep_plan(table: dict, key: tuple, value) -> None:
     """table[key] = value; a table of MAX_PLANS starts over (a server meets many lengths)."""
     if len(table) >= MAX_PLANS:
@@ -307,9 +307,8 @@ def keep_plan(table: dict, key: tuple, value) -> None:
 
 
 def cdiv(a: int, b: int) -> int:
-    """ceil(a / b), for launch grids. triton.cdiv and triton.next_power_of_2 are Triton 3.9
-    ConstexprFunctions: ~1.7 us per host call (argument unwrapping), up to six per launch on
-    the path of launch-bound calls whose whole host budget is ~10 us. These are plain ints."""
+    """ceil(a / b) in plain ints, for launch grids: Triton 3.9's triton.cdiv / next_power_of_2 are
+    ConstexprFunctions at ~1.7 us a host call, on launch-bound calls of ~10 us of host in all."""
     return -(-a // b)
 
 
