@@ -8,10 +8,12 @@ A short device call of its own: the second H200 run (benchmarks/results/h200-202
 the per-pixel kernel 1.03-1.77x behind cuDNN in device time on all 27 of these layers. Per
 shape and dtype, in one process: device time (benchmarks/timing.time_cuda_graph, kernels only)
 of native, fused per-pixel (triton_conv2d.STRIPS off) and fused strips (on), each against the
-copy ceiling measured here; eager wall medians of the three interleaved. Every fused variant is
-compiled first on all cores (benchmarks/gpu_prewarm), then autotuned per layer as in serving.
-Writes nhwc-<tag>.{json,md} under --out (default benchmarks/results/local/) with every autotune
-pick. --smoke: CPU, Triton's interpreter, two tiny shapes, no graphs (what CI runs).
+copy ceiling measured here; eager wall medians of them interleaved. On the big layers, where the
+tuner also tries two-row strips, a fourth column: the strip kernel with 1-row strips only
+(triton_conv2d.TWO_ROW_STRIPS off), so strips/1-row says what the two-row configs bought.
+Every fused variant is compiled first on all cores (benchmarks/gpu_prewarm), then autotuned per
+layer as in serving. Writes nhwc-<tag>.{json,md} under --out (default benchmarks/results/local/)
+with every autotune pick. --smoke: CPU, Triton's interpreter, two tiny shapes, no graphs (what CI runs).
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from benchmarks.ops_suite import SUITE, Shape  # noqa: E402
 from benchmarks.results_files import LOCAL  # noqa: E402
 from models.depthwise import triton_conv2d  # noqa: E402
 
-IMPLS = ("native", "fused_pixels", "fused_strips")
+IMPLS = ("native", "fused_pixels", "fused_strips", "fused_strips_1row")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SMOKE = (Shape("smoke-s1-cl", "conv2d", (1, 16, 7, 9), (3, 3), padding=1, channels_last=True),
          Shape("smoke-s2-cl", "conv2d", (2, 16, 8, 8), (3, 3), stride=2, padding=1, channels_last=True))
@@ -48,10 +50,24 @@ def with_strips(call, on: bool):
     return timing.with_switch(triton_conv2d, "STRIPS", on, call)
 
 
-def calls_for(shape: Shape, dtype: torch.dtype, device: str, sets: list) -> dict:
+def two_rows_tried(shape: Shape) -> bool:
+    """Whether the strip tuner tries its two-row configs on this layer (a big layer:
+    triton_autotune.big_layer_configs); elsewhere the 1-row column would time the same launch."""
+    from models.depthwise.triton_autotune import BIG_LAYER_MIN_OUTPUTS, size_class
+    (b, c, h, w), s = shape.x, shape.stride
+    outputs = b * ((h + 2 * shape.padding - 3) // s + 1) * ((w + 2 * shape.padding - 3) // s + 1)
+    return c * 4 ** size_class(outputs) >= BIG_LAYER_MIN_OUTPUTS
+
+
+def calls_for(shape: Shape, dtype: torch.dtype, device: str, sets: list, one_row: bool) -> dict:
+    """native, the per-pixel kernel, the strip kernel as served (1- and 2-row strips tuned) and,
+    with one_row, the strip kernel with the 1-row configs only (TWO_ROW_STRIPS off)."""
     fused = lambda on: with_strips(make_call(shape, "fused", dtype, device, sets), on)
-    return {"native": make_call(shape, "native", dtype, device, sets),
-            "fused_pixels": fused(False), "fused_strips": fused(True)}
+    calls = {"native": make_call(shape, "native", dtype, device, sets),
+             "fused_pixels": fused(False), "fused_strips": fused(True)}
+    if one_row:
+        calls["fused_strips_1row"] = timing.with_switch(triton_conv2d, "TWO_ROW_STRIPS", False, fused(True))
+    return calls
 
 
 def prewarm(shapes, dtypes, device: str, seconds: float) -> dict:
@@ -63,9 +79,10 @@ def prewarm(shapes, dtypes, device: str, seconds: float) -> dict:
     return gpu_prewarm.prewarm(jobs, time.perf_counter() + seconds)
 
 
-def measure(shape: Shape, dtype: torch.dtype, device: str, ceiling_gbps: float | None, wall_s: float) -> dict:
+def measure(shape: Shape, dtype: torch.dtype, device: str, ceiling_gbps: float | None, wall_s: float,
+            one_row: bool) -> dict:
     sets = input_sets.input_sets(make_inputs(shape, dtype, device), device)
-    calls = calls_for(shape, dtype, device, sets)
+    calls = calls_for(shape, dtype, device, sets, one_row)
     ref = calls["native"]()
     row = {"shape": shape.name, "dtype": str(dtype).removeprefix("torch."), "min_bytes": min_bytes(sets[0], ref)}
     for name, call in calls.items():
@@ -79,14 +96,15 @@ def measure(shape: Shape, dtype: torch.dtype, device: str, ceiling_gbps: float |
 
 
 def ratios(rows: list[dict]) -> dict:
-    """Per dtype: geometric mean and worst of fused / native device time, per fused variant."""
+    """Per dtype: geometric mean and worst of fused / native device time, per fused variant, and
+    of the strip kernel as served / its 1-row strips (the rows that have both)."""
     out = {}
     for dtype in sorted({r["dtype"] for r in rows}):
-        for impl in IMPLS[1:]:
-            rs = [r[f"{impl}_device_us"] / r["native_device_us"] for r in rows if r["dtype"] == dtype
-                  and r.get(f"{impl}_device_us") and r.get("native_device_us")]
+        for impl, base in [(i, "native") for i in IMPLS[1:]] + [("fused_strips", "fused_strips_1row")]:
+            rs = [r[f"{impl}_device_us"] / r[f"{base}_device_us"] for r in rows if r["dtype"] == dtype
+                  and r.get(f"{impl}_device_us") and r.get(f"{base}_device_us")]
             if rs:
-                out[f"{dtype} {impl}/native"] = {"geomean": round(statistics.geometric_mean(rs), 3),
+                out[f"{dtype} {impl}/{base}"] = {"geomean": round(statistics.geometric_mean(rs), 3),
                                                  "max": round(max(rs), 3), "n": len(rs)}
     return out
 
@@ -94,12 +112,14 @@ def ratios(rows: list[dict]) -> dict:
 def table(rows: list[dict]) -> list[str]:
     f = lambda v: "-" if v is None else f"{v:,.2f}"
     p = lambda v: "-" if v is None else f"{100 * v:.0f}%"
-    out = ["| shape | dtype | MB | native dev | pixels dev | strips dev | strips/native | native copy | "
-           "pixels copy | strips copy | native wall | pixels wall | strips wall |", "|---|---|---:|" + "---:|" * 10]
+    out = ["| shape | dtype | MB | native dev | pixels dev | strips dev | 1-row strips dev | strips/native | "
+           "strips/1-row | native copy | pixels copy | strips copy | native wall | pixels wall | strips wall |",
+           "|---|---|---:|" + "---:|" * 12]
     for r in rows:
-        n, s = r.get("native_device_us"), r.get("fused_strips_device_us")
+        n, s, s1 = (r.get(f"{k}_device_us") for k in ("native", "fused_strips", "fused_strips_1row"))
         out.append(f"| {r['shape']} | {r['dtype']} | {r['min_bytes'] / 1e6:.2f} | {f(n)} | "
-                   f"{f(r.get('fused_pixels_device_us'))} | {f(s)} | {f(s / n) if n and s else '-'} | "
+                   f"{f(r.get('fused_pixels_device_us'))} | {f(s)} | {f(s1)} | {f(s / n) if n and s else '-'} | "
+                   f"{f(s / s1) if s1 and s else '-'} | "
                    f"{p(r.get('native_copy_fraction'))} | {p(r.get('fused_pixels_copy_fraction'))} | "
                    f"{p(r.get('fused_strips_copy_fraction'))} | {f(r.get('native_wall_us'))} | "
                    f"{f(r.get('fused_pixels_wall_us'))} | {f(r.get('fused_strips_wall_us'))} |")
@@ -137,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append(f"{shape.name}/{str(dtype).removeprefix('torch.')}")
                 continue
             try:
-                rows.append(measure(shape, dtype, device, ceiling, 0.05 if args.smoke else 0.15))
+                rows.append(measure(shape, dtype, device, ceiling, 0.05 if args.smoke else 0.15,
+                                    args.smoke or two_rows_tried(shape)))
             except Exception as e:  # noqa: BLE001 - the row says what failed, the run goes on
                 rows.append({"shape": shape.name, "dtype": str(dtype), "min_bytes": 0, "error": repr(e)[:300]})
             print(" ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)

@@ -1,4 +1,4 @@
-"""triton_autotune.big_layer_configs: the 8-warp long-tile configs of the conv kernels are tuned
+"""triton_autotune.big_layer_configs: the 8-warp long-tile (and two-row strip) configs of the conv kernels are tuned
 (and prewarmed) only on big layers; launch-bound ones keep the base set. The real kernels'
 wiring is checked in a subprocess (their configs exist only with TRITON_INTERPRET unset)."""
 import json
@@ -33,9 +33,12 @@ sys.path.insert(0, sys.argv[1])
 from models.depthwise import triton_conv1d, triton_conv2d
 out = {}
 for name, kernel, big in [("conv1d", triton_conv1d._dw_conv1d_kernel, triton_conv1d._BIG),
-                          ("nhwc", triton_conv2d._dw_conv2d_nhwc_kernel, triton_conv2d._NHWC_BIG)]:
+                          ("nhwc", triton_conv2d._dw_conv2d_nhwc_kernel, triton_conv2d._NHWC_BIG),
+                          ("strips", triton_conv2d._dw_conv2d_nhwc_strip_tuned, triton_conv2d._STRIP_BIG)]:
     n = lambda c_out, size: len(kernel.early_config_prune(kernel.configs, {"C_OUT": c_out, "SIZE_CLASS": size}))
     out[name] = [len(kernel.configs), len(big), n(2048, 2), n(4096, 6)]
+one_row = triton_conv2d._dw_conv2d_nhwc_strip_one_row_tuned.configs
+out["strips_one_row"] = [len(one_row), sorted({c.kwargs["ROWS"] for c in one_row})]
 print(json.dumps(out))
 """
 
@@ -46,6 +49,9 @@ def test_the_conv_kernels_prune_their_big_configs_on_small_layers():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    # conv1d: 8 configs, 2 of them big; NHWC conv2d: 10, 4 big (2 of them 2-D pixel tiles).
-    # A seed-sized layer (2048 x 16 outputs) tunes the base 6, a layer of 4096 x 4**6 all.
-    assert got == {"conv1d": [8, 2, 6, 8], "nhwc": [10, 4, 6, 10]}, got
+    got_one_row = got.pop("strips_one_row")
+    # conv1d: 8 configs, 2 of them big; NHWC conv2d: 10, 4 big (2 of them 2-D pixel tiles); the
+    # strip kernel: 12, the 4 two-row strips big. A seed-sized layer (2048 x 16 outputs) tunes the
+    # base set, a layer of 4096 x 4**6 all.
+    assert got == {"conv1d": [8, 2, 6, 8], "nhwc": [10, 4, 6, 10], "strips": [12, 4, 8, 12]}, got
+    assert got_one_row == [8, [1]], got_one_row      # TWO_ROW_STRIPS off: the 1-row configs only

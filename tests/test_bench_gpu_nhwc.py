@@ -22,14 +22,26 @@ def test_smoke_times_both_fused_kernels_beside_native(tmp_path):
                                                          for s in ("smoke-s1-cl", "smoke-s2-cl")]
     for r in rows:
         assert "error" not in r, r
-        assert all(r[f"{k}_wall_us"] > 0 for k in ("native", "fused_pixels", "fused_strips")), r
-        assert all(r[f"{k}_device_us"] is None for k in ("native", "fused_pixels", "fused_strips"))   # no graphs on CPU
+        impls = ("native", "fused_pixels", "fused_strips", "fused_strips_1row")   # the smoke times all four
+        assert all(r[f"{k}_wall_us"] > 0 for k in impls), r
+        assert all(r[f"{k}_device_us"] is None for k in impls)   # no graphs on CPU
         tol = {"bfloat16": 1e-2, "float16": 2e-3}.get(r["dtype"], 1e-5)
-        assert r["fused_pixels_max_rel_err"] <= tol and r["fused_strips_max_rel_err"] <= tol, r
+        assert all(r[f"{k}_max_rel_err"] <= tol for k in impls[1:]), r
     kernels = [p["kernel"] for p in result["autotune_picks"]]
-    assert kernels.count("_dw_conv2d_nhwc_kernel") == 6 and kernels.count("_dw_conv2d_nhwc_strip_kernel") == 6
+    # per shape and dtype: the per-pixel kernel's tuner, and the strip kernel's two (with and without two-row strips)
+    assert kernels.count("_dw_conv2d_nhwc_kernel") == 6 and kernels.count("_dw_conv2d_nhwc_strip_kernel") == 12
     md = (tmp_path / "nhwc-smoke.md").read_text()
-    assert md.count("| smoke-") == 6 and "strips/native" in md
+    assert md.count("| smoke-") == 6 and "strips/native" in md and "strips/1-row" in md
+
+
+def test_the_one_row_column_is_timed_on_the_big_layers_only():
+    """Where the strip tuner tries two-row configs (triton_autotune.big_layer_configs): the three
+    batch-32 MobileNetV2 layers of >= 4M outputs; elsewhere both columns would be one launch."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.gpu_nhwc import two_rows_tried
+    from benchmarks.ops_suite import SUITE
+    big = [s.name for s in SUITE if s.op == "conv2d" and s.channels_last and two_rows_tried(s)]
+    assert big == ["mbv2-b32-c32@112-cl", "mbv2-b32-c96@112-s2-cl", "mbv2-b32-c144@56-cl"]
 
 
 def test_bad_dtypes_are_a_usage_error(tmp_path):

@@ -25,19 +25,20 @@ CASES = [
     pytest.param(1, 16, 1, 5, 4, 5, (2, 1), (2, 2, 0, 0), (1, 1), True, id="kh5-no-wpad-one-strip"),
     pytest.param(1, 12, 1, 3, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), False, id="3x3-image"),
 ]
-#        BLOCK_Q, BLOCK_C
-CONFIGS = [pytest.param(4, 16, id="4x16"), pytest.param(8, 8, id="8x8"), pytest.param(2, 32, id="2x32")]
+#        BLOCK_Q, BLOCK_C, ROWS (output rows a strip spans)
+CONFIGS = [pytest.param(4, 16, 1, id="4x16"), pytest.param(8, 8, 1, id="8x8"), pytest.param(2, 32, 1, id="2x32"),
+           pytest.param(4, 16, 2, id="4x16-rows2"), pytest.param(2, 32, 2, id="2x32-rows2")]
 
 
-@pytest.mark.parametrize("block_q, block_c", CONFIGS)
+@pytest.mark.parametrize("block_q, block_c, rows", CONFIGS)
 @pytest.mark.parametrize("B, C, m, H, W, KH, stride, padding, dilation, bias", CASES)
 def test_strip_configs_equal_the_dense_reference(monkeypatch, B, C, m, H, W, KH, stride, padding, dilation,
-                                                 bias, block_q, block_c):
+                                                 bias, block_q, block_c, rows):
     from models.depthwise import triton_conv2d
-    forced = _Forced(triton_conv2d._dw_conv2d_nhwc_strip_tuned.fn, BLOCK_Q=block_q, BLOCK_C=block_c)
+    forced = _Forced(triton_conv2d._dw_conv2d_nhwc_strip_tuned.fn, BLOCK_Q=block_q, BLOCK_C=block_c, ROWS=rows)
     monkeypatch.setattr(triton_conv2d, "_dw_conv2d_nhwc_strip_tuned", forced)
     monkeypatch.setattr(triton_conv2d, "STRIPS", True)
-    gen = torch.Generator().manual_seed(hash((B, C, H, W, KH, stride, block_q, block_c)) % 2**31)
+    gen = torch.Generator().manual_seed(hash((B, C, H, W, KH, stride, block_q, block_c, rows)) % 2**31)
     x = rand(B, C, H, W, gen=gen).contiguous(memory_format=torch.channels_last)
     w, b = rand(C * m, 1, KH, 3, gen=gen), (rand(C * m, gen=gen) if bias else None)
     out = fused.conv2d(x, w, b, stride, padding, dilation)
@@ -87,23 +88,46 @@ def test_strips_off_launches_the_per_pixel_kernel_and_a_switch_is_not_replayed_s
         assert launched.launches == before + 1
 
 
+def test_two_row_strips_off_launches_the_one_row_tuner(monkeypatch):
+    """TWO_ROW_STRIPS (read per launch) picks which tuner of the strip kernel launches: the one
+    with the two-row configs (on, the default) or the one-row set; both equal the reference."""
+    from models.depthwise import triton_conv2d
+    two = _Forced(triton_conv2d._dw_conv2d_nhwc_strip_tuned.fn, BLOCK_Q=4, BLOCK_C=16, ROWS=2)
+    one = _Forced(triton_conv2d._dw_conv2d_nhwc_strip_one_row_tuned.fn, BLOCK_Q=4, BLOCK_C=16, ROWS=1)
+    monkeypatch.setattr(triton_conv2d, "_dw_conv2d_nhwc_strip_tuned", two)
+    monkeypatch.setattr(triton_conv2d, "_dw_conv2d_nhwc_strip_one_row_tuned", one)
+    monkeypatch.setattr(triton_conv2d, "STRIPS", True)
+    gen = torch.Generator().manual_seed(9)
+    x = rand(2, 16, 7, 10, gen=gen).contiguous(memory_format=torch.channels_last)
+    w = rand(16, 1, 3, 3, gen=gen)
+    ref = ref_conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1))
+    for on, launched in ((True, two), (False, one), (True, two)):
+        monkeypatch.setattr(triton_conv2d, "TWO_ROW_STRIPS", on)
+        before = launched.launches
+        check(fused.conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1)), ref, torch.float32)
+        assert launched.launches == before + 1
+
+
 def test_strip_programs_cover_every_strip_once():
     from models.depthwise.triton_conv2d_strips import strip_programs
     assert strip_programs({"BLOCK_Q": 8}, 56, 56) == 56 * 14 // 8
     assert strip_programs({"BLOCK_Q": 8}, 7, 7) == 2           # 7 rows x 2 strips = 14 -> 2 programs
     assert strip_programs({"BLOCK_Q": 4}, 1, 1) == 1
+    assert strip_programs({"BLOCK_Q": 8, "ROWS": 2}, 56, 56) == 28 * 14 // 8   # two-row strips: half the rows
+    assert strip_programs({"BLOCK_Q": 4, "ROWS": 2}, 7, 7) == 2    # 4 strip rows (the last one row) x 2 = 8
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(DEV != "cuda", reason="needs CUDA: the autotune configs as compiled for the GPU")
 def test_the_strip_configs_as_tuned_on_the_gpu_equal_the_reference():
-    """Every strip config, with its own block sizes and warps, in float32 and bfloat16 and at
-    stride 1 and 2 (alternating pairs: 2 compiles a config, gpu.sh's test window is shared), on a
-    layer whose width leaves a partial strip and whose channels do not fill the blocks."""
+    """Every strip config (1- and two-row), with its own block sizes and warps, in one of float32 /
+    bfloat16 x stride 1 / 2 in turn (one compile a config: gpu.sh's test window is shared; the 4
+    two-row configs take all four), on a layer whose width leaves a partial strip, whose odd
+    height leaves a two-row strip half out, and whose channels do not fill the blocks."""
     from models.depthwise import triton_conv2d
-    for i, cfg in enumerate(triton_conv2d._STRIP_CONFIGS):
-        pairs = [(torch.float32, 1), (torch.bfloat16, 2)] if i % 2 == 0 else [(torch.float32, 2), (torch.bfloat16, 1)]
-        for dtype, stride in pairs:
+    combos = [(torch.float32, 1), (torch.bfloat16, 2), (torch.float32, 2), (torch.bfloat16, 1)]
+    for i, cfg in enumerate(triton_conv2d._STRIP_CONFIGS + triton_conv2d._STRIP_BIG):
+        for dtype, stride in [combos[i % 4]]:
             forced = _Forced(triton_conv2d._dw_conv2d_nhwc_strip_tuned.fn, **cfg.kwargs, num_warps=cfg.num_warps)
             with pytest.MonkeyPatch.context() as mp:
                 mp.setattr(triton_conv2d, "_dw_conv2d_nhwc_strip_tuned", forced)

@@ -229,9 +229,18 @@ triton_conv2d.STRIPS = not triton_conv2d.STRIPS
 depthwise_conv2d(x3, w3, padding=1, impl="fused")
 triton_conv2d.STRIPS = not triton_conv2d.STRIPS
 assert len(module_calls) == n_module + 1, "a switched kernel must not replay the other's Plan"
+n_plans = len(triton_conv2d._PLANS)
+triton_conv2d.TWO_ROW_STRIPS = not triton_conv2d.TWO_ROW_STRIPS    # the strip kernel's other tuner
+depthwise_conv2d(x3, w3, padding=1, impl="fused")
+assert len(module_calls) == n_module + 2, "a switched tuner must not replay the other's Plan"
+for _ in range(3):         # (its first launches go through the autotuner, then JITFunction.run)
+    depthwise_conv2d(x3, w3, padding=1, impl="fused")
+triton_conv2d.TWO_ROW_STRIPS = not triton_conv2d.TWO_ROW_STRIPS
+assert len(triton_conv2d._PLANS) == n_plans + 1, "the other tuner's launch keeps a Plan of its own"
+n_module = len(module_calls)
 misaligned1d = torch.randn(2 * 8 * 20 + 1)[1:].view(2, 8, 20)
 depthwise_conv1d(misaligned1d, w1d, padding="causal", impl="fused")
-assert len(module_calls) == n_module + 2, "a misaligned x must not replay an aligned Plan"
+assert len(module_calls) == n_module + 1, "a misaligned x must not replay an aligned Plan"
 
 # A launch hook set later: plans and Launcher step aside, Triton's own path runs.
 from triton import knobs

@@ -65,15 +65,22 @@ def test_channels_inner_layouts_use_16_byte_loads_and_stores(report, name):
 
 
 def test_the_strip_kernel_loads_each_shared_input_column_once(report):
-    """Per tap row, a thread of the strip kernel loads the input columns its 4 outputs span once:
+    """Per input row, a thread of the strip kernel loads the input columns its 4 outputs span once:
     6 at stride 1, 9 at stride 2, times the 16-byte vectors it holds per column tile (v: float32,
-    4 channels a vector); the rest are the 9 taps' weights and the bias. The per-pixel kernel's
-    9 loads per output would be 36 v at stride 1. In bf16, only 8- and 16-byte accesses."""
-    for name, columns in (("mbv2-8x144@56-nhwc-f32-strips", 6), ("mbv2-8x96@112-s2-nhwc-f32-strips", 9)):
+    4 channels a vector), over the 3 input rows of a 1-row strip or the 4 (stride 1) / 5 (stride 2)
+    of a two-row strip (ROWS=2: its rows share 2 / 1 of them); the rest are the 9 taps' weights
+    and the bias, loaded once whatever ROWS. The per-pixel kernel's 9 loads per output would be
+    36 v at stride 1. In bf16, only 8- and 16-byte accesses."""
+    for name, columns, stride in (("mbv2-8x144@56-nhwc-f32-strips", 6, 1), ("mbv2-8x96@112-s2-nhwc-f32-strips", 9, 2)):
+        rows_seen = set()
         for c in _case(report, name)["configs"]:
             v = c["blocks"]["BLOCK_Q"] * c["blocks"]["BLOCK_C"] // (32 * c["num_warps"] * 4)
+            rows = c["blocks"].get("ROWS", 1)
+            rows_in = 3 + (rows - 1) * stride
             loads16 = int({int(b): n for b, n in c["loads"].items()}.get(16, 0))
-            assert 3 * columns * v <= loads16 <= 3 * columns * v + 10, (name, c)
+            assert rows_in * columns * v <= loads16 <= rows_in * columns * v + 10, (name, c)
+            rows_seen.add(rows)
+        assert rows_seen == {1, 2}, name
     for c in _case(report, "mbv2-32x384@14-nhwc-bf16-strips")["configs"]:
         assert {int(b) for b in c["loads"]} <= {2, 8, 16} and {int(b) for b in c["stores"]} <= {8, 16}, c
 

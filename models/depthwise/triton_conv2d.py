@@ -55,14 +55,25 @@ else:
 # device time against cuDNN from 1.255x to 1.03x (float32 geomean) and 0.744x to 0.669x (bfloat16)
 # (benchmarks/results/h200-2026-12-04-2/nhwc-h200.md). DWSERVE_NHWC_STRIPS=0 at import turns it
 # off; tests and benchmarks set STRIPS (read per launch; call-site plans are keyed on it).
-STRIPS = os.environ.get("DWSERVE_NHWC_STRIPS", "1").strip().lower() not in ("0", "false", "no", "off")
+_OFF = ("0", "false", "no", "off")
+STRIPS = os.environ.get("DWSERVE_NHWC_STRIPS", "1").strip().lower() not in _OFF
+# Two-row strips (below) among the tuner's choices on big layers; DWSERVE_NHWC_TWO_ROW_STRIPS=0
+# at import (or TWO_ROW_STRIPS = False: read per launch, plans keyed on it) leaves the 1-row ones.
+TWO_ROW_STRIPS = os.environ.get("DWSERVE_NHWC_TWO_ROW_STRIPS", "1").strip().lower() not in _OFF
 if _INTERPRET:
-    _STRIP_CONFIGS = [triton.Config({"BLOCK_Q": 4, "BLOCK_C": 16}, num_warps=1)]
+    _STRIP_CONFIGS, _STRIP_BIG = [triton.Config({"BLOCK_Q": 4, "BLOCK_C": 16, "ROWS": 1}, num_warps=1)], []
 else:
     # The H200 picked the 32-channel tiles on every big layer (nhwc-h200.json's autotune_picks), where
     # 144 / 576 / 960 channels leave a 32-channel block half empty (c144: 5 blocks for 4.5); the two
     # 16-channel tiles divide every MobileNetV2 width (an untimed lead: the next run's tuner decides).
-    _STRIP_CONFIGS = [triton.Config({"BLOCK_Q": bq, "BLOCK_C": bc}, num_warps=w)
+    # Two-row strips (ROWS=2: 2 x 4 outputs a thread, 4 input rows loaded for 2 output rows at
+    # stride 1 where two 1-row strips load 6) for memory-bound layers only (big_layer_configs): on
+    # the H200 the stride-1 batch-32 layers held at 67-73% of the copy ceiling with 1-row strips,
+    # while each input row reached the SMs 3 times through L2 (2 times with two-row strips). An
+    # untimed lead: the next run's tuner decides, and autotune-h200.json says what it took.
+    _STRIP_BIG = [triton.Config({"BLOCK_Q": bq, "BLOCK_C": bc, "ROWS": 2}, num_warps=w)
+                  for bq, bc, w in [(8, 32, 2), (16, 32, 4), (16, 16, 2), (32, 16, 4)]]
+    _STRIP_CONFIGS = [triton.Config({"BLOCK_Q": bq, "BLOCK_C": bc, "ROWS": 1}, num_warps=w)
                       for bq, bc, w in [(8, 32, 2), (16, 32, 4), (8, 64, 4), (16, 64, 4), (4, 128, 4), (32, 64, 8),
                                         (32, 16, 4), (16, 16, 2)]]
 
@@ -176,7 +187,13 @@ def _dw_conv2d_nhwc_kernel(
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_o[None, :])
 
 
-_dw_conv2d_nhwc_strip_tuned = triton.autotune(configs=_STRIP_CONFIGS, key=_KEY, **AUTOTUNE_TIMING)(
+# Two tuners of the one strip kernel (compiled binaries shared): with the two-row strips (tried on
+# big layers) and without them (TWO_ROW_STRIPS off); each keeps its own picks.
+_dw_conv2d_nhwc_strip_tuned = triton.autotune(
+    configs=_STRIP_CONFIGS + _STRIP_BIG, key=_KEY,
+    prune_configs_by={"early_config_prune": big_layer_configs(_STRIP_BIG)},
+    **AUTOTUNE_TIMING)(_dw_conv2d_nhwc_strip_kernel)
+_dw_conv2d_nhwc_strip_one_row_tuned = triton.autotune(configs=_STRIP_CONFIGS, key=_KEY, **AUTOTUNE_TIMING)(
     _dw_conv2d_nhwc_strip_kernel)
 
 
@@ -229,7 +246,7 @@ def _launch_conv2d(x, weight, bias, stride, padding, dilation, key=None):
     P_out = H_out * W_out
     grid = lambda meta: (_pixel_programs(meta, P_out, H_out, W_out), cdiv(C_out, meta["BLOCK_C"]), B)
     if strips_apply(tap, KW, sw, dw):
-        kernel = _dw_conv2d_nhwc_strip_tuned
+        kernel = _dw_conv2d_nhwc_strip_tuned if TWO_ROW_STRIPS else _dw_conv2d_nhwc_strip_one_row_tuned
         grid = _strips_grid(B, C_out, H_out, W_out)
     # Determines the autotuner's key (its _KEY list + every tensor argument's dtype).
     m = C_out // C
@@ -251,8 +268,9 @@ def _launch_conv2d(x, weight, bias, stride, padding, dilation, key=None):
 
 
 def _plan_key(x, weight, bias, stride, padding, dilation):
-    """The key dw_conv2d keeps this call's Plan under (triton_launch.plan_key; STRIPS picks the kernel)."""
-    return plan_key(x, weight, bias, (*stride, *padding, *dilation, STRIPS, copies(weight)))
+    """The key dw_conv2d keeps this call's Plan under (triton_launch.plan_key; the strip switches
+    pick the kernel and its tuner)."""
+    return plan_key(x, weight, bias, (*stride, *padding, *dilation, STRIPS, TWO_ROW_STRIPS, copies(weight)))
 
 
 def dw_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

@@ -8,10 +8,18 @@ ran 1.1-1.8x behind cuDNN's NHWC depthwise kernel in device time (benchmarks/res
 h200-2026-12-04-2). A strip of 4 outputs at stride 1 reads 6 input columns per tap row (18 loads
 for 4 outputs: 4.5 each); at stride 2, 9 columns (27 loads: 6.75 each).
 
+Two-row strips (ROWS=2, tried by the tuner on big layers): 2 x 4 outputs a thread, the input
+rows the two output rows share loaded once too: 4 input rows for 2 output rows at stride 1 (24
+loads for 8 outputs: 3 each), 5 at stride 2. Why: on the H200 the stride-1 batch-32 layers held
+at 67-73% of the copy ceiling with 1-row strips, cuDNN at 66-69%, while every input row reached
+the SMs 3 times through L2 (once per output row reading it): L2-to-SM traffic, not DRAM, is the
+likely limit there, and two-row strips cut it by a third.
+
 Scope: KW == 3, DW == 1 (every depthwise layer of MobileNetV2 and most 3x3 models), any KH, DH,
 stride (1 or 2 along W), padding, multiplier. Tile: [BLOCK_Q strips, BLOCK_C channels]; a strip is
-(b, oh, ow0 .. ow0 + 3); its outputs past W_OUT are masked. Same argument list as the per-pixel
-kernel plus nothing: the two are interchangeable launches.
+(b, oh .. oh + ROWS - 1, ow0 .. ow0 + 3); its outputs past H_OUT or W_OUT are masked. Same
+argument list as the per-pixel kernel plus ROWS (a config constexpr, 1 by default): the two are
+interchangeable launches.
 """
 from __future__ import annotations
 
@@ -32,6 +40,58 @@ def _col(x_base, row_pix, iw, row_ok, mask_o, W, sx_w):
                    other=0.0)
 
 
+@triton.jit
+def _row_cols(x_base, row_pix, iw0, row_ok, mask_o, W, sx_w, SW: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """The input columns one input row gives a strip: iw0 .. iw0 + 5 at stride 1 (the last three
+    returned again as x6..x8, unused), iw0 .. iw0 + 8 at stride 2; each [BLOCK_Q, BLOCK_C]."""
+    x0 = _col(x_base, row_pix, iw0, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
+    x1 = _col(x_base, row_pix, iw0 + 1, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
+    x2 = _col(x_base, row_pix, iw0 + 2, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
+    x3 = _col(x_base, row_pix, iw0 + 3, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
+    x4 = _col(x_base, row_pix, iw0 + 4, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
+    x5 = _col(x_base, row_pix, iw0 + 5, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
+    if SW == 1:
+        x6, x7, x8 = x3, x4, x5
+    else:
+        x6 = _col(x_base, row_pix, iw0 + 6, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
+        x7 = _col(x_base, row_pix, iw0 + 7, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
+        x8 = _col(x_base, row_pix, iw0 + 8, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
+    return x0, x1, x2, x3, x4, x5, x6, x7, x8
+
+
+@triton.jit
+def _taps(a0, a1, a2, a3, x0, x1, x2, x3, x4, x5, x6, x7, x8, w_row, sw_w, mask_o,
+          SW: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """A strip's 4 accumulators plus one tap row: the row's 3 weights ([BLOCK_C] at w_row) times
+    the columns each output reads (t, t+1, t+2 at stride 1; 2t, 2t+1, 2t+2 at stride 2)."""
+    w0 = tl.load(w_row, mask=mask_o, other=0.0).to(ACC_DTYPE)[None, :]
+    w1 = tl.load(w_row + sw_w, mask=mask_o, other=0.0).to(ACC_DTYPE)[None, :]
+    w2 = tl.load(w_row + 2 * sw_w, mask=mask_o, other=0.0).to(ACC_DTYPE)[None, :]
+    a0 += x0 * w0 + x1 * w1 + x2 * w2
+    if SW == 1:
+        a1 += x1 * w0 + x2 * w1 + x3 * w2
+        a2 += x2 * w0 + x3 * w1 + x4 * w2
+        a3 += x3 * w0 + x4 * w1 + x5 * w2
+    else:
+        a1 += x2 * w0 + x3 * w1 + x4 * w2
+        a2 += x4 * w0 + x5 * w1 + x6 * w2
+        a3 += x6 * w0 + x7 * w1 + x8 * w2
+    return a0, a1, a2, a3
+
+
+@triton.jit
+def _store_strip(out_row, ow0, so_w, W_OUT, m, a0, a1, a2, a3, bias, HAS_BIAS: tl.constexpr):
+    """Store one output row's strip (plus the bias) at out_row ([BLOCK_Q, BLOCK_C] pointers to
+    column 0), masking the columns past W_OUT."""
+    if HAS_BIAS:
+        a0, a1, a2, a3 = a0 + bias, a1 + bias, a2 + bias, a3 + bias
+    ty = out_row.dtype.element_ty
+    tl.store(out_row + (ow0 * so_w)[:, None], a0.to(ty), mask=m & (ow0 < W_OUT)[:, None])
+    tl.store(out_row + ((ow0 + 1) * so_w)[:, None], a1.to(ty), mask=m & (ow0 + 1 < W_OUT)[:, None])
+    tl.store(out_row + ((ow0 + 2) * so_w)[:, None], a2.to(ty), mask=m & (ow0 + 2 < W_OUT)[:, None])
+    tl.store(out_row + ((ow0 + 3) * so_w)[:, None], a3.to(ty), mask=m & (ow0 + 3 < W_OUT)[:, None])
+
+
 @triton.jit(do_not_specialize=["SIZE_CLASS"])
 def _dw_conv2d_nhwc_strip_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr,
@@ -42,66 +102,58 @@ def _dw_conv2d_nhwc_strip_kernel(
     M: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     DH: tl.constexpr, DW: tl.constexpr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr,
+    ROWS: tl.constexpr = 1,      # output rows a strip spans (1 or 2): see the module docstring
 ):
     tl.static_assert(KW == 3, "strip kernel: 3 taps along W")
     tl.static_assert(DW == 1, "strip kernel: no dilation along W")
     tl.static_assert(SW == 1 or SW == 2, "strip kernel: stride 1 or 2 along W")
+    tl.static_assert(ROWS == 1 or ROWS == 2, "strip kernel: 1 or 2 output rows a strip")
     pid_q = tl.program_id(0)
     pid_c = tl.program_id(1)
     pid_b = tl.program_id(2).to(tl.int64)
     strips_w = tl.cdiv(W_OUT, 4)
-    offs_q = pid_q * BLOCK_Q + tl.arange(0, BLOCK_Q)   # [BLOCK_Q] strip index: oh * strips_w + strip col
-    oh = offs_q // strips_w
+    offs_q = pid_q * BLOCK_Q + tl.arange(0, BLOCK_Q)   # [BLOCK_Q] strip index: strip row * strips_w + strip col
+    oh = (offs_q // strips_w) * ROWS                   # [BLOCK_Q] the strip's first output row
     ow0 = (offs_q % strips_w) * 4                      # [BLOCK_Q] first output column of the strip
     mask_q = oh * W_OUT < P_OUT                        # oh < H_OUT
     offs_o = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)   # [BLOCK_C] output channels (unit stride)
     mask_o = offs_o < C_OUT
     x_base = x_ptr + pid_b * sx_b + (offs_o // M).to(tl.int64) * sx_c   # [BLOCK_C]
     iw0 = ow0 * SW - PAD_L                             # [BLOCK_Q] input column of output ow0's tap 0
-    acc0 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)
+    w_base = w_ptr + offs_o * sw_c                     # [BLOCK_C]
+    acc0 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)   # output row oh, columns ow0 .. ow0 + 3
     acc1 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)
     acc2 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)
     acc3 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)
-    for p in tl.static_range(KH):
-        ih = oh * SH - PAD_T + p * DH
-        row_ok = mask_q & (ih >= 0) & (ih < H)
-        row_pix = ih * sx_h                            # [BLOCK_Q]
-        w_row = w_ptr + offs_o * sw_c + p * sw_h
-        w0 = tl.load(w_row, mask=mask_o, other=0.0).to(ACC_DTYPE)[None, :]
-        w1 = tl.load(w_row + sw_w, mask=mask_o, other=0.0).to(ACC_DTYPE)[None, :]
-        w2 = tl.load(w_row + 2 * sw_w, mask=mask_o, other=0.0).to(ACC_DTYPE)[None, :]
-        x0 = _col(x_base, row_pix, iw0, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
-        x1 = _col(x_base, row_pix, iw0 + 1, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
-        x2 = _col(x_base, row_pix, iw0 + 2, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
-        acc0 += x0 * w0 + x1 * w1 + x2 * w2
-        x3 = _col(x_base, row_pix, iw0 + 3, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
-        x4 = _col(x_base, row_pix, iw0 + 4, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
-        if SW == 1:                                    # outputs t use columns t, t+1, t+2
-            x5 = _col(x_base, row_pix, iw0 + 5, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
-            acc1 += x1 * w0 + x2 * w1 + x3 * w2
-            acc2 += x2 * w0 + x3 * w1 + x4 * w2
-            acc3 += x3 * w0 + x4 * w1 + x5 * w2
-        else:                                          # outputs t use columns 2t, 2t+1, 2t+2
-            acc1 += x2 * w0 + x3 * w1 + x4 * w2
-            x5 = _col(x_base, row_pix, iw0 + 5, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
-            x6 = _col(x_base, row_pix, iw0 + 6, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
-            acc2 += x4 * w0 + x5 * w1 + x6 * w2
-            x7 = _col(x_base, row_pix, iw0 + 7, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
-            x8 = _col(x_base, row_pix, iw0 + 8, row_ok, mask_o, W, sx_w).to(ACC_DTYPE)
-            acc3 += x6 * w0 + x7 * w1 + x8 * w2
+    acc4 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)   # row oh + 1 (ROWS == 2)
+    acc5 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)
+    acc6 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)
+    acc7 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)
+    # Input row r (oh * SH - PAD_T + r) is tap row (r - j * SH) / DH of output row oh + j: each
+    # row the strip's outputs read is loaded once, for both of its output rows.
+    for r in tl.static_range((ROWS - 1) * SH + (KH - 1) * DH + 1):
+        # (constexpr conditions: which output rows read this input row, as tap row (r - j * SH) / DH)
+        if (r % DH == 0 and r // DH < KH) or (ROWS == 2 and r >= SH and (r - SH) % DH == 0 and (r - SH) // DH < KH):
+            ih = oh * SH - PAD_T + r
+            row_ok = mask_q & (ih >= 0) & (ih < H)
+            x0, x1, x2, x3, x4, x5, x6, x7, x8 = _row_cols(x_base, ih * sx_h, iw0, row_ok, mask_o, W, sx_w,
+                                                           SW, ACC_DTYPE)
+            if r % DH == 0 and r // DH < KH:
+                acc0, acc1, acc2, acc3 = _taps(acc0, acc1, acc2, acc3, x0, x1, x2, x3, x4, x5, x6, x7, x8,
+                                               w_base + (r // DH) * sw_h, sw_w, mask_o, SW, ACC_DTYPE)
+            if ROWS == 2 and r >= SH and (r - SH) % DH == 0 and (r - SH) // DH < KH:
+                acc4, acc5, acc6, acc7 = _taps(acc4, acc5, acc6, acc7, x0, x1, x2, x3, x4, x5, x6, x7, x8,
+                                               w_base + ((r - SH) // DH) * sw_h, sw_w, mask_o, SW, ACC_DTYPE)
+    bias = acc0
     if HAS_BIAS:
         bias = tl.load(b_ptr + offs_o, mask=mask_o, other=0.0).to(ACC_DTYPE)[None, :]
-        acc0 += bias
-        acc1 += bias
-        acc2 += bias
-        acc3 += bias
-    ty = out_ptr.dtype.element_ty
     out_row = out_ptr + pid_b * so_b + offs_o[None, :] * so_c + (oh * so_h).to(tl.int64)[:, None]
-    m = mask_q[:, None] & mask_o[None, :]
-    tl.store(out_row + (ow0 * so_w)[:, None], acc0.to(ty), mask=m & (ow0 < W_OUT)[:, None])
-    tl.store(out_row + ((ow0 + 1) * so_w)[:, None], acc1.to(ty), mask=m & (ow0 + 1 < W_OUT)[:, None])
-    tl.store(out_row + ((ow0 + 2) * so_w)[:, None], acc2.to(ty), mask=m & (ow0 + 2 < W_OUT)[:, None])
-    tl.store(out_row + ((ow0 + 3) * so_w)[:, None], acc3.to(ty), mask=m & (ow0 + 3 < W_OUT)[:, None])
+    _store_strip(out_row, ow0, so_w, W_OUT, mask_q[:, None] & mask_o[None, :], acc0, acc1, acc2, acc3,
+                 bias, HAS_BIAS)
+    if ROWS == 2:
+        mask_q1 = (oh + 1) * W_OUT < P_OUT             # the second row exists (H_OUT odd: not the last)
+        _store_strip(out_row + so_h, ow0, so_w, W_OUT, mask_q1[:, None] & mask_o[None, :], acc4, acc5, acc6,
+                     acc7, bias, HAS_BIAS)
 
 
 def _launch_grid(B: int, C_out: int, H_out: int, W_out: int):
@@ -111,5 +163,5 @@ def _launch_grid(B: int, C_out: int, H_out: int, W_out: int):
 
 
 def strip_programs(meta: dict, H_out: int, W_out: int) -> int:
-    """Programs along grid dim 0: BLOCK_Q strips of 4 output pixels each."""
-    return cdiv(H_out * cdiv(W_out, OUT_W), meta["BLOCK_Q"])
+    """Programs along grid dim 0: BLOCK_Q strips of ROWS x 4 output pixels each."""
+    return cdiv(cdiv(H_out, meta.get("ROWS", 1)) * cdiv(W_out, OUT_W), meta["BLOCK_Q"])
