@@ -1,19 +1,22 @@
-"""The NHWC depthwise conv2d kernels side by side on the GPU: cuDNN, the per-pixel fused kernel and
-the strip kernel (models/depthwise/triton_conv2d_strips.py), on every channels_last MobileNetV2
-layer of the ops suite.
+"""The depthwise conv2d kernels side by side on the GPU: cuDNN, the per-pixel fused kernel and the
+strip kernel (models/depthwise/triton_conv2d_strips.py) on every channels_last MobileNetV2 layer of
+the ops suite, then cuDNN, the generic NCHW kernel and the NCHW strip kernel
+(triton_conv2d_nchw_strips.py) on its NCHW ones.
 
-    python benchmarks/gpu_nhwc.py [--out DIR] [--budget-s 120] [--dtypes float32,bfloat16,float16] [--smoke]
+    python benchmarks/gpu_nhwc.py [--out DIR] [--budget-s 120] [--dtypes float32,bfloat16,float16]
+                                  [--layouts nhwc,nchw] [--smoke]
 
 A short device call of its own: the second H200 run (benchmarks/results/h200-2026-12-04-2) had
 the per-pixel kernel 1.03-1.77x behind cuDNN in device time on all 27 of these layers. Per
 shape and dtype, in one process: device time (benchmarks/timing.time_cuda_graph, kernels only)
-of native, fused per-pixel (triton_conv2d.STRIPS off) and fused strips (on), each against the
-copy ceiling measured here; eager wall medians of them interleaved. On the big layers, where the
+of native, fused "pixels" (the per-pixel NHWC / generic NCHW kernel: triton_conv2d.STRIPS and
+NCHW_STRIPS off) and fused strips (on, as served), each against the copy ceiling measured here; eager wall medians of them interleaved. On the big layers, where the
 tuner also tries two-row strips, a fourth column: the strip kernel with 1-row strips only
 (triton_conv2d.TWO_ROW_STRIPS off), so strips/1-row says what the two-row configs bought.
 Every fused variant is compiled first on all cores (benchmarks/gpu_prewarm), then autotuned per
 layer as in serving. Writes nhwc-<tag>.{json,md} under --out (default benchmarks/results/local/)
-with every autotune pick. --smoke: CPU, Triton's interpreter, two tiny shapes, no graphs (what CI runs).
+with every autotune pick. --smoke: CPU, Triton's interpreter, four tiny shapes (two a layout), no
+graphs (what CI runs).
 """
 from __future__ import annotations
 
@@ -42,12 +45,27 @@ from models.depthwise import triton_conv2d  # noqa: E402
 IMPLS = ("native", "fused_pixels", "fused_strips", "fused_strips_1row")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SMOKE = (Shape("smoke-s1-cl", "conv2d", (1, 16, 7, 9), (3, 3), padding=1, channels_last=True),
-         Shape("smoke-s2-cl", "conv2d", (2, 16, 8, 8), (3, 3), stride=2, padding=1, channels_last=True))
+         Shape("smoke-s2-cl", "conv2d", (2, 16, 8, 8), (3, 3), stride=2, padding=1, channels_last=True),
+         Shape("smoke-s1-nchw", "conv2d", (1, 8, 6, 8), (3, 3), padding=1),
+         Shape("smoke-s2-nchw", "conv2d", (2, 8, 8, 8), (3, 3), stride=2, padding=1))
+LAYOUTS = ("nhwc", "nchw")
+
+
+def _layout(shape: Shape) -> str:
+    return "nhwc" if shape.channels_last else "nchw"
+
+
+def suite_shapes(layouts) -> list[Shape]:
+    """The ops suite's MobileNetV2 depthwise layers in `layouts`: channels_last ones (27), then NCHW (18)."""
+    mbv2 = [s for s in SUITE if s.op == "conv2d" and s.name.startswith("mbv2")]
+    return [s for layout in LAYOUTS if layout in layouts for s in mbv2 if _layout(s) == layout]
 
 
 def with_strips(call, on: bool):
-    """call() with triton_conv2d.STRIPS set (read per launch; plans are keyed on it)."""
-    return timing.with_switch(triton_conv2d, "STRIPS", on, call)
+    """call() with both strip kernels on or off (triton_conv2d.STRIPS for NHWC, NCHW_STRIPS for NCHW:
+    read per launch, plans keyed on them); off, NHWC layers take the per-pixel kernel and NCHW
+    layers the generic one (the `pixels` column)."""
+    return timing.with_switch(triton_conv2d, "STRIPS", on, timing.with_switch(triton_conv2d, "NCHW_STRIPS", on, call))
 
 
 def two_rows_tried(shape: Shape) -> bool:
@@ -56,7 +74,7 @@ def two_rows_tried(shape: Shape) -> bool:
     from models.depthwise.triton_autotune import BIG_LAYER_MIN_OUTPUTS, size_class
     (b, c, h, w), s = shape.x, shape.stride
     outputs = b * ((h + 2 * shape.padding - 3) // s + 1) * ((w + 2 * shape.padding - 3) // s + 1)
-    return c * 4 ** size_class(outputs) >= BIG_LAYER_MIN_OUTPUTS
+    return shape.channels_last and c * 4 ** size_class(outputs) >= BIG_LAYER_MIN_OUTPUTS
 
 
 def calls_for(shape: Shape, dtype: torch.dtype, device: str, sets: list, one_row: bool) -> dict:
@@ -132,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=positive(float), default=120.0, help="stop starting shapes after this")
     ap.add_argument("--dtypes", default="float32,bfloat16,float16",
                     help="comma list (default float32,bfloat16,float16: float16 had no rows in the first call)")
+    ap.add_argument("--layouts", default="nhwc,nchw", help="comma list of nhwc, nchw (default both)")
     ap.add_argument("--smoke", action="store_true", help="CPU, Triton's interpreter, tiny shapes")
     args = ap.parse_args(argv)
     check_out(ap, args.out)
@@ -143,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("needs CUDA (or --smoke)")
     start, env = time.monotonic(), gpu_config.environment(device, sys.argv[1:] if argv is None else argv)
     tag = "smoke" if args.smoke else gpu_config.run_tag(device, False, env.get("device_name") or "")
-    shapes = list(SMOKE) if args.smoke else [s for s in SUITE if s.op == "conv2d" and s.channels_last]
+    layouts = [n.strip() for n in args.layouts.split(",")]
+    if not layouts or any(n not in LAYOUTS for n in layouts):
+        ap.error(f"--layouts must be a comma list of {LAYOUTS}, got {args.layouts!r}")
+    shapes = [s for s in (SMOKE if args.smoke else suite_shapes(layouts)) if _layout(s) in layouts]
     try:
         warm = None if args.smoke else prewarm(shapes, dtypes, device, 40.0)
     except Exception as e:  # noqa: BLE001 - then the autotuner compiles as it goes, slower
@@ -158,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             try:
                 rows.append(measure(shape, dtype, device, ceiling, 0.05 if args.smoke else 0.15,
-                                    args.smoke or two_rows_tried(shape)))
+                                    (args.smoke and shape.channels_last) or two_rows_tried(shape)))
             except Exception as e:  # noqa: BLE001 - the row says what failed, the run goes on
                 rows.append({"shape": shape.name, "dtype": str(dtype), "min_bytes": 0, "error": repr(e)[:300]})
             print(" ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
@@ -168,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
               "autotune_picks": triton_autotune.picks()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"nhwc-{tag}.json").write_text(json.dumps(result, indent=1, default=str))
-    head = [f"# NHWC depthwise conv2d: cuDNN, per-pixel and strip kernels ({env.get('device_name')})", "",
+    head = [f"# MobileNetV2 depthwise conv2d: cuDNN, fused kernels, strip kernels ({env.get('device_name')})",
+            "", "pixels = the per-pixel NHWC kernel / the generic NCHW kernel (strips off); strips = the NHWC / "
+            "NCHW strip kernel (on, as served); 1-row strips = the NHWC strip kernel without its two-row configs.", "",
             f"torch {env.get('torch')}, triton {env.get('triton')}, copy ceiling "
             f"{'-' if ceiling is None else f'{ceiling:,.0f}'} GB/s; dev = CUDA graph replay (kernels only, us), "
             "wall = eager calls (host included, us). Skipped (budget): " + (", ".join(skipped) or "none"), "",

@@ -65,6 +65,12 @@ def _strips(on: bool, call):
     return timing.with_switch(triton_conv2d, "STRIPS", on, call)
 
 
+def _nchw_strips(on: bool, call):
+    """call() with the NCHW strip kernel on or off (triton_conv2d.NCHW_STRIPS): the NCHW 3x3 layers
+    it covers go to it when on, to the generic NCHW kernel when off."""
+    return timing.with_switch(triton_conv2d, "NCHW_STRIPS", on, call)
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -89,9 +95,24 @@ CASES = [
                                          torch.empty(1024, 1, 3, dtype=BF16), None, 1, (2, 0), 1, "silu"),
          True, "LFM2's (B, L, C) view: channels unit-stride"),
     Case("mbv2-8x96@112-nchw-f32", triton_conv2d, "_dw_conv2d_nchw_kernel",
-         lambda: triton_conv2d.dw_conv2d(torch.empty(8, 96, 112, 112), torch.empty(96, 1, 3, 3), torch.empty(96),
-                                         (1, 1), (1, 1, 1, 1), (1, 1)),
-         False, "NCHW: W unit-stride, shifted taps"),
+         _nchw_strips(False, lambda: triton_conv2d.dw_conv2d(torch.empty(8, 96, 112, 112), torch.empty(96, 1, 3, 3),
+                                                             torch.empty(96), (1, 1), (1, 1, 1, 1), (1, 1))),
+         False, "NCHW: W unit-stride, shifted taps; the generic kernel (NCHW strips off)"),
+    # The NCHW strip kernel (triton_conv2d_nchw_strips: 4 outputs a thread from aligned vectors),
+    # on by default for the NCHW 3x3 layers it covers.
+    Case("mbv2-8x144@56-nchw-f32-strips", triton_conv2d, "_dw_conv2d_nchw_strip_tuned",
+         _nchw_strips(True, lambda: triton_conv2d.dw_conv2d(torch.empty(8, 144, 56, 56), torch.empty(144, 1, 3, 3),
+                                                            torch.empty(144), (1, 1), (1, 1, 1, 1), (1, 1))),
+         True, "the NCHW strip kernel, stride 1: per tap row one 16-byte vector and 2 scalars for 4 outputs"),
+    Case("mbv2-8x96@112-s2-nchw-f32-strips", triton_conv2d, "_dw_conv2d_nchw_strip_tuned",
+         _nchw_strips(True, lambda: triton_conv2d.dw_conv2d(torch.empty(8, 96, 112, 112), torch.empty(96, 1, 3, 3),
+                                                            None, (2, 2), (1, 1, 1, 1), (1, 1))),
+         True, "the NCHW strip kernel, stride 2: per tap row two 16-byte vectors and 1 scalar for 4 outputs"),
+    Case("mbv2-32x32@112-nchw-bf16-strips", triton_conv2d, "_dw_conv2d_nchw_strip_tuned",
+         _nchw_strips(True, lambda: triton_conv2d.dw_conv2d(torch.empty(32, 32, 112, 112, dtype=BF16),
+                                                            torch.empty(32, 1, 3, 3, dtype=BF16), None,
+                                                            (1, 1), (1, 1, 1, 1), (1, 1))),
+         False, "the NCHW strip kernel in bf16: 4 outputs a thread, 8-byte vectors"),
     Case("mbv2-8x96@112-s2-nhwc-f32", triton_conv2d, "_dw_conv2d_nhwc_kernel",
          _strips(False, lambda: triton_conv2d.dw_conv2d(_nhwc(8, 96, 112, 112, F32), torch.empty(96, 1, 3, 3), torch.empty(96),
                                          (2, 2), (1, 1, 1, 1), (1, 1))),

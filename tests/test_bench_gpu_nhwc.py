@@ -1,5 +1,5 @@
-"""benchmarks/gpu_nhwc.py, the short device call timing cuDNN, the per-pixel and the strip NHWC
-kernels side by side: its CPU smoke (Triton's interpreter, no graphs) runs end to end, each fused
+"""benchmarks/gpu_nhwc.py, the short device call timing cuDNN, the per-pixel / generic and the strip
+kernels side by side (NHWC and NCHW): its CPU smoke (Triton's interpreter, no graphs) runs end to end, each fused
 variant really launches its own kernel and matches cuDNN's output, and a row per shape and dtype
 is written; the CUDA columns stay empty here."""
 import json
@@ -19,19 +19,39 @@ def test_smoke_times_both_fused_kernels_beside_native(tmp_path):
     result = json.loads((tmp_path / "nhwc-smoke.json").read_text())
     rows = result["rows"]
     assert [(r["shape"], r["dtype"]) for r in rows] == [(s, d) for d in ("float32", "bfloat16", "float16")
-                                                         for s in ("smoke-s1-cl", "smoke-s2-cl")]
+                                                         for s in ("smoke-s1-cl", "smoke-s2-cl",
+                                                                   "smoke-s1-nchw", "smoke-s2-nchw")]
     for r in rows:
         assert "error" not in r, r
-        impls = ("native", "fused_pixels", "fused_strips", "fused_strips_1row")   # the smoke times all four
+        # the smoke times all four on NHWC rows; NCHW has no two-row strips (TWO_ROW_STRIPS: NHWC only)
+        nhwc = r["shape"].endswith("-cl")
+        impls = ("native", "fused_pixels", "fused_strips") + (("fused_strips_1row",) if nhwc else ())
+        assert nhwc or "fused_strips_1row_wall_us" not in r
         assert all(r[f"{k}_wall_us"] > 0 for k in impls), r
         assert all(r[f"{k}_device_us"] is None for k in impls)   # no graphs on CPU
         tol = {"bfloat16": 1e-2, "float16": 2e-3}.get(r["dtype"], 1e-5)
         assert all(r[f"{k}_max_rel_err"] <= tol for k in impls[1:]), r
     kernels = [p["kernel"] for p in result["autotune_picks"]]
-    # per shape and dtype: the per-pixel kernel's tuner, and the strip kernel's two (with and without two-row strips)
+    # per NHWC shape and dtype: the per-pixel kernel's tuner, the strip kernel's two (with and without two-row
+    # strips); per NCHW shape and dtype: the generic kernel's and the NCHW strip kernel's
     assert kernels.count("_dw_conv2d_nhwc_kernel") == 6 and kernels.count("_dw_conv2d_nhwc_strip_kernel") == 12
+    assert kernels.count("_dw_conv2d_nchw_kernel") == 6 and kernels.count("_dw_conv2d_nchw_strip_kernel") == 6
     md = (tmp_path / "nhwc-smoke.md").read_text()
-    assert md.count("| smoke-") == 6 and "strips/native" in md and "strips/1-row" in md
+    assert md.count("| smoke-") == 12 and "strips/native" in md and "strips/1-row" in md
+
+
+def test_layouts_select_the_rows(tmp_path):
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_nhwc.py"), "--smoke", "--dtypes", "float32",
+                           "--layouts", "nchw", "--out", str(tmp_path)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "nhwc-smoke.json").read_text())["rows"]
+    assert [r["shape"] for r in rows] == ["smoke-s1-nchw", "smoke-s2-nchw"]
+    sys.path.insert(0, str(REPO))
+    from benchmarks.gpu_nhwc import suite_shapes
+    assert len(suite_shapes(["nhwc"])) == 27 and len(suite_shapes(["nchw"])) == 18
+    assert [s.channels_last for s in suite_shapes(["nhwc", "nchw"])] == [True] * 27 + [False] * 18
 
 
 def test_the_one_row_column_is_timed_on_the_big_layers_only():

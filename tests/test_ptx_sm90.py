@@ -44,7 +44,8 @@ def test_every_config_of_every_kernel_compiles_for_sm90_without_spills(report):
     assert report["target"] == "sm_90"
     kernels = {c["kernel"] for c in report["cases"]}
     assert kernels == {"_dw_conv1d_kernel", "_dw_conv2d_nchw_kernel", "_dw_conv2d_nhwc_kernel",
-                       "_dw_conv2d_nhwc_strip_tuned", "_dw_decode_kernel", "_short_conv_kernel"}
+                       "_dw_conv2d_nhwc_strip_tuned", "_dw_conv2d_nchw_strip_tuned", "_dw_decode_kernel",
+                       "_short_conv_kernel"}
     for case in report["cases"]:
         assert case["problems"] == [], case["name"]
         # Autotuned kernels: one compile per GPU config (the interpreter's single config is not it).
@@ -83,6 +84,23 @@ def test_the_strip_kernel_loads_each_shared_input_column_once(report):
         assert rows_seen == {1, 2}, name
     for c in _case(report, "mbv2-32x384@14-nhwc-bf16-strips")["configs"]:
         assert {int(b) for b in c["loads"]} <= {2, 8, 16} and {int(b) for b in c["stores"]} <= {8, 16}, c
+
+
+def test_the_nchw_strip_kernel_loads_its_rows_as_aligned_vectors(report):
+    """Per tap row, a thread of the NCHW strip kernel loads the 4 (stride 1) or 8 (stride 2)
+    elements its strip starts from as 16-byte vectors (v strips a thread, float32) and only the
+    columns outside them one by one: 2 at stride 1 (left padding 1: the left and right
+    neighbours), 1 at stride 2; the rest of its 4-byte loads are the 9 taps' weights and the bias
+    (BLOCK_C=1 configs load those per strip). The generic kernel it replaces issues 34 4-byte
+    loads a strip (mbv2-8x96@112-nchw-f32). No shared memory: the taps are picked in registers."""
+    generic = _case(report, "mbv2-8x96@112-nchw-f32")["configs"]
+    assert all(c["loads"].get("4", 0) >= 22 for c in generic), generic
+    for name, vectors, scalars in (("mbv2-8x144@56-nchw-f32-strips", 1, 2), ("mbv2-8x96@112-s2-nchw-f32-strips", 2, 1)):
+        for c in _case(report, name)["configs"]:
+            v = c["blocks"]["BLOCK_C"] * c["blocks"]["BLOCK_G"] // (32 * c["num_warps"])     # strips a thread
+            assert c["loads"].get("16", 0) == 3 * vectors * v and c["stores"] == {"16": v}, (name, c)
+            assert 3 * scalars * v <= c["loads"].get("4", 0) <= 3 * scalars * v + 10 * max(v, 2), (name, c)
+            assert c["smem"] == 0, (name, c)
 
 
 def test_time_unit_stride_conv1d_loads_its_aligned_taps_16_bytes_at_a_time(report):

@@ -36,7 +36,7 @@ def _cuda_ready() -> bool:
 
 
 needs_cuda = pytest.mark.skipif(not _cuda_ready(), reason="needs CUDA (and TRITON_INTERPRET unset)")
-KERNELS = ["conv1d-ncl", "conv1d-blc", "short-conv", "conv2d-nchw", "conv2d-nhwc", "decode"]
+KERNELS = ["conv1d-ncl", "conv1d-blc", "short-conv", "conv2d-nchw", "conv2d-nchw-strips", "conv2d-nhwc", "decode"]
 
 
 def _case(name, dtype, g):
@@ -51,8 +51,9 @@ def _case(name, dtype, g):
     if name == "short-conv":
         return ((r(2, 37, 192), r(64, 1, 3), r(64), r(2, 64, 2)),
                 lambda bcx, w, b, s: (fused.short_conv_block(bcx, w, b, s), s))
-    if name == "conv2d-nchw":
-        return (r(2, 32, 9, 11), r(32, 1, 3, 3), r(32)), lambda x, w, b: (depthwise_conv2d(x, w, b, padding=1, impl="fused"),)
+    if name.startswith("conv2d-nchw"):      # W 11: the generic NCHW kernel; W 16: the NCHW strip kernel
+        x = r(2, 32, 9, 16 if name.endswith("strips") else 11)
+        return (x, r(32, 1, 3, 3), r(32)), lambda x, w, b: (depthwise_conv2d(x, w, b, padding=1, impl="fused"),)
     if name == "conv2d-nhwc":
         return ((r(2, 32, 9, 11).contiguous(memory_format=torch.channels_last), r(32, 1, 3, 3), r(32)),
                 lambda x, w, b: (depthwise_conv2d(x, w, b, padding=1, impl="fused"),))

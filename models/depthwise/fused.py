@@ -151,7 +151,7 @@ class _PlannedConv:
             return self.conv(x, weight, bias, stride, padding, dilation)
         key = (x.data_ptr() % 16 == 0, weight.data_ptr() % 16 == 0, weight.stride(),
                None if bias is None else bias.data_ptr() % 16 == 0, weight_layout.copies(weight),
-               self.conv2d and (self.k.STRIPS, self.k.TWO_ROW_STRIPS))
+               self.conv2d and (self.k.STRIPS, self.k.TWO_ROW_STRIPS, self.k.NCHW_STRIPS))
         kept = self.plans.get(key)
         out = None if kept is None else triton_launch.replay(kept, x, weight, bias)
         if out is not None:

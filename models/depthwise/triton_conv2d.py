@@ -24,6 +24,8 @@ from .triton_autotune import AUTOTUNE_TIMING, big_layer_configs, launch_tuned, s
 from . import triton_launch
 from .triton_launch import cdiv, keep_plan, plan_key
 from .triton_conv2d_strips import _dw_conv2d_nhwc_strip_kernel, _launch_grid as _strips_grid
+from .triton_conv2d_nchw_strips import _dw_conv2d_nchw_strip_kernel, _launch_grid as _nchw_strips_grid
+from .triton_conv2d_nchw_strips import applies as nchw_strips_apply
 from .weight_layout import copies, tap_major
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -76,6 +78,19 @@ else:
     _STRIP_CONFIGS = [triton.Config({"BLOCK_Q": bq, "BLOCK_C": bc, "ROWS": 1}, num_warps=w)
                       for bq, bc, w in [(8, 32, 2), (16, 32, 4), (8, 64, 4), (16, 64, 4), (4, 128, 4), (32, 64, 8),
                                         (32, 16, 4), (16, 16, 2)]]
+
+# The NCHW strip kernel (triton_conv2d_nchw_strips: 4 outputs a thread along W from aligned vector
+# loads, where the generic NCHW kernel loads 34 of its 37 words a thread one by one) for the NCHW
+# 3x3 layers it covers (its `applies`). An untimed lead (PTX: 9 loads a thread at stride 1 where
+# the generic kernel issues 37): on by default so the next GPU run's ops step times it against
+# cuDNN; DWSERVE_NCHW_STRIPS=0 at import (or NCHW_STRIPS = False: read per launch, plans keyed on
+# it) launches the generic kernel. benchmarks/gpu_nhwc.py times the two side by side.
+NCHW_STRIPS = os.environ.get("DWSERVE_NCHW_STRIPS", "1").strip().lower() not in _OFF
+if _INTERPRET:
+    _NCHW_STRIP_CONFIGS = [triton.Config({"BLOCK_C": 2, "BLOCK_G": 8}, num_warps=1)]
+else:
+    _NCHW_STRIP_CONFIGS = [triton.Config({"BLOCK_C": bc, "BLOCK_G": bg}, num_warps=w)     # BLOCK_G strips of 4
+                           for bc, bg, w in [(1, 128, 4), (2, 64, 4), (4, 32, 4), (2, 128, 4), (4, 64, 8), (8, 16, 4)]]
 
 # Autotune keys: per-layer constants (channels, multiplier, kernel, stride, dilation, the
 # weight's channel stride: 1 when tap-major) and B * H_out * W_out only by its factor-of-4 size
@@ -197,6 +212,10 @@ _dw_conv2d_nhwc_strip_one_row_tuned = triton.autotune(configs=_STRIP_CONFIGS, ke
     _dw_conv2d_nhwc_strip_kernel)
 
 
+_dw_conv2d_nchw_strip_tuned = triton.autotune(configs=_NCHW_STRIP_CONFIGS, key=_KEY, **AUTOTUNE_TIMING)(
+    _dw_conv2d_nchw_strip_kernel)
+
+
 def strips_apply(tap: bool, KW: int, sw: int, dw: int) -> bool:
     """Whether a conv2d launch goes to the strip kernel: STRIPS on, channels-inner, 3 taps along W
     without dilation, stride 1 or 2 along W (what its unrolled arithmetic covers)."""
@@ -248,6 +267,8 @@ def _launch_conv2d(x, weight, bias, stride, padding, dilation, key=None):
     if strips_apply(tap, KW, sw, dw):
         kernel = _dw_conv2d_nhwc_strip_tuned if TWO_ROW_STRIPS else _dw_conv2d_nhwc_strip_one_row_tuned
         grid = _strips_grid(B, C_out, H_out, W_out)
+    elif NCHW_STRIPS and not tap and nchw_strips_apply(x.stride(), out.stride(), KW, sw, dw, left, W, W_out):
+        kernel, grid = _dw_conv2d_nchw_strip_tuned, _nchw_strips_grid(B, C_out, H_out, W_out)
     # Determines the autotuner's key (its _KEY list + every tensor argument's dtype).
     m = C_out // C
     size = size_class(B * P_out)
@@ -270,7 +291,8 @@ def _launch_conv2d(x, weight, bias, stride, padding, dilation, key=None):
 def _plan_key(x, weight, bias, stride, padding, dilation):
     """The key dw_conv2d keeps this call's Plan under (triton_launch.plan_key; the strip switches
     pick the kernel and its tuner)."""
-    return plan_key(x, weight, bias, (*stride, *padding, *dilation, STRIPS, TWO_ROW_STRIPS, copies(weight)))
+    return plan_key(x, weight, bias, (*stride, *padding, *dilation, STRIPS, TWO_ROW_STRIPS, NCHW_STRIPS,
+                                      copies(weight)))
 
 
 def dw_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

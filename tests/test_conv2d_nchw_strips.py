@@ -1,0 +1,132 @@
+"""The NCHW strip kernel (models/depthwise/triton_conv2d_nchw_strips.py: 4 outputs a thread along W
+from aligned vector loads, the taps picked in registers), each config forced in turn, against the
+block-diagonal dense conv in float64 on fresh random inputs: stride 1 and 2 along W, left padding
+1 and 0 (its four column sets), other strides and dilations along H, a channel multiplier, channels
+that do not fill BLOCK_C, bias or none, float32 and bfloat16. Also which launches take it (the
+scope its `applies` checks: anything else goes to the generic NCHW kernel, and still computes the
+same) and that NCHW_STRIPS off launches the generic kernel."""
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from fused_common import DEV, needs_fused  # noqa: E402
+from models.depthwise import fused  # noqa: E402
+from test_conv2d_tiles import _Forced  # noqa: E402
+from test_fused import check, rand, ref_conv2d  # noqa: E402
+
+pytestmark = [pytest.mark.fused, needs_fused]
+
+#        B, C, m, H, W, KH, stride, (top, bottom, left, right), dilation, bias
+CASES = [
+    pytest.param(2, 6, 1, 9, 16, 3, (1, 1), (1, 1, 1, 1), (1, 1), True, id="s1-pad1"),
+    pytest.param(1, 5, 1, 11, 16, 3, (2, 2), (1, 1, 1, 1), (1, 1), False, id="s2-pad1"),
+    pytest.param(2, 4, 2, 7, 12, 3, (1, 1), (0, 2, 0, 2), (2, 1), True, id="s1-pad0-mult2-dilH"),   # W_out 12
+    pytest.param(1, 3, 1, 6, 16, 5, (2, 2), (2, 2, 0, 1), (1, 1), True, id="s2-pad0-kh5"),          # W_out 8
+    pytest.param(1, 7, 1, 4, 8, 3, (1, 1), (1, 1, 1, 1), (1, 1), False, id="one-strip-row"),
+]
+#        BLOCK_C, BLOCK_G
+CONFIGS = [pytest.param(2, 8, id="2x8"), pytest.param(1, 16, id="1x16"), pytest.param(4, 4, id="4x4")]
+
+
+def _forced(monkeypatch, block_c, block_g):
+    from models.depthwise import triton_conv2d
+    forced = _Forced(triton_conv2d._dw_conv2d_nchw_strip_tuned.fn, BLOCK_C=block_c, BLOCK_G=block_g)
+    monkeypatch.setattr(triton_conv2d, "_dw_conv2d_nchw_strip_tuned", forced)
+    monkeypatch.setattr(triton_conv2d, "NCHW_STRIPS", True)
+    return forced
+
+
+@pytest.mark.parametrize("block_c, block_g", CONFIGS)
+@pytest.mark.parametrize("B, C, m, H, W, KH, stride, padding, dilation, bias", CASES)
+def test_nchw_strip_configs_equal_the_dense_reference(monkeypatch, B, C, m, H, W, KH, stride, padding, dilation,
+                                                      bias, block_c, block_g):
+    forced = _forced(monkeypatch, block_c, block_g)
+    gen = torch.Generator().manual_seed(hash((B, C, H, W, KH, stride, padding, block_c, block_g)) % 2**31)
+    x = rand(B, C, H, W, gen=gen)
+    w, b = rand(C * m, 1, KH, 3, gen=gen), (rand(C * m, gen=gen) if bias else None)
+    out = fused.conv2d(x, w, b, stride, padding, dilation)
+    assert forced.launches == 1
+    assert out.is_contiguous() and out.device.type == DEV
+    check(out, ref_conv2d(x, w, b, stride, padding, dilation), torch.float32)
+
+
+def test_bfloat16_through_the_public_op_equals_the_reference(monkeypatch):
+    from models.depthwise import depthwise_conv2d
+    forced = _forced(monkeypatch, 2, 8)
+    gen = torch.Generator().manual_seed(12)
+    x = rand(2, 8, 12, 16, dtype=torch.bfloat16, gen=gen)
+    w, b = rand(8, 1, 3, 3, dtype=torch.bfloat16, gen=gen), rand(8, dtype=torch.bfloat16, gen=gen)
+    for stride in (1, 2):
+        out = depthwise_conv2d(x, w, b, stride=stride, padding=1, impl="fused")
+        check(out, ref_conv2d(x, w, b, (stride, stride), (1, 1, 1, 1), (1, 1)), torch.bfloat16)
+    assert forced.launches == 2
+
+
+@pytest.mark.parametrize("x_shape, weight_hw, stride, padding, dilation, why", [
+    ((1, 4, 8, 14), (3, 3), 1, 1, 1, "W_out 14: not whole strips"),
+    ((1, 4, 8, 16), (3, 3), 3, 1, 1, "stride 3 along W"),
+    ((1, 4, 8, 16), (3, 5), 1, 2, 1, "5 taps along W"),
+    ((1, 4, 8, 16), (3, 3), 1, 2, 1, "left padding 2"),
+    ((1, 4, 8, 16), (3, 3), 1, 1, 2, "dilation 2 along W"),
+    ((1, 4, 8, 18), (3, 3), 1, 0, 1, "W 18: rows not 4-aligned (W_out 16)"),
+])
+def test_layers_outside_its_scope_take_the_generic_kernel(monkeypatch, x_shape, weight_hw, stride, padding,
+                                                          dilation, why):
+    from models.depthwise import depthwise_conv2d
+    forced = _forced(monkeypatch, 2, 8)
+    gen = torch.Generator().manual_seed(3)
+    x, w = rand(*x_shape, gen=gen), rand(x_shape[1], 1, *weight_hw, gen=gen)
+    out = depthwise_conv2d(x, w, stride=stride, padding=padding, dilation=dilation, impl="fused")
+    assert forced.launches == 0, why
+    s, p, d = (stride, stride), (padding,) * 4, (dilation, dilation)
+    check(out, ref_conv2d(x, w, None, s, p, d), torch.float32)
+
+
+def test_a_sliced_input_whose_row_stride_is_not_a_multiple_of_4_takes_the_generic_kernel(monkeypatch):
+    forced = _forced(monkeypatch, 2, 8)
+    gen = torch.Generator().manual_seed(4)
+    x = rand(1, 4, 8, 19, gen=gen)[..., 1:17]        # W 16 (W_out 16), but the row stride is 19
+    w = rand(4, 1, 3, 3, gen=gen)
+    out = fused.conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1))
+    assert forced.launches == 0
+    check(out, ref_conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1)), torch.float32)
+
+
+def test_nchw_strips_off_launches_the_generic_kernel(monkeypatch):
+    from models.depthwise import triton_conv2d
+    strips = _forced(monkeypatch, 2, 8)
+    generic = _Forced(triton_conv2d._dw_conv2d_nchw_kernel.fn, BLOCK_C=4, BLOCK_P=64)
+    monkeypatch.setattr(triton_conv2d, "_dw_conv2d_nchw_kernel", generic)
+    gen = torch.Generator().manual_seed(6)
+    x, w = rand(1, 4, 6, 8, gen=gen), rand(4, 1, 3, 3, gen=gen)
+    ref = ref_conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1))
+    for on, launched in ((True, strips), (False, generic), (True, strips)):
+        monkeypatch.setattr(triton_conv2d, "NCHW_STRIPS", on)
+        before = launched.launches
+        check(fused.conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1)), ref, torch.float32)
+        assert launched.launches == before + 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEV != "cuda", reason="needs CUDA: the autotune configs as compiled for the GPU")
+def test_the_nchw_strip_configs_as_tuned_on_the_gpu_equal_the_reference():
+    """Every config with its own block sizes and warps, one of float32 / bfloat16 x stride 1 / 2 x
+    left padding 1 / 0 in turn (one compile a config: gpu.sh's test window is shared), on a layer
+    whose channels do not fill the blocks."""
+    from models.depthwise import triton_conv2d
+    combos = [(torch.float32, 1, 1), (torch.bfloat16, 2, 1), (torch.float32, 2, 0), (torch.bfloat16, 1, 0)]
+    for i, cfg in enumerate(triton_conv2d._NCHW_STRIP_CONFIGS):
+        dtype, stride, left = combos[i % 4]
+        forced = _Forced(triton_conv2d._dw_conv2d_nchw_strip_tuned.fn, **cfg.kwargs, num_warps=cfg.num_warps)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(triton_conv2d, "_dw_conv2d_nchw_strip_tuned", forced)
+            mp.setattr(triton_conv2d, "NCHW_STRIPS", True)
+            g = torch.Generator(device="cuda").manual_seed(8)
+            x = torch.randn(3, 37, 29, 64, generator=g, device="cuda", dtype=dtype)
+            w = torch.randn(37, 1, 3, 3, generator=g, device="cuda", dtype=dtype)
+            b = torch.randn(37, generator=g, device="cuda", dtype=dtype)
+            padding = (1, 1, left, (2 if stride == 1 else 1) - left)     # W_out 64 / stride: whole strips
+            out = fused.conv2d(x, w, b, (stride, stride), padding, (1, 1))
+        assert forced.launches == 1, cfg
+        check(out, ref_conv2d(x, w, b, (stride, stride), padding, (1, 1)), dtype)
