@@ -5,6 +5,7 @@
 
 For each case (a real shape, dtype and layout of the ops suite or the models) the kernel's
 launcher is called on CPU tensors, its launch recorded, and every autotune config compiled
+(those its early_config_prune drops for that launch marked "pruned here")
 for sm_90 by the installed Triton (benchmarks/triton_aot.py). Reported per config:
 registers, local memory (spills), shared memory, resident warps per SM (occupancy from
 registers/smem/blocks), and the global loads/stores of one thread by bytes per instruction.
@@ -182,6 +183,9 @@ def run_case(case: Case) -> dict:
     t0 = time.perf_counter()
     launch = triton_aot.capture_launch(case.module, case.kernel, case.call)
     configs = [triton_aot.compile_variant(launch, v) for v in triton_aot.variants(launch)]
+    kept = triton_aot.kept_configs(launch)
+    for i, c in enumerate(configs):
+        c["tuned"] = kept is None or i in kept       # the autotuner tries it on this launch (not pruned)
     return {"name": case.name, "kernel": case.kernel, "vector": case.vector, "note": case.note,
             "configs": configs, "problems": triton_aot.problems(configs, case.vector),
             "compile_s": round(time.perf_counter() - t0, 2)}
@@ -210,8 +214,9 @@ def write_markdown(result: dict, path: Path) -> None:
         lines += [f"## {r['name']} ({r['kernel']}{', vector' if r['vector'] else ''}): {verdict}", "",
                   r["note"], "", "| config | regs | local B | smem B | warps/SM | loads | stores |",
                   "|---|---:|---:|---:|---:|---|---|"]
-        lines += [f"| {c['config']} | {c['regs']} | {c['local']} | {c['smem']} | {c['warps_per_sm']} | "
-                  f"{_fmt(c['loads'])} | {_fmt(c['stores'])} |" for c in r["configs"]]
+        lines += [f"| {c['config']}{'' if c.get('tuned', True) else ' (pruned here)'} | {c['regs']} | "
+                  f"{c['local']} | {c['smem']} | {c['warps_per_sm']} | {_fmt(c['loads'])} | {_fmt(c['stores'])} |"
+                  for c in r["configs"]]
         lines.append("")
     path.write_text("\n".join(lines))
 

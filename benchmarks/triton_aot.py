@@ -197,11 +197,12 @@ def widest(counts: dict) -> int:
 
 def problems(configs: list[dict], vector: bool) -> list[str]:
     """What is wrong with a case's compiled configs ([] = nothing): spills anywhere, and where
-    channels are the unit-stride dim (`vector`), global loads or stores narrower than 16 bytes."""
+    channels are the unit-stride dim (`vector`), global loads or stores narrower than 16 bytes in
+    a config the autotuner tries on that launch (`tuned`, default true: not pruned for it)."""
     found = [f"{c['config']}: {c['local']} B local memory per thread (spills)" for c in configs if c["local"]]
     if vector:
         found += [f"{c['config']}: widest load {widest(c['loads'])} B, store {widest(c['stores'])} B (want 16)"
-                  for c in configs if widest(c["loads"]) < 16 or widest(c["stores"]) < 16]
+                  for c in configs if c.get("tuned", True) and (widest(c["loads"]) < 16 or widest(c["stores"]) < 16)]
     return found
 
 

@@ -26,6 +26,16 @@ def test_big_configs_only_for_layers_over_the_threshold():
     assert prune(big, {"C_OUT": 1, "SIZE_CLASS": 0}) == big                         # never empty
 
 
+def test_time_inner_only_configs_are_dropped_on_channels_inner_launches():
+    base, big, narrow = [object()], [object()], [object()]
+    prune = triton_autotune.big_layer_configs(big + narrow, narrow)
+    huge = {"C_OUT": triton_autotune.BIG_LAYER_MIN_OUTPUTS, "SIZE_CLASS": 1}
+    assert prune(base + big + narrow, huge, X_CHANNELS_INNER=False) == base + big + narrow
+    assert prune(base + big + narrow, huge, X_CHANNELS_INNER=True) == base + big
+    assert prune(base + big + narrow, {"C_OUT": 8, "SIZE_CLASS": 1}, X_CHANNELS_INNER=False) == base
+    assert prune(narrow, huge, X_CHANNELS_INNER=True) == narrow                      # never empty
+
+
 SCRIPT = r"""
 import json, os, sys
 os.environ.pop("TRITON_INTERPRET", None)
@@ -50,8 +60,8 @@ def test_the_conv_kernels_prune_their_big_configs_on_small_layers():
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     got_one_row = got.pop("strips_one_row")
-    # conv1d: 8 configs, 2 of them big; NHWC conv2d: 10, 4 big (2 of them 2-D pixel tiles); the
+    # conv1d: 11 configs, 5 of them big; NHWC conv2d: 10, 4 big (2 of them 2-D pixel tiles); the
     # strip kernel: 12, the 4 two-row strips big. A seed-sized layer (2048 x 16 outputs) tunes the
     # base set, a layer of 4096 x 4**6 all.
-    assert got == {"conv1d": [8, 2, 6, 8], "nhwc": [10, 4, 6, 10], "strips": [12, 4, 8, 12]}, got
+    assert got == {"conv1d": [11, 5, 6, 11], "nhwc": [10, 4, 6, 10], "strips": [12, 4, 8, 12]}, got
     assert got_one_row == [8, [1]], got_one_row      # TWO_ROW_STRIPS off: the 1-row configs only

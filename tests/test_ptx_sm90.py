@@ -59,10 +59,21 @@ def test_every_config_of_every_kernel_compiles_for_sm90_without_spills(report):
                                   "mbv2-8x144@56-nhwc-f32-strips", "mbv2-8x96@112-s2-nhwc-f32-strips",
                                   "short-conv-1x512x1024-k3-bf16"])
 def test_channels_inner_layouts_use_16_byte_loads_and_stores(report, name):
+    """Every config the autotuner tries on the launch (its early_config_prune keeps it: `tuned`)."""
     case = _case(report, name)
     assert case["vector"]
     for c in case["configs"]:
-        assert triton_aot.widest(c["loads"]) == 16 and triton_aot.widest(c["stores"]) == 16, (name, c)
+        if c["tuned"]:
+            assert triton_aot.widest(c["loads"]) == 16 and triton_aot.widest(c["stores"]) == 16, (name, c)
+
+
+def test_the_narrow_conv1d_tiles_are_pruned_where_channels_are_inner(report):
+    """The 1-2 channel conv1d tiles (for long unit-stride time rows) never run on a (B, L, C) view,
+    where they load 2 bytes at a time: the prune drops them there (and on small layers)."""
+    blc = _case(report, "lfm2-prefill-1x512x1024-blc-bf16")["configs"]
+    narrow = [c for c in blc if c["blocks"]["BLOCK_C"] <= 2]
+    assert len(narrow) == 3 and not any(c["tuned"] for c in narrow)
+    assert all(triton_aot.widest(c["loads"]) < 16 for c in narrow)     # what the prune spares it
 
 
 def test_the_strip_kernel_loads_each_shared_input_column_once(report):

@@ -53,18 +53,23 @@ AUTOTUNE_TIMING = _timing_kwargs()
 BIG_LAYER_MIN_OUTPUTS = 1 << 22   # ~4M outputs (16 MB in float32): a memory-bound layer
 
 
-def big_layer_configs(big: list):
+def big_layer_configs(big: list, time_inner_only: list = ()):
     """An early_config_prune for triton.autotune: the configs in `big` (8 warps over long tiles,
     for memory-bound layers) are tried only on keys whose layer writes >= BIG_LAYER_MIN_OUTPUTS
     outputs (C_OUT x 4**SIZE_CLASS, within 2x of C_OUT x B x output positions), so a
-    launch-bound layer tunes, and benchmarks/gpu_prewarm.py compiles, the base set only.
-    Triton calls it with every config and the launch's positional arguments by name."""
-    big_ids = frozenset(map(id, big))
+    launch-bound layer tunes, and benchmarks/gpu_prewarm.py compiles, the base set only; those in
+    `time_inner_only` (tiles of 1-2 channels: nothing to vectorize along channels) never on a
+    launch whose X_CHANNELS_INNER is true. Triton calls it with every config, the launch's
+    positional arguments by name and its keyword arguments."""
+    big_ids, narrow_ids = frozenset(map(id, big)), frozenset(map(id, time_inner_only))
 
     def prune(configs, named_args, **kwargs):
-        if named_args["C_OUT"] * 4 ** named_args["SIZE_CLASS"] >= BIG_LAYER_MIN_OUTPUTS:
-            return configs
-        return [c for c in configs if id(c) not in big_ids] or configs
+        kept = configs
+        if named_args["C_OUT"] * 4 ** named_args["SIZE_CLASS"] < BIG_LAYER_MIN_OUTPUTS:
+            kept = [c for c in kept if id(c) not in big_ids]
+        if kwargs.get("X_CHANNELS_INNER"):
+            kept = [c for c in kept if id(c) not in narrow_ids]
+        return kept or configs
     return prune
 
 

@@ -27,12 +27,19 @@ from .weight_layout import copies, tap_major
 # keep one small config there so tests stay fast.
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 if _INTERPRET:
-    _CONFIGS, _BIG = [triton.Config({"BLOCK_C": 16, "BLOCK_L": 32}, num_warps=1)], []
+    _CONFIGS, _BIG, _NARROW = [triton.Config({"BLOCK_C": 16, "BLOCK_L": 32}, num_warps=1)], [], []
 else:
     # Long time tiles, 8 warps: more bytes in flight per program and less halo re-read
     # ((K-1) / BLOCK_L) on memory-bound (B, C, L) shapes, where an H200 probe had the 4-warp tiles
     # at 76% of the copy ceiling. Tried on big layers only (triton_autotune.big_layer_configs).
-    _BIG = [triton.Config({"BLOCK_C": bc, "BLOCK_L": bl}, num_warps=8) for bc, bl in [(16, 256), (8, 512)]]
+    # The 1- and 2-channel tiles (a program reads 2-4 KB contiguous of one or two rows, the next
+    # program the next 2-4 KB: the order a flat elementwise kernel streams in; the second run's
+    # shortconv-long row had fused at 79% with a 16 x 128 tile, 16 rows of 512 B apart, where
+    # torch.compile's flat kernel reached 86%): an untimed lead, the tuner decides; never on (B, L, C)
+    # views (X_CHANNELS_INNER), where a 1-2 channel tile has nothing to vectorize along.
+    _NARROW = [triton.Config({"BLOCK_C": bc, "BLOCK_L": bl}, num_warps=w) for bc, bl, w in [(1, 1024, 4), (2, 512, 4),
+                                                                                          (2, 1024, 8)]]
+    _BIG = [triton.Config({"BLOCK_C": bc, "BLOCK_L": bl}, num_warps=8) for bc, bl in [(16, 256), (8, 512)]] + _NARROW
     _CONFIGS = [
         triton.Config({"BLOCK_C": bc, "BLOCK_L": bl}, num_warps=w)
         for bc, bl, w in [(16, 128, 4), (32, 64, 4), (32, 128, 4), (64, 64, 4), (8, 256, 4), (64, 32, 2)]
@@ -45,7 +52,8 @@ ACTIVATIONS = (None, "silu")
 # dim of x is unit-stride, the weight's channel stride: 1 when tap-major) and on B * L_out only
 # by its factor-of-4 size class, so a new request length rarely re-tunes.
 @triton.autotune(configs=_CONFIGS, key=["C_OUT", "SIZE_CLASS", "M", "K", "STRIDE", "DILATION", "X_CHANNELS_INNER",
-                                        "sw_c"], prune_configs_by={"early_config_prune": big_layer_configs(_BIG)},
+                                        "sw_c"],
+                 prune_configs_by={"early_config_prune": big_layer_configs(_BIG, _NARROW)},
                  **AUTOTUNE_TIMING)
 @triton.jit(do_not_specialize=["SIZE_CLASS"])
 def _dw_conv1d_kernel(
