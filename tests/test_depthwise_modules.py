@@ -76,7 +76,8 @@ def test_auto_is_resolved_once_per_signature_and_cached(monkeypatch):
     from models.depthwise import auto
     calls = []
 
-    def choose(op, device, dtype, x_shape, weight_shape, stride, dilation, *, channels_last=False, graphed=False):
+    def choose(op, device, dtype, x_shape, weight_shape, stride, dilation, *, channels_last=False, graphed=False,
+               padding=None):
         calls.append((op, torch.device(device).type, dtype, tuple(x_shape), tuple(weight_shape), stride, dilation,
                       channels_last, graphed))
         return "slice_sum"

@@ -151,15 +151,19 @@ def _cpu_rule(op, x_shape, weight_shape, stride, channels_last) -> str:
 # With the direct launch (the default; numbers in CUDA_MEASURED_DIRECT, the second H200 run,
 # h200-2026-12-04-2: eager wall medians; "device" is the same JSON's device_us, graph replay):
 # - decode: fused (16x2048: 28.1 vs native 72.7 us, device 1.9 vs 6.8; K=7 40.3 vs 97.9).
-# - conv1d, every K: fused. Wherever its kernel is more than a few us it wins outright (LFM2/LFM3
-#   prompts 1x19 to 8x512: 21-41 us vs cuDNN's 64-145; 1x4096x4096 K=4: 45.7 vs 245). On the
-#   small unpadded rows (the seed, the channel sweep: L=21) both calls are host-bound (21-38 us)
-#   and cuDNN's host path is up to 9% shorter (seed-c2048 22.7 vs 20.8 us, 1.09x; the sweep
-#   1.02-1.04x, c512 fused 2% ahead): noise-level, while the kernels themselves are level or
-#   fused's (device 1.7 vs 2.8 us on the seed). Conformer's K=31 "same" conv: eager 32.4 vs 29.6
-#   (1.09x, host), device 15.1 vs 20.4 (fused 1.35x ahead). In device time fused is ahead of or
-#   level with cuDNN on every conv1d row (1.00x on sweep-c64 and -c512, 1.27-6.1x on the other
-#   12: LFM2 8x512 9.6 vs 59.0 us), which is what a forward replayed from CUDA graphs pays.
+# - conv1d: fused, except where native runs it as one cuDNN call (padding equal on both sides)
+#   and has fewer than NATIVE_SYMMETRIC_MAX_WORK multiply-adds: native. With causal (one-sided)
+#   padding native pays an F.pad kernel first and fused wins outright wherever its kernel is more
+#   than a few us (LFM2/LFM3 prompts 1x19 to 8x512: 21-41 us vs cuDNN's 64-145; 1x4096x4096 K=4:
+#   45.7 vs 245). On the small padded-both-sides rows (the seed, the channel sweep: L=21) both
+#   calls are host-bound (21-38 us) and cuDNN's host path is shorter: seed-c2048 fused 22.7 vs
+#   20.8 us (1.09x), the sweep 1.02-1.04x (c512 fused 2% ahead), while the kernels themselves are
+#   level or fused's (device 1.7 vs 2.8 us on the seed). Conformer's K=31 "same" conv stays fused:
+#   its kernels (device 15.1 vs 20.4 us) are as long as the host's call, and eager it went to
+#   cuDNN in float32 (32.4 vs 29.6, 1.09x) but to fused in bfloat16 (23.1 vs 24.9). In device time
+#   fused is ahead of or level with cuDNN on every conv1d row (1.00x on sweep-c64 and -c512,
+#   1.27-6.1x on the other 12: LFM2 8x512 9.6 vs 59.0 us), so inside CUDA graphs (below) conv1d
+#   is fused.
 # - conv2d, channels_last and NCHW: native. cuDNN's NHWC depthwise kernel was ahead on every
 #   MobileNetV2 row measured (batch 1 to 32): eager 1.01-1.22x, device 1.03-1.77x (b1 c144@56 s2:
 #   2.8 vs 5.0 us; b32 c96@112 s2: 47.3 vs 53.1). NCHW was not measured on CUDA in either run:
@@ -177,6 +181,11 @@ def _cpu_rule(op, x_shape, weight_shape, stride, channels_last) -> str:
 # - every other conv1d (the seed, the channel sweep, LFM2 prompts up to 8x512, conformer's K=31)
 #   and every conv2d (MobileNetV2 NCHW and channels_last, batch 1 to 32): native; cuDNN's one call
 #   costs the host 22-35 us against fused's 55-125 us, and no measured conv2d row went to fused.
+NATIVE_SYMMETRIC_MAX_WORK = 1 << 22   # output elements * taps (~4M): the seed and the sweep (<= 258K,
+                                      # kernels of 2-3 us); conformer K=31 (32.5M) is fused: its
+                                      # kernels (15 vs 20 us) are as long as the host's call, and
+                                      # the eager winner flips with the dtype (float32 native 1.09x
+                                      # ahead, bfloat16 fused 1.08x ahead)
 FUSED_MAX_TAPS = 9              # (direct launch off) up to K=9; conformer's K=31 goes to cuDNN
 FUSED_MIN_WORK = 1 << 25        # output elements * taps (~33M): between LFM2 8x512 K=3 (12.6M,
                                 # native) and LFM3 8x512 K=7 (58.7M) / 1x4096x4096 K=4 (67M, fused)
@@ -193,8 +202,8 @@ FUSED_MIN_WORK = 1 << 25        # output elements * taps (~33M): between LFM2 8x
 #   latency-bound: cuDNN 1.11-1.56x ahead) and on strided layers (cuDNN 1.01-1.07x ahead at batch
 #   8 and 32). Two rows miss by more than 5% (test_auto_graphed.py lists them): b1 c96@112 s2
 #   (native 3.99 vs 3.68 us) and b8 c576@14 s2 (3.66 vs 3.42).
-# - everything else (float16, which was not measured; NCHW; conv1d and decode, fused already):
-#   the eager rule.
+# - conv1d: fused (device time: fused ahead of or level with cuDNN on every conv1d row, above).
+# - everything else (float16, which was not measured; NCHW; decode, fused already): the eager rule.
 GRAPHED_F32_MIN_BATCH = 8
 
 
@@ -206,6 +215,8 @@ def _strips_on() -> bool:
 
 def _cuda_rule_graphed(op, dtype, x_shape, weight_shape, stride_w, dilation_w, channels_last) -> str | None:
     """auto inside CUDA graphs where it differs from the eager rule (see above), else None."""
+    if op == "conv1d" and _host("_triton_available"):
+        return "fused"
     if (op != "conv2d" or not channels_last or weight_shape[3] != 3 or dilation_w != 1
             or stride_w not in (1, 2) or not _host("_triton_available") or not _strips_on()):
         return None
@@ -234,19 +245,33 @@ def _triton_available() -> bool:
     return True
 
 
-def _cuda_rule(op, x_shape, weight_shape, stride, channels_last: bool = False) -> str:
+def _cuda_rule(op, x_shape, weight_shape, stride, channels_last: bool = False, padding=None) -> str:
     if not _host("_triton_available"):
         return "native"
     if op == "decode":
         return "fused"
     if _direct_launch():
-        return _cuda_rule_direct(op)
+        return _cuda_rule_direct(op, x_shape, weight_shape, stride, padding)
     return _cuda_rule_jit(op, x_shape, weight_shape, stride)
 
 
-def _cuda_rule_direct(op) -> str:
-    """With the direct launch (the default): conv1d fused at every K, conv2d native (see above)."""
-    return "fused" if op == "conv1d" else "native"
+def _one_native_call(padding) -> bool:
+    """conv1d padding native runs as one cuDNN call: equal on both sides (an int, or a resolved
+    (left, right) pair). Causal and other one-sided padding cost native an F.pad kernel first;
+    None or a string not resolved yet counts as that."""
+    if isinstance(padding, int):
+        return True
+    return isinstance(padding, (tuple, list)) and len(padding) == 2 and padding[0] == padding[1]
+
+
+def _cuda_rule_direct(op, x_shape, weight_shape, stride, padding) -> str:
+    """With the direct launch (the default): conv1d fused, but native where cuDNN does it in one
+    call and both are host-bound; conv2d native (see above)."""
+    if op != "conv1d":
+        return "native"
+    if _one_native_call(padding) and _work(x_shape, weight_shape, stride)[2] < NATIVE_SYMMETRIC_MAX_WORK:
+        return "native"
+    return "fused"
 
 
 def _cuda_rule_jit(op, x_shape, weight_shape, stride) -> str:
@@ -272,12 +297,14 @@ def _check(op, dtype, x_shape, weight_shape) -> None:
 
 
 def choose(op, device, dtype, x_shape, weight_shape, stride, dilation, *, channels_last: bool = False,
-           graphed: bool = False) -> str:
+           graphed: bool = False, padding=None) -> str:
     """The concrete impl `auto` resolves to. stride may be an int or a tuple (the first is used:
     the rule only needs the size of the output); dilation does not change the work.
     channels_last: conv2d x is in torch.channels_last memory (NHWC), which changes the winner.
     graphed: the call is captured into a CUDA graph and replayed (dispatch.for_cuda_graphs), so
-    only device time counts (the CUDA rule inside graphs; elsewhere ignored)."""
+    only device time counts (the CUDA rule inside graphs; elsewhere ignored).
+    padding: as spec.py resolves it ((left, right) for conv1d), or None if not known: whether
+    native runs a conv1d in one call (the CUDA rule with the direct launch)."""
     _check(op, dtype, x_shape, weight_shape)
     s = stride[0] if isinstance(stride, (tuple, list)) else int(stride)
     dev_type = torch.device(device).type
@@ -288,7 +315,7 @@ def choose(op, device, dtype, x_shape, weight_shape, stride, dilation, *, channe
                                       last(dilation), bool(channels_last))
             if pick is not None:
                 return pick
-        return _cuda_rule(op, tuple(x_shape), tuple(weight_shape), s, bool(channels_last))
+        return _cuda_rule(op, tuple(x_shape), tuple(weight_shape), s, bool(channels_last), padding)
     if dev_type == "cpu":
         return _cpu_rule(op, tuple(x_shape), tuple(weight_shape), s, bool(channels_last))
     return "native"              # other devices: only the framework's own conv is known to run

@@ -82,7 +82,8 @@ def clear_caches() -> None:
     _CALLS.clear()
 
 
-def _choose(op, device, dtype, x_shape, weight_shape, stride, dilation, channels_last, graphed=False) -> str:
+def _choose(op, device, dtype, x_shape, weight_shape, stride, dilation, channels_last, graphed=False,
+            padding=None) -> str:
     try:
         from . import auto
     except ModuleNotFoundError as err:   # no rule module (yet): the framework conv always runs
@@ -90,7 +91,7 @@ def _choose(op, device, dtype, x_shape, weight_shape, stride, dilation, channels
             raise                        # auto.py exists but its own import failed: surface it
         return "native"
     name = auto.choose(op, device, dtype, x_shape, weight_shape, stride, dilation, channels_last=channels_last,
-                       graphed=graphed)
+                       graphed=graphed, padding=padding)
     if name not in IMPLS:
         raise RuntimeError(f"auto.choose returned {name!r}, not one of {IMPLS}: fix models/depthwise/auto.py")
     return name
@@ -125,7 +126,7 @@ def resolve_impl(op: str, x: torch.Tensor, weight: torch.Tensor, stride, padding
         pass
     if len(_AUTO) >= _MAX_CACHE:
         _AUTO.clear()
-    choice = _AUTO[key] = _choose(op, x.device, x.dtype, key[3], key[4], stride, dilation, key[8], key[9])
+    choice = _AUTO[key] = _choose(op, x.device, x.dtype, key[3], key[4], stride, dilation, key[8], key[9], padding)
     return choice
 
 
@@ -231,7 +232,8 @@ def _checked(op, x, weight, bias, stride, padding, dilation, policy: str):
     s, p, d = check(x, weight, bias, stride, padding, dilation)
     name = policy
     if name == "auto":
-        name = _choose(op, x.device, x.dtype, tuple(x.shape), tuple(weight.shape), s, d, is_channels_last(x))
+        name = _choose(op, x.device, x.dtype, tuple(x.shape), tuple(weight.shape), s, d, is_channels_last(x),
+                       padding=p)
     return name, s, p, d
 
 
