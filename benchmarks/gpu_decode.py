@@ -179,26 +179,26 @@ def run(presets, batches, prompt_len: int, new_tokens: int, device: str, dtype: 
     """Append a row for every preset x batch x variant started before `deadline` to `rows`
     (as each finishes: a caller keeps them when interrupted), the others to `skipped`."""
     from models.lfm2 import LFM2ForCausalLM
-    for preset in presets:
-        if time.perf_counter() > deadline:
-            skipped += [f"{preset} (all)"]
-            continue
-        model = LFM2ForCausalLM.from_preset(preset, seed=0, device=device, dtype=dtype)
-        # Variant-major: every batch's graph rows before any per_group "before" (seconds a row at
-        # lfm2-350m), so a budget cut falls on the last batch's slow rows, not its "after" ones
-        # (the second H200 run cut all of lfm2-350m b16 behind b1's before and after-eager).
-        for v in variants(device):
+    models: dict = {}                   # preset -> model, built on its first row (every preset's kept)
+    # Variant-major across presets and batches: every preset's graph rows, then every per_group
+    # "before" (seconds a row at lfm2-350m), the after-eager rows (not in issue 6's list) last, so
+    # a budget cut falls on those, never on a required row (the second H200 run cut all of
+    # lfm2-350m b16 behind lfm2-demo's and b1's slow rows).
+    for v in variants(device):
+        for preset in presets:
             for batch in batches:
                 if time.perf_counter() > deadline:
                     skipped.append(f"{preset} b{batch} {v.name}")
                     continue
-                r = measure(model, preset, batch, v, prompt_len, new_tokens, max_s)
+                if preset not in models:
+                    models[preset] = LFM2ForCausalLM.from_preset(preset, seed=0, device=device, dtype=dtype)
+                r = measure(models[preset], preset, batch, v, prompt_len, new_tokens, max_s)
                 rows.append(r)
                 log(f"decode {preset} b{batch} {v.name:12s} " + (
                     f"ERROR {r['error']}" if r["error"] else
                     f"{r['generate_tokens_per_s']} tok/s gen, {r['ms_per_token']} ms/token, "
                     f"{r['kernels_per_token']} kernels, {r['aten_ops_per_token']} aten ops, "
                     f"host {r['host_launches_per_token']} per token"))
-        del model
-        if device == "cuda":
-            torch.cuda.empty_cache()
+    models.clear()
+    if device == "cuda":
+        torch.cuda.empty_cache()
