@@ -47,15 +47,19 @@ def test_strip_configs_equal_the_dense_reference(monkeypatch, B, C, m, H, W, KH,
     check(out, ref_conv2d(x, w, b, stride, padding, dilation), torch.float32)
 
 
-def test_bfloat16_through_the_public_op_equals_the_reference(monkeypatch):
+@pytest.mark.parametrize("rows", [1, 2])
+def test_bfloat16_through_the_public_op_equals_the_reference(monkeypatch, rows):
     from models.depthwise import depthwise_conv2d, triton_conv2d
     monkeypatch.setattr(triton_conv2d, "STRIPS", True)
+    forced = _Forced(triton_conv2d._dw_conv2d_nhwc_strip_tuned.fn, BLOCK_Q=4, BLOCK_C=16, ROWS=rows)
+    monkeypatch.setattr(triton_conv2d, "_dw_conv2d_nhwc_strip_tuned", forced)
     gen = torch.Generator().manual_seed(11)
-    x = rand(2, 32, 10, 14, dtype=torch.bfloat16, gen=gen).contiguous(memory_format=torch.channels_last)
+    x = rand(2, 32, 11, 14, dtype=torch.bfloat16, gen=gen).contiguous(memory_format=torch.channels_last)
     w, b = rand(32, 1, 3, 3, dtype=torch.bfloat16, gen=gen), rand(32, dtype=torch.bfloat16, gen=gen)
     for stride in (1, 2):
         out = depthwise_conv2d(x, w, b, stride=stride, padding=1, impl="fused")
         check(out, ref_conv2d(x, w, b, (stride, stride), (1, 1, 1, 1), (1, 1)), torch.bfloat16)
+    assert forced.launches == 2
 
 
 @pytest.mark.parametrize("tap, KW, sw, dw, want", [
