@@ -7,6 +7,9 @@ Two kernels, one body of arithmetic, chosen by memory format:
   W is the unit-stride dim, so loads vectorise along pixels.
 - `_dw_conv2d_nhwc_kernel`: tile [BLOCK_P, BLOCK_C] for channels_last inputs; C is the
   unit-stride dim, so each tap loads BLOCK_C contiguous channels per pixel (vectorised along C).
+3x3 layers (3 taps along W, stride 1 or 2 there) go to strip kernels instead, 4 outputs a thread
+along W: `triton_conv2d_strips` for channels-inner inputs (1- or 2-row strips), and
+`triton_conv2d_nchw_strips` for NCHW ones whose rows split into whole 4-wide strips.
 The output is allocated in the input's memory format (as PyTorch's conv does).
 Strides are passed, so sliced/permuted inputs need no copy.
 
