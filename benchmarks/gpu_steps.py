@@ -101,9 +101,11 @@ def step_ops(run: Run, deadline: float, dtype: str) -> list:
                 rs = ops.bench_shape(shape, _ops_impls(run, shape, dtype), ops.DTYPES[dtype], run.device,
                                      run.env, cfg["ops_budget_s"], *cfg["ops_reps"], max_fn_s=3 * cfg["ops_budget_s"])
                 recs += rs
+                phases = rs[0].get("phase_s", {})       # the shape's seconds: warm-up, timing, graphs, counts
                 print(f"{dtype:8s} {shape.name:30s} " + "  ".join(
                     f"{r['impl']}={r['median_us']:.1f}" if r["median_us"] is not None else f"{r['impl']}=ERR"
-                    for r in rs) + f"  auto->{rs[0]['auto_choice']}", flush=True)
+                    for r in rs) + f"  auto->{rs[0]['auto_choice']}  ("
+                    + " ".join(f"{k} {v:.2f}" for k, v in phases.items()) + " s)", flush=True)
     finally:                                  # interrupted too: the shapes measured are written
         _write_ops(run, dtype, recs)
     return skipped

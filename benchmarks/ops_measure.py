@@ -3,6 +3,8 @@ a call through the public op per impl (`make_call`), the impl `auto` picks (`aut
 `bench_shape`, which times every impl interleaved and returns one record per impl."""
 from __future__ import annotations
 
+import time
+
 import torch
 
 from benchmarks import input_sets, timing
@@ -59,7 +61,7 @@ def bench_shape(shape: Shape, impls: list[str], dtype: torch.dtype, device: str,
                 max_fn_s: float | None = None, clock: str = "wall") -> list[dict]:
     """Records for one shape: interleaved timings, launch counts, speedups."""
     from models.profiling import count_launches
-    fns, errors = {}, {}
+    fns, errors, t0 = {}, {}, time.perf_counter()
     inputs = input_sets.input_sets(make_inputs(shape, dtype, device), device)   # CUDA: several
     for impl in impls:
         try:
@@ -70,10 +72,13 @@ def bench_shape(shape: Shape, impls: list[str], dtype: torch.dtype, device: str,
             errors[impl] = f"{type(exc).__name__}: {exc}"[:300]
     # CUDA: samples of >= 1 ms, so the two device syncs around a sample (~10-20 us) stay ~1%.
     sample = {"min_sample_s": 1e-3} if torch.device(device).type == "cuda" else {}
+    phase_s, t1 = {"warm": time.perf_counter() - t0}, time.perf_counter()   # where a shape's seconds go
     stats = timing.time_interleaved(fns, device=device, budget_s=budget_s,
                                     min_repeats=min_repeats, max_repeats=max_repeats,
                                     max_fn_s=max_fn_s, clock=clock, **sample) if fns else {}
+    phase_s["time"], t1 = time.perf_counter() - t1, time.perf_counter()
     device_us = _device_times(fns, len(inputs)) if torch.device(device).type == "cuda" else {}
+    phase_s["device"], t1 = time.perf_counter() - t1, time.perf_counter()
     choice = auto_choice(shape, dtype, device)
     base = {"shape": shape_dict(shape), "dtype": str(dtype).removeprefix("torch."), **env, "clock": clock, "auto_choice": choice,
             "input_sets": len(inputs)}
@@ -92,6 +97,9 @@ def bench_shape(shape: Shape, impls: list[str], dtype: torch.dtype, device: str,
                 if ref in med:
                     rec[f"speedup_vs_{ref}"] = round(med[ref] / med[impl], 3)
         records.append(rec)
+    phase_s["count"] = time.perf_counter() - t1               # count_launches: a profiler session an impl
+    for rec in records:
+        rec["phase_s"] = {k: round(v, 3) for k, v in phase_s.items()}
     return records
 
 

@@ -112,7 +112,7 @@ def test_layouts_autotune_and_first_calls_happen_before_timing(monkeypatch):
 
 
 def test_ops_records_keep_the_committed_format_plus_bandwidth(smoke):
-    out, _, _ = smoke
+    out, stdout, _ = smoke
     committed = json.loads((REPO / "benchmarks" / "results" / "ops-cpu.json").read_text())[0]
     for name in ("ops-smoke.json", "ops-smoke-bfloat16.json"):
         recs = json.loads((out / name).read_text())
@@ -120,7 +120,10 @@ def test_ops_records_keep_the_committed_format_plus_bandwidth(smoke):
         for r in recs:
             assert r["error"] is None, r
             assert r["min_bytes"] == gpu_report.min_bytes(r) and r["achieved_gbps"] > 0 and r["copy_fraction"] > 0
+            # where the shape's seconds went (the ops step's budget: the next run's log says it too)
+            assert set(r["phase_s"]) == {"warm", "time", "device", "count"} and r["phase_s"]["time"] > 0, r
         assert {r["impl"] for r in recs} == {"per_group", "slice_sum", "fused", "native", "auto"}
+    assert any(line.startswith("float32 ") and "(warm " in line and " count " in line for line in stdout.splitlines())
 
 
 def test_correctness_table_covers_every_impl_and_dtype_it_claims(smoke):
