@@ -12,7 +12,7 @@ pytest.importorskip("triton")
 
 from fused_common import DEV, needs_fused  # noqa: E402
 from models.depthwise import fused  # noqa: E402
-from test_conv2d_tiles import _Forced  # noqa: E402
+from test_conv2d_tiles import _Forced, check_bfloat16_public_op, check_configs_on_cuda, check_switch  # noqa: E402
 from test_fused import check, rand, ref_conv2d  # noqa: E402
 
 pytestmark = [pytest.mark.fused, needs_fused]
@@ -52,14 +52,10 @@ def test_nchw_strip_configs_equal_the_dense_reference(monkeypatch, B, C, m, H, W
 
 
 def test_bfloat16_through_the_public_op_equals_the_reference(monkeypatch):
-    from models.depthwise import depthwise_conv2d
     forced = _forced(monkeypatch, 2, 8)
     gen = torch.Generator().manual_seed(12)
     x = rand(2, 8, 12, 16, dtype=torch.bfloat16, gen=gen)
-    w, b = rand(8, 1, 3, 3, dtype=torch.bfloat16, gen=gen), rand(8, dtype=torch.bfloat16, gen=gen)
-    for stride in (1, 2):
-        out = depthwise_conv2d(x, w, b, stride=stride, padding=1, impl="fused")
-        check(out, ref_conv2d(x, w, b, (stride, stride), (1, 1, 1, 1), (1, 1)), torch.bfloat16)
+    check_bfloat16_public_op(x, rand(8, 1, 3, 3, dtype=torch.bfloat16, gen=gen), rand(8, dtype=torch.bfloat16, gen=gen))
     assert forced.launches == 2
 
 
@@ -99,13 +95,8 @@ def test_nchw_strips_off_launches_the_generic_kernel(monkeypatch):
     generic = _Forced(triton_conv2d._dw_conv2d_nchw_kernel.fn, BLOCK_C=4, BLOCK_P=64)
     monkeypatch.setattr(triton_conv2d, "_dw_conv2d_nchw_kernel", generic)
     gen = torch.Generator().manual_seed(6)
-    x, w = rand(1, 4, 6, 8, gen=gen), rand(4, 1, 3, 3, gen=gen)
-    ref = ref_conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1))
-    for on, launched in ((True, strips), (False, generic), (True, strips)):
-        monkeypatch.setattr(triton_conv2d, "NCHW_STRIPS", on)
-        before = launched.launches
-        check(fused.conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1)), ref, torch.float32)
-        assert launched.launches == before + 1
+    check_switch(monkeypatch, triton_conv2d, "NCHW_STRIPS", rand(1, 4, 6, 8, gen=gen), rand(4, 1, 3, 3, gen=gen),
+                 ((True, strips), (False, generic), (True, strips)))
 
 
 @pytest.mark.gpu
@@ -116,17 +107,10 @@ def test_the_nchw_strip_configs_as_tuned_on_the_gpu_equal_the_reference():
     whose channels do not fill the blocks."""
     from models.depthwise import triton_conv2d
     combos = [(torch.float32, 1, 1), (torch.bfloat16, 2, 1), (torch.float32, 2, 0), (torch.bfloat16, 1, 0)]
-    for i, cfg in enumerate(triton_conv2d._NCHW_STRIP_CONFIGS):
+
+    def case(i):
         dtype, stride, left = combos[i % 4]
-        forced = _Forced(triton_conv2d._dw_conv2d_nchw_strip_tuned.fn, **cfg.kwargs, num_warps=cfg.num_warps)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(triton_conv2d, "_dw_conv2d_nchw_strip_tuned", forced)
-            mp.setattr(triton_conv2d, "NCHW_STRIPS", True)
-            g = torch.Generator(device="cuda").manual_seed(8)
-            x = torch.randn(3, 37, 29, 64, generator=g, device="cuda", dtype=dtype)
-            w = torch.randn(37, 1, 3, 3, generator=g, device="cuda", dtype=dtype)
-            b = torch.randn(37, generator=g, device="cuda", dtype=dtype)
-            padding = (1, 1, left, (2 if stride == 1 else 1) - left)     # W_out 64 / stride: whole strips
-            out = fused.conv2d(x, w, b, (stride, stride), padding, (1, 1))
-        assert forced.launches == 1, cfg
-        check(out, ref_conv2d(x, w, b, (stride, stride), padding, (1, 1)), dtype)
+        g = torch.Generator(device="cuda").manual_seed(8)
+        x, w, b = (torch.randn(*s, generator=g, device="cuda", dtype=dtype) for s in ((3, 37, 29, 64), (37, 1, 3, 3), (37,)))
+        return x, w, b, (stride, stride), (1, 1, left, (2 if stride == 1 else 1) - left)   # W_out 64 / stride: whole strips
+    check_configs_on_cuda("_dw_conv2d_nchw_strip_tuned", "NCHW_STRIPS", triton_conv2d._NCHW_STRIP_CONFIGS, case)

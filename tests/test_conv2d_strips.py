@@ -12,7 +12,7 @@ pytest.importorskip("triton")
 
 from fused_common import DEV, needs_fused  # noqa: E402
 from models.depthwise import fused  # noqa: E402
-from test_conv2d_tiles import _Forced  # noqa: E402
+from test_conv2d_tiles import _Forced, check_bfloat16_public_op, check_configs_on_cuda, check_switch  # noqa: E402
 from test_fused import check, rand, ref_conv2d  # noqa: E402
 
 pytestmark = [pytest.mark.fused, needs_fused]
@@ -49,16 +49,13 @@ def test_strip_configs_equal_the_dense_reference(monkeypatch, B, C, m, H, W, KH,
 
 @pytest.mark.parametrize("rows", [1, 2])
 def test_bfloat16_through_the_public_op_equals_the_reference(monkeypatch, rows):
-    from models.depthwise import depthwise_conv2d, triton_conv2d
+    from models.depthwise import triton_conv2d
     monkeypatch.setattr(triton_conv2d, "STRIPS", True)
     forced = _Forced(triton_conv2d._dw_conv2d_nhwc_strip_tuned.fn, BLOCK_Q=4, BLOCK_C=16, ROWS=rows)
     monkeypatch.setattr(triton_conv2d, "_dw_conv2d_nhwc_strip_tuned", forced)
     gen = torch.Generator().manual_seed(11)
     x = rand(2, 32, 11, 14, dtype=torch.bfloat16, gen=gen).contiguous(memory_format=torch.channels_last)
-    w, b = rand(32, 1, 3, 3, dtype=torch.bfloat16, gen=gen), rand(32, dtype=torch.bfloat16, gen=gen)
-    for stride in (1, 2):
-        out = depthwise_conv2d(x, w, b, stride=stride, padding=1, impl="fused")
-        check(out, ref_conv2d(x, w, b, (stride, stride), (1, 1, 1, 1), (1, 1)), torch.bfloat16)
+    check_bfloat16_public_op(x, rand(32, 1, 3, 3, dtype=torch.bfloat16, gen=gen), rand(32, dtype=torch.bfloat16, gen=gen))
     assert forced.launches == 2
 
 
@@ -83,13 +80,7 @@ def test_strips_off_launches_the_per_pixel_kernel_and_a_switch_is_not_replayed_s
     monkeypatch.setattr(triton_conv2d, "_dw_conv2d_nhwc_kernel", pixels)
     gen = torch.Generator().manual_seed(5)
     x = rand(1, 16, 6, 9, gen=gen).contiguous(memory_format=torch.channels_last)
-    w = rand(16, 1, 3, 3, gen=gen)
-    ref = ref_conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1))
-    for on, launched in ((True, strips), (False, pixels)):
-        monkeypatch.setattr(triton_conv2d, "STRIPS", on)
-        before = launched.launches
-        check(fused.conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1)), ref, torch.float32)
-        assert launched.launches == before + 1
+    check_switch(monkeypatch, triton_conv2d, "STRIPS", x, rand(16, 1, 3, 3, gen=gen), ((True, strips), (False, pixels)))
 
 
 def test_two_row_strips_off_launches_the_one_row_tuner(monkeypatch):
@@ -103,13 +94,8 @@ def test_two_row_strips_off_launches_the_one_row_tuner(monkeypatch):
     monkeypatch.setattr(triton_conv2d, "STRIPS", True)
     gen = torch.Generator().manual_seed(9)
     x = rand(2, 16, 7, 10, gen=gen).contiguous(memory_format=torch.channels_last)
-    w = rand(16, 1, 3, 3, gen=gen)
-    ref = ref_conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1))
-    for on, launched in ((True, two), (False, one), (True, two)):
-        monkeypatch.setattr(triton_conv2d, "TWO_ROW_STRIPS", on)
-        before = launched.launches
-        check(fused.conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1)), ref, torch.float32)
-        assert launched.launches == before + 1
+    check_switch(monkeypatch, triton_conv2d, "TWO_ROW_STRIPS", x, rand(16, 1, 3, 3, gen=gen),
+                 ((True, two), (False, one), (True, two)))
 
 
 def test_strip_programs_cover_every_strip_once():
@@ -130,17 +116,11 @@ def test_the_strip_configs_as_tuned_on_the_gpu_equal_the_reference():
     height leaves a two-row strip half out, and whose channels do not fill the blocks."""
     from models.depthwise import triton_conv2d
     combos = [(torch.float32, 1), (torch.bfloat16, 2), (torch.float32, 2), (torch.bfloat16, 1)]
-    for i, cfg in enumerate(triton_conv2d._STRIP_CONFIGS + triton_conv2d._STRIP_BIG):
-        for dtype, stride in [combos[i % 4]]:
-            forced = _Forced(triton_conv2d._dw_conv2d_nhwc_strip_tuned.fn, **cfg.kwargs, num_warps=cfg.num_warps)
-            with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(triton_conv2d, "_dw_conv2d_nhwc_strip_tuned", forced)
-                mp.setattr(triton_conv2d, "STRIPS", True)
-                g = torch.Generator(device="cuda").manual_seed(7)
-                x = torch.randn(3, 72, 29, 31, generator=g, device="cuda", dtype=dtype)
-                x = x.contiguous(memory_format=torch.channels_last)
-                w = torch.randn(72, 1, 3, 3, generator=g, device="cuda", dtype=dtype)
-                b = torch.randn(72, generator=g, device="cuda", dtype=dtype)
-                out = fused.conv2d(x, w, b, (stride, stride), (1, 1, 1, 1), (1, 1))
-            assert forced.launches == 1, cfg
-            check(out, ref_conv2d(x, w, b, (stride, stride), (1, 1, 1, 1), (1, 1)), dtype)
+
+    def case(i):
+        dtype, stride = combos[i % 4]
+        g = torch.Generator(device="cuda").manual_seed(7)
+        x, w, b = (torch.randn(*s, generator=g, device="cuda", dtype=dtype) for s in ((3, 72, 29, 31), (72, 1, 3, 3), (72,)))
+        return x.contiguous(memory_format=torch.channels_last), w, b, (stride, stride), (1, 1, 1, 1)
+    check_configs_on_cuda("_dw_conv2d_nhwc_strip_tuned", "STRIPS", triton_conv2d._STRIP_CONFIGS + triton_conv2d._STRIP_BIG,
+                          case)

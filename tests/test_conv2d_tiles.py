@@ -1,7 +1,7 @@
 """The NHWC conv2d kernel's pixel tilings, each forced in turn: flattened output pixels
 (TILE_W = 0) and 2-D tiles of BLOCK_P // TILE_W rows x TILE_W columns, the tiling the autotuner
-may pick for big memory-bound layers on the GPU (with the strip kernel off: tests/test_conv2d_strips.py). Under the interpreter the autotuner keeps one
-flattened config, so without forcing them the 2-D tiles would run only on a GPU. Each is
+may pick for big memory-bound layers on the GPU (with the strip kernel off: tests/test_conv2d_strips.py).
+Under the interpreter the autotuner keeps one flattened config, so without forcing them the 2-D tiles would run only on a GPU. Each is
 checked against the block-diagonal dense conv in float64 on fresh random inputs, on shapes whose
 rows, columns and channels do not divide the tile (edges masked), strided, dilated, with a
 channel multiplier and asymmetric padding."""
@@ -39,6 +39,42 @@ class _Forced:
             self.launches += 1
             return self.fn[grid](*args, **kwargs, **self.config)
         return launch
+
+
+def check_switch(monkeypatch, module, switch: str, x, w, order) -> None:
+    """For each (value, forced kernel) in `order`: with module.<switch> = value (a kernel switch
+    read per launch), fused.conv2d of x, w (3x3, stride 1, padding 1) equals the reference and
+    launches that kernel once: a switch flipped after a call is never answered from a kept Plan."""
+    ref = ref_conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1))
+    for value, launched in order:
+        monkeypatch.setattr(module, switch, value)
+        before = launched.launches
+        check(fused.conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1)), ref, torch.float32)
+        assert launched.launches == before + 1, (switch, value)
+
+
+def check_configs_on_cuda(kernel: str, switch: str, configs, case) -> None:
+    """Every config in `configs` of the autotuned kernel triton_conv2d.<kernel> (<switch> on),
+    forced in turn with its own block sizes and warps: case(i) -> (x, w, b, stride, padding) of
+    CUDA tensors for the i-th config; one launch each, equal to the float64 reference."""
+    from models.depthwise import triton_conv2d
+    for i, cfg in enumerate(configs):
+        x, w, b, stride, padding = case(i)
+        forced = _Forced(getattr(triton_conv2d, kernel).fn, **cfg.kwargs, num_warps=cfg.num_warps)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(triton_conv2d, kernel, forced)
+            mp.setattr(triton_conv2d, switch, True)
+            out = fused.conv2d(x, w, b, stride, padding, (1, 1))
+        assert forced.launches == 1, cfg
+        check(out, ref_conv2d(x, w, b, stride, padding, (1, 1)), x.dtype)
+
+
+def check_bfloat16_public_op(x, w, b) -> None:
+    """depthwise_conv2d(impl="fused") in bfloat16, 3x3 padding 1 at stride 1 and 2, against the reference."""
+    from models.depthwise import depthwise_conv2d
+    for stride in (1, 2):
+        out = depthwise_conv2d(x, w, b, stride=stride, padding=1, impl="fused")
+        check(out, ref_conv2d(x, w, b, (stride, stride), (1, 1, 1, 1), (1, 1)), torch.bfloat16)
 
 
 @pytest.mark.parametrize("block_p, tile_w", TILINGS)
