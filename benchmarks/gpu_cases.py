@@ -41,6 +41,9 @@ CASES: tuple[Case, ...] = (
     Case("conv1d-dilation2", "conv1d", (2, 75, 300), (75, 1, 4), dilation=2, padding="causal"),
     Case("conv1d-mult2", "conv1d", (2, 37, 301), (74, 1, 4), padding="same", bias=True),
     Case("conv1d-causal-blc-view", "conv1d", (2, 75, 301), (75, 1, 4), padding="causal", layout="channels_inner"),
+    # L 300: whole 4-wide strips (the conv1d strip kernel; L 301 above takes the generic one)
+    Case("conv1d-causal-strips", "conv1d", (2, 75, 300), (75, 1, 4), padding="causal", bias=True),
+    Case("conv1d-causal-k7-strips", "conv1d", (2, 75, 300), (75, 1, 7), padding="causal"),
     Case("conv2d-nchw-s1", "conv2d", (2, 131, 29, 31), (131, 1, 3, 3), padding=1, bias=True),
     Case("conv2d-nchw-s2", "conv2d", (2, 131, 29, 31), (131, 1, 3, 3), stride=2, padding=1),
     # W 64: whole 4-wide strips (the NCHW strip kernel; W 31 above takes the generic one); 4 x 131

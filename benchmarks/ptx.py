@@ -66,6 +66,12 @@ def _strips(on: bool, call):
     return timing.with_switch(triton_conv2d, "STRIPS", on, call)
 
 
+def _conv1d_strips(on: bool, call):
+    """call() with the conv1d strip kernel on or off (triton_conv1d.STRIPS): the (B, C, L) launches
+    it covers go to it when on, to the generic conv1d kernel when off."""
+    return timing.with_switch(triton_conv1d, "STRIPS", on, call)
+
+
 def _nchw_strips(on: bool, call):
     """call() with the NCHW strip kernel on or off (triton_conv2d.NCHW_STRIPS): the NCHW 3x3 layers
     it covers go to it when on, to the generic NCHW kernel when off."""
@@ -89,8 +95,23 @@ CASES = [
          lambda: triton_conv1d.dw_conv1d(torch.empty(1, 2048, 21), torch.empty(2048, 1, 3), None, 1, (2, 0), 1),
          False, "the PR's seed shape; (B, C, L), L unit-stride; launch-bound"),
     Case("conv1d-8x1024x4096-k3-f32", triton_conv1d, "_dw_conv1d_kernel",
-         lambda: triton_conv1d.dw_conv1d(torch.empty(8, 1024, 4096), torch.empty(1024, 1, 3), None, 1, (2, 0), 1),
-         False, "memory-bound (B, C, L): shifted taps, L unit-stride"),
+         _conv1d_strips(False, lambda: triton_conv1d.dw_conv1d(torch.empty(8, 1024, 4096), torch.empty(1024, 1, 3),
+                                                               None, 1, (2, 0), 1)),
+         False, "memory-bound (B, C, L): shifted taps, L unit-stride; the generic kernel (conv1d strips off)"),
+    Case("shortconv-1x4096x4096-k4-f32", triton_conv1d, "_dw_conv1d_kernel",
+         _conv1d_strips(False, lambda: triton_conv1d.dw_conv1d(torch.empty(1, 4096, 4096), torch.empty(4096, 1, 4),
+                                                               None, 1, (3, 0), 1)),
+         False, "the memory-bound K=4 suite row in the generic kernel: taps shifted -3 .. 0"),
+    # The conv1d strip kernel (triton_conv1d_strips: 4 outputs a thread from aligned vectors), on
+    # by default for the (B, C, L) launches it covers.
+    Case("shortconv-1x4096x4096-k4-f32-strips", triton_conv1d, "_dw_conv1d_strip_tuned",
+         _conv1d_strips(True, lambda: triton_conv1d.dw_conv1d(torch.empty(1, 4096, 4096), torch.empty(4096, 1, 4),
+                                                              None, 1, (3, 0), 1)),
+         True, "the conv1d strip kernel, K=4 causal: 2 vectors for 4 outputs"),
+    Case("lfm3-8x2048x512-k7-f32-strips", triton_conv1d, "_dw_conv1d_strip_tuned",
+         _conv1d_strips(True, lambda: triton_conv1d.dw_conv1d(torch.empty(8, 2048, 512), torch.empty(2048, 1, 7),
+                                                              None, 1, (6, 0), 1)),
+         True, "the conv1d strip kernel, K=7 causal (LFM3): 3 vectors for 4 outputs"),
     Case("lfm2-prefill-1x512x1024-blc-bf16", triton_conv1d, "_dw_conv1d_kernel",
          lambda: triton_conv1d.dw_conv1d(torch.empty(1, 512, 1024, dtype=BF16).transpose(1, 2),
                                          torch.empty(1024, 1, 3, dtype=BF16), None, 1, (2, 0), 1, "silu"),

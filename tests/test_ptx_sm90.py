@@ -44,8 +44,8 @@ def test_every_config_of_every_kernel_compiles_for_sm90_without_spills(report):
     assert report["target"] == "sm_90"
     kernels = {c["kernel"] for c in report["cases"]}
     assert kernels == {"_dw_conv1d_kernel", "_dw_conv2d_nchw_kernel", "_dw_conv2d_nhwc_kernel",
-                       "_dw_conv2d_nhwc_strip_tuned", "_dw_conv2d_nchw_strip_tuned", "_dw_decode_kernel",
-                       "_short_conv_kernel"}
+                       "_dw_conv2d_nhwc_strip_tuned", "_dw_conv2d_nchw_strip_tuned", "_dw_conv1d_strip_tuned",
+                       "_dw_decode_kernel", "_short_conv_kernel"}
     for case in report["cases"]:
         assert case["problems"] == [], case["name"]
         # Autotuned kernels: one compile per GPU config (the interpreter's single config is not it).
@@ -112,6 +112,20 @@ def test_the_nchw_strip_kernel_loads_its_rows_as_aligned_vectors(report):
             assert c["loads"].get("16", 0) == 3 * vectors * v and c["stores"] == {"16": v}, (name, c)
             assert 3 * scalars * v <= c["loads"].get("4", 0) <= 3 * scalars * v + 10 * max(v, 2), (name, c)
             assert c["smem"] == 0, (name, c)
+
+
+def test_the_conv1d_strip_kernel_loads_a_strips_inputs_as_aligned_vectors(report):
+    """A strip's inputs (4 outputs, K taps) come from the 16-byte vectors covering them: 2 at K=4
+    causal, 3 at K=7 (v strips a thread, float32); its only 4-byte loads are the K taps' weights,
+    each loaded once whatever the vectors. The generic kernel on the K=4 row: 11 loads a strip."""
+    generic = _case(report, "shortconv-1x4096x4096-k4-f32")["configs"]
+    assert all(sum(c["loads"].values()) >= 11 * c["blocks"]["BLOCK_C"] * c["blocks"]["BLOCK_L"] // (128 * c["num_warps"])
+               for c in generic), generic
+    for name, vectors, K in (("shortconv-1x4096x4096-k4-f32-strips", 2, 4), ("lfm3-8x2048x512-k7-f32-strips", 3, 7)):
+        for c in _case(report, name)["configs"]:
+            v = c["blocks"]["BLOCK_C"] * c["blocks"]["BLOCK_G"] // (32 * c["num_warps"])     # strips a thread
+            assert c["loads"] == {"4": K, "16": vectors * v} and c["stores"] == {"16": v}, (name, c)
+            assert c["smem"] == 0 and c["local"] == 0, (name, c)
 
 
 def test_time_unit_stride_conv1d_loads_its_aligned_taps_16_bytes_at_a_time(report):

@@ -36,15 +36,17 @@ def _cuda_ready() -> bool:
 
 
 needs_cuda = pytest.mark.skipif(not _cuda_ready(), reason="needs CUDA (and TRITON_INTERPRET unset)")
-KERNELS = ["conv1d-ncl", "conv1d-blc", "short-conv", "conv2d-nchw", "conv2d-nchw-strips", "conv2d-nhwc", "decode"]
+KERNELS = ["conv1d-ncl", "conv1d-ncl-strips", "conv1d-blc", "short-conv", "conv2d-nchw", "conv2d-nchw-strips",
+           "conv2d-nhwc", "decode"]
 
 
 def _case(name, dtype, g):
     """(inputs, fn(*inputs) -> tuple of outputs incl. in-place state). Fresh random inputs."""
     from models.depthwise import depthwise_conv1d, depthwise_conv2d, fused
     r = lambda *s: torch.randn(*s, generator=g, device="cuda").to(dtype)         # noqa: E731
-    if name == "conv1d-ncl":
-        return (r(2, 64, 37), r(64, 1, 3), r(64)), lambda x, w, b: (depthwise_conv1d(x, w, b, padding=1, impl="fused"),)
+    if name.startswith("conv1d-ncl"):       # L 37: the generic conv1d kernel; L 40: the conv1d strip kernel
+        x = r(2, 64, 40 if name.endswith("strips") else 37)
+        return (x, r(64, 1, 3), r(64)), lambda x, w, b: (depthwise_conv1d(x, w, b, padding=1, impl="fused"),)
     if name == "conv1d-blc":
         return ((r(2, 37, 64).transpose(1, 2), r(64, 1, 3), r(64)),
                 lambda x, w, b: (depthwise_conv1d(x, w, b, padding="causal", impl="fused"),))

@@ -181,7 +181,7 @@ CUDA_MEASURED_DIRECT: tuple = (
 
 
 # ---------------------------------------------------------------- measured in CUDA graphs (H200)
-# Copied from benchmarks/results/h200-2026-12-04-2/nhwc-h200.json (benchmarks/gpu_nhwc.py: NVIDIA
+# Copied from benchmarks/results/h200-2026-12-04-2/nhwc-h200.json (benchmarks/gpu_nhwc.py, now gpu_strips.py: NVIDIA
 # H200, torch 2.11, Triton 3.6, the strip kernel on): device us per call from CUDA-graph replays,
 # cuDNN (native) against fused, on every channels_last MobileNetV2 depthwise layer (3x3, padding 1,
 # weight (C, 1, 3, 3)). Rows: (shape name, dtype, x, stride, {impl: device us}). What auto's rule

@@ -136,7 +136,7 @@ class _PlannedConv:
     call replays the Plan its kernel module kept for it (triton_launch.Plan) from here, past
     _conv1d/_conv2d and the module's own plan key (~30% of a planned call's host time), keyed on
     what dispatch's key leaves out and a Plan depends on: the 16-byte alignment of x, weight and
-    bias, the weight's strides, whether it is made tap-major, and (conv2d) the strip switches.
+    bias, the weight's strides, whether it is made tap-major, and the strip switches.
     Anything else (autograd, a bias to make contiguous, no Plan yet, a Plan that refuses) takes
     the module's path, after which the Plan it kept, if any, is taken here."""
     __slots__ = ("k", "conv", "conv2d", "plans")
@@ -151,7 +151,7 @@ class _PlannedConv:
             return self.conv(x, weight, bias, stride, padding, dilation)
         key = (x.data_ptr() % 16 == 0, weight.data_ptr() % 16 == 0, weight.stride(),
                None if bias is None else bias.data_ptr() % 16 == 0, weight_layout.copies(weight),
-               self.conv2d and (self.k.STRIPS, self.k.TWO_ROW_STRIPS, self.k.NCHW_STRIPS))
+               (self.k.STRIPS, self.k.TWO_ROW_STRIPS, self.k.NCHW_STRIPS) if self.conv2d else self.k.STRIPS)
         kept = self.plans.get(key)
         out = None if kept is None else triton_launch.replay(kept, x, weight, bias)
         if out is not None:

@@ -21,6 +21,7 @@ import triton.language as tl
 from .triton_autotune import AUTOTUNE_TIMING, big_layer_configs, launch_tuned, size_class
 from . import triton_launch
 from .triton_launch import cdiv, keep_plan, plan_key
+from .triton_conv1d_strips import _dw_conv1d_strip_kernel, _launch_grid as _strips_grid, applies as strips_apply
 from .weight_layout import copies, tap_major
 
 # Under the interpreter (CPU tests) every autotune config would be run on every new key:
@@ -46,6 +47,18 @@ else:
     ] + _BIG
 
 ACTIVATIONS = (None, "silu")
+
+# The strip kernel (triton_conv1d_strips: 4 outputs a thread from aligned vector loads) for the
+# (B, C, L) launches it covers (its `applies`: stride 1, dilation 1, K <= 9, L a multiple of 4).
+# An untimed lead (PTX: 2 vector loads for 4 outputs at K=4 causal where this kernel issues 11):
+# on by default so the next GPU run's ops step times it; DWSERVE_CONV1D_STRIPS=0 at import (or
+# STRIPS = False: read per launch, plans keyed on it) launches the generic kernel below.
+STRIPS = os.environ.get("DWSERVE_CONV1D_STRIPS", "1").strip().lower() not in ("0", "false", "no", "off")
+if _INTERPRET:
+    _STRIP_CONFIGS = [triton.Config({"BLOCK_C": 2, "BLOCK_G": 8}, num_warps=1)]
+else:
+    _STRIP_CONFIGS = [triton.Config({"BLOCK_C": bc, "BLOCK_G": bg}, num_warps=w)     # BLOCK_G strips of 4
+                      for bc, bg, w in [(1, 128, 4), (2, 64, 4), (4, 32, 4), (1, 256, 8), (2, 128, 8), (8, 16, 4)]]
 
 
 # Keyed on what is fixed per model layer (channels, multiplier, taps, stride, dilation, which
@@ -100,6 +113,11 @@ def _dw_conv1d_kernel(
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_o[:, None] & mask_t[None, :])
 
 
+_dw_conv1d_strip_tuned = triton.autotune(configs=_STRIP_CONFIGS, key=["C_OUT", "SIZE_CLASS", "M", "K", "STRIDE",
+                                                                     "DILATION", "X_CHANNELS_INNER", "sw_c"],
+                                         **AUTOTUNE_TIMING)(_dw_conv1d_strip_kernel)
+
+
 def _acc_dtype(dtype: torch.dtype):
     """fp32 accumulation for fp32/fp16/bf16; fp64 inputs keep fp64."""
     return tl.float64 if dtype == torch.float64 else tl.float32
@@ -123,12 +141,15 @@ def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activ
     if channels_inner:       # each tap loads BLOCK_C adjacent channels' weights: tap-major, 16 B a load
         weight = tap_major(weight)
     sw = weight.stride()
+    kernel = _dw_conv1d_kernel
+    if STRIPS and not channels_inner and strips_apply(sx, so, K, stride, dilation, pad_left, L, L_out):
+        kernel, grid = _dw_conv1d_strip_tuned, _strips_grid(B, C_out, L_out)
     # Determines the autotuner's key (its key list + every tensor argument's dtype).
     size = size_class(B * L_out)
     tuned_key = (C_out, size, m, K, stride, dilation, channels_inner, sw[0], x.dtype, weight.dtype,
                  None if bias is None else bias.dtype)
     plan = launch_tuned(
-        _dw_conv1d_kernel, grid, tuned_key,
+        kernel, grid, tuned_key,
         x, weight, bias if bias is not None else weight, out,
         L, L_out, C_out, size,
         sx[0], sx[1], sx[2],
@@ -145,7 +166,7 @@ def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activ
 
 def _plan_key(x, weight, bias, stride, padding, dilation, activation):
     """The key dw_conv1d keeps this call's Plan under (triton_launch.plan_key)."""
-    return plan_key(x, weight, bias, (stride, *padding, dilation, activation, copies(weight)))
+    return plan_key(x, weight, bias, (stride, *padding, dilation, activation, copies(weight), STRIPS))
 
 
 def dw_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

@@ -87,7 +87,7 @@ else:
 # 3x3 layers it covers (its `applies`). An untimed lead (PTX: 9 loads a thread at stride 1 where
 # the generic kernel issues 37): on by default so the next GPU run's ops step times it against
 # cuDNN; DWSERVE_NCHW_STRIPS=0 at import (or NCHW_STRIPS = False: read per launch, plans keyed on
-# it) launches the generic kernel. benchmarks/gpu_nhwc.py times the two side by side.
+# it) launches the generic kernel. benchmarks/gpu_strips.py times the two side by side.
 NCHW_STRIPS = os.environ.get("DWSERVE_NCHW_STRIPS", "1").strip().lower() not in _OFF
 if _INTERPRET:
     _NCHW_STRIP_CONFIGS = [triton.Config({"BLOCK_C": 2, "BLOCK_G": 8}, num_warps=1)]

@@ -1,21 +1,23 @@
-"""The depthwise conv2d kernels side by side on the GPU: cuDNN, the per-pixel fused kernel and the
-strip kernel (models/depthwise/triton_conv2d_strips.py) on every channels_last MobileNetV2 layer of
-the ops suite, then cuDNN, the generic NCHW kernel and the NCHW strip kernel
-(triton_conv2d_nchw_strips.py) on its NCHW ones.
+"""The strip kernels side by side on the GPU with what they replace: per suite layer, cuDNN, the
+fused kernel the strip kernel stands in for (`generic`: the per-pixel NHWC kernel, the generic
+NCHW or conv1d kernel; the strip switches off) and the strip kernel as served (`strips`):
+models/depthwise/triton_conv2d_strips.py on every channels_last MobileNetV2 layer,
+triton_conv2d_nchw_strips.py on its NCHW ones, triton_conv1d_strips.py on the (B, C, L) conv1d
+rows it covers (the LFM2 / LFM3 prompts, the K=4 long row).
 
-    python benchmarks/gpu_nhwc.py [--out DIR] [--budget-s 120] [--dtypes float32,bfloat16,float16]
-                                  [--layouts nhwc,nchw] [--smoke]
+    python benchmarks/gpu_strips.py [--out DIR] [--budget-s 120] [--dtypes float32,bfloat16,float16]
+                                    [--layouts nhwc,nchw,ncl] [--smoke]
 
-A short device call of its own: the second H200 run (benchmarks/results/h200-2026-12-04-2) had
-the per-pixel kernel 1.03-1.77x behind cuDNN in device time on all 27 of these layers. Per
-shape and dtype, in one process: device time (benchmarks/timing.time_cuda_graph, kernels only)
-of native, fused "pixels" (the per-pixel NHWC / generic NCHW kernel: triton_conv2d.STRIPS and
-NCHW_STRIPS off) and fused strips (on, as served), each against the copy ceiling measured here; eager wall medians of them interleaved. On the big layers, where the
-tuner also tries two-row strips, a fourth column: the strip kernel with 1-row strips only
-(triton_conv2d.TWO_ROW_STRIPS off), so strips/1-row says what the two-row configs bought.
+A short device call of its own (the second H200 run's third call, as gpu_nhwc.py then, had the
+per-pixel NHWC kernel 1.03-1.77x behind cuDNN in device time on all 27 NHWC layers and led to
+the NHWC strip kernel: benchmarks/results/h200-2026-12-04-2/nhwc-h200.md). Per shape and dtype,
+in one process: device time (benchmarks/timing.time_cuda_graph, kernels only) of each, against
+the copy ceiling measured here; eager wall medians of them interleaved. On the big NHWC layers,
+where the tuner also tries two-row strips, a fourth column: the strip kernel with 1-row strips
+only (triton_conv2d.TWO_ROW_STRIPS off), so strips/1-row says what the two-row configs bought.
 Every fused variant is compiled first on all cores (benchmarks/gpu_prewarm), then autotuned per
-layer as in serving. Writes nhwc-<tag>.{json,md} under --out (default benchmarks/results/local/)
-with every autotune pick. --smoke: CPU, Triton's interpreter, four tiny shapes (two a layout), no
+layer as in serving. Writes strips-<tag>.{json,md} under --out (default benchmarks/results/local/)
+with every autotune pick. --smoke: CPU, Triton's interpreter, six tiny shapes (two a layout), no
 graphs (what CI runs).
 """
 from __future__ import annotations
@@ -40,56 +42,65 @@ from benchmarks.gpu_launch import device_times, min_bytes  # noqa: E402
 from benchmarks.ops_measure import make_call, make_inputs  # noqa: E402
 from benchmarks.ops_suite import SUITE, Shape  # noqa: E402
 from benchmarks.results_files import LOCAL  # noqa: E402
-from models.depthwise import triton_conv2d  # noqa: E402
+from models.depthwise import triton_conv1d, triton_conv2d  # noqa: E402
 
-IMPLS = ("native", "fused_pixels", "fused_strips", "fused_strips_1row")
+IMPLS = ("native", "fused_generic", "fused_strips", "fused_strips_1row")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SMOKE = (Shape("smoke-s1-cl", "conv2d", (1, 16, 7, 9), (3, 3), padding=1, channels_last=True),
          Shape("smoke-s2-cl", "conv2d", (2, 16, 8, 8), (3, 3), stride=2, padding=1, channels_last=True),
          Shape("smoke-s1-nchw", "conv2d", (1, 8, 6, 8), (3, 3), padding=1),
-         Shape("smoke-s2-nchw", "conv2d", (2, 8, 8, 8), (3, 3), stride=2, padding=1))
-LAYOUTS = ("nhwc", "nchw")
+         Shape("smoke-s2-nchw", "conv2d", (2, 8, 8, 8), (3, 3), stride=2, padding=1),
+         Shape("smoke-k4-ncl", "conv1d", (1, 8, 16), 4, padding="causal"),
+         Shape("smoke-k7-ncl", "conv1d", (2, 4, 12), 7, padding="causal"))
+LAYOUTS = ("nhwc", "nchw", "ncl")
+NCL = ("lfm2-350m-prefill-1x128", "lfm2-350m-prefill-8x512", "lfm3-1.7b-prefill-1x128", "lfm3-1.7b-prefill-8x512",
+       "shortconv-long-1x4096x4096")      # the (B, C, L) conv1d suite rows the conv1d strip kernel covers
 
 
 def _layout(shape: Shape) -> str:
-    return "nhwc" if shape.channels_last else "nchw"
+    return "ncl" if shape.op == "conv1d" else "nhwc" if shape.channels_last else "nchw"
 
 
 def suite_shapes(layouts) -> list[Shape]:
-    """The ops suite's MobileNetV2 depthwise layers in `layouts`: channels_last ones (27), then NCHW (18)."""
-    mbv2 = [s for s in SUITE if s.op == "conv2d" and s.name.startswith("mbv2")]
-    return [s for layout in LAYOUTS if layout in layouts for s in mbv2 if _layout(s) == layout]
+    """The suite's layers in `layouts`: MobileNetV2's channels_last ones (27), its NCHW ones (18),
+    then the conv1d rows of NCL (5)."""
+    rows = [s for s in SUITE if (s.op == "conv2d" and s.name.startswith("mbv2")) or s.name in NCL]
+    return [s for layout in LAYOUTS if layout in layouts for s in rows if _layout(s) == layout]
 
 
 def with_strips(call, on: bool):
-    """call() with both strip kernels on or off (triton_conv2d.STRIPS for NHWC, NCHW_STRIPS for NCHW:
-    read per launch, plans keyed on them); off, NHWC layers take the per-pixel kernel and NCHW
-    layers the generic one (the `pixels` column)."""
-    return timing.with_switch(triton_conv2d, "STRIPS", on, timing.with_switch(triton_conv2d, "NCHW_STRIPS", on, call))
+    """call() with every strip kernel on or off (triton_conv2d.STRIPS for NHWC, NCHW_STRIPS for
+    NCHW, triton_conv1d.STRIPS for (B, C, L) conv1d: read per launch, plans keyed on them); off,
+    each layer takes the kernel its strip kernel replaces (the `generic` column)."""
+    for module, name in ((triton_conv2d, "STRIPS"), (triton_conv2d, "NCHW_STRIPS"), (triton_conv1d, "STRIPS")):
+        call = timing.with_switch(module, name, on, call)
+    return call
 
 
 def two_rows_tried(shape: Shape) -> bool:
     """Whether the strip tuner tries its two-row configs on this layer (a big layer:
     triton_autotune.big_layer_configs); elsewhere the 1-row column would time the same launch."""
     from models.depthwise.triton_autotune import BIG_LAYER_MIN_OUTPUTS, size_class
+    if not shape.channels_last:
+        return False
     (b, c, h, w), s = shape.x, shape.stride
     outputs = b * ((h + 2 * shape.padding - 3) // s + 1) * ((w + 2 * shape.padding - 3) // s + 1)
-    return shape.channels_last and c * 4 ** size_class(outputs) >= BIG_LAYER_MIN_OUTPUTS
+    return c * 4 ** size_class(outputs) >= BIG_LAYER_MIN_OUTPUTS
 
 
 def calls_for(shape: Shape, dtype: torch.dtype, device: str, sets: list, one_row: bool) -> dict:
-    """native, the per-pixel kernel, the strip kernel as served (1- and 2-row strips tuned) and,
-    with one_row, the strip kernel with the 1-row configs only (TWO_ROW_STRIPS off)."""
+    """native, the generic fused kernel, the strip kernel as served (NHWC: 1- and 2-row strips
+    tuned) and, with one_row, the NHWC strip kernel with the 1-row configs only (TWO_ROW_STRIPS off)."""
     fused = lambda on: with_strips(make_call(shape, "fused", dtype, device, sets), on)
     calls = {"native": make_call(shape, "native", dtype, device, sets),
-             "fused_pixels": fused(False), "fused_strips": fused(True)}
+             "fused_generic": fused(False), "fused_strips": fused(True)}
     if one_row:
         calls["fused_strips_1row"] = timing.with_switch(triton_conv2d, "TWO_ROW_STRIPS", False, fused(True))
     return calls
 
 
 def prewarm(shapes, dtypes, device: str, seconds: float) -> dict:
-    """Compile both fused kernels' variants for `shapes` x `dtypes` on every core before timing."""
+    """Compile the generic and the strip kernels' variants for `shapes` x `dtypes` on every core."""
     from benchmarks import gpu_prewarm
     jobs = []
     for on in (False, True):
@@ -114,11 +125,13 @@ def measure(shape: Shape, dtype: torch.dtype, device: str, ceiling_gbps: float |
 
 
 def ratios(rows: list[dict]) -> dict:
-    """Per dtype: geometric mean and worst of fused / native device time, per fused variant, and
-    of the strip kernel as served / its 1-row strips (the rows that have both)."""
+    """Per dtype: geometric mean and worst of device time ratios: each fused variant / native, the
+    strip kernel / the generic one, and the strip kernel as served / its 1-row strips (the rows
+    that have both)."""
     out = {}
     for dtype in sorted({r["dtype"] for r in rows}):
-        for impl, base in [(i, "native") for i in IMPLS[1:]] + [("fused_strips", "fused_strips_1row")]:
+        pairs = [(i, "native") for i in IMPLS[1:]] + [("fused_strips", b) for b in ("fused_generic", "fused_strips_1row")]
+        for impl, base in pairs:
             rs = [r[f"{impl}_device_us"] / r[f"{base}_device_us"] for r in rows if r["dtype"] == dtype
                   and r.get(f"{impl}_device_us") and r.get(f"{base}_device_us")]
             if rs:
@@ -130,17 +143,17 @@ def ratios(rows: list[dict]) -> dict:
 def table(rows: list[dict]) -> list[str]:
     f = lambda v: "-" if v is None else f"{v:,.2f}"
     p = lambda v: "-" if v is None else f"{100 * v:.0f}%"
-    out = ["| shape | dtype | MB | native dev | pixels dev | strips dev | 1-row strips dev | strips/native | "
-           "strips/1-row | native copy | pixels copy | strips copy | native wall | pixels wall | strips wall |",
-           "|---|---|---:|" + "---:|" * 12]
+    ratio = lambda a, b: f(a / b) if a and b else "-"
+    out = ["| shape | dtype | MB | native dev | generic dev | strips dev | 1-row strips dev | strips/native | "
+           "strips/generic | strips/1-row | native copy | generic copy | strips copy | native wall | generic wall | "
+           "strips wall |", "|---|---|---:|" + "---:|" * 13]
     for r in rows:
-        n, s, s1 = (r.get(f"{k}_device_us") for k in ("native", "fused_strips", "fused_strips_1row"))
-        out.append(f"| {r['shape']} | {r['dtype']} | {r['min_bytes'] / 1e6:.2f} | {f(n)} | "
-                   f"{f(r.get('fused_pixels_device_us'))} | {f(s)} | {f(s1)} | {f(s / n) if n and s else '-'} | "
-                   f"{f(s / s1) if s1 and s else '-'} | "
-                   f"{p(r.get('native_copy_fraction'))} | {p(r.get('fused_pixels_copy_fraction'))} | "
-                   f"{p(r.get('fused_strips_copy_fraction'))} | {f(r.get('native_wall_us'))} | "
-                   f"{f(r.get('fused_pixels_wall_us'))} | {f(r.get('fused_strips_wall_us'))} |")
+        n, g, s, s1 = (r.get(f"{k}_device_us") for k in IMPLS)
+        out.append(f"| {r['shape']} | {r['dtype']} | {r['min_bytes'] / 1e6:.2f} | {f(n)} | {f(g)} | {f(s)} | {f(s1)} | "
+                   f"{ratio(s, n)} | {ratio(s, g)} | {ratio(s, s1)} | "
+                   + " | ".join(p(r.get(f"{k}_copy_fraction")) for k in ("native", "fused_generic", "fused_strips"))
+                   + " | " + " | ".join(f(r.get(f"{k}_wall_us")) for k in ("native", "fused_generic", "fused_strips"))
+                   + " |")
     return out
 
 
@@ -150,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=positive(float), default=120.0, help="stop starting shapes after this")
     ap.add_argument("--dtypes", default="float32,bfloat16,float16",
                     help="comma list (default float32,bfloat16,float16: float16 had no rows in the first call)")
-    ap.add_argument("--layouts", default="nhwc,nchw", help="comma list of nhwc, nchw (default both)")
+    ap.add_argument("--layouts", default="nhwc,nchw,ncl", help="comma list of nhwc, nchw, ncl (default all)")
     ap.add_argument("--smoke", action="store_true", help="CPU, Triton's interpreter, tiny shapes")
     args = ap.parse_args(argv)
     check_out(ap, args.out)
@@ -189,16 +202,17 @@ def main(argv: list[str] | None = None) -> int:
               "skipped": skipped, "ratios": ratios(rows), "seconds": round(time.monotonic() - start, 1),
               "autotune_picks": triton_autotune.picks()}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"nhwc-{tag}.json").write_text(json.dumps(result, indent=1, default=str))
-    head = [f"# MobileNetV2 depthwise conv2d: cuDNN, fused kernels, strip kernels ({env.get('device_name')})",
-            "", "pixels = the per-pixel NHWC kernel / the generic NCHW kernel (strips off); strips = the NHWC / "
-            "NCHW strip kernel (on, as served); 1-row strips = the NHWC strip kernel without its two-row configs.", "",
+    (args.out / f"strips-{tag}.json").write_text(json.dumps(result, indent=1, default=str))
+    head = [f"# The strip kernels against cuDNN and the kernels they replace ({env.get('device_name')})", "",
+            "generic = the per-pixel NHWC / generic NCHW / generic conv1d kernel (strip switches off); strips = "
+            "the NHWC / NCHW / conv1d strip kernel (on, as served); 1-row strips = the NHWC strip kernel without "
+            "its two-row configs.", "",
             f"torch {env.get('torch')}, triton {env.get('triton')}, copy ceiling "
             f"{'-' if ceiling is None else f'{ceiling:,.0f}'} GB/s; dev = CUDA graph replay (kernels only, us), "
             "wall = eager calls (host included, us). Skipped (budget): " + (", ".join(skipped) or "none"), "",
             "Device time, fused / native: " + json.dumps(result["ratios"]), ""]
     lines = table(rows)
-    (args.out / f"nhwc-{tag}.md").write_text("\n".join(head + lines) + "\n")
+    (args.out / f"strips-{tag}.md").write_text("\n".join(head + lines) + "\n")
     print("\n".join(lines + head[-2:]))
     return 1 if any("error" in r for r in rows) else 0
 

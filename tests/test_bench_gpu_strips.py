@@ -1,7 +1,7 @@
-"""benchmarks/gpu_nhwc.py, the short device call timing cuDNN, the per-pixel / generic and the strip
-kernels side by side (NHWC and NCHW): its CPU smoke (Triton's interpreter, no graphs) runs end to end, each fused
-variant really launches its own kernel and matches cuDNN's output, and a row per shape and dtype
-is written; the CUDA columns stay empty here."""
+"""benchmarks/gpu_strips.py, the short device call timing cuDNN, the generic fused kernels and the
+strip kernels side by side (NHWC, NCHW, (B, C, L) conv1d): its CPU smoke (Triton's interpreter, no
+graphs) runs end to end, each fused variant really launches its own kernel and matches cuDNN's
+output, and a row per shape and dtype is written; the CUDA columns stay empty here."""
 import json
 import os
 import subprocess
@@ -11,21 +11,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_smoke_times_both_fused_kernels_beside_native(tmp_path):
+def test_smoke_times_the_generic_and_the_strip_kernels_beside_native(tmp_path):
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_nhwc.py"), "--smoke", "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_strips.py"), "--smoke", "--out", str(tmp_path)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    result = json.loads((tmp_path / "nhwc-smoke.json").read_text())
+    result = json.loads((tmp_path / "strips-smoke.json").read_text())
     rows = result["rows"]
     assert [(r["shape"], r["dtype"]) for r in rows] == [(s, d) for d in ("float32", "bfloat16", "float16")
-                                                         for s in ("smoke-s1-cl", "smoke-s2-cl",
-                                                                   "smoke-s1-nchw", "smoke-s2-nchw")]
+                                                         for s in ("smoke-s1-cl", "smoke-s2-cl", "smoke-s1-nchw",
+                                                                   "smoke-s2-nchw", "smoke-k4-ncl", "smoke-k7-ncl")]
     for r in rows:
         assert "error" not in r, r
         # the smoke times all four on NHWC rows; NCHW has no two-row strips (TWO_ROW_STRIPS: NHWC only)
         nhwc = r["shape"].endswith("-cl")
-        impls = ("native", "fused_pixels", "fused_strips") + (("fused_strips_1row",) if nhwc else ())
+        impls = ("native", "fused_generic", "fused_strips") + (("fused_strips_1row",) if nhwc else ())
         assert nhwc or "fused_strips_1row_wall_us" not in r
         assert all(r[f"{k}_wall_us"] > 0 for k in impls), r
         assert all(r[f"{k}_device_us"] is None for k in impls)   # no graphs on CPU
@@ -33,32 +33,36 @@ def test_smoke_times_both_fused_kernels_beside_native(tmp_path):
         assert all(r[f"{k}_max_rel_err"] <= tol for k in impls[1:]), r
     kernels = [p["kernel"] for p in result["autotune_picks"]]
     # per NHWC shape and dtype: the per-pixel kernel's tuner, the strip kernel's two (with and without two-row
-    # strips); per NCHW shape and dtype: the generic kernel's and the NCHW strip kernel's
+    # strips); per NCHW / NCL shape and dtype: the generic kernel's and the strip kernel's
     assert kernels.count("_dw_conv2d_nhwc_kernel") == 6 and kernels.count("_dw_conv2d_nhwc_strip_kernel") == 12
     assert kernels.count("_dw_conv2d_nchw_kernel") == 6 and kernels.count("_dw_conv2d_nchw_strip_kernel") == 6
-    md = (tmp_path / "nhwc-smoke.md").read_text()
-    assert md.count("| smoke-") == 12 and "strips/native" in md and "strips/1-row" in md
+    assert kernels.count("_dw_conv1d_kernel") == 6 and kernels.count("_dw_conv1d_strip_kernel") == 6
+    md = (tmp_path / "strips-smoke.md").read_text()
+    assert md.count("| smoke-") == 18 and all(c in md for c in ("strips/native", "strips/generic", "strips/1-row"))
 
 
 def test_layouts_select_the_rows(tmp_path):
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_nhwc.py"), "--smoke", "--dtypes", "float32",
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_strips.py"), "--smoke", "--dtypes", "float32",
                            "--layouts", "nchw", "--out", str(tmp_path)], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    rows = json.loads((tmp_path / "nhwc-smoke.json").read_text())["rows"]
+    rows = json.loads((tmp_path / "strips-smoke.json").read_text())["rows"]
     assert [r["shape"] for r in rows] == ["smoke-s1-nchw", "smoke-s2-nchw"]
     sys.path.insert(0, str(REPO))
-    from benchmarks.gpu_nhwc import suite_shapes
+    from benchmarks.gpu_strips import suite_shapes
     assert len(suite_shapes(["nhwc"])) == 27 and len(suite_shapes(["nchw"])) == 18
     assert [s.channels_last for s in suite_shapes(["nhwc", "nchw"])] == [True] * 27 + [False] * 18
+    ncl = suite_shapes(["ncl"])
+    assert [s.name for s in ncl][-1] == "shortconv-long-1x4096x4096" and len(ncl) == 5
+    assert all(s.op == "conv1d" and s.x[2] % 4 == 0 for s in ncl)      # the rows the conv1d strip kernel covers
 
 
 def test_the_one_row_column_is_timed_on_the_big_layers_only():
     """Where the strip tuner tries two-row configs (triton_autotune.big_layer_configs): the three
     batch-32 MobileNetV2 layers of >= 4M outputs; elsewhere both columns would be one launch."""
     sys.path.insert(0, str(REPO))
-    from benchmarks.gpu_nhwc import two_rows_tried
+    from benchmarks.gpu_strips import two_rows_tried
     from benchmarks.ops_suite import SUITE
     big = [s.name for s in SUITE if s.op == "conv2d" and s.channels_last and two_rows_tried(s)]
     assert big == ["mbv2-b32-c32@112-cl", "mbv2-b32-c96@112-s2-cl", "mbv2-b32-c144@56-cl"]
@@ -66,6 +70,6 @@ def test_the_one_row_column_is_timed_on_the_big_layers_only():
 
 def test_bad_dtypes_are_a_usage_error(tmp_path):
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_nhwc.py"), "--smoke", "--dtypes", "float8",
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_strips.py"), "--smoke", "--dtypes", "float8",
                            "--out", str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--dtypes" in proc.stderr

@@ -1,0 +1,142 @@
+"""Depthwise conv1d on (B, C, L) inputs with L unit-stride, each thread computing a strip of 4
+neighbouring outputs of a row from aligned vector loads of the input, the taps picked in registers.
+
+Why: the generic conv1d kernel (triton_conv1d._dw_conv1d_kernel) loads tap k as the row shifted
+by k - PAD_LEFT, which is 16-byte aligned for one tap in four: at K=4 causal, 11 loads for 4
+outputs (1 x 16 B, 2 x 8 B, 8 x 4 B; benchmarks/results/ptx-sm90-triton3.6.0.md). Whatever its
+width, a load of a warp whose threads hold 4 neighbouring outputs touches the same 4 cache lines,
+so L1 serves 44 wavefronts per 128 outputs where the bytes need 8; at K=7 (LFM3) 18 loads, 72
+wavefronts. On the H200 the K=4 row reached 79% of the copy ceiling and LFM3's K=7 rows 53%.
+Here a strip's inputs (output positions a .. a+3 read a - PAD_LEFT .. a + 3 - PAD_LEFT + K - 1)
+come from the aligned 4-element vectors covering them: 2 loads at K=4 causal, 3 at K=7.
+
+Scope (triton_conv1d's launcher checks it, `applies`): stride 1, dilation 1, K <= MAX_TAPS and
+PAD_LEFT <= MAX_PAD (the unrolled vectors x taps stay small), L and L_OUT multiples of 4 (a
+vector is wholly inside the row or wholly outside: one mask per vector), L unit-stride and the
+batch and channel strides of x and the output multiples of 4 (vectors 4-element aligned: stated to
+the compiler by rounding them, `_mult4`). Any channel multiplier, right padding, bias, SiLU.
+Tile: [BLOCK_C channels, BLOCK_G strips, 4 outputs]. Same argument list as the generic kernel,
+BLOCK_G in place of BLOCK_L.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .triton_launch import cdiv     # plain ints: Triton 3.9's triton.cdiv costs ~1.7 us a host call
+
+OUT_W = 4          # outputs per strip: one 4-element vector
+MAX_TAPS = 9       # K: every LFM2 (3) / LFM3 (7) / Mamba-style (4) short conv; conformer's 31 stays generic
+MAX_PAD = 8        # PAD_LEFT: causal up to K = 9
+
+
+@triton.jit
+def _mult4(s):
+    """s, known to the compiler as a multiple of 4 (it is one: the launcher checked)."""
+    return (s // 4) * 4
+
+
+@triton.jit
+def _split4(v):
+    """[BLOCK_C, BLOCK_G, 4] -> its 4 columns, each [BLOCK_C, BLOCK_G] (in registers)."""
+    e02, e13 = tl.split(tl.reshape(v, [v.shape[0], v.shape[1], 2, 2]))    # elements (0, 2) and (1, 3)
+    e0, e2 = tl.split(e02)
+    e1, e3 = tl.split(e13)
+    return e0, e1, e2, e3
+
+
+@triton.jit
+def _elem(e: tl.constexpr, e0, e1, e2, e3):
+    """Element e (0 .. 3) of a split vector."""
+    if e == 0:
+        return e0
+    elif e == 1:
+        return e1
+    elif e == 2:
+        return e2
+    else:
+        return e3
+
+
+@triton.jit
+def _tap(VI: tl.constexpr, S: tl.constexpr, w, e0, e1, e2, e3, o0, o1, o2, o3):
+    """The strip's 4 accumulators plus one tap (weight w, [BLOCK_C, 1]) of one loaded vector:
+    output k reads column k + S (S = tap - PAD_LEFT, relative to the strip's first output), which
+    is element (k + S) % 4 of vector (k + S) // 4; only the outputs reading vector VI add."""
+    if (0 + S) // 4 == VI:
+        o0 += w * _elem((0 + S) % 4, e0, e1, e2, e3)
+    if (1 + S) // 4 == VI:
+        o1 += w * _elem((1 + S) % 4, e0, e1, e2, e3)
+    if (2 + S) // 4 == VI:
+        o2 += w * _elem((2 + S) % 4, e0, e1, e2, e3)
+    if (3 + S) // 4 == VI:
+        o3 += w * _elem((3 + S) % 4, e0, e1, e2, e3)
+    return o0, o1, o2, o3
+
+
+@triton.jit(do_not_specialize=["SIZE_CLASS"])
+def _dw_conv1d_strip_kernel(
+    x_ptr, w_ptr, b_ptr, out_ptr,
+    L, L_OUT, C_OUT,
+    SIZE_CLASS,                  # triton_autotune.size_class(B * L_OUT): an autotune key, unused in the body
+    sx_b, sx_c, sx_l,            # x strides (elements; sx_l == 1)
+    sw_c, sw_k,                  # weight (C_OUT, 1, K) strides
+    so_b, so_c, so_l,            # out strides (so_l == 1)
+    PAD_LEFT: tl.constexpr,
+    M: tl.constexpr, K: tl.constexpr, STRIDE: tl.constexpr, DILATION: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    X_CHANNELS_INNER: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_G: tl.constexpr,
+):
+    tl.static_assert(STRIDE == 1 and DILATION == 1, "conv1d strip kernel: stride 1, dilation 1")
+    tl.static_assert(not X_CHANNELS_INNER, "conv1d strip kernel: L unit-stride")
+    pid_g = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    pid_b = tl.program_id(2).to(tl.int64)
+    offs_g = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)   # [BLOCK_G] strips of the row
+    a = offs_g * 4                                     # [BLOCK_G] first output position (a multiple of 4)
+    mask_g = a < L_OUT                                 # whole strips: L_OUT % 4 == 0
+    offs_o = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)   # [BLOCK_C] output channels
+    mask_o = offs_o < C_OUT
+    row = x_ptr + pid_b * _mult4(sx_b) + (offs_o // M).to(tl.int64) * _mult4(sx_c)   # [BLOCK_C]
+    lane = tl.arange(0, 4)                             # [4] elements of a vector
+    o0 = tl.zeros([BLOCK_C, BLOCK_G], dtype=ACC_DTYPE)
+    o1 = tl.zeros([BLOCK_C, BLOCK_G], dtype=ACC_DTYPE)
+    o2 = tl.zeros([BLOCK_C, BLOCK_G], dtype=ACC_DTYPE)
+    o3 = tl.zeros([BLOCK_C, BLOCK_G], dtype=ACC_DTYPE)
+    # The vectors the strip reads: columns -PAD_LEFT .. 3 - PAD_LEFT + K - 1 relative to a.
+    for vi in tl.static_range(-((PAD_LEFT + 3) // 4), (3 - PAD_LEFT + K - 1) // 4 + 1):
+        pos = a + 4 * vi                               # [BLOCK_G] the vector's first input position
+        ok = mask_o[:, None] & (mask_g & (pos >= 0) & (pos < L))[None, :]          # [BLOCK_C, BLOCK_G]
+        vec = tl.load((row[:, None] + pos[None, :])[:, :, None] + lane[None, None, :], mask=ok[:, :, None],
+                      other=0.0)                       # [BLOCK_C, BLOCK_G, 4]
+        e0, e1, e2, e3 = _split4(vec.to(ACC_DTYPE))
+        for q in tl.static_range(K):
+            # (a tap no output of this vector reads adds nothing: its weight load is dead code)
+            wq = tl.load(w_ptr + offs_o * sw_c + q * sw_k, mask=mask_o, other=0.0).to(ACC_DTYPE)[:, None]
+            o0, o1, o2, o3 = _tap(vi, q - PAD_LEFT, wq, e0, e1, e2, e3, o0, o1, o2, o3)
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + offs_o, mask=mask_o, other=0.0).to(ACC_DTYPE)[:, None]
+        o0, o1, o2, o3 = o0 + bias, o1 + bias, o2 + bias, o3 + bias
+    if ACTIVATION == "silu":
+        o0, o1, o2, o3 = o0 * tl.sigmoid(o0), o1 * tl.sigmoid(o1), o2 * tl.sigmoid(o2), o3 * tl.sigmoid(o3)
+    out = tl.reshape(tl.join(tl.join(o0, o2), tl.join(o1, o3)), [BLOCK_C, BLOCK_G, 4])   # outputs a .. a+3
+    out_ptrs = ((out_ptr + pid_b * _mult4(so_b) + offs_o[:, None].to(tl.int64) * _mult4(so_c) + a[None, :])[:, :, None]
+                + lane[None, None, :])
+    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=(mask_o[:, None] & mask_g[None, :])[:, :, None])
+
+
+def _launch_grid(B: int, C_out: int, L_out: int):
+    """The conv1d strip kernel's grid for triton_conv1d's launcher: (programs over strips,
+    channel blocks, batch), given the autotune config's meta."""
+    return lambda meta: (cdiv(L_out // OUT_W, meta["BLOCK_G"]), cdiv(C_out, meta["BLOCK_C"]), B)
+
+
+def applies(x_strides: tuple, out_strides: tuple, K: int, stride: int, dilation: int, pad_left: int,
+            L: int, L_out: int) -> bool:
+    """Whether the conv1d strip kernel covers this launch (its scope in the module docstring)."""
+    sx_b, sx_c, sx_l = x_strides
+    so_b, so_c, so_l = out_strides
+    return (stride == 1 and dilation == 1 and K <= MAX_TAPS and 0 <= pad_left <= MAX_PAD and L % 4 == 0
+            and L_out % 4 == 0 and L_out > 0 and sx_l == 1 and so_l == 1
+            and all(s % 4 == 0 for s in (sx_b, sx_c, so_b, so_c)))
