@@ -12,7 +12,7 @@ pytest.importorskip("triton")
 
 from fused_common import DEV, needs_fused  # noqa: E402
 from models.depthwise import fused  # noqa: E402
-from test_conv2d_tiles import _Forced  # noqa: E402
+from test_conv2d_tiles import _Forced, check_switch, force  # noqa: E402
 from test_fused import check, rand, ref_conv1d  # noqa: E402
 
 pytestmark = [pytest.mark.fused, needs_fused]
@@ -33,10 +33,7 @@ CONFIGS = [pytest.param(2, 8, id="2x8"), pytest.param(1, 16, id="1x16"), pytest.
 
 def _forced(monkeypatch, block_c, block_g):
     from models.depthwise import triton_conv1d
-    forced = _Forced(triton_conv1d._dw_conv1d_strip_tuned.fn, BLOCK_C=block_c, BLOCK_G=block_g)
-    monkeypatch.setattr(triton_conv1d, "_dw_conv1d_strip_tuned", forced)
-    monkeypatch.setattr(triton_conv1d, "STRIPS", True)
-    return forced
+    return force(monkeypatch, triton_conv1d, "_dw_conv1d_strip_tuned", "STRIPS", BLOCK_C=block_c, BLOCK_G=block_g)
 
 
 @pytest.mark.parametrize("block_c, block_g", CONFIGS)
@@ -99,12 +96,8 @@ def test_strips_off_launches_the_generic_kernel(monkeypatch):
     monkeypatch.setattr(triton_conv1d, "_dw_conv1d_kernel", generic)
     gen = torch.Generator().manual_seed(6)
     x, w = rand(1, 4, 16, gen=gen), rand(4, 1, 3, gen=gen)
-    ref = ref_conv1d(x, w, None, 1, (2, 0), 1)
-    for on, launched in ((True, strips), (False, generic), (True, strips)):
-        monkeypatch.setattr(triton_conv1d, "STRIPS", on)
-        before = launched.launches
-        check(fused.conv1d(x, w, None, 1, (2, 0), 1), ref, torch.float32)
-        assert launched.launches == before + 1
+    check_switch(monkeypatch, triton_conv1d, "STRIPS", lambda: fused.conv1d(x, w, None, 1, (2, 0), 1),
+                 ref_conv1d(x, w, None, 1, (2, 0), 1), ((True, strips), (False, generic), (True, strips)))
 
 
 @pytest.mark.gpu

@@ -12,7 +12,8 @@ pytest.importorskip("triton")
 
 from fused_common import DEV, needs_fused  # noqa: E402
 from models.depthwise import fused  # noqa: E402
-from test_conv2d_tiles import _Forced, check_bfloat16_public_op, check_configs_on_cuda, check_switch  # noqa: E402
+from test_conv2d_tiles import (_Forced, check_bfloat16_public_op, check_configs_on_cuda, check_switch,  # noqa: E402
+                               conv3x3, force)
 from test_fused import check, rand, ref_conv2d  # noqa: E402
 
 pytestmark = [pytest.mark.fused, needs_fused]
@@ -31,10 +32,8 @@ CONFIGS = [pytest.param(2, 8, id="2x8"), pytest.param(1, 16, id="1x16"), pytest.
 
 def _forced(monkeypatch, block_c, block_g):
     from models.depthwise import triton_conv2d
-    forced = _Forced(triton_conv2d._dw_conv2d_nchw_strip_tuned.fn, BLOCK_C=block_c, BLOCK_G=block_g)
-    monkeypatch.setattr(triton_conv2d, "_dw_conv2d_nchw_strip_tuned", forced)
-    monkeypatch.setattr(triton_conv2d, "NCHW_STRIPS", True)
-    return forced
+    return force(monkeypatch, triton_conv2d, "_dw_conv2d_nchw_strip_tuned", "NCHW_STRIPS", BLOCK_C=block_c,
+                 BLOCK_G=block_g)
 
 
 @pytest.mark.parametrize("block_c, block_g", CONFIGS)
@@ -95,8 +94,8 @@ def test_nchw_strips_off_launches_the_generic_kernel(monkeypatch):
     generic = _Forced(triton_conv2d._dw_conv2d_nchw_kernel.fn, BLOCK_C=4, BLOCK_P=64)
     monkeypatch.setattr(triton_conv2d, "_dw_conv2d_nchw_kernel", generic)
     gen = torch.Generator().manual_seed(6)
-    check_switch(monkeypatch, triton_conv2d, "NCHW_STRIPS", rand(1, 4, 6, 8, gen=gen), rand(4, 1, 3, 3, gen=gen),
-                 ((True, strips), (False, generic), (True, strips)))
+    call, ref = conv3x3(rand(1, 4, 6, 8, gen=gen), rand(4, 1, 3, 3, gen=gen))
+    check_switch(monkeypatch, triton_conv2d, "NCHW_STRIPS", call, ref, ((True, strips), (False, generic), (True, strips)))
 
 
 @pytest.mark.gpu
@@ -111,6 +110,8 @@ def test_the_nchw_strip_configs_as_tuned_on_the_gpu_equal_the_reference():
     def case(i):
         dtype, stride, left = combos[i % 4]
         g = torch.Generator(device="cuda").manual_seed(8)
-        x, w, b = (torch.randn(*s, generator=g, device="cuda", dtype=dtype) for s in ((3, 37, 29, 64), (37, 1, 3, 3), (37,)))
-        return x, w, b, (stride, stride), (1, 1, left, (2 if stride == 1 else 1) - left)   # W_out 64 / stride: whole strips
+        shapes = ((3, 37, 29, 64), (37, 1, 3, 3), (37,))
+        x, w, b = (torch.randn(*s, generator=g, device="cuda", dtype=dtype) for s in shapes)
+        right = (2 if stride == 1 else 1) - left                  # W_out 64 / stride: whole strips
+        return x, w, b, (stride, stride), (1, 1, left, right)
     check_configs_on_cuda("_dw_conv2d_nchw_strip_tuned", "NCHW_STRIPS", triton_conv2d._NCHW_STRIP_CONFIGS, case)

@@ -12,7 +12,8 @@ pytest.importorskip("triton")
 
 from fused_common import DEV, needs_fused  # noqa: E402
 from models.depthwise import fused  # noqa: E402
-from test_conv2d_tiles import _Forced, check_bfloat16_public_op, check_configs_on_cuda, check_switch  # noqa: E402
+from test_conv2d_tiles import (_Forced, check_bfloat16_public_op, check_configs_on_cuda, check_switch,  # noqa: E402
+                               conv3x3)
 from test_fused import check, rand, ref_conv2d  # noqa: E402
 
 pytestmark = [pytest.mark.fused, needs_fused]
@@ -55,7 +56,8 @@ def test_bfloat16_through_the_public_op_equals_the_reference(monkeypatch, rows):
     monkeypatch.setattr(triton_conv2d, "_dw_conv2d_nhwc_strip_tuned", forced)
     gen = torch.Generator().manual_seed(11)
     x = rand(2, 32, 11, 14, dtype=torch.bfloat16, gen=gen).contiguous(memory_format=torch.channels_last)
-    check_bfloat16_public_op(x, rand(32, 1, 3, 3, dtype=torch.bfloat16, gen=gen), rand(32, dtype=torch.bfloat16, gen=gen))
+    bf16 = torch.bfloat16
+    check_bfloat16_public_op(x, rand(32, 1, 3, 3, dtype=bf16, gen=gen), rand(32, dtype=bf16, gen=gen))
     assert forced.launches == 2
 
 
@@ -80,7 +82,8 @@ def test_strips_off_launches_the_per_pixel_kernel_and_a_switch_is_not_replayed_s
     monkeypatch.setattr(triton_conv2d, "_dw_conv2d_nhwc_kernel", pixels)
     gen = torch.Generator().manual_seed(5)
     x = rand(1, 16, 6, 9, gen=gen).contiguous(memory_format=torch.channels_last)
-    check_switch(monkeypatch, triton_conv2d, "STRIPS", x, rand(16, 1, 3, 3, gen=gen), ((True, strips), (False, pixels)))
+    check_switch(monkeypatch, triton_conv2d, "STRIPS", *conv3x3(x, rand(16, 1, 3, 3, gen=gen)),
+                 ((True, strips), (False, pixels)))
 
 
 def test_two_row_strips_off_launches_the_one_row_tuner(monkeypatch):
@@ -94,7 +97,7 @@ def test_two_row_strips_off_launches_the_one_row_tuner(monkeypatch):
     monkeypatch.setattr(triton_conv2d, "STRIPS", True)
     gen = torch.Generator().manual_seed(9)
     x = rand(2, 16, 7, 10, gen=gen).contiguous(memory_format=torch.channels_last)
-    check_switch(monkeypatch, triton_conv2d, "TWO_ROW_STRIPS", x, rand(16, 1, 3, 3, gen=gen),
+    check_switch(monkeypatch, triton_conv2d, "TWO_ROW_STRIPS", *conv3x3(x, rand(16, 1, 3, 3, gen=gen)),
                  ((True, two), (False, one), (True, two)))
 
 
@@ -120,7 +123,8 @@ def test_the_strip_configs_as_tuned_on_the_gpu_equal_the_reference():
     def case(i):
         dtype, stride = combos[i % 4]
         g = torch.Generator(device="cuda").manual_seed(7)
-        x, w, b = (torch.randn(*s, generator=g, device="cuda", dtype=dtype) for s in ((3, 72, 29, 31), (72, 1, 3, 3), (72,)))
+        shapes = ((3, 72, 29, 31), (72, 1, 3, 3), (72,))
+        x, w, b = (torch.randn(*s, generator=g, device="cuda", dtype=dtype) for s in shapes)
         return x.contiguous(memory_format=torch.channels_last), w, b, (stride, stride), (1, 1, 1, 1)
-    check_configs_on_cuda("_dw_conv2d_nhwc_strip_tuned", "STRIPS", triton_conv2d._STRIP_CONFIGS + triton_conv2d._STRIP_BIG,
-                          case)
+    configs = triton_conv2d._STRIP_CONFIGS + triton_conv2d._STRIP_BIG
+    check_configs_on_cuda("_dw_conv2d_nhwc_strip_tuned", "STRIPS", configs, case)

@@ -1,10 +1,11 @@
 """The NHWC conv2d kernel's pixel tilings, each forced in turn: flattened output pixels
 (TILE_W = 0) and 2-D tiles of BLOCK_P // TILE_W rows x TILE_W columns, the tiling the autotuner
 may pick for big memory-bound layers on the GPU (with the strip kernel off: tests/test_conv2d_strips.py).
-Under the interpreter the autotuner keeps one flattened config, so without forcing them the 2-D tiles would run only on a GPU. Each is
-checked against the block-diagonal dense conv in float64 on fresh random inputs, on shapes whose
-rows, columns and channels do not divide the tile (edges masked), strided, dilated, with a
-channel multiplier and asymmetric padding."""
+Under the interpreter the autotuner keeps one flattened config, so without forcing them the 2-D
+tiles would run only on a GPU. Each is checked against the block-diagonal dense conv in float64
+on fresh random inputs, on shapes whose rows, columns and channels do not divide the tile (edges
+masked), strided, dilated, with a channel multiplier and asymmetric padding. Also the helpers the
+strip kernels' tests share (force, check_switch, check_configs_on_cuda, ...)."""
 import pytest
 import torch
 
@@ -41,16 +42,30 @@ class _Forced:
         return launch
 
 
-def check_switch(monkeypatch, module, switch: str, x, w, order) -> None:
+def force(monkeypatch, module, kernel: str, switch: str, **config) -> _Forced:
+    """module.<kernel> (an autotuned kernel) replaced by its JIT function at `config`, with
+    module.<switch> on so launches reach it; -> the stand-in, which counts its launches."""
+    forced = _Forced(getattr(module, kernel).fn, **config)
+    monkeypatch.setattr(module, kernel, forced)
+    monkeypatch.setattr(module, switch, True)
+    return forced
+
+
+def check_switch(monkeypatch, module, switch: str, run, ref, order) -> None:
     """For each (value, forced kernel) in `order`: with module.<switch> = value (a kernel switch
-    read per launch), fused.conv2d of x, w (3x3, stride 1, padding 1) equals the reference and
-    launches that kernel once: a switch flipped after a call is never answered from a kept Plan."""
-    ref = ref_conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1))
+    read per launch), run() equals `ref` (float32) and launches that kernel once: a switch flipped
+    after a call is never answered from a kept Plan."""
     for value, launched in order:
         monkeypatch.setattr(module, switch, value)
         before = launched.launches
-        check(fused.conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1)), ref, torch.float32)
+        check(run(), ref, torch.float32)
         assert launched.launches == before + 1, (switch, value)
+
+
+def conv3x3(x, w):
+    """fused.conv2d of x, w: 3x3, stride 1, padding 1 (-> (call, its float64 reference))."""
+    return (lambda: fused.conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1)),
+            ref_conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1)))
 
 
 def check_configs_on_cuda(kernel: str, switch: str, configs, case) -> None:

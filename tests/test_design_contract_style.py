@@ -12,7 +12,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _kernel_files():
-    return [p for p in sorted((REPO / "models" / "depthwise").glob("*.py")) if "@triton.jit" in p.read_text()]
+    """The modules with Triton kernels and their launchers (not triton_vectors.py: jit helpers only)."""
+    return [p for p in sorted((REPO / "models" / "depthwise").glob("*.py"))
+            if "@triton.jit" in (text := p.read_text()) and "\ndef _launch" in text]
+
+
+def test_every_jit_module_is_a_kernel_file_or_helpers_the_kernel_files_import():
+    jit = [p for p in sorted((REPO / "models" / "depthwise").glob("*.py")) if "@triton.jit" in p.read_text()]
+    helpers = [p for p in jit if p not in _kernel_files()]
+    assert [p.name for p in helpers] == ["triton_vectors.py"]
+    assert all(not any(isinstance(n, ast.FunctionDef) and not n.decorator_list for n in ast.parse(p.read_text()).body)
+               for p in helpers)                                   # jit helpers and nothing else
+    users = [p.name for p in _kernel_files() if "from .triton_vectors import" in p.read_text()]
+    assert users == ["triton_conv1d_strips.py", "triton_conv2d_nchw_strips.py"]
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, id=p.name) for p in _kernel_files()])

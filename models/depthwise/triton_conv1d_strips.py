@@ -13,8 +13,9 @@ come from the aligned 4-element vectors covering them: 2 loads at K=4 causal, 3 
 Scope (triton_conv1d's launcher checks it, `applies`): stride 1, dilation 1, K <= MAX_TAPS and
 PAD_LEFT <= MAX_PAD (the unrolled vectors x taps stay small), L and L_OUT multiples of 4 (a
 vector is wholly inside the row or wholly outside: one mask per vector), L unit-stride and the
-batch and channel strides of x and the output multiples of 4 (vectors 4-element aligned: stated to
-the compiler by rounding them, `_mult4`). Any channel multiplier, right padding, bias, SiLU.
+batch and channel strides of x and the output multiples of 4 (vectors 4-element aligned: stated
+to the compiler by rounding them, `triton_vectors.mult4`). Any channel multiplier, right padding,
+bias, SiLU.
 Tile: [BLOCK_C channels, BLOCK_G strips, 4 outputs]. Same argument list as the generic kernel,
 BLOCK_G in place of BLOCK_L.
 """
@@ -24,25 +25,11 @@ import triton
 import triton.language as tl
 
 from .triton_launch import cdiv     # plain ints: Triton 3.9's triton.cdiv costs ~1.7 us a host call
+from .triton_vectors import join4, mult4, split4
 
 OUT_W = 4          # outputs per strip: one 4-element vector
 MAX_TAPS = 9       # K: every LFM2 (3) / LFM3 (7) / Mamba-style (4) short conv; conformer's 31 stays generic
 MAX_PAD = 8        # PAD_LEFT: causal up to K = 9
-
-
-@triton.jit
-def _mult4(s):
-    """s, known to the compiler as a multiple of 4 (it is one: the launcher checked)."""
-    return (s // 4) * 4
-
-
-@triton.jit
-def _split4(v):
-    """[BLOCK_C, BLOCK_G, 4] -> its 4 columns, each [BLOCK_C, BLOCK_G] (in registers)."""
-    e02, e13 = tl.split(tl.reshape(v, [v.shape[0], v.shape[1], 2, 2]))    # elements (0, 2) and (1, 3)
-    e0, e2 = tl.split(e02)
-    e1, e3 = tl.split(e13)
-    return e0, e1, e2, e3
 
 
 @triton.jit
@@ -98,7 +85,7 @@ def _dw_conv1d_strip_kernel(
     mask_g = a < L_OUT                                 # whole strips: L_OUT % 4 == 0
     offs_o = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)   # [BLOCK_C] output channels
     mask_o = offs_o < C_OUT
-    row = x_ptr + pid_b * _mult4(sx_b) + (offs_o // M).to(tl.int64) * _mult4(sx_c)   # [BLOCK_C]
+    row = x_ptr + pid_b * mult4(sx_b) + (offs_o // M).to(tl.int64) * mult4(sx_c)   # [BLOCK_C]
     lane = tl.arange(0, 4)                             # [4] elements of a vector
     o0 = tl.zeros([BLOCK_C, BLOCK_G], dtype=ACC_DTYPE)
     o1 = tl.zeros([BLOCK_C, BLOCK_G], dtype=ACC_DTYPE)
@@ -110,7 +97,7 @@ def _dw_conv1d_strip_kernel(
         ok = mask_o[:, None] & (mask_g & (pos >= 0) & (pos < L))[None, :]          # [BLOCK_C, BLOCK_G]
         vec = tl.load((row[:, None] + pos[None, :])[:, :, None] + lane[None, None, :], mask=ok[:, :, None],
                       other=0.0)                       # [BLOCK_C, BLOCK_G, 4]
-        e0, e1, e2, e3 = _split4(vec.to(ACC_DTYPE))
+        e0, e1, e2, e3 = split4(vec.to(ACC_DTYPE))
         for q in tl.static_range(K):
             # (a tap no output of this vector reads adds nothing: its weight load is dead code)
             wq = tl.load(w_ptr + offs_o * sw_c + q * sw_k, mask=mask_o, other=0.0).to(ACC_DTYPE)[:, None]
@@ -120,8 +107,8 @@ def _dw_conv1d_strip_kernel(
         o0, o1, o2, o3 = o0 + bias, o1 + bias, o2 + bias, o3 + bias
     if ACTIVATION == "silu":
         o0, o1, o2, o3 = o0 * tl.sigmoid(o0), o1 * tl.sigmoid(o1), o2 * tl.sigmoid(o2), o3 * tl.sigmoid(o3)
-    out = tl.reshape(tl.join(tl.join(o0, o2), tl.join(o1, o3)), [BLOCK_C, BLOCK_G, 4])   # outputs a .. a+3
-    out_ptrs = ((out_ptr + pid_b * _mult4(so_b) + offs_o[:, None].to(tl.int64) * _mult4(so_c) + a[None, :])[:, :, None]
+    out = join4(o0, o1, o2, o3)   # outputs a .. a+3
+    out_ptrs = ((out_ptr + pid_b * mult4(so_b) + offs_o[:, None].to(tl.int64) * mult4(so_c) + a[None, :])[:, :, None]
                 + lane[None, None, :])
     tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=(mask_o[:, None] & mask_g[None, :])[:, :, None])
 

@@ -16,8 +16,8 @@ right when it is 0), and the 3 taps of each output are picked from those columns
 Scope (triton_conv2d's launcher checks it, `applies`): KW == 3, DW == 1, stride 1 or 2 along W,
 left padding 0 or 1, W_OUT a multiple of 4 with W_OUT * SW <= W (every vector inside the row),
 and x's batch, channel and row strides multiples of 4 (so a row's vectors start 4-element
-aligned: the kernel states it to the compiler by rounding them, `_mult4`). Any KH, DH, stride
-along H, top padding and channel multiplier. Tile: [BLOCK_C channels, BLOCK_G strips, 4 outputs].
+aligned: the kernel states it to the compiler by rounding them, `triton_vectors.mult4`). Any KH,
+DH, stride along H, top padding and channel multiplier. Tile: [BLOCK_C channels, BLOCK_G strips, 4 outputs].
 Same argument list as the generic kernel, with PAD_L a constexpr (which columns a tap reads).
 """
 from __future__ import annotations
@@ -26,23 +26,9 @@ import triton
 import triton.language as tl
 
 from .triton_launch import cdiv     # plain ints: Triton 3.9's triton.cdiv costs ~1.7 us a host call
+from .triton_vectors import join4, mult4, split4
 
 OUT_W = 4          # outputs per strip: one 4-element vector
-
-
-@triton.jit
-def _mult4(s):
-    """s, known to the compiler as a multiple of 4 (it is one: the launcher checked)."""
-    return (s // 4) * 4
-
-
-@triton.jit
-def _split4(v):
-    """[BLOCK_C, BLOCK_G, 4] -> its 4 columns, each [BLOCK_C, BLOCK_G] (in registers)."""
-    e02, e13 = tl.split(tl.reshape(v, [v.shape[0], v.shape[1], 2, 2]))    # elements (0, 2) and (1, 3)
-    e0, e2 = tl.split(e02)
-    e1, e3 = tl.split(e13)
-    return e0, e1, e2, e3
 
 
 @triton.jit
@@ -110,7 +96,7 @@ def _dw_conv2d_nchw_strip_kernel(
     mask_g = oh * W_OUT < P_OUT                        # oh < H_OUT
     offs_o = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)   # [BLOCK_C] output channels
     mask_o = offs_o < C_OUT
-    x_base = x_ptr + pid_b * _mult4(sx_b) + (offs_o // M).to(tl.int64) * _mult4(sx_c)   # [BLOCK_C]
+    x_base = x_ptr + pid_b * mult4(sx_b) + (offs_o // M).to(tl.int64) * mult4(sx_c)   # [BLOCK_C]
     a = ow0 * SW                                       # [BLOCK_G] input column of the first vector element
     lane = tl.arange(0, 4)                             # [4] elements of a vector
     o0 = tl.zeros([BLOCK_C, BLOCK_G], dtype=ACC_DTYPE)
@@ -120,9 +106,9 @@ def _dw_conv2d_nchw_strip_kernel(
     for p in tl.static_range(KH):
         ih = oh * SH - PAD_T + p * DH
         ok = mask_o[:, None] & (mask_g & (ih >= 0) & (ih < H))[None, :]            # [BLOCK_C, BLOCK_G]
-        row_ptr = x_base[:, None] + (ih * _mult4(sx_h))[None, :]                    # [BLOCK_C, BLOCK_G]
+        row_ptr = x_base[:, None] + (ih * mult4(sx_h))[None, :]                    # [BLOCK_C, BLOCK_G]
         vec_ptr = (row_ptr + a[None, :])[:, :, None] + lane[None, None, :]          # [BLOCK_C, BLOCK_G, 4]
-        c0, c1, c2, c3 = _split4(tl.load(vec_ptr, mask=ok[:, :, None], other=0.0).to(ACC_DTYPE))
+        c0, c1, c2, c3 = split4(tl.load(vec_ptr, mask=ok[:, :, None], other=0.0).to(ACC_DTYPE))
         cm1 = c0                                       # placeholders for the columns this case never reads
         c5, c6, c7, c8 = c0, c0, c0, c0
         if PAD_L == 1:
@@ -132,7 +118,7 @@ def _dw_conv2d_nchw_strip_kernel(
             if PAD_L == 0:
                 c5 = _scalar_col(row_ptr, a + 5, ok, W).to(ACC_DTYPE)
         else:
-            c4, c5, c6, c7 = _split4(tl.load(vec_ptr + 4, mask=ok[:, :, None], other=0.0).to(ACC_DTYPE))
+            c4, c5, c6, c7 = split4(tl.load(vec_ptr + 4, mask=ok[:, :, None], other=0.0).to(ACC_DTYPE))
             if PAD_L == 0:
                 c8 = _scalar_col(row_ptr, a + 8, ok, W).to(ACC_DTYPE)
         w_row = w_ptr + offs_o * sw_c + p * sw_h                                    # [BLOCK_C]
@@ -146,9 +132,9 @@ def _dw_conv2d_nchw_strip_kernel(
     if HAS_BIAS:
         bias = tl.load(b_ptr + offs_o, mask=mask_o, other=0.0).to(ACC_DTYPE)[:, None]
         o0, o1, o2, o3 = o0 + bias, o1 + bias, o2 + bias, o3 + bias
-    out = tl.reshape(tl.join(tl.join(o0, o2), tl.join(o1, o3)), [BLOCK_C, BLOCK_G, 4])   # columns 0, 1, 2, 3
-    out_ptrs = (out_ptr + pid_b * _mult4(so_b) + offs_o[:, None].to(tl.int64) * _mult4(so_c)
-                + (oh * _mult4(so_h) + ow0)[None, :])[:, :, None] + lane[None, None, :]
+    out = join4(o0, o1, o2, o3)   # columns 0, 1, 2, 3
+    out_ptrs = (out_ptr + pid_b * mult4(so_b) + offs_o[:, None].to(tl.int64) * mult4(so_c)
+                + (oh * mult4(so_h) + ow0)[None, :])[:, :, None] + lane[None, None, :]
     m = (mask_o[:, None] & mask_g[None, :])[:, :, None]
     tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=m)
 
