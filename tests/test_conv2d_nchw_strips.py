@@ -78,14 +78,19 @@ def test_layers_outside_its_scope_take_the_generic_kernel(monkeypatch, x_shape, 
     check(out, ref_conv2d(x, w, None, s, p, d), torch.float32)
 
 
-def test_a_sliced_input_whose_row_stride_is_not_a_multiple_of_4_takes_the_generic_kernel(monkeypatch):
+@pytest.mark.parametrize("x_slice, padding, why", [
+    ((19, 1, 17), (1, 1, 1, 1), "W 16 (W_out 16), but the row stride is 19"),
+    ((20, 0, 18), (1, 1, 0, 0), "row stride 20, but W 18 (W_out 16): a vector would straddle the row's end"),
+])
+def test_sliced_inputs_whose_rows_are_not_whole_vectors_take_the_generic_kernel(monkeypatch, x_slice, padding, why):
     forced = _forced(monkeypatch, 2, 8)
     gen = torch.Generator().manual_seed(4)
-    x = rand(1, 4, 8, 19, gen=gen)[..., 1:17]        # W 16 (W_out 16), but the row stride is 19
+    width, start, stop = x_slice
+    x = rand(1, 4, 8, width, gen=gen)[..., start:stop]
     w = rand(4, 1, 3, 3, gen=gen)
-    out = fused.conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1))
-    assert forced.launches == 0
-    check(out, ref_conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1)), torch.float32)
+    out = fused.conv2d(x, w, None, (1, 1), padding, (1, 1))
+    assert forced.launches == 0, why
+    check(out, ref_conv2d(x, w, None, (1, 1), padding, (1, 1)), torch.float32)
 
 
 def test_nchw_strips_off_launches_the_generic_kernel(monkeypatch):

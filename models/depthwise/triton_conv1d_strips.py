@@ -8,7 +8,9 @@ width, a load of a warp whose threads hold 4 neighbouring outputs touches the sa
 so L1 serves 44 wavefronts per 128 outputs where the bytes need 8; at K=7 (LFM3) 18 loads, 72
 wavefronts. On the H200 the K=4 row reached 79% of the copy ceiling and LFM3's K=7 rows 53%.
 Here a strip's inputs (output positions a .. a+3 read a - PAD_LEFT .. a + 3 - PAD_LEFT + K - 1)
-come from the aligned 4-element vectors covering them: 2 loads at K=4 causal, 3 at K=7.
+come from the aligned 4-element vectors covering them, the taps picked in registers
+(triton_vectors.row_taps, which the NCHW strip kernel runs per tap row): 2 loads at K=4 causal,
+3 at K=7.
 
 Scope (triton_conv1d's launcher checks it, `applies`): stride 1, dilation 1, K <= MAX_TAPS and
 PAD_LEFT <= MAX_PAD (the unrolled vectors x taps stay small), L and L_OUT multiples of 4 (a
@@ -25,40 +27,11 @@ import triton
 import triton.language as tl
 
 from .triton_launch import cdiv     # plain ints: Triton 3.9's triton.cdiv costs ~1.7 us a host call
-from .triton_vectors import join4, mult4, split4
+from .triton_vectors import join4, mult4, row_taps
 
 OUT_W = 4          # outputs per strip: one 4-element vector
 MAX_TAPS = 9       # K: every LFM2 (3) / LFM3 (7) / Mamba-style (4) short conv; conformer's 31 stays generic
 MAX_PAD = 8        # PAD_LEFT: causal up to K = 9
-
-
-@triton.jit
-def _elem(e: tl.constexpr, e0, e1, e2, e3):
-    """Element e (0 .. 3) of a split vector."""
-    if e == 0:
-        return e0
-    elif e == 1:
-        return e1
-    elif e == 2:
-        return e2
-    else:
-        return e3
-
-
-@triton.jit
-def _tap(VI: tl.constexpr, S: tl.constexpr, w, e0, e1, e2, e3, o0, o1, o2, o3):
-    """The strip's 4 accumulators plus one tap (weight w, [BLOCK_C, 1]) of one loaded vector:
-    output k reads column k + S (S = tap - PAD_LEFT, relative to the strip's first output), which
-    is element (k + S) % 4 of vector (k + S) // 4; only the outputs reading vector VI add."""
-    if (0 + S) // 4 == VI:
-        o0 += w * _elem((0 + S) % 4, e0, e1, e2, e3)
-    if (1 + S) // 4 == VI:
-        o1 += w * _elem((1 + S) % 4, e0, e1, e2, e3)
-    if (2 + S) // 4 == VI:
-        o2 += w * _elem((2 + S) % 4, e0, e1, e2, e3)
-    if (3 + S) // 4 == VI:
-        o3 += w * _elem((3 + S) % 4, e0, e1, e2, e3)
-    return o0, o1, o2, o3
 
 
 @triton.jit(do_not_specialize=["SIZE_CLASS"])
@@ -86,22 +59,13 @@ def _dw_conv1d_strip_kernel(
     offs_o = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)   # [BLOCK_C] output channels
     mask_o = offs_o < C_OUT
     row = x_ptr + pid_b * mult4(sx_b) + (offs_o // M).to(tl.int64) * mult4(sx_c)   # [BLOCK_C]
-    lane = tl.arange(0, 4)                             # [4] elements of a vector
     o0 = tl.zeros([BLOCK_C, BLOCK_G], dtype=ACC_DTYPE)
     o1 = tl.zeros([BLOCK_C, BLOCK_G], dtype=ACC_DTYPE)
     o2 = tl.zeros([BLOCK_C, BLOCK_G], dtype=ACC_DTYPE)
     o3 = tl.zeros([BLOCK_C, BLOCK_G], dtype=ACC_DTYPE)
-    # The vectors the strip reads: columns -PAD_LEFT .. 3 - PAD_LEFT + K - 1 relative to a.
-    for vi in tl.static_range(-((PAD_LEFT + 3) // 4), (3 - PAD_LEFT + K - 1) // 4 + 1):
-        pos = a + 4 * vi                               # [BLOCK_G] the vector's first input position
-        ok = mask_o[:, None] & (mask_g & (pos >= 0) & (pos < L))[None, :]          # [BLOCK_C, BLOCK_G]
-        vec = tl.load((row[:, None] + pos[None, :])[:, :, None] + lane[None, None, :], mask=ok[:, :, None],
-                      other=0.0)                       # [BLOCK_C, BLOCK_G, 4]
-        e0, e1, e2, e3 = split4(vec.to(ACC_DTYPE))
-        for q in tl.static_range(K):
-            # (a tap no output of this vector reads adds nothing: its weight load is dead code)
-            wq = tl.load(w_ptr + offs_o * sw_c + q * sw_k, mask=mask_o, other=0.0).to(ACC_DTYPE)[:, None]
-            o0, o1, o2, o3 = _tap(vi, q - PAD_LEFT, wq, e0, e1, e2, e3, o0, o1, o2, o3)
+    ok = mask_o[:, None] & mask_g[None, :]             # [BLOCK_C, BLOCK_G]
+    o0, o1, o2, o3 = row_taps(row[:, None], a, ok, L,
+                              w_ptr + offs_o * sw_c, sw_k, mask_o, o0, o1, o2, o3, K, 1, PAD_LEFT, ACC_DTYPE)
     if HAS_BIAS:
         bias = tl.load(b_ptr + offs_o, mask=mask_o, other=0.0).to(ACC_DTYPE)[:, None]
         o0, o1, o2, o3 = o0 + bias, o1 + bias, o2 + bias, o3 + bias
@@ -109,7 +73,7 @@ def _dw_conv1d_strip_kernel(
         o0, o1, o2, o3 = o0 * tl.sigmoid(o0), o1 * tl.sigmoid(o1), o2 * tl.sigmoid(o2), o3 * tl.sigmoid(o3)
     out = join4(o0, o1, o2, o3)   # outputs a .. a+3
     out_ptrs = ((out_ptr + pid_b * mult4(so_b) + offs_o[:, None].to(tl.int64) * mult4(so_c) + a[None, :])[:, :, None]
-                + lane[None, None, :])
+                + tl.arange(0, 4)[None, None, :])
     tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=(mask_o[:, None] & mask_g[None, :])[:, :, None])
 
 

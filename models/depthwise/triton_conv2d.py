@@ -84,8 +84,8 @@ else:
 
 # The NCHW strip kernel (triton_conv2d_nchw_strips: 4 outputs a thread along W from aligned vector
 # loads, where the generic NCHW kernel loads 34 of its 37 words a thread one by one) for the NCHW
-# 3x3 layers it covers (its `applies`). An untimed lead (PTX: 9 loads a thread at stride 1 where
-# the generic kernel issues 37): on by default so the next GPU run's ops step times it against
+# 3x3 layers it covers (its `applies`). An untimed lead (PTX: 9 16-byte loads for 4 outputs where
+# the generic kernel issues 37 loads, 34 of them 4-byte): on by default so the next GPU run's ops step times it against
 # cuDNN; DWSERVE_NCHW_STRIPS=0 at import (or NCHW_STRIPS = False: read per launch, plans keyed on
 # it) launches the generic kernel. benchmarks/gpu_strips.py times the two side by side.
 NCHW_STRIPS = os.environ.get("DWSERVE_NCHW_STRIPS", "1").strip().lower() not in _OFF

@@ -7,18 +7,18 @@ shifted by one element, which cannot be proven aligned: of its 37 loads for 4 ou
 load of a warp whose threads each hold 4 neighbouring outputs touches 4 cache lines, as a 16-byte
 load does, so in L1 wavefronts it costs a vector load for a quarter of the data: ~150 wavefronts
 per 128 outputs, enough to hold a batch-32 MobileNetV2 layer well under the copy ceiling.
-Here a strip's input row is loaded as the aligned vector(s) it spans (1 at stride 1, 2 at stride
-2: 4 or 8 elements starting at the strip's first output column times the stride) plus the
-columns just outside them as scalars (the left one when the left padding is 1; 1 or 2 on the
-right when it is 0), and the 3 taps of each output are picked from those columns in registers:
-3 loads a row at stride 1 instead of 12.
+Here each tap row is a 3-tap conv1d strip along W (triton_vectors.row_taps): the aligned
+4-element vectors covering the columns a strip's outputs read are loaded once each (3 at stride 1
+and 2: the one(s) the strip starts from and the neighbours holding its edge columns) and the taps
+picked from them in registers: 3 loads a row instead of 12, each a 16-byte vector in float32.
 
 Scope (triton_conv2d's launcher checks it, `applies`): KW == 3, DW == 1, stride 1 or 2 along W,
-left padding 0 or 1, W_OUT a multiple of 4 with W_OUT * SW <= W (every vector inside the row),
-and x's batch, channel and row strides multiples of 4 (so a row's vectors start 4-element
-aligned: the kernel states it to the compiler by rounding them, `triton_vectors.mult4`). Any KH,
-DH, stride along H, top padding and channel multiplier. Tile: [BLOCK_C channels, BLOCK_G strips, 4 outputs].
-Same argument list as the generic kernel, with PAD_L a constexpr (which columns a tap reads).
+left padding 0 or 1, W and W_OUT multiples of 4 with W_OUT * SW <= W (a vector is wholly inside
+the row or wholly outside: one mask per vector), and x's batch, channel and row strides multiples
+of 4 (so a row's vectors start 4-element aligned: stated to the compiler by rounding them,
+`triton_vectors.mult4`). Any KH, DH, stride along H, top padding and channel multiplier. Tile:
+[BLOCK_C channels, BLOCK_G strips, 4 outputs]. Same argument list as the generic kernel, with
+PAD_L a constexpr (which columns a tap reads).
 """
 from __future__ import annotations
 
@@ -26,50 +26,9 @@ import triton
 import triton.language as tl
 
 from .triton_launch import cdiv     # plain ints: Triton 3.9's triton.cdiv costs ~1.7 us a host call
-from .triton_vectors import join4, mult4, split4
+from .triton_vectors import join4, mult4, row_taps
 
 OUT_W = 4          # outputs per strip: one 4-element vector
-
-
-@triton.jit
-def _scalar_col(row_ptr, iw, ok, W):
-    """One input column iw ([BLOCK_G]) of the row at row_ptr ([BLOCK_C, BLOCK_G]), zero outside."""
-    return tl.load(row_ptr + iw[None, :], mask=ok & ((iw >= 0) & (iw < W))[None, :], other=0.0)
-
-
-@triton.jit
-def _pick(j: tl.constexpr, cm1, c0, c1, c2, c3, c4, c5, c6, c7, c8):
-    """Column j (-1 .. 8, relative to the strip's first vector element) of a loaded row."""
-    if j == -1:
-        return cm1
-    elif j == 0:
-        return c0
-    elif j == 1:
-        return c1
-    elif j == 2:
-        return c2
-    elif j == 3:
-        return c3
-    elif j == 4:
-        return c4
-    elif j == 5:
-        return c5
-    elif j == 6:
-        return c6
-    elif j == 7:
-        return c7
-    else:
-        return c8
-
-
-@triton.jit
-def _out(k: tl.constexpr, w0, w1, w2, cm1, c0, c1, c2, c3, c4, c5, c6, c7, c8,
-         SW: tl.constexpr, PAD_L: tl.constexpr):
-    """Output k (0 .. 3) of the strip, one tap row: its taps read columns k * SW - PAD_L + q."""
-    j: tl.constexpr = k * SW - PAD_L
-    return (_pick(j, cm1, c0, c1, c2, c3, c4, c5, c6, c7, c8) * w0
-            + _pick(j + 1, cm1, c0, c1, c2, c3, c4, c5, c6, c7, c8) * w1
-            + _pick(j + 2, cm1, c0, c1, c2, c3, c4, c5, c6, c7, c8) * w2)
 
 
 @triton.jit(do_not_specialize=["SIZE_CLASS"])
@@ -97,44 +56,23 @@ def _dw_conv2d_nchw_strip_kernel(
     offs_o = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)   # [BLOCK_C] output channels
     mask_o = offs_o < C_OUT
     x_base = x_ptr + pid_b * mult4(sx_b) + (offs_o // M).to(tl.int64) * mult4(sx_c)   # [BLOCK_C]
-    a = ow0 * SW                                       # [BLOCK_G] input column of the first vector element
-    lane = tl.arange(0, 4)                             # [4] elements of a vector
+    a = ow0 * SW                                       # [BLOCK_G] input column of output ow0's tap 0 + PAD_L
     o0 = tl.zeros([BLOCK_C, BLOCK_G], dtype=ACC_DTYPE)
     o1 = tl.zeros([BLOCK_C, BLOCK_G], dtype=ACC_DTYPE)
     o2 = tl.zeros([BLOCK_C, BLOCK_G], dtype=ACC_DTYPE)
     o3 = tl.zeros([BLOCK_C, BLOCK_G], dtype=ACC_DTYPE)
-    for p in tl.static_range(KH):
+    for p in tl.static_range(KH):                      # each tap row: a 3-tap conv1d strip along W
         ih = oh * SH - PAD_T + p * DH
         ok = mask_o[:, None] & (mask_g & (ih >= 0) & (ih < H))[None, :]            # [BLOCK_C, BLOCK_G]
         row_ptr = x_base[:, None] + (ih * mult4(sx_h))[None, :]                    # [BLOCK_C, BLOCK_G]
-        vec_ptr = (row_ptr + a[None, :])[:, :, None] + lane[None, None, :]          # [BLOCK_C, BLOCK_G, 4]
-        c0, c1, c2, c3 = split4(tl.load(vec_ptr, mask=ok[:, :, None], other=0.0).to(ACC_DTYPE))
-        cm1 = c0                                       # placeholders for the columns this case never reads
-        c5, c6, c7, c8 = c0, c0, c0, c0
-        if PAD_L == 1:
-            cm1 = _scalar_col(row_ptr, a - 1, ok, W).to(ACC_DTYPE)
-        if SW == 1:
-            c4 = _scalar_col(row_ptr, a + 4, ok, W).to(ACC_DTYPE)
-            if PAD_L == 0:
-                c5 = _scalar_col(row_ptr, a + 5, ok, W).to(ACC_DTYPE)
-        else:
-            c4, c5, c6, c7 = split4(tl.load(vec_ptr + 4, mask=ok[:, :, None], other=0.0).to(ACC_DTYPE))
-            if PAD_L == 0:
-                c8 = _scalar_col(row_ptr, a + 8, ok, W).to(ACC_DTYPE)
-        w_row = w_ptr + offs_o * sw_c + p * sw_h                                    # [BLOCK_C]
-        w0 = tl.load(w_row, mask=mask_o, other=0.0).to(ACC_DTYPE)[:, None]
-        w1 = tl.load(w_row + sw_w, mask=mask_o, other=0.0).to(ACC_DTYPE)[:, None]
-        w2 = tl.load(w_row + 2 * sw_w, mask=mask_o, other=0.0).to(ACC_DTYPE)[:, None]
-        o0 += _out(0, w0, w1, w2, cm1, c0, c1, c2, c3, c4, c5, c6, c7, c8, SW, PAD_L)
-        o1 += _out(1, w0, w1, w2, cm1, c0, c1, c2, c3, c4, c5, c6, c7, c8, SW, PAD_L)
-        o2 += _out(2, w0, w1, w2, cm1, c0, c1, c2, c3, c4, c5, c6, c7, c8, SW, PAD_L)
-        o3 += _out(3, w0, w1, w2, cm1, c0, c1, c2, c3, c4, c5, c6, c7, c8, SW, PAD_L)
+        o0, o1, o2, o3 = row_taps(row_ptr, a, ok, W, w_ptr + offs_o * sw_c + p * sw_h, sw_w, mask_o,
+                                  o0, o1, o2, o3, 3, SW, PAD_L, ACC_DTYPE)
     if HAS_BIAS:
         bias = tl.load(b_ptr + offs_o, mask=mask_o, other=0.0).to(ACC_DTYPE)[:, None]
         o0, o1, o2, o3 = o0 + bias, o1 + bias, o2 + bias, o3 + bias
     out = join4(o0, o1, o2, o3)   # columns 0, 1, 2, 3
     out_ptrs = (out_ptr + pid_b * mult4(so_b) + offs_o[:, None].to(tl.int64) * mult4(so_c)
-                + (oh * mult4(so_h) + ow0)[None, :])[:, :, None] + lane[None, None, :]
+                + (oh * mult4(so_h) + ow0)[None, :])[:, :, None] + tl.arange(0, 4)[None, None, :]
     m = (mask_o[:, None] & mask_g[None, :])[:, :, None]
     tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=m)
 
@@ -147,9 +85,9 @@ def _launch_grid(B: int, C_out: int, H_out: int, W_out: int):
 
 def applies(x_strides: tuple, out_strides: tuple, KW: int, sw: int, dw: int, left: int, W: int, W_out: int) -> bool:
     """Whether the NCHW strip kernel covers this launch (its scope in the module docstring): 3 taps
-    along W without dilation, stride 1 or 2, left padding 0 or 1, whole 4-wide strips inside the
-    row, W unit-stride and the other strides of x and the output multiples of 4 elements."""
+    along W without dilation, stride 1 or 2, left padding 0 or 1, whole 4-wide strips inside a row
+    of whole vectors, W unit-stride and the other strides of x and the output multiples of 4."""
     sx_b, sx_c, sx_h, sx_w = x_strides
     so_b, so_c, so_h, so_w = out_strides
-    return (KW == 3 and dw == 1 and sw in (1, 2) and left in (0, 1) and W_out % 4 == 0 and W_out * sw <= W
-            and sx_w == 1 and so_w == 1 and all(s % 4 == 0 for s in (sx_b, sx_c, sx_h, so_b, so_c, so_h)))
+    return (KW == 3 and dw == 1 and sw in (1, 2) and left in (0, 1) and W % 4 == 0 and W_out % 4 == 0
+            and W_out * sw <= W and sx_w == 1 and so_w == 1 and all(s % 4 == 0 for s in (sx_b, sx_c, sx_h, so_b, so_c, so_h)))
