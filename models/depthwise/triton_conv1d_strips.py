@@ -74,7 +74,7 @@ def _dw_conv1d_strip_kernel(
     out = join4(o0, o1, o2, o3)   # outputs a .. a+3
     out_ptrs = ((out_ptr + pid_b * mult4(so_b) + offs_o[:, None].to(tl.int64) * mult4(so_c) + a[None, :])[:, :, None]
                 + tl.arange(0, 4)[None, None, :])
-    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=(mask_o[:, None] & mask_g[None, :])[:, :, None])
+    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=ok[:, :, None])
 
 
 def _launch_grid(B: int, C_out: int, L_out: int):
