@@ -184,6 +184,7 @@ def test_layouts_step_prewarms_both_weight_layouts():
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     # tap-major (channel stride 1) and as stored (KH*KW = 9; K = 3), each a variant of its own:
-    # the NHWC strip kernel's 8 autotune configs each (the layer is 3x3), the short-conv block's one fixed config.
+    # the NHWC strip kernel's 10 1-row configs each (the layer is 3x3; its two-row ones are for big
+    # layers), the short-conv block's one fixed config.
     assert got["sw_c"] == {"_dw_conv2d_nhwc_strip_tuned": [1, 9], "_short_conv_kernel": [1, 3]}
-    assert got["jobs"] == 2 * 8 + 2 * 1
+    assert got["jobs"] == 2 * 10 + 2 * 1

@@ -78,9 +78,12 @@ else:
     # untimed lead: the next run's tuner decides, and autotune-h200.json says what it took.
     _STRIP_BIG = [triton.Config({"BLOCK_Q": bq, "BLOCK_C": bc, "ROWS": 2}, num_warps=w)
                   for bq, bc, w in [(8, 32, 2), (16, 32, 4), (16, 16, 2), (32, 16, 4)]]
+    # The last two hold 8 channels a thread in 32-channel tiles: 16-byte loads in bfloat16 / float16
+    # on widths that 64-channel tiles leave a third empty (c96: the memory-bound stride-2 layer,
+    # 72% of the copy ceiling in bfloat16 with 8-byte loads); untimed, the tuner decides.
     _STRIP_CONFIGS = [triton.Config({"BLOCK_Q": bq, "BLOCK_C": bc, "ROWS": 1}, num_warps=w)
                       for bq, bc, w in [(8, 32, 2), (16, 32, 4), (8, 64, 4), (16, 64, 4), (4, 128, 4), (32, 64, 8),
-                                        (32, 16, 4), (16, 16, 2)]]
+                                        (32, 16, 4), (16, 16, 2), (16, 32, 2), (32, 32, 4)]]
 
 # The NCHW strip kernel (triton_conv2d_nchw_strips: 4 outputs a thread along W from aligned vector
 # loads, where the generic NCHW kernel loads 34 of its 37 words a thread one by one) for the NCHW
