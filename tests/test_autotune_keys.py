@@ -37,8 +37,9 @@ def test_size_class_is_one_bucket_per_factor_of_four():
 
 _CHECK_COMPILED_KERNELS = """
 from models.depthwise import triton_conv1d, triton_conv2d
-for kernel in (triton_conv1d._dw_conv1d_kernel, triton_conv2d._dw_conv2d_nchw_kernel,
-               triton_conv2d._dw_conv2d_nhwc_kernel):
+for kernel in (triton_conv1d._dw_conv1d_kernel, triton_conv1d._dw_conv1d_strip_tuned, triton_conv2d._dw_conv2d_nchw_kernel,
+               triton_conv2d._dw_conv2d_nhwc_kernel, triton_conv2d._dw_conv2d_nhwc_strip_tuned,
+               triton_conv2d._dw_conv2d_nhwc_strip_one_row_tuned, triton_conv2d._dw_conv2d_nchw_strip_tuned):
     assert "SIZE_CLASS" in kernel.keys and set(kernel.keys) <= set(kernel.fn.arg_names), kernel.keys
     param = next(p for p in kernel.fn.params if p.name == "SIZE_CLASS")
     assert param.do_not_specialize, "a specialised size class would compile a variant per bucket"
