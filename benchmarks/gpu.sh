@@ -64,7 +64,7 @@ fi
 timeout -k 5 90 "$py" -m pytest -q -m gpu -p no:cacheprovider -o addopts="" --junitxml "$out/gpu-tests.xml" \
     tests/test_decoding.py tests/test_profiling.py tests/test_fused.py tests/test_lfm2.py tests/test_weight_layout.py \
     tests/test_continuous_graphs.py tests/test_lfm3.py tests/test_lfm2_moe.py tests/test_device_time.py tests/test_conv2d_tiles.py \
-    tests/test_graphed.py tests/test_conv2d_strips.py tests/test_auto_graphed.py tests/test_conv2d_nchw_strips.py \
+    tests/test_graphed.py tests/test_auto_graphed.py tests/test_conv2d_strips.py tests/test_conv2d_nchw_strips.py \
     tests/test_conv1d_strips.py \
     2>&1 | tee "$out/gpu-tests.log"
 tests_rc=$?

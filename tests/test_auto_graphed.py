@@ -137,7 +137,7 @@ def test_a_bf16_nhwc_net_in_cuda_graphs_runs_the_strip_kernel_and_equals_its_eag
     """Real graphs: two bf16 channels_last 3x3 depthwise layers (stride 1, then 2) under auto. The
     eager forward runs cuDNN; the capture (warm-up included) runs the fused strip kernel, autotuned
     before the capture; each replay equals the eager forward of the same rows. Shapes as in
-    test_conv2d_strips.py's CUDA test, so gpu.sh's run reuses its compiled variants."""
+    test_conv2d_strips.py's CUDA test, so the two share compiled variants (gpu.sh runs this first)."""
     from models.depthwise import depthwise_conv2d, triton_autotune
     from models.graphed import GraphedForward
     g = torch.Generator(device="cuda").manual_seed(3)
