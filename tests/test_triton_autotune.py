@@ -24,6 +24,10 @@ def test_tune_bench_times_with_the_short_budget(monkeypatch):
     pytest.param("triton_conv1d", "_dw_conv1d_kernel", id="conv1d"),
     pytest.param("triton_conv2d", "_dw_conv2d_nchw_kernel", id="conv2d-nchw"),
     pytest.param("triton_conv2d", "_dw_conv2d_nhwc_kernel", id="conv2d-nhwc"),
+    pytest.param("triton_conv2d", "_dw_conv2d_nhwc_strip_tuned", id="conv2d-nhwc-strips"),
+    pytest.param("triton_conv2d", "_dw_conv2d_nhwc_strip_one_row_tuned", id="conv2d-nhwc-strips-one-row"),
+    pytest.param("triton_conv2d", "_dw_conv2d_nchw_strip_tuned", id="conv2d-nchw-strips"),
+    pytest.param("triton_conv1d", "_dw_conv1d_strip_tuned", id="conv1d-strips"),
 ])
 def test_every_autotuned_kernel_uses_it(module, kernel):
     import importlib
@@ -65,6 +69,10 @@ def test_launch_tuned_tunes_once_per_key_then_launches_the_pick_directly(monkeyp
     assert all(r["BLOCK"] == 128 and r["num_warps"] == 8 for r in runs[-3:])
     triton_autotune.launch_tuned(tuner, grid, ("k2",), "x", 9)
     assert len(tuner_runs) == 2
+    # picks() keeps each tuning run's side-by-side times of the configs (us), per caller key
+    mine = [p for p in triton_autotune.picks() if p["key"] in (["k1"], ["k2"])]
+    assert [p["config"]["BLOCK"] for p in mine] == [128, 128]
+    assert all(p["timings_us"] == {"BLOCK=64 w2 s3": 2000.0, "BLOCK=128 w8 s3": 1000.0} for p in mine), mine
 
 
 def test_launch_tuned_launches_a_non_autotuner_as_given():

@@ -85,6 +85,7 @@ def size_class(n: int) -> int:
 
 
 _PICKED: dict = {}            # (autotuner, caller's key) -> Launcher of kernel.fn with the pick's kwargs
+_TIMINGS: dict = {}           # (autotuner, caller's key) -> {config label: median us} of the tuning run
 _TUNING = threading.Lock()    # the Autotuner keeps per-call state (nargs, best_config) on itself
 
 
@@ -105,19 +106,36 @@ def launch_tuned(kernel, grid, key: tuple, *args, **kwargs):
     launcher = _PICKED.get((kernel, key))
     if launcher is None:
         with _TUNING:
+            before = getattr(kernel, "configs_timings", None)
             kernel[grid](*args, **kwargs)
             _PICKED[(kernel, key)] = Launcher(kernel.fn, kernel.best_config.all_kwargs())
+            timings = getattr(kernel, "configs_timings", None)
+            if timings and timings is not before:        # this launch tuned: every config's time, kept
+                _TIMINGS[(kernel, key)] = {config_label(c): _median_us(t) for c, t in timings.items()}
         return None
     return launcher.planned(grid, args, kwargs)
 
 
+def config_label(config) -> str:
+    """A triton.Config as the ptx report names it: its block sizes, then warps (w) and stages (s)."""
+    return " ".join(f"{k}={v}" for k, v in config.kwargs.items()) + f" w{config.num_warps} s{config.num_stages}"
+
+
+def _median_us(timing) -> float:
+    """The autotuner's time for a config (ms, or [median, p20, p80] ms from our quantiles) in us."""
+    ms = timing[0] if isinstance(timing, (list, tuple)) else timing
+    return round(float(ms) * 1000.0, 3)
+
+
 def picks() -> list[dict]:
     """Every choice the autotuners made through launch_tuned so far: the kernel, the key (as
-    launch_tuned's caller built it: channels, size class, taps, strides, ..., dtypes) and the
-    config kwargs (block sizes, num_warps, ...). Benchmarks record it, so which tile each layer
-    got on the device outlives the machine."""
+    launch_tuned's caller built it: channels, size class, taps, strides, ..., dtypes), the
+    config kwargs (block sizes, num_warps, ...) and, where that launch tuned, every config's
+    median time (us): the tuner's own side-by-side timing of the tiles. Benchmarks record it, so
+    which tile each layer got on the device, and by how much, outlives the machine."""
     plain = (int, float, bool, str, type(None))
     return [{"kernel": getattr(kernel.fn, "__name__", str(kernel.fn)),
              "key": [k if isinstance(k, plain) else str(k) for k in key],
-             "config": {k: v if isinstance(v, plain) else str(v) for k, v in launcher.options.items()}}
+             "config": {k: v if isinstance(v, plain) else str(v) for k, v in launcher.options.items()},
+             "timings_us": _TIMINGS.get((kernel, key))}
             for (kernel, key), launcher in list(_PICKED.items())]
