@@ -82,7 +82,7 @@ def test_the_filed_logs_name_no_machine_paths(tmp_path):
     run = tmp_path / "run"
     shutil.copytree(FIRST_RUN, run)
     (run / "gpu-run.log").write_text(
-        "/work/main/benchmarks/gpu_cases.py:111: UserWarning\n"
+        "/home/user/checkout/benchmarks/gpu_cases.py:111: UserWarning\n"
         "/opt/torch/.venv/lib/python3.12/site-packages/torch/profiler/profiler.py:224: x\n"
         "exit 0 (ok); results in /tmp/dwserve-gpu.SGw3QB\n")
     gpu_collect.main([str(run), "--date", "2027-01-05", "--results", str(tmp_path / "r")])
