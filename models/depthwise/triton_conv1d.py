@@ -20,7 +20,7 @@ import triton.language as tl
 
 from .triton_autotune import AUTOTUNE_TIMING, big_layer_configs, launch_tuned, size_class
 from . import triton_launch
-from .triton_launch import cdiv, keep_plan, plan_key
+from .triton_launch import cdiv, env_switch, keep_plan, plan_key
 from .triton_conv1d_strips import _dw_conv1d_strip_kernel, _launch_grid as _strips_grid, applies as strips_apply
 from .weight_layout import copies, tap_major
 
@@ -53,7 +53,7 @@ ACTIVATIONS = (None, "silu")
 # An untimed lead (PTX: 2 vector loads for 4 outputs at K=4 causal where this kernel issues 11):
 # on by default so the next GPU run's ops step times it; DWSERVE_CONV1D_STRIPS=0 at import (or
 # STRIPS = False: read per launch, plans keyed on it) launches the generic kernel below.
-STRIPS = os.environ.get("DWSERVE_CONV1D_STRIPS", "1").strip().lower() not in ("0", "false", "no", "off")
+STRIPS = env_switch("DWSERVE_CONV1D_STRIPS")
 if _INTERPRET:
     _STRIP_CONFIGS = [triton.Config({"BLOCK_C": 2, "BLOCK_G": 8}, num_warps=1)]
 else:
@@ -61,12 +61,13 @@ else:
                       for bc, bg, w in [(1, 128, 4), (2, 64, 4), (4, 32, 4), (1, 256, 8), (2, 128, 8), (8, 16, 4)]]
 
 
-# Keyed on what is fixed per model layer (channels, multiplier, taps, stride, dilation, which
-# dim of x is unit-stride, the weight's channel stride: 1 when tap-major) and on B * L_out only
-# by its factor-of-4 size class, so a new request length rarely re-tunes.
-@triton.autotune(configs=_CONFIGS, key=["C_OUT", "SIZE_CLASS", "M", "K", "STRIDE", "DILATION", "X_CHANNELS_INNER",
-                                        "sw_c"],
-                 prune_configs_by={"early_config_prune": big_layer_configs(_BIG, _NARROW)},
+# Autotune keys, both kernels: what is fixed per model layer (channels, multiplier, taps, stride,
+# dilation, which dim of x is unit-stride, the weight's channel stride: 1 when tap-major) and
+# B * L_out only by its factor-of-4 size class, so a new request length rarely re-tunes.
+_KEY = ["C_OUT", "SIZE_CLASS", "M", "K", "STRIDE", "DILATION", "X_CHANNELS_INNER", "sw_c"]
+
+
+@triton.autotune(configs=_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": big_layer_configs(_BIG, _NARROW)},
                  **AUTOTUNE_TIMING)
 @triton.jit(do_not_specialize=["SIZE_CLASS"])
 def _dw_conv1d_kernel(
@@ -113,9 +114,7 @@ def _dw_conv1d_kernel(
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_o[:, None] & mask_t[None, :])
 
 
-_dw_conv1d_strip_tuned = triton.autotune(configs=_STRIP_CONFIGS, key=["C_OUT", "SIZE_CLASS", "M", "K", "STRIDE",
-                                                                     "DILATION", "X_CHANNELS_INNER", "sw_c"],
-                                         **AUTOTUNE_TIMING)(_dw_conv1d_strip_kernel)
+_dw_conv1d_strip_tuned = triton.autotune(configs=_STRIP_CONFIGS, key=_KEY, **AUTOTUNE_TIMING)(_dw_conv1d_strip_kernel)
 
 
 def _acc_dtype(dtype: torch.dtype):

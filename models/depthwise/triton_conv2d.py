@@ -25,7 +25,7 @@ import triton.language as tl
 
 from .triton_autotune import AUTOTUNE_TIMING, big_layer_configs, launch_tuned, size_class
 from . import triton_launch
-from .triton_launch import cdiv, keep_plan, plan_key
+from .triton_launch import cdiv, env_switch, keep_plan, plan_key
 from .triton_conv2d_strips import _dw_conv2d_nhwc_strip_kernel, _launch_grid as _strips_grid
 from .triton_conv2d_nchw_strips import _dw_conv2d_nchw_strip_kernel, _launch_grid as _nchw_strips_grid
 from .triton_conv2d_nchw_strips import applies as nchw_strips_apply
@@ -60,11 +60,10 @@ else:
 # device time against cuDNN from 1.255x to 1.03x (float32 geomean) and 0.744x to 0.669x (bfloat16)
 # (benchmarks/results/h200-2026-12-04-2/nhwc-h200.md). DWSERVE_NHWC_STRIPS=0 at import turns it
 # off; tests and benchmarks set STRIPS (read per launch; call-site plans are keyed on it).
-_OFF = ("0", "false", "no", "off")
-STRIPS = os.environ.get("DWSERVE_NHWC_STRIPS", "1").strip().lower() not in _OFF
+STRIPS = env_switch("DWSERVE_NHWC_STRIPS")
 # Two-row strips (below) among the tuner's choices on big layers; DWSERVE_NHWC_TWO_ROW_STRIPS=0
 # at import (or TWO_ROW_STRIPS = False: read per launch, plans keyed on it) leaves the 1-row ones.
-TWO_ROW_STRIPS = os.environ.get("DWSERVE_NHWC_TWO_ROW_STRIPS", "1").strip().lower() not in _OFF
+TWO_ROW_STRIPS = env_switch("DWSERVE_NHWC_TWO_ROW_STRIPS")
 if _INTERPRET:
     _STRIP_CONFIGS, _STRIP_BIG = [triton.Config({"BLOCK_Q": 4, "BLOCK_C": 16, "ROWS": 1}, num_warps=1)], []
 else:
@@ -91,7 +90,7 @@ else:
 # the generic kernel issues 37 loads, 34 of them 4-byte): on by default so the next GPU run's ops step times it against
 # cuDNN; DWSERVE_NCHW_STRIPS=0 at import (or NCHW_STRIPS = False: read per launch, plans keyed on
 # it) launches the generic kernel. benchmarks/gpu_strips.py times the two side by side.
-NCHW_STRIPS = os.environ.get("DWSERVE_NCHW_STRIPS", "1").strip().lower() not in _OFF
+NCHW_STRIPS = env_switch("DWSERVE_NCHW_STRIPS")
 if _INTERPRET:
     _NCHW_STRIP_CONFIGS = [triton.Config({"BLOCK_C": 2, "BLOCK_G": 8}, num_warps=1)]
 else:

@@ -15,23 +15,18 @@ launcher would call doing nothing). Usage:
     Launcher(fn, options).planned(grid, args, kwargs)   # fn[grid](*args, **kwargs, **options) -> Plan | None
     launch(fn, grid, *args, **kwargs)                   # the same, one Launcher per fn
 
-A Plan is one direct launch with every non-tensor argument fixed. Every fused call site
-(triton_conv1d, triton_conv2d, triton_decode, triton_short_conv) keeps one per call signature
-(plan_key / tensors_key: shapes, strides, dtypes, 16-byte alignment, the op's arguments), so a
-repeated call allocates its output and goes straight to the launcher with its own tensors
-(replay), past its set-up, the autotune lookup and the Launcher's key.
+A Plan is one direct launch with every non-tensor argument fixed. Every fused call site keeps
+one per call signature (plan_key / tensors_key: shapes, strides, dtypes, 16-byte alignment, the
+op's arguments): a repeated call allocates its output and goes straight to the launcher (replay).
 
-`options`: kwargs fixed for this Launcher (an autotune pick). A compiled entry's key: (device,
-every argument's type, a tensor's dtype and 16-byte alignment, other values, kwargs' names), more
-than Triton specialises on, so a misaligned view never reuses an aligned binary; an argument of
-another kind (a tuple) takes Triton's path.
+`options`: kwargs fixed for this Launcher (an autotune pick). An entry's key (device, argument
+types, tensors' dtypes and 16-byte alignment, other values) is more than Triton specialises on.
 
 The JIT path (`fn[grid](...)`) is taken instead when: ENABLED is False (DWSERVE_TRITON_DIRECT_LAUNCH=0
 at import), fn is not a JITFunction (TRITON_INTERPRET=1: the CPU tests' kernels always take it),
 a launch hook or pre-run hook is set, the installed Triton's CompiledKernel lacks run/function/
-packed_metadata, or no CUDA driver answers. Launches go on the current stream (graph capture records them).
-JITFunction.run's knobs (debug, instrumentation) are assumed fixed after an entry's first launch;
-its check that a kernel's globals did not change is skipped.
+packed_metadata, or no CUDA driver answers. Launches go on the current stream (graphs capture
+them). JITFunction.run's knobs are assumed fixed after an entry's first launch.
 """
 from __future__ import annotations
 
@@ -42,9 +37,14 @@ import torch
 
 from .weight_layout import tap_major
 
-# On unless DWSERVE_TRITON_DIRECT_LAUNCH is 0/false/no/off: its CUDA tests (test_triton_launch_gpu.py)
-# passed 24/24 on an H200 with Triton 3.6 (benchmarks/results/h200-2026-12-04-2/gpu-tests-launch.log).
-ENABLED = os.environ.get("DWSERVE_TRITON_DIRECT_LAUNCH", "1").strip().lower() not in ("0", "false", "no", "off")
+
+def env_switch(name: str) -> bool:
+    """An on-by-default kernel switch, read at import: 0/false/no/off (any case) turn it off."""
+    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+# Its CUDA tests (test_triton_launch_gpu.py) passed 24/24 on an H200 (h200-2026-12-04-2/gpu-tests-launch.log).
+ENABLED = env_switch("DWSERVE_TRITON_DIRECT_LAUNCH")
 MAX_ENTRIES = 1024           # entries per Launcher; a full one starts over (Triton keeps the binaries)
 PLANS = True                 # call sites keep Plans (set False to time the Launcher alone)
 MAX_PLANS = 4096             # plans per call site; a full table starts over
