@@ -14,7 +14,9 @@ the NHWC strip kernel: benchmarks/results/h200-2026-12-04-2/nhwc-h200.md). Per s
 in one process: device time (benchmarks/timing.time_cuda_graph, kernels only) of each, against
 the copy ceiling measured here; eager wall medians of them interleaved. On the big NHWC layers,
 where the tuner also tries two-row strips, a fourth column: the strip kernel with 1-row strips
-only (triton_conv2d.TWO_ROW_STRIPS off), so strips/1-row says what the two-row configs bought.
+only (triton_conv2d.TWO_ROW_STRIPS off), so strips/1-row says what the two-row configs bought; on
+the bfloat16 / float16 NCHW and (B, C, L) rows whose strips are 8 wide (16-byte vectors), a fifth:
+4-wide strips (triton_vectors.WIDE_HALF off), so strips/4-wide says what the 16-byte loads bought.
 Every fused variant is compiled first on all cores (benchmarks/gpu_prewarm), then autotuned per
 layer as in serving. Writes strips-<tag>.{json,md} under --out (default benchmarks/results/local/)
 with every autotune pick. --smoke: CPU, Triton's interpreter, six tiny shapes (two a layout), no
@@ -42,9 +44,10 @@ from benchmarks.gpu_launch import device_times, min_bytes  # noqa: E402
 from benchmarks.ops_measure import make_call, make_inputs  # noqa: E402
 from benchmarks.ops_suite import SUITE, Shape  # noqa: E402
 from benchmarks.results_files import LOCAL  # noqa: E402
-from models.depthwise import triton_conv1d, triton_conv2d  # noqa: E402
+from models.depthwise import (triton_conv1d, triton_conv1d_strips, triton_conv2d,  # noqa: E402
+                              triton_conv2d_nchw_strips, triton_vectors)
 
-IMPLS = ("native", "fused_generic", "fused_strips", "fused_strips_1row")
+IMPLS = ("native", "fused_generic", "fused_strips", "fused_strips_1row", "fused_strips_4wide")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SMOKE = (Shape("smoke-s1-cl", "conv2d", (1, 16, 7, 9), (3, 3), padding=1, channels_last=True),
          Shape("smoke-s2-cl", "conv2d", (2, 16, 8, 8), (3, 3), stride=2, padding=1, channels_last=True),
@@ -88,14 +91,39 @@ def two_rows_tried(shape: Shape) -> bool:
     return c * 4 ** size_class(outputs) >= BIG_LAYER_MIN_OUTPUTS
 
 
-def calls_for(shape: Shape, dtype: torch.dtype, device: str, sets: list, one_row: bool) -> dict:
+def wide_tried(shape: Shape, dtype: torch.dtype) -> bool:
+    """Whether the strip kernel as served runs 8-wide strips on this layer in this dtype (2-byte
+    dtypes, contiguous NCHW / (B, C, L) rows of whole 8-vectors: the kernels' strip_width with
+    WIDE_HALF on); elsewhere the 4-wide column would time the same launch."""
+    if shape.channels_last or torch.empty(0, dtype=dtype).element_size() != 2:
+        return False
+    strides = lambda dims: torch.empty(dims, device="meta").stride()      # contiguous, as make_inputs makes x
+    if shape.op == "conv1d":
+        (b, c, n), k = shape.x, shape.k
+        left, right = (k - 1, 0) if shape.padding == "causal" else (int(shape.padding),) * 2
+        n_out = n + left + right - k + 1
+        width = lambda: triton_conv1d_strips.strip_width(strides((b, c, n)), strides((b, c, n_out)), k, shape.stride,
+                                                         1, left, n, n_out, 2)
+    else:
+        (b, c, h, w), pad, st = shape.x, int(shape.padding), shape.stride
+        h_out, w_out = (h + 2 * pad - 3) // st + 1, (w + 2 * pad - 3) // st + 1
+        width = lambda: triton_conv2d_nchw_strips.strip_width(strides((b, c, h, w)), strides((b, c, h_out, w_out)),
+                                                              3, st, 1, pad, w, w_out, 2)
+    return timing.with_switch(triton_vectors, "WIDE_HALF", True, width)() == 8
+
+
+def calls_for(shape: Shape, dtype: torch.dtype, device: str, sets: list, one_row: bool, four_wide: bool) -> dict:
     """native, the generic fused kernel, the strip kernel as served (NHWC: 1- and 2-row strips
-    tuned) and, with one_row, the NHWC strip kernel with the 1-row configs only (TWO_ROW_STRIPS off)."""
+    tuned; 2-byte NCHW / (B, C, L): 8-wide strips where they fit), with one_row the NHWC strip kernel
+    with the 1-row configs only (TWO_ROW_STRIPS off), with four_wide the strip kernel with 4-wide
+    strips only (triton_vectors.WIDE_HALF off)."""
     fused = lambda on: with_strips(make_call(shape, "fused", dtype, device, sets), on)
     calls = {"native": make_call(shape, "native", dtype, device, sets),
              "fused_generic": fused(False), "fused_strips": fused(True)}
     if one_row:
         calls["fused_strips_1row"] = timing.with_switch(triton_conv2d, "TWO_ROW_STRIPS", False, fused(True))
+    if four_wide:
+        calls["fused_strips_4wide"] = timing.with_switch(triton_vectors, "WIDE_HALF", False, fused(True))
     return calls
 
 
@@ -109,9 +137,9 @@ def prewarm(shapes, dtypes, device: str, seconds: float) -> dict:
 
 
 def measure(shape: Shape, dtype: torch.dtype, device: str, ceiling_gbps: float | None, wall_s: float,
-            one_row: bool) -> dict:
+            one_row: bool, four_wide: bool) -> dict:
     sets = input_sets.input_sets(make_inputs(shape, dtype, device), device)
-    calls = calls_for(shape, dtype, device, sets, one_row)
+    calls = calls_for(shape, dtype, device, sets, one_row, four_wide)
     ref = calls["native"]()
     row = {"shape": shape.name, "dtype": str(dtype).removeprefix("torch."), "min_bytes": min_bytes(sets[0], ref)}
     for name, call in calls.items():
@@ -126,11 +154,12 @@ def measure(shape: Shape, dtype: torch.dtype, device: str, ceiling_gbps: float |
 
 def ratios(rows: list[dict]) -> dict:
     """Per dtype: geometric mean and worst of device time ratios: each fused variant / native, the
-    strip kernel / the generic one, and the strip kernel as served / its 1-row strips (the rows
-    that have both)."""
+    strip kernel / the generic one, and the strip kernel as served / its 1-row strips and / its
+    4-wide strips (the rows that have both)."""
     out = {}
     for dtype in sorted({r["dtype"] for r in rows}):
-        pairs = [(i, "native") for i in IMPLS[1:]] + [("fused_strips", b) for b in ("fused_generic", "fused_strips_1row")]
+        pairs = [(i, "native") for i in IMPLS[1:]] + [("fused_strips", b) for b in ("fused_generic", "fused_strips_1row",
+                                                                                  "fused_strips_4wide")]
         for impl, base in pairs:
             rs = [r[f"{impl}_device_us"] / r[f"{base}_device_us"] for r in rows if r["dtype"] == dtype
                   and r.get(f"{impl}_device_us") and r.get(f"{base}_device_us")]
@@ -144,13 +173,13 @@ def table(rows: list[dict]) -> list[str]:
     f = lambda v: "-" if v is None else f"{v:,.2f}"
     p = lambda v: "-" if v is None else f"{100 * v:.0f}%"
     ratio = lambda a, b: f(a / b) if a and b else "-"
-    out = ["| shape | dtype | MB | native dev | generic dev | strips dev | 1-row strips dev | strips/native | "
-           "strips/generic | strips/1-row | native copy | generic copy | strips copy | native wall | generic wall | "
-           "strips wall |", "|---|---|---:|" + "---:|" * 13]
+    out = ["| shape | dtype | MB | native dev | generic dev | strips dev | 1-row strips dev | 4-wide strips dev | "
+           "strips/native | strips/generic | strips/1-row | strips/4-wide | native copy | generic copy | strips copy | "
+           "native wall | generic wall | strips wall |", "|---|---|---:|" + "---:|" * 15]
     for r in rows:
-        n, g, s, s1 = (r.get(f"{k}_device_us") for k in IMPLS)
+        n, g, s, s1, s4 = (r.get(f"{k}_device_us") for k in IMPLS)
         out.append(f"| {r['shape']} | {r['dtype']} | {r['min_bytes'] / 1e6:.2f} | {f(n)} | {f(g)} | {f(s)} | {f(s1)} | "
-                   f"{ratio(s, n)} | {ratio(s, g)} | {ratio(s, s1)} | "
+                   f"{f(s4)} | {ratio(s, n)} | {ratio(s, g)} | {ratio(s, s1)} | {ratio(s, s4)} | "
                    + " | ".join(p(r.get(f"{k}_copy_fraction")) for k in ("native", "fused_generic", "fused_strips"))
                    + " | " + " | ".join(f(r.get(f"{k}_wall_us")) for k in ("native", "fused_generic", "fused_strips"))
                    + " |")
@@ -193,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             try:
                 rows.append(measure(shape, dtype, device, ceiling, 0.05 if args.smoke else 0.15,
-                                    (args.smoke and shape.channels_last) or two_rows_tried(shape)))
+                                    (args.smoke and shape.channels_last) or two_rows_tried(shape),
+                                    wide_tried(shape, dtype)))
             except Exception as e:  # noqa: BLE001 - the row says what failed, the run goes on
                 rows.append({"shape": shape.name, "dtype": str(dtype), "min_bytes": 0, "error": repr(e)[:300]})
             print(" ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
@@ -206,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     head = [f"# The strip kernels against cuDNN and the kernels they replace ({env.get('device_name')})", "",
             "generic = the per-pixel NHWC / generic NCHW / generic conv1d kernel (strip switches off); strips = "
             "the NHWC / NCHW / conv1d strip kernel (on, as served); 1-row strips = the NHWC strip kernel without "
-            "its two-row configs.", "",
+            "its two-row configs; 4-wide strips = the NCHW / conv1d strip kernel without its 8-wide (16-byte) "
+            "strips in bfloat16 / float16.", "",
             f"torch {env.get('torch')}, triton {env.get('triton')}, copy ceiling "
             f"{'-' if ceiling is None else f'{ceiling:,.0f}'} GB/s; dev = CUDA graph replay (kernels only, us), "
             "wall = eager calls (host included, us). Skipped (budget): " + (", ".join(skipped) or "none"), "",

@@ -52,6 +52,7 @@ NOT_SETTINGS = {
     "DWSERVE_NHWC_TWO_ROW_STRIPS": "models/depthwise/triton_conv2d.py",   # two-row strips among the tuner's picks
     "DWSERVE_NCHW_STRIPS": "models/depthwise/triton_conv2d.py",   # NCHW 3x3: the strip kernel or the generic one
     "DWSERVE_CONV1D_STRIPS": "models/depthwise/triton_conv1d.py",   # (B, C, L) conv1d: the strip kernel or generic
+    "DWSERVE_WIDE_HALF_STRIPS": "models/depthwise/triton_vectors.py",   # 2-byte dtypes: 8-wide strips or 4-wide
     "DWSERVE_PERF": "tests/test_lfm2_perf.py",               # the timing tests' switch
     "DWSERVE_TOPOLOGY_FAKE": "tests/test_topology.py",       # the topology test on fake models
 }

@@ -23,10 +23,14 @@ def test_smoke_times_the_generic_and_the_strip_kernels_beside_native(tmp_path):
                                                                    "smoke-s2-nchw", "smoke-k4-ncl", "smoke-k7-ncl")]
     for r in rows:
         assert "error" not in r, r
-        # the smoke times all four on NHWC rows; NCHW has no two-row strips (TWO_ROW_STRIPS: NHWC only)
+        # the smoke times the 1-row strips on NHWC rows (TWO_ROW_STRIPS: NHWC only), the 4-wide ones on the
+        # 2-byte NCHW / NCL rows whose strips are 8 wide (W_out 8, L 16; not W_out 4, L 12)
         nhwc = r["shape"].endswith("-cl")
-        impls = ("native", "fused_generic", "fused_strips") + (("fused_strips_1row",) if nhwc else ())
+        wide = r["dtype"] != "float32" and r["shape"] in ("smoke-s1-nchw", "smoke-k4-ncl")
+        impls = (("native", "fused_generic", "fused_strips") + (("fused_strips_1row",) if nhwc else ())
+                 + (("fused_strips_4wide",) if wide else ()))
         assert nhwc or "fused_strips_1row_wall_us" not in r
+        assert wide or "fused_strips_4wide_wall_us" not in r
         assert all(r[f"{k}_wall_us"] > 0 for k in impls), r
         assert all(r[f"{k}_device_us"] is None for k in impls)   # no graphs on CPU
         tol = {"bfloat16": 1e-2, "float16": 2e-3}.get(r["dtype"], 1e-5)
@@ -35,10 +39,12 @@ def test_smoke_times_the_generic_and_the_strip_kernels_beside_native(tmp_path):
     # per NHWC shape and dtype: the per-pixel kernel's tuner, the strip kernel's two (with and without two-row
     # strips); per NCHW / NCL shape and dtype: the generic kernel's and the strip kernel's
     assert kernels.count("_dw_conv2d_nhwc_kernel") == 6 and kernels.count("_dw_conv2d_nhwc_strip_kernel") == 12
-    assert kernels.count("_dw_conv2d_nchw_kernel") == 6 and kernels.count("_dw_conv2d_nchw_strip_kernel") == 6
-    assert kernels.count("_dw_conv1d_kernel") == 6 and kernels.count("_dw_conv1d_strip_kernel") == 6
+    # (the strip tuners key on VEC too: the 8-wide rows' 4-wide column tunes apart, 2 dtypes x 1 shape each)
+    assert kernels.count("_dw_conv2d_nchw_kernel") == 6 and kernels.count("_dw_conv2d_nchw_strip_kernel") == 8
+    assert kernels.count("_dw_conv1d_kernel") == 6 and kernels.count("_dw_conv1d_strip_kernel") == 8
     md = (tmp_path / "strips-smoke.md").read_text()
-    assert md.count("| smoke-") == 18 and all(c in md for c in ("strips/native", "strips/generic", "strips/1-row"))
+    assert md.count("| smoke-") == 18 and all(c in md for c in ("strips/native", "strips/generic", "strips/1-row",
+                                                                  "strips/4-wide"))
 
 
 def test_layouts_select_the_rows(tmp_path):
@@ -66,6 +72,22 @@ def test_the_one_row_column_is_timed_on_the_big_layers_only():
     from benchmarks.ops_suite import SUITE
     big = [s.name for s in SUITE if s.op == "conv2d" and s.channels_last and two_rows_tried(s)]
     assert big == ["mbv2-b32-c32@112-cl", "mbv2-b32-c96@112-s2-cl", "mbv2-b32-c144@56-cl"]
+
+
+def test_the_4_wide_column_is_timed_where_strips_are_8_wide():
+    """bfloat16 / float16 NCHW and (B, C, L) rows of whole 8-vectors (the strip kernels' strip_width
+    with WIDE_HALF on): MobileNetV2's 112 and 56 rows (not 28: W_out 28, nor 56 -> 28 at stride 2),
+    every (B, C, L) conv1d row of the suite; never float32 or NHWC."""
+    sys.path.insert(0, str(REPO))
+    import torch
+    from benchmarks.gpu_strips import suite_shapes, wide_tried
+    shapes = suite_shapes(["nhwc", "nchw", "ncl"])
+    wide = [s.name for s in shapes if wide_tried(s, torch.bfloat16)]
+    assert wide == [s.name for s in shapes if wide_tried(s, torch.float16)]
+    assert not any(wide_tried(s, torch.float32) for s in shapes)
+    assert wide == ["mbv2-b1-c32@112", "mbv2-b1-c96@112-s2", "mbv2-b1-c144@56", "mbv2-b32-c32@112",
+                    "mbv2-b32-c96@112-s2", "mbv2-b32-c144@56", "lfm2-350m-prefill-1x128", "lfm2-350m-prefill-8x512",
+                    "lfm3-1.7b-prefill-1x128", "lfm3-1.7b-prefill-8x512", "shortconv-long-1x4096x4096"]
 
 
 def test_bad_dtypes_are_a_usage_error(tmp_path):

@@ -3,7 +3,7 @@ from aligned vector loads, the taps picked in registers), each config forced in 
 block-diagonal dense conv in float64 on fresh random inputs: stride 1 and 2 along W, left padding
 1 and 0 (its four column sets), other strides and dilations along H, a channel multiplier, channels
 that do not fill BLOCK_C, bias or none, float32 and bfloat16. Also which launches take it (the
-scope its `applies` checks: anything else goes to the generic NCHW kernel, and still computes the
+scope its `strip_width` checks: anything else goes to the generic NCHW kernel, and still computes the
 same) and that NCHW_STRIPS off launches the generic kernel."""
 import pytest
 import torch

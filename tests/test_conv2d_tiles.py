@@ -30,14 +30,16 @@ TILINGS = [pytest.param(16, 0, id="flat16"), pytest.param(16, 4, id="4x4"), pyte
 
 
 class _Forced:
-    """Stands in for the autotuned kernel: launches its JIT function with one fixed config."""
+    """Stands in for the autotuned kernel: launches its JIT function with one fixed config; counts
+    its launches and keeps each one's VEC (the strip kernels' outputs per strip; None elsewhere)."""
 
     def __init__(self, fn, **config):
-        self.fn, self.config, self.launches = fn, config, 0
+        self.fn, self.config, self.launches, self.vecs = fn, config, 0, []
 
     def __getitem__(self, grid):
         def launch(*args, **kwargs):
             self.launches += 1
+            self.vecs.append(kwargs.get("VEC"))
             return self.fn[grid](*args, **kwargs, **self.config)
         return launch
 

@@ -29,7 +29,7 @@ from triton.runtime.autotuner import Autotuner
 from triton.runtime.jit import JITFunction
 from benchmarks.host_overhead import _seed_autotuner_cache, _TRITON_TUNER_RUN
 from models.depthwise import (depthwise_conv1d, depthwise_conv2d, fused, triton_conv1d, triton_conv2d,
-                              triton_launch)
+                              triton_launch, triton_vectors)
 
 LAUNCHES = []          # what reached the (stand-in) C launcher: the full argument tuple
 
@@ -237,6 +237,12 @@ for _ in range(3):         # (its first launches go through the autotuner, then 
     depthwise_conv2d(x3, w3, padding=1, impl="fused")
 triton_conv2d.TWO_ROW_STRIPS = not triton_conv2d.TWO_ROW_STRIPS
 assert len(triton_conv2d._PLANS) == n_plans + 1, "the other tuner's launch keeps a Plan of its own"
+n_module = len(module_calls)
+triton_vectors.WIDE_HALF = not triton_vectors.WIDE_HALF       # 8- or 4-wide strips in 2-byte dtypes
+depthwise_conv2d(x3, w3, padding=1, impl="fused")
+depthwise_conv1d(x1d, w1d, padding="causal", impl="fused")
+triton_vectors.WIDE_HALF = not triton_vectors.WIDE_HALF
+assert len(module_calls) == n_module + 2, "a switched strip width must not replay the other's Plan"
 n_module = len(module_calls)
 misaligned1d = torch.randn(2 * 8 * 20 + 1)[1:].view(2, 8, 20)
 depthwise_conv1d(misaligned1d, w1d, padding="causal", impl="fused")

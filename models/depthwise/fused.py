@@ -150,8 +150,7 @@ class _PlannedConv:
         if (bias is not None and not bias.is_contiguous()) or fused_autograd.needs_grad(x, weight, bias):
             return self.conv(x, weight, bias, stride, padding, dilation)
         key = (x.data_ptr() % 16 == 0, weight.data_ptr() % 16 == 0, weight.stride(),
-               None if bias is None else bias.data_ptr() % 16 == 0, weight_layout.copies(weight),
-               (self.k.STRIPS, self.k.TWO_ROW_STRIPS, self.k.NCHW_STRIPS) if self.conv2d else self.k.STRIPS)
+               None if bias is None else bias.data_ptr() % 16 == 0, weight_layout.copies(weight), self.k.switches())
         kept = self.plans.get(key)
         out = None if kept is None else triton_launch.replay(kept, x, weight, bias)
         if out is not None:

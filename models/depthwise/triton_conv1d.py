@@ -21,7 +21,8 @@ import triton.language as tl
 from .triton_autotune import AUTOTUNE_TIMING, big_layer_configs, launch_tuned, size_class
 from . import triton_launch
 from .triton_launch import cdiv, env_switch, keep_plan, plan_key
-from .triton_conv1d_strips import _dw_conv1d_strip_kernel, _launch_grid as _strips_grid, applies as strips_apply
+from . import triton_vectors
+from .triton_conv1d_strips import _dw_conv1d_strip_kernel, _launch_grid as _strips_grid, strip_width
 from .weight_layout import copies, tap_major
 
 # Under the interpreter (CPU tests) every autotune config would be run on every new key:
@@ -48,8 +49,9 @@ else:
 
 ACTIVATIONS = (None, "silu")
 
-# The strip kernel (triton_conv1d_strips: 4 outputs a thread from aligned vector loads) for the
-# (B, C, L) launches it covers (its `applies`: stride 1, dilation 1, K <= 9, L a multiple of 4).
+# The strip kernel (triton_conv1d_strips: VEC outputs a thread from aligned vector loads, VEC 4, or
+# 8 in 2-byte dtypes) for the (B, C, L) launches it covers (its `strip_width`: stride 1, dilation 1,
+# K <= 9, L a multiple of 4).
 # An untimed lead (PTX: 2 vector loads for 4 outputs at K=4 causal where this kernel issues 11):
 # on by default so the next GPU run's ops step times it; DWSERVE_CONV1D_STRIPS=0 at import (or
 # STRIPS = False: read per launch, plans keyed on it) launches the generic kernel below.
@@ -57,7 +59,7 @@ STRIPS = env_switch("DWSERVE_CONV1D_STRIPS")
 if _INTERPRET:
     _STRIP_CONFIGS = [triton.Config({"BLOCK_C": 2, "BLOCK_G": 8}, num_warps=1)]
 else:
-    _STRIP_CONFIGS = [triton.Config({"BLOCK_C": bc, "BLOCK_G": bg}, num_warps=w)     # BLOCK_G strips of 4
+    _STRIP_CONFIGS = [triton.Config({"BLOCK_C": bc, "BLOCK_G": bg}, num_warps=w)     # BLOCK_G strips of VEC
                       for bc, bg, w in [(1, 128, 4), (2, 64, 4), (4, 32, 4), (1, 256, 8), (2, 128, 8), (8, 16, 4)]]
 
 
@@ -114,7 +116,9 @@ def _dw_conv1d_kernel(
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_o[:, None] & mask_t[None, :])
 
 
-_dw_conv1d_strip_tuned = triton.autotune(configs=_STRIP_CONFIGS, key=_KEY, **AUTOTUNE_TIMING)(_dw_conv1d_strip_kernel)
+# (VEC in its key too: 4- and 8-wide strips of one layer tune apart)
+_dw_conv1d_strip_tuned = triton.autotune(configs=_STRIP_CONFIGS, key=_KEY + ["VEC"], **AUTOTUNE_TIMING)(
+    _dw_conv1d_strip_kernel)
 
 
 def _acc_dtype(dtype: torch.dtype):
@@ -140,13 +144,15 @@ def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activ
     if channels_inner:       # each tap loads BLOCK_C adjacent channels' weights: tap-major, 16 B a load
         weight = tap_major(weight)
     sw = weight.stride()
-    kernel = _dw_conv1d_kernel
-    if STRIPS and not channels_inner and strips_apply(sx, so, K, stride, dilation, pad_left, L, L_out):
-        kernel, grid = _dw_conv1d_strip_tuned, _strips_grid(B, C_out, L_out)
+    kernel, strips = _dw_conv1d_kernel, {}
+    vec = STRIPS and not channels_inner and strip_width(sx, so, K, stride, dilation, pad_left, L, L_out,
+                                                        x.element_size())
+    if vec:
+        kernel, grid, strips = _dw_conv1d_strip_tuned, _strips_grid(B, C_out, L_out, vec), {"VEC": vec}
     # Determines the autotuner's key (its key list + every tensor argument's dtype).
     size = size_class(B * L_out)
     tuned_key = (C_out, size, m, K, stride, dilation, channels_inner, sw[0], x.dtype, weight.dtype,
-                 None if bias is None else bias.dtype)
+                 None if bias is None else bias.dtype, vec)
     plan = launch_tuned(
         kernel, grid, tuned_key,
         x, weight, bias if bias is not None else weight, out,
@@ -156,7 +162,7 @@ def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activ
         so[0], so[1], so[2],
         PAD_LEFT=pad_left, M=m, K=K, STRIDE=stride, DILATION=dilation,
         HAS_BIAS=bias is not None, ACTIVATION=activation, ACC_DTYPE=_acc_dtype(x.dtype),
-        X_CHANNELS_INNER=channels_inner,
+        X_CHANNELS_INNER=channels_inner, **strips,
     )
     if plan is not None and key is not None:
         keep_plan(_PLANS, key, (plan, out.shape, None, channels_inner))
@@ -165,7 +171,12 @@ def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activ
 
 def _plan_key(x, weight, bias, stride, padding, dilation, activation):
     """The key dw_conv1d keeps this call's Plan under (triton_launch.plan_key)."""
-    return plan_key(x, weight, bias, (stride, *padding, dilation, activation, copies(weight), STRIPS))
+    return plan_key(x, weight, bias, (stride, *padding, dilation, activation, copies(weight), *switches()))
+
+
+def switches() -> tuple:
+    """The kernel switches a launch's kernel and tuner depend on (read per launch): Plans key on them."""
+    return STRIPS, triton_vectors.WIDE_HALF
 
 
 def dw_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

@@ -27,8 +27,9 @@ from .triton_autotune import AUTOTUNE_TIMING, big_layer_configs, launch_tuned, s
 from . import triton_launch
 from .triton_launch import cdiv, env_switch, keep_plan, plan_key
 from .triton_conv2d_strips import _dw_conv2d_nhwc_strip_kernel, _launch_grid as _strips_grid
+from . import triton_vectors
 from .triton_conv2d_nchw_strips import _dw_conv2d_nchw_strip_kernel, _launch_grid as _nchw_strips_grid
-from .triton_conv2d_nchw_strips import applies as nchw_strips_apply
+from .triton_conv2d_nchw_strips import strip_width as nchw_strip_width
 from .weight_layout import copies, tap_major
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -58,11 +59,10 @@ else:
 # loaded once) for channels-inner 3x3 layers at stride 1 or 2. On: on an H200 it ran ahead of the
 # per-pixel kernel on 50 of the 54 MobileNetV2 NHWC layers x {float32, bfloat16} it was timed on,
 # device time against cuDNN from 1.255x to 1.03x (float32 geomean) and 0.744x to 0.669x (bfloat16)
-# (benchmarks/results/h200-2026-12-04-2/nhwc-h200.md). DWSERVE_NHWC_STRIPS=0 at import turns it
-# off; tests and benchmarks set STRIPS (read per launch; call-site plans are keyed on it).
+# (benchmarks/results/h200-2026-12-04-2/nhwc-h200.md). DWSERVE_NHWC_STRIPS=0 at import turns it off;
+# every switch here is read per launch (tests and benchmarks set it) and Plans key on it (switches()).
 STRIPS = env_switch("DWSERVE_NHWC_STRIPS")
-# Two-row strips (below) among the tuner's choices on big layers; DWSERVE_NHWC_TWO_ROW_STRIPS=0
-# at import (or TWO_ROW_STRIPS = False: read per launch, plans keyed on it) leaves the 1-row ones.
+# Two-row strips (below) on big layers; DWSERVE_NHWC_TWO_ROW_STRIPS=0 (or TWO_ROW_STRIPS = False) off.
 TWO_ROW_STRIPS = env_switch("DWSERVE_NHWC_TWO_ROW_STRIPS")
 if _INTERPRET:
     _STRIP_CONFIGS, _STRIP_BIG = [triton.Config({"BLOCK_Q": 4, "BLOCK_C": 16, "ROWS": 1}, num_warps=1)], []
@@ -70,11 +70,10 @@ else:
     # The H200 picked the 32-channel tiles on every big layer (nhwc-h200.json's autotune_picks), where
     # 144 / 576 / 960 channels leave a 32-channel block half empty (c144: 5 blocks for 4.5); the two
     # 16-channel tiles divide every MobileNetV2 width (an untimed lead: the next run's tuner decides).
-    # Two-row strips (ROWS=2: 2 x 4 outputs a thread, 4 input rows loaded for 2 output rows at
-    # stride 1 where two 1-row strips load 6) for memory-bound layers only (big_layer_configs): on
-    # the H200 the stride-1 batch-32 layers held at 67-73% of the copy ceiling with 1-row strips,
-    # while each input row reached the SMs 3 times through L2 (2 times with two-row strips). An
-    # untimed lead: the next run's tuner decides, and autotune-h200.json says what it took.
+    # Two-row strips (ROWS=2: 2 x 4 outputs a thread, 4 input rows for 2 output rows at stride 1
+    # where two 1-row strips load 6) for memory-bound layers only (big_layer_configs): on the H200
+    # the stride-1 batch-32 layers held at 67-73% of the copy ceiling with 1-row strips, each input
+    # row reaching the SMs 3 times through L2 (2 with two-row strips). Untimed: the tuner decides.
     _STRIP_BIG = [triton.Config({"BLOCK_Q": bq, "BLOCK_C": bc, "ROWS": 2}, num_warps=w)
                   for bq, bc, w in [(8, 32, 2), (16, 32, 4), (16, 16, 2), (32, 16, 4)]]
     # The last two hold 8 channels a thread in 32-channel tiles: 16-byte loads in bfloat16 / float16
@@ -84,17 +83,15 @@ else:
                       for bq, bc, w in [(8, 32, 2), (16, 32, 4), (8, 64, 4), (16, 64, 4), (4, 128, 4), (32, 64, 8),
                                         (32, 16, 4), (16, 16, 2), (16, 32, 2), (32, 32, 4)]]
 
-# The NCHW strip kernel (triton_conv2d_nchw_strips: 4 outputs a thread along W from aligned vector
-# loads, where the generic NCHW kernel loads 34 of its 37 words a thread one by one) for the NCHW
-# 3x3 layers it covers (its `applies`). An untimed lead (PTX: 9 16-byte loads for 4 outputs where
-# the generic kernel issues 37 loads, 34 of them 4-byte): on by default so the next GPU run's ops step times it against
-# cuDNN; DWSERVE_NCHW_STRIPS=0 at import (or NCHW_STRIPS = False: read per launch, plans keyed on
-# it) launches the generic kernel. benchmarks/gpu_strips.py times the two side by side.
+# The NCHW strip kernel (triton_conv2d_nchw_strips: 4 outputs a thread along W, 8 in 2-byte dtypes,
+# from aligned vector loads) for the NCHW 3x3 layers it covers (its `strip_width`). An untimed lead
+# (PTX: 9 16-byte loads for 4 outputs where the generic kernel issues 37, 34 of them 4-byte): on so
+# the next GPU run times it; DWSERVE_NCHW_STRIPS=0 (or NCHW_STRIPS = False) launches the generic one.
 NCHW_STRIPS = env_switch("DWSERVE_NCHW_STRIPS")
 if _INTERPRET:
     _NCHW_STRIP_CONFIGS = [triton.Config({"BLOCK_C": 2, "BLOCK_G": 8}, num_warps=1)]
 else:
-    _NCHW_STRIP_CONFIGS = [triton.Config({"BLOCK_C": bc, "BLOCK_G": bg}, num_warps=w)     # BLOCK_G strips of 4
+    _NCHW_STRIP_CONFIGS = [triton.Config({"BLOCK_C": bc, "BLOCK_G": bg}, num_warps=w)     # BLOCK_G strips of VEC
                            for bc, bg, w in [(1, 128, 4), (2, 64, 4), (4, 32, 4), (2, 128, 4), (4, 64, 8), (8, 16, 4)]]
 
 # Autotune keys: per-layer constants (channels, multiplier, kernel, stride, dilation, the
@@ -217,8 +214,8 @@ _dw_conv2d_nhwc_strip_one_row_tuned = triton.autotune(configs=_STRIP_CONFIGS, ke
     _dw_conv2d_nhwc_strip_kernel)
 
 
-_dw_conv2d_nchw_strip_tuned = triton.autotune(configs=_NCHW_STRIP_CONFIGS, key=_KEY, **AUTOTUNE_TIMING)(
-    _dw_conv2d_nchw_strip_kernel)
+_dw_conv2d_nchw_strip_tuned = triton.autotune(configs=_NCHW_STRIP_CONFIGS, key=_KEY + ["VEC"], **AUTOTUNE_TIMING)(
+    _dw_conv2d_nchw_strip_kernel)     # (VEC in its key: 4- and 8-wide strips of one layer tune apart)
 
 
 def strips_apply(tap: bool, KW: int, sw: int, dw: int) -> bool:
@@ -269,16 +266,19 @@ def _launch_conv2d(x, weight, bias, stride, padding, dilation, key=None):
         kernel = _dw_conv2d_nchw_kernel
     P_out = H_out * W_out
     grid = lambda meta: (_pixel_programs(meta, P_out, H_out, W_out), cdiv(C_out, meta["BLOCK_C"]), B)
+    vec, strips = 0, {}          # the NCHW strip kernel's outputs per strip, and that kwarg
     if strips_apply(tap, KW, sw, dw):
         kernel = _dw_conv2d_nhwc_strip_tuned if TWO_ROW_STRIPS else _dw_conv2d_nhwc_strip_one_row_tuned
         grid = _strips_grid(B, C_out, H_out, W_out)
-    elif NCHW_STRIPS and not tap and nchw_strips_apply(x.stride(), out.stride(), KW, sw, dw, left, W, W_out):
-        kernel, grid = _dw_conv2d_nchw_strip_tuned, _nchw_strips_grid(B, C_out, H_out, W_out)
+    elif NCHW_STRIPS and not tap:
+        vec = nchw_strip_width(x.stride(), out.stride(), KW, sw, dw, left, W, W_out, x.element_size())
+        if vec:
+            kernel, grid, strips = _dw_conv2d_nchw_strip_tuned, _nchw_strips_grid(B, C_out, H_out, W_out, vec), {"VEC": vec}
     # Determines the autotuner's key (its _KEY list + every tensor argument's dtype).
     m = C_out // C
     size = size_class(B * P_out)
     tuned_key = (C_out, size, m, KH, KW, sh, sw, dh, dw, weight.stride(0), x.dtype, weight.dtype,
-                 None if bias is None else bias.dtype)
+                 None if bias is None else bias.dtype, vec)
     plan = launch_tuned(
         kernel, grid, tuned_key,
         x, weight, bias if bias is not None else weight, out,
@@ -286,7 +286,7 @@ def _launch_conv2d(x, weight, bias, stride, padding, dilation, key=None):
         *x.stride(), weight.stride(0), weight.stride(2), weight.stride(3), *out.stride(),
         top, left,
         M=m, KH=KH, KW=KW, SH=sh, SW=sw, DH=dh, DW=dw,
-        HAS_BIAS=bias is not None, ACC_DTYPE=tl.float64 if x.dtype == torch.float64 else tl.float32,
+        HAS_BIAS=bias is not None, ACC_DTYPE=tl.float64 if x.dtype == torch.float64 else tl.float32, **strips,
     )
     if plan is not None and key is not None:
         keep_plan(_PLANS, key, (plan, out.shape, fmt, tap))
@@ -294,10 +294,13 @@ def _launch_conv2d(x, weight, bias, stride, padding, dilation, key=None):
 
 
 def _plan_key(x, weight, bias, stride, padding, dilation):
-    """The key dw_conv2d keeps this call's Plan under (triton_launch.plan_key; the strip switches
-    pick the kernel and its tuner)."""
-    return plan_key(x, weight, bias, (*stride, *padding, *dilation, STRIPS, TWO_ROW_STRIPS, NCHW_STRIPS,
-                                      copies(weight)))
+    """The key dw_conv2d keeps this call's Plan under (triton_launch.plan_key)."""
+    return plan_key(x, weight, bias, (*stride, *padding, *dilation, *switches(), copies(weight)))
+
+
+def switches() -> tuple:
+    """The kernel switches a launch's kernel and tuner depend on (read per launch): Plans key on them."""
+    return STRIPS, TWO_ROW_STRIPS, NCHW_STRIPS, triton_vectors.WIDE_HALF
 
 
 def dw_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

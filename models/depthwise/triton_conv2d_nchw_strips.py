@@ -1,5 +1,6 @@
 """Depthwise 3x3 conv2d on NCHW inputs (W the unit-stride dim), each thread computing a strip of
-4 neighbouring outputs of one row from aligned vector loads of its input row.
+VEC (4, or 8 in 2-byte dtypes) neighbouring outputs of one row from aligned vector loads of its
+input row.
 
 Why: the generic NCHW kernel (triton_conv2d._dw_conv2d_nchw_kernel) loads each tap as a window
 shifted by one element, which cannot be proven aligned: of its 37 loads for 4 outputs, 34 are
@@ -11,14 +12,15 @@ Here each tap row is a 3-tap conv1d strip along W (triton_vectors.row_taps): the
 4-element vectors covering the columns a strip's outputs read are loaded once each (3 at stride 1
 and 2: the one(s) the strip starts from and the neighbours holding its edge columns) and the taps
 picked from them in registers: 3 loads a row instead of 12, each a 16-byte vector in float32.
+In bfloat16 / float16, strips of 8 from 8-element vectors where the rows allow: 16 bytes a load.
 
-Scope (triton_conv2d's launcher checks it, `applies`): KW == 3, DW == 1, stride 1 or 2 along W,
-left padding 0 or 1, W and W_OUT multiples of 4 with W_OUT * SW <= W (a vector is wholly inside
-the row or wholly outside: one mask per vector), and x's batch, channel and row strides multiples
-of 4 (so a row's vectors start 4-element aligned: stated to the compiler by rounding them,
-`triton_vectors.mult4`). Any KH, DH, stride along H, top padding and channel multiplier. Tile:
-[BLOCK_C channels, BLOCK_G strips, 4 outputs]. Same argument list as the generic kernel, with
-PAD_L a constexpr (which columns a tap reads).
+Scope (triton_conv2d's launcher checks it, `strip_width`): KW == 3, DW == 1, stride 1 or 2 along
+W, left padding 0 or 1, W and W_OUT multiples of VEC with W_OUT * SW <= W (a vector is wholly
+inside the row or wholly outside: one mask per vector), and x's batch, channel and row strides
+multiples of VEC (so a row's vectors start aligned: stated to the compiler by rounding them,
+`triton_vectors.mult`). Any KH, DH, stride along H, top padding and channel multiplier. Tile:
+[BLOCK_C channels, BLOCK_G strips, VEC outputs]. Same argument list as the generic kernel, with
+PAD_L a constexpr (which columns a tap reads), plus VEC.
 """
 from __future__ import annotations
 
@@ -26,9 +28,8 @@ import triton
 import triton.language as tl
 
 from .triton_launch import cdiv     # plain ints: Triton 3.9's triton.cdiv costs ~1.7 us a host call
-from .triton_vectors import join4, mult4, row_taps
-
-OUT_W = 4          # outputs per strip: one 4-element vector
+from . import triton_vectors
+from .triton_vectors import join_strip, mult, row_taps
 
 
 @triton.jit(do_not_specialize=["SIZE_CLASS"])
@@ -40,6 +41,7 @@ def _dw_conv2d_nchw_strip_kernel(
     PAD_T, PAD_L: tl.constexpr,
     M: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     DH: tl.constexpr, DW: tl.constexpr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    VEC: tl.constexpr,           # outputs per strip, elements per vector: 4, or 8 in 2-byte dtypes (strip_width)
     BLOCK_C: tl.constexpr, BLOCK_G: tl.constexpr,
 ):
     tl.static_assert(KW == 3 and DW == 1, "NCHW strip kernel: 3 taps along W, no dilation along W")
@@ -48,46 +50,50 @@ def _dw_conv2d_nchw_strip_kernel(
     pid_g = tl.program_id(0)
     pid_c = tl.program_id(1)
     pid_b = tl.program_id(2).to(tl.int64)
-    groups_w = W_OUT // 4                              # strips per output row (W_OUT % 4 == 0)
+    groups_w = W_OUT // VEC                            # strips per output row (W_OUT % VEC == 0)
     offs_g = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)   # [BLOCK_G] strip index: oh * groups_w + strip col
     oh = offs_g // groups_w
-    ow0 = (offs_g % groups_w) * 4                      # [BLOCK_G] first output column (a multiple of 4)
+    ow0 = (offs_g % groups_w) * VEC                    # [BLOCK_G] first output column (a multiple of VEC)
     mask_g = oh * W_OUT < P_OUT                        # oh < H_OUT
     offs_o = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)   # [BLOCK_C] output channels
     mask_o = offs_o < C_OUT
-    x_base = x_ptr + pid_b * mult4(sx_b) + (offs_o // M).to(tl.int64) * mult4(sx_c)   # [BLOCK_C]
+    x_base = x_ptr + pid_b * mult(sx_b, VEC) + (offs_o // M).to(tl.int64) * mult(sx_c, VEC)   # [BLOCK_C]
     a = ow0 * SW                                       # [BLOCK_G] input column of output ow0's tap 0 + PAD_L
     o0 = tl.zeros([BLOCK_C, BLOCK_G], dtype=ACC_DTYPE)
-    o1 = tl.zeros([BLOCK_C, BLOCK_G], dtype=ACC_DTYPE)
-    o2 = tl.zeros([BLOCK_C, BLOCK_G], dtype=ACC_DTYPE)
-    o3 = tl.zeros([BLOCK_C, BLOCK_G], dtype=ACC_DTYPE)
+    o1, o2, o3, o4, o5, o6, o7 = o0, o0, o0, o0, o0, o0, o0   # (o4..o7 unused at VEC 4)
     for p in tl.static_range(KH):                      # each tap row: a 3-tap conv1d strip along W
         ih = oh * SH - PAD_T + p * DH
         ok = mask_o[:, None] & (mask_g & (ih >= 0) & (ih < H))[None, :]            # [BLOCK_C, BLOCK_G]
-        row_ptr = x_base[:, None] + (ih * mult4(sx_h))[None, :]                    # [BLOCK_C, BLOCK_G]
-        o0, o1, o2, o3 = row_taps(row_ptr, a, ok, W, w_ptr + offs_o * sw_c + p * sw_h, sw_w, mask_o,
-                                  o0, o1, o2, o3, 3, SW, PAD_L, ACC_DTYPE)
+        row_ptr = x_base[:, None] + (ih * mult(sx_h, VEC))[None, :]                # [BLOCK_C, BLOCK_G]
+        o0, o1, o2, o3, o4, o5, o6, o7 = row_taps(row_ptr, a, ok, W, w_ptr + offs_o * sw_c + p * sw_h, sw_w, mask_o,
+                                                  o0, o1, o2, o3, o4, o5, o6, o7, 3, SW, PAD_L, ACC_DTYPE, VEC)
+    out = join_strip(o0, o1, o2, o3, o4, o5, o6, o7, VEC)   # [BLOCK_C, BLOCK_G, VEC] columns ow0 .. ow0 + VEC - 1
     if HAS_BIAS:
-        bias = tl.load(b_ptr + offs_o, mask=mask_o, other=0.0).to(ACC_DTYPE)[:, None]
-        o0, o1, o2, o3 = o0 + bias, o1 + bias, o2 + bias, o3 + bias
-    out = join4(o0, o1, o2, o3)   # columns 0, 1, 2, 3
-    out_ptrs = (out_ptr + pid_b * mult4(so_b) + offs_o[:, None].to(tl.int64) * mult4(so_c)
-                + (oh * mult4(so_h) + ow0)[None, :])[:, :, None] + tl.arange(0, 4)[None, None, :]
+        out += tl.load(b_ptr + offs_o, mask=mask_o, other=0.0).to(ACC_DTYPE)[:, None, None]
+    out_ptrs = (out_ptr + pid_b * mult(so_b, VEC) + offs_o[:, None].to(tl.int64) * mult(so_c, VEC)
+                + (oh * mult(so_h, VEC) + ow0)[None, :])[:, :, None] + tl.arange(0, VEC)[None, None, :]
     m = (mask_o[:, None] & mask_g[None, :])[:, :, None]
     tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=m)
 
 
-def _launch_grid(B: int, C_out: int, H_out: int, W_out: int):
-    """The NCHW strip kernel's grid for triton_conv2d's launcher: (programs over strips, channel
-    blocks, batch), given the autotune config's meta."""
-    return lambda meta: (cdiv(H_out * (W_out // OUT_W), meta["BLOCK_G"]), cdiv(C_out, meta["BLOCK_C"]), B)
+def _launch_grid(B: int, C_out: int, H_out: int, W_out: int, vec: int):
+    """The NCHW strip kernel's grid for triton_conv2d's launcher: (programs over strips of `vec`
+    outputs, channel blocks, batch), given the autotune config's meta."""
+    return lambda meta: (cdiv(H_out * (W_out // vec), meta["BLOCK_G"]), cdiv(C_out, meta["BLOCK_C"]), B)
 
 
-def applies(x_strides: tuple, out_strides: tuple, KW: int, sw: int, dw: int, left: int, W: int, W_out: int) -> bool:
-    """Whether the NCHW strip kernel covers this launch (its scope in the module docstring): 3 taps
-    along W without dilation, stride 1 or 2, left padding 0 or 1, whole 4-wide strips inside a row
-    of whole vectors, W unit-stride and the other strides of x and the output multiples of 4."""
+def strip_width(x_strides: tuple, out_strides: tuple, KW: int, sw: int, dw: int, left: int, W: int, W_out: int,
+                element_size: int) -> int:
+    """Outputs per strip (VEC) if the NCHW strip kernel covers this launch (its scope in the module
+    docstring: 3 taps along W without dilation, stride 1 or 2, left padding 0 or 1, whole strips
+    inside a row of whole vectors, W unit-stride and the other strides of x and the output
+    multiples of VEC), else 0: 8 in 2-byte dtypes where the row allows it (triton_vectors.WIDE_HALF),
+    else 4."""
     sx_b, sx_c, sx_h, sx_w = x_strides
     so_b, so_c, so_h, so_w = out_strides
-    return (KW == 3 and dw == 1 and sw in (1, 2) and left in (0, 1) and W % 4 == 0 and W_out % 4 == 0
-            and W_out * sw <= W and sx_w == 1 and so_w == 1 and all(s % 4 == 0 for s in (sx_b, sx_c, sx_h, so_b, so_c, so_h)))
+    if not (KW == 3 and dw == 1 and sw in (1, 2) and left in (0, 1) and W_out * sw <= W and sx_w == 1 and so_w == 1):
+        return 0
+    for vec in ((8, 4) if element_size == 2 and triton_vectors.WIDE_HALF else (4,)):
+        if W % vec == 0 and W_out % vec == 0 and all(s % vec == 0 for s in (sx_b, sx_c, sx_h, so_b, so_c, so_h)):
+            return vec
+    return 0
