@@ -19,9 +19,8 @@ import triton
 import triton.language as tl
 
 from .triton_autotune import AUTOTUNE_TIMING, big_layer_configs, launch_tuned, size_class
-from . import triton_launch
+from . import triton_launch, triton_vectors
 from .triton_launch import cdiv, env_switch, keep_plan, plan_key
-from . import triton_vectors
 from .triton_conv1d_strips import _dw_conv1d_strip_kernel, _launch_grid as _strips_grid, strip_width
 from .weight_layout import copies, tap_major
 
@@ -145,8 +144,8 @@ def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activ
         weight = tap_major(weight)
     sw = weight.stride()
     kernel, strips = _dw_conv1d_kernel, {}
-    vec = STRIPS and not channels_inner and strip_width(sx, so, K, stride, dilation, pad_left, L, L_out,
-                                                        x.element_size())
+    vec = 0 if channels_inner or not STRIPS else strip_width(sx, so, K, stride, dilation, pad_left, L, L_out,
+                                                              x.element_size())   # outputs a strip, 0: generic
     if vec:
         kernel, grid, strips = _dw_conv1d_strip_tuned, _strips_grid(B, C_out, L_out, vec), {"VEC": vec}
     # Determines the autotuner's key (its key list + every tensor argument's dtype).

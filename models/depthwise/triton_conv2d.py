@@ -24,10 +24,9 @@ import triton
 import triton.language as tl
 
 from .triton_autotune import AUTOTUNE_TIMING, big_layer_configs, launch_tuned, size_class
-from . import triton_launch
+from . import triton_launch, triton_vectors
 from .triton_launch import cdiv, env_switch, keep_plan, plan_key
 from .triton_conv2d_strips import _dw_conv2d_nhwc_strip_kernel, _launch_grid as _strips_grid
-from . import triton_vectors
 from .triton_conv2d_nchw_strips import _dw_conv2d_nchw_strip_kernel, _launch_grid as _nchw_strips_grid
 from .triton_conv2d_nchw_strips import strip_width as nchw_strip_width
 from .weight_layout import copies, tap_major
