@@ -18,6 +18,9 @@ of the autotuned kernels, timed interleaved (benchmarks.timing, medians), three 
   planned        direct, with the call site's Plan (triton_launch.PLANS): a call seen before
                  replays its last launch with the new tensors, past the op's set-up, the autotune
                  lookup and the Launcher's key
+The direct columns hand the launcher each tensor's address (triton_launch.INT_POINTERS): reading
+them is counted here; what that spares the real C launcher (a data_ptr() call and a driver check,
+cuPointerGetAttribute, per pointer) is not: benchmarks/gpu_launch.py times both on a GPU.
 Writes <out>/host-overhead-cpu.{json,md}; <out> is benchmarks/results/local/ (git-ignored)
 unless given; the committed files take `--out benchmarks/results`.
 """
@@ -152,7 +155,10 @@ def write_markdown(result: dict, path: Path) -> None:
              "(DWSERVE_TRITON_DIRECT_LAUNCH=1) with a no-op launcher: what it costs on top of our "
              "dispatch, in place of JITFunction.run (stubbed out of the other two columns, so they "
              "under-count a real launch by its cost; the C launcher itself is in none of them). "
-             "`planned`: the same with the call site's Plan, what a repeated call costs.", "",
+             "`planned`: the same with the call site's Plan, what a repeated call costs. The direct columns "
+             "pass the launcher the tensors' addresses (triton_launch.INT_POINTERS): reading them counts here, "
+             "what it spares the real launcher (a data_ptr() call and a cuPointerGetAttribute per pointer) "
+             "does not.", "",
              "| case | through Autotuner.run us | launch_tuned us | direct us | planned us | saved by launch_tuned us |",
              "|---|---:|---:|---:|---:|---:|"]
     for case, d in by.items():

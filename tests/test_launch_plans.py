@@ -61,6 +61,7 @@ JITFunction.run = jit_run
 Autotuner.run = _seed_autotuner_cache
 triton_launch._DRIVER[:] = [(lambda: 0, lambda device: 7)]
 triton_launch.ENABLED = True
+triton_launch.INT_POINTERS = False       # the launcher gets the tensors themselves (addresses: at the end)
 
 
 def same_launch(a, b, x_b, out_b):
@@ -247,6 +248,27 @@ n_module = len(module_calls)
 misaligned1d = torch.randn(2 * 8 * 20 + 1)[1:].view(2, 8, 20)
 depthwise_conv1d(misaligned1d, w1d, padding="causal", impl="fused")
 assert len(module_calls) == n_module + 1, "a misaligned x must not replay an aligned Plan"
+
+# INT_POINTERS (on by default): a Plan's launch hands the launcher each tensor's address, every
+# other argument as with the tensors themselves; the output's is the new output's.
+def as_addresses(launch):
+    return tuple(a.data_ptr() if isinstance(a, torch.Tensor) else a for a in launch)
+
+
+bcx, s_state, wsc = torch.randn(2, 5, 3 * 8), torch.randn(2, 8, 2), torch.randn(8, 1, 3)
+for call, out_pos in ((lambda: depthwise_conv1d(x1d, w1d, padding="causal", impl="fused"), 12),
+                      (lambda: depthwise_conv2d(x3, w3, padding=1, impl="fused"), 12),
+                      (lambda: F.short_conv_block(bcx, wsc, None, s_state, None), 14)):
+    for _ in range(3):
+        call()
+    with_tensors = LAUNCHES[-1]
+    triton_launch.INT_POINTERS = True
+    n_planned = len(PLANNED)
+    out = call()
+    triton_launch.INT_POINTERS = False
+    got, want = LAUNCHES[-1], as_addresses(with_tensors)
+    assert PLANNED[n_planned:] == [True] and not any(isinstance(a, torch.Tensor) for a in got)
+    assert got[out_pos] == out.data_ptr() and got[:out_pos] + got[out_pos + 1:] == want[:out_pos] + want[out_pos + 1:]
 
 # A launch hook set later: plans and Launcher step aside, Triton's own path runs.
 from triton import knobs

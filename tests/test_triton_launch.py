@@ -54,8 +54,12 @@ def tuned_kernel():
     return triton.autotune(configs=configs, key=["n"])(JITFunction(body))
 
 
-def test_direct_launch_passes_every_parameter_in_signature_order(setup):
+@pytest.mark.parametrize("addresses", [True, False], ids=["int-pointers", "tensors"])
+def test_direct_launch_passes_every_parameter_in_signature_order(setup, monkeypatch, addresses):
+    """Tensors as their addresses (INT_POINTERS, the default: the launcher neither calls data_ptr()
+    nor asks the driver about them) or as themselves."""
     compiled, jit_runs = setup
+    monkeypatch.setattr(triton_launch, "INT_POINTERS", addresses)
     tuner, x = tuned_kernel(), torch.zeros(64)
     grid = lambda meta: (triton.cdiv(meta["n"], meta["BLOCK"]), 3)
     for _ in range(4):
@@ -66,7 +70,8 @@ def test_direct_launch_passes_every_parameter_in_signature_order(setup):
     for launch in compiled.launches:
         # grid (3, 3, 1), stream, handle, metadata, no launch metadata/hooks, x n sx BLOCK FLAG
         assert launch[:9] == (3, 3, 1, 77, "fn-handle", ("packed",), None, None, None)
-        assert launch[9] is x and launch[10:] == (300, 1, 128, 7)
+        assert (launch[9] == x.data_ptr() and type(launch[9]) is int) if addresses else launch[9] is x
+        assert launch[10:] == (300, 1, 128, 7)
 
 
 def test_a_misaligned_tensor_or_another_int_gets_its_own_binary(setup):
@@ -87,7 +92,7 @@ def test_a_misaligned_tensor_or_another_int_gets_its_own_binary(setup):
     go(aligned, 16)
     go(misaligned, 16)
     assert len(jit_runs) == 3 and len(compiled.launches) == 3
-    assert compiled.launches[-1][9] is misaligned
+    assert compiled.launches[-1][9] == misaligned.data_ptr()
 
 
 def test_spec_tells_bool_int_and_float_apart_and_keeps_no_tensor():

@@ -10,7 +10,7 @@ later launches call `compiled.run(...)` exactly as JITFunction.run does (Triton 
                  None, None, None, *every_parameter_in_signature_order)
 
 with launch metadata and both launch hooks None (Triton passes empty HookChains there, which the
-launcher would call doing nothing). Usage:
+launcher would call doing nothing), and each tensor as its address (INT_POINTERS). Usage:
 
     Launcher(fn, options).planned(grid, args, kwargs)   # fn[grid](*args, **kwargs, **options) -> Plan | None
     launch(fn, grid, *args, **kwargs)                   # the same, one Launcher per fn
@@ -45,6 +45,11 @@ def env_switch(name: str) -> bool:
 
 # Its CUDA tests (test_triton_launch_gpu.py) passed 24/24 on an H200 (h200-2026-12-04-2/gpu-tests-launch.log).
 ENABLED = env_switch("DWSERVE_TRITON_DIRECT_LAUNCH")
+# Tensors reach the C launcher as addresses: for a tensor it calls data_ptr() and asks the driver to
+# check it is device memory (cuPointerGetAttribute) per pointer and launch, an int it takes as is (3.6,
+# 3.9; the fused ops checked the devices). Untimed; DWSERVE_TRITON_INT_POINTERS=0 passes the tensors.
+INT_POINTERS = env_switch("DWSERVE_TRITON_INT_POINTERS")
+_ADDRESS = torch.Tensor.data_ptr
 MAX_ENTRIES = 1024           # entries per Launcher; a full one starts over (Triton keeps the binaries)
 PLANS = True                 # call sites keep Plans (set False to time the Launcher alone)
 MAX_PLANS = 4096             # plans per call site; a full table starts over
@@ -199,9 +204,8 @@ class Launcher:
         return self.direct and ENABLED and not self.fn.pre_run_hooks and _hooks_idle(self.runtime)
 
     def planned(self, grid, args: tuple, kwargs: dict) -> "Plan | None":
-        """fn[grid](*args, **kwargs, **options), direct once an entry is compiled; -> a Plan that
-        repeats this launch with other tensors, when it went direct through a compiled entry
-        whose tensors are the leading positional arguments (x, w, b, out for the convs), else None."""
+        """fn[grid](*args, **kwargs, **options), direct once an entry is compiled; -> a Plan that repeats
+        it with other tensors when it went direct and its tensors lead the arguments (x, w, b, out)."""
         if not self.direct_now():
             self.jit(grid, args, kwargs)
             return None
@@ -218,11 +222,11 @@ class Launcher:
         if entry is _JIT:
             self.jit(grid, args, kwargs)
             return None
-        full = entry.template.copy()
+        full, address = entry.template.copy(), INT_POINTERS
         for i in entry.pos_tensors:
-            full[i] = args[i]
+            full[i] = args[i].data_ptr() if address else args[i]
         for i, name in entry.kw_tensors:
-            full[i] = kwargs[name]
+            full[i] = kwargs[name].data_ptr() if address else kwargs[name]
         if callable(grid):
             grid = grid(entry.meta)
         n = len(grid)
@@ -247,15 +251,11 @@ class Launcher:
 
 
 class Plan:
-    """One direct launch with every non-tensor argument fixed, for a call site to repeat.
-
-    A kernel module keeps plans per call signature (everything that decides the launch but the
-    tensors' addresses: shapes, strides, dtypes, 16-byte alignment, the op's arguments), so a
-    repeated call skips its own set-up, the autotune lookup and the Launcher's key: it
-    allocates the output and calls the launcher with its tensors (the kernel's leading
-    positional parameters) before the entry's fixed tail of arguments. launch() refuses (False, nothing
-    launched) when the direct path's conditions no longer hold, and the call site then takes
-    its ordinary path."""
+    """One direct launch with every non-tensor argument fixed, for a call site to repeat: kept per
+    call signature (all that decides the launch but the tensors' addresses: shapes, strides,
+    dtypes, 16-byte alignment, the op's arguments), a repeated call skips its set-up, the autotune
+    lookup and the Launcher's key. launch() refuses (False, nothing launched) when the direct
+    path's conditions no longer hold; the call site then takes its ordinary path."""
     __slots__ = ("entry", "grid", "device", "launcher", "n_tensors", "tail")
 
     def __init__(self, entry: _Entry, grid: tuple, device, launcher: Launcher):
@@ -272,7 +272,8 @@ class Plan:
         get_device, get_stream = _DRIVER[0]
         if get_device() != self.device:
             return False
-        self.entry.launch(self.grid, get_stream(self.device), tensors, self.tail)
+        head = map(_ADDRESS, tensors) if INT_POINTERS else tensors
+        self.entry.launch(self.grid, get_stream(self.device), head, self.tail)
         return True
 
 
