@@ -61,12 +61,23 @@ def step_correctness(run: Run, deadline: float) -> list:
         gpu_checks.run(impls, dtypes, run.device, deadline, cases, rows=rows)
     finally:                                  # interrupted too: what was checked is written
         res = run.correctness = gpu_checks.tally(rows, impls, dtypes, cases)
+        res["compiled_cache"] = _compiled_cache()
         run.write_json(f"correctness-{run.tag}.json", {"environment": run.env, **res})
         gpu_checks.write_markdown(res, run.path(f"correctness-{run.tag}.md"), run.env)
-    print(f"correctness: {res['passed']}/{res['checked']} passed, {res['skipped']} skipped")
+    print(f"correctness: {res['passed']}/{res['checked']} passed, {res['skipped']} skipped; compiled impl's "
+          f"shape classes loaded from inductor's cache (gpu_compiled_warm.py) / compiled: {res['compiled_cache']}")
     for f in res["failed"]:
         print(f"  FAIL {f}")
     return [f"{r['impl']}/{r['dtype']}/{r['case']}" for r in res["rows"] if r.get("skipped")]
+
+
+def _compiled_cache() -> dict:
+    """Inductor's FX graph cache hits and misses in this process so far (None before any compile)."""
+    import sys
+    if "torch._dynamo" not in sys.modules:    # nothing compiled: don't import dynamo to say so
+        return {"hit": None, "miss": None}
+    from torch._dynamo.utils import counters
+    return {k: counters["inductor"][f"fxgraph_cache_{k}"] for k in ("hit", "miss")}
 
 
 def step_copy(run: Run, deadline: float) -> list:

@@ -14,8 +14,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DEVICE_FILE_LIMIT = 8   # the device tool's files back from $OUT
 
-# Stands in for python3: `-m pytest ... --junitxml X` and `benchmarks/gpu.py --out D` write what
-# the real ones write (names as gpu.py's docstring lists them); gpu.py exits with $FAKE_GPU_RC.
+# Stands in for python3: `-m pytest ... --junitxml X`, `benchmarks/gpu_compiled_warm.py --out D` and
+# `benchmarks/gpu.py --out D` write what the real ones write (names as gpu.py's docstring lists
+# them); gpu.py exits with $FAKE_GPU_RC.
 FAKE_PYTHON = r'''#!/usr/bin/env bash
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
@@ -30,6 +31,9 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     esac
 done
 [ -n "$out" ] || { echo "fake python: no --out" >&2; exit 9; }
+if [[ "${args[*]}" == *gpu_compiled_warm.py* ]]; then
+    echo "{}" > "$out/compiled-warm.json"; echo "compiled-warm: 65/65 shape classes compiled"; exit 0
+fi
 for name in correctness-h200.json correctness-h200.md copy-h200.json \
             ops-h200.json ops-h200.md ops-h200.png ops-h200-bfloat16.json ops-h200-bfloat16.md \
             ops-h200-bfloat16.png models-h200.json models-h200.md models-h200.png decode-h200.json \
@@ -70,7 +74,8 @@ def test_a_device_run_comes_back_as_one_archive_and_three_files_to_read(tmp_path
     assert len(back) <= DEVICE_FILE_LIMIT
     packed = _packed(out)
     assert {"ops-h200-bfloat16.png", "layouts-h200.md", "gpu-summary-h200.json", "gpu-tests.xml",
-            "gpu-tests-launch.xml", "gpu-run.log", "gpu-tests.log"} <= packed and len(packed) == 23
+            "gpu-tests-launch.xml", "gpu-run.log", "gpu-tests.log", "compiled-warm.json",
+            "compiled-warm.log"} <= packed and len(packed) == 25
     run_log = (out / "gpu-run.log").read_text()
     assert "summary table" in run_log and "direct launch: 1" in run_log   # its tests passed: on
 
