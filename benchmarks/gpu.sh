@@ -17,14 +17,14 @@
 #                                   batching replayed as graphs against eager, LFM3's sliding
 #                                   window and LFM2-MoE's all-experts routing in a graph, graph-
 #                                   replay timing, the NHWC strip and 2-D tile configs); <= 90 s
-#   compiled-warm.{log,json}        beside the tests, in the background: torch.compile's on-disk
-#                                   caches filled for every `compiled` call gpu.py makes
-#                                   (gpu_compiled_warm.py, 6 processes, <= 110 s), so its
-#                                   correctness step loads them instead of compiling one by one
+#   cache-warm.{log,json}           beside the tests, in the background: Triton's and torch.compile's
+#                                   disk caches filled with what gpu.py compiles (gpu_cache_warm.py:
+#                                   the prewarm step's kernel variants on 10 threads, the `compiled`
+#                                   calls on 4 processes; <= 125 s), so gpu.py loads them
 #   gpu-run.log + gpu.py's files    gpu.py budgets itself to 400 s of steps; `timeout` is the hard
 #                                   stop: SIGTERM at 440 s (gpu.py then writes its summary of what
 #                                   it has), SIGKILL 10 s later
-# max(50 + 95, 110) + 450 s stays under the device tool's 600 s per call. gpu.py's summary table prints
+# max(50 + 95, 125) + 450 s stays under the device tool's 600 s per call. gpu.py's summary table prints
 # last; the exit status is gpu.py's, or 4 added when the CUDA tests failed.
 set -o pipefail
 export PYTHONUNBUFFERED=1
@@ -52,7 +52,7 @@ pack() {
 trap pack EXIT
 
 # Background, while the tests below leave most cores idle; waited for before gpu.py starts.
-timeout -k 5 110 "$py" benchmarks/gpu_compiled_warm.py --budget-s 90 --out "$out" > "$out/compiled-warm.log" 2>&1 &
+timeout -k 5 120 "$py" benchmarks/gpu_cache_warm.py --budget-s 90 --out "$out" > "$out/cache-warm.log" 2>&1 &
 warm_pid=$!
 
 # The direct launch path (models/depthwise/triton_launch.py) is on by default since its CUDA tests
@@ -78,7 +78,7 @@ timeout -k 5 90 "$py" -m pytest -q -m gpu -p no:cacheprovider -o addopts="" --ju
 tests_rc=$?
 [ "$launch_rc" -ne 0 ] && [ "$tests_rc" -eq 0 ] && tests_rc=$launch_rc
 echo "gpu.sh: CUDA tests exit $tests_rc (log: $out/gpu-tests.log, gpu-tests-launch.log)"
-wait "$warm_pid"; tail -n 3 "$out/compiled-warm.log"
+wait "$warm_pid"; tail -n 3 "$out/cache-warm.log"
 pack
 
 timeout -k 10 440 "$py" benchmarks/gpu.py --out "$out" "$@" 2>&1 | tee "$out/gpu-run.log"

@@ -148,10 +148,13 @@ class Budget:
         self.total_s, self.steps, self.t0 = total_s * scale, list(steps), time.perf_counter()
 
     def deadline(self, step: str) -> tuple[float, float]:
-        """(absolute time.perf_counter deadline, seconds granted): the step's budget, shrunk
-        when earlier steps overran so that later steps keep half of theirs, but never below a
-        quarter of its own."""
-        later = sum(self.budgets[s] for s in self.steps[self.steps.index(step) + 1:])
-        left = self.total_s - (time.perf_counter() - self.t0) - 0.5 * later
-        granted = min(self.budgets[step], max(left, 0.25 * self.budgets[step]))
+        """(absolute time.perf_counter deadline, seconds granted): the step's budget plus what
+        earlier steps left unused (a prewarm that found Triton's disk cache full hands its
+        seconds on to the ops steps, which stop when their shapes are done), shrunk when earlier
+        steps overran so that later steps keep half of theirs, but never below a quarter of its own."""
+        i, elapsed = self.steps.index(step), time.perf_counter() - self.t0
+        later = sum(self.budgets[s] for s in self.steps[i + 1:])
+        unused = max(0.0, sum(self.budgets[s] for s in self.steps[:i]) - elapsed)
+        left = self.total_s - elapsed - 0.5 * later
+        granted = min(self.budgets[step] + unused, max(left, 0.25 * self.budgets[step]))
         return time.perf_counter() + granted, round(granted, 1)

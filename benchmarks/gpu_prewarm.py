@@ -97,6 +97,17 @@ def record_jobs(device: str, cases, ops_shapes, models_cases=(), models: dict | 
     return jobs
 
 
+def step_jobs(device: str, smoke: bool, steps, cfg: dict, models: dict | None) -> list[Job]:
+    """record_jobs for what gpu.py's selected `steps` launch, with its settings `cfg`
+    (gpu_config.settings) and the models step's built modules (None without that step)."""
+    from benchmarks import gpu_layouts
+    cases = (gpu_checks.SMOKE_CASES if smoke else gpu_checks.CASES) if "correctness" in steps else ()
+    ops_dtypes = [ops.DTYPES[s.removeprefix("ops-")] for s in steps if s.startswith("ops-")]
+    layouts = gpu_layouts.calls(device, cfg["layouts_dtypes"], *cfg["layouts"]) if "layouts" in steps else ()
+    return record_jobs(device, cases, cfg["ops_shapes"], cfg["models_cases"], models, ops_dtypes,
+                       extra_calls=(call for _, call in layouts))
+
+
 def jit_warmup(job: Job) -> None:
     """Compile job's variant through Triton's JIT (no launch): its in-process cache keeps it."""
     from triton.runtime.autotuner import Autotuner

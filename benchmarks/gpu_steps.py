@@ -35,16 +35,11 @@ def step_prewarm(run: Run, deadline: float) -> list:
     if not gpu_prewarm.available():
         print("prewarm: nothing to compile (Triton's interpreter runs the kernels)")
         return []
-    steps, cfg = run.budget.steps, run.cfg       # record only what the selected steps launch
-    cases = (gpu_checks.SMOKE_CASES if run.smoke else gpu_checks.CASES) if "correctness" in steps else ()
-    ops_dtypes = [ops.DTYPES[s.removeprefix("ops-")] for s in steps if s.startswith("ops-")]
-    models = None
+    steps, models = run.budget.steps, None       # record only what the selected steps launch
     if "models" in steps:
         with torch.inference_mode():
             models = _built_models(run)
-    layouts = gpu_layouts.calls(run.device, cfg["layouts_dtypes"], *cfg["layouts"]) if "layouts" in steps else ()
-    jobs = gpu_prewarm.record_jobs(run.device, cases, cfg["ops_shapes"], cfg["models_cases"], models, ops_dtypes,
-                                   extra_calls=(call for _, call in layouts))
+    jobs = gpu_prewarm.step_jobs(run.device, run.smoke, steps, run.cfg, models)
     res = run.prewarm = gpu_prewarm.prewarm(jobs, deadline)
     print(f"prewarm: {res['compiled']}/{res['jobs']} kernel variants compiled on {res['workers']} threads in "
           f"{res['wall_s']} s; {res['skipped']} skipped, {res['failed']} failed, {res['unfinished']} unfinished")
@@ -65,7 +60,7 @@ def step_correctness(run: Run, deadline: float) -> list:
         run.write_json(f"correctness-{run.tag}.json", {"environment": run.env, **res})
         gpu_checks.write_markdown(res, run.path(f"correctness-{run.tag}.md"), run.env)
     print(f"correctness: {res['passed']}/{res['checked']} passed, {res['skipped']} skipped; compiled impl's "
-          f"shape classes loaded from inductor's cache (gpu_compiled_warm.py) / compiled: {res['compiled_cache']}")
+          f"shape classes loaded from inductor's cache (gpu_cache_warm.py) / compiled: {res['compiled_cache']}")
     for f in res["failed"]:
         print(f"  FAIL {f}")
     return [f"{r['impl']}/{r['dtype']}/{r['case']}" for r in res["rows"] if r.get("skipped")]

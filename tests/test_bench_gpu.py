@@ -158,8 +158,19 @@ def test_tags_and_budgets_never_touch_committed_results(tmp_path):
     tests = re.findall(r'timeout -k (\d+) (\d+) "\$py" -m pytest', sh)      # the launch tests, the rest
     (gk, gpu_s), = re.findall(r'timeout -k (\d+) (\d+) "\$py" benchmarks/gpu.py', sh)
     assert len(tests) == 2 and sum(int(k) + int(s) for k, s in tests) + int(gpu_s) + int(gk) < 600
+    (wk, warm_s), = re.findall(r'timeout -k (\d+) (\d+) "\$py" benchmarks/gpu_cache_warm.py', sh)   # beside the tests
+    assert int(wk) + int(warm_s) <= sum(int(k) + int(s) for k, s in tests)
     assert sum(gpu_config.BUDGETS_CUDA.values()) <= gpu_config.TOTAL_CUDA_S <= int(gpu_s) - 40
     assert math.isclose(gpu_config.Budget({"decode": 10}, 100, ["decode"], 3.0).budgets["decode"], 30)
+    # what earlier steps left unused goes to the next step; later steps keep their whole budgets
+    b = gpu_config.Budget({"prewarm": 50, "ops-float32": 75, "decode": 80}, 205, ["prewarm", "ops-float32", "decode"])
+    assert b.deadline("prewarm")[1] == 50
+    b.t0 -= 10                                     # prewarm done after 10 s: 40 s unused
+    assert b.deadline("ops-float32")[1] == pytest.approx(115, abs=0.15)
+    b.t0 -= 115                                    # ops took its 115 (125 s in all): decode keeps its 80
+    assert b.deadline("decode")[1] == pytest.approx(80, abs=0.15)
+    b.t0 -= 100                                    # 100 s over: decode gets a quarter of its own at least
+    assert b.deadline("decode")[1] == pytest.approx(20, abs=0.15)
 
 
 def test_a_gap_filling_call_gets_the_prewarm_step_too(tmp_path):

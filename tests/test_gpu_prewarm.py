@@ -188,3 +188,34 @@ def test_layouts_step_prewarms_both_weight_layouts():
     # layers), the short-conv block's one fixed config.
     assert got["sw_c"] == {"_dw_conv2d_nhwc_strip_tuned": [1, 9], "_short_conv_kernel": [1, 3]}
     assert got["jobs"] == 2 * 10 + 2 * 1
+
+
+STEP_JOBS_SCRIPT = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {repo!r})
+    import torch
+    from models.depthwise import fused
+    fused.interpreting = lambda: True      # let CPU tensors through fused's device check (recording only)
+    from benchmarks import gpu_checks, gpu_config, gpu_layouts, gpu_prewarm
+    cfg = gpu_config.settings("cpu", True)
+    labels = lambda jobs: [j.label for j in jobs]
+    every = gpu_prewarm.step_jobs("cpu", True, gpu_config.STEPS, cfg, None)
+    layouts = gpu_layouts.calls("cpu", cfg["layouts_dtypes"], *cfg["layouts"])
+    direct = gpu_prewarm.record_jobs("cpu", gpu_checks.SMOKE_CASES, cfg["ops_shapes"], cfg["models_cases"], None,
+                                     [torch.float32, torch.bfloat16], extra_calls=(call for _, call in layouts))
+    ops_only = gpu_prewarm.step_jobs("cpu", True, ("prewarm", "ops-bfloat16"), cfg, None)
+    direct_ops = gpu_prewarm.record_jobs("cpu", (), cfg["ops_shapes"], cfg["models_cases"], None, [torch.bfloat16])
+    print(json.dumps(dict(every=labels(every) == labels(direct), n=len(every),
+                          ops=labels(ops_only) == labels(direct_ops), n_ops=len(ops_only))))
+""")
+
+
+def test_step_jobs_records_what_the_selected_steps_launch():
+    """gpu_prewarm.step_jobs (the prewarm step's and gpu_cache_warm.py's job list): every step's
+    launches for a full run, the selected steps' only for a gap-filling one."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", STEP_JOBS_SCRIPT.format(repo=str(REPO))], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["every"] and got["ops"] and got["n"] > got["n_ops"] > 0, got

@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DEVICE_FILE_LIMIT = 8   # the device tool's files back from $OUT
 
-# Stands in for python3: `-m pytest ... --junitxml X`, `benchmarks/gpu_compiled_warm.py --out D` and
+# Stands in for python3: `-m pytest ... --junitxml X`, `benchmarks/gpu_cache_warm.py --out D` and
 # `benchmarks/gpu.py --out D` write what the real ones write (names as gpu.py's docstring lists
 # them); gpu.py exits with $FAKE_GPU_RC.
 FAKE_PYTHON = r'''#!/usr/bin/env bash
@@ -31,8 +31,8 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     esac
 done
 [ -n "$out" ] || { echo "fake python: no --out" >&2; exit 9; }
-if [[ "${args[*]}" == *gpu_compiled_warm.py* ]]; then
-    echo "{}" > "$out/compiled-warm.json"; echo "compiled-warm: 65/65 shape classes compiled"; exit 0
+if [[ "${args[*]}" == *gpu_cache_warm.py* ]]; then
+    echo "{}" > "$out/cache-warm.json"; echo "cache-warm: Triton 600/600, torch.compile 65/65"; exit 0
 fi
 for name in correctness-h200.json correctness-h200.md copy-h200.json \
             ops-h200.json ops-h200.md ops-h200.png ops-h200-bfloat16.json ops-h200-bfloat16.md \
@@ -74,8 +74,8 @@ def test_a_device_run_comes_back_as_one_archive_and_three_files_to_read(tmp_path
     assert len(back) <= DEVICE_FILE_LIMIT
     packed = _packed(out)
     assert {"ops-h200-bfloat16.png", "layouts-h200.md", "gpu-summary-h200.json", "gpu-tests.xml",
-            "gpu-tests-launch.xml", "gpu-run.log", "gpu-tests.log", "compiled-warm.json",
-            "compiled-warm.log"} <= packed and len(packed) == 25
+            "gpu-tests-launch.xml", "gpu-run.log", "gpu-tests.log", "cache-warm.json",
+            "cache-warm.log"} <= packed and len(packed) == 25
     run_log = (out / "gpu-run.log").read_text()
     assert "summary table" in run_log and "direct launch: 1" in run_log   # its tests passed: on
 

@@ -1,4 +1,4 @@
-"""benchmarks/gpu_compiled_warm.py, run by gpu.sh beside the CUDA tests: its worker processes
+"""benchmarks/gpu_cache_warm.py, run by gpu.sh beside the CUDA tests: its worker processes
 make the `compiled` calls gpu.py's correctness step will make, and a later process making them
 loads each shape class from inductor's on-disk cache instead of compiling it (CPU smoke:
 inductor's C++, the same cache; counted by inductor's own fxgraph_cache_hit / _miss). The job
@@ -22,7 +22,7 @@ sys.path.insert(0, sys.argv[1])
 import torch
 from torch._dynamo.utils import counters
 from benchmarks import gpu_checks
-from benchmarks.gpu_compiled_warm import SMOKE_CASES
+from benchmarks.gpu_cache_warm import SMOKE_CASES
 for i, name in enumerate(SMOKE_CASES):
     case = next(c for c in gpu_checks.SMOKE_CASES if c.name == name)
     assert gpu_checks.check(case, torch.float32, "compiled", "cpu", seed=i + 3)["passed"], name
@@ -47,13 +47,15 @@ def test_the_checks_load_what_the_workers_compiled(tmp_path):
     if not auto._cxx_available():
         pytest.skip("inductor on CPU needs a C++ compiler")
     cache = tmp_path / "cache"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_compiled_warm.py"), "--smoke",
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_cache_warm.py"), "--smoke",
                            "--workers", "2", "--out", str(tmp_path)], cwd=REPO, env=_env(cache),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    result = json.loads((tmp_path / "compiled-warm.json").read_text())
-    assert (result["jobs"], result["compiled"], result["failed"], result["workers"]) == (2, 2, 0, 2)
-    assert result["cache_dir"] == str(cache) and "2/2 shape classes" in proc.stdout
+    result = json.loads((tmp_path / "cache-warm.json").read_text())
+    tc = result["torch_compile"]
+    assert (tc["jobs"], tc["compiled"], tc["failed"], tc["workers"]) == (2, 2, 0, 2)
+    assert tc["cache_dir"] == str(cache) and "torch.compile 2/2 shape classes" in proc.stdout
+    assert result["triton"]["jobs"] == 0                                 # the smoke compiles no Triton kernel
     assert _checks(cache) == {"hit": 2, "miss": 0}
     assert _checks(tmp_path / "empty") == {"hit": 0, "miss": 2}        # no warm-up: both compiled here
 
@@ -61,9 +63,9 @@ def test_the_checks_load_what_the_workers_compiled(tmp_path):
 def test_jobs_are_every_compiled_correctness_row_then_the_ops_steps_compiled_shapes():
     sys.path.insert(0, str(REPO))
     from benchmarks import gpu_checks, ops
-    from benchmarks.gpu_compiled_warm import jobs
+    from benchmarks.gpu_cache_warm import compiled_jobs
     from benchmarks.gpu_steps import _ops_impls
-    got = jobs(smoke=False)
+    got = compiled_jobs(smoke=False)
     checks = [j for j in got if j[0] == "check"]
     assert got[:len(checks)] == checks and len(checks) == len(gpu_checks.CASES) * len(gpu_checks.DTYPES)
     assert {(j[1], j[2]) for j in checks} == {(c.name, d) for c in gpu_checks.CASES for d in gpu_checks.DTYPES}
@@ -75,7 +77,7 @@ def test_jobs_are_every_compiled_correctness_row_then_the_ops_steps_compiled_sha
 
 def test_gpu_sh_runs_it_beside_the_tests_and_waits_before_gpu_py():
     sh = (REPO / "benchmarks" / "gpu.sh").read_text()
-    start, tests, wait, bench = (sh.index(s) for s in ("benchmarks/gpu_compiled_warm.py --budget-s",
+    start, tests, wait, bench = (sh.index(s) for s in ("benchmarks/gpu_cache_warm.py --budget-s",
                                                        "tests/test_triton_launch_gpu.py 2>&1", 'wait "$warm_pid"',
                                                        'benchmarks/gpu.py --out "$out"'))
     assert start < tests < wait < bench and "&\nwarm_pid=$!" in sh
