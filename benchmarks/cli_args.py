@@ -89,3 +89,13 @@ def check_device(parser: argparse.ArgumentParser, device: str) -> None:
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {device} but torch.cuda.is_available() is False; use --device cpu")
+
+
+def smoke_or_cuda(parser: argparse.ArgumentParser, smoke: bool) -> str:
+    """The device of a GPU probe (gpu_launch, gpu_strips, gpu_cache_warm): "cpu" for its --smoke
+    run, else "cuda", a usage error (exit 2) on a machine without it."""
+    import torch
+
+    if not smoke and not torch.cuda.is_available():
+        parser.error("needs CUDA (or --smoke)")
+    return "cpu" if smoke else "cuda"

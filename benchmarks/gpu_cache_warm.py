@@ -37,7 +37,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO / "bench
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-from benchmarks.cli_args import check_out, positive  # noqa: E402
+from benchmarks.cli_args import check_out, positive, smoke_or_cuda  # noqa: E402
 from benchmarks.results_files import LOCAL  # noqa: E402
 
 SMOKE_CASES = ("conv1d-causal", "conv2d-nchw-s1")
@@ -141,10 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="CPU, two smoke cases in float32, no Triton part")
     args = ap.parse_args(argv)
     check_out(ap, args.out)
-    import torch
-    device = "cpu" if args.smoke else "cuda"
-    if device == "cuda" and not torch.cuda.is_available():
-        ap.error("needs CUDA (or --smoke)")
+    device = smoke_or_cuda(ap, args.smoke)
     result = warm(device, args.smoke, args.budget_s, args.threads, args.workers)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cache-warm.json").write_text(json.dumps(result, indent=1))

@@ -35,7 +35,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import gpu_config, gpu_copy, input_sets, timing  # noqa: E402
-from benchmarks.cli_args import check_out, positive  # noqa: E402
+from benchmarks.cli_args import check_out, positive, smoke_or_cuda  # noqa: E402
 from benchmarks.ops_measure import make_call, make_inputs  # noqa: E402
 from benchmarks.ops_suite import SUITE, Shape  # noqa: E402
 from benchmarks.results_files import LOCAL  # noqa: E402
@@ -113,9 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="CPU, Triton's interpreter, tiny shapes")
     args = ap.parse_args(argv)
     check_out(ap, args.out)
-    device = "cpu" if args.smoke else "cuda"
-    if device == "cuda" and not torch.cuda.is_available():
-        ap.error("needs CUDA (or --smoke)")
+    device = smoke_or_cuda(ap, args.smoke)
     start, env = time.monotonic(), gpu_config.environment(device, sys.argv[1:] if argv is None else argv)
     tag = "smoke" if args.smoke else gpu_config.run_tag(device, False, env.get("device_name") or "")
     ceiling = None if args.smoke else gpu_copy.copy_ceiling(device, 1 << 30, 10)["gbps"]

@@ -39,7 +39,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from benchmarks import gpu_config, gpu_copy, input_sets, timing  # noqa: E402
-from benchmarks.cli_args import check_out, positive  # noqa: E402
+from benchmarks.cli_args import check_out, positive, smoke_or_cuda  # noqa: E402
 from benchmarks.gpu_launch import device_times, min_bytes  # noqa: E402
 from benchmarks.ops_measure import make_call, make_inputs  # noqa: E402
 from benchmarks.ops_suite import SUITE, Shape  # noqa: E402
@@ -199,9 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     dtypes = [DTYPES.get(n.strip()) for n in args.dtypes.split(",")]
     if not dtypes or None in dtypes:
         ap.error(f"--dtypes must be a comma list of {sorted(DTYPES)}, got {args.dtypes!r}")
-    device = "cpu" if args.smoke else "cuda"
-    if device == "cuda" and not torch.cuda.is_available():
-        ap.error("needs CUDA (or --smoke)")
+    device = smoke_or_cuda(ap, args.smoke)
     start, env = time.monotonic(), gpu_config.environment(device, sys.argv[1:] if argv is None else argv)
     tag = "smoke" if args.smoke else gpu_config.run_tag(device, False, env.get("device_name") or "")
     layouts = [n.strip() for n in args.layouts.split(",")]

@@ -81,3 +81,10 @@ def test_gpu_sh_runs_it_beside_the_tests_and_waits_before_gpu_py():
                                                        "tests/test_triton_launch_gpu.py 2>&1", 'wait "$warm_pid"',
                                                        'benchmarks/gpu.py --out "$out"'))
     assert start < tests < wait < bench and "&\nwarm_pid=$!" in sh
+
+
+def test_no_cuda_is_a_usage_error(tmp_path):
+    env = {**_env(tmp_path / "cache"), "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_cache_warm.py"), "--out", str(tmp_path)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "needs CUDA" in proc.stderr
