@@ -19,7 +19,7 @@
 #                                   replay timing, the NHWC strip and 2-D tile configs); <= 90 s
 #   cache-warm.{log,json}           beside the tests, in the background: Triton's and torch.compile's
 #                                   disk caches filled with what gpu.py compiles (gpu_cache_warm.py:
-#                                   the prewarm step's kernel variants on 10 threads, the `compiled`
+#                                   the prewarm step's kernel variants on 8 threads, the `compiled`
 #                                   calls on 4 processes; <= 125 s), so gpu.py loads them
 #   gpu-run.log + gpu.py's files    gpu.py budgets itself to 400 s of steps; `timeout` is the hard
 #                                   stop: SIGTERM at 440 s (gpu.py then writes its summary of what

@@ -1,6 +1,6 @@
 """Fill the on-disk compile caches before benchmarks/gpu.py needs them, beside gpu.sh's CUDA tests.
 
-    python benchmarks/gpu_cache_warm.py [--budget-s 90] [--threads 10] [--workers 4] [--out DIR] [--smoke]
+    python benchmarks/gpu_cache_warm.py [--budget-s 90] [--threads 8] [--workers 4] [--out DIR] [--smoke]
 
 Why: two compilers run inside gpu.py's timed steps, and both keep what they compile on disk,
 keyed by what they compiled (a later process that asks again loads it: for torch.compile on this
@@ -135,7 +135,7 @@ def _cache_dir() -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budget-s", type=positive(float), default=90.0, help="stop starting jobs after this")
-    ap.add_argument("--threads", type=positive(int), default=10, help="Triton compile threads (default 10)")
+    ap.add_argument("--threads", type=positive(int), default=8, help="Triton compile threads (default 8)")
     ap.add_argument("--workers", type=positive(int), default=4, help="torch.compile processes (default 4)")
     ap.add_argument("--out", type=Path, default=LOCAL, help="results folder (default benchmarks/results/local)")
     ap.add_argument("--smoke", action="store_true", help="CPU, two smoke cases in float32, no Triton part")
