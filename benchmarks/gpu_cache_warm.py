@@ -96,10 +96,13 @@ def _triton_worker(device: str, deadline: float, threads: int) -> dict:
     from benchmarks import models as bench_models
     if not gpu_prewarm.available():
         return {"jobs": 0, "note": "Triton's interpreter: nothing to compile"}
-    cfg = gpu_config.settings(device, False)
-    with torch.inference_mode():
-        models = bench_models.build_models({c.model for c in cfg["models_cases"]}, device)
-    jobs = gpu_prewarm.step_jobs(device, False, gpu_config.STEPS, cfg, models)
+    try:
+        cfg = gpu_config.settings(device, False)
+        with torch.inference_mode():
+            models = bench_models.build_models({c.model for c in cfg["models_cases"]}, device)
+        jobs = gpu_prewarm.step_jobs(device, False, gpu_config.STEPS, cfg, models)
+    except Exception as e:  # noqa: BLE001 - the prewarm step then compiles everything, as before
+        return {"jobs": 0, "failed": 1, "note": f"recording the jobs failed: {type(e).__name__}: {e}"[:300]}
     left = deadline - time.time()
     return gpu_prewarm.prewarm(jobs, time.perf_counter() + left, workers=threads)
 
