@@ -16,17 +16,21 @@ DEVICE_FILE_LIMIT = 8   # the device tool's files back from $OUT
 
 # Stands in for python3: `-m pytest ... --junitxml X`, `benchmarks/gpu_cache_warm.py --out D` and
 # `benchmarks/gpu.py --out D` write what the real ones write (names as gpu.py's docstring lists
-# them); gpu.py exits with $FAKE_GPU_RC.
+# them); the direct launch tests exit with $FAKE_LAUNCH_RC, or $FAKE_LAUNCH_TENSORS_RC when run with
+# DWSERVE_TRITON_INT_POINTERS=0, the other tests after $FAKE_TESTS_S seconds; gpu.py exits with
+# $FAKE_GPU_RC and prints its arguments and launch switches.
 FAKE_PYTHON = r'''#!/usr/bin/env bash
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
     case "${args[$i]}" in
         --junitxml) echo '<testsuite/>' > "${args[$((i + 1))]}"
                     if [[ "${args[*]}" == *test_triton_launch_gpu.py* ]]; then
-                        [ "${FAKE_LAUNCH_RC:-0}" = 0 ] && echo "24 passed" || echo "1 failed, 23 passed"
-                        exit "${FAKE_LAUNCH_RC:-0}"
+                        launch_rc="${FAKE_LAUNCH_RC:-0}"
+                        [ "${DWSERVE_TRITON_INT_POINTERS:-1}" = 0 ] && launch_rc="${FAKE_LAUNCH_TENSORS_RC:-0}"
+                        [ "$launch_rc" = 0 ] && echo "24 passed" || echo "1 failed, 23 passed"
+                        exit "$launch_rc"
                     fi
-                    echo "12 passed"; exit 0 ;;
+                    sleep "${FAKE_TESTS_S:-0}"; echo "12 passed"; exit 0 ;;
         --out) out="${args[$((i + 1))]}" ;;
     esac
 done
@@ -41,7 +45,8 @@ for name in correctness-h200.json correctness-h200.md copy-h200.json \
     echo "$name" > "$out/$name"
 done
 [ "${FAKE_GPU_SUMMARY:-1}" = 1 ] && echo "summary" > "$out/gpu-summary-h200.md"
-echo "direct launch: ${DWSERVE_TRITON_DIRECT_LAUNCH:-unset}"
+echo "direct launch: ${DWSERVE_TRITON_DIRECT_LAUNCH:-unset}, int pointers: ${DWSERVE_TRITON_INT_POINTERS:-unset}"
+echo "gpu.py args: ${args[*]}"
 echo "summary table"
 exit "${FAKE_GPU_RC:-0}"
 '''
@@ -77,14 +82,35 @@ def test_a_device_run_comes_back_as_one_archive_and_three_files_to_read(tmp_path
             "gpu-tests-launch.xml", "gpu-run.log", "gpu-tests.log", "cache-warm.json",
             "cache-warm.log"} <= packed and len(packed) == 25
     run_log = (out / "gpu-run.log").read_text()
-    assert "summary table" in run_log and "direct launch: 1" in run_log   # its tests passed: on
+    assert "summary table" in run_log and "direct launch: 1, int pointers: unset" in run_log   # its tests passed: on
+    assert "--budget-scale" not in run_log                            # the tests were quick: gpu.py's own budgets
 
 
 def test_the_benchmarks_take_tritons_launch_path_when_the_direct_launch_tests_fail(tmp_path):
-    """The direct launch is on by default: its tests failing turns it off for the benchmarks."""
-    proc, out = _run(tmp_path, FAKE_LAUNCH_RC="1")
+    """The direct launch is on by default: its tests failing twice (addresses, then tensors to the
+    launcher) turns it off for the benchmarks."""
+    proc, out = _run(tmp_path, FAKE_LAUNCH_RC="1", FAKE_LAUNCH_TENSORS_RC="1")
     assert proc.returncode == 4 + 0, proc.stdout + proc.stderr       # the CUDA tests failed: + 4
     assert "direct launch: 0" in (out / "gpu-run.log").read_text()
+    assert {"gpu-tests-launch.log", "gpu-tests-launch-tensors.log"} <= {p.name for p in out.iterdir()}
+
+
+def test_the_direct_launch_stays_on_with_tensor_arguments_when_only_the_address_form_fails(tmp_path):
+    proc, out = _run(tmp_path, FAKE_LAUNCH_RC="1", FAKE_LAUNCH_TENSORS_RC="0")
+    assert proc.returncode == 4 + 0, proc.stdout + proc.stderr       # a CUDA test failed all the same
+    assert "direct launch: 1, int pointers: 0" in (out / "gpu-run.log").read_text()
+    assert "gpu-tests-launch-tensors.xml" in _packed(out)
+
+
+def test_gpu_py_gets_what_is_left_of_the_call_when_the_tests_ran_long(tmp_path):
+    """Tests that took 3 s of a 300 s call leave gpu.py 300 - 3 - 10 = 287 s: its step budgets
+    (400 s with 40 s to spare under the timeout) scaled by (287 - 40) / 400."""
+    proc, out = _run(tmp_path, GPU_SH_LIMIT_S="300", FAKE_TESTS_S="3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    args = next(line for line in (out / "gpu-run.log").read_text().splitlines() if line.startswith("gpu.py args:"))
+    scale = float(args.split("--budget-scale ")[1].split()[0])
+    assert 0.6 < scale < 0.625, args                   # 287 or 286 s left: 0.6175 or 0.615
+    assert "gpu.py gets" in proc.stdout
 
 
 @pytest.mark.parametrize("rc", [2, 3])
