@@ -8,10 +8,12 @@
 # once; packed after the tests and again at exit, so a late kill still returns the tests.
 #   gpu-tests-launch.{log,xml}      the direct launch path's CUDA tests (tests/test_triton_launch_gpu.py:
 #                                   bit-equal to Triton's launch, misaligned, graph capture); <= 45 s.
-#                                   When they fail, again with the tensors handed to Triton's launcher
-#                                   as tensors (DWSERVE_TRITON_INT_POINTERS=0: gpu-tests-launch-tensors.*,
-#                                   <= 45 s); passing, everything below runs that way, else with
-#                                   DWSERVE_TRITON_DIRECT_LAUNCH=0 (Triton's own launch; the default is on)
+#                                   When they fail, again without the launch path's untimed parts
+#                                   (tensors, not addresses, to Triton's launcher, through its Python
+#                                   call: DWSERVE_TRITON_INT_POINTERS=0 DWSERVE_TRITON_C_LAUNCH=0;
+#                                   gpu-tests-launch-tensors.*, <= 45 s); passing, everything below runs
+#                                   that way, else with DWSERVE_TRITON_DIRECT_LAUNCH=0 (Triton's own
+#                                   launch; the default is on)
 #   gpu-tests.log + gpu-tests.xml   pytest -m gpu on the files that need only torch/triton/
 #                                   transformers (graph decoding, launch counting, one launch
 #                                   per fused call, LFM2 against transformers on CUDA, both fused
@@ -77,10 +79,10 @@ if launch_tests gpu-tests-launch; then
     echo "gpu.sh: direct launch tests passed: benchmarks run with DWSERVE_TRITON_DIRECT_LAUNCH=1"
 else
     launch_rc=4                 # a failed CUDA test, whatever the second run says
-    if DWSERVE_TRITON_INT_POINTERS=0 launch_tests gpu-tests-launch-tensors; then
-        export DWSERVE_TRITON_DIRECT_LAUNCH=1 DWSERVE_TRITON_INT_POINTERS=0
-        echo "gpu.sh: direct launch tests passed with tensors, not addresses, to the launcher: benchmarks run with" \
-             "DWSERVE_TRITON_DIRECT_LAUNCH=1 DWSERVE_TRITON_INT_POINTERS=0"
+    if DWSERVE_TRITON_INT_POINTERS=0 DWSERVE_TRITON_C_LAUNCH=0 launch_tests gpu-tests-launch-tensors; then
+        export DWSERVE_TRITON_DIRECT_LAUNCH=1 DWSERVE_TRITON_INT_POINTERS=0 DWSERVE_TRITON_C_LAUNCH=0
+        echo "gpu.sh: direct launch tests passed with tensors to the launcher's Python call: benchmarks run with" \
+             "DWSERVE_TRITON_DIRECT_LAUNCH=1 DWSERVE_TRITON_INT_POINTERS=0 DWSERVE_TRITON_C_LAUNCH=0"
     else
         export DWSERVE_TRITON_DIRECT_LAUNCH=0
         echo "gpu.sh: direct launch tests did not pass: benchmarks run with Triton's own launch path"

@@ -8,8 +8,9 @@ benchmarks/results/h200-2026-12-04/NOTES.md). Per shape and dtype, side by side 
       launch of the cached compiled kernel (models/depthwise/triton_launch.py; fused calls seen
       before replay their call site's Plan), the same with tensors, not their addresses, handed
       to Triton's C launcher (triton_launch.INT_POINTERS off: it then calls data_ptr() and the
-      driver's cuPointerGetAttribute per pointer), and fused through Triton's JITFunction.run
-      (the same kernels, the launch path before it);
+      driver's cuPointerGetAttribute per pointer), the same through the launcher's Python
+      __call__ (triton_launch.C_LAUNCH off: triton_c_launch.py's bypass not taken), and fused
+      through Triton's JITFunction.run (the same kernels, the launch path before it);
   device time (benchmarks/timing.time_cuda_graph: a CUDA graph of back-to-back calls, replays
       timed with events): native and fused, the kernels without the host; with min_bytes over it
       against the copy ceiling measured here (benchmarks/gpu_copy.py).
@@ -63,6 +64,7 @@ def measure(shape: Shape, dtype: torch.dtype, device: str, budget_s: float, ceil
     fused = lambda direct: _with_launch(make_call(shape, "fused", dtype, device, sets), direct)
     calls = {"native": make_call(shape, "native", dtype, device, sets), "fused_direct": fused(True),
              "fused_direct_tensors": timing.with_switch(triton_launch, "INT_POINTERS", False, fused(True)),
+             "fused_direct_pycall": timing.with_switch(triton_launch, "C_LAUNCH", False, fused(True)),
              "fused_jit": fused(False)}
     out = calls["native"]()
     nbytes = min_bytes(sets[0], out if isinstance(out, torch.Tensor) else out[0])
@@ -95,10 +97,12 @@ def table(rows: list[dict]) -> list[str]:
     f = lambda v: "-" if v is None else f"{v:,.1f}"
     p = lambda v: "-" if v is None else f"{100 * v:.0f}%"
     out = ["| shape | dtype | MB | native wall | fused direct wall | fused direct, tensor args wall | "
-           "fused JIT wall | native device | fused device | native copy | fused copy |", "|---|---|---:|" + "---:|" * 8]
+           "fused direct, Python launcher call wall | fused JIT wall | native device | fused device | native copy | "
+           "fused copy |", "|---|---|---:|" + "---:|" * 9]
     for r in rows:
         out.append(f"| {r['shape']} | {r['dtype']} | {r['min_bytes'] / 1e6:.2f} | {f(r.get('native_wall_us'))} | "
                    f"{f(r.get('fused_direct_wall_us'))} | {f(r.get('fused_direct_tensors_wall_us'))} | "
+                   f"{f(r.get('fused_direct_pycall_wall_us'))} | "
                    f"{f(r.get('fused_jit_wall_us'))} | "
                    f"{f(r.get('native_device_us'))} | {f(r.get('fused_direct_device_us'))} | "
                    f"{p(r.get('native_copy_fraction'))} | {p(r.get('fused_direct_copy_fraction'))} |")

@@ -13,11 +13,13 @@ of the autotuned kernels, timed interleaved (benchmarks.timing, medians), three 
   launch_tuned   models/depthwise/triton_autotune.launch_tuned: past the autotuner once it picked
   direct         launch_tuned with models/depthwise/triton_launch on (DWSERVE_TRITON_DIRECT_LAUNCH=1):
                  past JITFunction.run too, to the compiled kernel's launcher. Here that launcher
-                 is a Python no-op and the driver a stub (device 0, stream 0), so what is timed is
-                 the direct path's own work (its cache key, the argument list), not the C launcher's.
+                 is a CudaLauncher whose C function does nothing, and the driver a stub (device 0,
+                 stream 0), so what is timed is the direct path's own work (its cache key, the
+                 argument list), not the C function's.
   planned        direct, with the call site's Plan (triton_launch.PLANS): a call seen before
                  replays its last launch with the new tensors, past the op's set-up, the autotune
-                 lookup and the Launcher's key
+                 lookup and the Launcher's key, to the launcher's C function (triton_launch.C_LAUNCH)
+  planned_pycall planned through the launcher's Python __call__ (C_LAUNCH off), as Triton calls it
 The direct columns hand the launcher each tensor's address (triton_launch.INT_POINTERS): reading
 them is counted here; what that spares the real C launcher (a data_ptr() call and a driver check,
 cuPointerGetAttribute, per pointer) is not: benchmarks/gpu_launch.py times both on a GPU.
@@ -49,6 +51,8 @@ from benchmarks.results_files import LOCAL, out_help, write_results  # noqa: E40
 from models.depthwise import (conv1d_decode_step, depthwise_conv1d, depthwise_conv2d, fused,  # noqa: E402
                               short_conv_block, triton_autotune)
 from models.depthwise import triton_conv1d, triton_conv2d, triton_decode, triton_launch, triton_short_conv  # noqa: E402
+from models.depthwise import triton_c_launch  # noqa: E402
+from triton.runtime import driver  # noqa: E402  (the DriverConfig: triton.runtime.driver.active)
 
 BF16 = torch.bfloat16
 
@@ -92,21 +96,27 @@ def through_autotuner(kernel, grid, key, *args, **kwargs):
 
 
 class _StubCompiled:
-    """What JITFunction.run returns here in place of a CompiledKernel: its launcher does nothing
-    (a real one converts ~20 arguments in C and calls cuLaunchKernel: not measured here)."""
+    """What JITFunction.run returns here in place of a CompiledKernel: its launcher is a real
+    CudaLauncher (its Python __call__, which triton_launch.C_LAUNCH goes past) whose C function
+    only counts (a real one converts ~20 arguments in C and calls cuLaunchKernel: not measured)."""
     function, packed_metadata, launches = 0, None, 0
 
+    def __init__(self):
+        self.run = triton_c_launch.stand_in(self._count)
+
     @classmethod
-    def run(cls, *args):
+    def _count(cls, *args):
         cls.launches += 1
 
 
 _STUB = _StubCompiled()
-PATHS = ("autotuner", "launch_tuned", "direct", "planned")
+PATHS = ("autotuner", "launch_tuned", "direct", "planned", "planned_pycall")
 
 
 def measure(budget_s: float) -> list[dict]:
-    saved = fused.interpreting, JITFunction.run, triton_launch.ENABLED, triton_launch.PLANS, list(triton_launch._DRIVER)
+    saved = (fused.interpreting, JITFunction.run, triton_launch.ENABLED, triton_launch.PLANS, list(triton_launch._DRIVER),
+             triton_launch.C_LAUNCH, getattr(driver, "_active", None))
+    driver._active = object()                         # what 3.9's CudaLauncher.__call__ reads first
     fused.interpreting = lambda: True                 # let CPU tensors through fused's device check
     JITFunction.run = lambda self, *a, grid, warmup, **k: _STUB   # the launch itself: not measured
     Autotuner.run = _seed_autotuner_cache
@@ -116,9 +126,10 @@ def measure(budget_s: float) -> list[dict]:
         for path in PATHS:
             launcher = through_autotuner if path == "autotuner" else triton_autotune.launch_tuned
 
-            def fn(call=call, launcher=launcher, direct=path in ("direct", "planned"), planned=path == "planned"):
+            def fn(call=call, launcher=launcher, direct=path not in ("autotuner", "launch_tuned"),
+                   planned=path.startswith("planned"), c_launch=path != "planned_pycall"):
                 triton_conv1d.launch_tuned = triton_conv2d.launch_tuned = launcher
-                triton_launch.ENABLED, triton_launch.PLANS = direct, planned
+                triton_launch.ENABLED, triton_launch.PLANS, triton_launch.C_LAUNCH = direct, planned, c_launch
                 return call()
             fns[f"{name} {path}"] = fn
     try:
@@ -133,7 +144,8 @@ def measure(budget_s: float) -> list[dict]:
         if sum(len(m._PLANS) for m in (triton_conv1d, triton_conv2d, triton_decode, triton_short_conv)) < len(_cases()):
             raise RuntimeError("a case kept no launch Plan: its `planned` column would time the Launcher")
     finally:
-        fused.interpreting, JITFunction.run, triton_launch.ENABLED, triton_launch.PLANS, triton_launch._DRIVER[:] = saved
+        (fused.interpreting, JITFunction.run, triton_launch.ENABLED, triton_launch.PLANS, triton_launch._DRIVER[:],
+         triton_launch.C_LAUNCH, driver._active) = saved
         Autotuner.run = _TRITON_TUNER_RUN
         triton_conv1d.launch_tuned = triton_conv2d.launch_tuned = triton_autotune.launch_tuned
     records = []
@@ -152,18 +164,20 @@ def write_markdown(result: dict, path: Path) -> None:
              "fused impl, Triton's JIT launch replaced by a no-op and autotuner caches seeded "
              "(benchmarks/host_overhead.py): microseconds of host work per call besides the launch "
              "itself, medians of interleaved samples. `direct` adds the direct launch path "
-             "(DWSERVE_TRITON_DIRECT_LAUNCH=1) with a no-op launcher: what it costs on top of our "
-             "dispatch, in place of JITFunction.run (stubbed out of the other two columns, so they "
-             "under-count a real launch by its cost; the C launcher itself is in none of them). "
-             "`planned`: the same with the call site's Plan, what a repeated call costs. The direct columns "
-             "pass the launcher the tensors' addresses (triton_launch.INT_POINTERS): reading them counts here, "
-             "what it spares the real launcher (a data_ptr() call and a cuPointerGetAttribute per pointer) "
-             "does not.", "",
-             "| case | through Autotuner.run us | launch_tuned us | direct us | planned us | saved by launch_tuned us |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "(DWSERVE_TRITON_DIRECT_LAUNCH=1) to a real CudaLauncher whose C function does nothing: what "
+             "it costs on top of our dispatch, in place of JITFunction.run (stubbed out of the other two "
+             "columns, so they under-count a real launch by its cost; the C function itself is in none of "
+             "them). `planned`: the same with the call site's Plan, what a repeated call costs; it calls the "
+             "launcher's C function directly (triton_launch.C_LAUNCH), `planned, launcher __call__` through "
+             "the launcher's Python __call__ as Triton does. The direct columns pass the launcher the tensors' "
+             "addresses (triton_launch.INT_POINTERS): reading them counts here, what it spares the real "
+             "C function (a data_ptr() call and a cuPointerGetAttribute per pointer) does not.", "",
+             "| case | through Autotuner.run us | launch_tuned us | direct us | planned us | "
+             "planned, launcher __call__ us | saved by launch_tuned us |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for case, d in by.items():
-        direct, planned = (f"{d[p]:.1f}" if p in d else "-" for p in ("direct", "planned"))
-        lines.append(f"| {case} | {d['autotuner']:.1f} | {d['launch_tuned']:.1f} | {direct} | {planned} | "
+        direct, planned, pycall = (f"{d[p]:.1f}" if p in d else "-" for p in ("direct", "planned", "planned_pycall"))
+        lines.append(f"| {case} | {d['autotuner']:.1f} | {d['launch_tuned']:.1f} | {direct} | {planned} | {pycall} | "
                      f"{d['autotuner'] - d['launch_tuned']:.1f} |")
     path.write_text("\n".join(lines) + "\n")
 

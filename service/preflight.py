@@ -49,6 +49,7 @@ NOT_SETTINGS = {
     "DWSERVE_AUTO_COMPILED": "models/depthwise/auto.py",     # auto's opt-out of the compiled impl
     "DWSERVE_TRITON_DIRECT_LAUNCH": "models/depthwise/triton_launch.py",   # fused kernels' launch path
     "DWSERVE_TRITON_INT_POINTERS": "models/depthwise/triton_launch.py",    # tensors' addresses to the launcher
+    "DWSERVE_TRITON_C_LAUNCH": "models/depthwise/triton_launch.py",        # the launcher's C function, past its __call__
     "DWSERVE_NHWC_STRIPS": "models/depthwise/triton_conv2d.py",   # NHWC 3x3: the strip kernel or per-pixel
     "DWSERVE_NHWC_TWO_ROW_STRIPS": "models/depthwise/triton_conv2d.py",   # two-row strips among the tuner's picks
     "DWSERVE_NCHW_STRIPS": "models/depthwise/triton_conv2d.py",   # NCHW 3x3: the strip kernel or the generic one

@@ -20,15 +20,17 @@ def test_quick_run_writes_every_path_for_every_case(tmp_path):
     result = json.loads((tmp_path / "host-overhead-cpu.json").read_text())
     pairs = {(r["case"], r["path"]) for r in result["records"]}
     cases = {c for c, _ in pairs}
-    assert len(cases) == 5 and pairs == {(c, p) for c in cases for p in ("autotuner", "launch_tuned", "direct", "planned")}
+    paths = ("autotuner", "launch_tuned", "direct", "planned", "planned_pycall")
+    assert len(cases) == 5 and pairs == {(c, p) for c in cases for p in paths}
     assert all(r["median_us"] > 0 and r["timing"]["repeats"] >= 20 for r in result["records"])
     md = (tmp_path / "host-overhead-cpu.md").read_text()
-    assert "| seed-1x2048x21-f32 |" in md and "| direct us | planned us |" in md
+    assert "| seed-1x2048x21-f32 |" in md and "| direct us | planned us | planned, launcher __call__ us |" in md
 
 
 def test_committed_result_shows_launch_tuned_and_plans_saving_host_time():
     """launch_tuned saves on the autotuned conv kernels (the block and the decode step have no
-    autotuner: the same path twice); a Plan saves on every kernel against the direct Launcher."""
+    autotuner: the same path twice); a Plan saves on every kernel against the direct Launcher, and
+    calling the launcher's C function saves against its Python __call__."""
     result = json.loads((REPO / "benchmarks" / "results" / "host-overhead-cpu.json").read_text())
     by = {}
     for r in result["records"]:
@@ -38,3 +40,4 @@ def test_committed_result_shows_launch_tuned_and_plans_saving_host_time():
         if not case.startswith(("lfm2-block", "decode")):
             assert d["launch_tuned"] < d["autotuner"], (case, d)
         assert d["planned"] < d["direct"], (case, d)
+        assert d["planned"] < d["planned_pycall"], (case, d)     # the C function past the launcher's __call__

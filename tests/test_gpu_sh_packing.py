@@ -17,7 +17,7 @@ DEVICE_FILE_LIMIT = 8   # the device tool's files back from $OUT
 # Stands in for python3: `-m pytest ... --junitxml X`, `benchmarks/gpu_cache_warm.py --out D` and
 # `benchmarks/gpu.py --out D` write what the real ones write (names as gpu.py's docstring lists
 # them); the direct launch tests exit with $FAKE_LAUNCH_RC, or $FAKE_LAUNCH_TENSORS_RC when run with
-# DWSERVE_TRITON_INT_POINTERS=0, the other tests after $FAKE_TESTS_S seconds; gpu.py exits with
+# DWSERVE_TRITON_INT_POINTERS=0 DWSERVE_TRITON_C_LAUNCH=0, the other tests after $FAKE_TESTS_S seconds; gpu.py exits with
 # $FAKE_GPU_RC and prints its arguments and launch switches.
 FAKE_PYTHON = r'''#!/usr/bin/env bash
 args=("$@")
@@ -26,7 +26,7 @@ for ((i = 0; i < ${#args[@]}; i++)); do
         --junitxml) echo '<testsuite/>' > "${args[$((i + 1))]}"
                     if [[ "${args[*]}" == *test_triton_launch_gpu.py* ]]; then
                         launch_rc="${FAKE_LAUNCH_RC:-0}"
-                        [ "${DWSERVE_TRITON_INT_POINTERS:-1}" = 0 ] && launch_rc="${FAKE_LAUNCH_TENSORS_RC:-0}"
+                        [ "${DWSERVE_TRITON_INT_POINTERS:-1}${DWSERVE_TRITON_C_LAUNCH:-1}" = 00 ] && launch_rc="${FAKE_LAUNCH_TENSORS_RC:-0}"
                         [ "$launch_rc" = 0 ] && echo "24 passed" || echo "1 failed, 23 passed"
                         exit "$launch_rc"
                     fi
@@ -45,7 +45,7 @@ for name in correctness-h200.json correctness-h200.md copy-h200.json \
     echo "$name" > "$out/$name"
 done
 [ "${FAKE_GPU_SUMMARY:-1}" = 1 ] && echo "summary" > "$out/gpu-summary-h200.md"
-echo "direct launch: ${DWSERVE_TRITON_DIRECT_LAUNCH:-unset}, int pointers: ${DWSERVE_TRITON_INT_POINTERS:-unset}"
+echo "direct launch: ${DWSERVE_TRITON_DIRECT_LAUNCH:-unset}, int pointers: ${DWSERVE_TRITON_INT_POINTERS:-unset}, c launch: ${DWSERVE_TRITON_C_LAUNCH:-unset}"
 echo "gpu.py args: ${args[*]}"
 echo "summary table"
 exit "${FAKE_GPU_RC:-0}"
@@ -82,7 +82,7 @@ def test_a_device_run_comes_back_as_one_archive_and_three_files_to_read(tmp_path
             "gpu-tests-launch.xml", "gpu-run.log", "gpu-tests.log", "cache-warm.json",
             "cache-warm.log"} <= packed and len(packed) == 25
     run_log = (out / "gpu-run.log").read_text()
-    assert "summary table" in run_log and "direct launch: 1, int pointers: unset" in run_log   # its tests passed: on
+    assert "summary table" in run_log and "direct launch: 1, int pointers: unset, c launch: unset" in run_log
     assert "--budget-scale" not in run_log                            # the tests were quick: gpu.py's own budgets
 
 
@@ -95,10 +95,11 @@ def test_the_benchmarks_take_tritons_launch_path_when_the_direct_launch_tests_fa
     assert {"gpu-tests-launch.log", "gpu-tests-launch-tensors.log"} <= {p.name for p in out.iterdir()}
 
 
-def test_the_direct_launch_stays_on_with_tensor_arguments_when_only_the_address_form_fails(tmp_path):
+def test_the_direct_launch_stays_on_without_its_untimed_parts_when_only_they_fail(tmp_path):
+    """Tensors (not addresses) to the launcher, through its Python call: the path as first measured."""
     proc, out = _run(tmp_path, FAKE_LAUNCH_RC="1", FAKE_LAUNCH_TENSORS_RC="0")
     assert proc.returncode == 4 + 0, proc.stdout + proc.stderr       # a CUDA test failed all the same
-    assert "direct launch: 1, int pointers: 0" in (out / "gpu-run.log").read_text()
+    assert "direct launch: 1, int pointers: 0, c launch: 0" in (out / "gpu-run.log").read_text()
     assert "gpu-tests-launch-tensors.xml" in _packed(out)
 
 

@@ -4,21 +4,16 @@ Per launch, Triton's `JITFunction.run` re-binds every argument, builds a special
 looks up its cache, builds launch metadata and only then calls the compiled kernel's launcher:
 tens of microseconds of Python on a slow host, next to a kernel of a few. Here, after the first
 launch of a specialization (through `fn[grid]`, which compiles and returns the CompiledKernel),
-later launches call `compiled.run(...)` exactly as JITFunction.run does (Triton 3.6 and 3.9):
-
-    compiled.run(g0, g1, g2, stream, compiled.function, compiled.packed_metadata,
-                 None, None, None, *every_parameter_in_signature_order)
-
-with launch metadata and both launch hooks None (Triton passes empty HookChains there, which the
-launcher would call doing nothing), and each tensor as its address (INT_POINTERS). Usage:
+later launches call `compiled.run(g0, g1, g2, stream, compiled.function, compiled.packed_metadata,
+None, None, None, *every_parameter_in_signature_order)` exactly as JITFunction.run does (Triton
+3.6, 3.9), with launch metadata and both hooks None (Triton passes empty HookChains there), each
+tensor as its address (INT_POINTERS), and past `run`'s Python __call__ (C_LAUNCH). Usage:
 
     Launcher(fn, options).planned(grid, args, kwargs)   # fn[grid](*args, **kwargs, **options) -> Plan | None
     launch(fn, grid, *args, **kwargs)                   # the same, one Launcher per fn
 
-A Plan is one direct launch with every non-tensor argument fixed. Every fused call site keeps
-one per call signature (plan_key / tensors_key: shapes, strides, dtypes, 16-byte alignment, the
-op's arguments): a repeated call allocates its output and goes straight to the launcher (replay).
-
+A Plan is one direct launch with every non-tensor argument fixed, kept per call signature by each
+fused call site (plan_key / tensors_key): a repeated call allocates its output and launches (replay).
 `options`: kwargs fixed for this Launcher (an autotune pick). An entry's key (device, argument
 types, tensors' dtypes and 16-byte alignment, other values) is more than Triton specialises on.
 
@@ -35,6 +30,7 @@ import os
 
 import torch
 
+from . import triton_c_launch
 from .weight_layout import tap_major
 
 
@@ -45,10 +41,12 @@ def env_switch(name: str) -> bool:
 
 # Its CUDA tests (test_triton_launch_gpu.py) passed 24/24 on an H200 (h200-2026-12-04-2/gpu-tests-launch.log).
 ENABLED = env_switch("DWSERVE_TRITON_DIRECT_LAUNCH")
-# Tensors reach the C launcher as addresses: for a tensor it calls data_ptr() and asks the driver to
-# check it is device memory (cuPointerGetAttribute) per pointer and launch, an int it takes as is (3.6,
-# 3.9; the fused ops checked the devices). Untimed; DWSERVE_TRITON_INT_POINTERS=0 passes the tensors.
+# Untimed on a GPU, each read per launch (DWSERVE_*=0 at import, or the flag set False, turns it off):
+# tensors reach the C launcher as addresses (for a tensor it calls data_ptr() and the driver's
+# cuPointerGetAttribute per pointer and launch; an int it takes as is: 3.6, 3.9; the fused ops checked
+# the devices), and its C function is called past its Python __call__ (triton_c_launch.py).
 INT_POINTERS = env_switch("DWSERVE_TRITON_INT_POINTERS")
+C_LAUNCH = env_switch("DWSERVE_TRITON_C_LAUNCH")
 _ADDRESS = torch.Tensor.data_ptr
 MAX_ENTRIES = 1024           # entries per Launcher; a full one starts over (Triton keeps the binaries)
 PLANS = True                 # call sites keep Plans (set False to time the Launcher alone)
@@ -80,13 +78,6 @@ def supported() -> bool:
         return importlib.util.find_spec("triton.knobs") is not None
     except ImportError:              # no triton at all
         return False
-
-
-def _triton_types():
-    """(JITFunction, tl.dtype) of the installed Triton; tl.dtype values are hashable scalars."""
-    from triton.runtime.jit import JITFunction
-    import triton.language as tl
-    return JITFunction, type(tl.float32)
 
 
 def _hooks_idle(runtime) -> bool:
@@ -136,12 +127,13 @@ def spec_of(args: tuple, kwargs: dict, scalars=_SCALARS, layouts: dict | None = 
 
 class _Entry:
     """One compiled binary and how to lay out a call's arguments for its launcher."""
-    __slots__ = ("run", "function", "packed", "compiled", "template", "pos_tensors", "kw_tensors", "meta", "tail")
+    __slots__ = ("run", "function", "packed", "c", "compiled", "template", "pos_tensors", "kw_tensors", "meta", "tail")
 
     def __init__(self, compiled, params, args, kwargs, options):
         self.compiled = compiled                # keeps the loaded module alive (__del__ unloads it)
-        self.run = compiled.run                 # the C launcher (handles loaded by the first launch)
+        self.run = compiled.run                 # the launcher (handles loaded by the first launch)
         self.function, self.packed = compiled.function, compiled.packed_metadata
+        self.c = triton_c_launch.layout(self.run, self.function, self.packed)   # its C function, or None
         merged = {**options, **kwargs}
         template, pos, kw = [], [], []
         for i, p in enumerate(params):          # every parameter, signature order
@@ -168,9 +160,16 @@ class _Entry:
         self.tail = tuple(template[len(pos):]) if leading else None
 
     def launch(self, grid3: tuple, stream, head, rest) -> None:
-        """The C launcher, as JITFunction.run calls it (no launch metadata, no hooks), with every
-        parameter in signature order: `head` then `rest` (a Plan's tensors, then its fixed tail)."""
-        self.run(grid3[0], grid3[1], grid3[2], stream, self.function, self.packed, None, None, None, *head, *rest)
+        """The launcher, as JITFunction.run calls it (no launch metadata, no hooks), with every
+        parameter in signature order: `head` then `rest` (a Plan's tensors, then its fixed tail);
+        its C function directly where triton_c_launch knows how (C_LAUNCH)."""
+        c = self.c
+        if c is None or not C_LAUNCH:
+            self.run(grid3[0], grid3[1], grid3[2], stream, self.function, self.packed, None, None, None, *head, *rest)
+        elif c[2]:                              # Triton 3.9: the kernel's arguments as one tuple
+            c[0](grid3[0], grid3[1], grid3[2], stream, *c[1], (*head, *rest))
+        else:
+            c[0](grid3[0], grid3[1], grid3[2], stream, *c[1], *head, *rest)
 
 
 class Launcher:
@@ -188,11 +187,12 @@ class Launcher:
     def _can_go_direct(self) -> bool:
         """Once per Launcher: the installed Triton launches the way this module expects."""
         try:
+            import triton.language as tl
             from triton import knobs
-            JITFunction, dtype = _triton_types()
+            from triton.runtime.jit import JITFunction
         except ImportError:          # Triton < 3.4: no knobs, another launcher signature
             return False
-        self.runtime, self.scalars = knobs.runtime, _SCALARS + (dtype,)
+        self.runtime, self.scalars = knobs.runtime, _SCALARS + (type(tl.float32),)   # tl.dtype: hashable scalars
         return (isinstance(self.fn, JITFunction) and os.environ.get("TRITON_INTERPRET", "0") != "1"
                 and hasattr(self.fn, "params") and _driver() is not None)
 
