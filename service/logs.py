@@ -55,6 +55,12 @@ def log_access(method: str, path: str, status: int, seconds: float, request_id: 
               "request_id": request_id, "client": peer}
     if model is not None:
         fields.update(model=model, impl=impl)
-    tail = f" model={model} impl={impl}" if model is not None else ""
-    access.log(level, "%s %s %s %d %.1f ms id=%s%s", peer, method, path, status, seconds * 1e3, request_id, tail,
-               extra=fields)
+    tail = f" model={_printable(str(model))} impl={impl}" if model is not None else ""
+    access.log(level, "%s %s %s %d %.1f ms id=%s%s", peer, method, _printable(path), status, seconds * 1e3,
+               request_id, tail, extra=fields)
+
+
+def _printable(text: str) -> str:
+    """text for one line of a text log: control characters (a client's percent-encoded CR / LF in a
+    path decodes to them) escaped, so no request can forge or split a line. JSON lines escape them."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.logs import JsonFormatter
+from service.logs import TEXT_FORMAT, JsonFormatter
 from service.settings import Settings
 from service.testing import fake_hooks, fake_models
 from server_process import client_ready, fake_server_cmd, server_process
@@ -57,6 +57,20 @@ def test_probes_log_at_debug_and_the_access_log_can_be_turned_off(caplog):
         with caplog.at_level(logging.DEBUG, logger="dwserve.access"):
             client.post("/v2/models/lfm2/infer", json=IDS)
         assert _lines(caplog) == []
+
+
+def test_a_path_with_control_characters_cannot_forge_a_text_log_line(caplog):
+    """%0a / %0d in a path decode to a newline / carriage return: the text line escapes them."""
+    with _client() as client:
+        client_ready(client)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="dwserve.access"):
+            got = client.get("/v2/models/%0a2026-12-05%20INFO%20FORGED%0d/ready")
+    assert got.status_code == 404
+    (line,) = _lines(caplog)
+    text = logging.Formatter(TEXT_FORMAT).format(line)
+    assert "\n" not in text and "\r" not in text and "/v2/models/\\n2026-12-05 INFO FORGED\\r/ready 404" in text
+    assert line.path == "/v2/models/\n2026-12-05 INFO FORGED\r/ready"      # the JSON field keeps the path as sent
 
 
 def test_json_lines_carry_the_fields_and_a_traceback_in_one_line():
