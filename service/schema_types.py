@@ -1,12 +1,17 @@
 """The field types of the request schemas (schemas.py, schemas_openai.py,
 schemas_structured.py): numbers that a JSON true/false is not, token ids, and text that is
 valid Unicode (JSON's escapes can carry a lone UTF-16 surrogate, which no tokenizer encodes).
+
+The Strict* forms take a value only in its own JSON type (no "3" for 3, no 1 or "yes" for true,
+no 3.0 for an integer): /v1/generate's own request uses them, where a client's wrong type is a
+mistake to name. The OpenAI and Triton generate schemas keep pydantic's lax parsing, as the
+servers whose clients they serve do (vLLM's OpenAI server; Triton's string-typed parameters).
 """
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, Strict
 from pydantic_core import PydanticCustomError
 
 
@@ -46,3 +51,7 @@ Int = Annotated[int, BeforeValidator(_not_bool)]
 Float = Annotated[float, BeforeValidator(_not_bool)]
 TokenId = Annotated[int, BeforeValidator(_not_bool_token)]
 Text = Annotated[str, AfterValidator(_unicode_text)]
+StrictInt = Annotated[int, BeforeValidator(_not_bool), Strict()]
+StrictFloat = Annotated[float, BeforeValidator(_not_bool), Strict()]    # an integer is a number too
+StrictTokenId = Annotated[int, BeforeValidator(_not_bool_token), Strict()]
+StrictBool = Annotated[bool, Strict()]

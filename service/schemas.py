@@ -10,7 +10,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from .codec import DTYPES
-from .schema_types import Float, Int, Text, TokenId
+from .schema_types import Float, Int, StrictBool, StrictFloat, StrictInt, StrictTokenId, Text, TokenId
 from .schemas_structured import StructuredOutputs
 
 # Request-level parameters are free-form in OIP v2 (tritonclient sends e.g. `priority`,
@@ -140,42 +140,42 @@ class GenerateRequest(BaseModel):
     model_config = _GENERATE_CONFIG
     _nulls = model_validator(mode="before")(_null_sampling_left_out)
     prompt: Optional[Text] = Field(None, description="text prompt; give this or input_ids")
-    input_ids: Optional[list[TokenId]] = Field(None, description="token ids; give this or prompt")
-    max_new_tokens: Optional[Int] = Field(None, ge=1, description="tokens to generate; default 32, or fewer "
+    input_ids: Optional[list[StrictTokenId]] = Field(None, description="token ids; give this or prompt")
+    max_new_tokens: Optional[StrictInt] = Field(None, ge=1, description="tokens to generate; default 32, or fewer "
                                           "where --max-new-tokens or the sequence length leaves less room")
-    temperature: Float = Field(0.0, ge=0.0, le=100.0, description="0 = greedy")
-    top_k: Optional[Int] = Field(None, ge=1)
-    top_p: Optional[Float] = Field(None, gt=0.0, le=1.0)
-    seed: Optional[Int] = Field(None, ge=0, le=2**63 - 1)
+    temperature: StrictFloat = Field(0.0, ge=0.0, le=100.0, description="0 = greedy")
+    top_k: Optional[StrictInt] = Field(None, ge=1)
+    top_p: Optional[StrictFloat] = Field(None, gt=0.0, le=1.0)
+    seed: Optional[StrictInt] = Field(None, ge=0, le=2**63 - 1)
     stop: Optional[Union[Text, list[Text]]] = Field(None, description="stop strings (text)")
-    ignore_eos: bool = Field(False, description="keep generating past the end-of-sequence token "
+    ignore_eos: StrictBool = Field(False, description="keep generating past the end-of-sequence token "
                              "(fixed-length outputs for load tests)")
-    stream: bool = False
+    stream: StrictBool = False
     depthwise_impl: Optional[ImplName] = None
-    presence_penalty: Float = Field(0.0, ge=-2.0, le=2.0, description="subtracted from the logit of every "
+    presence_penalty: StrictFloat = Field(0.0, ge=-2.0, le=2.0, description="subtracted from the logit of every "
                                     "token generated so far (OpenAI's)")
-    frequency_penalty: Float = Field(0.0, ge=-2.0, le=2.0, description="times how often it was generated")
-    logit_bias: Optional[dict[int, Float]] = Field(None, description="token id -> added to its logit, -100..100")
-    logprobs: Optional[Int] = Field(None, ge=0, le=20, description="each generated token's log-probability "
+    frequency_penalty: StrictFloat = Field(0.0, ge=-2.0, le=2.0, description="times how often it was generated")
+    logit_bias: Optional[dict[int, StrictFloat]] = Field(None, description="token id -> added to its logit, -100..100")
+    logprobs: Optional[StrictInt] = Field(None, ge=0, le=20, description="each generated token's log-probability "
                                     "(the model's distribution, before temperature/top-k/top-p) and this many "
                                     "most likely alternatives; streamed, each event carries those of the tokens its text completes")
     # transformers' and vLLM's sampling controls (models/lfm2/logit_processing.py)
-    repetition_penalty: Float = Field(1.0, gt=0.0, le=100.0, description="the logit of every token of the prompt "
+    repetition_penalty: StrictFloat = Field(1.0, gt=0.0, le=100.0, description="the logit of every token of the prompt "
                                       "and of the generated text divided by it where positive, multiplied where "
                                       "negative (transformers'/vLLM's); 1 = off, > 1 discourages repeats")
-    min_p: Float = Field(0.0, ge=0.0, le=1.0, description="sampling drops a token less likely than min_p times "
+    min_p: StrictFloat = Field(0.0, ge=0.0, le=1.0, description="sampling drops a token less likely than min_p times "
                          "the most likely one (after temperature); 0 = off")
-    min_tokens: Int = Field(0, ge=0, description="no stop token (eos, stop_token_ids) and no stop string "
+    min_tokens: StrictInt = Field(0, ge=0, description="no stop token (eos, stop_token_ids) and no stop string "
                             "ends the generation before this many tokens (vLLM's)")
-    stop_token_ids: Optional[list[TokenId]] = Field(None, max_length=64, description="token ids that end the "
+    stop_token_ids: Optional[list[StrictTokenId]] = Field(None, max_length=64, description="token ids that end the "
                                                     "generation, besides the model's end-of-sequence ids")
-    include_stop_str_in_output: bool = Field(False, description="keep the stop string, or a stop token's text "
+    include_stop_str_in_output: StrictBool = Field(False, description="keep the stop string, or a stop token's text "
                                              "and id, at the end of the output (vLLM's)")
-    skip_special_tokens: bool = Field(True, description="false: special tokens' text (`<|im_end|>`) is written "
+    skip_special_tokens: StrictBool = Field(True, description="false: special tokens' text (`<|im_end|>`) is written "
                                       "into the output, as transformers' decode(skip_special_tokens=False)")
     structured_outputs: Optional[StructuredOutputs] = Field(None, description="the output held to a JSON schema, "
                                                             "a regex, a choice or a grammar (vLLM's)")
-    allowed_token_ids: Optional[list[TokenId]] = Field(None, min_length=1, max_length=65536, description="only "
+    allowed_token_ids: Optional[list[StrictTokenId]] = Field(None, min_length=1, max_length=65536, description="only "
                                                        "these token ids may be generated (vLLM's; no eos is added)")
     bad_words: Optional[list[Text]] = Field(None, max_length=256, description="words never generated: a word's "
                                             "last token is held off once the output ends with the rest of it (vLLM's)")

@@ -28,7 +28,24 @@ def _error(schema, raw) -> str:
 @pytest.mark.parametrize("raw, message", [
     pytest.param(b'{"prompt": "hi", "temperature": NaN}', "temperature: Input should be a finite number", id="nan"),
     pytest.param(b'{"prompt": "hi", "temperature": Infinity}', "temperature: Input should be a finite number", id="inf"),
-    pytest.param(b'{"prompt": "hi", "temperature": "nan"}', "temperature: Input should be a finite number", id="nan-string"),
+    pytest.param(b'{"prompt": "hi", "temperature": "nan"}', "temperature: Input should be a valid number", id="nan-string"),
+    # each value in its own JSON type: no numbers in strings, no 1 / "yes" for true, no 3.0 for an integer
+    pytest.param(b'{"prompt": "hi", "max_new_tokens": "3"}', "max_new_tokens: Input should be a valid integer",
+                 id="string-max-new-tokens"),
+    pytest.param(b'{"prompt": "hi", "max_new_tokens": 3.0}', "max_new_tokens: Input should be a valid integer",
+                 id="float-max-new-tokens"),
+    pytest.param(b'{"prompt": "hi", "temperature": "0.5"}', "temperature: Input should be a valid number",
+                 id="string-temperature"),
+    pytest.param(b'{"prompt": "hi", "seed": "7"}', "seed: Input should be a valid integer", id="string-seed"),
+    pytest.param(b'{"input_ids": ["104", "105"]}', "input_ids.0: Input should be a valid integer", id="string-token-ids"),
+    pytest.param(b'{"prompt": "hi", "stream": "yes"}', "stream: Input should be a valid boolean", id="string-stream"),
+    pytest.param(b'{"prompt": "hi", "stream": 1}', "stream: Input should be a valid boolean", id="number-stream"),
+    pytest.param(b'{"prompt": "hi", "ignore_eos": "true"}', "ignore_eos: Input should be a valid boolean",
+                 id="string-ignore-eos"),
+    pytest.param(b'{"prompt": "hi", "skip_special_tokens": "off"}', "skip_special_tokens: Input should be a valid boolean",
+                 id="string-skip-special"),
+    pytest.param(b'{"prompt": "hi", "logit_bias": {"5": "-100"}}', "logit_bias.5: Input should be a valid number",
+                 id="string-logit-bias"),
     pytest.param(b'{"prompt": "hi", "top_p": NaN}', "top_p: Input should be a finite number", id="top-p-nan"),
     pytest.param(b'{"prompt": "hi", "presence_penalty": NaN}', "presence_penalty: Input should be a finite number",
                  id="penalty-nan"),
@@ -54,7 +71,9 @@ def test_generate_request_refuses_with_a_named_field(raw, message):
 @pytest.mark.parametrize("raw", [
     pytest.param(b'{"prompt": "\\ud83d\\ude00 hi", "temperature": 0.7, "top_p": 0.5, "seed": 3}', id="surrogate-pair"),
     pytest.param(b'{"input_ids": [0, 1, 2], "max_new_tokens": 4, "temperature": 0}', id="token-ids"),
-    pytest.param(b'{"prompt": "hi", "logit_bias": {"5": -100}, "stop": ["x", "y"]}', id="bias-and-stops")])
+    pytest.param(b'{"prompt": "hi", "logit_bias": {"5": -100}, "stop": ["x", "y"]}', id="bias-and-stops"),
+    pytest.param(b'{"prompt": "hi", "temperature": 1, "top_p": 1, "stream": false, "ignore_eos": true}',
+                 id="integers-as-numbers")])
 def test_valid_generate_requests_still_parse(raw):
     GenerateRequest.model_validate(json.loads(raw))
     GenerateRequest.model_validate_json(raw)
