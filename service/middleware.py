@@ -14,8 +14,9 @@
    of no model's and is not metered): inflight gauge, requests_total{status},
    request_duration{route}. Labels come from the path; handlers refine `impl` by setting
    scope["state"]["dw_impl"] once the request's impl is known. A client that goes away
-   before it is answered (mid-upload, or while its request waits) is status 499 ("client
-   closed request", nginx's code), never a 5xx: the 5xx alerts must not page on clients;
+   before it is answered (mid-upload, while its request waits, or mid-stream: its 200 was sent
+   but not its end) is status 499 ("client closed request", nginx's code), never a 5xx or a
+   200: the 5xx alerts must not page on clients, nor a cut stream count as served;
    see `observed_latency` for which statuses the latency histogram takes;
 5. POST /v2/models/{m}/infer is answered here, from the buffered body, by the same
    function the FastAPI route runs (service/infer.py says why); errors map through
@@ -184,6 +185,7 @@ class GuardMiddleware:
         state["dw_impl"] = settings.depthwise_impl
         status_box = [None]        # the response's status once it starts
         disconnected = [False]     # the client went away (http.disconnect seen)
+        completed = [False]        # the response's last body message was sent
         t0 = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = state["request_id"] = request_id_of(headers)
@@ -199,8 +201,10 @@ class GuardMiddleware:
                 if model is not None:   # inference routes: the depthwise policy the request ran under
                     extra.append((b"x-depthwise-impl", str(state.get("dw_impl", settings.depthwise_impl)).encode()))
                 message = {**message, "headers": [*message.get("headers", ()), *extra]}
-            elif head and message["type"] == "http.response.body":
-                message = {**message, "body": b""}
+            elif message["type"] == "http.response.body":
+                completed[0] = not message.get("more_body", False)
+                if head:
+                    message = {**message, "body": b""}
             await send(message)
 
         async def receive_watched():
@@ -262,8 +266,11 @@ class GuardMiddleware:
             return await self._cut(scope, request_id, status_box[0] is None and not disconnected[0], reject)
         finally:
             lease.close()
-            # No response started: the client left (499), or nothing answered it (500).
+            # No response started: the client left (499), or nothing answered it (500); a response
+            # the client left before its end (a stream) is a 499 too.
             status = status_box[0] or (CLIENT_CLOSED if disconnected[0] else 500)
+            if disconnected[0] and status_box[0] is not None and not completed[0]:
+                status = CLIENT_CLOSED
             impl = state.get("dw_impl", settings.depthwise_impl)
             if settings.access_log:
                 log_access("HEAD" if head else scope["method"], scope["path"], status, time.perf_counter() - t0,

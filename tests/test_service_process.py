@@ -216,3 +216,7 @@ def test_sse_client_disconnect_stops_generation():
         metrics = httpx.get(f"{url}/metrics").text
         line = next(l for l in metrics.splitlines() if l.startswith("dwserve_generated_tokens_total{"))
         assert float(line.split()[-1]) < 50
+        # the stream the client left is a 499 (its 200 went out, its end did not), not a served 200
+        generated = {"model": "lfm2", "impl": "auto"}
+        assert metric_value(metrics, "dwserve_requests_total", **generated, status="499") == 1
+        assert metric_value(metrics, "dwserve_requests_total", **generated, status="200") == 1   # the infer

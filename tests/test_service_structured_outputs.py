@@ -151,6 +151,21 @@ def test_a_constraint_compiled_for_one_request_is_not_shared_with_the_next(clien
     assert first.status_code != 200 or first.json()["token_ids"][:1] == [ord("a")], first.text
 
 
+def test_streamed_events_name_every_token_their_text_completes(client):
+    """One token a byte: a character of 2-4 bytes is one event naming all its tokens (token_ids,
+    token_id the last); joined, the events' ids are the reply's and their text its text."""
+    word = "\u00e9\u2192\U0001f600 ok"       # 2-, 3- and 4-byte characters (é, →, 😀), then ASCII
+    r = client.post("/v1/generate", json={"prompt": "x", "max_new_tokens": 16, "temperature": 0, "stream": True,
+                                          "structured_outputs": {"choice": [word]}})
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    pieces, final = [e for e in events if not e.get("done")], events[-1]
+    assert final["done"] and final["text"] == word and final["token_ids"] == list(word.encode()), final
+    assert [t for e in pieces for t in e["token_ids"]] == final["token_ids"]
+    assert "".join(e["text"] for e in pieces) == word
+    assert [len(e["token_ids"]) for e in pieces[:3]] == [2, 3, 4]   # each multi-byte character, whole
+    assert all(e["token_id"] == e["token_ids"][-1] for e in pieces if e["token_ids"])
+
+
 def test_a_constraint_the_engine_gives_up_on_mid_output_is_an_error_not_a_stop(client):
     """llguidance compiles a{5000} lazily and stops at its lexer's limit once the first 'a' is
     taken ('too many expressions constructed'); the sequence then ended with finish_reason

@@ -232,6 +232,7 @@ class GenerateHandler:
         ids: list[int] = []
         sent, text, finish, t_first = 0, "", "length", None
         carried = 0   # tokens whose logprobs an event has carried
+        covered = 0   # tokens an event has named (its token_ids): several when a character spans tokens
         eos_ended = 0   # 1 once a stop token ended it: generated, so counted (as vLLM and OpenAI do), but no text
         stop_entry = None   # that stop token's logprobs (final["stop_logprobs"]), left out of ids
         floor = 0       # where a stop string may start ending: the text before min_tokens' token
@@ -241,9 +242,12 @@ class GenerateHandler:
             return {"token_id": ids[i], "logprob": lp, "top": [{"token_id": t, "logprob": v} for t, v in top]}
 
         def piece(token_id, text_piece: str) -> dict:
-            """A streamed piece; with logprobs, those of the tokens its text completes."""
-            nonlocal carried
-            event = {"token_id": token_id, "text": text_piece, "tokens": len(ids)}   # tokens: generated so far
+            """A streamed piece: the tokens its text completes (token_ids; token_id the last, or None:
+            a piece of held-back text only) and, with logprobs, theirs."""
+            nonlocal carried, covered
+            event = {"token_id": token_id, "token_ids": ids[covered:], "text": text_piece,
+                     "tokens": len(ids)}   # tokens: generated so far
+            covered = len(ids)
             if plan.logprobs is not None:
                 event["logprobs"], carried = [entry(i) for i in range(carried, len(ids))], len(ids)
             return event
