@@ -2,6 +2,8 @@
 body to its TensorHandler (decode -> predict -> encode), return bytes."""
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
@@ -68,7 +70,19 @@ async def json_body(request: Request, schema, what: str, required: bool = True):
     if not required and not raw.strip():
         return schema()
     try:
-        return schema.model_validate_json(raw)
+        try:
+            return schema.model_validate_json(raw)
+        except ValidationError as exc:
+            if exc.errors()[0]["type"] != "json_invalid":
+                raise
+            # pydantic's JSON parser refuses a lone UTF-16 surrogate escape ("\ud800") as invalid
+            # JSON; Python's takes it, so the field's own check (schema_types.Text) names it, as
+            # on the routes FastAPI parses. Still not JSON: the parser's message.
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                raise exc from None
+            return schema.model_validate(value)
     except ValidationError as exc:
         raise ValueError(f"invalid {what}: {validation_message(exc.errors())}") from None
 

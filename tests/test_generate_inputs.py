@@ -106,6 +106,18 @@ def test_generate_route_answers_4xx_naming_the_field(client, raw, message):
     assert client.post("/v1/generate", json={"prompt": "hi", "max_new_tokens": 2}).status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/v2/models/lfm2/generate", "/v2/models/lfm2/generate_stream"])
+def test_triton_generate_names_a_lone_surrogate_as_v1_generate_does(client, path):
+    """pydantic's JSON parser calls the escape invalid JSON ("unexpected end of hex escape"); the
+    route names the field and the character instead. Text that is not JSON keeps the parser's word."""
+    r = client.post(path, content=b'{"text_input": "ab\\ud800", "max_tokens": 2}')
+    assert r.status_code == 400, r.text
+    assert r"text_input: expected valid Unicode text; \ud800 at index 2 is a lone UTF-16 surrogate" in error_message(r)
+    r = client.post(path, content=b'{"text_input": "ab')
+    assert r.status_code == 400 and "not valid JSON (EOF while parsing a string" in error_message(r), r.text
+    assert client.post(path, json={"text_input": "hi", "max_tokens": 2}).status_code == 200
+
+
 def test_http_error_names_the_byte_that_is_not_utf8():
     """FastAPI answers a JSON body that is not UTF-8 with HTTPException(400, "There was an error
     parsing the body") raised from the UnicodeDecodeError; errors.http_error says which byte."""
