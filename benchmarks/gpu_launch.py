@@ -15,6 +15,8 @@ benchmarks/results/h200-2026-12-04/NOTES.md). Per shape and dtype, side by side 
       timed with events): native and fused, the kernels without the host; with min_bytes over it
       against the copy ceiling measured here (benchmarks/gpu_copy.py).
 Shapes: the seed, launch-bound LFM2 / MobileNetV2 layers and the memory-bound ones of the suite.
+Then, in float32, the host split of the seed and a batch-1 MobileNetV2 layer (gpu_host_split.py:
+dispatch, fused's own Python, the output's allocation and the launch, each timed alone).
 Stops starting shapes at --budget-s; writes launch-<tag>.{json,md} (the JSON with every autotune
 pick: triton_autotune.picks) under --out (default
 benchmarks/results/local/, git-ignored) and prints the table last. --smoke: CPU, Triton's
@@ -35,7 +37,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO / "bench
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-from benchmarks import gpu_config, gpu_copy, input_sets, timing  # noqa: E402
+from benchmarks import gpu_config, gpu_copy, gpu_host_split, input_sets, timing  # noqa: E402
 from benchmarks.cli_args import check_out, positive, smoke_or_cuda  # noqa: E402
 from benchmarks.ops_measure import make_call, make_inputs  # noqa: E402
 from benchmarks.ops_suite import SUITE, Shape  # noqa: E402
@@ -133,9 +135,11 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as e:
                 rows.append({"shape": shape.name, "dtype": str(dtype), "min_bytes": 0, "error": repr(e)[:300]})
             print(" ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
+    split_shapes = SMOKE[:1] if args.smoke else [s for n in gpu_host_split.SPLIT_NAMES for s in SUITE if s.name == n]
+    split = [gpu_host_split.split(s, torch.float32, device, 0.05 if args.smoke else 0.3) for s in split_shapes]
     args.out.mkdir(parents=True, exist_ok=True)
     from models.depthwise import triton_autotune
-    result = {"environment": env, "copy_ceiling_gbps": ceiling, "rows": rows, "skipped": skipped,
+    result = {"environment": env, "copy_ceiling_gbps": ceiling, "rows": rows, "skipped": skipped, "host_split": split,
               "seconds": round(time.monotonic() - start, 1),
               "autotune_picks": triton_autotune.picks()}     # which tile each shape's key got
     (args.out / f"launch-{tag}.json").write_text(json.dumps(result, indent=1, default=str))
@@ -144,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{'-' if ceiling is None else f'{ceiling:,.0f}'} GB/s; wall = eager calls (host included), "
             "device = CUDA graph replay (kernels only). Skipped (budget): " + (", ".join(skipped) or "none"), ""]
     lines = table(rows)
-    (args.out / f"launch-{tag}.md").write_text("\n".join(head + lines) + "\n")
+    split_md = ["", "Host split (eager wall, us; benchmarks/gpu_host_split.py says what each part is):", "",
+                *gpu_host_split.table(split)]
+    (args.out / f"launch-{tag}.md").write_text("\n".join(head + lines + split_md) + "\n")
     print("\n".join(lines))
     return 1 if any("error" in r for r in rows) else 0
 

@@ -29,6 +29,7 @@ unless given; the committed files take `--out benchmarks/results`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -113,7 +114,12 @@ _STUB = _StubCompiled()
 PATHS = ("autotuner", "launch_tuned", "direct", "planned", "planned_pycall")
 
 
-def measure(budget_s: float) -> list[dict]:
+@contextlib.contextmanager
+def stub_launches():
+    """Fused calls on CPU tensors as on a GPU host, less the GPU: the device check passed, each
+    autotuner's first config taken as tuned, JITFunction.run returning _STUB (whose launcher's C
+    function only counts), the driver a stand-in (device 0, stream 0); restored on exit. Also
+    what tests/test_bench_gpu_host_split.py runs benchmarks/gpu_host_split.py under."""
     saved = (fused.interpreting, JITFunction.run, triton_launch.ENABLED, triton_launch.PLANS, list(triton_launch._DRIVER),
              triton_launch.C_LAUNCH, getattr(driver, "_active", None))
     driver._active = object()                         # what 3.9's CudaLauncher.__call__ reads first
@@ -121,6 +127,16 @@ def measure(budget_s: float) -> list[dict]:
     JITFunction.run = lambda self, *a, grid, warmup, **k: _STUB   # the launch itself: not measured
     Autotuner.run = _seed_autotuner_cache
     triton_launch._DRIVER[:] = [(lambda: 0, lambda device: 0)]    # no CUDA driver on this host
+    try:
+        yield
+    finally:
+        (fused.interpreting, JITFunction.run, triton_launch.ENABLED, triton_launch.PLANS, triton_launch._DRIVER[:],
+         triton_launch.C_LAUNCH, driver._active) = saved
+        Autotuner.run = _TRITON_TUNER_RUN
+        triton_conv1d.launch_tuned = triton_conv2d.launch_tuned = triton_autotune.launch_tuned
+
+
+def measure(budget_s: float) -> list[dict]:
     fns = {}
     for name, call in _cases().items():
         for path in PATHS:
@@ -132,22 +148,16 @@ def measure(budget_s: float) -> list[dict]:
                 triton_launch.ENABLED, triton_launch.PLANS, triton_launch.C_LAUNCH = direct, planned, c_launch
                 return call()
             fns[f"{name} {path}"] = fn
-    try:
-        with torch.inference_mode():
-            for fn in fns.values():
-                fn()                                 # seeds every autotuner key once
-            Autotuner.run = _TRITON_TUNER_RUN        # then time Triton's own Autotuner.run
-            stats = timing.time_interleaved(fns, device="cpu", budget_s=budget_s, min_repeats=20, max_repeats=2000)
+    with stub_launches(), torch.inference_mode():
+        for fn in fns.values():
+            fn()                                     # seeds every autotuner key once
+        Autotuner.run = _TRITON_TUNER_RUN            # then time Triton's own Autotuner.run
+        stats = timing.time_interleaved(fns, device="cpu", budget_s=budget_s, min_repeats=20, max_repeats=2000)
         if _StubCompiled.launches < len(_cases()) * 20:      # the direct path fell back to fn[grid]
             raise RuntimeError(f"the direct path reached the launcher {_StubCompiled.launches} times: "
                                "it ran through JITFunction.run, so its column would be mislabelled")
         if sum(len(m._PLANS) for m in (triton_conv1d, triton_conv2d, triton_decode, triton_short_conv)) < len(_cases()):
             raise RuntimeError("a case kept no launch Plan: its `planned` column would time the Launcher")
-    finally:
-        (fused.interpreting, JITFunction.run, triton_launch.ENABLED, triton_launch.PLANS, triton_launch._DRIVER[:],
-         triton_launch.C_LAUNCH, driver._active) = saved
-        Autotuner.run = _TRITON_TUNER_RUN
-        triton_conv1d.launch_tuned = triton_conv2d.launch_tuned = triton_autotune.launch_tuned
     records = []
     for label, t in stats.items():
         name, path = label.rsplit(" ", 1)

@@ -31,8 +31,14 @@ def test_smoke_writes_a_row_per_shape_and_dtype_with_both_launch_paths(tmp_path)
         assert r["min_bytes"] > 0
     # the smoke's conv1d row (L 12: whole 4-wide strips) and 3x3 NHWC layer both take strip kernels
     assert {"_dw_conv1d_strip_kernel", "_dw_conv2d_nhwc_strip_kernel"} <= {p["kernel"] for p in result["autotune_picks"]}
+    # the host split of the smoke's conv1d row: no Plans under the interpreter, so its public and
+    # past-dispatch parts only (tests/test_bench_gpu_host_split.py times every part)
+    (split,) = result["host_split"]
+    assert split["shape"] == "smoke-conv1d" and "error" not in split, split
+    assert set(split["us"]) == {"public fused", "public native", "fused past dispatch", "native past dispatch"}
     md = (tmp_path / "launch-smoke.md").read_text()
-    assert md.count("| smoke-") == 4
+    assert "Host split" in md and "| smoke-conv1d | float32 |" in md
+    assert md.count("| smoke-") == 4 + 1                                  # the rows, the host split
     assert all(column in md for column in ("fused JIT wall", "tensor args wall", "Python launcher call wall"))
     assert proc.stdout.rstrip().splitlines()[-1].startswith("| smoke-conv2d-cl | bfloat16")   # the table last
 
