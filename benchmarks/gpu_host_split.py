@@ -9,7 +9,7 @@ calls, interleaved (benchmarks/timing.py, medians), all on one input set:
   fused past dispatch            the call cache's fused op (fused._PlannedConv): Plan lookup,
                                  output allocation, launch
   native past dispatch           models/depthwise/native.py's op: F.conv (cuDNN)
-  alloc                          the output's allocation alone (x.new_empty / torch.empty)
+  alloc                          the output's allocation alone (x.new_empty_strided, as replay)
   launch                         the kept Plan's launch alone, into a kept output
   launch, launcher __call__      the same through the launcher's Python __call__ (C_LAUNCH off)
   launch, tensor args            the same with tensors, not addresses (INT_POINTERS off)
@@ -59,12 +59,11 @@ def parts(shape: Shape, dtype: torch.dtype, device: str) -> dict:
     calls["fused past dispatch"] = lambda: planned_conv(x, weight, None, s, p, d)
     calls["native past dispatch"] = lambda: native_op(x, weight, None, s, p, d)
     if kept is not None:
-        plan, out_shape, fmt, tap = kept
+        plan, out_shape, out_strides, tap = kept
         out = calls["public fused"]()
         w = tap_major(weight) if tap else weight
         args = (x, w, w, out)                     # x, weight, bias (none: the weight again), out
-        calls["alloc"] = (lambda: x.new_empty(out_shape)) if fmt is None else (
-            lambda: torch.empty(out_shape, dtype=x.dtype, device=x.device, memory_format=fmt))
+        calls["alloc"] = lambda: x.new_empty_strided(out_shape, out_strides)    # as triton_launch.replay
         launch = lambda: plan.launch(args, out) or _refused()            # noqa: E731
         calls["launch"] = launch
         calls["launch, launcher __call__"] = timing.with_switch(triton_launch, "C_LAUNCH", False, launch)

@@ -164,7 +164,7 @@ def _launch_conv1d(x, weight, bias, stride, pad_left, pad_right, dilation, activ
         X_CHANNELS_INNER=channels_inner, **strips,
     )
     if plan is not None and key is not None:
-        keep_plan(_PLANS, key, (plan, out.shape, None, channels_inner))
+        keep_plan(_PLANS, key, (plan, out.shape, out.stride(), channels_inner))
     return out
 
 

@@ -288,7 +288,7 @@ def _launch_conv2d(x, weight, bias, stride, padding, dilation, key=None):
         HAS_BIAS=bias is not None, ACC_DTYPE=tl.float64 if x.dtype == torch.float64 else tl.float32, **strips,
     )
     if plan is not None and key is not None:
-        keep_plan(_PLANS, key, (plan, out.shape, fmt, tap))
+        keep_plan(_PLANS, key, (plan, out.shape, out.stride(), tap))
     return out
 
 

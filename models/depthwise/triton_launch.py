@@ -292,10 +292,10 @@ def tensors_key(tensors: tuple, op_args) -> tuple:
 
 
 def replay(kept: tuple, x, weight, bias):
-    """A conv call site's kept (Plan, output shape, memory format or None: x.new_empty, weight made
-    tap-major?) launched with these tensors: the new output, or None when the Plan refuses."""
-    plan, shape, fmt, tap = kept
-    out = x.new_empty(shape) if fmt is None else torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+    """A call site's kept (Plan, output shape and strides, weight tap-major?) launched with these tensors:
+    the new output (x.new_empty_strided: 0.9 us on a Xeon, 1.6 torch.empty's), or None if the Plan refuses."""
+    plan, shape, strides, tap = kept
+    out = x.new_empty_strided(shape, strides)
     w = tap_major(weight) if tap else weight
     return out if plan.launch((x, w, bias if bias is not None else w, out), out) else None
 
