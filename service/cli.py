@@ -82,7 +82,8 @@ def _with_defaults(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         if field is None:
             continue
         default = ",".join(field.default) if action.dest == "models" else field.default
-        default = {None: "none", True: "on", False: "off"}.get(default, default)   # switches: on/off
+        if default is None or isinstance(default, bool):   # switches: on/off (not 0 / 1: 1 == True)
+            default = {None: "none", True: "on", False: "off"}[default]
         variable = "DWSERVE_MODELS, a comma list" if action.dest == "models" else "DWSERVE_" + action.dest.upper()
         action.help = f"{action.help or _HELP.get(action.dest, '')} (default {default}; {variable})".lstrip()
     return p

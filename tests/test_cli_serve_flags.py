@@ -187,9 +187,13 @@ def test_serve_help_gives_every_flag_a_description_default_and_variable(capsys):
         assert action.help and not action.help.startswith("("), action.dest          # a description
         assert action.help.endswith(variable + ")") or action.help.endswith(variable + ", a comma list)"), action.help
         if action.dest != "models":
-            default = {None: "none", True: "on", False: "off"}.get(field.default, str(field.default))
+            default = field.default
+            default = {None: "none", True: "on", False: "off"}[default] if default is None or isinstance(
+                default, bool) else str(default)
             assert f"(default {default}; {variable}" in action.help, action.help
     assert "(default 8; DWSERVE_MAX_BATCH_SIZE)" in help_text
+    # integer defaults of 0 and 1 are numbers, not switches (0 == False and 1 == True as dict keys)
+    assert "(default 0; DWSERVE_SEED)" in help_text and "(default 1; DWSERVE_RESPONSE_COMPRESSION_LEVEL)" in help_text
     assert "(default lfm2,mobilenet_v2; DWSERVE_MODELS, a comma list)" in help_text
 
 
