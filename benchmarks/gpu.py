@@ -58,7 +58,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO / "bench
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-from benchmarks import gpu_report  # noqa: E402
+from benchmarks import gpu_report, gpu_summary  # noqa: E402
 from benchmarks.gpu_config import STEPS  # noqa: E402
 from benchmarks.gpu_run import Interrupted, Run  # noqa: E402
 from benchmarks.gpu_steps import (step_copy, step_correctness, step_decode, step_env, step_layouts,  # noqa: E402
@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None, *, handle_signals: bool = False) -> int:
     md = run.path(f"gpu-summary-{run.tag}.md")       # registered first: listed in the summary
     s = gpu_report.summarize(run, record, interrupted)
     run.write_json(f"gpu-summary-{run.tag}.json", s)
-    gpu_report.write_summary_md(s, md)
-    print(gpu_report.final_table(s, run.out), flush=True)
+    gpu_summary.write_summary_md(s, md)
+    print(gpu_summary.final_table(s, run.out), flush=True)
     return s["exit_code"]
 
 

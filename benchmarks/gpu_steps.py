@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from benchmarks import gpu_checks, gpu_copy, gpu_decode, gpu_layouts, gpu_prewarm, gpu_report, ops, plots
+from benchmarks import gpu_checks, gpu_copy, gpu_decode, gpu_layouts, gpu_prewarm, gpu_report, gpu_summary, ops, plots
 from benchmarks import models as bench_models
 from benchmarks.gpu_config import COMPILED_MIN_BYTES
 from benchmarks.gpu_run import Run
@@ -174,7 +174,7 @@ def step_decode(run: Run, deadline: float) -> list:
                        cfg["decode_dtype"], deadline, cfg["decode_max_s"], rows, skipped)
     finally:                                  # interrupted too: the rows measured are written
         run.write_rows("decode", "LFM2 decoding before/after", gpu_decode.__doc__, rows, skipped,
-                       gpu_report.decode_table(rows))
+                       gpu_summary.decode_table(rows))
     return skipped
 
 

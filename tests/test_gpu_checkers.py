@@ -10,7 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import gpu_checks, gpu_report  # noqa: E402
+from benchmarks import gpu_checks, gpu_report, gpu_summary  # noqa: E402
 
 # ---------------------------------------------------------------- the checker flags wrong impls
 
@@ -132,6 +132,28 @@ def test_ops_checks_on_synthetic_cuda_records():
     assert {c["status"] for c in incomplete if gpu_report.AUTO_BEST in c["name"]} == {"incomplete"}
 
 
+def test_fused_is_slower_only_where_the_medians_notches_are_apart():
+    """A higher median whose 95% interval (median +- 1.57 IQR / sqrt(n)) clears native's is
+    slower; inside it, level (named, not a miss); records without quartiles: medians."""
+    def pair(name, fused, native, n=40):      # (median, q25, q75) each, n samples
+        recs = [_rec(name, "fused", fused[0]), _rec(name, "native", native[0])]
+        for r, (_, q25, q75) in zip(recs, (fused, native)):
+            r.update(q25_us=q25, q75_us=q75, repeats=n)
+        return recs
+    apart = pair("apart", (22.7, 22.0, 23.9), (20.8, 20.2, 21.8))      # notches +-0.47, +-0.40 us
+    noisy = pair("noisy", (43.3, 35.0, 52.0), (35.5, 27.0, 44.0))      # +-4.2 each: 1.22x, level
+    near = pair("near", (32.7, 31.4, 33.7), (31.3, 30.1, 32.0), n=8)  # +-1.3, +-1.1
+    ahead = pair("ahead", (30.0, 29.0, 31.0), (31.0, 30.0, 32.0))
+    checks = lambda recs, n: {c["name"].split("] ", 1)[1]: c for c in gpu_report.ops_checks(   # noqa: E731
+        "float32", recs, n_suite=n)}[gpu_report.FUSED_NATIVE]
+    check = checks(apart + noisy + near + ahead, 4)
+    assert check["status"] == "NOT met" and "slower: apart 1.09x" in check["detail"], check
+    assert check["level"] == ["noisy", "near"] and "noisy 1.220x" in check["detail"] and "ahead" not in check["detail"]
+    check = checks(noisy + near + ahead, 3)
+    assert check["status"] == "met" and check["level"] == ["noisy", "near"], check
+    assert checks(pair("near", (32.7, 31.4, 33.7), (31.3, 30.1, 32.0), n=400), 1)["status"] == "NOT met"   # more samples
+
+
 def test_auto_is_judged_by_the_time_of_the_impl_it_picks():
     """auto runs its pick's code path: the check reads the pick's time beside the others (auto's
     own series, noise on the same calls, is kept as `own`); without auto_choice, auto's own."""
@@ -208,7 +230,7 @@ def test_decode_table_lists_variants_before_to_served_whatever_order_they_ran_in
     assert measured[:2] == ["after", "served"] and sorted(measured) == sorted(gpu_decode.ORDER)
     rows = [dict(preset=p, batch=b, variant=v, impl="auto", error=None) for p, b in (("x", 1), ("x", 16))
             for v in measured]
-    table = gpu_report.decode_table(rows)[2:]
+    table = gpu_summary.decode_table(rows)[2:]
     assert [line.split(" | ")[2] for line in table] == list(gpu_decode.ORDER) * 2
     assert [line.split(" | ")[1] for line in table] == ["1"] * 4 + ["16"] * 4
 
