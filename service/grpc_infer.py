@@ -25,6 +25,7 @@ from tritonclient.grpc import service_pb2 as pb
 from .errors import ServiceError, error_response, shutdown_cut
 from .body import BodyLease
 from .grpc_codec import decode_request, encode_response
+from .grpc_decode import Undecodable
 from .grpc_generate import generate, is_generation
 from .handlers.tensor import server_timing
 from .infer import check_version
@@ -172,6 +173,8 @@ class InferCalls:
 
         async def answer(request):
             try:
+                if isinstance(request, Undecodable):   # not parsed (grpc_decode.py): answered, the stream goes on
+                    raise ValueError(request.message)
                 if is_generation(request):   # its responses, each marked final or not (grpc_generate.py)
                     await self._generate(request, call, lambda response, last: done.put_nowait(
                         (pb.ModelStreamInferResponse(infer_response=response), last)))

@@ -49,6 +49,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from . import __version__
 from .cli import CUT_ANSWERS_S
 from .errors import ServiceError
+from .grpc_decode import DecodeGuard
 from .grpc_health import ReadinessHealth, add_health
 from .grpc_infer import InferCalls, abort
 from .infer import check_version
@@ -214,7 +215,7 @@ async def start_grpc_server(service) -> tuple[GrpcServer, int]:
     level = settings.grpc_infer_response_compression_level
     if level != "none":
         options.append(("grpc.default_compression_level", COMPRESSION_LEVELS[level]))
-    server = grpc.aio.server(options=options)
+    server = grpc.aio.server(options=options, interceptors=[DecodeGuard()])   # undecodable messages: grpc_decode.py
     servicer = InferenceServicer(service)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     health = add_health(service, server)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 grpc = pytest.importorskip("grpc")
 gc = pytest.importorskip("tritonclient.grpc")
+from tritonclient.grpc import service_pb2 as pb  # noqa: E402
 from tritonclient.grpc import service_pb2_grpc as pb_grpc  # noqa: E402
 from tritonclient.grpc._utils import _get_inference_request  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -144,6 +145,51 @@ def test_stream_answers_every_request_in_any_order(served):
     for rid, x in images.items():
         want = reference_logits(torch.from_numpy(x), models["mobilenet_v2"].weight).numpy()
         np.testing.assert_allclose(answers[rid], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method, message_type", [("ModelInfer", "ModelInferRequest"),
+                                                  ("ServerLive", "ServerLiveRequest"),
+                                                  ("ModelMetadata", "ModelMetadataRequest")])
+def test_a_message_protobuf_cannot_parse_is_invalid_argument(served, method, message_type):
+    """grpc parses before the servicer runs: its DecodeError was UNKNOWN with a traceback logged
+    at ERROR (service/grpc_decode.py); the server serves on."""
+    target, _, _ = served
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(f"/inference.GRPCInferenceService/{method}",
+                                   request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        with pytest.raises(grpc.RpcError) as err:
+            call(b"\xff\xff\xff", timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value
+        assert f"not a valid inference.{message_type} message" in err.value.details(), err.value.details()
+        assert call(pb.ServerLiveRequest().SerializeToString() if method == "ServerLive" else
+                    pb.ModelMetadataRequest(name="lfm2").SerializeToString() if method == "ModelMetadata" else
+                    _ids_request("ok").SerializeToString(), timeout=10)
+
+
+def _ids_request(rid):
+    request = pb.ModelInferRequest(model_name="lfm2", id=rid)
+    tensor = request.inputs.add(name="input_ids", datatype="INT64", shape=[1, 2])
+    tensor.contents.int64_contents.extend([1, 2])
+    return request
+
+
+def test_a_message_protobuf_cannot_parse_mid_stream_is_answered_and_the_stream_goes_on(served):
+    """It ended the stream with status OK and the requests after it were never answered."""
+    target, _, _ = served
+    with grpc.insecure_channel(target) as channel:
+        stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer",
+                                       request_serializer=lambda b: b,
+                                       response_deserializer=pb.ModelStreamInferResponse.FromString)
+        sent = [_ids_request("r1").SerializeToString(), b"\xff\xff\xff", _ids_request("r3").SerializeToString()]
+        call = stream(iter(sent), timeout=30)
+        answers = list(call)
+        assert call.code() == grpc.StatusCode.OK
+    assert len(answers) == 3, answers
+    ok = sorted(a.infer_response.id for a in answers if not a.error_message)
+    bad = [a for a in answers if a.error_message]
+    assert ok == ["r1", "r3"] and len(bad) == 1, answers
+    assert "not a valid inference.ModelInferRequest message" in bad[0].error_message
+    assert bad[0].infer_response.parameters["triton_final_response"].bool_param
 
 
 # --- fuzz ------------------------------------------------------------------------------------
