@@ -46,22 +46,35 @@ class StructuredOutputs(BaseModel):
         return self.given()[0]
 
 
+_RESPONSE_FORMAT_FIELDS = {"text": {"type"}, "json_object": {"type"}, "json_schema": {"type", "json_schema"}}
+_JSON_SCHEMA_FIELDS = {"name", "description", "schema", "strict"}   # OpenAI's json_schema object
+
+
 def from_response_format(response_format: Optional[dict[str, Any]]) -> Optional[StructuredOutputs]:
-    """OpenAI's response_format -> the constraint ({"type": "text"} or none: no constraint)."""
+    """OpenAI's response_format -> the constraint ({"type": "text"} or none: no constraint), held to
+    OpenAI's shape as OpenAI and vLLM hold it: no unknown fields, json_schema's `name` required."""
     if response_format is None:
         return None
     kind = response_format.get("type")
+    if kind not in _RESPONSE_FORMAT_FIELDS:
+        raise ValueError(f"response_format: expected type text, json_object or json_schema, got {kind!r}")
+    extra = sorted(set(response_format) - _RESPONSE_FORMAT_FIELDS[kind])
+    if extra:
+        raise ValueError(f"response_format: unknown field(s) {extra} for type {kind!r}")
     if kind == "text":
         return None
     if kind == "json_object":
         return StructuredOutputs(json_object=True)
-    if kind == "json_schema":
-        spec = response_format.get("json_schema")
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        if not isinstance(schema, dict):
-            raise ValueError("response_format: json_schema expects {\"name\": ..., \"schema\": {a JSON schema}}")
-        return StructuredOutputs(json=schema)
-    raise ValueError(f"response_format: expected type text, json_object or json_schema, got {kind!r}")
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    name = spec.get("name") if isinstance(spec, dict) else None
+    if not isinstance(schema, dict) or not isinstance(name, str) or not name:
+        raise ValueError("response_format: json_schema expects {\"name\": a name, \"schema\": {a JSON schema}}")
+    extra = sorted(set(spec) - _JSON_SCHEMA_FIELDS)
+    if extra:
+        raise ValueError(f"response_format: unknown json_schema field(s) {extra} (OpenAI's: "
+                         f"{', '.join(sorted(_JSON_SCHEMA_FIELDS))})")
+    return StructuredOutputs(json=schema)
 
 
 def pick_one(**forms: Optional[StructuredOutputs]) -> Optional[StructuredOutputs]:

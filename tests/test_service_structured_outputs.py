@@ -78,6 +78,15 @@ def test_a_length_cut_says_length(client):
                  "response_format: expected type text, json_object or json_schema", id="unknown-format"),
     pytest.param("/v1/chat/completions", {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
                  400, "json_schema expects", id="schema-missing"),
+    # OpenAI's shape, as OpenAI and vLLM hold it: json_schema's name required, no unknown fields
+    pytest.param("/v1/chat/completions", {"response_format": {"type": "json_schema",
+                                                              "json_schema": {"schema": {"type": "object"}}}},
+                 400, "json_schema expects {\"name\"", id="name-missing"),
+    pytest.param("/v1/chat/completions", {"response_format": {"type": "text", "foo": 1}}, 400,
+                 "response_format: unknown field(s) ['foo'] for type 'text'", id="unknown-field"),
+    pytest.param("/v1/chat/completions", {"response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "object"}, "stict": True}}}, 400,
+                 "unknown json_schema field(s) ['stict']", id="unknown-json-schema-field"),
     pytest.param("/v1/generate", {"structured_outputs": {"regex": "a", "choice": ["b"]}}, 422,
                  "expected exactly one of", id="two-kinds"),
     pytest.param("/v1/generate", {"structured_outputs": {"json": "{oops"}}, 400, "json: expected a JSON schema",
