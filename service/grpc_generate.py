@@ -99,6 +99,9 @@ def _values(request, i: int, tensor, max_elements: int) -> list:
         if raw:
             return _strings(raw[i], count, name)
         values = list(tensor.contents.bytes_contents)
+        others = [f.name for f, _ in tensor.contents.ListFields() if f.name != "bytes_contents"]
+        if others:   # as decode_request refuses them
+            raise CodecError(f"input {name!r}: BYTES values go in contents.bytes_contents, got {others}")
         if len(values) != count:
             raise CodecError(f"input {name!r}: shape {list(tensor.shape)} needs {count} values, "
                              f"contents.bytes_contents has {len(values)}")
@@ -118,7 +121,7 @@ def _values(request, i: int, tensor, max_elements: int) -> list:
 def _one(values: list, tensor, kind: Optional[type] = None):
     """The single value of a generation input (shape [1] or [1, 1]); kind str: BYTES, bool:
     BOOL, None: any (a setting, checked by its schema as REST's is)."""
-    if len(values) != 1:
+    if len(values) != 1 or list(tensor.shape) not in ([1], [1, 1]):
         raise CodecError(f"input {tensor.name!r}: expected one value (shape [1] or [1, 1]), got shape "
                          f"{list(tensor.shape)}")
     if kind is not None and not isinstance(values[0], kind):

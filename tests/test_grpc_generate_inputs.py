@@ -73,3 +73,31 @@ def test_stream_in_sampling_parameters_is_read(sampling, stream_input, stream_pa
 def test_stream_in_sampling_parameters_must_be_a_boolean():
     with pytest.raises(ValueError, match="stream: expected a boolean"):
         parse(_sampled('{"stream": "yes"}'), max_elements=1 << 20)
+
+
+def _typed_text(shape, extra: str = "") -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="lfm2")
+    text = request.inputs.add(name="text_input", datatype="BYTES", shape=shape)
+    text.contents.bytes_contents.append(b"Hi")
+    if extra:
+        getattr(text.contents, extra).append(7)
+    return request
+
+
+@pytest.mark.parametrize("shape", [[1], [1, 1]])
+def test_text_input_of_shape_1_or_1x1_is_read(shape):
+    assert parse(_typed_text(shape), max_elements=1 << 20).body.text_input == "Hi"
+
+
+@pytest.mark.parametrize("shape", [[1, 1, 1], [1, 1, 1, 1]])
+def test_text_input_of_another_shape_is_refused_as_the_readme_says(shape):
+    with pytest.raises(CodecError, match=r"input 'text_input': expected one value \(shape \[1\] or \[1, 1\]\), got "
+                                         rf"shape \[{', '.join(map(str, shape))}\]"):
+        parse(_typed_text(shape), max_elements=1 << 20)
+
+
+def test_bytes_text_input_with_other_typed_contents_is_refused_as_inference_refuses_it():
+    """Its int_contents were ignored: which of the two is the prompt is the client's to say."""
+    with pytest.raises(CodecError, match=r"input 'text_input': BYTES values go in contents.bytes_contents, "
+                                         r"got \['int_contents'\]"):
+        parse(_typed_text([1], extra="int_contents"), max_elements=1 << 20)
