@@ -95,7 +95,7 @@ def _launch_decode(x_new, conv_state, weight, bias, activation, key=None):
         BLOCK_C=block_c, num_warps=4 if block_c >= 128 else 1,
     )
     if plan is not None and key is not None:
-        keep_plan(_PLANS, key, (plan, out.shape))
+        keep_plan(_PLANS, key, (plan, out.shape, out.stride()))
     return out
 
 
@@ -114,8 +114,8 @@ def dw_conv1d_decode_step(x_new: torch.Tensor, conv_state: torch.Tensor, weight:
         key = tensors_key((x_new, conv_state, weight, bias), activation)
         kept = _PLANS.get(key)
         if kept is not None:
-            plan, shape = kept
-            out = x_new.new_empty(shape)
+            plan, shape, strides = kept
+            out = x_new.new_empty_strided(shape, strides)   # as triton_launch.replay
             if plan.launch((x_new, conv_state, weight, bias if bias is not None else weight, out), out):
                 return out
     return _launch_decode(x_new, conv_state, weight, bias, activation, key)

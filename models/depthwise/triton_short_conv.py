@@ -152,7 +152,7 @@ def _launch_short_conv(bcx, weight, bias, conv_state, mask, key=None):
         num_warps=1 if _INTERPRET else 4,
     )
     if plan is not None and key is not None:
-        keep_plan(_PLANS, key, (plan, y.shape, tap, has_state))
+        keep_plan(_PLANS, key, (plan, y.shape, y.stride(), tap, has_state))
     return y
 
 
@@ -169,8 +169,8 @@ def short_conv_block(bcx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         key = tensors_key((bcx, weight, bias, conv_state, mask), copies(weight))
         kept = _PLANS.get(key)
         if kept is not None:
-            plan, shape, tap, has_state = kept
-            y = bcx.new_empty(shape)
+            plan, shape, strides, tap, has_state = kept
+            y = bcx.new_empty_strided(shape, strides)   # as triton_launch.replay
             w = tap_major(weight) if tap else weight
             m = mask.view(torch.uint8) if mask is not None and mask.dtype == torch.bool else mask
             tensors = (bcx, w, bias if bias is not None else w, conv_state if has_state else w,
