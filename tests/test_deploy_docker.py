@@ -78,6 +78,15 @@ def test_dockerignore_keeps_what_the_image_needs():
     assert not {"models", "service", "pyproject.toml", "README.md"} & ignored
 
 
+def _port(spec) -> tuple[str, int]:
+    """(host ip, container port) of one `ports` entry as `docker-compose config` prints it: a
+    string "[ip:]published:target[/proto]" or a mapping (newer releases)."""
+    if isinstance(spec, dict):
+        return spec.get("host_ip", "0.0.0.0"), int(spec["target"])
+    parts = str(spec).split("/")[0].split(":")
+    return (parts[0] if len(parts) == 3 else "0.0.0.0"), int(parts[-1])
+
+
 @pytest.mark.skipif(COMPOSE is None, reason="docker-compose not installed (apt-get install docker-compose)")
 def test_compose_stack_is_accepted():
     cfg = compose_config("docker-compose.yml", profile="loadtest")
@@ -85,9 +94,14 @@ def test_compose_stack_is_accepted():
     assert set(svcs) == {"dwserve-before", "dwserve-after", "prometheus", "grafana", "loadtest"}
     assert svcs["dwserve-before"]["environment"]["DWSERVE_DEPTHWISE_IMPL"] == "per_group"
     assert svcs["dwserve-after"]["environment"]["DWSERVE_DEPTHWISE_IMPL"] == "auto"
+    # every published port on this host's loopback only: the dwserve ports have no API key set,
+    # Grafana is an anonymous admin, Prometheus takes --web.enable-lifecycle's quit
+    published = {name: [_port(p) for p in svc.get("ports", [])] for name, svc in svcs.items()}
+    assert all(host == "127.0.0.1" for ports in published.values() for host, _ in ports), published
+    assert {t for _, t in published["grafana"]} == {3000} and {t for _, t in published["prometheus"]} == {9090}
     for name in ("dwserve-before", "dwserve-after"):   # REST and gRPC both published
         env = svcs[name]["environment"]
-        targets = {int(p["target"]) for p in svcs[name]["ports"]}
+        targets = {t for _, t in published[name]}
         assert targets == {int(env["DWSERVE_PORT"]), int(env["DWSERVE_GRPC_PORT"])}, name
         # torch's thread pool sized to the CPU cap, not to the host's cores
         assert float(env["DWSERVE_TORCH_THREADS"]) == float(svcs[name]["cpus"]), name
