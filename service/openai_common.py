@@ -157,4 +157,6 @@ def _plan(handler, body, base, choice: int, compiled: dict, where: str = ""):
         if not where:
             raise
         param = getattr(exc, "param", None)   # a FieldError keeps its field
-        raise (FieldError(param, where + str(exc)) if param else ValueError(where + str(exc))) from None
+        # one about the prompt itself names it once: "prompt[1]: token ids must be in ..."
+        message = where + (str(exc).removeprefix("prompt: ") if param == "prompt" else str(exc))
+        raise (FieldError(param, message) if param else ValueError(message)) from None

@@ -112,7 +112,8 @@ class GenerateHandler:
         sampling defaults. compiled: the request's structured output constraint once compiled,
         shared by its plans (_constraint). generates False: the plan only scores its prompt (echo
         with max_tokens 0), which may then fill the sequence length. prompt_name: the field that held
-        the prompt (text_input, messages), named by a prompt too long (default prompt or input_ids)."""
+        the prompt (text_input, messages, completions' prompt), named by a prompt too long or token ids
+        out of the vocabulary (default prompt or input_ids)."""
         unset = {k: v for k, v in self.sampling_defaults.items()
                  if k not in (given_fields(req) if client_set is None else client_set)}
         if unset:
@@ -131,8 +132,9 @@ class GenerateHandler:
         else:
             ids = list(req.input_ids)
             bad = [i for i in ids if not 0 <= i < self.vocab_size]
-            if bad:
-                raise ValueError(f"input_ids: token ids must be in [0, {self.vocab_size}), got {bad[:5]}")
+            if bad:   # named as the client sent them: completions' token ids are its `prompt`
+                field = prompt_name or "input_ids"
+                raise FieldError(field, f"{field}: token ids must be in [0, {self.vocab_size}), got {bad[:5]}")
         if not ids:
             raise ValueError("prompt: expected at least one token")
         wanted = req.max_new_tokens
