@@ -35,6 +35,7 @@ import torch
 
 from .batching import Batcher, Item
 from .compute import ComputeThread
+from .errors import FieldError
 from .metrics import ServiceMetrics
 from .settings import Settings
 from .statistics import ModelStatistics
@@ -98,15 +99,18 @@ class ModelRuntime:
 
     # --- request side (event loop) -----------------------------------------------------
     def check_impl(self, impl: Any) -> str:
+        """A request's impl, or the server's default for None. A refusal is a FieldError: on the
+        OpenAI routes `param` names depthwise_impl (its messages do not start "depthwise_impl: ")."""
         if impl is None:
             return self.settings.depthwise_impl
         if not isinstance(impl, str) or impl not in self.hooks.impls:
-            raise ValueError(f"parameters.depthwise_impl: expected one of {list(self.hooks.impls)}, got {impl!r}"[:300])
+            raise FieldError("depthwise_impl", f"parameters.depthwise_impl: expected one of {list(self.hooks.impls)}, "
+                             f"got {impl!r}"[:300])
         if impl == "fused" and self.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-            raise ValueError("depthwise_impl 'fused' needs a CUDA device (this server runs on "
+            raise FieldError("depthwise_impl", "depthwise_impl 'fused' needs a CUDA device (this server runs on "
                              f"{self.device.type}); use one of {[i for i in self.hooks.impls if i != 'fused']}")
         if impl == "compiled" and self.device.type == "cpu" and (why := compiled_unavailable()):
-            raise ValueError(f"depthwise_impl 'compiled': {why}")
+            raise FieldError("depthwise_impl", f"depthwise_impl 'compiled': {why}")
         return impl
 
     async def infer(self, inputs: dict[str, np.ndarray], impl: str, timeout: Optional[float] = None

@@ -25,3 +25,17 @@ def test_completion_prompt_errors_name_the_prompt(served, body, param, starts):
     client, _ = served
     message, got = _openai_400(client, "/v1/completions", {**body, "max_tokens": 2})
     assert got == param and message.startswith(starts), (got, message)
+
+
+@pytest.mark.parametrize("path, body", [
+    pytest.param("/v1/completions", {"prompt": "AB", "max_tokens": 2}, id="completions"),
+    pytest.param("/v1/chat/completions", {"messages": [{"role": "user", "content": "AB"}], "max_tokens": 2},
+                 id="chat"),
+])
+def test_fused_on_a_cpu_server_names_depthwise_impl(served, monkeypatch, path, body):
+    """Without a GPU (and outside the tests' Triton interpreter) 'fused' cannot run: a 400 whose
+    param is the field that asked for it."""
+    client, _ = served
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)   # a CPU server as deployed
+    message, got = _openai_400(client, path, {**body, "depthwise_impl": "fused"})
+    assert got == "depthwise_impl" and message.startswith("depthwise_impl 'fused' needs a CUDA device"), (got, message)
