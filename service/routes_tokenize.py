@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from models.lfm2.tokenizer import N_BYTES, ByteTokenizer, HFTokenizer, byte_level_bytes
 
-from .errors import ServiceError, is_openai_path, model_not_found
+from .errors import FieldError, ServiceError, is_openai_path, model_not_found
 from .openai_common import token_name
 from .routes_openai_chat import chat_prompt_ids
 from .routes_v1 import ERROR_RESPONSES
@@ -167,8 +167,10 @@ async def tokenize(body: TokenizeRequest, request: Request):
     if isinstance(body, TokenizeChatRequest):
         bad = body.unsupported()
         if bad:
-            raise ValueError(f"unsupported: {'; '.join(bad)}. /tokenize's chat form gives the prompt "
-                             "/v1/chat/completions makes of the messages, which takes none of these")
+            message = (f"unsupported: {'; '.join(bad)}. /tokenize's chat form gives the prompt "
+                       "/v1/chat/completions makes of the messages, which takes none of these")
+            # one field at fault: `param` names it, as the chat route's own refusals do (openai_common.start)
+            raise FieldError(bad[0].split()[0], message) if len(bad) == 1 else ValueError(message)
         ids = _chat_ids(body, handler)
     else:
         _check_chars(len(body.prompt), "prompt", handler.rt.settings.max_prompt_chars)

@@ -169,7 +169,11 @@ CHAT = [{"role": "user", "content": "hi"}]
     pytest.param("tools", [{"type": "function", "function": {"name": "f"}}], "tools", id="tools"),
     pytest.param("mm_processor_kwargs", {"a": 1}, "mm_processor_kwargs", id="mm_processor_kwargs")])
 def test_chat_fields_that_would_change_the_ids_are_refused(demo, field, value, named):
+    """A 400 naming the field, in OpenAI's `param` too (it was null); several leave it null."""
     _refused(demo, "/tokenize", {"messages": CHAT, field: value}, 400, "unsupported", named, "/v1/chat/completions")
+    assert demo.post("/tokenize", json={"messages": CHAT, field: value}).json()["error"]["param"] == named
+    both = demo.post("/tokenize", json={"messages": CHAT, field: value, "media_io_kwargs": {"a": 1}})
+    assert both.status_code == 400 and both.json()["error"]["param"] is None, both.text
 
 
 def test_chat_fields_at_their_no_op_values_are_accepted(demo):
