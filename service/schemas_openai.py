@@ -16,6 +16,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .errors import FieldError
 from .schema_types import Float, Int, Text, TokenId, unicode_problem
 from .schemas import GenerateRequest, ImplName
 from .schemas_structured import MAX_CHOICES, StructuredOutputs, from_response_format, pick_one
@@ -179,7 +180,7 @@ class CompletionRequest(_SamplingRequest):
 def _encodable(text: str, where: str) -> str:
     problem = unicode_problem(text)
     if problem is not None:
-        raise ValueError(f"{where}: {problem}")
+        raise FieldError(where, f"{where}: {problem}")
     return text
 
 
@@ -198,24 +199,31 @@ class ChatMessage(BaseModel):
     function_call: Optional[dict[str, Any]] = None
 
     def text(self, index: int) -> str:
+        """The message's text, or a FieldError naming the path to what is wrong as a validation
+        error names it, in the message and OpenAI's `param` (messages[0].content, as OpenAI does)."""
         where = f"messages[{index}]"
-        if self.role == "tool" or self.tool_calls or self.function_call or self.audio:
-            raise ValueError(f"{where}: tool messages, tool_calls, function_call and audio are unsupported; "
+        tooling = [name for name, used in (("role", self.role == "tool"), ("tool_calls", self.tool_calls),
+                                           ("function_call", self.function_call), ("audio", self.audio)) if used]
+        if tooling:   # named by the first such field of the message
+            path = f"{where}.{tooling[0]}"
+            raise FieldError(path, f"{path}: tool messages, tool_calls, function_call and audio are unsupported; "
                              "dwserve chats in text")
         if self.content is None and self.refusal is not None:
             return _encodable(self.refusal, f"{where}.refusal")
         if isinstance(self.content, str):
             return _encodable(self.content, f"{where}.content")
         if self.content is None:
-            raise ValueError(f"{where}.content: expected text")
+            raise FieldError(f"{where}.content", f"{where}.content: expected text (a string, or a list of "
+                             "{\"type\": \"text\", \"text\": ...} parts)")
         parts = []
         for j, part in enumerate(self.content):
             if part.get("type") != "text":
-                raise ValueError(f"{where}.content[{j}]: expected {{\"type\": \"text\", \"text\": ...}}; "
-                                 f"only text parts are supported, got type {part.get('type')!r}")
+                raise FieldError(f"{where}.content[{j}]", f"{where}.content[{j}]: expected {{\"type\": \"text\", "
+                                 f"\"text\": ...}}; only text parts are supported, got type {part.get('type')!r}")
             if not isinstance(part.get("text"), str):   # a text part: its text is what is wrong
                 got = "none" if part.get("text") is None else type(part["text"]).__name__
-                raise ValueError(f"{where}.content[{j}].text: expected a string, got {got}")
+                raise FieldError(f"{where}.content[{j}].text", f"{where}.content[{j}].text: expected a string, "
+                                 f"got {got}")
             parts.append(_encodable(part["text"], f"{where}.content[{j}].text"))
         return "".join(parts)
 

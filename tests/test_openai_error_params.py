@@ -2,6 +2,8 @@
 the field the client sent, and the message names it as the client called it. Each case here
 answered `param: null` (or the wrong field) before: the code that raised named the field
 /v1/generate calls it (`input_ids`), or none."""
+import json
+
 import pytest
 
 import inprocess_app
@@ -11,7 +13,8 @@ served = inprocess_app.served   # the module's client of the fake models (vocab_
 
 
 def _openai_400(client, path, body):
-    r = client.post(path, json=body)
+    # json.dumps escapes a lone surrogate ("\\ud800"), which httpx's json= cannot encode
+    r = client.post(path, content=json.dumps(body), headers={"Content-Type": "application/json"})
     assert r.status_code == 400, r.text
     return error_message(r), r.json()["error"]["param"]
 
@@ -39,3 +42,27 @@ def test_fused_on_a_cpu_server_names_depthwise_impl(served, monkeypatch, path, b
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)   # a CPU server as deployed
     message, got = _openai_400(client, path, {**body, "depthwise_impl": "fused"})
     assert got == "depthwise_impl" and message.startswith("depthwise_impl 'fused' needs a CUDA device"), (got, message)
+
+
+# A message is named by the path to its field, in the message and in `param`, as a validation
+# error of one names it ("messages[0].role" for {"role": "robot"}: test_validation_paths.py).
+@pytest.mark.parametrize("message, param", [
+    pytest.param({"role": "user"}, "messages[0].content", id="no-content"),
+    pytest.param({"role": "user", "content": None}, "messages[0].content", id="null-content"),
+    pytest.param({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+                 "messages[0].content[0]", id="image-part"),
+    pytest.param({"role": "user", "content": [{"type": "text", "text": None}]}, "messages[0].content[0].text",
+                 id="text-part-without-text"),
+    pytest.param({"role": "user", "content": "a\ud800"}, "messages[0].content", id="lone-surrogate"),
+    pytest.param({"role": "tool", "content": "x", "tool_call_id": "1"}, "messages[0].role", id="tool-role"),
+    pytest.param({"role": "assistant", "content": "x", "tool_calls": [{"id": "1"}]}, "messages[0].tool_calls",
+                 id="tool-calls"),
+])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/tokenize"])
+def test_a_bad_message_is_named_by_its_path(served, path, message, param):
+    client, _ = served
+    body = {"messages": [message], **({"max_tokens": 2} if path != "/tokenize" else {})}
+    text, got = _openai_400(client, path, body)
+    assert got == param and text.startswith(param + ": "), (got, text)
+    later = {**body, "messages": [{"role": "user", "content": "AB"}, message]}   # the second message's index
+    assert _openai_400(client, path, later)[1] == param.replace("[0]", "[1]", 1)
