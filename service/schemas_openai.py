@@ -103,7 +103,7 @@ class _SamplingRequest(BaseModel):
                   "guided_choice": {"choice": self.guided_choice}, "guided_grammar": {"grammar": self.guided_grammar}}
         return pick_one(response_format=from_response_format(self.response_format),
                         structured_outputs=self.structured_outputs,
-                        **{name: StructuredOutputs(**form) for name, form in guided.items()
+                        **{name: StructuredOutputs(**form).sent_as(name) for name, form in guided.items()
                            if next(iter(form.values())) is not None})
 
     def _unsupported(self, extra: tuple[tuple[str, bool], ...]) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from .schema_types import Text
 
@@ -26,6 +26,9 @@ class StructuredOutputs(BaseModel):
     choice: Optional[list[Text]] = Field(None, min_length=1, max_length=MAX_CHOICES,
                                          description="the output is exactly one of these strings")
     grammar: Optional[Text] = Field(None, description="a Lark (or llama.cpp GBNF) grammar of the output")
+    # Where the request gave it, when not as structured_outputs (guided_regex, response_format's
+    # schema): what an error about it names, as the client called it (`path`).
+    _sent_as: Optional[str] = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "StructuredOutputs":
@@ -44,6 +47,16 @@ class StructuredOutputs(BaseModel):
     @property
     def kind(self) -> tuple[str, Any]:
         return self.given()[0]
+
+    def sent_as(self, path: str) -> "StructuredOutputs":
+        self._sent_as = path
+        return self
+
+    @property
+    def path(self) -> str:
+        """The constraint's value in the client's request, for its errors: structured_outputs.regex,
+        guided_regex, response_format.json_schema.schema; its first part the request field."""
+        return self._sent_as or f"structured_outputs.{self.kind[0]}"
 
 
 _RESPONSE_FORMAT_FIELDS = {"text": {"type"}, "json_object": {"type"}, "json_schema": {"type", "json_schema"}}
@@ -64,7 +77,7 @@ def from_response_format(response_format: Optional[dict[str, Any]]) -> Optional[
     if kind == "text":
         return None
     if kind == "json_object":
-        return StructuredOutputs(json_object=True)
+        return StructuredOutputs(json_object=True).sent_as("response_format")
     spec = response_format.get("json_schema")
     schema = spec.get("schema") if isinstance(spec, dict) else None
     name = spec.get("name") if isinstance(spec, dict) else None
@@ -74,7 +87,7 @@ def from_response_format(response_format: Optional[dict[str, Any]]) -> Optional[
     if extra:
         raise ValueError(f"response_format: unknown json_schema field(s) {extra} (OpenAI's: "
                          f"{', '.join(sorted(_JSON_SCHEMA_FIELDS))})")
-    return StructuredOutputs(json=schema)
+    return StructuredOutputs(json=schema).sent_as("response_format.json_schema.schema")
 
 
 def pick_one(**forms: Optional[StructuredOutputs]) -> Optional[StructuredOutputs]:

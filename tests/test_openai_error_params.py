@@ -66,3 +66,43 @@ def test_a_bad_message_is_named_by_its_path(served, path, message, param):
     assert got == param and text.startswith(param + ": "), (got, text)
     later = {**body, "messages": [{"role": "user", "content": "AB"}, message]}   # the second message's index
     assert _openai_400(client, path, later)[1] == param.replace("[0]", "[1]", 1)
+
+
+def _schema_format(schema: dict) -> dict:
+    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+
+
+# A constraint the engine refuses names the field the client gave it in (one per request), the
+# engine's reason after it; vLLM's structured_outputs by its member (structured_outputs.regex).
+@pytest.mark.parametrize("path, body, param, starts", [
+    pytest.param("/v1/completions", {"guided_regex": "("}, "guided_regex", "guided_regex: ", id="guided_regex"),
+    pytest.param("/v1/completions", {"guided_json": {"type": "nope"}}, "guided_json", "guided_json: Invalid type",
+                 id="guided_json-schema"),
+    pytest.param("/v1/completions", {"guided_json": {"$ref": "#/$defs/missing"}}, "guided_json", "guided_json: ",
+                 id="guided_json-ref"),
+    pytest.param("/v1/completions", {"guided_json": "{oops"}, "guided_json",
+                 "guided_json: expected a JSON schema", id="guided_json-text"),
+    pytest.param("/v1/completions", {"guided_choice": ["", ""]}, "guided_choice",
+                 "guided_choice: expected a list of one or more non-empty strings", id="guided_choice-empty"),
+    pytest.param("/v1/completions", {"guided_grammar": "start: ("}, "guided_grammar", "guided_grammar: ",
+                 id="guided_grammar"),
+    pytest.param("/v1/chat/completions", {"response_format": _schema_format({"type": "nope"})}, "response_format",
+                 "response_format.json_schema.schema: Invalid type", id="response_format-schema"),
+    pytest.param("/v1/chat/completions", {"response_format": _schema_format({"$ref": "#/$defs/missing"})},
+                 "response_format", "response_format.json_schema.schema: ", id="response_format-ref"),
+    pytest.param("/v1/completions", {"structured_outputs": {"regex": "("}}, "structured_outputs",
+                 "structured_outputs.regex: ", id="structured_outputs-regex"),
+    pytest.param("/v1/chat/completions", {"structured_outputs": {"choice": [""]}}, "structured_outputs",
+                 "structured_outputs.choice: expected a list", id="structured_outputs-choice"),
+])
+def test_a_refused_constraint_names_the_field_it_came_in(served, path, body, param, starts):
+    client, _ = served
+    prompt = {"prompt": "AB"} if path == "/v1/completions" else {"messages": [{"role": "user", "content": "AB"}]}
+    message, got = _openai_400(client, path, {**prompt, **body, "max_tokens": 2})
+    assert got == param and message.startswith(starts), (got, message)
+
+
+def test_a_refused_constraint_on_v1_generate_is_named_as_structured_outputs(served):
+    client, _ = served
+    r = client.post("/v1/generate", json={"prompt": "AB", "max_new_tokens": 2, "structured_outputs": {"regex": "("}})
+    assert r.status_code == 400 and error_message(r).startswith("structured_outputs.regex: "), r.text

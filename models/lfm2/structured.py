@@ -31,6 +31,16 @@ def _llguidance():
     return llguidance
 
 
+class ConstraintError(ValueError):
+    """A constraint that cannot be held to: "<what>: <detail>", what being its kind (regex) or
+    "structured output" where llguidance's grammar says why. `detail` alone lets a caller name
+    the constraint as its client gave it (the service: guided_regex, response_format)."""
+
+    def __init__(self, what: str, detail: str):
+        super().__init__(f"{what}: {detail}")
+        self.detail = detail
+
+
 def grammar_for(kind: str, value: Any) -> str:
     """A constraint as vLLM names it -> llguidance's grammar (not yet checked: check_grammar).
     json: a JSON schema (dict or its JSON text); json_object: any JSON object (value unused);
@@ -42,35 +52,35 @@ def grammar_for(kind: str, value: Any) -> str:
         try:
             schema = json.loads(value) if isinstance(value, str) else value
         except ValueError:
-            raise ValueError("json: expected a JSON schema (an object, or its JSON text)") from None
+            raise ConstraintError("json", "expected a JSON schema (an object, or its JSON text)") from None
         except RecursionError:   # Python's parser: "[[[[..." deeper than the interpreter's stack
-            raise ValueError("json: the schema's JSON text nests too deeply to parse") from None
+            raise ConstraintError("json", "the schema's JSON text nests too deeply to parse") from None
         if not isinstance(schema, (dict, bool)):
-            raise ValueError(f"json: expected a JSON schema (an object), got {type(schema).__name__}")
+            raise ConstraintError("json", f"expected a JSON schema (an object), got {type(schema).__name__}")
         try:
             return Matcher.grammar_from_json_schema(schema, defaults=compact)
         except ValueError as exc:   # a value JSON cannot carry (half a surrogate pair)
-            raise ValueError(f"json: {str(exc)[:_MESSAGE_CHARS]}") from None
+            raise ConstraintError("json", str(exc)[:_MESSAGE_CHARS]) from None
     if kind == "json_object":
         return Matcher.grammar_from_json_schema({"type": "object"}, defaults=compact)
     if kind == "regex":
         if not isinstance(value, str):
-            raise ValueError("regex: expected a regular expression (text)")
+            raise ConstraintError("regex", "expected a regular expression (text)")
         return Matcher.grammar_from_regex(value)
     if kind == "choice":
         if not isinstance(value, list) or not value or not all(isinstance(c, str) and c for c in value):
-            raise ValueError("choice: expected a list of one or more non-empty strings")
+            raise ConstraintError("choice", "expected a list of one or more non-empty strings")
         # Lark string literals take JSON's escapes, so each choice is matched exactly as written.
         return Matcher.grammar_from_lark("start: " + " | ".join(json.dumps(c) for c in value))
     if kind == "grammar":
         if not isinstance(value, str) or not value.strip():
-            raise ValueError("grammar: expected a Lark or GBNF grammar (text)")
+            raise ConstraintError("grammar", "expected a Lark or GBNF grammar (text)")
         from llguidance.gbnf_to_lark import any_to_lark
         try:
             return Matcher.grammar_from_lark(any_to_lark(value))
         except Exception as exc:   # the converter raises its own error types
-            raise ValueError(f"grammar: {str(exc)[:_MESSAGE_CHARS]}") from None
-    raise ValueError(f"structured output: expected one of {', '.join(KINDS)}, got {kind!r}")
+            raise ConstraintError("grammar", str(exc)[:_MESSAGE_CHARS]) from None
+    raise ConstraintError("structured output", f"expected one of {', '.join(KINDS)}, got {kind!r}")
 
 
 class _ByteVocabulary:
@@ -116,7 +126,7 @@ class TokenConstraint:
         llg = _llguidance()
         self.matcher = llg.LLMatcher(guidance, grammar, log_level=0)
         if self.matcher.is_error():
-            raise ValueError(f"structured output: {self.matcher.get_error()[:_MESSAGE_CHARS]}")
+            raise ConstraintError("structured output", self.matcher.get_error()[:_MESSAGE_CHARS])
         self._buffers(vocab_size)
         # The first mask builds llguidance's lexer states, which copies share: for some
         # grammars the slow part (a{1000000}: 0.35 s here, then 6 ms per copy's first mask).
