@@ -95,7 +95,8 @@ def test_readme_compose_listing_names_every_published_port():
     while the gRPC bullet said the stack serves it "at 8001", before's REST port on the host)."""
     import yaml
     compose = yaml.safe_load((REPO / "docker" / "docker-compose.yml").read_text())
-    published = {str(p).split(":")[0] for svc in compose["services"].values() for p in svc.get("ports", [])}
+    # "[host ip:]host port:container port": the host port is the second field from the end
+    published = {str(p).split(":")[-2] for svc in compose["services"].values() for p in svc.get("ports", [])}
     readme = (REPO / "README.md").read_text()
     block = readme.split("```bash\ndocker compose -f docker/docker-compose.yml up", 1)[1].split("```", 1)[0]
     missing = sorted(p for p in published if not re.search(r"\b%s\b" % p, block))
