@@ -195,3 +195,45 @@ def test_bad_limits_raise(kw):
     opts.update(kw)
     with pytest.raises(ValueError):
         Batcher("m", Recorder(), **opts)
+
+
+def _two_items_in_one_batch(run, **kw):
+    """Two items of one key submitted while the worker waits (max_delay): one batch of both."""
+    b = make(run, max_delay_s=0.2, **kw)
+    futures = [b.submit(1, "k"), b.submit(2, "k")]
+    return b, futures
+
+
+def test_a_per_item_exception_fails_that_item_only():
+    """run_batch may answer one item of a batch with its own error (a bad request among good ones)."""
+    b, (ok, bad) = _two_items_in_one_batch(lambda key, items: [10, ValueError("item 2: bad input")])
+    assert ok.result(5) == 10
+    with pytest.raises(ValueError, match="item 2: bad input"):
+        bad.result(5)
+    b.stop()
+
+
+def test_too_few_results_fail_every_item_instead_of_leaving_one_waiting():
+    b, futures = _two_items_in_one_batch(lambda key, items: [10])
+    for f in futures:
+        with pytest.raises(RuntimeError, match="1 results for 2 items"):
+            f.result(5)
+    b.stop()
+
+
+def test_an_executor_that_fails_answers_the_batch_and_the_worker_goes_on():
+    """The executor running batches off the worker thread raising (shut down) reaches the items;
+    a later batch is still run."""
+    calls = []
+
+    def execute(job):
+        calls.append(job)
+        if len(calls) == 1:
+            raise RuntimeError("executor shut down")
+        job()
+    b, futures = _two_items_in_one_batch(Recorder(), execute=execute)
+    for f in futures:
+        with pytest.raises(RuntimeError, match="executor shut down"):
+            f.result(5)
+    assert b.submit(3, "k").result(5) == 30
+    b.stop()

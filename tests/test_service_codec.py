@@ -74,6 +74,8 @@ BAD = [
     pytest.param(_req(data=["a", "b", "c", "d"]), b"", "numbers", id="strings"),
     pytest.param(_req(data=None), b"", "expected 'data'", id="no-data"),
     pytest.param(_req(data=None, parameters={"binary_data_size": 15}), b"x" * 16, "must be 16", id="bin-size-wrong"),
+    # more bytes declared than the shape holds: not read as the shape's first 16 (the rest dropped)
+    pytest.param(_req(data=None, parameters={"binary_data_size": 24}), b"x" * 24, "must be 16", id="bin-size-over"),
     pytest.param(_req(data=None, parameters={"binary_data_size": 16}), b"x" * 8, "truncated", id="bin-truncated"),
     pytest.param(_req(data=None, parameters={"binary_data_size": 16}), b"x" * 20, "unexpected bytes", id="bin-trailing"),
     pytest.param(_req(parameters={"binary_data_size": 16}), b"x" * 16, "either", id="bin-and-data"),
