@@ -211,3 +211,27 @@ def test_parse_json_is_strict_with_either_parser(raw, monkeypatch):
     with pytest.raises(codec.CodecError, match="expected valid UTF-8 JSON"):
         codec.parse_json(raw)
     assert codec.parse_json(b'{"a": [1, 2.5, -3e-2]}') == {"a": [1, 2.5, -0.03]}
+
+
+def test_a_body_that_decompresses_to_exactly_the_limit_is_taken():
+    """The limit is the largest size allowed (a 413 is only past it), for gzip and deflate."""
+    import gzip
+    import zlib
+    raw = b"x" * 1000
+    assert codec.decompress(gzip.compress(raw), "gzip", limit=1000) == raw
+    assert codec.decompress(zlib.compress(raw), "deflate", limit=1000) == raw
+    with pytest.raises(Exception, match="exceeds the limit of 999 bytes"):
+        codec.decompress(gzip.compress(raw), "gzip", limit=999)
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_big_endian_outputs_go_out_little_endian(binary):
+    """The wire format is little-endian whatever the array's byte order (a '>f4' array was
+    refused, or sent as its raw big-endian bytes)."""
+    values = np.array([[1.5, -2.25, 3.0]], dtype=">f4")
+    body, header_length = codec.encode_outputs([("y", values, binary)], {})
+    head = json.loads(body[:header_length] if binary else body)
+    (out,) = head["outputs"]
+    assert out["datatype"] == "FP32" and out["shape"] == [1, 3]
+    got = np.frombuffer(body[header_length:], dtype="<f4") if binary else np.array(out["data"], dtype="<f4")
+    np.testing.assert_array_equal(got, values.reshape(-1).astype("<f4"))
