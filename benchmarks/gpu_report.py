@@ -160,12 +160,13 @@ def ops_checks(dtype: str, records: list[dict], n_suite: int, suite: list[dict] 
     pairs = {n: f["median_us"] / nat["median_us"] for n, (f, nat) in both.items()}
     verdicts = {n: _slower(f, nat) for n, (f, nat) in both.items()}
     slow = [f"{n} {pairs[n]:.2f}x" for n, v in verdicts.items() if v is True]
-    level = [f"{n} {pairs[n]:.3f}x" for n, v in verdicts.items() if v is None]
+    level = [n for n, v in verdicts.items() if v is None]
     out.append(check_item(tag + FUSED_NATIVE, _complete(slow, len(pairs), n_suite) if pairs else "n/a",
                           f"{len(pairs) - len(slow)}/{len(pairs)} measured shapes (suite {n_suite})"
                           + (f"; slower: {', '.join(slow)}" if slow else "")
                           + (f"; level (native's median lower, within the medians' 95% notches): "
-                             f"{', '.join(level)}" if level else ""), ratios=pairs, level=[x.split()[0] for x in level]))
+                             f"{', '.join(f'{n} {pairs[n]:.3f}x' for n in level)}" if level else ""),
+                          ratios=pairs, level=level))
     return out + [_fused_native_device(tag, by), _auto_check(tag, by, n_suite)]
 
 

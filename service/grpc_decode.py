@@ -22,8 +22,8 @@ class Undecodable:
     model_name = model_version = id = ""
 
     def __init__(self, type_name: str, error: Exception):
-        self.message = f"the request is not a valid {type_name} message ({error}); the stream goes on"
-        self.unary_message = self.message.rsplit(";", 1)[0]
+        self.unary_message = f"the request is not a valid {type_name} message ({error})"
+        self.message = self.unary_message + "; the stream goes on"    # ModelStreamInfer's error answer
 
 
 def _tolerant(deserializer):
