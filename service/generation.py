@@ -51,7 +51,7 @@ class Ticket:
     impl: str
     emit: Emit
     enqueued: float = field(default_factory=time.perf_counter)
-    started: bool = False
+    started: Optional[float] = None     # when its first decode step began (perf_counter)
 
 
 class GenerationScheduler:
@@ -282,6 +282,7 @@ class GenerationScheduler:
             return
         m = self.rt.metrics
         if out:
+            self.rt.statistics.step_done()
             m.decode_batch_size.labels(self.rt.name).observe(len(out))
             # Counted here, as made: every token costs a step whether or not its client reads
             # it (one still queued for a client that left, one past a stop string, an eos), and
@@ -289,8 +290,8 @@ class GenerationScheduler:
             m.generated_tokens.labels(self.rt.name, impl).inc(len(out))
         for seq, token in out:
             ticket = tickets[seq]
-            if not ticket.started:
-                ticket.started = True
+            if ticket.started is None:
+                ticket.started = t0
                 m.queue_duration.labels(self.rt.name).observe(t0 - ticket.enqueued)
             ticket.emit(("token", token))
         for seq in [s for s in tickets if s.done]:

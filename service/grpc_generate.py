@@ -140,9 +140,20 @@ def _json_field(text: Optional[str], name: str, default):
     return value.get(name, default) if isinstance(value, dict) else default
 
 
-def parse(request, max_elements: int) -> Generation:
+def without_text_output(requested: list) -> list:
+    """A tensor request's requested outputs (OutputRequest) less text_output, which gRPC's
+    metadata lists beside them (triton_ext.TEXT_INPUTS): perf_analyzer asks for every output
+    listed, both interfaces'. Asking for text_output alone is a 400."""
+    kept = [out for out in requested if out.name != TEXT_OUTPUT]
+    if requested and not kept:
+        raise CodecError(f"output {TEXT_OUTPUT!r}: a generation's output; send text_input to generate text")
+    return kept
+
+
+def parse(request, max_elements: int, tensor_outputs: frozenset = frozenset()) -> Generation:
     """A ModelInferRequest with text_input -> its Generation, or ValueError (a 400) naming the
-    input or setting that is wrong and what was expected."""
+    input or setting that is wrong and what was expected. tensor_outputs: the model's tensor
+    interface's outputs, skipped when asked for beside text_output (as without_text_output)."""
     top: dict = {}
     flags = {"stream": False, "exclude_input_in_output": None}
     seen: set[str] = set()
@@ -170,9 +181,10 @@ def parse(request, max_elements: int) -> Generation:
             raise CodecError(f"input {name!r}: not a generation input; expected text_input, stream, "
                              "sampling_parameters, exclude_input_in_output, or a setting by its name "
                              f"({', '.join(sorted(_SETTINGS - set(_OBJECTS)))})"[:600])
-    for out in request.outputs:
-        if out.name != TEXT_OUTPUT:
-            raise CodecError(f"output {out.name!r}: a generation's only output is {TEXT_OUTPUT!r}")
+    names = [out.name for out in request.outputs]
+    for name in names:   # the model's tensor outputs are skipped beside text_output (without_text_output)
+        if name != TEXT_OUTPUT and (name not in tensor_outputs or TEXT_OUTPUT not in names):
+            raise CodecError(f"output {name!r}: a generation's only output is {TEXT_OUTPUT!r}")
     params = parameters_to_dict(request.parameters)
     empty_final = params.get("triton_enable_empty_final_response") is True
     settings = {k: v for k, v in params.items() if k not in _TRITON_PARAMETERS}
@@ -211,8 +223,8 @@ async def generate(svc, request, meter, emit: Callable, unary: bool) -> None:
     200. unary (ModelInfer): one response whatever `stream` says. A cancel (the client left)
     closes the generation's events, so its sequence leaves its row before the next step."""
     check_generate_model(svc, request.model_name, request.model_version or None)
-    generation = parse(request, svc.settings.max_elements)
-    svc.runtime(request.model_name)   # 503 while it loads
+    rt = svc.runtime(request.model_name)   # 503 while it loads
+    generation = parse(request, svc.settings.max_elements, frozenset(spec.name for spec in rt.served.outputs))
     stream = generation.stream and not unary
     plan, with_prompt = await plan_generation(svc.generate, generation.body, stream, top_level="the input tensors")
     meter.impl = plan.impl

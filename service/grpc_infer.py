@@ -26,11 +26,12 @@ from .errors import ServiceError, error_response, shutdown_cut
 from .body import BodyLease
 from .grpc_codec import decode_request, encode_response
 from .grpc_decode import Undecodable
-from .grpc_generate import generate, is_generation
+from .grpc_generate import generate, is_generation, without_text_output
 from .handlers.tensor import server_timing
 from .infer import check_version
 from .logs import log_access
 from .middleware import CLIENT_CLOSED, bearer_matches, observed_latency, request_id_of
+from .triton_ext import serves_text
 
 log = logging.getLogger("dwserve.grpc")
 _CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
@@ -101,6 +102,8 @@ class InferCalls:
             svc.runtime(name)
             handler = svc.tensor[name]
             arrays, requested, params = decode_request(request, svc.settings.max_elements, svc.settings.max_batch_size)
+            if serves_text(svc, name):   # its gRPC metadata lists text_output too
+                requested = without_text_output(requested)
             decoded = handler.prepare(request.id or None, params.get("depthwise_impl"), arrays, requested,
                                       timeout=params.get("timeout"))
             meter.impl = decoded.impl

@@ -53,7 +53,7 @@ from .grpc_decode import DecodeGuard
 from .grpc_health import ReadinessHealth, add_health
 from .grpc_infer import InferCalls, abort
 from .infer import check_version
-from .triton_ext import (EXTENSIONS, metadata_of, model_config, model_stats, repository_index,
+from .triton_ext import (EXTENSIONS, metadata_of, model_config, model_stats, repository_index, serves_text,
                          repository_load, repository_unload, to_proto)
 
 log = logging.getLogger("dwserve.grpc")
@@ -87,7 +87,8 @@ class InferenceServicer(InferCalls, pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request, context):
         try:
             check_version(request.version or None)
-            metadata = metadata_of(request.name, self.service.runtime(request.name))
+            metadata = metadata_of(request.name, self.service.runtime(request.name),
+                                   text=serves_text(self.service, request.name))
         except ServiceError as exc:
             await abort(context, exc)
         return to_proto(pb.ModelMetadataResponse, metadata)
@@ -96,7 +97,8 @@ class InferenceServicer(InferCalls, pb_grpc.GRPCInferenceServiceServicer):
     async def ModelConfig(self, request, context):
         try:
             check_version(request.version or None)
-            config = model_config(request.name, self.service.runtime(request.name))
+            config = model_config(request.name, self.service.runtime(request.name),
+                                  text=serves_text(self.service, request.name))
         except ServiceError as exc:
             await abort(context, exc)
         from tritonclient.grpc import model_config_pb2

@@ -3,16 +3,22 @@
 `get_inference_statistics` and Triton tooling read. Prometheus (`/metrics`) has the same
 story as histograms; this is the cumulative, per-model view those clients expect.
 
-What is counted: OIP v2 tensor inference (REST and gRPC infer). Generations (/v1/generate,
-/v1/completions, /v1/chat/completions) have their own metrics (tokens, TTFT, TPOT) and are
-not counted here.
-  success / fail      requests, from entering the queue to their result (or error)
-  queue               time each request waited for its batch
-  compute_input       a batch's inputs concatenated and copied to the device
-  compute_infer       the forward (device-synchronised)
-  compute_output      outputs copied back to the host
-  inference_count     rows inferred; execution_count: forwards (batched rows count once)
-  batch_stats         per batch size: forwards and their compute_* durations
+What is counted: every request that reaches the model. OIP v2 tensor inference (REST and
+gRPC infer) by its batches; each generated sequence (every generation route: Triton generate
+and gRPC text_input, /v1/generate, the OpenAI routes; one per choice) as Triton counts a
+request to a decoupled LLM model, so Triton's tools (perf_analyzer, genai-perf: they find the
+model version by its growing queue count) see a text load too. Tokens, TTFT and TPOT are
+Prometheus's (/metrics).
+  success / fail      requests, from entering the queue to their result (or error; a client
+                      that leaves mid-generation is a fail)
+  queue               time each request waited: for its batch; a generation for its first step
+  compute_input       a batch's inputs concatenated and copied to the device (a generation: 0)
+  compute_infer       the forward (device-synchronised); a generation: first step to its end
+  compute_output      outputs copied back to the host (a generation: 0); the three counts
+                      stay equal, as Triton's clients require
+  inference_count     rows inferred, and generated sequences; execution_count: forwards
+                      (batched rows count once), and the continuous batch's decode steps
+  batch_stats         per batch size: tensor forwards and their compute_* durations
   cache_hit / _miss   always zero (no response cache), written as Triton writes them: clients
                       such as perf_analyzer read every member of the JSON without checking for it
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Optional
 
 _PHASES = ("compute_input", "compute_infer", "compute_output")
 
@@ -72,6 +79,25 @@ class ModelStatistics:
             self.inference_count += rows
             self.execution_count += 1
             self.last_inference_ms = int(time.time() * 1000)
+
+    def generation_done(self, ok: bool, enqueued: float, first_step: Optional[float]) -> None:
+        """One generated sequence ended, submitted at `enqueued` (perf_counter), its first decode
+        step at `first_step` (None: it never reached one)."""
+        now = time.perf_counter()
+        with self._lock:
+            (self.success if ok else self.fail).add(now - enqueued)
+            if ok:
+                if first_step is not None:
+                    self.queue.add(first_step - enqueued)
+                    for phase in _PHASES:
+                        self.phases[phase].add(now - first_step if phase == "compute_infer" else 0.0)
+                self.inference_count += 1
+                self.last_inference_ms = int(time.time() * 1000)
+
+    def step_done(self) -> None:
+        """One decode step of the continuous batch (every row it advanced): one execution."""
+        with self._lock:
+            self.execution_count += 1
 
     def to_json(self, name: str) -> dict:
         with self._lock:

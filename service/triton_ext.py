@@ -36,28 +36,57 @@ UNSERVED = {
 }
 
 
-def metadata_of(name: str, rt) -> dict:
+# gRPC's text interface of the generate model (service/grpc_generate.py: a ModelInfer or
+# ModelStreamInfer request with text_input generates text), listed over gRPC beside the
+# tensor interface, as a Triton vLLM model's config lists it: perf_analyzer and genai-perf
+# build their requests from the metadata and config. Every input is optional (Triton's
+# `optional`), input_ids too: a request sends one interface's. Shapes [-1, 1]: one value per
+# request (max_batch_size > 0 puts the batch dim first; a generation takes batch 1).
+TEXT_INPUTS = (("text_input", "BYTES"), ("stream", "BOOL"), ("sampling_parameters", "BYTES"),
+               ("exclude_input_in_output", "BOOL"), ("max_tokens", "INT32"))
+TEXT_OUTPUT = ("text_output", "BYTES")
+
+
+def _config_type(datatype: str) -> str:
+    return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"   # model_config.proto's names
+
+
+def serves_text(svc, name: str) -> bool:
+    """Whether gRPC requests to `name` may generate text: the generate model, with a tokenizer."""
+    return name == svc.generate_model and getattr(svc.generate, "tokenizer", None) is not None
+
+
+def metadata_of(name: str, rt, text: bool = False) -> dict:
     """OIP v2 model metadata; `parameters` (the served model's scalars, the default impl and
-    batch limit) is REST's only: the gRPC message has no such field."""
+    batch limit) is REST's only: the gRPC message has no such field. text: with gRPC's text
+    interface (TEXT_INPUTS)."""
     served = rt.served
     spec = lambda s: {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)}  # noqa: E731
     meta = {k: v for k, v in (getattr(served, "metadata", None) or {}).items() if isinstance(v, (int, float, str, bool))}
-    return {"name": name, "versions": ["1"], "platform": "pytorch",
-            "inputs": [spec(s) for s in served.inputs], "outputs": [spec(s) for s in served.outputs],
+    inputs, outputs = [spec(s) for s in served.inputs], [spec(s) for s in served.outputs]
+    if text:
+        inputs += [{"name": n, "datatype": d, "shape": [-1, 1]} for n, d in TEXT_INPUTS]
+        outputs.append({"name": TEXT_OUTPUT[0], "datatype": TEXT_OUTPUT[1], "shape": [-1, 1]})
+    return {"name": name, "versions": ["1"], "platform": "pytorch", "inputs": inputs, "outputs": outputs,
             "parameters": {**meta, "depthwise_impl": rt.settings.depthwise_impl,
                            "max_batch_size": rt.settings.max_batch_size}}
 
 
-def model_config(name: str, rt) -> dict:
+def model_config(name: str, rt, text: bool = False) -> dict:
     """The served model as a Triton model config: the batch dim is implicit (max_batch_size),
-    so dims are the per-row shape (-1 = variable)."""
+    so dims are the per-row shape (-1 = variable). text: as metadata_of's, every input optional."""
     s, served = rt.settings, rt.served
 
-    def tensor(spec):
-        return {"name": spec.name, "data_type": f"TYPE_{spec.datatype}", "dims": list(spec.shape[1:])}
+    def tensor(name, datatype, dims):
+        return {"name": name, "data_type": _config_type(datatype), "dims": dims, **({"optional": True} if text else {})}
 
+    inputs = [tensor(t.name, t.datatype, list(t.shape[1:])) for t in served.inputs]
+    outputs = [{"name": t.name, "data_type": _config_type(t.datatype), "dims": list(t.shape[1:])} for t in served.outputs]
+    if text:
+        inputs += [tensor(n, d, [1]) for n, d in TEXT_INPUTS]
+        outputs.append({"name": TEXT_OUTPUT[0], "data_type": _config_type(TEXT_OUTPUT[1]), "dims": [1]})
     return {"name": name, "platform": "pytorch", "backend": "dwserve", "max_batch_size": s.max_batch_size,
-            "input": [tensor(t) for t in served.inputs], "output": [tensor(t) for t in served.outputs],
+            "input": inputs, "output": outputs,
             "dynamic_batching": {"max_queue_delay_microseconds": int(s.max_queue_delay_ms * 1000)},
             "version_policy": {"latest": {"num_versions": 1}},
             "parameters": {"depthwise_impl": {"string_value": s.depthwise_impl}}}

@@ -81,11 +81,13 @@ def test_every_flag_given_to_dwserve_serve_exists():
 
 def test_every_flag_the_docs_name_belongs_to_a_command():
     """A flag in the docs is `dwserve serve`'s, or one a loadtest/benchmark script parses
-    (literally in its source); docker compose command lines are theirs."""
+    (literally in its source), or perf_analyzer's that its test runs; docker compose and
+    genai-perf command lines are theirs."""
     sources = "".join(p.read_text() for p in [REPO / "service" / "loadtest.py", *(REPO / "benchmarks").glob("*.py"),
-                                               *(REPO / "benchmarks").glob("*.sh")])
+                                               *(REPO / "benchmarks").glob("*.sh"), REPO / "tests" / "test_perf_analyzer.py"])
     known = set(_serve_options()) | set(re.findall(r"[\"'](--[a-z][a-z0-9-]*)[\"']", sources))
-    lines = [line for line in _docs_text().splitlines() if "docker compose" not in line and "docker-compose" not in line]
+    lines = [line for line in _docs_text().splitlines()
+             if not any(tool in line for tool in ("docker compose", "docker-compose", "genai-perf profile"))]
     named = {f for line in lines for f in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", line)}
     assert not named - known, f"the docs name flags no command takes: {sorted(named - known)}"
 

@@ -38,8 +38,8 @@ def test_health_and_metadata_match_rest(served):
     for model in ("lfm2", "mobilenet_v2"):
         got = client.get_model_metadata(model, as_json=True)
         rest = httpx.get(f"{url}/v2/models/{model}").json()
-        for key in ("inputs", "outputs"):
-            assert [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in got[key]] == \
+        for key in ("inputs", "outputs"):   # gRPC lists lfm2's text interface after (test_grpc_text_interface.py)
+            assert [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in got[key]][:len(rest[key])] == \
                    [(t["name"], t["datatype"], t["shape"]) for t in rest[key]]
     # not served: not ready, as Triton answers (it raised NOT_FOUND: is_model_ready could not say False)
     assert not client.is_model_ready("nope") and not client.is_model_ready("lfm2", model_version="2")

@@ -257,6 +257,7 @@ class GenerateHandler:
             return event
 
         hold = max((len(x) for x in plan.stop), default=1) - 1
+        ended = False   # the scheduler said done (not an error, a timeout or a client gone)
         try:
             while True:
                 kind, value = await within(queue.get, self.rt.settings.request_timeout_s)
@@ -268,6 +269,7 @@ class GenerateHandler:
                                          f"({plan.constraint.error}); simplify the schema, regex or grammar")
                     if value == "stop" and plan.constraint is not None and plan.constraint.complete:
                         finish = "stop"   # its structured output is complete
+                    ended = True
                     break
                 if t_first is None:
                     t_first = time.perf_counter()
@@ -305,6 +307,7 @@ class GenerateHandler:
         finally:
             if not seq.done:  # client gone, timeout or error: its row is freed before the next step
                 self.scheduler.cancel(ticket)
+            self.rt.statistics.generation_done(ended, ticket.enqueued, ticket.started)
             n = len(ids) + eos_ended   # delivered (dwserve_generated_tokens_total counts as made: service/generation.py)
             cached = getattr(seq, "cached_tokens", 0)
             if cached:
