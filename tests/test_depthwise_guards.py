@@ -15,6 +15,22 @@ def test_an_output_length_of_exactly_zero_is_refused():
         depthwise_conv1d(torch.randn(1, 4, 10), torch.randn(4, 1, 11), impl="slice_sum")
 
 
+@pytest.mark.parametrize("impl", ["per_group", "slice_sum", "compiled", "fused", "native", "auto"])
+@pytest.mark.parametrize("op, x, w", [
+    pytest.param(depthwise_conv1d, (2, 3, 0), (3, 1, 3), id="conv1d-L0-pad2"),
+    pytest.param(depthwise_conv2d, (1, 2, 0, 4), (2, 1, 1, 1), id="conv2d-H0-pad1"),
+])
+def test_an_empty_spatial_input_is_refused_whatever_the_padding(impl, op, x, w):
+    """Padding alone would make an output (L=0, padding 2, K=3: 2 values): slice_sum, compiled
+    and fused made one while per_group and native raised torch's RuntimeError, as F.conv does."""
+    x, w = torch.randn(x), torch.randn(w)
+    pad = 2 if x.dim() == 3 else 1
+    with pytest.raises(RuntimeError):   # why a ValueError for every impl: torch's own conv refuses it
+        (F.conv1d if x.dim() == 3 else F.conv2d)(x, w, padding=pad, groups=x.shape[1])
+    with pytest.raises(ValueError, match="input size 0 in spatial dim 0"):
+        op(x, w, padding=pad, impl=impl)
+
+
 def test_a_two_dimensional_bias_is_refused():
     with pytest.raises(ValueError, match=r"bias must be \(C\*m,\) = \(4,\)"):
         depthwise_conv1d(torch.randn(1, 4, 10), torch.randn(4, 1, 3), torch.zeros(4, 1), impl="slice_sum")

@@ -96,6 +96,21 @@ def test_config_variants_match_transformers(tmp_path, changes):
         torch.testing.assert_close(ours(ids), ref, rtol=1e-4, atol=1e-4)
 
 
+def test_an_explicit_head_dim_is_honoured(tmp_path):
+    """config.json's head_dim (16, not hidden / heads = 8): transformers' Lfm2Attention sizes
+    q/k/v/o by it; it was read for LFM3 only, so such an LFM2 checkpoint was refused."""
+    hf = make_hf(tmp_path, seed=5, head_dim=16)
+    if hf.model.layers[1].self_attn.q_proj.weight.shape[0] != 6 * 16:
+        pytest.skip(f"transformers {transformers.__version__}'s Lfm2 ignores head_dim")
+    ours = LFM2ForCausalLM.from_pretrained(tmp_path)
+    assert ours.config.head_dim == 16 and ours.config.to_dict()["head_dim"] == 16
+    ids = rand_ids(2, 9, seed=6)
+    with torch.no_grad():
+        ref = hf(ids, use_cache=False).logits
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(ids), ref, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("impl, chunks", [
     pytest.param("per_group", [5, 1, 1, 1, 4], id="per_group-prefill-decode-prefill"),
     pytest.param("slice_sum", [12], id="slice_sum-one-prefill"),

@@ -131,6 +131,7 @@ def test_continuous_batch_gives_every_sequence_its_tokens_alone(pair):
 @pytest.mark.parametrize("changes", [
     pytest.param(dict(use_expert_bias=False, norm_topk_prob=False, routed_scaling_factor=2.5), id="no-bias-unnormed"),
     pytest.param(dict(num_dense_layers=0, num_experts_per_tok=6), id="all-moe-all-experts"),
+    pytest.param(dict(head_dim=16), id="explicit-head_dim"),   # not hidden / heads: was read for LFM3 only
 ])
 def test_routing_variants_match_transformers(tmp_path, changes):
     hf = make_hf(tmp_path, seed=3, **changes)

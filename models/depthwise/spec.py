@@ -120,6 +120,9 @@ def _check_tensors(op: str, x, weight, bias, xdims: str, wdims: str) -> None:
 def _out_sizes(op, sizes, kernel, stride, padding, dilation) -> tuple[int, ...]:
     out = []
     for i, (n, k, s, d) in enumerate(zip(sizes, kernel, stride, dilation)):
+        if n < 1:   # padding alone would make an output of padding: torch's convs refuse it (RuntimeError)
+            raise ValueError(f"{op}: input size 0 in spatial dim {i} (shape {tuple(sizes)}); expected >= 1 "
+                             "(padding does not make up an input)")
         span = d * (k - 1) + 1                              # the dilated kernel's extent
         n_out = (n + padding[2 * i] + padding[2 * i + 1] - span) // s + 1
         if n_out < 1:

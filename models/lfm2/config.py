@@ -246,7 +246,7 @@ class LFM2Config:
         if self.model_type != "lfm2":
             for name in ("block_multiple_of", "block_ffn_dim_multiplier", "block_auto_adjust_ff_dim"):
                 d.pop(name)
-        if self.model_type == "lfm3":
+        if self.model_type == "lfm3" or self.attention_head_dim is not None:
             d["head_dim"] = self.head_dim
         d["layer_types"] = list(self.layer_types)
         if isinstance(self.eos_token_id, tuple):

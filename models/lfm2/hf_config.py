@@ -1,7 +1,8 @@
 """The published `config.json` forms of the LFM2 family -> LFM2Config's fields.
 
 - LFM2, current transformers form: `layer_types` (one of "conv"/"full_attention" per layer)
-  and `rope_parameters = {"rope_type": "default", "rope_theta": ...}`;
+  and `rope_parameters = {"rope_type": "default", "rope_theta": ...}`; `head_dim` when given
+  (else hidden_size / num_attention_heads, as transformers' Lfm2Attention);
 - LFM2, the first published form: `full_attn_idxs`, top-level `rope_theta` (and `theta`),
   `block_ff_dim` (overrides `intermediate_size`, as transformers does), `block_dim` /
   `conv_dim` (must equal `hidden_size`), `tie_embedding`, `num_heads`, `block_norm_eps`;
@@ -103,6 +104,8 @@ def config_kwargs(d: dict, defaults: dict) -> dict:
     for alias in ("block_dim", "conv_dim", "conv_dim_out"):
         if alias in d and d.pop(alias) != hidden:
             raise ValueError(f"{alias} must equal hidden_size={hidden} (LFM2 blocks keep the width)")
+    if d.get("head_dim") is not None:   # transformers' Lfm2Attention: config.head_dim, else hidden / heads
+        d["attention_head_dim"] = d.pop("head_dim")
     _merge_alias(d, "num_heads", "num_attention_heads")
     _merge_alias(d, "block_norm_eps", "norm_eps")
     _merge_alias(d, "theta", "rope_theta")
