@@ -245,6 +245,12 @@ def run_server(app, settings: Settings, log_level: str = "info") -> bool:
             state, deadline = self.server_state, time.monotonic() + CUT_ANSWERS_S
             while (state.tasks or state.connections) and not self.force_exit and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
+            # The drain is done: a SIGTERM stop is a clean one, exit 0 (uvicorn would re-raise it:
+            # status 143, which Kubernetes reports as the container's Error and Docker as a failure).
+            # SIGINT is still re-raised: 130, as a shell reports an interrupted command.
+            captured = getattr(self, "_captured_signals", None)
+            if captured is not None:
+                captured[:] = [sig for sig in captured if sig != signal.SIGTERM]
 
     server = Server(config)
     if service is not None:  # a model that cannot load ends the process (exit 1), not a zombie

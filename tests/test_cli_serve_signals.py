@@ -1,6 +1,6 @@
 """`dwserve serve` as an operator stops it: Ctrl+C (SIGINT, `make serve` in a terminal) drains
 as SIGTERM does and ends without a traceback, exit status 130 (128 + SIGINT, as a shell reports
-an interrupted command). A real `python -m service.cli serve` process: the signal path runs
+an interrupted command); SIGTERM ends with 0 once drained. A real `python -m service.cli serve` process: the signal path runs
 through uvicorn's handlers and asyncio's runner, which an in-process test would not."""
 import signal
 import sys
@@ -26,6 +26,18 @@ def test_sigint_shuts_down_without_a_traceback():
     assert "Application shutdown complete" in out, out[-3000:]   # the lifespan's drain ran
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
     assert rc == 128 + signal.SIGINT, out[-3000:]
+
+
+def test_sigterm_drains_and_exits_zero():
+    """A SIGTERM stop (Kubernetes, Docker, systemd) is a clean one once drained: exit 0, not
+    uvicorn's re-raised signal (-SIGTERM, a shell's 143), which Kubernetes reports as Error."""
+    with server_process(SERVE, timeout=120) as (url, proc):
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(30)
+        proc.output.thread.join(5)
+    out = proc.output.tail(20000)
+    assert "Application shutdown complete" in out and "Traceback" not in out, out[-3000:]
+    assert rc == 0, out[-3000:]
 
 
 GENERATE = [sys.executable, "-m", "service.cli", "serve", "--model", "lfm2", "--no-warmup", "--max-decode-batch", "1",

@@ -144,7 +144,7 @@ def test_sigterm_answers_running_grpc_calls_before_the_process_exits(grace_s):
             t0 = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             outcomes = [f.result(timeout=30) for f in calls]
-        assert proc.wait(30) in (0, -signal.SIGTERM)
+        assert proc.wait(30) == 0   # drained: a clean stop (tests/test_cli_serve_signals.py)
     for code, details, trailers, at in outcomes:
         _assert_cut(code, details, trailers, at - t0)
     proc.output.thread.join(5)
