@@ -247,10 +247,11 @@ def run_server(app, settings: Settings, log_level: str = "info") -> bool:
                 await asyncio.sleep(0.01)
             # The drain is done: a SIGTERM stop is a clean one, exit 0 (uvicorn would re-raise it:
             # status 143, which Kubernetes reports as the container's Error and Docker as a failure).
-            # SIGINT is still re-raised: 130, as a shell reports an interrupted command.
-            captured = getattr(self, "_captured_signals", None)
-            if captured is not None:
-                captured[:] = [sig for sig in captured if sig != signal.SIGTERM]
+            # Ended as the re-raised signal ended it, without finalising (_exit_flushed): a request
+            # cut at the grace period may still run in the compute thread, which finalisation would
+            # wait for (or end inside torch). SIGINT is still re-raised: 130, as a shell reports it.
+            if signal.SIGTERM in getattr(self, "_captured_signals", ()):
+                _exit_flushed(0)
 
     server = Server(config)
     if service is not None:  # a model that cannot load ends the process (exit 1), not a zombie

@@ -39,9 +39,7 @@ def test_sigterm_drains_in_flight_requests():
             proc.send_signal(signal.SIGTERM)
             codes = [f.result().status_code for f in futures[:4]] + [f.result() for f in futures[4:]]
         assert codes == [200] * 6
-        # uvicorn re-raises the captured SIGTERM after its graceful shutdown, so the exit status
-        # is the signal's (-15) on recent versions and 0 on older ones; either is a clean exit.
-        assert proc.wait(30) in (0, -signal.SIGTERM)
+        assert proc.wait(30) == 0   # drained: a clean stop (service/cli.py run_server)
 
 
 def test_sigterm_closes_grpc_at_once_while_rest_drains():
@@ -82,7 +80,7 @@ def test_sigterm_with_zero_grace_does_not_wait_for_in_flight_work():
             with contextlib.suppress(httpx.HTTPError):
                 for _ in lines:
                     pass
-            assert proc.wait(30) in (0, -signal.SIGTERM)
+            assert proc.wait(30) == 0
         assert time.perf_counter() - t0 < 4
 
 
@@ -98,7 +96,7 @@ def test_sigterm_past_the_grace_period_answers_503_without_a_traceback():
             time.sleep(0.5)
             proc.send_signal(signal.SIGTERM)
             responses = [f.result() for f in futures]
-        assert proc.wait(30) in (0, -signal.SIGTERM)
+        assert proc.wait(30) == 0
     assert [r.status_code for r in responses] == [503] * 3, [r.text for r in responses]
     assert all(r.headers.get("retry-after") and "shutting down" in error_message(r) for r in responses)
     proc.output.thread.join(5)
@@ -130,7 +128,7 @@ def test_sigterm_with_zero_grace_answers_every_json_request_before_exiting():
                     time.sleep(0.05)
                 proc.send_signal(signal.SIGTERM)
                 replies = [f.result() for f in futures]
-            assert proc.wait(30) in (0, -signal.SIGTERM)
+            assert proc.wait(30) == 0
         assert [getattr(r, "status_code", repr(r)) for r in replies] == [503] * n
         assert all(r.headers.get("retry-after") for r in replies)
 
