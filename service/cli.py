@@ -44,7 +44,7 @@ log = logging.getLogger("dwserve.cli")
 CUT_ANSWERS_S = 1.0   # after SIGTERM's grace: how long requests cut by it get to send their 503s
 # Flags beyond DESIGN.md's list, generated from Settings so every limit is settable.
 _EXTRA = ("grpc_port", "max_body_bytes", "max_total_body_bytes", "max_json_values", "max_elements", "max_new_tokens", "max_sequence_length", "max_image_pixels",
-          "max_prompt_chars", "max_choices", "max_prompts", "request_timeout_s", "api_key", "launch_recount_every",
+          "max_prompt_chars", "max_grammar_chars", "max_choices", "max_prompts", "request_timeout_s", "api_key", "launch_recount_every",
           "depthwise_sample_every", "graceful_shutdown_s", "idle_timeout_s", "head_timeout_s", "seed", "torch_threads", "cpu_row_chunk_mib",
           "prefill_chunk_tokens", "prefix_cache_mib", "response_compression_level", "response_compression_min_bytes")
 # What each flag without its own help= does, for --help (README sends operators there for the limits).
@@ -57,7 +57,8 @@ _HELP = {"host": "address to listen on (0.0.0.0: every interface)", "port": "HTT
          "max_json_values": "values in one JSON body, counted before parsing (413)",
          "max_elements": "elements per input tensor", "max_new_tokens": "tokens one generation may ask for",
          "max_sequence_length": "prompt + generated tokens", "max_image_pixels": "decoded image width*height",
-         "max_prompt_chars": "characters of a text prompt", "max_choices": "OpenAI n: sequences per request",
+         "max_prompt_chars": "characters of a text prompt",
+         "max_grammar_chars": "characters of a structured output's schema, regex, grammar or choices", "max_choices": "OpenAI n: sequences per request",
          "max_prompts": "OpenAI completions: prompts in one request's prompt list",
          "request_timeout_s": "a request waiting longer for the model gets 503; a body not all received by then, 408",
          "api_key": "bearer token for inference routes",

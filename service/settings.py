@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     max_sequence_length: int = Field(2048, ge=1)         # prompt (+ generated) tokens
     max_image_pixels: int = Field(4096 * 4096, ge=1)     # decoded image width*height
     max_prompt_chars: int = Field(100_000, ge=1)
+    # a structured output's schema / regex / grammar / choices; at most the size its compile
+    # thread's stack is sized for (models/lfm2/structured.py MAX_CONSTRAINT_CHARS)
+    max_grammar_chars: int = Field(262_144, ge=1, le=1 << 20)
     max_choices: int = Field(8, ge=1, le=256)            # OpenAI `n`: sequences per request
     max_prompts: int = Field(64, ge=1, le=4096)          # prompts of one OpenAI completions request
     # a request waiting longer for the model gets 503 (a generation: for its next token, so a

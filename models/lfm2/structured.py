@@ -21,6 +21,15 @@ import torch
 KINDS = ("json", "json_object", "regex", "choice", "grammar")   # vLLM's StructuredOutputsParams names
 _MESSAGE_CHARS = 300   # of llguidance's error text in a ValueError (it quotes the grammar)
 _lock = threading.Lock()
+# llguidance's compiler recurses once per link of a `$ref` chain or a chain of grammar rules, in
+# native code: on a thread's default 8 MiB stack ~1,000 chained $refs (68 KB of schema) or
+# ~5,000 chained Lark rules (113 KB) overflowed it, a SIGSEGV that ended the server. Measured
+# need: at most ~128 bytes of stack per character of the constraint; compiled on a thread of
+# COMPILE_STACK_BYTES, a constraint of MAX_CONSTRAINT_CHARS (the most a server may allow) keeps a
+# 2x margin (the default limit, service/settings.py max_grammar_chars, 8x).
+COMPILE_STACK_BYTES = 256 << 20
+MAX_CONSTRAINT_CHARS = 1 << 20
+_stack_lock = threading.Lock()
 
 
 def _llguidance():
@@ -81,6 +90,43 @@ def grammar_for(kind: str, value: Any) -> str:
         except Exception as exc:   # the converter raises its own error types
             raise ConstraintError("grammar", str(exc)[:_MESSAGE_CHARS]) from None
     raise ConstraintError("structured output", f"expected one of {', '.join(KINDS)}, got {kind!r}")
+
+
+def constraint_chars(kind: str, value: Any) -> int:
+    """A constraint's size in characters, as its limit counts it: the schema's JSON text, the
+    regex or grammar, the choices together."""
+    if isinstance(value, str):
+        return len(value)
+    if kind == "choice" and isinstance(value, list):
+        return sum(len(c) for c in value if isinstance(c, str))
+    try:
+        return len(json.dumps(value))
+    except (TypeError, ValueError, RecursionError):
+        raise ConstraintError(kind, "expected a JSON schema that JSON can write (and not nested too deeply)") from None
+
+
+def compile_constraint(guidance, kind: str, value: Any, vocab_size: int) -> "TokenConstraint":
+    """grammar_for and TokenConstraint on a thread of COMPILE_STACK_BYTES (see there): the
+    compiled constraint, or what either raised."""
+    out: dict[str, Any] = {}
+
+    def run():
+        try:
+            out["value"] = TokenConstraint(guidance, grammar_for(kind, value), vocab_size)
+        except BaseException as exc:   # noqa: BLE001 - raised again in the caller's thread
+            out["error"] = exc
+
+    with _stack_lock:   # threading.stack_size is the process's: set only while this thread starts
+        previous = threading.stack_size(COMPILE_STACK_BYTES)
+        try:
+            thread = threading.Thread(target=run, name="dwserve-grammar", daemon=True)
+            thread.start()
+        finally:
+            threading.stack_size(previous)
+    thread.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
 
 
 class _ByteVocabulary:
