@@ -135,7 +135,7 @@ def _json_field(text: Optional[str], name: str, default):
     refused where the body is validated, with its own message)."""
     try:
         value = json.loads(text) if text is not None else None
-    except ValueError:
+    except (ValueError, RecursionError):   # refused with its message where the body is validated
         return default
     return value.get(name, default) if isinstance(value, dict) else default
 

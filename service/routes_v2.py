@@ -80,7 +80,7 @@ async def json_body(request: Request, schema, what: str, required: bool = True):
             # on the routes FastAPI parses. Still not JSON: the parser's message.
             try:
                 value = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):   # RecursionError: nested past the stdlib parser's depth
                 raise exc from None
             return schema.model_validate(value)
     except ValidationError as exc:

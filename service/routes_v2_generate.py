@@ -37,6 +37,9 @@ def _sampling_parameters(value) -> dict:
         except ValueError:
             raise ValueError("sampling_parameters: expected a JSON object (or a string holding one), "
                              f"got unparseable text {value[:80]!r}") from None
+        except RecursionError:   # "[[[[...": the stdlib parser recurses per level
+            raise ValueError("sampling_parameters: JSON nested too deeply; expected a flat object of "
+                             "settings") from None
     if not isinstance(value, dict):
         raise ValueError(f"sampling_parameters: expected a JSON object, got {type(value).__name__}")
     try:
