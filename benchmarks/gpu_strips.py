@@ -12,9 +12,10 @@ A short device call of its own (the second H200 run's third call, as gpu_nhwc.py
 per-pixel NHWC kernel 1.03-1.77x behind cuDNN in device time on all 27 NHWC layers and led to
 the NHWC strip kernel: benchmarks/results/h200-2026-12-04-2/nhwc-h200.md). Per shape and dtype,
 in one process: device time (benchmarks/timing.time_cuda_graph, kernels only) of each, against
-the copy ceiling measured here; eager wall medians of them interleaved. On the big NHWC layers,
-where the tuner also tries two-row strips, a fourth column: the strip kernel with 1-row strips
-only (triton_conv2d.TWO_ROW_STRIPS off), so strips/1-row says what the two-row configs bought; on
+the copy ceiling measured here; eager wall medians of them interleaved. On the NHWC layers where
+the tuner also tries tall strips (2 and 4 rows at stride 1 from 2**20 outputs, 2 rows at stride 2
+from 2**22: triton_autotune.tall_strip_rows; 8 of the 27), a fourth column: the strip kernel with
+1-row strips only (triton_conv2d.TWO_ROW_STRIPS off), so strips/1-row says what they bought; on
 the bfloat16 / float16 NCHW and (B, C, L) rows whose strips are 8 wide (16-byte vectors), a fifth:
 4-wide strips (triton_vectors.WIDE_HALF off), so strips/4-wide says what the 16-byte loads bought.
 Every fused variant is compiled first on all cores (benchmarks/gpu_prewarm), then autotuned per
@@ -81,14 +82,14 @@ def with_strips(call, on: bool):
 
 
 def two_rows_tried(shape: Shape) -> bool:
-    """Whether the strip tuner tries its two-row configs on this layer (a big layer:
-    triton_autotune.big_layer_configs); elsewhere the 1-row column would time the same launch."""
-    from models.depthwise.triton_autotune import BIG_LAYER_MIN_OUTPUTS, size_class
+    """Whether the strip tuner tries its tall (2- and 4-row) configs on this layer
+    (triton_autotune.tall_strip_rows); elsewhere the 1-row column would time the same launch."""
+    from models.depthwise.triton_autotune import size_class, tall_strip_rows
     if not shape.channels_last:
         return False
     (b, c, h, w), s = shape.x, shape.stride
     outputs = b * ((h + 2 * shape.padding - 3) // s + 1) * ((w + 2 * shape.padding - 3) // s + 1)
-    return c * 4 ** size_class(outputs) >= BIG_LAYER_MIN_OUTPUTS
+    return bool(tall_strip_rows(c, size_class(outputs), s))
 
 
 def wide_tried(shape: Shape, dtype: torch.dtype) -> bool:

@@ -65,13 +65,15 @@ def test_layouts_select_the_rows(tmp_path):
 
 
 def test_the_one_row_column_is_timed_on_the_big_layers_only():
-    """Where the strip tuner tries two-row configs (triton_autotune.big_layer_configs): the three
-    batch-32 MobileNetV2 layers of >= 4M outputs; elsewhere both columns would be one launch."""
+    """Where the strip tuner tries tall (2- and 4-row) configs (triton_autotune.tall_strip_rows): the
+    stride-1 MobileNetV2 layers of >= 2**20 outputs (C x 4**size class) and the stride-2 one of
+    >= 4M; elsewhere both columns would be one launch."""
     sys.path.insert(0, str(REPO))
     from benchmarks.gpu_strips import two_rows_tried
     from benchmarks.ops_suite import SUITE
     big = [s.name for s in SUITE if s.op == "conv2d" and s.channels_last and two_rows_tried(s)]
-    assert big == ["mbv2-b32-c32@112-cl", "mbv2-b32-c96@112-s2-cl", "mbv2-b32-c144@56-cl"]
+    assert big == ["mbv2-b8-c32@112-cl", "mbv2-b8-c144@56-cl", "mbv2-b32-c32@112-cl", "mbv2-b32-c96@112-s2-cl",
+                   "mbv2-b32-c144@56-cl", "mbv2-b32-c192@28-cl", "mbv2-b32-c384@14-cl", "mbv2-b32-c576@14-cl"]
 
 
 def test_the_4_wide_column_is_timed_where_strips_are_8_wide():

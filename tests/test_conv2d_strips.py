@@ -28,7 +28,8 @@ CASES = [
 ]
 #        BLOCK_Q, BLOCK_C, ROWS (output rows a strip spans)
 CONFIGS = [pytest.param(4, 16, 1, id="4x16"), pytest.param(8, 8, 1, id="8x8"), pytest.param(2, 32, 1, id="2x32"),
-           pytest.param(4, 16, 2, id="4x16-rows2"), pytest.param(2, 32, 2, id="2x32-rows2")]
+           pytest.param(4, 16, 2, id="4x16-rows2"), pytest.param(2, 32, 2, id="2x32-rows2"),
+           pytest.param(4, 16, 4, id="4x16-rows4"), pytest.param(2, 32, 4, id="2x32-rows4")]
 
 
 @pytest.mark.parametrize("block_q, block_c, rows", CONFIGS)
@@ -48,7 +49,7 @@ def test_strip_configs_equal_the_dense_reference(monkeypatch, B, C, m, H, W, KH,
     check(out, ref_conv2d(x, w, b, stride, padding, dilation), torch.float32)
 
 
-@pytest.mark.parametrize("rows", [1, 2])
+@pytest.mark.parametrize("rows", [1, 2, 4])
 def test_bfloat16_through_the_public_op_equals_the_reference(monkeypatch, rows):
     from models.depthwise import triton_conv2d
     monkeypatch.setattr(triton_conv2d, "STRIPS", True)
@@ -108,15 +109,17 @@ def test_strip_programs_cover_every_strip_once():
     assert strip_programs({"BLOCK_Q": 4}, 1, 1) == 1
     assert strip_programs({"BLOCK_Q": 8, "ROWS": 2}, 56, 56) == 28 * 14 // 8   # two-row strips: half the rows
     assert strip_programs({"BLOCK_Q": 4, "ROWS": 2}, 7, 7) == 2    # 4 strip rows (the last one row) x 2 = 8
+    assert strip_programs({"BLOCK_Q": 8, "ROWS": 4}, 56, 56) == 25   # four-row strips: 14 x 14 = 196
+    assert strip_programs({"BLOCK_Q": 4, "ROWS": 4}, 7, 7) == 1    # 2 strip rows (the last three rows) x 2 = 4
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(DEV != "cuda", reason="needs CUDA: the autotune configs as compiled for the GPU")
 def test_the_strip_configs_as_tuned_on_the_gpu_equal_the_reference():
-    """Every strip config (1- and two-row), with its own block sizes and warps, in one of float32 /
-    bfloat16 x stride 1 / 2 in turn (one compile a config: gpu.sh's test window is shared; the 4
-    two-row configs take all four), on a layer whose width leaves a partial strip, whose odd
-    height leaves a two-row strip half out, and whose channels do not fill the blocks."""
+    """Every strip config (1-, 2- and 4-row), with its own block sizes and warps, in one of float32 /
+    bfloat16 x stride 1 / 2 in turn (one compile a config: gpu.sh's test window is shared), on a
+    layer whose width leaves a partial strip, whose odd height leaves a tall strip partly out, and
+    whose channels do not fill the blocks."""
     from models.depthwise import triton_conv2d
     combos = [(torch.float32, 1), (torch.bfloat16, 2), (torch.float32, 2), (torch.bfloat16, 1)]
 

@@ -79,8 +79,8 @@ def test_the_narrow_conv1d_tiles_are_pruned_where_channels_are_inner(report):
 def test_the_strip_kernel_loads_each_shared_input_column_once(report):
     """Per input row, a thread of the strip kernel loads the input columns its 4 outputs span once:
     6 at stride 1, 9 at stride 2, times the 16-byte vectors it holds per column tile (v: float32,
-    4 channels a vector), over the 3 input rows of a 1-row strip or the 4 (stride 1) / 5 (stride 2)
-    of a two-row strip (ROWS=2: its rows share 2 / 1 of them); the rest are the 9 taps' weights
+    4 channels a vector), over the 3 input rows of a 1-row strip, 3 + (ROWS - 1) x stride of a taller
+    one (ROWS=2: 4 / 5, its rows share 2 / 1 of them; ROWS=4: 6 / 9); the rest are the 9 taps' weights
     and the bias, loaded once whatever ROWS. The per-pixel kernel's 9 loads per output would be
     36 v at stride 1. In bf16, only 8- and 16-byte accesses."""
     for name, columns, stride in (("mbv2-8x144@56-nhwc-f32-strips", 6, 1), ("mbv2-8x96@112-s2-nhwc-f32-strips", 9, 2)):
@@ -92,7 +92,7 @@ def test_the_strip_kernel_loads_each_shared_input_column_once(report):
             loads16 = int({int(b): n for b, n in c["loads"].items()}.get(16, 0))
             assert rows_in * columns * v <= loads16 <= rows_in * columns * v + 10, (name, c)
             rows_seen.add(rows)
-        assert rows_seen == {1, 2}, name
+        assert rows_seen == {1, 2, 4}, name
     for c in _case(report, "mbv2-32x384@14-nhwc-bf16-strips")["configs"]:
         assert {int(b) for b in c["loads"]} <= {2, 8, 16} and {int(b) for b in c["stores"]} <= {8, 16}, c
 

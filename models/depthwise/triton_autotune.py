@@ -73,6 +73,34 @@ def big_layer_configs(big: list, time_inner_only: list = ()):
     return prune
 
 
+# The NHWC strip kernel's tall strips (ROWS > 1) have their own threshold: on the H200 the
+# stride-1 layers of 1-4M outputs (b8 c32@112, b32 c192@28, c576@14) held at 66-73% of the copy
+# ceiling with 1-row strips, each input row reaching the SMs ~3 times through L2.
+TALL_STRIP_MIN_OUTPUTS = 1 << 20
+
+
+def tall_strip_rows(c_out: int, size: int, sh: int) -> tuple:
+    """Strip heights past 1 (ROWS) the NHWC strip tuner tries on a key (C_OUT, SIZE_CLASS, stride
+    along H): 2 and 4 at stride 1 from TALL_STRIP_MIN_OUTPUTS outputs (C_OUT x 4**SIZE_CLASS, as
+    big_layer_configs), 2 at stride 2 from BIG_LAYER_MIN_OUTPUTS (a stride-2 4-row strip reads 9
+    input rows for 4: 182 registers at sm_90), else none."""
+    outputs = c_out * 4 ** size
+    if sh == 1 and outputs >= TALL_STRIP_MIN_OUTPUTS:
+        return (2, 4)
+    return (2,) if outputs >= BIG_LAYER_MIN_OUTPUTS else ()
+
+
+def tall_strip_configs(tall: list):
+    """An early_config_prune for the NHWC strip kernel: the configs in `tall` (ROWS > 1) are tried
+    only where tall_strip_rows admits their ROWS (SH: a constexpr keyword of the launch)."""
+    ids = frozenset(map(id, tall))
+
+    def prune(configs, named_args, **kwargs):
+        rows = tall_strip_rows(named_args["C_OUT"], named_args["SIZE_CLASS"], kwargs.get("SH", 1))
+        return [c for c in configs if id(c) not in ids or c.kwargs.get("ROWS", 1) in rows] or configs
+    return prune
+
+
 def size_class(n: int) -> int:
     """The autotune key's size bucket for a launch writing n output positions per channel
     (B * L_out, or B * H_out * W_out): one bucket per factor of 4. The best tile of a layer at

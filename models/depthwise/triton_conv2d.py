@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_autotune import AUTOTUNE_TIMING, big_layer_configs, launch_tuned, size_class
+from .triton_autotune import AUTOTUNE_TIMING, big_layer_configs, launch_tuned, size_class, tall_strip_configs
 from . import triton_launch, triton_vectors
 from .triton_launch import cdiv, env_switch, keep_plan, plan_key
 from .triton_conv2d_strips import _dw_conv2d_nhwc_strip_kernel, _launch_grid as _strips_grid
@@ -61,7 +61,7 @@ else:
 # (benchmarks/results/h200-2026-12-04-2/nhwc-h200.md). DWSERVE_NHWC_STRIPS=0 at import turns it off;
 # every switch here is read per launch (tests and benchmarks set it) and Plans key on it (switches()).
 STRIPS = env_switch("DWSERVE_NHWC_STRIPS")
-# Two-row strips (below) on big layers; DWSERVE_NHWC_TWO_ROW_STRIPS=0 (or TWO_ROW_STRIPS = False) off.
+# Tall strips (below; 2 and 4 rows); DWSERVE_NHWC_TWO_ROW_STRIPS=0 (or TWO_ROW_STRIPS = False) off.
 TWO_ROW_STRIPS = env_switch("DWSERVE_NHWC_TWO_ROW_STRIPS")
 if _INTERPRET:
     _STRIP_CONFIGS, _STRIP_BIG = [triton.Config({"BLOCK_Q": 4, "BLOCK_C": 16, "ROWS": 1}, num_warps=1)], []
@@ -69,12 +69,14 @@ else:
     # The H200 picked the 32-channel tiles on every big layer (nhwc-h200.json's autotune_picks), where
     # 144 / 576 / 960 channels leave a 32-channel block half empty (c144: 5 blocks for 4.5); the two
     # 16-channel tiles divide every MobileNetV2 width (an untimed lead: the next run's tuner decides).
-    # Two-row strips (ROWS=2: 2 x 4 outputs a thread, 4 input rows for 2 output rows at stride 1
-    # where two 1-row strips load 6) for memory-bound layers only (big_layer_configs): on the H200
-    # the stride-1 batch-32 layers held at 67-73% of the copy ceiling with 1-row strips, each input
-    # row reaching the SMs 3 times through L2 (2 with two-row strips). Untimed: the tuner decides.
-    _STRIP_BIG = [triton.Config({"BLOCK_Q": bq, "BLOCK_C": bc, "ROWS": 2}, num_warps=w)
-                  for bq, bc, w in [(8, 32, 2), (16, 32, 4), (16, 16, 2), (32, 16, 4)]]
+    # Tall strips (ROWS=2 / 4: 4 input rows for 2 output rows at stride 1, 6 for 4, where 1-row strips
+    # load 3 an output row) where triton_autotune.tall_strip_rows admits them (stride 1 from 2**20
+    # outputs; ROWS=2 at stride 2 from 2**22): on the H200 the stride-1 layers held at 66-73% of the
+    # copy ceiling with 1-row strips, input rows reaching the SMs ~3 times through L2 (2 / 1.5 here).
+    # sm_90: 114 / 142 registers, no spills (ptx report). Untimed: the tuner decides.
+    _STRIP_BIG = [triton.Config({"BLOCK_Q": bq, "BLOCK_C": bc, "ROWS": r}, num_warps=w)
+                  for bq, bc, r, w in [(8, 32, 2, 2), (16, 32, 2, 4), (16, 16, 2, 2), (32, 16, 2, 4),
+                                       (8, 32, 4, 2), (16, 16, 4, 2)]]
     # The last two hold 8 channels a thread in 32-channel tiles: 16-byte loads in bfloat16 / float16
     # on widths that 64-channel tiles leave a third empty (c96: the memory-bound stride-2 layer,
     # 72% of the copy ceiling in bfloat16 with 8-byte loads); untimed, the tuner decides.
@@ -203,11 +205,11 @@ def _dw_conv2d_nhwc_kernel(
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_o[None, :])
 
 
-# Two tuners of the one strip kernel (compiled binaries shared): with the two-row strips (tried on
+# Two tuners of the one strip kernel (compiled binaries shared): with the tall strips (tried on
 # big layers) and without them (TWO_ROW_STRIPS off); each keeps its own picks.
 _dw_conv2d_nhwc_strip_tuned = triton.autotune(
     configs=_STRIP_CONFIGS + _STRIP_BIG, key=_KEY,
-    prune_configs_by={"early_config_prune": big_layer_configs(_STRIP_BIG)},
+    prune_configs_by={"early_config_prune": tall_strip_configs(_STRIP_BIG)},
     **AUTOTUNE_TIMING)(_dw_conv2d_nhwc_strip_kernel)
 _dw_conv2d_nhwc_strip_one_row_tuned = triton.autotune(configs=_STRIP_CONFIGS, key=_KEY, **AUTOTUNE_TIMING)(
     _dw_conv2d_nhwc_strip_kernel)

@@ -8,12 +8,13 @@ ran 1.1-1.8x behind cuDNN's NHWC depthwise kernel in device time (benchmarks/res
 h200-2026-12-04-2). A strip of 4 outputs at stride 1 reads 6 input columns per tap row (18 loads
 for 4 outputs: 4.5 each); at stride 2, 9 columns (27 loads: 6.75 each).
 
-Two-row strips (ROWS=2, tried by the tuner on big layers): 2 x 4 outputs a thread, the input
-rows the two output rows share loaded once too: 4 input rows for 2 output rows at stride 1 (24
-loads for 8 outputs: 3 each), 5 at stride 2. Why: on the H200 the stride-1 batch-32 layers held
-at 67-73% of the copy ceiling with 1-row strips, cuDNN at 66-69%, while every input row reached
-the SMs 3 times through L2 (once per output row reading it): L2-to-SM traffic, not DRAM, is the
-likely limit there, and two-row strips cut it by a third.
+Tall strips (ROWS=2 or 4, tried by the tuner on big layers: triton_autotune.tall_strip_rows):
+ROWS x 4 outputs a thread, the input rows its output rows share loaded once too: 4 input rows for
+2 output rows at stride 1 (24 loads for 8 outputs: 3 each), 6 for 4 (36 for 16: 2.25 each), 5 /
+9 at stride 2. Why: on the H200 the stride-1 batch-32 layers held at 67-73% of the copy ceiling
+with 1-row strips, cuDNN at 66-69%, while every input row reached the SMs 3 times through L2
+(once per output row reading it): L2-to-SM traffic, not DRAM, is the likely limit there, and
+tall strips cut it by a third (ROWS=2) or a half (ROWS=4).
 
 Scope: KW == 3, DW == 1 (every depthwise layer of MobileNetV2 and most 3x3 models), any KH, DH,
 stride (1 or 2 along W), padding, multiplier. Tile: [BLOCK_Q strips, BLOCK_C channels]; a strip is
@@ -29,6 +30,13 @@ import triton.language as tl
 from .triton_launch import cdiv     # plain ints: Triton 3.9's triton.cdiv costs ~1.7 us a host call
 
 OUT_W = 4          # output pixels per strip (the 4-wide unrolled arithmetic below)
+
+
+@triton.constexpr_function
+def _reads(r, j, KH, SH, DH):
+    """Whether output row oh + j reads input row r (oh * SH - PAD_T + r): as its tap row (r - j * SH) / DH."""
+    t = r - j * SH
+    return t >= 0 and t % DH == 0 and t // DH < KH
 
 
 @triton.jit
@@ -105,12 +113,12 @@ def _dw_conv2d_nhwc_strip_kernel(
     M: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     DH: tl.constexpr, DW: tl.constexpr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr,
-    ROWS: tl.constexpr = 1,      # output rows a strip spans (1 or 2): see the module docstring
+    ROWS: tl.constexpr = 1,      # output rows a strip spans (1, 2 or 4): see the module docstring
 ):
     tl.static_assert(KW == 3, "strip kernel: 3 taps along W")
     tl.static_assert(DW == 1, "strip kernel: no dilation along W")
     tl.static_assert(SW == 1 or SW == 2, "strip kernel: stride 1 or 2 along W")
-    tl.static_assert(ROWS == 1 or ROWS == 2, "strip kernel: 1 or 2 output rows a strip")
+    tl.static_assert(ROWS == 1 or ROWS == 2 or ROWS == 4, "strip kernel: 1, 2 or 4 output rows a strip")
     pid_q = tl.program_id(0)
     pid_c = tl.program_id(1)
     pid_b = tl.program_id(2).to(tl.int64)
@@ -124,39 +132,48 @@ def _dw_conv2d_nhwc_strip_kernel(
     x_base = x_ptr + pid_b * sx_b + (offs_o // M).to(tl.int64) * sx_c   # [BLOCK_C]
     iw0 = ow0 * SW - PAD_L                             # [BLOCK_Q] input column of output ow0's tap 0
     w_base = w_ptr + offs_o * sw_c                     # [BLOCK_C]
-    acc0 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)   # output row oh, columns ow0 .. ow0 + 3
-    acc1 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)
-    acc2 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)
-    acc3 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)
-    acc4 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)   # row oh + 1 (ROWS == 2)
-    acc5 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)
-    acc6 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)
-    acc7 = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)
+    z = tl.zeros([BLOCK_Q, BLOCK_C], dtype=ACC_DTYPE)
+    a0, a1, a2, a3 = z, z, z, z                        # output row oh, columns ow0 .. ow0 + 3
+    b0, b1, b2, b3 = z, z, z, z                        # row oh + 1 (ROWS >= 2)
+    c0, c1, c2, c3 = z, z, z, z                        # rows oh + 2, oh + 3 (ROWS == 4)
+    d0, d1, d2, d3 = z, z, z, z
     # Input row r (oh * SH - PAD_T + r) is tap row (r - j * SH) / DH of output row oh + j: each
-    # row the strip's outputs read is loaded once, for both of its output rows.
+    # row the strip's outputs read is loaded once, for every output row reading it.
     for r in tl.static_range((ROWS - 1) * SH + (KH - 1) * DH + 1):
-        # (constexpr conditions: which output rows read this input row, as tap row (r - j * SH) / DH)
-        if (r % DH == 0 and r // DH < KH) or (ROWS == 2 and r >= SH and (r - SH) % DH == 0 and (r - SH) // DH < KH):
+        # (constexpr: some output row j < ROWS reads input row r, as tap row (r - j * SH) / DH)
+        if (_reads(r, 0, KH, SH, DH) or (ROWS >= 2 and _reads(r, 1, KH, SH, DH))
+                or (ROWS == 4 and (_reads(r, 2, KH, SH, DH) or _reads(r, 3, KH, SH, DH)))):
             ih = oh * SH - PAD_T + r
             row_ok = mask_q & (ih >= 0) & (ih < H)
             x0, x1, x2, x3, x4, x5, x6, x7, x8 = _row_cols(x_base, ih * sx_h, iw0, row_ok, mask_o, W, sx_w,
                                                            SW, ACC_DTYPE)
-            if r % DH == 0 and r // DH < KH:
-                acc0, acc1, acc2, acc3 = _taps(acc0, acc1, acc2, acc3, x0, x1, x2, x3, x4, x5, x6, x7, x8,
-                                               w_base + (r // DH) * sw_h, sw_w, mask_o, SW, ACC_DTYPE)
-            if ROWS == 2 and r >= SH and (r - SH) % DH == 0 and (r - SH) // DH < KH:
-                acc4, acc5, acc6, acc7 = _taps(acc4, acc5, acc6, acc7, x0, x1, x2, x3, x4, x5, x6, x7, x8,
-                                               w_base + ((r - SH) // DH) * sw_h, sw_w, mask_o, SW, ACC_DTYPE)
-    bias = acc0
+            if _reads(r, 0, KH, SH, DH):
+                a0, a1, a2, a3 = _taps(a0, a1, a2, a3, x0, x1, x2, x3, x4, x5, x6, x7, x8,
+                                       w_base + (r // DH) * sw_h, sw_w, mask_o, SW, ACC_DTYPE)
+            if ROWS >= 2 and _reads(r, 1, KH, SH, DH):
+                b0, b1, b2, b3 = _taps(b0, b1, b2, b3, x0, x1, x2, x3, x4, x5, x6, x7, x8,
+                                       w_base + ((r - SH) // DH) * sw_h, sw_w, mask_o, SW, ACC_DTYPE)
+            if ROWS == 4 and _reads(r, 2, KH, SH, DH):
+                c0, c1, c2, c3 = _taps(c0, c1, c2, c3, x0, x1, x2, x3, x4, x5, x6, x7, x8,
+                                       w_base + ((r - 2 * SH) // DH) * sw_h, sw_w, mask_o, SW, ACC_DTYPE)
+            if ROWS == 4 and _reads(r, 3, KH, SH, DH):
+                d0, d1, d2, d3 = _taps(d0, d1, d2, d3, x0, x1, x2, x3, x4, x5, x6, x7, x8,
+                                       w_base + ((r - 3 * SH) // DH) * sw_h, sw_w, mask_o, SW, ACC_DTYPE)
+    bias = a0
     if HAS_BIAS:
         bias = tl.load(b_ptr + offs_o, mask=mask_o, other=0.0).to(ACC_DTYPE)[None, :]
     out_row = out_ptr + pid_b * so_b + offs_o[None, :] * so_c + (oh * so_h).to(tl.int64)[:, None]
-    _store_strip(out_row, ow0, so_w, W_OUT, mask_q[:, None] & mask_o[None, :], acc0, acc1, acc2, acc3,
-                 bias, HAS_BIAS)
-    if ROWS == 2:
-        mask_q1 = (oh + 1) * W_OUT < P_OUT             # the second row exists (H_OUT odd: not the last)
-        _store_strip(out_row + so_h, ow0, so_w, W_OUT, mask_q1[:, None] & mask_o[None, :], acc4, acc5, acc6,
-                     acc7, bias, HAS_BIAS)
+    # Row oh + j exists where (oh + j) * W_OUT < P_OUT (H_OUT not a multiple of ROWS: the last strip's
+    # rows past H_OUT are masked).
+    _store_strip(out_row, ow0, so_w, W_OUT, mask_q[:, None] & mask_o[None, :], a0, a1, a2, a3, bias, HAS_BIAS)
+    if ROWS >= 2:
+        _store_strip(out_row + so_h, ow0, so_w, W_OUT, ((oh + 1) * W_OUT < P_OUT)[:, None] & mask_o[None, :],
+                     b0, b1, b2, b3, bias, HAS_BIAS)
+    if ROWS == 4:
+        _store_strip(out_row + 2 * so_h, ow0, so_w, W_OUT, ((oh + 2) * W_OUT < P_OUT)[:, None] & mask_o[None, :],
+                     c0, c1, c2, c3, bias, HAS_BIAS)
+        _store_strip(out_row + 3 * so_h, ow0, so_w, W_OUT, ((oh + 3) * W_OUT < P_OUT)[:, None] & mask_o[None, :],
+                     d0, d1, d2, d3, bias, HAS_BIAS)
 
 
 def _launch_grid(B: int, C_out: int, H_out: int, W_out: int):
