@@ -79,9 +79,12 @@ else:
                                        (8, 32, 4, 2), (16, 16, 4, 2)]]
     # The last two hold 8 channels a thread in 32-channel tiles: 16-byte loads in bfloat16 / float16
     # on widths that 64-channel tiles leave a third empty (c96: the memory-bound stride-2 layer,
-    # 72% of the copy ceiling in bfloat16 with 8-byte loads); untimed, the tuner decides.
+    # 72% of the copy ceiling in bfloat16 with 8-byte loads); untimed, the tuner decides. No
+    # 128-channel tile (4 x 128 w4, picked once: bf16 b1 c144@56, 1.03x cuDNN, 44% of its lanes
+    # idle): a [BLOCK_C] load over as many threads gets one element a thread, so its weights came
+    # as 10 4-byte loads through shared memory; the 16- and 32-channel tiles cover that layer.
     _STRIP_CONFIGS = [triton.Config({"BLOCK_Q": bq, "BLOCK_C": bc, "ROWS": 1}, num_warps=w)
-                      for bq, bc, w in [(8, 32, 2), (16, 32, 4), (8, 64, 4), (16, 64, 4), (4, 128, 4), (32, 64, 8),
+                      for bq, bc, w in [(8, 32, 2), (16, 32, 4), (8, 64, 4), (16, 64, 4), (32, 64, 8),
                                         (32, 16, 4), (16, 16, 2), (16, 32, 2), (32, 32, 4)]]
 
 # The NCHW strip kernel (triton_conv2d_nchw_strips: 4 outputs a thread along W, 8 in 2-byte dtypes,
