@@ -28,7 +28,8 @@ CASES = [
     pytest.param(1, 4, 1, 8, 5, (0, 4), False, None, id="right-pad-only-one-strip-row"),
 ]
 #        BLOCK_C, BLOCK_G
-CONFIGS = [pytest.param(2, 8, id="2x8"), pytest.param(1, 16, id="1x16"), pytest.param(4, 2, id="4x2")]
+CONFIGS = [pytest.param(2, 8, id="2x8"), pytest.param(1, 16, id="1x16"), pytest.param(4, 2, id="4x2"),
+           pytest.param(2, 64, id="2x64-strips-past-the-row")]
 
 
 def _forced(monkeypatch, block_c, block_g):

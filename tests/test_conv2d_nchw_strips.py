@@ -27,7 +27,8 @@ CASES = [
     pytest.param(1, 7, 1, 4, 8, 3, (1, 1), (1, 1, 1, 1), (1, 1), False, id="one-strip-row"),
 ]
 #        BLOCK_C, BLOCK_G
-CONFIGS = [pytest.param(2, 8, id="2x8"), pytest.param(1, 16, id="1x16"), pytest.param(4, 4, id="4x4")]
+CONFIGS = [pytest.param(2, 8, id="2x8"), pytest.param(1, 16, id="1x16"), pytest.param(4, 4, id="4x4"),
+           pytest.param(1, 64, id="1x64-several-rows")]
 
 
 def _forced(monkeypatch, block_c, block_g):

@@ -58,8 +58,12 @@ STRIPS = env_switch("DWSERVE_CONV1D_STRIPS")
 if _INTERPRET:
     _STRIP_CONFIGS = [triton.Config({"BLOCK_C": 2, "BLOCK_G": 8}, num_warps=1)]
 else:
+    # One strip a thread (the first three) or four (the last three: along the row, 2 rows x 2, 4
+    # rows): with one, a thread has 16 B of unique input in flight (64 warps/SM: 32 KB, against the
+    # ~22-25 KB an H200 SM needs) and half its instructions are set-up; four amortize the set-up
+    # over 16 outputs (sm_90 ptx report: SASS per output, 28-30 registers). Untimed: the tuner decides.
     _STRIP_CONFIGS = [triton.Config({"BLOCK_C": bc, "BLOCK_G": bg}, num_warps=w)     # BLOCK_G strips of VEC
-                      for bc, bg, w in [(1, 128, 4), (2, 64, 4), (4, 32, 4), (1, 256, 8), (2, 128, 8), (8, 16, 4)]]
+                      for bc, bg, w in [(1, 128, 4), (2, 64, 4), (8, 16, 4), (1, 512, 4), (2, 256, 4), (4, 64, 2)]]
 
 
 # Autotune keys, both kernels: what is fixed per model layer (channels, multiplier, taps, stride,

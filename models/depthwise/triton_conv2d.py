@@ -55,11 +55,10 @@ else:
     ] + _NHWC_BIG
 
 # The strip kernel (triton_conv2d_strips: 4 outputs a thread along W, the input columns they share
-# loaded once) for channels-inner 3x3 layers at stride 1 or 2. On: on an H200 it ran ahead of the
-# per-pixel kernel on 50 of the 54 MobileNetV2 NHWC layers x {float32, bfloat16} it was timed on,
-# device time against cuDNN from 1.255x to 1.03x (float32 geomean) and 0.744x to 0.669x (bfloat16)
-# (benchmarks/results/h200-2026-12-04-2/nhwc-h200.md). DWSERVE_NHWC_STRIPS=0 at import turns it off;
-# every switch here is read per launch (tests and benchmarks set it) and Plans key on it (switches()).
+# loaded once) for channels-inner 3x3 layers at stride 1 or 2. On: on an H200 it beat the per-pixel
+# kernel on 50 of 54 MobileNetV2 NHWC layers x {float32, bfloat16}, device time against cuDNN 1.255x
+# -> 1.03x (float32 geomean), 0.744x -> 0.669x (bfloat16) (h200-2026-12-04-2/nhwc-h200.md).
+# DWSERVE_NHWC_STRIPS=0 at import: off. Switches are read per launch, Plans key on them (switches()).
 STRIPS = env_switch("DWSERVE_NHWC_STRIPS")
 # Tall strips (below; 2 and 4 rows); DWSERVE_NHWC_TWO_ROW_STRIPS=0 (or TWO_ROW_STRIPS = False) off.
 TWO_ROW_STRIPS = env_switch("DWSERVE_NHWC_TWO_ROW_STRIPS")
@@ -69,20 +68,17 @@ else:
     # The H200 picked the 32-channel tiles on every big layer (nhwc-h200.json's autotune_picks), where
     # 144 / 576 / 960 channels leave a 32-channel block half empty (c144: 5 blocks for 4.5); the two
     # 16-channel tiles divide every MobileNetV2 width (an untimed lead: the next run's tuner decides).
-    # Tall strips (ROWS=2 / 4: 4 input rows for 2 output rows at stride 1, 6 for 4, where 1-row strips
-    # load 3 an output row) where triton_autotune.tall_strip_rows admits them (stride 1 from 2**20
-    # outputs; ROWS=2 at stride 2 from 2**22): on the H200 the stride-1 layers held at 66-73% of the
-    # copy ceiling with 1-row strips, input rows reaching the SMs ~3 times through L2 (2 / 1.5 here).
+    # Tall strips (ROWS=2 / 4: 4 / 6 input rows for 2 / 4 output rows at stride 1) where
+    # triton_autotune.tall_strip_rows admits them: input rows reach the SMs 2 / 1.5 times through
+    # L2, not 3 (the H200's stride-1 layers: 66-73% of the copy ceiling with 1-row strips).
     # sm_90: 114 / 142 registers, no spills (ptx report). Untimed: the tuner decides.
     _STRIP_BIG = [triton.Config({"BLOCK_Q": bq, "BLOCK_C": bc, "ROWS": r}, num_warps=w)
                   for bq, bc, r, w in [(8, 32, 2, 2), (16, 32, 2, 4), (16, 16, 2, 2), (32, 16, 2, 4),
                                        (8, 32, 4, 2), (16, 16, 4, 2)]]
     # The last two hold 8 channels a thread in 32-channel tiles: 16-byte loads in bfloat16 / float16
     # on widths that 64-channel tiles leave a third empty (c96: the memory-bound stride-2 layer,
-    # 72% of the copy ceiling in bfloat16 with 8-byte loads); untimed, the tuner decides. No
-    # 128-channel tile (4 x 128 w4, picked once: bf16 b1 c144@56, 1.03x cuDNN, 44% of its lanes
-    # idle): a [BLOCK_C] load over as many threads gets one element a thread, so its weights came
-    # as 10 4-byte loads through shared memory; the 16- and 32-channel tiles cover that layer.
+    # 72% of the copy ceiling in bfloat16 with 8-byte loads); untimed, the tuner decides. No 4x128
+    # tile: its [BLOCK_C] weight loads came 4-byte through shared memory (one element a thread).
     _STRIP_CONFIGS = [triton.Config({"BLOCK_Q": bq, "BLOCK_C": bc, "ROWS": 1}, num_warps=w)
                       for bq, bc, w in [(8, 32, 2), (16, 32, 4), (8, 64, 4), (16, 64, 4), (32, 64, 8),
                                         (32, 16, 4), (16, 16, 2), (16, 32, 2), (32, 32, 4)]]
@@ -91,12 +87,14 @@ else:
 # from aligned vector loads) for the NCHW 3x3 layers it covers (its `strip_width`). An untimed lead
 # (PTX: 9 16-byte loads for 4 outputs where the generic kernel issues 37, 34 of them 4-byte): on so
 # the next GPU run times it; DWSERVE_NCHW_STRIPS=0 (or NCHW_STRIPS = False) launches the generic one.
+# Configs: 1, 2 or 4 strips a thread (the last two: 4 along the rows, 4 channels); 4 amortize the
+# set-up, 61 -> 44-46 SASS per float32 output at sm_90, 78-88 registers, no spills (untimed).
 NCHW_STRIPS = env_switch("DWSERVE_NCHW_STRIPS")
 if _INTERPRET:
     _NCHW_STRIP_CONFIGS = [triton.Config({"BLOCK_C": 2, "BLOCK_G": 8}, num_warps=1)]
 else:
     _NCHW_STRIP_CONFIGS = [triton.Config({"BLOCK_C": bc, "BLOCK_G": bg}, num_warps=w)     # BLOCK_G strips of VEC
-                           for bc, bg, w in [(1, 128, 4), (2, 64, 4), (4, 32, 4), (2, 128, 4), (4, 64, 8), (8, 16, 4)]]
+                           for bc, bg, w in [(1, 128, 4), (2, 64, 4), (8, 16, 4), (2, 128, 4), (1, 512, 4), (4, 64, 2)]]
 
 # Autotune keys: per-layer constants (channels, multiplier, kernel, stride, dilation, the
 # weight's channel stride: 1 when tap-major) and B * H_out * W_out only by its factor-of-4 size
