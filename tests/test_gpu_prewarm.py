@@ -184,10 +184,10 @@ def test_layouts_step_prewarms_both_weight_layouts():
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     # tap-major (channel stride 1) and as stored (KH*KW = 9; K = 3), each a variant of its own:
-    # the NHWC strip kernel's 10 1-row configs each (the layer is 3x3; its two-row ones are for big
-    # layers), the short-conv block's one fixed config.
+    # the NHWC strip kernel's 9 1-row and 6 tall configs each (b8 c144@56: 144 x 4**7 outputs at
+    # stride 1, over tall_strip_rows' 2**20), the short-conv block's one fixed config.
     assert got["sw_c"] == {"_dw_conv2d_nhwc_strip_tuned": [1, 9], "_short_conv_kernel": [1, 3]}
-    assert got["jobs"] == 2 * 10 + 2 * 1
+    assert got["jobs"] == 2 * (9 + 6) + 2 * 1
 
 
 STEP_JOBS_SCRIPT = textwrap.dedent("""

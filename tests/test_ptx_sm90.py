@@ -108,22 +108,25 @@ def test_the_nchw_strip_kernel_loads_its_rows_as_aligned_vectors(report):
     for name, bias in (("mbv2-8x144@56-nchw-f32-strips", 1), ("mbv2-8x96@112-s2-nchw-f32-strips", 0)):
         for c in _case(report, name)["configs"]:
             v = c["blocks"]["BLOCK_C"] * c["blocks"]["BLOCK_G"] // (32 * c["num_warps"])     # strips a thread
-            assert c["loads"]["16"] == 3 * 3 * v and c["stores"] == {"16": v}, (name, c)
+            # (a thread holding 4 channels may load their bias as one 16-byte vector)
+            assert 3 * 3 * v <= c["loads"]["16"] <= 3 * 3 * v + bias and c["stores"] == {"16": v}, (name, c)
             others = sum(n for b, n in c["loads"].items() if b != "16")     # weights, bias (per channel held)
-            assert 9 + bias <= others <= (9 + bias) * v and c["smem"] == 0, (name, c)
+            assert 9 <= others <= (9 + bias) * v and c["smem"] == 0, (name, c)
 
 
 def test_the_conv1d_strip_kernel_loads_a_strips_inputs_as_aligned_vectors(report):
     """A strip's inputs (4 outputs, K taps) come from the 16-byte vectors covering them: 2 at K=4
     causal, 3 at K=7 (v strips a thread, float32); its only 4-byte loads are the K taps' weights,
-    each loaded once whatever the vectors. The generic kernel on the K=4 row: 11 loads a strip."""
+    loaded once per channel the thread holds whatever the vectors. The generic kernel on the K=4 row: 11 loads a strip."""
     generic = _case(report, "shortconv-1x4096x4096-k4-f32")["configs"]
     assert all(sum(c["loads"].values()) >= 11 * c["blocks"]["BLOCK_C"] * c["blocks"]["BLOCK_L"] // (128 * c["num_warps"])
                for c in generic), generic
     for name, vectors, K in (("shortconv-1x4096x4096-k4-f32-strips", 2, 4), ("lfm3-8x2048x512-k7-f32-strips", 3, 7)):
         for c in _case(report, name)["configs"]:
             v = c["blocks"]["BLOCK_C"] * c["blocks"]["BLOCK_G"] // (32 * c["num_warps"])     # strips a thread
-            assert c["loads"] == {"4": K, "16": vectors * v} and c["stores"] == {"16": v}, (name, c)
+            # (the K taps' weights once per channel a thread holds: 1 or 2 of its v strips' channels)
+            assert c["loads"]["16"] == vectors * v and c["stores"] == {"16": v}, (name, c)
+            assert set(c["loads"]) == {"4", "16"} and K <= c["loads"]["4"] <= K * v, (name, c)
             assert c["smem"] == 0 and c["local"] == 0, (name, c)
 
 

@@ -58,9 +58,9 @@ else:
 # loaded once) for channels-inner 3x3 layers at stride 1 or 2. On: on an H200 it beat the per-pixel
 # kernel on 50 of 54 MobileNetV2 NHWC layers x {float32, bfloat16}, device time against cuDNN 1.255x
 # -> 1.03x (float32 geomean), 0.744x -> 0.669x (bfloat16) (h200-2026-12-04-2/nhwc-h200.md).
-# DWSERVE_NHWC_STRIPS=0 at import: off. Switches are read per launch, Plans key on them (switches()).
+# DWSERVE_NHWC_STRIPS=0 at import: off; tall strips (below): DWSERVE_NHWC_TWO_ROW_STRIPS=0 (or
+# TWO_ROW_STRIPS = False). Switches are read per launch, Plans key on them (switches()).
 STRIPS = env_switch("DWSERVE_NHWC_STRIPS")
-# Tall strips (below; 2 and 4 rows); DWSERVE_NHWC_TWO_ROW_STRIPS=0 (or TWO_ROW_STRIPS = False) off.
 TWO_ROW_STRIPS = env_switch("DWSERVE_NHWC_TWO_ROW_STRIPS")
 if _INTERPRET:
     _STRIP_CONFIGS, _STRIP_BIG = [triton.Config({"BLOCK_Q": 4, "BLOCK_C": 16, "ROWS": 1}, num_warps=1)], []
@@ -68,10 +68,9 @@ else:
     # The H200 picked the 32-channel tiles on every big layer (nhwc-h200.json's autotune_picks), where
     # 144 / 576 / 960 channels leave a 32-channel block half empty (c144: 5 blocks for 4.5); the two
     # 16-channel tiles divide every MobileNetV2 width (an untimed lead: the next run's tuner decides).
-    # Tall strips (ROWS=2 / 4: 4 / 6 input rows for 2 / 4 output rows at stride 1) where
-    # triton_autotune.tall_strip_rows admits them: input rows reach the SMs 2 / 1.5 times through
-    # L2, not 3 (the H200's stride-1 layers: 66-73% of the copy ceiling with 1-row strips).
-    # sm_90: 114 / 142 registers, no spills (ptx report). Untimed: the tuner decides.
+    # Tall strips (ROWS=2 / 4: 4 / 6 input rows for 2 / 4 output rows at stride 1; 114 / 142 registers)
+    # where triton_autotune.tall_strip_rows admits them: input rows reach the SMs 2 / 1.5 times through
+    # L2, not 3 (the H200's stride-1 layers: 66-73% of the copy ceiling with 1-row strips). Untimed.
     _STRIP_BIG = [triton.Config({"BLOCK_Q": bq, "BLOCK_C": bc, "ROWS": r}, num_warps=w)
                   for bq, bc, r, w in [(8, 32, 2, 2), (16, 32, 2, 4), (16, 16, 2, 2), (32, 16, 2, 4),
                                        (8, 32, 4, 2), (16, 16, 4, 2)]]
@@ -87,8 +86,7 @@ else:
 # from aligned vector loads) for the NCHW 3x3 layers it covers (its `strip_width`). An untimed lead
 # (PTX: 9 16-byte loads for 4 outputs where the generic kernel issues 37, 34 of them 4-byte): on so
 # the next GPU run times it; DWSERVE_NCHW_STRIPS=0 (or NCHW_STRIPS = False) launches the generic one.
-# Configs: 1, 2 or 4 strips a thread (the last two: 4 along the rows, 4 channels); 4 amortize the
-# set-up, 61 -> 44-46 SASS per float32 output at sm_90, 78-88 registers, no spills (untimed).
+# Configs of 1, 2 or 4 strips a thread: 4 amortize the set-up (sm_90 float32: 61 -> 44-46 SASS an output).
 NCHW_STRIPS = env_switch("DWSERVE_NCHW_STRIPS")
 if _INTERPRET:
     _NCHW_STRIP_CONFIGS = [triton.Config({"BLOCK_C": 2, "BLOCK_G": 8}, num_warps=1)]

@@ -32,13 +32,6 @@ from .triton_launch import cdiv     # plain ints: Triton 3.9's triton.cdiv costs
 OUT_W = 4          # output pixels per strip (the 4-wide unrolled arithmetic below)
 
 
-@triton.constexpr_function
-def _reads(r, j, KH, SH, DH):
-    """Whether output row oh + j reads input row r (oh * SH - PAD_T + r): as its tap row (r - j * SH) / DH."""
-    t = r - j * SH
-    return t >= 0 and t % DH == 0 and t // DH < KH
-
-
 @triton.jit
 def _col(x_base, row_pix, iw, row_ok, mask_o, W, sx_w):
     """Input column iw ([BLOCK_Q] ints) of the tap row at row_pix ([BLOCK_Q] pixel offsets of
@@ -140,23 +133,26 @@ def _dw_conv2d_nhwc_strip_kernel(
     # Input row r (oh * SH - PAD_T + r) is tap row (r - j * SH) / DH of output row oh + j: each
     # row the strip's outputs read is loaded once, for every output row reading it.
     for r in tl.static_range((ROWS - 1) * SH + (KH - 1) * DH + 1):
-        # (constexpr: some output row j < ROWS reads input row r, as tap row (r - j * SH) / DH)
-        if (_reads(r, 0, KH, SH, DH) or (ROWS >= 2 and _reads(r, 1, KH, SH, DH))
-                or (ROWS == 4 and (_reads(r, 2, KH, SH, DH) or _reads(r, 3, KH, SH, DH)))):
+        # (constexprs: output row oh + j reads input row r, as its tap row (r - j * SH) / DH)
+        R0 = r % DH == 0 and r // DH < KH
+        R1 = ROWS >= 2 and r >= SH and (r - SH) % DH == 0 and (r - SH) // DH < KH
+        R2 = ROWS == 4 and r >= 2 * SH and (r - 2 * SH) % DH == 0 and (r - 2 * SH) // DH < KH
+        R3 = ROWS == 4 and r >= 3 * SH and (r - 3 * SH) % DH == 0 and (r - 3 * SH) // DH < KH
+        if R0 or R1 or R2 or R3:
             ih = oh * SH - PAD_T + r
             row_ok = mask_q & (ih >= 0) & (ih < H)
             x0, x1, x2, x3, x4, x5, x6, x7, x8 = _row_cols(x_base, ih * sx_h, iw0, row_ok, mask_o, W, sx_w,
                                                            SW, ACC_DTYPE)
-            if _reads(r, 0, KH, SH, DH):
+            if R0:
                 a0, a1, a2, a3 = _taps(a0, a1, a2, a3, x0, x1, x2, x3, x4, x5, x6, x7, x8,
                                        w_base + (r // DH) * sw_h, sw_w, mask_o, SW, ACC_DTYPE)
-            if ROWS >= 2 and _reads(r, 1, KH, SH, DH):
+            if R1:
                 b0, b1, b2, b3 = _taps(b0, b1, b2, b3, x0, x1, x2, x3, x4, x5, x6, x7, x8,
                                        w_base + ((r - SH) // DH) * sw_h, sw_w, mask_o, SW, ACC_DTYPE)
-            if ROWS == 4 and _reads(r, 2, KH, SH, DH):
+            if R2:
                 c0, c1, c2, c3 = _taps(c0, c1, c2, c3, x0, x1, x2, x3, x4, x5, x6, x7, x8,
                                        w_base + ((r - 2 * SH) // DH) * sw_h, sw_w, mask_o, SW, ACC_DTYPE)
-            if ROWS == 4 and _reads(r, 3, KH, SH, DH):
+            if R3:
                 d0, d1, d2, d3 = _taps(d0, d1, d2, d3, x0, x1, x2, x3, x4, x5, x6, x7, x8,
                                        w_base + ((r - 3 * SH) // DH) * sw_h, sw_w, mask_o, SW, ACC_DTYPE)
     bias = a0
