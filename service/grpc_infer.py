@@ -82,8 +82,9 @@ class InferCalls:
         key = self.service.settings.api_key
         if not key:
             return
-        if not bearer_matches(dict(context.invocation_metadata() or ()).get("authorization", ""), key):
-            raise ServiceError(401, "missing or wrong bearer token: send metadata "
+        given = [v for k, v in (context.invocation_metadata() or ()) if k == "authorization"]
+        if not bearer_matches(given, key):
+            raise ServiceError(401, "missing or wrong bearer token: send one metadata entry "
                                     "'authorization: Bearer <DWSERVE_API_KEY>'")
 
     def _metered(self, request, call: tuple, context=None, route: str = "infer") -> "_Metered":

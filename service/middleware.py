@@ -66,9 +66,14 @@ def observed_latency(status: int) -> bool:
     return not (400 <= status < 500 or status == 503)
 
 
-def bearer_matches(authorization: str, key: str) -> bool:
-    """An `Authorization: Bearer <key>` value (HTTP header or gRPC metadata), compared in
-    constant time."""
+def bearer_matches(authorizations: list[str], key: str) -> bool:
+    """The request's `Authorization` values (HTTP headers or gRPC metadata, all of them): exactly
+    one, `Bearer <key>`, compared in constant time. Two are refused: which one counts differs
+    between a proxy in front (often the first) and here (a dict keeps the last), so a client
+    could pass a proxy's check with one and ours with the other."""
+    if len(authorizations) != 1:
+        return False
+    authorization = authorizations[0]
     token = authorization[7:] if authorization[:7].lower() == "bearer " else ""
     return hmac.compare_digest(token.encode(), key.encode())
 
@@ -233,8 +238,10 @@ class GuardMiddleware:
 
         try:
             if model is not None and settings.api_key:
-                if not bearer_matches(headers.get("authorization", ""), settings.api_key):
-                    return await reject(401, "missing or wrong bearer token: send 'Authorization: Bearer <DWSERVE_API_KEY>'",
+                given = [v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"authorization"]
+                if not bearer_matches(given, settings.api_key):
+                    return await reject(401, "missing or wrong bearer token: send one 'Authorization: Bearer "
+                                             "<DWSERVE_API_KEY>' header",
                                         [("www-authenticate", "Bearer")])
             if scope["method"] in ("POST", "PUT", "PATCH"):
                 encoded = headers.get("content-encoding", "").strip().lower() not in ("", "identity")
