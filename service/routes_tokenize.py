@@ -40,7 +40,7 @@ from .openai_common import token_name
 from .routes_openai_chat import chat_prompt_ids
 from .routes_v1 import ERROR_RESPONSES
 from .schema_types import Text, TokenId
-from .schemas_openai import ChatCompletionRequest, ChatMessage
+from .schemas_openai import ChatCompletionRequest, Messages
 from .schemas_openai_replies import OPENAI_ERROR_RESPONSES
 
 router = APIRouter(tags=["tokenizer"])
@@ -62,7 +62,7 @@ class TokenizeCompletionRequest(_TokenizeBase):
 
 
 class TokenizeChatRequest(_TokenizeBase):
-    messages: list[ChatMessage] = Field(..., min_length=1)
+    messages: Messages
     add_generation_prompt: bool = Field(True, description="open the assistant's turn, as /v1/chat/completions does")
     # vLLM's, accepted at their no-op values only (unsupported() names the others)
     continue_final_message: bool = False
