@@ -120,6 +120,34 @@ def test_a_pixel_bomb_names_the_servers_limit():
         _decode(png)
 
 
+def _scan_bomb(extra: int) -> bytes:
+    """A progressive JPEG with its smallest scan repeated `extra` times (libjpeg decodes on: each
+    scan a pass over every block)."""
+    jpg = _encode(_asymmetric(64, 64), "JPEG", progressive=True, quality=50)
+    i, segments = 2, []
+    while jpg[i + 1] != 0xD9:   # (marker, bytes) up to EOI; a scan runs to the next non-RST marker
+        marker, end = jpg[i + 1], i + 2 + int.from_bytes(jpg[i + 2:i + 4], "big")
+        if marker == 0xDA:
+            while not (jpg[end] == 0xFF and jpg[end + 1] not in (0x00, *range(0xD0, 0xD8))):
+                end += 1
+        segments.append((marker, jpg[i:end]))
+        i = end
+    smallest = min((seg for m, seg in segments if m == 0xDA), key=len)
+    return b"\xff\xd8" + b"".join(seg for _, seg in segments) + smallest * extra + b"\xff\xd9"
+
+
+def test_a_progressive_jpeg_of_too_many_scans_is_refused():
+    """A repeated 16-byte scan cost 0.3 ms at 4096x4096: 17 s of CPU a megabyte of upload,
+    beyond any request timeout. An encoder's own progression (about 10 scans) still decodes."""
+    from service.handlers.classify import MAX_JPEG_SCANS
+    plain = _scan_bomb(0)
+    assert 5 <= plain.count(b"\xff\xda") <= 20 and _decode(plain).shape == (3, CROP, CROP)
+    ok = _scan_bomb(MAX_JPEG_SCANS - plain.count(b"\xff\xda"))   # exactly the limit
+    assert _decode(ok).shape == (3, CROP, CROP)
+    with pytest.raises(ValueError, match=f"a JPEG of {MAX_JPEG_SCANS + 1} scans; expected at most {MAX_JPEG_SCANS}"):
+        _decode(_scan_bomb(MAX_JPEG_SCANS + 1 - plain.count(b"\xff\xda")))
+
+
 def test_a_limit_above_pillows_own_is_honoured(monkeypatch):
     """DWSERVE_MAX_IMAGE_PIXELS above Pillow's ceiling (2 * Image.MAX_IMAGE_PIXELS, 178956970
     by default): an image under the configured limit was refused at open by Pillow, with the

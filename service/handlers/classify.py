@@ -19,6 +19,7 @@ from ..runtime import ModelRuntime
 # Pillow's decoder CVEs have been.
 IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
 TAKEN = "JPEG, PNG, GIF, BMP, WEBP or TIFF"
+MAX_JPEG_SCANS = 100   # a progressive JPEG's scans (decode()); an encoder writes about 10
 
 
 def _upright(img):
@@ -71,6 +72,12 @@ class ClassifyHandler:
             w, h = img.size
             if w * h > limit:
                 raise ValueError(f"file: image is {w}x{h} = {w * h} pixels; the limit is {limit} (DWSERVE_MAX_IMAGE_PIXELS)")
+            # A progressive JPEG is decoded scan by scan, each a pass over every block: a 16-byte
+            # scan repeated cost 0.3 ms (at 4096x4096), 17 s of CPU a megabyte of upload, past any
+            # timeout. An encoder writes about 10; FF DA occurs in a JPEG only as the scan marker
+            # (entropy-coded 0xFF bytes are stuffed), so counting it counts scans (or a few more).
+            if img.format == "JPEG" and (scans := data.count(b"\xff\xda")) > MAX_JPEG_SCANS:
+                raise ValueError(f"file: a JPEG of {scans} scans; expected at most {MAX_JPEG_SCANS}")
             try:
                 img.load()
             except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, ValueError, ... on damaged data
