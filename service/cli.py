@@ -252,7 +252,10 @@ def run_server(app, settings: Settings, log_level: str = "info") -> bool:
             # cut at the grace period may still run in the compute thread, which finalisation would
             # wait for (or end inside torch). SIGINT is still re-raised: 130, as a shell reports it.
             if signal.SIGTERM in getattr(self, "_captured_signals", ()):
-                _exit_flushed(0)
+                failed = service is not None and service.load_error
+                if failed:   # what serve() says of a failed load, which this exit skips
+                    print(f"dwserve serve: model loading failed: {service.load_error}", file=sys.stderr)
+                _exit_flushed(1 if failed else 0)
 
     server = Server(config)
     if service is not None:  # a model that cannot load ends the process (exit 1), not a zombie

@@ -101,7 +101,12 @@ def validation_message(errors: list[dict], limit: int = 5) -> str:
             return (f"body: not valid JSON{at} ({(e.get('ctx') or {}).get('error', 'decode error')}); "
                     "expected a JSON object")
         return f"{'.'.join(str(x) for x in loc) or 'request'}: {e.get('msg')}"
-    return "; ".join(list(dict.fromkeys(one(e) for e in errors))[:limit])
+    seen: dict[str, None] = {}
+    for e in errors:   # stops at `limit`: a list of 2M failing items has 2M errors
+        seen.setdefault(one(e))
+        if len(seen) == limit:
+            break
+    return "; ".join(seen)
 
 
 _MULTIPART = {"Missing boundary in multipart.", "Invalid multipart data."}   # Starlette's form parser

@@ -50,6 +50,10 @@ _MODEL_ROUTE = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/(infer|gener
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")   # printable ASCII, no spaces
 # Said of the body as sent, so dropped once it is decoded: the app sees the decoded body.
 _ENCODED_HEADERS = (b"content-encoding", b"content-length")
+# Headers the guard reads from a dict (the last value wins) where Starlette's routes read the
+# first: sent twice they could disagree (JSON to the routes, multipart to the JSON-value count).
+_ONCE_HEADERS = frozenset((b"content-type", b"content-encoding", b"content-length", b"transfer-encoding",
+                           b"inference-header-content-length"))
 _GENERATE_PATHS = ("/v1/generate", "/v1/completions", "/v1/chat/completions")
 CLIENT_CLOSED = 499   # nginx's "client closed request": the client gave up, not a server error
 
@@ -237,6 +241,10 @@ class GuardMiddleware:
                 return await reject(500, f"internal error: {type(exc).__name__}")
 
         try:
+            names = [k.lower() for k, _ in scope["headers"] if k.lower() in _ONCE_HEADERS]
+            if len(names) != len(set(names)):
+                twice = sorted({n.decode() for n in names if names.count(n) > 1})
+                return await reject(400, f"request header {', '.join(twice)} sent more than once; send each once")
             if model is not None and settings.api_key:
                 given = [v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"authorization"]
                 if not bearer_matches(given, settings.api_key):

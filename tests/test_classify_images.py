@@ -120,10 +120,12 @@ def test_a_pixel_bomb_names_the_servers_limit():
         _decode(png)
 
 
-def _scan_bomb(extra: int) -> bytes:
+def _scan_bomb(extra: int, mpo: bool = False) -> bytes:
     """A progressive JPEG with its smallest scan repeated `extra` times (libjpeg decodes on: each
-    scan a pass over every block)."""
-    jpg = _encode(_asymmetric(64, 64), "JPEG", progressive=True, quality=50)
+    scan a pass over every block); mpo: with a multi-picture header (a second image after the
+    first's end), which Pillow's JPEG opener makes an MPO."""
+    jpg = _encode(_asymmetric(64, 64), "MPO" if mpo else "JPEG", progressive=True, quality=50,
+                  **({"save_all": True, "append_images": [_asymmetric(8, 8)]} if mpo else {}))
     i, segments = 2, []
     while jpg[i + 1] != 0xD9:   # (marker, bytes) up to EOI; a scan runs to the next non-RST marker
         marker, end = jpg[i + 1], i + 2 + int.from_bytes(jpg[i + 2:i + 4], "big")
@@ -133,7 +135,7 @@ def _scan_bomb(extra: int) -> bytes:
         segments.append((marker, jpg[i:end]))
         i = end
     smallest = min((seg for m, seg in segments if m == 0xDA), key=len)
-    return b"\xff\xd8" + b"".join(seg for _, seg in segments) + smallest * extra + b"\xff\xd9"
+    return b"\xff\xd8" + b"".join(seg for _, seg in segments) + smallest * extra + jpg[i:]
 
 
 def test_a_progressive_jpeg_of_too_many_scans_is_refused():
@@ -146,6 +148,10 @@ def test_a_progressive_jpeg_of_too_many_scans_is_refused():
     assert _decode(ok).shape == (3, CROP, CROP)
     with pytest.raises(ValueError, match=f"a JPEG of {MAX_JPEG_SCANS + 1} scans; expected at most {MAX_JPEG_SCANS}"):
         _decode(_scan_bomb(MAX_JPEG_SCANS + 1 - plain.count(b"\xff\xda")))
+    mpo = _scan_bomb(MAX_JPEG_SCANS, mpo=True)   # the same bomb opened as MPO (format "MPO") was decoded
+    assert Image.open(io.BytesIO(mpo)).format == "MPO"
+    with pytest.raises(ValueError, match="scans; expected at most"):
+        _decode(mpo)
 
 
 def test_a_limit_above_pillows_own_is_honoured(monkeypatch):

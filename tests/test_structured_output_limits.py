@@ -50,6 +50,25 @@ def test_a_long_chain_compiles_instead_of_crashing(kind, value):
     assert int(proc.stdout.split()[1]) >= 1   # its first mask allows something: "{" or "a"/"b"
 
 
+def test_the_library_generate_compiles_on_the_deep_stack_too():
+    """LFM2ForCausalLM.generate(structured_outputs=...) from a worker thread (8 MiB stack):
+    the same 7,000-rule chain killed the process there (models/lfm2/steering.py)."""
+    code = textwrap.dedent("""
+        import json, sys, threading, torch
+        from models.registry import build_model
+        lm = build_model("lfm2", None, device="cpu", seed=0).lm
+        grammar = json.load(sys.stdin)
+        out = []
+        t = threading.Thread(target=lambda: out.append(lm.generate(
+            torch.tensor([[1, 2]]), max_new_tokens=2, structured_outputs={"grammar": grammar})))
+        t.start(); t.join()
+        print("generated", len(out[0][0]))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(_rule_chain(7000)), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.startswith("generated"), (proc.returncode, proc.stderr[-2000:])
+
+
 @pytest.fixture(scope="module")
 def client():
     with real_lm_client(max_sequence_length=256, max_new_tokens=8, max_grammar_chars=1000) as client:

@@ -76,7 +76,8 @@ class ClassifyHandler:
             # scan repeated cost 0.3 ms (at 4096x4096), 17 s of CPU a megabyte of upload, past any
             # timeout. An encoder writes about 10; FF DA occurs in a JPEG only as the scan marker
             # (entropy-coded 0xFF bytes are stuffed), so counting it counts scans (or a few more).
-            if img.format == "JPEG" and (scans := data.count(b"\xff\xda")) > MAX_JPEG_SCANS:
+            # (MPO: a JPEG with a multi-picture header, which Pillow's JPEG opener turns into one)
+            if img.format in ("JPEG", "MPO") and (scans := data.count(b"\xff\xda")) > MAX_JPEG_SCANS:
                 raise ValueError(f"file: a JPEG of {scans} scans; expected at most {MAX_JPEG_SCANS}")
             try:
                 img.load()
