@@ -43,7 +43,7 @@ _REPO = Path(__file__).resolve().parent.parent
 log = logging.getLogger("dwserve.cli")
 CUT_ANSWERS_S = 1.0   # after SIGTERM's grace: how long requests cut by it get to send their 503s
 # Flags beyond DESIGN.md's list, generated from Settings so every limit is settable.
-_EXTRA = ("grpc_port", "max_body_bytes", "max_total_body_bytes", "max_json_values", "max_elements", "max_new_tokens", "max_sequence_length", "max_image_pixels",
+_EXTRA = ("grpc_port", "grpc_max_concurrent_rpcs", "max_body_bytes", "max_total_body_bytes", "max_json_values", "max_elements", "max_new_tokens", "max_sequence_length", "max_image_pixels",
           "max_prompt_chars", "max_grammar_chars", "max_choices", "max_prompts", "request_timeout_s", "api_key", "launch_recount_every",
           "depthwise_sample_every", "graceful_shutdown_s", "idle_timeout_s", "head_timeout_s", "seed", "torch_threads", "cpu_row_chunk_mib",
           "prefill_chunk_tokens", "prefix_cache_mib", "response_compression_level", "response_compression_min_bytes")
@@ -52,7 +52,8 @@ _HELP = {"host": "address to listen on (0.0.0.0: every interface)", "port": "HTT
          "depthwise_impl": "the server's default depthwise policy; a request may pick another",
          "max_batch_size": "rows per forward (dynamic batching; 1 = off)",
          "max_queue_delay_ms": "how long a batch may wait to fill", "max_queue_size": "queued requests per model, then 503",
-         "grpc_port": "OIP v2 over gRPC on this port (0: any free one; none: off)", "max_body_bytes": "request body limit (413)",
+         "grpc_port": "OIP v2 over gRPC on this port (0: any free one; none: off)",
+         "grpc_max_concurrent_rpcs": "gRPC calls (a stream counts once) run at once, then RESOURCE_EXHAUSTED", "max_body_bytes": "request body limit (413)",
          "max_total_body_bytes": "all request bodies held at once (503; none: 8x --max-body-bytes)",
          "max_json_values": "values in one JSON body, counted before parsing (413)",
          "max_elements": "elements per input tensor", "max_new_tokens": "tokens one generation may ask for",

@@ -213,11 +213,16 @@ async def start_grpc_server(service) -> tuple[GrpcServer, int]:
                # grpc's default (SO_REUSEPORT) let a second server bind a port one already had,
                # the kernel then sharing connections between the two: a taken port is an error,
                # as REST's is (and Triton's unless --reuse-grpc-port)
-               ("grpc.so_reuseport", 0)]
+               ("grpc.so_reuseport", 0),
+               # HTTP/2 streams a connection may open at once (nginx's 128, grpc-go's 100): past
+               # them a client queues its calls; with maximum_concurrent_rpcs below, what grpc
+               # buffers for calls the service has not yet read stays bounded
+               ("grpc.max_concurrent_streams", 100)]
     level = settings.grpc_infer_response_compression_level
     if level != "none":
         options.append(("grpc.default_compression_level", COMPRESSION_LEVELS[level]))
-    server = grpc.aio.server(options=options, interceptors=[DecodeGuard()])   # undecodable messages: grpc_decode.py
+    server = grpc.aio.server(options=options, interceptors=[DecodeGuard()],   # undecodable messages: grpc_decode.py
+                             maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs)
     servicer = InferenceServicer(service)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     health = add_health(service, server)

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # OIP v2 over gRPC (service/grpc_server.py) on this port, same host; None = off, 0 = any
     # free port (logged). Off by default: two servers on one host would otherwise collide.
     grpc_port: Optional[int] = Field(None, ge=0, le=65535)
+    # calls (a stream counts once) the gRPC server runs at once; more are RESOURCE_EXHAUSTED:
+    # grpc buffers each call's incoming messages (MiBs a stream) before dwserve sees them
+    grpc_max_concurrent_rpcs: int = Field(1024, ge=1)
     device: str = "auto"                                  # auto, cpu, cuda or cuda:N
     # Each entry "NAME" (embedded default weights) or "NAME=PATH" (local weights directory).
     models: _ModelList = DEFAULT_MODELS

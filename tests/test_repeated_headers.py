@@ -55,3 +55,4 @@ def test_two_content_type_headers_are_a_400(guarded, types):
     for path in ("/v1/generate", "/v2/models/lfm2/infer"):
         r = httpx.post(url + path, content=b'{"prompt": "a"}', headers=headers)
         assert r.status_code == 400 and "request header content-type sent more than once" in r.json()["error"], r.text
+
