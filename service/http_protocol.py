@@ -100,7 +100,16 @@ def idle_closing_protocol(head_timeout_s: float):
             self.transport.close()
 
         def on_response_complete(self) -> None:
+            # Answered before its body was all read (a 413 from the length, a GET with a body):
+            # the body's rest would be read as the next request, and uvicorn re-arms the idle
+            # timer only after a request, so one byte of it now and then held the connection for
+            # good. Closed instead, as RFC 9112 has a server do that does not read the body.
+            # (self.cycle is the last request parsed: a pipelined one still being answered is left be)
+            unread = self.cycle is not None and self.cycle.response_complete and getattr(self.cycle, "more_body", False)
             super().on_response_complete()   # may start a pipelined request queued before the bad head
+            if unread and not self.transport.is_closing():
+                self.transport.close()
+                return
             if self._deferred is not None and (self.cycle is None or self.cycle.response_complete) \
                     and not self.transport.is_closing():
                 self._refuse(*self._deferred)
