@@ -166,10 +166,16 @@ def serve(argv: list[str]) -> int:
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     interrupted = run_server(app, settings, settings.log_level)
-    if app.state.service.load_error:
-        print(f"dwserve serve: model loading failed: {app.state.service.load_error}", file=sys.stderr)
+    if _load_failed(app.state.service):
         return 1
     return 128 + signal.SIGINT if interrupted else 0   # Ctrl+C: 130, as a shell reports it
+
+
+def _load_failed(service) -> bool:
+    """Whether a model failed to load (said on stderr): serve's exit status is then 1."""
+    if failed := service is not None and bool(service.load_error):
+        print(f"dwserve serve: model loading failed: {service.load_error}", file=sys.stderr)
+    return failed
 
 
 def run_server(app, settings: Settings, log_level: str = "info") -> bool:
@@ -247,16 +253,11 @@ def run_server(app, settings: Settings, log_level: str = "info") -> bool:
             state, deadline = self.server_state, time.monotonic() + CUT_ANSWERS_S
             while (state.tasks or state.connections) and not self.force_exit and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
-            # The drain is done: a SIGTERM stop is a clean one, exit 0 (uvicorn would re-raise it:
-            # status 143, which Kubernetes reports as the container's Error and Docker as a failure).
-            # Ended as the re-raised signal ended it, without finalising (_exit_flushed): a request
-            # cut at the grace period may still run in the compute thread, which finalisation would
-            # wait for (or end inside torch). SIGINT is still re-raised: 130, as a shell reports it.
+            # Drained: a SIGTERM stop is clean, exit 0 (uvicorn re-raised it: 143, Kubernetes' Error),
+            # without finalising as the signal did (a request cut at the grace period may still run
+            # in the compute thread, which finalisation would wait for). SIGINT is re-raised: 130.
             if signal.SIGTERM in getattr(self, "_captured_signals", ()):
-                failed = service is not None and service.load_error
-                if failed:   # what serve() says of a failed load, which this exit skips
-                    print(f"dwserve serve: model loading failed: {service.load_error}", file=sys.stderr)
-                _exit_flushed(1 if failed else 0)
+                _exit_flushed(1 if _load_failed(service) else 0)   # serve()'s status, which this exit skips
 
     server = Server(config)
     if service is not None:  # a model that cannot load ends the process (exit 1), not a zombie

@@ -135,7 +135,7 @@ def _processors(logits_processor) -> list:
 
 def _compile(structured_outputs, tokenizer, cfg):
     """{kind: value} -> the compiled TokenConstraint (never advanced: rows take copies)."""
-    from .structured import MAX_CONSTRAINT_CHARS, compile_constraint, constraint_chars, guidance_tokenizer
+    from .structured import compile_constraint, guidance_tokenizer
     from .tokenizer import end_of_sequence_ids
     if not isinstance(structured_outputs, dict) or len(structured_outputs) != 1 \
             or next(iter(structured_outputs)) not in KINDS:
@@ -146,6 +146,4 @@ def _compile(structured_outputs, tokenizer, cfg):
                          "tokenizer.json); pass tokenizer=")
     ((kind, value),) = structured_outputs.items()
     guidance = guidance_tokenizer(tokenizer, cfg.vocab_size, end_of_sequence_ids(tokenizer, cfg))
-    if (chars := constraint_chars(kind, value)) > MAX_CONSTRAINT_CHARS:
-        raise ValueError(f"structured_outputs[{kind!r}]: {chars} characters; expected at most {MAX_CONSTRAINT_CHARS}")
-    return compile_constraint(guidance, kind, value, cfg.vocab_size)   # on a deep stack (structured.py)
+    return compile_constraint(guidance, kind, value, cfg.vocab_size)   # on a deep stack, size-checked (structured.py)

@@ -105,9 +105,15 @@ def constraint_chars(kind: str, value: Any) -> int:
         raise ConstraintError(kind, "expected a JSON schema that JSON can write (and not nested too deeply)") from None
 
 
-def compile_constraint(guidance, kind: str, value: Any, vocab_size: int) -> "TokenConstraint":
+def compile_constraint(guidance, kind: str, value: Any, vocab_size: int, limit: int = MAX_CONSTRAINT_CHARS,
+                       limit_name: str = "") -> "TokenConstraint":
     """grammar_for and TokenConstraint on a thread of COMPILE_STACK_BYTES (see there): the
-    compiled constraint, or what either raised."""
+    compiled constraint, or what either raised. A constraint over `limit` characters (at most
+    MAX_CONSTRAINT_CHARS, what the stack is sized for; `limit_name`: where it is set) is a
+    ConstraintError before anything compiles."""
+    limit = min(limit, MAX_CONSTRAINT_CHARS)
+    if (chars := constraint_chars(kind, value)) > limit:
+        raise ConstraintError(kind, f"{chars} characters; the limit is {limit}{limit_name and f' ({limit_name})'}")
     out: dict[str, Any] = {}
 
     def run():

@@ -189,7 +189,7 @@ class GenerateHandler:
         llguidance's lexer (its states are built once), and with it its limits: a compiled
         constraint is never kept for later requests, whose output would then depend on what
         earlier ones explored."""
-        from models.lfm2.structured import ConstraintError, compile_constraint, constraint_chars, guidance_tokenizer
+        from models.lfm2.structured import ConstraintError, compile_constraint, guidance_tokenizer
         if self.tokenizer is None:
             raise ValueError(f"structured outputs: model {self.rt.name!r} has no tokenizer (tokenizer.json) to hold "
                              "text to a grammar with")
@@ -197,11 +197,9 @@ class GenerateHandler:
         if template is None:
             kind, value = spec.kind
             guidance = guidance_tokenizer(self.tokenizer, self.vocab_size, self.eos_token_ids)
-            limit = self.rt.settings.max_grammar_chars
             try:   # the template is never advanced; a refusal names the constraint as the client gave it
-                if (chars := constraint_chars(kind, value)) > limit:
-                    raise ConstraintError(kind, f"{chars} characters; the limit is {limit} (--max-grammar-chars)")
-                template = compiled["constraint"] = compile_constraint(guidance, kind, value, self.vocab_size)
+                template = compiled["constraint"] = compile_constraint(
+                    guidance, kind, value, self.vocab_size, self.rt.settings.max_grammar_chars, "--max-grammar-chars")
             except ConstraintError as exc:   # "guided_regex: ...", OpenAI's param its request field
                 raise FieldError(spec.path.split(".")[0], f"{spec.path}: {exc.detail}") from None
         return template.copy()
